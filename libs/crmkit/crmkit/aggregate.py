@@ -1,0 +1,150 @@
+"""Aggregates decide; the repository loads and saves them through the event store.
+
+An aggregate's state is the fold of its events. Commands are methods that check the
+rules against the current state and `record` new events, which are applied at once, so
+a second command in the same unit of work sees the first one's effect. Nothing here
+does I/O except `Repository`, which is the edge between domain and store.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from typing import Any, ClassVar, Generic, TypeVar
+
+from crmkit.errors import Conflict, NotFound, PreconditionFailed
+from crmkit.events import Metadata, NewEvent, RecordedEvent
+from crmkit.eventstore import ConcurrencyError, EventStore
+
+
+class Aggregate:
+    """Base for event-sourced aggregates: subclasses implement `apply`."""
+
+    aggregate_type: ClassVar[str]
+
+    def __init__(self, aggregate_id: str) -> None:
+        self.id = aggregate_id
+        self.version = 0  # events applied, stored or pending
+        self.pending: list[NewEvent] = []
+        self.created_at: datetime | None = None  # times of the first and the last stored event
+        self.updated_at: datetime | None = None
+
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+        """Change state for one event. Must not fail: the event already happened."""
+        raise NotImplementedError
+
+    def view(self) -> dict[str, Any]:
+        """The state as clients see it (also what history compares)."""
+        raise NotImplementedError
+
+    def record(self, event_type: str, data: dict[str, Any]) -> None:
+        self.apply(event_type, data)
+        self.version += 1
+        self.pending.append(NewEvent(event_type, data))
+
+    @property
+    def stored_version(self) -> int:
+        return self.version - len(self.pending)
+
+    @classmethod
+    def from_events(cls, aggregate_id: str, events: Sequence[RecordedEvent]) -> Any:
+        aggregate = cls(aggregate_id)
+        for event in events:
+            aggregate.apply(event.type, event.data)
+            aggregate.version = event.version
+        if events:
+            aggregate.created_at, aggregate.updated_at = events[0].time, events[-1].time
+        return aggregate
+
+
+A = TypeVar("A", bound=Aggregate)
+
+
+class Repository(Generic[A]):
+    """Loads aggregates by folding their stream and appends what they recorded."""
+
+    def __init__(self, store: EventStore, kind: type[A], on_saved: Callable[[list[RecordedEvent]], None]) -> None:
+        self.store = store
+        self.kind = kind
+        self.on_saved = on_saved  # the publisher, so Kafka hears right after the commit
+
+    def get(self, aggregate_id: str, as_of: datetime | None = None) -> A:
+        events = self.store.load(aggregate_id, as_of=as_of)
+        if not events or events[0].aggregate_type != self.kind.aggregate_type:
+            raise NotFound(f"no {self.kind.aggregate_type} with id {aggregate_id}")
+        return self.kind.from_events(aggregate_id, events)
+
+    def history(self, aggregate_id: str) -> list[RecordedEvent]:
+        events = self.store.load(aggregate_id)
+        if not events or events[0].aggregate_type != self.kind.aggregate_type:
+            raise NotFound(f"no {self.kind.aggregate_type} with id {aggregate_id}")
+        return events
+
+    def save(self, aggregate: A, meta: Metadata) -> list[RecordedEvent]:
+        recorded = self.store.append(
+            aggregate.id, aggregate.aggregate_type, aggregate.stored_version, aggregate.pending, meta
+        )
+        aggregate.pending = []
+        if recorded:
+            aggregate.created_at = aggregate.created_at or recorded[0].time
+            aggregate.updated_at = recorded[-1].time
+        self.on_saved(recorded)
+        return recorded
+
+    def change(
+        self,
+        aggregate_id: str,
+        decide: Callable[[A], None],
+        meta: Metadata,
+        if_match: int | None = None,
+        attempts: int = 3,
+    ) -> A:
+        """Load, decide, append; retried on a concurrent write unless the caller pinned a version.
+
+        With `If-Match` the caller decided against a version it saw, so a concurrent
+        change is theirs to look at (412 before, 409 on a race); without it, deciding
+        again on the fresh state is what they asked for.
+        """
+        for attempt in range(attempts):
+            aggregate = self.get(aggregate_id)
+            if if_match is not None and aggregate.version != if_match:
+                raise PreconditionFailed(f"version is {aggregate.version}, If-Match asked for {if_match}")
+            decide(aggregate)
+            try:
+                self.save(aggregate, meta)
+                return aggregate
+            except ConcurrencyError:
+                if if_match is not None or attempt == attempts - 1:
+                    raise Conflict("the record was changed concurrently; load it again and retry") from None
+        raise AssertionError("unreachable")
+
+
+def changes_by_event(kind: type[Aggregate], aggregate_id: str, events: Sequence[RecordedEvent]) -> list[dict[str, Any]]:
+    """Who changed what and when: each event with the before/after of every field it moved.
+
+    Derived by folding one event at a time and comparing views, so events never have
+    to carry "before" values (which would copy personal data into more places).
+    """
+    aggregate = kind(aggregate_id)
+    before = aggregate.view()
+    entries = []
+    for event in events:
+        aggregate.apply(event.type, event.data)
+        aggregate.version = event.version
+        after = aggregate.view()
+        changed = {
+            name: {"before": before.get(name), "after": value}
+            for name, value in after.items()
+            if name not in ("version", "created_at", "updated_at") and before.get(name) != value
+        }
+        entries.append({
+            "version": event.version,
+            "event_id": event.id,
+            "type": event.type,
+            "time": event.time,
+            "actor": event.actor,
+            "correlation_id": event.correlation_id,
+            "changes": changed,
+        })
+        before = after
+    return entries

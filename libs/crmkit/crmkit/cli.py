@@ -1,0 +1,183 @@
+"""The `crm` command: run the stack, mint tokens, replay and rebuild.
+
+    crm up                         the local stack (what `make run` runs)
+    crm token --roles admin        a JWT for the local stack, on stdout
+    crm replay SERVICE             re-publish a service's stored events to Kafka
+    crm rebuild SERVICE [NAME]     drop and rebuild read models from the event store
+    crm serve SERVICE api|grpc|worker   one process (what Kubernetes runs)
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from crmkit import auth, logs, stack
+from crmkit.config import data_dir, jwt_secret
+from crmkit.projector import rebuild
+from crmkit.service import ServiceSpec, discover, run_worker, serve_grpc, spec_for
+
+log = logging.getLogger("crm")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="crm", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    up_cmd = commands.add_parser("up", help="run the local stack in the foreground")
+    up_cmd.add_argument("--services", help="comma-separated subset (default: all installed)")
+
+    token_cmd = commands.add_parser("token", help="print a JWT for the local stack")
+    token_cmd.add_argument("--roles", required=True, help="comma-separated, e.g. admin or contacts:read")
+    token_cmd.add_argument("--subject", default="admin")
+    token_cmd.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12h)")
+
+    replay_cmd = commands.add_parser("replay", help="re-publish a service's stored events")
+    replay_cmd.add_argument("service")
+
+    rebuild_cmd = commands.add_parser("rebuild", help="drop and rebuild read models from events")
+    rebuild_cmd.add_argument("service")
+    rebuild_cmd.add_argument("projection", nargs="?")
+
+    serve_cmd = commands.add_parser("serve", help="run one process of a service")
+    serve_cmd.add_argument("service")
+    serve_cmd.add_argument("process", choices=["api", "grpc", "worker"])
+
+    args = parser.parse_args(argv)
+    return {"up": up, "token": token, "replay": replay, "rebuild": rebuild_cmd_run, "serve": serve}[args.command](args)
+
+
+def token(args: argparse.Namespace) -> int:
+    roles = [role.strip() for role in args.roles.split(",") if role.strip()]
+    print(auth.issue(jwt_secret(), args.subject, roles, args.ttl))
+    return 0
+
+
+def replay(args: argparse.Namespace) -> int:
+    logs.configure(args.service, "cli")
+    runtime = spec_for(args.service).runtime()
+    started = time.perf_counter()
+    sent = runtime.publisher.replay()
+    runtime.close()
+    print(f"replayed {sent} events of {args.service} in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    return 0
+
+
+def rebuild_cmd_run(args: argparse.Namespace) -> int:
+    logs.configure(args.service, "cli")
+    spec = spec_for(args.service)
+    runtime = spec.runtime()
+    spec.prepare(runtime)
+    projections = [p for p in spec.projections(runtime) if args.projection in (None, p.name)]
+    if not projections:
+        print(f"no projection named {args.projection!r}", file=sys.stderr)
+        return 2
+    for projection in projections:
+        started = time.perf_counter()
+        count = rebuild(projection, runtime.store,
+                        lambda n, name=projection.name: print(f"  {name}: {n} events", file=sys.stderr))
+        elapsed = time.perf_counter() - started
+        print(f"rebuilt {projection.name} from {count} events in {elapsed:.1f}s "
+              f"({count / elapsed if elapsed else 0:.0f} events/s)", file=sys.stderr)
+    runtime.close()
+    return 0
+
+
+def serve(args: argparse.Namespace) -> int:
+    if args.process == "api":
+        return _exec_gunicorn(spec_for(args.service))
+    {"grpc": serve_grpc, "worker": run_worker}[args.process](args.service)
+    return 0
+
+
+def _exec_gunicorn(spec: ServiceSpec) -> int:
+    settings = spec.settings()
+    multiproc = data_dir() / "run" / "prometheus" / f"{spec.name}-{os.getpid()}"
+    shutil.rmtree(multiproc, ignore_errors=True)
+    multiproc.mkdir(parents=True)
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
+    argv = [
+        "gunicorn", "--config", "python:crmkit.gunicorn_conf",
+        "--bind", f"0.0.0.0:{settings.ports.http}",
+        f"crmkit.service:wsgi('{spec.name}')",
+    ]
+    os.execv(str(Path(sys.executable).parent / "gunicorn"), argv)
+    return 0  # not reached
+
+
+def up(args: argparse.Namespace) -> int:
+    logs.configure("crm", "up")
+    services = discover()
+    if args.services:
+        wanted = {name.strip() for name in args.services.split(",")}
+        services = {name: spec for name, spec in services.items() if name in wanted}
+    home = data_dir()
+    servers = _start_servers(home)
+    try:
+        _prepare(services)
+        supervisor = stack.Supervisor()
+        python = sys.executable
+        for name in services:
+            for process in ("api", "grpc", "worker"):
+                argv = [python, "-m", "crmkit.cli", "serve", name, process]
+                supervisor.add(f"{name}-{process}", argv, dict(os.environ))
+        _announce(services)
+        return supervisor.run()
+    finally:
+        for server in reversed(servers):
+            stack.stop_process(server)
+        log.info("stack stopped")
+
+
+def _start_servers(home: Path) -> list:
+    """Start the local Kafka and MongoDB unless the environment points at real ones."""
+    servers = []
+    if "CRM_KAFKA_BOOTSTRAP" not in os.environ:
+        port = int(os.environ.get("CRM_KAFKA_PORT", "9092"))
+        servers.append(stack.start_kafka(port, home / "log"))
+        os.environ["CRM_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{port}"
+    if "CRM_MONGO_URL" not in os.environ:
+        port = int(os.environ.get("CRM_MONGO_PORT", "27017"))
+        servers.append(stack.start_mongo(port, home / "mongo", home / "log"))
+        os.environ["CRM_MONGO_URL"] = f"mongodb://127.0.0.1:{port}"
+    return servers
+
+
+def _prepare(services: dict[str, ServiceSpec]) -> None:
+    """Topics, indexes, and a replay for a broker that lost what the stores hold."""
+    bootstrap = os.environ["CRM_KAFKA_BOOTSTRAP"]
+    partitions = int(os.environ.get("CRM_TOPIC_PARTITIONS", "3"))
+    stack.ensure_topics(bootstrap, [spec.settings().topic for spec in services.values()], partitions)
+    for spec in services.values():
+        runtime = spec.runtime()
+        spec.prepare(runtime)
+        if runtime.store.count() and stack.topic_is_empty(bootstrap, runtime.settings.topic):
+            sent = runtime.publisher.replay()
+            log.info("replayed stored events to a fresh broker", extra={"topic": runtime.settings.topic, "count": sent})
+        runtime.close()
+
+
+def _announce(services: dict[str, ServiceSpec]) -> None:
+    lines = ["", "CRM is starting:"]
+    for spec in services.values():
+        s = spec.settings()
+        lines.append(f"  {spec.name:<14} REST http://127.0.0.1:{s.ports.http}  (docs /docs)   "
+                     f"gRPC 127.0.0.1:{s.ports.grpc}")
+    lines += [
+        f"  Kafka {os.environ['CRM_KAFKA_BOOTSTRAP']}   MongoDB {os.environ['CRM_MONGO_URL']}",
+        "",
+        "Admin token (12h):",
+        auth.issue(jwt_secret(), "admin", ["admin"]),
+        "",
+        "Ctrl-C stops everything.",
+    ]
+    print("\n".join(lines), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,182 @@
+"""The event store: one MongoDB collection per service, the source of truth.
+
+Appending is the commit. A unique index on (stream_id, version) makes optimistic
+concurrency hold even with many writer processes: whoever inserts version N+1 first
+wins, the other gets a duplicate-key error and sees `ConcurrencyError`.
+The collection doubles as the transactional outbox: `published` records what Kafka has
+acknowledged, so a crash between append and publish loses nothing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from crmkit import metrics
+from crmkit.events import Metadata, NewEvent, RecordedEvent, Upcasters, new_id, utcnow
+
+DUPLICATE_KEY = 11000
+
+
+class ConcurrencyError(Exception):
+    """Someone else appended to the stream since it was loaded."""
+
+    def __init__(self, stream_id: str, expected_version: int) -> None:
+        super().__init__(f"stream {stream_id} moved past version {expected_version}")
+        self.stream_id = stream_id
+        self.expected_version = expected_version
+
+
+class EventStore:
+    """Append, load and scan one service's events."""
+
+    def __init__(self, db: Database, service: str, upcasters: Upcasters | None = None) -> None:
+        self.service = service
+        self.events: Collection = db["events"]
+        self.upcasters = upcasters or Upcasters()
+
+    def ensure_indexes(self) -> None:
+        self.events.create_index([("stream_id", ASCENDING), ("version", ASCENDING)], unique=True)
+        self.events.create_index([("published", ASCENDING), ("time", ASCENDING)])
+        self.events.create_index([("time", ASCENDING)])
+
+    def append(
+        self,
+        stream_id: str,
+        aggregate_type: str,
+        expected_version: int,
+        events: Sequence[NewEvent],
+        meta: Metadata,
+    ) -> list[RecordedEvent]:
+        """Store `events` as versions expected_version+1.. of the stream, or raise ConcurrencyError."""
+        now = utcnow()
+        recorded = [
+            RecordedEvent(
+                id=new_id(),
+                service=self.service,
+                stream_id=stream_id,
+                aggregate_type=aggregate_type,
+                version=expected_version + offset,
+                type=event.type,
+                schema_version=event.schema_version,
+                data=event.data,
+                time=now,
+                actor=meta.actor,
+                correlation_id=meta.correlation_id,
+                causation_id=meta.causation_id,
+            )
+            for offset, event in enumerate(events, start=1)
+        ]
+        if not recorded:
+            return []
+        try:
+            self.events.insert_many([_to_document(event) for event in recorded], ordered=True)
+        except (DuplicateKeyError, BulkWriteError) as exc:
+            if _is_duplicate_key(exc):
+                raise ConcurrencyError(stream_id, expected_version) from exc
+            raise
+        for event in recorded:
+            metrics.EVENTS_APPENDED.labels(self.service, event.type).inc()
+        return recorded
+
+    def load(
+        self, stream_id: str, *, after_version: int = 0, as_of: datetime | None = None
+    ) -> list[RecordedEvent]:
+        """The stream's events in version order, optionally only those recorded by `as_of`."""
+        query: dict[str, Any] = {"stream_id": stream_id, "version": {"$gt": after_version}}
+        if as_of is not None:
+            query["time"] = {"$lte": as_of}
+        cursor = self.events.find(query).sort("version", ASCENDING)
+        return [self._decode(doc) for doc in cursor]
+
+    def load_many(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
+        """Several streams in one query (batch lookups never loop over streams)."""
+        streams: dict[str, list[RecordedEvent]] = {}
+        cursor = self.events.find({"stream_id": {"$in": list(stream_ids)}})
+        for doc in cursor.sort([("stream_id", ASCENDING), ("version", ASCENDING)]):
+            streams.setdefault(doc["stream_id"], []).append(self._decode(doc))
+        return streams
+
+    def scan(self, batch_size: int = 1000) -> Iterator[list[RecordedEvent]]:
+        """Every event, per stream in version order, in batches (replay and rebuild)."""
+        cursor = self.events.find({}).sort([("stream_id", ASCENDING), ("version", ASCENDING)])
+        yield from self._batches(cursor.batch_size(batch_size), batch_size)
+
+    def unpublished(
+        self, *, stream_id: str | None = None, before: datetime | None = None, limit: int = 1000
+    ) -> list[RecordedEvent]:
+        """Events Kafka has not acknowledged yet, per stream in version order."""
+        query: dict[str, Any] = {"published": False}
+        if stream_id is not None:
+            query["stream_id"] = stream_id
+        if before is not None:
+            query["time"] = {"$lt": before}
+        cursor = self.events.find(query).sort([("stream_id", ASCENDING), ("version", ASCENDING)])
+        return [self._decode(doc) for doc in cursor.limit(limit)]
+
+    def mark_published(self, event_ids: Sequence[str]) -> None:
+        if event_ids:
+            self.events.update_many({"_id": {"$in": list(event_ids)}}, {"$set": {"published": True}})
+
+    def count(self) -> int:
+        return self.events.count_documents({})
+
+    def _decode(self, doc: dict[str, Any]) -> RecordedEvent:
+        return self.upcasters.upcast(_from_document(doc, self.service))
+
+    def _batches(self, cursor: Any, size: int) -> Iterator[list[RecordedEvent]]:
+        batch: list[RecordedEvent] = []
+        for doc in cursor:
+            batch.append(self._decode(doc))
+            if len(batch) >= size:
+                yield batch
+                batch = []
+        if batch:
+            yield batch
+
+
+def _is_duplicate_key(exc: Exception) -> bool:
+    if isinstance(exc, DuplicateKeyError):
+        return True
+    details = getattr(exc, "details", None) or {}
+    return any(err.get("code") == DUPLICATE_KEY for err in details.get("writeErrors", []))
+
+
+def _to_document(event: RecordedEvent) -> dict[str, Any]:
+    return {
+        "_id": event.id,
+        "stream_id": event.stream_id,
+        "aggregate_type": event.aggregate_type,
+        "version": event.version,
+        "type": event.type,
+        "schema_version": event.schema_version,
+        "data": event.data,
+        "time": event.time,
+        "actor": event.actor,
+        "correlation_id": event.correlation_id,
+        "causation_id": event.causation_id,
+        "published": False,
+    }
+
+
+def _from_document(doc: dict[str, Any], service: str) -> RecordedEvent:
+    return RecordedEvent(
+        id=doc["_id"],
+        service=service,
+        stream_id=doc["stream_id"],
+        aggregate_type=doc["aggregate_type"],
+        version=doc["version"],
+        type=doc["type"],
+        schema_version=doc["schema_version"],
+        data=doc["data"],
+        time=doc["time"].replace(tzinfo=UTC) if doc["time"].tzinfo is None else doc["time"],
+        actor=doc["actor"],
+        correlation_id=doc["correlation_id"],
+        causation_id=doc.get("causation_id"),
+    )

@@ -1,0 +1,26 @@
+"""Gunicorn settings for every service's api process (`--config python:crmkit.gunicorn_conf`)."""
+
+import os
+
+from prometheus_client import multiprocess
+
+workers = int(os.environ.get("CRM_API_WORKERS", "2"))
+worker_class = "gthread"
+threads = int(os.environ.get("CRM_API_THREADS", "4"))
+graceful_timeout = 20  # SIGTERM: finish in-flight requests, then exit
+timeout = 60
+accesslog = None  # the app records requests as metrics; logs carry no personal data
+control_socket_disable = True  # several api processes run side by side; nothing uses it
+logconfig_dict = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"json": {"()": "crmkit.logs.JsonFormatter", "service": "gunicorn", "process": "api"}},
+    "handlers": {"stderr": {"class": "logging.StreamHandler", "formatter": "json", "stream": "ext://sys.stderr"}},
+    "loggers": {"gunicorn.error": {"handlers": ["stderr"], "level": "INFO", "propagate": False}},
+}
+
+
+def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+    """Drop a dead worker's live gauges from the merged /metrics."""
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.mark_process_dead(worker.pid)

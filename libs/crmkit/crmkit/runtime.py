@@ -1,0 +1,79 @@
+"""The connections one process holds: MongoDB, the event store, and Kafka (lazily).
+
+Created once per process (after gunicorn forks), shared by the REST views, the gRPC
+servicers and the worker's loops of that process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Sequence
+from datetime import UTC
+
+from kafka.errors import KafkaError
+from pymongo import MongoClient
+
+from crmkit.config import Settings
+from crmkit.events import RecordedEvent, Upcasters
+from crmkit.eventstore import EventStore
+from crmkit.publisher import Publisher, make_producer
+
+log = logging.getLogger(__name__)
+
+
+class Runtime:
+    def __init__(self, settings: Settings, upcasters: Upcasters | None = None) -> None:
+        self.settings = settings
+        self.mongo: MongoClient = MongoClient(
+            settings.mongo_url,
+            serverSelectionTimeoutMS=5000,
+            connectTimeoutMS=3000,
+            tz_aware=True,
+            tzinfo=UTC,
+            appname=f"crm-{settings.service}",
+        )
+        self.db = self.mongo[settings.database]
+        self.store = EventStore(self.db, settings.service, upcasters)
+        self._publisher: Publisher | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def publisher(self) -> Publisher:
+        with self._lock:
+            if self._publisher is None:
+                producer = make_producer(
+                    self.settings.kafka_bootstrap, f"crm-{self.settings.service}-{os.getpid()}"
+                )
+                self._publisher = Publisher(self.store, producer, self.settings.topic)
+            return self._publisher
+
+    def publish(self, events: Sequence[RecordedEvent]) -> None:
+        """Hand committed events to Kafka; if Kafka is away, the worker's sweeper sends them later."""
+        try:
+            self.publisher.publish(events)
+        except KafkaError as exc:
+            log.warning("Kafka unavailable; events stay in the outbox", extra={"error": repr(exc)})
+
+    def mongo_problem(self) -> str | None:
+        try:
+            self.mongo.admin.command("ping")
+            return None
+        except Exception as exc:  # any failure means not ready; the reason is reported
+            return f"MongoDB unreachable: {exc.__class__.__name__}"
+
+    def kafka_problem(self) -> str | None:
+        try:
+            if self.publisher.producer.partitions_for(self.settings.topic) is None:
+                return f"Kafka topic {self.settings.topic} does not exist"
+            return None
+        except Exception as exc:
+            return f"Kafka unreachable: {exc.__class__.__name__}"
+
+    def close(self) -> None:
+        with self._lock:
+            if self._publisher is not None:
+                self._publisher.close()
+                self._publisher = None
+        self.mongo.close()

@@ -1,0 +1,116 @@
+"""How a service describes itself to the chassis, and the three processes it runs as.
+
+Each service package exposes one `ServiceSpec` under the `crm.services` entry-point
+group. The chassis turns it into the `api` (gunicorn + Flask), `grpc` and `worker`
+processes, and `crm up` / `crm replay` / `crm rebuild` find services the same way, so
+adding a service touches no chassis code.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+
+import grpc
+from flask import Blueprint, Flask
+
+from crmkit import logs, metrics, rpc
+from crmkit.config import Ports, Settings
+from crmkit.events import Upcasters
+from crmkit.projector import Projection, ProjectorRunner
+from crmkit.publisher import run_sweeper
+from crmkit.runtime import Runtime
+from crmkit.web import create_app
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    title: str
+    description: str
+    ports: Ports
+    blueprints: Callable[[Runtime], Sequence[Blueprint]]
+    servicers: Callable[[grpc.Server, Runtime], Sequence[str]]
+    projections: Callable[[Runtime], Sequence[Projection]]
+    prepare: Callable[[Runtime], None]  # indexes and other idempotent setup
+    upcasters: Upcasters = field(default_factory=Upcasters)
+
+    def settings(self) -> Settings:
+        return Settings.for_service(self.name, http=self.ports.http, grpc=self.ports.grpc, metrics=self.ports.metrics)
+
+    def runtime(self) -> Runtime:
+        return Runtime(self.settings(), self.upcasters)
+
+
+def discover() -> dict[str, ServiceSpec]:
+    """Every installed service, by name."""
+    return {ep.name: ep.load() for ep in entry_points(group="crm.services")}
+
+
+def spec_for(name: str) -> ServiceSpec:
+    services = discover()
+    if name not in services:
+        raise SystemExit(f"unknown service {name!r}; installed: {', '.join(sorted(services)) or 'none'}")
+    return services[name]
+
+
+def wsgi(name: str) -> Flask:
+    """The api process's app (gunicorn calls this once per worker, after the fork)."""
+    spec = spec_for(name)
+    runtime = spec.runtime()
+    logs.configure(name, "api", runtime.settings.log_level)
+    spec.prepare(runtime)
+    return create_app(runtime, spec.blueprints(runtime), title=spec.title, description=spec.description)
+
+
+def _stop_on_signals() -> threading.Event:
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
+def serve_grpc(name: str) -> None:
+    """The grpc process: serve until SIGTERM, then let in-flight calls finish."""
+    spec = spec_for(name)
+    runtime = spec.runtime()
+    logs.configure(name, "grpc", runtime.settings.log_level)
+    spec.prepare(runtime)
+    stop = _stop_on_signals()
+    server, health = rpc.build_server(
+        name, runtime.settings.ports.grpc, lambda srv: spec.servicers(srv, runtime)
+    )
+    metrics.serve(runtime.settings.ports.metrics + 1)
+    server.start()
+    log.info("gRPC serving", extra={"url": f"grpc://0.0.0.0:{runtime.settings.ports.grpc}"})
+    stop.wait()
+    health.enter_graceful_shutdown()
+    server.stop(grace=10).wait()
+    runtime.close()
+
+
+def run_worker(name: str) -> None:
+    """The worker process: the outbox sweeper and every projector, each in a thread."""
+    spec = spec_for(name)
+    runtime = spec.runtime()
+    logs.configure(name, "worker", runtime.settings.log_level)
+    spec.prepare(runtime)
+    stop = _stop_on_signals()
+    metrics.serve(runtime.settings.ports.metrics)
+    threads = [threading.Thread(target=run_sweeper, args=(runtime.publisher, stop), name="sweeper")]
+    for projection in spec.projections(runtime):
+        runner = ProjectorRunner(name, projection, runtime.settings.kafka_bootstrap, spec.upcasters)
+        threads.append(threading.Thread(target=runner.run, args=(stop,), name=f"projector-{projection.name}"))
+    for thread in threads:
+        thread.start()
+    log.info("worker running", extra={"count": len(threads)})
+    stop.wait()
+    for thread in threads:
+        thread.join(timeout=30)
+    runtime.close()

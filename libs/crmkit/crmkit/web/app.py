@@ -1,0 +1,138 @@
+"""The Flask app factory every service's `api` process uses.
+
+It adds what every service needs and nothing service-specific: problem+json errors,
+correlation ids, request metrics, health and readiness, Prometheus exposition, and the
+OpenAPI document with a /docs page. Services contribute blueprints.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Iterable
+
+import swagger_ui_bundle
+from flask import Blueprint, Flask, Response, g, jsonify, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+
+from crmkit import metrics
+from crmkit.config import jwt_secret
+from crmkit.errors import DomainError
+from crmkit.events import new_id
+from crmkit.logs import correlation_id
+from crmkit.runtime import Runtime
+from crmkit.web import openapi
+from crmkit.web.endpoint import RateLimiter
+from crmkit.web.problems import problem
+
+log = logging.getLogger(__name__)
+
+MAX_BODY_BYTES = 1024 * 1024
+
+DOCS_PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title>
+<link rel="stylesheet" href="/docs/static/swagger-ui.css"></head>
+<body><div id="ui"></div>
+<script src="/docs/static/swagger-ui-bundle.js"></script>
+<script>SwaggerUIBundle({{url: "/openapi.json", dom_id: "#ui"}});</script>
+</body></html>"""
+
+
+def create_app(
+    runtime: Runtime, blueprints: Iterable[Blueprint], *, title: str, description: str
+) -> Flask:
+    settings = runtime.settings
+    app = Flask(f"crm-{settings.service}")
+    app.config.update(
+        CRM_SETTINGS=settings,
+        CRM_JWT_SECRET=jwt_secret(),
+        MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
+    )
+    app.json.ensure_ascii = False  # type: ignore[attr-defined]
+    app.json.sort_keys = False  # type: ignore[attr-defined]
+    app.extensions["crm_runtime"] = runtime
+    app.extensions["crm_idempotency"] = runtime.db["idempotency_keys"]
+    app.extensions["crm_rate_limiter"] = RateLimiter(int(os.environ.get("CRM_RATE_LIMIT_PER_MINUTE", "60000")))
+
+    _observe_requests(app, settings.service)
+    _map_errors(app)
+    _platform_routes(app, runtime, title, description)
+    for blueprint in blueprints:
+        app.register_blueprint(blueprint)
+    return app
+
+
+def _observe_requests(app: Flask, service: str) -> None:
+    @app.before_request
+    def start() -> None:
+        g.started = time.perf_counter()
+        g.correlation_id = request.headers.get("X-Correlation-ID", "")[:100] or new_id()
+        g.correlation_token = correlation_id.set(g.correlation_id)
+
+    @app.after_request
+    def finish(response: Response) -> Response:
+        route = request.url_rule.rule if request.url_rule else "unmatched"
+        elapsed = time.perf_counter() - g.get("started", time.perf_counter())
+        metrics.HTTP_LATENCY.labels(service, request.method, route, str(response.status_code)).observe(elapsed)
+        response.headers["X-Correlation-ID"] = g.get("correlation_id", "")
+        if response.status_code >= 500:
+            log.error("request failed", extra={"method": request.method, "route": route,
+                                                "status": response.status_code})
+        return response
+
+    @app.teardown_request
+    def forget(_exc: BaseException | None) -> None:
+        token = g.pop("correlation_token", None)
+        if token is not None:
+            correlation_id.reset(token)
+
+
+def _map_errors(app: Flask) -> None:
+    @app.errorhandler(DomainError)
+    def domain_error(exc: DomainError) -> Response:
+        headers = {"Retry-After": "1"} if exc.status == 429 else None
+        return problem(exc.status, exc.detail, exc.errors, headers)
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> Response:
+        return problem(exc.code or 500, exc.description or exc.name)
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception) -> Response:
+        log.error("unhandled error", exc_info=exc, extra={"route": request.path})
+        return problem(500, "an unexpected error occurred; it has been logged with the correlation id")
+
+
+def _platform_routes(app: Flask, runtime: Runtime, title: str, description: str) -> None:
+    @app.get("/healthz")
+    def healthz() -> Response:
+        return jsonify(status="ok")
+
+    @app.get("/readyz")
+    def readyz() -> Response | tuple[Response, int]:
+        problems = [p for p in (runtime.mongo_problem(), runtime.kafka_problem()) if p]
+        if problems:
+            return problem(503, "; ".join(problems))
+        return jsonify(status="ready")
+
+    @app.get("/metrics")
+    def prometheus() -> Response:
+        body, content_type = metrics.render()
+        return Response(body, content_type=content_type)
+
+    document: dict = {}
+
+    @app.get("/openapi.json")
+    def openapi_json() -> Response:
+        if not document:
+            document.update(openapi.build(app, title, description))
+        return jsonify(document)
+
+    @app.get("/docs")
+    def docs() -> Response:
+        return Response(DOCS_PAGE.format(title=title), mimetype="text/html")
+
+    @app.get("/docs/static/<path:filename>")
+    def docs_static(filename: str) -> Response:
+        return send_from_directory(swagger_ui_bundle.swagger_ui_path, filename)

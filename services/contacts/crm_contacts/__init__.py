@@ -1,0 +1,1 @@
+"""The contacts service: people, companies, and the customer record's full history."""

@@ -1,0 +1,27 @@
+"""Wiring: how the contacts service plugs into the chassis (its `ServiceSpec`)."""
+
+from __future__ import annotations
+
+from crm_contacts import api, grpc_api, projections
+from crm_contacts.commands import ContactBook
+from crmkit.config import Ports
+from crmkit.runtime import Runtime
+from crmkit.service import ServiceSpec
+
+
+def prepare(runtime: Runtime) -> None:
+    runtime.store.ensure_indexes()
+    for projection in projections.projections(runtime.db, runtime.store, runtime.settings.topic):
+        projection.ensure_indexes()
+
+
+SERVICE = ServiceSpec(
+    name="contacts",
+    title="CRM contacts",
+    description="People and companies: the single source of who each customer is.",
+    ports=Ports(http=8001, grpc=50051, metrics=9101),
+    blueprints=lambda runtime: [api.blueprint(ContactBook(runtime))],
+    servicers=lambda server, runtime: grpc_api.register(server, ContactBook(runtime)),
+    projections=lambda runtime: projections.projections(runtime.db, runtime.store, runtime.settings.topic),
+    prepare=prepare,
+)

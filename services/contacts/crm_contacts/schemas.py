@@ -1,0 +1,170 @@
+"""What the contacts REST API accepts and returns (marshmallow; also drives OpenAPI).
+
+Input is normalised here, at the edge: emails lower-cased, phones to E.164, names
+trimmed, so the domain only ever sees clean values. Every failing field is reported.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any
+
+from marshmallow import Schema, ValidationError, fields, validate, validates
+
+from crm_contacts import normalize
+from crm_contacts.domain import LIFECYCLE_STAGES
+from crmkit.web import PageQuery
+
+MAX_TAGS = 50
+MAX_ATTRIBUTES = 50
+
+
+class Text(fields.String):
+    """Trimmed text with a length cap; control characters are refused; "" means null."""
+
+    def __init__(self, max_length: int = 200, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_none", True)
+        super().__init__(validate=validate.Length(max=max_length), **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        if any(ord(ch) < 32 for ch in text):
+            raise ValidationError("control characters are not allowed")
+        return text or None
+
+
+class Email(Text):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=254, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return normalize.email(text) if text else None
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class Phone(Text):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=40, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        try:
+            return normalize.phone(text, os.environ.get("CRM_DEFAULT_PHONE_REGION") or None) if text else None
+        except ValueError as exc:
+            raise ValidationError(str(exc)) from None
+
+
+class Domain(Text):
+    """A host name such as example.com, lower-cased (companies are matched by it)."""
+
+    PATTERN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=253, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if text and not self.PATTERN.match(text.lower()):
+            raise ValidationError("not a domain name (e.g. example.com)")
+        return text.lower() if text else None
+
+
+def _check_attributes(values: dict[str, Any]) -> None:
+    if len(values) > MAX_ATTRIBUTES:
+        raise ValidationError(f"at most {MAX_ATTRIBUTES} attributes")
+    for key, value in values.items():
+        if value is not None and not isinstance(value, str | int | float | bool):
+            raise ValidationError(f"{key}: values must be text, numbers, booleans or null")
+        if isinstance(value, str) and len(value) > 1000:
+            raise ValidationError(f"{key}: at most 1000 characters")
+
+
+def _attributes() -> fields.Dict:
+    return fields.Dict(keys=fields.String(validate=validate.Length(1, 64)), values=fields.Raw(allow_none=True),
+                       validate=_check_attributes, allow_none=True)
+
+
+class ContactInput(Schema):
+    """The fields a person sets on a contact (a PATCH sends any subset; null clears)."""
+
+    first_name = Text(100)
+    last_name = Text(100)
+    email = Email()
+    phone = Phone()
+    company_id = Text(64)
+    lifecycle_stage = fields.String(validate=validate.OneOf(LIFECYCLE_STAGES))
+    tags = fields.List(Text(64, allow_none=False), validate=validate.Length(max=MAX_TAGS), allow_none=True)
+    attributes = _attributes()
+    owner = Text(100)
+
+    @validates("lifecycle_stage")
+    def _stage_not_null(self, value: Any, **_: Any) -> None:
+        if value is None:
+            raise ValidationError("cannot be null")
+
+
+class ContactView(ContactInput):
+    id = fields.String(dump_only=True)
+    version = fields.Integer(dump_only=True)
+    status = fields.String(dump_only=True, metadata={"enum": ["active", "merged", "erased"]})
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+
+class ContactListQuery(PageQuery):
+    q = fields.String(validate=validate.Length(max=200),
+                      metadata={"description": "words that start a name, email or phone"})
+    lifecycle_stage = fields.String(validate=validate.OneOf(LIFECYCLE_STAGES))
+    company_id = fields.String(validate=validate.Length(max=64))
+    tag = fields.String(validate=validate.Length(max=64))
+    owner = fields.String(validate=validate.Length(max=100))
+    email = Email(allow_none=False)
+    phone = Phone(allow_none=False)
+    status = fields.String(load_default="active", validate=validate.OneOf(["active", "merged", "erased", "all"]))
+
+
+class AsOfQuery(Schema):
+    as_of = fields.AwareDateTime(metadata={"description": "RFC 3339 time: the record as it was then"})
+
+
+class HistoryEntry(Schema):
+    version = fields.Integer()
+    event_id = fields.String()
+    type = fields.String()
+    time = fields.DateTime()
+    actor = fields.String()
+    correlation_id = fields.String()
+    changes = fields.Dict(metadata={"description": "field → {before, after}"})
+
+
+class CompanyInput(Schema):
+    name = Text(200)
+    domain = Domain()
+    industry = Text(100)
+    size = fields.String(allow_none=True, validate=validate.OneOf(["1-10", "11-50", "51-200", "201-1000", "1001+"]))
+    phone = Phone()
+    website = fields.Url(allow_none=True, validate=validate.Length(max=500))
+    address = Text(500)
+    tags = fields.List(Text(64, allow_none=False), validate=validate.Length(max=MAX_TAGS), allow_none=True)
+    attributes = _attributes()
+    owner = Text(100)
+
+
+class CompanyCreate(CompanyInput):
+    name = Text(200, required=True, allow_none=False)
+
+
+class CompanyView(CompanyInput):
+    id = fields.String(dump_only=True)
+    version = fields.Integer(dump_only=True)
+    created_at = fields.DateTime(dump_only=True)
+    updated_at = fields.DateTime(dump_only=True)
+
+
+class CompanyListQuery(PageQuery):
+    q = fields.String(validate=validate.Length(max=200))
+    domain = Domain(allow_none=False)
