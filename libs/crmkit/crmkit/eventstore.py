@@ -10,7 +10,7 @@ acknowledged, so a crash between append and publish loses nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo import ASCENDING
@@ -22,6 +22,7 @@ from crmkit import metrics
 from crmkit.events import Metadata, NewEvent, RecordedEvent, Upcasters, new_id, utcnow
 
 DUPLICATE_KEY = 11000
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class ConcurrencyError(Exception):
@@ -43,8 +44,8 @@ class EventStore:
 
     def ensure_indexes(self) -> None:
         self.events.create_index([("stream_id", ASCENDING), ("version", ASCENDING)], unique=True)
-        self.events.create_index([("published", ASCENDING), ("time", ASCENDING)])
-        self.events.create_index([("time", ASCENDING)])
+        self.events.create_index([("published", ASCENDING), ("time_ms", ASCENDING)])
+        self.events.create_index([("time_ms", ASCENDING)])
 
     def append(
         self,
@@ -91,7 +92,7 @@ class EventStore:
         """The stream's events in version order, optionally only those recorded by `as_of`."""
         query: dict[str, Any] = {"stream_id": stream_id, "version": {"$gt": after_version}}
         if as_of is not None:
-            query["time"] = {"$lte": as_of}
+            query["time_ms"] = {"$lte": epoch_ms(as_of)}
         cursor = self.events.find(query).sort("version", ASCENDING)
         return [self._decode(doc) for doc in cursor]
 
@@ -116,7 +117,7 @@ class EventStore:
         if stream_id is not None:
             query["stream_id"] = stream_id
         if before is not None:
-            query["time"] = {"$lt": before}
+            query["time_ms"] = {"$lt": epoch_ms(before)}
         cursor = self.events.find(query).sort([("stream_id", ASCENDING), ("version", ASCENDING)])
         return [self._decode(doc) for doc in cursor.limit(limit)]
 
@@ -141,6 +142,18 @@ class EventStore:
             yield batch
 
 
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch: the form time ranges are queried in.
+
+    nx-27017 compares stored datetimes at whole-second precision (tests/compat pins
+    it), so "as of 12:00:00.120" would include an event of 12:00:00.900. Integers
+    compare exactly on every server.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
 def _is_duplicate_key(exc: Exception) -> bool:
     if isinstance(exc, DuplicateKeyError):
         return True
@@ -158,6 +171,7 @@ def _to_document(event: RecordedEvent) -> dict[str, Any]:
         "schema_version": event.schema_version,
         "data": event.data,
         "time": event.time,
+        "time_ms": epoch_ms(event.time),  # what range queries use (see epoch_ms)
         "actor": event.actor,
         "correlation_id": event.correlation_id,
         "causation_id": event.causation_id,

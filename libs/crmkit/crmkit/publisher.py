@@ -85,14 +85,21 @@ class Publisher:
         self.topic = topic
         self._acks = _AckRecorder(store)
 
-    def publish(self, events: Sequence[RecordedEvent]) -> None:
-        """Send freshly appended events without waiting; earlier stragglers of the stream go first."""
+    def publish(self, events: Sequence[RecordedEvent], orphan_age: float = 2.0) -> None:
+        """Send freshly appended events without waiting.
+
+        Older events of the same stream still unpublished after `orphan_age` seconds were
+        orphaned (their process died, or Kafka was away): they go first, so the topic
+        keeps the stream's order. Younger ones are most likely in flight from another
+        process and are left alone rather than duplicated.
+        """
         if not events:
             return
         first = events[0]
         if first.version > 1:
-            stragglers = [e for e in self.store.unpublished(stream_id=first.stream_id) if e.version < first.version]
-            events = [*stragglers, *events]
+            cutoff = utcnow() - timedelta(seconds=orphan_age)
+            orphans = self.store.unpublished(stream_id=first.stream_id, before=cutoff)
+            events = [*(e for e in orphans if e.version < first.version), *events]
         self._send(events, path="inline")
 
     def sweep(self, limit: int = 1000, min_age: float = 2.0) -> int:

@@ -7,6 +7,7 @@ gets its own database and topic, so tests never see each other's data.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
@@ -15,8 +16,9 @@ from pathlib import Path
 
 import pytest
 
-from crmkit import stack
+from crmkit import auth, stack
 from crmkit.events import new_id
+from crmkit.service import ServiceSpec
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,7 @@ def service_env(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> Iterator[d
         "CRM_KAFKA_BOOTSTRAP": servers.kafka_bootstrap,
         "CRM_MONGO_URL": servers.mongo_url,
         "CRM_DATA_DIR": str(servers.data_dir),
-        "CRM_JWT_SECRET": "test-secret-" + suffix,
+        "CRM_JWT_SECRET": "test-secret-for-hs256-" + suffix,
         "CRM_TEST_SUFFIX": suffix,
     }
     for key, value in env.items():
@@ -72,3 +74,46 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_configure() -> None:
     os.environ.setdefault("CRM_LOG_LEVEL", "WARNING")
+
+
+class ServiceHarness:
+    """One service wired to the test servers: a Flask test client plus its runtime.
+
+    `project()` runs the service's projections over everything stored, the way the
+    worker would, so list/search tests need not wait for Kafka.
+    """
+
+    def __init__(self, spec: ServiceSpec) -> None:
+        from crmkit.web import create_app
+
+        self.spec = spec
+        self.runtime = spec.runtime()
+        spec.prepare(self.runtime)
+        stack.ensure_topics(self.runtime.settings.kafka_bootstrap, [self.runtime.settings.topic])
+        self.app = create_app(self.runtime, spec.blueprints(self.runtime), title=spec.title,
+                              description=spec.description)
+        self.client = self.app.test_client()
+
+    def headers(self, *roles: str, subject: str = "tester", **extra: str) -> dict[str, str]:
+        token = auth.issue(os.environ["CRM_JWT_SECRET"], subject, list(roles or ["admin"]))
+        return {"Authorization": f"Bearer {token}", **extra}
+
+    def project(self) -> None:
+        projections = self.spec.projections(self.runtime)
+        for batch in self.runtime.store.scan():
+            for projection in projections:
+                projection.handle(batch)
+
+    def close(self) -> None:
+        self.runtime.close()
+
+
+@contextlib.contextmanager
+def harness(spec: ServiceSpec, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Iterator[ServiceHarness]:
+    """A harness for `spec` with a database and topic of this test's own."""
+    isolate(monkeypatch, spec.name, env["CRM_TEST_SUFFIX"])
+    subject = ServiceHarness(spec)
+    try:
+        yield subject
+    finally:
+        subject.close()

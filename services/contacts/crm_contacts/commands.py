@@ -65,7 +65,8 @@ class ContactBook:
             if filters.get(name):
                 query[name] = filters[name]
         if filters.get("tag"):
-            query["tags"] = filters["tag"]
+            # $in, not plain equality: nx-27017 misses array equality through an index (tests/compat)
+            query["tags"] = {"$in": [filters["tag"]]}
         status = filters.get("status") or "active"
         if status != "all":
             query["status"] = status

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from typing import Any
 
 from pymongo import ASCENDING
@@ -23,9 +24,18 @@ def encode_cursor(last_id: str) -> str:
     return base64.urlsafe_b64encode(last_id.encode()).decode().rstrip("=")
 
 
+CURSOR = re.compile(r"^[A-Za-z0-9_-]{1,200}$")
+ID = re.compile(r"^[A-Za-z0-9:._-]{1,128}$")
+
+
 def decode_cursor(cursor: str) -> str:
     try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not CURSOR.match(cursor):
+            raise ValueError(cursor)
+        last_id = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        if not ID.match(last_id):
+            raise ValueError(last_id)
+        return last_id
     except (binascii.Error, UnicodeDecodeError, ValueError):
         raise ValidationFailed("invalid cursor", {"cursor": ["not a cursor this API returned"]}) from None
 
