@@ -9,6 +9,7 @@ adding a service touches no chassis code.
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable, Sequence
@@ -104,8 +105,10 @@ def run_worker(name: str) -> None:
     stop = _stop_on_signals()
     metrics.serve(runtime.settings.ports.metrics)
     threads = [threading.Thread(target=run_sweeper, args=(runtime.publisher, stop), name="sweeper")]
+    batch = int(os.environ.get("CRM_PROJECTOR_BATCH", "500"))
     for projection in spec.projections(runtime):
-        runner = ProjectorRunner(name, projection, runtime.settings.kafka_bootstrap, spec.upcasters)
+        runner = ProjectorRunner(name, projection, runtime.settings.kafka_bootstrap, spec.upcasters,
+                                 max_records=batch)
         threads.append(threading.Thread(target=runner.run, args=(stop,), name=f"projector-{projection.name}"))
     for thread in threads:
         thread.start()

@@ -10,15 +10,20 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
-from collections.abc import Iterator
+import sys
+import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
 from crmkit import auth, stack
 from crmkit.events import new_id
 from crmkit.service import ServiceSpec
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -117,3 +122,25 @@ def harness(spec: ServiceSpec, monkeypatch: pytest.MonkeyPatch, env: dict[str, s
         yield subject
     finally:
         subject.close()
+
+
+def wait_until(check: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+    """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds.
+
+    For effects that happen asynchronously (Kafka, a worker): the test waits for the
+    outcome itself, never for a fixed amount of time.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(0.05)
+
+
+def start_service_process(service: str, process: str, env: dict[str, str]) -> subprocess.Popen:
+    """Run one real process of a service (`crm serve SERVICE PROCESS`) with `env` on top of ours."""
+    return subprocess.Popen([sys.executable, "-m", "crmkit.cli", "serve", service, process],
+                            env={**os.environ, **env})
