@@ -17,9 +17,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from kafka import KafkaConsumer
 
+from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crmkit import stack
 from crmkit.testing import wait_until
 

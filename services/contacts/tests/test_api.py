@@ -258,7 +258,8 @@ def test_every_change_reaches_kafka_as_a_cloudevent_keyed_by_id(contacts: Servic
     sara = create(contacts, SARA)
     contacts.client.patch(f"/v1/contacts/{sara['id']}", json={"owner": "ana"}, headers=contacts.headers())
     contacts.runtime.publisher.flush()
-    consumer = KafkaConsumer(contacts.runtime.settings.topic, bootstrap_servers=contacts.runtime.settings.kafka_bootstrap,
+    settings = contacts.runtime.settings
+    consumer = KafkaConsumer(settings.topic, bootstrap_servers=settings.kafka_bootstrap,
                              auto_offset_reset="earliest", consumer_timeout_ms=5000)
     messages = [m for m in consumer if m.key == sara["id"].encode()]
     consumer.close()
