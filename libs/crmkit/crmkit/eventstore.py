@@ -56,8 +56,45 @@ class EventStore:
         meta: Metadata,
     ) -> list[RecordedEvent]:
         """Store `events` as versions expected_version+1.. of the stream, or raise ConcurrencyError."""
+        recorded = self._record(stream_id, aggregate_type, expected_version, events, meta)
+        if not recorded:
+            return []
+        try:
+            self.events.insert_many([_to_document(event) for event in recorded], ordered=True)
+        except (DuplicateKeyError, BulkWriteError) as exc:
+            if _is_duplicate_key(exc):
+                raise ConcurrencyError(stream_id, expected_version) from exc
+            raise
+        self._count(recorded)
+        return recorded
+
+    def start_streams(
+        self, streams: Sequence[tuple[str, str, Sequence[NewEvent]]], meta: Metadata
+    ) -> tuple[list[RecordedEvent], set[str]]:
+        """Begin many new streams in one bulk insert (imports); returns what was stored and
+        the ids of streams that already existed (left untouched, e.g. a resumed batch)."""
+        recorded = [event for stream_id, kind, events in streams
+                    for event in self._record(stream_id, kind, 0, events, meta)]
+        if not recorded:
+            return [], set()
+        taken: set[str] = set()
+        try:
+            self.events.insert_many([_to_document(event) for event in recorded], ordered=False)
+        except BulkWriteError as exc:
+            if not _is_duplicate_key(exc) or any(e.get("code") != DUPLICATE_KEY for e in exc.details["writeErrors"]):
+                raise
+            taken = {recorded[error["index"]].stream_id for error in exc.details["writeErrors"]}
+            self.events.delete_many({"_id": {"$in": [e.id for e in recorded if e.stream_id in taken]},
+                                     "stream_id": {"$in": list(taken)}})
+        stored = [event for event in recorded if event.stream_id not in taken]
+        self._count(stored)
+        return stored, taken
+
+    def _record(
+        self, stream_id: str, aggregate_type: str, expected_version: int, events: Sequence[NewEvent], meta: Metadata
+    ) -> list[RecordedEvent]:
         now = utcnow()
-        recorded = [
+        return [
             RecordedEvent(
                 id=new_id(),
                 service=self.service,
@@ -74,17 +111,10 @@ class EventStore:
             )
             for offset, event in enumerate(events, start=1)
         ]
-        if not recorded:
-            return []
-        try:
-            self.events.insert_many([_to_document(event) for event in recorded], ordered=True)
-        except (DuplicateKeyError, BulkWriteError) as exc:
-            if _is_duplicate_key(exc):
-                raise ConcurrencyError(stream_id, expected_version) from exc
-            raise
+
+    def _count(self, recorded: Sequence[RecordedEvent]) -> None:
         for event in recorded:
             metrics.EVENTS_APPENDED.labels(self.service, event.type).inc()
-        return recorded
 
     def load(
         self, stream_id: str, *, after_version: int = 0, as_of: datetime | None = None

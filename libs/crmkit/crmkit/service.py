@@ -41,6 +41,9 @@ class ServiceSpec:
     projections: Callable[[Runtime], Sequence[Projection]]
     prepare: Callable[[Runtime], None]  # indexes and other idempotent setup
     upcasters: Upcasters = field(default_factory=Upcasters)
+    # background loops the worker runs beside the projectors (imports, timers); each
+    # gets the stop event and must return soon after it is set
+    jobs: Callable[[Runtime], Sequence[Callable[[threading.Event], None]]] = lambda _runtime: ()
 
     def settings(self) -> Settings:
         return Settings.for_service(self.name, http=self.ports.http, grpc=self.ports.grpc, metrics=self.ports.metrics)
@@ -110,6 +113,8 @@ def run_worker(name: str) -> None:
         runner = ProjectorRunner(name, projection, runtime.settings.kafka_bootstrap, spec.upcasters,
                                  max_records=batch)
         threads.append(threading.Thread(target=runner.run, args=(stop,), name=f"projector-{projection.name}"))
+    for job in spec.jobs(runtime):
+        threads.append(threading.Thread(target=job, args=(stop,), name=f"job-{getattr(job, '__name__', 'job')}"))
     for thread in threads:
         thread.start()
     log.info("worker running", extra={"count": len(threads)})
