@@ -20,6 +20,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crmkit import metrics
 from crmkit.events import Metadata, NewEvent, RecordedEvent, Upcasters, new_id, utcnow
+from crmkit.shredding import PersonalData
 
 DUPLICATE_KEY = 11000
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -37,10 +38,13 @@ class ConcurrencyError(Exception):
 class EventStore:
     """Append, load and scan one service's events."""
 
-    def __init__(self, db: Database, service: str, upcasters: Upcasters | None = None) -> None:
+    def __init__(
+        self, db: Database, service: str, upcasters: Upcasters | None = None, personal: PersonalData | None = None
+    ) -> None:
         self.service = service
         self.events: Collection = db["events"]
         self.upcasters = upcasters or Upcasters()
+        self.personal = personal
 
     def ensure_indexes(self) -> None:
         self.events.create_index([("stream_id", ASCENDING), ("version", ASCENDING)], unique=True)
@@ -55,8 +59,11 @@ class EventStore:
         events: Sequence[NewEvent],
         meta: Metadata,
     ) -> list[RecordedEvent]:
-        """Store `events` as versions expected_version+1.. of the stream, or raise ConcurrencyError."""
-        recorded = self._record(stream_id, aggregate_type, expected_version, events, meta)
+        """Store `events` as versions expected_version+1.. of the stream, or raise ConcurrencyError.
+
+        Returns the events as stored, personal fields sealed: what the publisher sends.
+        """
+        recorded = self._seal(self._record(stream_id, aggregate_type, expected_version, events, meta))
         if not recorded:
             return []
         try:
@@ -73,8 +80,8 @@ class EventStore:
     ) -> tuple[list[RecordedEvent], set[str]]:
         """Begin many new streams in one bulk insert (imports); returns what was stored and
         the ids of streams that already existed (left untouched, e.g. a resumed batch)."""
-        recorded = [event for stream_id, kind, events in streams
-                    for event in self._record(stream_id, kind, 0, events, meta)]
+        recorded = self._seal([event for stream_id, kind, events in streams
+                               for event in self._record(stream_id, kind, 0, events, meta)])
         if not recorded:
             return [], set()
         taken: set[str] = set()
@@ -123,33 +130,38 @@ class EventStore:
         query: dict[str, Any] = {"stream_id": stream_id, "version": {"$gt": after_version}}
         if as_of is not None:
             query["time_ms"] = {"$lte": epoch_ms(as_of)}
-        cursor = self.events.find(query).sort("version", ASCENDING)
-        return [self._decode(doc) for doc in cursor]
+        return self._read(self.events.find(query).sort("version", ASCENDING))
 
     def load_many(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         """Several streams in one query (batch lookups never loop over streams)."""
         streams: dict[str, list[RecordedEvent]] = {}
         cursor = self.events.find({"stream_id": {"$in": list(stream_ids)}})
-        for doc in cursor.sort([("stream_id", ASCENDING), ("version", ASCENDING)]):
-            streams.setdefault(doc["stream_id"], []).append(self._decode(doc))
+        for event in self._read(cursor.sort([("stream_id", ASCENDING), ("version", ASCENDING)])):
+            streams.setdefault(event.stream_id, []).append(event)
         return streams
 
-    def scan(self, batch_size: int = 1000) -> Iterator[list[RecordedEvent]]:
-        """Every event, per stream in version order, in batches (replay and rebuild)."""
+    def scan(self, batch_size: int = 1000, *, sealed: bool = False) -> Iterator[list[RecordedEvent]]:
+        """Every event, per stream in version order, in batches: opened for rebuilds,
+        `sealed` (exactly as stored) for replays to Kafka."""
         cursor = self.events.find({}).sort([("stream_id", ASCENDING), ("version", ASCENDING)])
-        yield from self._batches(cursor.batch_size(batch_size), batch_size)
+        for batch in self._batches(cursor.batch_size(batch_size), batch_size):
+            yield batch if sealed else self.open(batch)
 
     def unpublished(
         self, *, stream_id: str | None = None, before: datetime | None = None, limit: int = 1000
     ) -> list[RecordedEvent]:
-        """Events Kafka has not acknowledged yet, per stream in version order."""
+        """Events Kafka has not acknowledged yet, per stream in version order.
+
+        `before` keeps those recorded at or before that moment, so "at least N seconds
+        old" includes an event exactly N old (with N = 0: everything, this millisecond too).
+        """
         query: dict[str, Any] = {"published": False}
         if stream_id is not None:
             query["stream_id"] = stream_id
         if before is not None:
-            query["time_ms"] = {"$lt": epoch_ms(before)}
+            query["time_ms"] = {"$lte": epoch_ms(before)}
         cursor = self.events.find(query).sort([("stream_id", ASCENDING), ("version", ASCENDING)])
-        return [self._decode(doc) for doc in cursor.limit(limit)]
+        return [_from_document(doc, self.service) for doc in cursor.limit(limit)]
 
     def mark_published(self, event_ids: Sequence[str]) -> None:
         if event_ids:
@@ -158,13 +170,25 @@ class EventStore:
     def count(self) -> int:
         return self.events.count_documents({})
 
-    def _decode(self, doc: dict[str, Any]) -> RecordedEvent:
-        return self.upcasters.upcast(_from_document(doc, self.service))
+    def open(self, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        """Stored (or consumed) events as domain code reads them: personal fields
+        decrypted (None once erased), old shapes upcast."""
+        own = [e for e in events if e.service == self.service]
+        if self.personal is not None and own:
+            opened = {e.id: e for e in self.personal.open(own)}
+            events = [opened.get(e.id, e) for e in events]
+        return self.upcasters.upcast_all(events)
+
+    def _read(self, cursor: Any) -> list[RecordedEvent]:
+        return self.open([_from_document(doc, self.service) for doc in cursor])
+
+    def _seal(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        return self.personal.seal(events) if self.personal is not None else events
 
     def _batches(self, cursor: Any, size: int) -> Iterator[list[RecordedEvent]]:
         batch: list[RecordedEvent] = []
         for doc in cursor:
-            batch.append(self._decode(doc))
+            batch.append(_from_document(doc, self.service))
             if len(batch) >= size:
                 yield batch
                 batch = []

@@ -21,7 +21,7 @@ from pymongo import ReplaceOne
 from pymongo.collection import Collection
 
 from crmkit import metrics
-from crmkit.events import RecordedEvent, Upcasters, utcnow
+from crmkit.events import RecordedEvent, utcnow
 from crmkit.eventstore import EventStore
 
 log = logging.getLogger(__name__)
@@ -105,14 +105,14 @@ class ProjectorRunner:
         service: str,
         projection: Projection,
         bootstrap: str,
-        upcasters: Upcasters,
+        reader: Callable[[list[RecordedEvent]], list[RecordedEvent]],
         *,
         group_prefix: str = "crm",
         max_records: int = 500,
     ) -> None:
         self.service = service
         self.projection = projection
-        self.upcasters = upcasters
+        self.reader = reader  # opens personal fields (own events) and upcasts old shapes
         self.group_id = f"{group_prefix}.{service}.{projection.name}"
         self.consumer = KafkaConsumer(
             *projection.topics,
@@ -126,19 +126,33 @@ class ProjectorRunner:
             heartbeat_interval_ms=1_000,
         )
 
-    def run(self, stop: threading.Event) -> None:
-        """Poll, apply, commit until `stop`; the batch in hand is finished first."""
+    def run(self, stop: threading.Event, retry_delay: float = 1.0) -> None:
+        """Poll, apply, commit until `stop`; the batch in hand is finished first.
+
+        A batch that fails (the database away, a bug in a fold) is read again after
+        `retry_delay` instead of ending the thread, which nothing would restart.
+        """
         try:
             while not stop.is_set():
-                self.poll_once()
+                try:
+                    self.poll_once()
+                except Exception:
+                    log.exception("projection failed; retrying its batch", extra={"projection": self.projection.name})
+                    stop.wait(retry_delay)
         finally:
             self.consumer.close()
 
     def poll_once(self, timeout_ms: int = 500) -> int:
         records = self.consumer.poll(timeout_ms=timeout_ms)
-        events = list(self._decode(msg for batch in records.values() for msg in batch))
+        try:
+            events = self.reader(list(self._decode(msg for batch in records.values() for msg in batch)))
+            if events:
+                self.projection.handle(events)
+        except Exception:
+            for tp, batch in records.items():  # not applied, not committed: the next poll reads it again
+                self.consumer.seek(tp, batch[0].offset)
+            raise
         if events:
-            self.projection.handle(events)
             metrics.EVENTS_PROJECTED.labels(self.service, self.projection.name).inc(len(events))
             newest = max(event.time for event in events)
             metrics.PROJECTION_LAG.labels(self.service, self.projection.name).set(
@@ -152,7 +166,7 @@ class ProjectorRunner:
     def _decode(self, messages: Iterable[Any]) -> Iterable[RecordedEvent]:
         for message in messages:
             try:
-                yield self.upcasters.upcast(RecordedEvent.from_bytes(message.value))
+                yield RecordedEvent.from_bytes(message.value)
             except ValueError:
                 metrics.POISON_EVENTS.labels(self.service, self.projection.name).inc()
                 log.warning(

@@ -119,7 +119,7 @@ class Publisher:
     def replay(self, batches: Iterable[Sequence[RecordedEvent]] | None = None) -> int:
         """Send every stored event again, e.g. to a fresh broker (`crm replay`)."""
         sent = 0
-        for batch in batches if batches is not None else self.store.scan():
+        for batch in batches if batches is not None else self.store.scan(sealed=True):
             self._send(batch, path="replay")
             sent += len(batch)
         self.flush()

@@ -9,22 +9,30 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import UTC
 
 from kafka.errors import KafkaError
-from pymongo import MongoClient
+from pymongo import MongoClient, timeout
 
 from crmkit.config import Settings
 from crmkit.events import RecordedEvent, Upcasters
 from crmkit.eventstore import EventStore
 from crmkit.publisher import Publisher, make_producer
+from crmkit.shredding import KeyVault, PersonalData
 
 log = logging.getLogger(__name__)
 
+READY_TIMEOUT = 2.0  # seconds a readiness check may wait for a dependency
+
 
 class Runtime:
-    def __init__(self, settings: Settings, upcasters: Upcasters | None = None) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        upcasters: Upcasters | None = None,
+        personal_fields: Mapping[str, Sequence[str]] | None = None,
+    ) -> None:
         self.settings = settings
         self.mongo: MongoClient = MongoClient(
             settings.mongo_url,
@@ -35,7 +43,9 @@ class Runtime:
             appname=f"crm-{settings.service}",
         )
         self.db = self.mongo[settings.database]
-        self.store = EventStore(self.db, settings.service, upcasters)
+        self.vault = KeyVault(self.db["data_keys"])
+        personal = PersonalData(self.vault, personal_fields) if personal_fields else None
+        self.store = EventStore(self.db, settings.service, upcasters, personal)
         self._publisher: Publisher | None = None
         self._lock = threading.Lock()
 
@@ -58,7 +68,8 @@ class Runtime:
 
     def mongo_problem(self) -> str | None:
         try:
-            self.mongo.admin.command("ping")
+            with timeout(READY_TIMEOUT):  # answer the probe in time, rather than after server selection gives up
+                self.mongo.admin.command("ping")
             return None
         except Exception as exc:  # any failure means not ready; the reason is reported
             return f"MongoDB unreachable: {exc.__class__.__name__}"

@@ -12,7 +12,7 @@ import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 
@@ -41,6 +41,8 @@ class ServiceSpec:
     projections: Callable[[Runtime], Sequence[Projection]]
     prepare: Callable[[Runtime], None]  # indexes and other idempotent setup
     upcasters: Upcasters = field(default_factory=Upcasters)
+    # personal fields per event type (dotted paths into data), sealed with a per-person key
+    personal_fields: Mapping[str, Sequence[str]] = field(default_factory=dict)
     # background loops the worker runs beside the projectors (imports, timers); each
     # gets the stop event and must return soon after it is set
     jobs: Callable[[Runtime], Sequence[Callable[[threading.Event], None]]] = lambda _runtime: ()
@@ -49,7 +51,7 @@ class ServiceSpec:
         return Settings.for_service(self.name, http=self.ports.http, grpc=self.ports.grpc, metrics=self.ports.metrics)
 
     def runtime(self) -> Runtime:
-        return Runtime(self.settings(), self.upcasters)
+        return Runtime(self.settings(), self.upcasters, self.personal_fields)
 
 
 def discover() -> dict[str, ServiceSpec]:
@@ -110,7 +112,7 @@ def run_worker(name: str) -> None:
     threads = [threading.Thread(target=run_sweeper, args=(runtime.publisher, stop), name="sweeper")]
     batch = int(os.environ.get("CRM_PROJECTOR_BATCH", "500"))
     for projection in spec.projections(runtime):
-        runner = ProjectorRunner(name, projection, runtime.settings.kafka_bootstrap, spec.upcasters,
+        runner = ProjectorRunner(name, projection, runtime.settings.kafka_bootstrap, runtime.store.open,
                                  max_records=batch)
         threads.append(threading.Thread(target=runner.run, args=(stop,), name=f"projector-{projection.name}"))
     for job in spec.jobs(runtime):

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, jsonify
 
 from crm_contacts import schemas
 from crm_contacts.commands import ContactBook
-from crmkit.web import endpoint, if_match, listing, metadata, resource
+from crm_contacts.customer360 import Neighbours, customer_360
+from crm_contacts.domain import CHANNELS
+from crmkit.errors import ValidationFailed
+from crmkit.web import PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
 
 
-def blueprint(book: ContactBook) -> Blueprint:
+def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
     bp = Blueprint("contacts", __name__)
 
     @bp.post("/v1/contacts")
@@ -45,6 +48,54 @@ def blueprint(book: ContactBook) -> Blueprint:
         """Every change to a contact: who, what, when, before and after."""
         return listing(book.contact_history(contact_id), None)
 
+    @bp.put("/v1/contacts/<contact_id>/consents/<channel>")
+    @endpoint("write", body=schemas.ConsentInput, response=schemas.ContactView)
+    def set_consent(contact_id: str, channel: str, body: dict[str, Any]) -> Response:
+        """Record a consent decision for one channel (email, sms, fax, phone)."""
+        _require_channel(channel)
+        return resource(book.set_consent(contact_id, channel, body, metadata(), if_match()).view())
+
+    @bp.get("/v1/contacts/<contact_id>/consents")
+    @endpoint("read", response=schemas.ConsentView, many=True)
+    def consents(contact_id: str) -> Response:
+        """The latest consent decision per channel."""
+        contact = book.contact(contact_id)
+        response = jsonify({"contact_id": contact.id, "consents": contact.consents})
+        response.headers["ETag"] = f'"{contact.version}"'
+        return response
+
+    @bp.post("/v1/contacts/<contact_id>/merge")
+    @endpoint("write", body=schemas.MergeInput, response=schemas.ContactView)
+    def merge(contact_id: str, body: dict[str, Any]) -> Response:
+        """Fold a duplicate into this contact; the duplicate's id then leads here."""
+        return resource(book.merge(contact_id, body["duplicate_id"], metadata(), if_match()).view())
+
+    @bp.get("/v1/duplicates")
+    @endpoint("read", query=PageQuery, response=schemas.DuplicatePair, many=True)
+    def duplicates(query: dict[str, Any]) -> Response:
+        """Pairs of contacts that look like the same person, and why."""
+        return listing(*book.duplicates(query["limit"], query.get("cursor")))
+
+    @bp.post("/v1/contacts/<contact_id>/erasure")
+    @endpoint("write", body=schemas.ErasureInput, response=schemas.ContactView)
+    def erase(contact_id: str, body: dict[str, Any]) -> Response:
+        """Erase the person (crypto-shredding): their data becomes unreadable everywhere."""
+        return resource(book.erase(contact_id, body["reason"], metadata()).view())
+
+    @bp.get("/v1/contacts/<contact_id>/export")
+    @endpoint("read")
+    def export(contact_id: str) -> Response:
+        """Everything held about the person, as one JSON document (portability)."""
+        response = jsonify(jsonable(book.export(contact_id)))
+        response.headers["Content-Disposition"] = f'attachment; filename="contact-{contact_id}.json"'
+        return response
+
+    @bp.get("/v1/contacts/<contact_id>/360")
+    @endpoint("read")
+    def three_sixty(contact_id: str) -> Response:
+        """Profile, value, support, recent messages and lifecycle timeline in one answer."""
+        return jsonify(jsonable(customer_360(book, neighbours, contact_id)))
+
     @bp.post("/v1/companies")
     @endpoint("write", body=schemas.CompanyCreate, response=schemas.CompanyView, status=201, idempotent=True)
     def create_company(body: dict[str, Any]) -> Response:
@@ -77,3 +128,8 @@ def blueprint(book: ContactBook) -> Blueprint:
         return listing(book.company_history(company_id), None)
 
     return bp
+
+
+def _require_channel(channel: str) -> None:
+    if channel not in CHANNELS:
+        raise ValidationFailed("unknown channel", {"channel": [f"must be one of {', '.join(CHANNELS)}"]})

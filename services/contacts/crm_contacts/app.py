@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
-from crm_contacts import api, grpc_api, projections
+from crm_contacts import api, grpc_api, projections, segments_api
 from crm_contacts.commands import ContactBook
+from crm_contacts.customer360 import Neighbours
+from crm_contacts.domain import PERSONAL_DATA
+from crm_contacts.segment_commands import SegmentBook, segment_projections
 from crmkit.config import Ports
 from crmkit.runtime import Runtime
 from crmkit.service import ServiceSpec
@@ -13,6 +16,8 @@ def prepare(runtime: Runtime) -> None:
     runtime.store.ensure_indexes()
     for projection in projections.projections(runtime.db, runtime.store, runtime.settings.topic):
         projection.ensure_indexes()
+    for segment_projection in segment_projections(runtime.db, runtime.store, runtime.settings.topic):
+        segment_projection.ensure_indexes()
 
 
 SERVICE = ServiceSpec(
@@ -20,8 +25,11 @@ SERVICE = ServiceSpec(
     title="CRM contacts",
     description="People and companies: the single source of who each customer is.",
     ports=Ports(http=8001, grpc=50051, metrics=9101),
-    blueprints=lambda runtime: [api.blueprint(ContactBook(runtime))],
-    servicers=lambda server, runtime: grpc_api.register(server, ContactBook(runtime)),
-    projections=lambda runtime: projections.projections(runtime.db, runtime.store, runtime.settings.topic),
+    blueprints=lambda runtime: [api.blueprint(ContactBook(runtime), Neighbours()),
+                                segments_api.blueprint(SegmentBook(runtime))],
+    servicers=lambda server, runtime: grpc_api.register(server, ContactBook(runtime), SegmentBook(runtime)),
+    projections=lambda runtime: [*projections.projections(runtime.db, runtime.store, runtime.settings.topic),
+                                 *segment_projections(runtime.db, runtime.store, runtime.settings.topic)],
     prepare=prepare,
+    personal_fields=PERSONAL_DATA,
 )

@@ -14,14 +14,19 @@ from crm_contacts import projections
 from crm_contacts.domain import Company, Contact
 from crmkit.aggregate import Repository, changes_by_event
 from crmkit.errors import NotFound, ValidationFailed
-from crmkit.events import Metadata, new_id
+from crmkit.events import Metadata, new_id, rfc3339, utcnow
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
+
+MAX_MERGE_HOPS = 10
+MAX_MERGED_RECORDS = 1000
 
 
 class ContactBook:
     def __init__(self, runtime: Runtime) -> None:
         self.store = runtime.store
+        self.vault = runtime.vault
+        self.idempotency = runtime.db["idempotency_keys"]
         self.contacts: Repository[Contact] = Repository(runtime.store, Contact, runtime.publish)
         self.companies: Repository[Company] = Repository(runtime.store, Company, runtime.publish)
         self.contacts_view = runtime.db["contacts"]
@@ -41,14 +46,128 @@ class ContactBook:
         cause = f"manual:{meta.actor}"
         return self.contacts.change(contact_id, lambda c: c.update(fields, stage_cause=cause), meta, if_match)
 
-    def contact(self, contact_id: str, as_of: datetime | None = None) -> Contact:
+    def contact(self, contact_id: str, as_of: datetime | None = None, *, follow_merges: bool = True) -> Contact:
+        """A contact as it is (or was at `as_of`); a merged id leads to the survivor."""
         contact = self.contacts.get(contact_id, as_of=as_of)
         if as_of is not None and contact.created_at and contact.created_at > as_of:
             raise NotFound(f"contact {contact_id} did not exist at {as_of.isoformat()}")
+        for _ in range(MAX_MERGE_HOPS):
+            if not follow_merges or contact.merged_into is None:
+                return contact
+            contact = self.contacts.get(contact.merged_into, as_of=as_of)
         return contact
 
+    # --- consent --------------------------------------------------------------------
+
+    def set_consent(
+        self, contact_id: str, channel: str, consent: dict[str, Any], meta: Metadata, if_match: int | None
+    ) -> Contact:
+        consent = {**consent, "at": rfc3339(consent.get("at") or utcnow())}
+        return self.contacts.change(contact_id, lambda c: c.set_consent(channel, consent), meta, if_match)
+
+    def check_consent(self, contact_id: str, channel: str) -> dict[str, Any]:
+        """May we contact this person on this channel right now, and at which address?"""
+        contact = self.contact(contact_id)
+        consent = contact.consents.get(channel) or {}
+        address = contact.email if channel == "email" else contact.phone
+        if contact.status == "erased":
+            reason = "contact_erased"
+        elif consent.get("status") != "granted":
+            reason = "consent_withdrawn" if consent else "no_consent_recorded"
+        elif not address:
+            reason = "no_address"
+        else:
+            reason = ""
+        return {"contact_id": contact.id, "channel": channel, "granted": not reason, "reason": reason,
+                "address": address if not reason else None, "consent": consent}
+
+    # --- de-duplication -------------------------------------------------------------
+
+    def merge(self, survivor_id: str, duplicate_id: str, meta: Metadata, if_match: int | None) -> Contact:
+        """Fold the duplicate into the survivor, then mark the duplicate merged.
+
+        Two streams, two appends (no transaction): the survivor first. If the process
+        dies in between, repeating the merge completes it — absorbing is idempotent.
+        """
+        if survivor_id == duplicate_id:
+            raise ValidationFailed("cannot merge a contact into itself", {"duplicate_id": ["is the survivor itself"]})
+        try:
+            duplicate = self.contacts.get(duplicate_id)
+        except NotFound:
+            raise ValidationFailed("unknown duplicate", {"duplicate_id": [f"no contact with id {duplicate_id}"]}) \
+                from None
+        survivor = self.contacts.change(survivor_id, lambda s: s.absorb(duplicate), meta, if_match)
+        self.contacts.change(duplicate_id, lambda d: d.mark_merged(survivor_id), meta)
+        return survivor
+
+    def duplicates(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        """Candidate pairs: same email, same phone, or same folded name at the same company."""
+        return projections.duplicate_pairs(self.contacts_view, limit, cursor)
+
+    # --- erasure and portability -------------------------------------------------------
+
+    def erase(self, contact_id: str, reason: str, meta: Metadata) -> Contact:
+        """Erase the person: their record and every record merged into it.
+
+        Each stream gets `ContactErased` (so read models and other services scrub their
+        copies), then its data key is deleted, which leaves every stored and published
+        event about the person unreadable. Safe to repeat.
+        """
+        person = self.contact(contact_id)
+        erased = person
+        for record_id in [person.id, *self._merged_into(person)]:
+            erased_record = self.contacts.change(record_id, lambda c: c.erase(reason), meta)
+            self.vault.forget(record_id)
+            self.idempotency.delete_many({"resource": f"/v1/contacts/{record_id}"})
+            if record_id == person.id:
+                erased = erased_record
+        return erased
+
+    def export(self, contact_id: str) -> dict[str, Any]:
+        """Everything held about the person (data portability), including merged records."""
+        contact = self.contact(contact_id)
+        company = self.companies.get(contact.company_id).view() if contact.company_id else None
+        return {
+            "exported_at": utcnow(),
+            "contact": contact.view(),
+            "company": company,
+            "history": self.contact_history(contact.id),
+            "merged_records": [
+                {"id": merged_id, "history": self.contact_history(merged_id)}
+                for merged_id in self._merged_into(contact)
+            ],
+        }
+
+    def _merged_into(self, contact: Contact) -> list[str]:
+        """Ids of every record merged (directly or transitively) into `contact`."""
+        found: list[str] = []
+        frontier = list(contact.merged_from)
+        while frontier and len(found) < MAX_MERGED_RECORDS:
+            record_id = frontier.pop()
+            if record_id not in found:
+                found.append(record_id)
+                frontier += self.contacts.get(record_id).merged_from
+        return found
+
     def contacts_by_id(self, contact_ids: Sequence[str]) -> dict[str, Contact]:
-        """Many contacts folded from one store query; unknown ids are left out."""
+        """Many contacts folded from one store query per merge hop; unknown ids are left out.
+
+        A merged id maps to its survivor, so callers holding old ids still find the person.
+        """
+        found = self._fold_many(contact_ids)
+        for _ in range(MAX_MERGE_HOPS):
+            pending = {cid: c.merged_into for cid, c in found.items() if c.merged_into}
+            if not pending:
+                break
+            survivors = self._fold_many(list(set(pending.values())))
+            for cid, survivor_id in pending.items():
+                if survivor_id in survivors:
+                    found[cid] = survivors[survivor_id]
+                else:
+                    del found[cid]
+        return found
+
+    def _fold_many(self, contact_ids: Sequence[str]) -> dict[str, Contact]:
         streams = self.store.load_many(contact_ids)
         return {
             stream_id: Contact.from_events(stream_id, events)

@@ -26,6 +26,17 @@ LIFECYCLE_STAGES = (
 
 # Fields a person may set on a contact directly (lifecycle stage has its own event).
 CONTACT_FIELDS = ("first_name", "last_name", "email", "phone", "company_id", "tags", "attributes", "owner")
+# What identifies or describes the person: encrypted with the person's key in every
+# event (crypto-shredding), and wiped from the record on erasure.
+PERSONAL_FIELDS = ("first_name", "last_name", "email", "phone", "attributes")
+PERSONAL_DATA = {
+    "ContactCreated": PERSONAL_FIELDS,
+    "ContactUpdated": tuple(f"changes.{name}" for name in PERSONAL_FIELDS),
+    "ContactDuplicateAbsorbed": tuple(f"changes.{name}" for name in PERSONAL_FIELDS),
+}
+CHANNELS = ("email", "sms", "fax", "phone")
+CONSENT_STATUSES = ("granted", "withdrawn")
+LEGAL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests")
 COMPANY_FIELDS = ("name", "domain", "industry", "size", "phone", "website", "address", "tags", "attributes", "owner")
 
 
@@ -38,6 +49,11 @@ def _merge_attributes(current: dict[str, Any], patch: dict[str, Any]) -> dict[st
         else:
             merged[key] = value
     return merged
+
+
+def _stage_rank(stage: str) -> int:
+    """How far along the lifecycle a stage is ("other" is not on the path)."""
+    return LIFECYCLE_STAGES.index(stage) if stage != "other" else -1
 
 
 class Contact(Aggregate):
@@ -54,7 +70,10 @@ class Contact(Aggregate):
         self.tags: list[str] = []
         self.attributes: dict[str, Any] = {}
         self.owner: str | None = None
-        self.status = "active"
+        self.status = "active"  # active | merged | erased
+        self.consents: dict[str, dict[str, Any]] = {}
+        self.merged_into: str | None = None
+        self.merged_from: list[str] = []
 
     # --- commands -------------------------------------------------------------------
 
@@ -106,6 +125,56 @@ class Contact(Aggregate):
             self.record("ContactLifecycleStageChanged",
                         {"contact_id": self.id, "from": self.lifecycle_stage, "to": stage, "cause": cause})
 
+    def set_consent(self, channel: str, consent: dict[str, Any]) -> None:
+        """Record the person's choice for a channel (status, source, legal basis, when)."""
+        self._require_active()
+        current = self.consents.get(channel)
+        recorded = {key: consent.get(key) for key in ("status", "source", "legal_basis", "at")}
+        if current is not None and all(current.get(k) == v for k, v in recorded.items() if k != "at"):
+            return  # the same choice again: nothing new happened
+        self.record("ContactConsentChanged", {"contact_id": self.id, "channel": channel, **recorded})
+
+    def absorb(self, duplicate: Contact) -> None:
+        """Fold a duplicate record of the same person into this one.
+
+        The survivor's own values win; the duplicate fills what the survivor lacks.
+        Tags are united, attributes merged (survivor's keys win), the more advanced
+        lifecycle stage is kept, and per channel the most recent consent decision wins
+        (the person's latest word, whichever record it was given on).
+        """
+        self._require_active()
+        duplicate._require_active()
+        if duplicate.id == self.id:
+            raise Conflict("a contact cannot be merged into itself")
+        if duplicate.id in self.merged_from:
+            return
+        changes: dict[str, Any] = {
+            name: getattr(duplicate, name)
+            for name in ("first_name", "last_name", "email", "phone", "company_id", "owner")
+            if not getattr(self, name) and getattr(duplicate, name)
+        }
+        if set(duplicate.tags) - set(self.tags):
+            changes["tags"] = sorted(set(self.tags) | set(duplicate.tags))
+        if set(duplicate.attributes) - set(self.attributes):
+            changes["attributes"] = {**duplicate.attributes, **self.attributes}
+        self.record("ContactDuplicateAbsorbed",
+                    {"contact_id": self.id, "duplicate_id": duplicate.id, "changes": changes})
+        if _stage_rank(duplicate.lifecycle_stage) > _stage_rank(self.lifecycle_stage):
+            self.change_stage(duplicate.lifecycle_stage, cause=f"merge:{duplicate.id}")
+        for channel, theirs in sorted(duplicate.consents.items()):
+            mine = self.consents.get(channel)
+            if mine is None or (theirs.get("at") or "") > (mine.get("at") or ""):
+                self.set_consent(channel, theirs)
+
+    def mark_merged(self, survivor_id: str) -> None:
+        self._require_active()
+        self.record("ContactMerged", {"contact_id": self.id, "duplicate_id": self.id, "survivor_id": survivor_id})
+
+    def erase(self, reason: str) -> None:
+        """Forget the person: the record keeps its id and history of what happened, not who."""
+        if self.status != "erased":
+            self.record("ContactErased", {"contact_id": self.id, "reason": reason})
+
     def _require_active(self) -> None:
         if self.status != "active":
             raise Conflict(f"contact {self.id} is {self.status} and cannot change")
@@ -125,6 +194,20 @@ class Contact(Aggregate):
                     setattr(self, name, value)
             case "ContactLifecycleStageChanged":
                 self.lifecycle_stage = data["to"]
+            case "ContactConsentChanged":
+                consents = dict(self.consents)
+                consents[data["channel"]] = {k: data.get(k) for k in ("status", "source", "legal_basis", "at")}
+                self.consents = consents
+            case "ContactDuplicateAbsorbed":
+                for name, value in data["changes"].items():
+                    setattr(self, name, value)
+                self.merged_from = [*self.merged_from, data["duplicate_id"]]
+            case "ContactMerged":
+                self.status, self.merged_into = "merged", data["survivor_id"]
+            case "ContactErased":
+                for name in PERSONAL_FIELDS:
+                    setattr(self, name, None)
+                self.attributes, self.consents, self.status = {}, {}, "erased"
 
     def view(self) -> dict[str, Any]:
         """The contact as the API shows it."""
@@ -141,6 +224,9 @@ class Contact(Aggregate):
             "attributes": dict(self.attributes),
             "owner": self.owner,
             "status": self.status,
+            "consents": {channel: dict(consent) for channel, consent in self.consents.items()},
+            "merged_into": self.merged_into,
+            "merged_from": list(self.merged_from),
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -149,9 +235,12 @@ class Contact(Aggregate):
     def restore(cls, view: dict[str, Any]) -> Contact:
         """The aggregate back from its `view` (how projections continue a fold)."""
         contact = cls(view["id"])
-        for name in (*CONTACT_FIELDS, "lifecycle_stage", "status", "version", "created_at", "updated_at"):
+        for name in (*CONTACT_FIELDS, "lifecycle_stage", "status", "version", "created_at", "updated_at",
+                     "merged_into"):
             setattr(contact, name, view.get(name))
         contact.tags, contact.attributes = list(view.get("tags") or []), dict(view.get("attributes") or {})
+        contact.consents = {k: dict(v) for k, v in (view.get("consents") or {}).items()}
+        contact.merged_from = list(view.get("merged_from") or [])
         return contact
 
 

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from typing import Any
 
 import grpc
 from google.protobuf import struct_pb2
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crm_contacts.commands import ContactBook
-from crm_contacts.domain import Contact
+from crm_contacts.domain import CHANNELS, Contact
+from crm_contacts.segment_commands import DEFAULT_STREAM_PAGE, MAX_STREAM_PAGE, SegmentBook
 from crmkit.events import rfc3339
 from crmkit.rpc import require
 
@@ -37,9 +39,44 @@ def to_message(contact: Contact) -> contacts_pb2.Contact:
     )
 
 
-class ContactDirectory(contacts_pb2_grpc.ContactDirectoryServicer):
-    def __init__(self, book: ContactBook) -> None:
+def to_member(document: dict[str, Any]) -> contacts_pb2.SegmentMember:
+    """A contact of the read model (projections.public form) as a streamed segment member."""
+    return contacts_pb2.SegmentMember(
+        contact_id=document["id"],
+        version=document.get("version") or 0,
+        first_name=document.get("first_name") or "",
+        last_name=document.get("last_name") or "",
+        email=document.get("email") or "",
+        phone=document.get("phone") or "",
+        company_id=document.get("company_id") or "",
+        lifecycle_stage=document.get("lifecycle_stage") or "",
+        tags=document.get("tags") or [],
+        owner=document.get("owner") or "",
+    )
+
+
+class SegmentMembers:
+    """ListSegmentMembers, mixed into ContactDirectory (which sets `self.segments`)."""
+
+    segments: SegmentBook | None
+
+    def ListSegmentMembers(  # noqa: N802 - the name is the contract's
+        self, request: contacts_pb2.ListSegmentMembersRequest, context: grpc.ServicerContext
+    ) -> Iterator[contacts_pb2.SegmentMember]:
+        require(bool(request.segment_id.strip()), "segment_id", "segment_id is required")
+        require(0 <= request.page_size <= MAX_STREAM_PAGE, "page_size", f"page_size must be 0 to {MAX_STREAM_PAGE}")
+        if self.segments is None:
+            context.abort(grpc.StatusCode.UNIMPLEMENTED, "segments are not served here")
+        for batch in self.segments.member_pages(request.segment_id, request.page_size or DEFAULT_STREAM_PAGE):
+            if not context.is_active():  # the caller went away or its deadline passed
+                return
+            yield from (to_member(document) for document in batch)
+
+
+class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryServicer):
+    def __init__(self, book: ContactBook, segments: SegmentBook | None = None) -> None:
         self.book = book
+        self.segments = segments
 
     def GetContact(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.GetContactRequest, context: grpc.ServicerContext
@@ -58,7 +95,20 @@ class ContactDirectory(contacts_pb2_grpc.ContactDirectoryServicer):
             not_found=[cid for cid in ids if cid not in found],
         )
 
+    def CheckConsent(  # noqa: N802 - the name is the contract's
+        self, request: contacts_pb2.CheckConsentRequest, context: grpc.ServicerContext
+    ) -> contacts_pb2.CheckConsentResponse:
+        require(bool(request.contact_id.strip()), "contact_id", "contact_id is required")
+        require(request.channel in CHANNELS, "channel", f"channel must be one of {', '.join(CHANNELS)}")
+        answer = self.book.check_consent(request.contact_id, request.channel)
+        consent = answer["consent"]
+        return contacts_pb2.CheckConsentResponse(
+            contact_id=answer["contact_id"], channel=request.channel, granted=answer["granted"],
+            reason=answer["reason"], address=answer["address"] or "", legal_basis=consent.get("legal_basis") or "",
+            source=consent.get("source") or "", decided_at=consent.get("at") or "",
+        )
 
-def register(server: grpc.Server, book: ContactBook) -> list[str]:
-    contacts_pb2_grpc.add_ContactDirectoryServicer_to_server(ContactDirectory(book), server)
+
+def register(server: grpc.Server, book: ContactBook, segments: SegmentBook | None = None) -> list[str]:
+    contacts_pb2_grpc.add_ContactDirectoryServicer_to_server(ContactDirectory(book, segments), server)
     return [contacts_pb2.DESCRIPTOR.services_by_name["ContactDirectory"].full_name]

@@ -13,13 +13,15 @@ from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING
+from pymongo.collection import Collection
 from pymongo.database import Database
 
 from crm_contacts import normalize
 from crm_contacts.domain import Company, Contact
 from crmkit.events import RecordedEvent
-from crmkit.eventstore import EventStore
+from crmkit.eventstore import EventStore, epoch_ms
 from crmkit.projector import StreamProjection
+from crmkit.web.pagination import decode_cursor, encode_cursor
 
 
 class ContactsView(StreamProjection):
@@ -35,7 +37,8 @@ class ContactsView(StreamProjection):
         return contact_document(contact)
 
     def ensure_indexes(self) -> None:
-        for keys in (["search"], ["email"], ["phone"], ["company_id"], ["lifecycle_stage"], ["tags"], ["owner"]):
+        for keys in (["search"], ["email"], ["phone"], ["company_id"], ["lifecycle_stage"], ["tags"], ["owner"],
+                     ["name_key"], ["status"]):
             self.collection.create_index([(key, ASCENDING) for key in keys])
 
 
@@ -50,7 +53,8 @@ class CompaniesView(StreamProjection):
             company.created_at = company.created_at or event.time
             company.updated_at = event.time
         view = company.view()
-        return {**view, "search": search_text(normalize.terms(view["name"], view["domain"]))}
+        return {**view, "search": search_text(normalize.terms(view["name"], view["domain"])),
+                "name_folded": normalize.fold(view["name"]) if view["name"] else None}
 
     def ensure_indexes(self) -> None:
         for key in ("search", "domain"):
@@ -63,7 +67,67 @@ def contact_document(contact: Contact) -> dict[str, Any]:
     if view["phone"]:
         extra += [view["phone"], view["phone"].lstrip("+")]
     words = normalize.terms(view["first_name"], view["last_name"], view["email"])
-    return {**view, "search": search_text(words + extra)}
+    name = normalize.fold(f"{view['first_name'] or ''} {view['last_name'] or ''}")
+    return {
+        **view,
+        "search": search_text(words + extra),
+        # the same person at the same company: a de-duplication key (None without a name)
+        "name_key": f"{name}|{view['company_id'] or ''}" if name else None,
+        **segment_keys(view),
+    }
+
+
+# keys only segment rules query (crm_contacts.segments), never shown by the API
+SEGMENT_KEYS = ("first_name_folded", "last_name_folded", "created_ms", "updated_ms", "name_folded")
+
+
+def segment_keys(view: dict[str, Any]) -> dict[str, Any]:
+    """What segment rules compare: folded names, and times as integer epoch milliseconds.
+
+    Integers rather than datetimes because the stand-in compares datetimes at whole
+    seconds (docs/architecture.md); folded names so letter variants and case do not matter.
+    """
+    return {
+        "first_name_folded": normalize.fold(view["first_name"]) if view["first_name"] else None,
+        "last_name_folded": normalize.fold(view["last_name"]) if view["last_name"] else None,
+        "created_ms": epoch_ms(view["created_at"]) if view["created_at"] else None,
+        "updated_ms": epoch_ms(view["updated_at"]) if view["updated_at"] else None,
+    }
+
+
+DUPLICATE_REASONS = (("email", "same_email"), ("phone", "same_phone"), ("name_key", "same_name_and_company"))
+MAX_DUPLICATE_GROUPS = 5000
+
+
+def duplicate_pairs(contacts: Collection, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    """Pairs of active contacts that look like one person, with the reason.
+
+    Per reason: one `$group` finds the values held by more than one contact, one `$in`
+    query fetches those contacts. (Only `$group` by a single field with `$sum` is used:
+    nx-27017 returns `$push` accumulators as strings and ignores compound group keys.)
+    The oldest contact of a group is suggested as the survivor.
+    """
+    pairs: list[dict[str, Any]] = []
+    for field, reason in DUPLICATE_REASONS:
+        shared = [group["_id"] for group in contacts.aggregate([
+            {"$match": {"status": "active", field: {"$ne": None}}},
+            {"$group": {"_id": f"${field}", "count": {"$sum": 1}}},
+            {"$match": {"count": {"$gt": 1}}},
+            {"$sort": {"_id": 1}},
+            {"$limit": MAX_DUPLICATE_GROUPS},
+        ])]
+        groups: dict[str, list[dict[str, Any]]] = {}
+        query = {"status": "active", field: {"$in": shared}}
+        for doc in contacts.find(query, {"_id": 1, field: 1}).sort("_id", ASCENDING):
+            groups.setdefault(doc[field], []).append(doc["_id"])
+        for value in sorted(groups):
+            survivor, *others = groups[value]
+            pairs += [{"survivor_id": survivor, "duplicate_id": other, "reason": reason,
+                       "matched": value} for other in others]
+    start = int(decode_cursor(cursor)) if cursor else 0
+    chunk = pairs[start:start + limit]
+    more = start + limit < len(pairs)
+    return chunk, encode_cursor(str(start + limit)) if more else None
 
 
 def search_text(terms: list[str]) -> str:
@@ -95,5 +159,5 @@ def search_query(text: str) -> dict[str, Any]:
 
 def public(document: dict[str, Any]) -> dict[str, Any]:
     """A read-model document as the API shows it."""
-    view = {k: v for k, v in document.items() if k not in ("_id", "search")}
+    view = {k: v for k, v in document.items() if k not in ("_id", "search", "name_key") and k not in SEGMENT_KEYS}
     return {"id": document["_id"], **view}

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import os
 import re
+from datetime import timedelta
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
 from crm_contacts import normalize
-from crm_contacts.domain import LIFECYCLE_STAGES
+from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, LIFECYCLE_STAGES
+from crmkit.events import utcnow
 from crmkit.web import PageQuery
 
 MAX_TAGS = 50
@@ -107,10 +109,53 @@ class ContactInput(Schema):
             raise ValidationError("cannot be null")
 
 
+class ConsentInput(Schema):
+    """A person's choice for one channel, and the evidence for it."""
+
+    status = fields.String(required=True, validate=validate.OneOf(CONSENT_STATUSES))
+    source = Text(100, load_default="api", metadata={"description": "where it was given: web_form, call, import, …"})
+    legal_basis = fields.String(load_default="consent", validate=validate.OneOf(LEGAL_BASES))
+    at = fields.AwareDateTime(load_default=None, metadata={"description": "when it was given (default: now)"})
+
+    @validates("at")
+    def _not_in_the_future(self, value: Any, **_: Any) -> None:
+        if value is not None and value > utcnow() + timedelta(minutes=5):
+            raise ValidationError("cannot be in the future")
+
+
+class ConsentView(Schema):
+    status = fields.String()
+    source = fields.String()
+    legal_basis = fields.String()
+    at = fields.String()
+
+
+class ConsentPath(Schema):
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+
+
+class MergeInput(Schema):
+    duplicate_id = Text(64, required=True, allow_none=False)
+
+
+class ErasureInput(Schema):
+    reason = Text(200, load_default="data subject request")
+
+
+class DuplicatePair(Schema):
+    survivor_id = fields.String()
+    duplicate_id = fields.String()
+    reason = fields.String(metadata={"enum": ["same_email", "same_phone", "same_name_and_company"]})
+    matched = fields.String()
+
+
 class ContactView(ContactInput):
     id = fields.String(dump_only=True)
     version = fields.Integer(dump_only=True)
     status = fields.String(dump_only=True, metadata={"enum": ["active", "merged", "erased"]})
+    consents = fields.Dict(keys=fields.String(), values=fields.Nested(ConsentView), dump_only=True)
+    merged_into = fields.String(dump_only=True, allow_none=True)
+    merged_from = fields.List(fields.String(), dump_only=True)
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
 
