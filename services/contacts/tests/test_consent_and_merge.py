@@ -4,8 +4,8 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
-from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 
+from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crm_contacts.grpc_api import register
 from crmkit import rpc, stack
 from crmkit.testing import ServiceHarness

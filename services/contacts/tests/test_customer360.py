@@ -4,8 +4,8 @@ import threading
 
 import grpc
 import pytest
-from crm.sales.v1 import sales_pb2, sales_pb2_grpc
 
+from crm.sales.v1 import sales_pb2, sales_pb2_grpc
 from crm_contacts.app import SERVICE
 from crmkit import rpc, stack
 from crmkit.testing import harness
