@@ -49,6 +49,8 @@ class EndpointSpec:
     idempotent: bool
     summary: str
     many: bool
+    max_body: int | None = None  # bytes this route accepts (the app-wide cap is 1 MiB)
+    openapi: dict[str, Any] | None = None  # extra operation fields (e.g. a non-JSON requestBody)
 
 
 class Unauthorized(DomainError):
@@ -75,17 +77,26 @@ def endpoint(
     status: int = 200,
     idempotent: bool = False,
     many: bool = False,
+    max_body: int | None = None,
+    openapi: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a REST operation. `access` is "read", "write", or None for a public one."""
+    """Declare a REST operation. `access` is "read", "write", or None for a public one.
+
+    `max_body` raises the request-size cap for this route only (uploads); `openapi` adds
+    operation fields the declaration cannot express (parameters and responses are merged).
+    """
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         spec = EndpointSpec(
             access, body, query, response, status, idempotent,
             summary=(view.__doc__ or view.__name__).strip().splitlines()[0], many=many,
+            max_body=max_body, openapi=openapi,
         )
 
         @functools.wraps(view)
         def wrapper(**path_args: Any) -> Any:
+            if max_body is not None:
+                request.max_content_length = max_body  # before anything reads the body
             if access is not None:
                 _authorize(access)
             if query is not None:

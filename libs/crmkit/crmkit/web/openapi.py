@@ -89,4 +89,11 @@ def _operation(declared: Any, path_params: list[str], method: str) -> dict[str, 
             "content": {"application/problem+json": {"schema": "Problem"}},
         }
     operation["responses"] = responses
+    for name, value in (declared.openapi or {}).items():
+        if name == "parameters":
+            operation["parameters"] = [*operation["parameters"], *value]
+        elif name == "responses":
+            operation["responses"] = {**operation["responses"], **value}
+        else:
+            operation[name] = value
     return operation
