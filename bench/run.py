@@ -1,0 +1,97 @@
+"""One bench run: start everything, measure the four figures beside their raw ones, report, stop everything."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import sys
+import time
+from datetime import UTC, datetime
+from typing import Any
+
+from bench import environment, measure, report
+
+
+def _terminate(signum: int, _frame: object) -> None:
+    raise SystemExit(128 + signum)  # unwinds through the context managers, which stop every process
+
+
+def log(message: str) -> None:
+    print(f"bench: {message}", file=sys.stderr, flush=True)
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--contacts", type=int, default=2000, help="contacts created through REST (default 2000)")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent REST clients and raw writers (default 8)")
+    parser.add_argument("--reads", type=int, default=1000, help="GET samples, and raw find_one samples (default 1000)")
+    parser.add_argument("--latency-samples", type=int, default=300,
+                        help="append->consumed samples, and raw produce->consumed samples (default 300)")
+    parser.add_argument("--batch", type=int, default=1000, help="raw insert_many batch size (default 1000)")
+    parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs even after a good run")
+    return parser.parse_args(argv)
+
+
+def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[str, Any]:
+    os.environ.update(env.env)  # the bench's own runtime (rebuild, append+publish) uses the same servers and names
+    from crmkit.service import spec_for
+
+    spec = spec_for(environment.SERVICE)
+    runtime = spec.runtime()
+    try:
+        warmup = min(50, args.contacts)
+        log(f"warming up the api with {warmup} creates")
+        warm = measure.create_contacts(env, warmup, args.clients, first=0)
+        if warm.errors:
+            raise RuntimeError(f"creating contacts failed: {warm.errors[:3]}")
+
+        log(f"(1) creating {args.contacts} contacts through REST with {args.clients} clients")
+        created = measure.create_contacts(env, args.contacts, args.clients, first=warmup)
+        if created.errors:
+            raise RuntimeError(f"{len(created.errors)} creates failed, e.g. {created.errors[:3]}")
+        template = runtime.db["events"].find_one({"stream_id": created.ids[0]})
+        template.pop("_id", None)
+        log("(1) raw insert_one / insert_many of documents shaped like our events")
+        raw_inserts = measure.raw_inserts(env, template, args.contacts, args.clients, args.batch)
+
+        log(f"(2) {args.reads} sequential GET /v1/contacts/{{id}}, then as many raw find_one")
+        reads = measure.read_latency(env, created.ids, args.reads)
+
+        log("(4) rebuilding the contacts projection from the event store")
+        rebuilt = measure.rebuild_rate(env, runtime, spec, args.batch)
+
+        log(f"(3) {args.latency_samples} append+publish -> consumed, then as many raw produce -> consumed")
+        kafka = measure.kafka_latency(env, runtime, args.latency_samples)
+    finally:
+        runtime.close()
+
+    return {
+        "create": {
+            "contacts": len(created.ids), "clients": args.clients, "seconds": round(created.seconds, 3),
+            "ours_per_s": measure.rate(len(created.ids), created.seconds),
+            "request_latency": measure.latency_summary(created.latencies),
+            "raw": raw_inserts,
+        },
+        "read": reads,
+        "kafka": kafka,
+        "rebuild": rebuilt,
+        "api": {"workers": environment.API_WORKERS, "threads": environment.API_THREADS,
+                "rate_limit": "off (CRM_RATE_LIMIT_PER_MINUTE=0)"},
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(argv)
+    signal.signal(signal.SIGTERM, _terminate)
+    started = datetime.now(UTC)
+    began = time.perf_counter()
+    log("starting Kafka (Tansu), MongoDB (nx-27017) and the contacts api on free ports")
+    with environment.started(keep=args.keep_logs) as env:
+        log(f"ready after {time.perf_counter() - began:.1f}s ({env.api_url})")
+        figures = measure_all(env, args)
+    figures["total_seconds"] = round(time.perf_counter() - began, 1)
+    print(report.table(figures))
+    path = report.save(figures, started)
+    print(f"\nfigures and machine info: {path} (whole run {figures['total_seconds']}s)")
+    return 0
