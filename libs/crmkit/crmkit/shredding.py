@@ -24,7 +24,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pymongo.collection import Collection
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crmkit.events import RecordedEvent, utcnow
 
@@ -50,6 +50,23 @@ class KeyVault:
         except DuplicateKeyError:  # created concurrently: use the one that won
             return bytes(self.keys.find_one({"_id": subject})["key"])
 
+    def keys_for(self, subjects: Iterable[str]) -> dict[str, bytes]:
+        """Many subjects' keys, the missing ones created: two queries however many (bulk imports)."""
+        wanted = set(subjects)
+        keys = self.existing(wanted)
+        fresh = {subject: AESGCM.generate_key(bit_length=256) for subject in wanted - set(keys)}
+        if fresh:
+            now = utcnow()
+            try:
+                self.keys.insert_many([{"_id": s, "key": k, "created_at": now} for s, k in fresh.items()],
+                                      ordered=False)
+            except BulkWriteError as exc:  # some created concurrently: use the ones that won
+                if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+                    raise
+                fresh.update(self.existing(list(fresh)))
+            keys.update(fresh)
+        return keys
+
     def existing(self, subjects: Iterable[str]) -> dict[str, bytes]:
         """Keys of the subjects that still have one (one query)."""
         return {doc["_id"]: bytes(doc["key"]) for doc in self.keys.find({"_id": {"$in": list(set(subjects))}})}
@@ -67,13 +84,15 @@ class PersonalData:
         self.fields = {event_type: [path.split(".") for path in paths] for event_type, paths in fields.items()}
 
     def seal(self, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
+        subjects = {event.stream_id for event in events if self.fields.get(event.type)}
+        keys = self.vault.keys_for(subjects) if len(subjects) > 1 else {}  # one stream: key_for below
         sealed = []
         for event in events:
             paths = self.fields.get(event.type)
             if not paths:
                 sealed.append(event)
                 continue
-            cipher = AESGCM(self.vault.key_for(event.stream_id))
+            cipher = AESGCM(keys.get(event.stream_id) or self.vault.key_for(event.stream_id))
             sealed.append(_rewrite(event, paths, functools.partial(_encrypt, cipher)))
         return sealed
 
