@@ -10,8 +10,11 @@ import logging
 import os
 import threading
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC
 
+from kafka import KafkaConsumer
 from kafka.errors import KafkaError
 from pymongo import MongoClient, timeout
 
@@ -48,6 +51,8 @@ class Runtime:
         self.store = EventStore(self.db, settings.service, upcasters, personal)
         self._publisher: Publisher | None = None
         self._lock = threading.Lock()
+        self._probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readiness")
+        self._metadata: KafkaConsumer | None = None
 
     @property
     def publisher(self) -> Publisher:
@@ -75,16 +80,35 @@ class Runtime:
             return f"MongoDB unreachable: {exc.__class__.__name__}"
 
     def kafka_problem(self) -> str | None:
+        """Ask the cluster (not a cache) whether our topic exists, within READY_TIMEOUT.
+
+        A metadata request that never auto-creates the topic, on a thread of its own, so
+        a hung broker makes the probe say "not ready" in time instead of hanging it.
+        """
         try:
-            if self.publisher.producer.partitions_for(self.settings.topic) is None:
-                return f"Kafka topic {self.settings.topic} does not exist"
-            return None
+            topics = self._probe.submit(self._cluster_topics).result(timeout=READY_TIMEOUT)
+        except FutureTimeout:
+            return f"Kafka did not answer within {READY_TIMEOUT:g}s"
         except Exception as exc:
             return f"Kafka unreachable: {exc.__class__.__name__}"
+        if self.settings.topic not in topics:
+            return f"Kafka topic {self.settings.topic} does not exist"
+        return None
+
+    def _cluster_topics(self) -> set[str]:
+        if self._metadata is None:
+            self._metadata = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
+                                           client_id=f"crm-{self.settings.service}-readiness",
+                                           allow_auto_create_topics=False)
+        return self._metadata.topics()  # a live metadata request every time
 
     def close(self) -> None:
         with self._lock:
             if self._publisher is not None:
                 self._publisher.close()
                 self._publisher = None
+            if self._metadata is not None:
+                self._metadata.close()
+                self._metadata = None
+        self._probe.shutdown(wait=False)
         self.mongo.close()

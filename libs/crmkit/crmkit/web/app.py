@@ -52,7 +52,8 @@ def create_app(
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["crm_runtime"] = runtime
-    app.extensions["crm_idempotency"] = runtime.db["idempotency_keys"]
+    app.extensions["crm_idempotency"] = idempotency = runtime.db["idempotency_keys"]
+    idempotency.create_index("resource")  # erasure drops the stored responses about a person
     app.extensions["crm_rate_limiter"] = RateLimiter(int(os.environ.get("CRM_RATE_LIMIT_PER_MINUTE", "60000")))
 
     _observe_requests(app, settings.service)
@@ -96,7 +97,8 @@ def _map_errors(app: Flask) -> None:
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:
-        return problem(exc.code or 500, exc.description or exc.name)
+        kept = {name: value for name, value in exc.get_headers() if name.lower() != "content-type"}  # e.g. 405 Allow
+        return problem(exc.code or 500, exc.description or exc.name, headers=kept)
 
     @app.errorhandler(Exception)
     def unexpected(exc: Exception) -> Response:
