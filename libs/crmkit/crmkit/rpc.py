@@ -98,6 +98,7 @@ def build_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"grpc-{service}"),
         interceptors=[_Observed(service)],
+        options=[("grpc.so_reuseport", 0)],  # a port in use is an error, not a listener shared with a stray server
     )
     names = list(register(server))
     health_servicer = health.HealthServicer()

@@ -1,0 +1,304 @@
+"""Projections: idempotent folds, gap filling, commit-after-write, rebuild."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import pytest
+from kafka import KafkaConsumer, KafkaProducer
+from kafka.structs import TopicPartition
+from prometheus_client import REGISTRY
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from crmkit.events import Metadata, NewEvent, RecordedEvent, new_id
+from crmkit.eventstore import EventStore
+from crmkit.projector import ProjectorRunner, StreamProjection, rebuild
+from crmkit.publisher import Publisher
+from crmkit.testing import Servers
+
+from .conftest import read_topic
+
+META = Metadata(actor="user:alice")
+
+
+class WidgetNames(StreamProjection):
+    """One document per widget; `applied` lists every version folded in, so a double shows."""
+
+    aggregate_types = ("Widget",)
+
+    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any] | None:
+        doc = dict(document or {"applied": [], "name": None})
+        for event in events:
+            if event.type == "WidgetHidden":
+                return None
+            doc["applied"] = [*doc["applied"], event.version]
+            doc["name"] = event.data.get("name", doc["name"])
+        return doc
+
+
+class Boom(Exception):
+    pass
+
+
+class Failing:
+    """A projection whose writes fail the first `failures` times (Mongo away, a bug...)."""
+
+    def __init__(self, inner: StreamProjection, failures: int) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.topics = inner.topics
+        self.failures = failures
+        self.calls = 0
+
+    def handle(self, events: Sequence[RecordedEvent]) -> None:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise Boom("write failed")
+        self.inner.handle(events)
+
+    def reset(self) -> None:
+        self.inner.reset()
+
+
+def append(store: EventStore, stream: str, expected: int, *names: str, kind: str = "Widget") -> list[RecordedEvent]:
+    return store.append(stream, kind, expected, [NewEvent(f"{kind}Renamed", {"name": n}) for n in names], META)
+
+
+@pytest.fixture
+def collection(db: Database) -> Collection:
+    return db["widget_names"]
+
+
+@pytest.fixture
+def projection(collection: Collection, store: EventStore, topic: str) -> WidgetNames:
+    return WidgetNames("widget-names", collection, store, topic)
+
+
+def docs(collection: Collection) -> dict[str, dict[str, Any]]:
+    return {doc["_id"]: {k: v for k, v in doc.items() if k != "_id"} for doc in collection.find()}
+
+
+class TestStreamProjection:
+    def test_folds_each_stream_into_one_document(self, projection: WidgetNames, store: EventStore,
+                                                 collection: Collection) -> None:
+        a, b = new_id(), new_id()
+        events = append(store, a, 0, "a1", "a2") + append(store, b, 0, "b1")
+        projection.handle(events)
+        assert docs(collection) == {
+            a: {"applied": [1, 2], "name": "a2", "version": 2},
+            b: {"applied": [1], "name": "b1", "version": 1},
+        }
+
+    def test_events_delivered_twice_are_applied_once(self, projection: WidgetNames, store: EventStore,
+                                                     collection: Collection) -> None:
+        stream = new_id()
+        events = append(store, stream, 0, "a", "b", "c")
+        projection.handle(events + events)  # duplicates inside one batch
+        projection.handle(events[:2])  # a redelivered older batch
+        projection.handle(events)
+        assert docs(collection)[stream] == {"applied": [1, 2, 3], "name": "c", "version": 3}
+
+    def test_out_of_order_batch_is_applied_in_version_order(self, projection: WidgetNames, store: EventStore,
+                                                            collection: Collection) -> None:
+        stream = new_id()
+        events = append(store, stream, 0, "a", "b", "c")
+        projection.handle(list(reversed(events)))
+        assert docs(collection)[stream] == {"applied": [1, 2, 3], "name": "c", "version": 3}
+
+    def test_a_gap_is_filled_from_the_store(self, projection: WidgetNames, store: EventStore,
+                                            collection: Collection) -> None:
+        stream = new_id()
+        v1, v2, v3, v4 = (append(store, stream, n, f"v{n + 1}")[0] for n in range(4))
+        projection.handle([v1])
+        projection.handle([v3])  # v2 (and v4) still in some outbox: the store has them all
+        assert docs(collection)[stream] == {"applied": [1, 2, 3, 4], "name": "v4", "version": 4}
+        projection.handle([v2, v4])  # arriving late changes nothing
+        assert docs(collection)[stream] == {"applied": [1, 2, 3, 4], "name": "v4", "version": 4}
+
+    def test_a_stream_first_seen_past_its_start_is_read_from_the_store(
+        self, projection: WidgetNames, store: EventStore, collection: Collection
+    ) -> None:
+        stream = new_id()
+        events = append(store, stream, 0, "a", "b", "c")
+        projection.handle(events[2:])
+        assert docs(collection)[stream]["applied"] == [1, 2, 3]
+
+    def test_other_aggregate_types_are_ignored(self, projection: WidgetNames, store: EventStore,
+                                               collection: Collection) -> None:
+        projection.handle(append(store, new_id(), 0, "g", kind="Gadget"))
+        assert docs(collection) == {}
+
+    def test_a_fold_returning_none_writes_nothing(self, projection: WidgetNames, store: EventStore,
+                                                  collection: Collection) -> None:
+        stream = new_id()
+        hidden = store.append(stream, "Widget", 0, [NewEvent("WidgetHidden", {})], META)
+        projection.handle(hidden)
+        assert docs(collection) == {}
+
+    def test_reset_drops_the_read_model(self, projection: WidgetNames, store: EventStore,
+                                        collection: Collection) -> None:
+        projection.handle(append(store, new_id(), 0, "a"))
+        projection.reset()
+        assert collection.count_documents({}) == 0
+
+
+def test_rebuild_drops_and_refolds_every_stored_event(projection: WidgetNames, store: EventStore,
+                                                      collection: Collection) -> None:
+    a, b = new_id(), new_id()
+    append(store, a, 0, "a1", "a2")
+    append(store, b, 0, "b1")
+    append(store, new_id(), 0, "g", kind="Gadget")
+    collection.insert_one({"_id": "stale", "applied": [9], "version": 9})
+    collection.replace_one({"_id": a}, {"applied": [1, 1, 1], "name": "wrong", "version": 2}, upsert=True)
+    progress: list[int] = []
+    assert rebuild(projection, store, progress.append) == 4
+    assert progress and progress[-1] == 4 and progress == sorted(progress)
+    assert docs(collection) == {
+        a: {"applied": [1, 2], "name": "a2", "version": 2},
+        b: {"applied": [1], "name": "b1", "version": 1},
+    }
+
+
+def test_rebuild_reports_progress_per_batch(projection: WidgetNames, store: EventStore,
+                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    for _ in range(5):
+        append(store, new_id(), 0, "x")
+    real_scan = store.scan
+    monkeypatch.setattr(store, "scan", lambda: real_scan(batch_size=2))
+    progress: list[int] = []
+    rebuild(projection, store, progress.append)
+    assert progress == [2, 4, 5]
+
+
+# ---- through Kafka, with the runner -------------------------------------------------
+
+def runner_for(projection: Any, servers: Servers, group: str, store: EventStore) -> ProjectorRunner:
+    return ProjectorRunner("widgets", projection, servers.kafka_bootstrap, store.open, group_prefix=group)
+
+
+def committed(servers: Servers, group_id: str, topic: str) -> dict[int, int | None]:
+    consumer = KafkaConsumer(bootstrap_servers=servers.kafka_bootstrap, group_id=group_id, enable_auto_commit=False)
+    try:
+        partitions = sorted(consumer.partitions_for_topic(topic) or ())
+        return {p: consumer.committed(TopicPartition(topic, p)) for p in partitions}
+    finally:
+        consumer.close()
+
+
+def next_offsets(servers: Servers, topic: str, count: int) -> dict[int, int]:
+    """The offset after each partition's last message (read, not asked: Tansu 0.6 answers
+    ListOffsets "latest" with the last batch's base offset + 1 for an idempotent batch)."""
+    ends: dict[int, int] = {}
+    for message in read_topic(servers.kafka_bootstrap, topic, count):
+        ends[message.partition] = max(ends.get(message.partition, 0), message.offset + 1)
+    return ends
+
+
+def poison_count(projection: str) -> float:
+    return REGISTRY.get_sample_value("crm_poison_events_total", {"service": "widgets", "projection": projection}) or 0
+
+
+@pytest.mark.usefixtures("fast_group_join")
+def test_runner_applies_each_event_once_fills_gaps_and_skips_poison(
+    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, collection: Collection,
+    topic: str, wait: Callable[..., Any],
+) -> None:
+    a, b = new_id(), new_id()
+    a_events = append(store, a, 0, "a1", "a2", "a3")
+    publisher.publish(a_events)
+    publisher.replay([a_events])  # at least once: everything of `a` arrives twice
+    publisher.publish(append(store, b, 0, "b1"))
+    append(store, b, 1, "b2")  # stays in the outbox: the runner sees b1, then b3
+    publisher.publish(append(store, b, 2, "b3"))
+    raw = KafkaProducer(bootstrap_servers=servers.kafka_bootstrap)
+    raw.send(topic, key=b"junk", value=b"this is not a CloudEvent")
+    raw.send(topic, key=a.encode(), value=b'{"specversion": "1.0", "type": "com.example.Other.v1"}')
+    raw.close()
+    publisher.flush()
+    poison_before = poison_count(projection.name)
+
+    runner = runner_for(projection, servers, new_id(), store)
+    try:
+        wait(lambda: runner.poll_once() == 0 and len(docs(collection)) == 2
+             and all(d["version"] == 3 for d in docs(collection).values()), timeout=30, interval=0,
+             what="both streams projected up to version 3")
+    finally:
+        runner.consumer.close()
+    assert docs(collection) == {
+        a: {"applied": [1, 2, 3], "name": "a3", "version": 3},
+        b: {"applied": [1, 2, 3], "name": "b3", "version": 3},
+    }
+    assert poison_count(projection.name) - poison_before == 2
+
+
+@pytest.mark.usefixtures("fast_group_join")
+def test_offsets_are_committed_only_after_the_write(
+    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, collection: Collection,
+    topic: str, wait: Callable[..., Any],
+) -> None:
+    stream = new_id()
+    publisher.publish(append(store, stream, 0, "a", "b", "c"))
+    publisher.flush()
+    group = new_id()
+    failing = runner_for(Failing(projection, failures=1_000), servers, group, store)
+
+    def failed() -> bool:
+        try:
+            failing.poll_once()
+        except Boom:
+            return True
+        return False
+
+    try:
+        wait(failed, timeout=30, interval=0, what="the failing projection to receive the events")
+    finally:
+        failing.consumer.close()  # the process dies
+    assert docs(collection) == {}
+    assert all(offset is None for offset in committed(servers, failing.group_id, topic).values())
+
+    restarted = runner_for(projection, servers, group, store)
+    assert restarted.group_id == failing.group_id
+    try:
+        wait(lambda: restarted.poll_once() >= 0 and docs(collection).get(stream, {}).get("version") == 3,
+             timeout=30, interval=0, what="the same events after the restart")
+    finally:
+        restarted.consumer.close()
+    assert docs(collection)[stream]["applied"] == [1, 2, 3]
+    ends = next_offsets(servers, topic, 3)
+    assert {p: o for p, o in committed(servers, restarted.group_id, topic).items() if p in ends} == ends
+
+
+@pytest.mark.usefixtures("fast_group_join")
+def test_run_retries_a_batch_whose_write_failed(
+    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, collection: Collection,
+    wait: Callable[..., Any],
+) -> None:
+    stream = new_id()
+    publisher.publish(append(store, stream, 0, "a", "b"))
+    publisher.flush()
+    flaky = Failing(projection, failures=1)
+    runner = runner_for(flaky, servers, new_id(), store)
+    stop = threading.Event()
+    crashed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            runner.run(stop)
+        except BaseException as exc:
+            crashed.append(exc)
+
+    thread = threading.Thread(target=run, name="projector-under-test")
+    thread.start()
+    try:
+        wait(lambda: crashed or docs(collection).get(stream, {}).get("version") == 2, timeout=30,
+             what="the batch applied after one failed write")
+        assert not crashed, f"the projector thread died: {crashed!r}"
+        assert flaky.calls >= 2 and thread.is_alive()
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert not thread.is_alive()
+    assert docs(collection)[stream]["applied"] == [1, 2]

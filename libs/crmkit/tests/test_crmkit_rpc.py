@@ -1,0 +1,304 @@
+"""The gRPC bootstrap: health, reflection, error mapping, correlation ids, and the client helper."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf.wrappers_pb2 import StringValue
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
+
+from crmkit import rpc, stack
+from crmkit.errors import Conflict, NotFound, PreconditionFailed, Unavailable, ValidationFailed
+from crmkit.logs import correlation_id
+
+SERVICE = "crmkit.test.v1.Probe"
+released = threading.Event()  # lets a "slow" call finish once its client has given up
+
+
+def lookup(request: StringValue, context: grpc.ServicerContext) -> StringValue:
+    errors = {
+        "missing": NotFound("no probe with id missing"),
+        "bad": ValidationFailed("id is malformed", {"id": ["malformed"]}),
+        "conflict": Conflict("busy"),
+        "stale": PreconditionFailed("moved on"),
+        "down": Unavailable("dependency away"),
+    }
+    if request.value in errors:
+        raise errors[request.value]
+    if request.value == "require":
+        rpc.require(False, "id", "id is required")
+    if request.value == "slow":
+        cancelled = threading.Event()
+        context.add_callback(cancelled.set)
+        cancelled.wait(30)
+        released.set()
+        return StringValue(value="too late")
+    if request.value == "whoami":
+        return StringValue(value=correlation_id.get() or "")
+    return StringValue(value=f"found:{request.value}")
+
+
+def listing(request: StringValue, context: grpc.ServicerContext) -> Iterator[StringValue]:
+    for n in range(3):
+        yield StringValue(value=str(n))
+    if request.value == "missing":
+        raise NotFound("the rest is gone")
+
+
+def register(server: grpc.Server) -> list[str]:
+    handler = grpc.method_handlers_generic_handler(SERVICE, {
+        "Lookup": grpc.unary_unary_rpc_method_handler(
+            lookup, request_deserializer=StringValue.FromString, response_serializer=StringValue.SerializeToString),
+        "List": grpc.unary_stream_rpc_method_handler(
+            listing, request_deserializer=StringValue.FromString, response_serializer=StringValue.SerializeToString),
+    })
+    server.add_generic_rpc_handlers((handler,))
+    return [SERVICE]
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[int, Any]]:
+    port = stack.free_port()
+    grpc_server, health = rpc.build_server("widgets", port, register, max_workers=4)
+    grpc_server.start()
+    yield port, health
+    grpc_server.stop(grace=None)
+
+
+@pytest.fixture(scope="module")
+def channel(server: tuple[int, Any]) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{server[0]}") as chan:
+        grpc.channel_ready_future(chan).result(timeout=10)
+        yield chan
+
+
+def lookup_stub(channel: grpc.Channel) -> Callable[..., StringValue]:
+    return channel.unary_unary(f"/{SERVICE}/Lookup", request_serializer=StringValue.SerializeToString,
+                               response_deserializer=StringValue.FromString)
+
+
+def list_stub(channel: grpc.Channel) -> Callable[..., Iterator[StringValue]]:
+    return channel.unary_stream(f"/{SERVICE}/List", request_serializer=StringValue.SerializeToString,
+                                response_deserializer=StringValue.FromString)
+
+
+def test_a_call_succeeds(channel: grpc.Channel) -> None:
+    assert rpc.call(lookup_stub(channel), StringValue(value="x")).value == "found:x"
+
+
+@pytest.mark.parametrize("name", ["", SERVICE])
+def test_health_is_serving(channel: grpc.Channel, name: str) -> None:
+    response = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service=name), timeout=5)
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def test_health_of_an_unknown_service_is_not_found(channel: grpc.Channel) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(service="nope.Nope"), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    [response] = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
+                                                timeout=5))
+    names = {service.name for service in response.list_services_response.service}
+    assert names == {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
+
+
+def test_reflection_describes_the_health_service(channel: grpc.Channel) -> None:
+    stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+    request = reflection_pb2.ServerReflectionRequest(file_containing_symbol="grpc.health.v1.Health")
+    [response] = list(stub.ServerReflectionInfo(iter([request]), timeout=5))
+    assert response.file_descriptor_response.file_descriptor_proto
+
+
+@pytest.mark.parametrize(
+    ("value", "code"),
+    [
+        ("missing", grpc.StatusCode.NOT_FOUND),
+        ("bad", grpc.StatusCode.INVALID_ARGUMENT),
+        ("require", grpc.StatusCode.INVALID_ARGUMENT),
+        ("conflict", grpc.StatusCode.ABORTED),
+        ("stale", grpc.StatusCode.FAILED_PRECONDITION),
+        ("down", grpc.StatusCode.UNAVAILABLE),
+    ],
+)
+def test_domain_errors_map_to_status_codes(channel: grpc.Channel, value: str, code: grpc.StatusCode) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        lookup_stub(channel)(StringValue(value=value), timeout=5)
+    assert caught.value.code() == code
+    assert caught.value.details()  # the domain error's detail, not a stack trace
+    assert "Traceback" not in caught.value.details()
+
+
+def test_not_found_detail_is_the_domain_message(channel: grpc.Channel) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        rpc.call(lookup_stub(channel), StringValue(value="missing"))
+    assert caught.value.details() == "no probe with id missing"
+
+
+def test_a_stream_that_fails_half_way_ends_with_the_mapped_code(channel: grpc.Channel) -> None:
+    received = []
+    with pytest.raises(grpc.RpcError) as caught:
+        for item in list_stub(channel)(StringValue(value="missing"), timeout=5):
+            received.append(item.value)
+    assert received == ["0", "1", "2"]
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    assert [i.value for i in list_stub(channel)(StringValue(value="ok"), timeout=5)] == ["0", "1", "2"]
+
+
+def test_the_correlation_id_travels_with_the_call(channel: grpc.Channel) -> None:
+    token = correlation_id.set("corr-grpc-1")
+    try:
+        assert rpc.call(lookup_stub(channel), StringValue(value="whoami")).value == "corr-grpc-1"
+    finally:
+        correlation_id.reset(token)
+    assert rpc.call(lookup_stub(channel), StringValue(value="whoami")).value == ""
+
+
+def test_calls_are_measured_by_method_and_code(channel: grpc.Channel) -> None:
+    def count(code: str) -> float:
+        labels = {"service": "widgets", "method": "Lookup", "code": code}
+        return REGISTRY.get_sample_value("crm_grpc_request_duration_seconds_count", labels) or 0
+
+    ok, missing = count("OK"), count("NOT_FOUND")
+    rpc.call(lookup_stub(channel), StringValue(value="x"))
+    with pytest.raises(grpc.RpcError):
+        rpc.call(lookup_stub(channel), StringValue(value="missing"))
+    assert (count("OK") - ok, count("NOT_FOUND") - missing) == (1, 1)
+
+
+def test_graceful_shutdown_reports_not_serving() -> None:
+    port = stack.free_port()
+    grpc_server, health = rpc.build_server("widgets", port, register, max_workers=2)
+    grpc_server.start()
+    try:
+        with grpc.insecure_channel(f"127.0.0.1:{port}") as chan:
+            check = health_pb2_grpc.HealthStub(chan).Check
+            assert check(health_pb2.HealthCheckRequest(), timeout=5).status == health_pb2.HealthCheckResponse.SERVING
+            health.enter_graceful_shutdown()
+            status = check(health_pb2.HealthCheckRequest(service=SERVICE), timeout=5).status
+            assert status == health_pb2.HealthCheckResponse.NOT_SERVING
+    finally:
+        grpc_server.stop(grace=None)
+
+
+def test_a_port_in_use_is_an_error_not_a_shared_listener(server: tuple[int, Any]) -> None:
+    with pytest.raises((OSError, RuntimeError)):
+        other, _ = rpc.build_server("widgets", server[0], register, max_workers=1)
+        other.stop(grace=None)
+
+
+# ---- the client helper ---------------------------------------------------------------
+
+class FakeRpcError(grpc.RpcError):
+    def __init__(self, code: grpc.StatusCode) -> None:
+        super().__init__(code.name)
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code
+
+
+class Spy:
+    """A stub method that fails with the given codes, then answers."""
+
+    def __init__(self, *failures: grpc.StatusCode) -> None:
+        self.failures = list(failures)
+        self.calls: list[dict[str, Any]] = []
+
+    def __call__(self, request: Any, **kwargs: Any) -> str:
+        self.calls.append(kwargs)
+        if self.failures:
+            raise FakeRpcError(self.failures.pop(0))
+        return "answer"
+
+
+@pytest.fixture
+def no_backoff(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    slept: list[float] = []
+    monkeypatch.setattr(rpc.time, "sleep", slept.append)
+    return slept
+
+
+def test_call_always_sets_a_deadline(no_backoff: list[float]) -> None:
+    spy = Spy()
+    assert rpc.call(spy, "req") == "answer"
+    rpc.call(spy, "req", timeout=0.25)
+    assert [c["timeout"] for c in spy.calls] == [rpc.DEFAULT_DEADLINE, 0.25]
+    assert all(c["timeout"] is not None and c["timeout"] > 0 for c in spy.calls)
+
+
+def test_call_retries_unavailable_with_backoff(no_backoff: list[float]) -> None:
+    spy = Spy(grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.UNAVAILABLE)
+    assert rpc.call(spy, "req", attempts=3, backoff=0.1) == "answer"
+    assert len(spy.calls) == 3
+    assert no_backoff == [0.1, 0.2]
+
+
+def test_call_gives_up_after_its_attempts(no_backoff: list[float]) -> None:
+    spy = Spy(*[grpc.StatusCode.UNAVAILABLE] * 5)
+    with pytest.raises(grpc.RpcError) as caught:
+        rpc.call(spy, "req", attempts=3)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and len(spy.calls) == 3
+
+
+@pytest.mark.parametrize(
+    "code",
+    [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT,
+     grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED],
+)
+def test_call_does_not_retry_what_may_have_run_or_will_fail_again(no_backoff: list[float],
+                                                                  code: grpc.StatusCode) -> None:
+    spy = Spy(code)
+    with pytest.raises(grpc.RpcError) as caught:
+        rpc.call(spy, "req")
+    assert caught.value.code() == code and len(spy.calls) == 1
+
+
+def test_call_sends_the_correlation_id() -> None:
+    spy = Spy()
+    token = correlation_id.set("corr-7")
+    try:
+        rpc.call(spy, "req")
+    finally:
+        correlation_id.reset(token)
+    assert ("x-correlation-id", "corr-7") in spy.calls[0]["metadata"]
+
+
+def test_a_deadline_ends_a_slow_call_without_a_retry(channel: grpc.Channel) -> None:
+    attempts: list[float] = []
+    stub = lookup_stub(channel)
+
+    def counted(request: Any, **kwargs: Any) -> Any:
+        attempts.append(kwargs["timeout"])
+        return stub(request, **kwargs)
+
+    released.clear()
+    with pytest.raises(grpc.RpcError) as caught:
+        rpc.call(counted, StringValue(value="slow"), timeout=0.3)
+    assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    assert attempts == [0.3]
+    assert released.wait(10)  # the server saw the cancellation and let go of its thread
+
+
+def test_a_server_that_is_down_is_unavailable_after_the_retries() -> None:
+    attempts: list[int] = []
+    with grpc.insecure_channel(f"127.0.0.1:{stack.free_port()}") as chan:
+        stub = lookup_stub(chan)
+
+        def counted(request: Any, **kwargs: Any) -> Any:
+            attempts.append(1)
+            return stub(request, **kwargs)
+
+        with pytest.raises(grpc.RpcError) as caught:
+            rpc.call(counted, StringValue(value="x"), timeout=2, attempts=3, backoff=0.01)
+    assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert len(attempts) == 3
