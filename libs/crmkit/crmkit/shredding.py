@@ -51,20 +51,19 @@ class KeyVault:
             return bytes(self.keys.find_one({"_id": subject})["key"])
 
     def keys_for(self, subjects: Iterable[str]) -> dict[str, bytes]:
-        """Many subjects' keys, the missing ones created: two queries however many (bulk imports)."""
-        wanted = set(subjects)
-        keys = self.existing(wanted)
-        fresh = {subject: AESGCM.generate_key(bit_length=256) for subject in wanted - set(keys)}
-        if fresh:
-            now = utcnow()
-            try:
-                self.keys.insert_many([{"_id": s, "key": k, "created_at": now} for s, k in fresh.items()],
-                                      ordered=False)
-            except BulkWriteError as exc:  # some created concurrently: use the ones that won
-                if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
-                    raise
-                fresh.update(self.existing(list(fresh)))
-            keys.update(fresh)
+        """Many subjects' keys, the missing ones created, in one bulk insert (new streams in bulk:
+        imports); the subjects that already had a key cost one more query."""
+        now = utcnow()
+        keys = {subject: AESGCM.generate_key(bit_length=256) for subject in set(subjects)}
+        documents = [{"_id": subject, "key": key, "created_at": now} for subject, key in keys.items()]
+        try:
+            self.keys.insert_many(documents, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != 11000 for error in errors):
+                raise
+            taken = [documents[error["index"]]["_id"] for error in errors]  # had a key (or got one concurrently)
+            keys.update(self.existing(taken))
         return keys
 
     def existing(self, subjects: Iterable[str]) -> dict[str, bytes]:
