@@ -55,6 +55,8 @@ class KeyVault:
         imports); the subjects that already had a key cost one more query."""
         now = utcnow()
         keys = {subject: AESGCM.generate_key(bit_length=256) for subject in set(subjects)}
+        if not keys:
+            return {}
         documents = [{"_id": subject, "key": key, "created_at": now} for subject, key in keys.items()]
         try:
             self.keys.insert_many(documents, ordered=False)
