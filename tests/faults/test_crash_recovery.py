@@ -79,7 +79,7 @@ def test_killing_the_worker_mid_projection_loses_and_doubles_nothing(contacts: S
         if n % 3 == 0:
             contacts.client.patch(f"/v1/contacts/{ids[-1]}", json={"last_name": "x"}, headers=headers)
     expected = {cid: (2 if n % 3 == 0 else 1) for n, cid in enumerate(ids)}
-    contacts.runtime.publisher.flush()
+    contacts.runtime.flush()
 
     worker = start_service_process("contacts", "worker", {"CRM_PROJECTOR_BATCH": "5"})  # small batches: die mid-way
     wait_until(lambda: len(read_model(contacts)) > 0, what="the projection to start")

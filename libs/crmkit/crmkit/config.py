@@ -46,6 +46,11 @@ def jwt_secret() -> str:
     return path.read_text(encoding="ascii").strip()
 
 
+def slug(service: str) -> str:
+    """A service's name where punctuation is not allowed: event types, roles, env keys."""
+    return service.replace("-", "")
+
+
 @dataclass(frozen=True)
 class Ports:
     http: int
@@ -57,7 +62,8 @@ class Ports:
 class Settings:
     """What one service process needs to know about its surroundings."""
 
-    service: str
+    service: str  # as in services/<name>, e.g. "service-desk"
+    slug: str  # "servicedesk": in event types (crm.servicedesk.…), roles and database names
     kafka_bootstrap: str
     mongo_url: str
     database: str
@@ -68,10 +74,10 @@ class Settings:
 
     @classmethod
     def for_service(cls, service: str, *, http: int, grpc: int, metrics: int) -> Settings:
-        key = service.upper().replace("-", "")
-        compact = service.replace("-", "")
+        key, compact = slug(service).upper(), slug(service)
         return cls(
             service=service,
+            slug=compact,
             kafka_bootstrap=_env("CRM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
             mongo_url=_env("CRM_MONGO_URL", "mongodb://127.0.0.1:27017"),
             database=_env(f"CRM_{key}_DATABASE", f"crm_{compact}"),
@@ -88,6 +94,6 @@ class Settings:
 
 def grpc_target(service: str, default_port: int) -> str:
     """Where to reach another service's gRPC server (CRM_<SERVICE>_GRPC_TARGET)."""
-    key = service.upper().replace("-", "")
+    key = slug(service).upper()
     port = _env(f"CRM_{key}_GRPC_PORT", str(default_port))
     return _env(f"CRM_{key}_GRPC_TARGET", f"127.0.0.1:{port}")

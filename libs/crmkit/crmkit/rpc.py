@@ -38,6 +38,15 @@ def _status_for(exc: DomainError) -> grpc.StatusCode:
     return grpc.StatusCode.INVALID_ARGUMENT
 
 
+def _internal(exc: Exception, method: str, context: grpc.ServicerContext) -> str:
+    """An unexpected failure: logged here, and the caller told only that it happened."""
+    if context.code() is not None:  # the servicer already aborted with a status of its own
+        raise exc
+    log.error("gRPC call failed", exc_info=exc, extra={"method": method})
+    context.abort(grpc.StatusCode.INTERNAL, "internal error; it has been logged with the correlation id")
+    raise AssertionError("unreachable")  # abort raises
+
+
 class _Observed(grpc.ServerInterceptor):
     """Maps domain errors to status codes, records latency, and carries the correlation id."""
 
@@ -64,6 +73,8 @@ class _Observed(grpc.ServerInterceptor):
             except DomainError as exc:
                 code = _status_for(exc).name
                 context.abort(_status_for(exc), exc.detail)
+            except Exception as exc:
+                code = _internal(exc, method, context)
             finally:
                 self._observe(method, code, started)
                 correlation_id.reset(token)
@@ -78,6 +89,8 @@ class _Observed(grpc.ServerInterceptor):
             except DomainError as exc:
                 code = _status_for(exc).name
                 context.abort(_status_for(exc), exc.detail)
+            except Exception as exc:
+                code = _internal(exc, method, context)
             finally:
                 self._observe(method, code, started)
                 correlation_id.reset(token)

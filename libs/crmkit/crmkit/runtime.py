@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import queue
 import threading
 from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -15,7 +16,6 @@ from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC
 
 from kafka import KafkaConsumer
-from kafka.errors import KafkaError
 from pymongo import MongoClient, timeout
 
 from crmkit.config import Settings
@@ -27,6 +27,7 @@ from crmkit.shredding import KeyVault, PersonalData
 log = logging.getLogger(__name__)
 
 READY_TIMEOUT = 2.0  # seconds a readiness check may wait for a dependency
+HANDOFF_CAPACITY = 10_000  # commits waiting for the background sender before we leave them to the sweeper
 
 
 class Runtime:
@@ -48,9 +49,11 @@ class Runtime:
         self.db = self.mongo[settings.database]
         self.vault = KeyVault(self.db["data_keys"])
         personal = PersonalData(self.vault, personal_fields) if personal_fields else None
-        self.store = EventStore(self.db, settings.service, upcasters, personal)
+        self.store = EventStore(self.db, settings.slug, upcasters, personal)
         self._publisher: Publisher | None = None
         self._lock = threading.Lock()
+        self._handoff: queue.Queue[list[RecordedEvent] | None] = queue.Queue(maxsize=HANDOFF_CAPACITY)
+        self._sender: threading.Thread | None = None
         self._probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readiness")
         self._metadata: KafkaConsumer | None = None
 
@@ -58,18 +61,41 @@ class Runtime:
     def publisher(self) -> Publisher:
         with self._lock:
             if self._publisher is None:
-                producer = make_producer(
-                    self.settings.kafka_bootstrap, f"crm-{self.settings.service}-{os.getpid()}"
-                )
+                producer = make_producer(self.settings.kafka_bootstrap, f"crm-{self.settings.slug}-{os.getpid()}")
                 self._publisher = Publisher(self.store, producer, self.settings.topic)
             return self._publisher
 
     def publish(self, events: Sequence[RecordedEvent]) -> None:
-        """Hand committed events to Kafka; if Kafka is away, the worker's sweeper sends them later."""
+        """Hand committed events to a background sender, so a request never waits for Kafka.
+
+        The events are already committed; if the queue is full or Kafka is away, they stay
+        in the outbox and the worker's sweeper sends them.
+        """
+        with self._lock:
+            if self._sender is None:
+                self._sender = threading.Thread(target=self._send_loop, name="outbox-sender", daemon=True)
+                self._sender.start()
         try:
-            self.publisher.publish(events)
-        except KafkaError as exc:
-            log.warning("Kafka unavailable; events stay in the outbox", extra={"error": repr(exc)})
+            self._handoff.put_nowait(list(events))
+        except queue.Full:
+            log.warning("publish queue full; the sweeper will send these", extra={"count": len(events)})
+
+    def flush(self) -> None:
+        """Wait until everything handed to `publish` is acknowledged by Kafka (tests, shutdown)."""
+        if self._sender is not None:
+            self._handoff.join()
+        if self._publisher is not None:
+            self._publisher.flush()
+
+    def _send_loop(self) -> None:
+        while (events := self._handoff.get()) is not None:
+            try:
+                self.publisher.publish(events)
+            except Exception as exc:  # Kafka away or slow: the outbox keeps them for the sweeper
+                log.warning("Kafka unavailable; events stay in the outbox", extra={"error": repr(exc)})
+            finally:
+                self._handoff.task_done()
+        self._handoff.task_done()
 
     def mongo_problem(self) -> str | None:
         try:
@@ -105,6 +131,10 @@ class Runtime:
         return self._metadata.topics()  # a live metadata request every time
 
     def close(self) -> None:
+        """Finish handing over what requests committed, then let go of every connection."""
+        if self._sender is not None:
+            self._handoff.put(None)
+            self._sender.join(timeout=15)
         with self._lock:
             if self._publisher is not None:
                 self._publisher.close()

@@ -20,6 +20,7 @@ from typing import TypeVar
 import pytest
 
 from crmkit import auth, stack
+from crmkit.config import slug
 from crmkit.events import new_id
 from crmkit.service import ServiceSpec
 
@@ -64,8 +65,8 @@ def service_env(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> Iterator[d
 
 def isolate(monkeypatch: pytest.MonkeyPatch, service: str, suffix: str) -> None:
     """Give `service` a database and topic named for this test."""
-    key = service.upper().replace("-", "")
-    compact = service.replace("-", "")
+    compact = slug(service)
+    key = compact.upper()
     monkeypatch.setenv(f"CRM_{key}_DATABASE", f"t_{compact}_{suffix}")
     monkeypatch.setenv(f"CRM_{key}_TOPIC", f"t.{compact}.{suffix}")
 

@@ -257,7 +257,7 @@ def test_companies_can_be_created_linked_searched_and_updated(contacts: ServiceH
 def test_every_change_reaches_kafka_as_a_cloudevent_keyed_by_id(contacts: ServiceHarness) -> None:
     sara = create(contacts, SARA)
     contacts.client.patch(f"/v1/contacts/{sara['id']}", json={"owner": "ana"}, headers=contacts.headers())
-    contacts.runtime.publisher.flush()
+    contacts.runtime.flush()
     settings = contacts.runtime.settings
     consumer = KafkaConsumer(settings.topic, bootstrap_servers=settings.kafka_bootstrap,
                              auto_offset_reset="earliest", consumer_timeout_ms=5000)

@@ -55,7 +55,7 @@ def test_erasure_leaves_nothing_readable_anywhere_even_after_replay_and_rebuild(
                         headers=contacts.headers())
     contacts.project()
     settings = contacts.runtime.settings
-    contacts.runtime.publisher.flush()
+    contacts.runtime.flush()
     # personal fields never travel in clear text, not even before erasure
     assert reveals(raw_topic(settings.kafka_bootstrap, settings.topic)) == []
     assert reveals(database_dump(contacts)) != []  # the read model and idempotency store hold them

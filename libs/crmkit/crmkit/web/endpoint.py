@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,7 +140,7 @@ def _authorize(access: str) -> None:
         principal = auth.from_header(current_app.config["CRM_JWT_SECRET"], request.headers.get("Authorization"))
     except auth.InvalidToken as exc:
         raise Unauthorized(f"a valid bearer token is required: {exc}") from None
-    service = settings.service.replace("-", "")
+    service = settings.slug
     if not principal.may(service, access):
         raise Forbidden(f"this needs the role {service}:{access} (or {service}:write, or admin)")
     g.principal = principal
@@ -159,10 +160,15 @@ class RateLimiter:
         self.rate = per_minute / 60.0
         self.capacity = float(per_minute)
         self._buckets: dict[str, tuple[float, float]] = {}
+        self._lock = threading.Lock()  # gunicorn's threads share one limiter
 
     def allow(self, subject: str) -> bool:
         if self.rate <= 0:
             return True
+        with self._lock:
+            return self._take(subject)
+
+    def _take(self, subject: str) -> bool:
         now = time.monotonic()
         tokens, last = self._buckets.get(subject, (self.capacity, now))
         tokens = min(self.capacity, tokens + (now - last) * self.rate)
@@ -222,6 +228,7 @@ def _idempotent(run: Callable[[], Any]) -> Response:
         {"_id": key},
         {"$set": {
             "state": "done",
+            "resource": response.headers.get("Location"),  # lets erasure find stored bodies
             "status": response.status_code,
             "body": response.get_data(as_text=True),
             "headers": {k: v for k, v in response.headers.items() if k in ("ETag", "Location", "Content-Type")},
