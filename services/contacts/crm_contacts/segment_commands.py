@@ -1,0 +1,110 @@
+"""Segment use cases (define, change, list, read members) and the `segments` read model.
+
+The edges (segments_api, grpc_api) call `SegmentBook`; the rules themselves live in
+crm_contacts.segments. Members are never stored: each read compiles the segment's
+rules into a filter over the `contacts` read model, so membership follows every change
+to a contact as soon as the projection has applied it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.database import Database
+
+from crm_contacts import projections
+from crm_contacts.segments import Segment, compile_filter
+from crmkit.aggregate import Repository, changes_by_event
+from crmkit.events import Metadata, RecordedEvent, new_id, utcnow
+from crmkit.eventstore import EventStore
+from crmkit.projector import StreamProjection
+from crmkit.runtime import Runtime
+from crmkit.web.pagination import page
+
+DEFAULT_STREAM_PAGE = 500
+MAX_STREAM_PAGE = 1000
+
+
+class SegmentBook:
+    def __init__(self, runtime: Runtime) -> None:
+        self.segments: Repository[Segment] = Repository(runtime.store, Segment, runtime.publish)
+        self.segments_view = runtime.db["segments"]
+        self.contacts_view = runtime.db["contacts"]
+        self.companies_view = runtime.db["companies"]
+
+    def define(self, fields: dict[str, Any], meta: Metadata) -> Segment:
+        segment = Segment.define(new_id(), fields["name"], fields.get("description"), fields["rules"])
+        self.segments.save(segment, meta)
+        return segment
+
+    def update(self, segment_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None) -> Segment:
+        return self.segments.change(segment_id, lambda s: s.update(fields), meta, if_match)
+
+    def segment(self, segment_id: str) -> Segment:
+        return self.segments.get(segment_id)
+
+    def history(self, segment_id: str) -> list[dict[str, Any]]:
+        return changes_by_event(Segment, segment_id, self.segments.history(segment_id))
+
+    def list_segments(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        docs, cursor = page(self.segments_view, {}, filters["limit"], filters.get("cursor"))
+        return [public(doc) for doc in docs], cursor
+
+    def members_filter(self, segment_id: str, now: datetime | None = None) -> dict[str, Any]:
+        """The segment's rules as a filter over the `contacts` read model, evaluated at `now`."""
+        rules = self.segment(segment_id).parsed_rules()
+        return compile_filter(rules, now or utcnow(), self._company_ids)
+
+    def members(self, segment_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+        docs, next_cursor = page(self.contacts_view, self.members_filter(segment_id), limit, cursor)
+        return [projections.public(doc) for doc in docs], next_cursor
+
+    def member_pages(self, segment_id: str, page_size: int = DEFAULT_STREAM_PAGE) -> Iterator[list[dict[str, Any]]]:
+        """Every member, a page at a time (keyset paging: memory stays at one page).
+
+        The filter is compiled once, so relative times ("-30d") mean the same thing
+        for the whole walk. Raises NotFound before yielding anything for an unknown id.
+        """
+        query = self.members_filter(segment_id)
+        cursor: str | None = None
+        while True:
+            docs, cursor = page(self.contacts_view, query, page_size, cursor)
+            if docs:
+                yield [projections.public(doc) for doc in docs]
+            if cursor is None:
+                return
+
+    def _company_ids(self, query: dict[str, Any]) -> list[str]:
+        return [doc["_id"] for doc in self.companies_view.find(query, {"_id": 1})]
+
+
+class SegmentsView(StreamProjection):
+    """The `segments` read model: one document per segment (its view), for listing."""
+
+    aggregate_types = ("segment",)
+
+    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any]:
+        segment = Segment.restore({**document, "id": document["_id"]}) if document else Segment(events[0].stream_id)
+        for event in events:
+            segment.apply(event.type, event.data)
+            segment.version = event.version
+            segment.created_at = segment.created_at or event.time
+            segment.updated_at = event.time
+        view = segment.view()
+        del view["id"]
+        return view
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("name", ASCENDING)])
+
+
+def public(document: dict[str, Any]) -> dict[str, Any]:
+    view = {k: v for k, v in document.items() if k != "_id"}
+    return {"id": document["_id"], **view}
+
+
+def segment_projections(db: Database, store: EventStore, topic: str) -> list[StreamProjection]:
+    return [SegmentsView("segments", db["segments"], store, topic)]

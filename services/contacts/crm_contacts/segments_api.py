@@ -1,0 +1,92 @@
+"""REST edge for segments: /v1/segments and /v1/segments/{id}/members (and their schemas)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response
+from marshmallow import Schema, ValidationError, fields, validates_schema
+
+from crm_contacts import schemas
+from crm_contacts.segment_commands import SegmentBook
+from crm_contacts.segments import MAX_CONDITIONS, MAX_DEPTH, rule_errors
+from crmkit.web import PageQuery, endpoint, if_match, listing, metadata, resource
+
+RULES_HELP = (
+    'A group {"all": [...]} or {"any": [...]} of conditions {"field", "op", "value"} and nested groups '
+    f"(at most {MAX_DEPTH} deep, {MAX_CONDITIONS} conditions). See README.md, Segments."
+)
+
+
+class SegmentInput(Schema):
+    """A segment's fields; a PATCH sends any subset."""
+
+    name = schemas.Text(200, allow_none=False)
+    description = schemas.Text(2000)
+    rules = fields.Raw(metadata={"type": "object", "description": RULES_HELP})
+
+    @validates_schema(skip_on_field_errors=False)
+    def _check_rules(self, data: dict[str, Any], **_: Any) -> None:
+        # every bad condition, by its path ("rules.all.2.op"), beside any other bad field
+        if "rules" in data:
+            errors = rule_errors(data["rules"])
+            if errors:
+                raise ValidationError(errors)
+
+
+class SegmentCreate(SegmentInput):
+    name = schemas.Text(200, required=True, allow_none=False)
+    rules = fields.Raw(required=True, metadata={"type": "object", "description": RULES_HELP})
+
+
+class SegmentView(Schema):
+    id = fields.String()
+    version = fields.Integer()
+    name = fields.String()
+    description = fields.String(allow_none=True)
+    rules = fields.Raw(metadata={"type": "object"})
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+def blueprint(book: SegmentBook) -> Blueprint:
+    bp = Blueprint("segments", __name__)
+
+    @bp.post("/v1/segments")
+    @endpoint("write", body=SegmentCreate, response=SegmentView, status=201, idempotent=True)
+    def create_segment(body: dict[str, Any]) -> Response:
+        """Define a segment: a name and the rules that select its contacts."""
+        segment = book.define(body, metadata())
+        return resource(segment.view(), 201, location=f"/v1/segments/{segment.id}")
+
+    @bp.get("/v1/segments")
+    @endpoint("read", query=PageQuery, response=SegmentView, many=True)
+    def list_segments(query: dict[str, Any]) -> Response:
+        """List segments, oldest first."""
+        return listing(*book.list_segments(query))
+
+    @bp.get("/v1/segments/<segment_id>")
+    @endpoint("read", response=SegmentView)
+    def get_segment(segment_id: str) -> Response:
+        """One segment."""
+        return resource(book.segment(segment_id).view())
+
+    @bp.patch("/v1/segments/<segment_id>")
+    @endpoint("write", body=SegmentInput, response=SegmentView)
+    def update_segment(segment_id: str, body: dict[str, Any]) -> Response:
+        """Rename a segment or change its rules (If-Match: the version last seen)."""
+        return resource(book.update(segment_id, body, metadata(), if_match()).view())
+
+    @bp.get("/v1/segments/<segment_id>/history")
+    @endpoint("read", response=schemas.HistoryEntry, many=True)
+    def segment_history(segment_id: str) -> Response:
+        """Every change to a segment: who, what, when, before and after."""
+        return listing(book.history(segment_id), None)
+
+    @bp.get("/v1/segments/<segment_id>/members")
+    @endpoint("read", query=PageQuery, response=schemas.ContactView, many=True)
+    def segment_members(segment_id: str, query: dict[str, Any]) -> Response:
+        """The active contacts the segment's rules select now (evaluated at read time)."""
+        return listing(*book.members(segment_id, query["limit"], query.get("cursor")))
+
+    return bp
