@@ -33,7 +33,13 @@ class Text(fields.String):
         text = super()._deserialize(value, attr, data, **kwargs).strip()
         if any(ord(ch) < 32 for ch in text):
             raise ValidationError("control characters are not allowed")
+        if not text and not self.allow_none:
+            raise ValidationError("must not be empty")
         return text or None
+
+    def _validate(self, value: Any) -> None:
+        if value is not None:  # "" became null: no length to check (was a TypeError, a 500)
+            super()._validate(value)
 
 
 class Email(Text):
