@@ -68,6 +68,10 @@ def _git() -> dict[str, Any]:
 def rows(figures: dict[str, Any]) -> list[tuple[str, str, float, float, str]]:
     """(metric, unit, ours, raw, raw's name) for the table."""
     create, reads, kafka, rebuild = figures["create"], figures["read"], figures["kafka"], figures["rebuild"]
+    imported = figures.get("import")
+    extra = [(f"import rows / s ({imported['rows']:,}-row CSV)", "/s", imported["ours_rows_per_s"],
+              imported["raw"]["insert_many_docs_per_s"], f"insert_many docs/s, batch {imported['raw']['batch']}"),
+             ] if imported else []
     return [
         ("contacts created / s (REST)", "/s", create["ours_per_s"], create["raw"]["insert_one_per_s"],
          f"insert_one/s, {create['raw']['insert_one_clients']} threads"),
@@ -81,6 +85,7 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, float, float, str]]:
          "produce -> consumed p99"),
         ("projection rebuild events / s", "/s", rebuild["ours_events_per_s"], rebuild["raw_insert_many_docs_per_s"],
          f"insert_many docs/s, batch {rebuild['raw_batch']}"),
+        *extra,
     ]
 
 

@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import environment, measure, report
+from bench import environment, imports, measure, report
 
 
 def _terminate(signum: int, _frame: object) -> None:
@@ -29,6 +29,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency-samples", type=int, default=300,
                         help="append->consumed samples, and raw produce->consumed samples (default 300)")
     parser.add_argument("--batch", type=int, default=1000, help="raw insert_many batch size (default 1000)")
+    parser.add_argument("--import-rows", type=int, default=100_000,
+                        help="rows of the bulk import measured (default 100000; 0 skips it)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs even after a good run")
     return parser.parse_args(argv)
 
@@ -63,6 +65,11 @@ def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[
 
         log(f"(3) {args.latency_samples} append+publish -> consumed, then as many raw produce -> consumed")
         kafka = measure.kafka_latency(env, runtime, args.latency_samples)
+
+        imported = None
+        if args.import_rows:
+            log(f"(5) importing {args.import_rows} CSV rows: POST /v1/imports, then the worker's ImportRunner")
+            imported = imports.run(env, runtime, rows=args.import_rows, batch=args.batch)
     finally:
         runtime.close()
 
@@ -76,6 +83,7 @@ def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[
         "read": reads,
         "kafka": kafka,
         "rebuild": rebuilt,
+        "import": imported,
         "api": {"workers": environment.API_WORKERS, "threads": environment.API_THREADS,
                 "rate_limit": "off (CRM_RATE_LIMIT_PER_MINUTE=0)"},
     }

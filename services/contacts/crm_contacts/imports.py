@@ -33,6 +33,7 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
+import functools
 import hashlib
 import io
 import json
@@ -253,10 +254,14 @@ def contact_id(import_id: str, created_ms: int, row: int) -> str:
     Shaped like the platform's UUIDv7s (the import's time first, then the row number,
     then 40 bits of the import id), so imported contacts sort by creation like any other.
     """
-    salt = int.from_bytes(hashlib.sha256(import_id.encode()).digest()[:5], "big")
-    tail = (row & (2**34 - 1)) << 40 | salt  # 74 bits: UUIDv7's rand_a and rand_b
+    tail = (row & (2**34 - 1)) << 40 | _salt(import_id)  # 74 bits: UUIDv7's rand_a and rand_b
     value = (created_ms & (2**48 - 1)) << 80 | 0x7 << 76 | (tail >> 62) << 64 | 0b10 << 62 | (tail & (2**62 - 1))
     return str(uuid.UUID(int=value))
+
+
+@functools.lru_cache(maxsize=64)
+def _salt(import_id: str) -> int:
+    return int.from_bytes(hashlib.sha256(import_id.encode()).digest()[:5], "big")
 
 
 def epoch_ms() -> int:
