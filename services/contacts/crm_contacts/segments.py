@@ -63,6 +63,7 @@ ATTRIBUTE_KEY = re.compile(r"^[^.$\x00][^.\x00]{0,63}$")
 DERIVED_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 RELATIVE = re.compile(r"^([+-])(\d{1,6})([mhdw])$")
 UNITS = {"m": "minutes", "h": "hours", "d": "days", "w": "weeks"}
+MAX_RELATIVE = timedelta(days=36_525)  # beyond, "now + duration" could leave the representable years
 
 
 @dataclass(frozen=True)
@@ -329,6 +330,8 @@ def _moment(raw: Any) -> Moment:
     if relative:
         sign, amount, unit = relative.groups()
         delta = timedelta(**{UNITS[unit]: int(amount)})
+        if delta > MAX_RELATIVE:
+            raise ValueError("a relative duration is at most 100 years")
         return Moment(relative=-delta if sign == "-" else delta)
     try:
         return Moment(absolute_ms=epoch_ms(parse_time(raw.strip())))

@@ -67,6 +67,8 @@ def test_the_readme_example_is_valid() -> None:
         ({"all": [{"field": "email", "op": "eq", "value": "a@x.com", "extra": 1}]}, {"rules.all.0.extra"}),
         ({"all": [{"field": "lifecycle_stage", "op": "eq", "value": "boss"}]}, {"rules.all.0.value"}),
         ({"all": [{"field": "created_at", "op": "before", "value": "yesterday"}]}, {"rules.all.0.value"}),
+        ({"all": [{"field": "created_at", "op": "before", "value": "-999999w"}]}, {"rules.all.0.value"}),
+        ({"all": [{"field": "created_at", "op": "before", "value": "30d"}]}, {"rules.all.0.value"}),
         ({"all": [{"field": "created_at", "op": "after", "value": "2025-01-01T00:00:00"}]}, {"rules.all.0.value"}),
         ({"all": [{"field": "attributes.age", "op": "gt", "value": "30"}]}, {"rules.all.0.value"}),
         ({"all": [{"field": "attributes.age", "op": "gt", "value": True}]}, {"rules.all.0.value"}),
