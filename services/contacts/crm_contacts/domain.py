@@ -25,7 +25,9 @@ LIFECYCLE_STAGES = (
 )
 
 # Fields a person may set on a contact directly (lifecycle stage has its own event).
-CONTACT_FIELDS = ("first_name", "last_name", "email", "phone", "company_id", "tags", "attributes", "owner")
+CONTACT_FIELDS = (
+    "first_name", "last_name", "email", "phone", "company_id", "tags", "attributes", "owner", "locale", "time_zone",
+)
 # What identifies or describes the person: encrypted with the person's key in every
 # event (crypto-shredding), and wiped from the record on erasure.
 PERSONAL_FIELDS = ("first_name", "last_name", "email", "phone", "attributes")
@@ -70,6 +72,8 @@ class Contact(Aggregate):
         self.tags: list[str] = []
         self.attributes: dict[str, Any] = {}
         self.owner: str | None = None
+        self.locale: str | None = None  # BCP 47, e.g. fa-IR: the language messages are written in
+        self.time_zone: str | None = None  # IANA, e.g. Asia/Tehran: quiet hours and business hours
         self.status = "active"  # active | merged | erased
         self.consents: dict[str, dict[str, Any]] = {}
         self.merged_into: str | None = None
@@ -150,7 +154,7 @@ class Contact(Aggregate):
             return
         changes: dict[str, Any] = {
             name: getattr(duplicate, name)
-            for name in ("first_name", "last_name", "email", "phone", "company_id", "owner")
+            for name in ("first_name", "last_name", "email", "phone", "company_id", "owner", "locale", "time_zone")
             if not getattr(self, name) and getattr(duplicate, name)
         }
         if set(duplicate.tags) - set(self.tags):
@@ -223,6 +227,8 @@ class Contact(Aggregate):
             "tags": list(self.tags),
             "attributes": dict(self.attributes),
             "owner": self.owner,
+            "locale": self.locale,
+            "time_zone": self.time_zone,
             "status": self.status,
             "consents": {channel: dict(consent) for channel, consent in self.consents.items()},
             "merged_into": self.merged_into,

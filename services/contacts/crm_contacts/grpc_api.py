@@ -36,6 +36,9 @@ def to_message(contact: Contact) -> contacts_pb2.Contact:
         status=contact.status,
         created_at=rfc3339(contact.created_at) if contact.created_at else "",
         updated_at=rfc3339(contact.updated_at) if contact.updated_at else "",
+        locale=contact.locale or "",
+        time_zone=contact.time_zone or "",
+        merged_into=contact.merged_into or "",
     )
 
 
@@ -52,6 +55,8 @@ def to_member(document: dict[str, Any]) -> contacts_pb2.SegmentMember:
         lifecycle_stage=document.get("lifecycle_stage") or "",
         tags=document.get("tags") or [],
         owner=document.get("owner") or "",
+        locale=document.get("locale") or "",
+        time_zone=document.get("time_zone") or "",
     )
 
 

@@ -10,6 +10,7 @@ import os
 import re
 from datetime import timedelta
 from typing import Any
+from zoneinfo import available_timezones
 
 from marshmallow import Schema, ValidationError, fields, validate, validates
 
@@ -96,6 +97,38 @@ def _attributes() -> fields.Dict:
                        validate=_check_attributes, allow_none=True)
 
 
+class Locale(Text):
+    """A BCP 47 language tag (fa, fa-IR, en-US), kept in its canonical case."""
+
+    PATTERN = re.compile(r"^([a-zA-Z]{2,3})(?:[-_]([a-zA-Z]{4}))?(?:[-_]([a-zA-Z]{2}|[0-9]{3}))?$")
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=20, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if text is None:
+            return None
+        match = self.PATTERN.match(text)
+        if not match:
+            raise ValidationError("not a language tag (e.g. fa-IR, en)")
+        language, script, region = match.groups()
+        return "-".join(p for p in (language.lower(), script and script.title(), region and region.upper()) if p)
+
+
+class TimeZone(Text):
+    """An IANA time zone name (Asia/Tehran)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=64, **kwargs)
+
+    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+        text = super()._deserialize(value, attr, data, **kwargs)
+        if text is not None and text not in available_timezones():
+            raise ValidationError("not an IANA time zone (e.g. Asia/Tehran)")
+        return text
+
+
 class ContactInput(Schema):
     """The fields a person sets on a contact (a PATCH sends any subset; null clears)."""
 
@@ -108,6 +141,8 @@ class ContactInput(Schema):
     tags = fields.List(Text(64, allow_none=False), validate=validate.Length(max=MAX_TAGS), allow_none=True)
     attributes = _attributes()
     owner = Text(100)
+    locale = Locale()
+    time_zone = TimeZone()
 
     @validates("lifecycle_stage")
     def _stage_not_null(self, value: Any, **_: Any) -> None:

@@ -278,3 +278,11 @@ def test_openapi_documents_every_route(contacts: ServiceHarness) -> None:
         assert path in document["paths"]
     post = document["paths"]["/v1/contacts"]["post"]
     assert "422" in post["responses"] and post["security"] == [{"bearer": []}]
+
+
+def test_locale_and_time_zone_are_validated_and_canonical(contacts: ServiceHarness) -> None:
+    sara = create(contacts, {**SARA, "locale": "FA_ir", "time_zone": "Asia/Tehran"})
+    assert sara["locale"] == "fa-IR" and sara["time_zone"] == "Asia/Tehran"
+    bad = contacts.client.post("/v1/contacts", json={**SARA, "locale": "Persian!", "time_zone": "Mars/Olympus"},
+                               headers=contacts.headers())
+    assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"locale", "time_zone"}
