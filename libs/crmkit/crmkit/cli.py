@@ -80,7 +80,8 @@ def rebuild_cmd_run(args: argparse.Namespace) -> int:
     for projection in projections:
         started = time.perf_counter()
         count = rebuild(projection, runtime.store,
-                        lambda n, name=projection.name: print(f"  {name}: {n} events", file=sys.stderr))
+                        lambda n, name=projection.name: print(f"  {name}: {n} events", file=sys.stderr),
+                        own_topic=runtime.settings.topic, bootstrap=runtime.settings.kafka_bootstrap)
         elapsed = time.perf_counter() - started
         print(f"rebuilt {projection.name} from {count} events in {elapsed:.1f}s "
               f"({count / elapsed if elapsed else 0:.0f} events/s)", file=sys.stderr)

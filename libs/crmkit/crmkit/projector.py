@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, Protocol
@@ -182,13 +183,74 @@ class ProjectorRunner:
                 metrics.CONSUMER_LAG.labels(self.service, self.projection.name, tp.topic, tp.partition).set(lag)
 
 
-def rebuild(projection: Projection, store: EventStore, progress: Callable[[int], None] | None = None) -> int:
-    """Drop a projection and replay every stored event into it in batches."""
+def rebuild(
+    projection: Projection,
+    store: EventStore,
+    progress: Callable[[int], None] | None = None,
+    *,
+    own_topic: str | None = None,
+    bootstrap: str | None = None,
+) -> int:
+    """Drop a projection and apply every event it follows again, in batches.
+
+    The service's own events come from the event store (the source of truth); events of
+    other services' topics come from Kafka, read from the beginning to the current end.
+    The running worker keeps going meanwhile and skips what the rebuild already applied.
+    """
     projection.reset()
     applied = 0
-    for batch in store.scan():
-        projection.handle(batch)
-        applied += len(batch)
-        if progress is not None:
-            progress(applied)
+    sources: list[Iterable[list[RecordedEvent]]] = []
+    if own_topic is None or own_topic in projection.topics:
+        sources.append(store.scan())
+    foreign = [topic for topic in projection.topics if topic != own_topic] if own_topic else []
+    if foreign:
+        if bootstrap is None:
+            raise ValueError("rebuilding from other services' topics needs the Kafka bootstrap servers")
+        sources.append(store.upcasters.upcast_all(batch) for batch in read_topics(bootstrap, foreign))
+    for source in sources:
+        for batch in source:
+            projection.handle(batch)
+            applied += len(batch)
+            if progress is not None:
+                progress(applied)
     return applied
+
+
+def read_topics(bootstrap: str, topics: Sequence[str], batch: int = 1000, idle_limit: float = 30.0
+                ) -> Iterable[list[RecordedEvent]]:
+    """Every event on `topics` from the first offset to the end as it is now, in batches.
+
+    Uses no consumer group (nothing is committed). The end of each partition is the
+    high watermark its fetches report; `idle_limit` only guards against a broker that
+    stops answering.
+    """
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
+                             max_poll_records=batch)
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics for p in consumer.partitions_for_topic(topic)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning()
+        last_progress = time.monotonic()
+        while not _caught_up(consumer, partitions):
+            records = consumer.poll(timeout_ms=500)
+            events = []
+            for message in (m for chunk in records.values() for m in chunk):
+                try:
+                    events.append(RecordedEvent.from_bytes(message.value))
+                except ValueError:
+                    continue  # not one of ours; the live projector counts these
+            if events:
+                last_progress = time.monotonic()
+                yield events
+            elif time.monotonic() - last_progress > idle_limit:
+                raise TimeoutError(f"Kafka stopped answering while reading {', '.join(topics)}")
+    finally:
+        consumer.close()
+
+
+def _caught_up(consumer: KafkaConsumer, partitions: Sequence[TopicPartition]) -> bool:
+    for tp in partitions:
+        end = consumer.highwater(tp)
+        if end is None or consumer.position(tp) < end:
+            return False
+    return True
