@@ -90,7 +90,7 @@ def test_local_contacts_follow_creates_updates_merges_and_erasures(
         return projection.collection.count_documents({}) == 3 and erased is not None and erased["status"] == "erased"
 
     try:
-        wait_until(caught_up, what="the local copy to catch up")
+        wait_until(caught_up, timeout=90, what="the local copy to catch up")
     finally:
         runner.consumer.close()
     copies = projection.find([ali["id"], dup["id"], gone["id"]])
