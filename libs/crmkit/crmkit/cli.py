@@ -4,7 +4,7 @@
     crm token --roles admin        a JWT for the local stack, on stdout
     crm replay SERVICE             re-publish a service's stored events to Kafka
     crm rebuild SERVICE [NAME]     drop and rebuild read models from the event store
-    crm serve SERVICE api|grpc|worker   one process (what Kubernetes runs)
+    crm serve SERVICE api|grpc|worker|EXTRA   one process (what Kubernetes runs; EXTRA: a service's own)
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     serve_cmd = commands.add_parser("serve", help="run one process of a service")
     serve_cmd.add_argument("service")
-    serve_cmd.add_argument("process", choices=["api", "grpc", "worker"])
+    serve_cmd.add_argument("process", help="api, grpc, worker, or one of the service's extra processes")
 
     args = parser.parse_args(argv)
     return {"up": up, "token": token, "replay": replay, "rebuild": rebuild_cmd_run, "serve": serve}[args.command](args)
@@ -90,9 +90,17 @@ def rebuild_cmd_run(args: argparse.Namespace) -> int:
 
 
 def serve(args: argparse.Namespace) -> int:
+    spec = spec_for(args.service)
     if args.process == "api":
-        return _exec_gunicorn(spec_for(args.service))
-    {"grpc": serve_grpc, "worker": run_worker}[args.process](args.service)
+        return _exec_gunicorn(spec)
+    if args.process in ("grpc", "worker"):
+        {"grpc": serve_grpc, "worker": run_worker}[args.process](args.service)
+        return 0
+    if args.process not in spec.extra_processes:
+        print(f"{args.service} has no process {args.process!r}; it runs: {', '.join(spec.processes())}",
+              file=sys.stderr)
+        return 2
+    spec.extra_processes[args.process].run(args.service)
     return 0
 
 
@@ -123,8 +131,8 @@ def up(args: argparse.Namespace) -> int:
         _prepare(services)
         supervisor = stack.Supervisor()
         python = sys.executable
-        for name in services:
-            for process in ("api", "grpc", "worker"):
+        for name, spec in services.items():
+            for process in spec.processes(local=True):
                 argv = [python, "-m", "crmkit.cli", "serve", name, process]
                 supervisor.add(f"{name}-{process}", argv, dict(os.environ))
         _announce(services)

@@ -31,6 +31,14 @@ log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
+class ExtraProcess:
+    """A service's own extra process: `run(service_name)` until SIGTERM/SIGINT."""
+
+    run: Callable[[str], None]
+    enabled: Callable[[], bool] = lambda: True  # whether `crm up` starts it (e.g. only for a local provider)
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     title: str
@@ -46,6 +54,14 @@ class ServiceSpec:
     # background loops the worker runs beside the projectors (imports, timers); each
     # gets the stop event and must return soon after it is set
     jobs: Callable[[Runtime], Sequence[Callable[[threading.Event], None]]] = lambda _runtime: ()
+    # processes beyond api/grpc/worker (e.g. a local SMTP sink): `crm serve SERVICE NAME` runs one,
+    # `crm up` starts those whose `enabled()` says the configuration needs them locally
+    extra_processes: Mapping[str, ExtraProcess] = field(default_factory=dict)
+
+    def processes(self, *, local: bool = False) -> list[str]:
+        """The process names this service runs; `local`: only those `crm up` should start now."""
+        extra = [name for name, process in self.extra_processes.items() if not local or process.enabled()]
+        return ["api", "grpc", "worker", *extra]
 
     def settings(self) -> Settings:
         return Settings.for_service(self.name, http=self.ports.http, grpc=self.ports.grpc, metrics=self.ports.metrics)
