@@ -68,6 +68,13 @@ class ContactDirectory:
         reply = self._call(self.stub.CheckConsent, request, f"contact {contact_id}")
         return Consent(reply.contact_id, reply.granted, reply.reason, reply.address or None)
 
+    def record_consent(self, contact_id: str, channel: str, status: str, source: str) -> Consent:
+        """Record a consent decision (e.g. an unsubscribe link); answers like `consent` afterwards."""
+        request = contacts_pb2.RecordConsentRequest(contact_id=contact_id, channel=channel, status=status,
+                                                    source=source)
+        reply = self._call(self.stub.RecordConsent, request, f"contact {contact_id}")
+        return Consent(reply.contact_id, reply.granted, reply.reason, reply.address or None)
+
     def segment_members(self, segment_id: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
         """Stream a segment's members (campaigns); the stream's deadline grows with its size."""
         request = contacts_pb2.ListSegmentMembersRequest(segment_id=segment_id, page_size=page_size)

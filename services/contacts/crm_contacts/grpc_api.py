@@ -10,9 +10,10 @@ from google.protobuf import struct_pb2
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crm_contacts.commands import ContactBook
-from crm_contacts.domain import CHANNELS, Contact
+from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, Contact
 from crm_contacts.segment_commands import DEFAULT_STREAM_PAGE, MAX_STREAM_PAGE, SegmentBook
-from crmkit.events import rfc3339
+from crmkit.events import Metadata, new_id, rfc3339
+from crmkit.logs import correlation_id
 from crmkit.rpc import require
 
 MAX_BATCH = 1000
@@ -105,10 +106,28 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
     ) -> contacts_pb2.CheckConsentResponse:
         require(bool(request.contact_id.strip()), "contact_id", "contact_id is required")
         require(request.channel in CHANNELS, "channel", f"channel must be one of {', '.join(CHANNELS)}")
-        answer = self.book.check_consent(request.contact_id, request.channel)
+        return self._consent_reply(request.contact_id, request.channel)
+
+    def RecordConsent(  # noqa: N802 - the name is the contract's
+        self, request: contacts_pb2.RecordConsentRequest, context: grpc.ServicerContext
+    ) -> contacts_pb2.CheckConsentResponse:
+        require(bool(request.contact_id.strip()), "contact_id", "contact_id is required")
+        require(request.channel in CHANNELS, "channel", f"channel must be one of {', '.join(CHANNELS)}")
+        require(request.status in CONSENT_STATUSES, "status", f"status must be one of {', '.join(CONSENT_STATUSES)}")
+        legal_basis = request.legal_basis or "consent"
+        require(legal_basis in LEGAL_BASES, "legal_basis", f"legal_basis must be one of {', '.join(LEGAL_BASES)}")
+        require(len(request.source) <= 100, "source", "source is at most 100 characters")
+        survivor = self.book.contact(request.contact_id).id
+        consent = {"status": request.status, "source": request.source or "grpc", "legal_basis": legal_basis}
+        meta = Metadata(actor="service:grpc", correlation_id=correlation_id.get() or new_id())
+        self.book.set_consent(survivor, request.channel, consent, meta, None)
+        return self._consent_reply(survivor, request.channel)
+
+    def _consent_reply(self, contact_id: str, channel: str) -> contacts_pb2.CheckConsentResponse:
+        answer = self.book.check_consent(contact_id, channel)
         consent = answer["consent"]
         return contacts_pb2.CheckConsentResponse(
-            contact_id=answer["contact_id"], channel=request.channel, granted=answer["granted"],
+            contact_id=answer["contact_id"], channel=channel, granted=answer["granted"],
             reason=answer["reason"], address=answer["address"] or "", legal_basis=consent.get("legal_basis") or "",
             source=consent.get("source") or "", decided_at=consent.get("at") or "",
         )
