@@ -30,7 +30,7 @@ $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip==25.3
 
-$(STAMP): $(BIN)/python requirements.txt requirements-dev.txt libs/crmkit/pyproject.toml $(wildcard services/*/pyproject.toml)
+$(STAMP): $(BIN)/python requirements.txt requirements-local.txt requirements-dev.txt libs/crmkit/pyproject.toml $(wildcard services/*/pyproject.toml)
 	$(BIN)/pip install --quiet -r requirements-dev.txt
 	$(BIN)/pip install --quiet --no-deps -e libs/crmkit $(addprefix -e ,$(SERVICES))
 	touch $@
