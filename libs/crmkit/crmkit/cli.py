@@ -17,7 +17,7 @@ import sys
 import time
 from pathlib import Path
 
-from crmkit import auth, logs, stack
+from crmkit import auth, logs, stack, streams
 from crmkit.config import data_dir, jwt_secret
 from crmkit.projector import rebuild
 from crmkit.service import ServiceSpec, discover, run_worker, serve_grpc, spec_for
@@ -48,8 +48,38 @@ def main(argv: list[str] | None = None) -> int:
     serve_cmd.add_argument("service")
     serve_cmd.add_argument("process", help="api, grpc, worker, or one of the service's extra processes")
 
+    tail_cmd = commands.add_parser("tail", help="print a topic's events as they arrive")
+    tail_cmd.add_argument("topic")
+    tail_cmd.add_argument("--from-beginning", action="store_true")
+    tail_cmd.add_argument("--type", help="only this event type (ContactCreated or crm.contacts.ContactCreated.v1)")
+
+    export_cmd = commands.add_parser("export", help="append a topic's new events to a flat file")
+    export_cmd.add_argument("topic")
+    export_cmd.add_argument("--format", choices=["jsonl", "csv"], required=True)
+    export_cmd.add_argument("--out", type=Path, required=True)
+    export_cmd.add_argument("--type", help="only this event type")
+
     args = parser.parse_args(argv)
-    return {"up": up, "token": token, "replay": replay, "rebuild": rebuild_cmd_run, "serve": serve}[args.command](args)
+    handlers = {"up": up, "token": token, "replay": replay, "rebuild": rebuild_cmd_run, "serve": serve,
+                "tail": tail_cmd_run, "export": export_cmd_run}
+    return handlers[args.command](args)
+
+
+def _bootstrap() -> str:
+    return os.environ.get("CRM_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+
+
+def tail_cmd_run(args: argparse.Namespace) -> int:
+    streams.tail(_bootstrap(), args.topic, from_beginning=args.from_beginning, event_type=args.type, out=sys.stdout)
+    return 0
+
+
+def export_cmd_run(args: argparse.Namespace) -> int:
+    started = time.perf_counter()
+    rows = streams.export(_bootstrap(), args.topic, fmt=args.format, out=args.out, event_type=args.type)
+    print(f"exported {rows} new events from {args.topic} to {args.out} in {time.perf_counter() - started:.1f}s",
+          file=sys.stderr)
+    return 0
 
 
 def token(args: argparse.Namespace) -> int:

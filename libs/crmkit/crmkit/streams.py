@@ -1,0 +1,178 @@
+"""The event streams as a product for people and BI tools: `crm tail` and `crm export`.
+
+Both read a topic directly (no consumer group, nothing committed), so they never
+disturb the services' own consumers. `export` writes one flat row per event and keeps
+the next offset of every partition beside the output file, so running it again appends
+only what is new. Delivery is at least once: a row may repeat; dedupe by `id`.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import signal
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+from kafka import KafkaConsumer
+from kafka.structs import TopicPartition
+
+from crmkit.events import RecordedEvent
+from crmkit.shredding import is_sealed
+
+ENVELOPE = ("id", "type", "source", "subject", "time", "aggregatetype", "streamversion",
+            "correlationid", "causationid", "actor")
+SEALED_MARK = "<encrypted>"  # personal fields stay unreadable in exports: BI gets no personal data
+
+
+def flatten(envelope: dict[str, Any]) -> dict[str, Any]:
+    """One row: the envelope's attributes, then `data` with nested keys joined by dots."""
+    row = {key: envelope.get(key) for key in ENVELOPE}
+    row.update(_flat(envelope.get("data") or {}, "data"))
+    return row
+
+
+def _flat(value: Any, prefix: str) -> dict[str, Any]:
+    if is_sealed(value):
+        return {prefix: SEALED_MARK}
+    if isinstance(value, dict):
+        flat: dict[str, Any] = {}
+        for key, item in value.items():
+            flat.update(_flat(item, f"{prefix}.{key}"))
+        return flat or {prefix: None}
+    if isinstance(value, list):
+        return {prefix: json.dumps(value, ensure_ascii=False)}
+    return {prefix: value}
+
+
+def _consumer(bootstrap: str, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             client_id="crm-cli", allow_auto_create_topics=False)
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    if not partitions:
+        consumer.close()
+        raise SystemExit(f"topic {topic} does not exist")
+    consumer.assign(partitions)
+    return consumer, partitions
+
+
+def _envelopes(messages: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
+    for message in messages:
+        try:
+            envelope = json.loads(message.value)
+            RecordedEvent.from_cloudevent(envelope)  # only well-formed CRM events
+        except ValueError:
+            continue
+        yield message, envelope
+
+
+def tail(bootstrap: str, topic: str, *, from_beginning: bool, event_type: str | None, out: TextIO) -> None:
+    """Print events as they arrive, one readable line each, until Ctrl-C."""
+    consumer, _ = _consumer(bootstrap, topic)
+    if from_beginning:
+        consumer.seek_to_beginning()
+    else:
+        consumer.seek_to_end()
+    stopping = False
+
+    def stop(*_: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        while not stopping:
+            records = consumer.poll(timeout_ms=500)
+            for _message, envelope in _envelopes(m for chunk in records.values() for m in chunk):
+                if event_type and event_type not in (envelope["type"], envelope["type"].split(".")[2]):
+                    continue
+                data = json.dumps({k: (SEALED_MARK if is_sealed(v) else v) for k, v in envelope["data"].items()},
+                                  ensure_ascii=False)
+                out.write(f"{envelope['time']}  {envelope['type']}  {envelope['subject']} "
+                          f"v{envelope['streamversion']}  by {envelope['actor']}  {data}\n")
+                out.flush()
+    finally:
+        consumer.close()
+
+
+def export(
+    bootstrap: str, topic: str, *, fmt: str, out: Path, event_type: str | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> int:
+    """Append every event not exported before to `out` (jsonl or csv); returns rows written."""
+    offsets_file = out.with_name(out.name + ".offsets.json")
+    done: dict[str, int] = json.loads(offsets_file.read_text()) if offsets_file.exists() else {}
+    consumer, partitions = _consumer(bootstrap, topic)
+    written = 0
+    try:
+        for tp in partitions:
+            consumer.seek(tp, done.get(str(tp.partition), 0))
+        with _Writer(out, fmt) as writer:
+            while not _caught_up(consumer, partitions):
+                records = consumer.poll(timeout_ms=1000)
+                for message, envelope in _envelopes(m for chunk in records.values() for m in chunk):
+                    if not event_type or event_type in (envelope["type"], envelope["type"].split(".")[2]):
+                        writer.write(flatten(envelope))
+                        written += 1
+                    done[str(message.partition)] = message.offset + 1
+                if records:
+                    writer.flush()
+                    offsets_file.write_text(json.dumps(done))  # only after the rows are on disk
+                    if progress is not None:
+                        progress(written)
+    finally:
+        consumer.close()
+    return written
+
+
+def _caught_up(consumer: KafkaConsumer, partitions: list[TopicPartition]) -> bool:
+    for tp in partitions:
+        end = consumer.highwater(tp)
+        if end is None or consumer.position(tp) < end:
+            return False
+    return True
+
+
+class _Writer:
+    """Appends rows as JSON lines, or as CSV under a header fixed by the file's first run."""
+
+    def __init__(self, path: Path, fmt: str) -> None:
+        if fmt not in ("jsonl", "csv"):
+            raise SystemExit("--format must be jsonl or csv")
+        self.path, self.fmt = path, fmt
+        self.header: list[str] | None = None
+        if fmt == "csv" and path.exists() and path.stat().st_size:
+            with open(path, newline="", encoding="utf-8") as existing:
+                self.header = next(csv.reader(existing))
+        self.pending: list[dict[str, Any]] = []
+
+    def __enter__(self) -> _Writer:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.flush()
+
+    def write(self, row: dict[str, Any]) -> None:
+        self.pending.append(row)
+
+    def flush(self) -> None:
+        if not self.pending:
+            return
+        with open(self.path, "a", newline="", encoding="utf-8") as out:
+            if self.fmt == "jsonl":
+                out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in self.pending)
+            else:
+                self._csv(out)
+        self.pending = []
+
+    def _csv(self, out: TextIO) -> None:
+        if self.header is None:
+            data_columns = sorted({key for row in self.pending for key in row} - set(ENVELOPE))
+            self.header = [*ENVELOPE, *data_columns, "extra"]
+            csv.writer(out).writerow(self.header)
+        writer = csv.DictWriter(out, fieldnames=self.header, extrasaction="ignore")
+        for row in self.pending:
+            extra = {key: value for key, value in row.items() if key not in self.header}
+            writer.writerow({**row, "extra": json.dumps(extra, ensure_ascii=False) if extra else ""})
