@@ -1,0 +1,1 @@
+"""The service desk: tickets, SLA policies, satisfaction and reports."""

@@ -1,0 +1,101 @@
+"""REST edge of the service desk: /v1/tickets, /v1/sla-policies, /v1/reports."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+
+from crm_servicedesk import reports, schemas
+from crm_servicedesk.commands import TicketDesk
+from crmkit.web import PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
+
+
+def blueprint(desk: TicketDesk) -> Blueprint:
+    bp = Blueprint("servicedesk", __name__)
+
+    def ticket_response(ticket: Any, status: int = 200, location: str | None = None) -> Response:
+        return resource(desk.ticket_view(ticket), status, location)
+
+    @bp.post("/v1/tickets")
+    @endpoint("write", body=schemas.TicketInput, response=schemas.TicketView, status=201, idempotent=True)
+    def open_ticket(body: dict[str, Any]) -> Response:
+        """Open a ticket for a contact (any channel); the SLA policy is chosen now."""
+        ticket = desk.open_ticket(body, metadata())
+        return ticket_response(ticket, 201, location=f"/v1/tickets/{ticket.id}")
+
+    @bp.get("/v1/tickets")
+    @endpoint("read", query=schemas.TicketListQuery, response=schemas.TicketView, many=True)
+    def list_tickets(query: dict[str, Any]) -> Response:
+        """List tickets, filtered by status, assignee, priority, contact, breached, group, type, tag."""
+        return listing(*desk.list_tickets(query))
+
+    @bp.get("/v1/tickets/<ticket_id>")
+    @endpoint("read", response=schemas.TicketView)
+    def get_ticket(ticket_id: str) -> Response:
+        """One ticket with its comments, SLA due times and remaining business minutes."""
+        return ticket_response(desk.ticket(ticket_id))
+
+    @bp.get("/v1/tickets/<ticket_id>/history")
+    @endpoint("read")
+    def ticket_history(ticket_id: str) -> Response:
+        """Every change to a ticket: who, what, when, before and after."""
+        return listing(desk.history(ticket_id), None)
+
+    @bp.post("/v1/tickets/<ticket_id>/comments")
+    @endpoint("write", body=schemas.CommentInput, response=schemas.TicketView, status=201, idempotent=True)
+    def comment(ticket_id: str, body: dict[str, Any]) -> Response:
+        """A public reply (`public: true`) or an internal note (`public: false`)."""
+        ticket = desk.comment(ticket_id, body, metadata(), if_match())
+        return ticket_response(ticket, 201, location=f"/v1/tickets/{ticket.id}")
+
+    @bp.post("/v1/tickets/<ticket_id>/assign")
+    @endpoint("write", body=schemas.AssignInput, response=schemas.TicketView)
+    def assign(ticket_id: str, body: dict[str, Any]) -> Response:
+        """Assign to an agent and/or a group."""
+        return ticket_response(desk.assign(ticket_id, body, metadata(), if_match()))
+
+    @bp.post("/v1/tickets/<ticket_id>/status")
+    @endpoint("write", body=schemas.StatusInput, response=schemas.TicketView)
+    def change_status(ticket_id: str, body: dict[str, Any]) -> Response:
+        """Move through new → open → pending / on_hold → solved → closed (reopen: solved → open); else 409."""
+        return ticket_response(desk.change_status(ticket_id, body["status"], metadata(), if_match()))
+
+    @bp.post("/v1/tickets/<ticket_id>/satisfaction")
+    @endpoint("write", body=schemas.SatisfactionInput, response=schemas.TicketView, status=201)
+    def rate(ticket_id: str, body: dict[str, Any]) -> Response:
+        """The customer's rating after solve: CSAT 1–5 and comment, NPS 0–10, SERVQUAL 1–7 (once; again is 409)."""
+        return ticket_response(desk.rate(ticket_id, body, metadata(), if_match()), 201)
+
+    @bp.post("/v1/sla-policies")
+    @endpoint("write", body=schemas.PolicyInput, response=schemas.PolicyView, status=201, idempotent=True)
+    def define_policy(body: dict[str, Any]) -> Response:
+        """Define an SLA policy: targets per priority, business hours, holidays, tiers, escalation."""
+        policy = desk.define_policy(schemas.policy_fields(body), metadata())
+        return resource(policy.view(), 201, location=f"/v1/sla-policies/{policy.id}")
+
+    @bp.get("/v1/sla-policies")
+    @endpoint("read", query=PageQuery, response=schemas.PolicyView, many=True)
+    def list_policies(query: dict[str, Any]) -> Response:
+        """The SLA policies."""
+        return listing(*desk.list_policies(query))
+
+    @bp.get("/v1/sla-policies/<policy_id>")
+    @endpoint("read", response=schemas.PolicyView)
+    def get_policy(policy_id: str) -> Response:
+        """One SLA policy."""
+        return resource(desk.policy(policy_id).view())
+
+    @bp.get("/v1/reports/sla")
+    @endpoint("read", query=schemas.ReportQuery)
+    def sla_report(query: dict[str, Any]) -> Response:
+        """SLA compliance per target and priority; first-response and resolution times in business minutes."""
+        return jsonify(jsonable(reports.sla_report(desk.tickets_view, query)))
+
+    @bp.get("/v1/reports/satisfaction")
+    @endpoint("read", query=schemas.ReportQuery)
+    def satisfaction_report(query: dict[str, Any]) -> Response:
+        """CSAT average and distribution, NPS, SERVQUAL means, complaint rate per 100 customers."""
+        return jsonify(jsonable(reports.satisfaction_report(desk.tickets_view, query)))
+
+    return bp

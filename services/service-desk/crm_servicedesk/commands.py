@@ -1,0 +1,251 @@
+"""The service desk's use cases: open and work tickets, define policies, sweep for breaches.
+
+Called by the REST and gRPC edges and by the worker. Knows the repositories, the read
+models and the contacts directory client; never Flask or gRPC.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.errors import PyMongoError
+
+from crm_servicedesk import clock, projections
+from crm_servicedesk.domain import ACTIVE, SlaPolicy, Ticket, choose_policy
+from crmkit.aggregate import Repository, changes_by_event
+from crmkit.directory import ContactDirectory
+from crmkit.errors import NotFound, ValidationFailed
+from crmkit.events import Metadata, new_id
+from crmkit.eventstore import epoch_ms
+from crmkit.runtime import Runtime
+from crmkit.web.pagination import page
+
+log = logging.getLogger(__name__)
+
+SWEEP_BATCH = 500
+SYSTEM = Metadata(actor="system:sla-sweep")
+
+
+class TicketDesk:
+    def __init__(self, runtime: Runtime, directory: ContactDirectory | None = None) -> None:
+        self.runtime = runtime
+        self.store = runtime.store
+        self.events = runtime.db["events"]
+        self.vault = runtime.vault
+        self.idempotency = runtime.db["idempotency_keys"]
+        self.tickets: Repository[Ticket] = Repository(runtime.store, Ticket, runtime.publish)
+        self.policies: Repository[SlaPolicy] = Repository(runtime.store, SlaPolicy, runtime.publish)
+        self.tickets_view = runtime.db["tickets"]
+        self.policies_view = runtime.db["sla_policies"]
+        self.tiers = projections.CustomerTiers(runtime.db["customer_tiers"])
+        self._directory = directory
+        self.contacts = projections.local_contacts(runtime.db, self.directory)
+        self.sweeps = runtime.db["sla_sweeps"]
+
+    @property
+    def directory(self) -> ContactDirectory:
+        if self._directory is None:
+            self._directory = ContactDirectory()
+        return self._directory
+
+    def ensure_indexes(self) -> None:
+        # own event store: find a contact's tickets (erasure, merges) and the policies without a projection
+        self.events.create_index([("data.contact_id", ASCENDING)])
+        self.events.create_index([("aggregate_type", ASCENDING)])
+
+    # --- tickets --------------------------------------------------------------------
+
+    def open_ticket(self, fields: dict[str, Any], meta: Metadata) -> Ticket:
+        """Open a ticket for an existing contact (asked over gRPC: unknown → 422, contacts down → 503)."""
+        try:
+            contact = self.directory.get(fields["contact_id"])
+        except NotFound:
+            raise ValidationFailed("unknown contact", {"contact_id": [f"no contact with id {fields['contact_id']}"]}
+                                   ) from None
+        if contact.get("status") == "erased":
+            raise ValidationFailed("erased contact", {"contact_id": ["this contact has been erased"]})
+        self.contacts.remember(contact)
+        fields = {**fields, "contact_id": contact["id"]}  # a merged id leads to the survivor
+        priority = fields.get("priority") or "normal"
+        tier = self.tiers.tier(contact["id"])
+        policy = choose_policy(self.all_policies(), priority, tier)
+        ticket = Ticket.open(new_id(), fields, policy, tier, clock.now())
+        self.tickets.save(ticket, meta)
+        return ticket
+
+    def ticket(self, ticket_id: str) -> Ticket:
+        return self.tickets.get(ticket_id)
+
+    def ticket_view(self, ticket: Ticket) -> dict[str, Any]:
+        return self._with_contacts([ticket.view(clock.now())])[0]
+
+    def comment(self, ticket_id: str, body: dict[str, Any], meta: Metadata, if_match: int | None) -> Ticket:
+        author = meta.actor.removeprefix("user:")
+        return self.tickets.change(ticket_id, lambda t: t.comment(
+            body["body"], body["public"], body["author_type"], body.get("author") or author, clock.now()),
+            meta, if_match)
+
+    def assign(self, ticket_id: str, body: dict[str, Any], meta: Metadata, if_match: int | None) -> Ticket:
+        return self.tickets.change(ticket_id, lambda t: t.assign(body.get("assignee"), body.get("group"),
+                                                                 clock.now()), meta, if_match)
+
+    def change_status(self, ticket_id: str, status: str, meta: Metadata, if_match: int | None) -> Ticket:
+        return self.tickets.change(ticket_id, lambda t: t.change_status(status, clock.now()), meta, if_match)
+
+    def rate(self, ticket_id: str, rating: dict[str, Any], meta: Metadata, if_match: int | None) -> Ticket:
+        return self.tickets.change(ticket_id, lambda t: t.rate(rating, clock.now()), meta, if_match)
+
+    def history(self, ticket_id: str) -> list[dict[str, Any]]:
+        return changes_by_event(Ticket, ticket_id, self.tickets.history(ticket_id))
+
+    def list_tickets(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        query: dict[str, Any] = {}
+        for name in ("status", "assignee", "priority", "contact_id", "group", "type", "channel", "customer_tier"):
+            if filters.get(name):
+                query[name] = filters[name]
+        if filters.get("tag"):
+            query["tags"] = {"$in": [filters["tag"]]}  # $in: see docs/architecture.md (array equality gap)
+        if filters.get("breached") is not None:
+            query["breached"] = filters["breached"]
+        docs, cursor = page(self.tickets_view, query, filters["limit"], filters.get("cursor"))
+        now = clock.now()
+        views = [Ticket.restore(doc["_id"], doc["version"], doc["state"]) for doc in docs]
+        for ticket, doc in zip(views, docs, strict=True):
+            ticket.created_at, ticket.updated_at = doc.get("created_at"), doc.get("updated_at")
+        return self._with_contacts([ticket.view(now) for ticket in views]), cursor
+
+    def _with_contacts(self, views: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Add `contact` (name and current tier) from the local projections; no remote call."""
+        ids = [view["contact_id"] for view in views]
+        known = self.contacts.find(ids)
+        tiers = {doc["_id"]: doc.get("tier") for doc in self.tiers.collection.find({"_id": {"$in": list(set(ids))}})}
+        for view in views:
+            doc = known.get(view["contact_id"]) or {}
+            name = " ".join(part for part in (doc.get("first_name"), doc.get("last_name")) if part) or None
+            view["contact"] = {"id": view["contact_id"], "name": name, "status": doc.get("status"),
+                               "tier": tiers.get(view["contact_id"])}
+        return views
+
+    # --- SLA policies -----------------------------------------------------------------
+
+    def define_policy(self, fields: dict[str, Any], meta: Metadata) -> SlaPolicy:
+        policy = SlaPolicy.define(new_id(), fields)
+        self.policies.save(policy, meta)
+        return policy
+
+    def policy(self, policy_id: str) -> SlaPolicy:
+        return self.policies.get(policy_id)
+
+    def all_policies(self) -> list[dict[str, Any]]:
+        """Every policy, folded from the event store (policies are few; always current)."""
+        ids = sorted({doc["stream_id"] for doc in self.events.find({"aggregate_type": SlaPolicy.aggregate_type,
+                                                                    "version": 1}, {"stream_id": 1})})
+        streams = self.store.load_many(ids) if ids else {}
+        return [SlaPolicy.from_events(sid, events).snapshot() for sid, events in streams.items()]
+
+    def list_policies(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        docs, cursor = page(self.policies_view, {}, filters["limit"], filters.get("cursor"))
+        return [{"id": doc.pop("_id"), **doc} for doc in docs], cursor
+
+    # --- the breach sweep ---------------------------------------------------------------
+
+    def sweep(self, now: datetime | None = None, limit: int = SWEEP_BATCH) -> dict[str, int]:
+        """Record SlaBreached (and escalations) for tickets whose next due time has passed.
+
+        Candidates come from the read model (`next_due_ms`); each is decided on its
+        freshly loaded stream and appended with the expected version, so a breach is
+        recorded once however many sweeps or workers race (the loser reloads and finds
+        it already breached). Returns counts.
+        """
+        now = now or clock.now()
+        now_ms = epoch_ms(now)
+        found = breaches = 0
+        seen: set[str] = set()
+        while True:
+            query = {"next_due_ms": {"$lte": now_ms}, "status": {"$in": ["new", "open"]}}
+            if seen:
+                query["_id"] = {"$nin": list(seen)}
+            docs = list(self.tickets_view.find(query, {"_id": 1}).sort("next_due_ms", ASCENDING).limit(limit))
+            if not docs:
+                break
+            for doc in docs:
+                seen.add(doc["_id"])
+                found += 1
+                recorded: list[str] = []
+
+                def decide(ticket: Ticket, out: list[str] = recorded) -> None:
+                    out.clear()
+                    if ticket.status in ACTIVE:
+                        out.extend(ticket.detect_breaches(now))
+
+                self.tickets.change(doc["_id"], decide, SYSTEM)
+                breaches += len(recorded)
+            if len(docs) < limit:
+                break
+        return {"due": found, "breaches": breaches}
+
+    def record_sweep(self, outcome: dict[str, int], seconds: float) -> None:
+        try:
+            self.sweeps.update_one({"_id": "worker"}, {"$inc": {"sweeps": 1, "breaches": outcome["breaches"]},
+                                                       "$set": {"at_ms": epoch_ms(clock.now()), "due": outcome["due"],
+                                                                "seconds": seconds}}, upsert=True)
+        except PyMongoError:
+            log.warning("could not record the sweep")
+
+    # --- reactions to the contacts service ----------------------------------------------------
+
+    def _tickets_of(self, contact_id: str) -> list[str]:
+        query = {"aggregate_type": Ticket.aggregate_type, "data.contact_id": contact_id}
+        return sorted({doc["stream_id"] for doc in self.events.find(query, {"stream_id": 1})})
+
+    def erase_contact(self, contact_id: str) -> int:
+        """The contact was erased: scrub their words from every ticket they were on, forget the keys.
+
+        `TicketCustomerDataErased` makes the read model drop the text now; deleting the
+        ticket's data key (crypto-shredding keys by stream, i.e. by ticket) leaves every
+        stored and published copy of the sealed fields (subject, description, the
+        customer's comments, the rating comment) unreadable, in replays too. Safe to repeat.
+        """
+        erased = 0
+        meta = Metadata(actor="system:contact-erasure")
+        for ticket_id in self._tickets_of(contact_id):
+            self.tickets.change(ticket_id, lambda t: t.erase_customer_data(contact_id, clock.now()), meta)
+            self.vault.forget(ticket_id)
+            self.idempotency.delete_many({"resource": f"/v1/tickets/{ticket_id}"})
+            erased += 1
+        return erased
+
+    def repoint_contact(self, duplicate_id: str, survivor_id: str) -> int:
+        """Two contacts were merged: the duplicate's tickets now belong to the survivor."""
+        moved = 0
+        meta = Metadata(actor="system:contact-merge")
+        for ticket_id in self._tickets_of(duplicate_id):
+            def decide(ticket: Ticket) -> None:
+                if ticket.contact_id == duplicate_id:
+                    ticket.repoint(survivor_id, clock.now())
+
+            if self.tickets.change(ticket_id, decide, meta).contact_id == survivor_id:
+                moved += 1
+        return moved
+
+    # --- summaries ------------------------------------------------------------------------
+
+    def support_summary(self, contact_ids: Sequence[str]) -> dict[str, Any]:
+        docs = list(self.tickets_view.find({"contact_id": {"$in": list(contact_ids)}},
+                                           {"status": 1, "type": 1, "breach_count": 1, "csat": 1, "nps": 1,
+                                            "rated_ms": 1, "state.satisfaction": 1}))
+        rated = [d for d in docs if d.get("rated_ms")]
+        last = max(rated, key=lambda d: d["rated_ms"]) if rated else None
+        return {
+            "open_tickets": sum(1 for d in docs if d["status"] in ACTIVE),
+            "total_tickets": len(docs),
+            "complaints": sum(1 for d in docs if d.get("type") == "complaint"),
+            "sla_breaches": sum(d.get("breach_count") or 0 for d in docs),
+            "last_satisfaction": None if last is None else {
+                "ticket_id": last["_id"], "csat": last.get("csat"), "nps": last.get("nps"),
+                "rated_at": last["state"]["satisfaction"]["at"]},
+        }

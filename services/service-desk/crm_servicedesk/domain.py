@@ -1,0 +1,470 @@
+"""Tickets and SLA policies: aggregates that decide. Pure Python, no I/O.
+
+A ticket carries a snapshot of the SLA policy chosen when it was opened (targets per
+priority, business hours, holidays, escalation), so its due times are a pure function
+of its own events and "now": a later change to the policy never rewrites an open
+ticket's promises. Times inside events and state are RFC 3339 strings.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, time, timedelta
+from typing import Any
+
+from crm_servicedesk import business_hours as bh
+from crmkit.aggregate import Aggregate
+from crmkit.errors import Conflict, ValidationFailed
+from crmkit.events import new_id, parse_time, rfc3339
+
+CHANNELS = ("email", "phone", "web", "sms", "chat")
+TYPES = ("complaint", "question", "request", "incident")
+PRIORITIES = ("low", "normal", "high", "urgent")
+STATUSES = ("new", "open", "pending", "on_hold", "solved", "closed")
+ACTIVE = ("new", "open", "pending", "on_hold")
+PAUSED = ("pending", "on_hold")  # waiting on the customer or a third party: the SLA clock stops
+TRANSITIONS = {
+    "new": ("open", "pending", "on_hold", "solved"),
+    "open": ("pending", "on_hold", "solved"),
+    "pending": ("open", "on_hold", "solved"),
+    "on_hold": ("open", "pending", "solved"),
+    "solved": ("open", "closed"),  # open again = reopen
+    "closed": (),
+}
+TARGETS = ("first_response", "next_response", "resolution")
+ESCALATIONS = ("none", "raise_priority", "reassign")
+SERVQUAL = ("tangibles", "reliability", "responsiveness", "assurance", "empathy")
+WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+NEVER_MS = 2**62  # "nothing due": an integer, because the stand-in compares null with numbers
+
+# Text the customer wrote is personal data: sealed with the ticket's key (see README,
+# "Erasure"): subject and description (usually the customer's own words), the
+# customer's comments, and the satisfaction comment.
+PERSONAL_DATA = {
+    "TicketOpened": ("subject", "description"),
+    "TicketCommented": ("customer_body",),
+    "SatisfactionRated": ("comment",),
+}
+
+
+def calendar_of(policy: dict[str, Any] | None) -> bh.Calendar:
+    """The business-hours calendar of a policy snapshot (24/7 without one)."""
+    hours = (policy or {}).get("business_hours")
+    holidays = frozenset(datetime.fromisoformat(day).date() for day in (policy or {}).get("holidays") or ())
+    if not hours:
+        return bh.Calendar("UTC", frozenset(range(7)), time(0, 0), None, holidays)
+    end = hours["end"]
+    return bh.Calendar(
+        hours["time_zone"],
+        frozenset(WEEKDAYS.index(day) for day in hours["working_days"]),
+        time.fromisoformat(hours["start"]),
+        None if end == "24:00" else time.fromisoformat(end),
+        holidays,
+    )
+
+
+def strictness(policy: dict[str, Any], priority: str) -> tuple[float, float, float]:
+    """Smaller is stricter: resolution, then first response, then next response targets."""
+    targets = policy["targets"].get(priority) or {}
+    return tuple(targets.get(name) if targets.get(name) is not None else float("inf")  # type: ignore[return-value]
+                 for name in ("resolution", "first_response", "next_response"))
+
+
+def choose_policy(policies: list[dict[str, Any]], priority: str, tier: str | None) -> dict[str, Any] | None:
+    """The policy a new ticket gets: the strictest of those that apply to the customer.
+
+    A policy with `customer_tiers` applies only to customers of those tiers (e.g.
+    strategic); one without applies to everyone. So a strategic customer gets the
+    stricter of the general and the strategic policy.
+    """
+    fitting = [p for p in policies if p.get("enabled", True)
+               and (not p.get("customer_tiers") or (tier is not None and tier in p["customer_tiers"]))]
+    if not fitting:
+        return None
+    return min(fitting, key=lambda p: (strictness(p, priority), p["id"]))
+
+
+class SlaPolicy(Aggregate):
+    aggregate_type = "sla_policy"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.fields: dict[str, Any] = {}
+
+    @classmethod
+    def define(cls, policy_id: str, fields: dict[str, Any]) -> SlaPolicy:
+        calendar_of(fields)  # a calendar that cannot be built is a 422 at the edge; this is the last check
+        policy = cls(policy_id)
+        policy.record("SlaPolicyDefined", {"policy_id": policy_id, **fields})
+        return policy
+
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+        if event_type == "SlaPolicyDefined":
+            self.fields = {k: v for k, v in data.items() if k != "policy_id"}
+
+    def snapshot(self) -> dict[str, Any]:
+        """What a ticket keeps of the policy it was opened under."""
+        return {"id": self.id, "version": self.version, **self.fields}
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, **self.fields,
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+def _t(text: str | None) -> datetime | None:
+    return parse_time(text) if text else None
+
+
+class Ticket(Aggregate):
+    aggregate_type = "ticket"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.subject: str | None = None
+        self.description: str | None = None
+        self.contact_id: str = ""
+        self.previous_contact_ids: list[str] = []
+        self.company_id: str | None = None
+        self.deal_id: str | None = None
+        self.channel = "web"
+        self.type = "question"
+        self.priority = "normal"
+        self.status = "new"
+        self.tags: list[str] = []
+        self.assignee: str | None = None
+        self.group: str | None = None
+        self.customer_tier: str | None = None
+        self.opened_at: str = ""
+        self.policy: dict[str, Any] | None = None
+        self.comments: list[dict[str, Any]] = []
+        self.first_response_at: str | None = None
+        self.last_agent_reply_at: str | None = None
+        self.awaiting_reply_since: str | None = None  # a customer reply starts a next-response cycle
+        self.replies_awaited = 0  # next-response cycles started (the breach key of each)
+        self.solved_at: str | None = None
+        self.closed_at: str | None = None
+        self.pauses: list[list[str | None]] = []  # [start, end|None] while pending / on_hold
+        self.solved_periods: list[list[str | None]] = []  # resolution clock stopped while solved
+        self.breaches: dict[str, dict[str, Any]] = {}
+        self.escalations: list[dict[str, Any]] = []
+        self.satisfaction: dict[str, Any] | None = None
+        self.erased_contacts: list[str] = []
+
+    # --- commands ------------------------------------------------------------------
+
+    @classmethod
+    def open(cls, ticket_id: str, fields: dict[str, Any], policy: dict[str, Any] | None, tier: str | None,
+             now: datetime) -> Ticket:
+        ticket = cls(ticket_id)
+        ticket.record("TicketOpened", {
+            "subject": fields["subject"], "description": fields.get("description"),
+            "contact_id": fields["contact_id"], "company_id": fields.get("company_id"),
+            "deal_id": fields.get("deal_id"), "channel": fields["channel"], "type": fields["type"],
+            "priority": fields.get("priority") or "normal", "tags": fields.get("tags") or [],
+            "assignee": fields.get("assignee"), "group": fields.get("group"), "customer_tier": tier,
+            "opened_at": rfc3339(now), "sla_policy": policy,
+        })
+        return ticket
+
+    def comment(self, body: str, public: bool, author_type: str, author: str, now: datetime) -> str:
+        self._require_not_closed("comment on")
+        if author_type == "customer" and not public:
+            raise ValidationFailed("an internal note is written by an agent",
+                                   {"public": ["a customer comment is always public"]})
+        comment_id = new_id()
+        text_field = "customer_body" if author_type == "customer" else "body"
+        self.record("TicketCommented", {"comment_id": comment_id, "author_type": author_type, "author": author,
+                                        "public": public, text_field: body, "at": rfc3339(now)})
+        if author_type == "customer" and self.status in ("pending", "solved"):
+            self._move("open", now, "customer_replied")
+        elif author_type == "agent" and public and self.status == "new":
+            self._move("open", now, "agent_replied")
+        self.detect_breaches(now)
+        return comment_id
+
+    def assign(self, assignee: str | None, group: str | None, now: datetime) -> None:
+        self._require_not_closed("assign")
+        new_assignee = assignee if assignee is not None else self.assignee
+        new_group = group if group is not None else self.group
+        if (new_assignee, new_group) == (self.assignee, self.group):
+            return
+        self.record("TicketAssigned", {"assignee": new_assignee, "group": new_group,
+                                       "previous_assignee": self.assignee, "previous_group": self.group,
+                                       "at": rfc3339(now)})
+
+    def change_status(self, status: str, now: datetime) -> None:
+        if status == self.status or status not in TRANSITIONS[self.status]:
+            allowed = ", ".join(TRANSITIONS[self.status]) or "none (closed is final)"
+            raise Conflict(f"a ticket cannot go from {self.status} to {status}; allowed: {allowed}")
+        self._move(status, now, "manual")
+        self.detect_breaches(now)
+
+    def rate(self, rating: dict[str, Any], now: datetime) -> None:
+        if self.status not in ("solved", "closed"):
+            raise Conflict(f"a ticket is rated after it is solved; it is {self.status}")
+        if self.satisfaction is not None:
+            raise Conflict("this ticket has already been rated")
+        self.record("SatisfactionRated", {
+            "contact_id": self.contact_id, "csat": rating["csat"], "comment": rating.get("comment"),
+            "nps": rating.get("nps"), "servqual": rating.get("servqual") or None, "at": rfc3339(now)})
+
+    def detect_breaches(self, now: datetime) -> list[str]:
+        """Record SlaBreached for every target past due and not yet recorded; escalate.
+
+        Called by every command and by the worker's sweep. Each breach has a key
+        (the target; `next_response:<n>` per reply cycle), so it is recorded once:
+        the event store's (stream, version) uniqueness settles concurrent sweeps.
+        """
+        recorded = []
+        for key, target, state in self._target_states(now):
+            if key in self.breaches or state["due_at"] is None:
+                continue
+            completed = state["completed_at"]
+            due = state["due_at"]
+            if (completed is None and now >= due) or (completed is not None and completed > due):
+                self.record("SlaBreached", {
+                    "key": key, "target": target, "priority": self.priority, "contact_id": self.contact_id,
+                    "policy_id": (self.policy or {}).get("id"), "due_at": rfc3339(due),
+                    "breached_at": rfc3339(completed or now),
+                })
+                recorded.append(key)
+                if completed is None:
+                    self._escalate(target, now)
+        return recorded
+
+    def _escalate(self, target: str, now: datetime) -> None:
+        escalation = (self.policy or {}).get("escalation") or {}
+        action = escalation.get("action") or "none"
+        if action == "none":
+            return
+        data: dict[str, Any] = {"target": target, "action": action, "from_priority": self.priority,
+                                "to_priority": self.priority, "assignee": self.assignee, "group": self.group,
+                                "at": rfc3339(now)}
+        if action == "raise_priority":
+            rank = PRIORITIES.index(self.priority)
+            data["to_priority"] = PRIORITIES[min(rank + 1, len(PRIORITIES) - 1)]
+        else:  # reassign
+            data["assignee"] = escalation.get("assignee") or self.assignee
+            data["group"] = escalation.get("group") or self.group
+        self.record("TicketEscalated", data)
+
+    def repoint(self, survivor_id: str, now: datetime) -> bool:
+        if self.contact_id == survivor_id:
+            return False
+        self.record("TicketContactChanged", {"contact_id": survivor_id, "previous_contact_id": self.contact_id,
+                                             "reason": "contact_merged", "at": rfc3339(now)})
+        return True
+
+    def erase_customer_data(self, contact_id: str, now: datetime) -> bool:
+        """Scrub what the erased person wrote from this ticket's state (the key is forgotten by the caller)."""
+        if contact_id in self.erased_contacts:
+            return False
+        self.record("TicketCustomerDataErased", {"contact_id": contact_id, "at": rfc3339(now)})
+        return True
+
+    def _move(self, status: str, now: datetime, reason: str) -> None:
+        at = rfc3339(now)
+        self.record("TicketStatusChanged", {"from": self.status, "to": status, "reason": reason, "at": at})
+        if status == "solved":
+            self.record("TicketSolved", {"at": at, "resolution_minutes": self.resolution_minutes(now),
+                                         "first_response_minutes": self.first_response_minutes()})
+
+    def _require_not_closed(self, what: str) -> None:
+        if self.status == "closed":
+            raise Conflict(f"cannot {what} a closed ticket")
+
+    # --- state ---------------------------------------------------------------------
+
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+        handler = getattr(self, f"_on_{event_type}", None)
+        if handler is not None:
+            handler(data)
+
+    def _on_TicketOpened(self, d: dict[str, Any]) -> None:  # noqa: N802
+        for name in ("subject", "description", "contact_id", "company_id", "deal_id", "channel", "type",
+                     "priority", "assignee", "group", "customer_tier", "opened_at"):
+            setattr(self, name, d.get(name))
+        self.tags = list(d.get("tags") or [])
+        self.policy = d.get("sla_policy")
+
+    def _on_TicketCommented(self, d: dict[str, Any]) -> None:  # noqa: N802
+        customer = d["author_type"] == "customer"
+        self.comments.append({"id": d["comment_id"], "author_type": d["author_type"], "author": d["author"],
+                              "public": d["public"], "body": d.get("customer_body" if customer else "body"),
+                              "at": d["at"]})
+        if customer:
+            if self.first_response_at is not None and self.awaiting_reply_since is None:
+                self.awaiting_reply_since = d["at"]
+                self.replies_awaited += 1
+        elif d["public"]:
+            self.first_response_at = self.first_response_at or d["at"]
+            self.last_agent_reply_at = d["at"]
+            self.awaiting_reply_since = None
+
+    def _on_TicketAssigned(self, d: dict[str, Any]) -> None:  # noqa: N802
+        self.assignee, self.group = d["assignee"], d["group"]
+
+    def _on_TicketStatusChanged(self, d: dict[str, Any]) -> None:  # noqa: N802
+        before, after, at = d["from"], d["to"], d["at"]
+        if before in PAUSED and after not in PAUSED and self.pauses and self.pauses[-1][1] is None:
+            self.pauses[-1][1] = at
+        if after in PAUSED and before not in PAUSED:
+            self.pauses.append([at, None])
+        if before == "solved" and after == "open":  # reopened: the resolution clock runs again
+            self.solved_periods[-1][1] = at
+            self.solved_at = None
+        if after == "solved":
+            self.solved_periods.append([at, None])
+            self.solved_at = at
+            self.awaiting_reply_since = None
+        if after == "closed":
+            self.closed_at = at
+        self.status = after
+
+    def _on_TicketSolved(self, d: dict[str, Any]) -> None:  # noqa: N802
+        pass  # the status change carries the state; this event is for consumers
+
+    def _on_SlaBreached(self, d: dict[str, Any]) -> None:  # noqa: N802
+        self.breaches[d["key"]] = {"target": d["target"], "due_at": d["due_at"], "breached_at": d["breached_at"]}
+
+    def _on_TicketEscalated(self, d: dict[str, Any]) -> None:  # noqa: N802
+        self.priority, self.assignee, self.group = d["to_priority"], d["assignee"], d["group"]
+        self.escalations.append({k: d[k] for k in ("target", "action", "from_priority", "to_priority", "at")})
+
+    def _on_SatisfactionRated(self, d: dict[str, Any]) -> None:  # noqa: N802
+        self.satisfaction = {k: d.get(k) for k in ("csat", "comment", "nps", "servqual", "at")}
+
+    def _on_TicketContactChanged(self, d: dict[str, Any]) -> None:  # noqa: N802
+        self.previous_contact_ids.append(d["previous_contact_id"])
+        self.contact_id = d["contact_id"]
+
+    def _on_TicketCustomerDataErased(self, d: dict[str, Any]) -> None:  # noqa: N802
+        self.erased_contacts.append(d["contact_id"])
+        self.subject = self.description = None
+        for comment in self.comments:
+            if comment["author_type"] == "customer":
+                comment["body"] = None
+        if self.satisfaction is not None:
+            self.satisfaction["comment"] = None
+
+    # --- SLA -----------------------------------------------------------------------
+
+    @property
+    def calendar(self) -> bh.Calendar:
+        return calendar_of(self.policy)
+
+    def _spans(self, spans: list[list[str | None]]) -> list[bh.Pause]:
+        return [(parse_time(start), _t(end)) for start, end in spans]  # type: ignore[arg-type]
+
+    def _target_states(self, now: datetime) -> list[tuple[str, str, dict[str, Any]]]:
+        """(breach key, target, state) of every target the policy sets for this ticket."""
+        if not self.policy:
+            return []
+        targets = self.policy["targets"].get(self.priority) or {}
+        calendar = self.calendar
+        pauses = self._spans(self.pauses)
+        opened = parse_time(self.opened_at)
+        solved = _t(self.solved_at)
+        states = []
+        first_done = _t(self.first_response_at) or solved
+        if targets.get("first_response") is not None:
+            states.append(("first_response", "first_response",
+                           self._state(opened, first_done, targets["first_response"], calendar, pauses, now)))
+        if targets.get("next_response") is not None and self.awaiting_reply_since is not None:
+            start = parse_time(self.awaiting_reply_since)
+            states.append((f"next_response:{self.replies_awaited}", "next_response",
+                           self._state(start, None, targets["next_response"], calendar, pauses, now)))
+        if targets.get("resolution") is not None:
+            stopped = pauses + self._spans(self.solved_periods)
+            states.append(("resolution", "resolution",
+                           self._state(opened, solved, targets["resolution"], calendar, stopped, now)))
+        return states
+
+    def _state(self, start: datetime, completed: datetime | None, minutes: int, calendar: bh.Calendar,
+               pauses: list[bh.Pause], now: datetime) -> dict[str, Any]:
+        paused = completed is None and any(end is None for _, end in pauses)
+        closed_pauses = [(s, e) for s, e in pauses if e is not None]
+        due = None if paused else bh.add_minutes(start, minutes, calendar, closed_pauses)
+        end = completed or now
+        elapsed = bh.minutes_between(start, end, calendar, pauses)
+        return {"start": start, "minutes": minutes, "due_at": due, "completed_at": completed,
+                "paused": paused, "elapsed_minutes": elapsed, "remaining_minutes": minutes - elapsed}
+
+    def sla(self, now: datetime) -> list[dict[str, Any]]:
+        """Each target's promise: due time, remaining business minutes, and outcome."""
+        out = []
+        for key, target, state in self._target_states(now):
+            breached = key in self.breaches or (
+                state["due_at"] is not None and (state["completed_at"] or now) > state["due_at"])
+            if state["completed_at"] is not None:
+                status = "breached" if breached else "met"
+            elif breached:
+                status = "breached"
+            else:
+                status = "paused" if state["paused"] else "active"
+            out.append({"target": target, "key": key, "minutes": state["minutes"], "due_at": state["due_at"],
+                        "completed_at": state["completed_at"], "status": status, "breached": breached,
+                        "elapsed_minutes": round(state["elapsed_minutes"], 2),
+                        "remaining_minutes": round(state["remaining_minutes"], 2)})
+        return out
+
+    def next_due(self, now: datetime) -> datetime | None:
+        """The earliest due time among outstanding, unbreached, running targets (what the sweep waits for)."""
+        dues = [state["due_at"] for key, _, state in self._target_states(now)
+                if key not in self.breaches and state["completed_at"] is None and state["due_at"] is not None]
+        return min(dues) if dues else None
+
+    def first_response_minutes(self) -> float | None:
+        if self.first_response_at is None:
+            return None
+        return round(bh.minutes_between(parse_time(self.opened_at), parse_time(self.first_response_at),
+                                        self.calendar, self._spans(self.pauses)), 2)
+
+    def resolution_minutes(self, now: datetime | None = None) -> float | None:
+        end = now if now is not None else _t(self.solved_at)
+        if end is None:
+            return None
+        stopped = self._spans(self.pauses) + self._spans(self.solved_periods)
+        return round(bh.minutes_between(parse_time(self.opened_at), end, self.calendar, stopped), 2)
+
+    # --- views ---------------------------------------------------------------------
+
+    STATE = ("subject", "description", "contact_id", "previous_contact_ids", "company_id", "deal_id", "channel",
+             "type", "priority", "status", "tags", "assignee", "group", "customer_tier", "opened_at", "policy",
+             "comments", "first_response_at", "last_agent_reply_at", "awaiting_reply_since", "replies_awaited",
+             "solved_at", "closed_at", "pauses", "solved_periods", "breaches", "escalations", "satisfaction",
+             "erased_contacts")
+
+    def snapshot(self) -> dict[str, Any]:
+        """The whole state as plain JSON (what the read model keeps to fold further)."""
+        return {name: getattr(self, name) for name in self.STATE}
+
+    @classmethod
+    def restore(cls, ticket_id: str, version: int, snapshot: dict[str, Any]) -> Ticket:
+        import copy
+
+        ticket = cls(ticket_id)
+        for name, value in copy.deepcopy(snapshot).items():
+            setattr(ticket, name, value)
+        ticket.version = version
+        return ticket
+
+    def view(self, now: datetime | None = None) -> dict[str, Any]:
+        sla = self.sla(now) if now is not None else []
+        return {
+            "id": self.id, "version": self.version, "subject": self.subject, "description": self.description,
+            "contact_id": self.contact_id, "company_id": self.company_id, "deal_id": self.deal_id,
+            "channel": self.channel, "type": self.type, "priority": self.priority, "status": self.status,
+            "tags": self.tags, "assignee": self.assignee, "group": self.group, "customer_tier": self.customer_tier,
+            "opened_at": self.opened_at, "first_response_at": self.first_response_at, "solved_at": self.solved_at,
+            "closed_at": self.closed_at,
+            "sla_policy": {"id": self.policy["id"], "name": self.policy.get("name")} if self.policy else None,
+            "sla": sla, "breached": bool(self.breaches) or any(t["breached"] for t in sla),
+            "breaches": [{"key": k, **v} for k, v in self.breaches.items()],
+            "escalations": self.escalations, "comments": self.comments, "satisfaction": self.satisfaction,
+            "created_at": self.created_at, "updated_at": self.updated_at,
+        }
+
+
+def due_ms(moment: datetime | None) -> int:
+    return NEVER_MS if moment is None else int((moment - datetime(1970, 1, 1, tzinfo=moment.tzinfo))
+                                              / timedelta(milliseconds=1))

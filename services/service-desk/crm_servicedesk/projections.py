@@ -1,0 +1,155 @@
+"""Read models of the service desk: tickets, SLA policies, and what it learns from others.
+
+- `tickets`: one document per ticket: the aggregate's state (`state`, folded by the
+  same domain code as the write side) plus the keys lists, filters, the sweep and the
+  reports query (status, priority, `next_due_ms`, `opened_ms`, minutes, rating...).
+- `sla_policies`: one document per policy (its API view).
+- `customer_tiers`: each contact's tier, from sales' `CustomerTierChanged` events.
+- `contacts`: `crmkit.directory.LocalContacts` (names for lists; erasure and merges).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from pymongo import ASCENDING, UpdateOne
+from pymongo.collection import Collection
+from pymongo.database import Database
+
+from crm_servicedesk import clock
+from crm_servicedesk.domain import SlaPolicy, Ticket, due_ms
+from crmkit.directory import ContactDirectory, LocalContacts
+from crmkit.events import RecordedEvent, parse_time
+from crmkit.eventstore import EventStore, epoch_ms
+from crmkit.projector import StreamProjection
+
+SALES_TOPIC = "crm.sales.events"
+
+
+def ms(text: str | None) -> int | None:
+    return epoch_ms(parse_time(text)) if text else None
+
+
+def ticket_document(ticket: Ticket) -> dict[str, Any]:
+    """The read-model document of a ticket: its state plus what queries filter and sort on."""
+    now = clock.now()
+    rating = ticket.satisfaction or {}
+    return {
+        "state": ticket.snapshot(),
+        "created_at": ticket.created_at, "updated_at": ticket.updated_at,
+        "contact_id": ticket.contact_id, "status": ticket.status, "priority": ticket.priority,
+        "assignee": ticket.assignee, "group": ticket.group, "type": ticket.type, "channel": ticket.channel,
+        "tags": ticket.tags, "customer_tier": ticket.customer_tier, "company_id": ticket.company_id,
+        "deal_id": ticket.deal_id,
+        "breached": bool(ticket.breaches), "breach_count": len(ticket.breaches),
+        "breached_targets": sorted({b["target"] for b in ticket.breaches.values()}),
+        "next_due_ms": due_ms(ticket.next_due(now)) if ticket.status in ("new", "open") else due_ms(None),
+        "opened_ms": ms(ticket.opened_at), "solved_ms": ms(ticket.solved_at),
+        "first_response_minutes": ticket.first_response_minutes(),
+        "resolution_minutes": ticket.resolution_minutes() if ticket.solved_at else None,
+        "sla_outcomes": {t["target"]: t["status"] for t in ticket.sla(now) if t["status"] in ("met", "breached")},
+        "has_policy": ticket.policy is not None,
+        "csat": rating.get("csat"), "nps": rating.get("nps"), "servqual": rating.get("servqual"),
+        "rated_ms": ms(rating.get("at")),
+    }
+
+
+class TicketsView(StreamProjection):
+    aggregate_types = ("ticket",)
+
+    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any]:
+        ticket = (Ticket.restore(events[0].stream_id, document["version"], document["state"]) if document
+                  else Ticket(events[0].stream_id))
+        if document:
+            ticket.created_at, ticket.updated_at = document.get("created_at"), document.get("updated_at")
+        for event in events:
+            ticket.apply(event.type, event.data)
+            ticket.version = event.version
+            ticket.created_at = ticket.created_at or event.time
+            ticket.updated_at = event.time
+        return ticket_document(ticket)
+
+    def ensure_indexes(self) -> None:
+        for key in ("contact_id", "status", "assignee", "priority", "breached", "next_due_ms", "opened_ms", "group",
+                    "tags", "customer_tier"):
+            self.collection.create_index([(key, ASCENDING)])
+
+
+class PoliciesView(StreamProjection):
+    aggregate_types = ("sla_policy",)
+
+    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any]:
+        policy = SlaPolicy(events[0].stream_id)
+        for event in self.store.load(events[0].stream_id):  # policies are few and short: fold the stream
+            policy.apply(event.type, event.data)
+            policy.version = event.version
+            policy.created_at = policy.created_at or event.time
+            policy.updated_at = event.time
+        view = policy.view()
+        view.pop("id")
+        return view
+
+    def _contiguous(self, stream_id: str, seen: int, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        return [e for e in events if e.version > seen]
+
+    def ensure_indexes(self) -> None:
+        pass
+
+
+class CustomerTiers:
+    """Each contact's current tier, from sales' CustomerTierChanged (`contact_id`, `tier`, `previous_tier`).
+
+    Documents: `_id` = contact id, `tier`, `at_ms` (the event's time) and `event_id`; an
+    older or repeated event changes nothing.
+    """
+
+    name = "customer_tiers"
+
+    def __init__(self, collection: Collection) -> None:
+        self.collection = collection
+        self.topics = (SALES_TOPIC,)
+
+    def handle(self, events: Sequence[RecordedEvent]) -> None:
+        latest: dict[str, RecordedEvent] = {}
+        for event in events:
+            if event.service != "sales" or event.type != "CustomerTierChanged" or not event.data.get("contact_id"):
+                continue
+            cid = event.data["contact_id"]
+            if cid not in latest or (event.time, event.version) >= (latest[cid].time, latest[cid].version):
+                latest[cid] = event
+        if not latest:
+            return
+        known = {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": list(latest)}})}
+        writes = []
+        for cid, event in latest.items():
+            at = epoch_ms(event.time)
+            if cid in known and known[cid].get("at_ms", 0) > at:
+                continue
+            writes.append(UpdateOne({"_id": cid}, {"$set": {"tier": event.data.get("tier"), "at_ms": at,
+                                                            "event_id": event.id}}, upsert=True))
+        if writes:
+            self.collection.bulk_write(writes, ordered=False)
+
+    def tier(self, contact_id: str) -> str | None:
+        doc = self.collection.find_one({"_id": contact_id})
+        return doc.get("tier") if doc else None
+
+    def reset(self) -> None:
+        self.collection.delete_many({})
+
+    def ensure_indexes(self) -> None:
+        pass
+
+
+def tickets_view(db: Database, store: EventStore, topic: str) -> TicketsView:
+    return TicketsView("tickets", db["tickets"], store, topic)
+
+
+def policies_view(db: Database, store: EventStore, topic: str) -> PoliciesView:
+    return PoliciesView("sla_policies", db["sla_policies"], store, topic)
+
+
+def local_contacts(db: Database, directory: ContactDirectory, on_merged: Callable[[str, str], None] | None = None,
+                   on_erased: Callable[[str], None] | None = None) -> LocalContacts:
+    return LocalContacts("contacts", db["contacts"], directory, on_merged=on_merged, on_erased=on_erased)

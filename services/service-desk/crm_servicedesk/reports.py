@@ -1,0 +1,114 @@
+"""SLA and satisfaction reports, computed from the tickets read model.
+
+Definitions (README "Service desk"):
+- SLA compliance per target and priority: met / (met + breached) of the tickets whose
+  target has an outcome (first response given, ticket solved, or breach recorded).
+- First-response and resolution times: business minutes (the ticket's policy calendar,
+  pauses excluded), average and 90th percentile (nearest rank).
+- CSAT: average of 1–5 ratings, the distribution, and the share of 4s and 5s.
+- NPS: % promoters (9–10) − % detractors (0–6), from -100 to 100.
+- SERVQUAL: the mean of each dimension (1–7) over the ratings that scored it.
+- Complaint rate: complaint tickets per 100 customers who opened a ticket in the period.
+Filters: `from`/`to` (ticket opened in [from, to)), `team` (the ticket's group) and
+`customer_tier` (the customer's tier when the ticket was opened).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from pymongo.collection import Collection
+
+from crm_servicedesk.domain import PRIORITIES, SERVQUAL
+from crmkit.eventstore import epoch_ms
+
+TARGET_NAMES = ("first_response", "next_response", "resolution")
+
+
+def _query(filters: dict[str, Any]) -> dict[str, Any]:
+    query: dict[str, Any] = {}
+    span: dict[str, int] = {}
+    if filters.get("from_"):
+        span["$gte"] = epoch_ms(filters["from_"])
+    if filters.get("to"):
+        span["$lt"] = epoch_ms(filters["to"])
+    if span:
+        query["opened_ms"] = span
+    if filters.get("team"):
+        query["group"] = filters["team"]
+    if filters.get("customer_tier"):
+        query["customer_tier"] = filters["customer_tier"]
+    return query
+
+
+def _p90(values: list[float]) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def _stats(values: Iterable[float | None]) -> dict[str, Any]:
+    present = [v for v in values if v is not None]
+    return {"count": len(present), "average_minutes": round(sum(present) / len(present), 2) if present else None,
+            "p90_minutes": _p90(present)}
+
+
+def _period(filters: dict[str, Any]) -> dict[str, Any]:
+    return {"from": filters.get("from_"), "to": filters.get("to"), "team": filters.get("team"),
+            "customer_tier": filters.get("customer_tier")}
+
+
+def sla_report(tickets: Collection, filters: dict[str, Any]) -> dict[str, Any]:
+    docs = list(tickets.find(_query(filters), {"priority": 1, "sla_outcomes": 1, "first_response_minutes": 1,
+                                               "resolution_minutes": 1, "has_policy": 1}))
+    compliance: dict[str, dict[str, Any]] = {}
+    for target in TARGET_NAMES:
+        per_priority = {}
+        for priority in (*PRIORITIES, "all"):
+            outcomes = [d["sla_outcomes"].get(target) for d in docs if d.get("has_policy")
+                        and (priority == "all" or d["priority"] == priority)]
+            met, breached = outcomes.count("met"), outcomes.count("breached")
+            per_priority[priority] = {"met": met, "breached": breached,
+                                      "compliance_percent": round(100 * met / (met + breached), 2)
+                                      if met + breached else None}
+        compliance[target] = per_priority
+    return {
+        **_period(filters),
+        "tickets": len(docs),
+        "compliance": compliance,
+        "first_response": _stats(d.get("first_response_minutes") for d in docs),
+        "resolution": _stats(d.get("resolution_minutes") for d in docs),
+        "unit": "business minutes",
+    }
+
+
+def satisfaction_report(tickets: Collection, filters: dict[str, Any]) -> dict[str, Any]:
+    docs = list(tickets.find(_query(filters), {"csat": 1, "nps": 1, "servqual": 1, "type": 1, "contact_id": 1}))
+    csat = [d["csat"] for d in docs if d.get("csat") is not None]
+    nps = [d["nps"] for d in docs if d.get("nps") is not None]
+    promoters = sum(1 for n in nps if n >= 9)
+    detractors = sum(1 for n in nps if n <= 6)
+    servqual = {}
+    for dimension in SERVQUAL:
+        scores = [d["servqual"][dimension] for d in docs if d.get("servqual") and
+                  d["servqual"].get(dimension) is not None]
+        servqual[dimension] = {"count": len(scores),
+                               "mean": round(sum(scores) / len(scores), 2) if scores else None}
+    customers = len({d["contact_id"] for d in docs})
+    complaints = sum(1 for d in docs if d.get("type") == "complaint")
+    return {
+        **_period(filters),
+        "csat": {"responses": len(csat), "average": round(sum(csat) / len(csat), 2) if csat else None,
+                 "distribution": {str(score): csat.count(score) for score in range(1, 6)},
+                 "satisfied_percent": round(100 * sum(1 for c in csat if c >= 4) / len(csat), 2) if csat else None},
+        "nps": {"responses": len(nps), "promoters": promoters, "passives": len(nps) - promoters - detractors,
+                "detractors": detractors,
+                "score": round(100 * (promoters - detractors) / len(nps), 2) if nps else None},
+        "servqual": servqual,
+        "complaints": complaints,
+        "customers": customers,
+        "complaint_rate_per_100_customers": round(100 * complaints / customers, 2) if customers else None,
+    }
