@@ -1,0 +1,291 @@
+"""REST edge of the sales service."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from decimal import Decimal
+from typing import Any
+
+from flask import Blueprint, Response, request
+from marshmallow import Schema, ValidationError
+
+from crm_sales import quote_html, reports, schemas
+from crm_sales.commands import SalesBook
+from crm_sales.projections import public
+from crmkit.errors import ValidationFailed
+from crmkit.web import endpoint, if_match, jsonable, listing, metadata, resource
+from crmkit.web.problems import flatten
+
+
+def plain(values: dict[str, Any]) -> dict[str, Any]:
+    """Validated input as events hold it: decimals and dates as text."""
+    out: dict[str, Any] = {}
+    for key, value in values.items():
+        if isinstance(value, Decimal):
+            value = f"{value:f}"
+        elif isinstance(value, date):
+            value = value.isoformat()
+        out[key] = value
+    return out
+
+
+def optional_body(schema: type[Schema]) -> dict[str, Any]:
+    """A body that may be left out entirely (POST /won, /accept ...): validated when given."""
+    raw = request.get_data(cache=True)
+    data: Any = {}
+    if raw.strip():
+        try:
+            data = json.loads(raw)
+        except (ValueError, UnicodeDecodeError) as exc:
+            from crmkit.web.endpoint import MalformedBody
+            raise MalformedBody(f"the body is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValidationFailed("the body must be a JSON object", {"_body": ["must be a JSON object"]})
+    try:
+        return schema().load(data)
+    except ValidationError as exc:
+        errors = flatten(exc.messages)
+        raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors) from None
+
+
+def blueprint(book: SalesBook) -> Blueprint:
+    bp = Blueprint("sales", __name__)
+
+    # --- products -------------------------------------------------------------------------
+
+    @bp.post("/v1/products")
+    @endpoint("write", body=schemas.ProductInput, status=201, idempotent=True)
+    def create_product(body: dict[str, Any]) -> Response:
+        """Create a product (SKU, name, unit price, currency, tax rate, active)."""
+        product = book.create_product(plain(body), metadata())
+        return resource(product.view(), 201, location=f"/v1/products/{product.id}")
+
+    @bp.get("/v1/products")
+    @endpoint("read", query=schemas.ProductListQuery, many=True)
+    def list_products(query: dict[str, Any]) -> Response:
+        """List products (`active` filters)."""
+        docs, cursor = book.list_products(query)
+        return listing([public(d) for d in docs], cursor)
+
+    @bp.get("/v1/products/<product_id>")
+    @endpoint("read")
+    def get_product(product_id: str) -> Response:
+        """One product."""
+        return resource(book.products.get(product_id).view())
+
+    @bp.patch("/v1/products/<product_id>")
+    @endpoint("write", body=schemas.ProductPatch)
+    def update_product(product_id: str, body: dict[str, Any]) -> Response:
+        """Change a product (price, tax rate, active ...)."""
+        return resource(book.update_product(product_id, plain(body), metadata(), if_match()).view())
+
+    # --- pipelines ------------------------------------------------------------------------
+
+    @bp.post("/v1/pipelines")
+    @endpoint("write", body=schemas.PipelineInput, status=201, idempotent=True)
+    def create_pipeline(body: dict[str, Any]) -> Response:
+        """Create a pipeline: ordered open stages with win probabilities (won/lost are added)."""
+        stages = [plain(s) for s in body["stages"]]
+        pipeline = book.create_pipeline({"name": body["name"], "stages": stages}, metadata())
+        return resource(pipeline.view(), 201, location=f"/v1/pipelines/{pipeline.id}")
+
+    @bp.get("/v1/pipelines")
+    @endpoint("read", query=schemas.PageQuery, many=True)
+    def list_pipelines(query: dict[str, Any]) -> Response:
+        """List pipelines (the default one first)."""
+        from crmkit.web import page
+        docs, cursor = page(book.pipelines_view, {}, query["limit"], query.get("cursor"))
+        return listing([public(d) for d in docs], cursor)
+
+    @bp.get("/v1/pipelines/<pipeline_id>")
+    @endpoint("read")
+    def get_pipeline(pipeline_id: str) -> Response:
+        """One pipeline."""
+        return resource(book.pipeline(pipeline_id).view())
+
+    @bp.get("/v1/pipelines/<pipeline_id>/board")
+    @endpoint("read", query=schemas.BoardQuery)
+    def board(pipeline_id: str, query: dict[str, Any]) -> Response:
+        """The Kanban board: a column per stage with its deals, count and sums per currency."""
+        return Response(json.dumps(jsonable(reports_board(book, pipeline_id, query)), ensure_ascii=False),
+                        mimetype="application/json")
+
+    # --- deals ----------------------------------------------------------------------------
+
+    @bp.post("/v1/deals")
+    @endpoint("write", body=schemas.DealInput, status=201, idempotent=True)
+    def create_deal(body: dict[str, Any]) -> Response:
+        """Create a deal for an existing contact (checked with contacts over gRPC)."""
+        deal = book.create_deal(plain(body), metadata())
+        return resource(book.deal_view(deal), 201, location=f"/v1/deals/{deal.id}")
+
+    @bp.get("/v1/deals")
+    @endpoint("read", query=schemas.DealListQuery, many=True)
+    def list_deals(query: dict[str, Any]) -> Response:
+        """List deals with their contact's name (filters: pipeline_id, stage, status, owner, contact_id)."""
+        docs, cursor = book.list_deals(query)
+        return listing([public(d) for d in docs], cursor)
+
+    @bp.get("/v1/deals/<deal_id>")
+    @endpoint("read")
+    def get_deal(deal_id: str) -> Response:
+        """One deal, with its stage history and the time spent in each stage."""
+        return resource(book.deal_view(book.deal(deal_id)))
+
+    @bp.patch("/v1/deals/<deal_id>")
+    @endpoint("write", body=schemas.DealPatch)
+    def update_deal(deal_id: str, body: dict[str, Any]) -> Response:
+        """Change a deal's title, amount, currency, owner, company or expected close."""
+        return resource(book.deal_view(book.update_deal(deal_id, plain(body), metadata(), if_match())))
+
+    @bp.post("/v1/deals/<deal_id>/stage")
+    @endpoint("write", body=schemas.StageMove)
+    def move_deal(deal_id: str, body: dict[str, Any]) -> Response:
+        """Move an open deal to another open stage of its pipeline."""
+        return resource(book.deal_view(book.move_deal(deal_id, body["stage"], metadata(), if_match())))
+
+    @bp.post("/v1/deals/<deal_id>/won")
+    @endpoint("write")
+    def win_deal(deal_id: str) -> Response:
+        """Mark an open deal won."""
+        return resource(book.deal_view(book.win_deal(deal_id, metadata(), if_match())))
+
+    @bp.post("/v1/deals/<deal_id>/lost")
+    @endpoint("write", body=schemas.LostInput)
+    def lose_deal(deal_id: str, body: dict[str, Any]) -> Response:
+        """Mark an open deal lost, with the reason."""
+        return resource(book.deal_view(book.lose_deal(deal_id, body["reason"], metadata(), if_match())))
+
+    @bp.post("/v1/deals/<deal_id>/reopen")
+    @endpoint("write")
+    def reopen_deal(deal_id: str) -> Response:
+        """Reopen a won or lost deal, in the stage it closed from."""
+        return resource(book.deal_view(book.reopen_deal(deal_id, metadata(), if_match())))
+
+    # --- activities -----------------------------------------------------------------------
+
+    @bp.post("/v1/activities")
+    @endpoint("write", body=schemas.ActivityInput, status=201, idempotent=True)
+    def schedule_activity(body: dict[str, Any]) -> Response:
+        """Schedule a call, meeting, task or email with a due time, owner and linked deal/contact."""
+        activity = book.schedule_activity(body, metadata())
+        return resource(activity.view(), 201, location=f"/v1/activities/{activity.id}")
+
+    @bp.get("/v1/activities")
+    @endpoint("read", query=schemas.ActivityListQuery, many=True)
+    def list_activities(query: dict[str, Any]) -> Response:
+        """Activities (`owner`, `due_before`, `overdue=true` for open ones past due, ...)."""
+        docs, cursor = book.list_activities(query)
+        return listing([public(d) for d in docs], cursor)
+
+    @bp.get("/v1/activities/<activity_id>")
+    @endpoint("read")
+    def get_activity(activity_id: str) -> Response:
+        """One activity."""
+        return resource(book.activities.get(activity_id).view())
+
+    @bp.post("/v1/activities/<activity_id>/complete")
+    @endpoint("write")
+    def complete_activity(activity_id: str) -> Response:
+        """Complete an activity (optional body: `outcome`)."""
+        body = optional_body(schemas.CompleteInput)
+        return resource(book.complete_activity(activity_id, body.get("outcome"), metadata(), if_match()).view())
+
+    # --- quotes ---------------------------------------------------------------------------
+
+    @bp.post("/v1/quotes")
+    @endpoint("write", body=schemas.QuoteInput, status=201, idempotent=True)
+    def draft_quote(body: dict[str, Any]) -> Response:
+        """Draft a quote (pro-forma invoice) for a deal; numbered Q-<year>-<sequence>."""
+        quote = book.draft_quote(body, metadata())
+        return resource(quote.view(), 201, location=f"/v1/quotes/{quote.id}")
+
+    @bp.get("/v1/quotes")
+    @endpoint("read", query=schemas.QuoteListQuery, many=True)
+    def list_quotes(query: dict[str, Any]) -> Response:
+        """Quotes (filters: deal_id, contact_id, status)."""
+        docs, cursor = book.list_quotes(query)
+        return listing([public(d) for d in docs], cursor)
+
+    @bp.get("/v1/quotes/<quote_id>")
+    @endpoint("read", query=schemas.QuoteQuery)
+    def get_quote(quote_id: str, query: dict[str, Any]) -> Response:
+        """One quote; `?format=html` renders the printable pro-forma invoice."""
+        quote = book.quote(quote_id)
+        if query["format"] == "html":
+            response = Response(quote_html.render(book, quote), mimetype="text/html")
+            response.headers["ETag"] = f'"{quote.version}"'
+            return response
+        return resource(quote.view())
+
+    @bp.post("/v1/quotes/<quote_id>/send")
+    @endpoint("write")
+    def send_quote(quote_id: str) -> Response:
+        """Issue a draft quote to the customer (QuoteIssued)."""
+        return resource(book.send_quote(quote_id, metadata(), if_match()).view())
+
+    @bp.post("/v1/quotes/<quote_id>/accept")
+    @endpoint("write")
+    def accept_quote(quote_id: str) -> Response:
+        """The customer accepted; by default the deal is marked won at the quote's total."""
+        body = optional_body(schemas.AcceptInput)
+        quote, deal = book.accept_quote(quote_id, body["mark_deal_won"], metadata(), if_match())
+        return resource({**quote.view(), "deal": {"id": deal.id, "status": deal.status, "version": deal.version}})
+
+    @bp.post("/v1/quotes/<quote_id>/reject")
+    @endpoint("write")
+    def reject_quote(quote_id: str) -> Response:
+        """The customer declined (optional body: `reason`)."""
+        body = optional_body(schemas.RejectInput)
+        return resource(book.reject_quote(quote_id, body.get("reason"), metadata(), if_match()).view())
+
+    # --- forecast, reports, customer value ------------------------------------------------
+
+    @bp.get("/v1/forecast")
+    @endpoint("read", query=schemas.RangeQuery)
+    def forecast(query: dict[str, Any]) -> Response:
+        """Weighted pipeline by month and owner, win rate, sales cycle and sales by lifecycle stage."""
+        return Response(json.dumps(jsonable(reports.forecast(book, query["from_"], query["to"])),
+                                   ensure_ascii=False), mimetype="application/json")
+
+    @bp.get("/v1/customers/<contact_id>/value")
+    @endpoint("read")
+    def customer_value(contact_id: str) -> Response:
+        """CLV (historic and predicted), RFM scores, tier and open deals of one customer."""
+        return Response(json.dumps(jsonable(reports.customer_value(book, contact_id)), ensure_ascii=False),
+                        mimetype="application/json")
+
+    return bp
+
+
+def reports_board(book: SalesBook, pipeline_id: str, query: dict[str, Any]) -> dict[str, Any]:
+    from crm_sales import money
+
+    pipeline = book.pipeline(pipeline_id)
+    match: dict[str, Any] = {"pipeline_id": pipeline_id}
+    if query.get("owner"):
+        match["owner"] = query["owner"]
+    sums: dict[str, dict[str, int]] = {}
+    counts: dict[str, int] = {}
+    for row in book.deals_view.aggregate([{"$match": match}, {"$group": {
+            "_id": {"stage": "$stage", "currency": "$currency"}, "count": {"$sum": 1},
+            "total": {"$sum": "$amount_minor"}}}]):
+        stage, currency = row["_id"]["stage"], row["_id"]["currency"]
+        counts[stage] = counts.get(stage, 0) + row["count"]
+        sums.setdefault(stage, {})[currency] = row["total"]
+    columns = []
+    for stage in pipeline.stages:
+        docs = []
+        if query["per_column"] and counts.get(stage["key"]):
+            docs = list(book.deals_view.find({**match, "stage": stage["key"]},
+                                             {"state": 0, "stage_history": 0}).sort("_id", 1)
+                        .limit(query["per_column"]))
+        columns.append({
+            "stage": stage["key"], "name": stage["name"], "probability": stage["probability"],
+            "count": counts.get(stage["key"], 0),
+            "sums": [{"amount": money.text(money.from_minor(total, c), c), "currency": c}
+                     for c, total in sorted(sums.get(stage["key"], {}).items())],
+            "deals": [public(d) for d in book.with_contacts(docs)],
+        })
+    return {"pipeline_id": pipeline.id, "name": pipeline.name, "columns": columns}

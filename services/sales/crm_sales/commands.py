@@ -1,0 +1,346 @@
+"""The sales service's use cases: load aggregates, let them decide, save; and the queries.
+
+Knows the repositories, read models and the contacts directory; never Flask or gRPC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Callable
+from datetime import UTC, date, datetime
+from decimal import Decimal
+from typing import Any
+
+from pymongo import ReturnDocument
+from pymongo.collection import Collection
+
+from crm_sales import money
+from crm_sales.domain import Activity, Customer, Deal, Pipeline, Product, Quote, QuoteLine
+from crmkit.aggregate import Repository
+from crmkit.directory import ContactDirectory, LocalContacts
+from crmkit.errors import NotFound, ValidationFailed
+from crmkit.events import Metadata, new_id, rfc3339, utcnow
+from crmkit.eventstore import ConcurrencyError, epoch_ms
+from crmkit.runtime import Runtime
+from crmkit.web.pagination import page
+
+log = logging.getLogger(__name__)
+SYSTEM = Metadata(actor="system:sales")
+
+
+def contacts_directory() -> ContactDirectory:
+    return ContactDirectory(deadline=float(os.environ.get("CRM_SALES_CONTACTS_DEADLINE", "2")))
+
+
+class SalesBook:
+    def __init__(self, runtime: Runtime, directory: ContactDirectory | None = None,
+                 clock: Callable[[], datetime] = utcnow) -> None:
+        self.runtime = runtime
+        self.db = runtime.db
+        self.clock = clock
+        publish = runtime.publish
+        self.products: Repository[Product] = Repository(runtime.store, Product, publish)
+        self.pipelines: Repository[Pipeline] = Repository(runtime.store, Pipeline, publish)
+        self.deals: Repository[Deal] = Repository(runtime.store, Deal, publish)
+        self.activities: Repository[Activity] = Repository(runtime.store, Activity, publish)
+        self.quotes: Repository[Quote] = Repository(runtime.store, Quote, publish)
+        self.customers: Repository[Customer] = Repository(runtime.store, Customer, publish)
+        self.directory = directory or contacts_directory()
+        self.local = LocalContacts("contacts", self.db["contacts"], self.directory,
+                                   on_merged=self.contact_merged)
+        self.counters: Collection = self.db["counters"]
+        self.deals_view: Collection = self.db["deals"]
+        self.activities_view: Collection = self.db["activities"]
+        self.quotes_view: Collection = self.db["quotes"]
+        self.products_view: Collection = self.db["products"]
+        self.pipelines_view: Collection = self.db["pipelines"]
+
+    def now(self) -> str:
+        return rfc3339(self.clock())
+
+    def today(self) -> date:
+        return self.clock().astimezone(UTC).date()
+
+    # --- setup ----------------------------------------------------------------------------
+
+    def ensure_default_pipeline(self) -> None:
+        """The default pipeline exists from the first start (idempotent, safe from many processes)."""
+        try:
+            self.pipelines.get(Pipeline.default().id)
+            return
+        except NotFound:
+            pass
+        with contextlib.suppress(ConcurrencyError):  # another process created it first
+            self.pipelines.save(Pipeline.default(), SYSTEM)
+
+    # --- products -------------------------------------------------------------------------
+
+    def create_product(self, fields: dict[str, Any], meta: Metadata) -> Product:
+        if self.products_view.find_one({"sku": fields["sku"]}, {"_id": 1}):
+            raise ValidationFailed("duplicate SKU", {"sku": [f"a product with SKU {fields['sku']} exists"]})
+        product = Product.create(new_id(), fields)
+        self.products.save(product, meta)
+        return product
+
+    def update_product(self, product_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None
+                       ) -> Product:
+        def decide(product: Product) -> None:
+            currency = fields.get("currency", product.currency)
+            if "unit_price" in fields or "currency" in fields:
+                try:
+                    money.exact(money.parse(fields.get("unit_price", product.unit_price)), currency)
+                except money.MoneyError as exc:
+                    raise ValidationFailed(str(exc), {"unit_price": [str(exc)]}) from None
+            product.update(fields)
+
+        return self.products.change(product_id, decide, meta, if_match)
+
+    def list_products(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        filters: dict[str, Any] = {}
+        if query.get("active") is not None:
+            filters["active"] = query["active"]
+        return page(self.products_view, filters, query["limit"], query.get("cursor"))
+
+    # --- pipelines ------------------------------------------------------------------------
+
+    def create_pipeline(self, fields: dict[str, Any], meta: Metadata) -> Pipeline:
+        pipeline = Pipeline.define(new_id(), fields["name"], fields["stages"])
+        self.pipelines.save(pipeline, meta)
+        return pipeline
+
+    def pipeline(self, pipeline_id: str) -> Pipeline:
+        return self.pipelines.get(pipeline_id)
+
+    # --- deals ----------------------------------------------------------------------------
+
+    def create_deal(self, fields: dict[str, Any], meta: Metadata) -> Deal:
+        errors: dict[str, list[str]] = {}
+        pipeline = None
+        try:
+            pipeline = self.pipelines.get(fields.get("pipeline_id") or "default")
+        except NotFound:
+            errors["pipeline_id"] = [f"no pipeline with id {fields.get('pipeline_id')}"]
+        contact = self.require_contact(fields["contact_id"], errors)
+        if errors or pipeline is None or contact is None:
+            raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors)
+        deal = Deal.create(new_id(), {**fields, "contact_id": contact["id"]}, pipeline, self.now())
+        self.deals.save(deal, meta)
+        return deal
+
+    def require_contact(self, contact_id: str, errors: dict[str, list[str]]) -> dict[str, Any] | None:
+        """The contact as contacts knows it now (the survivor for a merged id), or an error
+        under `contact_id`; Unavailable (503) when contacts cannot be asked."""
+        try:
+            contact = self.directory.get(contact_id)
+        except NotFound:
+            errors["contact_id"] = [f"no contact with id {contact_id}"]
+            return None
+        if contact.get("status") == "erased":
+            errors["contact_id"] = ["the contact was erased"]
+            return None
+        self.local.remember(contact)
+        return contact
+
+    def update_deal(self, deal_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None) -> Deal:
+        def decide(deal: Deal) -> None:
+            currency = fields.get("currency", deal.currency)
+            if "amount" in fields or "currency" in fields:
+                try:
+                    money.exact(money.parse(fields.get("amount", deal.amount)), currency)
+                except money.MoneyError as exc:
+                    raise ValidationFailed(str(exc), {"amount": [str(exc)]}) from None
+            deal.update(fields)
+
+        return self.deals.change(deal_id, decide, meta, if_match)
+
+    def move_deal(self, deal_id: str, stage: str, meta: Metadata, if_match: int | None) -> Deal:
+        def decide(deal: Deal) -> None:
+            deal.move(stage, self.pipelines.get(deal.pipeline_id), self.now())
+
+        return self.deals.change(deal_id, decide, meta, if_match)
+
+    def win_deal(self, deal_id: str, meta: Metadata, if_match: int | None) -> Deal:
+        return self.deals.change(deal_id, lambda d: d.win(self.now()), meta, if_match)
+
+    def lose_deal(self, deal_id: str, reason: str, meta: Metadata, if_match: int | None) -> Deal:
+        return self.deals.change(deal_id, lambda d: d.lose(reason, self.now()), meta, if_match)
+
+    def reopen_deal(self, deal_id: str, meta: Metadata, if_match: int | None) -> Deal:
+        return self.deals.change(deal_id, lambda d: d.reopen(self.now()), meta, if_match)
+
+    def deal(self, deal_id: str) -> Deal:
+        return self.deals.get(deal_id)
+
+    def deal_view(self, deal: Deal) -> dict[str, Any]:
+        view = deal.view()
+        view["stage_history"] = deal.history_view(self.clock())
+        view["contact"] = self.contact_summaries([deal.contact_id]).get(deal.contact_id)
+        return view
+
+    def list_deals(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        filters = {k: query[k] for k in ("pipeline_id", "stage", "status", "owner", "contact_id") if query.get(k)}
+        docs, cursor = page(self.deals_view, filters, query["limit"], query.get("cursor"))
+        return self.with_contacts(docs), cursor
+
+    def with_contacts(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Deals with their contact's name from the local projection (no call per row)."""
+        names = self.contact_summaries([d["contact_id"] for d in docs if d.get("contact_id")])
+        return [{**d, "contact": names.get(d.get("contact_id"))} for d in docs]
+
+    def contact_summaries(self, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
+        found = self.local.find(contact_ids)
+        return {cid: {"id": doc["_id"], "first_name": doc.get("first_name"), "last_name": doc.get("last_name"),
+                      "status": doc.get("status"), "lifecycle_stage": doc.get("lifecycle_stage"),
+                      "locale": doc.get("locale")}
+                for cid, doc in found.items()}
+
+    def contact_merged(self, duplicate_id: str, survivor_id: str) -> None:
+        """ContactMerged: every deal and open activity of the duplicate now belongs to the survivor."""
+        meta = Metadata(actor="system:sales", causation_id=None)
+        for doc in self.deals_view.find({"contact_id": duplicate_id}, {"_id": 1}):
+            self.deals.change(doc["_id"], lambda d: d.change_contact(survivor_id, "contact_merged"), meta)
+        for doc in self.activities_view.find({"contact_id": duplicate_id}, {"_id": 1}):
+            def repoint(activity: Activity) -> None:
+                if activity.contact_id != survivor_id:
+                    activity.record("ActivityContactChanged", {"activity_id": activity.id, "from": activity.contact_id,
+                                                               "to": survivor_id, "reason": "contact_merged"})
+            self.activities.change(doc["_id"], repoint, meta)
+
+    # --- activities -----------------------------------------------------------------------
+
+    def schedule_activity(self, fields: dict[str, Any], meta: Metadata) -> Activity:
+        errors: dict[str, list[str]] = {}
+        if fields.get("deal_id"):
+            try:
+                deal = self.deals.get(fields["deal_id"])
+                fields = {**fields, "contact_id": fields.get("contact_id") or deal.contact_id}
+            except NotFound:
+                errors["deal_id"] = [f"no deal with id {fields['deal_id']}"]
+        if fields.get("contact_id") and not self.local.find([fields["contact_id"]]):
+            self.require_contact(fields["contact_id"], errors)
+        if errors:
+            raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors)
+        activity = Activity.schedule(new_id(), {**fields, "due_at": rfc3339(fields["due_at"])})
+        self.activities.save(activity, meta)
+        return activity
+
+    def complete_activity(self, activity_id: str, outcome: str | None, meta: Metadata, if_match: int | None
+                          ) -> Activity:
+        return self.activities.change(activity_id, lambda a: a.complete(self.now(), outcome), meta, if_match)
+
+    def list_activities(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        filters: dict[str, Any] = {k: query[k] for k in ("owner", "deal_id", "contact_id", "status", "type")
+                                   if query.get(k)}
+        if query.get("due_before"):
+            filters["due_ms"] = {"$lt": epoch_ms(query["due_before"])}
+        if query.get("overdue"):
+            filters["status"] = "open"
+            filters["due_ms"] = {"$lt": min(epoch_ms(self.clock()), filters.get("due_ms", {}).get("$lt", 2**62))}
+        return page(self.activities_view, filters, query["limit"], query.get("cursor"))
+
+    # --- quotes ---------------------------------------------------------------------------
+
+    def next_quote_number(self) -> str:
+        """Q-<year>-<6 digits>: one counter per year, `$inc` upsert (tests/compat pins it)."""
+        year = self.today().year
+        counter = self.counters.find_one_and_update({"_id": f"quote-{year}"}, {"$inc": {"seq": 1}},
+                                                    upsert=True, return_document=ReturnDocument.AFTER)
+        return f"Q-{year}-{counter['seq']:06d}"
+
+    def draft_quote(self, fields: dict[str, Any], meta: Metadata) -> Quote:
+        errors: dict[str, list[str]] = {}
+        try:
+            deal = self.deals.get(fields["deal_id"])
+        except NotFound:
+            raise ValidationFailed("unknown deal", {"deal_id": [f"no deal with id {fields['deal_id']}"]}) from None
+        lines = []
+        for index, line in enumerate(fields["lines"]):
+            built = self._quote_line(index, line, deal.currency, fields.get("tax_rate"), errors)
+            if built is not None:
+                lines.append(built)
+        if fields["valid_until"] < self.today():
+            errors["valid_until"] = ["must not be in the past"]
+        if errors:
+            raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors)
+        data = {**fields, "valid_until": fields["valid_until"].isoformat()}
+        quote = Quote.draft(new_id(), self.next_quote_number(), deal, lines, data)
+        self.quotes.save(quote, meta)
+        return quote
+
+    def _quote_line(self, index: int, line: dict[str, Any], currency: str, default_tax: Decimal | None,
+                    errors: dict[str, list[str]]) -> QuoteLine | None:
+        where = f"lines.{index}"
+        product = None
+        if line.get("product_id"):
+            try:
+                product = self.products.get(line["product_id"])
+            except NotFound:
+                errors[f"{where}.product_id"] = [f"no product with id {line['product_id']}"]
+                return None
+            if not product.active:
+                errors[f"{where}.product_id"] = ["the product is not active"]
+            if product.currency != currency and line.get("unit_price") is None:
+                errors[f"{where}.product_id"] = [f"the product is priced in {product.currency}, the deal in {currency}"]
+        elif not line.get("description") or line.get("unit_price") is None:
+            errors[where] = ["a free-text line needs a description and a unit_price"]
+            return None
+        unit_price = line.get("unit_price")
+        if unit_price is None and product is not None:
+            unit_price = money.parse(product.unit_price)
+        try:
+            unit_price = money.exact(unit_price, currency) if unit_price is not None else None
+        except money.MoneyError as exc:
+            errors[f"{where}.unit_price"] = [str(exc)]
+        if errors.get(f"{where}.product_id") or errors.get(f"{where}.unit_price") or unit_price is None:
+            return None
+        tax = line.get("tax_rate")
+        if tax is None:
+            tax = Decimal(product.tax_rate) if product is not None else (default_tax or Decimal(0))
+        return QuoteLine(description=line.get("description") or (product.name if product else ""),
+                         quantity=line["quantity"], unit_price=unit_price,
+                         discount_percent=line.get("discount_percent") or Decimal(0), tax_rate=tax,
+                         product_id=product.id if product else None, sku=product.sku if product else None)
+
+    def quote(self, quote_id: str) -> Quote:
+        return self.quotes.get(quote_id)
+
+    def send_quote(self, quote_id: str, meta: Metadata, if_match: int | None) -> Quote:
+        return self.quotes.change(quote_id, lambda q: q.send(self.now(), self.today()), meta, if_match)
+
+    def reject_quote(self, quote_id: str, reason: str | None, meta: Metadata, if_match: int | None) -> Quote:
+        return self.quotes.change(quote_id, lambda q: q.reject(self.now(), reason), meta, if_match)
+
+    def accept_quote(self, quote_id: str, mark_deal_won: bool, meta: Metadata, if_match: int | None
+                     ) -> tuple[Quote, Deal]:
+        """Accept, then (by default) mark the deal won at the quote's total.
+
+        Two streams, two appends: if the process dies between them, accepting again
+        completes the second (an accepted quote is not accepted twice).
+        """
+        quote = self.quotes.get(quote_id)
+        if quote.status != "accepted":
+            quote = self.quotes.change(quote_id, lambda q: q.accept(self.now(), self.today()), meta, if_match)
+
+        def win(deal: Deal) -> None:
+            if deal.status == "open":
+                deal.win(self.now(), amount=quote.totals["total"], quote_id=quote.id)
+
+        deal = self.deals.change(quote.deal_id, win, meta) if mark_deal_won else self.deals.get(quote.deal_id)
+        return quote, deal
+
+    def list_quotes(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        filters = {k: query[k] for k in ("deal_id", "status", "contact_id") if query.get(k)}
+        return page(self.quotes_view, filters, query["limit"], query.get("cursor"))
+
+    def expire_quotes(self, limit: int = 500) -> int:
+        """Mark sent quotes past their validity date expired (the worker's job). Returns how many."""
+        today = self.today()
+        expired = 0
+        for doc in self.quotes_view.find({"status": "sent", "valid_until": {"$lt": today.isoformat()}},
+                                         {"_id": 1}).limit(limit):
+            changed: list[bool] = []
+            self.quotes.change(doc["_id"], lambda q, out=changed: out.append(q.expire(self.now(), today)), SYSTEM)
+            expired += sum(changed[-1:])
+        return expired

@@ -1,0 +1,456 @@
+"""Sales aggregates: pure Python, no I/O. Each decides and records events; `apply` folds them.
+
+Money in events is a decimal string plus its currency (exactly what the API shows);
+times that matter to the domain (stage entered, won, lost) travel in the event as
+RFC 3339 text, passed in by the command, so folding never asks the clock.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal
+from typing import Any
+
+from crm_sales import money
+from crmkit.aggregate import Aggregate
+from crmkit.errors import Conflict, ValidationFailed
+from crmkit.events import parse_time
+
+DEFAULT_PIPELINE_ID = "default"
+DEFAULT_STAGES = (
+    ("qualification", "Qualification", "10"),
+    ("needs_analysis", "Needs analysis", "25"),
+    ("proposal", "Proposal", "50"),
+    ("negotiation", "Negotiation", "75"),
+)
+WON, LOST = "won", "lost"
+ACTIVITY_TYPES = ("call", "meeting", "task", "email")
+TIERS = ("strategic", "standard")
+
+
+def _time(value: str | None) -> datetime | None:
+    return parse_time(value) if value else None
+
+
+# --- products -----------------------------------------------------------------------------
+
+
+class Product(Aggregate):
+    aggregate_type = "product"
+    FIELDS = ("sku", "name", "description", "unit_price", "currency", "tax_rate", "active")
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.sku = self.name = self.description = self.unit_price = self.currency = None
+        self.tax_rate = "0"
+        self.active = True
+
+    @classmethod
+    def create(cls, product_id: str, fields: dict[str, Any]) -> Product:
+        product = cls(product_id)
+        product.record("ProductCreated", {"product_id": product_id, **{k: fields.get(k) for k in cls.FIELDS}})
+        return product
+
+    def update(self, changes: dict[str, Any]) -> None:
+        changes = {k: v for k, v in changes.items() if getattr(self, k) != v}
+        if changes:
+            self.record("ProductUpdated", {"product_id": self.id, "changes": changes})
+
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+        if event_type == "ProductCreated":
+            for name in self.FIELDS:
+                setattr(self, name, data.get(name))
+        elif event_type == "ProductUpdated":
+            for name, value in data["changes"].items():
+                setattr(self, name, value)
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, **{k: getattr(self, k) for k in self.FIELDS},
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+# --- pipelines ----------------------------------------------------------------------------
+
+
+def stage_key(name: str) -> str:
+    return "_".join(name.lower().split())[:60]
+
+
+class Pipeline(Aggregate):
+    """Ordered open stages with win probabilities, then the closing stages `won` (100) and `lost` (0)."""
+
+    aggregate_type = "pipeline"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.name: str | None = None
+        self.stages: list[dict[str, Any]] = []
+
+    @classmethod
+    def define(cls, pipeline_id: str, name: str, stages: list[dict[str, Any]]) -> Pipeline:
+        keys = [s.get("key") or stage_key(s["name"]) for s in stages]
+        errors = {}
+        if len(set(keys)) != len(keys):
+            errors["stages"] = ["stage keys must be unique"]
+        if {WON, LOST} & set(keys):
+            errors["stages"] = ["`won` and `lost` are added to every pipeline; do not list them"]
+        if errors:
+            raise ValidationFailed("invalid stages", errors)
+        pipeline = cls(pipeline_id)
+        opened = [{"key": key, "name": s["name"], "probability": str(s["probability"]), "kind": "open"}
+                  for key, s in zip(keys, stages, strict=True)]
+        closing = [{"key": WON, "name": "Won", "probability": "100", "kind": WON},
+                   {"key": LOST, "name": "Lost", "probability": "0", "kind": LOST}]
+        pipeline.record("PipelineCreated", {"pipeline_id": pipeline_id, "name": name, "stages": opened + closing})
+        return pipeline
+
+    @classmethod
+    def default(cls) -> Pipeline:
+        return cls.define(DEFAULT_PIPELINE_ID, "Default",
+                          [{"key": k, "name": n, "probability": p} for k, n, p in DEFAULT_STAGES])
+
+    def stage(self, key: str) -> dict[str, Any] | None:
+        return next((s for s in self.stages if s["key"] == key), None)
+
+    @property
+    def open_stages(self) -> list[dict[str, Any]]:
+        return [s for s in self.stages if s["kind"] == "open"]
+
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+        if event_type == "PipelineCreated":
+            self.name, self.stages = data["name"], list(data["stages"])
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "name": self.name, "stages": self.stages,
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+# --- deals --------------------------------------------------------------------------------
+
+DEAL_FIELDS = ("title", "company_id", "owner", "amount", "currency", "expected_close")
+
+
+class Deal(Aggregate):
+    """open → won | lost (a reason is required) → reopened (open again, in the stage it left)."""
+
+    aggregate_type = "deal"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.title: str | None = None
+        self.contact_id: str | None = None
+        self.company_id: str | None = None
+        self.owner: str | None = None
+        self.amount: str = "0"
+        self.currency: str = "USD"
+        self.expected_close: str | None = None
+        self.pipeline_id: str = DEFAULT_PIPELINE_ID
+        self.stage: str | None = None
+        self.status = "open"
+        self.lost_reason: str | None = None
+        self.won_at: str | None = None
+        self.lost_at: str | None = None
+        self.opened_at: str | None = None
+        self.quote_id: str | None = None
+        self.stage_history: list[dict[str, Any]] = []
+
+    @classmethod
+    def create(cls, deal_id: str, fields: dict[str, Any], pipeline: Pipeline, at: str) -> Deal:
+        stage = fields.get("stage") or pipeline.open_stages[0]["key"]
+        found = pipeline.stage(stage)
+        if found is None or found["kind"] != "open":
+            raise ValidationFailed("unknown stage", {"stage": [f"not an open stage of pipeline {pipeline.id}"]})
+        deal = cls(deal_id)
+        data = {"deal_id": deal_id, "contact_id": fields["contact_id"], "pipeline_id": pipeline.id,
+                "stage": stage, "at": at, **{k: fields.get(k) for k in DEAL_FIELDS}}
+        deal.record("DealCreated", data)
+        return deal
+
+    def _require_open(self, action: str) -> None:
+        if self.status != "open":
+            raise Conflict(f"cannot {action}: the deal is {self.status}")
+
+    def update(self, changes: dict[str, Any]) -> None:
+        changes = {k: v for k, v in changes.items() if getattr(self, k) != v}
+        if changes:
+            self.record("DealUpdated", {"deal_id": self.id, "changes": changes})
+
+    def move(self, stage: str, pipeline: Pipeline, at: str) -> None:
+        self._require_open("move its stage")
+        found = pipeline.stage(stage)
+        if found is None:
+            raise ValidationFailed("unknown stage", {"stage": [f"not a stage of pipeline {pipeline.id}"]})
+        if found["kind"] != "open":
+            raise Conflict(f"use POST /v1/deals/{{id}}/{stage} to close a deal")
+        if stage != self.stage:
+            self.record("DealStageChanged", {"deal_id": self.id, "from": self.stage, "to": stage,
+                                             "probability": found["probability"], "at": at})
+
+    def win(self, at: str, amount: str | None = None, quote_id: str | None = None) -> None:
+        self._require_open("mark it won")
+        data = {"deal_id": self.id, "contact_id": self.contact_id, "from": self.stage,
+                "amount": amount or self.amount, "currency": self.currency, "at": at}
+        if quote_id:
+            data["quote_id"] = quote_id
+        self.record("DealWon", data)
+
+    def lose(self, reason: str, at: str) -> None:
+        self._require_open("mark it lost")
+        if not reason or not reason.strip():
+            raise ValidationFailed("a reason is required", {"reason": ["required"]})
+        self.record("DealLost", {"deal_id": self.id, "from": self.stage, "reason": reason, "at": at})
+
+    def reopen(self, at: str) -> None:
+        if self.status == "open":
+            raise Conflict("the deal is already open")
+        previous = [h["stage"] for h in self.stage_history if h["stage"] not in (WON, LOST)]
+        self.record("DealReopened", {"deal_id": self.id, "from": self.status, "to": previous[-1], "at": at})
+
+    def change_contact(self, contact_id: str, reason: str) -> None:
+        if contact_id != self.contact_id:
+            self.record("DealContactChanged", {"deal_id": self.id, "from": self.contact_id, "to": contact_id,
+                                               "reason": reason})
+
+    def _enter(self, stage: str, at: str) -> None:
+        if self.stage_history and self.stage_history[-1]["left_at"] is None:
+            self.stage_history[-1] = {**self.stage_history[-1], "left_at": at}
+        self.stage_history.append({"stage": stage, "entered_at": at, "left_at": None})
+        self.stage = stage
+
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+        if event_type == "DealCreated":
+            for name in DEAL_FIELDS:
+                setattr(self, name, data.get(name))
+            self.contact_id, self.pipeline_id, self.opened_at = data["contact_id"], data["pipeline_id"], data["at"]
+            self._enter(data["stage"], data["at"])
+        elif event_type == "DealUpdated":
+            for name, value in data["changes"].items():
+                setattr(self, name, value)
+        elif event_type == "DealStageChanged":
+            self._enter(data["to"], data["at"])
+        elif event_type == "DealWon":
+            self.status, self.won_at, self.amount = WON, data["at"], data["amount"]
+            self.quote_id = data.get("quote_id") or self.quote_id
+            self._enter(WON, data["at"])
+        elif event_type == "DealLost":
+            self.status, self.lost_at, self.lost_reason = LOST, data["at"], data["reason"]
+            self._enter(LOST, data["at"])
+        elif event_type == "DealReopened":
+            self.status, self.won_at, self.lost_at, self.lost_reason = "open", None, None, None
+            self._enter(data["to"], data["at"])
+        elif event_type == "DealContactChanged":
+            self.contact_id = data["to"]
+
+    @property
+    def closed_at(self) -> str | None:
+        return self.won_at or self.lost_at
+
+    def history_view(self, now: datetime) -> list[dict[str, Any]]:
+        """Stage history with the time spent in each stage (the current one: until `now`)."""
+        out = []
+        for entry in self.stage_history:
+            entered = parse_time(entry["entered_at"])
+            left = _time(entry["left_at"]) or now
+            out.append({**entry, "seconds_in_stage": max(int((left - entered).total_seconds()), 0)})
+        return out
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "title": self.title, "contact_id": self.contact_id,
+                "company_id": self.company_id, "owner": self.owner, "amount": self.amount, "currency": self.currency,
+                "expected_close": self.expected_close, "pipeline_id": self.pipeline_id, "stage": self.stage,
+                "status": self.status, "lost_reason": self.lost_reason, "won_at": self.won_at,
+                "lost_at": self.lost_at, "quote_id": self.quote_id, "stage_history": self.stage_history,
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+# --- activities ---------------------------------------------------------------------------
+
+ACTIVITY_FIELDS = ("type", "subject", "notes", "due_at", "owner", "deal_id", "contact_id")
+
+
+class Activity(Aggregate):
+    aggregate_type = "activity"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        for name in ACTIVITY_FIELDS:
+            setattr(self, name, None)
+        self.status = "open"
+        self.completed_at: str | None = None
+        self.outcome: str | None = None
+
+    @classmethod
+    def schedule(cls, activity_id: str, fields: dict[str, Any]) -> Activity:
+        activity = cls(activity_id)
+        activity.record("ActivityScheduled", {"activity_id": activity_id,
+                                              **{k: fields.get(k) for k in ACTIVITY_FIELDS}})
+        return activity
+
+    def complete(self, at: str, outcome: str | None) -> None:
+        if self.status == "completed":
+            raise Conflict("the activity is already completed")
+        self.record("ActivityCompleted", {"activity_id": self.id, "at": at, "outcome": outcome})
+
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+        if event_type == "ActivityScheduled":
+            for name in ACTIVITY_FIELDS:
+                setattr(self, name, data.get(name))
+        elif event_type == "ActivityCompleted":
+            self.status, self.completed_at, self.outcome = "completed", data["at"], data.get("outcome")
+        elif event_type == "ActivityContactChanged":
+            self.contact_id = data["to"]
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, **{k: getattr(self, k) for k in ACTIVITY_FIELDS},
+                "status": self.status, "completed_at": self.completed_at, "outcome": self.outcome,
+                "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+# --- quotes -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class QuoteLine:
+    description: str
+    quantity: Decimal
+    unit_price: Decimal
+    discount_percent: Decimal
+    tax_rate: Decimal
+    product_id: str | None = None
+    sku: str | None = None
+
+
+def priced_lines(lines: list[QuoteLine], currency: str) -> dict[str, Any]:
+    """The lines as stored in QuoteDrafted: inputs and every rounded amount, plus the totals."""
+    totals = money.price([money.Line(ln.quantity, ln.unit_price, ln.discount_percent, ln.tax_rate)
+                          for ln in lines], currency)
+    out = []
+    for line, amounts in zip(lines, totals.lines, strict=True):
+        out.append({"product_id": line.product_id, "sku": line.sku, "description": line.description,
+                    "quantity": f"{line.quantity.normalize():f}", "unit_price": money.text(line.unit_price, currency),
+                    "discount_percent": f"{line.discount_percent.normalize():f}",
+                    "tax_rate": f"{line.tax_rate.normalize():f}",
+                    "discount": money.text(amounts.discount, currency), "net": money.text(amounts.net, currency),
+                    "tax": money.text(amounts.tax, currency), "total": money.text(amounts.total, currency)})
+    return {"lines": out, "subtotal": money.text(totals.subtotal, currency),
+            "discount": money.text(totals.discount, currency), "tax": money.text(totals.tax, currency),
+            "total": money.text(totals.total, currency)}
+
+
+class Quote(Aggregate):
+    """draft → sent (QuoteIssued) → accepted | rejected | expired."""
+
+    aggregate_type = "quote"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.number: str | None = None
+        self.deal_id: str | None = None
+        self.contact_id: str | None = None
+        self.currency = "USD"
+        self.valid_until: str | None = None
+        self.locale: str | None = None
+        self.notes: str | None = None
+        self.lines: list[dict[str, Any]] = []
+        self.totals: dict[str, str] = {}
+        self.status = "draft"
+        self.sent_at = self.accepted_at = self.rejected_at = self.expired_at = None
+        self.rejection_reason: str | None = None
+
+    @classmethod
+    def draft(cls, quote_id: str, number: str, deal: Deal, lines: list[QuoteLine], fields: dict[str, Any]) -> Quote:
+        if deal.status == LOST:
+            raise Conflict("cannot quote a lost deal; reopen it first")
+        priced = priced_lines(lines, deal.currency)
+        quote = cls(quote_id)
+        quote.record("QuoteDrafted", {"quote_id": quote_id, "number": number, "deal_id": deal.id,
+                                      "contact_id": deal.contact_id, "currency": deal.currency,
+                                      "valid_until": fields["valid_until"], "locale": fields.get("locale"),
+                                      "notes": fields.get("notes"), **priced})
+        return quote
+
+    def _require(self, status: str, action: str) -> None:
+        if self.status != status:
+            raise Conflict(f"cannot {action} a quote that is {self.status}")
+
+    def expired_on(self, today: date) -> bool:
+        return self.valid_until is not None and date.fromisoformat(self.valid_until) < today
+
+    def send(self, at: str, today: date) -> None:
+        self._require("draft", "send")
+        if self.expired_on(today):
+            raise Conflict("the quote's validity date has passed; draft a new one")
+        self.record("QuoteIssued", {"quote_id": self.id, "number": self.number, "deal_id": self.deal_id,
+                                    "contact_id": self.contact_id, "total": self.totals["total"],
+                                    "currency": self.currency, "valid_until": self.valid_until, "at": at})
+
+    def accept(self, at: str, today: date) -> None:
+        self._require("sent", "accept")
+        if self.expired_on(today):
+            raise Conflict(f"the quote expired after {self.valid_until}")
+        self.record("QuoteAccepted", {"quote_id": self.id, "number": self.number, "deal_id": self.deal_id,
+                                      "contact_id": self.contact_id, "total": self.totals["total"],
+                                      "currency": self.currency, "at": at})
+
+    def reject(self, at: str, reason: str | None) -> None:
+        self._require("sent", "reject")
+        self.record("QuoteRejected", {"quote_id": self.id, "deal_id": self.deal_id, "reason": reason, "at": at})
+
+    def expire(self, at: str, today: date) -> bool:
+        if self.status != "sent" or not self.expired_on(today):
+            return False
+        self.record("QuoteExpired", {"quote_id": self.id, "deal_id": self.deal_id, "at": at})
+        return True
+
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+        if event_type == "QuoteDrafted":
+            self.number, self.deal_id, self.contact_id = data["number"], data["deal_id"], data["contact_id"]
+            self.currency, self.valid_until, self.locale = data["currency"], data["valid_until"], data.get("locale")
+            self.notes, self.lines = data.get("notes"), list(data["lines"])
+            self.totals = {k: data[k] for k in ("subtotal", "discount", "tax", "total")}
+        elif event_type == "QuoteIssued":
+            self.status, self.sent_at = "sent", data["at"]
+        elif event_type == "QuoteAccepted":
+            self.status, self.accepted_at = "accepted", data["at"]
+        elif event_type == "QuoteRejected":
+            self.status, self.rejected_at, self.rejection_reason = "rejected", data["at"], data.get("reason")
+        elif event_type == "QuoteExpired":
+            self.status, self.expired_at = "expired", data["at"]
+        elif event_type == "QuoteContactChanged":
+            self.contact_id = data["to"]
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "number": self.number, "deal_id": self.deal_id,
+                "contact_id": self.contact_id, "currency": self.currency, "valid_until": self.valid_until,
+                "locale": self.locale, "notes": self.notes, "lines": self.lines, **self.totals,
+                "status": self.status, "sent_at": self.sent_at, "accepted_at": self.accepted_at,
+                "rejected_at": self.rejected_at, "rejection_reason": self.rejection_reason,
+                "expired_at": self.expired_at, "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+# --- customer value -----------------------------------------------------------------------
+
+
+class Customer(Aggregate):
+    """A contact as sales ranks it; its stream (id = the contact id) records tier changes."""
+
+    aggregate_type = "customer"
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.tier = "standard"
+
+    def set_tier(self, tier: str, clv: str, currency: str) -> bool:
+        if tier == self.tier:
+            return False
+        self.record("CustomerTierChanged", {"contact_id": self.id, "tier": tier, "previous_tier": self.tier,
+                                            "clv": {"amount": clv, "currency": currency}})
+        return True
+
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+        if event_type == "CustomerTierChanged":
+            self.tier = data["tier"]
+
+    def view(self) -> dict[str, Any]:
+        return {"id": self.id, "version": self.version, "tier": self.tier}
