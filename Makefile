@@ -44,3 +44,22 @@ $(VENV)/.proto: $(STAMP) $(PROTOS) proto/setup.py
 clean:
 	rm -rf $(VENV) proto/build proto/*.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +
+
+# Deployment (docs/operations.md): one image per service, and the Kubernetes manifests
+# rendered and validated offline (deploy/k8s/validate.py; policies in tests/deploy/).
+.PHONY: images k8s-validate
+IMAGE_PREFIX ?= crm-
+IMAGE_TAG    ?= $(shell git rev-parse --short HEAD 2>/dev/null || echo dev)
+
+images:
+	@docker info >/dev/null 2>&1 || { echo "make images: no Docker engine answers (docker info failed)." \
+	  "Run it where one does; each image is:" \
+	  "docker build -f services/<name>/Dockerfile -t $(IMAGE_PREFIX)<name>:$(IMAGE_TAG) ." >&2; exit 1; }
+	@for dockerfile in $(wildcard services/*/Dockerfile); do \
+	  name=$$(basename $$(dirname $$dockerfile)); \
+	  echo "docker build -f $$dockerfile -t $(IMAGE_PREFIX)$$name:$(IMAGE_TAG) ."; \
+	  docker build -f $$dockerfile -t $(IMAGE_PREFIX)$$name:$(IMAGE_TAG) . || exit 1; \
+	done
+
+k8s-validate: install
+	$(BIN)/python deploy/k8s/validate.py
