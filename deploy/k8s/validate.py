@@ -1,0 +1,225 @@
+"""`make k8s-validate`: render every kustomization and check it, offline, without a cluster.
+
+1. `kubectl kustomize` renders base/ and each overlay (kubectl >= 1.27 has kustomize built in).
+2. Every built-in object is validated against the Kubernetes OpenAPI schemas bundled in the
+   `kubernetes-validate` package (strict: unknown fields are errors), for KUBERNETES_VERSION.
+3. Custom resources (Strimzi Kafka/KafkaNodePool/KafkaTopic, MongoDBCommunity,
+   ServiceMonitor) are checked for the fields their operators require, and for what they
+   point at (a topic's cluster, a ServiceMonitor's Services and ports).
+The policies (probes, limits, network, configuration) are pytest tests: tests/deploy/.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import yaml
+
+HERE = Path(__file__).resolve().parent
+TARGETS = {"base": HERE / "base", "dev": HERE / "overlays" / "dev", "prod": HERE / "overlays" / "prod"}
+KUBERNETES_VERSION = "1.32"
+KUBECTL_MISSING = (
+    "kubectl not found on PATH: `make k8s-validate` renders the manifests with `kubectl kustomize` "
+    "(kubectl 1.27 or later; kustomize is built in). Install kubectl, e.g. from the Kubernetes "
+    "apt repository (package kubectl), and run it again."
+)
+
+
+class KubectlMissing(RuntimeError):
+    pass
+
+
+def kubectl() -> str:
+    path = shutil.which("kubectl")
+    if not path:
+        raise KubectlMissing(KUBECTL_MISSING)
+    return path
+
+
+def render(target: str | Path) -> list[dict]:
+    directory = TARGETS.get(str(target), Path(target))
+    proc = subprocess.run([kubectl(), "kustomize", str(directory)], capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"kubectl kustomize {directory} failed:\n{proc.stderr}")
+    return [doc for doc in yaml.safe_load_all(proc.stdout) if doc]
+
+
+def name_of(obj: dict) -> str:
+    return f"{obj.get('kind')}/{obj.get('metadata', {}).get('name')}"
+
+
+def is_builtin(obj: dict) -> bool:
+    group = obj["apiVersion"].rpartition("/")[0]
+    return group == "" or "." not in group or group.endswith(".k8s.io")
+
+
+def validate_builtin(objects: Iterable[dict]) -> list[str]:
+    import kubernetes_validate
+
+    errors = []
+    for obj in objects:
+        if not is_builtin(obj):
+            continue
+        try:
+            kubernetes_validate.validate(obj, KUBERNETES_VERSION, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            path = ".".join(str(p) for p in exc.path)
+            errors.append(f"{name_of(obj)}: {path}: {exc.message}")
+        except kubernetes_validate.SchemaNotFoundError as exc:
+            errors.append(f"{name_of(obj)}: {exc.message}")
+    return errors
+
+
+# --- custom resources: the fields their operators require ---------------------------------
+
+def _get(obj: dict, dotted: str):
+    node = obj
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
+def _require(obj: dict, paths: Iterable[str]) -> list[str]:
+    return [f"{name_of(obj)}: {p} is required" for p in paths if _get(obj, p) in (None, "", [], {})]
+
+
+def check_kafka(obj: dict, _all: list[dict]) -> list[str]:
+    errors = _require(obj, ["spec.kafka.listeners", "spec.kafka.version"])
+    for i, listener in enumerate(_get(obj, "spec.kafka.listeners") or []):
+        errors += [f"{name_of(obj)}: spec.kafka.listeners[{i}].{k} is required"
+                   for k in ("name", "port", "type", "tls") if k not in listener]
+    annotations = obj["metadata"].get("annotations", {})
+    if annotations.get("strimzi.io/kraft") == "enabled":
+        if annotations.get("strimzi.io/node-pools") != "enabled":
+            errors.append(f"{name_of(obj)}: KRaft needs the annotation strimzi.io/node-pools: enabled")
+        pools = [o for o in _all if o["kind"] == "KafkaNodePool"
+                 and o["metadata"].get("labels", {}).get("strimzi.io/cluster") == obj["metadata"]["name"]]
+        roles = {r for p in pools for r in p["spec"].get("roles", [])}
+        if not {"controller", "broker"} <= roles:
+            errors.append(f"{name_of(obj)}: KRaft needs KafkaNodePools with controller and broker roles")
+    elif not _get(obj, "spec.zookeeper"):
+        errors.append(f"{name_of(obj)}: without KRaft, spec.zookeeper is required")
+    return errors
+
+
+def check_node_pool(obj: dict, _all: list[dict]) -> list[str]:
+    errors = _require(obj, ["spec.replicas", "spec.roles", "spec.storage.type"])
+    if not obj["metadata"].get("labels", {}).get("strimzi.io/cluster"):
+        errors.append(f"{name_of(obj)}: the label strimzi.io/cluster is required")
+    return errors
+
+
+def check_topic(obj: dict, objects: list[dict]) -> list[str]:
+    errors = _require(obj, ["spec.partitions", "spec.replicas"])
+    cluster = obj["metadata"].get("labels", {}).get("strimzi.io/cluster")
+    if not cluster:
+        errors.append(f"{name_of(obj)}: the label strimzi.io/cluster is required")
+    clusters = {o["metadata"]["name"] for o in objects if o["kind"] == "Kafka"}
+    if clusters and cluster not in clusters:
+        errors.append(f"{name_of(obj)}: cluster {cluster!r} is not defined here ({sorted(clusters)})")
+    if not isinstance(_get(obj, "spec.partitions"), int) or obj["spec"]["partitions"] < 1:
+        errors.append(f"{name_of(obj)}: spec.partitions must be a positive integer")
+    return errors
+
+
+def check_mongodb(obj: dict, _all: list[dict]) -> list[str]:
+    errors = _require(obj, ["spec.members", "spec.type", "spec.version", "spec.security.authentication.modes",
+                            "spec.users"])
+    if obj["spec"].get("type") not in ("ReplicaSet",):
+        errors.append(f"{name_of(obj)}: spec.type must be ReplicaSet")
+    for i, user in enumerate(obj["spec"].get("users") or []):
+        for key in ("name", "db", "passwordSecretRef.name", "roles", "scramCredentialsSecretName"):
+            if _get(user, key) in (None, "", []):
+                errors.append(f"{name_of(obj)}: spec.users[{i}].{key} is required")
+        for role in user.get("roles") or []:
+            if not role.get("name") or not role.get("db"):
+                errors.append(f"{name_of(obj)}: spec.users[{i}] roles need name and db")
+    return errors
+
+
+def _selects(selector: dict, labels: dict) -> bool:
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        present, value = expr["key"] in labels, labels.get(expr["key"])
+        ok = {"In": present and value in expr.get("values", []),
+              "NotIn": not present or value not in expr.get("values", []),
+              "Exists": present, "DoesNotExist": not present}[expr["operator"]]
+        if not ok:
+            return False
+    return True
+
+
+def check_service_monitor(obj: dict, objects: list[dict]) -> list[str]:
+    errors = _require(obj, ["spec.selector", "spec.endpoints"])
+    services = [o for o in objects if o["kind"] == "Service"
+                and _selects(obj["spec"].get("selector", {}), o["metadata"].get("labels", {}))]
+    if not services:
+        errors.append(f"{name_of(obj)}: its selector matches no Service")
+    ports = {p.get("name") for s in services for p in s["spec"].get("ports", [])}
+    for i, endpoint in enumerate(obj["spec"].get("endpoints") or []):
+        if not endpoint.get("port") and not endpoint.get("targetPort"):
+            errors.append(f"{name_of(obj)}: spec.endpoints[{i}] needs port or targetPort")
+        elif endpoint.get("port") and endpoint["port"] not in ports:
+            errors.append(f"{name_of(obj)}: spec.endpoints[{i}].port {endpoint['port']!r} is on no selected Service")
+    return errors
+
+
+CUSTOM: dict[str, Callable[[dict, list[dict]], list[str]]] = {
+    "Kafka": check_kafka,
+    "KafkaNodePool": check_node_pool,
+    "KafkaTopic": check_topic,
+    "MongoDBCommunity": check_mongodb,
+    "ServiceMonitor": check_service_monitor,
+}
+
+
+def validate_custom(objects: list[dict]) -> list[str]:
+    errors = []
+    for obj in objects:
+        if is_builtin(obj):
+            continue
+        check = CUSTOM.get(obj["kind"])
+        errors += check(obj, objects) if check else [f"{name_of(obj)}: no checker for this custom resource"]
+    return errors
+
+
+def validate(target: str) -> tuple[list[dict], list[str]]:
+    objects = render(target)
+    names = [name_of(o) for o in objects]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    errors = [f"{n}: defined twice" for n in duplicates]
+    return objects, errors + validate_builtin(objects) + validate_custom(objects)
+
+
+def main() -> int:
+    started = time.perf_counter()
+    try:
+        kubectl()
+    except KubectlMissing as exc:
+        print(f"k8s-validate: {exc}", file=sys.stderr)
+        return 2
+    failed = False
+    for target in TARGETS:
+        objects, errors = validate(target)
+        builtin = sum(1 for o in objects if is_builtin(o))
+        status = "ok" if not errors else f"{len(errors)} error(s)"
+        print(f"k8s-validate {target:<5} {len(objects):3d} objects ({builtin} built-in against the "
+              f"Kubernetes {KUBERNETES_VERSION} schemas, {len(objects) - builtin} custom resources checked): {status}")
+        for error in errors:
+            print(f"  {error}")
+        failed = failed or bool(errors)
+    print(f"k8s-validate: {'FAILED' if failed else 'all valid'} in {time.perf_counter() - started:.1f}s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
