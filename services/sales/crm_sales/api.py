@@ -269,9 +269,8 @@ def reports_board(book: SalesBook, pipeline_id: str, query: dict[str, Any]) -> d
     sums: dict[str, dict[str, int]] = {}
     counts: dict[str, int] = {}
     for row in book.deals_view.aggregate([{"$match": match}, {"$group": {
-            "_id": {"stage": "$stage", "currency": "$currency"}, "count": {"$sum": 1},
-            "total": {"$sum": "$amount_minor"}}}]):
-        stage, currency = row["_id"]["stage"], row["_id"]["currency"]
+            "_id": "$board_key", "count": {"$sum": 1}, "total": {"$sum": "$amount_minor"}}}]):
+        stage, currency = row["_id"].rsplit("|", 1)
         counts[stage] = counts.get(stage, 0) + row["count"]
         sums.setdefault(stage, {})[currency] = row["total"]
     columns = []

@@ -34,8 +34,9 @@ def deal_keys(deal: Deal) -> dict[str, Any]:
         minor = money.to_minor(money.parse(deal.amount), deal.currency)
     except money.MoneyError:
         minor = 0
-    return {"amount_minor": minor, "opened_ms": _ms(deal.opened_at), "won_ms": _ms(deal.won_at),
-            "closed_ms": _ms(deal.closed_at)}
+    # nx-27017 evaluates no compound `$group` _id: the board groups by this one key instead
+    return {"amount_minor": minor, "board_key": f"{deal.stage}|{deal.currency}", "opened_ms": _ms(deal.opened_at),
+            "won_ms": _ms(deal.won_at), "closed_ms": _ms(deal.closed_at)}
 
 
 def activity_keys(activity: Activity) -> dict[str, Any]:
@@ -78,7 +79,7 @@ class AggregateView(StreamProjection):
 
 def public(document: dict[str, Any]) -> dict[str, Any]:
     """A read-model document as the API shows it."""
-    hidden = {"_id", "state", "amount_minor", "opened_ms", "won_ms", "closed_ms", "due_ms", "created_ms"}
+    hidden = {"_id", "state", "amount_minor", "opened_ms", "won_ms", "closed_ms", "due_ms", "created_ms", "board_key"}
     return {k: v for k, v in document.items() if k not in hidden}
 
 

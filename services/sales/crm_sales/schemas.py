@@ -98,7 +98,7 @@ class ProductInput(Schema):
     tax_rate = DecimalText(load_default=Decimal(0), **PERCENT)
     active = fields.Boolean(load_default=True)
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def exact_price(self, data: dict[str, Any], **_: Any) -> None:
         _check_amount(data, "unit_price", data.get("currency"))
 
@@ -138,7 +138,7 @@ class DealInput(Schema):
     stage = fields.String(validate=validate.Length(min=1, max=60))
     expected_close = fields.Date(allow_none=True)
 
-    @validates_schema
+    @validates_schema(skip_on_field_errors=False)
     def exact_amount(self, data: dict[str, Any], **_: Any) -> None:
         _check_amount(data, "amount", data.get("currency"))
 
