@@ -11,9 +11,9 @@ from typing import Any
 
 import grpc
 import pytest
-from crm_sales.app import SERVICE
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
+from crm_sales.app import SERVICE
 from crmkit import rpc, stack
 from crmkit.testing import ServiceHarness, harness
 

@@ -7,9 +7,9 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+
 from crm_sales import reports
 from crm_sales.commands import SalesBook
-
 from crmkit import stack
 from crmkit.events import new_id, rfc3339, utcnow
 from crmkit.testing import ServiceHarness
@@ -106,7 +106,6 @@ def test_contacts_down_is_a_503_and_stores_nothing(sales: ServiceHarness, monkey
     monkeypatch.setenv("CRM_CONTACTS_GRPC_TARGET", f"127.0.0.1:{stack.free_port()}")
     monkeypatch.setenv("CRM_SALES_CONTACTS_DEADLINE", "0.5")
     from crm_sales import api
-
     from crmkit.web import create_app
 
     app = create_app(sales.runtime, [api.blueprint(SalesBook(sales.runtime))], title="t", description="t")

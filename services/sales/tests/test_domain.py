@@ -4,11 +4,11 @@ from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
 
 import pytest
-from crm_sales import values
-from crm_sales.domain import Customer, Deal, Pipeline, Quote, QuoteLine
 from hypothesis import given
 from hypothesis import strategies as st
 
+from crm_sales import values
+from crm_sales.domain import Customer, Deal, Pipeline, Quote, QuoteLine
 from crmkit.errors import Conflict, ValidationFailed
 
 T0 = "2026-01-01T00:00:00.000Z"

@@ -3,9 +3,10 @@
 from decimal import Decimal
 
 import pytest
-from crm_sales import money
 from hypothesis import given
 from hypothesis import strategies as st
+
+from crm_sales import money
 
 CURRENCIES = st.sampled_from(["IRR", "USD", "KWD", "JPY", "EUR"])
 AMOUNTS = st.decimals(min_value=0, max_value=10**9, places=4, allow_nan=False, allow_infinity=False)
