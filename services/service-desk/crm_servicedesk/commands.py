@@ -237,7 +237,7 @@ class TicketDesk:
     def support_summary(self, contact_ids: Sequence[str]) -> dict[str, Any]:
         docs = list(self.tickets_view.find({"contact_id": {"$in": list(contact_ids)}},
                                            {"status": 1, "type": 1, "breach_count": 1, "csat": 1, "nps": 1,
-                                            "rated_ms": 1, "state.satisfaction": 1}))
+                                            "rated_ms": 1, "rated_at": 1}))
         rated = [d for d in docs if d.get("rated_ms")]
         last = max(rated, key=lambda d: d["rated_ms"]) if rated else None
         return {
@@ -247,5 +247,5 @@ class TicketDesk:
             "sla_breaches": sum(d.get("breach_count") or 0 for d in docs),
             "last_satisfaction": None if last is None else {
                 "ticket_id": last["_id"], "csat": last.get("csat"), "nps": last.get("nps"),
-                "rated_at": last["state"]["satisfaction"]["at"]},
+                "rated_at": last["rated_at"]},
         }

@@ -51,7 +51,7 @@ def ticket_document(ticket: Ticket) -> dict[str, Any]:
         "sla_outcomes": {t["target"]: t["status"] for t in ticket.sla(now) if t["status"] in ("met", "breached")},
         "has_policy": ticket.policy is not None,
         "csat": rating.get("csat"), "nps": rating.get("nps"), "servqual": rating.get("servqual"),
-        "rated_ms": ms(rating.get("at")),
+        "rated_ms": ms(rating.get("at")), "rated_at": rating.get("at"),
     }
 
 
