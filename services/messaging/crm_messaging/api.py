@@ -1,0 +1,177 @@
+"""REST edge of the messaging service."""
+
+from __future__ import annotations
+
+import hmac
+from html import escape
+from typing import Any
+
+from flask import Blueprint, Response, jsonify, request
+
+from crm_messaging import schemas
+from crm_messaging.commands import MessageDesk
+from crmkit.errors import NotFound
+from crmkit.web import PageQuery, endpoint, if_match, listing, metadata, resource
+from crmkit.web.endpoint import Unauthorized
+
+PAGE = """<!doctype html>
+<html><head><meta charset="utf-8"><title>{title}</title></head>
+<body style="font-family: sans-serif; max-width: 36em; margin: 4em auto">
+<h1>{title}</h1><p>{text}</p></body></html>"""
+
+
+
+def blueprint(desk: MessageDesk) -> Blueprint:
+    bp = Blueprint("messaging", __name__)
+
+    # --- templates --------------------------------------------------------------------
+
+    @bp.post("/v1/templates")
+    @endpoint("write", body=schemas.TemplateInput, response=schemas.TemplateView, status=201, idempotent=True)
+    def create_template(body: dict[str, Any]) -> Response:
+        """Create a template: subject and body per locale for one channel (Jinja2, sandboxed)."""
+        template = desk.define_template(body, metadata())
+        return resource(template.view(), 201, location=f"/v1/templates/{template.id}")
+
+    @bp.get("/v1/templates")
+    @endpoint("read", query=schemas.TemplateListQuery, response=schemas.TemplateView, many=True)
+    def list_templates(query: dict[str, Any]) -> Response:
+        """List templates (`channel` filter)."""
+        return listing(*desk.list_templates(query))
+
+    @bp.get("/v1/templates/<template_id>")
+    @endpoint("read", response=schemas.TemplateView)
+    def get_template(template_id: str) -> Response:
+        """One template."""
+        return resource(desk.template(template_id).view())
+
+    @bp.patch("/v1/templates/<template_id>")
+    @endpoint("write", body=schemas.TemplatePatch, response=schemas.TemplateView)
+    def update_template(template_id: str, body: dict[str, Any]) -> Response:
+        """Change a template's name, category, default locale or variants (If-Match honoured)."""
+        return resource(desk.update_template(template_id, body, metadata(), if_match()).view())
+
+    @bp.post("/v1/templates/preview")
+    @endpoint("read", body=schemas.PreviewInput)
+    def preview(body: dict[str, Any]) -> Response:
+        """Render a template (or unsaved text) with variables and optionally a contact's data; sends nothing."""
+        source = {"subject": body.get("subject"), "body": body.get("body")} if body.get("body") else None
+        return jsonify(desk.preview(body.get("template_id"), source, body.get("locale"), body["variables"],
+                                    body.get("contact_id")))
+
+    # --- messages ---------------------------------------------------------------------
+
+    @bp.post("/v1/messages")
+    @endpoint("write", body=schemas.MessageInput, response=schemas.MessageView, status=202, idempotent=True)
+    def send_message(body: dict[str, Any]) -> Response:
+        """Queue a message (202): consent, quiet hours and rate limits are checked when the worker sends it."""
+        message = desk.queue_message(body, metadata())
+        return resource(message.view(), 202, location=f"/v1/messages/{message.id}")
+
+    @bp.get("/v1/messages")
+    @endpoint("read", query=schemas.MessageListQuery, response=schemas.MessageView, many=True)
+    def list_messages(query: dict[str, Any]) -> Response:
+        """List messages (`contact_id`, `campaign_id`, `status`, `channel` filters); no bodies."""
+        return listing(*desk.list_messages(query))
+
+    @bp.get("/v1/messages/<message_id>")
+    @endpoint("read", response=schemas.MessageView)
+    def get_message(message_id: str) -> Response:
+        """One message with its status, and what was sent (unreadable once the contact is erased)."""
+        return resource(desk.message(message_id).view())
+
+    @bp.post("/v1/providers/<provider>/receipts")
+    @endpoint(None, body=schemas.ReceiptInput, response=schemas.MessageView)
+    def receipt(provider: str, body: dict[str, Any]) -> Response:
+        """A provider's delivery receipt; authenticated by the shared secret in `X-Receipt-Secret`."""
+        given = request.headers.get("X-Receipt-Secret", "")
+        if not given or not hmac.compare_digest(given.encode(), desk.receipt_secret().encode()):
+            raise Unauthorized("a valid X-Receipt-Secret header is required")
+        return resource(desk.receipt(provider, body, metadata()).view())
+
+    # --- campaigns --------------------------------------------------------------------
+
+    @bp.post("/v1/campaigns")
+    @endpoint("write", body=schemas.CampaignInput, response=schemas.CampaignView, status=201, idempotent=True)
+    def create_campaign(body: dict[str, Any]) -> Response:
+        """Create a campaign (a draft): a template to a segment on one channel, throttled."""
+        campaign = desk.create_campaign(body, metadata())
+        return resource(desk.campaign(campaign.id), 201, location=f"/v1/campaigns/{campaign.id}")
+
+    @bp.get("/v1/campaigns")
+    @endpoint("read", query=schemas.CampaignListQuery, response=schemas.CampaignView, many=True)
+    def list_campaigns(query: dict[str, Any]) -> Response:
+        """List campaigns (`status` filter)."""
+        return listing(*desk.list_campaigns(query))
+
+    @bp.get("/v1/campaigns/<campaign_id>")
+    @endpoint("read", response=schemas.CampaignView)
+    def get_campaign(campaign_id: str) -> Response:
+        """One campaign with progress and stats (targeted, suppressed, sent, delivered, failed)."""
+        return resource(desk.campaign(campaign_id))
+
+    @bp.post("/v1/campaigns/<campaign_id>/launch")
+    @endpoint("write", body=schemas.LaunchInput, response=schemas.CampaignView)
+    def launch_campaign(campaign_id: str, body: dict[str, Any]) -> Response:
+        """Launch now, or at `scheduled_at` (CampaignLaunched)."""
+        desk.launch_campaign(campaign_id, body.get("scheduled_at"), metadata(), if_match())
+        return resource(desk.campaign(campaign_id))
+
+    for action in ("pause", "resume", "cancel"):
+        bp.add_url_rule(f"/v1/campaigns/<campaign_id>/{action}", f"{action}_campaign",
+                        _campaign_action(desk, action), methods=["POST"])
+
+    # --- triggers ---------------------------------------------------------------------
+
+    @bp.post("/v1/triggers")
+    @endpoint("write", body=schemas.TriggerInput, response=schemas.TriggerView, status=201, idempotent=True)
+    def create_trigger(body: dict[str, Any]) -> Response:
+        """When an event of `event_type` whose data matches `filter` happens, send the template to its contact."""
+        trigger = desk.define_trigger(body, metadata())
+        return resource(trigger.view(), 201, location=f"/v1/triggers/{trigger.id}")
+
+    @bp.get("/v1/triggers")
+    @endpoint("read", query=PageQuery, response=schemas.TriggerView, many=True)
+    def list_triggers(query: dict[str, Any]) -> Response:
+        """List triggers (the two defaults included)."""
+        return listing(*desk.list_triggers(query))
+
+    @bp.get("/v1/triggers/<trigger_id>")
+    @endpoint("read", response=schemas.TriggerView)
+    def get_trigger(trigger_id: str) -> Response:
+        """One trigger."""
+        return resource(desk.triggers.get(trigger_id).view())
+
+    @bp.patch("/v1/triggers/<trigger_id>")
+    @endpoint("write", body=schemas.TriggerPatch, response=schemas.TriggerView)
+    def update_trigger(trigger_id: str, body: dict[str, Any]) -> Response:
+        """Enable or disable a trigger."""
+        return resource(desk.set_trigger_enabled(trigger_id, body["enabled"], metadata(), if_match()).view())
+
+    # --- unsubscribe ------------------------------------------------------------------
+
+    @bp.get("/v1/unsubscribe/<token>")
+    @endpoint(None)
+    def unsubscribe(token: str) -> Response:
+        """The link in every marketing message: withdraws consent for that channel (no token needed)."""
+        try:
+            channel = desk.unsubscribe(token)
+        except NotFound:
+            page = PAGE.format(title="Link not valid", text="This unsubscribe link is not valid.")
+            return Response(page, status=404, mimetype="text/html")
+        text = f"You will no longer receive {escape(channel)} messages from us."
+        return Response(PAGE.format(title="You are unsubscribed", text=text), mimetype="text/html")
+
+    return bp
+
+
+def _campaign_action(desk: MessageDesk, action: str) -> Any:
+    @endpoint("write", response=schemas.CampaignView)
+    def act(campaign_id: str) -> Response:
+        desk.campaign_action(campaign_id, action, metadata(), if_match())
+        return resource(desk.campaign(campaign_id))
+
+    act.__doc__ = {"pause": "Pause a running campaign.", "resume": "Resume a paused campaign.",
+                   "cancel": "Cancel a campaign; its unsent messages are suppressed."}[action]
+    act.__name__ = f"{action}_campaign"
+    return act

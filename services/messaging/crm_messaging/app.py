@@ -1,0 +1,45 @@
+"""Wiring: how the messaging service plugs into the chassis (its `ServiceSpec`)."""
+
+from __future__ import annotations
+
+from crm_messaging import api, grpc_api, sinks
+from crm_messaging.commands import MessageDesk
+from crm_messaging.config import MessagingConfig
+from crm_messaging.dispatcher import Dispatcher
+from crm_messaging.domain import PERSONAL_DATA
+from crm_messaging.triggers import TriggerReactor, install_defaults
+from crmkit.config import Ports
+from crmkit.runtime import Runtime
+from crmkit.service import ExtraProcess, ServiceSpec
+
+
+def prepare(runtime: Runtime) -> None:
+    runtime.store.ensure_indexes()
+    desk = MessageDesk(runtime)
+    desk.ensure_indexes()
+    install_defaults(desk)
+
+
+def projections(runtime: Runtime) -> list:
+    desk = MessageDesk(runtime)
+    return [*desk.read_models(), desk.contacts, TriggerReactor(desk)]
+
+
+def _local_smtp_sink() -> bool:
+    config = MessagingConfig.from_env()
+    return config.email_provider == "smtp" and config.smtp_sink
+
+
+SERVICE = ServiceSpec(
+    name="messaging",
+    title="CRM messaging",
+    description="Every outbound message: templates, consent-checked sends, campaigns, triggers, delivery tracking.",
+    ports=Ports(http=8004, grpc=50054, metrics=9131),
+    blueprints=lambda runtime: [api.blueprint(MessageDesk(runtime))],
+    servicers=lambda server, runtime: grpc_api.register(server, MessageDesk(runtime)),
+    projections=projections,
+    prepare=prepare,
+    jobs=lambda runtime: [Dispatcher(MessageDesk(runtime)).run],
+    personal_fields=PERSONAL_DATA,
+    extra_processes={"smtp-sink": ExtraProcess(run=sinks.serve, enabled=_local_smtp_sink)},
+)

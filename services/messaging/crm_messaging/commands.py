@@ -1,0 +1,377 @@
+"""The messaging service's use cases: the REST and gRPC edges and the worker call these.
+
+`MessageDesk` queues messages (and schedules them for the dispatcher), answers queries,
+records receipts, runs the campaign and trigger commands, handles unsubscribes and
+scrubs a contact's messages when the contact is erased.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import hmac
+import uuid
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any
+
+from pymongo import ASCENDING
+from pymongo.errors import BulkWriteError, DuplicateKeyError
+
+from crm_messaging import templates, unsubscribe
+from crm_messaging.config import MessagingConfig
+from crm_messaging.domain import CHANNELS, Campaign, Message, Template, Trigger
+from crm_messaging.projections import CampaignsView, MessagesView, TemplatesView, TriggersView
+from crmkit.aggregate import Repository
+from crmkit.config import jwt_secret
+from crmkit.directory import ContactDirectory, LocalContacts
+from crmkit.errors import NotFound, Unavailable, ValidationFailed
+from crmkit.events import Metadata, new_id, rfc3339, utcnow
+from crmkit.eventstore import ConcurrencyError, epoch_ms
+from crmkit.runtime import Runtime
+from crmkit.web.pagination import page
+
+NAMESPACE = uuid.UUID("6f1d3c1e-6b0a-4f4e-9a57-2f0c1f6c2a11")
+
+
+def derived_id(*parts: str) -> str:
+    """A message id fixed by what caused it (campaign+contact, trigger+event): queuing twice is a no-op."""
+    return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
+
+
+class MessageDesk:
+    def __init__(self, runtime: Runtime, config: MessagingConfig | None = None,
+                 directory: ContactDirectory | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+        self.runtime = runtime
+        self.config = config or MessagingConfig.from_env()
+        self.clock = clock
+        self._directory = directory
+        db = runtime.db
+        self.messages: Repository[Message] = Repository(runtime.store, Message, runtime.publish)
+        self.templates: Repository[Template] = Repository(runtime.store, Template, runtime.publish)
+        self.campaigns: Repository[Campaign] = Repository(runtime.store, Campaign, runtime.publish)
+        self.triggers: Repository[Trigger] = Repository(runtime.store, Trigger, runtime.publish)
+        self.schedule = db["schedule"]  # what the dispatcher works on: messages and campaigns, due times, leases
+        self.idempotency = db["idempotency_keys"]
+        self.messages_view = db["messages"]
+        self.templates_view = db["templates"]
+        self.campaigns_view = db["campaigns"]
+        self.triggers_view = db["triggers"]
+        self.contacts = LocalContacts("contacts", db["contacts"], self.directory, on_erased=self.erase_contact)
+
+    @property
+    def directory(self) -> ContactDirectory:
+        if self._directory is None:
+            self._directory = ContactDirectory()
+        return self._directory
+
+    def read_models(self) -> list[Any]:
+        store, topic, db = self.runtime.store, self.runtime.settings.topic, self.runtime.db
+        return [MessagesView("messages", db["messages"], store, topic),
+                TemplatesView("templates", db["templates"], store, topic),
+                CampaignsView("campaigns", db["campaigns"], store, topic),
+                TriggersView("triggers", db["triggers"], store, topic)]
+
+    def ensure_indexes(self) -> None:
+        self.schedule.create_index([("state", ASCENDING), ("due_ms", ASCENDING)])
+        self.schedule.create_index([("contact_id", ASCENDING)])
+        self.schedule.create_index([("campaign_id", ASCENDING), ("state", ASCENDING)])
+        self.schedule.create_index([("provider_message_id", ASCENDING)])
+        self.contacts.ensure_indexes()
+        for model in self.read_models():
+            model.ensure_indexes()
+
+    def now(self) -> datetime:
+        return self.clock()
+
+    # --- templates ----------------------------------------------------------------------
+
+    def define_template(self, fields: dict[str, Any], meta: Metadata, template_id: str | None = None) -> Template:
+        _check_variants(fields["variants"])
+        if fields["default_locale"] not in fields["variants"]:
+            raise ValidationFailed("default_locale needs a variant", {"default_locale": ["has no variant"]})
+        template = Template.define(template_id or new_id(), fields)
+        self.templates.save(template, meta)
+        return template
+
+    def update_template(self, template_id: str, fields: dict[str, Any], meta: Metadata,
+                        if_match: int | None) -> Template:
+        if "variants" in fields:
+            _check_variants(fields["variants"])
+
+        def decide(template: Template) -> None:
+            variants = fields.get("variants", template.variants)
+            if fields.get("default_locale", template.default_locale) not in variants:
+                raise ValidationFailed("default_locale needs a variant", {"default_locale": ["has no variant"]})
+            template.update(fields)
+
+        return self.templates.change(template_id, decide, meta, if_match)
+
+    def template(self, template_id: str) -> Template:
+        return self.templates.get(template_id)
+
+    def list_templates(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        filters = {"channel": query["channel"]} if query.get("channel") else {}
+        return page(self.templates_view, filters, query["limit"], query.get("cursor"))
+
+    def preview(self, template_id: str | None, source: dict[str, Any] | None, locale: str | None,
+                variables: dict[str, Any], contact_id: str | None) -> dict[str, Any]:
+        """Render without sending: a saved template (or unsaved text) with sample or a contact's data."""
+        if template_id:
+            chosen, variant = self.template(template_id).variant(locale)
+        else:
+            _check_variants({"preview": source or {}})
+            chosen, variant = locale or "", source or {}
+        context = {**(self.contact_variables(contact_id) if contact_id else {}), **variables}
+        try:
+            subject = templates.render(variant["subject"], context) if variant.get("subject") else None
+            body = templates.render(variant["body"], context)
+        except templates.TemplateRejected as exc:
+            raise ValidationFailed(str(exc), {"template": [str(exc)]}) from None
+        return {"locale": chosen, "subject": subject, "body": body}
+
+    # --- messages -----------------------------------------------------------------------
+
+    def queue_message(self, fields: dict[str, Any], meta: Metadata, message_id: str | None = None) -> Message:
+        if fields.get("template_id"):
+            template = self.template_or_422(fields["template_id"])
+            if template.channel != fields["channel"]:
+                raise ValidationFailed("the template is for another channel",
+                                       {"template_id": [f"is a {template.channel} template"]})
+            fields = {"category": template.category, **fields}
+        elif not fields.get("body"):
+            raise ValidationFailed("a template_id or a body is required",
+                                   {"body": ["required without template_id"]})
+        else:
+            _check_variants({"message": {"subject": fields.get("subject"), "body": fields["body"]}})
+        self.require_contact(fields["contact_id"])
+        message = Message.queue(message_id or new_id(), fields, rfc3339(self.now()))
+        self.messages.save(message, meta)
+        self.schedule_message(message, self.now())
+        return message
+
+    def template_or_422(self, template_id: str) -> Template:
+        try:
+            return self.template(template_id)
+        except NotFound:
+            raise ValidationFailed("unknown template", {"template_id": ["no such template"]}) from None
+
+    def require_contact(self, contact_id: str) -> None:
+        if self.contacts.find([contact_id]):
+            return
+        try:
+            self.contacts.remember(self.directory.get(contact_id))
+        except NotFound:
+            raise ValidationFailed("unknown contact", {"contact_id": ["no such contact"]}) from None
+
+    def schedule_message(self, message: Message, due: datetime) -> None:
+        entry = {"_id": message.id, "kind": "message", "state": "pending", "due_ms": epoch_ms(due), "lease_ms": 0,
+                 "contact_id": message.contact_id, "channel": message.channel, "campaign_id": message.campaign_id}
+        with contextlib.suppress(DuplicateKeyError):  # scheduled already (a redelivery)
+            self.schedule.insert_one(entry)
+
+    def message(self, message_id: str) -> Message:
+        return self.messages.get(message_id)
+
+    def list_messages(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        filters = {key: query[key] for key in ("contact_id", "campaign_id", "status", "channel") if query.get(key)}
+        return page(self.messages_view, filters, query["limit"], query.get("cursor"), {"queued_ms": 0})
+
+    def contact_messages(self, contact_id: str, limit: int) -> list[dict[str, Any]]:
+        cursor = self.messages_view.find({"contact_id": contact_id}, {"queued_ms": 0})
+        return list(cursor.sort("queued_ms", -1).limit(limit))
+
+    def contact_variables(self, contact_id: str) -> dict[str, Any]:
+        """What templates may use about the contact (from the local copy, gRPC on a miss)."""
+        found = self.contacts.find([contact_id]).get(contact_id)
+        if found is None:
+            try:
+                fetched = self.directory.get(contact_id)
+            except (NotFound, Unavailable):
+                return {}
+            self.contacts.remember(fetched)
+            found = self.contacts.find([contact_id]).get(contact_id) or {}
+        first, last = found.get("first_name") or "", found.get("last_name") or ""
+        return {"first_name": first, "last_name": last, "name": f"{first} {last}".strip(),
+                "email": found.get("email") or "", "phone": found.get("phone") or "",
+                "company_id": found.get("company_id") or "", "locale": found.get("locale") or "",
+                "time_zone": found.get("time_zone") or "", "lifecycle_stage": found.get("lifecycle_stage") or "",
+                "contact_id": contact_id}
+
+    # --- receipts -----------------------------------------------------------------------
+
+    def receipt_secret(self) -> str:
+        return self.config.receipt_secret or hmac.new(jwt_secret().encode(), b"crm-messaging-receipts",
+                                                      hashlib.sha256).hexdigest()
+
+    def receipt(self, provider: str, body: dict[str, Any], meta: Metadata) -> Message:
+        message_id = body.get("message_id")
+        if not message_id:
+            entry = self.schedule.find_one({"provider_message_id": body["provider_message_id"],
+                                            "provider": provider})
+            if entry is None:
+                raise NotFound(f"no message sent through {provider} as {body['provider_message_id']}")
+            message_id = entry["_id"]
+        at = rfc3339(body.get("at") or self.now())
+
+        def decide(message: Message) -> None:
+            if message.provider is not None and message.provider != provider:
+                raise NotFound(f"message {message.id} was not sent through {provider}")
+            if body["status"] == "delivered":
+                message.delivered(at)
+            else:
+                message.bounced(body.get("reason") or body["status"], at)
+
+        return self.messages.change(message_id, decide, meta)
+
+    # --- campaigns ----------------------------------------------------------------------
+
+    def create_campaign(self, fields: dict[str, Any], meta: Metadata) -> Campaign:
+        template = self.template_or_422(fields["template_id"])
+        if template.channel != fields["channel"]:
+            raise ValidationFailed("the template is for another channel",
+                                   {"template_id": [f"is a {template.channel} template"]})
+        campaign = Campaign.create(new_id(), fields)
+        self.campaigns.save(campaign, meta)
+        return campaign
+
+    def launch_campaign(self, campaign_id: str, scheduled_at: datetime | None, meta: Metadata,
+                        if_match: int | None) -> Campaign:
+        now = self.now()
+        when = scheduled_at if scheduled_at and scheduled_at > now else now
+        campaign = self.campaigns.change(
+            campaign_id, lambda c: c.launch(rfc3339(when), rfc3339(now)), meta, if_match)
+        with contextlib.suppress(DuplicateKeyError):
+            self.schedule.insert_one({"_id": f"campaign:{campaign_id}", "kind": "campaign", "state": "pending",
+                                      "due_ms": epoch_ms(when), "lease_ms": 0, "campaign_id": campaign_id})
+        return campaign
+
+    def campaign_action(self, campaign_id: str, action: str, meta: Metadata, if_match: int | None) -> Campaign:
+        return self.campaigns.change(campaign_id, lambda c: getattr(c, action)(), meta, if_match)
+
+    def campaign(self, campaign_id: str) -> dict[str, Any]:
+        campaign = self.campaigns.get(campaign_id)
+        return {**campaign.view(), "stats": self.campaign_stats(campaign_id, campaign.targeted)}
+
+    def campaign_stats(self, campaign_id: str, targeted: int | None) -> dict[str, Any]:
+        counts = {row["_id"]: row["n"] for row in self.messages_view.aggregate([
+            {"$match": {"campaign_id": campaign_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}])}
+        stats = {status: counts.get(status, 0) for status in ("queued", "suppressed", "sent", "delivered", "failed")}
+        stats["failed"] += counts.get("bounced", 0)
+        stats["sent"] += stats["delivered"]  # delivered messages were sent
+        stats["targeted"] = targeted or 0
+        done = stats["suppressed"] + stats["sent"] + stats["failed"]
+        stats["progress"] = round(done / targeted, 4) if targeted else 0.0
+        return stats
+
+    def list_campaigns(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        filters = {"status": query["status"]} if query.get("status") else {}
+        return page(self.campaigns_view, filters, query["limit"], query.get("cursor"))
+
+    def expand_campaign(self, campaign: Campaign, meta: Metadata) -> int:
+        """Queue one message per segment member, in bulk; safe to repeat (ids are derived)."""
+        count = 0
+        batch: list[dict[str, Any]] = []
+        queued_at = rfc3339(self.now())
+        for member in self.directory.segment_members(campaign.segment_id):
+            batch.append(member)
+            if len(batch) >= 500:
+                count += self._queue_members(campaign, batch, queued_at, meta)
+                batch = []
+        if batch:
+            count += self._queue_members(campaign, batch, queued_at, meta)
+        return count
+
+    def _queue_members(self, campaign: Campaign, members: list[dict[str, Any]], queued_at: str,
+                       meta: Metadata) -> int:
+        self.contacts.collection.bulk_write([_remember(m) for m in members], ordered=False)
+        streams = []
+        for member in members:
+            message = Message.queue(derived_id("campaign", campaign.id, member["contact_id"]), {
+                "contact_id": member["contact_id"], "channel": campaign.channel, "template_id": campaign.template_id,
+                "campaign_id": campaign.id, "category": "marketing"}, queued_at)
+            streams.append((message.id, Message.aggregate_type, message.pending))
+        stored, _taken = self.runtime.store.start_streams(streams, meta)
+        if stored:
+            self.runtime.publish(stored)
+        due = epoch_ms(self.now())
+        entries = [{"_id": stream_id, "kind": "message", "state": "pending", "due_ms": due, "lease_ms": 0,
+                    "contact_id": member["contact_id"], "channel": campaign.channel, "campaign_id": campaign.id}
+                   for (stream_id, _, _), member in zip(streams, members, strict=True)]
+        try:
+            self.schedule.insert_many(entries, ordered=False)
+        except BulkWriteError as exc:
+            if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+                raise
+        return len(members)
+
+    # --- triggers -----------------------------------------------------------------------
+
+    def define_trigger(self, fields: dict[str, Any], meta: Metadata, trigger_id: str | None = None) -> Trigger:
+        template = self.template_or_422(fields["template_id"])
+        if template.channel != fields["channel"]:
+            raise ValidationFailed("the template is for another channel",
+                                   {"template_id": [f"is a {template.channel} template"]})
+        trigger = Trigger.define(trigger_id or new_id(), fields)
+        self.triggers.save(trigger, meta)
+        return trigger
+
+    def set_trigger_enabled(self, trigger_id: str, enabled: bool, meta: Metadata, if_match: int | None) -> Trigger:
+        return self.triggers.change(trigger_id, lambda t: t.set_enabled(enabled), meta, if_match)
+
+    def list_triggers(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        return page(self.triggers_view, {}, query["limit"], query.get("cursor"))
+
+    # --- unsubscribe and erasure --------------------------------------------------------
+
+    def unsubscribe_url(self, contact_id: str, channel: str) -> str:
+        return f"{self.config.public_url}/v1/unsubscribe/{unsubscribe.sign(jwt_secret(), contact_id, channel)}"
+
+    def unsubscribe(self, token: str) -> str:
+        """Withdraw consent for the token's contact and channel (in contacts, over gRPC)."""
+        try:
+            contact_id, channel = unsubscribe.verify(jwt_secret(), token)
+        except unsubscribe.BadToken:
+            raise NotFound("this unsubscribe link is not valid") from None
+        if channel not in CHANNELS:
+            raise NotFound("this unsubscribe link is not valid")
+        with contextlib.suppress(NotFound):  # the person is gone (erased): nothing more will be sent anyway
+            self.directory.record_consent(contact_id, channel, "withdrawn", "unsubscribe_link")
+        return channel
+
+    def erase_contact(self, contact_id: str) -> None:
+        """ContactErased: the contact's message bodies, addresses and variables become unreadable
+        (their messages' keys are deleted) and stored responses about them are dropped."""
+        ids = {doc["_id"] for doc in self.messages_view.find({"contact_id": contact_id}, {"_id": 1})}
+        ids |= {doc["_id"] for doc in self.schedule.find({"contact_id": contact_id, "kind": "message"}, {"_id": 1})}
+        for message_id in ids:
+            self.runtime.vault.forget(message_id)
+        if ids:
+            self.idempotency.delete_many({"resource": {"$in": [f"/v1/messages/{i}" for i in ids]}})
+
+
+def _check_variants(variants: dict[str, Any]) -> None:
+    errors: dict[str, list[str]] = {}
+    for locale, variant in variants.items():
+        for part in ("subject", "body"):
+            if variant.get(part):
+                try:
+                    templates.check(variant[part])
+                except templates.TemplateRejected as exc:
+                    errors.setdefault(f"variants.{locale}.{part}", []).append(str(exc))
+    if errors:
+        raise ValidationFailed("a template does not compile or is unsafe", errors)
+
+
+def _remember(member: dict[str, Any]) -> Any:
+    from pymongo import UpdateOne
+
+    fields = {name: member.get(name) or None for name in ("first_name", "last_name", "email", "phone", "company_id",
+                                                             "lifecycle_stage", "locale", "time_zone", "owner")}
+    return UpdateOne({"_id": member["contact_id"]},
+                     {"$setOnInsert": {**fields, "tags": member.get("tags") or [], "status": "active",
+                                       "version": int(member.get("version") or 0), "merged_into": None}},
+                     upsert=True)
+
+
+__all__ = ["ConcurrencyError", "MessageDesk", "derived_id"]

@@ -1,0 +1,146 @@
+"""Channel adapters: how a rendered message leaves the building.
+
+Every adapter takes an `Outgoing` (with `key`, the message id, as the idempotency key)
+and returns the provider's message id, or raises `Transient` (retry with back-off) or
+`Permanent` (fail now). Chosen per channel by configuration (`config.Settings`):
+
+- email: `smtp` — smtplib to any SMTP server (TLS none|starttls|ssl, optional login).
+  The local default points it at the SMTP sink `crm up` starts (`sinks.SmtpSink`), which
+  writes each mail as an .eml file under var/messaging/mail/.
+- sms, fax: `http` — a JSON API in the common SMS-gateway style
+  (`POST {base}/messages` with `{"to", "from", "text", "reference"}`, basic auth, an
+  `Idempotency-Key` header, answer `{"id": ...}`), or `file` (the local default): one
+  JSON file per message under var/messaging/outbox/<channel>/.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import smtplib
+import ssl
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from email.message import EmailMessage
+from email.utils import formatdate, make_msgid
+from pathlib import Path
+from typing import Protocol
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    key: str  # our message id: the idempotency key every provider gets
+    channel: str
+    to: str
+    subject: str | None
+    body: str
+    unsubscribe_url: str | None = None
+
+
+class Transient(Exception):
+    """Worth retrying: the provider is away, slow, or rate-limiting us."""
+
+
+class Permanent(Exception):
+    """Retrying will not help: a bad address, a rejected message."""
+
+
+class Provider(Protocol):
+    name: str
+
+    def send(self, message: Outgoing) -> str: ...
+
+
+class SmtpProvider:
+    name = "smtp"
+
+    def __init__(self, host: str, port: int, sender: str, *, tls: str = "none", username: str = "",
+                 password: str = "", timeout: float = 10.0, domain: str = "crm.local") -> None:
+        self.host, self.port, self.sender, self.tls = host, port, sender, tls
+        self.username, self.password, self.timeout, self.domain = username, password, timeout, domain
+
+    def message_id(self, key: str) -> str:
+        """Derived from our id, so a retried send carries the same Message-ID (receivers dedupe on it)."""
+        return f"<{key}@{self.domain}>"
+
+    def send(self, message: Outgoing) -> str:
+        mail = EmailMessage()
+        mail["From"], mail["To"] = self.sender, message.to
+        mail["Subject"] = message.subject or ""
+        mail["Date"] = formatdate(localtime=False)
+        mail["Message-ID"] = self.message_id(message.key) if message.key else make_msgid()
+        if message.unsubscribe_url:
+            mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+        mail.set_content(message.body, charset="utf-8")
+        try:
+            if self.tls == "ssl":
+                client: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                                        context=ssl.create_default_context())
+            else:
+                client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            with client:
+                if self.tls == "starttls":
+                    client.starttls(context=ssl.create_default_context())
+                if self.username:
+                    client.login(self.username, self.password)
+                client.send_message(mail)
+        except smtplib.SMTPRecipientsRefused as exc:
+            raise Permanent(f"recipient refused: {_codes(exc.recipients)}") from None
+        except smtplib.SMTPResponseException as exc:
+            if 500 <= exc.smtp_code < 600:
+                raise Permanent(f"SMTP {exc.smtp_code}") from None
+            raise Transient(f"SMTP {exc.smtp_code}") from None
+        except (TimeoutError, smtplib.SMTPException, OSError) as exc:
+            raise Transient(f"SMTP unavailable: {exc.__class__.__name__}") from None
+        return mail["Message-ID"]
+
+
+def _codes(recipients: dict) -> str:
+    return ", ".join(str(code) for code, _ in recipients.values())
+
+
+class HttpGatewayProvider:
+    """A JSON SMS/fax gateway: `POST {base_url}/messages`, basic auth, Idempotency-Key."""
+
+    def __init__(self, channel: str, base_url: str, username: str, password: str, sender: str,
+                 timeout: float = 10.0) -> None:
+        self.name = f"http-{channel}"
+        self.base_url, self.sender, self.timeout = base_url.rstrip("/"), sender, timeout
+        self.auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
+
+    def send(self, message: Outgoing) -> str:
+        body = json.dumps({"to": message.to, "from": self.sender, "text": message.body,
+                           "reference": message.key}, ensure_ascii=False).encode()
+        request = urllib.request.Request(f"{self.base_url}/messages", data=body, method="POST", headers={
+            "Content-Type": "application/json", "Authorization": self.auth, "Idempotency-Key": message.key})
+        try:
+            with urllib.request.urlopen(request, timeout=self.timeout) as response:
+                answer = json.loads(response.read() or b"{}")
+        except urllib.error.HTTPError as exc:
+            if exc.code == 429 or exc.code >= 500:
+                raise Transient(f"gateway answered {exc.code}") from None
+            raise Permanent(f"gateway rejected the message ({exc.code})") from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise Transient(f"gateway unavailable: {exc.__class__.__name__}") from None
+        return str(answer.get("id") or answer.get("message_id") or message.key)
+
+
+class FileSink:
+    """The local SMS/fax "provider": one JSON file per message, named by our id (so a
+    retried send overwrites rather than duplicates)."""
+
+    def __init__(self, channel: str, folder: Path) -> None:
+        self.name = f"file-{channel}"
+        self.folder = folder
+
+    def send(self, message: Outgoing) -> str:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / f"{message.key}.json"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"id": message.key, "channel": message.channel, "to": message.to,
+                                         "subject": message.subject, "text": message.body},
+                                        ensure_ascii=False, indent=2), encoding="utf-8")
+        os.replace(temporary, path)
+        return message.key

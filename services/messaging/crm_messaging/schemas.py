@@ -1,0 +1,208 @@
+"""Request and response shapes of the messaging REST API (marshmallow; they also feed OpenAPI)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
+
+from crm_messaging.domain import CATEGORIES, CHANNELS, MESSAGE_STATUSES
+from crmkit.web import PageQuery
+
+LOCALE = validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", error="a BCP 47 locale such as fa-IR")
+ID = validate.Regexp(r"^[A-Za-z0-9:._-]{1,128}$", error="not an id")
+
+
+class Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - reads like a field type
+    return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
+
+
+class Variant(Strict):
+    subject = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    body = Text(20_000, required=True)
+
+
+class Variables(fields.Dict):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")),
+                         load_default=dict, **kwargs)
+
+    def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
+        loaded = super()._deserialize(value, attr, data, **kwargs)
+        if len(loaded) > 100:
+            raise ValidationError("at most 100 variables")
+        for key, item in loaded.items():
+            if not (item is None or isinstance(item, str | int | float | bool)):
+                raise ValidationError(f"{key}: values must be text, numbers, booleans or null")
+            if isinstance(item, str) and len(item) > 5000:
+                raise ValidationError(f"{key}: at most 5000 characters")
+        return loaded
+
+
+class TemplateInput(Strict):
+    name = Text(200, required=True)
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    category = fields.String(load_default="marketing", validate=validate.OneOf(CATEGORIES))
+    default_locale = fields.String(required=True, validate=LOCALE)
+    variants = fields.Dict(keys=fields.String(validate=LOCALE), values=fields.Nested(Variant), required=True,
+                           validate=validate.Length(min=1, max=50))
+
+
+class TemplatePatch(Strict):
+    name = Text(200)
+    category = fields.String(validate=validate.OneOf(CATEGORIES))
+    default_locale = fields.String(validate=LOCALE)
+    variants = fields.Dict(keys=fields.String(validate=LOCALE), values=fields.Nested(Variant),
+                           validate=validate.Length(min=1, max=50))
+
+
+class TemplateView(Schema):
+    id = fields.String()
+    version = fields.Integer()
+    name = fields.String()
+    channel = fields.String()
+    category = fields.String()
+    default_locale = fields.String()
+    variants = fields.Dict()
+
+
+class TemplateListQuery(PageQuery):
+    channel = fields.String(validate=validate.OneOf(CHANNELS))
+
+
+class PreviewInput(Strict):
+    template_id = fields.String(validate=ID)
+    subject = fields.String(allow_none=True, validate=validate.Length(max=1000))
+    body = Text(20_000)
+    locale = fields.String(load_default=None, validate=LOCALE)
+    contact_id = fields.String(load_default=None, validate=ID)
+    variables = Variables()
+
+    @validates_schema
+    def _one_source(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("template_id") and not data.get("body"):
+            raise ValidationError("give a template_id, or a body (and subject) to try", "body")
+
+
+class MessageInput(Strict):
+    contact_id = fields.String(required=True, validate=ID)
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    template_id = fields.String(validate=ID)
+    subject = fields.String(allow_none=True, validate=validate.Length(max=1000))
+    body = Text(20_000)
+    category = fields.String(validate=validate.OneOf(CATEGORIES))
+    variables = Variables()
+
+    @validates_schema
+    def _one_source(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("template_id") and (data.get("body") or data.get("subject")):
+            raise ValidationError("give a template_id or a subject/body, not both", "template_id")
+        if not data.get("template_id") and not data.get("body"):
+            raise ValidationError("required without template_id", "body")
+
+
+class MessageView(Schema):
+    id = fields.String()
+    version = fields.Integer()
+    contact_id = fields.String()
+    channel = fields.String()
+    category = fields.String()
+    status = fields.String(metadata={"enum": list(MESSAGE_STATUSES)})
+    reason = fields.String(allow_none=True)
+    template_id = fields.String(allow_none=True)
+    campaign_id = fields.String(allow_none=True)
+    trigger_id = fields.String(allow_none=True)
+    subject = fields.String(allow_none=True)
+    body = fields.String(allow_none=True)
+    address = fields.String(allow_none=True)
+    attempts = fields.Integer()
+    queued_at = fields.String()
+    sent_at = fields.String(allow_none=True)
+    delivered_at = fields.String(allow_none=True)
+
+
+class MessageListQuery(PageQuery):
+    contact_id = fields.String(validate=ID)
+    campaign_id = fields.String(validate=ID)
+    status = fields.String(validate=validate.OneOf(MESSAGE_STATUSES))
+    channel = fields.String(validate=validate.OneOf(CHANNELS))
+
+
+class ReceiptInput(Strict):
+    message_id = fields.String(validate=ID)
+    provider_message_id = fields.String(validate=validate.Length(min=1, max=300))
+    status = fields.String(required=True, validate=validate.OneOf(("delivered", "failed", "bounced")))
+    reason = fields.String(validate=validate.Length(max=300))
+    at = fields.AwareDateTime()
+
+    @validates_schema
+    def _which(self, data: dict[str, Any], **_: Any) -> None:
+        if not data.get("message_id") and not data.get("provider_message_id"):
+            raise ValidationError("give message_id (our reference) or provider_message_id", "message_id")
+
+
+class CampaignInput(Strict):
+    name = Text(200, required=True)
+    segment_id = fields.String(required=True, validate=ID)
+    template_id = fields.String(required=True, validate=ID)
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    throttle_per_minute = fields.Integer(load_default=600, validate=validate.Range(1, 100_000))
+
+
+class LaunchInput(Strict):
+    scheduled_at = fields.AwareDateTime(load_default=None)
+
+
+class CampaignView(Schema):
+    id = fields.String()
+    version = fields.Integer()
+    name = fields.String()
+    segment_id = fields.String()
+    template_id = fields.String()
+    channel = fields.String()
+    throttle_per_minute = fields.Integer()
+    status = fields.String()
+    scheduled_at = fields.String(allow_none=True)
+    targeted = fields.Integer(allow_none=True)
+    stats = fields.Dict()
+
+
+class CampaignListQuery(PageQuery):
+    status = fields.String(validate=validate.OneOf(("draft", "running", "paused", "completed", "cancelled")))
+
+
+class TriggerInput(Strict):
+    name = Text(200, required=True)
+    event_type = fields.String(required=True, validate=validate.Regexp(
+        r"^crm\.[a-z]+\.[A-Za-z]+\.v[0-9]+$", error="crm.<service>.<EventName>.v<N>"))
+    filter = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.]{1,100}$")),
+                         load_default=dict, validate=validate.Length(max=20))
+    template_id = fields.String(required=True, validate=ID)
+    channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
+    variables = Variables()
+    enabled = fields.Boolean(load_default=True)
+
+    @validates("filter")
+    def _scalars(self, value: dict[str, Any], **_: Any) -> None:
+        if any(not (v is None or isinstance(v, str | int | float | bool)) for v in value.values()):
+            raise ValidationError("filter values are compared for equality: text, numbers, booleans or null")
+
+
+class TriggerPatch(Strict):
+    enabled = fields.Boolean(required=True)
+
+
+class TriggerView(Schema):
+    id = fields.String()
+    version = fields.Integer()
+    name = fields.String()
+    event_type = fields.String()
+    filter = fields.Dict()
+    template_id = fields.String()
+    channel = fields.String()
+    enabled = fields.Boolean()

@@ -1,0 +1,71 @@
+"""The local SMTP server `crm up` starts for the messaging service (`crm serve messaging
+smtp-sink`): it accepts every mail and writes it as an .eml file a person can open,
+under var/messaging/mail/ (CRM_MESSAGING_MAIL_DIR). Tests start it on a free port.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import signal
+import threading
+from pathlib import Path
+from typing import Any
+
+from aiosmtpd.controller import Controller
+
+from crmkit import logs
+
+log = logging.getLogger(__name__)
+SAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+class _Writer:
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 - aiosmtpd's hook
+        self.folder.mkdir(parents=True, exist_ok=True)
+        raw: bytes = envelope.original_content or envelope.content
+        message_id = re.search(rb"^Message-ID:\s*<([^>]+)>", raw, re.IGNORECASE | re.MULTILINE)
+        name = SAFE.sub("_", message_id.group(1).decode("ascii", "replace")) if message_id else None
+        path = self.folder / f"{name or threading.get_ident()}.eml"
+        temporary = path.with_suffix(".tmp")
+        temporary.write_bytes(raw)
+        temporary.replace(path)  # the same Message-ID twice is one file: a retried send is no second mail
+        return "250 Message accepted for delivery"
+
+
+class SmtpSink:
+    """An aiosmtpd server writing .eml files; `start()`/`stop()` or use as a context manager."""
+
+    def __init__(self, folder: Path, port: int, host: str = "127.0.0.1") -> None:
+        self.folder = folder
+        self.controller = Controller(_Writer(folder), hostname=host, port=port)
+
+    def start(self) -> SmtpSink:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()
+
+    def __enter__(self) -> SmtpSink:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()
+
+
+def serve(service: str) -> None:
+    """The `smtp-sink` process: serve until SIGTERM/SIGINT."""
+    from crm_messaging.config import MessagingConfig
+
+    config = MessagingConfig.from_env()
+    logs.configure(service, "smtp-sink")
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    with SmtpSink(config.mail_dir, config.smtp_port, config.smtp_host):
+        log.info("SMTP sink writing .eml files", extra={"url": f"smtp://{config.smtp_host}:{config.smtp_port}"})
+        stop.wait()

@@ -1,0 +1,126 @@
+"""Triggers: other services' events that send a template to the event's contact.
+
+`TriggerReactor` is a projection over other services' topics (by name:
+crm.servicedesk.events, crm.sales.events, crm.contacts.events; CRM_MESSAGING_TRIGGER_TOPICS
+overrides). For each event whose type and data match an enabled trigger, it queues a
+message whose id is derived from the trigger and the event id, so a redelivered event
+queues nothing twice. The defaults shipped (`install_defaults`): ticket solved →
+satisfaction survey, deal won → welcome.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import time
+from collections.abc import Sequence
+
+from crm_messaging.commands import MessageDesk, derived_id
+from crm_messaging.domain import Message, Trigger
+from crmkit.errors import Conflict, ValidationFailed
+from crmkit.events import Metadata, RecordedEvent
+from crmkit.eventstore import ConcurrencyError
+
+DEFAULT_TOPICS = "crm.servicedesk.events,crm.sales.events,crm.contacts.events"
+
+
+class TriggerReactor:
+    name = "trigger_reactor"
+
+    def __init__(self, desk: MessageDesk, topics: Sequence[str] | None = None, cache_seconds: float = 2.0) -> None:
+        self.desk = desk
+        configured = os.environ.get("CRM_MESSAGING_TRIGGER_TOPICS", DEFAULT_TOPICS)
+        self.topics = list(topics or [t.strip() for t in configured.split(",") if t.strip()])
+        self.cache_seconds = cache_seconds
+        self._triggers: list[Trigger] = []
+        self._loaded = -1e9
+
+    def triggers(self) -> list[Trigger]:
+        if time.monotonic() - self._loaded > self.cache_seconds:
+            ids = [doc["_id"] for doc in self.desk.triggers_view.find({"enabled": True}, {"_id": 1})]
+            self._triggers = [self.desk.triggers.get(i) for i in ids]
+            self._loaded = time.monotonic()
+        return self._triggers
+
+    def handle(self, events: Sequence[RecordedEvent]) -> None:
+        foreign = [e for e in events if e.service != self.desk.runtime.settings.slug]
+        if not foreign:
+            return
+        triggers = self.triggers()
+        for event in foreign:
+            for trigger in triggers:
+                if trigger.matches(event.full_type, event.data):
+                    self.fire(trigger, event)
+
+    def fire(self, trigger: Trigger, event: RecordedEvent) -> Message | None:
+        contact_id = event.data.get("contact_id")
+        if not isinstance(contact_id, str) or not contact_id:
+            return None
+        scalars = {k: v for k, v in event.data.items() if isinstance(v, str | int | float | bool)}
+        fields = {"contact_id": contact_id, "channel": trigger.channel, "template_id": trigger.template_id,
+                  "trigger_id": trigger.id, "variables": {**scalars, **trigger.variables}}
+        meta = Metadata(actor=f"trigger:{trigger.id}", correlation_id=event.correlation_id or event.id,
+                        causation_id=event.id)
+        message_id = derived_id("trigger", trigger.id, event.id)
+        try:
+            return self.desk.queue_message(fields, meta, message_id=message_id)
+        except ConcurrencyError:
+            return None  # this event already queued its message (a redelivery)
+        except ValidationFailed:
+            return None  # the contact or template is gone; nothing to send
+
+    def reset(self) -> None:
+        """Nothing to drop: what a trigger queued are messages (events), not a read model."""
+
+
+SURVEY_TEMPLATE = "tpl-satisfaction-survey"
+WELCOME_TEMPLATE = "tpl-welcome"
+
+DEFAULT_TEMPLATES = {
+    SURVEY_TEMPLATE: {
+        "name": "Satisfaction survey (ticket solved)", "channel": "email", "category": "transactional",
+        "default_locale": "en",
+        "variants": {
+            "en": {"subject": "How did we do? (ticket {{ ticket_id }})",
+                   "body": "Hello {{ first_name or 'there' }},\n\nYour request {{ ticket_id }} has been solved. "
+                           "Please tell us how we did:\n{{ survey_url }}/{{ ticket_id }}\n\nThank you."},
+            "fa": {"subject": "نظر شما درباره درخواست {{ ticket_id }}",
+                   "body": "{{ first_name }} عزیز،\n\nدرخواست شما ({{ ticket_id }}) حل شد. "
+                           "لطفاً نظرتان را به ما بگویید:\n{{ survey_url }}/{{ ticket_id }}\n\nسپاس."},
+        },
+    },
+    WELCOME_TEMPLATE: {
+        "name": "Welcome (deal won)", "channel": "email", "category": "transactional", "default_locale": "en",
+        "variants": {
+            "en": {"subject": "Welcome aboard, {{ first_name or 'friend' }}",
+                   "body": "Hello {{ name or 'there' }},\n\nThank you for choosing us. "
+                           "We are glad to have you as a customer."},
+            "fa": {"subject": "{{ first_name }} عزیز، خوش آمدید",
+                   "body": "{{ name }} عزیز،\n\nاز اینکه ما را انتخاب کردید سپاسگزاریم."},
+        },
+    },
+}
+
+DEFAULT_TRIGGERS = {
+    "trg-ticket-solved-survey": {"name": "Ticket solved → satisfaction survey",
+                                 "event_type": "crm.servicedesk.TicketSolved.v1", "filter": {},
+                                 "template_id": SURVEY_TEMPLATE, "channel": "email", "variables": {},
+                                 "enabled": True},
+    "trg-deal-won-welcome": {"name": "Deal won → welcome", "event_type": "crm.sales.DealWon.v1", "filter": {},
+                             "template_id": WELCOME_TEMPLATE, "channel": "email", "variables": {}, "enabled": True},
+}
+
+
+def install_defaults(desk: MessageDesk) -> None:
+    """The shipped templates and triggers, created once with fixed ids (repeating does nothing)."""
+    meta = Metadata(actor="service:messaging", correlation_id="defaults")
+    for template_id, fields in DEFAULT_TEMPLATES.items():
+        if not desk.runtime.store.load(template_id):
+            with contextlib.suppress(ConcurrencyError, Conflict):
+                desk.define_template(dict(fields), meta, template_id=template_id)
+    for trigger_id, fields in DEFAULT_TRIGGERS.items():
+        if not desk.runtime.store.load(trigger_id):
+            with contextlib.suppress(ConcurrencyError, Conflict):
+                desk.define_trigger(dict(fields), meta, trigger_id=trigger_id)
+
+
