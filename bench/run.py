@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import environment, imports, measure, report
+from bench import environment, imports, measure, report, sales
 
 
 def _terminate(signum: int, _frame: object) -> None:
@@ -31,6 +31,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--batch", type=int, default=1000, help="raw insert_many batch size (default 1000)")
     parser.add_argument("--import-rows", type=int, default=100_000,
                         help="rows of the bulk import measured (default 100000; 0 skips it)")
+    parser.add_argument("--deals", type=int, default=1000, help="sales deals via REST (default 1000; 0 skips)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs even after a good run")
     return parser.parse_args(argv)
 
@@ -70,6 +71,11 @@ def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[
         if args.import_rows:
             log(f"(5) importing {args.import_rows} CSV rows: POST /v1/imports, then the worker's ImportRunner")
             imported = imports.run(env, runtime, rows=args.import_rows, batch=args.batch)
+
+        sold = None
+        if args.deals:
+            log(f"(6) creating {args.deals} deals through the sales REST api, then reading the board")
+            sold = sales.run(env, deals=args.deals, clients=args.clients)
     finally:
         runtime.close()
 
@@ -84,6 +90,7 @@ def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[
         "kafka": kafka,
         "rebuild": rebuilt,
         "import": imported,
+        "sales": sold,
         "api": {"workers": environment.API_WORKERS, "threads": environment.API_THREADS,
                 "rate_limit": "off (CRM_RATE_LIMIT_PER_MINUTE=0)"},
     }
