@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 SERVICES := $(wildcard services/*)
 
-.PHONY: run test unit lint bench install proto clean
+.PHONY: run test unit lint bench install proto clean catalogue
 
 run: install
 	$(BIN)/crm up
@@ -23,6 +23,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# docs/events: one JSON Schema per event type and version, and the catalogue page
+catalogue: install
+	$(BIN)/crm catalogue
 
 install: $(STAMP) $(VENV)/.proto
 

@@ -37,10 +37,10 @@ class Aggregate:
         """The state as clients see it (also what history compares)."""
         raise NotImplementedError
 
-    def record(self, event_type: str, data: dict[str, Any]) -> None:
+    def record(self, event_type: str, data: dict[str, Any], schema_version: int = 1) -> None:
         self.apply(event_type, data)
         self.version += 1
-        self.pending.append(NewEvent(event_type, data))
+        self.pending.append(NewEvent(event_type, data, schema_version))
 
     @property
     def stored_version(self) -> int:

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from crmkit import auth, logs, stack, streams
-from crmkit.config import data_dir, jwt_secret
+from crmkit import auth, catalogue, logs, stack, streams
+from crmkit.config import REPO_ROOT, data_dir, jwt_secret
 from crmkit.projector import rebuild
 from crmkit.service import ServiceSpec, discover, run_worker, serve_grpc, spec_for
 
@@ -59,10 +59,20 @@ def main(argv: list[str] | None = None) -> int:
     export_cmd.add_argument("--out", type=Path, required=True)
     export_cmd.add_argument("--type", help="only this event type")
 
+    catalogue_cmd = commands.add_parser("catalogue", help="write every service's event schemas and the catalogue page")
+    catalogue_cmd.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "events")
+
     args = parser.parse_args(argv)
     handlers = {"up": up, "token": token, "replay": replay, "rebuild": rebuild_cmd_run, "serve": serve,
-                "tail": tail_cmd_run, "export": export_cmd_run}
+                "tail": tail_cmd_run, "export": export_cmd_run, "catalogue": catalogue_cmd_run}
     return handlers[args.command](args)
+
+
+def catalogue_cmd_run(args: argparse.Namespace) -> int:
+    catalogues = [spec.events for _, spec in sorted(discover().items()) if spec.events is not None]
+    written = catalogue.write_docs(catalogues, args.out)
+    print(f"wrote {len(written)} files under {args.out}", file=sys.stderr)
+    return 0
 
 
 def _bootstrap() -> str:

@@ -19,6 +19,7 @@ from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crmkit import metrics
+from crmkit.catalogue import Catalogue, strict
 from crmkit.events import Metadata, NewEvent, RecordedEvent, Upcasters, new_id, utcnow
 from crmkit.shredding import PersonalData
 
@@ -45,6 +46,7 @@ class EventStore:
         self.events: Collection = db["events"]
         self.upcasters = upcasters or Upcasters()
         self.personal = personal
+        self.catalogue: Catalogue | None = None  # set by the runtime; checked when CRM_STRICT_EVENTS=1
 
     def ensure_indexes(self) -> None:
         self.events.create_index([("stream_id", ASCENDING), ("version", ASCENDING)], unique=True)
@@ -183,6 +185,8 @@ class EventStore:
         return self.open([_from_document(doc, self.service) for doc in cursor])
 
     def _seal(self, events: list[RecordedEvent]) -> list[RecordedEvent]:
+        if self.catalogue is not None and strict():
+            self.catalogue.check(events)  # an undocumented or malformed event is a bug: refuse it
         return self.personal.seal(events) if self.personal is not None else events
 
     def _batches(self, cursor: Any, size: int) -> Iterator[list[RecordedEvent]]:

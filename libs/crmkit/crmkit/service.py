@@ -20,6 +20,7 @@ import grpc
 from flask import Blueprint, Flask
 
 from crmkit import logs, metrics, rpc
+from crmkit.catalogue import Catalogue
 from crmkit.config import Ports, Settings
 from crmkit.events import Upcasters
 from crmkit.projector import Projection, ProjectorRunner
@@ -51,6 +52,8 @@ class ServiceSpec:
     upcasters: Upcasters = field(default_factory=Upcasters)
     # personal fields per event type (dotted paths into data), sealed with a per-person key
     personal_fields: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # every event type the service emits (docs/events is generated from it)
+    events: Catalogue | None = None
     # background loops the worker runs beside the projectors (imports, timers); each
     # gets the stop event and must return soon after it is set
     jobs: Callable[[Runtime], Sequence[Callable[[threading.Event], None]]] = lambda _runtime: ()
@@ -67,7 +70,9 @@ class ServiceSpec:
         return Settings.for_service(self.name, http=self.ports.http, grpc=self.ports.grpc, metrics=self.ports.metrics)
 
     def runtime(self) -> Runtime:
-        return Runtime(self.settings(), self.upcasters, self.personal_fields)
+        runtime = Runtime(self.settings(), self.upcasters, self.personal_fields)
+        runtime.store.catalogue = self.events
+        return runtime
 
 
 def discover() -> dict[str, ServiceSpec]:

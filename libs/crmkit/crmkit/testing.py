@@ -80,6 +80,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 def pytest_configure() -> None:
     os.environ.setdefault("CRM_LOG_LEVEL", "WARNING")
+    os.environ["CRM_STRICT_EVENTS"] = "1"  # every event a test emits must match the catalogue
 
 
 class ServiceHarness:

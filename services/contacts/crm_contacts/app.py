@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from crm_contacts import api, grpc_api, imports, imports_api, projections, segments_api
+from crm_contacts.catalogue import EVENTS, UPCASTERS
 from crm_contacts.commands import ContactBook
 from crm_contacts.customer360 import Neighbours
 from crm_contacts.domain import PERSONAL_DATA
@@ -34,4 +35,6 @@ SERVICE = ServiceSpec(
     prepare=prepare,
     jobs=lambda runtime: [imports.ImportRunner(runtime).run],
     personal_fields=PERSONAL_DATA,
+    events=EVENTS,
+    upcasters=UPCASTERS,
 )

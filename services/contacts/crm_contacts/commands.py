@@ -43,7 +43,7 @@ class ContactBook:
     def update_contact(self, contact_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None) -> Contact:
         if fields.get("company_id"):
             self._require_company(fields["company_id"])
-        cause = f"manual:{meta.actor}"
+        cause = {"kind": "manual", "by": meta.actor}
         return self.contacts.change(contact_id, lambda c: c.update(fields, stage_cause=cause), meta, if_match)
 
     def contact(self, contact_id: str, as_of: datetime | None = None, *, follow_merges: bool = True) -> Contact:

@@ -97,7 +97,7 @@ class Contact(Aggregate):
         contact.record("ContactCreated", {"contact_id": contact_id, **data})
         return contact
 
-    def update(self, fields: dict[str, Any], *, stage_cause: str) -> None:
+    def update(self, fields: dict[str, Any], *, stage_cause: dict[str, str]) -> None:
         """Apply a partial update; records only what actually changes."""
         self._require_active()
         changes: dict[str, Any] = {}
@@ -120,14 +120,15 @@ class Contact(Aggregate):
         if stage is not None and stage != self.lifecycle_stage:
             self.change_stage(stage, cause=stage_cause)
 
-    def change_stage(self, stage: str, *, cause: str) -> None:
+    def change_stage(self, stage: str, *, cause: dict[str, str]) -> None:
+        """Move to `stage`; `cause` says who or what: {"kind": manual|automation|merge, "by": ...}."""
         self._require_active()
         if stage not in LIFECYCLE_STAGES:
             raise ValidationFailed("unknown lifecycle stage",
                                    {"lifecycle_stage": [f"must be one of {', '.join(LIFECYCLE_STAGES)}"]})
         if stage != self.lifecycle_stage:
             self.record("ContactLifecycleStageChanged",
-                        {"contact_id": self.id, "from": self.lifecycle_stage, "to": stage, "cause": cause})
+                        {"contact_id": self.id, "from": self.lifecycle_stage, "to": stage, "cause": cause}, 2)
 
     def set_consent(self, channel: str, consent: dict[str, Any]) -> None:
         """Record the person's choice for a channel (status, source, legal basis, when)."""
@@ -164,7 +165,7 @@ class Contact(Aggregate):
         self.record("ContactDuplicateAbsorbed",
                     {"contact_id": self.id, "duplicate_id": duplicate.id, "changes": changes})
         if _stage_rank(duplicate.lifecycle_stage) > _stage_rank(self.lifecycle_stage):
-            self.change_stage(duplicate.lifecycle_stage, cause=f"merge:{duplicate.id}")
+            self.change_stage(duplicate.lifecycle_stage, cause={"kind": "merge", "by": duplicate.id})
         for channel, theirs in sorted(duplicate.consents.items()):
             mine = self.consents.get(channel)
             if mine is None or (theirs.get("at") or "") > (mine.get("at") or ""):

@@ -740,7 +740,7 @@ class ImportRunner:
         if not plan.updates:
             return 0
         loaded = self.store.load_many(sorted({contact for contact, _ in plan.updates}))
-        cause = f"import:{job['_id']}"
+        cause = {"kind": "automation", "by": f"import:{job['_id']}"}
         applied = 0
         for existing_id, candidate in plan.updates:
             fields = candidate.fields

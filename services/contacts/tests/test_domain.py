@@ -9,13 +9,15 @@ from crmkit.aggregate import changes_by_event
 from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import RecordedEvent, utcnow
 
+MANUAL = {"kind": "manual", "by": "user:test"}
+
 
 def recorded(aggregate: Contact | Company) -> list[RecordedEvent]:
     """The aggregate's pending events as the store would record them."""
     now = utcnow()
     return [
         RecordedEvent(id=f"e{i}", service="contacts", stream_id=aggregate.id, aggregate_type=aggregate.aggregate_type,
-                      version=i, type=e.type, schema_version=1, data=e.data, time=now, actor="t",
+                      version=i, type=e.type, schema_version=e.schema_version, data=e.data, time=now, actor="t",
                       correlation_id="c", causation_id=None)
         for i, e in enumerate(aggregate.pending, start=1)
     ]
@@ -38,43 +40,45 @@ def test_create_records_one_event_with_defaults() -> None:
 def test_update_records_only_what_changes() -> None:
     contact = Contact.create("c1", {"first_name": "Sara", "email": "s@example.com"})
     contact.pending.clear()
-    contact.update({"first_name": "Sara", "email": "s@example.com"}, stage_cause="manual")
+    contact.update({"first_name": "Sara", "email": "s@example.com"}, stage_cause=MANUAL)
     assert contact.pending == []
-    contact.update({"first_name": "Sarah", "attributes": {"city": "Tehran"}}, stage_cause="manual")
+    contact.update({"first_name": "Sarah", "attributes": {"city": "Tehran"}}, stage_cause=MANUAL)
     assert contact.pending[0].data["changes"] == {"first_name": "Sarah", "attributes": {"city": "Tehran"}}
 
 
 def test_attributes_merge_and_null_removes() -> None:
     contact = Contact.create("c1", {"first_name": "S", "attributes": {"a": 1, "b": 2}})
-    contact.update({"attributes": {"b": None, "c": 3}}, stage_cause="manual")
+    contact.update({"attributes": {"b": None, "c": 3}}, stage_cause=MANUAL)
     assert contact.attributes == {"a": 1, "c": 3}
 
 
 def test_cannot_clear_the_last_identifying_field() -> None:
     contact = Contact.create("c1", {"email": "s@example.com"})
     with pytest.raises(ValidationFailed):
-        contact.update({"email": None}, stage_cause="manual")
+        contact.update({"email": None}, stage_cause=MANUAL)
 
 
 def test_stage_change_records_from_to_and_cause() -> None:
     contact = Contact.create("c1", {"first_name": "S"})
-    contact.update({"lifecycle_stage": "customer"}, stage_cause="manual:user:ana")
+    contact.update({"lifecycle_stage": "customer"}, stage_cause={"kind": "manual", "by": "user:ana"})
     event = contact.pending[-1]
     assert event.type == "ContactLifecycleStageChanged"
-    assert event.data == {"contact_id": "c1", "from": "lead", "to": "customer", "cause": "manual:user:ana"}
+    assert event.data == {"contact_id": "c1", "from": "lead", "to": "customer",
+                          "cause": {"kind": "manual", "by": "user:ana"}}
+    assert event.schema_version == 2
 
 
 def test_unknown_stage_is_rejected() -> None:
     contact = Contact.create("c1", {"first_name": "S"})
     with pytest.raises(ValidationFailed):
-        contact.change_stage("vip", cause="manual")
+        contact.change_stage("vip", cause=MANUAL)
 
 
 def test_a_contact_that_is_not_active_cannot_change() -> None:
     contact = Contact.create("c1", {"first_name": "S"})
     contact.status = "merged"
     with pytest.raises(Conflict):
-        contact.update({"first_name": "T"}, stage_cause="manual")
+        contact.update({"first_name": "T"}, stage_cause=MANUAL)
 
 
 updates = st.fixed_dictionaries({}, optional={
@@ -90,7 +94,7 @@ updates = st.fixed_dictionaries({}, optional={
 def test_replaying_the_events_rebuilds_the_same_contact(changes: list[dict]) -> None:
     contact = Contact.create("c1", {"email": "s@example.com", "first_name": "S"})
     for fields in changes:
-        contact.update(fields, stage_cause="manual")
+        contact.update(fields, stage_cause=MANUAL)
     events = recorded(contact)
     replayed = Contact.from_events("c1", events)
     assert replayed.view() | {"created_at": None, "updated_at": None} == contact.view()
@@ -107,7 +111,7 @@ def test_replaying_the_events_rebuilds_the_same_contact(changes: list[dict]) -> 
 
 def test_history_shows_before_and_after() -> None:
     contact = Contact.create("c1", {"first_name": "Sara"})
-    contact.update({"first_name": "Sarah", "lifecycle_stage": "customer"}, stage_cause="manual")
+    contact.update({"first_name": "Sarah", "lifecycle_stage": "customer"}, stage_cause=MANUAL)
     history = changes_by_event(Contact, "c1", recorded(contact))
     assert [h["type"] for h in history] == ["ContactCreated", "ContactUpdated", "ContactLifecycleStageChanged"]
     assert history[1]["changes"] == {"first_name": {"before": "Sara", "after": "Sarah"}}

@@ -1,0 +1,150 @@
+"""Every event the contacts service emits: meaning, JSON Schema of `data`, an example.
+
+`make catalogue` turns this into docs/events/; with CRM_STRICT_EVENTS=1 (tests) the
+event store refuses anything not described here. Old versions stay listed so consumers
+can still read old events; producers emit only the newest (docs/events-versioning.md).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, LIFECYCLE_STAGES, PERSONAL_FIELDS
+from crmkit.catalogue import Catalogue, EventType
+from crmkit.events import Upcasters
+
+TEXT = {"type": ["string", "null"]}
+ID = {"type": "string", "minLength": 1}
+TAGS = {"type": "array", "items": {"type": "string"}}
+ATTRIBUTES = {"type": ["object", "null"], "additionalProperties": {"type": ["string", "number", "boolean", "null"]}}
+STAGE = {"enum": list(LIFECYCLE_STAGES)}
+TIME = {"type": "string", "format": "date-time"}
+
+CONTACT_FIELDS: dict[str, Any] = {
+    "first_name": TEXT, "last_name": TEXT, "email": TEXT, "phone": TEXT, "company_id": TEXT, "tags": TAGS,
+    "attributes": ATTRIBUTES, "owner": TEXT, "locale": TEXT, "time_zone": TEXT,
+}
+COMPANY_FIELDS: dict[str, Any] = {
+    "name": TEXT, "domain": TEXT, "industry": TEXT, "size": TEXT, "phone": TEXT, "website": TEXT, "address": TEXT,
+    "tags": TAGS, "attributes": ATTRIBUTES, "owner": TEXT,
+}
+CAUSE_V2 = {
+    "type": "object",
+    "required": ["kind", "by"],
+    "additionalProperties": False,
+    "properties": {
+        "kind": {"enum": ["manual", "automation", "merge"]},
+        "by": {"type": "string", "description": "the person (user:<name>), rule, or merged record that moved it"},
+        "detail": {"type": ["string", "null"]},
+    },
+}
+
+
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "additionalProperties": False, "properties": properties}
+
+
+def _changes(fields: dict[str, Any], min_properties: int = 1) -> dict[str, Any]:
+    return {"type": "object", "additionalProperties": False, "properties": fields, "minProperties": min_properties}
+
+
+CHANGES_PERSONAL = tuple(f"changes.{name}" for name in PERSONAL_FIELDS)
+
+EVENTS = Catalogue("contacts", "Contacts", [
+    EventType(
+        "ContactCreated", 1, "contact", "A person was added to the customer record.",
+        _object(["contact_id", "lifecycle_stage", "tags", "attributes"],
+                {"contact_id": ID, "lifecycle_stage": STAGE, **CONTACT_FIELDS}),
+        {"contact_id": "01a2…", "first_name": "علی", "last_name": "Rezaei", "email": "ali@example.com",
+         "phone": "+989121234567", "company_id": None, "tags": ["vip"], "attributes": {"city": "Tehran"},
+         "owner": "ana", "lifecycle_stage": "lead", "locale": "fa-IR", "time_zone": "Asia/Tehran"},
+        personal=PERSONAL_FIELDS,
+    ),
+    EventType(
+        "ContactUpdated", 1, "contact",
+        "Fields of a contact changed; `changes` holds the new values of the fields that changed.",
+        _object(["contact_id", "changes"], {"contact_id": ID, "changes": _changes(CONTACT_FIELDS)}),
+        {"contact_id": "01a2…", "changes": {"last_name": "Karimi", "tags": ["vip", "b2b"]}},
+        personal=CHANGES_PERSONAL,
+    ),
+    EventType(
+        "ContactLifecycleStageChanged", 1, "contact",
+        "Superseded by v2 (still readable: upcast on read). `cause` was a string such as `manual:user:ana`.",
+        _object(["contact_id", "from", "to", "cause"],
+                {"contact_id": ID, "from": STAGE, "to": STAGE, "cause": {"type": "string"}}),
+        {"contact_id": "01a2…", "from": "lead", "to": "customer", "cause": "manual:user:ana"},
+    ),
+    EventType(
+        "ContactLifecycleStageChanged", 2, "contact",
+        "The contact moved to another lifecycle stage, and who or what moved it.",
+        _object(["contact_id", "from", "to", "cause"],
+                {"contact_id": ID, "from": STAGE, "to": STAGE, "cause": CAUSE_V2}),
+        {"contact_id": "01a2…", "from": "lead", "to": "customer", "cause": {"kind": "manual", "by": "user:ana"}},
+    ),
+    EventType(
+        "ContactConsentChanged", 1, "contact",
+        "The person gave or withdrew consent for a channel; the latest decision per channel counts.",
+        _object(["contact_id", "channel", "status", "source", "legal_basis", "at"],
+                {"contact_id": ID, "channel": {"enum": list(CHANNELS)}, "status": {"enum": list(CONSENT_STATUSES)},
+                 "source": {"type": "string"}, "legal_basis": {"enum": list(LEGAL_BASES)}, "at": TIME}),
+        {"contact_id": "01a2…", "channel": "email", "status": "granted", "source": "web_form",
+         "legal_basis": "consent", "at": "2026-11-26T08:00:00.000Z"},
+    ),
+    EventType(
+        "ContactDuplicateAbsorbed", 1, "contact",
+        "A duplicate record of the same person was folded into this one (the survivor); `changes` are the "
+        "fields it filled in.",
+        _object(["contact_id", "duplicate_id", "changes"],
+                {"contact_id": ID, "duplicate_id": ID, "changes": _changes(CONTACT_FIELDS, 0)}),
+        {"contact_id": "01a2…", "duplicate_id": "01a3…", "changes": {"phone": "+989121234567"}},
+        personal=CHANGES_PERSONAL,
+    ),
+    EventType(
+        "ContactMerged", 1, "contact",
+        "This record was a duplicate and now leads to the survivor: re-point anything that refers to it.",
+        _object(["contact_id", "duplicate_id", "survivor_id"],
+                {"contact_id": ID, "duplicate_id": ID, "survivor_id": ID}),
+        {"contact_id": "01a3…", "duplicate_id": "01a3…", "survivor_id": "01a2…"},
+    ),
+    EventType(
+        "ContactErased", 1, "contact",
+        "The person was erased: delete or scrub every copy of their personal data you hold.",
+        _object(["contact_id", "reason"], {"contact_id": ID, "reason": {"type": "string"}}),
+        {"contact_id": "01a2…", "reason": "data subject request"},
+    ),
+    EventType(
+        "CompanyCreated", 1, "company", "A company (organisation contacts belong to) was added.",
+        _object(["company_id", "name", "tags", "attributes"], {"company_id": ID, **COMPANY_FIELDS}),
+        {"company_id": "01a4…", "name": "Acme", "domain": "acme.example", "industry": "retail", "size": "11-50",
+         "phone": None, "website": None, "address": None, "tags": [], "attributes": {}, "owner": None},
+    ),
+    EventType(
+        "CompanyUpdated", 1, "company", "Fields of a company changed; `changes` holds the new values.",
+        _object(["company_id", "changes"], {"company_id": ID, "changes": _changes(COMPANY_FIELDS)}),
+        {"company_id": "01a4…", "changes": {"industry": "wholesale"}},
+    ),
+    EventType(
+        "SegmentDefined", 1, "segment", "A saved segment (rules over contacts) was defined.",
+        _object(["segment_id", "name", "rules"],
+                {"segment_id": ID, "name": {"type": "string"}, "description": TEXT, "rules": {"type": "object"}}),
+        {"segment_id": "01a5…", "name": "Strategic in Tehran", "description": None,
+         "rules": {"all": [{"field": "derived.tier", "op": "eq", "value": "strategic"}]}},
+    ),
+    EventType(
+        "SegmentUpdated", 1, "segment", "A segment's name, description or rules changed.",
+        _object(["segment_id", "changes"], {"segment_id": ID, "changes": _changes(
+            {"name": {"type": "string"}, "description": TEXT, "rules": {"type": "object"}})}),
+        {"segment_id": "01a5…", "changes": {"name": "Strategic customers in Tehran"}},
+    ),
+])
+
+UPCASTERS = Upcasters()
+
+
+@UPCASTERS.register("ContactLifecycleStageChanged", 1)
+def _structured_cause(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 → v2: "manual:user:ana" → {"kind": "manual", "by": "user:ana"}; "merge:<id>" likewise."""
+    kind, _, by = str(data.get("cause") or "").partition(":")
+    if kind not in ("manual", "merge"):
+        kind, by = "automation", str(data.get("cause") or "unknown")
+    return {**data, "cause": {"kind": kind, "by": by or "unknown"}}
