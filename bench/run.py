@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import environment, imports, measure, report, sales
+from bench import environment, imports, measure, messaging, report, sales
 
 
 def _terminate(signum: int, _frame: object) -> None:
@@ -32,6 +32,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--import-rows", type=int, default=100_000,
                         help="rows of the bulk import measured (default 100000; 0 skips it)")
     parser.add_argument("--deals", type=int, default=1000, help="sales deals via REST (default 1000; 0 skips)")
+    parser.add_argument("--messages", type=int, default=1000,
+                        help="messages sent through the messaging worker to the local sinks (default 1000; 0 skips it)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs even after a good run")
     return parser.parse_args(argv)
 
@@ -72,6 +74,11 @@ def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[
             log(f"(5) importing {args.import_rows} CSV rows: POST /v1/imports, then the worker's ImportRunner")
             imported = imports.run(env, runtime, rows=args.import_rows, batch=args.batch)
 
+        sent = None
+        if args.messages:
+            log(f"(7) sending {args.messages} messages (email over SMTP, SMS to a file) through the messaging worker")
+            sent = messaging.run(env, messages=args.messages)
+
         sold = None
         if args.deals:
             log(f"(6) creating {args.deals} deals through the sales REST api, then reading the board")
@@ -90,6 +97,7 @@ def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[
         "kafka": kafka,
         "rebuild": rebuilt,
         "import": imported,
+        "messaging": sent,
         "sales": sold,
         "api": {"workers": environment.API_WORKERS, "threads": environment.API_THREADS,
                 "rate_limit": "off (CRM_RATE_LIMIT_PER_MINUTE=0)"},
