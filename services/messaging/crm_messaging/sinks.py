@@ -17,6 +17,7 @@ from aiosmtpd.controller import Controller
 from crmkit import logs
 
 log = logging.getLogger(__name__)
+logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every sender and recipient at info
 SAFE = re.compile(r"[^A-Za-z0-9._-]")
 
 
