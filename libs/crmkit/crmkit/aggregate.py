@@ -49,12 +49,21 @@ class Aggregate:
     @classmethod
     def from_events(cls, aggregate_id: str, events: Sequence[RecordedEvent]) -> Any:
         aggregate = cls(aggregate_id)
-        for event in events:
-            aggregate.apply(event.type, event.data)
-            aggregate.version = event.version
-        if events:
-            aggregate.created_at, aggregate.updated_at = events[0].time, events[-1].time
+        aggregate.catch_up(events)
         return aggregate
+
+    @classmethod
+    def restore(cls, view: dict[str, Any]) -> Any:
+        """The aggregate back from its `view()`, so a projection can continue a fold."""
+        raise NotImplementedError
+
+    def catch_up(self, events: Sequence[RecordedEvent]) -> None:
+        """Apply stored events; version and times follow them."""
+        for event in events:
+            self.apply(event.type, event.data)
+            self.version = event.version
+            self.created_at = self.created_at or event.time
+            self.updated_at = event.time
 
 
 A = TypeVar("A", bound=Aggregate)

@@ -22,6 +22,7 @@ from pymongo import ReplaceOne
 from pymongo.collection import Collection
 
 from crmkit import metrics
+from crmkit.aggregate import Aggregate
 from crmkit.events import RecordedEvent, utcnow
 from crmkit.eventstore import EventStore
 
@@ -96,6 +97,32 @@ class StreamProjection:
 
     def reset(self) -> None:
         self.collection.delete_many({})
+
+
+class AggregateView(StreamProjection):
+    """One document per aggregate: its `view()`, folded by the aggregate's own `apply`.
+
+    Subclasses name the aggregate class (`kind`) and may add derived keys (search text,
+    folded names) in `document`. The aggregate must implement `restore(view)`.
+    """
+
+    kind: type[Aggregate]
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if getattr(cls, "kind", None) is not None:
+            cls.aggregate_types = (cls.kind.aggregate_type,)
+
+    def document(self, aggregate: Any) -> dict[str, Any]:
+        return aggregate.view()
+
+    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any]:
+        if document:
+            aggregate = self.kind.restore({**document, "id": document["_id"]})
+        else:
+            aggregate = self.kind(events[0].stream_id)
+        aggregate.catch_up(events)
+        return self.document(aggregate)
 
 
 class ProjectorRunner:

@@ -89,11 +89,17 @@ def spec_for(name: str) -> ServiceSpec:
 
 def wsgi(name: str) -> Flask:
     """The api process's app (gunicorn calls this once per worker, after the fork)."""
+    spec, runtime = _boot(name, "api")
+    return create_app(runtime, spec.blueprints(runtime), title=spec.title, description=spec.description)
+
+
+def _boot(name: str, process: str) -> tuple[ServiceSpec, Runtime]:
+    """What every process of a service does first: connect, log as JSON, prepare the database."""
     spec = spec_for(name)
     runtime = spec.runtime()
-    logs.configure(name, "api", runtime.settings.log_level)
+    logs.configure(name, process, runtime.settings.log_level)
     spec.prepare(runtime)
-    return create_app(runtime, spec.blueprints(runtime), title=spec.title, description=spec.description)
+    return spec, runtime
 
 
 def _stop_on_signals() -> threading.Event:
@@ -105,10 +111,7 @@ def _stop_on_signals() -> threading.Event:
 
 def serve_grpc(name: str) -> None:
     """The grpc process: serve until SIGTERM, then let in-flight calls finish."""
-    spec = spec_for(name)
-    runtime = spec.runtime()
-    logs.configure(name, "grpc", runtime.settings.log_level)
-    spec.prepare(runtime)
+    spec, runtime = _boot(name, "grpc")
     stop = _stop_on_signals()
     server, health = rpc.build_server(
         name, runtime.settings.ports.grpc, lambda srv: spec.servicers(srv, runtime)
@@ -124,10 +127,7 @@ def serve_grpc(name: str) -> None:
 
 def run_worker(name: str) -> None:
     """The worker process: the outbox sweeper and every projector, each in a thread."""
-    spec = spec_for(name)
-    runtime = spec.runtime()
-    logs.configure(name, "worker", runtime.settings.log_level)
-    spec.prepare(runtime)
+    spec, runtime = _boot(name, "worker")
     stop = _stop_on_signals()
     metrics.serve(runtime.settings.ports.metrics)
     threads = [threading.Thread(target=run_sweeper, args=(runtime.publisher, stop), name="sweeper")]

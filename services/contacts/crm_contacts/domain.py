@@ -8,6 +8,7 @@ contact cannot change, a no-op update records nothing).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from crmkit.aggregate import Aggregate
@@ -51,6 +52,22 @@ def _merge_attributes(current: dict[str, Any], patch: dict[str, Any]) -> dict[st
         else:
             merged[key] = value
     return merged
+
+
+def _changes(current: Callable[[str], Any], fields: dict[str, Any], names: Sequence[str]) -> dict[str, Any]:
+    """The new values of the fields a partial update really changes (tags as a set, attributes merged)."""
+    changes: dict[str, Any] = {}
+    for name in names:
+        if name not in fields:
+            continue
+        value = fields[name]
+        if name == "tags":
+            value = sorted(set(value or []))
+        elif name == "attributes":
+            value = _merge_attributes(current("attributes") or {}, value or {})
+        if value != current(name):
+            changes[name] = value
+    return changes
 
 
 def _stage_rank(stage: str) -> int:
@@ -100,17 +117,7 @@ class Contact(Aggregate):
     def update(self, fields: dict[str, Any], *, stage_cause: dict[str, str]) -> None:
         """Apply a partial update; records only what actually changes."""
         self._require_active()
-        changes: dict[str, Any] = {}
-        for name in CONTACT_FIELDS:
-            if name not in fields:
-                continue
-            value = fields[name]
-            if name == "tags":
-                value = sorted(set(value or []))
-            elif name == "attributes":
-                value = _merge_attributes(self.attributes, value or {})
-            if value != getattr(self, name):
-                changes[name] = value
+        changes = _changes(lambda name: getattr(self, name), fields, CONTACT_FIELDS)
         if changes:
             if not any((changes.get(n, getattr(self, n))) for n in ("first_name", "last_name", "email", "phone")):
                 raise ValidationFailed("a contact needs a name, an email or a phone",
@@ -269,17 +276,7 @@ class Company(Aggregate):
         return company
 
     def update(self, fields: dict[str, Any]) -> None:
-        changes: dict[str, Any] = {}
-        for name in COMPANY_FIELDS:
-            if name not in fields:
-                continue
-            value = fields[name]
-            if name == "tags":
-                value = sorted(set(value or []))
-            elif name == "attributes":
-                value = _merge_attributes(self.fields["attributes"], value or {})
-            if value != self.fields[name]:
-                changes[name] = value
+        changes = _changes(self.fields.get, fields, COMPANY_FIELDS)
         if "name" in changes and not changes["name"]:
             raise ValidationFailed("a company needs a name", {"name": ["cannot be empty"]})
         if changes:

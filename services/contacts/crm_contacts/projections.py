@@ -9,7 +9,6 @@ Lists and search read these; a single record by id is folded from the event stor
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING
@@ -18,23 +17,16 @@ from pymongo.database import Database
 
 from crm_contacts import normalize
 from crm_contacts.domain import Company, Contact
-from crmkit.events import RecordedEvent
 from crmkit.eventstore import EventStore, epoch_ms
-from crmkit.projector import StreamProjection
+from crmkit.projector import AggregateView, StreamProjection
 from crmkit.web.pagination import decode_cursor, encode_cursor
 
 
-class ContactsView(StreamProjection):
-    aggregate_types = ("contact",)
+class ContactsView(AggregateView):
+    kind = Contact
 
-    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any]:
-        contact = Contact.restore(_as_view(document)) if document else Contact(events[0].stream_id)
-        for event in events:
-            contact.apply(event.type, event.data)
-            contact.version = event.version
-            contact.created_at = contact.created_at or event.time
-            contact.updated_at = event.time
-        return contact_document(contact)
+    def document(self, aggregate: Contact) -> dict[str, Any]:
+        return contact_document(aggregate)
 
     def ensure_indexes(self) -> None:
         for keys in (["search"], ["email"], ["phone"], ["company_id"], ["lifecycle_stage"], ["tags"], ["owner"],
@@ -42,17 +34,11 @@ class ContactsView(StreamProjection):
             self.collection.create_index([(key, ASCENDING) for key in keys])
 
 
-class CompaniesView(StreamProjection):
-    aggregate_types = ("company",)
+class CompaniesView(AggregateView):
+    kind = Company
 
-    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any]:
-        company = Company.restore(_as_view(document)) if document else Company(events[0].stream_id)
-        for event in events:
-            company.apply(event.type, event.data)
-            company.version = event.version
-            company.created_at = company.created_at or event.time
-            company.updated_at = event.time
-        view = company.view()
+    def document(self, aggregate: Company) -> dict[str, Any]:
+        view = aggregate.view()
         return {**view, "search": search_text(normalize.terms(view["name"], view["domain"])),
                 "name_folded": normalize.fold(view["name"]) if view["name"] else None}
 
@@ -138,10 +124,6 @@ def search_text(terms: list[str]) -> str:
     string is.
     """
     return "".join(f" {term}" for term in terms)
-
-
-def _as_view(document: dict[str, Any]) -> dict[str, Any]:
-    return {**document, "id": document["_id"]}
 
 
 def projections(db: Database, store: EventStore, topic: str) -> list[StreamProjection]:

@@ -8,7 +8,7 @@ to a contact as soon as the projection has applied it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from datetime import datetime
 from typing import Any
 
@@ -18,9 +18,9 @@ from pymongo.database import Database
 from crm_contacts import projections
 from crm_contacts.segments import Segment, compile_filter
 from crmkit.aggregate import Repository, changes_by_event
-from crmkit.events import Metadata, RecordedEvent, new_id, utcnow
+from crmkit.events import Metadata, new_id, utcnow
 from crmkit.eventstore import EventStore
-from crmkit.projector import StreamProjection
+from crmkit.projector import AggregateView, StreamProjection
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
 
@@ -81,21 +81,10 @@ class SegmentBook:
         return [doc["_id"] for doc in self.companies_view.find(query, {"_id": 1})]
 
 
-class SegmentsView(StreamProjection):
+class SegmentsView(AggregateView):
     """The `segments` read model: one document per segment (its view), for listing."""
 
-    aggregate_types = ("segment",)
-
-    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any]:
-        segment = Segment.restore({**document, "id": document["_id"]}) if document else Segment(events[0].stream_id)
-        for event in events:
-            segment.apply(event.type, event.data)
-            segment.version = event.version
-            segment.created_at = segment.created_at or event.time
-            segment.updated_at = event.time
-        view = segment.view()
-        del view["id"]
-        return view
+    kind = Segment
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("name", ASCENDING)])
