@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from crm_contacts import api, grpc_api, imports, imports_api, projections, segments_api
+from crm_contacts import api, grpc_api, imports, imports_api, insights_api, projections, segments_api
 from crm_contacts.catalogue import EVENTS, UPCASTERS
 from crm_contacts.commands import ContactBook
 from crm_contacts.customer360 import Neighbours
 from crm_contacts.domain import PERSONAL_DATA
+from crm_contacts.insight_projections import insight_projections
 from crm_contacts.segment_commands import SegmentBook, segment_projections
 from crmkit.config import Ports
 from crmkit.runtime import Runtime
@@ -19,6 +20,8 @@ def prepare(runtime: Runtime) -> None:
         projection.ensure_indexes()
     for segment_projection in segment_projections(runtime.db, runtime.store, runtime.settings.topic):
         segment_projection.ensure_indexes()
+    for insight_projection in insight_projections(runtime.db, runtime.store, runtime.settings.topic):
+        insight_projection.ensure_indexes()
     imports.ImportJobs(runtime).ensure_indexes()
 
 
@@ -28,10 +31,12 @@ SERVICE = ServiceSpec(
     description="People and companies: the single source of who each customer is.",
     ports=Ports(http=8001, grpc=50051, metrics=9101),
     blueprints=lambda runtime: [api.blueprint(ContactBook(runtime), Neighbours()),
-                                segments_api.blueprint(SegmentBook(runtime)), imports_api.blueprint(runtime)],
+                                segments_api.blueprint(SegmentBook(runtime)), imports_api.blueprint(runtime),
+                                insights_api.blueprint(runtime, SegmentBook(runtime))],
     servicers=lambda server, runtime: grpc_api.register(server, ContactBook(runtime), SegmentBook(runtime)),
     projections=lambda runtime: [*projections.projections(runtime.db, runtime.store, runtime.settings.topic),
-                                 *segment_projections(runtime.db, runtime.store, runtime.settings.topic)],
+                                 *segment_projections(runtime.db, runtime.store, runtime.settings.topic),
+                                 *insight_projections(runtime.db, runtime.store, runtime.settings.topic)],
     prepare=prepare,
     jobs=lambda runtime: [imports.ImportRunner(runtime).run],
     personal_fields=PERSONAL_DATA,
