@@ -87,13 +87,7 @@ class SalesBook:
     def update_product(self, product_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None
                        ) -> Product:
         def decide(product: Product) -> None:
-            currency = fields.get("currency", product.currency)
-            if "unit_price" in fields or "currency" in fields:
-                try:
-                    money.exact(money.parse(fields.get("unit_price", product.unit_price)), currency)
-                except money.MoneyError as exc:
-                    raise ValidationFailed(str(exc), {"unit_price": [str(exc)]}) from None
-            product.update(fields)
+            product.update(_exact_money(fields, "unit_price", product.unit_price, product.currency))
 
         return self.products.change(product_id, decide, meta, if_match)
 
@@ -145,13 +139,7 @@ class SalesBook:
 
     def update_deal(self, deal_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None) -> Deal:
         def decide(deal: Deal) -> None:
-            currency = fields.get("currency", deal.currency)
-            if "amount" in fields or "currency" in fields:
-                try:
-                    money.exact(money.parse(fields.get("amount", deal.amount)), currency)
-                except money.MoneyError as exc:
-                    raise ValidationFailed(str(exc), {"amount": [str(exc)]}) from None
-            deal.update(fields)
+            deal.update(_exact_money(fields, "amount", deal.amount, deal.currency))
 
         return self.deals.change(deal_id, decide, meta, if_match)
 
@@ -344,3 +332,16 @@ class SalesBook:
             self.quotes.change(doc["_id"], lambda q, out=changed: out.append(q.expire(self.now(), today)), SYSTEM)
             expired += sum(changed[-1:])
         return expired
+
+
+def _exact_money(fields: dict[str, Any], name: str, amount: str, currency: str) -> dict[str, Any]:
+    """`fields` with the amount `name` as events hold money: exactly the currency's decimals
+    ("1250.5" USD is "1250.50"), re-checked when the amount or the currency changes."""
+    if name not in fields and "currency" not in fields:
+        return fields
+    currency = fields.get("currency", currency)
+    try:
+        value = money.exact(money.parse(fields.get(name, amount)), currency)
+    except money.MoneyError as exc:
+        raise ValidationFailed(str(exc), {name: [str(exc)]}) from None
+    return {**fields, name: money.text(value, currency)}
