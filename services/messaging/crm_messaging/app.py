@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from crm_messaging import api, grpc_api, sinks
+from crm_messaging.catalogue import EVENTS
 from crm_messaging.commands import MessageDesk
 from crm_messaging.config import MessagingConfig
 from crm_messaging.dispatcher import Dispatcher
@@ -41,5 +42,6 @@ SERVICE = ServiceSpec(
     prepare=prepare,
     jobs=lambda runtime: [Dispatcher(MessageDesk(runtime)).run],
     personal_fields=PERSONAL_DATA,
+    events=EVENTS,
     extra_processes={"smtp-sink": ExtraProcess(run=sinks.serve, enabled=_local_smtp_sink)},
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from crm_sales import api, grpc_api, projections, reports
+from crm_sales.catalogue import EVENTS
 from crm_sales.commands import SalesBook
 from crmkit.config import Ports
 from crmkit.runtime import Runtime
@@ -33,5 +34,6 @@ SERVICE = ServiceSpec(
     servicers=lambda server, runtime: grpc_api.register(server, SalesBook(runtime)),
     projections=lambda runtime: all_projections(SalesBook(runtime)),
     prepare=prepare,
+    events=EVENTS,
     jobs=lambda runtime: [reports.value_job(SalesBook(runtime)), reports.expiry_job(SalesBook(runtime))],
 )

@@ -1,0 +1,57 @@
+"""Sales events match their catalogue: in the store (strict mode refuses anything else) and
+on the wire, as docs/events/sales says."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from jsonschema import Draft202012Validator
+
+from crm_sales.catalogue import EVENTS
+from crm_sales.commands import SalesBook
+from crmkit.events import new_id, rfc3339, utcnow
+from crmkit.testing import ServiceHarness
+
+DOCS = Path(__file__).resolve().parents[3] / "docs" / "events"
+
+
+def _ok(response: Any) -> dict:
+    assert response.status_code in (200, 201), response.get_json()
+    return response.get_json()
+
+
+def test_every_stored_event_matches_its_published_wire_schema(sales: ServiceHarness, people) -> None:
+    h = sales.headers()
+    client = sales.client
+    duplicate, survivor = people.add(new_id(), first_name="Sara"), people.add(new_id(), first_name="Sarah")
+    deal = _ok(client.post("/v1/deals", headers=h, json={"title": "Laptops", "contact_id": duplicate,
+                                                         "amount": "1000", "currency": "USD"}))
+    _ok(client.patch(f"/v1/deals/{deal['id']}", headers=h, json={
+        "amount": "1250.5", "expected_close": "2030-01-31", "company_id": None, "owner": "ana"}))
+    _ok(client.post("/v1/activities", headers=h, json={
+        "type": "call", "subject": "Follow up", "due_at": rfc3339(utcnow() + timedelta(days=1)),
+        "deal_id": deal["id"]}))
+    product = _ok(client.post("/v1/products", headers=h, json={
+        "sku": "W-1", "name": "Widget", "unit_price": "19.9", "currency": "USD", "tax_rate": "9"}))
+    _ok(client.patch(f"/v1/products/{product['id']}", headers=h, json={"unit_price": "21", "active": False}))
+    sales.project()
+    SalesBook(sales.runtime).contact_merged(duplicate, survivor)
+
+    seen = set()
+    for batch in sales.runtime.store.scan(sealed=True):
+        for event in batch:
+            envelope = json.loads(event.to_bytes())
+            schema = json.loads((DOCS / "sales" / f"{event.type}.v{event.schema_version}.schema.json").read_text())
+            errors = [e.message for e in Draft202012Validator(schema).iter_errors(envelope)]
+            assert errors == [], (event.type, errors)
+            seen.add(event.type)
+    assert seen >= {"PipelineCreated", "DealCreated", "DealUpdated", "ActivityScheduled", "ProductCreated",
+                    "ProductUpdated", "DealContactChanged", "ActivityContactChanged"}
+    assert {name for name, _ in EVENTS.types} >= seen
+    stored = sales.runtime.store.load(deal["id"])
+    assert stored[0].data["amount"] == "1000.00"
+    assert stored[1].data["changes"]["amount"] == "1250.50"  # money in events has the currency's decimals
+    assert sales.runtime.store.load(product["id"])[1].data["changes"]["unit_price"] == "21.00"
