@@ -6,7 +6,7 @@ import pytest
 
 from crm_messaging import templates, unsubscribe
 from crm_messaging.dispatcher import Bucket
-from crm_messaging.domain import Message, Template, backoff, parse_window, quiet_until
+from crm_messaging.domain import Campaign, Message, Template, Trigger, backoff, parse_window, quiet_until
 from crmkit.errors import Conflict
 
 
@@ -110,3 +110,24 @@ def test_the_message_state_machine_never_sends_twice() -> None:
     message.delivered("2026-01-01T00:00:03Z")
     message.delivered("2026-01-01T00:00:04Z")  # a repeated receipt records nothing
     assert [e.type for e in message.pending] == ["MessageQueued", "MessageSent", "MessageDelivered"]
+
+
+def test_restore_from_the_view_continues_the_fold_like_the_whole_stream() -> None:
+    """Projections continue a fold from the stored view: every piece of state must come back."""
+    message = Message.queue("m1", {"contact_id": "c1", "channel": "email", "body": "Hi"}, "2026-03-02T10:00:00.000Z")
+    message.retry_later("smtp down", "2026-03-02T10:00:30.000Z")
+    template = Template.define("t1", {"name": "T", "channel": "email", "category": "marketing",
+                                      "default_locale": "en", "variants": {"en": {"subject": None, "body": "Hi"}}})
+    campaign = Campaign.create("k1", {"name": "C", "segment_id": "s1", "template_id": "t1", "channel": "email",
+                                      "throttle_per_minute": 60})
+    campaign.launch(None, "2026-03-02T10:00:00.000Z")
+    trigger = Trigger.define("g1", {"name": "G", "event_type": "crm.sales.DealWon.v1", "filter": {},
+                                    "template_id": "t1", "channel": "email", "variables": {}, "enabled": False})
+    for aggregate in (message, template, campaign, trigger):
+        again = type(aggregate).restore(aggregate.view())
+        assert vars(again) == {**vars(aggregate), "pending": []}
+    private = {k: v for k, v in message.view().items() if k not in ("subject", "body", "variables", "address")}
+    continued, whole = Message.restore(private), message
+    for aggregate in (continued, whole):
+        aggregate.sent("smtp", "p1", "a@example.com", None, "Hi", "2026-03-02T10:01:00.000Z")
+    assert continued.view() == whole.view()

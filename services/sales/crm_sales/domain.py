@@ -33,6 +33,12 @@ def _time(value: str | None) -> datetime | None:
     return parse_time(value) if value else None
 
 
+def _restore(aggregate: Aggregate, view: dict[str, Any], names: tuple[str, ...]) -> None:
+    """Set `names` (and the version and times) back from a `view()`: how projections continue a fold."""
+    for name in (*names, "version", "created_at", "updated_at"):
+        setattr(aggregate, name, view.get(name))
+
+
 # --- products -----------------------------------------------------------------------------
 
 
@@ -56,6 +62,12 @@ class Product(Aggregate):
         changes = {k: v for k, v in changes.items() if getattr(self, k) != v}
         if changes:
             self.record("ProductUpdated", {"product_id": self.id, "changes": changes})
+
+    @classmethod
+    def restore(cls, view: dict[str, Any]) -> Product:
+        product = cls(view["id"])
+        _restore(product, view, cls.FIELDS)
+        return product
 
     def apply(self, event_type: str, data: dict[str, Any]) -> None:
         if event_type == "ProductCreated":
@@ -120,6 +132,13 @@ class Pipeline(Aggregate):
     def apply(self, event_type: str, data: dict[str, Any]) -> None:
         if event_type == "PipelineCreated":
             self.name, self.stages = data["name"], list(data["stages"])
+
+    @classmethod
+    def restore(cls, view: dict[str, Any]) -> Pipeline:
+        pipeline = cls(view["id"])
+        _restore(pipeline, view, ("name",))
+        pipeline.stages = list(view["stages"])
+        return pipeline
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "name": self.name, "stages": self.stages,
@@ -246,6 +265,15 @@ class Deal(Aggregate):
     def closed_at(self) -> str | None:
         return self.won_at or self.lost_at
 
+    @classmethod
+    def restore(cls, view: dict[str, Any]) -> Deal:
+        deal = cls(view["id"])
+        _restore(deal, view, (*DEAL_FIELDS, "contact_id", "pipeline_id", "stage", "status", "lost_reason", "won_at",
+                              "lost_at", "quote_id"))
+        deal.stage_history = [dict(entry) for entry in view["stage_history"]]
+        deal.opened_at = deal.stage_history[0]["entered_at"] if deal.stage_history else None  # DealCreated's `at`
+        return deal
+
     def history_view(self, now: datetime) -> list[dict[str, Any]]:
         """Stage history with the time spent in each stage (the current one: until `now`)."""
         out = []
@@ -300,6 +328,12 @@ class Activity(Aggregate):
             self.status, self.completed_at, self.outcome = "completed", data["at"], data.get("outcome")
         elif event_type == "ActivityContactChanged":
             self.contact_id = data["to"]
+
+    @classmethod
+    def restore(cls, view: dict[str, Any]) -> Activity:
+        activity = cls(view["id"])
+        _restore(activity, view, (*ACTIVITY_FIELDS, "status", "completed_at", "outcome"))
+        return activity
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, **{k: getattr(self, k) for k in ACTIVITY_FIELDS},
@@ -419,6 +453,15 @@ class Quote(Aggregate):
             self.status, self.expired_at = "expired", data["at"]
         elif event_type == "QuoteContactChanged":
             self.contact_id = data["to"]
+
+    @classmethod
+    def restore(cls, view: dict[str, Any]) -> Quote:
+        quote = cls(view["id"])
+        _restore(quote, view, ("number", "deal_id", "contact_id", "currency", "valid_until", "locale", "notes",
+                               "status", "sent_at", "accepted_at", "rejected_at", "rejection_reason", "expired_at"))
+        quote.lines = list(view["lines"])
+        quote.totals = {k: view[k] for k in ("subtotal", "discount", "tax", "total") if k in view}
+        return quote
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "number": self.number, "deal_id": self.deal_id,

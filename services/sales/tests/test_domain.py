@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from crm_sales import values
-from crm_sales.domain import Customer, Deal, Pipeline, Quote, QuoteLine
+from crm_sales.domain import Activity, Customer, Deal, Pipeline, Product, Quote, QuoteLine
 from crmkit.errors import Conflict, ValidationFailed
 
 T0 = "2026-01-01T00:00:00.000Z"
@@ -146,3 +146,25 @@ def test_predicted_value_formula() -> None:
     assert values.predicted_minor(p, now, Decimal(3)) == 60000  # 100.00 × 2/year × 3 years
     recent = values.Purchases("c", 5000, 1, now, now)
     assert values.predicted_minor(recent, now, Decimal(3)) == 15000  # at least a year is assumed
+
+
+def test_restore_from_the_view_continues_the_fold_like_the_whole_stream() -> None:
+    """Projections continue a fold from the stored view: every piece of state must come back."""
+    deal, pipeline = new_deal()
+    deal.move("proposal", pipeline, T1)
+    restored = Deal.restore(deal.view())
+    for aggregate in (deal, restored):
+        aggregate.lose("price", T2)
+        aggregate.reopen(T2)
+    assert restored.view() == deal.view() and restored.opened_at == deal.opened_at == T0
+    line = QuoteLine("Widget", Decimal(2), Decimal("9.99"), Decimal(0), Decimal(9))
+    quote = Quote.draft("q1", "Q-2026-000001", deal, [line], {"valid_until": "2026-02-01"})
+    product = Product.create("p1", {"sku": "W", "name": "Widget", "unit_price": "9.99", "currency": "USD"})
+    activity = Activity.schedule("a1", {"type": "call", "subject": "Hi", "due_at": T1, "contact_id": "c1"})
+    for aggregate in (quote, product, activity, pipeline):
+        again = type(aggregate).restore(aggregate.view())
+        assert again.view() == aggregate.view() and vars(again) == {**vars(aggregate), "pending": []}
+    quote_again = Quote.restore(quote.view())
+    quote.send(T1, date(2026, 1, 3))
+    quote_again.send(T1, date(2026, 1, 3))
+    assert quote_again.view() == quote.view()
