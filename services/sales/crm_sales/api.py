@@ -8,14 +8,13 @@ from decimal import Decimal
 from typing import Any
 
 from flask import Blueprint, Response, request
-from marshmallow import Schema, ValidationError
+from marshmallow import Schema
 
 from crm_sales import quote_html, reports, schemas
 from crm_sales.commands import SalesBook
 from crm_sales.projections import public
-from crmkit.errors import ValidationFailed
 from crmkit.web import endpoint, if_match, jsonable, listing, metadata, resource
-from crmkit.web.problems import flatten
+from crmkit.web.endpoint import _json_body, _load
 
 
 def plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -32,21 +31,7 @@ def plain(values: dict[str, Any]) -> dict[str, Any]:
 
 def optional_body(schema: type[Schema]) -> dict[str, Any]:
     """A body that may be left out entirely (POST /won, /accept ...): validated when given."""
-    raw = request.get_data(cache=True)
-    data: Any = {}
-    if raw.strip():
-        try:
-            data = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            from crmkit.web.endpoint import MalformedBody
-            raise MalformedBody(f"the body is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ValidationFailed("the body must be a JSON object", {"_body": ["must be a JSON object"]})
-    try:
-        return schema().load(data)
-    except ValidationError as exc:
-        errors = flatten(exc.messages)
-        raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors) from None
+    return _load(schema(), _json_body() if request.get_data(cache=True).strip() else {}, "body")
 
 
 def blueprint(book: SalesBook) -> Blueprint:
