@@ -254,7 +254,10 @@ def read_topics(bootstrap: str, topics: Sequence[str], batch: int = 1000, idle_l
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
                              max_poll_records=batch)
     try:
-        partitions = [TopicPartition(topic, p) for topic in topics for p in consumer.partitions_for_topic(topic)]
+        # a topic nobody has written to yet may not exist: nothing to read there
+        partitions = [TopicPartition(topic, p) for topic in topics for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            return
         consumer.assign(partitions)
         consumer.seek_to_beginning()
         last_progress = time.monotonic()
