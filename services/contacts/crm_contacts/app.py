@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crm_contacts import api, grpc_api, imports, imports_api, insights_api, projections, segments_api
+from crm_contacts import api, grpc_api, imports, imports_api, insights_api, lifecycle, projections, segments_api
 from crm_contacts.catalogue import EVENTS, UPCASTERS
 from crm_contacts.commands import ContactBook
 from crm_contacts.customer360 import Neighbours
@@ -36,9 +36,10 @@ SERVICE = ServiceSpec(
     servicers=lambda server, runtime: grpc_api.register(server, ContactBook(runtime), SegmentBook(runtime)),
     projections=lambda runtime: [*projections.projections(runtime.db, runtime.store, runtime.settings.topic),
                                  *segment_projections(runtime.db, runtime.store, runtime.settings.topic),
-                                 *insight_projections(runtime.db, runtime.store, runtime.settings.topic)],
+                                 *insight_projections(runtime.db, runtime.store, runtime.settings.topic),
+                                 *lifecycle.projections(runtime)],
     prepare=prepare,
-    jobs=lambda runtime: [imports.ImportRunner(runtime).run],
+    jobs=lambda runtime: [imports.ImportRunner(runtime).run, lifecycle.timers(runtime).run],
     personal_fields=PERSONAL_DATA,
     events=EVENTS,
     upcasters=UPCASTERS,

@@ -76,10 +76,33 @@ EVENTS = Catalogue("contacts", "Contacts", [
     ),
     EventType(
         "ContactLifecycleStageChanged", 2, "contact",
-        "The contact moved to another lifecycle stage, and who or what moved it.",
+        "The contact moved to another lifecycle stage, and who or what moved it. Lifecycle automation says "
+        "`cause.kind` `automation`, `by` `rule:<name>` (deal-opened, deal-won, churn, win-back), `detail` the "
+        "deal id or reason. The stage `churned` was added with lifecycle automation (a new value, same version).",
         _object(["contact_id", "from", "to", "cause"],
                 {"contact_id": ID, "from": STAGE, "to": STAGE, "cause": CAUSE_V2}),
         {"contact_id": "01a2…", "from": "lead", "to": "customer", "cause": {"kind": "manual", "by": "user:ana"}},
+    ),
+    EventType(
+        "ContactPurchaseRecorded", 1, "contact",
+        "Lifecycle automation heard that a deal of this contact was won (sales' DealWon) at `at`, the newest "
+        "purchase so far; `deal_id` is null when a merge brought the purchase over from a duplicate.",
+        _object(["contact_id", "deal_id", "at"], {"contact_id": ID, "deal_id": TEXT, "at": TIME}),
+        {"contact_id": "01a2…", "deal_id": "01b7…", "at": "2026-11-26T08:00:00.000Z"},
+    ),
+    EventType(
+        "ContactFlaggedAtRisk", 1, "contact",
+        "A customer had no won deal for `CRM_AT_RISK_AFTER_DAYS`: flagged at risk of churning since `since`.",
+        _object(["contact_id", "since", "last_purchase_at", "cause"],
+                {"contact_id": ID, "since": TIME, "last_purchase_at": TIME, "cause": CAUSE_V2}),
+        {"contact_id": "01a2…", "since": "2027-11-27T00:00:00.000Z", "last_purchase_at": "2026-11-26T08:00:00.000Z",
+         "cause": {"kind": "automation", "by": "rule:at-risk", "detail": "no won deal for 365 days"}},
+    ),
+    EventType(
+        "ContactAtRiskCleared", 1, "contact",
+        "The at-risk flag was lifted (`reason` `purchase`: a deal was won, `detail` its id).",
+        _object(["contact_id", "reason"], {"contact_id": ID, "reason": {"type": "string"}, "detail": TEXT}),
+        {"contact_id": "01a2…", "reason": "purchase", "detail": "01b9…"},
     ),
     EventType(
         "ContactConsentChanged", 1, "contact",

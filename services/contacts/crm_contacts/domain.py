@@ -9,10 +9,13 @@ contact cannot change, a no-op update records nothing).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
 from typing import Any
 
 from crmkit.aggregate import Aggregate
 from crmkit.errors import Conflict, ValidationFailed
+from crmkit.events import parse_time, rfc3339
+from crmkit.eventstore import epoch_ms
 
 LIFECYCLE_STAGES = (
     "subscriber",
@@ -23,7 +26,10 @@ LIFECYCLE_STAGES = (
     "customer",
     "evangelist",
     "other",
+    "churned",  # added by lifecycle automation: a customer who stopped buying (see README)
 )
+# The path lifecycle automation moves contacts along, and only forward (see `automation_may_move`).
+AUTOMATION_PATH = ("subscriber", "lead", "marketing_qualified_lead", "sales_qualified_lead", "opportunity", "customer")
 
 # Fields a person may set on a contact directly (lifecycle stage has its own event).
 CONTACT_FIELDS = (
@@ -71,8 +77,27 @@ def _changes(current: Callable[[str], Any], fields: dict[str, Any], names: Seque
 
 
 def _stage_rank(stage: str) -> int:
-    """How far along the lifecycle a stage is ("other" is not on the path)."""
-    return LIFECYCLE_STAGES.index(stage) if stage != "other" else -1
+    """How far along the lifecycle a stage is ("other" and "churned" are not on the path)."""
+    return LIFECYCLE_STAGES.index(stage) if stage not in ("other", "churned") else -1
+
+
+def automation_may_move(current: str, target: str) -> bool:
+    """Whether a rule (not a person) may move a contact from `current` to `target`.
+
+    Automation moves only forward along subscriber → … → opportunity → customer; it never
+    moves a contact out of a stage a person chose off that path (evangelist, other), and
+    never backwards, with two exceptions: the churn rule (customer → churned) and the
+    win-back rule (churned → customer). A person may set any stage.
+    """
+    if (current, target) in (("customer", "churned"), ("churned", "customer")):
+        return True
+    return (current in AUTOMATION_PATH and target in AUTOMATION_PATH
+            and AUTOMATION_PATH.index(target) > AUTOMATION_PATH.index(current))
+
+
+def _ms(text: str | None) -> int | None:
+    """An RFC 3339 time as epoch milliseconds (what read models compare)."""
+    return epoch_ms(parse_time(text)) if text else None
 
 
 class Contact(Aggregate):
@@ -95,6 +120,19 @@ class Contact(Aggregate):
         self.consents: dict[str, dict[str, Any]] = {}
         self.merged_into: str | None = None
         self.merged_from: list[str] = []
+        # lifecycle automation (crm_contacts.lifecycle): times as RFC 3339 text
+        self.last_purchase_at: str | None = None  # the newest won deal's time
+        self.at_risk = False  # a customer without a won deal for too long
+        self.at_risk_since: str | None = None
+        self.win_backs = 0  # churned → customer again by the win-back rule
+
+    @property
+    def last_purchase_ms(self) -> int | None:
+        return _ms(self.last_purchase_at)
+
+    @property
+    def at_risk_since_ms(self) -> int | None:
+        return _ms(self.at_risk_since)
 
     # --- commands -------------------------------------------------------------------
 
@@ -137,6 +175,55 @@ class Contact(Aggregate):
             self.record("ContactLifecycleStageChanged",
                         {"contact_id": self.id, "from": self.lifecycle_stage, "to": stage, "cause": cause}, 2)
 
+    def automate_stage(self, stage: str, rule: str, detail: str | None) -> bool:
+        """Move to `stage` for lifecycle rule `rule` if automation may (`automation_may_move`)."""
+        if self.status != "active" or not automation_may_move(self.lifecycle_stage, stage):
+            return False
+        self.change_stage(stage, cause={"kind": "automation", "by": f"rule:{rule}", "detail": detail})
+        return True
+
+    def record_purchase(self, deal_id: str | None, at: str) -> None:
+        """A deal of this contact was won at `at`: remember the newest purchase, clear the
+        at-risk flag, and make the contact a customer (a churned one by the win-back rule).
+
+        Safe to repeat: an older or the same purchase records nothing new, and only a
+        purchase newer than the last one wins a churned contact back.
+        """
+        if self.status != "active":
+            return
+        last = self.last_purchase_ms
+        newer = last is None or (_ms(at) or 0) > last
+        if newer:
+            self.record("ContactPurchaseRecorded", {"contact_id": self.id, "deal_id": deal_id, "at": at})
+            if self.at_risk:
+                self.record("ContactAtRiskCleared", {"contact_id": self.id, "reason": "purchase", "detail": deal_id})
+        if self.lifecycle_stage == "churned":
+            if newer:
+                self.automate_stage("customer", "win-back", deal_id)
+        else:
+            self.automate_stage("customer", "deal-won", deal_id)
+
+    def flag_at_risk(self, now: datetime, after: timedelta) -> bool:
+        """Flag a customer whose last purchase is at least `after` before `now`."""
+        last = self.last_purchase_ms
+        if (self.status != "active" or self.lifecycle_stage != "customer" or self.at_risk or last is None
+                or epoch_ms(now) - last < after.total_seconds() * 1000):
+            return False
+        days = int(after.total_seconds() // 86400)
+        self.record("ContactFlaggedAtRisk", {
+            "contact_id": self.id, "since": rfc3339(now), "last_purchase_at": self.last_purchase_at,
+            "cause": {"kind": "automation", "by": "rule:at-risk", "detail": f"no won deal for {days} days"},
+        })
+        return True
+
+    def churn(self, now: datetime, after: timedelta) -> bool:
+        """Move an at-risk customer flagged at least `after` before `now` to churned."""
+        since = self.at_risk_since_ms
+        if (self.status != "active" or self.lifecycle_stage != "customer" or not self.at_risk or since is None
+                or epoch_ms(now) - since < after.total_seconds() * 1000):
+            return False
+        return self.automate_stage("churned", "churn", f"at risk since {self.at_risk_since}")
+
     def set_consent(self, channel: str, consent: dict[str, Any]) -> None:
         """Record the person's choice for a channel (status, source, legal basis, when)."""
         self._require_active()
@@ -171,6 +258,9 @@ class Contact(Aggregate):
             changes["attributes"] = {**duplicate.attributes, **self.attributes}
         self.record("ContactDuplicateAbsorbed",
                     {"contact_id": self.id, "duplicate_id": duplicate.id, "changes": changes})
+        if duplicate.last_purchase_at and (duplicate.last_purchase_ms or 0) > (self.last_purchase_ms or 0):
+            self.record("ContactPurchaseRecorded",
+                        {"contact_id": self.id, "deal_id": None, "at": duplicate.last_purchase_at})
         if _stage_rank(duplicate.lifecycle_stage) > _stage_rank(self.lifecycle_stage):
             self.change_stage(duplicate.lifecycle_stage, cause={"kind": "merge", "by": duplicate.id})
         for channel, theirs in sorted(duplicate.consents.items()):
@@ -205,7 +295,19 @@ class Contact(Aggregate):
                 for name, value in data["changes"].items():
                     setattr(self, name, value)
             case "ContactLifecycleStageChanged":
+                cause = data.get("cause")
+                if (data.get("from") == "churned" and data["to"] == "customer" and isinstance(cause, dict)
+                        and cause.get("by") == "rule:win-back"):
+                    self.win_backs += 1
                 self.lifecycle_stage = data["to"]
+                if data["to"] != "customer":  # "at risk" is a property of customers only
+                    self.at_risk, self.at_risk_since = False, None
+            case "ContactPurchaseRecorded":
+                self.last_purchase_at = data["at"]
+            case "ContactFlaggedAtRisk":
+                self.at_risk, self.at_risk_since = True, data["since"]
+            case "ContactAtRiskCleared":
+                self.at_risk, self.at_risk_since = False, None
             case "ContactConsentChanged":
                 consents = dict(self.consents)
                 consents[data["channel"]] = {k: data.get(k) for k in ("status", "source", "legal_basis", "at")}
@@ -241,6 +343,10 @@ class Contact(Aggregate):
             "consents": {channel: dict(consent) for channel, consent in self.consents.items()},
             "merged_into": self.merged_into,
             "merged_from": list(self.merged_from),
+            "last_purchase_at": self.last_purchase_at,
+            "at_risk": self.at_risk,
+            "at_risk_since": self.at_risk_since,
+            "win_backs": self.win_backs,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -255,6 +361,8 @@ class Contact(Aggregate):
         contact.tags, contact.attributes = list(view.get("tags") or []), dict(view.get("attributes") or {})
         contact.consents = {k: dict(v) for k, v in (view.get("consents") or {}).items()}
         contact.merged_from = list(view.get("merged_from") or [])
+        contact.last_purchase_at, contact.at_risk_since = view.get("last_purchase_at"), view.get("at_risk_since")
+        contact.at_risk, contact.win_backs = bool(view.get("at_risk")), int(view.get("win_backs") or 0)
         return contact
 
 

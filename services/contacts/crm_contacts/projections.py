@@ -9,28 +9,63 @@ Lists and search read these; a single record by id is folded from the event stor
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
+from crm_contacts import derived as derived_values
 from crm_contacts import normalize
 from crm_contacts.domain import Company, Contact
+from crmkit.events import RecordedEvent, parse_time
 from crmkit.eventstore import EventStore, epoch_ms
 from crmkit.projector import AggregateView, StreamProjection
 from crmkit.web.pagination import decode_cursor, encode_cursor
 
 
 class ContactsView(AggregateView):
+    """One document per contact; it also carries `derived` (crm_contacts.derived), which it
+    does not fold itself: each fold keeps the newest of the document's own copy and
+    `contact_derived`, and copies again after writing, so no derived value is lost to a
+    refold or a rebuild."""
+
     kind = Contact
+
+    def __init__(self, name: str, collection: Collection, store: EventStore, topic: str,
+                 derived: Collection | None = None) -> None:
+        super().__init__(name, collection, store, topic)
+        self.derived = derived
+        self._known: dict[str, dict[str, Any]] = {}
 
     def document(self, aggregate: Contact) -> dict[str, Any]:
         return contact_document(aggregate)
 
+    def handle(self, events: Sequence[RecordedEvent]) -> None:
+        ids = {event.stream_id for event in events if event.aggregate_type in self.aggregate_types}
+        if not ids:
+            return
+        self._known = derived_values.known(self.derived, ids) if self.derived is not None else {}
+        super().handle(events)
+        if self.derived is not None:  # a value that landed while we folded: copy it (guarded by version)
+            for contact_id, doc in derived_values.known(self.derived, ids).items():
+                if doc["version"] > (self._known.get(contact_id) or {}).get("version", 0):
+                    derived_values.copy_onto(self.collection, contact_id, doc["values"], doc["version"])
+
+    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any]:
+        folded = super().fold(document, events)
+        own = (document or {}).get("derived_version") or 0
+        joined = self._known.get(events[0].stream_id) or {}
+        if joined.get("version", 0) > own:
+            folded["derived"], folded["derived_version"] = joined["values"], joined["version"]
+        else:
+            folded["derived"], folded["derived_version"] = (document or {}).get("derived") or {}, own
+        return folded
+
     def ensure_indexes(self) -> None:
         for keys in (["search"], ["email"], ["phone"], ["company_id"], ["lifecycle_stage"], ["tags"], ["owner"],
-                     ["name_key"], ["status"]):
+                     ["name_key"], ["status"], ["last_purchase_ms"], ["at_risk_since_ms"]):
             self.collection.create_index([(key, ASCENDING) for key in keys])
 
 
@@ -63,8 +98,9 @@ def contact_document(contact: Contact) -> dict[str, Any]:
     }
 
 
-# keys only segment rules query (crm_contacts.segments), never shown by the API
-SEGMENT_KEYS = ("first_name_folded", "last_name_folded", "created_ms", "updated_ms", "name_folded")
+# keys only segment rules and the lifecycle timers query, never shown by the API
+SEGMENT_KEYS = ("first_name_folded", "last_name_folded", "created_ms", "updated_ms", "name_folded",
+                "last_purchase_ms", "at_risk_since_ms", "derived_version")
 
 
 def segment_keys(view: dict[str, Any]) -> dict[str, Any]:
@@ -78,6 +114,9 @@ def segment_keys(view: dict[str, Any]) -> dict[str, Any]:
         "last_name_folded": normalize.fold(view["last_name"]) if view["last_name"] else None,
         "created_ms": epoch_ms(view["created_at"]) if view["created_at"] else None,
         "updated_ms": epoch_ms(view["updated_at"]) if view["updated_at"] else None,
+        # lifecycle timers (crm_contacts.lifecycle) compare these
+        "last_purchase_ms": epoch_ms(parse_time(view["last_purchase_at"])) if view["last_purchase_at"] else None,
+        "at_risk_since_ms": epoch_ms(parse_time(view["at_risk_since"])) if view["at_risk_since"] else None,
     }
 
 
@@ -127,7 +166,7 @@ def search_text(terms: list[str]) -> str:
 
 
 def projections(db: Database, store: EventStore, topic: str) -> list[StreamProjection]:
-    return [ContactsView("contacts", db["contacts"], store, topic),
+    return [ContactsView("contacts", db["contacts"], store, topic, derived=db["contact_derived"]),
             CompaniesView("companies", db["companies"], store, topic)]
 
 

@@ -197,6 +197,14 @@ class ContactView(ContactInput):
     consents = fields.Dict(keys=fields.String(), values=fields.Nested(ConsentView), dump_only=True)
     merged_into = fields.String(dump_only=True, allow_none=True)
     merged_from = fields.List(fields.String(), dump_only=True)
+    last_purchase_at = fields.String(dump_only=True, allow_none=True,
+                                     metadata={"description": "the newest won deal (lifecycle automation)"})
+    at_risk = fields.Boolean(dump_only=True, metadata={"description": "a customer without a won deal for "
+                                                                      "CRM_AT_RISK_AFTER_DAYS"})
+    at_risk_since = fields.String(dump_only=True, allow_none=True)
+    win_backs = fields.Integer(dump_only=True, metadata={"description": "times won back from churned"})
+    derived = fields.Dict(dump_only=True, metadata={
+        "description": "values other services derive (tier, clv, …): lists only, eventually consistent"})
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
 

@@ -1,0 +1,208 @@
+"""Lifecycle automation: sales events and the passing of time move contacts along their lifecycle.
+
+Rules (the decisions live on the Contact aggregate; this module feeds it):
+- `deal-opened`: a deal is created for the contact (sales' DealCreated) → opportunity.
+- `deal-won`: a deal of the contact is won (DealWon) → customer; the purchase time is
+  kept (`last_purchase_at`, ContactPurchaseRecorded) and an at-risk flag is lifted.
+- `at-risk`: a customer with no won deal for `CRM_AT_RISK_AFTER_DAYS` (365) is flagged
+  (ContactFlaggedAtRisk).
+- `churn`: a customer still at risk `CRM_CHURN_AFTER_DAYS` (90) after the flag → churned.
+- `win-back`: a churned contact wins a new deal → customer again (`win_backs` counts it).
+Automation only moves forward along subscriber → … → customer and never out of a stage
+a person chose off that path (`domain.automation_may_move`); people may set any stage.
+
+Two pieces run in the contacts worker:
+- `LifecycleAutomation`, the projection `lifecycle` on the sales topic. It is not a read
+  model: it changes contacts through the repository (optimistic concurrency, retried),
+  and remembers each applied sales event by (deal stream, version) in
+  `lifecycle_applied`, so a re-delivered event does nothing twice. Its `reset` keeps
+  that memory: `crm rebuild contacts lifecycle` must not replay old decisions.
+- `LifecycleTimers`, a job scanning the `contacts` read model (integer epoch
+  milliseconds, see docs/architecture.md) for the at-risk and churn rules every
+  `CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS`; each candidate is decided again on the
+  aggregate's current state, so a stale read model cannot churn anyone.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from pymongo.collection import Collection
+
+from crm_contacts.derived import DerivedValues
+from crm_contacts.domain import Contact
+from crmkit.aggregate import Repository
+from crmkit.errors import NotFound
+from crmkit.events import Metadata, RecordedEvent, utcnow
+from crmkit.eventstore import epoch_ms
+from crmkit.runtime import Runtime
+
+log = logging.getLogger(__name__)
+
+SALES_SERVICE = "sales"
+ACTOR = "automation:lifecycle"
+MAX_MERGE_HOPS = 10
+CLOCK_OFFSET_VARIABLE = "CRM_CLOCK_OFFSET_SECONDS"
+
+
+def now() -> datetime:
+    """The contacts service's "now": real time plus `CRM_CLOCK_OFFSET_SECONDS` (tests and drills only)."""
+    raw = os.environ.get(CLOCK_OFFSET_VARIABLE, "").strip()
+    moment = utcnow() + (timedelta(seconds=float(raw)) if raw else timedelta(0))
+    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+
+
+def _days(variable: str, default: float) -> timedelta:
+    raw = os.environ.get(variable, "").strip()
+    return timedelta(days=float(raw) if raw else default)
+
+
+def at_risk_after() -> timedelta:
+    return _days("CRM_AT_RISK_AFTER_DAYS", 365)
+
+
+def churn_after() -> timedelta:
+    return _days("CRM_CHURN_AFTER_DAYS", 90)
+
+
+def interval_seconds() -> float:
+    return float(os.environ.get("CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS", "") or 60)
+
+
+def decide(event: RecordedEvent) -> Callable[[Contact], Any] | None:
+    """What a sales event asks of the contact it names, or None when it asks nothing."""
+    deal_id = event.data.get("deal_id") or event.stream_id
+    if event.type == "DealCreated":
+        return lambda contact: contact.automate_stage("opportunity", "deal-opened", deal_id)
+    if event.type == "DealWon" and event.data.get("at"):
+        return lambda contact: contact.record_purchase(deal_id, event.data["at"])
+    return None
+
+
+class LifecycleAutomation:
+    """Projection `lifecycle` over the sales topic: deal events → contact lifecycle changes."""
+
+    name = "lifecycle"
+
+    def __init__(self, contacts: Repository[Contact], applied: Collection, sales_topic: str) -> None:
+        self.contacts = contacts
+        self.applied = applied
+        self.topics = [sales_topic]
+
+    def handle(self, events: Sequence[RecordedEvent]) -> None:
+        relevant = [e for e in events if e.service == SALES_SERVICE and decide(e) is not None]
+        if not relevant:
+            return
+        keys = [self._key(e) for e in relevant]
+        done = {doc["_id"] for doc in self.applied.find({"_id": {"$in": keys}}, {"_id": 1})}
+        for event, key in zip(relevant, keys, strict=True):
+            if key in done:
+                continue
+            self.apply(event)
+            self.applied.update_one({"_id": key}, {"$set": {"at_ms": epoch_ms(utcnow())}}, upsert=True)
+            done.add(key)
+
+    def apply(self, event: RecordedEvent) -> None:
+        """Decide on the contact (the survivor, if it was merged); unknown or erased contacts are skipped."""
+        change = decide(event)
+        contact_id = self._target(event.data.get("contact_id"))
+        if change is None or contact_id is None:
+            return
+        meta = Metadata(actor=ACTOR, correlation_id=event.correlation_id, causation_id=event.id)
+        # no If-Match: a concurrent write is retried on the fresh state; a Conflict after the
+        # retries fails the batch, which the runner reads again
+        self.contacts.change(contact_id, change, meta, attempts=5)
+
+    def _target(self, contact_id: str | None) -> str | None:
+        for _ in range(MAX_MERGE_HOPS):
+            if not contact_id:
+                return None
+            try:
+                contact = self.contacts.get(contact_id)
+            except NotFound:
+                log.warning("a sales event names an unknown contact", extra={"contact_id": contact_id})
+                return None
+            if contact.status == "active":
+                return contact_id
+            if contact.status != "merged":
+                return None  # erased: nothing to move
+            contact_id = contact.merged_into
+        return None
+
+    @staticmethod
+    def _key(event: RecordedEvent) -> str:
+        return f"{event.stream_id}:{event.version}"
+
+    def reset(self) -> None:
+        """Nothing to drop: decisions already taken are recorded on the contacts, and the
+        applied-set must survive a rebuild so old deal events are not acted on again."""
+
+    def ensure_indexes(self) -> None:
+        """`_id` is the key; nothing else is queried."""
+
+
+class LifecycleTimers:
+    """The at-risk and churn rules, applied to every customer the read model says is due."""
+
+    def __init__(self, contacts: Repository[Contact], view: Collection, clock: Callable[[], datetime] = now,
+                 batch: int = 1000) -> None:
+        self.contacts = contacts
+        self.view = view
+        self.clock = clock
+        self.batch = batch
+
+    def step(self, moment: datetime | None = None) -> dict[str, int]:
+        """One pass at `moment` (default: the clock); returns how many were flagged and churned."""
+        moment = moment or self.clock()
+        flag_after, churn_wait = at_risk_after(), churn_after()
+        now_ms = epoch_ms(moment)
+        meta = Metadata(actor=ACTOR)
+        flagged = self._each({"status": "active", "lifecycle_stage": "customer", "at_risk": False,
+                              "last_purchase_ms": {"$lte": now_ms - int(flag_after.total_seconds() * 1000)}},
+                             lambda c: c.flag_at_risk(moment, flag_after), meta)
+        churned = self._each({"status": "active", "lifecycle_stage": "customer", "at_risk": True,
+                              "at_risk_since_ms": {"$lte": now_ms - int(churn_wait.total_seconds() * 1000)}},
+                             lambda c: c.churn(moment, churn_wait), meta)
+        return {"flagged": flagged, "churned": churned}
+
+    def _each(self, query: dict[str, Any], decision: Callable[[Contact], bool], meta: Metadata) -> int:
+        return sum(self._one(doc["_id"], decision, meta) for doc in self.view.find(query, {"_id": 1}).limit(self.batch))
+
+    def _one(self, contact_id: str, decision: Callable[[Contact], bool], meta: Metadata) -> bool:
+        moved: list[bool] = []
+        try:
+            self.contacts.change(contact_id, lambda c: moved.append(decision(c)), meta, attempts=5)
+        except NotFound:
+            return False
+        return bool(moved and moved[-1])
+
+    def run(self, stop: threading.Event) -> None:
+        """The worker's job: a pass every interval until `stop`; a failed pass is logged and tried again."""
+        while not stop.is_set():
+            try:
+                result = self.step()
+                if any(result.values()):
+                    log.info("lifecycle timers moved contacts", extra={"count": sum(result.values())})
+            except Exception:
+                log.exception("lifecycle timers failed; trying again next interval")
+            stop.wait(interval_seconds())
+
+
+def sales_topic() -> str:
+    return os.environ.get("CRM_SALES_TOPIC", "crm.sales.events")
+
+
+def projections(runtime: Runtime) -> list[Any]:
+    """The contacts worker's projections over the sales topic: lifecycle rules and derived values."""
+    contacts: Repository[Contact] = Repository(runtime.store, Contact, runtime.publish)
+    return [LifecycleAutomation(contacts, runtime.db["lifecycle_applied"], sales_topic()),
+            DerivedValues(runtime.db["contacts"], runtime.db["contact_derived"], sales_topic())]
+
+
+def timers(runtime: Runtime) -> LifecycleTimers:
+    return LifecycleTimers(Repository(runtime.store, Contact, runtime.publish), runtime.db["contacts"])
