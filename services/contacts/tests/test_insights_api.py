@@ -7,10 +7,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
+from kafka import KafkaProducer
 
 from crm_contacts.insight_projections import insight_projections
+from crmkit import stack
 from crmkit.events import RecordedEvent, new_id, rfc3339, utcnow
-from crmkit.testing import ServiceHarness
+from crmkit.projector import ProjectorRunner
+from crmkit.testing import ServiceHarness, wait_until
 
 
 def event(service: str, aggregate: str, stream: str, version: int, kind: str, when: datetime,
@@ -216,3 +219,29 @@ def test_openapi_lists_every_report(contacts: ServiceHarness) -> None:
     for report in ("churn", "win-backs", "acquisition-retention", "contacts-per-sale", "sales-by-segment",
                    "sales-by-stage", "complaint-rate", "satisfaction-by-tier"):
         assert f"/v1/insights/{report}" in paths
+
+
+def test_the_worker_projects_sales_events_from_the_sales_topic(contacts: ServiceHarness,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """The real path: CloudEvents on the sales topic (CRM_SALES_TOPIC), a projector in its own group."""
+    bootstrap = contacts.runtime.settings.kafka_bootstrap
+    topic = f"t.sales.{new_id()[-12:]}"
+    monkeypatch.setenv("CRM_SALES_TOPIC", topic)
+    stack.ensure_topics(bootstrap, [topic])
+    at = utcnow()
+    producer = KafkaProducer(bootstrap_servers=bootstrap)
+    for recorded in deal("deal-k", "c-k", "12.34", "EUR", at, at):
+        producer.send(topic, key=recorded.stream_id.encode(), value=recorded.to_bytes())
+    producer.flush()
+    producer.close()
+    [projection] = [p for p in contacts.spec.projections(contacts.runtime) if p.name == "insight_deals"]
+    assert projection.topics == [topic]
+    runner = ProjectorRunner("contacts", projection, bootstrap, contacts.runtime.store.open,
+                             group_prefix=f"t{new_id()[-12:]}")
+    try:
+        doc = wait_until(lambda: runner.poll_once() is not None and
+                         contacts.runtime.db["insight_deals"].find_one({"_id": "deal-k", "status": "won"}),
+                         what="the won deal projected from Kafka")
+    finally:
+        runner.consumer.close()
+    assert (doc["contact_id"], doc["amount_minor"], doc["scale"], doc["currency"]) == ("c-k", 1234, 2, "EUR")
