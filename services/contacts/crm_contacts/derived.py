@@ -78,9 +78,9 @@ class DerivedValues:
             if (current.get(contact_id) or {}).get("version", 0) >= event.version:
                 continue  # already applied (at-least-once delivery) or older than what we hold
             values = derived_values(event.data)
-            try:
+            try:  # the _id repeated in the replacement: nx-27017 does not take it from the filter on upsert
                 self.derived.replace_one({"_id": contact_id, "version": {"$lt": event.version}},
-                                         {"version": event.version, "values": values}, upsert=True)
+                                         {"_id": contact_id, "version": event.version, "values": values}, upsert=True)
             except DuplicateKeyError:
                 continue  # a newer version landed meanwhile (a rebuild beside the worker)
             copy_onto(self.contacts, contact_id, values, event.version)
