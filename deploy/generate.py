@@ -55,7 +55,8 @@ class Svc:
 
 SERVICES = [
     Svc("contacts", 8001, 50051, 9101, calls=("sales", "service-desk", "messaging"),
-        extra_config={"CRM_CONTACTS_IMPORT_MAX_BYTES": "52428800", "CRM_CONTACTS_IMPORT_BATCH": "1000"}),
+        extra_config={"CRM_CONTACTS_IMPORT_MAX_BYTES": "52428800", "CRM_CONTACTS_IMPORT_BATCH": "1000",
+                      "CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS": "60"}),
     Svc("sales", 8002, 50052, 9111, calls=("contacts",)),
     Svc("service-desk", 8003, 50053, 9121, calls=("contacts",)),
     Svc("messaging", 8004, 50054, 9131, calls=("contacts",), extra_secrets=("crm-messaging-providers",)),
