@@ -68,21 +68,15 @@ class Calendar:
         return (start, end) if end > start else None
 
     def windows(self, since: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """Working intervals that end after `since`, in order (touching ones merged)."""
+        """Working intervals that end after `since`, in order, one per working day, lazily.
+
+        Touching intervals (24/7) are not merged: merging would read ahead without end.
+        """
         day = since.astimezone(self.zone).date() - timedelta(days=1)
-        pending: tuple[datetime, datetime] | None = None
         for offset in range(MAX_DAYS + 2):
             found = self.window(day + timedelta(days=offset))
-            if found is None or found[1] <= since:
-                continue
-            if pending is not None and found[0] <= pending[1]:
-                pending = (pending[0], max(pending[1], found[1]))
-                continue
-            if pending is not None:
-                yield pending
-            pending = found
-        if pending is not None:
-            yield pending
+            if found is not None and found[1] > since:
+                yield found
 
 
 def _normalise(pauses: Iterable[Pause], far: datetime) -> list[tuple[datetime, datetime]]:
