@@ -72,6 +72,12 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, float, float, str]]:
     extra = [(f"import rows / s ({imported['rows']:,}-row CSV)", "/s", imported["ours_rows_per_s"],
               imported["raw"]["insert_many_docs_per_s"], f"insert_many docs/s, batch {imported['raw']['batch']}"),
              ] if imported else []
+    desk = figures.get("servicedesk")
+    if desk:  # no raw counterpart: raw shows the contacts create rate for scale
+        extra += [("tickets opened / s (REST)", "/s", desk["open"]["per_s"], create["ours_per_s"],
+                   "contacts created / s (REST)"),
+                  (f"SLA sweep, {desk['sweep']['open_tickets']:,} open ({desk['sweep']['sweep_breaches']} breached)",
+                   "s", desk["sweep"]["sweep_seconds"], desk["sweep"]["repeat_sweep_seconds"], "the repeat sweep")]
     sent = figures.get("messaging")
     if sent:
         extra.append((f"messages sent / s ({sent['messages']:,}, worker to local sinks)", "/s",

@@ -10,7 +10,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
-from bench import environment, imports, measure, messaging, report, sales
+from bench import environment, imports, measure, messaging, report, sales, servicedesk
 
 
 def _terminate(signum: int, _frame: object) -> None:
@@ -34,6 +34,8 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--deals", type=int, default=1000, help="sales deals via REST (default 1000; 0 skips)")
     parser.add_argument("--messages", type=int, default=1000,
                         help="messages sent through the messaging worker to the local sinks (default 1000; 0 skips it)")
+    parser.add_argument("--open-tickets", type=int, default=100_000,
+                        help="open tickets the SLA sweep is timed over (default 100000; 0 skips the service desk)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs even after a good run")
     return parser.parse_args(argv)
 
@@ -74,6 +76,11 @@ def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[
             log(f"(5) importing {args.import_rows} CSV rows: POST /v1/imports, then the worker's ImportRunner")
             imported = imports.run(env, runtime, rows=args.import_rows, batch=args.batch)
 
+        desk = None
+        if args.open_tickets:
+            log(f"(6) service desk: tickets opened / s through REST, SLA sweep over {args.open_tickets} open tickets")
+            desk = servicedesk.run(env, clients=args.clients, open_tickets=args.open_tickets)
+
         sent = None
         if args.messages:
             log(f"(7) sending {args.messages} messages (email over SMTP, SMS to a file) through the messaging worker")
@@ -97,6 +104,7 @@ def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[
         "kafka": kafka,
         "rebuild": rebuilt,
         "import": imported,
+        "servicedesk": desk,
         "messaging": sent,
         "sales": sold,
         "api": {"workers": environment.API_WORKERS, "threads": environment.API_THREADS,
