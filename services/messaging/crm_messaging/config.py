@@ -80,5 +80,6 @@ class MessagingConfig:
         if kind == "http":
             key = channel.upper()
             return HttpGatewayProvider(channel, _env(f"{key}_URL"), _env(f"{key}_USERNAME"),
-                                       _env(f"{key}_PASSWORD"), _env(f"{key}_FROM", "CRM"))
+                                       _env(f"{key}_PASSWORD"), _env(f"{key}_FROM", "CRM"),
+                                       timeout=float(_env(f"{key}_TIMEOUT_SECONDS", "10")))
         return FileSink(channel, self.outbox_dir / channel)

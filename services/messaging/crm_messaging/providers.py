@@ -16,6 +16,7 @@ and returns the provider's message id, or raises `Transient` (retry with back-of
 from __future__ import annotations
 
 import base64
+import http.client
 import json
 import os
 import smtplib
@@ -105,7 +106,7 @@ class HttpGatewayProvider:
     """A JSON SMS/fax gateway: `POST {base_url}/messages`, basic auth, Idempotency-Key."""
 
     def __init__(self, channel: str, base_url: str, username: str, password: str, sender: str,
-                 timeout: float = 10.0) -> None:
+                 timeout: float = 10.0) -> None:  # timeout: CRM_MESSAGING_<CHANNEL>_TIMEOUT_SECONDS
         self.name = f"http-{channel}"
         self.base_url, self.sender, self.timeout = base_url.rstrip("/"), sender, timeout
         self.auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
@@ -117,13 +118,21 @@ class HttpGatewayProvider:
             "Content-Type": "application/json", "Authorization": self.auth, "Idempotency-Key": message.key})
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
-                answer = json.loads(response.read() or b"{}")
+                raw = response.read()
         except urllib.error.HTTPError as exc:
-            if exc.code == 429 or exc.code >= 500:
+            if exc.code in (408, 429) or exc.code >= 500:
                 raise Transient(f"gateway answered {exc.code}") from None
             raise Permanent(f"gateway rejected the message ({exc.code})") from None
-        except (urllib.error.URLError, OSError, ValueError) as exc:
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             raise Transient(f"gateway unavailable: {exc.__class__.__name__}") from None
+        # a 2xx is an acceptance: an answer without a readable id still means "sent" (our key
+        # then stands for the provider's id), never a retry of something already accepted
+        try:
+            answer = json.loads(raw) if raw.strip() else {}
+        except ValueError:
+            answer = {}
+        if not isinstance(answer, dict):
+            answer = {}
         return str(answer.get("id") or answer.get("message_id") or message.key)
 
 
