@@ -77,6 +77,7 @@ class MessageDesk:
         self.schedule.create_index([("contact_id", ASCENDING)])
         self.schedule.create_index([("campaign_id", ASCENDING), ("state", ASCENDING)])
         self.schedule.create_index([("provider_message_id", ASCENDING)])
+        self.runtime.db["events"].create_index([("type", ASCENDING)])  # the trigger reactor finds triggers by it
         self.contacts.ensure_indexes()
         for model in self.read_models():
             model.ensure_indexes()
