@@ -1,6 +1,6 @@
 """Service desk figures: tickets opened/s through REST, and the SLA sweep over 100,000 open tickets.
 
-`run(env, tickets=2000, clients=8, open_tickets=100_000, due=1000)`:
+`run(env, tickets=2000, clients=8, open_tickets=100_000, due=100)`:
 1. starts `crm serve contacts grpc` (the contact check) and `crm serve service-desk api`
    against the bench's servers, creates one contact through the contacts api, and
    opens `tickets` tickets with `clients` concurrent REST clients (each asks contacts
@@ -10,6 +10,11 @@
    15-minute first-response target is overdue, then times `TicketDesk.sweep()`:
    once finding and breaching the `due` tickets, then again (the view has not applied
    the breaches yet, so the same tickets are re-checked and nothing new is recorded).
+
+Each breached ticket costs a stream load and an append; on nx-27017 a stream load takes
+~0.5-1.5 s once the events collection holds 100,000 documents (it does not seem to use
+the (stream_id, version) index well), so `due` stays small: the sweep's own query
+over the 100,000 open tickets is what this figure is about.
 
 Standalone: `python -m bench.servicedesk [--open-tickets N]`.
 """
@@ -140,7 +145,7 @@ def seed_and_sweep(open_tickets: int, due: int, batch: int = 1000) -> dict[str, 
 
 
 def run(env: Environment, tickets: int = 2000, clients: int = 8, open_tickets: int = 100_000,
-        due: int = 1000) -> dict[str, Any]:
+        due: int = 100) -> dict[str, Any]:
     """Both figures, against the bench's servers (`env`)."""
     grpc_port, http_port = stack.free_port(), stack.free_port()
     extra = {"CRM_CONTACTS_GRPC_PORT": str(grpc_port), "CRM_CONTACTS_METRICS_PORT": str(stack.free_port()),
@@ -178,7 +183,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--tickets", type=int, default=2000)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--open-tickets", type=int, default=100_000)
-    parser.add_argument("--due", type=int, default=1000)
+    parser.add_argument("--due", type=int, default=100)
     args = parser.parse_args(argv)
     with environment.started() as env:
         os.environ.update(env.env)
