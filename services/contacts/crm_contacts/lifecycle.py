@@ -36,6 +36,7 @@ from pymongo.collection import Collection
 
 from crm_contacts.derived import DerivedValues
 from crm_contacts.domain import Contact
+from crmkit import clock
 from crmkit.aggregate import Repository
 from crmkit.errors import NotFound
 from crmkit.events import Metadata, RecordedEvent, utcnow
@@ -47,14 +48,9 @@ log = logging.getLogger(__name__)
 SALES_SERVICE = "sales"
 ACTOR = "automation:lifecycle"
 MAX_MERGE_HOPS = 10
-CLOCK_OFFSET_VARIABLE = "CRM_CLOCK_OFFSET_SECONDS"
-
-
-def now() -> datetime:
-    """The contacts service's "now": real time plus `CRM_CLOCK_OFFSET_SECONDS` (tests and drills only)."""
-    raw = os.environ.get(CLOCK_OFFSET_VARIABLE, "").strip()
-    moment = utcnow() + (timedelta(seconds=float(raw)) if raw else timedelta(0))
-    return moment.replace(microsecond=moment.microsecond // 1000 * 1000)
+# the contacts service's "now": real time plus the test-only offset of `crmkit.clock`
+# (CRM_CLOCK_OFFSET_SECONDS, CRM_CLOCK_FILE); never moved in production
+now = clock.now
 
 
 def _days(variable: str, default: float) -> timedelta:

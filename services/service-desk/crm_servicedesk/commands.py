@@ -14,8 +14,9 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.errors import PyMongoError
 
-from crm_servicedesk import clock, projections
+from crm_servicedesk import projections
 from crm_servicedesk.domain import ACTIVE, SlaPolicy, Ticket, choose_policy
+from crmkit import clock
 from crmkit.aggregate import Repository, changes_by_event
 from crmkit.directory import ContactDirectory
 from crmkit.errors import NotFound, ValidationFailed

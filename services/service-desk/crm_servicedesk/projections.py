@@ -17,8 +17,8 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from crm_servicedesk import clock
 from crm_servicedesk.domain import SlaPolicy, Ticket, due_ms
+from crmkit import clock
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.events import RecordedEvent, parse_time
 from crmkit.eventstore import EventStore, epoch_ms

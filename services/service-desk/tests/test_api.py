@@ -5,8 +5,8 @@ from datetime import timedelta
 
 import pytest
 
-from crm_servicedesk import clock
 from crm_servicedesk.app import SERVICE
+from crmkit import clock
 from crmkit.events import RecordedEvent, new_id, utcnow
 from crmkit.stack import free_port
 from crmkit.testing import ServiceHarness, harness

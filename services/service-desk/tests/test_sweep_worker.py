@@ -2,7 +2,7 @@
 even when it is killed with SIGKILL mid-sweep and started again.
 
 Time is moved, not waited for: the worker runs with CRM_CLOCK_OFFSET_SECONDS three
-hours ahead (crm_servicedesk.clock), so tickets opened a moment ago are overdue.
+hours ahead (crmkit.clock), so tickets opened a moment ago are overdue.
 """
 
 import signal
