@@ -31,7 +31,7 @@ class MessagingConfig:
     mail_dir: Path
     outbox_dir: Path
     public_url: str  # where recipients reach this service (unsubscribe links)
-    survey_url: str
+    survey_url: str  # the service desk's survey pages: <base>/v1/surveys (a link adds /<token>)
     max_attempts: int
     backoff_base: float
     backoff_cap: float
@@ -56,7 +56,7 @@ class MessagingConfig:
             mail_dir=Path(_env("MAIL_DIR", str(home / "mail"))),
             outbox_dir=Path(_env("OUTBOX_DIR", str(home / "outbox"))),
             public_url=_env("PUBLIC_URL", "http://127.0.0.1:8004").rstrip("/"),
-            survey_url=_env("SURVEY_URL", "http://127.0.0.1:8003/survey").rstrip("/"),
+            survey_url=os.environ.get("CRM_SURVEY_URL_BASE", "http://127.0.0.1:8003").rstrip("/") + "/v1/surveys",
             max_attempts=int(_env("MAX_ATTEMPTS", "6")),
             backoff_base=float(_env("BACKOFF_SECONDS", "30")),
             backoff_cap=float(_env("BACKOFF_CAP_SECONDS", "3600")),

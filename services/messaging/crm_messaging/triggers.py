@@ -14,14 +14,18 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
+from datetime import timedelta
 
 from crm_messaging.commands import MessageDesk, derived_id
 from crm_messaging.domain import Message, Trigger
+from crmkit import signing
 from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import Metadata, RecordedEvent
 from crmkit.eventstore import ConcurrencyError
 
 DEFAULT_TOPICS = "crm.servicedesk.events,crm.sales.events,crm.contacts.events"
+TICKET_SOLVED = "crm.servicedesk.TicketSolved.v1"
+SURVEY_LINK_TTL = timedelta(days=30)
 
 
 class TriggerReactor:
@@ -62,6 +66,8 @@ class TriggerReactor:
         if not isinstance(contact_id, str) or not contact_id:
             return None
         scalars = {k: v for k, v in event.data.items() if isinstance(v, str | int | float | bool)}
+        if event.full_type == TICKET_SOLVED:
+            scalars["survey_url"] = self.survey_link(event.data.get("ticket_id") or event.stream_id, contact_id)
         fields = {"contact_id": contact_id, "channel": trigger.channel, "template_id": trigger.template_id,
                   "trigger_id": trigger.id, "variables": {**scalars, **trigger.variables}}
         meta = Metadata(actor=f"trigger:{trigger.id}", correlation_id=event.correlation_id or event.id,
@@ -73,6 +79,11 @@ class TriggerReactor:
             return None  # this event already queued its message (a redelivery)
         except ValidationFailed:
             return None  # the contact or template is gone; nothing to send
+
+    def survey_link(self, ticket_id: str, contact_id: str) -> str:
+        """The service desk's survey page for this ticket: a signed link that rates it once, no login."""
+        token = signing.sign("survey", {"ticket_id": ticket_id, "contact_id": contact_id}, ttl=SURVEY_LINK_TTL)
+        return f"{self.desk.config.survey_url}/{token}"
 
     def reset(self) -> None:
         """Nothing to drop: what a trigger queued are messages (events), not a read model."""
@@ -88,10 +99,10 @@ DEFAULT_TEMPLATES = {
         "variants": {
             "en": {"subject": "How did we do? (ticket {{ ticket_id }})",
                    "body": "Hello {{ first_name or 'there' }},\n\nYour request {{ ticket_id }} has been solved. "
-                           "Please tell us how we did:\n{{ survey_url }}/{{ ticket_id }}\n\nThank you."},
+                           "Please tell us how we did:\n{{ survey_url }}\n\nThank you."},
             "fa": {"subject": "نظر شما درباره درخواست {{ ticket_id }}",
                    "body": "{{ first_name }} عزیز،\n\nدرخواست شما ({{ ticket_id }}) حل شد. "
-                           "لطفاً نظرتان را به ما بگویید:\n{{ survey_url }}/{{ ticket_id }}\n\nسپاس."},
+                           "لطفاً نظرتان را به ما بگویید:\n{{ survey_url }}\n\nسپاس."},
         },
     },
     WELCOME_TEMPLATE: {
@@ -108,7 +119,7 @@ DEFAULT_TEMPLATES = {
 
 DEFAULT_TRIGGERS = {
     "trg-ticket-solved-survey": {"name": "Ticket solved → satisfaction survey",
-                                 "event_type": "crm.servicedesk.TicketSolved.v1", "filter": {},
+                                 "event_type": TICKET_SOLVED, "filter": {},
                                  "template_id": SURVEY_TEMPLATE, "channel": "email", "variables": {},
                                  "enabled": True},
     "trg-deal-won-welcome": {"name": "Deal won → welcome", "event_type": "crm.sales.DealWon.v1", "filter": {},

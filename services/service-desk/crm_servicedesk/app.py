@@ -8,7 +8,7 @@ import threading
 import time
 from collections.abc import Callable
 
-from crm_servicedesk import api, grpc_api, projections
+from crm_servicedesk import api, grpc_api, projections, survey_api
 from crm_servicedesk.commands import TicketDesk
 from crm_servicedesk.domain import PERSONAL_DATA
 from crmkit.config import Ports
@@ -59,7 +59,7 @@ SERVICE = ServiceSpec(
     title="CRM service desk",
     description="Tickets from every channel, SLA policies on business hours, satisfaction and reports.",
     ports=Ports(http=8003, grpc=50053, metrics=9121),
-    blueprints=lambda runtime: [api.blueprint(TicketDesk(runtime))],
+    blueprints=lambda runtime: [api.blueprint(TicketDesk(runtime)), survey_api.blueprint(TicketDesk(runtime))],
     servicers=lambda server, runtime: grpc_api.register(server, TicketDesk(runtime)),
     projections=all_projections,
     prepare=prepare,

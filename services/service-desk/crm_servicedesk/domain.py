@@ -265,7 +265,9 @@ class Ticket(Aggregate):
         at = rfc3339(now)
         self.record("TicketStatusChanged", {"from": self.status, "to": status, "reason": reason, "at": at})
         if status == "solved":
-            self.record("TicketSolved", {"at": at, "resolution_minutes": self.resolution_minutes(now),
+            # ticket and contact ids: what messaging's survey trigger sends to (the event names its person)
+            self.record("TicketSolved", {"ticket_id": self.id, "contact_id": self.contact_id,
+                                         "at": at, "resolution_minutes": self.resolution_minutes(now),
                                          "first_response_minutes": self.first_response_minutes()})
 
     def _require_not_closed(self, what: str) -> None:
