@@ -9,6 +9,7 @@ import time
 from collections.abc import Callable
 
 from crm_servicedesk import api, grpc_api, projections, survey_api
+from crm_servicedesk.catalogue import EVENTS
 from crm_servicedesk.commands import TicketDesk
 from crm_servicedesk.domain import PERSONAL_DATA
 from crmkit.config import Ports
@@ -65,4 +66,5 @@ SERVICE = ServiceSpec(
     prepare=prepare,
     jobs=lambda runtime: [sla_sweeper(runtime)],
     personal_fields=PERSONAL_DATA,
+    events=EVENTS,
 )
