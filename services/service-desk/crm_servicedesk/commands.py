@@ -114,10 +114,8 @@ class TicketDesk:
             query["breached"] = filters["breached"]
         docs, cursor = page(self.tickets_view, query, filters["limit"], filters.get("cursor"))
         now = clock.now()
-        views = [Ticket.restore(doc["_id"], doc["version"], doc["state"]) for doc in docs]
-        for ticket, doc in zip(views, docs, strict=True):
-            ticket.created_at, ticket.updated_at = doc.get("created_at"), doc.get("updated_at")
-        return self._with_contacts([ticket.view(now) for ticket in views]), cursor
+        tickets = [Ticket.restore({**doc, "id": doc["_id"]}) for doc in docs]
+        return self._with_contacts([ticket.view(now) for ticket in tickets]), cursor
 
     def _with_contacts(self, views: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Add `contact` (name and current tier) from the local projections; no remote call."""

@@ -8,6 +8,7 @@ ticket's promises. Times inside events and state are RFC 3339 strings.
 
 from __future__ import annotations
 
+import copy
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -85,6 +86,7 @@ def choose_policy(policies: list[dict[str, Any]], priority: str, tier: str | Non
 
 class SlaPolicy(Aggregate):
     aggregate_type = "sla_policy"
+    VIEW_KEYS = frozenset({"_id", "id", "version", "created_at", "updated_at"})  # a view's keys that are not fields
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -104,6 +106,15 @@ class SlaPolicy(Aggregate):
     def snapshot(self) -> dict[str, Any]:
         """What a ticket keeps of the policy it was opened under."""
         return {"id": self.id, "version": self.version, **self.fields}
+
+    @classmethod
+    def restore(cls, view: dict[str, Any]) -> SlaPolicy:
+        """The policy back from its `view()` (how the read model continues a fold)."""
+        policy = cls(view["id"])
+        policy.fields = {k: copy.deepcopy(v) for k, v in view.items() if k not in cls.VIEW_KEYS}
+        policy.version = view["version"]
+        policy.created_at, policy.updated_at = view.get("created_at"), view.get("updated_at")
+        return policy
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, **self.fields,
@@ -441,13 +452,15 @@ class Ticket(Aggregate):
         return {name: getattr(self, name) for name in self.STATE}
 
     @classmethod
-    def restore(cls, ticket_id: str, version: int, snapshot: dict[str, Any]) -> Ticket:
-        import copy
-
-        ticket = cls(ticket_id)
-        for name, value in copy.deepcopy(snapshot).items():
-            setattr(ticket, name, value)
-        ticket.version = version
+    def restore(cls, view: dict[str, Any]) -> Ticket:
+        """The ticket back from its read-model document (`id`, `version`, times and `state`, the snapshot)."""
+        ticket = cls(view["id"])
+        state = copy.deepcopy(view["state"])
+        for name in cls.STATE:
+            if name in state:
+                setattr(ticket, name, state[name])
+        ticket.version = view["version"]
+        ticket.created_at, ticket.updated_at = view.get("created_at"), view.get("updated_at")
         return ticket
 
     def view(self, now: datetime | None = None) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from crmkit import clock
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.events import RecordedEvent, parse_time
 from crmkit.eventstore import EventStore, epoch_ms
-from crmkit.projector import StreamProjection
+from crmkit.projector import AggregateView
 
 SALES_TOPIC = "crm.sales.events"
 
@@ -55,20 +55,13 @@ def ticket_document(ticket: Ticket) -> dict[str, Any]:
     }
 
 
-class TicketsView(StreamProjection):
-    aggregate_types = ("ticket",)
+class TicketsView(AggregateView):
+    """One document per ticket (`ticket_document`): restored, folded and written back by the chassis."""
 
-    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any]:
-        ticket = (Ticket.restore(events[0].stream_id, document["version"], document["state"]) if document
-                  else Ticket(events[0].stream_id))
-        if document:
-            ticket.created_at, ticket.updated_at = document.get("created_at"), document.get("updated_at")
-        for event in events:
-            ticket.apply(event.type, event.data)
-            ticket.version = event.version
-            ticket.created_at = ticket.created_at or event.time
-            ticket.updated_at = event.time
-        return ticket_document(ticket)
+    kind = Ticket
+
+    def document(self, aggregate: Ticket) -> dict[str, Any]:
+        return ticket_document(aggregate)
 
     def ensure_indexes(self) -> None:
         for key in ("contact_id", "status", "assignee", "priority", "breached", "next_due_ms", "opened_ms", "group",
@@ -76,22 +69,15 @@ class TicketsView(StreamProjection):
             self.collection.create_index([(key, ASCENDING)])
 
 
-class PoliciesView(StreamProjection):
-    aggregate_types = ("sla_policy",)
+class PoliciesView(AggregateView):
+    """One document per SLA policy: its API view (the id is the document's `_id`)."""
 
-    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any]:
-        policy = SlaPolicy(events[0].stream_id)
-        for event in self.store.load(events[0].stream_id):  # policies are few and short: fold the stream
-            policy.apply(event.type, event.data)
-            policy.version = event.version
-            policy.created_at = policy.created_at or event.time
-            policy.updated_at = event.time
-        view = policy.view()
+    kind = SlaPolicy
+
+    def document(self, aggregate: SlaPolicy) -> dict[str, Any]:
+        view = aggregate.view()
         view.pop("id")
         return view
-
-    def _contiguous(self, stream_id: str, seen: int, events: list[RecordedEvent]) -> list[RecordedEvent]:
-        return [e for e in events if e.version > seen]
 
     def ensure_indexes(self) -> None:
         pass
