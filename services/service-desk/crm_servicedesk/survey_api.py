@@ -45,9 +45,8 @@ FORM = """<p dir="auto">{intro}</p>
 </form>"""
 
 
-class LinkNotValid(DomainError):
-    status = 404
-    title = "Not found"
+class LinkNotValid(NotFound):
+    """Forged, malformed, foreign or for a ticket that is gone: a plain 404."""
 
 
 class LinkExpired(DomainError):
