@@ -40,7 +40,7 @@ from jsonschema import Draft202012Validator
 from kafka import KafkaConsumer, TopicPartition
 
 from crmkit import stack
-from crmkit.testing import wait_until
+from crmkit.testing import grpc_serving, wait_until
 
 pytestmark = pytest.mark.e2e
 
@@ -89,6 +89,9 @@ class Stack:
         for service in SERVICES:
             wait_until(lambda s=service: self.call(s, "GET", "/readyz")[0] == 200, timeout=60,
                        what=f"{service} to be ready")
+            port = self.env[f"CRM_{service.upper().replace('-', '')}_GRPC_PORT"]
+            wait_until(lambda p=port: grpc_serving(f"127.0.0.1:{p}"), timeout=60,
+                       what=f"{service}'s gRPC server (services call each other) to serve")
 
     def stop(self) -> int:
         assert self.process is not None

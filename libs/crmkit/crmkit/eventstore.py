@@ -93,8 +93,9 @@ class EventStore:
             if not _is_duplicate_key(exc) or any(e.get("code") != DUPLICATE_KEY for e in exc.details["writeErrors"]):
                 raise
             taken = {recorded[error["index"]].stream_id for error in exc.details["writeErrors"]}
-            self.events.delete_many({"_id": {"$in": [e.id for e in recorded if e.stream_id in taken]},
-                                     "stream_id": {"$in": list(taken)}})
+            ours = [e for e in recorded if e.stream_id in taken]  # later versions of a taken stream may have gone in
+            self.events.delete_many({"_id": {"$in": [stream_key(e.stream_id, e.version) for e in ours]},
+                                     "event_id": {"$in": [e.id for e in ours]}})
         stored = [event for event in recorded if event.stream_id not in taken]
         self._count(stored)
         return stored, taken
@@ -129,23 +130,45 @@ class EventStore:
         self, stream_id: str, *, after_version: int = 0, as_of: datetime | None = None
     ) -> list[RecordedEvent]:
         """The stream's events in version order, optionally only those recorded by `as_of`."""
-        query: dict[str, Any] = {"stream_id": stream_id, "version": {"$gt": after_version}}
+        docs = self._stream_documents([stream_id], after_version)
         if as_of is not None:
-            query["time_ms"] = {"$lte": epoch_ms(as_of)}
-        return self._read(self.events.find(query).sort("version", ASCENDING))
+            cutoff = epoch_ms(as_of)
+            docs = [doc for doc in docs if doc["time_ms"] <= cutoff]
+        return self._read(docs)
 
     def load_many(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
-        """Several streams in one query (batch lookups never loop over streams)."""
+        """Several streams with one query per round of versions (batch lookups never loop over streams)."""
         streams: dict[str, list[RecordedEvent]] = {}
-        cursor = self.events.find({"stream_id": {"$in": list(stream_ids)}})
-        for event in self._read(cursor.sort([("stream_id", ASCENDING), ("version", ASCENDING)])):
+        for event in self._read(self._stream_documents(list(dict.fromkeys(stream_ids)), 0)):
             streams.setdefault(event.stream_id, []).append(event)
         return streams
+
+    def _stream_documents(self, stream_ids: list[str], after_version: int) -> list[dict[str, Any]]:
+        """Documents of the streams after `after_version`, fetched by primary key.
+
+        A stream's events have the keys "<stream>:<version>", so a stream is read with
+        `_id $in` over its next versions: 16 at first, more while every key is found.
+        That is an index lookup on any MongoDB; nx-27017, which ignores secondary indexes
+        and scans a whole collection on `{stream_id: ...}` (tests/compat), answers it in
+        about a millisecond however large the store is.
+        """
+        found: list[dict[str, Any]] = []
+        pending, start, size = stream_ids, after_version + 1, 16
+        while pending:
+            keys = [stream_key(stream, v) for stream in pending for v in range(start, start + size)]
+            docs = list(self.events.find({"_id": {"$in": keys}}))
+            found += docs
+            counts: dict[str, int] = {}
+            for doc in docs:
+                counts[doc["stream_id"]] = counts.get(doc["stream_id"], 0) + 1
+            pending = [stream for stream in pending if counts.get(stream) == size]
+            start, size = start + size, min(size * 4, 1024)
+        return sorted(found, key=lambda doc: (doc["stream_id"], doc["version"]))
 
     def scan(self, batch_size: int = 1000, *, sealed: bool = False) -> Iterator[list[RecordedEvent]]:
         """Every event, per stream in version order, in batches: opened for rebuilds,
         `sealed` (exactly as stored) for replays to Kafka."""
-        cursor = self.events.find({}).sort([("stream_id", ASCENDING), ("version", ASCENDING)])
+        cursor = self.events.find({}).sort("_id", ASCENDING)  # "<stream>:<version>": per stream in order
         for batch in self._batches(cursor.batch_size(batch_size), batch_size):
             yield batch if sealed else self.open(batch)
 
@@ -165,9 +188,11 @@ class EventStore:
         cursor = self.events.find(query).sort([("stream_id", ASCENDING), ("version", ASCENDING)])
         return [_from_document(doc, self.service) for doc in cursor.limit(limit)]
 
-    def mark_published(self, event_ids: Sequence[str]) -> None:
-        if event_ids:
-            self.events.update_many({"_id": {"$in": list(event_ids)}}, {"$set": {"published": True}})
+    def mark_published(self, events: Sequence[RecordedEvent]) -> None:
+        if events:
+            keys = [stream_key(event.stream_id, event.version) for event in events]
+            self.events.update_many({"_id": {"$in": keys}, "event_id": {"$in": [e.id for e in events]}},
+                                    {"$set": {"published": True}})
 
     def count(self) -> int:
         return self.events.count_documents({})
@@ -219,9 +244,15 @@ def _is_duplicate_key(exc: Exception) -> bool:
     return any(err.get("code") == DUPLICATE_KEY for err in details.get("writeErrors", []))
 
 
+def stream_key(stream_id: str, version: int) -> str:
+    """An event's primary key: its stream and version, so the pair is unique by construction."""
+    return f"{stream_id}:{version:010d}"
+
+
 def _to_document(event: RecordedEvent) -> dict[str, Any]:
     return {
-        "_id": event.id,
+        "_id": stream_key(event.stream_id, event.version),
+        "event_id": event.id,
         "stream_id": event.stream_id,
         "aggregate_type": event.aggregate_type,
         "version": event.version,
@@ -239,7 +270,7 @@ def _to_document(event: RecordedEvent) -> dict[str, Any]:
 
 def _from_document(doc: dict[str, Any], service: str) -> RecordedEvent:
     return RecordedEvent(
-        id=doc["_id"],
+        id=doc["event_id"],
         service=service,
         stream_id=doc["stream_id"],
         aggregate_type=doc["aggregate_type"],

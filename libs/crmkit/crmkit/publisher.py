@@ -43,7 +43,7 @@ class _AckRecorder:
 
     def __init__(self, store: EventStore, interval: float = 0.05) -> None:
         self._store = store
-        self._pending: list[str] = []
+        self._pending: list[RecordedEvent] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._interval = interval
@@ -51,15 +51,15 @@ class _AckRecorder:
         self._thread = threading.Thread(target=self._run, name="outbox-acks", daemon=True)
         self._thread.start()
 
-    def add(self, event_id: str) -> None:
+    def add(self, event: RecordedEvent) -> None:
         with self._lock:
-            self._pending.append(event_id)
+            self._pending.append(event)
 
     def flush(self) -> None:
         with self._lock:
-            ids, self._pending = self._pending, []
-        if ids:
-            self._store.mark_published(ids)
+            acknowledged, self._pending = self._pending, []
+        if acknowledged:
+            self._store.mark_published(acknowledged)
 
     def close(self) -> None:
         self._closed = True
@@ -72,7 +72,7 @@ class _AckRecorder:
             self._wake.wait(self._interval)
             try:
                 self.flush()
-            except Exception:  # Mongo briefly away: the ids are lost, the sweeper resends
+            except Exception:  # Mongo briefly away: these stay unmarked and the sweeper resends
                 log.exception("could not mark events published")
 
 
@@ -144,7 +144,7 @@ class Publisher:
             future.add_errback(self._on_error, event)
 
     def _on_ack(self, event: RecordedEvent, path: str, _metadata: object) -> None:
-        self._acks.add(event.id)
+        self._acks.add(event)
         service = self.store.service
         metrics.EVENTS_PUBLISHED.labels(service, path).inc()
         metrics.PUBLISH_LAG.labels(service, path).observe((utcnow() - event.time).total_seconds())

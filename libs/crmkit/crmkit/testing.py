@@ -146,3 +146,16 @@ def start_service_process(service: str, process: str, env: dict[str, str]) -> su
     """Run one real process of a service (`crm serve SERVICE PROCESS`) with `env` on top of ours."""
     return subprocess.Popen([sys.executable, "-m", "crmkit.cli", "serve", service, process],
                             env={**os.environ, **env})
+
+
+def grpc_serving(target: str) -> bool:
+    """Whether the gRPC server at `target` answers grpc.health.v1 with SERVING (False while it starts)."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with grpc.insecure_channel(target) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+        except grpc.RpcError:
+            return False
+    return reply.status == health_pb2.HealthCheckResponse.SERVING

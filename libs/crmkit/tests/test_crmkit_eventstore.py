@@ -301,10 +301,10 @@ class TestOutbox:
         ra = store.append(a, "Widget", 0, [ev(), ev()], META)
         rb = store.append(b, "Widget", 0, [ev()], META)
         assert {e.id for e in store.unpublished()} == {e.id for e in ra + rb}
-        store.mark_published([ra[0].id, rb[0].id])
+        store.mark_published([ra[0], rb[0]])
         assert [e.id for e in store.unpublished()] == [ra[1].id]
         store.mark_published([])
-        store.mark_published([ra[1].id])
+        store.mark_published([ra[1]])
         assert store.unpublished() == []
 
     def test_unpublished_filters(self, store: EventStore, clock: Callable[[datetime], None]) -> None:
