@@ -14,7 +14,7 @@ from crmkit.web import PageQuery, endpoint, if_match, listing, metadata, resourc
 
 RULES_HELP = (
     'A group {"all": [...]} or {"any": [...]} of conditions {"field", "op", "value"} and nested groups '
-    f"(at most {MAX_DEPTH} deep, {MAX_CONDITIONS} conditions). See README.md, Segments."
+    f"(at most {MAX_DEPTH} deep, {MAX_CONDITIONS} conditions). See docs/contacts.md, Segments."
 )
 
 

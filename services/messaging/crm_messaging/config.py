@@ -1,4 +1,4 @@
-"""The messaging service's own settings, all from the environment (see README "Messaging")."""
+"""The messaging service's own settings, all from the environment (see docs/messaging.md)."""
 
 from __future__ import annotations
 

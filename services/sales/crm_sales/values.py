@@ -1,6 +1,6 @@
 """Customer value: CLV, RFM quintiles and the strategic tier. Pure functions, no I/O.
 
-Definitions (README "Sales"):
+Definitions (docs/sales.md):
 - **Historic CLV**: the sum of the amounts of a customer's won deals.
 - **Predicted value**: average order value × purchase frequency × expected lifespan, where
   average order value = historic CLV / won deals, purchase frequency = won deals per year

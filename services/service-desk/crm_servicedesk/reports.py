@@ -1,6 +1,6 @@
 """SLA and satisfaction reports, computed from the tickets read model.
 
-Definitions (README "Service desk"):
+Definitions (docs/service-desk.md):
 - SLA compliance per target and priority: met / (met + breached) of the tickets whose
   target has an outcome (first response given, ticket solved, or breach recorded).
 - First-response and resolution times: business minutes (the ticket's policy calendar,
