@@ -4,9 +4,10 @@ a client helper that always sets a deadline and retries only what is safe to ret
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
 from typing import Any, TypeVar
 
@@ -67,35 +68,32 @@ class _Observed(grpc.ServerInterceptor):
 
     def _unary(self, behaviour: Callable[..., Any], method: str, cid: str) -> Callable[..., Any]:
         def run(request: Any, context: grpc.ServicerContext) -> Any:
-            token, started, code = correlation_id.set(cid or None), time.perf_counter(), "OK"
-            try:
+            with self._call(method, cid, context):
                 return behaviour(request, context)
-            except DomainError as exc:
-                code = _status_for(exc).name
-                context.abort(_status_for(exc), exc.detail)
-            except Exception as exc:
-                code = _internal(exc, method, context)
-            finally:
-                self._observe(method, code, started)
-                correlation_id.reset(token)
 
         return run
 
     def _stream(self, behaviour: Callable[..., Any], method: str, cid: str) -> Callable[..., Any]:
         def run(request: Any, context: grpc.ServicerContext) -> Iterable[Any]:
-            token, started, code = correlation_id.set(cid or None), time.perf_counter(), "OK"
-            try:
+            with self._call(method, cid, context):
                 yield from behaviour(request, context)
-            except DomainError as exc:
-                code = _status_for(exc).name
-                context.abort(_status_for(exc), exc.detail)
-            except Exception as exc:
-                code = _internal(exc, method, context)
-            finally:
-                self._observe(method, code, started)
-                correlation_id.reset(token)
 
         return run
+
+    @contextlib.contextmanager
+    def _call(self, method: str, cid: str, context: grpc.ServicerContext) -> Iterator[None]:
+        """Around one call: the correlation id set, errors mapped to status codes, latency recorded."""
+        token, started, code = correlation_id.set(cid or None), time.perf_counter(), "OK"
+        try:
+            yield
+        except DomainError as exc:
+            code = _status_for(exc).name
+            context.abort(_status_for(exc), exc.detail)
+        except Exception as exc:
+            code = _internal(exc, method, context)
+        finally:
+            self._observe(method, code, started)
+            correlation_id.reset(token)
 
     def _observe(self, method: str, code: str, started: float) -> None:
         metrics.GRPC_LATENCY.labels(self.service, method, code).observe(time.perf_counter() - started)
