@@ -103,9 +103,10 @@ def open_through_rest(url: str, token: str, contact_id: str, count: int, clients
 
 
 def seed_and_sweep(open_tickets: int, due: int, batch: int = 1000) -> dict[str, Any]:
-    from crm_servicedesk import clock, projections
+    from crm_servicedesk import projections
     from crm_servicedesk.commands import TicketDesk
     from crm_servicedesk.domain import Ticket
+    from crmkit import clock
     from crmkit.service import spec_for
 
     runtime = spec_for("service-desk").runtime()
