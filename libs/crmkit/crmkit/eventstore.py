@@ -20,7 +20,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crmkit import metrics
 from crmkit.catalogue import Catalogue, strict
-from crmkit.events import Metadata, NewEvent, RecordedEvent, Upcasters, new_id, utcnow
+from crmkit.events import Metadata, NewEvent, RecordedEvent, Upcasters, new_id, parse_time, utcnow
 from crmkit.shredding import PersonalData
 
 DUPLICATE_KEY = 11000
@@ -235,6 +235,11 @@ def epoch_ms(moment: datetime) -> int:
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
     return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def text_ms(text: str | None) -> int | None:
+    """An RFC 3339 time (as events and views carry them) in epoch milliseconds; None stays None."""
+    return epoch_ms(parse_time(text)) if text else None
 
 
 def _is_duplicate_key(exc: Exception) -> bool:

@@ -14,8 +14,8 @@ from typing import Any
 
 from crmkit.aggregate import Aggregate
 from crmkit.errors import Conflict, ValidationFailed
-from crmkit.events import parse_time, rfc3339
-from crmkit.eventstore import epoch_ms
+from crmkit.events import rfc3339
+from crmkit.eventstore import epoch_ms, text_ms
 
 LIFECYCLE_STAGES = (
     "subscriber",
@@ -95,11 +95,6 @@ def automation_may_move(current: str, target: str) -> bool:
             and AUTOMATION_PATH.index(target) > AUTOMATION_PATH.index(current))
 
 
-def _ms(text: str | None) -> int | None:
-    """An RFC 3339 time as epoch milliseconds (what read models compare)."""
-    return epoch_ms(parse_time(text)) if text else None
-
-
 class Contact(Aggregate):
     aggregate_type = "contact"
 
@@ -128,11 +123,11 @@ class Contact(Aggregate):
 
     @property
     def last_purchase_ms(self) -> int | None:
-        return _ms(self.last_purchase_at)
+        return text_ms(self.last_purchase_at)
 
     @property
     def at_risk_since_ms(self) -> int | None:
-        return _ms(self.at_risk_since)
+        return text_ms(self.at_risk_since)
 
     # --- commands -------------------------------------------------------------------
 
@@ -192,7 +187,7 @@ class Contact(Aggregate):
         if self.status != "active":
             return
         last = self.last_purchase_ms
-        newer = last is None or (_ms(at) or 0) > last
+        newer = last is None or (text_ms(at) or 0) > last
         if newer:
             self.record("ContactPurchaseRecorded", {"contact_id": self.id, "deal_id": deal_id, "at": at})
             if self.at_risk:

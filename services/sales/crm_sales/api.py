@@ -7,14 +7,12 @@ from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response, request
-from marshmallow import Schema
+from flask import Blueprint, Response
 
 from crm_sales import quote_html, reports, schemas
 from crm_sales.commands import SalesBook
 from crm_sales.projections import public
-from crmkit.web import endpoint, if_match, jsonable, listing, metadata, resource
-from crmkit.web.endpoint import _json_body, _load
+from crmkit.web import endpoint, if_match, jsonable, listing, metadata, optional_body, resource
 
 
 def plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -27,11 +25,6 @@ def plain(values: dict[str, Any]) -> dict[str, Any]:
             value = value.isoformat()
         out[key] = value
     return out
-
-
-def optional_body(schema: type[Schema]) -> dict[str, Any]:
-    """A body that may be left out entirely (POST /won, /accept ...): validated when given."""
-    return _load(schema(), _json_body() if request.get_data(cache=True).strip() else {}, "body")
 
 
 def blueprint(book: SalesBook) -> Blueprint:

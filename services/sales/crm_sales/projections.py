@@ -16,13 +16,8 @@ from pymongo.database import Database
 
 from crm_sales import money
 from crm_sales.domain import Activity, Deal, Pipeline, Product, Quote
-from crmkit.events import parse_time
-from crmkit.eventstore import EventStore, epoch_ms
+from crmkit.eventstore import EventStore, epoch_ms, text_ms
 from crmkit.projector import AggregateView
-
-
-def _ms(value: str | None) -> int | None:
-    return epoch_ms(parse_time(value)) if value else None
 
 
 def deal_keys(deal: Deal) -> dict[str, Any]:
@@ -31,8 +26,8 @@ def deal_keys(deal: Deal) -> dict[str, Any]:
     except money.MoneyError:
         minor = 0
     # nx-27017 evaluates no compound `$group` _id: the board groups by this one key instead
-    return {"amount_minor": minor, "board_key": f"{deal.stage}|{deal.currency}", "opened_ms": _ms(deal.opened_at),
-            "won_ms": _ms(deal.won_at), "closed_ms": _ms(deal.closed_at)}
+    return {"amount_minor": minor, "board_key": f"{deal.stage}|{deal.currency}", "opened_ms": text_ms(deal.opened_at),
+            "won_ms": text_ms(deal.won_at), "closed_ms": text_ms(deal.closed_at)}
 
 
 class SalesView(AggregateView):
@@ -73,7 +68,7 @@ class ActivitiesView(SalesView):
     indexes = (("owner",), ("status", "due_ms"), ("deal_id",), ("contact_id",))
 
     def keys(self, aggregate: Any) -> dict[str, Any]:
-        return {"due_ms": _ms(aggregate.due_at)}
+        return {"due_ms": text_ms(aggregate.due_at)}
 
 
 class QuotesView(SalesView):

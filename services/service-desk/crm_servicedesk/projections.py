@@ -20,15 +20,11 @@ from pymongo.database import Database
 from crm_servicedesk.domain import SlaPolicy, Ticket, due_ms
 from crmkit import clock
 from crmkit.directory import ContactDirectory, LocalContacts
-from crmkit.events import RecordedEvent, parse_time
-from crmkit.eventstore import EventStore, epoch_ms
+from crmkit.events import RecordedEvent
+from crmkit.eventstore import EventStore, epoch_ms, text_ms
 from crmkit.projector import AggregateView
 
 SALES_TOPIC = "crm.sales.events"
-
-
-def ms(text: str | None) -> int | None:
-    return epoch_ms(parse_time(text)) if text else None
 
 
 def ticket_document(ticket: Ticket) -> dict[str, Any]:
@@ -45,13 +41,13 @@ def ticket_document(ticket: Ticket) -> dict[str, Any]:
         "breached": bool(ticket.breaches), "breach_count": len(ticket.breaches),
         "breached_targets": sorted({b["target"] for b in ticket.breaches.values()}),
         "next_due_ms": due_ms(ticket.next_due(now)) if ticket.status in ("new", "open") else due_ms(None),
-        "opened_ms": ms(ticket.opened_at), "solved_ms": ms(ticket.solved_at),
+        "opened_ms": text_ms(ticket.opened_at), "solved_ms": text_ms(ticket.solved_at),
         "first_response_minutes": ticket.first_response_minutes(),
         "resolution_minutes": ticket.resolution_minutes() if ticket.solved_at else None,
         "sla_outcomes": {t["target"]: t["status"] for t in ticket.sla(now) if t["status"] in ("met", "breached")},
         "has_policy": ticket.policy is not None,
         "csat": rating.get("csat"), "nps": rating.get("nps"), "servqual": rating.get("servqual"),
-        "rated_ms": ms(rating.get("at")), "rated_at": rating.get("at"),
+        "rated_ms": text_ms(rating.get("at")), "rated_at": rating.get("at"),
     }
 
 

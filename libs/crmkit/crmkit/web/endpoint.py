@@ -194,6 +194,11 @@ def _json_body() -> Any:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from None
 
 
+def optional_body(schema: type[Schema]) -> dict[str, Any]:
+    """A body that may be left out entirely (an action such as POST /won): validated when given."""
+    return _load(schema(), _json_body() if request.get_data(cache=True).strip() else {}, "body")
+
+
 def _load(schema: Schema, data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationFailed(f"the {where} must be a JSON object", {"_body": ["must be a JSON object"]})
