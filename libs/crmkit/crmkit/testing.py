@@ -8,6 +8,7 @@ gets its own database and topic, so tests never see each other's data.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
@@ -22,6 +23,7 @@ import pytest
 from crmkit import auth, stack
 from crmkit.config import slug
 from crmkit.events import new_id
+from crmkit.eventstore import EventStore
 from crmkit.service import ServiceSpec
 
 T = TypeVar("T")
@@ -159,3 +161,23 @@ def grpc_serving(target: str) -> bool:
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+def stored_events_match_published_schemas(store: EventStore, docs: Path) -> set[str]:
+    """Check every stored event, as it goes on the wire (sealed), against docs/events.
+
+    Returns the event types seen; an event without a published schema or one that breaks
+    it fails the test with the type and the errors.
+    """
+    from jsonschema import Draft202012Validator
+
+    seen: set[str] = set()
+    for batch in store.scan(sealed=True):
+        for event in batch:
+            path = docs / event.service / f"{event.type}.v{event.schema_version}.schema.json"
+            assert path.exists(), f"{event.full_type} has no published schema: run `make catalogue`"
+            schema = json.loads(path.read_text())
+            errors = [e.message for e in Draft202012Validator(schema).iter_errors(json.loads(event.to_bytes()))]
+            assert errors == [], (event.full_type, errors)
+            seen.add(event.type)
+    return seen
