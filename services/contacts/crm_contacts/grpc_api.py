@@ -108,6 +108,23 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
         require(request.channel in CHANNELS, "channel", f"channel must be one of {', '.join(CHANNELS)}")
         return self._consent_reply(request.contact_id, request.channel)
 
+    def BatchCheckConsent(  # noqa: N802 - the name is the contract's
+        self, request: contacts_pb2.BatchCheckConsentRequest, context: grpc.ServicerContext
+    ) -> contacts_pb2.BatchCheckConsentResponse:
+        checks = [(check.contact_id, check.channel) for check in request.checks]
+        require(len(checks) <= MAX_BATCH, "checks", f"at most {MAX_BATCH} checks per call")
+        require(all(cid.strip() for cid, _ in checks), "checks.contact_id", "contact_id is required")
+        require(all(ch in CHANNELS for _, ch in checks), "checks.channel",
+                f"channel must be one of {', '.join(CHANNELS)}")
+        answers = self.book.check_consents(checks)
+        return contacts_pb2.BatchCheckConsentResponse(
+            answers=[_consent_message(answer) if answer is not None else contacts_pb2.CheckConsentResponse(
+                contact_id=cid, channel=channel, granted=False, reason="contact_not_found")
+                for (cid, channel), answer in zip(checks, answers, strict=True)],
+            not_found=list(dict.fromkeys(cid for (cid, _), answer in zip(checks, answers, strict=True)
+                                         if answer is None)),
+        )
+
     def RecordConsent(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.RecordConsentRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.CheckConsentResponse:
@@ -124,13 +141,16 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
         return self._consent_reply(survivor, request.channel)
 
     def _consent_reply(self, contact_id: str, channel: str) -> contacts_pb2.CheckConsentResponse:
-        answer = self.book.check_consent(contact_id, channel)
-        consent = answer["consent"]
-        return contacts_pb2.CheckConsentResponse(
-            contact_id=answer["contact_id"], channel=channel, granted=answer["granted"],
-            reason=answer["reason"], address=answer["address"] or "", legal_basis=consent.get("legal_basis") or "",
-            source=consent.get("source") or "", decided_at=consent.get("at") or "",
-        )
+        return _consent_message(self.book.check_consent(contact_id, channel))
+
+
+def _consent_message(answer: dict[str, Any]) -> contacts_pb2.CheckConsentResponse:
+    consent = answer["consent"]
+    return contacts_pb2.CheckConsentResponse(
+        contact_id=answer["contact_id"], channel=answer["channel"], granted=answer["granted"],
+        reason=answer["reason"], address=answer["address"] or "", legal_basis=consent.get("legal_basis") or "",
+        source=consent.get("source") or "", decided_at=consent.get("at") or "",
+    )
 
 
 def register(server: grpc.Server, book: ContactBook, segments: SegmentBook | None = None) -> list[str]:
