@@ -14,7 +14,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 from crmkit.errors import Conflict, NotFound, PreconditionFailed
 from crmkit.events import Metadata, NewEvent, RecordedEvent
-from crmkit.eventstore import ConcurrencyError, EventStore
+from crmkit.eventstore import ConcurrencyError, EventStore, StreamAppend
 
 
 class Aggregate:
@@ -83,6 +83,12 @@ class Repository(Generic[A]):
             raise NotFound(f"no {self.kind.aggregate_type} with id {aggregate_id}")
         return self.kind.from_events(aggregate_id, events)
 
+    def get_many(self, aggregate_ids: Sequence[str]) -> dict[str, A]:
+        """Many aggregates folded from one store query per round of versions; unknown ids are left out."""
+        streams = self.store.load_many(aggregate_ids)
+        return {aggregate_id: self.kind.from_events(aggregate_id, events) for aggregate_id, events in streams.items()
+                if events[0].aggregate_type == self.kind.aggregate_type}
+
     def history(self, aggregate_id: str) -> list[RecordedEvent]:
         events = self.store.load(aggregate_id)
         if not events or events[0].aggregate_type != self.kind.aggregate_type:
@@ -99,6 +105,20 @@ class Repository(Generic[A]):
             aggregate.updated_at = recorded[-1].time
         self.on_saved(recorded)
         return recorded
+
+    def save_many(self, aggregates: Sequence[A], meta_of: Callable[[A], Metadata]) -> set[str]:
+        """Save many aggregates' pending events in one bulk append; returns the ids that lost a
+        race (their events are not kept, and the aggregate keeps them pending)."""
+        stored, taken = self.store.append_streams([
+            StreamAppend(a.id, a.aggregate_type, a.stored_version, a.pending, meta_of(a)) for a in aggregates])
+        saved = {event.stream_id: event for event in stored}
+        for aggregate in aggregates:
+            if aggregate.id in saved:
+                aggregate.pending = []
+                aggregate.created_at = aggregate.created_at or saved[aggregate.id].time
+                aggregate.updated_at = saved[aggregate.id].time
+        self.on_saved(stored)
+        return taken
 
     def change(
         self,

@@ -68,6 +68,20 @@ class ContactDirectory:
         reply = self._call(self.stub.CheckConsent, request, f"contact {contact_id}")
         return Consent(reply.contact_id, reply.granted, reply.reason, reply.address or None)
 
+    def consents(self, checks: Sequence[tuple[str, str]]) -> list[Consent | None]:
+        """Many (contact id, channel) checks, answered in order, BATCH per call (a send
+        worker's batch is one round trip, not one per message); None for an unknown contact."""
+        answers: list[Consent | None] = []
+        for start in range(0, len(checks), BATCH):
+            chunk = checks[start:start + BATCH]
+            request = contacts_pb2.BatchCheckConsentRequest(checks=[
+                contacts_pb2.CheckConsentRequest(contact_id=cid, channel=channel) for cid, channel in chunk])
+            reply = self._call(self.stub.BatchCheckConsent, request, "contacts")
+            unknown = set(reply.not_found)
+            answers += [None if cid in unknown else Consent(a.contact_id, a.granted, a.reason, a.address or None)
+                        for (cid, _), a in zip(chunk, reply.answers, strict=True)]
+        return answers
+
     def record_consent(self, contact_id: str, channel: str, status: str, source: str) -> Consent:
         """Record a consent decision (e.g. an unsubscribe link); answers like `consent` afterwards."""
         request = contacts_pb2.RecordConsentRequest(contact_id=contact_id, channel=channel, status=status,
@@ -179,12 +193,18 @@ class LocalContacts:
         return {cid: docs.get(docs[cid].get("merged_into") or cid, docs[cid]) for cid in contact_ids if cid in docs}
 
     def remember(self, contact: dict[str, Any]) -> None:
-        """Keep a contact fetched over gRPC on a cache miss, so the next read is local.
+        """Keep a contact fetched over gRPC on a cache miss, so the next read is local."""
+        self.remember_many([contact])
 
-        Only fills a gap: a copy the projection already holds is newer or as new.
+    def remember_many(self, contacts: Sequence[dict[str, Any]]) -> None:
+        """Keep contacts fetched over gRPC (cache misses, segment members) in one bulk write.
+
+        Only fills gaps: a copy the projection already holds is newer or as new.
         """
-        fields = _fields(contact, int(contact.get("version") or 0))
-        self.collection.update_one({"_id": contact["id"]}, {"$setOnInsert": fields}, upsert=True)
+        if contacts:
+            self.collection.bulk_write([
+                UpdateOne({"_id": contact["id"]}, {"$setOnInsert": _fields(contact, int(contact.get("version") or 0))},
+                          upsert=True) for contact in contacts], ordered=False)
 
     @staticmethod
     def _refreshed(contact_id: str, contact: dict[str, Any], event: RecordedEvent) -> UpdateOne:

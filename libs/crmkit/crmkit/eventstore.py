@@ -10,6 +10,7 @@ acknowledged, so a crash between append and publish loses nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -34,6 +35,17 @@ class ConcurrencyError(Exception):
         super().__init__(f"stream {stream_id} moved past version {expected_version}")
         self.stream_id = stream_id
         self.expected_version = expected_version
+
+
+@dataclass(frozen=True)
+class StreamAppend:
+    """One stream's part of a bulk append: its new events at the version they were decided on."""
+
+    stream_id: str
+    aggregate_type: str
+    expected_version: int
+    events: Sequence[NewEvent]
+    meta: Metadata
 
 
 class EventStore:
@@ -82,8 +94,16 @@ class EventStore:
     ) -> tuple[list[RecordedEvent], set[str]]:
         """Begin many new streams in one bulk insert (imports); returns what was stored and
         the ids of streams that already existed (left untouched, e.g. a resumed batch)."""
-        recorded = self._seal([event for stream_id, kind, events in streams
-                               for event in self._record(stream_id, kind, 0, events, meta)])
+        return self.append_streams([StreamAppend(stream_id, kind, 0, events, meta)
+                                    for stream_id, kind, events in streams])
+
+    def append_streams(self, appends: Sequence[StreamAppend]) -> tuple[list[RecordedEvent], set[str]]:
+        """Append to many streams in one bulk insert (a worker's batch of decisions), each at
+        its expected version. Returns what was stored and the ids of the streams that had
+        moved on: a concurrent writer won there, and nothing of this batch is kept for them.
+        """
+        recorded = self._seal([event for append in appends for event in self._record(
+            append.stream_id, append.aggregate_type, append.expected_version, append.events, append.meta)])
         if not recorded:
             return [], set()
         taken: set[str] = set()
@@ -147,13 +167,14 @@ class EventStore:
         """Documents of the streams after `after_version`, fetched by primary key.
 
         A stream's events have the keys "<stream>:<version>", so a stream is read with
-        `_id $in` over its next versions: 16 at first, more while every key is found.
+        `_id $in` over its next versions: 16 at first (4 each when many streams are read
+        at once, which are mostly short), more while every key is found.
         That is an index lookup on any MongoDB; nx-27017, which ignores secondary indexes
         and scans a whole collection on `{stream_id: ...}` (tests/compat), answers it in
         about a millisecond however large the store is.
         """
         found: list[dict[str, Any]] = []
-        pending, start, size = stream_ids, after_version + 1, 16
+        pending, start, size = stream_ids, after_version + 1, 16 if len(stream_ids) == 1 else 4
         while pending:
             keys = [stream_key(stream, v) for stream in pending for v in range(start, start + size)]
             docs = list(self.events.find({"_id": {"$in": keys}}))

@@ -86,7 +86,11 @@ class PersonalData:
 
     def seal(self, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
         subjects = {event.stream_id for event in events if self.fields.get(event.type)}
-        keys = self.vault.keys_for(subjects) if len(subjects) > 1 else {}  # one stream: key_for below
+        keys: dict[str, bytes] = {}
+        if len(subjects) > 1:  # many streams: their keys in bulk (one stream: key_for below)
+            older = subjects - {event.stream_id for event in events if event.version == 1}
+            keys = self.vault.existing(older) if older else {}  # new streams have none yet
+            keys.update(self.vault.keys_for(subjects - set(keys)))
         sealed = []
         for event in events:
             paths = self.fields.get(event.type)
