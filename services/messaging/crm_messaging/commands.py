@@ -11,7 +11,7 @@ import contextlib
 import hashlib
 import hmac
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -184,20 +184,18 @@ class MessageDesk:
 
     def contact_variables(self, contact_id: str) -> dict[str, Any]:
         """What templates may use about the contact (from the local copy, gRPC on a miss)."""
-        found = self.contacts.find([contact_id]).get(contact_id)
-        if found is None:
-            try:
-                fetched = self.directory.get(contact_id)
-            except (NotFound, Unavailable):
-                return {}
-            self.contacts.remember(fetched)
-            found = self.contacts.find([contact_id]).get(contact_id) or {}
-        first, last = found.get("first_name") or "", found.get("last_name") or ""
-        return {"first_name": first, "last_name": last, "name": f"{first} {last}".strip(),
-                "email": found.get("email") or "", "phone": found.get("phone") or "",
-                "company_id": found.get("company_id") or "", "locale": found.get("locale") or "",
-                "time_zone": found.get("time_zone") or "", "lifecycle_stage": found.get("lifecycle_stage") or "",
-                "contact_id": contact_id}
+        return self.contact_variables_many([contact_id])[contact_id]
+
+    def contact_variables_many(self, contact_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
+        """`contact_variables` for a send batch: one local query, one gRPC call for the misses."""
+        found = self.contacts.find(contact_ids)
+        missing = [cid for cid in dict.fromkeys(contact_ids) if cid not in found]
+        if missing:
+            with contextlib.suppress(NotFound, Unavailable):  # render with what is known
+                fetched = self.directory.many(missing)
+                self.contacts.remember_many(list(fetched.values()))
+                found.update({cid: contact for cid, contact in self.contacts.find(missing).items()})
+        return {cid: _variables(cid, found.get(cid) or {}) for cid in contact_ids}
 
     # --- receipts -----------------------------------------------------------------------
 
@@ -285,7 +283,7 @@ class MessageDesk:
 
     def _queue_members(self, campaign: Campaign, members: list[dict[str, Any]], queued_at: str,
                        meta: Metadata) -> int:
-        self.contacts.collection.bulk_write([_remember(m) for m in members], ordered=False)
+        self.contacts.remember_many([{**member, "id": member["contact_id"]} for member in members])
         streams = []
         for member in members:
             message = Message.queue(derived_id("campaign", campaign.id, member["contact_id"]), {
@@ -351,6 +349,15 @@ class MessageDesk:
             self.idempotency.delete_many({"resource": {"$in": [f"/v1/messages/{i}" for i in ids]}})
 
 
+def _variables(contact_id: str, found: dict[str, Any]) -> dict[str, Any]:
+    first, last = found.get("first_name") or "", found.get("last_name") or ""
+    return {"first_name": first, "last_name": last, "name": f"{first} {last}".strip(),
+            "email": found.get("email") or "", "phone": found.get("phone") or "",
+            "company_id": found.get("company_id") or "", "locale": found.get("locale") or "",
+            "time_zone": found.get("time_zone") or "", "lifecycle_stage": found.get("lifecycle_stage") or "",
+            "contact_id": contact_id}
+
+
 def _check_variants(variants: dict[str, Any]) -> None:
     errors: dict[str, list[str]] = {}
     for locale, variant in variants.items():
@@ -362,17 +369,6 @@ def _check_variants(variants: dict[str, Any]) -> None:
                     errors.setdefault(f"variants.{locale}.{part}", []).append(str(exc))
     if errors:
         raise ValidationFailed("a template does not compile or is unsafe", errors)
-
-
-def _remember(member: dict[str, Any]) -> Any:
-    from pymongo import UpdateOne
-
-    fields = {name: member.get(name) or None for name in ("first_name", "last_name", "email", "phone", "company_id",
-                                                             "lifecycle_stage", "locale", "time_zone", "owner")}
-    return UpdateOne({"_id": member["contact_id"]},
-                     {"$setOnInsert": {**fields, "tags": member.get("tags") or [], "status": "active",
-                                       "version": int(member.get("version") or 0), "merged_into": None}},
-                     upsert=True)
 
 
 __all__ = ["ConcurrencyError", "MessageDesk", "derived_id"]

@@ -5,6 +5,8 @@ and returns the provider's message id, or raises `Transient` (retry with back-of
 `Permanent` (fail now). Chosen per channel by configuration (`config.Settings`):
 
 - email: `smtp` — smtplib to any SMTP server (TLS none|starttls|ssl, optional login).
+  One connection carries the mails of a busy period (the dispatcher closes it when it
+  goes idle); a kept connection the server dropped is reopened once.
   The local default points it at the SMTP sink `crm up` starts (`sinks.SmtpSink`), which
   writes each mail as an .eml file under var/messaging/mail/.
 - sms, fax: `http` — a JSON API in the common SMS-gateway style
@@ -16,6 +18,7 @@ and returns the provider's message id, or raises `Transient` (retry with back-of
 from __future__ import annotations
 
 import base64
+import contextlib
 import http.client
 import json
 import os
@@ -53,6 +56,9 @@ class Provider(Protocol):
 
     def send(self, message: Outgoing) -> str: ...
 
+    def close(self) -> None:
+        """Let go of any connection kept between sends (the dispatcher is idle)."""
+
 
 class SmtpProvider:
     name = "smtp"
@@ -61,32 +67,16 @@ class SmtpProvider:
                  password: str = "", timeout: float = 10.0, domain: str = "crm.local") -> None:
         self.host, self.port, self.sender, self.tls = host, port, sender, tls
         self.username, self.password, self.timeout, self.domain = username, password, timeout, domain
+        self._client: smtplib.SMTP | None = None  # kept open while the dispatcher is busy
 
     def message_id(self, key: str) -> str:
         """Derived from our id, so a retried send carries the same Message-ID (receivers dedupe on it)."""
         return f"<{key}@{self.domain}>"
 
     def send(self, message: Outgoing) -> str:
-        mail = EmailMessage()
-        mail["From"], mail["To"] = self.sender, message.to
-        mail["Subject"] = message.subject or ""
-        mail["Date"] = formatdate(localtime=False)
-        mail["Message-ID"] = self.message_id(message.key) if message.key else make_msgid()
-        if message.unsubscribe_url:
-            mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
-        mail.set_content(message.body, charset="utf-8")
+        mail = self._compose(message)
         try:
-            if self.tls == "ssl":
-                client: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
-                                                        context=ssl.create_default_context())
-            else:
-                client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
-            with client:
-                if self.tls == "starttls":
-                    client.starttls(context=ssl.create_default_context())
-                if self.username:
-                    client.login(self.username, self.password)
-                client.send_message(mail)
+            self._transmit(mail)
         except smtplib.SMTPRecipientsRefused as exc:
             raise Permanent(f"recipient refused: {_codes(exc.recipients)}") from None
         except smtplib.SMTPResponseException as exc:
@@ -96,6 +86,62 @@ class SmtpProvider:
         except (TimeoutError, smtplib.SMTPException, OSError) as exc:
             raise Transient(f"SMTP unavailable: {exc.__class__.__name__}") from None
         return mail["Message-ID"]
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            with contextlib.suppress(smtplib.SMTPException, OSError):
+                client.quit()
+            client.close()
+
+    def _compose(self, message: Outgoing) -> EmailMessage:
+        mail = EmailMessage()
+        mail["From"], mail["To"] = self.sender, message.to
+        mail["Subject"] = message.subject or ""
+        mail["Date"] = formatdate(localtime=False)
+        mail["Message-ID"] = self.message_id(message.key) if message.key else make_msgid()
+        if message.unsubscribe_url:
+            mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+        mail.set_content(message.body, charset="utf-8")
+        return mail
+
+    def _transmit(self, mail: EmailMessage) -> None:
+        """Send on the kept connection; a server that dropped it while we were quiet gets a
+        fresh one, once (the Message-ID is the same, should it have kept the first)."""
+        reused = self._client is not None
+        try:
+            self._connection().send_message(mail)
+        except smtplib.SMTPServerDisconnected:
+            self._drop()
+            if not reused:
+                raise
+            self._transmit(mail)
+        except BaseException:
+            self._drop()
+            raise
+
+    def _connection(self) -> smtplib.SMTP:
+        if self._client is None:
+            if self.tls == "ssl":
+                client: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
+                                                        context=ssl.create_default_context())
+            else:
+                client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
+            try:
+                if self.tls == "starttls":
+                    client.starttls(context=ssl.create_default_context())
+                if self.username:
+                    client.login(self.username, self.password)
+            except BaseException:
+                client.close()
+                raise
+            self._client = client
+        return self._client
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
 
 
 def _codes(recipients: dict) -> str:
@@ -135,6 +181,9 @@ class HttpGatewayProvider:
             answer = {}
         return str(answer.get("id") or answer.get("message_id") or message.key)
 
+    def close(self) -> None:
+        """Nothing kept: each request is its own connection."""
+
 
 class FileSink:
     """The local SMS/fax "provider": one JSON file per message, named by our id (so a
@@ -153,3 +202,6 @@ class FileSink:
                                         ensure_ascii=False, indent=2), encoding="utf-8")
         os.replace(temporary, path)
         return message.key
+
+    def close(self) -> None:
+        """Nothing kept between files."""

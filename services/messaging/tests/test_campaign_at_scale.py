@@ -89,6 +89,9 @@ def test_a_campaign_to_a_10000_member_segment_accounts_for_every_member_once(wor
             sent_keys.append(message.key)
             return f"r-{message.key}"
 
+        def close(self) -> None:
+            pass
+
     world.dispatcher.providers["email"] = Recording()
     world.dispatcher.channel_buckets["email"] = Bucket(1_000_000)  # CRM_MESSAGING_EMAIL_PER_MINUTE raised
     started = time.monotonic()

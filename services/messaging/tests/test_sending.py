@@ -90,6 +90,9 @@ def test_transient_failures_back_off_then_fail_at_the_cap(world: World) -> None:
             attempts.append(message.key)
             raise Transient("try later")
 
+        def close(self) -> None:
+            pass
+
     world.dispatcher.providers["email"] = Flaky()
     queued = world.send(contact_id=sara["id"], channel="email", body="hi", category="transactional").get_json()
     world.dispatch()
