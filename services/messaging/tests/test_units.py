@@ -100,6 +100,15 @@ def test_bucket_spaces_sends_on_the_given_clock() -> None:
     assert bucket.wait(start + timedelta(seconds=1)) == timedelta(0)
 
 
+def test_bucket_spreads_a_backlog_over_the_following_slots() -> None:
+    bucket, start = Bucket(60), datetime(2026, 1, 1, tzinfo=UTC)
+    waits = [bucket.wait(start) for _ in range(5)]  # one batch: one goes now, the rest get a slot each
+    assert waits == [timedelta(seconds=s) for s in range(5)]
+    back = start + timedelta(seconds=1)  # the first of the backlog comes back at its slot and goes
+    assert bucket.wait(back) == timedelta(0)
+    assert bucket.wait(back) == timedelta(seconds=4)  # a newcomer queues behind the backlog
+
+
 def test_the_message_state_machine_never_sends_twice() -> None:
     message = Message.queue("m", {"contact_id": "c", "channel": "email", "body": "hi"}, "2026-01-01T00:00:00Z")
     message.sent("smtp", "<m@x>", "a@b.c", None, "hi", "2026-01-01T00:00:01Z")
