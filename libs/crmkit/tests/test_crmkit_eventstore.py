@@ -18,7 +18,7 @@ from crmkit import eventstore
 from crmkit.aggregate import Aggregate, Repository
 from crmkit.errors import Conflict, NotFound, PreconditionFailed
 from crmkit.events import Metadata, NewEvent, RecordedEvent, Upcasters, new_id
-from crmkit.eventstore import ConcurrencyError, EventStore
+from crmkit.eventstore import ConcurrencyError, EventStore, StreamAppend, stream_key
 from crmkit.testing import Servers
 
 META = Metadata(actor="user:alice", correlation_id="corr-1", causation_id="cause-1")
@@ -128,6 +128,74 @@ class TestStartStreams:
 
     def test_nothing_to_start(self, store: EventStore) -> None:
         assert store.start_streams([], META) == ([], set())
+
+
+class TestAppendStreams:
+    def test_appends_to_many_streams_at_their_expected_versions_in_one_call(self, store: EventStore) -> None:
+        a, b, c = new_id(), new_id(), new_id()
+        store.append(a, "Widget", 0, [ev(name="a1")], META)
+        store.append(b, "Widget", 0, [ev(name="b1"), ev(name="b2")], META)
+        meta_b = Metadata(actor="user:bob", correlation_id="corr-b")
+        stored, taken = store.append_streams([
+            StreamAppend(a, "Widget", 1, [ev(name="a2"), ev(name="a3")], META),
+            StreamAppend(b, "Widget", 2, [ev(name="b3")], meta_b),
+            StreamAppend(c, "Gadget", 0, [ev("GadgetCreated", name="c1")], META),
+        ])
+        assert taken == set()
+        assert [(e.stream_id, e.version, e.data["name"]) for e in stored] == [
+            (a, 2, "a2"), (a, 3, "a3"), (b, 3, "b3"), (c, 1, "c1")]
+        assert [(e.actor, e.correlation_id) for e in stored] == [("user:alice", "corr-1")] * 2 + [
+            ("user:bob", "corr-b"), ("user:alice", "corr-1")]
+        assert stored[3].aggregate_type == "Gadget"
+        assert store.load(a)[1:] == stored[:2]
+        assert store.load(b)[2:] == stored[2:3]
+        assert store.load(c) == stored[3:]
+
+    def test_a_stream_that_moved_on_is_taken_and_none_of_its_events_is_kept(
+        self, store: EventStore, db: Database
+    ) -> None:
+        stale, other, fresh = new_id(), new_id(), new_id()
+        theirs = store.append(stale, "Widget", 0, [ev(name="v1"), ev(name="theirs-2")], META)
+        before = store.append(other, "Widget", 0, [ev(name="o1")], META)
+        # decided on version 1: version 2 is taken, version 3 was free and goes in before the error shows
+        stored, taken = store.append_streams([
+            StreamAppend(stale, "Widget", 1, [ev(name="mine-2"), ev(name="mine-3")], META),
+            StreamAppend(other, "Widget", 1, [ev(name="o2"), ev(name="o3")], META),
+            StreamAppend(fresh, "Widget", 0, [ev(name="f1")], META),
+        ])
+        assert taken == {stale}
+        assert [(e.stream_id, e.data["name"]) for e in stored] == [(other, "o2"), (other, "o3"), (fresh, "f1")]
+        assert store.load(stale) == theirs  # the winner's version 2 is untouched
+        assert db["events"].count_documents({"_id": stream_key(stale, 3)}) == 0  # the free version 3 was removed
+        assert [e.data["name"] for e in store.load(other)] == ["o1", "o2", "o3"]
+        assert [e.data["name"] for e in store.load(fresh)] == ["f1"]
+        assert store.count() == 2 + 3 + 1
+        # the outbox holds what was stored and nothing of the taken stream's batch
+        assert {e.id for e in store.unpublished()} == {e.id for e in theirs + before + stored}
+
+    def test_several_streams_can_be_taken_in_one_batch(self, store: EventStore) -> None:
+        first, second, free = new_id(), new_id(), new_id()
+        originals = {s: store.append(s, "Widget", 0, [ev(name="v1"), ev(name="v2")], META) for s in (first, second)}
+        stored, taken = store.append_streams([
+            StreamAppend(first, "Widget", 0, [ev(name="lost")], META),
+            StreamAppend(free, "Widget", 0, [ev(name="won")], META),
+            StreamAppend(second, "Widget", 1, [ev(name="lost-2"), ev(name="lost-3"), ev(name="lost-4")], META),
+        ])
+        assert taken == {first, second}
+        assert [(e.stream_id, e.version) for e in stored] == [(free, 1)]
+        assert store.load_many([first, second]) == originals
+        assert store.count() == 5
+
+    def test_every_stream_taken_stores_nothing(self, store: EventStore) -> None:
+        stream = new_id()
+        original = store.append(stream, "Widget", 0, [ev()], META)
+        assert store.append_streams([StreamAppend(stream, "Widget", 0, [ev(), ev()], META)]) == ([], {stream})
+        assert store.load(stream) == original and store.count() == 1
+
+    def test_nothing_to_append(self, store: EventStore) -> None:
+        assert store.append_streams([]) == ([], set())
+        assert store.append_streams([StreamAppend(new_id(), "Widget", 0, [], META)]) == ([], set())
+        assert store.count() == 0
 
 
 class TestRaces:
@@ -266,6 +334,22 @@ class TestLoad:
         assert streams[b] == store.load(b)
         assert store.load_many([]) == {}
 
+    def test_load_many_reads_long_streams_whole_beside_short_and_unknown_ones(self, store: EventStore) -> None:
+        # several streams are read 4 versions at a time, then 16, 64, ...: lengths around each step
+        lengths = {new_id(): n for n in (1, 3, 4, 5, 19, 20, 21, 84, 85, 130)}
+        for stream, n in lengths.items():
+            half = n // 2  # two appends, so no stream is one insert
+            store.append(stream, "Widget", 0, [ev(name=f"{stream}:{v}") for v in range(1, half + 1)], META)
+            store.append(stream, "Widget", half, [ev(name=f"{stream}:{v}") for v in range(half + 1, n + 1)], META)
+        unknown = [new_id(), new_id()]
+        streams = store.load_many([unknown[0], *reversed(lengths), unknown[1]])
+        assert set(streams) == set(lengths)
+        for stream, n in lengths.items():
+            assert [e.version for e in streams[stream]] == list(range(1, n + 1)), n
+            assert [e.data["name"] for e in streams[stream]] == [f"{stream}:{v}" for v in range(1, n + 1)]
+        assert streams == {stream: store.load(stream) for stream in lengths}
+        assert store.load_many([*lengths, *lengths]) == streams  # repeated ids are read once
+
     def test_scan_yields_every_event_per_stream_in_version_order(self, store: EventStore) -> None:
         streams = [new_id() for _ in range(4)]
         for round_ in range(3):  # interleaved appends
@@ -374,6 +458,75 @@ class TestRepository:
             repo.get(other)
         with pytest.raises(NotFound):
             repo.history(other)
+
+    def test_get_many_folds_each_known_aggregate_and_leaves_out_the_rest(
+        self, repo: Repository[Thing], store: EventStore
+    ) -> None:
+        short, long = self.create(repo, "short"), self.create(repo, "long")
+        store.append(long.id, "Thing", 1, [NewEvent("ThingRenamed", {"name": f"n{n}"}) for n in range(30)], META)
+        gadget = new_id()
+        store.append(gadget, "Gadget", 0, [ev()], META)
+        found = repo.get_many([short.id, new_id(), long.id, gadget])
+        assert set(found) == {short.id, long.id}
+        assert all(isinstance(thing, Thing) for thing in found.values())
+        assert found[short.id].view() == repo.get(short.id).view() == {"id": short.id, "version": 1, "name": "short"}
+        assert found[long.id].view() == {"id": long.id, "version": 31, "name": "n29"}
+        assert found[long.id].created_at == long.created_at
+        assert repo.get_many([]) == {}
+
+    def test_save_many_saves_every_aggregate_in_one_go(
+        self, repo: Repository[Thing], saved: list, clock: Callable[[datetime], None]
+    ) -> None:
+        t0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)
+        clock(t0)
+        existing = repo.get(self.create(repo, "old").id)
+        saved.clear()
+        existing.record("ThingRenamed", {"name": "renamed"})
+        existing.record("ThingRenamed", {"name": "renamed again"})
+        fresh = Thing(new_id())
+        fresh.record("ThingCreated", {"name": "new"})
+        unchanged = repo.get(self.create(repo, "same").id)
+        saved.clear()
+        t1 = t0 + timedelta(minutes=5)
+        clock(t1)
+        lost = repo.save_many([existing, fresh, unchanged], lambda thing: Metadata(actor=f"user:{thing.name}"))
+        assert lost == set()
+        assert existing.pending == [] and fresh.pending == [] and unchanged.pending == []
+        assert (existing.created_at, existing.updated_at, existing.version) == (t0, t1, 3)
+        assert (fresh.created_at, fresh.updated_at, fresh.version) == (t1, t1, 1)
+        assert (unchanged.created_at, unchanged.updated_at) == (t0, t0)
+        assert [[(e.stream_id, e.version, e.actor) for e in batch] for batch in saved] == [[
+            (existing.id, 2, "user:renamed again"), (existing.id, 3, "user:renamed again"), (fresh.id, 1, "user:new")]]
+        for thing in (existing, fresh, unchanged):
+            assert repo.get(thing.id).view() == thing.view()
+
+    def test_save_many_keeps_an_aggregate_that_lost_a_race_pending(
+        self, repo: Repository[Thing], store: EventStore, saved: list
+    ) -> None:
+        a, b = self.create(repo, "a"), self.create(repo, "b")
+        mine_a, mine_b = repo.get(a.id), repo.get(b.id)
+        store.append(b.id, "Thing", 1, [NewEvent("ThingRenamed", {"name": "theirs"})], META)  # another writer
+        saved.clear()
+        mine_a.record("ThingRenamed", {"name": "a2"})
+        mine_b.record("ThingRenamed", {"name": "b2"})
+        mine_b.record("ThingRenamed", {"name": "b3"})  # version 3 is still free: it must not be kept either
+        fresh = Thing(new_id())
+        fresh.record("ThingCreated", {"name": "c"})
+        b_times = (mine_b.created_at, mine_b.updated_at)
+        lost = repo.save_many([mine_a, mine_b, fresh], lambda _: META)
+        assert lost == {b.id}
+        assert mine_b.pending == [NewEvent("ThingRenamed", {"name": "b2"}), NewEvent("ThingRenamed", {"name": "b3"})]
+        assert mine_b.stored_version == 1 and (mine_b.created_at, mine_b.updated_at) == b_times
+        assert mine_a.pending == [] and fresh.pending == []
+        assert [[(e.stream_id, e.version, e.data["name"]) for e in batch] for batch in saved] == [
+            [(a.id, 2, "a2"), (fresh.id, 1, "c")]]
+        assert [e.data["name"] for e in store.load(b.id)] == ["b", "theirs"]
+        assert [e.data["name"] for e in store.load(a.id)] == ["a", "a2"]
+        assert repo.get(fresh.id).view() == fresh.view()
+        retry = repo.get(b.id)  # the loser decides again on the fresh state
+        retry.record("ThingRenamed", {"name": "theirs+mine"})
+        assert repo.save_many([retry], lambda _: META) == set()
+        assert [e.data["name"] for e in store.load(b.id)] == ["b", "theirs", "theirs+mine"]
 
     def test_get_as_of(self, repo: Repository[Thing], clock: Callable[[datetime], None]) -> None:
         t0 = datetime(2024, 3, 1, 12, 0, 0, tzinfo=UTC)

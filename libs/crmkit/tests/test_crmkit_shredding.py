@@ -1,0 +1,162 @@
+"""Crypto-shredding in the event store: personal fields sealed with their stream's key, in bulk too."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+import pytest
+from pymongo.database import Database
+
+from crmkit.events import Metadata, NewEvent, RecordedEvent, new_id
+from crmkit.eventstore import EventStore, StreamAppend
+from crmkit.shredding import KeyVault, PersonalData, is_sealed
+
+META = Metadata(actor="user:alice")
+FIELDS = {"WidgetMade": ("owner", "contact.email"), "WidgetHandedOver": ("owner",)}
+
+
+class RecordingVault(KeyVault):
+    """A vault that remembers which subjects it was asked about, and how."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.looked_up: list[set[str]] = []
+        self.created_for: list[set[str]] = []
+
+    def existing(self, subjects: Iterable[str]) -> dict[str, bytes]:
+        subjects = set(subjects)
+        self.looked_up.append(subjects)
+        return super().existing(subjects)
+
+    def keys_for(self, subjects: Iterable[str]) -> dict[str, bytes]:
+        subjects = set(subjects)
+        self.created_for.append(subjects)
+        return super().keys_for(subjects)
+
+
+@pytest.fixture
+def vault(db: Database) -> RecordingVault:
+    return RecordingVault(db["data_keys"])
+
+
+@pytest.fixture
+def store(db: Database, vault: KeyVault) -> EventStore:
+    events = EventStore(db, "widgets", personal=PersonalData(vault, FIELDS))
+    events.ensure_indexes()
+    return events
+
+
+def made(owner: str) -> NewEvent:
+    return NewEvent("WidgetMade", {"owner": owner, "contact": {"email": f"{owner}@example.com"}, "size": 3})
+
+
+def handed_over(owner: str) -> NewEvent:
+    return NewEvent("WidgetHandedOver", {"owner": owner})
+
+
+def keys(vault: KeyVault) -> dict[str, bytes]:
+    return {doc["_id"]: bytes(doc["key"]) for doc in vault.keys.find({})}
+
+
+def plain(events: Iterable[RecordedEvent]) -> list[tuple[str, int, Any]]:
+    return [(e.stream_id, e.version, e.data.get("owner")) for e in events]
+
+
+def create_streams(store: EventStore, count: int) -> list[str]:
+    streams = [new_id() for _ in range(count)]
+    for n, stream in enumerate(streams):
+        store.append(stream, "Widget", 0, [made(f"owner-{n}")], META)  # one stream: key_for
+    return streams
+
+
+def test_personal_fields_are_stored_sealed_and_read_back_plain(store: EventStore, db: Database) -> None:
+    stream = new_id()
+    stored = store.append(stream, "Widget", 0, [made("Shirin")], META)
+    assert is_sealed(stored[0].data["owner"]) and is_sealed(stored[0].data["contact"]["email"])
+    assert stored[0].data["size"] == 3
+    assert "Shirin" not in str(db["events"].find_one({"stream_id": stream}))
+    assert plain(store.load(stream)) == [(stream, 1, "Shirin")]
+    assert store.load(stream)[0].data["contact"] == {"email": "Shirin@example.com"}
+
+
+def test_bulk_appends_seal_existing_streams_with_their_own_keys(
+    store: EventStore, vault: KeyVault, db: Database
+) -> None:
+    existing = create_streams(store, 4)
+    before = keys(vault)
+    db["keys_before"].insert_many([{"_id": subject, "key": key} for subject, key in before.items()])
+    new = [new_id(), new_id()]
+    stored, taken = store.append_streams(
+        [StreamAppend(stream, "Widget", 1, [handed_over(f"next-{n}")], META) for n, stream in enumerate(existing)]
+        + [StreamAppend(stream, "Widget", 0, [made(f"new-{n}"), handed_over(f"new-next-{n}")], META)
+           for n, stream in enumerate(new)])
+    assert taken == set()
+    assert all(is_sealed(event.data["owner"]) for event in stored)  # what the publisher sends
+    raw = str(list(db["events"].find({})))
+    assert "next-" not in raw and "new-" not in raw
+
+    after = keys(vault)
+    assert set(after) == set(existing) | set(new)  # a key for each new stream, none more
+    assert {subject: after[subject] for subject in existing} == before  # existing keys unchanged
+
+    expected = [(stream, 2, f"next-{n}") for n, stream in enumerate(existing)] + [
+        (stream, version, owner) for n, stream in enumerate(new)
+        for version, owner in ((1, f"new-{n}"), (2, f"new-next-{n}"))]
+    assert plain(PersonalData(vault, FIELDS).open(stored)) == expected
+    loaded = store.load_many([*existing, *new])
+    assert [plain(loaded[stream]) for stream in existing] == [
+        [(stream, 1, f"owner-{n}"), (stream, 2, f"next-{n}")] for n, stream in enumerate(existing)]
+    # the keys from before the batch open the existing streams' new events: they were sealed with them
+    with_old_keys = PersonalData(KeyVault(db["keys_before"]), FIELDS).open(stored)
+    assert plain(with_old_keys) == expected[:4] + [(stream, version, None) for stream, version, _ in expected[4:]]
+
+
+def test_bulk_sealing_looks_existing_keys_up_and_creates_only_the_missing_ones(
+    store: EventStore, vault: RecordingVault
+) -> None:
+    existing = create_streams(store, 3)
+    vault.looked_up.clear()
+    vault.created_for.clear()
+    new = new_id()
+    store.append_streams([StreamAppend(stream, "Widget", 1, [handed_over("x")], META) for stream in existing]
+                         + [StreamAppend(new, "Widget", 0, [made("y")], META)])
+    assert vault.looked_up == [set(existing)]  # streams beyond version 1: one lookup
+    assert vault.created_for == [{new}]  # only the stream that starts here needs a key made
+
+
+def test_an_existing_stream_without_a_key_gets_one_in_bulk(store: EventStore, vault: KeyVault) -> None:
+    keyless, keyed = new_id(), create_streams(store, 1)[0]
+    store.append(keyless, "Widget", 0, [NewEvent("WidgetPainted", {"colour": "red"})], META)  # nothing personal
+    assert set(keys(vault)) == {keyed}
+    store.append_streams([StreamAppend(keyless, "Widget", 1, [handed_over("Reza")], META),
+                          StreamAppend(keyed, "Widget", 1, [handed_over("Sara")], META)])
+    assert set(keys(vault)) == {keyed, keyless}
+    loaded = store.load_many([keyless, keyed])
+    assert plain(loaded[keyless]) == [(keyless, 1, None), (keyless, 2, "Reza")]
+    assert plain(loaded[keyed]) == [(keyed, 1, "owner-0"), (keyed, 2, "Sara")]
+
+
+def test_a_resumed_import_keeps_the_key_of_a_stream_that_exists(store: EventStore, vault: KeyVault) -> None:
+    existing = create_streams(store, 1)[0]
+    before = keys(vault)
+    fresh = new_id()
+    stored, taken = store.start_streams(
+        [(existing, "Widget", [made("import-again")]), (fresh, "Widget", [made("import")])], META)
+    assert taken == {existing}
+    assert [e.stream_id for e in stored] == [fresh]
+    assert keys(vault)[existing] == before[existing]
+    assert plain(store.load(existing)) == [(existing, 1, "owner-0")]  # still readable
+    assert plain(store.load(fresh)) == [(fresh, 1, "import")]
+
+
+def test_erased_streams_read_as_none_after_a_bulk_append_to_others(store: EventStore, vault: KeyVault) -> None:
+    erased, kept = create_streams(store, 2)
+    assert vault.forget(erased)
+    store.append_streams([StreamAppend(kept, "Widget", 1, [handed_over("still here")], META),
+                          StreamAppend(new_id(), "Widget", 0, [made("newcomer")], META)])
+    loaded = store.load_many([erased, kept])
+    assert plain(loaded[erased]) == [(erased, 1, None)]
+    assert loaded[erased][0].data["contact"] == {"email": None} and loaded[erased][0].data["size"] == 3
+    assert plain(loaded[kept]) == [(kept, 1, "owner-1"), (kept, 2, "still here")]
+    assert erased not in keys(vault)
