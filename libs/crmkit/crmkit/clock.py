@@ -9,7 +9,8 @@ reads this clock lives some 463 days later. A missing, empty or unreadable file 
 as 0.
 
 A testing aid only: never set either variable in production. Services whose timers or
-SLA decisions tests move (contacts' lifecycle timers, the service desk) read this clock.
+SLA decisions tests move (contacts' lifecycle timers, the service desk, messaging's
+leases, back-off and quiet hours) read this clock.
 """
 
 from __future__ import annotations

@@ -22,11 +22,12 @@ from crm_messaging import templates, unsubscribe
 from crm_messaging.config import MessagingConfig
 from crm_messaging.domain import CHANNELS, Campaign, Message, Template, Trigger
 from crm_messaging.projections import CampaignsView, MessagesView, TemplatesView, TriggersView
+from crmkit import clock as platform_clock
 from crmkit.aggregate import Repository
 from crmkit.config import jwt_secret
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.errors import NotFound, Unavailable, ValidationFailed
-from crmkit.events import Metadata, new_id, rfc3339, utcnow
+from crmkit.events import Metadata, new_id, rfc3339
 from crmkit.eventstore import ConcurrencyError, epoch_ms
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
@@ -41,7 +42,8 @@ def derived_id(*parts: str) -> str:
 
 class MessageDesk:
     def __init__(self, runtime: Runtime, config: MessagingConfig | None = None,
-                 directory: ContactDirectory | None = None, clock: Callable[[], datetime] = utcnow) -> None:
+                 directory: ContactDirectory | None = None,
+                 clock: Callable[[], datetime] = platform_clock.now) -> None:
         self.runtime = runtime
         self.config = config or MessagingConfig.from_env()
         self.clock = clock

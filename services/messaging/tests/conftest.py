@@ -3,6 +3,10 @@ messaging service wired to it, local sinks in a temp folder, and a clock the tes
 
 from __future__ import annotations
 
+import os
+import signal
+import subprocess
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -12,7 +16,9 @@ import pytest
 
 from crm_contacts.app import SERVICE as CONTACTS
 from crm_contacts.commands import ContactBook
+from crm_contacts.domain import Contact
 from crm_contacts.grpc_api import register as register_contacts
+from crm_contacts.projections import projections as contact_projections
 from crm_contacts.segment_commands import SegmentBook
 from crm_messaging import api
 from crm_messaging.app import SERVICE as MESSAGING
@@ -21,7 +27,8 @@ from crm_messaging.config import MessagingConfig
 from crm_messaging.dispatcher import Dispatcher
 from crm_messaging.sinks import SmtpSink
 from crmkit import rpc, stack
-from crmkit.testing import ServiceHarness, isolate
+from crmkit.events import Metadata, new_id, rfc3339
+from crmkit.testing import ServiceHarness, isolate, start_service_process
 from crmkit.web import create_app
 
 
@@ -71,6 +78,111 @@ class World:
 
     def mails(self) -> list[Path]:
         return sorted(self.mail_dir.glob("*.eml")) if self.mail_dir.exists() else []
+
+
+@dataclass
+class Audience:
+    members: set[str]  # contact ids in the segment
+    without_consent: set[str]  # members without email consent: their messages are suppressed
+
+
+def bulk_audience(world: World, size: int, tag: str, batch: int = 1000) -> Audience:
+    """`size` contacts tagged `tag` (every 7th without email consent) plus a few outside,
+    written the way the bulk import writes them: real ContactCreated/ContactConsentChanged
+    events in one `start_streams` insert per batch; then the contacts projections applied."""
+    store = world.contacts.runtime.store
+    meta = Metadata(actor="test:bulk", correlation_id=new_id())
+    at = rfc3339(world.clock())
+    audience = Audience(set(), set())
+    streams = []
+    for i in range(size + 5):
+        contact = Contact.create(new_id(), {"first_name": f"Person{i}", "email": f"p{i}@example.com",
+                                            "tags": [tag] if i < size else ["other"]})
+        if i % 7 == 3 and i < size:
+            audience.without_consent.add(contact.id)
+        else:
+            contact.set_consent("email", {"status": "granted", "source": "web_form", "legal_basis": "consent",
+                                          "at": at})
+        if i < size:
+            audience.members.add(contact.id)
+        streams.append((contact.id, Contact.aggregate_type, contact.pending))
+        if len(streams) == batch:
+            store.start_streams(streams, meta)
+            streams = []
+    if streams:
+        store.start_streams(streams, meta)
+    runtime = world.contacts.runtime
+    views = contact_projections(runtime.db, store, runtime.settings.topic)
+    for events in store.scan(batch_size=batch):
+        for view in views:
+            view.handle(events)
+    return audience
+
+
+def launch_campaign(world: World, tag: str, throttle_per_minute: int) -> str:
+    """An email campaign to the segment of contacts tagged `tag`, launched now over REST."""
+    segment = world.contacts.client.post("/v1/segments", json={
+        "name": tag, "rules": {"all": [{"field": "tags", "op": "contains", "value": tag}]}},
+        headers=world.contacts.headers()).get_json()
+    h = world.messaging.headers()
+    template = world.messaging.client.post("/v1/templates", json={
+        "name": tag, "channel": "email", "default_locale": "en",
+        "variants": {"en": {"subject": "News for {{ first_name }}", "body": "It is here."}}}, headers=h).get_json()
+    campaign = world.messaging.client.post("/v1/campaigns", json={
+        "name": tag, "segment_id": segment["id"], "template_id": template["id"], "channel": "email",
+        "throttle_per_minute": throttle_per_minute}, headers=h).get_json()
+    assert world.messaging.client.post(f"/v1/campaigns/{campaign['id']}/launch", json={},
+                                       headers=h).status_code == 200
+    return campaign["id"]
+
+
+def every_member_accounted_for_once(world: World, campaign_id: str, audience: Audience) -> set[str]:
+    """Check from the events: one message per member, one outcome per message (sent, or
+    suppressed exactly for those without consent), nothing failed; returns the sent ids."""
+    size = len(audience.members)
+    events = world.messaging.runtime.db["events"]
+    [targeted] = [e["data"]["targeted"] for e in events.find({"stream_id": campaign_id, "type": "CampaignTargeted"})]
+    assert targeted == size
+    queued = list(events.find({"type": "MessageQueued"}, {"stream_id": 1, "data": 1}))
+    assert all(e["data"]["campaign_id"] == campaign_id for e in queued)
+    assert len(queued) == len({e["stream_id"] for e in queued}) == size
+    assert {e["data"]["contact_id"] for e in queued} == audience.members
+    contact_of = {e["stream_id"]: e["data"]["contact_id"] for e in queued}
+
+    outcomes = list(events.find({"type": {"$in": ["MessageSent", "MessageSuppressed", "MessageFailed"]}},
+                                {"stream_id": 1, "type": 1, "data": 1}))
+    by_type = Counter(e["type"] for e in outcomes)
+    assert by_type["MessageSent"] + by_type["MessageSuppressed"] == size and not by_type["MessageFailed"]
+    assert len({e["stream_id"] for e in outcomes}) == size  # one outcome per message
+    assert len({contact_of[e["stream_id"]] for e in outcomes}) == size  # one per contact
+    suppressed = {contact_of[e["stream_id"]] for e in outcomes if e["type"] == "MessageSuppressed"}
+    assert suppressed == audience.without_consent
+    assert {e["data"]["reason"] for e in outcomes if e["type"] == "MessageSuppressed"} == {"no_consent_recorded"}
+    return {e["stream_id"] for e in outcomes if e["type"] == "MessageSent"}
+
+
+class Worker:
+    """The real messaging worker process (`crm serve messaging worker`), started and killed at will."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.env = env
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.process = start_service_process("messaging", "worker", self.env)
+
+    def kill(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            os.kill(self.process.pid, signal.SIGKILL)
+            self.process.wait(timeout=10)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.kill()
 
 
 @pytest.fixture

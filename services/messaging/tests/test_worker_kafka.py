@@ -4,9 +4,6 @@ worker is killed (-9) and restarted in between."""
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 from collections.abc import Iterator
 from email import message_from_bytes, policy
 
@@ -15,9 +12,9 @@ from kafka import KafkaProducer
 
 from crmkit import stack
 from crmkit.events import RecordedEvent, new_id, rfc3339, utcnow
-from crmkit.testing import start_service_process, wait_until
+from crmkit.testing import wait_until
 
-from .conftest import World
+from .conftest import Worker, World
 
 
 def deal_won(contact_id: str) -> RecordedEvent:
@@ -28,28 +25,6 @@ def deal_won(contact_id: str) -> RecordedEvent:
         schema_version=1, time=utcnow(), actor="user:ana", correlation_id=new_id(), causation_id=None,
         data={"deal_id": deal_id, "contact_id": contact_id, "from": "negotiation", "amount": "1250.00",
               "currency": "USD", "at": rfc3339(utcnow())})
-
-
-class Worker:
-    def __init__(self, env: dict[str, str]) -> None:
-        self.env = env
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        self.process = start_service_process("messaging", "worker", self.env)
-
-    def kill(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            os.kill(self.process.pid, signal.SIGKILL)
-            self.process.wait(timeout=10)
-
-    def stop(self) -> None:
-        if self.process is not None and self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=15)
-            except subprocess.TimeoutExpired:
-                self.kill()
 
 
 @pytest.fixture

@@ -1,0 +1,66 @@
+"""The real messaging worker killed (-9) in the middle of a campaign and started again:
+every member is still accounted for exactly once, and every sent message is one mail in
+the SMTP sink (a mail in flight at the kill may reach the sink twice, with the same
+Message-ID: the sink, like real receivers, keeps one)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from crm_messaging.dispatcher import LEASE
+from crmkit import stack
+from crmkit.testing import wait_until
+
+from .conftest import Worker, World, bulk_audience, every_member_accounted_for_once, launch_campaign
+
+SIZE = 1500
+THROTTLE = 6000  # per minute: the campaign takes about 15 s, so the kill lands mid-way
+
+
+@pytest.fixture
+def clock_file(tmp_path: Path) -> Path:
+    path = tmp_path / "clock"
+    path.write_text("0")
+    return path
+
+
+@pytest.fixture
+def worker(world: World, clock_file: Path, service_env: dict[str, str]) -> Iterator[Worker]:
+    subject = Worker({"CRM_CLOCK_FILE": str(clock_file), "CRM_MESSAGING_METRICS_PORT": str(stack.free_port()),
+                      "CRM_LOG_LEVEL": "WARNING",
+                      "CRM_MESSAGING_TRIGGER_TOPICS": f"t.none.{service_env['CRM_TEST_SUFFIX']}"})
+    try:
+        yield subject
+    finally:
+        subject.stop()
+
+
+@pytest.mark.timeout(600)
+def test_killing_the_worker_mid_campaign_loses_and_doubles_nothing(
+        world: World, worker: Worker, clock_file: Path) -> None:
+    audience = bulk_audience(world, SIZE, "crash")
+    campaign_id = launch_campaign(world, "crash", throttle_per_minute=THROTTLE)
+    events = world.messaging.runtime.db["events"]
+
+    def sent() -> int:
+        return events.count_documents({"type": "MessageSent"})
+
+    worker.start()
+    wait_until(lambda: sent() >= 300, timeout=300, what="the campaign to be under way")
+    worker.kill()
+    at_kill = sent()
+    assert at_kill < SIZE - len(audience.without_consent)  # the kill came mid-campaign
+
+    clock_file.write_text(str(int(LEASE.total_seconds()) + 60))  # the dead worker's leases run out
+    worker.start()
+    wait_until(lambda: events.find_one({"stream_id": campaign_id, "type": "CampaignCompleted"}),
+               timeout=400, what="the campaign to complete after the restart")
+    worker.stop()
+
+    sent_ids = every_member_accounted_for_once(world, campaign_id, audience)
+    assert len(sent_ids) > at_kill
+    mailed = {path.stem.removesuffix("_crm.local") for path in world.mails()}
+    assert mailed == sent_ids  # every sent message reached the sink, and nothing else did
