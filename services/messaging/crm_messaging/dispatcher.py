@@ -63,7 +63,9 @@ class Bucket:
         """Zero (and a token taken) when a send may go now, else how long until its slot."""
         if self.rate <= 0:
             return timedelta(0)
-        if self.last is not None:
+        if self.last is not None and now < self.last:  # the clock was set back: start afresh
+            self.tokens, self.next_slot = self.capacity, None
+        elif self.last is not None:
             self.tokens = min(self.capacity, self.tokens + (now - self.last).total_seconds() * self.rate)
         self.last = now
         if self.tokens >= 1:

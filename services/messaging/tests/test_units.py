@@ -109,6 +109,14 @@ def test_bucket_spreads_a_backlog_over_the_following_slots() -> None:
     assert bucket.wait(back) == timedelta(seconds=4)  # a newcomer queues behind the backlog
 
 
+def test_bucket_starts_afresh_when_the_clock_is_set_back() -> None:
+    bucket, start = Bucket(60), datetime(2026, 1, 1, tzinfo=UTC)
+    later = start + timedelta(days=400)
+    assert [bucket.wait(later) for _ in range(3)] == [timedelta(seconds=s) for s in range(3)]
+    assert bucket.wait(start) == timedelta(0)  # not 400 days of debt
+    assert bucket.wait(start) == timedelta(seconds=1)
+
+
 def test_the_message_state_machine_never_sends_twice() -> None:
     message = Message.queue("m", {"contact_id": "c", "channel": "email", "body": "hi"}, "2026-01-01T00:00:00Z")
     message.sent("smtp", "<m@x>", "a@b.c", None, "hi", "2026-01-01T00:00:01Z")
