@@ -65,6 +65,7 @@ class Settings:
     service: str  # as in services/<name>, e.g. "service-desk"
     slug: str  # "servicedesk": in event types (crm.servicedesk.…), roles and database names
     kafka_bootstrap: str
+    group_prefix: str  # consumer groups are "<prefix>.<service>.<projection>"
     mongo_url: str
     database: str
     topic: str
@@ -79,6 +80,7 @@ class Settings:
             service=service,
             slug=compact,
             kafka_bootstrap=_env("CRM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            group_prefix=_env("CRM_KAFKA_GROUP_PREFIX", "crm"),
             mongo_url=_env("CRM_MONGO_URL", "mongodb://127.0.0.1:27017"),
             database=_env(f"CRM_{key}_DATABASE", f"crm_{compact}"),
             topic=_env(f"CRM_{key}_TOPIC", f"crm.{compact}.events"),

@@ -134,7 +134,7 @@ def run_worker(name: str) -> None:
     batch = int(os.environ.get("CRM_PROJECTOR_BATCH", "500"))
     for projection in spec.projections(runtime):
         runner = ProjectorRunner(name, projection, runtime.settings.kafka_bootstrap, runtime.store.open,
-                                 max_records=batch)
+                                 group_prefix=runtime.settings.group_prefix, max_records=batch)
         threads.append(threading.Thread(target=runner.run, args=(stop,), name=f"projector-{projection.name}"))
     for job in spec.jobs(runtime):
         threads.append(threading.Thread(target=job, args=(stop,), name=f"job-{getattr(job, '__name__', 'job')}"))

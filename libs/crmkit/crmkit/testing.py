@@ -59,6 +59,7 @@ def service_env(servers: Servers, monkeypatch: pytest.MonkeyPatch) -> Iterator[d
         "CRM_DATA_DIR": str(servers.data_dir),
         "CRM_JWT_SECRET": "test-secret-for-hs256-" + suffix,
         "CRM_TEST_SUFFIX": suffix,
+        "CRM_KAFKA_GROUP_PREFIX": f"t{suffix}",  # worker processes of different tests never share a group
     }
     for key, value in env.items():
         monkeypatch.setenv(key, value)

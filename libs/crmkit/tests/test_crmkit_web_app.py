@@ -168,7 +168,7 @@ class TcpProxy:
 
 def settings_for(servers: Servers, database: str, topic: str, mongo_url: str | None = None) -> Settings:
     return Settings(
-        service="widgets", slug="widgets", kafka_bootstrap=servers.kafka_bootstrap,
+        service="widgets", slug="widgets", kafka_bootstrap=servers.kafka_bootstrap, group_prefix="crm",
         mongo_url=mongo_url or servers.mongo_url,
         database=database, topic=topic, ports=Ports(0, 0, 0), log_level="WARNING", environment="test",
     )
