@@ -59,6 +59,7 @@ class MessageDesk:
         self.templates_view = db["templates"]
         self.campaigns_view = db["campaigns"]
         self.triggers_view = db["triggers"]
+        self.trigger_register = db["trigger_ids"]  # every trigger id, written before its first event
         self.contacts = LocalContacts("contacts", db["contacts"], self.directory, on_erased=self.erase_contact)
 
     @property
@@ -79,7 +80,6 @@ class MessageDesk:
         self.schedule.create_index([("contact_id", ASCENDING)])
         self.schedule.create_index([("campaign_id", ASCENDING), ("state", ASCENDING)])
         self.schedule.create_index([("provider_message_id", ASCENDING)])
-        self.runtime.db["events"].create_index([("type", ASCENDING)])  # the trigger reactor finds triggers by it
         self.contacts.ensure_indexes()
         for model in self.read_models():
             model.ensure_indexes()
@@ -149,9 +149,20 @@ class MessageDesk:
             _check_variants({"message": {"subject": fields.get("subject"), "body": fields["body"]}})
         self.require_contact(fields["contact_id"])
         message = Message.queue(message_id or new_id(), fields, rfc3339(self.now()))
+        self.schedule_messages([message])
         self.messages.save(message, meta)
-        self.schedule_message(message, self.now())
         return message
+
+    def queue_many(self, messages: Sequence[Message], meta_of: Callable[[Message], Metadata]) -> set[str]:
+        """Queue messages decided in bulk (a campaign's members, triggered events): one schedule
+        insert, one append. Returns the ids queued before (derived ids: a repeat), left as they are.
+        Each id may appear once: a second new stream with the same id would take the first down."""
+        if not messages:
+            return set()
+        if len({m.id for m in messages}) != len(messages):
+            raise ValueError("queue_many needs distinct message ids")
+        self.schedule_messages(messages)
+        return self.messages.save_many(messages, meta_of)
 
     def template_or_422(self, template_id: str) -> Template:
         try:
@@ -160,18 +171,33 @@ class MessageDesk:
             raise ValidationFailed("unknown template", {"template_id": ["no such template"]}) from None
 
     def require_contact(self, contact_id: str) -> None:
-        if self.contacts.find([contact_id]):
-            return
-        try:
-            self.contacts.remember(self.directory.get(contact_id))
-        except NotFound:
-            raise ValidationFailed("unknown contact", {"contact_id": ["no such contact"]}) from None
+        if contact_id not in self.known_contacts([contact_id]):
+            raise ValidationFailed("unknown contact", {"contact_id": ["no such contact"]})
 
-    def schedule_message(self, message: Message, due: datetime) -> None:
-        entry = {"_id": message.id, "kind": "message", "state": "pending", "due_ms": epoch_ms(due), "lease_ms": 0,
-                 "contact_id": message.contact_id, "channel": message.channel, "campaign_id": message.campaign_id}
-        with contextlib.suppress(DuplicateKeyError):  # scheduled already (a redelivery)
-            self.schedule.insert_one(entry)
+    def known_contacts(self, contact_ids: Sequence[str]) -> set[str]:
+        """Which of these contacts exist: the local copies, then one gRPC call for the rest
+        (remembered, so the next look is local). Unavailable when contacts is down."""
+        found = set(self.contacts.find(contact_ids))
+        missing = [cid for cid in dict.fromkeys(contact_ids) if cid not in found]
+        if missing:
+            fetched = self.directory.many(missing)
+            self.contacts.remember_many(list(fetched.values()))
+            found |= set(fetched)
+        return found
+
+    def schedule_messages(self, messages: Sequence[Message]) -> None:
+        """Schedule entries go in before the messages' first events: a process that dies in
+        between leaves an entry the dispatcher waits on a while (`UNBORN_GRACE`), never a
+        queued message nobody sends. An entry that exists already (a repeat) stays as it is."""
+        now = epoch_ms(self.now())
+        entries = [{"_id": m.id, "kind": "message", "state": "pending", "due_ms": now, "lease_ms": 0,
+                    "created_ms": now, "contact_id": m.contact_id, "channel": m.channel,
+                    "campaign_id": m.campaign_id} for m in messages]
+        try:
+            self.schedule.insert_many(entries, ordered=False)
+        except BulkWriteError as exc:
+            if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
+                raise
 
     def message(self, message_id: str) -> Message:
         return self.messages.get(message_id)
@@ -286,24 +312,9 @@ class MessageDesk:
     def _queue_members(self, campaign: Campaign, members: list[dict[str, Any]], queued_at: str,
                        meta: Metadata) -> int:
         self.contacts.remember_many([{**member, "id": member["contact_id"]} for member in members])
-        streams = []
-        for member in members:
-            message = Message.queue(derived_id("campaign", campaign.id, member["contact_id"]), {
-                "contact_id": member["contact_id"], "channel": campaign.channel, "template_id": campaign.template_id,
-                "campaign_id": campaign.id, "category": "marketing"}, queued_at)
-            streams.append((message.id, Message.aggregate_type, message.pending))
-        stored, _taken = self.runtime.store.start_streams(streams, meta)
-        if stored:
-            self.runtime.publish(stored)
-        due = epoch_ms(self.now())
-        entries = [{"_id": stream_id, "kind": "message", "state": "pending", "due_ms": due, "lease_ms": 0,
-                    "contact_id": member["contact_id"], "channel": campaign.channel, "campaign_id": campaign.id}
-                   for (stream_id, _, _), member in zip(streams, members, strict=True)]
-        try:
-            self.schedule.insert_many(entries, ordered=False)
-        except BulkWriteError as exc:
-            if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
-                raise
+        self.queue_many([Message.queue(derived_id("campaign", campaign.id, member["contact_id"]), {
+            "contact_id": member["contact_id"], "channel": campaign.channel, "template_id": campaign.template_id,
+            "campaign_id": campaign.id, "category": "marketing"}, queued_at) for member in members], lambda _: meta)
         return len(members)
 
     # --- triggers -----------------------------------------------------------------------
@@ -314,8 +325,18 @@ class MessageDesk:
             raise ValidationFailed("the template is for another channel",
                                    {"template_id": [f"is a {template.channel} template"]})
         trigger = Trigger.define(trigger_id or new_id(), fields)
+        self.register_trigger(trigger.id)
         self.triggers.save(trigger, meta)
         return trigger
+
+    def register_trigger(self, trigger_id: str) -> None:
+        """Note the id in `trigger_ids` before the trigger's first event, so the reactor finds
+        every trigger with one small read (an id whose append failed is skipped there)."""
+        with contextlib.suppress(DuplicateKeyError):
+            self.trigger_register.insert_one({"_id": trigger_id})
+
+    def trigger_ids(self) -> list[str]:
+        return [doc["_id"] for doc in self.trigger_register.find({}, {"_id": 1})]
 
     def set_trigger_enabled(self, trigger_id: str, enabled: bool, meta: Metadata, if_match: int | None) -> Trigger:
         return self.triggers.change(trigger_id, lambda t: t.set_enabled(enabled), meta, if_match)

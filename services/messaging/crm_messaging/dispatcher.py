@@ -38,6 +38,8 @@ log = logging.getLogger(__name__)
 LEASE = timedelta(seconds=60)
 PAUSED_RECHECK = timedelta(seconds=5)
 CAMPAIGN_RECHECK = timedelta(seconds=5)
+UNBORN_RECHECK = timedelta(seconds=5)  # an entry whose message is not stored yet
+UNBORN_GRACE = timedelta(minutes=10)  # ...is given up after this: its writer died before the append
 
 OUTCOMES = Counter("crm_messages_dispatched_total", "What the dispatcher decided, by channel and outcome "
                    "(sent, suppressed, failed, retry, deferred).", ["service", "channel", "outcome"])
@@ -142,15 +144,15 @@ class Dispatcher:
             except Exception:
                 log.exception("campaign pass failed; it will be tried again", extra={"campaign_id": entry["_id"]})
                 self._write_schedule([], {entry["_id"]: now + timedelta(seconds=self.config.backoff_base)})
-        message_ids = [e["_id"] for e in entries if e["kind"] == "message"]
-        if message_ids:
+        messages = [e for e in entries if e["kind"] == "message"]
+        if messages:
             try:
-                self._messages(message_ids, now)
+                self._messages(messages, now)
             except Exception:
                 log.exception("a send batch failed; its messages will be tried again", extra={
-                    "count": len(message_ids)})
+                    "count": len(messages)})
                 retry = now + timedelta(seconds=self.config.backoff_base)
-                self._write_schedule([], dict.fromkeys(message_ids, retry))
+                self._write_schedule([], {entry["_id"]: retry for entry in messages})
         return len(entries)
 
     # --- the schedule -------------------------------------------------------------------
@@ -181,10 +183,12 @@ class Dispatcher:
 
     # --- a batch of messages ------------------------------------------------------------
 
-    def _messages(self, message_ids: list[str], now: datetime) -> None:
+    def _messages(self, entries: list[dict[str, Any]], now: datetime) -> None:
         work = Pass(now)
-        loaded = self.desk.messages.get_many(message_ids)
-        work.done += [mid for mid in message_ids if mid not in loaded]  # no such message: nothing to send
+        loaded = self.desk.messages.get_many([entry["_id"] for entry in entries])
+        for entry in entries:
+            if entry["_id"] not in loaded:
+                self._unborn(entry, work)
         queued = []
         for message in loaded.values():
             if message.status == "queued":
@@ -193,6 +197,15 @@ class Dispatcher:
                 work.done.append(message.id)  # already decided (a redelivery, a second worker)
         self._send(self._with_consent(self._campaigns_allow(queued, work), work), work)
         self._commit(work)
+
+    def _unborn(self, entry: dict[str, Any], work: Pass) -> None:
+        """An entry whose message has no event yet: its writer is between the two writes
+        (`MessageDesk.schedule_messages`), or died there. Look again shortly; after
+        `UNBORN_GRACE`, there is nothing to send."""
+        if epoch_ms(work.now) - entry.get("created_ms", 0) < UNBORN_GRACE.total_seconds() * 1000:
+            work.later[entry["_id"]] = work.now + UNBORN_RECHECK
+        else:
+            work.done.append(entry["_id"])
 
     def _campaigns_allow(self, messages: list[Message], work: Pass) -> list[Message]:
         """Messages of a cancelled campaign are suppressed; of a paused one, held."""

@@ -15,12 +15,13 @@ import os
 import time
 from collections.abc import Sequence
 from datetime import timedelta
+from typing import Any
 
 from crm_messaging.commands import MessageDesk, derived_id
 from crm_messaging.domain import Message, Trigger
 from crmkit import signing
-from crmkit.errors import Conflict, ValidationFailed
-from crmkit.events import Metadata, RecordedEvent
+from crmkit.errors import Conflict
+from crmkit.events import Metadata, RecordedEvent, rfc3339
 from crmkit.eventstore import ConcurrencyError
 
 DEFAULT_TOPICS = "crm.servicedesk.events,crm.sales.events,crm.contacts.events"
@@ -42,12 +43,11 @@ class TriggerReactor:
     def triggers(self) -> list[Trigger]:
         """The enabled triggers, folded from the event store (never the `triggers` read model:
         a fresh worker's view may still be empty, and an event matched against nothing is
-        committed and never looked at again)."""
+        committed and never looked at again). Their ids come from `trigger_ids`, which
+        `define_trigger` writes before the trigger's first event."""
         if time.monotonic() - self._loaded > self.cache_seconds:
-            ids = sorted({doc["stream_id"] for doc in self.desk.runtime.db["events"].find(
-                {"type": "TriggerDefined"}, {"stream_id": 1})})
-            triggers = [self.desk.triggers.get(i) for i in ids]
-            self._triggers = [t for t in triggers if t.enabled]
+            found = self.desk.triggers.get_many(self.desk.trigger_ids())
+            self._triggers = [found[i] for i in sorted(found) if found[i].enabled]
             self._loaded = time.monotonic()
         return self._triggers
 
@@ -56,29 +56,45 @@ class TriggerReactor:
         if not foreign:
             return
         triggers = self.triggers()
-        for event in foreign:
-            for trigger in triggers:
-                if trigger.matches(event.full_type, event.data):
-                    self.fire(trigger, event)
+        fired = [(trigger, event) for event in foreign for trigger in triggers
+                 if trigger.matches(event.full_type, event.data)]
+        if fired:
+            self.fire(fired)
 
-    def fire(self, trigger: Trigger, event: RecordedEvent) -> Message | None:
-        contact_id = event.data.get("contact_id")
-        if not isinstance(contact_id, str) or not contact_id:
-            return None
-        scalars = {k: v for k, v in event.data.items() if isinstance(v, str | int | float | bool)}
+    def fire(self, fired: Sequence[tuple[Trigger, RecordedEvent]]) -> int:
+        """Queue the fired triggers' messages together (one contacts lookup, one append); the
+        message id comes from trigger and event, so a redelivered event queues nothing more.
+        An event without a contact, or whose contact or template is gone, sends nothing.
+        Returns how many messages were newly queued."""
+        wanted = [(trigger, event, event.data.get("contact_id")) for trigger, event in fired]
+        wanted = [(trigger, event, cid) for trigger, event, cid in wanted if isinstance(cid, str) and cid]
+        if not wanted:
+            return 0
+        known = self.desk.known_contacts([cid for _, _, cid in wanted])
+        templates = self.desk.templates.get_many(list({trigger.template_id for trigger, _, _ in wanted}))
+        queued_at = rfc3339(self.desk.now())
+        messages: dict[str, Message] = {}  # by id: the same event twice in one batch is one message
+        metas: dict[str, Metadata] = {}
+        for trigger, event, contact_id in wanted:
+            template = templates.get(trigger.template_id)
+            if contact_id not in known or template is None or template.channel != trigger.channel:
+                continue
+            message = Message.queue(derived_id("trigger", trigger.id, event.id), {
+                "contact_id": contact_id, "channel": trigger.channel, "template_id": trigger.template_id,
+                "trigger_id": trigger.id, "category": template.category,
+                "variables": {**self._event_variables(event, contact_id), **trigger.variables}}, queued_at)
+            messages[message.id] = message
+            metas[message.id] = Metadata(actor=f"trigger:{trigger.id}", causation_id=event.id,
+                                         correlation_id=event.correlation_id or event.id)
+        repeats = self.desk.queue_many(list(messages.values()), lambda m: metas[m.id])
+        return len(messages) - len(repeats)
+
+    def _event_variables(self, event: RecordedEvent, contact_id: str) -> dict[str, Any]:
+        """The event's scalar data for the template, and for a solved ticket its survey link."""
+        scalars: dict[str, Any] = {k: v for k, v in event.data.items() if isinstance(v, str | int | float | bool)}
         if event.full_type == TICKET_SOLVED:
             scalars["survey_url"] = self.survey_link(event.data.get("ticket_id") or event.stream_id, contact_id)
-        fields = {"contact_id": contact_id, "channel": trigger.channel, "template_id": trigger.template_id,
-                  "trigger_id": trigger.id, "variables": {**scalars, **trigger.variables}}
-        meta = Metadata(actor=f"trigger:{trigger.id}", correlation_id=event.correlation_id or event.id,
-                        causation_id=event.id)
-        message_id = derived_id("trigger", trigger.id, event.id)
-        try:
-            return self.desk.queue_message(fields, meta, message_id=message_id)
-        except ConcurrencyError:
-            return None  # this event already queued its message (a redelivery)
-        except ValidationFailed:
-            return None  # the contact or template is gone; nothing to send
+        return scalars
 
     def survey_link(self, ticket_id: str, contact_id: str) -> str:
         """The service desk's survey page for this ticket: a signed link that rates it once, no login."""
@@ -135,6 +151,7 @@ def install_defaults(desk: MessageDesk) -> None:
             with contextlib.suppress(ConcurrencyError, Conflict):
                 desk.define_template(dict(fields), meta, template_id=template_id)
     for trigger_id, fields in DEFAULT_TRIGGERS.items():
+        desk.register_trigger(trigger_id)  # also for defaults stored before the register existed
         if not desk.runtime.store.load(trigger_id):
             with contextlib.suppress(ConcurrencyError, Conflict):
                 desk.define_trigger(dict(fields), meta, trigger_id=trigger_id)

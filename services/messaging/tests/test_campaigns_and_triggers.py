@@ -6,9 +6,11 @@ import email
 import email.policy
 import re
 
+from crm_messaging.dispatcher import UNBORN_GRACE
+from crm_messaging.domain import Message
 from crm_messaging.triggers import TriggerReactor
 from crmkit import signing
-from crmkit.events import RecordedEvent, new_id, utcnow
+from crmkit.events import Metadata, RecordedEvent, new_id, rfc3339, utcnow
 
 from .conftest import World
 
@@ -89,3 +91,55 @@ def test_default_triggers_send_the_survey_once_even_when_the_event_comes_again(w
     trigger = world.desk.triggers.get(custom.get_json()["id"])
     assert trigger.matches("crm.sales.DealWon.v1", {"currency": "IRR", "contact_id": "x"})
     assert not trigger.matches("crm.sales.DealWon.v1", {"currency": "EUR", "contact_id": "x"})
+
+
+def deal_won(contact_id: object, currency: str = "IRR") -> RecordedEvent:
+    deal_id = new_id()
+    return RecordedEvent(id=new_id(), service="sales", stream_id=deal_id, aggregate_type="deal", version=4,
+                         type="DealWon", schema_version=1, time=utcnow(), actor="user:ana", correlation_id="c",
+                         causation_id=None, data={"deal_id": deal_id, "contact_id": contact_id,
+                                                  "currency": currency, "amount": "10.00"})
+
+
+def test_a_batch_of_events_queues_one_message_per_trigger_and_event_in_one_go(world: World) -> None:
+    sara = world.contact(first_name="Sara", email="sara@example.com")
+    omid = world.contact(first_name="Omid", email="omid@example.com")
+    custom = world.messaging.client.post("/v1/triggers", json={
+        "name": "Rial deals", "event_type": "crm.sales.DealWon.v1", "filter": {"currency": "IRR"},
+        "template_id": "tpl-welcome", "channel": "email", "variables": {"source": "rial"}},
+        headers=world.messaging.headers()).get_json()
+    for_sara, for_omid = deal_won(sara["id"]), deal_won(omid["id"], currency="EUR")
+    batch = [for_sara, for_sara, for_omid, deal_won("no-such-contact"), deal_won(None)]  # one event redelivered
+
+    reactor = TriggerReactor(world.desk, topics=["crm.sales.events"])  # a fresh worker finds the new trigger
+    reactor.handle(batch)
+    reactor.handle([for_sara])  # and again, in a later batch
+
+    events = world.messaging.runtime.db["events"]
+    queued = [(e["data"]["contact_id"], e["data"]["trigger_id"]) for e in events.find({"type": "MessageQueued"})]
+    assert sorted(queued) == sorted([(sara["id"], "trg-deal-won-welcome"), (sara["id"], custom["id"]),
+                                     (omid["id"], "trg-deal-won-welcome")])  # EUR: not the custom trigger's
+    assert world.dispatch() == 3
+    assert len(world.mails()) == 3
+
+
+def test_an_entry_whose_message_never_arrived_waits_then_is_let_go(world: World) -> None:
+    sara = world.contact(first_name="Sara", email="sara@example.com")
+    late = Message.queue(new_id(), {"contact_id": sara["id"], "channel": "email", "body": "late",
+                                    "category": "transactional"}, rfc3339(world.clock()))
+    lost = Message.queue(new_id(), {"contact_id": sara["id"], "channel": "email", "body": "lost",
+                                    "category": "transactional"}, rfc3339(world.clock()))
+    world.desk.schedule_messages([late, lost])  # the writers are between their two writes (or died there)
+    world.dispatch()
+    schedule = world.messaging.runtime.db["schedule"]
+    assert {e["_id"]: e["state"] for e in schedule.find({"_id": {"$in": [late.id, lost.id]}})} == {
+        late.id: "pending", lost.id: "pending"}
+
+    world.desk.messages.save(late, Metadata(actor="test", correlation_id="c"))  # one append lands
+    world.clock.advance(seconds=5)
+    world.dispatch()
+    assert world.desk.messages.get(late.id).status == "sent"
+    world.clock.advance(seconds=UNBORN_GRACE.total_seconds())
+    world.dispatch()
+    assert schedule.find_one({"_id": lost.id})["state"] == "done"  # nothing to send: the writer died
+    assert len(world.mails()) == 1
