@@ -76,6 +76,11 @@ class KeyVault:
         """Erase: delete the key. Everything sealed with it becomes unreadable."""
         return self.keys.delete_one({"_id": subject}).deleted_count == 1
 
+    def forget_many(self, subjects: Iterable[str]) -> int:
+        """Erase many subjects at once (a person's messages); returns how many keys were deleted."""
+        wanted = list(set(subjects))
+        return self.keys.delete_many({"_id": {"$in": wanted}}).deleted_count if wanted else 0
+
 
 class PersonalData:
     """Seals and opens the personal fields of events, per event type."""

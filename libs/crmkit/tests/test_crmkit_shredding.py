@@ -160,3 +160,13 @@ def test_erased_streams_read_as_none_after_a_bulk_append_to_others(store: EventS
     assert loaded[erased][0].data["contact"] == {"email": None} and loaded[erased][0].data["size"] == 3
     assert plain(loaded[kept]) == [(kept, 1, "owner-1"), (kept, 2, "still here")]
     assert erased not in keys(vault)
+
+
+def test_forgetting_many_subjects_at_once_leaves_only_theirs_unreadable(store: EventStore, vault: KeyVault) -> None:
+    first, second, kept = create_streams(store, 3)
+    assert vault.forget_many([first, second, first, "never-had-a-key"]) == 2
+    assert vault.forget_many([]) == 0
+    loaded = store.load_many([first, second, kept])
+    assert [plain(loaded[s]) for s in (first, second, kept)] == [
+        [(first, 1, None)], [(second, 1, None)], [(kept, 1, "owner-2")]]
+    assert set(keys(vault)) == {kept}

@@ -366,8 +366,7 @@ class MessageDesk:
         (their messages' keys are deleted) and stored responses about them are dropped."""
         ids = {doc["_id"] for doc in self.messages_view.find({"contact_id": contact_id}, {"_id": 1})}
         ids |= {doc["_id"] for doc in self.schedule.find({"contact_id": contact_id, "kind": "message"}, {"_id": 1})}
-        for message_id in ids:
-            self.runtime.vault.forget(message_id)
+        self.runtime.vault.forget_many(ids)
         if ids:
             self.idempotency.delete_many({"resource": {"$in": [f"/v1/messages/{i}" for i in ids]}})
 
