@@ -85,12 +85,14 @@ class Pass:
     """One batch's decisions, written together once the providers have been called."""
 
     now: datetime
+    send_until: float  # time.monotonic() after which no more provider calls start (the lease must outlast them)
     decided: list[Message] = field(default_factory=list)  # messages with a new event to append
     later: dict[str, datetime] = field(default_factory=dict)  # schedule entry → when to look again
     done: list[str] = field(default_factory=list)  # entries with nothing left to do
     sent_via: dict[str, tuple[str, str]] = field(default_factory=dict)  # message → (provider, provider's id)
     retry_at: dict[str, datetime] = field(default_factory=dict)  # decided messages that try again later
     campaigns: dict[str, Campaign] = field(default_factory=dict)  # of the batch's messages
+    provider_calls: int = 0
 
     def record(self, message: Message, outcome: str) -> None:
         """`message` has decided (an event pending): append it with the batch."""
@@ -104,11 +106,12 @@ class Pass:
 
 class Dispatcher:
     def __init__(self, desk: MessageDesk, send_with: dict[str, providers.Provider] | None = None,
-                 batch: int = 500) -> None:
+                 batch: int = 500, send_budget: timedelta = LEASE / 2) -> None:
         self.desk = desk
         self.config = desk.config
         self.providers = send_with or self.config.providers()
         self.batch = batch
+        self.send_budget = send_budget  # provider calls a pass may start after its claim (slow providers)
         self.owner = new_id()
         self.channel_buckets = {ch: Bucket(rate) for ch, rate in self.config.rate_per_minute.items()}
         self.campaign_buckets: dict[str, Bucket] = {}
@@ -184,7 +187,7 @@ class Dispatcher:
     # --- a batch of messages ------------------------------------------------------------
 
     def _messages(self, entries: list[dict[str, Any]], now: datetime) -> None:
-        work = Pass(now)
+        work = Pass(now, time.monotonic() + self.send_budget.total_seconds())
         loaded = self.desk.messages.get_many([entry["_id"] for entry in entries])
         for entry in entries:
             if entry["_id"] not in loaded:
@@ -254,6 +257,9 @@ class Dispatcher:
             if quiet is not None:
                 work.defer(message, quiet)
                 continue
+            if work.provider_calls and time.monotonic() > work.send_until:  # slow providers: hand the rest back
+                work.defer(message, work.now)
+                continue
             wait = self._rate_wait(message, work)
             if wait:
                 work.defer(message, work.now + wait)
@@ -277,6 +283,7 @@ class Dispatcher:
 
     def _deliver(self, message: Message, outgoing: providers.Outgoing, work: Pass) -> None:
         provider = self.providers[message.channel]
+        work.provider_calls += 1
         started = time.perf_counter()
         try:
             provider_id = provider.send(outgoing)

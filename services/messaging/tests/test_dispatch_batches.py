@@ -4,6 +4,7 @@ contact, and a worker whose lease ran out while another took over records nothin
 from __future__ import annotations
 
 from collections import Counter
+from datetime import timedelta
 
 from crm_messaging.dispatcher import LEASE, Dispatcher
 from crm_messaging.providers import Outgoing
@@ -84,3 +85,17 @@ def test_a_worker_whose_lease_ran_out_mid_batch_records_each_message_once(world:
     schedule = world.messaging.runtime.db["schedule"]
     assert {entry["state"] for entry in schedule.find({"_id": {"$in": ids}})} == {"done"}
     assert world.dispatcher.run_once() == 0 and second.run_once() == 0
+
+
+def test_a_pass_hands_back_what_it_cannot_send_before_its_lease_would_run_out(world: World) -> None:
+    people = [world.contact(first_name=f"P{i}", email=f"p{i}@example.com") for i in range(3)]
+    ids = [world.send(contact_id=p["id"], channel="email", body="hi", category="transactional").get_json()["id"]
+           for p in people]
+    slow = Dispatcher(world.desk, send_budget=timedelta(0))  # as if every provider call took the whole budget
+    assert slow.run_once() == 3
+    assert len(world.mails()) == 1  # one call per pass, the others are due again at once
+    schedule = world.messaging.runtime.db["schedule"]
+    assert sorted(e["state"] for e in schedule.find({"_id": {"$in": ids}})) == ["done", "pending", "pending"]
+    assert all(e["lease_ms"] == 0 for e in schedule.find({"_id": {"$in": ids}}))  # free for any worker
+    assert slow.run_once() == 2 and slow.run_once() == 1 and slow.run_once() == 0
+    assert len(world.mails()) == 3
