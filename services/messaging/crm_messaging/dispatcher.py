@@ -112,6 +112,7 @@ class Dispatcher:
         self.providers = send_with or self.config.providers()
         self.batch = batch
         self.send_budget = send_budget  # provider calls a pass may start after its claim (slow providers)
+        self.stopping = threading.Event()  # set on shutdown: the pass in hand hands back what it has not sent
         self.owner = new_id()
         self.channel_buckets = {ch: Bucket(rate) for ch, rate in self.config.rate_per_minute.items()}
         self.campaign_buckets: dict[str, Bucket] = {}
@@ -121,6 +122,7 @@ class Dispatcher:
         return self.desk.clock
 
     def run(self, stop: threading.Event, idle: float = 0.2) -> None:
+        self.stopping = stop
         while not stop.is_set():
             try:
                 worked = self.run_once()
@@ -257,7 +259,8 @@ class Dispatcher:
             if quiet is not None:
                 work.defer(message, quiet)
                 continue
-            if work.provider_calls and time.monotonic() > work.send_until:  # slow providers: hand the rest back
+            if work.provider_calls and (time.monotonic() > work.send_until or self.stopping.is_set()):
+                # slow providers, or shutting down: hand the rest back, due at once, and record what was sent
                 work.defer(message, work.now)
                 continue
             wait = self._rate_wait(message, work)

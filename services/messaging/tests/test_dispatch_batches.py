@@ -99,3 +99,28 @@ def test_a_pass_hands_back_what_it_cannot_send_before_its_lease_would_run_out(wo
     assert all(e["lease_ms"] == 0 for e in schedule.find({"_id": {"$in": ids}}))  # free for any worker
     assert slow.run_once() == 2 and slow.run_once() == 1 and slow.run_once() == 0
     assert len(world.mails()) == 3
+
+
+def test_on_shutdown_the_pass_records_what_it_sent_and_hands_back_the_rest(world: World) -> None:
+    people = [world.contact(first_name=f"P{i}", email=f"p{i}@example.com") for i in range(3)]
+    ids = [world.send(contact_id=p["id"], channel="email", body="hi", category="transactional").get_json()["id"]
+           for p in people]
+    sent: list[str] = []
+
+    class StopsDuringTheFirstSend:
+        name = "stopping"
+
+        def send(self, message: Outgoing) -> str:
+            sent.append(message.key)
+            world.dispatcher.stopping.set()  # SIGTERM arrives while a mail is in flight
+            return f"s-{message.key}"
+
+        def close(self) -> None:
+            pass
+
+    world.dispatcher.providers["email"] = StopsDuringTheFirstSend()
+    assert world.dispatcher.run_once() == 3
+    assert len(sent) == 1 and world.desk.messages.get(sent[0]).status == "sent"  # the one in flight is recorded
+    schedule = world.messaging.runtime.db["schedule"]
+    assert {e["_id"]: (e["state"], e["lease_ms"]) for e in schedule.find({"_id": {"$in": ids}})} == {
+        i: ("done", 0) if i == sent[0] else ("pending", 0) for i in ids}  # the rest: free for the next worker
