@@ -261,7 +261,7 @@ def read_topics(bootstrap: str, topics: Sequence[str], batch: int = 1000, idle_l
         consumer.assign(partitions)
         consumer.seek_to_beginning()
         last_progress = time.monotonic()
-        while not _caught_up(consumer, partitions):
+        while not caught_up(consumer, partitions):
             records = consumer.poll(timeout_ms=500)
             events = []
             for message in (m for chunk in records.values() for m in chunk):
@@ -278,7 +278,8 @@ def read_topics(bootstrap: str, topics: Sequence[str], batch: int = 1000, idle_l
         consumer.close()
 
 
-def _caught_up(consumer: KafkaConsumer, partitions: Sequence[TopicPartition]) -> bool:
+def caught_up(consumer: KafkaConsumer, partitions: Sequence[TopicPartition]) -> bool:
+    """Whether `consumer` has read every partition up to its end (as it stands now)."""
     for tp in partitions:
         end = consumer.highwater(tp)
         if end is None or consumer.position(tp) < end:

@@ -19,6 +19,7 @@ from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
 from crmkit.events import RecordedEvent
+from crmkit.projector import caught_up
 from crmkit.shredding import is_sealed
 
 ENVELOPE = ("id", "type", "source", "subject", "time", "aggregatetype", "streamversion",
@@ -110,7 +111,7 @@ def export(
         for tp in partitions:
             consumer.seek(tp, done.get(str(tp.partition), 0))
         with _Writer(out, fmt) as writer:
-            while not _caught_up(consumer, partitions):
+            while not caught_up(consumer, partitions):
                 records = consumer.poll(timeout_ms=1000)
                 for message, envelope in _envelopes(m for chunk in records.values() for m in chunk):
                     if not event_type or event_type in (envelope["type"], envelope["type"].split(".")[2]):
@@ -125,14 +126,6 @@ def export(
     finally:
         consumer.close()
     return written
-
-
-def _caught_up(consumer: KafkaConsumer, partitions: list[TopicPartition]) -> bool:
-    for tp in partitions:
-        end = consumer.highwater(tp)
-        if end is None or consumer.position(tp) < end:
-            return False
-    return True
 
 
 class _Writer:
