@@ -113,7 +113,6 @@ class Dispatcher:
         self.batch = batch
         self.send_budget = send_budget  # provider calls a pass may start after its claim (slow providers)
         self.stopping = threading.Event()  # set on shutdown: the pass in hand hands back what it has not sent
-        self.owner = new_id()
         self.channel_buckets = {ch: Bucket(rate) for ch, rate in self.config.rate_per_minute.items()}
         self.campaign_buckets: dict[str, Bucket] = {}
 
@@ -173,7 +172,7 @@ class Dispatcher:
         claim, ids = new_id(), [entry["_id"] for entry in due]
         taken = self.desk.schedule.update_many(
             {"_id": {"$in": ids}, "state": "pending", "lease_ms": {"$lte": now_ms}},
-            {"$set": {"lease_ms": epoch_ms(now + LEASE), "owner": self.owner, "claim": claim}})
+            {"$set": {"lease_ms": epoch_ms(now + LEASE), "claim": claim}})
         if taken.modified_count == len(due):
             return due
         return list(self.desk.schedule.find({"_id": {"$in": ids}, "claim": claim}))
