@@ -92,36 +92,33 @@ class PersonalData:
     def seal(self, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
         subjects = {event.stream_id for event in events if self.fields.get(event.type)}
         keys: dict[str, bytes] = {}
-        if len(subjects) > 1:  # many streams: their keys in bulk (one stream: key_for below)
+        if len(subjects) > 1:  # many streams: their keys in bulk
             older = subjects - {event.stream_id for event in events if event.version == 1}
             keys = self.vault.existing(older) if older else {}  # new streams have none yet
             keys.update(self.vault.keys_for(subjects - set(keys)))
-        sealed = []
-        for event in events:
-            paths = self.fields.get(event.type)
-            if not paths:
-                sealed.append(event)
-                continue
-            cipher = AESGCM(keys.get(event.stream_id) or self.vault.key_for(event.stream_id))
-            sealed.append(_rewrite(event, paths, functools.partial(_encrypt, cipher)))
-        return sealed
+        for subject in subjects - keys.keys():  # one stream (or a key erased meanwhile): once per subject
+            keys[subject] = self.vault.key_for(subject)
+        return self._rewrite_personal(events, keys, _encrypt)
 
     def open(self, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
         """Decrypt personal fields; where the key is gone (erased) they read as None."""
         personal = [e for e in events if self.fields.get(e.type)]
         if not personal:
             return list(events)
-        keys = self.vault.existing(e.stream_id for e in personal)
-        opened = []
+        return self._rewrite_personal(events, self.vault.existing(e.stream_id for e in personal), _decrypt)
+
+    def _rewrite_personal(
+        self, events: Sequence[RecordedEvent], keys: Mapping[str, bytes], change: Callable[..., Any],
+    ) -> list[RecordedEvent]:
+        """`change(cipher, aad, value)` applied to every personal field; the cipher is None without a key."""
+        ciphers = {subject: AESGCM(key) for subject, key in keys.items()}
+        rewritten = []
         for event in events:
             paths = self.fields.get(event.type)
-            if not paths:
-                opened.append(event)
-                continue
-            key = keys.get(event.stream_id)
-            cipher = AESGCM(key) if key is not None else None
-            opened.append(_rewrite(event, paths, functools.partial(_decrypt, cipher)))
-        return opened
+            if paths:
+                event = _rewrite(event, paths, functools.partial(change, ciphers.get(event.stream_id)))
+            rewritten.append(event)
+        return rewritten
 
 
 def is_sealed(value: Any) -> bool:

@@ -23,6 +23,11 @@ class RecordingVault(KeyVault):
         super().__init__(*args)
         self.looked_up: list[set[str]] = []
         self.created_for: list[set[str]] = []
+        self.asked_one: list[str] = []
+
+    def key_for(self, subject: str) -> bytes:
+        self.asked_one.append(subject)
+        return super().key_for(subject)
 
     def existing(self, subjects: Iterable[str]) -> dict[str, bytes]:
         subjects = set(subjects)
@@ -123,6 +128,13 @@ def test_bulk_sealing_looks_existing_keys_up_and_creates_only_the_missing_ones(
                          + [StreamAppend(new, "Widget", 0, [made("y")], META)])
     assert vault.looked_up == [set(existing)]  # streams beyond version 1: one lookup
     assert vault.created_for == [{new}]  # only the stream that starts here needs a key made
+
+
+def test_many_events_of_one_stream_fetch_its_key_once(store: EventStore, vault: RecordingVault) -> None:
+    stream = new_id()
+    store.append(stream, "Widget", 0, [made("Shirin"), handed_over("Reza"), handed_over("Sara")], META)
+    assert vault.asked_one == [stream]
+    assert plain(store.load(stream)) == [(stream, 1, "Shirin"), (stream, 2, "Reza"), (stream, 3, "Sara")]
 
 
 def test_an_existing_stream_without_a_key_gets_one_in_bulk(store: EventStore, vault: KeyVault) -> None:
