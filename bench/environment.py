@@ -38,7 +38,7 @@ class Environment:
     env: dict[str, str]  # what the api process got; the bench process points its own runtime there too
 
 
-def _wait_ready(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
+def wait_ready(url: str, process: subprocess.Popen, timeout: float = 90.0) -> None:
     """Poll GET /readyz until it answers 200 (Mongo and Kafka reachable), within `timeout`."""
     deadline = time.monotonic() + timeout
     last = "no answer"
@@ -93,7 +93,7 @@ def started(keep: bool = False) -> Iterator[Environment]:
                 )
             cleanup.callback(stack.stop_process, api)
             api_url = f"http://127.0.0.1:{http_port}"
-            _wait_ready(api_url, api)
+            wait_ready(api_url, api)
             token = auth.issue(secret, "bench", ["admin"], ttl_seconds=3600)
             yield Environment(home, bootstrap, mongo_url, api_url, token, env)
             failed = False

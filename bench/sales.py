@@ -21,7 +21,7 @@ import threading
 import time
 from typing import Any
 
-from bench.environment import Environment, _wait_ready
+from bench.environment import Environment, wait_ready
 from bench.measure import Http
 from bench.stats import latency_summary, rate
 from crmkit import stack
@@ -43,7 +43,7 @@ def run(env: Environment, deals: int = 1000, clients: int = 8, reads: int = 200)
                                     env={**os.environ, **extra}, stdout=logs, stderr=subprocess.STDOUT)
             cleanup.callback(stack.stop_process, proc)
             if process == "api":
-                _wait_ready(f"http://127.0.0.1:{http_port}", proc)
+                wait_ready(f"http://127.0.0.1:{http_port}", proc)
         contacts = Http(env.api_url, env.token)
         status, body = contacts.request("POST", "/v1/contacts", {"first_name": "Bench", "email": "b@example.com"})
         assert status == 201, body

@@ -22,19 +22,18 @@ Standalone: `python -m bench.servicedesk [--open-tickets N]`.
 from __future__ import annotations
 
 import argparse
-import http.client
 import json
 import os
 import subprocess
 import sys
 import threading
 import time
-import urllib.parse
 from datetime import timedelta
 from typing import Any
 
-from bench.environment import Environment
-from bench.stats import rate
+from bench.environment import Environment, wait_ready
+from bench.measure import Http
+from bench.stats import latency_summary, rate
 from crmkit import stack
 from crmkit.events import Metadata, NewEvent, new_id
 
@@ -42,50 +41,25 @@ POLICY = {"name": "bench", "targets": {"normal": {"first_response": 15, "next_re
           "business_hours": None, "holidays": [], "customer_tiers": [], "escalation": {"action": "none"}}
 
 
-def _request(url: str, token: str, method: str, path: str, body: Any) -> tuple[int, Any]:
-    parts = urllib.parse.urlsplit(url)
-    connection = http.client.HTTPConnection(parts.hostname, parts.port, timeout=60)
-    try:
-        connection.request(method, path, body=json.dumps(body),
-                           headers={"Authorization": f"Bearer {token}", "Content-Type": "application/json"})
-        response = connection.getresponse()
-        return response.status, json.loads(response.read() or b"null")
-    finally:
-        connection.close()
-
-
-def _wait(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"process exited with {process.returncode}")
-        try:
-            connection = http.client.HTTPConnection(urllib.parse.urlsplit(url).hostname,
-                                                    urllib.parse.urlsplit(url).port, timeout=2)
-            connection.request("GET", "/healthz")
-            if connection.getresponse().status == 200:
-                return
-        except OSError:
-            time.sleep(0.2)
-    raise TimeoutError(f"{url} not ready")
-
-
 def open_through_rest(url: str, token: str, contact_id: str, count: int, clients: int) -> dict[str, Any]:
+    """`count` tickets from `clients` threads, each on its own keep-alive connection (as contacts are created)."""
     latencies: list[float] = []
     errors: list[Any] = []
     lock = threading.Lock()
     per_client = [count // clients + (1 if i < count % clients else 0) for i in range(clients)]
 
     def client(n: int) -> None:
+        http = Http(url, token)
         for i in range(n):
             began = time.perf_counter()
-            status, body = _request(url, token, "POST", "/v1/tickets", {
+            status, body = http.request("POST", "/v1/tickets", {
                 "subject": f"سفارش {i} نرسیده", "description": "bench", "contact_id": contact_id,
                 "channel": "email", "type": "complaint"})
             with lock:
                 latencies.append(time.perf_counter() - began)
                 if status != 201:
-                    errors.append((status, body))
+                    errors.append((status, body[:200]))
+        http.close()
 
     threads = [threading.Thread(target=client, args=(n,)) for n in per_client]
     began = time.perf_counter()
@@ -96,10 +70,8 @@ def open_through_rest(url: str, token: str, contact_id: str, count: int, clients
     seconds = time.perf_counter() - began
     if errors:
         raise RuntimeError(f"{len(errors)} ticket opens failed, e.g. {errors[:3]}")
-    ordered = sorted(latencies)
     return {"tickets": count, "clients": clients, "seconds": round(seconds, 3), "per_s": rate(count, seconds),
-            "p50_ms": round(1000 * ordered[len(ordered) // 2], 2),
-            "p99_ms": round(1000 * ordered[min(len(ordered) - 1, int(0.99 * len(ordered)))], 2)}
+            **latency_summary(latencies)}
 
 
 def seed_and_sweep(open_tickets: int, due: int, batch: int = 1000) -> dict[str, Any]:
@@ -159,17 +131,21 @@ def run(env: Environment, tickets: int = 2000, clients: int = 8, open_tickets: i
                  for args in (("contacts", "grpc"), ("service-desk", "api"))]
     try:
         url = f"http://127.0.0.1:{http_port}"
-        _wait(url, processes[1])
-        status, contact = _request(env.api_url, env.token, "POST", "/v1/contacts",
-                                   {"first_name": "Bench", "email": f"bench-{new_id()}@example.org"})
-        assert status == 201, contact
-        _request(url, env.token, "POST", "/v1/sla-policies", {"name": "bench", "targets": POLICY["targets"]})
+        wait_ready(url, processes[1])
+        desk, contacts = Http(url, env.token), Http(env.api_url, env.token)
+        status, body = contacts.request("POST", "/v1/contacts",
+                                        {"first_name": "Bench", "email": f"bench-{new_id()}@example.org"})
+        assert status == 201, body
+        contact = json.loads(body)
+        desk.request("POST", "/v1/sla-policies", {"name": "bench", "targets": POLICY["targets"]})
         deadline = time.monotonic() + 30
-        while _request(url, env.token, "POST", "/v1/tickets", {  # warm-up; waits for the grpc process too
+        while desk.request("POST", "/v1/tickets", {  # warm-up; waits for the grpc process too
                 "subject": "warm", "contact_id": contact["id"], "channel": "web", "type": "question"})[0] != 201:
             if time.monotonic() > deadline:
                 raise RuntimeError("could not open a ticket")
             time.sleep(0.5)
+        desk.close()
+        contacts.close()
         opened = open_through_rest(url, env.token, contact["id"], tickets, clients)
     finally:
         for process in processes:
