@@ -175,14 +175,24 @@ class MessageDesk:
             raise ValidationFailed("unknown contact", {"contact_id": ["no such contact"]})
 
     def known_contacts(self, contact_ids: Sequence[str]) -> set[str]:
-        """Which of these contacts exist: the local copies, then one gRPC call for the rest
-        (remembered, so the next look is local). Unavailable when contacts is down."""
-        found = set(self.contacts.find(contact_ids))
+        """Which of these contacts exist. Unavailable when contacts is down."""
+        return set(self._contacts_many(contact_ids))
+
+    def _contacts_many(self, contact_ids: Sequence[str], tolerate_outage: bool = False) -> dict[str, dict[str, Any]]:
+        """Contacts by id: the local copies (one query), then one gRPC call for the rest,
+        remembered so the next look is local. With `tolerate_outage`, contacts being down
+        leaves the misses out instead of raising."""
+        found = self.contacts.find(contact_ids)
         missing = [cid for cid in dict.fromkeys(contact_ids) if cid not in found]
         if missing:
-            fetched = self.directory.many(missing)
+            try:
+                fetched = self.directory.many(missing)
+            except (NotFound, Unavailable):
+                if not tolerate_outage:
+                    raise
+                return found
             self.contacts.remember_many(list(fetched.values()))
-            found |= set(fetched)
+            found.update(fetched)
         return found
 
     def schedule_messages(self, messages: Sequence[Message]) -> None:
@@ -215,14 +225,9 @@ class MessageDesk:
         return self.contact_variables_many([contact_id])[contact_id]
 
     def contact_variables_many(self, contact_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
-        """`contact_variables` for a send batch: one local query, one gRPC call for the misses."""
-        found = self.contacts.find(contact_ids)
-        missing = [cid for cid in dict.fromkeys(contact_ids) if cid not in found]
-        if missing:
-            with contextlib.suppress(NotFound, Unavailable):  # render with what is known
-                fetched = self.directory.many(missing)
-                self.contacts.remember_many(list(fetched.values()))
-                found.update({cid: contact for cid, contact in self.contacts.find(missing).items()})
+        """`contact_variables` for a send batch: one local query, one gRPC call for the misses
+        (contacts down: render with what is known)."""
+        found = self._contacts_many(contact_ids, tolerate_outage=True)
         return {cid: _variables(cid, found.get(cid) or {}) for cid in contact_ids}
 
     # --- receipts -----------------------------------------------------------------------
