@@ -129,7 +129,9 @@ def harness(spec: ServiceSpec, monkeypatch: pytest.MonkeyPatch, env: dict[str, s
         subject.close()
 
 
-def wait_until(check: Callable[[], T], timeout: float = 30.0, what: str = "condition") -> T:
+def wait_until(
+    check: Callable[[], T], timeout: float = 30.0, what: str = "condition", *, interval: float = 0.05,
+) -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds.
 
     For effects that happen asynchronously (Kafka, a worker): the test waits for the
@@ -141,8 +143,8 @@ def wait_until(check: Callable[[], T], timeout: float = 30.0, what: str = "condi
         if result:
             return result
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.05)
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}; last value {result!r}")
+        time.sleep(interval)
 
 
 def start_service_process(service: str, process: str, env: dict[str, str]) -> subprocess.Popen:

@@ -7,7 +7,6 @@ a fixed sleep.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterator
 from datetime import UTC
 from typing import Any, TypeVar
@@ -22,7 +21,7 @@ from crmkit import projector, stack
 from crmkit.events import new_id
 from crmkit.eventstore import EventStore
 from crmkit.publisher import Publisher, make_producer
-from crmkit.testing import Servers
+from crmkit.testing import Servers, wait_until
 
 SERVICE = "widgets"
 T = TypeVar("T")
@@ -30,14 +29,7 @@ T = TypeVar("T")
 
 def eventually(check: Callable[[], T], timeout: float = 15.0, interval: float = 0.02, what: str = "") -> T:
     """Poll `check` until it returns something truthy; fail after `timeout` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = check()
-        if result:
-            return result
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not true after {timeout}s: {what or check}; last value {result!r}")
-        time.sleep(interval)
+    return wait_until(check, timeout, what or str(check), interval=interval)
 
 
 @pytest.fixture
