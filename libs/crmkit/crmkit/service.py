@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import os
-import signal
 import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ from crmkit.events import Upcasters
 from crmkit.projector import Projection, ProjectorRunner
 from crmkit.publisher import run_sweeper
 from crmkit.runtime import Runtime
+from crmkit.stack import stop_on_signals
 from crmkit.web import create_app
 
 log = logging.getLogger(__name__)
@@ -102,17 +102,10 @@ def _boot(name: str, process: str) -> tuple[ServiceSpec, Runtime]:
     return spec, runtime
 
 
-def _stop_on_signals() -> threading.Event:
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
-    return stop
-
-
 def serve_grpc(name: str) -> None:
     """The grpc process: serve until SIGTERM, then let in-flight calls finish."""
     spec, runtime = _boot(name, "grpc")
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     server, health = rpc.build_server(
         name, runtime.settings.ports.grpc, lambda srv: spec.servicers(srv, runtime)
     )
@@ -128,7 +121,7 @@ def serve_grpc(name: str) -> None:
 def run_worker(name: str) -> None:
     """The worker process: the outbox sweeper and every projector, each in a thread."""
     spec, runtime = _boot(name, "worker")
-    stop = _stop_on_signals()
+    stop = stop_on_signals()
     metrics.serve(runtime.settings.ports.metrics)
     threads = [threading.Thread(target=run_sweeper, args=(runtime.publisher, stop), name="sweeper")]
     batch = int(os.environ.get("CRM_PROJECTOR_BATCH", "500"))

@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -129,6 +130,14 @@ class Supervised:
         self.started_at = time.monotonic()
 
 
+def stop_on_signals() -> threading.Event:
+    """An event set by SIGTERM or SIGINT (call from the main thread): how a process learns to stop."""
+    stop = threading.Event()
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
+    return stop
+
+
 @dataclass
 class Supervisor:
     """Runs processes, restarts one that dies (with back-off), stops all on a signal."""
@@ -140,23 +149,17 @@ class Supervisor:
         self.children.append(Supervised(name, argv, env))
 
     def run(self) -> int:
-        stopping = False
-
-        def stop(*_: object) -> None:
-            nonlocal stopping
-            stopping = True
-
-        signal.signal(signal.SIGINT, stop)
-        signal.signal(signal.SIGTERM, stop)
+        stop = stop_on_signals()
         for child in self.children:
             child.start()
         code = 0
-        while not stopping:
+        while not stop.is_set():
             time.sleep(0.2)
             for child in self.children:
-                if child.process is not None and child.process.poll() is not None and not stopping:
+                if child.process is not None and child.process.poll() is not None and not stop.is_set():
                     code = self._restart_or_fail(child)
-                    stopping = stopping or code != 0
+                    if code != 0:
+                        stop.set()
         self.stop_all()
         return code
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import csv
 import json
-import signal
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TextIO
@@ -21,6 +20,7 @@ from kafka.structs import TopicPartition
 from crmkit.events import RecordedEvent
 from crmkit.projector import caught_up
 from crmkit.shredding import is_sealed
+from crmkit.stack import stop_on_signals
 
 ENVELOPE = ("id", "type", "source", "subject", "time", "aggregatetype", "streamversion",
             "correlationid", "causationid", "actor")
@@ -75,16 +75,9 @@ def tail(bootstrap: str, topic: str, *, from_beginning: bool, event_type: str | 
         consumer.seek_to_beginning()
     else:
         consumer.seek_to_end()
-    stopping = False
-
-    def stop(*_: object) -> None:
-        nonlocal stopping
-        stopping = True
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    stop = stop_on_signals()
     try:
-        while not stopping:
+        while not stop.is_set():
             records = consumer.poll(timeout_ms=500)
             for _message, envelope in _envelopes(m for chunk in records.values() for m in chunk):
                 if event_type and event_type not in (envelope["type"], envelope["type"].split(".")[2]):
