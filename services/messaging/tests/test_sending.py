@@ -204,7 +204,7 @@ def test_preview_renders_with_a_contacts_data_and_sends_nothing(world: World) ->
 
 def test_grpc_message_status_and_erasure_scrubs_what_was_sent(world: World) -> None:
     sara = world.contact(first_name="Sara", email="sara@example.com")
-    queued = world.send(contact_id=sara["id"], channel="email", body="Dear {{ first_name }}").get_json()
+    queued = world.send("erase-me", contact_id=sara["id"], channel="email", body="Dear {{ first_name }}").get_json()
     world.dispatch()
     world.messaging.project()
     port = stack.free_port()
@@ -228,8 +228,15 @@ def test_grpc_message_status_and_erasure_scrubs_what_was_sent(world: World) -> N
         channel.close()
         server.stop(grace=None)
 
+    stored_responses = world.messaging.runtime.db["idempotency_keys"]
+    resource = {"resource": f"/v1/messages/{queued['id']}"}
+    assert stored_responses.count_documents(resource) == 1
+    before = world.get(f"/v1/messages/{queued['id']}").get_json()
+    assert before["body"].startswith("Dear Sara") and before["address"] == "sara@example.com"
+
     world.desk.erase_contact(sara["id"])  # what LocalContacts does on ContactErased
     scrubbed = world.get(f"/v1/messages/{queued['id']}").get_json()
     assert scrubbed["status"] == "sent" and scrubbed["body"] is None and scrubbed["address"] is None
+    assert stored_responses.count_documents(resource) == 0  # the stored 202 (with the queued body) is gone too
     stored = world.messaging.runtime.db["events"].find_one({"stream_id": queued["id"], "type": "MessageSent"})
-    assert "sara@example.com" not in json.dumps(stored["data"])
+    assert "sara@example.com" not in json.dumps(stored["data"])  # sealed on the way in, not only after erasure
