@@ -39,6 +39,11 @@ class Consent:
     reason: str
     address: str | None
 
+    @classmethod
+    def from_reply(cls, reply: Any) -> Consent:
+        """From a contacts_pb2 consent answer (an empty address means none)."""
+        return cls(reply.contact_id, reply.granted, reply.reason, reply.address or None)
+
 
 class ContactDirectory:
     """A client of crm.contacts.v1.ContactDirectory: deadlines always, retries only when safe."""
@@ -66,7 +71,7 @@ class ContactDirectory:
     def consent(self, contact_id: str, channel: str) -> Consent:
         request = contacts_pb2.CheckConsentRequest(contact_id=contact_id, channel=channel)
         reply = self._call(self.stub.CheckConsent, request, f"contact {contact_id}")
-        return Consent(reply.contact_id, reply.granted, reply.reason, reply.address or None)
+        return Consent.from_reply(reply)
 
     def consents(self, checks: Sequence[tuple[str, str]]) -> list[Consent | None]:
         """Many (contact id, channel) checks, answered in order, BATCH per call (a send
@@ -78,7 +83,7 @@ class ContactDirectory:
                 contacts_pb2.CheckConsentRequest(contact_id=cid, channel=channel) for cid, channel in chunk])
             reply = self._call(self.stub.BatchCheckConsent, request, "contacts")
             unknown = set(reply.not_found)
-            answers += [None if cid in unknown else Consent(a.contact_id, a.granted, a.reason, a.address or None)
+            answers += [None if cid in unknown else Consent.from_reply(a)
                         for (cid, _), a in zip(chunk, reply.answers, strict=True)]
         return answers
 
@@ -87,7 +92,7 @@ class ContactDirectory:
         request = contacts_pb2.RecordConsentRequest(contact_id=contact_id, channel=channel, status=status,
                                                     source=source)
         reply = self._call(self.stub.RecordConsent, request, f"contact {contact_id}")
-        return Consent(reply.contact_id, reply.granted, reply.reason, reply.address or None)
+        return Consent.from_reply(reply)
 
     def segment_members(self, segment_id: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
         """Stream a segment's members (campaigns); the stream's deadline grows with its size."""
