@@ -137,10 +137,7 @@ class MessageDesk:
 
     def queue_message(self, fields: dict[str, Any], meta: Metadata, message_id: str | None = None) -> Message:
         if fields.get("template_id"):
-            template = self.template_or_422(fields["template_id"])
-            if template.channel != fields["channel"]:
-                raise ValidationFailed("the template is for another channel",
-                                       {"template_id": [f"is a {template.channel} template"]})
+            template = self.template_for(fields["template_id"], fields["channel"])
             fields = {"category": template.category, **fields}
         elif not fields.get("body"):
             raise ValidationFailed("a template_id or a body is required",
@@ -164,11 +161,16 @@ class MessageDesk:
         self.schedule_messages(messages)
         return self.messages.save_many(messages, meta_of)
 
-    def template_or_422(self, template_id: str) -> Template:
+    def template_for(self, template_id: str, channel: str) -> Template:
+        """The template a message, campaign or trigger names: a 422 when unknown or for another channel."""
         try:
-            return self.template(template_id)
+            template = self.template(template_id)
         except NotFound:
             raise ValidationFailed("unknown template", {"template_id": ["no such template"]}) from None
+        if template.channel != channel:
+            raise ValidationFailed("the template is for another channel",
+                                   {"template_id": [f"is a {template.channel} template"]})
+        return template
 
     def require_contact(self, contact_id: str) -> None:
         if contact_id not in self.known_contacts([contact_id]):
@@ -259,10 +261,7 @@ class MessageDesk:
     # --- campaigns ----------------------------------------------------------------------
 
     def create_campaign(self, fields: dict[str, Any], meta: Metadata) -> Campaign:
-        template = self.template_or_422(fields["template_id"])
-        if template.channel != fields["channel"]:
-            raise ValidationFailed("the template is for another channel",
-                                   {"template_id": [f"is a {template.channel} template"]})
+        self.template_for(fields["template_id"], fields["channel"])
         campaign = Campaign.create(new_id(), fields)
         self.campaigns.save(campaign, meta)
         return campaign
@@ -325,10 +324,7 @@ class MessageDesk:
     # --- triggers -----------------------------------------------------------------------
 
     def define_trigger(self, fields: dict[str, Any], meta: Metadata, trigger_id: str | None = None) -> Trigger:
-        template = self.template_or_422(fields["template_id"])
-        if template.channel != fields["channel"]:
-            raise ValidationFailed("the template is for another channel",
-                                   {"template_id": [f"is a {template.channel} template"]})
+        self.template_for(fields["template_id"], fields["channel"])
         trigger = Trigger.define(trigger_id or new_id(), fields)
         self.register_trigger(trigger.id)
         self.triggers.save(trigger, meta)
