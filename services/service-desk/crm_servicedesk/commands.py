@@ -34,7 +34,6 @@ SYSTEM = Metadata(actor="system:sla-sweep")
 class TicketDesk:
     def __init__(self, runtime: Runtime, directory: ContactDirectory | None = None) -> None:
         self.runtime = runtime
-        self.store = runtime.store
         self.events = runtime.db["events"]
         self.vault = runtime.vault
         self.idempotency = runtime.db["idempotency_keys"]
@@ -143,8 +142,7 @@ class TicketDesk:
         """Every policy, folded from the event store (policies are few; always current)."""
         ids = sorted({doc["stream_id"] for doc in self.events.find({"aggregate_type": SlaPolicy.aggregate_type,
                                                                     "version": 1}, {"stream_id": 1})})
-        streams = self.store.load_many(ids) if ids else {}
-        return [SlaPolicy.from_events(sid, events).snapshot() for sid, events in streams.items()]
+        return [policy.snapshot() for policy in self.policies.get_many(ids).values()]
 
     def list_policies(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         docs, cursor = page(self.policies_view, {}, filters["limit"], filters.get("cursor"))
