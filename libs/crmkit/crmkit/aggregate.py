@@ -78,10 +78,7 @@ class Repository(Generic[A]):
         self.on_saved = on_saved  # the publisher, so Kafka hears right after the commit
 
     def get(self, aggregate_id: str, as_of: datetime | None = None) -> A:
-        events = self.store.load(aggregate_id, as_of=as_of)
-        if not events or events[0].aggregate_type != self.kind.aggregate_type:
-            raise NotFound(f"no {self.kind.aggregate_type} with id {aggregate_id}")
-        return self.kind.from_events(aggregate_id, events)
+        return self.kind.from_events(aggregate_id, self.history(aggregate_id, as_of))
 
     def get_many(self, aggregate_ids: Sequence[str]) -> dict[str, A]:
         """Many aggregates folded from one store query per round of versions; unknown ids are left out."""
@@ -89,8 +86,9 @@ class Repository(Generic[A]):
         return {aggregate_id: self.kind.from_events(aggregate_id, events) for aggregate_id, events in streams.items()
                 if events[0].aggregate_type == self.kind.aggregate_type}
 
-    def history(self, aggregate_id: str) -> list[RecordedEvent]:
-        events = self.store.load(aggregate_id)
+    def history(self, aggregate_id: str, as_of: datetime | None = None) -> list[RecordedEvent]:
+        """The aggregate's stored events (up to `as_of`); NotFound unless it is one of ours."""
+        events = self.store.load(aggregate_id, as_of=as_of)
         if not events or events[0].aggregate_type != self.kind.aggregate_type:
             raise NotFound(f"no {self.kind.aggregate_type} with id {aggregate_id}")
         return events
