@@ -28,7 +28,7 @@ from crmkit.config import jwt_secret
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.errors import NotFound, Unavailable, ValidationFailed
 from crmkit.events import Metadata, new_id, rfc3339
-from crmkit.eventstore import ConcurrencyError, epoch_ms
+from crmkit.eventstore import epoch_ms
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
 
@@ -394,4 +394,4 @@ def _check_variants(variants: dict[str, Any]) -> None:
         raise ValidationFailed("a template does not compile or is unsafe", errors)
 
 
-__all__ = ["ConcurrencyError", "MessageDesk", "derived_id"]
+__all__ = ["MessageDesk", "derived_id"]
