@@ -153,10 +153,10 @@ class TicketDesk:
     def sweep(self, now: datetime | None = None, limit: int = SWEEP_BATCH) -> dict[str, int]:
         """Record SlaBreached (and escalations) for tickets whose next due time has passed.
 
-        Candidates come from the read model (`next_due_ms`); each is decided on its
-        freshly loaded stream and appended with the expected version, so a breach is
-        recorded once however many sweeps or workers race (the loser reloads and finds
-        it already breached). Returns counts.
+        Candidates come from the read model (`next_due_ms`); a batch of them is loaded
+        from the event store in one go, decided per ticket and appended with the expected
+        versions in one bulk write, so a breach is recorded once however many sweeps or
+        workers race (the loser reloads and finds it already breached). Returns counts.
         """
         now = now or clock.now()
         now_ms = epoch_ms(now)
@@ -169,21 +169,34 @@ class TicketDesk:
             docs = list(self.tickets_view.find(query, {"_id": 1}).sort("next_due_ms", ASCENDING).limit(limit))
             if not docs:
                 break
-            for doc in docs:
-                seen.add(doc["_id"])
-                found += 1
-                recorded: list[str] = []
-
-                def decide(ticket: Ticket, out: list[str] = recorded) -> None:
-                    out.clear()
-                    if ticket.status in ACTIVE:
-                        out.extend(ticket.detect_breaches(now))
-
-                self.tickets.change(doc["_id"], decide, SYSTEM)
-                breaches += len(recorded)
+            ids = [doc["_id"] for doc in docs]
+            seen.update(ids)
+            found += len(ids)
+            breaches += self._detect_breaches(ids, now)
             if len(docs) < limit:
                 break
         return {"due": found, "breaches": breaches}
+
+    def _detect_breaches(self, ticket_ids: list[str], now: datetime) -> int:
+        """One batch of the sweep: one load and one bulk append for all of it. A ticket another
+        writer moved meanwhile is decided again on its fresh stream. Returns the breaches recorded."""
+
+        def decide(ticket: Ticket) -> list[str]:
+            return ticket.detect_breaches(now) if ticket.status in ACTIVE else []
+
+        tickets = self.tickets.get_many(ticket_ids)
+        recorded = {ticket_id: decide(ticket) for ticket_id, ticket in tickets.items()}
+        changed = [ticket for ticket in tickets.values() if ticket.pending]
+        taken = self.tickets.save_many(changed, lambda _: SYSTEM) if changed else set()
+        for ticket_id in taken:
+            out: list[str] = []
+
+            def again(ticket: Ticket, out: list[str] = out) -> None:
+                out[:] = decide(ticket)
+
+            self.tickets.change(ticket_id, again, SYSTEM)
+            recorded[ticket_id] = out
+        return sum(len(keys) for keys in recorded.values())
 
     def record_sweep(self, outcome: dict[str, int], seconds: float) -> None:
         try:

@@ -212,6 +212,32 @@ def test_breach_escalates_and_is_recorded_once(desk: ServiceHarness, directory, 
     assert len(desk.client.get("/v1/tickets?breached=true", headers=read).get_json()["items"]) == 1
 
 
+def test_a_sweep_that_loses_a_race_decides_again_on_the_fresh_stream(desk: ServiceHarness, directory,
+                                                                    monkeypatch) -> None:
+    from crm_servicedesk.commands import TicketDesk
+    from crmkit.events import Metadata
+
+    cid = directory.add("c-1")
+    define(desk, POLICY)
+    tids = [open_ticket(desk, cid, priority="normal")["id"] for _ in range(3)]
+    desk.project()
+    sweeper, agent = TicketDesk(desk.runtime), TicketDesk(desk.runtime)
+    load = sweeper.tickets.get_many
+
+    def load_then_someone_assigns(ids: list[str]) -> dict:
+        loaded = load(ids)  # the sweep decided on these; an agent changes one before its bulk append
+        agent.assign(tids[1], {"assignee": "ana"}, Metadata(actor="user:ana"), None)
+        return loaded
+
+    monkeypatch.setattr(sweeper.tickets, "get_many", load_then_someone_assigns)
+    monkeypatch.setenv(clock.OFFSET_VARIABLE, str(timedelta(hours=2).total_seconds()))
+    assert sweeper.sweep() == {"due": 3, "breaches": 3}
+    for tid in tids:
+        types = [e.type for e in desk.runtime.store.load(tid)]
+        assert types.count("SlaBreached") == 1 and types.count("TicketEscalated") == 1, (tid, types)
+    assert "TicketAssigned" in [e.type for e in desk.runtime.store.load(tids[1])]
+
+
 def test_reports(desk: ServiceHarness, directory) -> None:
     a, b = directory.add("a"), directory.add("b")
     define(desk, POLICY)
