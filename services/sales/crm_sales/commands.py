@@ -323,13 +323,17 @@ class SalesBook:
         return page(self.quotes_view, filters, query["limit"], query.get("cursor"))
 
     def expire_quotes(self, limit: int = 500) -> int:
-        """Mark sent quotes past their validity date expired (the worker's job). Returns how many."""
-        today = self.today()
-        expired = 0
-        for doc in self.quotes_view.find({"status": "sent", "valid_until": {"$lt": today.isoformat()}},
-                                         {"_id": 1}).limit(limit):
+        """Mark sent quotes past their validity date expired (the worker's job): one load and one
+        bulk append per run, not a round trip per quote. Returns how many."""
+        today, now = self.today(), self.now()
+        due = [doc["_id"] for doc in self.quotes_view.find(
+            {"status": "sent", "valid_until": {"$lt": today.isoformat()}}, {"_id": 1}).limit(limit)]
+        quotes = [quote for quote in self.quotes.get_many(due).values() if quote.expire(now, today)]
+        taken = self.quotes.save_many(quotes, lambda _: SYSTEM) if quotes else set()
+        expired = len(quotes) - len(taken)
+        for quote_id in taken:  # accepted or rejected meanwhile: decide again on the fresh stream
             changed: list[bool] = []
-            self.quotes.change(doc["_id"], lambda q, out=changed: out.append(q.expire(self.now(), today)), SYSTEM)
+            self.quotes.change(quote_id, lambda q, out=changed: out.append(q.expire(now, today)), SYSTEM)
             expired += sum(changed[-1:])
         return expired
 

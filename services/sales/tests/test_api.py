@@ -253,8 +253,33 @@ def test_worker_expires_sent_quotes_past_validity(sales: ServiceHarness, people)
     later = utcnow() + timedelta(days=2)
     book = SalesBook(sales.runtime, clock=lambda: later)
     assert book.expire_quotes() == 1
-    assert book.expire_quotes() == 0 or get(sales, f"/v1/quotes/{quote['id']}")["status"] == "expired"
+    assert book.expire_quotes() == 0  # the read model still says sent; the stream says expired already
     assert get(sales, f"/v1/quotes/{quote['id']}")["status"] == "expired"
+    assert [e.type for e in sales.runtime.store.load(quote["id"])].count("QuoteExpired") == 1
+
+
+def test_quote_accepted_while_expiry_runs_stays_accepted(sales: ServiceHarness, people, monkeypatch) -> None:
+    contact = people.add(new_id(), first_name="Sara")
+    d = deal(sales, contact)
+    quotes = [post(sales, "/v1/quotes", {"deal_id": d["id"], "valid_until": TODAY.isoformat(),
+                                         "lines": [{"description": "x", "quantity": "1", "unit_price": "1"}]})
+              for _ in range(2)]
+    for quote in quotes:
+        post(sales, f"/v1/quotes/{quote['id']}/send", status=200)
+    sales.project()
+    later = utcnow() + timedelta(days=2)
+    book = SalesBook(sales.runtime, clock=lambda: later)
+    load = book.quotes.get_many
+
+    def load_then_the_customer_accepts(ids: list[str]) -> dict:
+        loaded = load(ids)  # expiry decided on these; the customer accepts one before its bulk append
+        post(sales, f"/v1/quotes/{quotes[0]['id']}/accept", {"mark_deal_won": False}, status=200)
+        return loaded
+
+    monkeypatch.setattr(book.quotes, "get_many", load_then_the_customer_accepts)
+    assert book.expire_quotes() == 1
+    assert get(sales, f"/v1/quotes/{quotes[0]['id']}")["status"] == "accepted"
+    assert get(sales, f"/v1/quotes/{quotes[1]['id']}")["status"] == "expired"
 
 
 def test_customer_value_rfm_tier_and_forecast(sales: ServiceHarness, people, monkeypatch) -> None:
