@@ -62,7 +62,6 @@ from crm_contacts.schemas import ContactInput
 from crmkit.aggregate import Repository
 from crmkit.errors import Conflict, DomainError, NotFound, ValidationFailed
 from crmkit.events import Metadata, new_id
-from crmkit.eventstore import ConcurrencyError
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
 from crmkit.web.problems import flatten
@@ -736,33 +735,51 @@ class ImportRunner:
             log.exception("publishing imported contacts failed; the sweeper will send them")
 
     def _apply_updates(self, job: dict[str, Any], plan: Plan, meta: Metadata) -> int:
-        """on_duplicate=update: the row is applied to the existing contact like a PATCH."""
+        """on_duplicate=update: the row is applied to the existing contact like a PATCH.
+
+        One load and one bulk append for the batch. A contact a second row of the batch
+        also matches, or one a concurrent writer moved first, is changed row by row.
+        """
         if not plan.updates:
             return 0
-        loaded = self.store.load_many(sorted({contact for contact, _ in plan.updates}))
+        contacts = self.repository.get_many(sorted({contact for contact, _ in plan.updates}))
         cause = {"kind": "automation", "by": f"import:{job['_id']}"}
-        applied = 0
+        decided: dict[str, tuple[Contact, Candidate]] = {}
+        one_by_one: list[tuple[str, Candidate]] = []
+        seen: set[str] = set()
         for existing_id, candidate in plan.updates:
+            if existing_id in seen:
+                one_by_one.append((existing_id, candidate))
+                continue
+            seen.add(existing_id)
+            try:
+                contact = contacts.get(existing_id)
+                if contact is None:
+                    raise NotFound(f"contact {existing_id} is gone")
+                contact.update(candidate.fields, stage_cause=cause)
+                decided[existing_id] = (contact, candidate)
+            except (Conflict, ValidationFailed, NotFound) as exc:
+                plan.rejections.append(self._update_rejection(job, candidate, existing_id, exc))
+        taken = self.repository.save_many([contact for contact, _ in decided.values()], lambda _: meta)
+        applied = len(decided) - len(taken)
+        one_by_one = [(cid, candidate) for cid, (_, candidate) in decided.items() if cid in taken] + one_by_one
+        for existing_id, candidate in one_by_one:
             fields = candidate.fields
 
             def decide(contact: Contact, fields: dict[str, Any] = fields) -> None:
                 contact.update(fields, stage_cause=cause)
 
             try:
-                events = loaded.get(existing_id)
-                if not events:
-                    raise NotFound(f"contact {existing_id} is gone")
-                contact = Contact.from_events(existing_id, events)
-                decide(contact)
-                try:
-                    self.repository.save(contact, meta)
-                except ConcurrencyError:
-                    self.repository.change(existing_id, decide, meta)
+                self.repository.change(existing_id, decide, meta)
                 applied += 1
             except (Conflict, ValidationFailed, NotFound) as exc:
-                errors = exc.errors or {"_row": [f"could not update contact {existing_id}: {exc.detail}"]}
-                plan.rejections.append(self._rejection(job, candidate.row, errors))
+                plan.rejections.append(self._update_rejection(job, candidate, existing_id, exc))
         return applied
+
+    def _update_rejection(self, job: dict[str, Any], candidate: Candidate, existing_id: str,
+                          exc: DomainError) -> dict[str, Any]:
+        errors = exc.errors or {"_row": [f"could not update contact {existing_id}: {exc.detail}"]}
+        return self._rejection(job, candidate.row, errors)
 
     def _rejection(self, job: dict[str, Any], row: Row, errors: dict[str, list[str]]) -> dict[str, Any]:
         """A rejected row: where it is and what is wrong, not its content (no personal data kept)."""

@@ -288,6 +288,30 @@ def test_on_duplicate_update_records_a_change_on_the_existing_contact(contacts: 
     assert [c["first_name"] for c in find(contacts, email="new@example.com")] == ["New"]
 
 
+def test_on_duplicate_update_applies_every_row_that_matches_the_same_contact(contacts: ServiceHarness) -> None:
+    existing = contacts.client.post("/v1/contacts", json={"first_name": "Old", "email": "old@example.com",
+                                                          "phone": "+4930123456"},
+                                    headers=contacts.headers()).get_json()
+    other = contacts.client.post("/v1/contacts", json={"first_name": "Other", "email": "other@example.com"},
+                                 headers=contacts.headers()).get_json()
+    contacts.project()
+    body = (
+        "first_name,last_name,email,phone\n"
+        "Olga,,old@example.com,\n"          # 1: updates `existing` (by email), in the batch's bulk append
+        ",Smith,,+4930123456\n"             # 2: `existing` again (by phone): applied after row 1
+        "Otto,,other@example.com,\n"        # 3: updates `other`
+    )
+    accepted = queued(contacts, body, on_duplicate="update")
+    run(contacts)
+    done = job(contacts, accepted["id"])
+    assert counts(done) == {"rows_total": 3, "rows_processed": 3, "created": 0, "updated": 3, "duplicates": 0,
+                            "rejected": 0}
+    current = contacts.client.get(f"/v1/contacts/{existing['id']}", headers=contacts.headers()).get_json()
+    assert (current["first_name"], current["last_name"], current["version"]) == ("Olga", "Smith", 3)
+    changed = contacts.client.get(f"/v1/contacts/{other['id']}", headers=contacts.headers()).get_json()
+    assert (changed["first_name"], changed["version"]) == ("Otto", 2)
+
+
 def test_on_duplicate_must_be_skip_or_update(contacts: ServiceHarness) -> None:
     response = upload(contacts, "email\na@example.com\n", on_duplicate="merge")
     assert response.status_code == 422 and set(response.get_json()["errors"]) == {"on_duplicate"}
