@@ -63,6 +63,7 @@ from crmkit.aggregate import Repository
 from crmkit.errors import Conflict, DomainError, NotFound, ValidationFailed
 from crmkit.events import Metadata, new_id
 from crmkit.runtime import Runtime
+from crmkit.web.endpoint import MalformedBody
 from crmkit.web.pagination import page
 from crmkit.web.problems import flatten
 
@@ -91,11 +92,6 @@ ROWS = Counter("crm_import_rows_total", "Imported rows by outcome.", ["service",
 class UnsupportedMediaType(DomainError):
     status = 415
     title = "Unsupported media type"
-
-
-class EmptyUpload(DomainError):
-    status = 400
-    title = "Bad request"
 
 
 class ImportFailed(Exception):
@@ -347,7 +343,7 @@ class ImportJobs:
                 raise ValidationFailed("the upload is not UTF-8 text",
                                        {"_body": ["ends inside a UTF-8 character"]}) from None
             if size == 0:
-                raise EmptyUpload("the request needs a body: the file to import")
+                raise MalformedBody("the request needs a body: the file to import")
         except BaseException:
             self.discard(import_id)
             raise
