@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from datetime import date
 from decimal import Decimal
 from typing import Any
 
-from flask import Blueprint, Response
+from flask import Blueprint, Response, jsonify
 
-from crm_sales import quote_html, reports, schemas
+from crm_sales import money, quote_html, reports, schemas
 from crm_sales.commands import SalesBook
 from crm_sales.projections import public
-from crmkit.web import endpoint, if_match, jsonable, listing, metadata, optional_body, resource
+from crmkit.web import endpoint, if_match, jsonable, listing, metadata, optional_body, page, resource
 
 
 def plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -72,7 +71,6 @@ def blueprint(book: SalesBook) -> Blueprint:
     @endpoint("read", query=schemas.PageQuery, many=True)
     def list_pipelines(query: dict[str, Any]) -> Response:
         """List pipelines (the default one first)."""
-        from crmkit.web import page
         docs, cursor = page(book.pipelines_view, {}, query["limit"], query.get("cursor"))
         return listing([public(d) for d in docs], cursor)
 
@@ -86,8 +84,7 @@ def blueprint(book: SalesBook) -> Blueprint:
     @endpoint("read", query=schemas.BoardQuery)
     def board(pipeline_id: str, query: dict[str, Any]) -> Response:
         """The Kanban board: a column per stage with its deals, count and sums per currency."""
-        return Response(json.dumps(jsonable(reports_board(book, pipeline_id, query)), ensure_ascii=False),
-                        mimetype="application/json")
+        return jsonify(jsonable(reports_board(book, pipeline_id, query)))
 
     # --- deals ----------------------------------------------------------------------------
 
@@ -224,22 +221,18 @@ def blueprint(book: SalesBook) -> Blueprint:
     @endpoint("read", query=schemas.RangeQuery)
     def forecast(query: dict[str, Any]) -> Response:
         """Weighted pipeline by month and owner, win rate, sales cycle and sales by lifecycle stage."""
-        return Response(json.dumps(jsonable(reports.forecast(book, query["from_"], query["to"])),
-                                   ensure_ascii=False), mimetype="application/json")
+        return jsonify(jsonable(reports.forecast(book, query["from_"], query["to"])))
 
     @bp.get("/v1/customers/<contact_id>/value")
     @endpoint("read")
     def customer_value(contact_id: str) -> Response:
         """CLV (historic and predicted), RFM scores, tier and open deals of one customer."""
-        return Response(json.dumps(jsonable(reports.customer_value(book, contact_id)), ensure_ascii=False),
-                        mimetype="application/json")
+        return jsonify(jsonable(reports.customer_value(book, contact_id)))
 
     return bp
 
 
 def reports_board(book: SalesBook, pipeline_id: str, query: dict[str, Any]) -> dict[str, Any]:
-    from crm_sales import money
-
     pipeline = book.pipeline(pipeline_id)
     match: dict[str, Any] = {"pipeline_id": pipeline_id}
     if query.get("owner"):
