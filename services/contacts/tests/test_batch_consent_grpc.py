@@ -12,9 +12,6 @@ import grpc
 import pytest
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
-from crm_contacts.commands import ContactBook
-from crm_contacts.grpc_api import register
-from crmkit import rpc, stack
 from crmkit.directory import Consent, ContactDirectory
 from crmkit.testing import ServiceHarness
 
@@ -26,16 +23,12 @@ class Directory:
 
 
 @pytest.fixture
-def directory(contacts: ServiceHarness) -> Iterator[Directory]:
-    port = stack.free_port()
-    server, _ = rpc.build_server("contacts", port, lambda srv: register(srv, ContactBook(contacts.runtime)))
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    client = ContactDirectory(f"127.0.0.1:{port}")
+def directory(grpc_target: str) -> Iterator[Directory]:
+    channel = grpc.insecure_channel(grpc_target)
+    client = ContactDirectory(grpc_target)
     yield Directory(contacts_pb2_grpc.ContactDirectoryStub(channel), client)
     client.close()
     channel.close()
-    server.stop(grace=None)
 
 
 def create(contacts: ServiceHarness, **fields: object) -> str:

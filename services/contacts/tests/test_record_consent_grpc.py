@@ -2,29 +2,39 @@
 
 from collections.abc import Iterator
 
+import grpc
 import pytest
 
-from crm_contacts.commands import ContactBook
-from crm_contacts.grpc_api import register
-from crmkit import rpc, stack
+from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crmkit.directory import ContactDirectory
-from crmkit.errors import NotFound
 from crmkit.testing import ServiceHarness
 
 
 @pytest.fixture
-def directory(contacts: ServiceHarness) -> Iterator[ContactDirectory]:
-    port = stack.free_port()
-    server, _ = rpc.build_server("contacts", port, lambda srv: register(srv, ContactBook(contacts.runtime)))
-    server.start()
-    client = ContactDirectory(f"127.0.0.1:{port}")
+def directory(grpc_target: str) -> Iterator[ContactDirectory]:
+    client = ContactDirectory(grpc_target)
     yield client
     client.close()
-    server.stop(grace=None)
+
+
+@pytest.fixture
+def stub(grpc_target: str) -> Iterator[contacts_pb2_grpc.ContactDirectoryStub]:
+    """The raw contract: crmkit's client reports INVALID_ARGUMENT and NOT_FOUND alike."""
+    channel = grpc.insecure_channel(grpc_target)
+    yield contacts_pb2_grpc.ContactDirectoryStub(channel)
+    channel.close()
+
+
+def record_status(stub: contacts_pb2_grpc.ContactDirectoryStub, contact_id: str, channel: str,
+                  status: str) -> grpc.StatusCode:
+    request = contacts_pb2.RecordConsentRequest(contact_id=contact_id, channel=channel, status=status, source="x")
+    with pytest.raises(grpc.RpcError) as failure:
+        stub.RecordConsent(request, timeout=5)
+    return failure.value.code()
 
 
 def test_record_consent_withdraws_once_and_rejects_bad_arguments(
-    contacts: ServiceHarness, directory: ContactDirectory
+    contacts: ServiceHarness, directory: ContactDirectory, stub: contacts_pb2_grpc.ContactDirectoryStub
 ) -> None:
     headers = contacts.headers()
     sara = contacts.client.post("/v1/contacts", json={"first_name": "Sara", "email": "sara@example.com"},
@@ -40,9 +50,8 @@ def test_record_consent_withdraws_once_and_rejects_bad_arguments(
     assert record["version"] == 3  # created, granted, withdrawn: the repeat recorded nothing
     assert record["consents"]["email"]["source"] == "unsubscribe_link"
 
-    with pytest.raises(NotFound):
-        directory.record_consent(sara["id"], "pigeon", "withdrawn", "x")  # INVALID_ARGUMENT
-    with pytest.raises(NotFound):
-        directory.record_consent(sara["id"], "email", "maybe", "x")
-    with pytest.raises(NotFound):
-        directory.record_consent("nobody", "email", "withdrawn", "x")
+    assert record_status(stub, sara["id"], "pigeon", "withdrawn") == grpc.StatusCode.INVALID_ARGUMENT
+    assert record_status(stub, sara["id"], "email", "maybe") == grpc.StatusCode.INVALID_ARGUMENT
+    assert record_status(stub, "nobody", "email", "withdrawn") == grpc.StatusCode.NOT_FOUND
+    after = contacts.client.get(f"/v1/contacts/{sara['id']}", headers=headers).get_json()
+    assert after["version"] == 3  # the refused requests recorded nothing
