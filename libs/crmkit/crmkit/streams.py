@@ -58,14 +58,20 @@ def _consumer(bootstrap: str, topic: str) -> tuple[KafkaConsumer, list[TopicPart
     return consumer, partitions
 
 
-def _envelopes(messages: Any) -> Iterator[tuple[Any, dict[str, Any]]]:
-    for message in messages:
+def _envelopes(records: dict[Any, list[Any]]) -> Iterator[tuple[Any, dict[str, Any]]]:
+    """The polled messages that are CRM events, each with its CloudEvent."""
+    for message in (m for chunk in records.values() for m in chunk):
         try:
             envelope = json.loads(message.value)
             RecordedEvent.from_cloudevent(envelope)  # only well-formed CRM events
         except ValueError:
             continue
         yield message, envelope
+
+
+def _wanted(envelope: dict[str, Any], event_type: str | None) -> bool:
+    """No filter, or the event's type by its full name (crm.contacts.ContactCreated.v1) or short one."""
+    return not event_type or event_type in (envelope["type"], envelope["type"].split(".")[2])
 
 
 def tail(bootstrap: str, topic: str, *, from_beginning: bool, event_type: str | None, out: TextIO) -> None:
@@ -79,8 +85,8 @@ def tail(bootstrap: str, topic: str, *, from_beginning: bool, event_type: str | 
     try:
         while not stop.is_set():
             records = consumer.poll(timeout_ms=500)
-            for _message, envelope in _envelopes(m for chunk in records.values() for m in chunk):
-                if event_type and event_type not in (envelope["type"], envelope["type"].split(".")[2]):
+            for _message, envelope in _envelopes(records):
+                if not _wanted(envelope, event_type):
                     continue
                 data = json.dumps({k: (SEALED_MARK if is_sealed(v) else v) for k, v in envelope["data"].items()},
                                   ensure_ascii=False)
@@ -106,8 +112,8 @@ def export(
         with _Writer(out, fmt) as writer:
             while not caught_up(consumer, partitions):
                 records = consumer.poll(timeout_ms=1000)
-                for message, envelope in _envelopes(m for chunk in records.values() for m in chunk):
-                    if not event_type or event_type in (envelope["type"], envelope["type"].split(".")[2]):
+                for message, envelope in _envelopes(records):
+                    if _wanted(envelope, event_type):
                         writer.write(flatten(envelope))
                         written += 1
                     done[str(message.partition)] = message.offset + 1
