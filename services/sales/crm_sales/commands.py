@@ -185,16 +185,17 @@ class SalesBook:
                 for cid, doc in found.items()}
 
     def contact_merged(self, duplicate_id: str, survivor_id: str) -> None:
-        """ContactMerged: every deal and open activity of the duplicate now belongs to the survivor."""
+        """ContactMerged: every deal and activity of the duplicate now belongs to the survivor
+        (one load and one bulk append per kind; a record changed meanwhile is decided again)."""
         meta = Metadata(actor="system:sales", causation_id=None)
-        for doc in self.deals_view.find({"contact_id": duplicate_id}, {"_id": 1}):
-            self.deals.change(doc["_id"], lambda d: d.change_contact(survivor_id, "contact_merged"), meta)
-        for doc in self.activities_view.find({"contact_id": duplicate_id}, {"_id": 1}):
-            def repoint(activity: Activity) -> None:
-                if activity.contact_id != survivor_id:
-                    activity.record("ActivityContactChanged", {"activity_id": activity.id, "from": activity.contact_id,
-                                                               "to": survivor_id, "reason": "contact_merged"})
-            self.activities.change(doc["_id"], repoint, meta)
+        for repository, view in ((self.deals, self.deals_view), (self.activities, self.activities_view)):
+            ids = [doc["_id"] for doc in view.find({"contact_id": duplicate_id}, {"_id": 1})]
+            found = list(repository.get_many(ids).values())
+            for record in found:
+                record.change_contact(survivor_id, "contact_merged")
+            changed = [record for record in found if record.pending]
+            for taken in repository.save_many(changed, lambda _: meta) if changed else ():
+                repository.change(taken, lambda r: r.change_contact(survivor_id, "contact_merged"), meta)
 
     # --- activities -----------------------------------------------------------------------
 

@@ -320,6 +320,11 @@ class Activity(Aggregate):
             raise Conflict("the activity is already completed")
         self.record("ActivityCompleted", {"activity_id": self.id, "at": at, "outcome": outcome})
 
+    def change_contact(self, contact_id: str, reason: str) -> None:
+        if contact_id != self.contact_id:
+            self.record("ActivityContactChanged", {"activity_id": self.id, "from": self.contact_id,
+                                                   "to": contact_id, "reason": reason})
+
     def apply(self, event_type: str, data: dict[str, Any]) -> None:
         if event_type == "ActivityScheduled":
             for name in ACTIVITY_FIELDS:

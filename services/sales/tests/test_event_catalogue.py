@@ -36,6 +36,9 @@ def test_every_stored_event_matches_its_published_wire_schema(sales: ServiceHarn
     _ok(client.patch(f"/v1/products/{product['id']}", headers=h, json={"unit_price": "21", "active": False}))
     sales.project()
     SalesBook(sales.runtime).contact_merged(duplicate, survivor)
+    stored_so_far = sales.runtime.store.count()
+    SalesBook(sales.runtime).contact_merged(duplicate, survivor)  # the views lag; the streams say it is done
+    assert sales.runtime.store.count() == stored_so_far
 
     seen = stored_events_match_published_schemas(sales.runtime.store, DOCS)
     assert seen >= {"PipelineCreated", "DealCreated", "DealUpdated", "ActivityScheduled", "ProductCreated",
