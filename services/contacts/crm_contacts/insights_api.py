@@ -202,11 +202,11 @@ class Insights:
             chosen, cursor = [{"_id": segment.id, "name": segment.view()["name"]}], None
         else:
             chosen, cursor = page(self.segments_view, {}, query["limit"], query.get("cursor"), {"name": 1})
-        items = []
-        for doc in chosen:
-            members = self.members(doc["_id"])
-            summary = insights.sales_summary(self.facts.won_deals(period, members), period)
-            items.append({"segment_id": doc["_id"], "name": doc.get("name"), **summary})
+        memberships = {doc["_id"]: self.members(doc["_id"]) for doc in chosen}
+        deals = [d for d in self.facts.won_deals(period, set().union(*memberships.values())) if d.won_in(period)]
+        items = [{"segment_id": doc["_id"], "name": doc.get("name"),
+                  **insights.sales_summary([d for d in deals if d.contact_id in memberships[doc["_id"]]], period)}
+                 for doc in chosen]
         return {"items": items, "next_cursor": cursor}
 
     def complaint_rate(self, period: insights.Period, members: set[str] | None) -> dict[str, Any]:
