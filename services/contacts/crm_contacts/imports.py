@@ -11,7 +11,7 @@ a lease, reads the chunks back as a stream of rows and, per batch of ~1000 rows:
    and against existing contacts (two `$in` lookups on the `contacts` projection);
 3. writes: new contacts in one `EventStore.start_streams` insert (real ContactCreated
    events, then published), `on_duplicate=update` as a ContactUpdated on the existing
-   contact, rejections into `import_rejections`;
+   contacts in one `Repository.save_many`, rejections into `import_rejections`;
 4. checkpoints the job: counters, rows/second and the last completed row.
 
 Crash safety: every write of a batch is idempotent, so a batch redone after a crash
