@@ -108,14 +108,11 @@ class ContactBook:
         event about the person unreadable. Safe to repeat.
         """
         person = self.contact(contact_id)
-        erased = person
-        for record_id in [person.id, *self._merged_into(person)]:
-            erased_record = self.contacts.change(record_id, lambda c: c.erase(reason), meta)
-            self.vault.forget(record_id)
-            self.idempotency.delete_many({"resource": f"/v1/contacts/{record_id}"})
-            if record_id == person.id:
-                erased = erased_record
-        return erased
+        records = [person.id, *self._merged_into(person)]
+        erased = [self.contacts.change(record_id, lambda c: c.erase(reason), meta) for record_id in records]
+        self.vault.forget_many(records)
+        self.idempotency.delete_many({"resource": {"$in": [f"/v1/contacts/{record_id}" for record_id in records]}})
+        return erased[0]
 
     def export(self, contact_id: str) -> dict[str, Any]:
         """Everything held about the person (data portability), including merged records."""
