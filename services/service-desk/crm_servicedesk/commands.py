@@ -7,9 +7,9 @@ models and the contacts directory client; never Flask or gRPC.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from pymongo import ASCENDING
 from pymongo.errors import PyMongoError
@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
 SYSTEM = Metadata(actor="system:sla-sweep")
+T = TypeVar("T")
 
 
 class TicketDesk:
@@ -172,31 +173,26 @@ class TicketDesk:
             ids = [doc["_id"] for doc in docs]
             seen.update(ids)
             found += len(ids)
-            breaches += self._detect_breaches(ids, now)
+            decided = self._decide_many(
+                ids, lambda ticket: ticket.detect_breaches(now) if ticket.status in ACTIVE else [], SYSTEM)
+            breaches += sum(len(keys) for keys in decided.values())
             if len(docs) < limit:
                 break
         return {"due": found, "breaches": breaches}
 
-    def _detect_breaches(self, ticket_ids: list[str], now: datetime) -> int:
-        """One batch of the sweep: one load and one bulk append for all of it. A ticket another
-        writer moved meanwhile is decided again on its fresh stream. Returns the breaches recorded."""
-
-        def decide(ticket: Ticket) -> list[str]:
-            return ticket.detect_breaches(now) if ticket.status in ACTIVE else []
-
+    def _decide_many(self, ticket_ids: Sequence[str], decide: Callable[[Ticket], T], meta: Metadata
+                     ) -> dict[str, T]:
+        """Decide on many tickets with one load and one bulk append; a ticket another writer
+        moved meanwhile is loaded and decided again (`Repository.change`). Returns each decision."""
         tickets = self.tickets.get_many(ticket_ids)
-        recorded = {ticket_id: decide(ticket) for ticket_id, ticket in tickets.items()}
+        decisions = {ticket_id: decide(ticket) for ticket_id, ticket in tickets.items()}
         changed = [ticket for ticket in tickets.values() if ticket.pending]
-        taken = self.tickets.save_many(changed, lambda _: SYSTEM) if changed else set()
-        for ticket_id in taken:
-            out: list[str] = []
+        for ticket_id in self.tickets.save_many(changed, lambda _: meta) if changed else ():
+            def again(ticket: Ticket, ticket_id: str = ticket_id) -> None:
+                decisions[ticket_id] = decide(ticket)
 
-            def again(ticket: Ticket, out: list[str] = out) -> None:
-                out[:] = decide(ticket)
-
-            self.tickets.change(ticket_id, again, SYSTEM)
-            recorded[ticket_id] = out
-        return sum(len(keys) for keys in recorded.values())
+            self.tickets.change(ticket_id, again, meta)
+        return decisions
 
     def record_sweep(self, outcome: dict[str, int], seconds: float) -> None:
         try:
@@ -220,27 +216,26 @@ class TicketDesk:
         stored and published copy of the sealed fields (subject, description, the
         customer's comments, the rating comment) unreadable, in replays too. Safe to repeat.
         """
-        erased = 0
-        meta = Metadata(actor="system:contact-erasure")
-        for ticket_id in self._tickets_of(contact_id):
-            self.tickets.change(ticket_id, lambda t: t.erase_customer_data(contact_id, clock.now()), meta)
-            self.vault.forget(ticket_id)
-            self.idempotency.delete_many({"resource": f"/v1/tickets/{ticket_id}"})
-            erased += 1
-        return erased
+        ticket_ids = self._tickets_of(contact_id)
+        now = clock.now()
+        self._decide_many(ticket_ids, lambda ticket: ticket.erase_customer_data(contact_id, now),
+                          Metadata(actor="system:contact-erasure"))
+        self.vault.forget_many(ticket_ids)
+        if ticket_ids:
+            self.idempotency.delete_many({"resource": {"$in": [f"/v1/tickets/{tid}" for tid in ticket_ids]}})
+        return len(ticket_ids)
 
     def repoint_contact(self, duplicate_id: str, survivor_id: str) -> int:
         """Two contacts were merged: the duplicate's tickets now belong to the survivor."""
-        moved = 0
-        meta = Metadata(actor="system:contact-merge")
-        for ticket_id in self._tickets_of(duplicate_id):
-            def decide(ticket: Ticket) -> None:
-                if ticket.contact_id == duplicate_id:
-                    ticket.repoint(survivor_id, clock.now())
+        now = clock.now()
 
-            if self.tickets.change(ticket_id, decide, meta).contact_id == survivor_id:
-                moved += 1
-        return moved
+        def decide(ticket: Ticket) -> bool:
+            if ticket.contact_id == duplicate_id:
+                ticket.repoint(survivor_id, now)
+            return ticket.contact_id == survivor_id
+
+        moved = self._decide_many(self._tickets_of(duplicate_id), decide, Metadata(actor="system:contact-merge"))
+        return sum(moved.values())
 
     # --- summaries ------------------------------------------------------------------------
 

@@ -267,9 +267,14 @@ def test_contact_erased_scrubs_text_and_merge_repoints(desk: ServiceHarness, dir
     tid = open_ticket(desk, gone)["id"]
     post(desk, f"/v1/tickets/{tid}/comments", {"body": "my address is 12 Vali-asr", "author_type": "customer"})
     post(desk, f"/v1/tickets/{tid}/comments", {"body": "agent note", "public": False})
+    other = post(desk, "/v1/tickets", {"subject": "again", "contact_id": gone, "channel": "web", "type": "question"},
+                 **{"Idempotency-Key": "second-ticket"}).get_json()["id"]
     moved = open_ticket(desk, dup)["id"]
     desk.project()
     contacts = desk.spec.projections(desk.runtime)[3]
+    keys, stored_responses = desk.runtime.vault.keys, desk.runtime.db["idempotency_keys"]
+    assert keys.count_documents({"_id": {"$in": [tid, other]}}) == 2
+    assert stored_responses.count_documents({"resource": f"/v1/tickets/{other}"}) == 1
 
     def contact_event(cid: str, kind: str, data: dict) -> RecordedEvent:
         return RecordedEvent(new_id(), "contacts", cid, "contact", 5, kind, 1, data, utcnow(), "system", new_id(),
@@ -285,6 +290,9 @@ def test_contact_erased_scrubs_text_and_merge_repoints(desk: ServiceHarness, dir
     assert ticket["contact"]["name"] is None
     raw = json.dumps([e["data"] for e in desk.runtime.db["events"].find({"stream_id": tid})], ensure_ascii=False)
     assert "Vali-asr" not in raw and "سفارش" not in raw  # sealed, and the key is gone
+    assert keys.count_documents({"_id": {"$in": [tid, other]}}) == 0
+    assert stored_responses.count_documents({"resource": f"/v1/tickets/{other}"}) == 0
+    assert desk.client.get(f"/v1/tickets/{other}", headers=desk.headers()).get_json()["subject"] is None
     listed = desk.client.get(f"/v1/tickets?contact_id={gone}", headers=desk.headers()).get_json()["items"]
     assert listed[0]["subject"] is None and listed[0]["comments"][0]["body"] is None
     assert desk.client.get(f"/v1/tickets/{moved}", headers=desk.headers()).get_json()["contact_id"] == survivor
