@@ -21,7 +21,6 @@ from pymongo import ReplaceOne
 from crm_sales import money, values
 from crm_sales.commands import SYSTEM, SalesBook
 from crm_sales.domain import Customer
-from crmkit.errors import NotFound
 from crmkit.eventstore import EPOCH, epoch_ms
 
 log = logging.getLogger(__name__)
@@ -147,7 +146,7 @@ def recompute_values(book: SalesBook) -> int:
                     for cid, e in per_contact.items() if e["count"]]
     ranked = {v.contact_id: v for v in values.rank(ranked_input, now, lifespan_years())}
     previous = {d["_id"]: d for d in book.db["customer_values"].find({}, {"tier": 1})}
-    writes, changed = [], 0
+    writes, tiers = [], {}
     for cid in set(per_contact) | set(previous):
         value = ranked.get(cid)
         entry = per_contact.get(cid)
@@ -164,24 +163,25 @@ def recompute_values(book: SalesBook) -> int:
         }
         writes.append(ReplaceOne({"_id": cid}, doc, upsert=True))
         if doc["tier"] != (previous.get(cid) or {}).get("tier", "standard"):
-            changed += _record_tier(book, cid, doc["tier"], money.text(money.from_minor(doc["clv_minor"], currency),
-                                                                       currency), currency)
+            tiers[cid] = (doc["tier"], money.text(money.from_minor(doc["clv_minor"], currency), currency))
+    changed = _record_tiers(book, tiers, currency)
     if writes:
         book.db["customer_values"].bulk_write(writes, ordered=False)
     return changed
 
 
-def _record_tier(book: SalesBook, contact_id: str, tier: str, clv: str, currency: str) -> int:
-    moved: list[bool] = []
-    try:
-        book.customers.change(contact_id, lambda c: moved.append(c.set_tier(tier, clv, currency)), SYSTEM)
-        return int(bool(moved and moved[-1]))
-    except NotFound:
-        customer = Customer(contact_id)
-        if customer.set_tier(tier, clv, currency):
-            book.customers.save(customer, SYSTEM)
-            return 1
-        return 0
+def _record_tiers(book: SalesBook, tiers: dict[str, tuple[str, str]], currency: str) -> int:
+    """CustomerTierChanged for each contact whose tier moved: one load and one bulk append (a
+    customer's first change starts its stream); one written meanwhile is decided again."""
+    found = book.customers.get_many(list(tiers))
+    customers = [found.get(cid) or Customer(cid) for cid in tiers]
+    moved = {c.id for c in customers if c.set_tier(*tiers[c.id], currency)}
+    for cid in book.customers.save_many([c for c in customers if c.pending], lambda _: SYSTEM) if moved else ():
+        again: list[bool] = []
+        book.customers.change(cid, lambda c, out=again: out.append(c.set_tier(*tiers[c.id], currency)), SYSTEM)
+        if not again[-1]:
+            moved.discard(cid)
+    return len(moved)
 
 
 def customer_value(book: SalesBook, contact_id: str) -> dict[str, Any]:

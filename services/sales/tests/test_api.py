@@ -301,6 +301,8 @@ def test_customer_value_rfm_tier_and_forecast(sales: ServiceHarness, people, mon
         book.local.remember({"id": contact, **people.people[contact]})
     assert reports.recompute_values(book) == 1  # the top customer became strategic
     assert reports.recompute_values(book) == 0  # nothing moved
+    book.db["customer_values"].update_one({"_id": contacts[4]}, {"$set": {"tier": "standard"}})
+    assert reports.recompute_values(book) == 0  # the view lost it; the customer's stream says strategic already
     top = get(sales, f"/v1/customers/{contacts[4]}/value")
     assert top["tier"] == "strategic" and top["lifetime_value"] == {"amount": "2500.00", "currency": "USD"}
     assert top["rfm"]["frequency"] == 5 and top["rfm"]["monetary"] == 5 and top["won_deals"] == 5
