@@ -258,7 +258,7 @@ class Dispatcher:
             if quiet is not None:
                 work.defer(message, quiet)
                 continue
-            if work.provider_calls and (time.monotonic() > work.send_until or self.stopping.is_set()):
+            if self.stopping.is_set() or (work.provider_calls and time.monotonic() > work.send_until):
                 # slow providers, or shutting down: hand the rest back, due at once, and record what was sent
                 work.defer(message, work.now)
                 continue
