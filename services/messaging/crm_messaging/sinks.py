@@ -7,14 +7,13 @@ from __future__ import annotations
 
 import logging
 import re
-import signal
 import threading
 from pathlib import Path
 from typing import Any
 
 from aiosmtpd.controller import Controller
 
-from crmkit import logs
+from crmkit import logs, stack
 
 log = logging.getLogger(__name__)
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every sender and recipient at info
@@ -64,9 +63,7 @@ def serve(service: str) -> None:
 
     config = MessagingConfig.from_env()
     logs.configure(service, "smtp-sink")
-    stop = threading.Event()
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
+    stop = stack.stop_on_signals()
     with SmtpSink(config.mail_dir, config.smtp_port, config.smtp_host):
         log.info("SMTP sink writing .eml files", extra={"url": f"smtp://{config.smtp_host}:{config.smtp_port}"})
         stop.wait()
