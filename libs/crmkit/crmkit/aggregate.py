@@ -67,6 +67,7 @@ class Aggregate:
 
 
 A = TypeVar("A", bound=Aggregate)
+T = TypeVar("T")
 
 
 class Repository(Generic[A]):
@@ -117,6 +118,24 @@ class Repository(Generic[A]):
                 aggregate.updated_at = saved[aggregate.id].time
         self.on_saved(stored)
         return taken
+
+    def change_many(self, aggregate_ids: Sequence[str], decide: Callable[[A], T], meta: Metadata,
+                    create: Callable[[str], A] | None = None) -> dict[str, T]:
+        """`change` for many aggregates (sweeps, reactions to another service's event): one load,
+        one bulk append. One that another writer moved meanwhile is loaded and decided again on
+        its own. Unknown ids are left out, unless `create` starts them. Returns each decision."""
+        found = self.get_many(aggregate_ids)
+        if create is not None:
+            found.update({aggregate_id: create(aggregate_id) for aggregate_id in dict.fromkeys(aggregate_ids)
+                          if aggregate_id not in found})
+        decisions = {aggregate_id: decide(aggregate) for aggregate_id, aggregate in found.items()}
+        changed = [aggregate for aggregate in found.values() if aggregate.pending]
+        for taken in self.save_many(changed, lambda _: meta) if changed else ():
+            def again(aggregate: A, aggregate_id: str = taken) -> None:
+                decisions[aggregate_id] = decide(aggregate)
+
+            self.change(taken, again, meta)
+        return decisions
 
     def change(
         self,

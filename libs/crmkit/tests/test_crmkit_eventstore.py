@@ -500,6 +500,40 @@ class TestRepository:
         for thing in (existing, fresh, unchanged):
             assert repo.get(thing.id).view() == thing.view()
 
+    def test_change_many_decides_in_bulk_and_decides_again_where_another_writer_came_first(
+        self, repo: Repository[Thing], store: EventStore, saved: list
+    ) -> None:
+        calm, raced, quiet = self.create(repo, "calm"), self.create(repo, "raced"), self.create(repo, "quiet")
+        seen: list[tuple[str, str]] = []
+
+        def shout(thing: Thing) -> str | None:
+            seen.append((thing.id, thing.name))
+            if thing.id == raced.id and len([s for s in seen if s[0] == raced.id]) == 1:
+                store.append(raced.id, "Thing", 1, [NewEvent("ThingRenamed", {"name": "renamed"})], META)
+            if thing.name == "quiet":
+                return None  # decides nothing: nothing appended
+            thing.record("ThingRenamed", {"name": thing.name.upper()})
+            return thing.name
+
+        saved.clear()
+        decided = repo.change_many([calm.id, raced.id, quiet.id, new_id()], shout, META)
+        assert decided == {calm.id: "CALM", raced.id: "RENAMED", quiet.id: None}  # unknown id left out
+        assert [name for tid, name in seen if tid == raced.id] == ["raced", "renamed"]  # decided again, fresh
+        assert [e.data["name"] for e in store.load(raced.id)] == ["raced", "renamed", "RENAMED"]
+        assert [e.data["name"] for e in store.load(calm.id)] == ["calm", "CALM"]
+        assert len(store.load(quiet.id)) == 1
+        assert [[e.stream_id for e in batch] for batch in saved] == [[calm.id], [raced.id]]  # bulk, then the retry
+
+    def test_change_many_starts_unknown_aggregates_when_asked(self, repo: Repository[Thing]) -> None:
+        fresh = new_id()
+
+        def name(thing: Thing) -> bool:
+            thing.record("ThingCreated", {"name": "new"})
+            return True
+
+        assert repo.change_many([fresh], name, META, create=Thing) == {fresh: True}
+        assert repo.get(fresh).name == "new"
+
     def test_save_many_keeps_an_aggregate_that_lost_a_race_pending(
         self, repo: Repository[Thing], store: EventStore, saved: list
     ) -> None:
