@@ -190,12 +190,7 @@ class SalesBook:
         meta = Metadata(actor="system:sales", causation_id=None)
         for repository, view in ((self.deals, self.deals_view), (self.activities, self.activities_view)):
             ids = [doc["_id"] for doc in view.find({"contact_id": duplicate_id}, {"_id": 1})]
-            found = list(repository.get_many(ids).values())
-            for record in found:
-                record.change_contact(survivor_id, "contact_merged")
-            changed = [record for record in found if record.pending]
-            for taken in repository.save_many(changed, lambda _: meta) if changed else ():
-                repository.change(taken, lambda r: r.change_contact(survivor_id, "contact_merged"), meta)
+            repository.change_many(ids, lambda record: record.change_contact(survivor_id, "contact_merged"), meta)
 
     # --- activities -----------------------------------------------------------------------
 
@@ -329,14 +324,8 @@ class SalesBook:
         today, now = self.today(), self.now()
         due = [doc["_id"] for doc in self.quotes_view.find(
             {"status": "sent", "valid_until": {"$lt": today.isoformat()}}, {"_id": 1}).limit(limit)]
-        quotes = [quote for quote in self.quotes.get_many(due).values() if quote.expire(now, today)]
-        taken = self.quotes.save_many(quotes, lambda _: SYSTEM) if quotes else set()
-        expired = len(quotes) - len(taken)
-        for quote_id in taken:  # accepted or rejected meanwhile: decide again on the fresh stream
-            changed: list[bool] = []
-            self.quotes.change(quote_id, lambda q, out=changed: out.append(q.expire(now, today)), SYSTEM)
-            expired += sum(changed[-1:])
-        return expired
+        decided = self.quotes.change_many(due, lambda quote: quote.expire(now, today), SYSTEM)
+        return sum(decided.values())  # a quote accepted or rejected meanwhile is decided again, fresh
 
 
 def _exact_money(fields: dict[str, Any], name: str, amount: str, currency: str) -> dict[str, Any]:

@@ -173,15 +173,11 @@ def recompute_values(book: SalesBook) -> int:
 def _record_tiers(book: SalesBook, tiers: dict[str, tuple[str, str]], currency: str) -> int:
     """CustomerTierChanged for each contact whose tier moved: one load and one bulk append (a
     customer's first change starts its stream); one written meanwhile is decided again."""
-    found = book.customers.get_many(list(tiers))
-    customers = [found.get(cid) or Customer(cid) for cid in tiers]
-    moved = {c.id for c in customers if c.set_tier(*tiers[c.id], currency)}
-    for cid in book.customers.save_many([c for c in customers if c.pending], lambda _: SYSTEM) if moved else ():
-        again: list[bool] = []
-        book.customers.change(cid, lambda c, out=again: out.append(c.set_tier(*tiers[c.id], currency)), SYSTEM)
-        if not again[-1]:
-            moved.discard(cid)
-    return len(moved)
+    if not tiers:
+        return 0
+    moved = book.customers.change_many(list(tiers), lambda c: c.set_tier(*tiers[c.id], currency), SYSTEM,
+                                       create=Customer)
+    return sum(moved.values())
 
 
 def customer_value(book: SalesBook, contact_id: str) -> dict[str, Any]:

@@ -7,9 +7,9 @@ models and the contacts directory client; never Flask or gRPC.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.errors import PyMongoError
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 SWEEP_BATCH = 500
 SYSTEM = Metadata(actor="system:sla-sweep")
-T = TypeVar("T")
 
 
 class TicketDesk:
@@ -173,26 +172,12 @@ class TicketDesk:
             ids = [doc["_id"] for doc in docs]
             seen.update(ids)
             found += len(ids)
-            decided = self._decide_many(
+            decided = self.tickets.change_many(
                 ids, lambda ticket: ticket.detect_breaches(now) if ticket.status in ACTIVE else [], SYSTEM)
             breaches += sum(len(keys) for keys in decided.values())
             if len(docs) < limit:
                 break
         return {"due": found, "breaches": breaches}
-
-    def _decide_many(self, ticket_ids: Sequence[str], decide: Callable[[Ticket], T], meta: Metadata
-                     ) -> dict[str, T]:
-        """Decide on many tickets with one load and one bulk append; a ticket another writer
-        moved meanwhile is loaded and decided again (`Repository.change`). Returns each decision."""
-        tickets = self.tickets.get_many(ticket_ids)
-        decisions = {ticket_id: decide(ticket) for ticket_id, ticket in tickets.items()}
-        changed = [ticket for ticket in tickets.values() if ticket.pending]
-        for ticket_id in self.tickets.save_many(changed, lambda _: meta) if changed else ():
-            def again(ticket: Ticket, ticket_id: str = ticket_id) -> None:
-                decisions[ticket_id] = decide(ticket)
-
-            self.tickets.change(ticket_id, again, meta)
-        return decisions
 
     def record_sweep(self, outcome: dict[str, int], seconds: float) -> None:
         try:
@@ -218,7 +203,7 @@ class TicketDesk:
         """
         ticket_ids = self._tickets_of(contact_id)
         now = clock.now()
-        self._decide_many(ticket_ids, lambda ticket: ticket.erase_customer_data(contact_id, now),
+        self.tickets.change_many(ticket_ids, lambda ticket: ticket.erase_customer_data(contact_id, now),
                           Metadata(actor="system:contact-erasure"))
         self.vault.forget_many(ticket_ids)
         if ticket_ids:
@@ -234,7 +219,7 @@ class TicketDesk:
                 ticket.repoint(survivor_id, now)
             return ticket.contact_id == survivor_id
 
-        moved = self._decide_many(self._tickets_of(duplicate_id), decide, Metadata(actor="system:contact-merge"))
+        moved = self.tickets.change_many(self._tickets_of(duplicate_id), decide, Metadata(actor="system:contact-merge"))
         return sum(moved.values())
 
     # --- summaries ------------------------------------------------------------------------
