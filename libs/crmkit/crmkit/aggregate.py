@@ -54,8 +54,16 @@ class Aggregate:
 
     @classmethod
     def restore(cls, view: dict[str, Any]) -> Any:
-        """The aggregate back from its `view()`, so a projection can continue a fold."""
-        raise NotImplementedError
+        """The aggregate back from its `view()`, so a projection can continue a fold.
+
+        By default every key of the view that names an attribute is set back (version and
+        times included); what the view leaves out keeps its default. Aggregates whose view
+        is shaped differently from their state override this."""
+        aggregate = cls(view["id"])
+        for name, value in view.items():
+            if name != "id" and hasattr(aggregate, name):
+                setattr(aggregate, name, value)
+        return aggregate
 
     def catch_up(self, events: Sequence[RecordedEvent]) -> None:
         """Apply stored events; version and times follow them."""

@@ -190,3 +190,14 @@ def test_applying_the_history_changes_rebuilds_the_view(changes: list[NewEvent])
             view[name] = change["after"]
         view["version"] = entry["version"]
     assert view == state(Widget.from_events("w1", events))
+
+
+@PROPERTY
+@given(STREAMS, st.data())
+def test_the_default_restore_continues_a_fold_like_the_whole_stream(changes: list[NewEvent],
+                                                                     data: st.DataObject) -> None:
+    events = stored("w1", changes)
+    split = data.draw(st.integers(0, len(events)))
+    resumed = Widget.restore(Widget.from_events("w1", events[:split]).view())  # what a read model holds
+    resumed.catch_up(events[split:])
+    assert resumed.view() == Widget.from_events("w1", events).view()

@@ -11,7 +11,7 @@ worker can never record a second send.
 from __future__ import annotations
 
 from datetime import datetime, time, timedelta
-from typing import Any, TypeVar
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from crmkit.aggregate import Aggregate
@@ -21,7 +21,6 @@ CHANNELS = ("email", "sms", "fax")
 CATEGORIES = ("marketing", "transactional")
 MESSAGE_STATUSES = ("queued", "suppressed", "sent", "delivered", "failed", "bounced")
 FINAL = ("suppressed", "delivered", "failed", "bounced")
-A = TypeVar("A", bound=Aggregate)
 
 # Personal data in message events (sealed with the message's own key; erasing the
 # contact deletes the keys of all their messages): the call's variables, explicit
@@ -77,15 +76,6 @@ def quiet_until(now: datetime, time_zone: str | None, window: tuple[time, time] 
     return ends.astimezone(now.tzinfo)
 
 
-def _restore(aggregate: A, view: dict[str, Any]) -> A:
-    """The state `view()` shows, set back (how projections continue a fold); what the view
-    lacks (a message's private fields, left out of its read model) keeps its default."""
-    for name, value in view.items():
-        if name != "id" and hasattr(aggregate, name):
-            setattr(aggregate, name, value)
-    return aggregate
-
-
 # --- message ---------------------------------------------------------------------------
 
 
@@ -113,10 +103,6 @@ class Message(Aggregate):
         self.sent_at: str | None = None
         self.delivered_at: str | None = None
         self.next_attempt_at: str | None = None
-
-    @classmethod
-    def restore(cls, view: dict[str, Any]) -> Message:
-        return _restore(cls(view["id"]), view)
 
     @classmethod
     def queue(cls, message_id: str, fields: dict[str, Any], at: str) -> Message:
@@ -235,10 +221,6 @@ class Template(Aggregate):
         self.variants: dict[str, dict[str, Any]] = {}
 
     @classmethod
-    def restore(cls, view: dict[str, Any]) -> Template:
-        return _restore(cls(view["id"]), view)
-
-    @classmethod
     def define(cls, template_id: str, fields: dict[str, Any]) -> Template:
         template = cls(template_id)
         template.record("TemplateDefined", {"template_id": template_id, **fields})
@@ -294,10 +276,6 @@ class Campaign(Aggregate):
         self.launched_at: str | None = None
         self.targeted: int | None = None
         self.completed_at: str | None = None
-
-    @classmethod
-    def restore(cls, view: dict[str, Any]) -> Campaign:
-        return _restore(cls(view["id"]), view)
 
     @classmethod
     def create(cls, campaign_id: str, fields: dict[str, Any]) -> Campaign:
@@ -379,10 +357,6 @@ class Trigger(Aggregate):
         self.channel = ""
         self.variables: dict[str, Any] = {}
         self.enabled = True
-
-    @classmethod
-    def restore(cls, view: dict[str, Any]) -> Trigger:
-        return _restore(cls(view["id"]), view)
 
     @classmethod
     def define(cls, trigger_id: str, fields: dict[str, Any]) -> Trigger:
