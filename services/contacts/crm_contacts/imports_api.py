@@ -10,19 +10,18 @@ streamed, and a repeat is compared by hashing the body without storing it again.
 
 from __future__ import annotations
 
-import hashlib
 import time
 from typing import Any
 
-from flask import Blueprint, Response, current_app, g, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, fields, validate
 from pymongo.errors import DuplicateKeyError
 
 from crm_contacts import imports
-from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import new_id
 from crmkit.runtime import Runtime
 from crmkit.web import PageQuery, endpoint, jsonable, listing, metadata
+from crmkit.web.endpoint import idempotency_key, replay
 
 
 class ImportQuery(Schema):
@@ -93,10 +92,10 @@ def blueprint(runtime: Runtime) -> Blueprint:
     def create_import(query: dict[str, Any]) -> Response:
         """Upload a CSV or JSON-lines file of contacts to import in the background."""
         fmt = imports.media_format(request.mimetype, request.mimetype_params)
-        key = _idempotency_key()
+        key = idempotency_key()
         keys = current_app.extensions["crm_idempotency"]
         if key is not None and (stored := keys.find_one({"_id": key})) is not None:
-            return _replay(stored, imports.fingerprint(request.stream))
+            return replay(stored, imports.fingerprint(request.stream))
         import_id = new_id()
         upload = jobs.store_upload(import_id, request.stream, fmt)
         if key is not None:
@@ -104,7 +103,7 @@ def blueprint(runtime: Runtime) -> Blueprint:
                 keys.insert_one({"_id": key, "fingerprint": upload.sha256, "state": "running", "at": time.time()})
             except DuplicateKeyError:  # the same key raced us and won
                 jobs.discard(import_id)
-                return _replay(keys.find_one({"_id": key}) or {}, upload.sha256)
+                return replay(keys.find_one({"_id": key}) or {}, upload.sha256)
         try:
             job = jobs.create(import_id, fmt, query["on_duplicate"], upload, metadata())
         except BaseException:
@@ -143,21 +142,3 @@ def blueprint(runtime: Runtime) -> Blueprint:
 
     return bp
 
-
-def _idempotency_key() -> str | None:
-    """The same record key crmkit's `endpoint(idempotent=True)` uses."""
-    raw = request.headers.get("Idempotency-Key")
-    if not raw:
-        return None
-    return hashlib.sha256(f"{g.principal.subject}\0{request.method}\0{request.path}\0{raw}".encode()).hexdigest()
-
-
-def _replay(stored: dict[str, Any], fingerprint: str) -> Response:
-    if stored.get("fingerprint") != fingerprint:
-        raise ValidationFailed("this Idempotency-Key was used with a different request",
-                               {"Idempotency-Key": ["already used with a different body"]})
-    if stored.get("state") != "done":
-        raise Conflict("a request with this Idempotency-Key is still being processed")
-    response = Response(stored["body"], status=stored["status"], headers=stored.get("headers", {}))
-    response.headers["Idempotent-Replayed"] = "true"
-    return response

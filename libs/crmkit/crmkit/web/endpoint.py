@@ -212,15 +212,12 @@ def _load(schema: Schema, data: Any, where: str) -> dict[str, Any]:
 def _idempotent(run: Callable[[], Any]) -> Response:
     """Run a create once per Idempotency-Key; a repeat gets the first response back."""
     keys = current_app.extensions["crm_idempotency"]
-    principal = g.principal.subject
-    key = hashlib.sha256(
-        f"{principal}\0{request.method}\0{request.path}\0{request.headers['Idempotency-Key']}".encode()
-    ).hexdigest()
+    key = idempotency_key()
     fingerprint = hashlib.sha256(request.get_data(cache=True)).hexdigest()
     try:
         keys.insert_one({"_id": key, "fingerprint": fingerprint, "state": "running", "at": time.time()})
     except DuplicateKeyError:
-        return _replay(keys.find_one({"_id": key}) or {}, fingerprint)
+        return replay(keys.find_one({"_id": key}) or {}, fingerprint)
     try:
         response = current_app.make_response(run())
     except BaseException:
@@ -242,7 +239,18 @@ def _idempotent(run: Callable[[], Any]) -> Response:
     return response
 
 
-def _replay(stored: dict[str, Any], fingerprint: str) -> Response:
+def idempotency_key() -> str | None:
+    """The record key of this request's Idempotency-Key (per caller, method and path), or None
+    without one. Public for routes that store their responses themselves (streamed uploads)."""
+    raw = request.headers.get("Idempotency-Key")
+    if not raw:
+        return None
+    return hashlib.sha256(f"{g.principal.subject}\0{request.method}\0{request.path}\0{raw}".encode()).hexdigest()
+
+
+def replay(stored: dict[str, Any], fingerprint: str) -> Response:
+    """The stored response of a repeated request: 422 if the key came with another body, 409 while
+    the first is still running."""
     if stored.get("fingerprint") != fingerprint:
         raise ValidationFailed(
             "this Idempotency-Key was used with a different request",
