@@ -200,9 +200,11 @@ class MessageDesk:
     def schedule_messages(self, messages: Sequence[Message]) -> None:
         """Schedule entries go in before the messages' first events: a process that dies in
         between leaves an entry the dispatcher waits on a while (`UNBORN_GRACE`), never a
-        queued message nobody sends. An entry that exists already (a repeat) stays as it is."""
+        queued message nobody sends. An entry that exists already (a repeat) stays as it is.
+        A new message is due at once (`due_ms` 0), whatever this process's clock says: a clock
+        moved back (drills, tests) must not park it until the old "now" comes round again."""
         now = epoch_ms(self.now())
-        entries = [{"_id": m.id, "kind": "message", "state": "pending", "due_ms": now, "lease_ms": 0,
+        entries = [{"_id": m.id, "kind": "message", "state": "pending", "due_ms": 0, "lease_ms": 0,
                     "created_ms": now, "contact_id": m.contact_id, "channel": m.channel,
                     "campaign_id": m.campaign_id} for m in messages]
         try:

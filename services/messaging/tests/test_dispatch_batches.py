@@ -124,3 +124,12 @@ def test_on_shutdown_the_pass_records_what_it_sent_and_hands_back_the_rest(world
     schedule = world.messaging.runtime.db["schedule"]
     assert {e["_id"]: (e["state"], e["lease_ms"]) for e in schedule.find({"_id": {"$in": ids}})} == {
         i: ("done", 0) if i == sent[0] else ("pending", 0) for i in ids}  # the rest: free for the next worker
+
+
+def test_a_message_queued_on_a_clock_that_is_then_set_back_is_still_sent_at_once(world: World) -> None:
+    sara = world.contact(first_name="Sara", email="sara@example.com")
+    world.clock.advance(days=457)  # a drill moved time ahead; this process has not seen it move back yet
+    queued = world.send(contact_id=sara["id"], channel="email", body="hi", category="transactional").get_json()
+    world.clock.advance(days=-457)
+    assert world.dispatch() == 1
+    assert world.desk.messages.get(queued["id"]).status == "sent" and len(world.mails()) == 1
