@@ -167,4 +167,21 @@ class _Writer:
         writer = csv.DictWriter(out, fieldnames=self.header, extrasaction="ignore")
         for row in self.pending:
             extra = {key: value for key, value in row.items() if key not in self.header}
-            writer.writerow({**row, "extra": json.dumps(extra, ensure_ascii=False) if extra else ""})
+            cells = {**row, "extra": json.dumps(extra, ensure_ascii=False) if extra else ""}
+            writer.writerow({key: inert_cell(value) for key, value in cells.items()})
+
+
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def inert_cell(value: Any) -> Any:
+    """A CSV cell a spreadsheet shows as text, never runs as a formula (OWASP "CSV injection").
+
+    Event data is written by customers (names, notes, subjects), and Excel or LibreOffice
+    evaluate a cell that starts with = + - @ (or a tab or CR before one). A leading
+    apostrophe makes such a cell literal text; numbers are left alone, so a negative
+    amount stays a number.
+    """
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value

@@ -70,3 +70,15 @@ def test_crm_tail_prints_readable_lines_and_stops_on_ctrl_c(
     finally:
         process.send_signal(signal.SIGINT)
         assert process.wait(timeout=30) == 0
+
+
+def test_csv_cells_that_a_spreadsheet_would_run_are_written_as_text(tmp_path: Path) -> None:
+    table = tmp_path / "events.csv"
+    with streams._Writer(table, "csv") as writer:
+        writer.write({"id": "e1", "data.first_name": "=HYPERLINK(\"http://evil\",\"x\")", "data.note": "@SUM(A1)",
+                      "data.amount": -5, "data.title": "-2+3", "data.plain": "Ali"})
+    with open(table, newline="", encoding="utf-8") as fh:
+        (row,) = csv.DictReader(fh)
+    assert row["data.first_name"] == "'=HYPERLINK(\"http://evil\",\"x\")"
+    assert row["data.note"] == "'@SUM(A1)" and row["data.title"] == "'-2+3"
+    assert row["data.amount"] == "-5" and row["data.plain"] == "Ali"  # numbers and plain text untouched
