@@ -268,7 +268,9 @@ def test_a_noisy_principal_is_rate_limited_with_429(runtime: Runtime, monkeypatc
 
 
 class TestInput:
-    @pytest.mark.parametrize("raw", [b"{", b"{'name': 'a'}", b"", b"   ", b"\xff\xfe{}", b'{"name": "a",}'])
+    @pytest.mark.parametrize("raw", [b"{", b"{'name': 'a'}", b"", b"   ", b"\xff\xfe{}", b'{"name": "a",}',
+                                     b'{"name": "a", "size": NaN}', b'{"name": "a", "size": Infinity}',
+                                     b'{"name": "a", "tags": [-Infinity]}'])
     def test_malformed_json_is_400(self, client: FlaskClient, runtime: Runtime, raw: bytes) -> None:
         response = client.post("/v1/widgets", data=raw, content_type="application/json", headers=WRITER)
         assert_problem(response, 400)
@@ -467,6 +469,13 @@ class TestPlatformRoutes:
             pattern = (r'crm_http_request_duration_seconds_count\{[^}]*method="GET"[^}]*route="'
                        + re.escape(route) + r'"[^}]*service="widgets"[^}]*status="' + status + r'"[^}]*\} [1-9]')
             assert re.search(pattern, text), (route, status)
+
+    def test_made_up_request_methods_share_one_metrics_label(self, client: FlaskClient) -> None:
+        for made_up in ("BREW", "PROPFIND", "X-EVIL-1"):
+            assert client.open("/v1/widgets", method=made_up, headers=READER).status_code == 405
+        text = client.get("/metrics").get_data(as_text=True)
+        methods = set(re.findall(r'crm_http_request_duration_seconds_count\{[^}]*method="([^"]+)"', text))
+        assert "other" in methods and not methods & {"BREW", "PROPFIND", "X-EVIL-1"}
 
     def test_correlation_id_is_echoed_or_made(self, client: FlaskClient) -> None:
         assert client.get("/healthz", headers={"X-Correlation-ID": "abc-123"}).headers["X-Correlation-ID"] == "abc-123"

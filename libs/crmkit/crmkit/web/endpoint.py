@@ -189,9 +189,15 @@ def _json_body() -> Any:
     if not raw.strip():
         raise MalformedBody("the request needs a JSON body")
     try:
-        return json.loads(raw)
+        return json.loads(raw, parse_constant=_refuse_constant)
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from None
+
+
+def _refuse_constant(name: str) -> Any:
+    """NaN, Infinity and -Infinity are not JSON (RFC 8259), though Python's parser takes them:
+    echoed into events, they would break every strict reader of the topic."""
+    raise ValueError(f"{name} is not a JSON value")
 
 
 def optional_body(schema: type[Schema]) -> dict[str, Any]:
