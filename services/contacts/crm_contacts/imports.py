@@ -15,7 +15,7 @@ a lease, reads the chunks back as a stream of rows and, per batch of ~1000 rows:
 4. checkpoints the job: counters, rows/second and the last completed row.
 
 Crash safety: every write of a batch is idempotent, so a batch redone after a crash
-changes nothing twice. Contact ids are derived from (import id, row number), and
+changes nothing twice. Contact ids are derived from (the job's secret id key, row number), and
 `start_streams` leaves streams that already exist alone; rejections are keyed by row;
 re-applying an update records nothing. A worker that dies stops renewing its lease; the
 next one to claim the job re-reads the rows up to the checkpoint (to rebuild the
@@ -33,13 +33,14 @@ from __future__ import annotations
 import codecs
 import contextlib
 import csv
-import functools
 import hashlib
+import hmac
 import io
 import json
 import logging
 import os
 import re
+import secrets
 import socket
 import threading
 import time
@@ -243,20 +244,18 @@ def check_head(text: str, fmt: str) -> None:
                                {"_body": ["each line must be one JSON object"]})
 
 
-def contact_id(import_id: str, created_ms: int, row: int) -> str:
+def contact_id(id_key: str, created_ms: int, row: int) -> str:
     """The id of the contact row `row` of an import creates: the same on every attempt.
 
-    Shaped like the platform's UUIDv7s (the import's time first, then the row number,
-    then 40 bits of the import id), so imported contacts sort by creation like any other.
+    Shaped like the platform's UUIDv7s (the import's time first), so imported contacts
+    sort by creation like any other. The 74 random bits are an HMAC of the row number
+    under the job's secret `id_key`, so they are as unguessable as `new_id()`'s: one
+    imported contact's id reveals nothing about its neighbours'.
     """
-    tail = (row & (2**34 - 1)) << 40 | _salt(import_id)  # 74 bits: UUIDv7's rand_a and rand_b
+    digest = hmac.new(id_key.encode(), row.to_bytes(8, "big"), hashlib.sha256).digest()
+    tail = int.from_bytes(digest[:10], "big") >> 6  # 74 bits: UUIDv7's rand_a and rand_b
     value = (created_ms & (2**48 - 1)) << 80 | 0x7 << 76 | (tail >> 62) << 64 | 0b10 << 62 | (tail & (2**62 - 1))
     return str(uuid.UUID(int=value))
-
-
-@functools.lru_cache(maxsize=64)
-def _salt(import_id: str) -> int:
-    return int.from_bytes(hashlib.sha256(import_id.encode()).digest()[:5], "big")
 
 
 def epoch_ms() -> int:
@@ -363,6 +362,7 @@ class ImportJobs:
             "sha256": upload.sha256,
             "actor": meta.actor,
             "correlation_id": meta.correlation_id,
+            "id_key": secrets.token_hex(16),  # keys the new contacts' ids (contact_id); never shown
             "created_ms": epoch_ms(),  # times are epoch millis: nx-27017 turns a `$set` datetime into a string
             "started_ms": None,
             "finished_ms": None,
@@ -634,7 +634,8 @@ class ImportRunner:
                 continue
             try:
                 fields = self.schema.load(row.fields)
-                contact = Contact.create(contact_id(job["_id"], job["created_ms"], row.number), fields)
+                id_key = job.get("id_key") or job["_id"]  # jobs queued before id keys existed
+                contact = Contact.create(contact_id(id_key, job["created_ms"], row.number), fields)
             except ValidationError as exc:
                 plan.rejections.append(self._rejection(job, row, flatten(exc.messages)))
                 continue
