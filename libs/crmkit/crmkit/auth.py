@@ -1,7 +1,8 @@
 """Bearer tokens: HS256 JWTs with a `roles` claim (contract.md).
 
-Roles are `admin` or `<service>:read` / `<service>:write`. A read needs `:read` or
-`:write`, a write needs `:write`, and `admin` passes everything.
+Roles are `admin` or `<service>:read` / `<service>:write` / `<service>:erase`. A read
+needs `:read` or `:write`, a write needs `:write`, erasure needs `:erase`, and `admin`
+passes everything.
 """
 
 from __future__ import annotations
@@ -25,10 +26,23 @@ class Principal:
     roles: frozenset[str]
 
     def may(self, service: str, access: str) -> bool:
-        """Whether this principal may `access` ("read" or "write") `service`."""
-        if "admin" in self.roles or f"{service}:write" in self.roles:
+        """Whether this principal may `access` ("read", "write" or "erase") `service`.
+
+        Erasure destroys a person's data for good, so `:write` does not imply it: it takes
+        `<service>:erase` or admin (contract.md).
+        """
+        if "admin" in self.roles:
             return True
-        return access == "read" and f"{service}:read" in self.roles
+        if access == "erase":
+            return f"{service}:erase" in self.roles
+        return f"{service}:write" in self.roles or (access == "read" and f"{service}:read" in self.roles)
+
+
+def needed_roles(service: str, access: str) -> str:
+    """The roles that allow `access`, as an error message names them."""
+    if access == "erase":
+        return f"{service}:erase (or admin)"
+    return f"{service}:{access} (or {service}:write, or admin)"
 
 
 def issue(secret: str, subject: str, roles: list[str], ttl_seconds: int = 12 * 3600) -> str:

@@ -44,6 +44,12 @@ def test_issued_claims() -> None:
         ({"contacts"}, "contacts", "read", False),
         ({"ADMIN"}, "contacts", "read", False),
         ({"contacts:admin"}, "contacts", "write", False),
+        ({"admin"}, "contacts", "erase", True),
+        ({"contacts:erase"}, "contacts", "erase", True),
+        ({"contacts:write"}, "contacts", "erase", False),
+        ({"contacts:erase"}, "contacts", "write", False),
+        ({"contacts:erase"}, "contacts", "read", False),
+        ({"sales:erase"}, "contacts", "erase", False),
     ],
 )
 def test_principal_may(roles: set[str], service: str, access: str, allowed: bool) -> None:

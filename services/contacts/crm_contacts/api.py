@@ -77,7 +77,7 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         return listing(*book.duplicates(query["limit"], query.get("cursor")))
 
     @bp.post("/v1/contacts/<contact_id>/erasure")
-    @endpoint("write", body=schemas.ErasureInput, response=schemas.ContactView)
+    @endpoint("erase", body=schemas.ErasureInput, response=schemas.ContactView)
     def erase(contact_id: str, body: dict[str, Any]) -> Response:
         """Erase the person (crypto-shredding): their data becomes unreadable everywhere."""
         return resource(book.erase(contact_id, body["reason"], metadata()).view())

@@ -119,3 +119,15 @@ def test_export_holds_everything_about_the_person(contacts: ServiceHarness) -> N
     assert [e["type"] for e in export["history"]][:2] == ["ContactCreated", "ContactConsentChanged"]
     assert export["merged_records"][0]["id"] == b["id"]
     assert export["merged_records"][0]["history"][0]["changes"]["last_name"]["after"] == "Farahani"
+
+
+def test_erasure_needs_the_erase_role_not_just_write(contacts: ServiceHarness) -> None:
+    person = contacts.client.post("/v1/contacts", json={"first_name": "Mina", "email": "mina@example.com"},
+                                  headers=contacts.headers()).get_json()
+    url = f"/v1/contacts/{person['id']}/erasure"
+    refused = contacts.client.post(url, json={}, headers=contacts.headers("contacts:write"))
+    assert refused.status_code == 403 and "contacts:erase" in refused.get_json()["detail"]
+    assert contacts.client.get(f"/v1/contacts/{person['id']}", headers=contacts.headers()).get_json()["first_name"] \
+        == "Mina"  # nothing was erased
+    erased = contacts.client.post(url, json={}, headers=contacts.headers("contacts:erase"))
+    assert erased.status_code == 200 and erased.get_json()["first_name"] is None

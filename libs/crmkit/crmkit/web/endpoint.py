@@ -81,7 +81,7 @@ def endpoint(
     max_body: int | None = None,
     openapi: dict[str, Any] | None = None,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a REST operation. `access` is "read", "write", or None for a public one.
+    """Declare a REST operation. `access` is "read", "write", "erase", or None for a public one.
 
     `max_body` raises the request-size cap for this route only (uploads); `openapi` adds
     operation fields the declaration cannot express (parameters and responses are merged).
@@ -142,7 +142,7 @@ def _authorize(access: str) -> None:
         raise Unauthorized(f"a valid bearer token is required: {exc}") from None
     service = settings.slug
     if not principal.may(service, access):
-        raise Forbidden(f"this needs the role {service}:{access} (or {service}:write, or admin)")
+        raise Forbidden(f"this needs the role {auth.needed_roles(service, access)}")
     g.principal = principal
     _rate_limit(principal.subject)
 
