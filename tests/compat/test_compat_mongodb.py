@@ -386,6 +386,23 @@ def test_group_by_one_field_with_sum(db: Database) -> None:
     assert groups == [{"_id": "a@x.io", "count": 3}]
 
 
+def test_group_then_match_on_the_group_key_from_a_value_on(db: Database) -> None:
+    """Paging duplicates (keyset): groups from a value on, by $match on `_id` and the count after $group."""
+    view = db["contacts"]
+    view.insert_many([{"_id": f"{email}-{n}", "email": email, "status": "active"}
+                      for email in ("a@x.io", "b@x.io", "c@x.io", "d@x.io") for n in range(2)])
+
+    groups = list(view.aggregate([
+        {"$match": {"status": "active", "email": {"$ne": None}}},
+        {"$group": {"_id": "$email", "count": {"$sum": 1}}},
+        {"$match": {"count": {"$gt": 1}, "_id": {"$gte": "b@x.io"}}},
+        {"$sort": {"_id": 1}},
+        {"$limit": 2},
+    ]))
+
+    assert groups == [{"_id": "b@x.io", "count": 2}, {"_id": "c@x.io", "count": 2}]
+
+
 def test_admin_ping(mongo_client: MongoClient) -> None:
     """Runtime.mongo_problem: GET /readyz pings the server with admin.command("ping")."""
     assert mongo_client.admin.command("ping")["ok"] == 1

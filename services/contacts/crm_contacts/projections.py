@@ -19,6 +19,7 @@ from pymongo.database import Database
 from crm_contacts import derived as derived_values
 from crm_contacts import normalize
 from crm_contacts.domain import Company, Contact
+from crmkit.errors import ValidationFailed
 from crmkit.events import RecordedEvent, parse_time
 from crmkit.eventstore import EventStore, epoch_ms
 from crmkit.projector import AggregateView, StreamProjection
@@ -121,38 +122,71 @@ def segment_keys(view: dict[str, Any]) -> dict[str, Any]:
 
 
 DUPLICATE_REASONS = (("email", "same_email"), ("phone", "same_phone"), ("name_key", "same_name_and_company"))
-MAX_DUPLICATE_GROUPS = 5000
+REASON_ORDER = {reason: index for index, (_, reason) in enumerate(DUPLICATE_REASONS)}
 
 
 def duplicate_pairs(contacts: Collection, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-    """Pairs of active contacts that look like one person, with the reason.
+    """Pairs of active contacts that look like one person, with the reason, a page at a time.
 
-    Per reason: one `$group` finds the values held by more than one contact, one `$in`
-    query fetches those contacts. (Only `$group` by a single field with `$sum` is used:
-    nx-27017 returns `$push` accumulators as strings and ignores compound group keys.)
-    The oldest contact of a group is suggested as the survivor.
+    Pairs are ordered by reason, shared value, then the duplicate's id; the oldest contact
+    of a group is suggested as the survivor. A page reads only the groups it shows: per
+    reason one `$group` (values held by more than one contact, from the cursor's value on,
+    at most a page of them) and one `$in` query for those contacts. (Only `$group` by a
+    single field with `$sum` is used: nx-27017 returns `$push` accumulators as strings
+    and ignores compound group keys.) The cursor is the last pair's reason and duplicate.
     """
+    reason_index, after = _duplicate_position(contacts, cursor)
     pairs: list[dict[str, Any]] = []
-    for field, reason in DUPLICATE_REASONS:
-        shared = [group["_id"] for group in contacts.aggregate([
-            {"$match": {"status": "active", field: {"$ne": None}}},
-            {"$group": {"_id": f"${field}", "count": {"$sum": 1}}},
-            {"$match": {"count": {"$gt": 1}}},
-            {"$sort": {"_id": 1}},
-            {"$limit": MAX_DUPLICATE_GROUPS},
-        ])]
-        groups: dict[str, list[dict[str, Any]]] = {}
-        query = {"status": "active", field: {"$in": shared}}
-        for doc in contacts.find(query, {"_id": 1, field: 1}).sort("_id", ASCENDING):
-            groups.setdefault(doc[field], []).append(doc["_id"])
-        for value in sorted(groups):
-            survivor, *others = groups[value]
-            pairs += [{"survivor_id": survivor, "duplicate_id": other, "reason": reason,
-                       "matched": value} for other in others]
-    start = int(decode_cursor(cursor)) if cursor else 0
-    chunk = pairs[start:start + limit]
-    more = start + limit < len(pairs)
-    return chunk, encode_cursor(str(start + limit)) if more else None
+    for index in range(reason_index, len(DUPLICATE_REASONS)):
+        field, reason = DUPLICATE_REASONS[index]
+        resume = after if index == reason_index else None
+        pairs += _duplicate_pairs_of(contacts, field, reason, resume, limit + 1 - len(pairs))
+        if len(pairs) > limit:
+            break
+    page, more = pairs[:limit], len(pairs) > limit
+    if not more:
+        return page, None
+    last = page[-1]
+    return page, encode_cursor(f"{REASON_ORDER[last['reason']]}:{last['duplicate_id']}")
+
+
+def _duplicate_position(contacts: Collection, cursor: str | None) -> tuple[int, tuple[Any, str] | None]:
+    """Where a page starts: the reason, and the (value, duplicate id) of the last pair shown.
+
+    The value is read from the duplicate's current document; if it has changed since
+    (merged, edited), the page resumes at its new place in the order.
+    """
+    if not cursor:
+        return 0, None
+    index, _, duplicate_id = decode_cursor(cursor).partition(":")
+    if not index.isdigit() or int(index) >= len(DUPLICATE_REASONS) or not duplicate_id:
+        raise ValidationFailed("invalid cursor", {"cursor": ["not a cursor this API returned"]})
+    field = DUPLICATE_REASONS[int(index)][0]
+    document = contacts.find_one({"_id": duplicate_id}, {field: 1}) or {}
+    value = document.get(field)
+    return int(index), (value, duplicate_id) if value is not None else None
+
+
+def _duplicate_pairs_of(contacts: Collection, field: str, reason: str, after: tuple[Any, str] | None,
+                        wanted: int) -> list[dict[str, Any]]:
+    """Up to `wanted` pairs sharing `field`, after the pair `after` (value, duplicate id)."""
+    values_from: dict[str, Any] = {"count": {"$gt": 1}}
+    if after is not None:
+        values_from["_id"] = {"$gte": after[0]}
+    shared = [group["_id"] for group in contacts.aggregate([
+        {"$match": {"status": "active", field: {"$ne": None}}},
+        {"$group": {"_id": f"${field}", "count": {"$sum": 1}}},
+        {"$match": values_from},
+        {"$sort": {"_id": 1}},
+        {"$limit": wanted + 1},  # every group gives a pair, and the first may be spent already
+    ])]
+    groups: dict[Any, list[str]] = {}
+    for doc in contacts.find({"status": "active", field: {"$in": shared}}, {"_id": 1, field: 1}).sort("_id", ASCENDING):
+        groups.setdefault(doc[field], []).append(doc["_id"])
+    pairs = [{"survivor_id": survivor, "duplicate_id": other, "reason": reason, "matched": value}
+             for value in sorted(groups) for survivor, *others in [groups[value]] for other in others
+             if after is None or (value, other) > after]
+    return pairs[:wanted]
 
 
 def search_text(terms: list[str]) -> str:

@@ -6,6 +6,7 @@ import grpc
 import pytest
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
+from crm_contacts import projections
 from crm_contacts.grpc_api import register
 from crmkit import rpc, stack
 from crmkit.testing import ServiceHarness
@@ -164,3 +165,57 @@ def test_merge_refuses_what_makes_no_sense(contacts: ServiceHarness) -> None:
     assert again.status_code == 409
     patch = contacts.client.patch(f"/v1/contacts/{b['id']}", json={"first_name": "X"}, headers=contacts.headers())
     assert patch.status_code == 409
+
+
+class CountingReads:
+    """A collection that counts the contact documents its `find` calls return."""
+
+    def __init__(self, collection) -> None:
+        self.collection, self.read = collection, 0
+
+    def aggregate(self, pipeline):
+        return self.collection.aggregate(pipeline)
+
+    def find_one(self, *args, **kwargs):
+        self.read += 1
+        return self.collection.find_one(*args, **kwargs)
+
+    def find(self, *args, **kwargs):
+        counter = self
+
+        class Cursor:
+            def __init__(self, cursor) -> None:
+                self.cursor = cursor
+
+            def sort(self, *sort_args):
+                return Cursor(self.cursor.sort(*sort_args))
+
+            def __iter__(self):
+                for doc in self.cursor:
+                    counter.read += 1
+                    yield doc
+
+        return Cursor(self.collection.find(*args, **kwargs))
+
+
+def test_duplicate_pages_follow_each_other_and_read_only_what_they_show(contacts: ServiceHarness) -> None:
+    collection = contacts.runtime.db["contacts"]
+    documents = [{"_id": f"c{group:03d}-{member}", "status": "active", "email": f"p{group:03d}@example.com",
+                  "phone": None, "name_key": None} for group in range(60) for member in range(2)]
+    documents += [{"_id": f"big-{member}", "status": "active", "email": None, "phone": "+989120000000",
+                   "name_key": None} for member in range(5)]  # one group of five: four pairs, across pages
+    collection.insert_many(documents)
+    pages, cursor, reads = [], None, []
+    while True:
+        counting = CountingReads(collection)
+        items, cursor = projections.duplicate_pairs(counting, 3, cursor)
+        pages.append(items)
+        reads.append(counting.read)
+        if cursor is None:
+            break
+    pairs = [(p["reason"], p["matched"], p["survivor_id"], p["duplicate_id"]) for page in pages for p in page]
+    assert len(pairs) == 64 and len(set(pairs)) == 64  # every pair once, none skipped or repeated
+    assert [p for p in pairs if p[0] == "same_phone"] == [
+        ("same_phone", "+989120000000", "big-0", f"big-{member}") for member in range(1, 5)]
+    assert pairs == sorted(pairs, key=lambda p: (projections.REASON_ORDER[p[0]], p[1], p[3]))
+    assert max(reads) <= 20  # a page reads a page's worth of groups, not all 121 contacts
