@@ -10,6 +10,8 @@ does not, so they document what the code deliberately avoids.
 from __future__ import annotations
 
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
@@ -356,6 +358,43 @@ def test_find_one_and_update_inc_upsert(db: Database) -> None:
 
     assert values == [1, 2, 3]
     assert counters.find_one({"_id": "tickets"}) == {"_id": "tickets", "n": 3}
+
+
+def test_ttl_index_on_a_datetime_field_is_accepted(db: Database) -> None:
+    """IdempotencyKeys.ensure_indexes (every api process at every start): a TTL index on `expires_at`
+    (expireAfterSeconds=0: each record names its own expiry) can be created, again as a no-op, and the
+    records stay writable and readable. Whether the server ever deletes an expired record is NOT relied
+    on (architecture.md: nx-27017 accepts TTL indexes without honouring them): IdempotencyKeys treats a
+    record read after its `expires_at` as absent."""
+    keys = db["idempotency_keys"]
+    first = keys.create_index("expires_at", expireAfterSeconds=0)
+    assert keys.create_index("expires_at", expireAfterSeconds=0) == first
+    expires = (datetime.now(UTC) + timedelta(days=1)).replace(microsecond=123000)  # not yet due
+    keys.insert_one({"_id": "k", "state": "running", "expires_at": expires})
+
+    assert keys.find_one({"_id": "k"})["expires_at"] == expires
+    assert keys.replace_one({"_id": "k"}, {"_id": "k", "state": "done", "expires_at": expires}).modified_count == 1
+
+
+def test_a_conditional_replace_has_exactly_one_winner_among_concurrent_writers(db: Database) -> None:
+    """IdempotencyKeys.claim: retries that find a record whose lease ran out all replace it on condition of
+    the `token` they read ({_id, token: {$in: [token]}}); exactly one may match, or two retries would both
+    run the create."""
+    keys = db["idempotency_keys"]
+    rounds, writers = 10, 6
+    keys.insert_many([{"_id": f"k{n}", "token": "stale"} for n in range(rounds)])
+    start = threading.Barrier(writers)
+
+    def take_over(writer: int) -> int:
+        start.wait()
+        return sum(keys.replace_one({"_id": f"k{n}", "token": {"$in": ["stale"]}},
+                                    {"_id": f"k{n}", "token": f"w{writer}"}).matched_count for n in range(rounds))
+
+    with ThreadPoolExecutor(writers) as pool:
+        won = list(pool.map(take_over, range(writers)))
+
+    assert sum(won) == rounds
+    assert {doc["token"] for doc in keys.find()} <= {f"w{w}" for w in range(writers)}
 
 
 def test_binary_values_round_trip(db: Database) -> None:

@@ -30,6 +30,8 @@ from crmkit.web import PageQuery, create_app, endpoint, if_match, listing, metad
 
 SECRET = "web-test-secret-of-at-least-32-bytes!"
 log = logging.getLogger("crmkit.tests.widgets")
+# the first create named "stall" waits for RESUME, then fails: a request whose process dies
+STALLED, RESUME = threading.Event(), threading.Event()
 
 
 class Widget(Aggregate):
@@ -85,6 +87,10 @@ def widgets_blueprint(runtime: Runtime) -> Blueprint:
         """Create a widget."""
         if body["name"] == "taken":
             raise Conflict("that name is taken")
+        if body["name"] == "stall" and not STALLED.is_set():
+            STALLED.set()
+            RESUME.wait(10)
+            raise Conflict("the process died")
         widget = Widget(new_id())
         widget.record("WidgetCreated", {"name": body["name"], "size": body.get("size", 1)})
         repo.save(widget, metadata())
@@ -352,6 +358,55 @@ class TestIdempotency:
         assert client.post("/v1/widgets", json={"name": "taken"}, headers=headers).status_code == 409
         assert client.post("/v1/widgets", json={"name": "taken"}, headers=headers).status_code == 409
         assert runtime.db["idempotency_keys"].count_documents({}) == 0
+
+    def test_a_key_left_running_by_a_dead_request_is_taken_over_after_the_lease(
+        self, client: FlaskClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        STALLED.clear(), RESUME.clear()
+        headers = {**WRITER, "Idempotency-Key": "dies"}
+        dying = threading.Thread(target=client.application.test_client().post, args=("/v1/widgets",),
+                                 kwargs={"json": {"name": "stall"}, "headers": headers})
+        dying.start()
+        try:
+            assert STALLED.wait(10)
+            assert_problem(client.post("/v1/widgets", json={"name": "stall"}, headers=headers), 409)  # in its lease
+            monkeypatch.setenv("CRM_CLOCK_OFFSET_SECONDS", "60")  # the default lease has run out
+            taken = client.post("/v1/widgets", json={"name": "stall"}, headers=headers)
+            assert taken.status_code == 201 and "Idempotent-Replayed" not in taken.headers
+        finally:
+            RESUME.set()  # the old request fails now: it must not free or overwrite its successor's key
+            dying.join(10)
+        again = client.post("/v1/widgets", json={"name": "stall"}, headers=headers)
+        assert again.headers.get("Idempotent-Replayed") == "true" and again.get_json() == taken.get_json()
+        assert runtime.store.count() == 1
+
+    def test_a_key_expires_after_24_hours(self, client: FlaskClient, runtime: Runtime,
+                                          monkeypatch: pytest.MonkeyPatch) -> None:
+        headers = {**WRITER, "Idempotency-Key": "daily"}
+        first = client.post("/v1/widgets", json={"name": "a"}, headers=headers)
+        monkeypatch.setenv("CRM_CLOCK_OFFSET_SECONDS", str(24 * 3600 - 1))
+        assert client.post("/v1/widgets", json={"name": "a"}, headers=headers).get_json() == first.get_json()
+        monkeypatch.setenv("CRM_CLOCK_OFFSET_SECONDS", str(24 * 3600))  # the TTL monitor need not have run
+        later = client.post("/v1/widgets", json={"name": "a"}, headers=headers)
+        assert later.status_code == 201 and "Idempotent-Replayed" not in later.headers
+        assert later.headers["Location"] != first.headers["Location"] and runtime.store.count() == 2
+
+    def test_the_lifetime_of_a_key_is_configurable(self, runtime: Runtime, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setenv("CRM_IDEMPOTENCY_TTL_SECONDS", "600")
+        client, headers = build(runtime).test_client(), {**WRITER, "Idempotency-Key": "short"}
+        client.post("/v1/widgets", json={"name": "a"}, headers=headers)
+        monkeypatch.setenv("CRM_CLOCK_OFFSET_SECONDS", "600")
+        assert "Idempotent-Replayed" not in client.post("/v1/widgets", json={"name": "a"}, headers=headers).headers
+        assert runtime.store.count() == 2
+
+    def test_the_query_string_is_part_of_the_request(self, client: FlaskClient, runtime: Runtime) -> None:
+        headers = {**WRITER, "Idempotency-Key": "query"}
+        assert client.post("/v1/widgets?variant=a&n=1", json={"name": "a"}, headers=headers).status_code == 201
+        same = client.post("/v1/widgets?n=1&variant=a", json={"name": "a"}, headers=headers)  # order aside
+        assert same.headers.get("Idempotent-Replayed") == "true"
+        body = assert_problem(client.post("/v1/widgets?variant=b&n=1", json={"name": "a"}, headers=headers), 422)
+        assert "Idempotency-Key" in body["errors"]
+        assert runtime.store.count() == 1
 
 
 class TestVersions:

@@ -3,25 +3,24 @@
 The upload is not JSON, so the view reads the body itself, as a stream, into chunks
 (`ImportJobs.store_upload`); the route alone accepts bodies up to
 CRM_CONTACTS_IMPORT_MAX_BYTES (50 MiB), every other route keeps the 1 MiB cap.
-Idempotency-Key works as on every create (same `idempotency_keys` records, same key
-derivation), but is handled here: the body's fingerprint is only known once it has been
-streamed, and a repeat is compared by hashing the body without storing it again.
+Idempotency-Key works as on every create (the same `IdempotencyKeys` records, key
+derivation, expiry and lease), but is handled here: the body's fingerprint is only known
+once it has been streamed, and a repeat is compared by hashing the body without storing
+it again.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, fields, validate
-from pymongo.errors import DuplicateKeyError
 
 from crm_contacts import imports
 from crmkit.events import new_id
 from crmkit.runtime import Runtime
 from crmkit.web import PageQuery, endpoint, jsonable, listing, metadata
-from crmkit.web.endpoint import idempotency_key, replay
+from crmkit.web.endpoint import Claim, IdempotencyKeys, fingerprint, idempotency_key, replay
 
 
 class ImportQuery(Schema):
@@ -93,32 +92,30 @@ def blueprint(runtime: Runtime) -> Blueprint:
         """Upload a CSV or JSON-lines file of contacts to import in the background."""
         fmt = imports.media_format(request.mimetype, request.mimetype_params)
         key = idempotency_key()
-        keys = current_app.extensions["crm_idempotency"]
-        if key is not None and (stored := keys.find_one({"_id": key})) is not None:
-            return replay(stored, imports.fingerprint(request.stream))
+        keys: IdempotencyKeys = current_app.extensions["crm_idempotency"]
+        if key is not None and (held := keys.live(key)) is not None:
+            return replay(held, fingerprint(imports.fingerprint(request.stream)))
         import_id = new_id()
         upload = jobs.store_upload(import_id, request.stream, fmt)
+        claim = None
         if key is not None:
-            try:
-                keys.insert_one({"_id": key, "fingerprint": upload.sha256, "state": "running", "at": time.time()})
-            except DuplicateKeyError:  # the same key raced us and won
+            outcome = keys.claim(key, fingerprint(upload.sha256))
+            if not isinstance(outcome, Claim):  # the same key raced us and won
                 jobs.discard(import_id)
-                return replay(keys.find_one({"_id": key}) or {}, upload.sha256)
+                return replay(outcome, fingerprint(upload.sha256))
+            claim = outcome
         try:
             job = jobs.create(import_id, fmt, query["on_duplicate"], upload, metadata())
         except BaseException:
             jobs.discard(import_id)
-            if key is not None:
-                keys.delete_one({"_id": key})
+            if claim is not None:
+                keys.release(claim)
             raise
         response = jsonify(jsonable(imports.job_view(job)))
         response.status_code = 202
         response.headers["Location"] = f"/v1/imports/{import_id}"
-        if key is not None:
-            keys.update_one({"_id": key}, {"$set": {
-                "state": "done", "status": 202, "body": response.get_data(as_text=True),
-                "headers": {"Location": response.headers["Location"], "Content-Type": response.content_type},
-            }})
+        if claim is not None:
+            keys.finish(claim, response)
         return response
 
     @bp.get("/v1/imports")

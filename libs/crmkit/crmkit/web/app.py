@@ -17,13 +17,14 @@ from flask import Blueprint, Flask, Response, g, jsonify, request, send_from_dir
 from werkzeug.exceptions import HTTPException
 
 from crmkit import metrics
-from crmkit.config import jwt_secret
+from crmkit.config import ProjectionPolicy, jwt_secret
 from crmkit.errors import DomainError
 from crmkit.events import new_id
 from crmkit.logs import correlation_id
+from crmkit.projector import projection_states
 from crmkit.runtime import Runtime
 from crmkit.web import openapi
-from crmkit.web.endpoint import RateLimiter
+from crmkit.web.endpoint import IdempotencyKeys, RateLimiter
 from crmkit.web.problems import problem
 
 log = logging.getLogger(__name__)
@@ -52,8 +53,8 @@ def create_app(
     app.json.ensure_ascii = False  # type: ignore[attr-defined]
     app.json.sort_keys = False  # type: ignore[attr-defined]
     app.extensions["crm_runtime"] = runtime
-    app.extensions["crm_idempotency"] = idempotency = runtime.db["idempotency_keys"]
-    idempotency.create_index("resource")  # erasure drops the stored responses about a person
+    app.extensions["crm_idempotency"] = idempotency = IdempotencyKeys.from_environment(runtime.db["idempotency_keys"])
+    idempotency.ensure_indexes()
     app.extensions["crm_rate_limiter"] = RateLimiter(int(os.environ.get("CRM_RATE_LIMIT_PER_MINUTE", "60000")))
 
     _observe_requests(app, settings.service)
@@ -116,12 +117,22 @@ def _platform_routes(app: Flask, runtime: Runtime, title: str, description: str)
     def healthz() -> Response:
         return jsonify(status="ok")
 
+    stall_seconds = ProjectionPolicy.from_env().stall_seconds
+
     @app.get("/readyz")
     def readyz() -> Response | tuple[Response, int]:
+        """503 when this process cannot serve (MongoDB, Kafka); 200 `degraded` when the
+        worker's projections are stalled: reads may be stale, but writes and reads still
+        work, so the pod stays in service (docs/operations.md, Readiness)."""
         problems = [p for p in (runtime.mongo_problem(), runtime.kafka_problem()) if p]
         if problems:
             return problem(503, "; ".join(problems))
-        return jsonify(status="ready")
+        projections = projection_states(runtime.db, stall_seconds)
+        stalled = [state["name"] for state in projections if state["state"] == "degraded"]
+        if stalled:
+            return jsonify(status="degraded", detail=f"projections not advancing while behind: {', '.join(stalled)}",
+                           projections=projections)
+        return jsonify(status="ready", projections=projections)
 
     @app.get("/metrics")
     def prometheus() -> Response:

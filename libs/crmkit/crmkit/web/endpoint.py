@@ -10,19 +10,23 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 from typing import Any
 
 from flask import Response, current_app, g, request
 from marshmallow import RAISE, Schema, ValidationError, fields, validate
+from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from crmkit import auth
+from crmkit import auth, clock
 from crmkit.errors import Conflict, DomainError, PreconditionFailed, ValidationFailed
-from crmkit.events import Metadata
+from crmkit.events import Metadata, new_id
+from crmkit.eventstore import epoch_ms
 from crmkit.logs import correlation_id
 from crmkit.web.pagination import DEFAULT_LIMIT, MAX_LIMIT
 from crmkit.web.problems import flatten
@@ -217,31 +221,20 @@ def _load(schema: Schema, data: Any, where: str) -> dict[str, Any]:
 
 def _idempotent(run: Callable[[], Any]) -> Response:
     """Run a create once per Idempotency-Key; a repeat gets the first response back."""
-    keys = current_app.extensions["crm_idempotency"]
-    key = idempotency_key()
-    fingerprint = hashlib.sha256(request.get_data(cache=True)).hexdigest()
-    try:
-        keys.insert_one({"_id": key, "fingerprint": fingerprint, "state": "running", "at": time.time()})
-    except DuplicateKeyError:
-        return replay(keys.find_one({"_id": key}) or {}, fingerprint)
+    keys: IdempotencyKeys = current_app.extensions["crm_idempotency"]
+    digest = fingerprint()
+    outcome = keys.claim(idempotency_key() or "", digest)
+    if not isinstance(outcome, Claim):
+        return replay(outcome, digest)
     try:
         response = current_app.make_response(run())
     except BaseException:
-        keys.delete_one({"_id": key})  # nothing was created: let the client try again
+        keys.release(outcome)  # nothing was created: let the client try again
         raise
     if response.status_code >= 400:
-        keys.delete_one({"_id": key})
-        return response
-    keys.update_one(
-        {"_id": key},
-        {"$set": {
-            "state": "done",
-            "resource": response.headers.get("Location"),  # lets erasure find stored bodies
-            "status": response.status_code,
-            "body": response.get_data(as_text=True),
-            "headers": {k: v for k, v in response.headers.items() if k in ("ETag", "Location", "Content-Type")},
-        }},
-    )
+        keys.release(outcome)
+    else:
+        keys.finish(outcome, response)
     return response
 
 
@@ -254,16 +247,120 @@ def idempotency_key() -> str | None:
     return hashlib.sha256(f"{g.principal.subject}\0{request.method}\0{request.path}\0{raw}".encode()).hexdigest()
 
 
-def replay(stored: dict[str, Any], fingerprint: str) -> Response:
-    """The stored response of a repeated request: 422 if the key came with another body, 409 while
-    the first is still running."""
-    if stored.get("fingerprint") != fingerprint:
+def fingerprint(body_sha256: str | None = None) -> str:
+    """What makes two requests with one Idempotency-Key the same request: method, path, query
+    (its parameters in any order) and body. A streamed upload passes its body's SHA-256."""
+    body = body_sha256 or hashlib.sha256(request.get_data(cache=True)).hexdigest()
+    query = sorted(request.args.items(multi=True))
+    return hashlib.sha256(json.dumps([request.method, request.path, query, body]).encode()).hexdigest()
+
+
+def replay(stored: Mapping[str, Any], digest: str) -> Response:
+    """The stored response of a repeated request: 422 if the key came with another request
+    (method, path, query or body), 409 while the first is still running."""
+    if stored.get("fingerprint") != digest:
         raise ValidationFailed(
             "this Idempotency-Key was used with a different request",
-            {"Idempotency-Key": ["already used with a different body"]},
+            {"Idempotency-Key": ["already used with a different request (method, path, query or body)"]},
         )
     if stored.get("state") != "done":
         raise Conflict("a request with this Idempotency-Key is still being processed")
     response = Response(stored["body"], status=stored["status"], headers=stored.get("headers", {}))
     response.headers["Idempotent-Replayed"] = "true"
     return response
+
+
+@dataclass(frozen=True)
+class Claim:
+    """This request holds an Idempotency-Key: `token` proves it when finishing or releasing."""
+
+    key: str
+    token: str
+
+
+class IdempotencyKeys:
+    """The `idempotency_keys` records: who runs a key, and the response it got.
+
+    A record lives `ttl` (CRM_IDEMPOTENCY_TTL_SECONDS, 24 h): a TTL index on `expires_at`
+    deletes it, and a record read after that moment counts as absent anyway, because a
+    TTL monitor may run late or (nx-27017) never. A record still `running` after `lease`
+    (CRM_IDEMPOTENCY_LEASE_SECONDS, 60 s) belongs to a request whose process died: the next
+    request with the key takes it over. Every takeover, finish and release is conditional
+    on the holder's random `token`, so of two retries only one takes a record over, and a
+    request that outlived its lease cannot overwrite or free its successor's record.
+    Times come from `crmkit.clock`, which tests move instead of sleeping.
+    """
+
+    def __init__(self, collection: Collection, ttl: timedelta, lease: timedelta,
+                 now: Callable[[], datetime] = clock.now) -> None:
+        self.collection = collection
+        self.ttl = ttl
+        self.lease = lease
+        self.now = now
+
+    @classmethod
+    def from_environment(cls, collection: Collection) -> IdempotencyKeys:
+        return cls(collection, timedelta(seconds=_seconds("CRM_IDEMPOTENCY_TTL_SECONDS", 86_400)),
+                   timedelta(seconds=_seconds("CRM_IDEMPOTENCY_LEASE_SECONDS", 60)))
+
+    def ensure_indexes(self) -> None:
+        self.collection.create_index("expires_at", expireAfterSeconds=0)  # each record's own expiry
+        self.collection.create_index("resource")  # erasure drops the stored responses about a person
+
+    def claim(self, key: str, digest: str) -> Claim | dict[str, Any]:
+        """Hold `key` for this request, or get the live record of the request that holds it."""
+        moment = self.now()
+        claim = Claim(key, new_id())
+        record = {"_id": key, "fingerprint": digest, "state": "running", "token": claim.token,
+                  "claimed_ms": epoch_ms(moment), "expires_at": moment + self.ttl}
+        while True:
+            try:
+                self.collection.insert_one(record)
+                return claim
+            except DuplicateKeyError:
+                pass
+            held = self.collection.find_one({"_id": key})
+            if held is None:
+                continue  # released since our insert: try again
+            if self._live(held, moment):
+                return held
+            taken = self.collection.replace_one({"_id": key, "token": {"$in": [held.get("token")]}}, record)
+            if taken.matched_count:
+                return claim
+            # another retry took it over first: read its record
+
+    def live(self, key: str) -> dict[str, Any] | None:
+        """The record holding `key`, or None when there is none, it expired, or its lease ran out."""
+        held = self.collection.find_one({"_id": key})
+        return held if held is not None and self._live(held, self.now()) else None
+
+    def finish(self, claim: Claim, response: Response) -> None:
+        """Keep the response for repeats (and its Location, so erasure can find it)."""
+        self.collection.update_one({"_id": claim.key, "token": claim.token}, {"$set": {
+            "state": "done",
+            "resource": response.headers.get("Location"),
+            "status": response.status_code,
+            "body": response.get_data(as_text=True),
+            "headers": {k: v for k, v in response.headers.items() if k in ("ETag", "Location", "Content-Type")},
+        }})
+
+    def release(self, claim: Claim) -> None:
+        """Nothing was created: free the key for a retry (unless a successor holds it now)."""
+        self.collection.delete_one({"_id": claim.key, "token": claim.token})
+
+    def _live(self, held: Mapping[str, Any], moment: datetime) -> bool:
+        now_ms = epoch_ms(moment)
+        claimed_ms = held.get("claimed_ms", int(held.get("at", 0) * 1000))  # `at`: records written before leases
+        expires_ms = epoch_ms(held["expires_at"]) if "expires_at" in held else claimed_ms + _ms(self.ttl)
+        if expires_ms <= now_ms:
+            return False
+        return held.get("state") == "done" or now_ms < claimed_ms + _ms(self.lease)
+
+
+def _seconds(variable: str, default: float) -> float:
+    raw = os.environ.get(variable, "").strip()
+    return float(raw) if raw else default
+
+
+def _ms(span: timedelta) -> int:
+    return int(span.total_seconds() * 1000)
