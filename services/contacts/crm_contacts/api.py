@@ -12,6 +12,7 @@ from crm_contacts.customer360 import Neighbours, customer_360
 from crm_contacts.domain import CHANNELS
 from crmkit.errors import ValidationFailed
 from crmkit.web import PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
+from crmkit.web.pagination import by_version
 
 
 def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
@@ -43,10 +44,10 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         return resource(book.update_contact(contact_id, body, metadata(), if_match()).view())
 
     @bp.get("/v1/contacts/<contact_id>/history")
-    @endpoint("read", response=schemas.HistoryEntry, many=True)
-    def contact_history(contact_id: str) -> Response:
-        """Every change to a contact: who, what, when, before and after."""
-        return listing(book.contact_history(contact_id), None)
+    @endpoint("read", query=PageQuery, response=schemas.HistoryEntry, many=True)
+    def contact_history(contact_id: str, query: dict[str, Any]) -> Response:
+        """Every change to a contact: who, what, when, before and after (paged by version)."""
+        return listing(*by_version(book.contact_history(contact_id), query["limit"], query.get("cursor")))
 
     @bp.put("/v1/contacts/<contact_id>/consents/<channel>")
     @endpoint("write", body=schemas.ConsentInput, response=schemas.ContactView)
@@ -122,10 +123,10 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         return resource(book.update_company(company_id, body, metadata(), if_match()).view())
 
     @bp.get("/v1/companies/<company_id>/history")
-    @endpoint("read", response=schemas.HistoryEntry, many=True)
-    def company_history(company_id: str) -> Response:
-        """Every change to a company."""
-        return listing(book.company_history(company_id), None)
+    @endpoint("read", query=PageQuery, response=schemas.HistoryEntry, many=True)
+    def company_history(company_id: str, query: dict[str, Any]) -> Response:
+        """Every change to a company (paged by version)."""
+        return listing(*by_version(book.company_history(company_id), query["limit"], query.get("cursor")))
 
     return bp
 

@@ -115,6 +115,21 @@ def test_patch_changes_fields_and_history_shows_who_what_when(contacts: ServiceH
     assert entries[2]["changes"]["lifecycle_stage"] == {"before": "lead", "after": "customer"}
 
 
+def test_history_is_paged_by_version(contacts: ServiceHarness) -> None:
+    sara = create(contacts, SARA)
+    for n in range(5):
+        contacts.client.patch(f"/v1/contacts/{sara['id']}", json={"last_name": f"N{n}"}, headers=contacts.headers())
+    url = f"/v1/contacts/{sara['id']}/history"
+    first = contacts.client.get(url, query_string={"limit": 4}, headers=contacts.headers()).get_json()
+    rest = contacts.client.get(url, query_string={"limit": 4, "cursor": first["next_cursor"]},
+                               headers=contacts.headers()).get_json()
+    assert [e["version"] for e in first["items"]] == [1, 2, 3, 4]
+    assert [e["version"] for e in rest["items"]] == [5, 6] and rest["next_cursor"] is None
+    for bad in ({"limit": 0}, {"limit": 501}, {"cursor": "not-ours"}):
+        response = contacts.client.get(url, query_string=bad, headers=contacts.headers())
+        assert response.status_code == 422 and set(response.get_json()["errors"]) <= {"limit", "cursor"}
+
+
 def test_stale_if_match_is_412_and_changes_nothing(contacts: ServiceHarness) -> None:
     sara = create(contacts, SARA)
     contacts.client.patch(f"/v1/contacts/{sara['id']}", json={"last_name": "B"}, headers=contacts.headers())

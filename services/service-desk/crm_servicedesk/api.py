@@ -9,6 +9,7 @@ from flask import Blueprint, Response, jsonify
 from crm_servicedesk import reports, schemas
 from crm_servicedesk.commands import TicketDesk
 from crmkit.web import PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
+from crmkit.web.pagination import by_version
 
 
 def blueprint(desk: TicketDesk) -> Blueprint:
@@ -37,10 +38,10 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         return ticket_response(desk.ticket(ticket_id))
 
     @bp.get("/v1/tickets/<ticket_id>/history")
-    @endpoint("read")
-    def ticket_history(ticket_id: str) -> Response:
-        """Every change to a ticket: who, what, when, before and after."""
-        return listing(desk.history(ticket_id), None)
+    @endpoint("read", query=PageQuery)
+    def ticket_history(ticket_id: str, query: dict[str, Any]) -> Response:
+        """Every change to a ticket: who, what, when, before and after (paged by version)."""
+        return listing(*by_version(desk.history(ticket_id), query["limit"], query.get("cursor")))
 
     @bp.post("/v1/tickets/<ticket_id>/comments")
     @endpoint("write", body=schemas.CommentInput, response=schemas.TicketView, status=201, idempotent=True)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
+from collections.abc import Sequence
 from typing import Any
 
 from pymongo import ASCENDING
@@ -54,3 +55,20 @@ def page(
     if len(docs) > limit:
         return docs[:limit], encode_cursor(docs[limit - 1]["_id"])
     return docs, None
+
+
+def by_version(
+    entries: Sequence[dict[str, Any]], limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """One page of a record's history (entries in version order); the cursor is the last version shown.
+
+    A long-lived record (a ticket with years of comments) has thousands of entries; a
+    client pages through them like any list instead of receiving them all at once.
+    """
+    after = int(decode_cursor(cursor)) if cursor and decode_cursor(cursor).isdigit() else 0
+    if cursor and not after:
+        raise ValidationFailed("invalid cursor", {"cursor": ["not a cursor this API returned"]})
+    rest = [entry for entry in entries if entry["version"] > after]
+    if len(rest) > limit:
+        return rest[:limit], encode_cursor(str(rest[limit - 1]["version"]))
+    return rest, None
