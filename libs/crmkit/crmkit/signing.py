@@ -59,7 +59,9 @@ def sign(purpose: str, data: dict[str, Any], *, ttl: timedelta | None = None, se
 def verify(purpose: str, token: str, *, secret: str | None = None, now: datetime | None = None) -> dict[str, Any]:
     """The data of a token we signed for `purpose` that has not expired; BadToken otherwise."""
     payload, _, signature = token.partition(".")
-    if not payload or not signature or len(token) > MAX_TOKEN_LENGTH:
+    # both halves are base64url; anything else (a link may carry any Unicode) is refused before
+    # hmac.compare_digest, which raises TypeError on non-ASCII text
+    if not payload or not signature or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         raise BadToken("malformed token")
     if not hmac.compare_digest(_signature(secret or jwt_secret(), purpose, payload), signature):
         raise BadToken("bad signature")

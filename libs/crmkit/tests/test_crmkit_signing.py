@@ -39,6 +39,15 @@ def test_forged_tampered_or_foreign_tokens_are_refused() -> None:
         signing.verify("unsubscribe", token, secret="s")  # the key is per purpose
 
 
+def test_a_token_with_characters_outside_base64url_is_refused_as_malformed() -> None:
+    """A hand-typed or fuzzed link may carry any Unicode; it is a BadToken (a 404), never a crash."""
+    token = signing.sign("survey", {"t": "1"}, secret="s")
+    payload, signature = token.split(".")
+    for bad in (f"{payload}.{signature[:-1]}é", f"{payload}é.{signature}", "\u0094j\u00eaj.*'\U0002cf1c"):
+        with pytest.raises(signing.BadToken, match="malformed"):
+            signing.verify("survey", bad, secret="s")
+
+
 def test_the_key_defaults_to_the_platform_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRM_JWT_SECRET", "one")
     token = signing.sign("survey", {"t": "1"})

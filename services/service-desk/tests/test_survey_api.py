@@ -70,7 +70,9 @@ def test_forged_expired_foreign_or_early_links_record_nothing(desk: ServiceHarne
     someone_else = link(ticket["id"], other)
     unsubscribe = "/v1/surveys/" + signing.sign("unsubscribe", {"ticket_id": ticket["id"], "contact_id": cid})
     unknown = link("no-such-ticket", cid)
-    for url, status in ((forged, 404), (expired, 410), (someone_else, 404), (unsubscribe, 404), (unknown, 404)):
+    not_base64 = link(ticket["id"], cid)[:-1] + "é"  # found by the fuzzer: was a 500
+    for url, status in ((forged, 404), (expired, 410), (someone_else, 404), (unsubscribe, 404), (unknown, 404),
+                        (not_base64, 404)):
         assert desk.client.get(url).status_code == status, url
         assert desk.client.post(url, json={"csat": 5}).status_code == status, url
     still_open = open_ticket(desk, cid)
