@@ -8,6 +8,7 @@ needs no new code here.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,10 +31,15 @@ def jwt_secret() -> str:
     Generating it lazily means a fresh clone works without any setup, while a deployment
     sets the variable from a Kubernetes Secret and never touches the disk.
     """
-    configured = os.environ.get("CRM_JWT_SECRET")
+    return local_secret("CRM_JWT_SECRET", "jwt-secret")
+
+
+def local_secret(variable: str, filename: str) -> str:
+    """The secret in `variable`, else one generated once into `var/<filename>` (the local stack)."""
+    configured = os.environ.get(variable)
     if configured:
         return configured
-    path = data_dir() / "jwt-secret"
+    path = data_dir() / filename
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
         candidate = secrets.token_urlsafe(48)
@@ -83,7 +89,7 @@ class Settings:
             group_prefix=_env("CRM_KAFKA_GROUP_PREFIX", "crm"),
             mongo_url=_env("CRM_MONGO_URL", "mongodb://127.0.0.1:27017"),
             database=_env(f"CRM_{key}_DATABASE", f"crm_{compact}"),
-            topic=_env(f"CRM_{key}_TOPIC", f"crm.{compact}.events"),
+            topic=topic_of(service),
             ports=Ports(
                 http=int(_env(f"CRM_{key}_HTTP_PORT", str(http))),
                 grpc=int(_env(f"CRM_{key}_GRPC_PORT", str(grpc))),
@@ -92,6 +98,65 @@ class Settings:
             log_level=_env("CRM_LOG_LEVEL", "INFO"),
             environment=_env("CRM_ENV", "local"),
         )
+
+
+def topic_of(service: str) -> str:
+    """The topic a service publishes its events to: CRM_<SERVICE>_TOPIC, else `crm.<slug>.events`.
+
+    Every reader of another service's events asks here, so one variable moves a topic
+    for its owner and all of its readers at once.
+    """
+    compact = slug(service)
+    return _env(f"CRM_{compact.upper()}_TOPIC", f"crm.{compact}.events")
+
+
+_TOPIC_VARIABLE = re.compile(r"CRM_([A-Z0-9]+)_TOPIC")
+_DEFAULT_TOPIC = re.compile(r"crm\.([a-z0-9]+)\.events")
+
+
+def topic_owner(topic: str) -> str | None:
+    """The slug of the service that owns `topic` (the reverse of `topic_of`), None when no service does.
+
+    A topic set by CRM_<SERVICE>_TOPIC belongs to that service; `crm.<slug>.events`
+    belongs to <slug> unless its variable moved that service elsewhere. Only the owner
+    may publish there, so a projector refuses any other `source` or `type` on it.
+    """
+    for name, value in os.environ.items():
+        if value == topic and (match := _TOPIC_VARIABLE.fullmatch(name)):
+            return match.group(1).lower()
+    match = _DEFAULT_TOPIC.fullmatch(topic)
+    if match and topic_of(match.group(1)) == topic:
+        return match.group(1)
+    return None
+
+
+@dataclass(frozen=True)
+class ProjectionPolicy:
+    """How a projector treats failures (env CRM_PROJECTION_*; docs/operations.md).
+
+    An event that fails on its own is tried `attempts` times, `first_delay` apart and
+    doubling, then parked. An outage is retried with the same back-off, capped at
+    `max_delay`, for as long as it lasts. A projection behind its topic that has not
+    advanced for `stall_seconds` makes readiness say `degraded`.
+    """
+
+    attempts: int = 3
+    first_delay: float = 0.5
+    max_delay: float = 30.0
+    stall_seconds: float = 60.0
+
+    @classmethod
+    def from_env(cls) -> ProjectionPolicy:
+        return cls(
+            attempts=max(1, int(_env("CRM_PROJECTION_ATTEMPTS", str(cls.attempts)))),
+            first_delay=float(_env("CRM_PROJECTION_RETRY_DELAY_SECONDS", str(cls.first_delay))),
+            max_delay=float(_env("CRM_PROJECTION_RETRY_MAX_DELAY_SECONDS", str(cls.max_delay))),
+            stall_seconds=float(_env("CRM_PROJECTION_STALL_SECONDS", str(cls.stall_seconds))),
+        )
+
+    def delay(self, failures: int) -> float:
+        """The wait after the `failures`-th failure in a row (1, 2, …)."""
+        return min(self.first_delay * 2 ** min(failures - 1, 30), self.max_delay)  # an outage of days must not overflow
 
 
 def grpc_target(service: str, default_port: int) -> str:

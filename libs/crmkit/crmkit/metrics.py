@@ -8,7 +8,13 @@ processes serve their own registry on their metrics port.
 
 from __future__ import annotations
 
+import json
 import os
+import threading
+from collections.abc import Callable
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import urlsplit
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -18,7 +24,6 @@ from prometheus_client import (
     Histogram,
     generate_latest,
     multiprocess,
-    start_http_server,
 )
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
@@ -71,7 +76,43 @@ EVENTS_PROJECTED = Counter(
     "crm_events_projected_total", "Events applied by a projection.", ["service", "projection"]
 )
 POISON_EVENTS = Counter(
-    "crm_poison_events_total", "Messages a projector could not parse and skipped.", ["service", "projection"]
+    "crm_poison_events_total", "Messages a projector could not parse (parked as dead letters).",
+    ["service", "projection"]
+)
+EVENTS_PARKED = Counter(
+    "crm_events_parked_total",
+    "Records a projection parked as dead letters (unreadable, foreign, or failing past the retries).",
+    ["service", "projection"],
+)
+DEADLETTERS = Gauge(
+    "crm_deadletters_parked",
+    "Dead letters currently parked for a projection (as of its last heartbeat).",
+    ["service", "projection"],
+    multiprocess_mode="max",
+)
+PROJECTION_FAILURES = Counter(
+    "crm_projection_failures_total",
+    "Failed attempts to apply: kind=event (something in the batch cannot be applied), outage (a dependency "
+    "away, retried without end), other.",
+    ["service", "projection", "kind"],
+)
+PROJECTION_RETRIES = Counter(
+    "crm_projection_retries_total", "Events tried again alone after failing, before being parked.",
+    ["service", "projection"],
+)
+PROJECTION_STALLED = Gauge(
+    "crm_projection_stalled",
+    "1 while a projection is behind its topic and has not advanced for CRM_PROJECTION_STALL_SECONDS.",
+    ["service", "projection"],
+    multiprocess_mode="max",
+)
+UNREADABLE_PERSONAL_FIELDS = Counter(
+    "crm_unreadable_personal_fields_total",
+    "Sealed personal fields that could not be opened for a reason other than erasure (read as null).", ["service"]
+)
+REACTION_FAILURES = Counter(
+    "crm_reaction_failures_total",
+    "Reactions to another service's events (a contact's erasure or merge) that failed; retried.", ["service", "kind"]
 )
 
 
@@ -86,6 +127,39 @@ def render() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def serve(port: int) -> None:
-    """Expose /metrics on `port` for a process that has no Flask app (grpc, worker)."""
-    start_http_server(port, addr=os.environ.get("CRM_METRICS_ADDR", "0.0.0.0"))
+Readiness = Callable[[], tuple[int, dict[str, Any]]]
+
+
+def serve(port: int, readiness: Readiness | None = None) -> ThreadingHTTPServer:
+    """Serve /metrics on `port` for a process that has no Flask app (grpc, worker).
+
+    With `readiness` (the worker's), /readyz answers with its status code and JSON body,
+    and /healthz says the process is alive; every other path is the metrics, as before.
+    """
+    server = ThreadingHTTPServer((os.environ.get("CRM_METRICS_ADDR", "0.0.0.0"), port), _handler(readiness))
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
+    return server
+
+
+def _handler(readiness: Readiness | None) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            path = urlsplit(self.path).path
+            if readiness is not None and path in ("/readyz", "/healthz"):
+                status, body = readiness() if path == "/readyz" else (200, {"status": "ok"})
+                self._send(status, json.dumps(body).encode(), "application/json")
+            else:
+                self._send(200, *render())
+
+        def _send(self, status: int, body: bytes, content_type: str) -> None:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, format: str, *args: Any) -> None:  # probes come every few seconds: no log line each
+            pass
+
+    return Handler

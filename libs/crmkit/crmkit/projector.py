@@ -14,19 +14,27 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
+from datetime import datetime
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 from pymongo import ReplaceOne
 from pymongo.collection import Collection
+from pymongo.database import Database
+from pymongo.errors import PyMongoError
 
 from crmkit import metrics
 from crmkit.aggregate import Aggregate
-from crmkit.events import RecordedEvent, utcnow
+from crmkit.config import ProjectionPolicy, topic_owner
+from crmkit.deadletters import COLLECTION, DeadLetters, Delivery, NotACrmEvent, describe, is_transient
+from crmkit.events import RecordedEvent, rfc3339, utcnow
 from crmkit.eventstore import EventStore
 
 log = logging.getLogger(__name__)
+
+STATUS_COLLECTION = "projection_status"
+HEARTBEAT_SECONDS = 5.0
 
 
 class Projection(Protocol):
@@ -125,8 +133,26 @@ class AggregateView(StreamProjection):
         return self.document(aggregate)
 
 
+class Stopping(Exception):
+    """The worker is stopping while a batch waits to be retried: leave it for the next start."""
+
+
 class ProjectorRunner:
-    """Feeds one projection from Kafka in its own consumer group, committing after writes."""
+    """Feeds one projection from Kafka in its own consumer group, committing after writes.
+
+    The healthy path is one bulk `handle` per polled batch. When a batch fails:
+
+    - an outage (`deadletters.is_transient`: MongoDB or another service away) parks
+      nothing: the batch is read again, with back-off, for as long as the outage lasts;
+    - anything else means some event in it cannot be applied: the batch is split and its
+      events are applied one at a time, so every innocent one is applied as before and
+      only an event that fails on its own is retried (`policy.attempts`, backing off) and
+      then parked in the service's `deadletters`.
+
+    Records that are not CRM events, or not events of the service that owns their topic,
+    are parked on sight, never applied. Either way the projection commits past them and
+    moves on. Its lag, last advance and state are kept in `progress` (metrics, /readyz).
+    """
 
     def __init__(
         self,
@@ -135,12 +161,21 @@ class ProjectorRunner:
         bootstrap: str,
         reader: Callable[[list[RecordedEvent]], list[RecordedEvent]],
         *,
+        db: Database,
         group_prefix: str = "crm",
         max_records: int = 500,
+        policy: ProjectionPolicy | None = None,
     ) -> None:
         self.service = service
         self.projection = projection
         self.reader = reader  # opens personal fields (own events) and upcasts old shapes
+        self.policy = policy or ProjectionPolicy.from_env()
+        self.deadletters = DeadLetters(db[COLLECTION])
+        self.deadletters.ensure_indexes()
+        self.progress = Progress(service, projection.name, db[STATUS_COLLECTION], self.deadletters,
+                                 self.policy.stall_seconds)
+        self.owners = {topic: topic_owner(topic) for topic in projection.topics}
+        self._stop = threading.Event()
         self.group_id = f"{group_prefix}.{service}.{projection.name}"
         self.consumer = KafkaConsumer(
             *projection.topics,
@@ -154,60 +189,201 @@ class ProjectorRunner:
             heartbeat_interval_ms=1_000,
         )
 
-    def run(self, stop: threading.Event, retry_delay: float = 1.0) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Poll, apply, commit until `stop`; the batch in hand is finished first.
 
-        A batch that fails (the database away, a bug in a fold) is read again after
-        `retry_delay` instead of ending the thread, which nothing would restart.
+        A batch that fails as a whole (an outage) is read again after a back-off that
+        doubles up to `policy.max_delay`, instead of ending the thread, which nothing
+        would restart.
         """
+        self._stop = stop
+        failures = 0
         try:
             while not stop.is_set():
                 try:
                     self.poll_once()
-                except Exception:
-                    log.exception("projection failed; retrying its batch", extra={"projection": self.projection.name})
-                    stop.wait(retry_delay)
+                    failures = 0
+                except Stopping:
+                    break
+                except Exception as exc:
+                    failures += 1
+                    delay = self.policy.delay(failures)
+                    log.warning("projection failed; retrying its batch", exc_info=not is_transient(exc), extra={
+                        "projection": self.projection.name, "error": exc.__class__.__name__, "retry_in": delay})
+                    stop.wait(delay)
         finally:
             self.consumer.close()
 
     def poll_once(self, timeout_ms: int = 500) -> int:
+        """Read one batch, apply it (parking what cannot be applied), commit; the number of events applied."""
         records = self.consumer.poll(timeout_ms=timeout_ms)
+        deliveries = [Delivery.receive(message.topic, message.partition, message.offset, message.value,
+                                       self.owners.get(message.topic))
+                      for batch in records.values() for message in batch]
         try:
-            events = self.reader(list(self._decode(msg for batch in records.values() for msg in batch)))
+            applied = self._apply(deliveries)
+            if records:
+                self.consumer.commit()
+        except BaseException as exc:
+            for tp, batch in records.items():  # not committed: the next poll reads it again
+                self.consumer.seek(tp, batch[0].offset)
+            self._observe(advanced=False, failure=exc)
+            raise
+        self._observe(advanced=bool(records))
+        return applied
+
+    def _apply(self, deliveries: list[Delivery]) -> int:
+        for refused in (d for d in deliveries if d.refusal is not None):
+            if isinstance(refused.refusal, NotACrmEvent):
+                metrics.POISON_EVENTS.labels(self.service, self.projection.name).inc()
+            self._park(refused, refused.refusal, attempts=1, first_failed=utcnow())
+        accepted = [d for d in deliveries if d.event is not None]
+        if not accepted:
+            return 0
+        try:
+            events = self.reader([d.event for d in accepted if d.event is not None])
             if events:
                 self.projection.handle(events)
-        except Exception:
-            for tp, batch in records.items():  # not applied, not committed: the next poll reads it again
-                self.consumer.seek(tp, batch[0].offset)
-            raise
+        except Exception as exc:
+            if is_transient(exc):
+                raise
+            self._count_failure("event")
+            log.warning("a batch failed; applying its events one at a time", extra={
+                "projection": self.projection.name, "error": exc.__class__.__name__, "count": len(accepted)})
+            return self._isolate(accepted)
+        self._count_applied(events)
+        return len(events)
+
+    def _isolate(self, deliveries: list[Delivery]) -> int:
+        """Apply a failed batch's events one by one, in the order read; park those that fail alone."""
+        already = self.deadletters.parked(self.projection.name, deliveries)  # a redelivery after a crash
+        return sum(self._apply_alone(d) for d in deliveries if d.key(self.projection.name) not in already)
+
+    def _apply_alone(self, delivery: Delivery) -> bool:
+        """Try one event `policy.attempts` times, backing off; park it after the last failure."""
+        assert delivery.event is not None
+        first_failed = utcnow()
+        for attempt in range(1, self.policy.attempts + 1):
+            event = delivery.event
+            try:
+                events = self.reader([event])
+                event = events[0] if events else event
+                if events:
+                    self.projection.handle(events)
+                self._count_applied(events)
+                return True
+            except Exception as exc:
+                if is_transient(exc):
+                    raise
+                self._count_failure("event")
+                if attempt == self.policy.attempts:
+                    self._park(delivery, exc, attempts=attempt, first_failed=first_failed, opened=event)
+                    return False
+                metrics.PROJECTION_RETRIES.labels(self.service, self.projection.name).inc()
+                if self._stop.wait(self.policy.delay(attempt)):
+                    raise Stopping from exc
+        return False
+
+    def _park(self, delivery: Delivery, error: BaseException, *, attempts: int, first_failed: datetime,
+              opened: RecordedEvent | None = None) -> None:
+        described = describe(error, opened or delivery.event)
+        if self.deadletters.park(self.projection.name, delivery, described, attempts, first_failed):
+            metrics.EVENTS_PARKED.labels(self.service, self.projection.name).inc()
+        log.error("parked a record the projection cannot apply", extra={
+            "projection": self.projection.name, "topic": delivery.topic, "partition": delivery.partition,
+            "offset": delivery.offset, "event_id": delivery.event.id if delivery.event else None,
+            "error": described["class"], "attempts": attempts})
+
+    def _count_applied(self, events: Sequence[RecordedEvent]) -> None:
         if events:
             metrics.EVENTS_PROJECTED.labels(self.service, self.projection.name).inc(len(events))
             newest = max(event.time for event in events)
-            metrics.PROJECTION_LAG.labels(self.service, self.projection.name).set(
-                (utcnow() - newest).total_seconds()
-            )
-        if records:
-            self.consumer.commit()
-        self._record_lag(records.keys())
-        return len(events)
+            metrics.PROJECTION_LAG.labels(self.service, self.projection.name).set((utcnow() - newest).total_seconds())
 
-    def _decode(self, messages: Iterable[Any]) -> Iterable[RecordedEvent]:
-        for message in messages:
-            try:
-                yield RecordedEvent.from_bytes(message.value)
-            except ValueError:
-                metrics.POISON_EVENTS.labels(self.service, self.projection.name).inc()
-                log.warning(
-                    "skipped a message that is not a CRM event",
-                    extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
-                )
+    def _count_failure(self, kind: str) -> None:
+        metrics.PROJECTION_FAILURES.labels(self.service, self.projection.name, kind).inc()
 
-    def _record_lag(self, partitions: Iterable[TopicPartition]) -> None:
-        for tp in partitions:
+    def _observe(self, *, advanced: bool, failure: BaseException | None = None) -> None:
+        """Record the lag (committed or not, from where the consumer stands) and report progress."""
+        if failure is not None and not isinstance(failure, Stopping):
+            self._count_failure("outage" if is_transient(failure) else "other")
+        lag = 0
+        for tp in self.consumer.assignment():
             end = self.consumer.highwater(tp)
-            if end is not None:
-                lag = max(end - self.consumer.position(tp), 0)
-                metrics.CONSUMER_LAG.labels(self.service, self.projection.name, tp.topic, tp.partition).set(lag)
+            if end is not None:  # known once a fetch answered for the partition
+                behind = max(end - self.consumer.position(tp), 0)
+                metrics.CONSUMER_LAG.labels(self.service, self.projection.name, tp.topic, tp.partition).set(behind)
+                lag += behind
+        self.progress.update(lag=lag, advanced=advanced, failure=failure)
+
+
+class Progress:
+    """Where a projection stands: lag, last advance, the failure it is retrying, if any.
+
+    The worker's /readyz reads it in memory; a heartbeat copies it into the service's
+    `projection_status` collection (at most every HEARTBEAT_SECONDS), where the api's
+    /readyz reads it. Both judge it with `projection_state`.
+    """
+
+    def __init__(self, service: str, name: str, status: Collection, deadletters: DeadLetters,
+                 stall_seconds: float) -> None:
+        self.service = service
+        self.name = name
+        self.status = status
+        self.deadletters = deadletters
+        self.stall_seconds = stall_seconds
+        self.lag = 0
+        self.failing: str | None = None
+        self.last_advance = utcnow()
+        self._last_beat = -HEARTBEAT_SECONDS
+
+    def update(self, *, lag: int, advanced: bool, failure: BaseException | None) -> None:
+        self.lag = lag
+        self.failing = failure.__class__.__name__ if failure is not None else None
+        if advanced or lag == 0:
+            self.last_advance = utcnow()
+        metrics.PROJECTION_STALLED.labels(self.service, self.name).set(int(self.report()["state"] == "degraded"))
+        if time.monotonic() - self._last_beat >= HEARTBEAT_SECONDS:
+            self.heartbeat()
+
+    def report(self) -> dict[str, Any]:
+        return projection_state(self.document(), self.stall_seconds, utcnow())
+
+    def document(self) -> dict[str, Any]:
+        return {"_id": self.name, "lag": self.lag, "last_advance": self.last_advance, "failing": self.failing,
+                "heartbeat": utcnow()}
+
+    def heartbeat(self) -> None:
+        """Copy the state to MongoDB, with the count of parked records; an outage only skips a beat."""
+        self._last_beat = time.monotonic()
+        try:
+            parked = self.deadletters.count(self.name)
+            self.status.replace_one({"_id": self.name}, {**self.document(), "parked": parked}, upsert=True)
+        except PyMongoError as exc:
+            log.debug("projection heartbeat skipped", extra={"projection": self.name, "error": repr(exc)})
+            return
+        metrics.DEADLETTERS.labels(self.service, self.name).set(parked)
+
+
+def projection_state(document: dict[str, Any], stall_seconds: float, now: datetime) -> dict[str, Any]:
+    """How a projection is doing, from its status document: `degraded` when it is behind
+    its topic (lag > 0) and has not advanced for `stall_seconds`; else `retrying` while a
+    batch fails, else `ok`."""
+    still = (now - document["last_advance"]).total_seconds()
+    state = "ok"
+    if document.get("failing"):
+        state = "retrying"
+    if document["lag"] > 0 and still > stall_seconds:
+        state = "degraded"
+    return {"name": document["_id"], "state": state, "lag": document["lag"],
+            "last_advance": rfc3339(document["last_advance"]), "failing": document.get("failing"),
+            "parked": document.get("parked", 0)}
+
+
+def projection_states(db: Database, stall_seconds: float) -> list[dict[str, Any]]:
+    """Every projection of the service, as its worker last reported it (the api's /readyz)."""
+    now = utcnow()
+    return [projection_state(doc, stall_seconds, now) for doc in db[STATUS_COLLECTION].find().sort("_id", 1)]
 
 
 def rebuild(

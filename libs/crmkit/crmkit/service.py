@@ -122,13 +122,14 @@ def run_worker(name: str) -> None:
     """The worker process: the outbox sweeper and every projector, each in a thread."""
     spec, runtime = _boot(name, "worker")
     stop = stop_on_signals()
-    metrics.serve(runtime.settings.ports.metrics)
     threads = [threading.Thread(target=run_sweeper, args=(runtime.publisher, stop), name="sweeper")]
     batch = int(os.environ.get("CRM_PROJECTOR_BATCH", "500"))
-    for projection in spec.projections(runtime):
-        runner = ProjectorRunner(name, projection, runtime.settings.kafka_bootstrap, runtime.store.open,
-                                 group_prefix=runtime.settings.group_prefix, max_records=batch)
-        threads.append(threading.Thread(target=runner.run, args=(stop,), name=f"projector-{projection.name}"))
+    runners = [ProjectorRunner(name, projection, runtime.settings.kafka_bootstrap, runtime.store.open,
+                               db=runtime.db, group_prefix=runtime.settings.group_prefix, max_records=batch)
+               for projection in spec.projections(runtime)]
+    metrics.serve(runtime.settings.ports.metrics, worker_readiness(runners))
+    for runner in runners:
+        threads.append(threading.Thread(target=runner.run, args=(stop,), name=f"projector-{runner.projection.name}"))
     for job in spec.jobs(runtime):
         threads.append(threading.Thread(target=job, args=(stop,), name=f"job-{getattr(job, '__name__', 'job')}"))
     for thread in threads:
@@ -138,3 +139,22 @@ def run_worker(name: str) -> None:
     for thread in threads:
         thread.join(timeout=30)
     runtime.close()
+
+
+def worker_readiness(runners: Sequence[ProjectorRunner]) -> metrics.Readiness:
+    """The worker's /readyz: 503 `degraded`, naming them, while projections are stalled.
+
+    Stalled: behind the topic with no advance for CRM_PROJECTION_STALL_SECONDS (an outage,
+    or a bug retried without end). Nothing routes requests to a worker, so the 503 takes
+    nothing out of service; it makes the stall visible to probes and `kubectl get pods`.
+    """
+
+    def readiness() -> tuple[int, dict]:
+        states = [runner.progress.report() for runner in runners]
+        stalled = [state["name"] for state in states if state["state"] == "degraded"]
+        if stalled:
+            return 503, {"status": "degraded", "detail": f"not advancing while behind: {', '.join(stalled)}",
+                         "projections": states}
+        return 200, {"status": "ready", "projections": states}
+
+    return readiness

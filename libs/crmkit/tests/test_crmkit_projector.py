@@ -12,7 +12,9 @@ from kafka.structs import TopicPartition
 from prometheus_client import REGISTRY
 from pymongo.collection import Collection
 from pymongo.database import Database
+from pymongo.errors import AutoReconnect
 
+from crmkit.config import ProjectionPolicy
 from crmkit.events import Metadata, NewEvent, RecordedEvent, new_id
 from crmkit.eventstore import EventStore
 from crmkit.projector import ProjectorRunner, StreamProjection, rebuild
@@ -44,19 +46,20 @@ class Boom(Exception):
 
 
 class Failing:
-    """A projection whose writes fail the first `failures` times (Mongo away, a bug...)."""
+    """A projection whose writes fail the first `failures` times (`error`: a bug, or Mongo away...)."""
 
-    def __init__(self, inner: StreamProjection, failures: int) -> None:
+    def __init__(self, inner: StreamProjection, failures: int, error: type[Exception] = Boom) -> None:
         self.inner = inner
         self.name = inner.name
         self.topics = inner.topics
         self.failures = failures
+        self.error = error
         self.calls = 0
 
     def handle(self, events: Sequence[RecordedEvent]) -> None:
         self.calls += 1
         if self.calls <= self.failures:
-            raise Boom("write failed")
+            raise self.error("write failed")
         self.inner.handle(events)
 
     def reset(self) -> None:
@@ -175,8 +178,13 @@ def test_rebuild_reports_progress_per_batch(projection: WidgetNames, store: Even
 
 # ---- through Kafka, with the runner -------------------------------------------------
 
-def runner_for(projection: Any, servers: Servers, group: str, store: EventStore) -> ProjectorRunner:
-    return ProjectorRunner("widgets", projection, servers.kafka_bootstrap, store.open, group_prefix=group)
+FAST = ProjectionPolicy(attempts=2, first_delay=0.01, max_delay=0.05, stall_seconds=60)
+
+
+def runner_for(projection: Any, servers: Servers, group: str, store: EventStore,
+               policy: ProjectionPolicy = FAST) -> ProjectorRunner:
+    return ProjectorRunner("widgets", projection, servers.kafka_bootstrap, store.open, db=store.events.database,
+                           group_prefix=group, policy=policy)
 
 
 def committed(servers: Servers, group_id: str, topic: str) -> dict[int, int | None]:
@@ -243,12 +251,12 @@ def test_offsets_are_committed_only_after_the_write(
     publisher.publish(append(store, stream, 0, "a", "b", "c"))
     publisher.flush()
     group = new_id()
-    failing = runner_for(Failing(projection, failures=1_000), servers, group, store)
+    failing = runner_for(Failing(projection, failures=1_000, error=AutoReconnect), servers, group, store)
 
     def failed() -> bool:
         try:
             failing.poll_once()
-        except Boom:
+        except AutoReconnect:  # an outage: retried, never parked, so never committed
             return True
         return False
 

@@ -127,12 +127,12 @@ def _platform_routes(app: Flask, runtime: Runtime, title: str, description: str)
         problems = [p for p in (runtime.mongo_problem(), runtime.kafka_problem()) if p]
         if problems:
             return problem(503, "; ".join(problems))
-        projections = projection_states(runtime.db, stall_seconds)
+        projections = projection_states(runtime.db, stall_seconds)  # none until the worker first reports
         stalled = [state["name"] for state in projections if state["state"] == "degraded"]
         if stalled:
             return jsonify(status="degraded", detail=f"projections not advancing while behind: {', '.join(stalled)}",
                            projections=projections)
-        return jsonify(status="ready", projections=projections)
+        return jsonify(status="ready", **({"projections": projections} if projections else {}))
 
     @app.get("/metrics")
     def prometheus() -> Response:
