@@ -82,7 +82,8 @@ def test_local_contacts_follow_creates_updates_merges_and_erasures(
     post(contacts, f"/v1/contacts/{gone['id']}/erasure", {})
     contacts.runtime.flush()
 
-    runner = ProjectorRunner("sales", projection, servers.kafka_bootstrap, lambda events: events)
+    runner = ProjectorRunner("sales", projection, servers.kafka_bootstrap, lambda events: events,
+                             db=projection.collection.database)
 
     def caught_up() -> bool:
         runner.poll_once()

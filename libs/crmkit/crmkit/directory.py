@@ -22,13 +22,13 @@ from pymongo.collection import Collection
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crmkit import rpc
-from crmkit.config import grpc_target
+from crmkit.config import grpc_target, topic_of
 from crmkit.errors import NotFound, Unavailable
 from crmkit.events import RecordedEvent, utcnow
 
 log = logging.getLogger(__name__)
 
-CONTACTS_TOPIC = "crm.contacts.events"
+CONTACTS_TOPIC = topic_of("contacts")
 BATCH = 500  # ids per BatchGetContacts call (the server takes up to 1000)
 
 

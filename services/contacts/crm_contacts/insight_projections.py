@@ -20,7 +20,6 @@ projections apply whatever is newer than the stored version.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
@@ -29,19 +28,12 @@ from pymongo import ASCENDING
 from pymongo.database import Database
 
 from crm_contacts.insights import CUSTOMER_STAGES, Deal, Period, StageChange, Ticket, TierChange, Timeline
+from crmkit.config import topic_of
 from crmkit.events import RecordedEvent, parse_time
 from crmkit.eventstore import EventStore, epoch_ms
 from crmkit.projector import StreamProjection
 
 NEVER_MS = 2**62  # "not yet": an integer, because the stand-in compares null with numbers
-
-
-def sales_topic() -> str:
-    return os.environ.get("CRM_SALES_TOPIC", "crm.sales.events")
-
-
-def servicedesk_topic() -> str:
-    return os.environ.get("CRM_SERVICEDESK_TOPIC", "crm.servicedesk.events")
 
 
 def _ms(text: Any, fallback: RecordedEvent) -> int:
@@ -202,9 +194,9 @@ class InsightTiers(_ForeignStreams):
 
 def insight_projections(db: Database, store: EventStore, topic: str) -> list[StreamProjection]:
     return [InsightStages("insight_stages", db["insight_stages"], store, topic),
-            InsightDeals("insight_deals", db["insight_deals"], store, sales_topic()),
-            InsightTickets("insight_tickets", db["insight_tickets"], store, servicedesk_topic()),
-            InsightTiers("insight_tiers", db["insight_tiers"], store, sales_topic())]
+            InsightDeals("insight_deals", db["insight_deals"], store, topic_of("sales")),
+            InsightTickets("insight_tickets", db["insight_tickets"], store, topic_of("service-desk")),
+            InsightTiers("insight_tiers", db["insight_tiers"], store, topic_of("sales"))]
 
 
 # --- loading facts for the calculations -------------------------------------------------

@@ -38,6 +38,7 @@ from crm_contacts.derived import DerivedValues
 from crm_contacts.domain import Contact
 from crmkit import clock
 from crmkit.aggregate import Repository
+from crmkit.config import topic_of
 from crmkit.errors import NotFound
 from crmkit.events import Metadata, RecordedEvent, utcnow
 from crmkit.eventstore import epoch_ms
@@ -189,15 +190,11 @@ class LifecycleTimers:
             stop.wait(interval_seconds())
 
 
-def sales_topic() -> str:
-    return os.environ.get("CRM_SALES_TOPIC", "crm.sales.events")
-
-
 def projections(runtime: Runtime) -> list[Any]:
     """The contacts worker's projections over the sales topic: lifecycle rules and derived values."""
     contacts: Repository[Contact] = Repository(runtime.store, Contact, runtime.publish)
-    return [LifecycleAutomation(contacts, runtime.db["lifecycle_applied"], sales_topic()),
-            DerivedValues(runtime.db["contacts"], runtime.db["contact_derived"], sales_topic())]
+    return [LifecycleAutomation(contacts, runtime.db["lifecycle_applied"], topic_of("sales")),
+            DerivedValues(runtime.db["contacts"], runtime.db["contact_derived"], topic_of("sales"))]
 
 
 def timers(runtime: Runtime) -> LifecycleTimers:

@@ -237,7 +237,7 @@ def test_the_worker_projects_sales_events_from_the_sales_topic(contacts: Service
     [projection] = [p for p in contacts.spec.projections(contacts.runtime) if p.name == "insight_deals"]
     assert projection.topics == [topic]
     runner = ProjectorRunner("contacts", projection, bootstrap, contacts.runtime.store.open,
-                             group_prefix=f"t{new_id()[-12:]}")
+                             db=contacts.runtime.db, group_prefix=f"t{new_id()[-12:]}")
     try:
         doc = wait_until(lambda: runner.poll_once() is not None and
                          contacts.runtime.db["insight_deals"].find_one({"_id": "deal-k", "status": "won"}),

@@ -1,7 +1,7 @@
 """Triggers: other services' events that send a template to the event's contact.
 
-`TriggerReactor` is a projection over other services' topics (by name:
-crm.servicedesk.events, crm.sales.events, crm.contacts.events; CRM_MESSAGING_TRIGGER_TOPICS
+`TriggerReactor` is a projection over other services' topics (service desk's, sales' and
+contacts', wherever CRM_<SERVICE>_TOPIC puts them; CRM_MESSAGING_TRIGGER_TOPICS
 overrides). For each event whose type and data match an enabled trigger, it queues a
 message whose id is derived from the trigger and the event id, so a redelivered event
 queues nothing twice. The defaults shipped (`install_defaults`): ticket solved →
@@ -20,11 +20,12 @@ from typing import Any
 from crm_messaging.commands import MessageDesk, derived_id
 from crm_messaging.domain import Message, Trigger
 from crmkit import signing
+from crmkit.config import topic_of
 from crmkit.errors import Conflict
 from crmkit.events import Metadata, RecordedEvent, rfc3339
 from crmkit.eventstore import ConcurrencyError
 
-DEFAULT_TOPICS = "crm.servicedesk.events,crm.sales.events,crm.contacts.events"
+TRIGGER_SOURCES = ("service-desk", "sales", "contacts")  # whose topics triggers follow by default
 TICKET_SOLVED = "crm.servicedesk.TicketSolved.v1"
 SURVEY_LINK_TTL = timedelta(days=30)
 
@@ -34,7 +35,7 @@ class TriggerReactor:
 
     def __init__(self, desk: MessageDesk, topics: Sequence[str] | None = None, cache_seconds: float = 2.0) -> None:
         self.desk = desk
-        configured = os.environ.get("CRM_MESSAGING_TRIGGER_TOPICS", DEFAULT_TOPICS)
+        configured = os.environ.get("CRM_MESSAGING_TRIGGER_TOPICS", ",".join(map(topic_of, TRIGGER_SOURCES)))
         self.topics = list(topics or [t.strip() for t in configured.split(",") if t.strip()])
         self.cache_seconds = cache_seconds
         self._triggers: list[Trigger] = []

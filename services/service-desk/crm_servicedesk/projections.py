@@ -19,12 +19,11 @@ from pymongo.database import Database
 
 from crm_servicedesk.domain import SlaPolicy, Ticket, due_ms
 from crmkit import clock
+from crmkit.config import topic_of
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.events import RecordedEvent
 from crmkit.eventstore import EventStore, epoch_ms, text_ms
 from crmkit.projector import AggregateView
-
-SALES_TOPIC = "crm.sales.events"
 
 
 def ticket_document(ticket: Ticket) -> dict[str, Any]:
@@ -90,7 +89,7 @@ class CustomerTiers:
 
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
-        self.topics = (SALES_TOPIC,)
+        self.topics = (topic_of("sales"),)
 
     def handle(self, events: Sequence[RecordedEvent]) -> None:
         latest: dict[str, RecordedEvent] = {}
