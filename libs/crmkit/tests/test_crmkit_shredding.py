@@ -2,10 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import logging
+import os
 from collections.abc import Iterable
 from typing import Any
 
 import pytest
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from prometheus_client import REGISTRY
 from pymongo.database import Database
 
 from crmkit.events import Metadata, NewEvent, RecordedEvent, new_id
@@ -61,7 +67,8 @@ def handed_over(owner: str) -> NewEvent:
 
 
 def keys(vault: KeyVault) -> dict[str, bytes]:
-    return {doc["_id"]: bytes(doc["key"]) for doc in vault.keys.find({})}
+    """The live keys (an erased subject keeps only a tombstone)."""
+    return {doc["_id"]: bytes(doc["key"]) for doc in vault.keys.find({}) if "key" in doc}
 
 
 def plain(events: Iterable[RecordedEvent]) -> list[tuple[str, int, Any]]:
@@ -182,3 +189,97 @@ def test_forgetting_many_subjects_at_once_leaves_only_theirs_unreadable(store: E
     assert [plain(loaded[s]) for s in (first, second, kept)] == [
         [(first, 1, None)], [(second, 1, None)], [(kept, 1, "owner-2")]]
     assert set(keys(vault)) == {kept}
+
+
+# --- the key lifecycle ----------------------------------------------------------------------------
+
+
+def unreadable() -> float:
+    return REGISTRY.get_sample_value("crm_unreadable_personal_fields_total", {"service": "widgets"}) or 0
+
+
+def test_forgetting_leaves_a_tombstone_that_is_not_a_key(store: EventStore, vault: KeyVault) -> None:
+    erased, kept = create_streams(store, 2)
+    assert vault.forget(erased)
+    assert not vault.forget(erased)  # repeated: nothing more to destroy
+    tombstone = vault.keys.find_one({"_id": erased})
+    assert "key" not in tombstone and tombstone["erased_at"] and tombstone["kid"]
+    assert set(vault.existing([erased, kept])) == {kept}
+    assert vault.key_for(erased) is None
+    assert set(vault.keys_for([erased, kept, "brand-new"])) == {kept, "brand-new"}
+    assert "key" not in vault.keys.find_one({"_id": erased})  # no key was made for the erased subject
+
+
+def test_a_write_after_erasure_never_makes_the_earlier_events_unreadable(store: EventStore, vault: KeyVault) -> None:
+    erased = create_streams(store, 1)[0]
+    vault.forget(erased)
+    stored = store.append(erased, "Widget", 1, [handed_over("Shirin again")], META)
+    assert stored[0].data["owner"] is None  # nothing new about an erased person is stored
+    assert "Shirin" not in str(list(store.events.find({"stream_id": erased})))
+    before = unreadable()
+    assert plain(store.load(erased)) == [(erased, 1, None), (erased, 2, None)]
+    assert unreadable() == before  # erased is not unreadable: nothing to count
+    assert erased not in keys(vault)
+
+
+def test_a_bulk_write_after_erasure_stores_nothing_personal_for_the_erased(store: EventStore, vault: KeyVault) -> None:
+    erased, kept = create_streams(store, 2)
+    assert vault.forget_many([erased, "never-had-a-key"]) == 1
+    stored, _ = store.append_streams([
+        StreamAppend(erased, "Widget", 1, [handed_over("erased")], META),
+        StreamAppend("never-had-a-key", "Widget", 0, [made("also erased")], META),
+        StreamAppend(kept, "Widget", 1, [handed_over("kept")], META)])
+    assert [(e.stream_id, e.data["owner"]) for e in stored][:2] == [(erased, None), ("never-had-a-key", None)]
+    loaded = store.load_many([erased, kept, "never-had-a-key"])
+    assert plain(loaded[erased]) == [(erased, 1, None), (erased, 2, None)]
+    assert plain(loaded["never-had-a-key"]) == [("never-had-a-key", 1, None)]
+    assert plain(loaded[kept]) == [(kept, 1, "owner-1"), (kept, 2, "kept")]
+    assert set(keys(vault)) == {kept}
+
+
+def test_values_sealed_before_key_ids_still_open_with_the_subjects_key(store: EventStore, vault: KeyVault) -> None:
+    stream, forgotten = create_streams(store, 2)
+    for subject in (stream, forgotten):  # stored as the code before key ids stored them
+        secret = AESGCM.generate_key(bit_length=256)
+        vault.keys.delete_one({"_id": subject})
+        vault.keys.insert_one({"_id": subject, "key": secret})
+        store.events.update_one({"stream_id": subject}, {"$set": {"data.owner": _v1(secret, subject, "Old Sara")}})
+    store.append(stream, "Widget", 1, [handed_over("New Sara")], META)  # sealed "v2." with the same key
+    assert plain(store.load(stream)) == [(stream, 1, "Old Sara"), (stream, 2, "New Sara")]
+    # a legacy key deleted before tombstones existed: a key made later never opens the old value
+    vault.keys.delete_one({"_id": forgotten})
+    before = unreadable()
+    store.append(forgotten, "Widget", 1, [handed_over("after")], META)
+    assert plain(store.load(forgotten)) == [(forgotten, 1, None), (forgotten, 2, "after")]
+    assert unreadable() == before
+
+
+@pytest.mark.parametrize("damage", [
+    lambda sealed: sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB"),  # tampered: InvalidTag
+    lambda sealed: sealed.rsplit(".", 1)[0] + ".!!not base64",
+    lambda sealed: "v9." + sealed,  # a format this code does not know
+    lambda _: 42,
+], ids=["tampered", "not-base64", "unknown-format", "not-a-string"])
+def test_a_value_that_cannot_be_opened_reads_as_none_and_is_counted_and_logged(
+    store: EventStore, damage: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    stream = new_id()
+    event = store.append(stream, "Widget", 0, [made("Shirin")], META)[0]
+    sealed = event.data["owner"]["pii"]
+    store.events.update_one({"stream_id": stream}, {"$set": {"data.owner": {"pii": damage(sealed)}}})
+    before = unreadable()
+    with caplog.at_level(logging.WARNING, logger="crmkit.shredding"):
+        loaded = store.load(stream)
+    assert plain(loaded) == [(stream, 1, None)]
+    assert loaded[0].data["contact"] == {"email": "Shirin@example.com"}  # the other field is intact
+    assert unreadable() == before + 1
+    [record] = [r for r in caplog.records if r.name == "crmkit.shredding"]
+    assert (record.event_id, record.path) == (event.id, "owner")
+    assert "Shirin" not in caplog.text
+
+
+def _v1(secret: bytes, stream: str, value: str) -> dict[str, str]:
+    """A value sealed as before key ids: "v1." and the ciphertext, nothing naming the key."""
+    nonce = os.urandom(12)
+    sealed = AESGCM(secret).encrypt(nonce, json.dumps(value).encode(), f"{stream}|WidgetMade|owner".encode())
+    return {"pii": "v1." + base64.urlsafe_b64encode(nonce + sealed).decode()}
