@@ -24,6 +24,7 @@ from crmkit.eventstore import epoch_ms
 from crmkit.runtime import Runtime
 from crmkit.web import endpoint, page
 from crmkit.web.pagination import DEFAULT_LIMIT, ID, MAX_LIMIT
+from crmkit.web.periods import check_period
 
 DEFAULT_DAYS = 30
 
@@ -46,6 +47,7 @@ class InsightQuery(Schema):
         start, end = data.get("start"), data.get("end")
         if start is not None and end is not None and end <= start:
             raise ValidationError({"from": ["must be before `to`"], "to": ["must be after `from`"]})
+        check_period(start, end)
 
 
 class SegmentSalesQuery(InsightQuery):

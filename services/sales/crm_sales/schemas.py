@@ -15,6 +15,7 @@ from crm_sales import money
 from crm_sales.domain import ACTIVITY_TYPES
 from crmkit.events import parse_time
 from crmkit.web import PageQuery
+from crmkit.web.periods import check_period
 
 
 class Text(fields.String):
@@ -241,3 +242,4 @@ class RangeQuery(Schema):
     def ordered(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("from_") and data.get("to") and data["from_"] > data["to"]:
             raise ValidationError({"to": ["must not be before `from`"]})
+        check_period(data.get("from_"), data.get("to"))

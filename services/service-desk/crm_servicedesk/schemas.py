@@ -17,6 +17,7 @@ from crm_servicedesk.domain import (
     WEEKDAYS,
 )
 from crmkit.web import PageQuery
+from crmkit.web.periods import check_period
 
 ZONES = frozenset(available_timezones())
 MAX_TARGET_MINUTES = 60 * 24 * 365
@@ -198,6 +199,7 @@ class ReportQuery(Schema):
     def ordered(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("from_") and data.get("to") and data["to"] <= data["from_"]:
             raise ValidationError("must be after from", "to")
+        check_period(data.get("from_"), data.get("to"))
 
 
 class TicketView(Schema):
