@@ -9,7 +9,7 @@ acknowledged, so a crash between append and publish loses nothing.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -209,6 +209,31 @@ class EventStore:
         cursor = self.events.find(query).sort([("stream_id", ASCENDING), ("version", ASCENDING)])
         return [_from_document(doc, self.service) for doc in cursor.limit(limit)]
 
+    def unsent_through(self, newest: Mapping[str, int]) -> list[RecordedEvent]:
+        """What must reach Kafka for each stream to stand on the topic up to version
+        `newest[stream]`: its unpublished events from that version down to its newest
+        published one, per stream in version order, whatever their age.
+
+        The walk may stop at a published event because the publisher sends an event only
+        after every earlier unpublished one of its stream (crmkit.publisher): an earlier
+        copy of each is on the topic before it. Read by primary key in growing windows
+        (4 versions, then 16, ...), like `_stream_documents`; usually one short query.
+        """
+        found: dict[str, list[dict[str, Any]]] = {}
+        pending, size = {stream: top for stream, top in newest.items() if top >= 1}, 4
+        while pending:
+            windows = {stream: range(top, max(0, top - size), -1) for stream, top in pending.items()}
+            keys = [stream_key(stream, v) for stream, versions in windows.items() for v in versions]
+            unsent = {doc["_id"]: doc for doc in self.events.find({"_id": {"$in": keys}, "published": False})}
+            pending = {}
+            for stream, versions in windows.items():
+                run = _unsent_run(stream, versions, unsent)
+                found.setdefault(stream, []).extend(run)
+                if len(run) == len(versions) and versions[-1] > 1:  # the whole window is unsent: look further down
+                    pending[stream] = versions[-1] - 1
+            size = min(size * 4, 1024)
+        return [_from_document(doc, self.service) for docs in found.values() for doc in reversed(docs)]
+
     def mark_published(self, events: Sequence[RecordedEvent]) -> None:
         if events:
             keys = [stream_key(event.stream_id, event.version) for event in events]
@@ -268,6 +293,17 @@ def _is_duplicate_key(exc: Exception) -> bool:
         return True
     details = getattr(exc, "details", None) or {}
     return any(err.get("code") == DUPLICATE_KEY for err in details.get("writeErrors", []))
+
+
+def _unsent_run(stream_id: str, versions: range, unsent: Mapping[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """The documents of `versions` (newest first) up to the first one missing from `unsent`."""
+    run = []
+    for version in versions:
+        doc = unsent.get(stream_key(stream_id, version))
+        if doc is None:
+            break
+        run.append(doc)
+    return run
 
 
 def stream_key(stream_id: str, version: int) -> str:

@@ -2,16 +2,42 @@
 
 Kafka is told only what the event store already holds, so a crash at any point loses
 nothing: whatever was not acknowledged stays `published: false` and the sweeper sends
-it again. Per stream, events go out in version order (key = aggregate id, one
-partition, idempotent producer with acks=all); a send that finds older unpublished
-events of the same stream sends those first. Consumers dedupe, so a resend is harmless.
+it again. Consumers dedupe, so a resend is harmless; an event out of its stream's order
+is not (a consumer of another service's topic cannot fill the gap from our store).
+
+Per stream order. Events are keyed by their aggregate id, so a stream lives on one
+partition, and one producer (idempotent, acks=all, at most 5 requests in flight) keeps
+the order it was given within a partition. Different producers, i.e. api, gRPC and
+worker processes, have no order between them. So the rule is: an event is sent only
+after every earlier event of its stream, by the same producer, unless that earlier one
+is already acknowledged (`published`). Sending v2 therefore sends, first and whatever
+their age, every earlier event of the stream that is still unpublished (down to the
+newest published one, `EventStore.unsent_through`), except those this producer already
+has in flight, which it handed over before. Take process A that appended v1 and is
+about to send it, and process B that appends v2: B sends v1 then v2; A's copy of v1
+lands before, between or after them. The topic may hold v1 twice (consumers dedupe),
+but never v2 before v1's first copy. The alternative, B leaving v2 to the sweeper while
+v1 is unpublished, keeps the order too but makes v2 wait a sweep (seconds); sending the
+earlier events along costs at most a duplicate, only when two processes write one
+stream within the moment an acknowledgement takes, and adds no wait.
+
+By induction an acknowledged event has an earlier copy of every earlier version in
+front of it, which is why the walk down a stream may stop at the first published one.
+The sweeper follows the same rule: it picks old unpublished events (those younger than
+`min_age` are most likely on their way from their own process), then sends with each
+stream's picks everything unsent below them, young or not (a writer with a clock behind
+can leave a younger-looking earlier version); its `limit` cuts the last stream's run
+after some version, never before, so a later version never leaves before an earlier one.
+What one producer cannot promise: if Kafka gives up on v1 (delivery timeout) but takes
+v2 sent right behind it, v2 is ahead; the sweeper then sends v1 late, which is why the
+projections of other services' streams also accept a late event (docs/architecture.md).
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 
 from kafka import KafkaProducer
@@ -39,10 +65,13 @@ def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
 
 
 class _AckRecorder:
-    """Marks acknowledged events as published in batches, off Kafka's I/O thread."""
+    """Marks acknowledged events as published in batches, off Kafka's I/O thread, then
+    lets the publisher forget them (`recorded`)."""
 
-    def __init__(self, store: EventStore, interval: float = 0.05) -> None:
+    def __init__(self, store: EventStore, recorded: Callable[[Sequence[RecordedEvent]], None],
+                 interval: float = 0.05) -> None:
         self._store = store
+        self._recorded = recorded
         self._pending: list[RecordedEvent] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
@@ -59,7 +88,10 @@ class _AckRecorder:
         with self._lock:
             acknowledged, self._pending = self._pending, []
         if acknowledged:
-            self._store.mark_published(acknowledged)
+            try:
+                self._store.mark_published(acknowledged)
+            finally:  # marked, or left to be sent again: either way no longer in flight
+                self._recorded(acknowledged)
 
     def close(self) -> None:
         self._closed = True
@@ -77,44 +109,39 @@ class _AckRecorder:
 
 
 class Publisher:
-    """Publishes one service's stored events to its topic."""
+    """Publishes one service's stored events to its topic, each stream in version order."""
 
     def __init__(self, store: EventStore, producer: KafkaProducer, topic: str) -> None:
         self.store = store
         self.producer = producer
         self.topic = topic
-        self._acks = _AckRecorder(store)
+        self._acks = _AckRecorder(store, self._forget)
+        self._in_flight: set[str] = set()  # ids handed to the producer whose acknowledgement is not recorded yet
+        self._in_flight_lock = threading.Lock()
+        self._sending = threading.Lock()  # one batch at a time: what is in flight went to the producer before
 
-    def publish(self, events: Sequence[RecordedEvent], orphan_age: float = 2.0) -> None:
-        """Send freshly appended events without waiting.
-
-        Older events of the same stream still unpublished after `orphan_age` seconds were
-        orphaned (their process died, or Kafka was away): they go first, so the topic
-        keeps the stream's order. Younger ones are most likely in flight from another
-        process and are left alone rather than duplicated.
-        """
-        if not events:
-            return
-        first = events[0]
-        if first.version > 1:
-            cutoff = utcnow() - timedelta(seconds=orphan_age)
-            orphans = self.store.unpublished(stream_id=first.stream_id, before=cutoff)
-            events = [*(e for e in orphans if e.version < first.version), *events]
-        self._send(events, path="inline")
+    def publish(self, events: Sequence[RecordedEvent]) -> None:
+        """Send freshly appended events without waiting, each stream's unsent earlier events first."""
+        if events:
+            below = {stream: version - 1 for stream, version in _edge(events, min).items() if version > 1}
+            self._send([*self.store.unsent_through(below), *events], path="inline")
 
     def sweep(self, limit: int = 1000, min_age: float = 2.0) -> int:
-        """Re-send what is still unpublished (after a crash or a Kafka outage); returns how many.
+        """Re-send what is still unpublished (after a crash or a Kafka outage); returns how many were picked.
 
         Events younger than `min_age` seconds are left to the inline publisher, whose
-        acknowledgement is probably on its way; sending them too would only duplicate.
+        acknowledgement is probably on its way, unless an older pick of their stream
+        comes after them (then they go first).
         """
-        pending = self.store.unpublished(limit=limit, before=utcnow() - timedelta(seconds=min_age))
-        metrics.UNPUBLISHED.labels(self.store.service).set(len(pending))
-        if pending:
-            self._send(pending, path="sweeper")
+        picked = self.store.unpublished(limit=limit, before=utcnow() - timedelta(seconds=min_age))
+        metrics.UNPUBLISHED.labels(self.store.service).set(len(picked))
+        if picked:
+            earlier = self.store.unsent_through(_edge(picked, max))
+            self._send(sorted({e.id: e for e in [*earlier, *picked]}.values(), key=lambda e: (e.stream_id, e.version)),
+                       path="sweeper")
             self.flush()
-            log.info("sweeper re-sent events", extra={"count": len(pending)})
-        return len(pending)
+            log.info("sweeper re-sent events", extra={"count": len(picked)})
+        return len(picked)
 
     def replay(self, batches: Iterable[Sequence[RecordedEvent]] | None = None) -> int:
         """Send every stored event again, e.g. to a fresh broker (`crm replay`)."""
@@ -138,10 +165,24 @@ class Publisher:
             self.producer.close(timeout=5)
 
     def _send(self, events: Sequence[RecordedEvent], path: str) -> None:
-        for event in events:
-            future = self.producer.send(self.topic, key=event.stream_id.encode(), value=event.to_bytes())
-            future.add_callback(self._on_ack, event, path)
-            future.add_errback(self._on_error, event)
+        """Hand `events` to the producer in the order given, less those it already holds."""
+        with self._sending:
+            for event in events:
+                with self._in_flight_lock:
+                    if event.id in self._in_flight:
+                        continue
+                    self._in_flight.add(event.id)
+                try:
+                    future = self.producer.send(self.topic, key=event.stream_id.encode(), value=event.to_bytes())
+                except BaseException:
+                    self._forget([event])
+                    raise  # the rest of the batch stays behind it, for the sweeper
+                future.add_callback(self._on_ack, event, path)
+                future.add_errback(self._on_error, event)
+
+    def _forget(self, events: Sequence[RecordedEvent]) -> None:
+        with self._in_flight_lock:
+            self._in_flight.difference_update(event.id for event in events)
 
     def _on_ack(self, event: RecordedEvent, path: str, _metadata: object) -> None:
         self._acks.add(event)
@@ -150,8 +191,17 @@ class Publisher:
         metrics.PUBLISH_LAG.labels(service, path).observe((utcnow() - event.time).total_seconds())
 
     def _on_error(self, event: RecordedEvent, exc: BaseException) -> None:
+        self._forget([event])  # not on the topic: the next send of its stream or the sweeper sends it again
         metrics.PUBLISH_FAILURES.labels(self.store.service).inc()
         log.warning("publish failed; the sweeper will retry", extra={"event_id": event.id, "error": repr(exc)})
+
+
+def _edge(events: Iterable[RecordedEvent], pick: Callable[[int, int], int]) -> dict[str, int]:
+    """The lowest (`min`) or highest (`max`) version of each stream among `events`."""
+    edge: dict[str, int] = {}
+    for event in events:
+        edge[event.stream_id] = pick(edge.get(event.stream_id, event.version), event.version)
+    return edge
 
 
 def run_sweeper(publisher: Publisher, stop: threading.Event, interval: float = 1.0, limit: int = 1000) -> None:

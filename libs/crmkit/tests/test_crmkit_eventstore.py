@@ -404,6 +404,19 @@ class TestOutbox:
         assert store.unpublished(limit=2) == sorted(old + young, key=lambda e: (e.stream_id, e.version))[:2]
         assert store.unpublished(stream_id=a, limit=10) == old
 
+    def test_unsent_through_walks_down_to_the_newest_published_event(self, store: EventStore) -> None:
+        a, b, fresh = new_id(), new_id(), new_id()
+        events = store.append(a, "Widget", 0, [ev() for _ in range(30)], META)  # longer than the first windows
+        store.mark_published(events[:2] + events[5:7])
+        other = store.append(b, "Widget", 0, [ev(), ev()], META)
+        store.mark_published(other)
+        assert store.unsent_through({a: 30}) == events[7:]  # stops at version 7, published
+        assert store.unsent_through({a: 5}) == events[2:5]
+        assert store.unsent_through({a: 2, b: 2}) == []
+        unsent = store.append(fresh, "Widget", 0, [ev() for _ in range(21)], META)
+        assert store.unsent_through({fresh: 21, a: 9}) == [*unsent, *events[7:9]]
+        assert store.unsent_through({}) == [] and store.unsent_through({fresh: 0}) == []
+
     def test_unpublished_is_in_stream_order(self, store: EventStore) -> None:
         stream = new_id()
         for version in range(6):

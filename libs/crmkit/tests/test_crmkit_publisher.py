@@ -12,7 +12,7 @@ import pytest
 
 from crmkit import publisher as publisher_module
 from crmkit.events import Metadata, NewEvent, RecordedEvent, new_id
-from crmkit.eventstore import EventStore
+from crmkit.eventstore import EventStore, epoch_ms, stream_key
 from crmkit.publisher import Publisher, make_producer
 from crmkit.testing import Servers
 
@@ -74,9 +74,9 @@ def test_publish_of_nothing_sends_nothing(store: EventStore, publisher: Publishe
 def test_sweep_sends_what_a_crash_left_unpublished(
     servers: Servers, store: EventStore, publisher: Publisher, topic: str
 ) -> None:
-    a, b = new_id(), new_id()
+    a, b, c = new_id(), new_id(), new_id()
     orphaned = [*append(store, a, 0, 2), *append(store, b, 0, 1)]  # appended, then the process "died"
-    published = append(store, a, 2, 1)
+    published = append(store, c, 0, 1)
     publisher.publish(published)
     publisher.flush()
     assert {e.id for e in store.unpublished()} == {e.id for e in orphaned}
@@ -132,17 +132,81 @@ def test_publish_sends_older_orphans_of_the_stream_first(
     assert {e.id for e in orphans}.isdisjoint(e.id for e in store.unpublished())
 
 
-def test_publish_leaves_young_unpublished_events_to_their_own_sender(
+def test_publish_sends_every_unsent_earlier_event_of_the_stream_first_whatever_its_age(
     servers: Servers, store: EventStore, publisher: Publisher, topic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     stream = new_id()
-    in_flight = append(store, stream, 0, 1)  # another process is probably sending it right now
+    in_flight = append(store, stream, 0, 1)  # another process may be sending it right now: it goes first anyway
     newest = append(store, stream, 1, 1)
-    pin_clock(monkeypatch, newest[0].time + timedelta(milliseconds=500))
-    publisher.publish(newest, orphan_age=2.0)
+    pin_clock(monkeypatch, newest[0].time + timedelta(milliseconds=1))
+    publisher.publish(newest)
     publisher.flush()
-    assert by_key(read_topic(servers.kafka_bootstrap, topic, 1)) == {stream: [2]}
-    assert store.unpublished() == in_flight
+    assert by_key(read_topic(servers.kafka_bootstrap, topic, 2)) == {stream: [1, 2]}
+    assert {e.id for e in in_flight}.isdisjoint(e.id for e in store.unpublished())
+
+
+def test_two_processes_writing_one_stream_never_put_a_later_version_first(
+    servers: Servers, store: EventStore, publisher: Publisher, topic: str
+) -> None:
+    stream = new_id()
+    first = append(store, stream, 0, 1)  # process A appended v1 and is about to publish it
+    other = Publisher(store, make_producer(servers.kafka_bootstrap, "kit-other-process"), topic)
+    try:
+        other.publish(append(store, stream, 1, 1))  # process B appends v2 and publishes at once
+        other.flush()
+    finally:
+        other.close()
+    publisher.publish(first)  # A's copy of v1 comes late: a duplicate, which consumers drop
+    publisher.flush()
+    versions = by_key(read_topic(servers.kafka_bootstrap, topic, 2))[stream]
+    assert versions[:2] == [1, 2] and set(versions[2:]) <= {1}
+
+
+def test_publish_of_a_bulk_append_sends_each_streams_earlier_events_first(
+    servers: Servers, store: EventStore, publisher: Publisher, topic: str
+) -> None:
+    a, b = new_id(), new_id()
+    append(store, a, 0, 1)
+    append(store, b, 0, 2)
+    bulk = [*append(store, a, 1, 1), *append(store, b, 2, 1)]  # e.g. Repository.change_many's one append
+    publisher.publish(bulk)
+    publisher.flush()
+    assert by_key(read_topic(servers.kafka_bootstrap, topic, 5)) == {a: [1, 2], b: [1, 2, 3]}
+    assert store.unpublished() == []
+
+
+def test_one_process_writing_a_stream_twice_sends_each_event_once(
+    servers: Servers, store: EventStore, publisher: Publisher, topic: str
+) -> None:
+    stream = new_id()
+    publisher.publish(append(store, stream, 0, 1))
+    publisher.publish(append(store, stream, 1, 1))  # v1 is still in flight: this producer sent it first
+    publisher.flush()
+    assert by_key(read_topic(servers.kafka_bootstrap, topic, 2)) == {stream: [1, 2]}
+
+
+def test_sweep_sends_a_younger_looking_earlier_event_before_an_old_one(
+    servers: Servers, store: EventStore, publisher: Publisher, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    stream = new_id()
+    early, late = append(store, stream, 0, 1)[0], append(store, stream, 1, 1)[0]
+    ahead = epoch_ms(late.time) + 60_000  # v1 was written by a process whose clock runs a minute ahead
+    store.events.update_one({"_id": stream_key(stream, 1)}, {"$set": {"time_ms": ahead}})
+    pin_clock(monkeypatch, late.time + timedelta(seconds=5))
+    assert publisher.sweep(min_age=2.0) == 1  # only v2 is old enough to be picked...
+    assert by_key(read_topic(servers.kafka_bootstrap, topic, 2)) == {stream: [1, 2]}  # ...v1 still goes first
+    assert store.unpublished() == [] and early.version == 1
+
+
+def test_the_sweep_limit_never_sends_a_later_version_before_an_earlier_one(
+    servers: Servers, store: EventStore, publisher: Publisher, topic: str
+) -> None:
+    a, b = sorted([new_id(), new_id()])
+    append(store, a, 0, 2)
+    append(store, b, 0, 3)
+    assert publisher.sweep(limit=3, min_age=0) == 3  # a's two, and b cut after its first
+    assert publisher.sweep(limit=3, min_age=0) == 2
+    assert by_key(read_topic(servers.kafka_bootstrap, topic, 5)) == {a: [1, 2], b: [1, 2, 3]}
 
 
 def test_replay_resends_everything_to_a_fresh_topic(
