@@ -1,11 +1,19 @@
-"""gRPC on both ends: a server with health, reflection, metrics and error mapping, and
-a client helper that always sets a deadline and retries only what is safe to retry.
+"""gRPC on both ends: a server with health, reflection, metrics, error mapping and
+authentication, and a client side that always sets a deadline, retries only what is safe
+to retry, and calls as its service with a short-lived service token.
+
+Every method but health and reflection needs `authorization: Bearer <JWT>` (the REST
+tokens and roles, for this service's audience) and declares what it needs with
+`@rpc.access("read" | "write")`; a method that declares nothing is refused, never open.
 """
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import logging
+import os
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
@@ -15,13 +23,16 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from crmkit import metrics
+from crmkit import auth, keys, metrics
+from crmkit.config import slug
 from crmkit.errors import Conflict, DomainError, NotFound, PreconditionFailed, Unavailable, ValidationFailed
 from crmkit.logs import correlation_id
 
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE = 2.0  # seconds; callers may pass less, never "no deadline"
+OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                 "grpc.reflection.v1.ServerReflection")  # answer without a token
 
 STATUS_FOR = {
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -92,23 +103,118 @@ class _Observed(grpc.ServerInterceptor):
         except Exception as exc:
             code = _internal(exc, method, context)
         finally:
-            self._observe(method, code, started)
+            aborted = context.code()  # a refusal (or a servicer's own abort) is counted under its code
+            self._observe(method, aborted.name if aborted is not None else code, started)
             correlation_id.reset(token)
 
     def _observe(self, method: str, code: str, started: float) -> None:
         metrics.GRPC_LATENCY.labels(self.service, method, code).observe(time.perf_counter() - started)
 
 
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def access(needed: str) -> Callable[[F], F]:
+    """Declare what a servicer method needs: "read" or "write" on its service (as REST's `endpoint`)."""
+
+    def declare(method: F) -> F:
+        method.rpc_access = needed  # type: ignore[attr-defined]
+        return method
+
+    return declare
+
+
+class _Authenticated(grpc.ServerInterceptor):
+    """Checks the bearer token and the method's declared access before the servicer runs,
+    and caps the server streams running at once (each holds a worker thread)."""
+
+    def __init__(self, service: str, max_streams: int) -> None:
+        self.audience = slug(service)
+        self.streams = threading.BoundedSemaphore(max_streams)
+
+    def intercept_service(self, continuation: Callable[..., Any], details: grpc.HandlerCallDetails) -> Any:
+        handler = continuation(details)
+        service_name, _, method = details.method.lstrip("/").rpartition("/")
+        if handler is None or service_name in OPEN_SERVICES:
+            return handler
+        behaviour = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
+        refusal = self._refusal(getattr(behaviour, "rpc_access", None), method, details.invocation_metadata)
+        if refusal is not None:
+            return _refuse(handler, *refusal)
+        if handler.unary_stream:
+            return handler._replace(unary_stream=self._bounded(handler.unary_stream))
+        return handler
+
+    def _refusal(self, needed: str | None, method: str, metadata: Any) -> tuple[grpc.StatusCode, str] | None:
+        if needed is None:
+            return grpc.StatusCode.PERMISSION_DENIED, f"{method} declares no access rule, so nobody may call it"
+        header = dict(metadata or ()).get("authorization")
+        try:
+            principal = auth.from_header(keys.ring(), header, audience=self.audience)
+        except auth.InvalidToken as exc:
+            return grpc.StatusCode.UNAUTHENTICATED, f"a valid bearer token for {self.audience} is required: {exc}"
+        if not principal.may(self.audience, needed):
+            return grpc.StatusCode.PERMISSION_DENIED, f"{method} needs {auth.needed_roles(self.audience, needed)}"
+        return None
+
+    def _bounded(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+        """A stream takes a slot or is refused; the slot is freed when the call ends for any
+        reason, a client that stopped reading included (its deadline ends the call)."""
+
+        def run(request: Any, context: grpc.ServicerContext) -> Iterable[Any]:
+            if not self.streams.acquire(blocking=False):
+                context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, "too many streams at once; retry shortly")
+            release = _once(self.streams.release)
+            context.add_callback(release)
+            try:
+                yield from behaviour(request, context)
+            finally:
+                release()
+
+        return run
+
+
+def _refuse(handler: Any, code: grpc.StatusCode, detail: str) -> Any:
+    """The handler, its behaviour replaced by a refusal (the servicer never runs)."""
+
+    def deny(_request: Any, context: grpc.ServicerContext) -> Any:
+        context.abort(code, detail)
+
+    kind = next(k for k in ("unary_unary", "unary_stream", "stream_unary", "stream_stream") if getattr(handler, k))
+    return handler._replace(**{kind: deny})
+
+
+def _once(action: Callable[[], Any]) -> Callable[[], None]:
+    lock, done = threading.Lock(), [False]
+
+    def run() -> None:
+        with lock:
+            if not done[0]:
+                done[0] = True
+                action()
+
+    return run
+
+
+def bind_address(port: int) -> str:
+    """Where the server listens: CRM_GRPC_BIND (127.0.0.1 locally; the Kubernetes manifests set 0.0.0.0)."""
+    return f"{os.environ.get('CRM_GRPC_BIND', '127.0.0.1')}:{port}"
+
+
 def build_server(
-    service: str, port: int, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 16
+    service: str, port: int, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 16,
+    max_streams: int | None = None,
 ) -> tuple[grpc.Server, health.HealthServicer]:
     """A server with the service's servicers, grpc.health.v1 and reflection, listening on `port`.
 
     `register` adds the servicers and returns their full names (for health and reflection).
+    At most `max_streams` server streams run at once (default: half the workers, so
+    lookups always find a thread); one more is RESOURCE_EXHAUSTED.
     """
+    streams = max_streams or int(os.environ.get("CRM_GRPC_MAX_STREAMS", max(1, max_workers // 2)))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"grpc-{service}"),
-        interceptors=[_Observed(service)],
+        interceptors=[_Observed(service), _Authenticated(service, streams)],
         options=[("grpc.so_reuseport", 0)],  # a port in use is an error, not a listener shared with a stray server
     )
     names = list(register(server))
@@ -119,7 +225,7 @@ def build_server(
     reflection.enable_server_reflection(
         [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME], server
     )
-    bound = server.add_insecure_port(f"0.0.0.0:{port}")
+    bound = server.add_insecure_port(bind_address(port))
     if bound == 0:
         raise OSError(f"could not bind gRPC port {port}")
     return server, health_servicer
@@ -129,6 +235,60 @@ def require(condition: bool, field: str, message: str) -> None:
     """Reject a bad argument the way every servicer should: INVALID_ARGUMENT naming the field."""
     if not condition:
         raise ValidationFailed(message, {field: [message]})
+
+
+class _CallDetails(
+    collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
+                                            "compression")),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every call; `mint` makes a fresh token once `renew_after` has passed."""
+
+    def __init__(self, mint: Callable[[], str], renew_after: float) -> None:
+        self.mint, self.renew_after = mint, renew_after
+        self._token, self._renew_at = "", 0.0
+        self._lock = threading.Lock()
+
+    def intercept_unary_unary(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation: Callable[..., Any], details: Any, request: Any) -> Any:
+        return continuation(self._with_token(details), request)
+
+    def _with_token(self, details: Any) -> _CallDetails:
+        metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self._current()}")]
+        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
+                            details.wait_for_ready, details.compression)
+
+    def _current(self) -> str:
+        with self._lock:
+            if time.monotonic() >= self._renew_at:
+                self._token = self.mint()
+                self._renew_at = time.monotonic() + self.renew_after
+            return self._token
+
+
+def channel(target: str, *, audience: str, caller: str | None = None) -> grpc.Channel:
+    """A channel to `audience`'s server at `target` whose calls carry a service token of `caller`
+    (default: this process's service), holding only the roles that service is granted; the
+    token lives minutes and is re-minted halfway through its life."""
+
+    def mint() -> str:
+        name = caller or keys.identity()
+        if name is None:
+            raise RuntimeError("this process has no service identity (CRM_SERVICE_NAME) to call as")
+        return auth.service_token(name, keys.own_key(name), slug(audience))
+
+    return grpc.intercept_channel(grpc.insecure_channel(target), _Bearer(mint, auth.SERVICE_TOKEN_TTL / 2))
+
+
+def token_channel(target: str, token: str) -> grpc.Channel:
+    """A channel whose calls carry `token` (a person's, from `crm token`): for tools and tests."""
+    return grpc.intercept_channel(grpc.insecure_channel(target), _Bearer(lambda: token, float("inf")))
 
 
 R = TypeVar("R")

@@ -22,8 +22,9 @@ def test_issue_then_verify_gives_the_subject_and_roles() -> None:
 def test_issued_claims() -> None:
     before = int(time.time())
     claims = jwt.decode(auth.issue(SECRET, "bob", ["admin"], ttl_seconds=60), SECRET, algorithms=["HS256"],
-                        issuer="crm")
+                        issuer="crm", audience="crm")
     assert claims["sub"] == "bob" and claims["roles"] == ["admin"] and claims["iss"] == "crm"
+    assert claims["aud"] == ["crm"]  # no audience named: every service
     assert before <= claims["iat"] <= claims["exp"] - 60 + 1
 
 

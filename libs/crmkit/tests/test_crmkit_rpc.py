@@ -1,4 +1,5 @@
-"""The gRPC bootstrap: health, reflection, error mapping, correlation ids, and the client helper."""
+"""The gRPC bootstrap: health, reflection, error mapping, correlation ids, authentication, bounded
+streams, and the client helpers (deadlines, retries, service tokens)."""
 
 from __future__ import annotations
 
@@ -7,20 +8,24 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import grpc
+import jwt
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
-from crmkit import rpc, stack
+from crmkit import auth, keys, rpc, stack
 from crmkit.errors import Conflict, NotFound, PreconditionFailed, Unavailable, ValidationFailed
 from crmkit.logs import correlation_id
+from crmkit.testing import wait_until
 
 SERVICE = "crmkit.test.v1.Probe"
+SECRET = "rpc-test-secret-of-sufficient-length-for-hs256"
 released = threading.Event()  # lets a "slow" call finish once its client has given up
 
 
+@rpc.access("read")
 def lookup(request: StringValue, context: grpc.ServicerContext) -> StringValue:
     errors = {
         "missing": NotFound("no probe with id missing"),
@@ -44,22 +49,48 @@ def lookup(request: StringValue, context: grpc.ServicerContext) -> StringValue:
     return StringValue(value=f"found:{request.value}")
 
 
+@rpc.access("read")
 def listing(request: StringValue, context: grpc.ServicerContext) -> Iterator[StringValue]:
+    while request.value == "endless":
+        yield StringValue(value="x" * 65536)
     for n in range(3):
         yield StringValue(value=str(n))
     if request.value == "missing":
         raise NotFound("the rest is gone")
 
 
+@rpc.access("write")
+def change(request: StringValue, context: grpc.ServicerContext) -> StringValue:
+    return StringValue(value=f"changed:{request.value}")
+
+
+def undeclared(request: StringValue, context: grpc.ServicerContext) -> StringValue:
+    return StringValue(value="nobody should see this")
+
+
+def _unary(behaviour: Callable[..., Any]) -> grpc.RpcMethodHandler:
+    return grpc.unary_unary_rpc_method_handler(
+        behaviour, request_deserializer=StringValue.FromString, response_serializer=StringValue.SerializeToString)
+
+
 def register(server: grpc.Server) -> list[str]:
     handler = grpc.method_handlers_generic_handler(SERVICE, {
-        "Lookup": grpc.unary_unary_rpc_method_handler(
-            lookup, request_deserializer=StringValue.FromString, response_serializer=StringValue.SerializeToString),
+        "Lookup": _unary(lookup), "Change": _unary(change), "Undeclared": _unary(undeclared),
         "List": grpc.unary_stream_rpc_method_handler(
             listing, request_deserializer=StringValue.FromString, response_serializer=StringValue.SerializeToString),
     })
     server.add_generic_rpc_handlers((handler,))
     return [SERVICE]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def secret() -> Iterator[None]:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CRM_JWT_SECRET", SECRET)
+        patch.delenv("CRM_JWT_KEYS", raising=False)
+        patch.delenv("CRM_SERVICE_PUBLIC_KEYS", raising=False)
+        patch.delenv("CRM_SERVICE_KEY", raising=False)
+        yield
 
 
 @pytest.fixture(scope="module")
@@ -71,10 +102,20 @@ def server() -> Iterator[tuple[int, Any]]:
     grpc_server.stop(grace=None)
 
 
+def token_for(*roles: str, audience: str = "widgets") -> str:
+    return auth.issue(SECRET, "tester", list(roles), audience=audience)
+
+
 @pytest.fixture(scope="module")
 def channel(server: tuple[int, Any]) -> Iterator[grpc.Channel]:
-    with grpc.insecure_channel(f"127.0.0.1:{server[0]}") as chan:
+    with rpc.token_channel(f"127.0.0.1:{server[0]}", token_for("widgets:read")) as chan:
         grpc.channel_ready_future(chan).result(timeout=10)
+        yield chan
+
+
+@pytest.fixture(scope="module")
+def anonymous(server: tuple[int, Any]) -> Iterator[grpc.Channel]:
+    with grpc.insecure_channel(f"127.0.0.1:{server[0]}") as chan:
         yield chan
 
 
@@ -302,3 +343,139 @@ def test_a_server_that_is_down_is_unavailable_after_the_retries() -> None:
             rpc.call(counted, StringValue(value="x"), timeout=2, attempts=3, backoff=0.01)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
     assert len(attempts) == 3
+
+
+# ---- authentication ------------------------------------------------------------------
+
+def _code_of(call: Callable[[], Any]) -> grpc.StatusCode:
+    try:
+        call()
+    except grpc.RpcError as exc:
+        return exc.code()
+    return grpc.StatusCode.OK
+
+
+def test_a_call_without_a_token_is_unauthenticated(anonymous: grpc.Channel) -> None:
+    unary = lookup_stub(anonymous)
+    assert _code_of(lambda: unary(StringValue(value="x"), timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
+    stream = list_stub(anonymous)(StringValue(value="ok"), timeout=5)
+    assert _code_of(lambda: list(stream)) == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_health_and_reflection_need_no_token(anonymous: grpc.Channel) -> None:
+    response = health_pb2_grpc.HealthStub(anonymous).Check(health_pb2.HealthCheckRequest(), timeout=5)
+    assert response.status == health_pb2.HealthCheckResponse.SERVING
+    stub = reflection_pb2_grpc.ServerReflectionStub(anonymous)
+    [reply] = stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    assert reply.list_services_response.service
+
+
+@pytest.mark.parametrize(
+    ("token", "method", "expected"),
+    [
+        ("garbage", "Lookup", grpc.StatusCode.UNAUTHENTICATED),
+        (auth.issue("another-secret-of-sufficient-length-32b", "x", ["admin"]), "Lookup",
+         grpc.StatusCode.UNAUTHENTICATED),
+        (token_for("admin", audience="sales"), "Lookup", grpc.StatusCode.UNAUTHENTICATED),  # for another service
+        (token_for("sales:write"), "Lookup", grpc.StatusCode.PERMISSION_DENIED),
+        (token_for("widgets:read"), "Lookup", grpc.StatusCode.OK),
+        (token_for("widgets:read"), "Change", grpc.StatusCode.PERMISSION_DENIED),
+        (token_for("widgets:write"), "Change", grpc.StatusCode.OK),
+        (token_for("admin", audience="widgets"), "Change", grpc.StatusCode.OK),
+        (token_for("admin"), "Undeclared", grpc.StatusCode.PERMISSION_DENIED),  # no rule: nobody
+    ],
+)
+def test_tokens_and_declared_access_decide(server: tuple[int, Any], token: str, method: str,
+                                           expected: grpc.StatusCode) -> None:
+    with rpc.token_channel(f"127.0.0.1:{server[0]}", token) as chan:
+        stub = chan.unary_unary(f"/{SERVICE}/{method}", request_serializer=StringValue.SerializeToString,
+                                response_deserializer=StringValue.FromString)
+        assert _code_of(lambda: stub(StringValue(value="x"), timeout=5)) == expected
+
+
+@pytest.fixture(scope="module")
+def contacts_server() -> Iterator[int]:
+    """The probe served as if by contacts, for calls with service tokens."""
+    port = stack.free_port()
+    grpc_server, _ = rpc.build_server("contacts", port, register, max_workers=4)
+    grpc_server.start()
+    yield port
+    grpc_server.stop(grace=None)
+
+
+@pytest.mark.parametrize(
+    ("caller", "method", "expected"),
+    [
+        ("sales", "Lookup", grpc.StatusCode.OK),  # sales reads contacts
+        ("sales", "Change", grpc.StatusCode.PERMISSION_DENIED),  # and never writes
+        ("messaging", "Change", grpc.StatusCode.OK),  # unsubscribe records consent
+    ],
+)
+def test_services_call_with_only_their_granted_roles(contacts_server: int, caller: str, method: str,
+                                                     expected: grpc.StatusCode) -> None:
+    with rpc.channel(f"127.0.0.1:{contacts_server}", audience="contacts", caller=caller) as chan:
+        stub = chan.unary_unary(f"/{SERVICE}/{method}", request_serializer=StringValue.SerializeToString,
+                                response_deserializer=StringValue.FromString)
+        assert _code_of(lambda: stub(StringValue(value="x"), timeout=5)) == expected
+
+
+def test_a_service_token_is_for_one_audience_and_one_service(server: tuple[int, Any]) -> None:
+    """sales' token for contacts is refused by widgets; a token claiming more than sales' grant is refused."""
+    with rpc.channel(f"127.0.0.1:{server[0]}", audience="contacts", caller="sales") as chan:
+        assert _code_of(lambda: lookup_stub(chan)(StringValue(value="x"), timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
+    greedy = auth.service_token("sales", auth.derive_service_key(SECRET, "sales"), "contacts")
+    claims = jwt.decode(greedy, options={"verify_signature": False})
+    forged = jwt.encode({**claims, "roles": ["admin"]}, auth.derive_service_key(SECRET, "sales"),
+                        algorithm="EdDSA", headers={"kid": "service:sales"})
+    with pytest.raises(auth.InvalidToken, match="beyond"):
+        auth.verify(keys.ring(), forged, audience="contacts")
+    impostor = auth.service_token("messaging", auth.derive_service_key(SECRET, "sales"), "contacts")
+    with pytest.raises(auth.InvalidToken):
+        auth.verify(keys.ring(), impostor, audience="contacts")  # sales' key cannot speak for messaging
+
+
+def test_a_service_token_is_reminted_before_it_expires(contacts_server: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    minted: list[str] = []
+    real = auth.service_token
+    monkeypatch.setattr(auth, "service_token", lambda *a, **k: minted.append("x") or real(*a, **k))
+    now = [1000.0]
+    monkeypatch.setattr(rpc.time, "monotonic", lambda: now[0])
+    with rpc.channel(f"127.0.0.1:{contacts_server}", audience="contacts", caller="sales") as chan:
+        for _ in range(3):
+            lookup_stub(chan)(StringValue(value="x"), timeout=5)
+        now[0] += auth.SERVICE_TOKEN_TTL / 2 + 1
+        lookup_stub(chan)(StringValue(value="x"), timeout=5)
+    assert len(minted) == 2  # one token for the first three calls, a fresh one before the first could expire
+
+
+def test_grpc_listens_on_loopback_unless_configured(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CRM_GRPC_BIND", raising=False)
+    assert rpc.bind_address(50051) == "127.0.0.1:50051"
+    monkeypatch.setenv("CRM_GRPC_BIND", "0.0.0.0")
+    assert rpc.bind_address(50051) == "0.0.0.0:50051"
+
+
+# ---- bounded streams -----------------------------------------------------------------
+
+def test_streams_are_bounded_and_a_client_that_stops_reading_holds_nothing_past_its_deadline() -> None:
+    port = stack.free_port()
+    grpc_server, _ = rpc.build_server("widgets", port, register, max_workers=4, max_streams=1)
+    grpc_server.start()
+    try:
+        with rpc.token_channel(f"127.0.0.1:{port}", token_for("widgets:read")) as chan:
+            stalled = list_stub(chan)(StringValue(value="endless"), timeout=1.5)
+            next(stalled)  # the stream runs; the client reads no more
+            refused = list_stub(chan)(StringValue(value="ok"), timeout=5)
+            assert _code_of(lambda: list(refused)) == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert rpc.call(lookup_stub(chan), StringValue(value="x")).value == "found:x"  # lookups still answer
+
+            def a_stream_runs() -> bool:
+                try:
+                    return [m.value for m in list_stub(chan)(StringValue(value="ok"), timeout=5)] == ["0", "1", "2"]
+                except grpc.RpcError:
+                    return False
+
+            wait_until(a_stream_runs, timeout=20, what="the stalled stream's slot to be freed by its deadline")
+            assert _code_of(lambda: list(stalled)) == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        grpc_server.stop(grace=None)
