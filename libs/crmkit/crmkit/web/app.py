@@ -17,7 +17,7 @@ from flask import Blueprint, Flask, Response, g, jsonify, request, send_from_dir
 from werkzeug.exceptions import HTTPException
 
 from crmkit import metrics
-from crmkit.config import ProjectionPolicy, jwt_secret
+from crmkit.config import ProjectionPolicy
 from crmkit.errors import DomainError
 from crmkit.events import new_id
 from crmkit.logs import correlation_id
@@ -47,7 +47,6 @@ def create_app(
     app = Flask(f"crm-{settings.service}")
     app.config.update(
         CRM_SETTINGS=settings,
-        CRM_JWT_SECRET=jwt_secret(),
         MAX_CONTENT_LENGTH=MAX_BODY_BYTES,
     )
     app.json.ensure_ascii = False  # type: ignore[attr-defined]

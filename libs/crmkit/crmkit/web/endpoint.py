@@ -23,7 +23,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate
 from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
-from crmkit import auth, clock
+from crmkit import auth, clock, keys
 from crmkit.errors import Conflict, DomainError, PreconditionFailed, ValidationFailed
 from crmkit.events import Metadata, new_id
 from crmkit.eventstore import epoch_ms
@@ -141,9 +141,9 @@ def if_match() -> int | None:
 def _authorize(access: str) -> None:
     settings = current_app.config["CRM_SETTINGS"]
     try:
-        principal = auth.from_header(current_app.config["CRM_JWT_SECRET"], request.headers.get("Authorization"))
+        principal = auth.from_header(keys.ring(), request.headers.get("Authorization"), audience=settings.slug)
     except auth.InvalidToken as exc:
-        raise Unauthorized(f"a valid bearer token is required: {exc}") from None
+        raise Unauthorized(f"a valid bearer token for {settings.slug} is required: {exc}") from None
     service = settings.slug
     if not principal.may(service, access):
         raise Forbidden(f"this needs the role {auth.needed_roles(service, access)}")
