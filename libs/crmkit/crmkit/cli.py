@@ -5,6 +5,7 @@
     crm replay SERVICE             re-publish a service's stored events to Kafka
     crm rebuild SERVICE [NAME]     drop and rebuild read models from the event store
     crm serve SERVICE api|grpc|worker|EXTRA   one process (what Kubernetes runs; EXTRA: a service's own)
+    crm deadletters list|retry|drop SERVICE [--projection P] [--id ID]   records projections parked
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from pathlib import Path
 
 from crmkit import auth, catalogue, logs, stack, streams
 from crmkit.config import REPO_ROOT, data_dir, jwt_secret
+from crmkit.deadletters import DeadLetters
+from crmkit.events import rfc3339
 from crmkit.projector import rebuild
 from crmkit.service import ServiceSpec, discover, run_worker, serve_grpc, spec_for
 
@@ -59,12 +62,19 @@ def main(argv: list[str] | None = None) -> int:
     export_cmd.add_argument("--out", type=Path, required=True)
     export_cmd.add_argument("--type", help="only this event type")
 
+    dead_cmd = commands.add_parser("deadletters", help="list, re-apply (after a fix) or drop parked records")
+    dead_cmd.add_argument("action", choices=["list", "retry", "drop"])
+    dead_cmd.add_argument("service")
+    dead_cmd.add_argument("--projection", help="only this projection's")
+    dead_cmd.add_argument("--id", help="only this dead letter (as `list` shows it)")
+
     catalogue_cmd = commands.add_parser("catalogue", help="write every service's event schemas and the catalogue page")
     catalogue_cmd.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "events")
 
     args = parser.parse_args(argv)
     handlers = {"up": up, "token": token, "replay": replay, "rebuild": rebuild_cmd_run, "serve": serve,
-                "tail": tail_cmd_run, "export": export_cmd_run, "catalogue": catalogue_cmd_run}
+                "tail": tail_cmd_run, "export": export_cmd_run, "catalogue": catalogue_cmd_run,
+                "deadletters": deadletters_cmd_run}
     return handlers[args.command](args)
 
 
@@ -127,6 +137,41 @@ def rebuild_cmd_run(args: argparse.Namespace) -> int:
               f"({count / elapsed if elapsed else 0:.0f} events/s)", file=sys.stderr)
     runtime.close()
     return 0
+
+
+def deadletters_cmd_run(args: argparse.Namespace) -> int:
+    """List, retry or drop a service's dead letters (docs/operations.md, "A record was parked")."""
+    logs.configure(args.service, "cli")
+    spec = spec_for(args.service)
+    runtime = spec.runtime()
+    try:
+        letters = DeadLetters.of(runtime.db)
+        found = letters.find(args.projection, args.id)
+        if args.action == "list":
+            for letter in found:
+                print(_dead_letter_line(letter))
+            print(f"{len(found)} parked", file=sys.stderr)
+        elif args.action == "retry":
+            spec.prepare(runtime)
+            projections = {projection.name: projection for projection in spec.projections(runtime)}
+            applied, failing = letters.retry(found, projections, runtime.store.open)
+            print(f"applied and removed {applied}; still failing {failing} (see `crm deadletters list`)",
+                  file=sys.stderr)
+            return 1 if failing else 0
+        else:
+            print(f"dropped {letters.drop(found)}", file=sys.stderr)
+    finally:
+        runtime.close()
+    return 0
+
+
+def _dead_letter_line(letter: dict) -> str:
+    """One dead letter on one line: where, what (type and ids, never the data) and why."""
+    event = letter.get("event") or {}
+    error = letter["error"]
+    what = f"{event.get('type')} {event.get('subject')} (event {event.get('id')})" if event else "unreadable record"
+    return (f"{letter['_id']}  {what}  {error['class']}: {error['message']}  attempts {letter['attempts']}, "
+            f"first {rfc3339(letter['first_failed'])}, last {rfc3339(letter['last_failed'])}")
 
 
 def serve(args: argparse.Namespace) -> int:

@@ -28,6 +28,7 @@ from bson import Binary
 from kafka.errors import KafkaError
 from pymongo import ASCENDING
 from pymongo.collection import Collection
+from pymongo.database import Database
 from pymongo.errors import ConnectionFailure, ExecutionTimeout, PyMongoError, WTimeoutError
 
 from crmkit.config import topic_owner
@@ -171,6 +172,11 @@ class DeadLetters:
 
     def __init__(self, collection: Collection) -> None:
         self.collection = collection
+
+    @classmethod
+    def of(cls, db: Database) -> DeadLetters:
+        """The dead letters of the service whose database is `db`."""
+        return cls(db[COLLECTION])
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("projection", ASCENDING), ("topic", ASCENDING), ("partition", ASCENDING),

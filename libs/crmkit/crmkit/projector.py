@@ -27,7 +27,7 @@ from pymongo.errors import PyMongoError
 from crmkit import metrics
 from crmkit.aggregate import Aggregate
 from crmkit.config import ProjectionPolicy, topic_owner
-from crmkit.deadletters import COLLECTION, DeadLetters, Delivery, NotACrmEvent, describe, is_transient
+from crmkit.deadletters import DeadLetters, Delivery, NotACrmEvent, describe, is_transient
 from crmkit.events import RecordedEvent, rfc3339, utcnow
 from crmkit.eventstore import EventStore
 
@@ -170,7 +170,7 @@ class ProjectorRunner:
         self.projection = projection
         self.reader = reader  # opens personal fields (own events) and upcasts old shapes
         self.policy = policy or ProjectionPolicy.from_env()
-        self.deadletters = DeadLetters(db[COLLECTION])
+        self.deadletters = DeadLetters.of(db)
         self.deadletters.ensure_indexes()
         self.progress = Progress(service, projection.name, db[STATUS_COLLECTION], self.deadletters,
                                  self.policy.stall_seconds)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import Callable, Sequence
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -14,11 +19,14 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import AutoReconnect
 
+from crmkit import metrics, stack
 from crmkit.config import ProjectionPolicy
+from crmkit.errors import Unavailable
 from crmkit.events import Metadata, NewEvent, RecordedEvent, new_id
 from crmkit.eventstore import EventStore
-from crmkit.projector import ProjectorRunner, StreamProjection, rebuild
+from crmkit.projector import ProjectorRunner, StreamProjection, projection_states, rebuild
 from crmkit.publisher import Publisher
+from crmkit.service import worker_readiness
 from crmkit.testing import Servers
 
 from .conftest import read_topic
@@ -310,3 +318,162 @@ def test_run_retries_a_batch_whose_write_failed(
         thread.join(timeout=30)
     assert not thread.is_alive()
     assert docs(collection)[stream]["applied"] == [1, 2]
+
+
+# ---- poison events are parked, outages are waited out ------------------------------
+
+class Picky(WidgetNames):
+    """Cannot fold a widget named "poison…" (a bug, or a forged event); its error quotes the name."""
+
+    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any] | None:
+        for event in events:
+            if str(event.data.get("name", "")).startswith("poison"):
+                raise ValueError(f"cannot fold the name {event.data['name']}")
+        return super().fold(document, events)
+
+
+def parked(db: Database) -> list[dict[str, Any]]:
+    return list(db["deadletters"].find().sort("offset"))
+
+
+def sample(name: str, **labels: Any) -> float:
+    return REGISTRY.get_sample_value(name, {"service": "widgets", **labels}) or 0
+
+
+def position_of(servers: Servers, topic: str, count: int, event_id: str) -> tuple[int, int]:
+    [message] = [m for m in read_topic(servers.kafka_bootstrap, topic, count) if event_id.encode() in m.value]
+    return message.partition, message.offset
+
+
+@pytest.mark.usefixtures("fast_group_join")
+def test_an_event_that_fails_alone_is_parked_and_the_rest_of_its_batch_applied_once(
+    servers: Servers, store: EventStore, publisher: Publisher, collection: Collection, topic: str, db: Database,
+    wait: Callable[..., Any],
+) -> None:
+    projection = Picky(f"picky-{new_id()[-8:]}", collection, store, topic)
+    a, b, bad = new_id(), new_id(), new_id()
+    publisher.publish(append(store, a, 0, "a1", "a2"))
+    [poison] = append(store, bad, 0, "poison from Sara Rezaei")
+    publisher.publish([poison])
+    publisher.publish(append(store, b, 0, "b1"))
+    publisher.publish(append(store, a, 2, "a3"))
+    publisher.flush()
+    runner = runner_for(projection, servers, new_id(), store)
+    try:
+        wait(lambda: runner.poll_once() == 0 and parked(db) and docs(collection).get(a, {}).get("version") == 3
+             and b in docs(collection), timeout=30, interval=0, what="the good events applied, the poison parked")
+    finally:
+        runner.consumer.close()
+    assert docs(collection) == {
+        a: {"applied": [1, 2, 3], "name": "a3", "version": 3},
+        b: {"applied": [1], "name": "b1", "version": 1},
+    }
+    [letter] = parked(db)
+    assert (letter["partition"], letter["offset"]) == position_of(servers, topic, 5, poison.id)
+    assert letter["topic"] == topic and letter["projection"] == projection.name
+    assert letter["attempts"] == FAST.attempts and letter["first_failed"] <= letter["last_failed"]
+    assert letter["error"] == {"class": "ValueError", "message": "cannot fold the name ***"}  # no personal data
+    assert json.loads(letter["envelope"])["id"] == poison.id  # the record as received
+    assert letter["event"]["type"] == "crm.widgets.WidgetRenamed.v1" and letter["event"]["subject"] == bad
+    assert sample("crm_events_parked_total", projection=projection.name) == 1
+    ends = next_offsets(servers, topic, 5)
+    assert {p: o for p, o in committed(servers, runner.group_id, topic).items() if p in ends} == ends  # moved past
+
+
+@pytest.mark.usefixtures("fast_group_join")
+def test_a_record_of_another_service_on_a_topic_is_parked_never_applied(
+    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, collection: Collection,
+    topic: str, db: Database, monkeypatch: pytest.MonkeyPatch, wait: Callable[..., Any],
+) -> None:
+    monkeypatch.setenv("CRM_WIDGETS_TOPIC", topic)  # the topic belongs to the widgets service
+    [template] = append(store, new_id(), 0, "forged")  # stored, never published
+    other_type = replace(template, id=new_id(), stream_id=new_id(), service="sales").to_cloudevent()
+    other_source = {**replace(template, id=new_id(), stream_id=new_id()).to_cloudevent(), "source": "crm/sales"}
+    raw = KafkaProducer(bootstrap_servers=servers.kafka_bootstrap)
+    for forged in (other_type, other_source):
+        raw.send(topic, key=forged["subject"].encode(), value=json.dumps(forged).encode()).get(timeout=10)
+    raw.close()
+    good = new_id()
+    publisher.publish(append(store, good, 0, "genuine"))
+    publisher.flush()
+    runner = runner_for(projection, servers, new_id(), store)
+    try:
+        wait(lambda: runner.poll_once() == 0 and len(parked(db)) == 2 and good in docs(collection),
+             timeout=30, interval=0, what="the genuine event applied, both forged ones parked")
+    finally:
+        runner.consumer.close()
+    assert set(docs(collection)) == {good}
+    assert {json.loads(letter["envelope"])["id"] for letter in parked(db)} == {other_type["id"], other_source["id"]}
+    assert {letter["error"]["class"] for letter in parked(db)} == {"ForeignEvent"}
+    assert all(letter["attempts"] == 1 for letter in parked(db))  # refused on sight, never tried
+
+
+@pytest.mark.usefixtures("fast_group_join")
+def test_an_outage_parks_nothing_and_everything_is_applied_after_it(
+    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, collection: Collection,
+    db: Database, wait: Callable[..., Any],
+) -> None:
+    stream = new_id()
+    publisher.publish(append(store, stream, 0, "a", "b", "c"))
+    publisher.flush()
+    outage = Failing(projection, failures=3, error=AutoReconnect)  # MongoDB away for three tries
+    runner = runner_for(outage, servers, new_id(), store, policy=replace(FAST, attempts=1))
+    outages_before = sample("crm_projection_failures_total", projection=projection.name, kind="outage")
+    stop = threading.Event()
+    thread = threading.Thread(target=runner.run, args=(stop,), name="projector-under-test")
+    thread.start()
+    try:
+        wait(lambda: docs(collection).get(stream, {}).get("version") == 3, timeout=30,
+             what="every event applied once the outage is over")
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    assert parked(db) == []
+    assert docs(collection)[stream]["applied"] == [1, 2, 3]
+    assert sample("crm_projection_failures_total", projection=projection.name, kind="outage") - outages_before == 3
+
+
+@pytest.mark.usefixtures("fast_group_join")
+def test_while_a_projection_fails_its_lag_shows_and_readiness_says_degraded(
+    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, db: Database, topic: str,
+    wait: Callable[..., Any],
+) -> None:
+    publisher.publish(append(store, new_id(), 0, "a", "b", "c"))
+    publisher.flush()
+    named = WidgetNames(f"stuck-{new_id()[-8:]}", projection.collection, store, topic)
+    down = Failing(named, failures=10**6, error=Unavailable)  # the contacts service away
+    runner = runner_for(down, servers, new_id(), store)
+
+    def failed() -> bool:
+        try:
+            runner.poll_once()
+        except Unavailable:
+            return True
+        return False
+
+    try:
+        wait(failed, timeout=30, interval=0, what="the projection to fail on its batch")
+        lag = sum(sample("crm_consumer_lag_messages", projection=named.name, topic=topic, partition=str(p))
+                  for p in range(3))
+        assert lag == 3
+        runner.progress.last_advance -= timedelta(minutes=5)  # five minutes without advancing, while behind
+        status, body = worker_readiness([runner])()
+        assert status == 503 and body["status"] == "degraded" and named.name in body["detail"]
+        assert body["projections"][0] | {"last_advance": None} == {
+            "name": named.name, "state": "degraded", "lag": 3, "failing": "Unavailable", "parked": 0,
+            "last_advance": None}
+        port = stack.free_port()
+        server = metrics.serve(port, worker_readiness([runner]))
+        try:
+            with pytest.raises(urllib.error.HTTPError) as answer:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=5)
+            assert answer.value.code == 503 and json.loads(answer.value.read())["status"] == "degraded"
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as exposition:
+                assert b"crm_consumer_lag_messages" in exposition.read()
+        finally:
+            server.shutdown()
+        runner.progress.heartbeat()  # what the api's /readyz reads
+        [state] = projection_states(db, stall_seconds=60)
+        assert state["name"] == named.name and state["state"] == "degraded" and state["lag"] == 3
+    finally:
+        runner.consumer.close()
