@@ -28,7 +28,8 @@ def contacts(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> It
 
 
 @pytest.fixture
-def directory(contacts: ServiceHarness) -> Iterator[ContactDirectory]:
+def directory(contacts: ServiceHarness, monkeypatch: pytest.MonkeyPatch) -> Iterator[ContactDirectory]:
+    monkeypatch.setenv("CRM_SERVICE_NAME", "sales")  # the client calls as sales does
     port = stack.free_port()
     server, _ = rpc.build_server("contacts", port, lambda srv: register(srv, ContactBook(contacts.runtime)))
     server.start()
@@ -42,7 +43,8 @@ def directory(contacts: ServiceHarness) -> Iterator[ContactDirectory]:
 def local(contacts: ServiceHarness, directory: ContactDirectory, servers) -> Iterator[tuple[LocalContacts, list]]:
     merges: list[tuple[str, str]] = []
     db = MongoClient(servers.mongo_url)[f"t_sales_{new_id()[-12:]}"]
-    projection = LocalContacts("contacts", db["contacts"], directory, on_merged=lambda a, b: merges.append((a, b)))
+    projection = LocalContacts("contacts", db["contacts"], directory, on_merged=lambda a, b: merges.append((a, b)),
+                               service="sales")
     projection.topics = (contacts.runtime.settings.topic,)  # this test's contacts topic
     yield projection, merges
     db.client.close()

@@ -11,7 +11,7 @@ contact exist? may we message them?).
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,7 +21,7 @@ from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
-from crmkit import rpc
+from crmkit import metrics, rpc
 from crmkit.config import grpc_target, topic_of
 from crmkit.errors import NotFound, Unavailable
 from crmkit.events import RecordedEvent, utcnow
@@ -128,18 +128,54 @@ def _contact(message: Any) -> dict[str, Any]:
     return {key: (value if value != "" else None) for key, value in data.items()}
 
 
+class ReactionsFailed(Exception):
+    """Some contacts' reactions (erasure, merge) failed. Their local copies were left as
+    they were, so the same events delivered again run those reactions again; the other
+    contacts of the batch were applied."""
+
+    def __init__(self, failures: Mapping[str, Exception]) -> None:
+        super().__init__(f"the reactions to {len(failures)} contact(s) failed: "
+                         + ", ".join(f"{cid} ({type(exc).__name__})" for cid, exc in failures.items()))
+        self.failures = dict(failures)
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What one contact's events in a batch ask of its local copy."""
+
+    contact_id: str
+    version: int  # the newest version of the contact in the batch
+    erased: bool  # an erasure the copy has not reacted to yet (late or not)
+    survivor_id: str | None  # a merge into that survivor the copy has not reacted to yet
+    was_erased: bool  # the copy was erased by an earlier batch: erasure is final
+    refresh: bool  # nothing to react to, and newer than the copy: fetch the current state
+
+    @property
+    def reacts(self) -> bool:
+        return self.erased or self.survivor_id is not None
+
+
 class LocalContacts:
     """A projection of the contacts topic: who each contact is, kept in the service's own database.
 
     Per batch of contact events it fetches the current state of the contacts involved
     with one `BatchGetContacts` call (personal fields are encrypted on the topic) and
     upserts them. `ContactErased` scrubs the copy without asking anyone; `ContactMerged`
-    marks the copy merged and tells the service (`on_merged`) so it can re-point its own
-    records to the survivor. Applying a batch twice changes nothing.
+    marks the copy merged. The service reacts through `on_merged` (re-point its own
+    records to the survivor) and `on_erased` (forget what it holds about the person).
+
+    Reactions are at least once: a copy records an erasure or a merge (and the version
+    it has seen) only after the hook succeeded, so a failed hook runs again when the
+    event is delivered again; one contact's failure does not hold up the others of its
+    batch (`ReactionsFailed` names the failed ones afterwards). An erasure or merge is
+    acted on whenever the copy has not recorded it, even when it arrives after a newer
+    version of the contact. The hooks must therefore be idempotent; applying a batch
+    twice, or its events one by one, changes nothing more.
 
     Documents: `_id` = contact id, `version` (last contact stream version seen), the
     contact's fields (first_name, last_name, email, phone, company_id, lifecycle_stage,
-    tags, locale, time_zone, owner), `status` (active | merged | erased), `merged_into`.
+    tags, locale, time_zone, owner), `status` (active | merged | erased), `merged_into`,
+    `erased_at` (set once the erasure was reacted to).
     """
 
     topics = (CONTACTS_TOPIC,)
@@ -151,40 +187,68 @@ class LocalContacts:
         directory: ContactDirectory,
         on_merged: Callable[[str, str], None] | None = None,
         on_erased: Callable[[str], None] | None = None,
+        *,
+        service: str,
     ) -> None:
         self.name = name
         self.collection = collection
         self.directory = directory
         self.on_merged = on_merged
         self.on_erased = on_erased
+        self.service = service  # whose reactions these are (metrics)
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("status", ASCENDING)])
 
     def handle(self, events: Sequence[RecordedEvent]) -> None:
-        contact_events = [e for e in events if e.service == "contacts" and e.aggregate_type == "contact"]
-        if not contact_events:
+        by_contact: dict[str, list[RecordedEvent]] = {}
+        for event in sorted(events, key=lambda e: e.version):
+            if event.service == "contacts" and event.aggregate_type == "contact":
+                by_contact.setdefault(event.stream_id, []).append(event)
+        if not by_contact:
             return
-        seen = {doc["_id"]: doc.get("version", 0)
-                for doc in self.collection.find({"_id": {"$in": list({e.stream_id for e in contact_events})}},
-                                                {"version": 1})}
-        fresh = [e for e in contact_events if e.version > seen.get(e.stream_id, 0)]
-        latest = {e.stream_id: e for e in fresh}  # the last event per contact decides the version
-        erased = {e.stream_id for e in fresh if e.type == "ContactErased"}
-        merged = {e.stream_id: e.data["survivor_id"] for e in fresh if e.type == "ContactMerged"}
-        refresh = [cid for cid in latest if cid not in erased and cid not in merged]
-        current = self.directory.many(refresh) if refresh else {}
-        writes = [self._erased(cid, latest[cid]) for cid in erased]
-        writes += [self._merged(cid, survivor, latest[cid]) for cid, survivor in merged.items() if cid not in erased]
-        writes += [self._refreshed(cid, current[cid], latest[cid]) for cid in refresh if cid in current]
-        if writes:
-            self.collection.bulk_write(writes, ordered=False)
-        for cid, survivor in merged.items():
-            if self.on_merged is not None:
-                self.on_merged(cid, survivor)
-        for cid in erased:
-            if self.on_erased is not None:
-                self.on_erased(cid)
+        copies = {doc["_id"]: doc for doc in self.collection.find(
+            {"_id": {"$in": list(by_contact)}}, {"version": 1, "merged_into": 1, "erased_at": 1})}
+        plans = [_plan(cid, its_events, copies.get(cid, {})) for cid, its_events in by_contact.items()]
+        failures = self._react([plan for plan in plans if plan.reacts])
+        self._refresh({plan.contact_id: plan.version for plan in plans if plan.refresh})
+        if failures:
+            raise ReactionsFailed(failures)
+
+    def _refresh(self, versions: Mapping[str, int]) -> None:
+        """Copy the contacts' current state from the directory (one call), at the version seen."""
+        current = self.directory.many(list(versions)) if versions else {}
+        if current:
+            self.collection.bulk_write([self._refreshed(cid, contact, versions[cid])
+                                        for cid, contact in current.items()], ordered=False)
+
+    def _react(self, reactions: Sequence[_Plan]) -> dict[str, Exception]:
+        """Run each contact's hooks on its own, then record in one write the reactions that
+        succeeded; returns the failures by contact id."""
+        failures: dict[str, Exception] = {}
+        done = []
+        for reaction in reactions:
+            try:
+                if reaction.survivor_id and self.on_merged is not None:
+                    self._hook("merged", self.on_merged, reaction.contact_id, reaction.survivor_id)
+                if reaction.erased and self.on_erased is not None:
+                    self._hook("erased", self.on_erased, reaction.contact_id)
+            except Exception as exc:  # this contact is tried again when its event comes back; the others go on
+                failures[reaction.contact_id] = exc
+                continue
+            done.append(self._reacted(reaction))
+        if done:
+            self.collection.bulk_write(done, ordered=False)
+        return failures
+
+    def _hook(self, kind: str, hook: Callable[..., None], contact_id: str, *args: str) -> None:
+        try:
+            hook(contact_id, *args)
+        except Exception:
+            metrics.REACTION_FAILURES.labels(self.service, kind).inc()
+            log.exception("a reaction to a contact failed; it runs again when the event is delivered again",
+                          extra={"subject": contact_id, "reason": kind, "projection": self.name})
+            raise
 
     def reset(self) -> None:
         self.collection.delete_many({})
@@ -212,19 +276,34 @@ class LocalContacts:
                           upsert=True) for contact in contacts], ordered=False)
 
     @staticmethod
-    def _refreshed(contact_id: str, contact: dict[str, Any], event: RecordedEvent) -> UpdateOne:
-        return UpdateOne({"_id": contact_id}, {"$set": _fields(contact, event.version)}, upsert=True)
+    def _refreshed(contact_id: str, contact: dict[str, Any], version: int) -> UpdateOne:
+        return UpdateOne({"_id": contact_id}, {"$set": _fields(contact, version)}, upsert=True)
 
     @staticmethod
-    def _merged(contact_id: str, survivor_id: str, event: RecordedEvent) -> UpdateOne:
-        return UpdateOne({"_id": contact_id}, {"$set": {"status": "merged", "merged_into": survivor_id,
-                                                        "version": event.version}}, upsert=True)
+    def _reacted(reaction: _Plan) -> UpdateOne:
+        """The copy after its reactions: merged into the survivor and/or scrubbed; an erasure
+        is final, so a merge seen after it leaves the copy erased. The version only grows."""
+        changes: dict[str, Any] = {}
+        if reaction.survivor_id:
+            changes |= {"status": "merged", "merged_into": reaction.survivor_id}
+        if reaction.erased:
+            changes |= {**{name: None for name in PERSONAL}, "erased_at": utcnow()}
+        if reaction.erased or reaction.was_erased:
+            changes["status"] = "erased"
+        return UpdateOne({"_id": reaction.contact_id}, {"$set": changes, "$max": {"version": reaction.version}},
+                         upsert=True)
 
-    @staticmethod
-    def _erased(contact_id: str, event: RecordedEvent) -> UpdateOne:
-        scrubbed = {name: None for name in PERSONAL}
-        return UpdateOne({"_id": contact_id}, {"$set": {**scrubbed, "status": "erased", "version": event.version,
-                                                        "erased_at": utcnow()}}, upsert=True)
+
+def _plan(contact_id: str, events: Sequence[RecordedEvent], copy: Mapping[str, Any]) -> _Plan:
+    """What `events` (one contact's, oldest first) ask of its copy. An erasure or merge the copy
+    has not recorded is acted on even when it comes after a newer version (a late event)."""
+    merges = [e.data["survivor_id"] for e in events if e.type == "ContactMerged"]
+    survivor = merges[-1] if merges and merges[-1] != copy.get("merged_into") else None
+    erased = any(e.type == "ContactErased" for e in events) and not copy.get("erased_at")
+    was_erased = bool(copy.get("erased_at"))
+    newer = events[-1].version > copy.get("version", 0)
+    return _Plan(contact_id, events[-1].version, erased, survivor, was_erased,
+                 refresh=newer and not (erased or survivor or was_erased))
 
 
 PERSONAL = ("first_name", "last_name", "email", "phone")

@@ -49,7 +49,7 @@ class SalesBook:
         self.customers: Repository[Customer] = Repository(runtime.store, Customer, publish)
         self.directory = directory or contacts_directory()
         self.local = LocalContacts("contacts", self.db["contacts"], self.directory,
-                                   on_merged=self.contact_merged)
+                                   on_merged=self.contact_merged, service=runtime.settings.service)
         self.counters: Collection = self.db["counters"]
         self.deals_view: Collection = self.db["deals"]
         self.activities_view: Collection = self.db["activities"]

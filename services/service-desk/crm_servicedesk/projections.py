@@ -133,4 +133,5 @@ def policies_view(db: Database, store: EventStore, topic: str) -> PoliciesView:
 
 def local_contacts(db: Database, directory: ContactDirectory, on_merged: Callable[[str, str], None] | None = None,
                    on_erased: Callable[[str], None] | None = None) -> LocalContacts:
-    return LocalContacts("contacts", db["contacts"], directory, on_merged=on_merged, on_erased=on_erased)
+    return LocalContacts("contacts", db["contacts"], directory, on_merged=on_merged, on_erased=on_erased,
+                         service="service-desk")
