@@ -20,12 +20,13 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_messaging import templates, unsubscribe
 from crm_messaging.config import MessagingConfig
-from crm_messaging.domain import CHANNELS, Campaign, Message, Template, Trigger
+from crm_messaging.domain import CHANNELS, Campaign, Message, Template, Trigger, subject_problem
 from crm_messaging.projections import CampaignsView, MessagesView, TemplatesView, TriggersView
 from crmkit import clock as platform_clock
 from crmkit.aggregate import Repository
 from crmkit.config import jwt_secret
 from crmkit.directory import ContactDirectory, LocalContacts
+from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, Unavailable, ValidationFailed
 from crmkit.events import Metadata, new_id, rfc3339
 from crmkit.eventstore import epoch_ms
@@ -54,14 +55,12 @@ class MessageDesk:
         self.campaigns: Repository[Campaign] = Repository(runtime.store, Campaign, runtime.publish)
         self.triggers: Repository[Trigger] = Repository(runtime.store, Trigger, runtime.publish)
         self.schedule = db["schedule"]  # what the dispatcher works on: messages and campaigns, due times, leases
-        self.idempotency = db["idempotency_keys"]
         self.messages_view = db["messages"]
         self.templates_view = db["templates"]
         self.campaigns_view = db["campaigns"]
         self.triggers_view = db["triggers"]
         self.trigger_register = db["trigger_ids"]  # every trigger id, written before its first event
-        self.contacts = LocalContacts("contacts", db["contacts"], self.directory, on_erased=self.erase_contact,
-                                      service="messaging")
+        self.contacts = LocalContacts("contacts", db["contacts"], self.directory, on_erased=self.erase_contact)
 
     @property
     def directory(self) -> ContactDirectory:
@@ -132,6 +131,8 @@ class MessageDesk:
             body = templates.render(variant["body"], context)
         except templates.TemplateRejected as exc:
             raise ValidationFailed(str(exc), {"template": [str(exc)]}) from None
+        if subject and (problem := subject_problem(subject)):  # a variable brought a line break in
+            raise ValidationFailed("the rendered subject is not one line", {"subject": [f"as rendered, {problem}"]})
         return {"locale": chosen, "subject": subject, "body": body}
 
     # --- messages -----------------------------------------------------------------------
@@ -371,8 +372,7 @@ class MessageDesk:
         ids = {doc["_id"] for doc in self.messages_view.find({"contact_id": contact_id}, {"_id": 1})}
         ids |= {doc["_id"] for doc in self.schedule.find({"contact_id": contact_id, "kind": "message"}, {"_id": 1})}
         self.runtime.vault.forget_many(ids)
-        if ids:
-            self.idempotency.delete_many({"resource": {"$in": [f"/v1/messages/{i}" for i in ids]}})
+        drop_stored_responses(self.runtime.db, [f"/v1/messages/{i}" for i in ids])
 
 
 def _variables(contact_id: str, found: dict[str, Any]) -> dict[str, Any]:
@@ -385,6 +385,7 @@ def _variables(contact_id: str, found: dict[str, Any]) -> dict[str, Any]:
 
 
 def _check_variants(variants: dict[str, Any]) -> None:
+    """Every part compiles in the sandbox, and every subject is one line."""
     errors: dict[str, list[str]] = {}
     for locale, variant in variants.items():
         for part in ("subject", "body"):
@@ -393,6 +394,8 @@ def _check_variants(variants: dict[str, Any]) -> None:
                     templates.check(variant[part])
                 except templates.TemplateRejected as exc:
                     errors.setdefault(f"variants.{locale}.{part}", []).append(str(exc))
+        if variant.get("subject") and (problem := subject_problem(variant["subject"])):
+            errors.setdefault(f"variants.{locale}.subject", []).append(problem)
     if errors:
         raise ValidationFailed("a template does not compile or is unsafe", errors)
 

@@ -4,11 +4,25 @@ Each pass claims a batch of due entries with a lease (one query, one update), th
 decides on the latest state of every message in it — consent over gRPC
 (`BatchCheckConsent`, never a projection), quiet hours in the contact's time zone, the
 channel's and the campaign's rate, the campaign's status — renders the template in the
-sandbox, hands each message to its channel's provider with the message id as the
-idempotency key, and records the outcomes in one bulk append at the versions loaded
-(so a second worker or a redelivery can never record a second send). The database and
-contacts see a handful of round trips per batch, not per message: a campaign to 10,000
-people is about 50 passes. Time comes from `clock`, so tests move it instead of waiting.
+sandbox, and hands each message to its channel's provider with the message id as the
+idempotency key.
+
+Every provider call's outcome is appended (at the version loaded, so a second worker or a
+redelivery can never record a second send) before the next call starts. A message is
+*in flight* from the start of its provider call until that append: a worker killed at any
+moment has at most one, and only that one can go out again (with the same idempotency
+key) when another worker takes its lease over. The decisions that need no provider
+(suppressed, deferred, failed before sending) are appended together at the end of the
+pass, and the events of the whole pass are handed to the publisher once.
+
+One message that cannot be rendered, composed or handed over (a subject a variable broke,
+an adapter's bug) fails alone with the reason (`MessageFailed`); the pass goes on. Only the
+infrastructure failing (the database, contacts) stops a pass: what it had not recorded is
+tried again later, and what it had recorded is not sent again.
+
+The database and contacts see a handful of round trips per batch, plus one append per
+provider call: a campaign to 10,000 people is about 50 passes. Time comes from `clock`,
+so tests move it instead of waiting.
 """
 
 from __future__ import annotations
@@ -26,10 +40,11 @@ from pymongo import UpdateMany, UpdateOne
 
 from crm_messaging import providers, templates
 from crm_messaging.commands import MessageDesk
-from crm_messaging.domain import FINAL, Campaign, Message, Template, backoff, quiet_until
+from crm_messaging.domain import FINAL, Campaign, Message, Template, backoff, quiet_until, subject_problem
+from crmkit.aggregate import Repository
 from crmkit.directory import Consent
 from crmkit.errors import NotFound, Unavailable
-from crmkit.events import Metadata, new_id, rfc3339
+from crmkit.events import Metadata, RecordedEvent, new_id, rfc3339
 from crmkit.eventstore import epoch_ms
 from crmkit.metrics import LATENCY_BUCKETS
 
@@ -45,6 +60,11 @@ OUTCOMES = Counter("crm_messages_dispatched_total", "What the dispatcher decided
                    "(sent, suppressed, failed, retry, deferred).", ["service", "channel", "outcome"])
 PROVIDER_LATENCY = Histogram("crm_provider_send_duration_seconds", "Time a provider took to accept (or refuse) "
                              "one message.", ["service", "provider"], buckets=LATENCY_BUCKETS)
+
+
+class Unsendable(Exception):
+    """This message cannot go out as it is (its template is gone or broken, its subject is not
+    one line): it fails at once, with this as the reason."""
 
 
 class Bucket:
@@ -82,22 +102,34 @@ class Bucket:
 
 @dataclass
 class Pass:
-    """One batch's decisions, written together once the providers have been called."""
+    """One batch's work: provider outcomes are appended as they come, the other decisions
+    and the schedule are written together at the end."""
 
     now: datetime
     send_until: float  # time.monotonic() after which no more provider calls start (the lease must outlast them)
-    decided: list[Message] = field(default_factory=list)  # messages with a new event to append
+    claim: str  # this pass's lease on its entries: schedule writes touch only entries it still holds
+    recorder: Repository[Message]  # appends, holding the events back in `published` to publish once
+    published: list[RecordedEvent] = field(default_factory=list)
+    decided: list[Message] = field(default_factory=list)  # decided without a provider call: appended at the end
     later: dict[str, datetime] = field(default_factory=dict)  # schedule entry → when to look again
     done: list[str] = field(default_factory=list)  # entries with nothing left to do
     sent_via: dict[str, tuple[str, str]] = field(default_factory=dict)  # message → (provider, provider's id)
     retry_at: dict[str, datetime] = field(default_factory=dict)  # decided messages that try again later
     campaigns: dict[str, Campaign] = field(default_factory=dict)  # of the batch's messages
     provider_calls: int = 0
+    overtaken: bool = False  # another worker recorded one of our messages: the batch is theirs now
 
     def record(self, message: Message, outcome: str) -> None:
-        """`message` has decided (an event pending): append it with the batch."""
+        """`message` has decided without calling a provider (an event pending): append it with the batch."""
         self.decided.append(message)
         OUTCOMES.labels("messaging", message.channel, outcome).inc()
+
+    def settle(self, message: Message) -> None:
+        """Its decision is stored: the entry is done, or due again at its retry time."""
+        if message.id in self.retry_at and message.status not in FINAL:
+            self.later[message.id] = self.retry_at[message.id]
+        else:
+            self.done.append(message.id)
 
     def defer(self, message: Message, until: datetime) -> None:
         self.later[message.id] = until
@@ -141,7 +173,7 @@ class Dispatcher:
     def run_once(self) -> int:
         """Work on the entries due now (one batch); returns how many were handled."""
         now = self.clock()
-        entries = self._claim_due(now)
+        claim, entries = self._claim_due(now)
         for entry in (e for e in entries if e["kind"] == "campaign"):
             try:
                 self._campaign(entry, now)
@@ -151,56 +183,70 @@ class Dispatcher:
         messages = [e for e in entries if e["kind"] == "message"]
         if messages:
             try:
-                self._messages(messages, now)
-            except Exception:
-                log.exception("a send batch failed; its messages will be tried again", extra={
+                self._messages(messages, claim, now)
+            except Exception:  # the database or contacts failed: nothing recorded is sent again
+                log.exception("a send batch stopped; its unrecorded messages will be tried again", extra={
                     "count": len(messages)})
                 retry = now + timedelta(seconds=self.config.backoff_base)
-                self._write_schedule([], {entry["_id"]: retry for entry in messages})
+                self._write_schedule([], {entry["_id"]: retry for entry in messages}, claim)
         return len(entries)
 
     # --- the schedule -------------------------------------------------------------------
 
-    def _claim_due(self, now: datetime) -> list[dict[str, Any]]:
+    def _claim_due(self, now: datetime) -> tuple[str, list[dict[str, Any]]]:
         """Lease a batch of due entries: one query, one update, and one more read only when
-        another worker took some of them in between."""
-        now_ms = epoch_ms(now)
+        another worker took some of them in between. Returns the claim and the entries."""
+        now_ms, claim = epoch_ms(now), new_id()
         due = list(self.desk.schedule.find({"state": "pending", "due_ms": {"$lte": now_ms},
                                             "lease_ms": {"$lte": now_ms}}).sort("due_ms", 1).limit(self.batch))
         if not due:
-            return []
-        claim, ids = new_id(), [entry["_id"] for entry in due]
+            return claim, []
+        ids = [entry["_id"] for entry in due]
         taken = self.desk.schedule.update_many(
             {"_id": {"$in": ids}, "state": "pending", "lease_ms": {"$lte": now_ms}},
             {"$set": {"lease_ms": epoch_ms(now + LEASE), "claim": claim}})
         if taken.modified_count == len(due):
-            return due
-        return list(self.desk.schedule.find({"_id": {"$in": ids}, "claim": claim}))
+            return claim, due
+        return claim, list(self.desk.schedule.find({"_id": {"$in": ids}, "claim": claim}))
 
-    def _write_schedule(self, done: Sequence[str], later: dict[str, datetime]) -> None:
-        writes: list[Any] = [UpdateOne({"_id": entry_id}, {"$set": {"due_ms": epoch_ms(due), "lease_ms": 0}})
-                             for entry_id, due in later.items()]
+    def _write_schedule(self, done: Sequence[str], later: dict[str, datetime], claim: str | None = None,
+                        sent_via: dict[str, tuple[str, str]] | None = None) -> None:
+        """Entries done or due again, and the provider ids receipts are looked up by, in one
+        bulk write. With `claim`, only entries still under that lease: a worker that stalled
+        past its lease must not free entries another worker is sending."""
+        held: dict[str, Any] = {"claim": claim} if claim else {}
+        writes: list[Any] = [UpdateOne({"_id": mid, **held}, {"$set": {"provider": name, "provider_message_id": pid}})
+                             for mid, (name, pid) in (sent_via or {}).items()]
+        writes += [UpdateOne({"_id": entry_id, **held}, {"$set": {"due_ms": epoch_ms(due), "lease_ms": 0}})
+                   for entry_id, due in later.items()]
         if done:
-            writes.append(UpdateMany({"_id": {"$in": list(done)}}, {"$set": {"state": "done", "lease_ms": 0}}))
+            writes.append(UpdateMany({"_id": {"$in": list(done)}, **held}, {"$set": {"state": "done", "lease_ms": 0}}))
         if writes:
             self.desk.schedule.bulk_write(writes, ordered=False)
 
     # --- a batch of messages ------------------------------------------------------------
 
-    def _messages(self, entries: list[dict[str, Any]], now: datetime) -> None:
-        work = Pass(now, time.monotonic() + self.send_budget.total_seconds())
-        loaded = self.desk.messages.get_many([entry["_id"] for entry in entries])
-        for entry in entries:
-            if entry["_id"] not in loaded:
-                self._unborn(entry, work)
-        queued = []
-        for message in loaded.values():
-            if message.status == "queued":
-                queued.append(message)
-            else:
-                work.done.append(message.id)  # already decided (a redelivery, a second worker)
-        self._send(self._with_consent(self._campaigns_allow(queued, work), work), work)
-        self._commit(work)
+    def _messages(self, entries: list[dict[str, Any]], claim: str, now: datetime) -> None:
+        work = Pass(now, time.monotonic() + self.send_budget.total_seconds(), claim,
+                    Repository(self.desk.messages.store, Message, lambda events: work.published.extend(events)))
+        try:
+            loaded = self.desk.messages.get_many([entry["_id"] for entry in entries])
+            queued = []
+            for entry in entries:
+                message = loaded.get(entry["_id"])
+                if message is None:
+                    self._unborn(entry, work)
+                elif message.status == "queued":
+                    queued.append(message)
+                else:  # already decided (a redelivery, a second worker, a pass that died after its append)
+                    work.done.append(message.id)
+                    if message.provider_message_id and "provider_message_id" not in entry:
+                        work.sent_via[message.id] = (message.provider or "", message.provider_message_id)
+            self._send(self._with_consent(self._campaigns_allow(queued, work), work), work)
+            self._commit(work)
+        finally:  # what was appended is published, even when the pass stopped half-way
+            if work.published:
+                self.desk.runtime.publish(work.published)
 
     def _unborn(self, entry: dict[str, Any], work: Pass) -> None:
         """An entry whose message has no event yet: its writer is between the two writes
@@ -234,7 +280,7 @@ class Dispatcher:
             answers = self.desk.directory.consents([(m.contact_id, m.channel) for m in messages])
         except (Unavailable, NotFound) as exc:
             for message in messages:
-                self._transient(message, str(exc), work)
+                work.record(message, self._transient(message, str(exc), work))
             return []
         granted = []
         for message, consent in zip(messages, answers, strict=True):
@@ -251,29 +297,39 @@ class Dispatcher:
 
     def _send(self, ready: list[tuple[Message, Consent]], work: Pass) -> None:
         contacts = self.desk.contact_variables_many([consent.contact_id for _, consent in ready])
-        loaded: dict[str, Template | None] = {}
+        template_ids = list({message.template_id for message, _ in ready if message.template_id})
+        loaded = self.desk.templates.get_many(template_ids) if template_ids else {}
         for message, consent in ready:
-            contact = contacts[consent.contact_id]
-            quiet = quiet_until(work.now, contact.get("time_zone"), self.config.window(message.channel))
-            if quiet is not None:
-                work.defer(message, quiet)
-                continue
-            if self.stopping.is_set() or (work.provider_calls and time.monotonic() > work.send_until):
-                # slow providers, or shutting down: hand the rest back, due at once, and record what was sent
-                work.defer(message, work.now)
-                continue
-            wait = self._rate_wait(message, work)
-            if wait:
-                work.defer(message, work.now + wait)
-                continue
+            if work.overtaken:
+                return  # another worker holds these entries now: their lease, their sends
             try:
-                outgoing = self._render(message, consent, contact, loaded)
-            except (templates.TemplateRejected, NotFound) as exc:
-                reason = f"template: {exc}"
-                message.fail(reason, rfc3339(work.now))
-                work.record(message, "failed")
+                outgoing = self._prepare(message, consent, contacts[consent.contact_id], loaded, work)
+            except Unsendable as exc:
+                work.record(message, self._fail(message, str(exc), work))
                 continue
-            self._deliver(message, outgoing, work)
+            except Exception as exc:  # a bug must not stop (or repeat) the pass: this message fails alone
+                log.exception("a message could not be composed; it fails", extra={"message_id": message.id})
+                work.record(message, self._fail(message, f"could not be composed: {exc.__class__.__name__}", work))
+                continue
+            if outgoing is not None:
+                self._deliver(message, outgoing, work)
+
+    def _prepare(self, message: Message, consent: Consent, contact: dict[str, Any], loaded: dict[str, Template],
+                 work: Pass) -> providers.Outgoing | None:
+        """The message rendered, ready for its provider; None when it waits (deferred)."""
+        quiet = quiet_until(work.now, contact.get("time_zone"), self.config.window(message.channel))
+        if quiet is not None:
+            work.defer(message, quiet)
+            return None
+        if self.stopping.is_set() or (work.provider_calls and time.monotonic() > work.send_until):
+            # slow providers, or shutting down: hand the rest back, due at once, and record what was sent
+            work.defer(message, work.now)
+            return None
+        wait = self._rate_wait(message, work)
+        if wait:
+            work.defer(message, work.now + wait)
+            return None
+        return self._render(message, consent, contact, loaded)
 
     def _rate_wait(self, message: Message, work: Pass) -> timedelta:
         wait = self.channel_buckets.setdefault(message.channel, Bucket(0)).wait(work.now)
@@ -284,27 +340,40 @@ class Dispatcher:
         return wait
 
     def _deliver(self, message: Message, outgoing: providers.Outgoing, work: Pass) -> None:
+        """One provider call, its outcome appended before anything else happens."""
         provider = self.providers[message.channel]
         work.provider_calls += 1
         started = time.perf_counter()
         try:
             provider_id = provider.send(outgoing)
         except providers.Transient as exc:
-            self._transient(message, str(exc), work)
-            return
+            outcome = self._transient(message, str(exc), work)
         except providers.Permanent as exc:
-            reason = str(exc)
-            message.fail(reason, rfc3339(work.now))
-            work.record(message, "failed")
-            return
+            outcome = self._fail(message, str(exc), work)
+        except Exception as exc:  # an adapter's bug: it may have gone out, so it is not tried again
+            log.exception("a provider failed unexpectedly; the message fails", extra={
+                "message_id": message.id, "provider": provider.name})
+            outcome = self._fail(message, f"{provider.name} failed: {exc.__class__.__name__}", work)
+        else:
+            work.sent_via[message.id] = (provider.name, provider_id)
+            message.sent(provider.name, provider_id, outgoing.to, outgoing.subject, outgoing.body,
+                         rfc3339(work.now))
+            outcome = "sent"
         finally:
             PROVIDER_LATENCY.labels("messaging", provider.name).observe(time.perf_counter() - started)
-        work.sent_via[message.id] = (provider.name, provider_id)
-        message.sent(provider.name, provider_id, outgoing.to, outgoing.subject, outgoing.body, rfc3339(work.now))
-        work.record(message, "sent")
+        self._record_now(message, outcome, work)
+
+    def _record_now(self, message: Message, outcome: str, work: Pass) -> None:
+        """Append one provider call's outcome: after this the message is no longer in flight."""
+        OUTCOMES.labels("messaging", message.channel, outcome).inc()
+        if work.recorder.save_many([message], _meta):
+            work.overtaken = True  # a worker that took our lease over recorded it first
+            work.sent_via.pop(message.id, None)
+            return
+        work.settle(message)
 
     def _render(self, message: Message, consent: Consent, contact: dict[str, Any],
-                loaded: dict[str, Template | None]) -> providers.Outgoing:
+                loaded: dict[str, Template]) -> providers.Outgoing:
         unsubscribe_url = None
         context = {**contact, "survey_url": self.config.survey_url}
         if message.category == "marketing":
@@ -312,53 +381,50 @@ class Dispatcher:
             context["unsubscribe_url"] = unsubscribe_url
         context.update(message.variables)
         if message.template_id:
-            if message.template_id not in loaded:
-                loaded.update({message.template_id: None, **self.desk.templates.get_many([message.template_id])})
-            template = loaded[message.template_id]
+            template = loaded.get(message.template_id)
             if template is None:
-                raise NotFound(f"no template with id {message.template_id}")
+                raise Unsendable(f"template: no template with id {message.template_id}")
             _, variant = template.variant(contact.get("locale"))
             subject_source, body_source = variant.get("subject"), variant["body"]
         else:
             subject_source, body_source = message.subject, message.body or ""
-        subject = templates.render(subject_source, context) if subject_source else None
-        body = templates.render(body_source, context)
+        try:
+            subject = templates.render(subject_source, context) if subject_source else None
+            body = templates.render(body_source, context)
+        except templates.TemplateRejected as exc:
+            raise Unsendable(f"template: {exc}") from None
+        if subject and (problem := subject_problem(subject)):  # a variable brought a line break in
+            raise Unsendable(f"subject: as rendered, {problem}")
         if unsubscribe_url and message.channel == "email" and unsubscribe_url not in body:
             body = f"{body.rstrip()}\n\n--\nUnsubscribe: {unsubscribe_url}\n"
         return providers.Outgoing(message.id, message.channel, consent.address or "", subject, body, unsubscribe_url)
 
-    def _transient(self, message: Message, error: str, work: Pass) -> None:
+    def _fail(self, message: Message, reason: str, work: Pass) -> str:
+        message.fail(reason, rfc3339(work.now))
+        return "failed"
+
+    def _transient(self, message: Message, error: str, work: Pass) -> str:
+        """Retry later with back-off, or fail at the attempt cap; returns the outcome."""
         attempt = message.attempts + 1
         if attempt >= self.config.max_attempts:
-            reason = f"gave up after {attempt} attempts: {error}"
-            message.fail(reason, rfc3339(work.now))
-            work.record(message, "failed")
-            return
+            return self._fail(message, f"gave up after {attempt} attempts: {error}", work)
         retry_at = work.now + backoff(attempt, self.config.backoff_base, self.config.backoff_cap)
         message.retry_later(error, rfc3339(retry_at))
-        work.record(message, "retry")
         work.retry_at[message.id] = retry_at
+        return "retry"
 
     def _commit(self, work: Pass) -> None:
-        """Provider ids first (a receipt may arrive at once), then the decisions in one bulk
-        append, then the schedule. A message that lost a race to another writer is left
-        to its lease: the next pass looks at its fresh state."""
-        if work.sent_via:
-            self.desk.schedule.bulk_write([
-                UpdateOne({"_id": mid}, {"$set": {"provider": name, "provider_message_id": provider_id}})
-                for mid, (name, provider_id) in work.sent_via.items()], ordered=False)
-        lost = self.desk.messages.save_many(work.decided, _meta) if work.decided else set()
+        """The decisions taken without a provider in one bulk append, then the schedule (with
+        the provider ids receipts are matched by) in one bulk write. A message that lost a
+        race to another writer is left to its lease: the next pass looks at its fresh state."""
+        lost = work.recorder.save_many(work.decided, _meta) if work.decided else set()
         if lost:
             fresh = self.desk.messages.get_many(list(lost))
             work.done += [mid for mid, message in fresh.items() if message.status != "queued"]
         for message in work.decided:
-            if message.id in lost:
-                continue
-            if message.id in work.retry_at and message.status not in FINAL:
-                work.later[message.id] = work.retry_at[message.id]
-            else:
-                work.done.append(message.id)
-        self._write_schedule(work.done, work.later)
+            if message.id not in lost:
+                work.settle(message)
+        self._write_schedule(work.done, work.later, work.claim, work.sent_via)
 
     # --- campaigns --------------------------------------------------------------------
 

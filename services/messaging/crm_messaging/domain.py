@@ -10,6 +10,7 @@ worker can never record a second send.
 
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, time, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -32,6 +33,24 @@ PERSONAL_DATA = {
 
 
 # --- pure rules ------------------------------------------------------------------------
+
+# What a subject may not carry: control characters (Cc: CR, LF, tab, NUL, NEL…), the line
+# and paragraph separators U+2028/U+2029, and lone surrogates (no encoding can write them).
+NOT_IN_A_SUBJECT = frozenset({"Cc", "Zl", "Zp", "Cs"})
+
+
+def subject_problem(subject: str) -> str | None:
+    """Why `subject` cannot be a subject line, or None when it can.
+
+    A subject is one header line: a line break in it would end the header (and could start
+    another, say a Bcc), so mail composers refuse it. Checked on what is saved (messages,
+    templates) and again on what a template renders, since a variable can bring one in.
+    """
+    found = sorted({f"U+{ord(c):04X}" for c in subject if unicodedata.category(c) in NOT_IN_A_SUBJECT})
+    if not found:
+        return None
+    return f"must be one line without control characters (found {', '.join(found[:5])})"
+
 
 
 def backoff(attempt: int, base: float = 30.0, cap: float = 3600.0) -> timedelta:

@@ -74,7 +74,10 @@ class SmtpProvider:
         return f"<{key}@{self.domain}>"
 
     def send(self, message: Outgoing) -> str:
-        mail = self._compose(message)
+        try:
+            mail = self._compose(message)
+        except Exception as exc:  # a header the mail format cannot carry, text no encoding writes
+            raise Permanent(f"the mail could not be composed: {exc.__class__.__name__}") from None
         try:
             self._transmit(mail)
         except smtplib.SMTPRecipientsRefused as exc:

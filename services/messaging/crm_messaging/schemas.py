@@ -6,7 +6,7 @@ from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
 
-from crm_messaging.domain import CATEGORIES, CHANNELS, MESSAGE_STATUSES
+from crm_messaging.domain import CATEGORIES, CHANNELS, MESSAGE_STATUSES, subject_problem
 from crmkit.web import PageQuery
 
 LOCALE = validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", error="a BCP 47 locale such as fa-IR")
@@ -18,11 +18,23 @@ class Strict(Schema):
         unknown = RAISE
 
 
+def one_line(value: str | None) -> None:
+    """A subject is one header line (`domain.subject_problem`)."""
+    problem = subject_problem(value) if value else None
+    if problem:
+        raise ValidationError(problem)
+
+
+SUBJECT = [validate.Length(max=1000), one_line]
+
+
 def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - reads like a field type
     return fields.String(validate=validate.Length(min=1, max=max_length), **kwargs)
 
 
 class Variant(Strict):
+    # one line too, checked with the template (`commands._check_variants`), so that the
+    # error names `variants.<locale>.subject` rather than marshmallow's `variants.<locale>.value.subject`
     subject = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
     body = Text(20_000, required=True)
 
@@ -77,7 +89,7 @@ class TemplateListQuery(PageQuery):
 
 class PreviewInput(Strict):
     template_id = fields.String(validate=ID)
-    subject = fields.String(allow_none=True, validate=validate.Length(max=1000))
+    subject = fields.String(allow_none=True, validate=SUBJECT)
     body = Text(20_000)
     locale = fields.String(load_default=None, validate=LOCALE)
     contact_id = fields.String(load_default=None, validate=ID)
@@ -93,7 +105,7 @@ class MessageInput(Strict):
     contact_id = fields.String(required=True, validate=ID)
     channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
     template_id = fields.String(validate=ID)
-    subject = fields.String(allow_none=True, validate=validate.Length(max=1000))
+    subject = fields.String(allow_none=True, validate=SUBJECT)
     body = Text(20_000)
     category = fields.String(validate=validate.OneOf(CATEGORIES))
     variables = Variables()

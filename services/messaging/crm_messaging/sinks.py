@@ -1,6 +1,10 @@
 """The local SMTP server `crm up` starts for the messaging service (`crm serve messaging
 smtp-sink`): it accepts every mail and writes it as an .eml file a person can open,
 under var/messaging/mail/ (CRM_MESSAGING_MAIL_DIR). Tests start it on a free port.
+
+The same Message-ID twice is one file, as real receivers keep one mail; but every mail
+accepted is also a line (its Message-ID) in `deliveries.log` there, so a test or a drill
+can count how many times each message was handed over.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from crmkit import logs, stack
 log = logging.getLogger(__name__)
 logging.getLogger("mail.log").setLevel(logging.WARNING)  # aiosmtpd logs every sender and recipient at info
 SAFE = re.compile(r"[^A-Za-z0-9._-]")
+DELIVERIES = "deliveries.log"  # one line per mail accepted: the (file-safe) Message-ID
 
 
 class _Writer:
@@ -33,6 +38,8 @@ class _Writer:
         temporary = path.with_suffix(".tmp")
         temporary.write_bytes(raw)
         temporary.replace(path)  # the same Message-ID twice is one file: a retried send is no second mail
+        with (self.folder / DELIVERIES).open("a", encoding="ascii") as log_file:
+            log_file.write(f"{name or path.stem}\n")
         return "250 Message accepted for delivery"
 
 

@@ -25,7 +25,7 @@ from crm_messaging.app import SERVICE as MESSAGING
 from crm_messaging.commands import MessageDesk
 from crm_messaging.config import MessagingConfig
 from crm_messaging.dispatcher import Dispatcher
-from crm_messaging.sinks import SmtpSink
+from crm_messaging.sinks import DELIVERIES, SmtpSink
 from crmkit import rpc, stack
 from crmkit.events import Metadata, new_id, rfc3339
 from crmkit.testing import ServiceHarness, isolate, start_service_process
@@ -78,6 +78,13 @@ class World:
 
     def mails(self) -> list[Path]:
         return sorted(self.mail_dir.glob("*.eml")) if self.mail_dir.exists() else []
+
+    def deliveries(self) -> Counter[str]:
+        """How many times the SMTP sink accepted a mail for each message id (a retried send
+        overwrites its .eml file, but is counted here)."""
+        log = self.mail_dir / DELIVERIES
+        lines = log.read_text(encoding="ascii").split() if log.exists() else []
+        return Counter(line.removesuffix("_crm.local") for line in lines)
 
 
 @dataclass
@@ -201,6 +208,7 @@ def world(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     isolate(monkeypatch, "messaging", suffix)
+    monkeypatch.setenv("CRM_SERVICE_NAME", "messaging")  # its calls to contacts speak for messaging
     messaging = ServiceHarness(MESSAGING)
     clock = Clock(datetime(2026, 3, 2, 10, 0, tzinfo=UTC))  # 13:30 in Tehran: not quiet
     desk = MessageDesk(messaging.runtime, MessagingConfig.from_env(), clock=clock)
