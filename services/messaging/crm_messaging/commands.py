@@ -60,7 +60,8 @@ class MessageDesk:
         self.campaigns_view = db["campaigns"]
         self.triggers_view = db["triggers"]
         self.trigger_register = db["trigger_ids"]  # every trigger id, written before its first event
-        self.contacts = LocalContacts("contacts", db["contacts"], self.directory, on_erased=self.erase_contact)
+        self.contacts = LocalContacts("contacts", db["contacts"], self.directory, on_erased=self.erase_contact,
+                                      service="messaging")
 
     @property
     def directory(self) -> ContactDirectory:
