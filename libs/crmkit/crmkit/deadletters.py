@@ -49,7 +49,9 @@ class NotACrmEvent(Refused):
 
 
 class ForeignEvent(Refused):
-    pass
+    def __init__(self, message: str, event: RecordedEvent) -> None:
+        super().__init__(message)
+        self.event = event  # what it claims to be (kept in the dead letter's summary)
 
 
 class Applies(Protocol):
@@ -112,7 +114,7 @@ def inspect(raw: bytes, owner: str | None) -> RecordedEvent:
     source = envelope.get("source")
     if owner is not None and (event.service != owner or source != f"crm/{owner}"):
         raise ForeignEvent(f"the topic belongs to {owner}; the record says source {_short(source)}, "
-                           f"type {_short(envelope.get('type'))}")
+                           f"type {_short(envelope.get('type'))}", event)
     return event
 
 
@@ -152,14 +154,16 @@ class Delivery:
     partition: int
     offset: int
     raw: bytes
-    event: RecordedEvent | None  # None when refused
-    refusal: Refused | None = None
+    event: RecordedEvent | None  # None when it is not a CRM event
+    refusal: Refused | None = None  # set: parked on sight, never applied
 
     @classmethod
     def receive(cls, topic: str, partition: int, offset: int, raw: bytes, owner: str | None) -> Delivery:
         try:
             return cls(topic, partition, offset, raw, inspect(raw, owner))
-        except Refused as refusal:
+        except ForeignEvent as refusal:
+            return cls(topic, partition, offset, raw, refusal.event, refusal)
+        except NotACrmEvent as refusal:
             return cls(topic, partition, offset, raw, None, refusal)
 
     def key(self, projection: str) -> str:

@@ -237,7 +237,7 @@ class ProjectorRunner:
             if isinstance(refused.refusal, NotACrmEvent):
                 metrics.POISON_EVENTS.labels(self.service, self.projection.name).inc()
             self._park(refused, refused.refusal, attempts=1, first_failed=utcnow())
-        accepted = [d for d in deliveries if d.event is not None]
+        accepted = [d for d in deliveries if d.refusal is None]
         if not accepted:
             return 0
         try:
