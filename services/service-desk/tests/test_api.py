@@ -6,6 +6,7 @@ from datetime import timedelta
 import pytest
 
 from crm_servicedesk.app import SERVICE
+from crm_servicedesk.commands import TicketDesk
 from crmkit import clock
 from crmkit.events import RecordedEvent, new_id, utcnow
 from crmkit.stack import free_port
@@ -324,6 +325,9 @@ def test_a_ticket_written_to_after_its_customers_erasure_stays_readable(desk: Se
     assert [e["type"] for e in history.get_json()["items"]].count("TicketCommented") == 3
     raw = json.dumps([e["data"] for e in desk.runtime.db["events"].find({"stream_id": tid})], ensure_ascii=False)
     assert "Enqelab" not in raw and "Vali-asr" not in raw
+    stored = desk.runtime.store.load(tid)
+    TicketDesk(desk.runtime).erase_contact(gone)  # the hook run again (a redelivery, a rebuild): nothing new
+    assert desk.runtime.store.load(tid) == stored
 
 
 def test_support_summary_over_grpc(desk: ServiceHarness, directory) -> None:
