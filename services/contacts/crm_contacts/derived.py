@@ -3,7 +3,10 @@
 Sales ranks customers and says so with `crm.sales.CustomerTierChanged` (on its topic,
 keyed by the contact id, its stream = the contact id). The `derived` projection keeps
 the newest values per contact in `contact_derived` (`{_id, version, values}`; `version`
-is the sales stream version, so a repeated or stale event changes nothing) and copies
+is the sales stream version, so a repeated or stale event changes nothing: a late v1
+arriving after v2 is such a stale one, and skipping it is right, because every
+CustomerTierChanged carries all the derived values, so the newest version is the whole
+truth, as in-order delivery would leave it) and copies
 them onto the contact's read-model document as `derived` (`derived.tier`,
 `derived.clv`, …), where segment rules (`{"field": "derived.tier", ...}`) find them.
 

@@ -10,21 +10,26 @@
 - `insight_tiers` (crm.sales.events): one per contact sales ranks: every
   CustomerTierChanged as `{at_ms, tier}`.
 
-All are `StreamProjection`s: the document keeps the last applied stream version, so a
-repeated or stale event changes nothing. Times are integer epoch milliseconds (the
-stand-in compares datetimes at whole seconds), money integer minor units (no
-Decimal128). Other services' streams cannot be gap-filled from our own event store;
-Kafka keeps each stream's order and the publishers send in stream order, so those
-projections apply whatever is newer than the stored version.
+All are `StreamProjection`s. `insight_stages` follows our own streams: it keeps the last
+applied stream version and fills a gap from the event store. Other services' streams
+cannot be gap-filled from our store, and although their publishers keep each stream's
+order on the topic (crmkit.publisher), a late event (v1 after v2) must still come out
+right: the foreign projections (`_ForeignStreams`) apply an event in its place rather
+than dropping it. Deals and tickets keep, per field, the stream version that set it
+(`stamps`), so an older event never overwrites a newer value; tiers keep each change
+with its version. The result is the same in any delivery order, and a repeat changes
+nothing. Times are integer epoch milliseconds (the stand-in compares datetimes at whole
+seconds), money integer minor units (no Decimal128).
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, ReplaceOne
 from pymongo.database import Database
 
 from crm_contacts.insights import CUSTOMER_STAGES, Deal, Period, StageChange, Ticket, TierChange, Timeline
@@ -56,6 +61,12 @@ def minor_units(amount: Any) -> tuple[int, int]:
         return 0, 0
     scale = max(0, -int(value.as_tuple().exponent))  # type: ignore[arg-type]
     return int(value.scaleb(scale)), scale
+
+
+def _amount(amount: Any) -> dict[str, int]:
+    """The fields an amount sets: integer minor units and their scale."""
+    minor, scale = minor_units(amount)
+    return {"amount_minor": minor, "scale": scale}
 
 
 def _cause(data: dict[str, Any]) -> str:
@@ -98,48 +109,77 @@ class InsightStages(StreamProjection):
 
 
 class _ForeignStreams(StreamProjection):
-    """A stream projection over another service's topic: `service` says whose events count."""
+    """A projection of another service's streams (`service` says whose events count), one
+    document per stream, that takes the stream's events in any order.
+
+    Subclasses list the document's fields with their values before any event (`blank`)
+    and say which fields an event sets (`sets`). Each field remembers the version that
+    set it (`stamps`) and takes a value only from a newer version.
+    """
 
     service = ""
+    blank: dict[str, Any] = {}
+
+    def sets(self, event: RecordedEvent) -> dict[str, Any]:
+        raise NotImplementedError
 
     def handle(self, events: Sequence[RecordedEvent]) -> None:
-        super().handle([e for e in events if e.service == self.service])
+        by_stream: dict[str, list[RecordedEvent]] = defaultdict(list)
+        for event in events:
+            if event.service == self.service and event.aggregate_type in self.aggregate_types:
+                by_stream[event.stream_id].append(event)
+        if not by_stream:
+            return
+        current = {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": list(by_stream)}})}
+        writes = []
+        for stream_id, stream_events in by_stream.items():
+            merged = self.merge(current.get(stream_id), stream_id, stream_events)
+            if merged != current.get(stream_id):
+                writes.append(ReplaceOne({"_id": stream_id}, merged, upsert=True))
+        if writes:
+            self.collection.bulk_write(writes, ordered=False)
 
-    def _contiguous(self, stream_id: str, seen: int, events: list[RecordedEvent]) -> list[RecordedEvent]:
-        return sorted({e.version: e for e in events if e.version > seen}.values(), key=lambda e: e.version)
+    def merge(self, document: dict[str, Any] | None, stream_id: str, events: Sequence[RecordedEvent]
+              ) -> dict[str, Any]:
+        """The document with `events` applied, each field taking the value of its newest version."""
+        doc = {**self.blank, **(document or {}), "_id": stream_id}
+        # a document written before stamps existed was folded in order up to its version
+        stamps = dict(doc.pop("stamps", None) or {field: doc.get("version", 0) for field in self.blank})
+        for event in events:
+            for field, value in self.sets(event).items():
+                if event.version > stamps.get(field, 0):
+                    doc[field], stamps[field] = value, event.version
+        doc["stamps"] = stamps
+        doc["version"] = max([doc.get("version", 0), *(event.version for event in events)])
+        return doc
 
 
 class InsightDeals(_ForeignStreams):
     service = "sales"
     aggregate_types = ("deal",)
+    blank = {"contact_id": None, "amount_minor": 0, "scale": 0, "currency": None, "status": "open",
+             "created_ms": None, "won_ms": None, "lost_ms": None}
 
-    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any] | None:
-        doc = dict(document or {"contact_id": None, "amount_minor": 0, "scale": 0, "currency": None,
-                                "status": "open", "created_ms": None, "won_ms": None, "lost_ms": None})
-        for event in events:
-            data = event.data
-            if event.type == "DealCreated":
-                doc["contact_id"], doc["currency"] = data.get("contact_id"), data.get("currency")
-                doc["amount_minor"], doc["scale"] = minor_units(data.get("amount"))
-                doc["created_ms"] = _ms(data.get("at"), event)
-            elif event.type == "DealUpdated":
-                changes = data.get("changes") or {}
-                if "amount" in changes:
-                    doc["amount_minor"], doc["scale"] = minor_units(changes["amount"])
-                if "currency" in changes:
-                    doc["currency"] = changes["currency"]
-            elif event.type == "DealWon":
-                doc["status"], doc["won_ms"], doc["lost_ms"] = "won", _ms(data.get("at"), event), None
-                doc["amount_minor"], doc["scale"] = minor_units(data.get("amount"))
-                doc["currency"] = data.get("currency") or doc["currency"]
-                doc["contact_id"] = data.get("contact_id") or doc["contact_id"]
-            elif event.type == "DealLost":
-                doc["status"], doc["lost_ms"], doc["won_ms"] = "lost", _ms(data.get("at"), event), None
-            elif event.type == "DealReopened":
-                doc["status"], doc["won_ms"], doc["lost_ms"] = "open", None, None
-            elif event.type == "DealContactChanged":
-                doc["contact_id"] = data.get("to")
-        return doc
+    def sets(self, event: RecordedEvent) -> dict[str, Any]:
+        data = event.data
+        if event.type == "DealCreated":
+            return {"contact_id": data.get("contact_id"), "currency": data.get("currency"),
+                    "created_ms": _ms(data.get("at"), event), **_amount(data.get("amount"))}
+        if event.type == "DealUpdated":
+            changes = data.get("changes") or {}
+            return {**(_amount(changes["amount"]) if "amount" in changes else {}),
+                    **({"currency": changes["currency"]} if "currency" in changes else {})}
+        if event.type == "DealWon":
+            return {"status": "won", "won_ms": _ms(data.get("at"), event), "lost_ms": None,
+                    **_amount(data.get("amount")),
+                    **{field: data[field] for field in ("currency", "contact_id") if data.get(field)}}
+        if event.type == "DealLost":
+            return {"status": "lost", "lost_ms": _ms(data.get("at"), event), "won_ms": None}
+        if event.type == "DealReopened":
+            return {"status": "open", "won_ms": None, "lost_ms": None}
+        if event.type == "DealContactChanged":
+            return {"contact_id": data.get("to")}
+        return {}
 
     def ensure_indexes(self) -> None:
         for key in ("contact_id", "won_ms", "status"):
@@ -149,26 +189,23 @@ class InsightDeals(_ForeignStreams):
 class InsightTickets(_ForeignStreams):
     service = "servicedesk"
     aggregate_types = ("ticket",)
+    blank = {"contact_id": None, "type": None, "opened_ms": None, "solved_ms": None, "csat": None, "nps": None,
+             "rated_ms": None, "tier_at_open": None}
 
-    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any] | None:
-        doc = dict(document or {"contact_id": None, "type": None, "opened_ms": None, "solved_ms": None,
-                                "csat": None, "nps": None, "rated_ms": None, "tier_at_open": None})
-        for event in events:
-            data = event.data
-            if event.type == "TicketOpened":
-                doc["contact_id"], doc["type"] = data.get("contact_id"), data.get("type")
-                doc["tier_at_open"] = data.get("customer_tier")
-                doc["opened_ms"] = _ms(data.get("opened_at"), event)
-            elif event.type == "TicketSolved":
-                doc["solved_ms"] = _ms(data.get("at"), event)
-            elif event.type == "TicketStatusChanged" and data.get("from") == "solved" and data.get("to") == "open":
-                doc["solved_ms"] = None
-            elif event.type == "SatisfactionRated":
-                doc["csat"], doc["nps"] = data.get("csat"), data.get("nps")
-                doc["rated_ms"] = _ms(data.get("at"), event)
-            elif event.type == "TicketContactChanged":
-                doc["contact_id"] = data.get("contact_id")
-        return doc
+    def sets(self, event: RecordedEvent) -> dict[str, Any]:
+        data = event.data
+        if event.type == "TicketOpened":
+            return {"contact_id": data.get("contact_id"), "type": data.get("type"),
+                    "tier_at_open": data.get("customer_tier"), "opened_ms": _ms(data.get("opened_at"), event)}
+        if event.type == "TicketSolved":
+            return {"solved_ms": _ms(data.get("at"), event)}
+        if event.type == "TicketStatusChanged" and data.get("from") == "solved" and data.get("to") == "open":
+            return {"solved_ms": None}
+        if event.type == "SatisfactionRated":
+            return {"csat": data.get("csat"), "nps": data.get("nps"), "rated_ms": _ms(data.get("at"), event)}
+        if event.type == "TicketContactChanged":
+            return {"contact_id": data.get("contact_id")}
+        return {}
 
     def ensure_indexes(self) -> None:
         for key in ("contact_id", "opened_ms", "rated_ms"):
@@ -176,17 +213,26 @@ class InsightTickets(_ForeignStreams):
 
 
 class InsightTiers(_ForeignStreams):
-    """Sales' customer streams (id = contact id): every tier change with its time."""
+    """Sales' customer streams (id = contact id): every tier change with its time and version."""
 
     service = "sales"
     aggregate_types = ("customer",)
 
-    def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any] | None:
+    def merge(self, document: dict[str, Any] | None, stream_id: str, events: Sequence[RecordedEvent]
+              ) -> dict[str, Any]:
+        """Every change once, by version, whatever order they came in."""
         changes = list((document or {}).get("changes") or [])
+        # changes stored before versions were kept were applied in order up to the document's version
+        floor = (document or {}).get("version", 0) if any("version" not in c for c in changes) else 0
+        seen = {c.get("version") for c in changes}
         for event in events:
-            if event.type == "CustomerTierChanged" and event.data.get("tier"):
-                changes.append({"at_ms": epoch_ms(event.time), "tier": event.data["tier"]})
-        return {"changes": changes}
+            if (event.type == "CustomerTierChanged" and event.data.get("tier") and event.version > floor
+                    and event.version not in seen):
+                changes.append({"version": event.version, "at_ms": epoch_ms(event.time), "tier": event.data["tier"]})
+                seen.add(event.version)
+        changes.sort(key=lambda c: c.get("version", 0))
+        version = max([(document or {}).get("version", 0), *(event.version for event in events)])
+        return {"_id": stream_id, "changes": changes, "version": version}
 
     def ensure_indexes(self) -> None:
         pass

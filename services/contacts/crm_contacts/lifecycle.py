@@ -16,7 +16,10 @@ Two pieces run in the contacts worker:
   model: it changes contacts through the repository (optimistic concurrency, retried),
   and remembers each applied sales event by (deal stream, version) in
   `lifecycle_applied`, so a re-delivered event does nothing twice. Its `reset` keeps
-  that memory: `crm rebuild contacts lifecycle` must not replay old decisions.
+  that memory: `crm rebuild contacts lifecycle` must not replay old decisions. Events
+  are remembered one by one, not by a high-water version, so a late one (DealCreated
+  after its DealWon) is still acted on, and the rules only move forward (a purchase
+  older than the last one records nothing), so the outcome is that of in-order delivery.
 - `LifecycleTimers`, a job scanning the `contacts` read model (integer epoch
   milliseconds, see docs/architecture.md) for the at-risk and churn rules every
   `CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS`; each candidate is decided again on the

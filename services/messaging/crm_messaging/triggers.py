@@ -4,8 +4,9 @@
 contacts', wherever CRM_<SERVICE>_TOPIC puts them; CRM_MESSAGING_TRIGGER_TOPICS
 overrides). For each event whose type and data match an enabled trigger, it queues a
 message whose id is derived from the trigger and the event id, so a redelivered event
-queues nothing twice. The defaults shipped (`install_defaults`): ticket solved →
-satisfaction survey, deal won → welcome.
+queues nothing twice. Each event is reacted to on its own (no stream version is
+remembered), so a late one (v1 after v2) fires as it would have in order. The defaults
+shipped (`install_defaults`): ticket solved → satisfaction survey, deal won → welcome.
 """
 
 from __future__ import annotations

@@ -81,8 +81,11 @@ class PoliciesView(AggregateView):
 class CustomerTiers:
     """Each contact's current tier, from sales' CustomerTierChanged (`contact_id`, `tier`, `previous_tier`).
 
-    Documents: `_id` = contact id, `tier`, `at_ms` (the event's time) and `event_id`; an
-    older or repeated event changes nothing.
+    Documents: `_id` = contact id, `tier`, `version`, `at_ms` (the event's time) and
+    `event_id`. Sales records a contact's tier changes on one stream (its customer, id =
+    contact id), so the stream version orders them: an older or repeated event changes
+    nothing, whichever order they arrive in, and times from different clocks never
+    decide. (A document from before versions were kept is compared by time.)
     """
 
     name = "customer_tiers"
@@ -97,18 +100,14 @@ class CustomerTiers:
             if event.service != "sales" or event.type != "CustomerTierChanged" or not event.data.get("contact_id"):
                 continue
             cid = event.data["contact_id"]
-            if cid not in latest or (event.time, event.version) >= (latest[cid].time, latest[cid].version):
+            if cid not in latest or event.version > latest[cid].version:
                 latest[cid] = event
         if not latest:
             return
         known = {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": list(latest)}})}
-        writes = []
-        for cid, event in latest.items():
-            at = epoch_ms(event.time)
-            if cid in known and known[cid].get("at_ms", 0) > at:
-                continue
-            writes.append(UpdateOne({"_id": cid}, {"$set": {"tier": event.data.get("tier"), "at_ms": at,
-                                                            "event_id": event.id}}, upsert=True))
+        writes = [UpdateOne({"_id": cid}, {"$set": {"tier": event.data.get("tier"), "version": event.version,
+                                                    "at_ms": epoch_ms(event.time), "event_id": event.id}}, upsert=True)
+                  for cid, event in latest.items() if cid not in known or _newer(event, known[cid])]
         if writes:
             self.collection.bulk_write(writes, ordered=False)
 
@@ -121,6 +120,12 @@ class CustomerTiers:
 
     def ensure_indexes(self) -> None:
         pass
+
+
+def _newer(event: RecordedEvent, known: dict[str, Any]) -> bool:
+    if "version" in known:
+        return event.version > known["version"]
+    return epoch_ms(event.time) >= known.get("at_ms", 0)
 
 
 def tickets_view(db: Database, store: EventStore, topic: str) -> TicketsView:
