@@ -15,6 +15,7 @@ import pytest
 from kafka import KafkaConsumer
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
+from crmkit import rpc
 from crmkit.testing import wait_until
 
 from .conftest import SERVICES, LocalStack
@@ -44,7 +45,12 @@ def test_newcomer_creates_a_contact_and_sees_it_everywhere_and_after_a_restart(t
         assert set(created[0]["data"]["first_name"]) == {"pii"}  # personal fields travel encrypted
         assert "سارا" not in json.dumps(created, ensure_ascii=False)
 
-        with grpc.insecure_channel(f"127.0.0.1:{crm.grpc_ports['contacts']}") as channel:
+        target = f"127.0.0.1:{crm.grpc_ports['contacts']}"
+        with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as anonymous:
+            contacts_pb2_grpc.ContactDirectoryStub(channel).GetContact(  # gRPC answers nobody without a token
+                contacts_pb2.GetContactRequest(contact_id=sara["id"]), timeout=5)
+        assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        with rpc.token_channel(target, crm.token) as channel:
             stub = contacts_pb2_grpc.ContactDirectoryStub(channel)
             found = stub.GetContact(contacts_pb2.GetContactRequest(contact_id=sara["id"]), timeout=5)
         assert found.first_name == "سارا" and found.email == "sara@example.com"

@@ -49,7 +49,7 @@ class ContactDirectory:
     """A client of crm.contacts.v1.ContactDirectory: deadlines always, retries only when safe."""
 
     def __init__(self, target: str | None = None, deadline: float = rpc.DEFAULT_DEADLINE) -> None:
-        self.channel = grpc.insecure_channel(target or grpc_target("contacts", 50051))
+        self.channel = rpc.channel(target or grpc_target("contacts", 50051), audience="contacts")
         self.stub = contacts_pb2_grpc.ContactDirectoryStub(self.channel)
         self.deadline = deadline
 

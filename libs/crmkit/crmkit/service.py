@@ -94,7 +94,9 @@ def wsgi(name: str) -> Flask:
 
 
 def _boot(name: str, process: str) -> tuple[ServiceSpec, Runtime]:
-    """What every process of a service does first: connect, log as JSON, prepare the database."""
+    """What every process of a service does first: take its identity (the service its calls to
+    other services speak for), connect, log as JSON, prepare the database."""
+    os.environ["CRM_SERVICE_NAME"] = name
     spec = spec_for(name)
     runtime = spec.runtime()
     logs.configure(name, process, runtime.settings.log_level)

@@ -18,9 +18,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+import grpc
 import pytest
 
-from crmkit import auth, stack
+from crmkit import auth, rpc, stack
 from crmkit.config import slug
 from crmkit.events import new_id
 from crmkit.eventstore import EventStore
@@ -120,8 +121,10 @@ class ServiceHarness:
 
 @contextlib.contextmanager
 def harness(spec: ServiceSpec, monkeypatch: pytest.MonkeyPatch, env: dict[str, str]) -> Iterator[ServiceHarness]:
-    """A harness for `spec` with a database and topic of this test's own."""
+    """A harness for `spec` with a database and topic of this test's own; its calls to other
+    services speak for `spec` (the last harness made in a test decides)."""
     isolate(monkeypatch, spec.name, env["CRM_TEST_SUFFIX"])
+    monkeypatch.setenv("CRM_SERVICE_NAME", spec.name)
     subject = ServiceHarness(spec)
     try:
         yield subject
@@ -184,3 +187,9 @@ def stored_events_match_published_schemas(store: EventStore, docs: Path) -> set[
             assert errors == [], (event.full_type, errors)
             seen.add(event.type)
     return seen
+
+
+def grpc_channel(target: str, *roles: str, audience: str = "crm") -> grpc.Channel:
+    """A channel to the gRPC server at `target` whose calls carry a test token with `roles` (default admin)."""
+    token = auth.issue(os.environ["CRM_JWT_SECRET"], "tester", list(roles or ["admin"]), audience=audience)
+    return rpc.token_channel(target, token)

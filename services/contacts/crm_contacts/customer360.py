@@ -31,10 +31,9 @@ class Neighbours:
 
     def __init__(self) -> None:
         self.deadline = float(os.environ.get("CRM_360_DEADLINE_SECONDS", "1.0"))
-        self.sales = sales_pb2_grpc.CustomerValueStub(grpc.insecure_channel(grpc_target("sales", 50052)))
-        self.support = servicedesk_pb2_grpc.SupportSummaryStub(
-            grpc.insecure_channel(grpc_target("service-desk", 50053)))
-        self.messages = messaging_pb2_grpc.MessageStatusStub(grpc.insecure_channel(grpc_target("messaging", 50054)))
+        self.sales = sales_pb2_grpc.CustomerValueStub(_channel("sales", 50052))
+        self.support = servicedesk_pb2_grpc.SupportSummaryStub(_channel("service-desk", 50053))
+        self.messages = messaging_pb2_grpc.MessageStatusStub(_channel("messaging", 50054))
 
     def value(self, contact_id: str) -> Message:
         return self._call(self.sales.GetCustomerValue, sales_pb2.GetCustomerValueRequest(contact_id=contact_id))
@@ -49,6 +48,10 @@ class Neighbours:
 
     def _call(self, method: Callable[..., Message], request: Message) -> Message:
         return rpc.call(method, request, timeout=self.deadline, attempts=1)
+
+
+def _channel(service: str, port: int) -> grpc.Channel:
+    return rpc.channel(grpc_target(service, port), audience=service, caller="contacts")
 
 
 def customer_360(book: ContactBook, neighbours: Neighbours, contact_id: str) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, Contact
 from crm_contacts.segment_commands import DEFAULT_STREAM_PAGE, MAX_STREAM_PAGE, SegmentBook
 from crmkit.events import Metadata, new_id, rfc3339
 from crmkit.logs import correlation_id
-from crmkit.rpc import require
+from crmkit.rpc import access, actor, require
 
 MAX_BATCH = 1000
 
@@ -66,6 +66,7 @@ class SegmentMembers:
 
     segments: SegmentBook | None
 
+    @access("read")
     def ListSegmentMembers(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.ListSegmentMembersRequest, context: grpc.ServicerContext
     ) -> Iterator[contacts_pb2.SegmentMember]:
@@ -84,12 +85,14 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
         self.book = book
         self.segments = segments
 
+    @access("read")
     def GetContact(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.GetContactRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.Contact:
         require(bool(request.contact_id.strip()), "contact_id", "contact_id is required")
         return to_message(self.book.contact(request.contact_id))
 
+    @access("read")
     def BatchGetContacts(  # noqa: N802
         self, request: contacts_pb2.BatchGetContactsRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.BatchGetContactsResponse:
@@ -101,6 +104,7 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
             not_found=[cid for cid in ids if cid not in found],
         )
 
+    @access("read")
     def CheckConsent(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.CheckConsentRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.CheckConsentResponse:
@@ -108,6 +112,7 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
         require(request.channel in CHANNELS, "channel", f"channel must be one of {', '.join(CHANNELS)}")
         return self._consent_reply(request.contact_id, request.channel)
 
+    @access("read")
     def BatchCheckConsent(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.BatchCheckConsentRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.BatchCheckConsentResponse:
@@ -125,6 +130,7 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
                                          if answer is None)),
         )
 
+    @access("write")
     def RecordConsent(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.RecordConsentRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.CheckConsentResponse:
@@ -136,7 +142,7 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
         require(len(request.source) <= 100, "source", "source is at most 100 characters")
         survivor = self.book.contact(request.contact_id).id
         consent = {"status": request.status, "source": request.source or "grpc", "legal_basis": legal_basis}
-        meta = Metadata(actor="service:grpc", correlation_id=correlation_id.get() or new_id())
+        meta = Metadata(actor=actor(), correlation_id=correlation_id.get() or new_id())
         self.book.set_consent(survivor, request.channel, consent, meta, None)
         return self._consent_reply(survivor, request.channel)
 

@@ -13,7 +13,7 @@ import pytest
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crmkit.directory import Consent, ContactDirectory
-from crmkit.testing import ServiceHarness
+from crmkit.testing import ServiceHarness, grpc_channel
 
 
 @dataclass
@@ -23,8 +23,9 @@ class Directory:
 
 
 @pytest.fixture
-def directory(grpc_target: str) -> Iterator[Directory]:
-    channel = grpc.insecure_channel(grpc_target)
+def directory(grpc_target: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Directory]:
+    monkeypatch.setenv("CRM_SERVICE_NAME", "messaging")  # the client calls as messaging does
+    channel = grpc_channel(grpc_target, "contacts:read")
     client = ContactDirectory(grpc_target)
     yield Directory(contacts_pb2_grpc.ContactDirectoryStub(channel), client)
     client.close()

@@ -9,7 +9,7 @@ from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crm_contacts import projections
 from crm_contacts.grpc_api import register
 from crmkit import rpc, stack
-from crmkit.testing import ServiceHarness
+from crmkit.testing import ServiceHarness, grpc_channel
 
 
 def create(contacts: ServiceHarness, **fields: object) -> dict:
@@ -30,7 +30,7 @@ def directory(contacts: ServiceHarness) -> Iterator[contacts_pb2_grpc.ContactDir
     port = stack.free_port()
     server, _ = rpc.build_server("contacts", port, lambda srv: register(srv, ContactBook(contacts.runtime)))
     server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = grpc_channel(f"127.0.0.1:{port}", "contacts:read")
     yield contacts_pb2_grpc.ContactDirectoryStub(channel)
     channel.close()
     server.stop(grace=None)

@@ -12,6 +12,7 @@ from crmkit.testing import harness
 
 
 class FakeSales(sales_pb2_grpc.CustomerValueServicer):
+    @rpc.access("read")
     def GetCustomerValue(self, request, context):  # noqa: N802
         return sales_pb2.GetCustomerValueResponse(
             contact_id=request.contact_id, tier="strategic", open_deals=2, won_deals=3,
@@ -22,6 +23,7 @@ class SlowSales(sales_pb2_grpc.CustomerValueServicer):
     def __init__(self) -> None:
         self.release = threading.Event()
 
+    @rpc.access("read")
     def GetCustomerValue(self, request, context):  # noqa: N802
         self.release.wait(10)  # longer than the caller's deadline
         return sales_pb2.GetCustomerValueResponse()

@@ -12,7 +12,7 @@ import pytest
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crm_contacts.app import SERVICE
 from crmkit import rpc, stack
-from crmkit.testing import ServiceHarness
+from crmkit.testing import ServiceHarness, grpc_channel
 
 VIP_LEADS = {"all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"},
                      {"field": "tags", "op": "contains", "value": "vip"}]}
@@ -261,7 +261,7 @@ def directory(contacts: ServiceHarness) -> Iterator[contacts_pb2_grpc.ContactDir
     port = stack.free_port()
     server, _ = rpc.build_server("contacts", port, lambda srv: SERVICE.servicers(srv, contacts.runtime))
     server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = grpc_channel(f"127.0.0.1:{port}", "contacts:read")
     yield contacts_pb2_grpc.ContactDirectoryStub(channel)
     channel.close()
     server.stop(0)

@@ -8,7 +8,7 @@ import grpc
 
 from crm.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from crm_messaging.commands import MessageDesk
-from crmkit.rpc import require
+from crmkit.rpc import access, require
 
 
 def to_message(view: dict[str, Any]) -> messaging_pb2.Message:
@@ -24,12 +24,14 @@ class MessageStatus(messaging_pb2_grpc.MessageStatusServicer):
     def __init__(self, desk: MessageDesk) -> None:
         self.desk = desk
 
+    @access("read")
     def GetMessage(  # noqa: N802 - the name is the contract's
         self, request: messaging_pb2.GetMessageRequest, context: grpc.ServicerContext
     ) -> messaging_pb2.Message:
         require(bool(request.message_id.strip()), "message_id", "message_id is required")
         return to_message(self.desk.message(request.message_id).view())
 
+    @access("read")
     def ListContactMessages(  # noqa: N802
         self, request: messaging_pb2.ListContactMessagesRequest, context: grpc.ServicerContext
     ) -> messaging_pb2.ListContactMessagesResponse:

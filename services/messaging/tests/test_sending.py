@@ -210,7 +210,7 @@ def test_grpc_message_status_and_erasure_scrubs_what_was_sent(world: World) -> N
     port = stack.free_port()
     server, _ = rpc.build_server("messaging", port, lambda srv: register(srv, world.desk))
     server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    channel = rpc.channel(f"127.0.0.1:{port}", audience="messaging", caller="contacts")  # as the 360 calls
     stub = messaging_pb2_grpc.MessageStatusStub(channel)
     try:
         found = stub.GetMessage(messaging_pb2.GetMessageRequest(message_id=queued["id"]), timeout=5)

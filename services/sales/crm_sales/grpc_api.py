@@ -11,7 +11,7 @@ from crm.sales.v1 import sales_pb2, sales_pb2_grpc
 from crm_sales import reports
 from crm_sales.commands import SalesBook
 from crmkit.events import rfc3339
-from crmkit.rpc import require
+from crmkit.rpc import access, require
 
 
 def _money(value: dict[str, str]) -> sales_pb2.Money:
@@ -38,6 +38,7 @@ class CustomerValueServicer(sales_pb2_grpc.CustomerValueServicer):
     def __init__(self, book: SalesBook) -> None:
         self.book = book
 
+    @access("read")
     def GetCustomerValue(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 - gRPC naming
         require(0 < len(request.contact_id) <= 128, "contact_id", "contact_id is required (at most 128 characters)")
         return to_message(reports.customer_value(self.book, request.contact_id))

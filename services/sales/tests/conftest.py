@@ -34,12 +34,14 @@ class FakeDirectory(contacts_pb2_grpc.ContactDirectoryServicer):
             person = self.people[person["merged_into"]]
         return contacts_pb2.Contact(**person) if person else None
 
+    @rpc.access("read")
     def GetContact(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         message = self._message(request.contact_id)
         if message is None:
             context.abort(grpc.StatusCode.NOT_FOUND, "no such contact")
         return message
 
+    @rpc.access("read")
     def BatchGetContacts(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         found = {cid: m for cid in request.contact_ids if (m := self._message(cid)) is not None}
         return contacts_pb2.BatchGetContactsResponse(contacts=found,

@@ -73,7 +73,7 @@ def test_deals_follow_real_contacts_through_merge_and_erasure(stack_of_two) -> N
     server, _ = rpc.build_server("sales", port, lambda srv: grpc_api.register(srv, book))
     server.start()
     try:
-        stub = sales_pb2_grpc.CustomerValueStub(grpc.insecure_channel(f"127.0.0.1:{port}"))
+        stub = sales_pb2_grpc.CustomerValueStub(rpc.channel(f"127.0.0.1:{port}", audience="sales", caller="contacts"))
         value = stub.GetCustomerValue(sales_pb2.GetCustomerValueRequest(contact_id=duplicate["id"]), timeout=2)
         assert value.contact_id == survivor["id"] and value.tier == "strategic" and value.won_deals == 1
         assert (value.lifetime_value.amount, value.lifetime_value.currency) == ("100.00", "USD")

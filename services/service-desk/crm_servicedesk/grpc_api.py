@@ -7,13 +7,14 @@ import grpc
 from crm.servicedesk.v1 import servicedesk_pb2, servicedesk_pb2_grpc
 from crm_servicedesk.commands import TicketDesk
 from crmkit.errors import NotFound
-from crmkit.rpc import require
+from crmkit.rpc import access, require
 
 
 class SupportSummary(servicedesk_pb2_grpc.SupportSummaryServicer):
     def __init__(self, desk: TicketDesk) -> None:
         self.desk = desk
 
+    @access("read")
     def GetSupportSummary(  # noqa: N802 - the name is the contract's
         self, request: servicedesk_pb2.GetSupportSummaryRequest, context: grpc.ServicerContext
     ) -> servicedesk_pb2.GetSupportSummaryResponse:

@@ -24,11 +24,13 @@ class FakeDirectory(contacts_pb2_grpc.ContactDirectoryServicer):
                                                          last_name=last_name, status="active")
         return contact_id
 
+    @rpc.access("read")
     def GetContact(self, request, context):  # noqa: N802
         if request.contact_id not in self.contacts:
             context.abort(grpc.StatusCode.NOT_FOUND, "no such contact")
         return self.contacts[request.contact_id]
 
+    @rpc.access("read")
     def BatchGetContacts(self, request, context):  # noqa: N802
         found = {cid: self.contacts[cid] for cid in request.contact_ids if cid in self.contacts}
         return contacts_pb2.BatchGetContactsResponse(

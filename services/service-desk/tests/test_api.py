@@ -348,7 +348,7 @@ def test_support_summary_over_grpc(desk: ServiceHarness, directory) -> None:
     server, _ = rpc.build_server("service-desk", port, lambda srv: register(srv, TicketDesk(desk.runtime)))
     server.start()
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+        with rpc.channel(f"127.0.0.1:{port}", audience="service-desk", caller="contacts") as channel:
             stub = servicedesk_pb2_grpc.SupportSummaryStub(channel)
             reply = stub.GetSupportSummary(servicedesk_pb2.GetSupportSummaryRequest(contact_id=cid), timeout=5)
             assert (reply.open_tickets, reply.total_tickets, reply.complaints) == (1, 2, 1)
