@@ -414,6 +414,20 @@ def test_idempotency_key_returns_the_first_response_and_queues_nothing_new(conta
     assert contacts.runtime.db["import_chunks"].count_documents({}) == 1
 
 
+def test_an_idempotent_upload_is_the_same_request_only_with_the_same_query_and_expires(
+        contacts: ServiceHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    headers = contacts.headers("contacts:write", **{"Idempotency-Key": "import-2"})
+    body = b"email\na@example.com\n"
+    first = contacts.client.post("/v1/imports?on_duplicate=skip", data=body, content_type=CSV, headers=headers)
+    assert first.status_code == 202
+    other = contacts.client.post("/v1/imports?on_duplicate=update", data=body, content_type=CSV, headers=headers)
+    assert other.status_code == 422 and "Idempotency-Key" in other.get_json()["errors"]
+    monkeypatch.setenv("CRM_CLOCK_OFFSET_SECONDS", str(24 * 3600))  # a day later the key is free again
+    later = contacts.client.post("/v1/imports?on_duplicate=update", data=body, content_type=CSV, headers=headers)
+    assert later.status_code == 202 and "Idempotent-Replayed" not in later.headers
+    assert contacts.runtime.db["imports"].count_documents({}) == 2
+
+
 def test_openapi_documents_the_upload(contacts: ServiceHarness) -> None:
     document = contacts.client.get("/openapi.json").get_json()
     post = document["paths"]["/v1/imports"]["post"]
