@@ -13,6 +13,7 @@ from typing import Any
 from crm_contacts import projections
 from crm_contacts.domain import Company, Contact
 from crmkit.aggregate import Repository, changes_by_event
+from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, new_id, rfc3339, utcnow
 from crmkit.runtime import Runtime
@@ -25,7 +26,7 @@ MAX_MERGED_RECORDS = 1000
 class ContactBook:
     def __init__(self, runtime: Runtime) -> None:
         self.vault = runtime.vault
-        self.idempotency = runtime.db["idempotency_keys"]
+        self.db = runtime.db
         self.contacts: Repository[Contact] = Repository(runtime.store, Contact, runtime.publish)
         self.companies: Repository[Company] = Repository(runtime.store, Company, runtime.publish)
         self.contacts_view = runtime.db["contacts"]
@@ -111,7 +112,7 @@ class ContactBook:
         records = [person.id, *self._merged_into(person)]
         erased = [self.contacts.change(record_id, lambda c: c.erase(reason), meta) for record_id in records]
         self.vault.forget_many(records)
-        self.idempotency.delete_many({"resource": {"$in": [f"/v1/contacts/{record_id}" for record_id in records]}})
+        drop_stored_responses(self.db, [f"/v1/contacts/{record_id}" for record_id in records])
         return erased[0]
 
     def export(self, contact_id: str) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from crm_servicedesk.domain import ACTIVE, SlaPolicy, Ticket, choose_policy
 from crmkit import clock
 from crmkit.aggregate import Repository, changes_by_event
 from crmkit.directory import ContactDirectory
+from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, new_id
 from crmkit.eventstore import epoch_ms
@@ -36,7 +37,6 @@ class TicketDesk:
         self.runtime = runtime
         self.events = runtime.db["events"]
         self.vault = runtime.vault
-        self.idempotency = runtime.db["idempotency_keys"]
         self.tickets: Repository[Ticket] = Repository(runtime.store, Ticket, runtime.publish)
         self.policies: Repository[SlaPolicy] = Repository(runtime.store, SlaPolicy, runtime.publish)
         self.tickets_view = runtime.db["tickets"]
@@ -206,8 +206,7 @@ class TicketDesk:
         self.tickets.change_many(ticket_ids, lambda ticket: ticket.erase_customer_data(contact_id, now),
                           Metadata(actor="system:contact-erasure"))
         self.vault.forget_many(ticket_ids)
-        if ticket_ids:
-            self.idempotency.delete_many({"resource": {"$in": [f"/v1/tickets/{tid}" for tid in ticket_ids]}})
+        drop_stored_responses(self.runtime.db, [f"/v1/tickets/{tid}" for tid in ticket_ids])
         return len(ticket_ids)
 
     def repoint_contact(self, duplicate_id: str, survivor_id: str) -> int:
