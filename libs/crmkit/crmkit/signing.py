@@ -2,11 +2,12 @@
 
 Used for messaging's unsubscribe links and the service desk's satisfaction-survey links.
 The JSON holds the purpose (`p`), an optional expiry (`x`, epoch seconds) and the data
-(`d`, small and not personal: ids). The key is HMAC-SHA256(CRM_JWT_SECRET, purpose), so
-every process of every service can mint and check a purpose's tokens without more
-configuration, a token of one purpose is refused for another, and none can be turned
-into a bearer token or the other way round. Expiry is judged on `crmkit.clock`, the
-clock tests move.
+(`d`, small and not personal: ids). The key is derived with HKDF from the link secret
+(`CRM_LINK_SECRET`, see crmkit.keys) and the purpose, so every process of every service
+can mint and check a purpose's tokens, a token of one purpose is refused for another, and
+the token signing keys never sign a link (rotating those leaves links alone; a leaked
+link key signs no bearer token). Changing the link secret invalidates every link issued
+before. Expiry is judged on `crmkit.clock`, the clock tests move.
 
 A token is authentic, not secret: anyone holding the link can read its data. Single use,
 where wanted, is the receiving command's rule (e.g. a ticket is rated once).
@@ -21,8 +22,11 @@ import json
 from datetime import datetime, timedelta
 from typing import Any
 
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
 from crmkit import clock
-from crmkit.config import jwt_secret
+from crmkit.keys import link_secret
 
 MAX_TOKEN_LENGTH = 2000
 
@@ -32,7 +36,8 @@ class BadToken(ValueError):
 
 
 def _key(secret: str, purpose: str) -> bytes:
-    return hmac.new(secret.encode(), f"crm-signed-token:{purpose}".encode(), hashlib.sha256).digest()
+    return HKDF(hashes.SHA256(), 32, salt=b"crm-links", info=f"crm-signed-token:{purpose}".encode()).derive(
+        secret.encode())
 
 
 def _b64(raw: bytes) -> str:
@@ -53,7 +58,7 @@ def sign(purpose: str, data: dict[str, Any], *, ttl: timedelta | None = None, se
     expires = None if ttl is None else int(((now or clock.now()) + ttl).timestamp())
     body = json.dumps({"p": purpose, "x": expires, "d": data}, separators=(",", ":"), sort_keys=True)
     payload = _b64(body.encode())
-    return f"{payload}.{_signature(secret or jwt_secret(), purpose, payload)}"
+    return f"{payload}.{_signature(secret or link_secret(), purpose, payload)}"
 
 
 def verify(purpose: str, token: str, *, secret: str | None = None, now: datetime | None = None) -> dict[str, Any]:
@@ -63,7 +68,7 @@ def verify(purpose: str, token: str, *, secret: str | None = None, now: datetime
     # hmac.compare_digest, which raises TypeError on non-ASCII text
     if not payload or not signature or len(token) > MAX_TOKEN_LENGTH or not token.isascii():
         raise BadToken("malformed token")
-    if not hmac.compare_digest(_signature(secret or jwt_secret(), purpose, payload), signature):
+    if not hmac.compare_digest(_signature(secret or link_secret(), purpose, payload), signature):
         raise BadToken("bad signature")
     try:
         body = json.loads(_unb64(payload))

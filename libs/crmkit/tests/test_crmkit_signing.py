@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import base64
+import hashlib
+import hmac
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -48,13 +51,28 @@ def test_a_token_with_characters_outside_base64url_is_refused_as_malformed() -> 
             signing.verify("survey", bad, secret="s")
 
 
-def test_the_key_defaults_to_the_platform_secret(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CRM_JWT_SECRET", "one")
+def test_the_key_defaults_to_the_link_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_LINK_SECRET", "one")
     token = signing.sign("survey", {"t": "1"})
     assert signing.verify("survey", token) == {"t": "1"}
-    monkeypatch.setenv("CRM_JWT_SECRET", "two")
+    monkeypatch.setenv("CRM_LINK_SECRET", "two")
     with pytest.raises(signing.BadToken):
         signing.verify("survey", token)
+
+
+def test_links_are_not_signed_with_the_token_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The token key ring and the links have keys of their own: neither verifies the other's signatures."""
+    monkeypatch.setenv("CRM_JWT_SECRET", "the-token-secret")
+    monkeypatch.setenv("CRM_LINK_SECRET", "the-link-secret")
+    token = signing.sign("unsubscribe", {"c": "x"})
+    with pytest.raises(signing.BadToken, match="signature"):
+        signing.verify("unsubscribe", token, secret="the-token-secret")
+    payload = token.split(".")[0]
+    old_style = hmac.new(hmac.new(b"the-token-secret", b"crm-signed-token:unsubscribe", hashlib.sha256).digest(),
+                         payload.encode(), hashlib.sha256).digest()  # a link keyed by the token secret, as before
+    forged = f"{payload}.{base64.urlsafe_b64encode(old_style).decode().rstrip('=')}"
+    with pytest.raises(signing.BadToken, match="signature"):
+        signing.verify("unsubscribe", forged)
 
 
 def test_the_clock_moves_by_the_variable_and_by_the_file(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -24,12 +24,12 @@ from crm_messaging.domain import CHANNELS, Campaign, Message, Template, Trigger,
 from crm_messaging.projections import CampaignsView, MessagesView, TemplatesView, TriggersView
 from crmkit import clock as platform_clock
 from crmkit.aggregate import Repository
-from crmkit.config import jwt_secret
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, Unavailable, ValidationFailed
 from crmkit.events import Metadata, new_id, rfc3339
 from crmkit.eventstore import epoch_ms
+from crmkit.keys import link_secret
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
 
@@ -240,7 +240,7 @@ class MessageDesk:
     # --- receipts -----------------------------------------------------------------------
 
     def receipt_secret(self) -> str:
-        return self.config.receipt_secret or hmac.new(jwt_secret().encode(), b"crm-messaging-receipts",
+        return self.config.receipt_secret or hmac.new(link_secret().encode(), b"crm-messaging-receipts",
                                                       hashlib.sha256).hexdigest()
 
     def receipt(self, provider: str, body: dict[str, Any], meta: Metadata) -> Message:
@@ -353,12 +353,12 @@ class MessageDesk:
     # --- unsubscribe and erasure --------------------------------------------------------
 
     def unsubscribe_url(self, contact_id: str, channel: str) -> str:
-        return f"{self.config.public_url}/v1/unsubscribe/{unsubscribe.sign(jwt_secret(), contact_id, channel)}"
+        return f"{self.config.public_url}/v1/unsubscribe/{unsubscribe.sign(link_secret(), contact_id, channel)}"
 
     def unsubscribe(self, token: str) -> str:
         """Withdraw consent for the token's contact and channel (in contacts, over gRPC)."""
         try:
-            contact_id, channel = unsubscribe.verify(jwt_secret(), token)
+            contact_id, channel = unsubscribe.verify(link_secret(), token)
         except unsubscribe.BadToken:
             raise NotFound("this unsubscribe link is not valid") from None
         if channel not in CHANNELS:

@@ -1,7 +1,7 @@
 """Unsubscribe tokens: the chassis' signed tokens (`crmkit.signing`) of purpose "unsubscribe".
 
 A token names a contact and a channel, and nothing personal; it does not expire (a
-person may use an old mail's link). The key is derived from the platform's JWT secret.
+person may use an old mail's link). The key is derived from the link secret (crmkit.keys).
 """
 
 from __future__ import annotations
