@@ -222,21 +222,21 @@ class LocalContacts:
             self.collection.bulk_write([self._refreshed(cid, contact, versions[cid])
                                         for cid, contact in current.items()], ordered=False)
 
-    def _react(self, reactions: Sequence[_Plan]) -> dict[str, Exception]:
+    def _react(self, plans: Sequence[_Plan]) -> dict[str, Exception]:
         """Run each contact's hooks on its own, then record in one write the reactions that
         succeeded; returns the failures by contact id."""
         failures: dict[str, Exception] = {}
         done = []
-        for reaction in reactions:
+        for plan in plans:
             try:
-                if reaction.survivor_id and self.on_merged is not None:
-                    self._hook("merged", self.on_merged, reaction.contact_id, reaction.survivor_id)
-                if reaction.erased and self.on_erased is not None:
-                    self._hook("erased", self.on_erased, reaction.contact_id)
+                if plan.survivor_id and self.on_merged is not None:
+                    self._hook("merged", self.on_merged, plan.contact_id, plan.survivor_id)
+                if plan.erased and self.on_erased is not None:
+                    self._hook("erased", self.on_erased, plan.contact_id)
             except Exception as exc:  # this contact is tried again when its event comes back; the others go on
-                failures[reaction.contact_id] = exc
+                failures[plan.contact_id] = exc
                 continue
-            done.append(self._reacted(reaction))
+            done.append(self._reacted(plan))
         if done:
             self.collection.bulk_write(done, ordered=False)
         return failures
@@ -280,17 +280,17 @@ class LocalContacts:
         return UpdateOne({"_id": contact_id}, {"$set": _fields(contact, version)}, upsert=True)
 
     @staticmethod
-    def _reacted(reaction: _Plan) -> UpdateOne:
+    def _reacted(plan: _Plan) -> UpdateOne:
         """The copy after its reactions: merged into the survivor and/or scrubbed; an erasure
         is final, so a merge seen after it leaves the copy erased. The version only grows."""
         changes: dict[str, Any] = {}
-        if reaction.survivor_id:
-            changes |= {"status": "merged", "merged_into": reaction.survivor_id}
-        if reaction.erased:
+        if plan.survivor_id:
+            changes |= {"status": "merged", "merged_into": plan.survivor_id}
+        if plan.erased:
             changes |= {**{name: None for name in PERSONAL}, "erased_at": utcnow()}
-        if reaction.erased or reaction.was_erased:
+        if plan.erased or plan.was_erased:
             changes["status"] = "erased"
-        return UpdateOne({"_id": reaction.contact_id}, {"$set": changes, "$max": {"version": reaction.version}},
+        return UpdateOne({"_id": plan.contact_id}, {"$set": changes, "$max": {"version": plan.version}},
                          upsert=True)
 
 
