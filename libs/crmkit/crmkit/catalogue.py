@@ -102,9 +102,11 @@ class Catalogue:
 
 
 def _seal_in_schema(schema: dict[str, Any], path: list[str]) -> None:
+    """Mark `path` sealed; an array on the way is stepped into (its items), as crmkit.shredding does."""
     node = schema
     for name in path[:-1]:
         node = node.get("properties", {}).get(name, {})
+        node = node.get("items", node) if node.get("type") == "array" else node
     properties = node.get("properties", {})
     if path[-1] in properties:
         properties[path[-1]] = {"anyOf": [SEALED, {"type": "null"}],

@@ -244,13 +244,17 @@ def _decrypt(key: DataKey | None, aad: bytes, sealed: Any) -> Any:
     return json.loads(key.cipher.decrypt(raw[:12], raw[12:], aad))
 
 
-def _transform(data: dict[str, Any], path: list[str], change: Any) -> None:
-    """Apply `change` to the value at `path` if it is present."""
-    *parents, leaf = path
-    node: Any = data
-    for name in parents:
-        node = node.get(name) if isinstance(node, dict) else None
-        if node is None:
-            return
-    if isinstance(node, dict) and leaf in node:
-        node[leaf] = change(node[leaf])
+def _transform(data: Any, path: list[str], change: Any) -> None:
+    """Apply `change` to the value at `path` if it is present. A list on the way is walked item
+    by item: `lines.description` is every line's description (a list at the end is one value)."""
+    if isinstance(data, list):
+        for item in data:
+            _transform(item, path, change)
+        return
+    name, *rest = path
+    if not isinstance(data, dict) or name not in data:
+        return
+    if rest:
+        _transform(data[name], rest, change)
+    else:
+        data[name] = change(data[name])
