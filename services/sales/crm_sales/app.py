@@ -5,6 +5,7 @@ from __future__ import annotations
 from crm_sales import api, grpc_api, projections, reports
 from crm_sales.catalogue import EVENTS
 from crm_sales.commands import SalesBook
+from crm_sales.domain import PERSONAL_DATA
 from crmkit.config import Ports
 from crmkit.runtime import Runtime
 from crmkit.service import ServiceSpec
@@ -21,6 +22,7 @@ def prepare(runtime: Runtime) -> None:
         view.ensure_indexes()
     book = SalesBook(runtime)
     book.local.ensure_indexes()
+    book.ensure_indexes()
     book.ensure_default_pipeline()
     book.directory.close()
 
@@ -35,5 +37,6 @@ SERVICE = ServiceSpec(
     projections=lambda runtime: all_projections(SalesBook(runtime)),
     prepare=prepare,
     events=EVENTS,
+    personal_fields=PERSONAL_DATA,
     jobs=lambda runtime: [reports.value_job(SalesBook(runtime)), reports.expiry_job(SalesBook(runtime))],
 )

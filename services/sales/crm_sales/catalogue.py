@@ -1,9 +1,11 @@
 """Every event the sales service emits: meaning, JSON Schema of `data`, an example.
 
 `make catalogue` turns this into docs/events/; with CRM_STRICT_EVENTS=1 (tests) the
-event store refuses anything not described here (docs/events-versioning.md). Sales
-events hold no personal data (a contact is referred to by its id only). Money is a
-decimal string with exactly the currency's minor-unit decimals, plus the currency.
+event store refuses anything not described here (docs/events-versioning.md). A contact
+is referred to by its id; what sales writes about the person (deal titles, activity
+subjects, notes and outcomes, quote notes and line texts, reasons) is personal and
+sealed (`domain.PERSONAL_DATA`). Money is a decimal string with exactly the currency's
+minor-unit decimals, plus the currency.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from crm_sales import money
-from crm_sales.domain import ACTIVITY_TYPES, LOST, TIERS, WON
+from crm_sales.domain import ACTIVITY_TYPES, LOST, PERSONAL_DATA, TIERS, WON
 from crmkit.catalogue import Catalogue, EventType
 
 ID = {"type": "string", "minLength": 1}
@@ -62,6 +64,17 @@ QUOTE_LINE = _object(
 QUOTE_NUMBER = {"type": "string", "pattern": "^Q-[0-9]{4}-[0-9]{6,}$"}
 REPOINTED = {"const": "contact_merged", "description": "why: the contact was merged into another"}
 
+
+def _erased(kind: str, id_field: str, example_id: str, dropped: str) -> EventType:
+    """`<Kind>CustomerDataErased`: the reaction of sales to the contacts service's ContactErased."""
+    return EventType(
+        f"{kind}CustomerDataErased", 1, kind.lower(),
+        f"The {kind.lower()}'s contact was erased: {dropped} read as null from here on (the record's key is "
+        "destroyed, so earlier events' sealed fields stay unreadable too).",
+        _object([id_field, "contact_id", "at"], {id_field: ID, "contact_id": ID, "at": TIME}),
+        {id_field: example_id, "contact_id": "01a2…", "at": "2027-02-01T08:00:00.000Z"},
+    )
+
 EVENTS = Catalogue("sales", "Sales", [
     EventType(
         "ProductCreated", 1, "product", "A product (SKU, price, tax rate) was added to the catalogue.",
@@ -92,11 +105,13 @@ EVENTS = Catalogue("sales", "Sales", [
         {"deal_id": "01b2…", "contact_id": "01a2…", "pipeline_id": "default", "stage": "qualification",
          "at": "2026-11-26T08:00:00.000Z", "title": "Pro for Acme", "company_id": None, "owner": "ana",
          "amount": "12000.00", "currency": "USD", "expected_close": "2026-12-31"},
+        personal=PERSONAL_DATA["DealCreated"],
     ),
     EventType(
         "DealUpdated", 1, "deal", "Fields of a deal changed; `changes` holds the new values.",
         _object(["deal_id", "changes"], {"deal_id": ID, "changes": _changes(DEAL_FIELDS)}),
         {"deal_id": "01b2…", "changes": {"amount": "15000.00", "expected_close": "2027-01-15"}},
+        personal=PERSONAL_DATA["DealUpdated"],
     ),
     EventType(
         "DealStageChanged", 1, "deal", "An open deal moved to another open stage (with that stage's probability).",
@@ -119,6 +134,7 @@ EVENTS = Catalogue("sales", "Sales", [
         _object(["deal_id", "from", "reason", "at"], {
             "deal_id": ID, "from": OPEN_STAGE, "reason": TEXT, "at": TIME}),
         {"deal_id": "01b2…", "from": "proposal", "reason": "chose a competitor", "at": "2026-12-20T08:00:00.000Z"},
+        personal=PERSONAL_DATA["DealLost"],
     ),
     EventType(
         "DealReopened", 1, "deal",
@@ -133,16 +149,19 @@ EVENTS = Catalogue("sales", "Sales", [
         _object(["deal_id", "from", "to", "reason"], {"deal_id": ID, "from": ID, "to": ID, "reason": REPOINTED}),
         {"deal_id": "01b2…", "from": "01a3…", "to": "01a2…", "reason": "contact_merged"},
     ),
+    _erased("Deal", "deal_id", "01b2…", "its title and lost reason"),
     EventType(
         "ActivityScheduled", 1, "activity", "A call, meeting, task or email was scheduled (for a deal or contact).",
         _object(["activity_id", *ACTIVITY_FIELDS], {"activity_id": ID, **ACTIVITY_FIELDS}),
         {"activity_id": "01b3…", "type": "call", "subject": "Discovery call", "notes": None,
          "due_at": "2026-11-28T10:00:00.000Z", "owner": "ana", "deal_id": "01b2…", "contact_id": "01a2…"},
+        personal=PERSONAL_DATA["ActivityScheduled"],
     ),
     EventType(
         "ActivityCompleted", 1, "activity", "The activity was done, with its outcome.",
         _object(["activity_id", "at", "outcome"], {"activity_id": ID, "at": TIME, "outcome": OPTIONAL_TEXT}),
         {"activity_id": "01b3…", "at": "2026-11-28T10:40:00.000Z", "outcome": "interested; send a proposal"},
+        personal=PERSONAL_DATA["ActivityCompleted"],
     ),
     EventType(
         "ActivityContactChanged", 1, "activity",
@@ -151,6 +170,7 @@ EVENTS = Catalogue("sales", "Sales", [
             "activity_id": ID, "from": OPTIONAL_ID, "to": ID, "reason": REPOINTED}),
         {"activity_id": "01b3…", "from": "01a3…", "to": "01a2…", "reason": "contact_merged"},
     ),
+    _erased("Activity", "activity_id", "01b3…", "its subject, notes and outcome"),
     EventType(
         "QuoteDrafted", 1, "quote",
         "A quote was drafted for a deal: priced lines (every amount rounded to the currency) and exact totals.",
@@ -166,6 +186,7 @@ EVENTS = Catalogue("sales", "Sales", [
                     "quantity": "10", "unit_price": "1200.00", "discount_percent": "0", "tax_rate": "9",
                     "discount": "0.00", "net": "12000.00", "tax": "1080.00", "total": "13080.00"}],
          "subtotal": "12000.00", "discount": "0.00", "tax": "1080.00", "total": "13080.00"},
+        personal=PERSONAL_DATA["QuoteDrafted"],
     ),
     EventType(
         "QuoteIssued", 1, "quote", "The quote was sent to the customer.",
@@ -188,12 +209,14 @@ EVENTS = Catalogue("sales", "Sales", [
         _object(["quote_id", "deal_id", "reason", "at"], {
             "quote_id": ID, "deal_id": ID, "reason": OPTIONAL_TEXT, "at": TIME}),
         {"quote_id": "01b4…", "deal_id": "01b2…", "reason": "too expensive", "at": "2026-12-20T08:00:00.000Z"},
+        personal=PERSONAL_DATA["QuoteRejected"],
     ),
     EventType(
         "QuoteExpired", 1, "quote", "A sent quote passed its validity date unanswered.",
         _object(["quote_id", "deal_id", "at"], {"quote_id": ID, "deal_id": ID, "at": TIME}),
         {"quote_id": "01b4…", "deal_id": "01b2…", "at": "2027-01-01T00:05:00.000Z"},
     ),
+    _erased("Quote", "quote_id", "01b4…", "its notes, its lines' descriptions and the rejection reason"),
     EventType(
         "CustomerTierChanged", 1, "customer",
         "A customer's tier moved (strategic: the top 20% by historic CLV); the subject is the contact id.",

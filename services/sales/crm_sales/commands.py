@@ -13,13 +13,14 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from pymongo import ReturnDocument
+from pymongo import ASCENDING, ReturnDocument
 from pymongo.collection import Collection
 
 from crm_sales import money
 from crm_sales.domain import Activity, Customer, Deal, Pipeline, Product, Quote, QuoteLine
 from crmkit.aggregate import Repository
 from crmkit.directory import ContactDirectory, LocalContacts
+from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, new_id, rfc3339, utcnow
 from crmkit.eventstore import ConcurrencyError, epoch_ms
@@ -49,7 +50,13 @@ class SalesBook:
         self.customers: Repository[Customer] = Repository(runtime.store, Customer, publish)
         self.directory = directory or contacts_directory()
         self.local = LocalContacts("contacts", self.db["contacts"], self.directory,
-                                   on_merged=self.contact_merged, service=runtime.settings.service)
+                                   on_merged=self.contact_merged, on_erased=self.erase_contact,
+                                   service=runtime.settings.service)
+        # a contact's records, by kind: found in the event store at erasure (the read models may lag)
+        self.erasable: dict[str, tuple[Repository[Any], str]] = {
+            Deal.aggregate_type: (self.deals, "/v1/deals"),
+            Activity.aggregate_type: (self.activities, "/v1/activities"),
+            Quote.aggregate_type: (self.quotes, "/v1/quotes")}
         self.counters: Collection = self.db["counters"]
         self.deals_view: Collection = self.db["deals"]
         self.activities_view: Collection = self.db["activities"]
@@ -64,6 +71,11 @@ class SalesBook:
         return self.clock().astimezone(UTC).date()
 
     # --- setup ----------------------------------------------------------------------------
+
+    def ensure_indexes(self) -> None:
+        """The event store's indexes erasure finds a contact's records by (`_records_of`)."""
+        for key in ("data.contact_id", "data.to", "data.deal_id"):
+            self.runtime.store.events.create_index([(key, ASCENDING)])
 
     def ensure_default_pipeline(self) -> None:
         """The default pipeline exists from the first start (idempotent, safe from many processes)."""
@@ -184,6 +196,44 @@ class SalesBook:
                       "locale": doc.get("locale")}
                 for cid, doc in found.items()}
 
+    def erased(self, contact_id: str | None) -> bool:
+        """Whether the local copy says the contact was erased (nothing new is written about them)."""
+        known = self.local.find([contact_id]).get(contact_id) if contact_id else None
+        return known is not None and known.get("status") == "erased"
+
+    def erase_contact(self, contact_id: str) -> int:
+        """ContactErased: the person's deals, activities and quotes (and the quotes of their deals)
+        record `<Kind>CustomerDataErased`, which drops titles, subjects, notes, outcomes, reasons and
+        line texts from every fold; then their keys are destroyed, so the sealed copies in the store
+        and on the topic read as null forever; then the stored idempotent responses that created
+        them (a deal's holds the contact's name) are dropped. Safe to repeat. Returns how many records."""
+        records = self._records_of(contact_id)
+        at, meta = self.now(), Metadata(actor="system:contact-erasure")
+        for kind, ids in records.items():
+            repository, _ = self.erasable[kind]
+            repository.change_many(ids, lambda record: record.erase_customer_data(contact_id, at), meta)
+        self.runtime.vault.forget_many(rid for ids in records.values() for rid in ids)
+        drop_stored_responses(self.db, [f"{self.erasable[kind][1]}/{rid}" for kind, ids in records.items()
+                                        for rid in ids])
+        return sum(len(ids) for ids in records.values())
+
+    def _records_of(self, contact_id: str) -> dict[str, list[str]]:
+        """The contact's deals, activities and quotes, plus the quotes of their deals, by kind:
+        from the event store, so a record the read models have not folded yet is found too."""
+        events = self.runtime.store.events
+        mine = events.find({"aggregate_type": {"$in": list(self.erasable)}, "$or": [
+            {"data.contact_id": contact_id},
+            {"type": {"$in": ["DealContactChanged", "ActivityContactChanged"]}, "data.to": contact_id}]},
+            {"stream_id": 1, "aggregate_type": 1})
+        found: dict[str, set[str]] = {kind: set() for kind in self.erasable}
+        for doc in mine:
+            found[doc["aggregate_type"]].add(doc["stream_id"])
+        if found[Deal.aggregate_type]:
+            quotes = events.find({"type": "QuoteDrafted", "data.deal_id": {"$in": sorted(found[Deal.aggregate_type])}},
+                                 {"stream_id": 1})
+            found[Quote.aggregate_type] |= {doc["stream_id"] for doc in quotes}
+        return {kind: sorted(ids) for kind, ids in found.items() if ids}
+
     def contact_merged(self, duplicate_id: str, survivor_id: str) -> None:
         """ContactMerged: every deal and activity of the duplicate now belongs to the survivor
         (one load and one bulk append per kind; a record changed meanwhile is decided again)."""
@@ -202,8 +252,12 @@ class SalesBook:
                 fields = {**fields, "contact_id": fields.get("contact_id") or deal.contact_id}
             except NotFound:
                 errors["deal_id"] = [f"no deal with id {fields['deal_id']}"]
-        if fields.get("contact_id") and not self.local.find([fields["contact_id"]]):
-            self.require_contact(fields["contact_id"], errors)
+        if fields.get("contact_id"):
+            known = self.local.find([fields["contact_id"]]).get(fields["contact_id"])
+            if known is None:
+                self.require_contact(fields["contact_id"], errors)
+            elif known.get("status") == "erased":
+                errors["contact_id"] = ["the contact was erased"]
         if errors:
             raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors)
         activity = Activity.schedule(new_id(), {**fields, "due_at": rfc3339(fields["due_at"])})
@@ -239,6 +293,8 @@ class SalesBook:
             deal = self.deals.get(fields["deal_id"])
         except NotFound:
             raise ValidationFailed("unknown deal", {"deal_id": [f"no deal with id {fields['deal_id']}"]}) from None
+        if self.erased(deal.contact_id):  # a new quote would be a new key: words about the person kept after all
+            errors["deal_id"] = ["the deal's contact was erased"]
         lines = []
         for index, line in enumerate(fields["lines"]):
             built = self._quote_line(index, line, deal.currency, fields.get("tax_rate"), errors)

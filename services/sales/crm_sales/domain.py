@@ -28,6 +28,19 @@ WON, LOST = "won", "lost"
 ACTIVITY_TYPES = ("call", "meeting", "task", "email")
 TIERS = ("strategic", "standard")
 
+# What sales writes about a person, sealed with the record's key (crmkit.shredding), which
+# erasure of the record's contact destroys. Titles and reasons are free text that names
+# people in practice ("Renewal for Ali Rezaei", "lost: Ali moved to a competitor").
+PERSONAL_DATA = {
+    "DealCreated": ("title",),
+    "DealUpdated": ("changes.title",),
+    "DealLost": ("reason",),
+    "ActivityScheduled": ("subject", "notes"),
+    "ActivityCompleted": ("outcome",),
+    "QuoteDrafted": ("notes", "lines.description"),
+    "QuoteRejected": ("reason",),
+}
+
 
 def _time(value: str | None) -> datetime | None:
     return parse_time(value) if value else None
@@ -37,6 +50,27 @@ def _restore(aggregate: Aggregate, view: dict[str, Any], names: tuple[str, ...])
     """Set `names` (and the version and times) back from a `view()`: how projections continue a fold."""
     for name in (*names, "version", "created_at", "updated_at"):
         setattr(aggregate, name, view.get(name))
+
+
+class ErasableRecord(Aggregate):
+    """A deal, activity or quote: a record about one contact, whose words are dropped when that
+    contact is erased. `<Kind>CustomerDataErased` makes every fold (read models, a rebuild, a
+    load) forget the personal fields at once — also those of events stored in plain text before
+    sales sealed them; the caller destroys the record's key, so the sealed copies stay unreadable."""
+
+    erased_event = ""  # e.g. DealCustomerDataErased
+    id_field = ""  # e.g. deal_id
+
+    def __init__(self, aggregate_id: str) -> None:
+        super().__init__(aggregate_id)
+        self.customer_data_erased_at: str | None = None
+
+    def erase_customer_data(self, contact_id: str, at: str) -> bool:
+        """Record the erasure once; a repeat (the same person's merged records, a redelivery) records nothing."""
+        if self.customer_data_erased_at is not None:
+            return False
+        self.record(self.erased_event, {self.id_field: self.id, "contact_id": contact_id, "at": at})
+        return True
 
 
 # --- products -----------------------------------------------------------------------------
@@ -150,10 +184,11 @@ class Pipeline(Aggregate):
 DEAL_FIELDS = ("title", "company_id", "owner", "amount", "currency", "expected_close")
 
 
-class Deal(Aggregate):
+class Deal(ErasableRecord):
     """open → won | lost (a reason is required) → reopened (open again, in the stage it left)."""
 
     aggregate_type = "deal"
+    erased_event, id_field = "DealCustomerDataErased", "deal_id"
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -260,6 +295,8 @@ class Deal(Aggregate):
             self._enter(data["to"], data["at"])
         elif event_type == "DealContactChanged":
             self.contact_id = data["to"]
+        elif event_type == self.erased_event:
+            self.title, self.lost_reason, self.customer_data_erased_at = None, None, data["at"]
 
     @property
     def closed_at(self) -> str | None:
@@ -269,7 +306,7 @@ class Deal(Aggregate):
     def restore(cls, view: dict[str, Any]) -> Deal:
         deal = cls(view["id"])
         _restore(deal, view, (*DEAL_FIELDS, "contact_id", "pipeline_id", "stage", "status", "lost_reason", "won_at",
-                              "lost_at", "quote_id"))
+                              "lost_at", "quote_id", "customer_data_erased_at"))
         deal.stage_history = [dict(entry) for entry in view["stage_history"]]
         deal.opened_at = deal.stage_history[0]["entered_at"] if deal.stage_history else None  # DealCreated's `at`
         return deal
@@ -289,6 +326,7 @@ class Deal(Aggregate):
                 "expected_close": self.expected_close, "pipeline_id": self.pipeline_id, "stage": self.stage,
                 "status": self.status, "lost_reason": self.lost_reason, "won_at": self.won_at,
                 "lost_at": self.lost_at, "quote_id": self.quote_id, "stage_history": self.stage_history,
+                "customer_data_erased_at": self.customer_data_erased_at,
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 
@@ -297,8 +335,9 @@ class Deal(Aggregate):
 ACTIVITY_FIELDS = ("type", "subject", "notes", "due_at", "owner", "deal_id", "contact_id")
 
 
-class Activity(Aggregate):
+class Activity(ErasableRecord):
     aggregate_type = "activity"
+    erased_event, id_field = "ActivityCustomerDataErased", "activity_id"
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -333,16 +372,20 @@ class Activity(Aggregate):
             self.status, self.completed_at, self.outcome = "completed", data["at"], data.get("outcome")
         elif event_type == "ActivityContactChanged":
             self.contact_id = data["to"]
+        elif event_type == self.erased_event:
+            self.subject = self.notes = self.outcome = None
+            self.customer_data_erased_at = data["at"]
 
     @classmethod
     def restore(cls, view: dict[str, Any]) -> Activity:
         activity = cls(view["id"])
-        _restore(activity, view, (*ACTIVITY_FIELDS, "status", "completed_at", "outcome"))
+        _restore(activity, view, (*ACTIVITY_FIELDS, "status", "completed_at", "outcome", "customer_data_erased_at"))
         return activity
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, **{k: getattr(self, k) for k in ACTIVITY_FIELDS},
                 "status": self.status, "completed_at": self.completed_at, "outcome": self.outcome,
+                "customer_data_erased_at": self.customer_data_erased_at,
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 
@@ -377,10 +420,11 @@ def priced_lines(lines: list[QuoteLine], currency: str) -> dict[str, Any]:
             "total": money.text(totals.total, currency)}
 
 
-class Quote(Aggregate):
+class Quote(ErasableRecord):
     """draft → sent (QuoteIssued) → accepted | rejected | expired."""
 
     aggregate_type = "quote"
+    erased_event, id_field = "QuoteCustomerDataErased", "quote_id"
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -458,12 +502,16 @@ class Quote(Aggregate):
             self.status, self.expired_at = "expired", data["at"]
         elif event_type == "QuoteContactChanged":
             self.contact_id = data["to"]
+        elif event_type == self.erased_event:
+            self.notes, self.rejection_reason, self.customer_data_erased_at = None, None, data["at"]
+            self.lines = [{**line, "description": None} for line in self.lines]
 
     @classmethod
     def restore(cls, view: dict[str, Any]) -> Quote:
         quote = cls(view["id"])
         _restore(quote, view, ("number", "deal_id", "contact_id", "currency", "valid_until", "locale", "notes",
-                               "status", "sent_at", "accepted_at", "rejected_at", "rejection_reason", "expired_at"))
+                               "status", "sent_at", "accepted_at", "rejected_at", "rejection_reason", "expired_at",
+                               "customer_data_erased_at"))
         quote.lines = list(view["lines"])
         quote.totals = {k: view[k] for k in ("subtotal", "discount", "tax", "total") if k in view}
         return quote
@@ -474,7 +522,8 @@ class Quote(Aggregate):
                 "locale": self.locale, "notes": self.notes, "lines": self.lines, **self.totals,
                 "status": self.status, "sent_at": self.sent_at, "accepted_at": self.accepted_at,
                 "rejected_at": self.rejected_at, "rejection_reason": self.rejection_reason,
-                "expired_at": self.expired_at, "created_at": self.created_at, "updated_at": self.updated_at}
+                "expired_at": self.expired_at, "customer_data_erased_at": self.customer_data_erased_at,
+                "created_at": self.created_at, "updated_at": self.updated_at}
 
 
 # --- customer value -----------------------------------------------------------------------

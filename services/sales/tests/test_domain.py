@@ -168,3 +168,24 @@ def test_restore_from_the_view_continues_the_fold_like_the_whole_stream() -> Non
     quote.send(T1, date(2026, 1, 3))
     quote_again.send(T1, date(2026, 1, 3))
     assert quote_again.view() == quote.view()
+
+
+def test_erasing_the_contact_drops_their_words_from_every_record_once() -> None:
+    """The erased event nulls what events in plain text (written before sealing) still say,
+    survives a restore from the view, and is recorded once however often erasure runs."""
+    deal, _ = new_deal()
+    deal.lose("Ali moved abroad", T1)
+    activity = Activity.schedule("a1", {"type": "call", "subject": "Call Ali", "notes": "mornings", "due_at": T1,
+                                        "contact_id": "c1"})
+    activity.complete(T1, "Ali wants a discount")
+    line = QuoteLine("Setup at Ali's home", Decimal(1), Decimal("10.00"), Decimal(0), Decimal(0))
+    quote = Quote.draft("q1", "Q-2026-000001", new_deal()[0], [line], {"valid_until": "2026-02-01", "notes": "Ali"})
+    quote.send(T1, date(2026, 1, 3))
+    quote.reject(T1, "Ali found it dear")
+    for record in (deal, activity, quote):
+        assert record.erase_customer_data("c1", T2)
+        restored = type(record).restore(record.view())
+        assert "Ali" not in str(restored.view()) and restored.customer_data_erased_at == T2
+        assert not restored.erase_customer_data("c1", T2) and not restored.pending
+    assert (deal.status, activity.status, quote.status) == ("lost", "completed", "rejected")
+    assert quote.lines[0]["total"] == "10.00" and quote.lines[0]["description"] is None
