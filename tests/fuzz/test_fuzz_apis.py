@@ -1,0 +1,124 @@
+"""Fuzz every service's REST API on a running stack: no input may make it answer 5xx.
+
+The whole stack runs as a newcomer starts it (`crm up`, tests/e2e/conftest.py), and
+schemathesis (its CLI, as a subprocess, so its Hypothesis run is its own) reads each
+service's `/openapi.json` and sends what it generates with the printed admin token:
+the schema's examples, the coverage phase's boundary and wrong-type values, random
+fuzzing, and the stateful phase's sequences through the links it infers (create, then
+read, change, erase what was created). The only check is `not_a_server_error`: bad
+input is the client's problem (an RFC 9457 4xx), never a crash; conformance of the
+answers to the schema is checked elsewhere.
+
+The seed is fixed, so a run is reproducible: CRM_FUZZ_SEED changes it. CRM_FUZZ_EXAMPLES
+bounds the test cases per operation and phase: small here so `make test` stays in its
+budget, many more under `make fuzz` (docs/testing.md, "Fuzzing").
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..e2e.conftest import SERVICES, LocalStack
+
+pytestmark = pytest.mark.e2e
+
+SEED = int(os.environ.get("CRM_FUZZ_SEED", "20261202"))
+EXAMPLES = int(os.environ.get("CRM_FUZZ_EXAMPLES", "8"))
+PHASES = "examples,coverage,fuzzing,stateful"
+HOOKS = Path(__file__).with_name("hooks.py")
+
+
+@pytest.fixture(scope="module")
+def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    stack = LocalStack(tmp_path_factory.mktemp("fuzzed-stack"))
+    stack.start()
+    try:
+        yield stack
+    finally:
+        assert stack.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def known_ids(crm: LocalStack) -> dict[str, list[str]]:
+    """One record of each kind, made before fuzzing, so generated requests can name real ones (hooks.py)."""
+    def made(service: str, path: str, body: dict, status: int = 201) -> str:
+        return crm.ok(service, "POST", path, body, status)["id"]
+
+    ana = made("contacts", "/v1/contacts", {"first_name": "Ana", "email": "ana@example.com"})
+    bo = made("contacts", "/v1/contacts", {"first_name": "Bo", "email": "bo@example.com"})
+    product = made("sales", "/v1/products", {"sku": "SKU-1", "name": "Widget", "unit_price": "10.00",
+                                             "currency": "USD"})
+    deal = made("sales", "/v1/deals", {"title": "Fuzzed", "contact_id": ana, "amount": "100.00", "currency": "USD"})
+    template = made("messaging", "/v1/templates", {"name": "Hello", "channel": "email", "default_locale": "en",
+                                                   "variants": {"en": {"subject": "Hi", "body": "Hello"}}})
+    segment = made("contacts", "/v1/segments", {"name": "Leads", "rules": {
+        "all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"}]}})
+    return {
+        "contact_id": [ana, bo], "duplicate_id": [bo], "company_id": [made("contacts", "/v1/companies",
+                                                                           {"name": "Acme"})],
+        "segment_id": [segment], "product_id": [product], "deal_id": [deal], "pipeline_id": ["default"],
+        "quote_id": [made("sales", "/v1/quotes", {"deal_id": deal, "valid_until": "2099-01-01",
+                                                  "lines": [{"product_id": product, "quantity": "2"}]})],
+        "activity_id": [made("sales", "/v1/activities", {"type": "call", "subject": "Call Ana", "deal_id": deal,
+                                                         "due_at": "2099-01-01T10:00:00Z"})],
+        "ticket_id": [made("service-desk", "/v1/tickets", {"subject": "Broken", "contact_id": ana,
+                                                           "channel": "email", "type": "incident"})],
+        "policy_id": [made("service-desk", "/v1/sla-policies", {"name": "Standard", "targets": {
+            "normal": {"first_response": 240, "resolution": 2880}}})],
+        "template_id": [template],
+        "campaign_id": [made("messaging", "/v1/campaigns", {"name": "Spring", "channel": "email",
+                                                            "segment_id": segment, "template_id": template})],
+        "message_id": [made("messaging", "/v1/messages", {"contact_id": ana, "channel": "email",
+                                                          "template_id": template}, 202)],
+    }
+
+
+def schemathesis(crm: LocalStack, service: str, known_ids: dict[str, list[str]],
+                 report: Path) -> subprocess.CompletedProcess[str]:
+    """`st run` against one service's live schema; its JSON report goes to `report`."""
+    command = [
+        sys.executable, "-m", "schemathesis.cli", "run", f"http://127.0.0.1:{crm.ports[service]}/openapi.json",
+        "--checks", "not_a_server_error", "--phases", PHASES, "--max-examples", str(EXAMPLES), "--seed", str(SEED),
+        "--header", f"Authorization: Bearer {crm.token}", "--workers", "1", "--request-timeout", "30",
+        "--generation-database", "none",  # the same seed always means the same run
+        "--report", "json", "--report-json-path", str(report), "--no-color", "--output-truncate", "false",
+    ]
+    hooks = {"SCHEMATHESIS_HOOKS": str(HOOKS), "CRM_FUZZ_KNOWN_IDS": json.dumps(known_ids)}
+    return subprocess.run(command, cwd=report.parent, env={**os.environ, **hooks}, capture_output=True, text=True,
+                          check=False)
+
+
+def errors_logged(crm: LocalStack, service: str) -> list[str]:
+    """The error lines `service`'s processes wrote to the stack's log (an unhandled error, a failed projection)."""
+    logged = []
+    for line in crm.output.read_text().splitlines():
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if entry.get("level") == "error" and entry.get("service") == service:
+            logged.append(f"{entry.get('process')}: {entry.get('message')} {entry.get('exception', '')[-600:]}")
+    return logged
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_no_generated_request_makes_the_service_answer_5xx(crm: LocalStack, known_ids: dict[str, list[str]],
+                                                           service: str, tmp_path: Path,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    run = schemathesis(crm, service, known_ids, tmp_path / "report.json")
+    report = json.loads((tmp_path / "report.json").read_text()) if (tmp_path / "report.json").exists() else {}
+    with capsys.disabled():
+        operations, cases = report.get("operations", {}), report.get("test_cases", {})
+        print(f"\n[fuzz] {service}: {operations.get('tested')} operations, {cases.get('generated')} test cases,"
+              f" {cases.get('unique_failures')} server errors (seed {SEED}, {EXAMPLES} examples,"
+              f" {report.get('running_time', 0):.0f}s)")
+    assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+    assert report["operations"]["errored"] == 0 and report["test_cases"]["with_failures"] == 0, report
+    assert errors_logged(crm, service) == []
