@@ -150,10 +150,15 @@ def wait_until(
         time.sleep(interval)
 
 
-def start_service_process(service: str, process: str, env: dict[str, str]) -> subprocess.Popen:
-    """Run one real process of a service (`crm serve SERVICE PROCESS`) with `env` on top of ours."""
-    return subprocess.Popen([sys.executable, "-m", "crmkit.cli", "serve", service, process],
-                            env={**os.environ, **env})
+def start_service_process(service: str, process: str, env: dict[str, str],
+                          log: Path | None = None) -> subprocess.Popen:
+    """Run one real process of a service (`crm serve SERVICE PROCESS`) with `env` on top of ours;
+    its output goes to `log` (appended) when given, else to ours."""
+    argv = [sys.executable, "-m", "crmkit.cli", "serve", service, process]
+    if log is None:
+        return subprocess.Popen(argv, env={**os.environ, **env})
+    with open(log, "ab") as output:
+        return subprocess.Popen(argv, env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT)
 
 
 def grpc_serving(target: str) -> bool:
