@@ -119,11 +119,13 @@ def topic_owner(topic: str) -> str | None:
 
     A topic set by CRM_<SERVICE>_TOPIC belongs to that service; `crm.<slug>.events`
     belongs to <slug> unless its variable moved that service elsewhere. Only the owner
-    may publish there, so a projector refuses any other `source` or `type` on it.
+    may publish there, so a projector refuses any other `source` or `type` on it. A topic
+    that several variables name has no single owner (None: nothing is refused).
     """
-    for name, value in os.environ.items():
-        if value == topic and (match := _TOPIC_VARIABLE.fullmatch(name)):
-            return match.group(1).lower()
+    claims = {match.group(1).lower() for name, value in os.environ.items()
+              if value == topic and (match := _TOPIC_VARIABLE.fullmatch(name))}
+    if claims:
+        return claims.pop() if len(claims) == 1 else None
     match = _DEFAULT_TOPIC.fullmatch(topic)
     if match and topic_of(match.group(1)) == topic:
         return match.group(1)

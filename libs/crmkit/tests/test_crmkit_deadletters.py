@@ -52,6 +52,8 @@ class TestTopics:
         assert topic_owner("t.people") == "contacts"
         assert topic_owner("crm.contacts.events") is None  # contacts moved away: nobody publishes there
         assert topic_owner("audit.log") is None
+        monkeypatch.setenv("CRM_SALES_TOPIC", "t.people")
+        assert topic_owner("t.people") is None  # two services on one topic: no single owner
 
 
 class TestInspect:
