@@ -1,7 +1,8 @@
 """The `crm` command: run the stack, mint tokens, replay and rebuild.
 
     crm up                         the local stack (what `make run` runs)
-    crm token --roles admin        a JWT for the local stack, on stdout
+    crm token --roles admin        a JWT for the local stack, on stdout (--audience contacts,sales: only those)
+    crm keys list|rotate|retire    the token signing key ring (rotate adds a signing key; retire drops an old one)
     crm replay SERVICE             re-publish a service's stored events to Kafka
     crm rebuild SERVICE [NAME]     drop and rebuild read models from the event store
     crm serve SERVICE api|grpc|worker|EXTRA   one process (what Kubernetes runs; EXTRA: a service's own)
@@ -11,15 +12,17 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shutil
 import sys
 import time
+from datetime import timedelta
 from pathlib import Path
 
-from crmkit import auth, catalogue, logs, stack, streams
-from crmkit.config import REPO_ROOT, data_dir, jwt_secret
+from crmkit import auth, catalogue, keys, logs, stack, streams
+from crmkit.config import REPO_ROOT, data_dir, slug
 from crmkit.deadletters import DeadLetters
 from crmkit.events import rfc3339
 from crmkit.projector import rebuild
@@ -39,6 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     token_cmd.add_argument("--roles", required=True, help="comma-separated, e.g. admin or contacts:read")
     token_cmd.add_argument("--subject", default="admin")
     token_cmd.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12h)")
+    token_cmd.add_argument("--audience", default=auth.EVERY_SERVICE,
+                           help="comma-separated services the token is for (default: every service)")
+
+    keys_cmd = commands.add_parser("keys", help="list, rotate or retire token signing keys")
+    keys_cmd.add_argument("action", choices=["list", "rotate", "retire", "service-credentials"])
+    keys_cmd.add_argument("kid", nargs="?", help="retire: the key to drop")
+    keys_cmd.add_argument("--older-than-days", type=float, help="retire: every older key (never the signing one)")
+    keys_cmd.add_argument("--file", type=Path, help="the ring file (default var/jwt-keys.json; on Kubernetes, "
+                                                     "a copy of the crm-jwt Secret's keys)")
 
     replay_cmd = commands.add_parser("replay", help="re-publish a service's stored events")
     replay_cmd.add_argument("service")
@@ -74,7 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     handlers = {"up": up, "token": token, "replay": replay, "rebuild": rebuild_cmd_run, "serve": serve,
                 "tail": tail_cmd_run, "export": export_cmd_run, "catalogue": catalogue_cmd_run,
-                "deadletters": deadletters_cmd_run}
+                "deadletters": deadletters_cmd_run, "keys": keys_cmd_run}
     return handlers[args.command](args)
 
 
@@ -104,8 +116,48 @@ def export_cmd_run(args: argparse.Namespace) -> int:
 
 def token(args: argparse.Namespace) -> int:
     roles = [role.strip() for role in args.roles.split(",") if role.strip()]
-    print(auth.issue(jwt_secret(), args.subject, roles, args.ttl))
+    audience = [slug(name.strip()) for name in args.audience.split(",") if name.strip()]
+    print(auth.issue(keys.ring(), args.subject, roles, args.ttl, audience=audience))
     return 0
+
+
+def keys_cmd_run(args: argparse.Namespace) -> int:
+    """The ring file's keys; rotate and retire print what changed (docs/operations.md, "Rotating keys")."""
+    if args.action == "service-credentials":
+        print(_service_credentials())
+        return 0
+    if args.action != "list" and args.file is None and (os.environ.get("CRM_JWT_KEYS") or
+                                                         os.environ.get("CRM_JWT_SECRET")):
+        print("note: this environment's ring comes from CRM_JWT_KEYS/CRM_JWT_SECRET, not the file changed here",
+              file=sys.stderr)
+    try:
+        if args.action == "rotate":
+            print(keys.rotate(args.file))
+        elif args.action == "retire":
+            if (args.kid is None) == (args.older_than_days is None):
+                print("retire takes a KID or --older-than-days", file=sys.stderr)
+                return 2
+            older = None if args.older_than_days is None else timedelta(days=args.older_than_days)
+            print("\n".join(keys.retire(args.kid, older_than=older, path=args.file)))
+        else:
+            for key in keys.describe(args.file):
+                print("\t".join([key["kid"], key["created"], *(["signing"] if key["signing"] else [])]))
+    except keys.KeyRingError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return 0
+
+
+def _service_credentials() -> str:
+    """Kubernetes Secrets (a JSON List for kubectl apply) with a fresh key per service and every
+    service's public key: apply once per namespace, never commit."""
+    made = keys.new_service_credentials(sorted(auth.SERVICE_GRANTS))
+    documents = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"crm-{name}-credentials"},
+                  "type": "Opaque", "stringData": {"service-key": private}} for name, (private, _) in made.items()]
+    documents.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "crm-service-public-keys"},
+                      "type": "Opaque",
+                      "stringData": {"keys": json.dumps({name: public for name, (_, public) in made.items()})}})
+    return json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}, indent=2)
 
 
 def replay(args: argparse.Namespace) -> int:
@@ -266,7 +318,7 @@ def _announce(services: dict[str, ServiceSpec]) -> None:
         f"  Kafka {os.environ['CRM_KAFKA_BOOTSTRAP']}   MongoDB {os.environ['CRM_MONGO_URL']}",
         "",
         "Admin token (12h):",
-        auth.issue(jwt_secret(), "admin", ["admin"]),
+        auth.issue(keys.ring(), "admin", ["admin"]),
         "",
         "Ctrl-C stops everything.",
     ]

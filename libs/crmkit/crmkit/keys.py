@@ -169,11 +169,13 @@ def _write_file(path: Path, document: dict[str, Any], *, exclusive: bool = False
     temporary.replace(path)  # readers see the old ring or the new one, never half of one
 
 
-def _stamp(path: Path) -> float | None:
+def _stamp(path: Path) -> tuple[int, int, int] | None:
+    """What changes when the file is rewritten (a rewrite is a new file: `_write_file` replaces it)."""
     try:
-        return path.stat().st_mtime_ns
+        stat = path.stat()
     except FileNotFoundError:
         return None
+    return stat.st_ino, stat.st_mtime_ns, stat.st_size
 
 
 def _now() -> str:
