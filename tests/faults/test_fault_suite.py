@@ -3,21 +3,25 @@
 A load generator in its own process (load.py) writes contacts and messages through the
 REST APIs, retrying each write with the same Idempotency-Key until it is answered 2xx.
 Meanwhile, in turn: an api worker of each service, the contacts grpc process, both
-workers and the Kafka broker are killed with SIGKILL, and the MongoDB server is
-restarted. What a supervisor (Kubernetes, `crm up`) would restart is restarted at once.
-Afterwards, the audit checks that every write answered 2xx is in the event store, on its
-topic and in every projection that follows it, that no projection applied an event
+workers (while the dispatcher waits on the SMS gateway in the middle of a pass) and the
+Kafka broker are killed with SIGKILL, and the MongoDB server is restarted. What a
+supervisor (Kubernetes, `crm up`) would restart is restarted at once.
+
+Afterwards the audit checks that every write answered 2xx is in the event store, on its
+topic and in the projections that follow it (contacts' `contacts` and `insight_stages`,
+messaging's copy of contacts and its `messages`), that no projection applied an event
 twice, that the outbox drained, and that no message reached the SMTP sink or the SMS
-gateway twice unless it was in flight at a fault. The counts are printed (`pytest -s` or
-`-rA` shows them) and kept as the test's `fault_suite` property.
+gateway twice unless it was in flight at a fault: handed to a provider and not yet
+recorded as sent when the process died or MongoDB went away. Sends are recorded one by
+one, so a killed worker has at most one message in flight. The counts are printed
+(`pytest -s` or `-rA` shows them) and kept as the test's `fault_suite` property.
 
 Everything runs on free ports of its own: Kafka (Tansu), MongoDB (nx-27017), the SMTP
 sink and the SMS gateway, so killing them never touches the session's servers. Tansu is
 memory-only: the restarted broker is empty and is filled again from the event stores
 (`crm replay`'s code), as docs/operations.md tells an operator. A dead messaging
-worker's leases last 60 s; rather than wait for them, the suite moves the services'
-clock (CRM_CLOCK_FILE) past them, as the worker crash test does.
-"""
+worker's leases last 60 s; rather than wait for them, the suite moves the messaging
+worker's clock (CRM_CLOCK_FILE) past them, as the worker crash test does."""
 
 from __future__ import annotations
 
@@ -114,6 +118,10 @@ class Deliveries:
     def delivered(self) -> set[str]:
         with self._lock:
             return set(self.counts)
+
+    def snapshot(self) -> Counter[str]:
+        with self._lock:
+            return Counter(self.counts)
 
     def hold(self, nth: int) -> Hold:
         with self._lock:
@@ -398,8 +406,7 @@ class Load:
 
 @dataclass
 class Tally:
-    """The suite's counts. Those above `lost_in_store` describe the run; every one from
-    there on (and every projection's mismatches) must be 0."""
+    """The suite's counts: the first nine describe the run, every other one must be 0."""
 
     writes_acknowledged: int = 0
     contacts_acknowledged: int = 0
@@ -408,11 +415,11 @@ class Tally:
     events_on_topics: int = 0
     duplicates_on_topic: int = 0  # allowed (at least once), reported
     deliveries: int = 0
-    messages_delivered_twice: int = 0
-    in_flight_at_faults: dict[str, int] = field(default_factory=dict)
+    messages_delivered_twice: int = 0  # allowed for a message in flight at a fault
+    in_flight_at_faults: dict[str, int] = field(default_factory=dict)  # may go out twice
     lost_in_store: int = 0
     lost_on_topic: int = 0
-    projection_mismatches: dict[str, int] = field(default_factory=dict)
+    projection_mismatches: dict[str, int] = field(default_factory=dict)  # missing, or not at the stream's version
     applied_twice: int = 0
     outbox_unpublished: int = 0
     messages_undelivered: int = 0
@@ -421,18 +428,19 @@ class Tally:
     writes_unresolved: int = 0  # still unanswered when the load had to finish
     writes_rejected: int = 0  # answered 4xx (not 409/429): the load's mistake or a bug
 
-    def rows(self) -> list[tuple[str, int]]:
+    DESCRIPTIVE = 9
+
+    def rows(self, *, judged_only: bool = False) -> list[tuple[str, int]]:
         rows: list[tuple[str, int]] = []
-        for name, value in asdict(self).items():
-            if isinstance(value, dict):
-                rows += [(f"{name.replace('_', ' ')}: {key}", n) for key, n in value.items()]
-            else:
-                rows.append((name.replace("_", " "), value))
+        fields = list(asdict(self).items())
+        for name, value in fields[self.DESCRIPTIVE:] if judged_only else fields:
+            label = name.replace("_", " ")
+            rows += [(f"{label}: {key}", n) for key, n in value.items()] if isinstance(value, dict) else [
+                (label, value)]
         return rows
 
     def failures(self) -> dict[str, int]:
-        judged = self.rows()[[name for name, _ in self.rows()].index("lost in store"):]
-        return {name: value for name, value in judged if value and not name.startswith("in flight at faults")}
+        return {name: value for name, value in self.rows(judged_only=True) if value}
 
     def table(self) -> str:
         rows = self.rows()
@@ -457,10 +465,10 @@ class Audit:
             streams.setdefault(doc["stream_id"], []).append(doc)
         return streams
 
-    def versions(self, service: str, collection: str, ids: list[str], extra: tuple[str, ...] = ()) -> dict[str, Any]:
-        cursor = self.mongo[f"crm_{service}"][collection].find({"_id": {"$in": ids}}, {"version": 1, **dict.fromkeys(
-            extra, 1)})
-        return {doc["_id"]: doc for doc in cursor}
+    def documents(self, service: str, collection: str, ids: list[str], *fields: str) -> dict[str, dict[str, Any]]:
+        """A read model's documents of these streams: their version and `fields`."""
+        wanted = dict.fromkeys(("version", *fields), 1)
+        return {doc["_id"]: doc for doc in self.mongo[f"crm_{service}"][collection].find({"_id": {"$in": ids}}, wanted)}
 
     def tally(self, lines: list[dict[str, Any]], *, with_topics: bool) -> Tally:
         acknowledged = [line for line in lines if 200 <= line.get("status", 0) < 300]
@@ -489,17 +497,17 @@ class Audit:
         follows = {("contacts", "contacts"): contacts, ("contacts", "insight_stages"): contacts,
                    ("messaging", "contacts"): contacts, ("messaging", "messages"): messages}
         for (service, collection), ids in follows.items():
-            docs = self.versions(service, collection, ids)
+            docs = self.documents(service, collection, ids)
             behind = sum(1 for sid in ids if sid not in docs or docs[sid]["version"] != last.get(sid))
             tally.projection_mismatches[f"{service}.{collection}"] = behind
-        stages = self.versions("contacts", "insight_stages", contacts, ("changes",))
+        stages = self.documents("contacts", "insight_stages", contacts, "changes")
         for cid, doc in stages.items():
             expected = sum(1 for e in stored["contacts"].get(cid, ())
                            if e["type"] in ("ContactCreated", "ContactLifecycleStageChanged"))
             tally.applied_twice += max(len(doc.get("changes") or ()) - expected, 0)
 
     def _deliveries(self, tally: Tally, stored: dict[str, list[dict[str, Any]]], messages: list[str]) -> None:
-        counts = Counter(self.deliveries.counts)
+        counts = self.deliveries.snapshot()
         tally.deliveries = sum(counts.values())
         tally.messages_delivered_twice = sum(1 for n in counts.values() if n > 1)
         in_flight = set().union(*self.in_flight.values())
@@ -519,6 +527,17 @@ class Audit:
             tally.lost_on_topic += sum(1 for sid in ids for event in stored[service].get(sid, ())
                                        if event["event_id"] not in on_topic)
 
+    def wait_until_settled(self, lines: list[dict[str, Any]], timeout: float = 120) -> None:
+        """Give the outbox, the projections and the dispatcher time to finish (bounded); the
+        audit judges whatever state they reached."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            tally = self.tally(lines, with_topics=False)
+            if not (tally.outbox_unpublished or tally.messages_undelivered
+                    or any(tally.projection_mismatches.values())):
+                return
+            time.sleep(1)
+
     def sent(self) -> set[str]:
         """Messages whose send is recorded (MessageSent stored)."""
         return {doc["stream_id"] for doc in self.mongo["crm_messaging"]["events"].find(
@@ -529,11 +548,6 @@ def _short(streams: dict[str, list[dict[str, Any]]], acknowledged: dict[str, int
     """Acknowledged streams the store lacks, or holds at a lower version than was answered."""
     return sum(1 for sid, version in acknowledged.items()
                if sid not in streams or streams[sid][-1]["version"] < version)
-
-
-def settled(tally: Tally) -> bool:
-    """Nothing left to publish, project or deliver (what the audit waits for before judging)."""
-    return not (tally.outbox_unpublished or tally.messages_undelivered or any(tally.projection_mismatches.values()))
 
 
 # --- the suite ---------------------------------------------------------------------
@@ -552,11 +566,7 @@ def test_under_load_killing_every_process_loses_nothing_and_sends_nothing_twice(
         inflict_faults(fault_stack, load, audit)
     finally:
         load.stop()
-    tally = audit.tally(load.lines(), with_topics=False)
-    deadline = time.monotonic() + 120
-    while not settled(tally) and time.monotonic() < deadline:
-        time.sleep(1)
-        tally = audit.tally(load.lines(), with_topics=False)
+    audit.wait_until_settled(load.lines())
     tally = audit.tally(load.lines(), with_topics=True)
     print(f"\n{tally.table()}\n  wall-clock seconds  {time.monotonic() - started:.0f}")
     record_property("fault_suite", json.dumps(asdict(tally)))
