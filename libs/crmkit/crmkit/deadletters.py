@@ -77,7 +77,10 @@ def is_transient(exc: BaseException) -> bool:
     labels retryable, gRPC UNAVAILABLE/DEADLINE_EXCEEDED/RESOURCE_EXHAUSTED/ABORTED,
     Kafka errors it marks retriable, and OS-level connection errors and timeouts. The
     cause chain counts too: a projection that wraps an outage in its own error is still
-    in an outage. Everything else (KeyError in a fold, a validation error, a duplicate key)
+    in an outage. An error that gathers others (an ExceptionGroup, or one with a
+    `failures` mapping, like crmkit.directory's failed reactions) is an outage when every
+    one of them is; when some are not, the batch is split and each is judged alone.
+    Everything else (KeyError in a fold, a validation error, a duplicate key)
     says the event cannot be applied by this code, and is retried a few times, then parked.
     """
     seen: set[int] = set()
@@ -91,6 +94,9 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _outage(exc: BaseException) -> bool:
+    gathered = _gathered(exc)
+    if gathered:
+        return all(is_transient(each) for each in gathered)
     if isinstance(exc, TRANSIENT_TYPES):
         return True
     if isinstance(exc, PyMongoError):
@@ -98,6 +104,16 @@ def _outage(exc: BaseException) -> bool:
     if isinstance(exc, grpc.RpcError) and callable(getattr(exc, "code", None)):
         return exc.code() in TRANSIENT_GRPC
     return isinstance(exc, KafkaError) and bool(getattr(exc, "retriable", False))
+
+
+def _gathered(exc: BaseException) -> list[BaseException]:
+    """The errors `exc` stands for, when it gathers several."""
+    if isinstance(exc, BaseExceptionGroup):
+        return list(exc.exceptions)
+    failures = getattr(exc, "failures", None)
+    if isinstance(failures, Mapping):
+        return [each for each in failures.values() if isinstance(each, BaseException)]
+    return []
 
 
 def inspect(raw: bytes, owner: str | None) -> RecordedEvent:

@@ -24,6 +24,7 @@ from pymongo.errors import (
 from crmkit import stack
 from crmkit.config import Ports, ProjectionPolicy, Settings, topic_of, topic_owner
 from crmkit.deadletters import DeadLetters, ForeignEvent, NotACrmEvent, describe, inspect, is_transient
+from crmkit.directory import ReactionsFailed
 from crmkit.errors import NotFound, Unavailable, ValidationFailed
 from crmkit.events import RecordedEvent, new_id, utcnow
 from crmkit.projector import STATUS_COLLECTION, Progress
@@ -94,6 +95,12 @@ class TestOutages:
                 raise RuntimeError("could not fold") from exc
         except RuntimeError as wrapped:
             assert is_transient(wrapped)
+
+    def test_gathered_errors_are_an_outage_only_when_every_one_is(self) -> None:
+        assert is_transient(ReactionsFailed({"a": Unavailable("away"), "b": AutoReconnect("gone")}))
+        assert not is_transient(ReactionsFailed({"a": Unavailable("away"), "b": KeyError("survivor_id")}))
+        assert is_transient(ExceptionGroup("hooks", [Unavailable("away")]))
+        assert not is_transient(ExceptionGroup("hooks", [Unavailable("away"), ValueError("bad")]))
 
     def test_grpc_codes_tell_outages_from_answers(self) -> None:
         class Rpc(grpc.RpcError):
