@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 SERVICES := $(wildcard services/*)
 
-.PHONY: run test unit lint bench install proto clean catalogue
+.PHONY: run test unit lint bench fuzz install proto clean catalogue
 
 run: install
 	$(BIN)/crm up
@@ -23,6 +23,12 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# The fuzz run of `make test` (tests/fuzz) with many more examples per operation (docs/testing.md).
+# CRM_FUZZ_EXAMPLES and CRM_FUZZ_SEED may be set on the command line.
+CRM_FUZZ_EXAMPLES ?= 200
+fuzz: install
+	CRM_FUZZ_EXAMPLES=$(CRM_FUZZ_EXAMPLES) $(BIN)/pytest tests/fuzz --timeout=0
 
 # docs/events: one JSON Schema per event type and version, and the catalogue page
 catalogue: install

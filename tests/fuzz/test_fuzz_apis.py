@@ -119,6 +119,7 @@ def test_no_generated_request_makes_the_service_answer_5xx(crm: LocalStack, know
         print(f"\n[fuzz] {service}: {operations.get('tested')} operations, {cases.get('generated')} test cases,"
               f" {cases.get('unique_failures')} server errors (seed {SEED}, {EXAMPLES} examples,"
               f" {report.get('running_time', 0):.0f}s)")
-    assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:]
+    where = f"\nthe stack's log: {crm.output}"
+    assert run.returncode == 0, run.stdout[-20000:] + run.stderr[-5000:] + where
     assert report["operations"]["errored"] == 0 and report["test_cases"]["with_failures"] == 0, report
-    assert errors_logged(crm, service) == []
+    assert errors_logged(crm, service) == [], where
