@@ -12,11 +12,13 @@ from typing import Any
 
 import pytest
 from kafka import KafkaProducer
+from prometheus_client import REGISTRY
 
 from crm_contacts.app import SERVICE
 from crm_contacts.projections import ContactsView
 from crmkit.cli import main
 from crmkit.config import ProjectionPolicy
+from crmkit.directory import LocalContacts
 from crmkit.events import new_id, rfc3339, utcnow
 from crmkit.projector import ProjectorRunner
 from crmkit.testing import ServiceHarness, harness, wait_until
@@ -120,3 +122,48 @@ def test_crm_deadletters_lists_retries_after_a_fix_and_drops(
 
     assert main(["deadletters", "drop", SERVICE.name, "--id", left["_id"]]) == 0
     assert parked(contacts) == []
+
+
+class NoDirectory:
+    """The contacts gRPC directory, answering that it knows nobody (erasures need no lookup)."""
+
+    def many(self, contact_ids: Any) -> dict[str, Any]:
+        return {}
+
+
+@pytest.mark.usefixtures("fast_group_join")
+def test_a_reaction_that_keeps_failing_is_parked_past_its_retries_and_the_others_are_applied(
+    contacts: ServiceHarness,
+) -> None:
+    """Item 4 of issue 12, the runner's part: a failing erasure hook backs off, counts, then parks."""
+    doomed, fine = create(contacts, first_name="Doomed"), create(contacts, first_name="Fine")
+    for contact_id in (doomed, fine):
+        response = contacts.client.post(f"/v1/contacts/{contact_id}/erasure", json={}, headers=contacts.headers())
+        assert response.status_code == 200
+    contacts.runtime.flush()
+    reacted: list[str] = []
+
+    def on_erased(contact_id: str) -> None:  # a service's erasure reaction with a bug for one person
+        if contact_id == doomed:
+            raise RuntimeError("cannot forget this one")
+        reacted.append(contact_id)
+
+    copies = contacts.runtime.db[f"sales_copies_{new_id()[-8:]}"]
+    local = LocalContacts("sales-contacts", copies, NoDirectory(), on_erased=on_erased, service="sales")  # type: ignore[arg-type]
+    local.topics = (contacts.runtime.settings.topic,)
+    runner = ProjectorRunner("sales", local, contacts.runtime.settings.kafka_bootstrap, lambda events: events,
+                             db=contacts.runtime.db, group_prefix=f"t{new_id()[-12:]}", policy=FAST)
+    retries_before = REGISTRY.get_sample_value(
+        "crm_projection_retries_total", {"service": "sales", "projection": "sales-contacts"}) or 0
+    try:
+        wait_until(lambda: runner.poll_once() >= 0 and parked(contacts) and fine in reacted, timeout=60, interval=0,
+                   what="the failing reaction parked, the other applied")
+    finally:
+        runner.consumer.close()
+    [letter] = parked(contacts)
+    assert letter["event"]["subject"] == doomed and letter["event"]["type"] == "crm.contacts.ContactErased.v1"
+    assert letter["error"]["class"] == "ReactionsFailed" and letter["attempts"] == FAST.attempts
+    assert copies.find_one({"_id": fine})["status"] == "erased"
+    retries = REGISTRY.get_sample_value("crm_projection_retries_total",
+                                        {"service": "sales", "projection": "sales-contacts"}) or 0
+    assert retries - retries_before == FAST.attempts - 1
