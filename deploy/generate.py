@@ -101,7 +101,13 @@ def env(svc: Svc) -> tuple[list, list]:
     env_from = [{"configMapRef": {"name": "crm-common"}}, {"configMapRef": {"name": f"{svc.app}-config"}}]
     env_from += [{"secretRef": {"name": name, "optional": True}} for name in svc.extra_secrets]
     values = [
-        {"name": "CRM_JWT_SECRET", "valueFrom": {"secretKeyRef": {"name": "crm-jwt", "key": "secret"}}},
+        # the token key ring, every service's public key, this service's own key, the link secret
+        {"name": "CRM_JWT_KEYS", "valueFrom": {"secretKeyRef": {"name": "crm-jwt", "key": "keys"}}},
+        {"name": "CRM_SERVICE_PUBLIC_KEYS",
+         "valueFrom": {"secretKeyRef": {"name": "crm-service-public-keys", "key": "keys"}}},
+        {"name": "CRM_SERVICE_KEY",
+         "valueFrom": {"secretKeyRef": {"name": f"{svc.app}-credentials", "key": "service-key"}}},
+        {"name": "CRM_LINK_SECRET", "valueFrom": {"secretKeyRef": {"name": "crm-links", "key": "secret"}}},
         # written by the MongoDB Community operator for the service's own user
         {"name": "CRM_MONGO_URL",
          "valueFrom": {"secretKeyRef": {"name": f"{svc.app}-mongo", "key": "connectionString.standard"}}},

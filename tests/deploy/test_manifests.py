@@ -42,7 +42,8 @@ SERVICES = {  # name: (slug, http, grpc, worker metrics)
 CALLS = {"contacts": {"sales", "service-desk", "messaging"}, "sales": {"contacts"},
          "service-desk": {"contacts"}, "messaging": {"contacts"}}
 OVERLAYS = ["dev", "prod"]
-LOCAL_ONLY = {"CRM_KAFKA_PORT", "CRM_MONGO_PORT"}  # ports of the local stand-in servers (crm up)
+# ports of the local stand-in servers (crm up); the single-key form of CRM_JWT_KEYS, which the manifests set
+LOCAL_ONLY = {"CRM_KAFKA_PORT", "CRM_MONGO_PORT", "CRM_JWT_SECRET"}
 
 
 @pytest.fixture(scope="module")
@@ -289,3 +290,20 @@ def test_prometheus_scrapes_every_process(rendered, overlay):
                    for p in s["spec"]["ports"] if p["name"] == e["port"]}
         assert scraped == {("api", "http"), ("grpc", "metrics"), ("worker", "metrics")}
         assert all(e.get("honorLabels") for e in monitor["spec"]["endpoints"]), "keep our `service` label"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_service_calls_with_its_own_credentials_and_grpc_listens_in_the_pod(rendered, overlay):
+    """A pod holds its own service key only (so it cannot speak for another service), the key ring
+    and the link secret come from Secrets, and gRPC binds 0.0.0.0 there (127.0.0.1 is the local default)."""
+    objects = rendered[overlay]
+    for obj, template in workloads(objects):
+        service = service_of(obj)
+        container = template["spec"]["containers"][0]
+        env = {e["name"]: e for e in env_of(container, objects)}
+        secrets = {name: e["valueFrom"]["secretKeyRef"]["name"] for name, e in env.items()
+                   if isinstance(e.get("valueFrom"), dict) and "secretKeyRef" in e["valueFrom"]}
+        assert secrets["CRM_SERVICE_KEY"] == f"crm-{service}-credentials"
+        assert (secrets["CRM_JWT_KEYS"], secrets["CRM_LINK_SECRET"]) == ("crm-jwt", "crm-links")
+        assert secrets["CRM_SERVICE_PUBLIC_KEYS"] == "crm-service-public-keys"
+        assert env["CRM_GRPC_BIND"]["value"] == "0.0.0.0"
