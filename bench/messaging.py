@@ -60,7 +60,8 @@ def _run(env: Environment, messages: int) -> dict[str, Any]:
                        "CRM_CONTACTS_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
                        "CRM_MESSAGING_SMTP_PORT": str(smtp_port), "CRM_MESSAGING_MAIL_DIR": str(home / "mail"),
                        "CRM_MESSAGING_OUTBOX_DIR": str(home / "outbox"), "CRM_MESSAGING_SMS_QUIET_HOURS": "off",
-                       "CRM_MESSAGING_EMAIL_PER_MINUTE": "0", "CRM_MESSAGING_SMS_PER_MINUTE": "0"})
+                       "CRM_MESSAGING_EMAIL_PER_MINUTE": "0", "CRM_MESSAGING_SMS_PER_MINUTE": "0",
+                       "CRM_SERVICE_NAME": "messaging"})  # the dispatcher calls contacts as messaging
     contacts_rt, messaging_rt = CONTACTS.runtime(), MESSAGING.runtime()
     for runtime in (contacts_rt, messaging_rt):
         runtime.db.client.drop_database(runtime.settings.database)

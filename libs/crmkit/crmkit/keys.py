@@ -157,16 +157,19 @@ def _read_file(path: Path) -> dict[str, Any]:
 
 
 def _write_file(path: Path, document: dict[str, Any], *, exclusive: bool = False) -> None:
+    """Write the whole ring, then put it in place in one step: readers (other processes) see the
+    old ring or the new one, never half of one. `exclusive`: FileExistsError if there is one."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    if exclusive:
-        with open(path, "x", encoding="utf-8") as fh:
-            json.dump(document, fh, indent=2)
-        os.chmod(path, 0o600)
-        return
-    temporary = path.with_suffix(".tmp")
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     temporary.write_text(json.dumps(document, indent=2), encoding="utf-8")
     os.chmod(temporary, 0o600)
-    temporary.replace(path)  # readers see the old ring or the new one, never half of one
+    try:
+        if exclusive:
+            os.link(temporary, path)
+        else:
+            temporary.replace(path)
+    finally:
+        temporary.unlink(missing_ok=True)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
