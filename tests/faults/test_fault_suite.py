@@ -25,6 +25,7 @@ worker's clock (CRM_CLOCK_FILE) past them, as the worker crash test does."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -65,6 +66,8 @@ LOAD_SCRIPT = Path(__file__).with_name("load.py")
 KEPT_VARIABLES = ("CRM_LOG_LEVEL", "CRM_STRICT_EVENTS")
 HOLD_LIMIT = 40.0  # seconds the gateway holds a request at most (the adapter's timeout is longer)
 BACKLOG = 6  # messages queued while the dispatcher is stuck, so the next pass has several to send
+SUPERVISOR_INTERVAL = 0.5  # seconds between the supervisor's looks at the processes
+MAX_RESTARTS = 5  # per process, as `crm up`'s supervisor allows
 
 
 # --- what reached recipients ---------------------------------------------------------
@@ -173,13 +176,18 @@ def _gateway_handler(deliveries: Deliveries) -> type[BaseHTTPRequestHandler]:
 
 @dataclass
 class FaultStack:
-    """Kafka, MongoDB and the service processes of this suite, killed and restarted at will."""
+    """Kafka, MongoDB and the service processes of this suite. A supervisor thread starts
+    again any service process that exits, as Kubernetes or `crm up` would (a process killed
+    by the test, or one that fails at start because MongoDB is away); `paused()` holds it."""
 
     home: Path
     ports: dict[str, int]
     kafka: subprocess.Popen
     mongo: subprocess.Popen
     processes: dict[tuple[str, str], subprocess.Popen] = field(default_factory=dict)
+    restarts: Counter[str] = field(default_factory=Counter)
+    _supervision: threading.Lock = field(default_factory=threading.Lock)
+    _stopping: threading.Event = field(default_factory=threading.Event)
 
     @property
     def bootstrap(self) -> str:
@@ -208,9 +216,27 @@ class FaultStack:
             service, process, env, log=self.logs / f"{service}-{process}.log")
 
     def kill(self, service: str, process: str) -> None:
+        """SIGKILL one process; the supervisor starts it again."""
         victim = self.processes[service, process]
         victim.send_signal(signal.SIGKILL)
         victim.wait(timeout=30)
+
+    def supervise(self) -> None:
+        """Start again what exited, until `stop`; a process that keeps dying is left dead
+        (and `alive` fails the suite)."""
+        while not self._stopping.wait(SUPERVISOR_INTERVAL):
+            with self._supervision:
+                for (service, process), popen in list(self.processes.items()):
+                    name = f"{service} {process}"
+                    if popen.poll() is not None and self.restarts[name] < MAX_RESTARTS:
+                        self.restarts[name] += 1
+                        self.start(service, process)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Hold the supervisor: what is killed inside stays dead until the block ends."""
+        with self._supervision:
+            yield
 
     def api_workers(self, service: str) -> list[int]:
         """The gunicorn workers of a service's api (the children of its master process)."""
@@ -229,14 +255,22 @@ class FaultStack:
                        what=f"{service} api to run {API_WORKERS} workers", interval=0.2)
         wait_until(lambda: self.alive() and grpc_serving(f"127.0.0.1:{self.ports['contacts-grpc']}"), timeout=90,
                    what="contacts gRPC to serve", interval=0.2)
+        for service in SERVICES:  # a worker's metrics server answers once it has prepared and started its loops
+            wait_until(lambda s=service: self.alive() and _status(
+                f"http://127.0.0.1:{self.ports[f'{s}-metrics']}/healthz") == 200, timeout=90,
+                what=f"{service} worker to run", interval=0.2)
 
     def alive(self) -> bool:
-        """True while every process runs; a process that died unasked fails the suite, naming its log."""
-        for (service, process), popen in self.processes.items():
+        """Whether every process runs (the supervisor may be starting one again); a process
+        the supervisor gave up on fails the suite, naming its log."""
+        running = True
+        for (service, process), popen in list(self.processes.items()):
             if popen.poll() is not None:
                 log = self.logs / f"{service}-{process}.log"
-                raise AssertionError(f"{service} {process} exited with {popen.returncode}; see {log}")
-        return True
+                if self.restarts[f"{service} {process}"] >= MAX_RESTARTS:
+                    raise AssertionError(f"{service} {process} keeps exiting ({popen.returncode}); see {log}")
+                running = False
+        return running
 
     def restart_broker(self) -> int:
         """SIGKILL the broker, start an empty one on the same port and fill it from the
@@ -266,11 +300,13 @@ class FaultStack:
         temporary.replace(self.clock_file)
 
     def stop(self) -> None:
-        for process in self.processes.values():
-            if process.poll() is None:
-                process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            stack.stop_process(process, timeout=40)
+        self._stopping.set()
+        with self._supervision:  # a restart in hand finishes first; none starts after
+            for process in self.processes.values():
+                if process.poll() is None:
+                    process.send_signal(signal.SIGTERM)
+            for process in self.processes.values():
+                stack.stop_process(process, timeout=40)
         stack.stop_process(self.kafka)
         stack.stop_process(self.mongo)
 
@@ -309,14 +345,17 @@ def fault_stack(tmp_path: Path, deliveries: Deliveries, monkeypatch: pytest.Monk
         monkeypatch.delenv(name)  # nothing of the session's servers or of another test
     for name, value in _environment(subject, deliveries).items():
         monkeypatch.setenv(name, value)  # the service processes inherit these, and so do our runtimes
+    supervisor = threading.Thread(target=subject.supervise, name="supervisor", daemon=True)
     try:
         stack.ensure_topics(subject.bootstrap, [spec_for(s).settings().topic for s in SERVICES])
         for service, process in PROCESSES:
             subject.start(service, process)
+        supervisor.start()
         subject.ready()
         yield subject
     finally:
         subject.stop()
+        supervisor.join(timeout=10)
 
 
 def _free_pair(taken: set[int]) -> int:
@@ -406,8 +445,9 @@ class Load:
 
 @dataclass
 class Tally:
-    """The suite's counts: the first nine describe the run, every other one must be 0."""
+    """The suite's counts: those in DESCRIPTIVE describe the run, every other one must be 0."""
 
+    processes_restarted: dict[str, int] = field(default_factory=dict)  # by the supervisor
     writes_acknowledged: int = 0
     contacts_acknowledged: int = 0
     messages_acknowledged: int = 0
@@ -428,12 +468,15 @@ class Tally:
     writes_unresolved: int = 0  # still unanswered when the load had to finish
     writes_rejected: int = 0  # answered 4xx (not 409/429): the load's mistake or a bug
 
-    DESCRIPTIVE = 9
+    DESCRIPTIVE = ("processes_restarted", "writes_acknowledged", "contacts_acknowledged", "messages_acknowledged",
+                   "writes_retried", "events_on_topics", "duplicates_on_topic", "deliveries",
+                   "messages_delivered_twice", "in_flight_at_faults")
 
     def rows(self, *, judged_only: bool = False) -> list[tuple[str, int]]:
         rows: list[tuple[str, int]] = []
-        fields = list(asdict(self).items())
-        for name, value in fields[self.DESCRIPTIVE:] if judged_only else fields:
+        for name, value in asdict(self).items():
+            if judged_only and name in self.DESCRIPTIVE:
+                continue
             label = name.replace("_", " ")
             rows += [(f"{label}: {key}", n) for key, n in value.items()] if isinstance(value, dict) else [
                 (label, value)]
@@ -530,13 +573,16 @@ class Audit:
     def wait_until_settled(self, lines: list[dict[str, Any]], timeout: float = 120) -> None:
         """Give the outbox, the projections and the dispatcher time to finish (bounded); the
         audit judges whatever state they reached."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        began = time.monotonic()
+        while time.monotonic() < began + timeout:
             tally = self.tally(lines, with_topics=False)
             if not (tally.outbox_unpublished or tally.messages_undelivered
                     or any(tally.projection_mismatches.values())):
+                print(f"\n  the outbox, projections and dispatcher settled {time.monotonic() - began:.1f}s "
+                      "after the load stopped", end="")
                 return
             time.sleep(1)
+        print(f"\n  the outbox, projections and dispatcher had not settled after {timeout:.0f}s", end="")
 
     def sent(self) -> set[str]:
         """Messages whose send is recorded (MessageSent stored)."""
@@ -568,6 +614,7 @@ def test_under_load_killing_every_process_loses_nothing_and_sends_nothing_twice(
         load.stop()
     audit.wait_until_settled(load.lines())
     tally = audit.tally(load.lines(), with_topics=True)
+    tally.processes_restarted = dict(fault_stack.restarts)
     print(f"\n{tally.table()}\n  wall-clock seconds  {time.monotonic() - started:.0f}")
     record_property("fault_suite", json.dumps(asdict(tally)))
     assert tally.writes_acknowledged > 0
@@ -582,7 +629,6 @@ def inflict_faults(subject: FaultStack, load: Load, audit: Audit) -> None:
     load.keeps_going("killing an api worker of each service")
 
     subject.kill("contacts", "grpc")
-    subject.start("contacts", "grpc")
     subject.ready()
     load.keeps_going("killing the contacts grpc process")
 
@@ -610,11 +656,11 @@ def kill_workers_mid_send(subject: FaultStack, load: Load, audit: Audit) -> None
     second = audit.deliveries.hold(4)
     first.release.set()
     wait_until(second.arrived.is_set, timeout=60, what="the dispatcher to be in the middle of the backlog")
-    for service in SERVICES:
-        subject.kill(service, "worker")
-    # nothing is running that could record a send: delivered but unrecorded is what was in flight
-    audit.in_flight["workers killed"] = audit.deliveries.delivered() - audit.sent()
-    second.release.set()
-    for service in SERVICES:
-        subject.start(service, "worker")
+    with subject.paused():
+        for service in SERVICES:
+            subject.kill(service, "worker")
+        # nothing is running that could record a send: delivered but unrecorded is what was in flight
+        audit.in_flight["workers killed"] = audit.deliveries.delivered() - audit.sent()
+        second.release.set()
     subject.pass_time(LEASE.total_seconds() + 5)
+    subject.ready()
