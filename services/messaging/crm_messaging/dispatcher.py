@@ -31,7 +31,7 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import InitVar, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -45,7 +45,7 @@ from crmkit.aggregate import Repository
 from crmkit.directory import Consent
 from crmkit.errors import NotFound, Unavailable
 from crmkit.events import Metadata, RecordedEvent, new_id, rfc3339
-from crmkit.eventstore import epoch_ms
+from crmkit.eventstore import EventStore, epoch_ms
 from crmkit.metrics import LATENCY_BUCKETS
 
 log = logging.getLogger(__name__)
@@ -108,8 +108,9 @@ class Pass:
     now: datetime
     send_until: float  # time.monotonic() after which no more provider calls start (the lease must outlast them)
     claim: str  # this pass's lease on its entries: schedule writes touch only entries it still holds
-    recorder: Repository[Message]  # appends, holding the events back in `published` to publish once
-    published: list[RecordedEvent] = field(default_factory=list)
+    store: InitVar[EventStore]
+    recorder: Repository[Message] = field(init=False)  # appends; their events wait in `published`
+    published: list[RecordedEvent] = field(default_factory=list)  # handed to the publisher once, at the end
     decided: list[Message] = field(default_factory=list)  # decided without a provider call: appended at the end
     later: dict[str, datetime] = field(default_factory=dict)  # schedule entry → when to look again
     done: list[str] = field(default_factory=list)  # entries with nothing left to do
@@ -118,6 +119,9 @@ class Pass:
     campaigns: dict[str, Campaign] = field(default_factory=dict)  # of the batch's messages
     provider_calls: int = 0
     overtaken: bool = False  # another worker recorded one of our messages: the batch is theirs now
+
+    def __post_init__(self, store: EventStore) -> None:
+        self.recorder = Repository(store, Message, self.published.extend)
 
     def record(self, message: Message, outcome: str) -> None:
         """`message` has decided without calling a provider (an event pending): append it with the batch."""
@@ -227,8 +231,7 @@ class Dispatcher:
     # --- a batch of messages ------------------------------------------------------------
 
     def _messages(self, entries: list[dict[str, Any]], claim: str, now: datetime) -> None:
-        work = Pass(now, time.monotonic() + self.send_budget.total_seconds(), claim,
-                    Repository(self.desk.messages.store, Message, lambda events: work.published.extend(events)))
+        work = Pass(now, time.monotonic() + self.send_budget.total_seconds(), claim, self.desk.messages.store)
         try:
             loaded = self.desk.messages.get_many([entry["_id"] for entry in entries])
             queued = []

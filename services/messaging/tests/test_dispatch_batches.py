@@ -1,5 +1,6 @@
 """The dispatcher decides a whole batch at once: every message gets the answer for its own
-contact, and a worker whose lease ran out while another took over records nothing twice."""
+contact, and a worker whose lease ran out while another took over records nothing twice
+and stops calling providers."""
 
 from __future__ import annotations
 
@@ -82,6 +83,7 @@ def test_a_worker_whose_lease_ran_out_mid_batch_records_each_message_once(world:
     sent = Counter(e["stream_id"] for e in events.find({"type": "MessageSent", "stream_id": {"$in": ids}}))
     assert sent == dict.fromkeys(ids, 1)  # one MessageSent each, though both workers called the provider
     assert set(calls) == set(ids) and max(calls.values()) == 2  # same key both times: the provider dedupes
+    assert sorted(calls.values()) == [1] * 5 + [2]  # overtaken, the first worker called no provider again
     schedule = world.messaging.runtime.db["schedule"]
     assert {entry["state"] for entry in schedule.find({"_id": {"$in": ids}})} == {"done"}
     assert world.dispatcher.run_once() == 0 and second.run_once() == 0

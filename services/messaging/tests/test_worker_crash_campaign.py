@@ -1,7 +1,8 @@
-"""The real messaging worker killed (-9) in the middle of a campaign and started again:
-every member is still accounted for exactly once, and every sent message is one mail in
-the SMTP sink (a mail in flight at the kill may reach the sink twice, with the same
-Message-ID: the sink, like real receivers, keeps one)."""
+"""The real messaging worker killed (-9) in the middle of a pass of a campaign and started
+again: every member is still accounted for exactly once, and every sent message reached
+the SMTP sink once, except at most the one in flight at the kill (handed over, its outcome
+not yet recorded), which may arrive a second time with the same Message-ID. Deliveries are
+counted per message id at the sink (`deliveries.log`), not by its files, which dedupe."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from .conftest import Worker, World, bulk_audience, every_member_accounted_for_o
 
 SIZE = 1500
 THROTTLE = 6000  # per minute: the campaign takes about 15 s, so the kill lands mid-way
+KILL_AT = 350  # mails at the sink: the worker is killed while it hands a pass's mails over
 
 
 @pytest.fixture
@@ -49,7 +51,8 @@ def test_killing_the_worker_mid_campaign_loses_and_doubles_nothing(
         return events.count_documents({"type": "MessageSent"})
 
     worker.start()
-    wait_until(lambda: sent() >= 300, timeout=300, what="the campaign to be under way")
+    wait_until(lambda: sum(world.deliveries().values()) >= KILL_AT, timeout=300,
+               what="the campaign to be under way")
     worker.kill()
     at_kill = sent()
     assert at_kill < SIZE - len(audience.without_consent)  # the kill came mid-campaign
@@ -62,5 +65,9 @@ def test_killing_the_worker_mid_campaign_loses_and_doubles_nothing(
 
     sent_ids = every_member_accounted_for_once(world, campaign_id, audience)
     assert len(sent_ids) > at_kill
-    mailed = {path.stem.removesuffix("_crm.local") for path in world.mails()}
-    assert mailed == sent_ids  # every sent message reached the sink, and nothing else did
+    deliveries = world.deliveries()
+    assert set(deliveries) == sent_ids  # every sent message reached the sink, and nothing else did
+    duplicates = sum(count - 1 for count in deliveries.values())
+    print(f"kill -9 after {at_kill} recorded sends: {len(sent_ids)} sent, {sum(deliveries.values())} deliveries, "
+          f"{duplicates} duplicate(s)")
+    assert duplicates <= 1  # only the message in flight at the kill may have gone out twice
