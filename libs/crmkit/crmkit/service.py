@@ -113,7 +113,7 @@ def serve_grpc(name: str) -> None:
     )
     metrics.serve(runtime.settings.ports.metrics + 1)
     server.start()
-    log.info("gRPC serving", extra={"url": f"grpc://0.0.0.0:{runtime.settings.ports.grpc}"})
+    log.info("gRPC serving", extra={"url": f"grpc://{rpc.bind_address(runtime.settings.ports.grpc)}"})
     stop.wait()
     health.enter_graceful_shutdown()
     server.stop(grace=10).wait()
