@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import contextvars
 import logging
 import os
 import threading
@@ -138,14 +139,15 @@ class _Authenticated(grpc.ServerInterceptor):
         if handler is None or service_name in OPEN_SERVICES:
             return handler
         behaviour = handler.unary_unary or handler.unary_stream or handler.stream_unary or handler.stream_stream
-        refusal = self._refusal(getattr(behaviour, "rpc_access", None), method, details.invocation_metadata)
-        if refusal is not None:
-            return _refuse(handler, *refusal)
+        verdict = self._verdict(getattr(behaviour, "rpc_access", None), method, details.invocation_metadata)
+        if not isinstance(verdict, auth.Principal):
+            return _refuse(handler, *verdict)
         if handler.unary_stream:
             return handler._replace(unary_stream=self._bounded(handler.unary_stream))
-        return handler
+        return handler._replace(unary_unary=_as(verdict, handler.unary_unary)) if handler.unary_unary else handler
 
-    def _refusal(self, needed: str | None, method: str, metadata: Any) -> tuple[grpc.StatusCode, str] | None:
+    def _verdict(self, needed: str | None, method: str, metadata: Any) -> auth.Principal | tuple[grpc.StatusCode, str]:
+        """The caller, or why it is refused."""
         if needed is None:
             return grpc.StatusCode.PERMISSION_DENIED, f"{method} declares no access rule, so nobody may call it"
         header = dict(metadata or ()).get("authorization")
@@ -155,7 +157,7 @@ class _Authenticated(grpc.ServerInterceptor):
             return grpc.StatusCode.UNAUTHENTICATED, f"a valid bearer token for {self.audience} is required: {exc}"
         if not principal.may(self.audience, needed):
             return grpc.StatusCode.PERMISSION_DENIED, f"{method} needs {auth.needed_roles(self.audience, needed)}"
-        return None
+        return principal
 
     def _bounded(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:
         """A stream takes a slot or is refused; the slot is freed when the call ends for any
@@ -172,6 +174,31 @@ class _Authenticated(grpc.ServerInterceptor):
                 release()
 
         return run
+
+
+_caller: contextvars.ContextVar[auth.Principal | None] = contextvars.ContextVar("grpc_caller", default=None)
+
+
+def actor() -> str:
+    """Who is calling, as events record it: `service:<name>` or `user:<subject>`."""
+    principal = _caller.get()
+    if principal is None:
+        return "anonymous"
+    subject = principal.subject
+    return subject if subject.startswith(auth.SERVICE_KID_PREFIX) else f"user:{subject}"
+
+
+def _as(principal: auth.Principal, behaviour: Callable[..., Any]) -> Callable[..., Any]:
+    """A unary `behaviour` run with `principal` as the caller `actor()` names."""
+
+    def unary(request: Any, context: grpc.ServicerContext) -> Any:
+        token = _caller.set(principal)
+        try:
+            return behaviour(request, context)
+        finally:
+            _caller.reset(token)
+
+    return unary
 
 
 def _refuse(handler: Any, code: grpc.StatusCode, detail: str) -> Any:
