@@ -12,8 +12,9 @@ redelivery can never record a second send) before the next call starts. A messag
 *in flight* from the start of its provider call until that append: a worker killed at any
 moment has at most one, and only that one can go out again (with the same idempotency
 key) when another worker takes its lease over. The decisions that need no provider
-(suppressed, deferred, failed before sending) are appended together at the end of the
-pass, and the events of the whole pass are handed to the publisher once.
+(suppressed, failed before sending) are appended together at the end of the
+pass; the publisher gets the pass's events in a few hand-overs (every second, and at
+the end), not one by one.
 
 One message that cannot be rendered, composed or handed over (a subject a variable broke,
 an adapter's bug) fails alone with the reason (`MessageFailed`); the pass goes on. Only the
@@ -55,6 +56,7 @@ PAUSED_RECHECK = timedelta(seconds=5)
 CAMPAIGN_RECHECK = timedelta(seconds=5)
 UNBORN_RECHECK = timedelta(seconds=5)  # an entry whose message is not stored yet
 UNBORN_GRACE = timedelta(minutes=10)  # ...is given up after this: its writer died before the append
+PUBLISH_EVERY = 1.0  # seconds a pass holds appended events back at most (the outbox sweeper takes them after 2 s)
 
 OUTCOMES = Counter("crm_messages_dispatched_total", "What the dispatcher decided, by channel and outcome "
                    "(sent, suppressed, failed, retry, deferred).", ["service", "channel", "outcome"])
@@ -110,7 +112,8 @@ class Pass:
     claim: str  # this pass's lease on its entries: schedule writes touch only entries it still holds
     store: InitVar[EventStore]
     recorder: Repository[Message] = field(init=False)  # appends; their events wait in `published`
-    published: list[RecordedEvent] = field(default_factory=list)  # handed to the publisher once, at the end
+    published: list[RecordedEvent] = field(default_factory=list)  # for the publisher, in a few hand-overs
+    held_since: float = 0.0  # time.monotonic() of the oldest event in `published`
     decided: list[Message] = field(default_factory=list)  # decided without a provider call: appended at the end
     later: dict[str, datetime] = field(default_factory=dict)  # schedule entry → when to look again
     done: list[str] = field(default_factory=list)  # entries with nothing left to do
@@ -121,7 +124,12 @@ class Pass:
     overtaken: bool = False  # another worker recorded one of our messages: the batch is theirs now
 
     def __post_init__(self, store: EventStore) -> None:
-        self.recorder = Repository(store, Message, self.published.extend)
+        self.recorder = Repository(store, Message, self.hold)
+
+    def hold(self, events: list[RecordedEvent]) -> None:
+        if not self.published:
+            self.held_since = time.monotonic()
+        self.published.extend(events)
 
     def record(self, message: Message, outcome: str) -> None:
         """`message` has decided without calling a provider (an event pending): append it with the batch."""
@@ -248,8 +256,14 @@ class Dispatcher:
             self._send(self._with_consent(self._campaigns_allow(queued, work), work), work)
             self._commit(work)
         finally:  # what was appended is published, even when the pass stopped half-way
-            if work.published:
-                self.desk.runtime.publish(work.published)
+            self._publish(work, at_once=True)
+
+    def _publish(self, work: Pass, at_once: bool = False) -> None:
+        """Hand the events appended so far to the publisher: at the end of the pass, and
+        during it every `PUBLISH_EVERY`, before the outbox sweeper would send them too."""
+        if work.published and (at_once or time.monotonic() - work.held_since >= PUBLISH_EVERY):
+            self.desk.runtime.publish(list(work.published))
+            work.published.clear()
 
     def _unborn(self, entry: dict[str, Any], work: Pass) -> None:
         """An entry whose message has no event yet: its writer is between the two writes
@@ -374,6 +388,7 @@ class Dispatcher:
             work.sent_via.pop(message.id, None)
             return
         work.settle(message)
+        self._publish(work)
 
     def _render(self, message: Message, consent: Consent, contact: dict[str, Any],
                 loaded: dict[str, Template]) -> providers.Outgoing:
