@@ -30,7 +30,7 @@ from ..e2e.conftest import SERVICES, LocalStack
 pytestmark = pytest.mark.e2e
 
 SEED = int(os.environ.get("CRM_FUZZ_SEED", "20261202"))
-EXAMPLES = int(os.environ.get("CRM_FUZZ_EXAMPLES", "8"))
+EXAMPLES = int(os.environ.get("CRM_FUZZ_EXAMPLES", "10"))
 PHASES = "examples,coverage,fuzzing,stateful"
 HOOKS = Path(__file__).with_name("hooks.py")
 
