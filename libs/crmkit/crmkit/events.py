@@ -36,7 +36,10 @@ def parse_time(text: str) -> datetime:
     value = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
     if value.tzinfo is None:
         raise ValueError("time must carry a zone offset")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # 0001-01-01T00:00:00+14:00 has no UTC equivalent
+        raise ValueError("time out of range") from None
 
 
 def new_id() -> str:

@@ -74,6 +74,7 @@ class WidgetView(Schema):
 
 class WidgetQuery(PageQuery):
     name = fields.String()
+    since = fields.AwareDateTime(data_key="from")
 
 
 def widgets_blueprint(runtime: Runtime) -> Blueprint:
@@ -276,7 +277,9 @@ def test_a_noisy_principal_is_rate_limited_with_429(runtime: Runtime, monkeypatc
 class TestInput:
     @pytest.mark.parametrize("raw", [b"{", b"{'name': 'a'}", b"", b"   ", b"\xff\xfe{}", b'{"name": "a",}',
                                      b'{"name": "a", "size": NaN}', b'{"name": "a", "size": Infinity}',
-                                     b'{"name": "a", "tags": [-Infinity]}'])
+                                     b'{"name": "a", "tags": [-Infinity]}',
+                                     b'{"name": "a\\ud800"}', b'{"name": "a", "tags": ["\\udfff"]}',  # lone surrogates
+                                     b"[" * 50_000 + b"]" * 50_000])  # deeper than the parser's recursion
     def test_malformed_json_is_400(self, client: FlaskClient, runtime: Runtime, raw: bytes) -> None:
         response = client.post("/v1/widgets", data=raw, content_type="application/json", headers=WRITER)
         assert_problem(response, 400)
@@ -297,6 +300,13 @@ class TestInput:
         assert set(body["errors"]) == {"name", "size", "tags.1", "address.city", "colour"}
         assert all(isinstance(m, list) and m and all(isinstance(s, str) for s in m) for m in body["errors"].values())
         assert nothing_stored(runtime)
+
+    def test_a_time_with_no_utc_equivalent_is_422_naming_the_field(self, client: FlaskClient) -> None:
+        for moment in ("0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"):
+            body = assert_problem(client.get("/v1/widgets", query_string={"from": moment}, headers=READER), 422)
+            assert set(body["errors"]) == {"from"}, body
+        earliest = client.get("/v1/widgets", query_string={"from": "0001-01-01T00:00:00Z"}, headers=READER)
+        assert earliest.status_code == 200
 
     def test_missing_required_field_is_422(self, client: FlaskClient) -> None:
         assert set(assert_problem(client.post("/v1/widgets", json={}, headers=WRITER), 422)["errors"]) == {"name"}

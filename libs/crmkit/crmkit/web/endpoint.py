@@ -13,9 +13,9 @@ import json
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Response, current_app, g, request
@@ -193,9 +193,23 @@ def _json_body() -> Any:
     if not raw.strip():
         raise MalformedBody("the request needs a JSON body")
     try:
-        return json.loads(raw, parse_constant=_refuse_constant)
+        body = json.loads(raw, parse_constant=_refuse_constant)
+    except RecursionError:
+        raise MalformedBody("the body is not valid JSON: it nests too deeply") from None
     except (ValueError, UnicodeDecodeError) as exc:
         raise MalformedBody(f"the body is not valid JSON: {exc}") from None
+    _refuse_lone_surrogates(body)
+    return body
+
+
+def _refuse_lone_surrogates(body: Any) -> None:
+    """An escaped lone surrogate ("\\ud800") parses, but is not Unicode text (I-JSON, RFC 7493):
+    nothing could store or send it later. Valid pairs (an emoji) were joined by the parser."""
+    try:
+        json.dumps(body, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise MalformedBody("the body is not valid JSON: a string holds a lone surrogate (\\ud800-\\udfff), "
+                            "which is not Unicode text") from None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -213,10 +227,37 @@ def _load(schema: Schema, data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationFailed(f"the {where} must be a JSON object", {"_body": ["must be a JSON object"]})
     try:
-        return schema.load(data)  # unknown fields are rejected (marshmallow's default: RAISE)
+        loaded = schema.load(data)  # unknown fields are rejected (marshmallow's default: RAISE)
     except ValidationError as exc:
         errors = flatten(exc.messages)
         raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors) from None
+    beyond = {_wire_name(schema, path): ["no such time in UTC (out of range)"] for path in _times_beyond_utc(loaded)}
+    if beyond:
+        raise ValidationFailed(f"{len(beyond)} field(s) failed validation", beyond)
+    return loaded
+
+
+def _times_beyond_utc(value: Any, path: str = "") -> Iterator[str]:
+    """Paths of the aware times that have no UTC equivalent (0001-01-01T00:00+14:00,
+    9999-12-31T23:59-14:00): marshmallow takes them, but converting them would fail later."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from _times_beyond_utc(item, f"{path}.{key}" if path else str(key))
+    elif isinstance(value, list):
+        for index, item in enumerate(value):
+            yield from _times_beyond_utc(item, f"{path}.{index}")
+    elif isinstance(value, datetime) and value.tzinfo is not None:
+        try:
+            value.astimezone(UTC)
+        except OverflowError:
+            yield path
+
+
+def _wire_name(schema: Schema, path: str) -> str:
+    """`path` with its first step named as the client sent it (a field's data_key, e.g. `from`)."""
+    first, dot, rest = path.partition(".")
+    field = schema.fields.get(first)
+    return (field.data_key or first) + dot + rest if field is not None else path
 
 
 def _idempotent(run: Callable[[], Any]) -> Response:
