@@ -50,6 +50,10 @@ EVENTS_PUBLISHED = Counter(
 PUBLISH_FAILURES = Counter(
     "crm_publish_failures_total", "Sends Kafka did not acknowledge (the sweeper retries).", ["service"]
 )
+PRODUCERS_RENEWED = Counter(
+    "crm_kafka_producers_renewed_total", "Failed Kafka producers replaced by a new one (e.g. the broker came "
+    "back empty).", ["service"]
+)
 PUBLISH_LAG = Histogram(
     "crm_publish_lag_seconds",
     "Time from append to Kafka acknowledgement.",

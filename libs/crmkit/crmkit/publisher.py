@@ -31,22 +31,35 @@ after some version, never before, so a later version never leaves before an earl
 What one producer cannot promise: if Kafka gives up on v1 (delivery timeout) but takes
 v2 sent right behind it, v2 is ahead; the sweeper then sends v1 late, which is why the
 projections of other services' streams also accept a late event (docs/architecture.md).
+
+A producer that failed is replaced. An idempotent producer keeps a producer id and
+sequence numbers the broker issued; a broker that comes back empty (a new cluster
+behind the same address, or Tansu restarted) knows neither, the producer's attempt to
+recover turns fatal, and from then on it fails every send. So after a failed send the
+next batch goes through a new producer (at most once per RENEW_INTERVAL, so an outage
+does not churn connections); what the old one held stays unpublished for the sweeper.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable, Iterable, Sequence
 from datetime import timedelta
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaTimeoutError
 
 from crmkit import metrics
 from crmkit.events import RecordedEvent, utcnow
 from crmkit.eventstore import EventStore
 
 log = logging.getLogger(__name__)
+
+RENEW_INTERVAL = 5.0  # seconds between two replacements of a failed producer
+STUCK_AFTER = 15.0  # seconds without an answer to a send (the producer's request timeout is 10)
+SWEEP_FLUSH_TIMEOUT = 15.0  # how long the sweeper waits for its sends before it calls the producer failed
 
 
 def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
@@ -111,12 +124,17 @@ class _AckRecorder:
 class Publisher:
     """Publishes one service's stored events to its topic, each stream in version order."""
 
-    def __init__(self, store: EventStore, producer: KafkaProducer, topic: str) -> None:
+    def __init__(self, store: EventStore, producer: KafkaProducer, topic: str,
+                 renew: Callable[[], KafkaProducer] | None = None) -> None:
         self.store = store
         self.producer = producer
         self.topic = topic
+        self._renew = renew  # makes a new producer when this one has failed
+        self._generation = 0  # which producer a callback belongs to
+        self._failed = False
+        self._renewed_at = float("-inf")
         self._acks = _AckRecorder(store, self._forget)
-        self._in_flight: set[str] = set()  # ids handed to the producer whose acknowledgement is not recorded yet
+        self._in_flight: dict[str, float] = {}  # ids handed to the producer, unacknowledged: since when
         self._in_flight_lock = threading.Lock()
         self._sending = threading.Lock()  # one batch at a time: what is in flight went to the producer before
 
@@ -139,7 +157,7 @@ class Publisher:
             earlier = self.store.unsent_through(_edge(picked, max))
             self._send(sorted({e.id: e for e in [*earlier, *picked]}.values(), key=lambda e: (e.stream_id, e.version)),
                        path="sweeper")
-            self.flush()
+            self._flush_or_give_up()
             log.info("sweeper re-sent events", extra={"count": len(picked)})
         return len(picked)
 
@@ -153,8 +171,23 @@ class Publisher:
         return sent
 
     def flush(self, timeout: float = 30) -> None:
-        self.producer.flush(timeout=timeout)
-        self._acks.flush()
+        """Wait until what was sent is acknowledged and recorded; KafkaTimeoutError past `timeout`
+        (and the producer, which did not answer, is replaced at the next send)."""
+        try:
+            self.producer.flush(timeout=timeout)
+        except KafkaTimeoutError:
+            with self._in_flight_lock:
+                self._failed = True
+            raise
+        finally:
+            self._acks.flush()
+
+    def _flush_or_give_up(self) -> None:
+        """Wait for the sweep's sends; what is not acknowledged in time is left for the next sweep."""
+        try:
+            self.flush(timeout=SWEEP_FLUSH_TIMEOUT)
+        except KafkaTimeoutError:
+            log.warning("Kafka did not acknowledge the sweep in time; the producer will be replaced")
 
     def close(self) -> None:
         """Finish in-flight sends and record their acknowledgements (graceful shutdown)."""
@@ -167,22 +200,52 @@ class Publisher:
     def _send(self, events: Sequence[RecordedEvent], path: str) -> None:
         """Hand `events` to the producer in the order given, less those it already holds."""
         with self._sending:
+            self._replace_failed_producer()
+            generation = self._generation
             for event in events:
                 with self._in_flight_lock:
                     if event.id in self._in_flight:
                         continue
-                    self._in_flight.add(event.id)
+                    self._in_flight[event.id] = time.monotonic()
                 try:
                     future = self.producer.send(self.topic, key=event.stream_id.encode(), value=event.to_bytes())
                 except BaseException:
                     self._forget([event])
                     raise  # the rest of the batch stays behind it, for the sweeper
                 future.add_callback(self._on_ack, event, path)
-                future.add_errback(self._on_error, event)
+                future.add_errback(self._on_error, event, generation)
+
+    def _replace_failed_producer(self) -> None:
+        """After a failed send, a new producer (see the module docstring); called under `_sending`.
+
+        Failed means a send came back with an error, a flush timed out, or a send has had
+        no answer for STUCK_AFTER (a producer that retries a broker's refusal forever
+        never reports an error at all).
+        """
+        now = time.monotonic()
+        with self._in_flight_lock:
+            self._failed = self._failed or any(now - since > STUCK_AFTER for since in self._in_flight.values())
+        if not self._failed or self._renew is None or now - self._renewed_at < RENEW_INTERVAL:
+            return
+        self._renewed_at = now
+        try:
+            fresh = self._renew()
+        except Exception as exc:  # Kafka still away: keep the old one, try again after the interval
+            log.warning("could not replace the failed Kafka producer", extra={"error": repr(exc)})
+            return
+        old, self.producer = self.producer, fresh
+        with self._in_flight_lock:
+            self._generation += 1
+            self._failed = False
+            self._in_flight.clear()  # nothing the old producer held is on its way any more
+        metrics.PRODUCERS_RENEWED.labels(self.store.service).inc()
+        log.warning("replaced a failed Kafka producer; the sweeper sends what it held")
+        _discard(old)
 
     def _forget(self, events: Sequence[RecordedEvent]) -> None:
         with self._in_flight_lock:
-            self._in_flight.difference_update(event.id for event in events)
+            for event in events:
+                self._in_flight.pop(event.id, None)
 
     def _on_ack(self, event: RecordedEvent, path: str, _metadata: object) -> None:
         self._acks.add(event)
@@ -190,10 +253,30 @@ class Publisher:
         metrics.EVENTS_PUBLISHED.labels(service, path).inc()
         metrics.PUBLISH_LAG.labels(service, path).observe((utcnow() - event.time).total_seconds())
 
-    def _on_error(self, event: RecordedEvent, exc: BaseException) -> None:
-        self._forget([event])  # not on the topic: the next send of its stream or the sweeper sends it again
+    def _on_error(self, event: RecordedEvent, generation: int, exc: BaseException) -> None:
+        with self._in_flight_lock:
+            if generation != self._generation:
+                return  # a replaced producer's leftovers: already forgotten
+            self._failed = True
+            self._in_flight.pop(event.id, None)  # not on the topic: its stream's next send or the sweeper resends it
         metrics.PUBLISH_FAILURES.labels(self.store.service).inc()
         log.warning("publish failed; the sweeper will retry", extra={"event_id": event.id, "error": repr(exc)})
+
+
+def _discard(producer: KafkaProducer) -> None:
+    """Close a failed producer without waiting for it.
+
+    kafka-python's close() flushes first and raises KafkaTimeoutError while batches are
+    stuck, before it would force-close its I/O thread, which then retries them forever;
+    so that thread is force-closed here (its batches fail, and their callbacks, of a
+    replaced producer, change nothing).
+    """
+    try:
+        producer.close(timeout=0)
+    except KafkaTimeoutError:
+        sender = getattr(producer, "_sender", None)  # private, but the only way to stop it
+        if sender is not None:
+            sender.force_close()
 
 
 def _edge(events: Iterable[RecordedEvent], pick: Callable[[int, int], int]) -> dict[str, int]:

@@ -15,7 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC
 
-from kafka import KafkaConsumer
+from kafka import KafkaConsumer, KafkaProducer
 from pymongo import MongoClient, timeout
 
 from crmkit.config import Settings
@@ -61,8 +61,10 @@ class Runtime:
     def publisher(self) -> Publisher:
         with self._lock:
             if self._publisher is None:
-                producer = make_producer(self.settings.kafka_bootstrap, f"crm-{self.settings.slug}-{os.getpid()}")
-                self._publisher = Publisher(self.store, producer, self.settings.topic)
+                def producer() -> KafkaProducer:
+                    return make_producer(self.settings.kafka_bootstrap, f"crm-{self.settings.slug}-{os.getpid()}")
+
+                self._publisher = Publisher(self.store, producer(), self.settings.topic, renew=producer)
             return self._publisher
 
     def publish(self, events: Sequence[RecordedEvent]) -> None:
