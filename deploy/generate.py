@@ -197,9 +197,10 @@ def deployment(svc: Svc, component: str) -> dict:
             "name": "worker",
             "command": ["crm", "serve", svc.name, "worker"],
             "ports": [{"name": "metrics", "containerPort": metrics_port}],
-            "startupProbe": http_probe("/metrics", "metrics", period=2, failures=60),
-            "livenessProbe": http_probe("/metrics", "metrics", period=15, failures=4, timeout=3),
-            "readinessProbe": http_probe("/metrics", "metrics", period=10, failures=3, timeout=3),
+            "startupProbe": http_probe("/healthz", "metrics", period=2, failures=60),
+            "livenessProbe": http_probe("/healthz", "metrics", period=15, failures=4, timeout=3),
+            # 503 while a projection is behind and stalled (docs/operations.md): shown, not restarted
+            "readinessProbe": http_probe("/readyz", "metrics", period=10, failures=3, timeout=3),
         }
         grace = 45  # the worker joins its threads for up to 30 s
     spec: dict = {}
