@@ -20,14 +20,17 @@ from typing import Any
 import schemathesis
 from hypothesis import strategies as st
 
+# times with no UTC equivalent: the schema's `date-time` format allows them, and they were 500s once
+EDGE_TIMES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00", "9999-12-31T23:59:59Z"]
 DECIMALS = ["1250.00", "0.01", "3"]
 VALID: dict[str, list[str]] = {
     "currency": ["USD", "EUR", "JPY"], "amount": DECIMALS, "unit_price": DECIMALS, "quantity": DECIMALS,
     "tax_rate": ["9", "0"], "discount_percent": ["10"], "probability": ["50"],
-    "due_at": ["2099-01-01T10:00:00+03:30"], "valid_until": ["2099-01-01"],
+    "due_at": ["2099-01-01T10:00:00+03:30", *EDGE_TIMES], "valid_until": ["2099-01-01"],
     "phone": ["+14155550123", "+989121234567"], "locale": ["fa-IR", "en"], "time_zone": ["Asia/Tehran"],
 }
-KNOWN: dict[str, list[str]] = {**VALID, **json.loads(os.environ.get("CRM_FUZZ_KNOWN_IDS", "{}"))}
+TIMES = {name: EDGE_TIMES for name in ("at", "as_of", "from", "to", "scheduled_at")}
+KNOWN: dict[str, list[str]] = {**TIMES, **VALID, **json.loads(os.environ.get("CRM_FUZZ_KNOWN_IDS", "{}"))}
 
 
 def _with_known_values(value: Any, name: str = "") -> st.SearchStrategy[Any]:
