@@ -624,7 +624,8 @@ class TestOpenApi:
         assert set(body_schema["properties"]) == {"name", "size", "tags", "address"}
         assert body_schema["required"] == ["name"]
         listing_ = document["paths"]["/v1/widgets"]["get"]
-        assert {p["name"] for p in listing_["parameters"] if p["in"] == "query"} == {"limit", "cursor", "name"}
+        query_names = {p["name"] for p in listing_["parameters"] if p["in"] == "query"}
+        assert query_names == {"limit", "cursor", "name", "from"}
         items = listing_["responses"]["200"]["content"]["application/json"]["schema"]["properties"]["items"]
         assert items["type"] == "array"
         patch = document["paths"]["/v1/widgets/{widget_id}"]["patch"]
