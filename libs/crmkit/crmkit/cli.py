@@ -21,7 +21,7 @@ import time
 from datetime import timedelta
 from pathlib import Path
 
-from crmkit import auth, catalogue, keys, logs, stack, streams
+from crmkit import auth, catalogue, keys, logs, profile, stack, streams
 from crmkit.config import REPO_ROOT, data_dir, slug
 from crmkit.deadletters import DeadLetters
 from crmkit.events import rfc3339
@@ -243,6 +243,8 @@ def serve(args: argparse.Namespace) -> int:
 
 def _exec_gunicorn(spec: ServiceSpec) -> int:
     settings = spec.settings()
+    logs.configure(spec.name, "api", settings.log_level)
+    profile.refuse_unsafe([spec.production_checks])  # once, before gunicorn forks workers that would each refuse
     multiproc = data_dir() / "run" / "prometheus" / f"{spec.name}-{os.getpid()}"
     shutil.rmtree(multiproc, ignore_errors=True)
     multiproc.mkdir(parents=True)
@@ -262,6 +264,8 @@ def up(args: argparse.Namespace) -> int:
     if args.services:
         wanted = {name.strip() for name in args.services.split(",")}
         services = {name: spec for name, spec in services.items() if name in wanted}
+    # the local stack in production: every service's checks at once, before a stand-in starts
+    profile.refuse_unsafe([spec.production_checks for spec in services.values()])
     home = data_dir()
     servers = _start_servers(home)
     try:

@@ -20,6 +20,7 @@ SAFE_FIELDS = (
     "event_id", "event_type", "stream_id", "version", "count", "topic", "partition",
     "offset", "projection", "method", "path", "route", "status", "duration_ms", "url",
     "child", "reason", "subject", "code", "error",
+    "problems",  # crmkit.profile: variable names and why they are unsafe, never a secret's value
 )
 
 

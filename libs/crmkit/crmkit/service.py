@@ -18,7 +18,7 @@ from importlib.metadata import entry_points
 import grpc
 from flask import Blueprint, Flask
 
-from crmkit import logs, metrics, rpc
+from crmkit import logs, metrics, profile, rpc
 from crmkit.catalogue import Catalogue
 from crmkit.config import Ports, Settings
 from crmkit.events import Upcasters
@@ -60,6 +60,9 @@ class ServiceSpec:
     # processes beyond api/grpc/worker (e.g. a local SMTP sink): `crm serve SERVICE NAME` runs one,
     # `crm up` starts those whose `enabled()` says the configuration needs them locally
     extra_processes: Mapping[str, ExtraProcess] = field(default_factory=dict)
+    # what this service refuses to start with in production, beside the chassis's checks
+    # (crmkit.profile): an environment in, its unsafe settings out
+    production_checks: profile.Check = lambda _environ: ()
 
     def processes(self, *, local: bool = False) -> list[str]:
         """The process names this service runs; `local`: only those `crm up` should start now."""
@@ -95,11 +98,13 @@ def wsgi(name: str) -> Flask:
 
 def _boot(name: str, process: str) -> tuple[ServiceSpec, Runtime]:
     """What every process of a service does first: take its identity (the service its calls to
-    other services speak for), connect, log as JSON, prepare the database."""
+    other services speak for), log as JSON, refuse an unsafe production configuration,
+    connect, prepare the database."""
     os.environ["CRM_SERVICE_NAME"] = name
     spec = spec_for(name)
+    logs.configure(name, process, spec.settings().log_level)
+    profile.refuse_unsafe([spec.production_checks])  # before anything is generated or connected
     runtime = spec.runtime()
-    logs.configure(name, process, runtime.settings.log_level)
     spec.prepare(runtime)
     return spec, runtime
 

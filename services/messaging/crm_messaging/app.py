@@ -5,7 +5,7 @@ from __future__ import annotations
 from crm_messaging import api, grpc_api, sinks
 from crm_messaging.catalogue import EVENTS
 from crm_messaging.commands import MessageDesk
-from crm_messaging.config import MessagingConfig
+from crm_messaging.config import MessagingConfig, production_problems
 from crm_messaging.dispatcher import Dispatcher
 from crm_messaging.domain import PERSONAL_DATA
 from crm_messaging.triggers import TriggerReactor, install_defaults
@@ -44,4 +44,5 @@ SERVICE = ServiceSpec(
     personal_fields=PERSONAL_DATA,
     events=EVENTS,
     extra_processes={"smtp-sink": ExtraProcess(run=sinks.serve, enabled=_local_smtp_sink)},
+    production_checks=production_problems,
 )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import time
 from pathlib import Path
@@ -10,10 +11,11 @@ from pathlib import Path
 from crm_messaging.domain import parse_window
 from crm_messaging.providers import FileSink, HttpGatewayProvider, Provider, SmtpProvider
 from crmkit.config import data_dir
+from crmkit.profile import Problem, is_local_host, url_problems
 
 
-def _env(name: str, default: str = "") -> str:
-    return os.environ.get(f"CRM_MESSAGING_{name}", default)
+def _env(name: str, default: str = "", environ: Mapping[str, str] = os.environ) -> str:
+    return environ.get(f"CRM_MESSAGING_{name}", default)
 
 
 @dataclass(frozen=True)
@@ -40,31 +42,35 @@ class MessagingConfig:
     receipt_secret: str = ""
 
     @classmethod
-    def from_env(cls) -> MessagingConfig:
+    def from_env(cls, environ: Mapping[str, str] = os.environ) -> MessagingConfig:
         home = data_dir() / "messaging"
+
+        def env(name: str, default: str = "") -> str:
+            return _env(name, default, environ)
+
         return cls(
-            email_provider=_env("EMAIL_PROVIDER", "smtp"),
-            sms_provider=_env("SMS_PROVIDER", "file"),
-            fax_provider=_env("FAX_PROVIDER", "file"),
-            smtp_host=_env("SMTP_HOST", "127.0.0.1"),
-            smtp_port=int(_env("SMTP_PORT", "8025")),
-            smtp_tls=_env("SMTP_TLS", "none"),
-            smtp_username=_env("SMTP_USERNAME"),
-            smtp_password=_env("SMTP_PASSWORD"),
-            smtp_from=_env("SMTP_FROM", "CRM <crm@localhost>"),
-            smtp_sink=_env("SMTP_SINK", "true").lower() in ("1", "true", "yes"),
-            mail_dir=Path(_env("MAIL_DIR", str(home / "mail"))),
-            outbox_dir=Path(_env("OUTBOX_DIR", str(home / "outbox"))),
-            public_url=_env("PUBLIC_URL", "http://127.0.0.1:8004").rstrip("/"),
-            survey_url=os.environ.get("CRM_SURVEY_URL_BASE", "http://127.0.0.1:8003").rstrip("/") + "/v1/surveys",
-            max_attempts=int(_env("MAX_ATTEMPTS", "6")),
-            backoff_base=float(_env("BACKOFF_SECONDS", "30")),
-            backoff_cap=float(_env("BACKOFF_CAP_SECONDS", "3600")),
-            rate_per_minute={ch: int(_env(f"{ch.upper()}_PER_MINUTE", d))
+            email_provider=env("EMAIL_PROVIDER", "smtp"),
+            sms_provider=env("SMS_PROVIDER", "file"),
+            fax_provider=env("FAX_PROVIDER", "file"),
+            smtp_host=env("SMTP_HOST", "127.0.0.1"),
+            smtp_port=int(env("SMTP_PORT", "8025")),
+            smtp_tls=env("SMTP_TLS", "none"),
+            smtp_username=env("SMTP_USERNAME"),
+            smtp_password=env("SMTP_PASSWORD"),
+            smtp_from=env("SMTP_FROM", "CRM <crm@localhost>"),
+            smtp_sink=env("SMTP_SINK", "true").lower() in ("1", "true", "yes"),
+            mail_dir=Path(env("MAIL_DIR", str(home / "mail"))),
+            outbox_dir=Path(env("OUTBOX_DIR", str(home / "outbox"))),
+            public_url=env("PUBLIC_URL", "http://127.0.0.1:8004").rstrip("/"),
+            survey_url=environ.get("CRM_SURVEY_URL_BASE", "http://127.0.0.1:8003").rstrip("/") + "/v1/surveys",
+            max_attempts=int(env("MAX_ATTEMPTS", "6")),
+            backoff_base=float(env("BACKOFF_SECONDS", "30")),
+            backoff_cap=float(env("BACKOFF_CAP_SECONDS", "3600")),
+            rate_per_minute={ch: int(env(f"{ch.upper()}_PER_MINUTE", d))
                              for ch, d in (("email", "6000"), ("sms", "600"), ("fax", "60"))},
-            quiet_hours={ch: _env(f"{ch.upper()}_QUIET_HOURS", d)
+            quiet_hours={ch: env(f"{ch.upper()}_QUIET_HOURS", d)
                          for ch, d in (("email", "off"), ("sms", "21:00-08:00"), ("fax", "21:00-08:00"))},
-            receipt_secret=_env("RECEIPT_SECRET"),
+            receipt_secret=env("RECEIPT_SECRET"),
         )
 
     def window(self, channel: str) -> tuple[time, time] | None:
@@ -83,3 +89,46 @@ class MessagingConfig:
                                        _env(f"{key}_PASSWORD"), _env(f"{key}_FROM", "CRM"),
                                        timeout=float(_env(f"{key}_TIMEOUT_SECONDS", "10")))
         return FileSink(channel, self.outbox_dir / channel)
+
+
+def production_problems(environ: Mapping[str, str]) -> list[Problem]:
+    """What messaging refuses to start with in production (crmkit.profile): links that no
+    recipient can open, and messages marked sent that nobody receives."""
+    config = MessagingConfig.from_env(environ)
+    return [
+        *url_problems("CRM_MESSAGING_PUBLIC_URL", environ,
+                      "unsubscribe links must open from outside: set it to your ingress for messaging"),
+        *url_problems("CRM_SURVEY_URL_BASE", environ,
+                      "survey links must open from outside: set it to your ingress for the service desk"),
+        *_email_problems(config, environ),
+        *_gateway_problems("sms", config.sms_provider, environ),
+        *_gateway_problems("fax", config.fax_provider, environ),
+    ]
+
+
+def _email_problems(config: MessagingConfig, environ: Mapping[str, str]) -> list[Problem]:
+    found = []
+    if config.smtp_sink:
+        found.append(Problem("CRM_MESSAGING_SMTP_SINK", "true (the default) means the local SMTP sink, which keeps "
+                                                        "mail in files and delivers none; set false"))
+    if not _env("SMTP_HOST", environ=environ) or is_local_host(config.smtp_host):
+        found.append(Problem("CRM_MESSAGING_SMTP_HOST", "unset or this machine (where the local sink listens): "
+                                                        "set it to your mail server"))
+    if config.smtp_password and config.smtp_tls == "none":
+        found.append(Problem("CRM_MESSAGING_SMTP_TLS", "none while a password is set: the password would cross "
+                                                       "the network in clear; use starttls or ssl"))
+    return found
+
+
+def _gateway_problems(channel: str, kind: str, environ: Mapping[str, str]) -> list[Problem]:
+    """An SMS/fax channel needs the http gateway, its https URL and its credentials."""
+    key = f"CRM_MESSAGING_{channel.upper()}"
+    if kind != "http":
+        what = "the file provider" if kind == "file" else "not a provider, so the file one"
+        return [Problem(f"{key}_PROVIDER", f"{kind!r} is {what}: every {channel} is written under var/ and marked "
+                                           f"sent, never delivered; use http (a gateway) with {key}_URL")]
+    found = url_problems(f"{key}_URL", environ, f"set it to your {channel} gateway")
+    found += [Problem(variable, f"unset: the {channel} gateway would be called without credentials; set it in the "
+                                "crm-messaging-providers Secret")
+              for variable in (f"{key}_USERNAME", f"{key}_PASSWORD") if not environ.get(variable)]
+    return found
