@@ -13,6 +13,8 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from crmkit import profile
+
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
 
@@ -96,7 +98,7 @@ class Settings:
                 metrics=int(_env(f"CRM_{key}_METRICS_PORT", str(metrics))),
             ),
             log_level=_env("CRM_LOG_LEVEL", "INFO"),
-            environment=_env("CRM_ENV", "local"),
+            environment=profile.current(),  # development | production (crmkit.profile)
         )
 
 
@@ -166,3 +168,90 @@ def grpc_target(service: str, default_port: int) -> str:
     key = slug(service).upper()
     port = _env(f"CRM_{key}_GRPC_PORT", str(default_port))
     return _env(f"CRM_{key}_GRPC_TARGET", f"127.0.0.1:{port}")
+
+
+KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
+_KAFKA_SASL_VARIABLES = ("CRM_KAFKA_SASL_MECHANISM", "CRM_KAFKA_SASL_USERNAME", "CRM_KAFKA_SASL_USERNAME_FILE",
+                         "CRM_KAFKA_SASL_PASSWORD", "CRM_KAFKA_SASL_PASSWORD_FILE")
+_KAFKA_SSL_FILES = {"ssl_cafile": "CRM_KAFKA_SSL_CAFILE", "ssl_certfile": "CRM_KAFKA_SSL_CERTFILE",
+                    "ssl_keyfile": "CRM_KAFKA_SSL_KEYFILE"}
+
+
+class KafkaSecurityError(ValueError):
+    """A CRM_KAFKA_* security setting that cannot work; the message names the variable."""
+
+
+def kafka_client_options() -> dict[str, str | bool]:
+    """kafka-python's security settings from CRM_KAFKA_* (README: Configuration), for every client we build.
+
+    PLAINTEXT (the local stack) unless CRM_KAFKA_SECURITY_PROTOCOL says SSL, SASL_PLAINTEXT
+    or SASL_SSL. SASL takes a mechanism, a username and a password (each also as
+    `<VARIABLE>_FILE`, a mounted Secret); SSL takes the cluster's CA and, for mTLS, a client
+    certificate and key. Anything that cannot work raises KafkaSecurityError at once, so a
+    process stops at start instead of retrying a broker that will never let it in; that
+    includes credentials the protocol would silently ignore (SASL settings over SSL alone,
+    a certificate over plain TCP), which would leave a deployment believing it is protected.
+    """
+    protocol = _env("CRM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").strip().upper()
+    if protocol not in KAFKA_SECURITY_PROTOCOLS:
+        raise KafkaSecurityError(f"CRM_KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of "
+                                 f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}")
+    options: dict[str, str | bool] = {"security_protocol": protocol}
+    if protocol.startswith("SASL_"):
+        options |= _kafka_sasl_options()
+    else:
+        _refuse_unused(_KAFKA_SASL_VARIABLES, protocol)
+    if protocol.endswith("SSL"):
+        options |= _kafka_ssl_options()
+    else:
+        _refuse_unused((*_KAFKA_SSL_FILES.values(), "CRM_KAFKA_SSL_CHECK_HOSTNAME"), protocol)
+    return options
+
+
+def _kafka_sasl_options() -> dict[str, str | bool]:
+    mechanism = _env("CRM_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512").strip().upper()
+    if mechanism not in KAFKA_SASL_MECHANISMS:
+        raise KafkaSecurityError(f"CRM_KAFKA_SASL_MECHANISM={mechanism!r} is not one of "
+                                 f"{', '.join(KAFKA_SASL_MECHANISMS)}")
+    return {"sasl_mechanism": mechanism,
+            "sasl_plain_username": _required_secret("CRM_KAFKA_SASL_USERNAME"),
+            "sasl_plain_password": _required_secret("CRM_KAFKA_SASL_PASSWORD")}
+
+
+def _kafka_ssl_options() -> dict[str, str | bool]:
+    options: dict[str, str | bool] = {}
+    for option, variable in _KAFKA_SSL_FILES.items():
+        if path := _env(variable, "").strip():
+            if not Path(path).is_file():
+                raise KafkaSecurityError(f"{variable}={path!r}: no such file")
+            options[option] = path
+    if ("ssl_certfile" in options) != ("ssl_keyfile" in options):
+        raise KafkaSecurityError("CRM_KAFKA_SSL_CERTFILE and CRM_KAFKA_SSL_KEYFILE go together (mTLS): "
+                                 "set both or neither")
+    check = _env("CRM_KAFKA_SSL_CHECK_HOSTNAME", "true").strip().lower()
+    if check not in ("true", "false"):
+        raise KafkaSecurityError(f"CRM_KAFKA_SSL_CHECK_HOSTNAME={check!r} is not true or false")
+    options["ssl_check_hostname"] = check == "true"
+    return options
+
+
+def _required_secret(variable: str) -> str:
+    """`variable`, or the content of the file `<variable>_FILE` names (a mounted Secret); one of them, not empty."""
+    value, path = os.environ.get(variable), os.environ.get(f"{variable}_FILE")
+    if value and path:
+        raise KafkaSecurityError(f"{variable} and {variable}_FILE are both set: keep one")
+    if path:
+        try:
+            value = Path(path).read_text(encoding="utf-8").strip()
+        except OSError as exc:
+            raise KafkaSecurityError(f"{variable}_FILE={path!r}: {exc.strerror or exc}") from exc
+    if not value:
+        raise KafkaSecurityError(f"{variable} (or {variable}_FILE) is required with SASL and is empty")
+    return value
+
+
+def _refuse_unused(variables: tuple[str, ...], protocol: str) -> None:
+    if unused := [name for name in variables if os.environ.get(name)]:
+        raise KafkaSecurityError(f"{', '.join(unused)} set, but CRM_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+                                 "it: choose a protocol that does, or unset it")

@@ -26,7 +26,7 @@ from pymongo.errors import PyMongoError
 
 from crmkit import metrics
 from crmkit.aggregate import Aggregate
-from crmkit.config import ProjectionPolicy, topic_owner
+from crmkit.config import ProjectionPolicy, kafka_client_options, topic_owner
 from crmkit.deadletters import DeadLetters, Delivery, NotACrmEvent, describe, is_transient
 from crmkit.events import RecordedEvent, rfc3339, utcnow
 from crmkit.eventstore import EventStore
@@ -187,6 +187,7 @@ class ProjectorRunner:
             max_poll_records=max_records,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
+            **kafka_client_options(),
         )
 
     def run(self, stop: threading.Event) -> None:
@@ -428,7 +429,7 @@ def read_topics(bootstrap: str, topics: Sequence[str], batch: int = 1000, idle_l
     stops answering.
     """
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             max_poll_records=batch)
+                             max_poll_records=batch, **kafka_client_options())
     try:
         # a topic nobody has written to yet may not exist: nothing to read there
         partitions = [TopicPartition(topic, p) for topic in topics for p in consumer.partitions_for_topic(topic) or ()]

@@ -52,6 +52,7 @@ from kafka import KafkaProducer
 from kafka.errors import KafkaTimeoutError
 
 from crmkit import metrics
+from crmkit.config import kafka_client_options
 from crmkit.events import RecordedEvent, utcnow
 from crmkit.eventstore import EventStore
 
@@ -74,6 +75,7 @@ def make_producer(bootstrap: str, client_id: str) -> KafkaProducer:
         max_in_flight_requests_per_connection=5,
         request_timeout_ms=10_000,
         max_block_ms=10_000,
+        **kafka_client_options(),
     )
 
 

@@ -18,7 +18,7 @@ from datetime import UTC
 from kafka import KafkaConsumer, KafkaProducer
 from pymongo import MongoClient, timeout
 
-from crmkit.config import Settings
+from crmkit.config import Settings, kafka_client_options
 from crmkit.events import RecordedEvent, Upcasters
 from crmkit.eventstore import EventStore
 from crmkit.publisher import Publisher, make_producer
@@ -38,6 +38,7 @@ class Runtime:
         personal_fields: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
         self.settings = settings
+        kafka_client_options()  # a CRM_KAFKA_* security setting that cannot work stops the process here, at start
         self.mongo: MongoClient = MongoClient(
             settings.mongo_url,
             serverSelectionTimeoutMS=5000,
@@ -129,7 +130,8 @@ class Runtime:
             self._metadata = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
                                            client_id=f"crm-{self.settings.service}-readiness",
                                            allow_auto_create_topics=False,
-                                           bootstrap_timeout_ms=budget, request_timeout_ms=budget)
+                                           bootstrap_timeout_ms=budget, request_timeout_ms=budget,
+                                           **kafka_client_options())
         return self._metadata.topics()  # a live metadata request every time
 
     def close(self) -> None:

@@ -27,6 +27,8 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from crmkit.config import kafka_client_options
+
 log = logging.getLogger(__name__)
 
 
@@ -82,7 +84,7 @@ def start_mongo(port: int, data_dir: Path, log_dir: Path) -> subprocess.Popen:
 
 
 def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 3, replication: int = 1) -> None:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="crm-up")
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="crm-up", **kafka_client_options())
     try:
         existing = set(admin.list_topics())
         missing = [NewTopic(t, partitions, replication) for t in topics if t not in existing]
@@ -95,7 +97,7 @@ def ensure_topics(bootstrap: str, topics: Sequence[str], partitions: int = 3, re
 
 def topic_is_empty(bootstrap: str, topic: str) -> bool:
     """True when no partition of `topic` holds a message (a fresh, memory-only broker)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="crm-up")
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="crm-up", **kafka_client_options())
     try:
         partitions = consumer.partitions_for_topic(topic) or set()
         from kafka.structs import TopicPartition

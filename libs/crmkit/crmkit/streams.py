@@ -17,6 +17,7 @@ from typing import Any, TextIO
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
 
+from crmkit.config import kafka_client_options
 from crmkit.events import RecordedEvent
 from crmkit.projector import caught_up
 from crmkit.shredding import is_sealed
@@ -49,7 +50,7 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
 
 def _consumer(bootstrap: str, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             client_id="crm-cli", allow_auto_create_topics=False)
+                             client_id="crm-cli", allow_auto_create_topics=False, **kafka_client_options())
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
     if not partitions:
         consumer.close()
