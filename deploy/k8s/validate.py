@@ -3,7 +3,7 @@
 1. `kubectl kustomize` renders base/ and each overlay (kubectl >= 1.27 has kustomize built in).
 2. Every built-in object is validated against the Kubernetes OpenAPI schemas bundled in the
    `kubernetes-validate` package (strict: unknown fields are errors), for KUBERNETES_VERSION.
-3. Custom resources (Strimzi Kafka/KafkaNodePool/KafkaTopic, MongoDBCommunity,
+3. Custom resources (Strimzi Kafka/KafkaNodePool/KafkaTopic/KafkaUser, MongoDBCommunity,
    ServiceMonitor) are checked for the fields their operators require, and for what they
    point at (a topic's cluster, a ServiceMonitor's Services and ports).
 The policies (probes, limits, network, configuration) are pytest tests: tests/deploy/.
@@ -95,6 +95,13 @@ def check_kafka(obj: dict, _all: list[dict]) -> list[str]:
     for i, listener in enumerate(_get(obj, "spec.kafka.listeners") or []):
         errors += [f"{name_of(obj)}: spec.kafka.listeners[{i}].{k} is required"
                    for k in ("name", "port", "type", "tls") if k not in listener]
+        authentication = _get(listener, "authentication.type")
+        if authentication is not None and authentication not in LISTENER_AUTHENTICATION:
+            errors.append(f"{name_of(obj)}: spec.kafka.listeners[{i}].authentication.type {authentication!r} "
+                          f"is not one of {sorted(LISTENER_AUTHENTICATION)}")
+    authorization = _get(obj, "spec.kafka.authorization.type")
+    if authorization is not None and authorization not in ("simple", "opa", "keycloak", "custom"):
+        errors.append(f"{name_of(obj)}: spec.kafka.authorization.type {authorization!r} is unknown")
     annotations = obj["metadata"].get("annotations", {})
     if annotations.get("strimzi.io/kraft") == "enabled":
         if annotations.get("strimzi.io/node-pools") != "enabled":
@@ -126,6 +133,40 @@ def check_topic(obj: dict, objects: list[dict]) -> list[str]:
         errors.append(f"{name_of(obj)}: cluster {cluster!r} is not defined here ({sorted(clusters)})")
     if not isinstance(_get(obj, "spec.partitions"), int) or obj["spec"]["partitions"] < 1:
         errors.append(f"{name_of(obj)}: spec.partitions must be a positive integer")
+    return errors
+
+
+LISTENER_AUTHENTICATION = {"tls", "scram-sha-512", "oauth", "custom"}
+USER_AUTHENTICATION = {"tls", "tls-external", "scram-sha-512"}
+ACL_RESOURCES = {"topic", "group", "cluster", "transactionalId"}
+ACL_OPERATIONS = {"Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction", "AlterConfigs",
+                  "DescribeConfigs", "IdempotentWrite", "All"}
+
+
+def check_user(obj: dict, objects: list[dict]) -> list[str]:
+    """A KafkaUser the user operator accepts: its cluster is defined here and authenticates and
+    authorizes users the way the user asks; every ACL names a known resource and operations."""
+    errors = _require(obj, ["spec.authentication.type"])
+    if _get(obj, "spec.authentication.type") not in USER_AUTHENTICATION | {None}:
+        errors.append(f"{name_of(obj)}: spec.authentication.type must be one of {sorted(USER_AUTHENTICATION)}")
+    cluster = obj["metadata"].get("labels", {}).get("strimzi.io/cluster")
+    kafka = next((o for o in objects if o["kind"] == "Kafka" and o["metadata"]["name"] == cluster), None)
+    if kafka is None:
+        if any(o["kind"] == "Kafka" for o in objects):
+            errors.append(f"{name_of(obj)}: cluster {cluster!r} is not defined here")
+        return errors
+    listeners = {_get(listener, "authentication.type") for listener in _get(kafka, "spec.kafka.listeners") or []}
+    if (authentication := _get(obj, "spec.authentication.type")) not in listeners:
+        errors.append(f"{name_of(obj)}: no listener of {cluster} authenticates by {authentication}")
+    if _get(obj, "spec.authorization.type") == "simple" and _get(kafka, "spec.kafka.authorization.type") != "simple":
+        errors.append(f"{name_of(obj)}: its ACLs need spec.kafka.authorization.type: simple on {cluster}")
+    for i, rule in enumerate(_get(obj, "spec.authorization.acls") or []):
+        where = f"{name_of(obj)}: spec.authorization.acls[{i}]"
+        kind, operations = _get(rule, "resource.type"), rule.get("operations") or []
+        if kind not in ACL_RESOURCES or (kind != "cluster" and not _get(rule, "resource.name")):
+            errors.append(f"{where}.resource needs a type among {sorted(ACL_RESOURCES)} and, but for cluster, a name")
+        if not operations or not set(operations) <= ACL_OPERATIONS:
+            errors.append(f"{where}.operations must be among {sorted(ACL_OPERATIONS)}")
     return errors
 
 
@@ -177,6 +218,7 @@ CUSTOM: dict[str, Callable[[dict, list[dict]], list[str]]] = {
     "Kafka": check_kafka,
     "KafkaNodePool": check_node_pool,
     "KafkaTopic": check_topic,
+    "KafkaUser": check_user,
     "MongoDBCommunity": check_mongodb,
     "ServiceMonitor": check_service_monitor,
 }

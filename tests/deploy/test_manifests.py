@@ -41,9 +41,14 @@ SERVICES = {  # name: (slug, http, grpc, worker metrics)
 }
 CALLS = {"contacts": {"sales", "service-desk", "messaging"}, "sales": {"contacts"},
          "service-desk": {"contacts"}, "messaging": {"contacts"}}
+# From the code: whose topics each service's projections read (test_kafka_follows_match_the_projections)
+FOLLOWS = {"contacts": {"sales", "service-desk"}, "sales": {"contacts"}, "service-desk": {"contacts", "sales"},
+           "messaging": {"contacts", "sales", "service-desk"}}
 OVERLAYS = ["dev", "prod"]
 # ports of the local stand-in servers (crm up); the single-key form of CRM_JWT_KEYS, which the manifests set
 LOCAL_ONLY = {"CRM_KAFKA_PORT", "CRM_MONGO_PORT", "CRM_JWT_SECRET"}
+# Kafka client certificates (mTLS) and the hostname check: the manifests log in by SCRAM and keep the check on
+NOT_IN_MANIFESTS = {"CRM_KAFKA_SSL_CERTFILE", "CRM_KAFKA_SSL_KEYFILE", "CRM_KAFKA_SSL_CHECK_HOSTNAME"}
 
 
 @pytest.fixture(scope="module")
@@ -237,7 +242,7 @@ def required_for(service: str) -> set[str]:
     key = SERVICES[service][0].upper()
     required = set()
     for var in readme_variables():
-        if var in LOCAL_ONLY:
+        if var in LOCAL_ONLY | NOT_IN_MANIFESTS:
             continue
         if "<SERVICE>" in var:
             targets = CALLS[service] if var.endswith("_GRPC_TARGET") else {service}
@@ -307,3 +312,91 @@ def test_each_service_calls_with_its_own_credentials_and_grpc_listens_in_the_pod
         assert (secrets["CRM_JWT_KEYS"], secrets["CRM_LINK_SECRET"]) == ("crm-jwt", "crm-links")
         assert secrets["CRM_SERVICE_PUBLIC_KEYS"] == "crm-service-public-keys"
         assert env["CRM_GRPC_BIND"]["value"] == "0.0.0.0"
+
+
+def topic_of(service: str) -> str:
+    return f"crm.{SERVICES[service][0]}.events"
+
+
+def grants(user: dict) -> dict[tuple[str, str], set[str]]:
+    """(resource type, name) -> the operations a KafkaUser's ACLs allow there; a prefix pattern ends in `*`."""
+    out: dict[tuple[str, str], set[str]] = {}
+    for rule in user["spec"]["authorization"]["acls"]:
+        resource = rule["resource"]
+        name = resource.get("name", "") + ("*" if resource.get("patternType") == "prefix" else "")
+        out.setdefault((resource["type"], name), set()).update(rule["operations"])
+    return out
+
+
+def allowed(user: dict, kind: str, operation: str) -> set[str]:
+    """The names of `kind` where `user` may do `operation` (All allows everything)."""
+    return {name for (k, name), ops in grants(user).items() if k == kind and ops & {operation, "All"}}
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_kafka_takes_only_tls_clients_that_log_in_and_applies_acls(rendered, overlay):
+    (kafka,) = of_kind(rendered[overlay], "Kafka")
+    listeners = kafka["spec"]["kafka"]["listeners"]
+    assert listeners and all(listener["tls"] and listener["authentication"]["type"] == "scram-sha-512"
+                             for listener in listeners), "no listener may let a client in without TLS and a login"
+    assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_every_service_logs_in_to_kafka_as_its_own_user_over_tls(rendered, overlay):
+    objects = rendered[overlay]
+    (kafka,) = of_kind(objects, "Kafka")
+    users = {u["metadata"]["name"] for u in of_kind(objects, "KafkaUser")}
+    ports = {listener["port"] for listener in kafka["spec"]["kafka"]["listeners"]}
+    for obj, template in workloads(objects):
+        service, pod = service_of(obj), template["spec"]
+        container = pod["containers"][0]
+        env = {e["name"]: e for e in env_of(container, objects)}
+        assert (env["CRM_KAFKA_SECURITY_PROTOCOL"]["value"], env["CRM_KAFKA_SASL_MECHANISM"]["value"]) == (
+            "SASL_SSL", "SCRAM-SHA-512")
+        assert env["CRM_KAFKA_SASL_USERNAME"]["value"] == f"crm-{service}" in users
+        assert env["CRM_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"crm-{service}",
+                                                                               "key": "password"}
+        assert int(env["CRM_KAFKA_BOOTSTRAP"]["value"].rsplit(":", 1)[1]) in ports
+        ca = Path(env["CRM_KAFKA_SSL_CAFILE"]["value"])
+        (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(ca.parent)]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert volume["secret"]["secretName"] == f"{kafka['metadata']['name']}-cluster-ca-cert"
+        assert {"key": "ca.crt", "path": ca.name} in volume["secret"]["items"]
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_a_service_writes_only_its_own_topic_and_reads_what_it_follows(rendered, overlay):
+    users = {u["metadata"]["name"]: u for u in of_kind(rendered[overlay], "KafkaUser")}
+    for service in SERVICES:
+        user = users[f"crm-{service}"]
+        assert allowed(user, "topic", "Write") == {topic_of(service)}, "a forged event on another topic"
+        assert allowed(user, "topic", "Read") == {topic_of(service)} | {topic_of(f) for f in FOLLOWS[service]}
+        assert allowed(user, "group", "Read") == {f"crm.{service}.*"}
+        assert not any(ops - {"Read", "Write", "Describe", "IdempotentWrite"} for ops in grants(user).values())
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_the_bi_user_reads_every_topic_and_writes_nothing(rendered, overlay):
+    users = {u["metadata"]["name"]: u for u in of_kind(rendered[overlay], "KafkaUser")}
+    bi = users["crm-bi"]
+    assert all(ops <= {"Read", "Describe"} for ops in grants(bi).values())
+    assert allowed(bi, "topic", "Read") == {topic_of(service) for service in SERVICES}
+    assert allowed(bi, "group", "Read") == {"bi.*"}
+    assert set(users) == {f"crm-{service}" for service in SERVICES} | {"crm-bi"}
+
+
+def test_kafka_follows_match_the_projections(servers, monkeypatch, tmp_path):
+    """FOLLOWS (and so the Read ACLs) is what each service's projections really subscribe to."""
+    from crmkit.service import discover
+
+    monkeypatch.setenv("CRM_MONGO_URL", servers.mongo_url)
+    monkeypatch.setenv("CRM_DATA_DIR", str(tmp_path))
+    for name, spec in discover().items():
+        monkeypatch.setenv("CRM_SERVICE_NAME", name)
+        runtime = spec.runtime()
+        try:
+            read = {topic for projection in spec.projections(runtime) for topic in projection.topics}
+        finally:
+            runtime.close()
+        assert read == {topic_of(name)} | {topic_of(f) for f in FOLLOWS[name]}, name
