@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import subprocess
 import sys
 import time
@@ -21,7 +22,7 @@ from typing import TypeVar
 import grpc
 import pytest
 
-from crmkit import auth, rpc, stack
+from crmkit import auth, keys, rpc, stack
 from crmkit.config import slug
 from crmkit.events import new_id
 from crmkit.eventstore import EventStore
@@ -198,3 +199,16 @@ def grpc_channel(target: str, *roles: str, audience: str = "crm") -> grpc.Channe
     """A channel to the gRPC server at `target` whose calls carry a test token with `roles` (default admin)."""
     token = auth.issue(os.environ["CRM_JWT_SECRET"], "tester", list(roles or ["admin"]), audience=audience)
     return rpc.token_channel(target, token)
+
+
+def production_secrets(service: str) -> dict[str, str]:
+    """Fresh keys for `service` as a deployment's Secrets give them (crmkit.profile): a token
+    key ring, its own service key, every service's public key and a link secret."""
+    credentials = keys.new_service_credentials(sorted(auth.SERVICE_GRANTS))
+    ring = {"signing": "k1", "keys": {"k1": {"secret": secrets.token_urlsafe(48), "created": "2026-01-01T00:00:00"}}}
+    return {
+        "CRM_JWT_KEYS": json.dumps(ring),
+        "CRM_SERVICE_KEY": credentials[service][0],
+        "CRM_SERVICE_PUBLIC_KEYS": json.dumps({name: public for name, (_, public) in credentials.items()}),
+        "CRM_LINK_SECRET": secrets.token_urlsafe(48),
+    }
