@@ -62,10 +62,10 @@ def problems(environ: Mapping[str, str], checks: Sequence[Check] = ()) -> list[P
     Outside production nothing is refused except a profile that does not exist (a typo
     such as `prod` must not switch the checks off silently).
     """
-    profile = current(environ)
-    if profile not in PROFILES:
-        return [Problem("CRM_ENV", f"{profile!r} is not a profile: use {' or '.join(PROFILES)}")]
-    if profile != PRODUCTION:
+    name = current(environ)
+    if name not in PROFILES:
+        return [Problem("CRM_ENV", f"{name!r} is not a profile: use {' or '.join(PROFILES)}")]
+    if name != PRODUCTION:
         return []
     found = [*_secrets(environ), *_infrastructure(environ)]
     for check in checks:
