@@ -91,7 +91,7 @@ class MessageDesk:
     # --- templates ----------------------------------------------------------------------
 
     def define_template(self, fields: dict[str, Any], meta: Metadata, template_id: str | None = None) -> Template:
-        _check_variants(fields["variants"])
+        _check_variants(fields["variants"], self.config.render_limits)
         if fields["default_locale"] not in fields["variants"]:
             raise ValidationFailed("default_locale needs a variant", {"default_locale": ["has no variant"]})
         template = Template.define(template_id or new_id(), fields)
@@ -101,7 +101,7 @@ class MessageDesk:
     def update_template(self, template_id: str, fields: dict[str, Any], meta: Metadata,
                         if_match: int | None) -> Template:
         if "variants" in fields:
-            _check_variants(fields["variants"])
+            _check_variants(fields["variants"], self.config.render_limits)
 
         def decide(template: Template) -> None:
             variants = fields.get("variants", template.variants)
@@ -120,18 +120,24 @@ class MessageDesk:
 
     def preview(self, template_id: str | None, source: dict[str, Any] | None, locale: str | None,
                 variables: dict[str, Any], contact_id: str | None) -> dict[str, Any]:
-        """Render without sending: a saved template (or unsaved text) with sample or a contact's data."""
+        """Render without sending: a saved template (or unsaved text) with sample or a contact's data,
+        under the same caps as a send (a cap broken is a 422 naming it, under `subject` or `body`)."""
         if template_id:
             chosen, variant = self.template(template_id).variant(locale)
         else:
-            _check_variants({"preview": source or {}})
+            _check_variants({"preview": source or {}}, self.config.render_limits)
             chosen, variant = locale or "", source or {}
         context = {**(self.contact_variables(contact_id) if contact_id else {}), **variables}
-        try:
-            subject = templates.render(variant["subject"], context) if variant.get("subject") else None
-            body = templates.render(variant["body"], context)
-        except templates.TemplateRejected as exc:
-            raise ValidationFailed(str(exc), {"template": [str(exc)]}) from None
+        rendered: dict[str, str | None] = {}
+        for part in templates.PARTS:
+            try:
+                rendered[part] = templates.render(variant[part], context, self.config.render_limits, part) \
+                    if variant.get(part) else None
+            except templates.CapExceeded as exc:
+                raise ValidationFailed(str(exc), {part: [str(exc)]}) from None
+            except templates.TemplateRejected as exc:
+                raise ValidationFailed(str(exc), {"template": [str(exc)]}) from None
+        subject, body = rendered["subject"], rendered["body"]
         if subject and (problem := subject_problem(subject)):  # a variable brought a line break in
             raise ValidationFailed("the rendered subject is not one line", {"subject": [f"as rendered, {problem}"]})
         return {"locale": chosen, "subject": subject, "body": body}
@@ -146,7 +152,8 @@ class MessageDesk:
             raise ValidationFailed("a template_id or a body is required",
                                    {"body": ["required without template_id"]})
         else:
-            _check_variants({"message": {"subject": fields.get("subject"), "body": fields["body"]}})
+            _check_variants({"message": {"subject": fields.get("subject"), "body": fields["body"]}},
+                            self.config.render_limits)
         self.require_contact(fields["contact_id"])
         message = Message.queue(message_id or new_id(), fields, rfc3339(self.now()))
         self.schedule_messages([message])
@@ -385,14 +392,16 @@ def _variables(contact_id: str, found: dict[str, Any]) -> dict[str, Any]:
             "contact_id": contact_id}
 
 
-def _check_variants(variants: dict[str, Any]) -> None:
-    """Every part compiles in the sandbox, and every subject is one line."""
+def _check_variants(variants: dict[str, Any], limits: templates.RenderLimits) -> None:
+    """Every part compiles in the sandbox and breaks no cap that shows without variables,
+    and every subject is one line."""
     errors: dict[str, list[str]] = {}
     for locale, variant in variants.items():
-        for part in ("subject", "body"):
+        for part in templates.PARTS:
             if variant.get(part):
                 try:
                     templates.check(variant[part])
+                    templates.check_caps(variant[part], part, limits)
                 except templates.TemplateRejected as exc:
                     errors.setdefault(f"variants.{locale}.{part}", []).append(str(exc))
         if variant.get("subject") and (problem := subject_problem(variant["subject"])):

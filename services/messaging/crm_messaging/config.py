@@ -10,6 +10,7 @@ from pathlib import Path
 
 from crm_messaging.domain import parse_window
 from crm_messaging.providers import FileSink, HttpGatewayProvider, Provider, SmtpProvider
+from crm_messaging.templates import RenderLimits
 from crmkit.config import data_dir
 from crmkit.profile import Problem, is_local_host, url_problems
 
@@ -40,6 +41,7 @@ class MessagingConfig:
     rate_per_minute: dict[str, int] = field(default_factory=dict)
     quiet_hours: dict[str, str] = field(default_factory=dict)
     receipt_secret: str = ""
+    render_limits: RenderLimits = field(default_factory=RenderLimits)  # what one render may cost (templates.py)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] = os.environ) -> MessagingConfig:
@@ -71,6 +73,10 @@ class MessagingConfig:
             quiet_hours={ch: env(f"{ch.upper()}_QUIET_HOURS", d)
                          for ch, d in (("email", "off"), ("sms", "21:00-08:00"), ("fax", "21:00-08:00"))},
             receipt_secret=env("RECEIPT_SECRET"),
+            render_limits=RenderLimits(subject_bytes=int(env("MAX_SUBJECT_BYTES", "998")),
+                                       body_bytes=int(env("MAX_BODY_BYTES", str(1 << 20))),
+                                       loop_iterations=int(env("MAX_LOOP_ITERATIONS", "10000")),
+                                       seconds=float(env("MAX_RENDER_SECONDS", "1"))),
         )
 
     def window(self, channel: str) -> tuple[time, time] | None:

@@ -407,8 +407,9 @@ class Dispatcher:
         else:
             subject_source, body_source = message.subject, message.body or ""
         try:
-            subject = templates.render(subject_source, context) if subject_source else None
-            body = templates.render(body_source, context)
+            limits = self.config.render_limits  # a cap broken fails this message alone, naming the cap
+            subject = templates.render(subject_source, context, limits, "subject") if subject_source else None
+            body = templates.render(body_source, context, limits, "body")
         except templates.TemplateRejected as exc:
             raise Unsendable(f"template: {exc}") from None
         if subject and (problem := subject_problem(subject)):  # a variable brought a line break in
