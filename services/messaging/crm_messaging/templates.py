@@ -32,6 +32,7 @@ trial render with no variables); the rest shows at preview or at send time.
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import functools
 import re
@@ -373,8 +374,23 @@ ENV = BoundedEnvironment()
 
 # --- checks at save ----------------------------------------------------------------------
 
+@contextlib.contextmanager
+def _nesting() -> Iterator[None]:
+    """A template nested deeper than Python's recursion (or than the indentation its compiled
+    code may have) is refused, not a crash."""
+    try:
+        yield
+    except (RecursionError, SyntaxError):
+        raise TemplateRejected("the template nests too deeply") from None
+
+
 def check(source: str) -> None:
     """Compile `source`; raise TemplateRejected for bad syntax or any private name."""
+    with _nesting():
+        _check(source)
+
+
+def _check(source: str) -> None:
     tree = _parse(source)
     for node in tree.find_all((nodes.Getattr, nodes.Getitem, nodes.Name, nodes.Filter)):
         name = None
@@ -400,10 +416,11 @@ def check_caps(source: str, part: str, limits: RenderLimits = DEFAULT_LIMITS) ->
     variables under the caps (any other failure there is left to preview and send time,
     where the variables are known). CapExceeded when a cap is broken."""
     budget, tree = Budget(limits, part), _parse(source)
-    for node in tree.find_all(nodes.BinExpr):
-        if isinstance(node.left, nodes.Const) and isinstance(node.right, nodes.Const):
-            _predict_binop(budget, node.operator, node.left.value, node.right.value)
-    _check_literal_loops(tree, 1, limits)
+    with _nesting():
+        for node in tree.find_all(nodes.BinExpr):
+            if isinstance(node.left, nodes.Const) and isinstance(node.right, nodes.Const):
+                _predict_binop(budget, node.operator, node.left.value, node.right.value)
+        _check_literal_loops(tree, 1, limits)
     try:
         render(source, {}, limits, part)
     except CapExceeded:
@@ -428,7 +445,8 @@ def _check_literal_loops(node: nodes.Node, runs: int, limits: RenderLimits) -> N
 
 def _parse(source: str) -> nodes.Template:
     try:
-        return ENV.parse(source)
+        with _nesting():
+            return ENV.parse(source)
     except TemplateSyntaxError as exc:
         raise TemplateRejected(f"line {exc.lineno}: {exc.message}") from None
 
@@ -436,7 +454,8 @@ def _parse(source: str) -> nodes.Template:
 @functools.lru_cache(maxsize=512)
 def _compiled(source: str) -> Any:
     check(source)  # also at render time: a template stored before a rule was added is checked too
-    return ENV.from_string(_Bounding().visit(_parse(source)))
+    with _nesting():
+        return ENV.from_string(_Bounding().visit(_parse(source)))
 
 
 # --- rendering -----------------------------------------------------------------------------

@@ -130,3 +130,11 @@ def test_ordinary_templates_render_as_before() -> None:
     assert templates.render("x" * 998, {}, LIMITS, part="subject") == "x" * 998
     with pytest.raises(CapExceeded, match="MAX_SUBJECT_BYTES"):
         templates.render("ی" * 500, {}, LIMITS, part="subject")  # 1000 bytes in UTF-8
+
+
+@pytest.mark.parametrize("source", ["{% if x %}" * 300 + "{% endif %}" * 300,
+                                    "{{ " + "(" * 1000 + "1" + ")" * 1000 + " }}",
+                                    "{% for a in 'ab' %}" * 120 + "{% endfor %}" * 120])
+def test_a_template_nested_too_deeply_is_refused_not_a_crash(source: str) -> None:
+    with pytest.raises(templates.TemplateRejected, match="nests too deeply"):
+        templates.check(source)
