@@ -39,9 +39,11 @@ PROTOS = {"contacts": contacts_pb2, "sales": sales_pb2, "service-desk": serviced
 REST_EXCEPTIONS: dict[str, dict[tuple[str, str], str | None]] = {
     "contacts": {("POST", "/v1/contacts/{contact_id}/erasure"): "erase"},
     "messaging": {
-        ("POST", "/v1/templates/preview"): "read",  # renders, changes nothing
+        # renders, changes nothing; with a contact_id the view also asks for contacts:read (tested in
+        # services/messaging/tests/test_preview_access.py: the matrix's empty body has none)
+        ("POST", "/v1/templates/preview"): "read",
         ("GET", "/v1/unsubscribe/{token}"): None,  # the signed link is the credential
-        ("POST", "/v1/unsubscribe/{token}"): None,  # one-click unsubscribe (RFC 8058), where served
+        ("POST", "/v1/unsubscribe/{token}"): None,  # one-click unsubscribe (RFC 8058); GET only asks
         ("POST", "/v1/providers/{provider}/receipts"): None,  # signed by the provider
     },
     "service-desk": {("GET", "/v1/surveys/{token}"): None, ("POST", "/v1/surveys/{token}"): None},

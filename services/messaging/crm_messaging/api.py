@@ -3,23 +3,19 @@
 from __future__ import annotations
 
 import hmac
-from html import escape
 from typing import Any
 
-from flask import Blueprint, Response, jsonify, request
+from flask import Blueprint, Response, g, jsonify, request
 
-from crm_messaging import schemas
+from crm_messaging import schemas, unsubscribe
 from crm_messaging.commands import MessageDesk
+from crmkit import auth
 from crmkit.errors import NotFound
 from crmkit.web import PageQuery, endpoint, if_match, listing, metadata, resource
-from crmkit.web.endpoint import Unauthorized
+from crmkit.web.endpoint import Forbidden, Unauthorized
 
-PAGE = """<!doctype html>
-<html><head><meta charset="utf-8"><title>{title}</title></head>
-<body style="font-family: sans-serif; max-width: 36em; margin: 4em auto">
-<h1>{title}</h1><p>{text}</p></body></html>"""
-
-
+ONE_CLICK_FORM = {"requestBody": {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
+    "type": "object", "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}}}
 
 def blueprint(desk: MessageDesk) -> Blueprint:
     bp = Blueprint("messaging", __name__)
@@ -54,7 +50,10 @@ def blueprint(desk: MessageDesk) -> Blueprint:
     @bp.post("/v1/templates/preview")
     @endpoint("read", body=schemas.PreviewInput)
     def preview(body: dict[str, Any]) -> Response:
-        """Render a template (or unsaved text) with variables and optionally a contact's data; sends nothing."""
+        """Render a template (or unsaved text) with variables and optionally a contact's data (which also
+        needs contacts:read); sends nothing."""
+        if body.get("contact_id"):
+            _require_contact_access()
         source = {"subject": body.get("subject"), "body": body.get("body")} if body.get("body") else None
         return jsonify(desk.preview(body.get("template_id"), source, body.get("locale"), body["variables"],
                                     body.get("contact_id")))
@@ -152,17 +151,47 @@ def blueprint(desk: MessageDesk) -> Blueprint:
 
     @bp.get("/v1/unsubscribe/<token>")
     @endpoint(None)
-    def unsubscribe(token: str) -> Response:
-        """The link in every marketing message: withdraws consent for that channel (no token needed)."""
+    def unsubscribe_page(token: str) -> Response:
+        """The link in every marketing message (no token needed): a page in the contact's language
+        asking to confirm; it changes nothing (mail scanners follow links)."""
         try:
-            channel = desk.unsubscribe(token)
+            contact_id, channel = desk.unsubscribe_link(token)
         except NotFound:
-            page = PAGE.format(title="Link not valid", text="This unsubscribe link is not valid.")
-            return Response(page, status=404, mimetype="text/html")
-        text = f"You will no longer receive {escape(channel)} messages from us."
-        return Response(PAGE.format(title="You are unsubscribed", text=text), mimetype="text/html")
+            return _link_not_valid()
+        lang = unsubscribe.language(desk.contact_variables(contact_id)["locale"])
+        return _page(unsubscribe.page("confirm", lang, channel, action=request.path))
+
+    @bp.post("/v1/unsubscribe/<token>")
+    @endpoint(None, openapi=ONE_CLICK_FORM)
+    def unsubscribe_now(token: str) -> Response:
+        """One-click unsubscribe (RFC 8058; no token needed, the signed link is the credential):
+        withdraws consent for the link's channel in contacts; a repeat is harmless."""
+        try:
+            contact_id, channel = desk.unsubscribe(token)
+        except NotFound:
+            return _link_not_valid()
+        lang = unsubscribe.language(desk.contact_variables(contact_id)["locale"])
+        return _page(unsubscribe.page("done", lang, channel))
 
     return bp
+
+
+def _require_contact_access() -> None:
+    """A preview with a contact's data shows their name, email and phone: it needs what reading
+    the contact needs (`GET /v1/contacts/{id}`), in the same token."""
+    if not g.principal.may("contacts", "read"):
+        raise Forbidden("a preview with contact_id shows the contact's data: it also needs the role "
+                        f"{auth.needed_roles('contacts', 'read')}")
+
+
+def _page(html: str, status: int = 200) -> Response:
+    return Response(html, status=status, mimetype="text/html", headers={"Cache-Control": "no-store"})
+
+
+def _link_not_valid() -> Response:
+    """A forged, damaged or foreign link: a 404 page in the reader's language, never an error."""
+    lang = unsubscribe.language(request.accept_languages.best_match(unsubscribe.LANGUAGES))
+    return _page(unsubscribe.page("bad", lang), 404)
 
 
 def _campaign_action(desk: MessageDesk, action: str) -> Any:

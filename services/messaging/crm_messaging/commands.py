@@ -362,17 +362,23 @@ class MessageDesk:
     def unsubscribe_url(self, contact_id: str, channel: str) -> str:
         return f"{self.config.public_url}/v1/unsubscribe/{unsubscribe.sign(link_secret(), contact_id, channel)}"
 
-    def unsubscribe(self, token: str) -> str:
-        """Withdraw consent for the token's contact and channel (in contacts, over gRPC)."""
+    def unsubscribe_link(self, token: str) -> tuple[str, str]:
+        """(contact id, channel) of an unsubscribe link we signed; NotFound for any other."""
         try:
             contact_id, channel = unsubscribe.verify(link_secret(), token)
         except unsubscribe.BadToken:
             raise NotFound("this unsubscribe link is not valid") from None
         if channel not in CHANNELS:
             raise NotFound("this unsubscribe link is not valid")
+        return contact_id, channel
+
+    def unsubscribe(self, token: str) -> tuple[str, str]:
+        """Withdraw consent for the token's contact and channel (in contacts, over gRPC); a
+        repeat records the same withdrawal again, harmlessly. (contact id, channel)."""
+        contact_id, channel = self.unsubscribe_link(token)
         with contextlib.suppress(NotFound):  # the person is gone (erased): nothing more will be sent anyway
             self.directory.record_consent(contact_id, channel, "withdrawn", "unsubscribe_link")
-        return channel
+        return contact_id, channel
 
     def erase_contact(self, contact_id: str) -> None:
         """ContactErased: the contact's message bodies, addresses and variables become unreadable

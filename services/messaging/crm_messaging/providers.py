@@ -103,8 +103,9 @@ class SmtpProvider:
         mail["Subject"] = message.subject or ""
         mail["Date"] = formatdate(localtime=False)
         mail["Message-ID"] = self.message_id(message.key) if message.key else make_msgid()
-        if message.unsubscribe_url:
+        if message.unsubscribe_url:  # RFC 2369, and RFC 8058's one-click POST to the same link
             mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
+            mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         mail.set_content(message.body, charset="utf-8")
         return mail
 
