@@ -6,6 +6,7 @@ servicers and the worker's loops of that process.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import queue
@@ -55,6 +56,7 @@ class Runtime:
         self._lock = threading.Lock()
         self._handoff: queue.Queue[list[RecordedEvent] | None] = queue.Queue(maxsize=HANDOFF_CAPACITY)
         self._sender: threading.Thread | None = None
+        self._sender_lock = threading.Lock()
         self._probe = ThreadPoolExecutor(max_workers=1, thread_name_prefix="readiness")
         self._metadata: KafkaConsumer | None = None
 
@@ -74,7 +76,7 @@ class Runtime:
         The events are already committed; if the queue is full or Kafka is away, they stay
         in the outbox and the worker's sweeper sends them.
         """
-        with self._lock:
+        with self._sender_lock:  # not self._lock: that one is held while a producer connects to Kafka
             if self._sender is None:
                 self._sender = threading.Thread(target=self._send_loop, name="outbox-sender", daemon=True)
                 self._sender.start()
@@ -137,14 +139,23 @@ class Runtime:
     def close(self) -> None:
         """Finish handing over what requests committed, then let go of every connection."""
         if self._sender is not None:
-            self._handoff.put(None)
+            with contextlib.suppress(queue.Full):  # a full queue: the sender is stuck, the sweeper has them
+                self._handoff.put_nowait(None)
             self._sender.join(timeout=15)
-        with self._lock:
-            if self._publisher is not None:
-                self._publisher.close()
-                self._publisher = None
-            if self._metadata is not None:
-                self._metadata.close()
-                self._metadata = None
+        if self._lock.acquire(timeout=1):
+            try:
+                self._close_clients()
+            finally:
+                self._lock.release()
+        else:  # a producer is still trying to reach Kafka: what it would have sent stays in the outbox
+            log.warning("Kafka unreachable at shutdown; unsent events stay in the outbox")
         self._probe.shutdown(wait=False)
         self.mongo.close()
+
+    def _close_clients(self) -> None:
+        if self._publisher is not None:
+            self._publisher.close()
+            self._publisher = None
+        if self._metadata is not None:
+            self._metadata.close()
+            self._metadata = None
