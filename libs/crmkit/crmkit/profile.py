@@ -157,11 +157,17 @@ def _weak(variable: str, secret: str) -> Iterator[Problem]:
 
 
 def _infrastructure(environ: Mapping[str, str]) -> Iterator[Problem]:
-    """Unset means the local stand-ins' address on 127.0.0.1, which no pod runs."""
+    """Unset means the local stand-ins' address on 127.0.0.1, which no pod runs; and a Kafka
+    without a login lets anyone write a forged event onto a topic (docs/operations.md, Kafka security)."""
     for variable, what in (("CRM_MONGO_URL", "MongoDB"), ("CRM_KAFKA_BOOTSTRAP", "Kafka")):
         if not environ.get(variable):
             yield Problem(variable, f"unset: {what} would be the local stand-in on 127.0.0.1; set it to the "
                                     "cluster's address")
+    protocol = environ.get("CRM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
+    if protocol == "PLAINTEXT" or (protocol == "SSL" and not environ.get("CRM_KAFKA_SSL_CERTFILE")):
+        yield Problem("CRM_KAFKA_SECURITY_PROTOCOL", "no login to Kafka: anyone who reaches the brokers could "
+                                                     "write to the topics; use SASL_SSL with the service's "
+                                                     "KafkaUser, or SSL with a client certificate (mTLS)")
 
 
 def _placeholders(environ: Mapping[str, str]) -> Iterator[Problem]:

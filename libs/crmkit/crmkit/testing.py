@@ -203,7 +203,7 @@ def grpc_channel(target: str, *roles: str, audience: str = "crm") -> grpc.Channe
 
 def production_secrets(service: str) -> dict[str, str]:
     """Fresh keys for `service` as a deployment's Secrets give them (crmkit.profile): a token
-    key ring, its own service key, every service's public key and a link secret."""
+    key ring, its own service key, every service's public key, a link secret and a Kafka login."""
     credentials = keys.new_service_credentials(sorted(auth.SERVICE_GRANTS))
     ring = {"signing": "k1", "keys": {"k1": {"secret": secrets.token_urlsafe(48), "created": "2026-01-01T00:00:00"}}}
     return {
@@ -211,4 +211,8 @@ def production_secrets(service: str) -> dict[str, str]:
         "CRM_SERVICE_KEY": credentials[service][0],
         "CRM_SERVICE_PUBLIC_KEYS": json.dumps({name: public for name, (_, public) in credentials.items()}),
         "CRM_LINK_SECRET": secrets.token_urlsafe(48),
+        "CRM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "CRM_KAFKA_SASL_MECHANISM": "SCRAM-SHA-512",
+        "CRM_KAFKA_SASL_USERNAME": f"crm-{service}",
+        "CRM_KAFKA_SASL_PASSWORD": secrets.token_urlsafe(24),
     }

@@ -41,7 +41,7 @@ def test_an_unknown_profile_is_refused_rather_than_read_as_development() -> None
 def test_production_with_nothing_configured_lists_every_chassis_problem() -> None:
     assert variables(profile.problems({"CRM_ENV": "production"})) == [
         "CRM_JWT_KEYS", "CRM_SERVICE_KEY", "CRM_SERVICE_PUBLIC_KEYS", "CRM_LINK_SECRET",
-        "CRM_MONGO_URL", "CRM_KAFKA_BOOTSTRAP"]
+        "CRM_MONGO_URL", "CRM_KAFKA_BOOTSTRAP", "CRM_KAFKA_SECURITY_PROTOCOL"]
 
 
 def test_production_with_every_secret_from_the_environment_passes() -> None:

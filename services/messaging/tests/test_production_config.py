@@ -84,7 +84,8 @@ def test_a_production_process_with_the_local_defaults_refuses_to_start(tmp_path)
         assert line["level"] == "critical" and line["process"] == process
         named = [problem.split(":")[0] for problem in line["problems"]]
         assert named == ["CRM_JWT_KEYS", "CRM_SERVICE_KEY", "CRM_SERVICE_PUBLIC_KEYS", "CRM_LINK_SECRET",
-                         "CRM_MONGO_URL", "CRM_KAFKA_BOOTSTRAP", "CRM_MESSAGING_PUBLIC_URL", "CRM_SURVEY_URL_BASE",
+                         "CRM_MONGO_URL", "CRM_KAFKA_BOOTSTRAP", "CRM_KAFKA_SECURITY_PROTOCOL",
+                         "CRM_MESSAGING_PUBLIC_URL", "CRM_SURVEY_URL_BASE",
                          "CRM_MESSAGING_SMTP_SINK", "CRM_MESSAGING_SMTP_HOST", "CRM_MESSAGING_SMS_PROVIDER",
                          "CRM_MESSAGING_FAX_PROVIDER"]
         assert not list(tmp_path.iterdir()), "nothing is generated into CRM_DATA_DIR before refusing"
