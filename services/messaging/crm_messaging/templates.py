@@ -123,10 +123,10 @@ class Budget:
             raise CapExceeded("loops", f"loops ran more than {self.limits.loop_iterations} iterations")
         self.tick()
 
-    def fits(self, size: int, what: str = "a value") -> None:
-        """Refuse anything about to be `size` characters (or items, or digits) that the part cannot hold."""
+    def fits(self, size: int) -> None:
+        """Refuse a value about to be `size` characters (or list items) long: the part could not hold it."""
         if size > self.cap:
-            raise CapExceeded(self.part, f"{what} of {size} characters is more than the {self.part} "
+            raise CapExceeded(self.part, f"a value of {size} characters is more than the {self.part} "
                                          f"may hold ({self.cap} bytes)")
 
     def value(self, value: Any) -> None:
