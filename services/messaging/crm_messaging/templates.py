@@ -220,7 +220,7 @@ def _predict_format(budget: Budget, template: str, args: Any) -> None:
             if number == "*":
                 starred = True
             elif number:
-                size += int(number)
+                size += int(number) if len(number) < 13 else 10 ** 12  # int() refuses over 4300 digits
     if starred:
         values = args if isinstance(args, tuple) else (args,)
         size += sum(abs(v) for v in values if _is_int(v))

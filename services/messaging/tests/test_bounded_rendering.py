@@ -81,6 +81,7 @@ LIMITS = RenderLimits(subject_bytes=998, body_bytes=10_000, loop_iterations=1000
     ("{{ n ** n }}", {"n": 99999}, "MAX_BODY_BYTES"),
     ("{{ '%99999999d' % 1 }}", {}, "MAX_BODY_BYTES"),  # a format width
     ("{{ '%*d' % (99999999, 1) }}", {}, "MAX_BODY_BYTES"),  # a width taken from the arguments
+    ("{{ '%" + "9" * 5000 + "d' % 1 }}", {}, "MAX_BODY_BYTES"),  # a width too long for int()
     ("{{ '%99999999d'|format(1) }}", {}, "MAX_BODY_BYTES"),
     ("{{ v|replace('x', v) }}", {"v": "x" * 5000}, "MAX_BODY_BYTES"),  # 25 MB from one call
     ("{{ v.replace('', v) }}", {"v": "x" * 5000}, "MAX_BODY_BYTES"),
@@ -138,3 +139,13 @@ def test_ordinary_templates_render_as_before() -> None:
 def test_a_template_nested_too_deeply_is_refused_not_a_crash(source: str) -> None:
     with pytest.raises(templates.TemplateRejected, match="nests too deeply"):
         templates.check(source)
+
+
+@pytest.mark.parametrize("source", ["{% if x %}{{ 'x' * 50000000 }}{% endif %}",  # a branch the trial render skips
+                                    "{{ '%" + "9" * 5000 + "d' % 1 }}",  # a width int() would refuse to read
+                                    "{% for a in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] %}{% for b in 'abcdefghij' %}"
+                                    "{% for c in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11) %}{% if x %}.{% endif %}"
+                                    "{% endfor %}{% endfor %}{% endfor %}"])
+def test_what_literals_show_is_refused_at_save_even_where_a_trial_render_does_not_go(source: str) -> None:
+    with pytest.raises(CapExceeded):
+        templates.check_caps(source, "body", LIMITS)
