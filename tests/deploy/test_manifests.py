@@ -51,15 +51,6 @@ LOCAL_ONLY = {"CRM_KAFKA_PORT", "CRM_MONGO_PORT", "CRM_JWT_SECRET"}
 NOT_IN_MANIFESTS = {"CRM_KAFKA_SSL_CERTFILE", "CRM_KAFKA_SSL_KEYFILE", "CRM_KAFKA_SSL_CHECK_HOSTNAME"}
 
 
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, list[dict]]:
-    try:
-        validate.kubectl()
-    except validate.KubectlMissing as exc:
-        pytest.skip(str(exc))
-    return {target: validate.render(target) for target in OVERLAYS}
-
-
 def of_kind(objects: list[dict], kind: str) -> list[dict]:
     return [o for o in objects if o["kind"] == kind]
 

@@ -9,9 +9,7 @@ A value from a Secret cannot be read from the manifests; it stands in as a well-
 
 from __future__ import annotations
 
-import importlib.util
 import secrets
-import sys
 from pathlib import Path
 
 import pytest
@@ -25,27 +23,7 @@ ROOT = Path(__file__).resolve().parents[2]
 SECRETS_EXAMPLE = ROOT / "deploy" / "k8s" / "secrets.example.yaml"
 
 
-def _load_validate():
-    spec = importlib.util.spec_from_file_location("crm_deploy_validate", ROOT / "deploy" / "k8s" / "validate.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("crm_deploy_validate", module)
-    spec.loader.exec_module(module)
-    return module
-
-
-validate = _load_validate()
-
-
 OVERLAYS = {"dev": profile.DEVELOPMENT, "prod": profile.PRODUCTION}  # overlay: its CRM_ENV
-
-
-@pytest.fixture(scope="module")
-def rendered() -> dict[str, list[dict]]:
-    try:
-        validate.kubectl()
-    except validate.KubectlMissing as exc:
-        pytest.skip(str(exc))
-    return {overlay: validate.render(overlay) for overlay in OVERLAYS}
 
 
 def containers(objects: list[dict]) -> list[tuple[str, str, dict]]:
