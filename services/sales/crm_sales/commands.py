@@ -235,12 +235,21 @@ class SalesBook:
         return {kind: sorted(ids) for kind, ids in found.items() if ids}
 
     def contact_merged(self, duplicate_id: str, survivor_id: str) -> None:
-        """ContactMerged: every deal and activity of the duplicate now belongs to the survivor
-        (one load and one bulk append per kind; a record changed meanwhile is decided again)."""
+        """ContactMerged: every deal and activity still the duplicate's now belongs to the survivor
+        (one load and one bulk append per kind; a record changed meanwhile is decided again).
+
+        The records are found in the event store, as at erasure: a deal created a moment before
+        the merge, not yet in the read model, moves too. One the duplicate had and lost since stays.
+        """
         meta = Metadata(actor="system:sales", causation_id=None)
-        for repository, view in ((self.deals, self.deals_view), (self.activities, self.activities_view)):
-            ids = [doc["_id"] for doc in view.find({"contact_id": duplicate_id}, {"_id": 1})]
-            repository.change_many(ids, lambda record: record.change_contact(survivor_id, "contact_merged"), meta)
+        records = self._records_of(duplicate_id)
+
+        def move(record: Deal | Activity) -> None:
+            if record.contact_id == duplicate_id:
+                record.change_contact(survivor_id, "contact_merged")
+
+        for repository, kind in ((self.deals, Deal), (self.activities, Activity)):
+            repository.change_many(records.get(kind.aggregate_type, []), move, meta)
 
     # --- activities -----------------------------------------------------------------------
 

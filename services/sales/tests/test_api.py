@@ -11,7 +11,7 @@ import pytest
 from crm_sales import reports
 from crm_sales.commands import SalesBook
 from crmkit import stack
-from crmkit.events import new_id, rfc3339, utcnow
+from crmkit.events import Metadata, new_id, rfc3339, utcnow
 from crmkit.testing import ServiceHarness
 
 TODAY = utcnow().date()
@@ -343,3 +343,18 @@ def test_auth_roles_and_idempotency(sales: ServiceHarness, people) -> None:
                              headers=sales.headers()).status_code == 400
     doc = sales.client.get("/openapi.json").get_json()
     assert "/v1/pipelines/{pipeline_id}/board" in json.dumps(doc)
+
+
+def test_a_merge_moves_records_the_read_models_have_not_folded_yet(sales: ServiceHarness, people) -> None:
+    duplicate, survivor, other = people.add(new_id()), people.add(new_id()), people.add(new_id())
+    headers = sales.headers()
+    fresh = sales.client.post("/v1/deals", headers=headers, json={"title": "Fresh", "contact_id": duplicate,
+                                                                  "amount": "10", "currency": "USD"}).get_json()
+    moved_away = sales.client.post("/v1/deals", headers=headers, json={"title": "Moved", "contact_id": duplicate,
+                                                                       "amount": "10", "currency": "USD"}).get_json()
+    book = SalesBook(sales.runtime)
+    book.deals.change(moved_away["id"], lambda deal: deal.change_contact(other, "contact_merged"), Metadata())
+    # no read model has folded any of this (nothing projected): only the event store knows
+    book.contact_merged(duplicate, survivor)
+    assert book.deals.get(fresh["id"]).contact_id == survivor
+    assert book.deals.get(moved_away["id"]).contact_id == other  # no longer the duplicate's: left alone
