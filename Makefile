@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 SERVICES := $(wildcard services/*)
 
-.PHONY: run test unit lint bench fuzz install proto clean catalogue
+.PHONY: run test unit lint bench bench-stack fuzz install proto clean catalogue
 
 run: install
 	$(BIN)/crm up
@@ -23,6 +23,10 @@ lint: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# `crm up` with every service and worker, driven from this process (bench/README.md); a few minutes
+bench-stack: install
+	$(BIN)/python -m bench.stack --profile 20
 
 # The fuzz run of `make test` (tests/fuzz) with many more examples per operation (docs/testing.md).
 # CRM_FUZZ_EXAMPLES and CRM_FUZZ_SEED may be set on the command line.

@@ -106,9 +106,14 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, float, float, str]]:
 
 
 def table(figures: dict[str, Any]) -> str:
+    return render(rows(figures))
+
+
+def render(table_rows: list[tuple[str, str, float, float, str]]) -> str:
+    """The rows as a fixed-width table; a raw figure of 0 means there is none (ratio "-")."""
     header = ("metric", "ours", "raw", "ours/raw", "raw is")
     lines = [header]
-    for metric, unit, ours, raw, raw_name in rows(figures):
+    for metric, unit, ours, raw, raw_name in table_rows:
         ratio = f"{ours / raw:.2f}" if raw else "-"
         lines.append((metric, f"{ours:,.1f} {unit}", f"{raw:,.1f} {unit}", ratio, raw_name))
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
@@ -122,15 +127,17 @@ def table(figures: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
-def save(figures: dict[str, Any], started: datetime) -> Path:
+def save(figures: dict[str, Any], started: datetime,
+         table_rows: list[tuple[str, str, float, float, str]] | None = None, prefix: str = "bench") -> Path:
     RESULTS.mkdir(parents=True, exist_ok=True)
-    path = RESULTS / f"bench-{started.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
+    table_rows = rows(figures) if table_rows is None else table_rows
+    path = RESULTS / f"{prefix}-{started.astimezone(UTC).strftime('%Y%m%dT%H%M%SZ')}.json"
     document = {
         "started_at": started.astimezone(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "figures": figures,
         "table": [{"metric": m, "unit": u, "ours": o, "raw": r, "raw_is": name,
-                   "ours_over_raw": round(o / r, 4) if r else None} for m, u, o, r, name in rows(figures)],
+                   "ours_over_raw": round(o / r, 4) if r else None} for m, u, o, r, name in table_rows],
     }
     path.write_text(json.dumps(document, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
     return path
