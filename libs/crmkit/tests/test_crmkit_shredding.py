@@ -31,9 +31,9 @@ class RecordingVault(KeyVault):
         self.created_for: list[set[str]] = []
         self.asked_one: list[str] = []
 
-    def key_for(self, subject: str) -> bytes:
+    def key_for(self, subject: str, *, new_stream: bool = False) -> bytes:
         self.asked_one.append(subject)
-        return super().key_for(subject)
+        return super().key_for(subject, new_stream=new_stream)
 
     def existing(self, subjects: Iterable[str]) -> dict[str, bytes]:
         subjects = set(subjects)
@@ -283,3 +283,32 @@ def _v1(secret: bytes, stream: str, value: str) -> dict[str, str]:
     nonce = os.urandom(12)
     sealed = AESGCM(secret).encrypt(nonce, json.dumps(value).encode(), f"{stream}|WidgetMade|owner".encode())
     return {"pii": "v1." + base64.urlsafe_b64encode(nonce + sealed).decode()}
+
+
+class CountingKeys:
+    """The vault's collection, counting the calls that reach the server."""
+
+    def __init__(self, collection) -> None:
+        self.collection, self.calls = collection, []
+
+    def __getattr__(self, name: str):
+        method = getattr(self.collection, name)
+
+        def counted(*args, **kwargs):
+            self.calls.append(name)
+            return method(*args, **kwargs)
+
+        return counted
+
+
+def test_a_new_stream_gets_its_key_in_one_round_trip_and_an_existing_one_reads_it_once(
+        store: EventStore, vault: KeyVault) -> None:
+    counting = CountingKeys(vault.keys)
+    vault.keys = counting
+    stream = new_id()
+    store.append(stream, "Widget", 0, [made("Shirin")], META)
+    assert counting.calls == ["insert_one"]  # no look-up first: a stream starting now has no key
+    counting.calls.clear()
+    store.append(stream, "Widget", 1, [handed_over("Reza")], META)
+    assert counting.calls == ["find_one"]
+    assert plain(store.load(stream)) == [(stream, 1, "Shirin"), (stream, 2, "Reza")]
