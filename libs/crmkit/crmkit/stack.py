@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import random
 import shutil
 import signal
 import socket
@@ -32,10 +33,37 @@ from crmkit.config import kafka_client_options
 log = logging.getLogger(__name__)
 
 
+# Below Linux's ephemeral range (32768-60999 by default), where the kernel never picks the
+# source port of an outgoing connection.
+LISTEN_PORTS = range(20000, 32000)
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
+    """A port nothing listens on, for a server started next (tests, benches).
+
+    Not bind(0): that hands out an ephemeral port, which any client socket of the many
+    processes a test starts (Kafka, MongoDB, gRPC connections) may take as its source port
+    before the server binds it ("Address already in use" at start). A port from
+    LISTEN_PORTS stays free until its server comes. Never the same one twice in a process,
+    and its neighbour is free too: a service's grpc process serves metrics on metrics + 1.
+    """
+    for _ in range(1000):
+        port = random.randrange(LISTEN_PORTS.start, LISTEN_PORTS.stop - 1)
+        if {port, port + 1} & _handed_out or not (_bindable(port) and _bindable(port + 1)):
+            continue
+        _handed_out.update((port, port + 1))
+        return port
+    raise RuntimeError(f"no free pair of ports in {LISTEN_PORTS.start}-{LISTEN_PORTS.stop}")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
