@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import contextvars
+import json
 import logging
 import os
 import threading
@@ -21,8 +22,11 @@ from concurrent import futures
 from typing import Any, TypeVar
 
 import grpc
+from google.protobuf import any_pb2
+from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
 
 from crmkit import auth, keys, metrics
 from crmkit.config import slug
@@ -32,6 +36,14 @@ from crmkit.logs import correlation_id
 log = logging.getLogger(__name__)
 
 DEFAULT_DEADLINE = 2.0  # seconds; callers may pass less, never "no deadline"
+# A client spreads its calls over every address its target resolves to (on Kubernetes
+# `dns:///crm-<svc>-grpc:<port>`, a headless Service: one address per ready pod), instead of
+# gRPC's default pick_first, which sends them all down one connection to one pod.
+CHANNEL_OPTIONS = (("grpc.service_config", json.dumps({"loadBalancingConfig": [{"round_robin": {}}]})),)
+# A server closes each connection after this long (GOAWAY once its calls are done, which may
+# take up to the grace), so clients reconnect and re-resolve: pods added since are found.
+MAX_CONNECTION_AGE = 300.0  # seconds
+MAX_CONNECTION_AGE_GRACE = 300.0  # the longest stream a client asks for (segment members: 300 s)
 OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                  "grpc.reflection.v1.ServerReflection")  # answer without a token
 
@@ -49,6 +61,22 @@ def _status_for(exc: DomainError) -> grpc.StatusCode:
         if isinstance(exc, kind):
             return code
     return grpc.StatusCode.INVALID_ARGUMENT
+
+
+def _abort(context: grpc.ServicerContext, exc: DomainError) -> None:
+    """End the call with the error's status; a bad argument also carries a google.rpc.BadRequest
+    (in grpc-status-details-bin) with a violation per message of every failing field, as REST's
+    422 lists them, so a caller can tell the fields apart without parsing the message."""
+    code = _status_for(exc)
+    if code != grpc.StatusCode.INVALID_ARGUMENT or not exc.errors:
+        context.abort(code, exc.detail)
+    bad_request = error_details_pb2.BadRequest(field_violations=[
+        error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+        for field, messages in exc.errors.items() for message in messages])
+    detail = any_pb2.Any()
+    detail.Pack(bad_request)
+    context.abort_with_status(rpc_status.to_status(
+        status_pb2.Status(code=code.value[0], message=exc.detail, details=[detail])))
 
 
 def _internal(exc: Exception, method: str, context: grpc.ServicerContext) -> str:
@@ -100,7 +128,7 @@ class _Observed(grpc.ServerInterceptor):
             yield
         except DomainError as exc:
             code = _status_for(exc).name
-            context.abort(_status_for(exc), exc.detail)
+            _abort(context, exc)
         except Exception as exc:
             code = _internal(exc, method, context)
         finally:
@@ -230,19 +258,22 @@ def bind_address(port: int) -> str:
 
 def build_server(
     service: str, port: int, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 16,
-    max_streams: int | None = None,
+    max_streams: int | None = None, max_connection_age: float = MAX_CONNECTION_AGE,
 ) -> tuple[grpc.Server, health.HealthServicer]:
     """A server with the service's servicers, grpc.health.v1 and reflection, listening on `port`.
 
     `register` adds the servicers and returns their full names (for health and reflection).
     At most `max_streams` server streams run at once (default: half the workers, so
-    lookups always find a thread); one more is RESOURCE_EXHAUSTED.
+    lookups always find a thread); one more is RESOURCE_EXHAUSTED. Connections are closed
+    after `max_connection_age` seconds so that clients spread over new replicas too.
     """
     streams = max_streams or int(os.environ.get("CRM_GRPC_MAX_STREAMS", max(1, max_workers // 2)))
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"grpc-{service}"),
         interceptors=[_Observed(service), _Authenticated(service, streams)],
-        options=[("grpc.so_reuseport", 0)],  # a port in use is an error, not a listener shared with a stray server
+        options=[("grpc.so_reuseport", 0),  # a port in use is an error, not a listener shared with a stray server
+                 ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
+                 ("grpc.max_connection_age_grace_ms", int(MAX_CONNECTION_AGE_GRACE * 1000))],
     )
     names = list(register(server))
     health_servicer = health.HealthServicer()
@@ -310,12 +341,17 @@ def channel(target: str, *, audience: str, caller: str | None = None) -> grpc.Ch
             raise RuntimeError("this process has no service identity (CRM_SERVICE_NAME) to call as")
         return auth.service_token(name, keys.own_key(name), slug(audience))
 
-    return grpc.intercept_channel(grpc.insecure_channel(target), _Bearer(mint, auth.SERVICE_TOKEN_TTL / 2))
+    return grpc.intercept_channel(_balanced(target), _Bearer(mint, auth.SERVICE_TOKEN_TTL / 2))
 
 
 def token_channel(target: str, token: str) -> grpc.Channel:
     """A channel whose calls carry `token` (a person's, from `crm token`): for tools and tests."""
-    return grpc.intercept_channel(grpc.insecure_channel(target), _Bearer(lambda: token, float("inf")))
+    return grpc.intercept_channel(_balanced(target), _Bearer(lambda: token, float("inf")))
+
+
+def _balanced(target: str) -> grpc.Channel:
+    """A channel that balances calls round robin over the target's addresses (CHANNEL_OPTIONS)."""
+    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
 
 
 R = TypeVar("R")
