@@ -11,8 +11,10 @@ import grpc
 import jwt
 import pytest
 from google.protobuf.wrappers_pb2 import StringValue
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from grpc_status import rpc_status
 from prometheus_client import REGISTRY
 
 from crmkit import auth, keys, rpc, stack
@@ -30,6 +32,8 @@ def lookup(request: StringValue, context: grpc.ServicerContext) -> StringValue:
     errors = {
         "missing": NotFound("no probe with id missing"),
         "bad": ValidationFailed("id is malformed", {"id": ["malformed"]}),
+        "fields": ValidationFailed("2 fields are invalid", {"name": ["name is required"],
+                                                            "email": ["not an email address", "too long"]}),
         "conflict": Conflict("busy"),
         "stale": PreconditionFailed("moved on"),
         "down": Unavailable("dependency away"),
@@ -183,6 +187,42 @@ def test_not_found_detail_is_the_domain_message(channel: grpc.Channel) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         rpc.call(lookup_stub(channel), StringValue(value="missing"))
     assert caught.value.details() == "no probe with id missing"
+
+
+def _bad_request(error: grpc.RpcError) -> dict[str, list[str]]:
+    """The google.rpc.BadRequest field violations an error carries, as field -> descriptions."""
+    status = rpc_status.from_call(error)
+    assert status is not None, "no google.rpc.Status in grpc-status-details-bin"
+    assert status.code == error.code().value[0] and status.message == error.details()
+    violations: dict[str, list[str]] = {}
+    for detail in status.details:
+        bad_request = error_details_pb2.BadRequest()
+        assert detail.Unpack(bad_request)
+        for violation in bad_request.field_violations:
+            violations.setdefault(violation.field, []).append(violation.description)
+    return violations
+
+
+@pytest.mark.parametrize(
+    ("value", "violations"),
+    [
+        ("bad", {"id": ["malformed"]}),
+        ("require", {"id": ["id is required"]}),
+        ("fields", {"name": ["name is required"], "email": ["not an email address", "too long"]}),
+    ],
+)
+def test_bad_arguments_carry_every_field_as_a_bad_request(channel: grpc.Channel, value: str,
+                                                          violations: dict[str, list[str]]) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        lookup_stub(channel)(StringValue(value=value), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert _bad_request(caught.value) == violations
+
+
+def test_other_errors_carry_no_details(channel: grpc.Channel) -> None:
+    with pytest.raises(grpc.RpcError) as caught:
+        lookup_stub(channel)(StringValue(value="missing"), timeout=5)
+    assert rpc_status.from_call(caught.value) is None
 
 
 def test_a_stream_that_fails_half_way_ends_with_the_mapped_code(channel: grpc.Channel) -> None:
