@@ -186,10 +186,10 @@ def blueprint(book: SalesBook) -> Blueprint:
     @bp.get("/v1/quotes/<quote_id>")
     @endpoint("read", query=schemas.QuoteQuery)
     def get_quote(quote_id: str, query: dict[str, Any]) -> Response:
-        """One quote; `?format=html` renders the printable pro-forma invoice."""
+        """One quote; `?format=html` renders the printable pro-forma invoice (`&locale=` to choose its language)."""
         quote = book.quote(quote_id)
         if query["format"] == "html":
-            response = Response(quote_html.render(book, quote), mimetype="text/html")
+            response = Response(quote_html.render(book, quote, query.get("locale")), mimetype="text/html")
             response.headers["ETag"] = f'"{quote.version}"'
             return response
         return resource(quote.view())

@@ -224,6 +224,10 @@ class QuoteListQuery(PageQuery):
 
 class QuoteQuery(Schema):
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "html"]))
+    locale = fields.String(validate=[validate.Length(max=35), validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")],
+                           metadata={
+        "description": "with format=html: the BCP 47 locale to render in (e.g. fa-IR); default the quote's "
+                       "locale, else the contact's, else en"})
 
 
 class AcceptInput(Schema):

@@ -229,7 +229,7 @@ def test_quotes_number_price_send_accept_and_win_the_deal(sales: ServiceHarness,
     assert html.status_code == 200 and html.mimetype == "text/html"
     assert 'dir="rtl"' in page and 'lang="fa-IR"' in page and "پیش‌فاکتور" in page
     assert "&lt;b&gt;Karimi&lt;/b&gt;" in page and "<b>Karimi" not in page  # autoescaped
-    assert "نصب و راه‌اندازی" in page and "208.83" in page and 'dir="auto"' in page
+    assert "نصب و راه‌اندازی" in page and "۲۰۸٫۸۳" in page and 'dir="auto"' in page  # fa digits
     accepted = post(sales, f"{path}/accept", status=200)
     assert accepted["status"] == "accepted" and accepted["deal"]["status"] == "won"
     won = get(sales, f"/v1/deals/{d['id']}")
