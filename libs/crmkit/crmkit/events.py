@@ -4,6 +4,10 @@ An aggregate decides `NewEvent`s; the event store turns them into `RecordedEvent
 stream version, time, causality); the publisher puts them on Kafka as CloudEvents 1.0
 structured JSON exactly as contract.md fixes, and consumers turn them back.
 Old shapes are upcast on the way in, so domain code only ever sees the newest version.
+
+On Kafka each event is one record in the structured mode of the CloudEvents Kafka
+binding: the value is the whole envelope, the header `content-type` says so
+(`KAFKA_CONTENT_TYPE`), and `dataschema` names the event's schema in docs/events.
 """
 
 from __future__ import annotations
@@ -16,6 +20,20 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
+
+KAFKA_CONTENT_TYPE = "application/cloudevents+json; charset=UTF-8"  # contract.md, structured mode
+# Schemas are named, not fetched: the `$id` of docs/events/<service>/<Type>.v<N>.schema.json.
+# The `.example` domain is reserved (RFC 2606), so the name never resolves to anyone's page.
+SCHEMA_BASE = "https://crm.example/events/"
+
+
+def schema_uri(service: str, name: str, version: int) -> str:
+    """The `dataschema` of an event type and version: its catalogue schema's `$id`.
+
+    A path under SCHEMA_BASE mirrors the file under docs/events, so a consumer maps one
+    to the other by dropping the base. CloudEvents requires an absolute URI here.
+    """
+    return f"{SCHEMA_BASE}{service}/{name}.v{version}.schema.json"
 
 
 def utcnow() -> datetime:
@@ -89,6 +107,10 @@ class RecordedEvent:
     def full_type(self) -> str:
         return f"crm.{self.service}.{self.type}.v{self.schema_version}"
 
+    @property
+    def dataschema(self) -> str:
+        return schema_uri(self.service, self.type, self.schema_version)
+
     def to_cloudevent(self) -> dict[str, Any]:
         return {
             "specversion": "1.0",
@@ -98,6 +120,7 @@ class RecordedEvent:
             "subject": self.stream_id,
             "time": rfc3339(self.time),
             "datacontenttype": "application/json",
+            "dataschema": self.dataschema,
             "data": self.data,
             "aggregatetype": self.aggregate_type,
             "streamversion": self.version,
@@ -109,9 +132,17 @@ class RecordedEvent:
     def to_bytes(self) -> bytes:
         return json.dumps(self.to_cloudevent(), ensure_ascii=False, separators=(",", ":")).encode()
 
+    def kafka_headers(self) -> list[tuple[str, bytes]]:
+        """The headers of this event's Kafka record: structured mode, the value is the envelope."""
+        return [("content-type", KAFKA_CONTENT_TYPE.encode())]
+
     @classmethod
     def from_cloudevent(cls, envelope: dict[str, Any]) -> RecordedEvent:
-        """Rebuild a recorded event from its envelope; raises ValueError when it is not ours."""
+        """Rebuild a recorded event from its envelope; raises ValueError when it is not ours.
+
+        `dataschema` is accepted and not kept: it follows from `type` (an event recorded
+        before it was added has none), and the upcasters, not the reader, decide the shape.
+        """
         try:
             prefix, service, name, version = envelope["type"].split(".")
             if prefix != "crm" or not version.startswith("v"):

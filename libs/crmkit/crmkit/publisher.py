@@ -210,7 +210,8 @@ class Publisher:
                         continue
                     self._in_flight[event.id] = time.monotonic()
                 try:
-                    future = self.producer.send(self.topic, key=event.stream_id.encode(), value=event.to_bytes())
+                    future = self.producer.send(self.topic, key=event.stream_id.encode(), value=event.to_bytes(),
+                                                headers=event.kafka_headers())
                 except BaseException:
                     self._forget([event])
                     raise  # the rest of the batch stays behind it, for the sweeper

@@ -46,6 +46,7 @@ class TestEnvelope:
             "subject": "0190a3c2-0000-7000-8000-0000000000aa",
             "time": "2024-05-06T07:08:09.123Z",
             "datacontenttype": "application/json",
+            "dataschema": "https://crm.example/events/contacts/ContactCreated.v2.schema.json",
             "data": {"first_name": "Zahra", "last_name": "احمدی", "tags": ["vip"]},
             "aggregatetype": "Contact",
             "streamversion": 3,
