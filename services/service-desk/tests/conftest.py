@@ -19,9 +19,9 @@ class FakeDirectory(contacts_pb2_grpc.ContactDirectoryServicer):
     def __init__(self) -> None:
         self.contacts: dict[str, contacts_pb2.Contact] = {}
 
-    def add(self, contact_id: str, first_name: str = "Sara", last_name: str = "Ahmadi") -> str:
+    def add(self, contact_id: str, first_name: str = "Sara", last_name: str = "Ahmadi", locale: str = "") -> str:
         self.contacts[contact_id] = contacts_pb2.Contact(id=contact_id, version=1, first_name=first_name,
-                                                         last_name=last_name, status="active")
+                                                         last_name=last_name, status="active", locale=locale)
         return contact_id
 
     @rpc.access("read")

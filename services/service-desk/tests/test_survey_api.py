@@ -80,3 +80,43 @@ def test_forged_expired_foreign_or_early_links_record_nothing(desk: ServiceHarne
     for t in (ticket, still_open):
         got = desk.client.get(f"/v1/tickets/{t['id']}", headers=desk.headers()).get_json()
         assert got["satisfaction"] is None
+
+
+def _html_lang_dir(html: str) -> tuple[str, str]:
+    head = html[html.index("<html"):html.index(">", html.index("<html"))]
+    return head.split('lang="')[1].split('"')[0], head.split('dir="')[1].split('"')[0]
+
+
+def test_the_page_speaks_the_contacts_language_right_to_left_for_persian_and_arabic(
+        desk: ServiceHarness, directory) -> None:
+    persian, arab, english = directory.add("c-fa", locale="fa-IR"), directory.add("c-ar", locale="ar"), \
+        directory.add("c-en", locale="en-GB")
+    pages = {cid: desk.client.get(link(solved_ticket(desk, cid)["id"], cid)).get_data(as_text=True)
+             for cid in (persian, arab, english)}
+    assert _html_lang_dir(pages[persian]) == ("fa", "rtl") and "کار ما چطور بود؟" in pages[persian]
+    assert "> ۵</label>" in pages[persian] and 'value="5"' in pages[persian]  # Persian digits shown, 0-9 sent
+    assert _html_lang_dir(pages[arab]) == ("ar", "rtl") and "كيف كان أداؤنا؟" in pages[arab]
+    assert _html_lang_dir(pages[english]) == ("en", "ltr") and "How did we do?" in pages[english]
+
+
+def test_lang_query_then_accept_language_choose_when_the_contact_has_no_locale(desk: ServiceHarness, directory) -> None:
+    cid = directory.add("c-none")
+    url = link(solved_ticket(desk, cid)["id"], cid)
+    assert _html_lang_dir(desk.client.get(url).get_data(as_text=True)) == ("en", "ltr")
+    browser = desk.client.get(url, headers={"Accept-Language": "fa-IR,fa;q=0.9,en;q=0.5"}).get_data(as_text=True)
+    assert _html_lang_dir(browser) == ("fa", "rtl")
+    chosen = desk.client.get(url + "?lang=ar", headers={"Accept-Language": "fa"}).get_data(as_text=True)
+    assert _html_lang_dir(chosen) == ("ar", "rtl")
+    assert _html_lang_dir(desk.client.get(url + "?lang=de").get_data(as_text=True)) == ("en", "ltr")
+    assert desk.client.get(url + "?lang=" + "x" * 40).status_code == 422
+    thanks = desk.client.post(url + "?lang=fa", data={"csat": "5"})
+    assert thanks.status_code == 201 and _html_lang_dir(thanks.get_data(as_text=True)) == ("fa", "rtl")
+    assert "سپاسگزاریم" in thanks.get_data(as_text=True)
+    again = desk.client.get(url + "?lang=fa")
+    assert again.status_code == 409 and "قبلاً امتیاز داده‌اید" in again.get_data(as_text=True)
+
+
+def test_a_bad_link_page_follows_the_readers_browser(desk: ServiceHarness) -> None:
+    page = desk.client.get("/v1/surveys/not-a-token", headers={"Accept-Language": "ar"})
+    assert page.status_code == 404 and _html_lang_dir(page.get_data(as_text=True)) == ("ar", "rtl")
+    assert "الرابط غير صالح" in page.get_data(as_text=True)
