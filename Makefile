@@ -6,20 +6,45 @@ STAMP  := $(VENV)/.installed
 PROTOS := $(shell find proto -name '*.proto')
 SERVICES := $(wildcard services/*)
 
-.PHONY: run test unit lint bench bench-stack fuzz install proto clean catalogue
+.PHONY: run test unit lint proto-lint proto-baseline bench bench-stack fuzz install proto clean catalogue
 
 run: install
 	$(BIN)/crm up
 
-test: install
+test: install proto-lint
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
 unit: install
 	$(BIN)/pytest -m "not servers"
 
-lint: install
+lint: install proto-lint
 	$(BIN)/ruff check .
+
+# The gRPC contracts: `buf lint` under proto/buf.yaml, and `buf breaking` against the committed
+# baseline, the contract as last recorded (docs/testing.md). buf is the npm package, pinned,
+# installed under .tools/ (not globally); it needs no network once installed.
+BUF_VERSION := 1.75.0
+BUF := .tools/node_modules/.bin/buf
+BUF_STAMP := .tools/.buf-$(BUF_VERSION)
+PROTO_BASELINE := proto/baseline.txtpb
+
+$(BUF_STAMP):
+	npm install --prefix .tools --no-save --no-package-lock --no-audit --no-fund --loglevel=error \
+	  @bufbuild/buf@$(BUF_VERSION)
+	$(BUF) --version | grep -qx '$(BUF_VERSION)'
+	touch $@
+
+proto-lint: $(BUF_STAMP)
+	$(BUF) lint proto
+	$(BUF) breaking proto --against $(PROTO_BASELINE)
+
+# Record the contracts as they are now as the baseline. Refused if that breaks the old one,
+# unless ALLOW_BREAKING=1 says the break is deliberate (a reviewer then sees what the baseline lost).
+proto-baseline: $(BUF_STAMP)
+	@[ "$(ALLOW_BREAKING)" = 1 ] || [ ! -f $(PROTO_BASELINE) ] || $(BUF) breaking proto --against $(PROTO_BASELINE) || { \
+	  echo "make proto-baseline: the contracts break the baseline; ALLOW_BREAKING=1 records them anyway" >&2; exit 1; }
+	$(BUF) build proto --exclude-source-info -o $(PROTO_BASELINE)
 
 bench: install
 	$(BIN)/python -m bench
@@ -56,7 +81,7 @@ $(VENV)/.proto: $(STAMP) $(PROTOS) proto/setup.py
 	touch $@
 
 clean:
-	rm -rf $(VENV) proto/build proto/*.egg-info
+	rm -rf $(VENV) .tools proto/build proto/*.egg-info
 	find . -name __pycache__ -prune -exec rm -rf {} +
 
 # Deployment (docs/operations.md): one image per service, and the Kubernetes manifests
