@@ -6,6 +6,7 @@ import hmac
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from marshmallow import Schema, fields, validate
 
 from crm_messaging import schemas, unsubscribe
 from crm_messaging.commands import MessageDesk
@@ -13,6 +14,14 @@ from crmkit import auth
 from crmkit.errors import NotFound
 from crmkit.web import PageQuery, endpoint, if_match, listing, metadata, resource
 from crmkit.web.endpoint import Forbidden, Unauthorized
+from crmkit.web.locale import PageLanguage
+
+
+class UnsubscribeQuery(Schema):
+    lang = fields.String(validate=validate.Length(max=35), metadata={
+        "description": "the page's language (en, fa or ar; fa-IR works too); default the contact's locale, "
+                       "then Accept-Language, then en"})
+
 
 ONE_CLICK_FORM = {"requestBody": {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
     "type": "object", "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}}}
@@ -150,27 +159,27 @@ def blueprint(desk: MessageDesk) -> Blueprint:
     # --- unsubscribe ------------------------------------------------------------------
 
     @bp.get("/v1/unsubscribe/<token>")
-    @endpoint(None)
-    def unsubscribe_page(token: str) -> Response:
+    @endpoint(None, query=UnsubscribeQuery)
+    def unsubscribe_page(token: str, query: dict[str, Any]) -> Response:
         """The link in every marketing message (no token needed): a page in the contact's language
         asking to confirm; it changes nothing (mail scanners follow links)."""
         try:
             contact_id, channel = desk.unsubscribe_link(token)
         except NotFound:
-            return _link_not_valid()
-        lang = unsubscribe.language(desk.contact_variables(contact_id)["locale"])
-        return _page(unsubscribe.page("confirm", lang, channel, action=request.path))
+            return _link_not_valid(query)
+        lang = _language(query, desk.contact_variables(contact_id)["locale"])
+        return _page(unsubscribe.page("confirm", lang, channel, action=_here()))
 
     @bp.post("/v1/unsubscribe/<token>")
-    @endpoint(None, openapi=ONE_CLICK_FORM)
-    def unsubscribe_now(token: str) -> Response:
+    @endpoint(None, query=UnsubscribeQuery, openapi=ONE_CLICK_FORM)
+    def unsubscribe_now(token: str, query: dict[str, Any]) -> Response:
         """One-click unsubscribe (RFC 8058; no token needed, the signed link is the credential):
         withdraws consent for the link's channel in contacts; a repeat is harmless."""
         try:
             contact_id, channel = desk.unsubscribe(token)
         except NotFound:
-            return _link_not_valid()
-        lang = unsubscribe.language(desk.contact_variables(contact_id)["locale"])
+            return _link_not_valid(query)
+        lang = _language(query, desk.contact_variables(contact_id)["locale"])
         return _page(unsubscribe.page("done", lang, channel))
 
     return bp
@@ -188,10 +197,18 @@ def _page(html: str, status: int = 200) -> Response:
     return Response(html, status=status, mimetype="text/html", headers={"Cache-Control": "no-store"})
 
 
-def _link_not_valid() -> Response:
+def _language(query: dict[str, Any], contact_locale: str | None = None) -> PageLanguage:
+    return unsubscribe.language(query.get("lang"), contact_locale, request.accept_languages)
+
+
+def _here() -> str:
+    """This page's path with its query (`?lang=`), so the confirmation keeps the reader's language."""
+    return request.full_path.rstrip("?")
+
+
+def _link_not_valid(query: dict[str, Any]) -> Response:
     """A forged, damaged or foreign link: a 404 page in the reader's language, never an error."""
-    lang = unsubscribe.language(request.accept_languages.best_match(unsubscribe.LANGUAGES))
-    return _page(unsubscribe.page("bad", lang), 404)
+    return _page(unsubscribe.page("bad", _language(query)), 404)
 
 
 def _campaign_action(desk: MessageDesk, action: str) -> Any:

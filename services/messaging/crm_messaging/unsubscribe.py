@@ -1,5 +1,7 @@
 """Unsubscribe links: the chassis' signed tokens (`crmkit.signing`) of purpose "unsubscribe",
-and the pages behind them in the contact's language.
+and the pages behind them (`pages/unsubscribe.html`) in English, Persian or Arabic, with
+`lang` and `dir` from `crmkit.web.locale.choose`: `?lang=`, the contact's locale,
+Accept-Language, then English.
 
 A token names a contact and a channel, and nothing personal; it does not expire (a
 person may use an old mail's link). The key is derived from the link secret (crmkit.keys).
@@ -7,9 +9,11 @@ person may use an old mail's link). The key is derived from the link secret (crm
 
 from __future__ import annotations
 
-from html import escape
+from jinja2 import Environment, PackageLoader, select_autoescape
+from werkzeug.datastructures import LanguageAccept
 
 from crmkit import signing
+from crmkit.web.locale import PageLanguage, choose
 
 PURPOSE = "unsubscribe"
 BadToken = signing.BadToken
@@ -32,15 +36,6 @@ def verify(secret: str, token: str) -> tuple[str, str]:
 # GET shows a confirmation form and changes nothing (mail scanners and link previews follow
 # links); the form, and a mail client's one-click request (RFC 8058), POST to the same URL.
 
-PAGE = """<!doctype html>
-<html lang="{lang}" dir="{dir}"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1"><meta name="robots" content="noindex">
-<title>{title}</title></head>
-<body style="font-family: sans-serif; max-width: 36em; margin: 4em auto">
-<h1>{title}</h1><p>{text}</p>{form}</body></html>"""
-FORM = ('<form method="post" action="{action}"><input type="hidden" name="List-Unsubscribe" value="One-Click">'
-        '<button type="submit">{button}</button></form>')
-RIGHT_TO_LEFT = frozenset({"fa", "ar"})
 TEXTS: dict[str, dict[str, str]] = {
     "en": {"confirm_title": "Unsubscribe", "confirm": "Stop receiving {channel} messages from us?",
            "button": "Unsubscribe", "done_title": "You are unsubscribed",
@@ -58,18 +53,19 @@ TEXTS: dict[str, dict[str, str]] = {
            "bad_title": "الرابط غير صالح", "bad": "رابط إلغاء الاشتراك هذا غير صالح.",
            "email": "البريد الإلكتروني", "sms": "الرسائل النصية", "fax": "الفاكس"},
 }
-LANGUAGES = tuple(TEXTS)
+LANGUAGES = tuple(TEXTS)  # the first is the default
+
+_env = Environment(loader=PackageLoader("crm_messaging", "pages"), autoescape=select_autoescape(default=True))
 
 
-def language(locale: str | None) -> str:
-    """The page language for a contact's locale (`fa-IR` → `fa`); English when we have no text for it."""
-    chosen = (locale or "").split("-")[0].lower()
-    return chosen if chosen in TEXTS else "en"
+def language(explicit: str | None, contact_locale: str | None, accept: LanguageAccept | None) -> PageLanguage:
+    """The page's language and direction: `?lang=`, the contact's locale, Accept-Language, English."""
+    return choose(LANGUAGES, explicit=explicit, contact=contact_locale, accept=accept)
 
 
-def page(kind: str, lang: str, channel: str = "", action: str | None = None) -> str:
+def page(kind: str, lang: PageLanguage, channel: str = "", action: str | None = None) -> str:
     """The HTML of a page: `confirm` (with the form posting to `action`), `done` or `bad`."""
-    texts = TEXTS[lang]
-    form = FORM.format(action=escape(action or ""), button=escape(texts["button"])) if kind == "confirm" else ""
-    return PAGE.format(lang=lang, dir="rtl" if lang in RIGHT_TO_LEFT else "ltr", title=escape(texts[f"{kind}_title"]),
-                       text=escape(texts[kind].format(channel=texts.get(channel, channel))), form=form)
+    texts = TEXTS[lang.lang]
+    return _env.get_template("unsubscribe.html").render(
+        page=lang, title=texts[f"{kind}_title"], text=texts[kind].format(channel=texts.get(channel, channel)),
+        button=texts["button"], action=action if kind == "confirm" else None)

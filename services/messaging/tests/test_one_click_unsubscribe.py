@@ -82,3 +82,30 @@ def test_a_bad_link_is_a_clear_page_never_a_500(world: World) -> None:
             answer = world.messaging.client.open(bad, method=method, data=ONE_CLICK)
             assert answer.status_code == 404, (bad, method, answer.status_code)
             assert "not valid" in answer.get_data(as_text=True)
+
+
+def test_arabic_contacts_get_an_arabic_right_to_left_page(world: World) -> None:
+    _, mail = marketing_mail(world, first_name="ليلى", locale="ar-SA")
+    html = world.messaging.client.get(link_path(mail)).get_data(as_text=True)
+    assert '<html lang="ar" dir="rtl">' in html and "إلغاء الاشتراك" in html
+
+
+def test_lang_query_overrides_the_contacts_locale_and_is_kept_by_the_form(world: World) -> None:
+    contact_id, mail = marketing_mail(world, first_name="سارا", locale="fa-IR")
+    path = link_path(mail)
+    html = world.messaging.client.get(path + "?lang=en", headers={"Accept-Language": "ar"}).get_data(as_text=True)
+    assert '<html lang="en" dir="ltr">' in html and "Unsubscribe" in html
+    assert f'action="{path}?lang=en"' in html  # the confirmation answers in the language chosen
+    done = world.messaging.client.post(path + "?lang=en", data=ONE_CLICK)
+    assert done.status_code == 200 and '<html lang="en" dir="ltr">' in done.get_data(as_text=True)
+    assert not granted(world, contact_id)
+    assert world.messaging.client.get(path + "?lang=" + "x" * 40).status_code == 422
+
+
+def test_a_bad_link_page_follows_lang_then_the_browser(world: World) -> None:
+    bad = "/v1/unsubscribe/not-a-token"
+    browser = world.messaging.client.get(bad, headers={"Accept-Language": "fa-IR,fa;q=0.9"})
+    assert browser.status_code == 404 and '<html lang="fa" dir="rtl">' in browser.get_data(as_text=True)
+    chosen = world.messaging.client.get(bad + "?lang=ar", headers={"Accept-Language": "fa"})
+    assert '<html lang="ar" dir="rtl">' in chosen.get_data(as_text=True)
+    assert '<html lang="en" dir="ltr">' in world.messaging.client.get(bad).get_data(as_text=True)
