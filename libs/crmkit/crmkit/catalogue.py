@@ -6,6 +6,12 @@ CloudEvent as it travels (personal fields sealed), and a page for people. With
 `CRM_STRICT_EVENTS=1` (the test suite sets it) the event store refuses to append an
 event whose type is not in the catalogue or whose data does not match its schema, so
 the catalogue cannot drift from what is emitted.
+
+Two readings of one schema. The producer's check is closed: a field the service's code
+declares nowhere (`additionalProperties: false`) is a bug and is refused. The published
+documents are open (every `additionalProperties: false` dropped): adding an optional
+field keeps the version (docs/events-versioning.md), so a consumer validating with a
+copy it fetched last year must still accept this year's events.
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
-from crmkit.events import RecordedEvent
+from crmkit.events import RecordedEvent, schema_uri
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SEALED = {"type": "object", "required": ["pii"], "additionalProperties": False,
@@ -75,9 +81,10 @@ class Catalogue:
         for path in event_type.personal:
             _seal_in_schema(data, path.split("."))
         full_type = f"crm.{self.service}.{event_type.name}.v{event_type.version}"
-        return {
+        uri = schema_uri(self.service, event_type.name, event_type.version)
+        return opened({
             "$schema": DIALECT,
-            "$id": f"https://crm.example/events/{self.service}/{event_type.name}.v{event_type.version}.schema.json",
+            "$id": uri,
             "title": full_type,
             "description": event_type.description,
             "type": "object",
@@ -91,6 +98,8 @@ class Catalogue:
                 "subject": {"type": "string", "description": f"the {event_type.aggregate} id (also the Kafka key)"},
                 "time": {"type": "string", "format": "date-time"},
                 "datacontenttype": {"const": "application/json"},
+                "dataschema": {"const": uri, "format": "uri",
+                               "description": "this schema's $id; absent on events published before it was added"},
                 "aggregatetype": {"const": event_type.aggregate},
                 "streamversion": {"type": "integer", "minimum": 1},
                 "correlationid": {"type": "string"},
@@ -98,7 +107,21 @@ class Catalogue:
                 "actor": {"type": "string"},
                 "data": data,
             },
-        }
+        })
+
+
+def opened(schema: Any) -> Any:
+    """`schema` without `additionalProperties: false` anywhere: tolerant readers, additive change.
+
+    A schema-valued `additionalProperties` (the values of a free-form map) stays: it says
+    what a value may be, not which names may appear.
+    """
+    if isinstance(schema, dict):
+        return {key: opened(value) for key, value in schema.items()
+                if not (key == "additionalProperties" and value is False)}
+    if isinstance(schema, list):
+        return [opened(item) for item in schema]
+    return schema
 
 
 def _seal_in_schema(schema: dict[str, Any], path: list[str]) -> None:
@@ -141,7 +164,11 @@ def render_page(catalogues: Sequence[Catalogue]) -> str:
         "whole CloudEvent as it travels on Kafka. Every event is keyed by its `subject` (the aggregate id);",
         "delivery is at least once, so dedupe by `id` (or `subject` + `streamversion`). Fields marked",
         "*personal* are sealed (`{\"pii\": ...}`) with the person's key and become unreadable after erasure.",
-        "How versions evolve: docs/events-versioning.md.",
+        "Each record's value is the whole CloudEvent and its header `content-type` is",
+        "`application/cloudevents+json; charset=UTF-8` (structured mode of the CloudEvents Kafka binding);",
+        "its `dataschema` is the `$id` of its schema here, `https://crm.example/events/<service>/<Type>.v<N>.schema.json`.",
+        "The schemas are open: they list every field we emit today and allow fields added later, which keep",
+        "the version. How versions evolve: docs/events-versioning.md.",
         "",
     ]
     for catalogue in catalogues:
