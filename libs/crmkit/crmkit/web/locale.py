@@ -52,10 +52,9 @@ def choose(
     for tag in (explicit, contact):
         if primary(tag) in supported:
             return _page(primary(tag))
-    if accept is not None:
-        best = accept.best_match(list(supported))
-        if best is not None and primary(best) in supported:
-            return _page(primary(best))
+    for tag, _quality in accept or ():  # best first; `ar-SA` counts as `ar`, ahead of a lesser exact `en`
+        if primary(tag) in supported:
+            return _page(primary(tag))
     return _page(supported[0])
 
 
