@@ -55,6 +55,12 @@ class Email(Text):
             raise ValidationError(str(exc)) from None
 
 
+def default_phone_region() -> str | None:
+    """The region of a number written without `+` (CRM_DEFAULT_PHONE_REGION, `IR` when unset, so
+    0912 345 6789 is +989123456789); set it empty to require the `+<country code>` form."""
+    return os.environ.get("CRM_DEFAULT_PHONE_REGION", "IR").strip().upper() or None
+
+
 class Phone(Text):
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=40, **kwargs)
@@ -62,7 +68,7 @@ class Phone(Text):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
         text = super()._deserialize(value, attr, data, **kwargs)
         try:
-            return normalize.phone(text, os.environ.get("CRM_DEFAULT_PHONE_REGION") or None) if text else None
+            return normalize.phone(text, default_phone_region()) if text else None
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
 
