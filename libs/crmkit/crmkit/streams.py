@@ -137,7 +137,7 @@ class _Writer:
         self.path, self.fmt = path, fmt
         self.header: list[str] | None = None
         if fmt == "csv" and path.exists() and path.stat().st_size:
-            with open(path, newline="", encoding="utf-8") as existing:
+            with open(path, newline="", encoding="utf-8-sig") as existing:
                 self.header = next(csv.reader(existing))
         self.pending: list[dict[str, Any]] = []
 
@@ -153,7 +153,11 @@ class _Writer:
     def flush(self) -> None:
         if not self.pending:
             return
-        with open(self.path, "a", newline="", encoding="utf-8") as out:
+        # CSV as utf-8-sig: the byte-order mark is how Excel knows the file is UTF-8 (without it,
+        # Persian and Arabic show as mojibake). Python writes it only at the start of the file,
+        # so appending to an existing export adds none.
+        encoding = "utf-8-sig" if self.fmt == "csv" else "utf-8"
+        with open(self.path, "a", newline="", encoding=encoding) as out:
             if self.fmt == "jsonl":
                 out.writelines(json.dumps(row, ensure_ascii=False) + "\n" for row in self.pending)
             else:

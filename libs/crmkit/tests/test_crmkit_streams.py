@@ -82,3 +82,20 @@ def test_csv_cells_that_a_spreadsheet_would_run_are_written_as_text(tmp_path: Pa
     assert row["data.first_name"] == "'=HYPERLINK(\"http://evil\",\"x\")"
     assert row["data.note"] == "'@SUM(A1)" and row["data.title"] == "'-2+3"
     assert row["data.amount"] == "-5" and row["data.plain"] == "Ali"  # numbers and plain text untouched
+
+
+def test_csv_exports_start_with_a_byte_order_mark_once_so_excel_shows_persian(tmp_path: Path) -> None:
+    table = tmp_path / "contacts.csv"
+    with streams._Writer(table, "csv") as writer:
+        writer.write({"id": "e1", "data.first_name": "علی"})
+    with streams._Writer(table, "csv") as writer:  # a later run appends under the same header
+        writer.write({"id": "e2", "data.first_name": "زهرا"})
+    raw = table.read_bytes()
+    assert raw.startswith(b"\xef\xbb\xbf") and raw.count(b"\xef\xbb\xbf") == 1
+    with open(table, newline="", encoding="utf-8-sig") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [(r["id"], r["data.first_name"]) for r in rows] == [("e1", "علی"), ("e2", "زهرا")]
+    jsonl = tmp_path / "contacts.jsonl"
+    with streams._Writer(jsonl, "jsonl") as writer:
+        writer.write({"id": "e1"})
+    assert jsonl.read_bytes().startswith(b"{")  # JSON lines stay plain UTF-8 (RFC 8259: no BOM)
