@@ -244,8 +244,14 @@ def service(svc: Svc, component: str) -> dict:
                  {"name": "metrics", "port": svc.metrics + 1, "targetPort": "metrics"}],
         "worker": [{"name": "metrics", "port": svc.metrics, "targetPort": "metrics"}],
     }[component]
+    spec: dict = {"selector": selector(svc, component), "ports": ports}
+    if component == "grpc":
+        # headless: its DNS name resolves to every ready pod, and the callers' channels
+        # (dns:/// targets, round_robin: crmkit.rpc) spread their calls over all of them; a
+        # ClusterIP would balance per connection, and a gRPC client keeps one for hours
+        spec = {"clusterIP": "None", **spec}
     return {"apiVersion": "v1", "kind": "Service", "metadata": meta(f"{svc.app}-{component}", svc, component),
-            "spec": {"selector": selector(svc, component), "ports": ports}}
+            "spec": spec}
 
 
 def pdb(svc: Svc, component: str) -> dict:
