@@ -1,12 +1,8 @@
 """The `crm` command: run the stack, mint tokens, replay and rebuild.
 
-    crm up                         the local stack (what `make run` runs)
-    crm token --roles admin        a JWT for the local stack, on stdout (--audience contacts,sales: only those)
-    crm keys list|rotate|retire    the token signing key ring (rotate adds a signing key; retire drops an old one)
-    crm replay SERVICE             re-publish a service's stored events to Kafka
-    crm rebuild SERVICE [NAME]     drop and rebuild read models from the event store
-    crm serve SERVICE api|grpc|worker|EXTRA   one process (what Kubernetes runs; EXTRA: a service's own)
-    crm deadletters list|retry|drop SERVICE [--projection P] [--id ID]   records projections parked
+`crm --help` lists every command; `crm COMMAND --help` describes its arguments. The long
+ones (rebuild, replay, export) show totals, rate and time left on a terminal and write
+only a start and a summary line elsewhere (crmkit.progress).
 """
 
 from __future__ import annotations
@@ -17,7 +13,6 @@ import logging
 import os
 import shutil
 import sys
-import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -25,65 +20,89 @@ from crmkit import auth, catalogue, keys, logs, profile, stack, streams
 from crmkit.config import REPO_ROOT, data_dir, slug
 from crmkit.deadletters import DeadLetters
 from crmkit.events import rfc3339
-from crmkit.projector import rebuild
+from crmkit.progress import Progress
+from crmkit.projector import Projection, rebuild
+from crmkit.runtime import Runtime
 from crmkit.service import ServiceSpec, discover, run_worker, serve_grpc, spec_for
 
 log = logging.getLogger("crm")
 
+SERVICE_HELP = "a service: contacts, sales, service-desk or messaging"
+EPILOG = """environment: CRM_KAFKA_BOOTSTRAP, CRM_MONGO_URL, CRM_JWT_SECRET, CRM_DATA_DIR (default var/)
+and the rest in README.md, "Configuration". Runbooks: docs/operations.md."""
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="crm", description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    commands = parser.add_subparsers(dest="command", required=True)
 
-    up_cmd = commands.add_parser("up", help="run the local stack in the foreground")
+def build_parser() -> argparse.ArgumentParser:
+    """Every command and argument, each with the line `crm --help` shows for it."""
+    parser = argparse.ArgumentParser(prog="crm", description="The CRM's command line: the local stack, tokens "
+                                     "and keys, event replay, read-model rebuilds, event export.",
+                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def command(name: str, summary: str) -> argparse.ArgumentParser:
+        return commands.add_parser(name, help=summary, description=summary)
+
+    up_cmd = command("up", "run the local stack in the foreground (what `make run` runs); Ctrl-C stops it")
     up_cmd.add_argument("--services", help="comma-separated subset (default: all installed)")
 
-    token_cmd = commands.add_parser("token", help="print a JWT for the local stack")
+    token_cmd = command("token", "print a JWT for the local stack, on stdout")
     token_cmd.add_argument("--roles", required=True, help="comma-separated, e.g. admin or contacts:read")
-    token_cmd.add_argument("--subject", default="admin")
+    token_cmd.add_argument("--subject", default="admin", help="the token's subject, who it speaks for "
+                                                             "(default admin)")
     token_cmd.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12h)")
     token_cmd.add_argument("--audience", default=auth.EVERY_SERVICE,
                            help="comma-separated services the token is for (default: every service)")
 
-    keys_cmd = commands.add_parser("keys", help="list, rotate or retire token signing keys")
-    keys_cmd.add_argument("action", choices=["list", "rotate", "retire", "service-credentials"])
+    keys_cmd = command("keys", "list, rotate or retire token signing keys; print fresh service credentials")
+    keys_cmd.add_argument("action", choices=["list", "rotate", "retire", "service-credentials"],
+                          help="list the ring; rotate: add a signing key; retire: drop old ones; "
+                               "service-credentials: Kubernetes Secrets with a key per service")
     keys_cmd.add_argument("kid", nargs="?", help="retire: the key to drop")
     keys_cmd.add_argument("--older-than-days", type=float, help="retire: every older key (never the signing one)")
     keys_cmd.add_argument("--file", type=Path, help="the ring file (default var/jwt-keys.json; on Kubernetes, "
                                                      "a copy of the crm-jwt Secret's keys)")
 
-    replay_cmd = commands.add_parser("replay", help="re-publish a service's stored events")
-    replay_cmd.add_argument("service")
+    replay_cmd = command("replay", "re-publish a service's stored events to its Kafka topic (consumers dedupe)")
+    replay_cmd.add_argument("service", help=SERVICE_HELP)
 
-    rebuild_cmd = commands.add_parser("rebuild", help="drop and rebuild read models from events")
-    rebuild_cmd.add_argument("service")
-    rebuild_cmd.add_argument("projection", nargs="?")
+    rebuild_cmd = command("rebuild", "drop and rebuild a service's read models from its events")
+    rebuild_cmd.add_argument("service", help=SERVICE_HELP)
+    rebuild_cmd.add_argument("projection", nargs="?", help="only this read model (default: all of the service's)")
 
-    serve_cmd = commands.add_parser("serve", help="run one process of a service")
-    serve_cmd.add_argument("service")
+    serve_cmd = command("serve", "run one process of a service (what Kubernetes runs)")
+    serve_cmd.add_argument("service", help=SERVICE_HELP)
     serve_cmd.add_argument("process", help="api, grpc, worker, or one of the service's extra processes")
 
-    tail_cmd = commands.add_parser("tail", help="print a topic's events as they arrive")
-    tail_cmd.add_argument("topic")
-    tail_cmd.add_argument("--from-beginning", action="store_true")
+    tail_cmd = command("tail", "print a topic's events as they arrive, one line each, until Ctrl-C")
+    tail_cmd.add_argument("topic", help="e.g. crm.contacts.events")
+    tail_cmd.add_argument("--from-beginning", action="store_true", help="start at the topic's first event, "
+                                                                        "not at its end")
     tail_cmd.add_argument("--type", help="only this event type (ContactCreated or crm.contacts.ContactCreated.v1)")
 
-    export_cmd = commands.add_parser("export", help="append a topic's new events to a flat file")
-    export_cmd.add_argument("topic")
-    export_cmd.add_argument("--format", choices=["jsonl", "csv"], required=True)
-    export_cmd.add_argument("--out", type=Path, required=True)
-    export_cmd.add_argument("--type", help="only this event type")
+    export_cmd = command("export", "append a topic's events not exported before to a flat file (docs/bi.md)")
+    export_cmd.add_argument("topic", help="e.g. crm.sales.events")
+    export_cmd.add_argument("--format", choices=["jsonl", "csv"], required=True,
+                            help="one JSON object or one CSV row per event")
+    export_cmd.add_argument("--out", type=Path, required=True,
+                            help="the file appended to; FILE.offsets.json beside it records where to resume")
+    export_cmd.add_argument("--type", help="only this event type (short or full name)")
 
-    dead_cmd = commands.add_parser("deadletters", help="list, re-apply (after a fix) or drop parked records")
-    dead_cmd.add_argument("action", choices=["list", "retry", "drop"])
-    dead_cmd.add_argument("service")
+    dead_cmd = command("deadletters", "list, re-apply (after a fix) or drop records projections parked")
+    dead_cmd.add_argument("action", choices=["list", "retry", "drop"],
+                          help="list them; retry: apply them again and remove those that succeed; drop them")
+    dead_cmd.add_argument("service", help=SERVICE_HELP)
     dead_cmd.add_argument("--projection", help="only this projection's")
     dead_cmd.add_argument("--id", help="only this dead letter (as `list` shows it)")
 
-    catalogue_cmd = commands.add_parser("catalogue", help="write every service's event schemas and the catalogue page")
-    catalogue_cmd.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "events")
+    catalogue_cmd = command("catalogue", "write every service's event schemas and the catalogue page "
+                                         "(`make catalogue`)")
+    catalogue_cmd.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "events",
+                               help="the folder written (default docs/events)")
+    return parser
 
-    args = parser.parse_args(argv)
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     handlers = {"up": up, "token": token, "replay": replay, "rebuild": rebuild_cmd_run, "serve": serve,
                 "tail": tail_cmd_run, "export": export_cmd_run, "catalogue": catalogue_cmd_run,
                 "deadletters": deadletters_cmd_run, "keys": keys_cmd_run}
@@ -107,10 +126,10 @@ def tail_cmd_run(args: argparse.Namespace) -> int:
 
 
 def export_cmd_run(args: argparse.Namespace) -> int:
-    started = time.perf_counter()
-    rows = streams.export(_bootstrap(), args.topic, fmt=args.format, out=args.out, event_type=args.type)
-    print(f"exported {rows} new events from {args.topic} to {args.out} in {time.perf_counter() - started:.1f}s",
-          file=sys.stderr)
+    with Progress(f"export {args.topic}", None, unit="records") as progress:
+        rows = streams.export(_bootstrap(), args.topic, fmt=args.format, out=args.out, event_type=args.type,
+                              progress=progress.update)
+        progress.finish(f"exported {rows} new events from {args.topic} to {args.out} in {progress.elapsed():.1f}s")
     return 0
 
 
@@ -163,11 +182,18 @@ def _service_credentials() -> str:
 def replay(args: argparse.Namespace) -> int:
     logs.configure(args.service, "cli")
     runtime = spec_for(args.service).runtime()
-    started = time.perf_counter()
-    sent = runtime.publisher.replay()
-    runtime.close()
-    print(f"replayed {sent} events of {args.service} in {time.perf_counter() - started:.1f}s", file=sys.stderr)
+    try:
+        with Progress(f"replay {args.service}", runtime.store.count()) as progress:
+            sent = runtime.publisher.replay(progress.batches(runtime.store.scan(sealed=True)))
+            progress.finish(f"replayed {sent} events of {args.service} in {progress.elapsed():.1f}s "
+                            f"({_rate(sent, progress.elapsed())} events/s)")
+    finally:
+        runtime.close()
     return 0
+
+
+def _rate(count: int, seconds: float) -> str:
+    return f"{count / seconds:.0f}" if seconds > 0 else "-"
 
 
 def rebuild_cmd_run(args: argparse.Namespace) -> int:
@@ -179,16 +205,26 @@ def rebuild_cmd_run(args: argparse.Namespace) -> int:
     if not projections:
         print(f"no projection named {args.projection!r}", file=sys.stderr)
         return 2
-    for projection in projections:
-        started = time.perf_counter()
-        count = rebuild(projection, runtime.store,
-                        lambda n, name=projection.name: print(f"  {name}: {n} events", file=sys.stderr),
-                        own_topic=runtime.settings.topic, bootstrap=runtime.settings.kafka_bootstrap)
-        elapsed = time.perf_counter() - started
-        print(f"rebuilt {projection.name} from {count} events in {elapsed:.1f}s "
-              f"({count / elapsed if elapsed else 0:.0f} events/s)", file=sys.stderr)
-    runtime.close()
+    try:
+        for projection in projections:
+            with Progress(f"rebuild {projection.name}", _rebuild_size(projection, runtime)) as progress:
+                count = rebuild(projection, runtime.store, progress.update,
+                                own_topic=runtime.settings.topic, bootstrap=runtime.settings.kafka_bootstrap)
+                elapsed = progress.elapsed()
+                progress.finish(f"rebuilt {projection.name} from {count} events in {elapsed:.1f}s "
+                                f"({_rate(count, elapsed)} events/s)")
+    finally:
+        runtime.close()
     return 0
+
+
+def _rebuild_size(projection: Projection, runtime: Runtime) -> int:
+    """What a rebuild of `projection` reads: the service's stored events if it follows its
+    own topic, and every record now on the other topics it follows."""
+    own = runtime.settings.topic
+    foreign = [topic for topic in projection.topics if topic != own]
+    stored = runtime.store.count() if own in projection.topics else 0
+    return stored + (streams.records_on(runtime.settings.kafka_bootstrap, foreign) if foreign else 0)
 
 
 def deadletters_cmd_run(args: argparse.Namespace) -> int:

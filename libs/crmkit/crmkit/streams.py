@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -51,7 +51,7 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
 def _consumer(bootstrap: str, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
     consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
                              client_id="crm-cli", allow_auto_create_topics=False, **kafka_client_options())
-    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic))]
+    partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
     if not partitions:
         consumer.close()
         raise SystemExit(f"topic {topic} does not exist")
@@ -100,19 +100,27 @@ def tail(bootstrap: str, topic: str, *, from_beginning: bool, event_type: str | 
 
 def export(
     bootstrap: str, topic: str, *, fmt: str, out: Path, event_type: str | None = None,
-    progress: Callable[[int], None] | None = None,
+    progress: Callable[[int, int], None] | None = None,
 ) -> int:
-    """Append every event not exported before to `out` (jsonl or csv); returns rows written."""
+    """Append every event not exported before to `out` (jsonl or csv); returns rows written.
+
+    `progress` hears (records read, records there were to read when it began) after each poll.
+    """
     offsets_file = out.with_name(out.name + ".offsets.json")
     done: dict[str, int] = json.loads(offsets_file.read_text()) if offsets_file.exists() else {}
     consumer, partitions = _consumer(bootstrap, topic)
-    written = 0
+    written = read = 0
     try:
         for tp in partitions:
             consumer.seek(tp, done.get(str(tp.partition), 0))
+        start = {tp: done.get(str(tp.partition), 0) for tp in partitions}
+        ends = consumer.end_offsets(partitions)
+        backlog = _backlog(consumer, start, ends)
         with _Writer(out, fmt) as writer:
             while not caught_up(consumer, partitions):
                 records = consumer.poll(timeout_ms=1000)
+                read += sum(len(chunk) for chunk in records.values())
+                backlog = _backlog(consumer, start, ends)
                 for message, envelope in _envelopes(records):
                     if _wanted(envelope, event_type):
                         writer.write(flatten(envelope))
@@ -122,10 +130,39 @@ def export(
                     writer.flush()
                     offsets_file.write_text(json.dumps(done))  # only after the rows are on disk
                     if progress is not None:
-                        progress(written)
+                        progress(read, backlog)
+        if progress is not None:
+            progress(read, backlog)
     finally:
         consumer.close()
     return written
+
+
+def _backlog(consumer: KafkaConsumer, start: dict[TopicPartition, int], ends: dict[TopicPartition, int]) -> int:
+    """Records from `start` to each partition's end: the high watermark of the last fetch,
+    else the listed end offset (which the local Tansu gives as its last batch's first
+    offset + 1, too low until a fetch has told the truth)."""
+    total = 0
+    for tp, first in start.items():
+        high = consumer.highwater(tp)
+        total += max(0, (ends[tp] if high is None else high) - first)
+    return total
+
+
+def records_on(bootstrap: str, topics: Sequence[str]) -> int:
+    """How many records `topics` hold now (end less first offset of every partition): the
+    size of a read from the beginning, for progress. A topic that does not exist holds none.
+    An estimate: the local Tansu lists a partition's end as its last batch's first offset + 1."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
+                             client_id="crm-cli", allow_auto_create_topics=False, **kafka_client_options())
+    try:
+        partitions = [TopicPartition(topic, p) for topic in topics for p in consumer.partitions_for_topic(topic) or ()]
+        if not partitions:
+            return 0
+        first, ends = consumer.beginning_offsets(partitions), consumer.end_offsets(partitions)
+        return sum(ends[tp] - first[tp] for tp in partitions)
+    finally:
+        consumer.close()
 
 
 class _Writer:
