@@ -53,7 +53,7 @@ from crmkit import auth, stack
 from crmkit.events import new_id
 from crmkit.projector import read_topics
 from crmkit.service import spec_for
-from crmkit.testing import grpc_serving, start_service_process, wait_until
+from crmkit.testing import grpc_serving, start_service_process, stored_events, wait_until
 
 pytestmark = [pytest.mark.servers, pytest.mark.e2e]
 
@@ -503,9 +503,8 @@ class Audit:
     def events(self, service: str) -> dict[str, list[dict[str, Any]]]:
         """A service's stored events by stream, in version order (only what the audit needs)."""
         streams: dict[str, list[dict[str, Any]]] = {}
-        fields = {"stream_id": 1, "version": 1, "type": 1, "event_id": 1, "published": 1}
-        for doc in self.mongo[f"crm_{service}"]["events"].find({}, fields).sort("_id", 1):
-            streams.setdefault(doc["stream_id"], []).append(doc)
+        for event in stored_events(self.mongo[f"crm_{service}"]["events"]):
+            streams.setdefault(event["stream_id"], []).append(event)
         return streams
 
     def documents(self, service: str, collection: str, ids: list[str], *fields: str) -> dict[str, dict[str, Any]]:
@@ -586,8 +585,8 @@ class Audit:
 
     def sent(self) -> set[str]:
         """Messages whose send is recorded (MessageSent stored)."""
-        return {doc["stream_id"] for doc in self.mongo["crm_messaging"]["events"].find(
-            {"type": "MessageSent"}, {"stream_id": 1})}
+        return {event["stream_id"] for event in stored_events(self.mongo["crm_messaging"]["events"],
+                                                               type="MessageSent")}
 
 
 def _short(streams: dict[str, list[dict[str, Any]]], acknowledged: dict[str, int]) -> int:

@@ -102,6 +102,10 @@ class RecordedEvent:
     actor: str
     correlation_id: str
     causation_id: str | None
+    # The stream version that begins the stored commit holding this event (one decision's
+    # events are one commit, crmkit.eventstore): the outbox marks whole commits published.
+    # Not on the wire; 0 for an event read off Kafka.
+    commit: int = field(default=0, compare=False, repr=False)
 
     @property
     def full_type(self) -> str:

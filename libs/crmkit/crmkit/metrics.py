@@ -47,6 +47,12 @@ EVENTS_APPENDED = Counter(
 EVENTS_PUBLISHED = Counter(
     "crm_events_published_total", "Events acknowledged by Kafka.", ["service", "path"]
 )
+GROUP_COMMIT_SIZE = Histogram(
+    "crm_group_commit_requests",
+    "Requests whose inserts shared one round trip to MongoDB (crmkit.groupcommit), by collection.",
+    ["collection"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128),
+)
 PUBLISH_FAILURES = Counter(
     "crm_publish_failures_total", "Sends Kafka did not acknowledge (the sweeper retries).", ["service"]
 )

@@ -83,11 +83,11 @@ class _AckRecorder:
     """Marks acknowledged events as published in batches, off Kafka's I/O thread, then
     lets the publisher forget them (`recorded`)."""
 
-    def __init__(self, store: EventStore, recorded: Callable[[Sequence[RecordedEvent]], None],
+    def __init__(self, store: EventStore, recorded: Callable[[Sequence[_Commit]], None],
                  interval: float = 0.05) -> None:
         self._store = store
         self._recorded = recorded
-        self._pending: list[RecordedEvent] = []
+        self._pending: list[_Commit] = []
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._interval = interval
@@ -95,16 +95,16 @@ class _AckRecorder:
         self._thread = threading.Thread(target=self._run, name="outbox-acks", daemon=True)
         self._thread.start()
 
-    def add(self, event: RecordedEvent) -> None:
+    def add(self, commit: _Commit) -> None:
         with self._lock:
-            self._pending.append(event)
+            self._pending.append(commit)
 
     def flush(self) -> None:
         with self._lock:
             acknowledged, self._pending = self._pending, []
         if acknowledged:
             try:
-                self._store.mark_published(acknowledged)
+                self._store.mark_published([event for commit in acknowledged for event in commit.events])
             finally:  # marked, or left to be sent again: either way no longer in flight
                 self._recorded(acknowledged)
 
@@ -136,7 +136,7 @@ class Publisher:
         self._failed = False
         self._renewed_at = float("-inf")
         self._acks = _AckRecorder(store, self._forget)
-        self._in_flight: dict[str, float] = {}  # ids handed to the producer, unacknowledged: since when
+        self._in_flight: dict[tuple[str, int], float] = {}  # commits handed to the producer, unacknowledged: since when
         self._in_flight_lock = threading.Lock()
         self._sending = threading.Lock()  # one batch at a time: what is in flight went to the producer before
 
@@ -200,23 +200,28 @@ class Publisher:
             self.producer.close(timeout=5)
 
     def _send(self, events: Sequence[RecordedEvent], path: str) -> None:
-        """Hand `events` to the producer in the order given, less those it already holds."""
+        """Hand `events` to the producer in the order given, less the commits it already holds.
+
+        A commit counts as acknowledged when all of its events are (`_Commit`), and only then
+        is it marked published: marking it on a part would lose the rest if that part failed.
+        """
         with self._sending:
             self._replace_failed_producer()
             generation = self._generation
-            for event in events:
+            for commit in _commits(events):
                 with self._in_flight_lock:
-                    if event.id in self._in_flight:
+                    if commit.key in self._in_flight:
                         continue
-                    self._in_flight[event.id] = time.monotonic()
+                    self._in_flight[commit.key] = time.monotonic()
                 try:
-                    future = self.producer.send(self.topic, key=event.stream_id.encode(), value=event.to_bytes(),
-                                                headers=event.kafka_headers())
+                    for event in commit.events:
+                        future = self.producer.send(self.topic, key=event.stream_id.encode(), value=event.to_bytes(),
+                                                    headers=event.kafka_headers())
+                        future.add_callback(self._on_ack, commit, path)
+                        future.add_errback(self._on_error, commit, generation)
                 except BaseException:
-                    self._forget([event])
+                    self._forget([commit])
                     raise  # the rest of the batch stays behind it, for the sweeper
-                future.add_callback(self._on_ack, event, path)
-                future.add_errback(self._on_error, event, generation)
 
     def _replace_failed_producer(self) -> None:
         """After a failed send, a new producer (see the module docstring); called under `_sending`.
@@ -245,25 +250,55 @@ class Publisher:
         log.warning("replaced a failed Kafka producer; the sweeper sends what it held")
         _discard(old)
 
-    def _forget(self, events: Sequence[RecordedEvent]) -> None:
+    def _forget(self, commits: Sequence[_Commit]) -> None:
         with self._in_flight_lock:
-            for event in events:
-                self._in_flight.pop(event.id, None)
+            for commit in commits:
+                self._in_flight.pop(commit.key, None)
 
-    def _on_ack(self, event: RecordedEvent, path: str, _metadata: object) -> None:
-        self._acks.add(event)
-        service = self.store.service
-        metrics.EVENTS_PUBLISHED.labels(service, path).inc()
-        metrics.PUBLISH_LAG.labels(service, path).observe((utcnow() - event.time).total_seconds())
+    def _on_ack(self, commit: _Commit, path: str, _metadata: object) -> None:
+        if commit.acknowledged():
+            self._acks.add(commit)
+            service = self.store.service
+            metrics.EVENTS_PUBLISHED.labels(service, path).inc(len(commit.events))
+            metrics.PUBLISH_LAG.labels(service, path).observe((utcnow() - commit.events[0].time).total_seconds())
 
-    def _on_error(self, event: RecordedEvent, generation: int, exc: BaseException) -> None:
+    def _on_error(self, commit: _Commit, generation: int, exc: BaseException) -> None:
         with self._in_flight_lock:
             if generation != self._generation:
                 return  # a replaced producer's leftovers: already forgotten
             self._failed = True
-            self._in_flight.pop(event.id, None)  # not on the topic: its stream's next send or the sweeper resends it
+            self._in_flight.pop(commit.key, None)  # not on the topic: its stream's next send or the sweeper resends it
         metrics.PUBLISH_FAILURES.labels(self.store.service).inc()
-        log.warning("publish failed; the sweeper will retry", extra={"event_id": event.id, "error": repr(exc)})
+        log.warning("publish failed; the sweeper will retry",
+                    extra={"event_id": commit.events[0].id, "error": repr(exc)})
+
+
+class _Commit:
+    """The events of one stored commit on their way to Kafka, counting acknowledgements."""
+
+    def __init__(self, events: list[RecordedEvent]) -> None:
+        self.events = events
+        self.key = (events[0].stream_id, events[0].commit or events[0].version)
+        self._waiting = len(events)
+        self._lock = threading.Lock()
+
+    def acknowledged(self) -> bool:
+        """Count one event's acknowledgement; True once, when the last of them arrives."""
+        with self._lock:
+            self._waiting -= 1
+            return self._waiting == 0
+
+
+def _commits(events: Sequence[RecordedEvent]) -> list[_Commit]:
+    """Consecutive events of the same stored commit, grouped (the store hands out whole commits)."""
+    groups: list[list[RecordedEvent]] = []
+    for event in events:
+        if groups and (groups[-1][0].stream_id, groups[-1][0].commit) == (event.stream_id, event.commit) \
+                and event.commit:
+            groups[-1].append(event)
+        else:
+            groups.append([event])
+    return [_Commit(group) for group in groups]
 
 
 def _discard(producer: KafkaProducer) -> None:

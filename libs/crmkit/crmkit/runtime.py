@@ -37,6 +37,7 @@ class Runtime:
         settings: Settings,
         upcasters: Upcasters | None = None,
         personal_fields: Mapping[str, Sequence[str]] | None = None,
+        references: Sequence[str] = (),
     ) -> None:
         self.settings = settings
         kafka_client_options()  # a CRM_KAFKA_* security setting that cannot work stops the process here, at start
@@ -51,7 +52,7 @@ class Runtime:
         self.db = self.mongo[settings.database]
         self.vault = KeyVault(self.db["data_keys"])
         personal = PersonalData(self.vault, personal_fields) if personal_fields else None
-        self.store = EventStore(self.db, settings.slug, upcasters, personal)
+        self.store = EventStore(self.db, settings.slug, upcasters, personal, references)
         self._publisher: Publisher | None = None
         self._lock = threading.Lock()
         self._handoff: queue.Queue[list[RecordedEvent] | None] = queue.Queue(maxsize=HANDOFF_CAPACITY)

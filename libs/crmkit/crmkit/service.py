@@ -52,6 +52,8 @@ class ServiceSpec:
     upcasters: Upcasters = field(default_factory=Upcasters)
     # personal fields per event type (dotted paths into data), sealed with a per-person key
     personal_fields: Mapping[str, Sequence[str]] = field(default_factory=dict)
+    # keys of event data naming other records, which EventStore.streams_referring finds streams by
+    references: Sequence[str] = ()
     # every event type the service emits (docs/events is generated from it)
     events: Catalogue | None = None
     # background loops the worker runs beside the projectors (imports, timers); each
@@ -73,7 +75,7 @@ class ServiceSpec:
         return Settings.for_service(self.name, http=self.ports.http, grpc=self.ports.grpc, metrics=self.ports.metrics)
 
     def runtime(self) -> Runtime:
-        runtime = Runtime(self.settings(), self.upcasters, self.personal_fields)
+        runtime = Runtime(self.settings(), self.upcasters, self.personal_fields, self.references)
         runtime.store.catalogue = self.events
         return runtime
 

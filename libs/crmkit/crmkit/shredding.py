@@ -37,10 +37,11 @@ from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from pymongo import UpdateOne
 from pymongo.collection import Collection
-from pymongo.errors import BulkWriteError, DuplicateKeyError
+from pymongo.errors import BulkWriteError
 
 from crmkit import metrics
 from crmkit.events import RecordedEvent, utcnow
+from crmkit.groupcommit import GroupCommit
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,7 @@ class KeyVault:
 
     def __init__(self, collection: Collection) -> None:
         self.keys = collection
+        self._inserts = GroupCommit(collection, "data_keys")  # concurrent creates share a round trip
 
     def key_for(self, subject: str, *, new_stream: bool = False) -> DataKey | None:
         """The subject's key, created on first use; None once the subject was erased.
@@ -91,11 +93,9 @@ class KeyVault:
         found = None if new_stream else self.keys.find_one({"_id": subject})
         if found is None:
             document = _new_key(subject)
-            try:
-                self.keys.insert_one(document)
+            if not self._inserts.insert([document]):
                 return _data_key(document)
-            except DuplicateKeyError:  # created (or erased) concurrently: use what won
-                found = self.keys.find_one({"_id": subject})
+            found = self.keys.find_one({"_id": subject})  # created (or erased) concurrently: use what won
         return _data_key(found)
 
     def keys_for(self, subjects: Iterable[str]) -> dict[str, DataKey]:

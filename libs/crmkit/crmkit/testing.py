@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import grpc
 import pytest
@@ -193,6 +193,23 @@ def stored_events_match_published_schemas(store: EventStore, docs: Path) -> set[
             assert errors == [], (event.full_type, errors)
             seen.add(event.type)
     return seen
+
+
+def stored_events(collection: Any, query: dict[str, Any] | None = None, **match: Any) -> list[dict[str, Any]]:
+    """Events exactly as stored (sealed), one dict each: the fields of their commit (stream,
+    time, actor, causation, published...) with the event's own (event_id, type, data, version).
+
+    `query` selects commits on the server (commit fields only); `match` keeps the events whose
+    field equals the value given (e.g. `type="MessageSent"`). For tests that look under the API.
+    """
+    found = []
+    for commit in collection.find(query or {}).sort("_id", 1):
+        for offset, event in enumerate(commit.get("events") or [commit]):  # a document from before commits
+            unfolded = {**{k: v for k, v in commit.items() if k != "events"}, **event,
+                        "version": commit["version"] + offset}
+            if all(unfolded.get(name) == value for name, value in match.items()):
+                found.append(unfolded)
+    return found
 
 
 def grpc_channel(target: str, *roles: str, audience: str = "crm") -> grpc.Channel:

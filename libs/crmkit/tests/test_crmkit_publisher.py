@@ -202,10 +202,11 @@ def test_the_sweep_limit_never_sends_a_later_version_before_an_earlier_one(
     servers: Servers, store: EventStore, publisher: Publisher, topic: str
 ) -> None:
     a, b = sorted([new_id(), new_id()])
-    append(store, a, 0, 2)
-    append(store, b, 0, 3)
-    assert publisher.sweep(limit=3, min_age=0) == 3  # a's two, and b cut after its first
-    assert publisher.sweep(limit=3, min_age=0) == 2
+    append(store, a, 0, 2)  # one commit of two events
+    for version in range(3):
+        append(store, b, version)  # three commits of one
+    assert publisher.sweep(limit=2, min_age=0) == 3  # a's commit whole, and b cut after its first commit
+    assert publisher.sweep(limit=2, min_age=0) == 2
     assert by_key(read_topic(servers.kafka_bootstrap, topic, 5)) == {a: [1, 2], b: [1, 2, 3]}
 
 
@@ -232,9 +233,49 @@ def test_replay_resends_everything_to_a_fresh_topic(
 
 
 def test_replay_of_given_batches(servers: Servers, store: EventStore, publisher: Publisher, topic: str) -> None:
-    events = append(store, new_id(), 0, 2)
-    assert publisher.replay([events[:1], events[1:]]) == 2
-    assert len(read_topic(servers.kafka_bootstrap, topic, 2)) == 2
+    stream = new_id()
+    events = append(store, stream, 0, 2) + append(store, stream, 2)
+    assert publisher.replay([events[:2], events[2:]]) == 3  # batches of whole commits, as scan() gives them
+    assert len(read_topic(servers.kafka_bootstrap, topic, 3)) == 3
+    assert store.unpublished() == []
+
+
+def test_a_commit_is_published_only_when_all_its_events_are_acknowledged(
+    store: EventStore, publisher: Publisher
+) -> None:
+    """Kafka acknowledges per record; marking a commit on its first acknowledgement would lose
+    the rest if one of them failed."""
+    events = append(store, new_id(), 0, 3)
+    callbacks: list[tuple[Any, ...]] = []
+
+    class Future:
+        def add_callback(self, function: Any, *args: Any) -> None:
+            callbacks.append((function, *args))
+
+        def add_errback(self, function: Any, *args: Any) -> None:
+            pass
+
+    class Producer:
+        def send(self, *_args: Any, **_kwargs: Any) -> Future:
+            return Future()
+
+        def flush(self, timeout: float | None = None) -> None:
+            pass
+
+        def close(self, timeout: float | None = None) -> None:
+            pass
+
+    publisher.producer.close()
+    publisher.producer = Producer()  # type: ignore[assignment]
+    publisher.publish(events)
+    for function, *args in callbacks[:2]:
+        function(*args, None)
+        publisher._acks.flush()
+    assert store.unpublished() == events
+    function, *args = callbacks[2]
+    function(*args, None)
+    publisher._acks.flush()
+    assert store.unpublished() == []
 
 
 def test_close_records_acknowledgements_of_sends_in_flight(servers: Servers, store: EventStore, topic: str) -> None:

@@ -30,7 +30,6 @@ own events, which carry the job in `causationid` and the upload's correlation id
 
 from __future__ import annotations
 
-import codecs
 import contextlib
 import csv
 import hashlib
@@ -41,7 +40,9 @@ import logging
 import os
 import re
 import secrets
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -49,7 +50,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, BinaryIO
+from typing import IO, Any, BinaryIO
 
 from bson import Binary
 from marshmallow import ValidationError
@@ -58,6 +59,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
+from crm_contacts import import_formats
 from crm_contacts.domain import Contact
 from crm_contacts.schemas import ContactInput
 from crmkit.aggregate import Repository
@@ -77,7 +79,9 @@ LEASE_SECONDS = 60.0
 MAX_ATTEMPTS = 5
 ORPHAN_UPLOAD_SECONDS = 3600
 
-FORMATS = {"text/csv": "csv", "application/x-ndjson": "ndjson", "application/jsonl": "ndjson"}
+XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+FORMATS = {"text/csv": "csv", "application/x-ndjson": "ndjson", "application/jsonl": "ndjson", XLSX_TYPE: "xlsx"}
+XLSX_MAX_UNPACKED = 10 * MAX_UPLOAD_BYTES  # a workbook's XML inflates ~5-20x; a zip bomb far more
 ON_DUPLICATE = ("skip", "update")
 STATUSES = ("queued", "running", "completed", "failed")
 CSV_COLUMNS = ("first_name", "last_name", "email", "phone", "company_id", "lifecycle_stage", "tags", "owner")
@@ -107,17 +111,19 @@ class LeaseLost(Exception):
 
 
 def media_format(mimetype: str, params: dict[str, str]) -> str:
-    """`csv` or `ndjson` for an upload's Content-Type; 415 for anything else."""
+    """`csv`, `ndjson` or `xlsx` for an upload's Content-Type; 415 for anything else, or for a
+    charset other than UTF-8 (any format) or Windows-1256 (CSV)."""
     fmt = FORMATS.get(mimetype.lower())
     if fmt is None:
         raise UnsupportedMediaType(
             f"send the file as {', '.join(FORMATS)}; got {mimetype or 'no Content-Type'}",
             {"Content-Type": [f"must be one of {', '.join(FORMATS)}"]},
         )
-    charset = params.get("charset", "utf-8").lower().replace("_", "-")
-    if charset not in ("utf-8", "utf8"):
-        raise UnsupportedMediaType(f"only UTF-8 text is accepted, not {charset}",
-                                   {"Content-Type": ["charset must be utf-8"]})
+    charset = import_formats.charset_of(params)
+    allowed = ("utf-8", "windows-1256") if fmt == "csv" else ("utf-8",)
+    if not import_formats.known_charset(charset) or (fmt == "ndjson" and charset == import_formats.CP1256):
+        raise UnsupportedMediaType(f"a {fmt} upload is {' or '.join(allowed)} text, not {charset}",
+                                   {"Content-Type": [f"charset must be {' or '.join(allowed)}"]})
     return fmt
 
 
@@ -179,6 +185,27 @@ def read_rows(text: io.TextIOBase, fmt: str) -> Iterator[Row]:
         yield from _csv_rows(text)
     else:
         yield from _ndjson_rows(text)
+
+
+def sheet_rows(sheet: Any) -> Iterator[Row]:
+    """Rows of a worksheet read like a CSV: the first non-blank row is the header, blank rows
+    are skipped, `line` is the sheet's row number."""
+    columns: list[str] | None = None
+    number = 0
+    for line, values in enumerate(sheet.iter_rows(values_only=True), start=1):
+        record = [import_formats.cell_text(value) for value in values]
+        if not any(cell.strip() for cell in record):
+            continue
+        if columns is None:
+            while record and not record[-1].strip():  # a sheet's used range may run past the header
+                record.pop()
+            columns = csv_columns(record)
+            continue
+        number += 1
+        if any(cell.strip() for cell in record[len(columns):]):
+            yield Row(number, line, None, {"_row": [f"has values past the {len(columns)} named columns"]})
+            continue
+        yield Row(number, line, csv_fields(columns, record))
 
 
 def _csv_rows(text: io.TextIOBase) -> Iterator[Row]:
@@ -244,6 +271,19 @@ def check_head(text: str, fmt: str) -> None:
                                {"_body": ["each line must be one JSON object"]})
 
 
+def check_sheet_head(sheet: Any) -> None:
+    """Refuse a workbook whose first sheet has no usable header row (422)."""
+    for values in sheet.iter_rows(values_only=True):
+        record = [import_formats.cell_text(value) for value in values]
+        if any(cell.strip() for cell in record):
+            while not record[-1].strip():
+                record.pop()
+            csv_columns(record)
+            return
+    raise ValidationFailed("the workbook's first sheet is empty",
+                           {"header": ["the first row must be a header row naming the columns"]})
+
+
 def contact_id(id_key: str, created_ms: int, row: int) -> str:
     """The id of the contact row `row` of an import creates: the same on every attempt.
 
@@ -278,6 +318,8 @@ class Upload:
     chunks: int
     size: int
     sha256: str
+    format: str = "csv"  # what the bytes turned out to be (a workbook sent as text/csv is `xlsx`)
+    encoding: str | None = import_formats.UTF8  # of a text upload: utf-8 or cp1256
 
 
 def _read_up_to(stream: BinaryIO, size: int) -> bytes:
@@ -314,39 +356,57 @@ class ImportJobs:
         self.chunks.create_index([("seq", ASCENDING), ("created_ms", ASCENDING)])
         self.rejections.create_index([("import_id", ASCENDING)])
 
-    def store_upload(self, import_id: str, stream: BinaryIO, fmt: str) -> Upload:
-        """Stream the body into chunks, checking it is UTF-8 text in `fmt`; nothing is left on failure."""
-        decoder = codecs.getincrementaldecoder("utf-8")("strict")
-        digest = hashlib.sha256()
-        seq = size = 0
+    def store_upload(self, import_id: str, stream: BinaryIO, fmt: str, charset: str | None = None) -> Upload:
+        """Stream the body into chunks, checking it is text in `fmt` (UTF-8, or Windows-1256 for
+        CSV: `import_formats`) or a readable workbook; nothing is left on failure."""
         try:
-            while chunk := _read_up_to(stream, CHUNK_BYTES):
-                if b"\x00" in chunk:
-                    raise ValidationFailed("the upload is binary data, not text",
-                                           {"_body": [f"NUL byte at offset {size + chunk.index(0)}"]})
-                try:
-                    text = decoder.decode(chunk)
-                except UnicodeDecodeError as exc:
-                    raise ValidationFailed("the upload is not UTF-8 text",
-                                           {"_body": [f"invalid UTF-8 at byte {size + exc.start}"]}) from None
-                if seq == 0:
-                    check_head(text, fmt)
-                digest.update(chunk)
-                size += len(chunk)
-                self.chunks.insert_one({"_id": chunk_id(import_id, seq), "import_id": import_id, "seq": seq,
-                                        "data": Binary(chunk), "created_ms": epoch_ms()})
-                seq += 1
-            try:
-                decoder.decode(b"", final=True)
-            except UnicodeDecodeError:
-                raise ValidationFailed("the upload is not UTF-8 text",
-                                       {"_body": ["ends inside a UTF-8 character"]}) from None
-            if size == 0:
-                raise MalformedBody("the request needs a body: the file to import")
+            with tempfile.SpooledTemporaryFile(max_size=CHUNK_BYTES) as workbook:  # written to for xlsx only
+                return self._store(import_id, stream, fmt, charset, workbook)
         except BaseException:
             self.discard(import_id)
             raise
-        return Upload(seq, size, digest.hexdigest())
+
+    def _store(self, import_id: str, stream: BinaryIO, fmt: str, charset: str | None, workbook: IO[bytes]) -> Upload:
+        digest = hashlib.sha256()
+        seq = size = 0
+        decoder: import_formats.Charset | None = None
+        while chunk := _read_up_to(stream, CHUNK_BYTES):
+            if seq == 0:
+                import_formats.refuse_signature(chunk)
+                if chunk.startswith(import_formats.ZIP_MAGIC):
+                    fmt = "xlsx"
+                elif fmt != "xlsx":
+                    decoder = import_formats.Charset(charset, fallback=fmt == "csv")
+            if decoder is None:
+                workbook.write(chunk)
+            else:
+                self._check_text(chunk, size, seq, fmt, decoder)
+            digest.update(chunk)
+            size += len(chunk)
+            self.chunks.insert_one({"_id": chunk_id(import_id, seq), "import_id": import_id, "seq": seq,
+                                    "data": Binary(chunk), "created_ms": epoch_ms()})
+            seq += 1
+        if size == 0:
+            raise MalformedBody("the request needs a body: the file to import")
+        if decoder is not None:
+            decoder.finish()
+        else:
+            workbook.seek(0)
+            sheet = import_formats.open_workbook(workbook, XLSX_MAX_UNPACKED)
+            try:
+                check_sheet_head(sheet)
+            finally:
+                sheet.parent.close()
+        return Upload(seq, size, digest.hexdigest(), fmt, decoder.encoding if decoder else None)
+
+    @staticmethod
+    def _check_text(chunk: bytes, size: int, seq: int, fmt: str, decoder: import_formats.Charset) -> None:
+        if b"\x00" in chunk:
+            raise ValidationFailed("the upload is binary data, not text",
+                                   {"_body": [f"NUL byte at offset {size + chunk.index(0)}"]})
+        text = decoder.decode(chunk)
+        if seq == 0:
+            check_head(text, fmt)
 
     def discard(self, import_id: str) -> None:
         self.chunks.delete_many({"import_id": import_id})
@@ -355,7 +415,8 @@ class ImportJobs:
         job = {
             "_id": import_id,
             "status": "queued",
-            "format": fmt,
+            "format": upload.format,
+            "encoding": upload.encoding,  # how the worker decodes a text upload
             "on_duplicate": on_duplicate,
             "bytes": upload.size,
             "chunks": upload.chunks,
@@ -615,14 +676,37 @@ class ImportRunner:
 
     def _rows(self, job: dict[str, Any], renew: bool) -> Iterator[Row]:
         raw = _ChunkStream(self.jobs.chunks, job["_id"], job["chunks"])
-        text = io.TextIOWrapper(io.BufferedReader(raw, 1 << 20), encoding="utf-8-sig", newline="")
         try:
-            for row in read_rows(text, job["format"]):
-                if renew and row.number % 1000 == 0:
-                    self._renew(job)
-                yield row
+            if job["format"] == "xlsx":
+                yield from self._renewing(job, renew, self._sheet_rows(raw))
+                return
+            encoding = "utf-8-sig" if (job.get("encoding") or "utf-8") == "utf-8" else job["encoding"]
+            text = io.TextIOWrapper(io.BufferedReader(raw, 1 << 20), encoding=encoding, newline="")
+            yield from self._renewing(job, renew, read_rows(text, job["format"]))
         except (UnicodeDecodeError, ValidationFailed) as exc:
             raise ImportFailed(f"the file cannot be read: {getattr(exc, 'detail', exc)}") from None
+
+    def _renewing(self, job: dict[str, Any], renew: bool, rows: Iterator[Row]) -> Iterator[Row]:
+        for row in rows:
+            if renew and row.number % 1000 == 0:
+                self._renew(job)
+            yield row
+
+    @staticmethod
+    def _sheet_rows(raw: io.RawIOBase) -> Iterator[Row]:
+        """A workbook's rows: its bytes are copied to a spooled file first (a zip is read from its end)."""
+        with tempfile.SpooledTemporaryFile(max_size=CHUNK_BYTES) as copy:
+            shutil.copyfileobj(io.BufferedReader(raw, 1 << 20), copy)
+            copy.seek(0)
+            sheet = import_formats.open_workbook(copy, XLSX_MAX_UNPACKED)
+            try:
+                yield from sheet_rows(sheet)
+            except ValidationFailed:
+                raise
+            except Exception as exc:  # a hostile workbook can make the parser raise anything
+                raise ImportFailed(f"the workbook cannot be read: {type(exc).__name__}") from None
+            finally:
+                sheet.parent.close()
 
     def _plan(self, job: dict[str, Any], rows: list[Row], progress: Progress, lookup: bool) -> Plan:
         """Validate and dedupe one batch; with `lookup`, also match existing contacts."""

@@ -38,7 +38,7 @@ class ImportListQuery(PageQuery):
 class ImportView(Schema):
     id = fields.String()
     status = fields.String(metadata={"enum": list(imports.STATUSES)})
-    format = fields.String(metadata={"enum": ["csv", "ndjson"]})
+    format = fields.String(metadata={"enum": ["csv", "ndjson", "xlsx"]})
     on_duplicate = fields.String(metadata={"enum": list(imports.ON_DUPLICATE)})
     bytes = fields.Integer()
     rows_total = fields.Integer(allow_none=True, metadata={"description": "data rows in the file, once counted"})
@@ -66,7 +66,10 @@ UPLOAD_DOC = {
         "required": True,
         "description": "CSV with a header row (first_name, last_name, email, phone, company_id, lifecycle_stage, "
                        "tags separated by ';' or '|', owner, attributes.<key>) or JSON lines (one object per line, "
-                       "the fields of POST /v1/contacts). UTF-8; a byte-order mark is allowed.",
+                       "the fields of POST /v1/contacts), or an .xlsx workbook (its first sheet, laid out like the "
+                       "CSV; known by its Content-Type or its zip signature). CSV is UTF-8 (a byte-order mark is "
+                       "allowed) or Windows-1256: `charset=` in the Content-Type, or detected (not valid UTF-8 "
+                       "after plain ASCII); JSON lines are UTF-8.",
         "content": {mime: {"schema": {"type": "string", "format": "binary"}} for mime in imports.FORMATS},
     },
     "parameters": [{
@@ -96,7 +99,8 @@ def blueprint(runtime: Runtime) -> Blueprint:
         if key is not None and (held := keys.live(key)) is not None:
             return replay(held, fingerprint(imports.fingerprint(request.stream)))
         import_id = new_id()
-        upload = jobs.store_upload(import_id, request.stream, fmt)
+        charset = imports.import_formats.charset_of(request.mimetype_params)
+        upload = jobs.store_upload(import_id, request.stream, fmt, charset)
         claim = None
         if key is not None:
             outcome = keys.claim(key, fingerprint(upload.sha256))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from crm_messaging.triggers import TriggerReactor
 from crmkit.events import RecordedEvent, new_id, utcnow
+from crmkit.testing import stored_events
 
 from .conftest import World
 
@@ -28,7 +29,7 @@ def test_a_late_event_fires_its_trigger_as_in_order(world: World) -> None:
         reactor.handle([event])
     reactor.handle(late[:1])  # redelivered: nothing more
 
-    queued = world.messaging.runtime.db["events"].find({"type": "MessageQueued"})
+    queued = stored_events(world.messaging.runtime.db["events"], type="MessageQueued")
     causes = sorted((e["data"]["contact_id"], e["causation_id"]) for e in queued
                     if e["data"]["trigger_id"] == "trg-deal-won-welcome")
     assert causes == sorted([(sara, e.id) for e in in_order] + [(omid, e.id) for e in late])

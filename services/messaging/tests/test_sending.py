@@ -13,6 +13,7 @@ from crm.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from crm_messaging.grpc_api import register
 from crm_messaging.providers import Outgoing, Transient
 from crmkit import rpc, stack
+from crmkit.testing import stored_events
 
 from .conftest import World
 
@@ -240,5 +241,6 @@ def test_grpc_message_status_and_erasure_scrubs_what_was_sent(world: World) -> N
     scrubbed = world.get(f"/v1/messages/{queued['id']}").get_json()
     assert scrubbed["status"] == "sent" and scrubbed["body"] is None and scrubbed["address"] is None
     assert stored_responses.count_documents(resource) == 0  # the stored 202 (with the queued body) is gone too
-    stored = world.messaging.runtime.db["events"].find_one({"stream_id": queued["id"], "type": "MessageSent"})
+    [stored] = stored_events(world.messaging.runtime.db["events"], {"stream_id": queued["id"]},
+                             type="MessageSent")
     assert "sara@example.com" not in json.dumps(stored["data"])  # sealed on the way in, not only after erasure

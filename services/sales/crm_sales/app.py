@@ -38,5 +38,6 @@ SERVICE = ServiceSpec(
     prepare=prepare,
     events=EVENTS,
     personal_fields=PERSONAL_DATA,
+    references=("contact_id", "to", "deal_id"),  # a contact's records at erasure and merge (SalesBook._records_of)
     jobs=lambda runtime: [reports.value_job(SalesBook(runtime)), reports.expiry_job(SalesBook(runtime))],
 )

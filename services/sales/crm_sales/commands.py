@@ -13,7 +13,7 @@ from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from pymongo import ASCENDING, ReturnDocument
+from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
 from crm_sales import money
@@ -73,9 +73,8 @@ class SalesBook:
     # --- setup ----------------------------------------------------------------------------
 
     def ensure_indexes(self) -> None:
-        """The event store's indexes erasure finds a contact's records by (`_records_of`)."""
-        for key in ("data.contact_id", "data.to", "data.deal_id"):
-            self.runtime.store.events.create_index([(key, ASCENDING)])
+        """The event store's indexes, `refs` among them, which erasure finds a contact's records by."""
+        self.runtime.store.ensure_indexes()
 
     def ensure_default_pipeline(self) -> None:
         """The default pipeline exists from the first start (idempotent, safe from many processes)."""
@@ -220,18 +219,13 @@ class SalesBook:
     def _records_of(self, contact_id: str) -> dict[str, list[str]]:
         """The contact's deals, activities and quotes, plus the quotes of their deals, by kind:
         from the event store, so a record the read models have not folded yet is found too."""
-        events = self.runtime.store.events
-        mine = events.find({"aggregate_type": {"$in": list(self.erasable)}, "$or": [
-            {"data.contact_id": contact_id},
-            {"type": {"$in": ["DealContactChanged", "ActivityContactChanged"]}, "data.to": contact_id}]},
-            {"stream_id": 1, "aggregate_type": 1})
+        store = self.runtime.store
         found: dict[str, set[str]] = {kind: set() for kind in self.erasable}
-        for doc in mine:
-            found[doc["aggregate_type"]].add(doc["stream_id"])
+        for stream_id, kind in store.streams_referring([contact_id], list(self.erasable)):
+            found[kind].add(stream_id)  # by contact_id, or by `to` of a ...ContactChanged
         if found[Deal.aggregate_type]:
-            quotes = events.find({"type": "QuoteDrafted", "data.deal_id": {"$in": sorted(found[Deal.aggregate_type])}},
-                                 {"stream_id": 1})
-            found[Quote.aggregate_type] |= {doc["stream_id"] for doc in quotes}
+            quotes = store.streams_referring(sorted(found[Deal.aggregate_type]), [Quote.aggregate_type])
+            found[Quote.aggregate_type] |= {stream_id for stream_id, _ in quotes}
         return {kind: sorted(ids) for kind, ids in found.items() if ids}
 
     def contact_merged(self, duplicate_id: str, survivor_id: str) -> None:

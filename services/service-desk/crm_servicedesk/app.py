@@ -66,5 +66,6 @@ SERVICE = ServiceSpec(
     prepare=prepare,
     jobs=lambda runtime: [sla_sweeper(runtime)],
     personal_fields=PERSONAL_DATA,
+    references=("contact_id",),
     events=EVENTS,
 )

@@ -53,8 +53,8 @@ class TicketDesk:
         return self._directory
 
     def ensure_indexes(self) -> None:
-        # own event store: find a contact's tickets (erasure, merges) and the policies without a projection
-        self.events.create_index([("data.contact_id", ASCENDING)])
+        # own event store: `refs` finds a contact's tickets (erasure, merges); the policies without a projection
+        self.runtime.store.ensure_indexes()
         self.events.create_index([("aggregate_type", ASCENDING)])
 
     # --- tickets --------------------------------------------------------------------
@@ -190,8 +190,8 @@ class TicketDesk:
     # --- reactions to the contacts service ----------------------------------------------------
 
     def _tickets_of(self, contact_id: str) -> list[str]:
-        query = {"aggregate_type": Ticket.aggregate_type, "data.contact_id": contact_id}
-        return sorted({doc["stream_id"] for doc in self.events.find(query, {"stream_id": 1})})
+        found = self.runtime.store.streams_referring([contact_id], [Ticket.aggregate_type])
+        return sorted(stream for stream, _ in found)
 
     def erase_contact(self, contact_id: str) -> int:
         """The contact was erased: scrub their words from every ticket they were on, forget the keys.

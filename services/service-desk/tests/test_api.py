@@ -10,7 +10,7 @@ from crm_servicedesk.commands import TicketDesk
 from crmkit import clock
 from crmkit.events import RecordedEvent, new_id, utcnow
 from crmkit.stack import free_port
-from crmkit.testing import ServiceHarness, harness
+from crmkit.testing import ServiceHarness, harness, stored_events
 
 POLICY = {
     "name": "Standard",
@@ -143,7 +143,7 @@ def test_satisfaction_once_after_solve(desk: ServiceHarness, directory) -> None:
     rated = post(desk, f"/v1/tickets/{tid}/satisfaction", rating)
     assert rated.status_code == 201 and rated.get_json()["satisfaction"]["csat"] == 4
     assert post(desk, f"/v1/tickets/{tid}/satisfaction", rating).status_code == 409
-    sealed = desk.runtime.db["events"].find_one({"stream_id": tid, "type": "SatisfactionRated"})
+    [sealed] = stored_events(desk.runtime.db["events"], {"stream_id": tid}, type="SatisfactionRated")
     assert "pii" in sealed["data"]["comment"]  # the customer's words are encrypted at rest and on Kafka
 
 
@@ -289,7 +289,8 @@ def test_contact_erased_scrubs_text_and_merge_repoints(desk: ServiceHarness, dir
     bodies = {c["author_type"]: c["body"] for c in ticket["comments"]}
     assert bodies == {"customer": None, "agent": "agent note"}
     assert ticket["contact"]["name"] is None
-    raw = json.dumps([e["data"] for e in desk.runtime.db["events"].find({"stream_id": tid})], ensure_ascii=False)
+    raw = json.dumps([e["data"] for e in stored_events(desk.runtime.db["events"], {"stream_id": tid})],
+                     ensure_ascii=False)
     assert "Vali-asr" not in raw and "سفارش" not in raw  # sealed, and the key is gone
     assert keys.count_documents({"_id": {"$in": [tid, other]}, "key": {"$exists": True}}) == 0  # tombstones only
     assert stored_responses.count_documents({"resource": f"/v1/tickets/{other}"}) == 0
@@ -323,7 +324,8 @@ def test_a_ticket_written_to_after_its_customers_erasure_stays_readable(desk: Se
     history = desk.client.get(f"/v1/tickets/{tid}/history", headers=desk.headers())
     assert history.status_code == 200, history.get_json()
     assert [e["type"] for e in history.get_json()["items"]].count("TicketCommented") == 3
-    raw = json.dumps([e["data"] for e in desk.runtime.db["events"].find({"stream_id": tid})], ensure_ascii=False)
+    raw = json.dumps([e["data"] for e in stored_events(desk.runtime.db["events"], {"stream_id": tid})],
+                     ensure_ascii=False)
     assert "Enqelab" not in raw and "Vali-asr" not in raw
     stored = desk.runtime.store.load(tid)
     TicketDesk(desk.runtime).erase_contact(gone)  # the hook run again (a redelivery, a rebuild): nothing new

@@ -12,7 +12,7 @@ import pytest
 
 from crmkit import stack
 from crmkit.projector import read_topics
-from crmkit.testing import ServiceHarness, start_service_process, wait_until
+from crmkit.testing import ServiceHarness, start_service_process, stored_events, wait_until
 
 POLICY = {"name": "Urgent", "targets": {"urgent": {"first_response": 15, "resolution": 120}},
           "escalation": {"action": "reassign", "group": "escalations"}}
@@ -20,7 +20,7 @@ TICKETS = 40
 
 
 def breaches(desk: ServiceHarness) -> list[dict]:
-    return list(desk.runtime.db["events"].find({"type": "SlaBreached"}, {"stream_id": 1, "data": 1}))
+    return stored_events(desk.runtime.db["events"], type="SlaBreached")
 
 
 @pytest.mark.e2e
@@ -63,7 +63,7 @@ def test_breaches_are_recorded_and_published_exactly_once_across_a_worker_kill(d
 
     stored = Counter((doc["stream_id"], doc["data"]["key"]) for doc in breaches(desk))
     assert len(stored) == 2 * TICKETS and set(stored.values()) == {1}, (killed_at, stored.most_common(3))
-    escalations = desk.runtime.db["events"].count_documents({"type": "TicketEscalated"})
+    escalations = len(stored_events(desk.runtime.db["events"], type="TicketEscalated"))
     assert escalations == 2 * TICKETS  # one per breach of an open target
 
     desk.runtime.publisher.sweep(min_age=0)  # what the next worker's outbox sweeper does for a killed one
