@@ -105,8 +105,9 @@ class Progress:
         return self._clock() - self._started
 
     def rate(self) -> float | None:
+        """Per second so far; None before the first piece is done (nothing to say yet)."""
         elapsed = self.elapsed()
-        return self.done / elapsed if elapsed > 0 else None
+        return self.done / elapsed if elapsed > 0 and self.done else None
 
     def status(self) -> str:
         """`rebuild timeline: 4,500/10,000 events (45%)  1,234 events/s  ETA 0:04`."""

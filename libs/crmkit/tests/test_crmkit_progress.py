@@ -66,7 +66,11 @@ def test_more_work_than_expected_grows_the_total_and_unknown_totals_have_no_eta(
     assert progress.status() == "export: 15/15 events (100%)  15 events/s  ETA 0:00"
     unknown = Progress("export", None, unit="records", stream=io.StringIO(), clock=clock)
     assert unknown.status() == "export: 0 records  - records/s"
-    clock.now += 2
+    clock.now += 1
+    assert unknown.status() == "export: 0 records  - records/s"  # nothing done yet: no rate to speak of
+    empty = Progress("rebuild deals", 0, stream=io.StringIO(), clock=clock)
+    clock.now += 1
+    assert empty.status() == "rebuild deals: 0/0 events  - events/s  ETA 0:00"
     unknown.update(50)
     assert unknown.status() == "export: 50 records  25 records/s"
 
