@@ -19,10 +19,11 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent import futures
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import grpc
-from google.protobuf import any_pb2
+from google.protobuf import any_pb2, timestamp_pb2
 from google.rpc import error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -31,6 +32,7 @@ from grpc_status import rpc_status
 from crmkit import auth, keys, metrics
 from crmkit.config import slug
 from crmkit.errors import Conflict, DomainError, NotFound, PreconditionFailed, Unavailable, ValidationFailed
+from crmkit.events import parse_time
 from crmkit.logs import correlation_id
 
 log = logging.getLogger(__name__)
@@ -293,6 +295,32 @@ def require(condition: bool, field: str, message: str) -> None:
     """Reject a bad argument the way every servicer should: INVALID_ARGUMENT naming the field."""
     if not condition:
         raise ValidationFailed(message, {field: [message]})
+
+
+def require_all(*checks: tuple[bool, str, str]) -> None:
+    """`require` for several (condition, field, message) checks at once: a caller learns of every
+    bad field in one answer (the BadRequest detail lists them), not one per retry."""
+    errors: dict[str, list[str]] = {}
+    for condition, field, message in checks:
+        if not condition:
+            errors.setdefault(field, []).append(message)
+    if errors:
+        raise ValidationFailed("; ".join(m for messages in errors.values() for m in messages), errors)
+
+
+def timestamp(moment: datetime | str | None) -> timestamp_pb2.Timestamp | None:
+    """A time as a google.protobuf.Timestamp field beside its RFC 3339 string; None (the field
+    left unset) when there is no time or the stored text is not one."""
+    if isinstance(moment, str):
+        try:
+            moment = parse_time(moment) if moment else None
+        except ValueError:
+            return None
+    if moment is None:
+        return None
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    return stamp
 
 
 class _CallDetails(

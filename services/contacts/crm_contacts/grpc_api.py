@@ -14,7 +14,7 @@ from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, Contact
 from crm_contacts.segment_commands import DEFAULT_STREAM_PAGE, MAX_STREAM_PAGE, SegmentBook
 from crmkit.events import Metadata, new_id, rfc3339
 from crmkit.logs import correlation_id
-from crmkit.rpc import access, actor, require
+from crmkit.rpc import access, actor, require_all, timestamp
 
 MAX_BATCH = 1000
 
@@ -40,6 +40,8 @@ def to_message(contact: Contact) -> contacts_pb2.Contact:
         locale=contact.locale or "",
         time_zone=contact.time_zone or "",
         merged_into=contact.merged_into or "",
+        create_time=timestamp(contact.created_at),
+        update_time=timestamp(contact.updated_at),
     )
 
 
@@ -70,8 +72,9 @@ class SegmentMembers:
     def ListSegmentMembers(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.ListSegmentMembersRequest, context: grpc.ServicerContext
     ) -> Iterator[contacts_pb2.SegmentMember]:
-        require(bool(request.segment_id.strip()), "segment_id", "segment_id is required")
-        require(0 <= request.page_size <= MAX_STREAM_PAGE, "page_size", f"page_size must be 0 to {MAX_STREAM_PAGE}")
+        require_all((bool(request.segment_id.strip()), "segment_id", "segment_id is required"),
+                    (0 <= request.page_size <= MAX_STREAM_PAGE, "page_size",
+                     f"page_size must be 0 to {MAX_STREAM_PAGE}"))
         if self.segments is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "segments are not served here")
         for batch in self.segments.member_pages(request.segment_id, request.page_size or DEFAULT_STREAM_PAGE):
@@ -89,7 +92,7 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
     def GetContact(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.GetContactRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.Contact:
-        require(bool(request.contact_id.strip()), "contact_id", "contact_id is required")
+        require_all((bool(request.contact_id.strip()), "contact_id", "contact_id is required"))
         return to_message(self.book.contact(request.contact_id))
 
     @access("read")
@@ -97,7 +100,7 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
         self, request: contacts_pb2.BatchGetContactsRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.BatchGetContactsResponse:
         ids: Sequence[str] = list(dict.fromkeys(request.contact_ids))
-        require(len(ids) <= MAX_BATCH, "contact_ids", f"at most {MAX_BATCH} ids per call")
+        require_all((len(ids) <= MAX_BATCH, "contact_ids", f"at most {MAX_BATCH} ids per call"))
         found = self.book.contacts_by_id(ids)
         return contacts_pb2.BatchGetContactsResponse(
             contacts={cid: to_message(contact) for cid, contact in found.items()},
@@ -108,8 +111,7 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
     def CheckConsent(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.CheckConsentRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.CheckConsentResponse:
-        require(bool(request.contact_id.strip()), "contact_id", "contact_id is required")
-        require(request.channel in CHANNELS, "channel", f"channel must be one of {', '.join(CHANNELS)}")
+        require_all(*_consent_question(request))
         return self._consent_reply(request.contact_id, request.channel)
 
     @access("read")
@@ -117,10 +119,9 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
         self, request: contacts_pb2.BatchCheckConsentRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.BatchCheckConsentResponse:
         checks = [(check.contact_id, check.channel) for check in request.checks]
-        require(len(checks) <= MAX_BATCH, "checks", f"at most {MAX_BATCH} checks per call")
-        require(all(cid.strip() for cid, _ in checks), "checks.contact_id", "contact_id is required")
-        require(all(ch in CHANNELS for _, ch in checks), "checks.channel",
-                f"channel must be one of {', '.join(CHANNELS)}")
+        require_all((len(checks) <= MAX_BATCH, "checks", f"at most {MAX_BATCH} checks per call"))
+        require_all(*(check for n, question in enumerate(request.checks)
+                      for check in _consent_question(question, f"checks[{n}].")))
         answers = self.book.check_consents(checks)
         return contacts_pb2.BatchCheckConsentResponse(
             answers=[_consent_message(answer) if answer is not None else contacts_pb2.CheckConsentResponse(
@@ -134,12 +135,13 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
     def RecordConsent(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.RecordConsentRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.CheckConsentResponse:
-        require(bool(request.contact_id.strip()), "contact_id", "contact_id is required")
-        require(request.channel in CHANNELS, "channel", f"channel must be one of {', '.join(CHANNELS)}")
-        require(request.status in CONSENT_STATUSES, "status", f"status must be one of {', '.join(CONSENT_STATUSES)}")
         legal_basis = request.legal_basis or "consent"
-        require(legal_basis in LEGAL_BASES, "legal_basis", f"legal_basis must be one of {', '.join(LEGAL_BASES)}")
-        require(len(request.source) <= 100, "source", "source is at most 100 characters")
+        require_all(
+            *_consent_question(request),
+            (request.status in CONSENT_STATUSES, "status", f"status must be one of {', '.join(CONSENT_STATUSES)}"),
+            (legal_basis in LEGAL_BASES, "legal_basis", f"legal_basis must be one of {', '.join(LEGAL_BASES)}"),
+            (len(request.source) <= 100, "source", "source is at most 100 characters"),
+        )
         survivor = self.book.contact(request.contact_id).id
         consent = {"status": request.status, "source": request.source or "grpc", "legal_basis": legal_basis}
         meta = Metadata(actor=actor(), correlation_id=correlation_id.get() or new_id())
@@ -150,12 +152,20 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
         return _consent_message(self.book.check_consent(contact_id, channel))
 
 
+def _consent_question(request: Any, prefix: str = "") -> list[tuple[bool, str, str]]:
+    """The checks of a contact id and channel (a CheckConsent, a batch's check, a RecordConsent);
+    `prefix` places a batch's check in its field path (checks[3].channel)."""
+    return [(bool(request.contact_id.strip()), f"{prefix}contact_id", "contact_id is required"),
+            (request.channel in CHANNELS, f"{prefix}channel", f"channel must be one of {', '.join(CHANNELS)}")]
+
+
 def _consent_message(answer: dict[str, Any]) -> contacts_pb2.CheckConsentResponse:
     consent = answer["consent"]
     return contacts_pb2.CheckConsentResponse(
         contact_id=answer["contact_id"], channel=answer["channel"], granted=answer["granted"],
         reason=answer["reason"], address=answer["address"] or "", legal_basis=consent.get("legal_basis") or "",
         source=consent.get("source") or "", decided_at=consent.get("at") or "",
+        decide_time=timestamp(consent.get("at")),
     )
 
 

@@ -230,9 +230,18 @@ class MessageDesk:
         filters = {key: query[key] for key in ("contact_id", "campaign_id", "status", "channel") if query.get(key)}
         return page(self.messages_view, filters, query["limit"], query.get("cursor"), {"queued_ms": 0})
 
-    def contact_messages(self, contact_id: str, limit: int) -> list[dict[str, Any]]:
-        cursor = self.messages_view.find({"contact_id": contact_id}, {"queued_ms": 0})
-        return list(cursor.sort("queued_ms", -1).limit(limit))
+    def contact_messages(self, contact_id: str, limit: int,
+                         after: tuple[int, str] | None = None) -> list[dict[str, Any]]:
+        """A contact's messages newest first (queued_ms, then id, both descending), from just
+        past `after`, the (queued_ms, id) of the last one a previous page showed: keyset paging
+        never skips or repeats a message as new ones arrive."""
+        query: dict[str, Any] = {"contact_id": contact_id}
+        if after is not None:
+            queued_ms, last_id = after
+            query = {"$and": [query, {"$or": [{"queued_ms": {"$lt": queued_ms}},
+                                              {"queued_ms": queued_ms, "_id": {"$lt": last_id}}]}]}
+        cursor = self.messages_view.find(query).sort([("queued_ms", -1), ("_id", -1)])
+        return list(cursor.limit(limit))
 
     def contact_variables(self, contact_id: str) -> dict[str, Any]:
         """What templates may use about the contact (from the local copy, gRPC on a miss)."""

@@ -11,7 +11,7 @@ from crm.sales.v1 import sales_pb2, sales_pb2_grpc
 from crm_sales import reports
 from crm_sales.commands import SalesBook
 from crmkit.events import rfc3339
-from crmkit.rpc import access, require
+from crmkit.rpc import access, require, timestamp
 
 
 def _money(value: dict[str, str]) -> sales_pb2.Money:
@@ -31,6 +31,7 @@ def to_message(value: dict[str, Any]) -> sales_pb2.GetCustomerValueResponse:
         open_pipeline=_money(value["open_pipeline"]),
         won_deals=value["won_deals"],
         last_purchase_at=rfc3339(value["last_purchase_at"]) if value["last_purchase_at"] else "",
+        last_purchase_time=timestamp(value["last_purchase_at"]),
     )
 
 

@@ -83,8 +83,10 @@ def test_deals_follow_real_contacts_through_merge_and_erasure(stack_of_two) -> N
         assert value.contact_id == survivor["id"] and value.tier == "strategic" and value.won_deals == 1
         assert (value.lifetime_value.amount, value.lifetime_value.currency) == ("100.00", "USD")
         assert value.monetary_score == 5 and value.last_purchase_at
+        assert value.last_purchase_time.ToJsonString() == value.last_purchase_at.replace(".000Z", "Z")
         nobody = stub.GetCustomerValue(sales_pb2.GetCustomerValueRequest(contact_id="nobody"), timeout=2)
         assert nobody.lifetime_value.amount == "0.00" and nobody.tier == "standard"
+        assert not nobody.last_purchase_at and not nobody.HasField("last_purchase_time")
         with pytest.raises(grpc.RpcError) as bad:
             stub.GetCustomerValue(sales_pb2.GetCustomerValueRequest(contact_id=""), timeout=2)
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT

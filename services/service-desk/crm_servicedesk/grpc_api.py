@@ -7,7 +7,7 @@ import grpc
 from crm.servicedesk.v1 import servicedesk_pb2, servicedesk_pb2_grpc
 from crm_servicedesk.commands import TicketDesk
 from crmkit.errors import NotFound
-from crmkit.rpc import access, require
+from crmkit.rpc import access, require, timestamp
 
 
 class SupportSummary(servicedesk_pb2_grpc.SupportSummaryServicer):
@@ -30,7 +30,8 @@ class SupportSummary(servicedesk_pb2_grpc.SupportSummaryServicer):
         if last is not None:
             response.last_satisfaction.CopyFrom(servicedesk_pb2.Satisfaction(
                 ticket_id=last["ticket_id"], csat=last["csat"] or 0,
-                nps=last["nps"] if last["nps"] is not None else -1, rated_at=last["rated_at"]))
+                nps=last["nps"] if last["nps"] is not None else -1, rated_at=last["rated_at"],
+                rate_time=timestamp(last["rated_at"])))
         return response
 
 

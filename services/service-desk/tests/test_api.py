@@ -1,7 +1,7 @@
 """The service desk's REST API on the real local servers: tickets, workflow, SLA, satisfaction, reports."""
 
 import json
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -356,6 +356,8 @@ def test_support_summary_over_grpc(desk: ServiceHarness, directory) -> None:
             assert (reply.open_tickets, reply.total_tickets, reply.complaints) == (1, 2, 1)
             assert reply.last_satisfaction.ticket_id == t1 and reply.last_satisfaction.csat == 5
             assert reply.last_satisfaction.nps == -1
+            rated = reply.last_satisfaction
+            assert rated.rate_time.ToDatetime(tzinfo=UTC) == datetime.fromisoformat(rated.rated_at)
             with pytest.raises(grpc.RpcError) as missing:
                 stub.GetSupportSummary(servicedesk_pb2.GetSupportSummaryRequest(contact_id="nobody"), timeout=5)
             assert missing.value.code() == grpc.StatusCode.NOT_FOUND
