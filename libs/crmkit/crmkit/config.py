@@ -142,12 +142,18 @@ class ProjectionPolicy:
     doubling, then parked. An outage is retried with the same back-off, capped at
     `max_delay`, for as long as it lasts. A projection behind its topic that has not
     advanced for `stall_seconds` makes readiness say `degraded`.
+
+    `fetch_wait_ms` is how long the broker may hold a fetch that finds nothing new: the
+    Kafka consumer's default (500 ms) put most of half a second between a write and its
+    own list on the local server, which waits out the whole time (bench/README.md);
+    real Kafka answers as soon as a record arrives, so a short wait only adds idle fetches.
     """
 
     attempts: int = 3
     first_delay: float = 0.5
     max_delay: float = 30.0
     stall_seconds: float = 60.0
+    fetch_wait_ms: int = 100
 
     @classmethod
     def from_env(cls) -> ProjectionPolicy:
@@ -156,6 +162,7 @@ class ProjectionPolicy:
             first_delay=float(_env("CRM_PROJECTION_RETRY_DELAY_SECONDS", str(cls.first_delay))),
             max_delay=float(_env("CRM_PROJECTION_RETRY_MAX_DELAY_SECONDS", str(cls.max_delay))),
             stall_seconds=float(_env("CRM_PROJECTION_STALL_SECONDS", str(cls.stall_seconds))),
+            fetch_wait_ms=max(1, int(_env("CRM_PROJECTION_FETCH_WAIT_MS", str(cls.fetch_wait_ms)))),
         )
 
     def delay(self, failures: int) -> float:

@@ -185,6 +185,7 @@ class ProjectorRunner:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_poll_records=max_records,
+            fetch_max_wait_ms=self.policy.fetch_wait_ms,
             session_timeout_ms=10_000,
             heartbeat_interval_ms=1_000,
             **kafka_client_options(),

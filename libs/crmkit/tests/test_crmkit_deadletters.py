@@ -136,8 +136,10 @@ def test_the_back_off_doubles_up_to_its_cap() -> None:
 def test_the_policy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CRM_PROJECTION_ATTEMPTS", "5")
     monkeypatch.setenv("CRM_PROJECTION_STALL_SECONDS", "120")
+    monkeypatch.setenv("CRM_PROJECTION_FETCH_WAIT_MS", "40")
     policy = ProjectionPolicy.from_env()
-    assert (policy.attempts, policy.stall_seconds) == (5, 120)
+    assert (policy.attempts, policy.stall_seconds, policy.fetch_wait_ms) == (5, 120, 40)
+    assert ProjectionPolicy().fetch_wait_ms == 100  # not the client's 500: a write shows in its list sooner
 
 
 # ---- the api's /readyz reads what the worker reports -----------------------------

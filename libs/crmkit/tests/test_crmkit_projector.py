@@ -218,6 +218,17 @@ def poison_count(projection: str) -> float:
 
 
 @pytest.mark.usefixtures("fast_group_join")
+def test_the_runner_fetches_with_the_policy_s_short_wait(
+    servers: Servers, store: EventStore, projection: WidgetNames,
+) -> None:
+    """How long the broker may hold an empty fetch bounds how late a write reaches its own list."""
+    runner = runner_for(projection, servers, "wait", store, policy=ProjectionPolicy(fetch_wait_ms=30))
+    try:
+        assert runner.consumer.config["fetch_max_wait_ms"] == 30
+    finally:
+        runner.consumer.close()
+
+
 def test_runner_applies_each_event_once_fills_gaps_and_skips_poison(
     servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, collection: Collection,
     topic: str, wait: Callable[..., Any],
