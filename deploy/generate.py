@@ -121,7 +121,7 @@ def env(svc: Svc) -> tuple[list, list]:
         {"name": "CRM_SERVICE_KEY",
          "valueFrom": {"secretKeyRef": {"name": f"{svc.app}-credentials", "key": "service-key"}}},
         {"name": "CRM_LINK_SECRET", "valueFrom": {"secretKeyRef": {"name": "crm-links", "key": "secret"}}},
-        # written by the MongoDB Community operator for the service's own user
+        # written by the MongoDB operator (MCK) for the service's own user (base/mongodb.yaml)
         {"name": "CRM_MONGO_URL",
          "valueFrom": {"secretKeyRef": {"name": f"{svc.app}-mongo", "key": "connectionString.standard"}}},
         # the service's own KafkaUser; the Strimzi user operator writes its password into a Secret of its name

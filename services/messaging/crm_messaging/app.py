@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crm_messaging import api, grpc_api, sinks
+from crm_messaging import api, grpc_api
 from crm_messaging.catalogue import EVENTS
 from crm_messaging.commands import MessageDesk
 from crm_messaging.config import MessagingConfig, production_problems
@@ -26,6 +26,13 @@ def projections(runtime: Runtime) -> list:
     return [*desk.read_models(), desk.contacts, TriggerReactor(desk)]
 
 
+def _serve_smtp_sink(service: str) -> None:
+    """Imported only when the sink runs: the images leave its aiosmtpd out (production relays mail)."""
+    from crm_messaging import sinks
+
+    sinks.serve(service)
+
+
 def _local_smtp_sink() -> bool:
     config = MessagingConfig.from_env()
     return config.email_provider == "smtp" and config.smtp_sink
@@ -43,6 +50,6 @@ SERVICE = ServiceSpec(
     jobs=lambda runtime: [Dispatcher(MessageDesk(runtime)).run],
     personal_fields=PERSONAL_DATA,
     events=EVENTS,
-    extra_processes={"smtp-sink": ExtraProcess(run=sinks.serve, enabled=_local_smtp_sink)},
+    extra_processes={"smtp-sink": ExtraProcess(run=_serve_smtp_sink, enabled=_local_smtp_sink)},
     production_checks=production_problems,
 )
