@@ -4,16 +4,19 @@
 2. Every built-in object is validated against the Kubernetes OpenAPI schemas bundled in the
    `kubernetes-validate` package (strict: unknown fields are errors), for KUBERNETES_VERSION.
 3. Custom resources (Strimzi Kafka/KafkaNodePool/KafkaTopic/KafkaUser, MongoDBCommunity,
-   ServiceMonitor) are checked for the fields their operators require, and for what they
-   point at (a topic's cluster, a ServiceMonitor's Services and ports).
+   ServiceMonitor, PrometheusRule) are checked for the fields their operators require, and
+   for what they point at (a topic's cluster, a ServiceMonitor's Services and ports); a
+   PrometheusRule's groups also go through `promtool check rules` where promtool is installed.
 The policies (probes, limits, network, configuration) are pytest tests: tests/deploy/.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
@@ -214,6 +217,64 @@ def check_service_monitor(obj: dict, objects: list[dict]) -> list[str]:
     return errors
 
 
+DURATION = re.compile(r"^(\d+(ms|s|m|h|d|w|y))+$")  # Prometheus' duration syntax
+SEVERITIES = ("critical", "warning", "info")
+
+
+def _balanced(expr: str) -> bool:
+    depth, pairs = [], {")": "(", "]": "[", "}": "{"}
+    for char in re.sub(r'"(\\.|[^"\\])*"', '""', expr):  # brackets inside label values do not count
+        if char in "([{":
+            depth.append(char)
+        elif char in pairs and (not depth or depth.pop() != pairs[char]):
+            return False
+    return not depth
+
+
+def check_prometheus_rule(obj: dict, _all: list[dict]) -> list[str]:
+    """What the Prometheus Operator and Prometheus accept: named groups of rules, each an alert or
+    a recording rule with an expression; alert names once, `for` a duration, a known severity and
+    a summary to show. The PromQL itself is parsed by promtool where it is installed (promtool_errors)."""
+    errors = _require(obj, ["spec.groups"])
+    names: list[str] = []
+    for g, group in enumerate(_get(obj, "spec.groups") or []):
+        where = f"{name_of(obj)}: spec.groups[{g}]"
+        if not group.get("name") or not group.get("rules"):
+            errors.append(f"{where} needs a name and rules")
+        for r, rule in enumerate(group.get("rules") or []):
+            at, expr = f"{where}.rules[{r}]", rule.get("expr")
+            if ("alert" in rule) == ("record" in rule):
+                errors.append(f"{at} must be either an alert or a record")
+            if not isinstance(expr, str) or not expr.strip() or not _balanced(expr):
+                errors.append(f"{at}.expr must be a PromQL expression with balanced brackets")
+            if "alert" not in rule:
+                continue
+            names.append(rule["alert"])
+            if not DURATION.match(str(rule.get("for", "0s"))):
+                errors.append(f"{at}.for {rule.get('for')!r} is not a duration")
+            if _get(rule, "labels.severity") not in SEVERITIES:
+                errors.append(f"{at}.labels.severity must be one of {SEVERITIES}")
+            if not _get(rule, "annotations.summary"):
+                errors.append(f"{at}.annotations.summary is required")
+    errors += [f"{name_of(obj)}: alert {n} is defined twice" for n in sorted({n for n in names if names.count(n) > 1})]
+    return errors + promtool_errors(obj)
+
+
+def promtool_errors(obj: dict) -> list[str]:
+    """`promtool check rules` on the rule's groups (the format Prometheus loads); nothing without promtool."""
+    promtool = shutil.which("promtool")
+    if promtool is None:
+        return []
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml") as rules:
+        yaml.safe_dump({"groups": obj["spec"]["groups"]}, rules)
+        rules.flush()
+        proc = subprocess.run([promtool, "check", "rules", rules.name], capture_output=True, text=True, check=False)
+    if proc.returncode == 0:
+        return []
+    return [f"{name_of(obj)}: promtool check rules: {line}" for line in (proc.stderr or proc.stdout).splitlines()
+            if line.strip()]
+
+
 CUSTOM: dict[str, Callable[[dict, list[dict]], list[str]]] = {
     "Kafka": check_kafka,
     "KafkaNodePool": check_node_pool,
@@ -221,6 +282,7 @@ CUSTOM: dict[str, Callable[[dict, list[dict]], list[str]]] = {
     "KafkaUser": check_user,
     "MongoDBCommunity": check_mongodb,
     "ServiceMonitor": check_service_monitor,
+    "PrometheusRule": check_prometheus_rule,
 }
 
 
