@@ -38,11 +38,20 @@ class Consent:
     granted: bool
     reason: str
     address: str | None
+    # the recorded decision the answer rests on (None when there is none): what a sender keeps as proof
+    status: str | None = None  # granted | withdrawn
+    legal_basis: str | None = None
+    source: str | None = None
+    decided_at: str | None = None  # RFC 3339: when the person gave or withdrew it
+    event_id: str | None = None  # the contact's ContactConsentChanged event
+    event_version: int | None = None  # ...and its version in the contact's stream
 
     @classmethod
     def from_reply(cls, reply: Any) -> Consent:
-        """From a contacts_pb2 consent answer (an empty address means none)."""
-        return cls(reply.contact_id, reply.granted, reply.reason, reply.address or None)
+        """From a contacts_pb2 consent answer (an empty string or 0 means none)."""
+        return cls(reply.contact_id, reply.granted, reply.reason, reply.address or None,
+                   reply.consent_status or None, reply.legal_basis or None, reply.source or None,
+                   reply.decided_at or None, reply.consent_event_id or None, reply.consent_version or None)
 
 
 class ContactDirectory:

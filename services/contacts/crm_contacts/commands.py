@@ -222,4 +222,5 @@ def consent_answer(contact: Contact, channel: str) -> dict[str, Any]:
     else:
         reason = ""
     return {"contact_id": contact.id, "channel": channel, "granted": not reason, "reason": reason,
-            "address": address if not reason else None, "consent": consent}
+            "address": address if not reason else None, "consent": consent,
+            "event": contact.consent_events.get(channel) if consent else None}

@@ -14,7 +14,7 @@ from typing import Any
 
 from crmkit.aggregate import Aggregate
 from crmkit.errors import Conflict, ValidationFailed
-from crmkit.events import rfc3339
+from crmkit.events import RecordedEvent, rfc3339
 from crmkit.eventstore import epoch_ms, text_ms
 
 LIFECYCLE_STAGES = (
@@ -113,6 +113,9 @@ class Contact(Aggregate):
         self.time_zone: str | None = None  # IANA, e.g. Asia/Tehran: quiet hours and business hours
         self.status = "active"  # active | merged | erased
         self.consents: dict[str, dict[str, Any]] = {}
+        # per channel, the stored ContactConsentChanged the consent rests on ({"event_id", "version"}):
+        # what a sender keeps as proof (CheckConsent). Known only from a fold of stored events.
+        self.consent_events: dict[str, dict[str, Any]] = {}
         self.merged_into: str | None = None
         self.merged_from: list[str] = []
         # lifecycle automation (crm_contacts.lifecycle): times as RFC 3339 text
@@ -271,6 +274,17 @@ class Contact(Aggregate):
         """Forget the person: the record keeps its id and history of what happened, not who."""
         if self.status != "erased":
             self.record("ContactErased", {"contact_id": self.id, "reason": reason})
+
+    def catch_up(self, events: Sequence[RecordedEvent]) -> None:
+        """The fold, noting which stored event each channel's consent comes from (its id is
+        known only once stored, so `apply` cannot see it)."""
+        super().catch_up(events)
+        for event in events:
+            if event.type == "ContactConsentChanged":
+                self.consent_events = {**self.consent_events,
+                                       event.data["channel"]: {"event_id": event.id, "version": event.version}}
+            elif event.type == "ContactErased":
+                self.consent_events = {}
 
     def _require_active(self) -> None:
         if self.status != "active":

@@ -160,12 +160,14 @@ def _consent_question(request: Any, prefix: str = "") -> list[tuple[bool, str, s
 
 
 def _consent_message(answer: dict[str, Any]) -> contacts_pb2.CheckConsentResponse:
-    consent = answer["consent"]
+    """One answer on the wire, naming the consent event it rests on (a sender's proof)."""
+    consent, event = answer["consent"], answer.get("event") or {}
     return contacts_pb2.CheckConsentResponse(
         contact_id=answer["contact_id"], channel=answer["channel"], granted=answer["granted"],
         reason=answer["reason"], address=answer["address"] or "", legal_basis=consent.get("legal_basis") or "",
         source=consent.get("source") or "", decided_at=consent.get("at") or "",
-        decide_time=timestamp(consent.get("at")),
+        decide_time=timestamp(consent.get("at")), consent_event_id=event.get("event_id") or "",
+        consent_version=event.get("version") or 0, consent_status=consent.get("status") or "",
     )
 
 

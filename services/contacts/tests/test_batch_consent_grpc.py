@@ -164,10 +164,11 @@ def test_a_mixed_batch_is_answered_in_order_like_single_checks(
 
     # the client: the same answers as Consent, None for the unknown
     consents = directory.client.consents(checks)
-    assert consents == [None if alone is None else Consent(alone.contact_id, alone.granted, alone.reason,
-                                                           alone.address or None)
+    assert consents == [None if alone is None else Consent.from_reply(alone)
                         for alone in (single(directory.stub, cid, ch) for cid, ch in checks)]
-    assert consents[0] == Consent(p["sara"], True, "", "sara@example.com")
+    assert consents[0] == Consent(p["sara"], True, "", "sara@example.com", "granted", "contract", "web_form",
+                                  "2026-01-02T03:04:05.000Z", consents[0].event_id, 2)
+    assert consents[0].event_id and consents[1].status == "withdrawn" and consents[3].status is None
     assert consents[2] is None and consents[10] is None and consents[11] is None
     assert consents[6] == directory.client.consent(p["duplicate"], "sms")
     assert directory.client.consents([]) == []
@@ -204,7 +205,7 @@ def test_the_client_splits_long_lists_into_calls_of_500_and_keeps_the_order(
         if alone is None:
             assert consent is None, check
         else:
-            assert consent == Consent(alone.contact_id, alone.granted, alone.reason, alone.address or None), check
+            assert consent == Consent.from_reply(alone), check
     assert consents.count(None) == sum(1 for cid, _ in checks if cid == "nobody")
     granted = [check for check, consent in zip(checks, consents, strict=True) if consent and consent.granted]
     assert set(granted) == {(people["sara"], "email"), (people["busy"], "sms"),
