@@ -60,7 +60,13 @@ def run(argv: list[str], *, capture: bool = False, timeout: float | None = None)
 
 
 def missing_tools() -> list[str]:
-    return [tool for tool in ("buildah", "mmdebstrap") if shutil.which(tool) is None]
+    """What keeps this machine from building: a tool not installed, or buildah not working here."""
+    missing = [tool for tool in ("buildah", "mmdebstrap", "unshare") if shutil.which(tool) is None]
+    if "buildah" not in missing:
+        probe = subprocess.run(["buildah", "info"], capture_output=True, text=True, check=False)
+        if probe.returncode != 0:
+            missing.append(f"a working buildah (`buildah info` exited {probe.returncode}: {probe.stderr.strip()})")
+    return missing
 
 
 def docker_answers() -> bool:
@@ -114,7 +120,7 @@ def image_name(svc: Svc, prefix: str, tag: str) -> str:
 
 def build(svc: Svc, prefix: str, tag: str) -> None:
     started = time.perf_counter()
-    argv = ["buildah", "bud", "--isolation", "chroot", "--network", "host", "--layers",
+    argv = ["buildah", "bud", "--quiet", "--isolation", "chroot", "--network", "host", "--layers",
             "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}", "-f", f"services/{svc.name}/Dockerfile",
             "-t", image_name(svc, prefix, tag)]
     if (ca := build_ca()) is not None:
@@ -224,14 +230,14 @@ def main(argv: list[str]) -> int:
         parser.error(f"unknown services: {sorted(unknown)}")
     if missing := missing_tools():
         if args.command == "check":
-            print(f"images-check: SKIPPED: {', '.join(missing)} not installed. {TOOLS_MISSING}")
+            print(f"images-check: SKIPPED: no {', '.join(missing)} on this machine. {TOOLS_MISSING}")
             return 0
         if docker_answers():
             for svc in chosen:
                 run(["docker", "build", "-f", f"services/{svc.name}/Dockerfile", "-t",
                      image_name(svc, args.prefix, args.tag), str(ROOT)])
             return 0
-        print(f"images: {', '.join(missing)} not installed and no Docker engine answers. {TOOLS_MISSING}",
+        print(f"images: no {', '.join(missing)} on this machine, and no Docker engine answers. {TOOLS_MISSING}",
               file=sys.stderr)
         return 2
     started = time.perf_counter()
