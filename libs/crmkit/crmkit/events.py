@@ -13,7 +13,7 @@ binding: the value is the whole envelope, the header `content-type` says so
 from __future__ import annotations
 
 import json
-import secrets
+import os
 import time
 import uuid
 from collections.abc import Callable, Iterable
@@ -63,8 +63,9 @@ def parse_time(text: str) -> datetime:
 def new_id() -> str:
     """A UUIDv7: unique, and sortable by creation time, so ids double as cursor keys."""
     millis = time.time_ns() // 1_000_000
-    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | secrets.randbits(12) << 64
-    value |= 0b10 << 62 | secrets.randbits(62)
+    random = int.from_bytes(os.urandom(10))  # 74 of these 80 bits are used; one call: each cost ~0.1 ms here
+    value = (millis & (2**48 - 1)) << 80 | 0x7 << 76 | (random >> 62 & 0xFFF) << 64
+    value |= 0b10 << 62 | random & (2**62 - 1)
     return str(uuid.UUID(int=value))
 
 

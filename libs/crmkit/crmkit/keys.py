@@ -23,6 +23,7 @@ import json
 import os
 import secrets
 import threading
+import time
 from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -35,6 +36,8 @@ from crmkit.config import data_dir, jwt_secret, local_secret
 
 _cache: dict[tuple, auth.KeyRing] = {}
 _lock = threading.Lock()
+RECHECK_SECONDS = 1.0  # how often a process looks at the ring file again (rotations from another process)
+_checked: dict[str | None, tuple[float, tuple[int, int, int] | None]] = {}  # per CRM_DATA_DIR: when, what stamp
 
 
 class KeyRingError(ValueError):
@@ -48,12 +51,24 @@ def ring_path() -> Path:
 def ring() -> auth.KeyRing:
     """The keys tokens verify with, from wherever this installation keeps them."""
     source = (os.environ.get("CRM_JWT_KEYS"), os.environ.get("CRM_JWT_SECRET"),
-              os.environ.get("CRM_SERVICE_PUBLIC_KEYS"), _stamp(ring_path()))
+              os.environ.get("CRM_SERVICE_PUBLIC_KEYS"), _recent_stamp())
     with _lock:
         if source not in _cache:
             _cache.clear()
             _cache[source] = _load()
         return _cache[source]
+
+
+def _recent_stamp() -> tuple[int, int, int] | None:
+    """The ring file's stamp, looked at again at most every RECHECK_SECONDS: every request verifies
+    a token, and resolving the data dir and stat-ing the file cost a millisecond of each create
+    (bench/README.md). A rotation here is seen at once (`_write_file` forgets the last look)."""
+    where, now = os.environ.get("CRM_DATA_DIR"), time.monotonic()
+    with _lock:
+        looked = _checked.get(where)
+        if looked is None or now - looked[0] >= RECHECK_SECONDS:
+            looked = _checked[where] = (now, _stamp(ring_path()))
+        return looked[1]
 
 
 def identity() -> str | None:
@@ -159,6 +174,7 @@ def _read_file(path: Path) -> dict[str, Any]:
 def _write_file(path: Path, document: dict[str, Any], *, exclusive: bool = False) -> None:
     """Write the whole ring, then put it in place in one step: readers (other processes) see the
     old ring or the new one, never half of one. `exclusive`: FileExistsError if there is one."""
+    _checked.clear()  # this process reads the new ring at once
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{secrets.token_hex(4)}")
     temporary.write_text(json.dumps(document, indent=2), encoding="utf-8")

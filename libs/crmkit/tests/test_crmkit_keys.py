@@ -106,3 +106,28 @@ def test_service_credentials_are_a_secret_per_service_and_their_public_keys(caps
     ring = auth.KeyRing({}, "", {name: auth.public_key_from_text(text) for name, text in public.items()})
     token = auth.service_token("sales", private, "contacts")
     assert auth.verify(ring, token, audience="contacts").roles == {"contacts:read"}
+
+
+def test_another_process_s_rotation_is_seen_within_the_recheck_interval(
+    local_ring: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every request verifies a token: the ring file is looked at again at most every RECHECK_SECONDS."""
+    now = [1000.0]
+    monkeypatch.setattr(keys.time, "monotonic", lambda: now[0])
+    looks: list[Path] = []
+    stamp = keys._stamp
+    monkeypatch.setattr(keys, "_stamp", lambda path: looks.append(path) or stamp(path))
+    keys.ring()  # seeds the ring file
+    first = keys.ring()
+    looks.clear()
+    document = json.loads(local_ring.read_text())
+    document["keys"]["other"] = {"secret": "s" * 48, "created": document["keys"][auth.DEFAULT_KID]["created"]}
+    document["signing"] = "other"
+    replacement = local_ring.with_name("written-elsewhere")
+    replacement.write_text(json.dumps(document))
+    replacement.replace(local_ring)  # as `crm keys rotate` in another process writes it
+    for _ in range(100):
+        assert keys.ring() is first  # within the interval: no look at the file at all
+    assert looks == []
+    now[0] += keys.RECHECK_SECONDS
+    assert keys.ring().signing == "other" and len(looks) == 1
