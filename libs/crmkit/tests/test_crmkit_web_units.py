@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import importlib
 import json
+import re
 from datetime import UTC, datetime
 
 import pytest
 from flask import Flask
 from marshmallow import Schema, ValidationError, fields, validate
 
-from crmkit.errors import PreconditionFailed, ValidationFailed
+from crmkit.errors import ValidationFailed
 from crmkit.web import if_match, jsonable, listing, resource
-from crmkit.web.endpoint import RateLimiter
-from crmkit.web.pagination import decode_cursor, encode_cursor
+from crmkit.web.endpoint import IF_MATCH_PATTERN, RateLimiter
+from crmkit.web.pagination import CURSOR_PATTERN, decode_cursor, encode_cursor
 from crmkit.web.problems import PROBLEM_JSON, flatten, problem
 
 endpoint_module = importlib.import_module("crmkit.web.endpoint")  # crmkit.web.endpoint is also a function
@@ -110,16 +111,20 @@ class TestCursor:
         assert decode_cursor(cursor) == last_id
         assert all(c.isalnum() or c in "-_" for c in cursor)
 
-    @pytest.mark.parametrize(
-        "cursor",
-        ["a", "!!!!", "%%%", "////", "_w", "abc$", "a b c d", "x" * 201,
-         encode_cursor('{"$gt": ""}'), encode_cursor("ایمیل"), encode_cursor("")],
-    )
-    def test_a_cursor_this_api_did_not_return_is_a_validation_failure(self, cursor: str) -> None:
+    @pytest.mark.parametrize("cursor", ["a", "!!!!", "%%%", "////", "abc$", "a b c d", "x" * 201, "abcde"])
+    def test_a_cursor_of_another_shape_is_a_validation_failure(self, cursor: str) -> None:
         with pytest.raises(ValidationFailed) as caught:
             decode_cursor(cursor)
         assert caught.value.status == 422
         assert "cursor" in caught.value.errors
+
+    @pytest.mark.parametrize("cursor", ["_w", "00", "AAAA", encode_cursor('{"$gt": ""}'), encode_cursor("ایمیل")])
+    def test_any_cursor_of_the_documented_shape_is_a_text_position(self, cursor: str) -> None:
+        """The OpenAPI document gives the cursor's pattern: whatever matches it pages from
+        somewhere (after the key it decodes to), so a schema-valid request is never refused."""
+        assert re.match(CURSOR_PATTERN, cursor)
+        position = decode_cursor(cursor)
+        assert isinstance(position, str) and "\0" not in position
 
 
 class TestRateLimiter:
@@ -159,12 +164,17 @@ class TestIfMatch:
         headers = {} if header is None else {"If-Match": header}
         with Flask(__name__).test_request_context(headers=headers):
             assert if_match() == expected
+        assert header is None or re.match(IF_MATCH_PATTERN, header.strip())  # what the OpenAPI document says
 
-    @pytest.mark.parametrize("header", ['"abc"', '"-1"', '"1.5"', "", '"3", "4"'])
-    def test_anything_else_is_a_failed_precondition(self, header: str) -> None:
+    @pytest.mark.parametrize("header", ['"abc"', '"-1"', '"1.5"', "", '"3", "4"', '"٣"', "yesterday"])
+    def test_anything_else_is_bad_input_naming_the_header(self, header: str) -> None:
+        """Not a stale version (that is the 412 of the check) but no version at all: a 422, as
+        the document's pattern for If-Match says."""
+        assert not re.match(IF_MATCH_PATTERN, header)
         with Flask(__name__).test_request_context(headers={"If-Match": header}), \
-                pytest.raises(PreconditionFailed):
+                pytest.raises(ValidationFailed) as caught:
             if_match()
+        assert caught.value.status == 422 and "If-Match" in caught.value.errors
 
 
 class TestResponses:

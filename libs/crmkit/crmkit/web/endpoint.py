@@ -11,11 +11,12 @@ import functools
 import hashlib
 import json
 import os
+import re
 import threading
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from flask import Response, current_app, g, request
@@ -24,11 +25,11 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from crmkit import auth, clock, keys
-from crmkit.errors import Conflict, DomainError, PreconditionFailed, ValidationFailed
+from crmkit.errors import Conflict, DomainError, ValidationFailed
 from crmkit.events import Metadata, new_id
 from crmkit.eventstore import epoch_ms
 from crmkit.logs import correlation_id
-from crmkit.web.pagination import DEFAULT_LIMIT, MAX_LIMIT
+from crmkit.web.pagination import CURSOR_MAX, CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT, VERSION_CURSOR_PATTERN
 from crmkit.web.problems import flatten
 
 
@@ -39,7 +40,17 @@ class PageQuery(Schema):
         unknown = RAISE
 
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT))
-    cursor = fields.String(load_default=None, validate=validate.Length(max=200))
+    cursor = fields.String(load_default=None, validate=[
+        validate.Length(max=CURSOR_MAX), validate.Regexp(CURSOR_PATTERN, error="not a cursor this API returned")],
+        metadata={"description": "`next_cursor` of the previous page (opaque)"})
+
+
+class HistoryQuery(PageQuery):
+    """`?limit=&cursor=` on a record's history, which pages by version (`pagination.by_version`)."""
+
+    cursor = fields.String(load_default=None, validate=validate.Regexp(
+        VERSION_CURSOR_PATTERN, error="not a cursor this API returned"),
+        metadata={"description": "`next_cursor` of the previous page: the last version shown"})
 
 
 @dataclass(frozen=True)
@@ -56,6 +67,7 @@ class EndpointSpec:
     many: bool
     max_body: int | None = None  # bytes this route accepts (the app-wide cap is 1 MiB)
     openapi: dict[str, Any] | None = None  # extra operation fields (e.g. a non-JSON requestBody)
+    body_optional: bool = False  # the body may be left out (an action such as POST /won)
 
 
 class Unauthorized(DomainError):
@@ -84,18 +96,20 @@ def endpoint(
     many: bool = False,
     max_body: int | None = None,
     openapi: dict[str, Any] | None = None,
+    body_optional: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a REST operation. `access` is "read", "write", "erase", or None for a public one.
 
     `max_body` raises the request-size cap for this route only (uploads); `openapi` adds
-    operation fields the declaration cannot express (parameters and responses are merged).
+    operation fields the declaration cannot express (parameters and responses are merged);
+    `body_optional` lets a client leave the body out (validated when given, `{}` when not).
     """
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         spec = EndpointSpec(
             access, body, query, response, status, idempotent,
             summary=(view.__doc__ or view.__name__).strip().splitlines()[0], many=many,
-            max_body=max_body, openapi=openapi,
+            max_body=max_body, openapi=openapi, body_optional=body_optional,
         )
 
         @functools.wraps(view)
@@ -105,9 +119,9 @@ def endpoint(
             if access is not None:
                 _authorize(access)
             if query is not None:
-                path_args["query"] = _load(query(), request.args.to_dict(), "query")
+                path_args["query"] = _load(query(), _query_args(), "query")
             if body is not None:
-                path_args["body"] = _load(body(), _json_body(), "body")
+                path_args["body"] = optional_body(body) if body_optional else _load(body(), _json_body(), "body")
             if idempotent and request.headers.get("Idempotency-Key"):
                 return _idempotent(lambda: view(**path_args))
             return view(**path_args)
@@ -116,6 +130,15 @@ def endpoint(
         return wrapper
 
     return decorate
+
+
+def _query_args() -> dict[str, str]:
+    """The query's parameters; one given twice is refused, as the document's types say (a list
+    is not a string), rather than one of its values being picked silently."""
+    repeated = {name: ["given more than once"] for name, values in request.args.lists() if len(values) > 1}
+    if repeated:
+        raise ValidationFailed(f"{len(repeated)} field(s) failed validation", repeated)
+    return request.args.to_dict()
 
 
 def metadata() -> Metadata:
@@ -127,15 +150,22 @@ def metadata() -> Metadata:
     )
 
 
+IF_MATCH_PATTERN = r'^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$'
+
+
 def if_match() -> int | None:
-    """The version the client last saw, from `If-Match: "<version>"` (None when absent)."""
+    """The version the client last saw, from `If-Match: "<version>"` (None when absent or `*`).
+
+    A value that is no version at all is a 422 naming the header (it is bad input, like a
+    bad field); a version that is not the record's current one is the 412 of the check."""
     raw = request.headers.get("If-Match")
-    if raw is None or raw.strip() == "*":
+    if raw is None:
         return None
-    text = raw.strip().removeprefix("W/").strip('"')
-    if not text.isdigit():
-        raise PreconditionFailed(f"If-Match {raw!r} is not a version this API issued")
-    return int(text)
+    text = raw.strip()
+    if not re.match(IF_MATCH_PATTERN, text):
+        raise ValidationFailed("If-Match is not a version this API issued",
+                               {"If-Match": ['an ETag this API issued, such as "3", or *']})
+    return None if text == "*" else int(text.removeprefix("W/").strip('"'))
 
 
 def _authorize(access: str) -> None:
@@ -226,20 +256,59 @@ def optional_body(schema: type[Schema]) -> dict[str, Any]:
 def _load(schema: Schema, data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationFailed(f"the {where} must be a JSON object", {"_body": ["must be a JSON object"]})
+    mistyped = _json_type_errors(schema, data) if where == "body" else {}
+    if mistyped:
+        raise ValidationFailed(f"{len(mistyped)} field(s) failed validation", mistyped)
     try:
         loaded = schema.load(data)  # unknown fields are rejected (marshmallow's default: RAISE)
     except ValidationError as exc:
         errors = flatten(exc.messages)
         raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors) from None
-    beyond = {_wire_name(schema, path): ["no such time in UTC (out of range)"] for path in _times_beyond_utc(loaded)}
+    beyond = {_wire_name(schema, path): [BEYOND_UTC] for path in _times_beyond_utc(loaded)}
     if beyond:
         raise ValidationFailed(f"{len(beyond)} field(s) failed validation", beyond)
     return loaded
 
 
+def _json_type_errors(schema: Schema, data: dict[str, Any], prefix: str = "") -> dict[str, list[str]]:
+    """A JSON body is typed as the OpenAPI document says: a boolean is true or false and a number
+    a JSON number, not `0`, `"7"` or `true` (marshmallow would coerce those; a query string's
+    values are all text, so queries keep the coercion). Every mistyped field, at any depth."""
+    errors: dict[str, list[str]] = {}
+    for name, field in schema.fields.items():
+        key = field.data_key or name
+        if key in data and not field.dump_only:
+            errors.update(_mistyped(field, data[key], f"{prefix}{key}"))
+    return errors
+
+
+def _mistyped(field: fields.Field, value: Any, path: str) -> dict[str, list[str]]:
+    if value is None:
+        return {}
+    if isinstance(field, fields.Boolean) and not isinstance(value, bool):
+        return {path: ["must be true or false"]}
+    if isinstance(field, fields.Number) and (isinstance(value, bool) or not isinstance(value, int | float)):
+        return {path: ["must be a number"]}
+    if isinstance(field, fields.Nested) and isinstance(field.schema, Schema) and isinstance(value, dict):
+        return _json_type_errors(field.schema, value, f"{path}.")
+    items: list[tuple[fields.Field, Any, str]] = []
+    if isinstance(field, fields.List) and isinstance(value, list):
+        items = [(field.inner, item, f"{path}.{index}") for index, item in enumerate(value)]
+    elif isinstance(field, fields.Dict) and field.value_field is not None and isinstance(value, dict):
+        items = [(field.value_field, item, f"{path}.{key}") for key, item in value.items()]
+    errors: dict[str, list[str]] = {}
+    for inner, item, where in items:
+        errors.update(_mistyped(inner, item, where))
+    return errors
+
+
+BEYOND_UTC = "no such time in UTC (out of range): on 0001-01-01 no offset east of UTC, on 9999-12-31 none west"
+
+
 def _times_beyond_utc(value: Any, path: str = "") -> Iterator[str]:
-    """Paths of the aware times that have no UTC equivalent (0001-01-01T00:00+14:00,
-    9999-12-31T23:59-14:00): marshmallow takes them, but converting them would fail later."""
+    """Paths of the aware times on the calendar's first day east of UTC or its last day west of
+    it (0001-01-01T00:00+14:00, 9999-12-31T23:59-14:00): some have no UTC equivalent, and the
+    OpenAPI document's pattern for times (`openapi.YEARS_WITH_UTC`) excludes all of them."""
     if isinstance(value, dict):
         for key, item in value.items():
             yield from _times_beyond_utc(item, f"{path}.{key}" if path else str(key))
@@ -247,9 +316,8 @@ def _times_beyond_utc(value: Any, path: str = "") -> Iterator[str]:
         for index, item in enumerate(value):
             yield from _times_beyond_utc(item, f"{path}.{index}")
     elif isinstance(value, datetime) and value.tzinfo is not None:
-        try:
-            value.astimezone(UTC)
-        except OverflowError:
+        offset = value.utcoffset() or timedelta(0)
+        if (value.date() == date.min and offset > timedelta(0)) or (value.date() == date.max and offset < timedelta(0)):
             yield path
 
 

@@ -1,4 +1,10 @@
-"""The OpenAPI 3 document, built from the same `endpoint` declarations that do the checks."""
+"""The OpenAPI 3 document, built from the same `endpoint` declarations that do the checks.
+
+Every operation gets an `operationId` (its view's name), a tag (the resource: the first
+path segment after /v1/), and the problem responses the chassis can give it, derived from
+what it declared: 401/403/429 with a role, 400/413/422 with a body, 422 with a query,
+404 with a path id, 409/412 and a malformed If-Match's 422 on a versioned write.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +16,9 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema, fields
 
-from crmkit.web.problems import TITLES
+from crmkit.web.endpoint import IF_MATCH_PATTERN
+from crmkit.web.pagination import CURSOR_MAX, CURSOR_PATTERN
+from crmkit.web.problems import PROBLEM_JSON, TITLES
 
 PATH_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
 
@@ -23,27 +31,78 @@ class ProblemSchema(Schema):
     errors = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
 
 
+# a time on the calendar's first day east of UTC, or on its last day west of it, may have no UTC
+# equivalent (0001-01-01T00:00:00+14:00): the chassis refuses those (`endpoint._times_beyond_utc`)
+YEARS_WITH_UTC = r"^(?!0001-01-01T[^+]*\+(?!00:00)|9999-12-31T[^-]*-(?!00:00))"
+
+
+def _time_range(_converter: Any, field: fields.Field, **_: Any) -> dict[str, Any]:
+    """A time field's edges, as a pattern beside its `date-time` format (see YEARS_WITH_UTC)."""
+    if isinstance(field, fields.DateTime) and not isinstance(field, fields.NaiveDateTime | fields.Date):
+        return {"pattern": YEARS_WITH_UTC}
+    return {}
+
+
+class _Plugin(MarshmallowPlugin):
+    """apispec's marshmallow plugin, plus what a field-by-field conversion cannot say: a schema
+    class may carry `OPENAPI`, JSON Schema keywords merged into its component (e.g. `anyOf`
+    for "give an assignee, a group, or both"), so that the rule is documented where it is."""
+
+    def init_spec(self, spec: APISpec) -> None:
+        super().init_spec(spec)
+        assert self.converter is not None
+        self.converter.add_attribute_function(_time_range)
+
+    def schema_helper(self, name: str, _: Any, schema: Any = None, **kwargs: Any) -> dict[str, Any] | None:
+        json_schema = super().schema_helper(name, _, schema=schema, **kwargs)
+        extra = getattr(schema if isinstance(schema, type) else type(schema), "OPENAPI", None)
+        return {**json_schema, **extra} if json_schema is not None and extra else json_schema
+
+
 def build(app: Flask, title: str, description: str, version: str = "1.0.0") -> dict[str, Any]:
     spec = APISpec(
         title=title,
         version=version,
         openapi_version="3.0.3",
-        plugins=[MarshmallowPlugin()],
+        plugins=[_Plugin()],
         info={"description": description},
     )
     spec.components.security_scheme("bearer", {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"})
     spec.components.schema("Problem", schema=ProblemSchema)
+    seen: set[str] = set()
     for rule in sorted(app.url_map.iter_rules(), key=lambda r: r.rule):
         declared = getattr(app.view_functions[rule.endpoint], "endpoint_spec", None)
         if declared is None:
             continue
         path = PATH_PARAM.sub(r"{\1}", rule.rule)
-        operations = {
-            method.lower(): _operation(declared, PATH_PARAM.findall(rule.rule), method)
-            for method in sorted(rule.methods - {"HEAD", "OPTIONS"})
-        }
+        operations = {}
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            operation = _operation(declared, PATH_PARAM.findall(rule.rule), method)
+            operation_id = rule.endpoint.rsplit(".", 1)[-1]
+            operation["operationId"] = operation_id if operation_id not in seen else f"{operation_id}_{method.lower()}"
+            seen.add(operation["operationId"])
+            operation["tags"] = [_tag(path)]
+            operations[method.lower()] = operation
         spec.path(path=path, operations=operations)
-    return spec.to_dict()
+    return _null_means_null(spec.to_dict())
+
+
+def _null_means_null(node: Any) -> Any:
+    """apispec writes a nullable nested schema as `anyOf: [{$ref}, {type: object, nullable: true}]`,
+    whose second branch takes any object at all; the branch is meant to take only null."""
+    if isinstance(node, dict):
+        if node == {"type": "object", "nullable": True}:
+            return {**node, "enum": [None]}
+        return {key: _null_means_null(value) for key, value in node.items()}
+    if isinstance(node, list):
+        return [_null_means_null(value) for value in node]
+    return node
+
+
+def _tag(path: str) -> str:
+    """The resource an operation belongs to: `/v1/contacts/{id}/history` is about contacts."""
+    parts = [part for part in path.split("/") if part]
+    return parts[1] if len(parts) > 1 and parts[0] == "v1" else parts[0] if parts else "service"
 
 
 def _operation(declared: Any, path_params: list[str], method: str) -> dict[str, Any]:
@@ -57,37 +116,37 @@ def _operation(declared: Any, path_params: list[str], method: str) -> dict[str, 
             "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string"},
             "description": "A repeat with the same key returns the first response and creates nothing.",
         })
-    if method in ("PATCH", "PUT", "POST") and not declared.idempotent and path_params:
+    # a write to a record names it in the path; public routes (signed links, receipts) carry no versions
+    versioned = method in ("PATCH", "PUT", "POST") and bool(path_params) and declared.access is not None
+    if versioned:
         parameters.append({
-            "in": "header", "name": "If-Match", "required": False, "schema": {"type": "string"},
-            "description": "The ETag (version) last seen; 412 when the record has moved on.",
+            "in": "header", "name": "If-Match", "required": False,
+            "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
+            "description": "The ETag (version) last seen, or *; 412 when the record has moved on.",
         })
     operation: dict[str, Any] = {"summary": declared.summary, "parameters": parameters}
     if declared.body is not None:
-        operation["requestBody"] = {"required": True, "content": {"application/json": {"schema": declared.body}}}
+        operation["requestBody"] = {"required": not declared.body_optional,
+                                    "content": {"application/json": {"schema": declared.body}}}
     success: dict[str, Any] = {"description": TITLES.get(declared.status, "OK")}
     if declared.response is not None:
         schema: Any = declared.response
         if declared.many:
-            schema = {"type": "object", "properties": {
-                "items": {"type": "array", "items": declared.response},
-                "next_cursor": {"type": "string", "nullable": True},
-            }}
+            schema = {"type": "object", "required": ["items", "next_cursor"], "additionalProperties": False,
+                      "properties": {
+                          "items": {"type": "array", "items": declared.response},
+                          "next_cursor": {"type": "string", "nullable": True, "pattern": CURSOR_PATTERN,
+                                          "maxLength": CURSOR_MAX},
+                      }}
         success = {"description": "OK", "content": {"application/json": {"schema": schema}}}
     responses: dict[str, Any] = {str(declared.status): success}
-    problems = [400, 422] if (declared.body or declared.query) else []
+    for status in _problems(declared, bool(path_params), versioned):
+        responses[str(status)] = {"description": TITLES[status], "content": {PROBLEM_JSON: {"schema": "Problem"}}}
+    if path_params or declared.query is not None:
+        responses["414"] = {"description": "URI too long: the HTTP server's cap on the request line (4 KiB)",
+                            "content": {"text/html": {"schema": {"type": "string"}}}}
     if declared.access is not None:
-        problems += [401, 403, 429]
         operation["security"] = [{"bearer": []}]
-    if path_params:
-        problems += [404]
-    if method in ("POST", "PATCH", "PUT"):
-        problems += [409, 412] if path_params else [409]
-    for status in sorted(set(problems)):
-        responses[str(status)] = {
-            "description": TITLES[status],
-            "content": {"application/problem+json": {"schema": "Problem"}},
-        }
     operation["responses"] = responses
     for name, value in (declared.openapi or {}).items():
         if name == "parameters":
@@ -97,3 +156,21 @@ def _operation(declared: Any, path_params: list[str], method: str) -> dict[str, 
         else:
             operation[name] = value
     return operation
+
+
+def _problems(declared: Any, has_path_id: bool, versioned: bool) -> list[int]:
+    """The problem statuses the chassis itself can answer for this declaration."""
+    problems: set[int] = set()
+    if declared.body is not None:
+        problems |= {400, 413, 422}  # malformed JSON; over the size cap; a field fails validation
+    if declared.query is not None:
+        problems.add(422)
+    if declared.access is not None:
+        problems |= {401, 403, 429}
+    if has_path_id:
+        problems.add(404)
+    if declared.idempotent:
+        problems |= {409, 422}  # the key's first request still running; the key reused for another request
+    if versioned:
+        problems |= {409, 412, 422}  # illegal transition; If-Match stale; If-Match malformed
+    return sorted(problems)
