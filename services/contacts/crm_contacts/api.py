@@ -11,7 +11,7 @@ from crm_contacts.commands import ContactBook
 from crm_contacts.customer360 import Neighbours, customer_360
 from crm_contacts.domain import CHANNELS
 from crmkit.errors import ValidationFailed
-from crmkit.web import PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
+from crmkit.web import HistoryQuery, PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
 from crmkit.web.pagination import by_version
 
 
@@ -44,7 +44,7 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         return resource(book.update_contact(contact_id, body, metadata(), if_match()).view())
 
     @bp.get("/v1/contacts/<contact_id>/history")
-    @endpoint("read", query=PageQuery, response=schemas.HistoryEntry, many=True)
+    @endpoint("read", query=HistoryQuery, response=schemas.HistoryEntry, many=True)
     def contact_history(contact_id: str, query: dict[str, Any]) -> Response:
         """Every change to a contact: who, what, when, before and after (paged by version)."""
         return listing(*by_version(book.contact_history(contact_id), query["limit"], query.get("cursor")))
@@ -123,7 +123,7 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         return resource(book.update_company(company_id, body, metadata(), if_match()).view())
 
     @bp.get("/v1/companies/<company_id>/history")
-    @endpoint("read", query=PageQuery, response=schemas.HistoryEntry, many=True)
+    @endpoint("read", query=HistoryQuery, response=schemas.HistoryEntry, many=True)
     def company_history(company_id: str, query: dict[str, Any]) -> Response:
         """Every change to a company (paged by version)."""
         return listing(*by_version(book.company_history(company_id), query["limit"], query.get("cursor")))

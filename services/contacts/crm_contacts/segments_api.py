@@ -10,7 +10,7 @@ from marshmallow import Schema, ValidationError, fields, validates_schema
 from crm_contacts import schemas
 from crm_contacts.segment_commands import SegmentBook
 from crm_contacts.segments import MAX_CONDITIONS, MAX_DEPTH, rule_errors
-from crmkit.web import PageQuery, endpoint, if_match, listing, metadata, resource
+from crmkit.web import HistoryQuery, PageQuery, endpoint, if_match, listing, metadata, resource
 from crmkit.web.pagination import by_version
 
 RULES_HELP = (
@@ -79,7 +79,7 @@ def blueprint(book: SegmentBook) -> Blueprint:
         return resource(book.update(segment_id, body, metadata(), if_match()).view())
 
     @bp.get("/v1/segments/<segment_id>/history")
-    @endpoint("read", query=PageQuery, response=schemas.HistoryEntry, many=True)
+    @endpoint("read", query=HistoryQuery, response=schemas.HistoryEntry, many=True)
     def segment_history(segment_id: str, query: dict[str, Any]) -> Response:
         """Every change to a segment: who, what, when, before and after (paged by version)."""
         return listing(*by_version(book.history(segment_id), query["limit"], query.get("cursor")))
