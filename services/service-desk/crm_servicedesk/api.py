@@ -8,8 +8,9 @@ from flask import Blueprint, Response, jsonify
 
 from crm_servicedesk import reports, schemas
 from crm_servicedesk.commands import TicketDesk
-from crmkit.web import PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
+from crmkit.web import HistoryQuery, PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
 from crmkit.web.pagination import by_version
+from crmkit.web.views import HistoryEntry
 
 
 def blueprint(desk: TicketDesk) -> Blueprint:
@@ -38,7 +39,7 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         return ticket_response(desk.ticket(ticket_id))
 
     @bp.get("/v1/tickets/<ticket_id>/history")
-    @endpoint("read", query=PageQuery)
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
     def ticket_history(ticket_id: str, query: dict[str, Any]) -> Response:
         """Every change to a ticket: who, what, when, before and after (paged by version)."""
         return listing(*by_version(desk.history(ticket_id), query["limit"], query.get("cursor")))
@@ -88,13 +89,13 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         return resource(desk.policy(policy_id).view())
 
     @bp.get("/v1/reports/sla")
-    @endpoint("read", query=schemas.ReportQuery)
+    @endpoint("read", query=schemas.ReportQuery, response=schemas.SlaReport)
     def sla_report(query: dict[str, Any]) -> Response:
         """SLA compliance per target and priority; first-response and resolution times in business minutes."""
         return jsonify(jsonable(reports.sla_report(desk.tickets_view, query)))
 
     @bp.get("/v1/reports/satisfaction")
-    @endpoint("read", query=schemas.ReportQuery)
+    @endpoint("read", query=schemas.ReportQuery, response=schemas.SatisfactionReport)
     def satisfaction_report(query: dict[str, Any]) -> Response:
         """CSAT average and distribution, NPS, SERVQUAL means, complaint rate per 100 customers."""
         return jsonify(jsonable(reports.satisfaction_report(desk.tickets_view, query)))

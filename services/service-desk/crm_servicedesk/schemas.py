@@ -7,6 +7,7 @@ from zoneinfo import available_timezones
 
 from marshmallow import Schema, ValidationError, fields, validate, validates, validates_schema
 
+from crm_servicedesk import holiday_sources
 from crm_servicedesk.domain import (
     CHANNELS,
     ESCALATIONS,
@@ -23,15 +24,24 @@ ZONES = frozenset(available_timezones())
 MAX_TARGET_MINUTES = 60 * 24 * 365
 
 
+# What Text takes, for the OpenAPI document: something besides blanks once trimmed, and no
+# control character inside (a multi-line text may hold tabs and line breaks)
+ONE_LINE = r"^\s*[^\x00-\x1f\s](?:[^\x00-\x1f]*[^\x00-\x1f\s])?\s*$"
+MULTI_LINE = r"^\s*[^\x00-\x1f\s](?:[^\x00-\x08\x0b\x0c\x0e-\x1f]*[^\x00-\x1f\s])?\s*$"
+
+
 class Text(fields.String):
     """Trimmed text with a length cap; control characters other than newlines and tabs refused."""
 
     def __init__(self, max_length: int = 200, multiline: bool = False, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"pattern": MULTI_LINE if multiline else ONE_LINE, **kwargs.get("metadata", {})}
         super().__init__(validate=validate.Length(min=1, max=max_length), **kwargs)
         self.multiline = multiline
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        text = super()._deserialize(value, attr, data, **kwargs).strip()
+        raw = super()._deserialize(value, attr, data, **kwargs)
+        self.validators[0](raw)  # the cap counts what was sent, as the document's maxLength does
+        text = raw.strip()
         allowed = "\n\r\t" if self.multiline else ""
         if any(ord(ch) < 32 and ch not in allowed for ch in text):
             raise ValidationError("control characters are not allowed")
@@ -58,6 +68,10 @@ class TicketInput(Schema):
 
 
 class CommentInput(Schema):
+    # the ticket's rule (`Ticket.comment`): a customer's comment is always public
+    OPENAPI = {"not": {"required": ["author_type", "public"], "properties": {
+        "author_type": {"enum": ["customer"]}, "public": {"enum": [False]}}}}
+
     body = Text(max_length=20_000, multiline=True, required=True)
     public = fields.Boolean(load_default=True)
     author_type = fields.String(load_default="agent", validate=validate.OneOf(("agent", "customer")))
@@ -65,6 +79,9 @@ class CommentInput(Schema):
 
 
 class AssignInput(Schema):
+    OPENAPI = {"anyOf": [{"required": [name], "properties": {name: {"type": "string"}}}
+                         for name in ("assignee", "group")]}  # one_of, below
+
     assignee = Text(max_length=100, load_default=None, allow_none=True)
     group = Text(max_length=100, load_default=None, allow_none=True)
 
@@ -102,7 +119,15 @@ class TargetsInput(Schema):
                                 validate=validate.Range(1, MAX_TARGET_MINUTES))
 
 
+def _some_target() -> dict[str, Any]:
+    """`PolicyInput.some_target` in JSON Schema: some priority sets some target (not null)."""
+    one = {"anyOf": [{"required": [target], "properties": {target: {"type": "integer"}}} for target in TARGETS]}
+    return {"anyOf": [{"required": [priority], "properties": {priority: one}} for priority in PRIORITIES]}
+
+
 class TargetsByPriority(Schema):
+    OPENAPI = _some_target()
+
     low = fields.Nested(TargetsInput, load_default=dict)
     normal = fields.Nested(TargetsInput, load_default=dict)
     high = fields.Nested(TargetsInput, load_default=dict)
@@ -142,16 +167,59 @@ class EscalationInput(Schema):
             raise ValidationError("reassign needs an assignee or a group", "assignee")
 
 
+MAX_HOLIDAYS = 1000
+
+
+class HolidaysFromInput(Schema):
+    """A country's public holidays (the `holidays` package), expanded into dates when the policy is stored."""
+
+    country = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{2}$", error="ISO 3166-1 alpha-2, e.g. IR"),
+                            metadata={"description": "e.g. IR (Iran), DE, AE"})
+    years = fields.List(fields.Integer(strict=True), required=True,
+                        validate=validate.Length(min=1, max=holiday_sources.MAX_YEARS),
+                        metadata={"description": f"e.g. [2026, 2027]; {holiday_sources.MIN_YEAR} to "
+                                                 f"{holiday_sources.MAX_YEAR}"})
+    subdivision = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(r"^[A-Za-z0-9-]{1,10}$"),
+                                metadata={"description": "a state or province code where the country has them"})
+
+    @validates_schema(skip_on_field_errors=False)
+    def supported(self, data: dict[str, Any], **_: Any) -> None:
+        found = holiday_sources.problems(data.get("country") or "", data.get("years") or [],
+                                         data.get("subdivision"))
+        if "country" not in data:
+            found.pop("country", None)
+            found.pop("subdivision", None)
+        if found:
+            raise ValidationError(found)
+
+
+def country_holidays(request: dict[str, Any] | None) -> list[str]:
+    """The dates a loaded `holidays_from` expands to (none without one)."""
+    if not request:
+        return []
+    return holiday_sources.expand(request["country"], request["years"], request.get("subdivision"))
+
+
 class PolicyInput(Schema):
     name = Text(max_length=200, required=True)
     description = Text(max_length=2000, multiline=True, load_default=None, allow_none=True)
     targets = fields.Nested(TargetsByPriority, required=True)
     business_hours = fields.Nested(BusinessHoursInput, load_default=None, allow_none=True)
-    holidays = fields.List(fields.Date(), load_default=list, validate=validate.Length(max=1000))
+    holidays = fields.List(fields.Date(), load_default=list, validate=validate.Length(max=MAX_HOLIDAYS))
+    holidays_from = fields.Nested(HolidaysFromInput, load_default=None, allow_none=True, metadata={
+        "description": "start from a country's public holidays: expanded into dates (added to `holidays`) when "
+                       "stored, so a later update of the holidays package never changes them"})
     customer_tiers = fields.List(Text(max_length=50), load_default=list, validate=validate.Length(max=20))
     escalation = fields.Nested(EscalationInput, load_default=lambda: {"action": "none", "assignee": None,
                                                                       "group": None})
     enabled = fields.Boolean(load_default=True)
+
+    @validates_schema
+    def holidays_fit(self, data: dict[str, Any], **_: Any) -> None:
+        days = {day.isoformat() for day in data.get("holidays") or ()}
+        days |= set(country_holidays(data.get("holidays_from")))
+        if len(days) > MAX_HOLIDAYS:
+            raise ValidationError(f"more than {MAX_HOLIDAYS} holidays with the country's", "holidays_from")
 
     @validates_schema
     def some_target(self, data: dict[str, Any], **_: Any) -> None:
@@ -163,7 +231,9 @@ class PolicyInput(Schema):
 def policy_fields(body: dict[str, Any]) -> dict[str, Any]:
     """A loaded policy as it is stored in events: dates as ISO strings, targets complete."""
     targets = {p: {t: (body["targets"].get(p) or {}).get(t) for t in TARGETS} for p in PRIORITIES}
-    return {**body, "targets": targets, "holidays": sorted({day.isoformat() for day in body["holidays"]})}
+    holidays = {day.isoformat() for day in body["holidays"]} | set(country_holidays(body.get("holidays_from")))
+    rest = {name: value for name, value in body.items() if name != "holidays_from"}
+    return {**rest, "targets": targets, "holidays": sorted(holidays)}
 
 
 class TicketListQuery(PageQuery):
@@ -202,18 +272,230 @@ class ReportQuery(Schema):
         check_period(data.get("from_"), data.get("to"))
 
 
+class SlaTargetView(Schema):
+    target = fields.String(metadata={"enum": list(TARGETS)})
+    key = fields.String(metadata={"description": "the target's cycle (next_response counts each reply awaited)"})
+    minutes = fields.Integer(allow_none=True, metadata={"description": "business minutes promised"})
+    due_at = fields.DateTime(allow_none=True)
+    completed_at = fields.DateTime(allow_none=True)
+    status = fields.String(metadata={"enum": ["active", "paused", "met", "breached"]})
+    breached = fields.Boolean()
+    elapsed_minutes = fields.Float()
+    remaining_minutes = fields.Float()
+
+
+class CommentView(Schema):
+    id = fields.String()
+    author_type = fields.String(metadata={"enum": ["agent", "customer"]})
+    author = fields.String(allow_none=True)
+    public = fields.Boolean()
+    body = fields.String(allow_none=True, metadata={"description": "null once the customer is erased"})
+    at = fields.DateTime()
+
+
+class BreachView(Schema):
+    key = fields.String()
+    target = fields.String(metadata={"enum": list(TARGETS)})
+    due_at = fields.DateTime(allow_none=True)
+    breached_at = fields.DateTime(allow_none=True)
+
+
+class EscalationView(Schema):
+    target = fields.String(metadata={"enum": list(TARGETS)})
+    action = fields.String(metadata={"enum": list(ESCALATIONS)})
+    from_priority = fields.String(allow_none=True)
+    to_priority = fields.String(allow_none=True)
+    at = fields.DateTime()
+
+
+class ServqualView(Schema):
+    tangibles = fields.Integer(allow_none=True)
+    reliability = fields.Integer(allow_none=True)
+    responsiveness = fields.Integer(allow_none=True)
+    assurance = fields.Integer(allow_none=True)
+    empathy = fields.Integer(allow_none=True)
+
+
+class SatisfactionView(Schema):
+    csat = fields.Integer()
+    comment = fields.String(allow_none=True)
+    nps = fields.Integer(allow_none=True)
+    servqual = fields.Nested(ServqualView, allow_none=True)
+    at = fields.DateTime()
+
+
+class TicketContactView(Schema):
+    """The ticket's contact from the local projections (no remote call)."""
+
+    id = fields.String()
+    name = fields.String(allow_none=True)
+    status = fields.String(allow_none=True)
+    tier = fields.String(allow_none=True)
+
+
+class PolicyRefView(Schema):
+    id = fields.String()
+    name = fields.String(allow_none=True)
+
+
 class TicketView(Schema):
     id = fields.String()
     version = fields.Integer()
     subject = fields.String(allow_none=True)
+    description = fields.String(allow_none=True)
     contact_id = fields.String()
-    status = fields.String()
-    priority = fields.String()
-    sla = fields.List(fields.Dict())
+    company_id = fields.String(allow_none=True)
+    deal_id = fields.String(allow_none=True)
+    channel = fields.String(metadata={"enum": list(CHANNELS)})
+    type = fields.String(metadata={"enum": list(TYPES)})
+    priority = fields.String(metadata={"enum": list(PRIORITIES)})
+    status = fields.String(metadata={"enum": list(STATUSES)})
+    tags = fields.List(fields.String())
+    assignee = fields.String(allow_none=True)
+    group = fields.String(allow_none=True)
+    customer_tier = fields.String(allow_none=True)
+    opened_at = fields.DateTime()
+    first_response_at = fields.DateTime(allow_none=True)
+    solved_at = fields.DateTime(allow_none=True)
+    closed_at = fields.DateTime(allow_none=True)
+    sla_policy = fields.Nested(PolicyRefView, allow_none=True)
+    sla = fields.List(fields.Nested(SlaTargetView))
+    breached = fields.Boolean()
+    breaches = fields.List(fields.Nested(BreachView))
+    escalations = fields.List(fields.Nested(EscalationView))
+    comments = fields.List(fields.Nested(CommentView))
+    satisfaction = fields.Nested(SatisfactionView, allow_none=True)
+    created_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime(allow_none=True)
+    contact = fields.Nested(TicketContactView)
+
+
+class TargetsView(Schema):
+    first_response = fields.Integer(allow_none=True)
+    next_response = fields.Integer(allow_none=True)
+    resolution = fields.Integer(allow_none=True)
+
+
+class TargetsByPriorityView(Schema):
+    low = fields.Nested(TargetsView)
+    normal = fields.Nested(TargetsView)
+    high = fields.Nested(TargetsView)
+    urgent = fields.Nested(TargetsView)
+
+
+class BusinessHoursView(Schema):
+    time_zone = fields.String()
+    working_days = fields.List(fields.String(metadata={"enum": list(WEEKDAYS)}))
+    start = fields.String()
+    end = fields.String()
+
+
+class EscalationPolicyView(Schema):
+    action = fields.String(metadata={"enum": list(ESCALATIONS)})
+    assignee = fields.String(allow_none=True)
+    group = fields.String(allow_none=True)
 
 
 class PolicyView(Schema):
     id = fields.String()
     version = fields.Integer()
     name = fields.String()
-    targets = fields.Dict()
+    description = fields.String(allow_none=True)
+    targets = fields.Nested(TargetsByPriorityView)
+    business_hours = fields.Nested(BusinessHoursView, allow_none=True)
+    holidays = fields.List(fields.Date())
+    customer_tiers = fields.List(fields.String())
+    escalation = fields.Nested(EscalationPolicyView)
+    enabled = fields.Boolean()
+    created_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime(allow_none=True)
+
+
+class ReportPeriodFields(Schema):
+    from_ = fields.DateTime(data_key="from", allow_none=True)
+    to = fields.DateTime(allow_none=True)
+    team = fields.String(allow_none=True)
+    customer_tier = fields.String(allow_none=True)
+
+
+class ComplianceView(Schema):
+    met = fields.Integer()
+    breached = fields.Integer()
+    compliance_percent = fields.Float(allow_none=True)
+
+
+class MinutesStats(Schema):
+    count = fields.Integer()
+    average_minutes = fields.Float(allow_none=True)
+    p90_minutes = fields.Float(allow_none=True)
+
+
+class SlaReport(ReportPeriodFields):
+    tickets = fields.Integer()
+    compliance = fields.Dict(keys=fields.String(metadata={"enum": list(TARGETS)}), values=fields.Dict(
+        keys=fields.String(metadata={"enum": [*PRIORITIES, "all"]}), values=fields.Nested(ComplianceView)),
+        metadata={"description": "target → priority (or all) → met, breached, compliance_percent"})
+    first_response = fields.Nested(MinutesStats)
+    resolution = fields.Nested(MinutesStats)
+    unit = fields.String(metadata={"enum": ["business minutes"]})
+
+
+class CsatStats(Schema):
+    responses = fields.Integer()
+    average = fields.Float(allow_none=True)
+    distribution = fields.Dict(keys=fields.String(metadata={"enum": ["1", "2", "3", "4", "5"]}),
+                               values=fields.Integer())
+    satisfied_percent = fields.Float(allow_none=True)
+
+
+class NpsStats(Schema):
+    responses = fields.Integer()
+    promoters = fields.Integer()
+    passives = fields.Integer()
+    detractors = fields.Integer()
+    score = fields.Float(allow_none=True)
+
+
+class ServqualMean(Schema):
+    count = fields.Integer()
+    mean = fields.Float(allow_none=True)
+
+
+class SatisfactionReport(ReportPeriodFields):
+    csat = fields.Nested(CsatStats)
+    nps = fields.Nested(NpsStats)
+    servqual = fields.Dict(keys=fields.String(), values=fields.Nested(ServqualMean))
+    complaints = fields.Integer()
+    customers = fields.Integer()
+    complaint_rate_per_100_customers = fields.Float(allow_none=True)
+
+
+class SurveyAnswerView(Schema):
+    ticket_id = fields.String()
+    satisfaction = fields.Nested(SatisfactionView)
+
+
+HTML = {"text/html": {"schema": {"type": "string"}}}
+PROBLEM = {"application/problem+json": {"schema": "Problem"}}
+
+
+def _pages(*statuses: int, problems: bool = False) -> dict[str, Any]:
+    """The survey's error pages; with `problems`, a JSON request gets a problem instead."""
+    titles = {404: "Link not valid", 409: "Already rated", 410: "Link expired", 422: "Please check your answers"}
+    return {str(status): {"description": titles[status], "content": {**HTML, **(PROBLEM if problems else {})}}
+            for status in statuses}
+
+
+SURVEY_FORM = {"responses": {"200": {"description": "The survey form", "content": HTML}, **_pages(404, 409, 410)}}
+
+SURVEY_ANSWER = {
+    "requestBody": {"required": True, "content": {
+        "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
+            "csat": {"type": "string", "pattern": "^[1-5]$"}, "nps": {"type": "string", "pattern": "^([0-9]|10)?$"},
+            "comment": {"type": "string", "maxLength": 5000}}, "required": ["csat"]}},
+        "application/json": {"schema": SatisfactionInput}}},
+    "responses": {
+        "201": {"description": "Recorded: a thank-you page, or (JSON) the rating",
+                "content": {**HTML, "application/json": {"schema": SurveyAnswerView}}},
+        **_pages(404, 409, 410, 422, problems=True)},
+}

@@ -164,7 +164,7 @@ def blueprint(desk: TicketDesk) -> Blueprint:
     bp = Blueprint("servicedesk_surveys", __name__)
 
     @bp.get("/v1/surveys/<token>")
-    @endpoint(None, query=SurveyQuery)
+    @endpoint(None, query=SurveyQuery, openapi=schemas.SURVEY_FORM)
     def survey_form(token: str, query: dict[str, Any]) -> Response:
         """The survey page behind the emailed link (no token needed; the link is signed), in the contact's language."""
         ticket: Ticket | None = None
@@ -177,7 +177,7 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         return _page(page_language(desk, ticket, query.get("lang")), "intro", 200, form=True)
 
     @bp.post("/v1/surveys/<token>")
-    @endpoint(None, query=SurveyQuery)
+    @endpoint(None, query=SurveyQuery, openapi=schemas.SURVEY_ANSWER)
     def survey_answer(token: str, query: dict[str, Any]) -> Response:
         """Record the rating from the survey link (form or JSON `csat`, `nps`, `comment`); once, again is 409."""
         ticket: Ticket | None = None
