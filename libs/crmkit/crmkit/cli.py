@@ -2,7 +2,8 @@
 
 `crm --help` lists every command; `crm COMMAND --help` describes its arguments. The long
 ones (rebuild, replay, export) show totals, rate and time left on a terminal and write
-only a start and a summary line elsewhere (crmkit.progress).
+only a start and a summary line elsewhere (crmkit.progress). A service may add commands
+of its own (`ServiceSpec.commands`, e.g. the service desk's `crm sla recompute`).
 """
 
 from __future__ import annotations
@@ -98,6 +99,13 @@ def build_parser() -> argparse.ArgumentParser:
                                          "(`make catalogue`)")
     catalogue_cmd.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "events",
                                help="the folder written (default docs/events)")
+
+    for service, spec in sorted(discover().items()):  # commands a service contributes (ServiceSpec.commands)
+        for name, contributed in spec.commands.items():
+            if name in commands.choices:
+                raise SystemExit(f"service {service} contributes `crm {name}`, which another command already is")
+            contributed.arguments(command(name, contributed.summary))
+            commands.choices[name].set_defaults(contributed=contributed.run)
     return parser
 
 
@@ -106,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     handlers = {"up": up, "token": token, "replay": replay, "rebuild": rebuild_cmd_run, "serve": serve,
                 "tail": tail_cmd_run, "export": export_cmd_run, "catalogue": catalogue_cmd_run,
                 "deadletters": deadletters_cmd_run, "keys": keys_cmd_run}
-    return handlers[args.command](args)
+    handler = handlers.get(args.command) or args.contributed
+    return handler(args)
 
 
 def catalogue_cmd_run(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ adding a service touches no chassis code.
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import threading
@@ -40,6 +41,19 @@ class ExtraProcess:
 
 
 @dataclass(frozen=True)
+class ServiceCommand:
+    """A `crm` command a service contributes (e.g. the service desk's `crm sla recompute`).
+
+    `summary` is the line `crm --help` shows, `arguments` adds the command's arguments
+    (each with its help) to its parser, `run` does the work and returns the exit code.
+    """
+
+    summary: str
+    arguments: Callable[[argparse.ArgumentParser], None]
+    run: Callable[[argparse.Namespace], int]
+
+
+@dataclass(frozen=True)
 class ServiceSpec:
     name: str
     title: str
@@ -65,6 +79,8 @@ class ServiceSpec:
     # what this service refuses to start with in production, beside the chassis's checks
     # (crmkit.profile): an environment in, its unsafe settings out
     production_checks: profile.Check = lambda _environ: ()
+    # `crm` commands of this service's own, by name (`crm NAME ...`); a name the chassis uses is refused
+    commands: Mapping[str, ServiceCommand] = field(default_factory=dict)
 
     def processes(self, *, local: bool = False) -> list[str]:
         """The process names this service runs; `local`: only those `crm up` should start now."""

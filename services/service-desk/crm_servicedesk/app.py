@@ -2,20 +2,26 @@
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
+from datetime import UTC, date, datetime
 
-from crm_servicedesk import api, grpc_api, projections, survey_api
-from crm_servicedesk.catalogue import EVENTS
+from crm_servicedesk import api, grpc_api, projections, sla_api, survey_api
+from crm_servicedesk.catalogue import EVENTS, UPCASTERS
 from crm_servicedesk.commands import TicketDesk
 from crm_servicedesk.domain import PERSONAL_DATA
+from crm_servicedesk.recompute import Recompute
+from crmkit import logs
 from crmkit.config import Ports
+from crmkit.progress import Progress
 from crmkit.projector import Projection
 from crmkit.runtime import Runtime
-from crmkit.service import ServiceSpec
+from crmkit.service import ServiceCommand, ServiceSpec
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +61,84 @@ def sla_sweeper(runtime: Runtime) -> Callable[[threading.Event], None]:
     return sla_sweep
 
 
+def sla_recomputer(runtime: Runtime) -> Callable[[threading.Event], None]:
+    """The worker's recompute after a policy change: checks every CRM_SERVICEDESK_RECOMPUTE_SECONDS
+    (default 10) whether a policy's version moved since its last finished run, and if so re-folds
+    every open ticket's clocks (`recompute.Recompute`, batched and resumable)."""
+    interval = float(os.environ.get("CRM_SERVICEDESK_RECOMPUTE_SECONDS", "10"))
+    recompute = Recompute(TicketDesk(runtime))
+
+    def sla_recompute(stop: threading.Event) -> None:
+        while not stop.is_set():
+            try:
+                marks = recompute.policy_marks()
+                if not recompute.up_to_date("worker", marks):
+                    outcome = recompute.run("worker", marks=marks)
+                    log.info("SLA clocks recomputed after a policy change", extra=outcome)
+            except Exception:
+                log.exception("SLA recompute failed; trying again")
+            stop.wait(interval)
+
+    return sla_recompute
+
+
+def _day(text: str) -> datetime:
+    """A `--from`/`--to` value: a date (midnight UTC) or an RFC 3339 time with its offset."""
+    try:
+        moment = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC) if len(text) == 10 \
+            else datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (2026-03-01) or a time with an offset: {text!r}") from None
+    if moment.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"a time needs its offset (e.g. Z): {text!r}")
+    return moment
+
+
+def _sla_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("action", choices=["recompute"],
+                        help="recompute: re-fold SLA clocks against the policy versions in force at each moment")
+    parser.add_argument("--from", dest="since", type=_day, metavar="DATE",
+                        help="also the solved and closed tickets opened since DATE (2026-03-01, or a time with "
+                             "its offset); without it only the open ones")
+    parser.add_argument("--to", dest="until", type=_day, metavar="DATE",
+                        help="with --from: only tickets opened before DATE")
+
+
+def sla_command(args: argparse.Namespace) -> int:
+    """`crm sla recompute`: what the worker does after a policy change, on request and for closed tickets too;
+    an interrupted run resumes when started again with the same arguments."""
+    if args.until is not None and (args.since is None or args.until <= args.since):
+        print("--to needs a --from before it", file=sys.stderr)
+        return 2
+    logs.configure(SERVICE.name, "cli")
+    runtime = SERVICE.runtime()
+    try:
+        prepare(runtime)
+        recompute = Recompute(TicketDesk(runtime))
+        with Progress("sla recompute", recompute.total(args.since, args.until), unit="tickets") as progress:
+            outcome = recompute.run("cli", args.since, args.until, progress=progress.update)
+            progress.finish(f"recomputed {outcome['tickets']} tickets' SLA clocks; {outcome['changed']} changed, "
+                            f"in {progress.elapsed():.1f}s")
+    finally:
+        runtime.close()
+    return 0
+
+
 SERVICE = ServiceSpec(
     name="service-desk",
     title="CRM service desk",
     description="Tickets from every channel, SLA policies on business hours, satisfaction and reports.",
     ports=Ports(http=8003, grpc=50053, metrics=9121),
-    blueprints=lambda runtime: [api.blueprint(TicketDesk(runtime)), survey_api.blueprint(TicketDesk(runtime))],
+    blueprints=lambda runtime: [api.blueprint(TicketDesk(runtime)), survey_api.blueprint(TicketDesk(runtime)),
+                                sla_api.blueprint(TicketDesk(runtime))],
     servicers=lambda server, runtime: grpc_api.register(server, TicketDesk(runtime)),
     projections=all_projections,
     prepare=prepare,
-    jobs=lambda runtime: [sla_sweeper(runtime)],
+    jobs=lambda runtime: [sla_sweeper(runtime), sla_recomputer(runtime)],
     personal_fields=PERSONAL_DATA,
     references=("contact_id",),
     events=EVENTS,
+    upcasters=UPCASTERS,
+    commands={"sla": ServiceCommand("recompute the service desk's SLA clocks after a policy or calendar change",
+                                    _sla_arguments, sla_command)},
 )

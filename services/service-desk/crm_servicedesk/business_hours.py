@@ -67,16 +67,61 @@ class Calendar:
             end = datetime.combine(day, self.end, zone).astimezone(UTC)
         return (start, end) if end > start else None
 
-    def windows(self, since: datetime) -> Iterator[tuple[datetime, datetime]]:
-        """Working intervals that end after `since`, in order, one per working day, lazily.
+    def windows(self, since: datetime, until: datetime | None = None) -> Iterator[tuple[datetime, datetime]]:
+        """Working intervals that end after `since`, in order, one per working day, lazily;
+        with `until`, only those of the local days up to it (a bounded piece of a `Timeline`).
 
         Touching intervals (24/7) are not merged: merging would read ahead without end.
         """
         day = since.astimezone(self.zone).date() - timedelta(days=1)
+        last = until.astimezone(self.zone).date() if until is not None else None
         for offset in range(MAX_DAYS + 2):
-            found = self.window(day + timedelta(days=offset))
+            current = day + timedelta(days=offset)
+            if last is not None and current > last:
+                return
+            found = self.window(current)
             if found is not None and found[1] > since:
                 yield found
+
+
+@dataclass(frozen=True)
+class Timeline:
+    """Calendars in force one after another: each piece is (from, calendar), in order of
+    `from`; the first piece's `from` is None (in force since always), and each lasts until
+    the next one's. Used wherever a `Calendar` is (`windows` has the same meaning), so a
+    due time is computed piecewise: working time counts under the calendar in force at
+    each instant, e.g. new hours from an effective time on.
+    """
+
+    pieces: tuple[tuple[datetime | None, Calendar], ...]
+
+    def __post_init__(self) -> None:
+        if not self.pieces or self.pieces[0][0] is not None:
+            raise ValueError("a timeline starts with a calendar in force since always")
+        starts = [_utc(start) for start, _ in self.pieces[1:]]  # type: ignore[arg-type]
+        if starts != sorted(starts):
+            raise ValueError("a timeline's pieces are in order of their start")
+
+    def windows(self, since: datetime, until: datetime | None = None) -> Iterator[tuple[datetime, datetime]]:
+        """Each piece's windows clipped to the piece's span, in order (empty clips left out)."""
+        since = _utc(since)
+        for index, (start, calendar) in enumerate(self.pieces):
+            end = self.pieces[index + 1][0] if index + 1 < len(self.pieces) else None
+            if end is not None and end <= since:
+                continue
+            if until is not None and start is not None and start > until:
+                return
+            bound = min(end, until) if end is not None and until is not None else end or until
+            for window_start, window_end in calendar.windows(max(since, start) if start else since, bound):
+                clipped = (max(window_start, start) if start else window_start,
+                           min(window_end, end) if end else window_end)
+                if end is not None and clipped[0] >= end:
+                    break
+                if clipped[1] > clipped[0] and clipped[1] > since:
+                    yield clipped
+
+
+Schedule = Calendar | Timeline  # what working time is counted against
 
 
 def _normalise(pauses: Iterable[Pause], far: datetime) -> list[tuple[datetime, datetime]]:
@@ -110,7 +155,7 @@ def _subtract(window: tuple[datetime, datetime], pauses: Sequence[tuple[datetime
         yield start, end
 
 
-def working_intervals(calendar: Calendar, since: datetime, pauses: Iterable[Pause] = ()
+def working_intervals(calendar: Schedule, since: datetime, pauses: Iterable[Pause] = ()
                       ) -> Iterator[tuple[datetime, datetime]]:
     """The instants the clock runs from `since` on: calendar windows minus pauses, clipped to `since`."""
     since = _utc(since)
@@ -122,7 +167,7 @@ def working_intervals(calendar: Calendar, since: datetime, pauses: Iterable[Paus
                 yield max(start, since), end
 
 
-def add(start: datetime, amount: timedelta, calendar: Calendar, pauses: Iterable[Pause] = ()) -> datetime:
+def add(start: datetime, amount: timedelta, calendar: Schedule, pauses: Iterable[Pause] = ()) -> datetime:
     """The instant at which `amount` of working time has passed since `start`.
 
     `add(start, 0) == start`. When the amount runs out exactly at the end of a working
@@ -143,7 +188,7 @@ def add(start: datetime, amount: timedelta, calendar: Calendar, pauses: Iterable
     raise ValueError("no working time left in the calendar within the next ten years")
 
 
-def between(a: datetime, b: datetime, calendar: Calendar, pauses: Iterable[Pause] = ()) -> timedelta:
+def between(a: datetime, b: datetime, calendar: Schedule, pauses: Iterable[Pause] = ()) -> timedelta:
     """Working time in [a, b) (zero when b <= a)."""
     a, b = _utc(a), _utc(b)
     total = timedelta(0)
@@ -156,11 +201,11 @@ def between(a: datetime, b: datetime, calendar: Calendar, pauses: Iterable[Pause
     return total
 
 
-def add_minutes(start: datetime, minutes: int, calendar: Calendar, pauses: Iterable[Pause] = ()) -> datetime:
+def add_minutes(start: datetime, minutes: int, calendar: Schedule, pauses: Iterable[Pause] = ()) -> datetime:
     return add(start, minutes * MINUTE, calendar, pauses)
 
 
-def minutes_between(a: datetime, b: datetime, calendar: Calendar, pauses: Iterable[Pause] = ()) -> float:
+def minutes_between(a: datetime, b: datetime, calendar: Schedule, pauses: Iterable[Pause] = ()) -> float:
     return between(a, b, calendar, pauses) / MINUTE
 
 

@@ -24,6 +24,7 @@ from crm_servicedesk.domain import (
     WEEKDAYS,
 )
 from crmkit.catalogue import Catalogue, EventType
+from crmkit.events import Upcasters
 
 ID = {"type": "string", "minLength": 1}
 OPTIONAL_ID = {"type": ["string", "null"], "minLength": 1}
@@ -66,11 +67,15 @@ POLICY_FIELDS: dict[str, Any] = {
     "escalation": ESCALATION,
     "enabled": {"type": "boolean"},
 }
+EFFECTIVE_AT = {"type": ["string", "null"], "format": "date-time",
+                "description": "in force from then on (until a later version's effective_at); null: since always"}
+POLICY_VERSION = _object(["id", "version", *POLICY_FIELDS], {
+    "id": ID, "version": {"type": "integer", "minimum": 1, "description": "the policy stream's version"},
+    "effective_at": EFFECTIVE_AT, **POLICY_FIELDS})
 POLICY_SNAPSHOT = {
-    **_object(["id", "version", *POLICY_FIELDS], {"id": ID, "version": {"type": "integer", "minimum": 1},
-                                                 **POLICY_FIELDS}),
+    **POLICY_VERSION,
     "type": ["object", "null"],
-    "description": "the SLA policy as it was when the ticket opened (kept with the ticket); null: none applied",
+    "description": "the SLA policy version in force when the ticket opened (kept with the ticket); null: none applied",
 }
 SERVQUAL_SCORES = {
     "type": ["object", "null"], "additionalProperties": False, "minProperties": 1,
@@ -85,14 +90,17 @@ COMMENT_AUTHORS = [
 EVENTS = Catalogue("servicedesk", "Service desk", [
     EventType(
         "TicketOpened", 1, "ticket",
-        "A ticket was opened for a contact, with the SLA policy chosen for it now (kept with the ticket, so a later "
-        "change to the policy never moves its promises). The subject is the ticket id.",
+        "A ticket was opened for a contact, with the SLA policy chosen for it now: the version in force "
+        "(`sla_policy`) and any recorded to take effect later (`sla_policy_later`, in order), kept with the ticket; "
+        "a later revision of the policy reaches it through `SlaRecomputed`. The subject is the ticket id.",
         _object(["subject", "description", "contact_id", "company_id", "deal_id", "channel", "type", "priority",
                  "tags", "assignee", "group", "customer_tier", "opened_at", "sla_policy"], {
             "subject": TEXT, "description": OPTIONAL_TEXT, "contact_id": ID, "company_id": OPTIONAL_ID,
             "deal_id": OPTIONAL_ID, "channel": {"enum": list(CHANNELS)}, "type": {"enum": list(TYPES)},
             "priority": PRIORITY, "tags": {"type": "array", "items": TEXT}, "assignee": OPTIONAL_TEXT,
-            "group": OPTIONAL_TEXT, "customer_tier": OPTIONAL_TEXT, "opened_at": TIME, "sla_policy": POLICY_SNAPSHOT}),
+            "group": OPTIONAL_TEXT, "customer_tier": OPTIONAL_TEXT, "opened_at": TIME, "sla_policy": POLICY_SNAPSHOT,
+            "sla_policy_later": {"type": "array", "items": POLICY_VERSION,
+                                 "description": "versions scheduled to take effect after the opening; optional"}}),
         {"subject": "Invoice shows the wrong amount", "description": "Charged twice in November.",
          "contact_id": "01a2…", "company_id": None, "deal_id": None, "channel": "email", "type": "complaint",
          "priority": "high", "tags": ["billing"], "assignee": None, "group": "billing", "customer_tier": "strategic",
@@ -149,14 +157,65 @@ EVENTS = Catalogue("servicedesk", "Service desk", [
     ),
     EventType(
         "SlaBreached", 1, "ticket",
-        "An SLA target of the ticket was missed (recorded once per `key`: the target, `next_response:<n>` per "
-        "reply cycle); `breached_at` is when it was found open past due, or when it was met late.",
+        "Superseded by v2 (still readable: upcast on read, `breached_at` becoming v2's `detected_at` and the due "
+        "time v2's `breached_at`). An SLA target of the ticket was missed; `breached_at` was when it was found open "
+        "past due, or when it was met late.",
         _object(["key", "target", "priority", "contact_id", "policy_id", "due_at", "breached_at"], {
             "key": {"type": "string", "pattern": "^(first_response|resolution|next_response:[0-9]+)$"},
             "target": TARGET, "priority": PRIORITY, "contact_id": ID, "policy_id": OPTIONAL_ID, "due_at": TIME,
             "breached_at": TIME}),
         {"key": "first_response", "target": "first_response", "priority": "high", "contact_id": "01a2…",
          "policy_id": "01c1…", "due_at": "2026-11-26T09:00:00.000Z", "breached_at": "2026-11-26T09:00:05.000Z"},
+    ),
+    EventType(
+        "SlaBreached", 2, "ticket",
+        "An SLA target of the ticket was missed (recorded once per `key`: the target, `next_response:<n>` per "
+        "reply cycle). `breached_at` is when the promise broke: the due time, however late it was found (by a sweep, "
+        "by the command that met it late, or by a recompute after a policy change); `detected_at` is when it was "
+        "recorded. A later `SlaRecomputed` may withdraw or move it.",
+        _object(["key", "target", "priority", "contact_id", "policy_id", "due_at", "breached_at", "detected_at"], {
+            "key": {"type": "string", "pattern": "^(first_response|resolution|next_response:[0-9]+)$"},
+            "target": TARGET, "priority": PRIORITY, "contact_id": ID, "policy_id": OPTIONAL_ID, "due_at": TIME,
+            "breached_at": TIME, "detected_at": TIME}),
+        {"key": "first_response", "target": "first_response", "priority": "high", "contact_id": "01a2…",
+         "policy_id": "01c1…", "due_at": "2026-11-26T09:00:00.000Z", "breached_at": "2026-11-26T09:00:00.000Z",
+         "detected_at": "2026-11-26T09:00:05.000Z"},
+    ),
+    EventType(
+        "SlaRecomputed", 1, "ticket",
+        "The ticket now follows its policy's versions as they are (`versions`, `timeline`: the version in force "
+        "when it opened and every later one), after a revision of the policy or its calendar; its clocks count "
+        "working time under the calendar in force at each instant. `due`: each target's due time now (null while "
+        "paused); `withdrawn`: breach keys no longer breached; `moved`: breaches whose due (and breach) time moved. "
+        "Breaches newly past due follow as SlaBreached.",
+        _object(["policy_id", "versions", "timeline", "due", "withdrawn", "moved", "at"], {
+            "policy_id": ID, "versions": {"type": "array", "items": {"type": "integer", "minimum": 1}, "minItems": 1},
+            "timeline": {"type": "array", "items": POLICY_VERSION, "minItems": 1},
+            "due": {"type": "array", "items": _object(["key", "target", "due_at"], {
+                "key": {"type": "string"}, "target": TARGET, "due_at": {**TIME, "type": ["string", "null"]}})},
+            "withdrawn": {"type": "array", "items": {"type": "string"}},
+            "moved": {"type": "array", "items": _object(["key", "due_at", "breached_at"], {
+                "key": {"type": "string"}, "due_at": TIME, "breached_at": TIME})},
+            "at": TIME}),
+        {"policy_id": "01c1…", "versions": [1, 2],
+         "timeline": [{"id": "01c1…", "version": 1, "effective_at": None, "name": "Standard", "description": None,
+                       "targets": {p: {"first_response": 240, "next_response": None, "resolution": 2400}
+                                   for p in PRIORITIES},
+                       "business_hours": None, "holidays": [], "customer_tiers": [],
+                       "escalation": {"action": "none", "assignee": None, "group": None}, "enabled": True},
+                      {"id": "01c1…", "version": 2, "effective_at": "2026-03-01T00:00:00.000Z", "name": "Standard",
+                       "description": None,
+                       "targets": {p: {"first_response": 240, "next_response": None, "resolution": 2400}
+                                   for p in PRIORITIES},
+                       "business_hours": {"time_zone": "Asia/Tehran",
+                                          "working_days": ["saturday", "sunday", "monday", "tuesday", "wednesday"],
+                                          "start": "08:00", "end": "16:00"},
+                       "holidays": ["2026-03-21", "2026-03-22"], "customer_tiers": [],
+                       "escalation": {"action": "none", "assignee": None, "group": None}, "enabled": True}],
+         "due": [{"key": "first_response", "target": "first_response", "due_at": "2026-03-03T08:00:00.000Z"}],
+         "withdrawn": [], "moved": [{"key": "first_response", "due_at": "2026-03-03T08:00:00.000Z",
+                                     "breached_at": "2026-03-03T08:00:00.000Z"}],
+         "at": "2026-03-05T10:00:00.000Z"},
     ),
     EventType(
         "TicketEscalated", 1, "ticket",
@@ -211,4 +270,31 @@ EVENTS = Catalogue("servicedesk", "Service desk", [
          "holidays": ["2026-12-25"], "customer_tiers": [],
          "escalation": {"action": "reassign", "assignee": None, "group": "tier-2"}, "enabled": True},
     ),
+    EventType(
+        "SlaPolicyRevised", 1, "sla_policy",
+        "A new version of the SLA policy (its stream version), in force from `effective_at` on (past or future), "
+        "replacing from then on whatever was in force, later scheduled versions included. Carries every field as "
+        "revised (`changed` names those that differ from the version before); the calendar (business hours, "
+        "holidays) is part of the policy, and holidays taken from a country's public holidays are stored as the "
+        "dates they expanded to. Open tickets follow it through SlaRecomputed.",
+        _object(["policy_id", "effective_at", "changed", *POLICY_FIELDS], {
+            "policy_id": ID, "effective_at": TIME,
+            "changed": {"type": "array", "items": {"enum": list(POLICY_FIELDS)}}, **POLICY_FIELDS}),
+        {"policy_id": "01c1…", "effective_at": "2026-03-01T00:00:00.000Z", "changed": ["business_hours", "holidays"],
+         "name": "Standard", "description": None,
+         "targets": {p: {"first_response": 240, "next_response": None, "resolution": 2400} for p in PRIORITIES},
+         "business_hours": {"time_zone": "Asia/Tehran",
+                            "working_days": ["saturday", "sunday", "monday", "tuesday", "wednesday"],
+                            "start": "08:00", "end": "16:00"},
+         "holidays": ["2026-03-21", "2026-03-22"], "customer_tiers": [],
+         "escalation": {"action": "reassign", "assignee": None, "group": "tier-2"}, "enabled": True},
+    ),
 ])
+
+UPCASTERS = Upcasters()
+
+
+@UPCASTERS.register("SlaBreached", 1)
+def _breached_at_due_time(data: dict[str, Any]) -> dict[str, Any]:
+    """v1 → v2: the breach happened at the due time; v1's `breached_at` was when it was found."""
+    return {**data, "breached_at": data["due_at"], "detected_at": data["breached_at"]}

@@ -72,8 +72,11 @@ class TicketDesk:
         fields = {**fields, "contact_id": contact["id"]}  # a merged id leads to the survivor
         priority = fields.get("priority") or "normal"
         tier = self.tiers.tier(contact["id"])
-        policy = choose_policy(self.all_policies(), priority, tier)
-        ticket = Ticket.open(new_id(), fields, policy, tier, clock.now())
+        now = clock.now()
+        policies = self.policy_aggregates()
+        chosen = choose_policy([policy.in_force(now) for policy in policies.values()], priority, tier)
+        timeline = policies[chosen["id"]].timeline_from(now) if chosen else []
+        ticket = Ticket.open(new_id(), fields, timeline, tier, now)
         self.tickets.save(ticket, meta)
         return ticket
 
@@ -138,11 +141,17 @@ class TicketDesk:
     def policy(self, policy_id: str) -> SlaPolicy:
         return self.policies.get(policy_id)
 
-    def all_policies(self) -> list[dict[str, Any]]:
-        """Every policy, folded from the event store (policies are few; always current)."""
+    def revise_policy(self, policy_id: str, changes: dict[str, Any], extra_holidays: Sequence[str],
+                      effective_at: datetime, meta: Metadata, if_match: int | None) -> SlaPolicy:
+        """A new version of the policy from `effective_at` on; the worker's recompute then moves the clocks."""
+        return self.policies.change(policy_id, lambda policy: policy.revise(changes, effective_at, extra_holidays),
+                                    meta, if_match)
+
+    def policy_aggregates(self) -> dict[str, SlaPolicy]:
+        """Every policy by id, folded from the event store (policies are few; always current)."""
         ids = sorted({doc["stream_id"] for doc in self.events.find({"aggregate_type": SlaPolicy.aggregate_type,
                                                                     "version": 1}, {"stream_id": 1})})
-        return [policy.snapshot() for policy in self.policies.get_many(ids).values()]
+        return self.policies.get_many(ids)
 
     def list_policies(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         docs, cursor = page(self.policies_view, {}, filters["limit"], filters.get("cursor"))

@@ -1,14 +1,22 @@
 """Tickets and SLA policies: aggregates that decide. Pure Python, no I/O.
 
-A ticket carries a snapshot of the SLA policy chosen when it was opened (targets per
-priority, business hours, holidays, escalation), so its due times are a pure function
-of its own events and "now": a later change to the policy never rewrites an open
-ticket's promises. Times inside events and state are RFC 3339 strings.
+An SLA policy is a series of versions, each in force from its `effective_at` on (the
+first since always): `SlaPolicyRevised` records a new one, possibly effective in the
+past or in the future. The business calendar (hours, time zone, holidays) is part of a
+policy, so one stream says which targets and which calendar applied at every moment.
+
+A ticket carries snapshots of its policy's versions (from the one in force when it was
+opened on), so its due times are a pure function of its own events and "now". When the
+policy changes, a recompute appends `SlaRecomputed` with the versions as they are now;
+the ticket's clocks are then counted piecewise: working time under the calendar in
+force at each instant, against the target in force when the clock started. Times
+inside events and state are RFC 3339 strings.
 """
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 from datetime import datetime, time, timedelta
 from typing import Any
 
@@ -35,6 +43,7 @@ TARGETS = ("first_response", "next_response", "resolution")
 ESCALATIONS = ("none", "raise_priority", "reassign")
 SERVQUAL = ("tangibles", "reliability", "responsiveness", "assurance", "empathy")
 WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+MAX_HOLIDAYS = 1000  # dates in one calendar
 NEVER_MS = 2**62  # "nothing due": an integer, because the stand-in compares null with numbers
 
 # Text the customer wrote is personal data: sealed with the ticket's key (see README,
@@ -84,13 +93,27 @@ def choose_policy(policies: list[dict[str, Any]], priority: str, tier: str | Non
     return min(fitting, key=lambda p: (strictness(p, priority), p["id"]))
 
 
+POLICY_FIELDS = ("name", "description", "targets", "business_hours", "holidays", "customer_tiers", "escalation",
+                 "enabled")
+
+
 class SlaPolicy(Aggregate):
+    """An SLA policy and its versions (`timeline`), each in force from its `effective_at` on.
+
+    A revision is the latest decision: from its effective time on it replaces whatever
+    was in force, versions scheduled later included (a correction effective 1 March
+    overrides a change planned for 1 April). `fields` is the latest decision's content,
+    what a further revision starts from.
+    """
+
     aggregate_type = "sla_policy"
-    VIEW_KEYS = frozenset({"_id", "id", "version", "created_at", "updated_at"})  # a view's keys that are not fields
+    VIEW_KEYS = frozenset({"_id", "id", "version", "created_at", "updated_at", "versions"})  # not fields
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
         self.fields: dict[str, Any] = {}
+        # [{"version", "effective_at" (None for the first: since always), "changed", **fields}] by effective_at
+        self.timeline: list[dict[str, Any]] = []
 
     @classmethod
     def define(cls, policy_id: str, fields: dict[str, Any]) -> SlaPolicy:
@@ -99,26 +122,88 @@ class SlaPolicy(Aggregate):
         policy.record("SlaPolicyDefined", {"policy_id": policy_id, **fields})
         return policy
 
+    def revise(self, changes: dict[str, Any], effective_at: datetime, extra_holidays: Sequence[str] = ()) -> list[str]:
+        """Record a new version: the latest fields with `changes` (and `extra_holidays` added to the
+        holidays: a country's public ones), in force from `effective_at`.
+
+        Returns the names of the fields that differ from the latest version. Records
+        nothing when the policy would apply the same way at every moment as it does now
+        (a repeated request), so revising is idempotent.
+        """
+        fields = {**self.fields, **{k: v for k, v in changes.items() if k in POLICY_FIELDS}}
+        if extra_holidays:
+            fields["holidays"] = sorted({*(fields.get("holidays") or ()), *extra_holidays})
+        if len(fields.get("holidays") or ()) > MAX_HOLIDAYS:
+            raise ValidationFailed("too many holidays", {"holidays_from": [
+                f"more than {MAX_HOLIDAYS} holidays with the policy's own"]})
+        calendar_of(fields)
+        at = rfc3339(effective_at)
+        changed = sorted(name for name in POLICY_FIELDS if fields.get(name) != self.fields.get(name))
+        after = _revised(self.timeline, {"version": self.version + 1, "effective_at": at, "changed": changed,
+                                         **fields})
+        if _periods(after) == _periods(self.timeline):
+            return []
+        self.record("SlaPolicyRevised", {"policy_id": self.id, "effective_at": at, "changed": changed, **fields})
+        return changed
+
     def apply(self, event_type: str, data: dict[str, Any]) -> None:
         if event_type == "SlaPolicyDefined":
             self.fields = {k: v for k, v in data.items() if k != "policy_id"}
+            self.timeline = [{"version": self.version + 1, "effective_at": None, "changed": [], **self.fields}]
+        elif event_type == "SlaPolicyRevised":
+            self.fields = {name: data.get(name) for name in POLICY_FIELDS}
+            self.timeline = _revised(self.timeline, {"version": self.version + 1, "effective_at": data["effective_at"],
+                                                     "changed": data.get("changed") or [], **self.fields})
+
+    def in_force(self, moment: datetime) -> dict[str, Any]:
+        """The version in force at `moment`, as a ticket keeps it."""
+        return self.timeline_from(moment)[0]
+
+    def timeline_from(self, moment: datetime) -> list[dict[str, Any]]:
+        """The version in force at `moment` and every later one, as tickets keep them."""
+        first = 0
+        for index, entry in enumerate(self.timeline):
+            if entry["effective_at"] is None or parse_time(entry["effective_at"]) <= moment:
+                first = index
+        return [{"id": self.id, **{k: v for k, v in entry.items() if k != "changed"}}
+                for entry in self.timeline[first:]]
 
     def snapshot(self) -> dict[str, Any]:
-        """What a ticket keeps of the policy it was opened under."""
-        return {"id": self.id, "version": self.version, **self.fields}
+        """The latest version, as a ticket keeps a policy."""
+        return {"id": self.id, **{k: v for k, v in self.timeline[-1].items() if k != "changed"}}
 
     @classmethod
     def restore(cls, view: dict[str, Any]) -> SlaPolicy:
         """The policy back from its `view()` (how the read model continues a fold)."""
         policy = cls(view["id"])
         policy.fields = {k: copy.deepcopy(v) for k, v in view.items() if k not in cls.VIEW_KEYS}
+        policy.timeline = copy.deepcopy(view.get("versions") or [])
+        if not policy.timeline:  # a document from before versions were kept: one version, since always
+            policy.timeline = [{"version": view["version"], "effective_at": None, "changed": [], **policy.fields}]
         policy.version = view["version"]
         policy.created_at, policy.updated_at = view.get("created_at"), view.get("updated_at")
         return policy
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, **self.fields,
+        return {"id": self.id, "version": self.version, **self.fields, "versions": copy.deepcopy(self.timeline),
                 "created_at": self.created_at, "updated_at": self.updated_at}
+
+
+def _revised(timeline: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
+    """`timeline` with `entry` in force from its effective time on (what was in force after it is replaced)."""
+    at = parse_time(entry["effective_at"])
+    kept = [e for e in timeline if e["effective_at"] is None or parse_time(e["effective_at"]) < at]
+    return [*kept, entry]
+
+
+def _periods(timeline: list[dict[str, Any]]) -> list[tuple[str | None, dict[str, Any]]]:
+    """What applies when: (from, fields), consecutive versions with the same fields joined."""
+    periods: list[tuple[str | None, dict[str, Any]]] = []
+    for entry in timeline:
+        fields = {name: entry.get(name) for name in POLICY_FIELDS}
+        if not periods or periods[-1][1] != fields:
+            periods.append((entry["effective_at"], fields))
+    return periods
 
 
 def _t(text: str | None) -> datetime | None:
@@ -145,7 +230,8 @@ class Ticket(Aggregate):
         self.group: str | None = None
         self.customer_tier: str | None = None
         self.opened_at: str = ""
-        self.policy: dict[str, Any] | None = None
+        self.policy: dict[str, Any] | None = None  # the version in force at opening, as the ticket was opened
+        self.policy_timeline: list[dict[str, Any]] | None = None  # versions followed since (None: just `policy`)
         self.comments: list[dict[str, Any]] = []
         self.first_response_at: str | None = None
         self.last_agent_reply_at: str | None = None
@@ -163,8 +249,9 @@ class Ticket(Aggregate):
     # --- commands ------------------------------------------------------------------
 
     @classmethod
-    def open(cls, ticket_id: str, fields: dict[str, Any], policy: dict[str, Any] | None, tier: str | None,
+    def open(cls, ticket_id: str, fields: dict[str, Any], timeline: list[dict[str, Any]], tier: str | None,
              now: datetime) -> Ticket:
+        """A new ticket following `timeline`: its policy's version in force now and any scheduled later."""
         ticket = cls(ticket_id)
         ticket.record("TicketOpened", {
             "subject": fields["subject"], "description": fields.get("description"),
@@ -172,7 +259,8 @@ class Ticket(Aggregate):
             "deal_id": fields.get("deal_id"), "channel": fields["channel"], "type": fields["type"],
             "priority": fields.get("priority") or "normal", "tags": fields.get("tags") or [],
             "assignee": fields.get("assignee"), "group": fields.get("group"), "customer_tier": tier,
-            "opened_at": rfc3339(now), "sla_policy": policy,
+            "opened_at": rfc3339(now), "sla_policy": timeline[0] if timeline else None,
+            "sla_policy_later": timeline[1:],
         })
         return ticket
 
@@ -232,18 +320,52 @@ class Ticket(Aggregate):
             completed = state["completed_at"]
             due = state["due_at"]
             if (completed is None and now >= due) or (completed is not None and completed > due):
+                # the promise broke at the due time, however late a sweep or a recompute finds it
                 self.record("SlaBreached", {
                     "key": key, "target": target, "priority": self.priority, "contact_id": self.contact_id,
                     "policy_id": (self.policy or {}).get("id"), "due_at": rfc3339(due),
-                    "breached_at": rfc3339(completed or now),
-                })
+                    "breached_at": rfc3339(due), "detected_at": rfc3339(now),
+                }, schema_version=2)
                 recorded.append(key)
                 if completed is None:
                     self._escalate(target, now)
         return recorded
 
+    def follow_policy(self, timeline: list[dict[str, Any]], now: datetime) -> bool:
+        """Count this ticket's clocks against its policy's versions as they are now.
+
+        `timeline`: the policy's version in force when the ticket opened and every later
+        one. Same versions as followed already: nothing (so a recompute run twice changes
+        nothing). Otherwise `SlaRecomputed` records them with the due times they give, the
+        recorded breaches they undo (`withdrawn`: met in time, or not yet due, after all)
+        or move (`moved`, breached at the new due time); then breaches newly past due are
+        recorded at their due time. Returns whether anything was recorded.
+        """
+        if not self.policy or not timeline or [e["version"] for e in timeline] == self._versions():
+            return False
+        before = self.policy_timeline
+        self.policy_timeline = timeline
+        states = self._target_states(now)
+        self.policy_timeline = before
+        withdrawn, moved = [], []
+        for key, _, state in states:
+            if key not in self.breaches:
+                continue
+            due, completed = state["due_at"], state["completed_at"]
+            if due is None or (completed or now) < due or (completed is not None and completed <= due):
+                withdrawn.append(key)
+            elif rfc3339(due) != self.breaches[key]["due_at"]:
+                moved.append({"key": key, "due_at": rfc3339(due), "breached_at": rfc3339(due)})
+        self.record("SlaRecomputed", {
+            "policy_id": self.policy["id"], "versions": [e["version"] for e in timeline], "timeline": timeline,
+            "due": [{"key": key, "target": target, "due_at": rfc3339(state["due_at"]) if state["due_at"] else None}
+                    for key, target, state in states],
+            "withdrawn": withdrawn, "moved": moved, "at": rfc3339(now)})
+        self.detect_breaches(now)
+        return True
+
     def _escalate(self, target: str, now: datetime) -> None:
-        escalation = (self.policy or {}).get("escalation") or {}
+        escalation = (self._version_at(now) or {}).get("escalation") or {}
         action = escalation.get("action") or "none"
         if action == "none":
             return
@@ -298,6 +420,8 @@ class Ticket(Aggregate):
             setattr(self, name, d.get(name))
         self.tags = list(d.get("tags") or [])
         self.policy = d.get("sla_policy")
+        later = d.get("sla_policy_later") or []
+        self.policy_timeline = [self.policy, *later] if self.policy and later else None
 
     def _on_TicketCommented(self, d: dict[str, Any]) -> None:  # noqa: N802
         customer = d["author_type"] == "customer"
@@ -337,7 +461,16 @@ class Ticket(Aggregate):
         pass  # the status change carries the state; this event is for consumers
 
     def _on_SlaBreached(self, d: dict[str, Any]) -> None:  # noqa: N802
-        self.breaches[d["key"]] = {"target": d["target"], "due_at": d["due_at"], "breached_at": d["breached_at"]}
+        self.breaches[d["key"]] = {"target": d["target"], "priority": d.get("priority"), "due_at": d["due_at"],
+                                   "breached_at": d["breached_at"], "detected_at": d.get("detected_at")}
+
+    def _on_SlaRecomputed(self, d: dict[str, Any]) -> None:  # noqa: N802
+        self.policy_timeline = d["timeline"]
+        for key in d["withdrawn"]:
+            self.breaches.pop(key, None)
+        for move in d["moved"]:
+            if move["key"] in self.breaches:
+                self.breaches[move["key"]].update(due_at=move["due_at"], breached_at=move["breached_at"])
 
     def _on_TicketEscalated(self, d: dict[str, Any]) -> None:  # noqa: N802
         self.priority, self.assignee, self.group = d["to_priority"], d["assignee"], d["group"]
@@ -361,9 +494,36 @@ class Ticket(Aggregate):
 
     # --- SLA -----------------------------------------------------------------------
 
+    def _timeline(self) -> list[dict[str, Any]]:
+        """The policy versions this ticket follows, in order of effect (the first since always)."""
+        if self.policy_timeline is not None:
+            return self.policy_timeline
+        return [self.policy] if self.policy else []
+
+    def _versions(self) -> list[int]:
+        return [entry["version"] for entry in self._timeline()]
+
+    def _version_at(self, moment: datetime) -> dict[str, Any] | None:
+        """The policy version in force at `moment` (the first one before any later took effect)."""
+        chosen = None
+        for entry in self._timeline():
+            if chosen is None or parse_time(entry["effective_at"]) <= moment:
+                chosen = entry
+        return chosen
+
+    def _target(self, name: str, started: datetime) -> int | None:
+        """A clock's target: what the version in force when the clock started promised."""
+        version = self._version_at(started) or {}
+        return ((version.get("targets") or {}).get(self.priority) or {}).get(name)
+
     @property
-    def calendar(self) -> bh.Calendar:
-        return calendar_of(self.policy)
+    def calendar(self) -> bh.Schedule:
+        """Working time as the policy counts it: one calendar, or the calendars of its versions in turn."""
+        timeline = self._timeline()
+        if len(timeline) <= 1:
+            return calendar_of(timeline[0] if timeline else None)
+        return bh.Timeline(((None, calendar_of(timeline[0])),
+                            *((parse_time(entry["effective_at"]), calendar_of(entry)) for entry in timeline[1:])))
 
     def _spans(self, spans: list[list[str | None]]) -> list[bh.Pause]:
         return [(parse_time(start), _t(end)) for start, end in spans]  # type: ignore[arg-type]
@@ -372,31 +532,34 @@ class Ticket(Aggregate):
         """(breach key, target, state) of every target the policy sets for this ticket."""
         if not self.policy:
             return []
-        targets = self.policy["targets"].get(self.priority) or {}
         calendar = self.calendar
         pauses = self._spans(self.pauses)
         opened = parse_time(self.opened_at)
         solved = _t(self.solved_at)
         states = []
         first_done = _t(self.first_response_at) or solved
-        if targets.get("first_response") is not None:
+        if (minutes := self._target("first_response", opened)) is not None:
             states.append(("first_response", "first_response",
-                           self._state(opened, first_done, targets["first_response"], calendar, pauses, now)))
-        if targets.get("next_response") is not None and self.awaiting_reply_since is not None:
+                           self._state(opened, first_done, minutes, calendar, pauses, now)))
+        if self.awaiting_reply_since is not None:
             start = parse_time(self.awaiting_reply_since)
-            states.append((f"next_response:{self.replies_awaited}", "next_response",
-                           self._state(start, None, targets["next_response"], calendar, pauses, now)))
-        if targets.get("resolution") is not None:
+            if (minutes := self._target("next_response", start)) is not None:
+                states.append((f"next_response:{self.replies_awaited}", "next_response",
+                               self._state(start, None, minutes, calendar, pauses, now)))
+        if (minutes := self._target("resolution", opened)) is not None:
             stopped = pauses + self._spans(self.solved_periods)
             states.append(("resolution", "resolution",
-                           self._state(opened, solved, targets["resolution"], calendar, stopped, now)))
+                           self._state(opened, solved, minutes, calendar, stopped, now)))
         return states
 
-    def _state(self, start: datetime, completed: datetime | None, minutes: int, calendar: bh.Calendar,
+    def _state(self, start: datetime, completed: datetime | None, minutes: int, calendar: bh.Schedule,
                pauses: list[bh.Pause], now: datetime) -> dict[str, Any]:
-        paused = completed is None and any(end is None for _, end in pauses)
+        open_since = [s for s, e in pauses if e is None]
+        paused = completed is None and bool(open_since)
         closed_pauses = [(s, e) for s, e in pauses if e is not None]
-        due = None if paused else bh.add_minutes(start, minutes, calendar, closed_pauses)
+        due: datetime | None = bh.add_minutes(start, minutes, calendar, closed_pauses)
+        if paused and due > min(open_since):  # type: ignore[operator]
+            due = None  # the clock stopped before it ran out: due once it runs again
         end = completed or now
         elapsed = bh.minutes_between(start, end, calendar, pauses)
         return {"start": start, "minutes": minutes, "due_at": due, "completed_at": completed,
@@ -443,6 +606,7 @@ class Ticket(Aggregate):
 
     STATE = ("subject", "description", "contact_id", "previous_contact_ids", "company_id", "deal_id", "channel",
              "type", "priority", "status", "tags", "assignee", "group", "customer_tier", "opened_at", "policy",
+             "policy_timeline",
              "comments", "first_response_at", "last_agent_reply_at", "awaiting_reply_since", "replies_awaited",
              "solved_at", "closed_at", "pauses", "solved_periods", "breaches", "escalations", "satisfaction",
              "erased_contacts")
@@ -463,6 +627,14 @@ class Ticket(Aggregate):
         ticket.created_at, ticket.updated_at = view.get("created_at"), view.get("updated_at")
         return ticket
 
+    def _policy_ref(self, now: datetime | None) -> dict[str, Any] | None:
+        """Which policy the ticket follows: its id, the name and version in force now, the versions followed."""
+        if not self.policy:
+            return None
+        current = (self._version_at(now) if now is not None else None) or self.policy
+        return {"id": self.policy["id"], "name": current.get("name"), "version": current.get("version"),
+                "versions": self._versions()}
+
     def view(self, now: datetime | None = None) -> dict[str, Any]:
         sla = self.sla(now) if now is not None else []
         return {
@@ -472,7 +644,7 @@ class Ticket(Aggregate):
             "tags": self.tags, "assignee": self.assignee, "group": self.group, "customer_tier": self.customer_tier,
             "opened_at": self.opened_at, "first_response_at": self.first_response_at, "solved_at": self.solved_at,
             "closed_at": self.closed_at,
-            "sla_policy": {"id": self.policy["id"], "name": self.policy.get("name")} if self.policy else None,
+            "sla_policy": self._policy_ref(now),
             "sla": sla, "breached": bool(self.breaches) or any(t["breached"] for t in sla),
             "breaches": [{"key": k, **v} for k, v in self.breaches.items()],
             "escalations": self.escalations, "comments": self.comments, "satisfaction": self.satisfaction,

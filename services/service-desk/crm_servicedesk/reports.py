@@ -9,8 +9,11 @@ Definitions (docs/service-desk.md):
 - NPS: % promoters (9–10) − % detractors (0–6), from -100 to 100.
 - SERVQUAL: the mean of each dimension (1–7) over the ratings that scored it.
 - Complaint rate: complaint tickets per 100 customers who opened a ticket in the period.
-Filters: `from`/`to` (ticket opened in [from, to)), `team` (the ticket's group) and
-`customer_tier` (the customer's tier when the ticket was opened).
+- Breaches: those that happened in [from, to), by their recorded breach time (the due
+  time, however late a sweep or a recompute found them; tickets opened at any time),
+  counted per target and per UTC day, the first 100 listed.
+Filters: `from`/`to` (ticket opened in [from, to); breaches: breached in it), `team` (the
+ticket's group) and `customer_tier` (the customer's tier when the ticket was opened).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from crm_servicedesk.domain import PRIORITIES, SERVQUAL
 from crmkit.eventstore import epoch_ms
 
 TARGET_NAMES = ("first_response", "next_response", "resolution")
+LISTED_BREACHES = 100
 
 
 def _query(filters: dict[str, Any]) -> dict[str, Any]:
@@ -81,8 +85,37 @@ def sla_report(tickets: Collection, filters: dict[str, Any]) -> dict[str, Any]:
         "compliance": compliance,
         "first_response": _stats(d.get("first_response_minutes") for d in docs),
         "resolution": _stats(d.get("resolution_minutes") for d in docs),
+        "breaches": breaches(tickets, filters),
         "unit": "business minutes",
     }
+
+
+def breaches(tickets: Collection, filters: dict[str, Any]) -> dict[str, Any]:
+    """The breaches whose breach time is in [from, to), whenever their tickets were opened."""
+    start = epoch_ms(filters["from_"]) if filters.get("from_") else None
+    end = epoch_ms(filters["to"]) if filters.get("to") else None
+    query = {k: v for k, v in _query(filters).items() if k != "opened_ms"}
+    query["breached"] = True
+    if start is not None:
+        query["last_breach_ms"] = {"$gte": start}
+    if end is not None:
+        query["first_breach_ms"] = {"$lt": end}
+    found = sorted((_listed(doc["_id"], b) for doc in tickets.find(query, {"breach_list": 1})
+                    for b in doc.get("breach_list") or ()
+                    if (start is None or b["breached_ms"] >= start) and (end is None or b["breached_ms"] < end)),
+                   key=lambda b: (b["breached_at"], b["ticket_id"], b["key"]))
+    by_day: dict[str, int] = {}
+    for item in found:
+        day = item["breached_at"][:10]  # RFC 3339 in UTC: the date comes first
+        by_day[day] = by_day.get(day, 0) + 1
+    return {"count": len(found), "by_target": {target: sum(1 for b in found if b["target"] == target)
+                                               for target in TARGET_NAMES},
+            "by_day": by_day,
+            "items": found[:LISTED_BREACHES]}
+
+
+def _listed(ticket_id: str, breach: dict[str, Any]) -> dict[str, Any]:
+    return {"ticket_id": ticket_id, **{k: v for k, v in breach.items() if k != "breached_ms"}}
 
 
 def satisfaction_report(tickets: Collection, filters: dict[str, Any]) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from crm_servicedesk import holiday_sources
 from crm_servicedesk.domain import (
     CHANNELS,
     ESCALATIONS,
+    MAX_HOLIDAYS,
     PRIORITIES,
     STATUSES,
     TARGETS,
@@ -165,9 +166,6 @@ class EscalationInput(Schema):
     def reassign_needs_target(self, data: dict[str, Any], **_: Any) -> None:
         if data.get("action") == "reassign" and not (data.get("assignee") or data.get("group")):
             raise ValidationError("reassign needs an assignee or a group", "assignee")
-
-
-MAX_HOLIDAYS = 1000
 
 
 class HolidaysFromInput(Schema):
