@@ -294,8 +294,12 @@ class CommentView(Schema):
 class BreachView(Schema):
     key = fields.String()
     target = fields.String(metadata={"enum": list(TARGETS)})
+    priority = fields.String(allow_none=True, metadata={"enum": list(PRIORITIES)})
     due_at = fields.DateTime(allow_none=True)
-    breached_at = fields.DateTime(allow_none=True)
+    breached_at = fields.DateTime(allow_none=True, metadata={
+        "description": "when the promise broke: the due time, however late it was found"})
+    detected_at = fields.DateTime(allow_none=True, metadata={
+        "description": "when the breach was recorded (a sweep, the command that met it late, a recompute)"})
 
 
 class EscalationView(Schema):
@@ -334,6 +338,9 @@ class TicketContactView(Schema):
 class PolicyRefView(Schema):
     id = fields.String()
     name = fields.String(allow_none=True)
+    version = fields.Integer(allow_none=True, metadata={"description": "the policy version in force now"})
+    versions = fields.List(fields.Integer(), metadata={
+        "description": "the policy versions the ticket's clocks follow, in order of effect"})
 
 
 class TicketView(Schema):
@@ -394,6 +401,23 @@ class EscalationPolicyView(Schema):
     group = fields.String(allow_none=True)
 
 
+class PolicyVersionView(Schema):
+    """One version of a policy (its calendar included), in force from `effective_at` on."""
+
+    version = fields.Integer()
+    effective_at = fields.DateTime(allow_none=True, metadata={"description": "null: since always (the first)"})
+    changed = fields.List(fields.String(), metadata={"description": "the fields that differ from the version "
+                                                                    "recorded before"})
+    name = fields.String()
+    description = fields.String(allow_none=True)
+    targets = fields.Nested(TargetsByPriorityView)
+    business_hours = fields.Nested(BusinessHoursView, allow_none=True)
+    holidays = fields.List(fields.Date())
+    customer_tiers = fields.List(fields.String())
+    escalation = fields.Nested(EscalationPolicyView)
+    enabled = fields.Boolean()
+
+
 class PolicyView(Schema):
     id = fields.String()
     version = fields.Integer()
@@ -405,6 +429,8 @@ class PolicyView(Schema):
     customer_tiers = fields.List(fields.String())
     escalation = fields.Nested(EscalationPolicyView)
     enabled = fields.Boolean()
+    versions = fields.List(fields.Nested(PolicyVersionView), metadata={
+        "description": "what applies when: each version in force from its effective_at until the next one's"})
     created_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime(allow_none=True)
 
@@ -428,6 +454,20 @@ class MinutesStats(Schema):
     p90_minutes = fields.Float(allow_none=True)
 
 
+class ReportedBreach(BreachView):
+    ticket_id = fields.String()
+
+
+class BreachesReport(Schema):
+    """Breaches by their breach time (the due time), in [from, to), whenever their tickets were opened."""
+
+    count = fields.Integer()
+    by_target = fields.Dict(keys=fields.String(metadata={"enum": list(TARGETS)}), values=fields.Integer())
+    by_day = fields.Dict(keys=fields.String(metadata={"format": "date"}), values=fields.Integer(),
+                         metadata={"description": "UTC date → breaches that day"})
+    items = fields.List(fields.Nested(ReportedBreach), metadata={"description": "the first 100, in order of time"})
+
+
 class SlaReport(ReportPeriodFields):
     tickets = fields.Integer()
     compliance = fields.Dict(keys=fields.String(metadata={"enum": list(TARGETS)}), values=fields.Dict(
@@ -435,6 +475,7 @@ class SlaReport(ReportPeriodFields):
         metadata={"description": "target → priority (or all) → met, breached, compliance_percent"})
     first_response = fields.Nested(MinutesStats)
     resolution = fields.Nested(MinutesStats)
+    breaches = fields.Nested(BreachesReport)
     unit = fields.String(metadata={"enum": ["business minutes"]})
 
 
