@@ -88,6 +88,20 @@ def blueprint(desk: MessageDesk) -> Blueprint:
         """One message with its status, and what was sent (unreadable once the contact is erased)."""
         return resource(desk.message(message_id).view())
 
+    @bp.get("/v1/messages/<message_id>/consent")
+    @endpoint("read", response=schemas.MessageConsentView)
+    def get_message_consent(message_id: str) -> Response:
+        """The proof of consent: the consent decision the message's send or suppression relied on (the
+        contact's consent event id and version, status, legal basis, source, when decided and checked)."""
+        return jsonify(desk.message_consent(message_id))
+
+    @bp.get("/v1/reports/consent-proofs")
+    @endpoint("read", query=schemas.ConsentReportQuery, response=schemas.ConsentProofReport)
+    def consent_proof_report(query: dict[str, Any]) -> Response:
+        """Messages sent and suppressed on a consent checked from `from` to `to` (UTC days, included), by
+        legal basis, by consent source and (suppressions) by reason."""
+        return jsonify(desk.consent_report(query["from_"], query["to"]))
+
     @bp.post("/v1/providers/<provider>/receipts")
     @endpoint(None, body=schemas.ReceiptInput, response=schemas.MessageView)
     def receipt(provider: str, body: dict[str, Any]) -> Response:

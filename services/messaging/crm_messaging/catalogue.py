@@ -4,7 +4,8 @@
 event store refuses anything not described here (docs/events-versioning.md). A
 message's personal data (`domain.PERSONAL_DATA`: the call's variables, explicit or
 rendered subject and body, the address) is sealed with the message's own key, which
-is deleted when the contact is erased.
+is deleted when the contact is erased. The consent proof a send or suppression carries
+(`consent`) is not personal: it stays readable after an erasure, as evidence must.
 """
 
 from __future__ import annotations
@@ -32,6 +33,30 @@ VARIANTS = {
     "description": "subject and body (Jinja templates) per locale",
 }
 REASON = {"type": "string", "minLength": 1, "maxLength": 300}
+OPTIONAL_TIME = {"type": ["string", "null"], "format": "date-time"}
+CONSENT_PROOF = {
+    "type": "object", "additionalProperties": False,
+    "required": ["contact_id", "granted", "reason", "status", "legal_basis", "source", "decided_at", "event_id",
+                 "event_version", "checked_at"],
+    "description": "the consent decision the send or suppression relied on: what the contacts service's "
+                   "CheckConsent answered at `checked_at` (not personal: stays readable after erasure)",
+    "properties": {
+        "contact_id": {**ID, "description": "the contact that answered (the survivor when the message's was merged)"},
+        "granted": {"type": "boolean"},
+        "reason": {"type": ["string", "null"], "description": "why not: no_consent_recorded, consent_withdrawn, "
+                   "no_address, contact_erased, contact_not_found; null when granted"},
+        "status": {"enum": ["granted", "withdrawn", None], "description": "the recorded decision; null when none"},
+        "legal_basis": {"type": ["string", "null"], "description": "consent, contract, legitimate_interests, …"},
+        "source": {"type": ["string", "null"], "description": "where the consent was collected (a label such as "
+                   "web_form, import or unsubscribe_link)"},
+        "decided_at": {**OPTIONAL_TIME, "description": "when the person gave or withdrew it"},
+        "event_id": {**OPTIONAL_ID, "description": "the contact's crm.contacts.ContactConsentChanged event it rests "
+                     "on; null when none is recorded"},
+        "event_version": {"type": ["integer", "null"], "minimum": 1,
+                          "description": "that event's version in the contact's stream (its streamversion)"},
+        "checked_at": {**TIME, "description": "when messaging asked (the send or suppression time)"},
+    },
+}
 
 
 def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
@@ -69,9 +94,15 @@ EVENTS = Catalogue("messaging", "Messaging", [
     EventType(
         "MessageSuppressed", 1, "message",
         "The message will not be sent: no consent for the channel (the reason contacts gave), the contact is "
-        "gone (`contact_not_found`) or its campaign was cancelled (`campaign_cancelled`).",
-        _object(["message_id", "contact_id", "reason"], {"message_id": ID, "contact_id": ID, "reason": TEXT}),
-        {"message_id": "01c1…", "contact_id": "01a2…", "reason": "no_consent"},
+        "gone (`contact_not_found`) or its campaign was cancelled (`campaign_cancelled`). `consent` is the "
+        "consent decision that stopped it (absent when none was asked: a cancelled campaign, or recorded before "
+        "proofs were kept).",
+        _object(["message_id", "contact_id", "reason"], {"message_id": ID, "contact_id": ID, "reason": TEXT,
+                                                         "consent": CONSENT_PROOF}),
+        {"message_id": "01c1…", "contact_id": "01a2…", "reason": "consent_withdrawn",
+         "consent": {"contact_id": "01a2…", "granted": False, "reason": "consent_withdrawn", "status": "withdrawn",
+                     "legal_basis": "consent", "source": "unsubscribe_link", "decided_at": "2026-12-18T21:04:00.000Z",
+                     "event_id": "01a9…", "event_version": 7, "checked_at": "2026-12-20T08:00:01.000Z"}},
     ),
     EventType(
         "MessageRetryScheduled", 1, "message",
@@ -86,16 +117,20 @@ EVENTS = Catalogue("messaging", "Messaging", [
     ),
     EventType(
         "MessageSent", 1, "message",
-        "The provider accepted the message: what was rendered and the address it went to.",
+        "The provider accepted the message: what was rendered and the address it went to, and (`consent`) the "
+        "consent decision it went out on (absent on sends recorded before proofs were kept).",
         _object(["message_id", "contact_id", "channel", "provider", "provider_message_id", "address", "subject",
                  "body", "attempt", "sent_at"], {
             "message_id": ID, "contact_id": ID, "channel": CHANNEL, "provider": TEXT, "provider_message_id": TEXT,
             "address": {"type": "string"}, "subject": OPTIONAL_TEXT, "body": {"type": "string"},
-            "attempt": {"type": "integer", "minimum": 1}, "sent_at": TIME}),
+            "attempt": {"type": "integer", "minimum": 1}, "sent_at": TIME, "consent": CONSENT_PROOF}),
         {"message_id": "01c1…", "contact_id": "01a2…", "channel": "email", "provider": "smtp",
          "provider_message_id": "<01c1…@crm.example>", "address": "ali@example.com",
          "subject": "Welcome aboard, Ali", "body": "Hello Ali Rezaei, …", "attempt": 1,
-         "sent_at": "2026-12-20T08:00:01.000Z"},
+         "sent_at": "2026-12-20T08:00:01.000Z",
+         "consent": {"contact_id": "01a2…", "granted": True, "reason": None, "status": "granted",
+                     "legal_basis": "contract", "source": "web_form", "decided_at": "2026-11-26T08:00:00.000Z",
+                     "event_id": "01a8…", "event_version": 3, "checked_at": "2026-12-20T08:00:01.000Z"}},
         personal=PERSONAL_DATA["MessageSent"],
     ),
     EventType(

@@ -12,13 +12,13 @@ import hashlib
 import hmac
 import uuid
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import date, datetime
 from typing import Any
 
 from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from crm_messaging import templates, unsubscribe
+from crm_messaging import reports, templates, unsubscribe
 from crm_messaging.config import MessagingConfig
 from crm_messaging.domain import CHANNELS, Campaign, Message, Template, Trigger, subject_problem
 from crm_messaging.projections import CampaignsView, MessagesView, TemplatesView, TriggersView
@@ -226,9 +226,19 @@ class MessageDesk:
     def message(self, message_id: str) -> Message:
         return self.messages.get(message_id)
 
+    def message_consent(self, message_id: str) -> dict[str, Any]:
+        """The consent decision the message's send or suppression relied on (None while it
+        waits, or when none was asked), from its own events: the proof, not the read model."""
+        message = self.messages.get(message_id)
+        return {"message_id": message.id, "contact_id": message.contact_id, "channel": message.channel,
+                "status": message.status, "consent": message.consent}
+
+    def consent_report(self, start: date, end: date) -> dict[str, Any]:
+        return reports.consent_proofs(self.messages_view, start, end)
+
     def list_messages(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         filters = {key: query[key] for key in ("contact_id", "campaign_id", "status", "channel") if query.get(key)}
-        return page(self.messages_view, filters, query["limit"], query.get("cursor"), {"queued_ms": 0})
+        return page(self.messages_view, filters, query["limit"], query.get("cursor"), {"queued_ms": 0, "consent": 0})
 
     def contact_messages(self, contact_id: str, limit: int,
                          after: tuple[int, str] | None = None) -> list[dict[str, Any]]:

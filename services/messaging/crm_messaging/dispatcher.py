@@ -302,11 +302,11 @@ class Dispatcher:
         granted = []
         for message, consent in zip(messages, answers, strict=True):
             if consent is None:
-                message.suppress("contact_not_found")
+                message.suppress("contact_not_found", consent_proof(None, message, work.now))
                 work.record(message, "suppressed")
             elif not consent.granted:
                 reason = consent.reason or "no_consent"
-                message.suppress(reason)
+                message.suppress(reason, consent_proof(consent, message, work.now))
                 work.record(message, "suppressed")
             else:
                 granted.append((message, consent))
@@ -329,7 +329,7 @@ class Dispatcher:
                 work.record(message, self._fail(message, f"could not be composed: {exc.__class__.__name__}", work))
                 continue
             if outgoing is not None:
-                self._deliver(message, outgoing, work)
+                self._deliver(message, outgoing, consent, work)
 
     def _prepare(self, message: Message, consent: Consent, contact: dict[str, Any], loaded: dict[str, Template],
                  work: Pass) -> providers.Outgoing | None:
@@ -356,8 +356,9 @@ class Dispatcher:
             wait = self.campaign_buckets.setdefault(message.campaign_id, Bucket(rate)).wait(work.now)
         return wait
 
-    def _deliver(self, message: Message, outgoing: providers.Outgoing, work: Pass) -> None:
-        """One provider call, its outcome appended before anything else happens."""
+    def _deliver(self, message: Message, outgoing: providers.Outgoing, consent: Consent, work: Pass) -> None:
+        """One provider call, its outcome appended before anything else happens; a send
+        records the consent decision it went out on."""
         provider = self.providers[message.channel]
         work.provider_calls += 1
         started = time.perf_counter()
@@ -374,7 +375,7 @@ class Dispatcher:
         else:
             work.sent_via[message.id] = (provider.name, provider_id)
             message.sent(provider.name, provider_id, outgoing.to, outgoing.subject, outgoing.body,
-                         rfc3339(work.now))
+                         rfc3339(work.now), consent_proof(consent, message, work.now))
             outcome = "sent"
         finally:
             PROVIDER_LATENCY.labels("messaging", provider.name).observe(time.perf_counter() - started)
@@ -467,6 +468,20 @@ class Dispatcher:
             self._write_schedule([entry["_id"]], {})
             return
         self._write_schedule([], {entry["_id"]: now + CAMPAIGN_RECHECK})
+
+
+def consent_proof(consent: Consent | None, message: Message, checked_at: datetime) -> dict[str, Any]:
+    """The consent decision a send or suppression relied on, as MessageSent/MessageSuppressed
+    record it: what contacts answered at `checked_at` (None: no such contact), down to the
+    ContactConsentChanged event, so an audit can show why each message went out or did not."""
+    if consent is None:
+        return {"contact_id": message.contact_id, "granted": False, "reason": "contact_not_found", "status": None,
+                "legal_basis": None, "source": None, "decided_at": None, "event_id": None, "event_version": None,
+                "checked_at": rfc3339(checked_at)}
+    return {"contact_id": consent.contact_id, "granted": consent.granted, "reason": consent.reason or None,
+            "status": consent.status, "legal_basis": consent.legal_basis, "source": consent.source,
+            "decided_at": consent.decided_at, "event_id": consent.event_id, "event_version": consent.event_version,
+            "checked_at": rfc3339(checked_at)}
 
 
 def _meta(message: Message) -> Metadata:

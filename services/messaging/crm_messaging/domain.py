@@ -26,6 +26,10 @@ FINAL = ("suppressed", "delivered", "failed", "bounced")
 # Personal data in message events (sealed with the message's own key; erasing the
 # contact deletes the keys of all their messages): the call's variables, explicit
 # subject/body, and what was rendered and the address it went to.
+# The consent proof on MessageSent/MessageSuppressed (`consent`) is not personal and stays
+# in clear: ids, enumerations, times and the consent's `source`, a label of where consent
+# was collected (web_form, import, unsubscribe_link...) that contacts itself publishes in
+# clear on ContactConsentChanged. It must outlive an erasure: it shows why a send was lawful.
 PERSONAL_DATA = {
     "MessageQueued": ["variables", "subject", "body"],
     "MessageSent": ["address", "subject", "body"],
@@ -122,6 +126,7 @@ class Message(Aggregate):
         self.sent_at: str | None = None
         self.delivered_at: str | None = None
         self.next_attempt_at: str | None = None
+        self.consent: dict[str, Any] | None = None  # the consent decision the send or suppression relied on
 
     @classmethod
     def queue(cls, message_id: str, fields: dict[str, Any], at: str) -> Message:
@@ -145,17 +150,22 @@ class Message(Aggregate):
         if self.status != "queued":
             raise Conflict(f"message {self.id} is {self.status}; it cannot be {what}")
 
-    def suppress(self, reason: str) -> None:
+    def suppress(self, reason: str, consent: dict[str, Any] | None = None) -> None:
+        """Not sent, for `reason`; `consent` is the decision that stopped it (none when no
+        consent was asked, e.g. its campaign was cancelled)."""
         self._require_queued("suppressed")
-        self.record("MessageSuppressed", {"message_id": self.id, "contact_id": self.contact_id, "reason": reason})
+        self.record("MessageSuppressed", {"message_id": self.id, "contact_id": self.contact_id, "reason": reason,
+                                          **({"consent": consent} if consent is not None else {})})
 
     def sent(self, provider: str, provider_message_id: str, address: str, subject: str | None, body: str,
-             at: str) -> None:
+             at: str, consent: dict[str, Any] | None = None) -> None:
+        """The provider took it; `consent` is the decision it went out on (the proof)."""
         self._require_queued("sent")
         self.record("MessageSent", {"message_id": self.id, "contact_id": self.contact_id, "channel": self.channel,
                                     "provider": provider, "provider_message_id": provider_message_id,
                                     "address": address, "subject": subject, "body": body,
-                                    "attempt": self.attempts + 1, "sent_at": at})
+                                    "attempt": self.attempts + 1, "sent_at": at,
+                                    **({"consent": consent} if consent is not None else {})})
 
     def retry_later(self, error: str, retry_at: str) -> None:
         self._require_queued("retried")
@@ -197,6 +207,7 @@ class Message(Aggregate):
             self.queued_at = data.get("queued_at")
         elif event_type == "MessageSuppressed":
             self.status, self.reason = "suppressed", data["reason"]
+            self.consent = data.get("consent")
         elif event_type == "MessageRetryScheduled":
             self.attempts = data["attempt"]
             self.reason, self.next_attempt_at = data["error"], data["retry_at"]
@@ -205,6 +216,7 @@ class Message(Aggregate):
             self.provider, self.provider_message_id = data["provider"], data["provider_message_id"]
             self.address, self.subject, self.body = data.get("address"), data.get("subject"), data.get("body")
             self.sent_at, self.reason, self.next_attempt_at = data["sent_at"], None, None
+            self.consent = data.get("consent")
         elif event_type == "MessageDelivered":
             self.status, self.delivered_at = "delivered", data["delivered_at"]
         elif event_type == "MessageFailed":

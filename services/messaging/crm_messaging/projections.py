@@ -1,6 +1,7 @@
 """Read models of the messaging service (no personal data in any of them).
 
-`messages` (status per message, for lists, campaign stats and the 360), `templates`,
+`messages` (status per message, for lists, campaign stats, the 360 and, from each one's
+`consent` proof, the consent-proof report), `templates`,
 `campaigns`, `triggers`: one document per aggregate, folded by the domain's own `apply`
 onto the aggregate restored from the document (`crmkit.projector.AggregateView`).
 `contacts` is `crmkit.directory.LocalContacts` (locale, time zone, addresses) and
@@ -25,11 +26,13 @@ class MessagesView(AggregateView):
 
     def document(self, aggregate: Any) -> dict[str, Any]:
         view = {k: v for k, v in aggregate.view().items() if k not in PRIVATE}
-        return {**view, "queued_ms": epoch_ms(aggregate.created_at) if aggregate.created_at else 0}
+        return {**view, "queued_ms": epoch_ms(aggregate.created_at) if aggregate.created_at else 0,
+                "consent": aggregate.consent}  # the proof (nothing personal); restored with the aggregate
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("contact_id", ASCENDING), ("queued_ms", DESCENDING)])
         self.collection.create_index([("campaign_id", ASCENDING), ("status", ASCENDING)])
+        self.collection.create_index([("consent.checked_at", ASCENDING)], sparse=True)
 
 
 class TemplatesView(AggregateView):

@@ -8,6 +8,7 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 
 from crm_messaging.domain import CATEGORIES, CHANNELS, MESSAGE_STATUSES, subject_problem
 from crmkit.web import PageQuery
+from crmkit.web.periods import check_period
 
 LOCALE = validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$", error="a BCP 47 locale such as fa-IR")
 ID = validate.Regexp(r"^[A-Za-z0-9:._-]{1,128}$", error="not an id")
@@ -218,3 +219,75 @@ class TriggerView(Schema):
     template_id = fields.String()
     channel = fields.String()
     enabled = fields.Boolean()
+
+
+# --- proof of consent per send (docs/messaging.md, "Proof of consent") ------------------------
+
+CONSENT_REASONS = ["no_consent_recorded", "consent_withdrawn", "no_address", "contact_erased", "contact_not_found"]
+
+
+class ConsentProofView(Schema):
+    """The consent decision a send or suppression relied on: contacts' CheckConsent answer."""
+
+    contact_id = fields.String(metadata={"description": "the contact that answered (the survivor of a merge)"})
+    granted = fields.Boolean()
+    reason = fields.String(allow_none=True, metadata={"enum": [*CONSENT_REASONS, None],
+                                                      "description": "null when granted"})
+    status = fields.String(allow_none=True, metadata={
+        "enum": ["granted", "withdrawn", None], "description": "the recorded decision; null when none is recorded"})
+    legal_basis = fields.String(allow_none=True, metadata={"description": "consent, contract, legitimate_interests, …"})
+    source = fields.String(allow_none=True, metadata={"description": "where the consent was collected (web_form, …)"})
+    decided_at = fields.DateTime(allow_none=True, metadata={"description": "when the person gave or withdrew it"})
+    event_id = fields.String(allow_none=True, metadata={
+        "description": "the contact's ContactConsentChanged event the decision rests on"})
+    event_version = fields.Integer(allow_none=True, metadata={"description": "that event's version in the "
+                                                                             "contact's stream"})
+    checked_at = fields.DateTime(metadata={"description": "when messaging asked: the send or suppression time"})
+
+
+class MessageConsentView(Schema):
+    message_id = fields.String()
+    contact_id = fields.String()
+    channel = fields.String(metadata={"enum": list(CHANNELS)})
+    status = fields.String(metadata={"enum": list(MESSAGE_STATUSES)})
+    consent = fields.Nested(ConsentProofView, allow_none=True, metadata={
+        "description": "null while the message waits, or when no consent was asked (its campaign was cancelled, "
+                       "or it was decided before proofs were kept)"})
+
+
+class ConsentReportQuery(Schema):
+    from_ = fields.Date(required=True, data_key="from", metadata={"description": "first UTC day (included)"})
+    to = fields.Date(required=True, metadata={"description": "last UTC day (included)"})
+
+    @validates_schema
+    def _ordered(self, data: dict[str, Any], **_: Any) -> None:
+        if data.get("from_") and data.get("to") and data["from_"] > data["to"]:
+            raise ValidationError({"to": ["must not be before `from`"]})
+        check_period(data.get("from_"), data.get("to"))
+
+
+class LegalBasisCount(Schema):
+    legal_basis = fields.String(allow_none=True, metadata={"description": "null: no consent was recorded"})
+    sent = fields.Integer()
+    suppressed = fields.Integer()
+
+
+class SourceCount(Schema):
+    source = fields.String(allow_none=True, metadata={"description": "null: no consent was recorded"})
+    sent = fields.Integer()
+    suppressed = fields.Integer()
+
+
+class ReasonCount(Schema):
+    reason = fields.String(metadata={"enum": CONSENT_REASONS})
+    suppressed = fields.Integer()
+
+
+class ConsentProofReport(Schema):
+    from_ = fields.Date(data_key="from")
+    to = fields.Date()
+    sent = fields.Integer(metadata={"description": "messages sent on a granted consent checked in the period"})
+    suppressed = fields.Integer(metadata={"description": "messages a consent answer stopped in the period"})
+    by_legal_basis = fields.List(fields.Nested(LegalBasisCount))
+    by_source = fields.List(fields.Nested(SourceCount))
+    by_reason = fields.List(fields.Nested(ReasonCount))
