@@ -202,7 +202,8 @@ def smoke(svc: Svc, image: str, workdir: Path) -> str | None:
     if status == 200:
         return None
     tail = "\n    ".join(log_path.read_text(errors="replace").splitlines()[-15:])
-    return (f"`{' '.join(command)}` in the image: GET /healthz answered {status} within {SMOKE_SECONDS:.0f}s "
+    answer = f"answered {status}" if status else "got no answer"
+    return (f"`{' '.join(command)}` in the image: GET /healthz {answer} within {SMOKE_SECONDS:.0f}s "
             f"(exit status {process.returncode}); the end of its log:\n    {tail}")
 
 
@@ -211,9 +212,9 @@ def check(svc: Svc, image: str, workdir: Path) -> list[str]:
     problems = inspect(svc, image)
     if (failure := smoke(svc, image, workdir)) is not None:
         problems.append(failure)
-    verdict = "ok" if not problems else "FAILED"
-    print(f"images-check {svc.name}: {verdict} (inside: user {UID}, entrypoints, no build tools; "
-          f"crm-api answered /healthz 200) in {time.perf_counter() - started:.0f}s")
+    verdict = (f"ok (inside: user {UID}, entrypoints, no build tools; crm-api answered /healthz 200)"
+               if not problems else f"FAILED ({len(problems)} problem(s), below)")
+    print(f"images-check {svc.name}: {verdict} in {time.perf_counter() - started:.0f}s")
     return problems
 
 
