@@ -7,7 +7,7 @@ MessageSent / MessageSuppressed carry (docs/messaging.md, "Proof of consent").
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import date
 from typing import Any
 
 from pymongo.collection import Collection
@@ -20,8 +20,10 @@ def consent_proofs(messages: Collection, start: date, end: date) -> dict[str, An
     included), by legal basis, by source and (suppressions) by reason: a few aggregations over
     the period's range of the `consent.checked_at` index, each grouping on one field (what
     every MongoDB we run on, the local stand-in included, groups alike)."""
+    # checked_at is RFC 3339 text at millisecond precision in UTC (crmkit.events.rfc3339), so text
+    # order is time order and a day's last instant is .999Z (no day after 9999-12-31 needed)
     period = {"consent.checked_at": {"$gte": f"{start.isoformat()}T00:00:00.000Z",
-                                     "$lt": f"{(end + timedelta(days=1)).isoformat()}T00:00:00.000Z"}}
+                                     "$lte": f"{end.isoformat()}T23:59:59.999Z"}}
 
     def counts(field: str, outcome: str) -> dict[Any, int]:
         match = {**period, "consent.granted": OUTCOMES[outcome]}

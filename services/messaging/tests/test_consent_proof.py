@@ -131,6 +131,9 @@ def test_unknown_messages_bad_periods_and_messages_without_a_decision(world: Wor
         response = world.get(f"/v1/reports/consent-proofs{query}")
         assert response.status_code == 422, (query, response.get_json())
         assert set(response.get_json()["errors"]) >= bad, (query, response.get_json())
+    for edge in ("from=9999-12-31&to=9999-12-31", "from=0001-01-01&to=0001-01-01"):
+        empty = world.get(f"/v1/reports/consent-proofs?{edge}")
+        assert empty.status_code == 200 and (empty.get_json()["sent"], empty.get_json()["suppressed"]) == (0, 0)
 
 
 def test_the_proof_outlives_the_persons_erasure_while_the_address_does_not(world: World) -> None:
