@@ -22,8 +22,10 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
+from openapi_spec_validator import validate
 
 from ..e2e.conftest import SERVICES, LocalStack
 
@@ -31,6 +33,17 @@ pytestmark = pytest.mark.e2e
 
 SEED = int(os.environ.get("CRM_FUZZ_SEED", "20261202"))
 EXAMPLES = int(os.environ.get("CRM_FUZZ_EXAMPLES", "10"))
+# Every check schemathesis has (`--checks all`: no 5xx, and answers, status codes, content types and
+# headers as documented, schema-valid requests accepted, schema-invalid ones refused) for the
+# services whose documents were made to tell the truth (issue 18); the others are still fuzzed
+# for 5xx only, until theirs do too (docs/testing.md, "Fuzzing"). CRM_FUZZ_CHECKS overrides both.
+TRUTHFUL: frozenset[str] = frozenset()  # service-desk passed every check at 1eb14a2; holidays_from since
+
+
+def checks(service: str) -> str:
+    return os.environ.get("CRM_FUZZ_CHECKS") or ("all" if service in TRUTHFUL else "not_a_server_error")
+
+
 PHASES = "examples,coverage,fuzzing,stateful"
 HOOKS = Path(__file__).with_name("hooks.py")
 
@@ -47,35 +60,43 @@ def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
 
 @pytest.fixture(scope="module")
 def known_ids(crm: LocalStack) -> dict[str, list[str]]:
-    """One record of each kind, made before fuzzing, so generated requests can name real ones (hooks.py)."""
+    return make_records(crm)
+
+
+def make_records(crm: LocalStack) -> dict[str, list[str]]:
+    """One record of each kind, made before fuzzing, so generated requests can name real ones (hooks.py).
+
+    Ana and Bo are the contacts service's to fuzz (it may merge or erase them); Cy is the one the
+    other services' records and requests name, so that they still name a contact that exists."""
     def made(service: str, path: str, body: dict, status: int = 201) -> str:
         return crm.ok(service, "POST", path, body, status)["id"]
 
     ana = made("contacts", "/v1/contacts", {"first_name": "Ana", "email": "ana@example.com"})
     bo = made("contacts", "/v1/contacts", {"first_name": "Bo", "email": "bo@example.com"})
+    cy = made("contacts", "/v1/contacts", {"first_name": "Cy", "email": "cy@example.com"})
     product = made("sales", "/v1/products", {"sku": "SKU-1", "name": "Widget", "unit_price": "10.00",
                                              "currency": "USD"})
-    deal = made("sales", "/v1/deals", {"title": "Fuzzed", "contact_id": ana, "amount": "100.00", "currency": "USD"})
+    deal = made("sales", "/v1/deals", {"title": "Fuzzed", "contact_id": cy, "amount": "100.00", "currency": "USD"})
     template = made("messaging", "/v1/templates", {"name": "Hello", "channel": "email", "default_locale": "en",
                                                    "variants": {"en": {"subject": "Hi", "body": "Hello"}}})
     segment = made("contacts", "/v1/segments", {"name": "Leads", "rules": {
         "all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"}]}})
     return {
-        "contact_id": [ana, bo], "duplicate_id": [bo], "company_id": [made("contacts", "/v1/companies",
-                                                                           {"name": "Acme"})],
+        "contact_id": [ana, bo], "other_contact_id": [cy], "duplicate_id": [bo],
+        "company_id": [made("contacts", "/v1/companies", {"name": "Acme"})],
         "segment_id": [segment], "product_id": [product], "deal_id": [deal], "pipeline_id": ["default"],
         "quote_id": [made("sales", "/v1/quotes", {"deal_id": deal, "valid_until": "2099-01-01",
                                                   "lines": [{"product_id": product, "quantity": "2"}]})],
         "activity_id": [made("sales", "/v1/activities", {"type": "call", "subject": "Call Ana", "deal_id": deal,
                                                          "due_at": "2099-01-01T10:00:00Z"})],
-        "ticket_id": [made("service-desk", "/v1/tickets", {"subject": "Broken", "contact_id": ana,
+        "ticket_id": [made("service-desk", "/v1/tickets", {"subject": "Broken", "contact_id": cy,
                                                            "channel": "email", "type": "incident"})],
         "policy_id": [made("service-desk", "/v1/sla-policies", {"name": "Standard", "targets": {
             "normal": {"first_response": 240, "resolution": 2880}}})],
         "template_id": [template],
         "campaign_id": [made("messaging", "/v1/campaigns", {"name": "Spring", "channel": "email",
                                                             "segment_id": segment, "template_id": template})],
-        "message_id": [made("messaging", "/v1/messages", {"contact_id": ana, "channel": "email",
+        "message_id": [made("messaging", "/v1/messages", {"contact_id": cy, "channel": "email",
                                                           "template_id": template}, 202)],
     }
 
@@ -85,11 +106,13 @@ def schemathesis(crm: LocalStack, service: str, known_ids: dict[str, list[str]],
     """`st run` against one service's live schema; its JSON report goes to `report`."""
     command = [
         sys.executable, "-m", "schemathesis.cli", "run", f"http://127.0.0.1:{crm.ports[service]}/openapi.json",
-        "--checks", "not_a_server_error", "--phases", PHASES, "--max-examples", str(EXAMPLES), "--seed", str(SEED),
+        "--checks", checks(service), "--phases", PHASES, "--max-examples", str(EXAMPLES), "--seed", str(SEED),
         "--header", f"Authorization: Bearer {crm.token}", "--workers", "1", "--request-timeout", "30",
         "--generation-database", "none",  # the same seed always means the same run
         "--report", "json", "--report-json-path", str(report), "--no-color", "--output-truncate", "false",
     ]
+    if service != "contacts":
+        known_ids = {**known_ids, "contact_id": known_ids["other_contact_id"]}
     hooks = {"SCHEMATHESIS_HOOKS": str(HOOKS), "CRM_FUZZ_KNOWN_IDS": json.dumps(known_ids)}
     return subprocess.run(command, cwd=report.parent, env={**os.environ, **hooks}, capture_output=True, text=True,
                           check=False)
@@ -106,6 +129,27 @@ def errors_logged(crm: LocalStack, service: str) -> list[str]:
         if entry.get("level") == "error" and entry.get("service") == service:
             logged.append(f"{entry.get('process')}: {entry.get('message')} {entry.get('exception', '')[-600:]}")
     return logged
+
+
+@pytest.mark.parametrize("service", SERVICES)
+def test_the_openapi_document_is_valid_and_names_every_operation(crm: LocalStack, service: str) -> None:
+    document = crm.ok(service, "GET", "/openapi.json")
+    validate(document)  # OpenAPI 3.0 (openapi-spec-validator): structure, references, parameters
+    operations = [(f"{method.upper()} {path}", operation) for path, item in document["paths"].items()
+                  for method, operation in item.items()]
+    assert operations
+    ids = [operation.get("operationId") for _, operation in operations]
+    assert all(ids) and len(set(ids)) == len(ids), ids
+    assert [name for name, operation in operations if not operation.get("tags")] == []
+    if service in TRUTHFUL:
+        assert [name for name, operation in operations if not _answers_with_content(operation)] == []
+
+
+def _answers_with_content(operation: dict[str, Any]) -> bool:
+    """Every success response says what it carries (a schema per content type)."""
+    successes = [response for status, response in operation["responses"].items() if status.startswith("2")]
+    return bool(successes) and all(response.get("content") and all(
+        "schema" in media for media in response["content"].values()) for response in successes)
 
 
 @pytest.mark.parametrize("service", SERVICES)
