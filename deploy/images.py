@@ -120,7 +120,7 @@ def image_name(svc: Svc, prefix: str, tag: str) -> str:
 
 def build(svc: Svc, prefix: str, tag: str) -> None:
     started = time.perf_counter()
-    argv = ["buildah", "bud", "--quiet", "--isolation", "chroot", "--network", "host", "--layers",
+    argv = ["buildah", "bud", "--quiet", "--force-rm", "--isolation", "chroot", "--network", "host", "--layers",
             "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}", "-f", f"services/{svc.name}/Dockerfile",
             "-t", image_name(svc, prefix, tag)]
     if (ca := build_ca()) is not None:
