@@ -19,10 +19,10 @@ from typing import Any, Protocol
 
 from kafka import KafkaConsumer
 from kafka.structs import TopicPartition
-from pymongo import ReplaceOne
+from pymongo import InsertOne, ReplaceOne
 from pymongo.collection import Collection
 from pymongo.database import Database
-from pymongo.errors import PyMongoError
+from pymongo.errors import BulkWriteError, PyMongoError
 
 from crmkit import metrics
 from crmkit.aggregate import Aggregate
@@ -30,6 +30,7 @@ from crmkit.config import ProjectionPolicy, kafka_client_options, topic_owner
 from crmkit.deadletters import DeadLetters, Delivery, NotACrmEvent, describe, is_transient
 from crmkit.events import RecordedEvent, rfc3339, utcnow
 from crmkit.eventstore import EventStore
+from crmkit.groupcommit import DUPLICATE_KEY
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +80,8 @@ class StreamProjection:
         if not by_stream:
             return
         current = {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": list(by_stream)}})}
-        writes = []
+        writes: list[InsertOne | ReplaceOne] = []
+        streams: list[str] = []  # whose document each write is
         for stream_id, stream_events in by_stream.items():
             document = current.get(stream_id)
             seen = document["version"] if document else 0
@@ -90,9 +92,25 @@ class StreamProjection:
             if folded is not None:
                 folded["_id"] = stream_id
                 folded["version"] = fresh[-1].version
-                writes.append(ReplaceOne({"_id": stream_id}, folded, upsert=True))
+                # a new document is inserted: cheaper than an upsert, most of all in a rebuild
+                writes.append(InsertOne(folded) if document is None else
+                              ReplaceOne({"_id": stream_id}, folded, upsert=True))
+                streams.append(stream_id)
         if writes:
+            self._write(writes, streams, by_stream)
+
+    def _write(self, writes: list[InsertOne | ReplaceOne], streams: list[str],
+               by_stream: dict[str, list[RecordedEvent]]) -> None:
+        """One unordered bulk write; a document another writer created meanwhile (the live
+        projector beside a rebuild) makes its stream's insert fail, and its events are folded
+        again onto that document."""
+        try:
             self.collection.bulk_write(writes, ordered=False)
+        except BulkWriteError as exc:
+            errors = exc.details.get("writeErrors", [])
+            if any(error.get("code") != DUPLICATE_KEY for error in errors):
+                raise
+            self.handle([event for error in errors for event in by_stream[streams[error["index"]]]])
 
     def _contiguous(self, stream_id: str, seen: int, events: list[RecordedEvent]) -> list[RecordedEvent]:
         """The events after version `seen`, in order and without gaps (filled from the store)."""
@@ -403,6 +421,7 @@ def rebuild(
     The running worker keeps going meanwhile and skips what the rebuild already applied.
     """
     projection.reset()
+    reindex = _bulk_load(projection)
     applied = 0
     sources: list[Iterable[list[RecordedEvent]]] = []
     if own_topic is None or own_topic in projection.topics:
@@ -412,13 +431,29 @@ def rebuild(
         if bootstrap is None:
             raise ValueError("rebuilding from other services' topics needs the Kafka bootstrap servers")
         sources.append(store.upcasters.upcast_all(batch) for batch in read_topics(bootstrap, foreign))
-    for source in sources:
-        for batch in source:
-            projection.handle(batch)
-            applied += len(batch)
-            if progress is not None:
-                progress(applied)
+    try:
+        for source in sources:
+            for batch in source:
+                projection.handle(batch)
+                applied += len(batch)
+                if progress is not None:
+                    progress(applied)
+    finally:
+        reindex()
     return applied
+
+
+def _bulk_load(projection: Projection) -> Callable[[], None]:
+    """Drop an emptied read model's secondary indexes for the rebuild and return what builds
+    them again: one index build after the load costs a fraction of keeping eleven indexes
+    (the contacts list) current through every write (bench/README.md). Lists served during
+    a rebuild are incomplete anyway; their queries scan until the indexes are back."""
+    collection = getattr(projection, "collection", None)
+    ensure_indexes = getattr(projection, "ensure_indexes", None)
+    if not isinstance(collection, Collection) or ensure_indexes is None:
+        return lambda: None
+    collection.drop_indexes()
+    return ensure_indexes
 
 
 def read_topics(bootstrap: str, topics: Sequence[str], batch: int = 1000, idle_limit: float = 30.0

@@ -184,6 +184,45 @@ def test_rebuild_reports_progress_per_batch(projection: WidgetNames, store: Even
     assert progress == [2, 4, 5]
 
 
+class IndexedWidgetNames(WidgetNames):
+    def ensure_indexes(self) -> None:
+        self.collection.create_index([("name", 1)])
+
+
+def test_rebuild_loads_without_secondary_indexes_and_builds_them_after(
+    store: EventStore, collection: Collection
+) -> None:
+    projection = IndexedWidgetNames("widget_names", collection, store, "widgets")
+    projection.ensure_indexes()
+    before = sorted(collection.index_information())
+    for _ in range(3):
+        append(store, new_id(), 0, "x")
+    during: list[list[str]] = []
+    rebuild(projection, store, lambda _applied: during.append(sorted(collection.index_information())))
+    assert during and all(names == ["_id_"] for names in during)  # each write maintained the primary key only
+    assert sorted(collection.index_information()) == before and len(before) == 2
+
+
+def test_a_document_created_meanwhile_by_another_writer_gets_the_events_folded_onto_it(
+    projection: WidgetNames, store: EventStore, collection: Collection
+) -> None:
+    """New documents are inserted, not upserted; one the live projector wrote between this
+    batch's read and its write (e.g. beside a rebuild) makes the insert fail, and the batch's
+    events are folded onto it instead of lost."""
+    stream = new_id()
+    events = append(store, stream, 0, "a1", "a2")
+    real_fold = projection.fold
+
+    def fold_while_the_other_writer_inserts(document: Any, fresh: Sequence[RecordedEvent]) -> Any:
+        if document is None and not collection.find_one({"_id": stream}):
+            collection.insert_one({"_id": stream, "applied": [1], "name": "a1", "version": 1})
+        return real_fold(document, fresh)
+
+    projection.fold = fold_while_the_other_writer_inserts  # type: ignore[method-assign]
+    projection.handle(events)
+    assert docs(collection) == {stream: {"applied": [1, 2], "name": "a2", "version": 2}}
+
+
 # ---- through Kafka, with the runner -------------------------------------------------
 
 FAST = ProjectionPolicy(attempts=2, first_delay=0.01, max_delay=0.05, stall_seconds=60)
