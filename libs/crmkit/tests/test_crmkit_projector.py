@@ -223,6 +223,25 @@ def test_a_document_created_meanwhile_by_another_writer_gets_the_events_folded_o
     assert docs(collection) == {stream: {"applied": [1, 2], "name": "a2", "version": 2}}
 
 
+def test_read_ahead_keeps_order_raises_the_reader_s_error_and_stops_early() -> None:
+    from crmkit.projector import _read_ahead
+
+    assert list(_read_ahead(iter([[1], [2], [3], [4], [5]]))) == [[1], [2], [3], [4], [5]]  # type: ignore[list-item]
+
+    def failing() -> Any:
+        yield [1]
+        raise Boom("the store went away")
+
+    read = _read_ahead(failing())
+    assert next(read) == [1]
+    with pytest.raises(Boom):
+        next(read)
+    endless = _read_ahead(iter(lambda: [0], None))  # type: ignore[arg-type]
+    assert next(endless) == [0]
+    endless.close()  # the caller stopped: the reader thread ends instead of blocking on a full queue
+    assert not any(t.name == "rebuild-read-ahead" and t.is_alive() for t in threading.enumerate())
+
+
 # ---- through Kafka, with the runner -------------------------------------------------
 
 FAST = ProjectionPolicy(attempts=2, first_delay=0.01, max_delay=0.05, stall_seconds=60)
