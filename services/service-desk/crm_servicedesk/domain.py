@@ -168,10 +168,6 @@ class SlaPolicy(Aggregate):
         return [{"id": self.id, **{k: v for k, v in entry.items() if k != "changed"}}
                 for entry in self.timeline[first:]]
 
-    def snapshot(self) -> dict[str, Any]:
-        """The latest version, as a ticket keeps a policy."""
-        return {"id": self.id, **{k: v for k, v in self.timeline[-1].items() if k != "changed"}}
-
     @classmethod
     def restore(cls, view: dict[str, Any]) -> SlaPolicy:
         """The policy back from its `view()` (how the read model continues a fold)."""
