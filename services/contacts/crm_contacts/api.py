@@ -11,7 +11,7 @@ from crm_contacts.commands import ContactBook
 from crm_contacts.customer360 import Neighbours, customer_360
 from crm_contacts.domain import CHANNELS
 from crmkit.errors import ValidationFailed
-from crmkit.web import HistoryQuery, PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
+from crmkit.web import AsOfQuery, HistoryQuery, PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
 from crmkit.web.pagination import by_version
 
 
@@ -32,7 +32,7 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         return listing(*book.list_contacts(query))
 
     @bp.get("/v1/contacts/<contact_id>")
-    @endpoint("read", query=schemas.AsOfQuery, response=schemas.ContactView)
+    @endpoint("read", query=AsOfQuery, response=schemas.ContactView)
     def get_contact(contact_id: str, query: dict[str, Any]) -> Response:
         """One contact, now or as it was at `as_of`."""
         return resource(book.contact(contact_id, as_of=query.get("as_of")).view())

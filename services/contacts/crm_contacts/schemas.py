@@ -227,10 +227,6 @@ class ContactListQuery(PageQuery):
     status = fields.String(load_default="active", validate=validate.OneOf(["active", "merged", "erased", "all"]))
 
 
-class AsOfQuery(Schema):
-    as_of = fields.AwareDateTime(metadata={"description": "RFC 3339 time: the record as it was then"})
-
-
 class HistoryEntry(Schema):
     version = fields.Integer()
     event_id = fields.String()

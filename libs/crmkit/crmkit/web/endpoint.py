@@ -53,6 +53,15 @@ class HistoryQuery(PageQuery):
         metadata={"description": "`next_cursor` of the previous page: the last version shown"})
 
 
+class AsOfQuery(Schema):
+    """`?as_of=` on a record's GET: the record as it was at that moment, folded from its events."""
+
+    class Meta:
+        unknown = RAISE
+
+    as_of = fields.AwareDateTime(metadata={"description": "RFC 3339 time: the record as it was then"})
+
+
 @dataclass(frozen=True)
 class EndpointSpec:
     """What a view declared; read by the OpenAPI builder."""
