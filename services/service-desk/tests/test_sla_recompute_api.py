@@ -183,3 +183,31 @@ def test_crm_sla_recompute_is_a_command_with_described_arguments() -> None:
     bad = subprocess.run([sys.executable, "-m", "crmkit.cli", "sla", "recompute", "--from", "yesterday"],
                          capture_output=True, text=True)
     assert bad.returncode == 2 and "not a date" in bad.stderr
+
+
+def test_a_recompute_interrupted_between_batches_resumes_where_it_stopped(desk: ServiceHarness, directory) -> None:
+    cid = directory.add("c-1")
+    policy = call(desk, "POST", "/v1/sla-policies", POLICY).get_json()
+    tids = sorted(call(desk, "POST", "/v1/tickets", {"subject": f"s{n}", "contact_id": cid, "channel": "web",
+                                                      "type": "question"}).get_json()["id"] for n in range(3))
+    assert call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}", {
+        "effective_at": rfc3339(clock.now() - timedelta(days=1)), "targets": {"normal": {"resolution": 60}}
+    }).status_code == 200
+    desk.project()
+    recompute = Recompute(TicketDesk(desk.runtime), batch=1)
+
+    def killed(done: int) -> None:
+        raise KeyboardInterrupt  # the process dies right after its first batch's checkpoint
+
+    try:
+        recompute.run("cli", progress=killed)
+        raise AssertionError("the run was not interrupted")
+    except KeyboardInterrupt:
+        pass
+    state = desk.runtime.db["sla_recomputes"].find_one({"_id": "cli"})
+    assert state["state"] == "running" and state["cursor"] == tids[0] and state["changed"] == 1
+
+    assert recompute.run("cli") == {"tickets": 3, "changed": 3}  # resumed: the first ticket is not read again
+    for tid in tids:
+        assert [e.type for e in desk.runtime.store.load(tid)].count("SlaRecomputed") == 1
+    assert recompute.run("cli") == {"tickets": 3, "changed": 0}  # a new run: every ticket already follows v2
