@@ -172,8 +172,11 @@ class HolidaysFromInput(Schema):
     """A country's public holidays (the `holidays` package), expanded into dates when the policy is stored."""
 
     country = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{2}$", error="ISO 3166-1 alpha-2, e.g. IR"),
-                            metadata={"description": "e.g. IR (Iran), DE, AE"})
-    years = fields.List(fields.Integer(strict=True), required=True,
+                            metadata={"description": "e.g. IR (Iran), DE, AE",
+                                      "enum": sorted(holiday_sources.countries())})
+    years = fields.List(fields.Integer(strict=True, validate=validate.Range(holiday_sources.MIN_YEAR,
+                                                                            holiday_sources.MAX_YEAR)),
+                        required=True,
                         validate=validate.Length(min=1, max=holiday_sources.MAX_YEARS),
                         metadata={"description": f"e.g. [2026, 2027]; {holiday_sources.MIN_YEAR} to "
                                                  f"{holiday_sources.MAX_YEAR}"})

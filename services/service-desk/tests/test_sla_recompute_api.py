@@ -158,7 +158,7 @@ def test_bad_revisions_list_every_field_and_store_nothing(desk: ServiceHarness, 
     assert bad.status_code == 422 and bad.content_type == "application/problem+json"
     assert set(bad.get_json()["errors"]) >= {
         "effective_at", "targets.normal.first_response", "business_hours.time_zone", "business_hours.working_days",
-        "business_hours.start", "business_hours.end", "holidays.0", "holidays_from.country", "holidays_from.years",
+        "business_hours.start", "business_hours.end", "holidays.0", "holidays_from.country", "holidays_from.years.0",
         "colour"}
     far = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}", {"effective_at": "1999-01-01T00:00:00Z",
                                                                     "enabled": False})
