@@ -11,6 +11,7 @@ from crm_messaging.domain import Message
 from crm_messaging.triggers import TriggerReactor
 from crmkit import signing
 from crmkit.events import Metadata, RecordedEvent, new_id, rfc3339, utcnow
+from crmkit.testing import stored_events
 
 from .conftest import World
 
@@ -116,7 +117,7 @@ def test_a_batch_of_events_queues_one_message_per_trigger_and_event_in_one_go(wo
     reactor.handle([for_sara])  # and again, in a later batch
 
     events = world.messaging.runtime.db["events"]
-    queued = [(e["data"]["contact_id"], e["data"]["trigger_id"]) for e in events.find({"type": "MessageQueued"})]
+    queued = [(e["data"]["contact_id"], e["data"]["trigger_id"]) for e in stored_events(events, type="MessageQueued")]
     assert sorted(queued) == sorted([(sara["id"], "trg-deal-won-welcome"), (sara["id"], custom["id"]),
                                      (omid["id"], "trg-deal-won-welcome")])  # EUR: not the custom trigger's
     assert world.dispatch() == 3

@@ -9,6 +9,7 @@ from datetime import timedelta
 
 from crm_messaging.dispatcher import LEASE, Dispatcher
 from crm_messaging.providers import Outgoing
+from crmkit.testing import stored_events
 
 from .conftest import World
 
@@ -80,7 +81,7 @@ def test_a_worker_whose_lease_ran_out_mid_batch_records_each_message_once(world:
     world.dispatcher.run_once()
 
     events = world.messaging.runtime.db["events"]
-    sent = Counter(e["stream_id"] for e in events.find({"type": "MessageSent", "stream_id": {"$in": ids}}))
+    sent = Counter(e["stream_id"] for e in stored_events(events, {"stream_id": {"$in": ids}}, type="MessageSent"))
     assert sent == dict.fromkeys(ids, 1)  # one MessageSent each, though both workers called the provider
     assert set(calls) == set(ids) and max(calls.values()) == 2  # same key both times: the provider dedupes
     assert sorted(calls.values()) == [1] * 5 + [2]  # overtaken, the first worker called no provider again

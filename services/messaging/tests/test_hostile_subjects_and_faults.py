@@ -11,6 +11,7 @@ import pytest
 
 from crm_messaging.domain import Message
 from crm_messaging.providers import Outgoing, Provider
+from crmkit.testing import stored_events
 
 from .conftest import World
 
@@ -74,7 +75,7 @@ def test_a_subject_broken_by_a_variable_is_a_422_at_preview_and_fails_alone_at_s
     assert world.deliveries() == dict.fromkeys(good, 1)  # the others exactly once, the bad one never
     assert "everyone@example.com" not in "".join(path.read_text() for path in world.mails())
     events = world.messaging.runtime.db["events"]
-    assert [e["type"] for e in events.find({"stream_id": ids[1]}).sort("version", 1)] == [
+    assert [e["type"] for e in stored_events(events, {"stream_id": ids[1]})] == [
         "MessageQueued", "MessageFailed"]
 
 

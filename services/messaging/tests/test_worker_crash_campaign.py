@@ -13,7 +13,7 @@ import pytest
 
 from crm_messaging.dispatcher import LEASE
 from crmkit import stack
-from crmkit.testing import wait_until
+from crmkit.testing import stored_events, wait_until
 
 from .conftest import Worker, World, bulk_audience, every_member_accounted_for_once, launch_campaign
 
@@ -48,7 +48,7 @@ def test_killing_the_worker_mid_campaign_loses_and_doubles_nothing(
     events = world.messaging.runtime.db["events"]
 
     def sent() -> int:
-        return events.count_documents({"type": "MessageSent"})
+        return len(stored_events(events, type="MessageSent"))
 
     worker.start()
     wait_until(lambda: sum(world.deliveries().values()) >= KILL_AT, timeout=300,
@@ -59,7 +59,7 @@ def test_killing_the_worker_mid_campaign_loses_and_doubles_nothing(
 
     clock_file.write_text(str(int(LEASE.total_seconds()) + 60))  # the dead worker's leases run out
     worker.start()
-    wait_until(lambda: events.find_one({"stream_id": campaign_id, "type": "CampaignCompleted"}),
+    wait_until(lambda: stored_events(events, {"stream_id": campaign_id}, type="CampaignCompleted"),
                timeout=400, what="the campaign to complete after the restart")
     worker.stop()
 

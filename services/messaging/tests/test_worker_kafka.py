@@ -12,7 +12,7 @@ from kafka import KafkaProducer
 
 from crmkit import stack
 from crmkit.events import RecordedEvent, new_id, rfc3339, utcnow
-from crmkit.testing import wait_until
+from crmkit.testing import stored_events, wait_until
 
 from .conftest import Worker, World
 
@@ -56,8 +56,7 @@ def test_a_redelivered_deal_won_sends_one_welcome_across_a_worker_crash(
         producer.send(sales_topic, key=event.stream_id.encode(), value=event.to_bytes()).get(timeout=10)
 
     def messages_to(contact_id: str, kind: str) -> list[dict]:
-        return [e for e in events.find({"type": kind}, {"stream_id": 1, "data": 1})
-                if e["data"]["contact_id"] == contact_id]
+        return [e for e in stored_events(events, type=kind) if e["data"]["contact_id"] == contact_id]
 
     def mails_to(address: str) -> int:
         return sum(message_from_bytes(p.read_bytes(), policy=policy.default)["To"] == address for p in world.mails())
