@@ -83,13 +83,7 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         """Erase the person (crypto-shredding): their data becomes unreadable everywhere."""
         return resource(book.erase(contact_id, body["reason"], metadata()).view())
 
-    @bp.get("/v1/contacts/<contact_id>/export")
-    @endpoint("read")
-    def export(contact_id: str) -> Response:
-        """Everything held about the person, as one JSON document (portability)."""
-        response = jsonify(jsonable(book.export(contact_id)))
-        response.headers["Content-Disposition"] = f'attachment; filename="contact-{contact_id}.json"'
-        return response
+    # GET /v1/contacts/<contact_id>/export: export_api (the whole record, from every service)
 
     @bp.get("/v1/contacts/<contact_id>/360")
     @endpoint("read")
@@ -111,10 +105,10 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         return listing(*book.list_companies(query))
 
     @bp.get("/v1/companies/<company_id>")
-    @endpoint("read", response=schemas.CompanyView)
-    def get_company(company_id: str) -> Response:
-        """One company."""
-        return resource(book.company(company_id).view())
+    @endpoint("read", query=AsOfQuery, response=schemas.CompanyView)
+    def get_company(company_id: str, query: dict[str, Any]) -> Response:
+        """One company, now or as it was at `as_of`."""
+        return resource(book.company(company_id, as_of=query.get("as_of")).view())
 
     @bp.patch("/v1/companies/<company_id>")
     @endpoint("write", body=schemas.CompanyInput, response=schemas.CompanyView)

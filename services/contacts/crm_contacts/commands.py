@@ -95,6 +95,28 @@ class ContactBook:
         self.contacts.change(duplicate_id, lambda d: d.mark_merged(survivor_id), meta)
         return survivor
 
+    def unmerge(self, survivor_id: str, duplicate_id: str, meta: Metadata, if_match: int | None) -> Contact:
+        """Reverse a merge: the survivor gives back what it only absorbed, then the duplicate
+        stands on its own again (`ContactUnmerged`, which the other services follow to move
+        back exactly the records that merge moved).
+
+        Two appends, survivor first, as in `merge`: a repeat completes a half-done unmerge
+        and otherwise records nothing. A duplicate erased since cannot come back (409).
+        """
+        if survivor_id == duplicate_id:
+            raise ValidationFailed("a contact is not merged into itself", {"duplicate_id": ["is the survivor itself"]})
+        try:
+            duplicate = self.contacts.get(duplicate_id)
+        except NotFound:
+            raise ValidationFailed("unknown duplicate", {"duplicate_id": [f"no contact with id {duplicate_id}"]}) \
+                from None
+        self.contacts.get(survivor_id)  # 404 for an unknown survivor, before anything else is said
+        duplicate.may_unmerge(survivor_id)  # refuses (409, 422) before the survivor changes
+        merge_event_id = duplicate.merge_event_id
+        survivor = self.contacts.change(survivor_id, lambda s: s.release(duplicate_id, merge_event_id), meta, if_match)
+        self.contacts.change(duplicate_id, lambda d: d.unmerge(survivor_id), meta)
+        return survivor
+
     def duplicates(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """Candidate pairs: same email, same phone, or same folded name at the same company."""
         return projections.duplicate_pairs(self.contacts_view, limit, cursor)
@@ -186,8 +208,9 @@ class ContactBook:
     def update_company(self, company_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None) -> Company:
         return self.companies.change(company_id, lambda c: c.update(fields), meta, if_match)
 
-    def company(self, company_id: str) -> Company:
-        return self.companies.get(company_id)
+    def company(self, company_id: str, as_of: datetime | None = None) -> Company:
+        """A company as it is (or was at `as_of`: NotFound before it existed)."""
+        return self.companies.get(company_id, as_of=as_of)
 
     def company_history(self, company_id: str) -> list[dict[str, Any]]:
         return changes_by_event(Company, company_id, self.companies.history(company_id))

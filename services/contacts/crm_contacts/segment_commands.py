@@ -43,8 +43,9 @@ class SegmentBook:
     def update(self, segment_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None) -> Segment:
         return self.segments.change(segment_id, lambda s: s.update(fields), meta, if_match)
 
-    def segment(self, segment_id: str) -> Segment:
-        return self.segments.get(segment_id)
+    def segment(self, segment_id: str, as_of: datetime | None = None) -> Segment:
+        """A segment as it is (or was at `as_of`: NotFound before it existed)."""
+        return self.segments.get(segment_id, as_of=as_of)
 
     def history(self, segment_id: str) -> list[dict[str, Any]]:
         return changes_by_event(Segment, segment_id, self.segments.history(segment_id))

@@ -10,7 +10,7 @@ from marshmallow import Schema, ValidationError, fields, validates_schema
 from crm_contacts import schemas
 from crm_contacts.segment_commands import SegmentBook
 from crm_contacts.segments import MAX_CONDITIONS, MAX_DEPTH, rule_errors
-from crmkit.web import HistoryQuery, PageQuery, endpoint, if_match, listing, metadata, resource
+from crmkit.web import AsOfQuery, HistoryQuery, PageQuery, endpoint, if_match, listing, metadata, resource
 from crmkit.web.pagination import by_version
 
 RULES_HELP = (
@@ -67,10 +67,10 @@ def blueprint(book: SegmentBook) -> Blueprint:
         return listing(*book.list_segments(query))
 
     @bp.get("/v1/segments/<segment_id>")
-    @endpoint("read", response=SegmentView)
-    def get_segment(segment_id: str) -> Response:
-        """One segment."""
-        return resource(book.segment(segment_id).view())
+    @endpoint("read", query=AsOfQuery, response=SegmentView)
+    def get_segment(segment_id: str, query: dict[str, Any]) -> Response:
+        """One segment, now or as it was at `as_of` (its name and rules then)."""
+        return resource(book.segment(segment_id, as_of=query.get("as_of")).view())
 
     @bp.patch("/v1/segments/<segment_id>")
     @endpoint("write", body=SegmentInput, response=SegmentView)

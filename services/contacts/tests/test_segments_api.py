@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from datetime import timedelta
 from typing import Any
 
 import grpc
@@ -12,6 +14,7 @@ import pytest
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crm_contacts.app import SERVICE
 from crmkit import rpc, stack
+from crmkit.events import parse_time, rfc3339, utcnow
 from crmkit.testing import ServiceHarness, grpc_channel
 
 VIP_LEADS = {"all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"},
@@ -320,3 +323,40 @@ def test_empty_text_is_null_or_a_422_never_a_500(contacts: ServiceHarness, path:
         assert response.status_code == 201 and response.get_json()["first_name"] is None
     else:
         assert response.status_code == 422 and set(response.get_json()["errors"]) == {field}
+
+
+def test_as_of_answers_the_segment_as_it_was_and_history_pages_its_changes(contacts: ServiceHarness) -> None:
+    seg = segment(contacts, VIP_LEADS, name="VIP")
+    created = parse_time(seg["created_at"])
+    leads = {"all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"}]}
+    while utcnow() <= created:  # times have millisecond precision: let the clock move on
+        time.sleep(0.001)
+    for change in ({"name": "VIP 2"}, {"rules": leads}, {"description": "warm"}):
+        assert patch(contacts, f"/v1/segments/{seg['id']}", change).status_code == 200
+
+    def at(as_of: str) -> Any:
+        return contacts.client.get(f"/v1/segments/{seg['id']}", query_string={"as_of": as_of},
+                                   headers=contacts.headers("contacts:read"))
+
+    then = at(rfc3339(created))
+    assert then.status_code == 200 and then.headers["ETag"] == '"1"'
+    assert then.get_json() | {"updated_at": None} == seg | {"updated_at": None}
+    assert at(rfc3339(created - timedelta(seconds=5))).status_code == 404
+    bad = at("yesterday")
+    assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"as_of"}
+    now = contacts.client.get(f"/v1/segments/{seg['id']}", headers=contacts.headers("contacts:read")).get_json()
+    assert (now["name"], now["rules"], now["description"], now["version"]) == ("VIP 2", leads, "warm", 4)
+
+    url = f"/v1/segments/{seg['id']}/history"
+    first = contacts.client.get(url, query_string={"limit": 2}, headers=contacts.headers("contacts:read")).get_json()
+    rest = contacts.client.get(url, query_string={"limit": 2, "cursor": first["next_cursor"]},
+                               headers=contacts.headers("contacts:read")).get_json()
+    entries = first["items"] + rest["items"]
+    assert [e["version"] for e in first["items"]] == [1, 2] and rest["next_cursor"] is None
+    assert [e["version"] for e in entries] == [1, 2, 3, 4]
+    assert entries[1]["changes"]["name"] == {"before": "VIP", "after": "VIP 2"}
+    assert entries[2]["changes"]["rules"] == {"before": VIP_LEADS, "after": leads}
+    assert entries[3]["changes"]["description"] == {"before": None, "after": "warm"}
+    assert all(e["actor"] and e["time"] and e["event_id"] for e in entries)
+    unknown = contacts.client.get("/v1/segments/nope/history", headers=contacts.headers("contacts:read"))
+    assert unknown.status_code == 404
