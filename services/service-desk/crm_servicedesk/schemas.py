@@ -180,16 +180,12 @@ class HolidaysFromInput(Schema):
                         validate=validate.Length(min=1, max=holiday_sources.MAX_YEARS),
                         metadata={"description": f"e.g. [2026, 2027]; {holiday_sources.MIN_YEAR} to "
                                                  f"{holiday_sources.MAX_YEAR}"})
-    subdivision = fields.String(load_default=None, allow_none=True, validate=validate.Regexp(r"^[A-Za-z0-9-]{1,10}$"),
-                                metadata={"description": "a state or province code where the country has them"})
 
     @validates_schema(skip_on_field_errors=False)
     def supported(self, data: dict[str, Any], **_: Any) -> None:
-        found = holiday_sources.problems(data.get("country") or "", data.get("years") or [],
-                                         data.get("subdivision"))
+        found = holiday_sources.problems(data.get("country") or "", data.get("years") or [], None)
         if "country" not in data:
             found.pop("country", None)
-            found.pop("subdivision", None)
         if found:
             raise ValidationError(found)
 
@@ -198,7 +194,7 @@ def country_holidays(request: dict[str, Any] | None) -> list[str]:
     """The dates a loaded `holidays_from` expands to (none without one)."""
     if not request:
         return []
-    return holiday_sources.expand(request["country"], request["years"], request.get("subdivision"))
+    return holiday_sources.expand(request["country"], request["years"])
 
 
 class PolicyInput(Schema):
