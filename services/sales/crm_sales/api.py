@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date
+from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
 
@@ -11,7 +11,20 @@ from flask import Blueprint, Response, jsonify
 from crm_sales import money, quote_html, reports, schemas
 from crm_sales.commands import SalesBook
 from crm_sales.projections import public
-from crmkit.web import endpoint, if_match, jsonable, listing, metadata, optional_body, page, resource
+from crmkit.aggregate import Repository, changes_by_event
+from crmkit.web import (
+    AsOfQuery,
+    HistoryQuery,
+    endpoint,
+    if_match,
+    jsonable,
+    listing,
+    metadata,
+    optional_body,
+    page,
+    resource,
+)
+from crmkit.web.pagination import by_version
 
 
 def plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -46,10 +59,16 @@ def blueprint(book: SalesBook) -> Blueprint:
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/products/<product_id>")
-    @endpoint("read")
-    def get_product(product_id: str) -> Response:
-        """One product."""
-        return resource(book.products.get(product_id).view())
+    @endpoint("read", query=AsOfQuery)
+    def get_product(product_id: str, query: dict[str, Any]) -> Response:
+        """One product, now or as it was at `as_of`."""
+        return resource(book.products.get(product_id, as_of=query.get("as_of")).view())
+
+    @bp.get("/v1/products/<product_id>/history")
+    @endpoint("read", query=HistoryQuery)
+    def product_history(product_id: str, query: dict[str, Any]) -> Response:
+        """Every change to a product (who, what, when, before/after), paged by version."""
+        return history(book.products, product_id, query)
 
     @bp.patch("/v1/products/<product_id>")
     @endpoint("write", body=schemas.ProductPatch)
@@ -75,10 +94,16 @@ def blueprint(book: SalesBook) -> Blueprint:
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/pipelines/<pipeline_id>")
-    @endpoint("read")
-    def get_pipeline(pipeline_id: str) -> Response:
-        """One pipeline."""
-        return resource(book.pipeline(pipeline_id).view())
+    @endpoint("read", query=AsOfQuery)
+    def get_pipeline(pipeline_id: str, query: dict[str, Any]) -> Response:
+        """One pipeline, now or as it was at `as_of`."""
+        return resource(book.pipelines.get(pipeline_id, as_of=query.get("as_of")).view())
+
+    @bp.get("/v1/pipelines/<pipeline_id>/history")
+    @endpoint("read", query=HistoryQuery)
+    def pipeline_history(pipeline_id: str, query: dict[str, Any]) -> Response:
+        """Every change to a pipeline (who, what, when, before/after), paged by version."""
+        return history(book.pipelines, pipeline_id, query)
 
     @bp.get("/v1/pipelines/<pipeline_id>/board")
     @endpoint("read", query=schemas.BoardQuery)
@@ -103,10 +128,16 @@ def blueprint(book: SalesBook) -> Blueprint:
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/deals/<deal_id>")
-    @endpoint("read")
-    def get_deal(deal_id: str) -> Response:
-        """One deal, with its stage history and the time spent in each stage."""
-        return resource(book.deal_view(book.deal(deal_id)))
+    @endpoint("read", query=AsOfQuery)
+    def get_deal(deal_id: str, query: dict[str, Any]) -> Response:
+        """One deal, with its stage history and the time spent in each stage; now or as it was at `as_of`."""
+        return resource(deal_as_of(book, deal_id, query.get("as_of")))
+
+    @bp.get("/v1/deals/<deal_id>/history")
+    @endpoint("read", query=HistoryQuery)
+    def deal_history(deal_id: str, query: dict[str, Any]) -> Response:
+        """Every change to a deal (who, what, when, before/after), paged by version."""
+        return history(book.deals, deal_id, query)
 
     @bp.patch("/v1/deals/<deal_id>")
     @endpoint("write", body=schemas.DealPatch)
@@ -155,10 +186,16 @@ def blueprint(book: SalesBook) -> Blueprint:
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/activities/<activity_id>")
-    @endpoint("read")
-    def get_activity(activity_id: str) -> Response:
-        """One activity."""
-        return resource(book.activities.get(activity_id).view())
+    @endpoint("read", query=AsOfQuery)
+    def get_activity(activity_id: str, query: dict[str, Any]) -> Response:
+        """One activity, now or as it was at `as_of`."""
+        return resource(book.activities.get(activity_id, as_of=query.get("as_of")).view())
+
+    @bp.get("/v1/activities/<activity_id>/history")
+    @endpoint("read", query=HistoryQuery)
+    def activity_history(activity_id: str, query: dict[str, Any]) -> Response:
+        """Every change to an activity (who, what, when, before/after), paged by version."""
+        return history(book.activities, activity_id, query)
 
     @bp.post("/v1/activities/<activity_id>/complete")
     @endpoint("write")
@@ -186,13 +223,20 @@ def blueprint(book: SalesBook) -> Blueprint:
     @bp.get("/v1/quotes/<quote_id>")
     @endpoint("read", query=schemas.QuoteQuery)
     def get_quote(quote_id: str, query: dict[str, Any]) -> Response:
-        """One quote; `?format=html` renders the printable pro-forma invoice (`&locale=` to choose its language)."""
-        quote = book.quote(quote_id)
+        """One quote (now, or as it was at `as_of`); `?format=html` renders the printable pro-forma invoice
+        (`&locale=` to choose its language)."""
+        quote = book.quotes.get(quote_id, as_of=query.get("as_of"))
         if query["format"] == "html":
             response = Response(quote_html.render(book, quote, query.get("locale")), mimetype="text/html")
             response.headers["ETag"] = f'"{quote.version}"'
             return response
         return resource(quote.view())
+
+    @bp.get("/v1/quotes/<quote_id>/history")
+    @endpoint("read", query=HistoryQuery)
+    def quote_history(quote_id: str, query: dict[str, Any]) -> Response:
+        """Every change to a quote (who, what, when, before/after), paged by version."""
+        return history(book.quotes, quote_id, query)
 
     @bp.post("/v1/quotes/<quote_id>/send")
     @endpoint("write")
@@ -230,6 +274,21 @@ def blueprint(book: SalesBook) -> Blueprint:
         return jsonify(jsonable(reports.customer_value(book, contact_id)))
 
     return bp
+
+
+def history(repository: Repository[Any], record_id: str, query: dict[str, Any]) -> Response:
+    """One page of a record's changes, folded from its events (404 for an id of no record of this kind)."""
+    entries = changes_by_event(repository.kind, record_id, repository.history(record_id))
+    return listing(*by_version(entries, query["limit"], query.get("cursor")))
+
+
+def deal_as_of(book: SalesBook, deal_id: str, as_of: datetime | None) -> dict[str, Any]:
+    """A deal's view now, or at `as_of`: its stage history then, the last stage's time counted up to that moment."""
+    deal = book.deals.get(deal_id, as_of=as_of)
+    view = book.deal_view(deal)
+    if as_of is not None:
+        view["stage_history"] = deal.history_view(as_of)
+    return view
 
 
 def reports_board(book: SalesBook, pipeline_id: str, query: dict[str, Any]) -> dict[str, Any]:

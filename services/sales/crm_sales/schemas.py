@@ -14,7 +14,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 from crm_sales import money
 from crm_sales.domain import ACTIVITY_TYPES
 from crmkit.events import parse_time
-from crmkit.web import PageQuery
+from crmkit.web import AsOfQuery, PageQuery
 from crmkit.web.periods import check_period
 
 
@@ -222,7 +222,7 @@ class QuoteListQuery(PageQuery):
     status = fields.String(validate=validate.OneOf(["draft", "sent", "accepted", "rejected", "expired"]))
 
 
-class QuoteQuery(Schema):
+class QuoteQuery(AsOfQuery):
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "html"]))
     locale = fields.String(validate=[validate.Length(max=35), validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")],
                            metadata={
