@@ -2,7 +2,17 @@
 
 from __future__ import annotations
 
-from crm_contacts import api, grpc_api, imports, imports_api, insights_api, lifecycle, projections, segments_api
+from crm_contacts import (
+    api,
+    export_api,
+    grpc_api,
+    imports,
+    imports_api,
+    insights_api,
+    lifecycle,
+    projections,
+    segments_api,
+)
 from crm_contacts.catalogue import EVENTS, UPCASTERS
 from crm_contacts.commands import ContactBook
 from crm_contacts.customer360 import Neighbours
@@ -32,7 +42,8 @@ SERVICE = ServiceSpec(
     ports=Ports(http=8001, grpc=50051, metrics=9101),
     blueprints=lambda runtime: [api.blueprint(ContactBook(runtime), Neighbours()),
                                 segments_api.blueprint(SegmentBook(runtime)), imports_api.blueprint(runtime),
-                                insights_api.blueprint(runtime, SegmentBook(runtime))],
+                                insights_api.blueprint(runtime, SegmentBook(runtime)),
+                                export_api.blueprint(ContactBook(runtime), export_api.RecordKeepers())],
     servicers=lambda server, runtime: grpc_api.register(server, ContactBook(runtime), SegmentBook(runtime)),
     projections=lambda runtime: [*projections.projections(runtime.db, runtime.store, runtime.settings.topic),
                                  *segment_projections(runtime.db, runtime.store, runtime.settings.topic),
