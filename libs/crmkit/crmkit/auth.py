@@ -1,8 +1,9 @@
 """Bearer tokens: JWTs with a `roles` claim and an audience (contract.md).
 
-Roles are `admin` or `<service>:read` / `<service>:write` / `<service>:erase`. A read
-needs `:read` or `:write`, a write needs `:write`, erasure needs `:erase`, and `admin`
-passes everything.
+Roles are `admin` or `<service>:read` / `<service>:write` / `<service>:erase` /
+`<service>:export`. A read needs `:read` or `:write`, a write needs `:write`, erasure needs
+`:erase`, a person's whole-record export (their data subject access request) `:export`, and
+`admin` passes everything.
 
 Two kinds of token verify:
 
@@ -38,10 +39,13 @@ DEFAULT_KID = "default"  # the key CRM_JWT_SECRET names, and the one a token wit
 EVERY_SERVICE = "crm"  # the audience of a token for every service of the installation
 SERVICE_KID_PREFIX = "service:"
 SERVICE_TOKEN_TTL = 300  # seconds; callers re-mint well before expiry
+SINGLE_ROLE_ACCESS = ("erase", "export")  # each needs its own role (or admin): no other role implies it
 
 # What each service may do when it calls another one: the only roles its tokens carry.
 SERVICE_GRANTS: Mapping[str, frozenset[str]] = {
-    "contacts": frozenset({"sales:read", "servicedesk:read", "messaging:read"}),  # the customer 360
+    # the customer 360; and a person's export, which gathers their records from the other three
+    "contacts": frozenset({"sales:read", "servicedesk:read", "messaging:read",
+                           "sales:export", "servicedesk:export", "messaging:export"}),
     "sales": frozenset({"contacts:read"}),
     "service-desk": frozenset({"contacts:read"}),
     "messaging": frozenset({"contacts:read", "contacts:write"}),  # consent checks; unsubscribe records consent
@@ -58,15 +62,17 @@ class Principal:
     roles: frozenset[str]
 
     def may(self, service: str, access: str) -> bool:
-        """Whether this principal may `access` ("read", "write" or "erase") `service`.
+        """Whether this principal may `access` ("read", "write", "erase" or "export") `service`.
 
         Erasure destroys a person's data for good, so `:write` does not imply it: it takes
-        `<service>:erase` or admin (contract.md).
+        `<service>:erase` or admin (contract.md). An export hands over everything held on a
+        person at once (a data subject access request), so neither `:read` nor `:write`
+        implies it: it takes `<service>:export` or admin.
         """
         if "admin" in self.roles:
             return True
-        if access == "erase":
-            return f"{service}:erase" in self.roles
+        if access in SINGLE_ROLE_ACCESS:
+            return f"{service}:{access}" in self.roles
         return f"{service}:write" in self.roles or (access == "read" and f"{service}:read" in self.roles)
 
 
@@ -86,8 +92,8 @@ class KeyRing:
 
 def needed_roles(service: str, access: str) -> str:
     """The roles that allow `access`, as an error message names them."""
-    if access == "erase":
-        return f"{service}:erase (or admin)"
+    if access in SINGLE_ROLE_ACCESS:
+        return f"{service}:{access} (or admin)"
     return f"{service}:{access} (or {service}:write, or admin)"
 
 

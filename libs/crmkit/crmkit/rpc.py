@@ -358,10 +358,12 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
             return self._token
 
 
-def channel(target: str, *, audience: str, caller: str | None = None) -> grpc.Channel:
+def channel(target: str, *, audience: str, caller: str | None = None,
+            max_receive_bytes: int | None = None) -> grpc.Channel:
     """A channel to `audience`'s server at `target` whose calls carry a service token of `caller`
     (default: this process's service), holding only the roles that service is granted; the
-    token lives minutes and is re-minted halfway through its life."""
+    token lives minutes and is re-minted halfway through its life. `max_receive_bytes` raises
+    gRPC's 4 MiB cap on one answer, for the few calls whose answers may be larger."""
 
     def mint() -> str:
         name = caller or keys.identity()
@@ -369,7 +371,8 @@ def channel(target: str, *, audience: str, caller: str | None = None) -> grpc.Ch
             raise RuntimeError("this process has no service identity (CRM_SERVICE_NAME) to call as")
         return auth.service_token(name, keys.own_key(name), slug(audience))
 
-    return grpc.intercept_channel(_balanced(target), _Bearer(mint, auth.SERVICE_TOKEN_TTL / 2))
+    extra = (("grpc.max_receive_message_length", max_receive_bytes),) if max_receive_bytes else ()
+    return grpc.intercept_channel(_balanced(target, extra), _Bearer(mint, auth.SERVICE_TOKEN_TTL / 2))
 
 
 def token_channel(target: str, token: str) -> grpc.Channel:
@@ -377,9 +380,9 @@ def token_channel(target: str, token: str) -> grpc.Channel:
     return grpc.intercept_channel(_balanced(target), _Bearer(lambda: token, float("inf")))
 
 
-def _balanced(target: str) -> grpc.Channel:
+def _balanced(target: str, extra: tuple[tuple[str, Any], ...] = ()) -> grpc.Channel:
     """A channel that balances calls round robin over the target's addresses (CHANNEL_OPTIONS)."""
-    return grpc.insecure_channel(target, options=CHANNEL_OPTIONS)
+    return grpc.insecure_channel(target, options=(*CHANNEL_OPTIONS, *extra))
 
 
 R = TypeVar("R")

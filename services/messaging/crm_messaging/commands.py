@@ -229,9 +229,7 @@ class MessageDesk:
     def message_consent(self, message_id: str) -> dict[str, Any]:
         """The consent decision the message's send or suppression relied on (None while it
         waits, or when none was asked), from its own events: the proof, not the read model."""
-        message = self.messages.get(message_id)
-        return {"message_id": message.id, "contact_id": message.contact_id, "channel": message.channel,
-                "status": message.status, "consent": message.consent}
+        return self.messages.get(message_id).consent_proof()
 
     def consent_report(self, start: date, end: date) -> dict[str, Any]:
         return reports.consent_proofs(self.messages_view, start, end)

@@ -234,6 +234,13 @@ class Message(Aggregate):
             "delivered_at": self.delivered_at, "created_at": self.created_at, "updated_at": self.updated_at,
         }
 
+    def consent_proof(self) -> dict[str, Any]:
+        """The consent decision the send or suppression relied on (None while it waits, or when
+        none was asked), from the message's own events: GET /v1/messages/{id}/consent and the
+        person's export show this."""
+        return {"message_id": self.id, "contact_id": self.contact_id, "channel": self.channel,
+                "status": self.status, "consent": self.consent}
+
 
 # --- template --------------------------------------------------------------------------
 

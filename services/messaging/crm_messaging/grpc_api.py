@@ -8,8 +8,10 @@ from typing import Any
 import grpc
 
 from crm.messaging.v1 import messaging_pb2, messaging_pb2_grpc
+from crm_messaging import export
 from crm_messaging.commands import MessageDesk
 from crmkit.errors import ValidationFailed
+from crmkit.export import records_json, requested_ids
 from crmkit.rpc import access, require, require_all, timestamp
 from crmkit.web.pagination import decode_cursor, encode_cursor
 
@@ -48,6 +50,14 @@ class MessageStatus(messaging_pb2_grpc.MessageStatusServicer):
         return messaging_pb2.ListContactMessagesResponse(
             messages=[to_message(d) for d in found[:size]],
             next_page_token=encode_cursor(f"{last['queued_ms']}:{last['_id']}") if last else "")
+
+    @access("export")
+    def ExportContactRecords(  # noqa: N802 - the name is the contract's
+        self, request: messaging_pb2.ExportContactRecordsRequest, context: grpc.ServicerContext
+    ) -> messaging_pb2.ExportContactRecordsResponse:
+        """The person's messages with their consent proofs, for their export (contacts asks, as messaging:export)."""
+        records = export.contact_records(self.desk, requested_ids(request.contact_ids))
+        return messaging_pb2.ExportContactRecordsResponse(records_json=records_json(records))
 
 
 def _page_size(request: messaging_pb2.ListContactMessagesRequest) -> int:

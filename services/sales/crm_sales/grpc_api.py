@@ -8,9 +8,10 @@ from typing import Any
 import grpc
 
 from crm.sales.v1 import sales_pb2, sales_pb2_grpc
-from crm_sales import reports
+from crm_sales import export, reports
 from crm_sales.commands import SalesBook
 from crmkit.events import rfc3339
+from crmkit.export import records_json, requested_ids
 from crmkit.rpc import access, require, timestamp
 
 
@@ -43,6 +44,14 @@ class CustomerValueServicer(sales_pb2_grpc.CustomerValueServicer):
     def GetCustomerValue(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802 - gRPC naming
         require(0 < len(request.contact_id) <= 128, "contact_id", "contact_id is required (at most 128 characters)")
         return to_message(reports.customer_value(self.book, request.contact_id))
+
+    @access("export")
+    def ExportContactRecords(  # noqa: N802 - gRPC naming
+        self, request: sales_pb2.ExportContactRecordsRequest, context: grpc.ServicerContext
+    ) -> sales_pb2.ExportContactRecordsResponse:
+        """The person's deals, quotes and activities, for their export (contacts asks, as sales:export)."""
+        records = export.contact_records(self.book, requested_ids(request.contact_ids))
+        return sales_pb2.ExportContactRecordsResponse(records_json=records_json(records))
 
 
 def register(server: grpc.Server, book: SalesBook) -> Sequence[str]:

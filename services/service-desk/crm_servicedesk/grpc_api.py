@@ -5,8 +5,10 @@ from __future__ import annotations
 import grpc
 
 from crm.servicedesk.v1 import servicedesk_pb2, servicedesk_pb2_grpc
+from crm_servicedesk import export
 from crm_servicedesk.commands import TicketDesk
 from crmkit.errors import NotFound
+from crmkit.export import records_json, requested_ids
 from crmkit.rpc import access, require, timestamp
 
 
@@ -33,6 +35,14 @@ class SupportSummary(servicedesk_pb2_grpc.SupportSummaryServicer):
                 nps=last["nps"] if last["nps"] is not None else -1, rated_at=last["rated_at"],
                 rate_time=timestamp(last["rated_at"])))
         return response
+
+    @access("export")
+    def ExportContactRecords(  # noqa: N802 - the name is the contract's
+        self, request: servicedesk_pb2.ExportContactRecordsRequest, context: grpc.ServicerContext
+    ) -> servicedesk_pb2.ExportContactRecordsResponse:
+        """The person's tickets, for their export (contacts asks, as servicedesk:export)."""
+        records = export.contact_records(self.desk, requested_ids(request.contact_ids))
+        return servicedesk_pb2.ExportContactRecordsResponse(records_json=records_json(records))
 
 
 def register(server: grpc.Server, desk: TicketDesk) -> list[str]:
