@@ -12,6 +12,7 @@ from crm_contacts import (
     lifecycle,
     projections,
     segments_api,
+    unmerge_api,
 )
 from crm_contacts.catalogue import EVENTS, UPCASTERS
 from crm_contacts.commands import ContactBook
@@ -43,7 +44,8 @@ SERVICE = ServiceSpec(
     blueprints=lambda runtime: [api.blueprint(ContactBook(runtime), Neighbours()),
                                 segments_api.blueprint(SegmentBook(runtime)), imports_api.blueprint(runtime),
                                 insights_api.blueprint(runtime, SegmentBook(runtime)),
-                                export_api.blueprint(ContactBook(runtime), export_api.RecordKeepers())],
+                                export_api.blueprint(ContactBook(runtime), export_api.RecordKeepers()),
+                                unmerge_api.blueprint(ContactBook(runtime))],
     servicers=lambda server, runtime: grpc_api.register(server, ContactBook(runtime), SegmentBook(runtime)),
     projections=lambda runtime: [*projections.projections(runtime.db, runtime.store, runtime.settings.topic),
                                  *segment_projections(runtime.db, runtime.store, runtime.settings.topic),

@@ -33,7 +33,7 @@ CAUSE_V2 = {
     "required": ["kind", "by"],
     "additionalProperties": False,
     "properties": {
-        "kind": {"enum": ["manual", "automation", "merge"]},
+        "kind": {"enum": ["manual", "automation", "merge", "unmerge"]},
         "by": {"type": "string", "description": "the person (user:<name>), rule, or merged record that moved it"},
         "detail": {"type": ["string", "null"]},
     },
@@ -49,6 +49,10 @@ def _changes(fields: dict[str, Any], min_properties: int = 1) -> dict[str, Any]:
 
 
 CHANGES_PERSONAL = tuple(f"changes.{name}" for name in PERSONAL_FIELDS)
+MERGED_FROM = {**ID, "description": "the duplicate a merge took this from (an unmerge gives it back)"}
+CONSENT = _object(["status", "source", "legal_basis", "at"], {
+    "status": {"enum": list(CONSENT_STATUSES)}, "source": TEXT, "legal_basis": {"enum": [*LEGAL_BASES, None]},
+    "at": {"type": ["string", "null"], "format": "date-time"}})
 
 EVENTS = Catalogue("contacts", "Contacts", [
     EventType(
@@ -78,7 +82,8 @@ EVENTS = Catalogue("contacts", "Contacts", [
         "ContactLifecycleStageChanged", 2, "contact",
         "The contact moved to another lifecycle stage, and who or what moved it. Lifecycle automation says "
         "`cause.kind` `automation`, `by` `rule:<name>` (deal-opened, deal-won, churn, win-back), `detail` the "
-        "deal id or reason. The stage `churned` was added with lifecycle automation (a new value, same version).",
+        "deal id or reason; a merge or unmerge says `merge` / `unmerge`, `by` the duplicate's id. The stage "
+        "`churned` and the kind `unmerge` were added later (new values, same version).",
         _object(["contact_id", "from", "to", "cause"],
                 {"contact_id": ID, "from": STAGE, "to": STAGE, "cause": CAUSE_V2}),
         {"contact_id": "01a2…", "from": "lead", "to": "customer", "cause": {"kind": "manual", "by": "user:ana"}},
@@ -86,8 +91,10 @@ EVENTS = Catalogue("contacts", "Contacts", [
     EventType(
         "ContactPurchaseRecorded", 1, "contact",
         "Lifecycle automation heard that a deal of this contact was won (sales' DealWon) at `at`, the newest "
-        "purchase so far; `deal_id` is null when a merge brought the purchase over from a duplicate.",
-        _object(["contact_id", "deal_id", "at"], {"contact_id": ID, "deal_id": TEXT, "at": TIME}),
+        "purchase so far; `deal_id` is null when a merge brought the purchase over from a duplicate (since "
+        "unmerge: named by `merged_from`).",
+        _object(["contact_id", "deal_id", "at"],
+                {"contact_id": ID, "deal_id": TEXT, "at": TIME, "merged_from": MERGED_FROM}),
         {"contact_id": "01a2…", "deal_id": "01b7…", "at": "2026-11-26T08:00:00.000Z"},
     ),
     EventType(
@@ -106,10 +113,12 @@ EVENTS = Catalogue("contacts", "Contacts", [
     ),
     EventType(
         "ContactConsentChanged", 1, "contact",
-        "The person gave or withdrew consent for a channel; the latest decision per channel counts.",
+        "The person gave or withdrew consent for a channel; the latest decision per channel counts. "
+        "`merged_from`: a merge took this decision over from that duplicate (it was the newer one).",
         _object(["contact_id", "channel", "status", "source", "legal_basis", "at"],
                 {"contact_id": ID, "channel": {"enum": list(CHANNELS)}, "status": {"enum": list(CONSENT_STATUSES)},
-                 "source": {"type": "string"}, "legal_basis": {"enum": list(LEGAL_BASES)}, "at": TIME}),
+                 "source": {"type": "string"}, "legal_basis": {"enum": list(LEGAL_BASES)}, "at": TIME,
+                 "merged_from": MERGED_FROM}),
         {"contact_id": "01a2…", "channel": "email", "status": "granted", "source": "web_form",
          "legal_basis": "consent", "at": "2026-11-26T08:00:00.000Z"},
     ),
@@ -128,6 +137,31 @@ EVENTS = Catalogue("contacts", "Contacts", [
         _object(["contact_id", "duplicate_id", "survivor_id"],
                 {"contact_id": ID, "duplicate_id": ID, "survivor_id": ID}),
         {"contact_id": "01a3…", "duplicate_id": "01a3…", "survivor_id": "01a2…"},
+    ),
+    EventType(
+        "ContactDuplicateReleased", 1, "contact",
+        "An unmerge: this survivor gave back what it had only absorbed from `duplicate_id` (at the merge "
+        "`merge_event_id`) and not changed since. `changes` are the fields' new values (cleared, or tags and "
+        "attributes without the duplicate's), `consents` each given-back channel's decision from before the "
+        "merge (null: none), `last_purchase_at` (when present) the last purchase from before the merge. "
+        "Anything the survivor had or changed itself stays.",
+        _object(["contact_id", "duplicate_id", "merge_event_id", "changes", "consents"], {
+            "contact_id": ID, "duplicate_id": ID, "merge_event_id": TEXT, "changes": _changes(CONTACT_FIELDS, 0),
+            "consents": {"type": "object", "propertyNames": {"enum": list(CHANNELS)},
+                         "additionalProperties": {"oneOf": [CONSENT, {"type": "null"}]}},
+            "last_purchase_at": {"type": ["string", "null"], "format": "date-time"}}),
+        {"contact_id": "01a2…", "duplicate_id": "01a3…", "merge_event_id": "01c1…",
+         "changes": {"phone": None, "tags": ["vip"]}, "consents": {"email": None}},
+        personal=CHANGES_PERSONAL,
+    ),
+    EventType(
+        "ContactUnmerged", 1, "contact",
+        "A merge was reversed: this record (the duplicate) is active again, exactly as it was when merged. "
+        "Move back to it what you moved to `survivor_id` because of the merge `merge_event_id` (the "
+        "ContactMerged event's id) and has not changed since.",
+        _object(["contact_id", "duplicate_id", "survivor_id", "merge_event_id"],
+                {"contact_id": ID, "duplicate_id": ID, "survivor_id": ID, "merge_event_id": TEXT}),
+        {"contact_id": "01a3…", "duplicate_id": "01a3…", "survivor_id": "01a2…", "merge_event_id": "01c1…"},
     ),
     EventType(
         "ContactErased", 1, "contact",

@@ -9,6 +9,7 @@ contact cannot change, a no-op update records nothing).
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -42,6 +43,7 @@ PERSONAL_DATA = {
     "ContactCreated": PERSONAL_FIELDS,
     "ContactUpdated": tuple(f"changes.{name}" for name in PERSONAL_FIELDS),
     "ContactDuplicateAbsorbed": tuple(f"changes.{name}" for name in PERSONAL_FIELDS),
+    "ContactDuplicateReleased": tuple(f"changes.{name}" for name in PERSONAL_FIELDS),
 }
 CHANNELS = ("email", "sms", "fax", "phone")
 CONSENT_STATUSES = ("granted", "withdrawn")
@@ -95,6 +97,70 @@ def automation_may_move(current: str, target: str) -> bool:
             and AUTOMATION_PATH.index(target) > AUTOMATION_PATH.index(current))
 
 
+IDENTIFYING = ("first_name", "last_name", "email", "phone")
+
+
+@dataclass
+class Absorbed:
+    """What a survivor took from one duplicate at the merge and has not changed since.
+
+    Built by the fold from the merge's own events (`ContactDuplicateAbsorbed`, and the
+    purchase, stage and consents recorded with `merged_from` / cause `merge`); anything
+    that moves a field afterwards (a person's update, a newer purchase, another stage or
+    consent decision) makes that field the survivor's own, so an unmerge leaves it alone.
+    """
+
+    fields: dict[str, Any] = field(default_factory=dict)  # empty fields filled from the duplicate
+    tags: list[str] = field(default_factory=list)  # tags only the duplicate had
+    attributes: dict[str, Any] = field(default_factory=dict)  # keys only the duplicate had, as taken
+    stage: dict[str, Any] | None = None  # {"from", "to"}: a stage the merge raised
+    purchase: dict[str, Any] | None = None  # {"from", "to"}: the duplicate's newer last purchase
+    consents: dict[str, dict[str, Any]] = field(default_factory=dict)  # channel: {"from": before, "proof": before's}
+
+    @classmethod
+    def of(cls, survivor: Contact, changes: dict[str, Any]) -> Absorbed:
+        """From a `ContactDuplicateAbsorbed`'s changes, against the survivor just before them."""
+        return cls(
+            fields={name: value for name, value in changes.items() if name not in ("tags", "attributes")},
+            tags=sorted(set(changes.get("tags") or []) - set(survivor.tags)),
+            attributes={k: v for k, v in (changes.get("attributes") or {}).items() if k not in survivor.attributes},
+        )
+
+    def changed(self, changes: dict[str, Any]) -> None:
+        """A person changed these fields (a `ContactUpdated`): what they touched is theirs now.
+        A tag stays absorbed while it is kept; an attribute while its value is the one taken."""
+        for name, value in changes.items():
+            if name == "tags":
+                self.tags = [tag for tag in self.tags if tag in (value or [])]
+            elif name == "attributes":
+                self.attributes = {k: v for k, v in self.attributes.items() if (value or {}).get(k) == v}
+            else:
+                self.fields.pop(name, None)
+
+    def reverted(self, survivor: Contact) -> dict[str, Any]:
+        """The changes giving back what `survivor` still holds only from the duplicate. The
+        identifying fields stay if clearing them would leave no name, email or phone."""
+        changes: dict[str, Any] = {name: None for name, value in self.fields.items()
+                                   if getattr(survivor, name) == value}
+        tags = sorted(set(survivor.tags) - set(self.tags))
+        if tags != sorted(survivor.tags):
+            changes["tags"] = tags
+        attributes = {k: v for k, v in survivor.attributes.items() if k not in self.attributes
+                      or self.attributes[k] != v}
+        if attributes != survivor.attributes:
+            changes["attributes"] = attributes
+        if not any(changes.get(name, getattr(survivor, name)) for name in IDENTIFYING):
+            changes = {name: value for name, value in changes.items() if name not in IDENTIFYING}
+        return changes
+
+
+def _proofs_back(proofs: dict[str, Any], released: dict[str, dict[str, Any] | None]) -> dict[str, Any]:
+    """Consent proofs after a release: each given-back channel rests on its earlier decision again."""
+    back = {channel: proof for channel, proof in proofs.items() if channel not in released}
+    back.update({channel: proof for channel, proof in released.items() if proof is not None})
+    return back
+
+
 class Contact(Aggregate):
     aggregate_type = "contact"
 
@@ -118,6 +184,12 @@ class Contact(Aggregate):
         self.consent_events: dict[str, dict[str, Any]] = {}
         self.merged_into: str | None = None
         self.merged_from: list[str] = []
+        # unmerge bookkeeping, known only from a fold of stored events (not in `view`):
+        # per duplicate, what this survivor took from it and has not changed since (`Absorbed`)
+        self.absorbed: dict[str, Absorbed] = {}
+        self.merge_event_id: str | None = None  # as a duplicate: the ContactMerged event that merged it
+        self.unmerged_from: list[str] = []  # as a duplicate: survivors it was unmerged from
+        self._released_proofs: dict[str, dict[str, Any] | None] = {}  # the last release's, for catch_up
         # lifecycle automation (crm_contacts.lifecycle): times as RFC 3339 text
         self.last_purchase_at: str | None = None  # the newest won deal's time
         self.at_risk = False  # a customer without a won deal for too long
@@ -222,14 +294,16 @@ class Contact(Aggregate):
             return False
         return self.automate_stage("churned", "churn", f"at risk since {self.at_risk_since}")
 
-    def set_consent(self, channel: str, consent: dict[str, Any]) -> None:
-        """Record the person's choice for a channel (status, source, legal basis, when)."""
+    def set_consent(self, channel: str, consent: dict[str, Any], *, merged_from: str | None = None) -> None:
+        """Record the person's choice for a channel (status, source, legal basis, when);
+        `merged_from` names the duplicate a merge took it from (so an unmerge can give it back)."""
         self._require_active()
         current = self.consents.get(channel)
         recorded = {key: consent.get(key) for key in ("status", "source", "legal_basis", "at")}
         if current is not None and all(current.get(k) == v for k, v in recorded.items() if k != "at"):
             return  # the same choice again: nothing new happened
-        self.record("ContactConsentChanged", {"contact_id": self.id, "channel": channel, **recorded})
+        origin = {"merged_from": merged_from} if merged_from else {}
+        self.record("ContactConsentChanged", {"contact_id": self.id, "channel": channel, **recorded, **origin})
 
     def absorb(self, duplicate: Contact) -> None:
         """Fold a duplicate record of the same person into this one.
@@ -257,18 +331,58 @@ class Contact(Aggregate):
         self.record("ContactDuplicateAbsorbed",
                     {"contact_id": self.id, "duplicate_id": duplicate.id, "changes": changes})
         if duplicate.last_purchase_at and (duplicate.last_purchase_ms or 0) > (self.last_purchase_ms or 0):
-            self.record("ContactPurchaseRecorded",
-                        {"contact_id": self.id, "deal_id": None, "at": duplicate.last_purchase_at})
+            self.record("ContactPurchaseRecorded", {"contact_id": self.id, "deal_id": None,
+                                                    "at": duplicate.last_purchase_at, "merged_from": duplicate.id})
         if _stage_rank(duplicate.lifecycle_stage) > _stage_rank(self.lifecycle_stage):
             self.change_stage(duplicate.lifecycle_stage, cause={"kind": "merge", "by": duplicate.id})
         for channel, theirs in sorted(duplicate.consents.items()):
             mine = self.consents.get(channel)
             if mine is None or (theirs.get("at") or "") > (mine.get("at") or ""):
-                self.set_consent(channel, theirs)
+                self.set_consent(channel, theirs, merged_from=duplicate.id)
 
     def mark_merged(self, survivor_id: str) -> None:
         self._require_active()
         self.record("ContactMerged", {"contact_id": self.id, "duplicate_id": self.id, "survivor_id": survivor_id})
+
+    def release(self, duplicate_id: str, merge_event_id: str | None) -> None:
+        """Undo absorbing `duplicate_id`: give back what this survivor took from it and has not
+        changed since (`Absorbed`); what it had or changed itself stays. Nothing if it holds
+        no such duplicate (a repeat). See docs/contacts.md, "Unmerge"."""
+        self._require_active()
+        if duplicate_id not in self.merged_from:
+            return
+        taken = self.absorbed.get(duplicate_id) or Absorbed()
+        changes = taken.reverted(self)
+        data: dict[str, Any] = {"contact_id": self.id, "duplicate_id": duplicate_id,
+                                "merge_event_id": merge_event_id, "changes": changes,
+                                "consents": {channel: taken.consents[channel]["from"]
+                                             for channel in sorted(taken.consents)}}
+        if taken.purchase is not None:
+            data["last_purchase_at"] = taken.purchase["from"]
+        self.record("ContactDuplicateReleased", data)
+        if taken.stage is not None and self.lifecycle_stage == taken.stage["to"]:
+            self.change_stage(taken.stage["from"], cause={"kind": "unmerge", "by": duplicate_id})
+
+    def may_unmerge(self, survivor_id: str) -> bool:
+        """Whether unmerging this duplicate from `survivor_id` has anything left to do: False for
+        a repeat; Conflict once erased (it cannot come back); ValidationFailed if it is not
+        merged into that survivor."""
+        if self.status == "erased":
+            raise Conflict(f"contact {self.id} was erased since the merge; it cannot be unmerged")
+        if self.status == "active" and survivor_id in self.unmerged_from:
+            return False
+        if self.status != "merged" or self.merged_into != survivor_id:
+            raise ValidationFailed("not merged into this contact",
+                                   {"duplicate_id": [f"{self.id} is not merged into {survivor_id}"]})
+        return True
+
+    def unmerge(self, survivor_id: str) -> None:
+        """This duplicate stands on its own again, exactly as it was when merged (a merged
+        record cannot change). A repeat records nothing (`may_unmerge`)."""
+        if not self.may_unmerge(survivor_id):
+            return
+        self.record("ContactUnmerged", {"contact_id": self.id, "duplicate_id": self.id, "survivor_id": survivor_id,
+                                        "merge_event_id": self.merge_event_id})
 
     def erase(self, reason: str) -> None:
         """Forget the person: the record keeps its id and history of what happened, not who."""
@@ -277,12 +391,20 @@ class Contact(Aggregate):
 
     def catch_up(self, events: Sequence[RecordedEvent]) -> None:
         """The fold, noting which stored event each channel's consent comes from (its id is
-        known only once stored, so `apply` cannot see it)."""
-        super().catch_up(events)
+        known only once stored, so `apply` cannot see it), and which event merged this record."""
         for event in events:
+            proofs = self.consent_events
+            super().catch_up([event])
             if event.type == "ContactConsentChanged":
-                self.consent_events = {**self.consent_events,
-                                       event.data["channel"]: {"event_id": event.id, "version": event.version}}
+                channel = event.data["channel"]
+                taken = self.absorbed.get(event.data.get("merged_from") or "")
+                if taken is not None and channel in taken.consents:
+                    taken.consents[channel]["proof"] = proofs.get(channel)
+                self.consent_events = {**proofs, channel: {"event_id": event.id, "version": event.version}}
+            elif event.type == "ContactDuplicateReleased":
+                self.consent_events = _proofs_back(proofs, self._released_proofs)
+            elif event.type == "ContactMerged":
+                self.merge_event_id = event.id
             elif event.type == "ContactErased":
                 self.consent_events = {}
 
@@ -301,10 +423,13 @@ class Contact(Aggregate):
                 self.attributes = dict(data.get("attributes") or {})
                 self.lifecycle_stage = data.get("lifecycle_stage") or "lead"
             case "ContactUpdated":
+                for taken in self.absorbed.values():
+                    taken.changed(data["changes"])
                 for name, value in data["changes"].items():
                     setattr(self, name, value)
             case "ContactLifecycleStageChanged":
                 cause = data.get("cause")
+                self._note_stage(data, cause)
                 if (data.get("from") == "churned" and data["to"] == "customer" and isinstance(cause, dict)
                         and cause.get("by") == "rule:win-back"):
                     self.win_backs += 1
@@ -312,25 +437,64 @@ class Contact(Aggregate):
                 if data["to"] != "customer":  # "at risk" is a property of customers only
                     self.at_risk, self.at_risk_since = False, None
             case "ContactPurchaseRecorded":
+                for duplicate_id, taken in self.absorbed.items():
+                    taken.purchase = ({"from": self.last_purchase_at, "to": data["at"]}
+                                      if duplicate_id == data.get("merged_from") else None)
                 self.last_purchase_at = data["at"]
             case "ContactFlaggedAtRisk":
                 self.at_risk, self.at_risk_since = True, data["since"]
             case "ContactAtRiskCleared":
                 self.at_risk, self.at_risk_since = False, None
             case "ContactConsentChanged":
+                for duplicate_id, taken in self.absorbed.items():
+                    if duplicate_id == data.get("merged_from"):
+                        taken.consents[data["channel"]] = {"from": self.consents.get(data["channel"]), "proof": None}
+                    else:
+                        taken.consents.pop(data["channel"], None)
                 consents = dict(self.consents)
                 consents[data["channel"]] = {k: data.get(k) for k in ("status", "source", "legal_basis", "at")}
                 self.consents = consents
             case "ContactDuplicateAbsorbed":
+                self.absorbed = {**self.absorbed, data["duplicate_id"]: Absorbed.of(self, data["changes"])}
                 for name, value in data["changes"].items():
                     setattr(self, name, value)
                 self.merged_from = [*self.merged_from, data["duplicate_id"]]
+            case "ContactDuplicateReleased":
+                self._apply_release(data)
             case "ContactMerged":
                 self.status, self.merged_into = "merged", data["survivor_id"]
+            case "ContactUnmerged":
+                self.status, self.merged_into = "active", None
+                self.unmerged_from = [*self.unmerged_from, data["survivor_id"]]
             case "ContactErased":
                 for name in PERSONAL_FIELDS:
                     setattr(self, name, None)
-                self.attributes, self.consents, self.status = {}, {}, "erased"
+                self.attributes, self.consents, self.status, self.absorbed = {}, {}, "erased", {}
+
+    def _note_stage(self, data: dict[str, Any], cause: Any) -> None:
+        """A stage a merge raised stays the duplicate's to take back until anything moves it."""
+        by_merge = isinstance(cause, dict) and cause.get("kind") == "merge"
+        for duplicate_id, taken in self.absorbed.items():
+            taken.stage = ({"from": data.get("from"), "to": data["to"]}
+                           if by_merge and cause.get("by") == duplicate_id else None)
+
+    def _apply_release(self, data: dict[str, Any]) -> None:
+        for name, value in data["changes"].items():
+            setattr(self, name, value)
+        consents = dict(self.consents)
+        for channel, consent in (data.get("consents") or {}).items():
+            if consent is None:
+                consents.pop(channel, None)
+            else:
+                consents[channel] = dict(consent)
+        self.consents = consents
+        if "last_purchase_at" in data:
+            self.last_purchase_at = data["last_purchase_at"]
+        taken = self.absorbed.get(data["duplicate_id"])
+        self._released_proofs = {channel: (taken.consents.get(channel) or {}).get("proof") if taken else None
+                                 for channel in data.get("consents") or {}}
+        self.absorbed = {k: v for k, v in self.absorbed.items() if k != data["duplicate_id"]}
+        self.merged_from = [m for m in self.merged_from if m != data["duplicate_id"]]
 
     def view(self) -> dict[str, Any]:
         """The contact as the API shows it."""

@@ -96,6 +96,8 @@ class InsightStages(StreamProjection):
             elif event.type in ("ContactMerged", "ContactErased") and doc["removed_ms"] is None:
                 doc["removed_ms"] = at
                 doc["status"] = "merged" if event.type == "ContactMerged" else "erased"
+            elif event.type == "ContactUnmerged" and doc["status"] == "merged":  # counted again
+                doc["removed_ms"], doc["status"] = None, "active"
         if doc["created_ms"] is None:
             return None  # a stream that does not start with ContactCreated is not a contact we can count
         doc["changes"] = changes
