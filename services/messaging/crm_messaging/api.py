@@ -7,14 +7,18 @@ from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
 from marshmallow import Schema, fields, validate
+from werkzeug.routing import BaseConverter
 
 from crm_messaging import schemas, unsubscribe
 from crm_messaging.commands import MessageDesk
 from crmkit import auth
+from crmkit.aggregate import Repository, changes_by_event
 from crmkit.errors import NotFound
-from crmkit.web import PageQuery, endpoint, if_match, listing, metadata, resource
+from crmkit.web import AsOfQuery, HistoryQuery, PageQuery, endpoint, if_match, listing, metadata, resource
 from crmkit.web.endpoint import Forbidden, Unauthorized
 from crmkit.web.locale import PageLanguage
+from crmkit.web.pagination import by_version
+from crmkit.web.views import HistoryEntry
 
 
 class UnsubscribeQuery(Schema):
@@ -23,11 +27,43 @@ class UnsubscribeQuery(Schema):
                        "then Accept-Language, then en"})
 
 
-ONE_CLICK_FORM = {"requestBody": {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
-    "type": "object", "properties": {"List-Unsubscribe": {"type": "string", "enum": ["One-Click"]}}}}}}}
+HTML = {"text/html": {"schema": {"type": "string"}}}
+PROBLEM = {"application/problem+json": {"schema": "Problem"}}
+LINK_NOT_VALID = {"404": {"description": "A forged, damaged or foreign link: a page saying so", "content": HTML}}
+
+# GET only shows a confirmation (mail scanners follow links); the form and a mail client's
+# one-click button (RFC 8058) POST to the same URL. The body is a courtesy of RFC 8058:
+# the signed link alone is the request, so any form body, or none, unsubscribes.
+UNSUBSCRIBE_PAGE = {"responses": {"200": {"description": "A page asking to confirm", "content": HTML},
+                                  **LINK_NOT_VALID}}
+ONE_CLICK = {
+    "requestBody": {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
+        "type": "object", "description": "RFC 8058 sends List-Unsubscribe=One-Click; the link alone is the request",
+        "properties": {"List-Unsubscribe": {"type": "string"}}}}}},
+    "responses": {"200": {"description": "Unsubscribed: a page saying so", "content": HTML}, **LINK_NOT_VALID},
+}
+RECEIPT = {
+    "parameters": [{"in": "header", "name": "X-Receipt-Secret", "required": True, "schema": {"type": "string"},
+                    "description": "the secret shared with the provider (CRM_MESSAGING_RECEIPT_SECRET)"}],
+    "responses": {
+        "401": {"description": "X-Receipt-Secret missing or wrong", "content": PROBLEM},
+        "404": {"description": "No such message, or not one sent through this provider", "content": PROBLEM},
+        "409": {"description": "The receipt does not apply to the message's state (e.g. still queued)",
+                "content": PROBLEM},
+    },
+}
+
+
+class NotPreview(BaseConverter):
+    """A template id in a path: any segment but `preview`, so that /v1/templates/preview is
+    only the POST it documents (another method is a 405 naming POST, not a template lookup)."""
+
+    regex = r"(?!preview$)[^/]+"
+
 
 def blueprint(desk: MessageDesk) -> Blueprint:
     bp = Blueprint("messaging", __name__)
+    bp.record_once(lambda state: state.app.url_map.converters.setdefault("not_preview", NotPreview))
 
     # --- templates --------------------------------------------------------------------
 
@@ -42,22 +78,28 @@ def blueprint(desk: MessageDesk) -> Blueprint:
     @endpoint("read", query=schemas.TemplateListQuery, response=schemas.TemplateView, many=True)
     def list_templates(query: dict[str, Any]) -> Response:
         """List templates (`channel` filter)."""
-        return listing(*desk.list_templates(query))
+        return listing(*_public(desk.list_templates(query)))
 
-    @bp.get("/v1/templates/<template_id>")
-    @endpoint("read", response=schemas.TemplateView)
-    def get_template(template_id: str) -> Response:
-        """One template."""
-        return resource(desk.template(template_id).view())
+    @bp.get("/v1/templates/<not_preview:template_id>")
+    @endpoint("read", query=AsOfQuery, response=schemas.TemplateView)
+    def get_template(template_id: str, query: dict[str, Any]) -> Response:
+        """One template, now or as it was at `as_of`."""
+        return resource(desk.templates.get(template_id, as_of=query.get("as_of")).view())
 
-    @bp.patch("/v1/templates/<template_id>")
+    @bp.get("/v1/templates/<not_preview:template_id>/history")
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
+    def template_history(template_id: str, query: dict[str, Any]) -> Response:
+        """Every change to a template: who, what, when, before and after (paged by version)."""
+        return listing(*by_version(_history(desk.templates, template_id), query["limit"], query.get("cursor")))
+
+    @bp.patch("/v1/templates/<not_preview:template_id>")
     @endpoint("write", body=schemas.TemplatePatch, response=schemas.TemplateView)
     def update_template(template_id: str, body: dict[str, Any]) -> Response:
         """Change a template's name, category, default locale or variants (If-Match honoured)."""
         return resource(desk.update_template(template_id, body, metadata(), if_match()).view())
 
     @bp.post("/v1/templates/preview")
-    @endpoint("read", body=schemas.PreviewInput)
+    @endpoint("read", body=schemas.PreviewInput, response=schemas.PreviewView)
     def preview(body: dict[str, Any]) -> Response:
         """Render a template (or unsaved text) with variables and optionally a contact's data (which also
         needs contacts:read); sends nothing."""
@@ -80,13 +122,19 @@ def blueprint(desk: MessageDesk) -> Blueprint:
     @endpoint("read", query=schemas.MessageListQuery, response=schemas.MessageView, many=True)
     def list_messages(query: dict[str, Any]) -> Response:
         """List messages (`contact_id`, `campaign_id`, `status`, `channel` filters); no bodies."""
-        return listing(*desk.list_messages(query))
+        return listing(*_public(desk.list_messages(query)))
 
     @bp.get("/v1/messages/<message_id>")
-    @endpoint("read", response=schemas.MessageView)
-    def get_message(message_id: str) -> Response:
-        """One message with its status, and what was sent (unreadable once the contact is erased)."""
-        return resource(desk.message(message_id).view())
+    @endpoint("read", query=AsOfQuery, response=schemas.MessageView)
+    def get_message(message_id: str, query: dict[str, Any]) -> Response:
+        """One message with its status, and what was sent (unreadable once the contact is erased), now or at `as_of`."""
+        return resource(desk.messages.get(message_id, as_of=query.get("as_of")).view())
+
+    @bp.get("/v1/messages/<message_id>/history")
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
+    def message_history(message_id: str, query: dict[str, Any]) -> Response:
+        """Every change to a message: queued, retried, sent, delivered, failed (who, when, before and after)."""
+        return listing(*by_version(_history(desk.messages, message_id), query["limit"], query.get("cursor")))
 
     @bp.get("/v1/messages/<message_id>/consent")
     @endpoint("read", response=schemas.MessageConsentView)
@@ -103,7 +151,7 @@ def blueprint(desk: MessageDesk) -> Blueprint:
         return jsonify(desk.consent_report(query["from_"], query["to"]))
 
     @bp.post("/v1/providers/<provider>/receipts")
-    @endpoint(None, body=schemas.ReceiptInput, response=schemas.MessageView)
+    @endpoint(None, body=schemas.ReceiptInput, response=schemas.MessageView, openapi=RECEIPT)
     def receipt(provider: str, body: dict[str, Any]) -> Response:
         """A provider's delivery receipt; authenticated by the shared secret in `X-Receipt-Secret`."""
         given = request.headers.get("X-Receipt-Secret", "")
@@ -124,13 +172,22 @@ def blueprint(desk: MessageDesk) -> Blueprint:
     @endpoint("read", query=schemas.CampaignListQuery, response=schemas.CampaignView, many=True)
     def list_campaigns(query: dict[str, Any]) -> Response:
         """List campaigns (`status` filter)."""
-        return listing(*desk.list_campaigns(query))
+        return listing(*_public(desk.list_campaigns(query)))
 
     @bp.get("/v1/campaigns/<campaign_id>")
-    @endpoint("read", response=schemas.CampaignView)
-    def get_campaign(campaign_id: str) -> Response:
-        """One campaign with progress and stats (targeted, suppressed, sent, delivered, failed)."""
-        return resource(desk.campaign(campaign_id))
+    @endpoint("read", query=AsOfQuery, response=schemas.CampaignView)
+    def get_campaign(campaign_id: str, query: dict[str, Any]) -> Response:
+        """One campaign with progress and stats (targeted, suppressed, sent, delivered, failed), or as it was at
+        `as_of` (without stats)."""
+        if query.get("as_of") is None:
+            return resource(desk.campaign(campaign_id))
+        return resource({**desk.campaigns.get(campaign_id, as_of=query["as_of"]).view(), "stats": None})
+
+    @bp.get("/v1/campaigns/<campaign_id>/history")
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
+    def campaign_history(campaign_id: str, query: dict[str, Any]) -> Response:
+        """Every change to a campaign: created, launched, targeted, paused, resumed, cancelled, completed."""
+        return listing(*by_version(_history(desk.campaigns, campaign_id), query["limit"], query.get("cursor")))
 
     @bp.post("/v1/campaigns/<campaign_id>/launch")
     @endpoint("write", body=schemas.LaunchInput, response=schemas.CampaignView)
@@ -156,13 +213,19 @@ def blueprint(desk: MessageDesk) -> Blueprint:
     @endpoint("read", query=PageQuery, response=schemas.TriggerView, many=True)
     def list_triggers(query: dict[str, Any]) -> Response:
         """List triggers (the two defaults included)."""
-        return listing(*desk.list_triggers(query))
+        return listing(*_public(desk.list_triggers(query)))
 
     @bp.get("/v1/triggers/<trigger_id>")
-    @endpoint("read", response=schemas.TriggerView)
-    def get_trigger(trigger_id: str) -> Response:
-        """One trigger."""
-        return resource(desk.triggers.get(trigger_id).view())
+    @endpoint("read", query=AsOfQuery, response=schemas.TriggerView)
+    def get_trigger(trigger_id: str, query: dict[str, Any]) -> Response:
+        """One trigger, now or as it was at `as_of`."""
+        return resource(desk.triggers.get(trigger_id, as_of=query.get("as_of")).view())
+
+    @bp.get("/v1/triggers/<trigger_id>/history")
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
+    def trigger_history(trigger_id: str, query: dict[str, Any]) -> Response:
+        """Every change to a trigger: defined, enabled, disabled (who, when, before and after)."""
+        return listing(*by_version(_history(desk.triggers, trigger_id), query["limit"], query.get("cursor")))
 
     @bp.patch("/v1/triggers/<trigger_id>")
     @endpoint("write", body=schemas.TriggerPatch, response=schemas.TriggerView)
@@ -173,7 +236,7 @@ def blueprint(desk: MessageDesk) -> Blueprint:
     # --- unsubscribe ------------------------------------------------------------------
 
     @bp.get("/v1/unsubscribe/<token>")
-    @endpoint(None, query=UnsubscribeQuery)
+    @endpoint(None, query=UnsubscribeQuery, openapi=UNSUBSCRIBE_PAGE)
     def unsubscribe_page(token: str, query: dict[str, Any]) -> Response:
         """The link in every marketing message (no token needed): a page in the contact's language
         asking to confirm; it changes nothing (mail scanners follow links)."""
@@ -185,7 +248,7 @@ def blueprint(desk: MessageDesk) -> Blueprint:
         return _page(unsubscribe.page("confirm", lang, channel, action=_here()))
 
     @bp.post("/v1/unsubscribe/<token>")
-    @endpoint(None, query=UnsubscribeQuery, openapi=ONE_CLICK_FORM)
+    @endpoint(None, query=UnsubscribeQuery, openapi=ONE_CLICK)
     def unsubscribe_now(token: str, query: dict[str, Any]) -> Response:
         """One-click unsubscribe (RFC 8058; no token needed, the signed link is the credential):
         withdraws consent for the link's channel in contacts; a repeat is harmless."""
@@ -197,6 +260,18 @@ def blueprint(desk: MessageDesk) -> Blueprint:
         return _page(unsubscribe.page("done", lang, channel))
 
     return bp
+
+
+def _history(repository: Repository[Any], record_id: str) -> list[dict[str, Any]]:
+    """A record's events as changes (`crmkit.aggregate.changes_by_event`); 404 for an unknown id."""
+    return changes_by_event(repository.kind, record_id, repository.history(record_id))
+
+
+def _public(found: tuple[list[dict[str, Any]], str | None]) -> tuple[list[dict[str, Any]], str | None]:
+    """A page of read-model documents as the API shows them: without the store's own key
+    (`_id`; each carries its `id`)."""
+    items, cursor = found
+    return [{key: value for key, value in item.items() if key != "_id"} for item in items], cursor
 
 
 def _require_contact_access() -> None:

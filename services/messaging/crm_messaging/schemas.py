@@ -27,6 +27,8 @@ def one_line(value: str | None) -> None:
 
 
 SUBJECT = [validate.Length(max=1000), one_line]
+# one_line for the document: no C0/C1 control character, no line or paragraph separator
+ONE_LINE = {"pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"}
 
 
 def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - reads like a field type
@@ -36,12 +38,23 @@ def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - reads
 class Variant(Strict):
     # one line too, checked with the template (`commands._check_variants`), so that the
     # error names `variants.<locale>.subject` rather than marshmallow's `variants.<locale>.value.subject`
-    subject = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000))
+    subject = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000),
+                            metadata=ONE_LINE)
     body = Text(20_000, required=True)
+
+
+# A variable's value, as the document states it: text (up to 5000 characters), a number, a boolean or null
+SCALAR = {"nullable": True, "anyOf": [{"type": "string", "maxLength": 5000}, {"type": "number"}, {"type": "boolean"}]}
+
+
+FILTER_VALUE = {**SCALAR, "anyOf": [{"type": "string"}, *SCALAR["anyOf"][1:]]}  # any text
 
 
 class Variables(fields.Dict):
     def __init__(self, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"maxProperties": 100, "additionalProperties": SCALAR,
+                              "description": "name (a letter, then letters, digits or _; up to 64) → value",
+                              **kwargs.get("metadata", {})}
         super().__init__(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")),
                          load_default=dict, **kwargs)
 
@@ -57,13 +70,16 @@ class Variables(fields.Dict):
         return loaded
 
 
+VARIANTS = {"minProperties": 1, "maxProperties": 50, "description": "locale (BCP 47, e.g. fa-IR) → subject and body"}
+
+
 class TemplateInput(Strict):
     name = Text(200, required=True)
     channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
     category = fields.String(load_default="marketing", validate=validate.OneOf(CATEGORIES))
     default_locale = fields.String(required=True, validate=LOCALE)
     variants = fields.Dict(keys=fields.String(validate=LOCALE), values=fields.Nested(Variant), required=True,
-                           validate=validate.Length(min=1, max=50))
+                           validate=validate.Length(min=1, max=50), metadata=VARIANTS)
 
 
 class TemplatePatch(Strict):
@@ -71,17 +87,31 @@ class TemplatePatch(Strict):
     category = fields.String(validate=validate.OneOf(CATEGORIES))
     default_locale = fields.String(validate=LOCALE)
     variants = fields.Dict(keys=fields.String(validate=LOCALE), values=fields.Nested(Variant),
-                           validate=validate.Length(min=1, max=50))
+                           validate=validate.Length(min=1, max=50), metadata=VARIANTS)
+
+
+class VariantView(Schema):
+    subject = fields.String(allow_none=True, metadata={"description": "null for channels without one (sms, fax)"})
+    body = fields.String()
 
 
 class TemplateView(Schema):
     id = fields.String()
     version = fields.Integer()
     name = fields.String()
-    channel = fields.String()
-    category = fields.String()
+    channel = fields.String(metadata={"enum": list(CHANNELS)})
+    category = fields.String(metadata={"enum": list(CATEGORIES)})
     default_locale = fields.String()
-    variants = fields.Dict()
+    variants = fields.Dict(keys=fields.String(), values=fields.Nested(VariantView),
+                           metadata={"description": "locale → subject and body (Jinja2)"})
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+
+
+class PreviewView(Schema):
+    locale = fields.String(metadata={"description": "the variant rendered (the template's, or the one asked for)"})
+    subject = fields.String(allow_none=True)
+    body = fields.String(allow_none=True)
 
 
 class TemplateListQuery(PageQuery):
@@ -89,8 +119,10 @@ class TemplateListQuery(PageQuery):
 
 
 class PreviewInput(Strict):
+    OPENAPI = {"anyOf": [{"required": ["template_id"]}, {"required": ["body"]}]}  # _one_source, below
+
     template_id = fields.String(validate=ID)
-    subject = fields.String(allow_none=True, validate=SUBJECT)
+    subject = fields.String(allow_none=True, validate=SUBJECT, metadata=ONE_LINE)
     body = Text(20_000)
     locale = fields.String(load_default=None, validate=LOCALE)
     contact_id = fields.String(load_default=None, validate=ID)
@@ -103,10 +135,18 @@ class PreviewInput(Strict):
 
 
 class MessageInput(Strict):
+    # _one_source, below: a template_id and no body or (non-empty) subject, or a body and no template_id
+    OPENAPI = {"anyOf": [
+        {"required": ["template_id"], "not": {"anyOf": [
+            {"required": ["body"]}, {"required": ["subject"], "properties": {"subject": {"type": "string",
+                                                                                     "minLength": 1}}}]}},
+        {"required": ["body"], "not": {"required": ["template_id"]}},
+    ]}
+
     contact_id = fields.String(required=True, validate=ID)
     channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
     template_id = fields.String(validate=ID)
-    subject = fields.String(allow_none=True, validate=SUBJECT)
+    subject = fields.String(allow_none=True, validate=SUBJECT, metadata=ONE_LINE)
     body = Text(20_000)
     category = fields.String(validate=validate.OneOf(CATEGORIES))
     variables = Variables()
@@ -120,23 +160,34 @@ class MessageInput(Strict):
 
 
 class MessageView(Schema):
+    """A message; a list's items leave out what is personal (subject, body, variables, address)."""
+
     id = fields.String()
     version = fields.Integer()
     contact_id = fields.String()
-    channel = fields.String()
-    category = fields.String()
+    channel = fields.String(metadata={"enum": list(CHANNELS)})
+    category = fields.String(metadata={"enum": list(CATEGORIES)})
     status = fields.String(metadata={"enum": list(MESSAGE_STATUSES)})
-    reason = fields.String(allow_none=True)
+    reason = fields.String(allow_none=True, metadata={"description": "why it was suppressed or failed, or the "
+                                                                     "last transient error while it waits"})
     template_id = fields.String(allow_none=True)
     campaign_id = fields.String(allow_none=True)
     trigger_id = fields.String(allow_none=True)
-    subject = fields.String(allow_none=True)
-    body = fields.String(allow_none=True)
-    address = fields.String(allow_none=True)
+    subject = fields.String(allow_none=True, metadata={"description": "null once the contact is erased"})
+    body = fields.String(allow_none=True, metadata={"description": "null once the contact is erased"})
+    variables = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True),
+                            metadata={"description": "the send call's variables ({} once the contact is erased)"})
+    address = fields.String(allow_none=True, metadata={"description": "where it went; null until sent, and once "
+                                                                      "the contact is erased"})
     attempts = fields.Integer()
-    queued_at = fields.String()
-    sent_at = fields.String(allow_none=True)
-    delivered_at = fields.String(allow_none=True)
+    next_attempt_at = fields.DateTime(allow_none=True)
+    provider = fields.String(allow_none=True)
+    provider_message_id = fields.String(allow_none=True)
+    queued_at = fields.DateTime()
+    sent_at = fields.DateTime(allow_none=True)
+    delivered_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
 
 
 class MessageListQuery(PageQuery):
@@ -147,6 +198,8 @@ class MessageListQuery(PageQuery):
 
 
 class ReceiptInput(Strict):
+    OPENAPI = {"anyOf": [{"required": ["message_id"]}, {"required": ["provider_message_id"]}]}  # _which, below
+
     message_id = fields.String(validate=ID)
     provider_message_id = fields.String(validate=validate.Length(min=1, max=300))
     status = fields.String(required=True, validate=validate.OneOf(("delivered", "failed", "bounced")))
@@ -171,22 +224,43 @@ class LaunchInput(Strict):
     scheduled_at = fields.AwareDateTime(load_default=None)
 
 
+CAMPAIGN_STATUSES = ("draft", "running", "paused", "completed", "cancelled")
+
+
+class CampaignStats(Schema):
+    targeted = fields.Integer(metadata={"description": "segment members when it was expanded (0 before)"})
+    queued = fields.Integer()
+    suppressed = fields.Integer()
+    sent = fields.Integer(metadata={"description": "delivered ones included"})
+    delivered = fields.Integer()
+    failed = fields.Integer(metadata={"description": "bounced ones included"})
+    progress = fields.Float(metadata={"description": "decided (suppressed, sent, failed) / targeted, 0 to 1"})
+
+
 class CampaignView(Schema):
+    """A campaign; one read alone (not a list's items) carries `stats`."""
+
     id = fields.String()
     version = fields.Integer()
     name = fields.String()
     segment_id = fields.String()
     template_id = fields.String()
-    channel = fields.String()
+    channel = fields.String(metadata={"enum": list(CHANNELS)})
     throttle_per_minute = fields.Integer()
-    status = fields.String()
-    scheduled_at = fields.String(allow_none=True)
+    status = fields.String(metadata={"enum": list(CAMPAIGN_STATUSES)})
+    scheduled_at = fields.DateTime(allow_none=True)
+    launched_at = fields.DateTime(allow_none=True)
     targeted = fields.Integer(allow_none=True)
-    stats = fields.Dict()
+    completed_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
+    stats = fields.Nested(CampaignStats, allow_none=True, metadata={
+        "description": "its messages now, from the messages read model; null with `as_of` (counts are not kept by "
+                       "time)"})
 
 
 class CampaignListQuery(PageQuery):
-    status = fields.String(validate=validate.OneOf(("draft", "running", "paused", "completed", "cancelled")))
+    status = fields.String(validate=validate.OneOf(CAMPAIGN_STATUSES))
 
 
 class TriggerInput(Strict):
@@ -194,7 +268,10 @@ class TriggerInput(Strict):
     event_type = fields.String(required=True, validate=validate.Regexp(
         r"^crm\.[a-z]+\.[A-Za-z]+\.v[0-9]+$", error="crm.<service>.<EventName>.v<N>"))
     filter = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.]{1,100}$")),
-                         load_default=dict, validate=validate.Length(max=20))
+                         load_default=dict, validate=validate.Length(max=20), metadata={
+                             "maxProperties": 20, "additionalProperties": FILTER_VALUE,
+                             "description": "dotted path in the event's data (letters, digits, _ and .; up to 100) → "
+                                            "the value it must equal"})
     template_id = fields.String(required=True, validate=ID)
     channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
     variables = Variables()
@@ -215,10 +292,14 @@ class TriggerView(Schema):
     version = fields.Integer()
     name = fields.String()
     event_type = fields.String()
-    filter = fields.Dict()
+    filter = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True),
+                         metadata={"description": "dotted path in the event's data → the value it must equal"})
     template_id = fields.String()
-    channel = fields.String()
+    channel = fields.String(metadata={"enum": list(CHANNELS)})
+    variables = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True))
     enabled = fields.Boolean()
+    created_at = fields.DateTime()
+    updated_at = fields.DateTime()
 
 
 # --- proof of consent per send (docs/messaging.md, "Proof of consent") ------------------------
