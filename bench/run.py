@@ -36,6 +36,9 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
                         help="messages sent through the messaging worker to the local sinks (default 1000; 0 skips it)")
     parser.add_argument("--open-tickets", type=int, default=100_000,
                         help="open tickets the SLA sweep is timed over (default 100000; 0 skips the service desk)")
+    parser.add_argument("--rebuild-events", type=int, default=0,
+                        help="events stored beforehand so the rebuild is timed over a store of that size "
+                             "(e.g. 1000000; default 0: the contacts created above)")
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs even after a good run")
     return parser.parse_args(argv)
 
@@ -66,6 +69,9 @@ def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[
         reads = measure.read_latency(env, created.ids, args.reads)
 
         log("(4) rebuilding the contacts projection from the event store")
+        if args.rebuild_events:
+            log(f"(4) storing {args.rebuild_events} more ContactCreated events to rebuild from")
+            measure.seed_contacts(runtime, args.rebuild_events)
         rebuilt = measure.rebuild_rate(env, runtime, spec, args.batch)
 
         log(f"(3) {args.latency_samples} append+publish -> consumed, then as many raw produce -> consumed")
