@@ -149,19 +149,30 @@ class ReactionsFailed(Exception):
 
 
 @dataclass(frozen=True)
+class _Move:
+    """A merge or an unmerge of the contact the copy has not reacted to yet."""
+
+    kind: str  # "merged" | "unmerged"
+    survivor_id: str
+    merge_event_id: str | None  # the ContactMerged event (what the service's records name as their cause)
+    event_id: str  # this event's id, noted on the copy once reacted to
+
+
+@dataclass(frozen=True)
 class _Plan:
     """What one contact's events in a batch ask of its local copy."""
 
     contact_id: str
     version: int  # the newest version of the contact in the batch
     erased: bool  # an erasure the copy has not reacted to yet (late or not)
-    survivor_id: str | None  # a merge into that survivor the copy has not reacted to yet
+    moves: tuple[_Move, ...]  # merges and unmerges the copy has not reacted to yet, oldest first
+    merged_into: str | bool | None  # where the batch's last merge/unmerge leaves it (False: none in the batch)
     was_erased: bool  # the copy was erased by an earlier batch: erasure is final
     refresh: bool  # nothing to react to, and newer than the copy: fetch the current state
 
     @property
     def reacts(self) -> bool:
-        return self.erased or self.survivor_id is not None
+        return self.erased or bool(self.moves)
 
 
 class LocalContacts:
@@ -170,8 +181,11 @@ class LocalContacts:
     Per batch of contact events it fetches the current state of the contacts involved
     with one `BatchGetContacts` call (personal fields are encrypted on the topic) and
     upserts them. `ContactErased` scrubs the copy without asking anyone; `ContactMerged`
-    marks the copy merged. The service reacts through `on_merged` (re-point its own
-    records to the survivor) and `on_erased` (forget what it holds about the person).
+    marks the copy merged, `ContactUnmerged` active again. The service reacts through
+    `on_merged(duplicate, survivor, merge event id)` (re-point its own records to the
+    survivor, naming that merge as their cause), `on_unmerged(duplicate, survivor, merge
+    event id)` (move back exactly the records that merge moved and nobody moved since) and
+    `on_erased` (forget what it holds about the person).
 
     Reactions are at least once: a copy records an erasure or a merge (and the version
     it has seen) only after the hook succeeded, so a failed hook runs again when the
@@ -184,7 +198,8 @@ class LocalContacts:
     Documents: `_id` = contact id, `version` (last contact stream version seen), the
     contact's fields (first_name, last_name, email, phone, company_id, lifecycle_stage,
     tags, locale, time_zone, owner), `status` (active | merged | erased), `merged_into`,
-    `erased_at` (set once the erasure was reacted to).
+    `erased_at` (set once the erasure was reacted to), `moves_seen` (ids of the merge and
+    unmerge events reacted to).
     """
 
     topics = (CONTACTS_TOPIC,)
@@ -194,15 +209,17 @@ class LocalContacts:
         name: str,
         collection: Collection,
         directory: ContactDirectory,
-        on_merged: Callable[[str, str], None] | None = None,
+        on_merged: Callable[[str, str, str | None], None] | None = None,
         on_erased: Callable[[str], None] | None = None,
         *,
         service: str,
+        on_unmerged: Callable[[str, str, str | None], None] | None = None,
     ) -> None:
         self.name = name
         self.collection = collection
         self.directory = directory
         self.on_merged = on_merged
+        self.on_unmerged = on_unmerged
         self.on_erased = on_erased
         self.service = service  # whose reactions these are (metrics)
 
@@ -217,7 +234,7 @@ class LocalContacts:
         if not by_contact:
             return
         copies = {doc["_id"]: doc for doc in self.collection.find(
-            {"_id": {"$in": list(by_contact)}}, {"version": 1, "merged_into": 1, "erased_at": 1})}
+            {"_id": {"$in": list(by_contact)}}, {"version": 1, "merged_into": 1, "erased_at": 1, "moves_seen": 1})}
         plans = [_plan(cid, its_events, copies.get(cid, {})) for cid, its_events in by_contact.items()]
         failures = self._react([plan for plan in plans if plan.reacts])
         self._refresh({plan.contact_id: plan.version for plan in plans if plan.refresh})
@@ -238,8 +255,10 @@ class LocalContacts:
         done = []
         for plan in plans:
             try:
-                if plan.survivor_id and self.on_merged is not None:
-                    self._hook("merged", self.on_merged, plan.contact_id, plan.survivor_id)
+                for move in plan.moves:
+                    hook = self.on_merged if move.kind == "merged" else self.on_unmerged
+                    if hook is not None:
+                        self._hook(move.kind, hook, plan.contact_id, move.survivor_id, move.merge_event_id)
                 if plan.erased and self.on_erased is not None:
                     self._hook("erased", self.on_erased, plan.contact_id)
             except Exception as exc:  # this contact is tried again when its event comes back; the others go on
@@ -250,7 +269,7 @@ class LocalContacts:
             self.collection.bulk_write(done, ordered=False)
         return failures
 
-    def _hook(self, kind: str, hook: Callable[..., None], contact_id: str, *args: str) -> None:
+    def _hook(self, kind: str, hook: Callable[..., None], contact_id: str, *args: str | None) -> None:
         try:
             hook(contact_id, *args)
         except Exception:
@@ -293,26 +312,48 @@ class LocalContacts:
         """The copy after its reactions: merged into the survivor and/or scrubbed; an erasure
         is final, so a merge seen after it leaves the copy erased. The version only grows."""
         changes: dict[str, Any] = {}
-        if plan.survivor_id:
-            changes |= {"status": "merged", "merged_into": plan.survivor_id}
+        if plan.merged_into is not False:
+            changes |= {"status": "merged" if plan.merged_into else "active", "merged_into": plan.merged_into}
         if plan.erased:
             changes |= {**{name: None for name in PERSONAL}, "erased_at": utcnow()}
         if plan.erased or plan.was_erased:
             changes["status"] = "erased"
-        return UpdateOne({"_id": plan.contact_id}, {"$set": changes, "$max": {"version": plan.version}},
-                         upsert=True)
+        update: dict[str, Any] = {"$set": changes, "$max": {"version": plan.version}}
+        if plan.moves:
+            update["$addToSet"] = {"moves_seen": {"$each": [move.event_id for move in plan.moves]}}
+        return UpdateOne({"_id": plan.contact_id}, update, upsert=True)
 
 
 def _plan(contact_id: str, events: Sequence[RecordedEvent], copy: Mapping[str, Any]) -> _Plan:
-    """What `events` (one contact's, oldest first) ask of its copy. An erasure or merge the copy
-    has not recorded is acted on even when it comes after a newer version (a late event)."""
-    merges = [e.data["survivor_id"] for e in events if e.type == "ContactMerged"]
-    survivor = merges[-1] if merges and merges[-1] != copy.get("merged_into") else None
+    """What `events` (one contact's, oldest first) ask of its copy. An erasure, merge or unmerge
+    the copy has not recorded is acted on even when it comes after a newer version (a late event)."""
+    moves, merged_into = _moves(events, copy)
     erased = any(e.type == "ContactErased" for e in events) and not copy.get("erased_at")
     was_erased = bool(copy.get("erased_at"))
     newer = events[-1].version > copy.get("version", 0)
-    return _Plan(contact_id, events[-1].version, erased, survivor, was_erased,
-                 refresh=newer and not (erased or survivor or was_erased))
+    return _Plan(contact_id, events[-1].version, erased, tuple(moves), merged_into, was_erased,
+                 refresh=newer and not (erased or moves or was_erased))
+
+
+def _moves(events: Sequence[RecordedEvent], copy: Mapping[str, Any]) -> tuple[list[_Move], str | bool | None]:
+    """The merges and unmerges not reacted to yet, in order, and where the last one leaves the
+    copy (False: the batch has none). A merge into the survivor the copy already names counts
+    as done (copies from before `moves_seen`)."""
+    seen = set(copy.get("moves_seen") or ())
+    current: str | None = copy.get("merged_into")
+    moves: list[_Move] = []
+    merged_into: str | bool | None = False
+    for event in events:
+        if event.type == "ContactMerged":
+            survivor = event.data["survivor_id"]
+            if event.id not in seen and current != survivor:
+                moves.append(_Move("merged", survivor, event.id, event.id))
+            current = merged_into = survivor
+        elif event.type == "ContactUnmerged":
+            if event.id not in seen:
+                moves.append(_Move("unmerged", event.data["survivor_id"], event.data.get("merge_event_id"), event.id))
+            current = merged_into = None
+    return moves, merged_into
 
 
 PERSONAL = ("first_name", "last_name", "email", "phone")

@@ -35,7 +35,7 @@ class Hooks:
         self._maybe_fail(contact_id)
         self.erased.append(contact_id)
 
-    def on_merged(self, duplicate_id: str, survivor_id: str) -> None:
+    def on_merged(self, duplicate_id: str, survivor_id: str, merge_event_id: str | None = None) -> None:
         self._maybe_fail(duplicate_id)
         self.merged.append((duplicate_id, survivor_id))
 
@@ -133,3 +133,23 @@ def test_a_late_erasure_or_merge_is_acted_on_after_a_newer_version(local: LocalC
     assert (copy(local, dup)["status"], copy(local, dup)["merged_into"]) == ("merged", survivor)
     local.handle([event(gone, 5)])  # whatever comes after the erasure, the copy stays scrubbed
     assert copy(local, gone)["first_name"] is None
+
+
+def test_an_unmerge_is_reacted_to_once_in_order_and_names_the_merge(db: Database, directory: FakeDirectory) -> None:
+    calls: list[tuple[str, str, str, str | None]] = []
+    local = LocalContacts("contacts", db["contacts"], directory,  # type: ignore[arg-type]
+                          on_merged=lambda d, s, m: calls.append(("merged", d, s, m)),
+                          on_unmerged=lambda d, s, m: calls.append(("unmerged", d, s, m)), service="widgets")
+    dup, survivor = contact(directory, "Dup"), contact(directory, "Sara")
+    merged = event(dup, 2, "ContactMerged", survivor_id=survivor)
+    unmerged = event(dup, 3, "ContactUnmerged", survivor_id=survivor, merge_event_id=merged.id)
+    local.handle([merged, unmerged])
+    assert calls == [("merged", dup, survivor, merged.id), ("unmerged", dup, survivor, merged.id)]
+    assert (copy(local, dup)["status"], copy(local, dup)["merged_into"]) == ("active", None)
+    local.handle([merged, unmerged])  # delivered again, together or one by one: nothing more
+    local.handle([merged])
+    local.handle([unmerged])
+    assert len(calls) == 2 and copy(local, dup)["status"] == "active"
+    again = event(dup, 4, "ContactMerged", survivor_id=survivor)  # merged once more: a new merge
+    local.handle([again])
+    assert calls[-1] == ("merged", dup, survivor, again.id) and copy(local, dup)["merged_into"] == survivor

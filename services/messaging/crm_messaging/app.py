@@ -50,6 +50,7 @@ SERVICE = ServiceSpec(
     jobs=lambda runtime: [Dispatcher(MessageDesk(runtime)).run],
     personal_fields=PERSONAL_DATA,
     events=EVENTS,
+    references=("contact_id", "to"),  # a contact's messages at merge and unmerge (MessageDesk._messages_of)
     extra_processes={"smtp-sink": ExtraProcess(run=_serve_smtp_sink, enabled=_local_smtp_sink)},
     production_checks=production_problems,
 )

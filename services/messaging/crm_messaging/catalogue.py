@@ -140,6 +140,16 @@ EVENTS = Catalogue("messaging", "Messaging", [
         {"message_id": "01c1…", "contact_id": "01a2…", "provider": "smtp", "delivered_at": "2026-12-20T08:00:03.000Z"},
     ),
     EventType(
+        "MessageContactChanged", 1, "message",
+        "The message now shows on another contact: its contact was merged into `to` (`merge_id` names the "
+        "contacts service's ContactMerged, also the envelope's causationid), or that merge was reversed "
+        "(`contact_unmerged`: back to the duplicate `to`). What was sent, and to which address, stays as it was.",
+        _object(["message_id", "from", "to", "reason"], {
+            "message_id": ID, "from": ID, "to": ID, "reason": {"enum": ["contact_merged", "contact_unmerged"]},
+            "merge_id": {**ID, "description": "the ContactMerged event that caused the move (or whose reversal did)"}}),
+        {"message_id": "01c1…", "from": "01a3…", "to": "01a2…", "reason": "contact_merged", "merge_id": "01c9…"},
+    ),
+    EventType(
         "MessageFailed", 1, "message",
         "The message could not be sent (permanent error, template error, attempts exhausted) or, with `bounced`, "
         "the provider reported it undeliverable after sending.",

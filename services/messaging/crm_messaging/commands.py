@@ -61,6 +61,7 @@ class MessageDesk:
         self.triggers_view = db["triggers"]
         self.trigger_register = db["trigger_ids"]  # every trigger id, written before its first event
         self.contacts = LocalContacts("contacts", db["contacts"], self.directory, on_erased=self.erase_contact,
+                                      on_merged=self.contact_merged, on_unmerged=self.contact_unmerged,
                                       service="messaging")
 
     @property
@@ -396,6 +397,30 @@ class MessageDesk:
         with contextlib.suppress(NotFound):  # the person is gone (erased): nothing more will be sent anyway
             self.directory.record_consent(contact_id, channel, "withdrawn", "unsubscribe_link")
         return contact_id, channel
+
+    def contact_merged(self, duplicate_id: str, survivor_id: str, merge_id: str | None) -> None:
+        """ContactMerged: the duplicate's messages now show on the survivor (its 360, its list);
+        each move names the merge (`merge_id`, and the envelope's causation id) for an unmerge."""
+        def move(message: Message) -> None:
+            if message.contact_id == duplicate_id:
+                message.change_contact(survivor_id, "contact_merged", merge_id)
+
+        self.messages.change_many(self._messages_of(duplicate_id), move,
+                                  Metadata(actor="system:contact-merge", causation_id=merge_id))
+
+    def contact_unmerged(self, duplicate_id: str, survivor_id: str, merge_id: str | None) -> None:
+        """ContactUnmerged: the messages that merge moved, and nothing moved since, are the
+        duplicate's again. Safe to repeat."""
+        self.messages.change_many(self._messages_of(duplicate_id),
+                                  lambda message: message.move_back(duplicate_id, survivor_id, merge_id),
+                                  Metadata(actor="system:contact-unmerge", causation_id=merge_id))
+
+    def _messages_of(self, contact_id: str) -> list[str]:
+        """Messages that are or were the contact's: from the event store (`references`, so one the
+        read model has not folded yet is found) and the read model (messages stored before)."""
+        found = {stream for stream, _ in self.runtime.store.streams_referring([contact_id], [Message.aggregate_type])}
+        found |= {doc["_id"] for doc in self.messages_view.find({"contact_id": contact_id}, {"_id": 1})}
+        return sorted(found)
 
     def erase_contact(self, contact_id: str) -> None:
         """ContactErased: the contact's message bodies, addresses and variables become unreadable

@@ -127,6 +127,8 @@ class Message(Aggregate):
         self.delivered_at: str | None = None
         self.next_attempt_at: str | None = None
         self.consent: dict[str, Any] | None = None  # the consent decision the send or suppression relied on
+        # the last contact change, if a merge made it: {"merge_id", "from"} (what an unmerge moves back)
+        self.merge_move: dict[str, Any] | None = None
 
     @classmethod
     def queue(cls, message_id: str, fields: dict[str, Any], at: str) -> Message:
@@ -194,8 +196,30 @@ class Message(Aggregate):
         self.record("MessageFailed", {"message_id": self.id, "contact_id": self.contact_id, "reason": reason[:300],
                                       "failed_at": at, "bounced": True})
 
+    def change_contact(self, contact_id: str, reason: str, merge_id: str | None) -> bool:
+        """Belong to another contact (its contact was merged, or that merge reversed); `merge_id`
+        names the contacts' ContactMerged. The message's text and address stay as sent."""
+        if contact_id == self.contact_id:
+            return False
+        self.record("MessageContactChanged", {"message_id": self.id, "from": self.contact_id, "to": contact_id,
+                                              "reason": reason, **({"merge_id": merge_id} if merge_id else {})})
+        return True
+
+    def move_back(self, duplicate_id: str, survivor_id: str, merge_id: str | None) -> bool:
+        """An unmerge: back to `duplicate_id` if the merge `merge_id` moved this message here and
+        nothing moved it since."""
+        move = self.merge_move
+        if move is None or self.contact_id != survivor_id or move["from"] != duplicate_id \
+                or move["merge_id"] not in (merge_id, None):
+            return False
+        return self.change_contact(duplicate_id, "contact_unmerged", merge_id)
+
     def apply(self, event_type: str, data: dict[str, Any]) -> None:
-        if event_type == "MessageQueued":
+        if event_type == "MessageContactChanged":
+            self.contact_id = data["to"]
+            by_merge = data["reason"] == "contact_merged"
+            self.merge_move = {"merge_id": data.get("merge_id"), "from": data["from"]} if by_merge else None
+        elif event_type == "MessageQueued":
             self.contact_id = data["contact_id"]
             self.channel = data["channel"]
             self.category = data.get("category") or "marketing"

@@ -62,7 +62,11 @@ QUOTE_LINE = _object(
      "tax": AMOUNT, "total": AMOUNT},
 )
 QUOTE_NUMBER = {"type": "string", "pattern": "^Q-[0-9]{4}-[0-9]{6,}$"}
-REPOINTED = {"const": "contact_merged", "description": "why: the contact was merged into another"}
+REPOINTED = {"enum": ["contact_merged", "contact_unmerged", "reassigned"],
+             "description": "why: the contact was merged into `to`; a merge was reversed (back to the duplicate "
+                            "`to`); or a person gave the deal to `to` (the last two added later: new values)"}
+MERGE_ID = {**ID, "description": "the contacts service's ContactMerged event that caused the move (or whose "
+                                 "reversal did); also the envelope's causationid"}
 
 
 def _erased(kind: str, id_field: str, example_id: str, dropped: str) -> EventType:
@@ -145,8 +149,11 @@ EVENTS = Catalogue("sales", "Sales", [
         {"deal_id": "01b2…", "from": "lost", "to": "proposal", "at": "2026-12-22T08:00:00.000Z"},
     ),
     EventType(
-        "DealContactChanged", 1, "deal", "The deal now belongs to another contact (its contact was merged).",
-        _object(["deal_id", "from", "to", "reason"], {"deal_id": ID, "from": ID, "to": ID, "reason": REPOINTED}),
+        "DealContactChanged", 1, "deal",
+        "The deal now belongs to another contact: its contact was merged (`merge_id` names the merge), that merge "
+        "was reversed, or a person reassigned it.",
+        _object(["deal_id", "from", "to", "reason"],
+                {"deal_id": ID, "from": ID, "to": ID, "reason": REPOINTED, "merge_id": MERGE_ID}),
         {"deal_id": "01b2…", "from": "01a3…", "to": "01a2…", "reason": "contact_merged"},
     ),
     _erased("Deal", "deal_id", "01b2…", "its title and lost reason"),
@@ -165,9 +172,10 @@ EVENTS = Catalogue("sales", "Sales", [
     ),
     EventType(
         "ActivityContactChanged", 1, "activity",
-        "The activity now belongs to another contact (its contact was merged).",
+        "The activity now belongs to another contact: its contact was merged (`merge_id` names the merge) or "
+        "that merge was reversed.",
         _object(["activity_id", "from", "to", "reason"], {
-            "activity_id": ID, "from": OPTIONAL_ID, "to": ID, "reason": REPOINTED}),
+            "activity_id": ID, "from": OPTIONAL_ID, "to": ID, "reason": REPOINTED, "merge_id": MERGE_ID}),
         {"activity_id": "01b3…", "from": "01a3…", "to": "01a2…", "reason": "contact_merged"},
     ),
     _erased("Activity", "activity_id", "01b3…", "its subject, notes and outcome"),

@@ -51,7 +51,7 @@ class SalesBook:
         self.directory = directory or contacts_directory()
         self.local = LocalContacts("contacts", self.db["contacts"], self.directory,
                                    on_merged=self.contact_merged, on_erased=self.erase_contact,
-                                   service=runtime.settings.service)
+                                   on_unmerged=self.contact_unmerged, service=runtime.settings.service)
         # a contact's records, by kind: found in the event store at erasure (the read models may lag)
         self.erasable: dict[str, tuple[Repository[Any], str]] = {
             Deal.aggregate_type: (self.deals, "/v1/deals"),
@@ -228,22 +228,43 @@ class SalesBook:
             found[Quote.aggregate_type] |= {stream_id for stream_id, _ in quotes}
         return {kind: sorted(ids) for kind, ids in found.items() if ids}
 
-    def contact_merged(self, duplicate_id: str, survivor_id: str) -> None:
+    def contact_merged(self, duplicate_id: str, survivor_id: str, merge_id: str | None = None) -> None:
         """ContactMerged: every deal and activity still the duplicate's now belongs to the survivor
         (one load and one bulk append per kind; a record changed meanwhile is decided again).
+        Each move names the merge (`merge_id`, and the envelope's causation id), so an unmerge
+        finds exactly these records again.
 
         The records are found in the event store, as at erasure: a deal created a moment before
         the merge, not yet in the read model, moves too. One the duplicate had and lost since stays.
         """
-        meta = Metadata(actor="system:sales", causation_id=None)
+        meta = Metadata(actor="system:sales", causation_id=merge_id)
         records = self._records_of(duplicate_id)
 
         def move(record: Deal | Activity) -> None:
             if record.contact_id == duplicate_id:
-                record.change_contact(survivor_id, "contact_merged")
+                record.change_contact(survivor_id, "contact_merged", merge_id)
 
         for repository, kind in ((self.deals, Deal), (self.activities, Activity)):
             repository.change_many(records.get(kind.aggregate_type, []), move, meta)
+
+    def contact_unmerged(self, duplicate_id: str, survivor_id: str, merge_id: str | None) -> None:
+        """ContactUnmerged: the deals and activities that merge moved to the survivor, and nobody
+        moved since, belong to the duplicate again (`move_back`). Found in the store by the
+        duplicate's id (they were its records), so a lagging read model misses none. Safe to repeat."""
+        meta = Metadata(actor="system:sales", causation_id=merge_id)
+        records = self._records_of(duplicate_id)
+        for repository, kind in ((self.deals, Deal), (self.activities, Activity)):
+            repository.change_many(records.get(kind.aggregate_type, []),
+                                   lambda record: record.move_back(duplicate_id, survivor_id, merge_id), meta)
+
+    def reassign_deal(self, deal_id: str, contact_id: str, meta: Metadata, if_match: int | None) -> Deal:
+        """A person gives the deal to another contact (DealContactChanged, reason `reassigned`)."""
+        errors: dict[str, list[str]] = {}
+        contact = self.require_contact(contact_id, errors)  # the survivor for a merged id
+        if contact is None:
+            raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors)
+        return self.deals.change(deal_id, lambda deal: deal.change_contact(contact["id"], "reassigned"), meta,
+                                 if_match)
 
     # --- activities -----------------------------------------------------------------------
 

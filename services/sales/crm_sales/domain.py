@@ -60,10 +60,38 @@ class ErasableRecord(Aggregate):
 
     erased_event = ""  # e.g. DealCustomerDataErased
     id_field = ""  # e.g. deal_id
+    contact_changed_event = ""  # e.g. DealContactChanged (none for a quote)
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
         self.customer_data_erased_at: str | None = None
+        self.contact_id: str | None = None
+        # the last contact change, if a merge made it: {"merge_id", "from"} (what an unmerge moves back)
+        self.merge_move: dict[str, Any] | None = None
+
+    def change_contact(self, contact_id: str, reason: str, merge_id: str | None = None) -> None:
+        """Belong to another contact; `merge_id` names the contacts' ContactMerged (or, for
+        `contact_unmerged`, the merge reversed) that caused it."""
+        if contact_id != self.contact_id:
+            self.record(self.contact_changed_event, {self.id_field: self.id, "from": self.contact_id,
+                                                     "to": contact_id, "reason": reason,
+                                                     **({"merge_id": merge_id} if merge_id else {})})
+
+    def move_back(self, duplicate_id: str, survivor_id: str, merge_id: str | None) -> bool:
+        """An unmerge: go back to `duplicate_id` if the merge `merge_id` moved this record here and
+        nothing moved it since (a person's reassignment stays). A merge recorded before merges were
+        named counts when it moved this record from the duplicate to the survivor."""
+        move = self.merge_move
+        if (move is None or self.contact_id != survivor_id or move["from"] != duplicate_id
+                or move["merge_id"] not in (merge_id, None)):
+            return False
+        self.change_contact(duplicate_id, "contact_unmerged", merge_id)
+        return True
+
+    def _contact_changed(self, data: dict[str, Any]) -> None:
+        self.contact_id = data["to"]
+        by_merge = data.get("reason") == "contact_merged"
+        self.merge_move = {"merge_id": data.get("merge_id"), "from": data["from"]} if by_merge else None
 
     def erase_customer_data(self, contact_id: str, at: str) -> bool:
         """Record the erasure once; a repeat (the same person's merged records, a redelivery) records nothing."""
@@ -188,7 +216,7 @@ class Deal(ErasableRecord):
     """open → won | lost (a reason is required) → reopened (open again, in the stage it left)."""
 
     aggregate_type = "deal"
-    erased_event, id_field = "DealCustomerDataErased", "deal_id"
+    erased_event, id_field, contact_changed_event = "DealCustomerDataErased", "deal_id", "DealContactChanged"
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -261,11 +289,6 @@ class Deal(ErasableRecord):
         previous = [h["stage"] for h in self.stage_history if h["stage"] not in (WON, LOST)]
         self.record("DealReopened", {"deal_id": self.id, "from": self.status, "to": previous[-1], "at": at})
 
-    def change_contact(self, contact_id: str, reason: str) -> None:
-        if contact_id != self.contact_id:
-            self.record("DealContactChanged", {"deal_id": self.id, "from": self.contact_id, "to": contact_id,
-                                               "reason": reason})
-
     def _enter(self, stage: str, at: str) -> None:
         if self.stage_history and self.stage_history[-1]["left_at"] is None:
             self.stage_history[-1] = {**self.stage_history[-1], "left_at": at}
@@ -294,7 +317,7 @@ class Deal(ErasableRecord):
             self.status, self.won_at, self.lost_at, self.lost_reason = "open", None, None, None
             self._enter(data["to"], data["at"])
         elif event_type == "DealContactChanged":
-            self.contact_id = data["to"]
+            self._contact_changed(data)
         elif event_type == self.erased_event:
             self.title, self.lost_reason, self.customer_data_erased_at = None, None, data["at"]
 
@@ -337,7 +360,8 @@ ACTIVITY_FIELDS = ("type", "subject", "notes", "due_at", "owner", "deal_id", "co
 
 class Activity(ErasableRecord):
     aggregate_type = "activity"
-    erased_event, id_field = "ActivityCustomerDataErased", "activity_id"
+    erased_event, id_field, contact_changed_event = "ActivityCustomerDataErased", "activity_id", \
+        "ActivityContactChanged"
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -359,11 +383,6 @@ class Activity(ErasableRecord):
             raise Conflict("the activity is already completed")
         self.record("ActivityCompleted", {"activity_id": self.id, "at": at, "outcome": outcome})
 
-    def change_contact(self, contact_id: str, reason: str) -> None:
-        if contact_id != self.contact_id:
-            self.record("ActivityContactChanged", {"activity_id": self.id, "from": self.contact_id,
-                                                   "to": contact_id, "reason": reason})
-
     def apply(self, event_type: str, data: dict[str, Any]) -> None:
         if event_type == "ActivityScheduled":
             for name in ACTIVITY_FIELDS:
@@ -371,7 +390,7 @@ class Activity(ErasableRecord):
         elif event_type == "ActivityCompleted":
             self.status, self.completed_at, self.outcome = "completed", data["at"], data.get("outcome")
         elif event_type == "ActivityContactChanged":
-            self.contact_id = data["to"]
+            self._contact_changed(data)
         elif event_type == self.erased_event:
             self.subject = self.notes = self.outcome = None
             self.customer_data_erased_at = data["at"]

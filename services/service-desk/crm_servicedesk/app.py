@@ -39,7 +39,7 @@ def all_projections(runtime: Runtime) -> list[Projection]:
         projections.policies_view(runtime.db, runtime.store, runtime.settings.topic),
         desk.tiers,
         projections.local_contacts(runtime.db, desk.directory, on_merged=desk.repoint_contact,
-                                   on_erased=desk.erase_contact),
+                                   on_erased=desk.erase_contact, on_unmerged=desk.contact_unmerged),
     ]
 
 

@@ -242,11 +242,16 @@ EVENTS = Catalogue("servicedesk", "Service desk", [
     ),
     EventType(
         "TicketContactChanged", 1, "ticket",
-        "The ticket now belongs to another contact (its contact was merged into `contact_id`).",
+        "The ticket now belongs to another contact: its contact was merged into `contact_id` (`merge_id` names "
+        "the merge), or that merge was reversed (back to the duplicate `contact_id`).",
         _object(["contact_id", "previous_contact_id", "reason", "at"], {
             "contact_id": ID, "previous_contact_id": ID,
-            "reason": {"const": "contact_merged", "description": "why: the contact was merged into another"},
-            "at": TIME}),
+            "reason": {"enum": ["contact_merged", "contact_unmerged"],
+                       "description": "why: the contact was merged into another; or that merge was reversed "
+                                      "(`contact_unmerged`, added later: a new value)"},
+            "at": TIME,
+            "merge_id": {**ID, "description": "the contacts service's ContactMerged event that caused the move "
+                                              "(or whose reversal did); also the envelope's causationid"}}),
         {"contact_id": "01a2…", "previous_contact_id": "01a3…", "reason": "contact_merged",
          "at": "2026-11-27T08:00:00.000Z"},
     ),

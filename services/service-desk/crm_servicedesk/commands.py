@@ -218,16 +218,28 @@ class TicketDesk:
         drop_stored_responses(self.runtime.db, [f"/v1/tickets/{tid}" for tid in ticket_ids])
         return len(ticket_ids)
 
-    def repoint_contact(self, duplicate_id: str, survivor_id: str) -> int:
-        """Two contacts were merged: the duplicate's tickets now belong to the survivor."""
+    def repoint_contact(self, duplicate_id: str, survivor_id: str, merge_id: str | None = None) -> int:
+        """Two contacts were merged: the duplicate's tickets now belong to the survivor. Each move
+        names the merge (`merge_id`, and the envelope's causation id) so an unmerge finds it."""
         now = clock.now()
 
         def decide(ticket: Ticket) -> bool:
             if ticket.contact_id == duplicate_id:
-                ticket.repoint(survivor_id, now)
+                ticket.repoint(survivor_id, now, merge_id)
             return ticket.contact_id == survivor_id
 
-        moved = self.tickets.change_many(self._tickets_of(duplicate_id), decide, Metadata(actor="system:contact-merge"))
+        moved = self.tickets.change_many(self._tickets_of(duplicate_id), decide,
+                                         Metadata(actor="system:contact-merge", causation_id=merge_id))
+        return sum(moved.values())
+
+    def contact_unmerged(self, duplicate_id: str, survivor_id: str, merge_id: str | None) -> int:
+        """A merge was reversed: the tickets that merge moved to the survivor, and nobody moved
+        since, belong to the duplicate again (found in the store by the duplicate's id: they were
+        its tickets). Safe to repeat; returns how many moved back."""
+        now = clock.now()
+        moved = self.tickets.change_many(
+            self._tickets_of(duplicate_id), lambda ticket: ticket.move_back(duplicate_id, survivor_id, merge_id, now),
+            Metadata(actor="system:contact-unmerge", causation_id=merge_id))
         return sum(moved.values())
 
     # --- summaries ------------------------------------------------------------------------

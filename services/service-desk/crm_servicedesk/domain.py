@@ -215,6 +215,8 @@ class Ticket(Aggregate):
         self.description: str | None = None
         self.contact_id: str = ""
         self.previous_contact_ids: list[str] = []
+        # the last contact change, if a merge made it: {"merge_id", "from"} (what an unmerge moves back)
+        self.merge_move: dict[str, Any] | None = None
         self.company_id: str | None = None
         self.deal_id: str | None = None
         self.channel = "web"
@@ -376,12 +378,26 @@ class Ticket(Aggregate):
             data["group"] = escalation.get("group") or self.group
         self.record("TicketEscalated", data)
 
-    def repoint(self, survivor_id: str, now: datetime) -> bool:
+    def repoint(self, survivor_id: str, now: datetime, merge_id: str | None = None,
+                reason: str = "contact_merged") -> bool:
+        """Belong to another contact; `merge_id` names the contacts' ContactMerged that caused it
+        (or, with reason `contact_unmerged`, the merge reversed)."""
         if self.contact_id == survivor_id:
             return False
         self.record("TicketContactChanged", {"contact_id": survivor_id, "previous_contact_id": self.contact_id,
-                                             "reason": "contact_merged", "at": rfc3339(now)})
+                                             "reason": reason, "at": rfc3339(now),
+                                             **({"merge_id": merge_id} if merge_id else {})})
         return True
+
+    def move_back(self, duplicate_id: str, survivor_id: str, merge_id: str | None, now: datetime) -> bool:
+        """An unmerge: go back to `duplicate_id` if the merge `merge_id` moved this ticket here and
+        nothing moved it since. A merge recorded before merges were named counts when it moved the
+        ticket from the duplicate to the survivor."""
+        move = self.merge_move
+        if (move is None or self.contact_id != survivor_id or move["from"] != duplicate_id
+                or move["merge_id"] not in (merge_id, None)):
+            return False
+        return self.repoint(duplicate_id, now, merge_id, "contact_unmerged")
 
     def erase_customer_data(self, contact_id: str, now: datetime) -> bool:
         """Scrub what the erased person wrote from this ticket's state (the key is forgotten by the caller)."""
@@ -478,6 +494,8 @@ class Ticket(Aggregate):
     def _on_TicketContactChanged(self, d: dict[str, Any]) -> None:  # noqa: N802
         self.previous_contact_ids.append(d["previous_contact_id"])
         self.contact_id = d["contact_id"]
+        by_merge = d.get("reason", "contact_merged") == "contact_merged"
+        self.merge_move = {"merge_id": d.get("merge_id"), "from": d["previous_contact_id"]} if by_merge else None
 
     def _on_TicketCustomerDataErased(self, d: dict[str, Any]) -> None:  # noqa: N802
         self.erased_contacts.append(d["contact_id"])

@@ -149,7 +149,9 @@ def policies_view(db: Database, store: EventStore, topic: str) -> PoliciesView:
     return PoliciesView("sla_policies", db["sla_policies"], store, topic)
 
 
-def local_contacts(db: Database, directory: ContactDirectory, on_merged: Callable[[str, str], None] | None = None,
-                   on_erased: Callable[[str], None] | None = None) -> LocalContacts:
+def local_contacts(db: Database, directory: ContactDirectory,
+                   on_merged: Callable[[str, str, str | None], Any] | None = None,
+                   on_erased: Callable[[str], Any] | None = None,
+                   on_unmerged: Callable[[str, str, str | None], Any] | None = None) -> LocalContacts:
     return LocalContacts("contacts", db["contacts"], directory, on_merged=on_merged, on_erased=on_erased,
-                         service="service-desk")
+                         on_unmerged=on_unmerged, service="service-desk")
