@@ -20,11 +20,11 @@ from crmkit.web import (
     jsonable,
     listing,
     metadata,
-    optional_body,
     page,
     resource,
 )
 from crmkit.web.pagination import by_version
+from crmkit.web.views import HistoryEntry
 
 
 def plain(values: dict[str, Any]) -> dict[str, Any]:
@@ -45,33 +45,33 @@ def blueprint(book: SalesBook) -> Blueprint:
     # --- products -------------------------------------------------------------------------
 
     @bp.post("/v1/products")
-    @endpoint("write", body=schemas.ProductInput, status=201, idempotent=True)
+    @endpoint("write", body=schemas.ProductInput, response=schemas.ProductView, status=201, idempotent=True)
     def create_product(body: dict[str, Any]) -> Response:
         """Create a product (SKU, name, unit price, currency, tax rate, active)."""
         product = book.create_product(plain(body), metadata())
         return resource(product.view(), 201, location=f"/v1/products/{product.id}")
 
     @bp.get("/v1/products")
-    @endpoint("read", query=schemas.ProductListQuery, many=True)
+    @endpoint("read", query=schemas.ProductListQuery, response=schemas.ProductView, many=True)
     def list_products(query: dict[str, Any]) -> Response:
         """List products (`active` filters)."""
         docs, cursor = book.list_products(query)
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/products/<product_id>")
-    @endpoint("read", query=AsOfQuery)
+    @endpoint("read", query=AsOfQuery, response=schemas.ProductView)
     def get_product(product_id: str, query: dict[str, Any]) -> Response:
         """One product, now or as it was at `as_of`."""
         return resource(book.products.get(product_id, as_of=query.get("as_of")).view())
 
     @bp.get("/v1/products/<product_id>/history")
-    @endpoint("read", query=HistoryQuery)
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
     def product_history(product_id: str, query: dict[str, Any]) -> Response:
         """Every change to a product (who, what, when, before/after), paged by version."""
         return history(book.products, product_id, query)
 
     @bp.patch("/v1/products/<product_id>")
-    @endpoint("write", body=schemas.ProductPatch)
+    @endpoint("write", body=schemas.ProductPatch, response=schemas.ProductView)
     def update_product(product_id: str, body: dict[str, Any]) -> Response:
         """Change a product (price, tax rate, active ...)."""
         return resource(book.update_product(product_id, plain(body), metadata(), if_match()).view())
@@ -79,7 +79,7 @@ def blueprint(book: SalesBook) -> Blueprint:
     # --- pipelines ------------------------------------------------------------------------
 
     @bp.post("/v1/pipelines")
-    @endpoint("write", body=schemas.PipelineInput, status=201, idempotent=True)
+    @endpoint("write", body=schemas.PipelineInput, response=schemas.PipelineView, status=201, idempotent=True)
     def create_pipeline(body: dict[str, Any]) -> Response:
         """Create a pipeline: ordered open stages with win probabilities (won/lost are added)."""
         stages = [plain(s) for s in body["stages"]]
@@ -87,26 +87,26 @@ def blueprint(book: SalesBook) -> Blueprint:
         return resource(pipeline.view(), 201, location=f"/v1/pipelines/{pipeline.id}")
 
     @bp.get("/v1/pipelines")
-    @endpoint("read", query=schemas.PageQuery, many=True)
+    @endpoint("read", query=schemas.PageQuery, response=schemas.PipelineView, many=True)
     def list_pipelines(query: dict[str, Any]) -> Response:
         """List pipelines (the default one first)."""
         docs, cursor = page(book.pipelines_view, {}, query["limit"], query.get("cursor"))
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/pipelines/<pipeline_id>")
-    @endpoint("read", query=AsOfQuery)
+    @endpoint("read", query=AsOfQuery, response=schemas.PipelineView)
     def get_pipeline(pipeline_id: str, query: dict[str, Any]) -> Response:
         """One pipeline, now or as it was at `as_of`."""
         return resource(book.pipelines.get(pipeline_id, as_of=query.get("as_of")).view())
 
     @bp.get("/v1/pipelines/<pipeline_id>/history")
-    @endpoint("read", query=HistoryQuery)
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
     def pipeline_history(pipeline_id: str, query: dict[str, Any]) -> Response:
         """Every change to a pipeline (who, what, when, before/after), paged by version."""
         return history(book.pipelines, pipeline_id, query)
 
     @bp.get("/v1/pipelines/<pipeline_id>/board")
-    @endpoint("read", query=schemas.BoardQuery)
+    @endpoint("read", query=schemas.BoardQuery, response=schemas.BoardView)
     def board(pipeline_id: str, query: dict[str, Any]) -> Response:
         """The Kanban board: a column per stage with its deals, count and sums per currency."""
         return jsonify(jsonable(reports_board(book, pipeline_id, query)))
@@ -114,57 +114,57 @@ def blueprint(book: SalesBook) -> Blueprint:
     # --- deals ----------------------------------------------------------------------------
 
     @bp.post("/v1/deals")
-    @endpoint("write", body=schemas.DealInput, status=201, idempotent=True)
+    @endpoint("write", body=schemas.DealInput, response=schemas.DealView, status=201, idempotent=True)
     def create_deal(body: dict[str, Any]) -> Response:
         """Create a deal for an existing contact (checked with contacts over gRPC)."""
         deal = book.create_deal(plain(body), metadata())
         return resource(book.deal_view(deal), 201, location=f"/v1/deals/{deal.id}")
 
     @bp.get("/v1/deals")
-    @endpoint("read", query=schemas.DealListQuery, many=True)
+    @endpoint("read", query=schemas.DealListQuery, response=schemas.DealView, many=True)
     def list_deals(query: dict[str, Any]) -> Response:
         """List deals with their contact's name (filters: pipeline_id, stage, status, owner, contact_id)."""
         docs, cursor = book.list_deals(query)
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/deals/<deal_id>")
-    @endpoint("read", query=AsOfQuery)
+    @endpoint("read", query=AsOfQuery, response=schemas.DealView)
     def get_deal(deal_id: str, query: dict[str, Any]) -> Response:
         """One deal, with its stage history and the time spent in each stage; now or as it was at `as_of`."""
         return resource(deal_as_of(book, deal_id, query.get("as_of")))
 
     @bp.get("/v1/deals/<deal_id>/history")
-    @endpoint("read", query=HistoryQuery)
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
     def deal_history(deal_id: str, query: dict[str, Any]) -> Response:
         """Every change to a deal (who, what, when, before/after), paged by version."""
         return history(book.deals, deal_id, query)
 
     @bp.patch("/v1/deals/<deal_id>")
-    @endpoint("write", body=schemas.DealPatch)
+    @endpoint("write", body=schemas.DealPatch, response=schemas.DealView)
     def update_deal(deal_id: str, body: dict[str, Any]) -> Response:
         """Change a deal's title, amount, currency, owner, company or expected close."""
         return resource(book.deal_view(book.update_deal(deal_id, plain(body), metadata(), if_match())))
 
     @bp.post("/v1/deals/<deal_id>/stage")
-    @endpoint("write", body=schemas.StageMove)
+    @endpoint("write", body=schemas.StageMove, response=schemas.DealView)
     def move_deal(deal_id: str, body: dict[str, Any]) -> Response:
         """Move an open deal to another open stage of its pipeline."""
         return resource(book.deal_view(book.move_deal(deal_id, body["stage"], metadata(), if_match())))
 
     @bp.post("/v1/deals/<deal_id>/won")
-    @endpoint("write")
+    @endpoint("write", response=schemas.DealView)
     def win_deal(deal_id: str) -> Response:
         """Mark an open deal won."""
         return resource(book.deal_view(book.win_deal(deal_id, metadata(), if_match())))
 
     @bp.post("/v1/deals/<deal_id>/lost")
-    @endpoint("write", body=schemas.LostInput)
+    @endpoint("write", body=schemas.LostInput, response=schemas.DealView)
     def lose_deal(deal_id: str, body: dict[str, Any]) -> Response:
         """Mark an open deal lost, with the reason."""
         return resource(book.deal_view(book.lose_deal(deal_id, body["reason"], metadata(), if_match())))
 
     @bp.post("/v1/deals/<deal_id>/reopen")
-    @endpoint("write")
+    @endpoint("write", response=schemas.DealView)
     def reopen_deal(deal_id: str) -> Response:
         """Reopen a won or lost deal, in the stage it closed from."""
         return resource(book.deal_view(book.reopen_deal(deal_id, metadata(), if_match())))
@@ -172,56 +172,55 @@ def blueprint(book: SalesBook) -> Blueprint:
     # --- activities -----------------------------------------------------------------------
 
     @bp.post("/v1/activities")
-    @endpoint("write", body=schemas.ActivityInput, status=201, idempotent=True)
+    @endpoint("write", body=schemas.ActivityInput, response=schemas.ActivityView, status=201, idempotent=True)
     def schedule_activity(body: dict[str, Any]) -> Response:
         """Schedule a call, meeting, task or email with a due time, owner and linked deal/contact."""
         activity = book.schedule_activity(body, metadata())
         return resource(activity.view(), 201, location=f"/v1/activities/{activity.id}")
 
     @bp.get("/v1/activities")
-    @endpoint("read", query=schemas.ActivityListQuery, many=True)
+    @endpoint("read", query=schemas.ActivityListQuery, response=schemas.ActivityView, many=True)
     def list_activities(query: dict[str, Any]) -> Response:
         """Activities (`owner`, `due_before`, `overdue=true` for open ones past due, ...)."""
         docs, cursor = book.list_activities(query)
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/activities/<activity_id>")
-    @endpoint("read", query=AsOfQuery)
+    @endpoint("read", query=AsOfQuery, response=schemas.ActivityView)
     def get_activity(activity_id: str, query: dict[str, Any]) -> Response:
         """One activity, now or as it was at `as_of`."""
         return resource(book.activities.get(activity_id, as_of=query.get("as_of")).view())
 
     @bp.get("/v1/activities/<activity_id>/history")
-    @endpoint("read", query=HistoryQuery)
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
     def activity_history(activity_id: str, query: dict[str, Any]) -> Response:
         """Every change to an activity (who, what, when, before/after), paged by version."""
         return history(book.activities, activity_id, query)
 
     @bp.post("/v1/activities/<activity_id>/complete")
-    @endpoint("write")
-    def complete_activity(activity_id: str) -> Response:
+    @endpoint("write", body=schemas.CompleteInput, body_optional=True, response=schemas.ActivityView)
+    def complete_activity(activity_id: str, body: dict[str, Any]) -> Response:
         """Complete an activity (optional body: `outcome`)."""
-        body = optional_body(schemas.CompleteInput)
         return resource(book.complete_activity(activity_id, body.get("outcome"), metadata(), if_match()).view())
 
     # --- quotes ---------------------------------------------------------------------------
 
     @bp.post("/v1/quotes")
-    @endpoint("write", body=schemas.QuoteInput, status=201, idempotent=True)
+    @endpoint("write", body=schemas.QuoteInput, response=schemas.QuoteView, status=201, idempotent=True)
     def draft_quote(body: dict[str, Any]) -> Response:
         """Draft a quote (pro-forma invoice) for a deal; numbered Q-<year>-<sequence>."""
         quote = book.draft_quote(body, metadata())
         return resource(quote.view(), 201, location=f"/v1/quotes/{quote.id}")
 
     @bp.get("/v1/quotes")
-    @endpoint("read", query=schemas.QuoteListQuery, many=True)
+    @endpoint("read", query=schemas.QuoteListQuery, response=schemas.QuoteView, many=True)
     def list_quotes(query: dict[str, Any]) -> Response:
         """Quotes (filters: deal_id, contact_id, status)."""
         docs, cursor = book.list_quotes(query)
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/quotes/<quote_id>")
-    @endpoint("read", query=schemas.QuoteQuery)
+    @endpoint("read", query=schemas.QuoteQuery, response=schemas.QuoteView, openapi=schemas.QUOTE_OR_HTML)
     def get_quote(quote_id: str, query: dict[str, Any]) -> Response:
         """One quote (now, or as it was at `as_of`); `?format=html` renders the printable pro-forma invoice
         (`&locale=` to choose its language)."""
@@ -233,42 +232,40 @@ def blueprint(book: SalesBook) -> Blueprint:
         return resource(quote.view())
 
     @bp.get("/v1/quotes/<quote_id>/history")
-    @endpoint("read", query=HistoryQuery)
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
     def quote_history(quote_id: str, query: dict[str, Any]) -> Response:
         """Every change to a quote (who, what, when, before/after), paged by version."""
         return history(book.quotes, quote_id, query)
 
     @bp.post("/v1/quotes/<quote_id>/send")
-    @endpoint("write")
+    @endpoint("write", response=schemas.QuoteView)
     def send_quote(quote_id: str) -> Response:
         """Issue a draft quote to the customer (QuoteIssued)."""
         return resource(book.send_quote(quote_id, metadata(), if_match()).view())
 
     @bp.post("/v1/quotes/<quote_id>/accept")
-    @endpoint("write")
-    def accept_quote(quote_id: str) -> Response:
+    @endpoint("write", body=schemas.AcceptInput, body_optional=True, response=schemas.AcceptedQuoteView)
+    def accept_quote(quote_id: str, body: dict[str, Any]) -> Response:
         """The customer accepted; by default the deal is marked won at the quote's total."""
-        body = optional_body(schemas.AcceptInput)
         quote, deal = book.accept_quote(quote_id, body["mark_deal_won"], metadata(), if_match())
         return resource({**quote.view(), "deal": {"id": deal.id, "status": deal.status, "version": deal.version}})
 
     @bp.post("/v1/quotes/<quote_id>/reject")
-    @endpoint("write")
-    def reject_quote(quote_id: str) -> Response:
+    @endpoint("write", body=schemas.RejectInput, body_optional=True, response=schemas.QuoteView)
+    def reject_quote(quote_id: str, body: dict[str, Any]) -> Response:
         """The customer declined (optional body: `reason`)."""
-        body = optional_body(schemas.RejectInput)
         return resource(book.reject_quote(quote_id, body.get("reason"), metadata(), if_match()).view())
 
     # --- forecast, reports, customer value ------------------------------------------------
 
     @bp.get("/v1/forecast")
-    @endpoint("read", query=schemas.RangeQuery)
+    @endpoint("read", query=schemas.RangeQuery, response=schemas.ForecastView)
     def forecast(query: dict[str, Any]) -> Response:
         """Weighted pipeline by month and owner, win rate, sales cycle and sales by lifecycle stage."""
         return jsonify(jsonable(reports.forecast(book, query["from_"], query["to"])))
 
     @bp.get("/v1/customers/<contact_id>/value")
-    @endpoint("read")
+    @endpoint("read", response=schemas.CustomerValueView)
     def customer_value(contact_id: str) -> Response:
         """CLV (historic and predicted), RFM scores, tier and open deals of one customer."""
         return jsonify(jsonable(reports.customer_value(book, contact_id)))

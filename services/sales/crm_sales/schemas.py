@@ -6,29 +6,41 @@ against the currency's minor unit at the edge, so the domain sees exact Decimals
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from crm_sales import money
-from crm_sales.domain import ACTIVITY_TYPES
-from crmkit.events import parse_time
+from crm_sales.domain import ACTIVITY_TYPES, LOST, TIERS, WON
 from crmkit.web import AsOfQuery, PageQuery
 from crmkit.web.periods import check_period
 
+# What a Text takes, stated in the OpenAPI document and checked on what was sent: no control
+# character but tabs and line breaks; a text that may not be left empty holds something
+# besides spaces, tabs and line breaks (those around it are trimmed).
+TEXT = r"^[^\x00-\x08\x0b-\x1f]*$"
+FILLED = r"^[\t\n ]*[^\x00-\x20][^\x00-\x08\x0b-\x1f]*$"
+BLANKS = " \t\n"
+
 
 class Text(fields.String):
-    """Trimmed text with a length cap; control characters refused; "" means null."""
+    """Trimmed text with a length cap (counted on what was sent); control characters other than
+    tabs and line breaks refused; a blank text means null where null is allowed."""
 
     def __init__(self, max_length: int = 200, **kwargs: Any) -> None:
         kwargs.setdefault("allow_none", True)
+        pattern = TEXT if kwargs["allow_none"] else FILLED
+        kwargs["metadata"] = {"pattern": pattern, **kwargs.get("metadata", {})}
         super().__init__(validate=validate.Length(max=max_length), **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
-        text = super()._deserialize(value, attr, data, **kwargs).strip()
-        if any(ord(ch) < 32 and ch not in "\n\t" for ch in text):
+        raw = super()._deserialize(value, attr, data, **kwargs)
+        self.validators[0](raw)  # the cap counts what was sent, as the document's maxLength does
+        if any(ord(ch) < 32 and ch not in "\n\t" for ch in raw):
             raise ValidationError("control characters are not allowed")
+        text = raw.strip(BLANKS)
         if not text and not self.allow_none:
             raise ValidationError("must not be empty")
         return text or None
@@ -38,47 +50,75 @@ class Text(fields.String):
             super()._validate(value)
 
 
-class DecimalText(fields.Field):
-    """A decimal given as a string (or an integer), within [minimum, maximum]."""
+# Decimals as the document states them (a JSON number is refused: floats cannot hold money);
+# each pattern is the whole rule, so what it calls valid is what the service takes
+AMOUNT = r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$"  # 0 up to below 10^18
+PERCENT_TEXT = r"^(100(\.0{1,18})?|(0|[1-9][0-9]?)(\.[0-9]{1,18})?)$"  # 0 to 100
+QUANTITY = (r"^([1-9][0-9]{0,8}(\.[0-9]{1,4})?|1000000000(\.0{1,4})?"  # 0.0001 to 10^9, at most 4 decimals
+            r"|0\.([1-9][0-9]{0,3}|0[1-9][0-9]{0,2}|00[1-9][0-9]?|000[1-9]))$")
 
-    def __init__(self, minimum: Decimal | None = Decimal(0), maximum: Decimal | None = None, **kwargs: Any) -> None:
+
+class DecimalText(fields.Field):
+    """A decimal given as a string of the field's `pattern` (AMOUNT, PERCENT_TEXT or QUANTITY)."""
+
+    def __init__(self, pattern: str = AMOUNT, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"type": "string", "pattern": pattern, **kwargs.get("metadata", {})}
         super().__init__(**kwargs)
-        self.minimum, self.maximum = minimum, maximum
+        self.pattern = re.compile(pattern)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Decimal:
-        if isinstance(value, bool) or not isinstance(value, str | int):
+        if not isinstance(value, str):
             raise ValidationError('must be a decimal string such as "1250.00"')
+        if not self.pattern.match(value):
+            raise ValidationError(f"must be a decimal string such as \"1250.00\" matching {self.pattern.pattern}")
         try:
-            number = money.parse(value)
+            return money.parse(value)
         except money.MoneyError as exc:
             raise ValidationError(str(exc)) from None
-        if self.minimum is not None and number < self.minimum:
-            raise ValidationError(f"must be at least {self.minimum}")
-        if self.maximum is not None and number > self.maximum:
-            raise ValidationError(f"must be at most {self.maximum}")
-        return number
 
     def _serialize(self, value: Any, attr: str | None, obj: Any, **kwargs: Any) -> Any:
         return None if value is None else f"{value}"
 
 
+CURRENCIES = sorted(money.MINOR_UNITS)
+
+
+def _any_case(code: str) -> str:
+    return "".join(f"[{letter}{letter.lower()}]" for letter in code)
+
+
+def currency_pattern(codes: list[str]) -> str:
+    """The codes of `codes` in any letter case ("usd" is USD), as a pattern."""
+    return "^(" + "|".join(_any_case(code) for code in codes) + ")$"
+
+
 class Currency(fields.String):
+    """An ISO 4217 code the service has a minor unit for (money.MINOR_UNITS), in any letter case."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        kwargs["metadata"] = {"pattern": currency_pattern(CURRENCIES), "description": "ISO 4217, any letter case: "
+                              + ", ".join(CURRENCIES), **kwargs.get("metadata", {})}
+        super().__init__(**kwargs)
+
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
-        code = super()._deserialize(value, attr, data, **kwargs).strip().upper()
+        code = super()._deserialize(value, attr, data, **kwargs).upper()
         if code not in money.MINOR_UNITS:
-            raise ValidationError(f"unsupported currency; one of {', '.join(sorted(money.MINOR_UNITS))}")
+            raise ValidationError(f"unsupported currency; one of {', '.join(CURRENCIES)}")
         return code
 
 
-class Time(fields.String):
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> Any:
-        try:
-            return parse_time(super()._deserialize(value, attr, data, **kwargs))
-        except ValueError:
-            raise ValidationError("must be an RFC 3339 time with a zone offset") from None
+def exact_for_currency(amount_field: str) -> dict[str, Any]:
+    """The rule `_check_amount` applies, as JSON Schema: an amount has at most its currency's decimals."""
+    places: dict[int, list[str]] = {}
+    for code, digits in sorted(money.MINOR_UNITS.items()):
+        places.setdefault(digits, []).append(code)
+    return {"anyOf": [{"properties": {
+        "currency": {"type": "string", "pattern": currency_pattern(codes)},
+        amount_field: {"type": "string", "pattern": r"^[0-9]+" + (rf"(\.[0-9]{{1,{digits}}})?$" if digits else "$")},
+    }} for digits, codes in sorted(places.items())]}
 
 
-PERCENT = {"minimum": Decimal(0), "maximum": Decimal(100)}
+PERCENT = {"pattern": PERCENT_TEXT}
 Id = fields.String(validate=validate.Regexp(r"^[A-Za-z0-9:._-]{1,128}$"))
 
 
@@ -91,6 +131,8 @@ def _check_amount(data: dict[str, Any], amount_field: str, currency: str | None)
 
 
 class ProductInput(Schema):
+    OPENAPI = exact_for_currency("unit_price")  # _check_amount, below
+
     sku = Text(60, required=True, allow_none=False)
     name = Text(200, required=True, allow_none=False)
     description = Text(2000)
@@ -129,6 +171,8 @@ class PipelineInput(Schema):
 
 
 class DealInput(Schema):
+    OPENAPI = exact_for_currency("amount")  # _check_amount, below
+
     title = Text(200, required=True, allow_none=False)
     contact_id = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9:._-]{1,128}$"))
     company_id = fields.String(allow_none=True, validate=validate.Length(max=128))
@@ -178,7 +222,7 @@ class ActivityInput(Schema):
     type = fields.String(required=True, validate=validate.OneOf(ACTIVITY_TYPES))
     subject = Text(200, required=True, allow_none=False)
     notes = Text(4000)
-    due_at = Time(required=True)
+    due_at = fields.AwareDateTime(required=True)
     owner = Text(100)
     deal_id = fields.String(allow_none=True, validate=validate.Length(max=128))
     contact_id = fields.String(allow_none=True, validate=validate.Length(max=128))
@@ -194,14 +238,20 @@ class ActivityListQuery(PageQuery):
     contact_id = fields.String()
     type = fields.String(validate=validate.OneOf(ACTIVITY_TYPES))
     status = fields.String(validate=validate.OneOf(["open", "completed"]))
-    due_before = Time()
+    due_before = fields.AwareDateTime()
     overdue = fields.Boolean(load_default=False)
 
 
 class QuoteLineInput(Schema):
+    # a line names a product, or describes itself and gives its price (SalesBook._quote_line)
+    OPENAPI = {"anyOf": [
+        {"required": ["product_id"], "properties": {"product_id": {"type": "string", "minLength": 1}}},
+        {"required": ["description", "unit_price"], "properties": {
+            "description": {"type": "string", "pattern": FILLED}, "unit_price": {"type": "string"}}}]}
+
     product_id = fields.String(allow_none=True, validate=validate.Length(max=128))
     description = Text(500)
-    quantity = DecimalText(required=True, minimum=Decimal("0.0001"), maximum=Decimal(10**9))
+    quantity = DecimalText(QUANTITY, required=True)
     unit_price = DecimalText(load_default=None, allow_none=True)
     discount_percent = DecimalText(load_default=Decimal(0), **PERCENT)
     tax_rate = DecimalText(load_default=None, allow_none=True, **PERCENT)
@@ -247,3 +297,238 @@ class RangeQuery(Schema):
         if data.get("from_") and data.get("to") and data["from_"] > data["to"]:
             raise ValidationError({"to": ["must not be before `from`"]})
         check_period(data.get("from_"), data.get("to"))
+
+
+# --- what the API answers (response schemas for the OpenAPI document) ------------------------
+
+DECIMAL = {"pattern": r"^[0-9]+(\.[0-9]+)?$"}  # a decimal string ("1250.00"), as money and rates are shown
+CURRENCY = {"enum": CURRENCIES}
+
+
+class MoneyView(Schema):
+    amount = fields.String(metadata=DECIMAL)
+    currency = fields.String(metadata=CURRENCY)
+
+
+class ProductView(Schema):
+    id = fields.String()
+    version = fields.Integer()
+    sku = fields.String()
+    name = fields.String()
+    description = fields.String(allow_none=True)
+    unit_price = fields.String(metadata=DECIMAL)
+    currency = fields.String(metadata=CURRENCY)
+    tax_rate = fields.String(metadata={**DECIMAL, "description": "percent"})
+    active = fields.Boolean()
+    created_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime(allow_none=True)
+
+
+class StageView(Schema):
+    key = fields.String()
+    name = fields.String()
+    probability = fields.String(metadata={**DECIMAL, "description": "percent: the chance a deal here is won"})
+    kind = fields.String(metadata={"enum": ["open", WON, LOST]})
+
+
+class PipelineView(Schema):
+    id = fields.String()
+    version = fields.Integer()
+    name = fields.String()
+    stages = fields.List(fields.Nested(StageView), metadata={
+        "description": "the open stages in order, then won (100) and lost (0)"})
+    created_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime(allow_none=True)
+
+
+class StageEntryView(Schema):
+    stage = fields.String()
+    entered_at = fields.DateTime()
+    left_at = fields.DateTime(allow_none=True)
+    seconds_in_stage = fields.Integer(metadata={"description": "one deal's view only: the time spent there (in "
+                                                               "the current stage: until now, or until as_of)"})
+
+
+class DealContactView(Schema):
+    """The deal's contact from sales' local copy of contacts (no remote call)."""
+
+    id = fields.String()
+    first_name = fields.String(allow_none=True)
+    last_name = fields.String(allow_none=True)
+    status = fields.String(allow_none=True)
+    lifecycle_stage = fields.String(allow_none=True)
+    locale = fields.String(allow_none=True)
+
+
+class DealView(Schema):
+    id = fields.String()
+    version = fields.Integer()
+    title = fields.String(allow_none=True, metadata={"description": "null once the contact is erased"})
+    contact_id = fields.String()
+    company_id = fields.String(allow_none=True)
+    owner = fields.String(allow_none=True)
+    amount = fields.String(metadata=DECIMAL)
+    currency = fields.String(metadata=CURRENCY)
+    expected_close = fields.Date(allow_none=True)
+    pipeline_id = fields.String()
+    stage = fields.String()
+    status = fields.String(metadata={"enum": ["open", WON, LOST]})
+    lost_reason = fields.String(allow_none=True)
+    won_at = fields.DateTime(allow_none=True)
+    lost_at = fields.DateTime(allow_none=True)
+    quote_id = fields.String(allow_none=True, metadata={"description": "the accepted quote that won it"})
+    stage_history = fields.List(fields.Nested(StageEntryView))
+    customer_data_erased_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime(allow_none=True)
+    contact = fields.Nested(DealContactView, allow_none=True, metadata={
+        "description": "null when sales has not heard of the contact yet"})
+
+
+class ActivityView(Schema):
+    id = fields.String()
+    version = fields.Integer()
+    type = fields.String(metadata={"enum": list(ACTIVITY_TYPES)})
+    subject = fields.String(allow_none=True, metadata={"description": "null once the contact is erased"})
+    notes = fields.String(allow_none=True)
+    due_at = fields.DateTime()
+    owner = fields.String(allow_none=True)
+    deal_id = fields.String(allow_none=True)
+    contact_id = fields.String(allow_none=True)
+    status = fields.String(metadata={"enum": ["open", "completed"]})
+    completed_at = fields.DateTime(allow_none=True)
+    outcome = fields.String(allow_none=True)
+    customer_data_erased_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime(allow_none=True)
+
+
+class QuoteLineView(Schema):
+    product_id = fields.String(allow_none=True)
+    sku = fields.String(allow_none=True)
+    description = fields.String(allow_none=True, metadata={"description": "null once the contact is erased"})
+    quantity = fields.String(metadata=DECIMAL)
+    unit_price = fields.String(metadata=DECIMAL)
+    discount_percent = fields.String(metadata=DECIMAL)
+    tax_rate = fields.String(metadata=DECIMAL)
+    discount = fields.String(metadata=DECIMAL)
+    net = fields.String(metadata=DECIMAL)
+    tax = fields.String(metadata=DECIMAL)
+    total = fields.String(metadata=DECIMAL)
+
+
+QUOTE_STATUSES = ["draft", "sent", "accepted", "rejected", "expired"]
+
+
+class QuoteView(Schema):
+    id = fields.String()
+    version = fields.Integer()
+    number = fields.String(metadata={"pattern": r"^Q-[0-9]{4}-[0-9]{6,}$"})
+    deal_id = fields.String()
+    contact_id = fields.String()
+    currency = fields.String(metadata=CURRENCY)
+    valid_until = fields.Date()
+    locale = fields.String(allow_none=True)
+    notes = fields.String(allow_none=True)
+    lines = fields.List(fields.Nested(QuoteLineView))
+    subtotal = fields.String(metadata=DECIMAL)
+    discount = fields.String(metadata=DECIMAL)
+    tax = fields.String(metadata=DECIMAL)
+    total = fields.String(metadata=DECIMAL)
+    status = fields.String(metadata={"enum": QUOTE_STATUSES})
+    sent_at = fields.DateTime(allow_none=True)
+    accepted_at = fields.DateTime(allow_none=True)
+    rejected_at = fields.DateTime(allow_none=True)
+    rejection_reason = fields.String(allow_none=True)
+    expired_at = fields.DateTime(allow_none=True)
+    customer_data_erased_at = fields.DateTime(allow_none=True)
+    created_at = fields.DateTime(allow_none=True)
+    updated_at = fields.DateTime(allow_none=True)
+
+
+class DealRefView(Schema):
+    id = fields.String()
+    status = fields.String(metadata={"enum": ["open", WON, LOST]})
+    version = fields.Integer()
+
+
+class AcceptedQuoteView(QuoteView):
+    deal = fields.Nested(DealRefView, metadata={"description": "the quote's deal after the acceptance"})
+
+
+class BoardColumnView(Schema):
+    stage = fields.String()
+    name = fields.String()
+    probability = fields.String(metadata=DECIMAL)
+    count = fields.Integer()
+    sums = fields.List(fields.Nested(MoneyView), metadata={"description": "the deals' amounts, per currency"})
+    deals = fields.List(fields.Nested(DealView), metadata={"description": "the first per_column deals, "
+                                                                         "without their stage history"})
+
+
+class BoardView(Schema):
+    pipeline_id = fields.String()
+    name = fields.String()
+    columns = fields.List(fields.Nested(BoardColumnView))
+
+
+class MonthWeighted(Schema):
+    month = fields.String(metadata={"pattern": r"^[0-9]{4}-[0-9]{2}$"})
+    weighted = fields.List(fields.Nested(MoneyView))
+
+
+class OwnerWeighted(Schema):
+    owner = fields.String()
+    weighted = fields.List(fields.Nested(MoneyView))
+
+
+class LifecycleSales(Schema):
+    lifecycle_stage = fields.String()
+    won_deals = fields.Integer()
+    won = fields.List(fields.Nested(MoneyView))
+
+
+class ForecastView(Schema):
+    from_ = fields.Date(data_key="from")
+    to = fields.Date()
+    open_deals = fields.Integer()
+    pipeline = fields.List(fields.Nested(MoneyView), metadata={"description": "open deals expected to close in "
+                                                                             "the period, per currency"})
+    weighted = fields.List(fields.Nested(MoneyView), metadata={"description": "the same, weighted by stage "
+                                                                             "probability"})
+    by_month = fields.List(fields.Nested(MonthWeighted))
+    by_owner = fields.List(fields.Nested(OwnerWeighted))
+    won_deals = fields.Integer()
+    lost_deals = fields.Integer()
+    win_rate = fields.Float(allow_none=True)
+    average_sales_cycle_days = fields.Float(allow_none=True)
+    won = fields.List(fields.Nested(MoneyView))
+    sales_by_lifecycle_stage = fields.List(fields.Nested(LifecycleSales))
+
+
+class RfmView(Schema):
+    recency = fields.Integer(metadata={"minimum": 0, "maximum": 5})
+    frequency = fields.Integer(metadata={"minimum": 0, "maximum": 5})
+    monetary = fields.Integer(metadata={"minimum": 0, "maximum": 5})
+
+
+class CustomerValueView(Schema):
+    contact_id = fields.String()
+    reporting_currency = fields.String(metadata=CURRENCY)
+    lifetime_value = fields.Nested(MoneyView)
+    predicted_value = fields.Nested(MoneyView)
+    rfm = fields.Nested(RfmView)
+    tier = fields.String(metadata={"enum": list(TIERS)})
+    strategic = fields.Boolean()
+    won_deals = fields.Integer()
+    lifetime_value_by_currency = fields.List(fields.Nested(MoneyView))
+    last_purchase_at = fields.DateTime(allow_none=True)
+    open_deals = fields.Integer()
+    open_pipeline = fields.Nested(MoneyView)
+    open_pipeline_by_currency = fields.List(fields.Nested(MoneyView))
+    computed_at = fields.DateTime(allow_none=True)
+
+
+QUOTE_OR_HTML = {"responses": {"200": {
+    "description": "The quote; with format=html its printable pro-forma invoice",
+    "content": {"application/json": {"schema": QuoteView}, "text/html": {"schema": {"type": "string"}}}}}}
