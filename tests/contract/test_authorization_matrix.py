@@ -37,7 +37,9 @@ PROTOS = {"contacts": contacts_pb2, "sales": sales_pb2, "service-desk": serviced
 
 # (method, path) -> access where the HTTP method's rule does not apply; None = public (no token)
 REST_EXCEPTIONS: dict[str, dict[tuple[str, str], str | None]] = {
-    "contacts": {("POST", "/v1/contacts/{contact_id}/erasure"): "erase"},
+    "contacts": {("POST", "/v1/contacts/{contact_id}/erasure"): "erase",
+                 # everything every service holds on the person at once (their data subject access request)
+                 ("GET", "/v1/contacts/{contact_id}/export"): "export"},
     "messaging": {
         # renders, changes nothing; with a contact_id the view also asks for contacts:read (tested in
         # services/messaging/tests/test_preview_access.py: the matrix's empty body has none)
@@ -50,7 +52,11 @@ REST_EXCEPTIONS: dict[str, dict[tuple[str, str], str | None]] = {
 }
 PLATFORM_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/static/<path:filename>"}
 # gRPC methods whose name does not say "read" (Get…, BatchGet…, List…, Check…, BatchCheck…)
-RPC_EXCEPTIONS = {"crm.contacts.v1.ContactDirectory/RecordConsent": "write"}
+RPC_EXCEPTIONS = {"crm.contacts.v1.ContactDirectory/RecordConsent": "write",
+                  # a person's records for their export: <service>:export (contacts' service token has it)
+                  "crm.sales.v1.CustomerValue/ExportContactRecords": "export",
+                  "crm.servicedesk.v1.SupportSummary/ExportContactRecords": "export",
+                  "crm.messaging.v1.MessageStatus/ExportContactRecords": "export"}
 READ_RPC = re.compile(r"(Batch)?(Get|List|Check)[A-Z]\w*")
 
 
@@ -62,7 +68,7 @@ class Caller:
 
 
 def callers(audience: str) -> list[Caller]:
-    """No token, each service's read and write, contacts:erase, admin, admin for another
+    """No token, each service's read, write and export, contacts:erase, admin, admin for another
     service, and every service's own service token for `audience`."""
     ring = keys.ring()
 
@@ -72,7 +78,7 @@ def callers(audience: str) -> list[Caller]:
         return Caller(name, token, auth.Principal("matrix", frozenset(roles)) if aud == audience else None)
 
     made = [Caller("no-token", None, None), Caller("garbage", "not-a-jwt", None)]
-    made += [person(f"{slug(s)}:{access}") for s in SERVICES for access in ("read", "write")]
+    made += [person(f"{slug(s)}:{access}") for s in SERVICES for access in ("read", "write", "export")]
     made += [person("contacts:erase"), person("admin"), person("admin", aud=next(
         slug(s) for s in SERVICES if slug(s) != audience))]
     for service in SERVICES:
