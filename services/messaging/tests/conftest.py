@@ -28,7 +28,7 @@ from crm_messaging.dispatcher import Dispatcher
 from crm_messaging.sinks import DELIVERIES, SmtpSink
 from crmkit import rpc, stack
 from crmkit.events import Metadata, new_id, rfc3339
-from crmkit.testing import ServiceHarness, isolate, start_service_process
+from crmkit.testing import ServiceHarness, isolate, start_service_process, stored_events
 from crmkit.web import create_app
 
 
@@ -148,16 +148,16 @@ def every_member_accounted_for_once(world: World, campaign_id: str, audience: Au
     suppressed exactly for those without consent), nothing failed; returns the sent ids."""
     size = len(audience.members)
     events = world.messaging.runtime.db["events"]
-    [targeted] = [e["data"]["targeted"] for e in events.find({"stream_id": campaign_id, "type": "CampaignTargeted"})]
+    [targeted] = [e["data"]["targeted"] for e in stored_events(events, {"stream_id": campaign_id},
+                                                                 type="CampaignTargeted")]
     assert targeted == size
-    queued = list(events.find({"type": "MessageQueued"}, {"stream_id": 1, "data": 1}))
+    queued = stored_events(events, type="MessageQueued")
     assert all(e["data"]["campaign_id"] == campaign_id for e in queued)
     assert len(queued) == len({e["stream_id"] for e in queued}) == size
     assert {e["data"]["contact_id"] for e in queued} == audience.members
     contact_of = {e["stream_id"]: e["data"]["contact_id"] for e in queued}
 
-    outcomes = list(events.find({"type": {"$in": ["MessageSent", "MessageSuppressed", "MessageFailed"]}},
-                                {"stream_id": 1, "type": 1, "data": 1}))
+    outcomes = [e for e in stored_events(events) if e["type"] in ("MessageSent", "MessageSuppressed", "MessageFailed")]
     by_type = Counter(e["type"] for e in outcomes)
     assert by_type["MessageSent"] + by_type["MessageSuppressed"] == size and not by_type["MessageFailed"]
     assert len({e["stream_id"] for e in outcomes}) == size  # one outcome per message
