@@ -14,6 +14,10 @@ from crmkit.errors import ValidationFailed
 from crmkit.web import AsOfQuery, HistoryQuery, PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
 from crmkit.web.pagination import by_version
 
+# the channel is part of the path: its values, so that a request for another is known to be refused
+CHANNEL_DOC = {"parameters": [{"in": "path", "name": "channel", "required": True,
+                               "schema": {"type": "string", "enum": list(CHANNELS)}}]}
+
 
 def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
     bp = Blueprint("contacts", __name__)
@@ -50,14 +54,14 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         return listing(*by_version(book.contact_history(contact_id), query["limit"], query.get("cursor")))
 
     @bp.put("/v1/contacts/<contact_id>/consents/<channel>")
-    @endpoint("write", body=schemas.ConsentInput, response=schemas.ContactView)
+    @endpoint("write", body=schemas.ConsentInput, response=schemas.ContactView, openapi=CHANNEL_DOC)
     def set_consent(contact_id: str, channel: str, body: dict[str, Any]) -> Response:
         """Record a consent decision for one channel (email, sms, fax, phone)."""
         _require_channel(channel)
         return resource(book.set_consent(contact_id, channel, body, metadata(), if_match()).view())
 
     @bp.get("/v1/contacts/<contact_id>/consents")
-    @endpoint("read", response=schemas.ConsentView, many=True)
+    @endpoint("read", response=schemas.ConsentsView)
     def consents(contact_id: str) -> Response:
         """The latest consent decision per channel."""
         contact = book.contact(contact_id)
@@ -81,12 +85,12 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
     @endpoint("erase", body=schemas.ErasureInput, response=schemas.ContactView)
     def erase(contact_id: str, body: dict[str, Any]) -> Response:
         """Erase the person (crypto-shredding): their data becomes unreadable everywhere."""
-        return resource(book.erase(contact_id, body["reason"], metadata()).view())
+        return resource(book.erase(contact_id, body["reason"], metadata(), if_match()).view())
 
     # GET /v1/contacts/<contact_id>/export: export_api (the whole record, from every service)
 
     @bp.get("/v1/contacts/<contact_id>/360")
-    @endpoint("read")
+    @endpoint("read", response=schemas.Customer360View)
     def three_sixty(contact_id: str) -> Response:
         """Profile, value, support, recent messages and lifecycle timeline in one answer."""
         return jsonify(jsonable(customer_360(book, neighbours, contact_id)))

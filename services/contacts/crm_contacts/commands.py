@@ -123,7 +123,7 @@ class ContactBook:
 
     # --- erasure and portability -------------------------------------------------------
 
-    def erase(self, contact_id: str, reason: str, meta: Metadata) -> Contact:
+    def erase(self, contact_id: str, reason: str, meta: Metadata, if_match: int | None = None) -> Contact:
         """Erase the person: their record and every record merged into it.
 
         Each stream gets `ContactErased` (so read models and other services scrub their
@@ -132,7 +132,9 @@ class ContactBook:
         """
         person = self.contact(contact_id)
         records = [person.id, *self._merged_into(person)]
-        erased = [self.contacts.change(record_id, lambda c: c.erase(reason), meta) for record_id in records]
+        # If-Match is the person's version: the records merged into them are not the one the client saw
+        erased = [self.contacts.change(record_id, lambda c: c.erase(reason), meta, if_match if index == 0 else None)
+                  for index, record_id in enumerate(records)]
         self.vault.forget_many(records)
         drop_stored_responses(self.db, [f"/v1/contacts/{record_id}" for record_id in records])
         return erased[0]

@@ -70,13 +70,16 @@ UPLOAD_DOC = {
                        "CSV; known by its Content-Type or its zip signature). CSV is UTF-8 (a byte-order mark is "
                        "allowed) or Windows-1256: `charset=` in the Content-Type, or detected (not valid UTF-8 "
                        "after plain ASCII); JSON lines are UTF-8.",
-        "content": {mime: {"schema": {"type": "string", "format": "binary"}} for mime in imports.FORMATS},
+        "content": {mime: {"schema": {"type": "string", "format": "binary", "minLength": 1}}
+                    for mime in imports.FORMATS},
     },
     "parameters": [{
         "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string"},
         "description": "A repeat with the same key and body returns the first response and queues nothing.",
     }],
     "responses": {
+        "400": {"description": "Bad request: no file was sent",
+                "content": {"application/problem+json": {"schema": "Problem"}}},
         "413": {"description": "Payload too large", "content": {"application/problem+json": {"schema": "Problem"}}},
         "415": {"description": "Unsupported media type",
                 "content": {"application/problem+json": {"schema": "Problem"}}},

@@ -19,7 +19,6 @@ from pymongo.database import Database
 from crm_contacts import derived as derived_values
 from crm_contacts import normalize
 from crm_contacts.domain import Company, Contact
-from crmkit.errors import ValidationFailed
 from crmkit.events import RecordedEvent, parse_time
 from crmkit.eventstore import EventStore, epoch_ms
 from crmkit.projector import AggregateView, StreamProjection
@@ -158,9 +157,12 @@ def _duplicate_position(contacts: Collection, cursor: str | None) -> tuple[int, 
     """
     if not cursor:
         return 0, None
-    index, _, duplicate_id = decode_cursor(cursor).partition(":")
+    key = decode_cursor(cursor)
+    index, _, duplicate_id = key.partition(":")
     if not index.isdigit() or int(index) >= len(DUPLICATE_REASONS) or not duplicate_id:
-        raise ValidationFailed("invalid cursor", {"cursor": ["not a cursor this API returned"]})
+        # a key this API did not issue is still a position (as on every list): the first reason after it
+        later = [at for at in range(len(DUPLICATE_REASONS)) if f"{at}:" > key]
+        return (later[0], None) if later else (len(DUPLICATE_REASONS), None)
     field = DUPLICATE_REASONS[int(index)][0]
     document = contacts.find_one({"_id": duplicate_id}, {field: 1}) or {}
     value = document.get(field)

@@ -12,7 +12,7 @@ from datetime import timedelta
 from typing import Any
 from zoneinfo import available_timezones
 
-from marshmallow import Schema, ValidationError, fields, validate, validates
+from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates
 
 from crm_contacts import normalize
 from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, LIFECYCLE_STAGES
@@ -20,40 +20,75 @@ from crmkit.events import utcnow
 from crmkit.web import PageQuery
 
 MAX_TAGS = 50
-CONTROL_CHARACTER = re.compile(r"[\x00-\x1f]")
 MAX_ATTRIBUTES = 50
+
+
+# What each text field takes, as the OpenAPI document states it and as the field checks it (one
+# expression for both, so they cannot drift). Text is trimmed (Python's whitespace: `\s` in these
+# patterns, the same set str.strip() removes); what is left may hold no control character; blank
+# means null where the field may be null and is refused where it may not. Length caps count what was
+# sent, as the document's maxLength does.
+_TEXT = r"[^\x00-\x1f\s](?:[^\x00-\x1f]*[^\x00-\x1f\s])?"
+_EMAIL = r"[^@\s\x00-\x1f]+@[^@\s\x00-\x1f]+\.[^@\s\x00-\x1f]+"
+# the characters a phone number is written with (digits of any script: Persian ۰۹۱۲ too); whether it
+# is a number at all is its country's numbering plan (libphonenumber), which no pattern can state
+_PHONE = r"\+?[\d ().-]*\d[\d ().-]*"
+_DOMAIN = r"(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}"
+_LOCALE = r"([a-zA-Z]{2,3})(?:[-_]([a-zA-Z]{4}))?(?:[-_]([a-zA-Z]{2}|[0-9]{3}))?"
+_URL = rf"[Hh][Tt][Tt][Pp][Ss]?://{_DOMAIN}(?::[0-9]{{1,5}})?(?:[/?#][^\x00-\x1f\s]*)?"
+ZONES = sorted(available_timezones())
+
+
+def trimmed(core: str, nullable: bool) -> str:
+    """The pattern of a text field whose value, once trimmed, is `core` (or blank, for null)."""
+    return rf"^\s*(?:{core})?\s*$" if nullable else rf"^\s*(?:{core})\s*$"
 
 
 class Text(fields.String):
     """Trimmed text with a length cap; control characters are refused; "" means null."""
 
+    CORE = _TEXT
+    MESSAGE = "control characters are not allowed"
+
     def __init__(self, max_length: int = 200, **kwargs: Any) -> None:
         kwargs.setdefault("allow_none", True)
         super().__init__(validate=validate.Length(max=max_length), **kwargs)
+        self.max_length = max_length
+        self.shape = re.compile(trimmed(self.CORE, self.allow_none))
+        self.metadata = {"pattern": self.shape.pattern, **self.metadata}
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
-        text = super()._deserialize(value, attr, data, **kwargs).strip()
-        if CONTROL_CHARACTER.search(text):  # a scan in C: a character loop was a tenth of an import's time
-            raise ValidationError("control characters are not allowed")
+        raw = super()._deserialize(value, attr, data, **kwargs)
+        if len(raw) > self.max_length:
+            raise ValidationError(f"Longer than maximum length {self.max_length}.")
+        text = raw.strip()
         if not text and not self.allow_none:
             raise ValidationError("must not be empty")
-        return text or None
+        if not self.shape.match(raw):
+            raise ValidationError(self.MESSAGE)
+        return self.normal(text) if text else None
+
+    def normal(self, text: str) -> str:
+        """The stored form of a value of the right shape."""
+        return text
 
     def _validate(self, value: Any) -> None:
-        if value is not None:  # "" became null: no length to check (was a TypeError, a 500)
-            super()._validate(value)
+        """Nothing left to check: the cap counted what was sent (a stored form may be longer or shorter)."""
 
 
 class Email(Text):
+    CORE = _EMAIL
+    MESSAGE = "not a valid email address"
+
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=254, **kwargs)
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
-        text = super()._deserialize(value, attr, data, **kwargs)
+    def normal(self, text: str) -> str:
+        # NFKC can turn a character into a space or an @ (¨, ＠): the address was judged as sent
         try:
-            return normalize.email(text) if text else None
-        except ValueError as exc:
-            raise ValidationError(str(exc)) from None
+            return normalize.email(text)
+        except ValueError:
+            return text.lower()
 
 
 def default_phone_region() -> str | None:
@@ -63,13 +98,16 @@ def default_phone_region() -> str | None:
 
 
 class Phone(Text):
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_length=40, **kwargs)
+    CORE = _PHONE
+    MESSAGE = "not a phone number (digits, spaces, ( ) . - and a leading +)"
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
-        text = super()._deserialize(value, attr, data, **kwargs)
+    def __init__(self, **kwargs: Any) -> None:
+        metadata = {"description": "a valid number in its country's numbering plan, stored as E.164 (+989121234567)"}
+        super().__init__(max_length=40, metadata={**metadata, **kwargs.pop("metadata", {})}, **kwargs)
+
+    def normal(self, text: str) -> str:
         try:
-            return normalize.phone(text, default_phone_region()) if text else None
+            return normalize.phone(text, default_phone_region())
         except ValueError as exc:
             raise ValidationError(str(exc)) from None
 
@@ -77,21 +115,31 @@ class Phone(Text):
 class Domain(Text):
     """A host name such as example.com, lower-cased (companies are matched by it)."""
 
-    PATTERN = re.compile(r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
+    CORE = _DOMAIN
+    MESSAGE = "not a domain name (e.g. example.com)"
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=253, **kwargs)
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        if text and not self.PATTERN.match(text.lower()):
-            raise ValidationError("not a domain name (e.g. example.com)")
-        return text.lower() if text else None
+    def normal(self, text: str) -> str:
+        return text.lower()
+
+
+class Website(Text):
+    """An http(s) address of a host by name."""
+
+    CORE = _URL
+    MESSAGE = "not a web address (http:// or https://, a host name, then any path)"
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(max_length=500, **kwargs)
 
 
 def _check_attributes(values: dict[str, Any]) -> None:
     if len(values) > MAX_ATTRIBUTES:
         raise ValidationError(f"at most {MAX_ATTRIBUTES} attributes")
+    if "" in values:
+        raise ValidationError("an attribute needs a name")
     for key, value in values.items():
         if value is not None and not isinstance(value, str | int | float | bool):
             raise ValidationError(f"{key}: values must be text, numbers, booleans or null")
@@ -99,41 +147,53 @@ def _check_attributes(values: dict[str, Any]) -> None:
             raise ValidationError(f"{key}: at most 1000 characters")
 
 
+ATTRIBUTES_DOC = {
+    "type": "object", "maxProperties": MAX_ATTRIBUTES, "nullable": True,
+    "description": "your own fields: a name (any text but empty; OpenAPI 3.0 cannot limit a key's length) to "
+                   "text (at most 1000 characters), a number, true/false or null",
+    "properties": {"": {"not": {}}},
+    "additionalProperties": {"anyOf": [
+        {"type": "string", "maxLength": 1000}, {"type": "number"}, {"type": "boolean", "nullable": True}]},
+}
+
+
 def _attributes() -> fields.Dict:
-    return fields.Dict(keys=fields.String(validate=validate.Length(1, 64)), values=fields.Raw(allow_none=True),
-                       validate=_check_attributes, allow_none=True)
+    # no keys=/values= fields: apispec would write additionalProperties from them, over ATTRIBUTES_DOC's
+    return fields.Dict(validate=_check_attributes, allow_none=True, metadata=ATTRIBUTES_DOC)
 
 
 class Locale(Text):
     """A BCP 47 language tag (fa, fa-IR, en-US), kept in its canonical case."""
 
-    PATTERN = re.compile(r"^([a-zA-Z]{2,3})(?:[-_]([a-zA-Z]{4}))?(?:[-_]([a-zA-Z]{2}|[0-9]{3}))?$")
+    CORE = _LOCALE
+    MESSAGE = "not a language tag (e.g. fa-IR, en)"
+    PATTERN = re.compile(rf"^{_LOCALE}$")
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(max_length=20, **kwargs)
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
-        text = super()._deserialize(value, attr, data, **kwargs)
-        if text is None:
-            return None
+    def normal(self, text: str) -> str:
         match = self.PATTERN.match(text)
-        if not match:
-            raise ValidationError("not a language tag (e.g. fa-IR, en)")
+        assert match is not None  # the shape was checked
         language, script, region = match.groups()
         return "-".join(p for p in (language.lower(), script and script.title(), region and region.upper()) if p)
 
 
-class TimeZone(Text):
-    """An IANA time zone name (Asia/Tehran)."""
+class TimeZone(fields.String):
+    """An IANA time zone name (Asia/Tehran), exactly; "" means null."""
 
     def __init__(self, **kwargs: Any) -> None:
-        super().__init__(max_length=64, **kwargs)
+        kwargs.setdefault("allow_none", True)
+        super().__init__(metadata={"enum": ["", *ZONES]}, **kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
         text = super()._deserialize(value, attr, data, **kwargs)
-        if text is not None and text not in available_timezones():
+        if text and text not in ZONE_SET:
             raise ValidationError("not an IANA time zone (e.g. Asia/Tehran)")
-        return text
+        return text or None
+
+
+ZONE_SET = frozenset(ZONES)
 
 
 class ContactInput(Schema):
@@ -176,6 +236,13 @@ class ConsentView(Schema):
     source = fields.String()
     legal_basis = fields.String()
     at = fields.String()
+
+
+class ConsentsView(Schema):
+    contact_id = fields.String()
+    consents = fields.Dict(keys=fields.String(metadata={"enum": list(CHANNELS)}), values=fields.Nested(ConsentView),
+                           metadata={"description": "the latest decision per channel (a channel never decided on "
+                                                    "is absent)"})
 
 
 class ConsentPath(Schema):
@@ -244,7 +311,7 @@ class CompanyInput(Schema):
     industry = Text(100)
     size = fields.String(allow_none=True, validate=validate.OneOf(["1-10", "11-50", "51-200", "201-1000", "1001+"]))
     phone = Phone()
-    website = fields.Url(allow_none=True, validate=validate.Length(max=500))
+    website = Website()
     address = Text(500)
     tags = fields.List(Text(64, allow_none=False), validate=validate.Length(max=MAX_TAGS), allow_none=True)
     attributes = _attributes()
@@ -265,3 +332,28 @@ class CompanyView(CompanyInput):
 class CompanyListQuery(PageQuery):
     q = fields.String(validate=validate.Length(max=200))
     domain = Domain(allow_none=False)
+
+
+class Section(Schema):
+    """What another service said about the contact, or why it could not say (its fields as its gRPC reply's)."""
+
+    class Meta:
+        unknown = INCLUDE  # the reply's own fields (apispec: additionalProperties)
+
+    status = fields.String(required=True, metadata={"enum": ["available", "unavailable"]})
+    reason = fields.String(metadata={"description": "why it is unavailable: timed out, unavailable, ..."})
+
+
+class StageChange(Schema):
+    time = fields.DateTime()
+    from_ = fields.String(data_key="from", allow_none=True)
+    to = fields.String()
+    actor = fields.String()
+
+
+class Customer360View(Schema):
+    contact = fields.Nested(ContactView)
+    value = fields.Nested(Section, metadata={"description": "sales: lifetime value, open deals"})
+    support = fields.Nested(Section, metadata={"description": "service desk: open tickets, satisfaction"})
+    messages = fields.Nested(Section, metadata={"description": "messaging: the latest messages"})
+    lifecycle_timeline = fields.List(fields.Nested(StageChange))

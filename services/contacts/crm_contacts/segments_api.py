@@ -18,13 +18,20 @@ RULES_HELP = (
     f"(at most {MAX_DEPTH} deep, {MAX_CONDITIONS} conditions). See docs/contacts.md, Segments."
 )
 
+# What OpenAPI 3.0 can say of the rules: a group holds exactly one of "all" or "any", a non-empty list of
+# objects (conditions and nested groups). Which fields, operators and values go together, the depth and
+# the cap across the nesting are the description's (and each bad part is a 422 naming its path).
+GROUP = {"type": "array", "minItems": 1, "items": {"type": "object"}}
+RULES_DOC = {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
+             "properties": {"all": GROUP, "any": GROUP}, "description": RULES_HELP}
+
 
 class SegmentInput(Schema):
     """A segment's fields; a PATCH sends any subset."""
 
     name = schemas.Text(200, allow_none=False)
     description = schemas.Text(2000)
-    rules = fields.Raw(metadata={"type": "object", "description": RULES_HELP})
+    rules = fields.Raw(metadata=RULES_DOC)
 
     @validates_schema(skip_on_field_errors=False)
     def _check_rules(self, data: dict[str, Any], **_: Any) -> None:
@@ -37,7 +44,7 @@ class SegmentInput(Schema):
 
 class SegmentCreate(SegmentInput):
     name = schemas.Text(200, required=True, allow_none=False)
-    rules = fields.Raw(required=True, metadata={"type": "object", "description": RULES_HELP})
+    rules = fields.Raw(required=True, metadata=RULES_DOC)
 
 
 class SegmentView(Schema):
@@ -45,7 +52,7 @@ class SegmentView(Schema):
     version = fields.Integer()
     name = fields.String()
     description = fields.String(allow_none=True)
-    rules = fields.Raw(metadata={"type": "object"})
+    rules = fields.Raw(metadata=RULES_DOC)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 

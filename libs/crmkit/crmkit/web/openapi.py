@@ -16,8 +16,8 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema, fields
 
-from crmkit.web.endpoint import IF_MATCH_PATTERN
-from crmkit.web.pagination import CURSOR_MAX, CURSOR_PATTERN
+from crmkit.web.endpoint import IF_MATCH_PATTERN, HistoryQuery
+from crmkit.web.pagination import CURSOR_MAX, CURSOR_PATTERN, VERSION_CURSOR_PATTERN
 from crmkit.web.problems import PROBLEM_JSON, TITLES
 
 PATH_PARAM = re.compile(r"<(?:[^:<>]+:)?([^<>]+)>")
@@ -131,12 +131,15 @@ def _operation(declared: Any, path_params: list[str], method: str) -> dict[str, 
     success: dict[str, Any] = {"description": TITLES.get(declared.status, "OK")}
     if declared.response is not None:
         schema: Any = declared.response
+        # a history's next cursor is the last version shown (HistoryQuery); a list's, a base64url key
+        by_version = isinstance(declared.query, type) and issubclass(declared.query, HistoryQuery)
+        cursor = {"pattern": VERSION_CURSOR_PATTERN, "maxLength": 12} if by_version else \
+            {"pattern": CURSOR_PATTERN, "maxLength": CURSOR_MAX}
         if declared.many:
             schema = {"type": "object", "required": ["items", "next_cursor"], "additionalProperties": False,
                       "properties": {
                           "items": {"type": "array", "items": declared.response},
-                          "next_cursor": {"type": "string", "nullable": True, "pattern": CURSOR_PATTERN,
-                                          "maxLength": CURSOR_MAX},
+                          "next_cursor": {"type": "string", "nullable": True, **cursor},
                       }}
         success = {"description": "OK", "content": {"application/json": {"schema": schema}}}
     responses: dict[str, Any] = {str(declared.status): success}
@@ -149,8 +152,10 @@ def _operation(declared: Any, path_params: list[str], method: str) -> dict[str, 
         operation["security"] = [{"bearer": []}]
     operation["responses"] = responses
     for name, value in (declared.openapi or {}).items():
-        if name == "parameters":
-            operation["parameters"] = [*operation["parameters"], *value]
+        if name == "parameters":  # a parameter named again (a path parameter's enum) replaces the chassis' own
+            named = {(parameter["in"], parameter["name"]) for parameter in value}
+            operation["parameters"] = [*(parameter for parameter in operation["parameters"]
+                                         if (parameter["in"], parameter.get("name")) not in named), *value]
         elif name == "responses":
             operation["responses"] = {**operation["responses"], **value}
         else:
