@@ -66,6 +66,15 @@ def flatmap_path_parameters(context: Any, path_parameters: Any) -> st.SearchStra
 # body fields that name another record: the contract answers a 422 when it does not exist
 REFERENCES = ("contact_id", "duplicate_id", "company_id", "segment_id", "product_id", "deal_id", "template_id",
               "ticket_id", "campaign_id", "message_id", "pipeline_id", "quote_id", "activity_id", "policy_id")
+# values whose validity no OpenAPI 3.0 document can state, so a positive request always takes a known one:
+# a phone number's validity is its country's numbering plan (the document gives the characters it is
+# written with); a segment's rules are a grammar of fields, operators and values, with a cap on the
+# conditions across its nesting (the document gives its shape)
+ONLY_KNOWN = (*REFERENCES, "phone")
+RULES = [{"all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"}]},
+         {"any": [{"field": "tags", "op": "contains", "value": "vip"},
+                  {"all": [{"field": "created_at", "op": "after", "value": "-30d"},
+                           {"field": "attributes.plan", "op": "in", "value": ["gold", "silver"]}]}]}]
 
 
 def _pick(value: str, choices: list[str], keep: bool) -> str:
@@ -78,13 +87,24 @@ def _pick(value: str, choices: list[str], keep: bool) -> str:
 def _respecting_state(value: Any, name: str = "") -> Any:
     """`value` with every string reference (at any depth) naming a record that exists, and the
     fields of VALID sometimes given a value known to pass the rules behind its pattern."""
+    if name == "rules" and isinstance(value, dict):
+        return RULES[int(hashlib.sha256(json.dumps(value, sort_keys=True).encode()).hexdigest(), 16) % len(RULES)]
     if isinstance(value, dict):
         return {key: _respecting_state(item, key) for key, item in value.items()}
     if isinstance(value, list):
         return [_respecting_state(item) for item in value]
     if isinstance(value, str) and KNOWN.get(name):
-        return _pick(value, KNOWN[name], keep=name not in REFERENCES)
+        return _pick(value, KNOWN[name], keep=name not in ONLY_KNOWN)
     return value
+
+
+def _not_itself(case: Any) -> None:
+    """A contact is not merged into (or unmerged from) itself: the duplicate is another known contact."""
+    contact = (case.path_parameters or {}).get("contact_id")
+    if isinstance(case.body, dict) and contact is not None and case.body.get("duplicate_id") == contact:
+        others = [other for other in KNOWN.get("contact_id", []) if other != contact]
+        if others:
+            case.body["duplicate_id"] = others[0]
 
 
 def _with_edge_times(value: Any, name: str = "") -> Any:
@@ -128,6 +148,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
             _a_short_period(case.query)
     if isinstance(case.body, dict | list):
         case.body = _respecting_state(case.body)
+    _not_itself(case)
     hours = case.body.get("business_hours") if isinstance(case.body, dict) else None
     if isinstance(hours, dict) and isinstance(hours.get("start"), str) and isinstance(hours.get("end"), str) \
             and hours["end"] <= hours["start"]:
