@@ -39,6 +39,7 @@ VALID: dict[str, list[str]] = {
     "currency": ["USD", "EUR", "JPY"], "amount": DECIMALS, "unit_price": DECIMALS, "quantity": DECIMALS,
     "tax_rate": ["9", "0"], "discount_percent": ["10"], "probability": ["50"],
     "due_at": ["2099-01-01T10:00:00+03:30"], "valid_until": ["2099-01-01"],
+    "stage": ["proposal", "negotiation"],
     "phone": ["+14155550123", "+989121234567"], "locale": ["fa-IR", "en"], "time_zone": ["Asia/Tehran"],
 }
 TIMES = ("at", "as_of", "from", "to", "scheduled_at", "due_at", "due_before")
@@ -65,7 +66,8 @@ def flatmap_path_parameters(context: Any, path_parameters: Any) -> st.SearchStra
 
 # body fields that name another record: the contract answers a 422 when it does not exist
 REFERENCES = ("contact_id", "duplicate_id", "company_id", "segment_id", "product_id", "deal_id", "template_id",
-              "ticket_id", "campaign_id", "message_id", "pipeline_id", "quote_id", "activity_id", "policy_id")
+              "ticket_id", "campaign_id", "message_id", "pipeline_id", "quote_id", "activity_id", "policy_id",
+              "stage")  # a deal's stage: one of its pipeline's (positive requests name the default pipeline)
 # values whose validity no OpenAPI 3.0 document can state, so a positive request always takes a known one:
 # a phone number's validity is its country's numbering plan (the document gives the characters it is
 # written with); a segment's rules are a grammar of fields, operators and values, with a cap on the
@@ -132,6 +134,19 @@ def _is_positive(case: Any) -> bool:
     return generation is None or generation.mode.is_positive
 
 
+def _sales_state(body: Any) -> None:
+    """A quote's valid_until not in the past (the clock); a pipeline's stage keys, given or made
+    from the names, unique and not `won` or `lost` (a relation between the stages)."""
+    if not isinstance(body, dict):
+        return
+    if isinstance(body.get("valid_until"), str) and body["valid_until"] < datetime.now().date().isoformat():
+        body["valid_until"] = "2099-01-01"
+    stages = body.get("stages")
+    if isinstance(stages, list) and all(isinstance(stage, dict) for stage in stages):
+        for index, stage in enumerate(stages):
+            stage["key"] = f"stage_{index}"
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     """Positive requests respect the state the document cannot describe (module docstring);
@@ -149,6 +164,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     if isinstance(case.body, dict | list):
         case.body = _respecting_state(case.body)
     _not_itself(case)
+    _sales_state(case.body)
     hours = case.body.get("business_hours") if isinstance(case.body, dict) else None
     if isinstance(hours, dict) and isinstance(hours.get("start"), str) and isinstance(hours.get("end"), str) \
             and hours["end"] <= hours["start"]:
