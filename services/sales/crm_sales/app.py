@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crm_sales import api, grpc_api, projections, reports
+from crm_sales import api, grpc_api, projections, reassign_api, reports
 from crm_sales.catalogue import EVENTS
 from crm_sales.commands import SalesBook
 from crm_sales.domain import PERSONAL_DATA
@@ -32,7 +32,7 @@ SERVICE = ServiceSpec(
     title="CRM sales",
     description="Products, pipelines, deals, activities, quotes, forecast and customer value.",
     ports=Ports(http=8002, grpc=50052, metrics=9111),
-    blueprints=lambda runtime: [api.blueprint(SalesBook(runtime))],
+    blueprints=lambda runtime: [api.blueprint(SalesBook(runtime)), reassign_api.blueprint(SalesBook(runtime))],
     servicers=lambda server, runtime: grpc_api.register(server, SalesBook(runtime)),
     projections=lambda runtime: all_projections(SalesBook(runtime)),
     prepare=prepare,
