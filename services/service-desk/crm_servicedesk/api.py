@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
 from crm_servicedesk import reports, schemas
 from crm_servicedesk.commands import TicketDesk
-from crmkit.web import HistoryQuery, PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
+from crm_servicedesk.domain import SlaPolicy
+from crmkit.aggregate import changes_by_event
+from crmkit.web import AsOfQuery, HistoryQuery, PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
 from crmkit.web.pagination import by_version
 from crmkit.web.views import HistoryEntry
 
@@ -33,10 +36,10 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         return listing(*desk.list_tickets(query))
 
     @bp.get("/v1/tickets/<ticket_id>")
-    @endpoint("read", response=schemas.TicketView)
-    def get_ticket(ticket_id: str) -> Response:
-        """One ticket with its comments, SLA due times and remaining business minutes."""
-        return ticket_response(desk.ticket(ticket_id))
+    @endpoint("read", query=AsOfQuery, response=schemas.TicketView)
+    def get_ticket(ticket_id: str, query: dict[str, Any]) -> Response:
+        """One ticket with its comments, SLA due times and remaining business minutes; now or as it was at `as_of`."""
+        return resource(ticket_as_of(desk, ticket_id, query.get("as_of")))
 
     @bp.get("/v1/tickets/<ticket_id>/history")
     @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
@@ -83,10 +86,17 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         return listing(*desk.list_policies(query))
 
     @bp.get("/v1/sla-policies/<policy_id>")
-    @endpoint("read", response=schemas.PolicyView)
-    def get_policy(policy_id: str) -> Response:
-        """One SLA policy."""
-        return resource(desk.policy(policy_id).view())
+    @endpoint("read", query=AsOfQuery, response=schemas.PolicyView)
+    def get_policy(policy_id: str, query: dict[str, Any]) -> Response:
+        """One SLA policy with its versions; now or as it was at `as_of` (the versions decided by then)."""
+        return resource(desk.policies.get(policy_id, as_of=query.get("as_of")).view())
+
+    @bp.get("/v1/sla-policies/<policy_id>/history")
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
+    def policy_history(policy_id: str, query: dict[str, Any]) -> Response:
+        """Every change to an SLA policy or its calendar: who, what, when, before and after (paged by version)."""
+        changes = changes_by_event(SlaPolicy, policy_id, desk.policies.history(policy_id))
+        return listing(*by_version(changes, query["limit"], query.get("cursor")))
 
     @bp.get("/v1/reports/sla")
     @endpoint("read", query=schemas.ReportQuery, response=schemas.SlaReport)
@@ -101,3 +111,11 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         return jsonify(jsonable(reports.satisfaction_report(desk.tickets_view, query)))
 
     return bp
+
+
+def ticket_as_of(desk: TicketDesk, ticket_id: str, as_of: datetime | None) -> dict[str, Any]:
+    """A ticket's view now, or as it was at `as_of`: folded from its events up to then, its SLA clocks
+    counted up to that moment (the contact's name and tier are today's, from the local projections)."""
+    ticket = desk.tickets.get(ticket_id, as_of=as_of)
+    view = desk.ticket_view(ticket)
+    return view if as_of is None else {**view, **ticket.view(as_of)}
