@@ -26,9 +26,13 @@ def one_line(value: str | None) -> None:
         raise ValidationError(problem)
 
 
-SUBJECT = [validate.Length(max=1000), one_line]
-# one_line for the document: no C0/C1 control character, no line or paragraph separator
-ONE_LINE = {"pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$"}
+# RFC 5322's line limit, and the default cap on a rendered subject (CRM_MESSAGING_MAX_SUBJECT_BYTES)
+SUBJECT_MAX = 998
+SUBJECT = [validate.Length(max=SUBJECT_MAX), one_line]
+# one_line for the document (no C0/C1 control character, no line or paragraph separator), and the cap
+ONE_LINE = {"pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$",
+            "description": f"one line, at most {SUBJECT_MAX} characters; rendered, at most {SUBJECT_MAX} bytes of "
+                           "UTF-8 (CRM_MESSAGING_MAX_SUBJECT_BYTES): a non-ASCII letter takes 2 to 4"}
 
 
 def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - reads like a field type
@@ -38,7 +42,7 @@ def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - reads
 class Variant(Strict):
     # one line too, checked with the template (`commands._check_variants`), so that the
     # error names `variants.<locale>.subject` rather than marshmallow's `variants.<locale>.value.subject`
-    subject = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=1000),
+    subject = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=SUBJECT_MAX),
                             metadata=ONE_LINE)
     body = Text(20_000, required=True)
 
