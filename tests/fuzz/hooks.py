@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -147,6 +148,31 @@ def _sales_state(body: Any) -> None:
             stage["key"] = f"stage_{index}"
 
 
+# names of map keys that messaging's document describes but OpenAPI 3.0 cannot constrain (it has no
+# propertyNames): a template variable's name, a trigger filter's path, a template variant's locale
+MAP_KEYS = {"variables": (re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$"), "v{}"),
+            "filter": (re.compile(r"^[A-Za-z0-9_.]{1,100}$"), "f{}"),
+            "variants": (re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"), "xx-v{}")}
+
+
+def _messaging_state(body: Any) -> None:
+    """Messaging's rules no OpenAPI 3.0 document can state: map keys as described (MAP_KEYS), a template's
+    default locale among its variants, and a template's channel (the one made first is an email template)."""
+    if not isinstance(body, dict):
+        return
+    for name, (pattern, fitting) in MAP_KEYS.items():
+        if isinstance(body.get(name), dict):
+            body[name] = {key if pattern.match(key) else fitting.format(index): item
+                          for index, (key, item) in enumerate(body[name].items())}
+    if isinstance(body.get("variants"), dict) and body["variants"] \
+            and body.get("default_locale", "en") not in body["variants"]:
+        body["default_locale"] = next(iter(body["variants"]))  # (a change keeps "en", the templates' default)
+    elif "default_locale" in body and "variants" not in body:
+        body["default_locale"] = "en"  # a change of default locale alone: the templates made first have "en"
+    if body.get("template_id") in KNOWN.get("template_id", []) and "channel" in body:
+        body["channel"] = "email"
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     """Positive requests respect the state the document cannot describe (module docstring);
@@ -164,6 +190,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     if isinstance(case.body, dict | list):
         case.body = _respecting_state(case.body)
     _not_itself(case)
+    _messaging_state(case.body)
     _sales_state(case.body)
     hours = case.body.get("business_hours") if isinstance(case.body, dict) else None
     if isinstance(hours, dict) and isinstance(hours.get("start"), str) and isinstance(hours.get("end"), str) \
@@ -173,5 +200,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     if "If-Match" in headers:
         headers["If-Match"] = "*"
     if "Idempotency-Key" in headers:
-        request = json.dumps([case.method, case.formatted_path, case.query, case.body], sort_keys=True, default=str)
+        # the body's keys in the order sent: the API's fingerprint is of the bytes, so one content in
+        # another order is another request
+        request = json.dumps([case.method, case.formatted_path, case.query, case.body], default=str)
         headers["Idempotency-Key"] = hashlib.sha256(request.encode()).hexdigest()[:32]
