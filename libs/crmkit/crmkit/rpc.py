@@ -146,7 +146,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def access(needed: str) -> Callable[[F], F]:
-    """Declare what a servicer method needs: "read" or "write" on its service (as REST's `endpoint`)."""
+    """Declare what a servicer method needs: "read", "write" or "export" on its service (as REST's `endpoint`)."""
 
     def declare(method: F) -> F:
         method.rpc_access = needed  # type: ignore[attr-defined]

@@ -107,7 +107,7 @@ def endpoint(
     openapi: dict[str, Any] | None = None,
     body_optional: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
-    """Declare a REST operation. `access` is "read", "write", "erase", or None for a public one.
+    """Declare a REST operation. `access` is "read", "write", "erase", "export", or None for a public one.
 
     `max_body` raises the request-size cap for this route only (uploads); `openapi` adds
     operation fields the declaration cannot express (parameters and responses are merged);
