@@ -23,7 +23,7 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
     bp = Blueprint("contacts", __name__)
 
     @bp.post("/v1/contacts")
-    @endpoint("write", body=schemas.ContactInput, response=schemas.ContactView, status=201, idempotent=True)
+    @endpoint("write", body=schemas.ContactCreate, response=schemas.ContactView, status=201, idempotent=True)
     def create_contact(body: dict[str, Any]) -> Response:
         """Create a contact."""
         contact = book.create_contact(body, metadata())

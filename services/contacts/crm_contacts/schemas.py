@@ -217,11 +217,25 @@ class ContactInput(Schema):
             raise ValidationError("cannot be null")
 
 
+IDENTIFYING = ("first_name", "last_name", "email", "phone")
+
+
+class ContactCreate(ContactInput):
+    """A new contact: at least a name, an email or a phone, not blank (the domain's rule, documented)."""
+
+    OPENAPI = {"anyOf": [{"required": [name], "properties": {name: {
+        "type": "string", "pattern": trimmed(field.CORE, nullable=False)}}}
+        for name, field in ContactInput._declared_fields.items() if name in IDENTIFYING
+        and isinstance(field, Text)]}
+
+
 class ConsentInput(Schema):
     """A person's choice for one channel, and the evidence for it."""
 
     status = fields.String(required=True, validate=validate.OneOf(CONSENT_STATUSES))
-    source = Text(100, load_default="api", metadata={"description": "where it was given: web_form, call, import, …"})
+    # the proof of consent names its source: blank is not one (null reached the event store, a 500)
+    source = Text(100, allow_none=False, load_default="api",
+                  metadata={"description": "where it was given: web_form, call, import, …"})
     legal_basis = fields.String(load_default="consent", validate=validate.OneOf(LEGAL_BASES))
     at = fields.AwareDateTime(load_default=None, metadata={"description": "when it was given (default: now)"})
 
@@ -233,7 +247,8 @@ class ConsentInput(Schema):
 
 class ConsentView(Schema):
     status = fields.String()
-    source = fields.String()
+    source = fields.String(allow_none=True, metadata={"description": "null on decisions recorded before a "
+                                                                     "blank source was refused"})
     legal_basis = fields.String()
     at = fields.String()
 
@@ -306,7 +321,7 @@ class HistoryEntry(Schema):
 
 
 class CompanyInput(Schema):
-    name = Text(200)
+    name = Text(200, allow_none=False)  # a company keeps a name: a PATCH may change it, never clear it
     domain = Domain()
     industry = Text(100)
     size = fields.String(allow_none=True, validate=validate.OneOf(["1-10", "11-50", "51-200", "201-1000", "1001+"]))
