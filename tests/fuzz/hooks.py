@@ -177,10 +177,10 @@ def _messaging_state(body: Any) -> None:
             body[name] = {key if pattern.match(key) else fitting.format(index): item
                           for index, (key, item) in enumerate(body[name].items())}
     if isinstance(body.get("variants"), dict) and body["variants"] \
-            and body.get("default_locale", "en") not in body["variants"]:
-        body["default_locale"] = next(iter(body["variants"]))  # (a change keeps "en", the templates' default)
+            and body.get("default_locale") not in body["variants"]:
+        body["default_locale"] = next(iter(body["variants"]))
     elif "default_locale" in body and "variants" not in body:
-        body["default_locale"] = "en"  # a change of default locale alone: the templates made first have "en"
+        del body["default_locale"]  # a change of it alone needs a variant the template has: that is state
     if body.get("template_id") in KNOWN.get("template_id", []) and "channel" in body:
         body["channel"] = "email"
 
