@@ -23,6 +23,7 @@ requests are sent as generated. docs/testing.md lists these with their reasons.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import re
@@ -147,11 +148,27 @@ def _is_positive(case: Any) -> bool:
     return generation is None or generation.mode.is_positive
 
 
+_SKUS = itertools.count(1)
+
+
 def _sales_state(body: Any) -> None:
     """A quote's valid_until not in the past (the clock); a pipeline's stage keys, given or made
-    from the names, unique and not `won` or `lost` (a relation between the stages)."""
+    from the names, unique and not `won` or `lost` (a relation between the stages); a new product's
+    SKU unused (SKUs are unique); money amounts whole (an amount has at most its currency's decimals,
+    and the currency may be the record's: a PATCH's, a quote line's deal's); a quote line's product
+    the one made for quotes, which no request deactivates or re-prices (a line's product must be
+    active and priced in the deal's currency)."""
     if not isinstance(body, dict):
         return
+    if isinstance(body.get("sku"), str):
+        body["sku"] = f"{body['sku'][:50]}-{next(_SKUS)}"
+    lines = body.get("lines") if isinstance(body.get("lines"), list) else []
+    for item in [body, *(line for line in lines if isinstance(line, dict))]:
+        for name in ("amount", "unit_price"):
+            if isinstance(item.get(name), str):
+                item[name] = item[name].split(".")[0]
+        if item is not body and isinstance(item.get("product_id"), str) and KNOWN.get("quoted_product_id"):
+            item["product_id"] = KNOWN["quoted_product_id"][0]
     if isinstance(body.get("valid_until"), str) and body["valid_until"] < datetime.now().date().isoformat():
         body["valid_until"] = "2099-01-01"
     stages = body.get("stages")
