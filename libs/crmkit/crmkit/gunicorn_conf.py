@@ -9,6 +9,10 @@ worker_class = "gthread"
 threads = int(os.environ.get("CRM_API_THREADS", "4"))
 graceful_timeout = 20  # SIGTERM: finish in-flight requests, then exit
 timeout = 60
+# the request line's cap (gunicorn's default is 4094 bytes): 8190, gunicorn's largest bounded value, so that a
+# list query every parameter of which is at its documented maxLength (Text fields percent-encoded from
+# non-Latin script: up to 12 bytes of the line a character) is still served instead of answered 414 (issue 18)
+limit_request_line = 8190
 accesslog = None  # the app records requests as metrics; logs carry no personal data
 control_socket_disable = True  # several api processes run side by side; nothing uses it
 logconfig_dict = {

@@ -177,7 +177,7 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         return _page(page_language(desk, ticket, query.get("lang")), "intro", 200, form=True)
 
     @bp.post("/v1/surveys/<token>")
-    @endpoint(None, query=SurveyQuery, openapi=schemas.SURVEY_ANSWER)
+    @endpoint(None, query=SurveyQuery, status=201, openapi=schemas.SURVEY_ANSWER)  # no 200: a rating is created
     def survey_answer(token: str, query: dict[str, Any]) -> Response:
         """Record the rating from the survey link (form or JSON `csat`, `nps`, `comment`); once, again is 409."""
         ticket: Ticket | None = None
