@@ -19,6 +19,9 @@ class PolicyRevisionInput(schemas.PolicyInput):
     """A new version of an SLA policy: any field of the policy (each given one replaces the field, so
     `targets` and `business_hours` come whole), `holidays_from`, and when it takes effect."""
 
+    # something_changes, below, in JSON Schema: besides effective_at, some field (null counts: it clears it)
+    OPENAPI = {"anyOf": [{"required": [name]} for name in (*POLICY_FIELDS, "holidays_from")]}
+
     effective_at = schemas.AwareDateTime(required=True, metadata={
         "description": "from when the version is in force (RFC 3339 with offset; past or future, at most "
                        "1,830 days away); open tickets are recomputed against it"})

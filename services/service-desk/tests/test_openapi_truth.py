@@ -13,6 +13,7 @@ from urllib.parse import quote
 
 from crm_servicedesk import holiday_sources
 from crmkit import gunicorn_conf
+from crmkit.events import rfc3339, utcnow
 from crmkit.testing import ServiceHarness
 
 WIDEST = "\U0001f600"  # a character that percent-encodes to the most bytes (12)
@@ -59,3 +60,16 @@ def test_holidays_from_states_its_countries_and_years(desk: ServiceHarness) -> N
     assert (years["items"]["minimum"], years["items"]["maximum"]) == (holiday_sources.MIN_YEAR,
                                                                        holiday_sources.MAX_YEAR)
     assert (years["minItems"], years["maxItems"]) == (1, holiday_sources.MAX_YEARS)
+
+
+def test_a_revision_documents_that_it_must_change_something(desk: ServiceHarness) -> None:
+    schemas = document(desk)["components"]["schemas"]
+    revision = next(schema for name, schema in schemas.items() if name.startswith("PolicyRevision"))
+    assert {"name", "targets", "business_hours", "holidays", "holidays_from"} <= {
+        name for option in revision["anyOf"] for name in option["required"]}
+    created = desk.client.post("/v1/sla-policies", json={"name": "P", "targets": {"normal": {"resolution": 60}}},
+                               headers=desk.headers("servicedesk:write"))
+    path = f"/v1/sla-policies/{created.get_json()['id']}"
+    write = desk.headers("servicedesk:write")
+    refused = desk.client.patch(path, json={"effective_at": rfc3339(utcnow())}, headers=write)
+    assert refused.status_code == 422 and set(refused.get_json()["errors"]) == {"_body"}
