@@ -146,7 +146,7 @@ def _operation(declared: Any, path_params: list[str], method: str) -> dict[str, 
     for status in _problems(declared, bool(path_params), versioned):
         responses[str(status)] = {"description": TITLES[status], "content": {PROBLEM_JSON: {"schema": "Problem"}}}
     if path_params or declared.query is not None:
-        responses["414"] = {"description": "URI too long: the HTTP server's cap on the request line (4 KiB)",
+        responses["414"] = {"description": "URI too long: the HTTP server's cap on the request line (8190 bytes)",
                             "content": {"text/html": {"schema": {"type": "string"}}}}
     if declared.access is not None:
         operation["security"] = [{"bearer": []}]
