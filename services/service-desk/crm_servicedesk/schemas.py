@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 from zoneinfo import available_timezones
 
@@ -25,10 +26,15 @@ ZONES = frozenset(available_timezones())
 MAX_TARGET_MINUTES = 60 * 24 * 365
 
 
+# What Text trims: the blanks of both Python (str.isspace, e.g. U+0085) and ECMAScript (\s, e.g. U+FEFF), named
+# one by one, so the document's pattern means the same to every regex engine and to the server (a text of
+# only blanks, say a lone U+0085, is refused by both)
+_BLANK = r" \t\n\r\x0b\x0c\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000\ufeff"
+BLANKS = "".join(chr(code) for code in range(0x10000) if re.fullmatch(f"[{_BLANK}]", chr(code)))
 # What Text takes, for the OpenAPI document: something besides blanks once trimmed, and no
 # control character inside (a multi-line text may hold tabs and line breaks)
-ONE_LINE = r"^\s*[^\x00-\x1f\s](?:[^\x00-\x1f]*[^\x00-\x1f\s])?\s*$"
-MULTI_LINE = r"^\s*[^\x00-\x1f\s](?:[^\x00-\x08\x0b\x0c\x0e-\x1f]*[^\x00-\x1f\s])?\s*$"
+ONE_LINE = rf"^[{_BLANK}]*[^\x00-\x1f{_BLANK}](?:[^\x00-\x1f]*[^\x00-\x1f{_BLANK}])?[{_BLANK}]*$"
+MULTI_LINE = rf"^[{_BLANK}]*[^\x00-\x1f{_BLANK}](?:[^\x00-\x08\x0b\x0c\x0e-\x1f]*[^\x00-\x1f{_BLANK}])?[{_BLANK}]*$"
 
 
 class Text(fields.String):
@@ -42,7 +48,7 @@ class Text(fields.String):
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
         raw = super()._deserialize(value, attr, data, **kwargs)
         self.validators[0](raw)  # the cap counts what was sent, as the document's maxLength does
-        text = raw.strip()
+        text = raw.strip(BLANKS)
         allowed = "\n\r\t" if self.multiline else ""
         if any(ord(ch) < 32 and ch not in allowed for ch in text):
             raise ValidationError("control characters are not allowed")
