@@ -56,14 +56,25 @@ class LocalStack:
         with open(self.output, "w") as out:
             self.process = subprocess.Popen([sys.executable, "-m", "crmkit.cli", "up"], env=self.env,
                                             stdout=out, stderr=subprocess.STDOUT)
+        try:
+            self._wait_until_serving()
+        except BaseException:  # a stack that never came up is stopped (crm up stops what it started), not left running
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=90)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+            raise
+
+    def _wait_until_serving(self) -> None:
         printed = wait_until(lambda: "Ctrl-C" in self.output.read_text() and self.output.read_text(),
                              timeout=90, what="crm up to print its banner")
         lines = printed.splitlines()
         self.token = lines[lines.index("Admin token (12h):") + 1].strip()
-        for service in SERVICES:
-            wait_until(lambda s=service: self.call(s, "GET", "/readyz")[0] == 200, timeout=60,
+        for service in SERVICES:  # generous: on a busy 2-core machine all four took ~2 min to come up
+            wait_until(lambda s=service: self.call(s, "GET", "/readyz")[0] == 200, timeout=180,
                        what=f"{service} to be ready")
-            wait_until(lambda p=self.grpc_ports[service]: grpc_serving(f"127.0.0.1:{p}"), timeout=60,
+            wait_until(lambda p=self.grpc_ports[service]: grpc_serving(f"127.0.0.1:{p}"), timeout=120,
                        what=f"{service}'s gRPC server (services call each other) to serve")
 
     def stop(self) -> int:
