@@ -145,7 +145,8 @@ HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 
 
 class BusinessHoursInput(Schema):
-    time_zone = fields.String(required=True)
+    time_zone = fields.String(required=True, metadata={"description": "an IANA time zone, e.g. Asia/Tehran",
+                                                       "enum": sorted(ZONES)})  # known_zone, below
     working_days = fields.List(fields.String(validate=validate.OneOf(WEEKDAYS)), required=True,
                                validate=validate.Length(min=1, max=7))
     start = fields.String(required=True, validate=validate.Regexp(HHMM, error="HH:MM, 00:00 to 23:59"))

@@ -86,3 +86,10 @@ def test_text_the_document_calls_blank_is_refused_and_text_it_allows_is_taken(de
         answer = desk.client.get("/v1/tickets", query_string={"assignee": value},
                                  headers=desk.headers("servicedesk:read"))
         assert answer.status_code == status == (200 if pattern.search(value) else 422), (value, answer.get_json())
+
+
+def test_business_hours_name_the_time_zones_they_take(desk: ServiceHarness) -> None:
+    schemas = document(desk)["components"]["schemas"]
+    hours = next(schema for name, schema in schemas.items() if name.startswith("BusinessHoursInput"))
+    zones = hours["properties"]["time_zone"]["enum"]
+    assert "Asia/Tehran" in zones and "Europe/Berlin" in zones and "Mars/Olympus" not in zones
