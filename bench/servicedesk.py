@@ -77,7 +77,7 @@ def open_through_rest(url: str, token: str, contact_id: str, count: int, clients
 def seed_and_sweep(open_tickets: int, due: int, batch: int = 1000) -> dict[str, Any]:
     from crm_servicedesk import projections
     from crm_servicedesk.commands import TicketDesk
-    from crm_servicedesk.domain import Ticket
+    from crm_servicedesk.domain import SlaPolicy, Ticket
     from crmkit import clock
     from crmkit.service import spec_for
 
@@ -86,7 +86,7 @@ def seed_and_sweep(open_tickets: int, due: int, batch: int = 1000) -> dict[str, 
         spec_for("service-desk").prepare(runtime)
         desk = TicketDesk(runtime)
         view = projections.tickets_view(runtime.db, runtime.store, runtime.settings.topic)
-        policy = {"id": new_id(), "version": 1, **POLICY}
+        timeline = SlaPolicy.define(new_id(), POLICY).timeline_from(clock.now())  # the versions a ticket keeps
         now = clock.now()
         began = time.perf_counter()
         meta = Metadata(actor="bench")
@@ -96,7 +96,7 @@ def seed_and_sweep(open_tickets: int, due: int, batch: int = 1000) -> dict[str, 
                 opened = now - timedelta(hours=3) if n % max(1, open_tickets // due) == 0 and n // max(
                     1, open_tickets // due) < due else now
                 ticket = Ticket.open(new_id(), {"subject": f"seeded {n}", "contact_id": "bench-contact",
-                                                "channel": "web", "type": "question"}, policy, None, opened)
+                                                "channel": "web", "type": "question"}, timeline, None, opened)
                 streams.append((ticket.id, Ticket.aggregate_type, [NewEvent(e.type, e.data) for e in ticket.pending]))
             stored, _ = runtime.store.start_streams(streams, meta)
             view.handle(runtime.store.open(stored))
