@@ -12,6 +12,7 @@ from typing import Any
 from urllib.parse import quote
 
 from crm_servicedesk import holiday_sources
+from crm_servicedesk.schemas import ZONES
 from crmkit import gunicorn_conf
 from crmkit.events import rfc3339, utcnow
 from crmkit.testing import ServiceHarness
@@ -88,8 +89,18 @@ def test_text_the_document_calls_blank_is_refused_and_text_it_allows_is_taken(de
         assert answer.status_code == status == (200 if pattern.search(value) else 422), (value, answer.get_json())
 
 
-def test_business_hours_name_the_time_zones_they_take(desk: ServiceHarness) -> None:
+def test_business_hours_give_the_shape_of_every_time_zone_they_take(desk: ServiceHarness) -> None:
     schemas = document(desk)["components"]["schemas"]
-    hours = next(schema for name, schema in schemas.items() if name.startswith("BusinessHoursInput"))
-    zones = hours["properties"]["time_zone"]["enum"]
-    assert "Asia/Tehran" in zones and "Europe/Berlin" in zones and "Mars/Olympus" not in zones
+    zone = next(schema for name, schema in schemas.items() if name.startswith("BusinessHoursInput"))[
+        "properties"]["time_zone"]
+    assert all(re.search(zone["pattern"], name) and len(name) <= zone["maxLength"] for name in ZONES)
+
+
+def test_a_reassignment_documents_that_it_names_someone(desk: ServiceHarness) -> None:
+    schemas = document(desk)["components"]["schemas"]
+    escalation = next(schema for name, schema in schemas.items() if name.startswith("EscalationInput"))
+    assert {"assignee", "group"} <= {name for option in escalation["anyOf"] for name in option.get("required", [])}
+    refused = desk.client.post("/v1/sla-policies", json={"name": "P", "targets": {"normal": {"resolution": 60}},
+                                                         "escalation": {"action": "reassign"}},
+                               headers=desk.headers("servicedesk:write"))
+    assert refused.status_code == 422 and set(refused.get_json()["errors"]) == {"escalation.assignee"}
