@@ -70,7 +70,8 @@ SERVICES = [
         extra_config={"CRM_CONTACTS_IMPORT_MAX_BYTES": "52428800", "CRM_CONTACTS_IMPORT_BATCH": "1000",
                       "CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS": "60"}),
     Svc("sales", 8002, 50052, 9111, calls=("contacts",), follows=("contacts",)),
-    Svc("service-desk", 8003, 50053, 9121, calls=("contacts",), follows=("contacts", "sales")),
+    Svc("service-desk", 8003, 50053, 9121, calls=("contacts",), follows=("contacts", "sales"),
+        extra_config={"CRM_SERVICEDESK_SWEEP_SECONDS": "5", "CRM_SERVICEDESK_RECOMPUTE_SECONDS": "10"}),
     Svc("messaging", 8004, 50054, 9131, calls=("contacts",), follows=("contacts", "sales", "service-desk"),
         extra_secrets=("crm-messaging-providers",)),
 ]
