@@ -43,8 +43,8 @@ def directory(contacts: ServiceHarness, monkeypatch: pytest.MonkeyPatch) -> Iter
 def local(contacts: ServiceHarness, directory: ContactDirectory, servers) -> Iterator[tuple[LocalContacts, list]]:
     merges: list[tuple[str, str]] = []
     db = MongoClient(servers.mongo_url)[f"t_sales_{new_id()[-12:]}"]
-    projection = LocalContacts("contacts", db["contacts"], directory, on_merged=lambda a, b: merges.append((a, b)),
-                               service="sales")
+    projection = LocalContacts("contacts", db["contacts"], directory,
+                               on_merged=lambda a, b, _merge_id: merges.append((a, b)), service="sales")
     projection.topics = (contacts.runtime.settings.topic,)  # this test's contacts topic
     yield projection, merges
     db.client.close()

@@ -66,8 +66,9 @@ def test_deals_follow_real_contacts_through_merge_and_erasure(stack_of_two) -> N
         book.local.handle(batch)
     events = sales.runtime.store.load(deal["id"])
     assert events[-1].type == "DealContactChanged"
+    merge = next(e for e in contacts.runtime.store.load(duplicate["id"]) if e.type == "ContactMerged")
     assert events[-1].data == {"deal_id": deal["id"], "from": duplicate["id"], "to": survivor["id"],
-                               "reason": "contact_merged"}
+                               "reason": "contact_merged", "merge_id": merge.id}  # the merge an unmerge reverses
     sales.project()
     listed = sales.client.get(f"/v1/deals?contact_id={survivor['id']}", headers=sales.headers()).get_json()
     assert [d["id"] for d in listed["items"]] == [deal["id"]]
