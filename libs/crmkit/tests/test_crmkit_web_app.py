@@ -355,6 +355,15 @@ class TestIdempotency:
         assert "Idempotency-Key" in body["errors"]
         assert runtime.store.count() == 1
 
+    def test_a_key_longer_than_the_document_allows_is_refused_and_creates_nothing(self, client: FlaskClient,
+                                                                                 runtime: Runtime) -> None:
+        longest = {**WRITER, "Idempotency-Key": "k" * 255}
+        assert client.post("/v1/widgets", json={"name": "a"}, headers=longest).status_code == 201
+        body = assert_problem(client.post("/v1/widgets", json={"name": "b"},
+                                          headers={**WRITER, "Idempotency-Key": "k" * 256}), 422)
+        assert body["errors"] == {"Idempotency-Key": ["at most 255 characters"]}
+        assert runtime.store.count() == 1
+
     def test_keys_are_per_principal_and_without_a_key_each_post_creates(self, client: FlaskClient,
                                                                         runtime: Runtime) -> None:
         client.post("/v1/widgets", json={"name": "a"}, headers={**bearer("admin", subject="x"), "Idempotency-Key": "k"})

@@ -20,7 +20,7 @@ from crm_contacts import imports
 from crmkit.events import new_id
 from crmkit.runtime import Runtime
 from crmkit.web import PageQuery, endpoint, jsonable, listing, metadata
-from crmkit.web.endpoint import Claim, IdempotencyKeys, fingerprint, idempotency_key, replay
+from crmkit.web.endpoint import IDEMPOTENCY_KEY_SCHEMA, Claim, IdempotencyKeys, fingerprint, idempotency_key, replay
 
 
 class ImportQuery(Schema):
@@ -74,7 +74,7 @@ UPLOAD_DOC = {
                     for mime in imports.FORMATS},
     },
     "parameters": [{
-        "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string"},
+        "in": "header", "name": "Idempotency-Key", "required": False, "schema": IDEMPOTENCY_KEY_SCHEMA,
         "description": "A repeat with the same key and body returns the first response and queues nothing.",
     }],
     "responses": {

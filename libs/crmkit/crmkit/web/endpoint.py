@@ -160,6 +160,9 @@ def metadata() -> Metadata:
 
 
 IF_MATCH_PATTERN = r'^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$'
+# a client's key (a UUID is typical); bounded like any input, so a document can say what is refused
+IDEMPOTENCY_KEY_MAX = 255
+IDEMPOTENCY_KEY_SCHEMA = {"type": "string", "maxLength": IDEMPOTENCY_KEY_MAX}
 
 
 def if_match() -> int | None:
@@ -369,6 +372,9 @@ def idempotency_key() -> str | None:
     raw = request.headers.get("Idempotency-Key")
     if not raw:
         return None
+    if len(raw) > IDEMPOTENCY_KEY_MAX:
+        raise ValidationFailed("the Idempotency-Key is too long",
+                               {"Idempotency-Key": [f"at most {IDEMPOTENCY_KEY_MAX} characters"]})
     return hashlib.sha256(f"{g.principal.subject}\0{request.method}\0{request.path}\0{raw}".encode()).hexdigest()
 
 

@@ -16,7 +16,7 @@ from apispec.ext.marshmallow import MarshmallowPlugin
 from flask import Flask
 from marshmallow import Schema, fields
 
-from crmkit.web.endpoint import IF_MATCH_PATTERN, HistoryQuery
+from crmkit.web.endpoint import IDEMPOTENCY_KEY_SCHEMA, IF_MATCH_PATTERN, HistoryQuery
 from crmkit.web.pagination import CURSOR_MAX, CURSOR_PATTERN, VERSION_CURSOR_PATTERN
 from crmkit.web.problems import PROBLEM_JSON, TITLES
 
@@ -113,7 +113,7 @@ def _operation(declared: Any, path_params: list[str], method: str) -> dict[str, 
         parameters.append({"in": "query", "schema": declared.query})
     if declared.idempotent:
         parameters.append({
-            "in": "header", "name": "Idempotency-Key", "required": False, "schema": {"type": "string"},
+            "in": "header", "name": "Idempotency-Key", "required": False, "schema": IDEMPOTENCY_KEY_SCHEMA,
             "description": "A repeat with the same key returns the first response and creates nothing.",
         })
     # a write to a record names it in the path; public routes (signed links, receipts) carry no versions
