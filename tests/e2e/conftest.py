@@ -12,8 +12,11 @@ import sys
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from crmkit import stack
 from crmkit.testing import grpc_serving, wait_until
@@ -120,6 +123,20 @@ class LocalStack:
         folder = self.home / "messaging" / "mail"
         return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
                 for p in sorted(folder.glob("*.eml"))] if folder.exists() else []
+
+
+@pytest.fixture(scope="session")
+def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
+    """One `crm up` on the defaults for every end-to-end test that needs nothing else: a stack takes
+    about a minute to come up on 2 cores, and the suite must fit CI's budget. Tests that share it
+    make their own records and never assume an empty store; one that needs other settings, a
+    restart or a moved clock starts its own LocalStack."""
+    shared = LocalStack(tmp_path_factory.mktemp("shared-stack"))
+    shared.start()
+    try:
+        yield shared
+    finally:
+        assert shared.stop() == 0, shared.output.read_text()[-3000:]
 
 
 def _decode(raw: bytes, content_type: str) -> Any:
