@@ -22,7 +22,9 @@ requests are sent as generated. docs/testing.md lists these with their reasons.
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import itertools
 import json
 import os
@@ -30,6 +32,7 @@ import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import openpyxl
 import schemathesis
 from hypothesis import strategies as st
 
@@ -57,6 +60,54 @@ def _with_known_values(value: Any, name: str = "") -> st.SearchStrategy[Any]:
     if isinstance(value, str) and KNOWN.get(name):
         return st.sampled_from([value, *KNOWN[name]])
     return st.just(value)
+
+
+# The contacts import's files. Generated from the document alone they are random bytes, which the
+# importer refuses whole (not text, not a workbook), so its row parsing was never reached; and a binary
+# body has no schema-invalid form, so schemathesis filtered most negative cases away (a failed health
+# check). These make well-formed files of fuzzed rows: the importer reports a bad row as a rejection.
+IMPORT_COLUMNS = ["first_name", "last_name", "email", "phone", "company_id", "lifecycle_stage", "tags", "owner",
+                  "attributes.plan"]
+_CELL_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
+_CELLS = st.one_of(_CELL_TEXT, st.sampled_from(["Ana", "ana@example.com", "+14155550123", "lead", "vip;gold", ""]))
+_WORKBOOK_CELLS = st.one_of(st.text(st.characters(min_codepoint=0x20, exclude_categories=("Cs",),
+                                                         exclude_characters="\ufffe\uffff"), max_size=40),
+                            st.sampled_from(["Ana", "ana@example.com", "+989121234567", "customer"]))
+
+
+@st.composite
+def _import_table(draw: st.DrawFn, cells: st.SearchStrategy[str]) -> list[list[str]]:
+    """A header of known columns and up to five rows of fuzzed cells."""
+    columns = draw(st.lists(st.sampled_from(IMPORT_COLUMNS), min_size=1, max_size=len(IMPORT_COLUMNS), unique=True))
+    width = len(columns)
+    return [columns, *draw(st.lists(st.lists(cells, min_size=width, max_size=width), max_size=5))]
+
+
+def _csv(table: list[list[str]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out).writerows(table)
+    return out.getvalue().encode()
+
+
+def _json_lines(table: list[list[str]]) -> bytes:
+    rows = [dict(zip(table[0], row, strict=True)) for row in table[1:]] or [{}]
+    return "".join(json.dumps(row) + "\n" for row in rows).encode()
+
+
+def _workbook(table: list[list[str]]) -> bytes:
+    book = openpyxl.Workbook()
+    for row in table:
+        book.active.append(row)
+    out = io.BytesIO()
+    book.save(out)
+    return out.getvalue()
+
+
+schemathesis.openapi.media_type("text/csv", _import_table(_CELLS).map(_csv))
+schemathesis.openapi.media_type("application/x-ndjson", _import_table(_CELLS).map(_json_lines),
+                                aliases=["application/jsonl"])
+schemathesis.openapi.media_type("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+                                _import_table(_WORKBOOK_CELLS).map(_workbook))
 
 
 @schemathesis.hook
