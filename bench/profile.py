@@ -121,9 +121,14 @@ def creates(subject: Any, seconds: float, clients: int) -> dict[str, Any]:
 
     driver = threading.Thread(target=load, daemon=True)
     driver.start()
-    _, errors = spy.communicate(timeout=seconds + 60)
-    stop.set()
-    driver.join(timeout=60)
+    try:  # py-spy may take minutes to unwind --subprocesses --idle samples on a busy machine
+        _, errors = spy.communicate(timeout=seconds * 6 + 60)
+    except subprocess.TimeoutExpired:
+        spy.kill()
+        _, errors = spy.communicate()
+    finally:
+        stop.set()
+        driver.join(timeout=60)
     if spy.returncode != 0 or not output.exists():
         raise RuntimeError(f"py-spy failed ({spy.returncode}): {errors.decode(errors='replace')[-500:]}")
     kept = Path(__file__).resolve().parent / "results" / "create-profile.txt"
