@@ -81,10 +81,18 @@ def blueprint(book: SalesBook) -> Blueprint:
     @bp.post("/v1/pipelines")
     @endpoint("write", body=schemas.PipelineInput, response=schemas.PipelineView, status=201, idempotent=True)
     def create_pipeline(body: dict[str, Any]) -> Response:
-        """Create a pipeline: ordered open stages with win probabilities (won/lost are added)."""
+        """Create a pipeline: ordered open stages with win probabilities (won/lost are added), and the
+        reasons deals are won and lost for (the defaults unless given)."""
         stages = [plain(s) for s in body["stages"]]
-        pipeline = book.create_pipeline({"name": body["name"], "stages": stages}, metadata())
+        pipeline = book.create_pipeline({**body, "stages": stages}, metadata())
         return resource(pipeline.view(), 201, location=f"/v1/pipelines/{pipeline.id}")
+
+    @bp.patch("/v1/pipelines/<pipeline_id>")
+    @endpoint("write", body=schemas.PipelinePatch, response=schemas.PipelineView)
+    def update_pipeline(pipeline_id: str, body: dict[str, Any]) -> Response:
+        """Rename a pipeline or change its win and loss reasons and whether words may stand for one
+        (its stages stay; closed deals keep the reasons they were given)."""
+        return resource(book.update_pipeline(pipeline_id, body, metadata(), if_match()).view())
 
     @bp.get("/v1/pipelines")
     @endpoint("read", query=schemas.PageQuery, response=schemas.PipelineView, many=True)
@@ -152,16 +160,19 @@ def blueprint(book: SalesBook) -> Blueprint:
         return resource(book.deal_view(book.move_deal(deal_id, body["stage"], metadata(), if_match())))
 
     @bp.post("/v1/deals/<deal_id>/won")
-    @endpoint("write", response=schemas.DealView)
-    def win_deal(deal_id: str) -> Response:
-        """Mark an open deal won."""
-        return resource(book.deal_view(book.win_deal(deal_id, metadata(), if_match())))
+    @endpoint("write", body=schemas.WonInput, body_optional=True, response=schemas.DealView)
+    def win_deal(deal_id: str, body: dict[str, Any]) -> Response:
+        """Mark an open deal won (optional body: `reason`, one of its pipeline's win reasons, and `reason_note`)."""
+        deal = book.win_deal(deal_id, body.get("reason"), body.get("reason_note"), metadata(), if_match())
+        return resource(book.deal_view(deal))
 
     @bp.post("/v1/deals/<deal_id>/lost")
     @endpoint("write", body=schemas.LostInput, response=schemas.DealView)
     def lose_deal(deal_id: str, body: dict[str, Any]) -> Response:
-        """Mark an open deal lost, with the reason."""
-        return resource(book.deal_view(book.lose_deal(deal_id, body["reason"], metadata(), if_match())))
+        """Mark an open deal lost, with the reason (one of its pipeline's loss reasons, or words where the
+        pipeline allows them) and an optional `reason_note`."""
+        deal = book.lose_deal(deal_id, body["reason"], body.get("reason_note"), metadata(), if_match())
+        return resource(book.deal_view(deal))
 
     @bp.post("/v1/deals/<deal_id>/reopen")
     @endpoint("write", response=schemas.DealView)

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from crm_sales import money
-from crm_sales.domain import ACTIVITY_TYPES, LOST, PERSONAL_DATA, TIERS, WON
+from crm_sales.domain import ACTIVITY_TYPES, LOST, PERSONAL_DATA, REASON_CODE, TIERS, WON
 from crmkit.catalogue import Catalogue, EventType
 
 ID = {"type": "string", "minLength": 1}
@@ -46,6 +46,20 @@ STAGE_DEFINITION = _object(["key", "name", "probability", "kind"], {
     "key": {"type": "string", "pattern": "^[a-z0-9_]{1,60}$"}, "name": TEXT, "probability": PERCENT,
     "kind": {"enum": ["open", WON, LOST]},
 })
+REASONS = {"type": "array", "items": _object(["code", "label"], {
+    "code": {"type": "string", "pattern": REASON_CODE}, "label": TEXT})}
+PIPELINE_SETTINGS: dict[str, Any] = {
+    "win_reasons": {**REASONS, "description": "the reasons a deal may be won for, in the order offered"},
+    "loss_reasons": {**REASONS, "description": "the reasons a deal may be lost for, in the order offered"},
+    "free_text_reasons": {"type": "boolean", "description": "whether a won or lost deal's reason may be words "
+                                                            "instead of one of the codes"},
+}
+# why a deal was won or lost (added to DealWon and DealLost later, so optional)
+CLOSING_REASON: dict[str, Any] = {
+    "reason_code": {"type": "string", "pattern": REASON_CODE,
+                    "description": "the pipeline's reason code, when one was chosen (not personal: BI groups by it)"},
+    "reason_note": {**TEXT, "description": "free text given with the reason (personal, sealed)"},
+}
 DEAL_FIELDS: dict[str, Any] = {
     "title": TEXT, "company_id": OPTIONAL_TEXT, "owner": OPTIONAL_TEXT, "amount": AMOUNT, "currency": CURRENCY,
     "expected_close": DATE,
@@ -93,14 +107,28 @@ EVENTS = Catalogue("sales", "Sales", [
     ),
     EventType(
         "PipelineCreated", 1, "pipeline",
-        "A sales pipeline was defined: its open stages in order with win probabilities, then `won` and `lost`.",
+        "A sales pipeline was defined: its open stages in order with win probabilities, then `won` and `lost`; "
+        "and the reasons deals are won and lost for (added later: a pipeline defined before has none of the three "
+        "fields, and offers the default reasons with `free_text_reasons` true).",
         _object(["pipeline_id", "name", "stages"], {
             "pipeline_id": ID, "name": TEXT,
-            "stages": {"type": "array", "items": STAGE_DEFINITION, "minItems": 3}}),
+            "stages": {"type": "array", "items": STAGE_DEFINITION, "minItems": 3}, **PIPELINE_SETTINGS}),
         {"pipeline_id": "default", "name": "Default", "stages": [
             {"key": "qualification", "name": "Qualification", "probability": "10", "kind": "open"},
             {"key": "won", "name": "Won", "probability": "100", "kind": "won"},
-            {"key": "lost", "name": "Lost", "probability": "0", "kind": "lost"}]},
+            {"key": "lost", "name": "Lost", "probability": "0", "kind": "lost"}],
+         "win_reasons": [{"code": "price", "label": "Price"}, {"code": "relationship", "label": "Relationship"}],
+         "loss_reasons": [{"code": "competitor", "label": "Chose a competitor"},
+                          {"code": "no_decision", "label": "No decision"}],
+         "free_text_reasons": True},
+    ),
+    EventType(
+        "PipelineUpdated", 1, "pipeline",
+        "A pipeline was renamed or its reasons changed; `changes` holds the new values (closed deals keep theirs).",
+        _object(["pipeline_id", "changes"], {"pipeline_id": ID, "changes": _changes({"name": TEXT,
+                                                                                    **PIPELINE_SETTINGS})}),
+        {"pipeline_id": "01b5…", "changes": {"loss_reasons": [{"code": "price", "label": "Price"}],
+                                             "free_text_reasons": False}},
     ),
     EventType(
         "DealCreated", 1, "deal", "A deal was opened for a contact, in an open stage of a pipeline.",
@@ -126,18 +154,27 @@ EVENTS = Catalogue("sales", "Sales", [
     ),
     EventType(
         "DealWon", 1, "deal",
-        "The deal was won at `amount` (the accepted quote's total when `quote_id` is given): revenue for the contact.",
+        "The deal was won at `amount` (the accepted quote's total when `quote_id` is given): revenue for the contact; "
+        "why, when given: `reason_code` (one of the pipeline's win reasons), `reason` (that reason's label, or the "
+        "words given) and `reason_note`.",
         _object(["deal_id", "contact_id", "from", "amount", "currency", "at"], {
             "deal_id": ID, "contact_id": ID, "from": OPEN_STAGE, "amount": AMOUNT, "currency": CURRENCY, "at": TIME,
-            "quote_id": ID}),
+            "quote_id": ID, "reason": {**TEXT, "description": "why, in words (personal, sealed)"},
+            **CLOSING_REASON}),
         {"deal_id": "01b2…", "contact_id": "01a2…", "from": "negotiation", "amount": "13080.00", "currency": "USD",
-         "at": "2026-12-20T08:00:00.000Z", "quote_id": "01b4…"},
+         "at": "2026-12-20T08:00:00.000Z", "quote_id": "01b4…", "reason_code": "relationship",
+         "reason": "Relationship", "reason_note": "they trust our support team"},
+        personal=PERSONAL_DATA["DealWon"],
     ),
     EventType(
-        "DealLost", 1, "deal", "The deal was lost, and why.",
+        "DealLost", 1, "deal",
+        "The deal was lost, and why: `reason` in words (the label of the pipeline's loss reason `reason_code` when "
+        "one was chosen, else the words given; before codes existed, always the words), and `reason_note`.",
         _object(["deal_id", "from", "reason", "at"], {
-            "deal_id": ID, "from": OPEN_STAGE, "reason": TEXT, "at": TIME}),
-        {"deal_id": "01b2…", "from": "proposal", "reason": "chose a competitor", "at": "2026-12-20T08:00:00.000Z"},
+            "deal_id": ID, "from": OPEN_STAGE, "reason": {**TEXT, "description": "why, in words (personal, sealed)"},
+            "at": TIME, **CLOSING_REASON}),
+        {"deal_id": "01b2…", "from": "proposal", "reason": "Chose a competitor", "reason_code": "competitor",
+         "reason_note": "they bundle support", "at": "2026-12-20T08:00:00.000Z"},
         personal=PERSONAL_DATA["DealLost"],
     ),
     EventType(
@@ -156,7 +193,7 @@ EVENTS = Catalogue("sales", "Sales", [
                 {"deal_id": ID, "from": ID, "to": ID, "reason": REPOINTED, "merge_id": MERGE_ID}),
         {"deal_id": "01b2…", "from": "01a3…", "to": "01a2…", "reason": "contact_merged"},
     ),
-    _erased("Deal", "deal_id", "01b2…", "its title and lost reason"),
+    _erased("Deal", "deal_id", "01b2…", "its title and its win or loss reason's words and note (not the code)"),
     EventType(
         "ActivityScheduled", 1, "activity", "A call, meeting, task or email was scheduled (for a deal or contact).",
         _object(["activity_id", *ACTIVITY_FIELDS], {"activity_id": ID, **ACTIVITY_FIELDS}),

@@ -111,9 +111,15 @@ class SalesBook:
     # --- pipelines ------------------------------------------------------------------------
 
     def create_pipeline(self, fields: dict[str, Any], meta: Metadata) -> Pipeline:
-        pipeline = Pipeline.define(new_id(), fields["name"], fields["stages"])
+        """A pipeline of `stages`; its reasons (`win_reasons`, `loss_reasons`, `free_text_reasons`)
+        are the defaults unless given."""
+        pipeline = Pipeline.define(new_id(), fields["name"], fields["stages"], fields)
         self.pipelines.save(pipeline, meta)
         return pipeline
+
+    def update_pipeline(self, pipeline_id: str, changes: dict[str, Any], meta: Metadata, if_match: int | None
+                        ) -> Pipeline:
+        return self.pipelines.change(pipeline_id, lambda pipeline: pipeline.update(changes), meta, if_match)
 
     def pipeline(self, pipeline_id: str) -> Pipeline:
         return self.pipelines.get(pipeline_id)
@@ -160,11 +166,22 @@ class SalesBook:
 
         return self.deals.change(deal_id, decide, meta, if_match)
 
-    def win_deal(self, deal_id: str, meta: Metadata, if_match: int | None) -> Deal:
-        return self.deals.change(deal_id, lambda d: d.win(self.now()), meta, if_match)
+    def win_deal(self, deal_id: str, reason: str | None, note: str | None, meta: Metadata, if_match: int | None
+                 ) -> Deal:
+        """Won, with an optional reason (checked against the deal's pipeline) and note."""
+        def decide(deal: Deal) -> None:
+            pipeline = self.pipelines.get(deal.pipeline_id) if reason is not None else None
+            deal.win(self.now(), pipeline=pipeline, reason=reason, note=note)
 
-    def lose_deal(self, deal_id: str, reason: str, meta: Metadata, if_match: int | None) -> Deal:
-        return self.deals.change(deal_id, lambda d: d.lose(reason, self.now()), meta, if_match)
+        return self.deals.change(deal_id, decide, meta, if_match)
+
+    def lose_deal(self, deal_id: str, reason: str | None, note: str | None, meta: Metadata, if_match: int | None
+                  ) -> Deal:
+        """Lost, for a reason (checked against the deal's pipeline), with an optional note."""
+        def decide(deal: Deal) -> None:
+            deal.lose(self.pipelines.get(deal.pipeline_id), self.now(), reason, note)
+
+        return self.deals.change(deal_id, decide, meta, if_match)
 
     def reopen_deal(self, deal_id: str, meta: Metadata, if_match: int | None) -> Deal:
         return self.deals.change(deal_id, lambda d: d.reopen(self.now()), meta, if_match)

@@ -25,6 +25,20 @@ DEFAULT_STAGES = (
     ("negotiation", "Negotiation", "75"),
 )
 WON, LOST = "won", "lost"
+# Why deals are won and lost: each pipeline's choice of reasons (code, label), these unless it
+# names its own. A pipeline defined before reasons existed offers these too.
+REASON_CODE = r"^[a-z0-9_]{1,40}$"
+DEFAULT_WIN_REASONS = (
+    ("price", "Price"), ("product_fit", "Product fit"), ("relationship", "Relationship"),
+    ("timing", "Timing"), ("service", "Service and support"), ("other", "Other"),
+)
+DEFAULT_LOSS_REASONS = (
+    ("price", "Price"), ("product_fit", "Product fit"), ("competitor", "Chose a competitor"),
+    ("budget", "No budget"), ("timing", "Timing"), ("no_decision", "No decision"),
+    ("relationship", "Relationship"), ("other", "Other"),
+)
+REASON_LISTS = {WON: "win_reasons", LOST: "loss_reasons"}
+PIPELINE_SETTINGS = ("name", "win_reasons", "loss_reasons", "free_text_reasons")
 ACTIVITY_TYPES = ("call", "meeting", "task", "email")
 TIERS = ("strategic", "standard")
 
@@ -34,7 +48,8 @@ TIERS = ("strategic", "standard")
 PERSONAL_DATA = {
     "DealCreated": ("title",),
     "DealUpdated": ("changes.title",),
-    "DealLost": ("reason",),
+    "DealWon": ("reason", "reason_note"),
+    "DealLost": ("reason", "reason_note"),
     "ActivityScheduled": ("subject", "notes"),
     "ActivityCompleted": ("outcome",),
     "QuoteDrafted": ("notes", "lines.description"),
@@ -151,8 +166,26 @@ def stage_key(name: str) -> str:
     return "_".join(name.lower().split())[:60]
 
 
+def _reasons(pairs: tuple[tuple[str, str], ...]) -> list[dict[str, str]]:
+    return [{"code": code, "label": label} for code, label in pairs]
+
+
+def _reason_errors(settings: dict[str, Any]) -> dict[str, list[str]]:
+    """What is wrong with the reason lists among `settings` (their shape is the schema's: codes unique here)."""
+    errors = {}
+    for name in REASON_LISTS.values():
+        codes = [reason["code"] for reason in settings.get(name) or []]
+        if len(set(codes)) != len(codes):
+            errors[name] = ["reason codes must be unique"]
+    return errors
+
+
 class Pipeline(Aggregate):
-    """Ordered open stages with win probabilities, then the closing stages `won` (100) and `lost` (0)."""
+    """Ordered open stages with win probabilities, then the closing stages `won` (100) and `lost` (0);
+    and the reasons a deal may be won or lost for.
+
+    A close names a reason by its code, or (with `free_text_reasons`, or when the pipeline lists
+    none for that outcome) in words; a note may go with either (`closing_reason`)."""
 
     aggregate_type = "pipeline"
 
@@ -160,29 +193,48 @@ class Pipeline(Aggregate):
         super().__init__(aggregate_id)
         self.name: str | None = None
         self.stages: list[dict[str, Any]] = []
+        self.win_reasons: list[dict[str, str]] = _reasons(DEFAULT_WIN_REASONS)
+        self.loss_reasons: list[dict[str, str]] = _reasons(DEFAULT_LOSS_REASONS)
+        self.free_text_reasons = True
 
     @classmethod
-    def define(cls, pipeline_id: str, name: str, stages: list[dict[str, Any]]) -> Pipeline:
+    def define(cls, pipeline_id: str, name: str, stages: list[dict[str, Any]],
+               settings: dict[str, Any] | None = None) -> Pipeline:
+        """A new pipeline; `settings` may give `win_reasons`, `loss_reasons` and `free_text_reasons`."""
+        settings = settings or {}
         keys = [s.get("key") or stage_key(s["name"]) for s in stages]
-        errors = {}
+        errors = _reason_errors(settings)
         if len(set(keys)) != len(keys):
             errors["stages"] = ["stage keys must be unique"]
         if {WON, LOST} & set(keys):
             errors["stages"] = ["`won` and `lost` are added to every pipeline; do not list them"]
         if errors:
-            raise ValidationFailed("invalid stages", errors)
+            raise ValidationFailed("invalid pipeline", errors)
         pipeline = cls(pipeline_id)
         opened = [{"key": key, "name": s["name"], "probability": str(s["probability"]), "kind": "open"}
                   for key, s in zip(keys, stages, strict=True)]
         closing = [{"key": WON, "name": "Won", "probability": "100", "kind": WON},
                    {"key": LOST, "name": "Lost", "probability": "0", "kind": LOST}]
-        pipeline.record("PipelineCreated", {"pipeline_id": pipeline_id, "name": name, "stages": opened + closing})
+        pipeline.record("PipelineCreated", {
+            "pipeline_id": pipeline_id, "name": name, "stages": opened + closing,
+            "win_reasons": settings.get("win_reasons", pipeline.win_reasons),
+            "loss_reasons": settings.get("loss_reasons", pipeline.loss_reasons),
+            "free_text_reasons": settings.get("free_text_reasons", True)})
         return pipeline
 
     @classmethod
     def default(cls) -> Pipeline:
         return cls.define(DEFAULT_PIPELINE_ID, "Default",
                           [{"key": k, "name": n, "probability": p} for k, n, p in DEFAULT_STAGES])
+
+    def update(self, changes: dict[str, Any]) -> None:
+        """Rename, or change the reasons offered (closed deals keep the reasons they were given)."""
+        errors = _reason_errors(changes)
+        if errors:
+            raise ValidationFailed("invalid reasons", errors)
+        changes = {k: v for k, v in changes.items() if k in PIPELINE_SETTINGS and getattr(self, k) != v}
+        if changes:
+            self.record("PipelineUpdated", {"pipeline_id": self.id, "changes": changes})
 
     def stage(self, key: str) -> dict[str, Any] | None:
         return next((s for s in self.stages if s["key"] == key), None)
@@ -191,29 +243,71 @@ class Pipeline(Aggregate):
     def open_stages(self) -> list[dict[str, Any]]:
         return [s for s in self.stages if s["kind"] == "open"]
 
+    def reasons(self, outcome: str) -> dict[str, str]:
+        """The reasons a deal may be won (`won`) or lost (`lost`) for: code -> label."""
+        return {reason["code"]: reason["label"] for reason in getattr(self, REASON_LISTS[outcome])}
+
+    def closing_reason(self, outcome: str, reason: str | None, note: str | None) -> dict[str, str]:
+        """The reason fields of a DealWon/DealLost: `reason_code` when `reason` is one of the
+        pipeline's codes, `reason` (the why in words: that code's label, or the words given),
+        `reason_note` when a note was given. Words instead of a code only when the pipeline
+        allows free text or lists no reason for the outcome; a lost deal needs a reason."""
+        listed = self.reasons(outcome)
+        fields: dict[str, str] = {}
+        if reason is None:
+            if outcome == LOST:
+                raise ValidationFailed("a reason is required", {"reason": ["required"]})
+        elif reason in listed:
+            fields = {"reason_code": reason, "reason": listed[reason]}
+        elif self.free_text_reasons or not listed:
+            fields = {"reason": reason}
+        else:
+            kind = "win" if outcome == WON else "loss"
+            raise ValidationFailed(f"not a {kind} reason of the pipeline", {"reason": [
+                f"not one of pipeline {self.id}'s {kind} reasons: {', '.join(listed)}"]})
+        if note:
+            fields["reason_note"] = note
+        return fields
+
     def apply(self, event_type: str, data: dict[str, Any]) -> None:
         if event_type == "PipelineCreated":
             self.name, self.stages = data["name"], list(data["stages"])
+            self.win_reasons = list(data.get("win_reasons", self.win_reasons))
+            self.loss_reasons = list(data.get("loss_reasons", self.loss_reasons))
+            self.free_text_reasons = data.get("free_text_reasons", True)
+        elif event_type == "PipelineUpdated":
+            for name, value in data["changes"].items():
+                setattr(self, name, value)
 
     @classmethod
     def restore(cls, view: dict[str, Any]) -> Pipeline:
         pipeline = cls(view["id"])
         _restore(pipeline, view, ("name",))
         pipeline.stages = list(view["stages"])
+        for name in (*REASON_LISTS.values(), "free_text_reasons"):
+            if view.get(name) is not None:  # a document folded before reasons existed keeps the defaults
+                setattr(pipeline, name, view[name])
         return pipeline
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "name": self.name, "stages": self.stages,
+                "win_reasons": self.win_reasons, "loss_reasons": self.loss_reasons,
+                "free_text_reasons": self.free_text_reasons,
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 
 # --- deals --------------------------------------------------------------------------------
 
 DEAL_FIELDS = ("title", "company_id", "owner", "amount", "currency", "expected_close")
+# why a deal was won or lost, as its view shows it: the why in words (a code's label, or the words
+# given), the pipeline's code (what reports group by), and the note; the words and notes are personal
+REASON_FIELDS = ("won_reason", "won_reason_code", "won_reason_note",
+                 "lost_reason", "lost_reason_code", "lost_reason_note")
 
 
 class Deal(ErasableRecord):
-    """open → won | lost (a reason is required) → reopened (open again, in the stage it left)."""
+    """open → won (a reason may be given) | lost (a reason is required) → reopened (open again, in the
+    stage it left). Reasons are checked against the deal's pipeline (`Pipeline.closing_reason`)."""
 
     aggregate_type = "deal"
     erased_event, id_field, contact_changed_event = "DealCustomerDataErased", "deal_id", "DealContactChanged"
@@ -230,7 +324,12 @@ class Deal(ErasableRecord):
         self.pipeline_id: str = DEFAULT_PIPELINE_ID
         self.stage: str | None = None
         self.status = "open"
+        self.won_reason: str | None = None  # REASON_FIELDS
+        self.won_reason_code: str | None = None
+        self.won_reason_note: str | None = None
         self.lost_reason: str | None = None
+        self.lost_reason_code: str | None = None
+        self.lost_reason_note: str | None = None
         self.won_at: str | None = None
         self.lost_at: str | None = None
         self.opened_at: str | None = None
@@ -269,19 +368,28 @@ class Deal(ErasableRecord):
             self.record("DealStageChanged", {"deal_id": self.id, "from": self.stage, "to": stage,
                                              "probability": found["probability"], "at": at})
 
-    def win(self, at: str, amount: str | None = None, quote_id: str | None = None) -> None:
+    def win(self, at: str, amount: str | None = None, quote_id: str | None = None,
+            pipeline: Pipeline | None = None, reason: str | None = None, note: str | None = None) -> None:
+        """Won; a `reason` (a code of `pipeline`'s win reasons, or words where it allows them) and a
+        `note` are optional."""
         self._require_open("mark it won")
         data = {"deal_id": self.id, "contact_id": self.contact_id, "from": self.stage,
                 "amount": amount or self.amount, "currency": self.currency, "at": at}
         if quote_id:
             data["quote_id"] = quote_id
-        self.record("DealWon", data)
+        if reason is not None and pipeline is None:
+            raise ValueError("a win reason is checked against the deal's pipeline")
+        why = pipeline.closing_reason(WON, reason, note) if pipeline else ({"reason_note": note} if note else {})
+        self.record("DealWon", {**data, **why})
 
-    def lose(self, reason: str, at: str) -> None:
+    def lose(self, pipeline: Pipeline, at: str, reason: str | None, note: str | None = None) -> None:
+        """Lost, for `reason` (a code of `pipeline`'s loss reasons, or words where it allows them), with an
+        optional `note`."""
         self._require_open("mark it lost")
-        if not reason or not reason.strip():
-            raise ValidationFailed("a reason is required", {"reason": ["required"]})
-        self.record("DealLost", {"deal_id": self.id, "from": self.stage, "reason": reason, "at": at})
+        if reason is not None and not reason.strip():
+            reason = None
+        why = pipeline.closing_reason(LOST, reason, note)
+        self.record("DealLost", {"deal_id": self.id, "from": self.stage, **why, "at": at})
 
     def reopen(self, at: str) -> None:
         if self.status == "open":
@@ -309,17 +417,29 @@ class Deal(ErasableRecord):
         elif event_type == "DealWon":
             self.status, self.won_at, self.amount = WON, data["at"], data["amount"]
             self.quote_id = data.get("quote_id") or self.quote_id
+            self._closed_for(WON, data)
             self._enter(WON, data["at"])
         elif event_type == "DealLost":
-            self.status, self.lost_at, self.lost_reason = LOST, data["at"], data["reason"]
+            self.status, self.lost_at = LOST, data["at"]
+            self._closed_for(LOST, data)
             self._enter(LOST, data["at"])
         elif event_type == "DealReopened":
-            self.status, self.won_at, self.lost_at, self.lost_reason = "open", None, None, None
+            self.status, self.won_at, self.lost_at = "open", None, None
+            for name in REASON_FIELDS:
+                setattr(self, name, None)
             self._enter(data["to"], data["at"])
         elif event_type == "DealContactChanged":
             self._contact_changed(data)
         elif event_type == self.erased_event:
-            self.title, self.lost_reason, self.customer_data_erased_at = None, None, data["at"]
+            self.title, self.customer_data_erased_at = None, data["at"]
+            for name in ("won_reason", "won_reason_note", "lost_reason", "lost_reason_note"):
+                setattr(self, name, None)
+
+    def _closed_for(self, outcome: str, data: dict[str, Any]) -> None:
+        """The reason of a DealWon/DealLost (one from before codes existed is words only)."""
+        setattr(self, f"{outcome}_reason", data.get("reason"))
+        setattr(self, f"{outcome}_reason_code", data.get("reason_code"))
+        setattr(self, f"{outcome}_reason_note", data.get("reason_note"))
 
     @property
     def closed_at(self) -> str | None:
@@ -328,8 +448,8 @@ class Deal(ErasableRecord):
     @classmethod
     def restore(cls, view: dict[str, Any]) -> Deal:
         deal = cls(view["id"])
-        _restore(deal, view, (*DEAL_FIELDS, "contact_id", "pipeline_id", "stage", "status", "lost_reason", "won_at",
-                              "lost_at", "quote_id", "customer_data_erased_at"))
+        _restore(deal, view, (*DEAL_FIELDS, "contact_id", "pipeline_id", "stage", "status", *REASON_FIELDS,
+                              "won_at", "lost_at", "quote_id", "customer_data_erased_at"))
         deal.stage_history = [dict(entry) for entry in view["stage_history"]]
         deal.opened_at = deal.stage_history[0]["entered_at"] if deal.stage_history else None  # DealCreated's `at`
         return deal
@@ -347,7 +467,8 @@ class Deal(ErasableRecord):
         return {"id": self.id, "version": self.version, "title": self.title, "contact_id": self.contact_id,
                 "company_id": self.company_id, "owner": self.owner, "amount": self.amount, "currency": self.currency,
                 "expected_close": self.expected_close, "pipeline_id": self.pipeline_id, "stage": self.stage,
-                "status": self.status, "lost_reason": self.lost_reason, "won_at": self.won_at,
+                "status": self.status, **{name: getattr(self, name) for name in REASON_FIELDS},
+                "won_at": self.won_at,
                 "lost_at": self.lost_at, "quote_id": self.quote_id, "stage_history": self.stage_history,
                 "customer_data_erased_at": self.customer_data_erased_at,
                 "created_at": self.created_at, "updated_at": self.updated_at}

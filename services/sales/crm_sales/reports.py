@@ -20,7 +20,7 @@ from pymongo import ReplaceOne
 
 from crm_sales import money, values
 from crm_sales.commands import SYSTEM, SalesBook
-from crm_sales.domain import Customer
+from crm_sales.domain import DEFAULT_PIPELINE_ID, LOST, WON, Customer, Pipeline
 from crmkit.eventstore import EPOCH, epoch_ms
 
 log = logging.getLogger(__name__)
@@ -86,11 +86,13 @@ def _sum(groups: dict[str, dict[str, Decimal]]) -> dict[str, Decimal]:
 
 
 def performance(book: SalesBook, start: date, end: date) -> dict[str, Any]:
-    """Deals closed in [start, end]: win rate, average cycle, and sales by lifecycle stage."""
+    """Deals closed in [start, end]: win rate, average cycle, sales by lifecycle stage, and the
+    deals won and lost by reason."""
     low, high = _month_start(start), _month_start(end) + 86_400_000
     closed = list(book.deals_view.find({"closed_ms": {"$gte": low, "$lt": high}},
                                        {"status": 1, "opened_ms": 1, "closed_ms": 1, "amount_minor": 1,
-                                        "currency": 1, "contact_id": 1}))
+                                        "currency": 1, "contact_id": 1, "pipeline_id": 1, "owner": 1,
+                                        "won_reason_code": 1, "lost_reason_code": 1}))
     won = [d for d in closed if d["status"] == "won"]
     lost = [d for d in closed if d["status"] == "lost"]
     cycle = [(d["closed_ms"] - d["opened_ms"]) / 86_400_000 for d in won if d.get("opened_ms") is not None]
@@ -109,7 +111,36 @@ def performance(book: SalesBook, start: date, end: date) -> dict[str, Any]:
         "won": _per_currency(_sum({"all": {c: Decimal(v) for c, v in _sum_int(won).items()}})),
         "sales_by_lifecycle_stage": [{"lifecycle_stage": s, "won_deals": counts[s], "won": _per_currency(t)}
                                      for s, t in sorted(by_stage.items())],
+        **by_reason(book, won, lost),
     }
+
+
+def by_reason(book: SalesBook, won: list[dict[str, Any]], lost: list[dict[str, Any]]) -> dict[str, Any]:
+    """`win_reasons` and `loss_reasons`: count and amounts per (pipeline, reason code), each split by
+    owner. Codes are a pipeline's own (two pipelines may mean different things by one code); a deal
+    closed without a code (no reason, or words only) counts under `reason: null`."""
+    pipelines = [Pipeline.restore({**doc, "id": doc["_id"]}) for doc in book.pipelines_view.find({}, {"state": 0})]
+    labels = {pipeline.id: {kind: pipeline.reasons(kind) for kind in (WON, LOST)} for pipeline in pipelines}
+    return {"win_reasons": _reason_rows(won, WON, labels), "loss_reasons": _reason_rows(lost, LOST, labels)}
+
+
+def _reason_rows(deals: list[dict[str, Any]], outcome: str,
+                 labels: dict[str, dict[str, dict[str, str]]]) -> list[dict[str, Any]]:
+    groups: dict[tuple[str, str | None], list[dict[str, Any]]] = defaultdict(list)
+    for deal in deals:
+        groups[(deal.get("pipeline_id") or DEFAULT_PIPELINE_ID, deal.get(f"{outcome}_reason_code"))].append(deal)
+    rows = []
+    for (pipeline_id, code), members in sorted(groups.items(), key=lambda item: (item[0][0], item[0][1] or "")):
+        owners: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for deal in members:
+            owners[deal.get("owner") or "unassigned"].append(deal)
+        rows.append({
+            "pipeline_id": pipeline_id, "reason": code,
+            "label": labels.get(pipeline_id, {}).get(outcome, {}).get(code) if code else None,
+            "deals": len(members), "amounts": _per_currency(_sum_int(members)),
+            "by_owner": [{"owner": owner, "deals": len(group), "amounts": _per_currency(_sum_int(group))}
+                         for owner, group in sorted(owners.items())]})
+    return rows
 
 
 def _sum_int(deals: list[dict[str, Any]]) -> dict[str, int]:

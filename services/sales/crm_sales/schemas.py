@@ -13,7 +13,7 @@ from typing import Any
 from marshmallow import Schema, ValidationError, fields, validate, validates_schema
 
 from crm_sales import money
-from crm_sales.domain import ACTIVITY_TYPES, LOST, TIERS, WON
+from crm_sales.domain import ACTIVITY_TYPES, LOST, REASON_CODE, TIERS, WON
 from crmkit.web import AsOfQuery, PageQuery
 from crmkit.web.periods import check_period
 
@@ -165,9 +165,35 @@ class StageInput(Schema):
     probability = DecimalText(required=True, **PERCENT)
 
 
+class ReasonInput(Schema):
+    code = fields.String(required=True, validate=validate.Regexp(REASON_CODE), metadata={
+        "description": "what a won or lost deal names (`reason`), and reports group by"})
+    label = Text(100, required=True, allow_none=False)
+
+
+def _reason_list(kind: str) -> fields.List:
+    return fields.List(fields.Nested(ReasonInput), validate=validate.Length(max=30), metadata={
+        "description": f"the reasons a deal may be {kind} for, in the order offered; codes unique in the list "
+                       "(default: the default pipeline's)"})
+
+
+FREE_TEXT_REASONS = {"description": "whether a won or lost deal's `reason` may be words instead of one of the "
+                                    "codes (default true); a `reason_note` may go with either"}
+
+
 class PipelineInput(Schema):
     name = Text(100, required=True, allow_none=False)
     stages = fields.List(fields.Nested(StageInput), required=True, validate=validate.Length(min=1, max=20))
+    win_reasons = _reason_list("won")
+    loss_reasons = _reason_list("lost")
+    free_text_reasons = fields.Boolean(metadata=FREE_TEXT_REASONS)
+
+
+class PipelinePatch(Schema):
+    name = Text(100, allow_none=False)
+    win_reasons = _reason_list("won")
+    loss_reasons = _reason_list("lost")
+    free_text_reasons = fields.Boolean(metadata=FREE_TEXT_REASONS)
 
 
 class DealInput(Schema):
@@ -209,8 +235,20 @@ class StageMove(Schema):
     stage = fields.String(required=True, validate=validate.Length(min=1, max=60))
 
 
+REASON = ("a code of the deal's pipeline's {kind} reasons (`{lists}`); where the pipeline allows free text "
+          "(`free_text_reasons`, or it lists none) other words are kept as the reason")
+REASON_NOTE = {"description": "free text beside the reason (or, for a win, alone): always allowed"}
+
+
+class WonInput(Schema):
+    reason = Text(500, allow_none=False, metadata={"description": REASON.format(kind="win", lists="win_reasons")})
+    reason_note = Text(1000, metadata=REASON_NOTE)
+
+
 class LostInput(Schema):
-    reason = Text(500, required=True, allow_none=False)
+    reason = Text(500, required=True, allow_none=False, metadata={
+        "description": REASON.format(kind="loss", lists="loss_reasons")})
+    reason_note = Text(1000, metadata=REASON_NOTE)
 
 
 class BoardQuery(Schema):
@@ -331,12 +369,20 @@ class StageView(Schema):
     kind = fields.String(metadata={"enum": ["open", WON, LOST]})
 
 
+class ReasonView(Schema):
+    code = fields.String(metadata={"pattern": REASON_CODE})
+    label = fields.String()
+
+
 class PipelineView(Schema):
     id = fields.String()
     version = fields.Integer()
     name = fields.String()
     stages = fields.List(fields.Nested(StageView), metadata={
         "description": "the open stages in order, then won (100) and lost (0)"})
+    win_reasons = fields.List(fields.Nested(ReasonView))
+    loss_reasons = fields.List(fields.Nested(ReasonView))
+    free_text_reasons = fields.Boolean(metadata=FREE_TEXT_REASONS)
     created_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime(allow_none=True)
 
@@ -360,6 +406,11 @@ class DealContactView(Schema):
     locale = fields.String(allow_none=True)
 
 
+WHY = "why, in words: the label of the pipeline's reason, or the words given (null once the contact is erased)"
+CODE = "the pipeline's reason code, when one was given"
+NOTE = "the note given with the reason (null once the contact is erased)"
+
+
 class DealView(Schema):
     id = fields.String()
     version = fields.Integer()
@@ -373,7 +424,12 @@ class DealView(Schema):
     pipeline_id = fields.String()
     stage = fields.String()
     status = fields.String(metadata={"enum": ["open", WON, LOST]})
-    lost_reason = fields.String(allow_none=True)
+    won_reason = fields.String(allow_none=True, metadata={"description": WHY})
+    won_reason_code = fields.String(allow_none=True, metadata={"description": CODE})
+    won_reason_note = fields.String(allow_none=True, metadata={"description": NOTE})
+    lost_reason = fields.String(allow_none=True, metadata={"description": WHY})
+    lost_reason_code = fields.String(allow_none=True, metadata={"description": CODE})
+    lost_reason_note = fields.String(allow_none=True, metadata={"description": NOTE})
     won_at = fields.DateTime(allow_none=True)
     lost_at = fields.DateTime(allow_none=True)
     quote_id = fields.String(allow_none=True, metadata={"description": "the accepted quote that won it"})
@@ -488,6 +544,23 @@ class LifecycleSales(Schema):
     won = fields.List(fields.Nested(MoneyView))
 
 
+class OwnerReasonRow(Schema):
+    owner = fields.String()
+    deals = fields.Integer()
+    amounts = fields.List(fields.Nested(MoneyView), metadata={"description": "the deals' amounts, per currency"})
+
+
+class ReasonRow(Schema):
+    pipeline_id = fields.String()
+    reason = fields.String(allow_none=True, metadata={"description": "the reason code; null: deals closed without "
+                                                                     "one (no reason, or words only)"})
+    label = fields.String(allow_none=True, metadata={"description": "the code's label in the pipeline now (null "
+                                                                    "when it no longer lists it)"})
+    deals = fields.Integer()
+    amounts = fields.List(fields.Nested(MoneyView), metadata={"description": "the deals' amounts, per currency"})
+    by_owner = fields.List(fields.Nested(OwnerReasonRow))
+
+
 class ForecastView(Schema):
     from_ = fields.Date(data_key="from")
     to = fields.Date()
@@ -504,6 +577,10 @@ class ForecastView(Schema):
     average_sales_cycle_days = fields.Float(allow_none=True)
     won = fields.List(fields.Nested(MoneyView))
     sales_by_lifecycle_stage = fields.List(fields.Nested(LifecycleSales))
+    win_reasons = fields.List(fields.Nested(ReasonRow), metadata={
+        "description": "deals won in the period, by pipeline and win reason, each by owner"})
+    loss_reasons = fields.List(fields.Nested(ReasonRow), metadata={
+        "description": "deals lost in the period, by pipeline and loss reason, each by owner"})
 
 
 class RfmView(Schema):

@@ -44,7 +44,7 @@ def test_deal_moves_wins_reopens_and_keeps_history() -> None:
     with pytest.raises(Conflict):
         deal.move("qualification", pipeline, T2)
     with pytest.raises(Conflict):
-        deal.lose("late", T2)
+        deal.lose(pipeline, T2, "late")
     deal.reopen(T2)
     assert deal.status == "open" and deal.stage == "proposal"
     assert [p.type for p in deal.pending] == ["DealCreated", "DealStageChanged", "DealWon", "DealReopened"]
@@ -56,15 +56,15 @@ def test_deal_moves_wins_reopens_and_keeps_history() -> None:
 def test_lost_needs_a_reason_and_open_deals_cannot_be_reopened() -> None:
     deal, pipeline = new_deal()
     with pytest.raises(ValidationFailed):
-        deal.lose("  ", T1)
+        deal.lose(pipeline, T1, "  ")
     with pytest.raises(Conflict):
         deal.reopen(T1)
     with pytest.raises(Conflict):
         deal.move("won", pipeline, T1)  # closing goes through win/lose
     with pytest.raises(ValidationFailed):
         deal.move("nowhere", pipeline, T1)
-    deal.lose("price", T1)
-    assert deal.lost_reason == "price"
+    deal.lose(pipeline, T1, "price too high")
+    assert deal.lost_reason == "price too high" and deal.lost_reason_code is None
 
 
 ACTIONS = st.lists(st.sampled_from(["move", "win", "lose", "reopen"]), max_size=30)
@@ -80,7 +80,7 @@ def test_state_machine_only_allows_legal_transitions(actions: list[str], stages:
                  "reopen": before != "open"}[action]
         try:
             {"move": lambda s=stage: deal.move(s, pipeline, T1), "win": lambda: deal.win(T1),
-             "lose": lambda: deal.lose("r", T1), "reopen": lambda: deal.reopen(T1)}[action]()
+             "lose": lambda: deal.lose(pipeline, T1, "r"), "reopen": lambda: deal.reopen(T1)}[action]()
             assert legal
         except Conflict:
             assert not legal
@@ -154,7 +154,7 @@ def test_restore_from_the_view_continues_the_fold_like_the_whole_stream() -> Non
     deal.move("proposal", pipeline, T1)
     restored = Deal.restore(deal.view())
     for aggregate in (deal, restored):
-        aggregate.lose("price", T2)
+        aggregate.lose(pipeline, T2, "price", "cheaper elsewhere")
         aggregate.reopen(T2)
     assert restored.view() == deal.view() and restored.opened_at == deal.opened_at == T0
     line = QuoteLine("Widget", Decimal(2), Decimal("9.99"), Decimal(0), Decimal(9))
@@ -173,8 +173,8 @@ def test_restore_from_the_view_continues_the_fold_like_the_whole_stream() -> Non
 def test_erasing_the_contact_drops_their_words_from_every_record_once() -> None:
     """The erased event nulls what events in plain text (written before sealing) still say,
     survives a restore from the view, and is recorded once however often erasure runs."""
-    deal, _ = new_deal()
-    deal.lose("Ali moved abroad", T1)
+    deal, pipeline = new_deal()
+    deal.lose(pipeline, T1, "Ali moved abroad", "Ali said so")
     activity = Activity.schedule("a1", {"type": "call", "subject": "Call Ali", "notes": "mornings", "due_at": T1,
                                         "contact_id": "c1"})
     activity.complete(T1, "Ali wants a discount")
