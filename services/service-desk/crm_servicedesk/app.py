@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
-from crm_servicedesk import api, grpc_api, projections, sla_api, survey_api
+from crm_servicedesk import api, grpc_api, projections, servqual_api, servqual_desk, sla_api, survey_api
 from crm_servicedesk.catalogue import EVENTS, UPCASTERS
 from crm_servicedesk.commands import TicketDesk
 from crm_servicedesk.domain import PERSONAL_DATA
@@ -30,6 +30,7 @@ def prepare(runtime: Runtime) -> None:
     runtime.store.ensure_indexes()
     projections.tickets_view(runtime.db, runtime.store, runtime.settings.topic).ensure_indexes()
     TicketDesk(runtime).ensure_indexes()
+    servqual_desk.ServqualDesk(TicketDesk(runtime)).ensure_indexes()
 
 
 def all_projections(runtime: Runtime) -> list[Projection]:
@@ -40,6 +41,7 @@ def all_projections(runtime: Runtime) -> list[Projection]:
         desk.tiers,
         projections.local_contacts(runtime.db, desk.directory, on_merged=desk.repoint_contact,
                                    on_erased=desk.erase_contact, on_unmerged=desk.contact_unmerged),
+        servqual_desk.surveys_view(runtime.db, runtime.store, runtime.settings.topic),
     ]
 
 
@@ -130,11 +132,11 @@ SERVICE = ServiceSpec(
     description="Tickets from every channel, SLA policies on business hours, satisfaction and reports.",
     ports=Ports(http=8003, grpc=50053, metrics=9121),
     blueprints=lambda runtime: [api.blueprint(TicketDesk(runtime)), survey_api.blueprint(TicketDesk(runtime)),
-                                sla_api.blueprint(TicketDesk(runtime))],
+                                sla_api.blueprint(TicketDesk(runtime)), *servqual_api.blueprints(runtime)],
     servicers=lambda server, runtime: grpc_api.register(server, TicketDesk(runtime)),
     projections=all_projections,
     prepare=prepare,
-    jobs=lambda runtime: [sla_sweeper(runtime), sla_recomputer(runtime)],
+    jobs=lambda runtime: [sla_sweeper(runtime), sla_recomputer(runtime), servqual_desk.job(runtime)],
     personal_fields=PERSONAL_DATA,
     references=("contact_id",),
     events=EVENTS,

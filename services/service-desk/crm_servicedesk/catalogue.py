@@ -23,6 +23,7 @@ from crm_servicedesk.domain import (
     TYPES,
     WEEKDAYS,
 )
+from crm_servicedesk.servqual_events import EVENT_TYPES as SERVQUAL_EVENTS
 from crmkit.catalogue import Catalogue, EventType
 from crmkit.events import Upcasters
 
@@ -294,6 +295,7 @@ EVENTS = Catalogue("servicedesk", "Service desk", [
          "holidays": ["2026-03-21", "2026-03-22"], "customer_tiers": [],
          "escalation": {"action": "reassign", "assignee": None, "group": "tier-2"}, "enabled": True},
     ),
+    *SERVQUAL_EVENTS,  # the SERVQUAL instrument, policy, surveys and answers (servqual_events)
 ])
 
 UPCASTERS = Upcasters()

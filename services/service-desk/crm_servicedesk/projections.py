@@ -43,6 +43,8 @@ def ticket_document(ticket: Ticket) -> dict[str, Any]:
         "policy_id": (ticket.policy or {}).get("id"),
         "next_due_ms": due_ms(ticket.next_due(now)) if ticket.status in ("new", "open") else due_ms(None),
         "opened_ms": text_ms(ticket.opened_at), "solved_ms": text_ms(ticket.solved_at),
+        # when it was first solved (a reopen keeps it): what SERVQUAL's every-Nth-solved rules count by
+        "first_solved_ms": text_ms(ticket.solved_periods[0][0]) if ticket.solved_periods else None,
         "first_response_minutes": ticket.first_response_minutes(),
         "resolution_minutes": ticket.resolution_minutes() if ticket.solved_at else None,
         "sla_outcomes": {t["target"]: t["status"] for t in ticket.sla(now) if t["status"] in ("met", "breached")},
@@ -73,7 +75,7 @@ class TicketsView(AggregateView):
 
     def ensure_indexes(self) -> None:
         for key in ("contact_id", "status", "assignee", "priority", "breached", "next_due_ms", "opened_ms", "group",
-                    "tags", "customer_tier", "last_breach_ms"):
+                    "tags", "customer_tier", "last_breach_ms", "first_solved_ms"):
             self.collection.create_index([(key, ASCENDING)])
 
 

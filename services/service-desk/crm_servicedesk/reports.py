@@ -14,17 +14,20 @@ Definitions (docs/service-desk.md):
   counted per target and per UTC day, the first 100 listed.
 Filters: `from`/`to` (ticket opened in [from, to); breaches: breached in it), `team` (the
 ticket's group) and `customer_tier` (the customer's tier when the ticket was opened).
+- SERVQUAL survey gaps (`servqual_report`): see its section below.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from pymongo.collection import Collection
 
 from crm_servicedesk.domain import PRIORITIES, SERVQUAL
+from crm_servicedesk.servqual import DIMENSIONS, STANDARD_ITEMS
 from crmkit.eventstore import epoch_ms
 
 TARGET_NAMES = ("first_response", "next_response", "resolution")
@@ -144,4 +147,137 @@ def satisfaction_report(tickets: Collection, filters: dict[str, Any]) -> dict[st
         "complaints": complaints,
         "customers": customers,
         "complaint_rate_per_100_customers": round(100 * complaints / customers, 2) if customers else None,
+    }
+
+
+# --- SERVQUAL -------------------------------------------------------------------------------------
+# Over the SERVQUAL surveys read model (`servqual_desk.SurveysView`): responses are the surveys answered in
+# [from, to) (`team`: the survey's agent group; `customer_tier`: the contact's tier when it was sent).
+# A dimension's figures are means over the responses that asked it of each response's own dimension means
+# (expectation, perception, gap: perception − expectation); `weighted_gap` is the mean of the responses'
+# overall gaps (each weighted as its survey was sent); `unweighted_gap` the mean of each response's
+# dimension gaps averaged alike. Buckets over time are UTC (ISO weeks, from Monday).
+
+
+def _mean(values: Iterable[float | None]) -> float | None:
+    present = [v for v in values if v is not None]
+    return round(sum(present) / len(present), 4) if present else None
+
+
+def _servqual_query(filters: dict[str, Any], time_key: str) -> dict[str, Any]:
+    query: dict[str, Any] = {time_key: {"$gte": epoch_ms(filters["from_"]) if filters.get("from_") else 0,
+                                        **({"$lt": epoch_ms(filters["to"])} if filters.get("to") else {})}}
+    if filters.get("team"):
+        query["group"] = filters["team"]
+    if filters.get("customer_tier"):
+        query["customer_tier"] = filters["customer_tier"]
+    return query
+
+
+def _breakdown(docs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {"responses": len(docs), "weighted_gap": _mean(d.get("overall_gap") for d in docs),
+            "dimensions": {dim: _mean((d.get("dimension_gaps") or {}).get(dim) for d in docs) for dim in DIMENSIONS}}
+
+
+def _unweighted(doc: dict[str, Any]) -> float | None:
+    return _mean((doc.get("dimension_gaps") or {}).values())
+
+
+def _bucket_start(moment: datetime, period: str) -> datetime:
+    day = datetime(moment.year, moment.month, moment.day, tzinfo=UTC)
+    if period == "day":
+        return day
+    if period == "week":
+        return day - timedelta(days=day.weekday())
+    if period == "month":
+        return day.replace(day=1)
+    if period == "quarter":
+        return day.replace(month=(day.month - 1) // 3 * 3 + 1, day=1)
+    return day.replace(month=1, day=1)
+
+
+def _next_bucket(start: datetime, period: str) -> datetime:
+    if period in ("day", "week"):
+        return start + timedelta(days=1 if period == "day" else 7)
+    months = {"month": 1, "quarter": 3, "year": 12}[period]
+    index = start.year * 12 + start.month - 1 + months
+    return start.replace(year=index // 12, month=index % 12 + 1)
+
+
+def _bucket_label(start: datetime, period: str) -> str:
+    if period == "week":
+        year, week, _ = start.isocalendar()
+        return f"{year}-W{week:02d}"
+    return {"day": start.strftime("%Y-%m-%d"), "month": start.strftime("%Y-%m"),
+            "quarter": f"{start.year}-Q{(start.month - 1) // 3 + 1}", "year": str(start.year)}.get(period, "")
+
+
+def _over_time(docs: list[dict[str, Any]], filters: dict[str, Any], period: str) -> list[dict[str, Any]]:
+    """One bucket per period from `from` (else the first response) to `to` (else the last), empty ones too."""
+    times = [datetime.fromtimestamp(d["answered_ms"] / 1000, UTC) for d in docs]
+    first = filters.get("from_") or (min(times) if times else None)
+    last = (filters["to"] - timedelta(milliseconds=1)) if filters.get("to") else (max(times) if times else None)
+    if first is None or last is None:
+        return []
+    by_start: dict[datetime, list[dict[str, Any]]] = {}
+    for doc, moment in zip(docs, times, strict=True):
+        by_start.setdefault(_bucket_start(moment, period), []).append(doc)
+    buckets = []
+    start = _bucket_start(first.astimezone(UTC), period)
+    while start <= last:
+        end = _next_bucket(start, period)
+        buckets.append({"period": _bucket_label(start, period), "start": start, "end": end,
+                        **_breakdown(by_start.get(start, []))})
+        start = end
+    return buckets
+
+
+def _grouped(docs: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
+    groups: dict[str | None, list[dict[str, Any]]] = {}
+    for doc in docs:
+        groups.setdefault(doc.get(key), []).append(doc)
+    return [{key: name, **_breakdown(found)} for name, found in sorted(groups.items(), key=lambda g: (g[0] is None,
+                                                                                                        g[0] or ""))]
+
+
+def _dimension_stats(docs: list[dict[str, Any]], dimension: str) -> dict[str, Any]:
+    asked = [d for d in docs if (d.get("dimension_gaps") or {}).get(dimension) is not None]
+    return {"responses": len(asked),
+            "expectation": _mean(d["dimension_expectations"].get(dimension) for d in asked),
+            "perception": _mean(d["dimension_perceptions"].get(dimension) for d in asked),
+            "gap": _mean(d["dimension_gaps"][dimension] for d in asked)}
+
+
+def _item_stats(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    stats = []
+    for item in STANDARD_ITEMS:
+        answered = [d for d in docs if item.id in (d.get("expectations") or {}) and item.id in
+                    (d.get("perceptions") or {})]
+        if answered:
+            stats.append({"id": item.id, "dimension": item.dimension, "responses": len(answered),
+                          "expectation": _mean(d["expectations"][item.id] for d in answered),
+                          "perception": _mean(d["perceptions"][item.id] for d in answered),
+                          "gap": _mean(d["perceptions"][item.id] - d["expectations"][item.id] for d in answered)})
+    return stats
+
+
+def servqual_report(surveys: Collection, filters: dict[str, Any]) -> dict[str, Any]:
+    """Gaps by dimension and item, over time, by customer tier and by agent group (module comment above)."""
+    period = filters.get("period") or "month"
+    fields = {"answered_ms": 1, "group": 1, "customer_tier": 1, "overall_gap": 1, "dimension_gaps": 1,
+              "dimension_expectations": 1, "dimension_perceptions": 1, "expectations": 1, "perceptions": 1}
+    docs = sorted(surveys.find({**_servqual_query(filters, "answered_ms"), "status": "answered"}, fields),
+                  key=lambda d: (d["answered_ms"], d["_id"]))
+    sent = list(surveys.find(_servqual_query(filters, "sent_ms"), {"status": 1}))
+    answered = sum(1 for d in sent if d.get("status") == "answered")
+    return {
+        **_period(filters), "period": period,
+        "surveys_sent": len(sent), "responses": len(docs),
+        "response_rate_percent": round(100 * answered / len(sent), 2) if sent else None,
+        "overall": {**_breakdown(docs), "unweighted_gap": _mean(_unweighted(d) for d in docs)},
+        "dimensions": {dimension: _dimension_stats(docs, dimension) for dimension in DIMENSIONS},
+        "items": _item_stats(docs),
+        "over_time": _over_time(docs, filters, period),
+        "by_customer_tier": _grouped(docs, "customer_tier"),
+        "by_agent_group": _grouped(docs, "group"),
     }
