@@ -29,6 +29,7 @@ from crmkit.eventstore import ConcurrencyError
 TRIGGER_SOURCES = ("service-desk", "sales", "contacts")  # whose topics triggers follow by default
 TICKET_SOLVED = "crm.servicedesk.TicketSolved.v1"
 SURVEY_LINK_TTL = timedelta(days=30)
+SERVQUAL_SURVEY_SENT = "crm.servicedesk.ServqualSurveySent.v1"  # the desk sent a SERVQUAL survey: email its link
 
 
 class TriggerReactor:
@@ -96,6 +97,8 @@ class TriggerReactor:
         scalars: dict[str, Any] = {k: v for k, v in event.data.items() if isinstance(v, str | int | float | bool)}
         if event.full_type == TICKET_SOLVED:
             scalars["survey_url"] = self.survey_link(event.data.get("ticket_id") or event.stream_id, contact_id)
+        if event.full_type == SERVQUAL_SURVEY_SENT:
+            scalars["survey_url"] = self.servqual_link(event.data.get("survey_id") or event.stream_id, contact_id)
         return scalars
 
     def survey_link(self, ticket_id: str, contact_id: str) -> str:
@@ -103,12 +106,18 @@ class TriggerReactor:
         token = signing.sign("survey", {"ticket_id": ticket_id, "contact_id": contact_id}, ttl=SURVEY_LINK_TTL)
         return f"{self.desk.config.survey_url}/{token}"
 
+    def servqual_link(self, survey_id: str, contact_id: str) -> str:
+        """The service desk's SERVQUAL questionnaire: a signed link (purpose `servqual`) that answers it once."""
+        token = signing.sign("servqual", {"survey_id": survey_id, "contact_id": contact_id}, ttl=SURVEY_LINK_TTL)
+        return f"{self.desk.config.survey_url}/servqual/{token}"
+
     def reset(self) -> None:
         """Nothing to drop: what a trigger queued are messages (events), not a read model."""
 
 
 SURVEY_TEMPLATE = "tpl-satisfaction-survey"
 WELCOME_TEMPLATE = "tpl-welcome"
+SERVQUAL_TEMPLATE = "tpl-servqual-survey"
 
 DEFAULT_TEMPLATES = {
     SURVEY_TEMPLATE: {
@@ -135,7 +144,24 @@ DEFAULT_TEMPLATES = {
     },
 }
 
+DEFAULT_TEMPLATES[SERVQUAL_TEMPLATE] = {
+    "name": "SERVQUAL survey (sent by the service desk)", "channel": "email", "category": "transactional",
+    "default_locale": "en",
+    "variants": {
+        "en": {"subject": "How well does our service meet your expectations?",
+               "body": "Hello {{ first_name or 'there' }},\n\nWe would like to know how well our service meets what "
+                       "you expect. The questionnaire takes about five minutes:\n{{ survey_url }}\n\nThank you."},
+        "fa": {"subject": "خدمات ما تا چه اندازه با انتظارات شما هماهنگ است؟",
+               "body": "{{ first_name }} عزیز،\n\nمی‌خواهیم بدانیم خدمات ما تا چه اندازه با انتظارات شما هماهنگ "
+                       "است. پاسخ به این پرسش‌نامه حدود پنج دقیقه زمان می‌برد:\n{{ survey_url }}\n\nسپاس."},
+    },
+}
+
 DEFAULT_TRIGGERS = {
+    # the service desk sends a SERVQUAL survey only when its policy (off by default) or staff say so
+    "trg-servqual-survey": {"name": "SERVQUAL survey sent → its questionnaire link",
+                            "event_type": SERVQUAL_SURVEY_SENT, "filter": {}, "template_id": SERVQUAL_TEMPLATE,
+                            "channel": "email", "variables": {}, "enabled": True},
     "trg-ticket-solved-survey": {"name": "Ticket solved → satisfaction survey",
                                  "event_type": TICKET_SOLVED, "filter": {},
                                  "template_id": SURVEY_TEMPLATE, "channel": "email", "variables": {},
