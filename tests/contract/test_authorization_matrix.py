@@ -48,11 +48,15 @@ REST_EXCEPTIONS: dict[str, dict[tuple[str, str], str | None]] = {
         ("POST", "/v1/unsubscribe/{token}"): None,  # one-click unsubscribe (RFC 8058); GET only asks
         ("POST", "/v1/providers/{provider}/receipts"): None,  # signed by the provider
     },
-    "service-desk": {("GET", "/v1/surveys/{token}"): None, ("POST", "/v1/surveys/{token}"): None},
+    "service-desk": {("GET", "/v1/surveys/{token}"): None, ("POST", "/v1/surveys/{token}"): None,
+                     ("POST", "/v1/inbound/sms"): None},  # the SMS gateway's webhook: X-Inbound-Secret
 }
 PLATFORM_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/static/<path:filename>"}
 # gRPC methods whose name does not say "read" (Get…, BatchGet…, List…, Check…, BatchCheck…)
 RPC_EXCEPTIONS = {"crm.contacts.v1.ContactDirectory/RecordConsent": "write",
+                  # who wrote to the support mailbox; a stranger becomes a contact (the service desk's token)
+                  "crm.contacts.v1.ContactDirectory/FindContacts": "read",
+                  "crm.contacts.v1.ContactDirectory/CreateContact": "write",
                   # a person's records for their export: <service>:export (contacts' service token has it)
                   "crm.sales.v1.CustomerValue/ExportContactRecords": "export",
                   "crm.servicedesk.v1.SupportSummary/ExportContactRecords": "export",

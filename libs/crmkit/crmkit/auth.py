@@ -47,7 +47,8 @@ SERVICE_GRANTS: Mapping[str, frozenset[str]] = {
     "contacts": frozenset({"sales:read", "servicedesk:read", "messaging:read",
                            "sales:export", "servicedesk:export", "messaging:export"}),
     "sales": frozenset({"contacts:read"}),
-    "service-desk": frozenset({"contacts:read"}),
+    # contact checks; the sender of a support mail or SMS nobody knew becomes a contact (CreateContact)
+    "service-desk": frozenset({"contacts:read", "contacts:write"}),
     "messaging": frozenset({"contacts:read", "contacts:write"}),  # consent checks; unsubscribe records consent
 }
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import grpc
+from google.protobuf import struct_pb2
 from google.protobuf.json_format import MessageToDict
 from pymongo import ASCENDING, UpdateOne
 from pymongo.collection import Collection
@@ -102,6 +103,26 @@ class ContactDirectory:
                                                     source=source)
         reply = self._call(self.stub.RecordConsent, request, f"contact {contact_id}")
         return Consent.from_reply(reply)
+
+    def find(self, *, email: str | None = None, phone: str | None = None) -> list[dict[str, Any]]:
+        """The active contacts with this email or phone (contacts normalises both), most recently updated
+        first; [] when none, or when what was given is not an address."""
+        request = contacts_pb2.FindContactsRequest(email=email or "", phone=phone or "")
+        try:
+            reply = self._call(self.stub.FindContacts, request, "contacts")
+        except NotFound:  # INVALID_ARGUMENT: not an address, so nobody has it
+            return []
+        return [_contact(message) for message in reply.contacts]
+
+    def create(self, request_id: str, fields: Mapping[str, Any]) -> dict[str, Any]:
+        """Create a contact (first_name, last_name, email, phone, tags, attributes, locale); the same
+        `request_id` again answers the contact the first call created. Needs contacts:write."""
+        attributes = struct_pb2.Struct()
+        attributes.update(dict(fields.get("attributes") or {}))
+        request = contacts_pb2.CreateContactRequest(
+            request_id=request_id, tags=list(fields.get("tags") or []), attributes=attributes,
+            **{name: fields.get(name) or "" for name in ("first_name", "last_name", "email", "phone", "locale")})
+        return _contact(self._call(self.stub.CreateContact, request, "contact"))
 
     def segment_members(self, segment_id: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
         """Stream a segment's members (campaigns); the stream's deadline grows with its size."""

@@ -2,21 +2,31 @@
 
 from __future__ import annotations
 
+import contextlib
+import uuid
 from collections.abc import Iterator, Sequence
 from typing import Any
 
 import grpc
-from google.protobuf import struct_pb2
+from google.protobuf import json_format, struct_pb2
+from marshmallow import ValidationError
+from pymongo import DESCENDING
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crm_contacts.commands import ContactBook
 from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, Contact
+from crm_contacts.schemas import ContactInput
 from crm_contacts.segment_commands import DEFAULT_STREAM_PAGE, MAX_STREAM_PAGE, SegmentBook
+from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, new_id, rfc3339
+from crmkit.eventstore import ConcurrencyError
 from crmkit.logs import correlation_id
 from crmkit.rpc import access, actor, require_all, timestamp
 
 MAX_BATCH = 1000
+MAX_FOUND = 10  # FindContacts answers at most this many
+# CreateContact's ids: fixed by the caller and its request_id, so a repeated call finds what the first created
+CREATED_BY_REQUEST = uuid.UUID("3b0f9d4e-51c6-4d0e-8f7a-6c2d9b1e4a70")
 
 
 def to_message(contact: Contact) -> contacts_pb2.Contact:
@@ -148,6 +158,35 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
         self.book.set_consent(survivor, request.channel, consent, meta, None)
         return self._consent_reply(survivor, request.channel)
 
+    @access("read")
+    def FindContacts(  # noqa: N802 - the name is the contract's
+        self, request: contacts_pb2.FindContactsRequest, context: grpc.ServicerContext
+    ) -> contacts_pb2.FindContactsResponse:
+        wanted = _find_query(request)
+        docs = self.book.contacts_view.find({"$or": wanted, "status": "active"}, {"_id": 1}) \
+            .sort("updated_ms", DESCENDING).limit(MAX_FOUND)
+        ids = [doc["_id"] for doc in docs]
+        found = self.book.contacts_by_id(ids)
+        return contacts_pb2.FindContactsResponse(contacts=[to_message(found[cid]) for cid in ids if cid in found])
+
+    @access("write")
+    def CreateContact(  # noqa: N802 - the name is the contract's
+        self, request: contacts_pb2.CreateContactRequest, context: grpc.ServicerContext
+    ) -> contacts_pb2.Contact:
+        request_id = request.request_id.strip()
+        require_all((0 < len(request_id) <= 128, "request_id", "request_id is required (at most 128 characters)"))
+        fields = _contact_fields(request)
+        caller = actor()
+        contact_id = str(uuid.uuid5(CREATED_BY_REQUEST, f"{caller}|{request_id}"))
+        try:
+            return to_message(self.book.contact(contact_id))
+        except NotFound:
+            pass
+        meta = Metadata(actor=caller, correlation_id=correlation_id.get() or new_id())
+        with contextlib.suppress(ConcurrencyError):  # the same request, at the same moment: the first one's contact
+            self.book.contacts.save(Contact.create(contact_id, fields), meta)
+        return to_message(self.book.contact(contact_id))
+
     def _consent_reply(self, contact_id: str, channel: str) -> contacts_pb2.CheckConsentResponse:
         return _consent_message(self.book.check_consent(contact_id, channel))
 
@@ -157,6 +196,39 @@ def _consent_question(request: Any, prefix: str = "") -> list[tuple[bool, str, s
     `prefix` places a batch's check in its field path (checks[3].channel)."""
     return [(bool(request.contact_id.strip()), f"{prefix}contact_id", "contact_id is required"),
             (request.channel in CHANNELS, f"{prefix}channel", f"channel must be one of {', '.join(CHANNELS)}")]
+
+
+def _find_query(request: contacts_pb2.FindContactsRequest) -> list[dict[str, str]]:
+    """The read model's match for a FindContacts: the email and/or phone as POST /v1/contacts stores them."""
+    given = {name: value for name in ("email", "phone") if (value := getattr(request, name).strip())}
+    require_all((bool(given), "email", "give an email, a phone, or both"))
+    try:
+        loaded = ContactInput(only=tuple(given)).load(given)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+    return [{name: loaded[name]} for name in given]
+
+
+def _contact_fields(request: contacts_pb2.CreateContactRequest) -> dict[str, Any]:
+    """A CreateContact's fields, checked and normalised as POST /v1/contacts checks them (every bad one listed)."""
+    given: dict[str, Any] = {name: value for name in ("first_name", "last_name", "email", "phone", "locale")
+                             if (value := getattr(request, name).strip())}
+    if request.tags:
+        given["tags"] = list(request.tags)
+    if request.HasField("attributes"):
+        given["attributes"] = json_format.MessageToDict(request.attributes)
+    try:
+        return ContactInput().load(given)
+    except ValidationError as exc:
+        raise _invalid(exc) from None
+
+
+def _invalid(exc: ValidationError) -> ValidationFailed:
+    """Marshmallow's errors as the INVALID_ARGUMENT every gRPC method answers: each bad field named, in the
+    details and in the BadRequest."""
+    found = exc.messages if isinstance(exc.messages, dict) else {"_": exc.messages}
+    errors = {name: [str(m) for m in (said if isinstance(said, list) else [said])] for name, said in found.items()}
+    return ValidationFailed("; ".join(f"{name}: {m}" for name, said in errors.items() for m in said), errors)
 
 
 def _consent_message(answer: dict[str, Any]) -> contacts_pb2.CheckConsentResponse:
