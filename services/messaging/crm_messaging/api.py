@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
@@ -15,10 +14,11 @@ from crmkit import auth
 from crmkit.aggregate import Repository, changes_by_event
 from crmkit.errors import NotFound
 from crmkit.web import AsOfQuery, HistoryQuery, PageQuery, endpoint, if_match, listing, metadata, resource
-from crmkit.web.endpoint import Forbidden, Unauthorized
+from crmkit.web.endpoint import Forbidden
 from crmkit.web.locale import PageLanguage
 from crmkit.web.pagination import by_version
 from crmkit.web.views import HistoryEntry
+from crmkit.web.webhooks import require_secret
 
 
 class UnsubscribeQuery(Schema):
@@ -154,9 +154,7 @@ def blueprint(desk: MessageDesk) -> Blueprint:
     @endpoint(None, body=schemas.ReceiptInput, response=schemas.MessageView, openapi=RECEIPT)
     def receipt(provider: str, body: dict[str, Any]) -> Response:
         """A provider's delivery receipt; authenticated by the shared secret in `X-Receipt-Secret`."""
-        given = request.headers.get("X-Receipt-Secret", "")
-        if not given or not hmac.compare_digest(given.encode(), desk.receipt_secret().encode()):
-            raise Unauthorized("a valid X-Receipt-Secret header is required")
+        require_secret("X-Receipt-Secret", desk.receipt_secret())
         return resource(desk.receipt(provider, body, metadata()).view())
 
     # --- campaigns --------------------------------------------------------------------

@@ -8,6 +8,8 @@ from crm_messaging.commands import MessageDesk
 from crm_messaging.config import MessagingConfig, production_problems
 from crm_messaging.dispatcher import Dispatcher
 from crm_messaging.domain import PERSONAL_DATA
+from crm_messaging.suppressions import PERSONAL as SUPPRESSION_PERSONAL
+from crm_messaging.suppressions import ReportReactor
 from crm_messaging.triggers import TriggerReactor, install_defaults
 from crmkit.config import Ports
 from crmkit.runtime import Runtime
@@ -23,7 +25,7 @@ def prepare(runtime: Runtime) -> None:
 
 def projections(runtime: Runtime) -> list:
     desk = MessageDesk(runtime)
-    return [*desk.read_models(), desk.contacts, TriggerReactor(desk)]
+    return [*desk.read_models(), desk.contacts, TriggerReactor(desk), ReportReactor(desk)]
 
 
 def _serve_smtp_sink(service: str) -> None:
@@ -48,7 +50,7 @@ SERVICE = ServiceSpec(
     projections=projections,
     prepare=prepare,
     jobs=lambda runtime: [Dispatcher(MessageDesk(runtime)).run],
-    personal_fields=PERSONAL_DATA,
+    personal_fields={**PERSONAL_DATA, "AddressSuppressed": SUPPRESSION_PERSONAL},
     events=EVENTS,
     references=("contact_id", "to"),  # a contact's messages at merge and unmerge (MessageDesk._messages_of)
     extra_processes={"smtp-sink": ExtraProcess(run=_serve_smtp_sink, enabled=_local_smtp_sink)},

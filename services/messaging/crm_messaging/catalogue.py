@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any
 
 from crm_messaging.domain import CATEGORIES, CHANNELS, PERSONAL_DATA
+from crm_messaging.suppressions import SUPPRESSION_EVENTS
 from crmkit.catalogue import Catalogue, EventType
 
 ID = {"type": "string", "minLength": 1}
@@ -94,7 +95,9 @@ EVENTS = Catalogue("messaging", "Messaging", [
     EventType(
         "MessageSuppressed", 1, "message",
         "The message will not be sent: no consent for the channel (the reason contacts gave), the contact is "
-        "gone (`contact_not_found`) or its campaign was cancelled (`campaign_cancelled`). `consent` is the "
+        "gone (`contact_not_found`), its campaign was cancelled (`campaign_cancelled`), or the address contacts "
+        "gave bounced or was complained about (`address_bounced`, `address_complained`: AddressSuppressed). "
+        "`consent` is the "
         "consent decision that stopped it (absent when none was asked: a cancelled campaign, or recorded before "
         "proofs were kept).",
         _object(["message_id", "contact_id", "reason"], {"message_id": ID, "contact_id": ID, "reason": TEXT,
@@ -222,4 +225,5 @@ EVENTS = Catalogue("messaging", "Messaging", [
     ),
     _trigger("TriggerEnabled", "The trigger fires again."),
     _trigger("TriggerDisabled", "The trigger no longer fires."),
+    *SUPPRESSION_EVENTS,  # bounced and complained addresses (suppressions.py)
 ])

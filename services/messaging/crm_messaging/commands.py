@@ -8,8 +8,6 @@ scrubs a contact's messages when the contact is erased.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import hmac
 import uuid
 from collections.abc import Callable, Sequence
 from datetime import date, datetime
@@ -22,6 +20,7 @@ from crm_messaging import reports, templates, unsubscribe
 from crm_messaging.config import MessagingConfig
 from crm_messaging.domain import CHANNELS, Campaign, Message, Template, Trigger, subject_problem
 from crm_messaging.projections import CampaignsView, MessagesView, TemplatesView, TriggersView
+from crm_messaging.suppressions import Suppressions, suppression_id
 from crmkit import clock as platform_clock
 from crmkit.aggregate import Repository
 from crmkit.directory import ContactDirectory, LocalContacts
@@ -32,6 +31,7 @@ from crmkit.eventstore import epoch_ms
 from crmkit.keys import link_secret
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
+from crmkit.web.webhooks import shared_secret
 
 NAMESPACE = uuid.UUID("6f1d3c1e-6b0a-4f4e-9a57-2f0c1f6c2a11")
 
@@ -60,6 +60,7 @@ class MessageDesk:
         self.campaigns_view = db["campaigns"]
         self.triggers_view = db["triggers"]
         self.trigger_register = db["trigger_ids"]  # every trigger id, written before its first event
+        self.suppressions = Suppressions(runtime.store, runtime.publish)  # bounced and complained addresses
         self.contacts = LocalContacts("contacts", db["contacts"], self.directory, on_erased=self.erase_contact,
                                       on_merged=self.contact_merged, on_unmerged=self.contact_unmerged,
                                       service="messaging")
@@ -265,8 +266,7 @@ class MessageDesk:
     # --- receipts -----------------------------------------------------------------------
 
     def receipt_secret(self) -> str:
-        return self.config.receipt_secret or hmac.new(link_secret().encode(), b"crm-messaging-receipts",
-                                                      hashlib.sha256).hexdigest()
+        return shared_secret(self.config.receipt_secret, "crm-messaging-receipts")
 
     def receipt(self, provider: str, body: dict[str, Any], meta: Metadata) -> Message:
         message_id = body.get("message_id")
@@ -283,10 +283,13 @@ class MessageDesk:
                 raise NotFound(f"message {message.id} was not sent through {provider}")
             if body["status"] == "delivered":
                 message.delivered(at)
-            else:
+            elif body["status"] != "complained":  # a complaint changes nothing about the delivery
                 message.bounced(body.get("reason") or body["status"], at)
 
-        return self.messages.change(message_id, decide, meta)
+        message = self.messages.change(message_id, decide, meta)
+        if body["status"] in ("bounced", "complained"):  # never again to this address (suppressions.py)
+            self.suppressions.suppress(message, body["status"], body.get("reason"), "receipt", meta, at)
+        return message
 
     # --- campaigns ----------------------------------------------------------------------
 
@@ -427,7 +430,8 @@ class MessageDesk:
         (their messages' keys are deleted) and stored responses about them are dropped."""
         ids = {doc["_id"] for doc in self.messages_view.find({"contact_id": contact_id}, {"_id": 1})}
         ids |= {doc["_id"] for doc in self.schedule.find({"contact_id": contact_id, "kind": "message"}, {"_id": 1})}
-        self.runtime.vault.forget_many(ids)
+        # their suppressed addresses too: the streams exist or not, forgetting a key never made is harmless
+        self.runtime.vault.forget_many(ids | {suppression_id(contact_id, channel) for channel in CHANNELS})
         drop_stored_responses(self.runtime.db, [f"/v1/messages/{i}" for i in ids])
 
 

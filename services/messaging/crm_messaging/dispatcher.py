@@ -29,6 +29,7 @@ so tests move it instead of waiting.
 from __future__ import annotations
 
 import logging
+import re
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -50,6 +51,7 @@ from crmkit.eventstore import EventStore, epoch_ms
 from crmkit.metrics import LATENCY_BUCKETS
 
 log = logging.getLogger(__name__)
+TICKET_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}$")  # what the service desk reads back from a tag
 
 LEASE = timedelta(seconds=60)
 PAUSED_RECHECK = timedelta(seconds=5)
@@ -310,7 +312,23 @@ class Dispatcher:
                 work.record(message, "suppressed")
             else:
                 granted.append((message, consent))
-        return granted
+        return self._not_suppressed(granted, work)
+
+    def _not_suppressed(self, granted: list[tuple[Message, Consent]], work: Pass) -> list[tuple[Message, Consent]]:
+        """Consent given, but the address bounced or was complained about (suppressions.py): suppressed, with
+        the consent proof, reason `address_bounced` / `address_complained`. One event-store read per batch."""
+        if not granted:
+            return granted
+        reasons = self.desk.suppressions.reasons([((message.contact_id, consent.contact_id), message.channel,
+                                                   consent.address) for message, consent in granted])
+        sendable = []
+        for (message, consent), reason in zip(granted, reasons, strict=True):
+            if reason is None:
+                sendable.append((message, consent))
+            else:
+                message.suppress(f"address_{reason}", consent_proof(consent, message, work.now))
+                work.record(message, "suppressed")
+        return sendable
 
     def _send(self, ready: list[tuple[Message, Consent]], work: Pass) -> None:
         contacts = self.desk.contact_variables_many([consent.contact_id for _, consent in ready])
@@ -417,7 +435,11 @@ class Dispatcher:
             raise Unsendable(f"subject: as rendered, {problem}")
         if unsubscribe_url and message.channel == "email" and unsubscribe_url not in body:
             body = f"{body.rstrip()}\n\n--\nUnsubscribe: {unsubscribe_url}\n"
-        return providers.Outgoing(message.id, message.channel, consent.address or "", subject, body, unsubscribe_url)
+        thread = _ticket_of(message)
+        if thread and subject and f"[#{thread}]" not in subject:  # the tag a reply keeps: its ticket gets it
+            subject = f"{subject} [#{thread}]"
+        return providers.Outgoing(message.id, message.channel, consent.address or "", subject, body, unsubscribe_url,
+                                  thread)
 
     def _fail(self, message: Message, reason: str, work: Pass) -> str:
         message.fail(reason, rfc3339(work.now))
@@ -482,6 +504,16 @@ def consent_proof(consent: Consent | None, message: Message, checked_at: datetim
             "status": consent.status, "legal_basis": consent.legal_basis, "source": consent.source,
             "decided_at": consent.decided_at, "event_id": consent.event_id, "event_version": consent.event_version,
             "checked_at": rfc3339(checked_at)}
+
+
+def _ticket_of(message: Message) -> str | None:
+    """The service desk ticket an email is about (a trigger on a ticket event passes its `ticket_id`): its
+    subject carries the `[#<ticket id>]` tag and its Message-ID a token naming it, so the customer's reply
+    becomes a comment on that ticket (docs/service-desk.md, "Tickets from mail and SMS")."""
+    ticket_id = message.variables.get("ticket_id")
+    if message.channel != "email" or not isinstance(ticket_id, str) or not TICKET_REF.match(ticket_id):
+        return None
+    return ticket_id
 
 
 def _meta(message: Message) -> Metadata:

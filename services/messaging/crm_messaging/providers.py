@@ -32,6 +32,11 @@ from email.utils import formatdate, make_msgid
 from pathlib import Path
 from typing import Protocol
 
+from crmkit import signing
+
+THREAD_PURPOSE = "mail-thread"  # the service desk verifies these tokens (crm_servicedesk.inbound_mail)
+THREAD_MARK = ".t."
+
 
 @dataclass(frozen=True)
 class Outgoing:
@@ -41,6 +46,7 @@ class Outgoing:
     subject: str | None
     body: str
     unsubscribe_url: str | None = None
+    thread: str | None = None  # the ticket a mail is about: its Message-ID leads a reply back to it
 
 
 class Transient(Exception):
@@ -69,8 +75,12 @@ class SmtpProvider:
         self.username, self.password, self.timeout, self.domain = username, password, timeout, domain
         self._client: smtplib.SMTP | None = None  # kept open while the dispatcher is busy
 
-    def message_id(self, key: str) -> str:
-        """Derived from our id, so a retried send carries the same Message-ID (receivers dedupe on it)."""
+    def message_id(self, key: str, thread: str | None = None) -> str:
+        """Derived from our id, so a retried send carries the same Message-ID (receivers dedupe on it). A mail
+        about a ticket adds a signed token naming it (`<key>.t.<token>@domain`): a reply's In-Reply-To then
+        leads the service desk's mailbox back to the ticket (crm_servicedesk.inbound_mail.thread_refs)."""
+        if thread:
+            return f"<{key}{THREAD_MARK}{signing.sign(THREAD_PURPOSE, {'t': thread})}@{self.domain}>"
         return f"<{key}@{self.domain}>"
 
     def send(self, message: Outgoing) -> str:
@@ -102,7 +112,7 @@ class SmtpProvider:
         mail["From"], mail["To"] = self.sender, message.to
         mail["Subject"] = message.subject or ""
         mail["Date"] = formatdate(localtime=False)
-        mail["Message-ID"] = self.message_id(message.key) if message.key else make_msgid()
+        mail["Message-ID"] = self.message_id(message.key, message.thread) if message.key else make_msgid()
         if message.unsubscribe_url:  # RFC 2369, and RFC 8058's one-click POST to the same link
             mail["List-Unsubscribe"] = f"<{message.unsubscribe_url}>"
             mail["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"

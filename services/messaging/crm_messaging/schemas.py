@@ -206,7 +206,10 @@ class ReceiptInput(Strict):
 
     message_id = fields.String(validate=ID)
     provider_message_id = fields.String(validate=validate.Length(min=1, max=300))
-    status = fields.String(required=True, validate=validate.OneOf(("delivered", "failed", "bounced")))
+    status = fields.String(required=True, validate=validate.OneOf(("delivered", "failed", "bounced", "complained")),
+                           metadata={"description": "bounced (a hard bounce: the message fails, bounced) and "
+                                                    "complained (the recipient reported it as spam) also suppress "
+                                                    "later sends to the address it went to"})
     reason = fields.String(validate=validate.Length(max=300))
     at = fields.AwareDateTime()
 
