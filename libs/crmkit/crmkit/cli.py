@@ -363,6 +363,8 @@ def _announce(services: dict[str, ServiceSpec]) -> None:
         s = spec.settings()
         lines.append(f"  {spec.name:<14} REST http://127.0.0.1:{s.ports.http}  (docs /docs)   "
                      f"gRPC 127.0.0.1:{s.ports.grpc}")
+        lines += [f"  {'':<14} {name} {process.url()}" for name, process in spec.extra_processes.items()
+                  if process.url is not None and process.enabled()]
     lines += [
         f"  Kafka {os.environ['CRM_KAFKA_BOOTSTRAP']}   MongoDB {os.environ['CRM_MONGO_URL']}",
         "",

@@ -38,6 +38,7 @@ class ExtraProcess:
 
     run: Callable[[str], None]
     enabled: Callable[[], bool] = lambda: True  # whether `crm up` starts it (e.g. only for a local provider)
+    url: Callable[[], str] | None = None  # where it listens, for `crm up`'s banner (e.g. smtp://127.0.0.1:2525)
 
 
 @dataclass(frozen=True)
@@ -110,14 +111,14 @@ def spec_for(name: str) -> ServiceSpec:
 
 def wsgi(name: str) -> Flask:
     """The api process's app (gunicorn calls this once per worker, after the fork)."""
-    spec, runtime = _boot(name, "api")
+    spec, runtime = boot(name, "api")
     return create_app(runtime, spec.blueprints(runtime), title=spec.title, description=spec.description)
 
 
-def _boot(name: str, process: str) -> tuple[ServiceSpec, Runtime]:
-    """What every process of a service does first: take its identity (the service its calls to
-    other services speak for), log as JSON, refuse an unsafe production configuration,
-    connect, prepare the database."""
+def boot(name: str, process: str) -> tuple[ServiceSpec, Runtime]:
+    """What every process of a service does first (a service's own extra processes that record
+    events too): take its identity (the service its calls to other services speak for), log as
+    JSON, refuse an unsafe production configuration, connect, prepare the database."""
     os.environ["CRM_SERVICE_NAME"] = name
     spec = spec_for(name)
     logs.configure(name, process, spec.settings().log_level)
@@ -129,7 +130,7 @@ def _boot(name: str, process: str) -> tuple[ServiceSpec, Runtime]:
 
 def serve_grpc(name: str) -> None:
     """The grpc process: serve until SIGTERM, then let in-flight calls finish."""
-    spec, runtime = _boot(name, "grpc")
+    spec, runtime = boot(name, "grpc")
     stop = stop_on_signals()
     server, health = rpc.build_server(
         name, runtime.settings.ports.grpc, lambda srv: spec.servicers(srv, runtime)
@@ -145,7 +146,7 @@ def serve_grpc(name: str) -> None:
 
 def run_worker(name: str) -> None:
     """The worker process: the outbox sweeper and every projector, each in a thread."""
-    spec, runtime = _boot(name, "worker")
+    spec, runtime = boot(name, "worker")
     stop = stop_on_signals()
     threads = [threading.Thread(target=run_sweeper, args=(runtime.publisher, stop), name="sweeper")]
     batch = int(os.environ.get("CRM_PROJECTOR_BATCH", "500"))

@@ -11,17 +11,18 @@ import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
-from crm_servicedesk import api, grpc_api, projections, servqual_api, servqual_desk, sla_api, survey_api
+from crm_servicedesk import api, grpc_api, inbound_api, projections, servqual_api, servqual_desk, sla_api, survey_api
 from crm_servicedesk.catalogue import EVENTS, UPCASTERS
 from crm_servicedesk.commands import TicketDesk
 from crm_servicedesk.domain import PERSONAL_DATA
+from crm_servicedesk.inbound import InboundConfig
 from crm_servicedesk.recompute import Recompute
 from crmkit import logs
 from crmkit.config import Ports
 from crmkit.progress import Progress
 from crmkit.projector import Projection
 from crmkit.runtime import Runtime
-from crmkit.service import ServiceCommand, ServiceSpec
+from crmkit.service import ExtraProcess, ServiceCommand, ServiceSpec
 
 log = logging.getLogger(__name__)
 
@@ -126,13 +127,26 @@ def sla_command(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve_inbound_smtp(service: str) -> None:
+    """The support mailbox (`crm serve service-desk inbound-smtp`): imported only when it runs."""
+    from crm_servicedesk import inbound_smtp
+
+    inbound_smtp.serve(service)
+
+
+def _inbound_smtp_url() -> str:
+    config = InboundConfig.from_env()
+    return f"smtp://{config.smtp_host}:{config.smtp_port} (support mail)"
+
+
 SERVICE = ServiceSpec(
     name="service-desk",
     title="CRM service desk",
     description="Tickets from every channel, SLA policies on business hours, satisfaction and reports.",
     ports=Ports(http=8003, grpc=50053, metrics=9121),
     blueprints=lambda runtime: [api.blueprint(TicketDesk(runtime)), survey_api.blueprint(TicketDesk(runtime)),
-                                sla_api.blueprint(TicketDesk(runtime)), *servqual_api.blueprints(runtime)],
+                                sla_api.blueprint(TicketDesk(runtime)), inbound_api.blueprint(TicketDesk(runtime)),
+                                *servqual_api.blueprints(runtime)],
     servicers=lambda server, runtime: grpc_api.register(server, TicketDesk(runtime)),
     projections=all_projections,
     prepare=prepare,
@@ -141,6 +155,7 @@ SERVICE = ServiceSpec(
     references=("contact_id",),
     events=EVENTS,
     upcasters=UPCASTERS,
+    extra_processes={"inbound-smtp": ExtraProcess(run=_serve_inbound_smtp, url=_inbound_smtp_url)},
     commands={"sla": ServiceCommand("recompute the service desk's SLA clocks after a policy or calendar change",
                                     _sla_arguments, sla_command)},
 )

@@ -23,6 +23,7 @@ from crm_servicedesk.domain import (
     TYPES,
     WEEKDAYS,
 )
+from crm_servicedesk.inbound_report import REPORT_EVENTS
 from crm_servicedesk.servqual_events import EVENT_TYPES as SERVQUAL_EVENTS
 from crmkit.catalogue import Catalogue, EventType
 from crmkit.events import Upcasters
@@ -295,6 +296,7 @@ EVENTS = Catalogue("servicedesk", "Service desk", [
          "holidays": ["2026-03-21", "2026-03-22"], "customer_tiers": [],
          "escalation": {"action": "reassign", "assignee": None, "group": "tier-2"}, "enabled": True},
     ),
+    *REPORT_EVENTS,  # bounces and complaints the support mailbox received, for messaging (inbound_report)
     *SERVQUAL_EVENTS,  # the SERVQUAL instrument, policy, surveys and answers (servqual_events)
 ])
 

@@ -59,8 +59,9 @@ class TicketDesk:
 
     # --- tickets --------------------------------------------------------------------
 
-    def open_ticket(self, fields: dict[str, Any], meta: Metadata) -> Ticket:
-        """Open a ticket for an existing contact (asked over gRPC: unknown → 422, contacts down → 503)."""
+    def open_ticket(self, fields: dict[str, Any], meta: Metadata, ticket_id: str | None = None) -> Ticket:
+        """Open a ticket for an existing contact (asked over gRPC: unknown → 422, contacts down → 503);
+        `ticket_id` fixed by the caller (inbound mail and SMS) makes a second save a ConcurrencyError."""
         try:
             contact = self.directory.get(fields["contact_id"])
         except NotFound:
@@ -76,7 +77,7 @@ class TicketDesk:
         policies = self.policy_aggregates()
         chosen = choose_policy([policy.in_force(now) for policy in policies.values()], priority, tier)
         timeline = policies[chosen["id"]].timeline_from(now) if chosen else []
-        ticket = Ticket.open(new_id(), fields, timeline, tier, now)
+        ticket = Ticket.open(ticket_id or new_id(), fields, timeline, tier, now)
         self.tickets.save(ticket, meta)
         return ticket
 

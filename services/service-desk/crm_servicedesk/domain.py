@@ -262,12 +262,17 @@ class Ticket(Aggregate):
         })
         return ticket
 
-    def comment(self, body: str, public: bool, author_type: str, author: str, now: datetime) -> str:
+    def comment(self, body: str, public: bool, author_type: str, author: str, now: datetime,
+                comment_id: str | None = None) -> str:
+        """`comment_id` fixed by the caller (an inbound mail's, derived from its Message-ID) makes a repeat a
+        no-op: a comment already on the ticket is not recorded twice."""
+        if comment_id is not None and any(c["id"] == comment_id for c in self.comments):
+            return comment_id
         self._require_not_closed("comment on")
         if author_type == "customer" and not public:
             raise ValidationFailed("an internal note is written by an agent",
                                    {"public": ["a customer comment is always public"]})
-        comment_id = new_id()
+        comment_id = comment_id or new_id()
         text_field = "customer_body" if author_type == "customer" else "body"
         self.record("TicketCommented", {"comment_id": comment_id, "author_type": author_type, "author": author,
                                         "public": public, text_field: body, "at": rfc3339(now)})
