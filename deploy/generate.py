@@ -68,7 +68,8 @@ class Svc:
 SERVICES = [
     Svc("contacts", 8001, 50051, 9101, calls=("sales", "service-desk", "messaging"), follows=("sales", "service-desk"),
         extra_config={"CRM_CONTACTS_IMPORT_MAX_BYTES": "52428800", "CRM_CONTACTS_IMPORT_BATCH": "1000",
-                      "CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS": "60"}),
+                      "CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS": "60", "CRM_CONTACTS_STALE_AFTER_DAYS": "365",
+                      "CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": ""}),
     Svc("sales", 8002, 50052, 9111, calls=("contacts",), follows=("contacts",)),
     Svc("service-desk", 8003, 50053, 9121, calls=("contacts",), follows=("contacts", "sales"),
         extra_config={"CRM_SERVICEDESK_SWEEP_SECONDS": "5", "CRM_SERVICEDESK_RECOMPUTE_SECONDS": "10"}),

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from crm_contacts import (
     api,
+    confirm_api,
     export_api,
+    freshness,
+    freshness_api,
     grpc_api,
     imports,
     imports_api,
@@ -26,6 +29,7 @@ from crmkit.service import ServiceSpec
 
 
 def prepare(runtime: Runtime) -> None:
+    freshness.stale_policy()  # a threshold that cannot work stops every process at start, naming its variable
     runtime.store.ensure_indexes()
     for projection in projections.projections(runtime.db, runtime.store, runtime.settings.topic):
         projection.ensure_indexes()
@@ -45,14 +49,17 @@ SERVICE = ServiceSpec(
                                 segments_api.blueprint(SegmentBook(runtime)), imports_api.blueprint(runtime),
                                 insights_api.blueprint(runtime, SegmentBook(runtime)),
                                 export_api.blueprint(ContactBook(runtime), export_api.RecordKeepers()),
-                                unmerge_api.blueprint(ContactBook(runtime))],
+                                unmerge_api.blueprint(ContactBook(runtime)),
+                                freshness_api.blueprint(ContactBook(runtime)),
+                                confirm_api.blueprint(ContactBook(runtime))],
     servicers=lambda server, runtime: grpc_api.register(server, ContactBook(runtime), SegmentBook(runtime)),
     projections=lambda runtime: [*projections.projections(runtime.db, runtime.store, runtime.settings.topic),
                                  *segment_projections(runtime.db, runtime.store, runtime.settings.topic),
                                  *insight_projections(runtime.db, runtime.store, runtime.settings.topic),
                                  *lifecycle.projections(runtime)],
     prepare=prepare,
-    jobs=lambda runtime: [imports.ImportRunner(runtime).run, lifecycle.timers(runtime).run],
+    jobs=lambda runtime: [imports.ImportRunner(runtime).run, lifecycle.timers(runtime).run,
+                          freshness.timer(runtime).run],
     personal_fields=PERSONAL_DATA,
     events=EVENTS,
     upcasters=UPCASTERS,

@@ -58,7 +58,9 @@ EVENTS = Catalogue("contacts", "Contacts", [
     EventType(
         "ContactCreated", 1, "contact", "A person was added to the customer record.",
         _object(["contact_id", "lifecycle_stage", "tags", "attributes"],
-                {"contact_id": ID, "lifecycle_stage": STAGE, **CONTACT_FIELDS}),
+                {"contact_id": ID, "lifecycle_stage": STAGE, **CONTACT_FIELDS, "verified_at": {
+                    **TIME, "description": "when the details were last confirmed, if before the record was made "
+                                           "(added later: absent, the creation counts as the confirmation)"}}),
         {"contact_id": "01a2…", "first_name": "علی", "last_name": "Rezaei", "email": "ali@example.com",
          "phone": "+989121234567", "company_id": None, "tags": ["vip"], "attributes": {"city": "Tehran"},
          "owner": "ana", "lifecycle_stage": "lead", "locale": "fa-IR", "time_zone": "Asia/Tehran"},
@@ -110,6 +112,33 @@ EVENTS = Catalogue("contacts", "Contacts", [
         "The at-risk flag was lifted (`reason` `purchase`: a deal was won, `detail` its id).",
         _object(["contact_id", "reason"], {"contact_id": ID, "reason": {"type": "string"}, "detail": TEXT}),
         {"contact_id": "01a2…", "reason": "purchase", "detail": "01b9…"},
+    ),
+    EventType(
+        "ContactBecameStale", 1, "contact",
+        "Data freshness: the contact's details were last confirmed (`verified_at`: a verification, or the "
+        "creation) longer ago than the threshold for its lifecycle stage (`stale_after_days`, "
+        "CRM_CONTACTS_STALE_AFTER_DAYS[_BY_STAGE]), so it is flagged stale since `since` (when it crossed that "
+        "line). Recorded once, by the contacts worker, until a ContactDetailsVerified clears it. Messaging's "
+        "trigger trg-contact-stale-confirm (off by default) asks the person to confirm their details.",
+        _object(["contact_id", "since", "verified_at", "stale_after_days", "lifecycle_stage"],
+                {"contact_id": ID, "since": TIME, "verified_at": TIME,
+                 "stale_after_days": {"type": "number", "exclusiveMinimum": 0}, "lifecycle_stage": STAGE,
+                 "owner": TEXT}),
+        {"contact_id": "01a2…", "since": "2027-11-26T08:00:00.000Z", "verified_at": "2026-11-26T08:00:00.000Z",
+         "stale_after_days": 365, "lifecycle_stage": "customer", "owner": "ana"},
+    ),
+    EventType(
+        "ContactDetailsVerified", 1, "contact",
+        "The contact's details were confirmed at `at`: by staff (`source` `staff`, POST "
+        "/v1/contacts/{id}/verify, `method` how: phone, email, in_person, ...) or by the person through the "
+        "signed confirmation link (`source` `contact`, `method` `confirmation_link`; what they corrected is a "
+        "ContactUpdated just before). `by` is who (user:<name> or contact:<id>); `stale_since` the stale flag "
+        "it cleared (null: it was not stale).",
+        _object(["contact_id", "at", "by", "source", "stale_since"],
+                {"contact_id": ID, "at": TIME, "by": {"type": "string"}, "source": {"enum": ["staff", "contact"]},
+                 "method": TEXT, "stale_since": {"type": ["string", "null"], "format": "date-time"}}),
+        {"contact_id": "01a2…", "at": "2027-12-01T09:30:00.000Z", "by": "contact:01a2…", "source": "contact",
+         "method": "confirmation_link", "stale_since": "2027-11-26T08:00:00.000Z"},
     ),
     EventType(
         "ContactConsentChanged", 1, "contact",

@@ -15,7 +15,7 @@ from typing import Any
 
 from crmkit.aggregate import Aggregate
 from crmkit.errors import Conflict, ValidationFailed
-from crmkit.events import RecordedEvent, rfc3339
+from crmkit.events import RecordedEvent, parse_time, rfc3339
 from crmkit.eventstore import epoch_ms, text_ms
 
 LIFECYCLE_STAGES = (
@@ -195,6 +195,12 @@ class Contact(Aggregate):
         self.at_risk = False  # a customer without a won deal for too long
         self.at_risk_since: str | None = None
         self.win_backs = 0  # churned → customer again by the win-back rule
+        # data freshness (crm_contacts.freshness): when the details were last confirmed (None: at
+        # creation, `created_at`), by whom, and the stale flag the worker sets past the threshold
+        self.verified_at: str | None = None
+        self.verified_by: str | None = None
+        self.stale = False
+        self.stale_since: str | None = None
 
     @property
     def last_purchase_ms(self) -> int | None:
@@ -203,6 +209,11 @@ class Contact(Aggregate):
     @property
     def at_risk_since_ms(self) -> int | None:
         return text_ms(self.at_risk_since)
+
+    @property
+    def last_verified_at(self) -> str | None:
+        """When the details were last confirmed: a verification, else the creation (which counts as one)."""
+        return self.verified_at or (rfc3339(self.created_at) if self.created_at else None)
 
     # --- commands -------------------------------------------------------------------
 
@@ -219,6 +230,8 @@ class Contact(Aggregate):
         data["tags"] = sorted(set(fields.get("tags") or []))
         data["attributes"] = {k: v for k, v in (fields.get("attributes") or {}).items() if v is not None}
         data["lifecycle_stage"] = fields.get("lifecycle_stage") or "lead"
+        if fields.get("verified_at"):  # confirmed before it was entered here (e.g. migrated records)
+            data["verified_at"] = rfc3339(fields["verified_at"])
         contact.record("ContactCreated", {"contact_id": contact_id, **data})
         return contact
 
@@ -293,6 +306,39 @@ class Contact(Aggregate):
                 or epoch_ms(now) - since < after.total_seconds() * 1000):
             return False
         return self.automate_stage("churned", "churn", f"at risk since {self.at_risk_since}")
+
+    # --- data freshness (crm_contacts.freshness; docs/contacts.md, "Data freshness") ---------
+
+    def verify(self, at: datetime, by: str, source: str, method: str | None = None) -> None:
+        """The details were confirmed at `at`: by staff (`source` staff, `method` how) or by the
+        person (`source` contact, through the confirmation link). Clears the stale flag. Every
+        confirmation is recorded, a repeat too: each is a fact an audit may ask about."""
+        self._require_active()
+        self.record("ContactDetailsVerified", {"contact_id": self.id, "at": rfc3339(at), "by": by, "source": source,
+                                               "method": method, "stale_since": self.stale_since})
+
+    def confirm_details(self, fields: dict[str, Any], at: datetime) -> list[str]:
+        """The person confirmed their details through the link, correcting some of name, email and
+        phone: the corrections (a `ContactUpdated`), then the confirmation. Returns what changed."""
+        self._require_active()
+        corrected = {name: fields[name] for name in IDENTIFYING if name in fields}
+        changed = sorted(_changes(lambda name: getattr(self, name), corrected, IDENTIFYING))
+        self.update(corrected, stage_cause={})
+        self.verify(at, f"contact:{self.id}", "contact", "confirmation_link")
+        return changed
+
+    def flag_stale(self, now: datetime, after: timedelta) -> bool:
+        """Flag an active contact whose details were last confirmed at least `after` before `now`;
+        `since` is when it crossed that line. Once: a stale contact stays flagged until confirmed."""
+        verified = self.last_verified_at
+        if self.status != "active" or self.stale or verified is None or now - parse_time(verified) < after:
+            return False
+        since = parse_time(verified) + after
+        self.record("ContactBecameStale", {
+            "contact_id": self.id, "since": rfc3339(since), "verified_at": self.last_verified_at,
+            "stale_after_days": after / timedelta(days=1), "lifecycle_stage": self.lifecycle_stage,
+            "owner": self.owner})
+        return True
 
     def set_consent(self, channel: str, consent: dict[str, Any], *, merged_from: str | None = None) -> None:
         """Record the person's choice for a channel (status, source, legal basis, when);
@@ -422,6 +468,7 @@ class Contact(Aggregate):
                 self.tags = list(data.get("tags") or [])
                 self.attributes = dict(data.get("attributes") or {})
                 self.lifecycle_stage = data.get("lifecycle_stage") or "lead"
+                self.verified_at = data.get("verified_at")
             case "ContactUpdated":
                 for taken in self.absorbed.values():
                     taken.changed(data["changes"])
@@ -445,6 +492,11 @@ class Contact(Aggregate):
                 self.at_risk, self.at_risk_since = True, data["since"]
             case "ContactAtRiskCleared":
                 self.at_risk, self.at_risk_since = False, None
+            case "ContactBecameStale":
+                self.stale, self.stale_since = True, data["since"]
+            case "ContactDetailsVerified":
+                self.verified_at, self.verified_by = data["at"], data.get("by")
+                self.stale, self.stale_since = False, None
             case "ContactConsentChanged":
                 for duplicate_id, taken in self.absorbed.items():
                     if duplicate_id == data.get("merged_from"):
@@ -470,6 +522,7 @@ class Contact(Aggregate):
                 for name in PERSONAL_FIELDS:
                     setattr(self, name, None)
                 self.attributes, self.consents, self.status, self.absorbed = {}, {}, "erased", {}
+                self.stale, self.stale_since = False, None
 
     def _note_stage(self, data: dict[str, Any], cause: Any) -> None:
         """A stage a merge raised stays the duplicate's to take back until anything moves it."""
@@ -520,6 +573,10 @@ class Contact(Aggregate):
             "at_risk": self.at_risk,
             "at_risk_since": self.at_risk_since,
             "win_backs": self.win_backs,
+            "verified_at": self.verified_at,  # null: not since the creation, which counts (created_at)
+            "verified_by": self.verified_by,
+            "stale": self.stale,
+            "stale_since": self.stale_since,
             "created_at": self.created_at,
             "updated_at": self.updated_at,
         }
@@ -536,6 +593,8 @@ class Contact(Aggregate):
         contact.merged_from = list(view.get("merged_from") or [])
         contact.last_purchase_at, contact.at_risk_since = view.get("last_purchase_at"), view.get("at_risk_since")
         contact.at_risk, contact.win_backs = bool(view.get("at_risk")), int(view.get("win_backs") or 0)
+        contact.verified_at, contact.verified_by = view.get("verified_at"), view.get("verified_by")
+        contact.stale, contact.stale_since = bool(view.get("stale")), view.get("stale_since")
         return contact
 
 

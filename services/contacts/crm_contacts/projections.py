@@ -65,7 +65,8 @@ class ContactsView(AggregateView):
 
     def ensure_indexes(self) -> None:
         for keys in (["search"], ["email"], ["phone"], ["company_id"], ["lifecycle_stage"], ["tags"], ["owner"],
-                     ["name_key"], ["status"], ["last_purchase_ms"], ["at_risk_since_ms"]):
+                     ["name_key"], ["status"], ["last_purchase_ms"], ["at_risk_since_ms"], ["verified_ms"],
+                     ["stale", "owner"], ["stale", "lifecycle_stage"]):
             self.collection.create_index([(key, ASCENDING) for key in keys])
 
 
@@ -98,9 +99,9 @@ def contact_document(contact: Contact) -> dict[str, Any]:
     }
 
 
-# keys only segment rules and the lifecycle timers query, never shown by the API
+# keys only segment rules and the lifecycle and freshness timers query, never shown by the API
 SEGMENT_KEYS = ("first_name_folded", "last_name_folded", "created_ms", "updated_ms", "name_folded",
-                "last_purchase_ms", "at_risk_since_ms", "derived_version")
+                "last_purchase_ms", "at_risk_since_ms", "derived_version", "verified_ms")
 
 
 def segment_keys(view: dict[str, Any]) -> dict[str, Any]:
@@ -117,6 +118,9 @@ def segment_keys(view: dict[str, Any]) -> dict[str, Any]:
         # lifecycle timers (crm_contacts.lifecycle) compare these
         "last_purchase_ms": epoch_ms(parse_time(view["last_purchase_at"])) if view["last_purchase_at"] else None,
         "at_risk_since_ms": epoch_ms(parse_time(view["at_risk_since"])) if view["at_risk_since"] else None,
+        # the freshness timer (crm_contacts.freshness) compares this
+        "verified_ms": epoch_ms(parse_time(view["verified_at"])) if view.get("verified_at")
+        else epoch_ms(view["created_at"]) if view["created_at"] else None,  # the creation counts
     }
 
 

@@ -223,6 +223,15 @@ IDENTIFYING = ("first_name", "last_name", "email", "phone")
 class ContactCreate(ContactInput):
     """A new contact: at least a name, an email or a phone, not blank (the domain's rule, documented)."""
 
+    verified_at = fields.AwareDateTime(metadata={
+        "description": "when the details were last confirmed, if before now (e.g. records migrated from another "
+                       "system); not in the future. Default: now (the creation counts as a confirmation)"})
+
+    @validates("verified_at")
+    def _verified_not_in_the_future(self, value: Any, **_: Any) -> None:
+        if value is not None and value > utcnow() + timedelta(minutes=5):
+            raise ValidationError("cannot be in the future")
+
     OPENAPI = {"anyOf": [{"required": [name], "properties": {name: {
         "type": "string", "pattern": trimmed(field.CORE, nullable=False)}}}
         for name, field in ContactInput._declared_fields.items() if name in IDENTIFYING
@@ -292,6 +301,17 @@ class ContactView(ContactInput):
                                                                       "CRM_AT_RISK_AFTER_DAYS"})
     at_risk_since = fields.String(dump_only=True, allow_none=True)
     win_backs = fields.Integer(dump_only=True, metadata={"description": "times won back from churned"})
+    verified_at = fields.String(dump_only=True, allow_none=True, metadata={
+        "description": "when the details were last confirmed: by staff (POST /v1/contacts/{id}/verify), by the "
+                       "person (the confirmation link), or given with the create; null: not since the creation, "
+                       "which counts as a confirmation (created_at)"})
+    verified_by = fields.String(dump_only=True, allow_none=True, metadata={
+        "description": "who confirmed them last: user:<name> or contact:<id>; null: nobody since the creation"})
+    stale = fields.Boolean(dump_only=True, metadata={
+        "description": "not confirmed within CRM_CONTACTS_STALE_AFTER_DAYS (per stage: _BY_STAGE); cleared by a "
+                       "confirmation"})
+    stale_since = fields.String(dump_only=True, allow_none=True, metadata={
+        "description": "when it crossed the line (last confirmation + the threshold)"})
     derived = fields.Dict(dump_only=True, metadata={
         "description": "values other services derive (tier, clv, …): lists only, eventually consistent"})
     created_at = fields.DateTime(dump_only=True)

@@ -1,0 +1,115 @@
+"""REST edge of data freshness for staff: `POST /v1/contacts/{id}/verify` (the details were
+confirmed with the person) and `GET /v1/insights/stale-records` (stale contacts per owner).
+
+The rule and what counts as a confirmation: crm_contacts.freshness. The report reads the
+`contacts` read model through its `(stale, owner)` and `(stale, lifecycle_stage)` indexes:
+one `$group` by owner for the counts (a single field with `$sum`, which every server we run
+on supports) and one page of the contacts, in id order (ids are UUIDv7: creation order).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, Response, jsonify
+from marshmallow import RAISE, Schema, fields, validate
+
+from crm_contacts import projections
+from crm_contacts.commands import ContactBook
+from crm_contacts.domain import LIFECYCLE_STAGES, Contact
+from crm_contacts.schemas import ContactView, Text
+from crmkit import clock
+from crmkit.events import Metadata, rfc3339
+from crmkit.web import PageQuery, endpoint, if_match, metadata, page, resource
+
+METHODS = ("phone", "email", "sms", "in_person", "video_call", "letter", "other")
+MAX_OWNERS = 1000  # owners are staff: more than this in one answer would be a data problem, not a report
+SUMMARY = ("first_name", "last_name", "email", "phone", "owner", "lifecycle_stage", "created_at", "verified_at",
+           "stale_since")
+
+
+class VerifyInput(Schema):
+    """How staff confirmed the details (optional)."""
+
+    class Meta:
+        unknown = RAISE
+
+    method = fields.String(load_default="other", validate=validate.OneOf(METHODS), metadata={
+        "description": "how the details were confirmed with the person"})
+
+
+class StaleRecordsQuery(PageQuery):
+    owner = Text(100, allow_none=False, metadata={"description": "only this owner's contacts"})
+    lifecycle_stage = fields.String(validate=validate.OneOf(LIFECYCLE_STAGES))
+
+
+class OwnerCount(Schema):
+    owner = fields.String(allow_none=True, metadata={"description": "null: contacts without an owner"})
+    count = fields.Integer()
+
+
+class StaleContact(Schema):
+    id = fields.String()
+    first_name = fields.String(allow_none=True)
+    last_name = fields.String(allow_none=True)
+    email = fields.String(allow_none=True)
+    phone = fields.String(allow_none=True)
+    owner = fields.String(allow_none=True)
+    lifecycle_stage = fields.String(metadata={"enum": list(LIFECYCLE_STAGES)})
+    created_at = fields.DateTime()
+    verified_at = fields.String(allow_none=True, metadata={"description": "null: not since the creation"})
+    stale_since = fields.String(allow_none=True)
+
+
+class StaleRecordsReport(Schema):
+    report = fields.String(metadata={"enum": ["stale-records"]})
+    as_of = fields.String(metadata={"description": "when the report was read (the stale flags are set by the "
+                                                   "contacts worker's periodic pass)"})
+    owner = fields.String(allow_none=True)
+    lifecycle_stage = fields.String(allow_none=True)
+    total = fields.Integer(metadata={"description": "stale contacts matching the filters"})
+    by_owner = fields.List(fields.Nested(OwnerCount), metadata={
+        "description": f"stale contacts per owner, most first (at most {MAX_OWNERS} owners)"})
+    items = fields.List(fields.Nested(StaleContact))
+    next_cursor = fields.String(allow_none=True)
+
+
+def verify(book: ContactBook, contact_id: str, method: str, meta: Metadata, expected: int | None) -> Contact:
+    """Staff confirmed the details with the person: verified now, the stale flag cleared."""
+    return book.contacts.change(contact_id, lambda c: c.verify(clock.now(), meta.actor, "staff", method), meta,
+                                expected)
+
+
+def stale_records(book: ContactBook, query: dict[str, Any]) -> dict[str, Any]:
+    """Stale active contacts: counts per owner and one page of them, filtered by owner and stage."""
+    match: dict[str, Any] = {"stale": True, "status": "active"}
+    for name in ("owner", "lifecycle_stage"):
+        if query.get(name):
+            match[name] = query[name]
+    counts = [{"owner": group["_id"], "count": group["count"]} for group in book.contacts_view.aggregate([
+        {"$match": match}, {"$group": {"_id": "$owner", "count": {"$sum": 1}}}, {"$limit": MAX_OWNERS}])]
+    counts.sort(key=lambda c: (-c["count"], c["owner"] is None, c["owner"] or ""))
+    docs, cursor = page(book.contacts_view, match, query["limit"], query.get("cursor"),
+                        {"_id": 1, **{name: 1 for name in SUMMARY}})
+    items = [{name: doc.get(name) for name in ("id", *SUMMARY)} for doc in map(projections.public, docs)]
+    return {"report": "stale-records", "as_of": rfc3339(clock.now()), "owner": query.get("owner"),
+            "lifecycle_stage": query.get("lifecycle_stage"), "total": sum(c["count"] for c in counts),
+            "by_owner": counts, "items": items, "next_cursor": cursor}
+
+
+def blueprint(book: ContactBook) -> Blueprint:
+    bp = Blueprint("freshness", __name__)
+
+    @bp.post("/v1/contacts/<contact_id>/verify")
+    @endpoint("write", body=VerifyInput, body_optional=True, response=ContactView)
+    def verify_contact(contact_id: str, body: dict[str, Any]) -> Response:
+        """Record that the contact's details were confirmed with them now (optional body: `method`); clears stale."""
+        return resource(verify(book, contact_id, body.get("method") or "other", metadata(), if_match()).view())
+
+    @bp.get("/v1/insights/stale-records")
+    @endpoint("read", query=StaleRecordsQuery, response=StaleRecordsReport)
+    def stale_records_report(query: dict[str, Any]) -> Response:
+        """Contacts whose details are stale: counts per owner and a page of them (filters: owner, lifecycle_stage)."""
+        return jsonify(stale_records(book, query))
+
+    return bp
