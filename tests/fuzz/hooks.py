@@ -210,9 +210,18 @@ def _sales_state(body: Any) -> None:
     SKU unused (SKUs are unique); money amounts whole (an amount has at most its currency's decimals,
     and the currency may be the record's: a PATCH's, a quote line's deal's); a quote line's product
     the one made for quotes, which no request deactivates or re-prices (a line's product must be
-    active and priced in the deal's currency)."""
+    active and priced in the deal's currency); a pipeline's reason codes unique in each list (a
+    relation between the items), and free text allowed as a reason (a PATCH making the default
+    pipeline list-only would make a deal's close with other words a 422: which words a close may
+    give is that state)."""
     if not isinstance(body, dict):
         return
+    for name in ("win_reasons", "loss_reasons"):
+        if isinstance(body.get(name), list) and all(isinstance(reason, dict) for reason in body[name]):
+            for index, reason in enumerate(body[name]):
+                reason["code"] = f"reason_{index}"
+    if "free_text_reasons" in body:
+        body["free_text_reasons"] = True
     if isinstance(body.get("sku"), str):
         body["sku"] = f"{body['sku'][:50]}-{next(_SKUS)}"
     lines = body.get("lines") if isinstance(body.get("lines"), list) else []
