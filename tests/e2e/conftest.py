@@ -51,6 +51,7 @@ class LocalStack:
             self.env.update({f"CRM_{key}_HTTP_PORT": str(http), f"CRM_{key}_GRPC_PORT": str(grpc_port),
                              f"CRM_{key}_METRICS_PORT": str(metrics)})
         self.env["CRM_SURVEY_URL_BASE"] = f"http://127.0.0.1:{self.ports['service-desk']}"
+        self.env["CRM_DETAILS_URL_BASE"] = f"http://127.0.0.1:{self.ports['contacts']}"
         self.output = home / "crm-up.out"
         self.process: subprocess.Popen | None = None
         self.token = ""

@@ -35,6 +35,7 @@ class MessagingConfig:
     outbox_dir: Path
     public_url: str  # where recipients reach this service (unsubscribe links)
     survey_url: str  # the service desk's survey pages: <base>/v1/surveys (a link adds /<token>)
+    details_url: str  # the contacts service's pages to confirm one's details: <base>/v1/confirmations
     max_attempts: int
     backoff_base: float
     backoff_cap: float
@@ -65,6 +66,7 @@ class MessagingConfig:
             outbox_dir=Path(env("OUTBOX_DIR", str(home / "outbox"))),
             public_url=env("PUBLIC_URL", "http://127.0.0.1:8004").rstrip("/"),
             survey_url=environ.get("CRM_SURVEY_URL_BASE", "http://127.0.0.1:8003").rstrip("/") + "/v1/surveys",
+            details_url=environ.get("CRM_DETAILS_URL_BASE", "http://127.0.0.1:8001").rstrip("/") + "/v1/confirmations",
             max_attempts=int(env("MAX_ATTEMPTS", "6")),
             backoff_base=float(env("BACKOFF_SECONDS", "30")),
             backoff_cap=float(env("BACKOFF_CAP_SECONDS", "3600")),
@@ -106,6 +108,8 @@ def production_problems(environ: Mapping[str, str]) -> list[Problem]:
                       "unsubscribe links must open from outside: set it to your ingress for messaging"),
         *url_problems("CRM_SURVEY_URL_BASE", environ,
                       "survey links must open from outside: set it to your ingress for the service desk"),
+        *url_problems("CRM_DETAILS_URL_BASE", environ,
+                      "links to confirm one's details must open from outside: set it to your ingress for contacts"),
         *_email_problems(config, environ),
         *_gateway_problems("sms", config.sms_provider, environ),
         *_gateway_problems("fax", config.fax_provider, environ),

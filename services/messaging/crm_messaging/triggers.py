@@ -6,7 +6,10 @@ overrides). For each event whose type and data match an enabled trigger, it queu
 message whose id is derived from the trigger and the event id, so a redelivered event
 queues nothing twice. Each event is reacted to on its own (no stream version is
 remembered), so a late one (v1 after v2) fires as it would have in order. The defaults
-shipped (`install_defaults`): ticket solved → satisfaction survey, deal won → welcome.
+shipped (`install_defaults`): ticket solved → satisfaction survey, deal won → welcome, and
+(disabled until an installation enables it) contact became stale → "please confirm your
+details", a marketing message whose `confirm_url` is the contacts service's signed
+confirmation page (crm_contacts.confirm_api).
 """
 
 from __future__ import annotations
@@ -30,6 +33,9 @@ TRIGGER_SOURCES = ("service-desk", "sales", "contacts")  # whose topics triggers
 TICKET_SOLVED = "crm.servicedesk.TicketSolved.v1"
 SURVEY_LINK_TTL = timedelta(days=30)
 SERVQUAL_SURVEY_SENT = "crm.servicedesk.ServqualSurveySent.v1"  # the desk sent a SERVQUAL survey: email its link
+CONTACT_STALE = "crm.contacts.ContactBecameStale.v1"
+CONFIRM_PURPOSE = "confirm-details"  # the contacts service checks these links (crm_contacts.confirm_api)
+CONFIRM_LINK_TTL = timedelta(days=30)
 
 
 class TriggerReactor:
@@ -93,12 +99,15 @@ class TriggerReactor:
         return len(messages) - len(repeats)
 
     def _event_variables(self, event: RecordedEvent, contact_id: str) -> dict[str, Any]:
-        """The event's scalar data for the template, and for a solved ticket its survey link."""
+        """The event's scalar data for the template; for a solved ticket its survey link, for a stale
+        contact the link to confirm their details."""
         scalars: dict[str, Any] = {k: v for k, v in event.data.items() if isinstance(v, str | int | float | bool)}
         if event.full_type == TICKET_SOLVED:
             scalars["survey_url"] = self.survey_link(event.data.get("ticket_id") or event.stream_id, contact_id)
         if event.full_type == SERVQUAL_SURVEY_SENT:
             scalars["survey_url"] = self.servqual_link(event.data.get("survey_id") or event.stream_id, contact_id)
+        if event.full_type == CONTACT_STALE and isinstance(event.data.get("since"), str):
+            scalars["confirm_url"] = self.confirm_link(contact_id, event.data["since"])
         return scalars
 
     def survey_link(self, ticket_id: str, contact_id: str) -> str:
@@ -111,6 +120,12 @@ class TriggerReactor:
         token = signing.sign("servqual", {"survey_id": survey_id, "contact_id": contact_id}, ttl=SURVEY_LINK_TTL)
         return f"{self.desk.config.survey_url}/servqual/{token}"
 
+    def confirm_link(self, contact_id: str, since: str) -> str:
+        """The contacts service's page where this person confirms their details: a signed link that
+        answers this stale flag (`since`) once, no login."""
+        token = signing.sign(CONFIRM_PURPOSE, {"c": contact_id, "s": since}, ttl=CONFIRM_LINK_TTL)
+        return f"{self.desk.config.details_url}/{token}"
+
     def reset(self) -> None:
         """Nothing to drop: what a trigger queued are messages (events), not a read model."""
 
@@ -118,6 +133,7 @@ class TriggerReactor:
 SURVEY_TEMPLATE = "tpl-satisfaction-survey"
 WELCOME_TEMPLATE = "tpl-welcome"
 SERVQUAL_TEMPLATE = "tpl-servqual-survey"
+CONFIRM_TEMPLATE = "tpl-confirm-details"
 
 DEFAULT_TEMPLATES = {
     SURVEY_TEMPLATE: {
@@ -140,6 +156,25 @@ DEFAULT_TEMPLATES = {
                            "We are glad to have you as a customer."},
             "fa": {"subject": "{{ first_name }} عزیز، خوش آمدید",
                    "body": "{{ name }} عزیز،\n\nاز اینکه ما را انتخاب کردید سپاسگزاریم."},
+        },
+    },
+    # marketing, not transactional: a request to update one's details serves the sender's records, not
+    # a transaction the person asked for (the UK ICO fined Flybe and Honda in 2017 for exactly such
+    # mails to people who had opted out), so it goes only with consent and carries an unsubscribe link
+    CONFIRM_TEMPLATE: {
+        "name": "Confirm your details (contact became stale)", "channel": "email", "category": "marketing",
+        "default_locale": "en",
+        "variants": {
+            "en": {"subject": "Are your details still up to date?",
+                   "body": "Hello {{ first_name or 'there' }},\n\nIt has been a while since you confirmed the "
+                           "details we hold about you. Please check them, correct anything that has changed, "
+                           "and confirm:\n{{ confirm_url }}\n\nThank you."},
+            "fa": {"subject": "آیا مشخصات شما هنوز به‌روز است؟",
+                   "body": "{{ first_name }} عزیز،\n\nمدتی است مشخصاتی را که از شما داریم تأیید نکرده‌اید. "
+                           "لطفاً آن را بررسی، در صورت تغییر اصلاح و تأیید کنید:\n{{ confirm_url }}\n\nسپاس."},
+            "ar": {"subject": "هل ما زالت بياناتك محدّثة؟",
+                   "body": "مرحبًا {{ first_name }}،\n\nمضى بعض الوقت منذ أن أكدت البيانات التي نحتفظ بها عنك. "
+                           "يرجى مراجعتها وتصحيح ما تغيّر منها ثم تأكيدها:\n{{ confirm_url }}\n\nشكرًا لك."},
         },
     },
 }
@@ -168,6 +203,10 @@ DEFAULT_TRIGGERS = {
                                  "enabled": True},
     "trg-deal-won-welcome": {"name": "Deal won → welcome", "event_type": "crm.sales.DealWon.v1", "filter": {},
                              "template_id": WELCOME_TEMPLATE, "channel": "email", "variables": {}, "enabled": True},
+    # off until an installation turns it on (PATCH /v1/triggers/trg-contact-stale-confirm): it is marketing
+    "trg-contact-stale-confirm": {"name": "Contact became stale → confirm your details", "event_type": CONTACT_STALE,
+                                  "filter": {}, "template_id": CONFIRM_TEMPLATE, "channel": "email",
+                                  "variables": {}, "enabled": False},
 }
 
 

@@ -23,6 +23,7 @@ def safe_messaging_env() -> dict[str, str]:
         "CRM_ENV": "production",
         "CRM_MESSAGING_PUBLIC_URL": "https://messaging.example.com",
         "CRM_SURVEY_URL_BASE": "https://support.example.com",
+        "CRM_DETAILS_URL_BASE": "https://contacts.example.com",
         "CRM_MESSAGING_SMTP_SINK": "false",
         "CRM_MESSAGING_SMTP_HOST": "smtp.example.com",
         "CRM_MESSAGING_SMTP_PORT": "587",
@@ -45,14 +46,15 @@ def test_a_complete_production_configuration_passes() -> None:
 def test_the_local_defaults_are_each_refused() -> None:
     """What a deployment that sets nothing for messaging would do: every one is named."""
     assert variables({"CRM_ENV": "production"}) == [
-        "CRM_MESSAGING_PUBLIC_URL", "CRM_SURVEY_URL_BASE", "CRM_MESSAGING_SMTP_SINK", "CRM_MESSAGING_SMTP_HOST",
-        "CRM_MESSAGING_SMS_PROVIDER", "CRM_MESSAGING_FAX_PROVIDER"]
+        "CRM_MESSAGING_PUBLIC_URL", "CRM_SURVEY_URL_BASE", "CRM_DETAILS_URL_BASE", "CRM_MESSAGING_SMTP_SINK",
+        "CRM_MESSAGING_SMTP_HOST", "CRM_MESSAGING_SMS_PROVIDER", "CRM_MESSAGING_FAX_PROVIDER"]
 
 
 @pytest.mark.parametrize("variable, value, reason", [
     ("CRM_MESSAGING_PUBLIC_URL", "http://127.0.0.1:8004", "not an https URL"),
     ("CRM_MESSAGING_PUBLIC_URL", "https://localhost:8004", "this machine"),
     ("CRM_SURVEY_URL_BASE", "http://support.example.com", "not an https URL"),
+    ("CRM_DETAILS_URL_BASE", "http://127.0.0.1:8001", "not an https URL"),
     ("CRM_MESSAGING_SMS_PROVIDER", "file", "marked sent, never delivered"),
     ("CRM_MESSAGING_FAX_PROVIDER", "htpp", "not a provider"),
     ("CRM_MESSAGING_SMS_URL", "", "unset"),
@@ -85,7 +87,7 @@ def test_a_production_process_with_the_local_defaults_refuses_to_start(tmp_path)
         named = [problem.split(":")[0] for problem in line["problems"]]
         assert named == ["CRM_JWT_KEYS", "CRM_SERVICE_KEY", "CRM_SERVICE_PUBLIC_KEYS", "CRM_LINK_SECRET",
                          "CRM_MONGO_URL", "CRM_KAFKA_BOOTSTRAP", "CRM_KAFKA_SECURITY_PROTOCOL",
-                         "CRM_MESSAGING_PUBLIC_URL", "CRM_SURVEY_URL_BASE",
+                         "CRM_MESSAGING_PUBLIC_URL", "CRM_SURVEY_URL_BASE", "CRM_DETAILS_URL_BASE",
                          "CRM_MESSAGING_SMTP_SINK", "CRM_MESSAGING_SMTP_HOST", "CRM_MESSAGING_SMS_PROVIDER",
                          "CRM_MESSAGING_FAX_PROVIDER"]
         assert not list(tmp_path.iterdir()), "nothing is generated into CRM_DATA_DIR before refusing"
