@@ -38,6 +38,18 @@ BI_USER, BI_GROUP_PREFIX = "crm-bi", "bi."  # docs/bi.md
 
 
 @dataclass(frozen=True)
+class Listener:
+    """A service's own extra process that the outside reaches (the service desk's support mailbox): its
+    Deployment runs `crm serve <service> <process>`, its Service exposes `port` named `port_name`."""
+
+    process: str  # the service's extra process (ServiceSpec.extra_processes)
+    component: str  # its app.kubernetes.io/component
+    port_name: str
+    port: int
+    replicas: int = 2
+
+
+@dataclass(frozen=True)
 class Svc:
     name: str  # services/<name>
     http: int
@@ -47,6 +59,7 @@ class Svc:
     follows: tuple[str, ...]  # services whose topics its projections read (its KafkaUser's Read ACLs)
     extra_config: dict[str, str] = field(default_factory=dict)
     extra_secrets: tuple[str, ...] = ()  # optional Secrets loaded whole (envFrom)
+    listeners: tuple[Listener, ...] = ()  # extra processes the outside reaches (Deployment, Service, PDB, policy)
 
     @property
     def slug(self) -> str:
@@ -72,7 +85,13 @@ SERVICES = [
                       "CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": ""}),
     Svc("sales", 8002, 50052, 9111, calls=("contacts",), follows=("contacts",)),
     Svc("service-desk", 8003, 50053, 9121, calls=("contacts",), follows=("contacts", "sales"),
-        extra_config={"CRM_SERVICEDESK_SWEEP_SECONDS": "5", "CRM_SERVICEDESK_RECOMPUTE_SECONDS": "10"}),
+        extra_config={"CRM_SERVICEDESK_SWEEP_SECONDS": "5", "CRM_SERVICEDESK_RECOMPUTE_SECONDS": "10",
+                      # the support mailbox (crm_servicedesk.inbound_smtp) and the inbound-SMS webhook
+                      "CRM_SERVICEDESK_INBOUND_SMTP_HOST": "0.0.0.0", "CRM_SERVICEDESK_INBOUND_SMTP_PORT": "2525",
+                      "CRM_SERVICEDESK_INBOUND_MAX_BYTES": "10485760", "CRM_SERVICEDESK_INBOUND_TYPE": "question",
+                      "CRM_SERVICEDESK_INBOUND_SMS_REPLY_HOURS": "72"},
+        extra_secrets=("crm-service-desk-inbound",),
+        listeners=(Listener("inbound-smtp", "inbound", "smtp", 2525),)),
     Svc("messaging", 8004, 50054, 9131, calls=("contacts",), follows=("contacts", "sales", "service-desk"),
         extra_secrets=("crm-messaging-providers",)),
 ]
@@ -84,6 +103,7 @@ RESOURCES = {
     "grpc": ({"cpu": "100m", "memory": "192Mi"}, {"cpu": "500m", "memory": "384Mi"}),
     "worker": ({"cpu": "200m", "memory": "256Mi"}, {"cpu": "1", "memory": "512Mi"}),
     "ops": ({"cpu": "250m", "memory": "256Mi"}, {"cpu": "1", "memory": "1Gi"}),
+    "listener": ({"cpu": "100m", "memory": "192Mi"}, {"cpu": "500m", "memory": "384Mi"}),
 }
 REPLICAS = {"grpc": 2, "worker": 1}  # api: the HPA decides
 
@@ -149,7 +169,7 @@ def volumes() -> tuple[list, list]:
 def pod_spec(svc: Svc, component: str, container: dict, *, grace: int, restart: str | None = None) -> dict:
     vols, mounts = volumes()
     values, env_from = env(svc)
-    requests, limits = RESOURCES[component]
+    requests, limits = RESOURCES[component if component in RESOURCES else "listener"]
     container = {
         "name": container.pop("name"),
         "image": svc.app,
@@ -237,6 +257,51 @@ def deployment(svc: Svc, component: str) -> dict:
     }
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(f"{svc.app}-{component}", svc, component),
             "spec": spec}
+
+
+def tcp_probe(port: str, *, period: int, failures: int) -> dict:
+    return {"tcpSocket": {"port": port}, "periodSeconds": period, "timeoutSeconds": 2, "failureThreshold": failures}
+
+
+def listener_deployment(svc: Svc, listener: Listener) -> dict:
+    """The Deployment of a listener: probed on its port (it speaks no HTTP), stopped gracefully (it answers
+    the mail in hand before it exits, the sender retries any other)."""
+    container = {
+        "name": listener.component,
+        "command": ["crm", "serve", svc.name, listener.process],
+        "ports": [{"name": listener.port_name, "containerPort": listener.port}],
+        "startupProbe": tcp_probe(listener.port_name, period=2, failures=30),
+        "livenessProbe": tcp_probe(listener.port_name, period=10, failures=3),
+        "readinessProbe": tcp_probe(listener.port_name, period=5, failures=2),
+        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
+    }
+    spec = {
+        "replicas": listener.replicas,
+        "revisionHistoryLimit": 5,
+        "selector": {"matchLabels": selector(svc, listener.component)},
+        "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
+        "template": {"metadata": {"labels": labels(svc, listener.component)},
+                     "spec": pod_spec(svc, listener.component, container, grace=60)},
+    }
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": meta(f"{svc.app}-{listener.component}", svc, listener.component), "spec": spec}
+
+
+def listener_service(svc: Svc, listener: Listener) -> dict:
+    """A ClusterIP Service: the mail provider's relay (or an ingress for TCP, or a LoadBalancer the
+    overlay adds) delivers to it."""
+    return {"apiVersion": "v1", "kind": "Service",
+            "metadata": meta(f"{svc.app}-{listener.component}", svc, listener.component),
+            "spec": {"selector": selector(svc, listener.component),
+                     "ports": [{"name": listener.port_name, "port": listener.port, "targetPort": listener.port_name}]}}
+
+
+def listener_policy(svc: Svc, listener: Listener) -> dict:
+    """Its port is open to whoever delivers (the provider, an MX relay); nothing else reaches the pod."""
+    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
+            "metadata": meta(f"{svc.app}-{listener.component}", svc, listener.component),
+            "spec": {"podSelector": {"matchLabels": selector(svc, listener.component)}, "policyTypes": ["Ingress"],
+                     "ingress": [{"ports": [{"protocol": "TCP", "port": listener.port}]}]}}
 
 
 def service(svc: Svc, component: str) -> dict:
@@ -369,6 +434,9 @@ def service_manifest(svc: Svc) -> str:
     docs = []
     for component in ("api", "grpc", "worker"):
         docs += [deployment(svc, component), service(svc, component), pdb(svc, component)]
+    for listener in svc.listeners:
+        docs += [listener_deployment(svc, listener), listener_service(svc, listener), pdb(svc, listener.component),
+                 listener_policy(svc, listener)]
     docs += [hpa(svc), *network_policies(svc), service_monitor(svc),
              ops_cronjob(svc, "replay"), ops_cronjob(svc, "rebuild")]
     return HEADER + "---\n".join(yaml.safe_dump(d, sort_keys=False, width=120) for d in docs)

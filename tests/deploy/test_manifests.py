@@ -44,6 +44,8 @@ CALLS = {"contacts": {"sales", "service-desk", "messaging"}, "sales": {"contacts
 # From the code: whose topics each service's projections read (test_kafka_follows_match_the_projections)
 FOLLOWS = {"contacts": {"sales", "service-desk"}, "sales": {"contacts"}, "service-desk": {"contacts", "sales"},
            "messaging": {"contacts", "sales", "service-desk"}}
+# From contract.md: the support mailbox on SMTP port 2525 (its own process, the service's extra one)
+LISTENERS = {("service-desk", "inbound"): (["crm", "serve", "service-desk", "inbound-smtp"], {"smtp": 2525})}
 OVERLAYS = ["dev", "prod"]
 # ports of the local stand-in servers (crm up); the single-key form of CRM_JWT_KEYS, which the manifests set
 LOCAL_ONLY = {"CRM_KAFKA_PORT", "CRM_MONGO_PORT", "CRM_JWT_SECRET"}
@@ -123,10 +125,30 @@ def test_probes_use_the_health_endpoints(rendered, overlay):
         elif process == "grpc":
             assert ports == {"grpc": grpc, "metrics": metrics + 1}
             assert all(c[p]["grpc"]["port"] == grpc for p in ("startupProbe", "livenessProbe", "readinessProbe"))
-        else:
+        elif process == "worker":
             assert ports == {"metrics": metrics}
             for p in ("livenessProbe", "readinessProbe"):
                 assert c[p].get("httpGet", {}).get("port") == "metrics" or "tcpSocket" in c[p], name
+        else:  # a listener the outside reaches: probed on its own port (it speaks no HTTP)
+            command, listens = LISTENERS[(name, process)]
+            assert c["command"] == command and ports == listens
+            probes = ("startupProbe", "livenessProbe", "readinessProbe")
+            assert all(c[p]["tcpSocket"]["port"] in listens for p in probes)
+
+
+@pytest.mark.parametrize("overlay", OVERLAYS)
+def test_each_listener_has_a_service_and_its_port_open(rendered, overlay):
+    objects = rendered[overlay]
+    for (name, component), (_command, listens) in LISTENERS.items():
+        pod = {"app.kubernetes.io/name": f"crm-{name}", "app.kubernetes.io/component": component,
+               "app.kubernetes.io/part-of": "crm"}
+        (service,) = [s for s in of_kind(objects, "Service") if s["metadata"]["name"] == f"crm-{name}-{component}"]
+        assert validate._selects(service["spec"]["selector"], pod)
+        assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == listens
+        ingress = [p for p in of_kind(objects, "NetworkPolicy") if "Ingress" in p["spec"]["policyTypes"]]
+        opened = {port["port"] for policy in ingress if validate._selects(policy["spec"]["podSelector"], pod)
+                  for rule in policy["spec"].get("ingress", []) for port in rule.get("ports", [])}
+        assert opened == set(listens.values()), (name, component, opened)
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

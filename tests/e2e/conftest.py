@@ -26,19 +26,20 @@ SERVICES = {"contacts": "CONTACTS", "sales": "SALES", "service-desk": "SERVICEDE
 
 class LocalStack:
     """`crm up` as a subprocess on free ports: every service's HTTP, gRPC and metrics ports,
-    the SMTP sink, Kafka and MongoDB, with its data under `home`. `start()` may be called
-    again after `stop()`: same ports, same data (a restart)."""
+    the SMTP sink, the support mailbox (inbound SMTP), Kafka and MongoDB, with its data under
+    `home`. `start()` may be called again after `stop()`: same ports, same data (a restart)."""
 
     def __init__(self, home: Path, extra_env: dict[str, str] | None = None) -> None:
         self.home = home
         self.clock_file = home / "clock-offset"
         self.ports: dict[str, int] = {"kafka": stack.free_port(), "mongo": stack.free_port(),
-                                      "smtp": stack.free_port()}
+                                      "smtp": stack.free_port(), "inbound_smtp": stack.free_port()}
         self.grpc_ports: dict[str, int] = {}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
         self.env.update({
             "CRM_DATA_DIR": str(home), "CRM_KAFKA_PORT": str(self.ports["kafka"]),
             "CRM_MONGO_PORT": str(self.ports["mongo"]), "CRM_MESSAGING_SMTP_PORT": str(self.ports["smtp"]),
+            "CRM_SERVICEDESK_INBOUND_SMTP_PORT": str(self.ports["inbound_smtp"]),  # the support mailbox
             "CRM_API_WORKERS": "1", "CRM_TOPIC_PARTITIONS": "1", "CRM_LOG_LEVEL": "WARNING",
             "CRM_CLOCK_FILE": str(self.clock_file), **(extra_env or {}),
         })
