@@ -5,6 +5,12 @@ Roles are `admin` or `<service>:read` / `<service>:write` / `<service>:erase` /
 `:erase`, a person's whole-record export (their data subject access request) `:export`, and
 `admin` passes everything.
 
+Roles may be narrowed to a team (contract.md): `<service>:read:team` and
+`<service>:write:team` grant read or write only on records whose `team` is the token's
+`team` claim, while the unscoped roles and `admin` see every record. A scoped role in a
+token without a `team` claim grants nothing. `Principal.team_scope` tells a view which
+records a request may touch: None for all of them, else the team's name.
+
 Two kinds of token verify:
 
 - People's tokens (`crm token`): HS256, signed with one key of a key ring and naming it
@@ -40,6 +46,8 @@ EVERY_SERVICE = "crm"  # the audience of a token for every service of the instal
 SERVICE_KID_PREFIX = "service:"
 SERVICE_TOKEN_TTL = 300  # seconds; callers re-mint well before expiry
 SINGLE_ROLE_ACCESS = ("erase", "export")  # each needs its own role (or admin): no other role implies it
+TEAM_SUFFIX = ":team"  # `<service>:read:team`: the role narrowed to the token's team
+TEAM_MAX = 100  # characters of a team name, the claim's and a record's `team` field's bound
 
 # What each service may do when it calls another one: the only roles its tokens carry.
 SERVICE_GRANTS: Mapping[str, frozenset[str]] = {
@@ -61,6 +69,7 @@ class InvalidToken(Exception):
 class Principal:
     subject: str
     roles: frozenset[str]
+    team: str | None = None  # the token's `team` claim: where its team-scoped roles apply
 
     def may(self, service: str, access: str) -> bool:
         """Whether this principal may `access` ("read", "write", "erase" or "export") `service`.
@@ -68,13 +77,39 @@ class Principal:
         Erasure destroys a person's data for good, so `:write` does not imply it: it takes
         `<service>:erase` or admin (contract.md). An export hands over everything held on a
         person at once (a data subject access request), so neither `:read` nor `:write`
-        implies it: it takes `<service>:export` or admin.
+        implies it: it takes `<service>:export` or admin. A team-scoped role counts only
+        with a `team` claim, and then only for that team's records (`team_scope`).
         """
+        return self._grants(service, access, "") or (self.team is not None and
+                                                     self._grants(service, access, TEAM_SUFFIX))
+
+    def team_scope(self, service: str, access: str) -> str | None:
+        """The team whose records `access` is confined to, or None for every record.
+
+        Meaningful once `may` said yes: an unscoped role (or admin) wins over a scoped one,
+        so a token with `sales:read` and `sales:write:team` reads all and writes its team's.
+        """
+        return None if self._grants(service, access, "") else self.team
+
+    def allows(self, service: str, access: str, record_team: str | None) -> bool:
+        """Whether this principal may `access` a record of `record_team` (None: a record of no team)."""
+        if not self.may(service, access):
+            return False
+        scope = self.team_scope(service, access)
+        return scope is None or scope == record_team
+
+    def scoped_without_team(self, service: str) -> bool:
+        """A team-scoped role on `service` in a token that names no team: why it was refused."""
+        return self.team is None and any(role.startswith(f"{service}:") and role.endswith(TEAM_SUFFIX)
+                                         for role in self.roles)
+
+    def _grants(self, service: str, access: str, suffix: str) -> bool:
         if "admin" in self.roles:
-            return True
+            return not suffix  # admin is never narrowed
         if access in SINGLE_ROLE_ACCESS:
-            return f"{service}:{access}" in self.roles
-        return f"{service}:write" in self.roles or (access == "read" and f"{service}:read" in self.roles)
+            return not suffix and f"{service}:{access}" in self.roles
+        return f"{service}:write{suffix}" in self.roles or (
+            access == "read" and f"{service}:read{suffix}" in self.roles)
 
 
 @dataclass(frozen=True)
@@ -99,12 +134,17 @@ def needed_roles(service: str, access: str) -> str:
 
 
 def issue(secret: str | KeyRing, subject: str, roles: list[str], ttl_seconds: int = 12 * 3600, *,
-          audience: str | Sequence[str] = EVERY_SERVICE) -> str:
-    """A person's token, signed with the ring's signing key (or `secret`); for `audience` (slugs, or `crm`)."""
+          audience: str | Sequence[str] = EVERY_SERVICE, team: str | None = None) -> str:
+    """A person's token, signed with the ring's signing key (or `secret`); for `audience` (slugs, or `crm`).
+
+    `team` is the claim team-scoped roles (`sales:read:team`) are confined to.
+    """
     ring = _ring(secret)
     now = int(time.time())
     claims = {"sub": subject, "roles": roles, "iss": ISSUER, "iat": now, "exp": now + ttl_seconds,
               "aud": [audience] if isinstance(audience, str) else list(audience)}
+    if team is not None:
+        claims["team"] = team
     return jwt.encode(claims, ring.keys[ring.signing], algorithm=ALGORITHM, headers={"kid": ring.signing})
 
 
@@ -205,4 +245,7 @@ def _principal(claims: dict) -> Principal:
     roles = claims.get("roles")
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise InvalidToken("the roles claim must be a list of strings")
-    return Principal(subject=str(claims["sub"]), roles=frozenset(roles))
+    team = claims.get("team")
+    if team is not None and (not isinstance(team, str) or not team.strip() or len(team) > TEAM_MAX):
+        raise InvalidToken(f"the team claim must be a non-empty string of at most {TEAM_MAX} characters")
+    return Principal(subject=str(claims["sub"]), roles=frozenset(roles), team=team)

@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     token_cmd.add_argument("--roles", required=True, help="comma-separated, e.g. admin or contacts:read")
     token_cmd.add_argument("--subject", default="admin", help="the token's subject, who it speaks for "
                                                              "(default admin)")
+    token_cmd.add_argument("--team", help="the token's team claim: where team-scoped roles such as "
+                           "sales:read:team apply")
     token_cmd.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12h)")
     token_cmd.add_argument("--audience", default=auth.EVERY_SERVICE,
                            help="comma-separated services the token is for (default: every service)")
@@ -145,7 +147,7 @@ def export_cmd_run(args: argparse.Namespace) -> int:
 def token(args: argparse.Namespace) -> int:
     roles = [role.strip() for role in args.roles.split(",") if role.strip()]
     audience = [slug(name.strip()) for name in args.audience.split(",") if name.strip()]
-    print(auth.issue(keys.ring(), args.subject, roles, args.ttl, audience=audience))
+    print(auth.issue(keys.ring(), args.subject, roles, args.ttl, audience=audience, team=args.team))
     return 0
 
 

@@ -159,6 +159,15 @@ def metadata() -> Metadata:
     )
 
 
+def team_scope() -> str | None:
+    """The team this request's records are confined to (a team-scoped role), or None for all.
+
+    Views filter lists by it and answer 404 for another team's record, so a scoped caller
+    cannot learn that a record of another team exists (auth.Principal.team_scope).
+    """
+    return g.get("team_scope")
+
+
 IF_MATCH_PATTERN = r'^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$'
 # a client's key (a UUID is typical); bounded like any input, so a document can say what is refused
 IDEMPOTENCY_KEY_MAX = 255
@@ -188,8 +197,12 @@ def _authorize(access: str) -> None:
         raise Unauthorized(f"a valid bearer token for {settings.slug} is required: {exc}") from None
     service = settings.slug
     if not principal.may(service, access):
+        if principal.scoped_without_team(service):
+            raise Forbidden(f"a team-scoped role ({service}:<access>:team) needs a team claim in the token, "
+                            f"and this one has none; or this needs the role {auth.needed_roles(service, access)}")
         raise Forbidden(f"this needs the role {auth.needed_roles(service, access)}")
     g.principal = principal
+    g.team_scope = principal.team_scope(service, access)
     _rate_limit(principal.subject)
 
 
