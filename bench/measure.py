@@ -120,8 +120,10 @@ def create_contacts(env: Environment, count: int, clients: int, first: int = 0) 
     return run
 
 
-def raw_inserts(env: Environment, template: dict[str, Any], count: int, clients: int, batch: int) -> dict[str, Any]:
-    """insert_one from `clients` threads, then insert_many in batches, of documents shaped like our events."""
+def raw_inserts(env: Environment, template: dict[str, Any], count: int, clients: int, batch: int,
+                with_many: bool = True) -> dict[str, Any]:
+    """insert_one from `clients` threads, then (`with_many`) insert_many in batches, of documents shaped like
+    our events."""
     client: MongoClient = MongoClient(env.mongo_url, tz_aware=True)
     try:
         client.drop_database(RAW_DATABASE)
@@ -150,6 +152,9 @@ def raw_inserts(env: Environment, template: dict[str, Any], count: int, clients:
         for thread in threads:
             thread.join()
         one_seconds = time.perf_counter() - began
+        figures = {"insert_one_per_s": rate(count, one_seconds), "insert_one_clients": clients, "documents": count}
+        if not with_many:
+            return figures
 
         many_docs = [document() for _ in range(count)]
         began = time.perf_counter()
@@ -157,10 +162,7 @@ def raw_inserts(env: Environment, template: dict[str, Any], count: int, clients:
             many.insert_many(many_docs[i:i + batch], ordered=True)
         many_seconds = time.perf_counter() - began
         assert one.count_documents({}) == count and many.count_documents({}) == count
-        return {
-            "insert_one_per_s": rate(count, one_seconds), "insert_one_clients": clients,
-            "insert_many_docs_per_s": rate(count, many_seconds), "insert_many_batch": batch, "documents": count,
-        }
+        return {**figures, "insert_many_docs_per_s": rate(count, many_seconds), "insert_many_batch": batch}
     finally:
         client.close()
 

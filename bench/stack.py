@@ -38,7 +38,7 @@ from typing import Any
 
 from pymongo import MongoClient
 
-from bench import measure, report
+from bench import cpu, measure, report
 from bench.environment import Environment
 from bench.measure import Http
 from bench.stats import latency_summary, rate
@@ -174,17 +174,25 @@ def creates(subject: Stack, count: int, clients: int, warmup: int) -> dict[str, 
     warm = measure.create_contacts(env, max(warmup, clients), clients, first=0)
     if warm.errors:
         raise RuntimeError(f"creating contacts failed: {warm.errors[:3]}")
+    assert subject.process is not None
+    before, driver = cpu.snapshot(subject.process.pid), time.process_time()
     run = measure.create_contacts(env, count, clients, first=10_000)
     if run.errors:
         raise RuntimeError(f"{len(run.errors)} creates failed, e.g. {run.errors[:3]}")
+    time.sleep(2)  # the workers finish projecting and publishing the last creates: their CPU is the creates'
+    ours_cpu = {**cpu.per_operation(before, cpu.snapshot(subject.process.pid), len(run.ids)),
+                "load driver (this process)": round((time.process_time() - driver) * 1000 / len(run.ids), 2)}
     with MongoClient(subject.mongo_url, tz_aware=True) as client:
         template = client[CONTACTS_DATABASE]["events"].find_one({"stream_id": run.ids[0]})
     template.pop("_id", None)
-    raw = measure.raw_inserts(env, template, count, clients, batch=1000)
+    before, driver = cpu.snapshot(subject.process.pid), time.process_time()
+    raw = measure.raw_inserts(env, template, count, clients, batch=1000, with_many=False)
+    raw_cpu = {**cpu.per_operation(before, cpu.snapshot(subject.process.pid), count),
+               "load driver (this process)": round((time.process_time() - driver) * 1000 / count, 2)}
     return {"contacts": len(run.ids), "clients": clients, "seconds": round(run.seconds, 3),
             "warmup": {"contacts": len(warm.ids), "per_s": rate(len(warm.ids), warm.seconds)},
             "ours_per_s": rate(len(run.ids), run.seconds), "request_latency": latency_summary(run.latencies),
-            "raw": raw, "ids": run.ids}
+            "raw": raw, "ids": run.ids, "cpu_ms_per_create": ours_cpu, "cpu_ms_per_raw_insert": raw_cpu}
 
 
 def create_to_listed(subject: Stack, samples: int) -> dict[str, Any]:
@@ -310,6 +318,16 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, float, float, str]]:
     return out
 
 
+def render_cpu(create: dict[str, Any]) -> str:
+    """CPU per create beside CPU per raw insert_one, by process: on 2 cores, what bounds the rates."""
+    ours, raw = create["cpu_ms_per_create"], create["cpu_ms_per_raw_insert"]
+    lines = [f"CPU ms per operation, by process (a create / a raw insert_one; {os.cpu_count()} cores):"]
+    lines += [f"  {ours.get(part, 0.0):8.2f}  {raw.get(part, 0.0):8.2f}  {part}" for part in {**ours, **raw}]
+    total_ours, total_raw = sum(ours.values()), sum(raw.values())
+    lines.append(f"  {total_ours:8.2f}  {total_raw:8.2f}  total (x{total_ours / max(total_raw, 0.001):.1f})")
+    return "\n".join(lines)
+
+
 def measure_all(subject: Stack, args: argparse.Namespace) -> dict[str, Any]:
     before = os.getloadavg()
     log(f"(1) {args.contacts} POST /v1/contacts from {args.clients} threads, then raw insert_one as many")
@@ -351,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     figures["total_seconds"] = round(time.perf_counter() - began, 1)
     table = rows(figures)
     print(report.render(table))
+    print("\n" + render_cpu(figures["create"]))
     if "profile" in figures:
         from bench import profile
 
