@@ -197,11 +197,15 @@ def _bucket_start(moment: datetime, period: str) -> datetime:
 
 
 def _next_bucket(start: datetime, period: str) -> datetime:
-    if period in ("day", "week"):
-        return start + timedelta(days=1 if period == "day" else 7)
-    months = {"month": 1, "quarter": 3, "year": 12}[period]
-    index = start.year * 12 + start.month - 1 + months
-    return start.replace(year=index // 12, month=index % 12 + 1)
+    """The next bucket's start; past the calendar's last day, the last moment there is (the last bucket's end)."""
+    try:
+        if period in ("day", "week"):
+            return start + timedelta(days=1 if period == "day" else 7)
+        months = {"month": 1, "quarter": 3, "year": 12}[period]
+        index = start.year * 12 + start.month - 1 + months
+        return start.replace(year=index // 12, month=index % 12 + 1)
+    except (OverflowError, ValueError):
+        return datetime.max.replace(tzinfo=UTC)
 
 
 def _bucket_label(start: datetime, period: str) -> str:
@@ -228,6 +232,8 @@ def _over_time(docs: list[dict[str, Any]], filters: dict[str, Any], period: str)
         end = _next_bucket(start, period)
         buckets.append({"period": _bucket_label(start, period), "start": start, "end": end,
                         **_breakdown(by_start.get(start, []))})
+        if end <= start or end == datetime.max.replace(tzinfo=UTC):
+            break
         start = end
     return buckets
 

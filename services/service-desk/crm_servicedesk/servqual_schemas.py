@@ -204,7 +204,7 @@ class ServqualGroupBreakdown(ServqualBreakdown):
 
 
 DimensionStatsView = Schema.from_dict({d: fields.Nested(ServqualDimensionStats) for d in DIMENSIONS},
-                                      name="ServqualDimensionStats")
+                                      name="ServqualDimensionTable")  # a name of its own: one component each
 
 
 class ServqualReport(ReportPeriodFields):

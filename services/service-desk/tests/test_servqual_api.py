@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import re
 from datetime import timedelta
+from typing import Any
+
+from jsonschema import Draft7Validator
 
 from crm_servicedesk.commands import TicketDesk
 from crm_servicedesk.servqual_desk import ServqualDesk, quarter_of
@@ -333,3 +336,60 @@ def test_the_report_gives_gaps_by_dimension_item_tier_group_and_period(desk: Ser
     assert bad.status_code == 422 and set(bad.get_json()["errors"]) >= {"period"}
     too_long = desk.client.get("/v1/reports/servqual", query_string={"from": "0001-01-01T00:00:00Z"}, headers=read)
     assert too_long.status_code == 422 and "from" in too_long.get_json()["errors"]
+
+
+def test_a_report_at_the_calendars_last_day_ends_its_last_bucket_there(desk: ServiceHarness) -> None:
+    for period in ("day", "week", "month", "quarter", "year"):
+        edge = desk.client.get("/v1/reports/servqual", headers=desk.headers(), query_string={
+            "from": "9999-12-30T00:00:00Z", "to": "9999-12-31T23:00:00Z", "period": period})
+        assert edge.status_code == 200, (period, edge.get_json())
+        buckets = edge.get_json()["over_time"]
+        assert buckets[-1]["end"].startswith("9999-12-31T23:59:59") or period == "day", (period, buckets)
+
+
+def _json_schema(node: Any) -> Any:
+    """An OpenAPI 3.0 schema as JSON Schema: `nullable: true` becomes null among the types (or values)."""
+    if isinstance(node, list):
+        return [_json_schema(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _json_schema(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable"):
+        if "type" in converted:
+            converted["type"] = [converted["type"], "null"]
+        if "enum" in converted and None not in converted["enum"]:
+            converted["enum"] = [*converted["enum"], None]
+    return converted
+
+
+def test_every_servqual_answer_is_what_the_document_says(desk: ServiceHarness, directory) -> None:
+    """The responses (with data in them) against their documented schemas: what the fuzz run's ST108 checks."""
+    document = _json_schema(desk.client.get("/openapi.json").get_json())
+
+    def conforms(path: str, method: str, response: Any) -> None:
+        operation = document["paths"][path][method]["responses"][str(response.status_code)]
+        schema = operation["content"]["application/json"]["schema"]
+        errors = [f"{list(e.absolute_path)}: {e.message}" for e in Draft7Validator(
+            {**schema, "components": document["components"]}).iter_errors(response.get_json())]
+        assert errors == [], (path, errors)
+
+    cid = directory.add("c-1")
+    TicketDesk(desk.runtime).tiers.handle([tier_changed(cid, 1, "strategic", clock.now())])
+    read = desk.headers("servicedesk:read")
+    conforms("/v1/servqual/instrument", "put", put(desk, "/v1/servqual/instrument", SHORT))
+    conforms("/v1/servqual/policy", "put", put(desk, "/v1/servqual/policy", {"enabled": True,
+                                                                            "quarterly_tiers": ["strategic"]}))
+    survey = send(desk, cid, open_ticket(desk, cid, group="billing")["id"])
+    answered = desk.client.post(link(survey["id"], cid), json=answers(SHORT["items"], 6, 3))
+    conforms("/v1/surveys/servqual/{token}", "post", answered)
+    desk.project()
+    for path, url in (("/v1/servqual/instrument", "/v1/servqual/instrument"),
+                      ("/v1/servqual/policy", "/v1/servqual/policy"),
+                      ("/v1/servqual/surveys", "/v1/servqual/surveys"),
+                      ("/v1/servqual/surveys/{survey_id}", f"/v1/servqual/surveys/{survey['id']}"),
+                      ("/v1/servqual/surveys/{survey_id}/history", f"/v1/servqual/surveys/{survey['id']}/history"),
+                      ("/v1/servqual/instrument/history", "/v1/servqual/instrument/history"),
+                      ("/v1/reports/servqual", "/v1/reports/servqual?period=quarter")):
+        response = desk.client.get(url, headers=read)
+        assert response.status_code == 200, (url, response.get_json())
+        conforms(path, "get", response)
