@@ -106,8 +106,9 @@ class ServiceHarness:
                               description=spec.description)
         self.client = self.app.test_client()
 
-    def headers(self, *roles: str, subject: str = "tester", **extra: str) -> dict[str, str]:
-        token = auth.issue(os.environ["CRM_JWT_SECRET"], subject, list(roles or ["admin"]))
+    def headers(self, *roles: str, subject: str = "tester", team: str | None = None, **extra: str) -> dict[str, str]:
+        """A bearer token with `roles` (admin when none), and a `team` claim when given."""
+        token = auth.issue(os.environ["CRM_JWT_SECRET"], subject, list(roles or ["admin"]), team=team)
         return {"Authorization": f"Bearer {token}", **extra}
 
     def project(self) -> None:

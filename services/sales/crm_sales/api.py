@@ -12,6 +12,7 @@ from crm_sales import money, quote_html, reports, schemas
 from crm_sales.commands import SalesBook
 from crm_sales.projections import public
 from crmkit.aggregate import Repository, changes_by_event
+from crmkit.errors import NotFound, ValidationFailed
 from crmkit.web import (
     AsOfQuery,
     HistoryQuery,
@@ -22,6 +23,8 @@ from crmkit.web import (
     metadata,
     page,
     resource,
+    team_scope,
+    teams,
 )
 from crmkit.web.pagination import by_version
 from crmkit.web.views import HistoryEntry
@@ -125,44 +128,53 @@ def blueprint(book: SalesBook) -> Blueprint:
     @endpoint("write", body=schemas.DealInput, response=schemas.DealView, status=201, idempotent=True)
     def create_deal(body: dict[str, Any]) -> Response:
         """Create a deal for an existing contact (checked with contacts over gRPC)."""
-        deal = book.create_deal(plain(body), metadata())
+        deal = book.create_deal(plain(teams.claim_for_create(body)), metadata())
         return resource(book.deal_view(deal), 201, location=f"/v1/deals/{deal.id}")
 
     @bp.get("/v1/deals")
     @endpoint("read", query=schemas.DealListQuery, response=schemas.DealView, many=True)
     def list_deals(query: dict[str, Any]) -> Response:
-        """List deals with their contact's name (filters: pipeline_id, stage, status, owner, contact_id)."""
-        docs, cursor = book.list_deals(query)
+        """List deals with their contact's name (filters: pipeline_id, stage, status, owner, team, contact_id)."""
+        confined = teams.list_filters(query, query.get("team"))
+        if confined is None:
+            return listing([], None)
+        docs, cursor = book.list_deals(confined)
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/deals/<deal_id>")
     @endpoint("read", query=AsOfQuery, response=schemas.DealView)
     def get_deal(deal_id: str, query: dict[str, Any]) -> Response:
         """One deal, with its stage history and the time spent in each stage; now or as it was at `as_of`."""
+        confine(book.deals, deal_id)
         return resource(deal_as_of(book, deal_id, query.get("as_of")))
 
     @bp.get("/v1/deals/<deal_id>/history")
     @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
     def deal_history(deal_id: str, query: dict[str, Any]) -> Response:
         """Every change to a deal (who, what, when, before/after), paged by version."""
+        confine(book.deals, deal_id)
         return history(book.deals, deal_id, query)
 
     @bp.patch("/v1/deals/<deal_id>")
     @endpoint("write", body=schemas.DealPatch, response=schemas.DealView)
     def update_deal(deal_id: str, body: dict[str, Any]) -> Response:
-        """Change a deal's title, amount, currency, owner, company or expected close."""
+        """Change a deal's title, amount, currency, owner, team, company or expected close."""
+        confine(book.deals, deal_id)
+        teams.check_change(body)
         return resource(book.deal_view(book.update_deal(deal_id, plain(body), metadata(), if_match())))
 
     @bp.post("/v1/deals/<deal_id>/stage")
     @endpoint("write", body=schemas.StageMove, response=schemas.DealView)
     def move_deal(deal_id: str, body: dict[str, Any]) -> Response:
         """Move an open deal to another open stage of its pipeline."""
+        confine(book.deals, deal_id)
         return resource(book.deal_view(book.move_deal(deal_id, body["stage"], metadata(), if_match())))
 
     @bp.post("/v1/deals/<deal_id>/won")
     @endpoint("write", body=schemas.WonInput, body_optional=True, response=schemas.DealView)
     def win_deal(deal_id: str, body: dict[str, Any]) -> Response:
         """Mark an open deal won (optional body: `reason`, one of its pipeline's win reasons, and `reason_note`)."""
+        confine(book.deals, deal_id)
         deal = book.win_deal(deal_id, body.get("reason"), body.get("reason_note"), metadata(), if_match())
         return resource(book.deal_view(deal))
 
@@ -171,6 +183,7 @@ def blueprint(book: SalesBook) -> Blueprint:
     def lose_deal(deal_id: str, body: dict[str, Any]) -> Response:
         """Mark an open deal lost, with the reason (one of its pipeline's loss reasons, or words where the
         pipeline allows them) and an optional `reason_note`."""
+        confine(book.deals, deal_id)
         deal = book.lose_deal(deal_id, body["reason"], body.get("reason_note"), metadata(), if_match())
         return resource(book.deal_view(deal))
 
@@ -178,6 +191,7 @@ def blueprint(book: SalesBook) -> Blueprint:
     @endpoint("write", response=schemas.DealView)
     def reopen_deal(deal_id: str) -> Response:
         """Reopen a won or lost deal, in the stage it closed from."""
+        confine(book.deals, deal_id)
         return resource(book.deal_view(book.reopen_deal(deal_id, metadata(), if_match())))
 
     # --- activities -----------------------------------------------------------------------
@@ -186,32 +200,40 @@ def blueprint(book: SalesBook) -> Blueprint:
     @endpoint("write", body=schemas.ActivityInput, response=schemas.ActivityView, status=201, idempotent=True)
     def schedule_activity(body: dict[str, Any]) -> Response:
         """Schedule a call, meeting, task or email with a due time, owner and linked deal/contact."""
-        activity = book.schedule_activity(body, metadata())
+        if body.get("deal_id"):
+            visible_deal(book, body["deal_id"])
+        activity = book.schedule_activity(teams.claim_for_create(body), metadata())
         return resource(activity.view(), 201, location=f"/v1/activities/{activity.id}")
 
     @bp.get("/v1/activities")
     @endpoint("read", query=schemas.ActivityListQuery, response=schemas.ActivityView, many=True)
     def list_activities(query: dict[str, Any]) -> Response:
-        """Activities (`owner`, `due_before`, `overdue=true` for open ones past due, ...)."""
-        docs, cursor = book.list_activities(query)
+        """Activities (`owner`, `team`, `due_before`, `overdue=true` for open ones past due, ...)."""
+        confined = teams.list_filters(query, query.get("team"))
+        if confined is None:
+            return listing([], None)
+        docs, cursor = book.list_activities(confined)
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/activities/<activity_id>")
     @endpoint("read", query=AsOfQuery, response=schemas.ActivityView)
     def get_activity(activity_id: str, query: dict[str, Any]) -> Response:
         """One activity, now or as it was at `as_of`."""
+        confine(book.activities, activity_id)
         return resource(book.activities.get(activity_id, as_of=query.get("as_of")).view())
 
     @bp.get("/v1/activities/<activity_id>/history")
     @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
     def activity_history(activity_id: str, query: dict[str, Any]) -> Response:
         """Every change to an activity (who, what, when, before/after), paged by version."""
+        confine(book.activities, activity_id)
         return history(book.activities, activity_id, query)
 
     @bp.post("/v1/activities/<activity_id>/complete")
     @endpoint("write", body=schemas.CompleteInput, body_optional=True, response=schemas.ActivityView)
     def complete_activity(activity_id: str, body: dict[str, Any]) -> Response:
         """Complete an activity (optional body: `outcome`)."""
+        confine(book.activities, activity_id)
         return resource(book.complete_activity(activity_id, body.get("outcome"), metadata(), if_match()).view())
 
     # --- quotes ---------------------------------------------------------------------------
@@ -284,6 +306,20 @@ def blueprint(book: SalesBook) -> Blueprint:
     return bp
 
 
+def confine(repository: Repository[Any], record_id: str) -> None:
+    """A 404 for a team-scoped caller asking for another team's record (nothing to read for anyone else)."""
+    if team_scope() is not None:
+        teams.require_visible(repository.get(record_id).team, repository.kind.aggregate_type, record_id)
+
+
+def visible_deal(book: SalesBook, deal_id: str) -> None:
+    """A scoped caller links an activity only to its team's deals: another's reads as no deal (422)."""
+    try:
+        confine(book.deals, deal_id)
+    except NotFound:
+        raise ValidationFailed("1 field(s) failed validation", {"deal_id": [f"no deal with id {deal_id}"]}) from None
+
+
 def history(repository: Repository[Any], record_id: str, query: dict[str, Any]) -> Response:
     """One page of a record's changes, folded from its events (404 for an id of no record of this kind)."""
     entries = changes_by_event(repository.kind, record_id, repository.history(record_id))
@@ -304,10 +340,13 @@ def reports_board(book: SalesBook, pipeline_id: str, query: dict[str, Any]) -> d
     match: dict[str, Any] = {"pipeline_id": pipeline_id}
     if query.get("owner"):
         match["owner"] = query["owner"]
+    confined = teams.list_filters(match, query.get("team"))  # None: another team's board, empty to this caller
+    match = confined if confined is not None else match
     sums: dict[str, dict[str, int]] = {}
     counts: dict[str, int] = {}
-    for row in book.deals_view.aggregate([{"$match": match}, {"$group": {
-            "_id": "$board_key", "count": {"$sum": 1}, "total": {"$sum": "$amount_minor"}}}]):
+    group = {"_id": "$board_key", "count": {"$sum": 1}, "total": {"$sum": "$amount_minor"}}
+    rows = book.deals_view.aggregate([{"$match": match}, {"$group": group}]) if confined is not None else []
+    for row in rows:
         stage, currency = row["_id"].rsplit("|", 1)
         counts[stage] = counts.get(stage, 0) + row["count"]
         sums.setdefault(stage, {})[currency] = row["total"]

@@ -64,6 +64,9 @@ DEAL_FIELDS: dict[str, Any] = {
     "title": TEXT, "company_id": OPTIONAL_TEXT, "owner": OPTIONAL_TEXT, "amount": AMOUNT, "currency": CURRENCY,
     "expected_close": DATE,
 }
+# the owning team (added later, optional: team-scoped roles see only their team's records)
+TEAM = {"type": ["string", "null"], "maxLength": 100,
+        "description": "the owning team (added later: absent in older events); team-scoped roles see only its records"}
 ACTIVITY_FIELDS: dict[str, Any] = {
     "type": {"enum": list(ACTIVITY_TYPES)}, "subject": TEXT, "notes": OPTIONAL_TEXT, "due_at": TIME,
     "owner": OPTIONAL_TEXT, "deal_id": OPTIONAL_ID, "contact_id": OPTIONAL_ID,
@@ -133,15 +136,16 @@ EVENTS = Catalogue("sales", "Sales", [
     EventType(
         "DealCreated", 1, "deal", "A deal was opened for a contact, in an open stage of a pipeline.",
         _object(["deal_id", "contact_id", "pipeline_id", "stage", "at", *DEAL_FIELDS], {
-            "deal_id": ID, "contact_id": ID, "pipeline_id": ID, "stage": OPEN_STAGE, "at": TIME, **DEAL_FIELDS}),
+            "deal_id": ID, "contact_id": ID, "pipeline_id": ID, "stage": OPEN_STAGE, "at": TIME, **DEAL_FIELDS,
+            "team": TEAM}),
         {"deal_id": "01b2…", "contact_id": "01a2…", "pipeline_id": "default", "stage": "qualification",
-         "at": "2026-11-26T08:00:00.000Z", "title": "Pro for Acme", "company_id": None, "owner": "ana",
+         "at": "2026-11-26T08:00:00.000Z", "title": "Pro for Acme", "company_id": None, "owner": "ana", "team": "north",
          "amount": "12000.00", "currency": "USD", "expected_close": "2026-12-31"},
         personal=PERSONAL_DATA["DealCreated"],
     ),
     EventType(
         "DealUpdated", 1, "deal", "Fields of a deal changed; `changes` holds the new values.",
-        _object(["deal_id", "changes"], {"deal_id": ID, "changes": _changes(DEAL_FIELDS)}),
+        _object(["deal_id", "changes"], {"deal_id": ID, "changes": _changes({**DEAL_FIELDS, "team": TEAM})}),
         {"deal_id": "01b2…", "changes": {"amount": "15000.00", "expected_close": "2027-01-15"}},
         personal=PERSONAL_DATA["DealUpdated"],
     ),
@@ -196,9 +200,10 @@ EVENTS = Catalogue("sales", "Sales", [
     _erased("Deal", "deal_id", "01b2…", "its title and its win or loss reason's words and note (not the code)"),
     EventType(
         "ActivityScheduled", 1, "activity", "A call, meeting, task or email was scheduled (for a deal or contact).",
-        _object(["activity_id", *ACTIVITY_FIELDS], {"activity_id": ID, **ACTIVITY_FIELDS}),
+        _object(["activity_id", *ACTIVITY_FIELDS], {"activity_id": ID, **ACTIVITY_FIELDS, "team": TEAM}),
         {"activity_id": "01b3…", "type": "call", "subject": "Discovery call", "notes": None,
-         "due_at": "2026-11-28T10:00:00.000Z", "owner": "ana", "deal_id": "01b2…", "contact_id": "01a2…"},
+         "due_at": "2026-11-28T10:00:00.000Z", "owner": "ana", "team": "north", "deal_id": "01b2…",
+         "contact_id": "01a2…"},
         personal=PERSONAL_DATA["ActivityScheduled"],
     ),
     EventType(

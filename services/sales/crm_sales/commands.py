@@ -196,7 +196,8 @@ class SalesBook:
         return view
 
     def list_deals(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        filters = {k: query[k] for k in ("pipeline_id", "stage", "status", "owner", "contact_id") if query.get(k)}
+        filters = {k: query[k] for k in ("pipeline_id", "stage", "status", "owner", "team", "contact_id")
+                   if query.get(k)}
         docs, cursor = page(self.deals_view, filters, query["limit"], query.get("cursor"))
         return self.with_contacts(docs), cursor
 
@@ -310,7 +311,7 @@ class SalesBook:
         return self.activities.change(activity_id, lambda a: a.complete(self.now(), outcome), meta, if_match)
 
     def list_activities(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        filters: dict[str, Any] = {k: query[k] for k in ("owner", "deal_id", "contact_id", "status", "type")
+        filters: dict[str, Any] = {k: query[k] for k in ("owner", "team", "deal_id", "contact_id", "status", "type")
                                    if query.get(k)}
         if query.get("due_before"):
             filters["due_ms"] = {"$lt": epoch_ms(query["due_before"])}

@@ -298,7 +298,7 @@ class Pipeline(Aggregate):
 
 # --- deals --------------------------------------------------------------------------------
 
-DEAL_FIELDS = ("title", "company_id", "owner", "amount", "currency", "expected_close")
+DEAL_FIELDS = ("title", "company_id", "owner", "team", "amount", "currency", "expected_close")
 # why a deal was won or lost, as its view shows it: the why in words (a code's label, or the words
 # given), the pipeline's code (what reports group by), and the note; the words and notes are personal
 REASON_FIELDS = ("won_reason", "won_reason_code", "won_reason_note",
@@ -318,6 +318,7 @@ class Deal(ErasableRecord):
         self.contact_id: str | None = None
         self.company_id: str | None = None
         self.owner: str | None = None
+        self.team: str | None = None  # the owning team: team-scoped roles see only their team's deals
         self.amount: str = "0"
         self.currency: str = "USD"
         self.expected_close: str | None = None
@@ -465,7 +466,8 @@ class Deal(ErasableRecord):
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "title": self.title, "contact_id": self.contact_id,
-                "company_id": self.company_id, "owner": self.owner, "amount": self.amount, "currency": self.currency,
+                "company_id": self.company_id, "owner": self.owner, "team": self.team, "amount": self.amount,
+                "currency": self.currency,
                 "expected_close": self.expected_close, "pipeline_id": self.pipeline_id, "stage": self.stage,
                 "status": self.status, **{name: getattr(self, name) for name in REASON_FIELDS},
                 "won_at": self.won_at,
@@ -476,7 +478,7 @@ class Deal(ErasableRecord):
 
 # --- activities ---------------------------------------------------------------------------
 
-ACTIVITY_FIELDS = ("type", "subject", "notes", "due_at", "owner", "deal_id", "contact_id")
+ACTIVITY_FIELDS = ("type", "subject", "notes", "due_at", "owner", "team", "deal_id", "contact_id")
 
 
 class Activity(ErasableRecord):

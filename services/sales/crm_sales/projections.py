@@ -57,7 +57,8 @@ class PipelinesView(SalesView):
 
 class DealsView(SalesView):
     kind = Deal
-    indexes = (("pipeline_id", "stage"), ("contact_id",), ("status",), ("owner",), ("expected_close",))
+    indexes = (("pipeline_id", "stage"), ("contact_id",), ("status",), ("owner",), ("team",), ("expected_close",),
+               ("pipeline_id", "team"))  # a team's board
 
     def keys(self, aggregate: Any) -> dict[str, Any]:
         return deal_keys(aggregate)
@@ -65,7 +66,7 @@ class DealsView(SalesView):
 
 class ActivitiesView(SalesView):
     kind = Activity
-    indexes = (("owner",), ("status", "due_ms"), ("deal_id",), ("contact_id",))
+    indexes = (("owner",), ("team",), ("status", "due_ms"), ("deal_id",), ("contact_id",))
 
     def keys(self, aggregate: Any) -> dict[str, Any]:
         return {"due_ms": text_ms(aggregate.due_at)}

@@ -14,6 +14,7 @@ from marshmallow import Schema, ValidationError, fields, validate, validates_sch
 
 from crm_sales import money
 from crm_sales.domain import ACTIVITY_TYPES, LOST, REASON_CODE, TIERS, WON
+from crmkit.auth import TEAM_MAX
 from crmkit.web import AsOfQuery, PageQuery
 from crmkit.web.periods import check_period
 
@@ -196,6 +197,14 @@ class PipelinePatch(Schema):
     free_text_reasons = fields.Boolean(metadata=FREE_TEXT_REASONS)
 
 
+TEAM_INPUT = ("the owning team; a caller with a team-scoped role (sales:write:team) gets its own team, and naming "
+              "another is a 403")
+TEAM_PATCH = "move the record to another team (null: to none); a team-scoped caller cannot (403)"
+TEAM_FILTER = ("only records of this team; a team-scoped caller sees only its own team's, so naming another gives "
+               "an empty page")
+TEAM_VIEW = "the owning team (team-scoped roles see only their team's records)"
+
+
 class DealInput(Schema):
     OPENAPI = exact_for_currency("amount")  # _check_amount, below
 
@@ -203,6 +212,7 @@ class DealInput(Schema):
     contact_id = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9:._-]{1,128}$"))
     company_id = fields.String(allow_none=True, validate=validate.Length(max=128))
     owner = Text(100)
+    team = Text(TEAM_MAX, metadata={"description": TEAM_INPUT})
     amount = DecimalText(load_default=Decimal(0))
     currency = Currency(required=True)
     pipeline_id = fields.String(load_default="default", validate=validate.Length(min=1, max=128))
@@ -218,6 +228,7 @@ class DealPatch(Schema):
     title = Text(200, allow_none=False)
     company_id = fields.String(allow_none=True, validate=validate.Length(max=128))
     owner = Text(100)
+    team = Text(TEAM_MAX, metadata={"description": TEAM_PATCH})
     amount = DecimalText()
     currency = Currency()
     expected_close = fields.Date(allow_none=True)
@@ -228,6 +239,7 @@ class DealListQuery(PageQuery):
     stage = fields.String()
     status = fields.String(validate=validate.OneOf(["open", "won", "lost"]))
     owner = fields.String()
+    team = fields.String(validate=validate.Length(max=TEAM_MAX), metadata={"description": TEAM_FILTER})
     contact_id = fields.String()
 
 
@@ -254,6 +266,7 @@ class LostInput(Schema):
 class BoardQuery(Schema):
     per_column = fields.Integer(load_default=50, validate=validate.Range(0, 500))
     owner = fields.String()
+    team = fields.String(validate=validate.Length(max=TEAM_MAX), metadata={"description": TEAM_FILTER})
 
 
 class ActivityInput(Schema):
@@ -262,6 +275,7 @@ class ActivityInput(Schema):
     notes = Text(4000)
     due_at = fields.AwareDateTime(required=True)
     owner = Text(100)
+    team = Text(TEAM_MAX, metadata={"description": TEAM_INPUT})
     deal_id = fields.String(allow_none=True, validate=validate.Length(max=128))
     contact_id = fields.String(allow_none=True, validate=validate.Length(max=128))
 
@@ -272,6 +286,7 @@ class CompleteInput(Schema):
 
 class ActivityListQuery(PageQuery):
     owner = fields.String()
+    team = fields.String(validate=validate.Length(max=TEAM_MAX), metadata={"description": TEAM_FILTER})
     deal_id = fields.String()
     contact_id = fields.String()
     type = fields.String(validate=validate.OneOf(ACTIVITY_TYPES))
@@ -418,6 +433,7 @@ class DealView(Schema):
     contact_id = fields.String()
     company_id = fields.String(allow_none=True)
     owner = fields.String(allow_none=True)
+    team = fields.String(allow_none=True, metadata={"description": TEAM_VIEW})
     amount = fields.String(metadata=DECIMAL)
     currency = fields.String(metadata=CURRENCY)
     expected_close = fields.Date(allow_none=True)
@@ -449,6 +465,7 @@ class ActivityView(Schema):
     notes = fields.String(allow_none=True)
     due_at = fields.DateTime()
     owner = fields.String(allow_none=True)
+    team = fields.String(allow_none=True, metadata={"description": TEAM_VIEW})
     deal_id = fields.String(allow_none=True)
     contact_id = fields.String(allow_none=True)
     status = fields.String(metadata={"enum": ["open", "completed"]})

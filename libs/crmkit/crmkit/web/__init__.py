@@ -2,14 +2,14 @@
 
 from crmkit.web.app import create_app
 from crmkit.web.endpoint import (
-                                 AsOfQuery,
-                                 HistoryQuery,
-                                 PageQuery,
-                                 endpoint,
-                                 if_match,
-                                 metadata,
-                                 optional_body,
-                                 team_scope,
+    AsOfQuery,
+    HistoryQuery,
+    PageQuery,
+    endpoint,
+    if_match,
+    metadata,
+    optional_body,
+    team_scope,
 )
 from crmkit.web.pagination import page
 from crmkit.web.responses import jsonable, listing, resource
