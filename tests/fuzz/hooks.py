@@ -176,6 +176,21 @@ def _not_itself(case: Any) -> None:
             case.body["duplicate_id"] = others[0]
 
 
+SERVQUAL_DIMENSIONS = ("tangibles", "reliability", "responsiveness", "assurance", "empathy")
+
+
+def _servqual_weights(case: Any) -> None:
+    """A SERVQUAL instrument's weights sum to 1 or 100, and weigh only the dimensions it asks (a sum, and a
+    relation between two fields: the description says it): equal shares of 100 over the asked dimensions."""
+    body = case.body
+    if case.path != "/v1/servqual/instrument" or not isinstance(body, dict) or not isinstance(body.get("weights"),
+                                                                                                dict):
+        return
+    items = body.get("items")
+    asked = [name for name in SERVQUAL_DIMENSIONS if not isinstance(items, dict) or items.get(name)]
+    body["weights"] = {name: 100 / len(asked) for name in asked}
+
+
 def _with_edge_times(value: Any, name: str = "") -> Any:
     """`value` with time fields sometimes at an edge with no UTC equivalent (they were 500s once)."""
     if isinstance(value, dict):
@@ -296,6 +311,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
         case.body = _respecting_state(case.body)
     _not_itself(case)
     _keeps_an_identity(case)
+    _servqual_weights(case)
     if case.path == "/v1/imports" and case.method == "POST" and isinstance(case.body, bytes | str) and not case.body:
         case.body = b"first_name\nAna\n"  # the document's minLength: 1, which schemathesis ignores for binary
     _messaging_state(case.body)
