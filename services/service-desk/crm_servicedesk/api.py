@@ -11,7 +11,19 @@ from crm_servicedesk import reports, schemas
 from crm_servicedesk.commands import TicketDesk
 from crm_servicedesk.domain import SlaPolicy
 from crmkit.aggregate import changes_by_event
-from crmkit.web import AsOfQuery, HistoryQuery, PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
+from crmkit.web import (
+    AsOfQuery,
+    HistoryQuery,
+    PageQuery,
+    endpoint,
+    if_match,
+    jsonable,
+    listing,
+    metadata,
+    resource,
+    team_scope,
+    teams,
+)
 from crmkit.web.pagination import by_version
 from crmkit.web.views import HistoryEntry
 
@@ -26,31 +38,35 @@ def blueprint(desk: TicketDesk) -> Blueprint:
     @endpoint("write", body=schemas.TicketInput, response=schemas.TicketView, status=201, idempotent=True)
     def open_ticket(body: dict[str, Any]) -> Response:
         """Open a ticket for a contact (any channel); the SLA policy is chosen now."""
-        ticket = desk.open_ticket(body, metadata())
+        ticket = desk.open_ticket(teams.claim_for_create(body), metadata())
         return ticket_response(ticket, 201, location=f"/v1/tickets/{ticket.id}")
 
     @bp.get("/v1/tickets")
     @endpoint("read", query=schemas.TicketListQuery, response=schemas.TicketView, many=True)
     def list_tickets(query: dict[str, Any]) -> Response:
-        """List tickets, filtered by status, assignee, priority, contact, breached, group, type, tag."""
-        return listing(*desk.list_tickets(query))
+        """List tickets, filtered by status, assignee, priority, contact, breached, group, team, type, tag."""
+        confined = teams.list_filters(query, query.get("team"))
+        return listing([], None) if confined is None else listing(*desk.list_tickets(confined))
 
     @bp.get("/v1/tickets/<ticket_id>")
     @endpoint("read", query=AsOfQuery, response=schemas.TicketView)
     def get_ticket(ticket_id: str, query: dict[str, Any]) -> Response:
         """One ticket with its comments, SLA due times and remaining business minutes; now or as it was at `as_of`."""
+        confine(desk, ticket_id)
         return resource(ticket_as_of(desk, ticket_id, query.get("as_of")))
 
     @bp.get("/v1/tickets/<ticket_id>/history")
     @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
     def ticket_history(ticket_id: str, query: dict[str, Any]) -> Response:
         """Every change to a ticket: who, what, when, before and after (paged by version)."""
+        confine(desk, ticket_id)
         return listing(*by_version(desk.history(ticket_id), query["limit"], query.get("cursor")))
 
     @bp.post("/v1/tickets/<ticket_id>/comments")
     @endpoint("write", body=schemas.CommentInput, response=schemas.TicketView, status=201, idempotent=True)
     def comment(ticket_id: str, body: dict[str, Any]) -> Response:
         """A public reply (`public: true`) or an internal note (`public: false`)."""
+        confine(desk, ticket_id)
         ticket = desk.comment(ticket_id, body, metadata(), if_match())
         return ticket_response(ticket, 201, location=f"/v1/tickets/{ticket.id}")
 
@@ -58,18 +74,21 @@ def blueprint(desk: TicketDesk) -> Blueprint:
     @endpoint("write", body=schemas.AssignInput, response=schemas.TicketView)
     def assign(ticket_id: str, body: dict[str, Any]) -> Response:
         """Assign to an agent and/or a group."""
+        confine(desk, ticket_id)
         return ticket_response(desk.assign(ticket_id, body, metadata(), if_match()))
 
     @bp.post("/v1/tickets/<ticket_id>/status")
     @endpoint("write", body=schemas.StatusInput, response=schemas.TicketView)
     def change_status(ticket_id: str, body: dict[str, Any]) -> Response:
         """Move through new → open → pending / on_hold → solved → closed (reopen: solved → open); else 409."""
+        confine(desk, ticket_id)
         return ticket_response(desk.change_status(ticket_id, body["status"], metadata(), if_match()))
 
     @bp.post("/v1/tickets/<ticket_id>/satisfaction")
     @endpoint("write", body=schemas.SatisfactionInput, response=schemas.TicketView, status=201)
     def rate(ticket_id: str, body: dict[str, Any]) -> Response:
         """The customer's rating after solve: CSAT 1–5 and comment, NPS 0–10, SERVQUAL 1–7 (once; again is 409)."""
+        confine(desk, ticket_id)
         return ticket_response(desk.rate(ticket_id, body, metadata(), if_match()), 201)
 
     @bp.post("/v1/sla-policies")
@@ -111,6 +130,12 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         return jsonify(jsonable(reports.satisfaction_report(desk.tickets_view, query)))
 
     return bp
+
+
+def confine(desk: TicketDesk, ticket_id: str) -> None:
+    """A 404 for a team-scoped caller asking for another team's ticket (nothing to read for anyone else)."""
+    if team_scope() is not None:
+        teams.require_visible(desk.tickets.get(ticket_id).team, "ticket", ticket_id)
 
 
 def ticket_as_of(desk: TicketDesk, ticket_id: str, as_of: datetime | None) -> dict[str, Any]:

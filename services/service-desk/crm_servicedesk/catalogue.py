@@ -102,7 +102,9 @@ EVENTS = Catalogue("servicedesk", "Service desk", [
             "priority": PRIORITY, "tags": {"type": "array", "items": TEXT}, "assignee": OPTIONAL_TEXT,
             "group": OPTIONAL_TEXT, "customer_tier": OPTIONAL_TEXT, "opened_at": TIME, "sla_policy": POLICY_SNAPSHOT,
             "sla_policy_later": {"type": "array", "items": POLICY_VERSION,
-                                 "description": "versions scheduled to take effect after the opening; optional"}}),
+                                 "description": "versions scheduled to take effect after the opening; optional"},
+            "team": {"type": "string", "maxLength": 100, "description": "the owning team, when it has one (added "
+                     "later, optional; not the agent `group`): team-scoped roles see only its tickets"}}),
         {"subject": "Invoice shows the wrong amount", "description": "Charged twice in November.",
          "contact_id": "01a2…", "company_id": None, "deal_id": None, "channel": "email", "type": "complaint",
          "priority": "high", "tags": ["billing"], "assignee": None, "group": "billing", "customer_tier": "strategic",

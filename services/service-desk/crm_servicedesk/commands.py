@@ -108,7 +108,8 @@ class TicketDesk:
 
     def list_tickets(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         query: dict[str, Any] = {}
-        for name in ("status", "assignee", "priority", "contact_id", "group", "type", "channel", "customer_tier"):
+        for name in ("status", "assignee", "priority", "contact_id", "group", "team", "type", "channel",
+                     "customer_tier"):
             if filters.get(name):
                 query[name] = filters[name]
         if filters.get("tag"):

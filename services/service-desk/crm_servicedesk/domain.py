@@ -225,7 +225,8 @@ class Ticket(Aggregate):
         self.status = "new"
         self.tags: list[str] = []
         self.assignee: str | None = None
-        self.group: str | None = None
+        self.group: str | None = None  # the agent group it is routed to (who works it)
+        self.team: str | None = None  # the owning team (whose ticket it is: team-scoped roles see only theirs)
         self.customer_tier: str | None = None
         self.opened_at: str = ""
         self.policy: dict[str, Any] | None = None  # the version in force at opening, as the ticket was opened
@@ -258,7 +259,7 @@ class Ticket(Aggregate):
             "priority": fields.get("priority") or "normal", "tags": fields.get("tags") or [],
             "assignee": fields.get("assignee"), "group": fields.get("group"), "customer_tier": tier,
             "opened_at": rfc3339(now), "sla_policy": timeline[0] if timeline else None,
-            "sla_policy_later": timeline[1:],
+            "sla_policy_later": timeline[1:], **({"team": fields["team"]} if fields.get("team") else {}),
         })
         return ticket
 
@@ -433,7 +434,7 @@ class Ticket(Aggregate):
 
     def _on_TicketOpened(self, d: dict[str, Any]) -> None:  # noqa: N802
         for name in ("subject", "description", "contact_id", "company_id", "deal_id", "channel", "type",
-                     "priority", "assignee", "group", "customer_tier", "opened_at"):
+                     "priority", "assignee", "group", "team", "customer_tier", "opened_at"):
             setattr(self, name, d.get(name))
         self.tags = list(d.get("tags") or [])
         self.policy = d.get("sla_policy")
@@ -624,7 +625,7 @@ class Ticket(Aggregate):
     # --- views ---------------------------------------------------------------------
 
     STATE = ("subject", "description", "contact_id", "previous_contact_ids", "company_id", "deal_id", "channel",
-             "type", "priority", "status", "tags", "assignee", "group", "customer_tier", "opened_at", "policy",
+             "type", "priority", "status", "tags", "assignee", "group", "team", "customer_tier", "opened_at", "policy",
              "policy_timeline",
              "comments", "first_response_at", "last_agent_reply_at", "awaiting_reply_since", "replies_awaited",
              "solved_at", "closed_at", "pauses", "solved_periods", "breaches", "escalations", "satisfaction",
@@ -660,7 +661,8 @@ class Ticket(Aggregate):
             "id": self.id, "version": self.version, "subject": self.subject, "description": self.description,
             "contact_id": self.contact_id, "company_id": self.company_id, "deal_id": self.deal_id,
             "channel": self.channel, "type": self.type, "priority": self.priority, "status": self.status,
-            "tags": self.tags, "assignee": self.assignee, "group": self.group, "customer_tier": self.customer_tier,
+            "tags": self.tags, "assignee": self.assignee, "group": self.group, "team": self.team,
+            "customer_tier": self.customer_tier,
             "opened_at": self.opened_at, "first_response_at": self.first_response_at, "solved_at": self.solved_at,
             "closed_at": self.closed_at,
             "sla_policy": self._policy_ref(now),

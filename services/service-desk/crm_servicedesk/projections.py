@@ -34,7 +34,8 @@ def ticket_document(ticket: Ticket) -> dict[str, Any]:
         "state": ticket.snapshot(),
         "created_at": ticket.created_at, "updated_at": ticket.updated_at,
         "contact_id": ticket.contact_id, "status": ticket.status, "priority": ticket.priority,
-        "assignee": ticket.assignee, "group": ticket.group, "type": ticket.type, "channel": ticket.channel,
+        "assignee": ticket.assignee, "group": ticket.group, "team": ticket.team, "type": ticket.type,
+        "channel": ticket.channel,
         "tags": ticket.tags, "customer_tier": ticket.customer_tier, "company_id": ticket.company_id,
         "deal_id": ticket.deal_id,
         "breached": bool(ticket.breaches), "breach_count": len(ticket.breaches),
@@ -75,7 +76,7 @@ class TicketsView(AggregateView):
 
     def ensure_indexes(self) -> None:
         for key in ("contact_id", "status", "assignee", "priority", "breached", "next_due_ms", "opened_ms", "group",
-                    "tags", "customer_tier", "last_breach_ms", "first_solved_ms"):
+                    "tags", "customer_tier", "last_breach_ms", "first_solved_ms", "team"):
             self.collection.create_index([(key, ASCENDING)])
 
 

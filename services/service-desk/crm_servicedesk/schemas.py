@@ -19,6 +19,7 @@ from crm_servicedesk.domain import (
     TYPES,
     WEEKDAYS,
 )
+from crmkit.auth import TEAM_MAX
 from crmkit.web import PageQuery
 from crmkit.web.periods import check_period
 
@@ -73,6 +74,9 @@ class TicketInput(Schema):
     tags = fields.List(Text(max_length=50), load_default=list, validate=validate.Length(max=30))
     assignee = Text(max_length=100, load_default=None, allow_none=True)
     group = Text(max_length=100, load_default=None, allow_none=True)
+    team = Text(max_length=TEAM_MAX, load_default=None, allow_none=True, metadata={"description": (
+        "the owning team (not the agent group working it); a caller with a team-scoped role "
+        "(servicedesk:write:team) gets its own team, and naming another is a 403")})
 
 
 class CommentInput(Schema):
@@ -254,6 +258,8 @@ class TicketListQuery(PageQuery):
     priority = fields.String(validate=validate.OneOf(PRIORITIES))
     contact_id = Ref()
     group = Text(max_length=100)
+    team = Text(max_length=TEAM_MAX, metadata={"description": (
+        "only this team's tickets; a team-scoped caller sees only its own team's, so another gives an empty page")})
     type = fields.String(validate=validate.OneOf(TYPES))
     channel = fields.String(validate=validate.OneOf(CHANNELS))
     tag = Text(max_length=50)
@@ -372,6 +378,8 @@ class TicketView(Schema):
     tags = fields.List(fields.String())
     assignee = fields.String(allow_none=True)
     group = fields.String(allow_none=True)
+    team = fields.String(allow_none=True, metadata={
+        "description": "the owning team (team-scoped roles see only their team's tickets)"})
     customer_tier = fields.String(allow_none=True)
     opened_at = fields.DateTime()
     first_response_at = fields.DateTime(allow_none=True)
