@@ -20,7 +20,7 @@ from crm_contacts.domain import LIFECYCLE_STAGES, Contact
 from crm_contacts.schemas import ContactView, Text
 from crmkit import clock
 from crmkit.events import Metadata, rfc3339
-from crmkit.web import PageQuery, endpoint, if_match, metadata, page, resource
+from crmkit.web import PageQuery, endpoint, if_match, jsonable, metadata, page, resource
 
 METHODS = ("phone", "email", "sms", "in_person", "video_call", "letter", "other")
 MAX_OWNERS = 1000  # owners are staff: more than this in one answer would be a data problem, not a report
@@ -110,6 +110,6 @@ def blueprint(book: ContactBook) -> Blueprint:
     @endpoint("read", query=StaleRecordsQuery, response=StaleRecordsReport)
     def stale_records_report(query: dict[str, Any]) -> Response:
         """Contacts whose details are stale: counts per owner and a page of them (filters: owner, lifecycle_stage)."""
-        return jsonify(stale_records(book, query))
+        return jsonify(jsonable(stale_records(book, query)))  # times from the read model as RFC 3339
 
     return bp

@@ -107,6 +107,8 @@ def test_stale_records_per_owner_filtered_and_paged(contacts: ServiceHarness) ->
     assert len(everyone["items"]) == 5 and everyone["next_cursor"] is None
     assert set(everyone["items"][0]) == {"id", "first_name", "last_name", "email", "phone", "owner",
                                          "lifecycle_stage", "created_at", "verified_at", "stale_since"}
+    assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", item["created_at"])  # RFC 3339, as documented
+               for item in everyone["items"])
     first = report(contacts, owner="ana", limit=2)
     assert first["total"] == 3 and len(first["items"]) == 2 and first["next_cursor"]
     rest = report(contacts, owner="ana", limit=2, cursor=first["next_cursor"])
