@@ -11,7 +11,19 @@ from crm_contacts.commands import ContactBook
 from crm_contacts.customer360 import Neighbours, customer_360
 from crm_contacts.domain import CHANNELS
 from crmkit.errors import ValidationFailed
-from crmkit.web import AsOfQuery, HistoryQuery, PageQuery, endpoint, if_match, jsonable, listing, metadata, resource
+from crmkit.web import (
+    AsOfQuery,
+    HistoryQuery,
+    PageQuery,
+    endpoint,
+    if_match,
+    jsonable,
+    listing,
+    metadata,
+    resource,
+    team_scope,
+    teams,
+)
 from crmkit.web.pagination import by_version
 
 # the channel is part of the path: its values, so that a request for another is known to be refused
@@ -26,31 +38,36 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
     @endpoint("write", body=schemas.ContactCreate, response=schemas.ContactView, status=201, idempotent=True)
     def create_contact(body: dict[str, Any]) -> Response:
         """Create a contact."""
-        contact = book.create_contact(body, metadata())
+        contact = book.create_contact(teams.claim_for_create(body), metadata())
         return resource(contact.view(), 201, location=f"/v1/contacts/{contact.id}")
 
     @bp.get("/v1/contacts")
     @endpoint("read", query=schemas.ContactListQuery, response=schemas.ContactView, many=True)
     def list_contacts(query: dict[str, Any]) -> Response:
         """List and search contacts (q matches the start of any name word, email or phone)."""
-        return listing(*book.list_contacts(query))
+        confined = teams.list_filters(query, query.get("team"))
+        return listing([], None) if confined is None else listing(*book.list_contacts(confined))
 
     @bp.get("/v1/contacts/<contact_id>")
     @endpoint("read", query=AsOfQuery, response=schemas.ContactView)
     def get_contact(contact_id: str, query: dict[str, Any]) -> Response:
         """One contact, now or as it was at `as_of`."""
+        confine(book, contact_id)
         return resource(book.contact(contact_id, as_of=query.get("as_of")).view())
 
     @bp.patch("/v1/contacts/<contact_id>")
     @endpoint("write", body=schemas.ContactInput, response=schemas.ContactView)
     def update_contact(contact_id: str, body: dict[str, Any]) -> Response:
         """Change some fields of a contact (null clears a field; attributes merge)."""
+        confine(book, contact_id)
+        teams.check_change(body)
         return resource(book.update_contact(contact_id, body, metadata(), if_match()).view())
 
     @bp.get("/v1/contacts/<contact_id>/history")
     @endpoint("read", query=HistoryQuery, response=schemas.HistoryEntry, many=True)
     def contact_history(contact_id: str, query: dict[str, Any]) -> Response:
         """Every change to a contact: who, what, when, before and after (paged by version)."""
+        confine(book, contact_id)
         return listing(*by_version(book.contact_history(contact_id), query["limit"], query.get("cursor")))
 
     @bp.put("/v1/contacts/<contact_id>/consents/<channel>")
@@ -58,12 +75,14 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
     def set_consent(contact_id: str, channel: str, body: dict[str, Any]) -> Response:
         """Record a consent decision for one channel (email, sms, fax, phone)."""
         _require_channel(channel)
+        confine(book, contact_id)
         return resource(book.set_consent(contact_id, channel, body, metadata(), if_match()).view())
 
     @bp.get("/v1/contacts/<contact_id>/consents")
     @endpoint("read", response=schemas.ConsentsView)
     def consents(contact_id: str) -> Response:
         """The latest consent decision per channel."""
+        confine(book, contact_id)
         contact = book.contact(contact_id)
         response = jsonify({"contact_id": contact.id, "consents": contact.consents})
         response.headers["ETag"] = f'"{contact.version}"'
@@ -73,6 +92,8 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
     @endpoint("write", body=schemas.MergeInput, response=schemas.ContactView)
     def merge(contact_id: str, body: dict[str, Any]) -> Response:
         """Fold a duplicate into this contact; the duplicate's id then leads here."""
+        confine(book, contact_id)
+        confine(book, body["duplicate_id"])
         return resource(book.merge(contact_id, body["duplicate_id"], metadata(), if_match()).view())
 
     @bp.get("/v1/duplicates")
@@ -93,6 +114,7 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
     @endpoint("read", response=schemas.Customer360View)
     def three_sixty(contact_id: str) -> Response:
         """Profile, value, support, recent messages and lifecycle timeline in one answer."""
+        confine(book, contact_id)
         return jsonify(jsonable(customer_360(book, neighbours, contact_id)))
 
     @bp.post("/v1/companies")
@@ -132,3 +154,9 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
 def _require_channel(channel: str) -> None:
     if channel not in CHANNELS:
         raise ValidationFailed("unknown channel", {"channel": [f"must be one of {', '.join(CHANNELS)}"]})
+
+
+def confine(book: ContactBook, contact_id: str) -> None:
+    """A 404 for a team-scoped caller asking for another team's contact (nothing to read for anyone else)."""
+    if team_scope() is not None:
+        teams.require_visible(book.contact(contact_id).team, "contact", contact_id)

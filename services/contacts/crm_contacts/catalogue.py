@@ -23,6 +23,8 @@ TIME = {"type": "string", "format": "date-time"}
 CONTACT_FIELDS: dict[str, Any] = {
     "first_name": TEXT, "last_name": TEXT, "email": TEXT, "phone": TEXT, "company_id": TEXT, "tags": TAGS,
     "attributes": ATTRIBUTES, "owner": TEXT, "locale": TEXT, "time_zone": TEXT,
+    "team": {**TEXT, "description": "the owning team (added later, optional: absent in older events and when "
+                                   "none); team-scoped roles see only its contacts"},
 }
 COMPANY_FIELDS: dict[str, Any] = {
     "name": TEXT, "domain": TEXT, "industry": TEXT, "size": TEXT, "phone": TEXT, "website": TEXT, "address": TEXT,

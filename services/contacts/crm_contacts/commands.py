@@ -191,7 +191,7 @@ class ContactBook:
 
     def list_contacts(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         query: dict[str, Any] = projections.search_query(filters.get("q") or "")
-        for name in ("lifecycle_stage", "company_id", "owner", "email", "phone"):
+        for name in ("lifecycle_stage", "company_id", "owner", "team", "email", "phone"):
             if filters.get(name):
                 query[name] = filters[name]
         if filters.get("tag"):

@@ -175,6 +175,7 @@ class Contact(Aggregate):
         self.tags: list[str] = []
         self.attributes: dict[str, Any] = {}
         self.owner: str | None = None
+        self.team: str | None = None  # the owning team: team-scoped roles see only their team's contacts
         self.locale: str | None = None  # BCP 47, e.g. fa-IR: the language messages are written in
         self.time_zone: str | None = None  # IANA, e.g. Asia/Tehran: quiet hours and business hours
         self.status = "active"  # active | merged | erased
@@ -230,6 +231,8 @@ class Contact(Aggregate):
         data["tags"] = sorted(set(fields.get("tags") or []))
         data["attributes"] = {k: v for k, v in (fields.get("attributes") or {}).items() if v is not None}
         data["lifecycle_stage"] = fields.get("lifecycle_stage") or "lead"
+        if fields.get("team"):  # the owning team (added later: recorded only when given)
+            data["team"] = fields["team"]
         if fields.get("verified_at"):  # confirmed before it was entered here (e.g. migrated records)
             data["verified_at"] = rfc3339(fields["verified_at"])
         contact.record("ContactCreated", {"contact_id": contact_id, **data})
@@ -238,7 +241,7 @@ class Contact(Aggregate):
     def update(self, fields: dict[str, Any], *, stage_cause: dict[str, str]) -> None:
         """Apply a partial update; records only what actually changes."""
         self._require_active()
-        changes = _changes(lambda name: getattr(self, name), fields, CONTACT_FIELDS)
+        changes = _changes(lambda name: getattr(self, name), fields, (*CONTACT_FIELDS, "team"))
         if changes:
             if not any((changes.get(n, getattr(self, n))) for n in ("first_name", "last_name", "email", "phone")):
                 raise ValidationFailed("a contact needs a name, an email or a phone",
@@ -469,6 +472,7 @@ class Contact(Aggregate):
                 self.attributes = dict(data.get("attributes") or {})
                 self.lifecycle_stage = data.get("lifecycle_stage") or "lead"
                 self.verified_at = data.get("verified_at")
+                self.team = data.get("team")
             case "ContactUpdated":
                 for taken in self.absorbed.values():
                     taken.changed(data["changes"])
@@ -563,6 +567,7 @@ class Contact(Aggregate):
             "tags": list(self.tags),
             "attributes": dict(self.attributes),
             "owner": self.owner,
+            "team": self.team,
             "locale": self.locale,
             "time_zone": self.time_zone,
             "status": self.status,
@@ -585,7 +590,7 @@ class Contact(Aggregate):
     def restore(cls, view: dict[str, Any]) -> Contact:
         """The aggregate back from its `view` (how projections continue a fold)."""
         contact = cls(view["id"])
-        for name in (*CONTACT_FIELDS, "lifecycle_stage", "status", "version", "created_at", "updated_at",
+        for name in (*CONTACT_FIELDS, "team", "lifecycle_stage", "status", "version", "created_at", "updated_at",
                      "merged_into"):
             setattr(contact, name, view.get(name))
         contact.tags, contact.attributes = list(view.get("tags") or []), dict(view.get("attributes") or {})

@@ -65,7 +65,7 @@ class ContactsView(AggregateView):
 
     def ensure_indexes(self) -> None:
         for keys in (["search"], ["email"], ["phone"], ["company_id"], ["lifecycle_stage"], ["tags"], ["owner"],
-                     ["name_key"], ["status"], ["last_purchase_ms"], ["at_risk_since_ms"], ["verified_ms"],
+                     ["team"], ["name_key"], ["status"], ["last_purchase_ms"], ["at_risk_since_ms"], ["verified_ms"],
                      ["stale", "owner"], ["stale", "lifecycle_stage"]):
             self.collection.create_index([(key, ASCENDING) for key in keys])
 

@@ -16,6 +16,7 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, vali
 
 from crm_contacts import normalize
 from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, LIFECYCLE_STAGES
+from crmkit.auth import TEAM_MAX
 from crmkit.events import utcnow
 from crmkit.web import PageQuery
 
@@ -208,6 +209,9 @@ class ContactInput(Schema):
     tags = fields.List(Text(64, allow_none=False), validate=validate.Length(max=MAX_TAGS), allow_none=True)
     attributes = _attributes()
     owner = Text(100)
+    team = Text(TEAM_MAX, metadata={"description": (
+        "the owning team; a caller with a team-scoped role (contacts:write:team) creates contacts of its team "
+        "(naming another is a 403) and cannot move one out of it")})
     locale = Locale()
     time_zone = TimeZone()
 
@@ -325,6 +329,8 @@ class ContactListQuery(PageQuery):
     company_id = fields.String(validate=validate.Length(max=64))
     tag = fields.String(validate=validate.Length(max=64))
     owner = fields.String(validate=validate.Length(max=100))
+    team = fields.String(validate=validate.Length(max=TEAM_MAX), metadata={"description": (
+        "only this team's contacts; a team-scoped caller sees only its own team's, so another gives an empty page")})
     email = Email(allow_none=False)
     phone = Phone(allow_none=False)
     status = fields.String(load_default="active", validate=validate.OneOf(["active", "merged", "erased", "all"]))
