@@ -39,7 +39,9 @@ PROTOS = {"contacts": contacts_pb2, "sales": sales_pb2, "service-desk": serviced
 REST_EXCEPTIONS: dict[str, dict[tuple[str, str], str | None]] = {
     "contacts": {("POST", "/v1/contacts/{contact_id}/erasure"): "erase",
                  # everything every service holds on the person at once (their data subject access request)
-                 ("GET", "/v1/contacts/{contact_id}/export"): "export"},
+                 ("GET", "/v1/contacts/{contact_id}/export"): "export",
+                 # the contact confirming their own details: the signed link is the credential
+                 ("GET", "/v1/confirmations/{token}"): None, ("POST", "/v1/confirmations/{token}"): None},
     "messaging": {
         # renders, changes nothing; with a contact_id the view also asks for contacts:read (tested in
         # services/messaging/tests/test_preview_access.py: the matrix's empty body has none)
@@ -49,6 +51,8 @@ REST_EXCEPTIONS: dict[str, dict[tuple[str, str], str | None]] = {
         ("POST", "/v1/providers/{provider}/receipts"): None,  # signed by the provider
     },
     "service-desk": {("GET", "/v1/surveys/{token}"): None, ("POST", "/v1/surveys/{token}"): None,
+                     # the SERVQUAL questionnaire's signed link, like the CSAT survey's
+                     ("GET", "/v1/surveys/servqual/{token}"): None, ("POST", "/v1/surveys/servqual/{token}"): None,
                      ("POST", "/v1/inbound/sms"): None},  # the SMS gateway's webhook: X-Inbound-Secret
 }
 PLATFORM_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/static/<path:filename>"}
