@@ -293,6 +293,23 @@ def _effective_soon(body: Any) -> None:
         body["effective_at"] = (datetime.now(UTC) + timedelta(days=1)).isoformat()
 
 
+def _not_in_the_future(case: Any) -> None:
+    """Times of what already happened are not in the future (the clock; their descriptions say it): a new
+    contact's verified_at (when its details were last confirmed) and a consent's `at` (when it was given).
+    A later one becomes a year ago."""
+    name = {"/v1/contacts": "verified_at", "/v1/contacts/{contact_id}/consents/{channel}": "at"}.get(case.path)
+    body = case.body
+    if name is None or not isinstance(body, dict) or not isinstance(body.get(name), str):
+        return
+    try:
+        moment = datetime.fromisoformat(body[name].replace("Z", "+00:00"))
+        later = moment.tzinfo is not None and moment > datetime.now(UTC)
+    except (ValueError, OverflowError, TypeError):
+        return
+    if later:
+        body[name] = (datetime.now(UTC) - timedelta(days=365)).isoformat()
+
+
 @schemathesis.hook
 def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     """Positive requests respect the state the document cannot describe (module docstring);
@@ -317,6 +334,7 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     _messaging_state(case.body)
     _sales_state(case.body)
     _effective_soon(case.body)
+    _not_in_the_future(case)
     hours = case.body.get("business_hours") if isinstance(case.body, dict) else None
     if isinstance(hours, dict) and isinstance(hours.get("start"), str) and isinstance(hours.get("end"), str) \
             and hours["end"] <= hours["start"]:

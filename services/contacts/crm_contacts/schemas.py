@@ -250,7 +250,8 @@ class ConsentInput(Schema):
     source = Text(100, allow_none=False, load_default="api",
                   metadata={"description": "where it was given: web_form, call, import, …"})
     legal_basis = fields.String(load_default="consent", validate=validate.OneOf(LEGAL_BASES))
-    at = fields.AwareDateTime(load_default=None, metadata={"description": "when it was given (default: now)"})
+    at = fields.AwareDateTime(load_default=None, metadata={
+        "description": "when it was given (default: now); not in the future"})
 
     @validates("at")
     def _not_in_the_future(self, value: Any, **_: Any) -> None:
