@@ -68,3 +68,6 @@ def test_a_team_scoped_manager_sees_and_changes_only_their_teams_deals(crm: Loca
     assert board["columns"][0]["count"] == 1
     assert board["columns"][0]["sums"] == [{"amount": "100.00", "currency": "EUR"}]
     assert crm.ok("sales", "GET", f"/v1/pipelines/{pipeline['id']}/board")["columns"][0]["count"] == 2
+    # what spans teams (quotes, the forecast, customer value) is closed to a team-scoped role
+    assert manager.call("sales", "GET", "/v1/quotes")[0] == 403
+    assert crm.call("sales", "GET", "/v1/quotes")[0] == 200

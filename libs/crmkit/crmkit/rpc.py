@@ -187,6 +187,9 @@ class _Authenticated(grpc.ServerInterceptor):
             return grpc.StatusCode.UNAUTHENTICATED, f"a valid bearer token for {self.audience} is required: {exc}"
         if not principal.may(self.audience, needed):
             return grpc.StatusCode.PERMISSION_DENIED, f"{method} needs {auth.needed_roles(self.audience, needed)}"
+        if principal.team_scope(self.audience, needed) is not None:  # no gRPC method confines to a team
+            roles = auth.needed_roles(self.audience, needed)
+            return grpc.StatusCode.PERMISSION_DENIED, f"{method} is not confined to a team: it needs {roles}"
         return principal
 
     def _bounded(self, behaviour: Callable[..., Any]) -> Callable[..., Any]:

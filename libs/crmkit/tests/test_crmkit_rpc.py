@@ -423,6 +423,11 @@ def test_health_and_reflection_need_no_token(anonymous: grpc.Channel) -> None:
         (token_for("widgets:write"), "Change", grpc.StatusCode.OK),
         (token_for("admin", audience="widgets"), "Change", grpc.StatusCode.OK),
         (token_for("admin"), "Undeclared", grpc.StatusCode.PERMISSION_DENIED),  # no rule: nobody
+        # no gRPC method confines to a team, so a team-scoped role reaches none of them
+        (auth.issue(SECRET, "tester", ["widgets:write:team"], audience="widgets", team="north"), "Lookup",
+         grpc.StatusCode.PERMISSION_DENIED),
+        (auth.issue(SECRET, "tester", ["widgets:read", "widgets:write:team"], audience="widgets", team="north"),
+         "Lookup", grpc.StatusCode.OK),
     ],
 )
 def test_tokens_and_declared_access_decide(server: tuple[int, Any], token: str, method: str,

@@ -35,28 +35,29 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
     bp = Blueprint("contacts", __name__)
 
     @bp.post("/v1/contacts")
-    @endpoint("write", body=schemas.ContactCreate, response=schemas.ContactView, status=201, idempotent=True)
+    @endpoint("write", body=schemas.ContactCreate, response=schemas.ContactView, status=201, idempotent=True,
+              teams=True)
     def create_contact(body: dict[str, Any]) -> Response:
         """Create a contact."""
         contact = book.create_contact(teams.claim_for_create(body), metadata())
         return resource(contact.view(), 201, location=f"/v1/contacts/{contact.id}")
 
     @bp.get("/v1/contacts")
-    @endpoint("read", query=schemas.ContactListQuery, response=schemas.ContactView, many=True)
+    @endpoint("read", query=schemas.ContactListQuery, response=schemas.ContactView, many=True, teams=True)
     def list_contacts(query: dict[str, Any]) -> Response:
         """List and search contacts (q matches the start of any name word, email or phone)."""
         confined = teams.list_filters(query, query.get("team"))
         return listing([], None) if confined is None else listing(*book.list_contacts(confined))
 
     @bp.get("/v1/contacts/<contact_id>")
-    @endpoint("read", query=AsOfQuery, response=schemas.ContactView)
+    @endpoint("read", query=AsOfQuery, response=schemas.ContactView, teams=True)
     def get_contact(contact_id: str, query: dict[str, Any]) -> Response:
         """One contact, now or as it was at `as_of`."""
         confine(book, contact_id)
         return resource(book.contact(contact_id, as_of=query.get("as_of")).view())
 
     @bp.patch("/v1/contacts/<contact_id>")
-    @endpoint("write", body=schemas.ContactInput, response=schemas.ContactView)
+    @endpoint("write", body=schemas.ContactInput, response=schemas.ContactView, teams=True)
     def update_contact(contact_id: str, body: dict[str, Any]) -> Response:
         """Change some fields of a contact (null clears a field; attributes merge)."""
         confine(book, contact_id)
@@ -64,14 +65,14 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         return resource(book.update_contact(contact_id, body, metadata(), if_match()).view())
 
     @bp.get("/v1/contacts/<contact_id>/history")
-    @endpoint("read", query=HistoryQuery, response=schemas.HistoryEntry, many=True)
+    @endpoint("read", query=HistoryQuery, response=schemas.HistoryEntry, many=True, teams=True)
     def contact_history(contact_id: str, query: dict[str, Any]) -> Response:
         """Every change to a contact: who, what, when, before and after (paged by version)."""
         confine(book, contact_id)
         return listing(*by_version(book.contact_history(contact_id), query["limit"], query.get("cursor")))
 
     @bp.put("/v1/contacts/<contact_id>/consents/<channel>")
-    @endpoint("write", body=schemas.ConsentInput, response=schemas.ContactView, openapi=CHANNEL_DOC)
+    @endpoint("write", body=schemas.ConsentInput, response=schemas.ContactView, openapi=CHANNEL_DOC, teams=True)
     def set_consent(contact_id: str, channel: str, body: dict[str, Any]) -> Response:
         """Record a consent decision for one channel (email, sms, fax, phone)."""
         _require_channel(channel)
@@ -79,7 +80,7 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         return resource(book.set_consent(contact_id, channel, body, metadata(), if_match()).view())
 
     @bp.get("/v1/contacts/<contact_id>/consents")
-    @endpoint("read", response=schemas.ConsentsView)
+    @endpoint("read", response=schemas.ConsentsView, teams=True)
     def consents(contact_id: str) -> Response:
         """The latest consent decision per channel."""
         confine(book, contact_id)
@@ -89,7 +90,7 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         return response
 
     @bp.post("/v1/contacts/<contact_id>/merge")
-    @endpoint("write", body=schemas.MergeInput, response=schemas.ContactView)
+    @endpoint("write", body=schemas.MergeInput, response=schemas.ContactView, teams=True)
     def merge(contact_id: str, body: dict[str, Any]) -> Response:
         """Fold a duplicate into this contact; the duplicate's id then leads here."""
         confine(book, contact_id)
@@ -111,7 +112,7 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
     # GET /v1/contacts/<contact_id>/export: export_api (the whole record, from every service)
 
     @bp.get("/v1/contacts/<contact_id>/360")
-    @endpoint("read", response=schemas.Customer360View)
+    @endpoint("read", response=schemas.Customer360View, teams=True)
     def three_sixty(contact_id: str) -> Response:
         """Profile, value, support, recent messages and lifecycle timeline in one answer."""
         confine(book, contact_id)

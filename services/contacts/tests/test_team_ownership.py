@@ -61,3 +61,12 @@ def test_a_team_scoped_caller_sees_and_changes_only_its_teams_contacts(contacts:
     north(contacts, "PATCH", f"/v1/contacts/{ours['id']}", {"team": SOUTH}, status=403)
     no_team = call(contacts, "GET", f"/v1/contacts/{ours['id']}", None, "contacts:read:team", status=403)
     assert "team claim" in no_team["detail"]
+
+
+def test_what_is_not_confined_to_a_team_is_refused_to_a_scoped_caller(contacts: ServiceHarness) -> None:
+    """Duplicates, segments, imports, insights, companies and unmerge span teams: a scoped role does
+    not reach them (403, nothing changed), where contacts:read does."""
+    for path in ("/v1/duplicates", "/v1/segments", "/v1/imports", "/v1/insights/stale-records", "/v1/companies"):
+        refused = call(contacts, "GET", path, None, "contacts:read:team", team=NORTH, status=403)
+        assert "not confined to a team" in refused["detail"]
+        call(contacts, "GET", path, None, "contacts:read")

@@ -55,14 +55,14 @@ def blueprint(book: SalesBook) -> Blueprint:
         return resource(product.view(), 201, location=f"/v1/products/{product.id}")
 
     @bp.get("/v1/products")
-    @endpoint("read", query=schemas.ProductListQuery, response=schemas.ProductView, many=True)
+    @endpoint("read", query=schemas.ProductListQuery, response=schemas.ProductView, many=True, teams=True)
     def list_products(query: dict[str, Any]) -> Response:
         """List products (`active` filters)."""
         docs, cursor = book.list_products(query)
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/products/<product_id>")
-    @endpoint("read", query=AsOfQuery, response=schemas.ProductView)
+    @endpoint("read", query=AsOfQuery, response=schemas.ProductView, teams=True)
     def get_product(product_id: str, query: dict[str, Any]) -> Response:
         """One product, now or as it was at `as_of`."""
         return resource(book.products.get(product_id, as_of=query.get("as_of")).view())
@@ -98,14 +98,14 @@ def blueprint(book: SalesBook) -> Blueprint:
         return resource(book.update_pipeline(pipeline_id, body, metadata(), if_match()).view())
 
     @bp.get("/v1/pipelines")
-    @endpoint("read", query=schemas.PageQuery, response=schemas.PipelineView, many=True)
+    @endpoint("read", query=schemas.PageQuery, response=schemas.PipelineView, many=True, teams=True)
     def list_pipelines(query: dict[str, Any]) -> Response:
         """List pipelines (the default one first)."""
         docs, cursor = page(book.pipelines_view, {}, query["limit"], query.get("cursor"))
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/pipelines/<pipeline_id>")
-    @endpoint("read", query=AsOfQuery, response=schemas.PipelineView)
+    @endpoint("read", query=AsOfQuery, response=schemas.PipelineView, teams=True)
     def get_pipeline(pipeline_id: str, query: dict[str, Any]) -> Response:
         """One pipeline, now or as it was at `as_of`."""
         return resource(book.pipelines.get(pipeline_id, as_of=query.get("as_of")).view())
@@ -117,7 +117,7 @@ def blueprint(book: SalesBook) -> Blueprint:
         return history(book.pipelines, pipeline_id, query)
 
     @bp.get("/v1/pipelines/<pipeline_id>/board")
-    @endpoint("read", query=schemas.BoardQuery, response=schemas.BoardView)
+    @endpoint("read", query=schemas.BoardQuery, response=schemas.BoardView, teams=True)
     def board(pipeline_id: str, query: dict[str, Any]) -> Response:
         """The Kanban board: a column per stage with its deals, count and sums per currency."""
         return jsonify(jsonable(reports_board(book, pipeline_id, query)))
@@ -125,14 +125,14 @@ def blueprint(book: SalesBook) -> Blueprint:
     # --- deals ----------------------------------------------------------------------------
 
     @bp.post("/v1/deals")
-    @endpoint("write", body=schemas.DealInput, response=schemas.DealView, status=201, idempotent=True)
+    @endpoint("write", body=schemas.DealInput, response=schemas.DealView, status=201, idempotent=True, teams=True)
     def create_deal(body: dict[str, Any]) -> Response:
         """Create a deal for an existing contact (checked with contacts over gRPC)."""
         deal = book.create_deal(plain(teams.claim_for_create(body)), metadata())
         return resource(book.deal_view(deal), 201, location=f"/v1/deals/{deal.id}")
 
     @bp.get("/v1/deals")
-    @endpoint("read", query=schemas.DealListQuery, response=schemas.DealView, many=True)
+    @endpoint("read", query=schemas.DealListQuery, response=schemas.DealView, many=True, teams=True)
     def list_deals(query: dict[str, Any]) -> Response:
         """List deals with their contact's name (filters: pipeline_id, stage, status, owner, team, contact_id)."""
         confined = teams.list_filters(query, query.get("team"))
@@ -142,21 +142,21 @@ def blueprint(book: SalesBook) -> Blueprint:
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/deals/<deal_id>")
-    @endpoint("read", query=AsOfQuery, response=schemas.DealView)
+    @endpoint("read", query=AsOfQuery, response=schemas.DealView, teams=True)
     def get_deal(deal_id: str, query: dict[str, Any]) -> Response:
         """One deal, with its stage history and the time spent in each stage; now or as it was at `as_of`."""
         confine(book.deals, deal_id)
         return resource(deal_as_of(book, deal_id, query.get("as_of")))
 
     @bp.get("/v1/deals/<deal_id>/history")
-    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True, teams=True)
     def deal_history(deal_id: str, query: dict[str, Any]) -> Response:
         """Every change to a deal (who, what, when, before/after), paged by version."""
         confine(book.deals, deal_id)
         return history(book.deals, deal_id, query)
 
     @bp.patch("/v1/deals/<deal_id>")
-    @endpoint("write", body=schemas.DealPatch, response=schemas.DealView)
+    @endpoint("write", body=schemas.DealPatch, response=schemas.DealView, teams=True)
     def update_deal(deal_id: str, body: dict[str, Any]) -> Response:
         """Change a deal's title, amount, currency, owner, team, company or expected close."""
         confine(book.deals, deal_id)
@@ -164,14 +164,14 @@ def blueprint(book: SalesBook) -> Blueprint:
         return resource(book.deal_view(book.update_deal(deal_id, plain(body), metadata(), if_match())))
 
     @bp.post("/v1/deals/<deal_id>/stage")
-    @endpoint("write", body=schemas.StageMove, response=schemas.DealView)
+    @endpoint("write", body=schemas.StageMove, response=schemas.DealView, teams=True)
     def move_deal(deal_id: str, body: dict[str, Any]) -> Response:
         """Move an open deal to another open stage of its pipeline."""
         confine(book.deals, deal_id)
         return resource(book.deal_view(book.move_deal(deal_id, body["stage"], metadata(), if_match())))
 
     @bp.post("/v1/deals/<deal_id>/won")
-    @endpoint("write", body=schemas.WonInput, body_optional=True, response=schemas.DealView)
+    @endpoint("write", body=schemas.WonInput, body_optional=True, response=schemas.DealView, teams=True)
     def win_deal(deal_id: str, body: dict[str, Any]) -> Response:
         """Mark an open deal won (optional body: `reason`, one of its pipeline's win reasons, and `reason_note`)."""
         confine(book.deals, deal_id)
@@ -179,7 +179,7 @@ def blueprint(book: SalesBook) -> Blueprint:
         return resource(book.deal_view(deal))
 
     @bp.post("/v1/deals/<deal_id>/lost")
-    @endpoint("write", body=schemas.LostInput, response=schemas.DealView)
+    @endpoint("write", body=schemas.LostInput, response=schemas.DealView, teams=True)
     def lose_deal(deal_id: str, body: dict[str, Any]) -> Response:
         """Mark an open deal lost, with the reason (one of its pipeline's loss reasons, or words where the
         pipeline allows them) and an optional `reason_note`."""
@@ -188,7 +188,7 @@ def blueprint(book: SalesBook) -> Blueprint:
         return resource(book.deal_view(deal))
 
     @bp.post("/v1/deals/<deal_id>/reopen")
-    @endpoint("write", response=schemas.DealView)
+    @endpoint("write", response=schemas.DealView, teams=True)
     def reopen_deal(deal_id: str) -> Response:
         """Reopen a won or lost deal, in the stage it closed from."""
         confine(book.deals, deal_id)
@@ -197,7 +197,8 @@ def blueprint(book: SalesBook) -> Blueprint:
     # --- activities -----------------------------------------------------------------------
 
     @bp.post("/v1/activities")
-    @endpoint("write", body=schemas.ActivityInput, response=schemas.ActivityView, status=201, idempotent=True)
+    @endpoint("write", body=schemas.ActivityInput, response=schemas.ActivityView, status=201, idempotent=True,
+              teams=True)
     def schedule_activity(body: dict[str, Any]) -> Response:
         """Schedule a call, meeting, task or email with a due time, owner and linked deal/contact."""
         if body.get("deal_id"):
@@ -206,7 +207,7 @@ def blueprint(book: SalesBook) -> Blueprint:
         return resource(activity.view(), 201, location=f"/v1/activities/{activity.id}")
 
     @bp.get("/v1/activities")
-    @endpoint("read", query=schemas.ActivityListQuery, response=schemas.ActivityView, many=True)
+    @endpoint("read", query=schemas.ActivityListQuery, response=schemas.ActivityView, many=True, teams=True)
     def list_activities(query: dict[str, Any]) -> Response:
         """Activities (`owner`, `team`, `due_before`, `overdue=true` for open ones past due, ...)."""
         confined = teams.list_filters(query, query.get("team"))
@@ -216,21 +217,21 @@ def blueprint(book: SalesBook) -> Blueprint:
         return listing([public(d) for d in docs], cursor)
 
     @bp.get("/v1/activities/<activity_id>")
-    @endpoint("read", query=AsOfQuery, response=schemas.ActivityView)
+    @endpoint("read", query=AsOfQuery, response=schemas.ActivityView, teams=True)
     def get_activity(activity_id: str, query: dict[str, Any]) -> Response:
         """One activity, now or as it was at `as_of`."""
         confine(book.activities, activity_id)
         return resource(book.activities.get(activity_id, as_of=query.get("as_of")).view())
 
     @bp.get("/v1/activities/<activity_id>/history")
-    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True, teams=True)
     def activity_history(activity_id: str, query: dict[str, Any]) -> Response:
         """Every change to an activity (who, what, when, before/after), paged by version."""
         confine(book.activities, activity_id)
         return history(book.activities, activity_id, query)
 
     @bp.post("/v1/activities/<activity_id>/complete")
-    @endpoint("write", body=schemas.CompleteInput, body_optional=True, response=schemas.ActivityView)
+    @endpoint("write", body=schemas.CompleteInput, body_optional=True, response=schemas.ActivityView, teams=True)
     def complete_activity(activity_id: str, body: dict[str, Any]) -> Response:
         """Complete an activity (optional body: `outcome`)."""
         confine(book.activities, activity_id)

@@ -133,3 +133,18 @@ def test_activities_and_the_board_are_confined_too(sales: ServiceHarness, people
     assert call(sales, "GET", f"/v1/pipelines/{pipeline['id']}/board?team={SOUTH}", None,
                 "sales:read")["columns"][0]["count"] == 1
     assert north(sales, "GET", f"/v1/pipelines/{pipeline['id']}/board?team={SOUTH}")["columns"][0]["count"] == 0
+
+
+def test_what_is_not_confined_to_a_team_is_refused_to_a_scoped_caller(sales: ServiceHarness, people) -> None:
+    """Quotes, the forecast and customer value span teams: a scoped role does not reach them (403),
+    while products and pipelines (no team's) stay readable and their changes are not its to make."""
+    contact = people.add(new_id(), first_name="Uma")
+    new_deal(sales, contact, owner="ana", team=SOUTH)
+    for path in ("/v1/quotes", "/v1/forecast", f"/v1/customers/{contact}/value"):
+        refused = call(sales, "GET", path, None, "sales:read:team", team=NORTH, status=403)
+        assert "not confined to a team" in refused["detail"]
+    call(sales, "GET", "/v1/products", None, "sales:read:team", team=NORTH)
+    call(sales, "GET", "/v1/pipelines", None, "sales:read:team", team=NORTH)
+    north(sales, "POST", "/v1/products", {"name": "Desk", "sku": "D-1", "unit_price": "5.00", "currency": "USD"},
+          status=403)
+    assert call(sales, "GET", "/v1/quotes", None, "sales:read")["items"] == []

@@ -35,35 +35,35 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         return resource(desk.ticket_view(ticket), status, location)
 
     @bp.post("/v1/tickets")
-    @endpoint("write", body=schemas.TicketInput, response=schemas.TicketView, status=201, idempotent=True)
+    @endpoint("write", body=schemas.TicketInput, response=schemas.TicketView, status=201, idempotent=True, teams=True)
     def open_ticket(body: dict[str, Any]) -> Response:
         """Open a ticket for a contact (any channel); the SLA policy is chosen now."""
         ticket = desk.open_ticket(teams.claim_for_create(body), metadata())
         return ticket_response(ticket, 201, location=f"/v1/tickets/{ticket.id}")
 
     @bp.get("/v1/tickets")
-    @endpoint("read", query=schemas.TicketListQuery, response=schemas.TicketView, many=True)
+    @endpoint("read", query=schemas.TicketListQuery, response=schemas.TicketView, many=True, teams=True)
     def list_tickets(query: dict[str, Any]) -> Response:
         """List tickets, filtered by status, assignee, priority, contact, breached, group, team, type, tag."""
         confined = teams.list_filters(query, query.get("team"))
         return listing([], None) if confined is None else listing(*desk.list_tickets(confined))
 
     @bp.get("/v1/tickets/<ticket_id>")
-    @endpoint("read", query=AsOfQuery, response=schemas.TicketView)
+    @endpoint("read", query=AsOfQuery, response=schemas.TicketView, teams=True)
     def get_ticket(ticket_id: str, query: dict[str, Any]) -> Response:
         """One ticket with its comments, SLA due times and remaining business minutes; now or as it was at `as_of`."""
         confine(desk, ticket_id)
         return resource(ticket_as_of(desk, ticket_id, query.get("as_of")))
 
     @bp.get("/v1/tickets/<ticket_id>/history")
-    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True)
+    @endpoint("read", query=HistoryQuery, response=HistoryEntry, many=True, teams=True)
     def ticket_history(ticket_id: str, query: dict[str, Any]) -> Response:
         """Every change to a ticket: who, what, when, before and after (paged by version)."""
         confine(desk, ticket_id)
         return listing(*by_version(desk.history(ticket_id), query["limit"], query.get("cursor")))
 
     @bp.post("/v1/tickets/<ticket_id>/comments")
-    @endpoint("write", body=schemas.CommentInput, response=schemas.TicketView, status=201, idempotent=True)
+    @endpoint("write", body=schemas.CommentInput, response=schemas.TicketView, status=201, idempotent=True, teams=True)
     def comment(ticket_id: str, body: dict[str, Any]) -> Response:
         """A public reply (`public: true`) or an internal note (`public: false`)."""
         confine(desk, ticket_id)
@@ -71,21 +71,21 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         return ticket_response(ticket, 201, location=f"/v1/tickets/{ticket.id}")
 
     @bp.post("/v1/tickets/<ticket_id>/assign")
-    @endpoint("write", body=schemas.AssignInput, response=schemas.TicketView)
+    @endpoint("write", body=schemas.AssignInput, response=schemas.TicketView, teams=True)
     def assign(ticket_id: str, body: dict[str, Any]) -> Response:
         """Assign to an agent and/or a group."""
         confine(desk, ticket_id)
         return ticket_response(desk.assign(ticket_id, body, metadata(), if_match()))
 
     @bp.post("/v1/tickets/<ticket_id>/status")
-    @endpoint("write", body=schemas.StatusInput, response=schemas.TicketView)
+    @endpoint("write", body=schemas.StatusInput, response=schemas.TicketView, teams=True)
     def change_status(ticket_id: str, body: dict[str, Any]) -> Response:
         """Move through new → open → pending / on_hold → solved → closed (reopen: solved → open); else 409."""
         confine(desk, ticket_id)
         return ticket_response(desk.change_status(ticket_id, body["status"], metadata(), if_match()))
 
     @bp.post("/v1/tickets/<ticket_id>/satisfaction")
-    @endpoint("write", body=schemas.SatisfactionInput, response=schemas.TicketView, status=201)
+    @endpoint("write", body=schemas.SatisfactionInput, response=schemas.TicketView, status=201, teams=True)
     def rate(ticket_id: str, body: dict[str, Any]) -> Response:
         """The customer's rating after solve: CSAT 1–5 and comment, NPS 0–10, SERVQUAL 1–7 (once; again is 409)."""
         confine(desk, ticket_id)

@@ -106,8 +106,14 @@ def endpoint(
     max_body: int | None = None,
     openapi: dict[str, Any] | None = None,
     body_optional: bool = False,
+    teams: bool = False,
 ) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
     """Declare a REST operation. `access` is "read", "write", "erase", "export", or None for a public one.
+
+    `teams` says the view serves team-scoped callers (`<service>:<access>:team`): it confines
+    them to their team's records (crmkit.web.teams), or what it serves is no team's (reference
+    data such as products). Every other route refuses a caller whose access is only team-scoped
+    (403): a route added later is closed to them until it confines them, never open by default.
 
     `max_body` raises the request-size cap for this route only (uploads); `openapi` adds
     operation fields the declaration cannot express (parameters and responses are merged);
@@ -126,7 +132,7 @@ def endpoint(
             if max_body is not None:
                 request.max_content_length = max_body  # before anything reads the body
             if access is not None:
-                _authorize(access)
+                _authorize(access, teams)
             if query is not None:
                 path_args["query"] = _load(_schema(query), _query_args(), "query")
             if body is not None:
@@ -189,7 +195,7 @@ def if_match() -> int | None:
     return None if text == "*" else int(text.removeprefix("W/").strip('"'))
 
 
-def _authorize(access: str) -> None:
+def _authorize(access: str, teams: bool = False) -> None:
     settings = current_app.config["CRM_SETTINGS"]
     try:
         principal = auth.from_header(keys.ring(), request.headers.get("Authorization"), audience=settings.slug)
@@ -203,6 +209,9 @@ def _authorize(access: str) -> None:
         raise Forbidden(f"this needs the role {auth.needed_roles(service, access)}")
     g.principal = principal
     g.team_scope = principal.team_scope(service, access)
+    if g.team_scope is not None and not teams:
+        raise Forbidden(f"this operation is not confined to a team, so a team-scoped role does not reach it: "
+                        f"it needs the role {auth.needed_roles(service, access)}")
     _rate_limit(principal.subject)
 
 
