@@ -1,6 +1,7 @@
 """Signed tokens for links that act without a login: `<base64url(json)>.<base64url(hmac-sha256)>`.
 
-Used for messaging's unsubscribe links and the service desk's satisfaction-survey links.
+Used for messaging's unsubscribe links and the public pages (the surveys, the details
+confirmation; `crmkit.web.links` opens them with the pages' 404/410).
 The JSON holds the purpose (`p`), an optional expiry (`x`, epoch seconds) and the data
 (`d`, small and not personal: ids). The key is derived with HKDF from the link secret
 (`CRM_LINK_SECRET`, see crmkit.keys) and the purpose, so every process of every service

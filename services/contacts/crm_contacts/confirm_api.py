@@ -29,10 +29,11 @@ from crm_contacts.commands import ContactBook
 from crm_contacts.domain import IDENTIFYING, Contact
 from crm_contacts.freshness import LINK_PURPOSE
 from crm_contacts.schemas import Email, Phone, Text
-from crmkit import clock, signing
+from crmkit import clock
 from crmkit.errors import Conflict, DomainError, NotFound, ValidationFailed
 from crmkit.events import Metadata
 from crmkit.web import endpoint, metadata
+from crmkit.web.links import LinkNotValid, open_link
 from crmkit.web.locale import PageLanguage, choose
 
 LANGUAGES = ("en", "fa", "ar")  # the first is the default
@@ -124,15 +125,6 @@ CONFIRMATION_ANSWER = {
 }
 
 
-class LinkNotValid(NotFound):
-    """Forged, malformed, of another purpose, or for a contact merged, erased or gone: a plain 404."""
-
-
-class LinkExpired(DomainError):
-    status = 410
-    title = "Gone"
-
-
 class AlreadyConfirmed(Conflict):
     """The stale flag the link was sent for no longer stands: the details were confirmed since."""
 
@@ -140,15 +132,7 @@ class AlreadyConfirmed(Conflict):
 def contact_for(book: ContactBook, token: str) -> tuple[Contact, str]:
     """The contact a valid, unexpired link names, and the stale flag (`since`) it was sent for
     (whether that flag still stands is `_require_unconfirmed`'s, so its page is in their language)."""
-    try:
-        data = signing.verify(LINK_PURPOSE, token)
-    except signing.BadToken as exc:
-        if str(exc) == "expired":
-            raise LinkExpired("this link has expired") from None
-        raise LinkNotValid("this link is not valid") from None
-    contact_id, since = data.get("c"), data.get("s")
-    if not isinstance(contact_id, str) or not isinstance(since, str):
-        raise LinkNotValid("this link is not valid")
+    contact_id, since = open_link(LINK_PURPOSE, token, ("c", "s"))
     try:
         contact = book.contacts.get(contact_id)
     except NotFound:

@@ -32,11 +32,11 @@ from marshmallow import Schema, fields, validate
 from crm_servicedesk.servqual import DIMENSIONS, LIKERT, ServqualSurvey
 from crm_servicedesk.servqual_desk import ServqualDesk
 from crm_servicedesk.servqual_schemas import PAGE_ANSWER, PAGE_FORM
-from crm_servicedesk.survey_api import DIGITS, LinkExpired, LinkNotValid
-from crmkit import signing
+from crm_servicedesk.survey_api import DIGITS
 from crmkit.errors import Conflict, DomainError, NotFound, ValidationFailed
 from crmkit.events import Metadata
 from crmkit.web import endpoint, jsonable, metadata
+from crmkit.web.links import LinkNotValid, open_link
 from crmkit.web.locale import PageLanguage, choose
 
 PURPOSE = "servqual"
@@ -95,15 +95,7 @@ _env = Environment(loader=PackageLoader("crm_servicedesk", "templates"), autoesc
 
 def survey_for(servqual: ServqualDesk, token: str) -> ServqualSurvey:
     """The survey a valid, unexpired token names, for the contact it was sent to (who is not erased)."""
-    try:
-        data = signing.verify(PURPOSE, token)
-    except signing.BadToken as exc:
-        if str(exc) == "expired":
-            raise LinkExpired("this survey link has expired") from None
-        raise LinkNotValid("this survey link is not valid") from None
-    survey_id, contact_id = data.get("survey_id"), data.get("contact_id")
-    if not isinstance(survey_id, str) or not isinstance(contact_id, str):
-        raise LinkNotValid("this survey link is not valid")
+    survey_id, contact_id = open_link(PURPOSE, token, ("survey_id", "contact_id"), "survey link")
     try:
         survey = servqual.survey(survey_id)
     except NotFound:

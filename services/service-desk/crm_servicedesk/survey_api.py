@@ -23,10 +23,10 @@ from marshmallow import ValidationError as MarshmallowError
 from crm_servicedesk import schemas
 from crm_servicedesk.commands import TicketDesk
 from crm_servicedesk.domain import Ticket
-from crmkit import signing
 from crmkit.errors import Conflict, DomainError, NotFound, ValidationFailed
 from crmkit.events import Metadata
 from crmkit.web import endpoint, jsonable, metadata
+from crmkit.web.links import LinkNotValid, open_link
 from crmkit.web.locale import PageLanguage, choose
 
 PURPOSE = "survey"
@@ -78,15 +78,6 @@ class SurveyQuery(Schema):
                        "then Accept-Language, then en"})
 
 
-class LinkNotValid(NotFound):
-    """Forged, malformed, foreign or for a ticket that is gone: a plain 404."""
-
-
-class LinkExpired(DomainError):
-    status = 410
-    title = "Gone"
-
-
 def _scores(lang: str, low: int, high: int) -> list[tuple[int, str]]:
     """(value, label) of each radio button, the label in the reader's digits."""
     digits = str.maketrans("0123456789", DIGITS[lang]) if lang in DIGITS else None
@@ -95,15 +86,7 @@ def _scores(lang: str, low: int, high: int) -> list[tuple[int, str]]:
 
 def ticket_for(desk: TicketDesk, token: str) -> Ticket:
     """The ticket a valid, unexpired survey token names, for the contact it was sent to."""
-    try:
-        data = signing.verify(PURPOSE, token)
-    except signing.BadToken as exc:
-        if str(exc) == "expired":
-            raise LinkExpired("this survey link has expired") from None
-        raise LinkNotValid("this survey link is not valid") from None
-    ticket_id, contact_id = data.get("ticket_id"), data.get("contact_id")
-    if not isinstance(ticket_id, str) or not isinstance(contact_id, str):
-        raise LinkNotValid("this survey link is not valid")
+    ticket_id, contact_id = open_link(PURPOSE, token, ("ticket_id", "contact_id"), "survey link")
     try:
         ticket = desk.ticket(ticket_id)
     except NotFound:
