@@ -35,10 +35,9 @@ from typing import Any
 from pymongo.collection import Collection
 
 from crm_contacts.domain import LIFECYCLE_STAGES, Contact
-from crm_contacts.lifecycle import interval_seconds
+from crm_contacts.lifecycle import apply_timer, interval_seconds
 from crmkit import clock
 from crmkit.aggregate import Repository
-from crmkit.errors import NotFound
 from crmkit.events import Metadata
 from crmkit.eventstore import epoch_ms
 from crmkit.runtime import Runtime
@@ -122,17 +121,9 @@ class FreshnessTimer:
             query: dict[str, Any] = {"status": "active", "stale": False, "lifecycle_stage": {"$in": stages},
                                      "verified_ms": {"$lte": epoch_ms(moment - after)}}
             for doc in self.view.find(query, {"_id": 1}).limit(self.batch):
-                flagged += self._one(doc["_id"], lambda c: c.flag_stale(moment, policy.after(c.lifecycle_stage)),
-                                     meta)
+                flagged += apply_timer(self.contacts, doc["_id"],
+                                       lambda c: c.flag_stale(moment, policy.after(c.lifecycle_stage)), meta)
         return flagged
-
-    def _one(self, contact_id: str, decision: Callable[[Contact], bool], meta: Metadata) -> bool:
-        moved: list[bool] = []
-        try:
-            self.contacts.change(contact_id, lambda c: moved.append(decision(c)), meta, attempts=5)
-        except NotFound:
-            return False
-        return bool(moved and moved[-1])
 
     def run(self, stop: threading.Event) -> None:
         """The worker's job: a pass every interval until `stop`; a failed pass is logged and tried again."""

@@ -146,6 +146,18 @@ class LifecycleAutomation:
         """`_id` is the key; nothing else is queried."""
 
 
+def apply_timer(contacts: Repository[Contact], contact_id: str, decision: Callable[[Contact], bool],
+                meta: Metadata) -> bool:
+    """Whether `decision` moved the contact: the read model only proposes candidates, the aggregate
+    (loaded fresh, retried on a conflict) decides; a contact gone meanwhile moves nothing."""
+    moved: list[bool] = []
+    try:
+        contacts.change(contact_id, lambda c: moved.append(decision(c)), meta, attempts=5)
+    except NotFound:
+        return False
+    return bool(moved and moved[-1])
+
+
 class LifecycleTimers:
     """The at-risk and churn rules, applied to every customer the read model says is due."""
 
@@ -171,15 +183,8 @@ class LifecycleTimers:
         return {"flagged": flagged, "churned": churned}
 
     def _each(self, query: dict[str, Any], decision: Callable[[Contact], bool], meta: Metadata) -> int:
-        return sum(self._one(doc["_id"], decision, meta) for doc in self.view.find(query, {"_id": 1}).limit(self.batch))
-
-    def _one(self, contact_id: str, decision: Callable[[Contact], bool], meta: Metadata) -> bool:
-        moved: list[bool] = []
-        try:
-            self.contacts.change(contact_id, lambda c: moved.append(decision(c)), meta, attempts=5)
-        except NotFound:
-            return False
-        return bool(moved and moved[-1])
+        return sum(apply_timer(self.contacts, doc["_id"], decision, meta)
+                   for doc in self.view.find(query, {"_id": 1}).limit(self.batch))
 
     def run(self, stop: threading.Event) -> None:
         """The worker's job: a pass every interval until `stop`; a failed pass is logged and tried again."""

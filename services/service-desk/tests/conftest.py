@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import TypeVar
 
 import grpc
 import pytest
@@ -37,9 +38,16 @@ class FakeDirectory(contacts_pb2_grpc.ContactDirectoryServicer):
             contacts=found, not_found=[cid for cid in request.contact_ids if cid not in found])
 
 
+Fake = TypeVar("Fake", bound=FakeDirectory)
+
+
 @pytest.fixture
 def directory(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeDirectory]:
-    fake = FakeDirectory()
+    yield from serving(FakeDirectory(), monkeypatch)
+
+
+def serving(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake]:
+    """`fake` served as contacts' gRPC ContactDirectory, where the desk looks for it, until the test ends."""
     port = stack.free_port()
 
     def register(server: grpc.Server) -> list[str]:

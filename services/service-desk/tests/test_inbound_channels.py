@@ -12,7 +12,7 @@ import grpc
 import pytest
 from google.protobuf import json_format
 
-from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
+from crm.contacts.v1 import contacts_pb2
 from crm_servicedesk import inbound_mail
 from crm_servicedesk.app import SERVICE
 from crm_servicedesk.commands import TicketDesk
@@ -22,7 +22,7 @@ from crm_servicedesk.inbound_smtp import InboundSmtp
 from crmkit import rpc, stack
 from crmkit.testing import ServiceHarness, harness, stored_events
 
-from .conftest import FakeDirectory
+from .conftest import FakeDirectory, serving
 from .test_inbound_mail import DSN
 
 
@@ -61,18 +61,7 @@ class FindingDirectory(FakeDirectory):
 
 @pytest.fixture
 def directory(monkeypatch: pytest.MonkeyPatch) -> Iterator[FindingDirectory]:
-    fake = FindingDirectory()
-    port = stack.free_port()
-
-    def register(server: grpc.Server) -> list[str]:
-        contacts_pb2_grpc.add_ContactDirectoryServicer_to_server(fake, server)
-        return [contacts_pb2.DESCRIPTOR.services_by_name["ContactDirectory"].full_name]
-
-    server, _ = rpc.build_server("contacts", port, register)
-    server.start()
-    monkeypatch.setenv("CRM_CONTACTS_GRPC_TARGET", f"127.0.0.1:{port}")
-    yield fake
-    server.stop(grace=None)
+    yield from serving(FindingDirectory(), monkeypatch)
 
 
 @pytest.fixture
