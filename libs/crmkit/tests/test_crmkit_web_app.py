@@ -685,3 +685,15 @@ def test_recorded_events_are_cloudevents(client: FlaskClient, runtime: Runtime) 
     created = client.post("/v1/widgets", json={"name": "a"}, headers=WRITER).get_json()
     [event] = runtime.store.load(created["id"])
     assert RecordedEvent.from_bytes(event.to_bytes()).to_cloudevent()["type"] == "crm.widgets.WidgetCreated.v1"
+
+
+def test_a_request_schema_is_built_once_and_a_refusal_lists_every_bad_field_mistyped_or_missing(
+        client: FlaskClient, runtime: Runtime) -> None:
+    from crmkit.web.endpoint import _schema
+
+    assert _schema(PageQuery) is _schema(PageQuery)  # one instance per class
+    refused = assert_problem(client.post("/v1/widgets", json={"size": "x"}, headers=WRITER), 422)
+    assert set(refused["errors"]) == {"name", "size"}
+    created = client.post("/v1/widgets", json={"name": "b", "size": 3}, headers=WRITER)
+    assert created.status_code == 201 and created.get_json()["size"] == 3
+    assert runtime.store.count() == 1

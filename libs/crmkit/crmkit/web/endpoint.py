@@ -298,13 +298,13 @@ def _load(schema: Schema, data: Any, where: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ValidationFailed(f"the {where} must be a JSON object", {"_body": ["must be a JSON object"]})
     mistyped = _json_type_errors(schema, data) if where == "body" else {}
-    if mistyped:
-        raise ValidationFailed(f"{len(mistyped)} field(s) failed validation", mistyped)
     try:
         loaded = schema.load(data)  # unknown fields are rejected (marshmallow's default: RAISE)
     except ValidationError as exc:
-        errors = flatten(exc.messages)
+        errors = {**flatten(exc.messages), **mistyped}  # every bad field, a mistyped one said as such
         raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors) from None
+    if mistyped:  # marshmallow coerced them (`"7"` to 7); the document's JSON types do not
+        raise ValidationFailed(f"{len(mistyped)} field(s) failed validation", mistyped)
     beyond = {_wire_name(schema, path): [BEYOND_UTC] for path in _times_beyond_utc(loaded)}
     if beyond:
         raise ValidationFailed(f"{len(beyond)} field(s) failed validation", beyond)
