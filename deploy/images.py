@@ -21,12 +21,14 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -38,8 +40,10 @@ from generate import SERVICES, UID, Svc  # noqa: E402 - deploy/ is a folder of s
 
 BASE_IMAGE = "localhost/crm-python-base:3.11-bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
-# the runtime image has none of these: code generation, the local SMTP sink, packaging
-BUILD_ONLY = ("grpc_tools", "aiosmtpd", "public", "pip", "setuptools")
+# the runtime image has none of these (distribution: the folder it installs): code generation,
+# the local SMTP sink and its helper, packaging; but what a service declares it depends on stays
+BUILD_ONLY = {"grpcio-tools": ("grpc_tools",), "aiosmtpd": ("aiosmtpd", "public"), "pip": ("pip",),
+              "setuptools": ("setuptools",)}
 BUILD_CA_IN_CONTAINER = "/run/crm-build-ca.crt"
 SMOKE_SECONDS = 90.0  # the api answers in a few seconds; a slow shared machine gets much more
 TOOLS_MISSING = ("buildah and mmdebstrap build the images without a Docker engine: "
@@ -135,6 +139,14 @@ def image_config(image: str) -> dict:
     return json.loads(run(["buildah", "inspect", "--type", "image", image], capture=True))["OCIv1"]["config"]
 
 
+def build_only(svc: Svc) -> list[str]:
+    """The folders that must not be in svc's image: BUILD_ONLY's but its declared dependencies'
+    (the service desk's support mailbox listens with aiosmtpd, as its Dockerfile keeps it)."""
+    project = tomllib.loads((ROOT / "services" / svc.name / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[\s<>=!~\[;]", dep, maxsplit=1)[0].lower() for dep in project["dependencies"]}
+    return [folder for dist, folders in BUILD_ONLY.items() if dist not in declared for folder in folders]
+
+
 def inspect(svc: Svc, image: str) -> list[str]:
     """What must hold inside the image: the non-root user, the service's entrypoints, no build tools."""
     problems = []
@@ -147,7 +159,7 @@ def inspect(svc: Svc, image: str) -> list[str]:
             site = next((root / "opt" / "crm" / "lib").glob("python3.*/site-packages"), None)
             if site is None:
                 return [*problems, "no virtualenv at /opt/crm"]
-            left = [name for name in BUILD_ONLY if (site / name).exists()]
+            left = [name for name in build_only(svc) if (site / name).exists()]
             problems += [f"build-only {name} is in the image" for name in left]
             problems += [f"/opt/crm/bin/crm-{p} is missing" for p in ("api", "grpc", "worker")
                          if not (root / "opt" / "crm" / "bin" / f"crm-{p}").exists()]
