@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "deploy"))  # deploy/ is a folder of scripts
-import images  # noqa: E402
+import images
 
 
 def test_only_a_service_that_depends_on_the_smtp_server_keeps_it_in_its_image() -> None:
