@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import copy
 import json
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 from jsonschema import Draft202012Validator
 
 from crmkit.events import RecordedEvent, schema_uri
+from crmkit.settings import chassis
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 SEALED = {"type": "object", "required": ["pii"], "additionalProperties": False,
@@ -137,7 +137,7 @@ def _seal_in_schema(schema: dict[str, Any], path: list[str]) -> None:
 
 
 def strict() -> bool:
-    return os.environ.get("CRM_STRICT_EVENTS") == "1"
+    return chassis().strict_events
 
 
 def write_docs(catalogues: Sequence[Catalogue], folder: Path) -> list[Path]:

@@ -10,10 +10,12 @@ from __future__ import annotations
 import os
 import re
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from crmkit import profile
+from crmkit.settings import Env, load
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 
@@ -83,33 +85,39 @@ class Settings:
 
     @classmethod
     def for_service(cls, service: str, *, http: int, grpc: int, metrics: int) -> Settings:
+        """The service's connections, names and ports; SettingsError names every bad variable."""
+        return load(lambda env: cls.read(env, service, Ports(http, grpc, metrics)))
+
+    @classmethod
+    def read(cls, env: Env, service: str, defaults: Ports) -> Settings:
         key, compact = slug(service).upper(), slug(service)
+
+        def port(kind: str, default: int) -> int:
+            return env.integer(f"CRM_{key}_{kind}_PORT", default, minimum=0, maximum=65535)
+
         return cls(
             service=service,
             slug=compact,
-            kafka_bootstrap=_env("CRM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
-            group_prefix=_env("CRM_KAFKA_GROUP_PREFIX", "crm"),
-            mongo_url=_env("CRM_MONGO_URL", "mongodb://127.0.0.1:27017"),
-            database=_env(f"CRM_{key}_DATABASE", f"crm_{compact}"),
-            topic=topic_of(service),
-            ports=Ports(
-                http=int(_env(f"CRM_{key}_HTTP_PORT", str(http))),
-                grpc=int(_env(f"CRM_{key}_GRPC_PORT", str(grpc))),
-                metrics=int(_env(f"CRM_{key}_METRICS_PORT", str(metrics))),
-            ),
-            log_level=_env("CRM_LOG_LEVEL", "INFO"),
-            environment=profile.current(),  # development | production (crmkit.profile)
+            kafka_bootstrap=env.text("CRM_KAFKA_BOOTSTRAP", "127.0.0.1:9092"),
+            group_prefix=env.text("CRM_KAFKA_GROUP_PREFIX", "crm"),
+            mongo_url=env.text("CRM_MONGO_URL", "mongodb://127.0.0.1:27017"),
+            database=env.text(f"CRM_{key}_DATABASE", f"crm_{compact}"),
+            topic=topic_of(service, env.environ),
+            ports=Ports(http=port("HTTP", defaults.http), grpc=port("GRPC", defaults.grpc),
+                        metrics=port("METRICS", defaults.metrics)),
+            log_level=env.text("CRM_LOG_LEVEL", "INFO"),
+            environment=profile.current(env.environ),  # development | production (crmkit.profile)
         )
 
 
-def topic_of(service: str) -> str:
+def topic_of(service: str, environ: Mapping[str, str] | None = None) -> str:
     """The topic a service publishes its events to: CRM_<SERVICE>_TOPIC, else `crm.<slug>.events`.
 
-    Every reader of another service's events asks here, so one variable moves a topic
-    for its owner and all of its readers at once.
+    Every reader of another service's events asks here (never a literal `crm.sales.events`),
+    so one variable moves a topic for its owner and all of its readers at once.
     """
     compact = slug(service)
-    return _env(f"CRM_{compact.upper()}_TOPIC", f"crm.{compact}.events")
+    return (os.environ if environ is None else environ).get(f"CRM_{compact.upper()}_TOPIC", f"crm.{compact}.events")
 
 
 _TOPIC_VARIABLE = re.compile(r"CRM_([A-Z0-9]+)_TOPIC")
@@ -157,12 +165,16 @@ class ProjectionPolicy:
 
     @classmethod
     def from_env(cls) -> ProjectionPolicy:
+        return load(cls.read)
+
+    @classmethod
+    def read(cls, env: Env) -> ProjectionPolicy:
         return cls(
-            attempts=max(1, int(_env("CRM_PROJECTION_ATTEMPTS", str(cls.attempts)))),
-            first_delay=float(_env("CRM_PROJECTION_RETRY_DELAY_SECONDS", str(cls.first_delay))),
-            max_delay=float(_env("CRM_PROJECTION_RETRY_MAX_DELAY_SECONDS", str(cls.max_delay))),
-            stall_seconds=float(_env("CRM_PROJECTION_STALL_SECONDS", str(cls.stall_seconds))),
-            fetch_wait_ms=max(1, int(_env("CRM_PROJECTION_FETCH_WAIT_MS", str(cls.fetch_wait_ms)))),
+            attempts=max(1, env.integer("CRM_PROJECTION_ATTEMPTS", cls.attempts)),
+            first_delay=env.number("CRM_PROJECTION_RETRY_DELAY_SECONDS", cls.first_delay, minimum=0),
+            max_delay=env.number("CRM_PROJECTION_RETRY_MAX_DELAY_SECONDS", cls.max_delay, minimum=0),
+            stall_seconds=env.number("CRM_PROJECTION_STALL_SECONDS", cls.stall_seconds, minimum=0),
+            fetch_wait_ms=max(1, env.integer("CRM_PROJECTION_FETCH_WAIT_MS", cls.fetch_wait_ms)),
         )
 
     def delay(self, failures: int) -> float:

@@ -18,7 +18,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 KAFKA_CONTENT_TYPE = "application/cloudevents+json; charset=UTF-8"  # contract.md, structured mode
@@ -58,6 +58,26 @@ def parse_time(text: str) -> datetime:
         return value.astimezone(UTC)
     except OverflowError:  # 0001-01-01T00:00:00+14:00 has no UTC equivalent
         raise ValueError("time out of range") from None
+
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def epoch_ms(moment: datetime) -> int:
+    """Milliseconds since the epoch: the form time ranges are queried in.
+
+    nx-27017 compares stored datetimes at whole-second precision (tests/compat pins
+    it), so "as of 12:00:00.120" would include an event of 12:00:00.900. Integers
+    compare exactly on every server.
+    """
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return (moment - EPOCH) // timedelta(milliseconds=1)
+
+
+def text_ms(text: str | None) -> int | None:
+    """An RFC 3339 time (as events and views carry them) in epoch milliseconds; None stays None."""
+    return epoch_ms(parse_time(text)) if text else None
 
 
 def new_id() -> str:

@@ -7,7 +7,8 @@ the local server), so a decision is stored whole or not at all, and the primary 
 optimistic concurrency hold even with many writer processes: whoever inserts the commit
 after version N first wins, the other gets a duplicate-key error and sees
 `ConcurrencyError`. Writers must append at a version a load returned (the end of a
-commit), which `crmkit.aggregate.Repository` always does.
+commit), which `crmkit.repository.Repository` always does. `crmkit.store` states the
+contract this store shares with the in-memory one (`crmkit.memstore`).
 
 Reads return whole commits, unfolded into events; projections, the publisher and
 consumers work per event as before. Documents written before commits (one event each,
@@ -22,8 +23,7 @@ acknowledged, per commit, so a crash between append and publish loses nothing.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pymongo import ASCENDING
@@ -32,31 +32,10 @@ from pymongo.database import Database
 
 from crmkit import metrics
 from crmkit.catalogue import Catalogue, strict
-from crmkit.events import Metadata, NewEvent, RecordedEvent, Upcasters, new_id, parse_time, utcnow
+from crmkit.events import Metadata, NewEvent, RecordedEvent, Upcasters, epoch_ms, new_id, utcnow
 from crmkit.groupcommit import GroupCommit
 from crmkit.shredding import PersonalData
-
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-
-class ConcurrencyError(Exception):
-    """Someone else appended to the stream since it was loaded."""
-
-    def __init__(self, stream_id: str, expected_version: int) -> None:
-        super().__init__(f"stream {stream_id} moved past version {expected_version}")
-        self.stream_id = stream_id
-        self.expected_version = expected_version
-
-
-@dataclass(frozen=True)
-class StreamAppend:
-    """One stream's part of a bulk append: its new events at the version they were decided on."""
-
-    stream_id: str
-    aggregate_type: str
-    expected_version: int
-    events: Sequence[NewEvent]
-    meta: Metadata
+from crmkit.store import ConcurrencyError, StreamAppend  # their home is the store contract; kept importable here
 
 
 class EventStore:
@@ -316,23 +295,6 @@ class EventStore:
                 batch = []
         if batch:
             yield batch
-
-
-def epoch_ms(moment: datetime) -> int:
-    """Milliseconds since the epoch: the form time ranges are queried in.
-
-    nx-27017 compares stored datetimes at whole-second precision (tests/compat pins
-    it), so "as of 12:00:00.120" would include an event of 12:00:00.900. Integers
-    compare exactly on every server.
-    """
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return (moment - EPOCH) // timedelta(milliseconds=1)
-
-
-def text_ms(text: str | None) -> int | None:
-    """An RFC 3339 time (as events and views carry them) in epoch milliseconds; None stays None."""
-    return epoch_ms(parse_time(text)) if text else None
 
 
 def _chain(stream_id: str, start: int, by_key: Mapping[str, dict[str, Any]], found: list[dict[str, Any]]) -> int:

@@ -1,12 +1,12 @@
 """Gunicorn settings for every service's api process (`--config python:crmkit.gunicorn_conf`)."""
 
-import os
-
 from prometheus_client import multiprocess
 
-workers = int(os.environ.get("CRM_API_WORKERS", "2"))
+from crmkit.settings import chassis
+
+workers = chassis().api_workers
 worker_class = "gthread"
-threads = int(os.environ.get("CRM_API_THREADS", "4"))
+threads = chassis().api_threads
 graceful_timeout = 20  # SIGTERM: finish in-flight requests, then exit
 timeout = 60
 # the request line's cap (gunicorn's default is 4094 bytes): 8190, gunicorn's largest bounded value, so that a
@@ -30,5 +30,5 @@ logconfig_dict = {
 
 def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
     """Drop a dead worker's live gauges from the merged /metrics."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if chassis().multiprocess_metrics:
         multiprocess.mark_process_dead(worker.pid)

@@ -9,7 +9,6 @@ processes serve their own registry on their metrics port.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,6 +24,8 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
+
+from crmkit.settings import chassis
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10)
 LAG_BUCKETS = (0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300)
@@ -128,7 +129,7 @@ REACTION_FAILURES = Counter(
 
 def render() -> tuple[bytes, str]:
     """The exposition for this process, merging gunicorn workers in multiprocess mode."""
-    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+    if chassis().multiprocess_metrics:
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
         return generate_latest(registry), CONTENT_TYPE_LATEST
@@ -146,7 +147,7 @@ def serve(port: int, readiness: Readiness | None = None) -> ThreadingHTTPServer:
     With `readiness` (the worker's), /readyz answers with its status code and JSON body,
     and /healthz says the process is alive; every other path is the metrics, as before.
     """
-    server = ThreadingHTTPServer((os.environ.get("CRM_METRICS_ADDR", "0.0.0.0"), port), _handler(readiness))
+    server = ThreadingHTTPServer((chassis().metrics_addr, port), _handler(readiness))
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, name="metrics-http", daemon=True).start()
     return server

@@ -14,7 +14,6 @@ import contextlib
 import contextvars
 import json
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -29,7 +28,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
 
-from crmkit import auth, keys, metrics
+from crmkit import auth, keys, metrics, settings
 from crmkit.config import slug
 from crmkit.errors import Conflict, DomainError, NotFound, PreconditionFailed, Unavailable, ValidationFailed
 from crmkit.events import parse_time
@@ -258,7 +257,7 @@ def _once(action: Callable[[], Any]) -> Callable[[], None]:
 
 def bind_address(port: int) -> str:
     """Where the server listens: CRM_GRPC_BIND (127.0.0.1 locally; the Kubernetes manifests set 0.0.0.0)."""
-    return f"{os.environ.get('CRM_GRPC_BIND', '127.0.0.1')}:{port}"
+    return f"{settings.chassis().grpc_bind}:{port}"
 
 
 def build_server(
@@ -272,7 +271,7 @@ def build_server(
     lookups always find a thread); one more is RESOURCE_EXHAUSTED. Connections are closed
     after `max_connection_age` seconds so that clients spread over new replicas too.
     """
-    streams = max_streams or int(os.environ.get("CRM_GRPC_MAX_STREAMS", max(1, max_workers // 2)))
+    streams = max_streams or settings.chassis().grpc_max_streams or max(1, max_workers // 2)
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"grpc-{service}"),
         interceptors=[_Observed(service), _Authenticated(service, streams)],

@@ -26,6 +26,7 @@ from crmkit.events import Upcasters
 from crmkit.projector import Projection, ProjectorRunner
 from crmkit.publisher import run_sweeper
 from crmkit.runtime import Runtime
+from crmkit.settings import SettingsError, chassis
 from crmkit.stack import stop_on_signals
 from crmkit.web import create_app
 
@@ -82,6 +83,9 @@ class ServiceSpec:
     production_checks: profile.Check = lambda _environ: ()
     # `crm` commands of this service's own, by name (`crm NAME ...`); a name the chassis uses is refused
     commands: Mapping[str, ServiceCommand] = field(default_factory=dict)
+    # the service's own typed settings (its settings.py), built at start so that every bad variable
+    # stops each of its processes at once, named (crmkit.settings.SettingsError)
+    configure: Callable[[], object] = lambda: None
 
     def processes(self, *, local: bool = False) -> list[str]:
         """The process names this service runs; `local`: only those `crm up` should start now."""
@@ -121,7 +125,15 @@ def boot(name: str, process: str) -> tuple[ServiceSpec, Runtime]:
     JSON, refuse an unsafe production configuration, connect, prepare the database."""
     os.environ["CRM_SERVICE_NAME"] = name
     spec = spec_for(name)
-    logs.configure(name, process, spec.settings().log_level)
+    try:
+        settings = spec.settings()
+        chassis()
+        spec.configure()
+    except SettingsError as exc:
+        logs.configure(name, process, "INFO")
+        log.critical("refusing to start: %s", exc, extra={"problems": [f"{n}: {why}" for n, why in exc.problems]})
+        raise SystemExit(profile.EX_CONFIG) from exc
+    logs.configure(name, process, settings.log_level)
     profile.refuse_unsafe([spec.production_checks])  # before anything is generated or connected
     runtime = spec.runtime()
     spec.prepare(runtime)
@@ -149,7 +161,7 @@ def run_worker(name: str) -> None:
     spec, runtime = boot(name, "worker")
     stop = stop_on_signals()
     threads = [threading.Thread(target=run_sweeper, args=(runtime.publisher, stop), name="sweeper")]
-    batch = int(os.environ.get("CRM_PROJECTOR_BATCH", "500"))
+    batch = chassis().projector_batch
     runners = [ProjectorRunner(name, projection, runtime.settings.kafka_bootstrap, runtime.store.open,
                                db=runtime.db, group_prefix=runtime.settings.group_prefix, max_records=batch)
                for projection in spec.projections(runtime)]

@@ -15,10 +15,12 @@ import pytest
 from pymongo.database import Database
 
 from crmkit import eventstore
-from crmkit.aggregate import Aggregate, Repository
+from crmkit.aggregate import Aggregate
 from crmkit.errors import Conflict, NotFound, PreconditionFailed
 from crmkit.events import Metadata, NewEvent, RecordedEvent, Upcasters, new_id
-from crmkit.eventstore import ConcurrencyError, EventStore, StreamAppend, stream_key
+from crmkit.eventstore import EventStore, stream_key
+from crmkit.repository import Repository
+from crmkit.store import ConcurrencyError, StreamAppend
 from crmkit.testing import Servers
 
 META = Metadata(actor="user:alice", correlation_id="corr-1", causation_id="cause-1")
@@ -267,7 +269,8 @@ class TestRaces:
             from datetime import UTC
             from pymongo import MongoClient
             from crmkit.events import Metadata, NewEvent
-            from crmkit.eventstore import ConcurrencyError, EventStore
+            from crmkit.store import ConcurrencyError
+            from crmkit.eventstore import EventStore
             url, name, stream, me, each = sys.argv[1:6]
             store = EventStore(MongoClient(url, tz_aware=True, tzinfo=UTC)[name], "widgets")
             print("ready", flush=True)

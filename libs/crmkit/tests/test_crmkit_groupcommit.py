@@ -9,8 +9,9 @@ import pytest
 from pymongo.errors import AutoReconnect, BulkWriteError
 
 from crmkit.events import Metadata, NewEvent, new_id
-from crmkit.eventstore import ConcurrencyError, EventStore
+from crmkit.eventstore import EventStore
 from crmkit.groupcommit import GroupCommit
+from crmkit.store import ConcurrencyError
 
 META = Metadata(actor="user:alice")
 

@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 
 from crmkit import publisher as publisher_module
-from crmkit.events import Metadata, NewEvent, RecordedEvent, new_id
-from crmkit.eventstore import EventStore, epoch_ms, stream_key
+from crmkit.events import Metadata, NewEvent, RecordedEvent, epoch_ms, new_id
+from crmkit.eventstore import EventStore, stream_key
 from crmkit.publisher import Publisher, make_producer
 from crmkit.testing import Servers
 

@@ -15,8 +15,9 @@ from prometheus_client import REGISTRY
 from pymongo.database import Database
 
 from crmkit.events import Metadata, NewEvent, RecordedEvent, new_id
-from crmkit.eventstore import EventStore, StreamAppend
+from crmkit.eventstore import EventStore
 from crmkit.shredding import KeyVault, PersonalData, is_sealed
+from crmkit.store import StreamAppend
 
 META = Metadata(actor="user:alice")
 FIELDS = {"WidgetMade": ("owner", "contact.email"), "WidgetHandedOver": ("owner",)}

@@ -19,11 +19,12 @@ from marshmallow import Schema, fields, validate
 from pymongo.database import Database
 
 from crmkit import auth, stack
-from crmkit.aggregate import Aggregate, Repository
+from crmkit.aggregate import Aggregate
 from crmkit.config import Ports, Settings
 from crmkit.errors import Conflict
 from crmkit.events import RecordedEvent, new_id
 from crmkit.logs import JsonFormatter
+from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 from crmkit.testing import Servers
 from crmkit.web import PageQuery, create_app, endpoint, if_match, listing, metadata, page, resource

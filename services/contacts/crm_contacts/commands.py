@@ -13,10 +13,11 @@ from typing import Any
 from crm_contacts import freshness, projections
 from crm_contacts.domain import Company, Contact
 from crmkit import clock
-from crmkit.aggregate import Repository, changes_by_event
+from crmkit.aggregate import changes_by_event
 from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, new_id, rfc3339, utcnow
+from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
 

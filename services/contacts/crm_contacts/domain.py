@@ -15,8 +15,7 @@ from typing import Any
 
 from crmkit.aggregate import Aggregate
 from crmkit.errors import Conflict, ValidationFailed
-from crmkit.events import RecordedEvent, parse_time, rfc3339
-from crmkit.eventstore import epoch_ms, text_ms
+from crmkit.events import RecordedEvent, epoch_ms, parse_time, rfc3339, text_ms
 
 LIFECYCLE_STAGES = (
     "subscriber",

@@ -37,9 +37,8 @@ from pymongo.collection import Collection
 from crm_contacts.domain import LIFECYCLE_STAGES, Contact
 from crm_contacts.lifecycle import apply_timer, interval_seconds
 from crmkit import clock
-from crmkit.aggregate import Repository
-from crmkit.events import Metadata
-from crmkit.eventstore import epoch_ms
+from crmkit.events import Metadata, epoch_ms
+from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -19,9 +19,9 @@ from crm_contacts.schemas import ContactInput
 from crm_contacts.segment_commands import DEFAULT_STREAM_PAGE, MAX_STREAM_PAGE, SegmentBook
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, new_id, rfc3339
-from crmkit.eventstore import ConcurrencyError
 from crmkit.logs import correlation_id
 from crmkit.rpc import access, actor, require_all, timestamp
+from crmkit.store import ConcurrencyError
 
 MAX_BATCH = 1000
 MAX_FOUND = 10  # FindContacts answers at most this many

@@ -62,9 +62,9 @@ from pymongo.errors import BulkWriteError
 from crm_contacts import import_formats
 from crm_contacts.domain import Contact
 from crm_contacts.schemas import ContactInput
-from crmkit.aggregate import Repository
 from crmkit.errors import Conflict, DomainError, NotFound, ValidationFailed
 from crmkit.events import Metadata, new_id
+from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 from crmkit.web.endpoint import MalformedBody
 from crmkit.web.pagination import page

@@ -34,8 +34,8 @@ from pymongo.database import Database
 
 from crm_contacts.insights import CUSTOMER_STAGES, Deal, Period, StageChange, Ticket, TierChange, Timeline
 from crmkit.config import topic_of
-from crmkit.events import RecordedEvent, parse_time
-from crmkit.eventstore import EventStore, epoch_ms
+from crmkit.events import RecordedEvent, epoch_ms, parse_time
+from crmkit.eventstore import EventStore
 from crmkit.projector import StreamProjection
 
 NEVER_MS = 2**62  # "not yet": an integer, because the stand-in compares null with numbers

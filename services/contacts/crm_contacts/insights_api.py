@@ -19,8 +19,7 @@ from crm_contacts import insights
 from crm_contacts.insight_projections import InsightFacts
 from crm_contacts.segment_commands import SegmentBook
 from crmkit.errors import NotFound, ValidationFailed
-from crmkit.events import rfc3339, utcnow
-from crmkit.eventstore import epoch_ms
+from crmkit.events import epoch_ms, rfc3339, utcnow
 from crmkit.runtime import Runtime
 from crmkit.web import endpoint, page
 from crmkit.web.pagination import DEFAULT_LIMIT, ID, MAX_LIMIT

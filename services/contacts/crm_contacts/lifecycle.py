@@ -40,11 +40,10 @@ from pymongo.collection import Collection
 from crm_contacts.derived import DerivedValues
 from crm_contacts.domain import Contact
 from crmkit import clock
-from crmkit.aggregate import Repository
 from crmkit.config import topic_of
 from crmkit.errors import NotFound
-from crmkit.events import Metadata, RecordedEvent, utcnow
-from crmkit.eventstore import epoch_ms
+from crmkit.events import Metadata, RecordedEvent, epoch_ms, utcnow
+from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -19,8 +19,8 @@ from pymongo.database import Database
 from crm_contacts import derived as derived_values
 from crm_contacts import normalize
 from crm_contacts.domain import Company, Contact
-from crmkit.events import RecordedEvent, parse_time
-from crmkit.eventstore import EventStore, epoch_ms
+from crmkit.events import RecordedEvent, epoch_ms, parse_time
+from crmkit.eventstore import EventStore
 from crmkit.projector import AggregateView, StreamProjection
 from crmkit.web.pagination import decode_cursor, encode_cursor
 

@@ -17,10 +17,11 @@ from pymongo.database import Database
 
 from crm_contacts import projections
 from crm_contacts.segments import Segment, compile_filter
-from crmkit.aggregate import Repository, changes_by_event
+from crmkit.aggregate import changes_by_event
 from crmkit.events import Metadata, new_id, utcnow
 from crmkit.eventstore import EventStore
 from crmkit.projector import AggregateView, StreamProjection
+from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
 

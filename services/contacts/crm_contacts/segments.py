@@ -36,8 +36,7 @@ from crm_contacts import normalize
 from crm_contacts.domain import LIFECYCLE_STAGES
 from crmkit.aggregate import Aggregate
 from crmkit.errors import ValidationFailed
-from crmkit.events import parse_time
-from crmkit.eventstore import epoch_ms
+from crmkit.events import epoch_ms, parse_time
 
 MAX_DEPTH = 4  # the top-level group is depth 1
 MAX_CONDITIONS = 50

@@ -10,9 +10,9 @@ import pytest
 from crm_contacts import freshness
 from crm_contacts.domain import Contact
 from crm_contacts.freshness import BadSetting, FreshnessTimer, StalePolicy, stale_policy
-from crmkit.aggregate import Repository
 from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import RecordedEvent, new_id, parse_time, rfc3339, utcnow
+from crmkit.repository import Repository
 from crmkit.testing import ServiceHarness
 
 YEAR = timedelta(days=365)

@@ -15,8 +15,7 @@ from typing import Any
 
 from crm_contacts import lifecycle
 from crm_contacts.insight_projections import insight_projections
-from crmkit.events import RecordedEvent, new_id, rfc3339, utcnow
-from crmkit.eventstore import epoch_ms
+from crmkit.events import RecordedEvent, epoch_ms, new_id, rfc3339, utcnow
 from crmkit.testing import ServiceHarness
 
 Stream = Callable[[str], list[RecordedEvent]]  # a stream's events, in version order, for the given id

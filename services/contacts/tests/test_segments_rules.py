@@ -24,8 +24,7 @@ from crm_contacts.domain import LIFECYCLE_STAGES, Company, Contact
 from crm_contacts.projections import CompaniesView, ContactsView, contact_document
 from crm_contacts.segments import MAX_CONDITIONS, MAX_DEPTH, Segment, check, compile_filter, rule_errors
 from crmkit.errors import ValidationFailed
-from crmkit.events import new_id
-from crmkit.eventstore import epoch_ms
+from crmkit.events import epoch_ms, new_id
 from crmkit.testing import Servers
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)

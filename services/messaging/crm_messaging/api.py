@@ -11,8 +11,9 @@ from werkzeug.routing import BaseConverter
 from crm_messaging import schemas, unsubscribe
 from crm_messaging.commands import MessageDesk
 from crmkit import auth
-from crmkit.aggregate import Repository, changes_by_event
+from crmkit.aggregate import changes_by_event
 from crmkit.errors import NotFound
+from crmkit.repository import Repository
 from crmkit.web import AsOfQuery, HistoryQuery, PageQuery, endpoint, if_match, listing, metadata, resource
 from crmkit.web.endpoint import Forbidden
 from crmkit.web.locale import PageLanguage

@@ -22,13 +22,12 @@ from crm_messaging.domain import CHANNELS, Campaign, Message, Template, Trigger,
 from crm_messaging.projections import CampaignsView, MessagesView, TemplatesView, TriggersView
 from crm_messaging.suppressions import Suppressions, suppression_id
 from crmkit import clock as platform_clock
-from crmkit.aggregate import Repository
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, Unavailable, ValidationFailed
-from crmkit.events import Metadata, new_id, rfc3339
-from crmkit.eventstore import epoch_ms
+from crmkit.events import Metadata, epoch_ms, new_id, rfc3339
 from crmkit.keys import link_secret
+from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
 from crmkit.web.webhooks import shared_secret

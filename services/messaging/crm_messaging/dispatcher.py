@@ -43,12 +43,12 @@ from pymongo import UpdateMany, UpdateOne
 from crm_messaging import providers, templates
 from crm_messaging.commands import MessageDesk
 from crm_messaging.domain import FINAL, Campaign, Message, Template, backoff, quiet_until, subject_problem
-from crmkit.aggregate import Repository
 from crmkit.directory import Consent
 from crmkit.errors import NotFound, Unavailable
-from crmkit.events import Metadata, RecordedEvent, new_id, rfc3339
-from crmkit.eventstore import EventStore, epoch_ms
+from crmkit.events import Metadata, RecordedEvent, epoch_ms, new_id, rfc3339
+from crmkit.eventstore import EventStore
 from crmkit.metrics import LATENCY_BUCKETS
+from crmkit.repository import Repository
 
 log = logging.getLogger(__name__)
 TICKET_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}$")  # what the service desk reads back from a tag

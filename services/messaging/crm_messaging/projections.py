@@ -15,7 +15,7 @@ from typing import Any
 from pymongo import ASCENDING, DESCENDING
 
 from crm_messaging.domain import Campaign, Message, Template, Trigger
-from crmkit.eventstore import epoch_ms
+from crmkit.events import epoch_ms
 from crmkit.projector import AggregateView
 
 PRIVATE = ("subject", "body", "variables", "address")

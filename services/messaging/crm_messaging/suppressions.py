@@ -32,12 +32,13 @@ from collections.abc import Sequence
 from typing import Any
 
 from crm_messaging.domain import Message
-from crmkit.aggregate import Aggregate, Repository
+from crmkit.aggregate import Aggregate
 from crmkit.catalogue import EventType
 from crmkit.config import topic_of
 from crmkit.errors import Conflict, NotFound
 from crmkit.events import Metadata, RecordedEvent, rfc3339
-from crmkit.eventstore import ConcurrencyError
+from crmkit.repository import Repository
+from crmkit.store import ConcurrencyError
 
 log = logging.getLogger(__name__)
 

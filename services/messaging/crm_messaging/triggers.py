@@ -27,7 +27,7 @@ from crmkit import signing
 from crmkit.config import topic_of
 from crmkit.errors import Conflict
 from crmkit.events import Metadata, RecordedEvent, rfc3339
-from crmkit.eventstore import ConcurrencyError
+from crmkit.store import ConcurrencyError
 
 TRIGGER_SOURCES = ("service-desk", "sales", "contacts")  # whose topics triggers follow by default
 TICKET_SOLVED = "crm.servicedesk.TicketSolved.v1"

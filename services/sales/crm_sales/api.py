@@ -11,8 +11,9 @@ from flask import Blueprint, Response, jsonify
 from crm_sales import money, quote_html, reports, schemas
 from crm_sales.commands import SalesBook
 from crm_sales.projections import public
-from crmkit.aggregate import Repository, changes_by_event
+from crmkit.aggregate import changes_by_event
 from crmkit.errors import NotFound, ValidationFailed
+from crmkit.repository import Repository
 from crmkit.web import (
     AsOfQuery,
     HistoryQuery,

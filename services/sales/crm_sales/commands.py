@@ -18,13 +18,13 @@ from pymongo.collection import Collection
 
 from crm_sales import money
 from crm_sales.domain import Activity, Customer, Deal, Pipeline, Product, Quote, QuoteLine
-from crmkit.aggregate import Repository
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, ValidationFailed
-from crmkit.events import Metadata, new_id, rfc3339, utcnow
-from crmkit.eventstore import ConcurrencyError, epoch_ms
+from crmkit.events import Metadata, epoch_ms, new_id, rfc3339, utcnow
+from crmkit.repository import Repository
 from crmkit.runtime import Runtime
+from crmkit.store import ConcurrencyError
 from crmkit.web.pagination import page
 
 log = logging.getLogger(__name__)

@@ -16,7 +16,8 @@ from pymongo.database import Database
 
 from crm_sales import money
 from crm_sales.domain import Activity, Deal, Pipeline, Product, Quote
-from crmkit.eventstore import EventStore, epoch_ms, text_ms
+from crmkit.events import epoch_ms, text_ms
+from crmkit.eventstore import EventStore
 from crmkit.projector import AggregateView
 
 

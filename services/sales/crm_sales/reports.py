@@ -21,7 +21,7 @@ from pymongo import ReplaceOne
 from crm_sales import money, values
 from crm_sales.commands import SYSTEM, SalesBook
 from crm_sales.domain import DEFAULT_PIPELINE_ID, LOST, WON, Customer, Pipeline
-from crmkit.eventstore import EPOCH, epoch_ms
+from crmkit.events import EPOCH, epoch_ms
 
 log = logging.getLogger(__name__)
 

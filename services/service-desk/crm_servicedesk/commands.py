@@ -17,12 +17,12 @@ from pymongo.errors import PyMongoError
 from crm_servicedesk import projections
 from crm_servicedesk.domain import ACTIVE, SlaPolicy, Ticket, choose_policy
 from crmkit import clock
-from crmkit.aggregate import Repository, changes_by_event
+from crmkit.aggregate import changes_by_event
 from crmkit.directory import ContactDirectory
 from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, ValidationFailed
-from crmkit.events import Metadata, new_id
-from crmkit.eventstore import epoch_ms
+from crmkit.events import Metadata, epoch_ms, new_id
+from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
 

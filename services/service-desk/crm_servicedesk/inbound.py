@@ -36,10 +36,10 @@ from crm_servicedesk.domain import TYPES, Ticket
 from crm_servicedesk.inbound_mail import MAX_SUBJECT, DeliveryReport, InboundMail, Refused, cap, clean_line
 from crm_servicedesk.inbound_report import MailReport
 from crmkit import clock
-from crmkit.aggregate import Repository
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, rfc3339
-from crmkit.eventstore import ConcurrencyError
+from crmkit.repository import Repository
+from crmkit.store import ConcurrencyError
 
 log = logging.getLogger(__name__)
 

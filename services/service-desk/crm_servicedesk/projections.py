@@ -21,8 +21,8 @@ from crm_servicedesk.domain import SlaPolicy, Ticket, due_ms
 from crmkit import clock
 from crmkit.config import topic_of
 from crmkit.directory import ContactDirectory, LocalContacts
-from crmkit.events import RecordedEvent
-from crmkit.eventstore import EventStore, epoch_ms, text_ms
+from crmkit.events import RecordedEvent, epoch_ms, text_ms
+from crmkit.eventstore import EventStore
 from crmkit.projector import AggregateView
 
 

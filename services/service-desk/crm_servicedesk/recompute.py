@@ -29,8 +29,7 @@ from pymongo import ASCENDING
 from crm_servicedesk.commands import TicketDesk
 from crm_servicedesk.domain import ACTIVE, SlaPolicy, Ticket
 from crmkit import clock
-from crmkit.events import Metadata, parse_time
-from crmkit.eventstore import epoch_ms
+from crmkit.events import Metadata, epoch_ms, parse_time
 
 BATCH = 200
 SYSTEM = Metadata(actor="system:sla-recompute")

@@ -28,7 +28,7 @@ from pymongo.collection import Collection
 
 from crm_servicedesk.domain import PRIORITIES, SERVQUAL
 from crm_servicedesk.servqual import DIMENSIONS, STANDARD_ITEMS
-from crmkit.eventstore import epoch_ms
+from crmkit.events import epoch_ms
 
 TARGET_NAMES = ("first_response", "next_response", "resolution")
 LISTED_BREACHES = 100

@@ -30,12 +30,14 @@ from crm_servicedesk.servqual import (
     ServqualSurvey,
 )
 from crmkit import clock
-from crmkit.aggregate import Aggregate, Repository, changes_by_event
+from crmkit.aggregate import Aggregate, changes_by_event
 from crmkit.errors import Conflict, NotFound, ValidationFailed
-from crmkit.events import Metadata, new_id
-from crmkit.eventstore import ConcurrencyError, EventStore, epoch_ms, text_ms
+from crmkit.events import Metadata, epoch_ms, new_id, text_ms
+from crmkit.eventstore import EventStore
 from crmkit.projector import AggregateView
+from crmkit.repository import Repository
 from crmkit.runtime import Runtime
+from crmkit.store import ConcurrencyError
 from crmkit.web.pagination import page
 
 log = logging.getLogger(__name__)

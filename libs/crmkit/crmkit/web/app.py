@@ -8,7 +8,6 @@ OpenAPI document with a /docs page. Services contribute blueprints.
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections.abc import Iterable
 
@@ -23,6 +22,7 @@ from crmkit.events import new_id
 from crmkit.logs import correlation_id
 from crmkit.projector import projection_states
 from crmkit.runtime import Runtime
+from crmkit.settings import chassis
 from crmkit.web import openapi
 from crmkit.web.endpoint import IdempotencyKeys, RateLimiter
 from crmkit.web.problems import problem
@@ -54,7 +54,7 @@ def create_app(
     app.extensions["crm_runtime"] = runtime
     app.extensions["crm_idempotency"] = idempotency = IdempotencyKeys.from_environment(runtime.db["idempotency_keys"])
     idempotency.ensure_indexes()
-    app.extensions["crm_rate_limiter"] = RateLimiter(int(os.environ.get("CRM_RATE_LIMIT_PER_MINUTE", "60000")))
+    app.extensions["crm_rate_limiter"] = RateLimiter(chassis().rate_limit_per_minute)
 
     _observe_requests(app, settings.service)
     _map_errors(app)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import os
 import re
 import threading
 import time
@@ -26,9 +25,9 @@ from pymongo.errors import DuplicateKeyError
 
 from crmkit import auth, clock, keys
 from crmkit.errors import Conflict, DomainError, ValidationFailed
-from crmkit.events import Metadata, new_id
-from crmkit.eventstore import epoch_ms
+from crmkit.events import Metadata, epoch_ms, new_id
 from crmkit.logs import correlation_id
+from crmkit.settings import chassis
 from crmkit.web.pagination import CURSOR_MAX, CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT, VERSION_CURSOR_PATTERN
 from crmkit.web.problems import flatten
 
@@ -453,8 +452,9 @@ class IdempotencyKeys:
 
     @classmethod
     def from_environment(cls, collection: Collection) -> IdempotencyKeys:
-        return cls(collection, timedelta(seconds=_seconds("CRM_IDEMPOTENCY_TTL_SECONDS", 86_400)),
-                   timedelta(seconds=_seconds("CRM_IDEMPOTENCY_LEASE_SECONDS", 60)))
+        knobs = chassis()
+        return cls(collection, timedelta(seconds=knobs.idempotency_ttl_seconds),
+                   timedelta(seconds=knobs.idempotency_lease_seconds))
 
     def ensure_indexes(self) -> None:
         self.collection.create_index("expires_at", expireAfterSeconds=0)  # each record's own expiry
@@ -508,11 +508,6 @@ class IdempotencyKeys:
         if expires_ms <= now_ms:
             return False
         return held.get("state") == "done" or now_ms < claimed_ms + _ms(self.lease)
-
-
-def _seconds(variable: str, default: float) -> float:
-    raw = os.environ.get(variable, "").strip()
-    return float(raw) if raw else default
 
 
 def _ms(span: timedelta) -> int:
