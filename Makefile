@@ -3,10 +3,11 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+LOCKS  := requirements.txt requirements-local.txt requirements-dev.txt deploy/docker/build-requirements.txt
 PROTOS := $(shell find proto -name '*.proto')
 SERVICES := $(wildcard services/*)
 
-.PHONY: run test unit lint proto-lint proto-baseline bench bench-stack fuzz install proto clean catalogue
+.PHONY: run test unit lint proto-lint proto-baseline bench bench-stack fuzz install proto clean catalogue lock
 
 run: install
 	$(BIN)/crm up
@@ -65,17 +66,32 @@ catalogue: install
 
 install: $(STAMP) $(VENV)/.proto
 
+# Everything from PyPI comes from a hashed lock (docs/testing.md, "Dependencies"): first pip,
+# setuptools and grpcio-tools (the images' build tools), then the whole venv. Our own packages
+# install without their dependencies, built with the venv's locked setuptools.
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip==25.3
+	$(BIN)/pip install --quiet --require-hashes -r deploy/docker/build-requirements.txt
 
-$(STAMP): $(BIN)/python requirements.txt requirements-local.txt requirements-dev.txt libs/crmkit/pyproject.toml $(wildcard services/*/pyproject.toml)
-	$(BIN)/pip install --quiet -r requirements-dev.txt
-	$(BIN)/pip install --quiet --no-deps -e libs/crmkit $(addprefix -e ,$(SERVICES))
+$(STAMP): $(BIN)/python $(LOCKS) libs/crmkit/pyproject.toml $(wildcard services/*/pyproject.toml)
+	$(BIN)/pip install --quiet --require-hashes -r requirements-dev.txt
+	$(BIN)/pip install --quiet --no-deps --no-build-isolation -e libs/crmkit $(addprefix -e ,$(SERVICES))
 	touch $@
 
+# The locks from their inputs: each .in file resolved, with every transitive dependency, into its
+# .txt (exact versions, the hash of each file PyPI has for them, any platform). Run it after editing
+# an .in file (needs PyPI); versions not asked to change stay as locked. tests/deploy/test_locks.py
+# checks, offline, that each lock has what its .in asks for.
+UV_COMPILE = $(BIN)/uv pip compile --quiet --universal --python-version 3.11 --generate-hashes \
+  --custom-compile-command "make lock"
+lock: $(STAMP)
+	$(UV_COMPILE) requirements.in -o requirements.txt
+	$(UV_COMPILE) deploy/docker/build-requirements.in -o deploy/docker/build-requirements.txt
+	$(UV_COMPILE) requirements-local.in -o requirements-local.txt
+	$(UV_COMPILE) requirements-dev.in -o requirements-dev.txt
+
 # gRPC code is generated from the contracts at build time, never committed.
-$(VENV)/.proto: $(STAMP) $(PROTOS) proto/setup.py
+$(VENV)/.proto: $(STAMP) $(PROTOS) proto/setup.py proto/pyproject.toml
 	$(BIN)/pip install --quiet --no-deps --no-build-isolation --force-reinstall ./proto
 	rm -rf proto/build proto/*.egg-info
 	touch $@
