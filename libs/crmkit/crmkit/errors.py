@@ -1,6 +1,8 @@
-"""Domain-level failures, mapped once to HTTP problem details and gRPC status codes.
+"""Domain-level failures: what went wrong, in the domain's words.
 
-Domain code raises these without knowing about Flask or gRPC; the edges translate.
+Domain code raises these without knowing about HTTP or gRPC; each edge maps the class to
+its own status once (`crmkit.web.problems.STATUSES` for REST problem details,
+`crmkit.rpc.STATUS_FOR` for gRPC), so the classes carry no transport's codes.
 """
 
 from __future__ import annotations
@@ -9,9 +11,6 @@ from __future__ import annotations
 class DomainError(Exception):
     """Base: a request that cannot be carried out as asked."""
 
-    status = 400
-    title = "Bad request"
-
     def __init__(self, detail: str, errors: dict[str, list[str]] | None = None) -> None:
         super().__init__(detail)
         self.detail = detail
@@ -19,31 +18,20 @@ class DomainError(Exception):
 
 
 class NotFound(DomainError):
-    status = 404
-    title = "Not found"
+    """The record named does not exist (or is not one the caller may know of)."""
 
 
 class ValidationFailed(DomainError):
     """One or more fields are wrong; `errors` lists every one of them."""
 
-    status = 422
-    title = "Validation failed"
-
 
 class Conflict(DomainError):
     """A duplicate, a concurrent change, or a transition the current state forbids."""
 
-    status = 409
-    title = "Conflict"
-
 
 class PreconditionFailed(DomainError):
-    status = 412
-    title = "Precondition failed"
+    """The caller decided against a version of the record that is no longer the current one."""
 
 
 class Unavailable(DomainError):
     """A dependency this request needs (another service, the database) is not answering."""
-
-    status = 503
-    title = "Service unavailable"

@@ -35,6 +35,7 @@ from crmkit.events import Metadata
 from crmkit.web import endpoint, metadata
 from crmkit.web.links import LinkNotValid, open_link
 from crmkit.web.locale import PageLanguage, choose
+from crmkit.web.problems import status_of
 
 LANGUAGES = ("en", "fa", "ar")  # the first is the default
 TEXTS: dict[str, dict[str, str]] = {
@@ -186,10 +187,11 @@ def _page(lang: PageLanguage, kind: str, status: int, form: dict[str, Any] | Non
 
 
 def _error_page(lang: PageLanguage, error: DomainError, form: dict[str, Any] | None = None) -> Response:
-    kind = str(error.status) if str(error.status) in TEXTS["en"] else "other"
-    if error.status == 422:
+    status = status_of(error)
+    kind = str(status) if str(status) in TEXTS["en"] else "other"
+    if status == 422:
         return _page(lang, kind, 422, form=form, problems=error.errors)
-    return _page(lang, kind, error.status)
+    return _page(lang, kind, status)
 
 
 def blueprint(book: ContactBook) -> Blueprint:
@@ -231,7 +233,7 @@ def blueprint(book: ContactBook) -> Blueprint:
             if _wants_json():
                 raise
             shown = {name: raw.get(name, getattr(contact, name, None)) for name in IDENTIFYING}
-            refill = contact is not None and error.status == 422
+            refill = contact is not None and isinstance(error, ValidationFailed)
             return _error_page(_language(contact, query.get("lang")), error, form=shown if refill else None)
         if _wants_json():
             return jsonify({"contact_id": confirmed.id, "verified_at": confirmed.verified_at,

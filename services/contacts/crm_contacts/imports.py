@@ -68,7 +68,7 @@ from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 from crmkit.web.endpoint import MalformedBody
 from crmkit.web.pagination import page
-from crmkit.web.problems import flatten
+from crmkit.web.problems import HttpError, flatten
 
 log = logging.getLogger(__name__)
 
@@ -94,9 +94,8 @@ ROWS = Counter("crm_import_rows_total", "Imported rows by outcome.", ["service",
 # --- errors ----------------------------------------------------------------------------
 
 
-class UnsupportedMediaType(DomainError):
+class UnsupportedMediaType(HttpError):
     status = 415
-    title = "Unsupported media type"
 
 
 class ImportFailed(Exception):

@@ -364,7 +364,7 @@ class Deal(ErasableRecord):
         if found is None:
             raise ValidationFailed("unknown stage", {"stage": [f"not a stage of pipeline {pipeline.id}"]})
         if found["kind"] != "open":
-            raise Conflict(f"use POST /v1/deals/{{id}}/{stage} to close a deal")
+            raise Conflict(f"{stage} is a closing stage: a deal reaches it by being won or lost, not moved")
         if stage != self.stage:
             self.record("DealStageChanged", {"deal_id": self.id, "from": self.stage, "to": stage,
                                              "probability": found["probability"], "at": at})

@@ -38,6 +38,7 @@ from crmkit.events import Metadata
 from crmkit.web import endpoint, jsonable, metadata
 from crmkit.web.links import LinkNotValid, open_link
 from crmkit.web.locale import PageLanguage, choose
+from crmkit.web.problems import status_of
 
 PURPOSE = "servqual"
 LANGUAGES = ("en", "fa")  # the first is the default
@@ -182,8 +183,9 @@ def _page(page: PageLanguage, kind: str, status: int, form: dict[str, Any] | Non
 
 
 def _error_page(page: PageLanguage, error: DomainError) -> Response:
-    kind = str(error.status) if str(error.status) in TEXTS["en"] else "other"
-    return _page(page, kind, error.status)
+    status = status_of(error)
+    kind = str(status) if str(status) in TEXTS["en"] else "other"
+    return _page(page, kind, status)
 
 
 def blueprint(servqual: ServqualDesk) -> Blueprint:

@@ -25,7 +25,7 @@ from crmkit.runtime import Runtime
 from crmkit.settings import chassis
 from crmkit.web import openapi
 from crmkit.web.endpoint import IdempotencyKeys, RateLimiter
-from crmkit.web.problems import problem
+from crmkit.web.problems import problem, status_of
 
 log = logging.getLogger(__name__)
 
@@ -97,8 +97,9 @@ def _observe_requests(app: Flask, service: str) -> None:
 def _map_errors(app: Flask) -> None:
     @app.errorhandler(DomainError)
     def domain_error(exc: DomainError) -> Response:
-        headers = {"Retry-After": "1"} if exc.status == 429 else None
-        return problem(exc.status, exc.detail, exc.errors, headers)
+        status = status_of(exc)
+        headers = {"Retry-After": "1"} if status == 429 else None
+        return problem(status, exc.detail, exc.errors, headers)
 
     @app.errorhandler(HTTPException)
     def http_error(exc: HTTPException) -> Response:

@@ -24,12 +24,12 @@ from pymongo.collection import Collection
 from pymongo.errors import DuplicateKeyError
 
 from crmkit import auth, clock, keys
-from crmkit.errors import Conflict, DomainError, ValidationFailed
+from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import Metadata, epoch_ms, new_id
 from crmkit.logs import correlation_id
 from crmkit.settings import chassis
 from crmkit.web.pagination import CURSOR_MAX, CURSOR_PATTERN, DEFAULT_LIMIT, MAX_LIMIT, VERSION_CURSOR_PATTERN
-from crmkit.web.problems import flatten
+from crmkit.web.problems import HttpError, flatten
 
 
 class PageQuery(Schema):
@@ -78,19 +78,16 @@ class EndpointSpec:
     body_optional: bool = False  # the body may be left out (an action such as POST /won)
 
 
-class Unauthorized(DomainError):
+class Unauthorized(HttpError):
     status = 401
-    title = "Unauthorized"
 
 
-class Forbidden(DomainError):
+class Forbidden(HttpError):
     status = 403
-    title = "Forbidden"
 
 
-class TooManyRequests(DomainError):
+class TooManyRequests(HttpError):
     status = 429
-    title = "Too many requests"
 
 
 def endpoint(
@@ -246,9 +243,8 @@ class RateLimiter:
         return True
 
 
-class MalformedBody(DomainError):
+class MalformedBody(HttpError):
     status = 400
-    title = "Bad request"
 
 
 def _json_body() -> Any:

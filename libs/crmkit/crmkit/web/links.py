@@ -9,16 +9,16 @@ what is gone, so a link tells a stranger nothing.
 from __future__ import annotations
 
 from crmkit import signing
-from crmkit.errors import DomainError, NotFound
+from crmkit.errors import NotFound
+from crmkit.web.problems import HttpError
 
 
 class LinkNotValid(NotFound):
     """Forged, malformed, of another purpose, or naming a record that is gone: a plain 404."""
 
 
-class LinkExpired(DomainError):
+class LinkExpired(HttpError):
     status = 410
-    title = "Gone"
 
 
 def open_link(purpose: str, token: str, keys: tuple[str, ...], what: str = "link") -> tuple[str, ...]:

@@ -1,11 +1,19 @@
-"""RFC 9457 problem details: every error a client sees has this one shape."""
+"""RFC 9457 problem details: every error a client sees has this one shape.
+
+The REST edge decides each failure's status here, in one table from domain error class to
+status (`STATUSES`); the problem's `type` and `title` follow from the status. Domain errors
+(crmkit.errors) carry no HTTP; failures only the edge can have (`HttpError`: no credentials,
+a malformed body, a rate limit) name their status themselves.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, ClassVar
 
 from flask import Response, json
+
+from crmkit.errors import Conflict, DomainError, NotFound, PreconditionFailed, Unavailable, ValidationFailed
 
 PROBLEM_JSON = "application/problem+json"
 
@@ -24,6 +32,29 @@ TITLES = {
     500: "Internal server error",
     503: "Service unavailable",
 }
+
+
+STATUSES: dict[type[DomainError], int] = {
+    NotFound: 404,
+    ValidationFailed: 422,
+    Conflict: 409,
+    PreconditionFailed: 412,
+    Unavailable: 503,
+}
+
+
+class HttpError(DomainError):
+    """A failure of the HTTP exchange itself, which only the web edge raises: it names its status."""
+
+    status: ClassVar[int] = 400
+
+
+def status_of(error: DomainError) -> int:
+    """The HTTP status of a failure: an `HttpError`'s own, else that of the nearest class in
+    `STATUSES` (a subclass such as `LinkNotValid(NotFound)` answers as its base); 400 otherwise."""
+    if isinstance(error, HttpError):
+        return error.status
+    return next((STATUSES[kind] for kind in type(error).__mro__ if kind in STATUSES), 400)
 
 
 def problem(
