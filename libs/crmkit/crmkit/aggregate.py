@@ -14,13 +14,32 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
 
+from crmkit.domainevents import DomainEvent
 from crmkit.events import NewEvent, RecordedEvent
+
+BASE_STATE = frozenset({"id", "version", "pending", "created_at", "updated_at"})
 
 
 class Aggregate:
-    """Base for event-sourced aggregates: subclasses implement `apply`."""
+    """Base for event-sourced aggregates: subclasses implement `apply`.
+
+    Typed events (crmkit.domainevents) are declared inside the aggregate's class body; when the
+    class is made each gets the aggregate's type and joins `event_types`, (name, version) →
+    class, from which stored events are turned back into objects as they are folded. Such an
+    aggregate's `apply` takes the event object (one `functools.singledispatchmethod`, a handler
+    per class); an aggregate not converted yet still records and applies `(type, data)`.
+    """
 
     aggregate_type: ClassVar[str]
+    event_types: ClassVar[dict[tuple[str, int], type[DomainEvent]]] = {}
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        cls.event_types = dict(cls.event_types)  # inherited ones, and this class's own
+        for nested in vars(cls).values():
+            if isinstance(nested, type) and issubclass(nested, DomainEvent):
+                nested.aggregate_type = cls.aggregate_type
+                cls.event_types[(nested.wire_name, nested.schema_version)] = nested
 
     def __init__(self, aggregate_id: str) -> None:
         self.id = aggregate_id
@@ -29,18 +48,40 @@ class Aggregate:
         self.created_at: datetime | None = None  # times of the first and the last stored event
         self.updated_at: datetime | None = None
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
-        """Change state for one event. Must not fail: the event already happened."""
+    def apply(self, event: Any, data: dict[str, Any] | None = None) -> None:
+        """Change state for one event (an object; `(type, data)` before the aggregate has typed
+        events). Must not fail: the event already happened."""
         raise NotImplementedError
 
     def view(self) -> dict[str, Any]:
         """The state as clients see it (also what history compares)."""
         raise NotImplementedError
 
-    def record(self, event_type: str, data: dict[str, Any], schema_version: int = 1) -> None:
-        self.apply(event_type, data)
+    def record(self, event: DomainEvent | str, data: dict[str, Any] | None = None, schema_version: int = 1) -> None:
+        """Apply a decided event at once and keep it to be stored: an event object, or (while a
+        service is not converted) its type and data."""
+        if isinstance(event, DomainEvent):
+            pending = NewEvent(event.wire_name, event.data(), event.schema_version)
+            self.apply(event)
+        else:
+            pending = NewEvent(event, data or {}, schema_version)
+            self.apply(event, pending.data)
         self.version += 1
-        self.pending.append(NewEvent(event_type, data, schema_version))
+        self.pending.append(pending)
+
+    def apply_stored(self, event: RecordedEvent) -> None:
+        """Apply a stored (upcast) event: as its object when the aggregate declares its type; a
+        type it does not declare changes nothing. An aggregate without typed events gets `(type, data)`."""
+        if not self.event_types:
+            self.apply(event.type, event.data)
+        elif (kind := self.event_types.get((event.type, event.schema_version))) is not None:
+            self.apply(kind.from_data(event.data))
+
+    @classmethod
+    def state_names(cls) -> tuple[str, ...]:
+        """The attributes `__init__` gives a new aggregate beyond the base's: its state, in order
+        (what a snapshot keeps and `restore` sets back, without listing them again)."""
+        return tuple(name for name in vars(cls("")) if name not in BASE_STATE)
 
     @property
     def stored_version(self) -> int:
@@ -68,7 +109,7 @@ class Aggregate:
     def catch_up(self, events: Sequence[RecordedEvent]) -> None:
         """Apply stored events; version and times follow them."""
         for event in events:
-            self.apply(event.type, event.data)
+            self.apply_stored(event)
             self.version = event.version
             self.created_at = self.created_at or event.time
             self.updated_at = event.time
@@ -84,7 +125,7 @@ def changes_by_event(kind: type[Aggregate], aggregate_id: str, events: Sequence[
     before = aggregate.view()
     entries = []
     for event in events:
-        aggregate.apply(event.type, event.data)
+        aggregate.apply_stored(event)
         aggregate.version = event.version
         after = aggregate.view()
         changed = {

@@ -1,6 +1,7 @@
 """The event catalogue: every event type a service emits, with a JSON Schema per version.
 
-Services declare their events in code (`EventType`); `crm catalogue` (run by
+Services declare their events in code (`EventType`, derived from a typed event's class by
+`EventType.of`: crmkit.domainevents); `crm catalogue` (run by
 `make catalogue`) writes `docs/events/`: one JSON Schema per type and version for the
 CloudEvent as it travels (personal fields sealed), and a page for people. With
 `CRM_STRICT_EVENTS=1` (the test suite sets it) the event store refuses to append an
@@ -25,6 +26,7 @@ from typing import Any
 
 from jsonschema import Draft202012Validator
 
+from crmkit.domainevents import DomainEvent, json_schema
 from crmkit.events import RecordedEvent, schema_uri
 from crmkit.settings import chassis
 
@@ -50,6 +52,14 @@ class EventType:
     @property
     def key(self) -> tuple[str, int]:
         return self.name, self.version
+
+    @classmethod
+    def of(cls, kind: type[DomainEvent], example: dict[str, Any]) -> EventType:
+        """A typed event's entry, derived from its class: name, version, aggregate, meaning (the
+        docstring), the JSON Schema of `data` (crmkit.domainevents.json_schema) and its personal
+        fields; only the example is written here."""
+        return cls(kind.wire_name, kind.schema_version, kind.aggregate_type, kind.meaning(), json_schema(kind),
+                   example, kind.personal_paths())
 
 
 class Catalogue:
