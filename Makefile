@@ -16,8 +16,9 @@ test: install proto-lint
 	$(BIN)/ruff check .
 	$(BIN)/pytest
 
+# No server: neither the stand-ins (mark `servers`) nor whole service processes (`e2e`); under a minute
 unit: install
-	$(BIN)/pytest -m "not servers"
+	$(BIN)/pytest -m "not servers and not e2e"
 
 lint: install proto-lint
 	$(BIN)/ruff check .

@@ -29,6 +29,7 @@ from crmkit import stack
 from crmkit.config import kafka_client_options
 
 REFUSED_WITHIN_MS = 3000  # how long a client keeps trying to bootstrap before it gives up
+pytestmark = pytest.mark.servers  # starts a broker of its own (with --authentication)
 
 
 @pytest.fixture(scope="module")
