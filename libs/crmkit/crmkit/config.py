@@ -10,7 +10,6 @@ from __future__ import annotations
 import os
 import re
 import secrets
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -102,7 +101,7 @@ class Settings:
             group_prefix=env.text("CRM_KAFKA_GROUP_PREFIX", "crm"),
             mongo_url=env.text("CRM_MONGO_URL", "mongodb://127.0.0.1:27017"),
             database=env.text(f"CRM_{key}_DATABASE", f"crm_{compact}"),
-            topic=topic_of(service, env.environ),
+            topic=topic_of(service, env),
             ports=Ports(http=port("HTTP", defaults.http), grpc=port("GRPC", defaults.grpc),
                         metrics=port("METRICS", defaults.metrics)),
             log_level=env.text("CRM_LOG_LEVEL", "INFO"),
@@ -110,14 +109,14 @@ class Settings:
         )
 
 
-def topic_of(service: str, environ: Mapping[str, str] | None = None) -> str:
+def topic_of(service: str, env: Env | None = None) -> str:
     """The topic a service publishes its events to: CRM_<SERVICE>_TOPIC, else `crm.<slug>.events`.
 
     Every reader of another service's events asks here (never a literal `crm.sales.events`),
     so one variable moves a topic for its owner and all of its readers at once.
     """
     compact = slug(service)
-    return (os.environ if environ is None else environ).get(f"CRM_{compact.upper()}_TOPIC", f"crm.{compact}.events")
+    return (env or Env()).text(f"CRM_{compact.upper()}_TOPIC", f"crm.{compact}.events")
 
 
 _TOPIC_VARIABLE = re.compile(r"CRM_([A-Z0-9]+)_TOPIC")

@@ -29,7 +29,6 @@ from crmkit.events import RecordedEvent, utcnow
 
 log = logging.getLogger(__name__)
 
-CONTACTS_TOPIC = topic_of("contacts")
 BATCH = 500  # ids per BatchGetContacts call (the server takes up to 1000)
 
 
@@ -223,7 +222,7 @@ class LocalContacts:
     unmerge events reacted to).
     """
 
-    topics = (CONTACTS_TOPIC,)
+    topics: tuple[str, ...]  # the contacts topic (topic_of), asked when the projection is built
 
     def __init__(
         self,
@@ -237,6 +236,7 @@ class LocalContacts:
         on_unmerged: Callable[[str, str, str | None], None] | None = None,
     ) -> None:
         self.name = name
+        self.topics = (topic_of("contacts"),)
         self.collection = collection
         self.directory = directory
         self.on_merged = on_merged

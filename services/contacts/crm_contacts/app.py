@@ -15,6 +15,7 @@ from crm_contacts import (
     lifecycle,
     projections,
     segments_api,
+    settings,
     unmerge_api,
 )
 from crm_contacts.catalogue import EVENTS, UPCASTERS
@@ -29,7 +30,6 @@ from crmkit.service import ServiceSpec
 
 
 def prepare(runtime: Runtime) -> None:
-    freshness.stale_policy()  # a threshold that cannot work stops every process at start, naming its variable
     runtime.store.ensure_indexes()
     for projection in projections.projections(runtime.db, runtime.store, runtime.settings.topic):
         projection.ensure_indexes()
@@ -61,6 +61,7 @@ SERVICE = ServiceSpec(
     jobs=lambda runtime: [imports.ImportRunner(runtime).run, lifecycle.timers(runtime).run,
                           freshness.timer(runtime).run],
     personal_fields=PERSONAL_DATA,
+    configure=settings.current,  # a setting that cannot work stops every process at start, naming each
     events=EVENTS,
     upcasters=UPCASTERS,
 )

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from crm_contacts import freshness, projections
+from crm_contacts import projections, settings
 from crm_contacts.domain import Company, Contact
 from crmkit import clock
 from crmkit.aggregate import changes_by_event
@@ -40,7 +40,7 @@ class ContactBook:
         self._require_company(fields.get("company_id"))
         contact = Contact.create(new_id(), fields)
         if fields.get("verified_at"):  # confirmed long ago: stale from the start (crm_contacts.freshness)
-            contact.flag_stale(clock.now(), freshness.stale_policy().after(contact.lifecycle_stage))
+            contact.flag_stale(clock.now(), settings.current().stale.after(contact.lifecycle_stage))
         self.contacts.save(contact, meta)
         return contact
 

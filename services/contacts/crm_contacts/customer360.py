@@ -7,7 +7,6 @@ profile and the other sections still answer.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -19,6 +18,7 @@ from google.protobuf.message import Message
 from crm.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from crm.sales.v1 import sales_pb2, sales_pb2_grpc
 from crm.servicedesk.v1 import servicedesk_pb2, servicedesk_pb2_grpc
+from crm_contacts import settings
 from crm_contacts.commands import ContactBook
 from crmkit import rpc
 from crmkit.config import grpc_target
@@ -30,7 +30,7 @@ class Neighbours:
     """Stubs for the other services' lookups, on channels kept for the process's life."""
 
     def __init__(self) -> None:
-        self.deadline = float(os.environ.get("CRM_360_DEADLINE_SECONDS", "1.0"))
+        self.deadline = settings.current().customer360_deadline
         self.sales = sales_pb2_grpc.CustomerValueStub(_channel("sales", 50052))
         self.support = servicedesk_pb2_grpc.SupportSummaryStub(_channel("service-desk", 50053))
         self.messages = messaging_pb2_grpc.MessageStatusStub(_channel("messaging", 50054))

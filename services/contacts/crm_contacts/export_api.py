@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +27,7 @@ from marshmallow import Schema, fields
 from crm.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from crm.sales.v1 import sales_pb2, sales_pb2_grpc
 from crm.servicedesk.v1 import servicedesk_pb2, servicedesk_pb2_grpc
+from crm_contacts import settings
 from crm_contacts.commands import ContactBook
 from crm_contacts.schemas import CompanyView, ContactView, HistoryEntry
 from crmkit import rpc
@@ -37,7 +37,6 @@ from crmkit.web import endpoint, jsonable
 
 log = logging.getLogger(__name__)
 
-DEFAULT_DEADLINE_SECONDS = 10.0  # a rare, unhurried request: a false 503 costs more than a slow answer
 MAX_ANSWER_BYTES = 64 * 1024 * 1024  # one service's records of one person; gRPC's default cap is 4 MiB
 # (service, default gRPC port, stub, request): who holds what, and how to ask
 KEEPERS = (
@@ -51,7 +50,7 @@ class RecordKeepers:
     """The other services' ExportContactRecords, on channels kept for the process's life."""
 
     def __init__(self) -> None:
-        self.deadline = float(os.environ.get("CRM_EXPORT_DEADLINE_SECONDS", DEFAULT_DEADLINE_SECONDS))
+        self.deadline = settings.current().export_deadline
         self.stubs = {service: (stub(rpc.channel(grpc_target(service, port), audience=service, caller="contacts",
                                                  max_receive_bytes=MAX_ANSWER_BYTES)), request)
                       for service, port, stub, request in KEEPERS}

@@ -25,7 +25,6 @@ Time is `crmkit.clock.now`, which tests move.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -34,6 +33,7 @@ from typing import Any
 
 from pymongo.collection import Collection
 
+from crm_contacts import settings
 from crm_contacts.domain import LIFECYCLE_STAGES, Contact
 from crm_contacts.lifecycle import apply_timer, interval_seconds
 from crmkit import clock
@@ -84,8 +84,8 @@ class StalePolicy:
         return grouped
 
 
-def stale_policy(environ: Mapping[str, str] = os.environ) -> StalePolicy:
-    """The policy from the environment; BadSetting (naming the variable) for a value that cannot work."""
+def stale_policy(environ: Mapping[str, str]) -> StalePolicy:
+    """The policy from these variables (settings.py reads them); BadSetting, naming the variable, for a bad value."""
     raw = environ.get(DAYS_VARIABLE, "").strip()
     default = _days(raw, DAYS_VARIABLE) if raw else timedelta(days=DEFAULT_DAYS)
     by_stage: dict[str, timedelta] = {}
@@ -102,12 +102,12 @@ class FreshnessTimer:
     """The staleness rule, applied to every active contact the read model says is past its threshold."""
 
     def __init__(self, contacts: Repository[Contact], view: Collection,
-                 now: Callable[[], datetime] = clock.now, policy: Callable[[], StalePolicy] = stale_policy,
+                 now: Callable[[], datetime] = clock.now, policy: Callable[[], StalePolicy] | None = None,
                  batch: int = 1000) -> None:
         self.contacts = contacts
         self.view = view
         self.now = now
-        self.policy = policy
+        self.policy = policy or (lambda: settings.current().stale)
         self.batch = batch
 
     def step(self, moment: datetime | None = None) -> int:

@@ -59,7 +59,7 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from crm_contacts import import_formats
+from crm_contacts import import_formats, settings
 from crm_contacts.domain import Contact
 from crm_contacts.schemas import ContactInput
 from crmkit.errors import Conflict, DomainError, NotFound, ValidationFailed
@@ -73,15 +73,13 @@ from crmkit.web.problems import HttpError, flatten
 log = logging.getLogger(__name__)
 
 CHUNK_BYTES = 4 * 1024 * 1024
-MAX_UPLOAD_BYTES = int(os.environ.get("CRM_CONTACTS_IMPORT_MAX_BYTES", str(50 * 1024 * 1024)))
-BATCH_ROWS = int(os.environ.get("CRM_CONTACTS_IMPORT_BATCH", "1000"))
+MAX_UPLOAD_BYTES = settings.DEFAULT_IMPORT_MAX_BYTES  # the default (CRM_CONTACTS_IMPORT_MAX_BYTES: settings.py)
 LEASE_SECONDS = 60.0
 MAX_ATTEMPTS = 5
 ORPHAN_UPLOAD_SECONDS = 3600
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 FORMATS = {"text/csv": "csv", "application/x-ndjson": "ndjson", "application/jsonl": "ndjson", XLSX_TYPE: "xlsx"}
-XLSX_MAX_UNPACKED = 10 * MAX_UPLOAD_BYTES  # a workbook's XML inflates ~5-20x; a zip bomb far more
 ON_DUPLICATE = ("skip", "update")
 STATUSES = ("queued", "running", "completed", "failed")
 CSV_COLUMNS = ("first_name", "last_name", "email", "phone", "company_id", "lifecycle_stage", "tags", "owner")
@@ -391,7 +389,7 @@ class ImportJobs:
             decoder.finish()
         else:
             workbook.seek(0)
-            sheet = import_formats.open_workbook(workbook, XLSX_MAX_UNPACKED)
+            sheet = import_formats.open_workbook(workbook, settings.current().xlsx_max_unpacked)
             try:
                 check_sheet_head(sheet)
             finally:
@@ -557,7 +555,7 @@ class ImportRunner:
         runtime: Runtime,
         *,
         worker: str | None = None,
-        batch_rows: int = BATCH_ROWS,
+        batch_rows: int | None = None,
         lease_seconds: float = LEASE_SECONDS,
         poll_seconds: float = 1.0,
     ) -> None:
@@ -568,7 +566,7 @@ class ImportRunner:
         self.store = runtime.store
         self.repository: Repository[Contact] = Repository(runtime.store, Contact, runtime.publish)
         self.worker = worker or f"{socket.gethostname()}:{os.getpid()}:{new_id()[-8:]}"
-        self.batch_rows = batch_rows
+        self.batch_rows = batch_rows or settings.current().import_batch
         self.lease_ms = int(lease_seconds * 1000)
         self.poll_seconds = poll_seconds
         self.schema = ContactInput()
@@ -697,7 +695,7 @@ class ImportRunner:
         with tempfile.SpooledTemporaryFile(max_size=CHUNK_BYTES) as copy:
             shutil.copyfileobj(io.BufferedReader(raw, 1 << 20), copy)
             copy.seek(0)
-            sheet = import_formats.open_workbook(copy, XLSX_MAX_UNPACKED)
+            sheet = import_formats.open_workbook(copy, settings.current().xlsx_max_unpacked)
             try:
                 yield from sheet_rows(sheet)
             except ValidationFailed:

@@ -16,7 +16,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, fields, validate
 
-from crm_contacts import imports
+from crm_contacts import imports, settings
 from crmkit.events import new_id
 from crmkit.runtime import Runtime
 from crmkit.web import PageQuery, endpoint, jsonable, listing, metadata
@@ -92,7 +92,7 @@ def blueprint(runtime: Runtime) -> Blueprint:
     jobs = imports.ImportJobs(runtime)
 
     @bp.post("/v1/imports")
-    @endpoint("write", query=ImportQuery, response=ImportView, status=202, max_body=imports.MAX_UPLOAD_BYTES,
+    @endpoint("write", query=ImportQuery, response=ImportView, status=202, max_body=settings.current().import_max_bytes,
               openapi=UPLOAD_DOC)
     def create_import(query: dict[str, Any]) -> Response:
         """Upload a CSV or JSON-lines file of contacts to import in the background."""

@@ -29,14 +29,14 @@ Two pieces run in the contacts worker:
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections.abc import Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 from pymongo.collection import Collection
 
+from crm_contacts import settings
 from crm_contacts.derived import DerivedValues
 from crm_contacts.domain import Contact
 from crmkit import clock
@@ -56,21 +56,8 @@ MAX_MERGE_HOPS = 10
 now = clock.now
 
 
-def _days(variable: str, default: float) -> timedelta:
-    raw = os.environ.get(variable, "").strip()
-    return timedelta(days=float(raw) if raw else default)
-
-
-def at_risk_after() -> timedelta:
-    return _days("CRM_AT_RISK_AFTER_DAYS", 365)
-
-
-def churn_after() -> timedelta:
-    return _days("CRM_CHURN_AFTER_DAYS", 90)
-
-
 def interval_seconds() -> float:
-    return float(os.environ.get("CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS", "") or 60)
+    return settings.current().lifecycle_interval
 
 
 def decide(event: RecordedEvent) -> Callable[[Contact], Any] | None:
@@ -170,7 +157,8 @@ class LifecycleTimers:
     def step(self, moment: datetime | None = None) -> dict[str, int]:
         """One pass at `moment` (default: the clock); returns how many were flagged and churned."""
         moment = moment or self.clock()
-        flag_after, churn_wait = at_risk_after(), churn_after()
+        knobs = settings.current()
+        flag_after, churn_wait = knobs.at_risk_after, knobs.churn_after
         now_ms = epoch_ms(moment)
         meta = Metadata(actor=ACTOR)
         flagged = self._each({"status": "active", "lifecycle_stage": "customer", "at_risk": False,

@@ -6,7 +6,6 @@ trimmed, so the domain only ever sees clean values. Every failing field is repor
 
 from __future__ import annotations
 
-import os
 import re
 from datetime import timedelta
 from typing import Any
@@ -14,7 +13,7 @@ from zoneinfo import available_timezones
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates
 
-from crm_contacts import normalize
+from crm_contacts import normalize, settings
 from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, LIFECYCLE_STAGES
 from crmkit.auth import TEAM_MAX
 from crmkit.events import utcnow
@@ -95,7 +94,7 @@ class Email(Text):
 def default_phone_region() -> str | None:
     """The region of a number written without `+` (CRM_DEFAULT_PHONE_REGION, `IR` when unset, so
     0912 345 6789 is +989123456789); set it empty to require the `+<country code>` form."""
-    return os.environ.get("CRM_DEFAULT_PHONE_REGION", "IR").strip().upper() or None
+    return settings.current().phone_region
 
 
 class Phone(Text):

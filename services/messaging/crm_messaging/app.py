@@ -5,7 +5,7 @@ from __future__ import annotations
 from crm_messaging import api, grpc_api
 from crm_messaging.catalogue import EVENTS
 from crm_messaging.commands import MessageDesk
-from crm_messaging.config import MessagingConfig, production_problems
+from crm_messaging.config import current, production_problems
 from crm_messaging.dispatcher import Dispatcher
 from crm_messaging.domain import PERSONAL_DATA
 from crm_messaging.suppressions import PERSONAL as SUPPRESSION_PERSONAL
@@ -36,7 +36,7 @@ def _serve_smtp_sink(service: str) -> None:
 
 
 def _local_smtp_sink() -> bool:
-    config = MessagingConfig.from_env()
+    config = current()
     return config.email_provider == "smtp" and config.smtp_sink
 
 
@@ -55,4 +55,5 @@ SERVICE = ServiceSpec(
     references=("contact_id", "to"),  # a contact's messages at merge and unmerge (MessageDesk._messages_of)
     extra_processes={"smtp-sink": ExtraProcess(run=_serve_smtp_sink, enabled=_local_smtp_sink)},
     production_checks=production_problems,
+    configure=current,  # a setting that cannot work stops every process at start, naming each
 )

@@ -18,6 +18,7 @@ from pymongo.errors import BulkWriteError, DuplicateKeyError
 
 from crm_messaging import reports, templates, unsubscribe
 from crm_messaging.config import MessagingConfig
+from crm_messaging.config import current as current_config
 from crm_messaging.domain import CHANNELS, Campaign, Message, Template, Trigger, subject_problem
 from crm_messaging.projections import CampaignsView, MessagesView, TemplatesView, TriggersView
 from crm_messaging.suppressions import Suppressions, suppression_id
@@ -45,7 +46,7 @@ class MessageDesk:
                  directory: ContactDirectory | None = None,
                  clock: Callable[[], datetime] = platform_clock.now) -> None:
         self.runtime = runtime
-        self.config = config or MessagingConfig.from_env()
+        self.config = config or current_config()
         self.clock = clock
         self._directory = directory
         db = runtime.db

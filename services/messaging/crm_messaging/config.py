@@ -11,12 +11,24 @@ from pathlib import Path
 from crm_messaging.domain import parse_window
 from crm_messaging.providers import FileSink, HttpGatewayProvider, Provider, SmtpProvider
 from crm_messaging.templates import RenderLimits
-from crmkit.config import data_dir
+from crmkit.config import data_dir, topic_of
 from crmkit.profile import Problem, is_local_host, url_problems
+from crmkit.settings import Current, Env, load
 
 
-def _env(name: str, default: str = "", environ: Mapping[str, str] = os.environ) -> str:
-    return environ.get(f"CRM_MESSAGING_{name}", default)
+def _env(name: str, default: str = "", environ: Mapping[str, str] | None = None) -> str:
+    return (os.environ if environ is None else environ).get(f"CRM_MESSAGING_{name}", default)
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """An HTTP SMS/fax gateway (CRM_MESSAGING_<CHANNEL>_URL, _USERNAME, _PASSWORD, _FROM, _TIMEOUT_SECONDS)."""
+
+    url: str = ""
+    username: str = ""
+    password: str = ""
+    sender: str = "CRM"
+    timeout: float = 10.0
 
 
 @dataclass(frozen=True)
@@ -43,42 +55,62 @@ class MessagingConfig:
     quiet_hours: dict[str, str] = field(default_factory=dict)
     receipt_secret: str = ""
     render_limits: RenderLimits = field(default_factory=RenderLimits)  # what one render may cost (templates.py)
+    gateways: dict[str, Gateway] = field(default_factory=dict)  # the http provider's gateway per channel
+    # the topics triggers follow (CRM_MESSAGING_TRIGGER_TOPICS; default: each source's, crmkit.config.topic_of)
+    trigger_topics: tuple[str, ...] = ()
 
     @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> MessagingConfig:
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> MessagingConfig:
+        """From `environ` (default: the process's); SettingsError names every bad variable."""
+        return load(cls.read, environ)
+
+    @classmethod
+    def read(cls, env: Env) -> MessagingConfig:
         home = data_dir() / "messaging"
 
-        def env(name: str, default: str = "") -> str:
-            return _env(name, default, environ)
+        def text(name: str, default: str = "") -> str:
+            return env.text(f"CRM_MESSAGING_{name}", default)
+
+        def integer(name: str, default: int) -> int:
+            return env.integer(f"CRM_MESSAGING_{name}", default, minimum=0)
+
+        def number(name: str, default: float) -> float:
+            return env.number(f"CRM_MESSAGING_{name}", default, minimum=0)
 
         return cls(
-            email_provider=env("EMAIL_PROVIDER", "smtp"),
-            sms_provider=env("SMS_PROVIDER", "file"),
-            fax_provider=env("FAX_PROVIDER", "file"),
-            smtp_host=env("SMTP_HOST", "127.0.0.1"),
-            smtp_port=int(env("SMTP_PORT", "8025")),
-            smtp_tls=env("SMTP_TLS", "none"),
-            smtp_username=env("SMTP_USERNAME"),
-            smtp_password=env("SMTP_PASSWORD"),
-            smtp_from=env("SMTP_FROM", "CRM <crm@localhost>"),
-            smtp_sink=env("SMTP_SINK", "true").lower() in ("1", "true", "yes"),
-            mail_dir=Path(env("MAIL_DIR", str(home / "mail"))),
-            outbox_dir=Path(env("OUTBOX_DIR", str(home / "outbox"))),
-            public_url=env("PUBLIC_URL", "http://127.0.0.1:8004").rstrip("/"),
-            survey_url=environ.get("CRM_SURVEY_URL_BASE", "http://127.0.0.1:8003").rstrip("/") + "/v1/surveys",
-            details_url=environ.get("CRM_DETAILS_URL_BASE", "http://127.0.0.1:8001").rstrip("/") + "/v1/confirmations",
-            max_attempts=int(env("MAX_ATTEMPTS", "6")),
-            backoff_base=float(env("BACKOFF_SECONDS", "30")),
-            backoff_cap=float(env("BACKOFF_CAP_SECONDS", "3600")),
-            rate_per_minute={ch: int(env(f"{ch.upper()}_PER_MINUTE", d))
-                             for ch, d in (("email", "6000"), ("sms", "600"), ("fax", "60"))},
-            quiet_hours={ch: env(f"{ch.upper()}_QUIET_HOURS", d)
+            email_provider=text("EMAIL_PROVIDER", "smtp"),
+            sms_provider=text("SMS_PROVIDER", "file"),
+            fax_provider=text("FAX_PROVIDER", "file"),
+            smtp_host=text("SMTP_HOST", "127.0.0.1"),
+            smtp_port=env.integer("CRM_MESSAGING_SMTP_PORT", 8025, minimum=0, maximum=65535),
+            smtp_tls=text("SMTP_TLS", "none"),
+            smtp_username=text("SMTP_USERNAME"),
+            smtp_password=text("SMTP_PASSWORD"),
+            smtp_from=text("SMTP_FROM", "CRM <crm@localhost>"),
+            smtp_sink=text("SMTP_SINK", "true").lower() in ("1", "true", "yes"),
+            mail_dir=Path(text("MAIL_DIR", str(home / "mail"))),
+            outbox_dir=Path(text("OUTBOX_DIR", str(home / "outbox"))),
+            public_url=text("PUBLIC_URL", "http://127.0.0.1:8004").rstrip("/"),
+            survey_url=env.text("CRM_SURVEY_URL_BASE", "http://127.0.0.1:8003").rstrip("/") + "/v1/surveys",
+            details_url=env.text("CRM_DETAILS_URL_BASE", "http://127.0.0.1:8001").rstrip("/") + "/v1/confirmations",
+            max_attempts=integer("MAX_ATTEMPTS", 6),
+            backoff_base=number("BACKOFF_SECONDS", 30),
+            backoff_cap=number("BACKOFF_CAP_SECONDS", 3600),
+            rate_per_minute={ch: integer(f"{ch.upper()}_PER_MINUTE", d)
+                             for ch, d in (("email", 6000), ("sms", 600), ("fax", 60))},
+            quiet_hours={ch: text(f"{ch.upper()}_QUIET_HOURS", d)
                          for ch, d in (("email", "off"), ("sms", "21:00-08:00"), ("fax", "21:00-08:00"))},
-            receipt_secret=env("RECEIPT_SECRET"),
-            render_limits=RenderLimits(subject_bytes=int(env("MAX_SUBJECT_BYTES", "998")),
-                                       body_bytes=int(env("MAX_BODY_BYTES", str(1 << 20))),
-                                       loop_iterations=int(env("MAX_LOOP_ITERATIONS", "10000")),
-                                       seconds=float(env("MAX_RENDER_SECONDS", "1"))),
+            receipt_secret=text("RECEIPT_SECRET"),
+            render_limits=RenderLimits(subject_bytes=integer("MAX_SUBJECT_BYTES", 998),
+                                       body_bytes=integer("MAX_BODY_BYTES", 1 << 20),
+                                       loop_iterations=integer("MAX_LOOP_ITERATIONS", 10000),
+                                       seconds=number("MAX_RENDER_SECONDS", 1)),
+            gateways={ch: Gateway(text(f"{ch.upper()}_URL"), text(f"{ch.upper()}_USERNAME"),
+                                  text(f"{ch.upper()}_PASSWORD"), text(f"{ch.upper()}_FROM", "CRM"),
+                                  number(f"{ch.upper()}_TIMEOUT_SECONDS", 10)) for ch in ("sms", "fax")},
+            trigger_topics=tuple(topic.strip() for topic in text(
+                "TRIGGER_TOPICS", ",".join(topic_of(source, env) for source in TRIGGER_SOURCES)).split(",")
+                if topic.strip()),
         )
 
     def window(self, channel: str) -> tuple[time, time] | None:
@@ -92,11 +124,15 @@ class MessagingConfig:
 
     def _gateway(self, channel: str, kind: str) -> Provider:
         if kind == "http":
-            key = channel.upper()
-            return HttpGatewayProvider(channel, _env(f"{key}_URL"), _env(f"{key}_USERNAME"),
-                                       _env(f"{key}_PASSWORD"), _env(f"{key}_FROM", "CRM"),
-                                       timeout=float(_env(f"{key}_TIMEOUT_SECONDS", "10")))
+            gateway = self.gateways.get(channel, Gateway())
+            return HttpGatewayProvider(channel, gateway.url, gateway.username, gateway.password, gateway.sender,
+                                       timeout=gateway.timeout)
         return FileSink(channel, self.outbox_dir / channel)
+
+
+TRIGGER_SOURCES = ("service-desk", "sales", "contacts")  # whose topics triggers follow by default
+current = Current(MessagingConfig.read)
+"""The settings now (built once per environment): `config.current().max_attempts`."""
 
 
 def production_problems(environ: Mapping[str, str]) -> list[Problem]:

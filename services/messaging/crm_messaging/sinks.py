@@ -66,9 +66,9 @@ class SmtpSink:
 
 def serve(service: str) -> None:
     """The `smtp-sink` process: serve until SIGTERM/SIGINT."""
-    from crm_messaging.config import MessagingConfig
+    from crm_messaging.config import current
 
-    config = MessagingConfig.from_env()
+    config = current()
     logs.configure(service, "smtp-sink")
     stop = stack.stop_on_signals()
     with SmtpSink(config.mail_dir, config.smtp_port, config.smtp_host):

@@ -15,7 +15,6 @@ confirmation page (crm_contacts.confirm_api).
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Sequence
 from datetime import timedelta
@@ -24,12 +23,10 @@ from typing import Any
 from crm_messaging.commands import MessageDesk, derived_id
 from crm_messaging.domain import Message, Trigger
 from crmkit import signing
-from crmkit.config import topic_of
 from crmkit.errors import Conflict
 from crmkit.events import Metadata, RecordedEvent, rfc3339
 from crmkit.store import ConcurrencyError
 
-TRIGGER_SOURCES = ("service-desk", "sales", "contacts")  # whose topics triggers follow by default
 TICKET_SOLVED = "crm.servicedesk.TicketSolved.v1"
 SURVEY_LINK_TTL = timedelta(days=30)
 SERVQUAL_SURVEY_SENT = "crm.servicedesk.ServqualSurveySent.v1"  # the desk sent a SERVQUAL survey: email its link
@@ -43,8 +40,7 @@ class TriggerReactor:
 
     def __init__(self, desk: MessageDesk, topics: Sequence[str] | None = None, cache_seconds: float = 2.0) -> None:
         self.desk = desk
-        configured = os.environ.get("CRM_MESSAGING_TRIGGER_TOPICS", ",".join(map(topic_of, TRIGGER_SOURCES)))
-        self.topics = list(topics or [t.strip() for t in configured.split(",") if t.strip()])
+        self.topics = list(topics or desk.config.trigger_topics)
         self.cache_seconds = cache_seconds
         self._triggers: list[Trigger] = []
         self._loaded = -1e9

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from crm_sales import api, grpc_api, projections, reassign_api, reports
+from crm_sales import api, grpc_api, projections, reassign_api, reports, settings
 from crm_sales.catalogue import EVENTS
 from crm_sales.commands import SalesBook
 from crm_sales.domain import PERSONAL_DATA
@@ -39,5 +39,6 @@ SERVICE = ServiceSpec(
     events=EVENTS,
     personal_fields=PERSONAL_DATA,
     references=("contact_id", "to", "deal_id"),  # a contact's records at erasure and merge (SalesBook._records_of)
+    configure=settings.current,  # a setting that cannot work stops every process at start, naming each
     jobs=lambda runtime: [reports.value_job(SalesBook(runtime)), reports.expiry_job(SalesBook(runtime))],
 )

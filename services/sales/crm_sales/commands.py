@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -16,7 +15,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
-from crm_sales import money
+from crm_sales import money, settings
 from crm_sales.domain import Activity, Customer, Deal, Pipeline, Product, Quote, QuoteLine
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.erasure import drop_stored_responses
@@ -32,7 +31,7 @@ SYSTEM = Metadata(actor="system:sales")
 
 
 def contacts_directory() -> ContactDirectory:
-    return ContactDirectory(deadline=float(os.environ.get("CRM_SALES_CONTACTS_DEADLINE", "2")))
+    return ContactDirectory(deadline=settings.current().contacts_deadline)
 
 
 class SalesBook:

@@ -17,14 +17,14 @@ seller's time zone `CRM_SALES_SELLER_TIME_ZONE`.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 
+from crm_sales import settings
 from crm_sales.commands import SalesBook
 from crm_sales.domain import Quote
 from crm_sales.localized import Formatter
@@ -69,18 +69,10 @@ class Seller:
 
     @classmethod
     def from_env(cls) -> Seller:
-        return cls(name=os.environ.get("CRM_SALES_SELLER_NAME") or None,
-                   address=os.environ.get("CRM_SALES_SELLER_ADDRESS") or None,
-                   tax_id=os.environ.get("CRM_SALES_SELLER_TAX_ID") or None,
-                   time_zone=_zone(os.environ.get("CRM_SALES_SELLER_TIME_ZONE") or "UTC"))
-
-
-def _zone(name: str) -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        log.warning("CRM_SALES_SELLER_TIME_ZONE=%r is not a time zone; quotes are dated in UTC", name)
-        return ZoneInfo("UTC")
+        """The seller of the settings (settings.py: CRM_SALES_SELLER_*)."""
+        knobs = settings.current()
+        return cls(name=knobs.seller_name, address=knobs.seller_address, tax_id=knobs.seller_tax_id,
+                   time_zone=knobs.seller_time_zone)
 
 
 def issue_date(quote: Quote, zone: ZoneInfo) -> date | None:

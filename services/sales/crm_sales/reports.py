@@ -9,7 +9,6 @@ it ranks by; deals in the others still show in the per-currency totals.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from collections import defaultdict
 from datetime import UTC, date, datetime
@@ -18,7 +17,7 @@ from typing import Any
 
 from pymongo import ReplaceOne
 
-from crm_sales import money, values
+from crm_sales import money, settings, values
 from crm_sales.commands import SYSTEM, SalesBook
 from crm_sales.domain import DEFAULT_PIPELINE_ID, LOST, WON, Customer, Pipeline
 from crmkit.events import EPOCH, epoch_ms
@@ -27,11 +26,11 @@ log = logging.getLogger(__name__)
 
 
 def reporting_currency() -> str:
-    return os.environ.get("CRM_SALES_REPORTING_CURRENCY", "USD").upper()
+    return settings.current().reporting_currency
 
 
 def lifespan_years() -> Decimal:
-    return Decimal(os.environ.get("CRM_SALES_EXPECTED_LIFESPAN_YEARS", "3"))
+    return settings.current().lifespan_years
 
 
 def _money(minor: int | Decimal, currency: str) -> dict[str, str]:
@@ -240,7 +239,7 @@ def customer_value(book: SalesBook, contact_id: str) -> dict[str, Any]:
 
 
 def value_job(book: SalesBook, interval: float | None = None):
-    every = interval or float(os.environ.get("CRM_SALES_VALUE_INTERVAL", "30"))
+    every = interval or settings.current().value_interval
 
     def customer_values(stop: threading.Event) -> None:
         while not stop.is_set():
@@ -254,7 +253,7 @@ def value_job(book: SalesBook, interval: float | None = None):
 
 
 def expiry_job(book: SalesBook, interval: float | None = None):
-    every = interval or float(os.environ.get("CRM_SALES_QUOTE_EXPIRY_INTERVAL", "60"))
+    every = interval or settings.current().quote_expiry_interval
 
     def quote_expiry(stop: threading.Event) -> None:
         while not stop.is_set():

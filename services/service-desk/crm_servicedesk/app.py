@@ -4,18 +4,26 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, date, datetime
 
-from crm_servicedesk import api, grpc_api, inbound_api, projections, servqual_api, servqual_desk, sla_api, survey_api
+from crm_servicedesk import (
+    api,
+    grpc_api,
+    inbound_api,
+    projections,
+    servqual_api,
+    servqual_desk,
+    settings,
+    sla_api,
+    survey_api,
+)
 from crm_servicedesk.catalogue import EVENTS, UPCASTERS
 from crm_servicedesk.commands import TicketDesk
 from crm_servicedesk.domain import PERSONAL_DATA
-from crm_servicedesk.inbound import InboundConfig
 from crm_servicedesk.recompute import Recompute
 from crmkit import logs
 from crmkit.config import Ports
@@ -48,7 +56,7 @@ def all_projections(runtime: Runtime) -> list[Projection]:
 
 def sla_sweeper(runtime: Runtime) -> Callable[[threading.Event], None]:
     """The worker's breach detector: sweep every CRM_SERVICEDESK_SWEEP_SECONDS (default 5)."""
-    interval = float(os.environ.get("CRM_SERVICEDESK_SWEEP_SECONDS", "5"))
+    interval = settings.current().sweep_seconds
     desk = TicketDesk(runtime)
 
     def sla_sweep(stop: threading.Event) -> None:
@@ -68,7 +76,7 @@ def sla_recomputer(runtime: Runtime) -> Callable[[threading.Event], None]:
     """The worker's recompute after a policy change: checks every CRM_SERVICEDESK_RECOMPUTE_SECONDS
     (default 10) whether a policy's version moved since its last finished run, and if so re-folds
     every open ticket's clocks (`recompute.Recompute`, batched and resumable)."""
-    interval = float(os.environ.get("CRM_SERVICEDESK_RECOMPUTE_SECONDS", "10"))
+    interval = settings.current().recompute_seconds
     recompute = Recompute(TicketDesk(runtime))
 
     def sla_recompute(stop: threading.Event) -> None:
@@ -135,7 +143,7 @@ def _serve_inbound_smtp(service: str) -> None:
 
 
 def _inbound_smtp_url() -> str:
-    config = InboundConfig.from_env()
+    config = settings.current().inbound
     return f"smtp://{config.smtp_host}:{config.smtp_port} (support mail)"
 
 
@@ -151,6 +159,7 @@ SERVICE = ServiceSpec(
     projections=all_projections,
     prepare=prepare,
     jobs=lambda runtime: [sla_sweeper(runtime), sla_recomputer(runtime), servqual_desk.job(runtime)],
+    configure=settings.current,  # a setting that cannot work stops every process at start, naming each
     personal_fields=PERSONAL_DATA,
     references=("contact_id",),
     events=EVENTS,

@@ -23,18 +23,17 @@ after it changes nothing on the retry:
 from __future__ import annotations
 
 import logging
-import os
 import re
 import uuid
-from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from crm_servicedesk.commands import TicketDesk
-from crm_servicedesk.domain import TYPES, Ticket
+from crm_servicedesk.domain import Ticket
 from crm_servicedesk.inbound_mail import MAX_SUBJECT, DeliveryReport, InboundMail, Refused, cap, clean_line
 from crm_servicedesk.inbound_report import MailReport
+from crm_servicedesk.settings import InboundConfig, current
 from crmkit import clock
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, rfc3339
@@ -51,29 +50,6 @@ CONTACT_TAG = "inbound"
 def derived_id(*parts: str) -> str:
     """An id fixed by what was delivered: recording the same delivery again finds it taken."""
     return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
-
-
-@dataclass(frozen=True)
-class InboundConfig:
-    smtp_host: str
-    smtp_port: int
-    max_bytes: int  # a larger mail is refused with 552
-    ticket_type: str  # the type of a ticket opened by mail or SMS
-    sms_reply_hours: float  # an SMS within this long of the contact's latest SMS ticket is a reply to it
-    secret: str  # CRM_SERVICEDESK_INBOUND_SECRET: the SMS webhook's shared secret ("" = derived)
-
-    @classmethod
-    def from_env(cls, environ: Mapping[str, str] = os.environ) -> InboundConfig:
-        def env(name: str, default: str) -> str:
-            return environ.get(f"CRM_SERVICEDESK_INBOUND_{name}", default) or default
-
-        ticket_type = env("TYPE", "question")
-        if ticket_type not in TYPES:
-            raise SystemExit(f"CRM_SERVICEDESK_INBOUND_TYPE must be one of {', '.join(TYPES)}, not {ticket_type!r}")
-        return cls(smtp_host=env("SMTP_HOST", "127.0.0.1"), smtp_port=int(env("SMTP_PORT", "2525")),
-                   max_bytes=int(env("MAX_BYTES", str(10 * 1024 * 1024))), ticket_type=ticket_type,
-                   sms_reply_hours=float(env("SMS_REPLY_HOURS", "72")), secret=environ.get(
-                       "CRM_SERVICEDESK_INBOUND_SECRET", ""))
 
 
 @dataclass(frozen=True)
@@ -106,7 +82,7 @@ class Outcome:
 class Intake:
     def __init__(self, desk: TicketDesk, config: InboundConfig | None = None) -> None:
         self.desk = desk
-        self.config = config or InboundConfig.from_env()
+        self.config = config or current().inbound
         self.reports: Repository[MailReport] = Repository(desk.runtime.store, MailReport, desk.runtime.publish)
 
     # --- mail ---------------------------------------------------------------------------

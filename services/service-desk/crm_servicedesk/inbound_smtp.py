@@ -27,7 +27,7 @@ from typing import Any
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP
 
-from crm_servicedesk import inbound_mail
+from crm_servicedesk import inbound_mail, settings
 from crm_servicedesk.commands import TicketDesk
 from crm_servicedesk.inbound import InboundConfig, Intake
 from crm_servicedesk.inbound_mail import Refused
@@ -105,7 +105,7 @@ def serve(service: str) -> None:
     from crmkit.service import boot
 
     _, runtime = boot(service, "inbound-smtp")
-    config = InboundConfig.from_env()
+    config = settings.current().inbound
     stop = stack.stop_on_signals()
     try:
         with InboundSmtp(Intake(TicketDesk(runtime), config), config):

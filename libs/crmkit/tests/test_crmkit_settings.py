@@ -1,0 +1,78 @@
+"""Typed settings (crmkit.settings): every bad variable named at once, built again only when one moves."""
+
+from __future__ import annotations
+
+import pytest
+
+from crmkit.config import ProjectionPolicy, Settings, topic_of
+from crmkit.settings import ChassisSettings, Current, Env, SettingsError, chassis, load
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    knobs = load(ChassisSettings.read, {})
+    assert (knobs.projector_batch, knobs.rate_limit_per_minute, knobs.grpc_bind, knobs.grpc_max_streams) == \
+        (500, 60_000, "127.0.0.1", None)
+    assert (knobs.api_workers, knobs.api_threads, knobs.strict_events) == (2, 4, False)
+
+
+def test_every_bad_variable_is_named_not_only_the_first() -> None:
+    with pytest.raises(SettingsError) as caught:
+        load(ChassisSettings.read, {"CRM_PROJECTOR_BATCH": "lots", "CRM_RATE_LIMIT_PER_MINUTE": "-1",
+                                    "CRM_IDEMPOTENCY_TTL_SECONDS": "0", "CRM_API_THREADS": "4"})
+    named = [name for name, _ in caught.value.problems]
+    assert named == ["CRM_PROJECTOR_BATCH", "CRM_RATE_LIMIT_PER_MINUTE", "CRM_IDEMPOTENCY_TTL_SECONDS"]
+    assert "'lots' is not a whole number" in str(caught.value)
+
+
+def test_typed_reads() -> None:
+    env = Env({"A": " 7 ", "B": "2.5", "C": "yes", "D": "maybe", "E": "blue", "F": ""})
+    assert env.integer("A", 1) == 7 and env.number("B", 1.0) == 2.5 and env.flag("C", False) is True
+    assert env.flag("D", False) is False and env.choice("E", "red", ("red", "green")) == "red"
+    assert env.integer("F", 3) == 3 and env.optional("F") is None and env.text("F", "x") == ""
+    assert [name for name, _ in env.problems] == ["D", "E"]
+    assert env.seen == {"A": " 7 ", "B": "2.5", "C": "yes", "D": "maybe", "E": "blue", "F": ""}
+
+
+def test_current_is_built_once_and_again_when_a_variable_it_read_moves(monkeypatch: pytest.MonkeyPatch) -> None:
+    builds: list[int] = []
+
+    def read(env: Env) -> int:
+        builds.append(1)
+        return env.integer("CRM_TEST_KNOB", 1)
+
+    knob = Current(read)
+    monkeypatch.delenv("CRM_TEST_KNOB", raising=False)
+    assert (knob(), knob(), len(builds)) == (1, 1, 1)
+    monkeypatch.setenv("CRM_TEST_KNOB", "5")
+    assert (knob(), knob(), len(builds)) == (5, 5, 2)
+    monkeypatch.setenv("CRM_TEST_KNOB", "five")
+    with pytest.raises(SettingsError, match="CRM_TEST_KNOB"):
+        knob()
+
+
+def test_the_chassis_follows_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_GRPC_MAX_STREAMS", "3")
+    assert chassis().grpc_max_streams == 3
+
+
+def test_service_settings_name_every_bad_port(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_WIDGETS_HTTP_PORT", "eighty")
+    monkeypatch.setenv("CRM_WIDGETS_GRPC_PORT", "70000")
+    with pytest.raises(SettingsError) as caught:
+        Settings.for_service("widgets", http=1, grpc=2, metrics=3)
+    assert [name for name, _ in caught.value.problems] == ["CRM_WIDGETS_HTTP_PORT", "CRM_WIDGETS_GRPC_PORT"]
+
+
+def test_topic_of_another_service_honours_its_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("CRM_SALES_TOPIC", raising=False)
+    assert topic_of("sales") == "crm.sales.events" and topic_of("service-desk") == "crm.servicedesk.events"
+    monkeypatch.setenv("CRM_SALES_TOPIC", "elsewhere.sales")
+    assert topic_of("sales") == "elsewhere.sales"
+
+
+def test_projection_policy_names_its_bad_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CRM_PROJECTION_ATTEMPTS", "x")
+    monkeypatch.setenv("CRM_PROJECTION_STALL_SECONDS", "-1")
+    with pytest.raises(SettingsError) as caught:
+        ProjectionPolicy.from_env()
+    assert [name for name, _ in caught.value.problems] == ["CRM_PROJECTION_ATTEMPTS", "CRM_PROJECTION_STALL_SECONDS"]
