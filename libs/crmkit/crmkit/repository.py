@@ -29,7 +29,8 @@ class Repository(Generic[A]):
         self.on_saved = on_saved  # the publisher, so Kafka hears right after the commit
 
     def get(self, aggregate_id: str, as_of: datetime | None = None) -> A:
-        return self.kind.from_events(aggregate_id, self.history(aggregate_id, as_of))
+        aggregate: A = self.kind.from_events(aggregate_id, self.history(aggregate_id, as_of))
+        return aggregate
 
     def get_many(self, aggregate_ids: Sequence[str]) -> dict[str, A]:
         """Many aggregates folded from one store query per round of versions; unknown ids are left out."""
