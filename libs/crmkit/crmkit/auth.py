@@ -28,7 +28,6 @@ Two kinds of token verify:
 from __future__ import annotations
 
 import base64
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -37,6 +36,8 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from crmkit.events import utcnow
 
 ISSUER = "crm"
 ALGORITHM = "HS256"
@@ -140,7 +141,7 @@ def issue(secret: str | KeyRing, subject: str, roles: list[str], ttl_seconds: in
     `team` is the claim team-scoped roles (`sales:read:team`) are confined to.
     """
     ring = _ring(secret)
-    now = int(time.time())
+    now = int(utcnow().timestamp())  # the wall clock (crmkit.clock): a moved test clock must not expire tokens
     claims = {"sub": subject, "roles": roles, "iss": ISSUER, "iat": now, "exp": now + ttl_seconds,
               "aud": [audience] if isinstance(audience, str) else list(audience)}
     if team is not None:
@@ -151,7 +152,7 @@ def issue(secret: str | KeyRing, subject: str, roles: list[str], ttl_seconds: in
 def service_token(service: str, key: Ed25519PrivateKey, audience: str, ttl_seconds: int = SERVICE_TOKEN_TTL) -> str:
     """A token for `service` calling `audience` (a slug): only its granted roles on that service."""
     roles = sorted(role for role in SERVICE_GRANTS.get(service, ()) if role.startswith(f"{audience}:"))
-    now = int(time.time())
+    now = int(utcnow().timestamp())  # the wall clock (crmkit.clock): a moved test clock must not expire tokens
     claims = {"sub": f"{SERVICE_KID_PREFIX}{service}", "roles": roles, "iss": ISSUER, "iat": now,
               "exp": now + ttl_seconds, "aud": [audience]}
     return jwt.encode(claims, key, algorithm=SERVICE_ALGORITHM, headers={"kid": f"{SERVICE_KID_PREFIX}{service}"})

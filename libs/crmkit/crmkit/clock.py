@@ -8,23 +8,34 @@ end-to-end test writes `40000000` into it and, within a second, every process th
 reads this clock lives some 463 days later. A missing, empty or unreadable file counts
 as 0.
 
-A testing aid only: never set either variable in production. Services whose timers or
-SLA decisions tests move (contacts' lifecycle timers, the service desk, messaging's
-leases, back-off and quiet hours) read this clock.
+A testing aid only: never set either variable in production.
+
+One "now" for the domain: every use case and domain decision takes its time from
+`now()` (or from a `Clock` injected in its place: `SalesBook(runtime, clock=...)`,
+`MessageDesk(..., clock=...)`, the timers' `now=`), so tests move one clock for all of
+it. Two other notions of time remain, each on purpose:
+- `crmkit.events.utcnow()`, the wall clock, for what records when something really
+  happened or measures it: the event store's commit times, projection lag and
+  heartbeats, dead letters, token and key issue times (a moved clock must not make a
+  token expire or a projection look stalled);
+- `time.monotonic()` for durations and timeouts (leases in memory, retry waits, caches).
 """
 
 from __future__ import annotations
 
-import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from crmkit.events import utcnow
+from crmkit.settings import Current, Env
 
 OFFSET_VARIABLE = "CRM_CLOCK_OFFSET_SECONDS"
 FILE_VARIABLE = "CRM_CLOCK_FILE"
 RECHECK_SECONDS = 1.0
+
+Clock = Callable[[], datetime]  # what a use case takes where it needs "now" (default: `now`)
 
 _lock = threading.Lock()
 _file_cache: dict[str, tuple[float, float]] = {}  # path -> (monotonic time read, seconds)
@@ -45,11 +56,16 @@ def _file_offset(path: str) -> float:
         return seconds
 
 
+def _read(env: Env) -> tuple[float, str | None]:
+    return env.number(OFFSET_VARIABLE, 0.0), env.optional(FILE_VARIABLE)
+
+
+_settings = Current(_read)  # the two variables, read again only when one of them moves
+
+
 def offset() -> timedelta:
     """How far this process's clock is moved: the variable plus the file."""
-    raw = os.environ.get(OFFSET_VARIABLE, "").strip()
-    seconds = float(raw) if raw else 0.0
-    path = os.environ.get(FILE_VARIABLE, "").strip()
+    seconds, path = _settings()
     if path:
         seconds += _file_offset(path)
     return timedelta(seconds=seconds)

@@ -25,7 +25,7 @@ import secrets
 import threading
 import time
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -33,6 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from crmkit import auth
 from crmkit.config import data_dir, jwt_secret, local_secret
+from crmkit.events import utcnow
 
 _cache: dict[tuple, auth.KeyRing] = {}
 _lock = threading.Lock()
@@ -90,7 +91,7 @@ def rotate(path: Path | None = None) -> str:
     """Add a new signing key to the ring file (old keys keep verifying); its kid."""
     path = path or ring_path()
     document = _read_file(path)
-    kid = f"k{datetime.now(UTC):%Y%m%d}-{secrets.token_hex(3)}"
+    kid = f"k{utcnow():%Y%m%d}-{secrets.token_hex(3)}"
     document["keys"][kid] = {"secret": secrets.token_urlsafe(48), "created": _now()}
     document["signing"] = kid
     _write_file(path, document)
@@ -109,7 +110,7 @@ def retire(kid: str | None = None, *, older_than: timedelta | None = None, path:
             raise KeyRingError(f"{kid!r} signs new tokens: rotate first, then retire it")
         chosen = [kid]
     else:
-        cutoff = datetime.now(UTC) - (older_than or timedelta(0))
+        cutoff = utcnow() - (older_than or timedelta(0))
         chosen = [k for k, v in keys.items() if k != signing and datetime.fromisoformat(v["created"]) < cutoff]
     for name in chosen:
         del keys[name]
@@ -198,4 +199,4 @@ def _stamp(path: Path) -> tuple[int, int, int] | None:
 
 
 def _now() -> str:
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    return utcnow().isoformat(timespec="seconds")

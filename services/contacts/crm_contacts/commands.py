@@ -16,7 +16,7 @@ from crmkit import clock
 from crmkit.aggregate import changes_by_event
 from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, ValidationFailed
-from crmkit.events import Metadata, new_id, rfc3339, utcnow
+from crmkit.events import Metadata, new_id, rfc3339
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
@@ -66,7 +66,7 @@ class ContactBook:
     def set_consent(
         self, contact_id: str, channel: str, consent: dict[str, Any], meta: Metadata, if_match: int | None
     ) -> Contact:
-        consent = {**consent, "at": rfc3339(consent.get("at") or utcnow())}
+        consent = {**consent, "at": rfc3339(consent.get("at") or clock.now())}
         return self.contacts.change(contact_id, lambda c: c.set_consent(channel, consent), meta, if_match)
 
     def check_consent(self, contact_id: str, channel: str) -> dict[str, Any]:
@@ -148,7 +148,7 @@ class ContactBook:
         contact = self.contact(contact_id)
         company = self.companies.get(contact.company_id).view() if contact.company_id else None
         return {
-            "exported_at": utcnow(),
+            "exported_at": clock.now(),
             "contact": contact.view(),
             "company": company,
             "history": self.contact_history(contact.id),

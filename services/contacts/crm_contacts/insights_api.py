@@ -18,8 +18,9 @@ from marshmallow import RAISE, Schema, ValidationError, fields, validate, valida
 from crm_contacts import insights
 from crm_contacts.insight_projections import InsightFacts
 from crm_contacts.segment_commands import SegmentBook
+from crmkit import clock
 from crmkit.errors import NotFound, ValidationFailed
-from crmkit.events import epoch_ms, rfc3339, utcnow
+from crmkit.events import epoch_ms, rfc3339
 from crmkit.runtime import Runtime
 from crmkit.web import endpoint, page
 from crmkit.web.pagination import DEFAULT_LIMIT, ID, MAX_LIMIT
@@ -161,7 +162,7 @@ class Insights:
         self.contacts_view = runtime.db["contacts"]
 
     def scope(self, query: dict[str, Any]) -> tuple[insights.Period, set[str] | None, dict[str, Any]]:
-        end: datetime = query.get("end") or utcnow()
+        end: datetime = query.get("end") or clock.now()
         start: datetime = query.get("start") or end - timedelta(days=DEFAULT_DAYS)
         if end <= start:  # only `from` given, and it is in the future
             raise ValidationFailed("the period is empty", {"from": ["must be before `to` (default: now)"]})

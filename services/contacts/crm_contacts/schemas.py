@@ -15,8 +15,8 @@ from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, vali
 
 from crm_contacts import normalize, settings
 from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, LIFECYCLE_STAGES
+from crmkit import clock
 from crmkit.auth import TEAM_MAX
-from crmkit.events import utcnow
 from crmkit.web import PageQuery
 
 MAX_TAGS = 50
@@ -232,7 +232,7 @@ class ContactCreate(ContactInput):
 
     @validates("verified_at")
     def _verified_not_in_the_future(self, value: Any, **_: Any) -> None:
-        if value is not None and value > utcnow() + timedelta(minutes=5):
+        if value is not None and value > clock.now() + timedelta(minutes=5):
             raise ValidationError("cannot be in the future")
 
     OPENAPI = {"anyOf": [{"required": [name], "properties": {name: {
@@ -254,7 +254,7 @@ class ConsentInput(Schema):
 
     @validates("at")
     def _not_in_the_future(self, value: Any, **_: Any) -> None:
-        if value is not None and value > utcnow() + timedelta(minutes=5):
+        if value is not None and value > clock.now() + timedelta(minutes=5):
             raise ValidationError("cannot be in the future")
 
 

@@ -17,8 +17,9 @@ from pymongo.database import Database
 
 from crm_contacts import projections
 from crm_contacts.segments import Segment, compile_filter
+from crmkit import clock
 from crmkit.aggregate import changes_by_event
-from crmkit.events import Metadata, new_id, utcnow
+from crmkit.events import Metadata, new_id
 from crmkit.eventstore import EventStore
 from crmkit.projector import AggregateView, StreamProjection
 from crmkit.repository import Repository
@@ -58,7 +59,7 @@ class SegmentBook:
     def members_filter(self, segment_id: str, now: datetime | None = None) -> dict[str, Any]:
         """The segment's rules as a filter over the `contacts` read model, evaluated at `now`."""
         rules = self.segment(segment_id).parsed_rules()
-        return compile_filter(rules, now or utcnow(), self._company_ids)
+        return compile_filter(rules, now or clock.now(), self._company_ids)
 
     def members(self, segment_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         docs, next_cursor = page(self.contacts_view, self.members_filter(segment_id), limit, cursor)

@@ -17,10 +17,11 @@ from pymongo.collection import Collection
 
 from crm_sales import money, settings
 from crm_sales.domain import Activity, Customer, Deal, Pipeline, Product, Quote, QuoteLine
+from crmkit import clock as platform_clock
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, ValidationFailed
-from crmkit.events import Metadata, epoch_ms, new_id, rfc3339, utcnow
+from crmkit.events import Metadata, epoch_ms, new_id, rfc3339
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 from crmkit.store import ConcurrencyError
@@ -36,7 +37,7 @@ def contacts_directory() -> ContactDirectory:
 
 class SalesBook:
     def __init__(self, runtime: Runtime, directory: ContactDirectory | None = None,
-                 clock: Callable[[], datetime] = utcnow) -> None:
+                 clock: Callable[[], datetime] = platform_clock.now) -> None:
         self.runtime = runtime
         self.db = runtime.db
         self.clock = clock
