@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import jwt
 from cryptography.hazmat.primitives import hashes
@@ -231,7 +232,7 @@ def _verify_service(ring: KeyRing, kid: str, token: str, audience: str | None) -
     return principal
 
 
-def _decode(token: str, key: object, algorithm: str, audience: str | None) -> dict:
+def _decode(token: str, key: str | Ed25519PublicKey, algorithm: str, audience: str | None) -> dict[str, Any]:
     try:
         return jwt.decode(
             token, key, algorithms=[algorithm], issuer=ISSUER,
@@ -242,7 +243,7 @@ def _decode(token: str, key: object, algorithm: str, audience: str | None) -> di
         raise InvalidToken(str(exc)) from exc
 
 
-def _principal(claims: dict) -> Principal:
+def _principal(claims: dict[str, Any]) -> Principal:
     roles = claims.get("roles")
     if not isinstance(roles, list) or not all(isinstance(role, str) for role in roles):
         raise InvalidToken("the roles claim must be a list of strings")

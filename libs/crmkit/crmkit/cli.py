@@ -13,9 +13,11 @@ import json
 import logging
 import os
 import shutil
+import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 from crmkit import auth, catalogue, keys, logs, profile, stack, streams
 from crmkit.config import REPO_ROOT, data_dir, slug
@@ -264,7 +266,7 @@ def deadletters_cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _dead_letter_line(letter: dict) -> str:
+def _dead_letter_line(letter: dict[str, Any]) -> str:
     """One dead letter on one line: where, what (type and ids, never the data) and why."""
     event = letter.get("event") or {}
     error = letter["error"]
@@ -331,7 +333,7 @@ def up(args: argparse.Namespace) -> int:
         log.info("stack stopped")
 
 
-def _start_servers(home: Path) -> list:
+def _start_servers(home: Path) -> list[subprocess.Popen[bytes]]:
     """Start the local Kafka and MongoDB unless the environment points at real ones."""
     servers = []
     if "CRM_KAFKA_BOOTSTRAP" not in os.environ:

@@ -12,6 +12,7 @@ import re
 import secrets
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from crmkit import profile
 from crmkit.settings import Env, load
@@ -178,7 +179,8 @@ class ProjectionPolicy:
 
     def delay(self, failures: int) -> float:
         """The wait after the `failures`-th failure in a row (1, 2, …)."""
-        return min(self.first_delay * 2 ** min(failures - 1, 30), self.max_delay)  # an outage of days must not overflow
+        # capped: an outage of days must not overflow
+        return min(self.first_delay * 2.0 ** min(failures - 1, 30), self.max_delay)
 
 
 def grpc_target(service: str, default_port: int) -> str:
@@ -200,7 +202,7 @@ class KafkaSecurityError(ValueError):
     """A CRM_KAFKA_* security setting that cannot work; the message names the variable."""
 
 
-def kafka_client_options() -> dict[str, str | bool]:
+def kafka_client_options() -> dict[str, Any]:
     """kafka-python's security settings from CRM_KAFKA_* (README: Configuration), for every client we build.
 
     PLAINTEXT (the local stack) unless CRM_KAFKA_SECURITY_PROTOCOL says SSL, SASL_PLAINTEXT
@@ -215,7 +217,7 @@ def kafka_client_options() -> dict[str, str | bool]:
     if protocol not in KAFKA_SECURITY_PROTOCOLS:
         raise KafkaSecurityError(f"CRM_KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of "
                                  f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}")
-    options: dict[str, str | bool] = {"security_protocol": protocol}
+    options: dict[str, Any] = {"security_protocol": protocol}
     if protocol.startswith("SASL_"):
         options |= _kafka_sasl_options()
     else:

@@ -190,11 +190,11 @@ class Delivery:
 class DeadLetters:
     """The `deadletters` collection of a service's database."""
 
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection[dict[str, Any]]) -> None:
         self.collection = collection
 
     @classmethod
-    def of(cls, db: Database) -> DeadLetters:
+    def of(cls, db: Database[dict[str, Any]]) -> DeadLetters:
         """The dead letters of the service whose database is `db`."""
         return cls(db[COLLECTION])
 

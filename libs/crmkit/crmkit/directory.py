@@ -227,7 +227,7 @@ class LocalContacts:
     def __init__(
         self,
         name: str,
-        collection: Collection,
+        collection: Collection[dict[str, Any]],
         directory: ContactDirectory,
         on_merged: Callable[[str, str, str | None], None] | None = None,
         on_erased: Callable[[str], None] | None = None,

@@ -11,13 +11,14 @@ of the request gets it back. Erasure must drop them too; they are found by the
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
 
 from pymongo.database import Database
 
 STORED_RESPONSES = "idempotency_keys"
 
 
-def drop_stored_responses(db: Database, resources: Iterable[str]) -> int:
+def drop_stored_responses(db: Database[dict[str, Any]], resources: Iterable[str]) -> int:
     """Delete the stored idempotent responses that created any of `resources` (API paths such as
     `/v1/deals/<id>`), in one delete; a repeat of such a request then runs afresh and is decided
     on today's state (an erased contact: 422). Returns how many were dropped; safe to repeat."""

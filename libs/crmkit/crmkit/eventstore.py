@@ -42,11 +42,12 @@ class EventStore:
     """Append, load and scan one service's events."""
 
     def __init__(
-        self, db: Database, service: str, upcasters: Upcasters | None = None, personal: PersonalData | None = None,
+        self, db: Database[dict[str, Any]], service: str, upcasters: Upcasters | None = None,
+        personal: PersonalData | None = None,
         references: Sequence[str] = (),
     ) -> None:
         self.service = service
-        self.events: Collection = db["events"]
+        self.events: Collection[dict[str, Any]] = db["events"]
         self.upcasters = upcasters or Upcasters()
         self.personal = personal
         # keys of event data that name other records (e.g. "contact_id"): their values are kept
@@ -162,7 +163,7 @@ class EventStore:
         top, size = version, 16
         while top >= 1:
             keys = [stream_key(stream_id, v) for v in range(top, max(0, top - size), -1)]
-            found = [doc["version"] for doc in self.events.find({"_id": {"$in": keys}}, {"version": 1})]
+            found: list[int] = [doc["version"] for doc in self.events.find({"_id": {"$in": keys}}, {"version": 1})]
             if found:
                 return max(found)
             top, size = top - size, size * 4
@@ -353,7 +354,8 @@ def _commit_document(events: Sequence[RecordedEvent], references: Sequence[str])
 
 
 def _last_version(doc: Mapping[str, Any]) -> int:
-    return doc.get("last", doc["version"])  # a document from before commits holds one event
+    last: int = doc.get("last", doc["version"])  # a document from before commits holds one event
+    return last
 
 
 def _from_document(doc: dict[str, Any], service: str) -> list[RecordedEvent]:

@@ -40,7 +40,7 @@ class _Request:
 class GroupCommit:
     """Inserts into one collection, batched across the threads that insert at the same time."""
 
-    def __init__(self, collection: Collection, name: str) -> None:
+    def __init__(self, collection: Collection[dict[str, Any]], name: str) -> None:
         self._collection = collection
         self._name = name  # the metric label: which collection's writes are grouped
         self._ready = threading.Condition()

@@ -1,5 +1,7 @@
 """Gunicorn settings for every service's api process (`--config python:crmkit.gunicorn_conf`)."""
 
+from typing import Any
+
 from prometheus_client import multiprocess
 
 from crmkit.settings import chassis
@@ -28,7 +30,7 @@ logconfig_dict = {
 }
 
 
-def child_exit(server, worker):  # noqa: ARG001 - gunicorn's hook signature
+def child_exit(server: Any, worker: Any) -> None:  # noqa: ARG001 - gunicorn's hook signature
     """Drop a dead worker's live gauges from the merged /metrics."""
     if chassis().multiprocess_metrics:
         multiprocess.mark_process_dead(worker.pid)

@@ -35,7 +35,7 @@ from crmkit import auth
 from crmkit.config import data_dir, jwt_secret, local_secret
 from crmkit.events import utcnow
 
-_cache: dict[tuple, auth.KeyRing] = {}
+_cache: dict[tuple[object, ...], auth.KeyRing] = {}
 _lock = threading.Lock()
 RECHECK_SECONDS = 1.0  # how often a process looks at the ring file again (rotations from another process)
 _checked: dict[str | None, tuple[float, tuple[int, int, int] | None]] = {}  # per CRM_DATA_DIR: when, what stamp

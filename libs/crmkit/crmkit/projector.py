@@ -64,7 +64,7 @@ class StreamProjection:
 
     aggregate_types: Sequence[str] = ()
 
-    def __init__(self, name: str, collection: Collection, store: EventStore, topic: str) -> None:
+    def __init__(self, name: str, collection: Collection[dict[str, Any]], store: EventStore, topic: str) -> None:
         self.name = name
         self.collection = collection
         self.store = store
@@ -81,7 +81,7 @@ class StreamProjection:
         if not by_stream:
             return
         current = {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": list(by_stream)}})}
-        writes: list[InsertOne | ReplaceOne] = []
+        writes: list[InsertOne[dict[str, Any]] | ReplaceOne[dict[str, Any]]] = []
         streams: list[str] = []  # whose document each write is
         for stream_id, stream_events in by_stream.items():
             document = current.get(stream_id)
@@ -100,7 +100,7 @@ class StreamProjection:
         if writes:
             self._write(writes, streams, by_stream)
 
-    def _write(self, writes: list[InsertOne | ReplaceOne], streams: list[str],
+    def _write(self, writes: list[InsertOne[dict[str, Any]] | ReplaceOne[dict[str, Any]]], streams: list[str],
                by_stream: dict[str, list[RecordedEvent]]) -> None:
         """One unordered bulk write; a document another writer created meanwhile (the live
         projector beside a rebuild) makes its stream's insert fail, and its events are folded
@@ -141,7 +141,8 @@ class AggregateView(StreamProjection):
             cls.aggregate_types = (cls.kind.aggregate_type,)
 
     def document(self, aggregate: Any) -> dict[str, Any]:
-        return aggregate.view()
+        view: dict[str, Any] = aggregate.view()
+        return view
 
     def fold(self, document: dict[str, Any] | None, events: Sequence[RecordedEvent]) -> dict[str, Any]:
         if document:
@@ -180,7 +181,7 @@ class ProjectorRunner:
         bootstrap: str,
         reader: Callable[[list[RecordedEvent]], list[RecordedEvent]],
         *,
-        db: Database,
+        db: Database[dict[str, Any]],
         group_prefix: str = "crm",
         max_records: int = 500,
         policy: ProjectionPolicy | None = None,
@@ -254,7 +255,9 @@ class ProjectorRunner:
         return applied
 
     def _apply(self, deliveries: list[Delivery]) -> int:
-        for refused in (d for d in deliveries if d.refusal is not None):
+        for refused in deliveries:
+            if refused.refusal is None:
+                continue
             if isinstance(refused.refusal, NotACrmEvent):
                 metrics.POISON_EVENTS.labels(self.service, self.projection.name).inc()
             self._park(refused, refused.refusal, attempts=1, first_failed=utcnow())
@@ -331,8 +334,8 @@ class ProjectorRunner:
         lag = 0
         for tp in self.consumer.assignment():
             end = self.consumer.highwater(tp)
-            if end is not None:  # known once a fetch answered for the partition
-                behind = max(end - self.consumer.position(tp), 0)
+            if end is not None and (position := self.consumer.position(tp)) is not None:  # known once fetched
+                behind = max(end - position, 0)
                 metrics.CONSUMER_LAG.labels(self.service, self.projection.name, tp.topic, tp.partition).set(behind)
                 lag += behind
         self.progress.update(lag=lag, advanced=advanced, failure=failure)
@@ -346,7 +349,7 @@ class Progress:
     /readyz reads it. Both judge it with `projection_state`.
     """
 
-    def __init__(self, service: str, name: str, status: Collection, deadletters: DeadLetters,
+    def __init__(self, service: str, name: str, status: Collection[dict[str, Any]], deadletters: DeadLetters,
                  stall_seconds: float) -> None:
         self.service = service
         self.name = name
@@ -401,7 +404,7 @@ def projection_state(document: dict[str, Any], stall_seconds: float, now: dateti
             "parked": document.get("parked", 0)}
 
 
-def projection_states(db: Database, stall_seconds: float) -> list[dict[str, Any]]:
+def projection_states(db: Database[dict[str, Any]], stall_seconds: float) -> list[dict[str, Any]]:
     """Every projection of the service, as its worker last reported it (the api's /readyz)."""
     now = utcnow()
     return [projection_state(doc, stall_seconds, now) for doc in db[STATUS_COLLECTION].find().sort("_id", 1)]
@@ -490,7 +493,7 @@ def _bulk_load(projection: Projection) -> Callable[[], None]:
     (the contacts list) current through every write (bench/README.md). Lists served during
     a rebuild are incomplete anyway; their queries scan until the indexes are back."""
     collection = getattr(projection, "collection", None)
-    ensure_indexes = getattr(projection, "ensure_indexes", None)
+    ensure_indexes: Callable[[], None] | None = getattr(projection, "ensure_indexes", None)
     if not isinstance(collection, Collection) or ensure_indexes is None:
         return lambda: None
     collection.drop_indexes()
@@ -536,6 +539,6 @@ def caught_up(consumer: KafkaConsumer, partitions: Sequence[TopicPartition]) -> 
     """Whether `consumer` has read every partition up to its end (as it stands now)."""
     for tp in partitions:
         end = consumer.highwater(tp)
-        if end is None or consumer.position(tp) < end:
+        if end is None or (position := consumer.position(tp)) is None or position < end:
             return False
     return True

@@ -82,7 +82,8 @@ def _abort(context: grpc.ServicerContext, exc: DomainError) -> None:
 
 def _internal(exc: Exception, method: str, context: grpc.ServicerContext) -> str:
     """An unexpected failure: logged here, and the caller told only that it happened."""
-    if context.code() is not None:  # the servicer already aborted with a status of its own
+    # ServicerContext.code() is grpcio's (since 1.38) but not in types-grpcio's stub
+    if context.code() is not None:  # type: ignore[attr-defined]  # the servicer already aborted with a status of its own
         raise exc
     log.error("gRPC call failed", exc_info=exc, extra={"method": method})
     context.abort(grpc.StatusCode.INTERNAL, "internal error; it has been logged with the correlation id")
@@ -100,7 +101,7 @@ class _Observed(grpc.ServerInterceptor):
         if handler is None:
             return None
         method = details.method.rsplit("/", 1)[-1]
-        cid = dict(details.invocation_metadata or ()).get("x-correlation-id", "")
+        cid = str(dict(details.invocation_metadata or ()).get("x-correlation-id", ""))  # an ASCII key: a str
         if handler.unary_unary:
             return handler._replace(unary_unary=self._unary(handler.unary_unary, method, cid))
         if handler.unary_stream:
@@ -133,7 +134,8 @@ class _Observed(grpc.ServerInterceptor):
         except Exception as exc:
             code = _internal(exc, method, context)
         finally:
-            aborted = context.code()  # a refusal (or a servicer's own abort) is counted under its code
+            # a refusal (or a servicer's own abort) is counted under its code (code(): as in _internal)
+            aborted = context.code()  # type: ignore[attr-defined]
             self._observe(method, aborted.name if aborted is not None else code, started)
             correlation_id.reset(token)
 

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from datetime import UTC
+from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 from pymongo import MongoClient, timeout
@@ -41,7 +42,7 @@ class Runtime:
     ) -> None:
         self.settings = settings
         kafka_client_options()  # a CRM_KAFKA_* security setting that cannot work stops the process here, at start
-        self.mongo: MongoClient = MongoClient(
+        self.mongo: MongoClient[dict[str, Any]] = MongoClient(
             settings.mongo_url,
             serverSelectionTimeoutMS=5000,
             connectTimeoutMS=3000,

@@ -15,6 +15,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
+from typing import Any
 
 import grpc
 from flask import Blueprint, Flask
@@ -187,7 +188,7 @@ def worker_readiness(runners: Sequence[ProjectorRunner]) -> metrics.Readiness:
     nothing out of service; it makes the stall visible to probes and `kubectl get pods`.
     """
 
-    def readiness() -> tuple[int, dict]:
+    def readiness() -> tuple[int, dict[str, Any]]:
         states = [runner.progress.report() for runner in runners]
         stalled = [state["name"] for state in states if state["state"] == "degraded"]
         if stalled:

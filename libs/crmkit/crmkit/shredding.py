@@ -79,7 +79,7 @@ class KeyVault:
     tombstone: `_id`, `kid`, `created_at`, `erased_at`, no `key`.
     """
 
-    def __init__(self, collection: Collection) -> None:
+    def __init__(self, collection: Collection[dict[str, Any]]) -> None:
         self.keys = collection
         self._inserts = GroupCommit(collection, "data_keys")  # concurrent creates share a round trip
 
@@ -96,7 +96,7 @@ class KeyVault:
             if not self._inserts.insert([document]):
                 return _data_key(document)
             found = self.keys.find_one({"_id": subject})  # created (or erased) concurrently: use what won
-        return _data_key(found)
+        return _data_key(found) if found is not None else None  # None: erased meanwhile
 
     def keys_for(self, subjects: Iterable[str]) -> dict[str, DataKey]:
         """Many subjects' keys, the missing ones created, in one bulk insert (new streams in bulk:
@@ -112,14 +112,14 @@ class KeyVault:
             if any(error.get("code") != 11000 for error in errors):
                 raise
             taken = {documents[error["index"]]["_id"] for error in errors}  # had a key (or a tombstone)
-            return {**{doc["_id"]: _data_key(doc) for doc in documents if doc["_id"] not in taken},
+            return {**{doc["_id"]: _live_key(doc) for doc in documents if doc["_id"] not in taken},
                     **self.existing(taken)}
-        return {doc["_id"]: _data_key(doc) for doc in documents}
+        return {doc["_id"]: _live_key(doc) for doc in documents}
 
     def existing(self, subjects: Iterable[str]) -> dict[str, DataKey]:
         """Live keys of the subjects that have one (one query); tombstones are not keys."""
         found = self.keys.find({"_id": {"$in": list(set(subjects))}, "key": {"$exists": True}})
-        return {doc["_id"]: _data_key(doc) for doc in found}
+        return {doc["_id"]: _live_key(doc) for doc in found}
 
     def forget(self, subject: str) -> bool:
         """Erase: destroy the subject's key. Everything sealed with it becomes unreadable."""
@@ -149,6 +149,11 @@ def _data_key(document: Mapping[str, Any]) -> DataKey | None:
     """The key a vault document holds: None for a tombstone; a document without `kid` predates key ids."""
     if "key" not in document:
         return None
+    return _live_key(document)
+
+
+def _live_key(document: Mapping[str, Any]) -> DataKey:
+    """The key of a document known to hold one (just made, or found with `key` present)."""
     return DataKey(bytes(document["key"]), legacy="kid" not in document)
 
 

