@@ -10,6 +10,7 @@ is `crmkit.repository.Repository`, the edge between domain and store.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -69,9 +70,10 @@ class Aggregate:
         self.version += 1
         self.pending.append(pending)
 
-    def apply_stored(self, event: RecordedEvent) -> None:
-        """Apply a stored (upcast) event: as its object when the aggregate declares its type; a
-        type it does not declare changes nothing. An aggregate without typed events gets `(type, data)`."""
+    def apply_stored(self, event: RecordedEvent | NewEvent) -> None:
+        """Apply a stored (upcast) event, or a recorded one again: as its object when the aggregate
+        declares its type; a type it does not declare changes nothing. An aggregate without typed
+        events gets `(type, data)`."""
         if not self.event_types:
             self.apply(event.type, event.data)
         elif (kind := self.event_types.get((event.type, event.schema_version))) is not None:
@@ -81,7 +83,15 @@ class Aggregate:
     def state_names(cls) -> tuple[str, ...]:
         """The attributes `__init__` gives a new aggregate beyond the base's: its state, in order
         (what a snapshot keeps and `restore` sets back, without listing them again)."""
-        return tuple(name for name in vars(cls("")) if name not in BASE_STATE)
+        return _state_names(cls)
+
+    def adopt(self, event: DomainEvent) -> None:
+        """Take the value of every field of `event` that names a state attribute (an event that
+        states facts as they are now: a ticket opened with its subject, channel, ...)."""
+        state = _state_names(type(self))
+        for name in event.field_names():
+            if name in state:
+                setattr(self, name, getattr(event, name))
 
     @property
     def stored_version(self) -> int:
@@ -113,6 +123,11 @@ class Aggregate:
             self.version = event.version
             self.created_at = self.created_at or event.time
             self.updated_at = event.time
+
+
+@functools.cache
+def _state_names(kind: type[Aggregate]) -> tuple[str, ...]:
+    return tuple(name for name in vars(kind("")) if name not in BASE_STATE)
 
 
 def changes_by_event(kind: type[Aggregate], aggregate_id: str, events: Sequence[RecordedEvent]) -> list[dict[str, Any]]:

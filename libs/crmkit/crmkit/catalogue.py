@@ -48,6 +48,7 @@ class EventType:
     data: dict[str, Any]  # JSON Schema of `data` as domain code sees it (personal fields in clear)
     example: dict[str, Any]
     personal: Sequence[str] = field(default=())  # dotted paths sealed on the wire
+    kind: type[DomainEvent] | None = field(default=None, compare=False, repr=False)  # the typed event, if any
 
     @property
     def key(self) -> tuple[str, int]:
@@ -59,7 +60,7 @@ class EventType:
         docstring), the JSON Schema of `data` (crmkit.domainevents.json_schema) and its personal
         fields; only the example is written here."""
         return cls(kind.wire_name, kind.schema_version, kind.aggregate_type, kind.meaning(), json_schema(kind),
-                   example, kind.personal_paths())
+                   example, kind.personal_paths(), kind)
 
 
 class Catalogue:

@@ -92,6 +92,11 @@ class DomainEvent:
         return _from_data(cls, data)
 
     @classmethod
+    def field_names(cls) -> tuple[str, ...]:
+        """The fields' Python names, in order."""
+        return tuple(slot.attr for slot in _slots(cls))
+
+    @classmethod
     def personal_paths(cls) -> tuple[str, ...]:
         """Dotted paths of the personal fields (sealed on the wire with the person's key)."""
         return tuple(f.metadata.get("wire") or f.name for f in dataclasses.fields(cls) if f.metadata.get("personal"))

@@ -11,17 +11,24 @@ policy changes, a recompute appends `SlaRecomputed` with the versions as they ar
 the ticket's clocks are then counted piecewise: working time under the calendar in
 force at each instant, against the target in force when the clock started. Times
 inside events and state are RFC 3339 strings.
+
+Each aggregate declares its events (crmkit.domainevents): the catalogue's schemas follow from
+the dataclasses; a policy as tickets and policy events carry it stays plain JSON, its shape
+given once here (`POLICY_SCHEMA`, `POLICY_VERSION`).
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, time, timedelta
 from typing import Any
 
 from crm_servicedesk import business_hours as bh
 from crmkit.aggregate import Aggregate
+from crmkit.domainevents import DomainEvent, json_schema, personal_fields, spec
 from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import new_id, parse_time, rfc3339
 
@@ -46,14 +53,42 @@ WEEKDAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", 
 MAX_HOLIDAYS = 1000  # dates in one calendar
 NEVER_MS = 2**62  # "nothing due": an integer, because the stand-in compares null with numbers
 
-# Text the customer wrote is personal data: sealed with the ticket's key (see README,
-# "Erasure"): subject and description (usually the customer's own words), the
-# customer's comments, and the satisfaction comment.
-PERSONAL_DATA = {
-    "TicketOpened": ("subject", "description"),
-    "TicketCommented": ("customer_body",),
-    "SatisfactionRated": ("comment",),
+# JSON shapes the events' type hints cannot say: a policy's parts as tickets keep them (plain JSON).
+TEXT = {"type": "string", "minLength": 1}
+TIME = {"format": "date-time"}  # spec(**TIME): an RFC 3339 string
+ID = {"minLength": 1}  # spec(**ID): a non-empty id
+HHMM = {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
+TARGET_MINUTES = {"type": ["integer", "null"], "minimum": 1, "description": "business minutes; null: no target"}
+
+
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "additionalProperties": False, "properties": properties}
+
+
+TARGETS_SCHEMA = _object(list(PRIORITIES), {p: _object(list(TARGETS), {name: TARGET_MINUTES for name in TARGETS})
+                                            for p in PRIORITIES})
+BUSINESS_HOURS = {
+    **_object(["time_zone", "working_days", "start", "end"], {
+        "time_zone": {"type": "string", "minLength": 1, "description": "an IANA time zone, e.g. Asia/Tehran"},
+        "working_days": {"type": "array", "items": {"enum": list(WEEKDAYS)}, "minItems": 1, "maxItems": 7},
+        "start": HHMM,
+        "end": {"type": "string", "pattern": "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"},
+    }),
+    "type": ["object", "null"],
+    "description": "local working hours; null: 24/7",
 }
+ESCALATION = _object(["action", "assignee", "group"], {
+    "action": {"enum": list(ESCALATIONS)}, "assignee": {"type": ["string", "null"]},
+    "group": {"type": ["string", "null"]}})
+SERVQUAL_SCORES = {
+    "type": ["object", "null"], "additionalProperties": False, "minProperties": 1,
+    "properties": {name: {"type": "integer", "minimum": 1, "maximum": 7} for name in SERVQUAL},
+}
+COMMENT_AUTHORS = [
+    {"properties": {"author_type": {"const": "agent"}}, "required": ["body"], "not": {"required": ["customer_body"]}},
+    {"properties": {"author_type": {"const": "customer"}, "public": {"const": True}},
+     "required": ["customer_body"], "not": {"required": ["body"]}},
+]
 
 
 def calendar_of(policy: dict[str, Any] | None) -> bh.Calendar:
@@ -94,7 +129,7 @@ def choose_policy(policies: list[dict[str, Any]], priority: str, tier: str | Non
 
 
 POLICY_FIELDS = ("name", "description", "targets", "business_hours", "holidays", "customer_tiers", "escalation",
-                 "enabled")
+                 "enabled")  # what a version of a policy says: the fields of both policy events
 
 
 class SlaPolicy(Aggregate):
@@ -109,6 +144,41 @@ class SlaPolicy(Aggregate):
     aggregate_type = "sla_policy"
     VIEW_KEYS = frozenset({"_id", "id", "version", "created_at", "updated_at", "versions"})  # not fields
 
+    class SlaPolicyDefined(DomainEvent):
+        """An SLA policy was defined: targets per priority in business minutes, business hours, holidays, the
+        customer tiers it applies to, and what a breach escalates to. The subject is the policy id."""
+
+        policy_id: str = spec(**ID)
+        name: str = spec(**ID)
+        description: str | None
+        targets: dict[str, Any] = spec(schema=TARGETS_SCHEMA)
+        business_hours: dict[str, Any] | None = spec(schema=BUSINESS_HOURS)
+        holidays: list[str] = spec(items={"type": "string", "format": "date"})
+        customer_tiers: list[str] = spec(items=TEXT, description="the tiers it applies to (e.g. strategic); empty: "
+                                         "every customer")
+        escalation: dict[str, Any] = spec(schema=ESCALATION)
+        enabled: bool
+
+    class SlaPolicyRevised(DomainEvent):
+        """A new version of the SLA policy (its stream version), in force from `effective_at` on (past or future),
+        replacing from then on whatever was in force, later scheduled versions included. Carries every field as
+        revised (`changed` names those that differ from the version before); the calendar (business hours,
+        holidays) is part of the policy, and holidays taken from a country's public holidays are stored as the
+        dates they expanded to. Open tickets follow it through SlaRecomputed."""
+
+        policy_id: str = spec(**ID)
+        effective_at: str = spec(**TIME)
+        changed: list[str] = spec(items={"enum": list(POLICY_FIELDS)})
+        name: str = spec(**ID)
+        description: str | None
+        targets: dict[str, Any] = spec(schema=TARGETS_SCHEMA)
+        business_hours: dict[str, Any] | None = spec(schema=BUSINESS_HOURS)
+        holidays: list[str] = spec(items={"type": "string", "format": "date"})
+        customer_tiers: list[str] = spec(items=TEXT, description="the tiers it applies to (e.g. strategic); empty: "
+                                         "every customer")
+        escalation: dict[str, Any] = spec(schema=ESCALATION)
+        enabled: bool
+
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
         self.fields: dict[str, Any] = {}
@@ -119,7 +189,7 @@ class SlaPolicy(Aggregate):
     def define(cls, policy_id: str, fields: dict[str, Any]) -> SlaPolicy:
         calendar_of(fields)  # a calendar that cannot be built is a 422 at the edge; this is the last check
         policy = cls(policy_id)
-        policy.record("SlaPolicyDefined", {"policy_id": policy_id, **fields})
+        policy.record(cls.SlaPolicyDefined(policy_id=policy_id, **{name: fields.get(name) for name in POLICY_FIELDS}))
         return policy
 
     def revise(self, changes: dict[str, Any], effective_at: datetime, extra_holidays: Sequence[str] = ()) -> list[str]:
@@ -143,17 +213,25 @@ class SlaPolicy(Aggregate):
                                          **fields})
         if _periods(after) == _periods(self.timeline):
             return []
-        self.record("SlaPolicyRevised", {"policy_id": self.id, "effective_at": at, "changed": changed, **fields})
+        self.record(self.SlaPolicyRevised(policy_id=self.id, effective_at=at, changed=changed,
+                                          **{name: fields.get(name) for name in POLICY_FIELDS}))
         return changed
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
-        if event_type == "SlaPolicyDefined":
-            self.fields = {k: v for k, v in data.items() if k != "policy_id"}
-            self.timeline = [{"version": self.version + 1, "effective_at": None, "changed": [], **self.fields}]
-        elif event_type == "SlaPolicyRevised":
-            self.fields = {name: data.get(name) for name in POLICY_FIELDS}
-            self.timeline = _revised(self.timeline, {"version": self.version + 1, "effective_at": data["effective_at"],
-                                                     "changed": data.get("changed") or [], **self.fields})
+    @functools.singledispatchmethod
+    def apply(self, event: DomainEvent) -> None:
+        """Nothing else changes a policy."""
+
+    @apply.register(SlaPolicyDefined)
+    def _on_defined(self, event: SlaPolicyDefined) -> None:
+        self.fields = {k: v for k, v in event.data().items() if k != "policy_id"}
+        self.timeline = [{"version": self.version + 1, "effective_at": None, "changed": [], **self.fields}]
+
+    @apply.register(SlaPolicyRevised)
+    def _on_revised(self, event: SlaPolicyRevised) -> None:
+        data = event.data()
+        self.fields = {name: data[name] for name in POLICY_FIELDS}
+        self.timeline = _revised(self.timeline, {"version": self.version + 1, "effective_at": event.effective_at,
+                                                 "changed": event.changed or [], **self.fields})
 
     def in_force(self, moment: datetime) -> dict[str, Any]:
         """The version in force at `moment`, as a ticket keeps it."""
@@ -185,6 +263,19 @@ class SlaPolicy(Aggregate):
                 "created_at": self.created_at, "updated_at": self.updated_at}
 
 
+POLICY_SCHEMA = {name: schema for name, schema in json_schema(SlaPolicy.SlaPolicyDefined)["properties"].items()
+                 if name != "policy_id"}
+POLICY_VERSION = _object(["id", "version", *POLICY_FIELDS], {
+    "id": TEXT, "version": {"type": "integer", "minimum": 1, "description": "the policy stream's version"},
+    "effective_at": {"type": ["string", "null"], "format": "date-time", "description": "in force from then on "
+                     "(until a later version's effective_at); null: since always"}, **POLICY_SCHEMA})
+POLICY_SNAPSHOT = {
+    **POLICY_VERSION,
+    "type": ["object", "null"],
+    "description": "the SLA policy version in force when the ticket opened (kept with the ticket); null: none applied",
+}
+
+
 def _revised(timeline: list[dict[str, Any]], entry: dict[str, Any]) -> list[dict[str, Any]]:
     """`timeline` with `entry` in force from its effective time on (what was in force after it is replaced)."""
     at = parse_time(entry["effective_at"])
@@ -207,7 +298,180 @@ def _t(text: str | None) -> datetime | None:
 
 
 class Ticket(Aggregate):
+    """A ticket; its events' subject is the ticket id. What the customer wrote is personal data, sealed
+    with the ticket's key (README, "Erasure"): subject and description (usually the customer's own
+    words), the customer's comments, and the satisfaction comment."""
+
     aggregate_type = "ticket"
+
+    class TicketOpened(DomainEvent):
+        """A ticket was opened for a contact, with the SLA policy chosen for it now: the version in force
+        (`sla_policy`) and any recorded to take effect later (`sla_policy_later`, in order), kept with the ticket;
+        a later revision of the policy reaches it through `SlaRecomputed`. The subject is the ticket id."""
+
+        subject: str = spec(**ID, personal=True)
+        description: str | None = spec(personal=True)
+        contact_id: str = spec(**ID)
+        company_id: str | None = spec(**ID)
+        deal_id: str | None = spec(**ID)
+        channel: str = spec(enum=CHANNELS)
+        type: str = spec(enum=TYPES)
+        priority: str = spec(enum=PRIORITIES)
+        tags: list[str] = spec(items=TEXT)
+        assignee: str | None
+        group: str | None
+        customer_tier: str | None
+        opened_at: str = spec(**TIME)
+        sla_policy: dict[str, Any] | None = spec(schema=POLICY_SNAPSHOT)
+        sla_policy_later: list[dict[str, Any]] | None = spec(omit_none=True, items=POLICY_VERSION, description=(
+            "versions scheduled to take effect after the opening; optional"))  # [] when none: always recorded
+        team: str | None = spec(omit_none=True, maxLength=100, description=(
+            "the owning team, when it has one (added later, optional; not the agent `group`): team-scoped roles see "
+            "only its tickets"))
+
+    class TicketCommented(DomainEvent):
+        """A comment was added: an agent's public reply or internal note (`body`), or the customer's reply
+        (`customer_body`, always public, personal)."""
+
+        schema_extra = {"oneOf": COMMENT_AUTHORS}
+        comment_id: str = spec(**ID)
+        author_type: str = spec(enum=("agent", "customer"))
+        author: str
+        public: bool
+        body: str | None = spec(omit_none=True, minLength=1)
+        customer_body: str | None = spec(omit_none=True, minLength=1, personal=True)
+        at: str = spec(**TIME)
+
+    class TicketAssigned(DomainEvent):
+        """The ticket's assignee and/or group changed (both new values, and the old)."""
+
+        assignee: str | None
+        group: str | None
+        previous_assignee: str | None
+        previous_group: str | None
+        at: str = spec(**TIME)
+
+    class TicketStatusChanged(DomainEvent):
+        """The ticket moved along its workflow (`solved` → `open` is a reopen); `reason` `manual`, or
+        `customer_replied` / `agent_replied` when a comment moved it."""
+
+        from_: str = spec(wire="from", enum=STATUSES)
+        to: str = spec(enum=STATUSES)
+        reason: str = spec(enum=("manual", "customer_replied", "agent_replied"))
+        at: str = spec(**TIME)
+
+    class TicketSolved(DomainEvent):
+        """The ticket was solved (right after its TicketStatusChanged to `solved`), with its resolution and first
+        response times; messaging sends the satisfaction survey to `contact_id`."""
+
+        ticket_id: str = spec(**ID)
+        contact_id: str = spec(**ID)
+        at: str = spec(**TIME)
+        resolution_minutes: float | None = spec(minimum=0, description="business minutes under the ticket's policy")
+        first_response_minutes: float | None = spec(minimum=0, description="business minutes under the ticket's policy")
+
+    class SlaBreachedV1(DomainEvent, name="SlaBreached", version=1):
+        """Superseded by v2 (still readable: upcast on read, `breached_at` becoming v2's `detected_at` and the due
+        time v2's `breached_at`). An SLA target of the ticket was missed; `breached_at` was when it was found open
+        past due, or when it was met late."""
+
+        key: str = spec(pattern="^(first_response|resolution|next_response:[0-9]+)$")
+        target: str = spec(enum=TARGETS)
+        priority: str = spec(enum=PRIORITIES)
+        contact_id: str = spec(**ID)
+        policy_id: str | None = spec(**ID)
+        due_at: str = spec(**TIME)
+        breached_at: str = spec(**TIME)
+
+    class SlaBreached(DomainEvent, version=2):
+        """An SLA target of the ticket was missed (recorded once per `key`: the target, `next_response:<n>` per
+        reply cycle). `breached_at` is when the promise broke: the due time, however late it was found (by a sweep,
+        by the command that met it late, or by a recompute after a policy change); `detected_at` is when it was
+        recorded. A later `SlaRecomputed` may withdraw or move it."""
+
+        key: str = spec(pattern="^(first_response|resolution|next_response:[0-9]+)$")
+        target: str = spec(enum=TARGETS)
+        priority: str = spec(enum=PRIORITIES)
+        contact_id: str = spec(**ID)
+        policy_id: str | None = spec(**ID)
+        due_at: str = spec(**TIME)
+        breached_at: str = spec(**TIME)
+        detected_at: str = spec(**TIME)
+
+    @dataclass(frozen=True)
+    class Due:
+        """A target's due time after a recompute (null while paused)."""
+
+        key: str
+        target: str = spec(enum=TARGETS)
+        due_at: str | None = spec(**TIME)
+
+    @dataclass(frozen=True)
+    class Moved:
+        """A recorded breach whose due (and breach) time a recompute moved."""
+
+        key: str
+        due_at: str = spec(**TIME)
+        breached_at: str = spec(**TIME)
+
+    class SlaRecomputed(DomainEvent):
+        """The ticket now follows its policy's versions as they are (`versions`, `timeline`: the version in force
+        when it opened and every later one), after a revision of the policy or its calendar; its clocks count
+        working time under the calendar in force at each instant. `due`: each target's due time now (null while
+        paused); `withdrawn`: breach keys no longer breached; `moved`: breaches whose due (and breach) time moved.
+        Breaches newly past due follow as SlaBreached."""
+
+        policy_id: str = spec(**ID)
+        versions: list[int] = spec(items={"type": "integer", "minimum": 1}, minItems=1)
+        timeline: list[dict[str, Any]] = spec(items=POLICY_VERSION, minItems=1)
+        due: list[Ticket.Due]
+        withdrawn: list[str]
+        moved: list[Ticket.Moved]
+        at: str = spec(**TIME)
+
+    class TicketEscalated(DomainEvent):
+        """An open target was breached and the policy escalates: the priority was raised, or the ticket reassigned
+        (`assignee`, `group` are the values from now on)."""
+
+        target: str = spec(enum=TARGETS)
+        action: str = spec(enum=[a for a in ESCALATIONS if a != "none"])
+        from_priority: str = spec(enum=PRIORITIES)
+        to_priority: str = spec(enum=PRIORITIES)
+        assignee: str | None
+        group: str | None
+        at: str = spec(**TIME)
+
+    class SatisfactionRated(DomainEvent):
+        """The customer rated the solved ticket (once): CSAT 1–5, optional NPS 0–10, SERVQUAL dimensions 1–7 and a
+        comment (personal)."""
+
+        contact_id: str = spec(**ID)
+        csat: int = spec(minimum=1, maximum=5)
+        comment: str | None = spec(personal=True)
+        nps: int | None = spec(minimum=0, maximum=10)
+        servqual: dict[str, int] | None = spec(schema=SERVQUAL_SCORES)
+        at: str = spec(**TIME)
+
+    class TicketContactChanged(DomainEvent):
+        """The ticket now belongs to another contact: its contact was merged into `contact_id` (`merge_id` names
+        the merge), or that merge was reversed (back to the duplicate `contact_id`)."""
+
+        contact_id: str = spec(**ID)
+        previous_contact_id: str = spec(**ID)
+        reason: str = spec(enum=("contact_merged", "contact_unmerged"), description=(
+            "why: the contact was merged into another; or that merge was reversed (`contact_unmerged`, added "
+            "later: a new value)"))
+        at: str = spec(**TIME)
+        merge_id: str | None = spec(omit_none=True, **ID, description=(
+            "the contacts service's ContactMerged event that caused the move (or whose reversal did); also the "
+            "envelope's causationid"))
+
+    class TicketCustomerDataErased(DomainEvent):
+        """A person on the ticket was erased: drop what they wrote (subject, description, their comments, the rating
+        comment); the ticket's key is deleted, so every sealed field of this ticket becomes unreadable."""
+
+        contact_id: str = spec(**ID)
+        at: str = spec(**TIME)
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -252,15 +516,13 @@ class Ticket(Aggregate):
              now: datetime) -> Ticket:
         """A new ticket following `timeline`: its policy's version in force now and any scheduled later."""
         ticket = cls(ticket_id)
-        ticket.record("TicketOpened", {
-            "subject": fields["subject"], "description": fields.get("description"),
-            "contact_id": fields["contact_id"], "company_id": fields.get("company_id"),
-            "deal_id": fields.get("deal_id"), "channel": fields["channel"], "type": fields["type"],
-            "priority": fields.get("priority") or "normal", "tags": fields.get("tags") or [],
-            "assignee": fields.get("assignee"), "group": fields.get("group"), "customer_tier": tier,
-            "opened_at": rfc3339(now), "sla_policy": timeline[0] if timeline else None,
-            "sla_policy_later": timeline[1:], **({"team": fields["team"]} if fields.get("team") else {}),
-        })
+        ticket.record(cls.TicketOpened(
+            subject=fields["subject"], description=fields.get("description"), contact_id=fields["contact_id"],
+            company_id=fields.get("company_id"), deal_id=fields.get("deal_id"), channel=fields["channel"],
+            type=fields["type"], priority=fields.get("priority") or "normal", tags=fields.get("tags") or [],
+            assignee=fields.get("assignee"), group=fields.get("group"), customer_tier=tier, opened_at=rfc3339(now),
+            sla_policy=timeline[0] if timeline else None, sla_policy_later=timeline[1:],
+            team=fields.get("team") or None))
         return ticket
 
     def comment(self, body: str, public: bool, author_type: str, author: str, now: datetime,
@@ -274,9 +536,10 @@ class Ticket(Aggregate):
             raise ValidationFailed("an internal note is written by an agent",
                                    {"public": ["a customer comment is always public"]})
         comment_id = comment_id or new_id()
-        text_field = "customer_body" if author_type == "customer" else "body"
-        self.record("TicketCommented", {"comment_id": comment_id, "author_type": author_type, "author": author,
-                                        "public": public, text_field: body, "at": rfc3339(now)})
+        customer = author_type == "customer"
+        self.record(self.TicketCommented(comment_id=comment_id, author_type=author_type, author=author, public=public,
+                                         body=None if customer else body, customer_body=body if customer else None,
+                                         at=rfc3339(now)))
         if author_type == "customer" and self.status in ("pending", "solved"):
             self._move("open", now, "customer_replied")
         elif author_type == "agent" and public and self.status == "new":
@@ -290,9 +553,8 @@ class Ticket(Aggregate):
         new_group = group if group is not None else self.group
         if (new_assignee, new_group) == (self.assignee, self.group):
             return
-        self.record("TicketAssigned", {"assignee": new_assignee, "group": new_group,
-                                       "previous_assignee": self.assignee, "previous_group": self.group,
-                                       "at": rfc3339(now)})
+        self.record(self.TicketAssigned(assignee=new_assignee, group=new_group, previous_assignee=self.assignee,
+                                        previous_group=self.group, at=rfc3339(now)))
 
     def change_status(self, status: str, now: datetime) -> None:
         if status == self.status or status not in TRANSITIONS[self.status]:
@@ -306,9 +568,9 @@ class Ticket(Aggregate):
             raise Conflict(f"a ticket is rated after it is solved; it is {self.status}")
         if self.satisfaction is not None:
             raise Conflict("this ticket has already been rated")
-        self.record("SatisfactionRated", {
-            "contact_id": self.contact_id, "csat": rating["csat"], "comment": rating.get("comment"),
-            "nps": rating.get("nps"), "servqual": rating.get("servqual") or None, "at": rfc3339(now)})
+        self.record(self.SatisfactionRated(
+            contact_id=self.contact_id, csat=rating["csat"], comment=rating.get("comment"), nps=rating.get("nps"),
+            servqual=rating.get("servqual") or None, at=rfc3339(now)))
 
     def detect_breaches(self, now: datetime) -> list[str]:
         """Record SlaBreached for every target past due and not yet recorded; escalate.
@@ -325,11 +587,10 @@ class Ticket(Aggregate):
             due = state["due_at"]
             if (completed is None and now >= due) or (completed is not None and completed > due):
                 # the promise broke at the due time, however late a sweep or a recompute finds it
-                self.record("SlaBreached", {
-                    "key": key, "target": target, "priority": self.priority, "contact_id": self.contact_id,
-                    "policy_id": (self.policy or {}).get("id"), "due_at": rfc3339(due),
-                    "breached_at": rfc3339(due), "detected_at": rfc3339(now),
-                }, schema_version=2)
+                self.record(self.SlaBreached(
+                    key=key, target=target, priority=self.priority, contact_id=self.contact_id,
+                    policy_id=(self.policy or {}).get("id"), due_at=rfc3339(due), breached_at=rfc3339(due),
+                    detected_at=rfc3339(now)))
                 recorded.append(key)
                 if completed is None:
                     self._escalate(target, now)
@@ -359,12 +620,12 @@ class Ticket(Aggregate):
             if due is None or (completed or now) < due or (completed is not None and completed <= due):
                 withdrawn.append(key)
             elif rfc3339(due) != self.breaches[key]["due_at"]:
-                moved.append({"key": key, "due_at": rfc3339(due), "breached_at": rfc3339(due)})
-        self.record("SlaRecomputed", {
-            "policy_id": self.policy["id"], "versions": [e["version"] for e in timeline], "timeline": timeline,
-            "due": [{"key": key, "target": target, "due_at": rfc3339(state["due_at"]) if state["due_at"] else None}
-                    for key, target, state in states],
-            "withdrawn": withdrawn, "moved": moved, "at": rfc3339(now)})
+                moved.append(self.Moved(key, rfc3339(due), rfc3339(due)))
+        self.record(self.SlaRecomputed(
+            policy_id=self.policy["id"], versions=[e["version"] for e in timeline], timeline=timeline,
+            due=[self.Due(key, target, rfc3339(state["due_at"]) if state["due_at"] else None)
+                 for key, target, state in states],
+            withdrawn=withdrawn, moved=moved, at=rfc3339(now)))
         self.detect_breaches(now)
         return True
 
@@ -373,16 +634,14 @@ class Ticket(Aggregate):
         action = escalation.get("action") or "none"
         if action == "none":
             return
-        data: dict[str, Any] = {"target": target, "action": action, "from_priority": self.priority,
-                                "to_priority": self.priority, "assignee": self.assignee, "group": self.group,
-                                "at": rfc3339(now)}
+        priority, assignee, group = self.priority, self.assignee, self.group
         if action == "raise_priority":
-            rank = PRIORITIES.index(self.priority)
-            data["to_priority"] = PRIORITIES[min(rank + 1, len(PRIORITIES) - 1)]
+            priority = PRIORITIES[min(PRIORITIES.index(self.priority) + 1, len(PRIORITIES) - 1)]
         else:  # reassign
-            data["assignee"] = escalation.get("assignee") or self.assignee
-            data["group"] = escalation.get("group") or self.group
-        self.record("TicketEscalated", data)
+            assignee = escalation.get("assignee") or self.assignee
+            group = escalation.get("group") or self.group
+        self.record(self.TicketEscalated(target=target, action=action, from_priority=self.priority,
+                                         to_priority=priority, assignee=assignee, group=group, at=rfc3339(now)))
 
     def repoint(self, survivor_id: str, now: datetime, merge_id: str | None = None,
                 reason: str = "contact_merged") -> bool:
@@ -390,9 +649,8 @@ class Ticket(Aggregate):
         (or, with reason `contact_unmerged`, the merge reversed)."""
         if self.contact_id == survivor_id:
             return False
-        self.record("TicketContactChanged", {"contact_id": survivor_id, "previous_contact_id": self.contact_id,
-                                             "reason": reason, "at": rfc3339(now),
-                                             **({"merge_id": merge_id} if merge_id else {})})
+        self.record(self.TicketContactChanged(contact_id=survivor_id, previous_contact_id=self.contact_id,
+                                              reason=reason, at=rfc3339(now), merge_id=merge_id or None))
         return True
 
     def move_back(self, duplicate_id: str, survivor_id: str, merge_id: str | None, now: datetime) -> bool:
@@ -409,17 +667,17 @@ class Ticket(Aggregate):
         """Scrub what the erased person wrote from this ticket's state (the key is forgotten by the caller)."""
         if contact_id in self.erased_contacts:
             return False
-        self.record("TicketCustomerDataErased", {"contact_id": contact_id, "at": rfc3339(now)})
+        self.record(self.TicketCustomerDataErased(contact_id=contact_id, at=rfc3339(now)))
         return True
 
     def _move(self, status: str, now: datetime, reason: str) -> None:
         at = rfc3339(now)
-        self.record("TicketStatusChanged", {"from": self.status, "to": status, "reason": reason, "at": at})
+        self.record(self.TicketStatusChanged(from_=self.status, to=status, reason=reason, at=at))
         if status == "solved":
             # ticket and contact ids: what messaging's survey trigger sends to (the event names its person)
-            self.record("TicketSolved", {"ticket_id": self.id, "contact_id": self.contact_id,
-                                         "at": at, "resolution_minutes": self.resolution_minutes(now),
-                                         "first_response_minutes": self.first_response_minutes()})
+            self.record(self.TicketSolved(ticket_id=self.id, contact_id=self.contact_id, at=at,
+                                          resolution_minutes=self.resolution_minutes(now),
+                                          first_response_minutes=self.first_response_minutes()))
 
     def _require_not_closed(self, what: str) -> None:
         if self.status == "closed":
@@ -427,39 +685,40 @@ class Ticket(Aggregate):
 
     # --- state ---------------------------------------------------------------------
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
-        handler = getattr(self, f"_on_{event_type}", None)
-        if handler is not None:
-            handler(data)
+    @functools.singledispatchmethod
+    def apply(self, event: DomainEvent) -> None:
+        """An event with no effect on the state: TicketSolved is for consumers (the status change carries it)."""
 
-    def _on_TicketOpened(self, d: dict[str, Any]) -> None:  # noqa: N802
-        for name in ("subject", "description", "contact_id", "company_id", "deal_id", "channel", "type",
-                     "priority", "assignee", "group", "team", "customer_tier", "opened_at"):
-            setattr(self, name, d.get(name))
-        self.tags = list(d.get("tags") or [])
-        self.policy = d.get("sla_policy")
-        later = d.get("sla_policy_later") or []
+    @apply.register(TicketOpened)
+    def _on_opened(self, event: TicketOpened) -> None:
+        self.adopt(event)  # subject, contact, channel, type, priority, assignee, group, team, tier, opened_at, ...
+        self.tags = list(event.tags or [])
+        self.policy = event.sla_policy
+        later = event.sla_policy_later or []
         self.policy_timeline = [self.policy, *later] if self.policy and later else None
 
-    def _on_TicketCommented(self, d: dict[str, Any]) -> None:  # noqa: N802
-        customer = d["author_type"] == "customer"
-        self.comments.append({"id": d["comment_id"], "author_type": d["author_type"], "author": d["author"],
-                              "public": d["public"], "body": d.get("customer_body" if customer else "body"),
-                              "at": d["at"]})
+    @apply.register(TicketCommented)
+    def _on_commented(self, event: TicketCommented) -> None:
+        customer = event.author_type == "customer"
+        self.comments.append({"id": event.comment_id, "author_type": event.author_type, "author": event.author,
+                              "public": event.public, "body": event.customer_body if customer else event.body,
+                              "at": event.at})
         if customer:
             if self.first_response_at is not None and self.awaiting_reply_since is None:
-                self.awaiting_reply_since = d["at"]
+                self.awaiting_reply_since = event.at
                 self.replies_awaited += 1
-        elif d["public"]:
-            self.first_response_at = self.first_response_at or d["at"]
-            self.last_agent_reply_at = d["at"]
+        elif event.public:
+            self.first_response_at = self.first_response_at or event.at
+            self.last_agent_reply_at = event.at
             self.awaiting_reply_since = None
 
-    def _on_TicketAssigned(self, d: dict[str, Any]) -> None:  # noqa: N802
-        self.assignee, self.group = d["assignee"], d["group"]
+    @apply.register(TicketAssigned)
+    def _on_assigned(self, event: TicketAssigned) -> None:
+        self.assignee, self.group = event.assignee, event.group
 
-    def _on_TicketStatusChanged(self, d: dict[str, Any]) -> None:  # noqa: N802
-        before, after, at = d["from"], d["to"], d["at"]
+    @apply.register(TicketStatusChanged)
+    def _on_status_changed(self, event: TicketStatusChanged) -> None:
+        before, after, at = event.from_, event.to, event.at
         if before in PAUSED and after not in PAUSED and self.pauses and self.pauses[-1][1] is None:
             self.pauses[-1][1] = at
         if after in PAUSED and before not in PAUSED:
@@ -475,36 +734,39 @@ class Ticket(Aggregate):
             self.closed_at = at
         self.status = after
 
-    def _on_TicketSolved(self, d: dict[str, Any]) -> None:  # noqa: N802
-        pass  # the status change carries the state; this event is for consumers
+    @apply.register(SlaBreached)
+    def _on_breached(self, event: SlaBreached) -> None:
+        self.breaches[event.key] = {"target": event.target, "priority": event.priority, "due_at": event.due_at,
+                                    "breached_at": event.breached_at, "detected_at": event.detected_at}
 
-    def _on_SlaBreached(self, d: dict[str, Any]) -> None:  # noqa: N802
-        self.breaches[d["key"]] = {"target": d["target"], "priority": d.get("priority"), "due_at": d["due_at"],
-                                   "breached_at": d["breached_at"], "detected_at": d.get("detected_at")}
-
-    def _on_SlaRecomputed(self, d: dict[str, Any]) -> None:  # noqa: N802
-        self.policy_timeline = d["timeline"]
-        for key in d["withdrawn"]:
+    @apply.register(SlaRecomputed)
+    def _on_recomputed(self, event: SlaRecomputed) -> None:
+        self.policy_timeline = event.timeline
+        for key in event.withdrawn:
             self.breaches.pop(key, None)
-        for move in d["moved"]:
-            if move["key"] in self.breaches:
-                self.breaches[move["key"]].update(due_at=move["due_at"], breached_at=move["breached_at"])
+        for move in event.moved:
+            if move.key in self.breaches:
+                self.breaches[move.key].update(due_at=move.due_at, breached_at=move.breached_at)
 
-    def _on_TicketEscalated(self, d: dict[str, Any]) -> None:  # noqa: N802
-        self.priority, self.assignee, self.group = d["to_priority"], d["assignee"], d["group"]
-        self.escalations.append({k: d[k] for k in ("target", "action", "from_priority", "to_priority", "at")})
+    @apply.register(TicketEscalated)
+    def _on_escalated(self, event: TicketEscalated) -> None:
+        self.priority, self.assignee, self.group = event.to_priority, event.assignee, event.group
+        self.escalations.append({k: v for k, v in event.data().items() if k not in ("assignee", "group")})
 
-    def _on_SatisfactionRated(self, d: dict[str, Any]) -> None:  # noqa: N802
-        self.satisfaction = {k: d.get(k) for k in ("csat", "comment", "nps", "servqual", "at")}
+    @apply.register(SatisfactionRated)
+    def _on_rated(self, event: SatisfactionRated) -> None:
+        self.satisfaction = {k: v for k, v in event.data().items() if k != "contact_id"}
 
-    def _on_TicketContactChanged(self, d: dict[str, Any]) -> None:  # noqa: N802
-        self.previous_contact_ids.append(d["previous_contact_id"])
-        self.contact_id = d["contact_id"]
-        by_merge = d.get("reason", "contact_merged") == "contact_merged"
-        self.merge_move = {"merge_id": d.get("merge_id"), "from": d["previous_contact_id"]} if by_merge else None
+    @apply.register(TicketContactChanged)
+    def _on_contact_changed(self, event: TicketContactChanged) -> None:
+        self.previous_contact_ids.append(event.previous_contact_id)
+        self.contact_id = event.contact_id
+        by_merge = event.reason in (None, "contact_merged")  # a change recorded before reasons were: a merge
+        self.merge_move = {"merge_id": event.merge_id, "from": event.previous_contact_id} if by_merge else None
 
-    def _on_TicketCustomerDataErased(self, d: dict[str, Any]) -> None:  # noqa: N802
-        self.erased_contacts.append(d["contact_id"])
+    @apply.register(TicketCustomerDataErased)
+    def _on_erased(self, event: TicketCustomerDataErased) -> None:
+        self.erased_contacts.append(event.contact_id)
         self.subject = self.description = None
         for comment in self.comments:
             if comment["author_type"] == "customer":
@@ -624,23 +886,16 @@ class Ticket(Aggregate):
 
     # --- views ---------------------------------------------------------------------
 
-    STATE = ("subject", "description", "contact_id", "previous_contact_ids", "company_id", "deal_id", "channel",
-             "type", "priority", "status", "tags", "assignee", "group", "team", "customer_tier", "opened_at", "policy",
-             "policy_timeline",
-             "comments", "first_response_at", "last_agent_reply_at", "awaiting_reply_since", "replies_awaited",
-             "solved_at", "closed_at", "pauses", "solved_periods", "breaches", "escalations", "satisfaction",
-             "erased_contacts")
-
     def snapshot(self) -> dict[str, Any]:
         """The whole state as plain JSON (what the read model keeps to fold further)."""
-        return {name: getattr(self, name) for name in self.STATE}
+        return {name: getattr(self, name) for name in self.state_names()}
 
     @classmethod
     def restore(cls, view: dict[str, Any]) -> Ticket:
         """The ticket back from its read-model document (`id`, `version`, times and `state`, the snapshot)."""
         ticket = cls(view["id"])
         state = copy.deepcopy(view["state"])
-        for name in cls.STATE:
+        for name in cls.state_names():
             if name in state:
                 setattr(ticket, name, state[name])
         ticket.version = view["version"]
@@ -676,3 +931,7 @@ class Ticket(Aggregate):
 def due_ms(moment: datetime | None) -> int:
     return NEVER_MS if moment is None else int((moment - datetime(1970, 1, 1, tzinfo=moment.tzinfo))
                                               / timedelta(milliseconds=1))
+
+
+# Text the customer wrote is personal data, sealed with the ticket's key: the fields declared personal=True.
+PERSONAL_DATA = personal_fields(Ticket)

@@ -17,11 +17,17 @@ statements were worded negatively), in English and Persian. An admin may ask a s
 set (`ServqualInstrument`: which items per dimension, and the dimensions' weights); every
 survey keeps the items and weights it was sent with, so later changes never change what
 an answer meant.
+
+Each aggregate declares its events (crmkit.domainevents; the catalogue's entries follow from them,
+servqual_events only adds examples). No personal data: the answers are scores, the survey names its
+contact by id. An instrument event's subject is `servqual-instrument`, a policy event's
+`servqual-policy`, a survey event's the survey id.
 """
 
 from __future__ import annotations
 
 import copy
+import functools
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -29,6 +35,7 @@ from fractions import Fraction
 from typing import Any
 
 from crmkit.aggregate import Aggregate
+from crmkit.domainevents import DomainEvent, spec
 from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import rfc3339
 
@@ -236,10 +243,41 @@ def normalized(weights: Mapping[str, float]) -> dict[str, float]:
     return {d: round((weights.get(d) or 0) / total, 10) for d in DIMENSIONS}
 
 
+# JSON shapes the events' type hints cannot say (plain JSON keyed by dimension or item)
+TIME = {"format": "date-time"}  # spec(**TIME): an RFC 3339 string
+ID = {"minLength": 1}
+
+
+def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "required": required, "additionalProperties": False, "properties": properties}
+
+
+ITEM_ID = {"enum": sorted(ITEMS, key=lambda item: int(item[1:]))}
+SCORE = {"type": "integer", "minimum": LIKERT[0], "maximum": LIKERT[1]}
+GAP = {"type": ["number", "null"], "minimum": -6, "maximum": 6}
+ITEMS_ASKED = _object(list(DIMENSIONS), {d: {"type": "array", "items": {"enum": list(ITEMS_OF[d])}, "uniqueItems": True}
+                                         for d in DIMENSIONS})
+WEIGHTS = {**_object(list(DIMENSIONS), {d: {"type": "number", "minimum": 0, "maximum": 1} for d in DIMENSIONS}),
+           "description": "each dimension's share of the overall gap, fractions summing to 1"}
+PER_DIMENSION = _object(list(DIMENSIONS), {d: GAP for d in DIMENSIONS})
+MEANS = _object(list(DIMENSIONS), {d: {"type": ["number", "null"], "minimum": LIKERT[0], "maximum": LIKERT[1]}
+                                   for d in DIMENSIONS})
+SCORES = {"type": "object", "propertyNames": ITEM_ID, "additionalProperties": SCORE}
+
+
 class ServqualInstrument(Aggregate):
     """What a SERVQUAL survey asks: the items per dimension and the dimensions' weights (one per desk)."""
 
     aggregate_type = "servqual_instrument"
+
+    class ServqualInstrumentConfigured(DomainEvent):
+        """An admin set what SERVQUAL surveys ask from now on: the standard items per dimension (q1–q22 of
+        Parasuraman, Zeithaml & Berry 1988; a dimension with none is not asked) and the dimensions' weights
+        in the overall gap. Surveys already sent keep what they were sent with. The subject is
+        `servqual-instrument`."""
+
+        items: dict[str, list[str]] = spec(schema=ITEMS_ASKED)
+        weights: dict[str, float] = spec(schema=WEIGHTS)
 
     def __init__(self, aggregate_id: str = INSTRUMENT_ID) -> None:
         super().__init__(aggregate_id)
@@ -256,13 +294,17 @@ class ServqualInstrument(Aggregate):
         weighted = normalized(weights) if weights is not None else default_weights(chosen)
         if (chosen, weighted) == (self.items, self.weights):
             return False
-        self.record("ServqualInstrumentConfigured", {"items": chosen, "weights": weighted})
+        self.record(self.ServqualInstrumentConfigured(items=chosen, weights=weighted))
         return True
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
-        if event_type == "ServqualInstrumentConfigured":
-            self.items = {d: list(data["items"].get(d) or ()) for d in DIMENSIONS}
-            self.weights = {d: float(data["weights"].get(d) or 0) for d in DIMENSIONS}
+    @functools.singledispatchmethod
+    def apply(self, event: DomainEvent) -> None:
+        """Nothing else changes the instrument."""
+
+    @apply.register(ServqualInstrumentConfigured)
+    def _on_configured(self, event: ServqualInstrumentConfigured) -> None:
+        self.items = {d: list((event.items or {}).get(d) or ()) for d in DIMENSIONS}
+        self.weights = {d: float((event.weights or {}).get(d) or 0) for d in DIMENSIONS}
 
     def snapshot(self) -> dict[str, Any]:
         """What a survey keeps: the instrument's version, items and weights when it was sent."""
@@ -293,6 +335,18 @@ class ServqualPolicy(Aggregate):
 
     aggregate_type = "servqual_policy"
 
+    class ServqualPolicyConfigured(DomainEvent):
+        """An admin set when the desk sends SERVQUAL surveys by itself: a contact's every Nth solved ticket, every
+        Nth ticket solved overall, once a quarter to the contacts of some customer tiers; `counting_since`:
+        solved tickets are counted from then on. The subject is `servqual-policy`."""
+
+        enabled: bool
+        every_nth_solved_per_contact: int | None = spec(minimum=1)
+        every_nth_solved_overall: int | None = spec(minimum=1)
+        quarterly_tiers: list[str] = spec(items={"type": "string", "minLength": 1})
+        counting_since: str = spec(**TIME)
+        at: str = spec(**TIME)
+
     def __init__(self, aggregate_id: str = POLICY_ID) -> None:
         super().__init__(aggregate_id)
         self.enabled = False
@@ -313,16 +367,18 @@ class ServqualPolicy(Aggregate):
         counting = ("enabled", "every_nth_solved_per_contact", "every_nth_solved_overall")
         restart = self.counting_since is None or any(wanted[n] != current[n] for n in counting)
         at = rfc3339(now)
-        self.record("ServqualPolicyConfigured", {**wanted, "counting_since": at if restart else self.counting_since,
-                                                 "at": at})
+        self.record(self.ServqualPolicyConfigured(**wanted, counting_since=at if restart else self.counting_since,
+                                                  at=at))
         return True
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
-        if event_type == "ServqualPolicyConfigured":
-            for name in POLICY_FIELDS:
-                setattr(self, name, data.get(name))
-            self.quarterly_tiers = list(self.quarterly_tiers or [])
-            self.counting_since = data.get("counting_since")
+    @functools.singledispatchmethod
+    def apply(self, event: DomainEvent) -> None:
+        """Nothing else changes the policy."""
+
+    @apply.register(ServqualPolicyConfigured)
+    def _on_configured(self, event: ServqualPolicyConfigured) -> None:
+        self.adopt(event)  # its rules and counting_since
+        self.quarterly_tiers = list(self.quarterly_tiers or [])
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, **{name: getattr(self, name) for name in POLICY_FIELDS},
@@ -333,6 +389,10 @@ class ServqualPolicy(Aggregate):
 
 TRIGGERS = ("every_nth_solved", "quarterly", "manual")
 RESULT = ("item_gaps", "dimension_gaps", "overall_gap", "dimension_expectations", "dimension_perceptions")
+TRIGGER = {"type": "object", "required": ["rule"], "additionalProperties": False, "properties": {
+    "rule": {"enum": list(TRIGGERS)}, "scope": {"enum": ["contact", "overall"]}, "n": {"type": "integer", "minimum": 1},
+    "period": {"type": "string", "pattern": "^[0-9]{4}-Q[1-4]$"}, "tier": {"type": ["string", "null"]}},
+    "description": "what sent it: every_nth_solved (scope, n), quarterly (period, tier) or manual (staff)"}
 
 
 def answer_problems(items: Mapping[str, Sequence[str]], expectations: Mapping[str, Any],
@@ -358,8 +418,41 @@ class ServqualSurvey(Aggregate):
     """One SERVQUAL questionnaire sent to a contact, with the instrument as it was then; answered once."""
 
     aggregate_type = "servqual_survey"
-    STATE = ("contact_id", "trigger", "ticket_id", "group", "customer_tier", "instrument_version", "items",
-             "weights", "sent_at", "answered_at", "expectations", "perceptions", "result")
+
+    class ServqualSurveySent(DomainEvent):
+        """A SERVQUAL survey was sent to `contact_id`: messaging's default trigger emails them its signed link
+        (the service desk's /v1/surveys/servqual/<token>). It keeps the instrument as it was (`items`,
+        `weights`, `instrument_version`), what sent it (`trigger`), the ticket it follows (if any), the agent
+        group that served the contact and their customer tier then. The subject is the survey id."""
+
+        survey_id: str = spec(**ID)
+        contact_id: str = spec(**ID)
+        trigger: dict[str, Any] = spec(schema=TRIGGER)
+        ticket_id: str | None = spec(**ID)
+        group: str | None
+        customer_tier: str | None
+        instrument_version: int = spec(minimum=0, description="0: the standard instrument")
+        items: dict[str, list[str]] = spec(schema=ITEMS_ASKED)
+        weights: dict[str, float] = spec(schema=WEIGHTS)
+        sent_at: str = spec(**TIME)
+
+    class ServqualResponseRecorded(DomainEvent):
+        """The contact answered the survey (once): every statement's expectation and perception (1–7), each item's
+        gap (perception − expectation), each dimension's mean gap, expectation and perception (null: not
+        asked), and the overall gap (Σ weight × dimension gap, with the survey's weights)."""
+
+        survey_id: str = spec(**ID)
+        contact_id: str = spec(**ID)
+        expectations: dict[str, int] = spec(schema=SCORES)
+        perceptions: dict[str, int] = spec(schema=SCORES)
+        item_gaps: dict[str, int] = spec(schema={"type": "object", "propertyNames": ITEM_ID,
+                                                 "additionalProperties": {"type": "integer", "minimum": -6,
+                                                                          "maximum": 6}})
+        dimension_gaps: dict[str, float | None] = spec(schema=PER_DIMENSION)
+        overall_gap: float | None = spec(minimum=-6, maximum=6)
+        dimension_expectations: dict[str, float | None] = spec(schema=MEANS)
+        dimension_perceptions: dict[str, float | None] = spec(schema=MEANS)
+        answered_at: str = spec(**TIME)
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -383,10 +476,10 @@ class ServqualSurvey(Aggregate):
         """A survey for `contact_id` (messaging emails its link); `context`: the ticket behind it, the agent
         group that served the contact and their customer tier, each may be None."""
         survey = cls(survey_id)
-        survey.record("ServqualSurveySent", {
-            "survey_id": survey_id, "contact_id": contact_id, "trigger": dict(trigger),
-            "ticket_id": context.get("ticket_id"), "group": context.get("group"),
-            "customer_tier": context.get("customer_tier"), **instrument, "sent_at": rfc3339(now)})
+        survey.record(cls.ServqualSurveySent(
+            survey_id=survey_id, contact_id=contact_id, trigger=dict(trigger), ticket_id=context.get("ticket_id"),
+            group=context.get("group"), customer_tier=context.get("customer_tier"), **instrument,
+            sent_at=rfc3339(now)))
         return survey
 
     def answer(self, expectations: Mapping[str, Any], perceptions: Mapping[str, Any], now: datetime) -> None:
@@ -397,19 +490,23 @@ class ServqualSurvey(Aggregate):
         if problems:
             raise ValidationFailed("the answers are not complete", problems)
         result = score(self.items, self.weights, expectations, perceptions)
-        self.record("ServqualResponseRecorded", {
-            "survey_id": self.id, "contact_id": self.contact_id, "expectations": dict(expectations),
-            "perceptions": dict(perceptions), **result, "answered_at": rfc3339(now)})
+        self.record(self.ServqualResponseRecorded(
+            survey_id=self.id, contact_id=self.contact_id, expectations=dict(expectations),
+            perceptions=dict(perceptions), **result, answered_at=rfc3339(now)))
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
-        if event_type == "ServqualSurveySent":
-            for name in ("contact_id", "trigger", "ticket_id", "group", "customer_tier", "instrument_version",
-                         "items", "weights", "sent_at"):
-                setattr(self, name, data.get(name))
-        elif event_type == "ServqualResponseRecorded":
-            self.expectations, self.perceptions = dict(data["expectations"]), dict(data["perceptions"])
-            self.answered_at = data["answered_at"]
-            self.result = {k: data.get(k) for k in RESULT}
+    @functools.singledispatchmethod
+    def apply(self, event: DomainEvent) -> None:
+        """Nothing else changes a survey."""
+
+    @apply.register(ServqualSurveySent)
+    def _on_sent(self, event: ServqualSurveySent) -> None:
+        self.adopt(event)  # the contact, trigger, ticket, group, tier and the instrument as it was
+
+    @apply.register(ServqualResponseRecorded)
+    def _on_answered(self, event: ServqualResponseRecorded) -> None:
+        self.expectations, self.perceptions = dict(event.expectations), dict(event.perceptions)
+        self.answered_at = event.answered_at
+        self.result = {k: getattr(event, k) for k in RESULT}
 
     @property
     def status(self) -> str:
@@ -422,7 +519,7 @@ class ServqualSurvey(Aggregate):
     @classmethod
     def restore(cls, view: dict[str, Any]) -> ServqualSurvey:
         survey = cls(view["id"])
-        for name in cls.STATE:
+        for name in cls.state_names():
             if name in view:
                 setattr(survey, name, copy.deepcopy(view[name]))
         if view.get("answered_at"):
@@ -434,6 +531,6 @@ class ServqualSurvey(Aggregate):
     def view(self) -> dict[str, Any]:
         result = self.result or {}
         return {"id": self.id, "version": self.version, "status": self.status,
-                **{name: getattr(self, name) for name in self.STATE if name != "result"},
+                **{name: getattr(self, name) for name in self.state_names() if name != "result"},
                 **{name: result.get(name) for name in RESULT},
                 "created_at": self.created_at, "updated_at": self.updated_at}

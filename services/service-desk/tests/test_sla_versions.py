@@ -248,5 +248,5 @@ def test_recompute_twice_is_recompute_once(revisions: list, found_after: int, pe
     # the fold of the recorded events gives the same ticket (what the read model and a replay see)
     refolded = Ticket("t-1")
     for event in ticket.pending:
-        refolded.apply(event.type, event.data)
+        refolded.apply_stored(event)
     assert refolded.snapshot() == ticket.snapshot()
