@@ -125,6 +125,13 @@ REACTION_FAILURES = Counter(
     "crm_reaction_failures_total",
     "Reactions to another service's events (a contact's erasure or merge) that failed; retried.", ["service", "kind"]
 )
+JOB_RUNS = Counter(
+    "crm_job_runs_total", "Passes of a worker's periodic job (crmkit.periodic), by outcome: ok or failed (retried).",
+    ["service", "job", "outcome"],
+)
+JOB_SECONDS = Histogram(
+    "crm_job_seconds", "How long a periodic job's successful pass took.", ["service", "job"], buckets=LAG_BUCKETS
+)
 
 
 def render() -> tuple[bytes, str]:

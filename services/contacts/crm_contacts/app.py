@@ -58,8 +58,8 @@ SERVICE = ServiceSpec(
                                  *insight_projections(runtime.db, runtime.store, runtime.settings.topic),
                                  *lifecycle.projections(runtime)],
     prepare=prepare,
-    jobs=lambda runtime: [imports.ImportRunner(runtime).run, lifecycle.timers(runtime).run,
-                          freshness.timer(runtime).run],
+    jobs=lambda runtime: [imports.ImportRunner(runtime).run, lifecycle.timers(runtime).job(runtime.settings.service),
+                          freshness.timer(runtime).job(runtime.settings.service)],
     personal_fields=PERSONAL_DATA,
     configure=settings.current,  # a setting that cannot work stops every process at start, naming each
     events=EVENTS,

@@ -25,7 +25,6 @@ Time is `crmkit.clock.now`, which tests move.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -38,6 +37,7 @@ from crm_contacts.domain import LIFECYCLE_STAGES, Contact
 from crm_contacts.lifecycle import apply_timer, interval_seconds
 from crmkit import clock
 from crmkit.events import Metadata, epoch_ms
+from crmkit.periodic import PeriodicJob, log_when
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 
@@ -124,16 +124,10 @@ class FreshnessTimer:
                                        lambda c: c.flag_stale(moment, policy.after(c.lifecycle_stage)), meta)
         return flagged
 
-    def run(self, stop: threading.Event) -> None:
-        """The worker's job: a pass every interval until `stop`; a failed pass is logged and tried again."""
-        while not stop.is_set():
-            try:
-                flagged = self.step()
-                if flagged:
-                    log.info("contacts flagged stale", extra={"count": flagged})
-            except Exception:
-                log.exception("the freshness pass failed; trying again next interval")
-            stop.wait(interval_seconds())
+    def job(self, service: str) -> PeriodicJob:
+        """The worker's job: a pass every CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS (crmkit.periodic)."""
+        return PeriodicJob(service, "freshness", self.step, interval_seconds,
+                           log_when("contacts flagged stale", lambda flagged: flagged))
 
 
 def timer(runtime: Runtime) -> FreshnessTimer:

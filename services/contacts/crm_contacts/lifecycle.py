@@ -29,7 +29,6 @@ Two pieces run in the contacts worker:
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
@@ -43,6 +42,7 @@ from crmkit import clock
 from crmkit.config import topic_of
 from crmkit.errors import NotFound
 from crmkit.events import Metadata, RecordedEvent, epoch_ms, utcnow
+from crmkit.periodic import PeriodicJob, log_when
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 
@@ -173,16 +173,10 @@ class LifecycleTimers:
         return sum(apply_timer(self.contacts, doc["_id"], decision, meta)
                    for doc in self.view.find(query, {"_id": 1}).limit(self.batch))
 
-    def run(self, stop: threading.Event) -> None:
-        """The worker's job: a pass every interval until `stop`; a failed pass is logged and tried again."""
-        while not stop.is_set():
-            try:
-                result = self.step()
-                if any(result.values()):
-                    log.info("lifecycle timers moved contacts", extra={"count": sum(result.values())})
-            except Exception:
-                log.exception("lifecycle timers failed; trying again next interval")
-            stop.wait(interval_seconds())
+    def job(self, service: str) -> PeriodicJob:
+        """The worker's job: a pass every CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS (crmkit.periodic)."""
+        return PeriodicJob(service, "lifecycle_timers", self.step, interval_seconds,
+                           log_when("lifecycle timers moved contacts", lambda result: sum(result.values())))
 
 
 def projections(runtime: Runtime) -> list[Any]:

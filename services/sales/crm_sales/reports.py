@@ -9,7 +9,6 @@ it ranks by; deals in the others still show in the per-currency totals.
 from __future__ import annotations
 
 import logging
-import threading
 from collections import defaultdict
 from datetime import UTC, date, datetime
 from decimal import Decimal
@@ -21,6 +20,7 @@ from crm_sales import money, settings, values
 from crm_sales.commands import SYSTEM, SalesBook
 from crm_sales.domain import DEFAULT_PIPELINE_ID, LOST, WON, Customer, Pipeline
 from crmkit.events import EPOCH, epoch_ms
+from crmkit.periodic import PeriodicJob
 
 log = logging.getLogger(__name__)
 
@@ -238,29 +238,13 @@ def customer_value(book: SalesBook, contact_id: str) -> dict[str, Any]:
     }
 
 
-def value_job(book: SalesBook, interval: float | None = None):
-    every = interval or settings.current().value_interval
-
-    def customer_values(stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                recompute_values(book)
-            except Exception:
-                log.exception("customer value recompute failed; retrying")
-            stop.wait(every)
-
-    return customer_values
+def value_job(book: SalesBook, interval: float | None = None) -> PeriodicJob:
+    """The worker's customer values: recomputed every CRM_SALES_VALUE_INTERVAL seconds (crmkit.periodic)."""
+    return PeriodicJob(book.runtime.settings.service, "customer_values", lambda: recompute_values(book),
+                       interval or settings.current().value_interval)
 
 
-def expiry_job(book: SalesBook, interval: float | None = None):
-    every = interval or settings.current().quote_expiry_interval
-
-    def quote_expiry(stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                book.expire_quotes()
-            except Exception:
-                log.exception("quote expiry failed; retrying")
-            stop.wait(every)
-
-    return quote_expiry
+def expiry_job(book: SalesBook, interval: float | None = None) -> PeriodicJob:
+    """The worker's quote expiry: every CRM_SALES_QUOTE_EXPIRY_INTERVAL seconds (crmkit.periodic)."""
+    return PeriodicJob(book.runtime.settings.service, "quote_expiry", book.expire_quotes,
+                       interval or settings.current().quote_expiry_interval)

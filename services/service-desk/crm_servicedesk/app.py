@@ -5,9 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
-import threading
-import time
-from collections.abc import Callable
 from datetime import UTC, date, datetime
 
 from crm_servicedesk import (
@@ -27,6 +24,7 @@ from crm_servicedesk.domain import PERSONAL_DATA
 from crm_servicedesk.recompute import Recompute
 from crmkit import logs
 from crmkit.config import Ports
+from crmkit.periodic import PeriodicJob
 from crmkit.progress import Progress
 from crmkit.projector import Projection
 from crmkit.runtime import Runtime
@@ -54,43 +52,26 @@ def all_projections(runtime: Runtime) -> list[Projection]:
     ]
 
 
-def sla_sweeper(runtime: Runtime) -> Callable[[threading.Event], None]:
+def sla_sweeper(runtime: Runtime) -> PeriodicJob:
     """The worker's breach detector: sweep every CRM_SERVICEDESK_SWEEP_SECONDS (default 5)."""
-    interval = settings.current().sweep_seconds
     desk = TicketDesk(runtime)
-
-    def sla_sweep(stop: threading.Event) -> None:
-        while not stop.is_set():
-            started = time.perf_counter()
-            try:
-                outcome = desk.sweep()
-                desk.record_sweep(outcome, time.perf_counter() - started)
-            except Exception:
-                log.exception("SLA sweep failed; trying again")
-            stop.wait(interval)
-
-    return sla_sweep
+    return PeriodicJob(runtime.settings.service, "sla_sweep", desk.sweep, settings.current().sweep_seconds,
+                       report=desk.record_sweep)
 
 
-def sla_recomputer(runtime: Runtime) -> Callable[[threading.Event], None]:
+def sla_recomputer(runtime: Runtime) -> PeriodicJob:
     """The worker's recompute after a policy change: checks every CRM_SERVICEDESK_RECOMPUTE_SECONDS
     (default 10) whether a policy's version moved since its last finished run, and if so re-folds
     every open ticket's clocks (`recompute.Recompute`, batched and resumable)."""
-    interval = settings.current().recompute_seconds
     recompute = Recompute(TicketDesk(runtime))
 
-    def sla_recompute(stop: threading.Event) -> None:
-        while not stop.is_set():
-            try:
-                marks = recompute.policy_marks()
-                if not recompute.up_to_date("worker", marks):
-                    outcome = recompute.run("worker", marks=marks)
-                    log.info("SLA clocks recomputed after a policy change", extra=outcome)
-            except Exception:
-                log.exception("SLA recompute failed; trying again")
-            stop.wait(interval)
+    def sla_recompute() -> None:
+        marks = recompute.policy_marks()
+        if not recompute.up_to_date("worker", marks):
+            outcome = recompute.run("worker", marks=marks)
+            log.info("SLA clocks recomputed after a policy change", extra=outcome)
 
-    return sla_recompute
+    return PeriodicJob(runtime.settings.service, "sla_recompute", sla_recompute, settings.current().recompute_seconds)
 
 
 def _day(text: str) -> datetime:

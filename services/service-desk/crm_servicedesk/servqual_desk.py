@@ -11,8 +11,6 @@ once, sends it once: the event store keeps one first event per stream.
 from __future__ import annotations
 
 import logging
-import threading
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
@@ -34,6 +32,7 @@ from crmkit.aggregate import Aggregate, changes_by_event
 from crmkit.errors import Conflict, NotFound, ValidationFailed
 from crmkit.events import Metadata, epoch_ms, new_id, text_ms
 from crmkit.eventstore import EventStore
+from crmkit.periodic import PeriodicJob
 from crmkit.projector import AggregateView
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
@@ -284,24 +283,16 @@ def _change_singleton(repository: Repository[A], stream_id: str, decide: Callabl
     raise Conflict("the configuration was changed concurrently; load it again and retry")
 
 
-def policy_job(desk: ServqualDesk, interval: float = PASS_SECONDS) -> Callable[[threading.Event], None]:
-    """The worker's SERVQUAL job: apply the policy every `interval` seconds (a failed pass is tried again)."""
+def policy_job(desk: ServqualDesk, interval: float = PASS_SECONDS) -> PeriodicJob:
+    """The worker's SERVQUAL job: apply the policy every `interval` seconds (crmkit.periodic)."""
 
-    def servqual_policy(stop: threading.Event) -> None:
-        while not stop.is_set():
-            started = time.perf_counter()
-            try:
-                outcome = desk.apply_policy()
-                if outcome["sent"]:
-                    log.info("SERVQUAL surveys sent by the policy", extra={
-                        **outcome, "seconds": round(time.perf_counter() - started, 3)})
-            except Exception:
-                log.exception("the SERVQUAL policy pass failed; trying again")
-            stop.wait(interval)
+    def sent(outcome: dict[str, Any], seconds: float) -> None:
+        if outcome["sent"]:
+            log.info("SERVQUAL surveys sent by the policy", extra={**outcome, "seconds": round(seconds, 3)})
 
-    return servqual_policy
+    return PeriodicJob(desk.desk.runtime.settings.service, "servqual_policy", desk.apply_policy, interval, sent)
 
 
-def job(runtime: Runtime) -> Callable[[threading.Event], None]:
+def job(runtime: Runtime) -> PeriodicJob:
     """The worker's SERVQUAL policy job, for the service's spec."""
     return policy_job(ServqualDesk(TicketDesk(runtime)))
