@@ -126,19 +126,33 @@ def boot(name: str, process: str) -> tuple[ServiceSpec, Runtime]:
     JSON, refuse an unsafe production configuration, connect, prepare the database."""
     os.environ["CRM_SERVICE_NAME"] = name
     spec = spec_for(name)
-    try:
-        settings = spec.settings()
-        chassis()
-        spec.configure()
-    except SettingsError as exc:
-        logs.configure(name, process, "INFO")
-        log.critical("refusing to start: %s", exc, extra={"problems": [f"{n}: {why}" for n, why in exc.problems]})
-        raise SystemExit(profile.EX_CONFIG) from exc
+    settings = configured(spec, process)
     logs.configure(name, process, settings.log_level)
     profile.refuse_unsafe([spec.production_checks])  # before anything is generated or connected
     runtime = spec.runtime()
     spec.prepare(runtime)
     return spec, runtime
+
+
+def configured(spec: ServiceSpec, process: str) -> Settings:
+    """The service's settings, once every setting of the chassis and of the service was read: a value
+    that cannot work exits (78) naming every bad variable of all three at once, not the first."""
+    problems: list[tuple[str, str]] = []
+    settings: Settings | None = None
+    for build in (spec.settings, chassis, spec.configure):
+        try:
+            built = build()
+        except SettingsError as exc:
+            problems += exc.problems
+            continue
+        if isinstance(built, Settings):
+            settings = built
+    if problems or settings is None:
+        error = SettingsError(dict.fromkeys(problems))
+        logs.configure(spec.name, process, "INFO")
+        log.critical("refusing to start: %s", error, extra={"problems": [f"{n}: {why}" for n, why in error.problems]})
+        raise SystemExit(profile.EX_CONFIG) from error
+    return settings
 
 
 def serve_grpc(name: str) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from crmkit.config import ProjectionPolicy, Settings, topic_of
+from crmkit.config import Ports, ProjectionPolicy, Settings, topic_of
+from crmkit.service import ServiceSpec, configured
 from crmkit.settings import ChassisSettings, Current, Env, SettingsError, chassis, load
 
 
@@ -76,3 +77,24 @@ def test_projection_policy_names_its_bad_variables(monkeypatch: pytest.MonkeyPat
     with pytest.raises(SettingsError) as caught:
         ProjectionPolicy.from_env()
     assert [name for name, _ in caught.value.problems] == ["CRM_PROJECTION_ATTEMPTS", "CRM_PROJECTION_STALL_SECONDS"]
+
+
+def test_a_process_refuses_to_start_naming_every_bad_variable_of_the_chassis_and_the_service(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def service_settings() -> object:
+        return load(lambda env: env.number("CRM_WIDGETS_PACE", 1.0, above=0))
+
+    spec = ServiceSpec(name="widgets", title="Widgets", description="", ports=Ports(1, 2, 3),
+                       blueprints=lambda _runtime: [], servicers=lambda _server, _runtime: [],
+                       projections=lambda _runtime: [], prepare=lambda _runtime: None, configure=service_settings)
+    monkeypatch.setenv("CRM_PROJECTOR_BATCH", "lots")
+    monkeypatch.setenv("CRM_WIDGETS_HTTP_PORT", "eighty")
+    monkeypatch.setenv("CRM_WIDGETS_PACE", "0")
+    with pytest.raises(SystemExit) as stopped:
+        configured(spec, "worker")
+    assert stopped.value.code == 78
+    assert [name for name, _ in stopped.value.__cause__.problems] == \
+        ["CRM_WIDGETS_HTTP_PORT", "CRM_PROJECTOR_BATCH", "CRM_WIDGETS_PACE"]
+    for name in ("CRM_PROJECTOR_BATCH", "CRM_WIDGETS_HTTP_PORT", "CRM_WIDGETS_PACE"):
+        monkeypatch.delenv(name)
+    assert configured(spec, "worker").ports.http == 1
