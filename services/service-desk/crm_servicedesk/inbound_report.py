@@ -15,12 +15,15 @@ recipient's action and status, and the diagnostic with every address in it repla
 
 from __future__ import annotations
 
+import functools
 import re
+from dataclasses import dataclass
 from typing import Any
 
 from crm_servicedesk.inbound_mail import DeliveryReport
 from crmkit.aggregate import Aggregate
 from crmkit.catalogue import EventType
+from crmkit.domainevents import DomainEvent, spec
 
 AN_ADDRESS = re.compile(r"[^\s<>()\[\],;:\"']+@[^\s<>()\[\],;:\"']+")
 
@@ -31,6 +34,31 @@ def redacted(text: str | None) -> str | None:
 
 class MailReport(Aggregate):
     aggregate_type = "mail_report"
+
+    @dataclass(frozen=True)
+    class Recipient:
+        """One recipient the report is about: what happened, and the remote server's words."""
+
+        action: str = spec(description="failed, or complained")
+        status: str | None = spec(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$",
+                                  description="the enhanced status code, e.g. 5.1.1")
+        diagnostic: str | None = spec(maxLength=300, description="the remote server's words, addresses redacted")
+
+    class MailReportReceived(DomainEvent):
+        """The support mailbox received a bounce (a delivery status notification, RFC 3464, with a permanent
+        failure: action `failed`, status 5.x.x) or a complaint (an RFC 5965 feedback report) about a mail
+        messaging sent, named by its Message-ID. Messaging suppresses later sends to the address that mail went
+        to. The subject is a report id derived from the report's own Message-ID (a report delivered twice is one
+        event). No personal data: addresses in a diagnostic are replaced by `<address>`."""
+
+        report_id: str = spec(minLength=1)
+        kind: str = spec(enum=("bounce", "complaint"))
+        original_message_id: str = spec(minLength=1, description=(
+            "the reported mail's Message-ID without the angle brackets (messaging's `<message id>@domain`)"))
+        feedback_type: str | None = spec(description="a complaint's ARF feedback type (abuse, fraud, …); null for a "
+                                                     "bounce")
+        recipients: list[MailReport.Recipient]
+        received_at: str = spec(format="date-time")
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -43,18 +71,21 @@ class MailReport(Aggregate):
     def receive(cls, report_id: str, report: DeliveryReport, at: str) -> MailReport:
         """A report that tells messaging to stop mailing someone: permanent failures, or a complaint."""
         recorded = cls(report_id)
-        recorded.record("MailReportReceived", {
-            "report_id": report_id, "kind": report.kind, "original_message_id": report.original_message_id,
-            "feedback_type": report.feedback_type,
-            "recipients": [{"action": r.action, "status": r.status, "diagnostic": redacted(r.diagnostic)}
-                           for r in report.permanent],
-            "received_at": at})
+        recorded.record(cls.MailReportReceived(
+            report_id=report_id, kind=report.kind, original_message_id=report.original_message_id,
+            feedback_type=report.feedback_type,
+            recipients=[cls.Recipient(r.action, r.status, redacted(r.diagnostic)) for r in report.permanent],
+            received_at=at))
         return recorded
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
-        if event_type == "MailReportReceived":
-            self.kind, self.original_message_id = data["kind"], data["original_message_id"]
-            self.recipients, self.received_at = data["recipients"], data["received_at"]
+    @functools.singledispatchmethod
+    def apply(self, event: DomainEvent) -> None:
+        """Nothing else changes a report."""
+
+    @apply.register(MailReportReceived)
+    def _on_received(self, event: MailReportReceived) -> None:
+        self.kind, self.original_message_id, self.received_at = event.kind, event.original_message_id, event.received_at
+        self.recipients = event.data()["recipients"]  # plain JSON, as the read model keeps it
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "kind": self.kind,
@@ -63,30 +94,8 @@ class MailReport(Aggregate):
 
 
 REPORT_EVENTS = [
-    EventType(
-        "MailReportReceived", 1, "mail_report",
-        "The support mailbox received a bounce (a delivery status notification, RFC 3464, with a permanent "
-        "failure: action `failed`, status 5.x.x) or a complaint (an RFC 5965 feedback report) about a mail "
-        "messaging sent, named by its Message-ID. Messaging suppresses later sends to the address that mail went "
-        "to. The subject is a report id derived from the report's own Message-ID (a report delivered twice is one "
-        "event). No personal data: addresses in a diagnostic are replaced by `<address>`.",
-        {"type": "object", "additionalProperties": False,
-         "required": ["report_id", "kind", "original_message_id", "feedback_type", "recipients", "received_at"],
-         "properties": {
-             "report_id": {"type": "string", "minLength": 1},
-             "kind": {"enum": ["bounce", "complaint"]},
-             "original_message_id": {"type": "string", "minLength": 1, "description": "the reported mail's "
-                                     "Message-ID without the angle brackets (messaging's `<message id>@domain`)"},
-             "feedback_type": {"type": ["string", "null"], "description": "a complaint's ARF feedback type "
-                               "(abuse, fraud, …); null for a bounce"},
-             "recipients": {"type": "array", "items": {
-                 "type": "object", "additionalProperties": False, "required": ["action", "status", "diagnostic"],
-                 "properties": {"action": {"type": "string", "description": "failed, or complained"},
-                                "status": {"type": ["string", "null"], "pattern": r"^[245]\.\d{1,3}\.\d{1,3}$",
-                                           "description": "the enhanced status code, e.g. 5.1.1"},
-                                "diagnostic": {"type": ["string", "null"], "maxLength": 300,
-                                               "description": "the remote server's words, addresses redacted"}}}},
-             "received_at": {"type": "string", "format": "date-time"}}},
+    EventType.of(
+        MailReport.MailReportReceived,
         {"report_id": "4f0c…", "kind": "bounce", "original_message_id": "01c1…@crm.local", "feedback_type": None,
          "recipients": [{"action": "failed", "status": "5.1.1",
                          "diagnostic": "smtp; 550 5.1.1 <address>: Recipient address rejected: User unknown"}],
