@@ -8,7 +8,7 @@ contact cannot change, a no-op update records nothing).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -250,7 +250,7 @@ class Contact(Aggregate):
         if stage is not None and stage != self.lifecycle_stage:
             self.change_stage(stage, cause=stage_cause)
 
-    def change_stage(self, stage: str, *, cause: dict[str, str]) -> None:
+    def change_stage(self, stage: str, *, cause: Mapping[str, str | None]) -> None:
         """Move to `stage`; `cause` says who or what: {"kind": manual|automation|merge, "by": ...}."""
         self._require_active()
         if stage not in LIFECYCLE_STAGES:

@@ -30,6 +30,7 @@ own events, which carry the job in `causationid` and the upload's correlation id
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import csv
 import hashlib
@@ -50,7 +51,7 @@ from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import IO, Any, BinaryIO
+from typing import IO, Any
 
 from bson import Binary
 from marshmallow import ValidationError
@@ -319,7 +320,7 @@ class Upload:
     encoding: str | None = import_formats.UTF8  # of a text upload: utf-8 or cp1256
 
 
-def _read_up_to(stream: BinaryIO, size: int) -> bytes:
+def _read_up_to(stream: IO[bytes], size: int) -> bytes:
     parts: list[bytes] = []
     wanted = size
     while wanted > 0:
@@ -331,7 +332,7 @@ def _read_up_to(stream: BinaryIO, size: int) -> bytes:
     return b"".join(parts)
 
 
-def fingerprint(stream: BinaryIO) -> str:
+def fingerprint(stream: IO[bytes]) -> str:
     """The SHA-256 of a body, read in chunks (an Idempotency-Key repeat is only compared)."""
     digest = hashlib.sha256()
     while chunk := _read_up_to(stream, CHUNK_BYTES):
@@ -353,7 +354,7 @@ class ImportJobs:
         self.chunks.create_index([("seq", ASCENDING), ("created_ms", ASCENDING)])
         self.rejections.create_index([("import_id", ASCENDING)])
 
-    def store_upload(self, import_id: str, stream: BinaryIO, fmt: str, charset: str | None = None) -> Upload:
+    def store_upload(self, import_id: str, stream: IO[bytes], fmt: str, charset: str | None = None) -> Upload:
         """Stream the body into chunks, checking it is text in `fmt` (UTF-8, or Windows-1256 for
         CSV: `import_formats`) or a readable workbook; nothing is left on failure."""
         try:
@@ -363,7 +364,7 @@ class ImportJobs:
             self.discard(import_id)
             raise
 
-    def _store(self, import_id: str, stream: BinaryIO, fmt: str, charset: str | None, workbook: IO[bytes]) -> Upload:
+    def _store(self, import_id: str, stream: IO[bytes], fmt: str, charset: str | None, workbook: IO[bytes]) -> Upload:
         digest = hashlib.sha256()
         seq = size = 0
         decoder: import_formats.Charset | None = None
@@ -444,10 +445,12 @@ class ImportJobs:
 
     def list(
         self, limit: int, cursor: str | None, status: str | None = None
-    ) -> tuple[list[dict[str, Any]], str | None]:
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:  # `list`, in this class, is the method
         return page(self.jobs, {"status": status} if status else {}, limit, cursor)
 
-    def rejected_rows(self, import_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    def rejected_rows(
+        self, import_id: str, limit: int, cursor: str | None
+    ) -> tuple[builtins.list[dict[str, Any]], str | None]:
         self.get(import_id)
         docs, next_cursor = page(self.rejections, {"import_id": import_id}, limit, cursor)
         return [{"row": d["row"], "line": d["line"], "errors": d["errors"]} for d in docs], next_cursor
@@ -713,6 +716,7 @@ class ImportRunner:
             if row.errors is not None:
                 plan.rejections.append(self._rejection(job, row, row.errors))
                 continue
+            assert row.fields is not None  # a row was read (fields) or not (errors)
             try:
                 fields = self.schema.load(row.fields)
                 id_key = job.get("id_key") or job["_id"]  # jobs queued before id keys existed
@@ -749,7 +753,7 @@ class ImportRunner:
         if unknown:
             found = self.store.load_many(sorted(unknown))
             for company_id in unknown:
-                events = found.get(company_id)
+                events = found.get(company_id, [])
                 progress.companies[company_id] = bool(events) and events[0].aggregate_type == "company"
         kept = []
         for candidate in candidates:

@@ -59,7 +59,7 @@ def minor_units(amount: Any) -> tuple[int, int]:
         return 0, 0
     if not value.is_finite():
         return 0, 0
-    scale = max(0, -int(value.as_tuple().exponent))  # type: ignore[arg-type]
+    scale = max(0, -int(value.as_tuple().exponent))
     return int(value.scaleb(scale)), scale
 
 
@@ -240,7 +240,9 @@ class InsightTiers(_ForeignStreams):
         pass
 
 
-def insight_projections(db: Database, store: EventStore, topic: str) -> list[StreamProjection]:
+def insight_projections(
+    db: Database, store: EventStore, topic: str
+) -> list[InsightStages | InsightDeals | InsightTickets | InsightTiers]:
     return [InsightStages("insight_stages", db["insight_stages"], store, topic),
             InsightDeals("insight_deals", db["insight_deals"], store, topic_of("sales")),
             InsightTickets("insight_tickets", db["insight_tickets"], store, topic_of("service-desk")),

@@ -21,7 +21,7 @@ from crm_contacts import normalize
 from crm_contacts.domain import Company, Contact
 from crmkit.events import RecordedEvent, epoch_ms, parse_time
 from crmkit.eventstore import EventStore
-from crmkit.projector import AggregateView, StreamProjection
+from crmkit.projector import AggregateView
 from crmkit.web.pagination import decode_cursor, encode_cursor
 
 
@@ -205,7 +205,7 @@ def search_text(terms: list[str]) -> str:
     return "".join(f" {term}" for term in terms)
 
 
-def projections(db: Database, store: EventStore, topic: str) -> list[StreamProjection]:
+def projections(db: Database, store: EventStore, topic: str) -> list[ContactsView | CompaniesView]:
     return [ContactsView("contacts", db["contacts"], store, topic, derived=db["contact_derived"]),
             CompaniesView("companies", db["companies"], store, topic)]
 

@@ -57,7 +57,10 @@ class Text(fields.String):
         self.shape = re.compile(trimmed(self.CORE, self.allow_none))
         self.metadata = {"pattern": self.shape.pattern, **self.metadata}
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+    # blank text reads as None, which marshmallow's String (typed to give str) never returns
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> str | None:
         raw = super()._deserialize(value, attr, data, **kwargs)
         if len(raw) > self.max_length:
             raise ValidationError(f"Longer than maximum length {self.max_length}.")
@@ -186,7 +189,10 @@ class TimeZone(fields.String):
         kwargs.setdefault("allow_none", True)
         super().__init__(metadata={"enum": ["", *ZONES]}, **kwargs)
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+    # blank text reads as None, which marshmallow's String (typed to give str) never returns
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> str | None:
         text = super()._deserialize(value, attr, data, **kwargs)
         if text and text not in ZONE_SET:
             raise ValidationError("not an IANA time zone (e.g. Asia/Tehran)")

@@ -21,7 +21,7 @@ from crmkit import clock
 from crmkit.aggregate import changes_by_event
 from crmkit.events import Metadata, new_id
 from crmkit.eventstore import EventStore
-from crmkit.projector import AggregateView, StreamProjection
+from crmkit.projector import AggregateView
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 from crmkit.web.pagination import page
@@ -98,5 +98,5 @@ def public(document: dict[str, Any]) -> dict[str, Any]:
     return {"id": document["_id"], **view}
 
 
-def segment_projections(db: Database, store: EventStore, topic: str) -> list[StreamProjection]:
+def segment_projections(db: Database, store: EventStore, topic: str) -> list[SegmentsView]:
     return [SegmentsView("segments", db["segments"], store, topic)]
