@@ -10,7 +10,6 @@ is `crmkit.repository.Repository`, the edge between domain and store.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any, ClassVar
@@ -125,9 +124,13 @@ class Aggregate:
             self.updated_at = event.time
 
 
-@functools.cache
+_STATE: dict[type[Aggregate], tuple[str, ...]] = {}
+
+
 def _state_names(kind: type[Aggregate]) -> tuple[str, ...]:
-    return tuple(name for name in vars(kind("")) if name not in BASE_STATE)
+    if kind not in _STATE:
+        _STATE[kind] = tuple(name for name in vars(kind("")) if name not in BASE_STATE)
+    return _STATE[kind]
 
 
 def changes_by_event(kind: type[Aggregate], aggregate_id: str, events: Sequence[RecordedEvent]) -> list[dict[str, Any]]:

@@ -93,7 +93,7 @@ class Catalogue:
             _seal_in_schema(data, path.split("."))
         full_type = f"crm.{self.service}.{event_type.name}.v{event_type.version}"
         uri = schema_uri(self.service, event_type.name, event_type.version)
-        return opened({
+        schema: dict[str, Any] = opened({
             "$schema": DIALECT,
             "$id": uri,
             "title": full_type,
@@ -119,6 +119,7 @@ class Catalogue:
                 "data": data,
             },
         })
+        return schema
 
 
 def opened(schema: Any) -> Any:

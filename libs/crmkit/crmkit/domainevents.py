@@ -99,14 +99,14 @@ class DomainEvent:
     @classmethod
     def personal_paths(cls) -> tuple[str, ...]:
         """Dotted paths of the personal fields (sealed on the wire with the person's key)."""
-        return tuple(f.metadata.get("wire") or f.name for f in dataclasses.fields(cls) if f.metadata.get("personal"))
+        return tuple(f.metadata.get("wire") or f.name for f in _fields(cls) if f.metadata.get("personal"))
 
 
 def json_schema(kind: type) -> dict[str, Any]:
     """The JSON Schema of a dataclass's `data`: a closed object of its fields (see the module docstring)."""
     properties = {}
     required = []
-    for f in dataclasses.fields(kind):
+    for f in _fields(kind):
         wire = f.metadata.get("wire") or f.name
         properties[wire] = _field_schema(f, _hints(kind)[f.name])
         if f.default is NOTHING and f.default_factory is NOTHING:
@@ -162,25 +162,41 @@ def _without_none(hint: Any) -> Any:
     return rest[0] if len(rest) == 1 else Union[tuple(rest)]  # noqa: UP007 (built from a list)
 
 
-@functools.cache
+_HINTS: dict[type, dict[str, Any]] = {}
+_SLOTS: dict[type, tuple[_Slot, ...]] = {}
+
+
+def _fields(kind: type) -> tuple[dataclasses.Field[Any], ...]:
+    return dataclasses.fields(typing.cast(Any, kind))
+
+
 def _hints(kind: type) -> dict[str, Any]:
     """The resolved type hints, on first use: a class nested in the aggregate is named through it
     (`list[Ticket.Due]`), which resolves once the module is loaded."""
-    return typing.get_type_hints(kind, localns=dict(vars(kind)))
+    if kind not in _HINTS:
+        _HINTS[kind] = typing.get_type_hints(kind, localns=dict(vars(kind)))
+    return _HINTS[kind]
 
 
-@functools.cache
 def _slots(kind: type) -> tuple[_Slot, ...]:
+    """How each field goes to and from `data`, worked out once per class (folding reads many events)."""
+    if kind in _SLOTS:
+        return _SLOTS[kind]
     slots = []
-    for f in dataclasses.fields(kind):
-        default = None
+    for f in _fields(kind):
+        default: Callable[[], Any] | None = None
         if f.default is not NOTHING:
-            default = functools.partial(lambda value: value, f.default)
+            default = functools.partial(_same, f.default)
         elif f.default_factory is not NOTHING:
-            default = f.default_factory
+            default = typing.cast(Callable[[], Any], f.default_factory)
         slots.append(_Slot(f.name, f.metadata.get("wire") or f.name, bool(f.metadata.get("omit_none")),
                            _reader(_without_none(_hints(kind)[f.name])), default))
-    return tuple(slots)
+    _SLOTS[kind] = tuple(slots)
+    return _SLOTS[kind]
+
+
+def _same(value: Any) -> Any:
+    return value
 
 
 def _reader(hint: Any) -> Callable[[Any], Any] | None:

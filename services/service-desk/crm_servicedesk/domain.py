@@ -55,8 +55,8 @@ NEVER_MS = 2**62  # "nothing due": an integer, because the stand-in compares nul
 
 # JSON shapes the events' type hints cannot say: a policy's parts as tickets keep them (plain JSON).
 TEXT = {"type": "string", "minLength": 1}
-TIME = {"format": "date-time"}  # spec(**TIME): an RFC 3339 string
-ID = {"minLength": 1}  # spec(**ID): a non-empty id
+TIME = {"format": "date-time"}  # spec(format="date-time"): an RFC 3339 string
+ID = {"minLength": 1}  # spec(minLength=1): a non-empty id
 HHMM = {"type": "string", "pattern": "^([01][0-9]|2[0-3]):[0-5][0-9]$"}
 TARGET_MINUTES = {"type": ["integer", "null"], "minimum": 1, "description": "business minutes; null: no target"}
 
@@ -148,8 +148,8 @@ class SlaPolicy(Aggregate):
         """An SLA policy was defined: targets per priority in business minutes, business hours, holidays, the
         customer tiers it applies to, and what a breach escalates to. The subject is the policy id."""
 
-        policy_id: str = spec(**ID)
-        name: str = spec(**ID)
+        policy_id: str = spec(minLength=1)
+        name: str = spec(minLength=1)
         description: str | None
         targets: dict[str, Any] = spec(schema=TARGETS_SCHEMA)
         business_hours: dict[str, Any] | None = spec(schema=BUSINESS_HOURS)
@@ -166,10 +166,10 @@ class SlaPolicy(Aggregate):
         holidays) is part of the policy, and holidays taken from a country's public holidays are stored as the
         dates they expanded to. Open tickets follow it through SlaRecomputed."""
 
-        policy_id: str = spec(**ID)
-        effective_at: str = spec(**TIME)
+        policy_id: str = spec(minLength=1)
+        effective_at: str = spec(format="date-time")
         changed: list[str] = spec(items={"enum": list(POLICY_FIELDS)})
-        name: str = spec(**ID)
+        name: str = spec(minLength=1)
         description: str | None
         targets: dict[str, Any] = spec(schema=TARGETS_SCHEMA)
         business_hours: dict[str, Any] | None = spec(schema=BUSINESS_HOURS)
@@ -189,7 +189,8 @@ class SlaPolicy(Aggregate):
     def define(cls, policy_id: str, fields: dict[str, Any]) -> SlaPolicy:
         calendar_of(fields)  # a calendar that cannot be built is a 422 at the edge; this is the last check
         policy = cls(policy_id)
-        policy.record(cls.SlaPolicyDefined(policy_id=policy_id, **{name: fields.get(name) for name in POLICY_FIELDS}))
+        content: dict[str, Any] = {name: fields.get(name) for name in POLICY_FIELDS}
+        policy.record(cls.SlaPolicyDefined(policy_id=policy_id, **content))
         return policy
 
     def revise(self, changes: dict[str, Any], effective_at: datetime, extra_holidays: Sequence[str] = ()) -> list[str]:
@@ -213,8 +214,8 @@ class SlaPolicy(Aggregate):
                                          **fields})
         if _periods(after) == _periods(self.timeline):
             return []
-        self.record(self.SlaPolicyRevised(policy_id=self.id, effective_at=at, changed=changed,
-                                          **{name: fields.get(name) for name in POLICY_FIELDS}))
+        content: dict[str, Any] = {name: fields.get(name) for name in POLICY_FIELDS}
+        self.record(self.SlaPolicyRevised(policy_id=self.id, effective_at=at, changed=changed, **content))
         return changed
 
     @functools.singledispatchmethod
@@ -309,11 +310,11 @@ class Ticket(Aggregate):
         (`sla_policy`) and any recorded to take effect later (`sla_policy_later`, in order), kept with the ticket;
         a later revision of the policy reaches it through `SlaRecomputed`. The subject is the ticket id."""
 
-        subject: str = spec(**ID, personal=True)
+        subject: str = spec(minLength=1, personal=True)
         description: str | None = spec(personal=True)
-        contact_id: str = spec(**ID)
-        company_id: str | None = spec(**ID)
-        deal_id: str | None = spec(**ID)
+        contact_id: str = spec(minLength=1)
+        company_id: str | None = spec(minLength=1)
+        deal_id: str | None = spec(minLength=1)
         channel: str = spec(enum=CHANNELS)
         type: str = spec(enum=TYPES)
         priority: str = spec(enum=PRIORITIES)
@@ -321,7 +322,7 @@ class Ticket(Aggregate):
         assignee: str | None
         group: str | None
         customer_tier: str | None
-        opened_at: str = spec(**TIME)
+        opened_at: str = spec(format="date-time")
         sla_policy: dict[str, Any] | None = spec(schema=POLICY_SNAPSHOT)
         sla_policy_later: list[dict[str, Any]] | None = spec(omit_none=True, items=POLICY_VERSION, description=(
             "versions scheduled to take effect after the opening; optional"))  # [] when none: always recorded
@@ -334,13 +335,13 @@ class Ticket(Aggregate):
         (`customer_body`, always public, personal)."""
 
         schema_extra = {"oneOf": COMMENT_AUTHORS}
-        comment_id: str = spec(**ID)
+        comment_id: str = spec(minLength=1)
         author_type: str = spec(enum=("agent", "customer"))
         author: str
         public: bool
         body: str | None = spec(omit_none=True, minLength=1)
         customer_body: str | None = spec(omit_none=True, minLength=1, personal=True)
-        at: str = spec(**TIME)
+        at: str = spec(format="date-time")
 
     class TicketAssigned(DomainEvent):
         """The ticket's assignee and/or group changed (both new values, and the old)."""
@@ -349,7 +350,7 @@ class Ticket(Aggregate):
         group: str | None
         previous_assignee: str | None
         previous_group: str | None
-        at: str = spec(**TIME)
+        at: str = spec(format="date-time")
 
     class TicketStatusChanged(DomainEvent):
         """The ticket moved along its workflow (`solved` → `open` is a reopen); `reason` `manual`, or
@@ -358,15 +359,15 @@ class Ticket(Aggregate):
         from_: str = spec(wire="from", enum=STATUSES)
         to: str = spec(enum=STATUSES)
         reason: str = spec(enum=("manual", "customer_replied", "agent_replied"))
-        at: str = spec(**TIME)
+        at: str = spec(format="date-time")
 
     class TicketSolved(DomainEvent):
         """The ticket was solved (right after its TicketStatusChanged to `solved`), with its resolution and first
         response times; messaging sends the satisfaction survey to `contact_id`."""
 
-        ticket_id: str = spec(**ID)
-        contact_id: str = spec(**ID)
-        at: str = spec(**TIME)
+        ticket_id: str = spec(minLength=1)
+        contact_id: str = spec(minLength=1)
+        at: str = spec(format="date-time")
         resolution_minutes: float | None = spec(minimum=0, description="business minutes under the ticket's policy")
         first_response_minutes: float | None = spec(minimum=0, description="business minutes under the ticket's policy")
 
@@ -378,10 +379,10 @@ class Ticket(Aggregate):
         key: str = spec(pattern="^(first_response|resolution|next_response:[0-9]+)$")
         target: str = spec(enum=TARGETS)
         priority: str = spec(enum=PRIORITIES)
-        contact_id: str = spec(**ID)
-        policy_id: str | None = spec(**ID)
-        due_at: str = spec(**TIME)
-        breached_at: str = spec(**TIME)
+        contact_id: str = spec(minLength=1)
+        policy_id: str | None = spec(minLength=1)
+        due_at: str = spec(format="date-time")
+        breached_at: str = spec(format="date-time")
 
     class SlaBreached(DomainEvent, version=2):
         """An SLA target of the ticket was missed (recorded once per `key`: the target, `next_response:<n>` per
@@ -392,11 +393,11 @@ class Ticket(Aggregate):
         key: str = spec(pattern="^(first_response|resolution|next_response:[0-9]+)$")
         target: str = spec(enum=TARGETS)
         priority: str = spec(enum=PRIORITIES)
-        contact_id: str = spec(**ID)
-        policy_id: str | None = spec(**ID)
-        due_at: str = spec(**TIME)
-        breached_at: str = spec(**TIME)
-        detected_at: str = spec(**TIME)
+        contact_id: str = spec(minLength=1)
+        policy_id: str | None = spec(minLength=1)
+        due_at: str = spec(format="date-time")
+        breached_at: str = spec(format="date-time")
+        detected_at: str = spec(format="date-time")
 
     @dataclass(frozen=True)
     class Due:
@@ -404,15 +405,15 @@ class Ticket(Aggregate):
 
         key: str
         target: str = spec(enum=TARGETS)
-        due_at: str | None = spec(**TIME)
+        due_at: str | None = spec(format="date-time")
 
     @dataclass(frozen=True)
     class Moved:
         """A recorded breach whose due (and breach) time a recompute moved."""
 
         key: str
-        due_at: str = spec(**TIME)
-        breached_at: str = spec(**TIME)
+        due_at: str = spec(format="date-time")
+        breached_at: str = spec(format="date-time")
 
     class SlaRecomputed(DomainEvent):
         """The ticket now follows its policy's versions as they are (`versions`, `timeline`: the version in force
@@ -421,13 +422,13 @@ class Ticket(Aggregate):
         paused); `withdrawn`: breach keys no longer breached; `moved`: breaches whose due (and breach) time moved.
         Breaches newly past due follow as SlaBreached."""
 
-        policy_id: str = spec(**ID)
+        policy_id: str = spec(minLength=1)
         versions: list[int] = spec(items={"type": "integer", "minimum": 1}, minItems=1)
         timeline: list[dict[str, Any]] = spec(items=POLICY_VERSION, minItems=1)
         due: list[Ticket.Due]
         withdrawn: list[str]
         moved: list[Ticket.Moved]
-        at: str = spec(**TIME)
+        at: str = spec(format="date-time")
 
     class TicketEscalated(DomainEvent):
         """An open target was breached and the policy escalates: the priority was raised, or the ticket reassigned
@@ -439,30 +440,30 @@ class Ticket(Aggregate):
         to_priority: str = spec(enum=PRIORITIES)
         assignee: str | None
         group: str | None
-        at: str = spec(**TIME)
+        at: str = spec(format="date-time")
 
     class SatisfactionRated(DomainEvent):
         """The customer rated the solved ticket (once): CSAT 1–5, optional NPS 0–10, SERVQUAL dimensions 1–7 and a
         comment (personal)."""
 
-        contact_id: str = spec(**ID)
+        contact_id: str = spec(minLength=1)
         csat: int = spec(minimum=1, maximum=5)
         comment: str | None = spec(personal=True)
         nps: int | None = spec(minimum=0, maximum=10)
         servqual: dict[str, int] | None = spec(schema=SERVQUAL_SCORES)
-        at: str = spec(**TIME)
+        at: str = spec(format="date-time")
 
     class TicketContactChanged(DomainEvent):
         """The ticket now belongs to another contact: its contact was merged into `contact_id` (`merge_id` names
         the merge), or that merge was reversed (back to the duplicate `contact_id`)."""
 
-        contact_id: str = spec(**ID)
-        previous_contact_id: str = spec(**ID)
+        contact_id: str = spec(minLength=1)
+        previous_contact_id: str = spec(minLength=1)
         reason: str = spec(enum=("contact_merged", "contact_unmerged"), description=(
             "why: the contact was merged into another; or that merge was reversed (`contact_unmerged`, added "
             "later: a new value)"))
-        at: str = spec(**TIME)
-        merge_id: str | None = spec(omit_none=True, **ID, description=(
+        at: str = spec(format="date-time")
+        merge_id: str | None = spec(omit_none=True, minLength=1, description=(
             "the contacts service's ContactMerged event that caused the move (or whose reversal did); also the "
             "envelope's causationid"))
 
@@ -470,8 +471,8 @@ class Ticket(Aggregate):
         """A person on the ticket was erased: drop what they wrote (subject, description, their comments, the rating
         comment); the ticket's key is deleted, so every sealed field of this ticket becomes unreadable."""
 
-        contact_id: str = spec(**ID)
-        at: str = spec(**TIME)
+        contact_id: str = spec(minLength=1)
+        at: str = spec(format="date-time")
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)

@@ -69,10 +69,11 @@ class MailReport(Aggregate):
 
     @classmethod
     def receive(cls, report_id: str, report: DeliveryReport, at: str) -> MailReport:
-        """A report that tells messaging to stop mailing someone: permanent failures, or a complaint."""
+        """A report that tells messaging to stop mailing someone: permanent failures, or a complaint
+        (one naming the reported mail: the caller drops the others)."""
         recorded = cls(report_id)
         recorded.record(cls.MailReportReceived(
-            report_id=report_id, kind=report.kind, original_message_id=report.original_message_id,
+            report_id=report_id, kind=report.kind, original_message_id=report.original_message_id or "",
             feedback_type=report.feedback_type,
             recipients=[cls.Recipient(r.action, r.status, redacted(r.diagnostic)) for r in report.permanent],
             received_at=at))

@@ -244,7 +244,7 @@ def normalized(weights: Mapping[str, float]) -> dict[str, float]:
 
 
 # JSON shapes the events' type hints cannot say (plain JSON keyed by dimension or item)
-TIME = {"format": "date-time"}  # spec(**TIME): an RFC 3339 string
+TIME = {"format": "date-time"}  # spec(format="date-time"): an RFC 3339 string
 ID = {"minLength": 1}
 
 
@@ -344,8 +344,8 @@ class ServqualPolicy(Aggregate):
         every_nth_solved_per_contact: int | None = spec(minimum=1)
         every_nth_solved_overall: int | None = spec(minimum=1)
         quarterly_tiers: list[str] = spec(items={"type": "string", "minLength": 1})
-        counting_since: str = spec(**TIME)
-        at: str = spec(**TIME)
+        counting_since: str = spec(format="date-time")
+        at: str = spec(format="date-time")
 
     def __init__(self, aggregate_id: str = POLICY_ID) -> None:
         super().__init__(aggregate_id)
@@ -357,18 +357,18 @@ class ServqualPolicy(Aggregate):
 
     def configure(self, fields: Mapping[str, Any], now: datetime) -> bool:
         """Replace the policy with `fields`; nothing is recorded when nothing changes."""
-        wanted = {"enabled": bool(fields.get("enabled")),
-                  "every_nth_solved_per_contact": fields.get("every_nth_solved_per_contact"),
-                  "every_nth_solved_overall": fields.get("every_nth_solved_overall"),
-                  "quarterly_tiers": sorted(set(fields.get("quarterly_tiers") or ()))}
+        wanted: dict[str, Any] = {"enabled": bool(fields.get("enabled")),
+                                  "every_nth_solved_per_contact": fields.get("every_nth_solved_per_contact"),
+                                  "every_nth_solved_overall": fields.get("every_nth_solved_overall"),
+                                  "quarterly_tiers": sorted(set(fields.get("quarterly_tiers") or ()))}
         current = {name: getattr(self, name) for name in POLICY_FIELDS}
         if wanted == current:
             return False
         counting = ("enabled", "every_nth_solved_per_contact", "every_nth_solved_overall")
         restart = self.counting_since is None or any(wanted[n] != current[n] for n in counting)
         at = rfc3339(now)
-        self.record(self.ServqualPolicyConfigured(**wanted, counting_since=at if restart else self.counting_since,
-                                                  at=at))
+        since = self.counting_since if self.counting_since is not None and not restart else at
+        self.record(self.ServqualPolicyConfigured(**wanted, counting_since=since, at=at))
         return True
 
     @functools.singledispatchmethod
@@ -425,24 +425,24 @@ class ServqualSurvey(Aggregate):
         `weights`, `instrument_version`), what sent it (`trigger`), the ticket it follows (if any), the agent
         group that served the contact and their customer tier then. The subject is the survey id."""
 
-        survey_id: str = spec(**ID)
-        contact_id: str = spec(**ID)
+        survey_id: str = spec(minLength=1)
+        contact_id: str = spec(minLength=1)
         trigger: dict[str, Any] = spec(schema=TRIGGER)
-        ticket_id: str | None = spec(**ID)
+        ticket_id: str | None = spec(minLength=1)
         group: str | None
         customer_tier: str | None
         instrument_version: int = spec(minimum=0, description="0: the standard instrument")
         items: dict[str, list[str]] = spec(schema=ITEMS_ASKED)
         weights: dict[str, float] = spec(schema=WEIGHTS)
-        sent_at: str = spec(**TIME)
+        sent_at: str = spec(format="date-time")
 
     class ServqualResponseRecorded(DomainEvent):
         """The contact answered the survey (once): every statement's expectation and perception (1–7), each item's
         gap (perception − expectation), each dimension's mean gap, expectation and perception (null: not
         asked), and the overall gap (Σ weight × dimension gap, with the survey's weights)."""
 
-        survey_id: str = spec(**ID)
-        contact_id: str = spec(**ID)
+        survey_id: str = spec(minLength=1)
+        contact_id: str = spec(minLength=1)
         expectations: dict[str, int] = spec(schema=SCORES)
         perceptions: dict[str, int] = spec(schema=SCORES)
         item_gaps: dict[str, int] = spec(schema={"type": "object", "propertyNames": ITEM_ID,
@@ -452,7 +452,7 @@ class ServqualSurvey(Aggregate):
         overall_gap: float | None = spec(minimum=-6, maximum=6)
         dimension_expectations: dict[str, float | None] = spec(schema=MEANS)
         dimension_perceptions: dict[str, float | None] = spec(schema=MEANS)
-        answered_at: str = spec(**TIME)
+        answered_at: str = spec(format="date-time")
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
