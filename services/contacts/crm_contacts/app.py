@@ -14,6 +14,7 @@ from crm_contacts import (
     insights_api,
     lifecycle,
     projections,
+    reactions,
     segments_api,
     settings,
     unmerge_api,
@@ -56,7 +57,7 @@ SERVICE = ServiceSpec(
     projections=lambda runtime: [*projections.projections(runtime.db, runtime.store, runtime.settings.topic),
                                  *segment_projections(runtime.db, runtime.store, runtime.settings.topic),
                                  *insight_projections(runtime.db, runtime.store, runtime.settings.topic),
-                                 *lifecycle.projections(runtime)],
+                                 *reactions.table(runtime).projections()],  # reactions.py: other services' events
     prepare=prepare,
     jobs=lambda runtime: [imports.ImportRunner(runtime).run, lifecycle.timers(runtime).job(runtime.settings.service),
                           freshness.timer(runtime).job(runtime.settings.service)],

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from crm_messaging import api, grpc_api
+from crm_messaging import api, grpc_api, reactions
 from crm_messaging.catalogue import EVENTS
 from crm_messaging.commands import MessageDesk
 from crm_messaging.config import current, production_problems
 from crm_messaging.dispatcher import Dispatcher
 from crm_messaging.domain import PERSONAL_DATA
 from crm_messaging.suppressions import PERSONAL as SUPPRESSION_PERSONAL
-from crm_messaging.suppressions import ReportReactor
-from crm_messaging.triggers import TriggerReactor, install_defaults
+from crm_messaging.triggers import install_defaults
 from crmkit.config import Ports
 from crmkit.runtime import Runtime
 from crmkit.service import ExtraProcess, ServiceSpec
@@ -25,7 +24,7 @@ def prepare(runtime: Runtime) -> None:
 
 def projections(runtime: Runtime) -> list:
     desk = MessageDesk(runtime)
-    return [*desk.read_models(), desk.contacts, TriggerReactor(desk), ReportReactor(desk)]
+    return [*desk.read_models(), *reactions.worker_projections(desk)]  # reactions.py: other services' events
 
 
 def _serve_smtp_sink(service: str) -> None:

@@ -16,7 +16,7 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.errors import BulkWriteError, DuplicateKeyError
 
-from crm_messaging import reports, templates, unsubscribe
+from crm_messaging import reactions, reports, templates, unsubscribe
 from crm_messaging.config import MessagingConfig
 from crm_messaging.config import current as current_config
 from crm_messaging.domain import CHANNELS, Campaign, Message, Template, Trigger, subject_problem
@@ -61,9 +61,8 @@ class MessageDesk:
         self.triggers_view = db["triggers"]
         self.trigger_register = db["trigger_ids"]  # every trigger id, written before its first event
         self.suppressions = Suppressions(runtime.store, runtime.publish)  # bounced and complained addresses
-        self.contacts = LocalContacts("contacts", db["contacts"], self.directory, on_erased=self.erase_contact,
-                                      on_merged=self.contact_merged, on_unmerged=self.contact_unmerged,
-                                      service="messaging")
+        self.contacts = LocalContacts("contacts", db["contacts"], self.directory, service="messaging",  # reactions.py
+                                      **reactions.contact_hooks(self))
 
     @property
     def directory(self) -> ContactDirectory:

@@ -15,7 +15,7 @@ from typing import Any
 from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
-from crm_sales import money, settings
+from crm_sales import money, reactions, settings
 from crm_sales.domain import Activity, Customer, Deal, Pipeline, Product, Quote, QuoteLine
 from crmkit import clock as platform_clock
 from crmkit.directory import ContactDirectory, LocalContacts
@@ -49,9 +49,8 @@ class SalesBook:
         self.quotes: Repository[Quote] = Repository(runtime.store, Quote, publish)
         self.customers: Repository[Customer] = Repository(runtime.store, Customer, publish)
         self.directory = directory or contacts_directory()
-        self.local = LocalContacts("contacts", self.db["contacts"], self.directory,
-                                   on_merged=self.contact_merged, on_erased=self.erase_contact,
-                                   on_unmerged=self.contact_unmerged, service=runtime.settings.service)
+        self.local = LocalContacts("contacts", self.db["contacts"], self.directory,  # its hooks: reactions.py
+                                   service=runtime.settings.service, **reactions.table(self).contact_hooks())
         # a contact's records, by kind: found in the event store at erasure (the read models may lag)
         self.erasable: dict[str, tuple[Repository[Any], str]] = {
             Deal.aggregate_type: (self.deals, "/v1/deals"),

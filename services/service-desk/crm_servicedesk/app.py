@@ -12,6 +12,7 @@ from crm_servicedesk import (
     grpc_api,
     inbound_api,
     projections,
+    reactions,
     servqual_api,
     servqual_desk,
     settings,
@@ -41,14 +42,12 @@ def prepare(runtime: Runtime) -> None:
 
 
 def all_projections(runtime: Runtime) -> list[Projection]:
-    desk = TicketDesk(runtime)
+    """The service's own read models, then its reactions to other services (reactions.py)."""
     return [
         projections.tickets_view(runtime.db, runtime.store, runtime.settings.topic),
         projections.policies_view(runtime.db, runtime.store, runtime.settings.topic),
-        desk.tiers,
-        projections.local_contacts(runtime.db, desk.directory, on_merged=desk.repoint_contact,
-                                   on_erased=desk.erase_contact, on_unmerged=desk.contact_unmerged),
         servqual_desk.surveys_view(runtime.db, runtime.store, runtime.settings.topic),
+        *reactions.worker_projections(runtime),
     ]
 
 
