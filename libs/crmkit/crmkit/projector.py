@@ -43,7 +43,10 @@ class Projection(Protocol):
     """What the runner needs from a read model."""
 
     name: str
-    topics: Sequence[str]
+
+    @property
+    def topics(self) -> Sequence[str]:
+        """The topics it follows (read-only here, so a tuple or a list of them both do)."""
 
     def handle(self, events: Sequence[RecordedEvent]) -> None:
         """Apply a batch; must be idempotent (events may come again after a crash)."""

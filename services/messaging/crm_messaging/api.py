@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Blueprint, Response, g, jsonify, request
+from flask.blueprints import BlueprintSetupState
 from marshmallow import Schema, fields, validate
 from werkzeug.routing import BaseConverter
 
@@ -62,9 +63,13 @@ class NotPreview(BaseConverter):
     regex = r"(?!preview$)[^/]+"
 
 
+def _register_converter(state: BlueprintSetupState) -> None:
+    state.app.url_map.converters.setdefault("not_preview", NotPreview)
+
+
 def blueprint(desk: MessageDesk) -> Blueprint:
     bp = Blueprint("messaging", __name__)
-    bp.record_once(lambda state: state.app.url_map.converters.setdefault("not_preview", NotPreview))
+    bp.record_once(_register_converter)
 
     # --- templates --------------------------------------------------------------------
 

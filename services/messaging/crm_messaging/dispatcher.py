@@ -46,9 +46,9 @@ from crm_messaging.domain import FINAL, Campaign, Message, Template, backoff, qu
 from crmkit.directory import Consent
 from crmkit.errors import NotFound, Unavailable
 from crmkit.events import Metadata, RecordedEvent, epoch_ms, new_id, rfc3339
-from crmkit.eventstore import EventStore
 from crmkit.metrics import LATENCY_BUCKETS
 from crmkit.repository import Repository
+from crmkit.store import Store
 
 log = logging.getLogger(__name__)
 TICKET_REF = re.compile(r"^[A-Za-z0-9][A-Za-z0-9:._-]{0,127}$")  # what the service desk reads back from a tag
@@ -112,7 +112,7 @@ class Pass:
     now: datetime
     send_until: float  # time.monotonic() after which no more provider calls start (the lease must outlast them)
     claim: str  # this pass's lease on its entries: schedule writes touch only entries it still holds
-    store: InitVar[EventStore]
+    store: InitVar[Store]
     recorder: Repository[Message] = field(init=False)  # appends; their events wait in `published`
     published: list[RecordedEvent] = field(default_factory=list)  # for the publisher, in a few hand-overs
     held_since: float = 0.0  # time.monotonic() of the oldest event in `published`
@@ -125,7 +125,7 @@ class Pass:
     provider_calls: int = 0
     overtaken: bool = False  # another worker recorded one of our messages: the batch is theirs now
 
-    def __post_init__(self, store: EventStore) -> None:
+    def __post_init__(self, store: Store) -> None:
         self.recorder = Repository(store, Message, self.hold)
 
     def hold(self, events: list[RecordedEvent]) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates, validates_schema
@@ -28,7 +29,7 @@ def one_line(value: str | None) -> None:
 
 # RFC 5322's line limit, and the default cap on a rendered subject (CRM_MESSAGING_MAX_SUBJECT_BYTES)
 SUBJECT_MAX = 998
-SUBJECT = [validate.Length(max=SUBJECT_MAX), one_line]
+SUBJECT: list[Callable[[Any], Any]] = [validate.Length(max=SUBJECT_MAX), one_line]
 # one_line for the document (no C0/C1 control character, no line or paragraph separator), and the cap
 ONE_LINE = {"pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$",
             "description": f"one line, at most {SUBJECT_MAX} characters; rendered, at most {SUBJECT_MAX} bytes of "
@@ -48,10 +49,13 @@ class Variant(Strict):
 
 
 # A variable's value, as the document states it: text (up to 5000 characters), a number, a boolean or null
-SCALAR = {"nullable": True, "anyOf": [{"type": "string", "maxLength": 5000}, {"type": "number"}, {"type": "boolean"}]}
+SCALAR: dict[str, Any] = {
+    "nullable": True, "anyOf": [{"type": "string", "maxLength": 5000}, {"type": "number"}, {"type": "boolean"}],
+}
 
 
-FILTER_VALUE = {**SCALAR, "anyOf": [{"type": "string"}, *SCALAR["anyOf"][1:]]}  # any text
+# any text
+FILTER_VALUE = {**SCALAR, "anyOf": [{"type": "string"}, *SCALAR["anyOf"][1:]]}
 
 
 class Variables(fields.Dict):

@@ -39,7 +39,7 @@ import re
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from jinja2 import ChainableUndefined, TemplateSyntaxError, Undefined, nodes
 from jinja2.exceptions import SecurityError, TemplateError
@@ -313,7 +313,7 @@ class BoundedEnvironment(ImmutableSandboxedEnvironment):
         _predict_binop(budget, operator, left, right)
         return super().call_binop(context, operator, left, right)
 
-    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:  # type: ignore[override]
+    def call(self, context: Any, obj: Any, /, *args: Any, **kwargs: Any) -> Any:
         if any(obj is hook for hook in INTERNAL):
             return obj(*args)
         budget = _budget()
@@ -348,7 +348,7 @@ class _Bounding(NodeTransformer):
 
     def visit_For(self, node: nodes.For) -> nodes.Node:  # noqa: N802 - Jinja names visitors by node class
         self.generic_visit(node)
-        node.iter = _hook("guard_loop", node.iter)
+        node.iter = _hook("guard_loop", cast(nodes.Expr, node.iter))  # an expression; jinja2 types it Node
         return node
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:  # noqa: N802

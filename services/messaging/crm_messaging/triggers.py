@@ -71,8 +71,8 @@ class TriggerReactor:
         message id comes from trigger and event, so a redelivered event queues nothing more.
         An event without a contact, or whose contact or template is gone, sends nothing.
         Returns how many messages were newly queued."""
-        wanted = [(trigger, event, event.data.get("contact_id")) for trigger, event in fired]
-        wanted = [(trigger, event, cid) for trigger, event, cid in wanted if isinstance(cid, str) and cid]
+        named = [(trigger, event, event.data.get("contact_id")) for trigger, event in fired]
+        wanted = [(trigger, event, cid) for trigger, event, cid in named if isinstance(cid, str) and cid]
         if not wanted:
             return 0
         known = self.desk.known_contacts([cid for _, _, cid in wanted])
@@ -213,10 +213,10 @@ def install_defaults(desk: MessageDesk) -> None:
         if not desk.runtime.store.load(template_id):
             with contextlib.suppress(ConcurrencyError, Conflict):
                 desk.define_template(dict(fields), meta, template_id=template_id)
-    for trigger_id, fields in DEFAULT_TRIGGERS.items():
+    for trigger_id, trigger in DEFAULT_TRIGGERS.items():
         desk.register_trigger(trigger_id)  # also for defaults stored before the register existed
         if not desk.runtime.store.load(trigger_id):
             with contextlib.suppress(ConcurrencyError, Conflict):
-                desk.define_trigger(dict(fields), meta, trigger_id=trigger_id)
+                desk.define_trigger(dict(trigger), meta, trigger_id=trigger_id)
 
 
