@@ -91,7 +91,7 @@ class Repository(Generic[A]):
     def change(
         self,
         aggregate_id: str,
-        decide: Callable[[A], None],
+        decide: Callable[[A], object],  # what it returns is not used
         meta: Metadata,
         if_match: int | None = None,
         attempts: int = 3,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import date, datetime
 from decimal import Decimal
 from typing import Any
@@ -347,6 +348,7 @@ def reports_board(book: SalesBook, pipeline_id: str, query: dict[str, Any]) -> d
     sums: dict[str, dict[str, int]] = {}
     counts: dict[str, int] = {}
     group = {"_id": "$board_key", "count": {"$sum": 1}, "total": {"$sum": "$amount_minor"}}
+    rows: Iterable[dict[str, Any]]
     rows = book.deals_view.aggregate([{"$match": match}, {"$group": group}]) if confined is not None else []
     for row in rows:
         stage, currency = row["_id"].rsplit("|", 1)

@@ -97,6 +97,7 @@ class SalesBook:
     def update_product(self, product_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None
                        ) -> Product:
         def decide(product: Product) -> None:
+            assert product.unit_price is not None and product.currency is not None  # a created product has both
             product.update(_exact_money(fields, "unit_price", product.unit_price, product.currency))
 
         return self.products.change(product_id, decide, meta, if_match)
@@ -191,7 +192,7 @@ class SalesBook:
     def deal_view(self, deal: Deal) -> dict[str, Any]:
         view = deal.view()
         view["stage_history"] = deal.history_view(self.clock())
-        view["contact"] = self.contact_summaries([deal.contact_id]).get(deal.contact_id)
+        view["contact"] = self.contact_summaries([deal.contact_id]).get(deal.contact_id) if deal.contact_id else None
         return view
 
     def list_deals(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
@@ -203,7 +204,7 @@ class SalesBook:
     def with_contacts(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Deals with their contact's name from the local projection (no call per row)."""
         names = self.contact_summaries([d["contact_id"] for d in docs if d.get("contact_id")])
-        return [{**d, "contact": names.get(d.get("contact_id"))} for d in docs]
+        return [{**d, "contact": names.get(d.get("contact_id") or "")} for d in docs]
 
     def contact_summaries(self, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
         found = self.local.find(contact_ids)
@@ -326,6 +327,7 @@ class SalesBook:
         year = self.today().year
         counter = self.counters.find_one_and_update({"_id": f"quote-{year}"}, {"$inc": {"seq": 1}},
                                                     upsert=True, return_document=ReturnDocument.AFTER)
+        assert counter is not None  # an upsert returning the document AFTER always has one
         return f"Q-{year}-{counter['seq']:06d}"
 
     def draft_quote(self, fields: dict[str, Any], meta: Metadata) -> Quote:
@@ -368,7 +370,7 @@ class SalesBook:
             errors[where] = ["a free-text line needs a description and a unit_price"]
             return None
         unit_price = line.get("unit_price")
-        if unit_price is None and product is not None:
+        if unit_price is None and product is not None and product.unit_price is not None:
             unit_price = money.parse(product.unit_price)
         try:
             unit_price = money.exact(unit_price, currency) if unit_price is not None else None
@@ -379,7 +381,7 @@ class SalesBook:
         tax = line.get("tax_rate")
         if tax is None:
             tax = Decimal(product.tax_rate) if product is not None else (default_tax or Decimal(0))
-        return QuoteLine(description=line.get("description") or (product.name if product else ""),
+        return QuoteLine(description=line.get("description") or (product.name if product and product.name else ""),
                          quantity=line["quantity"], unit_price=unit_price,
                          discount_percent=line.get("discount_percent") or Decimal(0), tax_rate=tax,
                          product_id=product.id if product else None, sku=product.sku if product else None)
@@ -408,7 +410,9 @@ class SalesBook:
             if deal.status == "open":
                 deal.win(self.now(), amount=quote.totals["total"], quote_id=quote.id)
 
-        deal = self.deals.change(quote.deal_id, win, meta) if mark_deal_won else self.deals.get(quote.deal_id)
+        deal_id = quote.deal_id
+        assert deal_id is not None  # a quote is made for a deal
+        deal = self.deals.change(deal_id, win, meta) if mark_deal_won else self.deals.get(deal_id)
         return quote, deal
 
     def list_quotes(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:

@@ -125,7 +125,11 @@ class Product(Aggregate):
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
-        self.sku = self.name = self.description = self.unit_price = self.currency = None
+        self.sku: str | None = None
+        self.name: str | None = None
+        self.description: str | None = None
+        self.unit_price: str | None = None
+        self.currency: str | None = None
         self.tax_rate = "0"
         self.active = True
 

@@ -56,14 +56,14 @@ class Formatter:
 
     def number(self, value: str | Decimal | None) -> str:
         """A quantity or percentage, grouped, without trailing zeros (`1,500.5`)."""
-        if value in (None, ""):
+        if value is None or value == "":
             return ""
         return self.digits(format_decimal(Decimal(value), locale=self.locale, numbering_system=self.numbering,
                                           decimal_quantization=False))
 
     def money(self, value: str | Decimal | None, currency: str) -> str:
         """An amount with its currency as the locale writes it (`‎ریال ۱۲۵٬۰۰۰٬۰۰۰`)."""
-        if value in (None, ""):
+        if value is None or value == "":
             return ""
         return self.digits(format_currency(Decimal(value), currency, locale=self.locale,
                                            numbering_system=self.numbering))

@@ -32,7 +32,7 @@ from crmkit.web.locale import direction, primary
 
 log = logging.getLogger(__name__)
 
-LABELS = {
+LABELS: dict[str, dict[str, Any]] = {
     "en": {"title": "Quote", "number": "Number", "issued": "Issue date", "valid_until": "Valid until",
            "seller": "Seller", "tax_id": "Tax ID", "to": "To",
            "item": "Item", "quantity": "Qty", "unit_price": "Unit price", "discount": "Discount",

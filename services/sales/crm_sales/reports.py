@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
+from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -38,7 +39,7 @@ def _money(minor: int | Decimal, currency: str) -> dict[str, str]:
     return {"amount": money.text(money.from_minor(int(units), currency), currency), "currency": currency}
 
 
-def _per_currency(totals: dict[str, Decimal | int]) -> list[dict[str, str]]:
+def _per_currency(totals: Mapping[str, Decimal | int]) -> list[dict[str, str]]:
     return [_money(total, currency) for currency, total in sorted(totals.items())]
 
 
@@ -179,16 +180,16 @@ def recompute_values(book: SalesBook) -> int:
     writes, tiers = [], {}
     for cid in set(per_contact) | set(previous):
         value = ranked.get(cid)
-        entry = per_contact.get(cid)
-        doc = {
+        spent = per_contact.get(cid)
+        doc: dict[str, Any] = {
             "_id": cid, "currency": currency, "clv_minor": value.clv_minor if value else 0,
             "predicted_minor": value.predicted_minor if value else 0,
             "recency": value.recency if value else 0, "frequency": value.frequency if value else 0,
             "monetary": value.monetary if value else 0, "tier": value.tier if value else "standard",
-            "won_deals": entry["won_deals"] if entry else 0,
+            "won_deals": spent["won_deals"] if spent else 0,
             "last_purchase_ms": epoch_ms(value.last_purchase_at) if value else None,
-            "by_currency": [{"currency": c, "minor": m} for c, m in sorted(entry["by_currency"].items())]
-            if entry else [],
+            "by_currency": [{"currency": c, "minor": m} for c, m in sorted(spent["by_currency"].items())]
+            if spent else [],
             "computed_ms": epoch_ms(now),
         }
         writes.append(ReplaceOne({"_id": cid}, doc, upsert=True))

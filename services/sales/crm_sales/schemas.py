@@ -36,7 +36,10 @@ class Text(fields.String):
         kwargs["metadata"] = {"pattern": pattern, **kwargs.get("metadata", {})}
         super().__init__(validate=validate.Length(max=max_length), **kwargs)
 
-    def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str | None:
+    # blank text reads as None, which marshmallow's String (typed to give str) never returns
+    def _deserialize(  # type: ignore[override]
+        self, value: Any, attr: str | None, data: Any, **kwargs: Any
+    ) -> str | None:
         raw = super()._deserialize(value, attr, data, **kwargs)
         self.validators[0](raw)  # the cap counts what was sent, as the document's maxLength does
         if any(ord(ch) < 32 and ch not in "\n\t" for ch in raw):

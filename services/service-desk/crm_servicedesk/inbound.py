@@ -189,9 +189,9 @@ class Intake:
         event store (not the read model), so an SMS right after the first finds the ticket it opened."""
         found = self.desk.tickets.get_many(self.desk._tickets_of(contact_id))
         since = clock.now() - timedelta(hours=self.config.sms_reply_hours)
-        candidates = [t for t in found.values() if t.channel == "sms" and t.status in REPLYABLE
+        candidates = [(t.updated_at, t) for t in found.values() if t.channel == "sms" and t.status in REPLYABLE
                       and t.contact_id == contact_id and t.updated_at is not None and t.updated_at >= since]
-        return max(candidates, key=lambda t: t.updated_at, default=None)
+        return max(candidates, key=lambda changed: changed[0], default=(since, None))[1]
 
     def _comment(self, ticket: Ticket, body: str, comment_id: str, contact_id: str, meta: Metadata) -> Outcome:
         if _has_comment(ticket, comment_id):

@@ -186,10 +186,11 @@ def overall_gap(by_dimension: Mapping[str, Fraction | None], weights: Mapping[st
     """Σ weight × dimension gap over the weighted dimensions, the weights taken as their share of the total
     (so fractions of 1 and percentages give the same answer); None when no weighted dimension was measured."""
     weighted = {d: Fraction(weights.get(d) or 0) for d in DIMENSIONS if weights.get(d)}
-    if not weighted or any(by_dimension.get(d) is None for d in weighted):
+    measured = {d: gap for d in weighted if (gap := by_dimension.get(d)) is not None}
+    if not weighted or len(measured) < len(weighted):
         return None
-    total = sum(weighted.values())
-    return sum((w / total) * by_dimension[d] for d, w in weighted.items())  # type: ignore[operator]
+    total = sum(weighted.values(), Fraction(0))
+    return sum(((w / total) * measured[d] for d, w in weighted.items()), Fraction(0))
 
 
 def score(items: Mapping[str, Sequence[str]], weights: Mapping[str, float], expectations: Mapping[str, int],

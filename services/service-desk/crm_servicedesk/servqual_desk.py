@@ -238,6 +238,7 @@ class ServqualDesk:
     def _quarterly(self, tiers: Sequence[str], now: datetime) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
         quarter = quarter_of(now)
         members = self.desk.tiers.collection.find({"tier": {"$in": list(tiers)}}, {"tier": 1})
+        wanted: dict[str, tuple[str, dict[str, Any], dict[str, Any]]]
         wanted = {derived_id("quarterly", doc["_id"], quarter): (doc["_id"], {
             "rule": "quarterly", "period": quarter, "tier": doc.get("tier")}, {}) for doc in members}
         done = {doc["_id"] for doc in self.surveys_view.find({"_id": {"$in": list(wanted)}}, {"_id": 1})}
