@@ -98,7 +98,7 @@ class Env:
         if self.problems:
             raise SettingsError(self.problems)
 
-    def _number(self, name: str, default: float, kind: type, noun: str, minimum: float | None,
+    def _number(self, name: str, default: float, kind: Callable[[str], float], noun: str, minimum: float | None,
                 maximum: float | None) -> float:
         raw = (self.raw(name) or "").strip()
         if not raw:
