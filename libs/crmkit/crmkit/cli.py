@@ -27,6 +27,7 @@ from crmkit.progress import Progress
 from crmkit.projector import Projection, rebuild
 from crmkit.runtime import Runtime
 from crmkit.service import ServiceSpec, discover, run_worker, serve_grpc, spec_for
+from crmkit.settings import credentials, local_stack
 
 log = logging.getLogger("crm")
 
@@ -130,7 +131,7 @@ def catalogue_cmd_run(args: argparse.Namespace) -> int:
 
 
 def _bootstrap() -> str:
-    return os.environ.get("CRM_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
+    return local_stack().kafka_bootstrap or "127.0.0.1:9092"
 
 
 def tail_cmd_run(args: argparse.Namespace) -> int:
@@ -158,8 +159,8 @@ def keys_cmd_run(args: argparse.Namespace) -> int:
     if args.action == "service-credentials":
         print(_service_credentials())
         return 0
-    if args.action != "list" and args.file is None and (os.environ.get("CRM_JWT_KEYS") or
-                                                         os.environ.get("CRM_JWT_SECRET")):
+    if args.action != "list" and args.file is None and (credentials().jwt_keys or
+                                                         credentials().jwt_secret):
         print("note: this environment's ring comes from CRM_JWT_KEYS/CRM_JWT_SECRET, not the file changed here",
               file=sys.stderr)
     try:
@@ -336,21 +337,20 @@ def up(args: argparse.Namespace) -> int:
 def _start_servers(home: Path) -> list[subprocess.Popen[bytes]]:
     """Start the local Kafka and MongoDB unless the environment points at real ones."""
     servers = []
-    if "CRM_KAFKA_BOOTSTRAP" not in os.environ:
-        port = int(os.environ.get("CRM_KAFKA_PORT", "9092"))
-        servers.append(stack.start_kafka(port, home / "log"))
-        os.environ["CRM_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{port}"
-    if "CRM_MONGO_URL" not in os.environ:
-        port = int(os.environ.get("CRM_MONGO_PORT", "27017"))
-        servers.append(stack.start_mongo(port, home / "mongo", home / "log"))
-        os.environ["CRM_MONGO_URL"] = f"mongodb://127.0.0.1:{port}"
+    local = local_stack()
+    if local.kafka_bootstrap is None:
+        servers.append(stack.start_kafka(local.kafka_port, home / "log"))
+        os.environ["CRM_KAFKA_BOOTSTRAP"] = f"127.0.0.1:{local.kafka_port}"  # for the processes it starts
+    if local.mongo_url is None:
+        servers.append(stack.start_mongo(local.mongo_port, home / "mongo", home / "log"))
+        os.environ["CRM_MONGO_URL"] = f"mongodb://127.0.0.1:{local.mongo_port}"
     return servers
 
 
 def _prepare(services: dict[str, ServiceSpec]) -> None:
     """Topics, indexes, and a replay for a broker that lost what the stores hold."""
-    bootstrap = os.environ["CRM_KAFKA_BOOTSTRAP"]
-    partitions = int(os.environ.get("CRM_TOPIC_PARTITIONS", "3"))
+    local = local_stack()
+    bootstrap, partitions = local.kafka_bootstrap or "127.0.0.1:9092", local.topic_partitions
     stack.ensure_topics(bootstrap, [spec.settings().topic for spec in services.values()], partitions)
     for spec in services.values():
         runtime = spec.runtime()
@@ -370,7 +370,7 @@ def _announce(services: dict[str, ServiceSpec]) -> None:
         lines += [f"  {'':<14} {name} {process.url()}" for name, process in spec.extra_processes.items()
                   if process.url is not None and process.enabled()]
     lines += [
-        f"  Kafka {os.environ['CRM_KAFKA_BOOTSTRAP']}   MongoDB {os.environ['CRM_MONGO_URL']}",
+        f"  Kafka {local_stack().kafka_bootstrap}   MongoDB {local_stack().mongo_url}",
         "",
         "Admin token (12h):",
         auth.issue(keys.ring(), "admin", ["admin"]),

@@ -34,6 +34,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from crmkit import auth
 from crmkit.config import data_dir, jwt_secret, local_secret
 from crmkit.events import utcnow
+from crmkit.settings import credentials
 
 _cache: dict[tuple[object, ...], auth.KeyRing] = {}
 _lock = threading.Lock()
@@ -51,8 +52,8 @@ def ring_path() -> Path:
 
 def ring() -> auth.KeyRing:
     """The keys tokens verify with, from wherever this installation keeps them."""
-    source = (os.environ.get("CRM_JWT_KEYS"), os.environ.get("CRM_JWT_SECRET"),
-              os.environ.get("CRM_SERVICE_PUBLIC_KEYS"), _recent_stamp())
+    known = credentials()
+    source = (known.jwt_keys, known.jwt_secret, known.service_public_keys, _recent_stamp())
     with _lock:
         if source not in _cache:
             _cache.clear()
@@ -64,7 +65,7 @@ def _recent_stamp() -> tuple[int, int, int] | None:
     """The ring file's stamp, looked at again at most every RECHECK_SECONDS: every request verifies
     a token, and resolving the data dir and stat-ing the file cost a millisecond of each create
     (bench/README.md). A rotation here is seen at once (`_write_file` forgets the last look)."""
-    where, now = os.environ.get("CRM_DATA_DIR"), time.monotonic()
+    where, now = credentials().data_dir, time.monotonic()
     with _lock:
         looked = _checked.get(where)
         if looked is None or now - looked[0] >= RECHECK_SECONDS:
@@ -74,12 +75,12 @@ def _recent_stamp() -> tuple[int, int, int] | None:
 
 def identity() -> str | None:
     """The service this process runs as (set by `crm serve`, the test harness), None for tools."""
-    return os.environ.get("CRM_SERVICE_NAME") or None
+    return credentials().service_name
 
 
 def own_key(service: str) -> Ed25519PrivateKey:
     """The private key `service` signs its calls with."""
-    configured = os.environ.get("CRM_SERVICE_KEY")
+    configured = credentials().service_key
     return auth.private_key_from_text(configured) if configured else auth.derive_service_key(jwt_secret(), service)
 
 
@@ -135,7 +136,8 @@ def new_service_credentials(services: list[str]) -> dict[str, tuple[str, str]]:
 
 
 def _load() -> auth.KeyRing:
-    keys_json, single = os.environ.get("CRM_JWT_KEYS"), os.environ.get("CRM_JWT_SECRET")
+    known = credentials()
+    keys_json, single = known.jwt_keys, known.jwt_secret
     if keys_json:
         document = _parse(json.loads(keys_json))
     elif single:
@@ -147,7 +149,7 @@ def _load() -> auth.KeyRing:
 
 
 def _service_public_keys() -> Mapping[str, Ed25519PublicKey]:
-    configured = os.environ.get("CRM_SERVICE_PUBLIC_KEYS")
+    configured = credentials().service_public_keys
     if configured:
         return {name: auth.public_key_from_text(text) for name, text in json.loads(configured).items()}
     root = jwt_secret()

@@ -182,3 +182,46 @@ class ChassisSettings:
 
 chassis = Current(ChassisSettings.read)
 """The chassis's settings now: `crmkit.settings.chassis().projector_batch`."""
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """Who a process is and what it verifies and signs with (crmkit.keys). Rotations change these
+    variables under a running test or tool, which `Current` notices: built again on any change."""
+
+    jwt_keys: str | None  # CRM_JWT_KEYS: the token key ring as JSON
+    jwt_secret: str | None  # CRM_JWT_SECRET: a ring of one key
+    service_public_keys: str | None  # CRM_SERVICE_PUBLIC_KEYS: every service's public key, JSON
+    service_key: str | None  # CRM_SERVICE_KEY: this service's own private key
+    service_name: str | None  # CRM_SERVICE_NAME: set by `crm serve` (boot) and the test harness
+    data_dir: str | None  # CRM_DATA_DIR, as set (crmkit.config.data_dir resolves the default)
+
+    @classmethod
+    def read(cls, env: Env) -> Credentials:
+        return cls(jwt_keys=env.raw("CRM_JWT_KEYS"), jwt_secret=env.raw("CRM_JWT_SECRET"),
+                   service_public_keys=env.raw("CRM_SERVICE_PUBLIC_KEYS"), service_key=env.raw("CRM_SERVICE_KEY"),
+                   service_name=env.raw("CRM_SERVICE_NAME") or None, data_dir=env.raw("CRM_DATA_DIR"))
+
+
+credentials = Current(Credentials.read)
+
+
+@dataclass(frozen=True)
+class LocalStack:
+    """What `crm up` and the `crm` tools need: a broker and a database to use, or ports to start them on."""
+
+    kafka_bootstrap: str | None  # CRM_KAFKA_BOOTSTRAP: set, `crm up` starts no local broker
+    mongo_url: str | None  # CRM_MONGO_URL: set, `crm up` starts no local server
+    kafka_port: int  # CRM_KAFKA_PORT: the local broker's port
+    mongo_port: int  # CRM_MONGO_PORT: the local server's port
+    topic_partitions: int  # CRM_TOPIC_PARTITIONS: partitions of the topics `crm up` creates
+
+    @classmethod
+    def read(cls, env: Env) -> LocalStack:
+        return cls(kafka_bootstrap=env.raw("CRM_KAFKA_BOOTSTRAP"), mongo_url=env.raw("CRM_MONGO_URL"),
+                   kafka_port=env.integer("CRM_KAFKA_PORT", 9092, minimum=1, maximum=65535),
+                   mongo_port=env.integer("CRM_MONGO_PORT", 27017, minimum=1, maximum=65535),
+                   topic_partitions=env.integer("CRM_TOPIC_PARTITIONS", 3, minimum=1))
+
+
+local_stack = Current(LocalStack.read)

@@ -6,7 +6,7 @@ import pytest
 
 from crmkit.config import Ports, ProjectionPolicy, Settings, topic_of
 from crmkit.service import ServiceSpec, configured
-from crmkit.settings import ChassisSettings, Current, Env, SettingsError, chassis, load
+from crmkit.settings import ChassisSettings, Credentials, Current, Env, LocalStack, SettingsError, chassis, load
 
 
 def test_defaults_when_nothing_is_set() -> None:
@@ -98,3 +98,12 @@ def test_a_process_refuses_to_start_naming_every_bad_variable_of_the_chassis_and
     for name in ("CRM_PROJECTOR_BATCH", "CRM_WIDGETS_HTTP_PORT", "CRM_WIDGETS_PACE"):
         monkeypatch.delenv(name)
     assert configured(spec, "worker").ports.http == 1
+
+
+def test_the_local_stack_and_the_credentials_are_read_in_one_place_too() -> None:
+    assert load(LocalStack.read, {}) == LocalStack(None, None, 9092, 27017, 3)
+    with pytest.raises(SettingsError) as caught:
+        load(LocalStack.read, {"CRM_KAFKA_PORT": "0", "CRM_TOPIC_PARTITIONS": "many"})
+    assert [name for name, _ in caught.value.problems] == ["CRM_KAFKA_PORT", "CRM_TOPIC_PARTITIONS"]
+    known = load(Credentials.read, {"CRM_JWT_SECRET": "s", "CRM_SERVICE_NAME": ""})
+    assert (known.jwt_secret, known.jwt_keys, known.service_name) == ("s", None, None)
