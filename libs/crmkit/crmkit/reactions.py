@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypedDict
+from typing import TYPE_CHECKING, Any, TypedDict, cast
 
 if TYPE_CHECKING:
     from crmkit.projector import Projection
@@ -75,8 +75,10 @@ class Reactions:
 
     def contact_hooks(self) -> ContactHooks:
         """The hooks of the service's local copy of contacts: `LocalContacts(..., **reactions.contact_hooks())`."""
-        return ContactHooks(**{reaction.hook: reaction.handler  # type: ignore[typeddict-item]
-                               for reaction in self.table if reaction.hook is not None})
+        hooks = {reaction.hook: reaction.handler for reaction in self.table if reaction.hook is not None}
+        # keys from CONTACT_HOOKS, handlers callables (a hook is not a projection): a TypedDict mypy
+        # cannot build from keys it only knows as str
+        return cast(ContactHooks, hooks)
 
     def projections(self) -> list[Projection]:
         """The projections that apply the other reactions, each once, in the table's order."""

@@ -462,7 +462,8 @@ class Contact(Aggregate):
 
     # --- the fold -------------------------------------------------------------------
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
         match event_type:
             case "ContactCreated":
                 for name in CONTACT_FIELDS:
@@ -626,7 +627,8 @@ class Company(Aggregate):
         if changes:
             self.record("CompanyUpdated", {"company_id": self.id, "changes": changes})
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
         match event_type:
             case "CompanyCreated":
                 self.fields.update({name: data.get(name) for name in COMPANY_FIELDS})

@@ -471,7 +471,8 @@ class Segment(Aggregate):
     def parsed_rules(self) -> Group:
         return check(self.rules)
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
         match event_type:
             case "SegmentDefined":
                 self.name, self.description, self.rules = data["name"], data.get("description"), data["rules"]

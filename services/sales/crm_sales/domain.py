@@ -150,7 +150,8 @@ class Product(Aggregate):
         _restore(product, view, cls.FIELDS)
         return product
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
         if event_type == "ProductCreated":
             for name in self.FIELDS:
                 setattr(self, name, data.get(name))
@@ -273,7 +274,8 @@ class Pipeline(Aggregate):
             fields["reason_note"] = note
         return fields
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
         if event_type == "PipelineCreated":
             self.name, self.stages = data["name"], list(data["stages"])
             self.win_reasons = list(data.get("win_reasons", self.win_reasons))
@@ -408,7 +410,8 @@ class Deal(ErasableRecord):
         self.stage_history.append({"stage": stage, "entered_at": at, "left_at": None})
         self.stage = stage
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
         if event_type == "DealCreated":
             for name in DEAL_FIELDS:
                 setattr(self, name, data.get(name))
@@ -510,7 +513,8 @@ class Activity(ErasableRecord):
             raise Conflict("the activity is already completed")
         self.record("ActivityCompleted", {"activity_id": self.id, "at": at, "outcome": outcome})
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
         if event_type == "ActivityScheduled":
             for name in ACTIVITY_FIELDS:
                 setattr(self, name, data.get(name))
@@ -632,7 +636,8 @@ class Quote(ErasableRecord):
         self.record("QuoteExpired", {"quote_id": self.id, "deal_id": self.deal_id, "at": at})
         return True
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
         if event_type == "QuoteDrafted":
             self.number, self.deal_id, self.contact_id = data["number"], data["deal_id"], data["contact_id"]
             self.currency, self.valid_until, self.locale = data["currency"], data["valid_until"], data.get("locale")
@@ -691,7 +696,8 @@ class Customer(Aggregate):
                                             "clv": {"amount": clv, "currency": currency}})
         return True
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
+    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
+    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
         if event_type == "CustomerTierChanged":
             self.tier = data["tier"]
 
