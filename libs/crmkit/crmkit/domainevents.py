@@ -41,9 +41,10 @@ SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool:
 
 
 def spec(*, default: Any = NOTHING, default_factory: Callable[[], Any] | Any = NOTHING, wire: str | None = None,
-         personal: bool = False, omit_none: bool = False, schema: Mapping[str, Any] | None = None,
-         **keywords: Any) -> Any:
-    """A field of an event with what its type hint cannot say (see the module docstring)."""
+         personal: bool = False, omit_none: bool = False,
+         schema: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None, **keywords: Any) -> Any:
+    """A field of an event with what its type hint cannot say (see the module docstring). `schema` may be
+    a function giving it, called when the schema is derived: a shape taken from another event's."""
     if omit_none and default is NOTHING:
         default = None
     metadata = {"wire": wire, "personal": personal, "omit_none": omit_none, "schema": schema, "keywords": keywords}
@@ -116,8 +117,8 @@ def json_schema(kind: type) -> dict[str, Any]:
 
 
 def _field_schema(f: dataclasses.Field[Any], hint: Any) -> dict[str, Any]:
-    if f.metadata.get("schema") is not None:
-        return dict(f.metadata["schema"])
+    if (schema := f.metadata.get("schema")) is not None:
+        return dict(schema() if callable(schema) else schema)
     keywords = dict(f.metadata.get("keywords") or {})
     if f.metadata.get("omit_none"):
         hint = _without_none(hint)

@@ -25,16 +25,18 @@ forgotten when the contact is erased (`MessageDesk.erase_contact`), like their m
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 import uuid
 from collections.abc import Sequence
 from typing import Any
 
-from crm_messaging.domain import Message
+from crm_messaging.domain import CHANNELS, Message
 from crmkit.aggregate import Aggregate
 from crmkit.catalogue import EventType
 from crmkit.config import topic_of
+from crmkit.domainevents import DomainEvent, spec
 from crmkit.errors import Conflict, NotFound
 from crmkit.events import Metadata, RecordedEvent, rfc3339
 from crmkit.repository import Repository
@@ -45,7 +47,6 @@ log = logging.getLogger(__name__)
 REASONS = ("bounced", "complained")
 SOURCES = ("receipt", "mail_report")
 REPORTS = "crm.servicedesk.MailReportReceived.v1"  # the service desk's event (crm_servicedesk.inbound_report)
-PERSONAL = ["address", "detail"]
 MESSAGE_ID = re.compile(r"^<?([^<>\s]{1,900})>?$")
 
 
@@ -62,6 +63,26 @@ class Suppression(Aggregate):
 
     aggregate_type = "suppression"
 
+    class AddressSuppressed(DomainEvent):
+        """An address of the contact is no longer sent to on this channel: a hard bounce (`bounced`) or a
+        complaint (`complained`) reported by the provider's receipt (`source` receipt) or by a delivery status
+        notification or complaint mailed back to the support mailbox (`mail_report`, via the service desk's
+        MailReportReceived). Later sends to the contact on the channel while contacts gives this address are
+        suppressed (MessageSuppressed, reason `address_bounced` / `address_complained`). One stream per
+        contact and channel; the address and the provider's words are sealed with its key."""
+
+        suppression_id: str = spec(minLength=1)
+        contact_id: str = spec(minLength=1)
+        channel: str = spec(enum=CHANNELS)
+        address: str | None = spec(personal=True, description=(
+            "the address suppressed (as the message was sent to it); null once the contact is erased"))
+        reason: str = spec(enum=REASONS)
+        detail: str | None = spec(personal=True, maxLength=300, description=(
+            "the status and diagnostic reported, e.g. 5.1.1 smtp; 550 user unknown"))
+        source: str = spec(enum=SOURCES)
+        message_id: str | None = spec(description="the message the report was about")
+        suppressed_at: str = spec(format="date-time")
+
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
         self.contact_id = ""
@@ -73,27 +94,33 @@ class Suppression(Aggregate):
         """Suppress `address`; an address already suppressed records nothing (a report delivered twice)."""
         if address.lower() in self.addresses:
             return False
-        self.record("AddressSuppressed", {
-            "suppression_id": self.id, "contact_id": contact_id, "channel": channel, "address": address,
-            "reason": reason, "detail": (detail or None) and detail[:300], "source": source,
-            "message_id": message_id, "suppressed_at": at})
+        self.record(self.AddressSuppressed(
+            suppression_id=self.id, contact_id=contact_id, channel=channel, address=address, reason=reason,
+            detail=(detail or None) and detail[:300], source=source, message_id=message_id, suppressed_at=at))
         return True
 
     def reason_for(self, address: str | None) -> str | None:
         entry = self.addresses.get((address or "").lower())
         return None if entry is None else entry["reason"]
 
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:
-        if event_type == "AddressSuppressed":
-            self.contact_id, self.channel = data["contact_id"], data["channel"]
-            address = data.get("address")  # None once the contact is erased (the key is gone)
-            if address:
-                self.addresses[address.lower()] = {k: data.get(k) for k in ("reason", "source", "message_id",
-                                                                              "suppressed_at")}
+    @functools.singledispatchmethod
+    def apply(self, event: DomainEvent) -> None:
+        """Nothing else changes a suppression."""
+
+    @apply.register(AddressSuppressed)
+    def _on_suppressed(self, event: AddressSuppressed) -> None:
+        self.contact_id, self.channel = event.contact_id, event.channel
+        if event.address:  # None once the contact is erased (the key is gone)
+            self.addresses[event.address.lower()] = {"reason": event.reason, "source": event.source,
+                                                     "message_id": event.message_id,
+                                                     "suppressed_at": event.suppressed_at}
 
     def view(self) -> dict[str, Any]:
         return {"id": self.id, "version": self.version, "contact_id": self.contact_id, "channel": self.channel,
                 "addresses": self.addresses}
+
+
+PERSONAL = Suppression.AddressSuppressed.personal_paths()  # the address and the provider's words
 
 
 class Suppressions:
@@ -191,32 +218,10 @@ class ReportReactor:
 
 
 SUPPRESSION_EVENTS = [
-    EventType(
-        "AddressSuppressed", 1, "suppression",
-        "An address of the contact is no longer sent to on this channel: a hard bounce (`bounced`) or a "
-        "complaint (`complained`) reported by the provider's receipt (`source` receipt) or by a delivery status "
-        "notification or complaint mailed back to the support mailbox (`mail_report`, via the service desk's "
-        "MailReportReceived). Later sends to the contact on the channel while contacts gives this address are "
-        "suppressed (MessageSuppressed, reason `address_bounced` / `address_complained`). One stream per "
-        "contact and channel; the address and the provider's words are sealed with its key.",
-        {"type": "object", "additionalProperties": False,
-         "required": ["suppression_id", "contact_id", "channel", "address", "reason", "detail", "source",
-                      "message_id", "suppressed_at"],
-         "properties": {
-             "suppression_id": {"type": "string", "minLength": 1},
-             "contact_id": {"type": "string", "minLength": 1},
-             "channel": {"enum": ["email", "sms", "fax"]},
-             "address": {"type": ["string", "null"], "description": "the address suppressed (as the message was "
-                         "sent to it); null once the contact is erased"},
-             "reason": {"enum": list(REASONS)},
-             "detail": {"type": ["string", "null"], "maxLength": 300,
-                        "description": "the status and diagnostic reported, e.g. 5.1.1 smtp; 550 user unknown"},
-             "source": {"enum": list(SOURCES)},
-             "message_id": {"type": ["string", "null"], "description": "the message the report was about"},
-             "suppressed_at": {"type": "string", "format": "date-time"}}},
+    EventType.of(
+        Suppression.AddressSuppressed,
         {"suppression_id": "5d1e…", "contact_id": "01a2…", "channel": "email", "address": "ali@example.com",
          "reason": "bounced", "detail": "5.1.1 smtp; 550 5.1.1 <address>: User unknown", "source": "mail_report",
          "message_id": "01c1…", "suppressed_at": "2026-12-20T08:05:00.000Z"},
-        personal=PERSONAL,
     ),
 ]
