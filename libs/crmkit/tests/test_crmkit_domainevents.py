@@ -217,3 +217,20 @@ def test_an_aggregate_not_converted_still_records_type_and_data() -> None:
     assert legacy.seen == ["Happened"] and legacy.pending[0].data == {"x": 1}
     assert Legacy.from_events("l1", [RecordedEvent("e", "s", "l1", "legacy", 1, "Old", 1, {}, T0, "a", "c",
                                                    None)]).seen == ["Old"]
+
+
+def test_a_schema_may_come_from_a_function_called_when_derived() -> None:
+    class Later(DomainEvent):
+        """Takes another event's field schema."""
+
+        label: str = spec(schema=lambda: json_schema(Gadget.GadgetMade)["properties"]["label"])
+
+    assert json_schema(Later)["properties"]["label"] == {"type": "string", "minLength": 1}
+
+
+def test_adopt_takes_the_fields_that_name_state_and_state_names_come_from_init() -> None:
+    assert Gadget.state_names() == ("label", "parts", "place")
+    gadget = Gadget("g1")
+    gadget.adopt(made())  # label is state, colour and weight are not
+    assert (gadget.label, gadget.parts, gadget.place) == ("G1", [Gadget.Part(sku="a", count=2)], "shelf")
+    assert not hasattr(gadget, "colour")
