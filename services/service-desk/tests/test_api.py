@@ -32,6 +32,12 @@ def open_ticket(desk: ServiceHarness, contact_id: str, **fields: object) -> dict
     return response.get_json()
 
 
+def projection(desk: ServiceHarness, name: str):
+    """One of the worker's projections, by name (the list's order is the wiring's, not a contract)."""
+    [found] = [p for p in desk.spec.projections(desk.runtime) if p.name == name]
+    return found
+
+
 def define(desk: ServiceHarness, policy: dict) -> dict:
     response = post(desk, "/v1/sla-policies", policy)
     assert response.status_code == 201, response.get_json()
@@ -162,7 +168,7 @@ def test_policies_validation_and_strategic_customers_get_the_stricter_one(desk: 
     strategic = define(desk, {"name": "Strategic", "customer_tiers": ["strategic"],
                               "targets": {"normal": {"first_response": 15, "resolution": 240}}})
     vip, regular = directory.add("vip"), directory.add("regular")
-    tiers = desk.spec.projections(desk.runtime)[2]
+    tiers = projection(desk, "customer_tiers")
     tiers.handle([RecordedEvent(new_id(), "sales", "cv-vip", "customer_value", 1, "CustomerTierChanged", 1,
                                 {"contact_id": vip, "tier": "strategic", "previous_tier": "standard"},
                                 utcnow(), "system", new_id(), None)])
@@ -272,7 +278,7 @@ def test_contact_erased_scrubs_text_and_merge_repoints(desk: ServiceHarness, dir
                  **{"Idempotency-Key": "second-ticket"}).get_json()["id"]
     moved = open_ticket(desk, dup)["id"]
     desk.project()
-    contacts = desk.spec.projections(desk.runtime)[3]
+    contacts = projection(desk, "contacts")
     keys, stored_responses = desk.runtime.vault.keys, desk.runtime.db["idempotency_keys"]
     assert keys.count_documents({"_id": {"$in": [tid, other]}}) == 2
     assert stored_responses.count_documents({"resource": f"/v1/tickets/{other}"}) == 1
@@ -307,7 +313,7 @@ def test_a_ticket_written_to_after_its_customers_erasure_stays_readable(desk: Se
     tid = open_ticket(desk, gone)["id"]
     post(desk, f"/v1/tickets/{tid}/comments", {"body": "my address is 12 Vali-asr", "author_type": "customer"})
     desk.project()
-    contacts = desk.spec.projections(desk.runtime)[3]
+    contacts = projection(desk, "contacts")
     contacts.handle([RecordedEvent(new_id(), "contacts", gone, "contact", 2, "ContactErased", 1, {"reason": "gdpr"},
                                    utcnow(), "system", new_id(), None)])
     assert post(desk, f"/v1/tickets/{tid}/comments", {"body": "we closed your account"}).status_code == 201
