@@ -12,16 +12,18 @@ SERVICES := $(wildcard services/*)
 run: install
 	$(BIN)/crm up
 
-test: install proto-lint
-	$(BIN)/ruff check .
+test: lint
 	$(BIN)/pytest
 
 # No server: neither the stand-ins (mark `servers`) nor whole service processes (`e2e`); under a minute
 unit: install
 	$(BIN)/pytest -m "not servers and not e2e"
 
+# ruff, mypy ([tool.mypy] in pyproject.toml: the chassis strict, the services' every function
+# checked; docs/testing.md, "Type checking") and the proto contracts
 lint: install proto-lint
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 
 # The gRPC contracts: `buf lint` under proto/buf.yaml, and `buf breaking` against the committed
 # baseline, the contract as last recorded (docs/testing.md). buf is the npm package, pinned,
