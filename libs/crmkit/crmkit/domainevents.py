@@ -41,10 +41,11 @@ SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool:
 
 
 def spec(*, default: Any = NOTHING, default_factory: Callable[[], Any] | Any = NOTHING, wire: str | None = None,
-         personal: bool = False, omit_none: bool = False,
+         personal: bool | tuple[str, ...] = False, omit_none: bool = False,
          schema: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None, **keywords: Any) -> Any:
     """A field of an event with what its type hint cannot say (see the module docstring). `schema` may be
-    a function giving it, called when the schema is derived: a shape taken from another event's."""
+    a function giving it, called when the schema is derived: a shape taken from another event's.
+    `personal` may name keys inside the field's value instead (a `changes` object: `changes.email`)."""
     if omit_none and default is NOTHING:
         default = None
     metadata = {"wire": wire, "personal": personal, "omit_none": omit_none, "schema": schema, "keywords": keywords}
@@ -100,7 +101,11 @@ class DomainEvent:
     @classmethod
     def personal_paths(cls) -> tuple[str, ...]:
         """Dotted paths of the personal fields (sealed on the wire with the person's key)."""
-        return tuple(f.metadata.get("wire") or f.name for f in _fields(cls) if f.metadata.get("personal"))
+        paths: list[str] = []
+        for f in _fields(cls):
+            wire, personal = f.metadata.get("wire") or f.name, f.metadata.get("personal")
+            paths.extend([wire] if personal is True else [f"{wire}.{key}" for key in personal or ()])
+        return tuple(paths)
 
 
 def json_schema(kind: type) -> dict[str, Any]:

@@ -234,3 +234,14 @@ def test_adopt_takes_the_fields_that_name_state_and_state_names_come_from_init()
     gadget.adopt(made())  # label is state, colour and weight are not
     assert (gadget.label, gadget.parts, gadget.place) == ("G1", [Gadget.Part(sku="a", count=2)], "shelf")
     assert not hasattr(gadget, "colour")
+
+
+def test_personal_keys_inside_a_field_are_dotted_paths() -> None:
+    class Renamed(DomainEvent):
+        """Some of a record's fields changed."""
+
+        record_id: str
+        changes: dict[str, Any] = spec(personal=("name", "email"))
+
+    assert Renamed.personal_paths() == ("changes.name", "changes.email")
+    assert Renamed(record_id="r", changes={"name": "N"}).data() == {"record_id": "r", "changes": {"name": "N"}}

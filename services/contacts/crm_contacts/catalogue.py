@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, LIFECYCLE_STAGES, PERSONAL_FIELDS
+from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, LIFECYCLE_STAGES, PERSONAL_FIELDS, Company
+from crm_contacts.segments import Segment
 from crmkit.catalogue import Catalogue, EventType
 from crmkit.events import Upcasters
 
@@ -25,10 +26,6 @@ CONTACT_FIELDS: dict[str, Any] = {
     "attributes": ATTRIBUTES, "owner": TEXT, "locale": TEXT, "time_zone": TEXT,
     "team": {**TEXT, "description": "the owning team (added later, optional: absent in older events and when "
                                    "none); team-scoped roles see only its contacts"},
-}
-COMPANY_FIELDS: dict[str, Any] = {
-    "name": TEXT, "domain": TEXT, "industry": TEXT, "size": TEXT, "phone": TEXT, "website": TEXT, "address": TEXT,
-    "tags": TAGS, "attributes": ATTRIBUTES, "owner": TEXT,
 }
 CAUSE_V2 = {
     "type": "object",
@@ -200,30 +197,18 @@ EVENTS = Catalogue("contacts", "Contacts", [
         _object(["contact_id", "reason"], {"contact_id": ID, "reason": {"type": "string"}}),
         {"contact_id": "01a2…", "reason": "data subject request"},
     ),
-    EventType(
-        "CompanyCreated", 1, "company", "A company (organisation contacts belong to) was added.",
-        _object(["company_id", "name", "tags", "attributes"], {"company_id": ID, **COMPANY_FIELDS}),
+    EventType.of(
+        Company.CompanyCreated,
         {"company_id": "01a4…", "name": "Acme", "domain": "acme.example", "industry": "retail", "size": "11-50",
          "phone": None, "website": None, "address": None, "tags": [], "attributes": {}, "owner": None},
     ),
-    EventType(
-        "CompanyUpdated", 1, "company", "Fields of a company changed; `changes` holds the new values.",
-        _object(["company_id", "changes"], {"company_id": ID, "changes": _changes(COMPANY_FIELDS)}),
-        {"company_id": "01a4…", "changes": {"industry": "wholesale"}},
-    ),
-    EventType(
-        "SegmentDefined", 1, "segment", "A saved segment (rules over contacts) was defined.",
-        _object(["segment_id", "name", "rules"],
-                {"segment_id": ID, "name": {"type": "string"}, "description": TEXT, "rules": {"type": "object"}}),
+    EventType.of(Company.CompanyUpdated, {"company_id": "01a4…", "changes": {"industry": "wholesale"}}),
+    EventType.of(
+        Segment.SegmentDefined,
         {"segment_id": "01a5…", "name": "Strategic in Tehran", "description": None,
          "rules": {"all": [{"field": "derived.tier", "op": "eq", "value": "strategic"}]}},
     ),
-    EventType(
-        "SegmentUpdated", 1, "segment", "A segment's name, description or rules changed.",
-        _object(["segment_id", "changes"], {"segment_id": ID, "changes": _changes(
-            {"name": {"type": "string"}, "description": TEXT, "rules": {"type": "object"}})}),
-        {"segment_id": "01a5…", "changes": {"name": "Strategic customers in Tehran"}},
-    ),
+    EventType.of(Segment.SegmentUpdated, {"segment_id": "01a5…", "changes": {"name": "Strategic customers in Tehran"}}),
 ])
 
 UPCASTERS = Upcasters()

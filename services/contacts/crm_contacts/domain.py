@@ -8,12 +8,14 @@ contact cannot change, a no-op update records nothing).
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
 from crmkit.aggregate import Aggregate
+from crmkit.domainevents import DomainEvent, json_schema, spec
 from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import RecordedEvent, epoch_ms, parse_time, rfc3339, text_ms
 
@@ -48,6 +50,15 @@ CHANNELS = ("email", "sms", "fax", "phone")
 CONSENT_STATUSES = ("granted", "withdrawn")
 LEGAL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests")
 COMPANY_FIELDS = ("name", "domain", "industry", "size", "phone", "website", "address", "tags", "attributes", "owner")
+
+# JSON shapes the events' type hints cannot say
+ATTRIBUTES = {"type": ["object", "null"], "additionalProperties": {"type": ["string", "number", "boolean", "null"]}}
+
+
+def changes_schema(fields: Mapping[str, Any], min_properties: int = 1) -> dict[str, Any]:
+    """The shape of an update's `changes`: any of `fields` (name → schema), at least `min_properties`."""
+    return {"type": "object", "additionalProperties": False, "properties": dict(fields),
+            "minProperties": min_properties}
 
 
 def _merge_attributes(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -603,8 +614,35 @@ class Contact(Aggregate):
         return contact
 
 
+def _company_changes() -> dict[str, Any]:
+    """CompanyUpdated's `changes`: any of the company's fields (schemas as when created)."""
+    created = json_schema(Company.CompanyCreated)["properties"]
+    return changes_schema({name: created[name] for name in COMPANY_FIELDS})
+
+
 class Company(Aggregate):
     aggregate_type = "company"
+
+    class CompanyCreated(DomainEvent):
+        """A company (organisation contacts belong to) was added."""
+
+        company_id: str = spec(minLength=1)
+        name: str | None
+        domain: str | None = None
+        industry: str | None = None
+        size: str | None = None
+        phone: str | None = None
+        website: str | None = None
+        address: str | None = None
+        tags: list[str]
+        attributes: dict[str, Any] | None = spec(schema=ATTRIBUTES)
+        owner: str | None = None
+
+    class CompanyUpdated(DomainEvent):
+        """Fields of a company changed; `changes` holds the new values."""
+
+        company_id: str = spec(minLength=1)
+        changes: dict[str, Any] = spec(schema=_company_changes)
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -614,10 +652,10 @@ class Company(Aggregate):
     @classmethod
     def create(cls, company_id: str, fields: dict[str, Any]) -> Company:
         company = cls(company_id)
-        data = {name: fields.get(name) for name in COMPANY_FIELDS}
+        data: dict[str, Any] = {name: fields.get(name) for name in COMPANY_FIELDS}
         data["tags"] = sorted(set(fields.get("tags") or []))
         data["attributes"] = {k: v for k, v in (fields.get("attributes") or {}).items() if v is not None}
-        company.record("CompanyCreated", {"company_id": company_id, **data})
+        company.record(cls.CompanyCreated(company_id=company_id, **data))
         return company
 
     def update(self, fields: dict[str, Any]) -> None:
@@ -625,15 +663,19 @@ class Company(Aggregate):
         if "name" in changes and not changes["name"]:
             raise ValidationFailed("a company needs a name", {"name": ["cannot be empty"]})
         if changes:
-            self.record("CompanyUpdated", {"company_id": self.id, "changes": changes})
+            self.record(self.CompanyUpdated(company_id=self.id, changes=changes))
 
-    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
-        match event_type:
-            case "CompanyCreated":
-                self.fields.update({name: data.get(name) for name in COMPANY_FIELDS})
-            case "CompanyUpdated":
-                self.fields.update(data["changes"])
+    @functools.singledispatchmethod
+    def apply(self, event: DomainEvent) -> None:
+        """Nothing else changes a company."""
+
+    @apply.register(CompanyCreated)
+    def _on_created(self, event: CompanyCreated) -> None:
+        self.fields.update({name: getattr(event, name) for name in COMPANY_FIELDS})
+
+    @apply.register(CompanyUpdated)
+    def _on_updated(self, event: CompanyUpdated) -> None:
+        self.fields.update(event.changes)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -646,6 +688,7 @@ class Company(Aggregate):
 
     @classmethod
     def restore(cls, view: dict[str, Any]) -> Company:
+        """The company back from its `view` (the fields flattened into it: not the base's restore)."""
         company = cls(view["id"])
         company.fields.update({name: view.get(name) for name in COMPANY_FIELDS})
         company.version = view["version"]

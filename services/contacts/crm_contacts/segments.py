@@ -24,6 +24,7 @@ Semantics (the same on MongoDB and on the local stand-in, see tests/compat/test_
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -33,8 +34,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from crm_contacts import normalize
-from crm_contacts.domain import LIFECYCLE_STAGES
+from crm_contacts.domain import LIFECYCLE_STAGES, changes_schema
 from crmkit.aggregate import Aggregate
+from crmkit.domainevents import DomainEvent, json_schema, spec
 from crmkit.errors import ValidationFailed
 from crmkit.events import epoch_ms, parse_time
 
@@ -433,10 +435,30 @@ def _condition(condition: Condition, now: datetime) -> dict[str, Any]:
 SEGMENT_FIELDS = ("name", "description", "rules")
 
 
+def _segment_changes() -> dict[str, Any]:
+    """SegmentUpdated's `changes`: any of the segment's fields (schemas as when defined)."""
+    defined = json_schema(Segment.SegmentDefined)["properties"]
+    return changes_schema({name: defined[name] for name in SEGMENT_FIELDS})
+
+
 class Segment(Aggregate):
     """A named, saved set of rules; its members are whoever matches them when asked."""
 
     aggregate_type = "segment"
+
+    class SegmentDefined(DomainEvent):
+        """A saved segment (rules over contacts) was defined."""
+
+        segment_id: str = spec(minLength=1)
+        name: str
+        description: str | None = None
+        rules: dict[str, Any]
+
+    class SegmentUpdated(DomainEvent):
+        """A segment's name, description or rules changed."""
+
+        segment_id: str = spec(minLength=1)
+        changes: dict[str, Any] = spec(schema=_segment_changes)
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -452,8 +474,7 @@ class Segment(Aggregate):
         if errors:
             raise ValidationFailed("the segment is not valid", errors)
         segment = cls(segment_id)
-        segment.record("SegmentDefined",
-                       {"segment_id": segment_id, "name": name, "description": description, "rules": rules})
+        segment.record(cls.SegmentDefined(segment_id=segment_id, name=name, description=description, rules=rules))
         return segment
 
     def update(self, fields: dict[str, Any]) -> None:
@@ -466,19 +487,23 @@ class Segment(Aggregate):
         if errors:
             raise ValidationFailed("the segment is not valid", errors)
         if changes:
-            self.record("SegmentUpdated", {"segment_id": self.id, "changes": changes})
+            self.record(self.SegmentUpdated(segment_id=self.id, changes=changes))
 
     def parsed_rules(self) -> Group:
         return check(self.rules)
 
-    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
-        match event_type:
-            case "SegmentDefined":
-                self.name, self.description, self.rules = data["name"], data.get("description"), data["rules"]
-            case "SegmentUpdated":
-                for name, value in data["changes"].items():
-                    setattr(self, name, value)
+    @functools.singledispatchmethod
+    def apply(self, event: DomainEvent) -> None:
+        """Nothing else changes a segment."""
+
+    @apply.register(SegmentDefined)
+    def _on_defined(self, event: SegmentDefined) -> None:
+        self.adopt(event)  # name, description, rules
+
+    @apply.register(SegmentUpdated)
+    def _on_updated(self, event: SegmentUpdated) -> None:
+        for name, value in event.changes.items():
+            setattr(self, name, value)
 
     def view(self) -> dict[str, Any]:
         return {
@@ -495,6 +520,6 @@ class Segment(Aggregate):
     def restore(cls, view: dict[str, Any]) -> Segment:
         """The aggregate back from its `view` (how the projection continues a fold)."""
         segment = cls(view["id"])
-        for name in (*SEGMENT_FIELDS, "version", "created_at", "updated_at"):
+        for name in (*cls.state_names(), "version", "created_at", "updated_at"):
             setattr(segment, name, view.get(name))
         return segment
