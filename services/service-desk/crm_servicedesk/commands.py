@@ -1,30 +1,33 @@
 """The service desk's use cases: open and work tickets, define policies, sweep for breaches.
 
-Called by the REST and gRPC edges and by the worker. Knows the repositories, the read
-models and the contacts directory client; never Flask or gRPC.
+Called by the REST and gRPC edges and by the worker. `TicketUseCases` knows the event
+store (the `crmkit.store.Store` contract), the read side it queries (`views.DeskViews`)
+and the contacts directory client; never Flask, gRPC or a collection, so the use-case
+tests run it on `crmkit.memstore.InMemoryEventStore` and in-memory views, no server.
+`TicketDesk` is the same use cases wired to a process's `Runtime` (MongoDB), with what
+only the service's processes do: indexes, the sweep record, the erasure's key shredding.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo import ASCENDING
 from pymongo.errors import PyMongoError
 
-from crm_servicedesk import projections
 from crm_servicedesk.domain import ACTIVE, SlaPolicy, Ticket, choose_policy
+from crm_servicedesk.views import DeskViews, MongoDeskViews
 from crmkit import clock
 from crmkit.aggregate import changes_by_event
 from crmkit.directory import ContactDirectory
 from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, ValidationFailed
-from crmkit.events import Metadata, epoch_ms, new_id
+from crmkit.events import Metadata, RecordedEvent, epoch_ms, new_id
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
-from crmkit.web.pagination import page
+from crmkit.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -32,30 +35,32 @@ SWEEP_BATCH = 500
 SYSTEM = Metadata(actor="system:sla-sweep")
 
 
-class TicketDesk:
-    def __init__(self, runtime: Runtime, directory: ContactDirectory | None = None) -> None:
-        self.runtime = runtime
-        self.events = runtime.db["events"]
-        self.vault = runtime.vault
-        self.tickets: Repository[Ticket] = Repository(runtime.store, Ticket, runtime.publish)
-        self.policies: Repository[SlaPolicy] = Repository(runtime.store, SlaPolicy, runtime.publish)
-        self.tickets_view = runtime.db["tickets"]
-        self.policies_view = runtime.db["sla_policies"]
-        self.tiers = projections.CustomerTiers(runtime.db["customer_tiers"])
+def _keep(ticket_ids: Sequence[str]) -> None:
+    """Nothing to shred: the store keeps no data keys (the in-memory one seals nothing)."""
+
+
+class TicketUseCases:
+    """The desk's use cases on any event store and any `DeskViews`.
+
+    `publish` is handed what each save stored (the runtime's outbox sender; a list's
+    `extend` in tests); `shred(ticket_ids)` forgets what an erasure leaves readable
+    outside the events (data keys, stored responses)."""
+
+    def __init__(self, store: Store, views: DeskViews, publish: Callable[[list[RecordedEvent]], None],
+                 directory: ContactDirectory | None = None,
+                 shred: Callable[[Sequence[str]], None] = _keep) -> None:
+        self.store = store
+        self.views = views
+        self.shred = shred
+        self.tickets: Repository[Ticket] = Repository(store, Ticket, publish)
+        self.policies: Repository[SlaPolicy] = Repository(store, SlaPolicy, publish)
         self._directory = directory
-        self.contacts = projections.local_contacts(runtime.db, self.directory)
-        self.sweeps = runtime.db["sla_sweeps"]
 
     @property
     def directory(self) -> ContactDirectory:
         if self._directory is None:
             self._directory = ContactDirectory()
         return self._directory
-
-    def ensure_indexes(self) -> None:
-        # own event store: `refs` finds a contact's tickets (erasure, merges); the policies without a projection
-        self.runtime.store.ensure_indexes()
-        self.events.create_index([("aggregate_type", ASCENDING)])
 
     # --- tickets --------------------------------------------------------------------
 
@@ -69,10 +74,10 @@ class TicketDesk:
                                    ) from None
         if contact.get("status") == "erased":
             raise ValidationFailed("erased contact", {"contact_id": ["this contact has been erased"]})
-        self.contacts.remember(contact)
+        self.views.remember_contact(contact)
         fields = {**fields, "contact_id": contact["id"]}  # a merged id leads to the survivor
         priority = fields.get("priority") or "normal"
-        tier = self.tiers.tier(contact["id"])
+        tier = self.views.tier(contact["id"])
         now = clock.now()
         policies = self.policy_aggregates()
         chosen = choose_policy([policy.in_force(now) for policy in policies.values()], priority, tier)
@@ -107,16 +112,7 @@ class TicketDesk:
         return changes_by_event(Ticket, ticket_id, self.tickets.history(ticket_id))
 
     def list_tickets(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        query: dict[str, Any] = {}
-        for name in ("status", "assignee", "priority", "contact_id", "group", "team", "type", "channel",
-                     "customer_tier"):
-            if filters.get(name):
-                query[name] = filters[name]
-        if filters.get("tag"):
-            query["tags"] = {"$in": [filters["tag"]]}  # $in: see docs/architecture.md (array equality gap)
-        if filters.get("breached") is not None:
-            query["breached"] = filters["breached"]
-        docs, cursor = page(self.tickets_view, query, filters["limit"], filters.get("cursor"))
+        docs, cursor = self.views.ticket_page(filters, filters["limit"], filters.get("cursor"))
         now = clock.now()
         tickets = [Ticket.restore({**doc, "id": doc["_id"]}) for doc in docs]
         return self._with_contacts([ticket.view(now) for ticket in tickets]), cursor
@@ -124,8 +120,8 @@ class TicketDesk:
     def _with_contacts(self, views: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Add `contact` (name and current tier) from the local projections; no remote call."""
         ids = [view["contact_id"] for view in views]
-        known = self.contacts.find(ids)
-        tiers = {doc["_id"]: doc.get("tier") for doc in self.tiers.collection.find({"_id": {"$in": list(set(ids))}})}
+        known = self.views.contacts(ids)
+        tiers = self.views.tiers(ids)
         for view in views:
             doc = known.get(view["contact_id"]) or {}
             name = " ".join(part for part in (doc.get("first_name"), doc.get("last_name")) if part) or None
@@ -151,12 +147,10 @@ class TicketDesk:
 
     def policy_aggregates(self) -> dict[str, SlaPolicy]:
         """Every policy by id, folded from the event store (policies are few; always current)."""
-        ids = sorted({doc["stream_id"] for doc in self.events.find({"aggregate_type": SlaPolicy.aggregate_type,
-                                                                    "version": 1}, {"stream_id": 1})})
-        return self.policies.get_many(ids)
+        return self.policies.get_many(self.views.policy_ids())
 
     def list_policies(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        docs, cursor = page(self.policies_view, {}, filters["limit"], filters.get("cursor"))
+        docs, cursor = self.views.policy_page(filters["limit"], filters.get("cursor"))
         return [{"id": doc.pop("_id"), **doc} for doc in docs], cursor
 
     # --- the breach sweep ---------------------------------------------------------------
@@ -174,34 +168,22 @@ class TicketDesk:
         found = breaches = 0
         seen: set[str] = set()
         while True:
-            query = {"next_due_ms": {"$lte": now_ms}, "status": {"$in": ["new", "open"]}}
-            if seen:
-                query["_id"] = {"$nin": list(seen)}
-            docs = list(self.tickets_view.find(query, {"_id": 1}).sort("next_due_ms", ASCENDING).limit(limit))
-            if not docs:
+            ids = self.views.due_tickets(now_ms, limit, seen)
+            if not ids:
                 break
-            ids = [doc["_id"] for doc in docs]
             seen.update(ids)
             found += len(ids)
             decided = self.tickets.change_many(
                 ids, lambda ticket: ticket.detect_breaches(now) if ticket.status in ACTIVE else [], SYSTEM)
             breaches += sum(len(keys) for keys in decided.values())
-            if len(docs) < limit:
+            if len(ids) < limit:
                 break
         return {"due": found, "breaches": breaches}
-
-    def record_sweep(self, outcome: dict[str, int], seconds: float) -> None:
-        try:
-            self.sweeps.update_one({"_id": "worker"}, {"$inc": {"sweeps": 1, "breaches": outcome["breaches"]},
-                                                       "$set": {"at_ms": epoch_ms(clock.now()), "due": outcome["due"],
-                                                                "seconds": seconds}}, upsert=True)
-        except PyMongoError:
-            log.warning("could not record the sweep")
 
     # --- reactions to the contacts service ----------------------------------------------------
 
     def _tickets_of(self, contact_id: str) -> list[str]:
-        found = self.runtime.store.streams_referring([contact_id], [Ticket.aggregate_type])
+        found = self.store.streams_referring([contact_id], [Ticket.aggregate_type])
         return sorted(stream for stream, _ in found)
 
     def erase_contact(self, contact_id: str) -> int:
@@ -216,8 +198,7 @@ class TicketDesk:
         now = clock.now()
         self.tickets.change_many(ticket_ids, lambda ticket: ticket.erase_customer_data(contact_id, now),
                           Metadata(actor="system:contact-erasure"))
-        self.vault.forget_many(ticket_ids)
-        drop_stored_responses(self.runtime.db, [f"/v1/tickets/{tid}" for tid in ticket_ids])
+        self.shred(ticket_ids)
         return len(ticket_ids)
 
     def repoint_contact(self, duplicate_id: str, survivor_id: str, merge_id: str | None = None) -> int:
@@ -247,9 +228,7 @@ class TicketDesk:
     # --- summaries ------------------------------------------------------------------------
 
     def support_summary(self, contact_ids: Sequence[str]) -> dict[str, Any]:
-        docs = list(self.tickets_view.find({"contact_id": {"$in": list(contact_ids)}},
-                                           {"status": 1, "type": 1, "breach_count": 1, "csat": 1, "nps": 1,
-                                            "rated_ms": 1, "rated_at": 1}))
+        docs = self.views.tickets_of_contacts(contact_ids)
         rated = [d for d in docs if d.get("rated_ms")]
         last = max(rated, key=lambda d: d["rated_ms"]) if rated else None
         return {
@@ -261,3 +240,40 @@ class TicketDesk:
                 "ticket_id": last["_id"], "csat": last.get("csat"), "nps": last.get("nps"),
                 "rated_at": last["rated_at"]},
         }
+
+
+class TicketDesk(TicketUseCases):
+    """The use cases on a process's runtime: MongoDB's event store and read models (`MongoDeskViews`).
+
+    Keeps the read models' handles (`tickets_view`, `policies_view`, `tiers`, `contacts`)
+    for the SERVQUAL desk, the recompute and the tests, which query them directly."""
+
+    def __init__(self, runtime: Runtime, directory: ContactDirectory | None = None) -> None:
+        self.runtime = runtime
+        self._directory = directory
+        self.mongo_views = MongoDeskViews(runtime.db, self.directory)
+        super().__init__(runtime.store, self.mongo_views, runtime.publish, self._directory, self._shred)
+        self.vault = runtime.vault
+        self.tickets_view = self.mongo_views.tickets
+        self.policies_view = self.mongo_views.policies
+        self.tiers = self.mongo_views.customer_tiers
+        self.contacts = self.mongo_views.local_contacts
+        self.sweeps = runtime.db["sla_sweeps"]
+
+    def ensure_indexes(self) -> None:
+        # own event store: `refs` finds a contact's tickets (erasure, merges); the policies without a projection
+        self.runtime.store.ensure_indexes()
+        self.mongo_views.ensure_indexes()
+
+    def _shred(self, ticket_ids: Sequence[str]) -> None:
+        """Forget the tickets' data keys (their sealed fields unreadable everywhere) and stored responses."""
+        self.vault.forget_many(list(ticket_ids))
+        drop_stored_responses(self.runtime.db, [f"/v1/tickets/{tid}" for tid in ticket_ids])
+
+    def record_sweep(self, outcome: dict[str, int], seconds: float) -> None:
+        try:
+            self.sweeps.update_one({"_id": "worker"}, {"$inc": {"sweeps": 1, "breaches": outcome["breaches"]},
+                                                       "$set": {"at_ms": epoch_ms(clock.now()), "due": outcome["due"],
+                                                                "seconds": seconds}}, upsert=True)
+        except PyMongoError:
+            log.warning("could not record the sweep")
