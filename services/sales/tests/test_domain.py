@@ -87,7 +87,7 @@ def test_state_machine_only_allows_legal_transitions(actions: list[str], stages:
         assert (deal.status == "open") == (deal.stage not in ("won", "lost"))
     replayed = Deal.from_events("d1", [])  # folding the recorded events gives the same state
     for event in deal.pending:
-        replayed.apply(event.type, event.data)
+        replayed.apply_stored(event)
     assert replayed.view() | {"version": 0} == deal.view() | {"version": 0}
 
 

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from crm_sales.commands import SalesBook
 from crm_sales.domain import LOST, WON, Deal, Pipeline
 from crmkit.errors import Conflict, ValidationFailed
-from crmkit.events import new_id, parse_time, rfc3339, utcnow
+from crmkit.events import NewEvent, new_id, parse_time, rfc3339, utcnow
 from crmkit.testing import ServiceHarness
 
 T0, T1, T2 = "2026-01-01T00:00:00.000Z", "2026-01-03T00:00:00.000Z", "2026-01-10T00:00:00.000Z"
@@ -84,7 +84,8 @@ def test_a_pipeline_update_records_only_what_changed_and_a_pipeline_from_before_
     pipeline.update({"name": "Strict"})
     assert len(pipeline.pending) == 2
     old = Pipeline("old")
-    old.apply("PipelineCreated", {"pipeline_id": "old", "name": "Old", "stages": Pipeline.default().stages})
+    old.apply_stored(NewEvent("PipelineCreated", {"pipeline_id": "old", "name": "Old",
+                                                  "stages": Pipeline.default().stages}))
     assert old.view()["loss_reasons"] == Pipeline.default().view()["loss_reasons"] and old.free_text_reasons
     again = Pipeline.restore({**old.view(), "win_reasons": None, "loss_reasons": None, "free_text_reasons": None})
     assert again.view() == old.view()  # a read-model document folded before reasons existed
@@ -143,7 +144,7 @@ def test_a_close_names_a_listed_code_or_words_only_where_allowed(codes: list[str
     assert view[f"{outcome}_reason_note"] == note
     replayed = Deal("d1")
     for event in deal.pending:
-        replayed.apply(event.type, event.data)
+        replayed.apply_stored(event)
     assert replayed.view() | {"version": 0} == view | {"version": 0}
 
 
