@@ -132,8 +132,10 @@ def crm(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     """One `crm up` on the defaults for every end-to-end test that needs nothing else: a stack takes
     about a minute to come up on 2 cores, and the suite must fit CI's budget. Tests that share it
     make their own records and never assume an empty store; one that needs other settings, a
-    restart or a moved clock starts its own LocalStack."""
-    shared = LocalStack(tmp_path_factory.mktemp("shared-stack"))
+    restart or a moved clock starts its own LocalStack. One default is shortened: contacts' timer
+    pass (lifecycle and freshness) runs every 10 s, not 60, so a test waiting for a record to go
+    stale waits for the record, not for the next pass."""
+    shared = LocalStack(tmp_path_factory.mktemp("shared-stack"), {"CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS": "10"})
     shared.start()
     SHARED.append(shared)
     try:

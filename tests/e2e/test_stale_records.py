@@ -22,7 +22,7 @@ from crmkit.testing import wait_until
 from .conftest import LocalStack
 
 pytestmark = pytest.mark.e2e
-SLOW = 180  # seconds: the worker's pass comes every 60 s, then Kafka, messaging's trigger and its send
+SLOW = 180  # seconds: the worker's pass (every 10 s on the shared stack), then Kafka, messaging's trigger, its send
 
 
 def _ago(**delta: float) -> str:
