@@ -1,8 +1,13 @@
 """The messaging service's use cases: the REST and gRPC edges and the worker call these.
 
-`MessageDesk` queues messages (and schedules them for the dispatcher), answers queries,
-records receipts, runs the campaign and trigger commands, handles unsubscribes and
-scrubs a contact's messages when the contact is erased.
+`MessageUseCases` queues messages (and schedules them for the dispatcher), answers
+queries, records receipts, runs the campaign and trigger commands, handles unsubscribes
+and scrubs a contact's messages when the contact is erased. It knows the event store
+(the `crmkit.store.Store` contract), the read side and work lists it uses
+(`views.MessagingViews`, `views.WorkLists`) and the contacts directory client, never a
+collection, so the use-case tests run it on `crmkit.memstore.InMemoryEventStore` and
+in-memory views, no server. `MessageDesk` is the same use cases on a process's
+`Runtime` (MongoDB), with the collections the dispatcher, the reactors and the indexes use.
 """
 
 from __future__ import annotations
@@ -13,24 +18,22 @@ from collections.abc import Callable, Sequence
 from datetime import date, datetime
 from typing import Any
 
-from pymongo import ASCENDING
-from pymongo.errors import BulkWriteError, DuplicateKeyError
-
-from crm_messaging import reactions, reports, templates, unsubscribe
+from crm_messaging import reactions, templates, unsubscribe
 from crm_messaging.config import MessagingConfig
 from crm_messaging.config import current as current_config
 from crm_messaging.domain import CHANNELS, Campaign, Message, Template, Trigger, subject_problem
 from crm_messaging.projections import CampaignsView, MessagesView, TemplatesView, TriggersView
 from crm_messaging.suppressions import Suppressions, suppression_id
+from crm_messaging.views import MessagingViews, MongoMessagingViews, WorkLists
 from crmkit import clock as platform_clock
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, Unavailable, ValidationFailed
-from crmkit.events import Metadata, epoch_ms, new_id, rfc3339
+from crmkit.events import Metadata, RecordedEvent, epoch_ms, new_id, rfc3339
 from crmkit.keys import link_secret
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
-from crmkit.web.pagination import page
+from crmkit.store import Store
 from crmkit.web.webhooks import shared_secret
 
 NAMESPACE = uuid.UUID("6f1d3c1e-6b0a-4f4e-9a57-2f0c1f6c2a11")
@@ -41,50 +44,40 @@ def derived_id(*parts: str) -> str:
     return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
 
 
-class MessageDesk:
-    def __init__(self, runtime: Runtime, config: MessagingConfig | None = None,
-                 directory: ContactDirectory | None = None,
-                 clock: Callable[[], datetime] = platform_clock.now) -> None:
-        self.runtime = runtime
+def _keep(message_ids: Sequence[str], subjects: Sequence[str]) -> None:
+    """Nothing to shred: the store keeps no data keys (the in-memory one seals nothing)."""
+
+
+class MessageUseCases:
+    """Messaging's use cases on any event store, `MessagingViews` and `WorkLists`.
+
+    `publish` is handed what each save stored (the runtime's outbox sender; a list's
+    `extend` in tests); `shred(message_ids, subjects)` forgets what an erasure leaves
+    readable outside the events: the data keys of the messages and of the other
+    `subjects` (the person's suppressions), and the stored responses about the messages."""
+
+    def __init__(self, store: Store, views: MessagingViews, worklists: WorkLists,
+                 publish: Callable[[list[RecordedEvent]], None], config: MessagingConfig | None = None,
+                 directory: ContactDirectory | None = None, clock: Callable[[], datetime] = platform_clock.now,
+                 shred: Callable[[Sequence[str], Sequence[str]], None] = _keep) -> None:
+        self.store = store
+        self.views = views
+        self.worklists = worklists
         self.config = config or current_config()
         self.clock = clock
+        self.shred = shred
         self._directory = directory
-        db = runtime.db
-        self.messages: Repository[Message] = Repository(runtime.store, Message, runtime.publish)
-        self.templates: Repository[Template] = Repository(runtime.store, Template, runtime.publish)
-        self.campaigns: Repository[Campaign] = Repository(runtime.store, Campaign, runtime.publish)
-        self.triggers: Repository[Trigger] = Repository(runtime.store, Trigger, runtime.publish)
-        self.schedule = db["schedule"]  # what the dispatcher works on: messages and campaigns, due times, leases
-        self.messages_view = db["messages"]
-        self.templates_view = db["templates"]
-        self.campaigns_view = db["campaigns"]
-        self.triggers_view = db["triggers"]
-        self.trigger_register = db["trigger_ids"]  # every trigger id, written before its first event
-        self.suppressions = Suppressions(runtime.store, runtime.publish)  # bounced and complained addresses
-        self.contacts = LocalContacts("contacts", db["contacts"], self.directory, service="messaging",  # reactions.py
-                                      **reactions.contact_hooks(self))
+        self.messages: Repository[Message] = Repository(store, Message, publish)
+        self.templates: Repository[Template] = Repository(store, Template, publish)
+        self.campaigns: Repository[Campaign] = Repository(store, Campaign, publish)
+        self.triggers: Repository[Trigger] = Repository(store, Trigger, publish)
+        self.suppressions = Suppressions(store, publish)  # bounced and complained addresses
 
     @property
     def directory(self) -> ContactDirectory:
         if self._directory is None:
             self._directory = ContactDirectory()
         return self._directory
-
-    def read_models(self) -> list[Any]:
-        store, topic, db = self.runtime.store, self.runtime.settings.topic, self.runtime.db
-        return [MessagesView("messages", db["messages"], store, topic),
-                TemplatesView("templates", db["templates"], store, topic),
-                CampaignsView("campaigns", db["campaigns"], store, topic),
-                TriggersView("triggers", db["triggers"], store, topic)]
-
-    def ensure_indexes(self) -> None:
-        self.schedule.create_index([("state", ASCENDING), ("due_ms", ASCENDING)])
-        self.schedule.create_index([("contact_id", ASCENDING)])
-        self.schedule.create_index([("campaign_id", ASCENDING), ("state", ASCENDING)])
-        self.schedule.create_index([("provider_message_id", ASCENDING)])
-        self.contacts.ensure_indexes()
-        for model in self.read_models():
-            model.ensure_indexes()
 
     def now(self) -> datetime:
         return self.clock()
@@ -116,8 +109,7 @@ class MessageDesk:
         return self.templates.get(template_id)
 
     def list_templates(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        filters = {"channel": query["channel"]} if query.get("channel") else {}
-        return page(self.templates_view, filters, query["limit"], query.get("cursor"))
+        return self.views.template_page(query.get("channel"), query["limit"], query.get("cursor"))
 
     def preview(self, template_id: str | None, source: dict[str, Any] | None, locale: str | None,
                 variables: dict[str, Any], contact_id: str | None) -> dict[str, Any]:
@@ -195,7 +187,7 @@ class MessageDesk:
         """Contacts by id: the local copies (one query), then one gRPC call for the rest,
         remembered so the next look is local. With `tolerate_outage`, contacts being down
         leaves the misses out instead of raising."""
-        found = self.contacts.find(contact_ids)
+        found = self.views.contacts(contact_ids)
         missing = [cid for cid in dict.fromkeys(contact_ids) if cid not in found]
         if missing:
             try:
@@ -204,7 +196,7 @@ class MessageDesk:
                 if not tolerate_outage:
                     raise
                 return found
-            self.contacts.remember_many(list(fetched.values()))
+            self.views.remember_contacts(list(fetched.values()))
             found.update(fetched)
         return found
 
@@ -218,11 +210,7 @@ class MessageDesk:
         entries = [{"_id": m.id, "kind": "message", "state": "pending", "due_ms": 0, "lease_ms": 0,
                     "created_ms": now, "contact_id": m.contact_id, "channel": m.channel,
                     "campaign_id": m.campaign_id} for m in messages]
-        try:
-            self.schedule.insert_many(entries, ordered=False)
-        except BulkWriteError as exc:
-            if any(error.get("code") != 11000 for error in exc.details.get("writeErrors", [])):
-                raise
+        self.worklists.schedule_messages(entries)
 
     def message(self, message_id: str) -> Message:
         return self.messages.get(message_id)
@@ -233,24 +221,17 @@ class MessageDesk:
         return self.messages.get(message_id).consent_proof()
 
     def consent_report(self, start: date, end: date) -> dict[str, Any]:
-        return reports.consent_proofs(self.messages_view, start, end)
+        return self.views.consent_report(start, end)
 
     def list_messages(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        filters = {key: query[key] for key in ("contact_id", "campaign_id", "status", "channel") if query.get(key)}
-        return page(self.messages_view, filters, query["limit"], query.get("cursor"), {"queued_ms": 0, "consent": 0})
+        return self.views.message_page(query, query["limit"], query.get("cursor"))
 
     def contact_messages(self, contact_id: str, limit: int,
                          after: tuple[int, str] | None = None) -> list[dict[str, Any]]:
         """A contact's messages newest first (queued_ms, then id, both descending), from just
         past `after`, the (queued_ms, id) of the last one a previous page showed: keyset paging
         never skips or repeats a message as new ones arrive."""
-        query: dict[str, Any] = {"contact_id": contact_id}
-        if after is not None:
-            queued_ms, last_id = after
-            query = {"$and": [query, {"$or": [{"queued_ms": {"$lt": queued_ms}},
-                                              {"queued_ms": queued_ms, "_id": {"$lt": last_id}}]}]}
-        cursor = self.messages_view.find(query).sort([("queued_ms", -1), ("_id", -1)])
-        return list(cursor.limit(limit))
+        return self.views.contact_messages(contact_id, limit, after)
 
     def contact_variables(self, contact_id: str) -> dict[str, Any]:
         """What templates may use about the contact (from the local copy, gRPC on a miss)."""
@@ -270,11 +251,9 @@ class MessageDesk:
     def receipt(self, provider: str, body: dict[str, Any], meta: Metadata) -> Message:
         message_id = body.get("message_id")
         if not message_id:
-            entry = self.schedule.find_one({"provider_message_id": body["provider_message_id"],
-                                            "provider": provider})
-            if entry is None:
+            message_id = self.worklists.sent_as(provider, body["provider_message_id"])
+            if message_id is None:
                 raise NotFound(f"no message sent through {provider} as {body['provider_message_id']}")
-            message_id = entry["_id"]
         at = rfc3339(body.get("at") or self.now())
 
         def decide(message: Message) -> None:
@@ -304,9 +283,7 @@ class MessageDesk:
         when = scheduled_at if scheduled_at and scheduled_at > now else now
         campaign = self.campaigns.change(
             campaign_id, lambda c: c.launch(rfc3339(when), rfc3339(now)), meta, if_match)
-        with contextlib.suppress(DuplicateKeyError):
-            self.schedule.insert_one({"_id": f"campaign:{campaign_id}", "kind": "campaign", "state": "pending",
-                                      "due_ms": epoch_ms(when), "lease_ms": 0, "campaign_id": campaign_id})
+        self.worklists.schedule_campaign(campaign_id, epoch_ms(when))
         return campaign
 
     def campaign_action(self, campaign_id: str, action: str, meta: Metadata, if_match: int | None) -> Campaign:
@@ -317,9 +294,9 @@ class MessageDesk:
         return {**campaign.view(), "stats": self.campaign_stats(campaign_id, campaign.targeted)}
 
     def campaign_stats(self, campaign_id: str, targeted: int | None) -> dict[str, Any]:
-        counts = {row["_id"]: row["n"] for row in self.messages_view.aggregate([
-            {"$match": {"campaign_id": campaign_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}])}
-        stats = {status: counts.get(status, 0) for status in ("queued", "suppressed", "sent", "delivered", "failed")}
+        counts = self.views.campaign_counts(campaign_id)
+        stats: dict[str, Any] = {status: counts.get(status, 0)
+                                 for status in ("queued", "suppressed", "sent", "delivered", "failed")}
         stats["failed"] += counts.get("bounced", 0)
         stats["sent"] += stats["delivered"]  # delivered messages were sent
         stats["targeted"] = targeted or 0
@@ -328,8 +305,7 @@ class MessageDesk:
         return stats
 
     def list_campaigns(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        filters = {"status": query["status"]} if query.get("status") else {}
-        return page(self.campaigns_view, filters, query["limit"], query.get("cursor"))
+        return self.views.campaign_page(query.get("status"), query["limit"], query.get("cursor"))
 
     def expand_campaign(self, campaign: Campaign, meta: Metadata) -> int:
         """Queue one message per segment member, in bulk; safe to repeat (ids are derived)."""
@@ -347,7 +323,7 @@ class MessageDesk:
 
     def _queue_members(self, campaign: Campaign, members: list[dict[str, Any]], queued_at: str,
                        meta: Metadata) -> int:
-        self.contacts.remember_many([{**member, "id": member["contact_id"]} for member in members])
+        self.views.remember_contacts([{**member, "id": member["contact_id"]} for member in members])
         self.queue_many([Message.queue(derived_id("campaign", campaign.id, member["contact_id"]), {
             "contact_id": member["contact_id"], "channel": campaign.channel, "template_id": campaign.template_id,
             "campaign_id": campaign.id, "category": "marketing"}, queued_at) for member in members], lambda _: meta)
@@ -365,17 +341,16 @@ class MessageDesk:
     def register_trigger(self, trigger_id: str) -> None:
         """Note the id in `trigger_ids` before the trigger's first event, so the reactor finds
         every trigger with one small read (an id whose append failed is skipped there)."""
-        with contextlib.suppress(DuplicateKeyError):
-            self.trigger_register.insert_one({"_id": trigger_id})
+        self.worklists.register_trigger(trigger_id)
 
     def trigger_ids(self) -> list[str]:
-        return [doc["_id"] for doc in self.trigger_register.find({}, {"_id": 1})]
+        return self.worklists.trigger_ids()
 
     def set_trigger_enabled(self, trigger_id: str, enabled: bool, meta: Metadata, if_match: int | None) -> Trigger:
         return self.triggers.change(trigger_id, lambda t: t.set_enabled(enabled), meta, if_match)
 
     def list_triggers(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        return page(self.triggers_view, {}, query["limit"], query.get("cursor"))
+        return self.views.trigger_page(query["limit"], query.get("cursor"))
 
     # --- unsubscribe and erasure --------------------------------------------------------
 
@@ -420,18 +395,58 @@ class MessageDesk:
     def _messages_of(self, contact_id: str) -> list[str]:
         """Messages that are or were the contact's: from the event store (`references`, so one the
         read model has not folded yet is found) and the read model (messages stored before)."""
-        found = {stream for stream, _ in self.runtime.store.streams_referring([contact_id], [Message.aggregate_type])}
-        found |= {doc["_id"] for doc in self.messages_view.find({"contact_id": contact_id}, {"_id": 1})}
+        found = {stream for stream, _ in self.store.streams_referring([contact_id], [Message.aggregate_type])}
+        found |= self.views.message_ids_of(contact_id)
         return sorted(found)
 
     def erase_contact(self, contact_id: str) -> None:
         """ContactErased: the contact's message bodies, addresses and variables become unreadable
         (their messages' keys are deleted) and stored responses about them are dropped."""
-        ids = {doc["_id"] for doc in self.messages_view.find({"contact_id": contact_id}, {"_id": 1})}
-        ids |= {doc["_id"] for doc in self.schedule.find({"contact_id": contact_id, "kind": "message"}, {"_id": 1})}
+        ids = self.views.message_ids_of(contact_id) | self.worklists.scheduled_message_ids_of(contact_id)
         # their suppressed addresses too: the streams exist or not, forgetting a key never made is harmless
-        self.runtime.vault.forget_many(ids | {suppression_id(contact_id, channel) for channel in CHANNELS})
-        drop_stored_responses(self.runtime.db, [f"/v1/messages/{i}" for i in ids])
+        self.shred(sorted(ids), [suppression_id(contact_id, channel) for channel in CHANNELS])
+
+
+class MessageDesk(MessageUseCases):
+    """The use cases on a process's runtime: MongoDB's event store, read models and work lists.
+
+    Keeps the collections (`schedule`, `messages_view`, ...) and the local contacts copy for
+    the dispatcher, the reactors, the export and the tests, which use them directly."""
+
+    def __init__(self, runtime: Runtime, config: MessagingConfig | None = None,
+                 directory: ContactDirectory | None = None,
+                 clock: Callable[[], datetime] = platform_clock.now) -> None:
+        self.runtime = runtime
+        self._directory = directory
+        db = runtime.db
+        self.contacts = LocalContacts("contacts", db["contacts"], self.directory, service="messaging",  # reactions.py
+                                      **reactions.contact_hooks(self))
+        self.mongo_views = MongoMessagingViews(db, self.contacts)
+        super().__init__(runtime.store, self.mongo_views, self.mongo_views, runtime.publish, config,
+                         self._directory, clock, self._shred)
+        self.schedule = self.mongo_views.schedule  # the dispatcher works on it: messages, campaigns, due times, leases
+        self.messages_view = self.mongo_views.messages
+        self.templates_view = self.mongo_views.templates
+        self.campaigns_view = self.mongo_views.campaigns
+        self.triggers_view = self.mongo_views.triggers
+        self.trigger_register = self.mongo_views.trigger_register  # every trigger id, written before its first event
+
+    def read_models(self) -> list[Any]:
+        store, topic, db = self.runtime.store, self.runtime.settings.topic, self.runtime.db
+        return [MessagesView("messages", db["messages"], store, topic),
+                TemplatesView("templates", db["templates"], store, topic),
+                CampaignsView("campaigns", db["campaigns"], store, topic),
+                TriggersView("triggers", db["triggers"], store, topic)]
+
+    def ensure_indexes(self) -> None:
+        self.mongo_views.ensure_indexes()
+        for model in self.read_models():
+            model.ensure_indexes()
+
+    def _shred(self, message_ids: Sequence[str], subjects: Sequence[str]) -> None:
+        """Delete the data keys (the sealed fields unreadable everywhere) and the stored responses."""
+        self.runtime.vault.forget_many({*message_ids, *subjects})
+        drop_stored_responses(self.runtime.db, [f"/v1/messages/{i}" for i in message_ids])
 
 
 def _variables(contact_id: str, found: dict[str, Any]) -> dict[str, Any]:
@@ -461,4 +476,4 @@ def _check_variants(variants: dict[str, Any], limits: templates.RenderLimits) ->
         raise ValidationFailed("a template does not compile or is unsafe", errors)
 
 
-__all__ = ["MessageDesk", "derived_id"]
+__all__ = ["MessageDesk", "MessageUseCases", "derived_id"]
