@@ -45,9 +45,16 @@ def plain(values: dict[str, Any]) -> dict[str, Any]:
 
 
 def blueprint(book: SalesBook) -> Blueprint:
+    """The sales routes, one factory per resource; each registers its routes on the blueprint, in this
+    order (the OpenAPI document lists the operations of a path in it)."""
     bp = Blueprint("sales", __name__)
+    for routes in (product_routes, pipeline_routes, deal_routes, activity_routes, quote_routes, report_routes):
+        routes(bp, book)
+    return bp
 
-    # --- products -------------------------------------------------------------------------
+
+def product_routes(bp: Blueprint, book: SalesBook) -> None:
+    """/v1/products: the catalogue of what deals and quotes sell."""
 
     @bp.post("/v1/products")
     @endpoint("write", body=schemas.ProductInput, response=schemas.ProductView, status=201, idempotent=True)
@@ -81,7 +88,9 @@ def blueprint(book: SalesBook) -> Blueprint:
         """Change a product (price, tax rate, active ...)."""
         return resource(book.update_product(product_id, plain(body), metadata(), if_match()).view())
 
-    # --- pipelines ------------------------------------------------------------------------
+
+def pipeline_routes(bp: Blueprint, book: SalesBook) -> None:
+    """/v1/pipelines: stages, win and loss reasons, and each pipeline's board."""
 
     @bp.post("/v1/pipelines")
     @endpoint("write", body=schemas.PipelineInput, response=schemas.PipelineView, status=201, idempotent=True)
@@ -124,7 +133,9 @@ def blueprint(book: SalesBook) -> Blueprint:
         """The Kanban board: a column per stage with its deals, count and sums per currency."""
         return jsonify(jsonable(reports_board(book, pipeline_id, query)))
 
-    # --- deals ----------------------------------------------------------------------------
+
+def deal_routes(bp: Blueprint, book: SalesBook) -> None:
+    """/v1/deals: a deal's record and its way through the stages to won or lost (team-scoped)."""
 
     @bp.post("/v1/deals")
     @endpoint("write", body=schemas.DealInput, response=schemas.DealView, status=201, idempotent=True, teams=True)
@@ -196,7 +207,9 @@ def blueprint(book: SalesBook) -> Blueprint:
         confine(book.deals, deal_id)
         return resource(book.deal_view(book.reopen_deal(deal_id, metadata(), if_match())))
 
-    # --- activities -----------------------------------------------------------------------
+
+def activity_routes(bp: Blueprint, book: SalesBook) -> None:
+    """/v1/activities: calls, meetings, tasks and emails due on deals and contacts (team-scoped)."""
 
     @bp.post("/v1/activities")
     @endpoint("write", body=schemas.ActivityInput, response=schemas.ActivityView, status=201, idempotent=True,
@@ -239,7 +252,9 @@ def blueprint(book: SalesBook) -> Blueprint:
         confine(book.activities, activity_id)
         return resource(book.complete_activity(activity_id, body.get("outcome"), metadata(), if_match()).view())
 
-    # --- quotes ---------------------------------------------------------------------------
+
+def quote_routes(bp: Blueprint, book: SalesBook) -> None:
+    """/v1/quotes: pro-forma invoices drafted for a deal, sent, accepted or rejected."""
 
     @bp.post("/v1/quotes")
     @endpoint("write", body=schemas.QuoteInput, response=schemas.QuoteView, status=201, idempotent=True)
@@ -292,7 +307,9 @@ def blueprint(book: SalesBook) -> Blueprint:
         """The customer declined (optional body: `reason`)."""
         return resource(book.reject_quote(quote_id, body.get("reason"), metadata(), if_match()).view())
 
-    # --- forecast, reports, customer value ------------------------------------------------
+
+def report_routes(bp: Blueprint, book: SalesBook) -> None:
+    """/v1/forecast and /v1/customers/{id}/value: reports read from the projections."""
 
     @bp.get("/v1/forecast")
     @endpoint("read", query=schemas.RangeQuery, response=schemas.ForecastView)
@@ -306,7 +323,6 @@ def blueprint(book: SalesBook) -> Blueprint:
         """CLV (historic and predicted), RFM scores, tier and open deals of one customer."""
         return jsonify(jsonable(reports.customer_value(book, contact_id)))
 
-    return bp
 
 
 def confine(repository: Repository[Any], record_id: str) -> None:
