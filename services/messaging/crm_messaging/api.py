@@ -68,10 +68,17 @@ def _register_converter(state: BlueprintSetupState) -> None:
 
 
 def blueprint(desk: MessageDesk) -> Blueprint:
+    """The messaging routes, one factory per resource; each registers its routes on the blueprint, in this
+    order (the OpenAPI document lists the operations of a path in it)."""
     bp = Blueprint("messaging", __name__)
     bp.record_once(_register_converter)
+    for routes in (template_routes, message_routes, campaign_routes, trigger_routes, unsubscribe_routes):
+        routes(bp, desk)
+    return bp
 
-    # --- templates --------------------------------------------------------------------
+
+def template_routes(bp: Blueprint, desk: MessageDesk) -> None:
+    """/v1/templates: per-locale subjects and bodies for one channel, and previews of them."""
 
     @bp.post("/v1/templates")
     @endpoint("write", body=schemas.TemplateInput, response=schemas.TemplateView, status=201, idempotent=True)
@@ -115,7 +122,9 @@ def blueprint(desk: MessageDesk) -> Blueprint:
         return jsonify(desk.preview(body.get("template_id"), source, body.get("locale"), body["variables"],
                                     body.get("contact_id")))
 
-    # --- messages ---------------------------------------------------------------------
+
+def message_routes(bp: Blueprint, desk: MessageDesk) -> None:
+    """/v1/messages: queued messages, their proof of consent and the consent report, and the providers' receipts."""
 
     @bp.post("/v1/messages")
     @endpoint("write", body=schemas.MessageInput, response=schemas.MessageView, status=202, idempotent=True)
@@ -163,7 +172,9 @@ def blueprint(desk: MessageDesk) -> Blueprint:
         require_secret("X-Receipt-Secret", desk.receipt_secret())
         return resource(desk.receipt(provider, body, metadata()).view())
 
-    # --- campaigns --------------------------------------------------------------------
+
+def campaign_routes(bp: Blueprint, desk: MessageDesk) -> None:
+    """/v1/campaigns: a template to a segment, launched, paused, resumed or cancelled."""
 
     @bp.post("/v1/campaigns")
     @endpoint("write", body=schemas.CampaignInput, response=schemas.CampaignView, status=201, idempotent=True)
@@ -204,7 +215,9 @@ def blueprint(desk: MessageDesk) -> Blueprint:
         bp.add_url_rule(f"/v1/campaigns/<campaign_id>/{action}", f"{action}_campaign",
                         _campaign_action(desk, action), methods=["POST"])
 
-    # --- triggers ---------------------------------------------------------------------
+
+def trigger_routes(bp: Blueprint, desk: MessageDesk) -> None:
+    """/v1/triggers: a template sent when another service's event matches."""
 
     @bp.post("/v1/triggers")
     @endpoint("write", body=schemas.TriggerInput, response=schemas.TriggerView, status=201, idempotent=True)
@@ -237,7 +250,9 @@ def blueprint(desk: MessageDesk) -> Blueprint:
         """Enable or disable a trigger."""
         return resource(desk.set_trigger_enabled(trigger_id, body["enabled"], metadata(), if_match()).view())
 
-    # --- unsubscribe ------------------------------------------------------------------
+
+def unsubscribe_routes(bp: Blueprint, desk: MessageDesk) -> None:
+    """/v1/unsubscribe/{token}: the signed link in every marketing message (pages, no token needed)."""
 
     @bp.get("/v1/unsubscribe/<token>")
     @endpoint(None, query=UnsubscribeQuery, openapi=UNSUBSCRIBE_PAGE)
@@ -262,8 +277,6 @@ def blueprint(desk: MessageDesk) -> Blueprint:
             return _link_not_valid(query)
         lang = _language(query, desk.contact_variables(contact_id)["locale"])
         return _page(unsubscribe.page("done", lang, channel))
-
-    return bp
 
 
 def _history(repository: Repository[Any], record_id: str) -> list[dict[str, Any]]:

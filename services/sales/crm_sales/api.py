@@ -324,7 +324,6 @@ def report_routes(bp: Blueprint, book: SalesBook) -> None:
         return jsonify(jsonable(reports.customer_value(book, contact_id)))
 
 
-
 def confine(repository: Repository[Any], record_id: str) -> None:
     """A 404 for a team-scoped caller asking for another team's record (nothing to read for anyone else)."""
     if team_scope() is not None:
