@@ -29,7 +29,16 @@ from crmkit.web.views import HistoryEntry
 
 
 def blueprint(desk: TicketDesk) -> Blueprint:
+    """The service desk's routes, one factory per resource; each registers its routes on the blueprint, in
+    this order (the OpenAPI document lists the operations of a path in it)."""
     bp = Blueprint("servicedesk", __name__)
+    for routes in (ticket_routes, policy_routes, report_routes):
+        routes(bp, desk)
+    return bp
+
+
+def ticket_routes(bp: Blueprint, desk: TicketDesk) -> None:
+    """/v1/tickets: a ticket's record, its comments, assignment, status and rating (team-scoped)."""
 
     def ticket_response(ticket: Any, status: int = 200, location: str | None = None) -> Response:
         return resource(desk.ticket_view(ticket), status, location)
@@ -91,6 +100,10 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         confine(desk, ticket_id)
         return ticket_response(desk.rate(ticket_id, body, metadata(), if_match()), 201)
 
+
+def policy_routes(bp: Blueprint, desk: TicketDesk) -> None:
+    """/v1/sla-policies: the targets, business hours and escalation a ticket's SLA is measured by."""
+
     @bp.post("/v1/sla-policies")
     @endpoint("write", body=schemas.PolicyInput, response=schemas.PolicyView, status=201, idempotent=True)
     def define_policy(body: dict[str, Any]) -> Response:
@@ -117,6 +130,10 @@ def blueprint(desk: TicketDesk) -> Blueprint:
         changes = changes_by_event(SlaPolicy, policy_id, desk.policies.history(policy_id))
         return listing(*by_version(changes, query["limit"], query.get("cursor")))
 
+
+def report_routes(bp: Blueprint, desk: TicketDesk) -> None:
+    """/v1/reports/sla and /v1/reports/satisfaction, read from the tickets' projection."""
+
     @bp.get("/v1/reports/sla")
     @endpoint("read", query=schemas.ReportQuery, response=schemas.SlaReport)
     def sla_report(query: dict[str, Any]) -> Response:
@@ -128,8 +145,6 @@ def blueprint(desk: TicketDesk) -> Blueprint:
     def satisfaction_report(query: dict[str, Any]) -> Response:
         """CSAT average and distribution, NPS, SERVQUAL means, complaint rate per 100 customers."""
         return jsonify(jsonable(reports.satisfaction_report(desk.tickets_view, query)))
-
-    return bp
 
 
 def confine(desk: TicketDesk, ticket_id: str) -> None:
