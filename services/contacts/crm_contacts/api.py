@@ -32,7 +32,20 @@ CHANNEL_DOC = {"parameters": [{"in": "path", "name": "channel", "required": True
 
 
 def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
+    """The contacts and companies routes, one factory per resource; each registers its routes on the
+    blueprint, in this order (the OpenAPI document lists the operations of a path in it)."""
     bp = Blueprint("contacts", __name__)
+    contact_routes(bp, book)
+    consent_routes(bp, book)
+    duplicate_routes(bp, book)
+    erasure_routes(bp, book)
+    customer_360_routes(bp, book, neighbours)
+    company_routes(bp, book)
+    return bp
+
+
+def contact_routes(bp: Blueprint, book: ContactBook) -> None:
+    """/v1/contacts: a person's record, created, listed and searched, changed, and its history (team-scoped)."""
 
     @bp.post("/v1/contacts")
     @endpoint("write", body=schemas.ContactCreate, response=schemas.ContactView, status=201, idempotent=True,
@@ -71,6 +84,10 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         confine(book, contact_id)
         return listing(*by_version(book.contact_history(contact_id), query["limit"], query.get("cursor")))
 
+
+def consent_routes(bp: Blueprint, book: ContactBook) -> None:
+    """/v1/contacts/{id}/consents: the latest consent decision per channel, and recording one."""
+
     @bp.put("/v1/contacts/<contact_id>/consents/<channel>")
     @endpoint("write", body=schemas.ConsentInput, response=schemas.ContactView, openapi=CHANNEL_DOC, teams=True)
     def set_consent(contact_id: str, channel: str, body: dict[str, Any]) -> Response:
@@ -89,6 +106,10 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         response.headers["ETag"] = f'"{contact.version}"'
         return response
 
+
+def duplicate_routes(bp: Blueprint, book: ContactBook) -> None:
+    """One person, one record: the pairs that look alike (/v1/duplicates), and folding one into the other."""
+
     @bp.post("/v1/contacts/<contact_id>/merge")
     @endpoint("write", body=schemas.MergeInput, response=schemas.ContactView, teams=True)
     def merge(contact_id: str, body: dict[str, Any]) -> Response:
@@ -103,6 +124,10 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
         """Pairs of contacts that look like the same person, and why."""
         return listing(*book.duplicates(query["limit"], query.get("cursor")))
 
+
+def erasure_routes(bp: Blueprint, book: ContactBook) -> None:
+    """/v1/contacts/{id}/erasure: the right to be forgotten (crypto-shredding)."""
+
     @bp.post("/v1/contacts/<contact_id>/erasure")
     @endpoint("erase", body=schemas.ErasureInput, response=schemas.ContactView)
     def erase(contact_id: str, body: dict[str, Any]) -> Response:
@@ -111,12 +136,20 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
 
     # GET /v1/contacts/<contact_id>/export: export_api (the whole record, from every service)
 
+
+def customer_360_routes(bp: Blueprint, book: ContactBook, neighbours: Neighbours) -> None:
+    """/v1/contacts/{id}/360: the contact with what the other services know of them."""
+
     @bp.get("/v1/contacts/<contact_id>/360")
     @endpoint("read", response=schemas.Customer360View, teams=True)
     def three_sixty(contact_id: str) -> Response:
         """Profile, value, support, recent messages and lifecycle timeline in one answer."""
         confine(book, contact_id)
         return jsonify(jsonable(customer_360(book, neighbours, contact_id)))
+
+
+def company_routes(bp: Blueprint, book: ContactBook) -> None:
+    """/v1/companies: the organisations contacts work for."""
 
     @bp.post("/v1/companies")
     @endpoint("write", body=schemas.CompanyCreate, response=schemas.CompanyView, status=201, idempotent=True)
@@ -148,8 +181,6 @@ def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
     def company_history(company_id: str, query: dict[str, Any]) -> Response:
         """Every change to a company (paged by version)."""
         return listing(*by_version(book.company_history(company_id), query["limit"], query.get("cursor")))
-
-    return bp
 
 
 def _require_channel(channel: str) -> None:
