@@ -4,10 +4,15 @@ Each aggregate's state is the fold of its events; commands check the rules again
 that state and record events. Field values arrive already validated and normalised by
 the API layer; the aggregates enforce what depends on state (a merged or erased
 contact cannot change, a no-op update records nothing).
+
+Each aggregate declares its events (crmkit.domainevents): the catalogue's meanings and schemas,
+and PERSONAL_DATA (what the event store seals), follow from the classes; a shape a type hint
+cannot say (attributes, a stage change's cause, released consents) is given here as JSON Schema.
 """
 
 from __future__ import annotations
 
+import copy
 import functools
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -15,7 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from crmkit.aggregate import Aggregate
-from crmkit.domainevents import DomainEvent, json_schema, spec
+from crmkit.domainevents import DomainEvent, json_schema, personal_fields, spec
 from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import RecordedEvent, epoch_ms, parse_time, rfc3339, text_ms
 
@@ -40,12 +45,6 @@ CONTACT_FIELDS = (
 # What identifies or describes the person: encrypted with the person's key in every
 # event (crypto-shredding), and wiped from the record on erasure.
 PERSONAL_FIELDS = ("first_name", "last_name", "email", "phone", "attributes")
-PERSONAL_DATA = {
-    "ContactCreated": PERSONAL_FIELDS,
-    "ContactUpdated": tuple(f"changes.{name}" for name in PERSONAL_FIELDS),
-    "ContactDuplicateAbsorbed": tuple(f"changes.{name}" for name in PERSONAL_FIELDS),
-    "ContactDuplicateReleased": tuple(f"changes.{name}" for name in PERSONAL_FIELDS),
-}
 CHANNELS = ("email", "sms", "fax", "phone")
 CONSENT_STATUSES = ("granted", "withdrawn")
 LEGAL_BASES = ("consent", "contract", "legal_obligation", "vital_interests", "public_task", "legitimate_interests")
@@ -53,6 +52,37 @@ COMPANY_FIELDS = ("name", "domain", "industry", "size", "phone", "website", "add
 
 # JSON shapes the events' type hints cannot say
 ATTRIBUTES = {"type": ["object", "null"], "additionalProperties": {"type": ["string", "number", "boolean", "null"]}}
+TEAM = {"type": ["string", "null"], "description": "the owning team (added later, optional: absent in older events "
+        "and when none); team-scoped roles see only its contacts"}
+CAUSE = {
+    "type": "object",
+    "required": ["kind", "by"],
+    "additionalProperties": False,
+    "properties": {
+        "kind": {"enum": ["manual", "automation", "merge", "unmerge"]},
+        "by": {"type": "string", "description": "the person (user:<name>), rule, or merged record that moved it"},
+        "detail": {"type": ["string", "null"]},
+    },
+}
+MERGED_FROM = "the duplicate a merge took this from (an unmerge gives it back)"
+CONSENT = {
+    "type": "object", "required": ["status", "source", "legal_basis", "at"], "additionalProperties": False,
+    "properties": {"status": {"enum": list(CONSENT_STATUSES)}, "source": {"type": ["string", "null"]},
+                   "legal_basis": {"enum": [*LEGAL_BASES, None]},
+                   "at": {"type": ["string", "null"], "format": "date-time"}},
+}
+RELEASED_CONSENTS = {"type": "object", "propertyNames": {"enum": list(CHANNELS)},
+                     "additionalProperties": {"oneOf": [CONSENT, {"type": "null"}]}}
+
+
+class _Kept:
+    """A field's value when it is left out of `data` altogether (None would be a value there)."""
+
+    def __repr__(self) -> str:
+        return "KEPT"
+
+
+KEPT: Any = _Kept()
 
 
 def changes_schema(fields: Mapping[str, Any], min_properties: int = 1) -> dict[str, Any]:
@@ -171,8 +201,176 @@ def _proofs_back(proofs: dict[str, Any], released: dict[str, dict[str, Any] | No
     return back
 
 
+def _contact_changes(min_properties: int) -> dict[str, Any]:
+    """The `changes` of an update, absorption or release: any field a person may set (schemas as when created)."""
+    created = json_schema(Contact.ContactCreated)["properties"]
+    return changes_schema({name: created[name] for name in (*CONTACT_FIELDS, "team")}, min_properties)
+
+
 class Contact(Aggregate):
+    """A person on the customer record; its events' subject is the contact id. What identifies the
+    person (PERSONAL_FIELDS) is sealed with the person's key in every event that carries it."""
+
     aggregate_type = "contact"
+
+    class ContactCreated(DomainEvent):
+        """A person was added to the customer record."""
+
+        contact_id: str = spec(minLength=1)
+        first_name: str | None = spec(default=None, personal=True)
+        last_name: str | None = spec(default=None, personal=True)
+        email: str | None = spec(default=None, personal=True)
+        phone: str | None = spec(default=None, personal=True)
+        company_id: str | None = None
+        tags: list[str]
+        attributes: dict[str, Any] | None = spec(schema=ATTRIBUTES, personal=True)
+        owner: str | None = None
+        lifecycle_stage: str = spec(enum=LIFECYCLE_STAGES)
+        locale: str | None = None
+        time_zone: str | None = None
+        team: str | None = spec(omit_none=True, schema=TEAM)
+        verified_at: str | None = spec(omit_none=True, format="date-time", description=(
+            "when the details were last confirmed, if before the record was made (added later: absent, the creation "
+            "counts as the confirmation)"))
+
+    class ContactUpdated(DomainEvent):
+        """Fields of a contact changed; `changes` holds the new values of the fields that changed."""
+
+        contact_id: str = spec(minLength=1)
+        changes: dict[str, Any] = spec(schema=functools.partial(_contact_changes, 1), personal=PERSONAL_FIELDS)
+
+    class ContactLifecycleStageChangedV1(DomainEvent, name="ContactLifecycleStageChanged", version=1):
+        """Superseded by v2 (still readable: upcast on read). `cause` was a string such as `manual:user:ana`."""
+
+        contact_id: str = spec(minLength=1)
+        from_: str = spec(wire="from", enum=LIFECYCLE_STAGES)
+        to: str = spec(enum=LIFECYCLE_STAGES)
+        cause: str
+
+    class ContactLifecycleStageChanged(DomainEvent, version=2):
+        """The contact moved to another lifecycle stage, and who or what moved it. Lifecycle automation says
+        `cause.kind` `automation`, `by` `rule:<name>` (deal-opened, deal-won, churn, win-back), `detail` the
+        deal id or reason; a merge or unmerge says `merge` / `unmerge`, `by` the duplicate's id. The stage
+        `churned` and the kind `unmerge` were added later (new values, same version)."""
+
+        contact_id: str = spec(minLength=1)
+        from_: str = spec(wire="from", enum=LIFECYCLE_STAGES)
+        to: str = spec(enum=LIFECYCLE_STAGES)
+        cause: dict[str, Any] = spec(schema=CAUSE)
+
+    class ContactPurchaseRecorded(DomainEvent):
+        """Lifecycle automation heard that a deal of this contact was won (sales' DealWon) at `at`, the newest
+        purchase so far; `deal_id` is null when a merge brought the purchase over from a duplicate (since
+        unmerge: named by `merged_from`)."""
+
+        contact_id: str = spec(minLength=1)
+        deal_id: str | None
+        at: str = spec(format="date-time")
+        merged_from: str | None = spec(default=None, omit_none=True, minLength=1, description=MERGED_FROM)
+
+    class ContactFlaggedAtRisk(DomainEvent):
+        """A customer had no won deal for `CRM_AT_RISK_AFTER_DAYS`: flagged at risk of churning since `since`."""
+
+        contact_id: str = spec(minLength=1)
+        since: str = spec(format="date-time")
+        last_purchase_at: str = spec(format="date-time")
+        cause: dict[str, Any] = spec(schema=CAUSE)
+
+    class ContactAtRiskCleared(DomainEvent):
+        """The at-risk flag was lifted (`reason` `purchase`: a deal was won, `detail` its id)."""
+
+        contact_id: str = spec(minLength=1)
+        reason: str
+        detail: str | None = None
+
+    class ContactBecameStale(DomainEvent):
+        """Data freshness: the contact's details were last confirmed (`verified_at`: a verification, or the
+        creation) longer ago than the threshold for its lifecycle stage (`stale_after_days`,
+        CRM_CONTACTS_STALE_AFTER_DAYS[_BY_STAGE]), so it is flagged stale since `since` (when it crossed that
+        line). Recorded once, by the contacts worker, until a ContactDetailsVerified clears it. Messaging's
+        trigger trg-contact-stale-confirm (off by default) asks the person to confirm their details."""
+
+        contact_id: str = spec(minLength=1)
+        since: str = spec(format="date-time")
+        verified_at: str = spec(format="date-time")
+        stale_after_days: float = spec(exclusiveMinimum=0)
+        lifecycle_stage: str = spec(enum=LIFECYCLE_STAGES)
+        owner: str | None = None
+
+    class ContactDetailsVerified(DomainEvent):
+        """The contact's details were confirmed at `at`: by staff (`source` `staff`, POST
+        /v1/contacts/{id}/verify, `method` how: phone, email, in_person, ...) or by the person through the
+        signed confirmation link (`source` `contact`, `method` `confirmation_link`; what they corrected is a
+        ContactUpdated just before). `by` is who (user:<name> or contact:<id>); `stale_since` the stale flag
+        it cleared (null: it was not stale)."""
+
+        contact_id: str = spec(minLength=1)
+        at: str = spec(format="date-time")
+        by: str
+        source: str = spec(enum=("staff", "contact"))
+        method: str | None = None
+        stale_since: str | None = spec(format="date-time")
+
+    class ContactConsentChanged(DomainEvent):
+        """The person gave or withdrew consent for a channel; the latest decision per channel counts.
+        `merged_from`: a merge took this decision over from that duplicate (it was the newer one)."""
+
+        contact_id: str = spec(minLength=1)
+        channel: str = spec(enum=CHANNELS)
+        status: str = spec(enum=CONSENT_STATUSES)
+        source: str
+        legal_basis: str = spec(enum=LEGAL_BASES)
+        at: str = spec(format="date-time")
+        merged_from: str | None = spec(default=None, omit_none=True, minLength=1, description=MERGED_FROM)
+
+    class ContactDuplicateAbsorbed(DomainEvent):
+        """A duplicate record of the same person was folded into this one (the survivor); `changes` are the
+        fields it filled in."""
+
+        contact_id: str = spec(minLength=1)
+        duplicate_id: str = spec(minLength=1)
+        changes: dict[str, Any] = spec(schema=functools.partial(_contact_changes, 0), personal=PERSONAL_FIELDS)
+
+    class ContactMerged(DomainEvent):
+        """This record was a duplicate and now leads to the survivor: re-point anything that refers to it."""
+
+        contact_id: str = spec(minLength=1)
+        duplicate_id: str = spec(minLength=1)
+        survivor_id: str = spec(minLength=1)
+
+    class ContactDuplicateReleased(DomainEvent):
+        """An unmerge: this survivor gave back what it had only absorbed from `duplicate_id` (at the merge
+        `merge_event_id`) and not changed since. `changes` are the fields' new values (cleared, or tags and
+        attributes without the duplicate's), `consents` each given-back channel's decision from before the
+        merge (null: none), `last_purchase_at` (when present) the last purchase from before the merge.
+        Anything the survivor had or changed itself stays."""
+
+        contact_id: str = spec(minLength=1)
+        duplicate_id: str = spec(minLength=1)
+        merge_event_id: str | None
+        changes: dict[str, Any] = spec(schema=functools.partial(_contact_changes, 0), personal=PERSONAL_FIELDS)
+        consents: dict[str, Any] = spec(schema=RELEASED_CONSENTS)
+        last_purchase_at: str | None = spec(default=KEPT, format="date-time")  # KEPT: the merge brought none
+
+        def data(self) -> dict[str, Any]:
+            """As stored: `last_purchase_at` only when given back, null included (it may have been none)."""
+            return {name: value for name, value in super().data().items() if value is not KEPT}
+
+    class ContactUnmerged(DomainEvent):
+        """A merge was reversed: this record (the duplicate) is active again, exactly as it was when merged.
+        Move back to it what you moved to `survivor_id` because of the merge `merge_event_id` (the
+        ContactMerged event's id) and has not changed since."""
+
+        contact_id: str = spec(minLength=1)
+        duplicate_id: str = spec(minLength=1)
+        survivor_id: str = spec(minLength=1)
+        merge_event_id: str | None
+
+    class ContactErased(DomainEvent):
+        """The person was erased: delete or scrub every copy of their personal data you hold."""
+
+        contact_id: str = spec(minLength=1)
+        reason: str
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -237,15 +435,14 @@ class Contact(Aggregate):
                  for name in ("first_name", "last_name", "email", "phone")},
             )
         contact = cls(contact_id)
-        data = {name: fields.get(name) for name in CONTACT_FIELDS}
+        data: dict[str, Any] = {name: fields.get(name) for name in CONTACT_FIELDS}
         data["tags"] = sorted(set(fields.get("tags") or []))
         data["attributes"] = {k: v for k, v in (fields.get("attributes") or {}).items() if v is not None}
-        data["lifecycle_stage"] = fields.get("lifecycle_stage") or "lead"
-        if fields.get("team"):  # the owning team (added later: recorded only when given)
-            data["team"] = fields["team"]
-        if fields.get("verified_at"):  # confirmed before it was entered here (e.g. migrated records)
-            data["verified_at"] = rfc3339(fields["verified_at"])
-        contact.record("ContactCreated", {"contact_id": contact_id, **data})
+        contact.record(cls.ContactCreated(
+            contact_id=contact_id, **data, lifecycle_stage=fields.get("lifecycle_stage") or "lead",
+            team=fields.get("team") or None,  # the owning team (added later: recorded only when given)
+            # confirmed before it was entered here (e.g. migrated records)
+            verified_at=rfc3339(fields["verified_at"]) if fields.get("verified_at") else None))
         return contact
 
     def update(self, fields: dict[str, Any], *, stage_cause: dict[str, str]) -> None:
@@ -256,7 +453,7 @@ class Contact(Aggregate):
             if not any((changes.get(n, getattr(self, n))) for n in ("first_name", "last_name", "email", "phone")):
                 raise ValidationFailed("a contact needs a name, an email or a phone",
                                        {name: ["cannot clear the last identifying field"] for name in changes})
-            self.record("ContactUpdated", {"contact_id": self.id, "changes": changes})
+            self.record(self.ContactUpdated(contact_id=self.id, changes=changes))
         stage = fields.get("lifecycle_stage")
         if stage is not None and stage != self.lifecycle_stage:
             self.change_stage(stage, cause=stage_cause)
@@ -268,8 +465,8 @@ class Contact(Aggregate):
             raise ValidationFailed("unknown lifecycle stage",
                                    {"lifecycle_stage": [f"must be one of {', '.join(LIFECYCLE_STAGES)}"]})
         if stage != self.lifecycle_stage:
-            self.record("ContactLifecycleStageChanged",
-                        {"contact_id": self.id, "from": self.lifecycle_stage, "to": stage, "cause": cause}, 2)
+            self.record(self.ContactLifecycleStageChanged(contact_id=self.id, from_=self.lifecycle_stage, to=stage,
+                                                          cause=dict(cause)))
 
     def automate_stage(self, stage: str, rule: str, detail: str | None) -> bool:
         """Move to `stage` for lifecycle rule `rule` if automation may (`automation_may_move`)."""
@@ -290,9 +487,9 @@ class Contact(Aggregate):
         last = self.last_purchase_ms
         newer = last is None or (text_ms(at) or 0) > last
         if newer:
-            self.record("ContactPurchaseRecorded", {"contact_id": self.id, "deal_id": deal_id, "at": at})
+            self.record(self.ContactPurchaseRecorded(contact_id=self.id, deal_id=deal_id, at=at))
             if self.at_risk:
-                self.record("ContactAtRiskCleared", {"contact_id": self.id, "reason": "purchase", "detail": deal_id})
+                self.record(self.ContactAtRiskCleared(contact_id=self.id, reason="purchase", detail=deal_id))
         if self.lifecycle_stage == "churned":
             if newer:
                 self.automate_stage("customer", "win-back", deal_id)
@@ -301,15 +498,15 @@ class Contact(Aggregate):
 
     def flag_at_risk(self, now: datetime, after: timedelta) -> bool:
         """Flag a customer whose last purchase is at least `after` before `now`."""
-        last = self.last_purchase_ms
+        last, last_at = self.last_purchase_ms, self.last_purchase_at
         if (self.status != "active" or self.lifecycle_stage != "customer" or self.at_risk or last is None
-                or epoch_ms(now) - last < after.total_seconds() * 1000):
+                or last_at is None or epoch_ms(now) - last < after.total_seconds() * 1000):
             return False
         days = int(after.total_seconds() // 86400)
-        self.record("ContactFlaggedAtRisk", {
-            "contact_id": self.id, "since": rfc3339(now), "last_purchase_at": self.last_purchase_at,
-            "cause": {"kind": "automation", "by": "rule:at-risk", "detail": f"no won deal for {days} days"},
-        })
+        self.record(self.ContactFlaggedAtRisk(
+            contact_id=self.id, since=rfc3339(now), last_purchase_at=last_at,
+            cause={"kind": "automation", "by": "rule:at-risk", "detail": f"no won deal for {days} days"},
+        ))
         return True
 
     def churn(self, now: datetime, after: timedelta) -> bool:
@@ -327,8 +524,8 @@ class Contact(Aggregate):
         person (`source` contact, through the confirmation link). Clears the stale flag. Every
         confirmation is recorded, a repeat too: each is a fact an audit may ask about."""
         self._require_active()
-        self.record("ContactDetailsVerified", {"contact_id": self.id, "at": rfc3339(at), "by": by, "source": source,
-                                               "method": method, "stale_since": self.stale_since})
+        self.record(self.ContactDetailsVerified(contact_id=self.id, at=rfc3339(at), by=by, source=source,
+                                                method=method, stale_since=self.stale_since))
 
     def confirm_details(self, fields: dict[str, Any], at: datetime) -> list[str]:
         """The person confirmed their details through the link, correcting some of name, email and
@@ -347,10 +544,9 @@ class Contact(Aggregate):
         if self.status != "active" or self.stale or verified is None or now - parse_time(verified) < after:
             return False
         since = parse_time(verified) + after
-        self.record("ContactBecameStale", {
-            "contact_id": self.id, "since": rfc3339(since), "verified_at": self.last_verified_at,
-            "stale_after_days": after / timedelta(days=1), "lifecycle_stage": self.lifecycle_stage,
-            "owner": self.owner})
+        self.record(self.ContactBecameStale(
+            contact_id=self.id, since=rfc3339(since), verified_at=verified,
+            stale_after_days=after / timedelta(days=1), lifecycle_stage=self.lifecycle_stage, owner=self.owner))
         return True
 
     def set_consent(self, channel: str, consent: dict[str, Any], *, merged_from: str | None = None) -> None:
@@ -358,11 +554,11 @@ class Contact(Aggregate):
         `merged_from` names the duplicate a merge took it from (so an unmerge can give it back)."""
         self._require_active()
         current = self.consents.get(channel)
-        recorded = {key: consent.get(key) for key in ("status", "source", "legal_basis", "at")}
+        recorded: dict[str, Any] = {key: consent.get(key) for key in ("status", "source", "legal_basis", "at")}
         if current is not None and all(current.get(k) == v for k, v in recorded.items() if k != "at"):
             return  # the same choice again: nothing new happened
-        origin = {"merged_from": merged_from} if merged_from else {}
-        self.record("ContactConsentChanged", {"contact_id": self.id, "channel": channel, **recorded, **origin})
+        self.record(self.ContactConsentChanged(contact_id=self.id, channel=channel, **recorded,
+                                               merged_from=merged_from or None))
 
     def absorb(self, duplicate: Contact) -> None:
         """Fold a duplicate record of the same person into this one.
@@ -387,11 +583,10 @@ class Contact(Aggregate):
             changes["tags"] = sorted(set(self.tags) | set(duplicate.tags))
         if set(duplicate.attributes) - set(self.attributes):
             changes["attributes"] = {**duplicate.attributes, **self.attributes}
-        self.record("ContactDuplicateAbsorbed",
-                    {"contact_id": self.id, "duplicate_id": duplicate.id, "changes": changes})
+        self.record(self.ContactDuplicateAbsorbed(contact_id=self.id, duplicate_id=duplicate.id, changes=changes))
         if duplicate.last_purchase_at and (duplicate.last_purchase_ms or 0) > (self.last_purchase_ms or 0):
-            self.record("ContactPurchaseRecorded", {"contact_id": self.id, "deal_id": None,
-                                                    "at": duplicate.last_purchase_at, "merged_from": duplicate.id})
+            self.record(self.ContactPurchaseRecorded(contact_id=self.id, deal_id=None, at=duplicate.last_purchase_at,
+                                                     merged_from=duplicate.id))
         if _stage_rank(duplicate.lifecycle_stage) > _stage_rank(self.lifecycle_stage):
             self.change_stage(duplicate.lifecycle_stage, cause={"kind": "merge", "by": duplicate.id})
         for channel, theirs in sorted(duplicate.consents.items()):
@@ -401,7 +596,7 @@ class Contact(Aggregate):
 
     def mark_merged(self, survivor_id: str) -> None:
         self._require_active()
-        self.record("ContactMerged", {"contact_id": self.id, "duplicate_id": self.id, "survivor_id": survivor_id})
+        self.record(self.ContactMerged(contact_id=self.id, duplicate_id=self.id, survivor_id=survivor_id))
 
     def release(self, duplicate_id: str, merge_event_id: str | None) -> None:
         """Undo absorbing `duplicate_id`: give back what this survivor took from it and has not
@@ -411,14 +606,10 @@ class Contact(Aggregate):
         if duplicate_id not in self.merged_from:
             return
         taken = self.absorbed.get(duplicate_id) or Absorbed()
-        changes = taken.reverted(self)
-        data: dict[str, Any] = {"contact_id": self.id, "duplicate_id": duplicate_id,
-                                "merge_event_id": merge_event_id, "changes": changes,
-                                "consents": {channel: taken.consents[channel]["from"]
-                                             for channel in sorted(taken.consents)}}
-        if taken.purchase is not None:
-            data["last_purchase_at"] = taken.purchase["from"]
-        self.record("ContactDuplicateReleased", data)
+        self.record(self.ContactDuplicateReleased(
+            contact_id=self.id, duplicate_id=duplicate_id, merge_event_id=merge_event_id, changes=taken.reverted(self),
+            consents={channel: taken.consents[channel]["from"] for channel in sorted(taken.consents)},
+            last_purchase_at=KEPT if taken.purchase is None else taken.purchase["from"]))
         if taken.stage is not None and self.lifecycle_stage == taken.stage["to"]:
             self.change_stage(taken.stage["from"], cause={"kind": "unmerge", "by": duplicate_id})
 
@@ -440,13 +631,13 @@ class Contact(Aggregate):
         record cannot change). A repeat records nothing (`may_unmerge`)."""
         if not self.may_unmerge(survivor_id):
             return
-        self.record("ContactUnmerged", {"contact_id": self.id, "duplicate_id": self.id, "survivor_id": survivor_id,
-                                        "merge_event_id": self.merge_event_id})
+        self.record(self.ContactUnmerged(contact_id=self.id, duplicate_id=self.id, survivor_id=survivor_id,
+                                         merge_event_id=self.merge_event_id))
 
     def erase(self, reason: str) -> None:
         """Forget the person: the record keeps its id and history of what happened, not who."""
         if self.status != "erased":
-            self.record("ContactErased", {"contact_id": self.id, "reason": reason})
+            self.record(self.ContactErased(contact_id=self.id, reason=reason))
 
     def catch_up(self, events: Sequence[RecordedEvent]) -> None:
         """The fold, noting which stored event each channel's consent comes from (its id is
@@ -473,96 +664,120 @@ class Contact(Aggregate):
 
     # --- the fold -------------------------------------------------------------------
 
-    # `(type, data)`, as Aggregate.record applies an event before the aggregate has typed events
-    def apply(self, event_type: str, data: dict[str, Any]) -> None:  # type: ignore[override]
-        match event_type:
-            case "ContactCreated":
-                for name in CONTACT_FIELDS:
-                    setattr(self, name, data.get(name))
-                self.tags = list(data.get("tags") or [])
-                self.attributes = dict(data.get("attributes") or {})
-                self.lifecycle_stage = data.get("lifecycle_stage") or "lead"
-                self.verified_at = data.get("verified_at")
-                self.team = data.get("team")
-            case "ContactUpdated":
-                for taken in self.absorbed.values():
-                    taken.changed(data["changes"])
-                for name, value in data["changes"].items():
-                    setattr(self, name, value)
-            case "ContactLifecycleStageChanged":
-                cause = data.get("cause")
-                self._note_stage(data, cause)
-                if (data.get("from") == "churned" and data["to"] == "customer" and isinstance(cause, dict)
-                        and cause.get("by") == "rule:win-back"):
-                    self.win_backs += 1
-                self.lifecycle_stage = data["to"]
-                if data["to"] != "customer":  # "at risk" is a property of customers only
-                    self.at_risk, self.at_risk_since = False, None
-            case "ContactPurchaseRecorded":
-                for duplicate_id, taken in self.absorbed.items():
-                    taken.purchase = ({"from": self.last_purchase_at, "to": data["at"]}
-                                      if duplicate_id == data.get("merged_from") else None)
-                self.last_purchase_at = data["at"]
-            case "ContactFlaggedAtRisk":
-                self.at_risk, self.at_risk_since = True, data["since"]
-            case "ContactAtRiskCleared":
-                self.at_risk, self.at_risk_since = False, None
-            case "ContactBecameStale":
-                self.stale, self.stale_since = True, data["since"]
-            case "ContactDetailsVerified":
-                self.verified_at, self.verified_by = data["at"], data.get("by")
-                self.stale, self.stale_since = False, None
-            case "ContactConsentChanged":
-                for duplicate_id, taken in self.absorbed.items():
-                    if duplicate_id == data.get("merged_from"):
-                        taken.consents[data["channel"]] = {"from": self.consents.get(data["channel"]), "proof": None}
-                    else:
-                        taken.consents.pop(data["channel"], None)
-                consents = dict(self.consents)
-                consents[data["channel"]] = {k: data.get(k) for k in ("status", "source", "legal_basis", "at")}
-                self.consents = consents
-            case "ContactDuplicateAbsorbed":
-                self.absorbed = {**self.absorbed, data["duplicate_id"]: Absorbed.of(self, data["changes"])}
-                for name, value in data["changes"].items():
-                    setattr(self, name, value)
-                self.merged_from = [*self.merged_from, data["duplicate_id"]]
-            case "ContactDuplicateReleased":
-                self._apply_release(data)
-            case "ContactMerged":
-                self.status, self.merged_into = "merged", data["survivor_id"]
-            case "ContactUnmerged":
-                self.status, self.merged_into = "active", None
-                self.unmerged_from = [*self.unmerged_from, data["survivor_id"]]
-            case "ContactErased":
-                for name in PERSONAL_FIELDS:
-                    setattr(self, name, None)
-                self.attributes, self.consents, self.status, self.absorbed = {}, {}, "erased", {}
-                self.stale, self.stale_since = False, None
+    @functools.singledispatchmethod
+    def apply(self, event: DomainEvent) -> None:
+        """Events with no effect on state (the superseded v1 stage change: upcast before it is folded)."""
 
-    def _note_stage(self, data: dict[str, Any], cause: Any) -> None:
-        """A stage a merge raised stays the duplicate's to take back until anything moves it."""
-        by_merge = isinstance(cause, dict) and cause.get("kind") == "merge"
+    @apply.register(ContactCreated)
+    def _on_created(self, event: ContactCreated) -> None:
+        self.adopt(event)  # the person's fields, company, owner, stage, locale, time zone, team, verified_at
+        self.tags = list(event.tags or [])
+        self.attributes = dict(event.attributes or {})
+        self.lifecycle_stage = event.lifecycle_stage or "lead"
+
+    @apply.register(ContactUpdated)
+    def _on_updated(self, event: ContactUpdated) -> None:
+        for taken in self.absorbed.values():
+            taken.changed(event.changes)
+        for name, value in event.changes.items():
+            setattr(self, name, value)
+
+    @apply.register(ContactLifecycleStageChanged)
+    def _on_stage_changed(self, event: ContactLifecycleStageChanged) -> None:
+        cause = event.cause
+        self._note_stage(event)
+        if (event.from_ == "churned" and event.to == "customer" and isinstance(cause, dict)
+                and cause.get("by") == "rule:win-back"):
+            self.win_backs += 1
+        self.lifecycle_stage = event.to
+        if event.to != "customer":  # "at risk" is a property of customers only
+            self.at_risk, self.at_risk_since = False, None
+
+    @apply.register(ContactPurchaseRecorded)
+    def _on_purchase(self, event: ContactPurchaseRecorded) -> None:
         for duplicate_id, taken in self.absorbed.items():
-            taken.stage = ({"from": data.get("from"), "to": data["to"]}
-                           if by_merge and cause.get("by") == duplicate_id else None)
+            taken.purchase = ({"from": self.last_purchase_at, "to": event.at}
+                              if duplicate_id == event.merged_from else None)
+        self.last_purchase_at = event.at
 
-    def _apply_release(self, data: dict[str, Any]) -> None:
-        for name, value in data["changes"].items():
+    @apply.register(ContactFlaggedAtRisk)
+    def _on_flagged_at_risk(self, event: ContactFlaggedAtRisk) -> None:
+        self.at_risk, self.at_risk_since = True, event.since
+
+    @apply.register(ContactAtRiskCleared)
+    def _on_at_risk_cleared(self, event: ContactAtRiskCleared) -> None:
+        self.at_risk, self.at_risk_since = False, None
+
+    @apply.register(ContactBecameStale)
+    def _on_stale(self, event: ContactBecameStale) -> None:
+        self.stale, self.stale_since = True, event.since
+
+    @apply.register(ContactDetailsVerified)
+    def _on_verified(self, event: ContactDetailsVerified) -> None:
+        self.verified_at, self.verified_by = event.at, event.by
+        self.stale, self.stale_since = False, None
+
+    @apply.register(ContactConsentChanged)
+    def _on_consent(self, event: ContactConsentChanged) -> None:
+        for duplicate_id, taken in self.absorbed.items():
+            if duplicate_id == event.merged_from:
+                taken.consents[event.channel] = {"from": self.consents.get(event.channel), "proof": None}
+            else:
+                taken.consents.pop(event.channel, None)
+        consents = dict(self.consents)
+        consents[event.channel] = {"status": event.status, "source": event.source, "legal_basis": event.legal_basis,
+                                   "at": event.at}
+        self.consents = consents
+
+    @apply.register(ContactDuplicateAbsorbed)
+    def _on_absorbed(self, event: ContactDuplicateAbsorbed) -> None:
+        self.absorbed = {**self.absorbed, event.duplicate_id: Absorbed.of(self, event.changes)}
+        for name, value in event.changes.items():
+            setattr(self, name, value)
+        self.merged_from = [*self.merged_from, event.duplicate_id]
+
+    @apply.register(ContactDuplicateReleased)
+    def _on_released(self, event: ContactDuplicateReleased) -> None:
+        for name, value in event.changes.items():
             setattr(self, name, value)
         consents = dict(self.consents)
-        for channel, consent in (data.get("consents") or {}).items():
+        for channel, consent in (event.consents or {}).items():
             if consent is None:
                 consents.pop(channel, None)
             else:
                 consents[channel] = dict(consent)
         self.consents = consents
-        if "last_purchase_at" in data:
-            self.last_purchase_at = data["last_purchase_at"]
-        taken = self.absorbed.get(data["duplicate_id"])
+        if event.last_purchase_at is not KEPT:
+            self.last_purchase_at = event.last_purchase_at
+        taken = self.absorbed.get(event.duplicate_id)
         self._released_proofs = {channel: (taken.consents.get(channel) or {}).get("proof") if taken else None
-                                 for channel in data.get("consents") or {}}
-        self.absorbed = {k: v for k, v in self.absorbed.items() if k != data["duplicate_id"]}
-        self.merged_from = [m for m in self.merged_from if m != data["duplicate_id"]]
+                                 for channel in event.consents or {}}
+        self.absorbed = {k: v for k, v in self.absorbed.items() if k != event.duplicate_id}
+        self.merged_from = [m for m in self.merged_from if m != event.duplicate_id]
+
+    @apply.register(ContactMerged)
+    def _on_merged(self, event: ContactMerged) -> None:
+        self.status, self.merged_into = "merged", event.survivor_id
+
+    @apply.register(ContactUnmerged)
+    def _on_unmerged(self, event: ContactUnmerged) -> None:
+        self.status, self.merged_into = "active", None
+        self.unmerged_from = [*self.unmerged_from, event.survivor_id]
+
+    @apply.register(ContactErased)
+    def _on_erased(self, event: ContactErased) -> None:
+        for name in PERSONAL_FIELDS:
+            setattr(self, name, None)
+        self.attributes, self.consents, self.status, self.absorbed = {}, {}, "erased", {}
+        self.stale, self.stale_since = False, None
+
+    def _note_stage(self, event: ContactLifecycleStageChanged) -> None:
+        """A stage a merge raised stays the duplicate's to take back until anything moves it."""
+        cause = event.cause
+        by_merge = isinstance(cause, dict) and cause.get("kind") == "merge"
+        for duplicate_id, taken in self.absorbed.items():
+            taken.stage = ({"from": event.from_, "to": event.to}
+                           if by_merge and cause.get("by") == duplicate_id else None)
 
     def view(self) -> dict[str, Any]:
         """The contact as the API shows it."""
@@ -599,18 +814,13 @@ class Contact(Aggregate):
 
     @classmethod
     def restore(cls, view: dict[str, Any]) -> Contact:
-        """The aggregate back from its `view` (how projections continue a fold)."""
+        """The aggregate back from its `view` (how projections continue a fold): every state attribute
+        the view shows (copies: the fold replaces, never mutates, but a caller may), version and times;
+        what it leaves out (the unmerge bookkeeping) keeps its default."""
         contact = cls(view["id"])
-        for name in (*CONTACT_FIELDS, "team", "lifecycle_stage", "status", "version", "created_at", "updated_at",
-                     "merged_into"):
-            setattr(contact, name, view.get(name))
-        contact.tags, contact.attributes = list(view.get("tags") or []), dict(view.get("attributes") or {})
-        contact.consents = {k: dict(v) for k, v in (view.get("consents") or {}).items()}
-        contact.merged_from = list(view.get("merged_from") or [])
-        contact.last_purchase_at, contact.at_risk_since = view.get("last_purchase_at"), view.get("at_risk_since")
-        contact.at_risk, contact.win_backs = bool(view.get("at_risk")), int(view.get("win_backs") or 0)
-        contact.verified_at, contact.verified_by = view.get("verified_at"), view.get("verified_by")
-        contact.stale, contact.stale_since = bool(view.get("stale")), view.get("stale_since")
+        for name in (*cls.state_names(), "version", "created_at", "updated_at"):
+            if name in view:
+                setattr(contact, name, copy.deepcopy(view[name]))
         return contact
 
 
@@ -694,3 +904,7 @@ class Company(Aggregate):
         company.version = view["version"]
         company.created_at, company.updated_at = view["created_at"], view["updated_at"]
         return company
+
+
+# event type → its personal fields (the person's fields, in `changes` too): what the event store seals
+PERSONAL_DATA = personal_fields(Contact)

@@ -103,7 +103,7 @@ def test_replaying_the_events_rebuilds_the_same_contact(changes: list[dict]) -> 
     half = len(events) // 2
     restored = Contact.restore({**Contact.from_events("c1", events[:half]).view()}) if half else Contact("c1")
     for event in events[half:]:
-        restored.apply(event.type, event.data)
+        restored.apply_stored(event)
     assert restored.view()["tags"] == contact.view()["tags"]
     assert restored.view()["attributes"] == contact.view()["attributes"]
     assert restored.lifecycle_stage == contact.lifecycle_stage

@@ -203,7 +203,7 @@ def test_a_restored_view_folds_the_release_like_the_store_does() -> None:
     restored = Contact.restore(store.get("s").view())
     store.unmerge("s", "d")
     for event in store.streams["s"][before_release:]:
-        restored.apply(event.type, event.data)
+        restored.apply_stored(event)
     assert comparable(restored) | {"version": 0} == comparable(store.get("s")) | {"version": 0}
 
 
