@@ -61,6 +61,7 @@ class _Slot:
     omit_none: bool
     read: Callable[[Any], Any] | None  # nested dataclasses: a dict (or list of dicts) back into objects
     default: Callable[[], Any] | None  # what a stored event without the field reads as
+    nullable: bool  # without a default, a stored event without the field reads as None
 
 
 @dataclass_transform(frozen_default=True, kw_only_default=True, field_specifiers=(spec, dataclasses.field))
@@ -90,7 +91,11 @@ class DomainEvent:
 
     @classmethod
     def from_data(cls, data: Mapping[str, Any]) -> Any:
-        """The event back from stored `data`: unknown keys ignored, a missing field its default (else None)."""
+        """The event back from stored `data`: unknown keys ignored, a missing field its default, else
+        None where its type allows it (an event stored before the field was added).
+
+        A missing field that can be neither is a KeyError: no event of this version was stored
+        without it, so the record is forged or corrupt (a projection parks it)."""
         return _from_data(cls, data)
 
     @classmethod
@@ -195,8 +200,9 @@ def _slots(kind: type) -> tuple[_Slot, ...]:
             default = functools.partial(_same, f.default)
         elif f.default_factory is not NOTHING:
             default = typing.cast(Callable[[], Any], f.default_factory)
+        hint = _hints(kind)[f.name]
         slots.append(_Slot(f.name, f.metadata.get("wire") or f.name, bool(f.metadata.get("omit_none")),
-                           _reader(_without_none(_hints(kind)[f.name])), default))
+                           _reader(_without_none(hint)), default, _nullable(hint)))
     _SLOTS[kind] = tuple(slots)
     return _SLOTS[kind]
 
@@ -221,8 +227,12 @@ def _from_data(kind: type, data: Mapping[str, Any]) -> Any:
         if slot.wire in data:
             value = data[slot.wire]
             values[slot.attr] = slot.read(value) if slot.read is not None else value
+        elif slot.default is not None:
+            values[slot.attr] = slot.default()
+        elif slot.nullable:
+            values[slot.attr] = None
         else:
-            values[slot.attr] = slot.default() if slot.default is not None else None
+            raise KeyError(f"{kind.__name__} has no {slot.wire!r}")
     return kind(**values)
 
 

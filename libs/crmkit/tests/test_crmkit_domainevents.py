@@ -128,6 +128,14 @@ def test_from_data_reads_what_was_stored_tolerantly() -> None:
     assert Gadget.GadgetMade.from_data(noted.data()) == noted
 
 
+def test_from_data_refuses_a_record_without_a_field_that_cannot_be_none() -> None:
+    """Such a record was never stored by this version (forged or corrupt): a projection parks it."""
+    with pytest.raises(KeyError, match="GadgetMade has no 'colour'"):
+        Gadget.GadgetMade.from_data({"label": "G", "parts": []})
+    with pytest.raises(KeyError, match="Part has no 'sku'"):
+        Gadget.GadgetMade.from_data({"label": "G", "colour": "red", "parts": [{"count": 2}]})
+
+
 def test_an_event_type_of_another_aggregate_or_unknown_changes_nothing() -> None:
     gadget = Gadget("g1")
     gadget.apply_stored(RecordedEvent("e1", "shop", "g1", "gadget", 1, "GadgetMoved", 1, {"to": "box"}, T0, "a", "c",
