@@ -154,8 +154,8 @@ def test_garbled_or_unsupported_files_are_a_problem_and_nothing_is_stored(
 
 
 def test_a_zip_bomb_is_refused_before_it_is_parsed(contacts: ServiceHarness, monkeypatch: pytest.MonkeyPatch) -> None:
-    from crm_contacts import imports
-    monkeypatch.setattr(imports, "XLSX_MAX_UNPACKED", 10_000)
+    from crm_contacts.settings import ContactsSettings
+    monkeypatch.setattr(ContactsSettings, "xlsx_max_unpacked", property(lambda _: 10_000))  # 10x a 1 KB body
     body = workbook([["email"], ["x" * 20_000 + "@example.com"]])
     response = upload(contacts, body, XLSX)
     assert response.status_code == 422 and "unpacked" in response.get_json()["errors"]["_body"][0]
