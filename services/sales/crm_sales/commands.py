@@ -1,31 +1,36 @@
 """The sales service's use cases: load aggregates, let them decide, save; and the queries.
 
-Knows the repositories, read models and the contacts directory; never Flask or gRPC.
+`SalesUseCases` knows the event store (the `crmkit.store.Store` contract), the read side
+it queries (`views.SalesViews`) and the contacts directory; never Flask, gRPC or a
+collection, so the use-case tests run it on `crmkit.memstore.InMemoryEventStore` and
+in-memory views, no server. `SalesBook` is the same use cases wired to a process's
+`Runtime` (MongoDB), with what only the service's processes do: indexes, the local copy
+of contacts the worker runs, the erasure's key shredding, the collection handles the
+reports and exports query.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
 
-from pymongo import ReturnDocument
 from pymongo.collection import Collection
 
 from crm_sales import money, reactions, settings
 from crm_sales.domain import Activity, Customer, Deal, Pipeline, Product, Quote, QuoteLine
+from crm_sales.views import MongoSalesViews, SalesViews
 from crmkit import clock as platform_clock
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, ValidationFailed
-from crmkit.events import Metadata, epoch_ms, new_id, rfc3339
+from crmkit.events import Metadata, RecordedEvent, epoch_ms, new_id, rfc3339
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
-from crmkit.store import ConcurrencyError
-from crmkit.web.pagination import page
+from crmkit.store import ConcurrencyError, Store
 
 log = logging.getLogger(__name__)
 SYSTEM = Metadata(actor="system:sales")
@@ -35,33 +40,36 @@ def contacts_directory() -> ContactDirectory:
     return ContactDirectory(deadline=settings.current().contacts_deadline)
 
 
-class SalesBook:
-    def __init__(self, runtime: Runtime, directory: ContactDirectory | None = None,
-                 clock: Callable[[], datetime] = platform_clock.now) -> None:
-        self.runtime = runtime
-        self.db = runtime.db
+def _keep(record_ids: Sequence[str], response_paths: Sequence[str]) -> None:
+    """Nothing to shred: the store keeps no data keys (the in-memory one seals nothing)."""
+
+
+class SalesUseCases:
+    """The sales use cases on any event store and any `SalesViews`.
+
+    `publish` is handed what each save stored (the runtime's outbox sender; a list's
+    `extend` in tests); `shred(record_ids, response_paths)` forgets what an erasure leaves
+    readable outside the events (data keys, the stored responses at those paths)."""
+
+    def __init__(self, store: Store, views: SalesViews, publish: Callable[[list[RecordedEvent]], None],
+                 directory: ContactDirectory, clock: Callable[[], datetime] = platform_clock.now,
+                 shred: Callable[[Sequence[str], Sequence[str]], None] = _keep) -> None:
+        self.store = store
+        self.views = views
         self.clock = clock
-        publish = runtime.publish
-        self.products: Repository[Product] = Repository(runtime.store, Product, publish)
-        self.pipelines: Repository[Pipeline] = Repository(runtime.store, Pipeline, publish)
-        self.deals: Repository[Deal] = Repository(runtime.store, Deal, publish)
-        self.activities: Repository[Activity] = Repository(runtime.store, Activity, publish)
-        self.quotes: Repository[Quote] = Repository(runtime.store, Quote, publish)
-        self.customers: Repository[Customer] = Repository(runtime.store, Customer, publish)
-        self.directory = directory or contacts_directory()
-        self.local = LocalContacts("contacts", self.db["contacts"], self.directory,  # its hooks: reactions.py
-                                   service=runtime.settings.service, **reactions.table(self).contact_hooks())
+        self.shred = shred
+        self.directory = directory
+        self.products: Repository[Product] = Repository(store, Product, publish)
+        self.pipelines: Repository[Pipeline] = Repository(store, Pipeline, publish)
+        self.deals: Repository[Deal] = Repository(store, Deal, publish)
+        self.activities: Repository[Activity] = Repository(store, Activity, publish)
+        self.quotes: Repository[Quote] = Repository(store, Quote, publish)
+        self.customers: Repository[Customer] = Repository(store, Customer, publish)
         # a contact's records, by kind: found in the event store at erasure (the read models may lag)
         self.erasable: dict[str, tuple[Repository[Any], str]] = {
             Deal.aggregate_type: (self.deals, "/v1/deals"),
             Activity.aggregate_type: (self.activities, "/v1/activities"),
             Quote.aggregate_type: (self.quotes, "/v1/quotes")}
-        self.counters: Collection = self.db["counters"]
-        self.deals_view: Collection = self.db["deals"]
-        self.activities_view: Collection = self.db["activities"]
-        self.quotes_view: Collection = self.db["quotes"]
-        self.products_view: Collection = self.db["products"]
-        self.pipelines_view: Collection = self.db["pipelines"]
 
     def now(self) -> str:
         return rfc3339(self.clock())
@@ -70,10 +78,6 @@ class SalesBook:
         return self.clock().astimezone(UTC).date()
 
     # --- setup ----------------------------------------------------------------------------
-
-    def ensure_indexes(self) -> None:
-        """The event store's indexes, `refs` among them, which erasure finds a contact's records by."""
-        self.runtime.store.ensure_indexes()
 
     def ensure_default_pipeline(self) -> None:
         """The default pipeline exists from the first start (idempotent, safe from many processes)."""
@@ -88,7 +92,7 @@ class SalesBook:
     # --- products -------------------------------------------------------------------------
 
     def create_product(self, fields: dict[str, Any], meta: Metadata) -> Product:
-        if self.products_view.find_one({"sku": fields["sku"]}, {"_id": 1}):
+        if self.views.sku_taken(fields["sku"]):
             raise ValidationFailed("duplicate SKU", {"sku": [f"a product with SKU {fields['sku']} exists"]})
         product = Product.create(new_id(), fields)
         self.products.save(product, meta)
@@ -103,10 +107,7 @@ class SalesBook:
         return self.products.change(product_id, decide, meta, if_match)
 
     def list_products(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        filters: dict[str, Any] = {}
-        if query.get("active") is not None:
-            filters["active"] = query["active"]
-        return page(self.products_view, filters, query["limit"], query.get("cursor"))
+        return self.views.product_page(query, query["limit"], query.get("cursor"))
 
     # --- pipelines ------------------------------------------------------------------------
 
@@ -151,7 +152,7 @@ class SalesBook:
         if contact.get("status") == "erased":
             errors["contact_id"] = ["the contact was erased"]
             return None
-        self.local.remember(contact)
+        self.views.remember_contact(contact)
         return contact
 
     def update_deal(self, deal_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None) -> Deal:
@@ -196,9 +197,7 @@ class SalesBook:
         return view
 
     def list_deals(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        filters = {k: query[k] for k in ("pipeline_id", "stage", "status", "owner", "team", "contact_id")
-                   if query.get(k)}
-        docs, cursor = page(self.deals_view, filters, query["limit"], query.get("cursor"))
+        docs, cursor = self.views.deal_page(query, query["limit"], query.get("cursor"))
         return self.with_contacts(docs), cursor
 
     def with_contacts(self, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -207,7 +206,7 @@ class SalesBook:
         return [{**d, "contact": names.get(d.get("contact_id") or "")} for d in docs]
 
     def contact_summaries(self, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
-        found = self.local.find(contact_ids)
+        found = self.views.contacts(contact_ids)
         return {cid: {"id": doc["_id"], "first_name": doc.get("first_name"), "last_name": doc.get("last_name"),
                       "status": doc.get("status"), "lifecycle_stage": doc.get("lifecycle_stage"),
                       "locale": doc.get("locale")}
@@ -215,7 +214,7 @@ class SalesBook:
 
     def erased(self, contact_id: str | None) -> bool:
         """Whether the local copy says the contact was erased (nothing new is written about them)."""
-        known = self.local.find([contact_id]).get(contact_id) if contact_id else None
+        known = self.views.contacts([contact_id]).get(contact_id) if contact_id else None
         return known is not None and known.get("status") == "erased"
 
     def erase_contact(self, contact_id: str) -> int:
@@ -229,15 +228,14 @@ class SalesBook:
         for kind, ids in records.items():
             repository, _ = self.erasable[kind]
             repository.change_many(ids, lambda record: record.erase_customer_data(contact_id, at), meta)
-        self.runtime.vault.forget_many(rid for ids in records.values() for rid in ids)
-        drop_stored_responses(self.db, [f"{self.erasable[kind][1]}/{rid}" for kind, ids in records.items()
-                                        for rid in ids])
+        self.shred([rid for ids in records.values() for rid in ids],
+                   [f"{self.erasable[kind][1]}/{rid}" for kind, ids in records.items() for rid in ids])
         return sum(len(ids) for ids in records.values())
 
     def _records_of(self, contact_id: str) -> dict[str, list[str]]:
         """The contact's deals, activities and quotes, plus the quotes of their deals, by kind:
         from the event store, so a record the read models have not folded yet is found too."""
-        store = self.runtime.store
+        store = self.store
         found: dict[str, set[str]] = {kind: set() for kind in self.erasable}
         for stream_id, kind in store.streams_referring([contact_id], list(self.erasable)):
             found[kind].add(stream_id)  # by contact_id, or by `to` of a ...ContactChanged
@@ -295,7 +293,7 @@ class SalesBook:
             except NotFound:
                 errors["deal_id"] = [f"no deal with id {fields['deal_id']}"]
         if fields.get("contact_id"):
-            known = self.local.find([fields["contact_id"]]).get(fields["contact_id"])
+            known = self.views.contacts([fields["contact_id"]]).get(fields["contact_id"])
             if known is None:
                 self.require_contact(fields["contact_id"], errors)
             elif known.get("status") == "erased":
@@ -311,24 +309,14 @@ class SalesBook:
         return self.activities.change(activity_id, lambda a: a.complete(self.now(), outcome), meta, if_match)
 
     def list_activities(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        filters: dict[str, Any] = {k: query[k] for k in ("owner", "team", "deal_id", "contact_id", "status", "type")
-                                   if query.get(k)}
-        if query.get("due_before"):
-            filters["due_ms"] = {"$lt": epoch_ms(query["due_before"])}
-        if query.get("overdue"):
-            filters["status"] = "open"
-            filters["due_ms"] = {"$lt": min(epoch_ms(self.clock()), filters.get("due_ms", {}).get("$lt", 2**62))}
-        return page(self.activities_view, filters, query["limit"], query.get("cursor"))
+        return self.views.activity_page(query, epoch_ms(self.clock()), query["limit"], query.get("cursor"))
 
     # --- quotes ---------------------------------------------------------------------------
 
     def next_quote_number(self) -> str:
         """Q-<year>-<6 digits>: one counter per year, `$inc` upsert (tests/compat pins it)."""
         year = self.today().year
-        counter = self.counters.find_one_and_update({"_id": f"quote-{year}"}, {"$inc": {"seq": 1}},
-                                                    upsert=True, return_document=ReturnDocument.AFTER)
-        assert counter is not None  # an upsert returning the document AFTER always has one
-        return f"Q-{year}-{counter['seq']:06d}"
+        return f"Q-{year}-{self.views.next_quote_sequence(year):06d}"
 
     def draft_quote(self, fields: dict[str, Any], meta: Metadata) -> Quote:
         errors: dict[str, list[str]] = {}
@@ -416,17 +404,48 @@ class SalesBook:
         return quote, deal
 
     def list_quotes(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        filters = {k: query[k] for k in ("deal_id", "status", "contact_id") if query.get(k)}
-        return page(self.quotes_view, filters, query["limit"], query.get("cursor"))
+        return self.views.quote_page(query, query["limit"], query.get("cursor"))
 
     def expire_quotes(self, limit: int = 500) -> int:
         """Mark sent quotes past their validity date expired (the worker's job): one load and one
         bulk append per run, not a round trip per quote. Returns how many."""
         today, now = self.today(), self.now()
-        due = [doc["_id"] for doc in self.quotes_view.find(
-            {"status": "sent", "valid_until": {"$lt": today.isoformat()}}, {"_id": 1}).limit(limit)]
+        due = self.views.expiring_quotes(today.isoformat(), limit)
         decided = self.quotes.change_many(due, lambda quote: quote.expire(now, today), SYSTEM)
         return sum(decided.values())  # a quote accepted or rejected meanwhile is decided again, fresh
+
+
+class SalesBook(SalesUseCases):
+    """The use cases on a process's runtime: MongoDB's event store and read models (`MongoSalesViews`).
+
+    Builds the local copy of contacts (`local`, which the worker runs as a projection; its
+    hooks are this book's reactions) and keeps the read models' handles (`deals_view`,
+    `quotes_view`...) for the reports, exports and tests, which query them directly."""
+
+    def __init__(self, runtime: Runtime, directory: ContactDirectory | None = None,
+                 clock: Callable[[], datetime] = platform_clock.now) -> None:
+        self.runtime = runtime
+        self.db = runtime.db
+        directory = directory or contacts_directory()
+        self.local = LocalContacts("contacts", self.db["contacts"], directory,  # its hooks: reactions.py
+                                   service=runtime.settings.service, **reactions.table(self).contact_hooks())
+        self.mongo_views = MongoSalesViews(self.db, self.local)
+        super().__init__(runtime.store, self.mongo_views, runtime.publish, directory, clock, self._shred)
+        self.counters: Collection = self.mongo_views.counters
+        self.deals_view: Collection = self.mongo_views.deals
+        self.activities_view: Collection = self.mongo_views.activities
+        self.quotes_view: Collection = self.mongo_views.quotes
+        self.products_view: Collection = self.mongo_views.products
+        self.pipelines_view: Collection = self.mongo_views.pipelines
+
+    def ensure_indexes(self) -> None:
+        """The event store's indexes, `refs` among them, which erasure finds a contact's records by."""
+        self.runtime.store.ensure_indexes()
+
+    def _shred(self, record_ids: Sequence[str], response_paths: Sequence[str]) -> None:
+        """Forget the records' data keys (their sealed fields unreadable everywhere) and stored responses."""
+        self.runtime.vault.forget_many(record_ids)
+        drop_stored_responses(self.db, list(response_paths))
 
 
 def _exact_money(fields: dict[str, Any], name: str, amount: str, currency: str) -> dict[str, Any]:
