@@ -3,7 +3,7 @@
 `run(env, runtime, rows=100_000)` generates a CSV of `rows` contacts (Persian and Latin
 names, emails, phones, tags, an attribute; 1% invalid rows, 1% repeats of an earlier
 row), uploads it through the running api process, then runs the import with a real
-`crm_contacts.imports.ImportRunner` in this process (what the worker runs) and checks
+`crm_contacts.imports.jobs.ImportRunner` in this process (what the worker runs) and checks
 the job's counts exactly. Ours: data rows per second from claim to completed. Raw:
 `insert_many` (batches of `batch`) of documents shaped like the ContactCreated events the
 import stored, into a fresh collection with the event store's unique index.
@@ -98,7 +98,7 @@ def raw_insert_many(env: Environment, template: dict[str, Any], count: int, batc
 def run(env: Environment, runtime: Any, rows: int = 100_000, batch: int = 1000,
         raw_rows: int = 20_000) -> dict[str, Any]:
     """Import `rows` generated rows; figures and the raw comparison as a dict (see the module docstring)."""
-    from crm_contacts.imports import ImportRunner
+    from crm_contacts.imports.jobs import ImportRunner
 
     body, expected = generate(rows)
     accepted, upload_seconds = upload(env, body)

@@ -41,8 +41,8 @@ def run(env: Environment, messages: int = 1000) -> dict[str, Any]:
 
 def _run(env: Environment, messages: int) -> dict[str, Any]:
     from crm_contacts.app import SERVICE as CONTACTS
-    from crm_contacts.commands import ContactBook
     from crm_contacts.grpc_api import register
+    from crm_contacts.records.commands import ContactBook
     from crm_messaging.app import SERVICE as MESSAGING
     from crm_messaging.app import prepare
     from crm_messaging.commands import MessageDesk

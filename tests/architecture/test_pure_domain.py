@@ -25,7 +25,7 @@ FORBIDDEN = ("pymongo", "bson", "kafka", "flask", "werkzeug", "grpc", "google.pr
              "marshmallow", "jsonschema")
 
 PURE_MODULES = {
-    "contacts": ("crm_contacts.domain", "crm_contacts.segments", "crm_contacts.normalize"),
+    "contacts": ("crm_contacts.records.domain", "crm_contacts.segments.domain", "crm_contacts.records.normalize"),
     "sales": ("crm_sales.domain", "crm_sales.money", "crm_sales.values"),
     "service-desk": ("crm_servicedesk.domain", "crm_servicedesk.business_hours", "crm_servicedesk.servqual"),
     "messaging": ("crm_messaging.domain",),

@@ -1,4 +1,4 @@
-"""MongoDB features bulk imports (crm_contacts.imports) rely on, one test each.
+"""MongoDB features bulk imports (crm_contacts.imports.jobs) rely on, one test each.
 
 Like test_compat_mongodb.py: every test must pass on a real MongoDB too; the gap found
 while building imports is pinned at the end (it skips where the server has it).

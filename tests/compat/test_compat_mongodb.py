@@ -19,7 +19,7 @@ from pymongo import ASCENDING, DESCENDING, MongoClient, ReplaceOne, ReturnDocume
 from pymongo.database import Database
 from pymongo.errors import BulkWriteError, DuplicateKeyError, OperationFailure, PyMongoError
 
-from crm_contacts.projections import search_query, search_text
+from crm_contacts.records.projections import search_query, search_text
 
 DUPLICATE_KEY = 11000
 STREAM_INDEX = [("stream_id", ASCENDING), ("version", ASCENDING)]
@@ -235,7 +235,8 @@ def test_in_match_on_an_indexed_array_field(db: Database) -> None:
 
 
 def test_unanchored_regex_on_a_string_field_with_escaped_specials(db: Database) -> None:
-    """crm_contacts.projections.search_query: {$regex: " " + re.escape(word)} over the one-string `search` field."""
+    """crm_contacts.records.projections.search_query: {$regex: " " + re.escape(word)} over the one-string
+    `search` field."""
     view = db["contacts"]
     view.insert_many([
         {"_id": "1", "search": search_text(["ali", "rezaei", "example.com", "ali@example.com", "+989121234567"])},
@@ -257,7 +258,7 @@ def test_unanchored_regex_on_a_string_field_with_escaped_specials(db: Database) 
 
 
 def test_search_query_of_the_contacts_service(db: Database) -> None:
-    """crm_contacts.projections.search_query as sent: an $and of regexes, plus equality filters beside it."""
+    """crm_contacts.records.projections.search_query as sent: an $and of regexes, plus equality filters beside it."""
     view = db["contacts"]
     view.insert_many([
         {"_id": "1", "status": "active", "search": search_text(["ali", "rezaei", "ali@example.com"])},
@@ -453,7 +454,7 @@ def test_admin_ping(mongo_client: MongoClient) -> None:
 def test_gap_regex_over_array_elements_is_not_relied_on(db: Database) -> None:
     """Real MongoDB applies $regex to each array element; nx-27017 0.8.1 matches nothing.
 
-    crm_contacts.projections.search_text therefore stores search terms as ONE string,
+    crm_contacts.records.projections.search_text therefore stores search terms as ONE string,
     and search_query regexes that string (pinned above). Nothing queries arrays by regex.
     """
     view = db["contacts"]

@@ -1,4 +1,4 @@
-"""MongoDB query operators segment rules compile to (crm_contacts.segments), one test each.
+"""MongoDB query operators segment rules compile to (crm_contacts.segments.domain), one test each.
 
 Every test must also pass on a real MongoDB. The filters are the shapes
 `compile_filter` emits; the end of the file pins the stand-in's gaps that the compiler
@@ -15,8 +15,8 @@ from pymongo.collection import Collection
 from pymongo.database import Database
 from pymongo.errors import OperationFailure
 
-from crm_contacts.normalize import fold
-from crm_contacts.segments import check, compile_filter
+from crm_contacts.records.normalize import fold
+from crm_contacts.segments.domain import check, compile_filter
 from crmkit.events import utcnow
 from crmkit.web.pagination import page
 

@@ -11,8 +11,8 @@ import pytest
 from pymongo import MongoClient
 
 from crm_contacts.app import SERVICE
-from crm_contacts.commands import ContactBook
 from crm_contacts.grpc_api import register
+from crm_contacts.records.commands import ContactBook
 from crmkit import rpc, stack
 from crmkit.directory import ContactDirectory, LocalContacts
 from crmkit.errors import NotFound, Unavailable

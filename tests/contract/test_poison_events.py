@@ -15,7 +15,7 @@ from kafka import KafkaProducer
 from prometheus_client import REGISTRY
 
 from crm_contacts.app import SERVICE
-from crm_contacts.projections import ContactsView
+from crm_contacts.records.projections import ContactsView
 from crmkit.cli import main
 from crmkit.config import ProjectionPolicy
 from crmkit.directory import LocalContacts

@@ -20,7 +20,7 @@ from crmkit.testing import ServiceHarness, harness, start_service_process, wait_
 CRASH_AFTER_APPEND = textwrap.dedent("""
     import os, signal
     from crm_contacts.app import SERVICE
-    from crm_contacts.commands import ContactBook
+    from crm_contacts.records.commands import ContactBook
     from crmkit.events import Metadata
 
     runtime = SERVICE.runtime()

@@ -2,29 +2,27 @@
 
 from __future__ import annotations
 
-from crm_contacts import (
+from crm_contacts import grpc_api, reactions, settings
+from crm_contacts.catalogue import EVENTS, UPCASTERS
+from crm_contacts.imports import api as imports_api
+from crm_contacts.imports import jobs as imports
+from crm_contacts.insights import api as insights_api
+from crm_contacts.insights.projections import insight_projections
+from crm_contacts.records import (
     api,
     confirm_api,
     export_api,
     freshness,
     freshness_api,
-    grpc_api,
-    imports,
-    imports_api,
-    insights_api,
     lifecycle,
     projections,
-    reactions,
-    segments_api,
-    settings,
     unmerge_api,
 )
-from crm_contacts.catalogue import EVENTS, UPCASTERS
-from crm_contacts.commands import ContactBook
-from crm_contacts.customer360 import Neighbours
-from crm_contacts.domain import PERSONAL_DATA
-from crm_contacts.insight_projections import insight_projections
-from crm_contacts.segment_commands import SegmentBook, segment_projections
+from crm_contacts.records.commands import ContactBook
+from crm_contacts.records.customer360 import Neighbours
+from crm_contacts.records.domain import PERSONAL_DATA
+from crm_contacts.segments import api as segments_api
+from crm_contacts.segments.commands import SegmentBook, segment_projections
 from crmkit.config import Ports
 from crmkit.runtime import Runtime
 from crmkit.service import ServiceSpec

@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from crm_contacts.domain import Company, Contact
-from crm_contacts.segments import Segment
+from crm_contacts.records.domain import Company, Contact
+from crm_contacts.segments.domain import Segment
 from crmkit.catalogue import Catalogue, EventType
 from crmkit.events import Upcasters
 

@@ -13,10 +13,10 @@ from marshmallow import ValidationError
 from pymongo import DESCENDING
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
-from crm_contacts.commands import ContactBook
-from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, Contact
-from crm_contacts.schemas import ContactInput
-from crm_contacts.segment_commands import DEFAULT_STREAM_PAGE, MAX_STREAM_PAGE, SegmentBook
+from crm_contacts.records.commands import ContactBook
+from crm_contacts.records.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, Contact
+from crm_contacts.records.schemas import ContactInput
+from crm_contacts.segments.commands import DEFAULT_STREAM_PAGE, MAX_STREAM_PAGE, SegmentBook
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, new_id, rfc3339
 from crmkit.logs import correlation_id

@@ -2,13 +2,13 @@
 
 The worker runs the projections of this table; nothing else in the service changes a
 contact because of another service's events. (The insight views, `insight_deals`,
-`insight_tickets` and `insight_tiers` in insight_projections.py, read other services'
+`insight_tickets` and `insight_tiers` in insights/projections.py, read other services'
 events too, but only to count them for reports: they change no contact.)
 """
 
 from __future__ import annotations
 
-from crm_contacts import lifecycle
+from crm_contacts.records import lifecycle
 from crmkit.reactions import Reaction, Reactions
 from crmkit.runtime import Runtime
 

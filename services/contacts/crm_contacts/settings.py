@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 from crmkit.settings import Current, Env
 
 if TYPE_CHECKING:
-    from crm_contacts.freshness import StalePolicy
+    from crm_contacts.records.freshness import StalePolicy
 
 DEFAULT_IMPORT_MAX_BYTES = 50 * 1024 * 1024
 DEFAULT_EXPORT_DEADLINE_SECONDS = 10.0  # a rare, unhurried request: a false 503 costs more than a slow answer
@@ -52,7 +52,7 @@ class ContactsSettings:
 
 
 def _stale(env: Env) -> StalePolicy:
-    from crm_contacts import freshness  # freshness reaches these settings too: imported when first read
+    from crm_contacts.records import freshness  # freshness reaches these settings too: imported when first read
 
     names = (freshness.DAYS_VARIABLE, freshness.BY_STAGE_VARIABLE)
     try:

@@ -6,8 +6,8 @@ import grpc
 import pytest
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
-from crm_contacts import projections
 from crm_contacts.grpc_api import register
+from crm_contacts.records import projections
 from crmkit import rpc, stack
 from crmkit.testing import ServiceHarness, grpc_channel
 
@@ -25,7 +25,7 @@ def put_consent(contacts: ServiceHarness, contact_id: str, channel: str, **body:
 
 @pytest.fixture
 def directory(contacts: ServiceHarness) -> Iterator[contacts_pb2_grpc.ContactDirectoryStub]:
-    from crm_contacts.commands import ContactBook
+    from crm_contacts.records.commands import ContactBook
 
     port = stack.free_port()
     server, _ = rpc.build_server("contacts", port, lambda srv: register(srv, ContactBook(contacts.runtime)))

@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crm_contacts.domain import LIFECYCLE_STAGES, Company, Contact
+from crm_contacts.records.domain import LIFECYCLE_STAGES, Company, Contact
 from crmkit.aggregate import changes_by_event
 from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import RecordedEvent, utcnow

@@ -7,9 +7,9 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from crm_contacts import freshness
-from crm_contacts.domain import Contact
-from crm_contacts.freshness import BadSetting, FreshnessTimer, StalePolicy, stale_policy
+from crm_contacts.records import freshness
+from crm_contacts.records.domain import Contact
+from crm_contacts.records.freshness import BadSetting, FreshnessTimer, StalePolicy, stale_policy
 from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import RecordedEvent, new_id, parse_time, rfc3339, utcnow
 from crmkit.repository import Repository

@@ -8,7 +8,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
-from crm_contacts.freshness import LINK_PURPOSE
+from crm_contacts.records.freshness import LINK_PURPOSE
 from crmkit import signing
 from crmkit.events import parse_time, rfc3339, utcnow
 from crmkit.testing import ServiceHarness

@@ -9,8 +9,8 @@ import zipfile
 import pytest
 from openpyxl import Workbook
 
-from crm_contacts import import_formats
-from crm_contacts.import_formats import Charset
+from crm_contacts.imports import formats as import_formats
+from crm_contacts.imports.formats import Charset
 from crmkit.errors import ValidationFailed
 from crmkit.testing import ServiceHarness
 

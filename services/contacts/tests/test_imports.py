@@ -12,8 +12,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from crm_contacts import imports
-from crm_contacts.imports import ImportRunner
+from crm_contacts.imports import jobs as imports
+from crm_contacts.imports.jobs import ImportRunner
 from crmkit.testing import ServiceHarness, stored_events, wait_until
 
 CSV = "text/csv"

@@ -8,8 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crm_contacts.insight_projections import minor_units
-from crm_contacts.insights import (
+from crm_contacts.insights.figures import (
     Deal,
     Period,
     StageChange,
@@ -27,6 +26,7 @@ from crm_contacts.insights import (
     tier_at,
     win_backs,
 )
+from crm_contacts.insights.projections import minor_units
 
 P = Period(1000, 2000)
 

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
-from crm_contacts.insight_projections import insight_projections
+from crm_contacts.insights.projections import insight_projections
 from crmkit import stack
 from crmkit.events import RecordedEvent, new_id, rfc3339, utcnow
 from crmkit.projector import ProjectorRunner

@@ -13,8 +13,8 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import Any
 
-from crm_contacts import lifecycle
-from crm_contacts.insight_projections import insight_projections
+from crm_contacts.insights.projections import insight_projections
+from crm_contacts.records import lifecycle
 from crmkit.events import RecordedEvent, epoch_ms, new_id, rfc3339, utcnow
 from crmkit.testing import ServiceHarness
 

@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from crm_contacts import lifecycle
-from crm_contacts.derived import DerivedValues
-from crm_contacts.lifecycle import LifecycleAutomation, LifecycleTimers
+from crm_contacts.records import lifecycle
+from crm_contacts.records.derived import DerivedValues
+from crm_contacts.records.lifecycle import LifecycleAutomation, LifecycleTimers
 from crmkit.events import RecordedEvent, new_id, rfc3339, utcnow
 from crmkit.projector import rebuild
 from crmkit.testing import ServiceHarness

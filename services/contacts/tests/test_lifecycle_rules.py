@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crm_contacts.derived import derived_values
-from crm_contacts.domain import AUTOMATION_PATH, LIFECYCLE_STAGES, Contact, automation_may_move
+from crm_contacts.records.derived import derived_values
+from crm_contacts.records.domain import AUTOMATION_PATH, LIFECYCLE_STAGES, Contact, automation_may_move
 from crmkit.events import rfc3339
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)

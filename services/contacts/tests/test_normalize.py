@@ -4,7 +4,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from crm_contacts import normalize
+from crm_contacts.records import normalize
 
 PERSIAN_LETTERS = "ابپتثجچحخدذرزژسشصضطظعغفقکگلمنوهی"
 VARIANT_PAIRS = [("ي", "ی"), ("ك", "ک"), ("ى", "ی"), ("ة", "ه"), ("أ", "ا"), ("إ", "ا"), ("آ", "ا")]

@@ -13,7 +13,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from marshmallow import Schema, ValidationError
 
-from crm_contacts import schemas
+from crm_contacts.records import schemas
 from crmkit.testing import ServiceHarness
 
 FIELDS = {

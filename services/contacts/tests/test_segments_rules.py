@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 from pymongo import MongoClient
 from pymongo.collection import Collection
 
-from crm_contacts import normalize
-from crm_contacts.domain import LIFECYCLE_STAGES, Company, Contact
-from crm_contacts.projections import CompaniesView, ContactsView, contact_document
-from crm_contacts.segments import MAX_CONDITIONS, MAX_DEPTH, Segment, check, compile_filter, rule_errors
+from crm_contacts.records import normalize
+from crm_contacts.records.domain import LIFECYCLE_STAGES, Company, Contact
+from crm_contacts.records.projections import CompaniesView, ContactsView, contact_document
+from crm_contacts.segments.domain import MAX_CONDITIONS, MAX_DEPTH, Segment, check, compile_filter, rule_errors
 from crmkit.errors import ValidationFailed
 from crmkit.events import epoch_ms, new_id
 from crmkit.testing import Servers

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crm_contacts.domain import CHANNELS, LIFECYCLE_STAGES, Contact
+from crm_contacts.records.domain import CHANNELS, LIFECYCLE_STAGES, Contact
 from crmkit.aggregate import changes_by_event
 from crmkit.errors import Conflict, ValidationFailed
 from crmkit.events import RecordedEvent, utcnow

@@ -9,7 +9,7 @@ remembered), so a late one (v1 after v2) fires as it would have in order. The de
 shipped (`install_defaults`): ticket solved → satisfaction survey, deal won → welcome, and
 (disabled until an installation enables it) contact became stale → "please confirm your
 details", a marketing message whose `confirm_url` is the contacts service's signed
-confirmation page (crm_contacts.confirm_api).
+confirmation page (crm_contacts.records.confirm_api).
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ TICKET_SOLVED = "crm.servicedesk.TicketSolved.v1"
 SURVEY_LINK_TTL = timedelta(days=30)
 SERVQUAL_SURVEY_SENT = "crm.servicedesk.ServqualSurveySent.v1"  # the desk sent a SERVQUAL survey: email its link
 CONTACT_STALE = "crm.contacts.ContactBecameStale.v1"
-CONFIRM_PURPOSE = "confirm-details"  # the contacts service checks these links (crm_contacts.confirm_api)
+CONFIRM_PURPOSE = "confirm-details"  # the contacts service checks these links (crm_contacts.records.confirm_api)
 CONFIRM_LINK_TTL = timedelta(days=30)
 
 

@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from crm_contacts.app import SERVICE as CONTACTS
-from crm_contacts.commands import ContactBook
-from crm_contacts.domain import Contact
 from crm_contacts.grpc_api import register as register_contacts
-from crm_contacts.projections import projections as contact_projections
-from crm_contacts.segment_commands import SegmentBook
+from crm_contacts.records.commands import ContactBook
+from crm_contacts.records.domain import Contact
+from crm_contacts.records.projections import projections as contact_projections
+from crm_contacts.segments.commands import SegmentBook
 from crm_messaging import api
 from crm_messaging.app import SERVICE as MESSAGING
 from crm_messaging.commands import MessageDesk

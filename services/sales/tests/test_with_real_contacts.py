@@ -14,8 +14,8 @@ import pytest
 
 from crm.sales.v1 import sales_pb2, sales_pb2_grpc
 from crm_contacts.app import SERVICE as CONTACTS
-from crm_contacts.commands import ContactBook
 from crm_contacts.grpc_api import register as register_contacts
+from crm_contacts.records.commands import ContactBook
 from crm_sales import grpc_api, projections, reports
 from crm_sales.app import SERVICE as SALES
 from crm_sales.commands import SalesBook

@@ -16,9 +16,9 @@ from pymongo import ASCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
-from crm_contacts import derived as derived_values
-from crm_contacts import normalize
-from crm_contacts.domain import Company, Contact
+from crm_contacts.records import derived as derived_values
+from crm_contacts.records import normalize
+from crm_contacts.records.domain import Company, Contact
 from crmkit.events import RecordedEvent, epoch_ms, parse_time
 from crmkit.eventstore import EventStore
 from crmkit.projector import AggregateView
@@ -26,7 +26,7 @@ from crmkit.web.pagination import decode_cursor, encode_cursor
 
 
 class ContactsView(AggregateView):
-    """One document per contact; it also carries `derived` (crm_contacts.derived), which it
+    """One document per contact; it also carries `derived` (crm_contacts.records.derived), which it
     does not fold itself: each fold keeps the newest of the document's own copy and
     `contact_derived`, and copies again after writing, so no derived value is lost to a
     refold or a rebuild."""
@@ -115,10 +115,10 @@ def segment_keys(view: dict[str, Any]) -> dict[str, Any]:
         "last_name_folded": normalize.fold(view["last_name"]) if view["last_name"] else None,
         "created_ms": epoch_ms(view["created_at"]) if view["created_at"] else None,
         "updated_ms": epoch_ms(view["updated_at"]) if view["updated_at"] else None,
-        # lifecycle timers (crm_contacts.lifecycle) compare these
+        # lifecycle timers (crm_contacts.records.lifecycle) compare these
         "last_purchase_ms": epoch_ms(parse_time(view["last_purchase_at"])) if view["last_purchase_at"] else None,
         "at_risk_since_ms": epoch_ms(parse_time(view["at_risk_since"])) if view["at_risk_since"] else None,
-        # the freshness timer (crm_contacts.freshness) compares this
+        # the freshness timer (crm_contacts.records.freshness) compares this
         "verified_ms": epoch_ms(parse_time(view["verified_at"])) if view.get("verified_at")
         else epoch_ms(view["created_at"]) if view["created_at"] else None,  # the creation counts
     }

@@ -16,7 +16,8 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 from marshmallow import Schema, fields, validate
 
-from crm_contacts import imports, settings
+from crm_contacts import settings
+from crm_contacts.imports import jobs as imports
 from crmkit.events import new_id
 from crmkit.runtime import Runtime
 from crmkit.web import PageQuery, endpoint, jsonable, listing, metadata

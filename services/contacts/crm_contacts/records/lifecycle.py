@@ -36,8 +36,8 @@ from typing import Any
 from pymongo.collection import Collection
 
 from crm_contacts import settings
-from crm_contacts.derived import DerivedValues
-from crm_contacts.domain import Contact
+from crm_contacts.records.derived import DerivedValues
+from crm_contacts.records.domain import Contact
 from crmkit import clock
 from crmkit.config import topic_of
 from crmkit.errors import NotFound

@@ -25,10 +25,10 @@ from jinja2 import Environment, PackageLoader, select_autoescape
 from marshmallow import RAISE, Schema, fields, validate
 from marshmallow import ValidationError as MarshmallowError
 
-from crm_contacts.commands import ContactBook
-from crm_contacts.domain import IDENTIFYING, Contact
-from crm_contacts.freshness import LINK_PURPOSE
-from crm_contacts.schemas import Email, Phone, Text
+from crm_contacts.records.commands import ContactBook
+from crm_contacts.records.domain import IDENTIFYING, Contact
+from crm_contacts.records.freshness import LINK_PURPOSE
+from crm_contacts.records.schemas import Email, Phone, Text
 from crmkit import clock
 from crmkit.errors import Conflict, DomainError, NotFound, ValidationFailed
 from crmkit.events import Metadata
@@ -71,7 +71,7 @@ TEXTS: dict[str, dict[str, str]] = {
            "other_title": "حدث خطأ ما", "other": "يرجى المحاولة مرة أخرى لاحقًا."},
 }
 
-_env = Environment(loader=PackageLoader("crm_contacts", "pages"), autoescape=select_autoescape(default=True))
+_env = Environment(loader=PackageLoader("crm_contacts.records", "pages"), autoescape=select_autoescape(default=True))
 
 
 class LinkQuery(Schema):

@@ -7,9 +7,9 @@ from typing import Any
 from flask import Blueprint, Response
 from marshmallow import Schema, ValidationError, fields, validates_schema
 
-from crm_contacts import schemas
-from crm_contacts.segment_commands import SegmentBook
-from crm_contacts.segments import MAX_CONDITIONS, MAX_DEPTH, rule_errors
+from crm_contacts.records import schemas
+from crm_contacts.segments.commands import SegmentBook
+from crm_contacts.segments.domain import MAX_CONDITIONS, MAX_DEPTH, rule_errors
 from crmkit.web import AsOfQuery, HistoryQuery, PageQuery, endpoint, if_match, listing, metadata, resource
 from crmkit.web.pagination import by_version
 

@@ -10,8 +10,8 @@ from typing import Any
 from flask import Blueprint, Response
 from marshmallow import RAISE, Schema
 
-from crm_contacts import schemas
-from crm_contacts.commands import ContactBook
+from crm_contacts.records import schemas
+from crm_contacts.records.commands import ContactBook
 from crmkit.web import endpoint, if_match, metadata, resource
 
 

@@ -19,7 +19,7 @@ Semantics (the same on MongoDB and on the local stand-in, see tests/compat/test_
 - values compare by type: 30 never equals "30" or true; gt/gte/lt/lte compare numbers
   only (or times, on created_at/updated_at); starts_with applies to text only.
 - names (first_name, last_name, company.name) compare in their folded form, so Arabic
-  and Persian letter variants and case do not matter (crm_contacts.normalize.fold).
+  and Persian letter variants and case do not matter (crm_contacts.records.normalize.fold).
 """
 
 from __future__ import annotations
@@ -33,8 +33,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from crm_contacts import normalize
-from crm_contacts.domain import LIFECYCLE_STAGES, changes_schema
+from crm_contacts.records import normalize
+from crm_contacts.records.domain import LIFECYCLE_STAGES, changes_schema
 from crmkit.aggregate import Aggregate
 from crmkit.domainevents import DomainEvent, json_schema, spec
 from crmkit.errors import ValidationFailed

@@ -13,8 +13,9 @@ from zoneinfo import available_timezones
 
 from marshmallow import INCLUDE, Schema, ValidationError, fields, validate, validates
 
-from crm_contacts import normalize, settings
-from crm_contacts.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, LIFECYCLE_STAGES
+from crm_contacts import settings
+from crm_contacts.records import normalize
+from crm_contacts.records.domain import CHANNELS, CONSENT_STATUSES, LEGAL_BASES, LIFECYCLE_STAGES
 from crmkit import clock
 from crmkit.auth import TEAM_MAX
 from crmkit.web import PageQuery

@@ -2,8 +2,8 @@
 
 Every report takes `from`/`to` (RFC 3339; default: the 30 days up to now) and
 `segment_id` (count only the segment's members, as its rules select them now). The
-facts come from the insight read models (crm_contacts.insight_projections); the figures
-are computed by crm_contacts.insights. Definitions: docs/insights.md.
+facts come from the insight read models (crm_contacts.insights.projections); the figures
+are computed by crm_contacts.insights.figures. Definitions: docs/insights.md.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from marshmallow import RAISE, Schema, ValidationError, fields, validate, validates_schema
 
-from crm_contacts import insights
-from crm_contacts.insight_projections import InsightFacts
-from crm_contacts.segment_commands import SegmentBook
+from crm_contacts.insights import figures as insights
+from crm_contacts.insights.projections import InsightFacts
+from crm_contacts.segments.commands import SegmentBook
 from crmkit import clock
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import epoch_ms, rfc3339
@@ -153,7 +153,7 @@ class SatisfactionReport(_Report):
 
 
 class Insights:
-    """Loads a report's facts for a period and segment, and lets crm_contacts.insights count."""
+    """Loads a report's facts for a period and segment, and lets crm_contacts.insights.figures count."""
 
     def __init__(self, runtime: Runtime, segments: SegmentBook) -> None:
         self.facts = InsightFacts(runtime.db)

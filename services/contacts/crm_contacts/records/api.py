@@ -6,10 +6,10 @@ from typing import Any
 
 from flask import Blueprint, Response, jsonify
 
-from crm_contacts import schemas
-from crm_contacts.commands import ContactBook
-from crm_contacts.customer360 import Neighbours, customer_360
-from crm_contacts.domain import CHANNELS
+from crm_contacts.records import schemas
+from crm_contacts.records.commands import ContactBook
+from crm_contacts.records.customer360 import Neighbours, customer_360
+from crm_contacts.records.domain import CHANNELS
 from crmkit.errors import ValidationFailed
 from crmkit.web import (
     AsOfQuery,

@@ -1,7 +1,7 @@
 """Segment use cases (define, change, list, read members) and the `segments` read model.
 
-The edges (segments_api, grpc_api) call `SegmentBook`; the rules themselves live in
-crm_contacts.segments. Members are never stored: each read compiles the segment's
+The edges (segments.api, grpc_api) call `SegmentBook`; the rules themselves live in
+crm_contacts.segments.domain. Members are never stored: each read compiles the segment's
 rules into a filter over the `contacts` read model, so membership follows every change
 to a contact as soon as the projection has applied it.
 """
@@ -15,8 +15,8 @@ from typing import Any
 from pymongo import ASCENDING
 from pymongo.database import Database
 
-from crm_contacts import projections
-from crm_contacts.segments import Segment, compile_filter
+from crm_contacts.records import projections
+from crm_contacts.segments.domain import Segment, compile_filter
 from crmkit import clock
 from crmkit.aggregate import changes_by_event
 from crmkit.events import Metadata, new_id

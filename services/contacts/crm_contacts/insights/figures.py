@@ -1,8 +1,8 @@
 """Insight figures (churn, retention, win-backs, acquisition vs. retention, contacts per
 sale, sales by segment and stage, complaint rate, satisfaction by tier): pure functions.
 
-No I/O: the REST edge (insights_api) loads the facts from the insight read models
-(insight_projections) and passes them here. Every definition is written out in
+No I/O: the REST edge (insights.api) loads the facts from the insight read models
+(insights.projections) and passes them here. Every definition is written out in
 docs/insights.md; the docstrings below are the short form.
 
 Conventions shared by every figure:

@@ -10,8 +10,9 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from crm_contacts import projections, settings
-from crm_contacts.domain import Company, Contact
+from crm_contacts import settings
+from crm_contacts.records import projections
+from crm_contacts.records.domain import Company, Contact
 from crmkit import clock
 from crmkit.aggregate import changes_by_event
 from crmkit.erasure import drop_stored_responses
@@ -39,7 +40,7 @@ class ContactBook:
     def create_contact(self, fields: dict[str, Any], meta: Metadata) -> Contact:
         self._require_company(fields.get("company_id"))
         contact = Contact.create(new_id(), fields)
-        if fields.get("verified_at"):  # confirmed long ago: stale from the start (crm_contacts.freshness)
+        if fields.get("verified_at"):  # confirmed long ago: stale from the start (crm_contacts.records.freshness)
             contact.flag_stale(clock.now(), settings.current().stale.after(contact.lifecycle_stage))
         self.contacts.save(contact, meta)
         return contact

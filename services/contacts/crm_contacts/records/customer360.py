@@ -19,7 +19,7 @@ from crm.messaging.v1 import messaging_pb2, messaging_pb2_grpc
 from crm.sales.v1 import sales_pb2, sales_pb2_grpc
 from crm.servicedesk.v1 import servicedesk_pb2, servicedesk_pb2_grpc
 from crm_contacts import settings
-from crm_contacts.commands import ContactBook
+from crm_contacts.records.commands import ContactBook
 from crmkit import rpc
 from crmkit.config import grpc_target
 

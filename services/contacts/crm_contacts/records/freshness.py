@@ -33,8 +33,8 @@ from typing import Any
 from pymongo.collection import Collection
 
 from crm_contacts import settings
-from crm_contacts.domain import LIFECYCLE_STAGES, Contact
-from crm_contacts.lifecycle import apply_timer, interval_seconds
+from crm_contacts.records.domain import LIFECYCLE_STAGES, Contact
+from crm_contacts.records.lifecycle import apply_timer, interval_seconds
 from crmkit import clock
 from crmkit.events import Metadata, epoch_ms
 from crmkit.periodic import PeriodicJob, log_when

@@ -32,7 +32,7 @@ from typing import Any
 from pymongo import ASCENDING, ReplaceOne
 from pymongo.database import Database
 
-from crm_contacts.insights import CUSTOMER_STAGES, Deal, Period, StageChange, Ticket, TierChange, Timeline
+from crm_contacts.insights.figures import CUSTOMER_STAGES, Deal, Period, StageChange, Ticket, TierChange, Timeline
 from crmkit.config import topic_of
 from crmkit.events import RecordedEvent, epoch_ms, parse_time
 from crmkit.eventstore import EventStore
@@ -257,7 +257,7 @@ def _within(key: str, members: set[str] | None) -> dict[str, Any]:
 
 
 class InsightFacts:
-    """Reads the insight read models into the plain values crm_contacts.insights counts.
+    """Reads the insight read models into the plain values crm_contacts.insights.figures counts.
 
     `members` (a segment's contact ids, or None for everyone) narrows every query.
     """

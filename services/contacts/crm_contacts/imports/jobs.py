@@ -60,9 +60,10 @@ from pymongo import ASCENDING, ReturnDocument
 from pymongo.collection import Collection
 from pymongo.errors import BulkWriteError
 
-from crm_contacts import import_formats, settings
-from crm_contacts.domain import Contact
-from crm_contacts.schemas import ContactInput
+from crm_contacts import settings
+from crm_contacts.imports import formats as import_formats
+from crm_contacts.records.domain import Contact
+from crm_contacts.records.schemas import ContactInput
 from crmkit.errors import Conflict, DomainError, NotFound, ValidationFailed
 from crmkit.events import Metadata, new_id
 from crmkit.repository import Repository
@@ -356,7 +357,7 @@ class ImportJobs:
 
     def store_upload(self, import_id: str, stream: IO[bytes], fmt: str, charset: str | None = None) -> Upload:
         """Stream the body into chunks, checking it is text in `fmt` (UTF-8, or Windows-1256 for
-        CSV: `import_formats`) or a readable workbook; nothing is left on failure."""
+        CSV: `imports.formats`) or a readable workbook; nothing is left on failure."""
         try:
             with tempfile.SpooledTemporaryFile(max_size=CHUNK_BYTES) as workbook:  # written to for xlsx only
                 return self._store(import_id, stream, fmt, charset, workbook)

@@ -1,7 +1,7 @@
 """REST edge of data freshness for staff: `POST /v1/contacts/{id}/verify` (the details were
 confirmed with the person) and `GET /v1/insights/stale-records` (stale contacts per owner).
 
-The rule and what counts as a confirmation: crm_contacts.freshness. The report reads the
+The rule and what counts as a confirmation: crm_contacts.records.freshness. The report reads the
 `contacts` read model through its `(stale, owner)` and `(stale, lifecycle_stage)` indexes:
 one `$group` by owner for the counts (a single field with `$sum`, which every server we run
 on supports) and one page of the contacts, in id order (ids are UUIDv7: creation order).
@@ -14,10 +14,10 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from marshmallow import RAISE, Schema, fields, validate
 
-from crm_contacts import projections
-from crm_contacts.commands import ContactBook
-from crm_contacts.domain import LIFECYCLE_STAGES, Contact
-from crm_contacts.schemas import ContactView, Text
+from crm_contacts.records import projections
+from crm_contacts.records.commands import ContactBook
+from crm_contacts.records.domain import LIFECYCLE_STAGES, Contact
+from crm_contacts.records.schemas import ContactView, Text
 from crmkit import clock
 from crmkit.events import Metadata, rfc3339
 from crmkit.web import PageQuery, endpoint, if_match, jsonable, metadata, page, resource

@@ -399,12 +399,12 @@ class Contact(Aggregate):
         self.merge_event_id: str | None = None  # as a duplicate: the ContactMerged event that merged it
         self.unmerged_from: list[str] = []  # as a duplicate: survivors it was unmerged from
         self._released_proofs: dict[str, dict[str, Any] | None] = {}  # the last release's, for catch_up
-        # lifecycle automation (crm_contacts.lifecycle): times as RFC 3339 text
+        # lifecycle automation (crm_contacts.records.lifecycle): times as RFC 3339 text
         self.last_purchase_at: str | None = None  # the newest won deal's time
         self.at_risk = False  # a customer without a won deal for too long
         self.at_risk_since: str | None = None
         self.win_backs = 0  # churned → customer again by the win-back rule
-        # data freshness (crm_contacts.freshness): when the details were last confirmed (None: at
+        # data freshness (crm_contacts.records.freshness): when the details were last confirmed (None: at
         # creation, `created_at`), by whom, and the stale flag the worker sets past the threshold
         self.verified_at: str | None = None
         self.verified_by: str | None = None
@@ -517,7 +517,7 @@ class Contact(Aggregate):
             return False
         return self.automate_stage("churned", "churn", f"at risk since {self.at_risk_since}")
 
-    # --- data freshness (crm_contacts.freshness; docs/contacts.md, "Data freshness") ---------
+    # --- data freshness (crm_contacts.records.freshness; docs/contacts.md, "Data freshness") ---------
 
     def verify(self, at: datetime, by: str, source: str, method: str | None = None) -> None:
         """The details were confirmed at `at`: by staff (`source` staff, `method` how) or by the

@@ -1,0 +1,1 @@
+"""Bulk import of contacts: file formats, the job and its runner, the REST edge."""

@@ -1,0 +1,1 @@
+"""Insight reports: pure figures, the insight read models, the REST edge."""

@@ -1,0 +1,1 @@
+"""Contact and company records: the aggregate, its commands, read models, REST edges and timers."""

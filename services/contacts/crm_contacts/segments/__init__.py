@@ -1,0 +1,1 @@
+"""Segments: saved rules that select contacts, their commands and REST edge."""
