@@ -1,4 +1,4 @@
-"""What the deploy tests share: the manifests rendered once per module, per overlay."""
+"""What the deploy tests share: the manifests rendered once per session, per overlay (read only)."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ def load_deploy_module(name: str, path: Path):
     return module
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def rendered() -> dict[str, list[dict]]:
     """Every object of the dev and prod overlays, as `kubectl kustomize` renders them (skipped without kubectl)."""
     validate = load_deploy_module("crm_deploy_validate", ROOT / "deploy" / "k8s" / "validate.py")
