@@ -1,39 +1,55 @@
 """The contacts service's use cases: load aggregates, let them decide, save, and query.
 
-This is the layer the REST and gRPC edges call. It knows the repositories and read
-models, never Flask or gRPC.
+This is the layer the REST and gRPC edges call. `ContactUseCases` knows the event store
+(the `crmkit.store.Store` contract) and the read side it queries (`views.ContactViews`),
+never Flask, gRPC or a collection, so the use-case tests run it on
+`crmkit.memstore.InMemoryEventStore` and in-memory views, no server. `ContactBook` is the
+same use cases wired to a process's `Runtime` (MongoDB), with what only the service's
+processes do: the erasure's key shredding and the collection handles other edges query.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
+
+from pymongo.collection import Collection
 
 from crm_contacts import settings
 from crm_contacts.records import projections
 from crm_contacts.records.domain import Company, Contact
+from crm_contacts.records.views import ContactViews, MongoContactViews
 from crmkit import clock
 from crmkit.aggregate import changes_by_event
 from crmkit.erasure import drop_stored_responses
 from crmkit.errors import NotFound, ValidationFailed
-from crmkit.events import Metadata, new_id, rfc3339
+from crmkit.events import Metadata, RecordedEvent, new_id, rfc3339
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
-from crmkit.web.pagination import page
+from crmkit.store import Store
 
 MAX_MERGE_HOPS = 10
 MAX_MERGED_RECORDS = 1000
 
 
-class ContactBook:
-    def __init__(self, runtime: Runtime) -> None:
-        self.vault = runtime.vault
-        self.db = runtime.db
-        self.contacts: Repository[Contact] = Repository(runtime.store, Contact, runtime.publish)
-        self.companies: Repository[Company] = Repository(runtime.store, Company, runtime.publish)
-        self.contacts_view = runtime.db["contacts"]
-        self.companies_view = runtime.db["companies"]
+def _keep(record_ids: Sequence[str], response_paths: Sequence[str]) -> None:
+    """Nothing to shred: the store keeps no data keys (the in-memory one seals nothing)."""
+
+
+class ContactUseCases:
+    """The contact and company use cases on any event store and any `ContactViews`.
+
+    `publish` is handed what each save stored (the runtime's outbox sender; a list's
+    `extend` in tests); `shred(record_ids, response_paths)` forgets what an erasure leaves
+    readable outside the events (data keys, the stored responses at those paths)."""
+
+    def __init__(self, store: Store, views: ContactViews, publish: Callable[[list[RecordedEvent]], None],
+                 shred: Callable[[Sequence[str], Sequence[str]], None] = _keep) -> None:
+        self.views = views
+        self.shred = shred
+        self.contacts: Repository[Contact] = Repository(store, Contact, publish)
+        self.companies: Repository[Company] = Repository(store, Company, publish)
 
     # --- contacts -------------------------------------------------------------------
 
@@ -124,7 +140,7 @@ class ContactBook:
 
     def duplicates(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         """Candidate pairs: same email, same phone, or same folded name at the same company."""
-        return projections.duplicate_pairs(self.contacts_view, limit, cursor)
+        return self.views.duplicate_pairs(limit, cursor)
 
     # --- erasure and portability -------------------------------------------------------
 
@@ -140,8 +156,7 @@ class ContactBook:
         # If-Match is the person's version: the records merged into them are not the one the client saw
         erased = [self.contacts.change(record_id, lambda c: c.erase(reason), meta, if_match if index == 0 else None)
                   for index, record_id in enumerate(records)]
-        self.vault.forget_many(records)
-        drop_stored_responses(self.db, [f"/v1/contacts/{record_id}" for record_id in records])
+        self.shred(records, [f"/v1/contacts/{record_id}" for record_id in records])
         return erased[0]
 
     def export(self, contact_id: str) -> dict[str, Any]:
@@ -192,17 +207,7 @@ class ContactBook:
         return changes_by_event(Contact, contact_id, self.contacts.history(contact_id))
 
     def list_contacts(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        query: dict[str, Any] = projections.search_query(filters.get("q") or "")
-        for name in ("lifecycle_stage", "company_id", "owner", "team", "email", "phone"):
-            if filters.get(name):
-                query[name] = filters[name]
-        if filters.get("tag"):
-            # $in, not plain equality: nx-27017 misses array equality through an index (tests/compat)
-            query["tags"] = {"$in": [filters["tag"]]}
-        status = filters.get("status") or "active"
-        if status != "all":
-            query["status"] = status
-        docs, cursor = page(self.contacts_view, query, filters["limit"], filters.get("cursor"))
+        docs, cursor = self.views.contact_page(filters, filters["limit"], filters.get("cursor"))
         return [projections.public(doc) for doc in docs], cursor
 
     # --- companies ------------------------------------------------------------------
@@ -223,10 +228,7 @@ class ContactBook:
         return changes_by_event(Company, company_id, self.companies.history(company_id))
 
     def list_companies(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        query = projections.search_query(filters.get("q") or "")
-        if filters.get("domain"):
-            query["domain"] = filters["domain"]
-        docs, cursor = page(self.companies_view, query, filters["limit"], filters.get("cursor"))
+        docs, cursor = self.views.company_page(filters, filters["limit"], filters.get("cursor"))
         return [projections.public(doc) for doc in docs], cursor
 
     def _require_company(self, company_id: str | None) -> None:
@@ -236,6 +238,26 @@ class ContactBook:
             self.companies.get(company_id)
         except NotFound:
             raise ValidationFailed("unknown company", {"company_id": [f"no company with id {company_id}"]}) from None
+
+
+class ContactBook(ContactUseCases):
+    """The use cases on a process's runtime: MongoDB's event store and read models (`MongoContactViews`).
+
+    Keeps the runtime's vault and database and the read models' handles (`contacts_view`,
+    `companies_view`) for the edges that still query them directly (freshness, gRPC)."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.vault = runtime.vault
+        self.db = runtime.db
+        self.mongo_views = MongoContactViews(runtime.db)
+        super().__init__(runtime.store, self.mongo_views, runtime.publish, self._shred)
+        self.contacts_view: Collection[dict[str, Any]] = self.mongo_views.contacts
+        self.companies_view: Collection[dict[str, Any]] = self.mongo_views.companies
+
+    def _shred(self, record_ids: Sequence[str], response_paths: Sequence[str]) -> None:
+        """Forget the records' data keys (their sealed fields unreadable everywhere) and stored responses."""
+        self.vault.forget_many(record_ids)
+        drop_stored_responses(self.db, list(response_paths))
 
 
 def consent_answer(contact: Contact, channel: str) -> dict[str, Any]:

@@ -74,13 +74,18 @@ class CompaniesView(AggregateView):
     kind = Company
 
     def document(self, aggregate: Company) -> dict[str, Any]:
-        view = aggregate.view()
-        return {**view, "search": search_text(normalize.terms(view["name"], view["domain"])),
-                "name_folded": normalize.fold(view["name"]) if view["name"] else None}
+        return company_document(aggregate)
 
     def ensure_indexes(self) -> None:
         for key in ("search", "domain"):
             self.collection.create_index([(key, ASCENDING)])
+
+
+def company_document(company: Company) -> dict[str, Any]:
+    """A company's read-model document: its view, search terms, and the folded name segment rules compare."""
+    view = company.view()
+    return {**view, "search": search_text(normalize.terms(view["name"], view["domain"])),
+            "name_folded": normalize.fold(view["name"]) if view["name"] else None}
 
 
 def contact_document(contact: Contact) -> dict[str, Any]:

@@ -1,14 +1,16 @@
 """Segment use cases (define, change, list, read members) and the `segments` read model.
 
-The edges (segments.api, grpc_api) call `SegmentBook`; the rules themselves live in
-crm_contacts.segments.domain. Members are never stored: each read compiles the segment's
-rules into a filter over the `contacts` read model, so membership follows every change
-to a contact as soon as the projection has applied it.
+The edges (segments.api, grpc_api) call `SegmentBook`, the use cases (`SegmentUseCases`, on
+any `crmkit.store.Store` and `views.SegmentViews`, so the use-case tests run them with no
+server) wired to MongoDB; the rules themselves live in crm_contacts.segments.domain.
+Members are never stored: each read compiles the segment's rules into a filter over the
+`contacts` read model, so membership follows every change to a contact as soon as the
+projection has applied it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime
 from typing import Any
 
@@ -17,25 +19,27 @@ from pymongo.database import Database
 
 from crm_contacts.records import projections
 from crm_contacts.segments.domain import Segment, compile_filter
+from crm_contacts.segments.views import MongoSegmentViews, SegmentViews
 from crmkit import clock
 from crmkit.aggregate import changes_by_event
-from crmkit.events import Metadata, new_id
+from crmkit.events import Metadata, RecordedEvent, new_id
 from crmkit.eventstore import EventStore
 from crmkit.projector import AggregateView
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
-from crmkit.web.pagination import page
+from crmkit.store import Store
 
 DEFAULT_STREAM_PAGE = 500
 MAX_STREAM_PAGE = 1000
 
 
-class SegmentBook:
-    def __init__(self, runtime: Runtime) -> None:
-        self.segments: Repository[Segment] = Repository(runtime.store, Segment, runtime.publish)
-        self.segments_view = runtime.db["segments"]
-        self.contacts_view = runtime.db["contacts"]
-        self.companies_view = runtime.db["companies"]
+class SegmentUseCases:
+    """The segment use cases on any event store and any `SegmentViews`; `publish` is handed
+    what each save stored."""
+
+    def __init__(self, store: Store, views: SegmentViews, publish: Callable[[list[RecordedEvent]], None]) -> None:
+        self.views = views
+        self.segments: Repository[Segment] = Repository(store, Segment, publish)
 
     def define(self, fields: dict[str, Any], meta: Metadata) -> Segment:
         segment = Segment.define(new_id(), fields["name"], fields.get("description"), fields["rules"])
@@ -53,7 +57,7 @@ class SegmentBook:
         return changes_by_event(Segment, segment_id, self.segments.history(segment_id))
 
     def list_segments(self, filters: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        docs, cursor = page(self.segments_view, {}, filters["limit"], filters.get("cursor"))
+        docs, cursor = self.views.segment_page(filters["limit"], filters.get("cursor"))
         return [public(doc) for doc in docs], cursor
 
     def members_filter(self, segment_id: str, now: datetime | None = None) -> dict[str, Any]:
@@ -62,7 +66,7 @@ class SegmentBook:
         return compile_filter(rules, now or clock.now(), self._company_ids)
 
     def members(self, segment_id: str, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        docs, next_cursor = page(self.contacts_view, self.members_filter(segment_id), limit, cursor)
+        docs, next_cursor = self.views.contact_page(self.members_filter(segment_id), limit, cursor)
         return [projections.public(doc) for doc in docs], next_cursor
 
     def member_pages(self, segment_id: str, page_size: int = DEFAULT_STREAM_PAGE) -> Iterator[list[dict[str, Any]]]:
@@ -74,14 +78,26 @@ class SegmentBook:
         query = self.members_filter(segment_id)
         cursor: str | None = None
         while True:
-            docs, cursor = page(self.contacts_view, query, page_size, cursor)
+            docs, cursor = self.views.contact_page(query, page_size, cursor)
             if docs:
                 yield [projections.public(doc) for doc in docs]
             if cursor is None:
                 return
 
     def _company_ids(self, query: dict[str, Any]) -> list[str]:
-        return [doc["_id"] for doc in self.companies_view.find(query, {"_id": 1})]
+        return self.views.company_ids(query)
+
+
+class SegmentBook(SegmentUseCases):
+    """The segment use cases on a process's runtime (`MongoSegmentViews`), keeping the read
+    models' handles (`segments_view`, `contacts_view`, `companies_view`) for direct queries."""
+
+    def __init__(self, runtime: Runtime) -> None:
+        self.mongo_views = MongoSegmentViews(runtime.db)
+        super().__init__(runtime.store, self.mongo_views, runtime.publish)
+        self.segments_view = self.mongo_views.segments
+        self.contacts_view = self.mongo_views.contacts
+        self.companies_view = self.mongo_views.companies
 
 
 class SegmentsView(AggregateView):
