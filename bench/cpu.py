@@ -33,7 +33,7 @@ def _stat(pid: int) -> tuple[int, float] | None:
         raw = Path(f"/proc/{pid}/stat").read_text()
     except OSError:
         return None
-    fields = raw[raw.rindex(")") + 2:].split()  # the command name may hold spaces and parentheses
+    fields = raw[raw.rindex(")") + 2 :].split()  # the command name may hold spaces and parentheses
     return int(fields[1]), (int(fields[11]) + int(fields[12])) / TICKS
 
 
@@ -50,8 +50,11 @@ def part_of(command: str) -> str:
 
 def snapshot(root: int) -> Counter[str]:
     """CPU seconds so far of `root` and every process under it, summed per part."""
-    stats = {int(entry.name): stat for entry in Path("/proc").iterdir()
-             if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None}
+    stats = {
+        int(entry.name): stat
+        for entry in Path("/proc").iterdir()
+        if entry.name.isdigit() and (stat := _stat(int(entry.name))) is not None
+    }
     children: dict[int, list[int]] = {}
     for pid, (parent, _) in stats.items():
         children.setdefault(parent, []).append(pid)

@@ -89,7 +89,9 @@ def started(keep: bool = False) -> Iterator[Environment]:
             with open(home / "log" / "contacts-api.log", "ab") as output:
                 api = subprocess.Popen(
                     [sys.executable, "-m", "crmkit.cli", "serve", SERVICE, "api"],
-                    env={**os.environ, **env}, stdout=output, stderr=subprocess.STDOUT,
+                    env={**os.environ, **env},
+                    stdout=output,
+                    stderr=subprocess.STDOUT,
                 )
             cleanup.callback(stack.stop_process, api)
             api_url = f"http://127.0.0.1:{http_port}"

@@ -61,8 +61,12 @@ def upload(env: Environment, body: bytes) -> tuple[dict[str, Any], float]:
     connection = http.client.HTTPConnection(parts.hostname or "127.0.0.1", parts.port or 80, timeout=300)
     began = time.perf_counter()
     try:
-        connection.request("POST", "/v1/imports", body=body,
-                           headers={"Authorization": f"Bearer {env.token}", "Content-Type": "text/csv"})
+        connection.request(
+            "POST",
+            "/v1/imports",
+            body=body,
+            headers={"Authorization": f"Bearer {env.token}", "Content-Type": "text/csv"},
+        )
         response = connection.getresponse()
         payload = response.read()
     finally:
@@ -87,7 +91,7 @@ def raw_insert_many(env: Environment, template: dict[str, Any], count: int, batc
             docs.append(doc)
         began = time.perf_counter()
         for i in range(0, count, batch):
-            events.insert_many(docs[i:i + batch], ordered=True)
+            events.insert_many(docs[i : i + batch], ordered=True)
         seconds = time.perf_counter() - began
         events.drop()
         return rate(count, seconds)
@@ -95,8 +99,9 @@ def raw_insert_many(env: Environment, template: dict[str, Any], count: int, batc
         client.close()
 
 
-def run(env: Environment, runtime: Any, rows: int = 100_000, batch: int = 1000,
-        raw_rows: int = 20_000) -> dict[str, Any]:
+def run(
+    env: Environment, runtime: Any, rows: int = 100_000, batch: int = 1000, raw_rows: int = 20_000
+) -> dict[str, Any]:
     """Import `rows` generated rows; figures and the raw comparison as a dict (see the module docstring)."""
     from crm_contacts.imports.jobs import ImportRunner
 
@@ -111,13 +116,17 @@ def run(env: Environment, runtime: Any, rows: int = 100_000, batch: int = 1000,
     job = runtime.db["imports"].find_one({"_id": accepted["id"]})
     counts = {name: job["counts"][name] for name in expected}
     if job["status"] != "completed" or counts != expected or job["counts"]["rows_processed"] != rows:
-        raise RuntimeError(f"import ended {job['status']} ({job.get('error')}) with {job['counts']}, "
-                           f"expected {expected}")
+        raise RuntimeError(
+            f"import ended {job['status']} ({job.get('error')}) with {job['counts']}, expected {expected}"
+        )
     template = runtime.db["events"].find_one({"causation_id": accepted["id"]})
     template.pop("_id", None)
     raw = raw_insert_many(env, template, min(raw_rows, rows), batch)
     return {
-        "rows": rows, "bytes": len(body), "batch": batch, "counts": counts,
+        "rows": rows,
+        "bytes": len(body),
+        "batch": batch,
+        "counts": counts,
         "upload_seconds": round(upload_seconds, 3),
         "upload_mb_per_s": round(len(body) / 1e6 / upload_seconds, 1) if upload_seconds else 0.0,
         "import_seconds": round(seconds, 3),

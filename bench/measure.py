@@ -108,8 +108,9 @@ def create_contacts(env: Environment, count: int, clients: int, first: int = 0) 
                 run.latencies += latencies
                 run.errors += errors
 
-    threads = [threading.Thread(target=client, args=(range(first + i, first + count, clients),))
-               for i in range(clients)]
+    threads = [
+        threading.Thread(target=client, args=(range(first + i, first + count, clients),)) for i in range(clients)
+    ]
     for thread in threads:
         thread.start()
     start.wait()
@@ -120,8 +121,9 @@ def create_contacts(env: Environment, count: int, clients: int, first: int = 0) 
     return run
 
 
-def raw_inserts(env: Environment, template: dict[str, Any], count: int, clients: int, batch: int,
-                with_many: bool = True) -> dict[str, Any]:
+def raw_inserts(
+    env: Environment, template: dict[str, Any], count: int, clients: int, batch: int, with_many: bool = True
+) -> dict[str, Any]:
     """insert_one from `clients` threads, then (`with_many`) insert_many in batches, of documents shaped like
     our events."""
     client: MongoClient = MongoClient(env.mongo_url, tz_aware=True)
@@ -159,7 +161,7 @@ def raw_inserts(env: Environment, template: dict[str, Any], count: int, clients:
         many_docs = [document() for _ in range(count)]
         began = time.perf_counter()
         for i in range(0, count, batch):
-            many.insert_many(many_docs[i:i + batch], ordered=True)
+            many.insert_many(many_docs[i : i + batch], ordered=True)
         many_seconds = time.perf_counter() - began
         assert one.count_documents({}) == count and many.count_documents({}) == count
         return {**figures, "insert_many_docs_per_s": rate(count, many_seconds), "insert_many_batch": batch}
@@ -226,8 +228,12 @@ class Arrivals:
 
     def _run(self) -> None:
         try:
-            consumer = KafkaConsumer(bootstrap_servers=self.bootstrap, client_id="bench-arrivals",
-                                     enable_auto_commit=False, fetch_max_wait_ms=20)
+            consumer = KafkaConsumer(
+                bootstrap_servers=self.bootstrap,
+                client_id="bench-arrivals",
+                enable_auto_commit=False,
+                fetch_max_wait_ms=20,
+            )
             try:
                 partitions = [TopicPartition(self.topic, p) for p in sorted(consumer.partitions_for_topic(self.topic))]
                 consumer.assign(partitions)
@@ -265,8 +271,9 @@ def kafka_latency(env: Environment, runtime: Any, samples: int, warmup: int = 20
     with Arrivals(env.kafka_bootstrap, TOPIC, lambda value: json.loads(value)["id"]) as arrivals:
         for i in range(samples + warmup):
             began = time.perf_counter()
-            recorded = runtime.store.append(new_id(), "benchprobe", 0, [NewEvent("BenchProbed", {"n": i})],
-                                            Metadata(actor="bench"))
+            recorded = runtime.store.append(
+                new_id(), "benchprobe", 0, [NewEvent("BenchProbed", {"n": i})], Metadata(actor="bench")
+            )
             runtime.publish(recorded)  # what Repository.save does right after the append
             arrived = arrivals.wait_for(recorded[0].id)
             if i >= warmup:
@@ -290,9 +297,12 @@ def kafka_latency(env: Environment, runtime: Any, samples: int, warmup: int = 20
                     raw.append(arrived - began)
     finally:
         producer.close(timeout=5)
-    return {"ours": latency_summary(ours), "raw": latency_summary(raw),
-            "raw_producer": "kafka-python defaults (acks=1, linger_ms=0)",
-            "our_producer": "crmkit.publisher.make_producer (acks=all, idempotent, linger_ms=5)"}
+    return {
+        "ours": latency_summary(ours),
+        "raw": latency_summary(raw),
+        "raw_producer": "kafka-python defaults (acks=1, linger_ms=0)",
+        "our_producer": "crmkit.publisher.make_producer (acks=all, idempotent, linger_ms=5)",
+    }
 
 
 def seed_contacts(runtime: Any, events: int, batch: int = 1000) -> int:
@@ -303,11 +313,30 @@ def seed_contacts(runtime: Any, events: int, batch: int = 1000) -> int:
     meta, stored = Metadata(actor="bench:seed"), 0
     while stored < events:
         ids = [new_id() for _ in range(min(batch, events - stored))]
-        streams = [(cid, "contact", [NewEvent("ContactCreated", {
-            "contact_id": cid, "first_name": f"Seed{stored + n}", "last_name": "Bench",
-            "email": f"seed{cid}@example.org",
-            "phone": None, "company_id": None, "lifecycle_stage": "lead", "tags": ["seed"], "owner": None,
-            "attributes": {}})]) for n, cid in enumerate(ids)]
+        streams = [
+            (
+                cid,
+                "contact",
+                [
+                    NewEvent(
+                        "ContactCreated",
+                        {
+                            "contact_id": cid,
+                            "first_name": f"Seed{stored + n}",
+                            "last_name": "Bench",
+                            "email": f"seed{cid}@example.org",
+                            "phone": None,
+                            "company_id": None,
+                            "lifecycle_stage": "lead",
+                            "tags": ["seed"],
+                            "owner": None,
+                            "attributes": {},
+                        },
+                    )
+                ],
+            )
+            for n, cid in enumerate(ids)
+        ]
         done, _ = runtime.store.start_streams(streams, meta)
         stored += len(done)
     return stored
@@ -332,13 +361,16 @@ def rebuild_rate(env: Environment, runtime: Any, spec: Any, batch: int) -> dict[
         copy_of.drop()
         raw_began = time.perf_counter()
         for i in range(0, len(documents), batch):
-            copy_of.insert_many(documents[i:i + batch], ordered=False)
+            copy_of.insert_many(documents[i : i + batch], ordered=False)
         raw_seconds = time.perf_counter() - raw_began
     finally:
         client.close()
     return {
-        "events": applied, "documents": len(documents), "seconds": round(seconds, 3),
+        "events": applied,
+        "documents": len(documents),
+        "seconds": round(seconds, 3),
         "minutes_per_million_events": round(seconds / max(applied, 1) * 1_000_000 / 60, 1),
         "ours_events_per_s": rate(applied, seconds),
-        "raw_insert_many_docs_per_s": rate(len(documents), raw_seconds), "raw_batch": batch,
+        "raw_insert_many_docs_per_s": rate(len(documents), raw_seconds),
+        "raw_batch": batch,
     }

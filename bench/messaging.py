@@ -54,14 +54,23 @@ def _run(env: Environment, messages: int) -> dict[str, Any]:
 
     home = Path(tempfile.mkdtemp(prefix="bench-messaging-"))
     grpc_port, smtp_port = stack.free_port(), stack.free_port()
-    os.environ.update({**env.env, "CRM_CONTACTS_DATABASE": "bench_msg_contacts", "CRM_CONTACTS_TOPIC":
-                       "bench.msg.contacts", "CRM_MESSAGING_DATABASE": "bench_messaging",
-                       "CRM_MESSAGING_TOPIC": "bench.messaging.events",
-                       "CRM_CONTACTS_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
-                       "CRM_MESSAGING_SMTP_PORT": str(smtp_port), "CRM_MESSAGING_MAIL_DIR": str(home / "mail"),
-                       "CRM_MESSAGING_OUTBOX_DIR": str(home / "outbox"), "CRM_MESSAGING_SMS_QUIET_HOURS": "off",
-                       "CRM_MESSAGING_EMAIL_PER_MINUTE": "0", "CRM_MESSAGING_SMS_PER_MINUTE": "0",
-                       "CRM_SERVICE_NAME": "messaging"})  # the dispatcher calls contacts as messaging
+    os.environ.update(
+        {
+            **env.env,
+            "CRM_CONTACTS_DATABASE": "bench_msg_contacts",
+            "CRM_CONTACTS_TOPIC": "bench.msg.contacts",
+            "CRM_MESSAGING_DATABASE": "bench_messaging",
+            "CRM_MESSAGING_TOPIC": "bench.messaging.events",
+            "CRM_CONTACTS_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
+            "CRM_MESSAGING_SMTP_PORT": str(smtp_port),
+            "CRM_MESSAGING_MAIL_DIR": str(home / "mail"),
+            "CRM_MESSAGING_OUTBOX_DIR": str(home / "outbox"),
+            "CRM_MESSAGING_SMS_QUIET_HOURS": "off",
+            "CRM_MESSAGING_EMAIL_PER_MINUTE": "0",
+            "CRM_MESSAGING_SMS_PER_MINUTE": "0",
+            "CRM_SERVICE_NAME": "messaging",
+        }
+    )  # the dispatcher calls contacts as messaging
     contacts_rt, messaging_rt = CONTACTS.runtime(), MESSAGING.runtime()
     for runtime in (contacts_rt, messaging_rt):
         runtime.db.client.drop_database(runtime.settings.database)
@@ -75,8 +84,15 @@ def _run(env: Environment, messages: int) -> dict[str, Any]:
     try:
         ids = []
         for i in range(messages):
-            contact = book.create_contact({"first_name": f"Bench{i}", "last_name": "رضایی",
-                                           "email": f"bench{i}@example.org", "phone": f"+98935{i:07d}"}, meta)
+            contact = book.create_contact(
+                {
+                    "first_name": f"Bench{i}",
+                    "last_name": "رضایی",
+                    "email": f"bench{i}@example.org",
+                    "phone": f"+98935{i:07d}",
+                },
+                meta,
+            )
             for channel in ("email", "sms"):
                 book.set_consent(contact.id, channel, {"status": "granted", "source": "bench"}, meta, None)
             ids.append(contact.id)
@@ -84,9 +100,17 @@ def _run(env: Environment, messages: int) -> dict[str, Any]:
         queued_at = time.perf_counter()
         for i, contact_id in enumerate(ids):
             channel = "email" if i % 2 == 0 else "sms"
-            desk.queue_message({"contact_id": contact_id, "channel": channel, "subject": "Hi {{ first_name }}",
-                                "body": "سلام {{ name }}, your code is {{ code }}", "variables": {"code": i},
-                                "category": "transactional"}, meta)
+            desk.queue_message(
+                {
+                    "contact_id": contact_id,
+                    "channel": channel,
+                    "subject": "Hi {{ first_name }}",
+                    "body": "سلام {{ name }}, your code is {{ code }}",
+                    "variables": {"code": i},
+                    "category": "transactional",
+                },
+                meta,
+            )
         queue_seconds = time.perf_counter() - queued_at
         dispatcher = Dispatcher(desk, batch=500)
         started = time.perf_counter()
@@ -105,11 +129,20 @@ def _run(env: Environment, messages: int) -> dict[str, Any]:
         server.stop(grace=None)
         contacts_rt.close()
         messaging_rt.close()
-    return {"messages": messages, "queue_seconds": round(queue_seconds, 3),
-            "queued_per_s": rate(messages, queue_seconds), "seconds": round(seconds, 3),
-            "ours_sent_per_s": rate(messages, seconds), "emails": mails, "sms": texts,
-            "raw": {"smtp_sends": raw, "smtp_per_s": rate(raw, raw_kept),
-                    "smtp_connection_each_per_s": rate(raw, raw_each)}}
+    return {
+        "messages": messages,
+        "queue_seconds": round(queue_seconds, 3),
+        "queued_per_s": rate(messages, queue_seconds),
+        "seconds": round(seconds, 3),
+        "ours_sent_per_s": rate(messages, seconds),
+        "emails": mails,
+        "sms": texts,
+        "raw": {
+            "smtp_sends": raw,
+            "smtp_per_s": rate(raw, raw_kept),
+            "smtp_connection_each_per_s": rate(raw, raw_each),
+        },
+    }
 
 
 def _raw_smtp(port: int, count: int, *, reuse: bool) -> float:

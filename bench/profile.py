@@ -30,8 +30,10 @@ OURS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("metrics", ("metrics.py", "prometheus_client/")),
     ("auth (bearer token check)", ("auth.py", "keys.py", "jwt/")),
     ("logging", ("logs.py",)),
-    ("JSON / validation (marshmallow, schemas, responses)", ("marshmallow/", "schemas.py", "responses.py",
-                                                             "problems.py")),
+    (
+        "JSON / validation (marshmallow, schemas, responses)",
+        ("marshmallow/", "schemas.py", "responses.py", "problems.py"),
+    ),
     ("contacts domain (normalise, dedupe, fold; its own Mongo reads)", ("crm_contacts/", "aggregate.py")),
 )
 # what is left: the libraries the request path runs through
@@ -95,7 +97,8 @@ def summarise(collapsed: str, top: int = 15) -> dict[str, Any]:
     background = parts.pop("background", 0)
     total = sum(parts.values()) or 1
     return {
-        "request_samples": total, "background_samples": background,
+        "request_samples": total,
+        "background_samples": background,
         "parts": [{"part": p, "share": round(n / total, 3)} for p, n in parts.most_common()],
         "top_frames": [{"frame": f, "share": round(n / total, 3)} for f, n in leaves.most_common(top)],
     }
@@ -106,11 +109,27 @@ def creates(subject: Any, seconds: float, clients: int) -> dict[str, Any]:
     if not PY_SPY.exists() and shutil.which("py-spy") is None:
         raise RuntimeError("py-spy is not installed (pip install -r requirements-dev.txt)")
     output = subject.home / "create-profile.txt"
-    spy = subprocess.Popen([str(PY_SPY if PY_SPY.exists() else "py-spy"), "record", "--pid", str(api_master()),
-                            "--subprocesses", "--idle", "--rate", "200", "--duration", str(int(seconds)),
-                            "--format", "raw",
-                            "--output", str(output), "--nonblocking"],
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    spy = subprocess.Popen(
+        [
+            str(PY_SPY if PY_SPY.exists() else "py-spy"),
+            "record",
+            "--pid",
+            str(api_master()),
+            "--subprocesses",
+            "--idle",
+            "--rate",
+            "200",
+            "--duration",
+            str(int(seconds)),
+            "--format",
+            "raw",
+            "--output",
+            str(output),
+            "--nonblocking",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
     stop = threading.Event()
     created = [0]
 
@@ -134,13 +153,19 @@ def creates(subject: Any, seconds: float, clients: int) -> dict[str, Any]:
     kept = Path(__file__).resolve().parent / "results" / "create-profile.txt"
     kept.parent.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(output, kept)
-    return {"seconds": seconds, "creates": created[0], "collapsed_stacks": str(kept),
-            **summarise(output.read_text(errors="replace"))}  # --nonblocking may tear a name
+    return {
+        "seconds": seconds,
+        "creates": created[0],
+        "collapsed_stacks": str(kept),
+        **summarise(output.read_text(errors="replace")),
+    }  # --nonblocking may tear a name
 
 
 def render(profile: dict[str, Any]) -> str:
-    lines = [f"where a create's time goes (py-spy, {profile['request_samples']} samples inside requests, "
-             f"{profile['creates']} creates in {profile['seconds']:.0f}s):"]
+    lines = [
+        f"where a create's time goes (py-spy, {profile['request_samples']} samples inside requests, "
+        f"{profile['creates']} creates in {profile['seconds']:.0f}s):"
+    ]
     lines += [f"  {row['share'] * 100:5.1f}%  {row['part']}" for row in profile["parts"]]
     lines.append("functions on top of the stack:")
     lines += [f"  {row['share'] * 100:5.1f}%  {row['frame']}" for row in profile["top_frames"]]

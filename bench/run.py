@@ -26,19 +26,36 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--contacts", type=int, default=2000, help="contacts created through REST (default 2000)")
     parser.add_argument("--clients", type=int, default=8, help="concurrent REST clients and raw writers (default 8)")
     parser.add_argument("--reads", type=int, default=1000, help="GET samples, and raw find_one samples (default 1000)")
-    parser.add_argument("--latency-samples", type=int, default=300,
-                        help="append->consumed samples, and raw produce->consumed samples (default 300)")
+    parser.add_argument(
+        "--latency-samples",
+        type=int,
+        default=300,
+        help="append->consumed samples, and raw produce->consumed samples (default 300)",
+    )
     parser.add_argument("--batch", type=int, default=1000, help="raw insert_many batch size (default 1000)")
-    parser.add_argument("--import-rows", type=int, default=100_000,
-                        help="rows of the bulk import measured (default 100000; 0 skips it)")
+    parser.add_argument(
+        "--import-rows", type=int, default=100_000, help="rows of the bulk import measured (default 100000; 0 skips it)"
+    )
     parser.add_argument("--deals", type=int, default=1000, help="sales deals via REST (default 1000; 0 skips)")
-    parser.add_argument("--messages", type=int, default=1000,
-                        help="messages sent through the messaging worker to the local sinks (default 1000; 0 skips it)")
-    parser.add_argument("--open-tickets", type=int, default=100_000,
-                        help="open tickets the SLA sweep is timed over (default 100000; 0 skips the service desk)")
-    parser.add_argument("--rebuild-events", type=int, default=0,
-                        help="events stored beforehand so the rebuild is timed over a store of that size "
-                             "(e.g. 1000000; default 0: the contacts created above)")
+    parser.add_argument(
+        "--messages",
+        type=int,
+        default=1000,
+        help="messages sent through the messaging worker to the local sinks (default 1000; 0 skips it)",
+    )
+    parser.add_argument(
+        "--open-tickets",
+        type=int,
+        default=100_000,
+        help="open tickets the SLA sweep is timed over (default 100000; 0 skips the service desk)",
+    )
+    parser.add_argument(
+        "--rebuild-events",
+        type=int,
+        default=0,
+        help="events stored beforehand so the rebuild is timed over a store of that size "
+        "(e.g. 1000000; default 0: the contacts created above)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep the servers' logs even after a good run")
     return parser.parse_args(argv)
 
@@ -101,7 +118,9 @@ def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[
 
     return {
         "create": {
-            "contacts": len(created.ids), "clients": args.clients, "seconds": round(created.seconds, 3),
+            "contacts": len(created.ids),
+            "clients": args.clients,
+            "seconds": round(created.seconds, 3),
             "ours_per_s": measure.rate(len(created.ids), created.seconds),
             "request_latency": measure.latency_summary(created.latencies),
             "raw": raw_inserts,
@@ -113,8 +132,11 @@ def measure_all(env: environment.Environment, args: argparse.Namespace) -> dict[
         "servicedesk": desk,
         "messaging": sent,
         "sales": sold,
-        "api": {"workers": environment.API_WORKERS, "threads": environment.API_THREADS,
-                "rate_limit": "off (CRM_RATE_LIMIT_PER_MINUTE=0)"},
+        "api": {
+            "workers": environment.API_WORKERS,
+            "threads": environment.API_THREADS,
+            "rate_limit": "off (CRM_RATE_LIMIT_PER_MINUTE=0)",
+        },
     }
 
 

@@ -31,16 +31,26 @@ STAGES = ("qualification", "needs_analysis", "proposal", "negotiation")
 
 def run(env: Environment, deals: int = 1000, clients: int = 8, reads: int = 200) -> dict[str, Any]:
     grpc_port, http_port = stack.free_port(), stack.free_port()
-    extra = {**env.env, "CRM_CONTACTS_GRPC_PORT": str(grpc_port), "CRM_CONTACTS_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
-             "CRM_CONTACTS_METRICS_PORT": str(stack.free_port()), "CRM_SALES_HTTP_PORT": str(http_port),
-             "CRM_SALES_DATABASE": "bench_sales", "CRM_SALES_TOPIC": "bench.sales.events"}
+    extra = {
+        **env.env,
+        "CRM_CONTACTS_GRPC_PORT": str(grpc_port),
+        "CRM_CONTACTS_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
+        "CRM_CONTACTS_METRICS_PORT": str(stack.free_port()),
+        "CRM_SALES_HTTP_PORT": str(http_port),
+        "CRM_SALES_DATABASE": "bench_sales",
+        "CRM_SALES_TOPIC": "bench.sales.events",
+    }
     stack.ensure_topics(env.kafka_bootstrap, ["bench.sales.events"])
     with contextlib.ExitStack() as cleanup:
         logs = open(env.home / "log" / "sales.log", "ab")  # noqa: SIM115 - closed by the exit stack
         cleanup.callback(logs.close)
         for service, process in (("contacts", "grpc"), ("sales", "api")):
-            proc = subprocess.Popen([sys.executable, "-m", "crmkit.cli", "serve", service, process],
-                                    env={**os.environ, **extra}, stdout=logs, stderr=subprocess.STDOUT)
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "crmkit.cli", "serve", service, process],
+                env={**os.environ, **extra},
+                stdout=logs,
+                stderr=subprocess.STDOUT,
+            )
             cleanup.callback(stack.stop_process, proc)
             if process == "api":
                 wait_ready(f"http://127.0.0.1:{http_port}", proc)
@@ -63,9 +73,18 @@ def run(env: Environment, deals: int = 1000, clients: int = 8, reads: int = 200)
                 if n is None:
                     return
                 began = time.perf_counter()
-                code, payload = http.request("POST", "/v1/deals", {
-                    "title": f"Deal {n}", "contact_id": contact_id, "amount": f"{100 + n}.50", "currency": "USD",
-                    "stage": STAGES[n % 4], "owner": f"owner{n % 5}"})
+                code, payload = http.request(
+                    "POST",
+                    "/v1/deals",
+                    {
+                        "title": f"Deal {n}",
+                        "contact_id": contact_id,
+                        "amount": f"{100 + n}.50",
+                        "currency": "USD",
+                        "stage": STAGES[n % 4],
+                        "owner": f"owner{n % 5}",
+                    },
+                )
                 with lock:
                     latencies.append(time.perf_counter() - began)
                     if code != 201:
@@ -101,9 +120,15 @@ def run(env: Environment, deals: int = 1000, clients: int = 8, reads: int = 200)
             board_latencies.append(time.perf_counter() - started)
             assert code == 200, payload[:200]
         counted = sum(c["count"] for c in json.loads(payload)["columns"])
-    return {"deals": deals, "clients": clients, "seconds": round(seconds, 3), "deals_per_s": rate(deals, seconds),
-            "create_latency": latency_summary(latencies), "board_deals": counted,
-            "board_latency": latency_summary(board_latencies)}
+    return {
+        "deals": deals,
+        "clients": clients,
+        "seconds": round(seconds, 3),
+        "deals_per_s": rate(deals, seconds),
+        "create_latency": latency_summary(latencies),
+        "board_deals": counted,
+        "board_latency": latency_summary(board_latencies),
+    }
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,8 +37,14 @@ from bench.stats import latency_summary, rate
 from crmkit import stack
 from crmkit.events import Metadata, NewEvent, new_id
 
-POLICY = {"name": "bench", "targets": {"normal": {"first_response": 15, "next_response": 60, "resolution": 480}},
-          "business_hours": None, "holidays": [], "customer_tiers": [], "escalation": {"action": "none"}}
+POLICY = {
+    "name": "bench",
+    "targets": {"normal": {"first_response": 15, "next_response": 60, "resolution": 480}},
+    "business_hours": None,
+    "holidays": [],
+    "customer_tiers": [],
+    "escalation": {"action": "none"},
+}
 
 
 def open_through_rest(url: str, token: str, contact_id: str, count: int, clients: int) -> dict[str, Any]:
@@ -52,9 +58,17 @@ def open_through_rest(url: str, token: str, contact_id: str, count: int, clients
         http = Http(url, token)
         for i in range(n):
             began = time.perf_counter()
-            status, body = http.request("POST", "/v1/tickets", {
-                "subject": f"سفارش {i} نرسیده", "description": "bench", "contact_id": contact_id,
-                "channel": "email", "type": "complaint"})
+            status, body = http.request(
+                "POST",
+                "/v1/tickets",
+                {
+                    "subject": f"سفارش {i} نرسیده",
+                    "description": "bench",
+                    "contact_id": contact_id,
+                    "channel": "email",
+                    "type": "complaint",
+                },
+            )
             with lock:
                 latencies.append(time.perf_counter() - began)
                 if status != 201:
@@ -70,8 +84,13 @@ def open_through_rest(url: str, token: str, contact_id: str, count: int, clients
     seconds = time.perf_counter() - began
     if errors:
         raise RuntimeError(f"{len(errors)} ticket opens failed, e.g. {errors[:3]}")
-    return {"tickets": count, "clients": clients, "seconds": round(seconds, 3), "per_s": rate(count, seconds),
-            **latency_summary(latencies)}
+    return {
+        "tickets": count,
+        "clients": clients,
+        "seconds": round(seconds, 3),
+        "per_s": rate(count, seconds),
+        **latency_summary(latencies),
+    }
 
 
 def seed_and_sweep(open_tickets: int, due: int, batch: int = 1000) -> dict[str, Any]:
@@ -93,10 +112,18 @@ def seed_and_sweep(open_tickets: int, due: int, batch: int = 1000) -> dict[str, 
         for start in range(0, open_tickets, batch):
             streams = []
             for n in range(start, min(start + batch, open_tickets)):
-                opened = now - timedelta(hours=3) if n % max(1, open_tickets // due) == 0 and n // max(
-                    1, open_tickets // due) < due else now
-                ticket = Ticket.open(new_id(), {"subject": f"seeded {n}", "contact_id": "bench-contact",
-                                                "channel": "web", "type": "question"}, timeline, None, opened)
+                opened = (
+                    now - timedelta(hours=3)
+                    if n % max(1, open_tickets // due) == 0 and n // max(1, open_tickets // due) < due
+                    else now
+                )
+                ticket = Ticket.open(
+                    new_id(),
+                    {"subject": f"seeded {n}", "contact_id": "bench-contact", "channel": "web", "type": "question"},
+                    timeline,
+                    None,
+                    opened,
+                )
                 streams.append((ticket.id, Ticket.aggregate_type, [NewEvent(e.type, e.data) for e in ticket.pending]))
             stored, _ = runtime.store.start_streams(streams, meta)
             view.handle(runtime.store.open(stored))
@@ -110,37 +137,65 @@ def seed_and_sweep(open_tickets: int, due: int, batch: int = 1000) -> dict[str, 
         runtime.flush()
     finally:
         runtime.close()
-    return {"open_tickets": open_tickets, "seed_seconds": round(seeded, 2),
-            "seed_per_s": rate(open_tickets, seeded),
-            "sweep_due": first["due"], "sweep_breaches": first["breaches"], "sweep_seconds": round(sweep_due, 3),
-            "repeat_sweep_due": second["due"], "repeat_sweep_breaches": second["breaches"],
-            "repeat_sweep_seconds": round(sweep_idle, 3)}
+    return {
+        "open_tickets": open_tickets,
+        "seed_seconds": round(seeded, 2),
+        "seed_per_s": rate(open_tickets, seeded),
+        "sweep_due": first["due"],
+        "sweep_breaches": first["breaches"],
+        "sweep_seconds": round(sweep_due, 3),
+        "repeat_sweep_due": second["due"],
+        "repeat_sweep_breaches": second["breaches"],
+        "repeat_sweep_seconds": round(sweep_idle, 3),
+    }
 
 
-def run(env: Environment, tickets: int = 2000, clients: int = 8, open_tickets: int = 100_000,
-        due: int = 100) -> dict[str, Any]:
+def run(
+    env: Environment, tickets: int = 2000, clients: int = 8, open_tickets: int = 100_000, due: int = 100
+) -> dict[str, Any]:
     """Both figures, against the bench's servers (`env`)."""
     grpc_port, http_port = stack.free_port(), stack.free_port()
-    extra = {"CRM_CONTACTS_GRPC_PORT": str(grpc_port), "CRM_CONTACTS_METRICS_PORT": str(stack.free_port()),
-             "CRM_SERVICEDESK_HTTP_PORT": str(http_port), "CRM_CONTACTS_GRPC_TARGET": f"127.0.0.1:{grpc_port}"}
+    extra = {
+        "CRM_CONTACTS_GRPC_PORT": str(grpc_port),
+        "CRM_CONTACTS_METRICS_PORT": str(stack.free_port()),
+        "CRM_SERVICEDESK_HTTP_PORT": str(http_port),
+        "CRM_CONTACTS_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
+    }
     os.environ.update(extra)
     stack.ensure_topics(env.env["CRM_KAFKA_BOOTSTRAP"], ["crm.servicedesk.events"])
-    processes = [subprocess.Popen([sys.executable, "-m", "crmkit.cli", "serve", *args], env={**os.environ, **env.env,
-                                                                                              **extra},
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-                 for args in (("contacts", "grpc"), ("service-desk", "api"))]
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "crmkit.cli", "serve", *args],
+            env={**os.environ, **env.env, **extra},
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for args in (("contacts", "grpc"), ("service-desk", "api"))
+    ]
     try:
         url = f"http://127.0.0.1:{http_port}"
         wait_ready(url, processes[1])
         desk, contacts = Http(url, env.token), Http(env.api_url, env.token)
-        status, body = contacts.request("POST", "/v1/contacts",
-                                        {"first_name": "Bench", "email": f"bench-{new_id()}@example.org"})
+        status, body = contacts.request(
+            "POST", "/v1/contacts", {"first_name": "Bench", "email": f"bench-{new_id()}@example.org"}
+        )
         assert status == 201, body
         contact = json.loads(body)
         desk.request("POST", "/v1/sla-policies", {"name": "bench", "targets": POLICY["targets"]})
         deadline = time.monotonic() + 30
-        while desk.request("POST", "/v1/tickets", {  # warm-up; waits for the grpc process too
-                "subject": "warm", "contact_id": contact["id"], "channel": "web", "type": "question"})[0] != 201:
+        while (
+            desk.request(
+                "POST",
+                "/v1/tickets",
+                {  # warm-up; waits for the grpc process too
+                    "subject": "warm",
+                    "contact_id": contact["id"],
+                    "channel": "web",
+                    "type": "question",
+                },
+            )[0]
+            != 201
+        ):
             if time.monotonic() > deadline:
                 raise RuntimeError("could not open a ticket")
             time.sleep(0.5)
@@ -164,8 +219,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     with environment.started() as env:
         os.environ.update(env.env)
-        print(json.dumps(run(env, tickets=args.tickets, clients=args.clients, open_tickets=args.open_tickets,
-                             due=args.due), indent=2))
+        print(
+            json.dumps(
+                run(env, tickets=args.tickets, clients=args.clients, open_tickets=args.open_tickets, due=args.due),
+                indent=2,
+            )
+        )
     return 0
 
 

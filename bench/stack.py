@@ -60,18 +60,24 @@ def _terminate(signum: int, _frame: object) -> None:
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m bench.stack", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.stack", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--contacts", type=int, default=1000, help="contacts created (default 1000)")
-    parser.add_argument("--warmup", type=int, default=300,
-                        help="creates before the timed ones, while the stack settles (default 300)")
+    parser.add_argument(
+        "--warmup", type=int, default=300, help="creates before the timed ones, while the stack settles (default 300)"
+    )
     parser.add_argument("--clients", type=int, default=8, help="REST client threads and raw writers (default 8)")
     parser.add_argument("--listed", type=int, default=200, help="create -> listed samples (default 200)")
     parser.add_argument("--grpc", type=int, default=1000, help="GetContact samples, as many find_one (default 1000)")
     parser.add_argument("--tickets", type=int, default=500, help="tickets opened (default 500; 0 skips)")
     parser.add_argument("--deals", type=int, default=500, help="deals created (default 500; 0 skips)")
-    parser.add_argument("--profile", type=float, default=0.0,
-                        help="seconds of creates sampled by py-spy after the timed steps (default 0: none)")
+    parser.add_argument(
+        "--profile",
+        type=float,
+        default=0.0,
+        help="seconds of creates sampled by py-spy after the timed steps (default 0: none)",
+    )
     parser.add_argument("--keep-logs", action="store_true", help="keep crm up's data dir and logs after the run")
     return parser.parse_args(argv)
 
@@ -85,14 +91,25 @@ class Stack:
         self.http: dict[str, int] = {}
         self.grpc: dict[str, int] = {}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
-        self.env.update({"CRM_DATA_DIR": str(home), "CRM_KAFKA_PORT": str(self.kafka_port),
-                         "CRM_MONGO_PORT": str(self.mongo_port), "CRM_MESSAGING_SMTP_PORT": str(stack.free_port()),
-                         "CRM_RATE_LIMIT_PER_MINUTE": "0", "CRM_LOG_LEVEL": "WARNING"})
+        self.env.update(
+            {
+                "CRM_DATA_DIR": str(home),
+                "CRM_KAFKA_PORT": str(self.kafka_port),
+                "CRM_MONGO_PORT": str(self.mongo_port),
+                "CRM_MESSAGING_SMTP_PORT": str(stack.free_port()),
+                "CRM_RATE_LIMIT_PER_MINUTE": "0",
+                "CRM_LOG_LEVEL": "WARNING",
+            }
+        )
         for service, key in SERVICES.items():
             self.http[service], self.grpc[service] = stack.free_port(), stack.free_port()
-            self.env.update({f"CRM_{key}_HTTP_PORT": str(self.http[service]),
-                             f"CRM_{key}_GRPC_PORT": str(self.grpc[service]),
-                             f"CRM_{key}_METRICS_PORT": str(stack.free_port())})
+            self.env.update(
+                {
+                    f"CRM_{key}_HTTP_PORT": str(self.http[service]),
+                    f"CRM_{key}_GRPC_PORT": str(self.grpc[service]),
+                    f"CRM_{key}_METRICS_PORT": str(stack.free_port()),
+                }
+            )
         self.output = home / "crm-up.out"
         self.process: subprocess.Popen | None = None
         self.token = ""
@@ -106,16 +123,16 @@ class Stack:
 
     def start(self) -> None:
         with open(self.output, "w") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "crmkit.cli", "up"], env=self.env,
-                                            stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "crmkit.cli", "up"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
         self.token = self._admin_token()
         for service in SERVICES:
             self._wait(lambda s=service: _ready(self.url(s)), f"{service} ready")
             self._wait(lambda s=service: _grpc_serving(f"127.0.0.1:{self.grpc[s]}"), f"{service}'s gRPC serving")
 
     def _admin_token(self) -> str:
-        printed = self._wait(lambda: "Ctrl-C" in self.output.read_text() and self.output.read_text(),
-                             "crm up's banner")
+        printed = self._wait(lambda: "Ctrl-C" in self.output.read_text() and self.output.read_text(), "crm up's banner")
         lines = printed.splitlines()
         return lines[lines.index("Admin token (12h):") + 1].strip()
 
@@ -136,8 +153,9 @@ class Stack:
 
     def environment(self) -> Environment:
         """The contacts api as bench.measure's helpers expect it."""
-        return Environment(self.home, f"127.0.0.1:{self.kafka_port}", self.mongo_url, self.url("contacts"),
-                           self.token, self.env)
+        return Environment(
+            self.home, f"127.0.0.1:{self.kafka_port}", self.mongo_url, self.url("contacts"), self.token, self.env
+        )
 
 
 def _ready(url: str) -> bool:
@@ -180,19 +198,31 @@ def creates(subject: Stack, count: int, clients: int, warmup: int) -> dict[str, 
     if run.errors:
         raise RuntimeError(f"{len(run.errors)} creates failed, e.g. {run.errors[:3]}")
     time.sleep(2)  # the workers finish projecting and publishing the last creates: their CPU is the creates'
-    ours_cpu = {**cpu.per_operation(before, cpu.snapshot(subject.process.pid), len(run.ids)),
-                "load driver (this process)": round((time.process_time() - driver) * 1000 / len(run.ids), 2)}
+    ours_cpu = {
+        **cpu.per_operation(before, cpu.snapshot(subject.process.pid), len(run.ids)),
+        "load driver (this process)": round((time.process_time() - driver) * 1000 / len(run.ids), 2),
+    }
     with MongoClient(subject.mongo_url, tz_aware=True) as client:
         template = client[CONTACTS_DATABASE]["events"].find_one({"stream_id": run.ids[0]})
     template.pop("_id", None)
     before, driver = cpu.snapshot(subject.process.pid), time.process_time()
     raw = measure.raw_inserts(env, template, count, clients, batch=1000, with_many=False)
-    raw_cpu = {**cpu.per_operation(before, cpu.snapshot(subject.process.pid), count),
-               "load driver (this process)": round((time.process_time() - driver) * 1000 / count, 2)}
-    return {"contacts": len(run.ids), "clients": clients, "seconds": round(run.seconds, 3),
-            "warmup": {"contacts": len(warm.ids), "per_s": rate(len(warm.ids), warm.seconds)},
-            "ours_per_s": rate(len(run.ids), run.seconds), "request_latency": latency_summary(run.latencies),
-            "raw": raw, "ids": run.ids, "cpu_ms_per_create": ours_cpu, "cpu_ms_per_raw_insert": raw_cpu}
+    raw_cpu = {
+        **cpu.per_operation(before, cpu.snapshot(subject.process.pid), count),
+        "load driver (this process)": round((time.process_time() - driver) * 1000 / count, 2),
+    }
+    return {
+        "contacts": len(run.ids),
+        "clients": clients,
+        "seconds": round(run.seconds, 3),
+        "warmup": {"contacts": len(warm.ids), "per_s": rate(len(warm.ids), warm.seconds)},
+        "ours_per_s": rate(len(run.ids), run.seconds),
+        "request_latency": latency_summary(run.latencies),
+        "raw": raw,
+        "ids": run.ids,
+        "cpu_ms_per_create": ours_cpu,
+        "cpu_ms_per_raw_insert": raw_cpu,
+    }
 
 
 def create_to_listed(subject: Stack, samples: int) -> dict[str, Any]:
@@ -282,17 +312,30 @@ def tickets_and_deals(subject: Stack, contact_id: str, tickets: int, deals: int,
     """Tickets (service desk) and deals (sales), each checked against contacts over gRPC, after a small warm-up."""
     out: dict[str, Any] = {}
     if tickets:
+
         def ticket(n: int) -> dict[str, Any]:
-            return {"subject": f"سفارش {n} نرسیده", "description": "bench", "contact_id": contact_id,
-                    "channel": "email", "type": "complaint"}
+            return {
+                "subject": f"سفارش {n} نرسیده",
+                "description": "bench",
+                "contact_id": contact_id,
+                "channel": "email",
+                "type": "complaint",
+            }
 
         url = subject.url("service-desk")
         posts(url, subject.token, "/v1/tickets", [ticket(n) for n in range(clients * 2)], clients)
         out["tickets"] = posts(url, subject.token, "/v1/tickets", [ticket(n) for n in range(tickets)], clients)
     if deals:
+
         def deal(n: int) -> dict[str, Any]:
-            return {"title": f"Deal {n}", "contact_id": contact_id, "amount": f"{100 + n}.50", "currency": "USD",
-                    "stage": STAGES[n % 4], "owner": f"owner{n % 5}"}
+            return {
+                "title": f"Deal {n}",
+                "contact_id": contact_id,
+                "amount": f"{100 + n}.50",
+                "currency": "USD",
+                "stage": STAGES[n % 4],
+                "owner": f"owner{n % 5}",
+            }
 
         url = subject.url("sales")
         posts(url, subject.token, "/v1/deals", [deal(n) for n in range(clients * 2)], clients)
@@ -304,8 +347,13 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, float, float, str]]:
     """(metric, unit, ours, raw, raw's name), as bench.report prints them."""
     create, listed, grpc = figures["create"], figures["listed"], figures["grpc"]
     out = [
-        ("full stack: contacts created / s (REST)", "/s", create["ours_per_s"], create["raw"]["insert_one_per_s"],
-         f"insert_one/s, {create['raw']['insert_one_clients']} threads"),
+        (
+            "full stack: contacts created / s (REST)",
+            "/s",
+            create["ours_per_s"],
+            create["raw"]["insert_one_per_s"],
+            f"insert_one/s, {create['raw']['insert_one_clients']} threads",
+        ),
         ("full stack: create -> listed p50", "ms", listed["p50_ms"], 0.0, "none"),
         ("full stack: create -> listed p99", "ms", listed["p99_ms"], 0.0, "none"),
         ("full stack: gRPC GetContact p50", "ms", grpc["ours"]["p50_ms"], grpc["raw"]["p50_ms"], "find_one p50"),
@@ -313,8 +361,15 @@ def rows(figures: dict[str, Any]) -> list[tuple[str, str, float, float, str]]:
     ]
     for kind in ("tickets", "deals"):
         if kind in figures["others"]:
-            out.append((f"full stack: {kind} created / s (REST)", "/s", figures["others"][kind]["per_s"],
-                        create["ours_per_s"], "contacts created / s (REST), same run"))
+            out.append(
+                (
+                    f"full stack: {kind} created / s (REST)",
+                    "/s",
+                    figures["others"][kind]["per_s"],
+                    create["ours_per_s"],
+                    "contacts created / s (REST), same run",
+                )
+            )
     return out
 
 
@@ -333,8 +388,10 @@ def measure_all(subject: Stack, args: argparse.Namespace) -> dict[str, Any]:
     log(f"(1) {args.contacts} POST /v1/contacts from {args.clients} threads, then raw insert_one as many")
     create = creates(subject, args.contacts, args.clients, args.warmup)
     ids = create.pop("ids")
-    log(f"    {create['ours_per_s']}/s (warm-up {create['warmup']['per_s']}/s), "
-        f"raw {create['raw']['insert_one_per_s']}/s")
+    log(
+        f"    {create['ours_per_s']}/s (warm-up {create['warmup']['per_s']}/s), "
+        f"raw {create['raw']['insert_one_per_s']}/s"
+    )
     log(f"(2) {args.listed} creates, each polled in GET /v1/contacts?q= until listed")
     listed = create_to_listed(subject, args.listed)
     log(f"    p50 {listed['p50_ms']} ms, p99 {listed['p99_ms']} ms")
@@ -342,9 +399,14 @@ def measure_all(subject: Stack, args: argparse.Namespace) -> dict[str, Any]:
     grpc = grpc_reads(subject, ids, args.grpc)
     log(f"(4) {args.tickets} tickets and {args.deals} deals from {args.clients} threads")
     others = tickets_and_deals(subject, ids[0], args.tickets, args.deals, args.clients)
-    figures: dict[str, Any] = {"create": create, "listed": listed, "grpc": grpc, "others": others,
-                               "stack": "crm up, every service's api/grpc/worker; gunicorn defaults; rate limit off",
-                               "load_average_before": before}
+    figures: dict[str, Any] = {
+        "create": create,
+        "listed": listed,
+        "grpc": grpc,
+        "others": others,
+        "stack": "crm up, every service's api/grpc/worker; gunicorn defaults; rate limit off",
+        "load_average_before": before,
+    }
     if args.profile:
         from bench import profile
 

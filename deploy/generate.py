@@ -79,21 +79,51 @@ class Svc:
 
 
 SERVICES = [
-    Svc("contacts", 8001, 50051, 9101, calls=("sales", "service-desk", "messaging"), follows=("sales", "service-desk"),
-        extra_config={"CRM_CONTACTS_IMPORT_MAX_BYTES": "52428800", "CRM_CONTACTS_IMPORT_BATCH": "1000",
-                      "CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS": "60", "CRM_CONTACTS_STALE_AFTER_DAYS": "365",
-                      "CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": ""}),
+    Svc(
+        "contacts",
+        8001,
+        50051,
+        9101,
+        calls=("sales", "service-desk", "messaging"),
+        follows=("sales", "service-desk"),
+        extra_config={
+            "CRM_CONTACTS_IMPORT_MAX_BYTES": "52428800",
+            "CRM_CONTACTS_IMPORT_BATCH": "1000",
+            "CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS": "60",
+            "CRM_CONTACTS_STALE_AFTER_DAYS": "365",
+            "CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": "",
+        },
+    ),
     Svc("sales", 8002, 50052, 9111, calls=("contacts",), follows=("contacts",)),
-    Svc("service-desk", 8003, 50053, 9121, calls=("contacts",), follows=("contacts", "sales"),
-        extra_config={"CRM_SERVICEDESK_SWEEP_SECONDS": "5", "CRM_SERVICEDESK_RECOMPUTE_SECONDS": "10",
-                      # the support mailbox (crm_servicedesk.inbound_smtp) and the inbound-SMS webhook
-                      "CRM_SERVICEDESK_INBOUND_SMTP_HOST": "0.0.0.0", "CRM_SERVICEDESK_INBOUND_SMTP_PORT": "2525",
-                      "CRM_SERVICEDESK_INBOUND_MAX_BYTES": "10485760", "CRM_SERVICEDESK_INBOUND_TYPE": "question",
-                      "CRM_SERVICEDESK_INBOUND_SMS_REPLY_HOURS": "72"},
+    Svc(
+        "service-desk",
+        8003,
+        50053,
+        9121,
+        calls=("contacts",),
+        follows=("contacts", "sales"),
+        extra_config={
+            "CRM_SERVICEDESK_SWEEP_SECONDS": "5",
+            "CRM_SERVICEDESK_RECOMPUTE_SECONDS": "10",
+            # the support mailbox (crm_servicedesk.inbound_smtp) and the inbound-SMS webhook
+            "CRM_SERVICEDESK_INBOUND_SMTP_HOST": "0.0.0.0",
+            "CRM_SERVICEDESK_INBOUND_SMTP_PORT": "2525",
+            "CRM_SERVICEDESK_INBOUND_MAX_BYTES": "10485760",
+            "CRM_SERVICEDESK_INBOUND_TYPE": "question",
+            "CRM_SERVICEDESK_INBOUND_SMS_REPLY_HOURS": "72",
+        },
         extra_secrets=("crm-service-desk-inbound",),
-        listeners=(Listener("inbound-smtp", "inbound", "smtp", 2525),)),
-    Svc("messaging", 8004, 50054, 9131, calls=("contacts",), follows=("contacts", "sales", "service-desk"),
-        extra_secrets=("crm-messaging-providers",)),
+        listeners=(Listener("inbound-smtp", "inbound", "smtp", 2525),),
+    ),
+    Svc(
+        "messaging",
+        8004,
+        50054,
+        9131,
+        calls=("contacts",),
+        follows=("contacts", "sales", "service-desk"),
+        extra_secrets=("crm-messaging-providers",),
+    ),
 ]
 BY_NAME = {s.name: s for s in SERVICES}
 
@@ -109,8 +139,11 @@ REPLICAS = {"grpc": 2, "worker": 1}  # api: the HPA decides
 
 
 def labels(svc: Svc, component: str) -> dict[str, str]:
-    return {"app.kubernetes.io/name": svc.app, "app.kubernetes.io/component": component,
-            "app.kubernetes.io/part-of": PART_OF}
+    return {
+        "app.kubernetes.io/name": svc.app,
+        "app.kubernetes.io/component": component,
+        "app.kubernetes.io/part-of": PART_OF,
+    }
 
 
 def selector(svc: Svc, component: str) -> dict[str, str]:
@@ -122,13 +155,24 @@ def meta(name: str, svc: Svc, component: str) -> dict:
 
 
 def container_security() -> dict:
-    return {"allowPrivilegeEscalation": False, "readOnlyRootFilesystem": True, "runAsNonRoot": True,
-            "runAsUser": UID, "runAsGroup": UID, "capabilities": {"drop": ["ALL"]}}
+    return {
+        "allowPrivilegeEscalation": False,
+        "readOnlyRootFilesystem": True,
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "capabilities": {"drop": ["ALL"]},
+    }
 
 
 def pod_security() -> dict:
-    return {"runAsNonRoot": True, "runAsUser": UID, "runAsGroup": UID, "fsGroup": UID,
-            "seccompProfile": {"type": "RuntimeDefault"}}
+    return {
+        "runAsNonRoot": True,
+        "runAsUser": UID,
+        "runAsGroup": UID,
+        "fsGroup": UID,
+        "seccompProfile": {"type": "RuntimeDefault"},
+    }
 
 
 def env(svc: Svc) -> tuple[list, list]:
@@ -138,14 +182,20 @@ def env(svc: Svc) -> tuple[list, list]:
     values = [
         # the token key ring, every service's public key, this service's own key, the link secret
         {"name": "CRM_JWT_KEYS", "valueFrom": {"secretKeyRef": {"name": "crm-jwt", "key": "keys"}}},
-        {"name": "CRM_SERVICE_PUBLIC_KEYS",
-         "valueFrom": {"secretKeyRef": {"name": "crm-service-public-keys", "key": "keys"}}},
-        {"name": "CRM_SERVICE_KEY",
-         "valueFrom": {"secretKeyRef": {"name": f"{svc.app}-credentials", "key": "service-key"}}},
+        {
+            "name": "CRM_SERVICE_PUBLIC_KEYS",
+            "valueFrom": {"secretKeyRef": {"name": "crm-service-public-keys", "key": "keys"}},
+        },
+        {
+            "name": "CRM_SERVICE_KEY",
+            "valueFrom": {"secretKeyRef": {"name": f"{svc.app}-credentials", "key": "service-key"}},
+        },
         {"name": "CRM_LINK_SECRET", "valueFrom": {"secretKeyRef": {"name": "crm-links", "key": "secret"}}},
         # written by the MongoDB operator (MCK) for the service's own user (base/mongodb.yaml)
-        {"name": "CRM_MONGO_URL",
-         "valueFrom": {"secretKeyRef": {"name": f"{svc.app}-mongo", "key": "connectionString.standard"}}},
+        {
+            "name": "CRM_MONGO_URL",
+            "valueFrom": {"secretKeyRef": {"name": f"{svc.app}-mongo", "key": "connectionString.standard"}},
+        },
         # the service's own KafkaUser; the Strimzi user operator writes its password into a Secret of its name
         {"name": "CRM_KAFKA_SASL_USERNAME", "value": svc.app},
         {"name": "CRM_KAFKA_SASL_PASSWORD", "valueFrom": {"secretKeyRef": {"name": svc.app, "key": "password"}}},
@@ -154,15 +204,25 @@ def env(svc: Svc) -> tuple[list, list]:
 
 
 def volumes() -> tuple[list, list]:
-    vols = [{"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
-            # CRM_DATA_DIR: the api keeps its Prometheus multiprocess files here
-            # (PROMETHEUS_MULTIPROC_DIR is set by `crm serve` under it)
-            {"name": "data", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
-            # the CA that signed the brokers' certificates, kept by Strimzi
-            {"name": "kafka-ca", "secret": {"secretName": f"{KAFKA_CLUSTER}-cluster-ca-cert",
-                                            "items": [{"key": "ca.crt", "path": "ca.crt"}]}}]
-    mounts = [{"name": "tmp", "mountPath": "/tmp"}, {"name": "data", "mountPath": DATA_DIR},
-              {"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True}]
+    vols = [
+        {"name": "tmp", "emptyDir": {"sizeLimit": "64Mi"}},
+        # CRM_DATA_DIR: the api keeps its Prometheus multiprocess files here
+        # (PROMETHEUS_MULTIPROC_DIR is set by `crm serve` under it)
+        {"name": "data", "emptyDir": {"medium": "Memory", "sizeLimit": "64Mi"}},
+        # the CA that signed the brokers' certificates, kept by Strimzi
+        {
+            "name": "kafka-ca",
+            "secret": {
+                "secretName": f"{KAFKA_CLUSTER}-cluster-ca-cert",
+                "items": [{"key": "ca.crt", "path": "ca.crt"}],
+            },
+        },
+    ]
+    mounts = [
+        {"name": "tmp", "mountPath": "/tmp"},
+        {"name": "data", "mountPath": DATA_DIR},
+        {"name": "kafka-ca", "mountPath": KAFKA_CA_DIR, "readOnly": True},
+    ]
     return vols, mounts
 
 
@@ -191,8 +251,13 @@ def pod_spec(svc: Svc, component: str, container: dict, *, grace: int, restart: 
         spec["restartPolicy"] = restart
     else:
         spec["topologySpreadConstraints"] = [
-            {"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway",
-             "labelSelector": {"matchLabels": selector(svc, component)}, "matchLabelKeys": ["pod-template-hash"]}
+            {
+                "maxSkew": 1,
+                "topologyKey": key,
+                "whenUnsatisfiable": "ScheduleAnyway",
+                "labelSelector": {"matchLabels": selector(svc, component)},
+                "matchLabelKeys": ["pod-template-hash"],
+            }
             for key in ("topology.kubernetes.io/zone", "kubernetes.io/hostname")
         ]
     spec["containers"] = [container]
@@ -201,8 +266,12 @@ def pod_spec(svc: Svc, component: str, container: dict, *, grace: int, restart: 
 
 
 def http_probe(path: str, port: str, *, period: int, failures: int, timeout: int = 2) -> dict:
-    return {"httpGet": {"path": path, "port": port}, "periodSeconds": period, "timeoutSeconds": timeout,
-            "failureThreshold": failures}
+    return {
+        "httpGet": {"path": path, "port": port},
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    }
 
 
 def grpc_probe(port: int, *, period: int, failures: int) -> dict:
@@ -252,11 +321,17 @@ def deployment(svc: Svc, component: str) -> dict:
         "revisionHistoryLimit": 5,
         "selector": {"matchLabels": selector(svc, component)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
-        "template": {"metadata": {"labels": labels(svc, component)},
-                     "spec": pod_spec(svc, component, container, grace=grace)},
+        "template": {
+            "metadata": {"labels": labels(svc, component)},
+            "spec": pod_spec(svc, component, container, grace=grace),
+        },
     }
-    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": meta(f"{svc.app}-{component}", svc, component),
-            "spec": spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(f"{svc.app}-{component}", svc, component),
+        "spec": spec,
+    }
 
 
 def tcp_probe(port: str, *, period: int, failures: int) -> dict:
@@ -280,35 +355,54 @@ def listener_deployment(svc: Svc, listener: Listener) -> dict:
         "revisionHistoryLimit": 5,
         "selector": {"matchLabels": selector(svc, listener.component)},
         "strategy": {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": "25%", "maxUnavailable": 0}},
-        "template": {"metadata": {"labels": labels(svc, listener.component)},
-                     "spec": pod_spec(svc, listener.component, container, grace=60)},
+        "template": {
+            "metadata": {"labels": labels(svc, listener.component)},
+            "spec": pod_spec(svc, listener.component, container, grace=60),
+        },
     }
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": meta(f"{svc.app}-{listener.component}", svc, listener.component), "spec": spec}
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "Deployment",
+        "metadata": meta(f"{svc.app}-{listener.component}", svc, listener.component),
+        "spec": spec,
+    }
 
 
 def listener_service(svc: Svc, listener: Listener) -> dict:
     """A ClusterIP Service: the mail provider's relay (or an ingress for TCP, or a LoadBalancer the
     overlay adds) delivers to it."""
-    return {"apiVersion": "v1", "kind": "Service",
-            "metadata": meta(f"{svc.app}-{listener.component}", svc, listener.component),
-            "spec": {"selector": selector(svc, listener.component),
-                     "ports": [{"name": listener.port_name, "port": listener.port, "targetPort": listener.port_name}]}}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(f"{svc.app}-{listener.component}", svc, listener.component),
+        "spec": {
+            "selector": selector(svc, listener.component),
+            "ports": [{"name": listener.port_name, "port": listener.port, "targetPort": listener.port_name}],
+        },
+    }
 
 
 def listener_policy(svc: Svc, listener: Listener) -> dict:
     """Its port is open to whoever delivers (the provider, an MX relay); nothing else reaches the pod."""
-    return {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-            "metadata": meta(f"{svc.app}-{listener.component}", svc, listener.component),
-            "spec": {"podSelector": {"matchLabels": selector(svc, listener.component)}, "policyTypes": ["Ingress"],
-                     "ingress": [{"ports": [{"protocol": "TCP", "port": listener.port}]}]}}
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": meta(f"{svc.app}-{listener.component}", svc, listener.component),
+        "spec": {
+            "podSelector": {"matchLabels": selector(svc, listener.component)},
+            "policyTypes": ["Ingress"],
+            "ingress": [{"ports": [{"protocol": "TCP", "port": listener.port}]}],
+        },
+    }
 
 
 def service(svc: Svc, component: str) -> dict:
     ports = {
         "api": [{"name": "http", "port": svc.http, "targetPort": "http"}],
-        "grpc": [{"name": "grpc", "port": svc.grpc, "targetPort": "grpc", "appProtocol": "grpc"},
-                 {"name": "metrics", "port": svc.metrics + 1, "targetPort": "metrics"}],
+        "grpc": [
+            {"name": "grpc", "port": svc.grpc, "targetPort": "grpc", "appProtocol": "grpc"},
+            {"name": "metrics", "port": svc.metrics + 1, "targetPort": "metrics"},
+        ],
         "worker": [{"name": "metrics", "port": svc.metrics, "targetPort": "metrics"}],
     }[component]
     spec: dict = {"selector": selector(svc, component), "ports": ports}
@@ -317,24 +411,41 @@ def service(svc: Svc, component: str) -> dict:
         # (dns:/// targets, round_robin: crmkit.rpc) spread their calls over all of them; a
         # ClusterIP would balance per connection, and a gRPC client keeps one for hours
         spec = {"clusterIP": "None", **spec}
-    return {"apiVersion": "v1", "kind": "Service", "metadata": meta(f"{svc.app}-{component}", svc, component),
-            "spec": spec}
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": meta(f"{svc.app}-{component}", svc, component),
+        "spec": spec,
+    }
 
 
 def pdb(svc: Svc, component: str) -> dict:
-    return {"apiVersion": "policy/v1", "kind": "PodDisruptionBudget",
-            "metadata": meta(f"{svc.app}-{component}", svc, component),
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(svc, component)}}}
+    return {
+        "apiVersion": "policy/v1",
+        "kind": "PodDisruptionBudget",
+        "metadata": meta(f"{svc.app}-{component}", svc, component),
+        "spec": {"maxUnavailable": 1, "selector": {"matchLabels": selector(svc, component)}},
+    }
 
 
 def hpa(svc: Svc) -> dict:
-    return {"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
-            "metadata": meta(f"{svc.app}-api", svc, "api"),
-            "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{svc.app}-api"},
-                     "minReplicas": 2, "maxReplicas": 10,
-                     "metrics": [{"type": "Resource", "resource": {
-                         "name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}}}],
-                     "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}}}}
+    return {
+        "apiVersion": "autoscaling/v2",
+        "kind": "HorizontalPodAutoscaler",
+        "metadata": meta(f"{svc.app}-api", svc, "api"),
+        "spec": {
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{svc.app}-api"},
+            "minReplicas": 2,
+            "maxReplicas": 10,
+            "metrics": [
+                {
+                    "type": "Resource",
+                    "resource": {"name": "cpu", "target": {"type": "Utilization", "averageUtilization": 70}},
+                }
+            ],
+            "behavior": {"scaleDown": {"stabilizationWindowSeconds": 300}},
+        },
+    }
 
 
 def ops_cronjob(svc: Svc, task: str) -> dict:
@@ -342,7 +453,9 @@ def ops_cronjob(svc: Svc, task: str) -> dict:
     args = {"replay": ["crm", "replay", svc.name], "rebuild": ["crm", "rebuild", svc.name]}[task]
     container = {"name": task, "command": args}
     return {
-        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": meta(f"{svc.app}-{task}", svc, "ops"),
+        "apiVersion": "batch/v1",
+        "kind": "CronJob",
+        "metadata": meta(f"{svc.app}-{task}", svc, "ops"),
         "spec": {
             "suspend": True,
             "schedule": "0 0 31 2 *",  # 31 February: run only by hand (docs/operations.md)
@@ -352,8 +465,10 @@ def ops_cronjob(svc: Svc, task: str) -> dict:
                 "spec": {
                     "backoffLimit": 1,
                     "ttlSecondsAfterFinished": 7 * 24 * 3600,
-                    "template": {"metadata": {"labels": labels(svc, "ops")},
-                                 "spec": pod_spec(svc, "ops", container, grace=30, restart="Never")},
+                    "template": {
+                        "metadata": {"labels": labels(svc, "ops")},
+                        "spec": pod_spec(svc, "ops", container, grace=30, restart="Never"),
+                    },
                 },
             },
         },
@@ -374,48 +489,87 @@ def network_policies(svc: Svc) -> list[dict]:
     callers = [s.app for s in SERVICES if svc.name in s.calls]
     egress = [
         # its own database: the network reaches the replica set, the Mongo user only its own database
-        {"to": [{"podSelector": {"matchLabels": {"app": "crm-mongo-svc"}}}],
-         "ports": [{"protocol": "TCP", "port": 27017}]},
-        {"to": [{"podSelector": {"matchLabels": {"strimzi.io/cluster": KAFKA_CLUSTER, "strimzi.io/kind": "Kafka"}}}],
-         "ports": [{"protocol": "TCP", "port": KAFKA_PORT}]},
+        {
+            "to": [{"podSelector": {"matchLabels": {"app": "crm-mongo-svc"}}}],
+            "ports": [{"protocol": "TCP", "port": 27017}],
+        },
+        {
+            "to": [{"podSelector": {"matchLabels": {"strimzi.io/cluster": KAFKA_CLUSTER, "strimzi.io/kind": "Kafka"}}}],
+            "ports": [{"protocol": "TCP", "port": KAFKA_PORT}],
+        },
     ]
     for name in svc.calls:
         callee = BY_NAME[name]
         egress.append({"to": [crm_pods([callee.app], "grpc")], "ports": [{"protocol": "TCP", "port": callee.grpc}]})
     pols = [
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": {"name": f"{svc.app}-egress", "labels": {"app.kubernetes.io/name": svc.app,
-                                                               "app.kubernetes.io/part-of": PART_OF}},
-         "spec": {"podSelector": {"matchLabels": {"app.kubernetes.io/name": svc.app}},
-                  "policyTypes": ["Egress"], "egress": egress}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": meta(f"{svc.app}-api", svc, "api"),
-         "spec": {"podSelector": {"matchLabels": selector(svc, "api")}, "policyTypes": ["Ingress"],
-                  # REST is the public edge (ingress controller, other clients, Prometheus on /metrics)
-                  "ingress": [{"ports": [{"protocol": "TCP", "port": svc.http}]}]}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": meta(f"{svc.app}-grpc", svc, "grpc"),
-         "spec": {"podSelector": {"matchLabels": selector(svc, "grpc")}, "policyTypes": ["Ingress"],
-                  "ingress": ([{"from": [crm_pods(callers)], "ports": [{"protocol": "TCP", "port": svc.grpc}]}]
-                              if callers else [])
-                  + [{"from": [MONITORING], "ports": [{"protocol": "TCP", "port": svc.metrics + 1}]}]}},
-        {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy",
-         "metadata": meta(f"{svc.app}-worker", svc, "worker"),
-         "spec": {"podSelector": {"matchLabels": selector(svc, "worker")}, "policyTypes": ["Ingress"],
-                  "ingress": [{"from": [MONITORING], "ports": [{"protocol": "TCP", "port": svc.metrics}]}]}},
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": {
+                "name": f"{svc.app}-egress",
+                "labels": {"app.kubernetes.io/name": svc.app, "app.kubernetes.io/part-of": PART_OF},
+            },
+            "spec": {
+                "podSelector": {"matchLabels": {"app.kubernetes.io/name": svc.app}},
+                "policyTypes": ["Egress"],
+                "egress": egress,
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(f"{svc.app}-api", svc, "api"),
+            "spec": {
+                "podSelector": {"matchLabels": selector(svc, "api")},
+                "policyTypes": ["Ingress"],
+                # REST is the public edge (ingress controller, other clients, Prometheus on /metrics)
+                "ingress": [{"ports": [{"protocol": "TCP", "port": svc.http}]}],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(f"{svc.app}-grpc", svc, "grpc"),
+            "spec": {
+                "podSelector": {"matchLabels": selector(svc, "grpc")},
+                "policyTypes": ["Ingress"],
+                "ingress": (
+                    [{"from": [crm_pods(callers)], "ports": [{"protocol": "TCP", "port": svc.grpc}]}] if callers else []
+                )
+                + [{"from": [MONITORING], "ports": [{"protocol": "TCP", "port": svc.metrics + 1}]}],
+            },
+        },
+        {
+            "apiVersion": "networking.k8s.io/v1",
+            "kind": "NetworkPolicy",
+            "metadata": meta(f"{svc.app}-worker", svc, "worker"),
+            "spec": {
+                "podSelector": {"matchLabels": selector(svc, "worker")},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [MONITORING], "ports": [{"protocol": "TCP", "port": svc.metrics}]}],
+            },
+        },
     ]
     return pols
 
 
 def service_monitor(svc: Svc) -> dict:
-    return {"apiVersion": "monitoring.coreos.com/v1", "kind": "ServiceMonitor",
-            "metadata": {"name": svc.app, "labels": {"app.kubernetes.io/name": svc.app,
-                                                     "app.kubernetes.io/part-of": PART_OF}},
-            "spec": {
-                "selector": {"matchLabels": {"app.kubernetes.io/name": svc.app}},
-                # the api's /metrics on its REST port; the grpc and worker processes' own ports
-                "endpoints": [{"port": port, "path": "/metrics", "interval": "30s", "honorLabels": True}
-                              for port in ("http", "metrics")],
-            }}
+    return {
+        "apiVersion": "monitoring.coreos.com/v1",
+        "kind": "ServiceMonitor",
+        "metadata": {
+            "name": svc.app,
+            "labels": {"app.kubernetes.io/name": svc.app, "app.kubernetes.io/part-of": PART_OF},
+        },
+        "spec": {
+            "selector": {"matchLabels": {"app.kubernetes.io/name": svc.app}},
+            # the api's /metrics on its REST port; the grpc and worker processes' own ports
+            "endpoints": [
+                {"port": port, "path": "/metrics", "interval": "30s", "honorLabels": True}
+                for port in ("http", "metrics")
+            ],
+        },
+    }
 
 
 def service_config(svc: Svc) -> str:
@@ -435,10 +589,19 @@ def service_manifest(svc: Svc) -> str:
     for component in ("api", "grpc", "worker"):
         docs += [deployment(svc, component), service(svc, component), pdb(svc, component)]
     for listener in svc.listeners:
-        docs += [listener_deployment(svc, listener), listener_service(svc, listener), pdb(svc, listener.component),
-                 listener_policy(svc, listener)]
-    docs += [hpa(svc), *network_policies(svc), service_monitor(svc),
-             ops_cronjob(svc, "replay"), ops_cronjob(svc, "rebuild")]
+        docs += [
+            listener_deployment(svc, listener),
+            listener_service(svc, listener),
+            pdb(svc, listener.component),
+            listener_policy(svc, listener),
+        ]
+    docs += [
+        hpa(svc),
+        *network_policies(svc),
+        service_monitor(svc),
+        ops_cronjob(svc, "replay"),
+        ops_cronjob(svc, "rebuild"),
+    ]
     return HEADER + "---\n".join(yaml.safe_dump(d, sort_keys=False, width=120) for d in docs)
 
 
@@ -451,29 +614,41 @@ def acl(resource: str, operations: list[str], name: str | None = None, *, prefix
 
 
 def kafka_user(name: str, acls: list[dict]) -> dict:
-    return {"apiVersion": "kafka.strimzi.io/v1beta2", "kind": "KafkaUser",
-            "metadata": {"name": name,
-                         "labels": {"strimzi.io/cluster": KAFKA_CLUSTER, "app.kubernetes.io/part-of": PART_OF}},
-            "spec": {"authentication": {"type": "scram-sha-512"},
-                     "authorization": {"type": "simple", "acls": acls}}}
+    return {
+        "apiVersion": "kafka.strimzi.io/v1beta2",
+        "kind": "KafkaUser",
+        "metadata": {
+            "name": name,
+            "labels": {"strimzi.io/cluster": KAFKA_CLUSTER, "app.kubernetes.io/part-of": PART_OF},
+        },
+        "spec": {"authentication": {"type": "scram-sha-512"}, "authorization": {"type": "simple", "acls": acls}},
+    }
 
 
 def service_kafka_user(svc: Svc) -> dict:
     """Writes its own topic only (no one else can forge its events), reads it (its own projections)
     and the topics it follows, and commits offsets in its own consumer groups."""
-    return kafka_user(svc.app, [
-        acl("topic", ["Write", "Read", "Describe"], svc.topic),
-        *(acl("topic", ["Read", "Describe"], BY_NAME[name].topic) for name in svc.follows),
-        acl("group", ["Read"], f"{GROUP_PREFIX}.{svc.name}.", prefix=True),
-        # what an idempotent producer asks for before Kafka 3.0; later versions take Write on a topic instead
-        acl("cluster", ["IdempotentWrite"]),
-    ])
+    return kafka_user(
+        svc.app,
+        [
+            acl("topic", ["Write", "Read", "Describe"], svc.topic),
+            *(acl("topic", ["Read", "Describe"], BY_NAME[name].topic) for name in svc.follows),
+            acl("group", ["Read"], f"{GROUP_PREFIX}.{svc.name}.", prefix=True),
+            # what an idempotent producer asks for before Kafka 3.0; later versions take Write on a topic instead
+            acl("cluster", ["IdempotentWrite"]),
+        ],
+    )
 
 
 def bi_kafka_user() -> dict:
     """BI reads every topic and commits in groups named bi.*; it can write nothing (docs/bi.md)."""
-    return kafka_user(BI_USER, [*(acl("topic", ["Read", "Describe"], svc.topic) for svc in SERVICES),
-                                acl("group", ["Read"], BI_GROUP_PREFIX, prefix=True)])
+    return kafka_user(
+        BI_USER,
+        [
+            *(acl("topic", ["Read", "Describe"], svc.topic) for svc in SERVICES),
+            acl("group", ["Read"], BI_GROUP_PREFIX, prefix=True),
+        ],
+    )
 
 
 def kafka_users() -> str:
@@ -485,8 +660,10 @@ def dockerfile(svc: Svc) -> str:
     template = (ROOT / "deploy" / "docker" / "Dockerfile").read_text()
     marker = "ARG SERVICE=contacts\n"
     assert template.count(marker) == 1, "deploy/docker/Dockerfile must declare ARG SERVICE=contacts once"
-    head = (f"# GENERATED by deploy/generate.py from deploy/docker/Dockerfile (edit that one).\n"
-            f"#   docker build -f services/{svc.name}/Dockerfile -t crm-{svc.name} .   (from the repo root)\n")
+    head = (
+        f"# GENERATED by deploy/generate.py from deploy/docker/Dockerfile (edit that one).\n"
+        f"#   docker build -f services/{svc.name}/Dockerfile -t crm-{svc.name} .   (from the repo root)\n"
+    )
     return head + template.replace(marker, f"ARG SERVICE={svc.name}\n")
 
 

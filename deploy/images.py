@@ -42,12 +42,15 @@ BASE_IMAGE = "localhost/crm-python-base:3.11-bookworm"
 BASE_PACKAGES = ("python3", "python3-venv", "python-is-python3", "ca-certificates")
 # the runtime image has none of these (distribution: the folder it installs): code generation,
 # the local SMTP sink and its helper, packaging; but what a service declares it depends on stays
-BUILD_ONLY = {"grpcio-tools": ("grpc_tools",), "aiosmtpd": ("aiosmtpd", "public"), "pip": ("pip",),
-              "setuptools": ("setuptools",)}
+BUILD_ONLY = {
+    "grpcio-tools": ("grpc_tools",),
+    "aiosmtpd": ("aiosmtpd", "public"),
+    "pip": ("pip",),
+    "setuptools": ("setuptools",),
+}
 BUILD_CA_IN_CONTAINER = "/run/crm-build-ca.crt"
 SMOKE_SECONDS = 90.0  # the api answers in a few seconds; a slow shared machine gets much more
-TOOLS_MISSING = ("buildah and mmdebstrap build the images without a Docker engine: "
-                 "apt-get install -y buildah mmdebstrap")
+TOOLS_MISSING = "buildah and mmdebstrap build the images without a Docker engine: apt-get install -y buildah mmdebstrap"
 
 
 class Failed(RuntimeError):
@@ -74,13 +77,17 @@ def missing_tools() -> list[str]:
 
 
 def docker_answers() -> bool:
-    return shutil.which("docker") is not None and subprocess.run(
-        ["docker", "info"], capture_output=True, check=False).returncode == 0
+    return (
+        shutil.which("docker") is not None
+        and subprocess.run(["docker", "info"], capture_output=True, check=False).returncode == 0
+    )
 
 
 def image_exists(name: str) -> bool:
-    return subprocess.run(["buildah", "inspect", "--type", "image", name], capture_output=True,
-                          check=False).returncode == 0
+    return (
+        subprocess.run(["buildah", "inspect", "--type", "image", name], capture_output=True, check=False).returncode
+        == 0
+    )
 
 
 @contextlib.contextmanager
@@ -100,12 +107,32 @@ def build_base(rebuild: bool = False) -> None:
     started = time.perf_counter()
     with working_container("scratch") as container:
         root = run(["buildah", "mount", container], capture=True)
-        run(["mmdebstrap", "--variant=minbase", "--include=" + ",".join(BASE_PACKAGES),
-             *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "info", "locale")),
-             "--dpkgopt=path-include=/usr/share/doc/*/copyright", "bookworm", root], timeout=900)
+        run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--include=" + ",".join(BASE_PACKAGES),
+                *(f"--dpkgopt=path-exclude=/usr/share/{d}/*" for d in ("doc", "man", "info", "locale")),
+                "--dpkgopt=path-include=/usr/share/doc/*/copyright",
+                "bookworm",
+                root,
+            ],
+            timeout=900,
+        )
         run(["buildah", "umount", container], capture=True)
-        run(["buildah", "config", "--env", "LANG=C.UTF-8", "--cmd", "python3",
-             "--label", "org.opencontainers.image.description=Debian 12 with Python 3.11 (mmdebstrap)", container])
+        run(
+            [
+                "buildah",
+                "config",
+                "--env",
+                "LANG=C.UTF-8",
+                "--cmd",
+                "python3",
+                "--label",
+                "org.opencontainers.image.description=Debian 12 with Python 3.11 (mmdebstrap)",
+                container,
+            ]
+        )
         run(["buildah", "commit", "--quiet", container, BASE_IMAGE], capture=True)
     print(f"images: {BASE_IMAGE} made in {time.perf_counter() - started:.0f}s")
 
@@ -124,9 +151,23 @@ def image_name(svc: Svc, prefix: str, tag: str) -> str:
 
 def build(svc: Svc, prefix: str, tag: str) -> None:
     started = time.perf_counter()
-    argv = ["buildah", "bud", "--quiet", "--force-rm", "--isolation", "chroot", "--network", "host", "--layers",
-            "--build-arg", f"PYTHON_IMAGE={BASE_IMAGE}", "-f", f"services/{svc.name}/Dockerfile",
-            "-t", image_name(svc, prefix, tag)]
+    argv = [
+        "buildah",
+        "bud",
+        "--quiet",
+        "--force-rm",
+        "--isolation",
+        "chroot",
+        "--network",
+        "host",
+        "--layers",
+        "--build-arg",
+        f"PYTHON_IMAGE={BASE_IMAGE}",
+        "-f",
+        f"services/{svc.name}/Dockerfile",
+        "-t",
+        image_name(svc, prefix, tag),
+    ]
     if (ca := build_ca()) is not None:
         argv += ["--build-arg", f"PIP_CERT={BUILD_CA_IN_CONTAINER}", "-v", f"{ca}:{BUILD_CA_IN_CONTAINER}:ro"]
     print("images: " + " ".join(argv), flush=True)
@@ -161,8 +202,11 @@ def inspect(svc: Svc, image: str) -> list[str]:
                 return [*problems, "no virtualenv at /opt/crm"]
             left = [name for name in build_only(svc) if (site / name).exists()]
             problems += [f"build-only {name} is in the image" for name in left]
-            problems += [f"/opt/crm/bin/crm-{p} is missing" for p in ("api", "grpc", "worker")
-                         if not (root / "opt" / "crm" / "bin" / f"crm-{p}").exists()]
+            problems += [
+                f"/opt/crm/bin/crm-{p} is missing"
+                for p in ("api", "grpc", "worker")
+                if not (root / "opt" / "crm" / "bin" / f"crm-{p}").exists()
+            ]
             if not (site / f"crm_{svc.slug}").is_dir():
                 problems.append(f"the {svc.name} package is not installed")
         finally:
@@ -187,8 +231,12 @@ def smoke(svc: Svc, image: str, workdir: Path) -> str | None:
 
     mongo_port, http_port = stack.free_port(), stack.free_port()
     mongo = stack.start_mongo(mongo_port, workdir / f"mongo-{svc.name}", workdir)
-    env = {"CRM_ENV": "development", f"CRM_{svc.key}_HTTP_PORT": str(http_port),
-           "CRM_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}", "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9"}
+    env = {
+        "CRM_ENV": "development",
+        f"CRM_{svc.key}_HTTP_PORT": str(http_port),
+        "CRM_MONGO_URL": f"mongodb://127.0.0.1:{mongo_port}",
+        "CRM_KAFKA_BOOTSTRAP": "127.0.0.1:9",
+    }
     log_path = workdir / f"{svc.name}-api.log"
     # buildah run needs the command spelled out: the image's own default (crm-api)
     command = image_config(image)["Cmd"]
@@ -196,9 +244,22 @@ def smoke(svc: Svc, image: str, workdir: Path) -> str | None:
     try:
         with working_container(image) as container, open(log_path, "w") as log:
             # its own PID namespace: when the run ends, every process the image started ends with it
-            argv = ["unshare", "--pid", "--fork", "--kill-child", "buildah", "run", "--isolation", "chroot",
-                    "--network", "host", *(a for k, v in env.items() for a in ("--env", f"{k}={v}")),
-                    container, "--", *command]
+            argv = [
+                "unshare",
+                "--pid",
+                "--fork",
+                "--kill-child",
+                "buildah",
+                "run",
+                "--isolation",
+                "chroot",
+                "--network",
+                "host",
+                *(a for k, v in env.items() for a in ("--env", f"{k}={v}")),
+                container,
+                "--",
+                *command,
+            ]
             process = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
             try:
                 deadline = time.monotonic() + SMOKE_SECONDS
@@ -215,8 +276,10 @@ def smoke(svc: Svc, image: str, workdir: Path) -> str | None:
         return None
     tail = "\n    ".join(log_path.read_text(errors="replace").splitlines()[-15:])
     answer = f"answered {status}" if status else "got no answer"
-    return (f"`{' '.join(command)}` in the image: GET /healthz {answer} within {SMOKE_SECONDS:.0f}s "
-            f"(exit status {process.returncode}); the end of its log:\n    {tail}")
+    return (
+        f"`{' '.join(command)}` in the image: GET /healthz {answer} within {SMOKE_SECONDS:.0f}s "
+        f"(exit status {process.returncode}); the end of its log:\n    {tail}"
+    )
 
 
 def check(svc: Svc, image: str, workdir: Path) -> list[str]:
@@ -224,8 +287,11 @@ def check(svc: Svc, image: str, workdir: Path) -> list[str]:
     problems = inspect(svc, image)
     if (failure := smoke(svc, image, workdir)) is not None:
         problems.append(failure)
-    verdict = (f"ok (inside: user {UID}, entrypoints, no build tools; crm-api answered /healthz 200)"
-               if not problems else f"FAILED ({len(problems)} problem(s), below)")
+    verdict = (
+        f"ok (inside: user {UID}, entrypoints, no build tools; crm-api answered /healthz 200)"
+        if not problems
+        else f"FAILED ({len(problems)} problem(s), below)"
+    )
     print(f"images-check {svc.name}: {verdict} in {time.perf_counter() - started:.0f}s")
     return problems
 
@@ -247,11 +313,22 @@ def main(argv: list[str]) -> int:
             return 0
         if docker_answers():
             for svc in chosen:
-                run(["docker", "build", "-f", f"services/{svc.name}/Dockerfile", "-t",
-                     image_name(svc, args.prefix, args.tag), str(ROOT)])
+                run(
+                    [
+                        "docker",
+                        "build",
+                        "-f",
+                        f"services/{svc.name}/Dockerfile",
+                        "-t",
+                        image_name(svc, args.prefix, args.tag),
+                        str(ROOT),
+                    ]
+                )
             return 0
-        print(f"images: no {', '.join(missing)} on this machine, and no Docker engine answers. {TOOLS_MISSING}",
-              file=sys.stderr)
+        print(
+            f"images: no {', '.join(missing)} on this machine, and no Docker engine answers. {TOOLS_MISSING}",
+            file=sys.stderr,
+        )
         return 2
     started = time.perf_counter()
     try:

@@ -19,8 +19,17 @@ class GenerateThenBuild(build_py):
 
         protos = sorted(str(p.relative_to(HERE)) for p in (HERE / "crm").rglob("*.proto"))
         well_known = str(Path(grpc_tools.__file__).parent / "_proto")
-        code = protoc.main(["protoc", f"-I{HERE}", f"-I{well_known}",
-                            f"--python_out={HERE}", f"--grpc_python_out={HERE}", f"--pyi_out={HERE}", *protos])
+        code = protoc.main(
+            [
+                "protoc",
+                f"-I{HERE}",
+                f"-I{well_known}",
+                f"--python_out={HERE}",
+                f"--grpc_python_out={HERE}",
+                f"--pyi_out={HERE}",
+                *protos,
+            ]
+        )
         if code != 0:
             raise SystemExit(f"protoc failed with exit code {code}")
         for folder in {p.parent for p in (HERE / "crm").rglob("*.proto")} | {HERE / "crm"}:

@@ -80,6 +80,7 @@ def validate_builtin(objects: Iterable[dict]) -> list[str]:
 
 # --- custom resources: the fields their operators require ---------------------------------
 
+
 def _get(obj: dict, dotted: str):
     node = obj
     for part in dotted.split("."):
@@ -96,12 +97,17 @@ def _require(obj: dict, paths: Iterable[str]) -> list[str]:
 def check_kafka(obj: dict, _all: list[dict]) -> list[str]:
     errors = _require(obj, ["spec.kafka.listeners", "spec.kafka.version"])
     for i, listener in enumerate(_get(obj, "spec.kafka.listeners") or []):
-        errors += [f"{name_of(obj)}: spec.kafka.listeners[{i}].{k} is required"
-                   for k in ("name", "port", "type", "tls") if k not in listener]
+        errors += [
+            f"{name_of(obj)}: spec.kafka.listeners[{i}].{k} is required"
+            for k in ("name", "port", "type", "tls")
+            if k not in listener
+        ]
         authentication = _get(listener, "authentication.type")
         if authentication is not None and authentication not in LISTENER_AUTHENTICATION:
-            errors.append(f"{name_of(obj)}: spec.kafka.listeners[{i}].authentication.type {authentication!r} "
-                          f"is not one of {sorted(LISTENER_AUTHENTICATION)}")
+            errors.append(
+                f"{name_of(obj)}: spec.kafka.listeners[{i}].authentication.type {authentication!r} "
+                f"is not one of {sorted(LISTENER_AUTHENTICATION)}"
+            )
     authorization = _get(obj, "spec.kafka.authorization.type")
     if authorization is not None and authorization not in ("simple", "opa", "keycloak", "custom"):
         errors.append(f"{name_of(obj)}: spec.kafka.authorization.type {authorization!r} is unknown")
@@ -109,8 +115,12 @@ def check_kafka(obj: dict, _all: list[dict]) -> list[str]:
     if annotations.get("strimzi.io/kraft") == "enabled":
         if annotations.get("strimzi.io/node-pools") != "enabled":
             errors.append(f"{name_of(obj)}: KRaft needs the annotation strimzi.io/node-pools: enabled")
-        pools = [o for o in _all if o["kind"] == "KafkaNodePool"
-                 and o["metadata"].get("labels", {}).get("strimzi.io/cluster") == obj["metadata"]["name"]]
+        pools = [
+            o
+            for o in _all
+            if o["kind"] == "KafkaNodePool"
+            and o["metadata"].get("labels", {}).get("strimzi.io/cluster") == obj["metadata"]["name"]
+        ]
         roles = {r for p in pools for r in p["spec"].get("roles", [])}
         if not {"controller", "broker"} <= roles:
             errors.append(f"{name_of(obj)}: KRaft needs KafkaNodePools with controller and broker roles")
@@ -142,8 +152,19 @@ def check_topic(obj: dict, objects: list[dict]) -> list[str]:
 LISTENER_AUTHENTICATION = {"tls", "scram-sha-512", "oauth", "custom"}
 USER_AUTHENTICATION = {"tls", "tls-external", "scram-sha-512"}
 ACL_RESOURCES = {"topic", "group", "cluster", "transactionalId"}
-ACL_OPERATIONS = {"Read", "Write", "Create", "Delete", "Alter", "Describe", "ClusterAction", "AlterConfigs",
-                  "DescribeConfigs", "IdempotentWrite", "All"}
+ACL_OPERATIONS = {
+    "Read",
+    "Write",
+    "Create",
+    "Delete",
+    "Alter",
+    "Describe",
+    "ClusterAction",
+    "AlterConfigs",
+    "DescribeConfigs",
+    "IdempotentWrite",
+    "All",
+}
 
 
 def check_user(obj: dict, objects: list[dict]) -> list[str]:
@@ -174,8 +195,9 @@ def check_user(obj: dict, objects: list[dict]) -> list[str]:
 
 
 def check_mongodb(obj: dict, _all: list[dict]) -> list[str]:
-    errors = _require(obj, ["spec.members", "spec.type", "spec.version", "spec.security.authentication.modes",
-                            "spec.users"])
+    errors = _require(
+        obj, ["spec.members", "spec.type", "spec.version", "spec.security.authentication.modes", "spec.users"]
+    )
     if obj["spec"].get("type") not in ("ReplicaSet",):
         errors.append(f"{name_of(obj)}: spec.type must be ReplicaSet")
     for i, user in enumerate(obj["spec"].get("users") or []):
@@ -194,9 +216,12 @@ def _selects(selector: dict, labels: dict) -> bool:
             return False
     for expr in selector.get("matchExpressions") or []:
         present, value = expr["key"] in labels, labels.get(expr["key"])
-        ok = {"In": present and value in expr.get("values", []),
-              "NotIn": not present or value not in expr.get("values", []),
-              "Exists": present, "DoesNotExist": not present}[expr["operator"]]
+        ok = {
+            "In": present and value in expr.get("values", []),
+            "NotIn": not present or value not in expr.get("values", []),
+            "Exists": present,
+            "DoesNotExist": not present,
+        }[expr["operator"]]
         if not ok:
             return False
     return True
@@ -204,8 +229,11 @@ def _selects(selector: dict, labels: dict) -> bool:
 
 def check_service_monitor(obj: dict, objects: list[dict]) -> list[str]:
     errors = _require(obj, ["spec.selector", "spec.endpoints"])
-    services = [o for o in objects if o["kind"] == "Service"
-                and _selects(obj["spec"].get("selector", {}), o["metadata"].get("labels", {}))]
+    services = [
+        o
+        for o in objects
+        if o["kind"] == "Service" and _selects(obj["spec"].get("selector", {}), o["metadata"].get("labels", {}))
+    ]
     if not services:
         errors.append(f"{name_of(obj)}: its selector matches no Service")
     ports = {p.get("name") for s in services for p in s["spec"].get("ports", [])}
@@ -271,8 +299,11 @@ def promtool_errors(obj: dict) -> list[str]:
         proc = subprocess.run([promtool, "check", "rules", rules.name], capture_output=True, text=True, check=False)
     if proc.returncode == 0:
         return []
-    return [f"{name_of(obj)}: promtool check rules: {line}" for line in (proc.stderr or proc.stdout).splitlines()
-            if line.strip()]
+    return [
+        f"{name_of(obj)}: promtool check rules: {line}"
+        for line in (proc.stderr or proc.stdout).splitlines()
+        if line.strip()
+    ]
 
 
 CUSTOM: dict[str, Callable[[dict, list[dict]], list[str]]] = {
@@ -316,8 +347,10 @@ def main() -> int:
         objects, errors = validate(target)
         builtin = sum(1 for o in objects if is_builtin(o))
         status = "ok" if not errors else f"{len(errors)} error(s)"
-        print(f"k8s-validate {target:<5} {len(objects):3d} objects ({builtin} built-in against the "
-              f"Kubernetes {KUBERNETES_VERSION} schemas, {len(objects) - builtin} custom resources checked): {status}")
+        print(
+            f"k8s-validate {target:<5} {len(objects):3d} objects ({builtin} built-in against the "
+            f"Kubernetes {KUBERNETES_VERSION} schemas, {len(objects) - builtin} custom resources checked): {status}"
+        )
         for error in errors:
             print(f"  {error}")
         failed = failed or bool(errors)

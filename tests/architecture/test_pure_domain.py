@@ -21,16 +21,32 @@ import pytest
 
 # Infrastructure a domain module must not need: the database driver (and its bson), Kafka,
 # the web framework (and its toolkit), gRPC and protobuf, metrics, request validation.
-FORBIDDEN = ("pymongo", "bson", "kafka", "flask", "werkzeug", "grpc", "google.protobuf", "prometheus_client",
-             "marshmallow", "jsonschema")
+FORBIDDEN = (
+    "pymongo",
+    "bson",
+    "kafka",
+    "flask",
+    "werkzeug",
+    "grpc",
+    "google.protobuf",
+    "prometheus_client",
+    "marshmallow",
+    "jsonschema",
+)
 
 PURE_MODULES = {
     "contacts": ("crm_contacts.records.domain", "crm_contacts.segments.domain", "crm_contacts.records.normalize"),
     "sales": ("crm_sales.domain", "crm_sales.money", "crm_sales.values"),
     "service-desk": ("crm_servicedesk.domain", "crm_servicedesk.business_hours", "crm_servicedesk.servqual"),
     "messaging": ("crm_messaging.domain",),
-    "crmkit": ("crmkit.aggregate", "crmkit.events", "crmkit.errors", "crmkit.store", "crmkit.repository",
-               "crmkit.memstore"),
+    "crmkit": (
+        "crmkit.aggregate",
+        "crmkit.events",
+        "crmkit.errors",
+        "crmkit.store",
+        "crmkit.repository",
+        "crmkit.memstore",
+    ),
 }
 
 PROBE = textwrap.dedent("""
@@ -60,15 +76,23 @@ PROBE = textwrap.dedent("""
 @pytest.mark.parametrize("service", sorted(PURE_MODULES))
 def test_importing_the_domain_loads_no_infrastructure(service: str) -> None:
     modules = PURE_MODULES[service]
-    done = subprocess.run([sys.executable, "-c", PROBE, ",".join(FORBIDDEN), ",".join(modules)],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, ",".join(FORBIDDEN), ",".join(modules)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, f"{service}'s domain is not pure:\n{done.stderr}{done.stdout}"
     assert done.stdout.strip() == f"pure: {', '.join(modules)}"
 
 
 def test_the_probe_catches_an_impure_import() -> None:
     """The check can fail: a module that does I/O (the MongoDB event store) is refused."""
-    done = subprocess.run([sys.executable, "-c", PROBE, ",".join(FORBIDDEN), "crmkit.eventstore"],
-                          capture_output=True, text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE, ",".join(FORBIDDEN), "crmkit.eventstore"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode != 0
     assert "a pure module imported pymongo" in done.stderr

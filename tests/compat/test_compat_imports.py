@@ -24,8 +24,7 @@ def claim(jobs: Collection, worker: str, now: int, lease: int = 1000) -> dict | 
     """The exact claim ImportRunner.claim sends."""
     return jobs.find_one_and_update(
         {"status": {"$in": ["queued", "running"]}, "lease_until_ms": {"$lt": now}},
-        {"$set": {"status": "running", "lease_owner": worker, "lease_until_ms": now + lease},
-         "$inc": {"attempts": 1}},
+        {"$set": {"status": "running", "lease_owner": worker, "lease_until_ms": now + lease}, "$inc": {"attempts": 1}},
         sort=[("_id", ASCENDING)],
         return_document=ReturnDocument.AFTER,
     )
@@ -36,12 +35,14 @@ def test_claim_takes_the_oldest_claimable_job_and_returns_it_changed(db: Databas
     a job whose lease ran out is claimable again, a leased or finished one is not."""
     jobs = db["imports"]
     jobs.create_index([("status", ASCENDING)])
-    jobs.insert_many([
-        {"_id": "3", "status": "queued", "lease_until_ms": 0, "attempts": 0},
-        {"_id": "1", "status": "completed", "lease_until_ms": 0, "attempts": 1},
-        {"_id": "2", "status": "running", "lease_until_ms": 500, "attempts": 1},  # its worker died at t=500
-        {"_id": "4", "status": "running", "lease_until_ms": 5000, "attempts": 1},  # still leased
-    ])
+    jobs.insert_many(
+        [
+            {"_id": "3", "status": "queued", "lease_until_ms": 0, "attempts": 0},
+            {"_id": "1", "status": "completed", "lease_until_ms": 0, "attempts": 1},
+            {"_id": "2", "status": "running", "lease_until_ms": 500, "attempts": 1},  # its worker died at t=500
+            {"_id": "4", "status": "running", "lease_until_ms": 5000, "attempts": 1},  # still leased
+        ]
+    )
 
     first, second, third = (claim(jobs, f"w{i}", now=1000) for i in range(3))
 
@@ -121,6 +122,8 @@ def test_gap_set_of_a_datetime_is_not_relied_on(db: Database) -> None:
 
     stored = jobs.find_one({"_id": "1"})["started"]
     if not isinstance(stored, datetime):
-        pytest.skip(f"server gap: $set of a datetime came back as {type(stored).__name__} {stored!r}; "
-                    "avoided: import jobs store epoch milliseconds")
+        pytest.skip(
+            f"server gap: $set of a datetime came back as {type(stored).__name__} {stored!r}; "
+            "avoided: import jobs store epoch milliseconds"
+        )
     assert stored == moment

@@ -95,8 +95,9 @@ def sent(servers: Servers, kafka_admin: KafkaAdminClient, new_topic: Callable[[i
 
 
 def read_all(servers: Servers, sent: Sent) -> tuple[KafkaConsumer, list[ConsumerRecord]]:
-    consumer = KafkaConsumer(bootstrap_servers=servers.kafka_bootstrap, client_id="compat-reader",
-                             enable_auto_commit=False)
+    consumer = KafkaConsumer(
+        bootstrap_servers=servers.kafka_bootstrap, client_id="compat-reader", enable_auto_commit=False
+    )
     consumer.assign(sent.partitions)
     consumer.seek_to_beginning()
     return consumer, poll_until(consumer, TOTAL)
@@ -137,8 +138,9 @@ def test_idempotent_producer_with_acks_all(sent: Sent) -> None:
         assert sorted(offsets) == list(range(len(offsets)))
 
 
-def test_same_key_always_goes_to_the_same_partition(servers: Servers, sent: Sent,
-                                                   new_topic: Callable[[int], str]) -> None:
+def test_same_key_always_goes_to_the_same_partition(
+    servers: Servers, sent: Sent, new_topic: Callable[[int], str]
+) -> None:
     """Publisher sends with key = aggregate id: one stream, one partition, so consumers see it in order."""
     mapping = sent.partition_of()
     assert all(len(partitions) == 1 for partitions in mapping.values()), mapping
@@ -146,8 +148,9 @@ def test_same_key_always_goes_to_the_same_partition(servers: Servers, sent: Sent
     topic = new_topic(PARTITIONS)  # another topic with as many partitions, another producer (another process)
     producer = KafkaProducer(bootstrap_servers=servers.kafka_bootstrap, client_id="compat-other-producer")
     try:
-        again = {key: {producer.send(topic, key=key.encode(), value=b"{}").get(timeout=DEADLINE).partition}
-                 for key in KEYS}
+        again = {
+            key: {producer.send(topic, key=key.encode(), value=b"{}").get(timeout=DEADLINE).partition} for key in KEYS
+        }
     finally:
         producer.close(timeout=5)
     assert again == mapping
@@ -181,8 +184,9 @@ def test_seek_to_beginning_with_manual_assign(servers: Servers, sent: Sent) -> N
     assert positions(first_pass) == positions(second_pass)
 
 
-def test_end_offsets_are_zero_only_for_an_empty_topic(servers: Servers, sent: Sent,
-                                                    new_topic: Callable[[int], str]) -> None:
+def test_end_offsets_are_zero_only_for_an_empty_topic(
+    servers: Servers, sent: Sent, new_topic: Callable[[int], str]
+) -> None:
     """stack.topic_is_empty (crm up replays to a fresh broker): every end offset 0 means empty, any message > 0."""
     empty = [TopicPartition(new_topic(PARTITIONS), p) for p in range(PARTITIONS)]
     consumer = KafkaConsumer(bootstrap_servers=servers.kafka_bootstrap, client_id="compat-offsets")
@@ -237,9 +241,16 @@ class GroupRun:
 
 def group_consumer(servers: Servers, topic: str, group: str, max_records: int = 500) -> KafkaConsumer:
     """Configured like ProjectorRunner: subscribe, no auto-commit, start at the earliest offset."""
-    return KafkaConsumer(topic, bootstrap_servers=servers.kafka_bootstrap, group_id=group, client_id=group,
-                         enable_auto_commit=False, auto_offset_reset="earliest", max_poll_records=max_records,
-                         **CONSUMER_SETTINGS)
+    return KafkaConsumer(
+        topic,
+        bootstrap_servers=servers.kafka_bootstrap,
+        group_id=group,
+        client_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        max_poll_records=max_records,
+        **CONSUMER_SETTINGS,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -320,8 +331,9 @@ def test_two_groups_each_see_every_message(groups: GroupRun) -> None:
 # --- known gaps, documented and avoided -------------------------------------------------------
 
 
-def test_gap_producer_metadata_for_a_missing_topic_is_not_relied_on(servers: Servers,
-                                                                    kafka_admin: KafkaAdminClient) -> None:
+def test_gap_producer_metadata_for_a_missing_topic_is_not_relied_on(
+    servers: Servers, kafka_admin: KafkaAdminClient
+) -> None:
     """Tansu creates a topic (with its own default partition count) when a producer asks for metadata.
 
     Real Kafka does so only with auto.create.topics.enable (off on Strimzi setups); else
@@ -339,8 +351,10 @@ def test_gap_producer_metadata_for_a_missing_topic_is_not_relied_on(servers: Ser
         producer.close(timeout=5)
 
     if partitions:
-        pytest.skip(f"server auto-creates topics: producer.partitions_for({topic!r}) created it with "
-                    f"{len(partitions)} partitions; avoided: topics are created by ensure_topics")
+        pytest.skip(
+            f"server auto-creates topics: producer.partitions_for({topic!r}) created it with "
+            f"{len(partitions)} partitions; avoided: topics are created by ensure_topics"
+        )
     assert topic not in kafka_admin.list_topics()
 
 
@@ -358,9 +372,12 @@ def test_gap_end_offsets_after_a_batched_send_are_not_relied_on(servers: Servers
         consumer.close()
     counts = sent.count_by_partition()
 
-    wrong = {tp.partition: (ends[tp], counts[tp.partition])
-             for tp in sent.partitions if ends[tp] != counts[tp.partition]}
+    wrong = {
+        tp.partition: (ends[tp], counts[tp.partition]) for tp in sent.partitions if ends[tp] != counts[tp.partition]
+    }
     if wrong:
-        pytest.skip(f"server gap: end_offsets after batched sends (partition: (end offset, records)) {wrong}; "
-                    "avoided: only end offset == 0 is used, lag uses highwater")
+        pytest.skip(
+            f"server gap: end_offsets after batched sends (partition: (end offset, records)) {wrong}; "
+            "avoided: only end offset == 0 is used, lag uses highwater"
+        )
     assert not wrong

@@ -42,9 +42,14 @@ def authenticating_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[
 
 def cluster_topics(bootstrap: str) -> set[str]:
     """Metadata as the readiness probe asks for it, with the process's CRM_KAFKA_* settings."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, client_id="compat-sasl", allow_auto_create_topics=False,
-                             bootstrap_timeout_ms=REFUSED_WITHIN_MS, request_timeout_ms=REFUSED_WITHIN_MS,
-                             **kafka_client_options())
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        client_id="compat-sasl",
+        allow_auto_create_topics=False,
+        bootstrap_timeout_ms=REFUSED_WITHIN_MS,
+        request_timeout_ms=REFUSED_WITHIN_MS,
+        **kafka_client_options(),
+    )
     try:
         return consumer.topics()
     finally:
@@ -60,6 +65,7 @@ def server_verdicts(monkeypatch: pytest.MonkeyPatch) -> list[bytes]:
     def record(self: Any, message: bytes) -> Any:
         seen.append(message)
         return original(self, message)
+
     monkeypatch.setattr(scram.ScramClient, "process_server_final_message", record)
     return seen
 
@@ -70,8 +76,9 @@ def test_a_client_without_a_login_gets_nothing(authenticating_broker: str, monke
         cluster_topics(authenticating_broker)
 
 
-def test_a_wrong_password_is_refused_at_the_scram_proof(authenticating_broker: str, server_verdicts: list[bytes],
-                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_wrong_password_is_refused_at_the_scram_proof(
+    authenticating_broker: str, server_verdicts: list[bytes], monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CRM_KAFKA_SECURITY_PROTOCOL", "SASL_PLAINTEXT")
     monkeypatch.setenv("CRM_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512")
     monkeypatch.setenv("CRM_KAFKA_SASL_USERNAME", "crm-contacts")

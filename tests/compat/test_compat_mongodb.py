@@ -81,8 +81,14 @@ def test_unordered_insert_many_reports_every_duplicate_and_inserts_the_rest(db: 
     events = db["events"]
     events.create_index(STREAM_INDEX, unique=True)
     events.insert_many([event("taken-1", 1), event("taken-2", 1)])
-    batch = [event("new-1", 1), {**event("taken-1", 1), "_id": "again-1"}, event("taken-1", 2), event("new-2", 1),
-             {**event("taken-2", 1), "_id": "again-2"}, event("new-2", 2)]
+    batch = [
+        event("new-1", 1),
+        {**event("taken-1", 1), "_id": "again-1"},
+        event("taken-1", 2),
+        event("new-2", 1),
+        {**event("taken-2", 1), "_id": "again-2"},
+        event("new-2", 2),
+    ]
 
     with pytest.raises(BulkWriteError) as caught:
         events.insert_many(batch, ordered=False)
@@ -91,12 +97,20 @@ def test_unordered_insert_many_reports_every_duplicate_and_inserts_the_rest(db: 
     assert sorted((e["index"], e["code"]) for e in errors) == [(1, DUPLICATE_KEY), (4, DUPLICATE_KEY)]
     assert caught.value.details["nInserted"] == 4
     assert sorted(d["_id"] for d in events.find()) == [
-        "new-1-1", "new-2-1", "new-2-2", "taken-1-1", "taken-1-2", "taken-2-1"]
+        "new-1-1",
+        "new-2-1",
+        "new-2-2",
+        "taken-1-1",
+        "taken-1-2",
+        "taken-2-1",
+    ]
     batch_ids = [doc["_id"] for doc in batch]
     removed = events.delete_many({"_id": {"$in": batch_ids}, "stream_id": {"$in": ["taken-1", "taken-2"]}})
     assert removed.deleted_count == 1  # taken-1-2; the existing taken-*-1 were not part of the batch
     assert sorted(d["_id"] for d in events.find({"stream_id": {"$in": ["taken-1", "taken-2"]}})) == [
-        "taken-1-1", "taken-2-1"]
+        "taken-1-1",
+        "taken-2-1",
+    ]
 
 
 # --- queries: event store loads, outbox scans, read-model lists ------------------------
@@ -107,8 +121,9 @@ def test_find_with_in_gt_lte_and(db: Database) -> None:
     events = db["events"]
     events.create_index(STREAM_INDEX, unique=True)
     events.create_index([("published", ASCENDING), ("time_ms", ASCENDING)])
-    events.insert_many([{**event(s, v), "time_ms": 1_750_000_000_000 + v}
-                        for s in ("a", "b", "c") for v in range(1, 5)])
+    events.insert_many(
+        [{**event(s, v), "time_ms": 1_750_000_000_000 + v} for s in ("a", "b", "c") for v in range(1, 5)]
+    )
 
     in_streams = {(d["stream_id"], d["version"]) for d in events.find({"stream_id": {"$in": ["a", "c"]}})}
     after = [d["version"] for d in events.find({"stream_id": "b", "version": {"$gt": 2}})]
@@ -142,8 +157,12 @@ def test_sort_on_one_and_two_keys_with_limit(db: Database) -> None:
 def test_string_ids_compare_and_sort_lexicographically(db: Database) -> None:
     """web.pagination: the cursor is the last `_id` (a UUIDv7 string); `$gt` and sort must be plain string order."""
     docs = db["contacts"]
-    ids = ["0198f0a2-0000-7000-8000-000000000002", "0198f0a2-0000-7000-8000-00000000000a",
-           "0198f0a2-0000-7000-8000-000000000010", "0198f0a1-ffff-7fff-bfff-ffffffffffff"]
+    ids = [
+        "0198f0a2-0000-7000-8000-000000000002",
+        "0198f0a2-0000-7000-8000-00000000000a",
+        "0198f0a2-0000-7000-8000-000000000010",
+        "0198f0a1-ffff-7fff-bfff-ffffffffffff",
+    ]
     docs.insert_many([{"_id": i} for i in ids])
 
     after = [d["_id"] for d in docs.find({"_id": {"$gt": ids[0]}}).sort("_id", ASCENDING)]
@@ -172,8 +191,14 @@ def test_update_one_set_of_a_nested_document(db: Database) -> None:
     keys.update_one({"_id": "k"}, {"$set": {"state": "done", "status": 201, "body": '{"a":1}', "headers": headers}})
 
     stored = keys.find_one({"_id": "k"})
-    assert stored == {"_id": "k", "state": "done", "fingerprint": "f", "status": 201, "body": '{"a":1}',
-                      "headers": headers}
+    assert stored == {
+        "_id": "k",
+        "state": "done",
+        "fingerprint": "f",
+        "status": 201,
+        "body": '{"a":1}',
+        "headers": headers,
+    }
 
 
 def test_bulk_write_replace_one_upsert(db: Database) -> None:
@@ -182,9 +207,12 @@ def test_bulk_write_replace_one_upsert(db: Database) -> None:
     view.insert_one({"_id": "c1", "version": 1, "first_name": "Ali"})
 
     result = view.bulk_write(
-        [ReplaceOne({"_id": "c1"}, {"_id": "c1", "version": 2, "first_name": "Ali", "last_name": "Rezaei"},
-                    upsert=True),
-         ReplaceOne({"_id": "c2"}, {"_id": "c2", "version": 1, "first_name": "Sara"}, upsert=True)],
+        [
+            ReplaceOne(
+                {"_id": "c1"}, {"_id": "c1", "version": 2, "first_name": "Ali", "last_name": "Rezaei"}, upsert=True
+            ),
+            ReplaceOne({"_id": "c2"}, {"_id": "c2", "version": 1, "first_name": "Sara"}, upsert=True),
+        ],
         ordered=False,
     )
 
@@ -199,11 +227,18 @@ def test_nested_documents_and_arrays_of_subdocuments_round_trip(db: Database) ->
     docs = db["events"]
     moment = datetime(2025, 3, 20, 12, 30, 15, 250000, tzinfo=UTC)
     data = {
-        "first_name": "علی", "last_name": "رضایی", "tags": ["vip", "lead"], "attributes": {},
-        "consents": [{"channel": "email", "status": "granted", "at": moment, "meta": {"source": "form"}},
-                     {"channel": "sms", "status": "withdrawn", "at": None, "meta": {"ids": [1, 2]}}],
+        "first_name": "علی",
+        "last_name": "رضایی",
+        "tags": ["vip", "lead"],
+        "attributes": {},
+        "consents": [
+            {"channel": "email", "status": "granted", "at": moment, "meta": {"source": "form"}},
+            {"channel": "sms", "status": "withdrawn", "at": None, "meta": {"ids": [1, 2]}},
+        ],
         "nested": {"a": {"b": {"c": [1, "two", {"d": True}, [], 2**40]}}},
-        "score": 1.5, "empty": [], "none": None,
+        "score": 1.5,
+        "empty": [],
+        "none": None,
     }
     docs.insert_one({"_id": "e1", "data": data})
     docs.replace_one({"_id": "e2"}, {"_id": "e2", "data": data}, upsert=True)
@@ -238,11 +273,13 @@ def test_unanchored_regex_on_a_string_field_with_escaped_specials(db: Database) 
     """crm_contacts.records.projections.search_query: {$regex: " " + re.escape(word)} over the one-string
     `search` field."""
     view = db["contacts"]
-    view.insert_many([
-        {"_id": "1", "search": search_text(["ali", "rezaei", "example.com", "ali@example.com", "+989121234567"])},
-        {"_id": "2", "search": search_text(["bob", "examplexcom", "989121234567"])},
-        {"_id": "3", "search": search_text(["علی", "رضایی", "a-b_c"])},
-    ])
+    view.insert_many(
+        [
+            {"_id": "1", "search": search_text(["ali", "rezaei", "example.com", "ali@example.com", "+989121234567"])},
+            {"_id": "2", "search": search_text(["bob", "examplexcom", "989121234567"])},
+            {"_id": "3", "search": search_text(["علی", "رضایی", "a-b_c"])},
+        ]
+    )
 
     def ids(pattern: str) -> list[str]:
         return sorted(d["_id"] for d in view.find({"search": {"$regex": pattern}}))
@@ -260,11 +297,13 @@ def test_unanchored_regex_on_a_string_field_with_escaped_specials(db: Database) 
 def test_search_query_of_the_contacts_service(db: Database) -> None:
     """crm_contacts.records.projections.search_query as sent: an $and of regexes, plus equality filters beside it."""
     view = db["contacts"]
-    view.insert_many([
-        {"_id": "1", "status": "active", "search": search_text(["ali", "rezaei", "ali@example.com"])},
-        {"_id": "2", "status": "active", "search": search_text(["ali", "karimi"])},
-        {"_id": "3", "status": "erased", "search": search_text(["ali", "rezaei"])},
-    ])
+    view.insert_many(
+        [
+            {"_id": "1", "status": "active", "search": search_text(["ali", "rezaei", "ali@example.com"])},
+            {"_id": "2", "status": "active", "search": search_text(["ali", "karimi"])},
+            {"_id": "3", "status": "erased", "search": search_text(["ali", "rezaei"])},
+        ]
+    )
 
     query = {**search_query("Ali Rez"), "status": "active"}
 
@@ -278,8 +317,13 @@ def test_tz_aware_datetimes_round_trip_with_millisecond_precision(db: Database) 
     docs = db["events"]
     exact = datetime(2025, 6, 1, 8, 15, 30, 123000, tzinfo=UTC)
     tehran = datetime(2025, 6, 1, 11, 45, 30, 124000, tzinfo=timezone(timedelta(hours=3, minutes=30)))
-    docs.insert_many([{"_id": "utc", "time": exact}, {"_id": "offset", "time": tehran},
-                      {"_id": "micro", "time": exact.replace(microsecond=123999)}])
+    docs.insert_many(
+        [
+            {"_id": "utc", "time": exact},
+            {"_id": "offset", "time": tehran},
+            {"_id": "micro", "time": exact.replace(microsecond=123999)},
+        ]
+    )
 
     utc = docs.find_one({"_id": "utc"})["time"]
     assert utc == exact
@@ -352,8 +396,9 @@ def test_find_one_and_update_inc_upsert(db: Database) -> None:
     counters = db["counters"]
 
     values = [
-        counters.find_one_and_update({"_id": "tickets"}, {"$inc": {"n": 1}}, upsert=True,
-                                     return_document=ReturnDocument.AFTER)["n"]
+        counters.find_one_and_update(
+            {"_id": "tickets"}, {"$inc": {"n": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )["n"]
         for _ in range(3)
     ]
 
@@ -388,8 +433,12 @@ def test_a_conditional_replace_has_exactly_one_winner_among_concurrent_writers(d
 
     def take_over(writer: int) -> int:
         start.wait()
-        return sum(keys.replace_one({"_id": f"k{n}", "token": {"$in": ["stale"]}},
-                                    {"_id": f"k{n}", "token": f"w{writer}"}).matched_count for n in range(rounds))
+        return sum(
+            keys.replace_one(
+                {"_id": f"k{n}", "token": {"$in": ["stale"]}}, {"_id": f"k{n}", "token": f"w{writer}"}
+            ).matched_count
+            for n in range(rounds)
+        )
 
     with ThreadPoolExecutor(writers) as pool:
         won = list(pool.map(take_over, range(writers)))
@@ -412,16 +461,21 @@ def test_group_by_one_field_with_sum(db: Database) -> None:
     """Duplicate detection and reports: $match, $group by one field with $sum, $match on the count, $sort, $limit."""
     view = db["contacts"]
     emails = ["a@x.io", "b@x.io", None, "a@x.io", "b@x.io", None, "a@x.io"]
-    view.insert_many([{"_id": str(i), "email": email, "status": "erased" if i == 4 else "active"}
-                      for i, email in enumerate(emails)])
+    view.insert_many(
+        [{"_id": str(i), "email": email, "status": "erased" if i == 4 else "active"} for i, email in enumerate(emails)]
+    )
 
-    groups = list(view.aggregate([
-        {"$match": {"status": "active", "email": {"$ne": None}}},
-        {"$group": {"_id": "$email", "count": {"$sum": 1}}},
-        {"$match": {"count": {"$gt": 1}}},
-        {"$sort": {"_id": 1}},
-        {"$limit": 10},
-    ]))
+    groups = list(
+        view.aggregate(
+            [
+                {"$match": {"status": "active", "email": {"$ne": None}}},
+                {"$group": {"_id": "$email", "count": {"$sum": 1}}},
+                {"$match": {"count": {"$gt": 1}}},
+                {"$sort": {"_id": 1}},
+                {"$limit": 10},
+            ]
+        )
+    )
 
     assert groups == [{"_id": "a@x.io", "count": 3}]
 
@@ -429,16 +483,25 @@ def test_group_by_one_field_with_sum(db: Database) -> None:
 def test_group_then_match_on_the_group_key_from_a_value_on(db: Database) -> None:
     """Paging duplicates (keyset): groups from a value on, by $match on `_id` and the count after $group."""
     view = db["contacts"]
-    view.insert_many([{"_id": f"{email}-{n}", "email": email, "status": "active"}
-                      for email in ("a@x.io", "b@x.io", "c@x.io", "d@x.io") for n in range(2)])
+    view.insert_many(
+        [
+            {"_id": f"{email}-{n}", "email": email, "status": "active"}
+            for email in ("a@x.io", "b@x.io", "c@x.io", "d@x.io")
+            for n in range(2)
+        ]
+    )
 
-    groups = list(view.aggregate([
-        {"$match": {"status": "active", "email": {"$ne": None}}},
-        {"$group": {"_id": "$email", "count": {"$sum": 1}}},
-        {"$match": {"count": {"$gt": 1}, "_id": {"$gte": "b@x.io"}}},
-        {"$sort": {"_id": 1}},
-        {"$limit": 2},
-    ]))
+    groups = list(
+        view.aggregate(
+            [
+                {"$match": {"status": "active", "email": {"$ne": None}}},
+                {"$group": {"_id": "$email", "count": {"$sum": 1}}},
+                {"$match": {"count": {"$gt": 1}, "_id": {"$gte": "b@x.io"}}},
+                {"$sort": {"_id": 1}},
+                {"$limit": 2},
+            ]
+        )
+    )
 
     assert groups == [{"_id": "b@x.io", "count": 2}, {"_id": "c@x.io", "count": 2}]
 
@@ -462,8 +525,10 @@ def test_gap_regex_over_array_elements_is_not_relied_on(db: Database) -> None:
 
     matched = [d["_id"] for d in view.find({"terms": {"$regex": "^rez"}})]
     if not matched:
-        pytest.skip("server gap: $regex does not match array elements ({terms: {$regex}} found nothing); "
-                    "avoided: search terms are one string")
+        pytest.skip(
+            "server gap: $regex does not match array elements ({terms: {$regex}} found nothing); "
+            "avoided: search terms are one string"
+        )
     assert matched == ["1"]
 
 
@@ -478,8 +543,10 @@ def test_gap_replace_upsert_takes_id_from_the_filter_is_not_relied_on(db: Databa
     result = view.bulk_write([ReplaceOne({"_id": "c9"}, {"version": 1}, upsert=True)])
 
     if result.upserted_ids != {0: "c9"}:
-        pytest.skip(f"server gap: ReplaceOne({{_id: 'c9'}}, doc without _id, upsert) stored _id "
-                    f"{result.upserted_ids.get(0)!r}; avoided: replacements always carry their _id")
+        pytest.skip(
+            f"server gap: ReplaceOne({{_id: 'c9'}}, doc without _id, upsert) stored _id "
+            f"{result.upserted_ids.get(0)!r}; avoided: replacements always carry their _id"
+        )
     assert view.find_one({"_id": "c9"}) == {"_id": "c9", "version": 1}
 
 
@@ -514,8 +581,10 @@ def test_gap_decimal128_is_not_relied_on(db: Database) -> None:
     try:
         docs.insert_one({"_id": "m", "amount": Decimal128(Decimal("1250000.00"))})
     except (OperationFailure, PyMongoError) as exc:
-        pytest.skip(f"server gap: Decimal128 cannot be stored ({exc.__class__.__name__}: {exc}); "
-                    "avoided: integer minor units + currency")
+        pytest.skip(
+            f"server gap: Decimal128 cannot be stored ({exc.__class__.__name__}: {exc}); "
+            "avoided: integer minor units + currency"
+        )
     assert docs.find_one({"_id": "m"})["amount"] == Decimal128(Decimal("1250000.00"))
 
 
@@ -532,8 +601,10 @@ def test_gap_equality_on_an_indexed_array_field_is_not_relied_on(db: Database) -
 
     matched = [d["_id"] for d in view.find({"tags": "vip"})]
     if not matched:
-        pytest.skip("server gap: with an index on `tags`, {tags: 'vip'} matches nothing; "
-                    "avoided: the tag filter is {tags: {$in: [tag]}}")
+        pytest.skip(
+            "server gap: with an index on `tags`, {tags: 'vip'} matches nothing; "
+            "avoided: the tag filter is {tags: {$in: [tag]}}"
+        )
     assert matched == ["1"]
 
 
@@ -551,8 +622,10 @@ def test_gap_datetime_comparisons_within_one_second_are_not_relied_on(db: Databa
 
     as_of = sorted(d["_id"] for d in docs.find({"time": {"$lte": base}}))
     if as_of != ["0"]:
-        pytest.skip(f"server gap: {{time: {{$lte: 08:15:30.123}}}} matched 30.123..30.125 (ids {as_of}): datetimes "
-                    "compare at whole seconds; avoided: range queries use the integer time_ms")
+        pytest.skip(
+            f"server gap: {{time: {{$lte: 08:15:30.123}}}} matched 30.123..30.125 (ids {as_of}): datetimes "
+            "compare at whole seconds; avoided: range queries use the integer time_ms"
+        )
     assert sorted(d["_id"] for d in docs.find({"time": {"$lt": base + timedelta(milliseconds=1)}})) == ["0"]
 
 
@@ -566,6 +639,8 @@ def test_gap_index_names_are_not_relied_on(db: Database) -> None:
 
     names = set(events.index_information())
     if name not in names:
-        pytest.skip(f"server gap: create_index returned {name!r} but index_information() lists {sorted(names)}; "
-                    "avoided: no code uses index names")
+        pytest.skip(
+            f"server gap: create_index returned {name!r} but index_information() lists {sorted(names)}; "
+            "avoided: no code uses index names"
+        )
     assert name in names

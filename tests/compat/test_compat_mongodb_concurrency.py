@@ -60,7 +60,10 @@ def test_unique_index_holds_under_concurrent_writer_processes(servers: Servers, 
     writers = [
         subprocess.Popen(
             [sys.executable, "-c", WRITER, *argv, str(w), str(APPENDS_PER_WRITER), STREAM],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for w in range(WRITERS)
     ]

@@ -14,8 +14,9 @@ def test_find_one_and_update_inc_upsert_numbers_quotes_without_gaps_or_repeats(d
     counters = db["counters"]
 
     def next_number(_: int) -> int:
-        doc = counters.find_one_and_update({"_id": "quote-2026"}, {"$inc": {"seq": 1}}, upsert=True,
-                                           return_document=ReturnDocument.AFTER)
+        doc = counters.find_one_and_update(
+            {"_id": "quote-2026"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
         return doc["seq"]
 
     with ThreadPoolExecutor(4) as pool:
@@ -26,10 +27,20 @@ def test_find_one_and_update_inc_upsert_numbers_quotes_without_gaps_or_repeats(d
 def test_group_by_one_field_sums_integers(db: Database) -> None:
     """Board sums (crm_sales.api.reports_board): `$group` on one field with `$sum` of integer minor units."""
     deals = db["deals"]
-    deals.insert_many([{"p": "a", "k": "q|USD", "m": 10}, {"p": "a", "k": "q|USD", "m": 5},
-                       {"p": "a", "k": "q|IRR", "m": 7}, {"p": "b", "k": "q|USD", "m": 100}])
-    rows = {r["_id"]: (r["count"], r["total"]) for r in deals.aggregate([
-        {"$match": {"p": "a"}}, {"$group": {"_id": "$k", "count": {"$sum": 1}, "total": {"$sum": "$m"}}}])}
+    deals.insert_many(
+        [
+            {"p": "a", "k": "q|USD", "m": 10},
+            {"p": "a", "k": "q|USD", "m": 5},
+            {"p": "a", "k": "q|IRR", "m": 7},
+            {"p": "b", "k": "q|USD", "m": 100},
+        ]
+    )
+    rows = {
+        r["_id"]: (r["count"], r["total"])
+        for r in deals.aggregate(
+            [{"$match": {"p": "a"}}, {"$group": {"_id": "$k", "count": {"$sum": 1}, "total": {"$sum": "$m"}}}]
+        )
+    }
     assert rows == {"q|USD": (2, 15), "q|IRR": (1, 7)}
 
 

@@ -28,16 +28,44 @@ def contacts(db: Database) -> Collection:
     view = db["contacts"]
     for key in INDEXED:
         view.create_index([(key, ASCENDING)])
-    view.insert_many([
-        {"_id": "1", "status": "active", "phone": None, "tags": ["vip", "lead"], "lifecycle_stage": "lead",
-         "attributes": {"age": 30, "city": "Tehran", "flag": True}, "derived": {"tier": "gold", "clv": 1200.5}},
-        {"_id": "2", "status": "active", "phone": "+14155550100", "tags": ["lead"], "lifecycle_stage": "customer",
-         "attributes": {"age": "30", "flag": 1}, "derived": {"tier": None}},
-        {"_id": "3", "status": "active", "tags": [], "lifecycle_stage": "lead",
-         "attributes": {"age": 40.0, "flag": False}},
-        {"_id": "4", "status": "merged", "phone": "+989121234567", "tags": ["x"], "lifecycle_stage": "lead",
-         "attributes": {}, "derived": {"clv": 50}},
-    ])
+    view.insert_many(
+        [
+            {
+                "_id": "1",
+                "status": "active",
+                "phone": None,
+                "tags": ["vip", "lead"],
+                "lifecycle_stage": "lead",
+                "attributes": {"age": 30, "city": "Tehran", "flag": True},
+                "derived": {"tier": "gold", "clv": 1200.5},
+            },
+            {
+                "_id": "2",
+                "status": "active",
+                "phone": "+14155550100",
+                "tags": ["lead"],
+                "lifecycle_stage": "customer",
+                "attributes": {"age": "30", "flag": 1},
+                "derived": {"tier": None},
+            },
+            {
+                "_id": "3",
+                "status": "active",
+                "tags": [],
+                "lifecycle_stage": "lead",
+                "attributes": {"age": 40.0, "flag": False},
+            },
+            {
+                "_id": "4",
+                "status": "merged",
+                "phone": "+989121234567",
+                "tags": ["x"],
+                "lifecycle_stage": "lead",
+                "attributes": {},
+                "derived": {"clv": 50},
+            },
+        ]
+    )
     return view
 
 
@@ -48,10 +76,17 @@ def ids(collection: Collection, query: dict) -> list[str]:
 def test_nested_and_or_with_the_status_clause_and_a_page_cursor(db: Database) -> None:
     """compile_filter: {$and: [{status}, {$or: [{$and: [...]}, ...]}]}; web.pagination.page wraps it in $and again."""
     view = contacts(db)
-    query = {"$and": [{"status": "active"}, {"$or": [
-        {"$and": [{"lifecycle_stage": "lead"}, {"tags": {"$in": ["vip"]}}]},
-        {"lifecycle_stage": "customer"},
-    ]}]}
+    query = {
+        "$and": [
+            {"status": "active"},
+            {
+                "$or": [
+                    {"$and": [{"lifecycle_stage": "lead"}, {"tags": {"$in": ["vip"]}}]},
+                    {"lifecycle_stage": "customer"},
+                ]
+            },
+        ]
+    }
 
     assert ids(view, query) == ["1", "2"]
     first, cursor = page(view, query, 1, None)
@@ -115,11 +150,13 @@ def test_range_on_integer_epoch_milliseconds(db: Database) -> None:
 def test_anchored_regex_prefix_with_escaped_specials(db: Database) -> None:
     """starts_with: {f: {$regex: "^" + re.escape(prefix)}} on text; with $type "string" on dynamic values."""
     view = db["contacts"]
-    view.insert_many([
-        {"_id": "1", "first_name_folded": fold("علي رضا"), "owner": "a.b*c", "attributes": {"code": 30}},
-        {"_id": "2", "first_name_folded": fold("Ali"), "owner": "axb*c", "attributes": {"code": "30x"}},
-        {"_id": "3", "first_name_folded": "x علی", "owner": None, "attributes": {}},
-    ])
+    view.insert_many(
+        [
+            {"_id": "1", "first_name_folded": fold("علي رضا"), "owner": "a.b*c", "attributes": {"code": 30}},
+            {"_id": "2", "first_name_folded": fold("Ali"), "owner": "axb*c", "attributes": {"code": "30x"}},
+            {"_id": "3", "first_name_folded": "x علی", "owner": None, "attributes": {}},
+        ]
+    )
 
     assert ids(view, {"first_name_folded": {"$regex": "^" + re.escape(fold("علی ر"))}}) == ["1"]
     assert ids(view, {"first_name_folded": {"$regex": "^" + re.escape("ali")}}) == ["2"]
@@ -158,13 +195,21 @@ def test_a_compiled_segment_filter_as_sent(db: Database) -> None:
     view = contacts(db)
     view.update_one({"_id": "2"}, {"$set": {"company_id": "co1"}})
     db["companies"].insert_many([{"_id": "co1", "industry": "retail"}, {"_id": "co2", "industry": "tech"}])
-    rules = check({"all": [
-        {"field": "lifecycle_stage", "op": "in", "value": ["lead", "customer"]},
-        {"any": [{"field": "tags", "op": "contains", "value": "vip"},
-                 {"field": "company.industry", "op": "eq", "value": "retail"}]},
-        {"field": "attributes.city", "op": "ne", "value": "Shiraz"},
-        {"field": "derived.tier", "op": "exists", "value": True},
-    ]})
+    rules = check(
+        {
+            "all": [
+                {"field": "lifecycle_stage", "op": "in", "value": ["lead", "customer"]},
+                {
+                    "any": [
+                        {"field": "tags", "op": "contains", "value": "vip"},
+                        {"field": "company.industry", "op": "eq", "value": "retail"},
+                    ]
+                },
+                {"field": "attributes.city", "op": "ne", "value": "Shiraz"},
+                {"field": "derived.tier", "op": "exists", "value": True},
+            ]
+        }
+    )
 
     query = compile_filter(rules, utcnow(), lambda q: [d["_id"] for d in db["companies"].find(q, {"_id": 1})])
 
@@ -205,8 +250,10 @@ def test_gap_comparison_across_types_is_not_relied_on(db: Database) -> None:
     greater = ids(view, {"attributes.age": {"$gt": 25}})
     true_is_one = ids(view, {"attributes.flag": True})
     if (greater, true_is_one) != (["1", "3"], ["1"]):
-        pytest.skip(f"server gap: {{age: {{$gt: 25}}}} found {greater}, {{flag: true}} found {true_is_one}; "
-                    "avoided: $type beside every comparison")
+        pytest.skip(
+            f"server gap: {{age: {{$gt: 25}}}} found {greater}, {{flag: true}} found {true_is_one}; "
+            "avoided: $type beside every comparison"
+        )
     assert (greater, true_is_one) == (["1", "3"], ["1"])
 
 

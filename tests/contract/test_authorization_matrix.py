@@ -37,11 +37,14 @@ PROTOS = {"contacts": contacts_pb2, "sales": sales_pb2, "service-desk": serviced
 
 # (method, path) -> access where the HTTP method's rule does not apply; None = public (no token)
 REST_EXCEPTIONS: dict[str, dict[tuple[str, str], str | None]] = {
-    "contacts": {("POST", "/v1/contacts/{contact_id}/erasure"): "erase",
-                 # everything every service holds on the person at once (their data subject access request)
-                 ("GET", "/v1/contacts/{contact_id}/export"): "export",
-                 # the contact confirming their own details: the signed link is the credential
-                 ("GET", "/v1/confirmations/{token}"): None, ("POST", "/v1/confirmations/{token}"): None},
+    "contacts": {
+        ("POST", "/v1/contacts/{contact_id}/erasure"): "erase",
+        # everything every service holds on the person at once (their data subject access request)
+        ("GET", "/v1/contacts/{contact_id}/export"): "export",
+        # the contact confirming their own details: the signed link is the credential
+        ("GET", "/v1/confirmations/{token}"): None,
+        ("POST", "/v1/confirmations/{token}"): None,
+    },
     "messaging": {
         # renders, changes nothing; with a contact_id the view also asks for contacts:read (tested in
         # services/messaging/tests/test_preview_access.py: the matrix's empty body has none)
@@ -50,21 +53,27 @@ REST_EXCEPTIONS: dict[str, dict[tuple[str, str], str | None]] = {
         ("POST", "/v1/unsubscribe/{token}"): None,  # one-click unsubscribe (RFC 8058); GET only asks
         ("POST", "/v1/providers/{provider}/receipts"): None,  # signed by the provider
     },
-    "service-desk": {("GET", "/v1/surveys/{token}"): None, ("POST", "/v1/surveys/{token}"): None,
-                     # the SERVQUAL questionnaire's signed link, like the CSAT survey's
-                     ("GET", "/v1/surveys/servqual/{token}"): None, ("POST", "/v1/surveys/servqual/{token}"): None,
-                     ("POST", "/v1/inbound/sms"): None},  # the SMS gateway's webhook: X-Inbound-Secret
+    "service-desk": {
+        ("GET", "/v1/surveys/{token}"): None,
+        ("POST", "/v1/surveys/{token}"): None,
+        # the SERVQUAL questionnaire's signed link, like the CSAT survey's
+        ("GET", "/v1/surveys/servqual/{token}"): None,
+        ("POST", "/v1/surveys/servqual/{token}"): None,
+        ("POST", "/v1/inbound/sms"): None,
+    },  # the SMS gateway's webhook: X-Inbound-Secret
 }
 PLATFORM_ROUTES = {"/healthz", "/readyz", "/metrics", "/openapi.json", "/docs", "/docs/static/<path:filename>"}
 # gRPC methods whose name does not say "read" (Get…, BatchGet…, List…, Check…, BatchCheck…)
-RPC_EXCEPTIONS = {"crm.contacts.v1.ContactDirectory/RecordConsent": "write",
-                  # who wrote to the support mailbox; a stranger becomes a contact (the service desk's token)
-                  "crm.contacts.v1.ContactDirectory/FindContacts": "read",
-                  "crm.contacts.v1.ContactDirectory/CreateContact": "write",
-                  # a person's records for their export: <service>:export (contacts' service token has it)
-                  "crm.sales.v1.CustomerValue/ExportContactRecords": "export",
-                  "crm.servicedesk.v1.SupportSummary/ExportContactRecords": "export",
-                  "crm.messaging.v1.MessageStatus/ExportContactRecords": "export"}
+RPC_EXCEPTIONS = {
+    "crm.contacts.v1.ContactDirectory/RecordConsent": "write",
+    # who wrote to the support mailbox; a stranger becomes a contact (the service desk's token)
+    "crm.contacts.v1.ContactDirectory/FindContacts": "read",
+    "crm.contacts.v1.ContactDirectory/CreateContact": "write",
+    # a person's records for their export: <service>:export (contacts' service token has it)
+    "crm.sales.v1.CustomerValue/ExportContactRecords": "export",
+    "crm.servicedesk.v1.SupportSummary/ExportContactRecords": "export",
+    "crm.messaging.v1.MessageStatus/ExportContactRecords": "export",
+}
 READ_RPC = re.compile(r"(Batch)?(Get|List|Check)[A-Z]\w*")
 
 
@@ -87,8 +96,11 @@ def callers(audience: str) -> list[Caller]:
 
     made = [Caller("no-token", None, None), Caller("garbage", "not-a-jwt", None)]
     made += [person(f"{slug(s)}:{access}") for s in SERVICES for access in ("read", "write", "export")]
-    made += [person("contacts:erase"), person("admin"), person("admin", aud=next(
-        slug(s) for s in SERVICES if slug(s) != audience))]
+    made += [
+        person("contacts:erase"),
+        person("admin"),
+        person("admin", aud=next(slug(s) for s in SERVICES if slug(s) != audience)),
+    ]
     for service in SERVICES:
         token = auth.service_token(service, keys.own_key(service), audience)
         made.append(Caller(f"service:{service}", token, auth.verify(ring, token, audience=audience)))
@@ -103,8 +115,9 @@ def expected_rest_access(service: str, method: str, path: str) -> str | None:
 
 
 @pytest.fixture(params=SERVICES)
-def subject(request: pytest.FixtureRequest, service_env: dict[str, str],
-            monkeypatch: pytest.MonkeyPatch) -> Iterator[ServiceHarness]:
+def subject(
+    request: pytest.FixtureRequest, service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ServiceHarness]:
     with harness(discover()[request.param], monkeypatch, service_env) as made:
         yield made
 
@@ -130,11 +143,15 @@ def operations(subject: ServiceHarness) -> list[tuple[str, str, str | None]]:
 
 def test_every_rest_operation_declares_the_access_its_rule_expects(subject: ServiceHarness) -> None:
     service = subject.spec.name
-    wrong = [(method, path, access, expected_rest_access(service, method, path))
-             for method, path, access in operations(subject)
-             if access != expected_rest_access(service, method, path)]
-    assert wrong == [], "routes whose declared access (3rd) is not what the rules expect (4th): " \
-                        "fix the route, or add it to REST_EXCEPTIONS with the reason"
+    wrong = [
+        (method, path, access, expected_rest_access(service, method, path))
+        for method, path, access in operations(subject)
+        if access != expected_rest_access(service, method, path)
+    ]
+    assert wrong == [], (
+        "routes whose declared access (3rd) is not what the rules expect (4th): "
+        "fix the route, or add it to REST_EXCEPTIONS with the reason"
+    )
 
 
 def test_every_rest_operation_answers_each_caller_as_the_roles_say(subject: ServiceHarness) -> None:
@@ -159,15 +176,19 @@ def test_every_rest_operation_answers_each_caller_as_the_roles_say(subject: Serv
 
 def rpc_methods(service: str) -> list[tuple[str, Any]]:
     """(full method name, method descriptor) of every RPC the service's proto declares."""
-    return [(f"{svc.full_name}/{method.name}", method)
-            for svc in PROTOS[service].DESCRIPTOR.services_by_name.values() for method in svc.methods]
+    return [
+        (f"{svc.full_name}/{method.name}", method)
+        for svc in PROTOS[service].DESCRIPTOR.services_by_name.values()
+        for method in svc.methods
+    ]
 
 
 def expected_rpc_access(full_name: str) -> str:
     if full_name in RPC_EXCEPTIONS:
         return RPC_EXCEPTIONS[full_name]
-    assert READ_RPC.fullmatch(full_name.rsplit("/", 1)[1]), \
+    assert READ_RPC.fullmatch(full_name.rsplit("/", 1)[1]), (
         f"{full_name} is neither a lookup by its name nor in RPC_EXCEPTIONS: give it a rule"
+    )
     return "read"
 
 
@@ -191,8 +212,11 @@ def test_every_rpc_answers_each_caller_as_the_roles_say(subject: ServiceHarness)
                     expected = "UNAUTHENTICATED"
                 else:
                     expected = "allowed" if caller.principal.may(audience, access) else "PERMISSION_DENIED"
-                got = code.name if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED) \
+                got = (
+                    code.name
+                    if code in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED)
                     else "allowed"
+                )
                 if got != expected:
                     mismatches.append((full_name, caller.name, expected, code.name))
     finally:
@@ -206,8 +230,11 @@ def _call(port: int, full_name: str, method: Any, request: Any, token: str | Non
     with rpc.token_channel(target, token) if token else grpc.insecure_channel(target) as channel:
         response = message_factory.GetMessageClass(method.output_type)
         kind = channel.unary_stream if method.server_streaming else channel.unary_unary
-        stub = kind(f"/{full_name}", request_serializer=type(request).SerializeToString,
-                    response_deserializer=response.FromString)
+        stub = kind(
+            f"/{full_name}",
+            request_serializer=type(request).SerializeToString,
+            response_deserializer=response.FromString,
+        )
         try:
             answer = stub(request, timeout=5)
             if method.server_streaming:

@@ -55,8 +55,12 @@ def test_every_published_schema_is_open_and_named_by_its_dataschema() -> None:
 
 def consume(contacts: ServiceHarness) -> list[Any]:
     settings = contacts.runtime.settings
-    consumer = KafkaConsumer(settings.topic, bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        settings.topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
     try:
         return list(consumer)
     finally:
@@ -66,8 +70,11 @@ def consume(contacts: ServiceHarness) -> list[Any]:
 def test_records_resolve_their_dataschema_and_documents_accept_additions(contacts: ServiceHarness) -> None:
     headers = contacts.headers()
     company = contacts.client.post("/v1/companies", json={"name": "Acme"}, headers=headers).get_json()
-    contacts.client.post("/v1/contacts", headers=headers, json={
-        "first_name": "Sara", "email": "sara@example.com", "company_id": company["id"]})
+    contacts.client.post(
+        "/v1/contacts",
+        headers=headers,
+        json={"first_name": "Sara", "email": "sara@example.com", "company_id": company["id"]},
+    )
     contacts.runtime.flush()
     records = consume(contacts)
     assert len(records) >= 2
@@ -89,6 +96,5 @@ def test_the_producer_still_refuses_a_field_the_catalogue_does_not_declare(conta
     created = discover()["contacts"].events.types[("ContactCreated", 1)]
     store = contacts.runtime.store
     with pytest.raises(EventSchemaError, match="surprise"):
-        store.append("c1", "contact", 0, [NewEvent("ContactCreated", {**created.example, "surprise": 1})],
-                     Metadata())
+        store.append("c1", "contact", 0, [NewEvent("ContactCreated", {**created.example, "surprise": 1})], Metadata())
     assert store.count() == 0

@@ -43,8 +43,9 @@ def directory(contacts: ServiceHarness, monkeypatch: pytest.MonkeyPatch) -> Iter
 def local(contacts: ServiceHarness, directory: ContactDirectory, servers) -> Iterator[tuple[LocalContacts, list]]:
     merges: list[tuple[str, str]] = []
     db = MongoClient(servers.mongo_url)[f"t_sales_{new_id()[-12:]}"]
-    projection = LocalContacts("contacts", db["contacts"], directory,
-                               on_merged=lambda a, b, _merge_id: merges.append((a, b)), service="sales")
+    projection = LocalContacts(
+        "contacts", db["contacts"], directory, on_merged=lambda a, b, _merge_id: merges.append((a, b)), service="sales"
+    )
     projection.topics = (contacts.runtime.settings.topic,)  # this test's contacts topic
     yield projection, merges
     db.client.close()
@@ -84,8 +85,9 @@ def test_local_contacts_follow_creates_updates_merges_and_erasures(
     post(contacts, f"/v1/contacts/{gone['id']}/erasure", {})
     contacts.runtime.flush()
 
-    runner = ProjectorRunner("sales", projection, servers.kafka_bootstrap, lambda events: events,
-                             db=projection.collection.database)
+    runner = ProjectorRunner(
+        "sales", projection, servers.kafka_bootstrap, lambda events: events, db=projection.collection.database
+    )
 
     def caught_up() -> bool:
         runner.poll_once()
@@ -103,9 +105,9 @@ def test_local_contacts_follow_creates_updates_merges_and_erasures(
     assert merges == [(dup["id"], ali["id"])]
 
     before = {doc["_id"]: doc for doc in projection.collection.find()}
-    count = rebuild(projection, contacts.runtime.store, own_topic="crm.sales.events",
-                    bootstrap=servers.kafka_bootstrap)
+    count = rebuild(projection, contacts.runtime.store, own_topic="crm.sales.events", bootstrap=servers.kafka_bootstrap)
     assert count == 7  # 3 created, 1 updated, absorbed + merged, erased
     after = {doc["_id"]: doc for doc in projection.collection.find()}
-    assert {k: {f: v for f, v in d.items() if f != "erased_at"} for k, d in after.items()} == \
-           {k: {f: v for f, v in d.items() if f != "erased_at"} for k, d in before.items()}
+    assert {k: {f: v for f, v in d.items() if f != "erased_at"} for k, d in after.items()} == {
+        k: {f: v for f, v in d.items() if f != "erased_at"} for k, d in before.items()
+    }

@@ -36,20 +36,38 @@ def contacts(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch) -> It
 def runner(contacts: ServiceHarness) -> Iterator[ProjectorRunner]:
     """The worker's `contacts` projector over this test's contacts topic."""
     [view] = [p for p in SERVICE.projections(contacts.runtime) if p.name == "contacts"]
-    subject = ProjectorRunner("contacts", view, contacts.runtime.settings.kafka_bootstrap, contacts.runtime.store.open,
-                              db=contacts.runtime.db, group_prefix=f"t{new_id()[-12:]}", policy=FAST)
+    subject = ProjectorRunner(
+        "contacts",
+        view,
+        contacts.runtime.settings.kafka_bootstrap,
+        contacts.runtime.store.open,
+        db=contacts.runtime.db,
+        group_prefix=f"t{new_id()[-12:]}",
+        policy=FAST,
+    )
     yield subject
     subject.consumer.close()
 
 
 def forge(contacts: ServiceHarness, **envelope: Any) -> dict[str, Any]:
     """Put a record on the contacts topic the way a misbehaving producer would."""
-    record = {"specversion": "1.0", "id": new_id(), "source": "crm/contacts", "type": "crm.contacts.ContactUpdated.v1",
-              "subject": new_id(), "time": rfc3339(utcnow()), "datacontenttype": "application/json", "data": {},
-              "aggregatetype": "contact", "streamversion": 1, **envelope}
+    record = {
+        "specversion": "1.0",
+        "id": new_id(),
+        "source": "crm/contacts",
+        "type": "crm.contacts.ContactUpdated.v1",
+        "subject": new_id(),
+        "time": rfc3339(utcnow()),
+        "datacontenttype": "application/json",
+        "data": {},
+        "aggregatetype": "contact",
+        "streamversion": 1,
+        **envelope,
+    }
     producer = KafkaProducer(bootstrap_servers=contacts.runtime.settings.kafka_bootstrap)
-    producer.send(contacts.runtime.settings.topic, key=record["subject"].encode(),
-                  value=json.dumps(record).encode()).get(timeout=10)
+    producer.send(
+        contacts.runtime.settings.topic, key=record["subject"].encode(), value=json.dumps(record).encode()
+    ).get(timeout=10)
     producer.close()
     return record
 
@@ -72,12 +90,17 @@ def parked(contacts: ServiceHarness) -> list[dict[str, Any]]:
 
 @pytest.mark.usefixtures("fast_group_join")
 def test_a_forged_contact_update_is_parked_and_contacts_created_after_it_are_listed(
-    contacts: ServiceHarness, runner: ProjectorRunner,
+    contacts: ServiceHarness,
+    runner: ProjectorRunner,
 ) -> None:
     forged = forge(contacts)  # valid JSON, ContactUpdated.v1, a subject nobody knows, "data": {}
     sara = create(contacts, first_name="Sara", email="sara@example.com")
-    wait_until(lambda: runner.poll_once() >= 0 and sara in listed(contacts), timeout=60, interval=0,
-               what="the contact created after the forged record, listed")
+    wait_until(
+        lambda: runner.poll_once() >= 0 and sara in listed(contacts),
+        timeout=60,
+        interval=0,
+        what="the contact created after the forged record, listed",
+    )
     [letter] = parked(contacts)
     assert json.loads(letter["envelope"]) == forged
     assert letter["topic"] == contacts.runtime.settings.topic and letter["projection"] == "contacts"
@@ -91,22 +114,30 @@ def fast_group_join(monkeypatch: pytest.MonkeyPatch) -> None:
     from crmkit import projector
 
     real = projector.KafkaConsumer
-    monkeypatch.setattr(projector, "KafkaConsumer",
-                        lambda *topics, **config: real(*topics, **{**config, "session_timeout_ms": 2000,
-                                                                   "heartbeat_interval_ms": 500}))
+    monkeypatch.setattr(
+        projector,
+        "KafkaConsumer",
+        lambda *topics, **config: real(*topics, **{**config, "session_timeout_ms": 2000, "heartbeat_interval_ms": 500}),
+    )
 
 
 @pytest.mark.usefixtures("fast_group_join")
 def test_crm_deadletters_lists_retries_after_a_fix_and_drops(
-    contacts: ServiceHarness, runner: ProjectorRunner, monkeypatch: pytest.MonkeyPatch,
+    contacts: ServiceHarness,
+    runner: ProjectorRunner,
+    monkeypatch: pytest.MonkeyPatch,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     foreign = forge(contacts, source="crm/sales", type="crm.sales.DealWon.v1", aggregatetype="deal")
     with monkeypatch.context() as bug:  # a release whose contacts fold is broken
         bug.setattr(ContactsView, "document", lambda _self, contact: contact.first_name + 1)
         sara = create(contacts, first_name="Sara", email="sara@example.com")
-        wait_until(lambda: runner.poll_once() >= 0 and len(parked(contacts)) == 2, timeout=60, interval=0,
-                   what="the foreign record and the contact the bug cannot fold, parked")
+        wait_until(
+            lambda: runner.poll_once() >= 0 and len(parked(contacts)) == 2,
+            timeout=60,
+            interval=0,
+            what="the foreign record and the contact the bug cannot fold, parked",
+        )
     assert sara not in listed(contacts)
 
     assert main(["deadletters", "list", SERVICE.name]) == 0
@@ -151,19 +182,34 @@ def test_a_reaction_that_keeps_failing_is_parked_past_its_retries_and_the_others
     copies = contacts.runtime.db[f"sales_copies_{new_id()[-8:]}"]
     local = LocalContacts("sales-contacts", copies, NoDirectory(), on_erased=on_erased, service="sales")  # type: ignore[arg-type]
     local.topics = (contacts.runtime.settings.topic,)
-    runner = ProjectorRunner("sales", local, contacts.runtime.settings.kafka_bootstrap, lambda events: events,
-                             db=contacts.runtime.db, group_prefix=f"t{new_id()[-12:]}", policy=FAST)
-    retries_before = REGISTRY.get_sample_value(
-        "crm_projection_retries_total", {"service": "sales", "projection": "sales-contacts"}) or 0
+    runner = ProjectorRunner(
+        "sales",
+        local,
+        contacts.runtime.settings.kafka_bootstrap,
+        lambda events: events,
+        db=contacts.runtime.db,
+        group_prefix=f"t{new_id()[-12:]}",
+        policy=FAST,
+    )
+    retries_before = (
+        REGISTRY.get_sample_value("crm_projection_retries_total", {"service": "sales", "projection": "sales-contacts"})
+        or 0
+    )
     try:
-        wait_until(lambda: runner.poll_once() >= 0 and parked(contacts) and fine in reacted, timeout=60, interval=0,
-                   what="the failing reaction parked, the other applied")
+        wait_until(
+            lambda: runner.poll_once() >= 0 and parked(contacts) and fine in reacted,
+            timeout=60,
+            interval=0,
+            what="the failing reaction parked, the other applied",
+        )
     finally:
         runner.consumer.close()
     [letter] = parked(contacts)
     assert letter["event"]["subject"] == doomed and letter["event"]["type"] == "crm.contacts.ContactErased.v1"
     assert letter["error"]["class"] == "ReactionsFailed" and letter["attempts"] == FAST.attempts
     assert copies.find_one({"_id": fine})["status"] == "erased"
-    retries = REGISTRY.get_sample_value("crm_projection_retries_total",
-                                        {"service": "sales", "projection": "sales-contacts"}) or 0
+    retries = (
+        REGISTRY.get_sample_value("crm_projection_retries_total", {"service": "sales", "projection": "sales-contacts"})
+        or 0
+    )
     assert retries - retries_before == FAST.attempts - 1

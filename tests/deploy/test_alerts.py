@@ -34,7 +34,8 @@ def documented() -> dict[str, dict[str, str]]:
         header = HEADER.match(first)
         assert header, f"an alert in docs/operations.md starts with '# alert: NAME  for: D  severity: S': {first!r}"
         alerts[header["name"]] = {
-            "for": header["for"], "severity": header["severity"],
+            "for": header["for"],
+            "severity": header["severity"],
             "summary": squash(" ".join(line[2:] for line in rest if line.startswith("#"))),
             "expr": squash(" ".join(line for line in rest if not line.startswith("#"))),
         }
@@ -42,9 +43,17 @@ def documented() -> dict[str, dict[str, str]]:
 
 
 def deployed(rule: dict) -> dict[str, dict[str, str]]:
-    return {r["alert"]: {"for": r.get("for", "0s"), "severity": r["labels"]["severity"],
-                         "summary": squash(r["annotations"]["summary"]), "expr": squash(r["expr"])}
-            for group in rule["spec"]["groups"] for r in group["rules"] if "alert" in r}
+    return {
+        r["alert"]: {
+            "for": r.get("for", "0s"),
+            "severity": r["labels"]["severity"],
+            "summary": squash(r["annotations"]["summary"]),
+            "expr": squash(r["expr"]),
+        }
+        for group in rule["spec"]["groups"]
+        for r in group["rules"]
+        if "alert" in r
+    }
 
 
 def base_rule() -> dict:
@@ -77,8 +86,7 @@ def test_alert_expressions_name_only_exported_metrics():
     for name, alert in deployed(base_rule()).items():
         for metric in set(re.findall(r"\bcrm_[a-z0-9_]+", alert["expr"])):
             base = next((metric.removesuffix(s) for s in SUFFIXES if metric.endswith(s)), metric)
-            assert base in exported or base.removesuffix("_total") in exported, \
-                f"{name}: no code exports {metric}"
+            assert base in exported or base.removesuffix("_total") in exported, f"{name}: no code exports {metric}"
 
 
 @pytest.mark.parametrize("overlay", ["dev", "prod"])

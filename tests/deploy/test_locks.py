@@ -91,8 +91,11 @@ def test_every_pin_in_a_lock_has_hashes_and_a_reason(lock: str) -> None:
     asked = {name for names in top_level(LOCKS[lock]).values() for name in names}
     # a pin is there because an .in file asks for it or a pinned package requires it; one that
     # only a constraint names was dropped from its .in file without `make lock`
-    stale = [name for name, pin in pins.items()
-             if name not in asked and not any(norm(v) in pins for v in pin.via if not v.startswith("-"))]
+    stale = [
+        name
+        for name, pin in pins.items()
+        if name not in asked and not any(norm(v) in pins for v in pin.via if not v.startswith("-"))
+    ]
     assert not stale, f"{lock}: {stale} no longer asked for; run `make lock`"
 
 
@@ -118,35 +121,46 @@ def test_the_locks_agree_on_every_version_they_share() -> None:
     disagree = {name: where for name, where in versions.items() if len(set(where.values())) > 1}
     assert not disagree
     # each layer holds the one below it: the venv installs everything the images do
-    for lower, upper in [("requirements.txt", "requirements-local.txt"), ("requirements-local.txt",
-                         "requirements-dev.txt"), ("deploy/docker/build-requirements.txt", "requirements-dev.txt")]:
+    for lower, upper in [
+        ("requirements.txt", "requirements-local.txt"),
+        ("requirements-local.txt", "requirements-dev.txt"),
+        ("deploy/docker/build-requirements.txt", "requirements-dev.txt"),
+    ]:
         assert set(locks[lower]) <= set(locks[upper]), f"{upper} lacks {set(locks[lower]) - set(locks[upper])}"
 
 
 def test_every_grpc_package_is_at_one_version() -> None:
-    grpc = {name: pin.version for name, pin in read_lock("requirements-dev.txt").items()
-            if name == "grpcio" or name.startswith("grpcio-")}
+    grpc = {
+        name: pin.version
+        for name, pin in read_lock("requirements-dev.txt").items()
+        if name == "grpcio" or name.startswith("grpcio-")
+    }
     assert {"grpcio", "grpcio-tools", "grpcio-status"} <= set(grpc)
     assert len(set(grpc.values())) == 1, grpc
 
 
 def pyprojects() -> dict[str, dict]:
-    paths = [ROOT / "libs" / "crmkit" / "pyproject.toml", ROOT / "proto" / "pyproject.toml",
-             *sorted((ROOT / "services").glob("*/pyproject.toml"))]
+    paths = [
+        ROOT / "libs" / "crmkit" / "pyproject.toml",
+        ROOT / "proto" / "pyproject.toml",
+        *sorted((ROOT / "services").glob("*/pyproject.toml")),
+    ]
     return {path.parent.relative_to(ROOT).as_posix(): tomllib.loads(path.read_text()) for path in paths}
 
 
 def test_what_our_packages_declare_is_in_the_lock_the_images_install() -> None:
     """They install with --no-deps, so a dependency only a pyproject names would be missing at run time."""
-    runtime, local, build = (read_lock(lock) for lock in
-                             ("requirements.txt", "requirements-local.txt", "deploy/docker/build-requirements.txt"))
+    runtime, local, build = (
+        read_lock(lock)
+        for lock in ("requirements.txt", "requirements-local.txt", "deploy/docker/build-requirements.txt")
+    )
     missing = []
     for where, project in pyprojects().items():
         needs = [(dep, runtime) for dep in project["project"].get("dependencies", [])]
-        needs += [(dep, local) for deps in project["project"].get("optional-dependencies", {}).values()
-                  for dep in deps]
-        needs += [(dep, build) for dep in project.get("build-system", {}).get("requires", [])
-                  if split(dep)[0] != "setuptools"]  # build isolation off: the venv's locked setuptools
+        needs += [(dep, local) for deps in project["project"].get("optional-dependencies", {}).values() for dep in deps]
+        needs += [
+            (dep, build) for dep in project.get("build-system", {}).get("requires", []) if split(dep)[0] != "setuptools"
+        ]  # build isolation off: the venv's locked setuptools
         for dep, lock in needs:
             name, spec = split(dep)
             if name in OURS:

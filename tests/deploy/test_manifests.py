@@ -39,11 +39,19 @@ SERVICES = {  # name: (slug, http, grpc, worker metrics)
     "service-desk": ("servicedesk", 8003, 50053, 9121),
     "messaging": ("messaging", 8004, 50054, 9131),
 }
-CALLS = {"contacts": {"sales", "service-desk", "messaging"}, "sales": {"contacts"},
-         "service-desk": {"contacts"}, "messaging": {"contacts"}}
+CALLS = {
+    "contacts": {"sales", "service-desk", "messaging"},
+    "sales": {"contacts"},
+    "service-desk": {"contacts"},
+    "messaging": {"contacts"},
+}
 # From the code: whose topics each service's projections read (test_kafka_follows_match_the_projections)
-FOLLOWS = {"contacts": {"sales", "service-desk"}, "sales": {"contacts"}, "service-desk": {"contacts", "sales"},
-           "messaging": {"contacts", "sales", "service-desk"}}
+FOLLOWS = {
+    "contacts": {"sales", "service-desk"},
+    "sales": {"contacts"},
+    "service-desk": {"contacts", "sales"},
+    "messaging": {"contacts", "sales", "service-desk"},
+}
 # From contract.md: the support mailbox on SMTP port 2525 (its own process, the service's extra one)
 LISTENERS = {("service-desk", "inbound"): (["crm", "serve", "service-desk", "inbound-smtp"], {"smtp": 2525})}
 OVERLAYS = ["dev", "prod"]
@@ -140,14 +148,22 @@ def test_probes_use_the_health_endpoints(rendered, overlay):
 def test_each_listener_has_a_service_and_its_port_open(rendered, overlay):
     objects = rendered[overlay]
     for (name, component), (_command, listens) in LISTENERS.items():
-        pod = {"app.kubernetes.io/name": f"crm-{name}", "app.kubernetes.io/component": component,
-               "app.kubernetes.io/part-of": "crm"}
+        pod = {
+            "app.kubernetes.io/name": f"crm-{name}",
+            "app.kubernetes.io/component": component,
+            "app.kubernetes.io/part-of": "crm",
+        }
         (service,) = [s for s in of_kind(objects, "Service") if s["metadata"]["name"] == f"crm-{name}-{component}"]
         assert validate._selects(service["spec"]["selector"], pod)
         assert {p["name"]: p["port"] for p in service["spec"]["ports"]} == listens
         ingress = [p for p in of_kind(objects, "NetworkPolicy") if "Ingress" in p["spec"]["policyTypes"]]
-        opened = {port["port"] for policy in ingress if validate._selects(policy["spec"]["podSelector"], pod)
-                  for rule in policy["spec"].get("ingress", []) for port in rule.get("ports", [])}
+        opened = {
+            port["port"]
+            for policy in ingress
+            if validate._selects(policy["spec"]["podSelector"], pod)
+            for rule in policy["spec"].get("ingress", [])
+            for port in rule.get("ports", [])
+        }
         assert opened == set(listens.values()), (name, component, opened)
 
 
@@ -176,19 +192,32 @@ def test_network_policies_select_real_pods_and_open_only_the_contract(rendered, 
             for peer in rule.get("from", []) + rule.get("to", []):
                 sel = peer.get("podSelector", {})
                 if "namespaceSelector" not in peer and any(
-                        e["key"] == "app.kubernetes.io/name" for e in sel.get("matchExpressions", [])):
+                    e["key"] == "app.kubernetes.io/name" for e in sel.get("matchExpressions", [])
+                ):
                     assert any(validate._selects(sel, p) for p in pods), (policy["metadata"]["name"], sel)
-    deny = [p for p in policies if not p["spec"].get("ingress") and not p["spec"].get("egress")
-            and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}]
+    deny = [
+        p
+        for p in policies
+        if not p["spec"].get("ingress")
+        and not p["spec"].get("egress")
+        and set(p["spec"]["policyTypes"]) == {"Ingress", "Egress"}
+    ]
     assert deny and all(any(validate._selects(d["spec"]["podSelector"], p) for d in deny) for p in pods)
     grpc_ports = {grpc: name for name, (_s, _h, grpc, _m) in SERVICES.items()}
     for name in SERVICES:
-        pod = {"app.kubernetes.io/name": f"crm-{name}", "app.kubernetes.io/component": "api",
-               "app.kubernetes.io/part-of": "crm"}
-        reached = {grpc_ports[port["port"]] for p in policies if "Egress" in p["spec"]["policyTypes"]
-                   and validate._selects(p["spec"]["podSelector"], pod)
-                   for rule in p["spec"].get("egress", []) for port in rule.get("ports", [])
-                   if port["port"] in grpc_ports}
+        pod = {
+            "app.kubernetes.io/name": f"crm-{name}",
+            "app.kubernetes.io/component": "api",
+            "app.kubernetes.io/part-of": "crm",
+        }
+        reached = {
+            grpc_ports[port["port"]]
+            for p in policies
+            if "Egress" in p["spec"]["policyTypes"] and validate._selects(p["spec"]["podSelector"], pod)
+            for rule in p["spec"].get("egress", [])
+            for port in rule.get("ports", [])
+            if port["port"] in grpc_ports
+        }
         assert reached == CALLS[name], name
 
 
@@ -269,8 +298,13 @@ def required_for(service: str) -> set[str]:
 
 def test_the_readme_table_is_parsed():
     variables = readme_variables()
-    assert {"CRM_KAFKA_BOOTSTRAP", "CRM_MONGO_URL", "CRM_JWT_SECRET", "CRM_<SERVICE>_METRICS_PORT",
-            "CRM_<SERVICE>_GRPC_TARGET"} <= set(variables)
+    assert {
+        "CRM_KAFKA_BOOTSTRAP",
+        "CRM_MONGO_URL",
+        "CRM_JWT_SECRET",
+        "CRM_<SERVICE>_METRICS_PORT",
+        "CRM_<SERVICE>_GRPC_TARGET",
+    } <= set(variables)
     assert "CRM_SALES_GRPC_TARGET" in required_for("contacts")
     assert "CRM_CONTACTS_GRPC_TARGET" in required_for("messaging")
 
@@ -286,7 +320,8 @@ def test_every_configured_variable_reaches_the_containers(rendered, overlay):
         assert not missing, (
             f"{overlay}: {obj['kind']}/{obj['metadata']['name']} lacks {missing} (README: Configuration). "
             f"Add them to deploy/k8s/base/common.env, or to the service's extra_config in deploy/generate.py "
-            f"(then run it), or, for a credential, to a Secret in deploy/k8s/secrets.example.yaml")
+            f"(then run it), or, for a credential, to a Secret in deploy/k8s/secrets.example.yaml"
+        )
     for name, (slug, http, grpc, metrics) in SERVICES.items():
         (config,) = [c for c in of_kind(objects, "ConfigMap") if c["metadata"]["name"].startswith(f"crm-{name}-config")]
         key = slug.upper()
@@ -303,9 +338,13 @@ def test_prometheus_scrapes_every_process(rendered, overlay):
     for name in SERVICES:
         (monitor,) = [m for m in monitors if m["metadata"]["name"] == f"crm-{name}"]
         selected = [s for s in services if validate._selects(monitor["spec"]["selector"], s["metadata"]["labels"])]
-        scraped = {(s["metadata"]["labels"]["app.kubernetes.io/component"], e["port"])
-                   for s in selected for e in monitor["spec"]["endpoints"]
-                   for p in s["spec"]["ports"] if p["name"] == e["port"]}
+        scraped = {
+            (s["metadata"]["labels"]["app.kubernetes.io/component"], e["port"])
+            for s in selected
+            for e in monitor["spec"]["endpoints"]
+            for p in s["spec"]["ports"]
+            if p["name"] == e["port"]
+        }
         assert scraped == {("api", "http"), ("grpc", "metrics"), ("worker", "metrics")}
         assert all(e.get("honorLabels") for e in monitor["spec"]["endpoints"]), "keep our `service` label"
 
@@ -319,8 +358,11 @@ def test_each_service_calls_with_its_own_credentials_and_grpc_listens_in_the_pod
         service = service_of(obj)
         container = template["spec"]["containers"][0]
         env = {e["name"]: e for e in env_of(container, objects)}
-        secrets = {name: e["valueFrom"]["secretKeyRef"]["name"] for name, e in env.items()
-                   if isinstance(e.get("valueFrom"), dict) and "secretKeyRef" in e["valueFrom"]}
+        secrets = {
+            name: e["valueFrom"]["secretKeyRef"]["name"]
+            for name, e in env.items()
+            if isinstance(e.get("valueFrom"), dict) and "secretKeyRef" in e["valueFrom"]
+        }
         assert secrets["CRM_SERVICE_KEY"] == f"crm-{service}-credentials"
         assert (secrets["CRM_JWT_KEYS"], secrets["CRM_LINK_SECRET"]) == ("crm-jwt", "crm-links")
         assert secrets["CRM_SERVICE_PUBLIC_KEYS"] == "crm-service-public-keys"
@@ -350,8 +392,9 @@ def allowed(user: dict, kind: str, operation: str) -> set[str]:
 def test_kafka_takes_only_tls_clients_that_log_in_and_applies_acls(rendered, overlay):
     (kafka,) = of_kind(rendered[overlay], "Kafka")
     listeners = kafka["spec"]["kafka"]["listeners"]
-    assert listeners and all(listener["tls"] and listener["authentication"]["type"] == "scram-sha-512"
-                             for listener in listeners), "no listener may let a client in without TLS and a login"
+    assert listeners and all(
+        listener["tls"] and listener["authentication"]["type"] == "scram-sha-512" for listener in listeners
+    ), "no listener may let a client in without TLS and a login"
     assert kafka["spec"]["kafka"]["authorization"]["type"] == "simple"
 
 
@@ -366,10 +409,14 @@ def test_every_service_logs_in_to_kafka_as_its_own_user_over_tls(rendered, overl
         container = pod["containers"][0]
         env = {e["name"]: e for e in env_of(container, objects)}
         assert (env["CRM_KAFKA_SECURITY_PROTOCOL"]["value"], env["CRM_KAFKA_SASL_MECHANISM"]["value"]) == (
-            "SASL_SSL", "SCRAM-SHA-512")
+            "SASL_SSL",
+            "SCRAM-SHA-512",
+        )
         assert env["CRM_KAFKA_SASL_USERNAME"]["value"] == f"crm-{service}" in users
-        assert env["CRM_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": f"crm-{service}",
-                                                                               "key": "password"}
+        assert env["CRM_KAFKA_SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+            "name": f"crm-{service}",
+            "key": "password",
+        }
         assert int(env["CRM_KAFKA_BOOTSTRAP"]["value"].rsplit(":", 1)[1]) in ports
         ca = Path(env["CRM_KAFKA_SSL_CAFILE"]["value"])
         (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(ca.parent)]

@@ -12,8 +12,12 @@ import re
 
 import pytest
 
-GRPC_PORTS = {"contacts": ("CONTACTS", 50051), "sales": ("SALES", 50052),
-              "service-desk": ("SERVICEDESK", 50053), "messaging": ("MESSAGING", 50054)}
+GRPC_PORTS = {
+    "contacts": ("CONTACTS", 50051),
+    "sales": ("SALES", 50052),
+    "service-desk": ("SERVICEDESK", 50053),
+    "messaging": ("MESSAGING", 50054),
+}
 OVERLAYS = ["dev", "prod"]
 
 
@@ -24,8 +28,11 @@ def common_config(objects: list[dict]) -> dict[str, str]:
 
 @pytest.mark.parametrize("overlay", OVERLAYS)
 def test_grpc_services_are_headless(rendered, overlay):
-    grpc_services = [o for o in rendered[overlay] if o["kind"] == "Service"
-                     and o["metadata"]["labels"].get("app.kubernetes.io/component") == "grpc"]
+    grpc_services = [
+        o
+        for o in rendered[overlay]
+        if o["kind"] == "Service" and o["metadata"]["labels"].get("app.kubernetes.io/component") == "grpc"
+    ]
     assert len(grpc_services) == len(GRPC_PORTS)
     for service in grpc_services:
         assert service["spec"].get("clusterIP") == "None", f"{service['metadata']['name']} is not headless"

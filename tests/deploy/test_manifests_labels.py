@@ -10,8 +10,14 @@ from __future__ import annotations
 
 import pytest
 
-RECOMMENDED = ("app.kubernetes.io/name", "app.kubernetes.io/instance", "app.kubernetes.io/version",
-               "app.kubernetes.io/component", "app.kubernetes.io/part-of", "app.kubernetes.io/managed-by")
+RECOMMENDED = (
+    "app.kubernetes.io/name",
+    "app.kubernetes.io/instance",
+    "app.kubernetes.io/version",
+    "app.kubernetes.io/component",
+    "app.kubernetes.io/part-of",
+    "app.kubernetes.io/managed-by",
+)
 MUTABLE = ("app.kubernetes.io/version", "app.kubernetes.io/instance")
 OVERLAYS = ["dev", "prod"]
 
@@ -25,8 +31,15 @@ def workloads(objects: list[dict]) -> list[tuple[dict, list[tuple[str, dict]]]]:
             out.append((obj, [("spec.template", spec["template"].get("metadata", {}))]))
         elif obj["kind"] == "CronJob":
             job = spec["jobTemplate"]
-            out.append((obj, [("spec.jobTemplate", job.get("metadata", {})),
-                              ("spec.jobTemplate.spec.template", job["spec"]["template"].get("metadata", {}))]))
+            out.append(
+                (
+                    obj,
+                    [
+                        ("spec.jobTemplate", job.get("metadata", {})),
+                        ("spec.jobTemplate.spec.template", job["spec"]["template"].get("metadata", {})),
+                    ],
+                )
+            )
     return out
 
 
@@ -56,8 +69,9 @@ def test_the_version_label_is_the_deployed_image_tag(rendered, overlay):
         if obj["kind"] != "Deployment":
             continue
         template = obj["spec"]["template"]
-        assert tags(template) == {template["metadata"]["labels"]["app.kubernetes.io/version"]}, \
+        assert tags(template) == {template["metadata"]["labels"]["app.kubernetes.io/version"]}, (
             f"{overlay}: Deployment/{obj['metadata']['name']}: set app.kubernetes.io/version to the image tag"
+        )
 
 
 @pytest.mark.parametrize("overlay", OVERLAYS)

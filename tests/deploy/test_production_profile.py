@@ -44,8 +44,9 @@ def containers(objects: list[dict]) -> list[tuple[str, str, dict]]:
 def environment(service: str, container: dict, objects: list[dict]) -> dict[str, str]:
     """What the container's process sees in os.environ, a Secret's value stood in for."""
     maps = {m["metadata"]["name"]: m.get("data", {}) for m in objects if m["kind"] == "ConfigMap"}
-    example = {s["metadata"]["name"]: s.get("stringData") or {}
-               for s in yaml.safe_load_all(SECRETS_EXAMPLE.read_text())}
+    example = {
+        s["metadata"]["name"]: s.get("stringData") or {} for s in yaml.safe_load_all(SECRETS_EXAMPLE.read_text())
+    }
     stand_ins = production_secrets(service)
 
     def from_secret(name: str) -> str:
@@ -87,5 +88,9 @@ def test_the_policy_has_teeth(rendered):
     env = environment(service, container, objects)
     bare = {k: v for k, v in env.items() if not k.startswith("CRM_MESSAGING_") or k.endswith(("_PORT", "_DATABASE"))}
     refused = {p.variable for p in profile.problems(bare, [discover()["messaging"].production_checks])}
-    assert {"CRM_MESSAGING_PUBLIC_URL", "CRM_MESSAGING_SMS_PROVIDER", "CRM_MESSAGING_FAX_PROVIDER",
-            "CRM_MESSAGING_SMTP_SINK"} <= refused
+    assert {
+        "CRM_MESSAGING_PUBLIC_URL",
+        "CRM_MESSAGING_SMS_PROVIDER",
+        "CRM_MESSAGING_FAX_PROVIDER",
+        "CRM_MESSAGING_SMTP_SINK",
+    } <= refused

@@ -32,25 +32,41 @@ class LocalStack:
     def __init__(self, home: Path, extra_env: dict[str, str] | None = None) -> None:
         self.home = home
         self.clock_file = home / "clock-offset"
-        self.ports: dict[str, int] = {"kafka": stack.free_port(), "mongo": stack.free_port(),
-                                      "smtp": stack.free_port(), "inbound_smtp": stack.free_port()}
+        self.ports: dict[str, int] = {
+            "kafka": stack.free_port(),
+            "mongo": stack.free_port(),
+            "smtp": stack.free_port(),
+            "inbound_smtp": stack.free_port(),
+        }
         self.grpc_ports: dict[str, int] = {}
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("CRM_")}
-        self.env.update({
-            "CRM_DATA_DIR": str(home), "CRM_KAFKA_PORT": str(self.ports["kafka"]),
-            "CRM_MONGO_PORT": str(self.ports["mongo"]), "CRM_MESSAGING_SMTP_PORT": str(self.ports["smtp"]),
-            "CRM_SERVICEDESK_INBOUND_SMTP_PORT": str(self.ports["inbound_smtp"]),  # the support mailbox
-            "CRM_API_WORKERS": "1", "CRM_TOPIC_PARTITIONS": "1", "CRM_LOG_LEVEL": "WARNING",
-            "CRM_CLOCK_FILE": str(self.clock_file), **(extra_env or {}),
-        })
+        self.env.update(
+            {
+                "CRM_DATA_DIR": str(home),
+                "CRM_KAFKA_PORT": str(self.ports["kafka"]),
+                "CRM_MONGO_PORT": str(self.ports["mongo"]),
+                "CRM_MESSAGING_SMTP_PORT": str(self.ports["smtp"]),
+                "CRM_SERVICEDESK_INBOUND_SMTP_PORT": str(self.ports["inbound_smtp"]),  # the support mailbox
+                "CRM_API_WORKERS": "1",
+                "CRM_TOPIC_PARTITIONS": "1",
+                "CRM_LOG_LEVEL": "WARNING",
+                "CRM_CLOCK_FILE": str(self.clock_file),
+                **(extra_env or {}),
+            }
+        )
         for service, key in SERVICES.items():
             http, grpc_port, metrics = stack.free_port(), stack.free_port(), stack.free_port()
             while metrics + 1 in self.ports.values():
                 metrics = stack.free_port()
             self.ports[service] = http
             self.grpc_ports[service] = grpc_port
-            self.env.update({f"CRM_{key}_HTTP_PORT": str(http), f"CRM_{key}_GRPC_PORT": str(grpc_port),
-                             f"CRM_{key}_METRICS_PORT": str(metrics)})
+            self.env.update(
+                {
+                    f"CRM_{key}_HTTP_PORT": str(http),
+                    f"CRM_{key}_GRPC_PORT": str(grpc_port),
+                    f"CRM_{key}_METRICS_PORT": str(metrics),
+                }
+            )
         self.env["CRM_SURVEY_URL_BASE"] = f"http://127.0.0.1:{self.ports['service-desk']}"
         self.env["CRM_DETAILS_URL_BASE"] = f"http://127.0.0.1:{self.ports['contacts']}"
         self.output = home / "crm-up.out"
@@ -59,8 +75,9 @@ class LocalStack:
 
     def start(self) -> None:
         with open(self.output, "w") as out:
-            self.process = subprocess.Popen([sys.executable, "-m", "crmkit.cli", "up"], env=self.env,
-                                            stdout=out, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "crmkit.cli", "up"], env=self.env, stdout=out, stderr=subprocess.STDOUT
+            )
         try:
             self._wait_until_serving()
         except BaseException:  # a stack that never came up is stopped (crm up stops what it started), not left running
@@ -72,15 +89,22 @@ class LocalStack:
             raise
 
     def _wait_until_serving(self) -> None:
-        printed = wait_until(lambda: "Ctrl-C" in self.output.read_text() and self.output.read_text(),
-                             timeout=90, what="crm up to print its banner")
+        printed = wait_until(
+            lambda: "Ctrl-C" in self.output.read_text() and self.output.read_text(),
+            timeout=90,
+            what="crm up to print its banner",
+        )
         lines = printed.splitlines()
         self.token = lines[lines.index("Admin token (12h):") + 1].strip()
         for service in SERVICES:  # generous: on a busy 2-core machine all four took ~2 min to come up
-            wait_until(lambda s=service: self.call(s, "GET", "/readyz")[0] == 200, timeout=180,
-                       what=f"{service} to be ready")
-            wait_until(lambda p=self.grpc_ports[service]: grpc_serving(f"127.0.0.1:{p}"), timeout=120,
-                       what=f"{service}'s gRPC server (services call each other) to serve")
+            wait_until(
+                lambda s=service: self.call(s, "GET", "/readyz")[0] == 200, timeout=180, what=f"{service} to be ready"
+            )
+            wait_until(
+                lambda p=self.grpc_ports[service]: grpc_serving(f"127.0.0.1:{p}"),
+                timeout=120,
+                what=f"{service}'s gRPC server (services call each other) to serve",
+            )
 
     def stop(self) -> int:
         assert self.process is not None
@@ -96,8 +120,16 @@ class LocalStack:
         temporary.write_text(f"{seconds}\n")
         temporary.replace(self.clock_file)
 
-    def call(self, service: str, method: str, path: str, body: Any = None, *, auth: bool = True,
-             form: dict[str, str] | None = None) -> tuple[int, Any]:
+    def call(
+        self,
+        service: str,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: bool = True,
+        form: dict[str, str] | None = None,
+    ) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {self.token}"} if auth else {}
         data = None
         if form is not None:
@@ -106,8 +138,9 @@ class LocalStack:
         elif body is not None:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
-        request = urllib.request.Request(f"http://127.0.0.1:{self.ports[service]}{path}", data=data,
-                                         method=method, headers=headers)
+        request = urllib.request.Request(
+            f"http://127.0.0.1:{self.ports[service]}{path}", data=data, method=method, headers=headers
+        )
         try:
             with urllib.request.urlopen(request, timeout=15) as response:
                 return response.status, _decode(response.read(), response.headers.get_content_type())
@@ -123,8 +156,14 @@ class LocalStack:
 
     def mails(self) -> list[email.message.EmailMessage]:
         folder = self.home / "messaging" / "mail"
-        return [email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
-                for p in sorted(folder.glob("*.eml"))] if folder.exists() else []
+        return (
+            [
+                email.message_from_bytes(p.read_bytes(), policy=email.policy.default)
+                for p in sorted(folder.glob("*.eml"))
+            ]
+            if folder.exists()
+            else []
+        )
 
 
 @pytest.fixture(scope="session")

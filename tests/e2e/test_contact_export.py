@@ -36,26 +36,68 @@ def test_the_export_holds_what_all_four_services_hold_on_the_person(tmp_path: Pa
 
 
 def _export_journey(crm: LocalStack) -> None:
-    sara = crm.ok("contacts", "POST", "/v1/contacts", {"first_name": "سارا", "last_name": "Ahmadi",
-                                                       "email": "sara@example.com"}, 201)
+    sara = crm.ok(
+        "contacts",
+        "POST",
+        "/v1/contacts",
+        {"first_name": "سارا", "last_name": "Ahmadi", "email": "sara@example.com"},
+        201,
+    )
     crm.ok("contacts", "PUT", f"/v1/contacts/{sara['id']}/consents/email", {"status": "granted"})
-    deal = crm.ok("sales", "POST", "/v1/deals", {"title": "Laptops", "contact_id": sara["id"],
-                                                 "amount": "2500.00", "currency": "USD"}, 201)
-    quote = crm.ok("sales", "POST", "/v1/quotes", {"deal_id": deal["id"], "valid_until": "2099-12-31", "lines": [
-        {"description": "لپ‌تاپ", "quantity": "2", "unit_price": "1250.00"}]}, 201)
+    deal = crm.ok(
+        "sales",
+        "POST",
+        "/v1/deals",
+        {"title": "Laptops", "contact_id": sara["id"], "amount": "2500.00", "currency": "USD"},
+        201,
+    )
+    quote = crm.ok(
+        "sales",
+        "POST",
+        "/v1/quotes",
+        {
+            "deal_id": deal["id"],
+            "valid_until": "2099-12-31",
+            "lines": [{"description": "لپ‌تاپ", "quantity": "2", "unit_price": "1250.00"}],
+        },
+        201,
+    )
     due = (datetime.now(UTC) + timedelta(days=1)).isoformat()
-    call = crm.ok("sales", "POST", "/v1/activities", {"type": "call", "subject": "Delivery date",
-                                                      "contact_id": sara["id"], "due_at": due}, 201)
-    ticket = crm.ok("service-desk", "POST", "/v1/tickets", {
-        "subject": "سفارش نرسیده", "description": "Where are my laptops?", "contact_id": sara["id"],
-        "channel": "email", "type": "complaint"}, 201)
+    call = crm.ok(
+        "sales",
+        "POST",
+        "/v1/activities",
+        {"type": "call", "subject": "Delivery date", "contact_id": sara["id"], "due_at": due},
+        201,
+    )
+    ticket = crm.ok(
+        "service-desk",
+        "POST",
+        "/v1/tickets",
+        {
+            "subject": "سفارش نرسیده",
+            "description": "Where are my laptops?",
+            "contact_id": sara["id"],
+            "channel": "email",
+            "type": "complaint",
+        },
+        201,
+    )
     crm.ok("service-desk", "POST", f"/v1/tickets/{ticket['id']}/comments", {"body": "On its way", "public": True}, 201)
     crm.ok("service-desk", "POST", f"/v1/tickets/{ticket['id']}/status", {"status": "solved"})
     crm.ok("service-desk", "POST", f"/v1/tickets/{ticket['id']}/satisfaction", {"csat": 5, "comment": "ممنون"}, 201)
-    message = crm.ok("messaging", "POST", "/v1/messages", {"contact_id": sara["id"], "channel": "email",
-                                                           "subject": "Your order", "body": "Shipped today"}, 202)
-    proof = wait_until(lambda: (answer := crm.ok("messaging", "GET", f"/v1/messages/{message['id']}/consent"))[
-        "consent"] and answer, SLOW, "the message sent, on the consent it checked")
+    message = crm.ok(
+        "messaging",
+        "POST",
+        "/v1/messages",
+        {"contact_id": sara["id"], "channel": "email", "subject": "Your order", "body": "Shipped today"},
+        202,
+    )
+    proof = wait_until(
+        lambda: (answer := crm.ok("messaging", "GET", f"/v1/messages/{message['id']}/consent"))["consent"] and answer,
+        SLOW,
+        "the message sent, on the consent it checked",
+    )
 
     officer = _token(crm, "contacts:export")
     refused = _as(crm, _token(crm, "contacts:read"), f"/v1/contacts/{sara['id']}/export")
@@ -83,8 +125,13 @@ def _export_journey(crm: LocalStack) -> None:
 
 def _token(crm: LocalStack, roles: str) -> str:
     """A person's token for the running stack, as `crm token` prints it."""
-    made = subprocess.run([sys.executable, "-m", "crmkit.cli", "token", "--roles", roles, "--subject", "dpo"],
-                          env=crm.env, capture_output=True, text=True, check=True)
+    made = subprocess.run(
+        [sys.executable, "-m", "crmkit.cli", "token", "--roles", roles, "--subject", "dpo"],
+        env=crm.env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return made.stdout.strip()
 
 

@@ -42,8 +42,12 @@ DOCS = Path(__file__).resolve().parents[2] / "docs" / "events"
 TOPICS = ["crm.contacts.events", "crm.sales.events", "crm.servicedesk.events", "crm.messaging.events"]
 DAY = 86400
 SLOW = 90  # seconds: consumer-group joins take ~5 s each on the local broker, and there are many
-WORKER_INTERVALS = {"CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS": "1", "CRM_SALES_VALUE_INTERVAL": "1",
-                    "CRM_SERVICEDESK_SWEEP_SECONDS": "1", "CRM_360_DEADLINE_SECONDS": "5"}
+WORKER_INTERVALS = {
+    "CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS": "1",
+    "CRM_SALES_VALUE_INTERVAL": "1",
+    "CRM_SERVICEDESK_SWEEP_SECONDS": "1",
+    "CRM_360_DEADLINE_SECONDS": "5",
+}
 
 
 class Events:
@@ -83,15 +87,37 @@ class Events:
 
 def envelope_schema(service: str, name: str, version: str) -> dict:
     """The CloudEvents envelope every catalogue schema shares, with `data` only required to be an object."""
-    return {"type": "object",
-            "required": ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data",
-                         "aggregatetype", "streamversion", "correlationid", "actor"],
-            "properties": {"specversion": {"const": "1.0"}, "id": {"type": "string"},
-                           "source": {"const": f"crm/{service}"}, "type": {"const": f"crm.{service}.{name}.{version}"},
-                           "subject": {"type": "string"}, "time": {"type": "string"},
-                           "datacontenttype": {"const": "application/json"}, "data": {"type": "object"},
-                           "streamversion": {"type": "integer", "minimum": 1}, "correlationid": {"type": "string"},
-                           "causationid": {"type": ["string", "null"]}, "actor": {"type": "string"}}}
+    return {
+        "type": "object",
+        "required": [
+            "specversion",
+            "id",
+            "source",
+            "type",
+            "subject",
+            "time",
+            "datacontenttype",
+            "data",
+            "aggregatetype",
+            "streamversion",
+            "correlationid",
+            "actor",
+        ],
+        "properties": {
+            "specversion": {"const": "1.0"},
+            "id": {"type": "string"},
+            "source": {"const": f"crm/{service}"},
+            "type": {"const": f"crm.{service}.{name}.{version}"},
+            "subject": {"type": "string"},
+            "time": {"type": "string"},
+            "datacontenttype": {"const": "application/json"},
+            "data": {"type": "object"},
+            "streamversion": {"type": "integer", "minimum": 1},
+            "correlationid": {"type": "string"},
+            "causationid": {"type": ["string", "null"]},
+            "actor": {"type": "string"},
+        },
+    }
 
 
 def validate_against_catalogue(events: list[dict]) -> dict[str, int]:
@@ -135,15 +161,33 @@ def test_a_customer_lifecycle_across_the_four_services(tmp_path: Path) -> None:
 
 def _journey(crm: LocalStack, events: Events) -> None:
     # --- the service desk's policies: a standard one, and a stricter one for strategic customers
-    standard = crm.ok("service-desk", "POST", "/v1/sla-policies", {
-        "name": "Standard", "targets": {"normal": {"first_response": 240, "resolution": 2880}}}, 201)
-    strict = crm.ok("service-desk", "POST", "/v1/sla-policies", {
-        "name": "Strategic", "customer_tiers": ["strategic"],
-        "targets": {"normal": {"first_response": 15, "resolution": 120}}}, 201)
+    standard = crm.ok(
+        "service-desk",
+        "POST",
+        "/v1/sla-policies",
+        {"name": "Standard", "targets": {"normal": {"first_response": 240, "resolution": 2880}}},
+        201,
+    )
+    strict = crm.ok(
+        "service-desk",
+        "POST",
+        "/v1/sla-policies",
+        {
+            "name": "Strategic",
+            "customer_tiers": ["strategic"],
+            "targets": {"normal": {"first_response": 15, "resolution": 120}},
+        },
+        201,
+    )
 
     # --- two people: Ali grants email consent, Bahar does not
-    ali = crm.ok("contacts", "POST", "/v1/contacts",
-                 {"first_name": "علی", "last_name": "Rezaei", "email": "ali@example.com"}, 201)
+    ali = crm.ok(
+        "contacts",
+        "POST",
+        "/v1/contacts",
+        {"first_name": "علی", "last_name": "Rezaei", "email": "ali@example.com"},
+        201,
+    )
     bahar = crm.ok("contacts", "POST", "/v1/contacts", {"first_name": "Bahar", "email": "bahar@example.com"}, 201)
     assert ali["lifecycle_stage"] == "lead"
     crm.ok("contacts", "PUT", f"/v1/contacts/{ali['id']}/consents/email", {"status": "granted"})
@@ -152,14 +196,24 @@ def _journey(crm: LocalStack, events: Events) -> None:
         return crm.ok("contacts", "GET", f"/v1/contacts/{contact['id']}")["lifecycle_stage"]
 
     # --- lead → opportunity → customer
-    first = crm.ok("sales", "POST", "/v1/deals", {"title": "First order", "contact_id": ali["id"],
-                                                  "amount": "50000.00", "currency": "USD"}, 201)
+    first = crm.ok(
+        "sales",
+        "POST",
+        "/v1/deals",
+        {"title": "First order", "contact_id": ali["id"], "amount": "50000.00", "currency": "USD"},
+        201,
+    )
     wait_until(lambda: stage(ali) == "opportunity", SLOW, "deal created → opportunity")
     crm.ok("sales", "POST", f"/v1/deals/{first['id']}/won")
     wait_until(lambda: stage(ali) == "customer", SLOW, "deal won → customer")
 
-    small = crm.ok("sales", "POST", "/v1/deals", {"title": "Small", "contact_id": bahar["id"],
-                                                  "amount": "100.00", "currency": "USD"}, 201)
+    small = crm.ok(
+        "sales",
+        "POST",
+        "/v1/deals",
+        {"title": "Small", "contact_id": bahar["id"], "amount": "100.00", "currency": "USD"},
+        201,
+    )
     crm.ok("sales", "POST", f"/v1/deals/{small['id']}/won")
 
     # --- welcome: one email to Ali; Bahar (no consent) gets nothing, the message is suppressed
@@ -172,6 +226,7 @@ def _journey(crm: LocalStack, events: Events) -> None:
     assert len(suppressed) == 1
     queued_for_bahar = events.of("MessageQueued", contact_id=bahar["id"])
     assert [m["subject"] for m in queued_for_bahar] == [suppressed[0]["subject"]]
+
     def bahars_messages() -> list[dict]:  # the messages view folds MessageSuppressed after MessageQueued
         items = crm.ok("messaging", "GET", f"/v1/messages?contact_id={bahar['id']}")["items"]
         return items if items and all(m["status"] != "queued" for m in items) else []
@@ -180,8 +235,11 @@ def _journey(crm: LocalStack, events: Events) -> None:
     assert [(m["status"], m["reason"]) for m in listed] == [("suppressed", suppressed[0]["data"]["reason"])]
 
     # --- strategic tier: sales ranks, contacts and the service desk learn it
-    wait_until(lambda: events.of("CustomerTierChanged", contact_id=ali["id"], tier="strategic"), SLOW,
-               "sales to rank Ali strategic")
+    wait_until(
+        lambda: events.of("CustomerTierChanged", contact_id=ali["id"], tier="strategic"),
+        SLOW,
+        "sales to rank Ali strategic",
+    )
     assert not events.of("CustomerTierChanged", contact_id=bahar["id"], tier="strategic")
 
     def listed_tier() -> str | None:
@@ -189,8 +247,16 @@ def _journey(crm: LocalStack, events: Events) -> None:
         return items and (items[0].get("derived") or {}).get("tier")
 
     wait_until(lambda: listed_tier() == "strategic", SLOW, "derived.tier on the contact list")
-    segment = crm.ok("contacts", "POST", "/v1/segments", {"name": "Strategic customers", "rules": {
-        "all": [{"field": "derived.tier", "op": "eq", "value": "strategic"}]}}, 201)
+    segment = crm.ok(
+        "contacts",
+        "POST",
+        "/v1/segments",
+        {
+            "name": "Strategic customers",
+            "rules": {"all": [{"field": "derived.tier", "op": "eq", "value": "strategic"}]},
+        },
+        201,
+    )
     members = crm.ok("contacts", "GET", f"/v1/segments/{segment['id']}/members")["items"]
     assert [m["id"] for m in members] == [ali["id"]]
     view = crm.ok("contacts", "GET", f"/v1/contacts/{ali['id']}/360")
@@ -198,28 +264,43 @@ def _journey(crm: LocalStack, events: Events) -> None:
     assert view["value"]["tier"] == "strategic"
 
     def open_ticket(subject: str) -> dict:
-        return crm.ok("service-desk", "POST", "/v1/tickets", {
-            "subject": subject, "description": "سفارش من نرسیده", "contact_id": ali["id"],
-            "channel": "email", "type": "complaint"}, 201)
+        return crm.ok(
+            "service-desk",
+            "POST",
+            "/v1/tickets",
+            {
+                "subject": subject,
+                "description": "سفارش من نرسیده",
+                "contact_id": ali["id"],
+                "channel": "email",
+                "type": "complaint",
+            },
+            201,
+        )
 
     probe = open_ticket("probe")  # its view shows the tier the service desk knows now
-    wait_until(lambda: crm.ok("service-desk", "GET", f"/v1/tickets/{probe['id']}")["contact"]["tier"]
-               == "strategic", SLOW, "the service desk to learn the tier")
+    wait_until(
+        lambda: crm.ok("service-desk", "GET", f"/v1/tickets/{probe['id']}")["contact"]["tier"] == "strategic",
+        SLOW,
+        "the service desk to learn the tier",
+    )
     ticket = open_ticket("Order not delivered")
     assert ticket["customer_tier"] == "strategic", ticket
     assert ticket["sla_policy"]["id"] == strict["id"] != standard["id"], ticket["sla_policy"]
 
     # --- solved → the survey email; its link rates the ticket once, without a login
     crm.ok("service-desk", "POST", f"/v1/tickets/{ticket['id']}/status", {"status": "solved"})
-    surveys = wait_until(lambda: [m for m in to("ali@example.com") if "How did we do" in str(m["Subject"])],
-                         SLOW, "the survey email")
+    surveys = wait_until(
+        lambda: [m for m in to("ali@example.com") if "How did we do" in str(m["Subject"])], SLOW, "the survey email"
+    )
     assert len(surveys) == 1
     body = surveys[0].get_body().get_content()
     [link] = re.findall(r"http://127\.0\.0\.1:\d+(/v1/surveys/[A-Za-z0-9_.-]+)", body)
     code, page = crm.call("service-desk", "GET", link, auth=False)
     assert code == 200 and 'name="csat"' in page
-    code, answer = crm.call("service-desk", "POST", link, auth=False, form={"csat": "5", "nps": "9",
-                                                                           "comment": "ممنون"})
+    code, answer = crm.call(
+        "service-desk", "POST", link, auth=False, form={"csat": "5", "nps": "9", "comment": "ممنون"}
+    )
     assert code == 201, answer
     rated = wait_until(lambda: events.of("SatisfactionRated"), SLOW, "SatisfactionRated on Kafka")
     assert [(e["subject"], e["data"]["csat"], e["data"]["nps"]) for e in rated] == [(ticket["id"], 5, 9)]
@@ -232,21 +313,30 @@ def _journey(crm: LocalStack, events: Events) -> None:
     crm.move_clock(366 * DAY)
     wait_until(lambda: crm.ok("contacts", "GET", f"/v1/contacts/{ali['id']}")["at_risk"], SLOW, "at risk")
     assert stage(ali) == "customer"
-    wait_until(lambda: [e for e in events.of("ContactFlaggedAtRisk") if e["subject"] == ali["id"]], SLOW,
-               "ContactFlaggedAtRisk on Kafka")
+    wait_until(
+        lambda: [e for e in events.of("ContactFlaggedAtRisk") if e["subject"] == ali["id"]],
+        SLOW,
+        "ContactFlaggedAtRisk on Kafka",
+    )
     crm.move_clock((366 + 91) * DAY)
     wait_until(lambda: stage(ali) == "churned", SLOW, "churned")
 
     # --- back to today's clock; a new deal won: a win-back
     crm.move_clock(0)
-    again = crm.ok("sales", "POST", "/v1/deals", {"title": "Back again", "contact_id": ali["id"],
-                                                  "amount": "1200.00", "currency": "USD"}, 201)
+    again = crm.ok(
+        "sales",
+        "POST",
+        "/v1/deals",
+        {"title": "Back again", "contact_id": ali["id"], "amount": "1200.00", "currency": "USD"},
+        201,
+    )
     crm.ok("sales", "POST", f"/v1/deals/{again['id']}/won")
     wait_until(lambda: stage(ali) == "customer", SLOW, "win-back → customer")
     back = crm.ok("contacts", "GET", f"/v1/contacts/{ali['id']}")
     assert back["win_backs"] == 1 and back["at_risk"] is False
-    timeline = [(t["from"], t["to"]) for t in crm.ok("contacts", "GET", f"/v1/contacts/{ali['id']}/360")[
-        "lifecycle_timeline"]]
+    timeline = [
+        (t["from"], t["to"]) for t in crm.ok("contacts", "GET", f"/v1/contacts/{ali['id']}/360")["lifecycle_timeline"]
+    ]
     assert ("lead", "opportunity") in timeline and ("opportunity", "customer") in timeline
     assert ("customer", "churned") in timeline and timeline[-1][1] == "customer", timeline
 

@@ -52,40 +52,60 @@ def _tickets_of(crm: LocalStack, contact_id: str) -> list[dict]:
     return crm.ok("service-desk", "GET", f"/v1/tickets?contact_id={contact_id}")["items"]
 
 
-def test_mail_and_sms_open_tickets_replies_comment_and_bounces_suppress(crm: LocalStack,
-                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+def test_mail_and_sms_open_tickets_replies_comment_and_bounces_suppress(
+    crm: LocalStack, monkeypatch: pytest.MonkeyPatch
+) -> None:
     unique = uuid.uuid4().hex[:10]
     address = f"sara.{unique}@example.com"
     sara = crm.ok("contacts", "POST", "/v1/contacts", {"first_name": "سارا", "email": address}, 201)
     crm.ok("contacts", "PUT", f"/v1/contacts/{sara['id']}/consents/email", {"status": "granted"})
     # the mailbox finds who wrote in contacts' read model (FindContacts), as a search would: a mail
     # arriving before the contact is projected there comes from a stranger (a new contact)
-    wait_until(lambda: crm.ok("contacts", "GET", f"/v1/contacts?email={address}")["items"], SLOW,
-               "Sara in the contacts list, where the mailbox looks senders up")
+    wait_until(
+        lambda: crm.ok("contacts", "GET", f"/v1/contacts?email={address}")["items"],
+        SLOW,
+        "Sara in the contacts list, where the mailbox looks senders up",
+    )
 
     stack.wait_for_port(crm.ports["inbound_smtp"], timeout=SLOW)  # the support mailbox, started by crm up
     assert _mail(crm, f"Sara <{address}>", "سفارش نرسیده", "سفارش من هنوز نرسیده است")[0] == 250
     [ticket] = wait_until(lambda: _tickets_of(crm, sara["id"]), SLOW, "the mail's ticket in the list")
-    assert (ticket["channel"], ticket["subject"], ticket["description"]) == ("email", "سفارش نرسیده",
-                                                                            "سفارش من هنوز نرسیده است")
+    assert (ticket["channel"], ticket["subject"], ticket["description"]) == (
+        "email",
+        "سفارش نرسیده",
+        "سفارش من هنوز نرسیده است",
+    )
 
     crm.ok("service-desk", "POST", f"/v1/tickets/{ticket['id']}/status", {"status": "open"})
     crm.ok("service-desk", "POST", f"/v1/tickets/{ticket['id']}/status", {"status": "solved"})
     [survey] = wait_until(lambda: [m for m in crm.mails() if address in str(m["To"])], SLOW, "the survey mail")
     assert f"[#{ticket['id']}]" in str(survey["Subject"])
-    assert _mail(crm, address, f"Re: {survey['Subject']}", "رسید، ممنون\n\nOn Mon, Support wrote:\n> solved",
-                 In_Reply_To=str(survey["Message-ID"]))[0] == 250
-    replied = wait_until(lambda: (t := crm.ok("service-desk", "GET", f"/v1/tickets/{ticket['id']}"))["comments"]
-                         and t, SLOW, "the reply as a comment")
+    assert (
+        _mail(
+            crm,
+            address,
+            f"Re: {survey['Subject']}",
+            "رسید، ممنون\n\nOn Mon, Support wrote:\n> solved",
+            In_Reply_To=str(survey["Message-ID"]),
+        )[0]
+        == 250
+    )
+    replied = wait_until(
+        lambda: (t := crm.ok("service-desk", "GET", f"/v1/tickets/{ticket['id']}"))["comments"] and t,
+        SLOW,
+        "the reply as a comment",
+    )
     assert [(c["author_type"], c["author"], c["body"]) for c in replied["comments"]] == [
-        ("customer", f"contact:{sara['id']}", "رسید، ممنون")]
+        ("customer", f"contact:{sara['id']}", "رسید، ممنون")
+    ]
     assert replied["status"] == "open"  # a customer reply reopens a solved ticket
     assert len(_tickets_of(crm, sara["id"])) == 1
 
     stranger = f"bahar.{unique}@example.com"
     assert _mail(crm, f"Bahar Karimi <{stranger}>", "Price list?", "Please send it")[0] == 250
-    [made] = wait_until(lambda: crm.ok("contacts", "GET", f"/v1/contacts?email={stranger}")["items"], SLOW,
-                        "the stranger as a contact")
+    [made] = wait_until(
+        lambda: crm.ok("contacts", "GET", f"/v1/contacts?email={stranger}")["items"], SLOW, "the stranger as a contact"
+    )
     assert (made["first_name"], made["last_name"], made["tags"]) == ("Bahar", "Karimi", ["inbound"])
     assert made["attributes"] == {"source": "inbound_email"}
     assert wait_until(lambda: _tickets_of(crm, made["id"]), SLOW, "the stranger's ticket")[0]["channel"] == "email"
@@ -105,19 +125,28 @@ def test_mail_and_sms_open_tickets_replies_comment_and_bounces_suppress(crm: Loc
     bounce = _dsn(survey_id=str(survey["Message-ID"]), address=address)
     with smtplib.SMTP("127.0.0.1", crm.ports["inbound_smtp"], timeout=60) as client:
         client.sendmail("", ["support@crm.local"], bounce)
-    queued = crm.ok("messaging", "POST", "/v1/messages", {"contact_id": sara["id"], "channel": "email",
-                                                          "subject": "News", "body": "hello"}, 202)
+    queued = crm.ok(
+        "messaging",
+        "POST",
+        "/v1/messages",
+        {"contact_id": sara["id"], "channel": "email", "subject": "News", "body": "hello"},
+        202,
+    )
     # the report reaches messaging through the desk's topic; the next send may be decided before it does
-    later = wait_until(lambda: _suppressed_after_bounce(crm, sara["id"]), SLOW,
-                       "a send to the bounced address suppressed")
+    later = wait_until(
+        lambda: _suppressed_after_bounce(crm, sara["id"]), SLOW, "a send to the bounced address suppressed"
+    )
     assert later["reason"] == "address_bounced"
     assert crm.ok("messaging", "GET", f"/v1/messages/{queued['id']}")["status"] in ("sent", "suppressed")
 
 
 def _sms(crm: LocalStack, body: dict, shared: str) -> dict:
-    request = urllib.request.Request(f"http://127.0.0.1:{crm.ports['service-desk']}/v1/inbound/sms",
-                                     data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json", "X-Inbound-Secret": shared})
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{crm.ports['service-desk']}/v1/inbound/sms",
+        data=json.dumps(body).encode(),
+        method="POST",
+        headers={"Content-Type": "application/json", "X-Inbound-Secret": shared},
+    )
     with urllib.request.urlopen(request, timeout=30) as response:
         assert response.status == 200
         return json.loads(response.read())
@@ -125,10 +154,18 @@ def _sms(crm: LocalStack, body: dict, shared: str) -> dict:
 
 def _suppressed_after_bounce(crm: LocalStack, contact_id: str) -> dict | None:
     """Send again until a send is suppressed for the bounce (each try is a new message)."""
-    message = crm.ok("messaging", "POST", "/v1/messages", {"contact_id": contact_id, "channel": "email",
-                                                           "subject": "Again", "body": "hello"}, 202)
-    decided = wait_until(lambda: (m := crm.ok("messaging", "GET", f"/v1/messages/{message['id']}"))["status"]
-                         != "queued" and m, SLOW, "the send decided")
+    message = crm.ok(
+        "messaging",
+        "POST",
+        "/v1/messages",
+        {"contact_id": contact_id, "channel": "email", "subject": "Again", "body": "hello"},
+        202,
+    )
+    decided = wait_until(
+        lambda: (m := crm.ok("messaging", "GET", f"/v1/messages/{message['id']}"))["status"] != "queued" and m,
+        SLOW,
+        "the send decided",
+    )
     return decided if decided["status"] == "suppressed" else None
 
 

@@ -24,8 +24,9 @@ pytestmark = pytest.mark.e2e
 
 
 def contact_events(crm: LocalStack) -> list[dict]:
-    consumer = KafkaConsumer("crm.contacts.events", bootstrap_servers=crm.kafka, auto_offset_reset="earliest",
-                             consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        "crm.contacts.events", bootstrap_servers=crm.kafka, auto_offset_reset="earliest", consumer_timeout_ms=3000
+    )
     try:
         return [json.loads(message.value) for message in consumer]
     finally:
@@ -48,15 +49,17 @@ def test_newcomer_creates_a_contact_and_sees_it_everywhere_and_after_a_restart(t
         target = f"127.0.0.1:{crm.grpc_ports['contacts']}"
         with grpc.insecure_channel(target) as channel, pytest.raises(grpc.RpcError) as anonymous:
             contacts_pb2_grpc.ContactDirectoryStub(channel).GetContact(  # gRPC answers nobody without a token
-                contacts_pb2.GetContactRequest(contact_id=sara["id"]), timeout=5)
+                contacts_pb2.GetContactRequest(contact_id=sara["id"]), timeout=5
+            )
         assert anonymous.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with rpc.token_channel(target, crm.token) as channel:
             stub = contacts_pb2_grpc.ContactDirectoryStub(channel)
             found = stub.GetContact(contacts_pb2.GetContactRequest(contact_id=sara["id"]), timeout=5)
         assert found.first_name == "سارا" and found.email == "sara@example.com"
 
-        wait_until(lambda: crm.call("contacts", "GET", "/v1/contacts?q=sara")[1]["items"],
-                   what="the worker's projection")
+        wait_until(
+            lambda: crm.call("contacts", "GET", "/v1/contacts?q=sara")[1]["items"], what="the worker's projection"
+        )
         metrics = urllib.request.urlopen(f"http://127.0.0.1:{crm.ports['contacts']}/metrics", timeout=5).read()
         assert b"crm_http_request_duration_seconds_bucket" in metrics
     finally:
@@ -67,8 +70,7 @@ def test_newcomer_creates_a_contact_and_sees_it_everywhere_and_after_a_restart(t
     try:
         again = crm.ok("contacts", "GET", f"/v1/contacts/{sara['id']}")
         assert again["email"] == "sara@example.com"
-        replayed = wait_until(lambda: [e for e in contact_events(crm) if e["subject"] == sara["id"]],
-                              what="the replay")
+        replayed = wait_until(lambda: [e for e in contact_events(crm) if e["subject"] == sara["id"]], what="the replay")
         assert [e["id"] for e in replayed] == [created[0]["id"]]
     finally:
         assert crm.stop() == 0

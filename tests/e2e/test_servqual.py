@@ -24,29 +24,48 @@ from .conftest import LocalStack
 pytestmark = pytest.mark.e2e
 
 SLOW = 120  # seconds: the worker's pass (15 s), projections, messaging's trigger and dispatch, on a busy machine
-ITEMS = {"tangibles": ["q1"], "reliability": ["q5", "q7"], "responsiveness": ["q11"], "assurance": ["q14"],
-         "empathy": ["q18"]}
+ITEMS = {
+    "tangibles": ["q1"],
+    "reliability": ["q5", "q7"],
+    "responsiveness": ["q11"],
+    "assurance": ["q14"],
+    "empathy": ["q18"],
+}
 WEIGHTS = {"tangibles": 10, "reliability": 30, "responsiveness": 25, "assurance": 20, "empathy": 15}
 EXPECTED = {"q1": 6, "q5": 7, "q7": 7, "q11": 6, "q14": 5, "q18": 5}
 PERCEIVED = {"q1": 6, "q5": 4, "q7": 6, "q11": 3, "q14": 5, "q18": 7}
 
 
 def _form(expectations: dict[str, int], perceptions: dict[str, int]) -> dict[str, str]:
-    return {**{f"expectations.{k}": str(v) for k, v in expectations.items()},
-            **{f"perceptions.{k}": str(v) for k, v in perceptions.items()}}
+    return {
+        **{f"expectations.{k}": str(v) for k, v in expectations.items()},
+        **{f"perceptions.{k}": str(v) for k, v in perceptions.items()},
+    }
 
 
 def test_a_servqual_survey_from_the_policy_to_the_report(crm: LocalStack) -> None:
-    before = {"instrument": crm.ok("service-desk", "GET", "/v1/servqual/instrument"),
-              "policy": crm.ok("service-desk", "GET", "/v1/servqual/policy")}
+    before = {
+        "instrument": crm.ok("service-desk", "GET", "/v1/servqual/instrument"),
+        "policy": crm.ok("service-desk", "GET", "/v1/servqual/policy"),
+    }
     try:
         _journey(crm)
     finally:  # the shared stack goes back to what it was
-        crm.ok("service-desk", "PUT", "/v1/servqual/policy", {
-            name: before["policy"][name] for name in ("enabled", "every_nth_solved_per_contact",
-                                                      "every_nth_solved_overall", "quarterly_tiers")})
-        crm.ok("service-desk", "PUT", "/v1/servqual/instrument", {
-            "items": before["instrument"]["items"], "weights": before["instrument"]["weights"]})
+        crm.ok(
+            "service-desk",
+            "PUT",
+            "/v1/servqual/policy",
+            {
+                name: before["policy"][name]
+                for name in ("enabled", "every_nth_solved_per_contact", "every_nth_solved_overall", "quarterly_tiers")
+            },
+        )
+        crm.ok(
+            "service-desk",
+            "PUT",
+            "/v1/servqual/instrument",
+            {"items": before["instrument"]["items"], "weights": before["instrument"]["weights"]},
+        )
 
 
 def _journey(crm: LocalStack) -> None:
@@ -54,22 +73,40 @@ def _journey(crm: LocalStack) -> None:
     address, group = f"servqual-{unique}@example.com", f"servqual-{unique}"
 
     # --- the admin: a bad instrument is refused whole; then a shorter one and the policy
-    code, problem = crm.call("service-desk", "PUT", "/v1/servqual/instrument",
-                             {"items": {"empathy": ["q1"]}, "weights": {"tangibles": 50}})
+    code, problem = crm.call(
+        "service-desk", "PUT", "/v1/servqual/instrument", {"items": {"empathy": ["q1"]}, "weights": {"tangibles": 50}}
+    )
     assert code == 422 and set(problem["errors"]) == {"items.empathy.0", "weights"}, problem
     instrument = crm.ok("service-desk", "PUT", "/v1/servqual/instrument", {"items": ITEMS, "weights": WEIGHTS})
     assert instrument["item_count"] == 6 and instrument["weights"]["reliability"] == 0.3
-    policy = crm.ok("service-desk", "PUT", "/v1/servqual/policy",
-                    {"enabled": True, "every_nth_solved_per_contact": 2})
+    policy = crm.ok("service-desk", "PUT", "/v1/servqual/policy", {"enabled": True, "every_nth_solved_per_contact": 2})
     assert policy["enabled"] and policy["counting_since"]
 
     # --- a customer who reads Persian, with email consent, has two tickets solved
-    contact = crm.ok("contacts", "POST", "/v1/contacts", {"first_name": "نسرین", "last_name": "Karimi",
-                                                          "email": address, "locale": "fa-IR"}, 201)
+    contact = crm.ok(
+        "contacts",
+        "POST",
+        "/v1/contacts",
+        {"first_name": "نسرین", "last_name": "Karimi", "email": address, "locale": "fa-IR"},
+        201,
+    )
     crm.ok("contacts", "PUT", f"/v1/contacts/{contact['id']}/consents/email", {"status": "granted"})
-    tickets = [crm.ok("service-desk", "POST", "/v1/tickets", {
-        "subject": f"درخواست {n}", "contact_id": contact["id"], "channel": "email", "type": "request",
-        "group": group}, 201) for n in (1, 2)]
+    tickets = [
+        crm.ok(
+            "service-desk",
+            "POST",
+            "/v1/tickets",
+            {
+                "subject": f"درخواست {n}",
+                "contact_id": contact["id"],
+                "channel": "email",
+                "type": "request",
+                "group": group,
+            },
+            201,
+        )
+        for n in (1, 2)
+    ]
     for ticket in tickets:
         crm.ok("service-desk", "POST", f"/v1/tickets/{ticket['id']}/status", {"status": "solved"})
 
@@ -83,8 +120,11 @@ def _journey(crm: LocalStack) -> None:
 
     def links() -> list[str]:
         bodies = [m.get_body().get_content() for m in crm.mails() if address in str(m["To"])]
-        return [path for body in bodies
-                for path in re.findall(r"http://127\.0\.0\.1:\d+(/v1/surveys/servqual/[A-Za-z0-9_.-]+)", body)]
+        return [
+            path
+            for body in bodies
+            for path in re.findall(r"http://127\.0\.0\.1:\d+(/v1/surveys/servqual/[A-Za-z0-9_.-]+)", body)
+        ]
 
     [link] = wait_until(links, SLOW, "the SERVQUAL email")
 
@@ -108,7 +148,8 @@ def _journey(crm: LocalStack) -> None:
     gaps = {"tangibles": 0.0, "reliability": -2.0, "responsiveness": -3.0, "assurance": 0.0, "empathy": 2.0}
     assert {d: found["dimensions"][d]["gap"] for d in gaps} == gaps
     assert found["overall"]["weighted_gap"] == pytest.approx(-0.6 - 0.75 + 0.3)  # 0.3×−2 + 0.25×−3 + 0.15×2
-    assert found["by_agent_group"] == [{"group": group, "responses": 1, "weighted_gap": found["overall"][
-        "weighted_gap"], "dimensions": gaps}]
+    assert found["by_agent_group"] == [
+        {"group": group, "responses": 1, "weighted_gap": found["overall"]["weighted_gap"], "dimensions": gaps}
+    ]
     assert [b["responses"] for b in found["over_time"]] == [1]
     assert found["surveys_sent"] == 1 and found["response_rate_percent"] == 100.0

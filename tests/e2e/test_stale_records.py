@@ -34,26 +34,62 @@ def test_stale_contacts_are_reported_asked_to_confirm_and_cleared(crm: LocalStac
     owner, other_owner = f"owner-{tag}", f"other-{tag}"
     shipped = crm.ok("messaging", "GET", "/v1/triggers/trg-contact-stale-confirm")
     assert shipped["enabled"] is False and shipped["template_id"] == "tpl-confirm-details"
-    crm.ok("messaging", "POST", "/v1/triggers", {
-        "name": f"confirm your details ({tag})", "event_type": "crm.contacts.ContactBecameStale.v1",
-        "filter": {"owner": owner}, "template_id": "tpl-confirm-details", "channel": "email"}, 201)
+    crm.ok(
+        "messaging",
+        "POST",
+        "/v1/triggers",
+        {
+            "name": f"confirm your details ({tag})",
+            "event_type": "crm.contacts.ContactBecameStale.v1",
+            "filter": {"owner": owner},
+            "template_id": "tpl-confirm-details",
+            "channel": "email",
+        },
+        201,
+    )
 
     # two contacts that cross the line in 20 s (one consents to email, one does not), one already stale
     almost = _ago(days=365, seconds=-20)
-    maryam = crm.ok("contacts", "POST", "/v1/contacts", {
-        "first_name": "مریم", "last_name": "Ahmadi", "email": f"maryam-{tag}@example.com",
-        "phone": "+989121234567", "locale": "fa-IR", "owner": owner, "verified_at": almost}, 201)
+    maryam = crm.ok(
+        "contacts",
+        "POST",
+        "/v1/contacts",
+        {
+            "first_name": "مریم",
+            "last_name": "Ahmadi",
+            "email": f"maryam-{tag}@example.com",
+            "phone": "+989121234567",
+            "locale": "fa-IR",
+            "owner": owner,
+            "verified_at": almost,
+        },
+        201,
+    )
     crm.ok("contacts", "PUT", f"/v1/contacts/{maryam['id']}/consents/email", {"status": "granted"})
-    bo = crm.ok("contacts", "POST", "/v1/contacts", {"first_name": "Bo", "email": f"bo-{tag}@example.com",
-                                                     "owner": owner, "verified_at": almost}, 201)
+    bo = crm.ok(
+        "contacts",
+        "POST",
+        "/v1/contacts",
+        {"first_name": "Bo", "email": f"bo-{tag}@example.com", "owner": owner, "verified_at": almost},
+        201,
+    )
     assert maryam["stale"] is False and bo["stale"] is False
-    cy = crm.ok("contacts", "POST", "/v1/contacts", {"first_name": "Cy", "owner": other_owner,
-                                                     "verified_at": _ago(days=400)}, 201)
+    cy = crm.ok(
+        "contacts",
+        "POST",
+        "/v1/contacts",
+        {"first_name": "Cy", "owner": other_owner, "verified_at": _ago(days=400)},
+        201,
+    )
     assert cy["stale"] is True and cy["stale_since"]
 
     # bad input to each new endpoint: every bad field named, nothing stored
-    code, problem = crm.call("contacts", "POST", "/v1/contacts", {
-        "email": f"future-{tag}@example.com", "verified_at": _ago(days=-3), "stale": True})
+    code, problem = crm.call(
+        "contacts",
+        "POST",
+        "/v1/contacts",
+        {"email": f"future-{tag}@example.com", "verified_at": _ago(days=-3), "stale": True},
+    )
     assert code == 422 and set(problem["errors"]) == {"verified_at", "stale"}, problem
     code, problem = crm.call("contacts", "POST", f"/v1/contacts/{cy['id']}/verify", {"method": "pigeon", "by": 1})
     assert code == 422 and set(problem["errors"]) == {"method", "by"}, problem
@@ -82,8 +118,15 @@ def test_stale_contacts_are_reported_asked_to_confirm_and_cleared(crm: LocalStac
     body = mail.get_body().get_content()
     [link] = re.findall(rf"http://127\.0\.0\.1:{crm.ports['contacts']}(/v1/confirmations/[A-Za-z0-9_.-]+)", body)
     # Bo did not: his message was suppressed at send time, with the reason
-    sent_to_bo = wait_until(lambda: [m for m in crm.ok("messaging", "GET", f"/v1/messages?contact_id={bo['id']}")[
-        "items"] if m["status"] != "queued"], SLOW, "Bo's message decided")
+    sent_to_bo = wait_until(
+        lambda: [
+            m
+            for m in crm.ok("messaging", "GET", f"/v1/messages?contact_id={bo['id']}")["items"]
+            if m["status"] != "queued"
+        ],
+        SLOW,
+        "Bo's message decided",
+    )
     assert [(m["status"], m["reason"]) for m in sent_to_bo] == [("suppressed", "no_consent_recorded")]
     assert mails_to(f"bo-{tag}@example.com") == []
 
@@ -93,8 +136,18 @@ def test_stale_contacts_are_reported_asked_to_confirm_and_cleared(crm: LocalStac
     assert code == 422 and set(problem["errors"]) == {"email", "phone"}, problem
     before = crm.ok("contacts", "GET", f"/v1/contacts/{maryam['id']}")
     assert before["stale"] is True and before["phone"] == "+989121234567"  # nothing stored
-    code, page = crm.call("contacts", "POST", link, auth=False, form={
-        "first_name": "مریم", "last_name": "Ahmadi", "email": f"maryam-{tag}@example.com", "phone": "0935 111 2233"})
+    code, page = crm.call(
+        "contacts",
+        "POST",
+        link,
+        auth=False,
+        form={
+            "first_name": "مریم",
+            "last_name": "Ahmadi",
+            "email": f"maryam-{tag}@example.com",
+            "phone": "0935 111 2233",
+        },
+    )
     assert code == 200 and "سپاسگزاریم" in page
     after = crm.ok("contacts", "GET", f"/v1/contacts/{maryam['id']}")
     assert (after["stale"], after["phone"], after["verified_by"]) == (False, "+989351112233", f"contact:{maryam['id']}")

@@ -24,9 +24,14 @@ SLOW = 60  # seconds: the deals read model is folded from the topic
 
 def as_team(crm: LocalStack, roles: str, team: str) -> LocalStack:
     """The stack as seen with a token `crm token` mints for `team` (the shared fixture untouched)."""
-    minted = subprocess.run([sys.executable, "-m", "crmkit.cli", "token", "--roles", roles, "--team", team,
-                             "--subject", f"manager-{team}"], env=crm.env, capture_output=True, text=True,
-                            check=True, timeout=60)
+    minted = subprocess.run(
+        [sys.executable, "-m", "crmkit.cli", "token", "--roles", roles, "--team", team, "--subject", f"manager-{team}"],
+        env=crm.env,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     scoped = copy.copy(crm)
     scoped.token = minted.stdout.strip()
     return scoped
@@ -35,10 +40,10 @@ def as_team(crm: LocalStack, roles: str, team: str) -> LocalStack:
 def test_a_team_scoped_manager_sees_and_changes_only_their_teams_deals(crm: LocalStack) -> None:
     north, south = f"north-{new_id()[-8:]}", f"south-{new_id()[-8:]}"
     manager = as_team(crm, "sales:write:team", north)
-    contact = crm.ok("contacts", "POST", "/v1/contacts", {"first_name": "Parisa",
-                                                          "email": f"{north}@example.com"}, 201)
-    pipeline = crm.ok("sales", "POST", "/v1/pipelines", {"name": "Teams", "stages": [
-        {"name": "Pitch", "probability": "50"}]}, 201)
+    contact = crm.ok("contacts", "POST", "/v1/contacts", {"first_name": "Parisa", "email": f"{north}@example.com"}, 201)
+    pipeline = crm.ok(
+        "sales", "POST", "/v1/pipelines", {"name": "Teams", "stages": [{"name": "Pitch", "probability": "50"}]}, 201
+    )
     body = {"title": "Fleet", "contact_id": contact["id"], "pipeline_id": pipeline["id"], "currency": "EUR"}
     ours = manager.ok("sales", "POST", "/v1/deals", {**body, "amount": "100.00", "owner": "neda"}, 201)
     assert ours["team"] == north

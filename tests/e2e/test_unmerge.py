@@ -34,32 +34,56 @@ def _unmerge(crm: LocalStack) -> None:
     duplicate = crm.ok("contacts", "POST", "/v1/contacts", {"first_name": "S.", "phone": "+98 912 123 4567"}, 201)
     third = crm.ok("contacts", "POST", "/v1/contacts", {"first_name": "Reza", "email": "reza@example.com"}, 201)
     dup = duplicate["id"]
-    deal = crm.ok("sales", "POST", "/v1/deals", {"title": "Renewal", "contact_id": dup, "amount": "100",
-                                                 "currency": "USD"}, 201)
-    later = crm.ok("sales", "POST", "/v1/deals", {"title": "Upsell", "contact_id": dup, "amount": "50",
-                                                  "currency": "USD"}, 201)
-    activity = crm.ok("sales", "POST", "/v1/activities", {"type": "call", "subject": "Call back",
-                                                          "due_at": "2026-12-01T10:00:00Z", "contact_id": dup}, 201)
-    ticket = crm.ok("service-desk", "POST", "/v1/tickets", {"subject": "Order late", "contact_id": dup,
-                                                            "channel": "email", "type": "complaint"}, 201)
-    message = crm.ok("messaging", "POST", "/v1/messages", {"contact_id": dup, "channel": "sms",
-                                                           "body": "Your order is on its way"}, 202)
-    moved = {"deal": ("sales", f"/v1/deals/{deal['id']}"), "activity": ("sales", f"/v1/activities/{activity['id']}"),
-             "ticket": ("service-desk", f"/v1/tickets/{ticket['id']}"),
-             "message": ("messaging", f"/v1/messages/{message['id']}")}
+    deal = crm.ok(
+        "sales", "POST", "/v1/deals", {"title": "Renewal", "contact_id": dup, "amount": "100", "currency": "USD"}, 201
+    )
+    later = crm.ok(
+        "sales", "POST", "/v1/deals", {"title": "Upsell", "contact_id": dup, "amount": "50", "currency": "USD"}, 201
+    )
+    activity = crm.ok(
+        "sales",
+        "POST",
+        "/v1/activities",
+        {"type": "call", "subject": "Call back", "due_at": "2026-12-01T10:00:00Z", "contact_id": dup},
+        201,
+    )
+    ticket = crm.ok(
+        "service-desk",
+        "POST",
+        "/v1/tickets",
+        {"subject": "Order late", "contact_id": dup, "channel": "email", "type": "complaint"},
+        201,
+    )
+    message = crm.ok(
+        "messaging",
+        "POST",
+        "/v1/messages",
+        {"contact_id": dup, "channel": "sms", "body": "Your order is on its way"},
+        202,
+    )
+    moved = {
+        "deal": ("sales", f"/v1/deals/{deal['id']}"),
+        "activity": ("sales", f"/v1/activities/{activity['id']}"),
+        "ticket": ("service-desk", f"/v1/tickets/{ticket['id']}"),
+        "message": ("messaging", f"/v1/messages/{message['id']}"),
+    }
     reassigned = ("sales", f"/v1/deals/{later['id']}")
 
     crm.ok("contacts", "POST", f"/v1/contacts/{survivor['id']}/merge", {"duplicate_id": dup})
-    wait_until(lambda: _all_on(crm, {**moved, "later": reassigned}, survivor["id"]), timeout=SLOW,
-               what="sales, the service desk and messaging to move the duplicate's records to the survivor")
+    wait_until(
+        lambda: _all_on(crm, {**moved, "later": reassigned}, survivor["id"]),
+        timeout=SLOW,
+        what="sales, the service desk and messaging to move the duplicate's records to the survivor",
+    )
     put = crm.ok("sales", "PUT", f"/v1/deals/{later['id']}/contact", {"contact_id": third["id"]})
     assert put["contact_id"] == third["id"]
 
     unmerged = crm.ok("contacts", "POST", f"/v1/contacts/{survivor['id']}/unmerge", {"duplicate_id": dup})
     assert unmerged["merged_from"] == [] and unmerged["phone"] is None
     assert crm.ok("contacts", "GET", f"/v1/contacts/{dup}")["status"] == "active"
-    wait_until(lambda: _all_on(crm, moved, dup), timeout=SLOW,
-               what="every record the merge moved to be the duplicate's again")
+    wait_until(
+        lambda: _all_on(crm, moved, dup), timeout=SLOW, what="every record the merge moved to be the duplicate's again"
+    )
     assert _contact_of(crm, *reassigned) == third["id"]  # a person moved it after the merge: it stays
     again = crm.ok("contacts", "POST", f"/v1/contacts/{survivor['id']}/unmerge", {"duplicate_id": dup})
     assert again["version"] == unmerged["version"]  # harmless to repeat

@@ -48,21 +48,50 @@ class Client:
 
     def unit(self, n: int) -> None:
         """One customer's worth of writes across both services."""
-        contact = self.write("contact", "POST", f"{self.contacts_url}/v1/contacts", {
-            "first_name": f"Load{n}", "last_name": "Fault", "email": f"load{n}@example.com",
-            "phone": f"+98912{n:07d}", "lifecycle_stage": "lead"}, key=True)
+        contact = self.write(
+            "contact",
+            "POST",
+            f"{self.contacts_url}/v1/contacts",
+            {
+                "first_name": f"Load{n}",
+                "last_name": "Fault",
+                "email": f"load{n}@example.com",
+                "phone": f"+98912{n:07d}",
+                "lifecycle_stage": "lead",
+            },
+            key=True,
+        )
         cid = contact["id"]
-        self.write("stage", "PATCH", f"{self.contacts_url}/v1/contacts/{cid}",
-                   {"lifecycle_stage": "marketing_qualified_lead"})
+        self.write(
+            "stage", "PATCH", f"{self.contacts_url}/v1/contacts/{cid}", {"lifecycle_stage": "marketing_qualified_lead"}
+        )
         for channel in ("email", "sms"):
-            self.write("consent", "PUT", f"{self.contacts_url}/v1/contacts/{cid}/consents/{channel}",
-                       {"status": "granted", "source": "fault-suite"})
-        self.write("message", "POST", f"{self.messaging_url}/v1/messages", {
-            "contact_id": cid, "channel": "email", "category": "transactional",
-            "subject": "Your order {{ first_name }}", "body": "Hello {{ first_name }}, it shipped."}, key=True)
-        self.write("message", "POST", f"{self.messaging_url}/v1/messages", {
-            "contact_id": cid, "channel": "sms", "category": "transactional", "body": "Shipped, {{ first_name }}."},
-            key=True)
+            self.write(
+                "consent",
+                "PUT",
+                f"{self.contacts_url}/v1/contacts/{cid}/consents/{channel}",
+                {"status": "granted", "source": "fault-suite"},
+            )
+        self.write(
+            "message",
+            "POST",
+            f"{self.messaging_url}/v1/messages",
+            {
+                "contact_id": cid,
+                "channel": "email",
+                "category": "transactional",
+                "subject": "Your order {{ first_name }}",
+                "body": "Hello {{ first_name }}, it shipped.",
+            },
+            key=True,
+        )
+        self.write(
+            "message",
+            "POST",
+            f"{self.messaging_url}/v1/messages",
+            {"contact_id": cid, "channel": "sms", "category": "transactional", "body": "Shipped, {{ first_name }}."},
+            key=True,
+        )
 
     def write(self, kind: str, method: str, url: str, body: dict[str, Any], *, key: bool = False) -> dict[str, Any]:
         """Send until 2xx; no answer, 409, 429 and 5xx are retried, another 4xx ends this thread."""
@@ -75,8 +104,16 @@ class Client:
             tries += 1
             status, answer = _call(method, url, data, headers)
             if 200 <= status < 300:
-                self.record({"kind": kind, "status": status, "id": answer.get("id"), "version": answer.get("version"),
-                             "key": headers.get("Idempotency-Key"), "tries": tries})
+                self.record(
+                    {
+                        "kind": kind,
+                        "status": status,
+                        "id": answer.get("id"),
+                        "version": answer.get("version"),
+                        "key": headers.get("Idempotency-Key"),
+                        "tries": tries,
+                    }
+                )
                 return answer
             if status not in RETRIED and status < 500:
                 self.record({"kind": kind, "status": status, "rejected": answer, "url": url})
@@ -128,8 +165,9 @@ def main(config_path: str) -> int:
     signal.signal(signal.SIGTERM, on_term)
     threads = int(config["threads"])
     with open(config["out"], "a", encoding="utf-8") as out:
-        client = Client(config["contacts_url"], config["messaging_url"], config["token"], out, threading.Lock(),
-                        stop, finish_by)
+        client = Client(
+            config["contacts_url"], config["messaging_url"], config["token"], out, threading.Lock(), stop, finish_by
+        )
         workers = [threading.Thread(target=client.run, args=(n, threads), daemon=True) for n in range(threads)]
         for worker in workers:
             worker.start()

@@ -58,7 +58,8 @@ def drained(contacts: ServiceHarness) -> bool:
 
 
 def test_a_running_process_publishes_again_after_the_broker_restarts_empty(
-        contacts: ServiceHarness, broker: dict) -> None:
+    contacts: ServiceHarness, broker: dict
+) -> None:
     before = create_contact(contacts, "Before")
     contacts.runtime.flush()
     assert not contacts.runtime.store.unpublished()  # the producer is connected, with acknowledged sends

@@ -38,8 +38,12 @@ def contacts(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch):
 
 def topic_messages(contacts: ServiceHarness) -> list[dict]:
     settings = contacts.runtime.settings
-    consumer = KafkaConsumer(settings.topic, bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(
+        settings.topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+    )
     try:
         return [json.loads(message.value) for message in consumer]
     finally:

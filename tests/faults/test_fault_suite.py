@@ -57,8 +57,13 @@ from crmkit.testing import grpc_serving, start_service_process, stored_events, w
 
 pytestmark = [pytest.mark.servers, pytest.mark.e2e]
 
-PROCESSES = (("contacts", "api"), ("contacts", "grpc"), ("contacts", "worker"),
-             ("messaging", "api"), ("messaging", "worker"))
+PROCESSES = (
+    ("contacts", "api"),
+    ("contacts", "grpc"),
+    ("contacts", "worker"),
+    ("messaging", "api"),
+    ("messaging", "worker"),
+)
 SERVICES = ("contacts", "messaging")
 API_WORKERS = 2
 PROGRESS = 24  # acknowledged writes the load must make after each fault (four customers' worth)
@@ -213,7 +218,8 @@ class FaultStack:
         (its leases), so no other process's sense of time is disturbed."""
         env = {"CRM_CLOCK_FILE": str(self.clock_file)} if (service, process) == ("messaging", "worker") else {}
         self.processes[service, process] = start_service_process(
-            service, process, env, log=self.logs / f"{service}-{process}.log")
+            service, process, env, log=self.logs / f"{service}-{process}.log"
+        )
 
     def kill(self, service: str, process: str) -> None:
         """SIGKILL one process; the supervisor starts it again."""
@@ -249,16 +255,33 @@ class FaultStack:
     def ready(self) -> None:
         """Both apis answer /readyz, with all their workers, and contacts' gRPC serves."""
         for service in SERVICES:
-            wait_until(lambda s=service: self.alive() and _status(f"{self.url(s)}/readyz") == 200, timeout=90,
-                       what=f"{service} api to be ready", interval=0.2)
-            wait_until(lambda s=service: self.alive() and len(self.api_workers(s)) == API_WORKERS, timeout=60,
-                       what=f"{service} api to run {API_WORKERS} workers", interval=0.2)
-        wait_until(lambda: self.alive() and grpc_serving(f"127.0.0.1:{self.ports['contacts-grpc']}"), timeout=90,
-                   what="contacts gRPC to serve", interval=0.2)
+            wait_until(
+                lambda s=service: self.alive() and _status(f"{self.url(s)}/readyz") == 200,
+                timeout=90,
+                what=f"{service} api to be ready",
+                interval=0.2,
+            )
+            wait_until(
+                lambda s=service: self.alive() and len(self.api_workers(s)) == API_WORKERS,
+                timeout=60,
+                what=f"{service} api to run {API_WORKERS} workers",
+                interval=0.2,
+            )
+        wait_until(
+            lambda: self.alive() and grpc_serving(f"127.0.0.1:{self.ports['contacts-grpc']}"),
+            timeout=90,
+            what="contacts gRPC to serve",
+            interval=0.2,
+        )
         for service in SERVICES:  # a worker's metrics server answers once it has prepared and started its loops
-            wait_until(lambda s=service: self.alive() and _status(
-                f"http://127.0.0.1:{self.ports[f'{s}-metrics']}/healthz") == 200, timeout=90,
-                what=f"{service} worker to run", interval=0.2)
+            wait_until(
+                lambda s=service: (
+                    self.alive() and _status(f"http://127.0.0.1:{self.ports[f'{s}-metrics']}/healthz") == 200
+                ),
+                timeout=90,
+                what=f"{service} worker to run",
+                interval=0.2,
+            )
 
     def alive(self) -> bool:
         """Whether every process runs (the supervisor may be starting one again); a process
@@ -333,8 +356,10 @@ def deliveries() -> Iterator[Deliveries]:
 @pytest.fixture
 def fault_stack(tmp_path: Path, deliveries: Deliveries, monkeypatch: pytest.MonkeyPatch) -> Iterator[FaultStack]:
     home = tmp_path / "var"
-    ports = {name: stack.free_port() for name in ("kafka", "mongo", "contacts", "contacts-grpc", "messaging",
-                                                  "messaging-grpc")}
+    ports = {
+        name: stack.free_port()
+        for name in ("kafka", "mongo", "contacts", "contacts-grpc", "messaging", "messaging-grpc")
+    }
     for service in SERVICES:  # the worker serves metrics on this port, the grpc process on the next
         ports[f"{service}-metrics"] = _free_pair(set(ports.values()))
     kafka = stack.start_kafka(ports["kafka"], home / "log")
@@ -373,21 +398,34 @@ def _free_pair(taken: set[int]) -> int:
 def _environment(subject: FaultStack, deliveries: Deliveries) -> dict[str, str]:
     ports = subject.ports
     env = {
-        "CRM_DATA_DIR": str(subject.home), "CRM_KAFKA_BOOTSTRAP": subject.bootstrap,
-        "CRM_MONGO_URL": subject.mongo_url, "CRM_JWT_SECRET": f"fault-suite-{new_id()}",
-        "CRM_API_WORKERS": str(API_WORKERS), "CRM_IDEMPOTENCY_LEASE_SECONDS": "10",
-        "CRM_MESSAGING_SMTP_PORT": str(deliveries.smtp_port), "CRM_MESSAGING_SMS_PROVIDER": "http",
-        "CRM_MESSAGING_SMS_URL": deliveries.gateway_url, "CRM_MESSAGING_SMS_QUIET_HOURS": "off",
+        "CRM_DATA_DIR": str(subject.home),
+        "CRM_KAFKA_BOOTSTRAP": subject.bootstrap,
+        "CRM_MONGO_URL": subject.mongo_url,
+        "CRM_JWT_SECRET": f"fault-suite-{new_id()}",
+        "CRM_API_WORKERS": str(API_WORKERS),
+        "CRM_IDEMPOTENCY_LEASE_SECONDS": "10",
+        "CRM_MESSAGING_SMTP_PORT": str(deliveries.smtp_port),
+        "CRM_MESSAGING_SMS_PROVIDER": "http",
+        "CRM_MESSAGING_SMS_URL": deliveries.gateway_url,
+        "CRM_MESSAGING_SMS_QUIET_HOURS": "off",
         "CRM_MESSAGING_SMS_TIMEOUT_SECONDS": str(HOLD_LIMIT + 20),
-        "CRM_MESSAGING_EMAIL_QUIET_HOURS": "off", "CRM_MESSAGING_PUBLIC_URL": "http://crm.test",
+        "CRM_MESSAGING_EMAIL_QUIET_HOURS": "off",
+        "CRM_MESSAGING_PUBLIC_URL": "http://crm.test",
         # outages last seconds here: retry soon, and never give a message up because of one
-        "CRM_MESSAGING_BACKOFF_SECONDS": "1", "CRM_MESSAGING_BACKOFF_CAP_SECONDS": "5",
-        "CRM_MESSAGING_MAX_ATTEMPTS": "50", "CRM_MESSAGING_TRIGGER_TOPICS": "crm.contacts.events",
+        "CRM_MESSAGING_BACKOFF_SECONDS": "1",
+        "CRM_MESSAGING_BACKOFF_CAP_SECONDS": "5",
+        "CRM_MESSAGING_MAX_ATTEMPTS": "50",
+        "CRM_MESSAGING_TRIGGER_TOPICS": "crm.contacts.events",
     }
     for service in SERVICES:
         key = service.upper()
-        env.update({f"CRM_{key}_HTTP_PORT": str(ports[service]), f"CRM_{key}_GRPC_PORT": str(ports[f"{service}-grpc"]),
-                    f"CRM_{key}_METRICS_PORT": str(ports[f"{service}-metrics"])})
+        env.update(
+            {
+                f"CRM_{key}_HTTP_PORT": str(ports[service]),
+                f"CRM_{key}_GRPC_PORT": str(ports[f"{service}-grpc"]),
+                f"CRM_{key}_METRICS_PORT": str(ports[f"{service}-metrics"]),
+            }
+        )
     return env
 
 
@@ -402,12 +440,22 @@ class Load:
     def __init__(self, subject: FaultStack, token: str) -> None:
         self.results = subject.home / "load.jsonl"
         config = subject.home / "load.json"
-        config.write_text(json.dumps({
-            "contacts_url": subject.url("contacts"), "messaging_url": subject.url("messaging"), "token": token,
-            "out": str(self.results), "threads": 2, "finish_within": self.FINISH_WITHIN}))
+        config.write_text(
+            json.dumps(
+                {
+                    "contacts_url": subject.url("contacts"),
+                    "messaging_url": subject.url("messaging"),
+                    "token": token,
+                    "out": str(self.results),
+                    "threads": 2,
+                    "finish_within": self.FINISH_WITHIN,
+                }
+            )
+        )
         with open(subject.logs / "load.log", "ab") as output:
-            self.process = subprocess.Popen([sys.executable, str(LOAD_SCRIPT), str(config)],
-                                            stdout=output, stderr=subprocess.STDOUT)
+            self.process = subprocess.Popen(
+                [sys.executable, str(LOAD_SCRIPT), str(config)], stdout=output, stderr=subprocess.STDOUT
+            )
 
     def lines(self) -> list[dict[str, Any]]:
         if not self.results.exists():
@@ -421,19 +469,30 @@ class Load:
     def keeps_going(self, after: str) -> None:
         """Wait until the load has had `PROGRESS` more writes acknowledged (it survived `after`)."""
         began, target = time.monotonic(), len(self.acknowledged()) + PROGRESS
-        wait_until(lambda: len(self.acknowledged()) >= target, timeout=90, interval=0.2,
-                   what=f"the load to make progress after {after}")
-        print(f"\n  {after}: the load went on ({target} writes acknowledged) "
-              f"{time.monotonic() - began:.1f}s later", end="")
+        wait_until(
+            lambda: len(self.acknowledged()) >= target,
+            timeout=90,
+            interval=0.2,
+            what=f"the load to make progress after {after}",
+        )
+        print(
+            f"\n  {after}: the load went on ({target} writes acknowledged) {time.monotonic() - began:.1f}s later",
+            end="",
+        )
 
     def queued_more_messages(self, count: int) -> None:
         """Wait until `count` more messages have been accepted."""
+
         def messages() -> int:
             return sum(1 for line in self.acknowledged() if line["kind"] == "message")
 
         target = messages() + count
-        wait_until(lambda: messages() >= target, timeout=HOLD_LIMIT / 2, interval=0.2,
-                   what=f"{count} more messages to be queued")
+        wait_until(
+            lambda: messages() >= target,
+            timeout=HOLD_LIMIT / 2,
+            interval=0.2,
+            what=f"{count} more messages to be queued",
+        )
 
     def stop(self) -> None:
         self.process.send_signal(signal.SIGTERM)
@@ -468,9 +527,18 @@ class Tally:
     writes_unresolved: int = 0  # still unanswered when the load had to finish
     writes_rejected: int = 0  # answered 4xx (not 409/429): the load's mistake or a bug
 
-    DESCRIPTIVE = ("processes_restarted", "writes_acknowledged", "contacts_acknowledged", "messages_acknowledged",
-                   "writes_retried", "events_on_topics", "duplicates_on_topic", "deliveries",
-                   "messages_delivered_twice", "in_flight_at_faults")
+    DESCRIPTIVE = (
+        "processes_restarted",
+        "writes_acknowledged",
+        "contacts_acknowledged",
+        "messages_acknowledged",
+        "writes_retried",
+        "events_on_topics",
+        "duplicates_on_topic",
+        "deliveries",
+        "messages_delivered_twice",
+        "in_flight_at_faults",
+    )
 
     def rows(self, *, judged_only: bool = False) -> list[tuple[str, int]]:
         rows: list[tuple[str, int]] = []
@@ -478,8 +546,9 @@ class Tally:
             if judged_only and name in self.DESCRIPTIVE:
                 continue
             label = name.replace("_", " ")
-            rows += [(f"{label}: {key}", n) for key, n in value.items()] if isinstance(value, dict) else [
-                (label, value)]
+            rows += (
+                [(f"{label}: {key}", n) for key, n in value.items()] if isinstance(value, dict) else [(label, value)]
+            )
         return rows
 
     def failures(self) -> dict[str, int]:
@@ -519,15 +588,23 @@ class Audit:
             if line["kind"] != "message":
                 contacts[line["id"]] = max(contacts.get(line["id"], 0), line["version"])
         messages = {line["id"]: 1 for line in acknowledged if line["kind"] == "message"}
-        tally = Tally(writes_acknowledged=len(acknowledged), contacts_acknowledged=len(contacts),
-                      messages_acknowledged=len(messages),
-                      writes_retried=sum(1 for line in acknowledged if line["tries"] > 1),
-                      writes_unresolved=sum(1 for line in lines if line.get("unresolved")),
-                      writes_rejected=sum(1 for line in lines if "rejected" in line))
+        tally = Tally(
+            writes_acknowledged=len(acknowledged),
+            contacts_acknowledged=len(contacts),
+            messages_acknowledged=len(messages),
+            writes_retried=sum(1 for line in acknowledged if line["tries"] > 1),
+            writes_unresolved=sum(1 for line in lines if line.get("unresolved")),
+            writes_rejected=sum(1 for line in lines if "rejected" in line),
+        )
         stored = {"contacts": self.events("contacts"), "messaging": self.events("messaging")}
         tally.lost_in_store = _short(stored["contacts"], contacts) + _short(stored["messaging"], messages)
-        tally.outbox_unpublished = sum(1 for streams in stored.values() for events in streams.values()
-                                       for event in events if not event["published"])
+        tally.outbox_unpublished = sum(
+            1
+            for streams in stored.values()
+            for events in streams.values()
+            for event in events
+            if not event["published"]
+        )
         self._projections(tally, stored, list(contacts), list(messages))
         self._deliveries(tally, stored["messaging"], list(messages))
         if with_topics:
@@ -536,16 +613,23 @@ class Audit:
 
     def _projections(self, tally: Tally, stored: dict[str, Any], contacts: list[str], messages: list[str]) -> None:
         last = {sid: events[-1]["version"] for service in stored.values() for sid, events in service.items()}
-        follows = {("contacts", "contacts"): contacts, ("contacts", "insight_stages"): contacts,
-                   ("messaging", "contacts"): contacts, ("messaging", "messages"): messages}
+        follows = {
+            ("contacts", "contacts"): contacts,
+            ("contacts", "insight_stages"): contacts,
+            ("messaging", "contacts"): contacts,
+            ("messaging", "messages"): messages,
+        }
         for (service, collection), ids in follows.items():
             docs = self.documents(service, collection, ids)
             behind = sum(1 for sid in ids if sid not in docs or docs[sid]["version"] != last.get(sid))
             tally.projection_mismatches[f"{service}.{collection}"] = behind
         stages = self.documents("contacts", "insight_stages", contacts, "changes")
         for cid, doc in stages.items():
-            expected = sum(1 for e in stored["contacts"].get(cid, ())
-                           if e["type"] in ("ContactCreated", "ContactLifecycleStageChanged"))
+            expected = sum(
+                1
+                for e in stored["contacts"].get(cid, ())
+                if e["type"] in ("ContactCreated", "ContactLifecycleStageChanged")
+            )
             tally.applied_twice += max(len(doc.get("changes") or ()) - expected, 0)
 
     def _deliveries(self, tally: Tally, stored: dict[str, list[dict[str, Any]]], messages: list[str]) -> None:
@@ -556,8 +640,9 @@ class Audit:
         tally.in_flight_at_faults = {fault: len(ids) for fault, ids in self.in_flight.items()}
         tally.in_flight_beyond_one_at_worker_kill = max(len(self.in_flight.get("workers killed", ())) - 1, 0)
         tally.delivered_twice_beyond_in_flight = sum(1 for mid, n in counts.items() if n > 1 + (mid in in_flight))
-        tally.messages_undelivered = sum(1 for mid in messages if not counts[mid] or not any(
-            e["type"] == "MessageSent" for e in stored.get(mid, ())))
+        tally.messages_undelivered = sum(
+            1 for mid in messages if not counts[mid] or not any(e["type"] == "MessageSent" for e in stored.get(mid, ()))
+        )
 
     def _topics(self, tally: Tally, stored: dict[str, Any], contacts: list[str], messages: list[str]) -> None:
         for service, ids in (("contacts", contacts), ("messaging", messages)):
@@ -566,8 +651,9 @@ class Audit:
                 on_topic.update(event.id for event in batch)
             tally.events_on_topics += sum(on_topic.values())
             tally.duplicates_on_topic += sum(n - 1 for n in on_topic.values())
-            tally.lost_on_topic += sum(1 for sid in ids for event in stored[service].get(sid, ())
-                                       if event["event_id"] not in on_topic)
+            tally.lost_on_topic += sum(
+                1 for sid in ids for event in stored[service].get(sid, ()) if event["event_id"] not in on_topic
+            )
 
     def wait_until_settled(self, lines: list[dict[str, Any]], timeout: float = 120) -> None:
         """Give the outbox, the projections and the dispatcher time to finish (bounded); the
@@ -575,24 +661,30 @@ class Audit:
         began = time.monotonic()
         while time.monotonic() < began + timeout:
             tally = self.tally(lines, with_topics=False)
-            if not (tally.outbox_unpublished or tally.messages_undelivered
-                    or any(tally.projection_mismatches.values())):
-                print(f"\n  the outbox, projections and dispatcher settled {time.monotonic() - began:.1f}s "
-                      "after the load stopped", end="")
+            if not (
+                tally.outbox_unpublished or tally.messages_undelivered or any(tally.projection_mismatches.values())
+            ):
+                print(
+                    f"\n  the outbox, projections and dispatcher settled {time.monotonic() - began:.1f}s "
+                    "after the load stopped",
+                    end="",
+                )
                 return
             time.sleep(1)
         print(f"\n  the outbox, projections and dispatcher had not settled after {timeout:.0f}s", end="")
 
     def sent(self) -> set[str]:
         """Messages whose send is recorded (MessageSent stored)."""
-        return {event["stream_id"] for event in stored_events(self.mongo["crm_messaging"]["events"],
-                                                               type="MessageSent")}
+        return {
+            event["stream_id"] for event in stored_events(self.mongo["crm_messaging"]["events"], type="MessageSent")
+        }
 
 
 def _short(streams: dict[str, list[dict[str, Any]]], acknowledged: dict[str, int]) -> int:
     """Acknowledged streams the store lacks, or holds at a lower version than was answered."""
-    return sum(1 for sid, version in acknowledged.items()
-               if sid not in streams or streams[sid][-1]["version"] < version)
+    return sum(
+        1 for sid, version in acknowledged.items() if sid not in streams or streams[sid][-1]["version"] < version
+    )
 
 
 # --- the suite ---------------------------------------------------------------------
@@ -600,10 +692,12 @@ def _short(streams: dict[str, list[dict[str, Any]]], acknowledged: dict[str, int
 
 @pytest.mark.timeout(600)
 def test_under_load_killing_every_process_loses_nothing_and_sends_nothing_twice(
-        fault_stack: FaultStack, deliveries: Deliveries, record_property: Any) -> None:
+    fault_stack: FaultStack, deliveries: Deliveries, record_property: Any
+) -> None:
     started = time.monotonic()
-    audit = Audit(MongoClient(fault_stack.mongo_url, serverSelectionTimeoutMS=30_000), fault_stack.bootstrap,
-                  deliveries)
+    audit = Audit(
+        MongoClient(fault_stack.mongo_url, serverSelectionTimeoutMS=30_000), fault_stack.bootstrap, deliveries
+    )
     token = auth.issue(os.environ["CRM_JWT_SECRET"], "fault-suite", ["admin"])
     load = Load(fault_stack, token)
     try:

@@ -43,11 +43,19 @@ from crm_sales.money import MINOR_UNITS
 EDGE_TIMES = ["0001-01-01T00:00:00+14:00", "9999-12-31T23:59:59-14:00"]
 DECIMALS = ["1250.00", "0.01", "3"]
 VALID: dict[str, list[str]] = {
-    "currency": ["USD", "EUR", "JPY"], "amount": DECIMALS, "unit_price": DECIMALS, "quantity": DECIMALS,
-    "tax_rate": ["9", "0"], "discount_percent": ["10"], "probability": ["50"],
-    "due_at": ["2099-01-01T10:00:00+03:30"], "valid_until": ["2099-01-01"],
+    "currency": ["USD", "EUR", "JPY"],
+    "amount": DECIMALS,
+    "unit_price": DECIMALS,
+    "quantity": DECIMALS,
+    "tax_rate": ["9", "0"],
+    "discount_percent": ["10"],
+    "probability": ["50"],
+    "due_at": ["2099-01-01T10:00:00+03:30"],
+    "valid_until": ["2099-01-01"],
     "stage": ["proposal", "negotiation"],
-    "phone": ["+14155550123", "+989121234567"], "locale": ["fa-IR", "en"], "time_zone": ["Asia/Tehran"],
+    "phone": ["+14155550123", "+989121234567"],
+    "locale": ["fa-IR", "en"],
+    "time_zone": ["Asia/Tehran"],
 }
 TIMES = ("at", "as_of", "from", "to", "scheduled_at", "due_at", "due_before")
 KNOWN: dict[str, list[str]] = {**VALID, **json.loads(os.environ.get("CRM_FUZZ_KNOWN_IDS", "{}"))}
@@ -68,13 +76,25 @@ def _with_known_values(value: Any, name: str = "") -> st.SearchStrategy[Any]:
 # importer refuses whole (not text, not a workbook), so its row parsing was never reached; and a binary
 # body has no schema-invalid form, so schemathesis filtered most negative cases away (a failed health
 # check). These make well-formed files of fuzzed rows: the importer reports a bad row as a rejection.
-IMPORT_COLUMNS = ["first_name", "last_name", "email", "phone", "company_id", "lifecycle_stage", "tags", "owner",
-                  "attributes.plan"]
+IMPORT_COLUMNS = [
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "company_id",
+    "lifecycle_stage",
+    "tags",
+    "owner",
+    "attributes.plan",
+]
 _CELL_TEXT = st.text(st.characters(codec="utf-8", exclude_characters="\x00"), max_size=40)
 _CELLS = st.one_of(_CELL_TEXT, st.sampled_from(["Ana", "ana@example.com", "+14155550123", "lead", "vip;gold", ""]))
-_WORKBOOK_CELLS = st.one_of(st.text(st.characters(min_codepoint=0x20, exclude_categories=("Cs",),
-                                                         exclude_characters="\ufffe\uffff"), max_size=40),
-                            st.sampled_from(["Ana", "ana@example.com", "+989121234567", "customer"]))
+_WORKBOOK_CELLS = st.one_of(
+    st.text(
+        st.characters(min_codepoint=0x20, exclude_categories=("Cs",), exclude_characters="\ufffe\uffff"), max_size=40
+    ),
+    st.sampled_from(["Ana", "ana@example.com", "+989121234567", "customer"]),
+)
 
 
 @st.composite
@@ -106,10 +126,12 @@ def _workbook(table: list[list[str]]) -> bytes:
 
 
 schemathesis.openapi.media_type("text/csv", _import_table(_CELLS).map(_csv))
-schemathesis.openapi.media_type("application/x-ndjson", _import_table(_CELLS).map(_json_lines),
-                                aliases=["application/jsonl"])
-schemathesis.openapi.media_type("application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
-                                _import_table(_WORKBOOK_CELLS).map(_workbook))
+schemathesis.openapi.media_type(
+    "application/x-ndjson", _import_table(_CELLS).map(_json_lines), aliases=["application/jsonl"]
+)
+schemathesis.openapi.media_type(
+    "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet", _import_table(_WORKBOOK_CELLS).map(_workbook)
+)
 
 
 @schemathesis.hook
@@ -117,12 +139,24 @@ def flatmap_path_parameters(context: Any, path_parameters: Any) -> st.SearchStra
     return _with_known_values(path_parameters)
 
 
-
-
 # body fields that name another record: the contract answers a 422 when it does not exist
-REFERENCES = ("contact_id", "duplicate_id", "company_id", "segment_id", "product_id", "deal_id", "template_id",
-              "ticket_id", "campaign_id", "message_id", "pipeline_id", "quote_id", "activity_id", "policy_id",
-              "stage")  # a deal's stage: one of its pipeline's (positive requests name the default pipeline)
+REFERENCES = (
+    "contact_id",
+    "duplicate_id",
+    "company_id",
+    "segment_id",
+    "product_id",
+    "deal_id",
+    "template_id",
+    "ticket_id",
+    "campaign_id",
+    "message_id",
+    "pipeline_id",
+    "quote_id",
+    "activity_id",
+    "policy_id",
+    "stage",
+)  # a deal's stage: one of its pipeline's (positive requests name the default pipeline)
 # values whose validity no OpenAPI 3.0 document can state, so a positive request always takes a known one:
 # a phone number's validity is its country's numbering plan (the document gives the characters it is
 # written with); a segment's rules are a grammar of fields, operators and values, with a cap on the
@@ -130,10 +164,20 @@ REFERENCES = ("contact_id", "duplicate_id", "company_id", "segment_id", "product
 # an SLA calendar's time zone is one of the ~600 IANA names (the document gives their shape: as an enum
 # they made the service desk's run four times longer)
 ONLY_KNOWN = (*REFERENCES, "phone", "time_zone")
-RULES = [{"all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"}]},
-         {"any": [{"field": "tags", "op": "contains", "value": "vip"},
-                  {"all": [{"field": "created_at", "op": "after", "value": "-30d"},
-                           {"field": "attributes.plan", "op": "in", "value": ["gold", "silver"]}]}]}]
+RULES = [
+    {"all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"}]},
+    {
+        "any": [
+            {"field": "tags", "op": "contains", "value": "vip"},
+            {
+                "all": [
+                    {"field": "created_at", "op": "after", "value": "-30d"},
+                    {"field": "attributes.plan", "op": "in", "value": ["gold", "silver"]},
+                ]
+            },
+        ]
+    },
+]
 
 
 def _pick(value: str, choices: list[str], keep: bool) -> str:
@@ -185,8 +229,11 @@ def _servqual_weights(case: Any) -> None:
     """A SERVQUAL instrument's weights sum to 1 or 100, and weigh only the dimensions it asks (a sum, and a
     relation between two fields: the description says it): equal shares of 100 over the asked dimensions."""
     body = case.body
-    if case.path != "/v1/servqual/instrument" or not isinstance(body, dict) or not isinstance(body.get("weights"),
-                                                                                                dict):
+    if (
+        case.path != "/v1/servqual/instrument"
+        or not isinstance(body, dict)
+        or not isinstance(body.get("weights"), dict)
+    ):
         return
     items = body.get("items")
     asked = [name for name in SERVQUAL_DIMENSIONS if not isinstance(items, dict) or items.get(name)]
@@ -258,9 +305,11 @@ def _sales_state(body: Any) -> None:
 
 # names of map keys that messaging's document describes but OpenAPI 3.0 cannot constrain (it has no
 # propertyNames): a template variable's name, a trigger filter's path, a template variant's locale
-MAP_KEYS = {"variables": (re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$"), "v{}"),
-            "filter": (re.compile(r"^[A-Za-z0-9_.]{1,100}$"), "f{}"),
-            "variants": (re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"), "xx-v{}")}
+MAP_KEYS = {
+    "variables": (re.compile(r"^[A-Za-z][A-Za-z0-9_]{0,63}$"), "v{}"),
+    "filter": (re.compile(r"^[A-Za-z0-9_.]{1,100}$"), "f{}"),
+    "variants": (re.compile(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"), "xx-v{}"),
+}
 
 
 def _messaging_state(body: Any) -> None:
@@ -270,10 +319,15 @@ def _messaging_state(body: Any) -> None:
         return
     for name, (pattern, fitting) in MAP_KEYS.items():
         if isinstance(body.get(name), dict):
-            body[name] = {key if pattern.match(key) else fitting.format(index): item
-                          for index, (key, item) in enumerate(body[name].items())}
-    if isinstance(body.get("variants"), dict) and body["variants"] \
-            and body.get("default_locale") not in body["variants"]:
+            body[name] = {
+                key if pattern.match(key) else fitting.format(index): item
+                for index, (key, item) in enumerate(body[name].items())
+            }
+    if (
+        isinstance(body.get("variants"), dict)
+        and body["variants"]
+        and body.get("default_locale") not in body["variants"]
+    ):
         body["default_locale"] = next(iter(body["variants"]))
     elif "default_locale" in body and "variants" not in body:
         del body["default_locale"]  # a change of it alone needs a variant the template has: that is state
@@ -317,8 +371,13 @@ def _deals_keep_their_currency(case: Any) -> None:
     service may carry out): the known deal stays in USD, the known product's currency, which quote
     lines must be priced in. An invalid currency stays, keeping its request negative."""
     body = case.body
-    if case.method == "PATCH" and case.path == "/v1/deals/{deal_id}" and isinstance(body, dict) \
-            and isinstance(body.get("currency"), str) and body["currency"].upper() in MINOR_UNITS:
+    if (
+        case.method == "PATCH"
+        and case.path == "/v1/deals/{deal_id}"
+        and isinstance(body, dict)
+        and isinstance(body.get("currency"), str)
+        and body["currency"].upper() in MINOR_UNITS
+    ):
         del body["currency"]
 
 
@@ -349,8 +408,12 @@ def before_call(context: Any, case: Any, kwargs: dict[str, Any]) -> None:
     _effective_soon(case.body)
     _not_in_the_future(case)
     hours = case.body.get("business_hours") if isinstance(case.body, dict) else None
-    if isinstance(hours, dict) and isinstance(hours.get("start"), str) and isinstance(hours.get("end"), str) \
-            and hours["end"] <= hours["start"]:
+    if (
+        isinstance(hours, dict)
+        and isinstance(hours.get("start"), str)
+        and isinstance(hours.get("end"), str)
+        and hours["end"] <= hours["start"]
+    ):
         hours["end"] = "24:00"  # the day's business hours end after they start
     headers = case.headers if case.headers is not None else {}
     if "If-Match" in headers:

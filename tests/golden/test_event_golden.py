@@ -64,9 +64,12 @@ class Database(dict[str, Collection]):
 
 
 def _cases() -> list[Any]:
-    return [pytest.param(spec, event_type, id=f"{spec.events.service}/{event_type.name}.v{event_type.version}")
-            for _, spec in sorted(discover().items()) if spec.events is not None
-            for event_type in sorted(spec.events.types.values(), key=lambda t: t.key)]
+    return [
+        pytest.param(spec, event_type, id=f"{spec.events.service}/{event_type.name}.v{event_type.version}")
+        for _, spec in sorted(discover().items())
+        if spec.events is not None
+        for event_type in sorted(spec.events.types.values(), key=lambda t: t.key)
+    ]
 
 
 def _store(spec: ServiceSpec, catalogue: Catalogue) -> EventStore:
@@ -111,8 +114,14 @@ def _wire(spec: ServiceSpec, event_type: EventType) -> tuple[dict[str, Any], lis
     event = NewEvent(event_type.name, data, event_type.version)
     recorded = store.append(STREAM, event_type.aggregate, 0, [event], META)
     [stored] = store.events.documents.values()  # type: ignore[attr-defined]
-    published = [{"key": e.stream_id, "headers": {k: v.decode() for k, v in e.kafka_headers()},
-                  "value": json.loads(e.to_bytes())} for e in recorded]
+    published = [
+        {
+            "key": e.stream_id,
+            "headers": {k: v.decode() for k, v in e.kafka_headers()},
+            "value": json.loads(e.to_bytes()),
+        }
+        for e in recorded
+    ]
     return {"stored": _normalised(stored), "published": _normalised(published)}, recorded, store
 
 
@@ -135,7 +144,11 @@ def test_stored_and_published_event_matches_its_golden_file(
 
 
 def test_every_golden_file_belongs_to_an_event_type() -> None:
-    known = {f"{spec.events.service}/{t.name}.v{t.version}.json" for _, spec in discover().items()
-             if spec.events is not None for t in spec.events.types.values()}
+    known = {
+        f"{spec.events.service}/{t.name}.v{t.version}.json"
+        for _, spec in discover().items()
+        if spec.events is not None
+        for t in spec.events.types.values()
+    }
     files = {str(path.relative_to(GOLDEN)) for path in GOLDEN.rglob("*.json")}
     assert files <= known, f"golden files of no event type: {sorted(files - known)}"

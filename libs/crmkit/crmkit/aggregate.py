@@ -151,14 +151,16 @@ def changes_by_event(kind: type[Aggregate], aggregate_id: str, events: Sequence[
             for name, value in after.items()
             if name not in ("version", "created_at", "updated_at") and before.get(name) != value
         }
-        entries.append({
-            "version": event.version,
-            "event_id": event.id,
-            "type": event.type,
-            "time": event.time,
-            "actor": event.actor,
-            "correlation_id": event.correlation_id,
-            "changes": changed,
-        })
+        entries.append(
+            {
+                "version": event.version,
+                "event_id": event.id,
+                "type": event.type,
+                "time": event.time,
+                "actor": event.actor,
+                "correlation_id": event.correlation_id,
+                "changes": changed,
+            }
+        )
         before = after
     return entries

@@ -54,8 +54,9 @@ TEAM_MAX = 100  # characters of a team name, the claim's and a record's `team` f
 # What each service may do when it calls another one: the only roles its tokens carry.
 SERVICE_GRANTS: Mapping[str, frozenset[str]] = {
     # the customer 360; and a person's export, which gathers their records from the other three
-    "contacts": frozenset({"sales:read", "servicedesk:read", "messaging:read",
-                           "sales:export", "servicedesk:export", "messaging:export"}),
+    "contacts": frozenset(
+        {"sales:read", "servicedesk:read", "messaging:read", "sales:export", "servicedesk:export", "messaging:export"}
+    ),
     "sales": frozenset({"contacts:read"}),
     # contact checks; the sender of a support mail or SMS nobody knew becomes a contact (CreateContact)
     "service-desk": frozenset({"contacts:read", "contacts:write"}),
@@ -82,8 +83,9 @@ class Principal:
         implies it: it takes `<service>:export` or admin. A team-scoped role counts only
         with a `team` claim, and then only for that team's records (`team_scope`).
         """
-        return self._grants(service, access, "") or (self.team is not None and
-                                                     self._grants(service, access, TEAM_SUFFIX))
+        return self._grants(service, access, "") or (
+            self.team is not None and self._grants(service, access, TEAM_SUFFIX)
+        )
 
     def team_scope(self, service: str, access: str) -> str | None:
         """The team whose records `access` is confined to, or None for every record.
@@ -102,8 +104,9 @@ class Principal:
 
     def scoped_without_team(self, service: str) -> bool:
         """A team-scoped role on `service` in a token that names no team: why it was refused."""
-        return self.team is None and any(role.startswith(f"{service}:") and role.endswith(TEAM_SUFFIX)
-                                         for role in self.roles)
+        return self.team is None and any(
+            role.startswith(f"{service}:") and role.endswith(TEAM_SUFFIX) for role in self.roles
+        )
 
     def _grants(self, service: str, access: str, suffix: str) -> bool:
         if "admin" in self.roles:
@@ -111,7 +114,8 @@ class Principal:
         if access in SINGLE_ROLE_ACCESS:
             return not suffix and f"{service}:{access}" in self.roles
         return f"{service}:write{suffix}" in self.roles or (
-            access == "read" and f"{service}:read{suffix}" in self.roles)
+            access == "read" and f"{service}:read{suffix}" in self.roles
+        )
 
 
 @dataclass(frozen=True)
@@ -135,16 +139,29 @@ def needed_roles(service: str, access: str) -> str:
     return f"{service}:{access} (or {service}:write, or admin)"
 
 
-def issue(secret: str | KeyRing, subject: str, roles: list[str], ttl_seconds: int = 12 * 3600, *,
-          audience: str | Sequence[str] = EVERY_SERVICE, team: str | None = None) -> str:
+def issue(
+    secret: str | KeyRing,
+    subject: str,
+    roles: list[str],
+    ttl_seconds: int = 12 * 3600,
+    *,
+    audience: str | Sequence[str] = EVERY_SERVICE,
+    team: str | None = None,
+) -> str:
     """A person's token, signed with the ring's signing key (or `secret`); for `audience` (slugs, or `crm`).
 
     `team` is the claim team-scoped roles (`sales:read:team`) are confined to.
     """
     ring = _ring(secret)
     now = int(utcnow().timestamp())  # the wall clock (crmkit.clock): a moved test clock must not expire tokens
-    claims = {"sub": subject, "roles": roles, "iss": ISSUER, "iat": now, "exp": now + ttl_seconds,
-              "aud": [audience] if isinstance(audience, str) else list(audience)}
+    claims = {
+        "sub": subject,
+        "roles": roles,
+        "iss": ISSUER,
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "aud": [audience] if isinstance(audience, str) else list(audience),
+    }
     if team is not None:
         claims["team"] = team
     return jwt.encode(claims, ring.keys[ring.signing], algorithm=ALGORITHM, headers={"kid": ring.signing})
@@ -154,8 +171,14 @@ def service_token(service: str, key: Ed25519PrivateKey, audience: str, ttl_secon
     """A token for `service` calling `audience` (a slug): only its granted roles on that service."""
     roles = sorted(role for role in SERVICE_GRANTS.get(service, ()) if role.startswith(f"{audience}:"))
     now = int(utcnow().timestamp())  # the wall clock (crmkit.clock): a moved test clock must not expire tokens
-    claims = {"sub": f"{SERVICE_KID_PREFIX}{service}", "roles": roles, "iss": ISSUER, "iat": now,
-              "exp": now + ttl_seconds, "aud": [audience]}
+    claims = {
+        "sub": f"{SERVICE_KID_PREFIX}{service}",
+        "roles": roles,
+        "iss": ISSUER,
+        "iat": now,
+        "exp": now + ttl_seconds,
+        "aud": [audience],
+    }
     return jwt.encode(claims, key, algorithm=SERVICE_ALGORITHM, headers={"kid": f"{SERVICE_KID_PREFIX}{service}"})
 
 
@@ -235,7 +258,10 @@ def _verify_service(ring: KeyRing, kid: str, token: str, audience: str | None) -
 def _decode(token: str, key: str | Ed25519PublicKey, algorithm: str, audience: str | None) -> dict[str, Any]:
     try:
         return jwt.decode(
-            token, key, algorithms=[algorithm], issuer=ISSUER,
+            token,
+            key,
+            algorithms=[algorithm],
+            issuer=ISSUER,
             audience=[audience, EVERY_SERVICE] if audience else None,
             options={"require": ["exp", "sub"], "verify_aud": audience is not None},
         )

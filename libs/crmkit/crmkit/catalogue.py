@@ -31,8 +31,12 @@ from crmkit.events import RecordedEvent, schema_uri
 from crmkit.settings import chassis
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
-SEALED = {"type": "object", "required": ["pii"], "additionalProperties": False,
-          "properties": {"pii": {"type": "string", "description": "AES-256-GCM ciphertext under the person's key"}}}
+SEALED = {
+    "type": "object",
+    "required": ["pii"],
+    "additionalProperties": False,
+    "properties": {"pii": {"type": "string", "description": "AES-256-GCM ciphertext under the person's key"}},
+}
 
 
 class EventSchemaError(ValueError):
@@ -59,8 +63,16 @@ class EventType:
         """A typed event's entry, derived from its class: name, version, aggregate, meaning (the
         docstring), the JSON Schema of `data` (crmkit.domainevents.json_schema) and its personal
         fields; only the example is written here."""
-        return cls(kind.wire_name, kind.schema_version, kind.aggregate_type, kind.meaning(), json_schema(kind),
-                   example, kind.personal_paths(), kind)
+        return cls(
+            kind.wire_name,
+            kind.schema_version,
+            kind.aggregate_type,
+            kind.meaning(),
+            json_schema(kind),
+            example,
+            kind.personal_paths(),
+            kind,
+        )
 
 
 class Catalogue:
@@ -93,32 +105,49 @@ class Catalogue:
             _seal_in_schema(data, path.split("."))
         full_type = f"crm.{self.service}.{event_type.name}.v{event_type.version}"
         uri = schema_uri(self.service, event_type.name, event_type.version)
-        schema: dict[str, Any] = opened({
-            "$schema": DIALECT,
-            "$id": uri,
-            "title": full_type,
-            "description": event_type.description,
-            "type": "object",
-            "required": ["specversion", "id", "source", "type", "subject", "time", "datacontenttype", "data",
-                         "aggregatetype", "streamversion", "correlationid", "actor"],
-            "properties": {
-                "specversion": {"const": "1.0"},
-                "id": {"type": "string", "description": "unique event id: dedupe by it"},
-                "source": {"const": f"crm/{self.service}"},
-                "type": {"const": full_type},
-                "subject": {"type": "string", "description": f"the {event_type.aggregate} id (also the Kafka key)"},
-                "time": {"type": "string", "format": "date-time"},
-                "datacontenttype": {"const": "application/json"},
-                "dataschema": {"const": uri, "format": "uri",
-                               "description": "this schema's $id; absent on events published before it was added"},
-                "aggregatetype": {"const": event_type.aggregate},
-                "streamversion": {"type": "integer", "minimum": 1},
-                "correlationid": {"type": "string"},
-                "causationid": {"type": ["string", "null"]},
-                "actor": {"type": "string"},
-                "data": data,
-            },
-        })
+        schema: dict[str, Any] = opened(
+            {
+                "$schema": DIALECT,
+                "$id": uri,
+                "title": full_type,
+                "description": event_type.description,
+                "type": "object",
+                "required": [
+                    "specversion",
+                    "id",
+                    "source",
+                    "type",
+                    "subject",
+                    "time",
+                    "datacontenttype",
+                    "data",
+                    "aggregatetype",
+                    "streamversion",
+                    "correlationid",
+                    "actor",
+                ],
+                "properties": {
+                    "specversion": {"const": "1.0"},
+                    "id": {"type": "string", "description": "unique event id: dedupe by it"},
+                    "source": {"const": f"crm/{self.service}"},
+                    "type": {"const": full_type},
+                    "subject": {"type": "string", "description": f"the {event_type.aggregate} id (also the Kafka key)"},
+                    "time": {"type": "string", "format": "date-time"},
+                    "datacontenttype": {"const": "application/json"},
+                    "dataschema": {
+                        "const": uri,
+                        "format": "uri",
+                        "description": "this schema's $id; absent on events published before it was added",
+                    },
+                    "aggregatetype": {"const": event_type.aggregate},
+                    "streamversion": {"type": "integer", "minimum": 1},
+                    "correlationid": {"type": "string"},
+                    "causationid": {"type": ["string", "null"]},
+                    "actor": {"type": "string"},
+                    "data": data,
+                },
+            }
+        )
         return schema
 
 
@@ -129,8 +158,11 @@ def opened(schema: Any) -> Any:
     what a value may be, not which names may appear.
     """
     if isinstance(schema, dict):
-        return {key: opened(value) for key, value in schema.items()
-                if not (key == "additionalProperties" and value is False)}
+        return {
+            key: opened(value)
+            for key, value in schema.items()
+            if not (key == "additionalProperties" and value is False)
+        }
     if isinstance(schema, list):
         return [opened(item) for item in schema]
     return schema
@@ -144,8 +176,10 @@ def _seal_in_schema(schema: dict[str, Any], path: list[str]) -> None:
         node = node.get("items", node) if node.get("type") == "array" else node
     properties = node.get("properties", {})
     if path[-1] in properties:
-        properties[path[-1]] = {"anyOf": [SEALED, {"type": "null"}],
-                                "description": "personal data, sealed with the person's key; null once erased"}
+        properties[path[-1]] = {
+            "anyOf": [SEALED, {"type": "null"}],
+            "description": "personal data, sealed with the person's key; null once erased",
+        }
 
 
 def strict() -> bool:
@@ -175,7 +209,7 @@ def render_page(catalogues: Sequence[Catalogue]) -> str:
         "event type and version sits beside this page (`<service>/<Type>.v<N>.schema.json`), describing the",
         "whole CloudEvent as it travels on Kafka. Every event is keyed by its `subject` (the aggregate id);",
         "delivery is at least once, so dedupe by `id` (or `subject` + `streamversion`). Fields marked",
-        "*personal* are sealed (`{\"pii\": ...}`) with the person's key and become unreadable after erasure.",
+        '*personal* are sealed (`{"pii": ...}`) with the person\'s key and become unreadable after erasure.',
         "Each record's value is the whole CloudEvent and its header `content-type` is",
         "`application/cloudevents+json; charset=UTF-8` (structured mode of the CloudEvents Kafka binding);",
         "its `dataschema` is the `$id` of its schema here, `https://crm.example/events/<service>/<Type>.v<N>.schema.json`.",

@@ -38,9 +38,13 @@ and the rest in README.md, "Configuration". Runbooks: docs/operations.md."""
 
 def build_parser() -> argparse.ArgumentParser:
     """Every command and argument, each with the line `crm --help` shows for it."""
-    parser = argparse.ArgumentParser(prog="crm", description="The CRM's command line: the local stack, tokens "
-                                     "and keys, event replay, read-model rebuilds, event export.",
-                                     epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="crm",
+        description="The CRM's command line: the local stack, tokens "
+        "and keys, event replay, read-model rebuilds, event export.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def command(name: str, summary: str) -> argparse.ArgumentParser:
@@ -51,22 +55,31 @@ def build_parser() -> argparse.ArgumentParser:
 
     token_cmd = command("token", "print a JWT for the local stack, on stdout")
     token_cmd.add_argument("--roles", required=True, help="comma-separated, e.g. admin or contacts:read")
-    token_cmd.add_argument("--subject", default="admin", help="the token's subject, who it speaks for "
-                                                             "(default admin)")
-    token_cmd.add_argument("--team", help="the token's team claim: where team-scoped roles such as "
-                           "sales:read:team apply")
+    token_cmd.add_argument("--subject", default="admin", help="the token's subject, who it speaks for (default admin)")
+    token_cmd.add_argument(
+        "--team", help="the token's team claim: where team-scoped roles such as sales:read:team apply"
+    )
     token_cmd.add_argument("--ttl", type=int, default=12 * 3600, help="seconds (default 12h)")
-    token_cmd.add_argument("--audience", default=auth.EVERY_SERVICE,
-                           help="comma-separated services the token is for (default: every service)")
+    token_cmd.add_argument(
+        "--audience",
+        default=auth.EVERY_SERVICE,
+        help="comma-separated services the token is for (default: every service)",
+    )
 
     keys_cmd = command("keys", "list, rotate or retire token signing keys; print fresh service credentials")
-    keys_cmd.add_argument("action", choices=["list", "rotate", "retire", "service-credentials"],
-                          help="list the ring; rotate: add a signing key; retire: drop old ones; "
-                               "service-credentials: Kubernetes Secrets with a key per service")
+    keys_cmd.add_argument(
+        "action",
+        choices=["list", "rotate", "retire", "service-credentials"],
+        help="list the ring; rotate: add a signing key; retire: drop old ones; "
+        "service-credentials: Kubernetes Secrets with a key per service",
+    )
     keys_cmd.add_argument("kid", nargs="?", help="retire: the key to drop")
     keys_cmd.add_argument("--older-than-days", type=float, help="retire: every older key (never the signing one)")
-    keys_cmd.add_argument("--file", type=Path, help="the ring file (default var/jwt-keys.json; on Kubernetes, "
-                                                     "a copy of the crm-jwt Secret's keys)")
+    keys_cmd.add_argument(
+        "--file",
+        type=Path,
+        help="the ring file (default var/jwt-keys.json; on Kubernetes, a copy of the crm-jwt Secret's keys)",
+    )
 
     replay_cmd = command("replay", "re-publish a service's stored events to its Kafka topic (consumers dedupe)")
     replay_cmd.add_argument("service", help=SERVICE_HELP)
@@ -81,29 +94,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     tail_cmd = command("tail", "print a topic's events as they arrive, one line each, until Ctrl-C")
     tail_cmd.add_argument("topic", help="e.g. crm.contacts.events")
-    tail_cmd.add_argument("--from-beginning", action="store_true", help="start at the topic's first event, "
-                                                                        "not at its end")
+    tail_cmd.add_argument(
+        "--from-beginning", action="store_true", help="start at the topic's first event, not at its end"
+    )
     tail_cmd.add_argument("--type", help="only this event type (ContactCreated or crm.contacts.ContactCreated.v1)")
 
     export_cmd = command("export", "append a topic's events not exported before to a flat file (docs/bi.md)")
     export_cmd.add_argument("topic", help="e.g. crm.sales.events")
-    export_cmd.add_argument("--format", choices=["jsonl", "csv"], required=True,
-                            help="one JSON object or one CSV row per event")
-    export_cmd.add_argument("--out", type=Path, required=True,
-                            help="the file appended to; FILE.offsets.json beside it records where to resume")
+    export_cmd.add_argument(
+        "--format", choices=["jsonl", "csv"], required=True, help="one JSON object or one CSV row per event"
+    )
+    export_cmd.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="the file appended to; FILE.offsets.json beside it records where to resume",
+    )
     export_cmd.add_argument("--type", help="only this event type (short or full name)")
 
     dead_cmd = command("deadletters", "list, re-apply (after a fix) or drop records projections parked")
-    dead_cmd.add_argument("action", choices=["list", "retry", "drop"],
-                          help="list them; retry: apply them again and remove those that succeed; drop them")
+    dead_cmd.add_argument(
+        "action",
+        choices=["list", "retry", "drop"],
+        help="list them; retry: apply them again and remove those that succeed; drop them",
+    )
     dead_cmd.add_argument("service", help=SERVICE_HELP)
     dead_cmd.add_argument("--projection", help="only this projection's")
     dead_cmd.add_argument("--id", help="only this dead letter (as `list` shows it)")
 
-    catalogue_cmd = command("catalogue", "write every service's event schemas and the catalogue page "
-                                         "(`make catalogue`)")
-    catalogue_cmd.add_argument("--out", type=Path, default=REPO_ROOT / "docs" / "events",
-                               help="the folder written (default docs/events)")
+    catalogue_cmd = command(
+        "catalogue", "write every service's event schemas and the catalogue page (`make catalogue`)"
+    )
+    catalogue_cmd.add_argument(
+        "--out", type=Path, default=REPO_ROOT / "docs" / "events", help="the folder written (default docs/events)"
+    )
 
     for service, spec in sorted(discover().items()):  # commands a service contributes (ServiceSpec.commands)
         for name, contributed in spec.commands.items():
@@ -116,9 +140,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    handlers = {"up": up, "token": token, "replay": replay, "rebuild": rebuild_cmd_run, "serve": serve,
-                "tail": tail_cmd_run, "export": export_cmd_run, "catalogue": catalogue_cmd_run,
-                "deadletters": deadletters_cmd_run, "keys": keys_cmd_run}
+    handlers = {
+        "up": up,
+        "token": token,
+        "replay": replay,
+        "rebuild": rebuild_cmd_run,
+        "serve": serve,
+        "tail": tail_cmd_run,
+        "export": export_cmd_run,
+        "catalogue": catalogue_cmd_run,
+        "deadletters": deadletters_cmd_run,
+        "keys": keys_cmd_run,
+    }
     handler = handlers.get(args.command) or args.contributed
     return handler(args)
 
@@ -141,8 +174,9 @@ def tail_cmd_run(args: argparse.Namespace) -> int:
 
 def export_cmd_run(args: argparse.Namespace) -> int:
     with Progress(f"export {args.topic}", None, unit="records") as progress:
-        rows = streams.export(_bootstrap(), args.topic, fmt=args.format, out=args.out, event_type=args.type,
-                              progress=progress.update)
+        rows = streams.export(
+            _bootstrap(), args.topic, fmt=args.format, out=args.out, event_type=args.type, progress=progress.update
+        )
         progress.finish(f"exported {rows} new events from {args.topic} to {args.out} in {progress.elapsed():.1f}s")
     return 0
 
@@ -159,10 +193,11 @@ def keys_cmd_run(args: argparse.Namespace) -> int:
     if args.action == "service-credentials":
         print(_service_credentials())
         return 0
-    if args.action != "list" and args.file is None and (credentials().jwt_keys or
-                                                         credentials().jwt_secret):
-        print("note: this environment's ring comes from CRM_JWT_KEYS/CRM_JWT_SECRET, not the file changed here",
-              file=sys.stderr)
+    if args.action != "list" and args.file is None and (credentials().jwt_keys or credentials().jwt_secret):
+        print(
+            "note: this environment's ring comes from CRM_JWT_KEYS/CRM_JWT_SECRET, not the file changed here",
+            file=sys.stderr,
+        )
     try:
         if args.action == "rotate":
             print(keys.rotate(args.file))
@@ -185,11 +220,25 @@ def _service_credentials() -> str:
     """Kubernetes Secrets (a JSON List for kubectl apply) with a fresh key per service and every
     service's public key: apply once per namespace, never commit."""
     made = keys.new_service_credentials(sorted(auth.SERVICE_GRANTS))
-    documents = [{"apiVersion": "v1", "kind": "Secret", "metadata": {"name": f"crm-{name}-credentials"},
-                  "type": "Opaque", "stringData": {"service-key": private}} for name, (private, _) in made.items()]
-    documents.append({"apiVersion": "v1", "kind": "Secret", "metadata": {"name": "crm-service-public-keys"},
-                      "type": "Opaque",
-                      "stringData": {"keys": json.dumps({name: public for name, (_, public) in made.items()})}})
+    documents = [
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": f"crm-{name}-credentials"},
+            "type": "Opaque",
+            "stringData": {"service-key": private},
+        }
+        for name, (private, _) in made.items()
+    ]
+    documents.append(
+        {
+            "apiVersion": "v1",
+            "kind": "Secret",
+            "metadata": {"name": "crm-service-public-keys"},
+            "type": "Opaque",
+            "stringData": {"keys": json.dumps({name: public for name, (_, public) in made.items()})},
+        }
+    )
     return json.dumps({"apiVersion": "v1", "kind": "List", "items": documents}, indent=2)
 
 
@@ -199,8 +248,10 @@ def replay(args: argparse.Namespace) -> int:
     try:
         with Progress(f"replay {args.service}", runtime.store.count()) as progress:
             sent = runtime.publisher.replay(progress.batches(runtime.store.scan(sealed=True)))
-            progress.finish(f"replayed {sent} events of {args.service} in {progress.elapsed():.1f}s "
-                            f"({_rate(sent, progress.elapsed())} events/s)")
+            progress.finish(
+                f"replayed {sent} events of {args.service} in {progress.elapsed():.1f}s "
+                f"({_rate(sent, progress.elapsed())} events/s)"
+            )
     finally:
         runtime.close()
     return 0
@@ -222,11 +273,18 @@ def rebuild_cmd_run(args: argparse.Namespace) -> int:
     try:
         for projection in projections:
             with Progress(f"rebuild {projection.name}", _rebuild_size(projection, runtime)) as progress:
-                count = rebuild(projection, runtime.store, progress.update,
-                                own_topic=runtime.settings.topic, bootstrap=runtime.settings.kafka_bootstrap)
+                count = rebuild(
+                    projection,
+                    runtime.store,
+                    progress.update,
+                    own_topic=runtime.settings.topic,
+                    bootstrap=runtime.settings.kafka_bootstrap,
+                )
                 elapsed = progress.elapsed()
-                progress.finish(f"rebuilt {projection.name} from {count} events in {elapsed:.1f}s "
-                                f"({_rate(count, elapsed)} events/s)")
+                progress.finish(
+                    f"rebuilt {projection.name} from {count} events in {elapsed:.1f}s "
+                    f"({_rate(count, elapsed)} events/s)"
+                )
     finally:
         runtime.close()
     return 0
@@ -257,8 +315,9 @@ def deadletters_cmd_run(args: argparse.Namespace) -> int:
             spec.prepare(runtime)
             projections = {projection.name: projection for projection in spec.projections(runtime)}
             applied, failing = letters.retry(found, projections, runtime.store.open)
-            print(f"applied and removed {applied}; still failing {failing} (see `crm deadletters list`)",
-                  file=sys.stderr)
+            print(
+                f"applied and removed {applied}; still failing {failing} (see `crm deadletters list`)", file=sys.stderr
+            )
             return 1 if failing else 0
         else:
             print(f"dropped {letters.drop(found)}", file=sys.stderr)
@@ -272,8 +331,10 @@ def _dead_letter_line(letter: dict[str, Any]) -> str:
     event = letter.get("event") or {}
     error = letter["error"]
     what = f"{event.get('type')} {event.get('subject')} (event {event.get('id')})" if event else "unreadable record"
-    return (f"{letter['_id']}  {what}  {error['class']}: {error['message']}  attempts {letter['attempts']}, "
-            f"first {rfc3339(letter['first_failed'])}, last {rfc3339(letter['last_failed'])}")
+    return (
+        f"{letter['_id']}  {what}  {error['class']}: {error['message']}  attempts {letter['attempts']}, "
+        f"first {rfc3339(letter['first_failed'])}, last {rfc3339(letter['last_failed'])}"
+    )
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -284,8 +345,9 @@ def serve(args: argparse.Namespace) -> int:
         {"grpc": serve_grpc, "worker": run_worker}[args.process](args.service)
         return 0
     if args.process not in spec.extra_processes:
-        print(f"{args.service} has no process {args.process!r}; it runs: {', '.join(spec.processes())}",
-              file=sys.stderr)
+        print(
+            f"{args.service} has no process {args.process!r}; it runs: {', '.join(spec.processes())}", file=sys.stderr
+        )
         return 2
     spec.extra_processes[args.process].run(args.service)
     return 0
@@ -300,8 +362,11 @@ def _exec_gunicorn(spec: ServiceSpec) -> int:
     multiproc.mkdir(parents=True)
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc)
     argv = [
-        "gunicorn", "--config", "python:crmkit.gunicorn_conf",
-        "--bind", f"0.0.0.0:{settings.ports.http}",
+        "gunicorn",
+        "--config",
+        "python:crmkit.gunicorn_conf",
+        "--bind",
+        f"0.0.0.0:{settings.ports.http}",
         f"crmkit.service:wsgi('{spec.name}')",
     ]
     os.execv(str(Path(sys.executable).parent / "gunicorn"), argv)
@@ -365,10 +430,14 @@ def _announce(services: dict[str, ServiceSpec]) -> None:
     lines = ["", "CRM is starting:"]
     for spec in services.values():
         s = spec.settings()
-        lines.append(f"  {spec.name:<14} REST http://127.0.0.1:{s.ports.http}  (docs /docs)   "
-                     f"gRPC 127.0.0.1:{s.ports.grpc}")
-        lines += [f"  {'':<14} {name} {process.url()}" for name, process in spec.extra_processes.items()
-                  if process.url is not None and process.enabled()]
+        lines.append(
+            f"  {spec.name:<14} REST http://127.0.0.1:{s.ports.http}  (docs /docs)   gRPC 127.0.0.1:{s.ports.grpc}"
+        )
+        lines += [
+            f"  {'':<14} {name} {process.url()}"
+            for name, process in spec.extra_processes.items()
+            if process.url is not None and process.enabled()
+        ]
     lines += [
         f"  Kafka {local_stack().kafka_bootstrap}   MongoDB {local_stack().mongo_url}",
         "",

@@ -103,8 +103,11 @@ class Settings:
             mongo_url=env.text("CRM_MONGO_URL", "mongodb://127.0.0.1:27017"),
             database=env.text(f"CRM_{key}_DATABASE", f"crm_{compact}"),
             topic=topic_of(service, env),
-            ports=Ports(http=port("HTTP", defaults.http), grpc=port("GRPC", defaults.grpc),
-                        metrics=port("METRICS", defaults.metrics)),
+            ports=Ports(
+                http=port("HTTP", defaults.http),
+                grpc=port("GRPC", defaults.grpc),
+                metrics=port("METRICS", defaults.metrics),
+            ),
             log_level=env.text("CRM_LOG_LEVEL", "INFO"),
             environment=profile.current(env.environ),  # development | production (crmkit.profile)
         )
@@ -132,8 +135,11 @@ def topic_owner(topic: str) -> str | None:
     may publish there, so a projector refuses any other `source` or `type` on it. A topic
     that several variables name has no single owner (None: nothing is refused).
     """
-    claims = {match.group(1).lower() for name, value in os.environ.items()
-              if value == topic and (match := _TOPIC_VARIABLE.fullmatch(name))}
+    claims = {
+        match.group(1).lower()
+        for name, value in os.environ.items()
+        if value == topic and (match := _TOPIC_VARIABLE.fullmatch(name))
+    }
     if claims:
         return claims.pop() if len(claims) == 1 else None
     match = _DEFAULT_TOPIC.fullmatch(topic)
@@ -192,10 +198,18 @@ def grpc_target(service: str, default_port: int) -> str:
 
 KAFKA_SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
 KAFKA_SASL_MECHANISMS = ("SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN")
-_KAFKA_SASL_VARIABLES = ("CRM_KAFKA_SASL_MECHANISM", "CRM_KAFKA_SASL_USERNAME", "CRM_KAFKA_SASL_USERNAME_FILE",
-                         "CRM_KAFKA_SASL_PASSWORD", "CRM_KAFKA_SASL_PASSWORD_FILE")
-_KAFKA_SSL_FILES = {"ssl_cafile": "CRM_KAFKA_SSL_CAFILE", "ssl_certfile": "CRM_KAFKA_SSL_CERTFILE",
-                    "ssl_keyfile": "CRM_KAFKA_SSL_KEYFILE"}
+_KAFKA_SASL_VARIABLES = (
+    "CRM_KAFKA_SASL_MECHANISM",
+    "CRM_KAFKA_SASL_USERNAME",
+    "CRM_KAFKA_SASL_USERNAME_FILE",
+    "CRM_KAFKA_SASL_PASSWORD",
+    "CRM_KAFKA_SASL_PASSWORD_FILE",
+)
+_KAFKA_SSL_FILES = {
+    "ssl_cafile": "CRM_KAFKA_SSL_CAFILE",
+    "ssl_certfile": "CRM_KAFKA_SSL_CERTFILE",
+    "ssl_keyfile": "CRM_KAFKA_SSL_KEYFILE",
+}
 
 
 class KafkaSecurityError(ValueError):
@@ -215,8 +229,9 @@ def kafka_client_options() -> dict[str, Any]:
     """
     protocol = _env("CRM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").strip().upper()
     if protocol not in KAFKA_SECURITY_PROTOCOLS:
-        raise KafkaSecurityError(f"CRM_KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of "
-                                 f"{', '.join(KAFKA_SECURITY_PROTOCOLS)}")
+        raise KafkaSecurityError(
+            f"CRM_KAFKA_SECURITY_PROTOCOL={protocol!r} is not one of {', '.join(KAFKA_SECURITY_PROTOCOLS)}"
+        )
     options: dict[str, Any] = {"security_protocol": protocol}
     if protocol.startswith("SASL_"):
         options |= _kafka_sasl_options()
@@ -232,11 +247,14 @@ def kafka_client_options() -> dict[str, Any]:
 def _kafka_sasl_options() -> dict[str, str | bool]:
     mechanism = _env("CRM_KAFKA_SASL_MECHANISM", "SCRAM-SHA-512").strip().upper()
     if mechanism not in KAFKA_SASL_MECHANISMS:
-        raise KafkaSecurityError(f"CRM_KAFKA_SASL_MECHANISM={mechanism!r} is not one of "
-                                 f"{', '.join(KAFKA_SASL_MECHANISMS)}")
-    return {"sasl_mechanism": mechanism,
-            "sasl_plain_username": _required_secret("CRM_KAFKA_SASL_USERNAME"),
-            "sasl_plain_password": _required_secret("CRM_KAFKA_SASL_PASSWORD")}
+        raise KafkaSecurityError(
+            f"CRM_KAFKA_SASL_MECHANISM={mechanism!r} is not one of {', '.join(KAFKA_SASL_MECHANISMS)}"
+        )
+    return {
+        "sasl_mechanism": mechanism,
+        "sasl_plain_username": _required_secret("CRM_KAFKA_SASL_USERNAME"),
+        "sasl_plain_password": _required_secret("CRM_KAFKA_SASL_PASSWORD"),
+    }
 
 
 def _kafka_ssl_options() -> dict[str, str | bool]:
@@ -247,8 +265,9 @@ def _kafka_ssl_options() -> dict[str, str | bool]:
                 raise KafkaSecurityError(f"{variable}={path!r}: no such file")
             options[option] = path
     if ("ssl_certfile" in options) != ("ssl_keyfile" in options):
-        raise KafkaSecurityError("CRM_KAFKA_SSL_CERTFILE and CRM_KAFKA_SSL_KEYFILE go together (mTLS): "
-                                 "set both or neither")
+        raise KafkaSecurityError(
+            "CRM_KAFKA_SSL_CERTFILE and CRM_KAFKA_SSL_KEYFILE go together (mTLS): set both or neither"
+        )
     check = _env("CRM_KAFKA_SSL_CHECK_HOSTNAME", "true").strip().lower()
     if check not in ("true", "false"):
         raise KafkaSecurityError(f"CRM_KAFKA_SSL_CHECK_HOSTNAME={check!r} is not true or false")
@@ -273,5 +292,7 @@ def _required_secret(variable: str) -> str:
 
 def _refuse_unused(variables: tuple[str, ...], protocol: str) -> None:
     if unused := [name for name in variables if os.environ.get(name)]:
-        raise KafkaSecurityError(f"{', '.join(unused)} set, but CRM_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
-                                 "it: choose a protocol that does, or unset it")
+        raise KafkaSecurityError(
+            f"{', '.join(unused)} set, but CRM_KAFKA_SECURITY_PROTOCOL={protocol} does not use "
+            "it: choose a protocol that does, or unset it"
+        )

@@ -64,8 +64,14 @@ Reader = Callable[[list[RecordedEvent]], list[RecordedEvent]]
 
 TRANSIENT_TYPES = (Unavailable, ConnectionFailure, ExecutionTimeout, WTimeoutError, ConnectionError, TimeoutError)
 TRANSIENT_LABELS = ("RetryableWriteError", "TransientTransactionError")
-TRANSIENT_GRPC = frozenset({grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED,
-                            grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.ABORTED})
+TRANSIENT_GRPC = frozenset(
+    {
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        grpc.StatusCode.ABORTED,
+    }
+)
 
 
 def is_transient(exc: BaseException) -> bool:
@@ -129,8 +135,11 @@ def inspect(raw: bytes, owner: str | None) -> RecordedEvent:
         raise NotACrmEvent(f"not a CRM CloudEvent ({exc.__class__.__name__})") from None
     source = envelope.get("source")
     if owner is not None and (event.service != owner or source != f"crm/{owner}"):
-        raise ForeignEvent(f"the topic belongs to {owner}; the record says source {_short(source)}, "
-                           f"type {_short(envelope.get('type'))}", event)
+        raise ForeignEvent(
+            f"the topic belongs to {owner}; the record says source {_short(source)}, "
+            f"type {_short(envelope.get('type'))}",
+            event,
+        )
     return event
 
 
@@ -199,24 +208,40 @@ class DeadLetters:
         return cls(db[COLLECTION])
 
     def ensure_indexes(self) -> None:
-        self.collection.create_index([("projection", ASCENDING), ("topic", ASCENDING), ("partition", ASCENDING),
-                                      ("offset", ASCENDING)])
+        self.collection.create_index(
+            [("projection", ASCENDING), ("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)]
+        )
 
-    def park(self, projection: str, delivery: Delivery, error: dict[str, str], attempts: int,
-             first_failed: datetime) -> bool:
+    def park(
+        self, projection: str, delivery: Delivery, error: dict[str, str], attempts: int, first_failed: datetime
+    ) -> bool:
         """Keep `delivery` for `projection`; True when it was not parked already."""
         now = utcnow()
         summary = delivery.event
-        result = self.collection.update_one({"_id": delivery.key(projection)}, {
-            "$set": {"error": error, "attempts": attempts, "last_failed": now},
-            "$setOnInsert": {
-                "projection": projection, "topic": delivery.topic, "partition": delivery.partition,
-                "offset": delivery.offset, "envelope": Binary(delivery.raw), "first_failed": first_failed,
-                "parked_at": now,
-                "event": {"id": summary.id, "type": summary.full_type, "subject": summary.stream_id,
-                          "time": summary.time} if summary else None,
+        result = self.collection.update_one(
+            {"_id": delivery.key(projection)},
+            {
+                "$set": {"error": error, "attempts": attempts, "last_failed": now},
+                "$setOnInsert": {
+                    "projection": projection,
+                    "topic": delivery.topic,
+                    "partition": delivery.partition,
+                    "offset": delivery.offset,
+                    "envelope": Binary(delivery.raw),
+                    "first_failed": first_failed,
+                    "parked_at": now,
+                    "event": {
+                        "id": summary.id,
+                        "type": summary.full_type,
+                        "subject": summary.stream_id,
+                        "time": summary.time,
+                    }
+                    if summary
+                    else None,
+                },
             },
-        }, upsert=True)
+            upsert=True,
+        )
         return result.upserted_id is not None
 
     def parked(self, projection: str, deliveries: Sequence[Delivery]) -> set[str]:
@@ -232,8 +257,11 @@ class DeadLetters:
             query["projection"] = projection
         if letter_id:
             query["_id"] = letter_id
-        return list(self.collection.find(query).sort([("projection", ASCENDING), ("topic", ASCENDING),
-                                                      ("partition", ASCENDING), ("offset", ASCENDING)]))
+        return list(
+            self.collection.find(query).sort(
+                [("projection", ASCENDING), ("topic", ASCENDING), ("partition", ASCENDING), ("offset", ASCENDING)]
+            )
+        )
 
     def count(self, projection: str) -> int:
         return self.collection.count_documents({"projection": projection})
@@ -241,8 +269,9 @@ class DeadLetters:
     def drop(self, letters: Iterable[dict[str, Any]]) -> int:
         return self.collection.delete_many({"_id": {"$in": [letter["_id"] for letter in letters]}}).deleted_count
 
-    def retry(self, letters: Iterable[dict[str, Any]], projections: Mapping[str, Applies], reader: Reader
-              ) -> tuple[int, int]:
+    def retry(
+        self, letters: Iterable[dict[str, Any]], projections: Mapping[str, Applies], reader: Reader
+    ) -> tuple[int, int]:
         """Apply `letters` again through their projections (after a fix); (applied and removed, still failing).
 
         The ownership check runs again: a foreign record stays parked whatever the code.
@@ -262,8 +291,10 @@ class DeadLetters:
             except Exception as exc:
                 if is_transient(exc):
                     raise
-                self.collection.update_one({"_id": letter["_id"]}, {
-                    "$set": {"error": describe(exc, event), "last_failed": utcnow()}, "$inc": {"attempts": 1}})
+                self.collection.update_one(
+                    {"_id": letter["_id"]},
+                    {"$set": {"error": describe(exc, event), "last_failed": utcnow()}, "$inc": {"attempts": 1}},
+                )
                 failing += 1
                 continue
             self.collection.delete_one({"_id": letter["_id"]})

@@ -49,9 +49,18 @@ class Consent:
     @classmethod
     def from_reply(cls, reply: Any) -> Consent:
         """From a contacts_pb2 consent answer (an empty string or 0 means none)."""
-        return cls(reply.contact_id, reply.granted, reply.reason, reply.address or None,
-                   reply.consent_status or None, reply.legal_basis or None, reply.source or None,
-                   reply.decided_at or None, reply.consent_event_id or None, reply.consent_version or None)
+        return cls(
+            reply.contact_id,
+            reply.granted,
+            reply.reason,
+            reply.address or None,
+            reply.consent_status or None,
+            reply.legal_basis or None,
+            reply.source or None,
+            reply.decided_at or None,
+            reply.consent_event_id or None,
+            reply.consent_version or None,
+        )
 
 
 class ContactDirectory:
@@ -72,7 +81,7 @@ class ContactDirectory:
         found: dict[str, dict[str, Any]] = {}
         unique = list(dict.fromkeys(contact_ids))
         for start in range(0, len(unique), BATCH):
-            request = contacts_pb2.BatchGetContactsRequest(contact_ids=unique[start:start + BATCH])
+            request = contacts_pb2.BatchGetContactsRequest(contact_ids=unique[start : start + BATCH])
             reply = self._call(self.stub.BatchGetContacts, request, "contacts")
             found.update({cid: _contact(message) for cid, message in reply.contacts.items()})
         return found
@@ -87,19 +96,23 @@ class ContactDirectory:
         worker's batch is one round trip, not one per message); None for an unknown contact."""
         answers: list[Consent | None] = []
         for start in range(0, len(checks), BATCH):
-            chunk = checks[start:start + BATCH]
-            request = contacts_pb2.BatchCheckConsentRequest(checks=[
-                contacts_pb2.CheckConsentRequest(contact_id=cid, channel=channel) for cid, channel in chunk])
+            chunk = checks[start : start + BATCH]
+            request = contacts_pb2.BatchCheckConsentRequest(
+                checks=[contacts_pb2.CheckConsentRequest(contact_id=cid, channel=channel) for cid, channel in chunk]
+            )
             reply = self._call(self.stub.BatchCheckConsent, request, "contacts")
             unknown = set(reply.not_found)
-            answers += [None if cid in unknown else Consent.from_reply(a)
-                        for (cid, _), a in zip(chunk, reply.answers, strict=True)]
+            answers += [
+                None if cid in unknown else Consent.from_reply(a)
+                for (cid, _), a in zip(chunk, reply.answers, strict=True)
+            ]
         return answers
 
     def record_consent(self, contact_id: str, channel: str, status: str, source: str) -> Consent:
         """Record a consent decision (e.g. an unsubscribe link); answers like `consent` afterwards."""
-        request = contacts_pb2.RecordConsentRequest(contact_id=contact_id, channel=channel, status=status,
-                                                    source=source)
+        request = contacts_pb2.RecordConsentRequest(
+            contact_id=contact_id, channel=channel, status=status, source=source
+        )
         reply = self._call(self.stub.RecordConsent, request, f"contact {contact_id}")
         return Consent.from_reply(reply)
 
@@ -119,8 +132,11 @@ class ContactDirectory:
         attributes = struct_pb2.Struct()
         attributes.update(dict(fields.get("attributes") or {}))
         request = contacts_pb2.CreateContactRequest(
-            request_id=request_id, tags=list(fields.get("tags") or []), attributes=attributes,
-            **{name: fields.get(name) or "" for name in ("first_name", "last_name", "email", "phone", "locale")})
+            request_id=request_id,
+            tags=list(fields.get("tags") or []),
+            attributes=attributes,
+            **{name: fields.get(name) or "" for name in ("first_name", "last_name", "email", "phone", "locale")},
+        )
         return _contact(self._call(self.stub.CreateContact, request, "contact"))
 
     def segment_members(self, segment_id: str, page_size: int = 500) -> Iterator[dict[str, Any]]:
@@ -128,8 +144,7 @@ class ContactDirectory:
         request = contacts_pb2.ListSegmentMembersRequest(segment_id=segment_id, page_size=page_size)
         try:
             for member in self.stub.ListSegmentMembers(request, timeout=max(self.deadline, 300)):
-                yield MessageToDict(member, preserving_proto_field_name=True,
-                                    always_print_fields_with_no_presence=True)
+                yield MessageToDict(member, preserving_proto_field_name=True, always_print_fields_with_no_presence=True)
         except grpc.RpcError as exc:
             raise _translate(exc, f"segment {segment_id}") from None
 
@@ -163,8 +178,10 @@ class ReactionsFailed(Exception):
     contacts of the batch were applied."""
 
     def __init__(self, failures: Mapping[str, Exception]) -> None:
-        super().__init__(f"the reactions to {len(failures)} contact(s) failed: "
-                         + ", ".join(f"{cid} ({type(exc).__name__})" for cid, exc in failures.items()))
+        super().__init__(
+            f"the reactions to {len(failures)} contact(s) failed: "
+            + ", ".join(f"{cid} ({type(exc).__name__})" for cid, exc in failures.items())
+        )
         self.failures = dict(failures)
 
 
@@ -254,8 +271,12 @@ class LocalContacts:
                 by_contact.setdefault(event.stream_id, []).append(event)
         if not by_contact:
             return
-        copies = {doc["_id"]: doc for doc in self.collection.find(
-            {"_id": {"$in": list(by_contact)}}, {"version": 1, "merged_into": 1, "erased_at": 1, "moves_seen": 1})}
+        copies = {
+            doc["_id"]: doc
+            for doc in self.collection.find(
+                {"_id": {"$in": list(by_contact)}}, {"version": 1, "merged_into": 1, "erased_at": 1, "moves_seen": 1}
+            )
+        }
         plans = [_plan(cid, its_events, copies.get(cid, {})) for cid, its_events in by_contact.items()]
         failures = self._react([plan for plan in plans if plan.reacts])
         self._refresh({plan.contact_id: plan.version for plan in plans if plan.refresh})
@@ -266,8 +287,9 @@ class LocalContacts:
         """Copy the contacts' current state from the directory (one call), at the version seen."""
         current = self.directory.many(list(versions)) if versions else {}
         if current:
-            self.collection.bulk_write([self._refreshed(cid, contact, versions[cid])
-                                        for cid, contact in current.items()], ordered=False)
+            self.collection.bulk_write(
+                [self._refreshed(cid, contact, versions[cid]) for cid, contact in current.items()], ordered=False
+            )
 
     def _react(self, plans: Sequence[_Plan]) -> dict[str, Exception]:
         """Run each contact's hooks on its own, then record in one write the reactions that
@@ -295,8 +317,10 @@ class LocalContacts:
             hook(contact_id, *args)
         except Exception:
             metrics.REACTION_FAILURES.labels(self.service, kind).inc()
-            log.exception("a reaction to a contact failed; it runs again when the event is delivered again",
-                          extra={"subject": contact_id, "reason": kind, "projection": self.name})
+            log.exception(
+                "a reaction to a contact failed; it runs again when the event is delivered again",
+                extra={"subject": contact_id, "reason": kind, "projection": self.name},
+            )
             raise
 
     def reset(self) -> None:
@@ -320,9 +344,17 @@ class LocalContacts:
         Only fills gaps: a copy the projection already holds is newer or as new.
         """
         if contacts:
-            self.collection.bulk_write([
-                UpdateOne({"_id": contact["id"]}, {"$setOnInsert": _fields(contact, int(contact.get("version") or 0))},
-                          upsert=True) for contact in contacts], ordered=False)
+            self.collection.bulk_write(
+                [
+                    UpdateOne(
+                        {"_id": contact["id"]},
+                        {"$setOnInsert": _fields(contact, int(contact.get("version") or 0))},
+                        upsert=True,
+                    )
+                    for contact in contacts
+                ],
+                ordered=False,
+            )
 
     @staticmethod
     def _refreshed(contact_id: str, contact: dict[str, Any], version: int) -> UpdateOne:
@@ -352,8 +384,15 @@ def _plan(contact_id: str, events: Sequence[RecordedEvent], copy: Mapping[str, A
     erased = any(e.type == "ContactErased" for e in events) and not copy.get("erased_at")
     was_erased = bool(copy.get("erased_at"))
     newer = events[-1].version > copy.get("version", 0)
-    return _Plan(contact_id, events[-1].version, erased, tuple(moves), merged_into, was_erased,
-                 refresh=newer and not (erased or moves or was_erased))
+    return _Plan(
+        contact_id,
+        events[-1].version,
+        erased,
+        tuple(moves),
+        merged_into,
+        was_erased,
+        refresh=newer and not (erased or moves or was_erased),
+    )
 
 
 def _moves(events: Sequence[RecordedEvent], copy: Mapping[str, Any]) -> tuple[list[_Move], str | bool | None]:
@@ -382,5 +421,9 @@ KEPT = (*PERSONAL, "company_id", "lifecycle_stage", "tags", "locale", "time_zone
 
 
 def _fields(contact: dict[str, Any], version: int) -> dict[str, Any]:
-    return {**{name: contact.get(name) for name in KEPT}, "status": contact.get("status") or "active",
-            "version": version, "merged_into": None}
+    return {
+        **{name: contact.get(name) for name in KEPT},
+        "status": contact.get("status") or "active",
+        "version": version,
+        "merged_into": None,
+    }

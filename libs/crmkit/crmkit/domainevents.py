@@ -40,9 +40,16 @@ NOTHING: Any = dataclasses.MISSING
 SCALARS: dict[Any, str] = {str: "string", int: "integer", float: "number", bool: "boolean"}
 
 
-def spec(*, default: Any = NOTHING, default_factory: Callable[[], Any] | Any = NOTHING, wire: str | None = None,
-         personal: bool | tuple[str, ...] = False, omit_none: bool = False,
-         schema: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None, **keywords: Any) -> Any:
+def spec(
+    *,
+    default: Any = NOTHING,
+    default_factory: Callable[[], Any] | Any = NOTHING,
+    wire: str | None = None,
+    personal: bool | tuple[str, ...] = False,
+    omit_none: bool = False,
+    schema: Mapping[str, Any] | Callable[[], Mapping[str, Any]] | None = None,
+    **keywords: Any,
+) -> Any:
     """A field of an event with what its type hint cannot say (see the module docstring). `schema` may be
     a function giving it, called when the schema is derived: a shape taken from another event's.
     `personal` may name keys inside the field's value instead (a `changes` object: `changes.email`)."""
@@ -201,8 +208,16 @@ def _slots(kind: type) -> tuple[_Slot, ...]:
         elif f.default_factory is not NOTHING:
             default = typing.cast(Callable[[], Any], f.default_factory)
         hint = _hints(kind)[f.name]
-        slots.append(_Slot(f.name, f.metadata.get("wire") or f.name, bool(f.metadata.get("omit_none")),
-                           _reader(_without_none(hint)), default, _nullable(hint)))
+        slots.append(
+            _Slot(
+                f.name,
+                f.metadata.get("wire") or f.name,
+                bool(f.metadata.get("omit_none")),
+                _reader(_without_none(hint)),
+                default,
+                _nullable(hint),
+            )
+        )
     _SLOTS[kind] = tuple(slots)
     return _SLOTS[kind]
 

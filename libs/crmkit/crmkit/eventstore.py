@@ -42,7 +42,10 @@ class EventStore:
     """Append, load and scan one service's events."""
 
     def __init__(
-        self, db: Database[dict[str, Any]], service: str, upcasters: Upcasters | None = None,
+        self,
+        db: Database[dict[str, Any]],
+        service: str,
+        upcasters: Upcasters | None = None,
         personal: PersonalData | None = None,
         references: Sequence[str] = (),
     ) -> None:
@@ -90,16 +93,24 @@ class EventStore:
     ) -> tuple[list[RecordedEvent], set[str]]:
         """Begin many new streams in one bulk insert (imports); returns what was stored and
         the ids of streams that already existed (left untouched, e.g. a resumed batch)."""
-        return self.append_streams([StreamAppend(stream_id, kind, 0, events, meta)
-                                    for stream_id, kind, events in streams])
+        return self.append_streams(
+            [StreamAppend(stream_id, kind, 0, events, meta) for stream_id, kind, events in streams]
+        )
 
     def append_streams(self, appends: Sequence[StreamAppend]) -> tuple[list[RecordedEvent], set[str]]:
         """Append to many streams in one bulk insert (a worker's batch of decisions), a commit
         each at its expected version. Returns what was stored and the ids of the streams that
         had moved on: a concurrent writer won there, and nothing of their commit is stored.
         """
-        decided = [commit for append in appends if (commit := self._record(
-            append.stream_id, append.aggregate_type, append.expected_version, append.events, append.meta))]
+        decided = [
+            commit
+            for append in appends
+            if (
+                commit := self._record(
+                    append.stream_id, append.aggregate_type, append.expected_version, append.events, append.meta
+                )
+            )
+        ]
         if not decided:
             return [], set()
         sealed = iter(self._seal([event for commit in decided for event in commit]))
@@ -137,9 +148,7 @@ class EventStore:
         for event in recorded:
             metrics.EVENTS_APPENDED.labels(self.service, event.type).inc()
 
-    def load(
-        self, stream_id: str, *, after_version: int = 0, as_of: datetime | None = None
-    ) -> list[RecordedEvent]:
+    def load(self, stream_id: str, *, after_version: int = 0, as_of: datetime | None = None) -> list[RecordedEvent]:
         """The stream's events in version order, optionally only those recorded by `as_of`."""
         first = self._commit_holding(stream_id, after_version + 1) if after_version else 1
         docs = self._stream_commits([stream_id], first)
@@ -201,10 +210,14 @@ class EventStore:
         if not ids or not self.references:
             return set()
         wanted = sorted(set(ids))
-        query = {"aggregate_type": {"$in": list(aggregate_types)},
-                 "$or": [{"refs": {"$in": wanted}}, *({f"data.{key}": {"$in": wanted}} for key in self.references)]}
-        return {(doc["stream_id"], doc["aggregate_type"])
-                for doc in self.events.find(query, {"stream_id": 1, "aggregate_type": 1})}
+        query = {
+            "aggregate_type": {"$in": list(aggregate_types)},
+            "$or": [{"refs": {"$in": wanted}}, *({f"data.{key}": {"$in": wanted}} for key in self.references)],
+        }
+        return {
+            (doc["stream_id"], doc["aggregate_type"])
+            for doc in self.events.find(query, {"stream_id": 1, "aggregate_type": 1})
+        }
 
     def scan(self, batch_size: int = 1000, *, sealed: bool = False) -> Iterator[list[RecordedEvent]]:
         """Every event, per stream in version order, in batches of whole commits: opened for
@@ -243,8 +256,9 @@ class EventStore:
         found: dict[str, list[dict[str, Any]]] = {}
         pending, size = {stream: top for stream, top in newest.items() if top >= 1}, 4
         while pending:
-            keys = [stream_key(stream, v) for stream, top in pending.items()
-                    for v in range(top, max(0, top - size), -1)]
+            keys = [
+                stream_key(stream, v) for stream, top in pending.items() for v in range(top, max(0, top - size), -1)
+            ]
             by_key = {doc["_id"]: doc for doc in self.events.find({"_id": {"$in": keys}})}
             for stream, top in list(pending.items()):
                 lowest = max(1, top - size + 1)
@@ -254,8 +268,9 @@ class EventStore:
                 else:
                     pending[stream] = below
             size = min(size * 4, 1024)
-        return [event for docs in found.values() for doc in reversed(docs)
-                for event in _from_document(doc, self.service)]
+        return [
+            event for docs in found.values() for doc in reversed(docs) for event in _from_document(doc, self.service)
+        ]
 
     def mark_published(self, events: Sequence[RecordedEvent]) -> None:
         """Record that Kafka holds these events; the caller passes whole commits."""
@@ -307,8 +322,9 @@ def _chain(stream_id: str, start: int, by_key: Mapping[str, dict[str, Any]], fou
     return start
 
 
-def _unsent_run(stream_id: str, top: int, lowest: int, by_key: Mapping[str, dict[str, Any]],
-                run: list[dict[str, Any]]) -> int | None:
+def _unsent_run(
+    stream_id: str, top: int, lowest: int, by_key: Mapping[str, dict[str, Any]], run: list[dict[str, Any]]
+) -> int | None:
     """Walk the stream down from the commit holding `top`, adding unpublished commits (newest
     first) to `run`, within the keys `lowest..top` fetched in `by_key`. Returns the version to
     go on from when the window ran out before the walk ended, else None (a published commit,
@@ -342,8 +358,9 @@ def _commit_document(events: Sequence[RecordedEvent], references: Sequence[str])
         "last": events[-1].version,
         "count": len(events),
         "refs": sorted({value for e in events for key in references if isinstance(value := e.data.get(key), str)}),
-        "events": [{"event_id": e.id, "type": e.type, "schema_version": e.schema_version, "data": e.data}
-                   for e in events],
+        "events": [
+            {"event_id": e.id, "type": e.type, "schema_version": e.schema_version, "data": e.data} for e in events
+        ],
         "time": head.time,
         "time_ms": epoch_ms(head.time),  # what range queries use (see epoch_ms)
         "actor": head.actor,

@@ -24,8 +24,14 @@ def requested_ids(contact_ids: Sequence[str]) -> list[str]:
     ids = list(dict.fromkeys(contact_ids))
     require_all(
         (0 < len(ids) <= MAX_CONTACT_IDS, "contact_ids", f"1 to {MAX_CONTACT_IDS} contact ids are required"),
-        *((0 < len(cid.strip()) <= MAX_ID_LENGTH, f"contact_ids[{n}]",
-           f"a contact id is 1 to {MAX_ID_LENGTH} characters") for n, cid in enumerate(ids)),
+        *(
+            (
+                0 < len(cid.strip()) <= MAX_ID_LENGTH,
+                f"contact_ids[{n}]",
+                f"a contact id is 1 to {MAX_ID_LENGTH} characters",
+            )
+            for n, cid in enumerate(ids)
+        ),
     )
     return ids
 

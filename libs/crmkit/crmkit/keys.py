@@ -122,8 +122,10 @@ def retire(kid: str | None = None, *, older_than: timedelta | None = None, path:
 def describe(path: Path | None = None) -> list[dict[str, Any]]:
     """The ring file's keys (kid, created, signing), never the secrets."""
     document = _read_file(path or ring_path())
-    return [{"kid": kid, "created": value["created"], "signing": kid == document["signing"]}
-            for kid, value in document["keys"].items()]
+    return [
+        {"kid": kid, "created": value["created"], "signing": kid == document["signing"]}
+        for kid, value in document["keys"].items()
+    ]
 
 
 def new_service_credentials(services: list[str]) -> dict[str, tuple[str, str]]:
@@ -158,8 +160,10 @@ def _service_public_keys() -> Mapping[str, Ed25519PublicKey]:
 
 def _parse(document: dict[str, Any]) -> dict[str, Any]:
     """A ring document, its keys normalised to {"secret", "created"}; the signing kid must be one of them."""
-    keys = {kid: value if isinstance(value, dict) else {"secret": value, "created": _now()}
-            for kid, value in document["keys"].items()}
+    keys = {
+        kid: value if isinstance(value, dict) else {"secret": value, "created": _now()}
+        for kid, value in document["keys"].items()
+    }
     if document.get("signing") not in keys:
         raise KeyRingError("the ring's signing kid is not one of its keys")
     return {"signing": document["signing"], "keys": keys}

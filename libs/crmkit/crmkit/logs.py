@@ -17,9 +17,26 @@ from datetime import UTC, datetime
 correlation_id: contextvars.ContextVar[str | None] = contextvars.ContextVar("correlation_id", default=None)
 
 SAFE_FIELDS = (
-    "event_id", "event_type", "stream_id", "version", "count", "topic", "partition",
-    "offset", "projection", "method", "path", "route", "status", "duration_ms", "url",
-    "child", "reason", "subject", "code", "error",
+    "event_id",
+    "event_type",
+    "stream_id",
+    "version",
+    "count",
+    "topic",
+    "partition",
+    "offset",
+    "projection",
+    "method",
+    "path",
+    "route",
+    "status",
+    "duration_ms",
+    "url",
+    "child",
+    "reason",
+    "subject",
+    "code",
+    "error",
     "problems",  # crmkit.profile: variable names and why they are unsafe, never a secret's value
 )
 

@@ -40,8 +40,9 @@ class InMemoryEventStore:
         self._streams: dict[str, list[RecordedEvent]] = {}
         self._lock = threading.Lock()
 
-    def append(self, stream_id: str, aggregate_type: str, expected_version: int,
-               events: Sequence[NewEvent], meta: Metadata) -> list[RecordedEvent]:
+    def append(
+        self, stream_id: str, aggregate_type: str, expected_version: int, events: Sequence[NewEvent], meta: Metadata
+    ) -> list[RecordedEvent]:
         """Store `events` as one commit at versions expected_version+1.., or raise ConcurrencyError."""
         if not events:
             return []
@@ -51,11 +52,13 @@ class InMemoryEventStore:
                 raise ConcurrencyError(stream_id, expected_version)
         return recorded
 
-    def start_streams(self, streams: Sequence[tuple[str, str, Sequence[NewEvent]]],
-                      meta: Metadata) -> tuple[list[RecordedEvent], set[str]]:
+    def start_streams(
+        self, streams: Sequence[tuple[str, str, Sequence[NewEvent]]], meta: Metadata
+    ) -> tuple[list[RecordedEvent], set[str]]:
         """Begin many new streams; returns what was stored and the streams that already existed."""
-        return self.append_streams([StreamAppend(stream_id, kind, 0, events, meta)
-                                    for stream_id, kind, events in streams])
+        return self.append_streams(
+            [StreamAppend(stream_id, kind, 0, events, meta) for stream_id, kind, events in streams]
+        )
 
     def append_streams(self, appends: Sequence[StreamAppend]) -> tuple[list[RecordedEvent], set[str]]:
         """A commit per stream at its expected version; returns what was stored and the ids of the
@@ -75,15 +78,21 @@ class InMemoryEventStore:
         """The stream's events in version order: those after `after_version`, recorded by `as_of`."""
         cutoff = epoch_ms(as_of) if as_of is not None else None
         with self._lock:
-            events = [event for event in self._streams.get(stream_id, ())
-                      if event.version > after_version and (cutoff is None or epoch_ms(event.time) <= cutoff)]
+            events = [
+                event
+                for event in self._streams.get(stream_id, ())
+                if event.version > after_version and (cutoff is None or epoch_ms(event.time) <= cutoff)
+            ]
         return self._read(events)
 
     def load_many(self, stream_ids: Sequence[str]) -> dict[str, list[RecordedEvent]]:
         """Several streams at once; unknown ids are left out."""
         with self._lock:
-            found = {stream_id: list(self._streams[stream_id]) for stream_id in dict.fromkeys(stream_ids)
-                     if stream_id in self._streams}
+            found = {
+                stream_id: list(self._streams[stream_id])
+                for stream_id in dict.fromkeys(stream_ids)
+                if stream_id in self._streams
+            }
         return {stream_id: self._read(events) for stream_id, events in found.items()}
 
     def streams_referring(self, ids: Sequence[str], aggregate_types: Sequence[str]) -> set[tuple[str, str]]:
@@ -93,8 +102,12 @@ class InMemoryEventStore:
         if not wanted or not self.references:
             return set()
         with self._lock:
-            return {(event.stream_id, event.aggregate_type) for events in self._streams.values() for event in events
-                    if event.aggregate_type in kinds and any(event.data.get(key) in wanted for key in self.references)}
+            return {
+                (event.stream_id, event.aggregate_type)
+                for events in self._streams.values()
+                for event in events
+                if event.aggregate_type in kinds and any(event.data.get(key) in wanted for key in self.references)
+            }
 
     def scan(self, batch_size: int = 1000, *, sealed: bool = False) -> Iterator[list[RecordedEvent]]:
         """Every event, per stream (in stream id order) in version order, in batches of whole
@@ -104,8 +117,11 @@ class InMemoryEventStore:
         batch: list[RecordedEvent] = []
         for index, event in enumerate(events):
             batch.append(event)
-            ends_commit = index + 1 == len(events) or events[index + 1].commit != event.commit \
+            ends_commit = (
+                index + 1 == len(events)
+                or events[index + 1].commit != event.commit
                 or events[index + 1].stream_id != event.stream_id
+            )
             if len(batch) >= batch_size and ends_commit:
                 yield self._copies(batch) if sealed else self._read(batch)
                 batch = []
@@ -137,10 +153,19 @@ class InMemoryEventStore:
         first = append.expected_version + 1
         return [
             RecordedEvent(
-                id=new_id(), service=self.service, stream_id=append.stream_id, aggregate_type=append.aggregate_type,
-                version=append.expected_version + offset, type=event.type, schema_version=event.schema_version,
-                data=copy.deepcopy(event.data), time=now, actor=append.meta.actor,
-                correlation_id=append.meta.correlation_id, causation_id=append.meta.causation_id, commit=first,
+                id=new_id(),
+                service=self.service,
+                stream_id=append.stream_id,
+                aggregate_type=append.aggregate_type,
+                version=append.expected_version + offset,
+                type=event.type,
+                schema_version=event.schema_version,
+                data=copy.deepcopy(event.data),
+                time=now,
+                actor=append.meta.actor,
+                correlation_id=append.meta.correlation_id,
+                causation_id=append.meta.causation_id,
+                commit=first,
             )
             for offset, event in enumerate(append.events, start=1)
         ]

@@ -42,12 +42,8 @@ GRPC_LATENCY = Histogram(
     ["service", "method", "code"],
     buckets=LATENCY_BUCKETS,
 )
-EVENTS_APPENDED = Counter(
-    "crm_events_appended_total", "Events appended to the event store.", ["service", "type"]
-)
-EVENTS_PUBLISHED = Counter(
-    "crm_events_published_total", "Events acknowledged by Kafka.", ["service", "path"]
-)
+EVENTS_APPENDED = Counter("crm_events_appended_total", "Events appended to the event store.", ["service", "type"])
+EVENTS_PUBLISHED = Counter("crm_events_published_total", "Events acknowledged by Kafka.", ["service", "path"])
 GROUP_COMMIT_SIZE = Histogram(
     "crm_group_commit_requests",
     "Requests whose inserts shared one round trip to MongoDB (crmkit.groupcommit), by collection.",
@@ -58,8 +54,9 @@ PUBLISH_FAILURES = Counter(
     "crm_publish_failures_total", "Sends Kafka did not acknowledge (the sweeper retries).", ["service"]
 )
 PRODUCERS_RENEWED = Counter(
-    "crm_kafka_producers_renewed_total", "Failed Kafka producers replaced by a new one (e.g. the broker came "
-    "back empty).", ["service"]
+    "crm_kafka_producers_renewed_total",
+    "Failed Kafka producers replaced by a new one (e.g. the broker came back empty).",
+    ["service"],
 )
 PUBLISH_LAG = Histogram(
     "crm_publish_lag_seconds",
@@ -68,7 +65,9 @@ PUBLISH_LAG = Histogram(
     buckets=LAG_BUCKETS,
 )
 UNPUBLISHED = Gauge(
-    "crm_outbox_unpublished_events", "Stored events not yet acknowledged by Kafka.", ["service"],
+    "crm_outbox_unpublished_events",
+    "Stored events not yet acknowledged by Kafka.",
+    ["service"],
     multiprocess_mode="max",
 )
 CONSUMER_LAG = Gauge(
@@ -83,12 +82,11 @@ PROJECTION_LAG = Gauge(
     ["service", "projection"],
     multiprocess_mode="max",
 )
-EVENTS_PROJECTED = Counter(
-    "crm_events_projected_total", "Events applied by a projection.", ["service", "projection"]
-)
+EVENTS_PROJECTED = Counter("crm_events_projected_total", "Events applied by a projection.", ["service", "projection"])
 POISON_EVENTS = Counter(
-    "crm_poison_events_total", "Messages a projector could not parse (parked as dead letters).",
-    ["service", "projection"]
+    "crm_poison_events_total",
+    "Messages a projector could not parse (parked as dead letters).",
+    ["service", "projection"],
 )
 EVENTS_PARKED = Counter(
     "crm_events_parked_total",
@@ -108,7 +106,8 @@ PROJECTION_FAILURES = Counter(
     ["service", "projection", "kind"],
 )
 PROJECTION_RETRIES = Counter(
-    "crm_projection_retries_total", "Events tried again alone after failing, before being parked.",
+    "crm_projection_retries_total",
+    "Events tried again alone after failing, before being parked.",
     ["service", "projection"],
 )
 PROJECTION_STALLED = Gauge(
@@ -119,14 +118,17 @@ PROJECTION_STALLED = Gauge(
 )
 UNREADABLE_PERSONAL_FIELDS = Counter(
     "crm_unreadable_personal_fields_total",
-    "Sealed personal fields that could not be opened for a reason other than erasure (read as null).", ["service"]
+    "Sealed personal fields that could not be opened for a reason other than erasure (read as null).",
+    ["service"],
 )
 REACTION_FAILURES = Counter(
     "crm_reaction_failures_total",
-    "Reactions to another service's events (a contact's erasure or merge) that failed; retried.", ["service", "kind"]
+    "Reactions to another service's events (a contact's erasure or merge) that failed; retried.",
+    ["service", "kind"],
 )
 JOB_RUNS = Counter(
-    "crm_job_runs_total", "Passes of a worker's periodic job (crmkit.periodic), by outcome: ok or failed (retried).",
+    "crm_job_runs_total",
+    "Passes of a worker's periodic job (crmkit.periodic), by outcome: ok or failed (retried).",
     ["service", "job", "outcome"],
 )
 JOB_SECONDS = Histogram(

@@ -79,8 +79,11 @@ def refuse_unsafe(checks: Sequence[Check], environ: Mapping[str, str] | None = N
     found = problems(os.environ if environ is None else environ, checks)
     if not found:
         return
-    log.critical("refusing to start: the configuration is unsafe for CRM_ENV=%s (docs/operations.md, "
-                 "production checklist)", current(environ), extra={"problems": [str(p) for p in found]})
+    log.critical(
+        "refusing to start: the configuration is unsafe for CRM_ENV=%s (docs/operations.md, production checklist)",
+        current(environ),
+        extra={"problems": [str(p) for p in found]},
+    )
     raise SystemExit(EX_CONFIG)
 
 
@@ -118,29 +121,40 @@ def _secrets(environ: Mapping[str, str]) -> Iterator[Problem]:
     elif single := environ.get("CRM_JWT_SECRET"):
         yield from _weak("CRM_JWT_SECRET", single)
     else:
-        yield Problem("CRM_JWT_KEYS", "unset (and CRM_JWT_SECRET too): tokens would be signed with a key generated "
-                                      "into var/jwt-keys.json, a different one in every pod; set it from the crm-jwt "
-                                      "Secret")
+        yield Problem(
+            "CRM_JWT_KEYS",
+            "unset (and CRM_JWT_SECRET too): tokens would be signed with a key generated "
+            "into var/jwt-keys.json, a different one in every pod; set it from the crm-jwt "
+            "Secret",
+        )
     if not environ.get("CRM_SERVICE_KEY"):
-        yield Problem("CRM_SERVICE_KEY", "unset: this service's key would be derived from the token secret, so "
-                                         "whoever holds that could call as any service; set it from the "
-                                         "crm-<service>-credentials Secret (`crm keys service-credentials`)")
+        yield Problem(
+            "CRM_SERVICE_KEY",
+            "unset: this service's key would be derived from the token secret, so "
+            "whoever holds that could call as any service; set it from the "
+            "crm-<service>-credentials Secret (`crm keys service-credentials`)",
+        )
     if not environ.get("CRM_SERVICE_PUBLIC_KEYS"):
-        yield Problem("CRM_SERVICE_PUBLIC_KEYS", "unset: the services' public keys would be derived from the token "
-                                                 "secret; set it from the crm-service-public-keys Secret")
+        yield Problem(
+            "CRM_SERVICE_PUBLIC_KEYS",
+            "unset: the services' public keys would be derived from the token "
+            "secret; set it from the crm-service-public-keys Secret",
+        )
     if link := environ.get("CRM_LINK_SECRET"):
         yield from _weak("CRM_LINK_SECRET", link)
     else:
-        yield Problem("CRM_LINK_SECRET", "unset: signed links (surveys, unsubscribe, receipts) would use a secret "
-                                         "generated into var/link-secret, a different one in every pod; set it "
-                                         "from the crm-links Secret")
+        yield Problem(
+            "CRM_LINK_SECRET",
+            "unset: signed links (surveys, unsubscribe, receipts) would use a secret "
+            "generated into var/link-secret, a different one in every pod; set it "
+            "from the crm-links Secret",
+        )
 
 
 def _ring_problems(text: str) -> Iterator[Problem]:
     try:
         document = json.loads(text)
-        keys = {kid: value["secret"] if isinstance(value, dict) else value
-                for kid, value in document["keys"].items()}
+        keys = {kid: value["secret"] if isinstance(value, dict) else value for kid, value in document["keys"].items()}
         signing = document["signing"]
     except (ValueError, KeyError, TypeError, AttributeError):
         yield Problem("CRM_JWT_KEYS", 'not a key ring: {"signing": KID, "keys": {KID: {"secret": ...}}}')
@@ -161,13 +175,17 @@ def _infrastructure(environ: Mapping[str, str]) -> Iterator[Problem]:
     without a login lets anyone write a forged event onto a topic (docs/operations.md, Kafka security)."""
     for variable, what in (("CRM_MONGO_URL", "MongoDB"), ("CRM_KAFKA_BOOTSTRAP", "Kafka")):
         if not environ.get(variable):
-            yield Problem(variable, f"unset: {what} would be the local stand-in on 127.0.0.1; set it to the "
-                                    "cluster's address")
+            yield Problem(
+                variable, f"unset: {what} would be the local stand-in on 127.0.0.1; set it to the cluster's address"
+            )
     protocol = environ.get("CRM_KAFKA_SECURITY_PROTOCOL", "PLAINTEXT").upper()
     if protocol == "PLAINTEXT" or (protocol == "SSL" and not environ.get("CRM_KAFKA_SSL_CERTFILE")):
-        yield Problem("CRM_KAFKA_SECURITY_PROTOCOL", "no login to Kafka: anyone who reaches the brokers could "
-                                                     "write to the topics; use SASL_SSL with the service's "
-                                                     "KafkaUser, or SSL with a client certificate (mTLS)")
+        yield Problem(
+            "CRM_KAFKA_SECURITY_PROTOCOL",
+            "no login to Kafka: anyone who reaches the brokers could "
+            "write to the topics; use SASL_SSL with the service's "
+            "KafkaUser, or SSL with a client certificate (mTLS)",
+        )
 
 
 def _placeholders(environ: Mapping[str, str]) -> Iterator[Problem]:

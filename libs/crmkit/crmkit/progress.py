@@ -45,8 +45,16 @@ class Progress:
     work may turn out larger (events appended meanwhile), and the total grows with it.
     """
 
-    def __init__(self, what: str, total: int | None, *, unit: str = "events", stream: TextIO | None = None,
-                 clock: Callable[[], float] = time.monotonic, interval: float = 0.2) -> None:
+    def __init__(
+        self,
+        what: str,
+        total: int | None,
+        *,
+        unit: str = "events",
+        stream: TextIO | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        interval: float = 0.2,
+    ) -> None:
         self.what, self.total, self.unit = what, total, unit
         self.stream = stream if stream is not None else sys.stderr
         self.live = is_terminal(self.stream)

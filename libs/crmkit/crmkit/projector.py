@@ -97,14 +97,19 @@ class StreamProjection:
                 folded["_id"] = stream_id
                 folded["version"] = fresh[-1].version
                 # a new document is inserted: cheaper than an upsert, most of all in a rebuild
-                writes.append(InsertOne(folded) if document is None else
-                              ReplaceOne({"_id": stream_id}, folded, upsert=True))
+                writes.append(
+                    InsertOne(folded) if document is None else ReplaceOne({"_id": stream_id}, folded, upsert=True)
+                )
                 streams.append(stream_id)
         if writes:
             self._write(writes, streams, by_stream)
 
-    def _write(self, writes: list[InsertOne[dict[str, Any]] | ReplaceOne[dict[str, Any]]], streams: list[str],
-               by_stream: dict[str, list[RecordedEvent]]) -> None:
+    def _write(
+        self,
+        writes: list[InsertOne[dict[str, Any]] | ReplaceOne[dict[str, Any]]],
+        streams: list[str],
+        by_stream: dict[str, list[RecordedEvent]],
+    ) -> None:
         """One unordered bulk write; a document another writer created meanwhile (the live
         projector beside a rebuild) makes its stream's insert fail, and its events are folded
         again onto that document."""
@@ -195,8 +200,9 @@ class ProjectorRunner:
         self.policy = policy or ProjectionPolicy.from_env()
         self.deadletters = DeadLetters.of(db)
         self.deadletters.ensure_indexes()
-        self.progress = Progress(service, projection.name, db[STATUS_COLLECTION], self.deadletters,
-                                 self.policy.stall_seconds)
+        self.progress = Progress(
+            service, projection.name, db[STATUS_COLLECTION], self.deadletters, self.policy.stall_seconds
+        )
         self.owners = {topic: topic_owner(topic) for topic in projection.topics}
         self._stop = threading.Event()
         self.group_id = f"{group_prefix}.{service}.{projection.name}"
@@ -233,8 +239,11 @@ class ProjectorRunner:
                 except Exception as exc:
                     failures += 1
                     delay = self.policy.delay(failures)
-                    log.warning("projection failed; retrying its batch", exc_info=not is_transient(exc), extra={
-                        "projection": self.projection.name, "error": exc.__class__.__name__, "retry_in": delay})
+                    log.warning(
+                        "projection failed; retrying its batch",
+                        exc_info=not is_transient(exc),
+                        extra={"projection": self.projection.name, "error": exc.__class__.__name__, "retry_in": delay},
+                    )
                     stop.wait(delay)
         finally:
             self.consumer.close()
@@ -242,9 +251,13 @@ class ProjectorRunner:
     def poll_once(self, timeout_ms: int = 500) -> int:
         """Read one batch, apply it (parking what cannot be applied), commit; the number of events applied."""
         records = self.consumer.poll(timeout_ms=timeout_ms)
-        deliveries = [Delivery.receive(message.topic, message.partition, message.offset, message.value,
-                                       self.owners.get(message.topic))
-                      for batch in records.values() for message in batch]
+        deliveries = [
+            Delivery.receive(
+                message.topic, message.partition, message.offset, message.value, self.owners.get(message.topic)
+            )
+            for batch in records.values()
+            for message in batch
+        ]
         try:
             applied = self._apply(deliveries)
             if records:
@@ -275,8 +288,10 @@ class ProjectorRunner:
             if is_transient(exc):
                 raise
             self._count_failure("event")
-            log.warning("a batch failed; applying its events one at a time", extra={
-                "projection": self.projection.name, "error": exc.__class__.__name__, "count": len(accepted)})
+            log.warning(
+                "a batch failed; applying its events one at a time",
+                extra={"projection": self.projection.name, "error": exc.__class__.__name__, "count": len(accepted)},
+            )
             return self._isolate(accepted)
         self._count_applied(events)
         return len(events)
@@ -311,15 +326,30 @@ class ProjectorRunner:
                     raise Stopping from exc
         return False
 
-    def _park(self, delivery: Delivery, error: BaseException, *, attempts: int, first_failed: datetime,
-              opened: RecordedEvent | None = None) -> None:
+    def _park(
+        self,
+        delivery: Delivery,
+        error: BaseException,
+        *,
+        attempts: int,
+        first_failed: datetime,
+        opened: RecordedEvent | None = None,
+    ) -> None:
         described = describe(error, opened or delivery.event)
         if self.deadletters.park(self.projection.name, delivery, described, attempts, first_failed):
             metrics.EVENTS_PARKED.labels(self.service, self.projection.name).inc()
-        log.error("parked a record the projection cannot apply", extra={
-            "projection": self.projection.name, "topic": delivery.topic, "partition": delivery.partition,
-            "offset": delivery.offset, "event_id": delivery.event.id if delivery.event else None,
-            "error": described["class"], "attempts": attempts})
+        log.error(
+            "parked a record the projection cannot apply",
+            extra={
+                "projection": self.projection.name,
+                "topic": delivery.topic,
+                "partition": delivery.partition,
+                "offset": delivery.offset,
+                "event_id": delivery.event.id if delivery.event else None,
+                "error": described["class"],
+                "attempts": attempts,
+            },
+        )
 
     def _count_applied(self, events: Sequence[RecordedEvent]) -> None:
         if events:
@@ -352,8 +382,14 @@ class Progress:
     /readyz reads it. Both judge it with `projection_state`.
     """
 
-    def __init__(self, service: str, name: str, status: Collection[dict[str, Any]], deadletters: DeadLetters,
-                 stall_seconds: float) -> None:
+    def __init__(
+        self,
+        service: str,
+        name: str,
+        status: Collection[dict[str, Any]],
+        deadletters: DeadLetters,
+        stall_seconds: float,
+    ) -> None:
         self.service = service
         self.name = name
         self.status = status
@@ -377,8 +413,13 @@ class Progress:
         return projection_state(self.document(), self.stall_seconds, utcnow())
 
     def document(self) -> dict[str, Any]:
-        return {"_id": self.name, "lag": self.lag, "last_advance": self.last_advance, "failing": self.failing,
-                "heartbeat": utcnow()}
+        return {
+            "_id": self.name,
+            "lag": self.lag,
+            "last_advance": self.last_advance,
+            "failing": self.failing,
+            "heartbeat": utcnow(),
+        }
 
     def heartbeat(self) -> None:
         """Copy the state to MongoDB, with the count of parked records; an outage only skips a beat."""
@@ -402,9 +443,14 @@ def projection_state(document: dict[str, Any], stall_seconds: float, now: dateti
         state = "retrying"
     if document["lag"] > 0 and still > stall_seconds:
         state = "degraded"
-    return {"name": document["_id"], "state": state, "lag": document["lag"],
-            "last_advance": rfc3339(document["last_advance"]), "failing": document.get("failing"),
-            "parked": document.get("parked", 0)}
+    return {
+        "name": document["_id"],
+        "state": state,
+        "lag": document["lag"],
+        "last_advance": rfc3339(document["last_advance"]),
+        "failing": document.get("failing"),
+        "parked": document.get("parked", 0),
+    }
 
 
 def projection_states(db: Database[dict[str, Any]], stall_seconds: float) -> list[dict[str, Any]]:
@@ -503,16 +549,22 @@ def _bulk_load(projection: Projection) -> Callable[[], None]:
     return ensure_indexes
 
 
-def read_topics(bootstrap: str, topics: Sequence[str], batch: int = 1000, idle_limit: float = 30.0
-                ) -> Iterable[list[RecordedEvent]]:
+def read_topics(
+    bootstrap: str, topics: Sequence[str], batch: int = 1000, idle_limit: float = 30.0
+) -> Iterable[list[RecordedEvent]]:
     """Every event on `topics` from the first offset to the end as it is now, in batches.
 
     Uses no consumer group (nothing is committed). The end of each partition is the
     high watermark its fetches report; `idle_limit` only guards against a broker that
     stops answering.
     """
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False, group_id=None,
-                             max_poll_records=batch, **kafka_client_options())
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        max_poll_records=batch,
+        **kafka_client_options(),
+    )
     try:
         # a topic nobody has written to yet may not exist: nothing to read there
         partitions = [TopicPartition(topic, p) for topic in topics for p in consumer.partitions_for_topic(topic) or ()]

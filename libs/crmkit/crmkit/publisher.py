@@ -83,8 +83,9 @@ class _AckRecorder:
     """Marks acknowledged events as published in batches, off Kafka's I/O thread, then
     lets the publisher forget them (`recorded`)."""
 
-    def __init__(self, store: EventStore, recorded: Callable[[Sequence[_Commit]], None],
-                 interval: float = 0.05) -> None:
+    def __init__(
+        self, store: EventStore, recorded: Callable[[Sequence[_Commit]], None], interval: float = 0.05
+    ) -> None:
         self._store = store
         self._recorded = recorded
         self._pending: list[_Commit] = []
@@ -126,8 +127,9 @@ class _AckRecorder:
 class Publisher:
     """Publishes one service's stored events to its topic, each stream in version order."""
 
-    def __init__(self, store: EventStore, producer: KafkaProducer, topic: str,
-                 renew: Callable[[], KafkaProducer] | None = None) -> None:
+    def __init__(
+        self, store: EventStore, producer: KafkaProducer, topic: str, renew: Callable[[], KafkaProducer] | None = None
+    ) -> None:
         self.store = store
         self.producer = producer
         self.topic = topic
@@ -157,8 +159,10 @@ class Publisher:
         metrics.UNPUBLISHED.labels(self.store.service).set(len(picked))
         if picked:
             earlier = self.store.unsent_through(_edge(picked, max))
-            self._send(sorted({e.id: e for e in [*earlier, *picked]}.values(), key=lambda e: (e.stream_id, e.version)),
-                       path="sweeper")
+            self._send(
+                sorted({e.id: e for e in [*earlier, *picked]}.values(), key=lambda e: (e.stream_id, e.version)),
+                path="sweeper",
+            )
             self._flush_or_give_up()
             log.info("sweeper re-sent events", extra={"count": len(picked)})
         return len(picked)
@@ -217,8 +221,12 @@ class Publisher:
                     self._in_flight[commit.key] = time.monotonic()
                 try:
                     for event in commit.events:
-                        future = self.producer.send(self.topic, key=event.stream_id.encode(), value=event.to_bytes(),
-                                                    headers=event.kafka_headers())
+                        future = self.producer.send(
+                            self.topic,
+                            key=event.stream_id.encode(),
+                            value=event.to_bytes(),
+                            headers=event.kafka_headers(),
+                        )
                         future.add_callback(self._on_ack, commit, path)
                         future.add_errback(self._on_error, commit, generation)
                 except BaseException:
@@ -271,8 +279,9 @@ class Publisher:
             self._failed = True
             self._in_flight.pop(commit.key, None)  # not on the topic: its stream's next send or the sweeper resends it
         metrics.PUBLISH_FAILURES.labels(self.store.service).inc()
-        log.warning("publish failed; the sweeper will retry",
-                    extra={"event_id": commit.events[0].id, "error": repr(exc)})
+        log.warning(
+            "publish failed; the sweeper will retry", extra={"event_id": commit.events[0].id, "error": repr(exc)}
+        )
 
 
 class _Commit:
@@ -295,8 +304,11 @@ def _commits(events: Sequence[RecordedEvent]) -> list[_Commit]:
     """Consecutive events of the same stored commit, grouped (the store hands out whole commits)."""
     groups: list[list[RecordedEvent]] = []
     for event in events:
-        if groups and (groups[-1][0].stream_id, groups[-1][0].commit) == (event.stream_id, event.commit) \
-                and event.commit:
+        if (
+            groups
+            and (groups[-1][0].stream_id, groups[-1][0].commit) == (event.stream_id, event.commit)
+            and event.commit
+        ):
             groups[-1].append(event)
         else:
             groups.append([event])

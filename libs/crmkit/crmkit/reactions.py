@@ -67,8 +67,10 @@ class Reactions:
             if reaction.source == service:
                 raise ValueError(f"{service} reacting to its own {reaction.events}: a projection, not a reaction")
             if reaction.hook is None and not _is_projection(reaction.handler):
-                raise TypeError(f"{reaction.source} {reaction.events}: the handler of a reaction that is not a "
-                                f"contact hook ({', '.join(CONTACT_HOOKS)}) must be a projection")
+                raise TypeError(
+                    f"{reaction.source} {reaction.events}: the handler of a reaction that is not a "
+                    f"contact hook ({', '.join(CONTACT_HOOKS)}) must be a projection"
+                )
         hooks = [reaction.hook for reaction in reactions if reaction.hook is not None]
         if len(hooks) != len(set(hooks)):
             raise ValueError(f"{service}: a contact event has two hooks")
@@ -90,8 +92,11 @@ class Reactions:
 
     def to(self, source: str, event: str) -> list[Reaction]:
         """The reactions to `event` of `source` (a projection for whichever types: included)."""
-        return [reaction for reaction in self.table if reaction.source == source
-                and (event in reaction.events or ANY_EVENT in reaction.events)]
+        return [
+            reaction
+            for reaction in self.table
+            if reaction.source == source and (event in reaction.events or ANY_EVENT in reaction.events)
+        ]
 
     def rows(self) -> Sequence[tuple[str, str, str]]:
         """(source, event types, what is done): the table as a reader sees it."""

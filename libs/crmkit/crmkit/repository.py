@@ -35,8 +35,11 @@ class Repository(Generic[A]):
     def get_many(self, aggregate_ids: Sequence[str]) -> dict[str, A]:
         """Many aggregates folded from one store query per round of versions; unknown ids are left out."""
         streams = self.store.load_many(aggregate_ids)
-        return {aggregate_id: self.kind.from_events(aggregate_id, events) for aggregate_id, events in streams.items()
-                if events[0].aggregate_type == self.kind.aggregate_type}
+        return {
+            aggregate_id: self.kind.from_events(aggregate_id, events)
+            for aggregate_id, events in streams.items()
+            if events[0].aggregate_type == self.kind.aggregate_type
+        }
 
     def history(self, aggregate_id: str, as_of: datetime | None = None) -> list[RecordedEvent]:
         """The aggregate's stored events (up to `as_of`); NotFound unless it is one of ours."""
@@ -59,8 +62,9 @@ class Repository(Generic[A]):
     def save_many(self, aggregates: Sequence[A], meta_of: Callable[[A], Metadata]) -> set[str]:
         """Save many aggregates' pending events in one bulk append; returns the ids that lost a
         race (their events are not kept, and the aggregate keeps them pending)."""
-        stored, taken = self.store.append_streams([
-            StreamAppend(a.id, a.aggregate_type, a.stored_version, a.pending, meta_of(a)) for a in aggregates])
+        stored, taken = self.store.append_streams(
+            [StreamAppend(a.id, a.aggregate_type, a.stored_version, a.pending, meta_of(a)) for a in aggregates]
+        )
         saved = {event.stream_id: event for event in stored}
         for aggregate in aggregates:
             if aggregate.id in saved:
@@ -70,18 +74,29 @@ class Repository(Generic[A]):
         self.on_saved(stored)
         return taken
 
-    def change_many(self, aggregate_ids: Sequence[str], decide: Callable[[A], T], meta: Metadata,
-                    create: Callable[[str], A] | None = None) -> dict[str, T]:
+    def change_many(
+        self,
+        aggregate_ids: Sequence[str],
+        decide: Callable[[A], T],
+        meta: Metadata,
+        create: Callable[[str], A] | None = None,
+    ) -> dict[str, T]:
         """`change` for many aggregates (sweeps, reactions to another service's event): one load,
         one bulk append. One that another writer moved meanwhile is loaded and decided again on
         its own. Unknown ids are left out, unless `create` starts them. Returns each decision."""
         found = self.get_many(aggregate_ids)
         if create is not None:
-            found.update({aggregate_id: create(aggregate_id) for aggregate_id in dict.fromkeys(aggregate_ids)
-                          if aggregate_id not in found})
+            found.update(
+                {
+                    aggregate_id: create(aggregate_id)
+                    for aggregate_id in dict.fromkeys(aggregate_ids)
+                    if aggregate_id not in found
+                }
+            )
         decisions = {aggregate_id: decide(aggregate) for aggregate_id, aggregate in found.items()}
         changed = [aggregate for aggregate in found.values() if aggregate.pending]
         for taken in self.save_many(changed, lambda _: meta) if changed else ():
+
             def again(aggregate: A, aggregate_id: str = taken) -> None:
                 decisions[aggregate_id] = decide(aggregate)
 

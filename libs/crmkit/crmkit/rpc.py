@@ -45,8 +45,11 @@ CHANNEL_OPTIONS = (("grpc.service_config", json.dumps({"loadBalancingConfig": [{
 # take up to the grace), so clients reconnect and re-resolve: pods added since are found.
 MAX_CONNECTION_AGE = 300.0  # seconds
 MAX_CONNECTION_AGE_GRACE = 300.0  # the longest stream a client asks for (segment members: 300 s)
-OPEN_SERVICES = ("grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
-                 "grpc.reflection.v1.ServerReflection")  # answer without a token
+OPEN_SERVICES = (
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+    "grpc.reflection.v1.ServerReflection",
+)  # answer without a token
 
 STATUS_FOR = {
     NotFound: grpc.StatusCode.NOT_FOUND,
@@ -71,13 +74,18 @@ def _abort(context: grpc.ServicerContext, exc: DomainError) -> None:
     code = _status_for(exc)
     if code != grpc.StatusCode.INVALID_ARGUMENT or not exc.errors:
         context.abort(code, exc.detail)
-    bad_request = error_details_pb2.BadRequest(field_violations=[
-        error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
-        for field, messages in exc.errors.items() for message in messages])
+    bad_request = error_details_pb2.BadRequest(
+        field_violations=[
+            error_details_pb2.BadRequest.FieldViolation(field=field, description=message)
+            for field, messages in exc.errors.items()
+            for message in messages
+        ]
+    )
     detail = any_pb2.Any()
     detail.Pack(bad_request)
-    context.abort_with_status(rpc_status.to_status(
-        status_pb2.Status(code=code.value[0], message=exc.detail, details=[detail])))
+    context.abort_with_status(
+        rpc_status.to_status(status_pb2.Status(code=code.value[0], message=exc.detail, details=[detail]))
+    )
 
 
 def _internal(exc: Exception, method: str, context: grpc.ServicerContext) -> str:
@@ -263,8 +271,12 @@ def bind_address(port: int) -> str:
 
 
 def build_server(
-    service: str, port: int, register: Callable[[grpc.Server], Iterable[str]], max_workers: int = 16,
-    max_streams: int | None = None, max_connection_age: float = MAX_CONNECTION_AGE,
+    service: str,
+    port: int,
+    register: Callable[[grpc.Server], Iterable[str]],
+    max_workers: int = 16,
+    max_streams: int | None = None,
+    max_connection_age: float = MAX_CONNECTION_AGE,
 ) -> tuple[grpc.Server, health.HealthServicer]:
     """A server with the service's servicers, grpc.health.v1 and reflection, listening on `port`.
 
@@ -277,9 +289,11 @@ def build_server(
     server = grpc.server(
         futures.ThreadPoolExecutor(max_workers=max_workers, thread_name_prefix=f"grpc-{service}"),
         interceptors=[_Observed(service), _Authenticated(service, streams)],
-        options=[("grpc.so_reuseport", 0),  # a port in use is an error, not a listener shared with a stray server
-                 ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
-                 ("grpc.max_connection_age_grace_ms", int(MAX_CONNECTION_AGE_GRACE * 1000))],
+        options=[
+            ("grpc.so_reuseport", 0),  # a port in use is an error, not a listener shared with a stray server
+            ("grpc.max_connection_age_ms", int(max_connection_age * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(MAX_CONNECTION_AGE_GRACE * 1000)),
+        ],
     )
     names = list(register(server))
     health_servicer = health.HealthServicer()
@@ -328,8 +342,9 @@ def timestamp(moment: datetime | str | None) -> timestamp_pb2.Timestamp | None:
 
 
 class _CallDetails(
-    collections.namedtuple("_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready",
-                                            "compression")),
+    collections.namedtuple(
+        "_CallDetails", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
     grpc.ClientCallDetails,
 ):
     pass
@@ -351,8 +366,9 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
 
     def _with_token(self, details: Any) -> _CallDetails:
         metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self._current()}")]
-        return _CallDetails(details.method, details.timeout, metadata, details.credentials,
-                            details.wait_for_ready, details.compression)
+        return _CallDetails(
+            details.method, details.timeout, metadata, details.credentials, details.wait_for_ready, details.compression
+        )
 
     def _current(self) -> str:
         with self._lock:
@@ -362,8 +378,9 @@ class _Bearer(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientIntercepto
             return self._token
 
 
-def channel(target: str, *, audience: str, caller: str | None = None,
-            max_receive_bytes: int | None = None) -> grpc.Channel:
+def channel(
+    target: str, *, audience: str, caller: str | None = None, max_receive_bytes: int | None = None
+) -> grpc.Channel:
     """A channel to `audience`'s server at `target` whose calls carry a service token of `caller`
     (default: this process's service), holding only the roles that service is granted; the
     token lives minutes and is re-minted halfway through its life. `max_receive_bytes` raises

@@ -66,6 +66,7 @@ class Runtime:
     def publisher(self) -> Publisher:
         with self._lock:
             if self._publisher is None:
+
                 def producer() -> KafkaProducer:
                     return make_producer(self.settings.kafka_bootstrap, f"crm-{self.settings.slug}-{os.getpid()}")
 
@@ -131,11 +132,14 @@ class Runtime:
     def _cluster_topics(self) -> set[str]:
         if self._metadata is None:
             budget = int(READY_TIMEOUT * 1000)  # a stuck probe thread would outlive the probe and delay exit
-            self._metadata = KafkaConsumer(bootstrap_servers=self.settings.kafka_bootstrap,
-                                           client_id=f"crm-{self.settings.service}-readiness",
-                                           allow_auto_create_topics=False,
-                                           bootstrap_timeout_ms=budget, request_timeout_ms=budget,
-                                           **kafka_client_options())
+            self._metadata = KafkaConsumer(
+                bootstrap_servers=self.settings.kafka_bootstrap,
+                client_id=f"crm-{self.settings.service}-readiness",
+                allow_auto_create_topics=False,
+                bootstrap_timeout_ms=budget,
+                request_timeout_ms=budget,
+                **kafka_client_options(),
+            )
         return self._metadata.topics()  # a live metadata request every time
 
     def close(self) -> None:

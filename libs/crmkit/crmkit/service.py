@@ -159,9 +159,7 @@ def serve_grpc(name: str) -> None:
     """The grpc process: serve until SIGTERM, then let in-flight calls finish."""
     spec, runtime = boot(name, "grpc")
     stop = stop_on_signals()
-    server, health = rpc.build_server(
-        name, runtime.settings.ports.grpc, lambda srv: spec.servicers(srv, runtime)
-    )
+    server, health = rpc.build_server(name, runtime.settings.ports.grpc, lambda srv: spec.servicers(srv, runtime))
     metrics.serve(runtime.settings.ports.metrics + 1)
     server.start()
     log.info("gRPC serving", extra={"url": f"grpc://{rpc.bind_address(runtime.settings.ports.grpc)}"})
@@ -177,9 +175,18 @@ def run_worker(name: str) -> None:
     stop = stop_on_signals()
     threads = [threading.Thread(target=run_sweeper, args=(runtime.publisher, stop), name="sweeper")]
     batch = chassis().projector_batch
-    runners = [ProjectorRunner(name, projection, runtime.settings.kafka_bootstrap, runtime.store.open,
-                               db=runtime.db, group_prefix=runtime.settings.group_prefix, max_records=batch)
-               for projection in spec.projections(runtime)]
+    runners = [
+        ProjectorRunner(
+            name,
+            projection,
+            runtime.settings.kafka_bootstrap,
+            runtime.store.open,
+            db=runtime.db,
+            group_prefix=runtime.settings.group_prefix,
+            max_records=batch,
+        )
+        for projection in spec.projections(runtime)
+    ]
     metrics.serve(runtime.settings.ports.metrics, worker_readiness(runners))
     for runner in runners:
         threads.append(threading.Thread(target=runner.run, args=(stop,), name=f"projector-{runner.projection.name}"))
@@ -206,8 +213,11 @@ def worker_readiness(runners: Sequence[ProjectorRunner]) -> metrics.Readiness:
         states = [runner.progress.report() for runner in runners]
         stalled = [state["name"] for state in states if state["state"] == "degraded"]
         if stalled:
-            return 503, {"status": "degraded", "detail": f"not advancing while behind: {', '.join(stalled)}",
-                         "projections": states}
+            return 503, {
+                "status": "degraded",
+                "detail": f"not advancing while behind: {', '.join(stalled)}",
+                "projections": states,
+            }
         return 200, {"status": "ready", "projections": states}
 
     return readiness

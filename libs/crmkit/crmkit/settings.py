@@ -59,8 +59,15 @@ class Env:
         """A whole number (unset or empty: `default`), within [minimum, maximum] when given."""
         return int(self._number(name, default, int, "a whole number", minimum, maximum))
 
-    def number(self, name: str, default: float, *, minimum: float | None = None, maximum: float | None = None,
-               above: float | None = None) -> float:
+    def number(
+        self,
+        name: str,
+        default: float,
+        *,
+        minimum: float | None = None,
+        maximum: float | None = None,
+        above: float | None = None,
+    ) -> float:
         """A number (unset or empty: `default`), within [minimum, maximum] and more than `above` when given."""
         value = self._number(name, default, float, "a number", minimum, maximum)
         if above is not None and not value > above:
@@ -98,8 +105,15 @@ class Env:
         if self.problems:
             raise SettingsError(self.problems)
 
-    def _number(self, name: str, default: float, kind: Callable[[str], float], noun: str, minimum: float | None,
-                maximum: float | None) -> float:
+    def _number(
+        self,
+        name: str,
+        default: float,
+        kind: Callable[[str], float],
+        noun: str,
+        minimum: float | None,
+        maximum: float | None,
+    ) -> float:
         raw = (self.raw(name) or "").strip()
         if not raw:
             return default
@@ -109,8 +123,14 @@ class Env:
             self.problem(name, f"{raw!r} is not {noun}")
             return default
         if value != value or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-            bounds = " and ".join(part for part in (minimum is not None and f"at least {minimum:g}",
-                                                    maximum is not None and f"at most {maximum:g}") if part)
+            bounds = " and ".join(
+                part
+                for part in (
+                    minimum is not None and f"at least {minimum:g}",
+                    maximum is not None and f"at most {maximum:g}",
+                )
+                if part
+            )
             self.problem(name, f"{raw!r} must be {bounds or 'a number'}")
             return default
         return value
@@ -198,9 +218,14 @@ class Credentials:
 
     @classmethod
     def read(cls, env: Env) -> Credentials:
-        return cls(jwt_keys=env.raw("CRM_JWT_KEYS"), jwt_secret=env.raw("CRM_JWT_SECRET"),
-                   service_public_keys=env.raw("CRM_SERVICE_PUBLIC_KEYS"), service_key=env.raw("CRM_SERVICE_KEY"),
-                   service_name=env.raw("CRM_SERVICE_NAME") or None, data_dir=env.raw("CRM_DATA_DIR"))
+        return cls(
+            jwt_keys=env.raw("CRM_JWT_KEYS"),
+            jwt_secret=env.raw("CRM_JWT_SECRET"),
+            service_public_keys=env.raw("CRM_SERVICE_PUBLIC_KEYS"),
+            service_key=env.raw("CRM_SERVICE_KEY"),
+            service_name=env.raw("CRM_SERVICE_NAME") or None,
+            data_dir=env.raw("CRM_DATA_DIR"),
+        )
 
 
 credentials = Current(Credentials.read)
@@ -218,10 +243,13 @@ class LocalStack:
 
     @classmethod
     def read(cls, env: Env) -> LocalStack:
-        return cls(kafka_bootstrap=env.raw("CRM_KAFKA_BOOTSTRAP"), mongo_url=env.raw("CRM_MONGO_URL"),
-                   kafka_port=env.integer("CRM_KAFKA_PORT", 9092, minimum=1, maximum=65535),
-                   mongo_port=env.integer("CRM_MONGO_PORT", 27017, minimum=1, maximum=65535),
-                   topic_partitions=env.integer("CRM_TOPIC_PARTITIONS", 3, minimum=1))
+        return cls(
+            kafka_bootstrap=env.raw("CRM_KAFKA_BOOTSTRAP"),
+            mongo_url=env.raw("CRM_MONGO_URL"),
+            kafka_port=env.integer("CRM_KAFKA_PORT", 9092, minimum=1, maximum=65535),
+            mongo_port=env.integer("CRM_MONGO_PORT", 27017, minimum=1, maximum=65535),
+            topic_partitions=env.integer("CRM_TOPIC_PARTITIONS", 3, minimum=1),
+        )
 
 
 local_stack = Current(LocalStack.read)

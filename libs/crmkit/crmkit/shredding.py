@@ -112,8 +112,10 @@ class KeyVault:
             if any(error.get("code") != 11000 for error in errors):
                 raise
             taken = {documents[error["index"]]["_id"] for error in errors}  # had a key (or a tombstone)
-            return {**{doc["_id"]: _live_key(doc) for doc in documents if doc["_id"] not in taken},
-                    **self.existing(taken)}
+            return {
+                **{doc["_id"]: _live_key(doc) for doc in documents if doc["_id"] not in taken},
+                **self.existing(taken),
+            }
         return {doc["_id"]: _live_key(doc) for doc in documents}
 
     def existing(self, subjects: Iterable[str]) -> dict[str, DataKey]:
@@ -133,10 +135,16 @@ class KeyVault:
         if not wanted:
             return 0
         now = utcnow()
-        writes = [write for subject in wanted for write in (
-            UpdateOne({"_id": subject, "key": {"$exists": True}}, {"$unset": {"key": ""}, "$set": {"erased_at": now}}),
-            UpdateOne({"_id": subject}, {"$setOnInsert": {"erased_at": now}}, upsert=True),
-        )]
+        writes = [
+            write
+            for subject in wanted
+            for write in (
+                UpdateOne(
+                    {"_id": subject, "key": {"$exists": True}}, {"$unset": {"key": ""}, "$set": {"erased_at": now}}
+                ),
+                UpdateOne({"_id": subject}, {"$setOnInsert": {"erased_at": now}}, upsert=True),
+            )
+        ]
         return self.keys.bulk_write(writes, ordered=True).modified_count
 
 
@@ -173,8 +181,11 @@ class PersonalData:
             keys.update(self.vault.keys_for(subjects - set(keys)))
         else:
             started = {event.stream_id for event in events if event.version == 1}
-            keys = {subject: key for subject in subjects
-                    if (key := self.vault.key_for(subject, new_stream=subject in started)) is not None}
+            keys = {
+                subject: key
+                for subject in subjects
+                if (key := self.vault.key_for(subject, new_stream=subject in started)) is not None
+            }
         return self._rewrite_personal(events, keys, _seal)
 
     def open(self, events: Sequence[RecordedEvent]) -> list[RecordedEvent]:
@@ -186,7 +197,10 @@ class PersonalData:
         return self._rewrite_personal(events, self.vault.existing(e.stream_id for e in personal), _open)
 
     def _rewrite_personal(
-        self, events: Sequence[RecordedEvent], keys: Mapping[str, DataKey], change: Callable[..., Any],
+        self,
+        events: Sequence[RecordedEvent],
+        keys: Mapping[str, DataKey],
+        change: Callable[..., Any],
     ) -> list[RecordedEvent]:
         """`change(key, event, path, value)` applied to every personal field; the key is None without one."""
         rewritten = []
@@ -232,8 +246,15 @@ def _open(key: DataKey | None, event: RecordedEvent, path: list[str], value: Any
         return _decrypt(key, _aad(event, path), value[SEALED])
     except (InvalidTag, ValueError) as exc:  # tampered, truncated, not base64 or JSON, an unknown format
         metrics.UNREADABLE_PERSONAL_FIELDS.labels(event.service).inc()
-        log.warning("a personal field could not be opened; it reads as null", extra={
-            "event_id": event.id, "event_type": event.type, "path": ".".join(path), "reason": type(exc).__name__})
+        log.warning(
+            "a personal field could not be opened; it reads as null",
+            extra={
+                "event_id": event.id,
+                "event_type": event.type,
+                "path": ".".join(path),
+                "reason": type(exc).__name__,
+            },
+        )
         return None
 
 

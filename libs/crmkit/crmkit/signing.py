@@ -38,7 +38,8 @@ class BadToken(ValueError):
 
 def _key(secret: str, purpose: str) -> bytes:
     return HKDF(hashes.SHA256(), 32, salt=b"crm-links", info=f"crm-signed-token:{purpose}".encode()).derive(
-        secret.encode())
+        secret.encode()
+    )
 
 
 def _b64(raw: bytes) -> str:
@@ -53,8 +54,14 @@ def _signature(secret: str, purpose: str, payload: str) -> str:
     return _b64(hmac.new(_key(secret, purpose), payload.encode(), hashlib.sha256).digest())
 
 
-def sign(purpose: str, data: dict[str, Any], *, ttl: timedelta | None = None, secret: str | None = None,
-         now: datetime | None = None) -> str:
+def sign(
+    purpose: str,
+    data: dict[str, Any],
+    *,
+    ttl: timedelta | None = None,
+    secret: str | None = None,
+    now: datetime | None = None,
+) -> str:
     """A token carrying `data` for `purpose`, valid for `ttl` from `now` (None: no expiry)."""
     expires = None if ttl is None else int(((now or clock.now()) + ttl).timestamp())
     body = json.dumps({"p": purpose, "x": expires, "d": data}, separators=(",", ":"), sort_keys=True)

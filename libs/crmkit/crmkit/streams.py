@@ -23,8 +23,18 @@ from crmkit.projector import caught_up
 from crmkit.shredding import is_sealed
 from crmkit.stack import stop_on_signals
 
-ENVELOPE = ("id", "type", "source", "subject", "time", "aggregatetype", "streamversion",
-            "correlationid", "causationid", "actor")
+ENVELOPE = (
+    "id",
+    "type",
+    "source",
+    "subject",
+    "time",
+    "aggregatetype",
+    "streamversion",
+    "correlationid",
+    "causationid",
+    "actor",
+)
 SEALED_MARK = "<encrypted>"  # personal fields stay unreadable in exports: BI gets no personal data
 
 
@@ -49,8 +59,14 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
 
 
 def _consumer(bootstrap: str, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             client_id="crm-cli", allow_auto_create_topics=False, **kafka_client_options())
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="crm-cli",
+        allow_auto_create_topics=False,
+        **kafka_client_options(),
+    )
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
     if not partitions:
         consumer.close()
@@ -89,17 +105,25 @@ def tail(bootstrap: str, topic: str, *, from_beginning: bool, event_type: str | 
             for _message, envelope in _envelopes(records):
                 if not _wanted(envelope, event_type):
                     continue
-                data = json.dumps({k: (SEALED_MARK if is_sealed(v) else v) for k, v in envelope["data"].items()},
-                                  ensure_ascii=False)
-                out.write(f"{envelope['time']}  {envelope['type']}  {envelope['subject']} "
-                          f"v{envelope['streamversion']}  by {envelope['actor']}  {data}\n")
+                data = json.dumps(
+                    {k: (SEALED_MARK if is_sealed(v) else v) for k, v in envelope["data"].items()}, ensure_ascii=False
+                )
+                out.write(
+                    f"{envelope['time']}  {envelope['type']}  {envelope['subject']} "
+                    f"v{envelope['streamversion']}  by {envelope['actor']}  {data}\n"
+                )
                 out.flush()
     finally:
         consumer.close()
 
 
 def export(
-    bootstrap: str, topic: str, *, fmt: str, out: Path, event_type: str | None = None,
+    bootstrap: str,
+    topic: str,
+    *,
+    fmt: str,
+    out: Path,
+    event_type: str | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> int:
     """Append every event not exported before to `out` (jsonl or csv); returns rows written.
@@ -153,8 +177,14 @@ def records_on(bootstrap: str, topics: Sequence[str]) -> int:
     """How many records `topics` hold now (end less first offset of every partition): the
     size of a read from the beginning, for progress. A topic that does not exist holds none.
     An estimate: the local Tansu lists a partition's end as its last batch's first offset + 1."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                             client_id="crm-cli", allow_auto_create_topics=False, **kafka_client_options())
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="crm-cli",
+        allow_auto_create_topics=False,
+        **kafka_client_options(),
+    )
     try:
         partitions = [TopicPartition(topic, p) for topic in topics for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:

@@ -102,8 +102,9 @@ class ServiceHarness:
         self.runtime = spec.runtime()
         spec.prepare(self.runtime)
         stack.ensure_topics(self.runtime.settings.kafka_bootstrap, [self.runtime.settings.topic])
-        self.app = create_app(self.runtime, spec.blueprints(self.runtime), title=spec.title,
-                              description=spec.description)
+        self.app = create_app(
+            self.runtime, spec.blueprints(self.runtime), title=spec.title, description=spec.description
+        )
         self.client = self.app.test_client()
 
     def headers(self, *roles: str, subject: str = "tester", team: str | None = None, **extra: str) -> dict[str, str]:
@@ -135,7 +136,11 @@ def harness(spec: ServiceSpec, monkeypatch: pytest.MonkeyPatch, env: dict[str, s
 
 
 def wait_until(
-    check: Callable[[], T], timeout: float = 30.0, what: str = "condition", *, interval: float = 0.05,
+    check: Callable[[], T],
+    timeout: float = 30.0,
+    what: str = "condition",
+    *,
+    interval: float = 0.05,
 ) -> T:
     """Poll `check` until it returns something truthy; fail with `what` after `timeout` seconds.
 
@@ -152,8 +157,9 @@ def wait_until(
         time.sleep(interval)
 
 
-def start_service_process(service: str, process: str, env: dict[str, str],
-                          log: Path | None = None) -> subprocess.Popen[bytes]:
+def start_service_process(
+    service: str, process: str, env: dict[str, str], log: Path | None = None
+) -> subprocess.Popen[bytes]:
     """Run one real process of a service (`crm serve SERVICE PROCESS`) with `env` on top of ours;
     its output goes to `log` (appended) when given, else to ours."""
     argv = [sys.executable, "-m", "crmkit.cli", "serve", service, process]
@@ -173,7 +179,8 @@ def grpc_serving(target: str) -> bool:
             stub = health_pb2_grpc.HealthStub(channel)
             # types-grpcio-health-checking's HealthStub declares no methods; grpcio's has Check
             reply: health_pb2.HealthCheckResponse = stub.Check(  # type: ignore[attr-defined]
-                health_pb2.HealthCheckRequest(), timeout=1)
+                health_pb2.HealthCheckRequest(), timeout=1
+            )
         except grpc.RpcError:
             return False
     return reply.status == health_pb2.HealthCheckResponse.SERVING
@@ -209,8 +216,11 @@ def stored_events(collection: Any, query: dict[str, Any] | None = None, **match:
     found = []
     for commit in collection.find(query or {}).sort("_id", 1):
         for offset, event in enumerate(commit.get("events") or [commit]):  # a document from before commits
-            unfolded = {**{k: v for k, v in commit.items() if k != "events"}, **event,
-                        "version": commit["version"] + offset}
+            unfolded = {
+                **{k: v for k, v in commit.items() if k != "events"},
+                **event,
+                "version": commit["version"] + offset,
+            }
             if all(unfolded.get(name) == value for name, value in match.items()):
                 found.append(unfolded)
     return found

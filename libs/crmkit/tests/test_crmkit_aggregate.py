@@ -39,8 +39,15 @@ class Widget(Aggregate):
             self.tags = [t for t in self.tags if t != data["tag"]]
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "name": self.name, "size": self.size, "tags": self.tags,
-                "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "name": self.name,
+            "size": self.size,
+            "tags": self.tags,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
     # commands
     def create(self, name: str) -> None:
@@ -63,9 +70,17 @@ class Widget(Aggregate):
 def stored(stream: str, changes: list[NewEvent], start: int = 1) -> list[RecordedEvent]:
     return [
         RecordedEvent(
-            id=f"e{start + i}", service="widgets", stream_id=stream, aggregate_type="Widget",
-            version=start + i, type=e.type, schema_version=e.schema_version, data=e.data,
-            time=T0 + timedelta(minutes=start + i), actor="user:alice", correlation_id=f"c{start + i}",
+            id=f"e{start + i}",
+            service="widgets",
+            stream_id=stream,
+            aggregate_type="Widget",
+            version=start + i,
+            type=e.type,
+            schema_version=e.schema_version,
+            data=e.data,
+            time=T0 + timedelta(minutes=start + i),
+            actor="user:alice",
+            correlation_id=f"c{start + i}",
             causation_id=None,
         )
         for i, e in enumerate(changes)
@@ -194,8 +209,9 @@ def test_applying_the_history_changes_rebuilds_the_view(changes: list[NewEvent])
 
 @PROPERTY
 @given(STREAMS, st.data())
-def test_the_default_restore_continues_a_fold_like_the_whole_stream(changes: list[NewEvent],
-                                                                     data: st.DataObject) -> None:
+def test_the_default_restore_continues_a_fold_like_the_whole_stream(
+    changes: list[NewEvent], data: st.DataObject
+) -> None:
     events = stored("w1", changes)
     split = data.draw(st.integers(0, len(events)))
     resumed = Widget.restore(Widget.from_events("w1", events[:split]).view())  # what a read model holds

@@ -21,8 +21,9 @@ def test_issue_then_verify_gives_the_subject_and_roles() -> None:
 
 def test_issued_claims() -> None:
     before = int(time.time())
-    claims = jwt.decode(auth.issue(SECRET, "bob", ["admin"], ttl_seconds=60), SECRET, algorithms=["HS256"],
-                        issuer="crm", audience="crm")
+    claims = jwt.decode(
+        auth.issue(SECRET, "bob", ["admin"], ttl_seconds=60), SECRET, algorithms=["HS256"], issuer="crm", audience="crm"
+    )
     assert claims["sub"] == "bob" and claims["roles"] == ["admin"] and claims["iss"] == "crm"
     assert claims["aud"] == ["crm"]  # no audience named: every service
     assert before <= claims["iat"] <= claims["exp"] - 60 + 1
@@ -71,8 +72,9 @@ def test_bad_signature_is_invalid() -> None:
 
 def test_tampered_payload_is_invalid() -> None:
     header, payload, signature = auth.issue(SECRET, "alice", ["contacts:read"]).split(".")
-    forged = jwt.encode({"sub": "alice", "roles": ["admin"], "iss": "crm", "exp": int(time.time()) + 60},
-                        "x" * 32, algorithm="HS256").split(".")[1]
+    forged = jwt.encode(
+        {"sub": "alice", "roles": ["admin"], "iss": "crm", "exp": int(time.time()) + 60}, "x" * 32, algorithm="HS256"
+    ).split(".")[1]
     assert auth.verify(SECRET, f"{header}.{payload}.{signature}").roles == {"contacts:read"}
     with pytest.raises(InvalidToken):
         auth.verify(SECRET, f"{header}.{forged}.{signature}")  # admin claimed, original signature
@@ -105,8 +107,9 @@ def test_token_without_expiry_is_invalid() -> None:
 
 
 def test_unsigned_token_is_invalid() -> None:
-    unsigned = jwt.encode({"sub": "a", "iss": "crm", "roles": ["admin"], "exp": int(time.time()) + 60}, None,
-                          algorithm="none")
+    unsigned = jwt.encode(
+        {"sub": "a", "iss": "crm", "roles": ["admin"], "exp": int(time.time()) + 60}, None, algorithm="none"
+    )
     with pytest.raises(InvalidToken):
         auth.verify(SECRET, unsigned)
 

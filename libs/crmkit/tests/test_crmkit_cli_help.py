@@ -28,13 +28,24 @@ def summaries() -> dict[str, str | None]:
 
 
 def test_the_parser_has_every_command_main_runs() -> None:
-    assert set(subcommands()) >= {"up", "token", "keys", "replay", "rebuild", "serve", "tail", "export",
-                                  "deadletters", "catalogue"}
+    assert set(subcommands()) >= {
+        "up",
+        "token",
+        "keys",
+        "replay",
+        "rebuild",
+        "serve",
+        "tail",
+        "export",
+        "deadletters",
+        "catalogue",
+    }
 
 
 def test_crm_help_lists_every_command_with_its_description() -> None:
-    shown = subprocess.run([sys.executable, "-m", "crmkit.cli", "--help"], capture_output=True, text=True,
-                           check=True).stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "crmkit.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     flat = " ".join(shown.split())  # argparse wraps long lines
     described = summaries()
     assert set(described) == set(subcommands())

@@ -17,8 +17,11 @@ from crmkit.testing import Servers
 
 
 def publish_widgets(store: EventStore, publisher: Publisher, count: int) -> None:
-    publisher.publish(store.append("w1", "widget", 0, [NewEvent("WidgetMade", {"n": n}) for n in range(count)],
-                                   Metadata(actor="user:ana")))
+    publisher.publish(
+        store.append(
+            "w1", "widget", 0, [NewEvent("WidgetMade", {"n": n}) for n in range(count)], Metadata(actor="user:ana")
+        )
+    )
     publisher.flush()
 
 
@@ -34,8 +37,7 @@ def run_on_terminal(argv: list[str], env: dict[str, str]) -> str:
     """Run `argv` with stderr on a pseudo-terminal; everything it wrote there."""
     primary, secondary = pty.openpty()
     try:
-        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=secondary,
-                                   env=env)
+        process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=secondary, env=env)
         os.close(secondary)
         chunks = []
         while True:
@@ -69,8 +71,14 @@ def test_export_into_a_log_writes_a_start_and_a_summary_line_only(
     store: EventStore, publisher: Publisher, topic: str, servers: Servers, tmp_path: Path
 ) -> None:
     publish_widgets(store, publisher, 5)
-    done = subprocess.run(export_argv(topic, tmp_path / "w.jsonl"), capture_output=True, text=True, timeout=60,
-                          env=env_for(servers), check=True)
+    done = subprocess.run(
+        export_argv(topic, tmp_path / "w.jsonl"),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env_for(servers),
+        check=True,
+    )
     lines = done.stderr.splitlines()
     assert lines[0] == f"export {topic}: 5 records to go"
     assert lines[1].startswith(f"exported 5 new events from {topic} to ")

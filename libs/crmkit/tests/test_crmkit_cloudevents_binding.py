@@ -42,11 +42,17 @@ def assert_structured_cloudevent(record: Any, event: RecordedEvent) -> None:
     assert decoded.get_dataschema() == schema_uri(event.service, event.type, event.schema_version)
     assert decoded.get_data() == event.data
     assert decoded.get_extension("partitionkey") == event.stream_id  # the binding reads the record key
-    extensions = {name: decoded.get_extension(name)
-                  for name in ("aggregatetype", "streamversion", "correlationid", "causationid", "actor")}
-    assert extensions == {"aggregatetype": event.aggregate_type, "streamversion": event.version,
-                          "correlationid": event.correlation_id, "causationid": event.causation_id,
-                          "actor": event.actor}
+    extensions = {
+        name: decoded.get_extension(name)
+        for name in ("aggregatetype", "streamversion", "correlationid", "causationid", "actor")
+    }
+    assert extensions == {
+        "aggregatetype": event.aggregate_type,
+        "streamversion": event.version,
+        "correlationid": event.correlation_id,
+        "causationid": event.causation_id,
+        "actor": event.actor,
+    }
     auto = from_kafka(sdk_message(record), JSONFormat())  # the SDK's own mode detection agrees
     assert auto.get_id() == event.id and auto.get_dataschema() == decoded.get_dataschema()
 
@@ -55,8 +61,13 @@ def test_published_and_replayed_records_are_structured_cloudevents(
     servers: Servers, store: EventStore, publisher: Publisher, topic: str
 ) -> None:
     stream = new_id()
-    events = store.append(stream, "Widget", 0, [NewEvent("WidgetMade", {"name": "بشقاب"}),
-                                                NewEvent("WidgetRenamed", {"name": "cup"}, schema_version=2)], META)
+    events = store.append(
+        stream,
+        "Widget",
+        0,
+        [NewEvent("WidgetMade", {"name": "بشقاب"}), NewEvent("WidgetRenamed", {"name": "cup"}, schema_version=2)],
+        META,
+    )
     publisher.publish(events)
     publisher.flush()
     assert publisher.replay() == 2  # the replay path (`crm replay`) sends the same records again
@@ -76,12 +87,22 @@ class TestDataschema:
 
     @pytest.mark.parametrize("with_dataschema", [True, False])
     def test_from_cloudevent_accepts_envelopes_with_or_without_it(self, with_dataschema: bool) -> None:
-        event = RecordedEvent(id=new_id(), service="sales", stream_id=new_id(), aggregate_type="Deal", version=1,
-                              type="DealWon", schema_version=1, data={}, time=WHEN, actor="a",
-                              correlation_id="c", causation_id=None)
+        event = RecordedEvent(
+            id=new_id(),
+            service="sales",
+            stream_id=new_id(),
+            aggregate_type="Deal",
+            version=1,
+            type="DealWon",
+            schema_version=1,
+            data={},
+            time=WHEN,
+            actor="a",
+            correlation_id="c",
+            causation_id=None,
+        )
         envelope = event.to_cloudevent()
         assert envelope["dataschema"] == "https://crm.example/events/sales/DealWon.v1.schema.json"
         if not with_dataschema:  # recorded on the topic before the attribute existed
             del envelope["dataschema"]
         assert RecordedEvent.from_cloudevent(envelope) == event
-

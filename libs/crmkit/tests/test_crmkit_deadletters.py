@@ -34,9 +34,20 @@ from crmkit.web import create_app
 
 
 def event(service: str = "contacts", **data: object) -> RecordedEvent:
-    return RecordedEvent(id=new_id(), service=service, stream_id=new_id(), aggregate_type="contact", version=1,
-                         type="ContactUpdated", schema_version=1, data=dict(data), time=utcnow(), actor="system",
-                         correlation_id=new_id(), causation_id=None)
+    return RecordedEvent(
+        id=new_id(),
+        service=service,
+        stream_id=new_id(),
+        aggregate_type="contact",
+        version=1,
+        type="ContactUpdated",
+        schema_version=1,
+        data=dict(data),
+        time=utcnow(),
+        actor="system",
+        correlation_id=new_id(),
+        causation_id=None,
+    )
 
 
 class TestTopics:
@@ -63,11 +74,14 @@ class TestInspect:
         assert inspect(mine.to_bytes(), "contacts") == mine
         assert inspect(event("sales").to_bytes(), None).service == "sales"  # a topic no service owns
 
-    @pytest.mark.parametrize("forged", [
-        event("sales").to_cloudevent(),  # another service's type
-        {**event().to_cloudevent(), "source": "crm/sales"},  # another service's source
-        {**event().to_cloudevent(), "source": None},
-    ])
+    @pytest.mark.parametrize(
+        "forged",
+        [
+            event("sales").to_cloudevent(),  # another service's type
+            {**event().to_cloudevent(), "source": "crm/sales"},  # another service's source
+            {**event().to_cloudevent(), "source": None},
+        ],
+    )
     def test_a_record_of_another_service_is_foreign(self, forged: dict) -> None:
         with pytest.raises(ForeignEvent, match="belongs to contacts"):
             inspect(json.dumps(forged).encode(), "contacts")
@@ -79,11 +93,17 @@ class TestInspect:
 
 
 class TestOutages:
-    @pytest.mark.parametrize("error", [
-        Unavailable("contacts away"), AutoReconnect("primary gone"), ServerSelectionTimeoutError("no server"),
-        ConnectionRefusedError(), TimeoutError(),
-        OperationFailure("retry me", details={"errorLabels": ["RetryableWriteError"]}),
-    ])
+    @pytest.mark.parametrize(
+        "error",
+        [
+            Unavailable("contacts away"),
+            AutoReconnect("primary gone"),
+            ServerSelectionTimeoutError("no server"),
+            ConnectionRefusedError(),
+            TimeoutError(),
+            OperationFailure("retry me", details={"errorLabels": ["RetryableWriteError"]}),
+        ],
+    )
     def test_a_dependency_away_is_an_outage(self, error: Exception) -> None:
         assert is_transient(error)
 
@@ -113,10 +133,18 @@ class TestOutages:
         assert is_transient(Rpc(grpc.StatusCode.UNAVAILABLE))
         assert not is_transient(Rpc(grpc.StatusCode.INVALID_ARGUMENT))
 
-    @pytest.mark.parametrize("error", [
-        KeyError("changes"), ValueError("bad"), NotFound("no contact"), ValidationFailed("bad"),
-        DuplicateKeyError("dup"), BulkWriteError({"writeErrors": []}), OperationFailure("bad query"),
-    ])
+    @pytest.mark.parametrize(
+        "error",
+        [
+            KeyError("changes"),
+            ValueError("bad"),
+            NotFound("no contact"),
+            ValidationFailed("bad"),
+            DuplicateKeyError("dup"),
+            BulkWriteError({"writeErrors": []}),
+            OperationFailure("bad query"),
+        ],
+    )
     def test_what_is_wrong_with_the_event_is_not_an_outage(self, error: Exception) -> None:
         assert not is_transient(error)
 
@@ -144,14 +172,26 @@ def test_the_policy_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) 
 
 # ---- the api's /readyz reads what the worker reports -----------------------------
 
+
 @pytest.fixture
 def runtime(servers: Servers, db: Database, monkeypatch: pytest.MonkeyPatch) -> Iterator[Runtime]:
     monkeypatch.setenv("CRM_JWT_SECRET", "test-secret-for-the-deadletter-tests")
     topic = "t.kit.ready." + new_id()[-12:]
     stack.ensure_topics(servers.kafka_bootstrap, [topic], partitions=1)
-    subject = Runtime(Settings(service="widgets", slug="widgets", kafka_bootstrap=servers.kafka_bootstrap,
-                               group_prefix="crm", mongo_url=servers.mongo_url, database=db.name, topic=topic,
-                               ports=Ports(0, 0, 0), log_level="WARNING", environment="test"))
+    subject = Runtime(
+        Settings(
+            service="widgets",
+            slug="widgets",
+            kafka_bootstrap=servers.kafka_bootstrap,
+            group_prefix="crm",
+            mongo_url=servers.mongo_url,
+            database=db.name,
+            topic=topic,
+            ports=Ports(0, 0, 0),
+            log_level="WARNING",
+            environment="test",
+        )
+    )
     yield subject
     subject.close()
 

@@ -57,20 +57,32 @@ def hooks() -> Hooks:
 
 @pytest.fixture
 def local(db: Database, directory: FakeDirectory, hooks: Hooks) -> LocalContacts:
-    return LocalContacts("contacts", db["contacts"], directory,  # type: ignore[arg-type]
-                         on_merged=hooks.on_merged, on_erased=hooks.on_erased, service="widgets")
+    return LocalContacts(
+        "contacts",
+        db["contacts"],
+        directory,  # type: ignore[arg-type]
+        on_merged=hooks.on_merged,
+        on_erased=hooks.on_erased,
+        service="widgets",
+    )
 
 
 def contact(directory: FakeDirectory, name: str = "Sara", version: int = 1) -> str:
     cid = new_id()
-    directory.contacts[cid] = {"id": cid, "first_name": name, "email": f"{name}@example.com", "status": "active",
-                               "version": version}
+    directory.contacts[cid] = {
+        "id": cid,
+        "first_name": name,
+        "email": f"{name}@example.com",
+        "status": "active",
+        "version": version,
+    }
     return cid
 
 
 def event(cid: str, version: int, kind: str = "ContactUpdated", **data: Any) -> RecordedEvent:
-    return RecordedEvent(new_id(), "contacts", cid, "contact", version, kind, 1, data, utcnow(), "system", new_id(),
-                         None)
+    return RecordedEvent(
+        new_id(), "contacts", cid, "contact", version, kind, 1, data, utcnow(), "system", new_id(), None
+    )
 
 
 def failures(kind: str) -> float:
@@ -101,12 +113,17 @@ def test_an_erasure_whose_reaction_failed_runs_again_when_delivered_again(
     assert failures("erased") == before + 1  # the failure was counted, once
 
 
-def test_one_contacts_failing_reaction_does_not_hold_up_the_others(local: LocalContacts, directory: FakeDirectory,
-                                                                  hooks: Hooks) -> None:
+def test_one_contacts_failing_reaction_does_not_hold_up_the_others(
+    local: LocalContacts, directory: FakeDirectory, hooks: Hooks
+) -> None:
     stuck, gone, dup, survivor, updated = (contact(directory, name) for name in ("Ali", "Gone", "Dup", "Sara", "Reza"))
     hooks.failing[stuck] = 5
-    batch = [event(stuck, 2, "ContactErased"), event(gone, 2, "ContactErased"),
-             event(dup, 2, "ContactMerged", survivor_id=survivor), event(updated, 1, "ContactCreated")]
+    batch = [
+        event(stuck, 2, "ContactErased"),
+        event(gone, 2, "ContactErased"),
+        event(dup, 2, "ContactMerged", survivor_id=survivor),
+        event(updated, 1, "ContactCreated"),
+    ]
     with pytest.raises(ReactionsFailed) as raised:
         local.handle(batch)
     assert hooks.erased == [gone] and hooks.merged == [(dup, survivor)]
@@ -122,8 +139,9 @@ def test_one_contacts_failing_reaction_does_not_hold_up_the_others(local: LocalC
     assert copy(local, stuck)["status"] == "erased"
 
 
-def test_a_late_erasure_or_merge_is_acted_on_after_a_newer_version(local: LocalContacts, directory: FakeDirectory,
-                                                                  hooks: Hooks) -> None:
+def test_a_late_erasure_or_merge_is_acted_on_after_a_newer_version(
+    local: LocalContacts, directory: FakeDirectory, hooks: Hooks
+) -> None:
     gone, dup, survivor = contact(directory, version=4), contact(directory, version=4), contact(directory)
     local.handle([event(gone, 4), event(dup, 4)])  # v4 came first
     local.handle([event(gone, 3, "ContactErased"), event(dup, 3, "ContactMerged", survivor_id=survivor)])
@@ -137,9 +155,14 @@ def test_a_late_erasure_or_merge_is_acted_on_after_a_newer_version(local: LocalC
 
 def test_an_unmerge_is_reacted_to_once_in_order_and_names_the_merge(db: Database, directory: FakeDirectory) -> None:
     calls: list[tuple[str, str, str, str | None]] = []
-    local = LocalContacts("contacts", db["contacts"], directory,  # type: ignore[arg-type]
-                          on_merged=lambda d, s, m: calls.append(("merged", d, s, m)),
-                          on_unmerged=lambda d, s, m: calls.append(("unmerged", d, s, m)), service="widgets")
+    local = LocalContacts(
+        "contacts",
+        db["contacts"],
+        directory,  # type: ignore[arg-type]
+        on_merged=lambda d, s, m: calls.append(("merged", d, s, m)),
+        on_unmerged=lambda d, s, m: calls.append(("unmerged", d, s, m)),
+        service="widgets",
+    )
     dup, survivor = contact(directory, "Dup"), contact(directory, "Sara")
     merged = event(dup, 2, "ContactMerged", survivor_id=survivor)
     unmerged = event(dup, 3, "ContactUnmerged", survivor_id=survivor, merge_event_id=merged.id)

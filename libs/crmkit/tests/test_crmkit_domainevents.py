@@ -78,15 +78,20 @@ def made() -> Gadget.GadgetMade:
 
 
 def stored(gadget: Gadget) -> list[RecordedEvent]:
-    return [RecordedEvent(f"e{n}", "shop", gadget.id, "gadget", n, e.type, e.schema_version, e.data, T0, "ana",
-                          "c", None) for n, e in enumerate(gadget.pending, start=1)]
+    return [
+        RecordedEvent(f"e{n}", "shop", gadget.id, "gadget", n, e.type, e.schema_version, e.data, T0, "ana", "c", None)
+        for n, e in enumerate(gadget.pending, start=1)
+    ]
 
 
 def test_an_event_is_declared_with_its_aggregate() -> None:
     assert Gadget.GadgetMade.aggregate_type == "gadget"
     assert (Gadget.GadgetMade.wire_name, Gadget.GadgetMade.schema_version) == ("GadgetMade", 1)
-    assert Gadget.event_types == {("GadgetMade", 1): Gadget.GadgetMade, ("GadgetMoved", 2): Gadget.GadgetMoved,
-                                  ("GadgetPolished", 1): Gadget.GadgetPolished}
+    assert Gadget.event_types == {
+        ("GadgetMade", 1): Gadget.GadgetMade,
+        ("GadgetMoved", 2): Gadget.GadgetMoved,
+        ("GadgetPolished", 1): Gadget.GadgetPolished,
+    }
     assert Gadget.GadgetMade.meaning() == "A gadget was made: its label and its parts."
     with pytest.raises(FrozenInstanceError):
         made().label = "other"  # type: ignore[misc]
@@ -115,13 +120,16 @@ def test_stored_events_fold_back_into_objects() -> None:
     history = changes_by_event(Gadget, "g1", events)
     assert [entry["changes"] for entry in history] == [
         {"label": {"before": None, "after": "G1"}, "parts": {"before": [], "after": [{"sku": "a", "count": 2}]}},
-        {}, {"place": {"before": "shelf", "after": "box"}}]
+        {},
+        {"place": {"before": "shelf", "after": "box"}},
+    ]
 
 
 def test_from_data_reads_what_was_stored_tolerantly() -> None:
     event = Gadget.GadgetMade.from_data({"label": "G", "colour": "blue", "parts": [{"sku": "b"}], "unknown": 1})
-    assert event == Gadget.GadgetMade(label="G", colour="blue", parts=[Gadget.Part(sku="b", count=None)],
-                                      weight=None, note=None)
+    assert event == Gadget.GadgetMade(
+        label="G", colour="blue", parts=[Gadget.Part(sku="b", count=None)], weight=None, note=None
+    )
     assert event.data() == {"label": "G", "colour": "blue", "parts": [{"sku": "b", "count": None}], "weight": None}
     assert Gadget.GadgetMoved.from_data({"from": "box", "to": "shelf"}).tags == []
     noted = Gadget.GadgetMade(label="G", colour="red", parts=[], weight=1.5, note="hi")
@@ -138,37 +146,53 @@ def test_from_data_refuses_a_record_without_a_field_that_cannot_be_none() -> Non
 
 def test_an_event_type_of_another_aggregate_or_unknown_changes_nothing() -> None:
     gadget = Gadget("g1")
-    gadget.apply_stored(RecordedEvent("e1", "shop", "g1", "gadget", 1, "GadgetMoved", 1, {"to": "box"}, T0, "a", "c",
-                                      None))  # v1 is not declared: not this aggregate's shape
+    gadget.apply_stored(
+        RecordedEvent("e1", "shop", "g1", "gadget", 1, "GadgetMoved", 1, {"to": "box"}, T0, "a", "c", None)
+    )  # v1 is not declared: not this aggregate's shape
     assert gadget.place == "shelf"
 
 
 def test_the_json_schema_is_derived_from_the_hints_and_the_specs() -> None:
     assert json_schema(Gadget.GadgetMade) == {
-        "type": "object", "required": ["label", "colour", "parts", "weight"], "additionalProperties": False,
+        "type": "object",
+        "required": ["label", "colour", "parts", "weight"],
+        "additionalProperties": False,
         "properties": {
             "label": {"type": "string", "minLength": 1},
             "colour": {"enum": ["red", "blue"]},
-            "parts": {"type": "array", "items": {
-                "type": "object", "required": ["sku", "count"], "additionalProperties": False,
-                "properties": {"sku": {"type": "string", "minLength": 1},
-                               "count": {"type": ["integer", "null"], "minimum": 1}}}},
+            "parts": {
+                "type": "array",
+                "items": {
+                    "type": "object",
+                    "required": ["sku", "count"],
+                    "additionalProperties": False,
+                    "properties": {
+                        "sku": {"type": "string", "minLength": 1},
+                        "count": {"type": ["integer", "null"], "minimum": 1},
+                    },
+                },
+            },
             "weight": {"type": ["number", "null"], "minimum": 0, "description": "grams"},
             "note": {"type": "string", "maxLength": 10},
-        }}
+        },
+    }
     moved = json_schema(Gadget.GadgetMoved)
     assert moved["required"] == ["from", "to"]
     assert moved["properties"] == {
-        "from": {"enum": ["shelf", "box"]}, "to": {"enum": ["shelf", "box"]},
+        "from": {"enum": ["shelf", "box"]},
+        "to": {"enum": ["shelf", "box"]},
         "tags": {"type": "array", "items": {"type": "string", "minLength": 1}},
-        "extra": {"type": "object"}, "sizes": {"type": "object", "additionalProperties": {"type": "integer"}}}
+        "extra": {"type": "object"},
+        "sizes": {"type": "object", "additionalProperties": {"type": "integer"}},
+    }
     assert list(json_schema(Gadget.GadgetMade)["properties"]["weight"]) == ["type", "minimum", "description"]
 
 
 def test_what_an_object_records_is_valid_under_its_derived_schema() -> None:
     gadget = Gadget("g1")
-    gadget.record(Gadget.GadgetMade(label="G", colour="blue", parts=[Gadget.Part(sku="x", count=None)], weight=2.0,
-                                    note="n"))
+    gadget.record(
+        Gadget.GadgetMade(label="G", colour="blue", parts=[Gadget.Part(sku="x", count=None)], weight=2.0, note="n")
+    )
     gadget.record(Gadget.GadgetMoved(from_="shelf", to="box", tags=["t"], sizes={"w": 1}))
     for event in gadget.pending:
         kind = Gadget.event_types[(event.type, event.schema_version)]
@@ -223,8 +247,9 @@ def test_an_aggregate_not_converted_still_records_type_and_data() -> None:
     legacy = Legacy("l1")
     legacy.record("Happened", {"x": 1}, schema_version=2)
     assert legacy.seen == ["Happened"] and legacy.pending[0].data == {"x": 1}
-    assert Legacy.from_events("l1", [RecordedEvent("e", "s", "l1", "legacy", 1, "Old", 1, {}, T0, "a", "c",
-                                                   None)]).seen == ["Old"]
+    assert Legacy.from_events(
+        "l1", [RecordedEvent("e", "s", "l1", "legacy", 1, "Old", 1, {}, T0, "a", "c", None)]
+    ).seen == ["Old"]
 
 
 def test_a_schema_may_come_from_a_function_called_when_derived() -> None:

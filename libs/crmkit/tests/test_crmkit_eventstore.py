@@ -113,15 +113,35 @@ class TestAppend:
     def test_documents_from_before_commits_read_as_one_event_commits(self, store: EventStore, db: Database) -> None:
         """Stores written by earlier versions hold a document per event, `_id` "<stream>:<version>"."""
         stream, moment = new_id(), datetime(2024, 3, 1, 12, 0, tzinfo=UTC)
-        db["events"].insert_many([{
-            "_id": stream_key(stream, version), "event_id": new_id(), "stream_id": stream, "aggregate_type": "Widget",
-            "version": version, "type": "WidgetRenamed", "schema_version": 1, "data": {"name": f"old-{version}"},
-            "time": moment, "time_ms": eventstore.epoch_ms(moment), "actor": "user:old", "correlation_id": "c",
-            "causation_id": None, "published": version == 1} for version in (1, 2)])
+        db["events"].insert_many(
+            [
+                {
+                    "_id": stream_key(stream, version),
+                    "event_id": new_id(),
+                    "stream_id": stream,
+                    "aggregate_type": "Widget",
+                    "version": version,
+                    "type": "WidgetRenamed",
+                    "schema_version": 1,
+                    "data": {"name": f"old-{version}"},
+                    "time": moment,
+                    "time_ms": eventstore.epoch_ms(moment),
+                    "actor": "user:old",
+                    "correlation_id": "c",
+                    "causation_id": None,
+                    "published": version == 1,
+                }
+                for version in (1, 2)
+            ]
+        )
         added = store.append(stream, "Widget", 2, [ev(name="new-3"), ev(name="new-4")], META)
         events = store.load(stream)
         assert [(e.version, e.data["name"], e.commit) for e in events] == [
-            (1, "old-1", 1), (2, "old-2", 2), (3, "new-3", 3), (4, "new-4", 3)]
+            (1, "old-1", 1),
+            (2, "old-2", 2),
+            (3, "new-3", 3),
+            (4, "new-4", 3),
+        ]
         assert [e.version for e in store.load(stream, after_version=3)] == [4]
         assert [e.version for e in store.unpublished()] == [2, 3, 4]
         assert [e.version for e in store.unsent_through({stream: 4})] == [2, 3, 4]
@@ -129,6 +149,7 @@ class TestAppend:
         assert store.unpublished() == [] and store.count() == 4
         with pytest.raises(ConcurrencyError):  # an old document's key still takes part in concurrency
             store.append(stream, "Widget", 1, [ev()], META)
+
 
 class TestStartStreams:
     def test_begins_many_streams_in_one_go(self, store: EventStore) -> None:
@@ -139,7 +160,10 @@ class TestStartStreams:
         )
         assert taken == set()
         assert [(e.stream_id, e.version, e.aggregate_type) for e in stored] == [
-            (a, 1, "Widget"), (a, 2, "Widget"), (b, 1, "Gadget")]
+            (a, 1, "Widget"),
+            (a, 2, "Widget"),
+            (b, 1, "Gadget"),
+        ]
         assert store.load(a) == stored[:2] and store.load(b) == stored[2:]
 
     def test_streams_that_exist_are_reported_and_left_untouched(self, store: EventStore) -> None:
@@ -165,16 +189,24 @@ class TestAppendStreams:
         store.append(a, "Widget", 0, [ev(name="a1")], META)
         store.append(b, "Widget", 0, [ev(name="b1"), ev(name="b2")], META)
         meta_b = Metadata(actor="user:bob", correlation_id="corr-b")
-        stored, taken = store.append_streams([
-            StreamAppend(a, "Widget", 1, [ev(name="a2"), ev(name="a3")], META),
-            StreamAppend(b, "Widget", 2, [ev(name="b3")], meta_b),
-            StreamAppend(c, "Gadget", 0, [ev("GadgetCreated", name="c1")], META),
-        ])
+        stored, taken = store.append_streams(
+            [
+                StreamAppend(a, "Widget", 1, [ev(name="a2"), ev(name="a3")], META),
+                StreamAppend(b, "Widget", 2, [ev(name="b3")], meta_b),
+                StreamAppend(c, "Gadget", 0, [ev("GadgetCreated", name="c1")], META),
+            ]
+        )
         assert taken == set()
         assert [(e.stream_id, e.version, e.data["name"]) for e in stored] == [
-            (a, 2, "a2"), (a, 3, "a3"), (b, 3, "b3"), (c, 1, "c1")]
+            (a, 2, "a2"),
+            (a, 3, "a3"),
+            (b, 3, "b3"),
+            (c, 1, "c1"),
+        ]
         assert [(e.actor, e.correlation_id) for e in stored] == [("user:alice", "corr-1")] * 2 + [
-            ("user:bob", "corr-b"), ("user:alice", "corr-1")]
+            ("user:bob", "corr-b"),
+            ("user:alice", "corr-1"),
+        ]
         assert stored[3].aggregate_type == "Gadget"
         assert store.load(a)[1:] == stored[:2]
         assert store.load(b)[2:] == stored[2:3]
@@ -188,11 +220,13 @@ class TestAppendStreams:
         theirs += store.append(stale, "Widget", 1, [ev(name="theirs-2")], META)
         before = store.append(other, "Widget", 0, [ev(name="o1")], META)
         # decided on version 1: the commit after version 1 is taken, so none of versions 2 and 3 is stored
-        stored, taken = store.append_streams([
-            StreamAppend(stale, "Widget", 1, [ev(name="mine-2"), ev(name="mine-3")], META),
-            StreamAppend(other, "Widget", 1, [ev(name="o2"), ev(name="o3")], META),
-            StreamAppend(fresh, "Widget", 0, [ev(name="f1")], META),
-        ])
+        stored, taken = store.append_streams(
+            [
+                StreamAppend(stale, "Widget", 1, [ev(name="mine-2"), ev(name="mine-3")], META),
+                StreamAppend(other, "Widget", 1, [ev(name="o2"), ev(name="o3")], META),
+                StreamAppend(fresh, "Widget", 0, [ev(name="f1")], META),
+            ]
+        )
         assert taken == {stale}
         assert [(e.stream_id, e.data["name"]) for e in stored] == [(other, "o2"), (other, "o3"), (fresh, "f1")]
         assert store.load(stale) == theirs  # the winner's version 2 is untouched
@@ -205,13 +239,17 @@ class TestAppendStreams:
 
     def test_several_streams_can_be_taken_in_one_batch(self, store: EventStore) -> None:
         first, second, free = new_id(), new_id(), new_id()
-        originals = {s: store.append(s, "Widget", 0, [ev(name="v1")], META) + store.append(s, "Widget", 1, [
-            ev(name="v2")], META) for s in (first, second)}
-        stored, taken = store.append_streams([
-            StreamAppend(first, "Widget", 0, [ev(name="lost")], META),
-            StreamAppend(free, "Widget", 0, [ev(name="won")], META),
-            StreamAppend(second, "Widget", 1, [ev(name="lost-2"), ev(name="lost-3"), ev(name="lost-4")], META),
-        ])
+        originals = {
+            s: store.append(s, "Widget", 0, [ev(name="v1")], META) + store.append(s, "Widget", 1, [ev(name="v2")], META)
+            for s in (first, second)
+        }
+        stored, taken = store.append_streams(
+            [
+                StreamAppend(first, "Widget", 0, [ev(name="lost")], META),
+                StreamAppend(free, "Widget", 0, [ev(name="won")], META),
+                StreamAppend(second, "Widget", 1, [ev(name="lost-2"), ev(name="lost-3"), ev(name="lost-4")], META),
+            ]
+        )
         assert taken == {first, second}
         assert [(e.stream_id, e.version) for e in stored] == [(free, 1)]
         assert store.load_many([first, second]) == originals
@@ -289,7 +327,9 @@ class TestRaces:
         children = [
             subprocess.Popen(
                 [sys.executable, "-c", script, servers.mongo_url, db.name, stream, str(n), str(each)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                text=True,
             )
             for n in range(processes)
         ]
@@ -546,8 +586,9 @@ class TestRepository:
         assert (existing.created_at, existing.updated_at, existing.version) == (t0, t1, 3)
         assert (fresh.created_at, fresh.updated_at, fresh.version) == (t1, t1, 1)
         assert (unchanged.created_at, unchanged.updated_at) == (t0, t0)
-        assert [[(e.stream_id, e.version, e.actor) for e in batch] for batch in saved] == [[
-            (existing.id, 2, "user:renamed again"), (existing.id, 3, "user:renamed again"), (fresh.id, 1, "user:new")]]
+        assert [[(e.stream_id, e.version, e.actor) for e in batch] for batch in saved] == [
+            [(existing.id, 2, "user:renamed again"), (existing.id, 3, "user:renamed again"), (fresh.id, 1, "user:new")]
+        ]
         for thing in (existing, fresh, unchanged):
             assert repo.get(thing.id).view() == thing.view()
 
@@ -604,7 +645,8 @@ class TestRepository:
         assert mine_b.stored_version == 1 and (mine_b.created_at, mine_b.updated_at) == b_times
         assert mine_a.pending == [] and fresh.pending == []
         assert [[(e.stream_id, e.version, e.data["name"]) for e in batch] for batch in saved] == [
-            [(a.id, 2, "a2"), (fresh.id, 1, "c")]]
+            [(a.id, 2, "a2"), (fresh.id, 1, "c")]
+        ]
         assert [e.data["name"] for e in store.load(b.id)] == ["b", "theirs"]
         assert [e.data["name"] for e in store.load(a.id)] == ["a", "a2"]
         assert repo.get(fresh.id).view() == fresh.view()
@@ -624,8 +666,9 @@ class TestRepository:
         with pytest.raises(NotFound):
             repo.get(thing.id, as_of=t0 - timedelta(seconds=1))
 
-    def test_change_with_a_stale_if_match_is_a_failed_precondition(self, repo: Repository[Thing], store: EventStore
-                                                                   ) -> None:
+    def test_change_with_a_stale_if_match_is_a_failed_precondition(
+        self, repo: Repository[Thing], store: EventStore
+    ) -> None:
         thing = self.create(repo)
         with pytest.raises(PreconditionFailed):
             repo.change(thing.id, lambda t: t.record("ThingRenamed", {"name": "b"}), META, if_match=7)

@@ -12,9 +12,17 @@ from crmkit.events import parse_time
 from crmkit.export import MAX_CONTACT_IDS, records_json, requested_ids
 
 
-@pytest.mark.parametrize(("roles", "allowed"), [
-    ({"contacts:read"}, False), ({"contacts:write"}, False), ({"contacts:erase"}, False),
-    ({"sales:export"}, False), ({"contacts:export"}, True), ({"admin"}, True)])
+@pytest.mark.parametrize(
+    ("roles", "allowed"),
+    [
+        ({"contacts:read"}, False),
+        ({"contacts:write"}, False),
+        ({"contacts:erase"}, False),
+        ({"sales:export"}, False),
+        ({"contacts:export"}, True),
+        ({"admin"}, True),
+    ],
+)
 def test_an_export_needs_its_own_role_or_admin(roles: set[str], allowed: bool) -> None:
     assert auth.Principal("dpo", frozenset(roles)).may("contacts", "export") is allowed
     assert auth.needed_roles("contacts", "export") == "contacts:export (or admin)"
@@ -22,8 +30,9 @@ def test_an_export_needs_its_own_role_or_admin(roles: set[str], allowed: bool) -
 
 def test_only_contacts_service_token_may_export_from_the_others() -> None:
     assert {"sales:export", "servicedesk:export", "messaging:export"} <= auth.SERVICE_GRANTS["contacts"]
-    assert not any(role.endswith(":export") for name, roles in auth.SERVICE_GRANTS.items()
-                   if name != "contacts" for role in roles)
+    assert not any(
+        role.endswith(":export") for name, roles in auth.SERVICE_GRANTS.items() if name != "contacts" for role in roles
+    )
 
 
 def test_requested_ids_are_deduplicated_in_order_and_every_bad_one_is_named() -> None:

@@ -9,8 +9,13 @@ from crmkit.service import ExtraProcess, ServiceSpec
 
 def make_spec(ran: list[str], enabled: bool) -> ServiceSpec:
     return ServiceSpec(
-        name="demo", title="demo", description="demo", ports=Ports(1, 2, 3),
-        blueprints=lambda _runtime: [], servicers=lambda _server, _runtime: [], projections=lambda _runtime: [],
+        name="demo",
+        title="demo",
+        description="demo",
+        ports=Ports(1, 2, 3),
+        blueprints=lambda _runtime: [],
+        servicers=lambda _server, _runtime: [],
+        projections=lambda _runtime: [],
         prepare=lambda _runtime: None,
         extra_processes={"sink": ExtraProcess(run=ran.append, enabled=lambda: enabled)},
     )

@@ -75,8 +75,9 @@ def test_requests_that_arrive_during_a_write_share_the_next_round_trip() -> None
 def test_each_request_hears_only_of_its_own_duplicates() -> None:
     collection = HeldCollection()
     collection.taken = {"b-1", "c-0"}
-    outcomes = run_behind_a_held_write(collection, [[{"_id": "a-0"}], [{"_id": "b-0"}, {"_id": "b-1"}],
-                                                    [{"_id": "c-0"}, {"_id": "c-1"}]])
+    outcomes = run_behind_a_held_write(
+        collection, [[{"_id": "a-0"}], [{"_id": "b-0"}, {"_id": "b-1"}], [{"_id": "c-0"}, {"_id": "c-1"}]]
+    )
     assert outcomes == [set(), {1}, {0}]
 
 
@@ -114,8 +115,9 @@ def test_racing_multi_event_commits_leave_one_whole_decision(store: EventStore, 
     def contest(number: int) -> None:
         barrier.wait(10)
         try:
-            store.append(contested, "Widget", 0, [NewEvent("WidgetRenamed", {"by": number, "n": n})
-                                                  for n in range(3)], META)
+            store.append(
+                contested, "Widget", 0, [NewEvent("WidgetRenamed", {"by": number, "n": n}) for n in range(3)], META
+            )
             won.append(number)
         except ConcurrencyError:
             lost.append(number)
@@ -130,7 +132,6 @@ def test_racing_multi_event_commits_leave_one_whole_decision(store: EventStore, 
     for thread in threads:
         thread.join(30)
     assert len(won) == 1 and sorted(won + lost) == list(range(writers))
-    assert [(e.version, e.data) for e in store.load(contested)] == [
-        (n + 1, {"by": won[0], "n": n}) for n in range(3)]
+    assert [(e.version, e.data) for e in store.load(contested)] == [(n + 1, {"by": won[0], "n": n}) for n in range(3)]
     assert all([e.version for e in store.load(stream)] == [1, 2] for stream in others)
     assert store.count() == 3 + 2 * writers

@@ -19,11 +19,23 @@ from crmkit import config, projector, publisher, runtime, stack, streams
 from crmkit.config import KafkaSecurityError, Settings, kafka_client_options
 from crmkit.testing import Servers
 
-VARIABLES = ("CRM_KAFKA_SECURITY_PROTOCOL", "CRM_KAFKA_SASL_MECHANISM", "CRM_KAFKA_SASL_USERNAME",
-             "CRM_KAFKA_SASL_USERNAME_FILE", "CRM_KAFKA_SASL_PASSWORD", "CRM_KAFKA_SASL_PASSWORD_FILE",
-             "CRM_KAFKA_SSL_CAFILE", "CRM_KAFKA_SSL_CERTFILE", "CRM_KAFKA_SSL_KEYFILE", "CRM_KAFKA_SSL_CHECK_HOSTNAME")
-SASL = {"CRM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "CRM_KAFKA_SASL_USERNAME": "crm-contacts",
-        "CRM_KAFKA_SASL_PASSWORD": "s3cret"}
+VARIABLES = (
+    "CRM_KAFKA_SECURITY_PROTOCOL",
+    "CRM_KAFKA_SASL_MECHANISM",
+    "CRM_KAFKA_SASL_USERNAME",
+    "CRM_KAFKA_SASL_USERNAME_FILE",
+    "CRM_KAFKA_SASL_PASSWORD",
+    "CRM_KAFKA_SASL_PASSWORD_FILE",
+    "CRM_KAFKA_SSL_CAFILE",
+    "CRM_KAFKA_SSL_CERTFILE",
+    "CRM_KAFKA_SSL_KEYFILE",
+    "CRM_KAFKA_SSL_CHECK_HOSTNAME",
+)
+SASL = {
+    "CRM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+    "CRM_KAFKA_SASL_USERNAME": "crm-contacts",
+    "CRM_KAFKA_SASL_PASSWORD": "s3cret",
+}
 REPO = Path(config.REPO_ROOT)
 
 
@@ -36,16 +48,19 @@ def kafka_env(monkeypatch: pytest.MonkeyPatch) -> Any:
     def put(**values: str) -> None:
         for name, value in values.items():
             monkeypatch.setenv(name, value)
+
     return put
 
 
 @pytest.fixture
 def pem(tmp_path: Path) -> Any:
     """A file that exists (the mapping checks existence; kafka-python reads the contents)."""
+
     def make(name: str) -> str:
         path = tmp_path / name
         path.write_text("-----BEGIN CERTIFICATE-----\n")
         return str(path)
+
     return make
 
 
@@ -56,12 +71,21 @@ def test_plaintext_is_the_default(kafka_env: Any) -> None:
 def test_sasl_ssl_maps_to_kafka_python_names(kafka_env: Any, pem: Any, tmp_path: Path) -> None:
     password = tmp_path / "password"
     password.write_text("from-a-secret\n")
-    kafka_env(CRM_KAFKA_SECURITY_PROTOCOL="sasl_ssl", CRM_KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
-              CRM_KAFKA_SASL_USERNAME="crm-sales", CRM_KAFKA_SASL_PASSWORD_FILE=str(password),
-              CRM_KAFKA_SSL_CAFILE=pem("ca.crt"))
+    kafka_env(
+        CRM_KAFKA_SECURITY_PROTOCOL="sasl_ssl",
+        CRM_KAFKA_SASL_MECHANISM="SCRAM-SHA-512",
+        CRM_KAFKA_SASL_USERNAME="crm-sales",
+        CRM_KAFKA_SASL_PASSWORD_FILE=str(password),
+        CRM_KAFKA_SSL_CAFILE=pem("ca.crt"),
+    )
     assert kafka_client_options() == {
-        "security_protocol": "SASL_SSL", "sasl_mechanism": "SCRAM-SHA-512", "sasl_plain_username": "crm-sales",
-        "sasl_plain_password": "from-a-secret", "ssl_cafile": str(tmp_path / "ca.crt"), "ssl_check_hostname": True}
+        "security_protocol": "SASL_SSL",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "crm-sales",
+        "sasl_plain_password": "from-a-secret",
+        "ssl_cafile": str(tmp_path / "ca.crt"),
+        "ssl_check_hostname": True,
+    }
 
 
 def test_scram_sha_512_is_the_default_mechanism(kafka_env: Any) -> None:
@@ -70,34 +94,50 @@ def test_scram_sha_512_is_the_default_mechanism(kafka_env: Any) -> None:
 
 
 def test_mutual_tls_takes_certificate_and_key(kafka_env: Any, pem: Any) -> None:
-    kafka_env(CRM_KAFKA_SECURITY_PROTOCOL="SSL", CRM_KAFKA_SSL_CAFILE=pem("ca.crt"),
-              CRM_KAFKA_SSL_CERTFILE=pem("user.crt"), CRM_KAFKA_SSL_KEYFILE=pem("user.key"),
-              CRM_KAFKA_SSL_CHECK_HOSTNAME="false")
+    kafka_env(
+        CRM_KAFKA_SECURITY_PROTOCOL="SSL",
+        CRM_KAFKA_SSL_CAFILE=pem("ca.crt"),
+        CRM_KAFKA_SSL_CERTFILE=pem("user.crt"),
+        CRM_KAFKA_SSL_KEYFILE=pem("user.key"),
+        CRM_KAFKA_SSL_CHECK_HOSTNAME="false",
+    )
     options = kafka_client_options()
     assert options["security_protocol"] == "SSL"
     assert {options["ssl_cafile"], options["ssl_certfile"], options["ssl_keyfile"]} == {
-        pem("ca.crt"), pem("user.crt"), pem("user.key")}
+        pem("ca.crt"),
+        pem("user.crt"),
+        pem("user.key"),
+    }
     assert options["ssl_check_hostname"] is False
     assert not any(key.startswith("sasl_") for key in options)
 
 
-@pytest.mark.parametrize(("values", "named"), [
-    ({"CRM_KAFKA_SECURITY_PROTOCOL": "TLS"}, "CRM_KAFKA_SECURITY_PROTOCOL"),
-    ({**SASL, "CRM_KAFKA_SASL_MECHANISM": "GSSAPI"}, "CRM_KAFKA_SASL_MECHANISM"),
-    ({"CRM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "CRM_KAFKA_SASL_PASSWORD": "x"}, "CRM_KAFKA_SASL_USERNAME"),
-    ({"CRM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "CRM_KAFKA_SASL_USERNAME": "u"}, "CRM_KAFKA_SASL_PASSWORD"),
-    ({**SASL, "CRM_KAFKA_SASL_PASSWORD_FILE": "/nonexistent/password"}, "CRM_KAFKA_SASL_PASSWORD"),
-    ({**SASL, "CRM_KAFKA_SASL_PASSWORD": "", "CRM_KAFKA_SASL_PASSWORD_FILE": "/nonexistent/password"},
-     "CRM_KAFKA_SASL_PASSWORD_FILE"),
-    ({"CRM_KAFKA_SECURITY_PROTOCOL": "SSL", "CRM_KAFKA_SSL_CAFILE": "/nonexistent/ca.crt"}, "CRM_KAFKA_SSL_CAFILE"),
-    ({"CRM_KAFKA_SECURITY_PROTOCOL": "SSL", "CRM_KAFKA_SSL_CHECK_HOSTNAME": "maybe"}, "CRM_KAFKA_SSL_CHECK_HOSTNAME"),
-    # credentials a protocol would ignore: the deployment would believe it is protected
-    ({"CRM_KAFKA_SASL_USERNAME": "u", "CRM_KAFKA_SASL_PASSWORD": "x"}, "CRM_KAFKA_SASL_USERNAME"),
-    ({"CRM_KAFKA_SECURITY_PROTOCOL": "SSL", "CRM_KAFKA_SASL_MECHANISM": "PLAIN"}, "CRM_KAFKA_SASL_MECHANISM"),
-    ({**SASL, "CRM_KAFKA_SSL_CAFILE": "/etc/hosts"}, "CRM_KAFKA_SSL_CAFILE"),
-])
-def test_a_setting_that_cannot_work_is_refused_naming_its_variable(kafka_env: Any, values: dict[str, str],
-                                                                   named: str) -> None:
+@pytest.mark.parametrize(
+    ("values", "named"),
+    [
+        ({"CRM_KAFKA_SECURITY_PROTOCOL": "TLS"}, "CRM_KAFKA_SECURITY_PROTOCOL"),
+        ({**SASL, "CRM_KAFKA_SASL_MECHANISM": "GSSAPI"}, "CRM_KAFKA_SASL_MECHANISM"),
+        ({"CRM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "CRM_KAFKA_SASL_PASSWORD": "x"}, "CRM_KAFKA_SASL_USERNAME"),
+        ({"CRM_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT", "CRM_KAFKA_SASL_USERNAME": "u"}, "CRM_KAFKA_SASL_PASSWORD"),
+        ({**SASL, "CRM_KAFKA_SASL_PASSWORD_FILE": "/nonexistent/password"}, "CRM_KAFKA_SASL_PASSWORD"),
+        (
+            {**SASL, "CRM_KAFKA_SASL_PASSWORD": "", "CRM_KAFKA_SASL_PASSWORD_FILE": "/nonexistent/password"},
+            "CRM_KAFKA_SASL_PASSWORD_FILE",
+        ),
+        ({"CRM_KAFKA_SECURITY_PROTOCOL": "SSL", "CRM_KAFKA_SSL_CAFILE": "/nonexistent/ca.crt"}, "CRM_KAFKA_SSL_CAFILE"),
+        (
+            {"CRM_KAFKA_SECURITY_PROTOCOL": "SSL", "CRM_KAFKA_SSL_CHECK_HOSTNAME": "maybe"},
+            "CRM_KAFKA_SSL_CHECK_HOSTNAME",
+        ),
+        # credentials a protocol would ignore: the deployment would believe it is protected
+        ({"CRM_KAFKA_SASL_USERNAME": "u", "CRM_KAFKA_SASL_PASSWORD": "x"}, "CRM_KAFKA_SASL_USERNAME"),
+        ({"CRM_KAFKA_SECURITY_PROTOCOL": "SSL", "CRM_KAFKA_SASL_MECHANISM": "PLAIN"}, "CRM_KAFKA_SASL_MECHANISM"),
+        ({**SASL, "CRM_KAFKA_SSL_CAFILE": "/etc/hosts"}, "CRM_KAFKA_SSL_CAFILE"),
+    ],
+)
+def test_a_setting_that_cannot_work_is_refused_naming_its_variable(
+    kafka_env: Any, values: dict[str, str], named: str
+) -> None:
     kafka_env(**values)
     with pytest.raises(KafkaSecurityError, match=named):
         kafka_client_options()
@@ -115,8 +155,9 @@ def test_a_certificate_without_its_key_is_refused(kafka_env: Any, pem: Any) -> N
         kafka_client_options()
 
 
-def test_a_process_with_a_bad_setting_stops_at_start(kafka_env: Any, servers: Servers,
-                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_process_with_a_bad_setting_stops_at_start(
+    kafka_env: Any, servers: Servers, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Runtime is what every process (api, grpc, worker, crm replay/rebuild) builds first."""
     monkeypatch.setenv("CRM_MONGO_URL", servers.mongo_url)
     kafka_env(CRM_KAFKA_SECURITY_PROTOCOL="SASL_SSL", CRM_KAFKA_SASL_USERNAME="crm-contacts")
@@ -157,11 +198,18 @@ class _Projection:
 
 
 def test_every_client_the_chassis_builds_carries_the_security_settings(
-        kafka_env: Any, monkeypatch: pytest.MonkeyPatch, db: Database, servers: Servers) -> None:
+    kafka_env: Any, monkeypatch: pytest.MonkeyPatch, db: Database, servers: Servers
+) -> None:
     kafka_env(**SASL)
     monkeypatch.setenv("CRM_MONGO_URL", servers.mongo_url)
-    for module, name in ((publisher, "KafkaProducer"), (projector, "KafkaConsumer"), (runtime, "KafkaConsumer"),
-                         (streams, "KafkaConsumer"), (stack, "KafkaConsumer"), (stack, "KafkaAdminClient")):
+    for module, name in (
+        (publisher, "KafkaProducer"),
+        (projector, "KafkaConsumer"),
+        (runtime, "KafkaConsumer"),
+        (streams, "KafkaConsumer"),
+        (stack, "KafkaConsumer"),
+        (stack, "KafkaAdminClient"),
+    ):
         monkeypatch.setattr(module, name, Recorder)
     Recorder.built = []
 
@@ -177,21 +225,33 @@ def test_every_client_the_chassis_builds_carries_the_security_settings(
     stack.topic_is_empty("broker:9093", "crm.sales.events")
 
     assert len(Recorder.built) == 7
-    expected = {"security_protocol": "SASL_PLAINTEXT", "sasl_mechanism": "SCRAM-SHA-512",
-                "sasl_plain_username": "crm-contacts", "sasl_plain_password": "s3cret"}
+    expected = {
+        "security_protocol": "SASL_PLAINTEXT",
+        "sasl_mechanism": "SCRAM-SHA-512",
+        "sasl_plain_username": "crm-contacts",
+        "sasl_plain_password": "s3cret",
+    }
     for settings in Recorder.built:
         assert expected.items() <= settings.items()
 
 
 def _kafka_clients_built(path: Path) -> list[ast.Call]:
-    return [node for node in ast.walk(ast.parse(path.read_text()))
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)
-            and node.func.id in ("KafkaProducer", "KafkaConsumer", "KafkaAdminClient")]
+    return [
+        node
+        for node in ast.walk(ast.parse(path.read_text()))
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Name)
+        and node.func.id in ("KafkaProducer", "KafkaConsumer", "KafkaAdminClient")
+    ]
 
 
 def _passes_security(call: ast.Call) -> bool:
-    return any(keyword.arg is None and isinstance(keyword.value, ast.Call)
-               and getattr(keyword.value.func, "id", None) == "kafka_client_options" for keyword in call.keywords)
+    return any(
+        keyword.arg is None
+        and isinstance(keyword.value, ast.Call)
+        and getattr(keyword.value.func, "id", None) == "kafka_client_options"
+        for keyword in call.keywords
+    )
 
 
 def test_no_kafka_client_in_the_code_is_built_without_the_security_settings() -> None:

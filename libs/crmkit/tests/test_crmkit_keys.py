@@ -58,21 +58,32 @@ def test_retire_by_age_keeps_the_signing_key(local_ring: Path) -> None:
 
 
 def test_a_ring_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("CRM_JWT_KEYS", json.dumps({"signing": "k2", "keys": {"k1": "first-secret-of-length-32-bytes!",
-                                                                           "k2": "second-secret-of-length-32-bytes"}}))
+    monkeypatch.setenv(
+        "CRM_JWT_KEYS",
+        json.dumps(
+            {
+                "signing": "k2",
+                "keys": {"k1": "first-secret-of-length-32-bytes!", "k2": "second-secret-of-length-32-bytes"},
+            }
+        ),
+    )
     ring = keys.ring()
     old = auth.issue(auth.KeyRing({"k1": ring.keys["k1"]}, "k1"), "a", ["admin"])
     assert auth.verify(ring, old, audience="contacts").subject == "a"
     assert jwt.get_unverified_header(auth.issue(ring, "b", ["admin"]))["kid"] == "k2"
 
 
-@pytest.mark.parametrize(("audience", "accepted", "refused"), [
-    ("contacts", {"contacts"}, {"sales", "servicedesk"}),
-    ("contacts,service-desk", {"contacts", "servicedesk"}, {"sales"}),
-    (None, {"contacts", "sales", "servicedesk", "messaging"}, set()),  # the default: every service
-])
-def test_crm_token_mints_for_its_audience(local_ring: Path, capsys: pytest.CaptureFixture[str],
-                                          audience: str | None, accepted: set[str], refused: set[str]) -> None:
+@pytest.mark.parametrize(
+    ("audience", "accepted", "refused"),
+    [
+        ("contacts", {"contacts"}, {"sales", "servicedesk"}),
+        ("contacts,service-desk", {"contacts", "servicedesk"}, {"sales"}),
+        (None, {"contacts", "sales", "servicedesk", "messaging"}, set()),  # the default: every service
+    ],
+)
+def test_crm_token_mints_for_its_audience(
+    local_ring: Path, capsys: pytest.CaptureFixture[str], audience: str | None, accepted: set[str], refused: set[str]
+) -> None:
     argv = ["token", "--roles", "admin", *(["--audience", audience] if audience else [])]
     assert cli.main(argv) == 0
     token = capsys.readouterr().out.strip()
@@ -90,18 +101,21 @@ def test_crm_keys_rotate_then_retire(local_ring: Path, capsys: pytest.CaptureFix
     assert cli.main(["keys", "retire", auth.DEFAULT_KID]) == 0
     capsys.readouterr()
     assert cli.main(["keys", "list"]) == 0
-    assert capsys.readouterr().out.split() == [kid, json.loads(local_ring.read_text())["keys"][kid]["created"],
-                                               "signing"]
+    assert capsys.readouterr().out.split() == [
+        kid,
+        json.loads(local_ring.read_text())["keys"][kid]["created"],
+        "signing",
+    ]
 
 
-def test_service_credentials_are_a_secret_per_service_and_their_public_keys(capsys: pytest.CaptureFixture[str]
-                                                                            ) -> None:
+def test_service_credentials_are_a_secret_per_service_and_their_public_keys(capsys: pytest.CaptureFixture[str]) -> None:
     assert cli.main(["keys", "service-credentials"]) == 0
     items = json.loads(capsys.readouterr().out)["items"]
     secrets = {item["metadata"]["name"]: item["stringData"] for item in items}
     public = json.loads(secrets.pop("crm-service-public-keys")["keys"])
     assert set(secrets) == {f"crm-{name}-credentials" for name in auth.SERVICE_GRANTS} and set(public) == set(
-        auth.SERVICE_GRANTS)
+        auth.SERVICE_GRANTS
+    )
     private = auth.private_key_from_text(secrets["crm-sales-credentials"]["service-key"])
     ring = auth.KeyRing({}, "", {name: auth.public_key_from_text(text) for name, text in public.items()})
     token = auth.service_token("sales", private, "contacts")

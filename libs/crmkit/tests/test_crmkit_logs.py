@@ -38,7 +38,11 @@ def test_a_line_is_one_json_object_with_the_basics(captured: tuple[logging.Logge
     [line] = lines(stream)
     assert line["message"] == "projection contact-list is behind"
     assert (line["level"], line["service"], line["process"], line["logger"]) == (
-        "warning", "contacts", "worker", "crmkit.tests.logs")
+        "warning",
+        "contacts",
+        "worker",
+        "crmkit.tests.logs",
+    )
     assert line["time"].endswith("+00:00") and "T" in line["time"]
     assert "correlation_id" not in line  # none outside a request
 
@@ -57,10 +61,18 @@ def test_the_correlation_id_of_the_context_is_on_every_line(captured: tuple[logg
 
 def test_only_safe_extra_fields_are_written(captured: tuple[logging.Logger, io.StringIO]) -> None:
     logger, stream = captured
-    logger.info("contact created", extra={
-        "email": "zahra@example.com", "phone": "+989121234567", "first_name": "Zahra", "contact": {"x": 1},
-        "stream_id": "c-1", "count": 3, "event_type": "ContactCreated",
-    })
+    logger.info(
+        "contact created",
+        extra={
+            "email": "zahra@example.com",
+            "phone": "+989121234567",
+            "first_name": "Zahra",
+            "contact": {"x": 1},
+            "stream_id": "c-1",
+            "count": 3,
+            "event_type": "ContactCreated",
+        },
+    )
     [line] = lines(stream)
     raw = stream.getvalue()
     for secret in ("zahra@example.com", "+989121234567", "Zahra"):

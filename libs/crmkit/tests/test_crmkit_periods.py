@@ -18,15 +18,20 @@ def test_a_period_up_to_the_cap_is_accepted() -> None:
     check_period(None, START)  # the report's own default start applies
 
 
-@pytest.mark.parametrize(("start", "end"), [
-    (START, START + timedelta(days=MAX_PERIOD_DAYS, seconds=1)),
-    (datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)),
-    (date(1900, 1, 1), date(2020, 1, 1)),
-    (datetime(1900, 1, 1, tzinfo=UTC), None),  # an open end counts up to now
-    (date(1900, 1, 1), None),
-])
+@pytest.mark.parametrize(
+    ("start", "end"),
+    [
+        (START, START + timedelta(days=MAX_PERIOD_DAYS, seconds=1)),
+        (datetime(1, 1, 1, tzinfo=UTC), datetime(9999, 12, 31, tzinfo=UTC)),
+        (date(1900, 1, 1), date(2020, 1, 1)),
+        (datetime(1900, 1, 1, tzinfo=UTC), None),  # an open end counts up to now
+        (date(1900, 1, 1), None),
+    ],
+)
 def test_a_longer_period_is_refused_naming_the_cap_on_both_fields(start, end) -> None:
     with pytest.raises(ValidationError) as refused:
         check_period(start, end)
-    assert refused.value.messages == {"from": [f"the period may span at most {MAX_PERIOD_DAYS} days"],
-                                      "to": [f"the period may span at most {MAX_PERIOD_DAYS} days"]}
+    assert refused.value.messages == {
+        "from": [f"the period may span at most {MAX_PERIOD_DAYS} days"],
+        "to": [f"the period may span at most {MAX_PERIOD_DAYS} days"],
+    }

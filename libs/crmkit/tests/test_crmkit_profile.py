@@ -40,8 +40,14 @@ def test_an_unknown_profile_is_refused_rather_than_read_as_development() -> None
 
 def test_production_with_nothing_configured_lists_every_chassis_problem() -> None:
     assert variables(profile.problems({"CRM_ENV": "production"})) == [
-        "CRM_JWT_KEYS", "CRM_SERVICE_KEY", "CRM_SERVICE_PUBLIC_KEYS", "CRM_LINK_SECRET",
-        "CRM_MONGO_URL", "CRM_KAFKA_BOOTSTRAP", "CRM_KAFKA_SECURITY_PROTOCOL"]
+        "CRM_JWT_KEYS",
+        "CRM_SERVICE_KEY",
+        "CRM_SERVICE_PUBLIC_KEYS",
+        "CRM_LINK_SECRET",
+        "CRM_MONGO_URL",
+        "CRM_KAFKA_BOOTSTRAP",
+        "CRM_KAFKA_SECURITY_PROTOCOL",
+    ]
 
 
 def test_production_with_every_secret_from_the_environment_passes() -> None:
@@ -62,12 +68,15 @@ def test_a_service_check_adds_its_problems_after_the_chassis() -> None:
     assert variables(profile.problems(env, [check, check])) == ["CRM_DEMO_URL"]
 
 
-@pytest.mark.parametrize("variable, value, expected", [
-    ("CRM_LINK_SECRET", "tiny-s3cret", "shorter than 32"),
-    ("CRM_JWT_KEYS", "not json", "not a key ring"),
-    ("CRM_JWT_KEYS", json.dumps({"signing": "k2", "keys": {"k1": "x" * 48}}), "'k2' is not one of"),
-    ("CRM_JWT_KEYS", json.dumps({"signing": "k1", "keys": {"k1": {"secret": "weak-s3cret"}}}), "shorter than 32"),
-])
+@pytest.mark.parametrize(
+    "variable, value, expected",
+    [
+        ("CRM_LINK_SECRET", "tiny-s3cret", "shorter than 32"),
+        ("CRM_JWT_KEYS", "not json", "not a key ring"),
+        ("CRM_JWT_KEYS", json.dumps({"signing": "k2", "keys": {"k1": "x" * 48}}), "'k2' is not one of"),
+        ("CRM_JWT_KEYS", json.dumps({"signing": "k1", "keys": {"k1": {"secret": "weak-s3cret"}}}), "shorter than 32"),
+    ],
+)
 def test_weak_or_malformed_secrets_are_refused(variable: str, value: str, expected: str) -> None:
     found = profile.problems({**safe_chassis_env(), variable: value})
     assert len(found) == 1 and found[0].variable.startswith(variable) and expected in found[0].reason
@@ -76,19 +85,29 @@ def test_weak_or_malformed_secrets_are_refused(variable: str, value: str, expect
 
 def test_the_example_secrets_placeholders_are_refused() -> None:
     """Applying deploy/k8s/secrets.example.yaml unchanged must not produce a running installation."""
-    env = {**safe_chassis_env(), "CRM_SERVICE_KEY": "CHANGE-ME",
-           "CRM_LINK_SECRET": "CHANGE-ME-at-least-48-random-bytes"}
+    env = {
+        **safe_chassis_env(),
+        "CRM_SERVICE_KEY": "CHANGE-ME",
+        "CRM_LINK_SECRET": "CHANGE-ME-at-least-48-random-bytes",
+    }
     assert variables(profile.problems(env)) == ["CRM_LINK_SECRET", "CRM_SERVICE_KEY"]
 
 
-@pytest.mark.parametrize("url, reason", [
-    (None, "unset"), ("", "unset"),
-    ("http://crm.example.com", "not an https URL"), ("https://", "not an https URL"),
-    ("crm.example.com", "not an https URL"),
-    ("https://127.0.0.1:8004", "127.0.0.1 is this machine"), ("https://localhost", "localhost is this machine"),
-    ("https://[::1]:8004/", "::1 is this machine"), ("https://0.0.0.0", "0.0.0.0 is this machine"),
-    ("https://app.localhost", "is this machine"),
-])
+@pytest.mark.parametrize(
+    "url, reason",
+    [
+        (None, "unset"),
+        ("", "unset"),
+        ("http://crm.example.com", "not an https URL"),
+        ("https://", "not an https URL"),
+        ("crm.example.com", "not an https URL"),
+        ("https://127.0.0.1:8004", "127.0.0.1 is this machine"),
+        ("https://localhost", "localhost is this machine"),
+        ("https://[::1]:8004/", "::1 is this machine"),
+        ("https://0.0.0.0", "0.0.0.0 is this machine"),
+        ("https://app.localhost", "is this machine"),
+    ],
+)
 def test_a_public_url_must_be_https_and_not_this_machine(url: str | None, reason: str) -> None:
     env = {} if url is None else {"CRM_X_URL": url}
     [problem] = profile.url_problems("CRM_X_URL", env, "set it to your ingress")

@@ -93,8 +93,9 @@ def docs(collection: Collection) -> dict[str, dict[str, Any]]:
 
 
 class TestStreamProjection:
-    def test_folds_each_stream_into_one_document(self, projection: WidgetNames, store: EventStore,
-                                                 collection: Collection) -> None:
+    def test_folds_each_stream_into_one_document(
+        self, projection: WidgetNames, store: EventStore, collection: Collection
+    ) -> None:
         a, b = new_id(), new_id()
         events = append(store, a, 0, "a1", "a2") + append(store, b, 0, "b1")
         projection.handle(events)
@@ -103,8 +104,9 @@ class TestStreamProjection:
             b: {"applied": [1], "name": "b1", "version": 1},
         }
 
-    def test_events_delivered_twice_are_applied_once(self, projection: WidgetNames, store: EventStore,
-                                                     collection: Collection) -> None:
+    def test_events_delivered_twice_are_applied_once(
+        self, projection: WidgetNames, store: EventStore, collection: Collection
+    ) -> None:
         stream = new_id()
         events = append(store, stream, 0, "a", "b", "c")
         projection.handle(events + events)  # duplicates inside one batch
@@ -112,15 +114,17 @@ class TestStreamProjection:
         projection.handle(events)
         assert docs(collection)[stream] == {"applied": [1, 2, 3], "name": "c", "version": 3}
 
-    def test_out_of_order_batch_is_applied_in_version_order(self, projection: WidgetNames, store: EventStore,
-                                                            collection: Collection) -> None:
+    def test_out_of_order_batch_is_applied_in_version_order(
+        self, projection: WidgetNames, store: EventStore, collection: Collection
+    ) -> None:
         stream = new_id()
         events = append(store, stream, 0, "a", "b", "c")
         projection.handle(list(reversed(events)))
         assert docs(collection)[stream] == {"applied": [1, 2, 3], "name": "c", "version": 3}
 
-    def test_a_gap_is_filled_from_the_store(self, projection: WidgetNames, store: EventStore,
-                                            collection: Collection) -> None:
+    def test_a_gap_is_filled_from_the_store(
+        self, projection: WidgetNames, store: EventStore, collection: Collection
+    ) -> None:
         stream = new_id()
         v1, v2, v3, v4 = (append(store, stream, n, f"v{n + 1}")[0] for n in range(4))
         projection.handle([v1])
@@ -137,27 +141,31 @@ class TestStreamProjection:
         projection.handle(events[2:])
         assert docs(collection)[stream]["applied"] == [1, 2, 3]
 
-    def test_other_aggregate_types_are_ignored(self, projection: WidgetNames, store: EventStore,
-                                               collection: Collection) -> None:
+    def test_other_aggregate_types_are_ignored(
+        self, projection: WidgetNames, store: EventStore, collection: Collection
+    ) -> None:
         projection.handle(append(store, new_id(), 0, "g", kind="Gadget"))
         assert docs(collection) == {}
 
-    def test_a_fold_returning_none_writes_nothing(self, projection: WidgetNames, store: EventStore,
-                                                  collection: Collection) -> None:
+    def test_a_fold_returning_none_writes_nothing(
+        self, projection: WidgetNames, store: EventStore, collection: Collection
+    ) -> None:
         stream = new_id()
         hidden = store.append(stream, "Widget", 0, [NewEvent("WidgetHidden", {})], META)
         projection.handle(hidden)
         assert docs(collection) == {}
 
-    def test_reset_drops_the_read_model(self, projection: WidgetNames, store: EventStore,
-                                        collection: Collection) -> None:
+    def test_reset_drops_the_read_model(
+        self, projection: WidgetNames, store: EventStore, collection: Collection
+    ) -> None:
         projection.handle(append(store, new_id(), 0, "a"))
         projection.reset()
         assert collection.count_documents({}) == 0
 
 
-def test_rebuild_drops_and_refolds_every_stored_event(projection: WidgetNames, store: EventStore,
-                                                      collection: Collection) -> None:
+def test_rebuild_drops_and_refolds_every_stored_event(
+    projection: WidgetNames, store: EventStore, collection: Collection
+) -> None:
     a, b = new_id(), new_id()
     append(store, a, 0, "a1", "a2")
     append(store, b, 0, "b1")
@@ -173,8 +181,9 @@ def test_rebuild_drops_and_refolds_every_stored_event(projection: WidgetNames, s
     }
 
 
-def test_rebuild_reports_progress_per_batch(projection: WidgetNames, store: EventStore,
-                                            monkeypatch: pytest.MonkeyPatch) -> None:
+def test_rebuild_reports_progress_per_batch(
+    projection: WidgetNames, store: EventStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
     for _ in range(5):
         append(store, new_id(), 0, "x")
     real_scan = store.scan
@@ -247,10 +256,18 @@ def test_read_ahead_keeps_order_raises_the_reader_s_error_and_stops_early() -> N
 FAST = ProjectionPolicy(attempts=2, first_delay=0.01, max_delay=0.05, stall_seconds=60)
 
 
-def runner_for(projection: Any, servers: Servers, group: str, store: EventStore,
-               policy: ProjectionPolicy = FAST) -> ProjectorRunner:
-    return ProjectorRunner("widgets", projection, servers.kafka_bootstrap, store.open, db=store.events.database,
-                           group_prefix=group, policy=policy)
+def runner_for(
+    projection: Any, servers: Servers, group: str, store: EventStore, policy: ProjectionPolicy = FAST
+) -> ProjectorRunner:
+    return ProjectorRunner(
+        "widgets",
+        projection,
+        servers.kafka_bootstrap,
+        store.open,
+        db=store.events.database,
+        group_prefix=group,
+        policy=policy,
+    )
 
 
 def committed(servers: Servers, group_id: str, topic: str) -> dict[int, int | None]:
@@ -277,7 +294,9 @@ def poison_count(projection: str) -> float:
 
 @pytest.mark.usefixtures("fast_group_join")
 def test_the_runner_fetches_with_the_policy_s_short_wait(
-    servers: Servers, store: EventStore, projection: WidgetNames,
+    servers: Servers,
+    store: EventStore,
+    projection: WidgetNames,
 ) -> None:
     """How long the broker may hold an empty fetch bounds how late a write reaches its own list."""
     runner = runner_for(projection, servers, "wait", store, policy=ProjectionPolicy(fetch_wait_ms=30))
@@ -288,8 +307,13 @@ def test_the_runner_fetches_with_the_policy_s_short_wait(
 
 
 def test_runner_applies_each_event_once_fills_gaps_and_skips_poison(
-    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, collection: Collection,
-    topic: str, wait: Callable[..., Any],
+    servers: Servers,
+    store: EventStore,
+    publisher: Publisher,
+    projection: WidgetNames,
+    collection: Collection,
+    topic: str,
+    wait: Callable[..., Any],
 ) -> None:
     a, b = new_id(), new_id()
     a_events = append(store, a, 0, "a1", "a2", "a3")
@@ -307,9 +331,16 @@ def test_runner_applies_each_event_once_fills_gaps_and_skips_poison(
 
     runner = runner_for(projection, servers, new_id(), store)
     try:
-        wait(lambda: runner.poll_once() == 0 and len(docs(collection)) == 2
-             and all(d["version"] == 3 for d in docs(collection).values()), timeout=30, interval=0,
-             what="both streams projected up to version 3")
+        wait(
+            lambda: (
+                runner.poll_once() == 0
+                and len(docs(collection)) == 2
+                and all(d["version"] == 3 for d in docs(collection).values())
+            ),
+            timeout=30,
+            interval=0,
+            what="both streams projected up to version 3",
+        )
     finally:
         runner.consumer.close()
     assert docs(collection) == {
@@ -321,8 +352,13 @@ def test_runner_applies_each_event_once_fills_gaps_and_skips_poison(
 
 @pytest.mark.usefixtures("fast_group_join")
 def test_offsets_are_committed_only_after_the_write(
-    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, collection: Collection,
-    topic: str, wait: Callable[..., Any],
+    servers: Servers,
+    store: EventStore,
+    publisher: Publisher,
+    projection: WidgetNames,
+    collection: Collection,
+    topic: str,
+    wait: Callable[..., Any],
 ) -> None:
     stream = new_id()
     publisher.publish(append(store, stream, 0, "a", "b", "c"))
@@ -347,8 +383,12 @@ def test_offsets_are_committed_only_after_the_write(
     restarted = runner_for(projection, servers, group, store)
     assert restarted.group_id == failing.group_id
     try:
-        wait(lambda: restarted.poll_once() >= 0 and docs(collection).get(stream, {}).get("version") == 3,
-             timeout=30, interval=0, what="the same events after the restart")
+        wait(
+            lambda: restarted.poll_once() >= 0 and docs(collection).get(stream, {}).get("version") == 3,
+            timeout=30,
+            interval=0,
+            what="the same events after the restart",
+        )
     finally:
         restarted.consumer.close()
     assert docs(collection)[stream]["applied"] == [1, 2, 3]
@@ -358,7 +398,11 @@ def test_offsets_are_committed_only_after_the_write(
 
 @pytest.mark.usefixtures("fast_group_join")
 def test_run_retries_a_batch_whose_write_failed(
-    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, collection: Collection,
+    servers: Servers,
+    store: EventStore,
+    publisher: Publisher,
+    projection: WidgetNames,
+    collection: Collection,
     wait: Callable[..., Any],
 ) -> None:
     stream = new_id()
@@ -378,8 +422,11 @@ def test_run_retries_a_batch_whose_write_failed(
     thread = threading.Thread(target=run, name="projector-under-test")
     thread.start()
     try:
-        wait(lambda: crashed or docs(collection).get(stream, {}).get("version") == 2, timeout=30,
-             what="the batch applied after one failed write")
+        wait(
+            lambda: crashed or docs(collection).get(stream, {}).get("version") == 2,
+            timeout=30,
+            what="the batch applied after one failed write",
+        )
         assert not crashed, f"the projector thread died: {crashed!r}"
         assert flaky.calls >= 2 and thread.is_alive()
     finally:
@@ -390,6 +437,7 @@ def test_run_retries_a_batch_whose_write_failed(
 
 
 # ---- poison events are parked, outages are waited out ------------------------------
+
 
 class Picky(WidgetNames):
     """Cannot fold a widget named "poison…" (a bug, or a forged event); its error quotes the name."""
@@ -416,7 +464,12 @@ def position_of(servers: Servers, topic: str, count: int, event_id: str) -> tupl
 
 @pytest.mark.usefixtures("fast_group_join")
 def test_an_event_that_fails_alone_is_parked_and_the_rest_of_its_batch_applied_once(
-    servers: Servers, store: EventStore, publisher: Publisher, collection: Collection, topic: str, db: Database,
+    servers: Servers,
+    store: EventStore,
+    publisher: Publisher,
+    collection: Collection,
+    topic: str,
+    db: Database,
     wait: Callable[..., Any],
 ) -> None:
     projection = Picky(f"picky-{new_id()[-8:]}", collection, store, topic)
@@ -429,8 +482,17 @@ def test_an_event_that_fails_alone_is_parked_and_the_rest_of_its_batch_applied_o
     publisher.flush()
     runner = runner_for(projection, servers, new_id(), store)
     try:
-        wait(lambda: runner.poll_once() == 0 and parked(db) and docs(collection).get(a, {}).get("version") == 3
-             and b in docs(collection), timeout=30, interval=0, what="the good events applied, the poison parked")
+        wait(
+            lambda: (
+                runner.poll_once() == 0
+                and parked(db)
+                and docs(collection).get(a, {}).get("version") == 3
+                and b in docs(collection)
+            ),
+            timeout=30,
+            interval=0,
+            what="the good events applied, the poison parked",
+        )
     finally:
         runner.consumer.close()
     assert docs(collection) == {
@@ -451,8 +513,15 @@ def test_an_event_that_fails_alone_is_parked_and_the_rest_of_its_batch_applied_o
 
 @pytest.mark.usefixtures("fast_group_join")
 def test_a_record_of_another_service_on_a_topic_is_parked_never_applied(
-    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, collection: Collection,
-    topic: str, db: Database, monkeypatch: pytest.MonkeyPatch, wait: Callable[..., Any],
+    servers: Servers,
+    store: EventStore,
+    publisher: Publisher,
+    projection: WidgetNames,
+    collection: Collection,
+    topic: str,
+    db: Database,
+    monkeypatch: pytest.MonkeyPatch,
+    wait: Callable[..., Any],
 ) -> None:
     monkeypatch.setenv("CRM_WIDGETS_TOPIC", topic)  # the topic belongs to the widgets service
     [template] = append(store, new_id(), 0, "forged")  # stored, never published
@@ -467,8 +536,12 @@ def test_a_record_of_another_service_on_a_topic_is_parked_never_applied(
     publisher.flush()
     runner = runner_for(projection, servers, new_id(), store)
     try:
-        wait(lambda: runner.poll_once() == 0 and len(parked(db)) == 2 and good in docs(collection),
-             timeout=30, interval=0, what="the genuine event applied, both forged ones parked")
+        wait(
+            lambda: runner.poll_once() == 0 and len(parked(db)) == 2 and good in docs(collection),
+            timeout=30,
+            interval=0,
+            what="the genuine event applied, both forged ones parked",
+        )
     finally:
         runner.consumer.close()
     assert set(docs(collection)) == {good}
@@ -479,8 +552,13 @@ def test_a_record_of_another_service_on_a_topic_is_parked_never_applied(
 
 @pytest.mark.usefixtures("fast_group_join")
 def test_an_outage_parks_nothing_and_everything_is_applied_after_it(
-    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, collection: Collection,
-    db: Database, wait: Callable[..., Any],
+    servers: Servers,
+    store: EventStore,
+    publisher: Publisher,
+    projection: WidgetNames,
+    collection: Collection,
+    db: Database,
+    wait: Callable[..., Any],
 ) -> None:
     stream = new_id()
     publisher.publish(append(store, stream, 0, "a", "b", "c"))
@@ -492,8 +570,11 @@ def test_an_outage_parks_nothing_and_everything_is_applied_after_it(
     thread = threading.Thread(target=runner.run, args=(stop,), name="projector-under-test")
     thread.start()
     try:
-        wait(lambda: docs(collection).get(stream, {}).get("version") == 3, timeout=30,
-             what="every event applied once the outage is over")
+        wait(
+            lambda: docs(collection).get(stream, {}).get("version") == 3,
+            timeout=30,
+            what="every event applied once the outage is over",
+        )
     finally:
         stop.set()
         thread.join(timeout=30)
@@ -504,7 +585,12 @@ def test_an_outage_parks_nothing_and_everything_is_applied_after_it(
 
 @pytest.mark.usefixtures("fast_group_join")
 def test_while_a_projection_fails_its_lag_shows_and_readiness_says_degraded(
-    servers: Servers, store: EventStore, publisher: Publisher, projection: WidgetNames, db: Database, topic: str,
+    servers: Servers,
+    store: EventStore,
+    publisher: Publisher,
+    projection: WidgetNames,
+    db: Database,
+    topic: str,
     wait: Callable[..., Any],
 ) -> None:
     publisher.publish(append(store, new_id(), 0, "a", "b", "c"))
@@ -522,15 +608,21 @@ def test_while_a_projection_fails_its_lag_shows_and_readiness_says_degraded(
 
     try:
         wait(failed, timeout=30, interval=0, what="the projection to fail on its batch")
-        lag = sum(sample("crm_consumer_lag_messages", projection=named.name, topic=topic, partition=str(p))
-                  for p in range(3))
+        lag = sum(
+            sample("crm_consumer_lag_messages", projection=named.name, topic=topic, partition=str(p)) for p in range(3)
+        )
         assert lag == 3
         runner.progress.last_advance -= timedelta(minutes=5)  # five minutes without advancing, while behind
         status, body = worker_readiness([runner])()
         assert status == 503 and body["status"] == "degraded" and named.name in body["detail"]
         assert body["projections"][0] | {"last_advance": None} == {
-            "name": named.name, "state": "degraded", "lag": 3, "failing": "Unavailable", "parked": 0,
-            "last_advance": None}
+            "name": named.name,
+            "state": "degraded",
+            "lag": 3,
+            "failing": "Unavailable",
+            "parked": 0,
+            "last_advance": None,
+        }
         port = stack.free_port()
         server = metrics.serve(port, worker_readiness([runner]))
         try:

@@ -64,8 +64,9 @@ def test_publish_returns_without_waiting_for_kafka(store: EventStore, publisher:
     wait(lambda: store.unpublished() == [], what="acknowledged in the background without a flush")
 
 
-def test_publish_of_nothing_sends_nothing(store: EventStore, publisher: Publisher, servers: Servers, topic: str
-                                          ) -> None:
+def test_publish_of_nothing_sends_nothing(
+    store: EventStore, publisher: Publisher, servers: Servers, topic: str
+) -> None:
     publisher.publish([])
     publisher.flush()
     assert read_topic(servers.kafka_bootstrap, topic, 0) == []

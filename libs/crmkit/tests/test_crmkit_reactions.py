@@ -31,12 +31,14 @@ def merged(duplicate: str, survivor: str, merge_id: str | None) -> None:
 
 def test_contact_events_become_hooks_and_the_rest_projections_each_once() -> None:
     tiers, triggers = View("tiers"), View("triggers")
-    table = Reactions("widgets",
-                      Reaction("contacts", ("ContactErased",), "forget them", erase),
-                      Reaction("contacts", ("ContactMerged",), "follow the survivor", merged),
-                      Reaction("sales", ("CustomerTierChanged",), "keep the tier", tiers),
-                      Reaction("sales", ("DealWon",), "say thanks", triggers),
-                      Reaction("contacts", (ANY_EVENT,), "what a trigger names", triggers))
+    table = Reactions(
+        "widgets",
+        Reaction("contacts", ("ContactErased",), "forget them", erase),
+        Reaction("contacts", ("ContactMerged",), "follow the survivor", merged),
+        Reaction("sales", ("CustomerTierChanged",), "keep the tier", tiers),
+        Reaction("sales", ("DealWon",), "say thanks", triggers),
+        Reaction("contacts", (ANY_EVENT,), "what a trigger names", triggers),
+    )
     assert table.contact_hooks() == {"on_erased": erase, "on_merged": merged}
     assert table.projections() == [tiers, triggers]
     assert [r.does for r in table.to("sales", "DealWon")] == ["say thanks"]
@@ -50,5 +52,8 @@ def test_a_table_that_cannot_be_wired_is_refused() -> None:
     with pytest.raises(TypeError, match="must be a projection"):
         Reactions("widgets", Reaction("sales", ("DealWon",), "a bare function", erase))
     with pytest.raises(ValueError, match="two hooks"):
-        Reactions("widgets", Reaction("contacts", ("ContactErased",), "a", erase),
-                  Reaction("contacts", ("ContactErased",), "b", erase))
+        Reactions(
+            "widgets",
+            Reaction("contacts", ("ContactErased",), "a", erase),
+            Reaction("contacts", ("ContactErased",), "b", erase),
+        )

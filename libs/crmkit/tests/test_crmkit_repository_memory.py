@@ -93,7 +93,8 @@ def opened(tallies: Repository[Tally], aggregate_id: str, total: int = 0) -> Tal
 
 
 def test_a_saved_aggregate_loads_back_with_state_version_and_times(
-        tallies: Repository[Tally], published: list[RecordedEvent]) -> None:
+    tallies: Repository[Tally], published: list[RecordedEvent]
+) -> None:
     saved = opened(tallies, "t1", total=3)
     assert saved.pending == [] and saved.created_at is not None
     loaded = tallies.get("t1")
@@ -103,7 +104,8 @@ def test_a_saved_aggregate_loads_back_with_state_version_and_times(
 
 
 def test_change_decides_on_the_current_state_and_stores_the_decision(
-        tallies: Repository[Tally], store: InMemoryEventStore) -> None:
+    tallies: Repository[Tally], store: InMemoryEventStore
+) -> None:
     opened(tallies, "t1", total=2)
     changed = tallies.change("t1", lambda tally: tally.count(5), META)
     assert (changed.total, changed.version) == (7, 3)
@@ -148,7 +150,8 @@ def test_if_match_pins_the_version(tallies: Repository[Tally]) -> None:
 
 
 def test_an_unknown_id_or_another_kind_of_record_is_not_found(
-        tallies: Repository[Tally], store: InMemoryEventStore) -> None:
+    tallies: Repository[Tally], store: InMemoryEventStore
+) -> None:
     store.append("w1", "widget", 0, [NewEvent("WidgetCreated", {"name": "x"})], META)
     for unknown in ("nope", "w1"):
         with pytest.raises(NotFound):
@@ -157,7 +160,8 @@ def test_an_unknown_id_or_another_kind_of_record_is_not_found(
 
 
 def test_change_many_loads_once_appends_once_and_creates_the_missing(
-        tallies: Repository[Tally], store: InMemoryEventStore, published: list[RecordedEvent]) -> None:
+    tallies: Repository[Tally], store: InMemoryEventStore, published: list[RecordedEvent]
+) -> None:
     opened(tallies, "a", total=1)
     opened(tallies, "b", total=2)
     published.clear()
@@ -188,4 +192,3 @@ def test_change_many_decides_again_for_a_stream_another_writer_moved(tallies: Re
     assert tallies.change_many(["a", "b"], decide, META) == {"a": 6, "b": 1}
     assert calls == ["a", "b", "a"]  # `a` was decided again, on its fresh state
     assert (tallies.get("a").total, tallies.get("b").total) == (6, 1)
-

@@ -32,8 +32,9 @@ def lookup(request: StringValue, context: grpc.ServicerContext) -> StringValue:
     errors = {
         "missing": NotFound("no probe with id missing"),
         "bad": ValidationFailed("id is malformed", {"id": ["malformed"]}),
-        "fields": ValidationFailed("2 fields are invalid", {"name": ["name is required"],
-                                                            "email": ["not an email address", "too long"]}),
+        "fields": ValidationFailed(
+            "2 fields are invalid", {"name": ["name is required"], "email": ["not an email address", "too long"]}
+        ),
         "conflict": Conflict("busy"),
         "stale": PreconditionFailed("moved on"),
         "down": Unavailable("dependency away"),
@@ -74,15 +75,22 @@ def undeclared(request: StringValue, context: grpc.ServicerContext) -> StringVal
 
 def _unary(behaviour: Callable[..., Any]) -> grpc.RpcMethodHandler:
     return grpc.unary_unary_rpc_method_handler(
-        behaviour, request_deserializer=StringValue.FromString, response_serializer=StringValue.SerializeToString)
+        behaviour, request_deserializer=StringValue.FromString, response_serializer=StringValue.SerializeToString
+    )
 
 
 def register(server: grpc.Server) -> list[str]:
-    handler = grpc.method_handlers_generic_handler(SERVICE, {
-        "Lookup": _unary(lookup), "Change": _unary(change), "Undeclared": _unary(undeclared),
-        "List": grpc.unary_stream_rpc_method_handler(
-            listing, request_deserializer=StringValue.FromString, response_serializer=StringValue.SerializeToString),
-    })
+    handler = grpc.method_handlers_generic_handler(
+        SERVICE,
+        {
+            "Lookup": _unary(lookup),
+            "Change": _unary(change),
+            "Undeclared": _unary(undeclared),
+            "List": grpc.unary_stream_rpc_method_handler(
+                listing, request_deserializer=StringValue.FromString, response_serializer=StringValue.SerializeToString
+            ),
+        },
+    )
     server.add_generic_rpc_handlers((handler,))
     return [SERVICE]
 
@@ -124,13 +132,19 @@ def anonymous(server: tuple[int, Any]) -> Iterator[grpc.Channel]:
 
 
 def lookup_stub(channel: grpc.Channel) -> Callable[..., StringValue]:
-    return channel.unary_unary(f"/{SERVICE}/Lookup", request_serializer=StringValue.SerializeToString,
-                               response_deserializer=StringValue.FromString)
+    return channel.unary_unary(
+        f"/{SERVICE}/Lookup",
+        request_serializer=StringValue.SerializeToString,
+        response_deserializer=StringValue.FromString,
+    )
 
 
 def list_stub(channel: grpc.Channel) -> Callable[..., Iterator[StringValue]]:
-    return channel.unary_stream(f"/{SERVICE}/List", request_serializer=StringValue.SerializeToString,
-                                response_deserializer=StringValue.FromString)
+    return channel.unary_stream(
+        f"/{SERVICE}/List",
+        request_serializer=StringValue.SerializeToString,
+        response_deserializer=StringValue.FromString,
+    )
 
 
 def test_a_call_succeeds(channel: grpc.Channel) -> None:
@@ -151,8 +165,9 @@ def test_health_of_an_unknown_service_is_not_found(channel: grpc.Channel) -> Non
 
 def test_reflection_lists_the_services(channel: grpc.Channel) -> None:
     stub = reflection_pb2_grpc.ServerReflectionStub(channel)
-    [response] = list(stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]),
-                                                timeout=5))
+    [response] = list(
+        stub.ServerReflectionInfo(iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5)
+    )
     names = {service.name for service in response.list_services_response.service}
     assert names == {SERVICE, "grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection"}
 
@@ -211,8 +226,9 @@ def _bad_request(error: grpc.RpcError) -> dict[str, list[str]]:
         ("fields", {"name": ["name is required"], "email": ["not an email address", "too long"]}),
     ],
 )
-def test_bad_arguments_carry_every_field_as_a_bad_request(channel: grpc.Channel, value: str,
-                                                          violations: dict[str, list[str]]) -> None:
+def test_bad_arguments_carry_every_field_as_a_bad_request(
+    channel: grpc.Channel, value: str, violations: dict[str, list[str]]
+) -> None:
     with pytest.raises(grpc.RpcError) as caught:
         lookup_stub(channel)(StringValue(value=value), timeout=5)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -279,6 +295,7 @@ def test_a_port_in_use_is_an_error_not_a_shared_listener(server: tuple[int, Any]
 
 # ---- the client helper ---------------------------------------------------------------
 
+
 class FakeRpcError(grpc.RpcError):
     def __init__(self, code: grpc.StatusCode) -> None:
         super().__init__(code.name)
@@ -333,11 +350,17 @@ def test_call_gives_up_after_its_attempts(no_backoff: list[float]) -> None:
 
 @pytest.mark.parametrize(
     "code",
-    [grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT,
-     grpc.StatusCode.INTERNAL, grpc.StatusCode.ABORTED],
+    [
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.NOT_FOUND,
+        grpc.StatusCode.INVALID_ARGUMENT,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.ABORTED,
+    ],
 )
-def test_call_does_not_retry_what_may_have_run_or_will_fail_again(no_backoff: list[float],
-                                                                  code: grpc.StatusCode) -> None:
+def test_call_does_not_retry_what_may_have_run_or_will_fail_again(
+    no_backoff: list[float], code: grpc.StatusCode
+) -> None:
     spy = Spy(code)
     with pytest.raises(grpc.RpcError) as caught:
         rpc.call(spy, "req")
@@ -387,6 +410,7 @@ def test_a_server_that_is_down_is_unavailable_after_the_retries() -> None:
 
 # ---- authentication ------------------------------------------------------------------
 
+
 def _code_of(call: Callable[[], Any]) -> grpc.StatusCode:
     try:
         call()
@@ -414,8 +438,11 @@ def test_health_and_reflection_need_no_token(anonymous: grpc.Channel) -> None:
     ("token", "method", "expected"),
     [
         ("garbage", "Lookup", grpc.StatusCode.UNAUTHENTICATED),
-        (auth.issue("another-secret-of-sufficient-length-32b", "x", ["admin"]), "Lookup",
-         grpc.StatusCode.UNAUTHENTICATED),
+        (
+            auth.issue("another-secret-of-sufficient-length-32b", "x", ["admin"]),
+            "Lookup",
+            grpc.StatusCode.UNAUTHENTICATED,
+        ),
         (token_for("admin", audience="sales"), "Lookup", grpc.StatusCode.UNAUTHENTICATED),  # for another service
         (token_for("sales:write"), "Lookup", grpc.StatusCode.PERMISSION_DENIED),
         (token_for("widgets:read"), "Lookup", grpc.StatusCode.OK),
@@ -424,17 +451,27 @@ def test_health_and_reflection_need_no_token(anonymous: grpc.Channel) -> None:
         (token_for("admin", audience="widgets"), "Change", grpc.StatusCode.OK),
         (token_for("admin"), "Undeclared", grpc.StatusCode.PERMISSION_DENIED),  # no rule: nobody
         # no gRPC method confines to a team, so a team-scoped role reaches none of them
-        (auth.issue(SECRET, "tester", ["widgets:write:team"], audience="widgets", team="north"), "Lookup",
-         grpc.StatusCode.PERMISSION_DENIED),
-        (auth.issue(SECRET, "tester", ["widgets:read", "widgets:write:team"], audience="widgets", team="north"),
-         "Lookup", grpc.StatusCode.OK),
+        (
+            auth.issue(SECRET, "tester", ["widgets:write:team"], audience="widgets", team="north"),
+            "Lookup",
+            grpc.StatusCode.PERMISSION_DENIED,
+        ),
+        (
+            auth.issue(SECRET, "tester", ["widgets:read", "widgets:write:team"], audience="widgets", team="north"),
+            "Lookup",
+            grpc.StatusCode.OK,
+        ),
     ],
 )
-def test_tokens_and_declared_access_decide(server: tuple[int, Any], token: str, method: str,
-                                           expected: grpc.StatusCode) -> None:
+def test_tokens_and_declared_access_decide(
+    server: tuple[int, Any], token: str, method: str, expected: grpc.StatusCode
+) -> None:
     with rpc.token_channel(f"127.0.0.1:{server[0]}", token) as chan:
-        stub = chan.unary_unary(f"/{SERVICE}/{method}", request_serializer=StringValue.SerializeToString,
-                                response_deserializer=StringValue.FromString)
+        stub = chan.unary_unary(
+            f"/{SERVICE}/{method}",
+            request_serializer=StringValue.SerializeToString,
+            response_deserializer=StringValue.FromString,
+        )
         assert _code_of(lambda: stub(StringValue(value="x"), timeout=5)) == expected
 
 
@@ -456,11 +493,15 @@ def contacts_server() -> Iterator[int]:
         ("messaging", "Change", grpc.StatusCode.OK),  # unsubscribe records consent
     ],
 )
-def test_services_call_with_only_their_granted_roles(contacts_server: int, caller: str, method: str,
-                                                     expected: grpc.StatusCode) -> None:
+def test_services_call_with_only_their_granted_roles(
+    contacts_server: int, caller: str, method: str, expected: grpc.StatusCode
+) -> None:
     with rpc.channel(f"127.0.0.1:{contacts_server}", audience="contacts", caller=caller) as chan:
-        stub = chan.unary_unary(f"/{SERVICE}/{method}", request_serializer=StringValue.SerializeToString,
-                                response_deserializer=StringValue.FromString)
+        stub = chan.unary_unary(
+            f"/{SERVICE}/{method}",
+            request_serializer=StringValue.SerializeToString,
+            response_deserializer=StringValue.FromString,
+        )
         assert _code_of(lambda: stub(StringValue(value="x"), timeout=5)) == expected
 
 
@@ -470,8 +511,12 @@ def test_a_service_token_is_for_one_audience_and_one_service(server: tuple[int, 
         assert _code_of(lambda: lookup_stub(chan)(StringValue(value="x"), timeout=5)) == grpc.StatusCode.UNAUTHENTICATED
     greedy = auth.service_token("sales", auth.derive_service_key(SECRET, "sales"), "contacts")
     claims = jwt.decode(greedy, options={"verify_signature": False})
-    forged = jwt.encode({**claims, "roles": ["admin"]}, auth.derive_service_key(SECRET, "sales"),
-                        algorithm="EdDSA", headers={"kid": "service:sales"})
+    forged = jwt.encode(
+        {**claims, "roles": ["admin"]},
+        auth.derive_service_key(SECRET, "sales"),
+        algorithm="EdDSA",
+        headers={"kid": "service:sales"},
+    )
     with pytest.raises(auth.InvalidToken, match="beyond"):
         auth.verify(keys.ring(), forged, audience="contacts")
     impostor = auth.service_token("messaging", auth.derive_service_key(SECRET, "sales"), "contacts")
@@ -501,6 +546,7 @@ def test_grpc_listens_on_loopback_unless_configured(monkeypatch: pytest.MonkeyPa
 
 
 # ---- bounded streams -----------------------------------------------------------------
+
 
 def test_streams_are_bounded_and_a_client_that_stops_reading_holds_nothing_past_its_deadline() -> None:
     port = stack.free_port()

@@ -27,17 +27,40 @@ def silent_broker() -> Iterator[socket.socket]:
 
 
 def event() -> RecordedEvent:
-    return RecordedEvent(id=new_id(), service="widgets", stream_id=new_id(), aggregate_type="widget", version=1,
-                         type="WidgetMade", schema_version=1, data={}, time=utcnow(), actor="test",
-                         correlation_id="c", causation_id=None)
+    return RecordedEvent(
+        id=new_id(),
+        service="widgets",
+        stream_id=new_id(),
+        aggregate_type="widget",
+        version=1,
+        type="WidgetMade",
+        schema_version=1,
+        data={},
+        time=utcnow(),
+        actor="test",
+        correlation_id="c",
+        causation_id=None,
+    )
 
 
 def test_publishing_does_not_wait_while_the_producer_connects_to_a_hung_broker(
-        servers: Servers, db: Database, silent_broker: socket.socket) -> None:
+    servers: Servers, db: Database, silent_broker: socket.socket
+) -> None:
     port = silent_broker.getsockname()[1]
-    runtime = Runtime(Settings(service="widgets", slug="widgets", kafka_bootstrap=f"127.0.0.1:{port}",
-                               group_prefix="crm", mongo_url=servers.mongo_url, database=db.name, topic="t.widgets",
-                               ports=Ports(0, 0, 0), log_level="WARNING", environment="test"))
+    runtime = Runtime(
+        Settings(
+            service="widgets",
+            slug="widgets",
+            kafka_bootstrap=f"127.0.0.1:{port}",
+            group_prefix="crm",
+            mongo_url=servers.mongo_url,
+            database=db.name,
+            topic="t.widgets",
+            ports=Ports(0, 0, 0),
+            log_level="WARNING",
+            environment="test",
+        )
+    )
     try:
         runtime.publish([event()])  # the sender starts and blocks building a producer against the silent port
         wait_until(lambda: runtime._lock.locked(), timeout=10, what="the sender to be connecting")

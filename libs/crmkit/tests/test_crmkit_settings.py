@@ -11,15 +11,26 @@ from crmkit.settings import ChassisSettings, Credentials, Current, Env, LocalSta
 
 def test_defaults_when_nothing_is_set() -> None:
     knobs = load(ChassisSettings.read, {})
-    assert (knobs.projector_batch, knobs.rate_limit_per_minute, knobs.grpc_bind, knobs.grpc_max_streams) == \
-        (500, 60_000, "127.0.0.1", None)
+    assert (knobs.projector_batch, knobs.rate_limit_per_minute, knobs.grpc_bind, knobs.grpc_max_streams) == (
+        500,
+        60_000,
+        "127.0.0.1",
+        None,
+    )
     assert (knobs.api_workers, knobs.api_threads, knobs.strict_events) == (2, 4, False)
 
 
 def test_every_bad_variable_is_named_not_only_the_first() -> None:
     with pytest.raises(SettingsError) as caught:
-        load(ChassisSettings.read, {"CRM_PROJECTOR_BATCH": "lots", "CRM_RATE_LIMIT_PER_MINUTE": "-1",
-                                    "CRM_IDEMPOTENCY_TTL_SECONDS": "0", "CRM_API_THREADS": "4"})
+        load(
+            ChassisSettings.read,
+            {
+                "CRM_PROJECTOR_BATCH": "lots",
+                "CRM_RATE_LIMIT_PER_MINUTE": "-1",
+                "CRM_IDEMPOTENCY_TTL_SECONDS": "0",
+                "CRM_API_THREADS": "4",
+            },
+        )
     named = [name for name, _ in caught.value.problems]
     assert named == ["CRM_PROJECTOR_BATCH", "CRM_RATE_LIMIT_PER_MINUTE", "CRM_IDEMPOTENCY_TTL_SECONDS"]
     assert "'lots' is not a whole number" in str(caught.value)
@@ -80,21 +91,33 @@ def test_projection_policy_names_its_bad_variables(monkeypatch: pytest.MonkeyPat
 
 
 def test_a_process_refuses_to_start_naming_every_bad_variable_of_the_chassis_and_the_service(
-        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
     def service_settings() -> object:
         return load(lambda env: env.number("CRM_WIDGETS_PACE", 1.0, above=0))
 
-    spec = ServiceSpec(name="widgets", title="Widgets", description="", ports=Ports(1, 2, 3),
-                       blueprints=lambda _runtime: [], servicers=lambda _server, _runtime: [],
-                       projections=lambda _runtime: [], prepare=lambda _runtime: None, configure=service_settings)
+    spec = ServiceSpec(
+        name="widgets",
+        title="Widgets",
+        description="",
+        ports=Ports(1, 2, 3),
+        blueprints=lambda _runtime: [],
+        servicers=lambda _server, _runtime: [],
+        projections=lambda _runtime: [],
+        prepare=lambda _runtime: None,
+        configure=service_settings,
+    )
     monkeypatch.setenv("CRM_PROJECTOR_BATCH", "lots")
     monkeypatch.setenv("CRM_WIDGETS_HTTP_PORT", "eighty")
     monkeypatch.setenv("CRM_WIDGETS_PACE", "0")
     with pytest.raises(SystemExit) as stopped:
         configured(spec, "worker")
     assert stopped.value.code == 78
-    assert [name for name, _ in stopped.value.__cause__.problems] == \
-        ["CRM_WIDGETS_HTTP_PORT", "CRM_PROJECTOR_BATCH", "CRM_WIDGETS_PACE"]
+    assert [name for name, _ in stopped.value.__cause__.problems] == [
+        "CRM_WIDGETS_HTTP_PORT",
+        "CRM_PROJECTOR_BATCH",
+        "CRM_WIDGETS_PACE",
+    ]
     for name in ("CRM_PROJECTOR_BATCH", "CRM_WIDGETS_HTTP_PORT", "CRM_WIDGETS_PACE"):
         monkeypatch.delenv(name)
     assert configured(spec, "worker").ports.http == 1

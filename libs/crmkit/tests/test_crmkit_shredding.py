@@ -102,8 +102,11 @@ def test_bulk_appends_seal_existing_streams_with_their_own_keys(
     new = [new_id(), new_id()]
     stored, taken = store.append_streams(
         [StreamAppend(stream, "Widget", 1, [handed_over(f"next-{n}")], META) for n, stream in enumerate(existing)]
-        + [StreamAppend(stream, "Widget", 0, [made(f"new-{n}"), handed_over(f"new-next-{n}")], META)
-           for n, stream in enumerate(new)])
+        + [
+            StreamAppend(stream, "Widget", 0, [made(f"new-{n}"), handed_over(f"new-next-{n}")], META)
+            for n, stream in enumerate(new)
+        ]
+    )
     assert taken == set()
     assert all(is_sealed(event.data["owner"]) for event in stored)  # what the publisher sends
     raw = str(list(db["events"].find({})))
@@ -114,12 +117,15 @@ def test_bulk_appends_seal_existing_streams_with_their_own_keys(
     assert {subject: after[subject] for subject in existing} == before  # existing keys unchanged
 
     expected = [(stream, 2, f"next-{n}") for n, stream in enumerate(existing)] + [
-        (stream, version, owner) for n, stream in enumerate(new)
-        for version, owner in ((1, f"new-{n}"), (2, f"new-next-{n}"))]
+        (stream, version, owner)
+        for n, stream in enumerate(new)
+        for version, owner in ((1, f"new-{n}"), (2, f"new-next-{n}"))
+    ]
     assert plain(PersonalData(vault, FIELDS).open(stored)) == expected
     loaded = store.load_many([*existing, *new])
     assert [plain(loaded[stream]) for stream in existing] == [
-        [(stream, 1, f"owner-{n}"), (stream, 2, f"next-{n}")] for n, stream in enumerate(existing)]
+        [(stream, 1, f"owner-{n}"), (stream, 2, f"next-{n}")] for n, stream in enumerate(existing)
+    ]
     # the keys from before the batch open the existing streams' new events: they were sealed with them
     with_old_keys = PersonalData(KeyVault(db["keys_before"]), FIELDS).open(stored)
     assert plain(with_old_keys) == expected[:4] + [(stream, version, None) for stream, version, _ in expected[4:]]
@@ -132,8 +138,10 @@ def test_bulk_sealing_looks_existing_keys_up_and_creates_only_the_missing_ones(
     vault.looked_up.clear()
     vault.created_for.clear()
     new = new_id()
-    store.append_streams([StreamAppend(stream, "Widget", 1, [handed_over("x")], META) for stream in existing]
-                         + [StreamAppend(new, "Widget", 0, [made("y")], META)])
+    store.append_streams(
+        [StreamAppend(stream, "Widget", 1, [handed_over("x")], META) for stream in existing]
+        + [StreamAppend(new, "Widget", 0, [made("y")], META)]
+    )
     assert vault.looked_up == [set(existing)]  # streams beyond version 1: one lookup
     assert vault.created_for == [{new}]  # only the stream that starts here needs a key made
 
@@ -149,8 +157,12 @@ def test_an_existing_stream_without_a_key_gets_one_in_bulk(store: EventStore, va
     keyless, keyed = new_id(), create_streams(store, 1)[0]
     store.append(keyless, "Widget", 0, [NewEvent("WidgetPainted", {"colour": "red"})], META)  # nothing personal
     assert set(keys(vault)) == {keyed}
-    store.append_streams([StreamAppend(keyless, "Widget", 1, [handed_over("Reza")], META),
-                          StreamAppend(keyed, "Widget", 1, [handed_over("Sara")], META)])
+    store.append_streams(
+        [
+            StreamAppend(keyless, "Widget", 1, [handed_over("Reza")], META),
+            StreamAppend(keyed, "Widget", 1, [handed_over("Sara")], META),
+        ]
+    )
     assert set(keys(vault)) == {keyed, keyless}
     loaded = store.load_many([keyless, keyed])
     assert plain(loaded[keyless]) == [(keyless, 1, None), (keyless, 2, "Reza")]
@@ -162,7 +174,8 @@ def test_a_resumed_import_keeps_the_key_of_a_stream_that_exists(store: EventStor
     before = keys(vault)
     fresh = new_id()
     stored, taken = store.start_streams(
-        [(existing, "Widget", [made("import-again")]), (fresh, "Widget", [made("import")])], META)
+        [(existing, "Widget", [made("import-again")]), (fresh, "Widget", [made("import")])], META
+    )
     assert taken == {existing}
     assert [e.stream_id for e in stored] == [fresh]
     assert keys(vault)[existing] == before[existing]
@@ -173,8 +186,12 @@ def test_a_resumed_import_keeps_the_key_of_a_stream_that_exists(store: EventStor
 def test_erased_streams_read_as_none_after_a_bulk_append_to_others(store: EventStore, vault: KeyVault) -> None:
     erased, kept = create_streams(store, 2)
     assert vault.forget(erased)
-    store.append_streams([StreamAppend(kept, "Widget", 1, [handed_over("still here")], META),
-                          StreamAppend(new_id(), "Widget", 0, [made("newcomer")], META)])
+    store.append_streams(
+        [
+            StreamAppend(kept, "Widget", 1, [handed_over("still here")], META),
+            StreamAppend(new_id(), "Widget", 0, [made("newcomer")], META),
+        ]
+    )
     loaded = store.load_many([erased, kept])
     assert plain(loaded[erased]) == [(erased, 1, None)]
     assert loaded[erased][0].data["contact"] == {"email": None} and loaded[erased][0].data["size"] == 3
@@ -188,7 +205,10 @@ def test_forgetting_many_subjects_at_once_leaves_only_theirs_unreadable(store: E
     assert vault.forget_many([]) == 0
     loaded = store.load_many([first, second, kept])
     assert [plain(loaded[s]) for s in (first, second, kept)] == [
-        [(first, 1, None)], [(second, 1, None)], [(kept, 1, "owner-2")]]
+        [(first, 1, None)],
+        [(second, 1, None)],
+        [(kept, 1, "owner-2")],
+    ]
     assert set(keys(vault)) == {kept}
 
 
@@ -226,10 +246,13 @@ def test_a_write_after_erasure_never_makes_the_earlier_events_unreadable(store: 
 def test_a_bulk_write_after_erasure_stores_nothing_personal_for_the_erased(store: EventStore, vault: KeyVault) -> None:
     erased, kept = create_streams(store, 2)
     assert vault.forget_many([erased, "never-had-a-key"]) == 1
-    stored, _ = store.append_streams([
-        StreamAppend(erased, "Widget", 1, [handed_over("erased")], META),
-        StreamAppend("never-had-a-key", "Widget", 0, [made("also erased")], META),
-        StreamAppend(kept, "Widget", 1, [handed_over("kept")], META)])
+    stored, _ = store.append_streams(
+        [
+            StreamAppend(erased, "Widget", 1, [handed_over("erased")], META),
+            StreamAppend("never-had-a-key", "Widget", 0, [made("also erased")], META),
+            StreamAppend(kept, "Widget", 1, [handed_over("kept")], META),
+        ]
+    )
     assert [(e.stream_id, e.data["owner"]) for e in stored][:2] == [(erased, None), ("never-had-a-key", None)]
     loaded = store.load_many([erased, kept, "never-had-a-key"])
     assert plain(loaded[erased]) == [(erased, 1, None), (erased, 2, None)]
@@ -255,12 +278,16 @@ def test_values_sealed_before_key_ids_still_open_with_the_subjects_key(store: Ev
     assert unreadable() == before
 
 
-@pytest.mark.parametrize("damage", [
-    lambda sealed: sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB"),  # tampered: InvalidTag
-    lambda sealed: sealed.rsplit(".", 1)[0] + ".!!not base64",
-    lambda sealed: "v9." + sealed,  # a format this code does not know
-    lambda _: 42,
-], ids=["tampered", "not-base64", "unknown-format", "not-a-string"])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda sealed: sealed[:-4] + ("AAAA" if not sealed.endswith("AAAA") else "BBBB"),  # tampered: InvalidTag
+        lambda sealed: sealed.rsplit(".", 1)[0] + ".!!not base64",
+        lambda sealed: "v9." + sealed,  # a format this code does not know
+        lambda _: 42,
+    ],
+    ids=["tampered", "not-base64", "unknown-format", "not-a-string"],
+)
 def test_a_value_that_cannot_be_opened_reads_as_none_and_is_counted_and_logged(
     store: EventStore, damage: Any, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -303,7 +330,8 @@ class CountingKeys:
 
 
 def test_a_new_stream_gets_its_key_in_one_round_trip_and_an_existing_one_reads_it_once(
-        store: EventStore, vault: KeyVault) -> None:
+    store: EventStore, vault: KeyVault
+) -> None:
     counting = CountingKeys(vault.keys)
     vault.__init__(counting)  # the same vault, over the counting collection
     stream = new_id()

@@ -58,8 +58,10 @@ def at(monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[[datetime], None]]:
 def test_appended_events_load_back_as_recorded(any_store: Store) -> None:
     stream = new_id()
     recorded = any_store.append(stream, "Widget", 0, [ev("WidgetCreated", name="Cog"), ev(name="Gear")], META)
-    assert [(e.version, e.type, e.data) for e in recorded] == [(1, "WidgetCreated", {"name": "Cog"}),
-                                                               (2, "WidgetRenamed", {"name": "Gear"})]
+    assert [(e.version, e.type, e.data) for e in recorded] == [
+        (1, "WidgetCreated", {"name": "Cog"}),
+        (2, "WidgetRenamed", {"name": "Gear"}),
+    ]
     assert {(e.service, e.stream_id, e.aggregate_type) for e in recorded} == {(SERVICE, stream, "Widget")}
     assert {(e.actor, e.correlation_id, e.causation_id) for e in recorded} == {("user:alice", "corr-1", "cause-1")}
     assert recorded[0].time == recorded[1].time and recorded[0].time.tzinfo is not None  # one commit, one moment
@@ -100,8 +102,9 @@ def test_racing_commits_one_wins_whole(any_store: Store) -> None:
     def write(writer: int) -> None:
         start.wait()
         try:
-            any_store.append(stream, "Widget", 0, [ev(name=f"{writer}-a"), ev(name=f"{writer}-b")],
-                             Metadata(actor=f"user:{writer}"))
+            any_store.append(
+                stream, "Widget", 0, [ev(name=f"{writer}-a"), ev(name=f"{writer}-b")], Metadata(actor=f"user:{writer}")
+            )
             outcomes.append("won")
         except ConcurrencyError:
             outcomes.append("lost")
@@ -123,11 +126,13 @@ def test_append_streams_stores_the_fresh_and_reports_the_taken(any_store: Store)
     any_store.append(moved, "Widget", 0, [ev("WidgetCreated")], META)
     any_store.append(fresh, "Widget", 0, [ev("WidgetCreated")], META)
     any_store.append(moved, "Widget", 1, [ev(name="meanwhile")], META)  # another writer moved it on
-    stored, taken = any_store.append_streams([
-        StreamAppend(moved, "Widget", 1, [ev(name="lost-1"), ev(name="lost-2")], META),
-        StreamAppend(fresh, "Widget", 1, [ev(name="f-1"), ev(name="f-2")], META),
-        StreamAppend(new, "Widget", 0, [ev("WidgetCreated")], META),
-    ])
+    stored, taken = any_store.append_streams(
+        [
+            StreamAppend(moved, "Widget", 1, [ev(name="lost-1"), ev(name="lost-2")], META),
+            StreamAppend(fresh, "Widget", 1, [ev(name="f-1"), ev(name="f-2")], META),
+            StreamAppend(new, "Widget", 0, [ev("WidgetCreated")], META),
+        ]
+    )
     assert taken == {moved}
     assert sorted((e.stream_id, e.version) for e in stored) == sorted([(fresh, 2), (fresh, 3), (new, 1)])
     assert [e.data.get("name") for e in any_store.load(moved)] == ["x", "meanwhile"]  # nothing of the lost commit

@@ -22,8 +22,15 @@ def publish(store: EventStore, publisher: Publisher, stream: str, *events: NewEv
 
 
 def test_flatten_joins_nested_keys_and_hides_sealed_values() -> None:
-    row = streams.flatten({"id": "e1", "type": "crm.widgets.WidgetMade.v1", "subject": "w1", "streamversion": 1,
-                           "data": {"name": {"pii": "v1.xyz"}, "size": {"h": 2, "w": 3}, "tags": ["a"], "n": None}})
+    row = streams.flatten(
+        {
+            "id": "e1",
+            "type": "crm.widgets.WidgetMade.v1",
+            "subject": "w1",
+            "streamversion": 1,
+            "data": {"name": {"pii": "v1.xyz"}, "size": {"h": 2, "w": 3}, "tags": ["a"], "n": None},
+        }
+    )
     assert row["id"] == "e1" and row["data.name"] == streams.SEALED_MARK
     assert row["data.size.h"] == 2 and row["data.size.w"] == 3
     assert row["data.tags"] == '["a"]' and row["data.n"] is None
@@ -33,8 +40,13 @@ def test_export_writes_flat_rows_and_resumes_where_it_stopped(
     db, store: EventStore, publisher: Publisher, topic: str, servers: Servers, tmp_path: Path
 ) -> None:
     store.personal = PersonalData(KeyVault(db["data_keys"]), {"WidgetMade": ("owner",)})
-    publish(store, publisher, "w1", NewEvent("WidgetMade", {"owner": "Shirin", "size": {"h": 1}}),
-            NewEvent("WidgetPainted", {"colour": "آبی"}))
+    publish(
+        store,
+        publisher,
+        "w1",
+        NewEvent("WidgetMade", {"owner": "Shirin", "size": {"h": 1}}),
+        NewEvent("WidgetPainted", {"colour": "آبی"}),
+    )
     publish(store, publisher, "w2", NewEvent("WidgetMade", {"owner": "Reza", "size": {"h": 2}}))
     out = tmp_path / "widgets.jsonl"
     assert streams.export(servers.kafka_bootstrap, topic, fmt="jsonl", out=out) == 3
@@ -62,8 +74,11 @@ def test_crm_tail_prints_readable_lines_and_stops_on_ctrl_c(
     publish(store, publisher, "w1", NewEvent("WidgetMade", {"colour": "سبز"}))
     output = tmp_path / "tail.out"
     with open(output, "w", encoding="utf-8") as out:
-        process = subprocess.Popen([sys.executable, "-m", "crmkit.cli", "tail", topic, "--from-beginning"],
-                                   env={**os.environ, "CRM_KAFKA_BOOTSTRAP": servers.kafka_bootstrap}, stdout=out)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "crmkit.cli", "tail", topic, "--from-beginning"],
+            env={**os.environ, "CRM_KAFKA_BOOTSTRAP": servers.kafka_bootstrap},
+            stdout=out,
+        )
     try:
         line = wait_until(lambda: output.read_text(encoding="utf-8"), what="tail to print")
         assert "crm.widgets.WidgetMade.v1" in line and "w1 v1" in line and "by user:ana" in line and "سبز" in line
@@ -75,11 +90,19 @@ def test_crm_tail_prints_readable_lines_and_stops_on_ctrl_c(
 def test_csv_cells_that_a_spreadsheet_would_run_are_written_as_text(tmp_path: Path) -> None:
     table = tmp_path / "events.csv"
     with streams._Writer(table, "csv") as writer:
-        writer.write({"id": "e1", "data.first_name": "=HYPERLINK(\"http://evil\",\"x\")", "data.note": "@SUM(A1)",
-                      "data.amount": -5, "data.title": "-2+3", "data.plain": "Ali"})
+        writer.write(
+            {
+                "id": "e1",
+                "data.first_name": '=HYPERLINK("http://evil","x")',
+                "data.note": "@SUM(A1)",
+                "data.amount": -5,
+                "data.title": "-2+3",
+                "data.plain": "Ali",
+            }
+        )
     with open(table, newline="", encoding="utf-8") as fh:
         (row,) = csv.DictReader(fh)
-    assert row["data.first_name"] == "'=HYPERLINK(\"http://evil\",\"x\")"
+    assert row["data.first_name"] == '\'=HYPERLINK("http://evil","x")'
     assert row["data.note"] == "'@SUM(A1)" and row["data.title"] == "'-2+3"
     assert row["data.amount"] == "-5" and row["data.plain"] == "Ali"  # numbers and plain text untouched
 

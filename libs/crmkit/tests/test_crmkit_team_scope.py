@@ -66,8 +66,11 @@ def test_the_team_claim_round_trips_and_is_left_out_when_not_given() -> None:
 
 @pytest.mark.parametrize("team", [7, "", "   ", ["north"], "x" * (auth.TEAM_MAX + 1)])
 def test_a_bad_team_claim_makes_the_token_invalid(team: object) -> None:
-    token = jwt.encode({"sub": "ann", "roles": ["sales:read:team"], "iss": "crm", "exp": 2**40, "team": team},
-                       SECRET, algorithm="HS256")
+    token = jwt.encode(
+        {"sub": "ann", "roles": ["sales:read:team"], "iss": "crm", "exp": 2**40, "team": team},
+        SECRET,
+        algorithm="HS256",
+    )
     with pytest.raises(InvalidToken, match="team claim"):
         auth.verify(SECRET, token)
 
@@ -76,15 +79,24 @@ def _unscoped(role: str) -> str:
     return role.removesuffix(auth.TEAM_SUFFIX)
 
 
-ROLE = st.builds(lambda service, access, scoped: f"{service}:{access}{':team' if scoped else ''}",
-                 st.sampled_from(SERVICES), st.sampled_from(ACCESSES), st.booleans()) | st.just("admin")
+ROLE = st.builds(
+    lambda service, access, scoped: f"{service}:{access}{':team' if scoped else ''}",
+    st.sampled_from(SERVICES),
+    st.sampled_from(ACCESSES),
+    st.booleans(),
+) | st.just("admin")
 
 
-@given(roles=st.frozensets(ROLE, max_size=5), team=st.none() | st.sampled_from(["north", "south"]),
-       service=st.sampled_from(SERVICES), access=st.sampled_from(ACCESSES),
-       record_team=st.none() | st.sampled_from(["north", "south", "west"]))
+@given(
+    roles=st.frozensets(ROLE, max_size=5),
+    team=st.none() | st.sampled_from(["north", "south"]),
+    service=st.sampled_from(SERVICES),
+    access=st.sampled_from(ACCESSES),
+    record_team=st.none() | st.sampled_from(["north", "south", "west"]),
+)
 def test_a_scoped_role_never_grants_more_than_its_unscoped_one(
-        roles: frozenset[str], team: str | None, service: str, access: str, record_team: str | None) -> None:
+    roles: frozenset[str], team: str | None, service: str, access: str, record_team: str | None
+) -> None:
     """Whatever a token with scoped roles may touch, the same token with them unscoped may too."""
     scoped = Principal("p", roles, team)
     unscoped = Principal("p", frozenset(_unscoped(role) for role in roles), team)
@@ -93,10 +105,15 @@ def test_a_scoped_role_never_grants_more_than_its_unscoped_one(
         assert unscoped.team_scope(service, access) is None
 
 
-@given(roles=st.frozensets(ROLE, max_size=5), service=st.sampled_from(SERVICES), access=st.sampled_from(ACCESSES),
-       record_team=st.none() | st.sampled_from(["north", "south"]))
+@given(
+    roles=st.frozensets(ROLE, max_size=5),
+    service=st.sampled_from(SERVICES),
+    access=st.sampled_from(ACCESSES),
+    record_team=st.none() | st.sampled_from(["north", "south"]),
+)
 def test_without_a_team_claim_scoped_roles_add_nothing(
-        roles: frozenset[str], service: str, access: str, record_team: str | None) -> None:
+    roles: frozenset[str], service: str, access: str, record_team: str | None
+) -> None:
     with_scoped = Principal("p", roles)
     without = Principal("p", frozenset(role for role in roles if not role.endswith(auth.TEAM_SUFFIX)))
     assert with_scoped.allows(service, access, record_team) == without.allows(service, access, record_team)

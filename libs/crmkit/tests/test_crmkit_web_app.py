@@ -176,9 +176,16 @@ class TcpProxy:
 
 def settings_for(servers: Servers, database: str, topic: str, mongo_url: str | None = None) -> Settings:
     return Settings(
-        service="widgets", slug="widgets", kafka_bootstrap=servers.kafka_bootstrap, group_prefix="crm",
+        service="widgets",
+        slug="widgets",
+        kafka_bootstrap=servers.kafka_bootstrap,
+        group_prefix="crm",
         mongo_url=mongo_url or servers.mongo_url,
-        database=database, topic=topic, ports=Ports(0, 0, 0), log_level="WARNING", environment="test",
+        database=database,
+        topic=topic,
+        ports=Ports(0, 0, 0),
+        log_level="WARNING",
+        environment="test",
     )
 
 
@@ -219,8 +226,11 @@ def assert_problem(response: Any, status: int) -> dict[str, Any]:
 
 
 def nothing_stored(runtime: Runtime) -> bool:
-    return (runtime.store.count() == 0 and runtime.db["widget_list"].count_documents({}) == 0
-            and runtime.db["idempotency_keys"].count_documents({}) == 0)
+    return (
+        runtime.store.count() == 0
+        and runtime.db["widget_list"].count_documents({}) == 0
+        and runtime.db["idempotency_keys"].count_documents({}) == 0
+    )
 
 
 class TestAuth:
@@ -235,15 +245,17 @@ class TestAuth:
         ],
         ids=["missing", "garbage", "basic", "bad-signature", "expired"],
     )
-    def test_no_or_bad_token_is_401_and_changes_nothing(self, client: FlaskClient, runtime: Runtime,
-                                                        headers: dict) -> None:
+    def test_no_or_bad_token_is_401_and_changes_nothing(
+        self, client: FlaskClient, runtime: Runtime, headers: dict
+    ) -> None:
         assert_problem(client.get("/v1/widgets", headers=headers), 401)
         assert_problem(client.post("/v1/widgets", json={"name": "a"}, headers=headers), 401)
         assert nothing_stored(runtime)
 
     @pytest.mark.parametrize("roles", [("widgets:read",), ("contacts:write",), ()])
-    def test_a_token_without_the_write_role_is_403(self, client: FlaskClient, runtime: Runtime,
-                                                   roles: tuple[str, ...]) -> None:
+    def test_a_token_without_the_write_role_is_403(
+        self, client: FlaskClient, runtime: Runtime, roles: tuple[str, ...]
+    ) -> None:
         body = assert_problem(client.post("/v1/widgets", json={"name": "a"}, headers=bearer(*roles)), 403)
         assert "widgets:write" in body["detail"]
         assert nothing_stored(runtime)
@@ -276,11 +288,23 @@ def test_a_noisy_principal_is_rate_limited_with_429(runtime: Runtime, monkeypatc
 
 
 class TestInput:
-    @pytest.mark.parametrize("raw", [b"{", b"{'name': 'a'}", b"", b"   ", b"\xff\xfe{}", b'{"name": "a",}',
-                                     b'{"name": "a", "size": NaN}', b'{"name": "a", "size": Infinity}',
-                                     b'{"name": "a", "tags": [-Infinity]}',
-                                     b'{"name": "a\\ud800"}', b'{"name": "a", "tags": ["\\udfff"]}',  # lone surrogates
-                                     b"[" * 50_000 + b"]" * 50_000])  # deeper than the parser's recursion
+    @pytest.mark.parametrize(
+        "raw",
+        [
+            b"{",
+            b"{'name': 'a'}",
+            b"",
+            b"   ",
+            b"\xff\xfe{}",
+            b'{"name": "a",}',
+            b'{"name": "a", "size": NaN}',
+            b'{"name": "a", "size": Infinity}',
+            b'{"name": "a", "tags": [-Infinity]}',
+            b'{"name": "a\\ud800"}',
+            b'{"name": "a", "tags": ["\\udfff"]}',  # lone surrogates
+            b"[" * 50_000 + b"]" * 50_000,
+        ],
+    )  # deeper than the parser's recursion
     def test_malformed_json_is_400(self, client: FlaskClient, runtime: Runtime, raw: bytes) -> None:
         response = client.post("/v1/widgets", data=raw, content_type="application/json", headers=WRITER)
         assert_problem(response, 400)
@@ -288,15 +312,23 @@ class TestInput:
 
     @pytest.mark.parametrize("body", [[], "name", 5, None])
     def test_a_body_that_is_not_an_object_is_422(self, client: FlaskClient, body: Any) -> None:
-        response = client.post("/v1/widgets", data=json.dumps(body), content_type="application/json",
-                               headers=WRITER)
+        response = client.post("/v1/widgets", data=json.dumps(body), content_type="application/json", headers=WRITER)
         assert "_body" in assert_problem(response, 422)["errors"]
 
-    def test_every_bad_field_is_listed_and_unknown_fields_are_rejected(self, client: FlaskClient,
-                                                                        runtime: Runtime) -> None:
-        response = client.post("/v1/widgets", headers={**WRITER, "Idempotency-Key": "k1"}, json={
-            "name": "", "size": 99, "tags": ["ok", 3], "address": {"city": ""}, "colour": "red",
-        })
+    def test_every_bad_field_is_listed_and_unknown_fields_are_rejected(
+        self, client: FlaskClient, runtime: Runtime
+    ) -> None:
+        response = client.post(
+            "/v1/widgets",
+            headers={**WRITER, "Idempotency-Key": "k1"},
+            json={
+                "name": "",
+                "size": 99,
+                "tags": ["ok", 3],
+                "address": {"city": ""},
+                "colour": "red",
+            },
+        )
         body = assert_problem(response, 422)
         assert set(body["errors"]) == {"name", "size", "tags.1", "address.city", "colour"}
         assert all(isinstance(m, list) and m and all(isinstance(s, str) for s in m) for m in body["errors"].values())
@@ -318,15 +350,21 @@ class TestInput:
         assert set(assert_problem(client.get("/v1/widgets?limit=501", headers=READER), 422)["errors"]) == {"limit"}
         assert "cursor" in assert_problem(client.get("/v1/widgets?cursor=!!", headers=READER), 422)["errors"]
 
-    def test_a_domain_error_in_the_view_is_its_problem_and_stores_nothing(self, client: FlaskClient,
-                                                                          runtime: Runtime) -> None:
-        assert_problem(client.post("/v1/widgets", json={"name": "taken"}, headers={**WRITER, "Idempotency-Key": "t"}),
-                       409)
+    def test_a_domain_error_in_the_view_is_its_problem_and_stores_nothing(
+        self, client: FlaskClient, runtime: Runtime
+    ) -> None:
+        assert_problem(
+            client.post("/v1/widgets", json={"name": "taken"}, headers={**WRITER, "Idempotency-Key": "t"}), 409
+        )
         assert nothing_stored(runtime)
 
     def test_an_oversized_body_is_413(self, client: FlaskClient, runtime: Runtime) -> None:
-        response = client.post("/v1/widgets", data=b'{"name": "' + b"x" * (1024 * 1024) + b'"}',
-                               content_type="application/json", headers=WRITER)
+        response = client.post(
+            "/v1/widgets",
+            data=b'{"name": "' + b"x" * (1024 * 1024) + b'"}',
+            content_type="application/json",
+            headers=WRITER,
+        )
         assert_problem(response, 413)
         assert nothing_stored(runtime)
 
@@ -337,8 +375,9 @@ class TestInput:
 
 
 class TestIdempotency:
-    def test_a_repeat_returns_the_first_response_and_creates_nothing(self, client: FlaskClient,
-                                                                     runtime: Runtime) -> None:
+    def test_a_repeat_returns_the_first_response_and_creates_nothing(
+        self, client: FlaskClient, runtime: Runtime
+    ) -> None:
         headers = {**WRITER, "Idempotency-Key": "create-1"}
         first = client.post("/v1/widgets", json={"name": "a", "size": 2}, headers=headers)
         again = client.post("/v1/widgets", json={"name": "a", "size": 2}, headers=headers)
@@ -356,17 +395,20 @@ class TestIdempotency:
         assert "Idempotency-Key" in body["errors"]
         assert runtime.store.count() == 1
 
-    def test_a_key_longer_than_the_document_allows_is_refused_and_creates_nothing(self, client: FlaskClient,
-                                                                                 runtime: Runtime) -> None:
+    def test_a_key_longer_than_the_document_allows_is_refused_and_creates_nothing(
+        self, client: FlaskClient, runtime: Runtime
+    ) -> None:
         longest = {**WRITER, "Idempotency-Key": "k" * 255}
         assert client.post("/v1/widgets", json={"name": "a"}, headers=longest).status_code == 201
-        body = assert_problem(client.post("/v1/widgets", json={"name": "b"},
-                                          headers={**WRITER, "Idempotency-Key": "k" * 256}), 422)
+        body = assert_problem(
+            client.post("/v1/widgets", json={"name": "b"}, headers={**WRITER, "Idempotency-Key": "k" * 256}), 422
+        )
         assert body["errors"] == {"Idempotency-Key": ["at most 255 characters"]}
         assert runtime.store.count() == 1
 
-    def test_keys_are_per_principal_and_without_a_key_each_post_creates(self, client: FlaskClient,
-                                                                        runtime: Runtime) -> None:
+    def test_keys_are_per_principal_and_without_a_key_each_post_creates(
+        self, client: FlaskClient, runtime: Runtime
+    ) -> None:
         client.post("/v1/widgets", json={"name": "a"}, headers={**bearer("admin", subject="x"), "Idempotency-Key": "k"})
         client.post("/v1/widgets", json={"name": "a"}, headers={**bearer("admin", subject="y"), "Idempotency-Key": "k"})
         client.post("/v1/widgets", json={"name": "a"}, headers=WRITER)
@@ -384,8 +426,11 @@ class TestIdempotency:
     ) -> None:
         STALLED.clear(), RESUME.clear()
         headers = {**WRITER, "Idempotency-Key": "dies"}
-        dying = threading.Thread(target=client.application.test_client().post, args=("/v1/widgets",),
-                                 kwargs={"json": {"name": "stall"}, "headers": headers})
+        dying = threading.Thread(
+            target=client.application.test_client().post,
+            args=("/v1/widgets",),
+            kwargs={"json": {"name": "stall"}, "headers": headers},
+        )
         dying.start()
         try:
             assert STALLED.wait(10)
@@ -400,8 +445,9 @@ class TestIdempotency:
         assert again.headers.get("Idempotent-Replayed") == "true" and again.get_json() == taken.get_json()
         assert runtime.store.count() == 1
 
-    def test_a_key_expires_after_24_hours(self, client: FlaskClient, runtime: Runtime,
-                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_a_key_expires_after_24_hours(
+        self, client: FlaskClient, runtime: Runtime, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         headers = {**WRITER, "Idempotency-Key": "daily"}
         first = client.post("/v1/widgets", json={"name": "a"}, headers=headers)
         monkeypatch.setenv("CRM_CLOCK_OFFSET_SECONDS", str(24 * 3600 - 1))
@@ -440,8 +486,12 @@ class TestVersions:
         stale = client.patch(url, json={"name": "c"}, headers={**WRITER, "If-Match": '"1"'})
         assert_problem(stale, 412)
         assert_problem(client.patch(url, json={"name": "c"}, headers={**WRITER, "If-Match": "yesterday"}), 422)
-        assert client.get(url, headers=READER).get_json() == {"id": url.rsplit("/", 1)[1], "version": 2, "name": "b",
-                                                             "size": 1}
+        assert client.get(url, headers=READER).get_json() == {
+            "id": url.rsplit("/", 1)[1],
+            "version": 2,
+            "name": "b",
+            "size": 1,
+        }
         assert client.patch(url, json={"name": "d"}, headers={**WRITER, "If-Match": "*"}).headers["ETag"] == '"3"'
         assert client.patch(url, json={"name": "e"}, headers=WRITER).headers["ETag"] == '"4"'
         assert len(runtime.store.load(url.rsplit("/", 1)[1])) == 4
@@ -491,8 +541,9 @@ class TestPlatformRoutes:
         assert response.status_code == 200, response.get_data(as_text=True)
         assert response.get_json() == {"status": "ready"}
 
-    def test_readyz_is_503_with_a_reason_when_mongo_is_away(self, servers: Servers, db: Database, topic: str,
-                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_readyz_is_503_with_a_reason_when_mongo_is_away(
+        self, servers: Servers, db: Database, topic: str, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("CRM_JWT_SECRET", SECRET)
         proxy = TcpProxy(int(servers.mongo_url.rsplit(":", 1)[1]))  # the app starts with Mongo there...
         away = Runtime(settings_for(servers, db.name, topic, mongo_url=f"mongodb://127.0.0.1:{proxy.port}"))
@@ -508,8 +559,9 @@ class TestPlatformRoutes:
         assert "MongoDB" in body["detail"]
         assert "Kafka" not in body["detail"]  # Kafka is fine: only the real reason is given
 
-    def test_readyz_is_503_when_the_topic_is_missing(self, servers: Servers, db: Database,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    def test_readyz_is_503_when_the_topic_is_missing(
+        self, servers: Servers, db: Database, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         monkeypatch.setenv("CRM_JWT_SECRET", SECRET)
         missing = "t.kit.never-created-" + new_id()
         lost = Runtime(settings_for(servers, db.name, missing))
@@ -520,8 +572,9 @@ class TestPlatformRoutes:
             lost.close()
         assert "Kafka" in body["detail"] and missing in body["detail"] and "MongoDB" not in body["detail"]
 
-    def test_readyz_is_503_with_a_reason_when_kafka_is_away(self, servers: Servers, db: Database, topic: str,
-                                                            monkeypatch: pytest.MonkeyPatch, wait: Callable) -> None:
+    def test_readyz_is_503_with_a_reason_when_kafka_is_away(
+        self, servers: Servers, db: Database, topic: str, monkeypatch: pytest.MonkeyPatch, wait: Callable
+    ) -> None:
         monkeypatch.setenv("CRM_JWT_SECRET", SECRET)
         away = Runtime(replace(settings_for(servers, db.name, topic), kafka_bootstrap=f"127.0.0.1:{stack.free_port()}"))
         try:
@@ -530,8 +583,11 @@ class TestPlatformRoutes:
             away.close()
         assert "Kafka" in body["detail"] and "MongoDB" not in body["detail"]
         # the probe's own thread gives up too, rather than holding up the process's exit for half a minute
-        wait(lambda: not [t for t in threading.enumerate() if t.name.startswith("readiness") and t.is_alive()],
-             timeout=15, what="the readiness probe thread to finish")
+        wait(
+            lambda: not [t for t in threading.enumerate() if t.name.startswith("readiness") and t.is_alive()],
+            timeout=15,
+            what="the readiness probe thread to finish",
+        )
 
     def test_metrics_expose_request_latency(self, client: FlaskClient) -> None:
         client.get("/v1/widgets", headers=READER)
@@ -541,8 +597,13 @@ class TestPlatformRoutes:
         text = response.get_data(as_text=True)
         assert "# TYPE crm_http_request_duration_seconds histogram" in text
         for route, status in (("/v1/widgets", "200"), ("/v1/widgets/<widget_id>", "404")):
-            pattern = (r'crm_http_request_duration_seconds_count\{[^}]*method="GET"[^}]*route="'
-                       + re.escape(route) + r'"[^}]*service="widgets"[^}]*status="' + status + r'"[^}]*\} [1-9]')
+            pattern = (
+                r'crm_http_request_duration_seconds_count\{[^}]*method="GET"[^}]*route="'
+                + re.escape(route)
+                + r'"[^}]*service="widgets"[^}]*status="'
+                + status
+                + r'"[^}]*\} [1-9]'
+            )
             assert re.search(pattern, text), (route, status)
 
     def test_made_up_request_methods_share_one_metrics_label(self, client: FlaskClient) -> None:
@@ -595,8 +656,9 @@ class TestOpenApi:
                 assert all(re.fullmatch(r"[1-5]\d\d|default", code) for code in operation["responses"])
                 assert all("description" in response for response in operation["responses"].values())
                 params = operation.get("parameters", [])
-                assert all({"name", "in"} <= set(p) and p["in"] in {"path", "query", "header", "cookie"}
-                           for p in params)
+                assert all(
+                    {"name", "in"} <= set(p) and p["in"] in {"path", "query", "header", "cookie"} for p in params
+                )
                 assert {p["name"] for p in params if p["in"] == "path"} == templated
                 assert all(p.get("required") for p in params if p["in"] == "path")
                 keys = [(p["name"], p["in"]) for p in params]
@@ -689,7 +751,8 @@ def test_recorded_events_are_cloudevents(client: FlaskClient, runtime: Runtime) 
 
 
 def test_a_request_schema_is_built_once_and_a_refusal_lists_every_bad_field_mistyped_or_missing(
-        client: FlaskClient, runtime: Runtime) -> None:
+    client: FlaskClient, runtime: Runtime
+) -> None:
     from crmkit.web.endpoint import _schema
 
     assert _schema(PageQuery) is _schema(PageQuery)  # one instance per class

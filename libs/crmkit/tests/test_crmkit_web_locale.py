@@ -16,8 +16,16 @@ def accept(header: str) -> LanguageAccept:
 
 def test_primary_and_direction() -> None:
     assert primary("fa-IR") == "fa" and primary("pt_BR") == "pt" and primary(" AR ") == "ar" and primary(None) == ""
-    assert [direction(t) for t in ("fa-IR", "ar", "he", "ur-PK", "en", "de-DE", None, "")] == \
-        ["rtl", "rtl", "rtl", "rtl", "ltr", "ltr", "ltr", "ltr"]
+    assert [direction(t) for t in ("fa-IR", "ar", "he", "ur-PK", "en", "de-DE", None, "")] == [
+        "rtl",
+        "rtl",
+        "rtl",
+        "rtl",
+        "ltr",
+        "ltr",
+        "ltr",
+        "ltr",
+    ]
 
 
 def test_explicit_then_contact_then_browser_then_default() -> None:

@@ -11,12 +11,23 @@ from crmkit.web.links import LinkExpired, LinkNotValid
 from crmkit.web.problems import STATUSES, status_of
 
 
-@pytest.mark.parametrize(("error", "status"), [
-    (DomainError("refused"), 400), (NotFound("gone"), 404), (ValidationFailed("bad", {"a": ["x"]}), 422),
-    (Conflict("taken"), 409), (PreconditionFailed("moved"), 412), (Unavailable("down"), 503),
-    (LinkNotValid("forged"), 404), (LinkExpired("late"), 410), (Unauthorized("who"), 401),
-    (Forbidden("no"), 403), (TooManyRequests("slow"), 429), (MalformedBody("json?"), 400),
-])
+@pytest.mark.parametrize(
+    ("error", "status"),
+    [
+        (DomainError("refused"), 400),
+        (NotFound("gone"), 404),
+        (ValidationFailed("bad", {"a": ["x"]}), 422),
+        (Conflict("taken"), 409),
+        (PreconditionFailed("moved"), 412),
+        (Unavailable("down"), 503),
+        (LinkNotValid("forged"), 404),
+        (LinkExpired("late"), 410),
+        (Unauthorized("who"), 401),
+        (Forbidden("no"), 403),
+        (TooManyRequests("slow"), 429),
+        (MalformedBody("json?"), 400),
+    ],
+)
 def test_each_failure_answers_with_its_status(error: DomainError, status: int) -> None:
     assert status_of(error) == status
 

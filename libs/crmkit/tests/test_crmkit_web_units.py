@@ -66,17 +66,26 @@ class TestFlatten:
 
     def test_every_failing_field_of_a_real_marshmallow_error(self) -> None:
         with pytest.raises(ValidationError) as caught:
-            Order().load({
-                "tags": ["ok", 5],
-                "address": {"postcode": "1234567"},
-                "lines": [{"sku": "a", "quantity": 1}, {"quantity": 0}],
-                "unknown": True,
-            })
+            Order().load(
+                {
+                    "tags": ["ok", 5],
+                    "address": {"postcode": "1234567"},
+                    "lines": [{"sku": "a", "quantity": 1}, {"quantity": 0}],
+                    "unknown": True,
+                }
+            )
         assert set(flatten(caught.value.messages)) == {
-            "name", "tags.1", "address.city", "address.postcode", "lines.1.sku", "lines.1.quantity", "unknown",
+            "name",
+            "tags.1",
+            "address.city",
+            "address.postcode",
+            "lines.1.sku",
+            "lines.1.quantity",
+            "unknown",
         }
-        assert all(isinstance(m, list) and all(isinstance(s, str) for s in m)
-                   for m in flatten(caught.value.messages).values())
+        assert all(
+            isinstance(m, list) and all(isinstance(s, str) for s in m) for m in flatten(caught.value.messages).values()
+        )
 
 
 class TestProblem:
@@ -171,23 +180,32 @@ class TestIfMatch:
         """Not a stale version (that is the 412 of the check) but no version at all: a 422, as
         the document's pattern for If-Match says."""
         assert not re.match(IF_MATCH_PATTERN, header)
-        with Flask(__name__).test_request_context(headers={"If-Match": header}), \
-                pytest.raises(ValidationFailed) as caught:
+        with (
+            Flask(__name__).test_request_context(headers={"If-Match": header}),
+            pytest.raises(ValidationFailed) as caught,
+        ):
             if_match()
         assert status_of(caught.value) == 422 and "If-Match" in caught.value.errors
 
 
 class TestResponses:
     def test_resource_has_etag_location_and_rfc3339_times(self) -> None:
-        view = {"id": "x", "version": 4, "at": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
-                "nested": [{"at": datetime(2024, 1, 2, tzinfo=UTC)}]}
+        view = {
+            "id": "x",
+            "version": 4,
+            "at": datetime(2024, 1, 2, 3, 4, 5, tzinfo=UTC),
+            "nested": [{"at": datetime(2024, 1, 2, tzinfo=UTC)}],
+        }
         with Flask(__name__).app_context():
             response = resource(view, 201, location="/v1/things/x")
         assert response.status_code == 201
         assert response.headers["ETag"] == '"4"'
         assert response.headers["Location"] == "/v1/things/x"
         assert json.loads(response.get_data()) == {
-            "id": "x", "version": 4, "at": "2024-01-02T03:04:05.000Z", "nested": [{"at": "2024-01-02T00:00:00.000Z"}],
+            "id": "x",
+            "version": 4,
+            "at": "2024-01-02T03:04:05.000Z",
+            "nested": [{"at": "2024-01-02T00:00:00.000Z"}],
         }
 
     def test_listing_shape(self) -> None:

@@ -32,8 +32,16 @@ def replica(name: str):
         return StringValue(value=f"{name} {context.peer()}")
 
     def register(server: grpc.Server) -> list[str]:
-        handler = grpc.method_handlers_generic_handler(SERVICE, {"Which": grpc.unary_unary_rpc_method_handler(
-            which, request_deserializer=StringValue.FromString, response_serializer=StringValue.SerializeToString)})
+        handler = grpc.method_handlers_generic_handler(
+            SERVICE,
+            {
+                "Which": grpc.unary_unary_rpc_method_handler(
+                    which,
+                    request_deserializer=StringValue.FromString,
+                    response_serializer=StringValue.SerializeToString,
+                )
+            },
+        )
         server.add_generic_rpc_handlers((handler,))
         return [SERVICE]
 
@@ -65,8 +73,11 @@ def two_replicas() -> Iterator[tuple[int, int]]:
 
 
 def which_stub(channel: grpc.Channel):
-    return channel.unary_unary(f"/{SERVICE}/Which", request_serializer=StringValue.SerializeToString,
-                               response_deserializer=StringValue.FromString)
+    return channel.unary_unary(
+        f"/{SERVICE}/Which",
+        request_serializer=StringValue.SerializeToString,
+        response_deserializer=StringValue.FromString,
+    )
 
 
 def token() -> str:

@@ -82,9 +82,10 @@ class SegmentMembers:
     def ListSegmentMembers(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.ListSegmentMembersRequest, context: grpc.ServicerContext
     ) -> Iterator[contacts_pb2.SegmentMember]:
-        require_all((bool(request.segment_id.strip()), "segment_id", "segment_id is required"),
-                    (0 <= request.page_size <= MAX_STREAM_PAGE, "page_size",
-                     f"page_size must be 0 to {MAX_STREAM_PAGE}"))
+        require_all(
+            (bool(request.segment_id.strip()), "segment_id", "segment_id is required"),
+            (0 <= request.page_size <= MAX_STREAM_PAGE, "page_size", f"page_size must be 0 to {MAX_STREAM_PAGE}"),
+        )
         if self.segments is None:
             context.abort(grpc.StatusCode.UNIMPLEMENTED, "segments are not served here")
         for batch in self.segments.member_pages(request.segment_id, request.page_size or DEFAULT_STREAM_PAGE):
@@ -130,15 +131,26 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
     ) -> contacts_pb2.BatchCheckConsentResponse:
         checks = [(check.contact_id, check.channel) for check in request.checks]
         require_all((len(checks) <= MAX_BATCH, "checks", f"at most {MAX_BATCH} checks per call"))
-        require_all(*(check for n, question in enumerate(request.checks)
-                      for check in _consent_question(question, f"checks[{n}].")))
+        require_all(
+            *(
+                check
+                for n, question in enumerate(request.checks)
+                for check in _consent_question(question, f"checks[{n}].")
+            )
+        )
         answers = self.book.check_consents(checks)
         return contacts_pb2.BatchCheckConsentResponse(
-            answers=[_consent_message(answer) if answer is not None else contacts_pb2.CheckConsentResponse(
-                contact_id=cid, channel=channel, granted=False, reason="contact_not_found")
-                for (cid, channel), answer in zip(checks, answers, strict=True)],
-            not_found=list(dict.fromkeys(cid for (cid, _), answer in zip(checks, answers, strict=True)
-                                         if answer is None)),
+            answers=[
+                _consent_message(answer)
+                if answer is not None
+                else contacts_pb2.CheckConsentResponse(
+                    contact_id=cid, channel=channel, granted=False, reason="contact_not_found"
+                )
+                for (cid, channel), answer in zip(checks, answers, strict=True)
+            ],
+            not_found=list(
+                dict.fromkeys(cid for (cid, _), answer in zip(checks, answers, strict=True) if answer is None)
+            ),
         )
 
     @access("write")
@@ -163,8 +175,11 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
         self, request: contacts_pb2.FindContactsRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.FindContactsResponse:
         wanted = _find_query(request)
-        docs = self.book.contacts_view.find({"$or": wanted, "status": "active"}, {"_id": 1}) \
-            .sort("updated_ms", DESCENDING).limit(MAX_FOUND)
+        docs = (
+            self.book.contacts_view.find({"$or": wanted, "status": "active"}, {"_id": 1})
+            .sort("updated_ms", DESCENDING)
+            .limit(MAX_FOUND)
+        )
         ids = [doc["_id"] for doc in docs]
         found = self.book.contacts_by_id(ids)
         return contacts_pb2.FindContactsResponse(contacts=[to_message(found[cid]) for cid in ids if cid in found])
@@ -194,8 +209,10 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
 def _consent_question(request: Any, prefix: str = "") -> list[tuple[bool, str, str]]:
     """The checks of a contact id and channel (a CheckConsent, a batch's check, a RecordConsent);
     `prefix` places a batch's check in its field path (checks[3].channel)."""
-    return [(bool(request.contact_id.strip()), f"{prefix}contact_id", "contact_id is required"),
-            (request.channel in CHANNELS, f"{prefix}channel", f"channel must be one of {', '.join(CHANNELS)}")]
+    return [
+        (bool(request.contact_id.strip()), f"{prefix}contact_id", "contact_id is required"),
+        (request.channel in CHANNELS, f"{prefix}channel", f"channel must be one of {', '.join(CHANNELS)}"),
+    ]
 
 
 def _find_query(request: contacts_pb2.FindContactsRequest) -> list[dict[str, str]]:
@@ -211,8 +228,11 @@ def _find_query(request: contacts_pb2.FindContactsRequest) -> list[dict[str, str
 
 def _contact_fields(request: contacts_pb2.CreateContactRequest) -> dict[str, Any]:
     """A CreateContact's fields, checked and normalised as POST /v1/contacts checks them (every bad one listed)."""
-    given: dict[str, Any] = {name: value for name in ("first_name", "last_name", "email", "phone", "locale")
-                             if (value := getattr(request, name).strip())}
+    given: dict[str, Any] = {
+        name: value
+        for name in ("first_name", "last_name", "email", "phone", "locale")
+        if (value := getattr(request, name).strip())
+    }
     if request.tags:
         given["tags"] = list(request.tags)
     if request.HasField("attributes"):
@@ -235,11 +255,18 @@ def _consent_message(answer: dict[str, Any]) -> contacts_pb2.CheckConsentRespons
     """One answer on the wire, naming the consent event it rests on (a sender's proof)."""
     consent, event = answer["consent"], answer.get("event") or {}
     return contacts_pb2.CheckConsentResponse(
-        contact_id=answer["contact_id"], channel=answer["channel"], granted=answer["granted"],
-        reason=answer["reason"], address=answer["address"] or "", legal_basis=consent.get("legal_basis") or "",
-        source=consent.get("source") or "", decided_at=consent.get("at") or "",
-        decide_time=timestamp(consent.get("at")), consent_event_id=event.get("event_id") or "",
-        consent_version=event.get("version") or 0, consent_status=consent.get("status") or "",
+        contact_id=answer["contact_id"],
+        channel=answer["channel"],
+        granted=answer["granted"],
+        reason=answer["reason"],
+        address=answer["address"] or "",
+        legal_basis=consent.get("legal_basis") or "",
+        source=consent.get("source") or "",
+        decided_at=consent.get("at") or "",
+        decide_time=timestamp(consent.get("at")),
+        consent_event_id=event.get("event_id") or "",
+        consent_version=event.get("version") or 0,
+        consent_status=consent.get("status") or "",
     )
 
 

@@ -17,10 +17,22 @@ def table(runtime: Runtime) -> Reactions:
     automation, derived = lifecycle.projections(runtime)
     return Reactions(
         "contacts",
-        Reaction("sales", ("DealCreated",), "a lead's or subscriber's first deal makes them an opportunity "
-                 "(lifecycle rule deal-opened)", automation),
-        Reaction("sales", ("DealWon",), "record the purchase: the contact is a customer (a churned one won back), "
-                 "its at-risk flag cleared", automation),
-        Reaction("sales", ("CustomerTierChanged",), "keep the derived values (tier, lifetime value, RFM) that "
-                 "segments select on (contact_derived, derived.*)", derived),
+        Reaction(
+            "sales",
+            ("DealCreated",),
+            "a lead's or subscriber's first deal makes them an opportunity (lifecycle rule deal-opened)",
+            automation,
+        ),
+        Reaction(
+            "sales",
+            ("DealWon",),
+            "record the purchase: the contact is a customer (a churned one won back), its at-risk flag cleared",
+            automation,
+        ),
+        Reaction(
+            "sales",
+            ("CustomerTierChanged",),
+            "keep the derived values (tier, lifetime value, RFM) that segments select on (contact_derived, derived.*)",
+            derived,
+        ),
     )

@@ -54,15 +54,27 @@ class Keeper:
 
 
 FAKES = {  # service: (servicer base, add to server, full service name, response, what an empty answer holds)
-    "sales": (sales_pb2_grpc.CustomerValueServicer, sales_pb2_grpc.add_CustomerValueServicer_to_server,
-              "crm.sales.v1.CustomerValue", sales_pb2.ExportContactRecordsResponse,
-              {"deals": [], "quotes": [], "activities": []}),
-    "service-desk": (servicedesk_pb2_grpc.SupportSummaryServicer,
-                     servicedesk_pb2_grpc.add_SupportSummaryServicer_to_server,
-                     "crm.servicedesk.v1.SupportSummary", servicedesk_pb2.ExportContactRecordsResponse,
-                     {"tickets": []}),
-    "messaging": (messaging_pb2_grpc.MessageStatusServicer, messaging_pb2_grpc.add_MessageStatusServicer_to_server,
-                  "crm.messaging.v1.MessageStatus", messaging_pb2.ExportContactRecordsResponse, {"messages": []}),
+    "sales": (
+        sales_pb2_grpc.CustomerValueServicer,
+        sales_pb2_grpc.add_CustomerValueServicer_to_server,
+        "crm.sales.v1.CustomerValue",
+        sales_pb2.ExportContactRecordsResponse,
+        {"deals": [], "quotes": [], "activities": []},
+    ),
+    "service-desk": (
+        servicedesk_pb2_grpc.SupportSummaryServicer,
+        servicedesk_pb2_grpc.add_SupportSummaryServicer_to_server,
+        "crm.servicedesk.v1.SupportSummary",
+        servicedesk_pb2.ExportContactRecordsResponse,
+        {"tickets": []},
+    ),
+    "messaging": (
+        messaging_pb2_grpc.MessageStatusServicer,
+        messaging_pb2_grpc.add_MessageStatusServicer_to_server,
+        "crm.messaging.v1.MessageStatus",
+        messaging_pb2.ExportContactRecordsResponse,
+        {"messages": []},
+    ),
 }
 
 
@@ -89,8 +101,9 @@ def record_keepers(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Keeper
 
 
 @pytest.fixture
-def exporting_contacts(record_keepers: dict[str, Keeper], service_env: dict[str, str],
-                       monkeypatch: pytest.MonkeyPatch) -> Iterator[ServiceHarness]:
+def exporting_contacts(
+    record_keepers: dict[str, Keeper], service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[ServiceHarness]:
     """The contacts service, whose exports ask the fake `record_keepers`."""
     with harness(SERVICE, monkeypatch, service_env) as subject:
         yield subject

@@ -34,8 +34,10 @@ def test_create_normalises_and_answers_with_etag_and_location(contacts: ServiceH
     assert body["version"] == 1 and body["status"] == "active" and body["lifecycle_stage"] == "lead"
     assert response.headers["ETag"] == '"1"'
     assert response.headers["Location"] == f"/v1/contacts/{body['id']}"
-    fetched = contacts.client.get(body["Location"] if "Location" in body else f"/v1/contacts/{body['id']}",
-                                  headers=contacts.headers("contacts:read"))
+    fetched = contacts.client.get(
+        body["Location"] if "Location" in body else f"/v1/contacts/{body['id']}",
+        headers=contacts.headers("contacts:read"),
+    )
     assert fetched.get_json() == body
 
 
@@ -45,8 +47,11 @@ def test_create_normalises_and_answers_with_etag_and_location(contacts: ServiceH
         (b"{not json", 400, None),
         (b"[1, 2]", 422, {"_body"}),
         (b"", 400, None),
-        (json.dumps({"first_name": 5, "email": "nope", "phone": "12", "tags": "x"}).encode(), 422,
-         {"first_name", "email", "phone", "tags"}),
+        (
+            json.dumps({"first_name": 5, "email": "nope", "phone": "12", "tags": "x"}).encode(),
+            422,
+            {"first_name", "email", "phone", "tags"},
+        ),
         (json.dumps({"first_name": "S", "unknown": 1}).encode(), 422, {"unknown"}),
         (json.dumps({"first_name": "x" * 10_000}).encode(), 422, {"first_name"}),
         (json.dumps({"first_name": "S", "lifecycle_stage": "boss"}).encode(), 422, {"lifecycle_stage"}),
@@ -61,8 +66,9 @@ def test_bad_input_is_a_problem_listing_every_field_and_stores_nothing(
     contacts: ServiceHarness, payload: bytes, status: int, fields: set[str] | None
 ) -> None:
     before = stored_events(contacts)
-    response = contacts.client.post("/v1/contacts", data=payload, content_type="application/json",
-                                    headers=contacts.headers())
+    response = contacts.client.post(
+        "/v1/contacts", data=payload, content_type="application/json", headers=contacts.headers()
+    )
     problem = response.get_json()
     assert response.status_code == status
     assert response.mimetype == "application/problem+json"
@@ -73,8 +79,12 @@ def test_bad_input_is_a_problem_listing_every_field_and_stores_nothing(
 
 
 def test_a_body_over_one_megabyte_is_refused(contacts: ServiceHarness) -> None:
-    response = contacts.client.post("/v1/contacts", data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
-                                    content_type="application/json", headers=contacts.headers())
+    response = contacts.client.post(
+        "/v1/contacts",
+        data=b"{" + b" " * (2 * 1024 * 1024) + b"}",
+        content_type="application/json",
+        headers=contacts.headers(),
+    )
     assert response.status_code == 413
     assert response.mimetype == "application/problem+json"
 
@@ -103,8 +113,11 @@ def test_unknown_ids_are_404_problems(contacts: ServiceHarness) -> None:
 def test_patch_changes_fields_and_history_shows_who_what_when(contacts: ServiceHarness) -> None:
     sara = create(contacts, SARA)
     headers = contacts.headers("contacts:write", subject="ana", **{"If-Match": '"1"'})
-    response = contacts.client.patch(f"/v1/contacts/{sara['id']}", headers=headers,
-                                     json={"last_name": "Karimi", "lifecycle_stage": "customer", "owner": "ana"})
+    response = contacts.client.patch(
+        f"/v1/contacts/{sara['id']}",
+        headers=headers,
+        json={"last_name": "Karimi", "lifecycle_stage": "customer", "owner": "ana"},
+    )
     assert response.status_code == 200, response.get_json()
     assert response.headers["ETag"] == '"3"'
     assert response.get_json()["last_name"] == "Karimi"
@@ -122,8 +135,9 @@ def test_history_is_paged_by_version(contacts: ServiceHarness) -> None:
         contacts.client.patch(f"/v1/contacts/{sara['id']}", json={"last_name": f"N{n}"}, headers=contacts.headers())
     url = f"/v1/contacts/{sara['id']}/history"
     first = contacts.client.get(url, query_string={"limit": 4}, headers=contacts.headers()).get_json()
-    rest = contacts.client.get(url, query_string={"limit": 4, "cursor": first["next_cursor"]},
-                               headers=contacts.headers()).get_json()
+    rest = contacts.client.get(
+        url, query_string={"limit": 4, "cursor": first["next_cursor"]}, headers=contacts.headers()
+    ).get_json()
     assert [e["version"] for e in first["items"]] == [1, 2, 3, 4]
     assert [e["version"] for e in rest["items"]] == [5, 6] and rest["next_cursor"] is None
     for bad in ({"limit": 0}, {"limit": 501}, {"cursor": "not-ours"}):
@@ -134,8 +148,9 @@ def test_history_is_paged_by_version(contacts: ServiceHarness) -> None:
 def test_stale_if_match_is_412_and_changes_nothing(contacts: ServiceHarness) -> None:
     sara = create(contacts, SARA)
     contacts.client.patch(f"/v1/contacts/{sara['id']}", json={"last_name": "B"}, headers=contacts.headers())
-    stale = contacts.client.patch(f"/v1/contacts/{sara['id']}", json={"last_name": "C"},
-                                  headers=contacts.headers(**{"If-Match": '"1"'}))
+    stale = contacts.client.patch(
+        f"/v1/contacts/{sara['id']}", json={"last_name": "C"}, headers=contacts.headers(**{"If-Match": '"1"'})
+    )
     assert stale.status_code == 412
     assert contacts.client.get(f"/v1/contacts/{sara['id']}", headers=contacts.headers()).get_json()["last_name"] == "B"
 
@@ -146,8 +161,9 @@ def test_concurrent_updates_lose_nothing(contacts: ServiceHarness) -> None:
 
     def tag(n: int) -> None:
         client = contacts.app.test_client()
-        response = client.patch(f"/v1/contacts/{sara['id']}", json={"attributes": {f"k{n}": n}},
-                                headers=contacts.headers())
+        response = client.patch(
+            f"/v1/contacts/{sara['id']}", json={"attributes": {f"k{n}": n}}, headers=contacts.headers()
+        )
         results.append(response.status_code)
 
     threads = [threading.Thread(target=tag, args=(n,)) for n in range(6)]
@@ -169,8 +185,8 @@ def test_concurrent_updates_with_the_same_if_match_have_one_winner(contacts: Ser
 
     def rename(n: int) -> None:
         response = contacts.app.test_client().patch(
-            f"/v1/contacts/{sara['id']}", json={"last_name": f"N{n}"},
-            headers=contacts.headers(**{"If-Match": '"1"'}))
+            f"/v1/contacts/{sara['id']}", json={"last_name": f"N{n}"}, headers=contacts.headers(**{"If-Match": '"1"'})
+        )
         results.append(response.status_code)
 
     threads = [threading.Thread(target=rename, args=(n,)) for n in range(5)]
@@ -189,17 +205,21 @@ def test_as_of_returns_the_record_as_it_was(contacts: ServiceHarness) -> None:
     while utcnow() <= created:  # times have millisecond precision: let the clock move on
         time.sleep(0.001)
     contacts.client.patch(f"/v1/contacts/{sara['id']}", json={"last_name": "Later"}, headers=contacts.headers())
-    then = contacts.client.get(f"/v1/contacts/{sara['id']}", query_string={"as_of": rfc3339(created)},
-                               headers=contacts.headers()).get_json()
+    then = contacts.client.get(
+        f"/v1/contacts/{sara['id']}", query_string={"as_of": rfc3339(created)}, headers=contacts.headers()
+    ).get_json()
     assert then["last_name"] == "Ahmadi" and then["version"] == 1
     now = contacts.client.get(f"/v1/contacts/{sara['id']}", headers=contacts.headers()).get_json()
     assert now["last_name"] == "Later"
-    before = contacts.client.get(f"/v1/contacts/{sara['id']}",
-                                 query_string={"as_of": rfc3339(created - timedelta(seconds=5))},
-                                 headers=contacts.headers())
+    before = contacts.client.get(
+        f"/v1/contacts/{sara['id']}",
+        query_string={"as_of": rfc3339(created - timedelta(seconds=5))},
+        headers=contacts.headers(),
+    )
     assert before.status_code == 404
-    bad = contacts.client.get(f"/v1/contacts/{sara['id']}", query_string={"as_of": "yesterday"},
-                              headers=contacts.headers())
+    bad = contacts.client.get(
+        f"/v1/contacts/{sara['id']}", query_string={"as_of": "yesterday"}, headers=contacts.headers()
+    )
     assert bad.status_code == 422 and "as_of" in bad.get_json()["errors"]
 
 
@@ -230,8 +250,9 @@ def test_search_finds_persian_and_arabic_spellings_and_filters(contacts: Service
     assert search(tag="vip") == [ali["id"]]
     assert search(lifecycle_stage="customer") == [ali["id"]]
     assert len(search()) == 2
-    bad = contacts.client.get("/v1/contacts", query_string={"limit": "0", "lifecycle_stage": "x", "cursor": "!"},
-                              headers=contacts.headers())
+    bad = contacts.client.get(
+        "/v1/contacts", query_string={"limit": "0", "lifecycle_stage": "x", "cursor": "!"}, headers=contacts.headers()
+    )
     # "!" is not of a cursor's documented base64url shape: named beside the others
     assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"limit", "lifecycle_stage", "cursor"}
 
@@ -254,20 +275,23 @@ def test_pagination_walks_every_contact_once(contacts: ServiceHarness) -> None:
 
 
 def test_companies_can_be_created_linked_searched_and_updated(contacts: ServiceHarness) -> None:
-    response = contacts.client.post("/v1/companies", json={"name": "شركت نمونه", "domain": "Example.IR"},
-                                    headers=contacts.headers())
+    response = contacts.client.post(
+        "/v1/companies", json={"name": "شركت نمونه", "domain": "Example.IR"}, headers=contacts.headers()
+    )
     company = response.get_json()
     assert response.status_code == 201 and company["domain"] == "example.ir"
     sara = create(contacts, {**SARA, "company_id": company["id"]})
     assert sara["company_id"] == company["id"]
-    updated = contacts.client.patch(f"/v1/companies/{company['id']}", json={"industry": "retail"},
-                                    headers=contacts.headers(**{"If-Match": '"1"'}))
+    updated = contacts.client.patch(
+        f"/v1/companies/{company['id']}", json={"industry": "retail"}, headers=contacts.headers(**{"If-Match": '"1"'})
+    )
     assert updated.status_code == 200 and updated.get_json()["version"] == 2
     contacts.project()
     found = contacts.client.get("/v1/companies", query_string={"q": "شرکت"}, headers=contacts.headers()).get_json()
     assert [c["id"] for c in found["items"]] == [company["id"]]
-    bad = contacts.client.post("/v1/companies", json={"domain": "not a domain", "website": "x"},
-                               headers=contacts.headers())
+    bad = contacts.client.post(
+        "/v1/companies", json={"domain": "not a domain", "website": "x"}, headers=contacts.headers()
+    )
     assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"name", "domain", "website"}
 
 
@@ -276,8 +300,12 @@ def test_every_change_reaches_kafka_as_a_cloudevent_keyed_by_id(contacts: Servic
     contacts.client.patch(f"/v1/contacts/{sara['id']}", json={"owner": "ana"}, headers=contacts.headers())
     contacts.runtime.flush()
     settings = contacts.runtime.settings
-    consumer = KafkaConsumer(settings.topic, bootstrap_servers=settings.kafka_bootstrap,
-                             auto_offset_reset="earliest", consumer_timeout_ms=5000)
+    consumer = KafkaConsumer(
+        settings.topic,
+        bootstrap_servers=settings.kafka_bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=5000,
+    )
     messages = [m for m in consumer if m.key == sara["id"].encode()]
     consumer.close()
     events = [json.loads(m.value) for m in messages]
@@ -290,8 +318,13 @@ def test_every_change_reaches_kafka_as_a_cloudevent_keyed_by_id(contacts: Servic
 def test_openapi_documents_every_route(contacts: ServiceHarness) -> None:
     document = contacts.client.get("/openapi.json").get_json()
     assert document["openapi"].startswith("3.")
-    for path in ("/v1/contacts", "/v1/contacts/{contact_id}", "/v1/contacts/{contact_id}/history",
-                 "/v1/companies", "/v1/companies/{company_id}"):
+    for path in (
+        "/v1/contacts",
+        "/v1/contacts/{contact_id}",
+        "/v1/contacts/{contact_id}/history",
+        "/v1/companies",
+        "/v1/companies/{company_id}",
+    ):
         assert path in document["paths"]
     post = document["paths"]["/v1/contacts"]["post"]
     assert "422" in post["responses"] and post["security"] == [{"bearer": []}]
@@ -300,25 +333,30 @@ def test_openapi_documents_every_route(contacts: ServiceHarness) -> None:
 def test_locale_and_time_zone_are_validated_and_canonical(contacts: ServiceHarness) -> None:
     sara = create(contacts, {**SARA, "locale": "FA_ir", "time_zone": "Asia/Tehran"})
     assert sara["locale"] == "fa-IR" and sara["time_zone"] == "Asia/Tehran"
-    bad = contacts.client.post("/v1/contacts", json={**SARA, "locale": "Persian!", "time_zone": "Mars/Olympus"},
-                               headers=contacts.headers())
+    bad = contacts.client.post(
+        "/v1/contacts", json={**SARA, "locale": "Persian!", "time_zone": "Mars/Olympus"}, headers=contacts.headers()
+    )
     assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"locale", "time_zone"}
 
 
 def test_a_company_as_it_was_and_its_history(contacts: ServiceHarness) -> None:
-    made = contacts.client.post("/v1/companies", json={"name": "Acme", "domain": "acme.com"},
-                                headers=contacts.headers())
+    made = contacts.client.post(
+        "/v1/companies", json={"name": "Acme", "domain": "acme.com"}, headers=contacts.headers()
+    )
     acme = made.get_json()
     created = parse_time(acme["created_at"])
     while utcnow() <= created:  # times have millisecond precision: let the clock move on
         time.sleep(0.001)
     for change in ({"name": "Acme Ltd"}, {"industry": "Retail"}, {"domain": "acme.ir"}):
-        assert contacts.client.patch(f"/v1/companies/{acme['id']}", json=change,
-                                     headers=contacts.headers()).status_code == 200
+        assert (
+            contacts.client.patch(f"/v1/companies/{acme['id']}", json=change, headers=contacts.headers()).status_code
+            == 200
+        )
 
     def at(as_of: str) -> Any:
-        return contacts.client.get(f"/v1/companies/{acme['id']}", query_string={"as_of": as_of},
-                                   headers=contacts.headers("contacts:read"))
+        return contacts.client.get(
+            f"/v1/companies/{acme['id']}", query_string={"as_of": as_of}, headers=contacts.headers("contacts:read")
+        )
 
     then = at(rfc3339(created))
     assert then.status_code == 200 and then.headers["ETag"] == '"1"'
@@ -332,8 +370,9 @@ def test_a_company_as_it_was_and_its_history(contacts: ServiceHarness) -> None:
 
     url = f"/v1/companies/{acme['id']}/history"
     first = contacts.client.get(url, query_string={"limit": 3}, headers=contacts.headers()).get_json()
-    rest = contacts.client.get(url, query_string={"limit": 3, "cursor": first["next_cursor"]},
-                               headers=contacts.headers()).get_json()
+    rest = contacts.client.get(
+        url, query_string={"limit": 3, "cursor": first["next_cursor"]}, headers=contacts.headers()
+    ).get_json()
     assert [e["version"] for e in first["items"]] == [1, 2, 3] and [e["version"] for e in rest["items"]] == [4]
     assert first["items"][1]["changes"]["name"] == {"before": "Acme", "after": "Acme Ltd"}
     assert rest["items"][0]["changes"]["domain"] == {"before": "acme.com", "after": "acme.ir"}

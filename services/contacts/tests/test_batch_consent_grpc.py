@@ -39,8 +39,9 @@ def create(contacts: ServiceHarness, **fields: object) -> str:
 
 
 def put_consent(contacts: ServiceHarness, contact_id: str, channel: str, status: str, **body: object) -> None:
-    response = contacts.client.put(f"/v1/contacts/{contact_id}/consents/{channel}",
-                                   json={"status": status, **body}, headers=contacts.headers())
+    response = contacts.client.put(
+        f"/v1/contacts/{contact_id}/consents/{channel}", json={"status": status, **body}, headers=contacts.headers()
+    )
     assert response.status_code == 200, response.get_json()
 
 
@@ -50,15 +51,18 @@ def post(contacts: ServiceHarness, path: str, body: dict[str, Any]) -> dict[str,
     return response.get_json()
 
 
-def batch(stub: contacts_pb2_grpc.ContactDirectoryStub,
-          checks: list[tuple[str, str]]) -> contacts_pb2.BatchCheckConsentResponse:
-    request = contacts_pb2.BatchCheckConsentRequest(checks=[
-        contacts_pb2.CheckConsentRequest(contact_id=cid, channel=channel) for cid, channel in checks])
+def batch(
+    stub: contacts_pb2_grpc.ContactDirectoryStub, checks: list[tuple[str, str]]
+) -> contacts_pb2.BatchCheckConsentResponse:
+    request = contacts_pb2.BatchCheckConsentRequest(
+        checks=[contacts_pb2.CheckConsentRequest(contact_id=cid, channel=channel) for cid, channel in checks]
+    )
     return stub.BatchCheckConsent(request, timeout=10)
 
 
-def single(stub: contacts_pb2_grpc.ContactDirectoryStub, contact_id: str,
-           channel: str) -> contacts_pb2.CheckConsentResponse | None:
+def single(
+    stub: contacts_pb2_grpc.ContactDirectoryStub, contact_id: str, channel: str
+) -> contacts_pb2.CheckConsentResponse | None:
     """The single CheckConsent's answer; None when it says NOT_FOUND."""
     try:
         return stub.CheckConsent(contacts_pb2.CheckConsentRequest(contact_id=contact_id, channel=channel), timeout=5)
@@ -73,8 +77,9 @@ def people(contacts: ServiceHarness) -> dict[str, str]:
     ids: dict[str, str] = {}
     # email granted with an address; sms never recorded; phone withdrawn
     ids["sara"] = create(contacts, first_name="Sara", email="sara@example.com", phone="+98 912 000 0001")
-    put_consent(contacts, ids["sara"], "email", "granted", source="web_form", legal_basis="contract",
-                at="2026-01-02T03:04:05Z")
+    put_consent(
+        contacts, ids["sara"], "email", "granted", source="web_form", legal_basis="contract", at="2026-01-02T03:04:05Z"
+    )
     put_consent(contacts, ids["sara"], "phone", "granted")
     put_consent(contacts, ids["sara"], "phone", "withdrawn", source="call_centre")  # 4 events: one short round
     # granted, then withdrawn
@@ -116,30 +121,37 @@ def test_a_mixed_batch_is_answered_in_order_like_single_checks(
 ) -> None:
     p = people
     checks = [
-        (p["sara"], "email"),         # granted, with the address
-        (p["withdrawn"], "email"),    # consent_withdrawn
-        ("nobody", "email"),          # unknown
-        (p["sara"], "sms"),           # the same contact, another channel: no_consent_recorded
-        (p["no_phone"], "sms"),       # no_address
-        (p["erased"], "email"),       # contact_erased
-        (p["duplicate"], "sms"),      # merged twice: the survivor answers
-        (p["middle"], "email"),       # merged once: the survivor answers
-        (p["busy"], "sms"),           # a long stream
-        (p["sara"], "phone"),         # withdrawn after a grant
-        (p["company"], "email"),      # not a contact
-        ("nobody", "sms"),            # the unknown id again
-        (p["sara"], "email"),         # the same check again
+        (p["sara"], "email"),  # granted, with the address
+        (p["withdrawn"], "email"),  # consent_withdrawn
+        ("nobody", "email"),  # unknown
+        (p["sara"], "sms"),  # the same contact, another channel: no_consent_recorded
+        (p["no_phone"], "sms"),  # no_address
+        (p["erased"], "email"),  # contact_erased
+        (p["duplicate"], "sms"),  # merged twice: the survivor answers
+        (p["middle"], "email"),  # merged once: the survivor answers
+        (p["busy"], "sms"),  # a long stream
+        (p["sara"], "phone"),  # withdrawn after a grant
+        (p["company"], "email"),  # not a contact
+        ("nobody", "sms"),  # the unknown id again
+        (p["sara"], "email"),  # the same check again
     ]
     reply = batch(directory.stub, checks)
 
     assert len(reply.answers) == len(checks)
     expected = {
-        0: (p["sara"], True, ""), 1: (p["withdrawn"], False, "consent_withdrawn"),
-        2: ("nobody", False, "contact_not_found"), 3: (p["sara"], False, "no_consent_recorded"),
-        4: (p["no_phone"], False, "no_address"), 5: (p["erased"], False, "contact_erased"),
-        6: (p["survivor"], True, ""), 7: (p["survivor"], True, ""), 8: (p["busy"], True, ""),
-        9: (p["sara"], False, "consent_withdrawn"), 10: (p["company"], False, "contact_not_found"),
-        11: ("nobody", False, "contact_not_found"), 12: (p["sara"], True, ""),
+        0: (p["sara"], True, ""),
+        1: (p["withdrawn"], False, "consent_withdrawn"),
+        2: ("nobody", False, "contact_not_found"),
+        3: (p["sara"], False, "no_consent_recorded"),
+        4: (p["no_phone"], False, "no_address"),
+        5: (p["erased"], False, "contact_erased"),
+        6: (p["survivor"], True, ""),
+        7: (p["survivor"], True, ""),
+        8: (p["busy"], True, ""),
+        9: (p["sara"], False, "consent_withdrawn"),
+        10: (p["company"], False, "contact_not_found"),
+        11: ("nobody", False, "contact_not_found"),
+        12: (p["sara"], True, ""),
     }
     assert [(a.contact_id, a.granted, a.reason) for a in reply.answers] == [expected[i] for i in range(len(checks))]
     assert [a.channel for a in reply.answers] == [channel for _, channel in checks]
@@ -158,16 +170,29 @@ def test_a_mixed_batch_is_answered_in_order_like_single_checks(
         alone = single(directory.stub, contact_id, channel)
         if alone is None:
             assert answer == contacts_pb2.CheckConsentResponse(
-                contact_id=contact_id, channel=channel, granted=False, reason="contact_not_found")
+                contact_id=contact_id, channel=channel, granted=False, reason="contact_not_found"
+            )
         else:
             assert answer == alone, (contact_id, channel)
 
     # the client: the same answers as Consent, None for the unknown
     consents = directory.client.consents(checks)
-    assert consents == [None if alone is None else Consent.from_reply(alone)
-                        for alone in (single(directory.stub, cid, ch) for cid, ch in checks)]
-    assert consents[0] == Consent(p["sara"], True, "", "sara@example.com", "granted", "contract", "web_form",
-                                  "2026-01-02T03:04:05.000Z", consents[0].event_id, 2)
+    assert consents == [
+        None if alone is None else Consent.from_reply(alone)
+        for alone in (single(directory.stub, cid, ch) for cid, ch in checks)
+    ]
+    assert consents[0] == Consent(
+        p["sara"],
+        True,
+        "",
+        "sara@example.com",
+        "granted",
+        "contract",
+        "web_form",
+        "2026-01-02T03:04:05.000Z",
+        consents[0].event_id,
+        2,
+    )
     assert consents[0].event_id and consents[1].status == "withdrawn" and consents[3].status is None
     assert consents[2] is None and consents[10] is None and consents[11] is None
     assert consents[6] == directory.client.consent(p["duplicate"], "sms")
@@ -208,8 +233,12 @@ def test_the_client_splits_long_lists_into_calls_of_500_and_keeps_the_order(
             assert consent == Consent.from_reply(alone), check
     assert consents.count(None) == sum(1 for cid, _ in checks if cid == "nobody")
     granted = [check for check, consent in zip(checks, consents, strict=True) if consent and consent.granted]
-    assert set(granted) == {(people["sara"], "email"), (people["busy"], "sms"),
-                                            (people["duplicate"], "sms"), (people["duplicate"], "email")}
+    assert set(granted) == {
+        (people["sara"], "email"),
+        (people["busy"], "sms"),
+        (people["duplicate"], "sms"),
+        (people["duplicate"], "email"),
+    }
 
 
 def test_bad_batches_are_invalid_arguments(directory: Directory, people: dict[str, str]) -> None:

@@ -19,8 +19,7 @@ def create(contacts: ServiceHarness, **fields: object) -> dict:
 
 
 def put_consent(contacts: ServiceHarness, contact_id: str, channel: str, **body: object):
-    return contacts.client.put(f"/v1/contacts/{contact_id}/consents/{channel}", json=body,
-                               headers=contacts.headers())
+    return contacts.client.put(f"/v1/contacts/{contact_id}/consents/{channel}", json=body, headers=contacts.headers())
 
 
 @pytest.fixture
@@ -43,11 +42,22 @@ def test_consent_is_recorded_with_evidence_and_checked_over_grpc(
     check = contacts_pb2.CheckConsentRequest(contact_id=sara["id"], channel="email")
     assert directory.CheckConsent(check, timeout=5).reason == "no_consent_recorded"
 
-    granted = put_consent(contacts, sara["id"], "email", status="granted", source="web_form",
-                          legal_basis="consent", at="2026-01-02T03:04:05Z")
+    granted = put_consent(
+        contacts,
+        sara["id"],
+        "email",
+        status="granted",
+        source="web_form",
+        legal_basis="consent",
+        at="2026-01-02T03:04:05Z",
+    )
     assert granted.status_code == 200
     assert granted.get_json()["consents"]["email"] == {
-        "status": "granted", "source": "web_form", "legal_basis": "consent", "at": "2026-01-02T03:04:05.000Z"}
+        "status": "granted",
+        "source": "web_form",
+        "legal_basis": "consent",
+        "at": "2026-01-02T03:04:05.000Z",
+    }
     answer = directory.CheckConsent(check, timeout=5)
     assert answer.granted and answer.address == "sara@example.com" and answer.source == "web_form"
 
@@ -101,11 +111,15 @@ def test_duplicates_are_found_by_email_phone_and_folded_name_with_company(contac
     contacts.project()
     body = contacts.client.get("/v1/duplicates", headers=contacts.headers()).get_json()
     pairs = {(p["survivor_id"], p["duplicate_id"], p["reason"]) for p in body["items"]}
-    assert pairs == {(a["id"], b["id"], "same_email"), (c["id"], d["id"], "same_phone"),
-                     (e["id"], f["id"], "same_name_and_company")}
+    assert pairs == {
+        (a["id"], b["id"], "same_email"),
+        (c["id"], d["id"], "same_phone"),
+        (e["id"], f["id"], "same_name_and_company"),
+    }
     first = contacts.client.get("/v1/duplicates", query_string={"limit": 2}, headers=contacts.headers()).get_json()
-    rest = contacts.client.get("/v1/duplicates", query_string={"limit": 2, "cursor": first["next_cursor"]},
-                               headers=contacts.headers()).get_json()
+    rest = contacts.client.get(
+        "/v1/duplicates", query_string={"limit": 2, "cursor": first["next_cursor"]}, headers=contacts.headers()
+    ).get_json()
     assert len(first["items"]) == 2 and len(rest["items"]) == 1 and rest["next_cursor"] is None
 
 
@@ -114,15 +128,23 @@ def test_merge_folds_fields_consents_tags_company_and_redirects_lookups(
 ) -> None:
     company = contacts.client.post("/v1/companies", json={"name": "Acme"}, headers=contacts.headers()).get_json()
     survivor = create(contacts, first_name="Ali", email="ali@example.com", tags=["vip"], attributes={"city": "Tehran"})
-    duplicate = create(contacts, first_name="Ali R", last_name="Rezaei", phone="+98 912 123 4567", tags=["b2b"],
-                       company_id=company["id"], attributes={"city": "Shiraz", "size": "L"},
-                       lifecycle_stage="customer")
+    duplicate = create(
+        contacts,
+        first_name="Ali R",
+        last_name="Rezaei",
+        phone="+98 912 123 4567",
+        tags=["b2b"],
+        company_id=company["id"],
+        attributes={"city": "Shiraz", "size": "L"},
+        lifecycle_stage="customer",
+    )
     put_consent(contacts, survivor["id"], "email", status="granted", at="2026-01-01T00:00:00Z")
     put_consent(contacts, duplicate["id"], "email", status="withdrawn", at="2026-02-01T00:00:00Z")
     put_consent(contacts, duplicate["id"], "sms", status="granted", at="2026-01-15T00:00:00Z")
 
-    merged = contacts.client.post(f"/v1/contacts/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]},
-                                  headers=contacts.headers())
+    merged = contacts.client.post(
+        f"/v1/contacts/{survivor['id']}/merge", json={"duplicate_id": duplicate["id"]}, headers=contacts.headers()
+    )
     body = merged.get_json()
     assert merged.status_code == 200, body
     assert body["first_name"] == "Ali" and body["last_name"] == "Rezaei" and body["phone"] == "+989121234567"
@@ -152,16 +174,28 @@ def test_merge_folds_fields_consents_tags_company_and_redirects_lookups(
 def test_merge_refuses_what_makes_no_sense(contacts: ServiceHarness) -> None:
     a = create(contacts, first_name="A")
     b = create(contacts, first_name="B")
-    assert contacts.client.post(f"/v1/contacts/{a['id']}/merge", json={"duplicate_id": a["id"]},
-                                headers=contacts.headers()).status_code == 422
-    assert contacts.client.post(f"/v1/contacts/{a['id']}/merge", json={"duplicate_id": "nobody"},
-                                headers=contacts.headers()).status_code == 422
-    assert contacts.client.post(f"/v1/contacts/{a['id']}/merge", json={},
-                                headers=contacts.headers()).status_code == 422
-    assert contacts.client.post(f"/v1/contacts/{a['id']}/merge", json={"duplicate_id": b["id"]},
-                                headers=contacts.headers()).status_code == 200
-    again = contacts.client.post(f"/v1/contacts/{a['id']}/merge", json={"duplicate_id": b["id"]},
-                                 headers=contacts.headers())
+    assert (
+        contacts.client.post(
+            f"/v1/contacts/{a['id']}/merge", json={"duplicate_id": a["id"]}, headers=contacts.headers()
+        ).status_code
+        == 422
+    )
+    assert (
+        contacts.client.post(
+            f"/v1/contacts/{a['id']}/merge", json={"duplicate_id": "nobody"}, headers=contacts.headers()
+        ).status_code
+        == 422
+    )
+    assert contacts.client.post(f"/v1/contacts/{a['id']}/merge", json={}, headers=contacts.headers()).status_code == 422
+    assert (
+        contacts.client.post(
+            f"/v1/contacts/{a['id']}/merge", json={"duplicate_id": b["id"]}, headers=contacts.headers()
+        ).status_code
+        == 200
+    )
+    again = contacts.client.post(
+        f"/v1/contacts/{a['id']}/merge", json={"duplicate_id": b["id"]}, headers=contacts.headers()
+    )
     assert again.status_code == 409
     patch = contacts.client.patch(f"/v1/contacts/{b['id']}", json={"first_name": "X"}, headers=contacts.headers())
     assert patch.status_code == 409
@@ -200,10 +234,21 @@ class CountingReads:
 
 def test_duplicate_pages_follow_each_other_and_read_only_what_they_show(contacts: ServiceHarness) -> None:
     collection = contacts.runtime.db["contacts"]
-    documents = [{"_id": f"c{group:03d}-{member}", "status": "active", "email": f"p{group:03d}@example.com",
-                  "phone": None, "name_key": None} for group in range(60) for member in range(2)]
-    documents += [{"_id": f"big-{member}", "status": "active", "email": None, "phone": "+989120000000",
-                   "name_key": None} for member in range(5)]  # one group of five: four pairs, across pages
+    documents = [
+        {
+            "_id": f"c{group:03d}-{member}",
+            "status": "active",
+            "email": f"p{group:03d}@example.com",
+            "phone": None,
+            "name_key": None,
+        }
+        for group in range(60)
+        for member in range(2)
+    ]
+    documents += [
+        {"_id": f"big-{member}", "status": "active", "email": None, "phone": "+989120000000", "name_key": None}
+        for member in range(5)
+    ]  # one group of five: four pairs, across pages
     collection.insert_many(documents)
     pages, cursor, reads = [], None, []
     while True:
@@ -216,6 +261,7 @@ def test_duplicate_pages_follow_each_other_and_read_only_what_they_show(contacts
     pairs = [(p["reason"], p["matched"], p["survivor_id"], p["duplicate_id"]) for page in pages for p in page]
     assert len(pairs) == 64 and len(set(pairs)) == 64  # every pair once, none skipped or repeated
     assert [p for p in pairs if p[0] == "same_phone"] == [
-        ("same_phone", "+989120000000", "big-0", f"big-{member}") for member in range(1, 5)]
+        ("same_phone", "+989120000000", "big-0", f"big-{member}") for member in range(1, 5)
+    ]
     assert pairs == sorted(pairs, key=lambda p: (projections.REASON_ORDER[p[0]], p[1], p[3]))
     assert max(reads) <= 20  # a page reads a page's worth of groups, not all 121 contacts

@@ -28,8 +28,9 @@ def consent_events(contacts: ServiceHarness, contact_id: str) -> list[dict]:
     return [entry for entry in history if entry["type"] == "ContactConsentChanged"]
 
 
-def check(stub: contacts_pb2_grpc.ContactDirectoryStub, contact_id: str,
-          channel: str = "email") -> contacts_pb2.CheckConsentResponse:
+def check(
+    stub: contacts_pb2_grpc.ContactDirectoryStub, contact_id: str, channel: str = "email"
+) -> contacts_pb2.CheckConsentResponse:
     return stub.CheckConsent(contacts_pb2.CheckConsentRequest(contact_id=contact_id, channel=channel), timeout=10)
 
 
@@ -50,17 +51,27 @@ def test_the_answer_names_the_consent_event_it_rests_on(
 
     call(contacts, "PUT", f"/v1/contacts/{sara}/consents/email", {"status": "withdrawn", "source": "call"})
     withdrawn = consent_events(contacts, sara)[-1]
-    batch = stub.BatchCheckConsent(contacts_pb2.BatchCheckConsentRequest(checks=[
-        contacts_pb2.CheckConsentRequest(contact_id=sara, channel="email"),
-        contacts_pb2.CheckConsentRequest(contact_id="nobody", channel="email")]), timeout=10)
+    batch = stub.BatchCheckConsent(
+        contacts_pb2.BatchCheckConsentRequest(
+            checks=[
+                contacts_pb2.CheckConsentRequest(contact_id=sara, channel="email"),
+                contacts_pb2.CheckConsentRequest(contact_id="nobody", channel="email"),
+            ]
+        ),
+        timeout=10,
+    )
     answer, unknown = batch.answers
     assert not answer.granted and answer.reason == "consent_withdrawn" and answer.consent_status == "withdrawn"
     assert (answer.consent_event_id, answer.consent_version) == (withdrawn["event_id"], withdrawn["version"])
     assert answer == check(stub, sara)
     assert (unknown.consent_event_id, unknown.consent_version, unknown.consent_status) == ("", 0, "")
 
-    recorded = stub.RecordConsent(contacts_pb2.RecordConsentRequest(
-        contact_id=sara, channel="email", status="granted", source="unsubscribe_undo"), timeout=10)
+    recorded = stub.RecordConsent(
+        contacts_pb2.RecordConsentRequest(
+            contact_id=sara, channel="email", status="granted", source="unsubscribe_undo"
+        ),
+        timeout=10,
+    )
     assert recorded.consent_event_id == consent_events(contacts, sara)[-1]["event_id"]
 
 

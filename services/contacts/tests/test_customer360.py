@@ -15,8 +15,12 @@ class FakeSales(sales_pb2_grpc.CustomerValueServicer):
     @rpc.access("read")
     def GetCustomerValue(self, request, context):  # noqa: N802
         return sales_pb2.GetCustomerValueResponse(
-            contact_id=request.contact_id, tier="strategic", open_deals=2, won_deals=3,
-            lifetime_value=sales_pb2.Money(amount="1250000", currency="IRR"))
+            contact_id=request.contact_id,
+            tier="strategic",
+            open_deals=2,
+            won_deals=3,
+            lifetime_value=sales_pb2.Money(amount="1250000", currency="IRR"),
+        )
 
 
 class SlowSales(sales_pb2_grpc.CustomerValueServicer):
@@ -53,10 +57,12 @@ def test_360_shows_what_is_reachable_and_marks_the_rest_unavailable(
     monkeypatch.setenv("CRM_360_DEADLINE_SECONDS", "0.5")
     try:
         with harness(SERVICE, monkeypatch, service_env) as contacts:
-            sara = contacts.client.post("/v1/contacts", json={"first_name": "Sara", "lifecycle_stage": "lead"},
-                                        headers=contacts.headers()).get_json()
-            contacts.client.patch(f"/v1/contacts/{sara['id']}", json={"lifecycle_stage": "customer"},
-                                  headers=contacts.headers())
+            sara = contacts.client.post(
+                "/v1/contacts", json={"first_name": "Sara", "lifecycle_stage": "lead"}, headers=contacts.headers()
+            ).get_json()
+            contacts.client.patch(
+                f"/v1/contacts/{sara['id']}", json={"lifecycle_stage": "customer"}, headers=contacts.headers()
+            )
             response = contacts.client.get(f"/v1/contacts/{sara['id']}/360", headers=contacts.headers("contacts:read"))
             body = response.get_json()
     finally:

@@ -16,9 +16,20 @@ def recorded(aggregate: Contact | Company) -> list[RecordedEvent]:
     """The aggregate's pending events as the store would record them."""
     now = utcnow()
     return [
-        RecordedEvent(id=f"e{i}", service="contacts", stream_id=aggregate.id, aggregate_type=aggregate.aggregate_type,
-                      version=i, type=e.type, schema_version=e.schema_version, data=e.data, time=now, actor="t",
-                      correlation_id="c", causation_id=None)
+        RecordedEvent(
+            id=f"e{i}",
+            service="contacts",
+            stream_id=aggregate.id,
+            aggregate_type=aggregate.aggregate_type,
+            version=i,
+            type=e.type,
+            schema_version=e.schema_version,
+            data=e.data,
+            time=now,
+            actor="t",
+            correlation_id="c",
+            causation_id=None,
+        )
         for i, e in enumerate(aggregate.pending, start=1)
     ]
 
@@ -63,8 +74,12 @@ def test_stage_change_records_from_to_and_cause() -> None:
     contact.update({"lifecycle_stage": "customer"}, stage_cause={"kind": "manual", "by": "user:ana"})
     event = contact.pending[-1]
     assert event.type == "ContactLifecycleStageChanged"
-    assert event.data == {"contact_id": "c1", "from": "lead", "to": "customer",
-                          "cause": {"kind": "manual", "by": "user:ana"}}
+    assert event.data == {
+        "contact_id": "c1",
+        "from": "lead",
+        "to": "customer",
+        "cause": {"kind": "manual", "by": "user:ana"},
+    }
     assert event.schema_version == 2
 
 
@@ -81,13 +96,16 @@ def test_a_contact_that_is_not_active_cannot_change() -> None:
         contact.update({"first_name": "T"}, stage_cause=MANUAL)
 
 
-updates = st.fixed_dictionaries({}, optional={
-    "first_name": st.one_of(st.none(), st.text(min_size=1, max_size=10)),
-    "last_name": st.one_of(st.none(), st.text(min_size=1, max_size=10)),
-    "tags": st.lists(st.sampled_from(["a", "b", "c"]), max_size=3),
-    "attributes": st.dictionaries(st.sampled_from(["x", "y"]), st.one_of(st.none(), st.integers())),
-    "lifecycle_stage": st.sampled_from(LIFECYCLE_STAGES),
-})
+updates = st.fixed_dictionaries(
+    {},
+    optional={
+        "first_name": st.one_of(st.none(), st.text(min_size=1, max_size=10)),
+        "last_name": st.one_of(st.none(), st.text(min_size=1, max_size=10)),
+        "tags": st.lists(st.sampled_from(["a", "b", "c"]), max_size=3),
+        "attributes": st.dictionaries(st.sampled_from(["x", "y"]), st.one_of(st.none(), st.integers())),
+        "lifecycle_stage": st.sampled_from(LIFECYCLE_STAGES),
+    },
+)
 
 
 @given(st.lists(updates, max_size=8))

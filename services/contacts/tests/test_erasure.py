@@ -19,8 +19,7 @@ SECRETS = ("Shirin", "Farahani", "shirin.farahani@example.com", "+989127654321",
 
 
 def raw_topic(bootstrap: str, topic: str) -> bytes:
-    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest",
-                             consumer_timeout_ms=3000)
+    consumer = KafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=3000)
     try:
         return b"\n".join(message.value for message in consumer)
     finally:
@@ -29,8 +28,9 @@ def raw_topic(bootstrap: str, topic: str) -> bytes:
 
 def database_dump(contacts: ServiceHarness) -> str:
     db = contacts.runtime.db
-    return "\n".join(json.dumps(list(db[name].find()), default=str, ensure_ascii=False)
-                     for name in db.list_collection_names())
+    return "\n".join(
+        json.dumps(list(db[name].find()), default=str, ensure_ascii=False) for name in db.list_collection_names()
+    )
 
 
 def reveals(text: str | bytes) -> list[str]:
@@ -40,21 +40,34 @@ def reveals(text: str | bytes) -> list[str]:
 
 
 def crm(command: list[str], env: dict[str, str]) -> None:
-    subprocess.run([sys.executable, "-m", "crmkit.cli", *command], env={**os.environ, **env}, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "crmkit.cli", *command], env={**os.environ, **env}, check=True, capture_output=True
+    )
 
 
 def test_erasure_leaves_nothing_readable_anywhere_even_after_replay_and_rebuild(
-        exporting_contacts: ServiceHarness) -> None:
+    exporting_contacts: ServiceHarness,
+) -> None:
     contacts = exporting_contacts  # the export asks the other services (faked: no records)
     headers = contacts.headers(**{"Idempotency-Key": "shirin-1"})
-    shirin = contacts.client.post("/v1/contacts", headers=headers, json={
-        "first_name": "Shirin", "last_name": "Farahani", "email": "shirin.farahani@example.com",
-        "phone": "+98 912 765 4321", "attributes": {"city": "Isfahan"}, "tags": ["vip"]}).get_json()
-    contacts.client.patch(f"/v1/contacts/{shirin['id']}", json={"last_name": "Farahani", "owner": "ana"},
-                          headers=contacts.headers())
-    contacts.client.put(f"/v1/contacts/{shirin['id']}/consents/email", json={"status": "granted"},
-                        headers=contacts.headers())
+    shirin = contacts.client.post(
+        "/v1/contacts",
+        headers=headers,
+        json={
+            "first_name": "Shirin",
+            "last_name": "Farahani",
+            "email": "shirin.farahani@example.com",
+            "phone": "+98 912 765 4321",
+            "attributes": {"city": "Isfahan"},
+            "tags": ["vip"],
+        },
+    ).get_json()
+    contacts.client.patch(
+        f"/v1/contacts/{shirin['id']}", json={"last_name": "Farahani", "owner": "ana"}, headers=contacts.headers()
+    )
+    contacts.client.put(
+        f"/v1/contacts/{shirin['id']}/consents/email", json={"status": "granted"}, headers=contacts.headers()
+    )
     contacts.project()
     settings = contacts.runtime.settings
     contacts.runtime.flush()
@@ -90,10 +103,14 @@ def test_erasure_leaves_nothing_readable_anywhere_even_after_replay_and_rebuild(
 
 
 def test_erasing_a_survivor_erases_the_records_merged_into_it(contacts: ServiceHarness) -> None:
-    a = contacts.client.post("/v1/contacts", json={"first_name": "Shirin", "email": "shirin.farahani@example.com"},
-                             headers=contacts.headers()).get_json()
-    b = contacts.client.post("/v1/contacts", json={"last_name": "Farahani", "phone": "+989127654321"},
-                             headers=contacts.headers()).get_json()
+    a = contacts.client.post(
+        "/v1/contacts",
+        json={"first_name": "Shirin", "email": "shirin.farahani@example.com"},
+        headers=contacts.headers(),
+    ).get_json()
+    b = contacts.client.post(
+        "/v1/contacts", json={"last_name": "Farahani", "phone": "+989127654321"}, headers=contacts.headers()
+    ).get_json()
     contacts.client.post(f"/v1/contacts/{a['id']}/merge", json={"duplicate_id": b["id"]}, headers=contacts.headers())
     # asking with the merged id erases the person, i.e. the survivor and every merged record
     response = contacts.client.post(f"/v1/contacts/{b['id']}/erasure", json={}, headers=contacts.headers())
@@ -105,12 +122,15 @@ def test_erasing_a_survivor_erases_the_records_merged_into_it(contacts: ServiceH
 
 
 def test_erasure_needs_the_erase_role_not_just_write(contacts: ServiceHarness) -> None:
-    person = contacts.client.post("/v1/contacts", json={"first_name": "Mina", "email": "mina@example.com"},
-                                  headers=contacts.headers()).get_json()
+    person = contacts.client.post(
+        "/v1/contacts", json={"first_name": "Mina", "email": "mina@example.com"}, headers=contacts.headers()
+    ).get_json()
     url = f"/v1/contacts/{person['id']}/erasure"
     refused = contacts.client.post(url, json={}, headers=contacts.headers("contacts:write"))
     assert refused.status_code == 403 and "contacts:erase" in refused.get_json()["detail"]
-    assert contacts.client.get(f"/v1/contacts/{person['id']}", headers=contacts.headers()).get_json()["first_name"] \
-        == "Mina"  # nothing was erased
+    assert (
+        contacts.client.get(f"/v1/contacts/{person['id']}", headers=contacts.headers()).get_json()["first_name"]
+        == "Mina"
+    )  # nothing was erased
     erased = contacts.client.post(url, json={}, headers=contacts.headers("contacts:erase"))
     assert erased.status_code == 200 and erased.get_json()["first_name"] is None

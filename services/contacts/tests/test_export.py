@@ -21,17 +21,22 @@ DEAL = {"id": "deal-1", "title": "Big order", "amount": "1250000.00", "currency"
 def person(contacts: ServiceHarness) -> tuple[dict, dict]:
     """Shirin, at Acme, email consent granted, with a duplicate merged into her: (survivor, duplicate)."""
     company = contacts.client.post("/v1/companies", json={"name": "Acme"}, headers=contacts.headers()).get_json()
-    a = contacts.client.post("/v1/contacts", headers=contacts.headers(), json={
-        "first_name": "Shirin", "email": "shirin.farahani@example.com", "company_id": company["id"]}).get_json()
+    a = contacts.client.post(
+        "/v1/contacts",
+        headers=contacts.headers(),
+        json={"first_name": "Shirin", "email": "shirin.farahani@example.com", "company_id": company["id"]},
+    ).get_json()
     b = contacts.client.post("/v1/contacts", json={"last_name": "Farahani"}, headers=contacts.headers()).get_json()
-    contacts.client.put(f"/v1/contacts/{a['id']}/consents/email", json={"status": "granted"},
-                        headers=contacts.headers())
+    contacts.client.put(
+        f"/v1/contacts/{a['id']}/consents/email", json={"status": "granted"}, headers=contacts.headers()
+    )
     contacts.client.post(f"/v1/contacts/{a['id']}/merge", json={"duplicate_id": b["id"]}, headers=contacts.headers())
     return a, b
 
 
-def test_the_export_holds_what_every_service_holds_on_the_person(exporting_contacts: ServiceHarness,
-                                                                 record_keepers: dict) -> None:
+def test_the_export_holds_what_every_service_holds_on_the_person(
+    exporting_contacts: ServiceHarness, record_keepers: dict
+) -> None:
     contacts = exporting_contacts
     record_keepers["sales"].records = {"deals": [DEAL], "quotes": [], "activities": []}
     record_keepers["service-desk"].records = {"tickets": [{"id": "ticket-1", "comments": [{"body": "سلام"}]}]}
@@ -56,13 +61,14 @@ def test_the_export_holds_what_every_service_holds_on_the_person(exporting_conta
     assert export["messaging"] == {"messages": [{"id": "message-1", "consent_proof": {"consent": None}}]}
     # one call per service, for the person and the record merged into them at once
     assert {service: keeper.asked for service, keeper in record_keepers.items()} == {
-        service: [[a["id"], b["id"]]] for service in record_keepers}
+        service: [[a["id"], b["id"]]] for service in record_keepers
+    }
 
 
 @pytest.mark.parametrize("failure", ["slow", "down"])
 def test_a_service_that_cannot_answer_makes_it_a_503_naming_it_never_a_partial_export(
-        exporting_contacts: ServiceHarness, record_keepers: dict, failure: str,
-        caplog: pytest.LogCaptureFixture) -> None:
+    exporting_contacts: ServiceHarness, record_keepers: dict, failure: str, caplog: pytest.LogCaptureFixture
+) -> None:
     contacts = exporting_contacts
     a, _ = person(contacts)
     if failure == "slow":
@@ -78,8 +84,9 @@ def test_a_service_that_cannot_answer_makes_it_a_503_naming_it_never_a_partial_e
     assert response.headers["Content-Type"] == "application/problem+json"
     failed = "messaging" if failure == "slow" else "service-desk"
     assert set(problem["errors"]) == {failed}
-    assert problem["errors"][failed] == (["did not answer within its deadline (1 s)"] if failure == "slow"
-                                         else ["unreachable"])
+    assert problem["errors"][failed] == (
+        ["did not answer within its deadline (1 s)"] if failure == "slow" else ["unreachable"]
+    )
     assert failed in problem["detail"] and "contact" not in problem.get("errors", {})
     assert "Shirin" not in response.get_data(as_text=True)  # nothing of the person in part
     logged = " ".join(f"{r.getMessage()} {r.__dict__}" for r in caplog.records)
@@ -89,18 +96,25 @@ def test_a_service_that_cannot_answer_makes_it_a_503_naming_it_never_a_partial_e
 def test_the_export_needs_the_export_role_not_read_or_write(exporting_contacts: ServiceHarness) -> None:
     contacts = exporting_contacts
     a, _ = person(contacts)
-    answers = {role: contacts.client.get(f"/v1/contacts/{a['id']}/export", headers=contacts.headers(role)).status_code
-               for role in ("contacts:read", "contacts:write", "contacts:erase", "sales:export", "contacts:export",
-                            "admin")}
-    assert answers == {"contacts:read": 403, "contacts:write": 403, "contacts:erase": 403, "sales:export": 403,
-                       "contacts:export": 200, "admin": 200}
+    answers = {
+        role: contacts.client.get(f"/v1/contacts/{a['id']}/export", headers=contacts.headers(role)).status_code
+        for role in ("contacts:read", "contacts:write", "contacts:erase", "sales:export", "contacts:export", "admin")
+    }
+    assert answers == {
+        "contacts:read": 403,
+        "contacts:write": 403,
+        "contacts:erase": 403,
+        "sales:export": 403,
+        "contacts:export": 200,
+        "admin": 200,
+    }
     refused = contacts.client.get(f"/v1/contacts/{a['id']}/export", headers=contacts.headers("contacts:read"))
     assert "contacts:export" in refused.get_json()["detail"]
 
 
-def test_the_export_of_an_unknown_contact_is_404_and_asks_nobody(exporting_contacts: ServiceHarness,
-                                                                 record_keepers: dict) -> None:
+def test_the_export_of_an_unknown_contact_is_404_and_asks_nobody(
+    exporting_contacts: ServiceHarness, record_keepers: dict
+) -> None:
     response = exporting_contacts.client.get("/v1/contacts/nobody/export", headers=exporting_contacts.headers())
     assert response.status_code == 404
     assert all(keeper.asked == [] for keeper in record_keepers.values())
-

@@ -20,11 +20,15 @@ def desk_directory(grpc_target: str, monkeypatch: pytest.MonkeyPatch) -> Iterato
     client.close()
 
 
-def test_find_by_email_or_phone_as_contacts_stores_them(contacts: ServiceHarness,
-                                                        desk_directory: ContactDirectory) -> None:
+def test_find_by_email_or_phone_as_contacts_stores_them(
+    contacts: ServiceHarness, desk_directory: ContactDirectory
+) -> None:
     headers = contacts.headers()
-    sara = contacts.client.post("/v1/contacts", json={"first_name": "Sara", "email": "Sara@Example.com",
-                                                      "phone": "+98 912 123 4567"}, headers=headers).get_json()
+    sara = contacts.client.post(
+        "/v1/contacts",
+        json={"first_name": "Sara", "email": "Sara@Example.com", "phone": "+98 912 123 4567"},
+        headers=headers,
+    ).get_json()
     contacts.project()
     assert [c["id"] for c in desk_directory.find(email="  SARA@example.COM ")] == [sara["id"]]
     assert [c["id"] for c in desk_directory.find(phone="+989121234567")] == [sara["id"]]
@@ -32,15 +36,23 @@ def test_find_by_email_or_phone_as_contacts_stores_them(contacts: ServiceHarness
     assert desk_directory.find(email="not an address") == []  # INVALID_ARGUMENT: nobody has it
 
 
-def test_create_is_safe_to_repeat_and_checks_fields_like_rest(contacts: ServiceHarness, grpc_target: str,
-                                                              desk_directory: ContactDirectory) -> None:
-    fields = {"first_name": "Bahar", "email": "Bahar@Example.com", "tags": ["inbound"],
-              "attributes": {"source": "inbound_email"}}
+def test_create_is_safe_to_repeat_and_checks_fields_like_rest(
+    contacts: ServiceHarness, grpc_target: str, desk_directory: ContactDirectory
+) -> None:
+    fields = {
+        "first_name": "Bahar",
+        "email": "Bahar@Example.com",
+        "tags": ["inbound"],
+        "attributes": {"source": "inbound_email"},
+    }
     made = desk_directory.create("inbound:email:bahar@example.com", fields)
     again = desk_directory.create("inbound:email:bahar@example.com", fields)
     assert made["id"] == again["id"] and int(made["version"]) == 1  # int64 comes as text
-    assert (made["email"], made["tags"], made["attributes"]) == ("bahar@example.com", ["inbound"],
-                                                                 {"source": "inbound_email"})
+    assert (made["email"], made["tags"], made["attributes"]) == (
+        "bahar@example.com",
+        ["inbound"],
+        {"source": "inbound_email"},
+    )
     record = contacts.client.get(f"/v1/contacts/{made['id']}", headers=contacts.headers()).get_json()
     assert record["version"] == 1 and record["attributes"] == {"source": "inbound_email"}
 

@@ -21,10 +21,23 @@ T0 = parse_time("2026-01-10T08:00:00.000Z")
 
 def stored(contact: Contact, at: datetime) -> Contact:
     """The contact as folded from its events stored at `at` (so `created_at` is known)."""
-    events = [RecordedEvent(id=new_id(), service="contacts", stream_id=contact.id, aggregate_type="contact",
-                            version=index + 1, type=event.type, schema_version=1, data=event.data, time=at,
-                            actor="user:ana", correlation_id="c", causation_id=None)
-              for index, event in enumerate(contact.pending)]
+    events = [
+        RecordedEvent(
+            id=new_id(),
+            service="contacts",
+            stream_id=contact.id,
+            aggregate_type="contact",
+            version=index + 1,
+            type=event.type,
+            schema_version=1,
+            data=event.data,
+            time=at,
+            actor="user:ana",
+            correlation_id="c",
+            causation_id=None,
+        )
+        for index, event in enumerate(contact.pending)
+    ]
     return Contact.from_events(contact.id, events)
 
 
@@ -41,8 +54,14 @@ def test_the_creation_counts_as_a_confirmation_and_staleness_is_flagged_once_whe
     assert ali.flag_stale(T0 + YEAR + timedelta(days=3), YEAR) is True
     [event] = ali.pending
     assert event.type == "ContactBecameStale"
-    assert event.data == {"contact_id": "c1", "since": rfc3339(T0 + YEAR), "verified_at": rfc3339(T0),
-                          "stale_after_days": 365.0, "lifecycle_stage": "lead", "owner": "ana"}
+    assert event.data == {
+        "contact_id": "c1",
+        "since": rfc3339(T0 + YEAR),
+        "verified_at": rfc3339(T0),
+        "stale_after_days": 365.0,
+        "lifecycle_stage": "lead",
+        "owner": "ana",
+    }
     assert (ali.stale, ali.stale_since) == (True, rfc3339(T0 + YEAR))
     assert ali.flag_stale(T0 + 3 * YEAR, YEAR) is False  # once: it stays flagged until confirmed
     assert len(ali.pending) == 1
@@ -54,11 +73,21 @@ def test_a_confirmation_clears_the_flag_and_restarts_the_clock() -> None:
     confirmed = T0 + YEAR + timedelta(days=10)
     ali.verify(confirmed, "user:ana", "staff", "phone")
     assert types(ali)[-1] == "ContactDetailsVerified"
-    assert ali.pending[-1].data == {"contact_id": "c1", "at": rfc3339(confirmed), "by": "user:ana",
-                                    "source": "staff", "method": "phone", "stale_since": rfc3339(T0 + YEAR)}
+    assert ali.pending[-1].data == {
+        "contact_id": "c1",
+        "at": rfc3339(confirmed),
+        "by": "user:ana",
+        "source": "staff",
+        "method": "phone",
+        "stale_since": rfc3339(T0 + YEAR),
+    }
     view = ali.view()
-    assert (view["stale"], view["stale_since"], view["verified_at"], view["verified_by"]) == \
-        (False, None, rfc3339(confirmed), "user:ana")
+    assert (view["stale"], view["stale_since"], view["verified_at"], view["verified_by"]) == (
+        False,
+        None,
+        rfc3339(confirmed),
+        "user:ana",
+    )
     assert ali.flag_stale(confirmed + YEAR - timedelta(seconds=1), YEAR) is False
     assert ali.flag_stale(confirmed + YEAR, YEAR) is True
     assert ali.stale_since == rfc3339(confirmed + YEAR)
@@ -109,18 +138,24 @@ def test_a_stale_contact_folds_back_from_its_view() -> None:
 
 def test_the_thresholds_come_from_the_environment_and_a_bad_one_is_named() -> None:
     assert stale_policy({}) == StalePolicy(timedelta(days=365), {})
-    policy = stale_policy({"CRM_CONTACTS_STALE_AFTER_DAYS": "200",
-                           "CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": " customer=90 , subscriber=730.5,"})
+    policy = stale_policy(
+        {
+            "CRM_CONTACTS_STALE_AFTER_DAYS": "200",
+            "CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": " customer=90 , subscriber=730.5,",
+        }
+    )
     assert policy.after("lead") == timedelta(days=200) and policy.after("customer") == timedelta(days=90)
     assert policy.after("subscriber") == timedelta(days=730.5)
     groups = policy.groups()
     assert groups[timedelta(days=90)] == ["customer"] and "lead" in groups[timedelta(days=200)]
-    for environ, named in [({"CRM_CONTACTS_STALE_AFTER_DAYS": "soon"}, "CRM_CONTACTS_STALE_AFTER_DAYS"),
-                           ({"CRM_CONTACTS_STALE_AFTER_DAYS": "0"}, "CRM_CONTACTS_STALE_AFTER_DAYS"),
-                           ({"CRM_CONTACTS_STALE_AFTER_DAYS": "1e9"}, "CRM_CONTACTS_STALE_AFTER_DAYS"),
-                           ({"CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": "vip=30"}, "_BY_STAGE"),
-                           ({"CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": "customer"}, "_BY_STAGE"),
-                           ({"CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": "customer=-1"}, "_BY_STAGE")]:
+    for environ, named in [
+        ({"CRM_CONTACTS_STALE_AFTER_DAYS": "soon"}, "CRM_CONTACTS_STALE_AFTER_DAYS"),
+        ({"CRM_CONTACTS_STALE_AFTER_DAYS": "0"}, "CRM_CONTACTS_STALE_AFTER_DAYS"),
+        ({"CRM_CONTACTS_STALE_AFTER_DAYS": "1e9"}, "CRM_CONTACTS_STALE_AFTER_DAYS"),
+        ({"CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": "vip=30"}, "_BY_STAGE"),
+        ({"CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": "customer"}, "_BY_STAGE"),
+        ({"CRM_CONTACTS_STALE_AFTER_DAYS_BY_STAGE": "customer=-1"}, "_BY_STAGE"),
+    ]:
         with pytest.raises(BadSetting, match=named):
             stale_policy(environ)
 
@@ -143,8 +178,12 @@ def test_the_worker_pass_flags_each_contact_past_its_stage_threshold_once(contac
     contacts.project()
     now = utcnow()
     policy = StalePolicy(YEAR, {"customer": timedelta(days=90)})
-    timer = FreshnessTimer(Repository(contacts.runtime.store, Contact, contacts.runtime.publish),
-                           contacts.runtime.db["contacts"], now=lambda: now, policy=lambda: policy)
+    timer = FreshnessTimer(
+        Repository(contacts.runtime.store, Contact, contacts.runtime.publish),
+        contacts.runtime.db["contacts"],
+        now=lambda: now,
+        policy=lambda: policy,
+    )
     assert timer.step(now + timedelta(days=89)) == 0
     assert timer.step(now + timedelta(days=91)) == 1  # the customer's shorter threshold
     assert timer.step(now + timedelta(days=92)) == 0  # the read model is behind: decided again, not flagged again

@@ -31,15 +31,17 @@ def events(contacts: ServiceHarness, contact_id: str) -> list[str]:
 
 
 def report(contacts: ServiceHarness, **query: Any) -> dict:
-    response = contacts.client.get("/v1/insights/stale-records", query_string=query,
-                                   headers=contacts.headers("contacts:read"))
+    response = contacts.client.get(
+        "/v1/insights/stale-records", query_string=query, headers=contacts.headers("contacts:read")
+    )
     assert response.status_code == 200, response.get_json()
     return response.get_json()
 
 
 def link(contact: dict, **kwargs: Any) -> str:
-    return "/v1/confirmations/" + signing.sign(LINK_PURPOSE, {"c": contact["id"], "s": contact["stale_since"]},
-                                               **kwargs)
+    return "/v1/confirmations/" + signing.sign(
+        LINK_PURPOSE, {"c": contact["id"], "s": contact["stale_since"]}, **kwargs
+    )
 
 
 def test_a_contact_confirmed_long_ago_is_stale_from_its_creation(contacts: ServiceHarness) -> None:
@@ -55,14 +57,18 @@ def test_a_contact_confirmed_long_ago_is_stale_from_its_creation(contacts: Servi
 def test_a_create_with_bad_freshness_fields_stores_nothing(contacts: ServiceHarness) -> None:
     before = contacts.runtime.store.count()
     future = rfc3339(utcnow() + timedelta(days=2))
-    response = contacts.client.post("/v1/contacts", json={"first_name": "X", "verified_at": future, "stale": True},
-                                    headers=contacts.headers("contacts:write"))
+    response = contacts.client.post(
+        "/v1/contacts",
+        json={"first_name": "X", "verified_at": future, "stale": True},
+        headers=contacts.headers("contacts:write"),
+    )
     assert response.status_code == 422
     assert response.mimetype == "application/problem+json"
     assert set(response.get_json()["errors"]) == {"verified_at", "stale"}
     for value in ("last year", "2026-01-01T10:00:00", "0001-01-01T00:00:00+14:00"):  # no zone; no UTC equivalent
-        bad = contacts.client.post("/v1/contacts", json={"first_name": "X", "verified_at": value},
-                                   headers=contacts.headers("contacts:write"))
+        bad = contacts.client.post(
+            "/v1/contacts", json={"first_name": "X", "verified_at": value}, headers=contacts.headers("contacts:write")
+        )
         assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"verified_at"}, value
     assert contacts.runtime.store.count() == before
 
@@ -70,17 +76,29 @@ def test_a_create_with_bad_freshness_fields_stores_nothing(contacts: ServiceHarn
 def test_staff_verify_clears_the_flag_and_refuses_bad_input(contacts: ServiceHarness) -> None:
     old = create(contacts, first_name="Old", verified_at=LONG_AGO)
     headers = contacts.headers("contacts:write", subject="ana")
-    bad = contacts.client.post(f"/v1/contacts/{old['id']}/verify", json={"method": "pigeon", "note": "x"},
-                               headers=headers)
+    bad = contacts.client.post(
+        f"/v1/contacts/{old['id']}/verify", json={"method": "pigeon", "note": "x"}, headers=headers
+    )
     assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"method", "note"}
     assert events(contacts, old["id"]) == ["ContactCreated", "ContactBecameStale"]  # nothing stored
-    assert contacts.client.post(f"/v1/contacts/{old['id']}/verify", json={},
-                                headers=contacts.headers("contacts:read")).status_code == 403
+    assert (
+        contacts.client.post(
+            f"/v1/contacts/{old['id']}/verify", json={}, headers=contacts.headers("contacts:read")
+        ).status_code
+        == 403
+    )
     stale_version = old["version"]
-    assert contacts.client.post(f"/v1/contacts/{old['id']}/verify", json={},
-                                headers={**headers, "If-Match": '"1"'}).status_code == 412
-    done = contacts.client.post(f"/v1/contacts/{old['id']}/verify", json={"method": "phone"},
-                                headers={**headers, "If-Match": f'"{stale_version}"'})
+    assert (
+        contacts.client.post(
+            f"/v1/contacts/{old['id']}/verify", json={}, headers={**headers, "If-Match": '"1"'}
+        ).status_code
+        == 412
+    )
+    done = contacts.client.post(
+        f"/v1/contacts/{old['id']}/verify",
+        json={"method": "phone"},
+        headers={**headers, "If-Match": f'"{stale_version}"'},
+    )
     assert done.status_code == 200, done.get_json()
     view = done.get_json()
     assert (view["stale"], view["stale_since"], view["verified_by"]) == (False, None, "user:ana")
@@ -88,8 +106,12 @@ def test_staff_verify_clears_the_flag_and_refuses_bad_input(contacts: ServiceHar
     assert contacts.client.post(f"/v1/contacts/{old['id']}/verify", headers=headers).status_code == 200  # no body
     assert contacts.client.post("/v1/contacts/nobody/verify", json={}, headers=headers).status_code == 404
     survivor = create(contacts, first_name="Survivor")
-    assert contacts.client.post(f"/v1/contacts/{survivor['id']}/merge", json={"duplicate_id": old["id"]},
-                                headers=headers).status_code == 200
+    assert (
+        contacts.client.post(
+            f"/v1/contacts/{survivor['id']}/merge", json={"duplicate_id": old["id"]}, headers=headers
+        ).status_code
+        == 200
+    )
     assert contacts.client.post(f"/v1/contacts/{old['id']}/verify", json={}, headers=headers).status_code == 409
 
 
@@ -102,13 +124,28 @@ def test_stale_records_per_owner_filtered_and_paged(contacts: ServiceHarness) ->
     contacts.project()
     everyone = report(contacts)
     assert everyone["report"] == "stale-records" and everyone["total"] == 5
-    assert everyone["by_owner"] == [{"owner": "ana", "count": 3}, {"owner": "bo", "count": 1},
-                                    {"owner": None, "count": 1}]
+    assert everyone["by_owner"] == [
+        {"owner": "ana", "count": 3},
+        {"owner": "bo", "count": 1},
+        {"owner": None, "count": 1},
+    ]
     assert len(everyone["items"]) == 5 and everyone["next_cursor"] is None
-    assert set(everyone["items"][0]) == {"id", "first_name", "last_name", "email", "phone", "owner",
-                                         "lifecycle_stage", "created_at", "verified_at", "stale_since"}
-    assert all(re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", item["created_at"])  # RFC 3339, as documented
-               for item in everyone["items"])
+    assert set(everyone["items"][0]) == {
+        "id",
+        "first_name",
+        "last_name",
+        "email",
+        "phone",
+        "owner",
+        "lifecycle_stage",
+        "created_at",
+        "verified_at",
+        "stale_since",
+    }
+    assert all(
+        re.match(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$", item["created_at"])  # RFC 3339, as documented
+        for item in everyone["items"]
+    )
     first = report(contacts, owner="ana", limit=2)
     assert first["total"] == 3 and len(first["items"]) == 2 and first["next_cursor"]
     rest = report(contacts, owner="ana", limit=2, cursor=first["next_cursor"])
@@ -120,16 +157,26 @@ def test_stale_records_per_owner_filtered_and_paged(contacts: ServiceHarness) ->
     contacts.project()
     assert report(contacts, lifecycle_stage="customer")["total"] == 0
 
-    bad = contacts.client.get("/v1/insights/stale-records", query_string={
-        "limit": 0, "lifecycle_stage": "vip", "owner": "x" * 101, "team": "a"}, headers=contacts.headers())
+    bad = contacts.client.get(
+        "/v1/insights/stale-records",
+        query_string={"limit": 0, "lifecycle_stage": "vip", "owner": "x" * 101, "team": "a"},
+        headers=contacts.headers(),
+    )
     assert bad.status_code == 422
     assert set(bad.get_json()["errors"]) == {"limit", "lifecycle_stage", "owner", "team"}
     assert contacts.client.get("/v1/insights/stale-records").status_code == 401
 
 
 def test_the_person_confirms_through_the_page_in_their_language(contacts: ServiceHarness) -> None:
-    sara = create(contacts, first_name="سارا", last_name="Karimi", email="sara@example.com",
-                  phone="+989121234567", locale="fa-IR", verified_at=LONG_AGO)
+    sara = create(
+        contacts,
+        first_name="سارا",
+        last_name="Karimi",
+        email="sara@example.com",
+        phone="+989121234567",
+        locale="fa-IR",
+        verified_at=LONG_AGO,
+    )
     page = contacts.client.get(link(sara))
     assert page.status_code == 200 and page.mimetype == "text/html"
     html = page.get_data(as_text=True)
@@ -139,8 +186,10 @@ def test_the_person_confirms_through_the_page_in_their_language(contacts: Servic
     assert 'lang="en" dir="ltr"' in english and "Are your details still right?" in english
     assert events(contacts, sara["id"]) == ["ContactCreated", "ContactBecameStale"]  # a look changes nothing
 
-    answer = contacts.client.post(link(sara), data={"first_name": "سارا", "last_name": "Karimi",
-                                                    "email": "sara@example.com", "phone": "0935 123 4567"})
+    answer = contacts.client.post(
+        link(sara),
+        data={"first_name": "سارا", "last_name": "Karimi", "email": "sara@example.com", "phone": "0935 123 4567"},
+    )
     assert answer.status_code == 200 and "سپاسگزاریم" in answer.get_data(as_text=True)
     view = get(contacts, sara["id"])
     assert view["phone"] == "+989351234567" and view["stale"] is False
@@ -158,8 +207,9 @@ def test_the_person_confirms_through_the_page_in_their_language(contacts: Servic
 def test_json_answers_and_bad_input_store_nothing(contacts: ServiceHarness) -> None:
     bo = create(contacts, first_name="Bo", email="bo@example.com", verified_at=LONG_AGO)
     version = get(contacts, bo["id"])["version"]
-    bad = contacts.client.post(link(bo), json={"email": "not an email", "phone": "call me", "nickname": "B",
-                                               "first_name": "\x00"})
+    bad = contacts.client.post(
+        link(bo), json={"email": "not an email", "phone": "call me", "nickname": "B", "first_name": "\x00"}
+    )
     assert bad.status_code == 422 and bad.mimetype == "application/problem+json"
     assert set(bad.get_json()["errors"]) == {"email", "phone", "nickname", "first_name"}
     form = contacts.client.post(link(bo), data={"email": "not an email", "first_name": "Bo"})

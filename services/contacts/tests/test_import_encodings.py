@@ -19,10 +19,12 @@ from .test_imports import CSV, NDJSON, find, job, queued, rejections, run, uploa
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 # Windows-1256 has no Persian yeh (ی): Excel saves it as the Arabic yeh (ي), as here. It has
 # the letters Arabic lacks (پ چ ژ گ) and the Persian keheh (ک).
-PERSIAN_CSV = ("first_name,last_name,email,tags\n"
-               "علي,رضايي,ali@example.com,مشتري;ويژه\n"
-               "زهرا,کريمي,zahra@example.com,\n"
-               "پژمان,گودرزي,pejman@example.com,\n")
+PERSIAN_CSV = (
+    "first_name,last_name,email,tags\n"
+    "علي,رضايي,ali@example.com,مشتري;ويژه\n"
+    "زهرا,کريمي,zahra@example.com,\n"
+    "پژمان,گودرزي,pejman@example.com,\n"
+)
 
 
 def workbook(rows: list[list[object]]) -> bytes:
@@ -54,7 +56,7 @@ def test_utf8_stays_utf8_even_split_inside_a_character() -> None:
 def test_plain_ascii_then_a_byte_that_is_not_utf8_means_windows_1256() -> None:
     data = PERSIAN_CSV.encode("cp1256")
     decoder = Charset(None, fallback=True)
-    text = "".join(decoder.decode(data[i:i + 7]) for i in range(0, len(data), 7))
+    text = "".join(decoder.decode(data[i : i + 7]) for i in range(0, len(data), 7))
     decoder.finish()
     assert decoder.encoding == "cp1256" and text == PERSIAN_CSV
 
@@ -81,8 +83,16 @@ def test_damaged_utf8_control_characters_and_a_declared_charset_are_not_guessed_
 
 def test_cells_read_like_csv_text() -> None:
     from datetime import date
-    assert [import_formats.cell_text(v) for v in (None, 9123456789.0, 12, 1.5, True, date(2024, 8, 3), "x")] == \
-        ["", "9123456789", "12", "1.5", "true", "2024-08-03", "x"]
+
+    assert [import_formats.cell_text(v) for v in (None, 9123456789.0, 12, 1.5, True, date(2024, 8, 3), "x")] == [
+        "",
+        "9123456789",
+        "12",
+        "1.5",
+        "true",
+        "2024-08-03",
+        "x",
+    ]
 
 
 # --- uploads, end to end -----------------------------------------------------------------------
@@ -103,10 +113,14 @@ def test_a_windows_1256_csv_imports_persian_names(contacts: ServiceHarness, cont
 
 @pytest.mark.parametrize("content_type", [XLSX, CSV, "application/x-ndjson"])  # zip signature wins
 def test_an_xlsx_workbook_imports_like_a_csv(contacts: ServiceHarness, content_type: str) -> None:
-    body = workbook([["first_name", "last_name", "email", "phone", None],
-                     ["مریم", "احمدی", "maryam@example.com", 9123456789, None],  # a number cell, its 0 lost
-                     [None, None, None, None, None],  # a blank row is skipped
-                     ["Sara", "Ahmadi", "not-an-email", None, None]])
+    body = workbook(
+        [
+            ["first_name", "last_name", "email", "phone", None],
+            ["مریم", "احمدی", "maryam@example.com", 9123456789, None],  # a number cell, its 0 lost
+            [None, None, None, None, None],  # a blank row is skipped
+            ["Sara", "Ahmadi", "not-an-email", None, None],
+        ]
+    )
     accepted = queued(contacts, body, content_type)
     assert accepted["format"] == "xlsx"
     run(contacts)
@@ -155,6 +169,7 @@ def test_garbled_or_unsupported_files_are_a_problem_and_nothing_is_stored(
 
 def test_a_zip_bomb_is_refused_before_it_is_parsed(contacts: ServiceHarness, monkeypatch: pytest.MonkeyPatch) -> None:
     from crm_contacts.settings import ContactsSettings
+
     monkeypatch.setattr(ContactsSettings, "xlsx_max_unpacked", property(lambda _: 10_000))  # 10x a 1 KB body
     body = workbook([["email"], ["x" * 20_000 + "@example.com"]])
     response = upload(contacts, body, XLSX)

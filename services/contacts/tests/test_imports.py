@@ -22,8 +22,12 @@ NDJSON = "application/x-ndjson"
 
 def upload(contacts: ServiceHarness, body: bytes | str, content_type: str = CSV, **params: str):
     data = body.encode() if isinstance(body, str) else body
-    return contacts.client.post(f"/v1/imports?{urlencode(params)}", data=data, content_type=content_type,
-                                headers=contacts.headers("contacts:write"))
+    return contacts.client.post(
+        f"/v1/imports?{urlencode(params)}",
+        data=data,
+        content_type=content_type,
+        headers=contacts.headers("contacts:write"),
+    )
 
 
 def queued(contacts: ServiceHarness, body: bytes | str, content_type: str = CSV, **params: str) -> dict:
@@ -95,8 +99,14 @@ def test_csv_import_creates_contacts_in_the_background_and_reports_progress(cont
 
     done = job(contacts, accepted["id"])
     assert done["status"] == "completed", done
-    assert counts(done) == {"rows_total": 3, "rows_processed": 3, "created": 3, "updated": 0, "duplicates": 0,
-                            "rejected": 0}
+    assert counts(done) == {
+        "rows_total": 3,
+        "rows_processed": 3,
+        "created": 3,
+        "updated": 0,
+        "duplicates": 0,
+        "rejected": 0,
+    }
     assert done["progress"] == 1.0 and done["rows_per_second"] > 0 and done["error"] is None
     assert done["created_at"] <= done["started_at"] <= done["finished_at"]
     [sara] = find(contacts, email="sara@example.com")
@@ -126,7 +136,9 @@ def test_imported_contacts_are_sealed_per_person_like_any_other(contacts: Servic
     assert contacts.runtime.db["data_keys"].count_documents({"_id": {"$in": stream_ids}}) == 2
     before = contacts.runtime.vault.existing(stream_ids)
     assert contacts.runtime.vault.keys_for([*stream_ids, "someone-new"]) == {
-        **before, "someone-new": contacts.runtime.vault.existing(["someone-new"])["someone-new"]}
+        **before,
+        "someone-new": contacts.runtime.vault.existing(["someone-new"])["someone-new"],
+    }
     assert contacts.runtime.vault.keys_for([]) == {}
     assert {c["email"] for c in find(contacts, q="example.com")} >= {"shirin@example.com", "dara@example.com"}
 
@@ -142,8 +154,14 @@ def test_json_lines_import_takes_the_fields_of_post_contacts(contacts: ServiceHa
     assert accepted["format"] == "ndjson"
     run(contacts)
     done = job(contacts, accepted["id"])
-    assert counts(done) == {"rows_total": 2, "rows_processed": 2, "created": 2, "updated": 0, "duplicates": 0,
-                            "rejected": 0}
+    assert counts(done) == {
+        "rows_total": 2,
+        "rows_processed": 2,
+        "created": 2,
+        "updated": 0,
+        "duplicates": 0,
+        "rejected": 0,
+    }
     [sara] = find(contacts, email="sara@example.com")
     assert sara["attributes"] == {"score": 7, "ok": True} and sara["tags"] == ["vip"]
     [karimi] = find(contacts, phone="+989127654321")
@@ -158,8 +176,10 @@ def test_the_worker_job_runs_queued_imports(contacts: ServiceHarness) -> None:
     thread.start()
     try:
         accepted = queued(contacts, "email\na@example.com\nb@example.com\n")
-        done = wait_until(lambda: (view := job(contacts, accepted["id"]))["status"] == "completed" and view,
-                          what="the import to complete")
+        done = wait_until(
+            lambda: (view := job(contacts, accepted["id"]))["status"] == "completed" and view,
+            what="the import to complete",
+        )
         assert done["created"] == 2
     finally:
         stop.set()
@@ -174,23 +194,29 @@ def test_bad_rows_are_reported_with_reasons_and_nothing_is_stored_for_them(conta
     company = contacts.client.post("/v1/companies", json={"name": "Acme"}, headers=contacts.headers()).get_json()
     body = (
         "first_name,last_name,email,phone,company_id,lifecycle_stage,tags\n"
-        f"Good,One,good1@example.com,,{company['id']},lead,\n"   # row 1: fine, with an existing company
-        "Bad,Email,not-an-email,,,,\n"                           # row 2
-        "Bad,Phone,,12,,,\n"                                     # row 3
-        ",,,,,,vip\n"                                            # row 4: nobody to identify
-        "Bad,Stage,,,,boss,\n"                                   # row 5
-        "Bad,Company,,,no-such-company,,\n"                      # row 6
-        "Too,Many,,,,,,extra\n"                                  # row 7
-        "\n"                                                     # (blank lines are not rows)
-        "Many,Faults,nope,12,,boss,\n"                           # row 8: every failing field listed
-        "Good,Two,good2@example.com,,,,\n"                       # row 9
-        f"Ctrl,\x07Bell,,,,,\n"                                  # row 10: control character
+        f"Good,One,good1@example.com,,{company['id']},lead,\n"  # row 1: fine, with an existing company
+        "Bad,Email,not-an-email,,,,\n"  # row 2
+        "Bad,Phone,,12,,,\n"  # row 3
+        ",,,,,,vip\n"  # row 4: nobody to identify
+        "Bad,Stage,,,,boss,\n"  # row 5
+        "Bad,Company,,,no-such-company,,\n"  # row 6
+        "Too,Many,,,,,,extra\n"  # row 7
+        "\n"  # (blank lines are not rows)
+        "Many,Faults,nope,12,,boss,\n"  # row 8: every failing field listed
+        "Good,Two,good2@example.com,,,,\n"  # row 9
+        f"Ctrl,\x07Bell,,,,,\n"  # row 10: control character
     )
     accepted = queued(contacts, body)
     run(contacts)
     done = job(contacts, accepted["id"])
-    assert counts(done) == {"rows_total": 10, "rows_processed": 10, "created": 2, "updated": 0, "duplicates": 0,
-                            "rejected": 8}
+    assert counts(done) == {
+        "rows_total": 10,
+        "rows_processed": 10,
+        "created": 2,
+        "updated": 0,
+        "duplicates": 0,
+        "rejected": 8,
+    }
     rejected = {r["row"]: r for r in rejections(contacts, accepted["id"])}
     assert sorted(rejected) == [2, 3, 4, 5, 6, 7, 8, 10]
     assert set(rejected[2]["errors"]) == {"email"}
@@ -206,23 +232,24 @@ def test_bad_rows_are_reported_with_reasons_and_nothing_is_stored_for_them(conta
 
 
 def test_bad_json_lines_are_rejected_one_by_one(contacts: ServiceHarness) -> None:
-    body = "\n".join([
-        json.dumps({"first_name": "Ok"}),
-        "{not json",
-        "[1, 2]",
-        json.dumps({"first_name": "S", "unknown": 1}),
-        json.dumps({"first_name": "x" * 10_000}),
-        json.dumps({"first_name": "S", "attributes": {"a": {"nested": 1}}}),
-        json.dumps({"first_name": "S", "tags": ["t"] * 51}),
-        json.dumps({"email": "ok@example.com"}),
-    ])
+    body = "\n".join(
+        [
+            json.dumps({"first_name": "Ok"}),
+            "{not json",
+            "[1, 2]",
+            json.dumps({"first_name": "S", "unknown": 1}),
+            json.dumps({"first_name": "x" * 10_000}),
+            json.dumps({"first_name": "S", "attributes": {"a": {"nested": 1}}}),
+            json.dumps({"first_name": "S", "tags": ["t"] * 51}),
+            json.dumps({"email": "ok@example.com"}),
+        ]
+    )
     accepted = queued(contacts, body, NDJSON)
     run(contacts)
     done = job(contacts, accepted["id"])
     assert (done["created"], done["rejected"]) == (2, 6)
     rejected = {r["row"]: set(r["errors"]) for r in rejections(contacts, accepted["id"])}
-    assert rejected == {2: {"_row"}, 3: {"_row"}, 4: {"unknown"}, 5: {"first_name"}, 6: {"attributes"},
-                        7: {"tags"}}
+    assert rejected == {2: {"_row"}, 3: {"_row"}, 4: {"unknown"}, 5: {"first_name"}, 6: {"attributes"}, 7: {"tags"}}
 
 
 def test_rejections_are_paginated_in_file_order(contacts: ServiceHarness) -> None:
@@ -239,48 +266,64 @@ def test_rejections_are_paginated_in_file_order(contacts: ServiceHarness) -> Non
 
 
 def test_duplicates_within_the_file_and_against_existing_contacts_are_skipped(contacts: ServiceHarness) -> None:
-    existing = contacts.client.post("/v1/contacts", json={"first_name": "Old", "email": "old@example.com",
-                                                          "phone": "+989121111111"},
-                                    headers=contacts.headers()).get_json()
+    existing = contacts.client.post(
+        "/v1/contacts",
+        json={"first_name": "Old", "email": "old@example.com", "phone": "+989121111111"},
+        headers=contacts.headers(),
+    ).get_json()
     contacts.project()
     body = (
         "first_name,email,phone\n"
-        "A, OLD@Example.com ,\n"              # 1: existing by email (normalised)
-        "B,,+98 (912) 111-1111\n"             # 2: existing by phone (E.164)
+        "A, OLD@Example.com ,\n"  # 1: existing by email (normalised)
+        "B,,+98 (912) 111-1111\n"  # 2: existing by phone (E.164)
         "C,new@example.com,+98 912 222 2222\n"  # 3: new
-        "D,NEW@example.com,\n"                # 4: same email as row 3
-        "E,,+989122222222\n"                  # 5: same phone as row 3
-        "F,other@example.com,\n"              # 6: new
-        "G,,\n"                               # 7: no key, always new
-        "G,,\n"                               # 8: no key, always new
+        "D,NEW@example.com,\n"  # 4: same email as row 3
+        "E,,+989122222222\n"  # 5: same phone as row 3
+        "F,other@example.com,\n"  # 6: new
+        "G,,\n"  # 7: no key, always new
+        "G,,\n"  # 8: no key, always new
     )
     accepted = queued(contacts, body)
     run(contacts)
     done = job(contacts, accepted["id"])
-    assert counts(done) == {"rows_total": 8, "rows_processed": 8, "created": 4, "updated": 0, "duplicates": 4,
-                            "rejected": 0}
+    assert counts(done) == {
+        "rows_total": 8,
+        "rows_processed": 8,
+        "created": 4,
+        "updated": 0,
+        "duplicates": 4,
+        "rejected": 0,
+    }
     assert [c["id"] for c in find(contacts, email="old@example.com")] == [existing["id"]]
     assert [c["first_name"] for c in find(contacts, email="new@example.com")] == ["C"]
     assert contacts.runtime.store.load(existing["id"])[-1].version == 1  # skip leaves it alone
 
 
 def test_on_duplicate_update_records_a_change_on_the_existing_contact(contacts: ServiceHarness) -> None:
-    existing = contacts.client.post("/v1/contacts", json={"first_name": "Old", "email": "old@example.com",
-                                                          "tags": ["a"]},
-                                    headers=contacts.headers()).get_json()
+    existing = contacts.client.post(
+        "/v1/contacts",
+        json={"first_name": "Old", "email": "old@example.com", "tags": ["a"]},
+        headers=contacts.headers(),
+    ).get_json()
     contacts.project()
     body = (
         "first_name,last_name,email,lifecycle_stage,tags,attributes.source\n"
-        "Olga,,old@example.com,customer,a;b,import\n"    # 1: updates the existing contact
-        "Twice,,old@example.com,,,\n"                    # 2: a repeat in the file: skipped
-        "New,,new@example.com,,,\n"                      # 3: created
+        "Olga,,old@example.com,customer,a;b,import\n"  # 1: updates the existing contact
+        "Twice,,old@example.com,,,\n"  # 2: a repeat in the file: skipped
+        "New,,new@example.com,,,\n"  # 3: created
     )
     accepted = queued(contacts, body, on_duplicate="update")
     assert accepted["on_duplicate"] == "update"
     run(contacts)
     done = job(contacts, accepted["id"])
-    assert counts(done) == {"rows_total": 3, "rows_processed": 3, "created": 1, "updated": 1, "duplicates": 1,
-                            "rejected": 0}
+    assert counts(done) == {
+        "rows_total": 3,
+        "rows_processed": 3,
+        "created": 1,
+        "updated": 1,
+        "duplicates": 1,
+        "rejected": 0,
+    }
     current = contacts.client.get(f"/v1/contacts/{existing['id']}", headers=contacts.headers()).get_json()
     assert current["first_name"] == "Olga" and current["tags"] == ["a", "b"]
     assert current["attributes"] == {"source": "import"} and current["lifecycle_stage"] == "customer"
@@ -291,23 +334,32 @@ def test_on_duplicate_update_records_a_change_on_the_existing_contact(contacts: 
 
 
 def test_on_duplicate_update_applies_every_row_that_matches_the_same_contact(contacts: ServiceHarness) -> None:
-    existing = contacts.client.post("/v1/contacts", json={"first_name": "Old", "email": "old@example.com",
-                                                          "phone": "+4930123456"},
-                                    headers=contacts.headers()).get_json()
-    other = contacts.client.post("/v1/contacts", json={"first_name": "Other", "email": "other@example.com"},
-                                 headers=contacts.headers()).get_json()
+    existing = contacts.client.post(
+        "/v1/contacts",
+        json={"first_name": "Old", "email": "old@example.com", "phone": "+4930123456"},
+        headers=contacts.headers(),
+    ).get_json()
+    other = contacts.client.post(
+        "/v1/contacts", json={"first_name": "Other", "email": "other@example.com"}, headers=contacts.headers()
+    ).get_json()
     contacts.project()
     body = (
         "first_name,last_name,email,phone\n"
-        "Olga,,old@example.com,\n"          # 1: updates `existing` (by email), in the batch's bulk append
-        ",Smith,,+4930123456\n"             # 2: `existing` again (by phone): applied after row 1
-        "Otto,,other@example.com,\n"        # 3: updates `other`
+        "Olga,,old@example.com,\n"  # 1: updates `existing` (by email), in the batch's bulk append
+        ",Smith,,+4930123456\n"  # 2: `existing` again (by phone): applied after row 1
+        "Otto,,other@example.com,\n"  # 3: updates `other`
     )
     accepted = queued(contacts, body, on_duplicate="update")
     run(contacts)
     done = job(contacts, accepted["id"])
-    assert counts(done) == {"rows_total": 3, "rows_processed": 3, "created": 0, "updated": 3, "duplicates": 0,
-                            "rejected": 0}
+    assert counts(done) == {
+        "rows_total": 3,
+        "rows_processed": 3,
+        "created": 0,
+        "updated": 3,
+        "duplicates": 0,
+        "rejected": 0,
+    }
     current = contacts.client.get(f"/v1/contacts/{existing['id']}", headers=contacts.headers()).get_json()
     assert (current["first_name"], current["last_name"], current["version"]) == ("Olga", "Smith", 3)
     changed = contacts.client.get(f"/v1/contacts/{other['id']}", headers=contacts.headers()).get_json()
@@ -378,8 +430,9 @@ def test_uploads_may_exceed_the_usual_one_mebibyte_cap_but_not_their_own(contact
 
 
 def test_writes_need_the_write_role_and_reads_the_read_role(contacts: ServiceHarness) -> None:
-    denied = contacts.client.post("/v1/imports", data=b"email\na@b.co\n", content_type=CSV,
-                                  headers=contacts.headers("contacts:read"))
+    denied = contacts.client.post(
+        "/v1/imports", data=b"email\na@b.co\n", content_type=CSV, headers=contacts.headers("contacts:read")
+    )
     assert denied.status_code == 403
     assert contacts.client.get("/v1/imports").status_code == 401
 
@@ -415,7 +468,8 @@ def test_idempotency_key_returns_the_first_response_and_queues_nothing_new(conta
 
 
 def test_an_idempotent_upload_is_the_same_request_only_with_the_same_query_and_expires(
-        contacts: ServiceHarness, monkeypatch: pytest.MonkeyPatch) -> None:
+    contacts: ServiceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     headers = contacts.headers("contacts:write", **{"Idempotency-Key": "import-2"})
     body = b"email\na@example.com\n"
     first = contacts.client.post("/v1/imports?on_duplicate=skip", data=body, content_type=CSV, headers=headers)
@@ -462,8 +516,14 @@ def test_a_worker_dying_after_a_batch_is_resumed_by_another_without_duplicates(c
     wait_until(lambda: survivor.run_once(), what="the survivor to claim the job once the lease ran out")
     done = job(contacts, accepted["id"])
     assert done["status"] == "completed"
-    assert counts(done) == {"rows_total": 2500, "rows_processed": 2500, "created": 2497, "updated": 0,
-                            "duplicates": 3, "rejected": 0}
+    assert counts(done) == {
+        "rows_total": 2500,
+        "rows_processed": 2500,
+        "created": 2497,
+        "updated": 0,
+        "duplicates": 3,
+        "rejected": 0,
+    }
     events = contact_events(contacts, accepted["id"])
     assert len(events) == len({e["stream_id"] for e in events}) == 2497
 
@@ -497,8 +557,14 @@ def test_a_crash_between_writing_a_batch_and_its_checkpoint_creates_nothing_twic
     survivor = ImportRunner(contacts.runtime, worker="survivor", batch_rows=1000)
     wait_until(lambda: survivor.run_once(), what="the survivor to claim the job")
     done = job(contacts, accepted["id"])
-    assert counts(done) == {"rows_total": 2201, "rows_processed": 2201, "created": 2197, "updated": 0,
-                            "duplicates": 3, "rejected": 1}
+    assert counts(done) == {
+        "rows_total": 2201,
+        "rows_processed": 2201,
+        "created": 2197,
+        "updated": 0,
+        "duplicates": 3,
+        "rejected": 1,
+    }
     events = contact_events(contacts, accepted["id"])
     assert len(events) == len({e["stream_id"] for e in events}) == 2197
     assert [r["row"] for r in rejections(contacts, accepted["id"])] == [2201]
@@ -539,8 +605,10 @@ def test_a_large_import_through_the_real_runner_counts_exactly(contacts: Service
     assert counts(done) == {"rows_total": LARGE, "rows_processed": LARGE, "updated": 0, **expected}
     assert len(stored_events(contacts.runtime.db["events"], {"causation_id": accepted["id"]})) == expected["created"]
     assert len(rejections(contacts, accepted["id"])) == expected["rejected"]
-    print(f"\n{LARGE} rows in {elapsed:.1f}s: {LARGE / elapsed:.0f} rows/s end to end, "
-          f"runner {done['rows_per_second']} rows/s")
+    print(
+        f"\n{LARGE} rows in {elapsed:.1f}s: {LARGE / elapsed:.0f} rows/s end to end, "
+        f"runner {done['rows_per_second']} rows/s"
+    )
 
 
 # --- the pure parts (no servers) -----------------------------------------------------------
@@ -548,7 +616,10 @@ def test_a_large_import_through_the_real_runner_counts_exactly(contacts: Service
 
 def test_csv_columns_are_checked_and_canonical() -> None:
     assert imports.csv_columns([" First_Name", "EMAIL", "attributes.Shoe Size"]) == [
-        "first_name", "email", "attributes.Shoe Size"]
+        "first_name",
+        "email",
+        "attributes.Shoe Size",
+    ]
     for bad in (["name"], ["email", "Email"], ["email", ""], ["attributes."], []):
         with pytest.raises(imports.ValidationFailed):
             imports.csv_columns(bad)
@@ -565,8 +636,10 @@ def test_csv_rows_become_the_fields_of_post_contacts() -> None:
 def test_contact_ids_are_deterministic_per_import_and_row_and_time_ordered() -> None:
     a = imports.contact_id("key-a", 1_700_000_000_000, 1)
     assert a == imports.contact_id("key-a", 1_700_000_000_000, 1)
-    assert len({a, imports.contact_id("key-a", 1_700_000_000_000, 2),
-                imports.contact_id("key-b", 1_700_000_000_000, 1)}) == 3
+    assert (
+        len({a, imports.contact_id("key-a", 1_700_000_000_000, 2), imports.contact_id("key-b", 1_700_000_000_000, 1)})
+        == 3
+    )
     assert a[14] == "7" and a[19] in "89ab"  # a UUIDv7
     assert imports.contact_id("key-a", 1_700_000_000_000, 1) < imports.contact_id("key-a", 1_700_000_000_001, 1)
 

@@ -31,8 +31,9 @@ from crm_contacts.insights.projections import minor_units
 P = Period(1000, 2000)
 
 
-def timeline(cid: str, *changes: tuple[int, str], created: int = 0, removed: int | None = None,
-             cause: str = "manual:user:ana") -> Timeline:
+def timeline(
+    cid: str, *changes: tuple[int, str], created: int = 0, removed: int | None = None, cause: str = "manual:user:ana"
+) -> Timeline:
     steps, previous = [], None
     for at, stage in ((created, "lead"), *changes):
         steps.append(StageChange(at, previous, stage, cause if previous else "created"))
@@ -70,8 +71,15 @@ def test_churn_and_retention_count_the_customers_the_period_starts_with() -> Non
         timeline("erased", (10, "customer"), removed=1500),
     ]
     figures = churn_and_retention(timelines, P)
-    assert figures == {"customers_at_start": 5, "churned": 2, "retained": 2, "churned_and_not_back": 1,
-                       "lost_otherwise": 2, "churn_rate": 0.4, "retention_rate": 0.4}
+    assert figures == {
+        "customers_at_start": 5,
+        "churned": 2,
+        "retained": 2,
+        "churned_and_not_back": 1,
+        "lost_otherwise": 2,
+        "churn_rate": 0.4,
+        "retention_rate": 0.4,
+    }
 
 
 def test_rates_are_null_without_customers_at_the_start() -> None:
@@ -81,14 +89,24 @@ def test_rates_are_null_without_customers_at_the_start() -> None:
 
 def test_win_backs_count_churned_to_customer_changes_in_the_period_by_cause() -> None:
     timelines = [
-        timeline("a", (10, "customer"), (1100, "churned"), (1200, "customer"), (1300, "churned"),
-                 (1400, "customer"), cause="automation:rule:win-back"),
+        timeline(
+            "a",
+            (10, "customer"),
+            (1100, "churned"),
+            (1200, "customer"),
+            (1300, "churned"),
+            (1400, "customer"),
+            cause="automation:rule:win-back",
+        ),
         timeline("b", (10, "customer"), (500, "churned"), (1500, "evangelist")),
         timeline("c", (10, "customer"), (500, "churned"), (2500, "customer")),  # after the period
         timeline("d", (10, "churned"), (1500, "lead")),  # not back to a customer stage
     ]
-    assert win_backs(timelines, P) == {"win_backs": 3, "contacts_won_back": 2,
-                                       "by_cause": {"automation:rule:win-back": 2, "manual:user:ana": 1}}
+    assert win_backs(timelines, P) == {
+        "win_backs": 3,
+        "contacts_won_back": 2,
+        "by_cause": {"automation:rule:win-back": 2, "manual:user:ana": 1},
+    }
 
 
 def test_acquisition_splits_won_revenue_into_new_and_returning_customers_per_currency() -> None:
@@ -122,11 +140,17 @@ def test_contacts_per_sale() -> None:
 
 
 def test_sales_by_groups_won_deals_and_never_adds_currencies() -> None:
-    deals = [won("d1", "a", "1.00", 1100), won("d2", "b", "2.00", 1200, "EUR"), won("d3", "a", "3.10", 1300),
-             won("d4", "c", "9.00", 10)]
+    deals = [
+        won("d1", "a", "1.00", 1100),
+        won("d2", "b", "2.00", 1200, "EUR"),
+        won("d3", "a", "3.10", 1300),
+        won("d4", "c", "9.00", 10),
+    ]
     groups = sales_by(deals, P, lambda cid: "customer" if cid == "a" else "lead")
-    assert groups == {"customer": {"deals_won": 2, "customers": 1, "revenue": {"USD": "4.10"}},
-                      "lead": {"deals_won": 1, "customers": 1, "revenue": {"EUR": "2.00"}}}
+    assert groups == {
+        "customer": {"deals_won": 2, "customers": 1, "revenue": {"USD": "4.10"}},
+        "lead": {"deals_won": 1, "customers": 1, "revenue": {"EUR": "2.00"}},
+    }
 
 
 def test_complaint_rate_per_100_customers() -> None:
@@ -134,17 +158,31 @@ def test_complaint_rate_per_100_customers() -> None:
     deals = [won("d", "buyer", "1.00", 1900)]
     customers = customers_at_end(timelines, deals, P)
     assert customers == {"a", "b", "buyer"}
-    tickets = [Ticket("t1", "a", "complaint", 1100), Ticket("t2", "lead", "complaint", 1200),
-               Ticket("t3", "a", "question", 1300), Ticket("t4", "a", "complaint", 2100)]
+    tickets = [
+        Ticket("t1", "a", "complaint", 1100),
+        Ticket("t2", "lead", "complaint", 1200),
+        Ticket("t3", "a", "question", 1300),
+        Ticket("t4", "a", "complaint", 2100),
+    ]
     assert complaint_rate(tickets, customers, P) == {
-        "complaints": 2, "complaints_from_customers": 1, "tickets_opened": 3, "customers": 3,
-        "complaints_per_100_customers": 66.67, "complaint_share_of_tickets": 0.6667}
+        "complaints": 2,
+        "complaints_from_customers": 1,
+        "tickets_opened": 3,
+        "customers": 3,
+        "complaints_per_100_customers": 66.67,
+        "complaint_share_of_tickets": 0.6667,
+    }
     assert complaint_rate(tickets, set(), P)["complaints_per_100_customers"] is None
 
 
 def test_nps() -> None:
-    assert nps_score([10, 9, 8, 7, 6, 0]) == {"responses": 6, "promoters": 2, "passives": 2, "detractors": 2,
-                                              "score": 0.0}
+    assert nps_score([10, 9, 8, 7, 6, 0]) == {
+        "responses": 6,
+        "promoters": 2,
+        "passives": 2,
+        "detractors": 2,
+        "score": 0.0,
+    }
     assert nps_score([10, 10, 3])["score"] == 33.33
     assert nps_score([])["score"] is None
 
@@ -170,8 +208,13 @@ def test_satisfaction_by_tier_at_the_time_of_the_rating() -> None:
     assert figures["strategic"]["ratings"] == 2 and figures["strategic"]["csat_average"] == 3.5
     assert figures["strategic"]["nps"]["score"] == 100.0 and figures["strategic"]["csat_satisfied_percent"] == 50.0
     assert figures["standard"]["ratings"] == 2 and figures["standard"]["csat_average"] == 3.5
-    assert figures["standard"]["nps"] == {"responses": 1, "promoters": 0, "passives": 0, "detractors": 1,
-                                          "score": -100.0}
+    assert figures["standard"]["nps"] == {
+        "responses": 1,
+        "promoters": 0,
+        "passives": 0,
+        "detractors": 1,
+        "score": -100.0,
+    }
 
 
 def test_minor_units_keep_the_digits_of_the_amount() -> None:
@@ -206,8 +249,18 @@ def deals(draw: st.DrawFn) -> list[Deal]:
         status = draw(st.sampled_from(["won", "won", "lost", "open"]))
         minor, scale = minor_units(text)
         at = draw(st.integers(0, 3000))
-        out.append(Deal(f"d{i}", f"c{draw(st.integers(0, 5))}", minor, scale, currency, status, 0,
-                        at if status == "won" else None))
+        out.append(
+            Deal(
+                f"d{i}",
+                f"c{draw(st.integers(0, 5))}",
+                minor,
+                scale,
+                currency,
+                status,
+                0,
+                at if status == "won" else None,
+            )
+        )
     return out
 
 
@@ -222,8 +275,10 @@ def test_churn_and_retention_are_rates_and_the_counts_add_up(lines: list[Timelin
     figures = churn_and_retention(lines, period)
     for rate in (figures["churn_rate"], figures["retention_rate"]):
         assert rate is None or 0 <= rate <= 1
-    assert figures["retained"] + figures["churned_and_not_back"] + figures["lost_otherwise"] == \
-        figures["customers_at_start"]
+    assert (
+        figures["retained"] + figures["churned_and_not_back"] + figures["lost_otherwise"]
+        == figures["customers_at_start"]
+    )
     assert figures["churned_and_not_back"] <= figures["churned"] <= figures["customers_at_start"]
     assert min(figures["lost_otherwise"], figures["retained"]) >= 0
 
@@ -231,15 +286,17 @@ def test_churn_and_retention_are_rates_and_the_counts_add_up(lines: list[Timelin
 @given(timelines(), periods())
 def test_win_backs_never_exceed_changes_into_a_customer_stage(lines: list[Timeline], period: Period) -> None:
     figures = win_backs(lines, period)
-    into_customer = sum(1 for t in lines for c in t.changes
-                        if c.at_ms in period and c.to_stage in ("customer", "evangelist"))
+    into_customer = sum(
+        1 for t in lines for c in t.changes if c.at_ms in period and c.to_stage in ("customer", "evangelist")
+    )
     assert figures["contacts_won_back"] <= figures["win_backs"] <= into_customer
     assert sum(figures["by_cause"].values()) == figures["win_backs"]
 
 
 @given(deals(), periods())
-def test_new_plus_returning_revenue_is_the_total_won_revenue_per_currency(all_deals: list[Deal],
-                                                                           period: Period) -> None:
+def test_new_plus_returning_revenue_is_the_total_won_revenue_per_currency(
+    all_deals: list[Deal], period: Period
+) -> None:
     figures = acquisition_vs_retention(all_deals, period)
     expected: dict[str, Decimal] = {}
     for deal in all_deals:

@@ -21,11 +21,29 @@ from crmkit.testing import ServiceHarness
 Stream = Callable[[str], list[RecordedEvent]]  # a stream's events, in version order, for the given id
 
 
-def sales_event(kind: str, stream_id: str, version: int, when: datetime, aggregate: str = "deal",
-                service: str = "sales", **data: Any) -> RecordedEvent:
-    return RecordedEvent(id=new_id(), service=service, stream_id=stream_id, aggregate_type=aggregate, version=version,
-                         type=kind, schema_version=1, data=data, time=when, actor="user:ana", correlation_id=new_id(),
-                         causation_id=None)
+def sales_event(
+    kind: str,
+    stream_id: str,
+    version: int,
+    when: datetime,
+    aggregate: str = "deal",
+    service: str = "sales",
+    **data: Any,
+) -> RecordedEvent:
+    return RecordedEvent(
+        id=new_id(),
+        service=service,
+        stream_id=stream_id,
+        aggregate_type=aggregate,
+        version=version,
+        type=kind,
+        schema_version=1,
+        data=data,
+        time=when,
+        actor="user:ana",
+        correlation_id=new_id(),
+        causation_id=None,
+    )
 
 
 def in_order_and_late(handle: Callable[[list[RecordedEvent]], None], stream: Stream, first: str, second: str) -> None:
@@ -52,31 +70,70 @@ def test_insight_deals_tickets_and_tiers_apply_a_late_event_in_its_place(contact
 
     def deal(deal_id: str) -> list[RecordedEvent]:
         return [
-            sales_event("DealCreated", deal_id, 1, at, deal_id=deal_id, contact_id="c1", amount="10.00",
-                        currency="EUR", at=rfc3339(at), pipeline_id="default", stage="new", title="t"),
+            sales_event(
+                "DealCreated",
+                deal_id,
+                1,
+                at,
+                deal_id=deal_id,
+                contact_id="c1",
+                amount="10.00",
+                currency="EUR",
+                at=rfc3339(at),
+                pipeline_id="default",
+                stage="new",
+                title="t",
+            ),
             sales_event("DealUpdated", deal_id, 2, at, deal_id=deal_id, changes={"amount": "12.50"}),
-            sales_event("DealWon", deal_id, 3, at + timedelta(days=1), deal_id=deal_id, contact_id="c1",
-                        amount="12.50", currency="EUR", at=rfc3339(at + timedelta(days=1)), **{"from": "new"}),
-            sales_event("DealContactChanged", deal_id, 4, at, deal_id=deal_id, reason="merged",
-                        **{"from": "c1", "to": "c2"}),
+            sales_event(
+                "DealWon",
+                deal_id,
+                3,
+                at + timedelta(days=1),
+                deal_id=deal_id,
+                contact_id="c1",
+                amount="12.50",
+                currency="EUR",
+                at=rfc3339(at + timedelta(days=1)),
+                **{"from": "new"},
+            ),
+            sales_event(
+                "DealContactChanged", deal_id, 4, at, deal_id=deal_id, reason="merged", **{"from": "c1", "to": "c2"}
+            ),
         ]
 
     def ticket(ticket_id: str) -> list[RecordedEvent]:
         later = at + timedelta(hours=2)
-        return [sales_event(kind, ticket_id, version, at, aggregate="ticket", service="servicedesk", **data)
-                for version, (kind, data) in enumerate([
-                    ("TicketOpened", {"contact_id": "c1", "type": "complaint", "customer_tier": "gold",
-                                      "opened_at": rfc3339(at)}),
+        return [
+            sales_event(kind, ticket_id, version, at, aggregate="ticket", service="servicedesk", **data)
+            for version, (kind, data) in enumerate(
+                [
+                    (
+                        "TicketOpened",
+                        {"contact_id": "c1", "type": "complaint", "customer_tier": "gold", "opened_at": rfc3339(at)},
+                    ),
                     ("TicketSolved", {"at": rfc3339(later)}),
                     ("TicketStatusChanged", {"from": "solved", "to": "open", "at": rfc3339(later)}),
                     ("TicketSolved", {"at": rfc3339(later + timedelta(hours=1))}),
                     ("SatisfactionRated", {"contact_id": "c1", "csat": 4, "nps": 9, "at": rfc3339(later)}),
-                ], start=1)]
+                ],
+                start=1,
+            )
+        ]
 
     def tiers(contact_id: str) -> list[RecordedEvent]:
-        return [sales_event("CustomerTierChanged", contact_id, version, at + timedelta(days=version),
-                            aggregate="customer", contact_id=contact_id, tier=tier)
-                for version, tier in enumerate(["standard", "strategic", "standard"], start=1)]
+        return [
+            sales_event(
+                "CustomerTierChanged",
+                contact_id,
+                version,
+                at + timedelta(days=version),
+                aggregate="customer",
+                contact_id=contact_id,
+                tier=tier,
+            )
+            for version, tier in enumerate(["standard", "strategic", "standard"], start=1)
+        ]
 
     for name, stream in (("insight_deals", deal), ("insight_tickets", ticket), ("insight_tiers", tiers)):
         in_order_and_late(projections[name].handle, stream, f"{name}-a", f"{name}-b")
@@ -86,11 +143,18 @@ def test_insight_deals_tickets_and_tiers_apply_a_late_event_in_its_place(contact
         assert without_id(db[name].find_one({"_id": f"{name}-b"})) == without_id(in_order), name
 
     deal_doc = db["insight_deals"].find_one({"_id": "insight_deals-b"})
-    assert (deal_doc["contact_id"], deal_doc["status"], deal_doc["amount_minor"], deal_doc["created_ms"]) == \
-        ("c2", "won", 1250, epoch_ms(at))
+    assert (deal_doc["contact_id"], deal_doc["status"], deal_doc["amount_minor"], deal_doc["created_ms"]) == (
+        "c2",
+        "won",
+        1250,
+        epoch_ms(at),
+    )
     assert db["insight_tickets"].find_one({"_id": "insight_tickets-b"})["type"] == "complaint"
-    assert [c["tier"] for c in db["insight_tiers"].find_one({"_id": "insight_tiers-b"})["changes"]] == \
-        ["standard", "strategic", "standard"]
+    assert [c["tier"] for c in db["insight_tiers"].find_one({"_id": "insight_tiers-b"})["changes"]] == [
+        "standard",
+        "strategic",
+        "standard",
+    ]
 
 
 def test_a_late_tier_change_leaves_the_derived_values_as_in_order(contacts: ServiceHarness) -> None:
@@ -99,11 +163,22 @@ def test_a_late_tier_change_leaves_the_derived_values_as_in_order(contacts: Serv
     derived = lifecycle.projections(contacts.runtime)[1]
 
     def tiers(contact_id: str) -> list[RecordedEvent]:
-        return [sales_event("CustomerTierChanged", contact_id, version, utcnow(), aggregate="customer",
-                            contact_id=contact_id, tier=tier, previous_tier=previous,
-                            clv={"amount": clv, "currency": "USD"})
-                for version, (tier, previous, clv) in enumerate([("strategic", "standard", "25000.00"),
-                                                                 ("standard", "strategic", "9000.00")], start=1)]
+        return [
+            sales_event(
+                "CustomerTierChanged",
+                contact_id,
+                version,
+                utcnow(),
+                aggregate="customer",
+                contact_id=contact_id,
+                tier=tier,
+                previous_tier=previous,
+                clv={"amount": clv, "currency": "USD"},
+            )
+            for version, (tier, previous, clv) in enumerate(
+                [("strategic", "standard", "25000.00"), ("standard", "strategic", "9000.00")], start=1
+            )
+        ]
 
     in_order_and_late(derived.handle, tiers, ali, sara)  # the late v1 is older than what Sara has: ignored
 
@@ -124,8 +199,10 @@ def test_late_deal_events_move_the_lifecycle_as_in_order(contacts: ServiceHarnes
 
     def deal(deal_id: str) -> list[RecordedEvent]:
         contact = contact_of[deal_id]
-        return [sales_event("DealCreated", deal_id, 1, at, deal_id=deal_id, contact_id=contact, at=rfc3339(at)),
-                sales_event("DealWon", deal_id, 2, at, deal_id=deal_id, contact_id=contact, at=rfc3339(at))]
+        return [
+            sales_event("DealCreated", deal_id, 1, at, deal_id=deal_id, contact_id=contact, at=rfc3339(at)),
+            sales_event("DealWon", deal_id, 2, at, deal_id=deal_id, contact_id=contact, at=rfc3339(at)),
+        ]
 
     # each event is remembered by (stream, version), so the late DealCreated is still acted on, and the rules
     # only move forward: opportunity after customer changes nothing

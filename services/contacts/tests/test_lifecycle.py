@@ -23,24 +23,63 @@ YEAR, QUARTER = timedelta(days=365), timedelta(days=90)
 
 
 def sales_event(kind: str, stream_id: str, version: int, aggregate: str = "deal", **data: Any) -> RecordedEvent:
-    return RecordedEvent(id=new_id(), service="sales", stream_id=stream_id, aggregate_type=aggregate,
-                         version=version, type=kind, schema_version=1, data=data, time=utcnow(), actor="user:ana",
-                         correlation_id=new_id(), causation_id=None)
+    return RecordedEvent(
+        id=new_id(),
+        service="sales",
+        stream_id=stream_id,
+        aggregate_type=aggregate,
+        version=version,
+        type=kind,
+        schema_version=1,
+        data=data,
+        time=utcnow(),
+        actor="user:ana",
+        correlation_id=new_id(),
+        causation_id=None,
+    )
 
 
 def deal_created(deal_id: str, contact_id: str, at: datetime) -> RecordedEvent:
-    return sales_event("DealCreated", deal_id, 1, deal_id=deal_id, contact_id=contact_id, pipeline_id="default",
-                       stage="new", at=rfc3339(at), title="Deal", amount="100.00", currency="USD")
+    return sales_event(
+        "DealCreated",
+        deal_id,
+        1,
+        deal_id=deal_id,
+        contact_id=contact_id,
+        pipeline_id="default",
+        stage="new",
+        at=rfc3339(at),
+        title="Deal",
+        amount="100.00",
+        currency="USD",
+    )
 
 
 def deal_won(deal_id: str, contact_id: str, at: datetime, version: int = 2) -> RecordedEvent:
-    return sales_event("DealWon", deal_id, version, deal_id=deal_id, contact_id=contact_id, amount="100.00",
-                       currency="USD", at=rfc3339(at), **{"from": "new"})
+    return sales_event(
+        "DealWon",
+        deal_id,
+        version,
+        deal_id=deal_id,
+        contact_id=contact_id,
+        amount="100.00",
+        currency="USD",
+        at=rfc3339(at),
+        **{"from": "new"},
+    )
 
 
 def tier_changed(contact_id: str, version: int, tier: str, previous: str, clv: str) -> RecordedEvent:
-    return sales_event("CustomerTierChanged", contact_id, version, aggregate="customer", contact_id=contact_id,
-                       tier=tier, previous_tier=previous, clv={"amount": clv, "currency": "USD"})
+    return sales_event(
+        "CustomerTierChanged",
+        contact_id,
+        version,
+        aggregate="customer",
+        contact_id=contact_id,
+        tier=tier,
+        previous_tier=previous,
+        clv={"amount": clv, "currency": "USD"},
+    )
 
 
 def new_contact(contacts: ServiceHarness, **fields: Any) -> str:
@@ -61,7 +100,8 @@ def automation(contacts: ServiceHarness) -> LifecycleAutomation:
 
 
 def test_lead_to_opportunity_to_customer_at_risk_churned_and_won_back(
-        contacts: ServiceHarness, automation: LifecycleAutomation) -> None:
+    contacts: ServiceHarness, automation: LifecycleAutomation
+) -> None:
     ali = new_contact(contacts, first_name="Ali", lifecycle_stage="lead")
     sara = new_contact(contacts, first_name="Sara", lifecycle_stage="evangelist")  # set by a person
     t0 = utcnow()
@@ -96,11 +136,19 @@ def test_lead_to_opportunity_to_customer_at_risk_churned_and_won_back(
 
     history = contacts.client.get(f"/v1/contacts/{ali}/history", headers=contacts.headers()).get_json()["items"]
     causes = [entry for entry in history if entry["type"] == "ContactLifecycleStageChanged"]
-    assert [c["changes"]["lifecycle_stage"]["after"] for c in causes] == \
-        ["opportunity", "customer", "churned", "customer"]
+    assert [c["changes"]["lifecycle_stage"]["after"] for c in causes] == [
+        "opportunity",
+        "customer",
+        "churned",
+        "customer",
+    ]
     stored = [e for e in contacts.runtime.store.load(ali) if e.type == "ContactLifecycleStageChanged"]
-    assert [e.data["cause"]["by"] for e in stored] == ["rule:deal-opened", "rule:deal-won", "rule:churn",
-                                                       "rule:win-back"]
+    assert [e.data["cause"]["by"] for e in stored] == [
+        "rule:deal-opened",
+        "rule:deal-won",
+        "rule:churn",
+        "rule:win-back",
+    ]
     assert stored[0].data["cause"] == {"kind": "automation", "by": "rule:deal-opened", "detail": "d1"}
     assert all(e.actor == lifecycle.ACTOR and e.schema_version == 2 for e in stored)
 
@@ -109,8 +157,9 @@ def test_lead_to_opportunity_to_customer_at_risk_churned_and_won_back(
     assert [(c["id"], c["win_backs"]) for c in listed["items"]] == [(ali, 1)]
 
 
-def test_thresholds_come_from_the_environment(contacts: ServiceHarness, automation: LifecycleAutomation,
-                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_thresholds_come_from_the_environment(
+    contacts: ServiceHarness, automation: LifecycleAutomation, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CRM_AT_RISK_AFTER_DAYS", "30")
     monkeypatch.setenv("CRM_CHURN_AFTER_DAYS", "7")
     monkeypatch.setenv("CRM_CLOCK_OFFSET_SECONDS", str(31 * 86400))
@@ -124,17 +173,27 @@ def test_thresholds_come_from_the_environment(contacts: ServiceHarness, automati
     assert timers.step(lifecycle.now() + timedelta(days=7)) == {"flagged": 0, "churned": 1}
 
 
-def test_events_for_merged_unknown_or_erased_contacts(contacts: ServiceHarness,
-                                                      automation: LifecycleAutomation) -> None:
+def test_events_for_merged_unknown_or_erased_contacts(
+    contacts: ServiceHarness, automation: LifecycleAutomation
+) -> None:
     survivor = new_contact(contacts, first_name="Ali", email="ali@example.com")
     duplicate = new_contact(contacts, first_name="Ali", phone="+989121234567")
     gone = new_contact(contacts, first_name="Gone")
     headers = contacts.headers()
-    assert contacts.client.post(f"/v1/contacts/{survivor}/merge", json={"duplicate_id": duplicate},
-                                headers=headers).status_code == 200
+    assert (
+        contacts.client.post(
+            f"/v1/contacts/{survivor}/merge", json={"duplicate_id": duplicate}, headers=headers
+        ).status_code
+        == 200
+    )
     assert contacts.client.post(f"/v1/contacts/{gone}/erasure", json={}, headers=headers).status_code == 200
-    automation.handle([deal_created("d1", duplicate, utcnow()), deal_created("d2", "no-such-contact", utcnow()),
-                       deal_created("d3", gone, utcnow())])
+    automation.handle(
+        [
+            deal_created("d1", duplicate, utcnow()),
+            deal_created("d2", "no-such-contact", utcnow()),
+            deal_created("d3", gone, utcnow()),
+        ]
+    )
     assert current(contacts, survivor)["lifecycle_stage"] == "opportunity"  # followed the merge
     assert [e.type for e in contacts.runtime.store.load(gone)][-1] == "ContactErased"
 
@@ -145,9 +204,13 @@ def test_tier_changes_become_derived_values_segments_can_select(contacts: Servic
     derived = lifecycle.projections(contacts.runtime)[1]
     assert isinstance(derived, DerivedValues)
     contacts.project()
-    derived.handle([tier_changed(ali, 1, "strategic", "standard", "25000.00"),
-                    tier_changed(sara, 1, "strategic", "standard", "9000.00"),
-                    tier_changed(sara, 2, "standard", "strategic", "9000.00")])
+    derived.handle(
+        [
+            tier_changed(ali, 1, "strategic", "standard", "25000.00"),
+            tier_changed(sara, 1, "strategic", "standard", "9000.00"),
+            tier_changed(sara, 2, "standard", "strategic", "9000.00"),
+        ]
+    )
     derived.handle([tier_changed(ali, 1, "strategic", "standard", "25000.00")])  # again: nothing changes
 
     def members(rules: dict) -> set[str]:

@@ -35,9 +35,15 @@ def test_automation_never_moves_backwards_or_out_of_a_stage_people_chose(current
     assert AUTOMATION_PATH.index(target) > AUTOMATION_PATH.index(current)
 
 
-@given(st.lists(st.sampled_from([("opportunity", "deal-opened"), ("customer", "deal-won"),
-                                 ("churned", "churn"), ("customer", "win-back")]), max_size=12),
-       st.sampled_from(("evangelist", "other")))
+@given(
+    st.lists(
+        st.sampled_from(
+            [("opportunity", "deal-opened"), ("customer", "deal-won"), ("churned", "churn"), ("customer", "win-back")]
+        ),
+        max_size=12,
+    ),
+    st.sampled_from(("evangelist", "other")),
+)
 def test_a_stage_set_by_a_person_off_the_path_is_never_left_by_automation(moves: list, stage: str) -> None:
     subject = contact(stage)
     for target, rule in moves:
@@ -105,7 +111,18 @@ def test_merge_brings_over_the_newer_purchase() -> None:
 
 
 def test_derived_values_of_a_tier_change() -> None:
-    values = derived_values({"contact_id": "c1", "tier": "strategic", "previous_tier": "standard",
-                             "clv": {"amount": "1250000.50", "currency": "IRR"}})
-    assert values == {"tier": "strategic", "previous_tier": "standard", "strategic": True, "clv": 1250000.5,
-                      "clv_currency": "IRR"}
+    values = derived_values(
+        {
+            "contact_id": "c1",
+            "tier": "strategic",
+            "previous_tier": "standard",
+            "clv": {"amount": "1250000.50", "currency": "IRR"},
+        }
+    )
+    assert values == {
+        "tier": "strategic",
+        "previous_tier": "standard",
+        "strategic": True,
+        "clv": 1250000.5,
+        "clv_currency": "IRR",
+    }

@@ -17,16 +17,40 @@ from crm_contacts.records import schemas
 from crmkit.testing import ServiceHarness
 
 FIELDS = {
-    "text": schemas.Text(100), "required text": schemas.Text(100, allow_none=False), "email": schemas.Email(),
-    "domain": schemas.Domain(allow_none=False), "locale": schemas.Locale(), "website": schemas.Website(),
+    "text": schemas.Text(100),
+    "required text": schemas.Text(100, allow_none=False),
+    "email": schemas.Email(),
+    "domain": schemas.Domain(allow_none=False),
+    "locale": schemas.Locale(),
+    "website": schemas.Website(),
 }
 # characters that stress each rule: spaces of every kind, controls, letters whose NFKC or lower case differ
-ALPHABET = st.sampled_from([*"aZ09.-_@:/+# ()", " ", "\t", "\n", "\x1c", "\x00", "\x7f", "\u00a0", "\u200c",
-                            "\uff20", "\u00a8", "\u212a", "\u0130", "\u06f0", "ی"])
-SHAPED = st.one_of(st.text(ALPHABET, max_size=30), st.text(max_size=30),
-                   st.from_regex(schemas.trimmed(schemas._EMAIL, True), fullmatch=True),
-                   st.from_regex(schemas.trimmed(schemas._URL, True), fullmatch=True),
-                   st.from_regex(schemas.trimmed(schemas._LOCALE, True), fullmatch=True))
+ALPHABET = st.sampled_from(
+    [
+        *"aZ09.-_@:/+# ()",
+        " ",
+        "\t",
+        "\n",
+        "\x1c",
+        "\x00",
+        "\x7f",
+        "\u00a0",
+        "\u200c",
+        "\uff20",
+        "\u00a8",
+        "\u212a",
+        "\u0130",
+        "\u06f0",
+        "ی",
+    ]
+)
+SHAPED = st.one_of(
+    st.text(ALPHABET, max_size=30),
+    st.text(max_size=30),
+    st.from_regex(schemas.trimmed(schemas._EMAIL, True), fullmatch=True),
+    st.from_regex(schemas.trimmed(schemas._URL, True), fullmatch=True),
+    st.from_regex(schemas.trimmed(schemas._LOCALE, True), fullmatch=True),
+)
 
 
 def loads(field: Any, value: str) -> bool:
@@ -52,8 +76,11 @@ def test_a_text_field_accepts_exactly_what_its_documented_pattern_and_cap_allow(
 
 
 @settings(max_examples=150, deadline=None)
-@given(value=st.one_of(st.text(st.sampled_from([*"+0123456789 ().-a", "۰", "\t", "\x00"]), max_size=20),
-                       st.text(max_size=20)))
+@given(
+    value=st.one_of(
+        st.text(st.sampled_from([*"+0123456789 ().-a", "۰", "\t", "\x00"]), max_size=20), st.text(max_size=20)
+    )
+)
 def test_a_phone_off_its_documented_pattern_is_refused(value: str) -> None:
     field = schemas.Phone()
     if re.search(field.metadata["pattern"], value) is None or len(value) > field.max_length:
@@ -73,10 +100,17 @@ def document(contacts: ServiceHarness) -> dict[str, Any]:
 
 def test_the_document_states_the_channel_the_history_cursor_and_what_imports_refuse(contacts: ServiceHarness) -> None:
     paths = document(contacts)["paths"]
-    channel = [p for p in paths["/v1/contacts/{contact_id}/consents/{channel}"]["put"]["parameters"]
-               if p["name"] == "channel"]
-    assert channel == [{"in": "path", "name": "channel", "required": True,
-                        "schema": {"type": "string", "enum": ["email", "sms", "fax", "phone"]}}]
+    channel = [
+        p for p in paths["/v1/contacts/{contact_id}/consents/{channel}"]["put"]["parameters"] if p["name"] == "channel"
+    ]
+    assert channel == [
+        {
+            "in": "path",
+            "name": "channel",
+            "required": True,
+            "schema": {"type": "string", "enum": ["email", "sms", "fax", "phone"]},
+        }
+    ]
     for path in ("/v1/contacts/{contact_id}/history", "/v1/segments/{segment_id}/history"):
         cursor = paths[path]["get"]["responses"]["200"]["content"]["application/json"]["schema"]["properties"]
         assert re.fullmatch(cursor["next_cursor"]["pattern"], "17")
@@ -89,14 +123,16 @@ def test_the_document_states_the_channel_the_history_cursor_and_what_imports_ref
 
 def test_consents_answer_as_documented(contacts: ServiceHarness) -> None:
     sara = contacts.client.post("/v1/contacts", json={"first_name": "Sara"}, headers=contacts.headers()).get_json()
-    contacts.client.put(f"/v1/contacts/{sara['id']}/consents/email", json={"status": "granted"},
-                        headers=contacts.headers())
+    contacts.client.put(
+        f"/v1/contacts/{sara['id']}/consents/email", json={"status": "granted"}, headers=contacts.headers()
+    )
     answer = contacts.client.get(f"/v1/contacts/{sara['id']}/consents", headers=contacts.headers()).get_json()
     view = document(contacts)["components"]["schemas"]["ConsentsView"]["properties"]
     assert set(answer) == set(view) == {"contact_id", "consents"}
     assert answer["consents"]["email"]["status"] == "granted"
-    unknown = contacts.client.put(f"/v1/contacts/{sara['id']}/consents/pigeon", json={"status": "granted"},
-                                  headers=contacts.headers())
+    unknown = contacts.client.put(
+        f"/v1/contacts/{sara['id']}/consents/pigeon", json={"status": "granted"}, headers=contacts.headers()
+    )
     assert unknown.status_code == 422 and set(unknown.get_json()["errors"]) == {"channel"}
 
 
@@ -113,8 +149,9 @@ def test_erasure_honours_if_match(contacts: ServiceHarness) -> None:
 
 def test_any_cursor_of_the_documented_shape_is_a_position_in_the_duplicates(contacts: ServiceHarness) -> None:
     for name in ("Ana", "Bo"):
-        contacts.client.post("/v1/contacts", json={"first_name": name, "email": "same@example.com"},
-                             headers=contacts.headers())
+        contacts.client.post(
+            "/v1/contacts", json={"first_name": name, "email": "same@example.com"}, headers=contacts.headers()
+        )
     contacts.project()
     first = contacts.client.get("/v1/duplicates", headers=contacts.headers()).get_json()
     assert len(first["items"]) == 1
@@ -135,12 +172,14 @@ def test_the_rules_across_fields_are_documented_and_kept(contacts: ServiceHarnes
     assert components["CompanyInput"]["properties"]["name"].get("nullable") is not True
     acme = contacts.client.post("/v1/companies", json={"name": "Acme"}, headers=contacts.headers()).get_json()
     for name in (None, " "):
-        cleared = contacts.client.patch(f"/v1/companies/{acme['id']}", json={"name": name},
-                                        headers=contacts.headers())
+        cleared = contacts.client.patch(f"/v1/companies/{acme['id']}", json={"name": name}, headers=contacts.headers())
         assert cleared.status_code == 422 and set(cleared.get_json()["errors"]) == {"name"}
     assert components["ConsentView"]["properties"]["source"]["nullable"] is True
     sara = contacts.client.post("/v1/contacts", json={"first_name": "Sara"}, headers=contacts.headers()).get_json()
     for source in ("", " ", None):  # was null in the event, which the event catalogue refuses: a 500
-        blank = contacts.client.put(f"/v1/contacts/{sara['id']}/consents/sms",
-                                    json={"status": "granted", "source": source}, headers=contacts.headers())
+        blank = contacts.client.put(
+            f"/v1/contacts/{sara['id']}/consents/sms",
+            json={"status": "granted", "source": source},
+            headers=contacts.headers(),
+        )
         assert blank.status_code == 422 and set(blank.get_json()["errors"]) == {"source"}

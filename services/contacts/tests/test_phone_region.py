@@ -8,12 +8,14 @@ from crmkit.testing import ServiceHarness
 
 
 def _post(contacts: ServiceHarness, phone: str):
-    return contacts.client.post("/v1/contacts", json={"first_name": "مینا", "phone": phone},
-                                headers=contacts.headers("contacts:write"))
+    return contacts.client.post(
+        "/v1/contacts", json={"first_name": "مینا", "phone": phone}, headers=contacts.headers("contacts:write")
+    )
 
 
-def test_a_local_iranian_number_is_accepted_under_the_default(contacts: ServiceHarness,
-                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_local_iranian_number_is_accepted_under_the_default(
+    contacts: ServiceHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv("CRM_DEFAULT_PHONE_REGION", raising=False)
     made = _post(contacts, "0912 345 6789")
     assert made.status_code == 201, made.get_json()

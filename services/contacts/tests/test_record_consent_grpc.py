@@ -28,8 +28,9 @@ def stub(grpc_target: str) -> Iterator[contacts_pb2_grpc.ContactDirectoryStub]:
     channel.close()
 
 
-def record_status(stub: contacts_pb2_grpc.ContactDirectoryStub, contact_id: str, channel: str,
-                  status: str) -> grpc.StatusCode:
+def record_status(
+    stub: contacts_pb2_grpc.ContactDirectoryStub, contact_id: str, channel: str, status: str
+) -> grpc.StatusCode:
     request = contacts_pb2.RecordConsentRequest(contact_id=contact_id, channel=channel, status=status, source="x")
     with pytest.raises(grpc.RpcError) as failure:
         stub.RecordConsent(request, timeout=5)
@@ -40,8 +41,9 @@ def test_record_consent_withdraws_once_and_rejects_bad_arguments(
     contacts: ServiceHarness, directory: ContactDirectory, stub: contacts_pb2_grpc.ContactDirectoryStub
 ) -> None:
     headers = contacts.headers()
-    sara = contacts.client.post("/v1/contacts", json={"first_name": "Sara", "email": "sara@example.com"},
-                                headers=headers).get_json()
+    sara = contacts.client.post(
+        "/v1/contacts", json={"first_name": "Sara", "email": "sara@example.com"}, headers=headers
+    ).get_json()
     contacts.client.put(f"/v1/contacts/{sara['id']}/consents/email", json={"status": "granted"}, headers=headers)
     assert directory.consent(sara["id"], "email").granted
 
@@ -70,12 +72,14 @@ def test_record_consent_withdraws_once_and_rejects_bad_arguments(
     ],
     ids=["no-token", "contacts-read", "token-for-sales", "sales-service"],
 )
-def test_record_consent_needs_contacts_write(contacts: ServiceHarness, grpc_target: str, channel_for,
-                                             expected: grpc.StatusCode) -> None:
+def test_record_consent_needs_contacts_write(
+    contacts: ServiceHarness, grpc_target: str, channel_for, expected: grpc.StatusCode
+) -> None:
     """Before gRPC had auth, anyone reaching the port granted consent (issue 13)."""
     headers = contacts.headers()
-    sara = contacts.client.post("/v1/contacts", json={"first_name": "Sara", "email": "sara@example.com"},
-                                headers=headers).get_json()
+    sara = contacts.client.post(
+        "/v1/contacts", json={"first_name": "Sara", "email": "sara@example.com"}, headers=headers
+    ).get_json()
     with channel_for(grpc_target) as channel:
         stub = contacts_pb2_grpc.ContactDirectoryStub(channel)
         assert record_status(stub, sara["id"], "email", "granted") == expected
@@ -85,8 +89,9 @@ def test_record_consent_needs_contacts_write(contacts: ServiceHarness, grpc_targ
 
 def test_messaging_records_consent_as_itself(contacts: ServiceHarness, directory: ContactDirectory) -> None:
     headers = contacts.headers()
-    sara = contacts.client.post("/v1/contacts", json={"first_name": "Sara", "email": "sara@example.com"},
-                                headers=headers).get_json()
+    sara = contacts.client.post(
+        "/v1/contacts", json={"first_name": "Sara", "email": "sara@example.com"}, headers=headers
+    ).get_json()
     directory.record_consent(sara["id"], "email", "withdrawn", "unsubscribe_link")
     history = contacts.client.get(f"/v1/contacts/{sara['id']}/history", headers=headers).get_json()
     assert history["items"][-1]["actor"] == "service:messaging"

@@ -17,8 +17,12 @@ from crmkit import rpc, stack
 from crmkit.events import parse_time, rfc3339, utcnow
 from crmkit.testing import ServiceHarness, grpc_channel
 
-VIP_LEADS = {"all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"},
-                     {"field": "tags", "op": "contains", "value": "vip"}]}
+VIP_LEADS = {
+    "all": [
+        {"field": "lifecycle_stage", "op": "eq", "value": "lead"},
+        {"field": "tags", "op": "contains", "value": "vip"},
+    ]
+}
 
 
 def post(contacts: ServiceHarness, path: str, body: dict, **headers: str) -> dict:
@@ -41,8 +45,9 @@ def patch(contacts: ServiceHarness, path: str, body: dict, **headers: str) -> An
 
 def members(contacts: ServiceHarness, segment_id: str, **query: Any) -> dict:
     contacts.project()
-    response = contacts.client.get(f"/v1/segments/{segment_id}/members", query_string=query,
-                                   headers=contacts.headers("contacts:read"))
+    response = contacts.client.get(
+        f"/v1/segments/{segment_id}/members", query_string=query, headers=contacts.headers("contacts:read")
+    )
     assert response.status_code == 200, response.get_json()
     return response.get_json()
 
@@ -52,8 +57,11 @@ def member_ids(contacts: ServiceHarness, segment_id: str) -> set[str]:
 
 
 def test_create_answers_with_etag_and_location_and_reads_back(contacts: ServiceHarness) -> None:
-    response = contacts.client.post("/v1/segments", headers=contacts.headers("contacts:write"),
-                                    json={"name": " VIP leads ", "description": "warm", "rules": VIP_LEADS})
+    response = contacts.client.post(
+        "/v1/segments",
+        headers=contacts.headers("contacts:write"),
+        json={"name": " VIP leads ", "description": "warm", "rules": VIP_LEADS},
+    )
     body = response.get_json()
 
     assert response.status_code == 201
@@ -70,8 +78,11 @@ def test_create_answers_with_etag_and_location_and_reads_back(contacts: ServiceH
 def test_an_idempotency_key_creates_once(contacts: ServiceHarness) -> None:
     first = post(contacts, "/v1/segments", {"name": "A", "rules": VIP_LEADS}, **{"Idempotency-Key": "k1"})
     before = contacts.runtime.store.count()
-    again = contacts.client.post("/v1/segments", json={"name": "A", "rules": VIP_LEADS},
-                                 headers=contacts.headers("contacts:write", **{"Idempotency-Key": "k1"}))
+    again = contacts.client.post(
+        "/v1/segments",
+        json={"name": "A", "rules": VIP_LEADS},
+        headers=contacts.headers("contacts:write", **{"Idempotency-Key": "k1"}),
+    )
 
     assert again.status_code == 201 and again.get_json() == first
     assert again.headers["Idempotent-Replayed"] == "true"
@@ -88,24 +99,49 @@ def test_an_idempotency_key_creates_once(contacts: ServiceHarness) -> None:
         (json.dumps({"name": "x", "rules": [1]}).encode(), 422, {"rules"}),
         (json.dumps({"name": "x", "rules": VIP_LEADS, "owner": "me"}).encode(), 422, {"owner"}),
         (json.dumps({"name": "", "rules": {"all": []}}).encode(), 422, {"name", "rules.all"}),
-        (json.dumps({"name": 5, "description": "d" * 3000, "rules": {"any": [
-            {"field": "tags", "op": "contains", "value": "vip"},
-            {"field": "nope", "op": "eq", "value": 1},
-            {"field": "tags", "op": "gt", "value": 1},
-            {"all": [{"field": "created_at", "op": "before", "value": "last week"},
-                     {"field": "lifecycle_stage", "op": "in", "value": ["lead", "boss"]},
-                     {"field": "derived.clv", "op": "gte", "value": "1000"}]},
-            "not a condition",
-        ]}}).encode(), 422, {"name", "description", "rules.any.1.field", "rules.any.2.op", "rules.any.3.all.0.value",
-                             "rules.any.3.all.1.value", "rules.any.3.all.2.value", "rules.any.4"}),
+        (
+            json.dumps(
+                {
+                    "name": 5,
+                    "description": "d" * 3000,
+                    "rules": {
+                        "any": [
+                            {"field": "tags", "op": "contains", "value": "vip"},
+                            {"field": "nope", "op": "eq", "value": 1},
+                            {"field": "tags", "op": "gt", "value": 1},
+                            {
+                                "all": [
+                                    {"field": "created_at", "op": "before", "value": "last week"},
+                                    {"field": "lifecycle_stage", "op": "in", "value": ["lead", "boss"]},
+                                    {"field": "derived.clv", "op": "gte", "value": "1000"},
+                                ]
+                            },
+                            "not a condition",
+                        ]
+                    },
+                }
+            ).encode(),
+            422,
+            {
+                "name",
+                "description",
+                "rules.any.1.field",
+                "rules.any.2.op",
+                "rules.any.3.all.0.value",
+                "rules.any.3.all.1.value",
+                "rules.any.3.all.2.value",
+                "rules.any.4",
+            },
+        ),
     ],
 )
 def test_bad_input_lists_every_problem_and_stores_nothing(
     contacts: ServiceHarness, payload: bytes, status: int, fields: set[str] | None
 ) -> None:
     before = contacts.runtime.store.count()
-    response = contacts.client.post("/v1/segments", data=payload, content_type="application/json",
-                                    headers=contacts.headers("contacts:write"))
+    response = contacts.client.post(
+        "/v1/segments", data=payload, content_type="application/json", headers=contacts.headers("contacts:write")
+    )
     problem = response.get_json()
 
     assert response.status_code == status
@@ -123,8 +159,11 @@ def test_members_are_the_matching_active_contacts_as_contact_views(contacts: Ser
 
     answer = members(contacts, seg["id"])
 
-    listed = contacts.client.get("/v1/contacts", query_string={"tag": "vip", "lifecycle_stage": "lead"},
-                                 headers=contacts.headers("contacts:read")).get_json()
+    listed = contacts.client.get(
+        "/v1/contacts",
+        query_string={"tag": "vip", "lifecycle_stage": "lead"},
+        headers=contacts.headers("contacts:read"),
+    ).get_json()
     assert answer == {"items": listed["items"], "next_cursor": None}
     assert [item["id"] for item in answer["items"]] == [vip["id"]]
     assert set(answer["items"][0]) >= {"id", "version", "first_name", "tags", "lifecycle_stage", "created_at"}
@@ -152,8 +191,15 @@ def test_company_conditions_follow_changes_to_the_company(contacts: ServiceHarne
     at_acme = contact(contacts, first_name="Sara", company_id=acme["id"])
     contact(contacts, first_name="Reza", company_id=other["id"])
     contact(contacts, first_name="Ali")
-    seg = segment(contacts, {"any": [{"field": "company.industry", "op": "eq", "value": "retail"},
-                                     {"field": "company.name", "op": "starts_with", "value": "ACME T"}]})
+    seg = segment(
+        contacts,
+        {
+            "any": [
+                {"field": "company.industry", "op": "eq", "value": "retail"},
+                {"field": "company.name", "op": "starts_with", "value": "ACME T"},
+            ]
+        },
+    )
     assert member_ids(contacts, seg["id"]) == {at_acme["id"]}
 
     assert patch(contacts, f"/v1/companies/{acme['id']}", {"industry": "wholesale", "name": "Zeta"}).status_code == 200
@@ -167,8 +213,15 @@ def test_attributes_names_dates_and_absent_derived_values(contacts: ServiceHarne
     by_age = segment(contacts, {"all": [{"field": "attributes.age", "op": "gte", "value": 30}]})
     recent = segment(contacts, {"all": [{"field": "created_at", "op": "after", "value": "-1h"}]})
     old = segment(contacts, {"all": [{"field": "created_at", "op": "before", "value": "-1h"}]})
-    gold = segment(contacts, {"any": [{"field": "derived.tier", "op": "eq", "value": "gold"},
-                                      {"field": "derived.tier", "op": "ne", "value": "bronze"}]})
+    gold = segment(
+        contacts,
+        {
+            "any": [
+                {"field": "derived.tier", "op": "eq", "value": "gold"},
+                {"field": "derived.tier", "op": "ne", "value": "bronze"},
+            ]
+        },
+    )
 
     assert member_ids(contacts, by_name["id"]) == {ali["id"]}
     assert member_ids(contacts, by_age["id"]) == {ali["id"]}  # "34" is text, not a number
@@ -199,8 +252,9 @@ def test_members_page_with_limit_and_cursor(contacts: ServiceHarness) -> None:
 
     assert seen == created and pages == 3
     for query in ({"limit": 0}, {"limit": 501}, {"cursor": "!!"}, {"colour": "red"}):
-        response = contacts.client.get(f"/v1/segments/{seg['id']}/members", query_string=query,
-                                       headers=contacts.headers("contacts:read"))
+        response = contacts.client.get(
+            f"/v1/segments/{seg['id']}/members", query_string=query, headers=contacts.headers("contacts:read")
+        )
         assert response.status_code == 422, query
 
 
@@ -209,8 +263,9 @@ def test_list_segments_pages(contacts: ServiceHarness) -> None:
     contacts.project()
 
     first = contacts.client.get("/v1/segments?limit=2", headers=contacts.headers("contacts:read")).get_json()
-    second = contacts.client.get(f"/v1/segments?limit=2&cursor={first['next_cursor']}",
-                                 headers=contacts.headers("contacts:read")).get_json()
+    second = contacts.client.get(
+        f"/v1/segments?limit=2&cursor={first['next_cursor']}", headers=contacts.headers("contacts:read")
+    ).get_json()
 
     assert [s["name"] for s in first["items"] + second["items"]] == names
     assert second["next_cursor"] is None
@@ -242,8 +297,9 @@ def test_unknown_segments_are_404_and_roles_are_checked(contacts: ServiceHarness
         assert contacts.client.get(path, headers=contacts.headers("contacts:read")).status_code == 404
     assert patch(contacts, "/v1/segments/nope", {"name": "x"}).status_code == 404
     assert contacts.client.get("/v1/segments").status_code == 401
-    forbidden = contacts.client.post("/v1/segments", json={"name": "x", "rules": VIP_LEADS},
-                                     headers=contacts.headers("contacts:read"))
+    forbidden = contacts.client.post(
+        "/v1/segments", json={"name": "x", "rules": VIP_LEADS}, headers=contacts.headers("contacts:read")
+    )
     assert forbidden.status_code == 403
     assert contacts.client.get("/v1/segments", headers=contacts.headers("sales:read")).status_code == 403
 
@@ -273,50 +329,66 @@ def directory(contacts: ServiceHarness) -> Iterator[contacts_pb2_grpc.ContactDir
 def test_list_segment_members_streams_every_member_in_pages(
     contacts: ServiceHarness, directory: contacts_pb2_grpc.ContactDirectoryStub
 ) -> None:
-    created = [contact(contacts, first_name=f"Vip {i}", email=f"vip{i}@example.com", tags=["vip"])
-               for i in range(5)]
+    created = [contact(contacts, first_name=f"Vip {i}", email=f"vip{i}@example.com", tags=["vip"]) for i in range(5)]
     contact(contacts, first_name="Not a vip")
     seg = segment(contacts, VIP_LEADS)
     contacts.project()
 
-    streamed = list(directory.ListSegmentMembers(
-        contacts_pb2.ListSegmentMembersRequest(segment_id=seg["id"], page_size=2), timeout=10))
-    default_pages = list(directory.ListSegmentMembers(
-        contacts_pb2.ListSegmentMembersRequest(segment_id=seg["id"]), timeout=10))
+    streamed = list(
+        directory.ListSegmentMembers(
+            contacts_pb2.ListSegmentMembersRequest(segment_id=seg["id"], page_size=2), timeout=10
+        )
+    )
+    default_pages = list(
+        directory.ListSegmentMembers(contacts_pb2.ListSegmentMembersRequest(segment_id=seg["id"]), timeout=10)
+    )
 
     assert [m.contact_id for m in streamed] == [c["id"] for c in created]
     assert streamed == default_pages
     first = streamed[0]
-    assert (first.first_name, first.email, first.lifecycle_stage, list(first.tags), first.version) == \
-        ("Vip 0", "vip0@example.com", "lead", ["vip"], 1)
+    assert (first.first_name, first.email, first.lifecycle_stage, list(first.tags), first.version) == (
+        "Vip 0",
+        "vip0@example.com",
+        "lead",
+        ["vip"],
+        1,
+    )
 
 
 def test_list_segment_members_errors(
     contacts: ServiceHarness, directory: contacts_pb2_grpc.ContactDirectoryStub
 ) -> None:
     seg = segment(contacts, {"all": [{"field": "tags", "op": "contains", "value": "nobody"}]})
-    assert list(directory.ListSegmentMembers(
-        contacts_pb2.ListSegmentMembersRequest(segment_id=seg["id"]), timeout=10)) == []
+    assert (
+        list(directory.ListSegmentMembers(contacts_pb2.ListSegmentMembersRequest(segment_id=seg["id"]), timeout=10))
+        == []
+    )
 
     for request, code in (
         (contacts_pb2.ListSegmentMembersRequest(segment_id="nope"), grpc.StatusCode.NOT_FOUND),
         (contacts_pb2.ListSegmentMembersRequest(segment_id=""), grpc.StatusCode.INVALID_ARGUMENT),
         (contacts_pb2.ListSegmentMembersRequest(segment_id=seg["id"], page_size=-1), grpc.StatusCode.INVALID_ARGUMENT),
-        (contacts_pb2.ListSegmentMembersRequest(segment_id=seg["id"], page_size=5000),
-         grpc.StatusCode.INVALID_ARGUMENT),
+        (
+            contacts_pb2.ListSegmentMembersRequest(segment_id=seg["id"], page_size=5000),
+            grpc.StatusCode.INVALID_ARGUMENT,
+        ),
     ):
         with pytest.raises(grpc.RpcError) as caught:
             list(directory.ListSegmentMembers(request, timeout=10))
         assert caught.value.code() == code, request
 
 
-@pytest.mark.parametrize(("path", "body", "field"), [
-    ("/v1/segments", {"name": " ", "rules": VIP_LEADS}, "name"),
-    ("/v1/companies", {"name": ""}, "name"),
-    ("/v1/contacts", {"first_name": "", "email": "a@example.com", "owner": ""}, None),
-])
-def test_empty_text_is_null_or_a_422_never_a_500(contacts: ServiceHarness, path: str, body: dict,
-                                                  field: str | None) -> None:
+@pytest.mark.parametrize(
+    ("path", "body", "field"),
+    [
+        ("/v1/segments", {"name": " ", "rules": VIP_LEADS}, "name"),
+        ("/v1/companies", {"name": ""}, "name"),
+        ("/v1/contacts", {"first_name": "", "email": "a@example.com", "owner": ""}, None),
+    ],
+)
+def test_empty_text_is_null_or_a_422_never_a_500(
+    contacts: ServiceHarness, path: str, body: dict, field: str | None
+) -> None:
     """schemas.Text turns "" into null; a field that may not be null says so (it used to be a 500)."""
     response = contacts.client.post(path, json=body, headers=contacts.headers("contacts:write"))
     if field is None:
@@ -335,8 +407,9 @@ def test_as_of_answers_the_segment_as_it_was_and_history_pages_its_changes(conta
         assert patch(contacts, f"/v1/segments/{seg['id']}", change).status_code == 200
 
     def at(as_of: str) -> Any:
-        return contacts.client.get(f"/v1/segments/{seg['id']}", query_string={"as_of": as_of},
-                                   headers=contacts.headers("contacts:read"))
+        return contacts.client.get(
+            f"/v1/segments/{seg['id']}", query_string={"as_of": as_of}, headers=contacts.headers("contacts:read")
+        )
 
     then = at(rfc3339(created))
     assert then.status_code == 200 and then.headers["ETag"] == '"1"'
@@ -349,8 +422,9 @@ def test_as_of_answers_the_segment_as_it_was_and_history_pages_its_changes(conta
 
     url = f"/v1/segments/{seg['id']}/history"
     first = contacts.client.get(url, query_string={"limit": 2}, headers=contacts.headers("contacts:read")).get_json()
-    rest = contacts.client.get(url, query_string={"limit": 2, "cursor": first["next_cursor"]},
-                               headers=contacts.headers("contacts:read")).get_json()
+    rest = contacts.client.get(
+        url, query_string={"limit": 2, "cursor": first["next_cursor"]}, headers=contacts.headers("contacts:read")
+    ).get_json()
     entries = first["items"] + rest["items"]
     assert [e["version"] for e in first["items"]] == [1, 2] and rest["next_cursor"] is None
     assert [e["version"] for e in entries] == [1, 2, 3, 4]

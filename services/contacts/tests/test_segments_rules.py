@@ -28,13 +28,19 @@ from crmkit.events import epoch_ms, new_id
 from crmkit.testing import Servers
 
 NOW = datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
-EXAMPLE = {"all": [
-    {"field": "lifecycle_stage", "op": "in", "value": ["lead", "customer"]},
-    {"any": [{"field": "tags", "op": "contains", "value": "vip"},
-             {"field": "derived.clv", "op": "gte", "value": 1000},
-             {"field": "company.industry", "op": "eq", "value": "retail"}]},
-    {"field": "created_at", "op": "after", "value": "-30d"},
-]}
+EXAMPLE = {
+    "all": [
+        {"field": "lifecycle_stage", "op": "in", "value": ["lead", "customer"]},
+        {
+            "any": [
+                {"field": "tags", "op": "contains", "value": "vip"},
+                {"field": "derived.clv", "op": "gte", "value": 1000},
+                {"field": "company.industry", "op": "eq", "value": "retail"},
+            ]
+        },
+        {"field": "created_at", "op": "after", "value": "-30d"},
+    ]
+}
 
 
 def no_companies(query: dict[str, Any]) -> list[str]:
@@ -95,15 +101,25 @@ def test_bad_rules_are_reported_by_path(rules: Any, expected: set[str]) -> None:
 
 
 def test_every_bad_condition_is_listed_at_once() -> None:
-    rules = {"all": [
-        {"field": "tags", "op": "contains", "value": "ok"},
-        {"field": "nope", "op": "eq", "value": 1},
-        {"any": [{"field": "tags", "op": "gt", "value": 1},
-                 {"field": "created_at", "op": "before", "value": "soon"}]},
-        {"field": "lifecycle_stage", "op": "eq", "value": "boss", "x": 1},
-    ]}
+    rules = {
+        "all": [
+            {"field": "tags", "op": "contains", "value": "ok"},
+            {"field": "nope", "op": "eq", "value": 1},
+            {
+                "any": [
+                    {"field": "tags", "op": "gt", "value": 1},
+                    {"field": "created_at", "op": "before", "value": "soon"},
+                ]
+            },
+            {"field": "lifecycle_stage", "op": "eq", "value": "boss", "x": 1},
+        ]
+    }
     assert set(rule_errors(rules)) == {
-        "rules.all.1.field", "rules.all.2.any.0.op", "rules.all.2.any.1.value", "rules.all.3.x", "rules.all.3.value",
+        "rules.all.1.field",
+        "rules.all.2.any.0.op",
+        "rules.all.2.any.1.value",
+        "rules.all.3.x",
+        "rules.all.3.value",
     }
 
 
@@ -119,14 +135,21 @@ def test_at_most_fifty_conditions() -> None:
     leaf = {"field": "tags", "op": "contains", "value": "x"}
     assert rule_errors({"any": [leaf] * MAX_CONDITIONS}) == {}
     assert rule_errors({"any": [leaf] * 30 + [{"all": [leaf] * 21}]}) == {
-        "rules": [f"at most {MAX_CONDITIONS} conditions (found 51)"]}
+        "rules": [f"at most {MAX_CONDITIONS} conditions (found 51)"]
+    }
 
 
 JSON = st.recursive(
-    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(max_size=5)
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=True)
+    | st.text(max_size=5)
     | st.sampled_from(["all", "any", "field", "op", "value", "tags", "eq", "in", "created_at", "-3d", "derived.x"]),
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
-        st.sampled_from(["all", "any", "field", "op", "value", "x"]), inner, max_size=4),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.sampled_from(["all", "any", "field", "op", "value", "x"]), inner, max_size=4)
+    ),
     max_leaves=25,
 )
 
@@ -165,34 +188,56 @@ def test_company_conditions_become_one_query_per_group() -> None:
         asked.append(query)
         return ["co1", "co2"]
 
-    rules = check({"any": [
-        {"field": "company.industry", "op": "eq", "value": "retail"},
-        {"field": "company.tags", "op": "contains", "value": "key-account"},
-        {"field": "tags", "op": "contains", "value": "vip"},
-    ]})
+    rules = check(
+        {
+            "any": [
+                {"field": "company.industry", "op": "eq", "value": "retail"},
+                {"field": "company.tags", "op": "contains", "value": "key-account"},
+                {"field": "tags", "op": "contains", "value": "vip"},
+            ]
+        }
+    )
     query = compile_filter(rules, NOW, companies)
     assert asked == [{"$or": [{"industry": "retail"}, {"tags": {"$in": ["key-account"]}}]}]
     assert query["$and"][1] == {"$or": [{"tags": {"$in": ["vip"]}}, {"company_id": {"$in": ["co1", "co2"]}}]}
 
 
 def test_names_compare_folded() -> None:
-    rules = check({"all": [{"field": "first_name", "op": "starts_with", "value": "علي"},
-                           {"field": "company.name", "op": "eq", "value": "ACME"}]})
+    rules = check(
+        {
+            "all": [
+                {"field": "first_name", "op": "starts_with", "value": "علي"},
+                {"field": "company.name", "op": "eq", "value": "ACME"},
+            ]
+        }
+    )
     query = compile_filter(rules, NOW, lambda q: [str(q)])
-    assert query["$and"][1]["$and"] == [{"first_name_folded": {"$regex": "^علی"}},
-                                        {"company_id": {"$in": [str({"name_folded": "acme"})]}}]
+    assert query["$and"][1]["$and"] == [
+        {"first_name_folded": {"$regex": "^علی"}},
+        {"company_id": {"$in": [str({"name_folded": "acme"})]}},
+    ]
 
 
 def test_dynamic_values_compare_under_their_type() -> None:
-    rules = check({"all": [{"field": "attributes.vip", "op": "eq", "value": True},
-                           {"field": "derived.clv", "op": "lt", "value": 10.5},
-                           {"field": "attributes.city", "op": "ne", "value": "Tehran"}]})
+    rules = check(
+        {
+            "all": [
+                {"field": "attributes.vip", "op": "eq", "value": True},
+                {"field": "derived.clv", "op": "lt", "value": 10.5},
+                {"field": "attributes.city", "op": "ne", "value": "Tehran"},
+            ]
+        }
+    )
     clauses = compile_filter(rules, NOW, no_companies)["$and"][1]["$and"]
     assert clauses == [
         {"attributes.vip": {"$eq": True, "$type": "bool"}},
         {"derived.clv": {"$lt": 10.5, "$type": "number"}},
-        {"$and": [{"attributes.city": {"$nin": [None]}},
-                  {"$nor": [{"attributes.city": {"$eq": "Tehran", "$type": "string"}}]}]},
+        {
+            "$and": [
+                {"attributes.city": {"$nin": [None]}},
+                {"$nor": [{"attributes.city": {"$eq": "Tehran", "$type": "string"}}]},
+            ]
+        },
     ]
 
 
@@ -281,28 +326,44 @@ def contact_documents(draw: st.DrawFn, index: int) -> dict[str, Any]:
 
 @st.composite
 def company_documents(draw: st.DrawFn, company_id: str) -> dict[str, Any]:
-    company = Company.create(company_id, {
-        "name": draw(st.sampled_from(["Acme", "acme ltd", "Beta", "بتا"])),
-        "domain": draw(maybe(st.sampled_from(DOMAINS))),
-        "industry": draw(maybe(st.sampled_from(INDUSTRIES))),
-        "size": draw(maybe(st.sampled_from(SIZES))),
-        "tags": sorted(draw(st.sets(st.sampled_from(TAGS)))),
-        "attributes": draw(st.dictionaries(st.sampled_from(ATTRIBUTE_KEYS), SCALARS, max_size=2)),
-    })
+    company = Company.create(
+        company_id,
+        {
+            "name": draw(st.sampled_from(["Acme", "acme ltd", "Beta", "بتا"])),
+            "domain": draw(maybe(st.sampled_from(DOMAINS))),
+            "industry": draw(maybe(st.sampled_from(INDUSTRIES))),
+            "size": draw(maybe(st.sampled_from(SIZES))),
+            "tags": sorted(draw(st.sets(st.sampled_from(TAGS)))),
+            "attributes": draw(st.dictionaries(st.sampled_from(ATTRIBUTE_KEYS), SCALARS, max_size=2)),
+        },
+    )
     company.created_at = company.updated_at = NOW
     return {**CompaniesView.document(None, company), "_id": company_id}  # type: ignore[arg-type]  # no state used
 
 
 TEXT_VALUES = {
-    "first_name": WORDS, "last_name": WORDS, "email": [*EMAILS, "A@X.COM"], "phone": PHONES, "owner": OWNERS,
-    "company_id": COMPANY_IDS, "company.name": ["Acme", "ACME LTD", "بتا", "beta"], "company.domain": DOMAINS,
-    "company.industry": INDUSTRIES, "company.size": SIZES,
+    "first_name": WORDS,
+    "last_name": WORDS,
+    "email": [*EMAILS, "A@X.COM"],
+    "phone": PHONES,
+    "owner": OWNERS,
+    "company_id": COMPANY_IDS,
+    "company.name": ["Acme", "ACME LTD", "بتا", "beta"],
+    "company.domain": DOMAINS,
+    "company.industry": INDUSTRIES,
+    "company.size": SIZES,
 }
 PREFIXES = {
-    "first_name": ["a", "A", "عل", "x y", "a.", "a*"], "last_name": ["z", "عل", "3"],
-    "email": ["a", "ab@", "B@"], "phone": ["+98", "+1 415", "+9891212"], "owner": ["owner-", "owner-1"],
-    "company_id": ["co"], "company.name": ["acme", "Acm", "ب"], "company.domain": ["acme.", "acme.c"],
-    "company.industry": ["ret", "Ret"], "company.size": ["1"],
+    "first_name": ["a", "A", "عل", "x y", "a.", "a*"],
+    "last_name": ["z", "عل", "3"],
+    "email": ["a", "ab@", "B@"],
+    "phone": ["+98", "+1 415", "+9891212"],
+    "owner": ["owner-", "owner-1"],
+    "company_id": ["co"],
+    "company.name": ["acme", "Acm", "ب"],
+    "company.domain": ["acme.", "acme.c"],
+    "company.industry": ["ret", "Ret"],
+    "company.size": ["1"],
 }
 TIMES = st.one_of(
     st.sampled_from(["-1d", "-7d", "-30d", "-12h", "+1d", "-90m", "-2w"]),
@@ -318,7 +379,8 @@ def conditions(draw: st.DrawFn) -> dict[str, Any]:
         op = draw(st.sampled_from(["eq", "ne", "in", "not_in", "exists", "starts_with"]))
         pool = TEXT_VALUES[field]
         value: Any = {
-            "exists": st.booleans(), "starts_with": st.sampled_from(PREFIXES[field]),
+            "exists": st.booleans(),
+            "starts_with": st.sampled_from(PREFIXES[field]),
             "in": st.lists(st.sampled_from(pool), min_size=1, max_size=3),
             "not_in": st.lists(st.sampled_from(pool), min_size=1, max_size=3),
         }.get(op, st.sampled_from(pool))
@@ -330,7 +392,8 @@ def conditions(draw: st.DrawFn) -> dict[str, Any]:
         field = draw(st.sampled_from(["tags", "company.tags"]))
         op = draw(st.sampled_from(["contains", "in", "not_in", "exists"]))
         value = {"contains": st.sampled_from(TAGS), "exists": st.booleans()}.get(
-            op, st.lists(st.sampled_from(TAGS), min_size=1, max_size=3))
+            op, st.lists(st.sampled_from(TAGS), min_size=1, max_size=3)
+        )
     elif kind == "date":
         field = draw(st.sampled_from(["created_at", "updated_at"]))
         op, value = draw(st.sampled_from(["gt", "gte", "lt", "lte", "before", "after"])), TIMES
@@ -341,20 +404,29 @@ def conditions(draw: st.DrawFn) -> dict[str, Any]:
         op = draw(st.sampled_from([*ops, "contains"] if prefix == "derived." else ops))
         texts = st.sampled_from(["30", "Tehran", "teh", "gold", "a.b", "علی"])
         value = {
-            "eq": SCALARS, "ne": SCALARS, "exists": st.booleans(), "starts_with": st.sampled_from(["3", "Teh", "a."]),
-            "contains": texts, "in": st.one_of(st.lists(NUMBERS, min_size=1, max_size=3),
-                                               st.lists(texts, min_size=1, max_size=3)),
+            "eq": SCALARS,
+            "ne": SCALARS,
+            "exists": st.booleans(),
+            "starts_with": st.sampled_from(["3", "Teh", "a."]),
+            "contains": texts,
+            "in": st.one_of(st.lists(NUMBERS, min_size=1, max_size=3), st.lists(texts, min_size=1, max_size=3)),
         }.get(op, NUMBERS)
-        value = value if op != "not_in" else st.one_of(st.lists(NUMBERS, min_size=1, max_size=3),
-                                                       st.lists(texts, min_size=1, max_size=3))
+        value = (
+            value
+            if op != "not_in"
+            else st.one_of(st.lists(NUMBERS, min_size=1, max_size=3), st.lists(texts, min_size=1, max_size=3))
+        )
     return {"field": field, "op": op, "value": draw(value)}
 
 
 def groups(depth: int = 1) -> st.SearchStrategy[dict[str, Any]]:
     """A random valid group: at most 4 deep and 4 * 3 * 2 * 2 = 48 conditions."""
     item = conditions() if depth == MAX_DEPTH else st.one_of(conditions(), conditions(), groups(depth + 1))
-    return st.builds(lambda kind, items: {kind: items}, st.sampled_from(["all", "any"]),
-                     st.lists(item, min_size=1, max_size={1: 4, 2: 3}.get(depth, 2)))
+    return st.builds(
+        lambda kind, items: {kind: items},
+        st.sampled_from(["all", "any"]),
+        st.lists(item, min_size=1, max_size={1: 4, 2: 3}.get(depth, 2)),
+    )
 
 
 RULES = groups()
@@ -410,9 +482,12 @@ def holds(condition: dict[str, Any], contact: dict[str, Any], companies: dict[st
     present = value is not MISSING and value is not None
     if path == "tags":
         tags = value if isinstance(value, list) else []
-        return {"exists": lambda: bool(tags) == expected, "contains": lambda: expected in tags,
-                "in": lambda: any(t in tags for t in expected),
-                "not_in": lambda: not any(t in tags for t in expected)}[op]()
+        return {
+            "exists": lambda: bool(tags) == expected,
+            "contains": lambda: expected in tags,
+            "in": lambda: any(t in tags for t in expected),
+            "not_in": lambda: not any(t in tags for t in expected),
+        }[op]()
     if field in ("created_at", "updated_at"):
         moment = expected
         match = re.fullmatch(r"([+-])(\d+)([mhdw])", moment)
@@ -423,8 +498,14 @@ def holds(condition: dict[str, Any], contact: dict[str, Any], companies: dict[st
         else:
             at = epoch_ms(datetime.fromisoformat(moment.replace("Z", "+00:00")))
         stored = epoch_ms(contact[field])
-        return {"gt": stored > at, "after": stored > at, "gte": stored >= at, "lt": stored < at, "before": stored < at,
-                "lte": stored <= at}[op]
+        return {
+            "gt": stored > at,
+            "after": stored > at,
+            "gte": stored >= at,
+            "lt": stored < at,
+            "before": stored < at,
+            "lte": stored <= at,
+        }[op]
     if op == "exists":
         return present == expected
     if not present:
@@ -452,8 +533,9 @@ def holds(condition: dict[str, Any], contact: dict[str, Any], companies: dict[st
 
 def evaluate(rules: dict[str, Any], contact: dict[str, Any], companies: dict[str, dict[str, Any]]) -> bool:
     kind, items = next(iter(rules.items()))
-    results = (evaluate(item, contact, companies) if "field" not in item else holds(item, contact, companies)
-               for item in items)
+    results = (
+        evaluate(item, contact, companies) if "field" not in item else holds(item, contact, companies) for item in items
+    )
     return all(results) if kind == "all" else any(results)
 
 
@@ -480,7 +562,8 @@ def worlds(draw: st.DrawFn) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 @given(world=worlds(), rules=RULES)
 def test_compiled_filters_agree_with_the_semantics(
-    views: tuple[Collection, Collection], world: tuple[list[dict[str, Any]], list[dict[str, Any]]],
+    views: tuple[Collection, Collection],
+    world: tuple[list[dict[str, Any]], list[dict[str, Any]]],
     rules: dict[str, Any],
 ) -> None:
     contacts_view, companies_view = views

@@ -10,8 +10,15 @@ from crmkit.testing import ServiceHarness
 NORTH, SOUTH = "north", "south"
 
 
-def call(contacts: ServiceHarness, method: str, path: str, body: Any = None, *roles: str, team: str | None = None,
-         status: int = 200) -> Any:
+def call(
+    contacts: ServiceHarness,
+    method: str,
+    path: str,
+    body: Any = None,
+    *roles: str,
+    team: str | None = None,
+    status: int = 200,
+) -> Any:
     response = contacts.client.open(path, method=method, json=body, headers=contacts.headers(*roles, team=team))
     assert response.status_code == status, response.get_data(as_text=True)
     return response.get_json()
@@ -27,8 +34,7 @@ def person(tag: str, **fields: Any) -> dict[str, Any]:
 
 def test_contacts_carry_a_team_and_lists_filter_by_owner_and_team(contacts: ServiceHarness) -> None:
     tag = f"t{new_id()[-10:]}".lower()
-    ours = call(contacts, "POST", "/v1/contacts", person(tag, owner="ana", team=NORTH), "contacts:write",
-                status=201)
+    ours = call(contacts, "POST", "/v1/contacts", person(tag, owner="ana", team=NORTH), "contacts:write", status=201)
     theirs = call(contacts, "POST", "/v1/contacts", person(tag, team=SOUTH), "contacts:write", status=201)
     assert (ours["team"], theirs["team"]) == (NORTH, SOUTH)
     moved = call(contacts, "PATCH", f"/v1/contacts/{theirs['id']}", {"team": "west"}, "contacts:write")
@@ -50,9 +56,14 @@ def test_a_team_scoped_caller_sees_and_changes_only_its_teams_contacts(contacts:
     assert [c["id"] for c in north(contacts, "GET", f"/v1/contacts?tag={tag}")["items"]] == [ours["id"]]
     assert north(contacts, "GET", f"/v1/contacts?tag={tag}&team={SOUTH}")["items"] == []
     consent = {"status": "granted", "source": "form", "legal_basis": "consent"}
-    for method, path, body in (("GET", "", None), ("GET", "/history", None), ("GET", "/consents", None),
-                               ("GET", "/360", None), ("PATCH", "", {"last_name": "X"}),
-                               ("PUT", "/consents/email", consent)):
+    for method, path, body in (
+        ("GET", "", None),
+        ("GET", "/history", None),
+        ("GET", "/consents", None),
+        ("GET", "/360", None),
+        ("PATCH", "", {"last_name": "X"}),
+        ("PUT", "/consents/email", consent),
+    ):
         answer = north(contacts, method, f"/v1/contacts/{theirs['id']}{path}", body, status=404)
         assert answer["detail"] == f"no contact with id {theirs['id']}"
     north(contacts, "POST", f"/v1/contacts/{ours['id']}/merge", {"duplicate_id": theirs["id"]}, status=404)

@@ -18,8 +18,9 @@ def post(contacts: ServiceHarness, path: str, body: object, *roles: str):
 def test_unmerge_restores_both_records_and_history_shows_both(contacts: ServiceHarness) -> None:
     survivor = create(contacts, first_name="Sara", email="sara@example.com", tags=["vip"])
     duplicate = create(contacts, first_name="S.", phone="+98 912 123 4567", tags=["b2b"], lifecycle_stage="customer")
-    contacts.client.put(f"/v1/contacts/{duplicate['id']}/consents/sms", json={"status": "granted"},
-                        headers=contacts.headers())
+    contacts.client.put(
+        f"/v1/contacts/{duplicate['id']}/consents/sms", json={"status": "granted"}, headers=contacts.headers()
+    )
     duplicate_before = contacts.client.get(f"/v1/contacts/{duplicate['id']}", headers=contacts.headers()).get_json()
     assert post(contacts, f"/v1/contacts/{survivor['id']}/merge", {"duplicate_id": duplicate["id"]}).status_code == 200
 
@@ -32,8 +33,9 @@ def test_unmerge_restores_both_records_and_history_shows_both(contacts: ServiceH
     assert response.headers["ETag"] == f'"{body["version"]}"'
     restored = contacts.client.get(f"/v1/contacts/{duplicate['id']}", headers=contacts.headers()).get_json()
     assert restored["id"] == duplicate["id"] and restored["status"] == "active" and restored["merged_into"] is None
-    assert {k: v for k, v in restored.items() if k not in ("version", "updated_at")} == \
-        {k: v for k, v in duplicate_before.items() if k not in ("version", "updated_at")}
+    assert {k: v for k, v in restored.items() if k not in ("version", "updated_at")} == {
+        k: v for k, v in duplicate_before.items() if k not in ("version", "updated_at")
+    }
 
     history = contacts.client.get(f"/v1/contacts/{duplicate['id']}/history", headers=contacts.headers()).get_json()
     assert [e["type"] for e in history["items"]][-2:] == ["ContactMerged", "ContactUnmerged"]
@@ -71,10 +73,14 @@ def test_bad_input_is_422_listing_every_field_and_stores_nothing(contacts: Servi
     survivor, other = create(contacts, first_name="A"), create(contacts, first_name="B")
     before = contacts.runtime.db["events"].count_documents({})
     path = f"/v1/contacts/{survivor['id']}/unmerge"
-    for body, fields in (({}, {"duplicate_id"}), ({"duplicate_id": None, "extra": 1}, {"duplicate_id", "extra"}),
-                         ({"duplicate_id": "x" * 65}, {"duplicate_id"}), ({"duplicate_id": "nobody"}, {"duplicate_id"}),
-                         ({"duplicate_id": survivor["id"]}, {"duplicate_id"}),
-                         ({"duplicate_id": other["id"]}, {"duplicate_id"})):  # never merged into it
+    for body, fields in (
+        ({}, {"duplicate_id"}),
+        ({"duplicate_id": None, "extra": 1}, {"duplicate_id", "extra"}),
+        ({"duplicate_id": "x" * 65}, {"duplicate_id"}),
+        ({"duplicate_id": "nobody"}, {"duplicate_id"}),
+        ({"duplicate_id": survivor["id"]}, {"duplicate_id"}),
+        ({"duplicate_id": other["id"]}, {"duplicate_id"}),
+    ):  # never merged into it
         response = post(contacts, path, body)
         assert response.status_code == 422, (body, response.get_json())
         assert set(response.get_json()["errors"]) == fields, body

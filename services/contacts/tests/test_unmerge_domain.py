@@ -28,10 +28,22 @@ class Streams:
         stream = self.streams.setdefault(contact.id, [])
         now = utcnow()
         for event in contact.pending:
-            stream.append(RecordedEvent(
-                id=f"ev{next(_ids)}", service="contacts", stream_id=contact.id, aggregate_type="contact",
-                version=len(stream) + 1, type=event.type, schema_version=event.schema_version, data=event.data,
-                time=now, actor="t", correlation_id="c", causation_id=None))
+            stream.append(
+                RecordedEvent(
+                    id=f"ev{next(_ids)}",
+                    service="contacts",
+                    stream_id=contact.id,
+                    aggregate_type="contact",
+                    version=len(stream) + 1,
+                    type=event.type,
+                    schema_version=event.schema_version,
+                    data=event.data,
+                    time=now,
+                    actor="t",
+                    correlation_id="c",
+                    causation_id=None,
+                )
+            )
         contact.pending = []
 
     def get(self, contact_id: str) -> Contact:
@@ -75,8 +87,15 @@ def test_unmerge_gives_back_only_what_the_survivor_absorbed_and_left_alone() -> 
     store = Streams()
     store.create("s", first_name="Sara", email="sara@example.com", tags=["vip"], attributes={"city": "Tehran"})
     store.change("s", lambda s: s.set_consent("email", consent("granted", "2026-01-01T00:00:00.000Z")))
-    store.create("d", first_name="S.", phone="+989121234567", owner="ana", tags=["b2b", "new"],
-                 attributes={"city": "Shiraz", "size": "L", "sector": "retail"}, lifecycle_stage="customer")
+    store.create(
+        "d",
+        first_name="S.",
+        phone="+989121234567",
+        owner="ana",
+        tags=["b2b", "new"],
+        attributes={"city": "Shiraz", "size": "L", "sector": "retail"},
+        lifecycle_stage="customer",
+    )
     store.change("d", lambda d: d.set_consent("email", consent("withdrawn", "2026-02-01T00:00:00.000Z")))
     store.change("d", lambda d: d.set_consent("sms", consent("granted", "2026-02-02T00:00:00.000Z")))
     store.change("d", lambda d: d.record_purchase("deal-1", "2026-02-03T00:00:00.000Z"))
@@ -87,8 +106,10 @@ def test_unmerge_gives_back_only_what_the_survivor_absorbed_and_left_alone() -> 
     assert merged.consents["email"]["status"] == "withdrawn" and merged.last_purchase_at
 
     # after the merge the survivor makes some of it its own
-    store.change("s", lambda s: s.update({"owner": "bob", "tags": ["vip", "new"],
-                                          "attributes": {"size": "XL"}}, stage_cause=MANUAL))
+    store.change(
+        "s",
+        lambda s: s.update({"owner": "bob", "tags": ["vip", "new"], "attributes": {"size": "XL"}}, stage_cause=MANUAL),
+    )
     store.change("s", lambda s: s.update({"tags": ["vip", "new", "b2b"]}, stage_cause=MANUAL))  # re-added
     store.change("s", lambda s: s.set_consent("sms", consent("withdrawn", "2026-03-01T00:00:00.000Z")))
 
@@ -159,8 +180,12 @@ def test_the_unmerge_names_the_merge_it_reverses_and_history_shows_both() -> Non
     store.unmerge("s", "d")
     unmerged = store.streams["d"][-1]
     assert unmerged.type == "ContactUnmerged"
-    assert unmerged.data == {"contact_id": "d", "duplicate_id": "d", "survivor_id": "s",
-                             "merge_event_id": merge_event.id}
+    assert unmerged.data == {
+        "contact_id": "d",
+        "duplicate_id": "d",
+        "survivor_id": "s",
+        "merge_event_id": merge_event.id,
+    }
     released = next(e for e in store.streams["s"] if e.type == "ContactDuplicateReleased")
     assert released.data["merge_event_id"] == merge_event.id
     history = changes_by_event(Contact, "d", store.streams["d"])
@@ -211,30 +236,50 @@ NAMES = st.sampled_from(["Ali", "Sara", "علی", "Mina", None])
 TAGS = st.lists(st.sampled_from(["a", "b", "c", "d"]), max_size=3)
 ATTRS = st.dictionaries(st.sampled_from(["x", "y", "z"]), st.integers(0, 3), max_size=2)
 STAGES = st.sampled_from(LIFECYCLE_STAGES)
-CONSENTS = st.dictionaries(st.sampled_from(CHANNELS), st.tuples(st.sampled_from(["granted", "withdrawn"]),
-                                                                st.integers(1, 28)), max_size=2)
-PERSON = st.fixed_dictionaries({
-    "first_name": NAMES, "last_name": NAMES, "phone": st.sampled_from([None, "+1", "+2"]),
-    "owner": st.sampled_from([None, "ana", "bob"]), "tags": TAGS, "attributes": ATTRS, "lifecycle_stage": STAGES,
-    "email": st.sampled_from(["p@example.com", "q@example.com"]),
-})
+CONSENTS = st.dictionaries(
+    st.sampled_from(CHANNELS), st.tuples(st.sampled_from(["granted", "withdrawn"]), st.integers(1, 28)), max_size=2
+)
+PERSON = st.fixed_dictionaries(
+    {
+        "first_name": NAMES,
+        "last_name": NAMES,
+        "phone": st.sampled_from([None, "+1", "+2"]),
+        "owner": st.sampled_from([None, "ana", "bob"]),
+        "tags": TAGS,
+        "attributes": ATTRS,
+        "lifecycle_stage": STAGES,
+        "email": st.sampled_from(["p@example.com", "q@example.com"]),
+    }
+)
 # what the survivor does after the merge: a partial update of its own
-LATER = st.fixed_dictionaries({}, optional={
-    "first_name": NAMES, "phone": st.sampled_from([None, "+3"]), "owner": st.sampled_from([None, "cy"]),
-    "tags": TAGS, "attributes": ATTRS})
+LATER = st.fixed_dictionaries(
+    {},
+    optional={
+        "first_name": NAMES,
+        "phone": st.sampled_from([None, "+3"]),
+        "owner": st.sampled_from([None, "cy"]),
+        "tags": TAGS,
+        "attributes": ATTRS,
+    },
+)
 
 
 def _decide_consents(store: Streams, contact_id: str, decisions: dict[str, tuple[str, int]]) -> None:
     for channel, (status, day) in sorted(decisions.items()):
-        store.change(contact_id, lambda c, ch=channel, s=status, d=day: c.set_consent(
-            ch, consent(s, f"2026-01-{d:02d}T00:00:00.000Z")))
+        store.change(
+            contact_id,
+            lambda c, ch=channel, s=status, d=day: c.set_consent(ch, consent(s, f"2026-01-{d:02d}T00:00:00.000Z")),
+        )
 
 
 @settings(max_examples=40, deadline=None)
 @given(PERSON, PERSON, CONSENTS, CONSENTS, LATER)
 def test_merge_then_unmerge_restores_the_duplicate_and_keeps_the_survivors_own(
-    survivor_fields: dict[str, Any], duplicate_fields: dict[str, Any], survivor_consents: dict[str, Any],
-    duplicate_consents: dict[str, Any], later: dict[str, Any],
+    survivor_fields: dict[str, Any],
+    duplicate_fields: dict[str, Any],
+    survivor_consents: dict[str, Any],
+    duplicate_consents: dict[str, Any],
+    later: dict[str, Any],
 ) -> None:
     store = Streams()
     store.create("s", **survivor_fields)

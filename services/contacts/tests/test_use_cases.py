@@ -42,23 +42,33 @@ class MemoryViews:
         for stream_id in {event.stream_id for event in events}:
             stored = self.store.load(stream_id)
             if stored[0].aggregate_type == Contact.aggregate_type:
-                self.contacts[stream_id] = {**projections.contact_document(Contact.from_events(stream_id, stored)),
-                                            "_id": stream_id}
+                self.contacts[stream_id] = {
+                    **projections.contact_document(Contact.from_events(stream_id, stored)),
+                    "_id": stream_id,
+                }
             elif stored[0].aggregate_type == Company.aggregate_type:
-                self.companies[stream_id] = {**projections.company_document(Company.from_events(stream_id, stored)),
-                                             "_id": stream_id}
+                self.companies[stream_id] = {
+                    **projections.company_document(Company.from_events(stream_id, stored)),
+                    "_id": stream_id,
+                }
 
     def contact_page(self, filters: Mapping[str, Any], limit: int, cursor: str | None) -> Page:
         status = filters.get("status") or "active"
-        docs = [doc for doc in self._found(self.contacts, filters)
-                if all(doc.get(k) == filters[k] for k in CONTACT_FILTERS if filters.get(k))
-                and (not filters.get("tag") or filters["tag"] in doc["tags"])
-                and status in ("all", doc["status"])]
+        docs = [
+            doc
+            for doc in self._found(self.contacts, filters)
+            if all(doc.get(k) == filters[k] for k in CONTACT_FILTERS if filters.get(k))
+            and (not filters.get("tag") or filters["tag"] in doc["tags"])
+            and status in ("all", doc["status"])
+        ]
         return self._page(docs, limit, cursor)
 
     def company_page(self, filters: Mapping[str, Any], limit: int, cursor: str | None) -> Page:
-        docs = [doc for doc in self._found(self.companies, filters)
-                if not filters.get("domain") or doc["domain"] == filters["domain"]]
+        docs = [
+            doc
+            for doc in self._found(self.companies, filters)
+            if not filters.get("domain") or doc["domain"] == filters["domain"]
+        ]
         return self._page(docs, limit, cursor)
 
     def duplicate_pairs(self, limit: int, cursor: str | None) -> Page:
@@ -67,8 +77,11 @@ class MemoryViews:
         for doc in sorted(self.contacts.values(), key=lambda doc: (doc["created_at"], doc["_id"])):
             if doc["status"] == "active" and doc["email"]:
                 by_email.setdefault(doc["email"], []).append(doc)
-        pairs = [{"reason": "same_email", "value": email, "survivor_id": group[0]["_id"], "duplicate_id": doc["_id"]}
-                 for email, group in sorted(by_email.items()) for doc in group[1:]]
+        pairs = [
+            {"reason": "same_email", "value": email, "survivor_id": group[0]["_id"], "duplicate_id": doc["_id"]}
+            for email, group in sorted(by_email.items())
+            for doc in group[1:]
+        ]
         return pairs[:limit], None
 
     @staticmethod
@@ -93,8 +106,10 @@ class MemorySegmentViews:
 
     def project(self, events: Sequence[RecordedEvent]) -> None:
         for stream_id in {event.stream_id for event in events if event.aggregate_type == Segment.aggregate_type}:
-            self.segments[stream_id] = {**Segment.from_events(stream_id, self.store.load(stream_id)).view(),
-                                        "_id": stream_id}
+            self.segments[stream_id] = {
+                **Segment.from_events(stream_id, self.store.load(stream_id)).view(),
+                "_id": stream_id,
+            }
 
     def segment_page(self, limit: int, cursor: str | None) -> Page:
         return MemoryViews._page(list(self.segments.values()), limit, cursor)
@@ -109,6 +124,7 @@ class MemorySegmentViews:
 def matches(doc: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
     """A MongoDB filter of `$and`, `$or`, `$in` and equality on `doc` (arrays match an element);
     any other operator is refused, so a rule these tests cannot judge fails loudly."""
+
     def holds(key: str, condition: Any) -> bool:
         if key == "$and":
             return all(matches(doc, part) for part in condition)
@@ -121,6 +137,7 @@ def matches(doc: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
                 raise NotImplementedError(f"operator {sorted(condition)} in the test's matcher")
             return any(v in condition["$in"] for v in values)
         return condition in values
+
     return all(holds(key, condition) for key, condition in query.items())
 
 
@@ -132,8 +149,9 @@ class World:
         self.views = MemoryViews(self.store)
         self.published: list[RecordedEvent] = []
         self.shredded: list[tuple[list[str], list[str]]] = []
-        self.book = ContactUseCases(self.store, self.views, self.publish,
-                                    lambda ids, paths: self.shredded.append((list(ids), list(paths))))
+        self.book = ContactUseCases(
+            self.store, self.views, self.publish, lambda ids, paths: self.shredded.append((list(ids), list(paths)))
+        )
         self.segment_views = MemorySegmentViews(self.store, self.views)
         self.segments = SegmentUseCases(self.store, self.segment_views, self.publish)
 
@@ -169,7 +187,8 @@ def test_a_contact_is_created_and_listed_and_a_shared_email_is_flagged_not_refus
     assert [event.stream_id for event in world.published] == [first.id, again.id]
     pairs, _ = world.book.duplicates(10, None)
     assert [(p["reason"], {p["survivor_id"], p["duplicate_id"]}) for p in pairs] == [
-        ("same_email", {first.id, again.id})]
+        ("same_email", {first.id, again.id})
+    ]
     found, _ = world.book.list_contacts({"limit": 10, "q": "ali rez"})
     assert [doc["id"] for doc in found] == [first.id] and "search" not in found[0]
     tagged, _ = world.book.list_contacts({"limit": 10, "tag": "vip", "email": "ali@example.com"})
@@ -180,12 +199,14 @@ def test_a_contact_names_a_known_company_and_changes_only_at_the_version_seen(wo
     with pytest.raises(ValidationFailed) as unknown:
         world.contact(first_name="Sara", company_id="nowhere")
     assert unknown.value.errors == {"company_id": ["no company with id nowhere"]}
-    company = world.book.create_company(schemas.CompanyCreate().load({"name": "Acme Trading", "domain": "acme.io"}),
-                                        STAFF)
+    company = world.book.create_company(
+        schemas.CompanyCreate().load({"name": "Acme Trading", "domain": "acme.io"}), STAFF
+    )
     assert [doc["id"] for doc in world.book.list_companies({"limit": 5, "q": "acme"})[0]] == [company.id]
     contact = world.contact(first_name="Sara", company_id=company.id)
-    updated = world.book.update_contact(contact.id, schemas.ContactInput(partial=True).load({"last_name": "Diaz"}),
-                                        STAFF, if_match=1)
+    updated = world.book.update_contact(
+        contact.id, schemas.ContactInput(partial=True).load({"last_name": "Diaz"}), STAFF, if_match=1
+    )
     assert (updated.last_name, updated.version) == ("Diaz", 2)
     with pytest.raises(PreconditionFailed):
         world.book.update_contact(contact.id, {"last_name": "Stale"}, STAFF, if_match=1)
@@ -223,7 +244,10 @@ def test_consent_is_granted_withdrawn_and_answers_the_send_check(world: World) -
     assert world.types(contact.id) == ["ContactCreated", "ContactConsentChanged", "ContactConsentChanged"]
     answers = world.book.check_consents([(contact.id, "email"), ("nobody", "email"), (contact.id, "sms")])
     assert [a and (a["granted"], a["reason"]) for a in answers] == [
-        (False, "consent_withdrawn"), None, (False, "no_consent_recorded")]
+        (False, "consent_withdrawn"),
+        None,
+        (False, "no_consent_recorded"),
+    ]
 
 
 def test_a_merge_folds_the_duplicate_in_and_an_unmerge_gives_it_back(world: World) -> None:
@@ -275,16 +299,21 @@ def test_erasure_erases_the_person_and_their_merged_records_and_shreds_their_key
 
 def test_a_segment_is_defined_changed_at_its_version_and_evaluated_over_the_contacts(world: World) -> None:
     with pytest.raises(ValidationFailed) as bad:
-        world.segments.define({"name": "Broken", "rules": {"all": [{"field": "shoe_size", "op": "eq", "value": 9}]}},
-                              STAFF)
+        world.segments.define(
+            {"name": "Broken", "rules": {"all": [{"field": "shoe_size", "op": "eq", "value": 9}]}}, STAFF
+        )
     assert bad.value.errors and all(path.startswith("rules.all.0") for path in bad.value.errors)
     acme = world.book.create_company({"name": "Acme", "domain": "acme.io"}, STAFF)
     other = world.book.create_company({"name": "Globex", "domain": "globex.io"}, STAFF)
     at_acme = world.contact(first_name="Ana", company_id=acme.id, lifecycle_stage="customer")
     world.contact(first_name="Bob", company_id=other.id, lifecycle_stage="customer")
     lead = world.contact(first_name="Cy", company_id=acme.id, tags=["vip"])
-    rules = {"all": [{"field": "lifecycle_stage", "op": "eq", "value": "customer"},
-                     {"field": "company.name", "op": "eq", "value": "ACME"}]}
+    rules = {
+        "all": [
+            {"field": "lifecycle_stage", "op": "eq", "value": "customer"},
+            {"field": "company.name", "op": "eq", "value": "ACME"},
+        ]
+    }
     segment = world.segments.define({"name": "Acme customers", "rules": rules}, STAFF)
     assert world.types(segment.id) == ["SegmentDefined"]
     members, _ = world.segments.members(segment.id, 10, None)

@@ -24,9 +24,13 @@ from crmkit.web.webhooks import require_secret
 
 
 class UnsubscribeQuery(Schema):
-    lang = fields.String(validate=validate.Length(max=35), metadata={
-        "description": "the page's language (en, fa or ar; fa-IR works too); default the contact's locale, "
-                       "then Accept-Language, then en"})
+    lang = fields.String(
+        validate=validate.Length(max=35),
+        metadata={
+            "description": "the page's language (en, fa or ar; fa-IR works too); default the contact's locale, "
+            "then Accept-Language, then en"
+        },
+    )
 
 
 HTML = {"text/html": {"schema": {"type": "string"}}}
@@ -36,22 +40,41 @@ LINK_NOT_VALID = {"404": {"description": "A forged, damaged or foreign link: a p
 # GET only shows a confirmation (mail scanners follow links); the form and a mail client's
 # one-click button (RFC 8058) POST to the same URL. The body is a courtesy of RFC 8058:
 # the signed link alone is the request, so any form body, or none, unsubscribes.
-UNSUBSCRIBE_PAGE = {"responses": {"200": {"description": "A page asking to confirm", "content": HTML},
-                                  **LINK_NOT_VALID}}
+UNSUBSCRIBE_PAGE = {
+    "responses": {"200": {"description": "A page asking to confirm", "content": HTML}, **LINK_NOT_VALID}
+}
 ONE_CLICK = {
-    "requestBody": {"required": False, "content": {"application/x-www-form-urlencoded": {"schema": {
-        "type": "object", "description": "RFC 8058 sends List-Unsubscribe=One-Click; the link alone is the request",
-        "properties": {"List-Unsubscribe": {"type": "string"}}}}}},
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "description": "RFC 8058 sends List-Unsubscribe=One-Click; the link alone is the request",
+                    "properties": {"List-Unsubscribe": {"type": "string"}},
+                }
+            }
+        },
+    },
     "responses": {"200": {"description": "Unsubscribed: a page saying so", "content": HTML}, **LINK_NOT_VALID},
 }
 RECEIPT = {
-    "parameters": [{"in": "header", "name": "X-Receipt-Secret", "required": True, "schema": {"type": "string"},
-                    "description": "the secret shared with the provider (CRM_MESSAGING_RECEIPT_SECRET)"}],
+    "parameters": [
+        {
+            "in": "header",
+            "name": "X-Receipt-Secret",
+            "required": True,
+            "schema": {"type": "string"},
+            "description": "the secret shared with the provider (CRM_MESSAGING_RECEIPT_SECRET)",
+        }
+    ],
     "responses": {
         "401": {"description": "X-Receipt-Secret missing or wrong", "content": PROBLEM},
         "404": {"description": "No such message, or not one sent through this provider", "content": PROBLEM},
-        "409": {"description": "The receipt does not apply to the message's state (e.g. still queued)",
-                "content": PROBLEM},
+        "409": {
+            "description": "The receipt does not apply to the message's state (e.g. still queued)",
+            "content": PROBLEM,
+        },
     },
 }
 
@@ -119,8 +142,9 @@ def template_routes(bp: Blueprint, desk: MessageDesk) -> None:
         if body.get("contact_id"):
             _require_contact_access()
         source = {"subject": body.get("subject"), "body": body.get("body")} if body.get("body") else None
-        return jsonify(desk.preview(body.get("template_id"), source, body.get("locale"), body["variables"],
-                                    body.get("contact_id")))
+        return jsonify(
+            desk.preview(body.get("template_id"), source, body.get("locale"), body["variables"], body.get("contact_id"))
+        )
 
 
 def message_routes(bp: Blueprint, desk: MessageDesk) -> None:
@@ -212,8 +236,12 @@ def campaign_routes(bp: Blueprint, desk: MessageDesk) -> None:
         return resource(desk.campaign(campaign_id))
 
     for action in ("pause", "resume", "cancel"):
-        bp.add_url_rule(f"/v1/campaigns/<campaign_id>/{action}", f"{action}_campaign",
-                        _campaign_action(desk, action), methods=["POST"])
+        bp.add_url_rule(
+            f"/v1/campaigns/<campaign_id>/{action}",
+            f"{action}_campaign",
+            _campaign_action(desk, action),
+            methods=["POST"],
+        )
 
 
 def trigger_routes(bp: Blueprint, desk: MessageDesk) -> None:
@@ -295,8 +323,10 @@ def _require_contact_access() -> None:
     """A preview with a contact's data shows their name, email and phone: it needs what reading
     the contact needs (`GET /v1/contacts/{id}`), in the same token."""
     if not g.principal.may("contacts", "read"):
-        raise Forbidden("a preview with contact_id shows the contact's data: it also needs the role "
-                        f"{auth.needed_roles('contacts', 'read')}")
+        raise Forbidden(
+            "a preview with contact_id shows the contact's data: it also needs the role "
+            f"{auth.needed_roles('contacts', 'read')}"
+        )
 
 
 def _page(html: str, status: int = 200) -> Response:
@@ -323,7 +353,10 @@ def _campaign_action(desk: MessageDesk, action: str) -> Any:
         desk.campaign_action(campaign_id, action, metadata(), if_match())
         return resource(desk.campaign(campaign_id))
 
-    act.__doc__ = {"pause": "Pause a running campaign.", "resume": "Resume a paused campaign.",
-                   "cancel": "Cancel a campaign; its unsent messages are suppressed."}[action]
+    act.__doc__ = {
+        "pause": "Pause a running campaign.",
+        "resume": "Resume a paused campaign.",
+        "cancel": "Cancel a campaign; its unsent messages are suppressed.",
+    }[action]
     act.__name__ = f"{action}_campaign"
     return act

@@ -56,10 +56,17 @@ class MessageUseCases:
     readable outside the events: the data keys of the messages and of the other
     `subjects` (the person's suppressions), and the stored responses about the messages."""
 
-    def __init__(self, store: Store, views: MessagingViews, worklists: WorkLists,
-                 publish: Callable[[list[RecordedEvent]], None], config: MessagingConfig | None = None,
-                 directory: ContactDirectory | None = None, clock: Callable[[], datetime] = platform_clock.now,
-                 shred: Callable[[Sequence[str], Sequence[str]], None] = _keep) -> None:
+    def __init__(
+        self,
+        store: Store,
+        views: MessagingViews,
+        worklists: WorkLists,
+        publish: Callable[[list[RecordedEvent]], None],
+        config: MessagingConfig | None = None,
+        directory: ContactDirectory | None = None,
+        clock: Callable[[], datetime] = platform_clock.now,
+        shred: Callable[[Sequence[str], Sequence[str]], None] = _keep,
+    ) -> None:
         self.store = store
         self.views = views
         self.worklists = worklists
@@ -92,8 +99,9 @@ class MessageUseCases:
         self.templates.save(template, meta)
         return template
 
-    def update_template(self, template_id: str, fields: dict[str, Any], meta: Metadata,
-                        if_match: int | None) -> Template:
+    def update_template(
+        self, template_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None
+    ) -> Template:
         if "variants" in fields:
             _check_variants(fields["variants"], self.config.render_limits)
 
@@ -111,8 +119,14 @@ class MessageUseCases:
     def list_templates(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         return self.views.template_page(query.get("channel"), query["limit"], query.get("cursor"))
 
-    def preview(self, template_id: str | None, source: dict[str, Any] | None, locale: str | None,
-                variables: dict[str, Any], contact_id: str | None) -> dict[str, Any]:
+    def preview(
+        self,
+        template_id: str | None,
+        source: dict[str, Any] | None,
+        locale: str | None,
+        variables: dict[str, Any],
+        contact_id: str | None,
+    ) -> dict[str, Any]:
         """Render without sending: a saved template (or unsaved text) with sample or a contact's data,
         under the same caps as a send (a cap broken is a 422 naming it, under `subject` or `body`)."""
         if template_id:
@@ -124,8 +138,11 @@ class MessageUseCases:
         rendered: dict[str, str | None] = {}
         for part in templates.PARTS:
             try:
-                rendered[part] = templates.render(variant[part], context, self.config.render_limits, part) \
-                    if variant.get(part) else None
+                rendered[part] = (
+                    templates.render(variant[part], context, self.config.render_limits, part)
+                    if variant.get(part)
+                    else None
+                )
             except templates.CapExceeded as exc:
                 raise ValidationFailed(str(exc), {part: [str(exc)]}) from None
             except templates.TemplateRejected as exc:
@@ -142,11 +159,11 @@ class MessageUseCases:
             template = self.template_for(fields["template_id"], fields["channel"])
             fields = {"category": template.category, **fields}
         elif not fields.get("body"):
-            raise ValidationFailed("a template_id or a body is required",
-                                   {"body": ["required without template_id"]})
+            raise ValidationFailed("a template_id or a body is required", {"body": ["required without template_id"]})
         else:
-            _check_variants({"message": {"subject": fields.get("subject"), "body": fields["body"]}},
-                            self.config.render_limits)
+            _check_variants(
+                {"message": {"subject": fields.get("subject"), "body": fields["body"]}}, self.config.render_limits
+            )
         self.require_contact(fields["contact_id"])
         message = Message.queue(message_id or new_id(), fields, rfc3339(self.now()))
         self.schedule_messages([message])
@@ -171,8 +188,9 @@ class MessageUseCases:
         except NotFound:
             raise ValidationFailed("unknown template", {"template_id": ["no such template"]}) from None
         if template.channel != channel:
-            raise ValidationFailed("the template is for another channel",
-                                   {"template_id": [f"is a {template.channel} template"]})
+            raise ValidationFailed(
+                "the template is for another channel", {"template_id": [f"is a {template.channel} template"]}
+            )
         return template
 
     def require_contact(self, contact_id: str) -> None:
@@ -207,9 +225,20 @@ class MessageUseCases:
         A new message is due at once (`due_ms` 0), whatever this process's clock says: a clock
         moved back (drills, tests) must not park it until the old "now" comes round again."""
         now = epoch_ms(self.now())
-        entries = [{"_id": m.id, "kind": "message", "state": "pending", "due_ms": 0, "lease_ms": 0,
-                    "created_ms": now, "contact_id": m.contact_id, "channel": m.channel,
-                    "campaign_id": m.campaign_id} for m in messages]
+        entries = [
+            {
+                "_id": m.id,
+                "kind": "message",
+                "state": "pending",
+                "due_ms": 0,
+                "lease_ms": 0,
+                "created_ms": now,
+                "contact_id": m.contact_id,
+                "channel": m.channel,
+                "campaign_id": m.campaign_id,
+            }
+            for m in messages
+        ]
         self.worklists.schedule_messages(entries)
 
     def message(self, message_id: str) -> Message:
@@ -226,8 +255,9 @@ class MessageUseCases:
     def list_messages(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
         return self.views.message_page(query, query["limit"], query.get("cursor"))
 
-    def contact_messages(self, contact_id: str, limit: int,
-                         after: tuple[int, str] | None = None) -> list[dict[str, Any]]:
+    def contact_messages(
+        self, contact_id: str, limit: int, after: tuple[int, str] | None = None
+    ) -> list[dict[str, Any]]:
         """A contact's messages newest first (queued_ms, then id, both descending), from just
         past `after`, the (queued_ms, id) of the last one a previous page showed: keyset paging
         never skips or repeats a message as new ones arrive."""
@@ -277,12 +307,12 @@ class MessageUseCases:
         self.campaigns.save(campaign, meta)
         return campaign
 
-    def launch_campaign(self, campaign_id: str, scheduled_at: datetime | None, meta: Metadata,
-                        if_match: int | None) -> Campaign:
+    def launch_campaign(
+        self, campaign_id: str, scheduled_at: datetime | None, meta: Metadata, if_match: int | None
+    ) -> Campaign:
         now = self.now()
         when = scheduled_at if scheduled_at and scheduled_at > now else now
-        campaign = self.campaigns.change(
-            campaign_id, lambda c: c.launch(rfc3339(when), rfc3339(now)), meta, if_match)
+        campaign = self.campaigns.change(campaign_id, lambda c: c.launch(rfc3339(when), rfc3339(now)), meta, if_match)
         self.worklists.schedule_campaign(campaign_id, epoch_ms(when))
         return campaign
 
@@ -295,8 +325,9 @@ class MessageUseCases:
 
     def campaign_stats(self, campaign_id: str, targeted: int | None) -> dict[str, Any]:
         counts = self.views.campaign_counts(campaign_id)
-        stats: dict[str, Any] = {status: counts.get(status, 0)
-                                 for status in ("queued", "suppressed", "sent", "delivered", "failed")}
+        stats: dict[str, Any] = {
+            status: counts.get(status, 0) for status in ("queued", "suppressed", "sent", "delivered", "failed")
+        }
         stats["failed"] += counts.get("bounced", 0)
         stats["sent"] += stats["delivered"]  # delivered messages were sent
         stats["targeted"] = targeted or 0
@@ -321,12 +352,25 @@ class MessageUseCases:
             count += self._queue_members(campaign, batch, queued_at, meta)
         return count
 
-    def _queue_members(self, campaign: Campaign, members: list[dict[str, Any]], queued_at: str,
-                       meta: Metadata) -> int:
+    def _queue_members(self, campaign: Campaign, members: list[dict[str, Any]], queued_at: str, meta: Metadata) -> int:
         self.views.remember_contacts([{**member, "id": member["contact_id"]} for member in members])
-        self.queue_many([Message.queue(derived_id("campaign", campaign.id, member["contact_id"]), {
-            "contact_id": member["contact_id"], "channel": campaign.channel, "template_id": campaign.template_id,
-            "campaign_id": campaign.id, "category": "marketing"}, queued_at) for member in members], lambda _: meta)
+        self.queue_many(
+            [
+                Message.queue(
+                    derived_id("campaign", campaign.id, member["contact_id"]),
+                    {
+                        "contact_id": member["contact_id"],
+                        "channel": campaign.channel,
+                        "template_id": campaign.template_id,
+                        "campaign_id": campaign.id,
+                        "category": "marketing",
+                    },
+                    queued_at,
+                )
+                for member in members
+            ],
+            lambda _: meta,
+        )
         return len(members)
 
     # --- triggers -----------------------------------------------------------------------
@@ -378,19 +422,23 @@ class MessageUseCases:
     def contact_merged(self, duplicate_id: str, survivor_id: str, merge_id: str | None) -> None:
         """ContactMerged: the duplicate's messages now show on the survivor (its 360, its list);
         each move names the merge (`merge_id`, and the envelope's causation id) for an unmerge."""
+
         def move(message: Message) -> None:
             if message.contact_id == duplicate_id:
                 message.change_contact(survivor_id, "contact_merged", merge_id)
 
-        self.messages.change_many(self._messages_of(duplicate_id), move,
-                                  Metadata(actor="system:contact-merge", causation_id=merge_id))
+        self.messages.change_many(
+            self._messages_of(duplicate_id), move, Metadata(actor="system:contact-merge", causation_id=merge_id)
+        )
 
     def contact_unmerged(self, duplicate_id: str, survivor_id: str, merge_id: str | None) -> None:
         """ContactUnmerged: the messages that merge moved, and nothing moved since, are the
         duplicate's again. Safe to repeat."""
-        self.messages.change_many(self._messages_of(duplicate_id),
-                                  lambda message: message.move_back(duplicate_id, survivor_id, merge_id),
-                                  Metadata(actor="system:contact-unmerge", causation_id=merge_id))
+        self.messages.change_many(
+            self._messages_of(duplicate_id),
+            lambda message: message.move_back(duplicate_id, survivor_id, merge_id),
+            Metadata(actor="system:contact-unmerge", causation_id=merge_id),
+        )
 
     def _messages_of(self, contact_id: str) -> list[str]:
         """Messages that are or were the contact's: from the event store (`references`, so one the
@@ -413,17 +461,34 @@ class MessageDesk(MessageUseCases):
     Keeps the collections (`schedule`, `messages_view`, ...) and the local contacts copy for
     the dispatcher, the reactors, the export and the tests, which use them directly."""
 
-    def __init__(self, runtime: Runtime, config: MessagingConfig | None = None,
-                 directory: ContactDirectory | None = None,
-                 clock: Callable[[], datetime] = platform_clock.now) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        config: MessagingConfig | None = None,
+        directory: ContactDirectory | None = None,
+        clock: Callable[[], datetime] = platform_clock.now,
+    ) -> None:
         self.runtime = runtime
         self._directory = directory
         db = runtime.db
-        self.contacts = LocalContacts("contacts", db["contacts"], self.directory, service="messaging",  # reactions.py
-                                      **reactions.contact_hooks(self))
+        self.contacts = LocalContacts(
+            "contacts",
+            db["contacts"],
+            self.directory,
+            service="messaging",  # reactions.py
+            **reactions.contact_hooks(self),
+        )
         self.mongo_views = MongoMessagingViews(db, self.contacts)
-        super().__init__(runtime.store, self.mongo_views, self.mongo_views, runtime.publish, config,
-                         self._directory, clock, self._shred)
+        super().__init__(
+            runtime.store,
+            self.mongo_views,
+            self.mongo_views,
+            runtime.publish,
+            config,
+            self._directory,
+            clock,
+            self._shred,
+        )
         self.schedule = self.mongo_views.schedule  # the dispatcher works on it: messages, campaigns, due times, leases
         self.messages_view = self.mongo_views.messages
         self.templates_view = self.mongo_views.templates
@@ -433,10 +498,12 @@ class MessageDesk(MessageUseCases):
 
     def read_models(self) -> list[Any]:
         store, topic, db = self.runtime.store, self.runtime.settings.topic, self.runtime.db
-        return [MessagesView("messages", db["messages"], store, topic),
-                TemplatesView("templates", db["templates"], store, topic),
-                CampaignsView("campaigns", db["campaigns"], store, topic),
-                TriggersView("triggers", db["triggers"], store, topic)]
+        return [
+            MessagesView("messages", db["messages"], store, topic),
+            TemplatesView("templates", db["templates"], store, topic),
+            CampaignsView("campaigns", db["campaigns"], store, topic),
+            TriggersView("triggers", db["triggers"], store, topic),
+        ]
 
     def ensure_indexes(self) -> None:
         self.mongo_views.ensure_indexes()
@@ -451,11 +518,18 @@ class MessageDesk(MessageUseCases):
 
 def _variables(contact_id: str, found: dict[str, Any]) -> dict[str, Any]:
     first, last = found.get("first_name") or "", found.get("last_name") or ""
-    return {"first_name": first, "last_name": last, "name": f"{first} {last}".strip(),
-            "email": found.get("email") or "", "phone": found.get("phone") or "",
-            "company_id": found.get("company_id") or "", "locale": found.get("locale") or "",
-            "time_zone": found.get("time_zone") or "", "lifecycle_stage": found.get("lifecycle_stage") or "",
-            "contact_id": contact_id}
+    return {
+        "first_name": first,
+        "last_name": last,
+        "name": f"{first} {last}".strip(),
+        "email": found.get("email") or "",
+        "phone": found.get("phone") or "",
+        "company_id": found.get("company_id") or "",
+        "locale": found.get("locale") or "",
+        "time_zone": found.get("time_zone") or "",
+        "lifecycle_stage": found.get("lifecycle_stage") or "",
+        "contact_id": contact_id,
+    }
 
 
 def _check_variants(variants: dict[str, Any], limits: templates.RenderLimits) -> None:

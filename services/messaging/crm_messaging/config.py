@@ -96,37 +96,63 @@ class MessagingConfig:
             max_attempts=integer("MAX_ATTEMPTS", 6),
             backoff_base=number("BACKOFF_SECONDS", 30),
             backoff_cap=number("BACKOFF_CAP_SECONDS", 3600),
-            rate_per_minute={ch: integer(f"{ch.upper()}_PER_MINUTE", d)
-                             for ch, d in (("email", 6000), ("sms", 600), ("fax", 60))},
-            quiet_hours={ch: text(f"{ch.upper()}_QUIET_HOURS", d)
-                         for ch, d in (("email", "off"), ("sms", "21:00-08:00"), ("fax", "21:00-08:00"))},
+            rate_per_minute={
+                ch: integer(f"{ch.upper()}_PER_MINUTE", d) for ch, d in (("email", 6000), ("sms", 600), ("fax", 60))
+            },
+            quiet_hours={
+                ch: text(f"{ch.upper()}_QUIET_HOURS", d)
+                for ch, d in (("email", "off"), ("sms", "21:00-08:00"), ("fax", "21:00-08:00"))
+            },
             receipt_secret=text("RECEIPT_SECRET"),
-            render_limits=RenderLimits(subject_bytes=integer("MAX_SUBJECT_BYTES", 998),
-                                       body_bytes=integer("MAX_BODY_BYTES", 1 << 20),
-                                       loop_iterations=integer("MAX_LOOP_ITERATIONS", 10000),
-                                       seconds=number("MAX_RENDER_SECONDS", 1)),
-            gateways={ch: Gateway(text(f"{ch.upper()}_URL"), text(f"{ch.upper()}_USERNAME"),
-                                  text(f"{ch.upper()}_PASSWORD"), text(f"{ch.upper()}_FROM", "CRM"),
-                                  number(f"{ch.upper()}_TIMEOUT_SECONDS", 10)) for ch in ("sms", "fax")},
-            trigger_topics=tuple(topic.strip() for topic in text(
-                "TRIGGER_TOPICS", ",".join(topic_of(source, env) for source in TRIGGER_SOURCES)).split(",")
-                if topic.strip()),
+            render_limits=RenderLimits(
+                subject_bytes=integer("MAX_SUBJECT_BYTES", 998),
+                body_bytes=integer("MAX_BODY_BYTES", 1 << 20),
+                loop_iterations=integer("MAX_LOOP_ITERATIONS", 10000),
+                seconds=number("MAX_RENDER_SECONDS", 1),
+            ),
+            gateways={
+                ch: Gateway(
+                    text(f"{ch.upper()}_URL"),
+                    text(f"{ch.upper()}_USERNAME"),
+                    text(f"{ch.upper()}_PASSWORD"),
+                    text(f"{ch.upper()}_FROM", "CRM"),
+                    number(f"{ch.upper()}_TIMEOUT_SECONDS", 10),
+                )
+                for ch in ("sms", "fax")
+            },
+            trigger_topics=tuple(
+                topic.strip()
+                for topic in text(
+                    "TRIGGER_TOPICS", ",".join(topic_of(source, env) for source in TRIGGER_SOURCES)
+                ).split(",")
+                if topic.strip()
+            ),
         )
 
     def window(self, channel: str) -> tuple[time, time] | None:
         return parse_window(self.quiet_hours.get(channel, "off"))
 
     def providers(self) -> dict[str, Provider]:
-        email = SmtpProvider(self.smtp_host, self.smtp_port, self.smtp_from, tls=self.smtp_tls,
-                             username=self.smtp_username, password=self.smtp_password)
-        return {"email": email, "sms": self._gateway("sms", self.sms_provider),
-                "fax": self._gateway("fax", self.fax_provider)}
+        email = SmtpProvider(
+            self.smtp_host,
+            self.smtp_port,
+            self.smtp_from,
+            tls=self.smtp_tls,
+            username=self.smtp_username,
+            password=self.smtp_password,
+        )
+        return {
+            "email": email,
+            "sms": self._gateway("sms", self.sms_provider),
+            "fax": self._gateway("fax", self.fax_provider),
+        }
 
     def _gateway(self, channel: str, kind: str) -> Provider:
         if kind == "http":
             gateway = self.gateways.get(channel, Gateway())
-            return HttpGatewayProvider(channel, gateway.url, gateway.username, gateway.password, gateway.sender,
-                                       timeout=gateway.timeout)
+            return HttpGatewayProvider(
+                channel, gateway.url, gateway.username, gateway.password, gateway.sender, timeout=gateway.timeout
+            )
         return FileSink(channel, self.outbox_dir / channel)
 
 
@@ -140,12 +166,21 @@ def production_problems(environ: Mapping[str, str]) -> list[Problem]:
     recipient can open, and messages marked sent that nobody receives."""
     config = MessagingConfig.from_env(environ)
     return [
-        *url_problems("CRM_MESSAGING_PUBLIC_URL", environ,
-                      "unsubscribe links must open from outside: set it to your ingress for messaging"),
-        *url_problems("CRM_SURVEY_URL_BASE", environ,
-                      "survey links must open from outside: set it to your ingress for the service desk"),
-        *url_problems("CRM_DETAILS_URL_BASE", environ,
-                      "links to confirm one's details must open from outside: set it to your ingress for contacts"),
+        *url_problems(
+            "CRM_MESSAGING_PUBLIC_URL",
+            environ,
+            "unsubscribe links must open from outside: set it to your ingress for messaging",
+        ),
+        *url_problems(
+            "CRM_SURVEY_URL_BASE",
+            environ,
+            "survey links must open from outside: set it to your ingress for the service desk",
+        ),
+        *url_problems(
+            "CRM_DETAILS_URL_BASE",
+            environ,
+            "links to confirm one's details must open from outside: set it to your ingress for contacts",
+        ),
         *_email_problems(config, environ),
         *_gateway_problems("sms", config.sms_provider, environ),
         *_gateway_problems("fax", config.fax_provider, environ),
@@ -155,14 +190,26 @@ def production_problems(environ: Mapping[str, str]) -> list[Problem]:
 def _email_problems(config: MessagingConfig, environ: Mapping[str, str]) -> list[Problem]:
     found = []
     if config.smtp_sink:
-        found.append(Problem("CRM_MESSAGING_SMTP_SINK", "true (the default) means the local SMTP sink, which keeps "
-                                                        "mail in files and delivers none; set false"))
+        found.append(
+            Problem(
+                "CRM_MESSAGING_SMTP_SINK",
+                "true (the default) means the local SMTP sink, which keeps mail in files and delivers none; set false",
+            )
+        )
     if not _env("SMTP_HOST", environ=environ) or is_local_host(config.smtp_host):
-        found.append(Problem("CRM_MESSAGING_SMTP_HOST", "unset or this machine (where the local sink listens): "
-                                                        "set it to your mail server"))
+        found.append(
+            Problem(
+                "CRM_MESSAGING_SMTP_HOST",
+                "unset or this machine (where the local sink listens): set it to your mail server",
+            )
+        )
     if config.smtp_password and config.smtp_tls == "none":
-        found.append(Problem("CRM_MESSAGING_SMTP_TLS", "none while a password is set: the password would cross "
-                                                       "the network in clear; use starttls or ssl"))
+        found.append(
+            Problem(
+                "CRM_MESSAGING_SMTP_TLS",
+                "none while a password is set: the password would cross the network in clear; use starttls or ssl",
+            )
+        )
     return found
 
 
@@ -171,10 +218,21 @@ def _gateway_problems(channel: str, kind: str, environ: Mapping[str, str]) -> li
     key = f"CRM_MESSAGING_{channel.upper()}"
     if kind != "http":
         what = "the file provider" if kind == "file" else "not a provider, so the file one"
-        return [Problem(f"{key}_PROVIDER", f"{kind!r} is {what}: every {channel} is written under var/ and marked "
-                                           f"sent, never delivered; use http (a gateway) with {key}_URL")]
+        return [
+            Problem(
+                f"{key}_PROVIDER",
+                f"{kind!r} is {what}: every {channel} is written under var/ and marked "
+                f"sent, never delivered; use http (a gateway) with {key}_URL",
+            )
+        ]
     found = url_problems(f"{key}_URL", environ, f"set it to your {channel} gateway")
-    found += [Problem(variable, f"unset: the {channel} gateway would be called without credentials; set it in the "
-                                "crm-messaging-providers Secret")
-              for variable in (f"{key}_USERNAME", f"{key}_PASSWORD") if not environ.get(variable)]
+    found += [
+        Problem(
+            variable,
+            f"unset: the {channel} gateway would be called without credentials; set it in the "
+            "crm-messaging-providers Secret",
+        )
+        for variable in (f"{key}_USERNAME", f"{key}_PASSWORD")
+        if not environ.get(variable)
+    ]
     return found

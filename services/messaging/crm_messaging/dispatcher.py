@@ -60,10 +60,17 @@ UNBORN_RECHECK = timedelta(seconds=5)  # an entry whose message is not stored ye
 UNBORN_GRACE = timedelta(minutes=10)  # ...is given up after this: its writer died before the append
 PUBLISH_EVERY = 1.0  # seconds a pass holds appended events back at most (the outbox sweeper takes them after 2 s)
 
-OUTCOMES = Counter("crm_messages_dispatched_total", "What the dispatcher decided, by channel and outcome "
-                   "(sent, suppressed, failed, retry, deferred).", ["service", "channel", "outcome"])
-PROVIDER_LATENCY = Histogram("crm_provider_send_duration_seconds", "Time a provider took to accept (or refuse) "
-                             "one message.", ["service", "provider"], buckets=LATENCY_BUCKETS)
+OUTCOMES = Counter(
+    "crm_messages_dispatched_total",
+    "What the dispatcher decided, by channel and outcome (sent, suppressed, failed, retry, deferred).",
+    ["service", "channel", "outcome"],
+)
+PROVIDER_LATENCY = Histogram(
+    "crm_provider_send_duration_seconds",
+    "Time a provider took to accept (or refuse) one message.",
+    ["service", "provider"],
+    buckets=LATENCY_BUCKETS,
+)
 
 
 class Unsendable(Exception):
@@ -151,8 +158,13 @@ class Pass:
 
 
 class Dispatcher:
-    def __init__(self, desk: MessageDesk, send_with: dict[str, providers.Provider] | None = None,
-                 batch: int = 500, send_budget: timedelta = LEASE / 2) -> None:
+    def __init__(
+        self,
+        desk: MessageDesk,
+        send_with: dict[str, providers.Provider] | None = None,
+        batch: int = 500,
+        send_budget: timedelta = LEASE / 2,
+    ) -> None:
         self.desk = desk
         self.config = desk.config
         self.providers = send_with or self.config.providers()
@@ -199,8 +211,9 @@ class Dispatcher:
             try:
                 self._messages(messages, claim, now)
             except Exception:  # the database or contacts failed: nothing recorded is sent again
-                log.exception("a send batch stopped; its unrecorded messages will be tried again", extra={
-                    "count": len(messages)})
+                log.exception(
+                    "a send batch stopped; its unrecorded messages will be tried again", extra={"count": len(messages)}
+                )
                 retry = now + timedelta(seconds=self.config.backoff_base)
                 self._write_schedule([], {entry["_id"]: retry for entry in messages}, claim)
         return len(entries)
@@ -211,28 +224,41 @@ class Dispatcher:
         """Lease a batch of due entries: one query, one update, and one more read only when
         another worker took some of them in between. Returns the claim and the entries."""
         now_ms, claim = epoch_ms(now), new_id()
-        due = list(self.desk.schedule.find({"state": "pending", "due_ms": {"$lte": now_ms},
-                                            "lease_ms": {"$lte": now_ms}}).sort("due_ms", 1).limit(self.batch))
+        due = list(
+            self.desk.schedule.find({"state": "pending", "due_ms": {"$lte": now_ms}, "lease_ms": {"$lte": now_ms}})
+            .sort("due_ms", 1)
+            .limit(self.batch)
+        )
         if not due:
             return claim, []
         ids = [entry["_id"] for entry in due]
         taken = self.desk.schedule.update_many(
             {"_id": {"$in": ids}, "state": "pending", "lease_ms": {"$lte": now_ms}},
-            {"$set": {"lease_ms": epoch_ms(now + LEASE), "claim": claim}})
+            {"$set": {"lease_ms": epoch_ms(now + LEASE), "claim": claim}},
+        )
         if taken.modified_count == len(due):
             return claim, due
         return claim, list(self.desk.schedule.find({"_id": {"$in": ids}, "claim": claim}))
 
-    def _write_schedule(self, done: Sequence[str], later: dict[str, datetime], claim: str | None = None,
-                        sent_via: dict[str, tuple[str, str]] | None = None) -> None:
+    def _write_schedule(
+        self,
+        done: Sequence[str],
+        later: dict[str, datetime],
+        claim: str | None = None,
+        sent_via: dict[str, tuple[str, str]] | None = None,
+    ) -> None:
         """Entries done or due again, and the provider ids receipts are looked up by, in one
         bulk write. With `claim`, only entries still under that lease: a worker that stalled
         past its lease must not free entries another worker is sending."""
         held: dict[str, Any] = {"claim": claim} if claim else {}
-        writes: list[Any] = [UpdateOne({"_id": mid, **held}, {"$set": {"provider": name, "provider_message_id": pid}})
-                             for mid, (name, pid) in (sent_via or {}).items()]
-        writes += [UpdateOne({"_id": entry_id, **held}, {"$set": {"due_ms": epoch_ms(due), "lease_ms": 0}})
-                   for entry_id, due in later.items()]
+        writes: list[Any] = [
+            UpdateOne({"_id": mid, **held}, {"$set": {"provider": name, "provider_message_id": pid}})
+            for mid, (name, pid) in (sent_via or {}).items()
+        ]
+        writes += [
+            UpdateOne({"_id": entry_id, **held}, {"$set": {"due_ms": epoch_ms(due), "lease_ms": 0}})
+            for entry_id, due in later.items()
+        ]
         if done:
             writes.append(UpdateMany({"_id": {"$in": list(done)}, **held}, {"$set": {"state": "done", "lease_ms": 0}}))
         if writes:
@@ -319,8 +345,12 @@ class Dispatcher:
         the consent proof, reason `address_bounced` / `address_complained`. One event-store read per batch."""
         if not granted:
             return granted
-        reasons = self.desk.suppressions.reasons([((message.contact_id, consent.contact_id), message.channel,
-                                                   consent.address) for message, consent in granted])
+        reasons = self.desk.suppressions.reasons(
+            [
+                ((message.contact_id, consent.contact_id), message.channel, consent.address)
+                for message, consent in granted
+            ]
+        )
         sendable = []
         for (message, consent), reason in zip(granted, reasons, strict=True):
             if reason is None:
@@ -349,8 +379,9 @@ class Dispatcher:
             if outgoing is not None:
                 self._deliver(message, outgoing, consent, work)
 
-    def _prepare(self, message: Message, consent: Consent, contact: dict[str, Any], loaded: dict[str, Template],
-                 work: Pass) -> providers.Outgoing | None:
+    def _prepare(
+        self, message: Message, consent: Consent, contact: dict[str, Any], loaded: dict[str, Template], work: Pass
+    ) -> providers.Outgoing | None:
         """The message rendered, ready for its provider; None when it waits (deferred)."""
         quiet = quiet_until(work.now, contact.get("time_zone"), self.config.window(message.channel))
         if quiet is not None:
@@ -387,13 +418,22 @@ class Dispatcher:
         except providers.Permanent as exc:
             outcome = self._fail(message, str(exc), work)
         except Exception as exc:  # an adapter's bug: it may have gone out, so it is not tried again
-            log.exception("a provider failed unexpectedly; the message fails", extra={
-                "message_id": message.id, "provider": provider.name})
+            log.exception(
+                "a provider failed unexpectedly; the message fails",
+                extra={"message_id": message.id, "provider": provider.name},
+            )
             outcome = self._fail(message, f"{provider.name} failed: {exc.__class__.__name__}", work)
         else:
             work.sent_via[message.id] = (provider.name, provider_id)
-            message.sent(provider.name, provider_id, outgoing.to, outgoing.subject, outgoing.body,
-                         rfc3339(work.now), consent_proof(consent, message, work.now))
+            message.sent(
+                provider.name,
+                provider_id,
+                outgoing.to,
+                outgoing.subject,
+                outgoing.body,
+                rfc3339(work.now),
+                consent_proof(consent, message, work.now),
+            )
             outcome = "sent"
         finally:
             PROVIDER_LATENCY.labels("messaging", provider.name).observe(time.perf_counter() - started)
@@ -409,8 +449,9 @@ class Dispatcher:
         work.settle(message)
         self._publish(work)
 
-    def _render(self, message: Message, consent: Consent, contact: dict[str, Any],
-                loaded: dict[str, Template]) -> providers.Outgoing:
+    def _render(
+        self, message: Message, consent: Consent, contact: dict[str, Any], loaded: dict[str, Template]
+    ) -> providers.Outgoing:
         unsubscribe_url = None
         context = {**contact, "survey_url": self.config.survey_url}
         if message.category == "marketing":
@@ -438,8 +479,9 @@ class Dispatcher:
         thread = _ticket_of(message)
         if thread and subject and f"[#{thread}]" not in subject:  # the tag a reply keeps: its ticket gets it
             subject = f"{subject} [#{thread}]"
-        return providers.Outgoing(message.id, message.channel, consent.address or "", subject, body, unsubscribe_url,
-                                  thread)
+        return providers.Outgoing(
+            message.id, message.channel, consent.address or "", subject, body, unsubscribe_url, thread
+        )
 
     def _fail(self, message: Message, reason: str, work: Pass) -> str:
         message.fail(reason, rfc3339(work.now))
@@ -484,8 +526,13 @@ class Dispatcher:
                 self._write_schedule([], {entry["_id"]: now + CAMPAIGN_RECHECK})
                 return
             self.desk.campaigns.change(campaign.id, lambda c: c.targeted_members(count), meta)
-        elif campaign.status == "running" and self.desk.schedule.find_one(
-                {"campaign_id": campaign.id, "kind": "message", "state": "pending"}, {"_id": 1}) is None:
+        elif (
+            campaign.status == "running"
+            and self.desk.schedule.find_one(
+                {"campaign_id": campaign.id, "kind": "message", "state": "pending"}, {"_id": 1}
+            )
+            is None
+        ):
             self.desk.campaigns.change(campaign.id, lambda c: c.complete(rfc3339(now)), meta)
             self._write_schedule([entry["_id"]], {})
             return
@@ -497,13 +544,30 @@ def consent_proof(consent: Consent | None, message: Message, checked_at: datetim
     record it: what contacts answered at `checked_at` (None: no such contact), down to the
     ContactConsentChanged event, so an audit can show why each message went out or did not."""
     if consent is None:
-        return {"contact_id": message.contact_id, "granted": False, "reason": "contact_not_found", "status": None,
-                "legal_basis": None, "source": None, "decided_at": None, "event_id": None, "event_version": None,
-                "checked_at": rfc3339(checked_at)}
-    return {"contact_id": consent.contact_id, "granted": consent.granted, "reason": consent.reason or None,
-            "status": consent.status, "legal_basis": consent.legal_basis, "source": consent.source,
-            "decided_at": consent.decided_at, "event_id": consent.event_id, "event_version": consent.event_version,
-            "checked_at": rfc3339(checked_at)}
+        return {
+            "contact_id": message.contact_id,
+            "granted": False,
+            "reason": "contact_not_found",
+            "status": None,
+            "legal_basis": None,
+            "source": None,
+            "decided_at": None,
+            "event_id": None,
+            "event_version": None,
+            "checked_at": rfc3339(checked_at),
+        }
+    return {
+        "contact_id": consent.contact_id,
+        "granted": consent.granted,
+        "reason": consent.reason or None,
+        "status": consent.status,
+        "legal_basis": consent.legal_basis,
+        "source": consent.source,
+        "decided_at": consent.decided_at,
+        "event_id": consent.event_id,
+        "event_version": consent.event_version,
+        "checked_at": rfc3339(checked_at),
+    }
 
 
 def _ticket_of(message: Message) -> str | None:
@@ -518,4 +582,3 @@ def _ticket_of(message: Message) -> str | None:
 
 def _meta(message: Message) -> Metadata:
     return Metadata(actor="service:messaging-worker", correlation_id=message.id, causation_id=message.id)
-

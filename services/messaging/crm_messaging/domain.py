@@ -32,39 +32,79 @@ FINAL = ("suppressed", "delivered", "failed", "bounced")
 # JSON shapes the events' type hints cannot say.
 LOCALE = {"type": "string", "pattern": "^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$"}
 SCALAR = {"type": ["string", "number", "boolean", "null"]}
-VARIABLES = {"type": "object", "additionalProperties": SCALAR,
-             "description": "template variables given with the send (or taken from the triggering event)"}
+VARIABLES = {
+    "type": "object",
+    "additionalProperties": SCALAR,
+    "description": "template variables given with the send (or taken from the triggering event)",
+}
 VARIANTS = {
-    "type": "object", "minProperties": 1, "propertyNames": LOCALE,
-    "additionalProperties": {"type": "object", "required": ["subject", "body"], "additionalProperties": False,
-                             "properties": {"subject": {"type": ["string", "null"]},
-                                            "body": {"type": "string", "minLength": 1}}},
+    "type": "object",
+    "minProperties": 1,
+    "propertyNames": LOCALE,
+    "additionalProperties": {
+        "type": "object",
+        "required": ["subject", "body"],
+        "additionalProperties": False,
+        "properties": {"subject": {"type": ["string", "null"]}, "body": {"type": "string", "minLength": 1}},
+    },
     "description": "subject and body (Jinja templates) per locale",
 }
 CONSENT_PROOF = {
-    "type": "object", "additionalProperties": False,
-    "required": ["contact_id", "granted", "reason", "status", "legal_basis", "source", "decided_at", "event_id",
-                 "event_version", "checked_at"],
+    "type": "object",
+    "additionalProperties": False,
+    "required": [
+        "contact_id",
+        "granted",
+        "reason",
+        "status",
+        "legal_basis",
+        "source",
+        "decided_at",
+        "event_id",
+        "event_version",
+        "checked_at",
+    ],
     "description": "the consent decision the send or suppression relied on: what the contacts service's "
-                   "CheckConsent answered at `checked_at` (not personal: stays readable after erasure)",
+    "CheckConsent answered at `checked_at` (not personal: stays readable after erasure)",
     "properties": {
-        "contact_id": {"type": "string", "minLength": 1,
-                       "description": "the contact that answered (the survivor when the message's was merged)"},
+        "contact_id": {
+            "type": "string",
+            "minLength": 1,
+            "description": "the contact that answered (the survivor when the message's was merged)",
+        },
         "granted": {"type": "boolean"},
-        "reason": {"type": ["string", "null"], "description": "why not: no_consent_recorded, consent_withdrawn, "
-                   "no_address, contact_erased, contact_not_found; null when granted"},
+        "reason": {
+            "type": ["string", "null"],
+            "description": "why not: no_consent_recorded, consent_withdrawn, "
+            "no_address, contact_erased, contact_not_found; null when granted",
+        },
         "status": {"enum": ["granted", "withdrawn", None], "description": "the recorded decision; null when none"},
         "legal_basis": {"type": ["string", "null"], "description": "consent, contract, legitimate_interests, …"},
-        "source": {"type": ["string", "null"], "description": "where the consent was collected (a label such as "
-                   "web_form, import or unsubscribe_link)"},
-        "decided_at": {"type": ["string", "null"], "format": "date-time",
-                       "description": "when the person gave or withdrew it"},
-        "event_id": {"type": ["string", "null"], "minLength": 1, "description": "the contact's "
-                     "crm.contacts.ContactConsentChanged event it rests on; null when none is recorded"},
-        "event_version": {"type": ["integer", "null"], "minimum": 1,
-                          "description": "that event's version in the contact's stream (its streamversion)"},
-        "checked_at": {"type": "string", "format": "date-time",
-                       "description": "when messaging asked (the send or suppression time)"},
+        "source": {
+            "type": ["string", "null"],
+            "description": "where the consent was collected (a label such as web_form, import or unsubscribe_link)",
+        },
+        "decided_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "when the person gave or withdrew it",
+        },
+        "event_id": {
+            "type": ["string", "null"],
+            "minLength": 1,
+            "description": "the contact's "
+            "crm.contacts.ContactConsentChanged event it rests on; null when none is recorded",
+        },
+        "event_version": {
+            "type": ["integer", "null"],
+            "minimum": 1,
+            "description": "that event's version in the contact's stream (its streamversion)",
+        },
+        "checked_at": {
+            "type": "string",
+            "format": "date-time",
+            "description": "when messaging asked (the send or suppression time)",
+        },
     },
 }
 
@@ -89,14 +129,13 @@ def subject_problem(subject: str) -> str | None:
     return f"must be one line without control characters (found {', '.join(found[:5])})"
 
 
-
 def backoff(attempt: int, base: float = 30.0, cap: float = 3600.0) -> timedelta:
     """Delay before retry number `attempt` (1-based): base·2^(attempt-1), at most `cap`."""
     return timedelta(seconds=min(cap, base * 2 ** max(attempt - 1, 0)))
 
 
 def parse_window(text: str) -> tuple[time, time] | None:
-    """"21:00-08:00" → (21:00, 08:00); "" or "off" → None."""
+    """ "21:00-08:00" → (21:00, 08:00); "" or "off" → None."""
     if not text or text.strip().lower() in ("off", "none"):
         return None
     start, _, end = text.partition("-")
@@ -215,8 +254,11 @@ class Message(Aggregate):
         from_: str = spec(wire="from", minLength=1)
         to: str = spec(minLength=1)
         reason: str = spec(enum=("contact_merged", "contact_unmerged"))
-        merge_id: str | None = spec(omit_none=True, minLength=1, description=(
-            "the ContactMerged event that caused the move (or whose reversal did)"))
+        merge_id: str | None = spec(
+            omit_none=True,
+            minLength=1,
+            description=("the ContactMerged event that caused the move (or whose reversal did)"),
+        )
 
     class MessageFailed(DomainEvent):
         """The message could not be sent (permanent error, template error, attempts exhausted) or, with
@@ -226,8 +268,11 @@ class Message(Aggregate):
         contact_id: str = spec(minLength=1)
         reason: str = spec(minLength=1, maxLength=300)
         failed_at: str = spec(format="date-time")
-        bounced: bool | None = spec(default=None, omit_none=True, schema={
-            "const": True, "description": "present (true) when a receipt reported a bounce"})
+        bounced: bool | None = spec(
+            default=None,
+            omit_none=True,
+            schema={"const": True, "description": "present (true) when a receipt reported a bounce"},
+        )
 
     def __init__(self, aggregate_id: str) -> None:
         super().__init__(aggregate_id)
@@ -257,11 +302,21 @@ class Message(Aggregate):
     @classmethod
     def queue(cls, message_id: str, fields: dict[str, Any], at: str) -> Message:
         message = cls(message_id)
-        message.record(cls.MessageQueued(
-            message_id=message_id, contact_id=fields["contact_id"], channel=fields["channel"],
-            category=fields.get("category") or "marketing", template_id=fields.get("template_id"),
-            campaign_id=fields.get("campaign_id"), trigger_id=fields.get("trigger_id"), subject=fields.get("subject"),
-            body=fields.get("body"), variables=fields.get("variables") or {}, queued_at=at))
+        message.record(
+            cls.MessageQueued(
+                message_id=message_id,
+                contact_id=fields["contact_id"],
+                channel=fields["channel"],
+                category=fields.get("category") or "marketing",
+                template_id=fields.get("template_id"),
+                campaign_id=fields.get("campaign_id"),
+                trigger_id=fields.get("trigger_id"),
+                subject=fields.get("subject"),
+                body=fields.get("body"),
+                variables=fields.get("variables") or {},
+                queued_at=at,
+            )
+        )
         return message
 
     def _require_queued(self, what: str) -> None:
@@ -272,60 +327,97 @@ class Message(Aggregate):
         """Not sent, for `reason`; `consent` is the decision that stopped it (none when no
         consent was asked, e.g. its campaign was cancelled)."""
         self._require_queued("suppressed")
-        self.record(self.MessageSuppressed(message_id=self.id, contact_id=self.contact_id, reason=reason,
-                                           consent=consent))
+        self.record(
+            self.MessageSuppressed(message_id=self.id, contact_id=self.contact_id, reason=reason, consent=consent)
+        )
 
-    def sent(self, provider: str, provider_message_id: str, address: str, subject: str | None, body: str,
-             at: str, consent: dict[str, Any] | None = None) -> None:
+    def sent(
+        self,
+        provider: str,
+        provider_message_id: str,
+        address: str,
+        subject: str | None,
+        body: str,
+        at: str,
+        consent: dict[str, Any] | None = None,
+    ) -> None:
         """The provider took it; `consent` is the decision it went out on (the proof)."""
         self._require_queued("sent")
-        self.record(self.MessageSent(message_id=self.id, contact_id=self.contact_id, channel=self.channel,
-                                     provider=provider, provider_message_id=provider_message_id, address=address,
-                                     subject=subject, body=body, attempt=self.attempts + 1, sent_at=at,
-                                     consent=consent))
+        self.record(
+            self.MessageSent(
+                message_id=self.id,
+                contact_id=self.contact_id,
+                channel=self.channel,
+                provider=provider,
+                provider_message_id=provider_message_id,
+                address=address,
+                subject=subject,
+                body=body,
+                attempt=self.attempts + 1,
+                sent_at=at,
+                consent=consent,
+            )
+        )
 
     def retry_later(self, error: str, retry_at: str) -> None:
         self._require_queued("retried")
-        self.record(self.MessageRetryScheduled(message_id=self.id, attempt=self.attempts + 1, error=error[:300],
-                                               retry_at=retry_at))
+        self.record(
+            self.MessageRetryScheduled(
+                message_id=self.id, attempt=self.attempts + 1, error=error[:300], retry_at=retry_at
+            )
+        )
 
     def fail(self, reason: str, at: str) -> None:
         if self.status not in ("queued", "sent"):
             raise Conflict(f"message {self.id} is {self.status}; it cannot fail now")
-        self.record(self.MessageFailed(message_id=self.id, contact_id=self.contact_id, reason=reason[:300],
-                                       failed_at=at))
+        self.record(
+            self.MessageFailed(message_id=self.id, contact_id=self.contact_id, reason=reason[:300], failed_at=at)
+        )
 
     def delivered(self, at: str) -> None:
         if self.status == "delivered":
             return  # a repeated receipt
         if self.status != "sent":
             raise Conflict(f"message {self.id} is {self.status}; a delivery receipt does not apply")
-        self.record(self.MessageDelivered(message_id=self.id, contact_id=self.contact_id,
-                                          provider=self.provider or "", delivered_at=at))
+        self.record(
+            self.MessageDelivered(
+                message_id=self.id, contact_id=self.contact_id, provider=self.provider or "", delivered_at=at
+            )
+        )
 
     def bounced(self, reason: str, at: str) -> None:
         if self.status in ("failed", "bounced"):
             return
         if self.status not in ("sent", "delivered"):
             raise Conflict(f"message {self.id} is {self.status}; a failure receipt does not apply")
-        self.record(self.MessageFailed(message_id=self.id, contact_id=self.contact_id, reason=reason[:300],
-                                       failed_at=at, bounced=True))
+        self.record(
+            self.MessageFailed(
+                message_id=self.id, contact_id=self.contact_id, reason=reason[:300], failed_at=at, bounced=True
+            )
+        )
 
     def change_contact(self, contact_id: str, reason: str, merge_id: str | None) -> bool:
         """Belong to another contact (its contact was merged, or that merge reversed); `merge_id`
         names the contacts' ContactMerged. The message's text and address stay as sent."""
         if contact_id == self.contact_id:
             return False
-        self.record(self.MessageContactChanged(message_id=self.id, from_=self.contact_id, to=contact_id,
-                                               reason=reason, merge_id=merge_id or None))
+        self.record(
+            self.MessageContactChanged(
+                message_id=self.id, from_=self.contact_id, to=contact_id, reason=reason, merge_id=merge_id or None
+            )
+        )
         return True
 
     def move_back(self, duplicate_id: str, survivor_id: str, merge_id: str | None) -> bool:
         """An unmerge: back to `duplicate_id` if the merge `merge_id` moved this message here and
         nothing moved it since."""
         move = self.merge_move
-        if move is None or self.contact_id != survivor_id or move["from"] != duplicate_id \
-                or move["merge_id"] not in (merge_id, None):
+        if (
+            move is None
+            or self.contact_id != survivor_id
+            or move["from"] != duplicate_id
+            or move["merge_id"] not in (merge_id, None)
+        ):
             return False
         return self.change_contact(duplicate_id, "contact_unmerged", merge_id)
 
@@ -372,21 +464,42 @@ class Message(Aggregate):
 
     def view(self) -> dict[str, Any]:
         return {
-            "id": self.id, "version": self.version, "contact_id": self.contact_id, "channel": self.channel,
-            "category": self.category, "status": self.status, "reason": self.reason,
-            "template_id": self.template_id, "campaign_id": self.campaign_id, "trigger_id": self.trigger_id,
-            "subject": self.subject, "body": self.body, "variables": self.variables, "address": self.address,
-            "attempts": self.attempts, "next_attempt_at": self.next_attempt_at, "provider": self.provider,
-            "provider_message_id": self.provider_message_id, "queued_at": self.queued_at, "sent_at": self.sent_at,
-            "delivered_at": self.delivered_at, "created_at": self.created_at, "updated_at": self.updated_at,
+            "id": self.id,
+            "version": self.version,
+            "contact_id": self.contact_id,
+            "channel": self.channel,
+            "category": self.category,
+            "status": self.status,
+            "reason": self.reason,
+            "template_id": self.template_id,
+            "campaign_id": self.campaign_id,
+            "trigger_id": self.trigger_id,
+            "subject": self.subject,
+            "body": self.body,
+            "variables": self.variables,
+            "address": self.address,
+            "attempts": self.attempts,
+            "next_attempt_at": self.next_attempt_at,
+            "provider": self.provider,
+            "provider_message_id": self.provider_message_id,
+            "queued_at": self.queued_at,
+            "sent_at": self.sent_at,
+            "delivered_at": self.delivered_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
         }
 
     def consent_proof(self) -> dict[str, Any]:
         """The consent decision the send or suppression relied on (None while it waits, or when
         none was asked), from the message's own events: GET /v1/messages/{id}/consent and the
         person's export show this."""
-        return {"message_id": self.id, "contact_id": self.contact_id, "channel": self.channel,
-                "status": self.status, "consent": self.consent}
+        return {
+            "message_id": self.id,
+            "contact_id": self.contact_id,
+            "channel": self.channel,
+            "status": self.status,
+            "consent": self.consent,
+        }
 
 
 # --- template --------------------------------------------------------------------------
@@ -397,8 +510,12 @@ TEMPLATE_FIELDS = ("name", "category", "default_locale", "variants")  # what an 
 def _template_changes() -> dict[str, Any]:
     """The shape of TemplateUpdated's `changes`: any of the template's own fields (schemas as when defined)."""
     defined = json_schema(Template.TemplateDefined)["properties"]
-    return {"type": "object", "additionalProperties": False,
-            "properties": {name: defined[name] for name in TEMPLATE_FIELDS}, "minProperties": 1}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: defined[name] for name in TEMPLATE_FIELDS},
+        "minProperties": 1,
+    }
 
 
 class Template(Aggregate):
@@ -464,9 +581,17 @@ class Template(Aggregate):
             setattr(self, key, value)
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "name": self.name, "channel": self.channel,
-                "category": self.category, "default_locale": self.default_locale, "variants": self.variants,
-                "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "name": self.name,
+            "channel": self.channel,
+            "category": self.category,
+            "default_locale": self.default_locale,
+            "variants": self.variants,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
 
 # --- campaign --------------------------------------------------------------------------
@@ -548,9 +673,16 @@ class Campaign(Aggregate):
     def launch(self, scheduled_at: str | None, at: str) -> None:
         if self.status != "draft":
             raise Conflict(f"campaign {self.id} is {self.status}; only a draft can be launched")
-        self.record(self.CampaignLaunched(campaign_id=self.id, segment_id=self.segment_id,
-                                          template_id=self.template_id, channel=self.channel,
-                                          scheduled_at=scheduled_at or at, launched_at=at))
+        self.record(
+            self.CampaignLaunched(
+                campaign_id=self.id,
+                segment_id=self.segment_id,
+                template_id=self.template_id,
+                channel=self.channel,
+                scheduled_at=scheduled_at or at,
+                launched_at=at,
+            )
+        )
 
     def targeted_members(self, count: int) -> None:
         if self.targeted is None and self.status in ("running", "paused"):
@@ -608,18 +740,29 @@ class Campaign(Aggregate):
         self.status, self.completed_at = "completed", event.completed_at
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "name": self.name, "segment_id": self.segment_id,
-                "template_id": self.template_id, "channel": self.channel,
-                "throttle_per_minute": self.throttle_per_minute, "status": self.status,
-                "scheduled_at": self.scheduled_at, "launched_at": self.launched_at, "targeted": self.targeted,
-                "completed_at": self.completed_at, "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "name": self.name,
+            "segment_id": self.segment_id,
+            "template_id": self.template_id,
+            "channel": self.channel,
+            "throttle_per_minute": self.throttle_per_minute,
+            "status": self.status,
+            "scheduled_at": self.scheduled_at,
+            "launched_at": self.launched_at,
+            "targeted": self.targeted,
+            "completed_at": self.completed_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
 
 # --- trigger ---------------------------------------------------------------------------
 
 
 class Trigger(Aggregate):
-    """"When an event of this type (whose data matches `filter`) happens, send this template
+    """ "When an event of this type (whose data matches `filter`) happens, send this template
     to the event's contact."""
 
     aggregate_type = "trigger"
@@ -631,13 +774,18 @@ class Trigger(Aggregate):
         trigger_id: str = spec(minLength=1)
         name: str = spec(minLength=1)
         event_type: str = spec(pattern=r"^crm\.[a-z]+\.[A-Za-z]+\.v[0-9]+$")
-        filter: dict[str, Any] = spec(schema={
-            "type": "object", "additionalProperties": SCALAR,
-            "description": "dotted paths into the event's data and the values they must equal"})
+        filter: dict[str, Any] = spec(
+            schema={
+                "type": "object",
+                "additionalProperties": SCALAR,
+                "description": "dotted paths into the event's data and the values they must equal",
+            }
+        )
         template_id: str = spec(minLength=1)
         channel: str = spec(enum=CHANNELS)
-        variables: dict[str, Any] = spec(schema={**VARIABLES,
-                                                 "description": "template variables added to the event's own"})
+        variables: dict[str, Any] = spec(
+            schema={**VARIABLES, "description": "template variables added to the event's own"}
+        )
         enabled: bool
 
     class TriggerEnabled(DomainEvent):
@@ -695,10 +843,19 @@ class Trigger(Aggregate):
         self.enabled = False
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "name": self.name, "event_type": self.event_type,
-                "filter": self.filter, "template_id": self.template_id, "channel": self.channel,
-                "variables": self.variables, "enabled": self.enabled, "created_at": self.created_at,
-                "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "name": self.name,
+            "event_type": self.event_type,
+            "filter": self.filter,
+            "template_id": self.template_id,
+            "channel": self.channel,
+            "variables": self.variables,
+            "enabled": self.enabled,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
 
 def _lookup(data: dict[str, Any], path: str) -> Any:

@@ -21,7 +21,6 @@ def contact_records(desk: MessageDesk, contact_ids: Sequence[str]) -> dict[str, 
     wanted, mine = {"$in": list(contact_ids)}, set(contact_ids)
     ids = {doc["_id"] for doc in desk.messages_view.find({"contact_id": wanted}, {"_id": 1})}
     ids |= {doc["_id"] for doc in desk.schedule.find({"contact_id": wanted, "kind": "message"}, {"_id": 1})}
-    messages = [message for message in desk.messages.get_many(sorted(ids)).values()
-                if message.contact_id in mine]
+    messages = [message for message in desk.messages.get_many(sorted(ids)).values() if message.contact_id in mine]
     views = [{**message.view(), "consent_proof": message.consent_proof()} for message in messages]
     return {"messages": sorted(views, key=lambda view: (str(view.get("queued_at") or ""), view["id"]))}

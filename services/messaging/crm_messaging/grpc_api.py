@@ -21,12 +21,21 @@ POSITION_MS = re.compile(r"[0-9]{1,15}")
 
 def to_message(view: dict[str, Any]) -> messaging_pb2.Message:
     return messaging_pb2.Message(
-        id=view["id"], contact_id=view.get("contact_id") or "", channel=view.get("channel") or "",
-        status=view.get("status") or "", subject=view.get("subject") or "", template_id=view.get("template_id") or "",
-        campaign_id=view.get("campaign_id") or "", queued_at=view.get("queued_at") or "",
-        sent_at=view.get("sent_at") or "", delivered_at=view.get("delivered_at") or "",
-        reason=view.get("reason") or "", queue_time=timestamp(view.get("queued_at")),
-        send_time=timestamp(view.get("sent_at")), deliver_time=timestamp(view.get("delivered_at")))
+        id=view["id"],
+        contact_id=view.get("contact_id") or "",
+        channel=view.get("channel") or "",
+        status=view.get("status") or "",
+        subject=view.get("subject") or "",
+        template_id=view.get("template_id") or "",
+        campaign_id=view.get("campaign_id") or "",
+        queued_at=view.get("queued_at") or "",
+        sent_at=view.get("sent_at") or "",
+        delivered_at=view.get("delivered_at") or "",
+        reason=view.get("reason") or "",
+        queue_time=timestamp(view.get("queued_at")),
+        send_time=timestamp(view.get("sent_at")),
+        deliver_time=timestamp(view.get("delivered_at")),
+    )
 
 
 class MessageStatus(messaging_pb2_grpc.MessageStatusServicer):
@@ -49,7 +58,8 @@ class MessageStatus(messaging_pb2_grpc.MessageStatusServicer):
         last = found[size - 1] if len(found) > size else None
         return messaging_pb2.ListContactMessagesResponse(
             messages=[to_message(d) for d in found[:size]],
-            next_page_token=encode_cursor(f"{last['queued_ms']}:{last['_id']}") if last else "")
+            next_page_token=encode_cursor(f"{last['queued_ms']}:{last['_id']}") if last else "",
+        )
 
     @access("export")
     def ExportContactRecords(  # noqa: N802 - the name is the contract's

@@ -26,8 +26,11 @@ class MessagesView(AggregateView):
 
     def document(self, aggregate: Any) -> dict[str, Any]:
         view = {k: v for k, v in aggregate.view().items() if k not in PRIVATE}
-        return {**view, "queued_ms": epoch_ms(aggregate.created_at) if aggregate.created_at else 0,
-                "consent": aggregate.consent}  # the proof (nothing personal); restored with the aggregate
+        return {
+            **view,
+            "queued_ms": epoch_ms(aggregate.created_at) if aggregate.created_at else 0,
+            "consent": aggregate.consent,
+        }  # the proof (nothing personal); restored with the aggregate
 
     def ensure_indexes(self) -> None:
         self.collection.create_index([("contact_id", ASCENDING), ("queued_ms", DESCENDING)])

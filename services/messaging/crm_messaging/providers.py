@@ -69,8 +69,18 @@ class Provider(Protocol):
 class SmtpProvider:
     name = "smtp"
 
-    def __init__(self, host: str, port: int, sender: str, *, tls: str = "none", username: str = "",
-                 password: str = "", timeout: float = 10.0, domain: str = "crm.local") -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        sender: str,
+        *,
+        tls: str = "none",
+        username: str = "",
+        password: str = "",
+        timeout: float = 10.0,
+        domain: str = "crm.local",
+    ) -> None:
         self.host, self.port, self.sender, self.tls = host, port, sender, tls
         self.username, self.password, self.timeout, self.domain = username, password, timeout, domain
         self._client: smtplib.SMTP | None = None  # kept open while the dispatcher is busy
@@ -137,8 +147,9 @@ class SmtpProvider:
     def _connection(self) -> smtplib.SMTP:
         if self._client is None:
             if self.tls == "ssl":
-                client: smtplib.SMTP = smtplib.SMTP_SSL(self.host, self.port, timeout=self.timeout,
-                                                        context=ssl.create_default_context())
+                client: smtplib.SMTP = smtplib.SMTP_SSL(
+                    self.host, self.port, timeout=self.timeout, context=ssl.create_default_context()
+                )
             else:
                 client = smtplib.SMTP(self.host, self.port, timeout=self.timeout)
             try:
@@ -165,17 +176,23 @@ def _codes(recipients: dict) -> str:
 class HttpGatewayProvider:
     """A JSON SMS/fax gateway: `POST {base_url}/messages`, basic auth, Idempotency-Key."""
 
-    def __init__(self, channel: str, base_url: str, username: str, password: str, sender: str,
-                 timeout: float = 10.0) -> None:  # timeout: CRM_MESSAGING_<CHANNEL>_TIMEOUT_SECONDS
+    def __init__(
+        self, channel: str, base_url: str, username: str, password: str, sender: str, timeout: float = 10.0
+    ) -> None:  # timeout: CRM_MESSAGING_<CHANNEL>_TIMEOUT_SECONDS
         self.name = f"http-{channel}"
         self.base_url, self.sender, self.timeout = base_url.rstrip("/"), sender, timeout
         self.auth = "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode()
 
     def send(self, message: Outgoing) -> str:
-        body = json.dumps({"to": message.to, "from": self.sender, "text": message.body,
-                           "reference": message.key}, ensure_ascii=False).encode()
-        request = urllib.request.Request(f"{self.base_url}/messages", data=body, method="POST", headers={
-            "Content-Type": "application/json", "Authorization": self.auth, "Idempotency-Key": message.key})
+        body = json.dumps(
+            {"to": message.to, "from": self.sender, "text": message.body, "reference": message.key}, ensure_ascii=False
+        ).encode()
+        request = urllib.request.Request(
+            f"{self.base_url}/messages",
+            data=body,
+            method="POST",
+            headers={"Content-Type": "application/json", "Authorization": self.auth, "Idempotency-Key": message.key},
+        )
         try:
             with urllib.request.urlopen(request, timeout=self.timeout) as response:
                 raw = response.read()
@@ -211,9 +228,20 @@ class FileSink:
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / f"{message.key}.json"
         temporary = path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"id": message.key, "channel": message.channel, "to": message.to,
-                                         "subject": message.subject, "text": message.body},
-                                        ensure_ascii=False, indent=2), encoding="utf-8")
+        temporary.write_text(
+            json.dumps(
+                {
+                    "id": message.key,
+                    "channel": message.channel,
+                    "to": message.to,
+                    "subject": message.subject,
+                    "text": message.body,
+                },
+                ensure_ascii=False,
+                indent=2,
+            ),
+            encoding="utf-8",
+        )
         os.replace(temporary, path)
         return message.key
 

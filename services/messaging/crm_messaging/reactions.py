@@ -18,12 +18,24 @@ if TYPE_CHECKING:
 
 def contact_reactions(desk: MessageDesk) -> list[Reaction]:
     return [
-        Reaction("contacts", ("ContactMerged",), "the duplicate's messages show on the survivor, naming the merge",
-                 desk.contact_merged),
-        Reaction("contacts", ("ContactUnmerged",), "the messages that merge moved are the duplicate's again",
-                 desk.contact_unmerged),
-        Reaction("contacts", ("ContactErased",), "the person's bodies, addresses and variables become unreadable",
-                 desk.erase_contact),
+        Reaction(
+            "contacts",
+            ("ContactMerged",),
+            "the duplicate's messages show on the survivor, naming the merge",
+            desk.contact_merged,
+        ),
+        Reaction(
+            "contacts",
+            ("ContactUnmerged",),
+            "the messages that merge moved are the duplicate's again",
+            desk.contact_unmerged,
+        ),
+        Reaction(
+            "contacts",
+            ("ContactErased",),
+            "the person's bodies, addresses and variables become unreadable",
+            desk.erase_contact,
+        ),
     ]
 
 
@@ -44,8 +56,12 @@ def table(desk: MessageDesk, triggers: Projection, reports: Projection) -> React
         Reaction("service-desk", (ANY_EVENT,), "whatever an enabled trigger names: send its template", triggers),
         Reaction("sales", (ANY_EVENT,), "whatever an enabled trigger names: send its template", triggers),
         Reaction("contacts", (ANY_EVENT,), "whatever an enabled trigger names: send its template", triggers),
-        Reaction("service-desk", ("MailReportReceived",), "a bounce or complaint about our mail suppresses the "
-                 "address", reports),
+        Reaction(
+            "service-desk",
+            ("MailReportReceived",),
+            "a bounce or complaint about our mail suppresses the address",
+            reports,
+        ),
     )
 
 

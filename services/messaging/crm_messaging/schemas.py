@@ -31,9 +31,11 @@ def one_line(value: str | None) -> None:
 SUBJECT_MAX = 998
 SUBJECT: list[Callable[[Any], Any]] = [validate.Length(max=SUBJECT_MAX), one_line]
 # one_line for the document (no C0/C1 control character, no line or paragraph separator), and the cap
-ONE_LINE = {"pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$",
-            "description": f"one line, at most {SUBJECT_MAX} characters; rendered, at most {SUBJECT_MAX} bytes of "
-                           "UTF-8 (CRM_MESSAGING_MAX_SUBJECT_BYTES): a non-ASCII letter takes 2 to 4"}
+ONE_LINE = {
+    "pattern": r"^[^\x00-\x1f\x7f-\x9f\u2028\u2029]*$",
+    "description": f"one line, at most {SUBJECT_MAX} characters; rendered, at most {SUBJECT_MAX} bytes of "
+    "UTF-8 (CRM_MESSAGING_MAX_SUBJECT_BYTES): a non-ASCII letter takes 2 to 4",
+}
 
 
 def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - reads like a field type
@@ -43,14 +45,16 @@ def Text(max_length: int, **kwargs: Any) -> fields.String:  # noqa: N802 - reads
 class Variant(Strict):
     # one line too, checked with the template (`commands._check_variants`), so that the
     # error names `variants.<locale>.subject` rather than marshmallow's `variants.<locale>.value.subject`
-    subject = fields.String(load_default=None, allow_none=True, validate=validate.Length(max=SUBJECT_MAX),
-                            metadata=ONE_LINE)
+    subject = fields.String(
+        load_default=None, allow_none=True, validate=validate.Length(max=SUBJECT_MAX), metadata=ONE_LINE
+    )
     body = Text(20_000, required=True)
 
 
 # A variable's value, as the document states it: text (up to 5000 characters), a number, a boolean or null
 SCALAR: dict[str, Any] = {
-    "nullable": True, "anyOf": [{"type": "string", "maxLength": 5000}, {"type": "number"}, {"type": "boolean"}],
+    "nullable": True,
+    "anyOf": [{"type": "string", "maxLength": 5000}, {"type": "number"}, {"type": "boolean"}],
 }
 
 
@@ -60,11 +64,15 @@ FILTER_VALUE = {**SCALAR, "anyOf": [{"type": "string"}, *SCALAR["anyOf"][1:]]}
 
 class Variables(fields.Dict):
     def __init__(self, **kwargs: Any) -> None:
-        kwargs["metadata"] = {"maxProperties": 100, "additionalProperties": SCALAR,
-                              "description": "name (a letter, then letters, digits or _; up to 64) → value",
-                              **kwargs.get("metadata", {})}
-        super().__init__(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")),
-                         load_default=dict, **kwargs)
+        kwargs["metadata"] = {
+            "maxProperties": 100,
+            "additionalProperties": SCALAR,
+            "description": "name (a letter, then letters, digits or _; up to 64) → value",
+            **kwargs.get("metadata", {}),
+        }
+        super().__init__(
+            keys=fields.String(validate=validate.Regexp(r"^[A-Za-z][A-Za-z0-9_]{0,63}$")), load_default=dict, **kwargs
+        )
 
     def _deserialize(self, value: Any, attr: Any, data: Any, **kwargs: Any) -> Any:
         loaded = super()._deserialize(value, attr, data, **kwargs)
@@ -86,16 +94,25 @@ class TemplateInput(Strict):
     channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
     category = fields.String(load_default="marketing", validate=validate.OneOf(CATEGORIES))
     default_locale = fields.String(required=True, validate=LOCALE)
-    variants = fields.Dict(keys=fields.String(validate=LOCALE), values=fields.Nested(Variant), required=True,
-                           validate=validate.Length(min=1, max=50), metadata=VARIANTS)
+    variants = fields.Dict(
+        keys=fields.String(validate=LOCALE),
+        values=fields.Nested(Variant),
+        required=True,
+        validate=validate.Length(min=1, max=50),
+        metadata=VARIANTS,
+    )
 
 
 class TemplatePatch(Strict):
     name = Text(200)
     category = fields.String(validate=validate.OneOf(CATEGORIES))
     default_locale = fields.String(validate=LOCALE)
-    variants = fields.Dict(keys=fields.String(validate=LOCALE), values=fields.Nested(Variant),
-                           validate=validate.Length(min=1, max=50), metadata=VARIANTS)
+    variants = fields.Dict(
+        keys=fields.String(validate=LOCALE),
+        values=fields.Nested(Variant),
+        validate=validate.Length(min=1, max=50),
+        metadata=VARIANTS,
+    )
 
 
 class VariantView(Schema):
@@ -110,8 +127,11 @@ class TemplateView(Schema):
     channel = fields.String(metadata={"enum": list(CHANNELS)})
     category = fields.String(metadata={"enum": list(CATEGORIES)})
     default_locale = fields.String()
-    variants = fields.Dict(keys=fields.String(), values=fields.Nested(VariantView),
-                           metadata={"description": "locale → subject and body (Jinja2)"})
+    variants = fields.Dict(
+        keys=fields.String(),
+        values=fields.Nested(VariantView),
+        metadata={"description": "locale → subject and body (Jinja2)"},
+    )
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
 
@@ -144,12 +164,20 @@ class PreviewInput(Strict):
 
 class MessageInput(Strict):
     # _one_source, below: a template_id and no body or (non-empty) subject, or a body and no template_id
-    OPENAPI = {"anyOf": [
-        {"required": ["template_id"], "not": {"anyOf": [
-            {"required": ["body"]}, {"required": ["subject"], "properties": {"subject": {"type": "string",
-                                                                                     "minLength": 1}}}]}},
-        {"required": ["body"], "not": {"required": ["template_id"]}},
-    ]}
+    OPENAPI = {
+        "anyOf": [
+            {
+                "required": ["template_id"],
+                "not": {
+                    "anyOf": [
+                        {"required": ["body"]},
+                        {"required": ["subject"], "properties": {"subject": {"type": "string", "minLength": 1}}},
+                    ]
+                },
+            },
+            {"required": ["body"], "not": {"required": ["template_id"]}},
+        ]
+    }
 
     contact_id = fields.String(required=True, validate=ID)
     channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
@@ -176,17 +204,23 @@ class MessageView(Schema):
     channel = fields.String(metadata={"enum": list(CHANNELS)})
     category = fields.String(metadata={"enum": list(CATEGORIES)})
     status = fields.String(metadata={"enum": list(MESSAGE_STATUSES)})
-    reason = fields.String(allow_none=True, metadata={"description": "why it was suppressed or failed, or the "
-                                                                     "last transient error while it waits"})
+    reason = fields.String(
+        allow_none=True,
+        metadata={"description": "why it was suppressed or failed, or the last transient error while it waits"},
+    )
     template_id = fields.String(allow_none=True)
     campaign_id = fields.String(allow_none=True)
     trigger_id = fields.String(allow_none=True)
     subject = fields.String(allow_none=True, metadata={"description": "null once the contact is erased"})
     body = fields.String(allow_none=True, metadata={"description": "null once the contact is erased"})
-    variables = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True),
-                            metadata={"description": "the send call's variables ({} once the contact is erased)"})
-    address = fields.String(allow_none=True, metadata={"description": "where it went; null until sent, and once "
-                                                                      "the contact is erased"})
+    variables = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(allow_none=True),
+        metadata={"description": "the send call's variables ({} once the contact is erased)"},
+    )
+    address = fields.String(
+        allow_none=True, metadata={"description": "where it went; null until sent, and once the contact is erased"}
+    )
     attempts = fields.Integer()
     next_attempt_at = fields.DateTime(allow_none=True)
     provider = fields.String(allow_none=True)
@@ -210,10 +244,15 @@ class ReceiptInput(Strict):
 
     message_id = fields.String(validate=ID)
     provider_message_id = fields.String(validate=validate.Length(min=1, max=300))
-    status = fields.String(required=True, validate=validate.OneOf(("delivered", "failed", "bounced", "complained")),
-                           metadata={"description": "bounced (a hard bounce: the message fails, bounced) and "
-                                                    "complained (the recipient reported it as spam) also suppress "
-                                                    "later sends to the address it went to"})
+    status = fields.String(
+        required=True,
+        validate=validate.OneOf(("delivered", "failed", "bounced", "complained")),
+        metadata={
+            "description": "bounced (a hard bounce: the message fails, bounced) and "
+            "complained (the recipient reported it as spam) also suppress "
+            "later sends to the address it went to"
+        },
+    )
     reason = fields.String(validate=validate.Length(max=300))
     at = fields.AwareDateTime()
 
@@ -265,9 +304,14 @@ class CampaignView(Schema):
     completed_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime()
     updated_at = fields.DateTime()
-    stats = fields.Nested(CampaignStats, allow_none=True, metadata={
-        "description": "its messages now, from the messages read model; null with `as_of` (counts are not kept by "
-                       "time)"})
+    stats = fields.Nested(
+        CampaignStats,
+        allow_none=True,
+        metadata={
+            "description": "its messages now, from the messages read model; null with `as_of` (counts are not kept by "
+            "time)"
+        },
+    )
 
 
 class CampaignListQuery(PageQuery):
@@ -276,13 +320,21 @@ class CampaignListQuery(PageQuery):
 
 class TriggerInput(Strict):
     name = Text(200, required=True)
-    event_type = fields.String(required=True, validate=validate.Regexp(
-        r"^crm\.[a-z]+\.[A-Za-z]+\.v[0-9]+$", error="crm.<service>.<EventName>.v<N>"))
-    filter = fields.Dict(keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.]{1,100}$")),
-                         load_default=dict, validate=validate.Length(max=20), metadata={
-                             "maxProperties": 20, "additionalProperties": FILTER_VALUE,
-                             "description": "dotted path in the event's data (letters, digits, _ and .; up to 100) → "
-                                            "the value it must equal"})
+    event_type = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^crm\.[a-z]+\.[A-Za-z]+\.v[0-9]+$", error="crm.<service>.<EventName>.v<N>"),
+    )
+    filter = fields.Dict(
+        keys=fields.String(validate=validate.Regexp(r"^[A-Za-z0-9_.]{1,100}$")),
+        load_default=dict,
+        validate=validate.Length(max=20),
+        metadata={
+            "maxProperties": 20,
+            "additionalProperties": FILTER_VALUE,
+            "description": "dotted path in the event's data (letters, digits, _ and .; up to 100) → "
+            "the value it must equal",
+        },
+    )
     template_id = fields.String(required=True, validate=ID)
     channel = fields.String(required=True, validate=validate.OneOf(CHANNELS))
     variables = Variables()
@@ -303,8 +355,11 @@ class TriggerView(Schema):
     version = fields.Integer()
     name = fields.String()
     event_type = fields.String()
-    filter = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True),
-                         metadata={"description": "dotted path in the event's data → the value it must equal"})
+    filter = fields.Dict(
+        keys=fields.String(),
+        values=fields.Raw(allow_none=True),
+        metadata={"description": "dotted path in the event's data → the value it must equal"},
+    )
     template_id = fields.String()
     channel = fields.String(metadata={"enum": list(CHANNELS)})
     variables = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True))
@@ -323,17 +378,25 @@ class ConsentProofView(Schema):
 
     contact_id = fields.String(metadata={"description": "the contact that answered (the survivor of a merge)"})
     granted = fields.Boolean()
-    reason = fields.String(allow_none=True, metadata={"enum": [*CONSENT_REASONS, None],
-                                                      "description": "null when granted"})
-    status = fields.String(allow_none=True, metadata={
-        "enum": ["granted", "withdrawn", None], "description": "the recorded decision; null when none is recorded"})
+    reason = fields.String(
+        allow_none=True, metadata={"enum": [*CONSENT_REASONS, None], "description": "null when granted"}
+    )
+    status = fields.String(
+        allow_none=True,
+        metadata={
+            "enum": ["granted", "withdrawn", None],
+            "description": "the recorded decision; null when none is recorded",
+        },
+    )
     legal_basis = fields.String(allow_none=True, metadata={"description": "consent, contract, legitimate_interests, …"})
     source = fields.String(allow_none=True, metadata={"description": "where the consent was collected (web_form, …)"})
     decided_at = fields.DateTime(allow_none=True, metadata={"description": "when the person gave or withdrew it"})
-    event_id = fields.String(allow_none=True, metadata={
-        "description": "the contact's ContactConsentChanged event the decision rests on"})
-    event_version = fields.Integer(allow_none=True, metadata={"description": "that event's version in the "
-                                                                             "contact's stream"})
+    event_id = fields.String(
+        allow_none=True, metadata={"description": "the contact's ContactConsentChanged event the decision rests on"}
+    )
+    event_version = fields.Integer(
+        allow_none=True, metadata={"description": "that event's version in the contact's stream"}
+    )
     checked_at = fields.DateTime(metadata={"description": "when messaging asked: the send or suppression time"})
 
 
@@ -342,9 +405,14 @@ class MessageConsentView(Schema):
     contact_id = fields.String()
     channel = fields.String(metadata={"enum": list(CHANNELS)})
     status = fields.String(metadata={"enum": list(MESSAGE_STATUSES)})
-    consent = fields.Nested(ConsentProofView, allow_none=True, metadata={
-        "description": "null while the message waits, or when no consent was asked (its campaign was cancelled, "
-                       "or it was decided before proofs were kept)"})
+    consent = fields.Nested(
+        ConsentProofView,
+        allow_none=True,
+        metadata={
+            "description": "null while the message waits, or when no consent was asked (its campaign was cancelled, "
+            "or it was decided before proofs were kept)"
+        },
+    )
 
 
 class ConsentReportQuery(Schema):

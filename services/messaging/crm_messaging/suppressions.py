@@ -74,11 +74,16 @@ class Suppression(Aggregate):
         suppression_id: str = spec(minLength=1)
         contact_id: str = spec(minLength=1)
         channel: str = spec(enum=CHANNELS)
-        address: str | None = spec(personal=True, description=(
-            "the address suppressed (as the message was sent to it); null once the contact is erased"))
+        address: str | None = spec(
+            personal=True,
+            description=("the address suppressed (as the message was sent to it); null once the contact is erased"),
+        )
         reason: str = spec(enum=REASONS)
-        detail: str | None = spec(personal=True, maxLength=300, description=(
-            "the status and diagnostic reported, e.g. 5.1.1 smtp; 550 user unknown"))
+        detail: str | None = spec(
+            personal=True,
+            maxLength=300,
+            description=("the status and diagnostic reported, e.g. 5.1.1 smtp; 550 user unknown"),
+        )
         source: str = spec(enum=SOURCES)
         message_id: str | None = spec(description="the message the report was about")
         suppressed_at: str = spec(format="date-time")
@@ -89,14 +94,33 @@ class Suppression(Aggregate):
         self.channel = ""
         self.addresses: dict[str, dict[str, Any]] = {}  # address (as sent to) → reason, source, message, when
 
-    def suppress(self, contact_id: str, channel: str, address: str, reason: str, detail: str | None, source: str,
-                 message_id: str | None, at: str) -> bool:
+    def suppress(
+        self,
+        contact_id: str,
+        channel: str,
+        address: str,
+        reason: str,
+        detail: str | None,
+        source: str,
+        message_id: str | None,
+        at: str,
+    ) -> bool:
         """Suppress `address`; an address already suppressed records nothing (a report delivered twice)."""
         if address.lower() in self.addresses:
             return False
-        self.record(self.AddressSuppressed(
-            suppression_id=self.id, contact_id=contact_id, channel=channel, address=address, reason=reason,
-            detail=(detail or None) and detail[:300], source=source, message_id=message_id, suppressed_at=at))
+        self.record(
+            self.AddressSuppressed(
+                suppression_id=self.id,
+                contact_id=contact_id,
+                channel=channel,
+                address=address,
+                reason=reason,
+                detail=(detail or None) and detail[:300],
+                source=source,
+                message_id=message_id,
+                suppressed_at=at,
+            )
+        )
         return True
 
     def reason_for(self, address: str | None) -> str | None:
@@ -111,13 +135,21 @@ class Suppression(Aggregate):
     def _on_suppressed(self, event: AddressSuppressed) -> None:
         self.contact_id, self.channel = event.contact_id, event.channel
         if event.address:  # None once the contact is erased (the key is gone)
-            self.addresses[event.address.lower()] = {"reason": event.reason, "source": event.source,
-                                                     "message_id": event.message_id,
-                                                     "suppressed_at": event.suppressed_at}
+            self.addresses[event.address.lower()] = {
+                "reason": event.reason,
+                "source": event.source,
+                "message_id": event.message_id,
+                "suppressed_at": event.suppressed_at,
+            }
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "contact_id": self.contact_id, "channel": self.channel,
-                "addresses": self.addresses}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "contact_id": self.contact_id,
+            "channel": self.channel,
+            "addresses": self.addresses,
+        }
 
 
 PERSONAL = Suppression.AddressSuppressed.personal_paths()  # the address and the provider's words
@@ -130,8 +162,7 @@ class Suppressions:
     def __init__(self, store: Any, publish: Any) -> None:
         self.repository: Repository[Suppression] = Repository(store, Suppression, publish)
 
-    def suppress(self, message: Message, reason: str, detail: str | None, source: str, meta: Metadata,
-                 at: str) -> bool:
+    def suppress(self, message: Message, reason: str, detail: str | None, source: str, meta: Metadata, at: str) -> bool:
         """Suppress the address `message` was sent to, for its contact and channel; False when it already was
         (or the message has no address: never sent, or its contact erased)."""
         if not message.address:
@@ -140,8 +171,9 @@ class Suppressions:
         outcome: dict[str, bool] = {}
 
         def decide(suppression: Suppression) -> None:
-            outcome["new"] = suppression.suppress(message.contact_id, message.channel, message.address or "",
-                                                  reason, detail, source, message.id, at)
+            outcome["new"] = suppression.suppress(
+                message.contact_id, message.channel, message.address or "", reason, detail, source, message.id, at
+            )
 
         for _ in range(3):
             try:
@@ -188,8 +220,9 @@ class ReportReactor:
         data = event.data
         message = self._message(data.get("original_message_id") or "")
         if message is None:
-            log.info("a mail report names no message of ours; nothing to suppress",
-                     extra={"report_id": event.stream_id})
+            log.info(
+                "a mail report names no message of ours; nothing to suppress", extra={"report_id": event.stream_id}
+            )
             return False
         reason = "complained" if data.get("kind") == "complaint" else "bounced"
         first = (data.get("recipients") or [{}])[0]
@@ -220,8 +253,16 @@ class ReportReactor:
 SUPPRESSION_EVENTS = [
     EventType.of(
         Suppression.AddressSuppressed,
-        {"suppression_id": "5d1e…", "contact_id": "01a2…", "channel": "email", "address": "ali@example.com",
-         "reason": "bounced", "detail": "5.1.1 smtp; 550 5.1.1 <address>: User unknown", "source": "mail_report",
-         "message_id": "01c1…", "suppressed_at": "2026-12-20T08:05:00.000Z"},
+        {
+            "suppression_id": "5d1e…",
+            "contact_id": "01a2…",
+            "channel": "email",
+            "address": "ali@example.com",
+            "reason": "bounced",
+            "detail": "5.1.1 smtp; 550 5.1.1 <address>: User unknown",
+            "source": "mail_report",
+            "message_id": "01c1…",
+            "suppressed_at": "2026-12-20T08:05:00.000Z",
+        },
     ),
 ]

@@ -48,23 +48,74 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 from jinja2.visitor import NodeTransformer
 
 PARTS = ("subject", "body")
-CAP_SETTINGS = {"subject": "CRM_MESSAGING_MAX_SUBJECT_BYTES", "body": "CRM_MESSAGING_MAX_BODY_BYTES",
-                "loops": "CRM_MESSAGING_MAX_LOOP_ITERATIONS", "time": "CRM_MESSAGING_MAX_RENDER_SECONDS"}
+CAP_SETTINGS = {
+    "subject": "CRM_MESSAGING_MAX_SUBJECT_BYTES",
+    "body": "CRM_MESSAGING_MAX_BODY_BYTES",
+    "loops": "CRM_MESSAGING_MAX_LOOP_ITERATIONS",
+    "time": "CRM_MESSAGING_MAX_RENDER_SECONDS",
+}
 PRODUCED_FACTOR = 2  # text made while rendering (macros, set blocks, output) may be this many times the cap
 INT_DIGITS = 4300  # Python's own limit for turning an int into text
 
 # filters whose output can outgrow their input by a number the template chooses
-DROPPED_FILTERS = ("attr", "center", "indent", "wordwrap", "batch", "slice", "sum", "tojson", "pprint",
-                   "xmlattr", "urlize")
-_STR_METHODS = frozenset({
-    "capitalize", "casefold", "count", "endswith", "find", "index", "isalnum", "isalpha", "isdigit", "islower",
-    "isnumeric", "isspace", "istitle", "isupper", "join", "lower", "lstrip", "partition", "removeprefix",
-    "removesuffix", "replace", "rfind", "rindex", "rpartition", "rsplit", "rstrip", "split", "splitlines",
-    "startswith", "strip", "swapcase", "title", "upper"})
+DROPPED_FILTERS = (
+    "attr",
+    "center",
+    "indent",
+    "wordwrap",
+    "batch",
+    "slice",
+    "sum",
+    "tojson",
+    "pprint",
+    "xmlattr",
+    "urlize",
+)
+_STR_METHODS = frozenset(
+    {
+        "capitalize",
+        "casefold",
+        "count",
+        "endswith",
+        "find",
+        "index",
+        "isalnum",
+        "isalpha",
+        "isdigit",
+        "islower",
+        "isnumeric",
+        "isspace",
+        "istitle",
+        "isupper",
+        "join",
+        "lower",
+        "lstrip",
+        "partition",
+        "removeprefix",
+        "removesuffix",
+        "replace",
+        "rfind",
+        "rindex",
+        "rpartition",
+        "rsplit",
+        "rstrip",
+        "split",
+        "splitlines",
+        "startswith",
+        "strip",
+        "swapcase",
+        "title",
+        "upper",
+    }
+)
 SAFE_METHODS: tuple[tuple[type, frozenset[str]], ...] = (
-    (str, _STR_METHODS), (dict, frozenset({"get", "items", "keys", "values"})),
-    (list, frozenset({"count", "index"})), (tuple, frozenset({"count", "index"})),
-    (int, frozenset()), (float, frozenset()))
+    (str, _STR_METHODS),
+    (dict, frozenset({"get", "items", "keys", "values"})),
+    (list, frozenset({"count", "index"})),
+    (tuple, frozenset({"count", "index"})),
+    (int, frozenset()),
+    (float, frozenset()),
+)
 _PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[-#0 +]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?[a-zA-Z%]")
 
 
@@ -126,8 +177,9 @@ class Budget:
     def fits(self, size: int) -> None:
         """Refuse a value about to be `size` characters (or list items) long: the part could not hold it."""
         if size > self.cap:
-            raise CapExceeded(self.part, f"a value of {size} characters is more than the {self.part} "
-                                         f"may hold ({self.cap} bytes)")
+            raise CapExceeded(
+                self.part, f"a value of {size} characters is more than the {self.part} may hold ({self.cap} bytes)"
+            )
 
     def value(self, value: Any) -> None:
         self.fits(measure(value, self.cap))
@@ -138,8 +190,10 @@ class Budget:
         self.fits(size)
         self.produced += size
         if self.produced > PRODUCED_FACTOR * self.cap:
-            raise CapExceeded(self.part, f"the template makes more than {PRODUCED_FACTOR} times the "
-                                         f"{self.cap} bytes the {self.part} may hold")
+            raise CapExceeded(
+                self.part,
+                f"the template makes more than {PRODUCED_FACTOR} times the {self.cap} bytes the {self.part} may hold",
+            )
 
 
 _BUDGET: contextvars.ContextVar[Budget | None] = contextvars.ContextVar("render_budget", default=None)
@@ -180,6 +234,7 @@ def measure(value: Any, limit: int) -> int:
 
 # --- what one operation would make, predicted before it runs ----------------------------
 
+
 def _predict_binop(budget: Budget, operator: str, left: Any, right: Any) -> None:
     if operator == "*":
         _predict_repeat(budget, left, right)
@@ -203,8 +258,9 @@ def _fits_int(budget: Budget, bits: int) -> None:
     """A number Python would refuse to print (or the part could not hold) is not computed either."""
     digits = bits * 3 // 10
     if digits > min(INT_DIGITS, budget.cap):
-        raise CapExceeded(budget.part, f"a number of about {digits} digits is too big to compute or print "
-                                       f"in the {budget.part}")
+        raise CapExceeded(
+            budget.part, f"a number of about {digits} digits is too big to compute or print in the {budget.part}"
+        )
 
 
 def _is_int(value: Any) -> bool:
@@ -220,7 +276,7 @@ def _predict_format(budget: Budget, template: str, args: Any) -> None:
             if number == "*":
                 starred = True
             elif number:
-                size += int(number) if len(number) < 13 else 10 ** 12  # int() refuses over 4300 digits
+                size += int(number) if len(number) < 13 else 10**12  # int() refuses over 4300 digits
     if starred:
         values = args if isinstance(args, tuple) else (args,)
         size += sum(abs(v) for v in values if _is_int(v))
@@ -240,6 +296,7 @@ def _predict_join(budget: Budget, separator: Any, items: list[Any]) -> None:
 
 
 # --- the environment -------------------------------------------------------------------
+
 
 def _guard_loop(iterable: Iterable[Any]) -> Iterator[Any]:
     """What every `for` loop iterates: each item charged to the render's loop allowance."""
@@ -353,8 +410,12 @@ class _Bounding(NodeTransformer):
 
     def visit_Output(self, node: nodes.Output) -> nodes.Node:  # noqa: N802
         self.generic_visit(node)
-        node.nodes = [_hook("emit", nodes.Const(child.data, lineno=child.lineno)
-                            if isinstance(child, nodes.TemplateData) else child) for child in node.nodes]
+        node.nodes = [
+            _hook(
+                "emit", nodes.Const(child.data, lineno=child.lineno) if isinstance(child, nodes.TemplateData) else child
+            )
+            for child in node.nodes
+        ]
         return node
 
     def visit_Concat(self, node: nodes.Concat) -> nodes.Node:  # noqa: N802
@@ -373,6 +434,7 @@ ENV = BoundedEnvironment()
 
 
 # --- checks at save ----------------------------------------------------------------------
+
 
 @contextlib.contextmanager
 def _nesting() -> Iterator[None]:
@@ -434,12 +496,18 @@ def _check_literal_loops(node: nodes.Node, runs: int, limits: RenderLimits) -> N
     for child in node.iter_child_nodes():
         inner = runs
         if isinstance(child, nodes.For) and isinstance(child.iter, nodes.Const | nodes.List | nodes.Tuple):
-            size = len(child.iter.items) if isinstance(child.iter, nodes.List | nodes.Tuple) else \
-                len(child.iter.value) if isinstance(child.iter.value, str | list | tuple) else 0
+            size = (
+                len(child.iter.items)
+                if isinstance(child.iter, nodes.List | nodes.Tuple)
+                else len(child.iter.value)
+                if isinstance(child.iter.value, str | list | tuple)
+                else 0
+            )
             inner = runs * size
             if inner > limits.loop_iterations:
-                raise CapExceeded("loops", f"nested loops over literals run {inner} iterations, more than "
-                                           f"{limits.loop_iterations}")
+                raise CapExceeded(
+                    "loops", f"nested loops over literals run {inner} iterations, more than {limits.loop_iterations}"
+                )
         _check_literal_loops(child, inner, limits)
 
 
@@ -460,8 +528,8 @@ def _compiled(source: str) -> Any:
 
 # --- rendering -----------------------------------------------------------------------------
 
-def render(source: str, variables: Mapping[str, Any], limits: RenderLimits = DEFAULT_LIMITS,
-           part: str = "body") -> str:
+
+def render(source: str, variables: Mapping[str, Any], limits: RenderLimits = DEFAULT_LIMITS, part: str = "body") -> str:
     """Render with the sandbox under `limits` for `part` ("subject" or "body"); anything
     unsafe, broken or over a cap is a TemplateRejected (a CapExceeded for a cap)."""
     template = _compiled(source)  # before the clock starts: compiling is not the template's doing

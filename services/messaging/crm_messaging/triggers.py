@@ -61,8 +61,12 @@ class TriggerReactor:
         if not foreign:
             return
         triggers = self.triggers()
-        fired = [(trigger, event) for event in foreign for trigger in triggers
-                 if trigger.matches(event.full_type, event.data)]
+        fired = [
+            (trigger, event)
+            for event in foreign
+            for trigger in triggers
+            if trigger.matches(event.full_type, event.data)
+        ]
         if fired:
             self.fire(fired)
 
@@ -84,13 +88,22 @@ class TriggerReactor:
             template = templates.get(trigger.template_id)
             if contact_id not in known or template is None or template.channel != trigger.channel:
                 continue
-            message = Message.queue(derived_id("trigger", trigger.id, event.id), {
-                "contact_id": contact_id, "channel": trigger.channel, "template_id": trigger.template_id,
-                "trigger_id": trigger.id, "category": template.category,
-                "variables": {**self._event_variables(event, contact_id), **trigger.variables}}, queued_at)
+            message = Message.queue(
+                derived_id("trigger", trigger.id, event.id),
+                {
+                    "contact_id": contact_id,
+                    "channel": trigger.channel,
+                    "template_id": trigger.template_id,
+                    "trigger_id": trigger.id,
+                    "category": template.category,
+                    "variables": {**self._event_variables(event, contact_id), **trigger.variables},
+                },
+                queued_at,
+            )
             messages[message.id] = message
-            metas[message.id] = Metadata(actor=f"trigger:{trigger.id}", causation_id=event.id,
-                                         correlation_id=event.correlation_id or event.id)
+            metas[message.id] = Metadata(
+                actor=f"trigger:{trigger.id}", causation_id=event.id, correlation_id=event.correlation_id or event.id
+            )
         repeats = self.desk.queue_many(list(messages.values()), lambda m: metas[m.id])
         return len(messages) - len(repeats)
 
@@ -133,76 +146,127 @@ CONFIRM_TEMPLATE = "tpl-confirm-details"
 
 DEFAULT_TEMPLATES = {
     SURVEY_TEMPLATE: {
-        "name": "Satisfaction survey (ticket solved)", "channel": "email", "category": "transactional",
+        "name": "Satisfaction survey (ticket solved)",
+        "channel": "email",
+        "category": "transactional",
         "default_locale": "en",
         "variants": {
-            "en": {"subject": "How did we do? (ticket {{ ticket_id }})",
-                   "body": "Hello {{ first_name or 'there' }},\n\nYour request {{ ticket_id }} has been solved. "
-                           "Please tell us how we did:\n{{ survey_url }}\n\nThank you."},
-            "fa": {"subject": "نظر شما درباره درخواست {{ ticket_id }}",
-                   "body": "{{ first_name }} عزیز،\n\nدرخواست شما ({{ ticket_id }}) حل شد. "
-                           "لطفاً نظرتان را به ما بگویید:\n{{ survey_url }}\n\nسپاس."},
+            "en": {
+                "subject": "How did we do? (ticket {{ ticket_id }})",
+                "body": "Hello {{ first_name or 'there' }},\n\nYour request {{ ticket_id }} has been solved. "
+                "Please tell us how we did:\n{{ survey_url }}\n\nThank you.",
+            },
+            "fa": {
+                "subject": "نظر شما درباره درخواست {{ ticket_id }}",
+                "body": "{{ first_name }} عزیز،\n\nدرخواست شما ({{ ticket_id }}) حل شد. "
+                "لطفاً نظرتان را به ما بگویید:\n{{ survey_url }}\n\nسپاس.",
+            },
         },
     },
     WELCOME_TEMPLATE: {
-        "name": "Welcome (deal won)", "channel": "email", "category": "transactional", "default_locale": "en",
+        "name": "Welcome (deal won)",
+        "channel": "email",
+        "category": "transactional",
+        "default_locale": "en",
         "variants": {
-            "en": {"subject": "Welcome aboard, {{ first_name or 'friend' }}",
-                   "body": "Hello {{ name or 'there' }},\n\nThank you for choosing us. "
-                           "We are glad to have you as a customer."},
-            "fa": {"subject": "{{ first_name }} عزیز، خوش آمدید",
-                   "body": "{{ name }} عزیز،\n\nاز اینکه ما را انتخاب کردید سپاسگزاریم."},
+            "en": {
+                "subject": "Welcome aboard, {{ first_name or 'friend' }}",
+                "body": "Hello {{ name or 'there' }},\n\nThank you for choosing us. "
+                "We are glad to have you as a customer.",
+            },
+            "fa": {
+                "subject": "{{ first_name }} عزیز، خوش آمدید",
+                "body": "{{ name }} عزیز،\n\nاز اینکه ما را انتخاب کردید سپاسگزاریم.",
+            },
         },
     },
     # marketing, not transactional: a request to update one's details serves the sender's records, not
     # a transaction the person asked for (the UK ICO fined Flybe and Honda in 2017 for exactly such
     # mails to people who had opted out), so it goes only with consent and carries an unsubscribe link
     CONFIRM_TEMPLATE: {
-        "name": "Confirm your details (contact became stale)", "channel": "email", "category": "marketing",
+        "name": "Confirm your details (contact became stale)",
+        "channel": "email",
+        "category": "marketing",
         "default_locale": "en",
         "variants": {
-            "en": {"subject": "Are your details still up to date?",
-                   "body": "Hello {{ first_name or 'there' }},\n\nIt has been a while since you confirmed the "
-                           "details we hold about you. Please check them, correct anything that has changed, "
-                           "and confirm:\n{{ confirm_url }}\n\nThank you."},
-            "fa": {"subject": "آیا مشخصات شما هنوز به‌روز است؟",
-                   "body": "{{ first_name }} عزیز،\n\nمدتی است مشخصاتی را که از شما داریم تأیید نکرده‌اید. "
-                           "لطفاً آن را بررسی، در صورت تغییر اصلاح و تأیید کنید:\n{{ confirm_url }}\n\nسپاس."},
-            "ar": {"subject": "هل ما زالت بياناتك محدّثة؟",
-                   "body": "مرحبًا {{ first_name }}،\n\nمضى بعض الوقت منذ أن أكدت البيانات التي نحتفظ بها عنك. "
-                           "يرجى مراجعتها وتصحيح ما تغيّر منها ثم تأكيدها:\n{{ confirm_url }}\n\nشكرًا لك."},
+            "en": {
+                "subject": "Are your details still up to date?",
+                "body": "Hello {{ first_name or 'there' }},\n\nIt has been a while since you confirmed the "
+                "details we hold about you. Please check them, correct anything that has changed, "
+                "and confirm:\n{{ confirm_url }}\n\nThank you.",
+            },
+            "fa": {
+                "subject": "آیا مشخصات شما هنوز به‌روز است؟",
+                "body": "{{ first_name }} عزیز،\n\nمدتی است مشخصاتی را که از شما داریم تأیید نکرده‌اید. "
+                "لطفاً آن را بررسی، در صورت تغییر اصلاح و تأیید کنید:\n{{ confirm_url }}\n\nسپاس.",
+            },
+            "ar": {
+                "subject": "هل ما زالت بياناتك محدّثة؟",
+                "body": "مرحبًا {{ first_name }}،\n\nمضى بعض الوقت منذ أن أكدت البيانات التي نحتفظ بها عنك. "
+                "يرجى مراجعتها وتصحيح ما تغيّر منها ثم تأكيدها:\n{{ confirm_url }}\n\nشكرًا لك.",
+            },
         },
     },
 }
 
 DEFAULT_TEMPLATES[SERVQUAL_TEMPLATE] = {
-    "name": "SERVQUAL survey (sent by the service desk)", "channel": "email", "category": "transactional",
+    "name": "SERVQUAL survey (sent by the service desk)",
+    "channel": "email",
+    "category": "transactional",
     "default_locale": "en",
     "variants": {
-        "en": {"subject": "How well does our service meet your expectations?",
-               "body": "Hello {{ first_name or 'there' }},\n\nWe would like to know how well our service meets what "
-                       "you expect. The questionnaire takes about five minutes:\n{{ survey_url }}\n\nThank you."},
-        "fa": {"subject": "خدمات ما تا چه اندازه با انتظارات شما هماهنگ است؟",
-               "body": "{{ first_name }} عزیز،\n\nمی‌خواهیم بدانیم خدمات ما تا چه اندازه با انتظارات شما هماهنگ "
-                       "است. پاسخ به این پرسش‌نامه حدود پنج دقیقه زمان می‌برد:\n{{ survey_url }}\n\nسپاس."},
+        "en": {
+            "subject": "How well does our service meet your expectations?",
+            "body": "Hello {{ first_name or 'there' }},\n\nWe would like to know how well our service meets what "
+            "you expect. The questionnaire takes about five minutes:\n{{ survey_url }}\n\nThank you.",
+        },
+        "fa": {
+            "subject": "خدمات ما تا چه اندازه با انتظارات شما هماهنگ است؟",
+            "body": "{{ first_name }} عزیز،\n\nمی‌خواهیم بدانیم خدمات ما تا چه اندازه با انتظارات شما هماهنگ "
+            "است. پاسخ به این پرسش‌نامه حدود پنج دقیقه زمان می‌برد:\n{{ survey_url }}\n\nسپاس.",
+        },
     },
 }
 
 DEFAULT_TRIGGERS = {
     # the service desk sends a SERVQUAL survey only when its policy (off by default) or staff say so
-    "trg-servqual-survey": {"name": "SERVQUAL survey sent → its questionnaire link",
-                            "event_type": SERVQUAL_SURVEY_SENT, "filter": {}, "template_id": SERVQUAL_TEMPLATE,
-                            "channel": "email", "variables": {}, "enabled": True},
-    "trg-ticket-solved-survey": {"name": "Ticket solved → satisfaction survey",
-                                 "event_type": TICKET_SOLVED, "filter": {},
-                                 "template_id": SURVEY_TEMPLATE, "channel": "email", "variables": {},
-                                 "enabled": True},
-    "trg-deal-won-welcome": {"name": "Deal won → welcome", "event_type": "crm.sales.DealWon.v1", "filter": {},
-                             "template_id": WELCOME_TEMPLATE, "channel": "email", "variables": {}, "enabled": True},
+    "trg-servqual-survey": {
+        "name": "SERVQUAL survey sent → its questionnaire link",
+        "event_type": SERVQUAL_SURVEY_SENT,
+        "filter": {},
+        "template_id": SERVQUAL_TEMPLATE,
+        "channel": "email",
+        "variables": {},
+        "enabled": True,
+    },
+    "trg-ticket-solved-survey": {
+        "name": "Ticket solved → satisfaction survey",
+        "event_type": TICKET_SOLVED,
+        "filter": {},
+        "template_id": SURVEY_TEMPLATE,
+        "channel": "email",
+        "variables": {},
+        "enabled": True,
+    },
+    "trg-deal-won-welcome": {
+        "name": "Deal won → welcome",
+        "event_type": "crm.sales.DealWon.v1",
+        "filter": {},
+        "template_id": WELCOME_TEMPLATE,
+        "channel": "email",
+        "variables": {},
+        "enabled": True,
+    },
     # off until an installation turns it on (PATCH /v1/triggers/trg-contact-stale-confirm): it is marketing
-    "trg-contact-stale-confirm": {"name": "Contact became stale → confirm your details", "event_type": CONTACT_STALE,
-                                  "filter": {}, "template_id": CONFIRM_TEMPLATE, "channel": "email",
-                                  "variables": {}, "enabled": False},
+    "trg-contact-stale-confirm": {
+        "name": "Contact became stale → confirm your details",
+        "event_type": CONTACT_STALE,
+        "filter": {},
+        "template_id": CONFIRM_TEMPLATE,
+        "channel": "email",
+        "variables": {},
+        "enabled": False,
+    },
 }
 
 
@@ -218,5 +282,3 @@ def install_defaults(desk: MessageDesk) -> None:
         if not desk.runtime.store.load(trigger_id):
             with contextlib.suppress(ConcurrencyError, Conflict):
                 desk.define_trigger(dict(trigger), meta, trigger_id=trigger_id)
-
-

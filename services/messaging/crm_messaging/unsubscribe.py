@@ -37,21 +37,42 @@ def verify(secret: str, token: str) -> tuple[str, str]:
 # links); the form, and a mail client's one-click request (RFC 8058), POST to the same URL.
 
 TEXTS: dict[str, dict[str, str]] = {
-    "en": {"confirm_title": "Unsubscribe", "confirm": "Stop receiving {channel} messages from us?",
-           "button": "Unsubscribe", "done_title": "You are unsubscribed",
-           "done": "You will no longer receive {channel} messages from us.",
-           "bad_title": "Link not valid", "bad": "This unsubscribe link is not valid.",
-           "email": "email", "sms": "SMS", "fax": "fax"},
-    "fa": {"confirm_title": "لغو اشتراک", "confirm": "آیا می‌خواهید دیگر پیام‌های {channel} ما را دریافت نکنید؟",
-           "button": "لغو اشتراک", "done_title": "اشتراک شما لغو شد",
-           "done": "از این پس پیام‌های {channel} ما برای شما فرستاده نمی‌شود.",
-           "bad_title": "پیوند نامعتبر است", "bad": "این پیوند لغو اشتراک معتبر نیست.",
-           "email": "ایمیل", "sms": "پیامکی", "fax": "فکس"},
-    "ar": {"confirm_title": "إلغاء الاشتراك", "confirm": "هل تريد التوقف عن تلقي رسائل {channel} منا؟",
-           "button": "إلغاء الاشتراك", "done_title": "تم إلغاء اشتراكك",
-           "done": "لن تتلقى رسائل {channel} منا بعد الآن.",
-           "bad_title": "الرابط غير صالح", "bad": "رابط إلغاء الاشتراك هذا غير صالح.",
-           "email": "البريد الإلكتروني", "sms": "الرسائل النصية", "fax": "الفاكس"},
+    "en": {
+        "confirm_title": "Unsubscribe",
+        "confirm": "Stop receiving {channel} messages from us?",
+        "button": "Unsubscribe",
+        "done_title": "You are unsubscribed",
+        "done": "You will no longer receive {channel} messages from us.",
+        "bad_title": "Link not valid",
+        "bad": "This unsubscribe link is not valid.",
+        "email": "email",
+        "sms": "SMS",
+        "fax": "fax",
+    },
+    "fa": {
+        "confirm_title": "لغو اشتراک",
+        "confirm": "آیا می‌خواهید دیگر پیام‌های {channel} ما را دریافت نکنید؟",
+        "button": "لغو اشتراک",
+        "done_title": "اشتراک شما لغو شد",
+        "done": "از این پس پیام‌های {channel} ما برای شما فرستاده نمی‌شود.",
+        "bad_title": "پیوند نامعتبر است",
+        "bad": "این پیوند لغو اشتراک معتبر نیست.",
+        "email": "ایمیل",
+        "sms": "پیامکی",
+        "fax": "فکس",
+    },
+    "ar": {
+        "confirm_title": "إلغاء الاشتراك",
+        "confirm": "هل تريد التوقف عن تلقي رسائل {channel} منا؟",
+        "button": "إلغاء الاشتراك",
+        "done_title": "تم إلغاء اشتراكك",
+        "done": "لن تتلقى رسائل {channel} منا بعد الآن.",
+        "bad_title": "الرابط غير صالح",
+        "bad": "رابط إلغاء الاشتراك هذا غير صالح.",
+        "email": "البريد الإلكتروني",
+        "sms": "الرسائل النصية",
+        "fax": "الفاكس",
+    },
 }
 LANGUAGES = tuple(TEXTS)  # the first is the default
 
@@ -67,5 +88,9 @@ def page(kind: str, lang: PageLanguage, channel: str = "", action: str | None = 
     """The HTML of a page: `confirm` (with the form posting to `action`), `done` or `bad`."""
     texts = TEXTS[lang.lang]
     return _env.get_template("unsubscribe.html").render(
-        page=lang, title=texts[f"{kind}_title"], text=texts[kind].format(channel=texts.get(channel, channel)),
-        button=texts["button"], action=action if kind == "confirm" else None)
+        page=lang,
+        title=texts[f"{kind}_title"],
+        text=texts[kind].format(channel=texts.get(channel, channel)),
+        button=texts["button"],
+        action=action if kind == "confirm" else None,
+    )

@@ -151,16 +151,24 @@ class MongoMessagingViews:
         query: dict[str, Any] = {"contact_id": contact_id}
         if after is not None:
             queued_ms, last_id = after
-            query = {"$and": [query, {"$or": [{"queued_ms": {"$lt": queued_ms}},
-                                              {"queued_ms": queued_ms, "_id": {"$lt": last_id}}]}]}
+            query = {
+                "$and": [
+                    query,
+                    {"$or": [{"queued_ms": {"$lt": queued_ms}}, {"queued_ms": queued_ms, "_id": {"$lt": last_id}}]},
+                ]
+            }
         return list(self.messages.find(query).sort([("queued_ms", -1), ("_id", -1)]).limit(limit))
 
     def message_ids_of(self, contact_id: str) -> set[str]:
         return {doc["_id"] for doc in self.messages.find({"contact_id": contact_id}, {"_id": 1})}
 
     def campaign_counts(self, campaign_id: str) -> dict[str, int]:
-        return {row["_id"]: row["n"] for row in self.messages.aggregate([
-            {"$match": {"campaign_id": campaign_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}])}
+        return {
+            row["_id"]: row["n"]
+            for row in self.messages.aggregate(
+                [{"$match": {"campaign_id": campaign_id}}, {"$group": {"_id": "$status", "n": {"$sum": 1}}}]
+            )
+        }
 
     def consent_report(self, start: date, end: date) -> dict[str, Any]:
         return reports.consent_proofs(self.messages, start, end)
@@ -182,8 +190,16 @@ class MongoMessagingViews:
 
     def schedule_campaign(self, campaign_id: str, due_ms: int) -> None:
         with contextlib.suppress(DuplicateKeyError):
-            self.schedule.insert_one({"_id": f"campaign:{campaign_id}", "kind": "campaign", "state": "pending",
-                                      "due_ms": due_ms, "lease_ms": 0, "campaign_id": campaign_id})
+            self.schedule.insert_one(
+                {
+                    "_id": f"campaign:{campaign_id}",
+                    "kind": "campaign",
+                    "state": "pending",
+                    "due_ms": due_ms,
+                    "lease_ms": 0,
+                    "campaign_id": campaign_id,
+                }
+            )
 
     def scheduled_message_ids_of(self, contact_id: str) -> set[str]:
         return {doc["_id"] for doc in self.schedule.find({"contact_id": contact_id, "kind": "message"}, {"_id": 1})}

@@ -58,8 +58,11 @@ class World:
         assert response.status_code == 201, response.get_json()
         contact = response.get_json()
         for channel in consents:
-            put = self.contacts.client.put(f"/v1/contacts/{contact['id']}/consents/{channel}",
-                                           json={"status": "granted"}, headers=self.contacts.headers())
+            put = self.contacts.client.put(
+                f"/v1/contacts/{contact['id']}/consents/{channel}",
+                json={"status": "granted"},
+                headers=self.contacts.headers(),
+            )
             assert put.status_code == 200
         return contact
 
@@ -103,13 +106,16 @@ def bulk_audience(world: World, size: int, tag: str, batch: int = 1000) -> Audie
     audience = Audience(set(), set())
     streams = []
     for i in range(size + 5):
-        contact = Contact.create(new_id(), {"first_name": f"Person{i}", "email": f"p{i}@example.com",
-                                            "tags": [tag] if i < size else ["other"]})
+        contact = Contact.create(
+            new_id(),
+            {"first_name": f"Person{i}", "email": f"p{i}@example.com", "tags": [tag] if i < size else ["other"]},
+        )
         if i % 7 == 3 and i < size:
             audience.without_consent.add(contact.id)
         else:
-            contact.set_consent("email", {"status": "granted", "source": "web_form", "legal_basis": "consent",
-                                          "at": at})
+            contact.set_consent(
+                "email", {"status": "granted", "source": "web_form", "legal_basis": "consent", "at": at}
+            )
         if i < size:
             audience.members.add(contact.id)
         streams.append((contact.id, Contact.aggregate_type, contact.pending))
@@ -128,18 +134,34 @@ def bulk_audience(world: World, size: int, tag: str, batch: int = 1000) -> Audie
 
 def launch_campaign(world: World, tag: str, throttle_per_minute: int) -> str:
     """An email campaign to the segment of contacts tagged `tag`, launched now over REST."""
-    segment = world.contacts.client.post("/v1/segments", json={
-        "name": tag, "rules": {"all": [{"field": "tags", "op": "contains", "value": tag}]}},
-        headers=world.contacts.headers()).get_json()
+    segment = world.contacts.client.post(
+        "/v1/segments",
+        json={"name": tag, "rules": {"all": [{"field": "tags", "op": "contains", "value": tag}]}},
+        headers=world.contacts.headers(),
+    ).get_json()
     h = world.messaging.headers()
-    template = world.messaging.client.post("/v1/templates", json={
-        "name": tag, "channel": "email", "default_locale": "en",
-        "variants": {"en": {"subject": "News for {{ first_name }}", "body": "It is here."}}}, headers=h).get_json()
-    campaign = world.messaging.client.post("/v1/campaigns", json={
-        "name": tag, "segment_id": segment["id"], "template_id": template["id"], "channel": "email",
-        "throttle_per_minute": throttle_per_minute}, headers=h).get_json()
-    assert world.messaging.client.post(f"/v1/campaigns/{campaign['id']}/launch", json={},
-                                       headers=h).status_code == 200
+    template = world.messaging.client.post(
+        "/v1/templates",
+        json={
+            "name": tag,
+            "channel": "email",
+            "default_locale": "en",
+            "variants": {"en": {"subject": "News for {{ first_name }}", "body": "It is here."}},
+        },
+        headers=h,
+    ).get_json()
+    campaign = world.messaging.client.post(
+        "/v1/campaigns",
+        json={
+            "name": tag,
+            "segment_id": segment["id"],
+            "template_id": template["id"],
+            "channel": "email",
+            "throttle_per_minute": throttle_per_minute,
+        },
+        headers=h,
+    ).get_json()
+    assert world.messaging.client.post(f"/v1/campaigns/{campaign['id']}/launch", json={}, headers=h).status_code == 200
     return campaign["id"]
 
 
@@ -148,8 +170,9 @@ def every_member_accounted_for_once(world: World, campaign_id: str, audience: Au
     suppressed exactly for those without consent), nothing failed; returns the sent ids."""
     size = len(audience.members)
     events = world.messaging.runtime.db["events"]
-    [targeted] = [e["data"]["targeted"] for e in stored_events(events, {"stream_id": campaign_id},
-                                                                 type="CampaignTargeted")]
+    [targeted] = [
+        e["data"]["targeted"] for e in stored_events(events, {"stream_id": campaign_id}, type="CampaignTargeted")
+    ]
     assert targeted == size
     queued = stored_events(events, type="MessageQueued")
     assert all(e["data"]["campaign_id"] == campaign_id for e in queued)
@@ -198,13 +221,21 @@ def world(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, tmp_path
     isolate(monkeypatch, "contacts", suffix)
     contacts = ServiceHarness(CONTACTS)
     grpc_port, smtp_port = stack.free_port(), stack.free_port()
-    server, _ = rpc.build_server("contacts", grpc_port, lambda srv: register_contacts(
-        srv, ContactBook(contacts.runtime), SegmentBook(contacts.runtime)))
+    server, _ = rpc.build_server(
+        "contacts",
+        grpc_port,
+        lambda srv: register_contacts(srv, ContactBook(contacts.runtime), SegmentBook(contacts.runtime)),
+    )
     server.start()
-    env = {"CRM_CONTACTS_GRPC_TARGET": f"127.0.0.1:{grpc_port}", "CRM_MESSAGING_SMTP_PORT": str(smtp_port),
-           "CRM_MESSAGING_MAIL_DIR": str(tmp_path / "mail"), "CRM_MESSAGING_OUTBOX_DIR": str(tmp_path / "outbox"),
-           "CRM_MESSAGING_PUBLIC_URL": "http://crm.test", "CRM_MESSAGING_BACKOFF_SECONDS": "10",
-           "CRM_MESSAGING_MAX_ATTEMPTS": "3"}
+    env = {
+        "CRM_CONTACTS_GRPC_TARGET": f"127.0.0.1:{grpc_port}",
+        "CRM_MESSAGING_SMTP_PORT": str(smtp_port),
+        "CRM_MESSAGING_MAIL_DIR": str(tmp_path / "mail"),
+        "CRM_MESSAGING_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "CRM_MESSAGING_PUBLIC_URL": "http://crm.test",
+        "CRM_MESSAGING_BACKOFF_SECONDS": "10",
+        "CRM_MESSAGING_MAX_ATTEMPTS": "3",
+    }
     for key, value in env.items():
         monkeypatch.setenv(key, value)
     isolate(monkeypatch, "messaging", suffix)

@@ -14,8 +14,12 @@ from crmkit.events import parse_time, rfc3339, utcnow
 
 from .conftest import World
 
-TEMPLATE = {"name": "Hello", "channel": "email", "default_locale": "en",
-            "variants": {"en": {"subject": "Hi {{ first_name }}", "body": "Hello"}}}
+TEMPLATE = {
+    "name": "Hello",
+    "channel": "email",
+    "default_locale": "en",
+    "variants": {"en": {"subject": "Hi {{ first_name }}", "body": "Hello"}},
+}
 
 
 def after(stamp: str) -> None:
@@ -44,9 +48,13 @@ def test_a_message_as_it_was_and_its_history(world: World) -> None:
     world.dispatch()
     sent = ok(world.get(f"/v1/messages/{queued['id']}"))
     after(sent["updated_at"])
-    ok(world.messaging.client.post("/v1/providers/smtp/receipts", json={"message_id": queued["id"],
-                                                                        "status": "delivered"},
-                                   headers={"X-Receipt-Secret": world.desk.receipt_secret()}))
+    ok(
+        world.messaging.client.post(
+            "/v1/providers/smtp/receipts",
+            json={"message_id": queued["id"], "status": "delivered"},
+            headers={"X-Receipt-Secret": world.desk.receipt_secret()},
+        )
+    )
 
     path = f"/v1/messages/{queued['id']}"
     then = at(world, path, queued["created_at"])
@@ -94,12 +102,23 @@ def test_a_template_as_it_was_and_its_history(world: World) -> None:
 
 def test_a_campaign_as_it_was_has_no_stats_and_its_history_shows_each_step(world: World) -> None:
     h = world.messaging.headers()
-    segment = ok(world.contacts.client.post("/v1/segments", json={"name": "Leads", "rules": {
-        "all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"}]}}, headers=world.contacts.headers()), 201)
+    segment = ok(
+        world.contacts.client.post(
+            "/v1/segments",
+            json={"name": "Leads", "rules": {"all": [{"field": "lifecycle_stage", "op": "eq", "value": "lead"}]}},
+            headers=world.contacts.headers(),
+        ),
+        201,
+    )
     template = ok(world.messaging.client.post("/v1/templates", json=TEMPLATE, headers=h), 201)
-    campaign = ok(world.messaging.client.post("/v1/campaigns", json={
-        "name": "Spring", "segment_id": segment["id"], "template_id": template["id"], "channel": "email"},
-        headers=h), 201)
+    campaign = ok(
+        world.messaging.client.post(
+            "/v1/campaigns",
+            json={"name": "Spring", "segment_id": segment["id"], "template_id": template["id"], "channel": "email"},
+            headers=h,
+        ),
+        201,
+    )
     after(campaign["created_at"])
     path = f"/v1/campaigns/{campaign['id']}"
     ok(world.messaging.client.post(f"{path}/launch", json={"scheduled_at": "2099-01-01T09:00:00Z"}, headers=h))
@@ -119,9 +138,19 @@ def test_a_campaign_as_it_was_has_no_stats_and_its_history_shows_each_step(world
 def test_a_trigger_as_it_was_and_its_history(world: World) -> None:
     h = world.messaging.headers()
     template = ok(world.messaging.client.post("/v1/templates", json=TEMPLATE, headers=h), 201)
-    trigger = ok(world.messaging.client.post("/v1/triggers", json={
-        "name": "Won", "event_type": "crm.sales.DealWon.v1", "template_id": template["id"], "channel": "email"},
-        headers=h), 201)
+    trigger = ok(
+        world.messaging.client.post(
+            "/v1/triggers",
+            json={
+                "name": "Won",
+                "event_type": "crm.sales.DealWon.v1",
+                "template_id": template["id"],
+                "channel": "email",
+            },
+            headers=h,
+        ),
+        201,
+    )
     after(trigger["created_at"])
     path = f"/v1/triggers/{trigger['id']}"
     ok(world.messaging.client.patch(path, json={"enabled": False}, headers=h))
@@ -154,7 +183,9 @@ def test_the_preview_path_is_only_a_post(world: World) -> None:
         response = getattr(world.messaging.client, method)("/v1/templates/preview", headers=world.messaging.headers())
         assert response.status_code == 405, (method, response.get_json())
         assert {m.strip() for m in response.headers["Allow"].split(",")} - {"OPTIONS"} == {"POST"}
-    preview = world.messaging.client.post("/v1/templates/preview", json={"body": "Hi {{ name }}",
-                                                                          "variables": {"name": "Sara"}},
-                                          headers=world.messaging.headers())
+    preview = world.messaging.client.post(
+        "/v1/templates/preview",
+        json={"body": "Hi {{ name }}", "variables": {"name": "Sara"}},
+        headers=world.messaging.headers(),
+    )
     assert ok(preview) == {"locale": "", "subject": None, "body": "Hi Sara"}

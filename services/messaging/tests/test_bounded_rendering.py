@@ -17,10 +17,16 @@ NESTED = "".join("{% for a in 'abcdefghij' %}" for _ in range(7)) + "." + "{% en
 
 
 def save(world: World, body: str, subject: str = "Hello") -> object:
-    return world.messaging.client.post("/v1/templates", json={
-        "name": "caps", "channel": "email", "default_locale": "en", "variants": {"en": {"subject": subject,
-                                                                                        "body": body}}},
-        headers=world.messaging.headers())
+    return world.messaging.client.post(
+        "/v1/templates",
+        json={
+            "name": "caps",
+            "channel": "email",
+            "default_locale": "en",
+            "variants": {"en": {"subject": subject, "body": body}},
+        },
+        headers=world.messaging.headers(),
+    )
 
 
 def preview(world: World, **body: object) -> object:
@@ -60,10 +66,12 @@ def test_a_send_that_variables_make_too_big_fails_alone_naming_the_cap(world: Wo
     saved = save(world, "{{ note * copies }}")
     assert saved.status_code == 201, saved.get_json()
     template_id = saved.get_json()["id"]
-    big = world.send(contact_id=sara["id"], channel="email", template_id=template_id,
-                     variables={"note": "x" * 5000, "copies": 1000}).get_json()  # 5 MB
-    small = world.send(contact_id=sara["id"], channel="email", template_id=template_id,
-                       variables={"note": "hi ", "copies": 3}).get_json()
+    big = world.send(
+        contact_id=sara["id"], channel="email", template_id=template_id, variables={"note": "x" * 5000, "copies": 1000}
+    ).get_json()  # 5 MB
+    small = world.send(
+        contact_id=sara["id"], channel="email", template_id=template_id, variables={"note": "hi ", "copies": 3}
+    ).get_json()
     world.dispatch()
     failed = world.get(f"/v1/messages/{big['id']}").get_json()
     assert failed["status"] == "failed" and "CRM_MESSAGING_MAX_BODY_BYTES" in failed["reason"], failed
@@ -74,31 +82,46 @@ def test_a_send_that_variables_make_too_big_fails_alone_naming_the_cap(world: Wo
 LIMITS = RenderLimits(subject_bytes=998, body_bytes=10_000, loop_iterations=1000, seconds=1.0)
 
 
-@pytest.mark.parametrize(("source", "variables", "cap"), [
-    ("{{ v * 100 }}", {"v": "x" * 500}, "MAX_BODY_BYTES"),  # string repetition
-    ("{{ [v] * 100000 }}", {"v": "x"}, "MAX_BODY_BYTES"),  # list repetition
-    ("{{ 99 ** 99999999 }}", {}, "MAX_BODY_BYTES"),  # a number too big to compute, let alone print
-    ("{{ n ** n }}", {"n": 99999}, "MAX_BODY_BYTES"),
-    ("{{ '%99999999d' % 1 }}", {}, "MAX_BODY_BYTES"),  # a format width
-    ("{{ '%*d' % (99999999, 1) }}", {}, "MAX_BODY_BYTES"),  # a width taken from the arguments
-    ("{{ '%" + "9" * 5000 + "d' % 1 }}", {}, "MAX_BODY_BYTES"),  # a width too long for int()
-    ("{{ '%99999999d'|format(1) }}", {}, "MAX_BODY_BYTES"),
-    ("{{ v|replace('x', v) }}", {"v": "x" * 5000}, "MAX_BODY_BYTES"),  # 25 MB from one call
-    ("{{ v.replace('', v) }}", {"v": "x" * 5000}, "MAX_BODY_BYTES"),
-    ("{{ v|join(v) }}", {"v": "x" * 5000}, "MAX_BODY_BYTES"),
-    ("{{ v.join(v) }}", {"v": "x" * 5000}, "MAX_BODY_BYTES"),
-    ("{% set a = v + v %}{% set b = a + a %}{% set c = b + b %}{{ c }}", {"v": "x" * 2000}, "MAX_BODY_BYTES"),
-    ("{% set a = v ~ v %}{% set b = a ~ a %}{% set c = b ~ b %}{{ c|length }}", {"v": "x" * 2000},
-     "MAX_BODY_BYTES"),  # ~ builds text that is never printed
-    # lists nested by reference print exponentially: refused before they are turned into text
-    ("{% set a = [v, v] %}{% set b = [a, a] %}{% set c = [b, b] %}{% set d = [c, c] %}{{ d|string|length }}",
-     {"v": "x" * 1000}, "MAX_BODY_BYTES"),
-    ("{% macro m() %}{% for a in v %}{{ v }}{% endfor %}{% endmacro %}{{ m()|length }}", {"v": "x" * 900},
-     "MAX_BODY_BYTES"),  # text built in a macro counts, though only its length is printed
-    ("{% for a in v %}{% for b in v %}.{% endfor %}{% endfor %}", {"v": "x" * 100}, "MAX_LOOP_ITERATIONS"),
-    ("{% for a in v recursive %}{% if loop.depth < 4 %}{{ loop(v) }}{% endif %}{% endfor %}", {"v": "x" * 20},
-     "MAX_LOOP_ITERATIONS"),  # a recursive loop's inner loops count too
-])
+@pytest.mark.parametrize(
+    ("source", "variables", "cap"),
+    [
+        ("{{ v * 100 }}", {"v": "x" * 500}, "MAX_BODY_BYTES"),  # string repetition
+        ("{{ [v] * 100000 }}", {"v": "x"}, "MAX_BODY_BYTES"),  # list repetition
+        ("{{ 99 ** 99999999 }}", {}, "MAX_BODY_BYTES"),  # a number too big to compute, let alone print
+        ("{{ n ** n }}", {"n": 99999}, "MAX_BODY_BYTES"),
+        ("{{ '%99999999d' % 1 }}", {}, "MAX_BODY_BYTES"),  # a format width
+        ("{{ '%*d' % (99999999, 1) }}", {}, "MAX_BODY_BYTES"),  # a width taken from the arguments
+        ("{{ '%" + "9" * 5000 + "d' % 1 }}", {}, "MAX_BODY_BYTES"),  # a width too long for int()
+        ("{{ '%99999999d'|format(1) }}", {}, "MAX_BODY_BYTES"),
+        ("{{ v|replace('x', v) }}", {"v": "x" * 5000}, "MAX_BODY_BYTES"),  # 25 MB from one call
+        ("{{ v.replace('', v) }}", {"v": "x" * 5000}, "MAX_BODY_BYTES"),
+        ("{{ v|join(v) }}", {"v": "x" * 5000}, "MAX_BODY_BYTES"),
+        ("{{ v.join(v) }}", {"v": "x" * 5000}, "MAX_BODY_BYTES"),
+        ("{% set a = v + v %}{% set b = a + a %}{% set c = b + b %}{{ c }}", {"v": "x" * 2000}, "MAX_BODY_BYTES"),
+        (
+            "{% set a = v ~ v %}{% set b = a ~ a %}{% set c = b ~ b %}{{ c|length }}",
+            {"v": "x" * 2000},
+            "MAX_BODY_BYTES",
+        ),  # ~ builds text that is never printed
+        # lists nested by reference print exponentially: refused before they are turned into text
+        (
+            "{% set a = [v, v] %}{% set b = [a, a] %}{% set c = [b, b] %}{% set d = [c, c] %}{{ d|string|length }}",
+            {"v": "x" * 1000},
+            "MAX_BODY_BYTES",
+        ),
+        (
+            "{% macro m() %}{% for a in v %}{{ v }}{% endfor %}{% endmacro %}{{ m()|length }}",
+            {"v": "x" * 900},
+            "MAX_BODY_BYTES",
+        ),  # text built in a macro counts, though only its length is printed
+        ("{% for a in v %}{% for b in v %}.{% endfor %}{% endfor %}", {"v": "x" * 100}, "MAX_LOOP_ITERATIONS"),
+        (
+            "{% for a in v recursive %}{% if loop.depth < 4 %}{{ loop(v) }}{% endif %}{% endfor %}",
+            {"v": "x" * 20},
+            "MAX_LOOP_ITERATIONS",
+        ),  # a recursive loop's inner loops count too
+    ],
+)
 def test_each_way_of_growing_a_render_hits_a_cap(source: str, variables: dict, cap: str) -> None:
     with pytest.raises(CapExceeded, match=cap):
         templates.render(source, variables, LIMITS)
@@ -110,11 +133,21 @@ def test_render_time_is_capped_by_a_deadline_checked_in_the_sandbox() -> None:
         templates.render("{% for a in v %}{{ a|upper }}{% endfor %}", {"v": "x" * 1000}, quick)
 
 
-@pytest.mark.parametrize("source", ["{{ x|center(999999999) }}", "{{ x|indent(999999999) }}",
-                                    "{{ x.center(999999999) }}", "{{ x.ljust(999999999) }}",
-                                    "{{ x.zfill(999999999) }}", "{{ '{:>999999999}'.format(x) }}",
-                                    "{{ (1).to_bytes(999999999, 'big') }}", "{{ [[1]]|tojson(indent=999999) }}",
-                                    "{{ x|batch(999999999, 'y')|list }}", "{{ x|slice(999999999)|list }}"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ x|center(999999999) }}",
+        "{{ x|indent(999999999) }}",
+        "{{ x.center(999999999) }}",
+        "{{ x.ljust(999999999) }}",
+        "{{ x.zfill(999999999) }}",
+        "{{ '{:>999999999}'.format(x) }}",
+        "{{ (1).to_bytes(999999999, 'big') }}",
+        "{{ [[1]]|tojson(indent=999999) }}",
+        "{{ x|batch(999999999, 'y')|list }}",
+        "{{ x|slice(999999999)|list }}",
+    ],
+)
 def test_filters_and_methods_that_pad_or_repeat_are_not_available(source: str) -> None:
     with pytest.raises(templates.TemplateRejected):
         templates.check(source)
@@ -122,30 +155,45 @@ def test_filters_and_methods_that_pad_or_repeat_are_not_available(source: str) -
 
 
 def test_ordinary_templates_render_as_before() -> None:
-    source = ("{{ first_name|title }} {{ last_name|upper }}: {{ '%.2f'|format(total) }} "
-              "{% for item in items.split(',') %}[{{ loop.index }}:{{ item|trim }}]{% endfor %} "
-              "{{ missing|default('-') }} {{ note|replace('a', 'b')|truncate(20) }} {{ ', '.join(['x', 'y']) }}")
-    out = templates.render(source, {"first_name": "sara", "last_name": "rezaei", "total": 12.5,
-                                    "items": "tea, cake", "note": "banana"}, LIMITS)
+    source = (
+        "{{ first_name|title }} {{ last_name|upper }}: {{ '%.2f'|format(total) }} "
+        "{% for item in items.split(',') %}[{{ loop.index }}:{{ item|trim }}]{% endfor %} "
+        "{{ missing|default('-') }} {{ note|replace('a', 'b')|truncate(20) }} {{ ', '.join(['x', 'y']) }}"
+    )
+    out = templates.render(
+        source,
+        {"first_name": "sara", "last_name": "rezaei", "total": 12.5, "items": "tea, cake", "note": "banana"},
+        LIMITS,
+    )
     assert out == "Sara REZAEI: 12.50 [1:tea][2:cake] - bbnbnb x, y"
     assert templates.render("x" * 998, {}, LIMITS, part="subject") == "x" * 998
     with pytest.raises(CapExceeded, match="MAX_SUBJECT_BYTES"):
         templates.render("ی" * 500, {}, LIMITS, part="subject")  # 1000 bytes in UTF-8
 
 
-@pytest.mark.parametrize("source", ["{% if x %}" * 300 + "{% endif %}" * 300,
-                                    "{{ " + "(" * 1000 + "1" + ")" * 1000 + " }}",
-                                    "{% for a in 'ab' %}" * 120 + "{% endfor %}" * 120])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% if x %}" * 300 + "{% endif %}" * 300,
+        "{{ " + "(" * 1000 + "1" + ")" * 1000 + " }}",
+        "{% for a in 'ab' %}" * 120 + "{% endfor %}" * 120,
+    ],
+)
 def test_a_template_nested_too_deeply_is_refused_not_a_crash(source: str) -> None:
     with pytest.raises(templates.TemplateRejected, match="nests too deeply"):
         templates.check(source)
 
 
-@pytest.mark.parametrize("source", ["{% if x %}{{ 'x' * 50000000 }}{% endif %}",  # a branch the trial render skips
-                                    "{{ '%" + "9" * 5000 + "d' % 1 }}",  # a width int() would refuse to read
-                                    "{% for a in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] %}{% for b in 'abcdefghij' %}"
-                                    "{% for c in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11) %}{% if x %}.{% endif %}"
-                                    "{% endfor %}{% endfor %}{% endfor %}"])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{% if x %}{{ 'x' * 50000000 }}{% endif %}",  # a branch the trial render skips
+        "{{ '%" + "9" * 5000 + "d' % 1 }}",  # a width int() would refuse to read
+        "{% for a in [1, 2, 3, 4, 5, 6, 7, 8, 9, 10] %}{% for b in 'abcdefghij' %}"
+        "{% for c in (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11) %}{% if x %}.{% endif %}"
+        "{% endfor %}{% endfor %}{% endfor %}",
+    ],
+)
 def test_what_literals_show_is_refused_at_save_even_where_a_trial_render_does_not_go(source: str) -> None:
     with pytest.raises(CapExceeded):
         templates.check_caps(source, "body", LIMITS)

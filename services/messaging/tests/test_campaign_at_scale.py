@@ -60,7 +60,14 @@ def test_a_campaign_to_a_10000_member_segment_accounts_for_every_member_once(wor
 
     world.messaging.project()
     stats = world.get(f"/v1/campaigns/{campaign_id}").get_json()["stats"]
-    assert stats == {"targeted": SIZE, "queued": 0, "suppressed": len(audience.without_consent),
-                     "sent": SIZE - len(audience.without_consent), "delivered": 0, "failed": 0, "progress": 1.0}
+    assert stats == {
+        "targeted": SIZE,
+        "queued": 0,
+        "suppressed": len(audience.without_consent),
+        "sent": SIZE - len(audience.without_consent),
+        "delivered": 0,
+        "failed": 0,
+        "progress": 1.0,
+    }
     timings["check"] = time.monotonic() - started
     print(f"campaign of {SIZE}: " + ", ".join(f"{k} {v:.1f}s" for k, v in timings.items()))

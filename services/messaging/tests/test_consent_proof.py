@@ -15,15 +15,17 @@ from .conftest import World
 
 
 def put_consent(world: World, contact_id: str, channel: str, **body: object) -> None:
-    response = world.contacts.client.put(f"/v1/contacts/{contact_id}/consents/{channel}", json=body,
-                                         headers=world.contacts.headers())
+    response = world.contacts.client.put(
+        f"/v1/contacts/{contact_id}/consents/{channel}", json=body, headers=world.contacts.headers()
+    )
     assert response.status_code == 200, response.get_json()
 
 
 def last_consent_event(world: World, contact_id: str) -> dict[str, Any]:
     """The newest ContactConsentChanged of the contact, as its public history shows it."""
-    history = world.contacts.client.get(f"/v1/contacts/{contact_id}/history?limit=100",
-                                        headers=world.contacts.headers()).get_json()["items"]
+    history = world.contacts.client.get(
+        f"/v1/contacts/{contact_id}/history?limit=100", headers=world.contacts.headers()
+    ).get_json()["items"]
     return [entry for entry in history if entry["type"] == "ContactConsentChanged"][-1]
 
 
@@ -36,8 +38,15 @@ def send_and_dispatch(world: World, contact_id: str, body: str = "Hello") -> str
 
 def test_a_send_and_a_suppression_each_carry_the_consent_decision_they_relied_on(world: World) -> None:
     sara = world.contact(consents=(), first_name="Sara", email="sara@example.com")
-    put_consent(world, sara["id"], "email", status="granted", legal_basis="contract", source="web_form",
-                at="2026-02-01T09:30:00Z")
+    put_consent(
+        world,
+        sara["id"],
+        "email",
+        status="granted",
+        legal_basis="contract",
+        source="web_form",
+        at="2026-02-01T09:30:00Z",
+    )
     granted = last_consent_event(world, sara["id"])
     sent_id = send_and_dispatch(world, sara["id"])
     assert world.get(f"/v1/messages/{sent_id}").get_json()["status"] == "sent"
@@ -45,25 +54,51 @@ def test_a_send_and_a_suppression_each_carry_the_consent_decision_they_relied_on
     proof = world.get(f"/v1/messages/{sent_id}/consent")
     assert proof.status_code == 200, proof.get_json()
     assert proof.get_json() == {
-        "message_id": sent_id, "contact_id": sara["id"], "channel": "email", "status": "sent",
-        "consent": {"contact_id": sara["id"], "granted": True, "reason": None, "status": "granted",
-                    "legal_basis": "contract", "source": "web_form", "decided_at": "2026-02-01T09:30:00.000Z",
-                    "event_id": granted["event_id"], "event_version": granted["version"],
-                    "checked_at": "2026-03-02T10:00:00.000Z"}}
+        "message_id": sent_id,
+        "contact_id": sara["id"],
+        "channel": "email",
+        "status": "sent",
+        "consent": {
+            "contact_id": sara["id"],
+            "granted": True,
+            "reason": None,
+            "status": "granted",
+            "legal_basis": "contract",
+            "source": "web_form",
+            "decided_at": "2026-02-01T09:30:00.000Z",
+            "event_id": granted["event_id"],
+            "event_version": granted["version"],
+            "checked_at": "2026-03-02T10:00:00.000Z",
+        },
+    }
 
     world.clock.advance(hours=1)
-    put_consent(world, sara["id"], "email", status="withdrawn", legal_basis="consent", source="phone_call",
-                at="2026-03-02T10:30:00Z")
+    put_consent(
+        world,
+        sara["id"],
+        "email",
+        status="withdrawn",
+        legal_basis="consent",
+        source="phone_call",
+        at="2026-03-02T10:30:00Z",
+    )
     withdrawn = last_consent_event(world, sara["id"])
     assert withdrawn["event_id"] != granted["event_id"] and withdrawn["version"] > granted["version"]
     suppressed_id = send_and_dispatch(world, sara["id"], "Again")
     suppressed = world.get(f"/v1/messages/{suppressed_id}/consent").get_json()
     assert suppressed["status"] == "suppressed"
     assert suppressed["consent"] == {
-        "contact_id": sara["id"], "granted": False, "reason": "consent_withdrawn", "status": "withdrawn",
-        "legal_basis": "consent", "source": "phone_call", "decided_at": "2026-03-02T10:30:00.000Z",
-        "event_id": withdrawn["event_id"], "event_version": withdrawn["version"],
-        "checked_at": "2026-03-02T11:00:00.000Z"}
+        "contact_id": sara["id"],
+        "granted": False,
+        "reason": "consent_withdrawn",
+        "status": "withdrawn",
+        "legal_basis": "consent",
+        "source": "phone_call",
+        "decided_at": "2026-03-02T10:30:00.000Z",
+        "event_id": withdrawn["event_id"],
+        "event_version": withdrawn["version"],
+        "checked_at": "2026-03-02T11:00:00.000Z",
+    }
 
     # the first message's proof is still the grant it went out on
     assert world.get(f"/v1/messages/{sent_id}/consent").get_json()["consent"]["event_id"] == granted["event_id"]
@@ -99,16 +134,25 @@ def test_the_report_counts_sends_and_suppressions_by_legal_basis_and_source(worl
     report = world.get("/v1/reports/consent-proofs?from=2026-03-01&to=2026-03-02")
     assert report.status_code == 200, report.get_json()
     assert report.get_json() == {
-        "from": "2026-03-01", "to": "2026-03-02", "sent": 3, "suppressed": 2,
-        "by_legal_basis": [{"legal_basis": None, "sent": 0, "suppressed": 1},
-                           {"legal_basis": "consent", "sent": 1, "suppressed": 1},
-                           {"legal_basis": "contract", "sent": 2, "suppressed": 0}],
-        "by_source": [{"source": None, "sent": 0, "suppressed": 1},
-                      {"source": "import", "sent": 1, "suppressed": 0},
-                      {"source": "unsubscribe_link", "sent": 0, "suppressed": 1},
-                      {"source": "web_form", "sent": 2, "suppressed": 0}],
-        "by_reason": [{"reason": "consent_withdrawn", "suppressed": 1},
-                      {"reason": "no_consent_recorded", "suppressed": 1}],
+        "from": "2026-03-01",
+        "to": "2026-03-02",
+        "sent": 3,
+        "suppressed": 2,
+        "by_legal_basis": [
+            {"legal_basis": None, "sent": 0, "suppressed": 1},
+            {"legal_basis": "consent", "sent": 1, "suppressed": 1},
+            {"legal_basis": "contract", "sent": 2, "suppressed": 0},
+        ],
+        "by_source": [
+            {"source": None, "sent": 0, "suppressed": 1},
+            {"source": "import", "sent": 1, "suppressed": 0},
+            {"source": "unsubscribe_link", "sent": 0, "suppressed": 1},
+            {"source": "web_form", "sent": 2, "suppressed": 0},
+        ],
+        "by_reason": [
+            {"reason": "consent_withdrawn", "suppressed": 1},
+            {"reason": "no_consent_recorded", "suppressed": 1},
+        ],
     }
     later = world.get("/v1/reports/consent-proofs?from=2026-03-05&to=2026-03-05").get_json()
     assert (later["sent"], later["suppressed"]) == (1, 0)
@@ -123,11 +167,20 @@ def test_unknown_messages_bad_periods_and_messages_without_a_decision(world: Wor
     world.clock.now = world.clock.now.replace(hour=0)  # queued, not yet dispatched: no decision yet
     queued = world.send(contact_id=sara["id"], channel="email", body="Hi").get_json()
     pending = world.get(f"/v1/messages/{queued['id']}/consent").get_json()
-    assert pending == {"message_id": queued["id"], "contact_id": sara["id"], "channel": "email",
-                       "status": "queued", "consent": None}
+    assert pending == {
+        "message_id": queued["id"],
+        "contact_id": sara["id"],
+        "channel": "email",
+        "status": "queued",
+        "consent": None,
+    }
 
-    for query, bad in (("", {"from", "to"}), ("?from=2026-03-05&to=2026-03-01", {"to"}),
-                       ("?from=2020-01-01&to=2026-03-01", {"from", "to"}), ("?from=x&to=2026-01-01", {"from"})):
+    for query, bad in (
+        ("", {"from", "to"}),
+        ("?from=2026-03-05&to=2026-03-01", {"to"}),
+        ("?from=2020-01-01&to=2026-03-01", {"from", "to"}),
+        ("?from=x&to=2026-01-01", {"from"}),
+    ):
         response = world.get(f"/v1/reports/consent-proofs{query}")
         assert response.status_code == 422, (query, response.get_json())
         assert set(response.get_json()["errors"]) >= bad, (query, response.get_json())

@@ -32,7 +32,8 @@ def export(target: str, contact_ids: list[str], *roles: str, token: str | None =
     token = token or auth.issue(keys.ring(), "dpo", list(roles or ["messaging:export"]))
     with rpc.token_channel(target, token) as channel:
         reply = messaging_pb2_grpc.MessageStatusStub(channel).ExportContactRecords(
-            messaging_pb2.ExportContactRecordsRequest(contact_ids=contact_ids), timeout=10)
+            messaging_pb2.ExportContactRecordsRequest(contact_ids=contact_ids), timeout=10
+        )
     return json.loads(reply.records_json)
 
 

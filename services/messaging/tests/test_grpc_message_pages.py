@@ -59,8 +59,9 @@ def test_pages_follow_each_other_newest_first_without_gaps_or_repeats(
     sent_to(world, other["id"], 1)  # someone else's message is on no page
     seen, token, pages = [], "", 0
     while True:
-        page = stub.ListContactMessages(messaging_pb2.ListContactMessagesRequest(
-            contact_id=sara["id"], page_size=2, page_token=token), timeout=5)
+        page = stub.ListContactMessages(
+            messaging_pb2.ListContactMessagesRequest(contact_id=sara["id"], page_size=2, page_token=token), timeout=5
+        )
         seen += [message.id for message in page.messages]
         pages, token = pages + 1, page.next_page_token
         if not token:
@@ -71,8 +72,9 @@ def test_pages_follow_each_other_newest_first_without_gaps_or_repeats(
 def test_limit_still_answers_one_page(world: World, stub: messaging_pb2_grpc.MessageStatusStub) -> None:
     sara = world.contact(first_name="Sara", email="sara@example.com")
     newest_first = sent_to(world, sara["id"], 3)
-    old_caller = stub.ListContactMessages(messaging_pb2.ListContactMessagesRequest(contact_id=sara["id"], limit=2),
-                                          timeout=5)
+    old_caller = stub.ListContactMessages(
+        messaging_pb2.ListContactMessagesRequest(contact_id=sara["id"], limit=2), timeout=5
+    )
     assert [m.id for m in old_caller.messages] == newest_first[:2] and old_caller.next_page_token
     everything = stub.ListContactMessages(messaging_pb2.ListContactMessagesRequest(contact_id=sara["id"]), timeout=5)
     assert [m.id for m in everything.messages] == newest_first and not everything.next_page_token
@@ -102,6 +104,7 @@ def test_a_message_carries_its_times_as_timestamps(world: World, stub: messaging
         ({"contact_id": "c-1", "page_token": encode_cursor("²:x")}, {"page_token"}),  # a digit int() refuses
     ],
 )
-def test_bad_page_requests_name_every_bad_field(world: World, stub: messaging_pb2_grpc.MessageStatusStub,
-                                                request_fields: dict[str, object], fields: set[str]) -> None:
+def test_bad_page_requests_name_every_bad_field(
+    world: World, stub: messaging_pb2_grpc.MessageStatusStub, request_fields: dict[str, object], fields: set[str]
+) -> None:
     assert bad_fields(stub, **request_fields) == fields

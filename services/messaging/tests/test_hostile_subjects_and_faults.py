@@ -15,8 +15,15 @@ from crmkit.testing import stored_events
 
 from .conftest import World
 
-BROKEN = ["Bad\nsubject", "carriage\rreturn", "tab\there", "nul\x00", "line\u2028separator", "para\u2029graph",
-          "next\x85line"]
+BROKEN = [
+    "Bad\nsubject",
+    "carriage\rreturn",
+    "tab\there",
+    "nul\x00",
+    "line\u2028separator",
+    "para\u2029graph",
+    "next\x85line",
+]
 
 
 def problems(response) -> dict:
@@ -25,9 +32,17 @@ def problems(response) -> dict:
 
 
 def email_template(world: World, subject: str) -> dict:
-    response = world.messaging.client.post("/v1/templates", json={
-        "name": "t", "channel": "email", "default_locale": "en", "category": "transactional",
-        "variants": {"en": {"subject": subject, "body": "Dear {{ first_name }}"}}}, headers=world.messaging.headers())
+    response = world.messaging.client.post(
+        "/v1/templates",
+        json={
+            "name": "t",
+            "channel": "email",
+            "default_locale": "en",
+            "category": "transactional",
+            "variants": {"en": {"subject": subject, "body": "Dear {{ first_name }}"}},
+        },
+        headers=world.messaging.headers(),
+    )
     assert response.status_code == 201, response.get_json()
     return response.get_json()
 
@@ -39,15 +54,20 @@ def test_a_subject_that_is_not_one_line_is_refused_naming_the_field(world: World
     for subject in BROKEN:
         message = world.send(contact_id=sara["id"], channel="email", subject=subject, body="hi")
         assert set(problems(message)) == {"subject"}, subject
-        template = {"name": "t", "channel": "email", "default_locale": "en",
-                    "variants": {"en": {"subject": "fine", "body": "hi"}, "fa": {"subject": subject, "body": "hi"}}}
+        template = {
+            "name": "t",
+            "channel": "email",
+            "default_locale": "en",
+            "variants": {"en": {"subject": "fine", "body": "hi"}, "fa": {"subject": subject, "body": "hi"}},
+        }
         created = world.messaging.client.post("/v1/templates", json=template, headers=h)
         assert set(problems(created)) == {"variants.fa.subject"}, subject
         patch = {"variants": {"en": {"subject": subject, "body": "hi"}}}
         changed = world.messaging.client.patch(f"/v1/templates/{saved['id']}", json=patch, headers=h)
         assert set(problems(changed)) == {"variants.en.subject"}, subject
-        preview = world.messaging.client.post("/v1/templates/preview", json={"subject": subject, "body": "hi"},
-                                              headers=h)
+        preview = world.messaging.client.post(
+            "/v1/templates/preview", json={"subject": subject, "body": "hi"}, headers=h
+        )
         assert set(problems(preview)) == {"subject"}, subject
     assert world.messaging.runtime.db["schedule"].count_documents({}) == 0  # nothing was queued
     assert world.desk.template(saved["id"]).version == 1  # nor changed
@@ -57,13 +77,22 @@ def test_a_subject_broken_by_a_variable_is_a_422_at_preview_and_fails_alone_at_s
     people = [world.contact(first_name=name, email=f"{name}@example.com") for name in ("ann", "bob", "cy")]
     template = email_template(world, "News for {{ who }}")
     injected = {"who": "you\r\nBcc: everyone@example.com"}
-    preview = world.messaging.client.post("/v1/templates/preview", json={
-        "template_id": template["id"], "variables": injected}, headers=world.messaging.headers())
+    preview = world.messaging.client.post(
+        "/v1/templates/preview",
+        json={"template_id": template["id"], "variables": injected},
+        headers=world.messaging.headers(),
+    )
     assert set(problems(preview)) == {"subject"}
 
-    ids = [world.send(contact_id=person["id"], channel="email", template_id=template["id"],
-                      variables=injected if person is people[1] else {"who": person["first_name"]}).get_json()["id"]
-           for person in people]
+    ids = [
+        world.send(
+            contact_id=person["id"],
+            channel="email",
+            template_id=template["id"],
+            variables=injected if person is people[1] else {"who": person["first_name"]},
+        ).get_json()["id"]
+        for person in people
+    ]
     good = [ids[0], ids[2]]
     assert world.dispatcher.run_once() == 3  # one pass
     bad = world.get(f"/v1/messages/{ids[1]}").get_json()
@@ -75,15 +104,17 @@ def test_a_subject_broken_by_a_variable_is_a_422_at_preview_and_fails_alone_at_s
     assert world.deliveries() == dict.fromkeys(good, 1)  # the others exactly once, the bad one never
     assert "everyone@example.com" not in "".join(path.read_text() for path in world.mails())
     events = world.messaging.runtime.db["events"]
-    assert [e["type"] for e in stored_events(events, {"stream_id": ids[1]})] == [
-        "MessageQueued", "MessageFailed"]
+    assert [e["type"] for e in stored_events(events, {"stream_id": ids[1]})] == ["MessageQueued", "MessageFailed"]
 
 
 def test_a_message_that_cannot_be_composed_or_handed_over_fails_alone_and_the_pass_goes_on(
-        world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
     people = [world.contact(first_name=f"P{i}", email=f"p{i}@example.com") for i in range(5)]
-    ids = [world.send(contact_id=p["id"], channel="email", body=f"hi {i}", category="transactional").get_json()["id"]
-           for i, p in enumerate(people)]
+    ids = [
+        world.send(contact_id=p["id"], channel="email", body=f"hi {i}", category="transactional").get_json()["id"]
+        for i, p in enumerate(people)
+    ]
     smtp: Provider = world.dispatcher.providers["email"]
 
     class Buggy:
@@ -95,8 +126,9 @@ def test_a_message_that_cannot_be_composed_or_handed_over_fails_alone_and_the_pa
             if message.key == ids[1]:
                 raise RuntimeError("adapter bug")
             if message.key == ids[3]:
-                message = Outgoing(message.key, message.channel, message.to, message.subject, "lone \ud800",
-                                   message.unsubscribe_url)
+                message = Outgoing(
+                    message.key, message.channel, message.to, message.subject, "lone \ud800", message.unsubscribe_url
+                )
             return smtp.send(message)
 
         def close(self) -> None:

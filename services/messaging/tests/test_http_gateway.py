@@ -41,8 +41,9 @@ class Gateway:
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-                gateway.requests.append({"path": self.path, "headers": dict(self.headers.items()),
-                                         "body": json.loads(raw)})
+                gateway.requests.append(
+                    {"path": self.path, "headers": dict(self.headers.items()), "body": json.loads(raw)}
+                )
                 answer = gateway.script.pop(0) if gateway.script else Answer()
                 time.sleep(answer.delay)
                 body = answer.body if answer.body is not None else {"id": f"gw-{len(gateway.requests)}"}
@@ -79,8 +80,14 @@ class Gateway:
 def gateway(world: World, monkeypatch: pytest.MonkeyPatch) -> Iterator[Gateway]:
     """The world's SMS channel configured (through the environment) to go to the local gateway."""
     fake = Gateway().start()
-    for key, value in {"SMS_PROVIDER": "http", "SMS_URL": fake.url, "SMS_USERNAME": "crm", "SMS_PASSWORD": "s3cret",
-                       "SMS_FROM": "Acme", "SMS_TIMEOUT_SECONDS": "0.5"}.items():
+    for key, value in {
+        "SMS_PROVIDER": "http",
+        "SMS_URL": fake.url,
+        "SMS_USERNAME": "crm",
+        "SMS_PASSWORD": "s3cret",
+        "SMS_FROM": "Acme",
+        "SMS_TIMEOUT_SECONDS": "0.5",
+    }.items():
         monkeypatch.setenv(f"CRM_MESSAGING_{key}", value)
     world.dispatcher.providers["sms"] = MessagingConfig.from_env().providers()["sms"]
     try:
@@ -121,14 +128,16 @@ def test_a_delivery_receipt_posted_twice_records_one_delivery(world: World, gate
     receipt = {"provider_message_id": "gw-1", "status": "delivered", "at": "2026-03-02T10:00:05Z"}
     first = world.messaging.client.post("/v1/providers/http-sms/receipts", json=receipt, headers=secret)
     again = world.messaging.client.post("/v1/providers/http-sms/receipts", json=receipt, headers=secret)
-    by_ours = world.messaging.client.post("/v1/providers/http-sms/receipts", headers=secret,
-                                          json={"message_id": message["id"], "status": "delivered"})
+    by_ours = world.messaging.client.post(
+        "/v1/providers/http-sms/receipts", headers=secret, json={"message_id": message["id"], "status": "delivered"}
+    )
     assert first.status_code == again.status_code == by_ours.status_code == 200
     assert first.get_json()["status"] == again.get_json()["status"] == "delivered"
     assert again.get_json()["version"] == first.get_json()["version"] == 3
     assert events(world, message["id"]) == ["MessageQueued", "MessageSent", "MessageDelivered"]
-    other = world.messaging.client.post("/v1/providers/smtp/receipts", headers=secret,
-                                        json={"message_id": message["id"], "status": "delivered"})
+    other = world.messaging.client.post(
+        "/v1/providers/smtp/receipts", headers=secret, json={"message_id": message["id"], "status": "delivered"}
+    )
     assert other.status_code == 404  # not sent through that provider
 
 
@@ -152,8 +161,12 @@ def test_gateway_5xx_and_429_are_retried_with_back_off_then_failed_at_the_cap(wo
     assert [r["headers"]["Idempotency-Key"] for r in gateway.requests] == [message["id"]] * 3
     failed = world.get(f"/v1/messages/{message['id']}").get_json()
     assert failed["status"] == "failed" and failed["reason"] == "gave up after 3 attempts: gateway answered 500"
-    assert events(world, message["id"]) == ["MessageQueued", "MessageRetryScheduled", "MessageRetryScheduled",
-                                            "MessageFailed"]
+    assert events(world, message["id"]) == [
+        "MessageQueued",
+        "MessageRetryScheduled",
+        "MessageRetryScheduled",
+        "MessageFailed",
+    ]
     world.clock.advance(hours=2)
     world.dispatch()
     assert len(gateway.requests) == 3  # failed is final
@@ -172,7 +185,8 @@ def test_gateway_4xx_fails_at_once_with_the_reason(world: World, gateway: Gatewa
 
 
 def test_a_gateway_slower_than_the_timeout_is_transient_and_retried_with_the_same_key(
-        world: World, gateway: Gateway) -> None:
+    world: World, gateway: Gateway
+) -> None:
     gateway.script = [Answer(200, {"id": "late"}, delay=2.0)]  # the adapter gives up after 0.5 s
     message = sms(world)
     started = time.monotonic()
@@ -201,19 +215,21 @@ def test_a_2xx_without_a_readable_answer_is_sent_not_retried(world: World, gatew
 
 
 def test_consent_withdrawn_between_queue_and_send_is_suppressed_and_nothing_is_sent(
-        world: World, gateway: Gateway) -> None:
-    sara = world.contact(consents=("email", "sms"), first_name="Sara", email="sara@example.com",
-                         phone="+989121234567")
+    world: World, gateway: Gateway
+) -> None:
+    sara = world.contact(consents=("email", "sms"), first_name="Sara", email="sara@example.com", phone="+989121234567")
     assert world.desk.directory.consent(sara["id"], "sms").granted
     mail = world.send(contact_id=sara["id"], channel="email", body="news").get_json()
     text = world.send(contact_id=sara["id"], channel="sms", body="news").get_json()
     assert mail["status"] == text["status"] == "queued"
     # withdrawn in contacts after queuing: email through its REST API, sms through its gRPC RecordConsent
-    withdrawn = world.contacts.client.put(f"/v1/contacts/{sara['id']}/consents/email", json={"status": "withdrawn"},
-                                          headers=world.contacts.headers())
+    withdrawn = world.contacts.client.put(
+        f"/v1/contacts/{sara['id']}/consents/email", json={"status": "withdrawn"}, headers=world.contacts.headers()
+    )
     assert withdrawn.status_code == 200
-    assert world.desk.directory.record_consent(sara["id"], "sms", "withdrawn", "call_centre").reason == \
-        "consent_withdrawn"
+    assert (
+        world.desk.directory.record_consent(sara["id"], "sms", "withdrawn", "call_centre").reason == "consent_withdrawn"
+    )
     world.dispatch()
     for queued in (mail, text):
         message = world.get(f"/v1/messages/{queued['id']}").get_json()

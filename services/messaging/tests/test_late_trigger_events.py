@@ -12,11 +12,23 @@ from .conftest import World
 def won_twice(contact_id: str) -> list[RecordedEvent]:
     """A deal won (v2), reopened, and won again (v4): two welcome triggers."""
     deal_id = new_id()
-    return [RecordedEvent(id=new_id(), service="sales", stream_id=deal_id, aggregate_type="deal", version=version,
-                          type="DealWon", schema_version=1, time=utcnow(), actor="user:ana", correlation_id="c",
-                          causation_id=None, data={"deal_id": deal_id, "contact_id": contact_id, "currency": "EUR",
-                                                   "amount": "10.00"})
-            for version in (2, 4)]
+    return [
+        RecordedEvent(
+            id=new_id(),
+            service="sales",
+            stream_id=deal_id,
+            aggregate_type="deal",
+            version=version,
+            type="DealWon",
+            schema_version=1,
+            time=utcnow(),
+            actor="user:ana",
+            correlation_id="c",
+            causation_id=None,
+            data={"deal_id": deal_id, "contact_id": contact_id, "currency": "EUR", "amount": "10.00"},
+        )
+        for version in (2, 4)
+    ]
 
 
 def test_a_late_event_fires_its_trigger_as_in_order(world: World) -> None:
@@ -30,6 +42,9 @@ def test_a_late_event_fires_its_trigger_as_in_order(world: World) -> None:
     reactor.handle(late[:1])  # redelivered: nothing more
 
     queued = stored_events(world.messaging.runtime.db["events"], type="MessageQueued")
-    causes = sorted((e["data"]["contact_id"], e["causation_id"]) for e in queued
-                    if e["data"]["trigger_id"] == "trg-deal-won-welcome")
+    causes = sorted(
+        (e["data"]["contact_id"], e["causation_id"])
+        for e in queued
+        if e["data"]["trigger_id"] == "trg-deal-won-welcome"
+    )
     assert causes == sorted([(sara, e.id) for e in in_order] + [(omid, e.id) for e in late])

@@ -76,8 +76,12 @@ def test_the_page_speaks_the_contacts_language(world: World) -> None:
 def test_a_bad_link_is_a_clear_page_never_a_500(world: World) -> None:
     _, mail = marketing_mail(world, first_name="Sara")
     path = link_path(mail)
-    for bad in (path[:-3] + "abc", "/v1/unsubscribe/not-a-token", "/v1/unsubscribe/" + "é" * 40,
-                "/v1/unsubscribe/" + "a" * 5000):
+    for bad in (
+        path[:-3] + "abc",
+        "/v1/unsubscribe/not-a-token",
+        "/v1/unsubscribe/" + "é" * 40,
+        "/v1/unsubscribe/" + "a" * 5000,
+    ):
         for method in ("GET", "POST"):
             answer = world.messaging.client.open(bad, method=method, data=ONE_CLICK)
             assert answer.status_code == 404, (bad, method, answer.status_code)

@@ -18,8 +18,12 @@ def test_preview_with_a_contact_needs_contacts_read_too(world: World) -> None:
     refused = preview(with_contact, "messaging:read")
     assert refused.status_code == 403
     assert "contacts:read" in refused.get_json()["detail"] and "sara" not in refused.get_data(as_text=True).lower()
-    assert world.contacts.client.get(f"/v1/contacts/{sara['id']}",
-                                     headers=world.contacts.headers("messaging:read")).status_code == 403
+    assert (
+        world.contacts.client.get(
+            f"/v1/contacts/{sara['id']}", headers=world.contacts.headers("messaging:read")
+        ).status_code
+        == 403
+    )
 
     for roles in (("messaging:read", "contacts:read"), ("messaging:write", "contacts:write"), ("admin",)):
         allowed = preview(with_contact, *roles)

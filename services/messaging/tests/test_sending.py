@@ -19,9 +19,16 @@ from .conftest import World
 
 
 def template(world: World, channel: str = "email", **extra: object) -> dict:
-    body = {"name": "Hello", "channel": channel, "default_locale": "en", "variants": {
-        "en": {"subject": "Hi {{ first_name }}", "body": "Dear {{ name }} of {{ company }}, ref {{ ref }}."},
-        "fa": {"subject": "سلام {{ first_name }}", "body": "{{ name }} عزیز، کد {{ ref }}"}}, **extra}
+    body = {
+        "name": "Hello",
+        "channel": channel,
+        "default_locale": "en",
+        "variants": {
+            "en": {"subject": "Hi {{ first_name }}", "body": "Dear {{ name }} of {{ company }}, ref {{ ref }}."},
+            "fa": {"subject": "سلام {{ first_name }}", "body": "{{ name }} عزیز، کد {{ ref }}"},
+        },
+        **extra,
+    }
     response = world.messaging.client.post("/v1/templates", json=body, headers=world.messaging.headers())
     assert response.status_code == 201, response.get_json()
     return response.get_json()
@@ -30,8 +37,9 @@ def template(world: World, channel: str = "email", **extra: object) -> dict:
 def test_an_email_goes_through_smtp_in_the_contacts_language_and_is_tracked(world: World) -> None:
     sara = world.contact(first_name="سارا", last_name="رضایی", email="sara@example.com", locale="fa-IR")
     tpl = template(world)
-    queued = world.send(contact_id=sara["id"], channel="email", template_id=tpl["id"],
-                        variables={"ref": "A-7", "company": "Acme"})
+    queued = world.send(
+        contact_id=sara["id"], channel="email", template_id=tpl["id"], variables={"ref": "A-7", "company": "Acme"}
+    )
     assert queued.status_code == 202 and queued.get_json()["status"] == "queued"
     assert queued.headers["Location"] == f"/v1/messages/{queued.get_json()['id']}"
     assert world.dispatch() == 1
@@ -45,8 +53,10 @@ def test_an_email_goes_through_smtp_in_the_contacts_language_and_is_tracked(worl
     message = world.get(f"/v1/messages/{queued.get_json()['id']}").get_json()
     assert message["status"] == "sent" and message["provider"] == "smtp" and message["address"] == "sara@example.com"
     receipt = world.messaging.client.post(
-        "/v1/providers/smtp/receipts", json={"message_id": message["id"], "status": "delivered"},
-        headers={"X-Receipt-Secret": world.desk.receipt_secret()})
+        "/v1/providers/smtp/receipts",
+        json={"message_id": message["id"], "status": "delivered"},
+        headers={"X-Receipt-Secret": world.desk.receipt_secret()},
+    )
     assert receipt.status_code == 200 and receipt.get_json()["status"] == "delivered"
     events = [e.type for e in world.messaging.runtime.store.load(message["id"])]
     assert events == ["MessageQueued", "MessageSent", "MessageDelivered"]
@@ -55,8 +65,9 @@ def test_an_email_goes_through_smtp_in_the_contacts_language_and_is_tracked(worl
 def test_no_consent_is_suppressed_with_the_reason_never_dropped(world: World) -> None:
     ali = world.contact(consents=(), first_name="Ali", email="ali@example.com", phone="+989121234567")
     one = world.send(contact_id=ali["id"], channel="email", body="hello").get_json()
-    world.contacts.client.put(f"/v1/contacts/{ali['id']}/consents/sms", json={"status": "withdrawn"},
-                              headers=world.contacts.headers())
+    world.contacts.client.put(
+        f"/v1/contacts/{ali['id']}/consents/sms", json={"status": "withdrawn"}, headers=world.contacts.headers()
+    )
     two = world.send(contact_id=ali["id"], channel="sms", body="hello").get_json()
     world.dispatch()
     assert world.get(f"/v1/messages/{one['id']}").get_json()["reason"] == "no_consent_recorded"
@@ -119,12 +130,15 @@ def test_a_repeated_request_or_dispatch_never_sends_twice(world: World) -> None:
     assert again.headers.get("Idempotent-Replayed") == "true" and again.get_json()["id"] == first.get_json()["id"]
     world.dispatch()
     # the job comes back (a lease ran out, another worker, a redelivery): nothing is sent again
-    world.messaging.runtime.db["schedule"].update_one({"_id": first.get_json()["id"]},
-                                                      {"$set": {"state": "pending", "lease_ms": 0}})
+    world.messaging.runtime.db["schedule"].update_one(
+        {"_id": first.get_json()["id"]}, {"$set": {"state": "pending", "lease_ms": 0}}
+    )
     world.dispatch()
     assert len(world.mails()) == 1
-    assert [e.type for e in world.messaging.runtime.store.load(first.get_json()["id"])] == \
-        ["MessageQueued", "MessageSent"]
+    assert [e.type for e in world.messaging.runtime.store.load(first.get_json()["id"])] == [
+        "MessageQueued",
+        "MessageSent",
+    ]
 
 
 def test_unsubscribe_link_withdraws_consent_in_contacts(world: World) -> None:
@@ -154,17 +168,42 @@ def test_bad_input_is_a_problem_never_a_500(world: World) -> None:
         ("/v1/messages", {"contact_id": sara["id"], "channel": "email", "template_id": "nope"}, 422, {"template_id"}),
         ("/v1/messages", {"contact_id": sara["id"], "channel": "sms", "template_id": tpl["id"]}, 422, {"template_id"}),
         ("/v1/messages", {"contact_id": sara["id"], "channel": "email", "body": "{{ x.__class__ }}"}, 422, None),
-        ("/v1/messages", {"contact_id": sara["id"], "channel": "email", "body": "x", "variables": {"a": {"b": 1}}},
-         422, {"variables"}),
-        ("/v1/templates", {"name": "x", "channel": "email", "default_locale": "en",
-                           "variants": {"en": {"body": "{{ ''.__class__.__mro__ }}"}}}, 422, {"variants.en.body"}),
-        ("/v1/templates", {"name": "x", "channel": "email", "default_locale": "de",
-                           "variants": {"en": {"body": "hi"}}}, 422, {"default_locale"}),
+        (
+            "/v1/messages",
+            {"contact_id": sara["id"], "channel": "email", "body": "x", "variables": {"a": {"b": 1}}},
+            422,
+            {"variables"},
+        ),
+        (
+            "/v1/templates",
+            {
+                "name": "x",
+                "channel": "email",
+                "default_locale": "en",
+                "variants": {"en": {"body": "{{ ''.__class__.__mro__ }}"}},
+            },
+            422,
+            {"variants.en.body"},
+        ),
+        (
+            "/v1/templates",
+            {"name": "x", "channel": "email", "default_locale": "de", "variants": {"en": {"body": "hi"}}},
+            422,
+            {"default_locale"},
+        ),
         ("/v1/templates", {"name": "", "channel": "fax", "variants": {}}, 422, {"name", "default_locale", "variants"}),
-        ("/v1/triggers", {"name": "t", "event_type": "TicketSolved", "template_id": tpl["id"], "channel": "email"},
-         422, {"event_type"}),
-        ("/v1/campaigns", {"name": "c", "segment_id": "s", "template_id": tpl["id"], "channel": "email",
-                           "throttle_per_minute": 0}, 422, {"throttle_per_minute"}),
+        (
+            "/v1/triggers",
+            {"name": "t", "event_type": "TicketSolved", "template_id": tpl["id"], "channel": "email"},
+            422,
+            {"event_type"},
+        ),
+        (
+            "/v1/campaigns",
+            {"name": "c", "segment_id": "s", "template_id": tpl["id"], "channel": "email", "throttle_per_minute": 0},
+            422,
+            {"throttle_per_minute"},
+        ),
         ("/v1/templates/preview", {"template_id": tpl["id"], "contact_id": "../x"}, 422, {"contact_id"}),
     ]
     for path, body, status, fields in bad:
@@ -182,25 +221,33 @@ def test_bad_input_is_a_problem_never_a_500(world: World) -> None:
     assert world.get("/v1/campaigns/nope").status_code == 404
     receipt = {"message_id": "nope", "status": "delivered"}
     assert world.messaging.client.post("/v1/providers/smtp/receipts", json=receipt).status_code == 401
-    assert world.messaging.client.post("/v1/providers/smtp/receipts", json=receipt,
-                                       headers={"X-Receipt-Secret": "wrong"}).status_code == 401
+    assert (
+        world.messaging.client.post(
+            "/v1/providers/smtp/receipts", json=receipt, headers={"X-Receipt-Secret": "wrong"}
+        ).status_code
+        == 401
+    )
     secret = {"X-Receipt-Secret": world.desk.receipt_secret()}
-    assert world.messaging.client.post("/v1/providers/smtp/receipts", json=receipt,
-                                       headers=secret).status_code == 404
-    assert world.messaging.client.post("/v1/providers/smtp/receipts", json={"status": "lost"},
-                                       headers=secret).status_code == 422
+    assert world.messaging.client.post("/v1/providers/smtp/receipts", json=receipt, headers=secret).status_code == 404
+    assert (
+        world.messaging.client.post("/v1/providers/smtp/receipts", json={"status": "lost"}, headers=secret).status_code
+        == 422
+    )
     queued = world.send(contact_id=sara["id"], channel="email", body="x").get_json()
-    early = world.messaging.client.post("/v1/providers/smtp/receipts",
-                                        json={"message_id": queued["id"], "status": "delivered"}, headers=secret)
+    early = world.messaging.client.post(
+        "/v1/providers/smtp/receipts", json={"message_id": queued["id"], "status": "delivered"}, headers=secret
+    )
     assert early.status_code == 409  # not sent yet
 
 
 def test_preview_renders_with_a_contacts_data_and_sends_nothing(world: World) -> None:
     sara = world.contact(first_name="سارا", email="sara@example.com", locale="fa")
     tpl = template(world)
-    response = world.messaging.client.post("/v1/templates/preview", json={
-        "template_id": tpl["id"], "contact_id": sara["id"], "locale": "fa", "variables": {"ref": "۷"}},
-        headers=world.messaging.headers())
+    response = world.messaging.client.post(
+        "/v1/templates/preview",
+        json={"template_id": tpl["id"], "contact_id": sara["id"], "locale": "fa", "variables": {"ref": "۷"}},
+        headers=world.messaging.headers(),
+    )
     assert response.get_json() == {"locale": "fa", "subject": "سلام سارا", "body": "سارا عزیز، کد ۷"}
     assert world.mails() == []
 
@@ -220,8 +267,10 @@ def test_grpc_message_status_and_erasure_scrubs_what_was_sent(world: World) -> N
         assert found.status == "sent" and found.contact_id == sara["id"] and found.channel == "email"
         listed = stub.ListContactMessages(messaging_pb2.ListContactMessagesRequest(contact_id=sara["id"]), timeout=5)
         assert [m.id for m in listed.messages] == [queued["id"]]
-        for bad, code in ((messaging_pb2.GetMessageRequest(message_id="nope"), grpc.StatusCode.NOT_FOUND),
-                          (messaging_pb2.GetMessageRequest(), grpc.StatusCode.INVALID_ARGUMENT)):
+        for bad, code in (
+            (messaging_pb2.GetMessageRequest(message_id="nope"), grpc.StatusCode.NOT_FOUND),
+            (messaging_pb2.GetMessageRequest(), grpc.StatusCode.INVALID_ARGUMENT),
+        ):
             try:
                 stub.GetMessage(bad, timeout=5)
                 raise AssertionError("expected an error")
@@ -241,6 +290,5 @@ def test_grpc_message_status_and_erasure_scrubs_what_was_sent(world: World) -> N
     scrubbed = world.get(f"/v1/messages/{queued['id']}").get_json()
     assert scrubbed["status"] == "sent" and scrubbed["body"] is None and scrubbed["address"] is None
     assert stored_responses.count_documents(resource) == 0  # the stored 202 (with the queued body) is gone too
-    [stored] = stored_events(world.messaging.runtime.db["events"], {"stream_id": queued["id"]},
-                             type="MessageSent")
+    [stored] = stored_events(world.messaging.runtime.db["events"], {"stream_id": queued["id"]}, type="MessageSent")
     assert "sara@example.com" not in json.dumps(stored["data"])  # sealed on the way in, not only after erasure

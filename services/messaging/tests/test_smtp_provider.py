@@ -20,8 +20,14 @@ class Recorder:
     def __init__(self) -> None:
         self.mails: list[tuple[str, Any]] = []
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str,  # noqa: N802
-                          options: list[str]) -> str:
+    async def handle_RCPT(  # noqa: N802 (aiosmtpd's hook name)
+        self,
+        server: Any,
+        session: Any,
+        envelope: Any,
+        address: str,
+        options: list[str],
+    ) -> str:
         if address.startswith("nobody@"):
             return "550 no such user here"
         envelope.rcpt_tos.append(address)
@@ -29,8 +35,9 @@ class Recorder:
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
         text = envelope.content.decode("utf-8", "replace")
-        message_id = next(line.split(":", 1)[1].strip() for line in text.splitlines()
-                          if line.lower().startswith("message-id:"))
+        message_id = next(
+            line.split(":", 1)[1].strip() for line in text.splitlines() if line.lower().startswith("message-id:")
+        )
         self.mails.append((message_id, session.peer))
         return "250 Message accepted for delivery"
 

@@ -27,8 +27,7 @@ def stale_contact(world: World, consents: tuple[str, ...], **fields: object) -> 
 
 
 def test_the_stale_trigger_ships_disabled_and_once_enabled_mails_a_signed_confirmation_link(world: World) -> None:
-    sara, became_stale = stale_contact(world, ("email",), first_name="سارا", email="sara@example.com",
-                                       locale="fa-IR")
+    sara, became_stale = stale_contact(world, ("email",), first_name="سارا", email="sara@example.com", locale="fa-IR")
     assert became_stale.full_type == "crm.contacts.ContactBecameStale.v1"
     world.messaging.project()
     shipped = world.get(f"/v1/triggers/{TRIGGER}").get_json()
@@ -37,8 +36,9 @@ def test_the_stale_trigger_ships_disabled_and_once_enabled_mails_a_signed_confir
     TriggerReactor(world.desk, topics=["crm.contacts.events"]).handle([became_stale])
     assert world.dispatch() == 0 and world.mails() == []  # off until an installation turns it on
 
-    enabled = world.messaging.client.patch(f"/v1/triggers/{TRIGGER}", json={"enabled": True},
-                                           headers=world.messaging.headers())
+    enabled = world.messaging.client.patch(
+        f"/v1/triggers/{TRIGGER}", json={"enabled": True}, headers=world.messaging.headers()
+    )
     assert enabled.status_code == 200, enabled.get_json()
     reactor = TriggerReactor(world.desk, topics=["crm.contacts.events"])
     reactor.handle([became_stale])
@@ -60,8 +60,11 @@ def test_the_stale_trigger_ships_disabled_and_once_enabled_mails_a_signed_confir
     answer = world.contacts.client.post(path, json={"email": "sara.new@example.com"})
     assert answer.status_code == 200 and answer.get_json()["changed"] == ["email"]
     contact = world.contacts.client.get(f"/v1/contacts/{sara['id']}", headers=world.contacts.headers()).get_json()
-    assert (contact["stale"], contact["email"], contact["verified_by"]) == \
-        (False, "sara.new@example.com", f"contact:{sara['id']}")
+    assert (contact["stale"], contact["email"], contact["verified_by"]) == (
+        False,
+        "sara.new@example.com",
+        f"contact:{sara['id']}",
+    )
 
 
 def test_without_consent_the_request_to_confirm_is_suppressed(world: World) -> None:

@@ -32,9 +32,10 @@ def outcome_of_next_send(world: World, contact: dict) -> dict:
 
 def receipt(world: World, message: dict, status: str, reason: str | None = None):
     return world.messaging.client.post(
-        "/v1/providers/smtp/receipts", json={"message_id": message["id"], "status": status,
-                                             **({"reason": reason} if reason else {})},
-        headers={"X-Receipt-Secret": world.desk.receipt_secret()})
+        "/v1/providers/smtp/receipts",
+        json={"message_id": message["id"], "status": status, **({"reason": reason} if reason else {})},
+        headers={"X-Receipt-Secret": world.desk.receipt_secret()},
+    )
 
 
 def suppressed_events(world: World) -> list[dict]:
@@ -59,8 +60,9 @@ def test_a_hard_bounce_suppresses_later_sends_to_that_address_until_it_changes(w
     assert proof["consent"]["granted"] is True  # consent was there: the address is what stopped it
     assert len(world.mails()) == mails_before
 
-    patched = world.contacts.client.patch(f"/v1/contacts/{sara['id']}", json={"email": "sara@new.example"},
-                                          headers=world.contacts.headers())
+    patched = world.contacts.client.patch(
+        f"/v1/contacts/{sara['id']}", json={"email": "sara@new.example"}, headers=world.contacts.headers()
+    )
     assert patched.status_code == 200
     assert outcome_of_next_send(world, sara)["status"] == "sent"  # a new address is mailed
 
@@ -79,12 +81,26 @@ def test_a_bounce_mailed_back_to_the_service_desk_suppresses_once(world: World) 
     first = sent_mail(world, omid)
     message_id = first["provider_message_id"].strip("<>")
     report = RecordedEvent(
-        id=new_id(), service="servicedesk", stream_id=new_id(), aggregate_type="mail_report", version=1,
-        type="MailReportReceived", schema_version=1, time=world.clock(), actor="system:inbound-email",
-        correlation_id=new_id(), causation_id=None,
-        data={"report_id": "r-1", "kind": "bounce", "original_message_id": message_id, "feedback_type": None,
-              "recipients": [{"action": "failed", "status": "5.1.1", "diagnostic": "smtp; 550 <address> unknown"}],
-              "received_at": "2026-03-02T10:05:00.000Z"})
+        id=new_id(),
+        service="servicedesk",
+        stream_id=new_id(),
+        aggregate_type="mail_report",
+        version=1,
+        type="MailReportReceived",
+        schema_version=1,
+        time=world.clock(),
+        actor="system:inbound-email",
+        correlation_id=new_id(),
+        causation_id=None,
+        data={
+            "report_id": "r-1",
+            "kind": "bounce",
+            "original_message_id": message_id,
+            "feedback_type": None,
+            "recipients": [{"action": "failed", "status": "5.1.1", "diagnostic": "smtp; 550 <address> unknown"}],
+            "received_at": "2026-03-02T10:05:00.000Z",
+        },
+    )
     reactor = ReportReactor(world.desk)
     reactor.handle([report])
     reactor.handle([report])  # redelivered

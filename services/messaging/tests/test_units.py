@@ -10,20 +10,23 @@ from crm_messaging.domain import Campaign, Message, Template, Trigger, backoff, 
 from crmkit.errors import Conflict
 
 
-@pytest.mark.parametrize("source", [
-    "{{ ''.__class__.__mro__ }}",
-    "{{ ''.__class__.__mro__[1].__subclasses__() }}",
-    "{{ name.__init__.__globals__ }}",
-    "{{ x['__class__'] }}",
-    "{{ x|attr('__class__') }}",
-    "{{ cycler.__init__.__globals__.os }}",
-    "{{ joiner.__init__.__globals__ }}",
-    "{{ namespace.__init__ }}",
-    "{{ self._TemplateReference__context }}",
-    "{{ config._secret }}",
-    "{% for x in y %}{{ x._private }}{% endfor %}",
-    "{{ name",
-])
+@pytest.mark.parametrize(
+    "source",
+    [
+        "{{ ''.__class__.__mro__ }}",
+        "{{ ''.__class__.__mro__[1].__subclasses__() }}",
+        "{{ name.__init__.__globals__ }}",
+        "{{ x['__class__'] }}",
+        "{{ x|attr('__class__') }}",
+        "{{ cycler.__init__.__globals__.os }}",
+        "{{ joiner.__init__.__globals__ }}",
+        "{{ namespace.__init__ }}",
+        "{{ self._TemplateReference__context }}",
+        "{{ config._secret }}",
+        "{% for x in y %}{{ x._private }}{% endfor %}",
+        "{{ name",
+    ],
+)
 def test_templates_reaching_for_python_internals_are_rejected_when_saved(source: str) -> None:
     with pytest.raises(templates.TemplateRejected):
         templates.check(source)
@@ -51,8 +54,16 @@ def test_right_to_left_text_passes_through_untouched() -> None:
 
 
 def test_template_variants_fall_back_from_region_to_language_to_default() -> None:
-    template = Template.define("t", {"name": "n", "channel": "email", "category": "marketing",
-                                     "default_locale": "en", "variants": {"en": {"body": "hi"}, "fa": {"body": "س"}}})
+    template = Template.define(
+        "t",
+        {
+            "name": "n",
+            "channel": "email",
+            "category": "marketing",
+            "default_locale": "en",
+            "variants": {"en": {"body": "hi"}, "fa": {"body": "س"}},
+        },
+    )
     assert template.variant("fa-IR")[0] == "fa"
     assert template.variant("de-DE")[0] == "en"
     assert template.variant(None)[0] == "en"
@@ -66,8 +77,9 @@ def test_quiet_hours_follow_the_contacts_wall_clock_across_zones() -> None:
     assert tehran == datetime(2026, 3, 2, 4, 30, tzinfo=UTC)  # 08:00 Tehran next morning
     assert quiet_until(at, "America/New_York", window) is None
     # 02:00 local: quiet until 08:00 the same day
-    assert quiet_until(datetime(2026, 3, 1, 22, 30, tzinfo=UTC), "Asia/Tehran", window) == \
-        datetime(2026, 3, 2, 4, 30, tzinfo=UTC)
+    assert quiet_until(datetime(2026, 3, 1, 22, 30, tzinfo=UTC), "Asia/Tehran", window) == datetime(
+        2026, 3, 2, 4, 30, tzinfo=UTC
+    )
     # unknown or missing zones count as UTC; a window that does not wrap midnight
     assert quiet_until(at, "Mars/Olympus", window) is None
     assert quiet_until(at, None, parse_window("18:00-20:00")) == datetime(2026, 3, 1, 20, tzinfo=UTC)
@@ -133,13 +145,32 @@ def test_restore_from_the_view_continues_the_fold_like_the_whole_stream() -> Non
     """Projections continue a fold from the stored view: every piece of state must come back."""
     message = Message.queue("m1", {"contact_id": "c1", "channel": "email", "body": "Hi"}, "2026-03-02T10:00:00.000Z")
     message.retry_later("smtp down", "2026-03-02T10:00:30.000Z")
-    template = Template.define("t1", {"name": "T", "channel": "email", "category": "marketing",
-                                      "default_locale": "en", "variants": {"en": {"subject": None, "body": "Hi"}}})
-    campaign = Campaign.create("k1", {"name": "C", "segment_id": "s1", "template_id": "t1", "channel": "email",
-                                      "throttle_per_minute": 60})
+    template = Template.define(
+        "t1",
+        {
+            "name": "T",
+            "channel": "email",
+            "category": "marketing",
+            "default_locale": "en",
+            "variants": {"en": {"subject": None, "body": "Hi"}},
+        },
+    )
+    campaign = Campaign.create(
+        "k1", {"name": "C", "segment_id": "s1", "template_id": "t1", "channel": "email", "throttle_per_minute": 60}
+    )
     campaign.launch(None, "2026-03-02T10:00:00.000Z")
-    trigger = Trigger.define("g1", {"name": "G", "event_type": "crm.sales.DealWon.v1", "filter": {},
-                                    "template_id": "t1", "channel": "email", "variables": {}, "enabled": False})
+    trigger = Trigger.define(
+        "g1",
+        {
+            "name": "G",
+            "event_type": "crm.sales.DealWon.v1",
+            "filter": {},
+            "template_id": "t1",
+            "channel": "email",
+            "variables": {},
+            "enabled": False,
+        },
+    )
     for aggregate in (message, template, campaign, trigger):
         again = type(aggregate).restore(aggregate.view())
         assert vars(again) == {**vars(aggregate), "pending": []}

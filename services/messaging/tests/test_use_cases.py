@@ -30,9 +30,16 @@ from crmkit.events import Metadata, RecordedEvent, rfc3339
 from crmkit.memstore import InMemoryEventStore
 
 META = Metadata(actor="user:mona")
-WELCOME = {"name": "Welcome", "channel": "email", "category": "marketing", "default_locale": "en",
-           "variants": {"en": {"subject": "Hi {{ first_name }}", "body": "Dear {{ name }}"},
-                        "fa": {"subject": "سلام {{ first_name }}", "body": "{{ name }} عزیز"}}}
+WELCOME = {
+    "name": "Welcome",
+    "channel": "email",
+    "category": "marketing",
+    "default_locale": "en",
+    "variants": {
+        "en": {"subject": "Hi {{ first_name }}", "body": "Dear {{ name }}"},
+        "fa": {"subject": "سلام {{ first_name }}", "body": "{{ name }} عزیز"},
+    },
+}
 GRANTED = {"granted": True, "legal_basis": "consent", "source": "web_form", "checked_at": "2026-12-01T10:00:00.000Z"}
 
 
@@ -51,8 +58,12 @@ class Memory:
             stored = self.store.load(stream_id)
             message = Message.from_events(stream_id, stored)
             queued_ms = self.messages.get(stream_id, {}).get("queued_ms", len(self.messages))  # in queuing order
-            self.messages[stream_id] = {**message.view(), "_id": stream_id, "queued_ms": queued_ms,
-                                        "consent": message.consent}
+            self.messages[stream_id] = {
+                **message.view(),
+                "_id": stream_id,
+                "queued_ms": queued_ms,
+                "consent": message.consent,
+            }
 
     # --- MessagingViews ---------------------------------------------------------------
 
@@ -64,18 +75,31 @@ class Memory:
     def trigger_page(self, limit: int, cursor: str | None) -> tuple[list[Any], str | None]:
         raise AssertionError("not used here")
 
-    def message_page(self, filters: Mapping[str, Any], limit: int,
-                     cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
-        found = sorted((doc for doc in self.messages.values()
-                        if all(doc[key] == filters[key] for key in MESSAGE_FILTERS if filters.get(key))
-                        and (cursor is None or doc["_id"] > cursor)), key=lambda doc: doc["_id"])
+    def message_page(
+        self, filters: Mapping[str, Any], limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        found = sorted(
+            (
+                doc
+                for doc in self.messages.values()
+                if all(doc[key] == filters[key] for key in MESSAGE_FILTERS if filters.get(key))
+                and (cursor is None or doc["_id"] > cursor)
+            ),
+            key=lambda doc: doc["_id"],
+        )
         shown = [{k: v for k, v in doc.items() if k not in MESSAGE_HIDDEN} for doc in found[:limit]]
         return shown, found[limit - 1]["_id"] if len(found) > limit else None
 
     def contact_messages(self, contact_id: str, limit: int, after: tuple[int, str] | None) -> list[dict[str, Any]]:
-        mine = sorted((doc for doc in self.messages.values() if doc["contact_id"] == contact_id
-                       and (after is None or (doc["queued_ms"], doc["_id"]) < after)),
-                      key=lambda doc: (doc["queued_ms"], doc["_id"]), reverse=True)
+        mine = sorted(
+            (
+                doc
+                for doc in self.messages.values()
+                if doc["contact_id"] == contact_id and (after is None or (doc["queued_ms"], doc["_id"]) < after)
+            ),
+            key=lambda doc: (doc["queued_ms"], doc["_id"]),
+            reverse=True,
+        )
         return mine[:limit]
 
     def message_ids_of(self, contact_id: str) -> set[str]:
@@ -104,16 +128,27 @@ class Memory:
             self.schedule.setdefault(entry["_id"], dict(entry))
 
     def schedule_campaign(self, campaign_id: str, due_ms: int) -> None:
-        self.schedule.setdefault(f"campaign:{campaign_id}", {"kind": "campaign", "state": "pending",
-                                                             "due_ms": due_ms, "campaign_id": campaign_id})
+        self.schedule.setdefault(
+            f"campaign:{campaign_id}",
+            {"kind": "campaign", "state": "pending", "due_ms": due_ms, "campaign_id": campaign_id},
+        )
 
     def scheduled_message_ids_of(self, contact_id: str) -> set[str]:
-        return {key for key, entry in self.schedule.items()
-                if entry["kind"] == "message" and entry["contact_id"] == contact_id}
+        return {
+            key
+            for key, entry in self.schedule.items()
+            if entry["kind"] == "message" and entry["contact_id"] == contact_id
+        }
 
     def sent_as(self, provider: str, provider_message_id: str) -> str | None:
-        return next((key for key, entry in self.schedule.items() if entry.get("provider") == provider
-                     and entry.get("provider_message_id") == provider_message_id), None)
+        return next(
+            (
+                key
+                for key, entry in self.schedule.items()
+                if entry.get("provider") == provider and entry.get("provider_message_id") == provider_message_id
+            ),
+            None,
+        )
 
     def register_trigger(self, trigger_id: str) -> None:
         if trigger_id not in self.trigger_register:
@@ -132,8 +167,12 @@ class Directory:
         self.asked: list[list[str]] = []
 
     def add(self, contact_id: str) -> str:
-        self.people[contact_id] = {"id": contact_id, "first_name": contact_id.title(), "last_name": "Ahmadi",
-                                   "email": f"{contact_id}@example.com"}
+        self.people[contact_id] = {
+            "id": contact_id,
+            "first_name": contact_id.title(),
+            "last_name": "Ahmadi",
+            "email": f"{contact_id}@example.com",
+        }
         return contact_id
 
     def many(self, contact_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
@@ -156,8 +195,15 @@ class World:
         self.directory = Directory()
         self.published: list[RecordedEvent] = []
         self.shredded: list[tuple[list[str], list[str]]] = []
-        self.desk = MessageUseCases(self.store, self.memory, self.memory, self.publish, current(), self.directory,
-                                    shred=lambda ids, subjects: self.shredded.append((list(ids), list(subjects))))
+        self.desk = MessageUseCases(
+            self.store,
+            self.memory,
+            self.memory,
+            self.publish,
+            current(),
+            self.directory,
+            shred=lambda ids, subjects: self.shredded.append((list(ids), list(subjects))),
+        )
 
     def publish(self, events: list[RecordedEvent]) -> None:
         self.published += events
@@ -171,9 +217,13 @@ class World:
 
     def sent(self, message: Message, provider_message_id: str) -> None:
         """What the dispatcher records once the provider took the message (and notes in the schedule)."""
-        self.desk.messages.change(message.id, lambda m: m.sent(
-            "smtp", provider_message_id, f"{m.contact_id}@example.com", "Hi", "Dear", rfc3339(clock.now()),
-            GRANTED), META)
+        self.desk.messages.change(
+            message.id,
+            lambda m: m.sent(
+                "smtp", provider_message_id, f"{m.contact_id}@example.com", "Hi", "Dear", rfc3339(clock.now()), GRANTED
+            ),
+            META,
+        )
         self.memory.schedule[message.id].update(provider="smtp", provider_message_id=provider_message_id)
 
 
@@ -220,14 +270,18 @@ def test_a_message_is_queued_for_a_known_contact_and_scheduled_before_its_event(
     assert [m["id"] for m in world.desk.contact_messages(sara, 5, (newest[0]["queued_ms"], later.id))] == [message.id]
 
 
-@pytest.mark.parametrize(("fields", "field"), [
-    ({"contact_id": "nobody", "body": "hi"}, "contact_id"),
-    ({"contact_id": "sara"}, "body"),
-    ({"contact_id": "sara", "template_id": "no-such"}, "template_id"),
-    ({"contact_id": "sara", "channel": "sms", "template_id": "TEMPLATE"}, "template_id"),  # an email template
-])
+@pytest.mark.parametrize(
+    ("fields", "field"),
+    [
+        ({"contact_id": "nobody", "body": "hi"}, "contact_id"),
+        ({"contact_id": "sara"}, "body"),
+        ({"contact_id": "sara", "template_id": "no-such"}, "template_id"),
+        ({"contact_id": "sara", "channel": "sms", "template_id": "TEMPLATE"}, "template_id"),  # an email template
+    ],
+)
 def test_a_message_that_cannot_be_queued_is_refused_and_leaves_nothing(
-        world: World, fields: dict[str, Any], field: str) -> None:
+    world: World, fields: dict[str, Any], field: str
+) -> None:
     world.directory.add("sara")
     template = world.desk.define_template(WELCOME, META)
     stored = world.store.count()
@@ -246,14 +300,16 @@ def test_a_bounce_receipt_fails_the_message_and_suppresses_the_address(world: Wo
     world.sent(message, "<m1@mail>")
     with pytest.raises(NotFound):
         world.desk.receipt("smtp", {"provider_message_id": "<other@mail>", "status": "bounced"}, META)
-    bounced = world.desk.receipt("smtp", {"provider_message_id": "<m1@mail>", "status": "bounced",
-                                          "reason": "550 user unknown"}, META)
+    bounced = world.desk.receipt(
+        "smtp", {"provider_message_id": "<m1@mail>", "status": "bounced", "reason": "550 user unknown"}, META
+    )
     assert bounced.status == "bounced"
     assert world.types(message.id)[-1] == "MessageFailed"
     assert world.types(suppression_id(sara, "email")) == ["AddressSuppressed"]
     # what the dispatcher asks before the next send: this address is out, another of hers is not
-    assert world.desk.suppressions.reasons([((sara,), "email", "SARA@example.com"),
-                                            ((sara,), "email", "sara@work.example")]) == ["bounced", None]
+    assert world.desk.suppressions.reasons(
+        [((sara,), "email", "SARA@example.com"), ((sara,), "email", "sara@work.example")]
+    ) == ["bounced", None]
     world.desk.receipt("smtp", {"message_id": message.id, "status": "bounced"}, META)  # delivered again
     assert world.types(suppression_id(sara, "email")) == ["AddressSuppressed"]  # nothing new
     assert world.desk.message_consent(message.id)["consent"] == GRANTED  # the proof it went out on
@@ -266,10 +322,26 @@ def test_a_campaign_launch_schedules_it_once_and_its_expansion_queues_each_membe
     world.directory.segments["seg-1"] = members
     template = world.desk.define_template(WELCOME, META)
     with pytest.raises(ValidationFailed):
-        world.desk.create_campaign({"name": "Yalda", "segment_id": "seg-1", "template_id": template.id,
-                                    "channel": "sms", "throttle_per_minute": 60}, META)
-    campaign = world.desk.create_campaign({"name": "Yalda", "segment_id": "seg-1", "template_id": template.id,
-                                           "channel": "email", "throttle_per_minute": 60}, META)
+        world.desk.create_campaign(
+            {
+                "name": "Yalda",
+                "segment_id": "seg-1",
+                "template_id": template.id,
+                "channel": "sms",
+                "throttle_per_minute": 60,
+            },
+            META,
+        )
+    campaign = world.desk.create_campaign(
+        {
+            "name": "Yalda",
+            "segment_id": "seg-1",
+            "template_id": template.id,
+            "channel": "email",
+            "throttle_per_minute": 60,
+        },
+        META,
+    )
     at = clock.now() + timedelta(days=1)
     launched = world.desk.launch_campaign(campaign.id, at, META, if_match=1)
     assert launched.status == "running" and launched.scheduled_at == rfc3339(at)
@@ -292,9 +364,18 @@ def test_a_campaign_launch_schedules_it_once_and_its_expansion_queues_each_membe
 
 def test_a_trigger_is_registered_before_its_first_event(world: World) -> None:
     template = world.desk.define_template(WELCOME, META)
-    trigger = world.desk.define_trigger({"name": "Solved", "event_type": "crm.servicedesk.TicketSolved.v1",
-                                         "filter": {}, "template_id": template.id, "channel": "email",
-                                         "variables": {}, "enabled": True}, META)
+    trigger = world.desk.define_trigger(
+        {
+            "name": "Solved",
+            "event_type": "crm.servicedesk.TicketSolved.v1",
+            "filter": {},
+            "template_id": template.id,
+            "channel": "email",
+            "variables": {},
+            "enabled": True,
+        },
+        META,
+    )
     assert world.desk.trigger_ids() == [trigger.id]
     assert world.desk.set_trigger_enabled(trigger.id, False, META, None).enabled is False
     assert world.types(trigger.id) == ["TriggerDefined", "TriggerDisabled"]

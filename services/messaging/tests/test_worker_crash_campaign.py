@@ -31,9 +31,14 @@ def clock_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def worker(world: World, clock_file: Path, service_env: dict[str, str]) -> Iterator[Worker]:
-    subject = Worker({"CRM_CLOCK_FILE": str(clock_file), "CRM_MESSAGING_METRICS_PORT": str(stack.free_port()),
-                      "CRM_LOG_LEVEL": "WARNING",
-                      "CRM_MESSAGING_TRIGGER_TOPICS": f"t.none.{service_env['CRM_TEST_SUFFIX']}"})
+    subject = Worker(
+        {
+            "CRM_CLOCK_FILE": str(clock_file),
+            "CRM_MESSAGING_METRICS_PORT": str(stack.free_port()),
+            "CRM_LOG_LEVEL": "WARNING",
+            "CRM_MESSAGING_TRIGGER_TOPICS": f"t.none.{service_env['CRM_TEST_SUFFIX']}",
+        }
+    )
     try:
         yield subject
     finally:
@@ -42,7 +47,8 @@ def worker(world: World, clock_file: Path, service_env: dict[str, str]) -> Itera
 
 @pytest.mark.timeout(600)
 def test_killing_the_worker_mid_campaign_loses_and_doubles_nothing(
-        world: World, worker: Worker, clock_file: Path) -> None:
+    world: World, worker: Worker, clock_file: Path
+) -> None:
     audience = bulk_audience(world, SIZE, "crash")
     campaign_id = launch_campaign(world, "crash", throttle_per_minute=THROTTLE)
     events = world.messaging.runtime.db["events"]
@@ -51,16 +57,18 @@ def test_killing_the_worker_mid_campaign_loses_and_doubles_nothing(
         return len(stored_events(events, type="MessageSent"))
 
     worker.start()
-    wait_until(lambda: sum(world.deliveries().values()) >= KILL_AT, timeout=300,
-               what="the campaign to be under way")
+    wait_until(lambda: sum(world.deliveries().values()) >= KILL_AT, timeout=300, what="the campaign to be under way")
     worker.kill()
     at_kill = sent()
     assert at_kill < SIZE - len(audience.without_consent)  # the kill came mid-campaign
 
     clock_file.write_text(str(int(LEASE.total_seconds()) + 60))  # the dead worker's leases run out
     worker.start()
-    wait_until(lambda: stored_events(events, {"stream_id": campaign_id}, type="CampaignCompleted"),
-               timeout=400, what="the campaign to complete after the restart")
+    wait_until(
+        lambda: stored_events(events, {"stream_id": campaign_id}, type="CampaignCompleted"),
+        timeout=400,
+        what="the campaign to complete after the restart",
+    )
     worker.stop()
 
     sent_ids = every_member_accounted_for_once(world, campaign_id, audience)
@@ -68,6 +76,8 @@ def test_killing_the_worker_mid_campaign_loses_and_doubles_nothing(
     deliveries = world.deliveries()
     assert set(deliveries) == sent_ids  # every sent message reached the sink, and nothing else did
     duplicates = sum(count - 1 for count in deliveries.values())
-    print(f"kill -9 after {at_kill} recorded sends: {len(sent_ids)} sent, {sum(deliveries.values())} deliveries, "
-          f"{duplicates} duplicate(s)")
+    print(
+        f"kill -9 after {at_kill} recorded sends: {len(sent_ids)} sent, {sum(deliveries.values())} deliveries, "
+        f"{duplicates} duplicate(s)"
+    )
     assert duplicates <= 1  # only the message in flight at the kill may have gone out twice

@@ -21,10 +21,26 @@ def deal_won(contact_id: str) -> RecordedEvent:
     """A crm.sales.DealWon.v1 as the sales service records it (crm_sales.domain.Deal.win)."""
     deal_id = new_id()
     return RecordedEvent(
-        id=new_id(), service="sales", stream_id=deal_id, aggregate_type="deal", version=4, type="DealWon",
-        schema_version=1, time=utcnow(), actor="user:ana", correlation_id=new_id(), causation_id=None,
-        data={"deal_id": deal_id, "contact_id": contact_id, "from": "negotiation", "amount": "1250.00",
-              "currency": "USD", "at": rfc3339(utcnow())})
+        id=new_id(),
+        service="sales",
+        stream_id=deal_id,
+        aggregate_type="deal",
+        version=4,
+        type="DealWon",
+        schema_version=1,
+        time=utcnow(),
+        actor="user:ana",
+        correlation_id=new_id(),
+        causation_id=None,
+        data={
+            "deal_id": deal_id,
+            "contact_id": contact_id,
+            "from": "negotiation",
+            "amount": "1250.00",
+            "currency": "USD",
+            "at": rfc3339(utcnow()),
+        },
+    )
 
 
 @pytest.fixture
@@ -36,8 +52,14 @@ def sales_topic(world: World, service_env: dict[str, str]) -> str:
 
 @pytest.fixture
 def worker(world: World, sales_topic: str) -> Iterator[Worker]:
-    subject = Worker({"CRM_MESSAGING_TRIGGER_TOPICS": sales_topic, "CRM_SALES_TOPIC": sales_topic,
-                      "CRM_MESSAGING_METRICS_PORT": str(stack.free_port()), "CRM_LOG_LEVEL": "WARNING"})
+    subject = Worker(
+        {
+            "CRM_MESSAGING_TRIGGER_TOPICS": sales_topic,
+            "CRM_SALES_TOPIC": sales_topic,
+            "CRM_MESSAGING_METRICS_PORT": str(stack.free_port()),
+            "CRM_LOG_LEVEL": "WARNING",
+        }
+    )
     try:
         yield subject
     finally:
@@ -45,7 +67,8 @@ def worker(world: World, sales_topic: str) -> Iterator[Worker]:
 
 
 def test_a_redelivered_deal_won_sends_one_welcome_across_a_worker_crash(
-        world: World, worker: Worker, sales_topic: str, service_env: dict[str, str]) -> None:
+    world: World, worker: Worker, sales_topic: str, service_env: dict[str, str]
+) -> None:
     sara = world.contact(first_name="Sara", email="sara@example.com")
     omid = world.contact(first_name="Omid", email="omid@example.com")
     won, sentinel = deal_won(sara["id"]), deal_won(omid["id"])

@@ -212,8 +212,9 @@ def activity_routes(bp: Blueprint, book: SalesBook) -> None:
     """/v1/activities: calls, meetings, tasks and emails due on deals and contacts (team-scoped)."""
 
     @bp.post("/v1/activities")
-    @endpoint("write", body=schemas.ActivityInput, response=schemas.ActivityView, status=201, idempotent=True,
-              teams=True)
+    @endpoint(
+        "write", body=schemas.ActivityInput, response=schemas.ActivityView, status=201, idempotent=True, teams=True
+    )
     def schedule_activity(body: dict[str, Any]) -> Response:
         """Schedule a call, meeting, task or email with a due time, owner and linked deal/contact."""
         if body.get("deal_id"):
@@ -373,14 +374,22 @@ def reports_board(book: SalesBook, pipeline_id: str, query: dict[str, Any]) -> d
     for stage in pipeline.stages:
         docs = []
         if query["per_column"] and counts.get(stage["key"]):
-            docs = list(book.deals_view.find({**match, "stage": stage["key"]},
-                                             {"state": 0, "stage_history": 0}).sort("_id", 1)
-                        .limit(query["per_column"]))
-        columns.append({
-            "stage": stage["key"], "name": stage["name"], "probability": stage["probability"],
-            "count": counts.get(stage["key"], 0),
-            "sums": [{"amount": money.text(money.from_minor(total, c), c), "currency": c}
-                     for c, total in sorted(sums.get(stage["key"], {}).items())],
-            "deals": [public(d) for d in book.with_contacts(docs)],
-        })
+            docs = list(
+                book.deals_view.find({**match, "stage": stage["key"]}, {"state": 0, "stage_history": 0})
+                .sort("_id", 1)
+                .limit(query["per_column"])
+            )
+        columns.append(
+            {
+                "stage": stage["key"],
+                "name": stage["name"],
+                "probability": stage["probability"],
+                "count": counts.get(stage["key"], 0),
+                "sums": [
+                    {"amount": money.text(money.from_minor(total, c), c), "currency": c}
+                    for c, total in sorted(sums.get(stage["key"], {}).items())
+                ],
+                "deals": [public(d) for d in book.with_contacts(docs)],
+            }
+        )
     return {"pipeline_id": pipeline.id, "name": pipeline.name, "columns": columns}

@@ -51,9 +51,15 @@ class SalesUseCases:
     `extend` in tests); `shred(record_ids, response_paths)` forgets what an erasure leaves
     readable outside the events (data keys, the stored responses at those paths)."""
 
-    def __init__(self, store: Store, views: SalesViews, publish: Callable[[list[RecordedEvent]], None],
-                 directory: ContactDirectory, clock: Callable[[], datetime] = platform_clock.now,
-                 shred: Callable[[Sequence[str], Sequence[str]], None] = _keep) -> None:
+    def __init__(
+        self,
+        store: Store,
+        views: SalesViews,
+        publish: Callable[[list[RecordedEvent]], None],
+        directory: ContactDirectory,
+        clock: Callable[[], datetime] = platform_clock.now,
+        shred: Callable[[Sequence[str], Sequence[str]], None] = _keep,
+    ) -> None:
         self.store = store
         self.views = views
         self.clock = clock
@@ -69,7 +75,8 @@ class SalesUseCases:
         self.erasable: dict[str, tuple[Repository[Any], str]] = {
             Deal.aggregate_type: (self.deals, "/v1/deals"),
             Activity.aggregate_type: (self.activities, "/v1/activities"),
-            Quote.aggregate_type: (self.quotes, "/v1/quotes")}
+            Quote.aggregate_type: (self.quotes, "/v1/quotes"),
+        }
 
     def now(self) -> str:
         return rfc3339(self.clock())
@@ -98,8 +105,7 @@ class SalesUseCases:
         self.products.save(product, meta)
         return product
 
-    def update_product(self, product_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None
-                       ) -> Product:
+    def update_product(self, product_id: str, fields: dict[str, Any], meta: Metadata, if_match: int | None) -> Product:
         def decide(product: Product) -> None:
             assert product.unit_price is not None and product.currency is not None  # a created product has both
             product.update(_exact_money(fields, "unit_price", product.unit_price, product.currency))
@@ -118,8 +124,9 @@ class SalesUseCases:
         self.pipelines.save(pipeline, meta)
         return pipeline
 
-    def update_pipeline(self, pipeline_id: str, changes: dict[str, Any], meta: Metadata, if_match: int | None
-                        ) -> Pipeline:
+    def update_pipeline(
+        self, pipeline_id: str, changes: dict[str, Any], meta: Metadata, if_match: int | None
+    ) -> Pipeline:
         return self.pipelines.change(pipeline_id, lambda pipeline: pipeline.update(changes), meta, if_match)
 
     def pipeline(self, pipeline_id: str) -> Pipeline:
@@ -167,18 +174,22 @@ class SalesUseCases:
 
         return self.deals.change(deal_id, decide, meta, if_match)
 
-    def win_deal(self, deal_id: str, reason: str | None, note: str | None, meta: Metadata, if_match: int | None
-                 ) -> Deal:
+    def win_deal(
+        self, deal_id: str, reason: str | None, note: str | None, meta: Metadata, if_match: int | None
+    ) -> Deal:
         """Won, with an optional reason (checked against the deal's pipeline) and note."""
+
         def decide(deal: Deal) -> None:
             pipeline = self.pipelines.get(deal.pipeline_id) if reason is not None else None
             deal.win(self.now(), pipeline=pipeline, reason=reason, note=note)
 
         return self.deals.change(deal_id, decide, meta, if_match)
 
-    def lose_deal(self, deal_id: str, reason: str | None, note: str | None, meta: Metadata, if_match: int | None
-                  ) -> Deal:
+    def lose_deal(
+        self, deal_id: str, reason: str | None, note: str | None, meta: Metadata, if_match: int | None
+    ) -> Deal:
         """Lost, for a reason (checked against the deal's pipeline), with an optional note."""
+
         def decide(deal: Deal) -> None:
             deal.lose(self.pipelines.get(deal.pipeline_id), self.now(), reason, note)
 
@@ -207,10 +218,17 @@ class SalesUseCases:
 
     def contact_summaries(self, contact_ids: list[str]) -> dict[str, dict[str, Any]]:
         found = self.views.contacts(contact_ids)
-        return {cid: {"id": doc["_id"], "first_name": doc.get("first_name"), "last_name": doc.get("last_name"),
-                      "status": doc.get("status"), "lifecycle_stage": doc.get("lifecycle_stage"),
-                      "locale": doc.get("locale")}
-                for cid, doc in found.items()}
+        return {
+            cid: {
+                "id": doc["_id"],
+                "first_name": doc.get("first_name"),
+                "last_name": doc.get("last_name"),
+                "status": doc.get("status"),
+                "lifecycle_stage": doc.get("lifecycle_stage"),
+                "locale": doc.get("locale"),
+            }
+            for cid, doc in found.items()
+        }
 
     def erased(self, contact_id: str | None) -> bool:
         """Whether the local copy says the contact was erased (nothing new is written about them)."""
@@ -228,8 +246,10 @@ class SalesUseCases:
         for kind, ids in records.items():
             repository, _ = self.erasable[kind]
             repository.change_many(ids, lambda record: record.erase_customer_data(contact_id, at), meta)
-        self.shred([rid for ids in records.values() for rid in ids],
-                   [f"{self.erasable[kind][1]}/{rid}" for kind, ids in records.items() for rid in ids])
+        self.shred(
+            [rid for ids in records.values() for rid in ids],
+            [f"{self.erasable[kind][1]}/{rid}" for kind, ids in records.items() for rid in ids],
+        )
         return sum(len(ids) for ids in records.values())
 
     def _records_of(self, contact_id: str) -> dict[str, list[str]]:
@@ -270,8 +290,11 @@ class SalesUseCases:
         meta = Metadata(actor="system:sales", causation_id=merge_id)
         records = self._records_of(duplicate_id)
         for repository, kind in ((self.deals, Deal), (self.activities, Activity)):
-            repository.change_many(records.get(kind.aggregate_type, []),
-                                   lambda record: record.move_back(duplicate_id, survivor_id, merge_id), meta)
+            repository.change_many(
+                records.get(kind.aggregate_type, []),
+                lambda record: record.move_back(duplicate_id, survivor_id, merge_id),
+                meta,
+            )
 
     def reassign_deal(self, deal_id: str, contact_id: str, meta: Metadata, if_match: int | None) -> Deal:
         """A person gives the deal to another contact (DealContactChanged, reason `reassigned`)."""
@@ -279,8 +302,7 @@ class SalesUseCases:
         contact = self.require_contact(contact_id, errors)  # the survivor for a merged id
         if contact is None:
             raise ValidationFailed(f"{len(errors)} field(s) failed validation", errors)
-        return self.deals.change(deal_id, lambda deal: deal.change_contact(contact["id"], "reassigned"), meta,
-                                 if_match)
+        return self.deals.change(deal_id, lambda deal: deal.change_contact(contact["id"], "reassigned"), meta, if_match)
 
     # --- activities -----------------------------------------------------------------------
 
@@ -304,8 +326,9 @@ class SalesUseCases:
         self.activities.save(activity, meta)
         return activity
 
-    def complete_activity(self, activity_id: str, outcome: str | None, meta: Metadata, if_match: int | None
-                          ) -> Activity:
+    def complete_activity(
+        self, activity_id: str, outcome: str | None, meta: Metadata, if_match: int | None
+    ) -> Activity:
         return self.activities.change(activity_id, lambda a: a.complete(self.now(), outcome), meta, if_match)
 
     def list_activities(self, query: dict[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
@@ -340,8 +363,9 @@ class SalesUseCases:
         self.quotes.save(quote, meta)
         return quote
 
-    def _quote_line(self, index: int, line: dict[str, Any], currency: str, default_tax: Decimal | None,
-                    errors: dict[str, list[str]]) -> QuoteLine | None:
+    def _quote_line(
+        self, index: int, line: dict[str, Any], currency: str, default_tax: Decimal | None, errors: dict[str, list[str]]
+    ) -> QuoteLine | None:
         where = f"lines.{index}"
         product = None
         if line.get("product_id"):
@@ -369,10 +393,15 @@ class SalesUseCases:
         tax = line.get("tax_rate")
         if tax is None:
             tax = Decimal(product.tax_rate) if product is not None else (default_tax or Decimal(0))
-        return QuoteLine(description=line.get("description") or (product.name if product and product.name else ""),
-                         quantity=line["quantity"], unit_price=unit_price,
-                         discount_percent=line.get("discount_percent") or Decimal(0), tax_rate=tax,
-                         product_id=product.id if product else None, sku=product.sku if product else None)
+        return QuoteLine(
+            description=line.get("description") or (product.name if product and product.name else ""),
+            quantity=line["quantity"],
+            unit_price=unit_price,
+            discount_percent=line.get("discount_percent") or Decimal(0),
+            tax_rate=tax,
+            product_id=product.id if product else None,
+            sku=product.sku if product else None,
+        )
 
     def quote(self, quote_id: str) -> Quote:
         return self.quotes.get(quote_id)
@@ -383,8 +412,9 @@ class SalesUseCases:
     def reject_quote(self, quote_id: str, reason: str | None, meta: Metadata, if_match: int | None) -> Quote:
         return self.quotes.change(quote_id, lambda q: q.reject(self.now(), reason), meta, if_match)
 
-    def accept_quote(self, quote_id: str, mark_deal_won: bool, meta: Metadata, if_match: int | None
-                     ) -> tuple[Quote, Deal]:
+    def accept_quote(
+        self, quote_id: str, mark_deal_won: bool, meta: Metadata, if_match: int | None
+    ) -> tuple[Quote, Deal]:
         """Accept, then (by default) mark the deal won at the quote's total.
 
         Two streams, two appends: if the process dies between them, accepting again
@@ -422,13 +452,22 @@ class SalesBook(SalesUseCases):
     hooks are this book's reactions) and keeps the read models' handles (`deals_view`,
     `quotes_view`...) for the reports, exports and tests, which query them directly."""
 
-    def __init__(self, runtime: Runtime, directory: ContactDirectory | None = None,
-                 clock: Callable[[], datetime] = platform_clock.now) -> None:
+    def __init__(
+        self,
+        runtime: Runtime,
+        directory: ContactDirectory | None = None,
+        clock: Callable[[], datetime] = platform_clock.now,
+    ) -> None:
         self.runtime = runtime
         self.db = runtime.db
         directory = directory or contacts_directory()
-        self.local = LocalContacts("contacts", self.db["contacts"], directory,  # its hooks: reactions.py
-                                   service=runtime.settings.service, **reactions.table(self).contact_hooks())
+        self.local = LocalContacts(
+            "contacts",
+            self.db["contacts"],
+            directory,  # its hooks: reactions.py
+            service=runtime.settings.service,
+            **reactions.table(self).contact_hooks(),
+        )
         self.mongo_views = MongoSalesViews(self.db, self.local)
         super().__init__(runtime.store, self.mongo_views, runtime.publish, directory, clock, self._shred)
         self.counters: Collection = self.mongo_views.counters

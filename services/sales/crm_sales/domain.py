@@ -35,13 +35,22 @@ WON, LOST = "won", "lost"
 # names its own. A pipeline defined before reasons existed offers these too.
 REASON_CODE = r"^[a-z0-9_]{1,40}$"
 DEFAULT_WIN_REASONS = (
-    ("price", "Price"), ("product_fit", "Product fit"), ("relationship", "Relationship"),
-    ("timing", "Timing"), ("service", "Service and support"), ("other", "Other"),
+    ("price", "Price"),
+    ("product_fit", "Product fit"),
+    ("relationship", "Relationship"),
+    ("timing", "Timing"),
+    ("service", "Service and support"),
+    ("other", "Other"),
 )
 DEFAULT_LOSS_REASONS = (
-    ("price", "Price"), ("product_fit", "Product fit"), ("competitor", "Chose a competitor"),
-    ("budget", "No budget"), ("timing", "Timing"), ("no_decision", "No decision"),
-    ("relationship", "Relationship"), ("other", "Other"),
+    ("price", "Price"),
+    ("product_fit", "Product fit"),
+    ("competitor", "Chose a competitor"),
+    ("budget", "No budget"),
+    ("timing", "Timing"),
+    ("no_decision", "No decision"),
+    ("relationship", "Relationship"),
+    ("other", "Other"),
 )
 REASON_LISTS = {WON: "win_reasons", LOST: "loss_reasons"}
 PIPELINE_SETTINGS = ("name", "win_reasons", "loss_reasons", "free_text_reasons")
@@ -57,10 +66,14 @@ OPEN_STAGE = "an open stage key of the deal's pipeline"
 QUOTE_NUMBER = "^Q-[0-9]{4}-[0-9]{6,}$"
 TEAM = "the owning team (added later: absent in older events); team-scoped roles see only its records"
 REPOINTED = ("contact_merged", "contact_unmerged", "reassigned")
-REPOINTED_WHY = ("why: the contact was merged into `to`; a merge was reversed (back to the duplicate `to`); or a "
-                 "person gave the deal to `to` (the last two added later: new values)")
-MERGE_ID = ("the contacts service's ContactMerged event that caused the move (or whose reversal did); also the "
-            "envelope's causationid")
+REPOINTED_WHY = (
+    "why: the contact was merged into `to`; a merge was reversed (back to the duplicate `to`); or a "
+    "person gave the deal to `to` (the last two added later: new values)"
+)
+MERGE_ID = (
+    "the contacts service's ContactMerged event that caused the move (or whose reversal did); also the "
+    "envelope's causationid"
+)
 REASON_WORDS = "why, in words (personal, sealed)"
 REASON_CODE_WHY = "the pipeline's reason code, when one was chosen (not personal: BI groups by it)"
 REASON_NOTE = "free text given with the reason (personal, sealed)"
@@ -72,28 +85,57 @@ def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
 
 PERCENT_TEXT = {"type": "string", "pattern": DECIMAL, "description": PERCENT}
 MONEY_TEXT = {"type": "string", "pattern": DECIMAL, "description": MONEY}
-STAGE = _object(["key", "name", "probability", "kind"], {
-    "key": {"type": "string", "pattern": "^[a-z0-9_]{1,60}$"}, "name": {"type": "string", "minLength": 1},
-    "probability": PERCENT_TEXT, "kind": {"enum": ["open", WON, LOST]},
-})
-REASON = _object(["code", "label"], {"code": {"type": "string", "pattern": REASON_CODE},
-                                     "label": {"type": "string", "minLength": 1}})
+STAGE = _object(
+    ["key", "name", "probability", "kind"],
+    {
+        "key": {"type": "string", "pattern": "^[a-z0-9_]{1,60}$"},
+        "name": {"type": "string", "minLength": 1},
+        "probability": PERCENT_TEXT,
+        "kind": {"enum": ["open", WON, LOST]},
+    },
+)
+REASON = _object(
+    ["code", "label"], {"code": {"type": "string", "pattern": REASON_CODE}, "label": {"type": "string", "minLength": 1}}
+)
 QUOTE_LINE = _object(
-    ["product_id", "sku", "description", "quantity", "unit_price", "discount_percent", "tax_rate", "discount", "net",
-     "tax", "total"],
-    {"product_id": {"type": ["string", "null"], "minLength": 1}, "sku": {"type": ["string", "null"]},
-     "description": {"type": "string"},
-     "quantity": {"type": "string", "pattern": DECIMAL, "description": "a non-negative decimal as text"},
-     "unit_price": MONEY_TEXT, "discount_percent": PERCENT_TEXT, "tax_rate": PERCENT_TEXT, "discount": MONEY_TEXT,
-     "net": MONEY_TEXT, "tax": MONEY_TEXT, "total": MONEY_TEXT},
+    [
+        "product_id",
+        "sku",
+        "description",
+        "quantity",
+        "unit_price",
+        "discount_percent",
+        "tax_rate",
+        "discount",
+        "net",
+        "tax",
+        "total",
+    ],
+    {
+        "product_id": {"type": ["string", "null"], "minLength": 1},
+        "sku": {"type": ["string", "null"]},
+        "description": {"type": "string"},
+        "quantity": {"type": "string", "pattern": DECIMAL, "description": "a non-negative decimal as text"},
+        "unit_price": MONEY_TEXT,
+        "discount_percent": PERCENT_TEXT,
+        "tax_rate": PERCENT_TEXT,
+        "discount": MONEY_TEXT,
+        "net": MONEY_TEXT,
+        "tax": MONEY_TEXT,
+        "total": MONEY_TEXT,
+    },
 )
 
 
 def _changes(created: type[DomainEvent], names: tuple[str, ...]) -> dict[str, Any]:
     """The shape of an `...Updated` event's `changes`: any of `names`, each as its `created` event has it."""
     fields = json_schema(created)["properties"]
-    return {"type": "object", "additionalProperties": False, "properties": {name: fields[name] for name in names},
-            "minProperties": 1}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": {name: fields[name] for name in names},
+        "minProperties": 1,
+    }
 
 
 def _time(value: str | None) -> datetime | None:
@@ -142,8 +184,12 @@ class ErasableRecord(Aggregate):
         nothing moved it since (a person's reassignment stays). A merge recorded before merges were
         named counts when it moved this record from the duplicate to the survivor."""
         move = self.merge_move
-        if (move is None or self.contact_id != survivor_id or move["from"] != duplicate_id
-                or move["merge_id"] not in (merge_id, None)):
+        if (
+            move is None
+            or self.contact_id != survivor_id
+            or move["from"] != duplicate_id
+            or move["merge_id"] not in (merge_id, None)
+        ):
             return False
         self.change_contact(duplicate_id, "contact_unmerged", merge_id)
         return True
@@ -158,7 +204,6 @@ class ErasableRecord(Aggregate):
             return False
         self.record(self.customer_data_erased(contact_id, at))
         return True
-
 
 
 # --- products -----------------------------------------------------------------------------
@@ -229,8 +274,13 @@ class Product(Aggregate):
             setattr(self, name, value)
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, **{k: getattr(self, k) for k in self.state_names()},
-                "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            **{k: getattr(self, k) for k in self.state_names()},
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
 
 # --- pipelines ----------------------------------------------------------------------------
@@ -272,11 +322,14 @@ class Pipeline(Aggregate):
         name: str = spec(minLength=1)
         stages: list[dict[str, Any]] = spec(items=STAGE, minItems=3)
         win_reasons: list[dict[str, str]] | None = spec(
-            omit_none=True, items=REASON, description="the reasons a deal may be won for, in the order offered")
+            omit_none=True, items=REASON, description="the reasons a deal may be won for, in the order offered"
+        )
         loss_reasons: list[dict[str, str]] | None = spec(
-            omit_none=True, items=REASON, description="the reasons a deal may be lost for, in the order offered")
-        free_text_reasons: bool | None = spec(omit_none=True, description=(
-            "whether a won or lost deal's reason may be words instead of one of the codes"))
+            omit_none=True, items=REASON, description="the reasons a deal may be lost for, in the order offered"
+        )
+        free_text_reasons: bool | None = spec(
+            omit_none=True, description=("whether a won or lost deal's reason may be words instead of one of the codes")
+        )
 
     class PipelineUpdated(DomainEvent):
         """A pipeline was renamed or its reasons changed; `changes` holds the new values (closed deals keep
@@ -294,8 +347,9 @@ class Pipeline(Aggregate):
         self.free_text_reasons = True
 
     @classmethod
-    def define(cls, pipeline_id: str, name: str, stages: list[dict[str, Any]],
-               settings: dict[str, Any] | None = None) -> Pipeline:
+    def define(
+        cls, pipeline_id: str, name: str, stages: list[dict[str, Any]], settings: dict[str, Any] | None = None
+    ) -> Pipeline:
         """A new pipeline; `settings` may give `win_reasons`, `loss_reasons` and `free_text_reasons`."""
         settings = settings or {}
         keys = [s.get("key") or stage_key(s["name"]) for s in stages]
@@ -307,21 +361,31 @@ class Pipeline(Aggregate):
         if errors:
             raise ValidationFailed("invalid pipeline", errors)
         pipeline = cls(pipeline_id)
-        opened = [{"key": key, "name": s["name"], "probability": str(s["probability"]), "kind": "open"}
-                  for key, s in zip(keys, stages, strict=True)]
-        closing = [{"key": WON, "name": "Won", "probability": "100", "kind": WON},
-                   {"key": LOST, "name": "Lost", "probability": "0", "kind": LOST}]
-        pipeline.record(cls.PipelineCreated(
-            pipeline_id=pipeline_id, name=name, stages=opened + closing,
-            win_reasons=settings.get("win_reasons", pipeline.win_reasons),
-            loss_reasons=settings.get("loss_reasons", pipeline.loss_reasons),
-            free_text_reasons=settings.get("free_text_reasons", True)))
+        opened = [
+            {"key": key, "name": s["name"], "probability": str(s["probability"]), "kind": "open"}
+            for key, s in zip(keys, stages, strict=True)
+        ]
+        closing = [
+            {"key": WON, "name": "Won", "probability": "100", "kind": WON},
+            {"key": LOST, "name": "Lost", "probability": "0", "kind": LOST},
+        ]
+        pipeline.record(
+            cls.PipelineCreated(
+                pipeline_id=pipeline_id,
+                name=name,
+                stages=opened + closing,
+                win_reasons=settings.get("win_reasons", pipeline.win_reasons),
+                loss_reasons=settings.get("loss_reasons", pipeline.loss_reasons),
+                free_text_reasons=settings.get("free_text_reasons", True),
+            )
+        )
         return pipeline
 
     @classmethod
     def default(cls) -> Pipeline:
-        return cls.define(DEFAULT_PIPELINE_ID, "Default",
-                          [{"key": k, "name": n, "probability": p} for k, n, p in DEFAULT_STAGES])
+        return cls.define(
+            DEFAULT_PIPELINE_ID, "Default", [{"key": k, "name": n, "probability": p} for k, n, p in DEFAULT_STAGES]
+        )
 
     def update(self, changes: dict[str, Any]) -> None:
         """Rename, or change the reasons offered (closed deals keep the reasons they were given)."""
@@ -359,8 +423,10 @@ class Pipeline(Aggregate):
             fields = {"reason": reason}
         else:
             kind = "win" if outcome == WON else "loss"
-            raise ValidationFailed(f"not a {kind} reason of the pipeline", {"reason": [
-                f"not one of pipeline {self.id}'s {kind} reasons: {', '.join(listed)}"]})
+            raise ValidationFailed(
+                f"not a {kind} reason of the pipeline",
+                {"reason": [f"not one of pipeline {self.id}'s {kind} reasons: {', '.join(listed)}"]},
+            )
         if note:
             fields["reason_note"] = note
         return fields
@@ -391,8 +457,13 @@ class Pipeline(Aggregate):
         return pipeline
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, **{k: getattr(self, k) for k in self.state_names()},
-                "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            **{k: getattr(self, k) for k in self.state_names()},
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
 
 # --- deals --------------------------------------------------------------------------------
@@ -401,8 +472,14 @@ DEAL_FIELDS = ("title", "company_id", "owner", "team", "amount", "currency", "ex
 DEAL_CHANGES = ("title", "company_id", "owner", "amount", "currency", "expected_close", "team")
 # why a deal was won or lost, as its view shows it: the why in words (a code's label, or the words
 # given), the pipeline's code (what reports group by), and the note; the words and notes are personal
-REASON_FIELDS = ("won_reason", "won_reason_code", "won_reason_note",
-                 "lost_reason", "lost_reason_code", "lost_reason_note")
+REASON_FIELDS = (
+    "won_reason",
+    "won_reason_code",
+    "won_reason_note",
+    "lost_reason",
+    "lost_reason_code",
+    "lost_reason_note",
+)
 
 
 class Deal(ErasableRecord):
@@ -532,8 +609,11 @@ class Deal(ErasableRecord):
             raise ValidationFailed("unknown stage", {"stage": [f"not an open stage of pipeline {pipeline.id}"]})
         deal = cls(deal_id)
         values: dict[str, Any] = {k: fields.get(k) for k in DEAL_FIELDS}
-        deal.record(cls.DealCreated(deal_id=deal_id, contact_id=fields["contact_id"], pipeline_id=pipeline.id,
-                                    stage=stage, at=at, **values))
+        deal.record(
+            cls.DealCreated(
+                deal_id=deal_id, contact_id=fields["contact_id"], pipeline_id=pipeline.id, stage=stage, at=at, **values
+            )
+        )
         return deal
 
     def _require_open(self, action: str) -> str:
@@ -555,11 +635,19 @@ class Deal(ErasableRecord):
         if found["kind"] != "open":
             raise Conflict(f"{stage} is a closing stage: a deal reaches it by being won or lost, not moved")
         if stage != current:
-            self.record(self.DealStageChanged(deal_id=self.id, from_=current, to=stage,
-                                              probability=found["probability"], at=at))
+            self.record(
+                self.DealStageChanged(deal_id=self.id, from_=current, to=stage, probability=found["probability"], at=at)
+            )
 
-    def win(self, at: str, amount: str | None = None, quote_id: str | None = None,
-            pipeline: Pipeline | None = None, reason: str | None = None, note: str | None = None) -> None:
+    def win(
+        self,
+        at: str,
+        amount: str | None = None,
+        quote_id: str | None = None,
+        pipeline: Pipeline | None = None,
+        reason: str | None = None,
+        note: str | None = None,
+    ) -> None:
         """Won; a `reason` (a code of `pipeline`'s win reasons, or words where it allows them) and a
         `note` are optional."""
         current = self._require_open("mark it won")
@@ -567,9 +655,18 @@ class Deal(ErasableRecord):
             raise ValueError("a win reason is checked against the deal's pipeline")
         why = pipeline.closing_reason(WON, reason, note) if pipeline else ({"reason_note": note} if note else {})
         assert self.contact_id is not None  # DealCreated requires one; a change only replaces it
-        self.record(self.DealWon(deal_id=self.id, contact_id=self.contact_id, from_=current,
-                                 amount=amount or self.amount, currency=self.currency, at=at,
-                                 quote_id=quote_id or None, **why))
+        self.record(
+            self.DealWon(
+                deal_id=self.id,
+                contact_id=self.contact_id,
+                from_=current,
+                amount=amount or self.amount,
+                currency=self.currency,
+                at=at,
+                quote_id=quote_id or None,
+                **why,
+            )
+        )
 
     def lose(self, pipeline: Pipeline, at: str, reason: str | None, note: str | None = None) -> None:
         """Lost, for `reason` (a code of `pipeline`'s loss reasons, or words where it allows them), with an
@@ -588,8 +685,7 @@ class Deal(ErasableRecord):
 
     def contact_changed(self, to: str, reason: str, merge_id: str | None) -> DomainEvent:
         assert self.contact_id is not None  # DealCreated requires one
-        return self.DealContactChanged(deal_id=self.id, from_=self.contact_id, to=to, reason=reason,
-                                       merge_id=merge_id)
+        return self.DealContactChanged(deal_id=self.id, from_=self.contact_id, to=to, reason=reason, merge_id=merge_id)
 
     def customer_data_erased(self, contact_id: str, at: str) -> DomainEvent:
         return self.DealCustomerDataErased(deal_id=self.id, contact_id=contact_id, at=at)
@@ -677,15 +773,29 @@ class Deal(ErasableRecord):
         return out
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "title": self.title, "contact_id": self.contact_id,
-                "company_id": self.company_id, "owner": self.owner, "team": self.team, "amount": self.amount,
-                "currency": self.currency,
-                "expected_close": self.expected_close, "pipeline_id": self.pipeline_id, "stage": self.stage,
-                "status": self.status, **{name: getattr(self, name) for name in REASON_FIELDS},
-                "won_at": self.won_at,
-                "lost_at": self.lost_at, "quote_id": self.quote_id, "stage_history": self.stage_history,
-                "customer_data_erased_at": self.customer_data_erased_at,
-                "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "title": self.title,
+            "contact_id": self.contact_id,
+            "company_id": self.company_id,
+            "owner": self.owner,
+            "team": self.team,
+            "amount": self.amount,
+            "currency": self.currency,
+            "expected_close": self.expected_close,
+            "pipeline_id": self.pipeline_id,
+            "stage": self.stage,
+            "status": self.status,
+            **{name: getattr(self, name) for name in REASON_FIELDS},
+            "won_at": self.won_at,
+            "lost_at": self.lost_at,
+            "quote_id": self.quote_id,
+            "stage_history": self.stage_history,
+            "customer_data_erased_at": self.customer_data_erased_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
 
 # --- activities ---------------------------------------------------------------------------
@@ -763,8 +873,9 @@ class Activity(ErasableRecord):
         self.record(self.ActivityCompleted(activity_id=self.id, at=at, outcome=outcome))
 
     def contact_changed(self, to: str, reason: str, merge_id: str | None) -> DomainEvent:
-        return self.ActivityContactChanged(activity_id=self.id, from_=self.contact_id, to=to, reason=reason,
-                                           merge_id=merge_id)
+        return self.ActivityContactChanged(
+            activity_id=self.id, from_=self.contact_id, to=to, reason=reason, merge_id=merge_id
+        )
 
     def customer_data_erased(self, contact_id: str, at: str) -> DomainEvent:
         return self.ActivityCustomerDataErased(activity_id=self.id, contact_id=contact_id, at=at)
@@ -797,10 +908,17 @@ class Activity(ErasableRecord):
         return activity
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, **{k: getattr(self, k) for k in ACTIVITY_FIELDS},
-                "status": self.status, "completed_at": self.completed_at, "outcome": self.outcome,
-                "customer_data_erased_at": self.customer_data_erased_at,
-                "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            **{k: getattr(self, k) for k in ACTIVITY_FIELDS},
+            "status": self.status,
+            "completed_at": self.completed_at,
+            "outcome": self.outcome,
+            "customer_data_erased_at": self.customer_data_erased_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
 
 # --- quotes -------------------------------------------------------------------------------
@@ -819,19 +937,33 @@ class QuoteLine:
 
 def priced_lines(lines: list[QuoteLine], currency: str) -> dict[str, Any]:
     """The lines as stored in QuoteDrafted: inputs and every rounded amount, plus the totals."""
-    totals = money.price([money.Line(ln.quantity, ln.unit_price, ln.discount_percent, ln.tax_rate)
-                          for ln in lines], currency)
+    totals = money.price(
+        [money.Line(ln.quantity, ln.unit_price, ln.discount_percent, ln.tax_rate) for ln in lines], currency
+    )
     out = []
     for line, amounts in zip(lines, totals.lines, strict=True):
-        out.append({"product_id": line.product_id, "sku": line.sku, "description": line.description,
-                    "quantity": f"{line.quantity.normalize():f}", "unit_price": money.text(line.unit_price, currency),
-                    "discount_percent": f"{line.discount_percent.normalize():f}",
-                    "tax_rate": f"{line.tax_rate.normalize():f}",
-                    "discount": money.text(amounts.discount, currency), "net": money.text(amounts.net, currency),
-                    "tax": money.text(amounts.tax, currency), "total": money.text(amounts.total, currency)})
-    return {"lines": out, "subtotal": money.text(totals.subtotal, currency),
-            "discount": money.text(totals.discount, currency), "tax": money.text(totals.tax, currency),
-            "total": money.text(totals.total, currency)}
+        out.append(
+            {
+                "product_id": line.product_id,
+                "sku": line.sku,
+                "description": line.description,
+                "quantity": f"{line.quantity.normalize():f}",
+                "unit_price": money.text(line.unit_price, currency),
+                "discount_percent": f"{line.discount_percent.normalize():f}",
+                "tax_rate": f"{line.tax_rate.normalize():f}",
+                "discount": money.text(amounts.discount, currency),
+                "net": money.text(amounts.net, currency),
+                "tax": money.text(amounts.tax, currency),
+                "total": money.text(amounts.total, currency),
+            }
+        )
+    return {
+        "lines": out,
+        "subtotal": money.text(totals.subtotal, currency),
+        "discount": money.text(totals.discount, currency),
+        "tax": money.text(totals.tax, currency),
+        "total": money.text(totals.total, currency),
+    }
 
 
 TOTALS = ("subtotal", "discount", "tax", "total")
@@ -931,9 +1063,19 @@ class Quote(ErasableRecord):
         assert deal.contact_id is not None  # DealCreated requires one
         priced = priced_lines(lines, deal.currency)
         quote = cls(quote_id)
-        quote.record(cls.QuoteDrafted(quote_id=quote_id, number=number, deal_id=deal.id, contact_id=deal.contact_id,
-                                      currency=deal.currency, valid_until=fields["valid_until"],
-                                      locale=fields.get("locale"), notes=fields.get("notes"), **priced))
+        quote.record(
+            cls.QuoteDrafted(
+                quote_id=quote_id,
+                number=number,
+                deal_id=deal.id,
+                contact_id=deal.contact_id,
+                currency=deal.currency,
+                valid_until=fields["valid_until"],
+                locale=fields.get("locale"),
+                notes=fields.get("notes"),
+                **priced,
+            )
+        )
         return quote
 
     def _require(self, status: str, action: str) -> tuple[str, str, str]:
@@ -951,16 +1093,34 @@ class Quote(ErasableRecord):
         if self.expired_on(today):
             raise Conflict("the quote's validity date has passed; draft a new one")
         assert self.valid_until is not None  # QuoteDrafted requires it
-        self.record(self.QuoteIssued(quote_id=self.id, number=number, deal_id=deal_id, contact_id=contact_id,
-                                     total=self.totals["total"], currency=self.currency,
-                                     valid_until=self.valid_until, at=at))
+        self.record(
+            self.QuoteIssued(
+                quote_id=self.id,
+                number=number,
+                deal_id=deal_id,
+                contact_id=contact_id,
+                total=self.totals["total"],
+                currency=self.currency,
+                valid_until=self.valid_until,
+                at=at,
+            )
+        )
 
     def accept(self, at: str, today: date) -> None:
         number, deal_id, contact_id = self._require("sent", "accept")
         if self.expired_on(today):
             raise Conflict(f"the quote expired after {self.valid_until}")
-        self.record(self.QuoteAccepted(quote_id=self.id, number=number, deal_id=deal_id, contact_id=contact_id,
-                                       total=self.totals["total"], currency=self.currency, at=at))
+        self.record(
+            self.QuoteAccepted(
+                quote_id=self.id,
+                number=number,
+                deal_id=deal_id,
+                contact_id=contact_id,
+                total=self.totals["total"],
+                currency=self.currency,
+                at=at,
+            )
+        )
 
     def reject(self, at: str, reason: str | None) -> None:
         _, deal_id, _ = self._require("sent", "reject")
@@ -1016,13 +1176,28 @@ class Quote(ErasableRecord):
         return quote
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "number": self.number, "deal_id": self.deal_id,
-                "contact_id": self.contact_id, "currency": self.currency, "valid_until": self.valid_until,
-                "locale": self.locale, "notes": self.notes, "lines": self.lines, **self.totals,
-                "status": self.status, "sent_at": self.sent_at, "accepted_at": self.accepted_at,
-                "rejected_at": self.rejected_at, "rejection_reason": self.rejection_reason,
-                "expired_at": self.expired_at, "customer_data_erased_at": self.customer_data_erased_at,
-                "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "number": self.number,
+            "deal_id": self.deal_id,
+            "contact_id": self.contact_id,
+            "currency": self.currency,
+            "valid_until": self.valid_until,
+            "locale": self.locale,
+            "notes": self.notes,
+            "lines": self.lines,
+            **self.totals,
+            "status": self.status,
+            "sent_at": self.sent_at,
+            "accepted_at": self.accepted_at,
+            "rejected_at": self.rejected_at,
+            "rejection_reason": self.rejection_reason,
+            "expired_at": self.expired_at,
+            "customer_data_erased_at": self.customer_data_erased_at,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
 
 # --- customer value -----------------------------------------------------------------------
@@ -1055,8 +1230,11 @@ class Customer(Aggregate):
     def set_tier(self, tier: str, clv: str, currency: str) -> bool:
         if tier == self.tier:
             return False
-        self.record(self.CustomerTierChanged(contact_id=self.id, tier=tier, previous_tier=self.tier,
-                                             clv=self.Clv(amount=clv, currency=currency)))
+        self.record(
+            self.CustomerTierChanged(
+                contact_id=self.id, tier=tier, previous_tier=self.tier, clv=self.Clv(amount=clv, currency=currency)
+            )
+        )
         return True
 
     @functools.singledispatchmethod

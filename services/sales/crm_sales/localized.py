@@ -58,15 +58,19 @@ class Formatter:
         """A quantity or percentage, grouped, without trailing zeros (`1,500.5`)."""
         if value is None or value == "":
             return ""
-        return self.digits(format_decimal(Decimal(value), locale=self.locale, numbering_system=self.numbering,
-                                          decimal_quantization=False))
+        return self.digits(
+            format_decimal(
+                Decimal(value), locale=self.locale, numbering_system=self.numbering, decimal_quantization=False
+            )
+        )
 
     def money(self, value: str | Decimal | None, currency: str) -> str:
         """An amount with its currency as the locale writes it (`‎ریال ۱۲۵٬۰۰۰٬۰۰۰`)."""
         if value is None or value == "":
             return ""
-        return self.digits(format_currency(Decimal(value), currency, locale=self.locale,
-                                           numbering_system=self.numbering))
+        return self.digits(
+            format_currency(Decimal(value), currency, locale=self.locale, numbering_system=self.numbering)
+        )
 
     def date(self, value: date | str | None) -> str:
         """A calendar date: Jalali with the locale's digits for Persian, the long CLDR form otherwise."""

@@ -16,10 +16,31 @@ from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 # ISO 4217 minor units for the currencies we accept. IRR is kept without a minor unit
 # (the rial has no coin in use); add a currency here to accept it.
 MINOR_UNITS: dict[str, int] = {
-    "IRR": 0, "IQD": 0, "JPY": 0, "KRW": 0, "AFN": 0,
-    "USD": 2, "EUR": 2, "GBP": 2, "CHF": 2, "CAD": 2, "AUD": 2, "CNY": 2, "INR": 2, "TRY": 2,
-    "AED": 2, "SAR": 2, "QAR": 2, "RUB": 2, "SEK": 2, "NOK": 2, "DKK": 2,
-    "KWD": 3, "BHD": 3, "OMR": 3, "JOD": 3,
+    "IRR": 0,
+    "IQD": 0,
+    "JPY": 0,
+    "KRW": 0,
+    "AFN": 0,
+    "USD": 2,
+    "EUR": 2,
+    "GBP": 2,
+    "CHF": 2,
+    "CAD": 2,
+    "AUD": 2,
+    "CNY": 2,
+    "INR": 2,
+    "TRY": 2,
+    "AED": 2,
+    "SAR": 2,
+    "QAR": 2,
+    "RUB": 2,
+    "SEK": 2,
+    "NOK": 2,
+    "DKK": 2,
+    "KWD": 3,
+    "BHD": 3,
+    "OMR": 3,
+    "JOD": 3,
 }
 MAX_DIGITS = 18  # integral digits we accept: minor units stay within a signed 64-bit integer
 

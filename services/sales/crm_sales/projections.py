@@ -27,8 +27,13 @@ def deal_keys(deal: Deal) -> dict[str, Any]:
     except money.MoneyError:
         minor = 0
     # nx-27017 evaluates no compound `$group` _id: the board groups by this one key instead
-    return {"amount_minor": minor, "board_key": f"{deal.stage}|{deal.currency}", "opened_ms": text_ms(deal.opened_at),
-            "won_ms": text_ms(deal.won_at), "closed_ms": text_ms(deal.closed_at)}
+    return {
+        "amount_minor": minor,
+        "board_key": f"{deal.stage}|{deal.currency}",
+        "opened_ms": text_ms(deal.opened_at),
+        "won_ms": text_ms(deal.won_at),
+        "closed_ms": text_ms(deal.closed_at),
+    }
 
 
 class SalesView(AggregateView):
@@ -58,8 +63,15 @@ class PipelinesView(SalesView):
 
 class DealsView(SalesView):
     kind = Deal
-    indexes = (("pipeline_id", "stage"), ("contact_id",), ("status",), ("owner",), ("team",), ("expected_close",),
-               ("pipeline_id", "team"))  # a team's board
+    indexes = (
+        ("pipeline_id", "stage"),
+        ("contact_id",),
+        ("status",),
+        ("owner",),
+        ("team",),
+        ("expected_close",),
+        ("pipeline_id", "team"),
+    )  # a team's board
 
     def keys(self, aggregate: Any) -> dict[str, Any]:
         return deal_keys(aggregate)
@@ -85,6 +97,13 @@ def public(document: dict[str, Any]) -> dict[str, Any]:
 
 
 def views(db: Database, store: EventStore, topic: str) -> list[SalesView]:
-    return [view(name, db[name], store, topic) for name, view in (
-        ("products", ProductsView), ("pipelines", PipelinesView), ("deals", DealsView),
-        ("activities", ActivitiesView), ("quotes", QuotesView))]
+    return [
+        view(name, db[name], store, topic)
+        for name, view in (
+            ("products", ProductsView),
+            ("pipelines", PipelinesView),
+            ("deals", DealsView),
+            ("activities", ActivitiesView),
+            ("quotes", QuotesView),
+        )
+    ]

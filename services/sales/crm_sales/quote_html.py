@@ -33,26 +33,81 @@ from crmkit.web.locale import direction, primary
 log = logging.getLogger(__name__)
 
 LABELS: dict[str, dict[str, Any]] = {
-    "en": {"title": "Quote", "number": "Number", "issued": "Issue date", "valid_until": "Valid until",
-           "seller": "Seller", "tax_id": "Tax ID", "to": "To",
-           "item": "Item", "quantity": "Qty", "unit_price": "Unit price", "discount": "Discount",
-           "tax": "Tax", "total": "Total", "subtotal": "Subtotal", "status": "Status", "notes": "Notes",
-           "statuses": {"draft": "Draft", "sent": "Sent", "accepted": "Accepted", "rejected": "Rejected",
-                        "expired": "Expired"}},
-    "fa": {"title": "پیش‌فاکتور", "number": "شماره", "issued": "تاریخ صدور", "valid_until": "معتبر تا",
-           "seller": "فروشنده", "tax_id": "شناسه ملی / کد اقتصادی", "to": "خریدار",
-           "item": "شرح کالا/خدمت", "quantity": "تعداد", "unit_price": "قیمت واحد", "discount": "تخفیف",
-           "tax": "مالیات", "total": "جمع", "subtotal": "جمع پیش از مالیات", "status": "وضعیت",
-           "notes": "توضیحات",
-           "statuses": {"draft": "پیش‌نویس", "sent": "ارسال‌شده", "accepted": "پذیرفته‌شده", "rejected": "ردشده",
-                        "expired": "منقضی"}},
-    "ar": {"title": "عرض سعر", "number": "الرقم", "issued": "تاريخ الإصدار", "valid_until": "صالح حتى",
-           "seller": "البائع", "tax_id": "الرقم الضريبي", "to": "إلى",
-           "item": "البند", "quantity": "الكمية", "unit_price": "سعر الوحدة", "discount": "الخصم",
-           "tax": "الضريبة", "total": "الإجمالي", "subtotal": "المجموع قبل الضريبة", "status": "الحالة",
-           "notes": "ملاحظات",
-           "statuses": {"draft": "مسودة", "sent": "مرسل", "accepted": "مقبول", "rejected": "مرفوض",
-                        "expired": "منتهي الصلاحية"}},
+    "en": {
+        "title": "Quote",
+        "number": "Number",
+        "issued": "Issue date",
+        "valid_until": "Valid until",
+        "seller": "Seller",
+        "tax_id": "Tax ID",
+        "to": "To",
+        "item": "Item",
+        "quantity": "Qty",
+        "unit_price": "Unit price",
+        "discount": "Discount",
+        "tax": "Tax",
+        "total": "Total",
+        "subtotal": "Subtotal",
+        "status": "Status",
+        "notes": "Notes",
+        "statuses": {
+            "draft": "Draft",
+            "sent": "Sent",
+            "accepted": "Accepted",
+            "rejected": "Rejected",
+            "expired": "Expired",
+        },
+    },
+    "fa": {
+        "title": "پیش‌فاکتور",
+        "number": "شماره",
+        "issued": "تاریخ صدور",
+        "valid_until": "معتبر تا",
+        "seller": "فروشنده",
+        "tax_id": "شناسه ملی / کد اقتصادی",
+        "to": "خریدار",
+        "item": "شرح کالا/خدمت",
+        "quantity": "تعداد",
+        "unit_price": "قیمت واحد",
+        "discount": "تخفیف",
+        "tax": "مالیات",
+        "total": "جمع",
+        "subtotal": "جمع پیش از مالیات",
+        "status": "وضعیت",
+        "notes": "توضیحات",
+        "statuses": {
+            "draft": "پیش‌نویس",
+            "sent": "ارسال‌شده",
+            "accepted": "پذیرفته‌شده",
+            "rejected": "ردشده",
+            "expired": "منقضی",
+        },
+    },
+    "ar": {
+        "title": "عرض سعر",
+        "number": "الرقم",
+        "issued": "تاريخ الإصدار",
+        "valid_until": "صالح حتى",
+        "seller": "البائع",
+        "tax_id": "الرقم الضريبي",
+        "to": "إلى",
+        "item": "البند",
+        "quantity": "الكمية",
+        "unit_price": "سعر الوحدة",
+        "discount": "الخصم",
+        "tax": "الضريبة",
+        "total": "الإجمالي",
+        "subtotal": "المجموع قبل الضريبة",
+        "status": "الحالة",
+        "notes": "ملاحظات",
+        "statuses": {
+            "draft": "مسودة",
+            "sent": "مرسل",
+            "accepted": "مقبول",
+            "rejected": "مرفوض",
+            "expired": "منتهي الصلاحية",
+        },
+    },
 }
 
 _env = Environment(loader=PackageLoader("crm_sales", "templates"), autoescape=select_autoescape(default=True))
@@ -71,8 +126,12 @@ class Seller:
     def from_env(cls) -> Seller:
         """The seller of the settings (settings.py: CRM_SALES_SELLER_*)."""
         knobs = settings.current()
-        return cls(name=knobs.seller_name, address=knobs.seller_address, tax_id=knobs.seller_tax_id,
-                   time_zone=knobs.seller_time_zone)
+        return cls(
+            name=knobs.seller_name,
+            address=knobs.seller_address,
+            tax_id=knobs.seller_tax_id,
+            time_zone=knobs.seller_time_zone,
+        )
 
 
 def issue_date(quote: Quote, zone: ZoneInfo) -> date | None:
@@ -97,16 +156,32 @@ def render(book: SalesBook, quote: Quote, requested_locale: str | None = None, s
     view = quote.view()
     currency = view["currency"]
     name = " ".join(p for p in ((contact or {}).get("first_name"), (contact or {}).get("last_name")) if p)
-    lines = [{**line, "quantity": fmt.number(line["quantity"]),
-              "unit_price": fmt.money(line["unit_price"], currency), "discount": fmt.money(line["discount"], currency),
-              "discount_percent": fmt.number(line["discount_percent"]), "tax": fmt.money(line["tax"], currency),
-              "tax_rate": fmt.number(line["tax_rate"]), "total": fmt.money(line["total"], currency)}
-             for line in view["lines"]]
+    lines = [
+        {
+            **line,
+            "quantity": fmt.number(line["quantity"]),
+            "unit_price": fmt.money(line["unit_price"], currency),
+            "discount": fmt.money(line["discount"], currency),
+            "discount_percent": fmt.number(line["discount_percent"]),
+            "tax": fmt.money(line["tax"], currency),
+            "tax_rate": fmt.number(line["tax_rate"]),
+            "total": fmt.money(line["total"], currency),
+        }
+        for line in view["lines"]
+    ]
     labels = LABELS.get(primary(locale), LABELS["en"])
     return _env.get_template("quote.html").render(
-        quote=view, lang=locale, dir=direction(locale), labels=labels, customer=name or None, lines=lines,
-        number=fmt.digits(view["number"] or ""), status=labels["statuses"].get(view["status"], view["status"]),
-        issued=fmt.date(issue_date(quote, seller.time_zone)), valid_until=fmt.date(view["valid_until"]),
+        quote=view,
+        lang=locale,
+        dir=direction(locale),
+        labels=labels,
+        customer=name or None,
+        lines=lines,
+        number=fmt.digits(view["number"] or ""),
+        status=labels["statuses"].get(view["status"], view["status"]),
+        issued=fmt.date(issue_date(quote, seller.time_zone)),
+        valid_until=fmt.date(view["valid_until"]),
         totals={k: fmt.money(view.get(k), currency) for k in ("subtotal", "tax", "total")},
-        seller=seller, seller_tax_id=fmt.digits(seller.tax_id or ""),
+        seller=seller,
+        seller_tax_id=fmt.digits(seller.tax_id or ""),
     )

@@ -17,10 +17,22 @@ if TYPE_CHECKING:
 def table(book: SalesBook) -> Reactions:
     return Reactions(
         "sales",
-        Reaction("contacts", ("ContactMerged",), "the duplicate's deals and activities move to the survivor, "
-                 "naming the merge", book.contact_merged),
-        Reaction("contacts", ("ContactUnmerged",), "what that merge moved, and nobody moved since, goes back",
-                 book.contact_unmerged),
-        Reaction("contacts", ("ContactErased",), "the person's deals, activities and quotes drop their texts, "
-                 "their keys are destroyed", book.erase_contact),
+        Reaction(
+            "contacts",
+            ("ContactMerged",),
+            "the duplicate's deals and activities move to the survivor, naming the merge",
+            book.contact_merged,
+        ),
+        Reaction(
+            "contacts",
+            ("ContactUnmerged",),
+            "what that merge moved, and nobody moved since, goes back",
+            book.contact_unmerged,
+        ),
+        Reaction(
+            "contacts",
+            ("ContactErased",),
+            "the person's deals, activities and quotes drop their texts, their keys are destroyed",
+            book.erase_contact,
+        ),
     )

@@ -22,8 +22,11 @@ class DealContactInput(Schema):
     class Meta:
         unknown = RAISE
 
-    contact_id = fields.String(required=True, validate=validate.Regexp(r"^[A-Za-z0-9:._-]{1,128}$"), metadata={
-        "description": "an existing, not erased contact (a merged id means its survivor)"})
+    contact_id = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[A-Za-z0-9:._-]{1,128}$"),
+        metadata={"description": "an existing, not erased contact (a merged id means its survivor)"},
+    )
 
 
 def blueprint(book: SalesBook) -> Blueprint:

@@ -48,8 +48,11 @@ def _month_start(day: date) -> int:
 
 
 def probabilities(book: SalesBook) -> dict[tuple[str, str], Decimal]:
-    return {(p["_id"], s["key"]): Decimal(s["probability"])
-            for p in book.pipelines_view.find({}, {"stages": 1}) for s in p.get("stages", [])}
+    return {
+        (p["_id"], s["key"]): Decimal(s["probability"])
+        for p in book.pipelines_view.find({}, {"stages": 1})
+        for s in p.get("stages", [])
+    }
 
 
 def forecast(book: SalesBook, start: date, end: date) -> dict[str, Any]:
@@ -60,15 +63,18 @@ def forecast(book: SalesBook, start: date, end: date) -> dict[str, Any]:
     unweighted: dict[str, int] = defaultdict(int)
     count = 0
     query = {"status": "open", "expected_close": {"$gte": start.isoformat(), "$lte": end.isoformat()}}
-    for deal in book.deals_view.find(query, {"pipeline_id": 1, "stage": 1, "amount_minor": 1, "currency": 1,
-                                            "owner": 1, "expected_close": 1}):
+    for deal in book.deals_view.find(
+        query, {"pipeline_id": 1, "stage": 1, "amount_minor": 1, "currency": 1, "owner": 1, "expected_close": 1}
+    ):
         weight = money.weighted(deal["amount_minor"], chances.get((deal["pipeline_id"], deal["stage"]), Decimal(0)))
         by_month[deal["expected_close"][:7]][deal["currency"]] += weight
         by_owner[deal.get("owner") or "unassigned"][deal["currency"]] += weight
         unweighted[deal["currency"]] += deal["amount_minor"]
         count += 1
     return {
-        "from": start.isoformat(), "to": end.isoformat(), "open_deals": count,
+        "from": start.isoformat(),
+        "to": end.isoformat(),
+        "open_deals": count,
         "pipeline": _per_currency(unweighted),
         "weighted": _per_currency(_sum(by_month)),
         "by_month": [{"month": m, "weighted": _per_currency(t)} for m, t in sorted(by_month.items())],
@@ -89,15 +95,29 @@ def performance(book: SalesBook, start: date, end: date) -> dict[str, Any]:
     """Deals closed in [start, end]: win rate, average cycle, sales by lifecycle stage, and the
     deals won and lost by reason."""
     low, high = _month_start(start), _month_start(end) + 86_400_000
-    closed = list(book.deals_view.find({"closed_ms": {"$gte": low, "$lt": high}},
-                                       {"status": 1, "opened_ms": 1, "closed_ms": 1, "amount_minor": 1,
-                                        "currency": 1, "contact_id": 1, "pipeline_id": 1, "owner": 1,
-                                        "won_reason_code": 1, "lost_reason_code": 1}))
+    closed = list(
+        book.deals_view.find(
+            {"closed_ms": {"$gte": low, "$lt": high}},
+            {
+                "status": 1,
+                "opened_ms": 1,
+                "closed_ms": 1,
+                "amount_minor": 1,
+                "currency": 1,
+                "contact_id": 1,
+                "pipeline_id": 1,
+                "owner": 1,
+                "won_reason_code": 1,
+                "lost_reason_code": 1,
+            },
+        )
+    )
     won = [d for d in closed if d["status"] == "won"]
     lost = [d for d in closed if d["status"] == "lost"]
     cycle = [(d["closed_ms"] - d["opened_ms"]) / 86_400_000 for d in won if d.get("opened_ms") is not None]
-    stages = {cid: c.get("lifecycle_stage") or "unknown"
-              for cid, c in book.local.find([d["contact_id"] for d in won]).items()}
+    stages = {
+        cid: c.get("lifecycle_stage") or "unknown" for cid, c in book.local.find([d["contact_id"] for d in won]).items()
+    }
     by_stage: dict[str, dict[str, int]] = defaultdict(lambda: defaultdict(int))
     counts: dict[str, int] = defaultdict(int)
     for deal in won:
@@ -105,12 +125,14 @@ def performance(book: SalesBook, start: date, end: date) -> dict[str, Any]:
         by_stage[stage][deal["currency"]] += deal["amount_minor"]
         counts[stage] += 1
     return {
-        "won_deals": len(won), "lost_deals": len(lost),
+        "won_deals": len(won),
+        "lost_deals": len(lost),
         "win_rate": round(len(won) / (len(won) + len(lost)), 4) if won or lost else None,
         "average_sales_cycle_days": round(sum(cycle) / len(cycle), 2) if cycle else None,
         "won": _per_currency(_sum({"all": {c: Decimal(v) for c, v in _sum_int(won).items()}})),
-        "sales_by_lifecycle_stage": [{"lifecycle_stage": s, "won_deals": counts[s], "won": _per_currency(t)}
-                                     for s, t in sorted(by_stage.items())],
+        "sales_by_lifecycle_stage": [
+            {"lifecycle_stage": s, "won_deals": counts[s], "won": _per_currency(t)} for s, t in sorted(by_stage.items())
+        ],
         **by_reason(book, won, lost),
     }
 
@@ -124,8 +146,9 @@ def by_reason(book: SalesBook, won: list[dict[str, Any]], lost: list[dict[str, A
     return {"win_reasons": _reason_rows(won, WON, labels), "loss_reasons": _reason_rows(lost, LOST, labels)}
 
 
-def _reason_rows(deals: list[dict[str, Any]], outcome: str,
-                 labels: dict[str, dict[str, dict[str, str]]]) -> list[dict[str, Any]]:
+def _reason_rows(
+    deals: list[dict[str, Any]], outcome: str, labels: dict[str, dict[str, dict[str, str]]]
+) -> list[dict[str, Any]]:
     groups: dict[tuple[str, str | None], list[dict[str, Any]]] = defaultdict(list)
     for deal in deals:
         groups[(deal.get("pipeline_id") or DEFAULT_PIPELINE_ID, deal.get(f"{outcome}_reason_code"))].append(deal)
@@ -134,12 +157,19 @@ def _reason_rows(deals: list[dict[str, Any]], outcome: str,
         owners: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for deal in members:
             owners[deal.get("owner") or "unassigned"].append(deal)
-        rows.append({
-            "pipeline_id": pipeline_id, "reason": code,
-            "label": labels.get(pipeline_id, {}).get(outcome, {}).get(code) if code else None,
-            "deals": len(members), "amounts": _per_currency(_sum_int(members)),
-            "by_owner": [{"owner": owner, "deals": len(group), "amounts": _per_currency(_sum_int(group))}
-                         for owner, group in sorted(owners.items())]})
+        rows.append(
+            {
+                "pipeline_id": pipeline_id,
+                "reason": code,
+                "label": labels.get(pipeline_id, {}).get(outcome, {}).get(code) if code else None,
+                "deals": len(members),
+                "amounts": _per_currency(_sum_int(members)),
+                "by_owner": [
+                    {"owner": owner, "deals": len(group), "amounts": _per_currency(_sum_int(group))}
+                    for owner, group in sorted(owners.items())
+                ],
+            }
+        )
     return rows
 
 
@@ -161,10 +191,13 @@ def recompute_values(book: SalesBook) -> int:
     currency = reporting_currency()
     now = book.clock()
     per_contact: dict[str, dict[str, Any]] = {}
-    for deal in book.deals_view.find({"status": "won"}, {"contact_id": 1, "amount_minor": 1, "currency": 1,
-                                                         "won_ms": 1}):
-        entry = per_contact.setdefault(deal["contact_id"], {"by_currency": defaultdict(int), "count": 0,
-                                                            "first": None, "last": None, "won_deals": 0})
+    for deal in book.deals_view.find(
+        {"status": "won"}, {"contact_id": 1, "amount_minor": 1, "currency": 1, "won_ms": 1}
+    ):
+        entry = per_contact.setdefault(
+            deal["contact_id"],
+            {"by_currency": defaultdict(int), "count": 0, "first": None, "last": None, "won_deals": 0},
+        )
         entry["by_currency"][deal["currency"]] += deal["amount_minor"]
         entry["won_deals"] += 1
         if deal["currency"] == currency:
@@ -173,8 +206,11 @@ def recompute_values(book: SalesBook) -> int:
             entry["count"] += 1
             entry["first"] = min(entry["first"] or moment, moment)
             entry["last"] = max(entry["last"] or moment, moment)
-    ranked_input = [values.Purchases(cid, e["by_currency"].get(currency, 0), e["count"], e["first"], e["last"])
-                    for cid, e in per_contact.items() if e["count"]]
+    ranked_input = [
+        values.Purchases(cid, e["by_currency"].get(currency, 0), e["count"], e["first"], e["last"])
+        for cid, e in per_contact.items()
+        if e["count"]
+    ]
     ranked = {v.contact_id: v for v in values.rank(ranked_input, now, lifespan_years())}
     previous = {d["_id"]: d for d in book.db["customer_values"].find({}, {"tier": 1})}
     writes, tiers = [], {}
@@ -182,14 +218,19 @@ def recompute_values(book: SalesBook) -> int:
         value = ranked.get(cid)
         spent = per_contact.get(cid)
         doc: dict[str, Any] = {
-            "_id": cid, "currency": currency, "clv_minor": value.clv_minor if value else 0,
+            "_id": cid,
+            "currency": currency,
+            "clv_minor": value.clv_minor if value else 0,
             "predicted_minor": value.predicted_minor if value else 0,
-            "recency": value.recency if value else 0, "frequency": value.frequency if value else 0,
-            "monetary": value.monetary if value else 0, "tier": value.tier if value else "standard",
+            "recency": value.recency if value else 0,
+            "frequency": value.frequency if value else 0,
+            "monetary": value.monetary if value else 0,
+            "tier": value.tier if value else "standard",
             "won_deals": spent["won_deals"] if spent else 0,
             "last_purchase_ms": epoch_ms(value.last_purchase_at) if value else None,
             "by_currency": [{"currency": c, "minor": m} for c, m in sorted(spent["by_currency"].items())]
-            if spent else [],
+            if spent
+            else [],
             "computed_ms": epoch_ms(now),
         }
         writes.append(ReplaceOne({"_id": cid}, doc, upsert=True))
@@ -206,8 +247,9 @@ def _record_tiers(book: SalesBook, tiers: dict[str, tuple[str, str]], currency: 
     customer's first change starts its stream); one written meanwhile is decided again."""
     if not tiers:
         return 0
-    moved = book.customers.change_many(list(tiers), lambda c: c.set_tier(*tiers[c.id], currency), SYSTEM,
-                                       create=Customer)
+    moved = book.customers.change_many(
+        list(tiers), lambda c: c.set_tier(*tiers[c.id], currency), SYSTEM, create=Customer
+    )
     return sum(moved.values())
 
 
@@ -217,16 +259,18 @@ def customer_value(book: SalesBook, contact_id: str) -> dict[str, Any]:
     survivor = book.local.find([contact_id]).get(contact_id)
     cid = survivor["_id"] if survivor else contact_id
     doc = book.db["customer_values"].find_one({"_id": cid}) or {}
-    open_deals = list(book.deals_view.find({"contact_id": cid, "status": "open"}, {"amount_minor": 1,
-                                                                                  "currency": 1}))
+    open_deals = list(book.deals_view.find({"contact_id": cid, "status": "open"}, {"amount_minor": 1, "currency": 1}))
     last = doc.get("last_purchase_ms")
     return {
         "contact_id": cid,
         "reporting_currency": currency,
         "lifetime_value": _money(doc.get("clv_minor", 0), currency),
         "predicted_value": _money(doc.get("predicted_minor", 0), currency),
-        "rfm": {"recency": doc.get("recency", 0), "frequency": doc.get("frequency", 0),
-                "monetary": doc.get("monetary", 0)},
+        "rfm": {
+            "recency": doc.get("recency", 0),
+            "frequency": doc.get("frequency", 0),
+            "monetary": doc.get("monetary", 0),
+        },
         "tier": doc.get("tier", "standard"),
         "strategic": doc.get("tier") == "strategic",
         "won_deals": doc.get("won_deals", 0),
@@ -241,11 +285,19 @@ def customer_value(book: SalesBook, contact_id: str) -> dict[str, Any]:
 
 def value_job(book: SalesBook, interval: float | None = None) -> PeriodicJob:
     """The worker's customer values: recomputed every CRM_SALES_VALUE_INTERVAL seconds (crmkit.periodic)."""
-    return PeriodicJob(book.runtime.settings.service, "customer_values", lambda: recompute_values(book),
-                       interval or settings.current().value_interval)
+    return PeriodicJob(
+        book.runtime.settings.service,
+        "customer_values",
+        lambda: recompute_values(book),
+        interval or settings.current().value_interval,
+    )
 
 
 def expiry_job(book: SalesBook, interval: float | None = None) -> PeriodicJob:
     """The worker's quote expiry: every CRM_SALES_QUOTE_EXPIRY_INTERVAL seconds (crmkit.periodic)."""
-    return PeriodicJob(book.runtime.settings.service, "quote_expiry", book.expire_quotes,
-                       interval or settings.current().quote_expiry_interval)
+    return PeriodicJob(
+        book.runtime.settings.service,
+        "quote_expiry",
+        book.expire_quotes,
+        interval or settings.current().quote_expiry_interval,
+    )

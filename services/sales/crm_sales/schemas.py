@@ -58,8 +58,10 @@ class Text(fields.String):
 # each pattern is the whole rule, so what it calls valid is what the service takes
 AMOUNT = r"^(0|[1-9][0-9]{0,17})(\.[0-9]{1,18})?$"  # 0 up to below 10^18
 PERCENT_TEXT = r"^(100(\.0{1,18})?|(0|[1-9][0-9]?)(\.[0-9]{1,18})?)$"  # 0 to 100
-QUANTITY = (r"^([1-9][0-9]{0,8}(\.[0-9]{1,4})?|1000000000(\.0{1,4})?"  # 0.0001 to 10^9, at most 4 decimals
-            r"|0\.([1-9][0-9]{0,3}|0[1-9][0-9]{0,2}|00[1-9][0-9]?|000[1-9]))$")
+QUANTITY = (
+    r"^([1-9][0-9]{0,8}(\.[0-9]{1,4})?|1000000000(\.0{1,4})?"  # 0.0001 to 10^9, at most 4 decimals
+    r"|0\.([1-9][0-9]{0,3}|0[1-9][0-9]{0,2}|00[1-9][0-9]?|000[1-9]))$"
+)
 
 
 class DecimalText(fields.Field):
@@ -74,7 +76,7 @@ class DecimalText(fields.Field):
         if not isinstance(value, str):
             raise ValidationError('must be a decimal string such as "1250.00"')
         if not self.pattern.match(value):
-            raise ValidationError(f"must be a decimal string such as \"1250.00\" matching {self.pattern.pattern}")
+            raise ValidationError(f'must be a decimal string such as "1250.00" matching {self.pattern.pattern}')
         try:
             return money.parse(value)
         except money.MoneyError as exc:
@@ -100,8 +102,11 @@ class Currency(fields.String):
     """An ISO 4217 code the service has a minor unit for (money.MINOR_UNITS), in any letter case."""
 
     def __init__(self, **kwargs: Any) -> None:
-        kwargs["metadata"] = {"pattern": currency_pattern(CURRENCIES), "description": "ISO 4217, any letter case: "
-                              + ", ".join(CURRENCIES), **kwargs.get("metadata", {})}
+        kwargs["metadata"] = {
+            "pattern": currency_pattern(CURRENCIES),
+            "description": "ISO 4217, any letter case: " + ", ".join(CURRENCIES),
+            **kwargs.get("metadata", {}),
+        }
         super().__init__(**kwargs)
 
     def _deserialize(self, value: Any, attr: str | None, data: Any, **kwargs: Any) -> str:
@@ -116,10 +121,20 @@ def exact_for_currency(amount_field: str) -> dict[str, Any]:
     places: dict[int, list[str]] = {}
     for code, digits in sorted(money.MINOR_UNITS.items()):
         places.setdefault(digits, []).append(code)
-    return {"anyOf": [{"properties": {
-        "currency": {"type": "string", "pattern": currency_pattern(codes)},
-        amount_field: {"type": "string", "pattern": r"^[0-9]+" + (rf"(\.[0-9]{{1,{digits}}})?$" if digits else "$")},
-    }} for digits, codes in sorted(places.items())]}
+    return {
+        "anyOf": [
+            {
+                "properties": {
+                    "currency": {"type": "string", "pattern": currency_pattern(codes)},
+                    amount_field: {
+                        "type": "string",
+                        "pattern": r"^[0-9]+" + (rf"(\.[0-9]{{1,{digits}}})?$" if digits else "$"),
+                    },
+                }
+            }
+            for digits, codes in sorted(places.items())
+        ]
+    }
 
 
 PERCENT = {"pattern": PERCENT_TEXT}
@@ -170,19 +185,29 @@ class StageInput(Schema):
 
 
 class ReasonInput(Schema):
-    code = fields.String(required=True, validate=validate.Regexp(REASON_CODE), metadata={
-        "description": "what a won or lost deal names (`reason`), and reports group by"})
+    code = fields.String(
+        required=True,
+        validate=validate.Regexp(REASON_CODE),
+        metadata={"description": "what a won or lost deal names (`reason`), and reports group by"},
+    )
     label = Text(100, required=True, allow_none=False)
 
 
 def _reason_list(kind: str) -> fields.List:
-    return fields.List(fields.Nested(ReasonInput), validate=validate.Length(max=30), metadata={
-        "description": f"the reasons a deal may be {kind} for, in the order offered; codes unique in the list "
-                       "(default: the default pipeline's)"})
+    return fields.List(
+        fields.Nested(ReasonInput),
+        validate=validate.Length(max=30),
+        metadata={
+            "description": f"the reasons a deal may be {kind} for, in the order offered; codes unique in the list "
+            "(default: the default pipeline's)"
+        },
+    )
 
 
-FREE_TEXT_REASONS = {"description": "whether a won or lost deal's `reason` may be words instead of one of the "
-                                    "codes (default true); a `reason_note` may go with either"}
+FREE_TEXT_REASONS = {
+    "description": "whether a won or lost deal's `reason` may be words instead of one of the "
+    "codes (default true); a `reason_note` may go with either"
+}
 
 
 class PipelineInput(Schema):
@@ -200,11 +225,14 @@ class PipelinePatch(Schema):
     free_text_reasons = fields.Boolean(metadata=FREE_TEXT_REASONS)
 
 
-TEAM_INPUT = ("the owning team; a caller with a team-scoped role (sales:write:team) gets its own team, and naming "
-              "another is a 403")
+TEAM_INPUT = (
+    "the owning team; a caller with a team-scoped role (sales:write:team) gets its own team, and naming "
+    "another is a 403"
+)
 TEAM_PATCH = "move the record to another team (null: to none); a team-scoped caller cannot (403)"
-TEAM_FILTER = ("only records of this team; a team-scoped caller sees only its own team's, so naming another gives "
-               "an empty page")
+TEAM_FILTER = (
+    "only records of this team; a team-scoped caller sees only its own team's, so naming another gives an empty page"
+)
 TEAM_VIEW = "the owning team (team-scoped roles see only their team's records)"
 
 
@@ -250,8 +278,10 @@ class StageMove(Schema):
     stage = fields.String(required=True, validate=validate.Length(min=1, max=60))
 
 
-REASON = ("a code of the deal's pipeline's {kind} reasons (`{lists}`); where the pipeline allows free text "
-          "(`free_text_reasons`, or it lists none) other words are kept as the reason")
+REASON = (
+    "a code of the deal's pipeline's {kind} reasons (`{lists}`); where the pipeline allows free text "
+    "(`free_text_reasons`, or it lists none) other words are kept as the reason"
+)
 REASON_NOTE = {"description": "free text beside the reason (or, for a win, alone): always allowed"}
 
 
@@ -261,8 +291,9 @@ class WonInput(Schema):
 
 
 class LostInput(Schema):
-    reason = Text(500, required=True, allow_none=False, metadata={
-        "description": REASON.format(kind="loss", lists="loss_reasons")})
+    reason = Text(
+        500, required=True, allow_none=False, metadata={"description": REASON.format(kind="loss", lists="loss_reasons")}
+    )
     reason_note = Text(1000, metadata=REASON_NOTE)
 
 
@@ -300,10 +331,15 @@ class ActivityListQuery(PageQuery):
 
 class QuoteLineInput(Schema):
     # a line names a product, or describes itself and gives its price (SalesBook._quote_line)
-    OPENAPI = {"anyOf": [
-        {"required": ["product_id"], "properties": {"product_id": {"type": "string", "minLength": 1}}},
-        {"required": ["description", "unit_price"], "properties": {
-            "description": {"type": "string", "pattern": FILLED}, "unit_price": {"type": "string"}}}]}
+    OPENAPI = {
+        "anyOf": [
+            {"required": ["product_id"], "properties": {"product_id": {"type": "string", "minLength": 1}}},
+            {
+                "required": ["description", "unit_price"],
+                "properties": {"description": {"type": "string", "pattern": FILLED}, "unit_price": {"type": "string"}},
+            },
+        ]
+    }
 
     product_id = fields.String(allow_none=True, validate=validate.Length(max=128))
     description = Text(500)
@@ -330,10 +366,13 @@ class QuoteListQuery(PageQuery):
 
 class QuoteQuery(AsOfQuery):
     format = fields.String(load_default="json", validate=validate.OneOf(["json", "html"]))
-    locale = fields.String(validate=[validate.Length(max=35), validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")],
-                           metadata={
-        "description": "with format=html: the BCP 47 locale to render in (e.g. fa-IR); default the quote's "
-                       "locale, else the contact's, else en"})
+    locale = fields.String(
+        validate=[validate.Length(max=35), validate.Regexp(r"^[A-Za-z]{2,3}(-[A-Za-z0-9]{2,8})*$")],
+        metadata={
+            "description": "with format=html: the BCP 47 locale to render in (e.g. fa-IR); default the quote's "
+            "locale, else the contact's, else en"
+        },
+    )
 
 
 class AcceptInput(Schema):
@@ -396,8 +435,9 @@ class PipelineView(Schema):
     id = fields.String()
     version = fields.Integer()
     name = fields.String()
-    stages = fields.List(fields.Nested(StageView), metadata={
-        "description": "the open stages in order, then won (100) and lost (0)"})
+    stages = fields.List(
+        fields.Nested(StageView), metadata={"description": "the open stages in order, then won (100) and lost (0)"}
+    )
     win_reasons = fields.List(fields.Nested(ReasonView))
     loss_reasons = fields.List(fields.Nested(ReasonView))
     free_text_reasons = fields.Boolean(metadata=FREE_TEXT_REASONS)
@@ -409,8 +449,12 @@ class StageEntryView(Schema):
     stage = fields.String()
     entered_at = fields.DateTime()
     left_at = fields.DateTime(allow_none=True)
-    seconds_in_stage = fields.Integer(metadata={"description": "one deal's view only: the time spent there (in "
-                                                               "the current stage: until now, or until as_of)"})
+    seconds_in_stage = fields.Integer(
+        metadata={
+            "description": "one deal's view only: the time spent there (in "
+            "the current stage: until now, or until as_of)"
+        }
+    )
 
 
 class DealContactView(Schema):
@@ -456,8 +500,9 @@ class DealView(Schema):
     customer_data_erased_at = fields.DateTime(allow_none=True)
     created_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime(allow_none=True)
-    contact = fields.Nested(DealContactView, allow_none=True, metadata={
-        "description": "null when sales has not heard of the contact yet"})
+    contact = fields.Nested(
+        DealContactView, allow_none=True, metadata={"description": "null when sales has not heard of the contact yet"}
+    )
 
 
 class ActivityView(Schema):
@@ -538,8 +583,9 @@ class BoardColumnView(Schema):
     probability = fields.String(metadata=DECIMAL)
     count = fields.Integer()
     sums = fields.List(fields.Nested(MoneyView), metadata={"description": "the deals' amounts, per currency"})
-    deals = fields.List(fields.Nested(DealView), metadata={"description": "the first per_column deals, "
-                                                                         "without their stage history"})
+    deals = fields.List(
+        fields.Nested(DealView), metadata={"description": "the first per_column deals, without their stage history"}
+    )
 
 
 class BoardView(Schema):
@@ -572,10 +618,14 @@ class OwnerReasonRow(Schema):
 
 class ReasonRow(Schema):
     pipeline_id = fields.String()
-    reason = fields.String(allow_none=True, metadata={"description": "the reason code; null: deals closed without "
-                                                                     "one (no reason, or words only)"})
-    label = fields.String(allow_none=True, metadata={"description": "the code's label in the pipeline now (null "
-                                                                    "when it no longer lists it)"})
+    reason = fields.String(
+        allow_none=True,
+        metadata={"description": "the reason code; null: deals closed without one (no reason, or words only)"},
+    )
+    label = fields.String(
+        allow_none=True,
+        metadata={"description": "the code's label in the pipeline now (null when it no longer lists it)"},
+    )
     deals = fields.Integer()
     amounts = fields.List(fields.Nested(MoneyView), metadata={"description": "the deals' amounts, per currency"})
     by_owner = fields.List(fields.Nested(OwnerReasonRow))
@@ -585,10 +635,12 @@ class ForecastView(Schema):
     from_ = fields.Date(data_key="from")
     to = fields.Date()
     open_deals = fields.Integer()
-    pipeline = fields.List(fields.Nested(MoneyView), metadata={"description": "open deals expected to close in "
-                                                                             "the period, per currency"})
-    weighted = fields.List(fields.Nested(MoneyView), metadata={"description": "the same, weighted by stage "
-                                                                             "probability"})
+    pipeline = fields.List(
+        fields.Nested(MoneyView), metadata={"description": "open deals expected to close in the period, per currency"}
+    )
+    weighted = fields.List(
+        fields.Nested(MoneyView), metadata={"description": "the same, weighted by stage probability"}
+    )
     by_month = fields.List(fields.Nested(MonthWeighted))
     by_owner = fields.List(fields.Nested(OwnerWeighted))
     won_deals = fields.Integer()
@@ -597,10 +649,14 @@ class ForecastView(Schema):
     average_sales_cycle_days = fields.Float(allow_none=True)
     won = fields.List(fields.Nested(MoneyView))
     sales_by_lifecycle_stage = fields.List(fields.Nested(LifecycleSales))
-    win_reasons = fields.List(fields.Nested(ReasonRow), metadata={
-        "description": "deals won in the period, by pipeline and win reason, each by owner"})
-    loss_reasons = fields.List(fields.Nested(ReasonRow), metadata={
-        "description": "deals lost in the period, by pipeline and loss reason, each by owner"})
+    win_reasons = fields.List(
+        fields.Nested(ReasonRow),
+        metadata={"description": "deals won in the period, by pipeline and win reason, each by owner"},
+    )
+    loss_reasons = fields.List(
+        fields.Nested(ReasonRow),
+        metadata={"description": "deals lost in the period, by pipeline and loss reason, each by owner"},
+    )
 
 
 class RfmView(Schema):
@@ -626,6 +682,11 @@ class CustomerValueView(Schema):
     computed_at = fields.DateTime(allow_none=True)
 
 
-QUOTE_OR_HTML = {"responses": {"200": {
-    "description": "The quote; with format=html its printable pro-forma invoice",
-    "content": {"application/json": {"schema": QuoteView}, "text/html": {"schema": {"type": "string"}}}}}}
+QUOTE_OR_HTML = {
+    "responses": {
+        "200": {
+            "description": "The quote; with format=html its printable pro-forma invoice",
+            "content": {"application/json": {"schema": QuoteView}, "text/html": {"schema": {"type": "string"}}},
+        }
+    }
+}

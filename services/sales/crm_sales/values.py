@@ -87,6 +87,17 @@ def rank(customers: Sequence[Purchases], now: datetime, lifespan_years: Decimal)
     frequency = quintiles([c.count for c in customers])
     monetary = quintiles([c.total_minor for c in customers])
     top = strategic([c.total_minor for c in customers])
-    return [Value(c.contact_id, c.total_minor, predicted_minor(c, now, lifespan_years), r, f, m,
-                  "strategic" if s else "standard", c.count, c.last_at)
-            for c, r, f, m, s in zip(customers, recency, frequency, monetary, top, strict=True)]
+    return [
+        Value(
+            c.contact_id,
+            c.total_minor,
+            predicted_minor(c, now, lifespan_years),
+            r,
+            f,
+            m,
+            "strategic" if s else "standard",
+            c.count,
+            c.last_at,
+        )
+        for c, r, f, m, s in zip(customers, recency, frequency, monetary, top, strict=True)
+    ]

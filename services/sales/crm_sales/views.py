@@ -115,13 +115,16 @@ class MongoSalesViews:
         return page(self.quotes, {k: query[k] for k in QUOTE_FILTERS if query.get(k)}, limit, cursor)
 
     def expiring_quotes(self, today: str, limit: int) -> list[str]:
-        return [doc["_id"] for doc in self.quotes.find(
-            {"status": "sent", "valid_until": {"$lt": today}}, {"_id": 1}).limit(limit)]
+        return [
+            doc["_id"]
+            for doc in self.quotes.find({"status": "sent", "valid_until": {"$lt": today}}, {"_id": 1}).limit(limit)
+        ]
 
     def next_quote_sequence(self, year: int) -> int:
         # `$inc` upsert, one document per year (tests/compat pins the numbering)
-        counter = self.counters.find_one_and_update({"_id": f"quote-{year}"}, {"$inc": {"seq": 1}},
-                                                    upsert=True, return_document=ReturnDocument.AFTER)
+        counter = self.counters.find_one_and_update(
+            {"_id": f"quote-{year}"}, {"$inc": {"seq": 1}}, upsert=True, return_document=ReturnDocument.AFTER
+        )
         assert counter is not None  # an upsert returning the document AFTER always has one
         return int(counter["seq"])
 

@@ -44,8 +44,9 @@ class FakeDirectory(contacts_pb2_grpc.ContactDirectoryServicer):
     @rpc.access("read")
     def BatchGetContacts(self, request: Any, context: grpc.ServicerContext) -> Any:  # noqa: N802
         found = {cid: m for cid in request.contact_ids if (m := self._message(cid)) is not None}
-        return contacts_pb2.BatchGetContactsResponse(contacts=found,
-                                                     not_found=[c for c in request.contact_ids if c not in found])
+        return contacts_pb2.BatchGetContactsResponse(
+            contacts=found, not_found=[c for c in request.contact_ids if c not in found]
+        )
 
 
 @pytest.fixture(scope="session")
@@ -69,8 +70,9 @@ def people(fake_contacts: tuple[FakeDirectory, str]) -> FakeDirectory:
 
 
 @pytest.fixture
-def sales(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch,
-          fake_contacts: tuple[FakeDirectory, str]) -> Iterator[ServiceHarness]:
+def sales(
+    service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, fake_contacts: tuple[FakeDirectory, str]
+) -> Iterator[ServiceHarness]:
     monkeypatch.setenv("CRM_CONTACTS_GRPC_TARGET", fake_contacts[1])
     with harness(SERVICE, monkeypatch, service_env) as subject:
         yield subject

@@ -37,30 +37,48 @@ def deal(sales: ServiceHarness, contact: str, **fields: Any) -> dict:
 def test_default_pipeline_exists_and_custom_pipelines_are_ordered(sales: ServiceHarness) -> None:
     default = get(sales, "/v1/pipelines/default")
     assert [s["key"] for s in default["stages"]][:4] == ["qualification", "needs_analysis", "proposal", "negotiation"]
-    created = post(sales, "/v1/pipelines", {"name": "Renewals", "stages": [
-        {"name": "Contacted", "probability": "20"}, {"name": "Agreed", "probability": "90"}]})
+    created = post(
+        sales,
+        "/v1/pipelines",
+        {
+            "name": "Renewals",
+            "stages": [{"name": "Contacted", "probability": "20"}, {"name": "Agreed", "probability": "90"}],
+        },
+    )
     assert [(s["key"], s["probability"]) for s in created["stages"]] == [
-        ("contacted", "20"), ("agreed", "90"), ("won", "100"), ("lost", "0")]
+        ("contacted", "20"),
+        ("agreed", "90"),
+        ("won", "100"),
+        ("lost", "0"),
+    ]
     sales.project()
     assert {p["id"] for p in get(sales, "/v1/pipelines")["items"]} == {"default", created["id"]}
-    bad = sales.client.post("/v1/pipelines", json={"name": "", "stages": [{"name": "x", "probability": "101"}]},
-                            headers=sales.headers())
+    bad = sales.client.post(
+        "/v1/pipelines", json={"name": "", "stages": [{"name": "x", "probability": "101"}]}, headers=sales.headers()
+    )
     assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"name", "stages.0.probability"}
 
 
 def test_products_money_rules_and_bad_input(sales: ServiceHarness) -> None:
-    rial = post(sales, "/v1/products", {"sku": "LAP-1", "name": "لپ‌تاپ", "unit_price": "250000000",
-                                        "currency": "irr", "tax_rate": "9"})
+    rial = post(
+        sales,
+        "/v1/products",
+        {"sku": "LAP-1", "name": "لپ‌تاپ", "unit_price": "250000000", "currency": "irr", "tax_rate": "9"},
+    )
     assert rial["unit_price"] == "250000000" and rial["currency"] == "IRR" and rial["active"] is True
     usd = post(sales, "/v1/products", {"sku": "MOUSE", "name": "Mouse", "unit_price": "19.9", "currency": "USD"})
     assert usd["unit_price"] == "19.90"
     before = sales.runtime.store.count()
     for body, fields in [
         ({"sku": "X", "name": "X", "unit_price": "10.5", "currency": "IRR"}, {"unit_price"}),
-        ({"sku": "X", "name": "X", "unit_price": 10.5, "currency": "USD", "tax_rate": "150"},
-         {"unit_price", "tax_rate"}),
-        ({"name": "", "unit_price": "-1", "currency": "ZZZ", "extra": 1}, {"sku", "name", "unit_price", "currency",
-                                                                          "extra"}),
+        (
+            {"sku": "X", "name": "X", "unit_price": 10.5, "currency": "USD", "tax_rate": "150"},
+            {"unit_price", "tax_rate"},
+        ),
+        (
+            {"name": "", "unit_price": "-1", "currency": "ZZZ", "extra": 1},
+            {"sku", "name", "unit_price", "currency", "extra"},
+        ),
         ({"sku": "LAP-1", "name": "dup", "unit_price": "1", "currency": "IRR"}, None),
     ]:
         sales.project()
@@ -70,11 +88,13 @@ def test_products_money_rules_and_bad_input(sales: ServiceHarness) -> None:
         if fields:
             assert set(response.get_json()["errors"]) == fields
     assert sales.runtime.store.count() == before
-    patched = sales.client.patch(f"/v1/products/{usd['id']}", json={"active": False},
-                                 headers=sales.headers(**{"If-Match": '"1"'}))
+    patched = sales.client.patch(
+        f"/v1/products/{usd['id']}", json={"active": False}, headers=sales.headers(**{"If-Match": '"1"'})
+    )
     assert patched.status_code == 200 and patched.get_json()["active"] is False
-    stale = sales.client.patch(f"/v1/products/{usd['id']}", json={"name": "M"},
-                               headers=sales.headers(**{"If-Match": '"1"'}))
+    stale = sales.client.patch(
+        f"/v1/products/{usd['id']}", json={"name": "M"}, headers=sales.headers(**{"If-Match": '"1"'})
+    )
     assert stale.status_code == 412
     sales.project()
     assert [p["sku"] for p in get(sales, "/v1/products?active=true")["items"]] == ["LAP-1"]
@@ -85,16 +105,29 @@ def test_deals_need_a_known_contact(sales: ServiceHarness, people) -> None:
     erased = people.add(new_id(), status="erased")
     before = sales.runtime.store.count()
     for contact, status in [("nobody-" + new_id(), 422), (erased, 422)]:
-        response = sales.client.post("/v1/deals", json={"title": "x", "contact_id": contact, "currency": "USD"},
-                                     headers=sales.headers())
+        response = sales.client.post(
+            "/v1/deals", json={"title": "x", "contact_id": contact, "currency": "USD"}, headers=sales.headers()
+        )
         assert response.status_code == status and set(response.get_json()["errors"]) == {"contact_id"}
-    response = sales.client.post("/v1/deals", json={"title": "", "contact_id": ali, "amount": "1.001",
-                                                    "currency": "USD", "expected_close": "soon", "stage": "won"},
-                                 headers=sales.headers())
+    response = sales.client.post(
+        "/v1/deals",
+        json={
+            "title": "",
+            "contact_id": ali,
+            "amount": "1.001",
+            "currency": "USD",
+            "expected_close": "soon",
+            "stage": "won",
+        },
+        headers=sales.headers(),
+    )
     assert response.status_code == 422
     assert set(response.get_json()["errors"]) == {"title", "amount", "expected_close"}
-    response = sales.client.post("/v1/deals", json={"title": "x", "contact_id": ali, "currency": "USD",
-                                                    "pipeline_id": "nope"}, headers=sales.headers())
+    response = sales.client.post(
+        "/v1/deals",
+        json={"title": "x", "contact_id": ali, "currency": "USD", "pipeline_id": "nope"},
+        headers=sales.headers(),
+    )
     assert response.status_code == 422 and set(response.get_json()["errors"]) == {"pipeline_id"}
     assert sales.runtime.store.count() == before
     created = deal(sales, ali, expected_close=TODAY.isoformat(), owner="sara")
@@ -110,8 +143,9 @@ def test_contacts_down_is_a_503_and_stores_nothing(sales: ServiceHarness, monkey
 
     app = create_app(sales.runtime, [api.blueprint(SalesBook(sales.runtime))], title="t", description="t")
     before = sales.runtime.store.count()
-    response = app.test_client().post("/v1/deals", json={"title": "x", "contact_id": "c", "currency": "USD"},
-                                      headers=sales.headers())
+    response = app.test_client().post(
+        "/v1/deals", json={"title": "x", "contact_id": "c", "currency": "USD"}, headers=sales.headers()
+    )
     assert response.status_code == 503
     assert "contacts service is unavailable" in response.get_json()["detail"]
     assert sales.runtime.store.count() == before
@@ -156,8 +190,10 @@ def test_board_columns_counts_and_sums(sales: ServiceHarness, people) -> None:
     columns = {c["stage"]: c for c in board["columns"]}
     assert list(columns) == ["qualification", "needs_analysis", "proposal", "negotiation", "won", "lost"]
     assert columns["qualification"]["count"] == 2
-    assert columns["qualification"]["sums"] == [{"amount": "5000", "currency": "IRR"},
-                                                {"amount": "100.10", "currency": "USD"}]
+    assert columns["qualification"]["sums"] == [
+        {"amount": "5000", "currency": "IRR"},
+        {"amount": "100.10", "currency": "USD"},
+    ]
     assert columns["proposal"]["sums"] == [{"amount": "200.20", "currency": "USD"}]
     assert columns["proposal"]["deals"][0]["contact"]["first_name"] == "Babak"
     assert get(sales, "/v1/pipelines/nope/board", status=404)
@@ -169,18 +205,37 @@ def test_activities_due_overdue_and_complete(sales: ServiceHarness, people) -> N
     contact = people.add(new_id(), first_name="Sara")
     d = deal(sales, contact)
     now = utcnow()
-    late = post(sales, "/v1/activities", {"type": "call", "subject": "Follow up", "owner": "sara",
-                                          "due_at": rfc3339(now - timedelta(hours=1)), "deal_id": d["id"]})
+    late = post(
+        sales,
+        "/v1/activities",
+        {
+            "type": "call",
+            "subject": "Follow up",
+            "owner": "sara",
+            "due_at": rfc3339(now - timedelta(hours=1)),
+            "deal_id": d["id"],
+        },
+    )
     assert late["contact_id"] == contact
-    soon = post(sales, "/v1/activities", {"type": "meeting", "subject": "Demo", "owner": "sara",
-                                          "due_at": rfc3339(now + timedelta(days=2))})
-    post(sales, "/v1/activities", {"type": "task", "subject": "Other", "owner": "reza",
-                                   "due_at": rfc3339(now - timedelta(days=1))})
-    bad = sales.client.post("/v1/activities", json={"type": "fax", "due_at": "tomorrow", "deal_id": "nope"},
-                            headers=sales.headers())
+    soon = post(
+        sales,
+        "/v1/activities",
+        {"type": "meeting", "subject": "Demo", "owner": "sara", "due_at": rfc3339(now + timedelta(days=2))},
+    )
+    post(
+        sales,
+        "/v1/activities",
+        {"type": "task", "subject": "Other", "owner": "reza", "due_at": rfc3339(now - timedelta(days=1))},
+    )
+    bad = sales.client.post(
+        "/v1/activities", json={"type": "fax", "due_at": "tomorrow", "deal_id": "nope"}, headers=sales.headers()
+    )
     assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"type", "subject", "due_at"}
-    bad = sales.client.post("/v1/activities", json={"type": "call", "subject": "s", "due_at": rfc3339(now),
-                                                    "deal_id": "nope"}, headers=sales.headers())
+    bad = sales.client.post(
+        "/v1/activities",
+        json={"type": "call", "subject": "s", "due_at": rfc3339(now), "deal_id": "nope"},
+        headers=sales.headers(),
+    )
     assert bad.status_code == 422 and set(bad.get_json()["errors"]) == {"deal_id"}
     sales.project()
     due = rfc3339(now + timedelta(days=1)).replace("+", "%2B")
@@ -197,11 +252,19 @@ def test_activities_due_overdue_and_complete(sales: ServiceHarness, people) -> N
 def test_quotes_number_price_send_accept_and_win_the_deal(sales: ServiceHarness, people) -> None:
     contact = people.add(new_id(), first_name="مریم", last_name="<b>Karimi</b>", locale="fa-IR")
     d = deal(sales, contact, amount="500.00")
-    product = post(sales, "/v1/products", {"sku": "W-1", "name": "Widget", "unit_price": "19.99",
-                                           "currency": "USD", "tax_rate": "9"})
-    body = {"deal_id": d["id"], "valid_until": (TODAY + timedelta(days=30)).isoformat(), "lines": [
-        {"product_id": product["id"], "quantity": "3", "discount_percent": "10"},
-        {"description": "نصب و راه‌اندازی", "quantity": "1.5", "unit_price": "100"}]}
+    product = post(
+        sales,
+        "/v1/products",
+        {"sku": "W-1", "name": "Widget", "unit_price": "19.99", "currency": "USD", "tax_rate": "9"},
+    )
+    body = {
+        "deal_id": d["id"],
+        "valid_until": (TODAY + timedelta(days=30)).isoformat(),
+        "lines": [
+            {"product_id": product["id"], "quantity": "3", "discount_percent": "10"},
+            {"description": "نصب و راه‌اندازی", "quantity": "1.5", "unit_price": "100"},
+        ],
+    }
     first = post(sales, "/v1/quotes", body)
     second = post(sales, "/v1/quotes", body)
     year = TODAY.year
@@ -209,15 +272,33 @@ def test_quotes_number_price_send_accept_and_win_the_deal(sales: ServiceHarness,
     assert (first["subtotal"], first["tax"], first["total"]) == ("203.97", "4.86", "208.83")
     assert first["lines"][0]["description"] == "Widget" and first["status"] == "draft"
     before = sales.runtime.store.count()
-    bad = sales.client.post("/v1/quotes", json={"deal_id": d["id"], "valid_until": "2000-01-01", "lines": [
-        {"product_id": "nope", "quantity": "1"}, {"quantity": "0"}, {"description": "x", "quantity": "1",
-                                                                     "unit_price": "1.001"}]},
-        headers=sales.headers())
+    bad = sales.client.post(
+        "/v1/quotes",
+        json={
+            "deal_id": d["id"],
+            "valid_until": "2000-01-01",
+            "lines": [
+                {"product_id": "nope", "quantity": "1"},
+                {"quantity": "0"},
+                {"description": "x", "quantity": "1", "unit_price": "1.001"},
+            ],
+        },
+        headers=sales.headers(),
+    )
     assert bad.status_code == 422
     assert set(bad.get_json()["errors"]) == {"lines.1.quantity"}  # schema errors first, every field of them
-    bad = sales.client.post("/v1/quotes", json={"deal_id": d["id"], "valid_until": "2000-01-01", "lines": [
-        {"product_id": "nope", "quantity": "1"}, {"description": "x", "quantity": "1", "unit_price": "1.001"}]},
-        headers=sales.headers())
+    bad = sales.client.post(
+        "/v1/quotes",
+        json={
+            "deal_id": d["id"],
+            "valid_until": "2000-01-01",
+            "lines": [
+                {"product_id": "nope", "quantity": "1"},
+                {"description": "x", "quantity": "1", "unit_price": "1.001"},
+            ],
+        },
+        headers=sales.headers(),
+    )
     assert set(bad.get_json()["errors"]) == {"lines.0.product_id", "lines.1.unit_price", "valid_until"}
     assert sales.runtime.store.count() == before
     path = f"/v1/quotes/{first['id']}"
@@ -237,8 +318,10 @@ def test_quotes_number_price_send_accept_and_win_the_deal(sales: ServiceHarness,
     assert post(sales, f"/v1/quotes/{second['id']}/send", status=200)
     assert post(sales, f"/v1/quotes/{second['id']}/reject", {"reason": "no"}, status=200)["status"] == "rejected"
     sales.project()
-    assert [q["number"] for q in get(sales, f"/v1/quotes?deal_id={d['id']}")["items"]] == [first["number"],
-                                                                                           second["number"]]
+    assert [q["number"] for q in get(sales, f"/v1/quotes?deal_id={d['id']}")["items"]] == [
+        first["number"],
+        second["number"],
+    ]
     types = {e.type for e in sales.runtime.store.load(first["id"])}
     assert types == {"QuoteDrafted", "QuoteIssued", "QuoteAccepted"}
 
@@ -246,8 +329,15 @@ def test_quotes_number_price_send_accept_and_win_the_deal(sales: ServiceHarness,
 def test_worker_expires_sent_quotes_past_validity(sales: ServiceHarness, people) -> None:
     contact = people.add(new_id(), first_name="Sara")
     d = deal(sales, contact)
-    quote = post(sales, "/v1/quotes", {"deal_id": d["id"], "valid_until": TODAY.isoformat(),
-                                       "lines": [{"description": "x", "quantity": "1", "unit_price": "1"}]})
+    quote = post(
+        sales,
+        "/v1/quotes",
+        {
+            "deal_id": d["id"],
+            "valid_until": TODAY.isoformat(),
+            "lines": [{"description": "x", "quantity": "1", "unit_price": "1"}],
+        },
+    )
     post(sales, f"/v1/quotes/{quote['id']}/send", status=200)
     sales.project()
     later = utcnow() + timedelta(days=2)
@@ -261,9 +351,18 @@ def test_worker_expires_sent_quotes_past_validity(sales: ServiceHarness, people)
 def test_quote_accepted_while_expiry_runs_stays_accepted(sales: ServiceHarness, people, monkeypatch) -> None:
     contact = people.add(new_id(), first_name="Sara")
     d = deal(sales, contact)
-    quotes = [post(sales, "/v1/quotes", {"deal_id": d["id"], "valid_until": TODAY.isoformat(),
-                                         "lines": [{"description": "x", "quantity": "1", "unit_price": "1"}]})
-              for _ in range(2)]
+    quotes = [
+        post(
+            sales,
+            "/v1/quotes",
+            {
+                "deal_id": d["id"],
+                "valid_until": TODAY.isoformat(),
+                "lines": [{"description": "x", "quantity": "1", "unit_price": "1"}],
+            },
+        )
+        for _ in range(2)
+    ]
     for quote in quotes:
         post(sales, f"/v1/quotes/{quote['id']}/send", status=200)
     sales.project()
@@ -284,8 +383,9 @@ def test_quote_accepted_while_expiry_runs_stays_accepted(sales: ServiceHarness, 
 
 def test_customer_value_rfm_tier_and_forecast(sales: ServiceHarness, people, monkeypatch) -> None:
     monkeypatch.setenv("CRM_SALES_REPORTING_CURRENCY", "USD")
-    contacts = [people.add(new_id(), first_name=f"C{i}", lifecycle_stage="customer" if i % 2 else "lead")
-                for i in range(5)]
+    contacts = [
+        people.add(new_id(), first_name=f"C{i}", lifecycle_stage="customer" if i % 2 else "lead") for i in range(5)
+    ]
     for i, contact in enumerate(contacts):
         for _ in range(i + 1):
             won = deal(sales, contact, amount=f"{(i + 1) * 100}.00")
@@ -313,7 +413,8 @@ def test_customer_value_rfm_tier_and_forecast(sales: ServiceHarness, people, mon
     assert get(sales, "/v1/customers/never-sold/value")["lifetime_value"]["amount"] == "0.00"
     tier_events = [e for e in sales.runtime.store.load(contacts[4])]
     assert [(e.type, e.data["tier"], e.data["previous_tier"]) for e in tier_events] == [
-        ("CustomerTierChanged", "strategic", "standard")]
+        ("CustomerTierChanged", "strategic", "standard")
+    ]
     start, end = TODAY.replace(day=1).isoformat(), (TODAY + timedelta(days=31)).isoformat()
     forecast = get(sales, f"/v1/forecast?from={start}&to={end}")
     assert forecast["weighted"] == [{"amount": "99.90", "currency": "USD"}]  # 999 × 10%
@@ -339,8 +440,10 @@ def test_auth_roles_and_idempotency(sales: ServiceHarness, people) -> None:
     again = sales.client.post("/v1/deals", json=body, headers=headers)
     assert first.status_code == again.status_code == 201
     assert again.headers["Idempotent-Replayed"] == "true" and again.get_json()["id"] == first.get_json()["id"]
-    assert sales.client.post("/v1/deals", data="{", content_type="application/json",
-                             headers=sales.headers()).status_code == 400
+    assert (
+        sales.client.post("/v1/deals", data="{", content_type="application/json", headers=sales.headers()).status_code
+        == 400
+    )
     doc = sales.client.get("/openapi.json").get_json()
     assert "/v1/pipelines/{pipeline_id}/board" in json.dumps(doc)
 
@@ -348,10 +451,16 @@ def test_auth_roles_and_idempotency(sales: ServiceHarness, people) -> None:
 def test_a_merge_moves_records_the_read_models_have_not_folded_yet(sales: ServiceHarness, people) -> None:
     duplicate, survivor, other = people.add(new_id()), people.add(new_id()), people.add(new_id())
     headers = sales.headers()
-    fresh = sales.client.post("/v1/deals", headers=headers, json={"title": "Fresh", "contact_id": duplicate,
-                                                                  "amount": "10", "currency": "USD"}).get_json()
-    moved_away = sales.client.post("/v1/deals", headers=headers, json={"title": "Moved", "contact_id": duplicate,
-                                                                       "amount": "10", "currency": "USD"}).get_json()
+    fresh = sales.client.post(
+        "/v1/deals",
+        headers=headers,
+        json={"title": "Fresh", "contact_id": duplicate, "amount": "10", "currency": "USD"},
+    ).get_json()
+    moved_away = sales.client.post(
+        "/v1/deals",
+        headers=headers,
+        json={"title": "Moved", "contact_id": duplicate, "amount": "10", "currency": "USD"},
+    ).get_json()
     book = SalesBook(sales.runtime)
     book.deals.change(moved_away["id"], lambda deal: deal.change_contact(other, "contact_merged"), Metadata())
     # no read model has folded any of this (nothing projected): only the event store knows

@@ -18,8 +18,7 @@ from crmkit.testing import ServiceHarness
 FUTURE = (utcnow() + timedelta(days=30)).date().isoformat()
 
 
-def call(sales: ServiceHarness, method: str, path: str, body: Any = None, status: int = 200,
-         **query: Any) -> Any:
+def call(sales: ServiceHarness, method: str, path: str, body: Any = None, status: int = 200, **query: Any) -> Any:
     response = sales.client.open(path, method=method, json=body, query_string=query, headers=sales.headers())
     assert response.status_code == status, response.get_data(as_text=True)
     return response.get_json()
@@ -40,8 +39,13 @@ def as_of(sales: ServiceHarness, path: str, moment: datetime | str, status: int 
 
 def test_a_deal_as_it_was_and_its_history_of_stages_and_amounts(sales: ServiceHarness, people: Any) -> None:
     contact = people.add("c-asof-1", first_name="Ana")
-    deal = call(sales, "POST", "/v1/deals", {"title": "Laptops", "contact_id": contact, "amount": "1000.00",
-                                             "currency": "USD"}, status=201)
+    deal = call(
+        sales,
+        "POST",
+        "/v1/deals",
+        {"title": "Laptops", "contact_id": contact, "amount": "1000.00", "currency": "USD"},
+        status=201,
+    )
     created = after(deal["created_at"])
     call(sales, "PATCH", f"/v1/deals/{deal['id']}", {"amount": "1500.00", "owner": "sam"})
     moved = call(sales, "POST", f"/v1/deals/{deal['id']}/stage", {"stage": "proposal"})
@@ -50,7 +54,12 @@ def test_a_deal_as_it_was_and_its_history_of_stages_and_amounts(sales: ServiceHa
 
     then = as_of(sales, f"/v1/deals/{deal['id']}", created)
     assert (then["version"], then["amount"], then["owner"], then["stage"], then["status"]) == (
-        1, "1000.00", None, "qualification", "open")
+        1,
+        "1000.00",
+        None,
+        "qualification",
+        "open",
+    )
     assert [h["stage"] for h in then["stage_history"]] == ["qualification"]
     assert then["stage_history"][0]["left_at"] is None and then["stage_history"][0]["seconds_in_stage"] == 0
     assert then["contact"]["id"] == contact
@@ -71,8 +80,13 @@ def test_a_deal_as_it_was_and_its_history_of_stages_and_amounts(sales: ServiceHa
 
 
 def test_a_history_is_paged_by_version(sales: ServiceHarness) -> None:
-    product = call(sales, "POST", "/v1/products", {"sku": "PAGE-1", "name": "Widget", "unit_price": "10.00",
-                                                   "currency": "USD"}, status=201)
+    product = call(
+        sales,
+        "POST",
+        "/v1/products",
+        {"sku": "PAGE-1", "name": "Widget", "unit_price": "10.00", "currency": "USD"},
+        status=201,
+    )
     for price in ("11.00", "12.00", "13.00", "14.00"):
         call(sales, "PATCH", f"/v1/products/{product['id']}", {"unit_price": price})
     url = f"/v1/products/{product['id']}/history"
@@ -88,12 +102,18 @@ def test_a_history_is_paged_by_version(sales: ServiceHarness) -> None:
 
 
 def test_a_product_as_it_was(sales: ServiceHarness) -> None:
-    product = call(sales, "POST", "/v1/products", {"sku": "ASOF-1", "name": "Widget", "unit_price": "10.00",
-                                                   "currency": "USD"}, status=201)
+    product = call(
+        sales,
+        "POST",
+        "/v1/products",
+        {"sku": "ASOF-1", "name": "Widget", "unit_price": "10.00", "currency": "USD"},
+        status=201,
+    )
     created = after(product["created_at"])
     call(sales, "PATCH", f"/v1/products/{product['id']}", {"unit_price": "12.50", "active": False})
-    response = sales.client.get(f"/v1/products/{product['id']}", query_string={"as_of": rfc3339(created)},
-                                headers=sales.headers("sales:read"))
+    response = sales.client.get(
+        f"/v1/products/{product['id']}", query_string={"as_of": rfc3339(created)}, headers=sales.headers("sales:read")
+    )
     assert response.status_code == 200 and response.headers["ETag"] == '"1"'
     assert (response.get_json()["unit_price"], response.get_json()["active"]) == ("10.00", True)
     assert call(sales, "GET", f"/v1/products/{product['id']}")["unit_price"] == "12.50"
@@ -101,10 +121,20 @@ def test_a_product_as_it_was(sales: ServiceHarness) -> None:
 
 def test_an_activity_and_a_quote_as_they_were_and_their_histories(sales: ServiceHarness, people: Any) -> None:
     contact = people.add("c-asof-2", first_name="Bo")
-    deal = call(sales, "POST", "/v1/deals", {"title": "Desks", "contact_id": contact, "amount": "300.00",
-                                             "currency": "USD"}, status=201)
-    activity = call(sales, "POST", "/v1/activities", {"type": "call", "subject": "Call Bo", "deal_id": deal["id"],
-                                                      "due_at": "2099-01-01T10:00:00Z"}, status=201)
+    deal = call(
+        sales,
+        "POST",
+        "/v1/deals",
+        {"title": "Desks", "contact_id": contact, "amount": "300.00", "currency": "USD"},
+        status=201,
+    )
+    activity = call(
+        sales,
+        "POST",
+        "/v1/activities",
+        {"type": "call", "subject": "Call Bo", "deal_id": deal["id"], "due_at": "2099-01-01T10:00:00Z"},
+        status=201,
+    )
     scheduled = after(activity["created_at"])
     call(sales, "POST", f"/v1/activities/{activity['id']}/complete", {"outcome": "Interested"})
     was = as_of(sales, f"/v1/activities/{activity['id']}", scheduled)
@@ -113,13 +143,23 @@ def test_an_activity_and_a_quote_as_they_were_and_their_histories(sales: Service
     assert changes["status"] == {"before": "open", "after": "completed"}
     assert changes["outcome"] == {"before": None, "after": "Interested"}
 
-    quote = call(sales, "POST", "/v1/quotes", {"deal_id": deal["id"], "valid_until": FUTURE, "lines": [
-        {"description": "Desk", "quantity": "2", "unit_price": "150.00"}]}, status=201)
+    quote = call(
+        sales,
+        "POST",
+        "/v1/quotes",
+        {
+            "deal_id": deal["id"],
+            "valid_until": FUTURE,
+            "lines": [{"description": "Desk", "quantity": "2", "unit_price": "150.00"}],
+        },
+        status=201,
+    )
     drafted = after(quote["created_at"])
     call(sales, "POST", f"/v1/quotes/{quote['id']}/send")
     assert as_of(sales, f"/v1/quotes/{quote['id']}", drafted)["status"] == "draft"
-    html = sales.client.get(f"/v1/quotes/{quote['id']}", query_string={"as_of": rfc3339(drafted), "format": "html"},
-                            headers=sales.headers())
+    html = sales.client.get(
+        f"/v1/quotes/{quote['id']}", query_string={"as_of": rfc3339(drafted), "format": "html"}, headers=sales.headers()
+    )
     assert html.status_code == 200 and html.headers["ETag"] == '"1"'
     history = call(sales, "GET", f"/v1/quotes/{quote['id']}/history")["items"]
     assert [e["type"] for e in history] == ["QuoteDrafted", "QuoteIssued"]
@@ -128,8 +168,13 @@ def test_an_activity_and_a_quote_as_they_were_and_their_histories(sales: Service
 
 
 def test_a_pipeline_as_it_was_and_its_history(sales: ServiceHarness) -> None:
-    pipeline = call(sales, "POST", "/v1/pipelines", {"name": "Renewals", "stages": [
-        {"name": "Contacted", "probability": "20"}]}, status=201)
+    pipeline = call(
+        sales,
+        "POST",
+        "/v1/pipelines",
+        {"name": "Renewals", "stages": [{"name": "Contacted", "probability": "20"}]},
+        status=201,
+    )
     created = after(pipeline["created_at"])
     assert as_of(sales, f"/v1/pipelines/{pipeline['id']}", created)["name"] == "Renewals"
     as_of(sales, f"/v1/pipelines/{pipeline['id']}", created - timedelta(seconds=5), status=404)
@@ -147,11 +192,11 @@ def test_unknown_records_are_404_and_a_bad_as_of_is_422(sales: ServiceHarness, k
         assert response.status_code == 422 and set(response.get_json()["errors"]) == {"as_of"}, (kind, bad)
 
 
-def test_a_deal_before_it_existed_is_404_and_records_of_another_kind_are_not_found(sales: ServiceHarness,
-                                                                                    people: Any) -> None:
+def test_a_deal_before_it_existed_is_404_and_records_of_another_kind_are_not_found(
+    sales: ServiceHarness, people: Any
+) -> None:
     contact = people.add("c-asof-3", first_name="Cy")
-    deal = call(sales, "POST", "/v1/deals", {"title": "Chairs", "contact_id": contact, "currency": "EUR"},
-                status=201)
+    deal = call(sales, "POST", "/v1/deals", {"title": "Chairs", "contact_id": contact, "currency": "EUR"}, status=201)
     as_of(sales, f"/v1/deals/{deal['id']}", parse_time(deal["created_at"]) - timedelta(seconds=1), status=404)
     call(sales, "GET", f"/v1/quotes/{deal['id']}/history", status=404)  # a deal's id is no quote's
     call(sales, "GET", f"/v1/products/{deal['id']}", status=404, as_of=rfc3339(utcnow()))

@@ -25,8 +25,13 @@ def new_deal() -> tuple[Deal, Pipeline]:
 def test_default_pipeline_has_the_agreed_stages() -> None:
     pipeline = Pipeline.default()
     assert [(s["key"], s["probability"]) for s in pipeline.stages] == [
-        ("qualification", "10"), ("needs_analysis", "25"), ("proposal", "50"), ("negotiation", "75"),
-        ("won", "100"), ("lost", "0")]
+        ("qualification", "10"),
+        ("needs_analysis", "25"),
+        ("proposal", "50"),
+        ("negotiation", "75"),
+        ("won", "100"),
+        ("lost", "0"),
+    ]
 
 
 def test_custom_pipeline_rejects_duplicate_or_reserved_stages() -> None:
@@ -70,17 +75,29 @@ def test_lost_needs_a_reason_and_open_deals_cannot_be_reopened() -> None:
 ACTIONS = st.lists(st.sampled_from(["move", "win", "lose", "reopen"]), max_size=30)
 
 
-@given(actions=ACTIONS, stages=st.lists(st.sampled_from(["qualification", "needs_analysis", "proposal",
-                                                          "negotiation"]), min_size=30, max_size=30))
+@given(
+    actions=ACTIONS,
+    stages=st.lists(
+        st.sampled_from(["qualification", "needs_analysis", "proposal", "negotiation"]), min_size=30, max_size=30
+    ),
+)
 def test_state_machine_only_allows_legal_transitions(actions: list[str], stages: list[str]) -> None:
     deal, pipeline = new_deal()
     for action, stage in zip(actions, stages, strict=False):
         before = deal.status
-        legal = {"move": before == "open", "win": before == "open", "lose": before == "open",
-                 "reopen": before != "open"}[action]
+        legal = {
+            "move": before == "open",
+            "win": before == "open",
+            "lose": before == "open",
+            "reopen": before != "open",
+        }[action]
         try:
-            {"move": lambda s=stage: deal.move(s, pipeline, T1), "win": lambda: deal.win(T1),
-             "lose": lambda: deal.lose(pipeline, T1, "r"), "reopen": lambda: deal.reopen(T1)}[action]()
+            {
+                "move": lambda s=stage: deal.move(s, pipeline, T1),
+                "win": lambda: deal.win(T1),
+                "lose": lambda: deal.lose(pipeline, T1, "r"),
+                "reopen": lambda: deal.reopen(T1),
+            }[action]()
             assert legal
         except Conflict:
             assert not legal
@@ -109,8 +126,12 @@ def test_customer_tier_changes_only_when_it_moves() -> None:
     customer = Customer("c1")
     assert not customer.set_tier("standard", "0", "USD")
     assert customer.set_tier("strategic", "10.00", "USD")
-    assert customer.pending[-1].data == {"contact_id": "c1", "tier": "strategic", "previous_tier": "standard",
-                                         "clv": {"amount": "10.00", "currency": "USD"}}
+    assert customer.pending[-1].data == {
+        "contact_id": "c1",
+        "tier": "strategic",
+        "previous_tier": "standard",
+        "clv": {"amount": "10.00", "currency": "USD"},
+    }
 
 
 @given(st.lists(st.integers(min_value=0, max_value=10**6), min_size=1, max_size=200))
@@ -136,7 +157,8 @@ def test_strategic_is_the_top_fifth(numbers: list[int]) -> None:
     expected = -(-len(numbers) // 5)
     assert sum(flags) == expected
     assert min(n for n, f in zip(numbers, flags, strict=True) if f) >= max(
-        [n for n, f in zip(numbers, flags, strict=True) if not f], default=0)
+        [n for n, f in zip(numbers, flags, strict=True) if not f], default=0
+    )
 
 
 def test_predicted_value_formula() -> None:
@@ -175,8 +197,9 @@ def test_erasing_the_contact_drops_their_words_from_every_record_once() -> None:
     survives a restore from the view, and is recorded once however often erasure runs."""
     deal, pipeline = new_deal()
     deal.lose(pipeline, T1, "Ali moved abroad", "Ali said so")
-    activity = Activity.schedule("a1", {"type": "call", "subject": "Call Ali", "notes": "mornings", "due_at": T1,
-                                        "contact_id": "c1"})
+    activity = Activity.schedule(
+        "a1", {"type": "call", "subject": "Call Ali", "notes": "mornings", "due_at": T1, "contact_id": "c1"}
+    )
     activity.complete(T1, "Ali wants a discount")
     line = QuoteLine("Setup at Ali's home", Decimal(1), Decimal("10.00"), Decimal(0), Decimal(0))
     quote = Quote.draft("q1", "Q-2026-000001", new_deal()[0], [line], {"valid_until": "2026-02-01", "notes": "Ali"})

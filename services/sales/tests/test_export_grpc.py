@@ -36,7 +36,8 @@ def export(target: str, contact_ids: list[str], *roles: str, token: str | None =
     token = token or auth.issue(keys.ring(), "dpo", list(roles or ["sales:export"]))
     with rpc.token_channel(target, token) as channel:
         reply = sales_pb2_grpc.CustomerValueStub(channel).ExportContactRecords(
-            sales_pb2.ExportContactRecordsRequest(contact_ids=contact_ids), timeout=10)
+            sales_pb2.ExportContactRecordsRequest(contact_ids=contact_ids), timeout=10
+        )
     return json.loads(reply.records_json)
 
 
@@ -47,13 +48,29 @@ def post(sales: ServiceHarness, path: str, body: dict) -> dict:
 
 
 def test_the_export_holds_the_persons_deals_quotes_with_lines_and_activities(
-        sales: ServiceHarness, people, target: str) -> None:
+    sales: ServiceHarness, people, target: str
+) -> None:
     maryam, merged, other = people.add(new_id(), first_name="مریم"), people.add(new_id()), people.add(new_id())
     deal = post(sales, "/v1/deals", {"title": "Laptops", "contact_id": maryam, "amount": "500.00", "currency": "USD"})
-    quote = post(sales, "/v1/quotes", {"deal_id": deal["id"], "valid_until": "2099-01-01", "lines": [
-        {"description": "نصب و راه‌اندازی", "quantity": "1.5", "unit_price": "100"}]})
-    call = post(sales, "/v1/activities", {"type": "call", "subject": "Follow up", "deal_id": deal["id"],
-                                          "due_at": rfc3339(utcnow() + timedelta(days=1))})
+    quote = post(
+        sales,
+        "/v1/quotes",
+        {
+            "deal_id": deal["id"],
+            "valid_until": "2099-01-01",
+            "lines": [{"description": "نصب و راه‌اندازی", "quantity": "1.5", "unit_price": "100"}],
+        },
+    )
+    call = post(
+        sales,
+        "/v1/activities",
+        {
+            "type": "call",
+            "subject": "Follow up",
+            "deal_id": deal["id"],
+            "due_at": rfc3339(utcnow() + timedelta(days=1)),
+        },
+    )
     old = post(sales, "/v1/deals", {"title": "Old", "contact_id": merged, "amount": "1.00", "currency": "USD"})
     post(sales, "/v1/deals", {"title": "Not hers", "contact_id": other, "amount": "9.00", "currency": "USD"})
     moved = post(sales, "/v1/deals", {"title": "Moved", "contact_id": maryam, "amount": "2.00", "currency": "USD"})

@@ -11,8 +11,7 @@ from crm_sales import money
 CURRENCIES = st.sampled_from(["IRR", "USD", "KWD", "JPY", "EUR"])
 AMOUNTS = st.decimals(min_value=0, max_value=10**9, places=4, allow_nan=False, allow_infinity=False)
 PERCENTS = st.decimals(min_value=0, max_value=100, places=2, allow_nan=False, allow_infinity=False)
-QUANTITIES = st.decimals(min_value=Decimal("0.001"), max_value=10_000, places=3, allow_nan=False,
-                         allow_infinity=False)
+QUANTITIES = st.decimals(min_value=Decimal("0.001"), max_value=10_000, places=3, allow_nan=False, allow_infinity=False)
 
 
 def test_rounding_follows_the_currency_minor_unit() -> None:
@@ -45,12 +44,15 @@ def test_unknown_currency() -> None:
 
 
 def test_a_worked_quote() -> None:
-    lines = [money.Line(Decimal(3), Decimal("19.99"), Decimal(10), Decimal(9)),
-             money.Line(Decimal("1.5"), Decimal("100.00"), Decimal(0), Decimal(0))]
+    lines = [
+        money.Line(Decimal(3), Decimal("19.99"), Decimal(10), Decimal(9)),
+        money.Line(Decimal("1.5"), Decimal("100.00"), Decimal(0), Decimal(0)),
+    ]
     totals = money.price(lines, "USD")
     # 59.97 gross, 6.00 discount (5.997 rounded), 53.97 net, 4.86 tax (4.8573), 58.83
-    assert totals.lines[0] == money.LineAmounts(Decimal("59.97"), Decimal("6.00"), Decimal("53.97"),
-                                                Decimal("4.86"), Decimal("58.83"))
+    assert totals.lines[0] == money.LineAmounts(
+        Decimal("59.97"), Decimal("6.00"), Decimal("53.97"), Decimal("4.86"), Decimal("58.83")
+    )
     assert totals.subtotal == Decimal("203.97") and totals.tax == Decimal("4.86")
     assert totals.total == Decimal("208.83")
 
@@ -63,8 +65,7 @@ def test_round_trip_through_minor_units(amount: Decimal, currency: str) -> None:
     assert rounded.as_tuple().exponent == -money.minor_unit(currency)
 
 
-@given(lines=st.lists(st.tuples(QUANTITIES, AMOUNTS, PERCENTS, PERCENTS), min_size=1, max_size=20),
-       currency=CURRENCIES)
+@given(lines=st.lists(st.tuples(QUANTITIES, AMOUNTS, PERCENTS, PERCENTS), min_size=1, max_size=20), currency=CURRENCIES)
 def test_totals_are_exact_sums_of_rounded_lines(lines: list, currency: str) -> None:
     priced = money.price([money.Line(q, money.round_to(p, currency), d, t) for q, p, d, t in lines], currency)
     q = money.quantum(currency)

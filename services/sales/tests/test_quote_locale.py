@@ -41,11 +41,18 @@ def test_other_locales_group_in_their_own_way_and_unknown_ones_fall_back_to_engl
 
 def _quote(sales: ServiceHarness, contact: str, **extra: Any) -> dict:
     headers = sales.headers()
-    made = sales.client.post("/v1/deals", json={"title": "Servers", "contact_id": contact, "amount": "125000000",
-                                                "currency": "IRR"}, headers=headers)
+    made = sales.client.post(
+        "/v1/deals",
+        json={"title": "Servers", "contact_id": contact, "amount": "125000000", "currency": "IRR"},
+        headers=headers,
+    )
     assert made.status_code == 201, made.get_json()
-    body = {"deal_id": made.get_json()["id"], "valid_until": (utcnow().date() + timedelta(days=30)).isoformat(),
-            "lines": [{"description": "سرور", "quantity": "1", "unit_price": "125000000", "tax_rate": "0"}], **extra}
+    body = {
+        "deal_id": made.get_json()["id"],
+        "valid_until": (utcnow().date() + timedelta(days=30)).isoformat(),
+        "lines": [{"description": "سرور", "quantity": "1", "unit_price": "125000000", "tax_rate": "0"}],
+        **extra,
+    }
     quote = sales.client.post("/v1/quotes", json=body, headers=headers)
     assert quote.status_code == 201, quote.get_json()
     return quote.get_json()
@@ -58,7 +65,8 @@ def _page(sales: ServiceHarness, quote: dict, query: str = "") -> str:
 
 
 def test_a_persian_contacts_quote_prints_persian_digits_jalali_dates_and_the_seller(
-        sales: ServiceHarness, people, monkeypatch: pytest.MonkeyPatch) -> None:
+    sales: ServiceHarness, people, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setenv("CRM_SALES_SELLER_NAME", "شرکت نمونه")
     monkeypatch.setenv("CRM_SALES_SELLER_ADDRESS", "تهران، خیابان آزادی، پلاک ۱۰")
     monkeypatch.setenv("CRM_SALES_SELLER_TAX_ID", "411111111111")

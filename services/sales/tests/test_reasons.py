@@ -19,10 +19,11 @@ from crmkit.events import NewEvent, new_id, parse_time, rfc3339, utcnow
 from crmkit.testing import ServiceHarness
 
 T0, T1, T2 = "2026-01-01T00:00:00.000Z", "2026-01-03T00:00:00.000Z", "2026-01-10T00:00:00.000Z"
-STRICT = {"win_reasons": [{"code": "price", "label": "Price"}],
-          "loss_reasons": [{"code": "competitor", "label": "Chose a competitor"},
-                           {"code": "timing", "label": "Timing"}],
-          "free_text_reasons": False}
+STRICT = {
+    "win_reasons": [{"code": "price", "label": "Price"}],
+    "loss_reasons": [{"code": "competitor", "label": "Chose a competitor"}, {"code": "timing", "label": "Timing"}],
+    "free_text_reasons": False,
+}
 
 
 def a_deal(pipeline: Pipeline) -> Deal:
@@ -41,10 +42,14 @@ def test_the_default_pipeline_offers_default_reasons_and_takes_words_too() -> No
     assert {"price", "product_fit", "relationship", "timing"} <= set(pipeline.reasons(WON))
     assert {"price", "competitor", "no_decision", "timing"} <= set(pipeline.reasons(LOST))
     assert pipeline.free_text_reasons is True
-    assert pipeline.closing_reason(LOST, "competitor", None) == {"reason_code": "competitor",
-                                                                 "reason": "Chose a competitor"}
-    assert pipeline.closing_reason(LOST, "price too high", "20% over") == {"reason": "price too high",
-                                                                          "reason_note": "20% over"}
+    assert pipeline.closing_reason(LOST, "competitor", None) == {
+        "reason_code": "competitor",
+        "reason": "Chose a competitor",
+    }
+    assert pipeline.closing_reason(LOST, "price too high", "20% over") == {
+        "reason": "price too high",
+        "reason_note": "20% over",
+    }
     assert pipeline.closing_reason(WON, None, "a note alone") == {"reason_note": "a note alone"}
     assert pipeline.closing_reason(WON, None, None) == {}
 
@@ -57,18 +62,26 @@ def test_a_list_only_pipeline_refuses_words_and_a_lost_deal_needs_a_reason() -> 
     with pytest.raises(ValidationFailed) as refused:
         pipeline.closing_reason(LOST, None, "only a note")
     assert refused.value.errors == {"reason": ["required"]}
-    assert pipeline.closing_reason(LOST, "timing", "next year") == {"reason_code": "timing", "reason": "Timing",
-                                                                    "reason_note": "next year"}
-    unlisted = Pipeline.define("p2", "No loss reasons", [{"name": "Open", "probability": "20"}],
-                               {**STRICT, "loss_reasons": []})
+    assert pipeline.closing_reason(LOST, "timing", "next year") == {
+        "reason_code": "timing",
+        "reason": "Timing",
+        "reason_note": "next year",
+    }
+    unlisted = Pipeline.define(
+        "p2", "No loss reasons", [{"name": "Open", "probability": "20"}], {**STRICT, "loss_reasons": []}
+    )
     assert unlisted.closing_reason(LOST, "any words", None) == {"reason": "any words"}  # nothing to choose from
 
 
 def test_reason_codes_are_unique_per_list_and_every_bad_list_is_named() -> None:
     twice = [{"code": "a", "label": "A"}, {"code": "a", "label": "Again"}]
     with pytest.raises(ValidationFailed) as refused:
-        Pipeline.define("p", "P", [{"name": "X", "probability": "1"}, {"name": "x", "probability": "2"}],
-                        {"win_reasons": twice, "loss_reasons": twice})
+        Pipeline.define(
+            "p",
+            "P",
+            [{"name": "X", "probability": "1"}, {"name": "x", "probability": "2"}],
+            {"win_reasons": twice, "loss_reasons": twice},
+        )
     assert set(refused.value.errors) == {"stages", "win_reasons", "loss_reasons"}
     pipeline = strict_pipeline()
     with pytest.raises(ValidationFailed) as refused:
@@ -84,8 +97,9 @@ def test_a_pipeline_update_records_only_what_changed_and_a_pipeline_from_before_
     pipeline.update({"name": "Strict"})
     assert len(pipeline.pending) == 2
     old = Pipeline("old")
-    old.apply_stored(NewEvent("PipelineCreated", {"pipeline_id": "old", "name": "Old",
-                                                  "stages": Pipeline.default().stages}))
+    old.apply_stored(
+        NewEvent("PipelineCreated", {"pipeline_id": "old", "name": "Old", "stages": Pipeline.default().stages})
+    )
     assert old.view()["loss_reasons"] == Pipeline.default().view()["loss_reasons"] and old.free_text_reasons
     again = Pipeline.restore({**old.view(), "win_reasons": None, "loss_reasons": None, "free_text_reasons": None})
     assert again.view() == old.view()  # a read-model document folded before reasons existed
@@ -95,8 +109,11 @@ def test_a_deal_keeps_its_reason_until_reopened_and_erasure_keeps_only_the_code(
     pipeline = Pipeline.default()
     deal = a_deal(pipeline)
     deal.win(T1, pipeline=pipeline, reason="relationship", note="Ali trusts us")
-    assert (deal.won_reason, deal.won_reason_code, deal.won_reason_note) == ("Relationship", "relationship",
-                                                                             "Ali trusts us")
+    assert (deal.won_reason, deal.won_reason_code, deal.won_reason_note) == (
+        "Relationship",
+        "relationship",
+        "Ali trusts us",
+    )
     with pytest.raises(Conflict):
         deal.lose(pipeline, T1, "competitor")
     deal.reopen(T2)
@@ -114,20 +131,30 @@ def test_a_deal_keeps_its_reason_until_reopened_and_erasure_keeps_only_the_code(
 REASON_LISTS = st.lists(st.sampled_from(["price", "timing", "competitor", "budget"]), unique=True, max_size=4)
 
 
-@given(codes=REASON_LISTS, free_text=st.booleans(), outcome=st.sampled_from([WON, LOST]),
-       reason=st.one_of(st.none(), st.sampled_from(["price", "timing", "budget", "some words"])),
-       note=st.one_of(st.none(), st.just("a note")))
-def test_a_close_names_a_listed_code_or_words_only_where_allowed(codes: list[str], free_text: bool, outcome: str,
-                                                                 reason: str | None, note: str | None) -> None:
+@given(
+    codes=REASON_LISTS,
+    free_text=st.booleans(),
+    outcome=st.sampled_from([WON, LOST]),
+    reason=st.one_of(st.none(), st.sampled_from(["price", "timing", "budget", "some words"])),
+    note=st.one_of(st.none(), st.just("a note")),
+)
+def test_a_close_names_a_listed_code_or_words_only_where_allowed(
+    codes: list[str], free_text: bool, outcome: str, reason: str | None, note: str | None
+) -> None:
     """Whatever a pipeline lists and allows, a close records a listed code with its label, keeps words
     only where words are allowed, keeps the note, and is refused (naming `reason`) otherwise; the
     deal's view folds exactly what was recorded."""
     listed = [{"code": code, "label": code.title()} for code in codes]
-    pipeline = Pipeline.define("p", "P", [{"name": "Open", "probability": "50"}],
-                               {"win_reasons": listed, "loss_reasons": listed, "free_text_reasons": free_text})
+    pipeline = Pipeline.define(
+        "p",
+        "P",
+        [{"name": "Open", "probability": "50"}],
+        {"win_reasons": listed, "loss_reasons": listed, "free_text_reasons": free_text},
+    )
     deal = a_deal(pipeline)
-    allowed = (reason in codes or (reason is not None and (free_text or not codes))
-               or (reason is None and outcome == WON))
+    allowed = (
+        reason in codes or (reason is not None and (free_text or not codes)) or (reason is None and outcome == WON)
+    )
     try:
         if outcome == WON:
             deal.win(T1, pipeline=pipeline, reason=reason, note=note)
@@ -174,41 +201,79 @@ def new_deal(sales: ServiceHarness, people: Any, **fields: Any) -> dict:
 
 def test_pipelines_take_show_and_change_their_reasons(sales: ServiceHarness) -> None:
     default = call(sales, "GET", "/v1/pipelines/default")
-    assert default["free_text_reasons"] is True and {"code": "no_decision", "label": "No decision"} in \
-        default["loss_reasons"]
-    made = call(sales, "POST", "/v1/pipelines", {"name": "Strict", "stages": [{"name": "Open", "probability": "20"}],
-                                                 **STRICT}, status=201)
+    assert (
+        default["free_text_reasons"] is True
+        and {"code": "no_decision", "label": "No decision"} in default["loss_reasons"]
+    )
+    made = call(
+        sales,
+        "POST",
+        "/v1/pipelines",
+        {"name": "Strict", "stages": [{"name": "Open", "probability": "20"}], **STRICT},
+        status=201,
+    )
     assert (made["win_reasons"], made["loss_reasons"], made["free_text_reasons"]) == (
-        STRICT["win_reasons"], STRICT["loss_reasons"], False)
+        STRICT["win_reasons"],
+        STRICT["loss_reasons"],
+        False,
+    )
     created = passed(made["created_at"])
-    plain = call(sales, "POST", "/v1/pipelines", {"name": "Plain", "stages": [{"name": "Open", "probability": "20"}]},
-                 status=201)
+    plain = call(
+        sales, "POST", "/v1/pipelines", {"name": "Plain", "stages": [{"name": "Open", "probability": "20"}]}, status=201
+    )
     assert plain["loss_reasons"] == default["loss_reasons"] and plain["free_text_reasons"] is True
-    changed = call(sales, "PATCH", f"/v1/pipelines/{made['id']}", {"loss_reasons": [{"code": "budget",
-                                                                                     "label": "No budget"}]})
+    changed = call(
+        sales, "PATCH", f"/v1/pipelines/{made['id']}", {"loss_reasons": [{"code": "budget", "label": "No budget"}]}
+    )
     assert changed["loss_reasons"] == [{"code": "budget", "label": "No budget"}] and changed["version"] == 2
     assert changed["stages"] == made["stages"] and changed["free_text_reasons"] is False
     history = call(sales, "GET", f"/v1/pipelines/{made['id']}/history")["items"]
     assert [e["type"] for e in history] == ["PipelineCreated", "PipelineUpdated"]
     assert history[1]["changes"]["loss_reasons"]["before"] == STRICT["loss_reasons"]
-    assert call(sales, "GET", f"/v1/pipelines/{made['id']}", as_of=rfc3339(created))["loss_reasons"] == \
-        STRICT["loss_reasons"]
+    assert (
+        call(sales, "GET", f"/v1/pipelines/{made['id']}", as_of=rfc3339(created))["loss_reasons"]
+        == STRICT["loss_reasons"]
+    )
     call(sales, "PATCH", "/v1/pipelines/nope", {"name": "X"}, status=404)
 
 
 def test_bad_reason_lists_are_refused_whole_naming_every_field(sales: ServiceHarness) -> None:
     before = sales.runtime.store.count()
-    bad = call(sales, "POST", "/v1/pipelines", {
-        "name": "Bad", "stages": [{"name": "Open", "probability": "20"}],
-        "win_reasons": [{"code": "Not A Code", "label": "x"}], "loss_reasons": [{"code": "ok", "label": " "}, {}],
-        "free_text_reasons": None}, status=422)
-    assert set(bad["errors"]) == {"win_reasons.0.code", "loss_reasons.0.label", "loss_reasons.1.code",
-                                  "loss_reasons.1.label", "free_text_reasons"}
+    bad = call(
+        sales,
+        "POST",
+        "/v1/pipelines",
+        {
+            "name": "Bad",
+            "stages": [{"name": "Open", "probability": "20"}],
+            "win_reasons": [{"code": "Not A Code", "label": "x"}],
+            "loss_reasons": [{"code": "ok", "label": " "}, {}],
+            "free_text_reasons": None,
+        },
+        status=422,
+    )
+    assert set(bad["errors"]) == {
+        "win_reasons.0.code",
+        "loss_reasons.0.label",
+        "loss_reasons.1.code",
+        "loss_reasons.1.label",
+        "free_text_reasons",
+    }
     bad = call(sales, "PATCH", "/v1/pipelines/default", {"free_text_reasons": "yes"}, status=422)
     assert set(bad["errors"]) == {"free_text_reasons"}  # a JSON boolean, not text
     twice = [{"code": "a", "label": "A"}, {"code": "a", "label": "B"}]
-    bad = call(sales, "POST", "/v1/pipelines", {"name": "Twice", "stages": [{"name": "Open", "probability": "20"}],
-                                                "win_reasons": twice, "loss_reasons": twice}, status=422)
+    bad = call(
+        sales,
+        "POST",
+        "/v1/pipelines",
+        {
+            "name": "Twice",
+            "stages": [{"name": "Open", "probability": "20"}],
+            "win_reasons": twice,
+            "loss_reasons": twice,
+        },
+        status=422,
+    )
     assert set(bad["errors"]) == {"win_reasons", "loss_reasons"}
     bad = call(sales, "PATCH", "/v1/pipelines/default", {"win_reasons": twice, "name": ""}, status=422)
     assert set(bad["errors"]) == {"name"}  # the schema's errors first; the lists' uniqueness is the domain's
@@ -220,12 +285,17 @@ def test_bad_reason_lists_are_refused_whole_naming_every_field(sales: ServiceHar
     assert sales.runtime.store.count() == before
 
 
-def test_won_and_lost_take_a_reason_and_a_note_and_the_old_lost_body_still_works(sales: ServiceHarness,
-                                                                               people: Any) -> None:
+def test_won_and_lost_take_a_reason_and_a_note_and_the_old_lost_body_still_works(
+    sales: ServiceHarness, people: Any
+) -> None:
     won = new_deal(sales, people)
     shown = call(sales, "POST", f"/v1/deals/{won['id']}/won", {"reason": "relationship", "reason_note": "trust"})
     assert (shown["status"], shown["won_reason_code"], shown["won_reason"], shown["won_reason_note"]) == (
-        "won", "relationship", "Relationship", "trust")
+        "won",
+        "relationship",
+        "Relationship",
+        "trust",
+    )
     plain = new_deal(sales, people)
     assert call(sales, "POST", f"/v1/deals/{plain['id']}/won")["won_reason_code"] is None  # no body, as before
     legacy = new_deal(sales, people)
@@ -234,23 +304,37 @@ def test_won_and_lost_take_a_reason_and_a_note_and_the_old_lost_body_still_works
     coded = new_deal(sales, people)
     lost = call(sales, "POST", f"/v1/deals/{coded['id']}/lost", {"reason": "competitor", "reason_note": "bundle"})
     assert (lost["lost_reason"], lost["lost_reason_code"], lost["lost_reason_note"]) == (
-        "Chose a competitor", "competitor", "bundle")
+        "Chose a competitor",
+        "competitor",
+        "bundle",
+    )
     events = {e.type: e.data for e in sales.runtime.store.load(won["id"]) + sales.runtime.store.load(coded["id"])}
     assert {k: events["DealWon"].get(k) for k in ("reason_code", "reason", "reason_note")} == {
-        "reason_code": "relationship", "reason": "Relationship", "reason_note": "trust"}
+        "reason_code": "relationship",
+        "reason": "Relationship",
+        "reason_note": "trust",
+    }
     assert {k: events["DealLost"][k] for k in ("reason_code", "reason", "reason_note")} == {
-        "reason_code": "competitor", "reason": "Chose a competitor", "reason_note": "bundle"}
+        "reason_code": "competitor",
+        "reason": "Chose a competitor",
+        "reason_note": "bundle",
+    }
     sales.project()
-    response = sales.client.get("/v1/deals", query_string={"status": "lost", "contact_id": coded["contact_id"]},
-                                headers=sales.headers())
+    response = sales.client.get(
+        "/v1/deals", query_string={"status": "lost", "contact_id": coded["contact_id"]}, headers=sales.headers()
+    )
     listed = response.get_json()["items"]
     assert [d["lost_reason_code"] for d in listed] == ["competitor"]
 
 
 def test_bad_reasons_are_422s_naming_the_field_and_store_nothing(sales: ServiceHarness, people: Any) -> None:
-    pipeline = call(sales, "POST", "/v1/pipelines", {"name": "Strict", "stages": [{"name": "Open",
-                                                                                   "probability": "20"}], **STRICT},
-                    status=201)
+    pipeline = call(
+        sales,
+        "POST",
+        "/v1/pipelines",
+        {"name": "Strict", "stages": [{"name": "Open", "probability": "20"}], **STRICT},
+        status=201,
+    )
     deal = new_deal(sales, people, pipeline_id=pipeline["id"])
     before = sales.runtime.store.count()
     path = f"/v1/deals/{deal['id']}"
@@ -285,15 +369,27 @@ def test_the_reasons_are_in_the_deals_history_and_as_of(sales: ServiceHarness, p
     assert (then["status"], then["lost_reason_code"], then["won_reason_code"]) == ("lost", "no_decision", None)
 
 
-def test_the_performance_report_counts_and_sums_by_reason_pipeline_and_owner(sales: ServiceHarness,
-                                                                            people: Any) -> None:
-    other = call(sales, "POST", "/v1/pipelines", {"name": "Renewals", "stages": [{"name": "Due", "probability": "50"}],
-                                                  "loss_reasons": [{"code": "price", "label": "Too dear"}]},
-                 status=201)
+def test_the_performance_report_counts_and_sums_by_reason_pipeline_and_owner(
+    sales: ServiceHarness, people: Any
+) -> None:
+    other = call(
+        sales,
+        "POST",
+        "/v1/pipelines",
+        {
+            "name": "Renewals",
+            "stages": [{"name": "Due", "probability": "50"}],
+            "loss_reasons": [{"code": "price", "label": "Too dear"}],
+        },
+        status=201,
+    )
     closes = [  # (pipeline, owner, amount, outcome, reason)
-        ("default", "ana", "100.00", "won", "price"), ("default", "ana", "50.00", "won", "price"),
-        ("default", "bo", "30.00", "won", "price"), ("default", "bo", "7.00", "won", None),
-        ("default", "ana", "200.00", "lost", "competitor"), ("default", None, "20.00", "lost", "Ali moved"),
+        ("default", "ana", "100.00", "won", "price"),
+        ("default", "ana", "50.00", "won", "price"),
+        ("default", "bo", "30.00", "won", "price"),
+        ("default", "bo", "7.00", "won", None),
+        ("default", "ana", "200.00", "lost", "competitor"),
+        ("default", None, "20.00", "lost", "Ali moved"),
         (other["id"], "ana", "400.00", "lost", "price"),
     ]
     for pipeline_id, owner, amount, outcome, reason in closes:
@@ -301,16 +397,35 @@ def test_the_performance_report_counts_and_sums_by_reason_pipeline_and_owner(sal
         call(sales, "POST", f"/v1/deals/{deal['id']}/{outcome}", {"reason": reason} if reason else None)
     sales.project()
     today = utcnow().date()
-    report = call(sales, "GET", "/v1/forecast", **{"from": today.replace(day=1).isoformat(),
-                                                   "to": (today + timedelta(days=1)).isoformat()})
+    report = call(
+        sales,
+        "GET",
+        "/v1/forecast",
+        **{"from": today.replace(day=1).isoformat(), "to": (today + timedelta(days=1)).isoformat()},
+    )
     assert report["won_deals"] == 4 and report["lost_deals"] == 3
     usd = lambda amount: [{"amount": amount, "currency": "USD"}]  # noqa: E731
     assert report["win_reasons"] == [
-        {"pipeline_id": "default", "reason": None, "label": None, "deals": 1, "amounts": usd("7.00"),
-         "by_owner": [{"owner": "bo", "deals": 1, "amounts": usd("7.00")}]},
-        {"pipeline_id": "default", "reason": "price", "label": "Price", "deals": 3, "amounts": usd("180.00"),
-         "by_owner": [{"owner": "ana", "deals": 2, "amounts": usd("150.00")},
-                      {"owner": "bo", "deals": 1, "amounts": usd("30.00")}]}]
+        {
+            "pipeline_id": "default",
+            "reason": None,
+            "label": None,
+            "deals": 1,
+            "amounts": usd("7.00"),
+            "by_owner": [{"owner": "bo", "deals": 1, "amounts": usd("7.00")}],
+        },
+        {
+            "pipeline_id": "default",
+            "reason": "price",
+            "label": "Price",
+            "deals": 3,
+            "amounts": usd("180.00"),
+            "by_owner": [
+                {"owner": "ana", "deals": 2, "amounts": usd("150.00")},
+                {"owner": "bo", "deals": 1, "amounts": usd("30.00")},
+            ],
+        },
+    ]
     loss = {(row["pipeline_id"], row["reason"]): row for row in report["loss_reasons"]}
     assert set(loss) == {("default", None), ("default", "competitor"), (other["id"], "price")}
     assert loss[(other["id"], "price")]["label"] == "Too dear" and loss[(other["id"], "price")]["deals"] == 1
@@ -318,8 +433,9 @@ def test_the_performance_report_counts_and_sums_by_reason_pipeline_and_owner(sal
     assert loss[("default", None)]["by_owner"] == [{"owner": "unassigned", "deals": 1, "amounts": usd("20.00")}]
 
 
-def test_erasing_the_contact_drops_the_words_and_keeps_the_codes_for_reports(sales: ServiceHarness,
-                                                                             people: Any) -> None:
+def test_erasing_the_contact_drops_the_words_and_keeps_the_codes_for_reports(
+    sales: ServiceHarness, people: Any
+) -> None:
     deal = new_deal(sales, people)
     call(sales, "POST", f"/v1/deals/{deal['id']}/lost", {"reason": "competitor", "reason_note": "Sara's cousin"})
     SalesBook(sales.runtime).erase_contact(deal["contact_id"])

@@ -19,7 +19,16 @@ def test_defaults() -> None:
 
 def test_every_bad_variable_is_named() -> None:
     with pytest.raises(SettingsError) as caught:
-        load(SalesSettings.read, {"CRM_SALES_SELLER_TIME_ZONE": "Mars/Olympus", "CRM_SALES_VALUE_INTERVAL": "0",
-                                  "CRM_SALES_EXPECTED_LIFESPAN_YEARS": "long"})
-    assert [name for name, _ in caught.value.problems] == \
-        ["CRM_SALES_SELLER_TIME_ZONE", "CRM_SALES_EXPECTED_LIFESPAN_YEARS", "CRM_SALES_VALUE_INTERVAL"]
+        load(
+            SalesSettings.read,
+            {
+                "CRM_SALES_SELLER_TIME_ZONE": "Mars/Olympus",
+                "CRM_SALES_VALUE_INTERVAL": "0",
+                "CRM_SALES_EXPECTED_LIFESPAN_YEARS": "long",
+            },
+        )
+    assert [name for name, _ in caught.value.problems] == [
+        "CRM_SALES_SELLER_TIME_ZONE",
+        "CRM_SALES_EXPECTED_LIFESPAN_YEARS",
+        "CRM_SALES_VALUE_INTERVAL",
+    ]

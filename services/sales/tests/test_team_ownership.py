@@ -10,8 +10,15 @@ from crmkit.testing import ServiceHarness
 NORTH, SOUTH = "north", "south"
 
 
-def call(sales: ServiceHarness, method: str, path: str, body: Any = None, *roles: str, team: str | None = None,
-         status: int = 200) -> Any:
+def call(
+    sales: ServiceHarness,
+    method: str,
+    path: str,
+    body: Any = None,
+    *roles: str,
+    team: str | None = None,
+    status: int = 200,
+) -> Any:
     headers = sales.headers(*roles, team=team)
     response = sales.client.open(path, method=method, json=body, headers=headers)
     assert response.status_code == status, response.get_data(as_text=True)
@@ -104,14 +111,31 @@ def test_read_scope_and_a_scoped_role_without_a_team(sales: ServiceHarness, peop
 def test_activities_and_the_board_are_confined_too(sales: ServiceHarness, people) -> None:
     contact = people.add(new_id(), first_name="Leila")
     due = utcnow().isoformat()
-    pipeline = call(sales, "POST", "/v1/pipelines", {"name": f"p-{new_id()}", "stages": [
-        {"key": "first", "name": "First", "probability": "10"}]}, "sales:write", status=201)
+    pipeline = call(
+        sales,
+        "POST",
+        "/v1/pipelines",
+        {"name": f"p-{new_id()}", "stages": [{"key": "first", "name": "First", "probability": "10"}]},
+        "sales:write",
+        status=201,
+    )
     new_deal(sales, contact, team=NORTH, pipeline_id=pipeline["id"], amount="5.00")
     new_deal(sales, contact, team=SOUTH, pipeline_id=pipeline["id"], amount="7.00")
-    mine = north(sales, "POST", "/v1/activities", {"type": "call", "subject": "hi", "due_at": due,
-                                                    "contact_id": contact}, status=201)
-    other = call(sales, "POST", "/v1/activities", {"type": "call", "subject": "yo", "due_at": due,
-                                                   "contact_id": contact, "team": SOUTH}, "sales:write", status=201)
+    mine = north(
+        sales,
+        "POST",
+        "/v1/activities",
+        {"type": "call", "subject": "hi", "due_at": due, "contact_id": contact},
+        status=201,
+    )
+    other = call(
+        sales,
+        "POST",
+        "/v1/activities",
+        {"type": "call", "subject": "yo", "due_at": due, "contact_id": contact, "team": SOUTH},
+        "sales:write",
+        status=201,
+    )
     assert mine["team"] == NORTH and other["team"] == SOUTH
     sales.project()
     listed = north(sales, "GET", f"/v1/activities?contact_id={contact}")
@@ -120,8 +144,13 @@ def test_activities_and_the_board_are_confined_too(sales: ServiceHarness, people
     assert [a["id"] for a in everyone["items"]] == [other["id"]]
     north(sales, "GET", f"/v1/activities/{other['id']}", status=404)
     theirs = call(sales, "GET", f"/v1/deals?contact_id={contact}&team={SOUTH}", None, "sales:read")["items"][0]
-    refused = north(sales, "POST", "/v1/activities", {"type": "task", "subject": "s", "due_at": due,
-                                                       "deal_id": theirs["id"]}, status=422)
+    refused = north(
+        sales,
+        "POST",
+        "/v1/activities",
+        {"type": "task", "subject": "s", "due_at": due, "deal_id": theirs["id"]},
+        status=422,
+    )
     assert refused["errors"] == {"deal_id": [f"no deal with id {theirs['id']}"]}
     north(sales, "POST", f"/v1/activities/{other['id']}/complete", {}, status=404)
     assert north(sales, "POST", f"/v1/activities/{mine['id']}/complete", {})["status"] == "completed"
@@ -130,8 +159,12 @@ def test_activities_and_the_board_are_confined_too(sales: ServiceHarness, people
     assert first["count"] == 1 and first["sums"] == [{"amount": "5.00", "currency": "USD"}]
     whole = call(sales, "GET", f"/v1/pipelines/{pipeline['id']}/board", None, "sales:read")["columns"][0]
     assert whole["count"] == 2
-    assert call(sales, "GET", f"/v1/pipelines/{pipeline['id']}/board?team={SOUTH}", None,
-                "sales:read")["columns"][0]["count"] == 1
+    assert (
+        call(sales, "GET", f"/v1/pipelines/{pipeline['id']}/board?team={SOUTH}", None, "sales:read")["columns"][0][
+            "count"
+        ]
+        == 1
+    )
     assert north(sales, "GET", f"/v1/pipelines/{pipeline['id']}/board?team={SOUTH}")["columns"][0]["count"] == 0
 
 
@@ -145,6 +178,11 @@ def test_what_is_not_confined_to_a_team_is_refused_to_a_scoped_caller(sales: Ser
         assert "not confined to a team" in refused["detail"]
     call(sales, "GET", "/v1/products", None, "sales:read:team", team=NORTH)
     call(sales, "GET", "/v1/pipelines", None, "sales:read:team", team=NORTH)
-    north(sales, "POST", "/v1/products", {"name": "Desk", "sku": "D-1", "unit_price": "5.00", "currency": "USD"},
-          status=403)
+    north(
+        sales,
+        "POST",
+        "/v1/products",
+        {"name": "Desk", "sku": "D-1", "unit_price": "5.00", "currency": "USD"},
+        status=403,
+    )
     assert call(sales, "GET", "/v1/quotes", None, "sales:read")["items"] == []

@@ -57,25 +57,38 @@ class MemoryViews:
         return any(doc["sku"] == sku for doc in self.docs["products"].values())
 
     def product_page(self, query: Mapping[str, Any], limit: int, cursor: str | None) -> Page:
-        return self._page([doc for doc in self.docs["products"].values()
-                           if query.get("active") is None or doc["active"] == query["active"]], limit, cursor)
+        return self._page(
+            [
+                doc
+                for doc in self.docs["products"].values()
+                if query.get("active") is None or doc["active"] == query["active"]
+            ],
+            limit,
+            cursor,
+        )
 
     def deal_page(self, query: Mapping[str, Any], limit: int, cursor: str | None) -> Page:
         return self._page(self._matching("deals", query, DEAL_FILTERS), limit, cursor)
 
     def activity_page(self, query: Mapping[str, Any], now_ms: int, limit: int, cursor: str | None) -> Page:
-        before = min(epoch_ms(query["due_before"]) if query.get("due_before") else 2**62,
-                     now_ms if query.get("overdue") else 2**62)
-        docs = [doc for doc in self._matching("activities", query, ACTIVITY_FILTERS) if doc["due_ms"] < before
-                and (not query.get("overdue") or doc["status"] == "open")]
+        before = min(
+            epoch_ms(query["due_before"]) if query.get("due_before") else 2**62,
+            now_ms if query.get("overdue") else 2**62,
+        )
+        docs = [
+            doc
+            for doc in self._matching("activities", query, ACTIVITY_FILTERS)
+            if doc["due_ms"] < before and (not query.get("overdue") or doc["status"] == "open")
+        ]
         return self._page(docs, limit, cursor)
 
     def quote_page(self, query: Mapping[str, Any], limit: int, cursor: str | None) -> Page:
         return self._page(self._matching("quotes", query, QUOTE_FILTERS), limit, cursor)
 
     def expiring_quotes(self, today: str, limit: int) -> list[str]:
-        return [doc["_id"] for doc in self.docs["quotes"].values()
-                if doc["status"] == "sent" and doc["valid_until"] < today][:limit]
+        return [
+            doc["_id"] for doc in self.docs["quotes"].values() if doc["status"] == "sent" and doc["valid_until"] < today
+        ][:limit]
 
     def next_quote_sequence(self, year: int) -> int:
         self.counters[year] = self.counters.get(year, 0) + 1
@@ -124,8 +137,14 @@ class World:
         self.published: list[RecordedEvent] = []
         self.shredded: list[tuple[list[str], list[str]]] = []
         self.time = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
-        self.sales = SalesUseCases(self.store, self.views, self.publish, self.directory,  # type: ignore[arg-type]
-                                   lambda: self.time, lambda ids, paths: self.shredded.append((list(ids), list(paths))))
+        self.sales = SalesUseCases(
+            self.store,
+            self.views,
+            self.publish,
+            self.directory,  # type: ignore[arg-type]
+            lambda: self.time,
+            lambda ids, paths: self.shredded.append((list(ids), list(paths))),
+        )
         self.sales.ensure_default_pipeline()
 
     def publish(self, events: list[RecordedEvent]) -> None:
@@ -155,8 +174,9 @@ def test_a_product_is_created_once_per_sku_and_repriced_to_the_currencys_cents(w
     with pytest.raises(ValidationFailed) as duplicate:
         world.product("W-1")
     assert duplicate.value.errors == {"sku": ["a product with SKU W-1 exists"]}
-    repriced = world.sales.update_product(product.id, api.plain(schemas.ProductPatch().load({"unit_price": "25.5"})),
-                                          SELLER, if_match=1)
+    repriced = world.sales.update_product(
+        product.id, api.plain(schemas.ProductPatch().load({"unit_price": "25.5"})), SELLER, if_match=1
+    )
     assert repriced.unit_price == "25.50"
     updated = world.store.load(product.id)[1]
     assert updated.type == "ProductUpdated" and updated.data["changes"] == {"unit_price": "25.50"}
@@ -205,8 +225,11 @@ def test_a_deal_moves_through_open_stages_and_closes_with_its_pipelines_reasons(
     lost = world.sales.lose_deal(deal.id, "competitor", "went with Acme", SELLER, if_match=2)
     assert lost.status == "lost"
     data = world.store.load(deal.id)[-1].data
-    assert (data["reason_code"], data["reason"], data["reason_note"]) == ("competitor", "Chose a competitor",
-                                                                          "went with Acme")
+    assert (data["reason_code"], data["reason"], data["reason_note"]) == (
+        "competitor",
+        "Chose a competitor",
+        "went with Acme",
+    )
     with pytest.raises(Conflict):
         world.sales.win_deal(deal.id, None, None, SELLER, None)  # closed: reopen first
     world.sales.reopen_deal(deal.id, SELLER, None)
@@ -219,9 +242,14 @@ def test_a_deal_moves_through_open_stages_and_closes_with_its_pipelines_reasons(
 def test_a_quote_prices_product_and_free_lines_numbers_itself_and_wins_its_deal(world: World) -> None:
     product = world.product("W-2", "20", tax_rate="10")
     deal = world.deal(world.directory.add("c3"))
-    body = {"deal_id": deal.id, "valid_until": "2026-03-31", "lines": [
-        {"product_id": product.id, "quantity": "3", "discount_percent": "10"},
-        {"description": "Installation", "unit_price": "50", "quantity": "1"}]}
+    body = {
+        "deal_id": deal.id,
+        "valid_until": "2026-03-31",
+        "lines": [
+            {"product_id": product.id, "quantity": "3", "discount_percent": "10"},
+            {"description": "Installation", "unit_price": "50", "quantity": "1"},
+        ],
+    }
     quote = world.sales.draft_quote(schemas.QuoteInput().load(body), SELLER)
     assert quote.number == "Q-2026-000001" and quote.deal_id == deal.id
     # 3 x 20 = 60, less 10 % = 54 net, plus 10 % tax = 5.40; the free line: 50 net, untaxed by default
@@ -243,8 +271,11 @@ def test_a_quote_refuses_unknown_products_past_dates_and_expires_when_sent_and_l
     assert set(refused.value.errors) == {"lines.0.product_id", "valid_until"}
     with pytest.raises(ValidationFailed):
         world.sales.draft_quote(schemas.QuoteInput().load({**bad, "deal_id": "none"}), SELLER)
-    body = {"deal_id": deal.id, "valid_until": "2026-03-05", "lines": [
-        {"description": "Audit", "unit_price": "100", "quantity": "1"}]}
+    body = {
+        "deal_id": deal.id,
+        "valid_until": "2026-03-05",
+        "lines": [{"description": "Audit", "unit_price": "100", "quantity": "1"}],
+    }
     quote = world.sales.draft_quote(schemas.QuoteInput().load(body), SELLER)
     world.sales.send_quote(quote.id, SELLER, None)
     assert world.sales.expire_quotes() == 0
@@ -276,8 +307,16 @@ def test_activities_are_scheduled_for_a_deals_contact_completed_once_and_listed_
 
 def test_erasing_a_contact_scrubs_their_records_and_shreds_their_keys_and_responses(world: World) -> None:
     deal = world.deal(world.directory.add("c6"))
-    quote = world.sales.draft_quote(schemas.QuoteInput().load({"deal_id": deal.id, "valid_until": date(2026, 4, 1),
-        "lines": [{"description": "Audit", "unit_price": "100", "quantity": "1"}]}), SELLER)
+    quote = world.sales.draft_quote(
+        schemas.QuoteInput().load(
+            {
+                "deal_id": deal.id,
+                "valid_until": date(2026, 4, 1),
+                "lines": [{"description": "Audit", "unit_price": "100", "quantity": "1"}],
+            }
+        ),
+        SELLER,
+    )
     assert world.sales.erase_contact("c6") == 2
     assert world.types(deal.id)[-1] == "DealCustomerDataErased"
     assert world.types(quote.id)[-1] == "QuoteCustomerDataErased"

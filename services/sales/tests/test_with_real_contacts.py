@@ -26,8 +26,9 @@ from crmkit.testing import ServiceHarness, harness
 
 
 @pytest.fixture
-def stack_of_two(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
-                 ) -> Iterator[tuple[ServiceHarness, ServiceHarness]]:
+def stack_of_two(
+    service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> Iterator[tuple[ServiceHarness, ServiceHarness]]:
     with harness(CONTACTS, monkeypatch, service_env) as contacts:
         port = stack.free_port()
         book = ContactBook(contacts.runtime)
@@ -51,11 +52,13 @@ def test_deals_follow_real_contacts_through_merge_and_erasure(stack_of_two) -> N
     contacts, sales = stack_of_two
     survivor = post(contacts, "/v1/contacts", {"first_name": "زهرا", "last_name": "Karimi", "email": "z@example.com"})
     duplicate = post(contacts, "/v1/contacts", {"first_name": "Zahra", "phone": "+989121112233"})
-    deal = post(sales, "/v1/deals", {"title": "قرارداد", "contact_id": duplicate["id"], "amount": "100.00",
-                                     "currency": "USD"})
+    deal = post(
+        sales, "/v1/deals", {"title": "قرارداد", "contact_id": duplicate["id"], "amount": "100.00", "currency": "USD"}
+    )
     assert deal["contact"]["first_name"] == "Zahra"
-    unknown = sales.client.post("/v1/deals", json={"title": "x", "contact_id": "nobody", "currency": "USD"},
-                                headers=sales.headers())
+    unknown = sales.client.post(
+        "/v1/deals", json={"title": "x", "contact_id": "nobody", "currency": "USD"}, headers=sales.headers()
+    )
     assert unknown.status_code == 422 and set(unknown.get_json()["errors"]) == {"contact_id"}
     post(sales, f"/v1/deals/{deal['id']}/won", status=200)
     post(contacts, f"/v1/contacts/{survivor['id']}/merge", {"duplicate_id": duplicate["id"]}, status=200)
@@ -67,8 +70,13 @@ def test_deals_follow_real_contacts_through_merge_and_erasure(stack_of_two) -> N
     events = sales.runtime.store.load(deal["id"])
     assert events[-1].type == "DealContactChanged"
     merge = next(e for e in contacts.runtime.store.load(duplicate["id"]) if e.type == "ContactMerged")
-    assert events[-1].data == {"deal_id": deal["id"], "from": duplicate["id"], "to": survivor["id"],
-                               "reason": "contact_merged", "merge_id": merge.id}  # the merge an unmerge reverses
+    assert events[-1].data == {
+        "deal_id": deal["id"],
+        "from": duplicate["id"],
+        "to": survivor["id"],
+        "reason": "contact_merged",
+        "merge_id": merge.id,
+    }  # the merge an unmerge reverses
     sales.project()
     listed = sales.client.get(f"/v1/deals?contact_id={survivor['id']}", headers=sales.headers()).get_json()
     assert [d["id"] for d in listed["items"]] == [deal["id"]]
@@ -100,8 +108,9 @@ def test_deals_follow_real_contacts_through_merge_and_erasure(stack_of_two) -> N
     listed = sales.client.get(f"/v1/deals?contact_id={survivor['id']}", headers=sales.headers()).get_json()
     assert listed["items"][0]["contact"]["first_name"] is None
     assert listed["items"][0]["contact"]["status"] == "erased"
-    erased = sales.client.post("/v1/deals", json={"title": "x", "contact_id": survivor["id"], "currency": "USD"},
-                               headers=sales.headers())
+    erased = sales.client.post(
+        "/v1/deals", json={"title": "x", "contact_id": survivor["id"], "currency": "USD"}, headers=sales.headers()
+    )
     assert erased.status_code == 422
 
 
@@ -118,8 +127,9 @@ def database_dump(subject: ServiceHarness) -> str:
     """Every document of the service's database: event store, read models, local contacts,
     stored idempotent responses, customer values ..."""
     db = subject.runtime.db
-    return "\n".join(json.dumps(list(db[name].find()), default=str, ensure_ascii=False)
-                     for name in db.list_collection_names())
+    return "\n".join(
+        json.dumps(list(db[name].find()), default=str, ensure_ascii=False) for name in db.list_collection_names()
+    )
 
 
 def raw_topic(subject: ServiceHarness, out: Path) -> str:
@@ -139,14 +149,28 @@ def test_erasing_a_contact_leaves_nothing_of_them_in_sales(stack_of_two, tmp_pat
     assert created.status_code == 201 and created.get_json()["contact"]["last_name"] == "Rezaei"
     deal = created.get_json()
     due = rfc3339(utcnow() + timedelta(days=1))
-    activity = post(sales, "/v1/activities", {"type": "call", "subject": "Call Ali Rezaei about the renewal",
-                                              "notes": "آقای رضایی prefers mornings", "due_at": due,
-                                              "deal_id": deal["id"]})
+    activity = post(
+        sales,
+        "/v1/activities",
+        {
+            "type": "call",
+            "subject": "Call Ali Rezaei about the renewal",
+            "notes": "آقای رضایی prefers mornings",
+            "due_at": due,
+            "deal_id": deal["id"],
+        },
+    )
     post(sales, f"/v1/activities/{activity['id']}/complete", {"outcome": "Rezaei wants a discount"}, status=200)
-    quote = post(sales, "/v1/quotes", {
-        "deal_id": deal["id"], "valid_until": (utcnow() + timedelta(days=30)).date().isoformat(),
-        "notes": "Personal terms for Ali Rezaei",
-        "lines": [{"description": "Setup at Mr Rezaei's home office", "quantity": "1", "unit_price": "900"}]})
+    quote = post(
+        sales,
+        "/v1/quotes",
+        {
+            "deal_id": deal["id"],
+            "valid_until": (utcnow() + timedelta(days=30)).date().isoformat(),
+            "notes": "Personal terms for Ali Rezaei",
+            "lines": [{"description": "Setup at Mr Rezaei's home office", "quantity": "1", "unit_price": "900"}],
+        },
+    )
     post(sales, f"/v1/quotes/{quote['id']}/send", status=200)
     post(sales, f"/v1/quotes/{quote['id']}/reject", {"reason": "Rezaei found it too expensive"}, status=200)
     post(sales, f"/v1/deals/{deal['id']}/lost", {"reason": "Ali Rezaei moved abroad"}, status=200)
@@ -168,9 +192,15 @@ def test_erasing_a_contact_leaves_nothing_of_them_in_sales(stack_of_two, tmp_pat
     sales.project()
 
     def nothing_revealed() -> None:
-        for path in (f"/v1/deals/{deal['id']}", f"/v1/activities/{activity['id']}", f"/v1/quotes/{quote['id']}",
-                     f"/v1/quotes/{quote['id']}?format=html", f"/v1/deals?contact_id={ali['id']}",
-                     f"/v1/activities?deal_id={deal['id']}", f"/v1/quotes?deal_id={deal['id']}"):
+        for path in (
+            f"/v1/deals/{deal['id']}",
+            f"/v1/activities/{activity['id']}",
+            f"/v1/quotes/{quote['id']}",
+            f"/v1/quotes/{quote['id']}?format=html",
+            f"/v1/deals?contact_id={ali['id']}",
+            f"/v1/activities?deal_id={deal['id']}",
+            f"/v1/quotes?deal_id={deal['id']}",
+        ):
             response = sales.client.get(path, headers=sales.headers())
             assert response.status_code == 200 and reveals(response.get_data()) == [], path
         assert reveals(database_dump(sales)) == []
@@ -190,9 +220,17 @@ def test_erasing_a_contact_leaves_nothing_of_them_in_sales(stack_of_two, tmp_pat
     repeat = sales.client.post("/v1/deals", json=deal_body, headers=keyed)
     assert repeat.status_code == 422 and reveals(repeat.get_data()) == []
     # and nothing new is written about the person
-    for path, body in (("/v1/activities", {"type": "task", "subject": "x", "due_at": due, "contact_id": ali["id"]}),
-                       ("/v1/quotes", {"deal_id": deal["id"], "valid_until": "2099-01-01",
-                                       "lines": [{"description": "x", "quantity": "1", "unit_price": "1"}]})):
+    for path, body in (
+        ("/v1/activities", {"type": "task", "subject": "x", "due_at": due, "contact_id": ali["id"]}),
+        (
+            "/v1/quotes",
+            {
+                "deal_id": deal["id"],
+                "valid_until": "2099-01-01",
+                "lines": [{"description": "x", "quantity": "1", "unit_price": "1"}],
+            },
+        ),
+    ):
         refused = sales.client.post(path, json=body, headers=sales.headers())
         assert refused.status_code == 422, (path, refused.get_json())
 

@@ -54,8 +54,9 @@ def all_projections(runtime: Runtime) -> list[Projection]:
 def sla_sweeper(runtime: Runtime) -> PeriodicJob:
     """The worker's breach detector: sweep every CRM_SERVICEDESK_SWEEP_SECONDS (default 5)."""
     desk = TicketDesk(runtime)
-    return PeriodicJob(runtime.settings.service, "sla_sweep", desk.sweep, settings.current().sweep_seconds,
-                       report=desk.record_sweep)
+    return PeriodicJob(
+        runtime.settings.service, "sla_sweep", desk.sweep, settings.current().sweep_seconds, report=desk.record_sweep
+    )
 
 
 def sla_recomputer(runtime: Runtime) -> PeriodicJob:
@@ -76,8 +77,11 @@ def sla_recomputer(runtime: Runtime) -> PeriodicJob:
 def _day(text: str) -> datetime:
     """A `--from`/`--to` value: a date (midnight UTC) or an RFC 3339 time with its offset."""
     try:
-        moment = datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC) if len(text) == 10 \
+        moment = (
+            datetime.combine(date.fromisoformat(text), datetime.min.time(), UTC)
+            if len(text) == 10
             else datetime.fromisoformat(text)
+        )
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a date (2026-03-01) or a time with an offset: {text!r}") from None
     if moment.tzinfo is None:
@@ -86,13 +90,22 @@ def _day(text: str) -> datetime:
 
 
 def _sla_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("action", choices=["recompute"],
-                        help="recompute: re-fold SLA clocks against the policy versions in force at each moment")
-    parser.add_argument("--from", dest="since", type=_day, metavar="DATE",
-                        help="also the solved and closed tickets opened since DATE (2026-03-01, or a time with "
-                             "its offset); without it only the open ones")
-    parser.add_argument("--to", dest="until", type=_day, metavar="DATE",
-                        help="with --from: only tickets opened before DATE")
+    parser.add_argument(
+        "action",
+        choices=["recompute"],
+        help="recompute: re-fold SLA clocks against the policy versions in force at each moment",
+    )
+    parser.add_argument(
+        "--from",
+        dest="since",
+        type=_day,
+        metavar="DATE",
+        help="also the solved and closed tickets opened since DATE (2026-03-01, or a time with "
+        "its offset); without it only the open ones",
+    )
+    parser.add_argument(
+        "--to", dest="until", type=_day, metavar="DATE", help="with --from: only tickets opened before DATE"
+    )
 
 
 def sla_command(args: argparse.Namespace) -> int:
@@ -108,8 +121,10 @@ def sla_command(args: argparse.Namespace) -> int:
         recompute = Recompute(TicketDesk(runtime))
         with Progress("sla recompute", recompute.total(args.since, args.until), unit="tickets") as progress:
             outcome = recompute.run("cli", args.since, args.until, progress=progress.update)
-            progress.finish(f"recomputed {outcome['tickets']} tickets' SLA clocks; {outcome['changed']} changed, "
-                            f"in {progress.elapsed():.1f}s")
+            progress.finish(
+                f"recomputed {outcome['tickets']} tickets' SLA clocks; {outcome['changed']} changed, "
+                f"in {progress.elapsed():.1f}s"
+            )
     finally:
         runtime.close()
     return 0
@@ -132,9 +147,13 @@ SERVICE = ServiceSpec(
     title="CRM service desk",
     description="Tickets from every channel, SLA policies on business hours, satisfaction and reports.",
     ports=Ports(http=8003, grpc=50053, metrics=9121),
-    blueprints=lambda runtime: [api.blueprint(TicketDesk(runtime)), survey_api.blueprint(TicketDesk(runtime)),
-                                sla_api.blueprint(TicketDesk(runtime)), inbound_api.blueprint(TicketDesk(runtime)),
-                                *servqual_api.blueprints(runtime)],
+    blueprints=lambda runtime: [
+        api.blueprint(TicketDesk(runtime)),
+        survey_api.blueprint(TicketDesk(runtime)),
+        sla_api.blueprint(TicketDesk(runtime)),
+        inbound_api.blueprint(TicketDesk(runtime)),
+        *servqual_api.blueprints(runtime),
+    ],
     servicers=lambda server, runtime: grpc_api.register(server, TicketDesk(runtime)),
     projections=all_projections,
     prepare=prepare,
@@ -145,6 +164,9 @@ SERVICE = ServiceSpec(
     events=EVENTS,
     upcasters=UPCASTERS,
     extra_processes={"inbound-smtp": ExtraProcess(run=_serve_inbound_smtp, url=_inbound_smtp_url)},
-    commands={"sla": ServiceCommand("recompute the service desk's SLA clocks after a policy or calendar change",
-                                    _sla_arguments, sla_command)},
+    commands={
+        "sla": ServiceCommand(
+            "recompute the service desk's SLA clocks after a policy or calendar change", _sla_arguments, sla_command
+        )
+    },
 )

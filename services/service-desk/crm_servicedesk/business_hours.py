@@ -113,8 +113,10 @@ class Timeline:
                 return
             bound = min(end, until) if end is not None and until is not None else end or until
             for window_start, window_end in calendar.windows(max(since, start) if start else since, bound):
-                clipped = (max(window_start, start) if start else window_start,
-                           min(window_end, end) if end else window_end)
+                clipped = (
+                    max(window_start, start) if start else window_start,
+                    min(window_end, end) if end else window_end,
+                )
                 if end is not None and clipped[0] >= end:
                     break
                 if clipped[1] > clipped[0] and clipped[1] > since:
@@ -138,8 +140,9 @@ def _normalise(pauses: Iterable[Pause], far: datetime) -> list[tuple[datetime, d
     return merged
 
 
-def _subtract(window: tuple[datetime, datetime], pauses: Sequence[tuple[datetime, datetime]]
-              ) -> Iterator[tuple[datetime, datetime]]:
+def _subtract(
+    window: tuple[datetime, datetime], pauses: Sequence[tuple[datetime, datetime]]
+) -> Iterator[tuple[datetime, datetime]]:
     start, end = window
     for p_start, p_end in pauses:
         if p_end <= start:
@@ -155,8 +158,9 @@ def _subtract(window: tuple[datetime, datetime], pauses: Sequence[tuple[datetime
         yield start, end
 
 
-def working_intervals(calendar: Schedule, since: datetime, pauses: Iterable[Pause] = ()
-                      ) -> Iterator[tuple[datetime, datetime]]:
+def working_intervals(
+    calendar: Schedule, since: datetime, pauses: Iterable[Pause] = ()
+) -> Iterator[tuple[datetime, datetime]]:
     """The instants the clock runs from `since` on: calendar windows minus pauses, clipped to `since`."""
     since = _utc(since)
     far = since + timedelta(days=MAX_DAYS + 2)

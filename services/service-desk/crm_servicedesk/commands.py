@@ -46,9 +46,14 @@ class TicketUseCases:
     `extend` in tests); `shred(ticket_ids)` forgets what an erasure leaves readable
     outside the events (data keys, stored responses)."""
 
-    def __init__(self, store: Store, views: DeskViews, publish: Callable[[list[RecordedEvent]], None],
-                 directory: ContactDirectory | None = None,
-                 shred: Callable[[Sequence[str]], None] = _keep) -> None:
+    def __init__(
+        self,
+        store: Store,
+        views: DeskViews,
+        publish: Callable[[list[RecordedEvent]], None],
+        directory: ContactDirectory | None = None,
+        shred: Callable[[Sequence[str]], None] = _keep,
+    ) -> None:
         self.store = store
         self.views = views
         self.shred = shred
@@ -70,8 +75,9 @@ class TicketUseCases:
         try:
             contact = self.directory.get(fields["contact_id"])
         except NotFound:
-            raise ValidationFailed("unknown contact", {"contact_id": [f"no contact with id {fields['contact_id']}"]}
-                                   ) from None
+            raise ValidationFailed(
+                "unknown contact", {"contact_id": [f"no contact with id {fields['contact_id']}"]}
+            ) from None
         if contact.get("status") == "erased":
             raise ValidationFailed("erased contact", {"contact_id": ["this contact has been erased"]})
         self.views.remember_contact(contact)
@@ -94,13 +100,19 @@ class TicketUseCases:
 
     def comment(self, ticket_id: str, body: dict[str, Any], meta: Metadata, if_match: int | None) -> Ticket:
         author = meta.actor.removeprefix("user:")
-        return self.tickets.change(ticket_id, lambda t: t.comment(
-            body["body"], body["public"], body["author_type"], body.get("author") or author, clock.now()),
-            meta, if_match)
+        return self.tickets.change(
+            ticket_id,
+            lambda t: t.comment(
+                body["body"], body["public"], body["author_type"], body.get("author") or author, clock.now()
+            ),
+            meta,
+            if_match,
+        )
 
     def assign(self, ticket_id: str, body: dict[str, Any], meta: Metadata, if_match: int | None) -> Ticket:
-        return self.tickets.change(ticket_id, lambda t: t.assign(body.get("assignee"), body.get("group"),
-                                                                 clock.now()), meta, if_match)
+        return self.tickets.change(
+            ticket_id, lambda t: t.assign(body.get("assignee"), body.get("group"), clock.now()), meta, if_match
+        )
 
     def change_status(self, ticket_id: str, status: str, meta: Metadata, if_match: int | None) -> Ticket:
         return self.tickets.change(ticket_id, lambda t: t.change_status(status, clock.now()), meta, if_match)
@@ -125,8 +137,12 @@ class TicketUseCases:
         for view in views:
             doc = known.get(view["contact_id"]) or {}
             name = " ".join(part for part in (doc.get("first_name"), doc.get("last_name")) if part) or None
-            view["contact"] = {"id": view["contact_id"], "name": name, "status": doc.get("status"),
-                               "tier": tiers.get(view["contact_id"])}
+            view["contact"] = {
+                "id": view["contact_id"],
+                "name": name,
+                "status": doc.get("status"),
+                "tier": tiers.get(view["contact_id"]),
+            }
         return views
 
     # --- SLA policies -----------------------------------------------------------------
@@ -139,11 +155,19 @@ class TicketUseCases:
     def policy(self, policy_id: str) -> SlaPolicy:
         return self.policies.get(policy_id)
 
-    def revise_policy(self, policy_id: str, changes: dict[str, Any], extra_holidays: Sequence[str],
-                      effective_at: datetime, meta: Metadata, if_match: int | None) -> SlaPolicy:
+    def revise_policy(
+        self,
+        policy_id: str,
+        changes: dict[str, Any],
+        extra_holidays: Sequence[str],
+        effective_at: datetime,
+        meta: Metadata,
+        if_match: int | None,
+    ) -> SlaPolicy:
         """A new version of the policy from `effective_at` on; the worker's recompute then moves the clocks."""
-        return self.policies.change(policy_id, lambda policy: policy.revise(changes, effective_at, extra_holidays),
-                                    meta, if_match)
+        return self.policies.change(
+            policy_id, lambda policy: policy.revise(changes, effective_at, extra_holidays), meta, if_match
+        )
 
     def policy_aggregates(self) -> dict[str, SlaPolicy]:
         """Every policy by id, folded from the event store (policies are few; always current)."""
@@ -174,7 +198,8 @@ class TicketUseCases:
             seen.update(ids)
             found += len(ids)
             decided = self.tickets.change_many(
-                ids, lambda ticket: ticket.detect_breaches(now) if ticket.status in ACTIVE else [], SYSTEM)
+                ids, lambda ticket: ticket.detect_breaches(now) if ticket.status in ACTIVE else [], SYSTEM
+            )
             breaches += sum(len(keys) for keys in decided.values())
             if len(ids) < limit:
                 break
@@ -196,8 +221,11 @@ class TicketUseCases:
         """
         ticket_ids = self._tickets_of(contact_id)
         now = clock.now()
-        self.tickets.change_many(ticket_ids, lambda ticket: ticket.erase_customer_data(contact_id, now),
-                          Metadata(actor="system:contact-erasure"))
+        self.tickets.change_many(
+            ticket_ids,
+            lambda ticket: ticket.erase_customer_data(contact_id, now),
+            Metadata(actor="system:contact-erasure"),
+        )
         self.shred(ticket_ids)
         return len(ticket_ids)
 
@@ -211,8 +239,9 @@ class TicketUseCases:
                 ticket.repoint(survivor_id, now, merge_id)
             return ticket.contact_id == survivor_id
 
-        moved = self.tickets.change_many(self._tickets_of(duplicate_id), decide,
-                                         Metadata(actor="system:contact-merge", causation_id=merge_id))
+        moved = self.tickets.change_many(
+            self._tickets_of(duplicate_id), decide, Metadata(actor="system:contact-merge", causation_id=merge_id)
+        )
         return sum(moved.values())
 
     def contact_unmerged(self, duplicate_id: str, survivor_id: str, merge_id: str | None) -> int:
@@ -221,8 +250,10 @@ class TicketUseCases:
         its tickets). Safe to repeat; returns how many moved back."""
         now = clock.now()
         moved = self.tickets.change_many(
-            self._tickets_of(duplicate_id), lambda ticket: ticket.move_back(duplicate_id, survivor_id, merge_id, now),
-            Metadata(actor="system:contact-unmerge", causation_id=merge_id))
+            self._tickets_of(duplicate_id),
+            lambda ticket: ticket.move_back(duplicate_id, survivor_id, merge_id, now),
+            Metadata(actor="system:contact-unmerge", causation_id=merge_id),
+        )
         return sum(moved.values())
 
     # --- summaries ------------------------------------------------------------------------
@@ -236,9 +267,14 @@ class TicketUseCases:
             "total_tickets": len(docs),
             "complaints": sum(1 for d in docs if d.get("type") == "complaint"),
             "sla_breaches": sum(d.get("breach_count") or 0 for d in docs),
-            "last_satisfaction": None if last is None else {
-                "ticket_id": last["_id"], "csat": last.get("csat"), "nps": last.get("nps"),
-                "rated_at": last["rated_at"]},
+            "last_satisfaction": None
+            if last is None
+            else {
+                "ticket_id": last["_id"],
+                "csat": last.get("csat"),
+                "nps": last.get("nps"),
+                "rated_at": last["rated_at"],
+            },
         }
 
 
@@ -272,8 +308,13 @@ class TicketDesk(TicketUseCases):
 
     def record_sweep(self, outcome: dict[str, int], seconds: float) -> None:
         try:
-            self.sweeps.update_one({"_id": "worker"}, {"$inc": {"sweeps": 1, "breaches": outcome["breaches"]},
-                                                       "$set": {"at_ms": epoch_ms(clock.now()), "due": outcome["due"],
-                                                                "seconds": seconds}}, upsert=True)
+            self.sweeps.update_one(
+                {"_id": "worker"},
+                {
+                    "$inc": {"sweeps": 1, "breaches": outcome["breaches"]},
+                    "$set": {"at_ms": epoch_ms(clock.now()), "due": outcome["due"], "seconds": seconds},
+                },
+                upsert=True,
+            )
         except PyMongoError:
             log.warning("could not record the sweep")

@@ -65,29 +65,43 @@ def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
     return {"type": "object", "required": required, "additionalProperties": False, "properties": properties}
 
 
-TARGETS_SCHEMA = _object(list(PRIORITIES), {p: _object(list(TARGETS), {name: TARGET_MINUTES for name in TARGETS})
-                                            for p in PRIORITIES})
+TARGETS_SCHEMA = _object(
+    list(PRIORITIES), {p: _object(list(TARGETS), {name: TARGET_MINUTES for name in TARGETS}) for p in PRIORITIES}
+)
 BUSINESS_HOURS = {
-    **_object(["time_zone", "working_days", "start", "end"], {
-        "time_zone": {"type": "string", "minLength": 1, "description": "an IANA time zone, e.g. Asia/Tehran"},
-        "working_days": {"type": "array", "items": {"enum": list(WEEKDAYS)}, "minItems": 1, "maxItems": 7},
-        "start": HHMM,
-        "end": {"type": "string", "pattern": "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"},
-    }),
+    **_object(
+        ["time_zone", "working_days", "start", "end"],
+        {
+            "time_zone": {"type": "string", "minLength": 1, "description": "an IANA time zone, e.g. Asia/Tehran"},
+            "working_days": {"type": "array", "items": {"enum": list(WEEKDAYS)}, "minItems": 1, "maxItems": 7},
+            "start": HHMM,
+            "end": {"type": "string", "pattern": "^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$"},
+        },
+    ),
     "type": ["object", "null"],
     "description": "local working hours; null: 24/7",
 }
-ESCALATION = _object(["action", "assignee", "group"], {
-    "action": {"enum": list(ESCALATIONS)}, "assignee": {"type": ["string", "null"]},
-    "group": {"type": ["string", "null"]}})
+ESCALATION = _object(
+    ["action", "assignee", "group"],
+    {
+        "action": {"enum": list(ESCALATIONS)},
+        "assignee": {"type": ["string", "null"]},
+        "group": {"type": ["string", "null"]},
+    },
+)
 SERVQUAL_SCORES = {
-    "type": ["object", "null"], "additionalProperties": False, "minProperties": 1,
+    "type": ["object", "null"],
+    "additionalProperties": False,
+    "minProperties": 1,
     "properties": {name: {"type": "integer", "minimum": 1, "maximum": 7} for name in SERVQUAL},
 }
 COMMENT_AUTHORS = [
     {"properties": {"author_type": {"const": "agent"}}, "required": ["body"], "not": {"required": ["customer_body"]}},
-    {"properties": {"author_type": {"const": "customer"}, "public": {"const": True}},
-     "required": ["customer_body"], "not": {"required": ["body"]}},
+    {
+        "properties": {"author_type": {"const": "customer"}, "public": {"const": True}},
+        "required": ["customer_body"],
+        "not": {"required": ["body"]},
+    },
 ]
 
 
@@ -110,8 +124,10 @@ def calendar_of(policy: dict[str, Any] | None) -> bh.Calendar:
 def strictness(policy: dict[str, Any], priority: str) -> tuple[float, float, float]:
     """Smaller is stricter: resolution, then first response, then next response targets."""
     targets = policy["targets"].get(priority) or {}
-    return tuple(targets.get(name) if targets.get(name) is not None else float("inf")  # type: ignore[return-value]
-                 for name in ("resolution", "first_response", "next_response"))
+    return tuple(
+        targets.get(name) if targets.get(name) is not None else float("inf")  # type: ignore[return-value]
+        for name in ("resolution", "first_response", "next_response")
+    )
 
 
 def choose_policy(policies: list[dict[str, Any]], priority: str, tier: str | None) -> dict[str, Any] | None:
@@ -121,15 +137,27 @@ def choose_policy(policies: list[dict[str, Any]], priority: str, tier: str | Non
     strategic); one without applies to everyone. So a strategic customer gets the
     stricter of the general and the strategic policy.
     """
-    fitting = [p for p in policies if p.get("enabled", True)
-               and (not p.get("customer_tiers") or (tier is not None and tier in p["customer_tiers"]))]
+    fitting = [
+        p
+        for p in policies
+        if p.get("enabled", True)
+        and (not p.get("customer_tiers") or (tier is not None and tier in p["customer_tiers"]))
+    ]
     if not fitting:
         return None
     return min(fitting, key=lambda p: (strictness(p, priority), p["id"]))
 
 
-POLICY_FIELDS = ("name", "description", "targets", "business_hours", "holidays", "customer_tiers", "escalation",
-                 "enabled")  # what a version of a policy says: the fields of both policy events
+POLICY_FIELDS = (
+    "name",
+    "description",
+    "targets",
+    "business_hours",
+    "holidays",
+    "customer_tiers",
+    "escalation",
+    "enabled",
+)  # what a version of a policy says: the fields of both policy events
 
 
 class SlaPolicy(Aggregate):
@@ -154,8 +182,9 @@ class SlaPolicy(Aggregate):
         targets: dict[str, Any] = spec(schema=TARGETS_SCHEMA)
         business_hours: dict[str, Any] | None = spec(schema=BUSINESS_HOURS)
         holidays: list[str] = spec(items={"type": "string", "format": "date"})
-        customer_tiers: list[str] = spec(items=TEXT, description="the tiers it applies to (e.g. strategic); empty: "
-                                         "every customer")
+        customer_tiers: list[str] = spec(
+            items=TEXT, description="the tiers it applies to (e.g. strategic); empty: every customer"
+        )
         escalation: dict[str, Any] = spec(schema=ESCALATION)
         enabled: bool
 
@@ -174,8 +203,9 @@ class SlaPolicy(Aggregate):
         targets: dict[str, Any] = spec(schema=TARGETS_SCHEMA)
         business_hours: dict[str, Any] | None = spec(schema=BUSINESS_HOURS)
         holidays: list[str] = spec(items={"type": "string", "format": "date"})
-        customer_tiers: list[str] = spec(items=TEXT, description="the tiers it applies to (e.g. strategic); empty: "
-                                         "every customer")
+        customer_tiers: list[str] = spec(
+            items=TEXT, description="the tiers it applies to (e.g. strategic); empty: every customer"
+        )
         escalation: dict[str, Any] = spec(schema=ESCALATION)
         enabled: bool
 
@@ -205,13 +235,13 @@ class SlaPolicy(Aggregate):
         if extra_holidays:
             fields["holidays"] = sorted({*(fields.get("holidays") or ()), *extra_holidays})
         if len(fields.get("holidays") or ()) > MAX_HOLIDAYS:
-            raise ValidationFailed("too many holidays", {"holidays_from": [
-                f"more than {MAX_HOLIDAYS} holidays with the policy's own"]})
+            raise ValidationFailed(
+                "too many holidays", {"holidays_from": [f"more than {MAX_HOLIDAYS} holidays with the policy's own"]}
+            )
         calendar_of(fields)
         at = rfc3339(effective_at)
         changed = sorted(name for name in POLICY_FIELDS if fields.get(name) != self.fields.get(name))
-        after = _revised(self.timeline, {"version": self.version + 1, "effective_at": at, "changed": changed,
-                                         **fields})
+        after = _revised(self.timeline, {"version": self.version + 1, "effective_at": at, "changed": changed, **fields})
         if _periods(after) == _periods(self.timeline):
             return []
         content: dict[str, Any] = {name: fields.get(name) for name in POLICY_FIELDS}
@@ -231,8 +261,15 @@ class SlaPolicy(Aggregate):
     def _on_revised(self, event: SlaPolicyRevised) -> None:
         data = event.data()
         self.fields = {name: data[name] for name in POLICY_FIELDS}
-        self.timeline = _revised(self.timeline, {"version": self.version + 1, "effective_at": event.effective_at,
-                                                 "changed": event.changed or [], **self.fields})
+        self.timeline = _revised(
+            self.timeline,
+            {
+                "version": self.version + 1,
+                "effective_at": event.effective_at,
+                "changed": event.changed or [],
+                **self.fields,
+            },
+        )
 
     def in_force(self, moment: datetime) -> dict[str, Any]:
         """The version in force at `moment`, as a ticket keeps it."""
@@ -244,8 +281,9 @@ class SlaPolicy(Aggregate):
         for index, entry in enumerate(self.timeline):
             if entry["effective_at"] is None or parse_time(entry["effective_at"]) <= moment:
                 first = index
-        return [{"id": self.id, **{k: v for k, v in entry.items() if k != "changed"}}
-                for entry in self.timeline[first:]]
+        return [
+            {"id": self.id, **{k: v for k, v in entry.items() if k != "changed"}} for entry in self.timeline[first:]
+        ]
 
     @classmethod
     def restore(cls, view: dict[str, Any]) -> SlaPolicy:
@@ -260,16 +298,34 @@ class SlaPolicy(Aggregate):
         return policy
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, **self.fields, "versions": copy.deepcopy(self.timeline),
-                "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            **self.fields,
+            "versions": copy.deepcopy(self.timeline),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
 
-POLICY_SCHEMA = {name: schema for name, schema in json_schema(SlaPolicy.SlaPolicyDefined)["properties"].items()
-                 if name != "policy_id"}
-POLICY_VERSION = _object(["id", "version", *POLICY_FIELDS], {
-    "id": TEXT, "version": {"type": "integer", "minimum": 1, "description": "the policy stream's version"},
-    "effective_at": {"type": ["string", "null"], "format": "date-time", "description": "in force from then on "
-                     "(until a later version's effective_at); null: since always"}, **POLICY_SCHEMA})
+POLICY_SCHEMA = {
+    name: schema
+    for name, schema in json_schema(SlaPolicy.SlaPolicyDefined)["properties"].items()
+    if name != "policy_id"
+}
+POLICY_VERSION = _object(
+    ["id", "version", *POLICY_FIELDS],
+    {
+        "id": TEXT,
+        "version": {"type": "integer", "minimum": 1, "description": "the policy stream's version"},
+        "effective_at": {
+            "type": ["string", "null"],
+            "format": "date-time",
+            "description": "in force from then on (until a later version's effective_at); null: since always",
+        },
+        **POLICY_SCHEMA,
+    },
+)
 POLICY_SNAPSHOT = {
     **POLICY_VERSION,
     "type": ["object", "null"],
@@ -324,11 +380,19 @@ class Ticket(Aggregate):
         customer_tier: str | None
         opened_at: str = spec(format="date-time")
         sla_policy: dict[str, Any] | None = spec(schema=POLICY_SNAPSHOT)
-        sla_policy_later: list[dict[str, Any]] | None = spec(omit_none=True, items=POLICY_VERSION, description=(
-            "versions scheduled to take effect after the opening; optional"))  # [] when none: always recorded
-        team: str | None = spec(omit_none=True, maxLength=100, description=(
-            "the owning team, when it has one (added later, optional; not the agent `group`): team-scoped roles see "
-            "only its tickets"))
+        sla_policy_later: list[dict[str, Any]] | None = spec(
+            omit_none=True,
+            items=POLICY_VERSION,
+            description=("versions scheduled to take effect after the opening; optional"),
+        )  # [] when none: always recorded
+        team: str | None = spec(
+            omit_none=True,
+            maxLength=100,
+            description=(
+                "the owning team, when it has one (added later, optional; not the agent `group`): "
+                "team-scoped roles see only its tickets"
+            ),
+        )
 
     class TicketCommented(DomainEvent):
         """A comment was added: an agent's public reply or internal note (`body`), or the customer's reply
@@ -459,13 +523,22 @@ class Ticket(Aggregate):
 
         contact_id: str = spec(minLength=1)
         previous_contact_id: str = spec(minLength=1)
-        reason: str = spec(enum=("contact_merged", "contact_unmerged"), description=(
-            "why: the contact was merged into another; or that merge was reversed (`contact_unmerged`, added "
-            "later: a new value)"))
+        reason: str = spec(
+            enum=("contact_merged", "contact_unmerged"),
+            description=(
+                "why: the contact was merged into another; or that merge was reversed (`contact_unmerged`, added "
+                "later: a new value)"
+            ),
+        )
         at: str = spec(format="date-time")
-        merge_id: str | None = spec(omit_none=True, minLength=1, description=(
-            "the contacts service's ContactMerged event that caused the move (or whose reversal did); also the "
-            "envelope's causationid"))
+        merge_id: str | None = spec(
+            omit_none=True,
+            minLength=1,
+            description=(
+                "the contacts service's ContactMerged event that caused the move (or whose reversal did); also the "
+                "envelope's causationid"
+            ),
+        )
 
     class TicketCustomerDataErased(DomainEvent):
         """A person on the ticket was erased: drop what they wrote (subject, description, their comments, the rating
@@ -513,34 +586,58 @@ class Ticket(Aggregate):
     # --- commands ------------------------------------------------------------------
 
     @classmethod
-    def open(cls, ticket_id: str, fields: dict[str, Any], timeline: list[dict[str, Any]], tier: str | None,
-             now: datetime) -> Ticket:
+    def open(
+        cls, ticket_id: str, fields: dict[str, Any], timeline: list[dict[str, Any]], tier: str | None, now: datetime
+    ) -> Ticket:
         """A new ticket following `timeline`: its policy's version in force now and any scheduled later."""
         ticket = cls(ticket_id)
-        ticket.record(cls.TicketOpened(
-            subject=fields["subject"], description=fields.get("description"), contact_id=fields["contact_id"],
-            company_id=fields.get("company_id"), deal_id=fields.get("deal_id"), channel=fields["channel"],
-            type=fields["type"], priority=fields.get("priority") or "normal", tags=fields.get("tags") or [],
-            assignee=fields.get("assignee"), group=fields.get("group"), customer_tier=tier, opened_at=rfc3339(now),
-            sla_policy=timeline[0] if timeline else None, sla_policy_later=timeline[1:],
-            team=fields.get("team") or None))
+        ticket.record(
+            cls.TicketOpened(
+                subject=fields["subject"],
+                description=fields.get("description"),
+                contact_id=fields["contact_id"],
+                company_id=fields.get("company_id"),
+                deal_id=fields.get("deal_id"),
+                channel=fields["channel"],
+                type=fields["type"],
+                priority=fields.get("priority") or "normal",
+                tags=fields.get("tags") or [],
+                assignee=fields.get("assignee"),
+                group=fields.get("group"),
+                customer_tier=tier,
+                opened_at=rfc3339(now),
+                sla_policy=timeline[0] if timeline else None,
+                sla_policy_later=timeline[1:],
+                team=fields.get("team") or None,
+            )
+        )
         return ticket
 
-    def comment(self, body: str, public: bool, author_type: str, author: str, now: datetime,
-                comment_id: str | None = None) -> str:
+    def comment(
+        self, body: str, public: bool, author_type: str, author: str, now: datetime, comment_id: str | None = None
+    ) -> str:
         """`comment_id` fixed by the caller (an inbound mail's, derived from its Message-ID) makes a repeat a
         no-op: a comment already on the ticket is not recorded twice."""
         if comment_id is not None and any(c["id"] == comment_id for c in self.comments):
             return comment_id
         self._require_not_closed("comment on")
         if author_type == "customer" and not public:
-            raise ValidationFailed("an internal note is written by an agent",
-                                   {"public": ["a customer comment is always public"]})
+            raise ValidationFailed(
+                "an internal note is written by an agent", {"public": ["a customer comment is always public"]}
+            )
         comment_id = comment_id or new_id()
         customer = author_type == "customer"
-        self.record(self.TicketCommented(comment_id=comment_id, author_type=author_type, author=author, public=public,
-                                         body=None if customer else body, customer_body=body if customer else None,
-                                         at=rfc3339(now)))
+        self.record(
+            self.TicketCommented(
+                comment_id=comment_id,
+                author_type=author_type,
+                author=author,
+                public=public,
+                body=None if customer else body,
+                customer_body=body if customer else None,
+                at=rfc3339(now),
+            )
+        )
         if author_type == "customer" and self.status in ("pending", "solved"):
             self._move("open", now, "customer_replied")
         elif author_type == "agent" and public and self.status == "new":
@@ -554,8 +651,15 @@ class Ticket(Aggregate):
         new_group = group if group is not None else self.group
         if (new_assignee, new_group) == (self.assignee, self.group):
             return
-        self.record(self.TicketAssigned(assignee=new_assignee, group=new_group, previous_assignee=self.assignee,
-                                        previous_group=self.group, at=rfc3339(now)))
+        self.record(
+            self.TicketAssigned(
+                assignee=new_assignee,
+                group=new_group,
+                previous_assignee=self.assignee,
+                previous_group=self.group,
+                at=rfc3339(now),
+            )
+        )
 
     def change_status(self, status: str, now: datetime) -> None:
         if status == self.status or status not in TRANSITIONS[self.status]:
@@ -569,9 +673,16 @@ class Ticket(Aggregate):
             raise Conflict(f"a ticket is rated after it is solved; it is {self.status}")
         if self.satisfaction is not None:
             raise Conflict("this ticket has already been rated")
-        self.record(self.SatisfactionRated(
-            contact_id=self.contact_id, csat=rating["csat"], comment=rating.get("comment"), nps=rating.get("nps"),
-            servqual=rating.get("servqual") or None, at=rfc3339(now)))
+        self.record(
+            self.SatisfactionRated(
+                contact_id=self.contact_id,
+                csat=rating["csat"],
+                comment=rating.get("comment"),
+                nps=rating.get("nps"),
+                servqual=rating.get("servqual") or None,
+                at=rfc3339(now),
+            )
+        )
 
     def detect_breaches(self, now: datetime) -> list[str]:
         """Record SlaBreached for every target past due and not yet recorded; escalate.
@@ -588,10 +699,18 @@ class Ticket(Aggregate):
             due = state["due_at"]
             if (completed is None and now >= due) or (completed is not None and completed > due):
                 # the promise broke at the due time, however late a sweep or a recompute finds it
-                self.record(self.SlaBreached(
-                    key=key, target=target, priority=self.priority, contact_id=self.contact_id,
-                    policy_id=(self.policy or {}).get("id"), due_at=rfc3339(due), breached_at=rfc3339(due),
-                    detected_at=rfc3339(now)))
+                self.record(
+                    self.SlaBreached(
+                        key=key,
+                        target=target,
+                        priority=self.priority,
+                        contact_id=self.contact_id,
+                        policy_id=(self.policy or {}).get("id"),
+                        due_at=rfc3339(due),
+                        breached_at=rfc3339(due),
+                        detected_at=rfc3339(now),
+                    )
+                )
                 recorded.append(key)
                 if completed is None:
                     self._escalate(target, now)
@@ -622,11 +741,20 @@ class Ticket(Aggregate):
                 withdrawn.append(key)
             elif rfc3339(due) != self.breaches[key]["due_at"]:
                 moved.append(self.Moved(key, rfc3339(due), rfc3339(due)))
-        self.record(self.SlaRecomputed(
-            policy_id=self.policy["id"], versions=[e["version"] for e in timeline], timeline=timeline,
-            due=[self.Due(key, target, rfc3339(state["due_at"]) if state["due_at"] else None)
-                 for key, target, state in states],
-            withdrawn=withdrawn, moved=moved, at=rfc3339(now)))
+        self.record(
+            self.SlaRecomputed(
+                policy_id=self.policy["id"],
+                versions=[e["version"] for e in timeline],
+                timeline=timeline,
+                due=[
+                    self.Due(key, target, rfc3339(state["due_at"]) if state["due_at"] else None)
+                    for key, target, state in states
+                ],
+                withdrawn=withdrawn,
+                moved=moved,
+                at=rfc3339(now),
+            )
+        )
         self.detect_breaches(now)
         return True
 
@@ -641,17 +769,34 @@ class Ticket(Aggregate):
         else:  # reassign
             assignee = escalation.get("assignee") or self.assignee
             group = escalation.get("group") or self.group
-        self.record(self.TicketEscalated(target=target, action=action, from_priority=self.priority,
-                                         to_priority=priority, assignee=assignee, group=group, at=rfc3339(now)))
+        self.record(
+            self.TicketEscalated(
+                target=target,
+                action=action,
+                from_priority=self.priority,
+                to_priority=priority,
+                assignee=assignee,
+                group=group,
+                at=rfc3339(now),
+            )
+        )
 
-    def repoint(self, survivor_id: str, now: datetime, merge_id: str | None = None,
-                reason: str = "contact_merged") -> bool:
+    def repoint(
+        self, survivor_id: str, now: datetime, merge_id: str | None = None, reason: str = "contact_merged"
+    ) -> bool:
         """Belong to another contact; `merge_id` names the contacts' ContactMerged that caused it
         (or, with reason `contact_unmerged`, the merge reversed)."""
         if self.contact_id == survivor_id:
             return False
-        self.record(self.TicketContactChanged(contact_id=survivor_id, previous_contact_id=self.contact_id,
-                                              reason=reason, at=rfc3339(now), merge_id=merge_id or None))
+        self.record(
+            self.TicketContactChanged(
+                contact_id=survivor_id,
+                previous_contact_id=self.contact_id,
+                reason=reason,
+                at=rfc3339(now),
+                merge_id=merge_id or None,
+            )
+        )
         return True
 
     def move_back(self, duplicate_id: str, survivor_id: str, merge_id: str | None, now: datetime) -> bool:
@@ -659,8 +804,12 @@ class Ticket(Aggregate):
         nothing moved it since. A merge recorded before merges were named counts when it moved the
         ticket from the duplicate to the survivor."""
         move = self.merge_move
-        if (move is None or self.contact_id != survivor_id or move["from"] != duplicate_id
-                or move["merge_id"] not in (merge_id, None)):
+        if (
+            move is None
+            or self.contact_id != survivor_id
+            or move["from"] != duplicate_id
+            or move["merge_id"] not in (merge_id, None)
+        ):
             return False
         return self.repoint(duplicate_id, now, merge_id, "contact_unmerged")
 
@@ -676,9 +825,15 @@ class Ticket(Aggregate):
         self.record(self.TicketStatusChanged(from_=self.status, to=status, reason=reason, at=at))
         if status == "solved":
             # ticket and contact ids: what messaging's survey trigger sends to (the event names its person)
-            self.record(self.TicketSolved(ticket_id=self.id, contact_id=self.contact_id, at=at,
-                                          resolution_minutes=self.resolution_minutes(now),
-                                          first_response_minutes=self.first_response_minutes()))
+            self.record(
+                self.TicketSolved(
+                    ticket_id=self.id,
+                    contact_id=self.contact_id,
+                    at=at,
+                    resolution_minutes=self.resolution_minutes(now),
+                    first_response_minutes=self.first_response_minutes(),
+                )
+            )
 
     def _require_not_closed(self, what: str) -> None:
         if self.status == "closed":
@@ -701,9 +856,16 @@ class Ticket(Aggregate):
     @apply.register(TicketCommented)
     def _on_commented(self, event: TicketCommented) -> None:
         customer = event.author_type == "customer"
-        self.comments.append({"id": event.comment_id, "author_type": event.author_type, "author": event.author,
-                              "public": event.public, "body": event.customer_body if customer else event.body,
-                              "at": event.at})
+        self.comments.append(
+            {
+                "id": event.comment_id,
+                "author_type": event.author_type,
+                "author": event.author,
+                "public": event.public,
+                "body": event.customer_body if customer else event.body,
+                "at": event.at,
+            }
+        )
         if customer:
             if self.first_response_at is not None and self.awaiting_reply_since is None:
                 self.awaiting_reply_since = event.at
@@ -737,8 +899,13 @@ class Ticket(Aggregate):
 
     @apply.register(SlaBreached)
     def _on_breached(self, event: SlaBreached) -> None:
-        self.breaches[event.key] = {"target": event.target, "priority": event.priority, "due_at": event.due_at,
-                                    "breached_at": event.breached_at, "detected_at": event.detected_at}
+        self.breaches[event.key] = {
+            "target": event.target,
+            "priority": event.priority,
+            "due_at": event.due_at,
+            "breached_at": event.breached_at,
+            "detected_at": event.detected_at,
+        }
 
     @apply.register(SlaRecomputed)
     def _on_recomputed(self, event: SlaRecomputed) -> None:
@@ -805,8 +972,12 @@ class Ticket(Aggregate):
         timeline = self._timeline()
         if len(timeline) <= 1:
             return calendar_of(timeline[0] if timeline else None)
-        return bh.Timeline(((None, calendar_of(timeline[0])),
-                            *((parse_time(entry["effective_at"]), calendar_of(entry)) for entry in timeline[1:])))
+        return bh.Timeline(
+            (
+                (None, calendar_of(timeline[0])),
+                *((parse_time(entry["effective_at"]), calendar_of(entry)) for entry in timeline[1:]),
+            )
+        )
 
     def _spans(self, spans: list[list[str | None]]) -> list[bh.Pause]:
         return [(parse_time(start), _t(end)) for start, end in spans]  # type: ignore[arg-type]
@@ -822,21 +993,33 @@ class Ticket(Aggregate):
         states = []
         first_done = _t(self.first_response_at) or solved
         if (minutes := self._target("first_response", opened)) is not None:
-            states.append(("first_response", "first_response",
-                           self._state(opened, first_done, minutes, calendar, pauses, now)))
+            states.append(
+                ("first_response", "first_response", self._state(opened, first_done, minutes, calendar, pauses, now))
+            )
         if self.awaiting_reply_since is not None:
             start = parse_time(self.awaiting_reply_since)
             if (minutes := self._target("next_response", start)) is not None:
-                states.append((f"next_response:{self.replies_awaited}", "next_response",
-                               self._state(start, None, minutes, calendar, pauses, now)))
+                states.append(
+                    (
+                        f"next_response:{self.replies_awaited}",
+                        "next_response",
+                        self._state(start, None, minutes, calendar, pauses, now),
+                    )
+                )
         if (minutes := self._target("resolution", opened)) is not None:
             stopped = pauses + self._spans(self.solved_periods)
-            states.append(("resolution", "resolution",
-                           self._state(opened, solved, minutes, calendar, stopped, now)))
+            states.append(("resolution", "resolution", self._state(opened, solved, minutes, calendar, stopped, now)))
         return states
 
-    def _state(self, start: datetime, completed: datetime | None, minutes: int, calendar: bh.Schedule,
-               pauses: list[bh.Pause], now: datetime) -> dict[str, Any]:
+    def _state(
+        self,
+        start: datetime,
+        completed: datetime | None,
+        minutes: int,
+        calendar: bh.Schedule,
+        pauses: list[bh.Pause],
+        now: datetime,
+    ) -> dict[str, Any]:
         open_since = [s for s, e in pauses if e is None]
         paused = completed is None and bool(open_since)
         closed_pauses = [(s, e) for s, e in pauses if e is not None]
@@ -845,38 +1028,62 @@ class Ticket(Aggregate):
             due = None  # the clock stopped before it ran out: due once it runs again
         end = completed or now
         elapsed = bh.minutes_between(start, end, calendar, pauses)
-        return {"start": start, "minutes": minutes, "due_at": due, "completed_at": completed,
-                "paused": paused, "elapsed_minutes": elapsed, "remaining_minutes": minutes - elapsed}
+        return {
+            "start": start,
+            "minutes": minutes,
+            "due_at": due,
+            "completed_at": completed,
+            "paused": paused,
+            "elapsed_minutes": elapsed,
+            "remaining_minutes": minutes - elapsed,
+        }
 
     def sla(self, now: datetime) -> list[dict[str, Any]]:
         """Each target's promise: due time, remaining business minutes, and outcome."""
         out = []
         for key, target, state in self._target_states(now):
             breached = key in self.breaches or (
-                state["due_at"] is not None and (state["completed_at"] or now) > state["due_at"])
+                state["due_at"] is not None and (state["completed_at"] or now) > state["due_at"]
+            )
             if state["completed_at"] is not None:
                 status = "breached" if breached else "met"
             elif breached:
                 status = "breached"
             else:
                 status = "paused" if state["paused"] else "active"
-            out.append({"target": target, "key": key, "minutes": state["minutes"], "due_at": state["due_at"],
-                        "completed_at": state["completed_at"], "status": status, "breached": breached,
-                        "elapsed_minutes": round(state["elapsed_minutes"], 2),
-                        "remaining_minutes": round(state["remaining_minutes"], 2)})
+            out.append(
+                {
+                    "target": target,
+                    "key": key,
+                    "minutes": state["minutes"],
+                    "due_at": state["due_at"],
+                    "completed_at": state["completed_at"],
+                    "status": status,
+                    "breached": breached,
+                    "elapsed_minutes": round(state["elapsed_minutes"], 2),
+                    "remaining_minutes": round(state["remaining_minutes"], 2),
+                }
+            )
         return out
 
     def next_due(self, now: datetime) -> datetime | None:
         """The earliest due time among outstanding, unbreached, running targets (what the sweep waits for)."""
-        dues = [state["due_at"] for key, _, state in self._target_states(now)
-                if key not in self.breaches and state["completed_at"] is None and state["due_at"] is not None]
+        dues = [
+            state["due_at"]
+            for key, _, state in self._target_states(now)
+            if key not in self.breaches and state["completed_at"] is None and state["due_at"] is not None
+        ]
         return min(dues) if dues else None
 
     def first_response_minutes(self) -> float | None:
         if self.first_response_at is None:
             return None
-        return round(bh.minutes_between(parse_time(self.opened_at), parse_time(self.first_response_at),
-                                        self.calendar, self._spans(self.pauses)), 2)
+        return round(
+            bh.minutes_between(
+                parse_time(self.opened_at), parse_time(self.first_response_at), self.calendar, self._spans(self.pauses)
+            ),
+            2,
+        )
 
     def resolution_minutes(self, now: datetime | None = None) -> float | None:
         end = now if now is not None else _t(self.solved_at)
@@ -908,30 +1115,54 @@ class Ticket(Aggregate):
         if not self.policy:
             return None
         current = (self._version_at(now) if now is not None else None) or self.policy
-        return {"id": self.policy["id"], "name": current.get("name"), "version": current.get("version"),
-                "versions": self._versions()}
+        return {
+            "id": self.policy["id"],
+            "name": current.get("name"),
+            "version": current.get("version"),
+            "versions": self._versions(),
+        }
 
     def view(self, now: datetime | None = None) -> dict[str, Any]:
         sla = self.sla(now) if now is not None else []
         return {
-            "id": self.id, "version": self.version, "subject": self.subject, "description": self.description,
-            "contact_id": self.contact_id, "company_id": self.company_id, "deal_id": self.deal_id,
-            "channel": self.channel, "type": self.type, "priority": self.priority, "status": self.status,
-            "tags": self.tags, "assignee": self.assignee, "group": self.group, "team": self.team,
+            "id": self.id,
+            "version": self.version,
+            "subject": self.subject,
+            "description": self.description,
+            "contact_id": self.contact_id,
+            "company_id": self.company_id,
+            "deal_id": self.deal_id,
+            "channel": self.channel,
+            "type": self.type,
+            "priority": self.priority,
+            "status": self.status,
+            "tags": self.tags,
+            "assignee": self.assignee,
+            "group": self.group,
+            "team": self.team,
             "customer_tier": self.customer_tier,
-            "opened_at": self.opened_at, "first_response_at": self.first_response_at, "solved_at": self.solved_at,
+            "opened_at": self.opened_at,
+            "first_response_at": self.first_response_at,
+            "solved_at": self.solved_at,
             "closed_at": self.closed_at,
             "sla_policy": self._policy_ref(now),
-            "sla": sla, "breached": bool(self.breaches) or any(t["breached"] for t in sla),
+            "sla": sla,
+            "breached": bool(self.breaches) or any(t["breached"] for t in sla),
             "breaches": [{"key": k, **v} for k, v in self.breaches.items()],
-            "escalations": self.escalations, "comments": self.comments, "satisfaction": self.satisfaction,
-            "created_at": self.created_at, "updated_at": self.updated_at,
+            "escalations": self.escalations,
+            "comments": self.comments,
+            "satisfaction": self.satisfaction,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
         }
 
 
 def due_ms(moment: datetime | None) -> int:
-    return NEVER_MS if moment is None else int((moment - datetime(1970, 1, 1, tzinfo=moment.tzinfo))
-                                              / timedelta(milliseconds=1))
+    return (
+        NEVER_MS
+        if moment is None
+        else int((moment - datetime(1970, 1, 1, tzinfo=moment.tzinfo)) / timedelta(milliseconds=1))
+    )
 
 
 # Text the customer wrote is personal data, sealed with the ticket's key: the fields declared personal=True.

@@ -20,8 +20,11 @@ def contact_records(desk: TicketDesk, contact_ids: Sequence[str]) -> dict[str, l
     """{"tickets": [...]} of these contact ids, each as its REST GET shows it, oldest first."""
     wanted = set(contact_ids)
     streams = desk.runtime.store.streams_referring(list(contact_ids), [Ticket.aggregate_type])
-    tickets = [ticket for ticket in desk.tickets.get_many(sorted(stream for stream, _ in streams)).values()
-               if ticket.contact_id in wanted]
+    tickets = [
+        ticket
+        for ticket in desk.tickets.get_many(sorted(stream for stream, _ in streams)).values()
+        if ticket.contact_id in wanted
+    ]
     now = clock.now()
     views = [ticket.view(now) for ticket in tickets]
     return {"tickets": sorted(views, key=lambda view: (str(view.get("created_at") or ""), view["id"]))}

@@ -27,13 +27,22 @@ class SupportSummary(servicedesk_pb2_grpc.SupportSummaryServicer):
             raise NotFound(f"no contact {contact_id} known to the service desk")
         last = summary["last_satisfaction"]
         response = servicedesk_pb2.GetSupportSummaryResponse(
-            contact_id=contact_id, open_tickets=summary["open_tickets"], total_tickets=summary["total_tickets"],
-            complaints=summary["complaints"], sla_breaches=summary["sla_breaches"])
+            contact_id=contact_id,
+            open_tickets=summary["open_tickets"],
+            total_tickets=summary["total_tickets"],
+            complaints=summary["complaints"],
+            sla_breaches=summary["sla_breaches"],
+        )
         if last is not None:
-            response.last_satisfaction.CopyFrom(servicedesk_pb2.Satisfaction(
-                ticket_id=last["ticket_id"], csat=last["csat"] or 0,
-                nps=last["nps"] if last["nps"] is not None else -1, rated_at=last["rated_at"],
-                rate_time=timestamp(last["rated_at"])))
+            response.last_satisfaction.CopyFrom(
+                servicedesk_pb2.Satisfaction(
+                    ticket_id=last["ticket_id"],
+                    csat=last["csat"] or 0,
+                    nps=last["nps"] if last["nps"] is not None else -1,
+                    rated_at=last["rated_at"],
+                    rate_time=timestamp(last["rated_at"]),
+                )
+            )
         return response
 
     @access("export")

@@ -23,8 +23,11 @@ MAX_YEARS = 10  # years expanded in one request
 def countries() -> dict[str, tuple[str, ...]]:
     """ISO 3166-1 alpha-2 code → its subdivision codes, as the installed package supports them (the
     package also answers to alpha-3 codes: left out, one name per country)."""
-    return {code: tuple(subdivisions) for code, subdivisions in holidays.list_supported_countries().items()
-            if len(code) == 2}
+    return {
+        code: tuple(subdivisions)
+        for code, subdivisions in holidays.list_supported_countries().items()
+        if len(code) == 2
+    }
 
 
 def problems(country: str, years: Iterable[int], subdivision: str | None) -> dict[str, list[str]]:

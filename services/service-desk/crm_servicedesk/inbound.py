@@ -75,8 +75,13 @@ class Outcome:
     reason: str | None = None  # why it was ignored
 
     def view(self) -> dict[str, Any]:
-        return {"outcome": self.kind, "ticket_id": self.ticket_id, "comment_id": self.comment_id,
-                "contact_id": self.contact_id, "duplicate": self.duplicate}
+        return {
+            "outcome": self.kind,
+            "ticket_id": self.ticket_id,
+            "comment_id": self.comment_id,
+            "contact_id": self.contact_id,
+            "duplicate": self.duplicate,
+        }
 
 
 class Intake:
@@ -101,8 +106,15 @@ class Intake:
             ticket = self._replyable(ticket_id, contact["id"], comment_id)
             if ticket is not None:
                 return self._comment(ticket, mail.body(reply=True), comment_id, contact["id"], meta)
-        fields = {"subject": mail.subject, "description": mail.body(), "contact_id": contact["id"],
-                  "channel": "email", "type": self.config.ticket_type, "priority": "normal", "tags": []}
+        fields = {
+            "subject": mail.subject,
+            "description": mail.body(),
+            "contact_id": contact["id"],
+            "channel": "email",
+            "type": self.config.ticket_type,
+            "priority": "normal",
+            "tags": [],
+        }
         return self._open(derived_id("email", mail.key), fields, contact["id"], meta)
 
     def report(self, report: DeliveryReport) -> Outcome:
@@ -112,8 +124,10 @@ class Intake:
             return Outcome("ignored", reason="a report naming no mail of ours, or no permanent failure")
         report_id = derived_id("report", report.key)
         try:
-            self.reports.save(MailReport.receive(report_id, report, rfc3339(clock.now())),
-                              Metadata(actor="system:inbound-email", correlation_id=report_id))
+            self.reports.save(
+                MailReport.receive(report_id, report, rfc3339(clock.now())),
+                Metadata(actor="system:inbound-email", correlation_id=report_id),
+            )
         except ConcurrencyError:
             return Outcome("report", report_id=report_id, duplicate=True)
         return Outcome("report", report_id=report_id)
@@ -134,8 +148,15 @@ class Intake:
         if latest is not None:
             return self._comment(latest, text, derived_id(key, "comment"), contact["id"], meta)
         subject = clean_line(text)[:80].strip() or "SMS"
-        fields = {"subject": subject[:MAX_SUBJECT], "description": text, "contact_id": contact["id"],
-                  "channel": "sms", "type": self.config.ticket_type, "priority": "normal", "tags": []}
+        fields = {
+            "subject": subject[:MAX_SUBJECT],
+            "description": text,
+            "contact_id": contact["id"],
+            "channel": "sms",
+            "type": self.config.ticket_type,
+            "priority": "normal",
+            "tags": [],
+        }
         return self._open(key, fields, contact["id"], meta)
 
     # --- the parts ----------------------------------------------------------------------
@@ -147,8 +168,13 @@ class Intake:
         if found:
             return found[0]
         first, _, last = (name or "").partition(" ")
-        fields = {field: address, "first_name": first or None, "last_name": last or None, "tags": [CONTACT_TAG],
-                  "attributes": {"source": f"inbound_{channel}"}}
+        fields = {
+            field: address,
+            "first_name": first or None,
+            "last_name": last or None,
+            "tags": [CONTACT_TAG],
+            "attributes": {"source": f"inbound_{channel}"},
+        }
         request = f"inbound:{channel}:{address if channel == 'email' else re.sub(r'[^0-9+]', '', address)}"
         contact = self._create(request, fields)
         if contact.get("status") != "active":  # the contact made for this address once was erased
@@ -189,15 +215,25 @@ class Intake:
         event store (not the read model), so an SMS right after the first finds the ticket it opened."""
         found = self.desk.tickets.get_many(self.desk._tickets_of(contact_id))
         since = clock.now() - timedelta(hours=self.config.sms_reply_hours)
-        candidates = [(t.updated_at, t) for t in found.values() if t.channel == "sms" and t.status in REPLYABLE
-                      and t.contact_id == contact_id and t.updated_at is not None and t.updated_at >= since]
+        candidates = [
+            (t.updated_at, t)
+            for t in found.values()
+            if t.channel == "sms"
+            and t.status in REPLYABLE
+            and t.contact_id == contact_id
+            and t.updated_at is not None
+            and t.updated_at >= since
+        ]
         return max(candidates, key=lambda changed: changed[0], default=(since, None))[1]
 
     def _comment(self, ticket: Ticket, body: str, comment_id: str, contact_id: str, meta: Metadata) -> Outcome:
         if _has_comment(ticket, comment_id):
             return Outcome("comment", ticket.id, comment_id, contact_id, duplicate=True)
-        self.desk.tickets.change(ticket.id, lambda t: t.comment(
-            body, True, "customer", f"contact:{contact_id}", clock.now(), comment_id=comment_id), meta)
+        self.desk.tickets.change(
+            ticket.id,
+            lambda t: t.comment(body, True, "customer", f"contact:{contact_id}", clock.now(), comment_id=comment_id),
+            meta,
+        )
         return Outcome("comment", ticket.id, comment_id, contact_id)
 
     def _open(self, ticket_id: str, fields: dict[str, Any], contact_id: str, meta: Metadata) -> Outcome:

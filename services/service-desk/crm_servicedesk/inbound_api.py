@@ -28,33 +28,50 @@ SECRET_LABEL = "crm-servicedesk-inbound"
 
 
 class InboundSmsInput(Schema):
-    provider = fields.String(load_default="gateway", validate=validate.Regexp(
-        r"^[a-z0-9][a-z0-9_-]{0,39}$", error="lower-case letters, digits, _ and -, at most 40"),
-        metadata={"description": "the gateway's name: with provider_message_id, what makes an SMS one"})
-    provider_message_id = fields.String(required=True, validate=validate.Regexp(
-        r"^[\x21-\x7e]{1,200}$", error="1 to 200 printable ASCII characters"),
-        metadata={"description": "the gateway's id of this SMS (a retried call carries the same)"})
-    sender = fields.String(required=True, data_key="from", validate=validate.Regexp(
-        r"^\+?[0-9 ().-]{3,40}$", error="a phone number (digits, spaces, ( ) . - and a leading +)"),
-        metadata={"description": "the sender's number; E.164 (+989121234567) or national in "
-                                 "CRM_DEFAULT_PHONE_REGION"})
+    provider = fields.String(
+        load_default="gateway",
+        validate=validate.Regexp(
+            r"^[a-z0-9][a-z0-9_-]{0,39}$", error="lower-case letters, digits, _ and -, at most 40"
+        ),
+        metadata={"description": "the gateway's name: with provider_message_id, what makes an SMS one"},
+    )
+    provider_message_id = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[\x21-\x7e]{1,200}$", error="1 to 200 printable ASCII characters"),
+        metadata={"description": "the gateway's id of this SMS (a retried call carries the same)"},
+    )
+    sender = fields.String(
+        required=True,
+        data_key="from",
+        validate=validate.Regexp(
+            r"^\+?[0-9 ().-]{3,40}$", error="a phone number (digits, spaces, ( ) . - and a leading +)"
+        ),
+        metadata={"description": "the sender's number; E.164 (+989121234567) or national in CRM_DEFAULT_PHONE_REGION"},
+    )
     text = Text(max_length=5000, multiline=True, required=True)
     to = fields.String(validate=validate.Length(max=40), metadata={"description": "our number it was sent to"})
 
 
 class InboundOutcomeView(Schema):
-    outcome = fields.String(metadata={"description": "ticket (a new one) or comment (on the contact's open SMS "
-                                                     "ticket)"})
+    outcome = fields.String(
+        metadata={"description": "ticket (a new one) or comment (on the contact's open SMS ticket)"}
+    )
     ticket_id = fields.String()
     comment_id = fields.String(allow_none=True)
-    contact_id = fields.String(metadata={"description": "the sender's contact; a new one (tag `inbound`, "
-                                                        "attribute source inbound_sms) when nobody had the number"})
+    contact_id = fields.String(
+        metadata={
+            "description": "the sender's contact; a new one (tag `inbound`, "
+            "attribute source inbound_sms) when nobody had the number"
+        }
+    )
     duplicate = fields.Boolean(metadata={"description": "true when an earlier call recorded this SMS"})
 
 
 DOC = secret_header(HEADER, "CRM_SERVICEDESK_INBOUND_SECRET")
-DOC["responses"]["503"] = {"description": "contacts could not be reached: nothing recorded, send it again later",
-                           "content": {"application/problem+json": {"schema": "Problem"}}}
+DOC["responses"]["503"] = {
+    "description": "contacts could not be reached: nothing recorded, send it again later",
+    "content": {"application/problem+json": {"schema": "Problem"}},
+}
 
 
 def blueprint(desk: TicketDesk) -> Blueprint:

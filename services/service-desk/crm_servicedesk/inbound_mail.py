@@ -150,9 +150,16 @@ def _mail(message: email.message.Message, key: str, envelope_sender: str | None)
     text, attachments = _content(message)
     subject = clean_line(header_text(message, "Subject") or "")[:MAX_SUBJECT].strip() or "(no subject)"
     refs = [*tags_in(subject), *thread_refs(message)]
-    return InboundMail(key=key, sender=sender, sender_name=name, subject=subject, text=cap(text),
-                       ticket_refs=tuple(dict.fromkeys(refs)), attachments=tuple(attachments),
-                       automatic=is_automatic(message, envelope_sender, sender))
+    return InboundMail(
+        key=key,
+        sender=sender,
+        sender_name=name,
+        subject=subject,
+        text=cap(text),
+        ticket_refs=tuple(dict.fromkeys(refs)),
+        attachments=tuple(attachments),
+        automatic=is_automatic(message, envelope_sender, sender),
+    )
 
 
 def sender_of(message: email.message.Message) -> tuple[str | None, str | None]:
@@ -178,8 +185,13 @@ def is_automatic(message: email.message.Message, envelope_sender: str | None, se
     submitted = (header_text(message, "Auto-Submitted") or "no").strip().lower()
     precedence = (header_text(message, "Precedence") or "").strip().lower()
     local = sender.split("@", 1)[0]
-    return (not submitted.startswith("no") or precedence in AUTOMATIC_PRECEDENCE or envelope_sender == ""
-            or local in ("mailer-daemon", "postmaster") or message.get("X-Autoreply") is not None)
+    return (
+        not submitted.startswith("no")
+        or precedence in AUTOMATIC_PRECEDENCE
+        or envelope_sender == ""
+        or local in ("mailer-daemon", "postmaster")
+        or message.get("X-Autoreply") is not None
+    )
 
 
 def tags_in(subject: str) -> list[str]:
@@ -228,15 +240,17 @@ def _content(message: email.message.Message) -> tuple[str, list[Attachment]]:
         filename = _filename(part)
         disposition = (part.get("Content-Disposition") or "").split(";")[0].strip().lower()
         if filename or disposition == "attachment" or not content_type.startswith("text/"):
-            attachments.append(Attachment(filename or f"unnamed.{content_type.split('/')[-1][:20]}",
-                                          content_type, len(_payload(part))))
+            attachments.append(
+                Attachment(filename or f"unnamed.{content_type.split('/')[-1][:20]}", content_type, len(_payload(part)))
+            )
         elif content_type == "text/plain" and plain is None:
             plain = _decoded(part)
         elif content_type == "text/html" and markup is None:
             markup = _decoded(part)
         else:  # a second text part (an alternative of one we have, a calendar): kept by name only
-            attachments.append(Attachment(filename or f"part.{content_type.split('/')[-1][:20]}",
-                                          content_type, len(_payload(part))))
+            attachments.append(
+                Attachment(filename or f"part.{content_type.split('/')[-1][:20]}", content_type, len(_payload(part)))
+            )
     if plain is None and markup is not None:
         plain = html_to_text(markup)
     return clean_text(plain or ""), attachments
@@ -286,10 +300,13 @@ def _decoded(part: email.message.Message) -> str:
 
 
 def _report(message: email.message.Message, key: str) -> DeliveryReport | None:
-    report_type = (message.get_param("report-type") or "")
+    report_type = message.get_param("report-type") or ""
     report_type = report_type.lower() if isinstance(report_type, str) else ""
-    parts = [p for p in message.get_payload() if isinstance(p, email.message.Message)] \
-        if isinstance(message.get_payload(), list) else []
+    parts = (
+        [p for p in message.get_payload() if isinstance(p, email.message.Message)]
+        if isinstance(message.get_payload(), list)
+        else []
+    )
     original = _original_message_id(parts)
     if report_type == "delivery-status":
         status = next((p for p in parts if p.get_content_type() == "message/delivery-status"), None)
@@ -300,9 +317,13 @@ def _report(message: email.message.Message, key: str) -> DeliveryReport | None:
         feedback = next((p for p in parts if p.get_content_type() == "message/feedback-report"), None)
         fields = _fields(feedback) if feedback is not None else {}
         address = _address_field(fields.get("original-rcpt-to"))
-        return DeliveryReport(key, "complaint", original,
-                              (Recipient(address, "complained", None, None),),
-                              feedback_type=(fields.get("feedback-type") or "abuse").lower()[:50])
+        return DeliveryReport(
+            key,
+            "complaint",
+            original,
+            (Recipient(address, "complained", None, None),),
+            feedback_type=(fields.get("feedback-type") or "abuse").lower()[:50],
+        )
     return None  # another kind of report (e.g. a read receipt): read as a mail
 
 
@@ -321,9 +342,14 @@ def _dsn_recipients(status: email.message.Message) -> list[Recipient]:
         if recipient is None or "action" not in fields:
             continue  # the per-message block, or a broken one
         status_code = re.match(r"^\s*([245]\.\d{1,3}\.\d{1,3})", fields.get("status") or "")
-        found.append(Recipient(_address_field(recipient), fields["action"].strip().lower()[:20],
-                               status_code.group(1) if status_code else None,
-                               clean_line(fields.get("diagnostic-code") or "")[:300].strip() or None))
+        found.append(
+            Recipient(
+                _address_field(recipient),
+                fields["action"].strip().lower()[:20],
+                status_code.group(1) if status_code else None,
+                clean_line(fields.get("diagnostic-code") or "")[:300].strip() or None,
+            )
+        )
     return found
 
 
@@ -420,11 +446,12 @@ def _control(ch: str) -> bool:
 
 
 def cap(text: str) -> str:
-    return text if len(text) <= MAX_TEXT else text[:MAX_TEXT - len(TRUNCATED)].rstrip() + TRUNCATED
+    return text if len(text) <= MAX_TEXT else text[: MAX_TEXT - len(TRUNCATED)].rstrip() + TRUNCATED
 
 
-QUOTE_HEADER = re.compile(r"^(On .{1,300} wrote:|-{2,} ?Original Message ?-{2,}|در تاریخ .{1,300} نوشت:)\s*$",
-                          re.IGNORECASE)
+QUOTE_HEADER = re.compile(
+    r"^(On .{1,300} wrote:|-{2,} ?Original Message ?-{2,}|در تاریخ .{1,300} نوشت:)\s*$", re.IGNORECASE
+)
 
 
 def strip_quoted(text: str) -> str:
@@ -432,8 +459,9 @@ def strip_quoted(text: str) -> str:
     a reply that is only a quote keeps it all."""
     lines = text.split("\n")
     for index, line in enumerate(lines):
-        if QUOTE_HEADER.match(line.strip()) or (line.startswith(">") and all(
-                not rest.strip() or rest.startswith(">") for rest in lines[index:])):
+        if QUOTE_HEADER.match(line.strip()) or (
+            line.startswith(">") and all(not rest.strip() or rest.startswith(">") for rest in lines[index:])
+        ):
             own = "\n".join(lines[:index]).strip()
             return own or text
     return text
@@ -444,8 +472,29 @@ class _TextOfHtml(HTMLParser):
     entities decoded. Nothing of the markup survives, so nothing can run where the text is shown."""
 
     SKIP = {"script", "style", "head", "title", "template", "noscript"}
-    BLOCKS = {"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "blockquote", "pre", "table",
-              "ul", "ol", "hr", "section", "article", "header", "footer"}
+    BLOCKS = {
+        "p",
+        "div",
+        "br",
+        "li",
+        "tr",
+        "h1",
+        "h2",
+        "h3",
+        "h4",
+        "h5",
+        "h6",
+        "blockquote",
+        "pre",
+        "table",
+        "ul",
+        "ol",
+        "hr",
+        "section",
+        "article",
+        "header",
+        "footer",
+    }
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)

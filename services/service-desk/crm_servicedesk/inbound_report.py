@@ -40,8 +40,9 @@ class MailReport(Aggregate):
         """One recipient the report is about: what happened, and the remote server's words."""
 
         action: str = spec(description="failed, or complained")
-        status: str | None = spec(pattern=r"^[245]\.\d{1,3}\.\d{1,3}$",
-                                  description="the enhanced status code, e.g. 5.1.1")
+        status: str | None = spec(
+            pattern=r"^[245]\.\d{1,3}\.\d{1,3}$", description="the enhanced status code, e.g. 5.1.1"
+        )
         diagnostic: str | None = spec(maxLength=300, description="the remote server's words, addresses redacted")
 
     class MailReportReceived(DomainEvent):
@@ -53,10 +54,15 @@ class MailReport(Aggregate):
 
         report_id: str = spec(minLength=1)
         kind: str = spec(enum=("bounce", "complaint"))
-        original_message_id: str = spec(minLength=1, description=(
-            "the reported mail's Message-ID without the angle brackets (messaging's `<message id>@domain`)"))
-        feedback_type: str | None = spec(description="a complaint's ARF feedback type (abuse, fraud, …); null for a "
-                                                     "bounce")
+        original_message_id: str = spec(
+            minLength=1,
+            description=(
+                "the reported mail's Message-ID without the angle brackets (messaging's `<message id>@domain`)"
+            ),
+        )
+        feedback_type: str | None = spec(
+            description="a complaint's ARF feedback type (abuse, fraud, …); null for a bounce"
+        )
         recipients: list[MailReport.Recipient]
         received_at: str = spec(format="date-time")
 
@@ -72,11 +78,16 @@ class MailReport(Aggregate):
         """A report that tells messaging to stop mailing someone: permanent failures, or a complaint
         (one naming the reported mail: the caller drops the others)."""
         recorded = cls(report_id)
-        recorded.record(cls.MailReportReceived(
-            report_id=report_id, kind=report.kind, original_message_id=report.original_message_id or "",
-            feedback_type=report.feedback_type,
-            recipients=[cls.Recipient(r.action, r.status, redacted(r.diagnostic)) for r in report.permanent],
-            received_at=at))
+        recorded.record(
+            cls.MailReportReceived(
+                report_id=report_id,
+                kind=report.kind,
+                original_message_id=report.original_message_id or "",
+                feedback_type=report.feedback_type,
+                recipients=[cls.Recipient(r.action, r.status, redacted(r.diagnostic)) for r in report.permanent],
+                received_at=at,
+            )
+        )
         return recorded
 
     @functools.singledispatchmethod
@@ -89,17 +100,32 @@ class MailReport(Aggregate):
         self.recipients = event.data()["recipients"]  # plain JSON, as the read model keeps it
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "kind": self.kind,
-                "original_message_id": self.original_message_id, "recipients": self.recipients,
-                "received_at": self.received_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "kind": self.kind,
+            "original_message_id": self.original_message_id,
+            "recipients": self.recipients,
+            "received_at": self.received_at,
+        }
 
 
 REPORT_EVENTS = [
     EventType.of(
         MailReport.MailReportReceived,
-        {"report_id": "4f0c…", "kind": "bounce", "original_message_id": "01c1…@crm.local", "feedback_type": None,
-         "recipients": [{"action": "failed", "status": "5.1.1",
-                         "diagnostic": "smtp; 550 5.1.1 <address>: Recipient address rejected: User unknown"}],
-         "received_at": "2026-12-20T08:05:00.000Z"},
+        {
+            "report_id": "4f0c…",
+            "kind": "bounce",
+            "original_message_id": "01c1…@crm.local",
+            "feedback_type": None,
+            "recipients": [
+                {
+                    "action": "failed",
+                    "status": "5.1.1",
+                    "diagnostic": "smtp; 550 5.1.1 <address>: Recipient address rejected: User unknown",
+                }
+            ],
+            "received_at": "2026-12-20T08:05:00.000Z",
+        },
     ),
 ]

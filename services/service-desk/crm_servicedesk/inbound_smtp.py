@@ -66,8 +66,10 @@ class InboundHandler:
         except Exception:  # the database, a bug: the sender keeps the mail and tries again
             log.exception("inbound mail could not be recorded; the sender will retry")
             return TRY_AGAIN
-        log.info("inbound mail recorded", extra={"outcome": outcome.kind, "ticket_id": outcome.ticket_id,
-                                                 "duplicate": outcome.duplicate})
+        log.info(
+            "inbound mail recorded",
+            extra={"outcome": outcome.kind, "ticket_id": outcome.ticket_id, "duplicate": outcome.duplicate},
+        )
         if outcome.kind == "ignored":
             return f"250 2.0.0 accepted, nothing to record: {outcome.reason}"
         return f"250 2.0.0 recorded as {outcome.kind} {outcome.ticket_id or outcome.report_id}"
@@ -81,9 +83,15 @@ class InboundSmtp:
 
     def __init__(self, intake: Intake, config: InboundConfig) -> None:
         self.handler = InboundHandler(intake)
-        self.controller = Controller(self.handler, hostname=config.smtp_host, port=config.smtp_port,
-                                     data_size_limit=config.max_bytes, enable_SMTPUTF8=True,
-                                     ident="CRM service desk", timeout=120)
+        self.controller = Controller(
+            self.handler,
+            hostname=config.smtp_host,
+            port=config.smtp_port,
+            data_size_limit=config.max_bytes,
+            enable_SMTPUTF8=True,
+            ident="CRM service desk",
+            timeout=120,
+        )
 
     def start(self) -> InboundSmtp:
         self.controller.start()

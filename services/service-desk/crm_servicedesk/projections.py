@@ -32,38 +32,65 @@ def ticket_document(ticket: Ticket) -> dict[str, Any]:
     rating = ticket.satisfaction or {}
     return {
         "state": ticket.snapshot(),
-        "created_at": ticket.created_at, "updated_at": ticket.updated_at,
-        "contact_id": ticket.contact_id, "status": ticket.status, "priority": ticket.priority,
-        "assignee": ticket.assignee, "group": ticket.group, "team": ticket.team, "type": ticket.type,
+        "created_at": ticket.created_at,
+        "updated_at": ticket.updated_at,
+        "contact_id": ticket.contact_id,
+        "status": ticket.status,
+        "priority": ticket.priority,
+        "assignee": ticket.assignee,
+        "group": ticket.group,
+        "team": ticket.team,
+        "type": ticket.type,
         "channel": ticket.channel,
-        "tags": ticket.tags, "customer_tier": ticket.customer_tier, "company_id": ticket.company_id,
+        "tags": ticket.tags,
+        "customer_tier": ticket.customer_tier,
+        "company_id": ticket.company_id,
         "deal_id": ticket.deal_id,
-        "breached": bool(ticket.breaches), "breach_count": len(ticket.breaches),
+        "breached": bool(ticket.breaches),
+        "breach_count": len(ticket.breaches),
         "breached_targets": sorted({b["target"] for b in ticket.breaches.values()}),
         **breach_times(ticket),
         "policy_id": (ticket.policy or {}).get("id"),
         "next_due_ms": due_ms(ticket.next_due(now)) if ticket.status in ("new", "open") else due_ms(None),
-        "opened_ms": text_ms(ticket.opened_at), "solved_ms": text_ms(ticket.solved_at),
+        "opened_ms": text_ms(ticket.opened_at),
+        "solved_ms": text_ms(ticket.solved_at),
         # when it was first solved (a reopen keeps it): what SERVQUAL's every-Nth-solved rules count by
         "first_solved_ms": text_ms(ticket.solved_periods[0][0]) if ticket.solved_periods else None,
         "first_response_minutes": ticket.first_response_minutes(),
         "resolution_minutes": ticket.resolution_minutes() if ticket.solved_at else None,
         "sla_outcomes": {t["target"]: t["status"] for t in ticket.sla(now) if t["status"] in ("met", "breached")},
         "has_policy": ticket.policy is not None,
-        "csat": rating.get("csat"), "nps": rating.get("nps"), "servqual": rating.get("servqual"),
-        "rated_ms": text_ms(rating.get("at")), "rated_at": rating.get("at"),
+        "csat": rating.get("csat"),
+        "nps": rating.get("nps"),
+        "servqual": rating.get("servqual"),
+        "rated_ms": text_ms(rating.get("at")),
+        "rated_at": rating.get("at"),
     }
 
 
 def breach_times(ticket: Ticket) -> dict[str, Any]:
     """When each breach happened (`breach_list`; the due time, however late it was found), and the first and
     last as epoch ms, so a report finds the tickets with a breach in its period on two plain fields."""
-    found = sorted(({"key": key, "target": b["target"], "priority": b.get("priority") or ticket.priority,
-                     "due_at": b["due_at"], "breached_at": b["breached_at"], "detected_at": b.get("detected_at"),
-                     "breached_ms": text_ms(b["breached_at"])} for key, b in ticket.breaches.items()),
-                   key=lambda b: (b["breached_ms"], b["key"]))
-    return {"breach_list": found, "first_breach_ms": found[0]["breached_ms"] if found else None,
-            "last_breach_ms": found[-1]["breached_ms"] if found else None}
+    found = sorted(
+        (
+            {
+                "key": key,
+                "target": b["target"],
+                "priority": b.get("priority") or ticket.priority,
+                "due_at": b["due_at"],
+                "breached_at": b["breached_at"],
+                "detected_at": b.get("detected_at"),
+                "breached_ms": text_ms(b["breached_at"]),
+            }
+            for key, b in ticket.breaches.items()
+        ),
+        key=lambda b: (b["breached_ms"], b["key"]),
+    )
+    return {
+        "breach_list": found,
+        "first_breach_ms": found[0]["breached_ms"] if found else None,
+        "last_breach_ms": found[-1]["breached_ms"] if found else None,
+    }
 
 
 class TicketsView(AggregateView):
@@ -75,8 +102,21 @@ class TicketsView(AggregateView):
         return ticket_document(aggregate)
 
     def ensure_indexes(self) -> None:
-        for key in ("contact_id", "status", "assignee", "priority", "breached", "next_due_ms", "opened_ms", "group",
-                    "tags", "customer_tier", "last_breach_ms", "first_solved_ms", "team"):
+        for key in (
+            "contact_id",
+            "status",
+            "assignee",
+            "priority",
+            "breached",
+            "next_due_ms",
+            "opened_ms",
+            "group",
+            "tags",
+            "customer_tier",
+            "last_breach_ms",
+            "first_solved_ms",
+            "team",
+        ):
             self.collection.create_index([(key, ASCENDING)])
 
 
@@ -121,9 +161,22 @@ class CustomerTiers:
         if not latest:
             return
         known = {doc["_id"]: doc for doc in self.collection.find({"_id": {"$in": list(latest)}})}
-        writes = [UpdateOne({"_id": cid}, {"$set": {"tier": event.data.get("tier"), "version": event.version,
-                                                    "at_ms": epoch_ms(event.time), "event_id": event.id}}, upsert=True)
-                  for cid, event in latest.items() if cid not in known or _newer(event, known[cid])]
+        writes = [
+            UpdateOne(
+                {"_id": cid},
+                {
+                    "$set": {
+                        "tier": event.data.get("tier"),
+                        "version": event.version,
+                        "at_ms": epoch_ms(event.time),
+                        "event_id": event.id,
+                    }
+                },
+                upsert=True,
+            )
+            for cid, event in latest.items()
+            if cid not in known or _newer(event, known[cid])
+        ]
         if writes:
             self.collection.bulk_write(writes, ordered=False)
 
@@ -152,9 +205,19 @@ def policies_view(db: Database, store: EventStore, topic: str) -> PoliciesView:
     return PoliciesView("sla_policies", db["sla_policies"], store, topic)
 
 
-def local_contacts(db: Database, directory: ContactDirectory,
-                   on_merged: Callable[[str, str, str | None], Any] | None = None,
-                   on_erased: Callable[[str], Any] | None = None,
-                   on_unmerged: Callable[[str, str, str | None], Any] | None = None) -> LocalContacts:
-    return LocalContacts("contacts", db["contacts"], directory, on_merged=on_merged, on_erased=on_erased,
-                         on_unmerged=on_unmerged, service="service-desk")
+def local_contacts(
+    db: Database,
+    directory: ContactDirectory,
+    on_merged: Callable[[str, str, str | None], Any] | None = None,
+    on_erased: Callable[[str], Any] | None = None,
+    on_unmerged: Callable[[str, str, str | None], Any] | None = None,
+) -> LocalContacts:
+    return LocalContacts(
+        "contacts",
+        db["contacts"],
+        directory,
+        on_merged=on_merged,
+        on_erased=on_erased,
+        on_unmerged=on_unmerged,
+        service="service-desk",
+    )

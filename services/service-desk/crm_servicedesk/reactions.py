@@ -16,14 +16,27 @@ from crmkit.runtime import Runtime
 def table(desk: TicketDesk) -> Reactions:
     return Reactions(
         "service-desk",
-        Reaction("contacts", ("ContactMerged",), "re-point the duplicate's tickets to the survivor, naming the merge",
-                 desk.repoint_contact),
-        Reaction("contacts", ("ContactUnmerged",), "move back the tickets that merge re-pointed",
-                 desk.contact_unmerged),
-        Reaction("contacts", ("ContactErased",), "scrub the person's words from every ticket, forget their keys",
-                 desk.erase_contact),
-        Reaction("sales", ("CustomerTierChanged",), "keep each contact's tier (customer_tiers): it picks the SLA "
-                 "policy of a ticket opened for them", desk.tiers),
+        Reaction(
+            "contacts",
+            ("ContactMerged",),
+            "re-point the duplicate's tickets to the survivor, naming the merge",
+            desk.repoint_contact,
+        ),
+        Reaction(
+            "contacts", ("ContactUnmerged",), "move back the tickets that merge re-pointed", desk.contact_unmerged
+        ),
+        Reaction(
+            "contacts",
+            ("ContactErased",),
+            "scrub the person's words from every ticket, forget their keys",
+            desk.erase_contact,
+        ),
+        Reaction(
+            "sales",
+            ("CustomerTierChanged",),
+            "keep each contact's tier (customer_tiers): it picks the SLA policy of a ticket opened for them",
+            desk.tiers,
+        ),
     )
 
 
@@ -32,5 +45,7 @@ def worker_projections(runtime: Runtime) -> list[Projection]:
     and the table's own projections."""
     desk = TicketDesk(runtime)
     reactions = table(desk)
-    return [projections.local_contacts(runtime.db, desk.directory, **reactions.contact_hooks()),
-            *reactions.projections()]
+    return [
+        projections.local_contacts(runtime.db, desk.directory, **reactions.contact_hooks()),
+        *reactions.projections(),
+    ]

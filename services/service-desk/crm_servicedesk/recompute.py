@@ -66,29 +66,53 @@ class Recompute:
         queries = [q for phase in PHASES if (q := self.query(phase, since, until)) is not None]
         return sum(self.desk.tickets_view.count_documents(q) for q in queries)
 
-    def run(self, run_id: str, since: datetime | None = None, until: datetime | None = None,
-            marks: dict[str, int] | None = None, progress: Callable[[int], None] | None = None) -> dict[str, int]:
+    def run(
+        self,
+        run_id: str,
+        since: datetime | None = None,
+        until: datetime | None = None,
+        marks: dict[str, int] | None = None,
+        progress: Callable[[int], None] | None = None,
+    ) -> dict[str, int]:
         """Recompute the tickets of both phases in batches; resumes `run_id`'s unfinished run with the same
         parameters. Returns the tickets looked at (`tickets`) and those that got `SlaRecomputed` (`changed`)."""
-        params = {"from_ms": epoch_ms(since) if since else None, "to_ms": epoch_ms(until) if until else None,
-                  "policies": marks if marks is not None else self.policy_marks()}
+        params = {
+            "from_ms": epoch_ms(since) if since else None,
+            "to_ms": epoch_ms(until) if until else None,
+            "policies": marks if marks is not None else self.policy_marks(),
+        }
         state = self.runs.find_one({"_id": run_id}) or {}
         if state.get("state") != "running" or state.get("params") != params:
-            state = {"_id": run_id, "state": "running", "params": params, "phase": PHASES[0], "cursor": "",
-                     "tickets": 0, "changed": 0, "started_ms": epoch_ms(clock.now())}
+            state = {
+                "_id": run_id,
+                "state": "running",
+                "params": params,
+                "phase": PHASES[0],
+                "cursor": "",
+                "tickets": 0,
+                "changed": 0,
+                "started_ms": epoch_ms(clock.now()),
+            }
             self.runs.replace_one({"_id": run_id}, state, upsert=True)
         policies = self.desk.policy_aggregates()
         now = clock.now()
-        for phase in PHASES[PHASES.index(state["phase"]):]:
+        for phase in PHASES[PHASES.index(state["phase"]) :]:
             query = self.query(phase, since, until)
             while query is not None:
-                docs = list(self.desk.tickets_view.find({**query, "_id": {"$gt": state["cursor"]}}, {"_id": 1})
-                            .sort("_id", ASCENDING).limit(self.batch))
+                docs = list(
+                    self.desk.tickets_view.find({**query, "_id": {"$gt": state["cursor"]}}, {"_id": 1})
+                    .sort("_id", ASCENDING)
+                    .limit(self.batch)
+                )
                 if docs:
                     ids = [doc["_id"] for doc in docs]
                     decided = self.desk.tickets.change_many(ids, lambda t: follow(t, policies, now), SYSTEM)
-                    state.update(phase=phase, cursor=ids[-1], tickets=state["tickets"] + len(ids),
-                                 changed=state["changed"] + sum(decided.values()))
+                    state.update(
+                        phase=phase,
+                        cursor=ids[-1],
+                        tickets=state["tickets"] + len(ids),
+                        changed=state["changed"] + sum(decided.values()),
+                    )
                     self.runs.replace_one({"_id": run_id}, state, upsert=True)  # the checkpoint
                     if progress is not None:
                         progress(state["tickets"])

@@ -59,28 +59,44 @@ def _p90(values: list[float]) -> float | None:
 
 def _stats(values: Iterable[float | None]) -> dict[str, Any]:
     present = [v for v in values if v is not None]
-    return {"count": len(present), "average_minutes": round(sum(present) / len(present), 2) if present else None,
-            "p90_minutes": _p90(present)}
+    return {
+        "count": len(present),
+        "average_minutes": round(sum(present) / len(present), 2) if present else None,
+        "p90_minutes": _p90(present),
+    }
 
 
 def _period(filters: dict[str, Any]) -> dict[str, Any]:
-    return {"from": filters.get("from_"), "to": filters.get("to"), "team": filters.get("team"),
-            "customer_tier": filters.get("customer_tier")}
+    return {
+        "from": filters.get("from_"),
+        "to": filters.get("to"),
+        "team": filters.get("team"),
+        "customer_tier": filters.get("customer_tier"),
+    }
 
 
 def sla_report(tickets: Collection, filters: dict[str, Any]) -> dict[str, Any]:
-    docs = list(tickets.find(_query(filters), {"priority": 1, "sla_outcomes": 1, "first_response_minutes": 1,
-                                               "resolution_minutes": 1, "has_policy": 1}))
+    docs = list(
+        tickets.find(
+            _query(filters),
+            {"priority": 1, "sla_outcomes": 1, "first_response_minutes": 1, "resolution_minutes": 1, "has_policy": 1},
+        )
+    )
     compliance: dict[str, dict[str, Any]] = {}
     for target in TARGET_NAMES:
         per_priority = {}
         for priority in (*PRIORITIES, "all"):
-            outcomes = [d["sla_outcomes"].get(target) for d in docs if d.get("has_policy")
-                        and (priority == "all" or d["priority"] == priority)]
+            outcomes = [
+                d["sla_outcomes"].get(target)
+                for d in docs
+                if d.get("has_policy") and (priority == "all" or d["priority"] == priority)
+            ]
             met, breached = outcomes.count("met"), outcomes.count("breached")
-            per_priority[priority] = {"met": met, "breached": breached,
-                                      "compliance_percent": round(100 * met / (met + breached), 2)
-                                      if met + breached else None}
+            per_priority[priority] = {
+                "met": met,
+                "breached": breached,
+                "compliance_percent": round(100 * met / (met + breached), 2) if met + breached else None,
+            }
         compliance[target] = per_priority
     return {
         **_period(filters),
@@ -103,18 +119,25 @@ def breaches(tickets: Collection, filters: dict[str, Any]) -> dict[str, Any]:
         query["last_breach_ms"] = {"$gte": start}
     if end is not None:
         query["first_breach_ms"] = {"$lt": end}
-    found = sorted((_listed(doc["_id"], b) for doc in tickets.find(query, {"breach_list": 1})
-                    for b in doc.get("breach_list") or ()
-                    if (start is None or b["breached_ms"] >= start) and (end is None or b["breached_ms"] < end)),
-                   key=lambda b: (b["breached_at"], b["ticket_id"], b["key"]))
+    found = sorted(
+        (
+            _listed(doc["_id"], b)
+            for doc in tickets.find(query, {"breach_list": 1})
+            for b in doc.get("breach_list") or ()
+            if (start is None or b["breached_ms"] >= start) and (end is None or b["breached_ms"] < end)
+        ),
+        key=lambda b: (b["breached_at"], b["ticket_id"], b["key"]),
+    )
     by_day: dict[str, int] = {}
     for item in found:
         day = item["breached_at"][:10]  # RFC 3339 in UTC: the date comes first
         by_day[day] = by_day.get(day, 0) + 1
-    return {"count": len(found), "by_target": {target: sum(1 for b in found if b["target"] == target)
-                                               for target in TARGET_NAMES},
-            "by_day": by_day,
-            "items": found[:LISTED_BREACHES]}
+    return {
+        "count": len(found),
+        "by_target": {target: sum(1 for b in found if b["target"] == target) for target in TARGET_NAMES},
+        "by_day": by_day,
+        "items": found[:LISTED_BREACHES],
+    }
 
 
 def _listed(ticket_id: str, breach: dict[str, Any]) -> dict[str, Any]:
@@ -129,20 +152,27 @@ def satisfaction_report(tickets: Collection, filters: dict[str, Any]) -> dict[st
     detractors = sum(1 for n in nps if n <= 6)
     servqual = {}
     for dimension in SERVQUAL:
-        scores = [d["servqual"][dimension] for d in docs if d.get("servqual") and
-                  d["servqual"].get(dimension) is not None]
-        servqual[dimension] = {"count": len(scores),
-                               "mean": round(sum(scores) / len(scores), 2) if scores else None}
+        scores = [
+            d["servqual"][dimension] for d in docs if d.get("servqual") and d["servqual"].get(dimension) is not None
+        ]
+        servqual[dimension] = {"count": len(scores), "mean": round(sum(scores) / len(scores), 2) if scores else None}
     customers = len({d["contact_id"] for d in docs})
     complaints = sum(1 for d in docs if d.get("type") == "complaint")
     return {
         **_period(filters),
-        "csat": {"responses": len(csat), "average": round(sum(csat) / len(csat), 2) if csat else None,
-                 "distribution": {str(score): csat.count(score) for score in range(1, 6)},
-                 "satisfied_percent": round(100 * sum(1 for c in csat if c >= 4) / len(csat), 2) if csat else None},
-        "nps": {"responses": len(nps), "promoters": promoters, "passives": len(nps) - promoters - detractors,
-                "detractors": detractors,
-                "score": round(100 * (promoters - detractors) / len(nps), 2) if nps else None},
+        "csat": {
+            "responses": len(csat),
+            "average": round(sum(csat) / len(csat), 2) if csat else None,
+            "distribution": {str(score): csat.count(score) for score in range(1, 6)},
+            "satisfied_percent": round(100 * sum(1 for c in csat if c >= 4) / len(csat), 2) if csat else None,
+        },
+        "nps": {
+            "responses": len(nps),
+            "promoters": promoters,
+            "passives": len(nps) - promoters - detractors,
+            "detractors": detractors,
+            "score": round(100 * (promoters - detractors) / len(nps), 2) if nps else None,
+        },
         "servqual": servqual,
         "complaints": complaints,
         "customers": customers,
@@ -165,8 +195,12 @@ def _mean(values: Iterable[float | None]) -> float | None:
 
 
 def _servqual_query(filters: dict[str, Any], time_key: str) -> dict[str, Any]:
-    query: dict[str, Any] = {time_key: {"$gte": epoch_ms(filters["from_"]) if filters.get("from_") else 0,
-                                        **({"$lt": epoch_ms(filters["to"])} if filters.get("to") else {})}}
+    query: dict[str, Any] = {
+        time_key: {
+            "$gte": epoch_ms(filters["from_"]) if filters.get("from_") else 0,
+            **({"$lt": epoch_ms(filters["to"])} if filters.get("to") else {}),
+        }
+    }
     if filters.get("team"):
         query["group"] = filters["team"]
     if filters.get("customer_tier"):
@@ -175,8 +209,11 @@ def _servqual_query(filters: dict[str, Any], time_key: str) -> dict[str, Any]:
 
 
 def _breakdown(docs: list[dict[str, Any]]) -> dict[str, Any]:
-    return {"responses": len(docs), "weighted_gap": _mean(d.get("overall_gap") for d in docs),
-            "dimensions": {dim: _mean((d.get("dimension_gaps") or {}).get(dim) for d in docs) for dim in DIMENSIONS}}
+    return {
+        "responses": len(docs),
+        "weighted_gap": _mean(d.get("overall_gap") for d in docs),
+        "dimensions": {dim: _mean((d.get("dimension_gaps") or {}).get(dim) for d in docs) for dim in DIMENSIONS},
+    }
 
 
 def _unweighted(doc: dict[str, Any]) -> float | None:
@@ -212,8 +249,12 @@ def _bucket_label(start: datetime, period: str) -> str:
     if period == "week":
         year, week, _ = start.isocalendar()
         return f"{year}-W{week:02d}"
-    return {"day": start.strftime("%Y-%m-%d"), "month": start.strftime("%Y-%m"),
-            "quarter": f"{start.year}-Q{(start.month - 1) // 3 + 1}", "year": str(start.year)}.get(period, "")
+    return {
+        "day": start.strftime("%Y-%m-%d"),
+        "month": start.strftime("%Y-%m"),
+        "quarter": f"{start.year}-Q{(start.month - 1) // 3 + 1}",
+        "year": str(start.year),
+    }.get(period, "")
 
 
 def _over_time(docs: list[dict[str, Any]], filters: dict[str, Any], period: str) -> list[dict[str, Any]]:
@@ -230,8 +271,9 @@ def _over_time(docs: list[dict[str, Any]], filters: dict[str, Any], period: str)
     start = _bucket_start(first.astimezone(UTC), period)
     while start <= last:
         end = _next_bucket(start, period)
-        buckets.append({"period": _bucket_label(start, period), "start": start, "end": end,
-                        **_breakdown(by_start.get(start, []))})
+        buckets.append(
+            {"period": _bucket_label(start, period), "start": start, "end": end, **_breakdown(by_start.get(start, []))}
+        )
         if end <= start or end == datetime.max.replace(tzinfo=UTC):
             break
         start = end
@@ -242,43 +284,67 @@ def _grouped(docs: list[dict[str, Any]], key: str) -> list[dict[str, Any]]:
     groups: dict[str | None, list[dict[str, Any]]] = {}
     for doc in docs:
         groups.setdefault(doc.get(key), []).append(doc)
-    return [{key: name, **_breakdown(found)} for name, found in sorted(groups.items(), key=lambda g: (g[0] is None,
-                                                                                                        g[0] or ""))]
+    return [
+        {key: name, **_breakdown(found)}
+        for name, found in sorted(groups.items(), key=lambda g: (g[0] is None, g[0] or ""))
+    ]
 
 
 def _dimension_stats(docs: list[dict[str, Any]], dimension: str) -> dict[str, Any]:
     asked = [d for d in docs if (d.get("dimension_gaps") or {}).get(dimension) is not None]
-    return {"responses": len(asked),
-            "expectation": _mean(d["dimension_expectations"].get(dimension) for d in asked),
-            "perception": _mean(d["dimension_perceptions"].get(dimension) for d in asked),
-            "gap": _mean(d["dimension_gaps"][dimension] for d in asked)}
+    return {
+        "responses": len(asked),
+        "expectation": _mean(d["dimension_expectations"].get(dimension) for d in asked),
+        "perception": _mean(d["dimension_perceptions"].get(dimension) for d in asked),
+        "gap": _mean(d["dimension_gaps"][dimension] for d in asked),
+    }
 
 
 def _item_stats(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
     stats = []
     for item in STANDARD_ITEMS:
-        answered = [d for d in docs if item.id in (d.get("expectations") or {}) and item.id in
-                    (d.get("perceptions") or {})]
+        answered = [
+            d for d in docs if item.id in (d.get("expectations") or {}) and item.id in (d.get("perceptions") or {})
+        ]
         if answered:
-            stats.append({"id": item.id, "dimension": item.dimension, "responses": len(answered),
-                          "expectation": _mean(d["expectations"][item.id] for d in answered),
-                          "perception": _mean(d["perceptions"][item.id] for d in answered),
-                          "gap": _mean(d["perceptions"][item.id] - d["expectations"][item.id] for d in answered)})
+            stats.append(
+                {
+                    "id": item.id,
+                    "dimension": item.dimension,
+                    "responses": len(answered),
+                    "expectation": _mean(d["expectations"][item.id] for d in answered),
+                    "perception": _mean(d["perceptions"][item.id] for d in answered),
+                    "gap": _mean(d["perceptions"][item.id] - d["expectations"][item.id] for d in answered),
+                }
+            )
     return stats
 
 
 def servqual_report(surveys: Collection, filters: dict[str, Any]) -> dict[str, Any]:
     """Gaps by dimension and item, over time, by customer tier and by agent group (module comment above)."""
     period = filters.get("period") or "month"
-    fields = {"answered_ms": 1, "group": 1, "customer_tier": 1, "overall_gap": 1, "dimension_gaps": 1,
-              "dimension_expectations": 1, "dimension_perceptions": 1, "expectations": 1, "perceptions": 1}
-    docs = sorted(surveys.find({**_servqual_query(filters, "answered_ms"), "status": "answered"}, fields),
-                  key=lambda d: (d["answered_ms"], d["_id"]))
+    fields = {
+        "answered_ms": 1,
+        "group": 1,
+        "customer_tier": 1,
+        "overall_gap": 1,
+        "dimension_gaps": 1,
+        "dimension_expectations": 1,
+        "dimension_perceptions": 1,
+        "expectations": 1,
+        "perceptions": 1,
+    }
+    docs = sorted(
+        surveys.find({**_servqual_query(filters, "answered_ms"), "status": "answered"}, fields),
+        key=lambda d: (d["answered_ms"], d["_id"]),
+    )
     sent = list(surveys.find(_servqual_query(filters, "sent_ms"), {"status": 1}))
     answered = sum(1 for d in sent if d.get("status") == "answered")
     return {
-        **_period(filters), "period": period,
-        "surveys_sent": len(sent), "responses": len(docs),
+        **_period(filters),
+        "period": period,
+        "surveys_sent": len(sent),
+        "responses": len(docs),
         "response_rate_percent": round(100 * answered / len(sent), 2) if sent else None,
         "overall": {**_breakdown(docs), "unweighted_gap": _mean(_unweighted(d) for d in docs)},
         "dimensions": {dimension: _dimension_stats(docs, dimension) for dimension in DIMENSIONS},

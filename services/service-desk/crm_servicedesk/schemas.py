@@ -74,15 +74,27 @@ class TicketInput(Schema):
     tags = fields.List(Text(max_length=50), load_default=list, validate=validate.Length(max=30))
     assignee = Text(max_length=100, load_default=None, allow_none=True)
     group = Text(max_length=100, load_default=None, allow_none=True)
-    team = Text(max_length=TEAM_MAX, load_default=None, allow_none=True, metadata={"description": (
-        "the owning team (not the agent group working it); a caller with a team-scoped role "
-        "(servicedesk:write:team) gets its own team, and naming another is a 403")})
+    team = Text(
+        max_length=TEAM_MAX,
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": (
+                "the owning team (not the agent group working it); a caller with a team-scoped role "
+                "(servicedesk:write:team) gets its own team, and naming another is a 403"
+            )
+        },
+    )
 
 
 class CommentInput(Schema):
     # the ticket's rule (`Ticket.comment`): a customer's comment is always public
-    OPENAPI = {"not": {"required": ["author_type", "public"], "properties": {
-        "author_type": {"enum": ["customer"]}, "public": {"enum": [False]}}}}
+    OPENAPI = {
+        "not": {
+            "required": ["author_type", "public"],
+            "properties": {"author_type": {"enum": ["customer"]}, "public": {"enum": [False]}},
+        }
+    }
 
     body = Text(max_length=20_000, multiline=True, required=True)
     public = fields.Boolean(load_default=True)
@@ -91,8 +103,9 @@ class CommentInput(Schema):
 
 
 class AssignInput(Schema):
-    OPENAPI = {"anyOf": [{"required": [name], "properties": {name: {"type": "string"}}}
-                         for name in ("assignee", "group")]}  # one_of, below
+    OPENAPI = {
+        "anyOf": [{"required": [name], "properties": {name: {"type": "string"}}} for name in ("assignee", "group")]
+    }  # one_of, below
 
     assignee = Text(max_length=100, load_default=None, allow_none=True)
     group = Text(max_length=100, load_default=None, allow_none=True)
@@ -123,12 +136,15 @@ class SatisfactionInput(Schema):
 
 
 class TargetsInput(Schema):
-    first_response = fields.Integer(load_default=None, allow_none=True, strict=True,
-                                    validate=validate.Range(1, MAX_TARGET_MINUTES))
-    next_response = fields.Integer(load_default=None, allow_none=True, strict=True,
-                                   validate=validate.Range(1, MAX_TARGET_MINUTES))
-    resolution = fields.Integer(load_default=None, allow_none=True, strict=True,
-                                validate=validate.Range(1, MAX_TARGET_MINUTES))
+    first_response = fields.Integer(
+        load_default=None, allow_none=True, strict=True, validate=validate.Range(1, MAX_TARGET_MINUTES)
+    )
+    next_response = fields.Integer(
+        load_default=None, allow_none=True, strict=True, validate=validate.Range(1, MAX_TARGET_MINUTES)
+    )
+    resolution = fields.Integer(
+        load_default=None, allow_none=True, strict=True, validate=validate.Range(1, MAX_TARGET_MINUTES)
+    )
 
 
 def _some_target() -> dict[str, Any]:
@@ -152,13 +168,18 @@ HHMM = r"^([01][0-9]|2[0-3]):[0-5][0-9]$"
 class BusinessHoursInput(Schema):
     # known_zone, below: the document gives a zone name's shape, not the ~600 names (as an enum they made the
     # fuzz run four times longer: a case for each); the fuzz hooks send known zones (docs/testing.md)
-    time_zone = fields.String(required=True, metadata={"description": "an IANA time zone, e.g. Asia/Tehran",
-                                                       "pattern": ZONE_NAME, "maxLength": 64})
-    working_days = fields.List(fields.String(validate=validate.OneOf(WEEKDAYS)), required=True,
-                               validate=validate.Length(min=1, max=7))
+    time_zone = fields.String(
+        required=True,
+        metadata={"description": "an IANA time zone, e.g. Asia/Tehran", "pattern": ZONE_NAME, "maxLength": 64},
+    )
+    working_days = fields.List(
+        fields.String(validate=validate.OneOf(WEEKDAYS)), required=True, validate=validate.Length(min=1, max=7)
+    )
     start = fields.String(required=True, validate=validate.Regexp(HHMM, error="HH:MM, 00:00 to 23:59"))
-    end = fields.String(required=True, validate=validate.Regexp(r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$",
-                                                                error="HH:MM, 00:01 to 24:00"))
+    end = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$", error="HH:MM, 00:01 to 24:00"),
+    )
 
     @validates("time_zone")
     def known_zone(self, value: str, **_: Any) -> None:
@@ -173,9 +194,12 @@ class BusinessHoursInput(Schema):
 
 class EscalationInput(Schema):
     # reassign_needs_target, below: not a reassignment, or one naming an assignee or a group
-    OPENAPI = {"anyOf": [{"not": {"required": ["action"], "properties": {"action": {"enum": ["reassign"]}}}},
-                         *({"required": [name], "properties": {name: {"type": "string"}}}
-                           for name in ("assignee", "group"))]}
+    OPENAPI = {
+        "anyOf": [
+            {"not": {"required": ["action"], "properties": {"action": {"enum": ["reassign"]}}}},
+            *({"required": [name], "properties": {name: {"type": "string"}}} for name in ("assignee", "group")),
+        ]
+    }
 
     action = fields.String(load_default="none", validate=validate.OneOf(ESCALATIONS))
     assignee = Text(max_length=100, load_default=None, allow_none=True)
@@ -190,15 +214,17 @@ class EscalationInput(Schema):
 class HolidaysFromInput(Schema):
     """A country's public holidays (the `holidays` package), expanded into dates when the policy is stored."""
 
-    country = fields.String(required=True, validate=validate.Regexp(r"^[A-Z]{2}$", error="ISO 3166-1 alpha-2, e.g. IR"),
-                            metadata={"description": "e.g. IR (Iran), DE, AE",
-                                      "enum": sorted(holiday_sources.countries())})
-    years = fields.List(fields.Integer(strict=True, validate=validate.Range(holiday_sources.MIN_YEAR,
-                                                                            holiday_sources.MAX_YEAR)),
-                        required=True,
-                        validate=validate.Length(min=1, max=holiday_sources.MAX_YEARS),
-                        metadata={"description": f"e.g. [2026, 2027]; {holiday_sources.MIN_YEAR} to "
-                                                 f"{holiday_sources.MAX_YEAR}"})
+    country = fields.String(
+        required=True,
+        validate=validate.Regexp(r"^[A-Z]{2}$", error="ISO 3166-1 alpha-2, e.g. IR"),
+        metadata={"description": "e.g. IR (Iran), DE, AE", "enum": sorted(holiday_sources.countries())},
+    )
+    years = fields.List(
+        fields.Integer(strict=True, validate=validate.Range(holiday_sources.MIN_YEAR, holiday_sources.MAX_YEAR)),
+        required=True,
+        validate=validate.Length(min=1, max=holiday_sources.MAX_YEARS),
+        metadata={"description": f"e.g. [2026, 2027]; {holiday_sources.MIN_YEAR} to {holiday_sources.MAX_YEAR}"},
+    )
 
     @validates_schema(skip_on_field_errors=False)
     def supported(self, data: dict[str, Any], **_: Any) -> None:
@@ -222,12 +248,19 @@ class PolicyInput(Schema):
     targets = fields.Nested(TargetsByPriority, required=True)
     business_hours = fields.Nested(BusinessHoursInput, load_default=None, allow_none=True)
     holidays = fields.List(fields.Date(), load_default=list, validate=validate.Length(max=MAX_HOLIDAYS))
-    holidays_from = fields.Nested(HolidaysFromInput, load_default=None, allow_none=True, metadata={
-        "description": "start from a country's public holidays: expanded into dates (added to `holidays`) when "
-                       "stored, so a later update of the holidays package never changes them"})
+    holidays_from = fields.Nested(
+        HolidaysFromInput,
+        load_default=None,
+        allow_none=True,
+        metadata={
+            "description": "start from a country's public holidays: expanded into dates (added to `holidays`) when "
+            "stored, so a later update of the holidays package never changes them"
+        },
+    )
     customer_tiers = fields.List(Text(max_length=50), load_default=list, validate=validate.Length(max=20))
-    escalation = fields.Nested(EscalationInput, load_default=lambda: {"action": "none", "assignee": None,
-                                                                      "group": None})
+    escalation = fields.Nested(
+        EscalationInput, load_default=lambda: {"action": "none", "assignee": None, "group": None}
+    )
     enabled = fields.Boolean(load_default=True)
 
     @validates_schema
@@ -258,8 +291,15 @@ class TicketListQuery(PageQuery):
     priority = fields.String(validate=validate.OneOf(PRIORITIES))
     contact_id = Ref()
     group = Text(max_length=100)
-    team = Text(max_length=TEAM_MAX, metadata={"description": (
-        "only this team's tickets; a team-scoped caller sees only its own team's, so another gives an empty page")})
+    team = Text(
+        max_length=TEAM_MAX,
+        metadata={
+            "description": (
+                "only this team's tickets; a team-scoped caller sees only its own team's, "
+                "so another gives an empty page"
+            )
+        },
+    )
     type = fields.String(validate=validate.OneOf(TYPES))
     channel = fields.String(validate=validate.OneOf(CHANNELS))
     tag = Text(max_length=50)
@@ -316,10 +356,13 @@ class BreachView(Schema):
     target = fields.String(metadata={"enum": list(TARGETS)})
     priority = fields.String(allow_none=True, metadata={"enum": list(PRIORITIES)})
     due_at = fields.DateTime(allow_none=True)
-    breached_at = fields.DateTime(allow_none=True, metadata={
-        "description": "when the promise broke: the due time, however late it was found"})
-    detected_at = fields.DateTime(allow_none=True, metadata={
-        "description": "when the breach was recorded (a sweep, the command that met it late, a recompute)"})
+    breached_at = fields.DateTime(
+        allow_none=True, metadata={"description": "when the promise broke: the due time, however late it was found"}
+    )
+    detected_at = fields.DateTime(
+        allow_none=True,
+        metadata={"description": "when the breach was recorded (a sweep, the command that met it late, a recompute)"},
+    )
 
 
 class EscalationView(Schema):
@@ -359,8 +402,9 @@ class PolicyRefView(Schema):
     id = fields.String()
     name = fields.String(allow_none=True)
     version = fields.Integer(allow_none=True, metadata={"description": "the policy version in force now"})
-    versions = fields.List(fields.Integer(), metadata={
-        "description": "the policy versions the ticket's clocks follow, in order of effect"})
+    versions = fields.List(
+        fields.Integer(), metadata={"description": "the policy versions the ticket's clocks follow, in order of effect"}
+    )
 
 
 class TicketView(Schema):
@@ -378,8 +422,9 @@ class TicketView(Schema):
     tags = fields.List(fields.String())
     assignee = fields.String(allow_none=True)
     group = fields.String(allow_none=True)
-    team = fields.String(allow_none=True, metadata={
-        "description": "the owning team (team-scoped roles see only their team's tickets)"})
+    team = fields.String(
+        allow_none=True, metadata={"description": "the owning team (team-scoped roles see only their team's tickets)"}
+    )
     customer_tier = fields.String(allow_none=True)
     opened_at = fields.DateTime()
     first_response_at = fields.DateTime(allow_none=True)
@@ -428,8 +473,9 @@ class PolicyVersionView(Schema):
 
     version = fields.Integer()
     effective_at = fields.DateTime(allow_none=True, metadata={"description": "null: since always (the first)"})
-    changed = fields.List(fields.String(), metadata={"description": "the fields that differ from the version "
-                                                                    "recorded before"})
+    changed = fields.List(
+        fields.String(), metadata={"description": "the fields that differ from the version recorded before"}
+    )
     name = fields.String()
     description = fields.String(allow_none=True)
     targets = fields.Nested(TargetsByPriorityView)
@@ -451,8 +497,10 @@ class PolicyView(Schema):
     customer_tiers = fields.List(fields.String())
     escalation = fields.Nested(EscalationPolicyView)
     enabled = fields.Boolean()
-    versions = fields.List(fields.Nested(PolicyVersionView), metadata={
-        "description": "what applies when: each version in force from its effective_at until the next one's"})
+    versions = fields.List(
+        fields.Nested(PolicyVersionView),
+        metadata={"description": "what applies when: each version in force from its effective_at until the next one's"},
+    )
     created_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime(allow_none=True)
 
@@ -485,16 +533,23 @@ class BreachesReport(Schema):
 
     count = fields.Integer()
     by_target = fields.Dict(keys=fields.String(metadata={"enum": list(TARGETS)}), values=fields.Integer())
-    by_day = fields.Dict(keys=fields.String(metadata={"format": "date"}), values=fields.Integer(),
-                         metadata={"description": "UTC date → breaches that day"})
+    by_day = fields.Dict(
+        keys=fields.String(metadata={"format": "date"}),
+        values=fields.Integer(),
+        metadata={"description": "UTC date → breaches that day"},
+    )
     items = fields.List(fields.Nested(ReportedBreach), metadata={"description": "the first 100, in order of time"})
 
 
 class SlaReport(ReportPeriodFields):
     tickets = fields.Integer()
-    compliance = fields.Dict(keys=fields.String(metadata={"enum": list(TARGETS)}), values=fields.Dict(
-        keys=fields.String(metadata={"enum": [*PRIORITIES, "all"]}), values=fields.Nested(ComplianceView)),
-        metadata={"description": "target → priority (or all) → met, breached, compliance_percent"})
+    compliance = fields.Dict(
+        keys=fields.String(metadata={"enum": list(TARGETS)}),
+        values=fields.Dict(
+            keys=fields.String(metadata={"enum": [*PRIORITIES, "all"]}), values=fields.Nested(ComplianceView)
+        ),
+        metadata={"description": "target → priority (or all) → met, breached, compliance_percent"},
+    )
     first_response = fields.Nested(MinutesStats)
     resolution = fields.Nested(MinutesStats)
     breaches = fields.Nested(BreachesReport)
@@ -504,8 +559,9 @@ class SlaReport(ReportPeriodFields):
 class CsatStats(Schema):
     responses = fields.Integer()
     average = fields.Float(allow_none=True)
-    distribution = fields.Dict(keys=fields.String(metadata={"enum": ["1", "2", "3", "4", "5"]}),
-                               values=fields.Integer())
+    distribution = fields.Dict(
+        keys=fields.String(metadata={"enum": ["1", "2", "3", "4", "5"]}), values=fields.Integer()
+    )
     satisfied_percent = fields.Float(allow_none=True)
 
 
@@ -543,20 +599,37 @@ PROBLEM = {"application/problem+json": {"schema": "Problem"}}
 def _pages(*statuses: int, problems: bool = False) -> dict[str, Any]:
     """The survey's error pages; with `problems`, a JSON request gets a problem instead."""
     titles = {404: "Link not valid", 409: "Already rated", 410: "Link expired", 422: "Please check your answers"}
-    return {str(status): {"description": titles[status], "content": {**HTML, **(PROBLEM if problems else {})}}
-            for status in statuses}
+    return {
+        str(status): {"description": titles[status], "content": {**HTML, **(PROBLEM if problems else {})}}
+        for status in statuses
+    }
 
 
 SURVEY_FORM = {"responses": {"200": {"description": "The survey form", "content": HTML}, **_pages(404, 409, 410)}}
 
 SURVEY_ANSWER = {
-    "requestBody": {"required": True, "content": {
-        "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": {
-            "csat": {"type": "string", "pattern": "^[1-5]$"}, "nps": {"type": "string", "pattern": "^([0-9]|10)?$"},
-            "comment": {"type": "string", "maxLength": 5000}}, "required": ["csat"]}},
-        "application/json": {"schema": SatisfactionInput}}},
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {
+                "schema": {
+                    "type": "object",
+                    "properties": {
+                        "csat": {"type": "string", "pattern": "^[1-5]$"},
+                        "nps": {"type": "string", "pattern": "^([0-9]|10)?$"},
+                        "comment": {"type": "string", "maxLength": 5000},
+                    },
+                    "required": ["csat"],
+                }
+            },
+            "application/json": {"schema": SatisfactionInput},
+        },
+    },
     "responses": {
-        "201": {"description": "Recorded: a thank-you page, or (JSON) the rating",
-                "content": {**HTML, "application/json": {"schema": SurveyAnswerView}}},
-        **_pages(404, 409, 410, 422, problems=True)},
+        "201": {
+            "description": "Recorded: a thank-you page, or (JSON) the rating",
+            "content": {**HTML, "application/json": {"schema": SurveyAnswerView}},
+        },
+        **_pages(404, 409, 410, 422, problems=True),
+    },
 }

@@ -62,89 +62,216 @@ def _item(number: int, dimension: str, en: tuple[str, str], fa: tuple[str, str])
 
 
 STANDARD_ITEMS: tuple[Item, ...] = (
-    _item(1, "tangibles", ("Excellent companies have up-to-date equipment.",
-                           "This company has up-to-date equipment."),
-          ("شرکت‌های عالی تجهیزات به‌روز دارند.", "این شرکت تجهیزات به‌روز دارد.")),
-    _item(2, "tangibles", ("The physical facilities of excellent companies are visually appealing.",
-                           "This company's physical facilities are visually appealing."),
-          ("امکانات و فضای فیزیکی شرکت‌های عالی از نظر ظاهری جذاب است.",
-           "امکانات و فضای فیزیکی این شرکت از نظر ظاهری جذاب است.")),
-    _item(3, "tangibles", ("Employees of excellent companies are well dressed and neat.",
-                           "This company's employees are well dressed and neat."),
-          ("کارکنان شرکت‌های عالی آراسته و مرتب‌اند.", "کارکنان این شرکت آراسته و مرتب‌اند.")),
-    _item(4, "tangibles", ("The appearance of an excellent company's facilities is in keeping with the type of "
-                           "service it provides.",
-                           "The appearance of this company's facilities is in keeping with the type of service it "
-                           "provides."),
-          ("ظاهر امکانات شرکت‌های عالی با نوع خدماتی که ارائه می‌دهند هماهنگ است.",
-           "ظاهر امکانات این شرکت با نوع خدماتی که ارائه می‌دهد هماهنگ است.")),
-    _item(5, "reliability", ("When excellent companies promise to do something by a certain time, they do so.",
-                             "When this company promises to do something by a certain time, it does so."),
-          ("وقتی شرکت‌های عالی قول می‌دهند کاری را تا زمان مشخصی انجام دهند، به قولشان عمل می‌کنند.",
-           "وقتی این شرکت قول می‌دهد کاری را تا زمان مشخصی انجام دهد، به قولش عمل می‌کند.")),
-    _item(6, "reliability", ("When a customer has a problem, excellent companies are sympathetic and reassuring.",
-                             "When you have a problem, this company is sympathetic and reassuring."),
-          ("وقتی مشتری مشکلی دارد، شرکت‌های عالی همدلی می‌کنند و به او اطمینان خاطر می‌دهند.",
-           "وقتی شما مشکلی دارید، این شرکت همدلی می‌کند و به شما اطمینان خاطر می‌دهد.")),
-    _item(7, "reliability", ("Excellent companies are dependable.", "This company is dependable."),
-          ("شرکت‌های عالی قابل اتکا هستند.", "این شرکت قابل اتکا است.")),
-    _item(8, "reliability", ("Excellent companies provide their services at the time they promise to.",
-                             "This company provides its services at the time it promises to."),
-          ("شرکت‌های عالی خدماتشان را در زمانی که قول داده‌اند ارائه می‌دهند.",
-           "این شرکت خدماتش را در زمانی که قول داده است ارائه می‌دهد.")),
-    _item(9, "reliability", ("Excellent companies keep their records accurately.",
-                             "This company keeps its records accurately."),
-          ("شرکت‌های عالی سوابق و اطلاعات را دقیق نگه می‌دارند.", "این شرکت سوابق و اطلاعات را دقیق نگه می‌دارد.")),
-    _item(10, "responsiveness", ("Excellent companies tell customers exactly when services will be performed.",
-                                 "This company tells you exactly when services will be performed."),
-          ("شرکت‌های عالی دقیقاً به مشتریان می‌گویند خدمات چه زمانی انجام می‌شود.",
-           "این شرکت دقیقاً به شما می‌گوید خدمات چه زمانی انجام می‌شود.")),
-    _item(11, "responsiveness", ("Customers of excellent companies receive prompt service from their employees.",
-                                 "You receive prompt service from this company's employees."),
-          ("مشتریان شرکت‌های عالی از کارکنان آن‌ها خدمات فوری می‌گیرند.",
-           "شما از کارکنان این شرکت خدمات فوری می‌گیرید.")),
-    _item(12, "responsiveness", ("Employees of excellent companies are always willing to help customers.",
-                                 "This company's employees are always willing to help you."),
-          ("کارکنان شرکت‌های عالی همیشه مایل‌اند به مشتریان کمک کنند.",
-           "کارکنان این شرکت همیشه مایل‌اند به شما کمک کنند.")),
-    _item(13, "responsiveness", ("Employees of excellent companies are never too busy to respond to customers' "
-                                 "requests promptly.",
-                                 "This company's employees are never too busy to respond to your requests promptly."),
-          ("کارکنان شرکت‌های عالی هیچ‌وقت آن‌قدر گرفتار نیستند که به درخواست مشتریان سریع پاسخ ندهند.",
-           "کارکنان این شرکت هیچ‌وقت آن‌قدر گرفتار نیستند که به درخواست‌های شما سریع پاسخ ندهند.")),
-    _item(14, "assurance", ("Customers can trust the employees of excellent companies.",
-                            "You can trust this company's employees."),
-          ("مشتریان می‌توانند به کارکنان شرکت‌های عالی اعتماد کنند.",
-           "شما می‌توانید به کارکنان این شرکت اعتماد کنید.")),
-    _item(15, "assurance", ("Customers of excellent companies feel safe in their transactions with the employees.",
-                            "You feel safe in your transactions with this company's employees."),
-          ("مشتریان شرکت‌های عالی در معاملاتشان با کارکنان احساس امنیت می‌کنند.",
-           "شما در معاملاتتان با کارکنان این شرکت احساس امنیت می‌کنید.")),
-    _item(16, "assurance", ("Employees of excellent companies are polite.", "This company's employees are polite."),
-          ("کارکنان شرکت‌های عالی مؤدب‌اند.", "کارکنان این شرکت مؤدب‌اند.")),
-    _item(17, "assurance", ("Employees of excellent companies get adequate support from their company to do their "
-                            "jobs well.",
-                            "This company's employees get adequate support from the company to do their jobs well."),
-          ("کارکنان شرکت‌های عالی از سوی شرکتشان پشتیبانی کافی می‌گیرند تا کارشان را خوب انجام دهند.",
-           "کارکنان این شرکت از سوی شرکت پشتیبانی کافی می‌گیرند تا کارشان را خوب انجام دهند.")),
-    _item(18, "empathy", ("Excellent companies give each customer individual attention.",
-                          "This company gives you individual attention."),
-          ("شرکت‌های عالی به هر مشتری توجه فردی دارند.", "این شرکت به شما توجه فردی دارد.")),
-    _item(19, "empathy", ("Employees of excellent companies give customers personal attention.",
-                          "This company's employees give you personal attention."),
-          ("کارکنان شرکت‌های عالی به مشتریان توجه شخصی نشان می‌دهند.",
-           "کارکنان این شرکت به شما توجه شخصی نشان می‌دهند.")),
-    _item(20, "empathy", ("Employees of excellent companies know what their customers' needs are.",
-                          "This company's employees know what your needs are."),
-          ("کارکنان شرکت‌های عالی می‌دانند نیازهای مشتریانشان چیست.", "کارکنان این شرکت می‌دانند نیازهای شما چیست.")),
-    _item(21, "empathy", ("Excellent companies have their customers' best interests at heart.",
-                          "This company has your best interests at heart."),
-          ("شرکت‌های عالی به‌راستی خیر و صلاح مشتریانشان را می‌خواهند.",
-           "این شرکت به‌راستی خیر و صلاح شما را می‌خواهد.")),
-    _item(22, "empathy", ("Excellent companies have operating hours convenient to all their customers.",
-                          "This company has operating hours convenient to all its customers."),
-          ("ساعات کاری شرکت‌های عالی برای همهٔ مشتریانشان مناسب است.",
-           "ساعات کاری این شرکت برای همهٔ مشتریانش مناسب است.")),
+    _item(
+        1,
+        "tangibles",
+        ("Excellent companies have up-to-date equipment.", "This company has up-to-date equipment."),
+        ("شرکت‌های عالی تجهیزات به‌روز دارند.", "این شرکت تجهیزات به‌روز دارد."),
+    ),
+    _item(
+        2,
+        "tangibles",
+        (
+            "The physical facilities of excellent companies are visually appealing.",
+            "This company's physical facilities are visually appealing.",
+        ),
+        (
+            "امکانات و فضای فیزیکی شرکت‌های عالی از نظر ظاهری جذاب است.",
+            "امکانات و فضای فیزیکی این شرکت از نظر ظاهری جذاب است.",
+        ),
+    ),
+    _item(
+        3,
+        "tangibles",
+        (
+            "Employees of excellent companies are well dressed and neat.",
+            "This company's employees are well dressed and neat.",
+        ),
+        ("کارکنان شرکت‌های عالی آراسته و مرتب‌اند.", "کارکنان این شرکت آراسته و مرتب‌اند."),
+    ),
+    _item(
+        4,
+        "tangibles",
+        (
+            "The appearance of an excellent company's facilities is in keeping with the type of service it provides.",
+            "The appearance of this company's facilities is in keeping with the type of service it provides.",
+        ),
+        (
+            "ظاهر امکانات شرکت‌های عالی با نوع خدماتی که ارائه می‌دهند هماهنگ است.",
+            "ظاهر امکانات این شرکت با نوع خدماتی که ارائه می‌دهد هماهنگ است.",
+        ),
+    ),
+    _item(
+        5,
+        "reliability",
+        (
+            "When excellent companies promise to do something by a certain time, they do so.",
+            "When this company promises to do something by a certain time, it does so.",
+        ),
+        (
+            "وقتی شرکت‌های عالی قول می‌دهند کاری را تا زمان مشخصی انجام دهند، به قولشان عمل می‌کنند.",
+            "وقتی این شرکت قول می‌دهد کاری را تا زمان مشخصی انجام دهد، به قولش عمل می‌کند.",
+        ),
+    ),
+    _item(
+        6,
+        "reliability",
+        (
+            "When a customer has a problem, excellent companies are sympathetic and reassuring.",
+            "When you have a problem, this company is sympathetic and reassuring.",
+        ),
+        (
+            "وقتی مشتری مشکلی دارد، شرکت‌های عالی همدلی می‌کنند و به او اطمینان خاطر می‌دهند.",
+            "وقتی شما مشکلی دارید، این شرکت همدلی می‌کند و به شما اطمینان خاطر می‌دهد.",
+        ),
+    ),
+    _item(
+        7,
+        "reliability",
+        ("Excellent companies are dependable.", "This company is dependable."),
+        ("شرکت‌های عالی قابل اتکا هستند.", "این شرکت قابل اتکا است."),
+    ),
+    _item(
+        8,
+        "reliability",
+        (
+            "Excellent companies provide their services at the time they promise to.",
+            "This company provides its services at the time it promises to.",
+        ),
+        (
+            "شرکت‌های عالی خدماتشان را در زمانی که قول داده‌اند ارائه می‌دهند.",
+            "این شرکت خدماتش را در زمانی که قول داده است ارائه می‌دهد.",
+        ),
+    ),
+    _item(
+        9,
+        "reliability",
+        ("Excellent companies keep their records accurately.", "This company keeps its records accurately."),
+        ("شرکت‌های عالی سوابق و اطلاعات را دقیق نگه می‌دارند.", "این شرکت سوابق و اطلاعات را دقیق نگه می‌دارد."),
+    ),
+    _item(
+        10,
+        "responsiveness",
+        (
+            "Excellent companies tell customers exactly when services will be performed.",
+            "This company tells you exactly when services will be performed.",
+        ),
+        (
+            "شرکت‌های عالی دقیقاً به مشتریان می‌گویند خدمات چه زمانی انجام می‌شود.",
+            "این شرکت دقیقاً به شما می‌گوید خدمات چه زمانی انجام می‌شود.",
+        ),
+    ),
+    _item(
+        11,
+        "responsiveness",
+        (
+            "Customers of excellent companies receive prompt service from their employees.",
+            "You receive prompt service from this company's employees.",
+        ),
+        ("مشتریان شرکت‌های عالی از کارکنان آن‌ها خدمات فوری می‌گیرند.", "شما از کارکنان این شرکت خدمات فوری می‌گیرید."),
+    ),
+    _item(
+        12,
+        "responsiveness",
+        (
+            "Employees of excellent companies are always willing to help customers.",
+            "This company's employees are always willing to help you.",
+        ),
+        ("کارکنان شرکت‌های عالی همیشه مایل‌اند به مشتریان کمک کنند.", "کارکنان این شرکت همیشه مایل‌اند به شما کمک کنند."),
+    ),
+    _item(
+        13,
+        "responsiveness",
+        (
+            "Employees of excellent companies are never too busy to respond to customers' requests promptly.",
+            "This company's employees are never too busy to respond to your requests promptly.",
+        ),
+        (
+            "کارکنان شرکت‌های عالی هیچ‌وقت آن‌قدر گرفتار نیستند که به درخواست مشتریان سریع پاسخ ندهند.",
+            "کارکنان این شرکت هیچ‌وقت آن‌قدر گرفتار نیستند که به درخواست‌های شما سریع پاسخ ندهند.",
+        ),
+    ),
+    _item(
+        14,
+        "assurance",
+        ("Customers can trust the employees of excellent companies.", "You can trust this company's employees."),
+        ("مشتریان می‌توانند به کارکنان شرکت‌های عالی اعتماد کنند.", "شما می‌توانید به کارکنان این شرکت اعتماد کنید."),
+    ),
+    _item(
+        15,
+        "assurance",
+        (
+            "Customers of excellent companies feel safe in their transactions with the employees.",
+            "You feel safe in your transactions with this company's employees.",
+        ),
+        (
+            "مشتریان شرکت‌های عالی در معاملاتشان با کارکنان احساس امنیت می‌کنند.",
+            "شما در معاملاتتان با کارکنان این شرکت احساس امنیت می‌کنید.",
+        ),
+    ),
+    _item(
+        16,
+        "assurance",
+        ("Employees of excellent companies are polite.", "This company's employees are polite."),
+        ("کارکنان شرکت‌های عالی مؤدب‌اند.", "کارکنان این شرکت مؤدب‌اند."),
+    ),
+    _item(
+        17,
+        "assurance",
+        (
+            "Employees of excellent companies get adequate support from their company to do their jobs well.",
+            "This company's employees get adequate support from the company to do their jobs well.",
+        ),
+        (
+            "کارکنان شرکت‌های عالی از سوی شرکتشان پشتیبانی کافی می‌گیرند تا کارشان را خوب انجام دهند.",
+            "کارکنان این شرکت از سوی شرکت پشتیبانی کافی می‌گیرند تا کارشان را خوب انجام دهند.",
+        ),
+    ),
+    _item(
+        18,
+        "empathy",
+        (
+            "Excellent companies give each customer individual attention.",
+            "This company gives you individual attention.",
+        ),
+        ("شرکت‌های عالی به هر مشتری توجه فردی دارند.", "این شرکت به شما توجه فردی دارد."),
+    ),
+    _item(
+        19,
+        "empathy",
+        (
+            "Employees of excellent companies give customers personal attention.",
+            "This company's employees give you personal attention.",
+        ),
+        ("کارکنان شرکت‌های عالی به مشتریان توجه شخصی نشان می‌دهند.", "کارکنان این شرکت به شما توجه شخصی نشان می‌دهند."),
+    ),
+    _item(
+        20,
+        "empathy",
+        (
+            "Employees of excellent companies know what their customers' needs are.",
+            "This company's employees know what your needs are.",
+        ),
+        ("کارکنان شرکت‌های عالی می‌دانند نیازهای مشتریانشان چیست.", "کارکنان این شرکت می‌دانند نیازهای شما چیست."),
+    ),
+    _item(
+        21,
+        "empathy",
+        (
+            "Excellent companies have their customers' best interests at heart.",
+            "This company has your best interests at heart.",
+        ),
+        ("شرکت‌های عالی به‌راستی خیر و صلاح مشتریانشان را می‌خواهند.", "این شرکت به‌راستی خیر و صلاح شما را می‌خواهد."),
+    ),
+    _item(
+        22,
+        "empathy",
+        (
+            "Excellent companies have operating hours convenient to all their customers.",
+            "This company has operating hours convenient to all its customers.",
+        ),
+        ("ساعات کاری شرکت‌های عالی برای همهٔ مشتریانشان مناسب است.", "ساعات کاری این شرکت برای همهٔ مشتریانش مناسب است."),
+    ),
 )
 ITEMS: dict[str, Item] = {item.id: item for item in STANDARD_ITEMS}
 ITEMS_OF: dict[str, tuple[str, ...]] = {d: tuple(i.id for i in STANDARD_ITEMS if i.dimension == d) for d in DIMENSIONS}
@@ -193,8 +320,12 @@ def overall_gap(by_dimension: Mapping[str, Fraction | None], weights: Mapping[st
     return sum(((w / total) * measured[d] for d, w in weighted.items()), Fraction(0))
 
 
-def score(items: Mapping[str, Sequence[str]], weights: Mapping[str, float], expectations: Mapping[str, int],
-          perceptions: Mapping[str, int]) -> dict[str, Any]:
+def score(
+    items: Mapping[str, Sequence[str]],
+    weights: Mapping[str, float],
+    expectations: Mapping[str, int],
+    perceptions: Mapping[str, int],
+) -> dict[str, Any]:
     """A response's gaps as recorded: per item, per dimension (mean of its items) and overall (weighted);
     also each dimension's mean expectation and perception. Rounded to 4 decimals."""
     gaps = item_gaps(expectations, perceptions)
@@ -203,18 +334,21 @@ def score(items: Mapping[str, Sequence[str]], weights: Mapping[str, float], expe
         "item_gaps": gaps,
         "dimension_gaps": {d: _rounded(g) for d, g in by_dimension.items()},
         "overall_gap": _rounded(overall_gap(by_dimension, weights)),
-        "dimension_expectations": {d: _rounded(_mean([expectations[i] for i in items.get(d) or ()
-                                                      if i in expectations])) for d in DIMENSIONS},
-        "dimension_perceptions": {d: _rounded(_mean([perceptions[i] for i in items.get(d) or ()
-                                                     if i in perceptions])) for d in DIMENSIONS},
+        "dimension_expectations": {
+            d: _rounded(_mean([expectations[i] for i in items.get(d) or () if i in expectations])) for d in DIMENSIONS
+        },
+        "dimension_perceptions": {
+            d: _rounded(_mean([perceptions[i] for i in items.get(d) or () if i in perceptions])) for d in DIMENSIONS
+        },
     }
 
 
 # --- the instrument ----------------------------------------------------------------------------
 
 
-def instrument_problems(items: Mapping[str, Sequence[str]],
-                        weights: Mapping[str, float] | None) -> dict[str, list[str]]:
+def instrument_problems(
+    items: Mapping[str, Sequence[str]], weights: Mapping[str, float] | None
+) -> dict[str, list[str]]:
     """Every reason an instrument cannot be used, by field (empty: fine). The rules no OpenAPI document
     can state: the weights sum to 1 or to 100, and a weighted dimension has items to measure it."""
     problems: dict[str, list[str]] = {}
@@ -256,13 +390,18 @@ def _object(required: list[str], properties: dict[str, Any]) -> dict[str, Any]:
 ITEM_ID = {"enum": sorted(ITEMS, key=lambda item: int(item[1:]))}
 SCORE = {"type": "integer", "minimum": LIKERT[0], "maximum": LIKERT[1]}
 GAP = {"type": ["number", "null"], "minimum": -6, "maximum": 6}
-ITEMS_ASKED = _object(list(DIMENSIONS), {d: {"type": "array", "items": {"enum": list(ITEMS_OF[d])}, "uniqueItems": True}
-                                         for d in DIMENSIONS})
-WEIGHTS = {**_object(list(DIMENSIONS), {d: {"type": "number", "minimum": 0, "maximum": 1} for d in DIMENSIONS}),
-           "description": "each dimension's share of the overall gap, fractions summing to 1"}
+ITEMS_ASKED = _object(
+    list(DIMENSIONS),
+    {d: {"type": "array", "items": {"enum": list(ITEMS_OF[d])}, "uniqueItems": True} for d in DIMENSIONS},
+)
+WEIGHTS = {
+    **_object(list(DIMENSIONS), {d: {"type": "number", "minimum": 0, "maximum": 1} for d in DIMENSIONS}),
+    "description": "each dimension's share of the overall gap, fractions summing to 1",
+}
 PER_DIMENSION = _object(list(DIMENSIONS), {d: GAP for d in DIMENSIONS})
-MEANS = _object(list(DIMENSIONS), {d: {"type": ["number", "null"], "minimum": LIKERT[0], "maximum": LIKERT[1]}
-                                   for d in DIMENSIONS})
+MEANS = _object(
+    list(DIMENSIONS), {d: {"type": ["number", "null"], "minimum": LIKERT[0], "maximum": LIKERT[1]} for d in DIMENSIONS}
+)
 SCORES = {"type": "object", "propertyNames": ITEM_ID, "additionalProperties": SCORE}
 
 
@@ -309,14 +448,23 @@ class ServqualInstrument(Aggregate):
 
     def snapshot(self) -> dict[str, Any]:
         """What a survey keeps: the instrument's version, items and weights when it was sent."""
-        return {"instrument_version": self.version, "items": {d: list(v) for d, v in self.items.items()},
-                "weights": dict(self.weights)}
+        return {
+            "instrument_version": self.version,
+            "items": {d: list(v) for d, v in self.items.items()},
+            "weights": dict(self.weights),
+        }
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, "items": self.items, "weights": self.weights,
-                "item_count": sum(len(ids) for ids in self.items.values()),
-                "standard": self.version == 0 or self.items == default_items(),
-                "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "items": self.items,
+            "weights": self.weights,
+            "item_count": sum(len(ids) for ids in self.items.values()),
+            "standard": self.version == 0 or self.items == default_items(),
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
 
 # --- the policy: when a survey is sent ---------------------------------------------------------
@@ -358,10 +506,12 @@ class ServqualPolicy(Aggregate):
 
     def configure(self, fields: Mapping[str, Any], now: datetime) -> bool:
         """Replace the policy with `fields`; nothing is recorded when nothing changes."""
-        wanted: dict[str, Any] = {"enabled": bool(fields.get("enabled")),
-                                  "every_nth_solved_per_contact": fields.get("every_nth_solved_per_contact"),
-                                  "every_nth_solved_overall": fields.get("every_nth_solved_overall"),
-                                  "quarterly_tiers": sorted(set(fields.get("quarterly_tiers") or ()))}
+        wanted: dict[str, Any] = {
+            "enabled": bool(fields.get("enabled")),
+            "every_nth_solved_per_contact": fields.get("every_nth_solved_per_contact"),
+            "every_nth_solved_overall": fields.get("every_nth_solved_overall"),
+            "quarterly_tiers": sorted(set(fields.get("quarterly_tiers") or ())),
+        }
         current = {name: getattr(self, name) for name in POLICY_FIELDS}
         if wanted == current:
             return False
@@ -382,22 +532,38 @@ class ServqualPolicy(Aggregate):
         self.quarterly_tiers = list(self.quarterly_tiers or [])
 
     def view(self) -> dict[str, Any]:
-        return {"id": self.id, "version": self.version, **{name: getattr(self, name) for name in POLICY_FIELDS},
-                "counting_since": self.counting_since, "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            **{name: getattr(self, name) for name in POLICY_FIELDS},
+            "counting_since": self.counting_since,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }
 
 
 # --- a survey ---------------------------------------------------------------------------------
 
 TRIGGERS = ("every_nth_solved", "quarterly", "manual")
 RESULT = ("item_gaps", "dimension_gaps", "overall_gap", "dimension_expectations", "dimension_perceptions")
-TRIGGER = {"type": "object", "required": ["rule"], "additionalProperties": False, "properties": {
-    "rule": {"enum": list(TRIGGERS)}, "scope": {"enum": ["contact", "overall"]}, "n": {"type": "integer", "minimum": 1},
-    "period": {"type": "string", "pattern": "^[0-9]{4}-Q[1-4]$"}, "tier": {"type": ["string", "null"]}},
-    "description": "what sent it: every_nth_solved (scope, n), quarterly (period, tier) or manual (staff)"}
+TRIGGER = {
+    "type": "object",
+    "required": ["rule"],
+    "additionalProperties": False,
+    "properties": {
+        "rule": {"enum": list(TRIGGERS)},
+        "scope": {"enum": ["contact", "overall"]},
+        "n": {"type": "integer", "minimum": 1},
+        "period": {"type": "string", "pattern": "^[0-9]{4}-Q[1-4]$"},
+        "tier": {"type": ["string", "null"]},
+    },
+    "description": "what sent it: every_nth_solved (scope, n), quarterly (period, tier) or manual (staff)",
+}
 
 
-def answer_problems(items: Mapping[str, Sequence[str]], expectations: Mapping[str, Any],
-                    perceptions: Mapping[str, Any]) -> dict[str, list[str]]:
+def answer_problems(
+    items: Mapping[str, Sequence[str]], expectations: Mapping[str, Any], perceptions: Mapping[str, Any]
+) -> dict[str, list[str]]:
     """Every item must be answered on both sides, each a whole number 1–7, and nothing else answered."""
     asked = [i for d in DIMENSIONS for i in items.get(d) or ()]
     low, high = LIKERT
@@ -446,9 +612,13 @@ class ServqualSurvey(Aggregate):
         contact_id: str = spec(minLength=1)
         expectations: dict[str, int] = spec(schema=SCORES)
         perceptions: dict[str, int] = spec(schema=SCORES)
-        item_gaps: dict[str, int] = spec(schema={"type": "object", "propertyNames": ITEM_ID,
-                                                 "additionalProperties": {"type": "integer", "minimum": -6,
-                                                                          "maximum": 6}})
+        item_gaps: dict[str, int] = spec(
+            schema={
+                "type": "object",
+                "propertyNames": ITEM_ID,
+                "additionalProperties": {"type": "integer", "minimum": -6, "maximum": 6},
+            }
+        )
         dimension_gaps: dict[str, float | None] = spec(schema=PER_DIMENSION)
         overall_gap: float | None = spec(minimum=-6, maximum=6)
         dimension_expectations: dict[str, float | None] = spec(schema=MEANS)
@@ -472,15 +642,30 @@ class ServqualSurvey(Aggregate):
         self.result: dict[str, Any] | None = None
 
     @classmethod
-    def send(cls, survey_id: str, contact_id: str, instrument: Mapping[str, Any], trigger: Mapping[str, Any],
-             context: Mapping[str, Any], now: datetime) -> ServqualSurvey:
+    def send(
+        cls,
+        survey_id: str,
+        contact_id: str,
+        instrument: Mapping[str, Any],
+        trigger: Mapping[str, Any],
+        context: Mapping[str, Any],
+        now: datetime,
+    ) -> ServqualSurvey:
         """A survey for `contact_id` (messaging emails its link); `context`: the ticket behind it, the agent
         group that served the contact and their customer tier, each may be None."""
         survey = cls(survey_id)
-        survey.record(cls.ServqualSurveySent(
-            survey_id=survey_id, contact_id=contact_id, trigger=dict(trigger), ticket_id=context.get("ticket_id"),
-            group=context.get("group"), customer_tier=context.get("customer_tier"), **instrument,
-            sent_at=rfc3339(now)))
+        survey.record(
+            cls.ServqualSurveySent(
+                survey_id=survey_id,
+                contact_id=contact_id,
+                trigger=dict(trigger),
+                ticket_id=context.get("ticket_id"),
+                group=context.get("group"),
+                customer_tier=context.get("customer_tier"),
+                **instrument,
+                sent_at=rfc3339(now),
+            )
+        )
         return survey
 
     def answer(self, expectations: Mapping[str, Any], perceptions: Mapping[str, Any], now: datetime) -> None:
@@ -491,9 +676,16 @@ class ServqualSurvey(Aggregate):
         if problems:
             raise ValidationFailed("the answers are not complete", problems)
         result = score(self.items, self.weights, expectations, perceptions)
-        self.record(self.ServqualResponseRecorded(
-            survey_id=self.id, contact_id=self.contact_id, expectations=dict(expectations),
-            perceptions=dict(perceptions), **result, answered_at=rfc3339(now)))
+        self.record(
+            self.ServqualResponseRecorded(
+                survey_id=self.id,
+                contact_id=self.contact_id,
+                expectations=dict(expectations),
+                perceptions=dict(perceptions),
+                **result,
+                answered_at=rfc3339(now),
+            )
+        )
 
     @functools.singledispatchmethod
     def apply(self, event: DomainEvent) -> None:
@@ -531,7 +723,12 @@ class ServqualSurvey(Aggregate):
 
     def view(self) -> dict[str, Any]:
         result = self.result or {}
-        return {"id": self.id, "version": self.version, "status": self.status,
-                **{name: getattr(self, name) for name in self.state_names() if name != "result"},
-                **{name: result.get(name) for name in RESULT},
-                "created_at": self.created_at, "updated_at": self.updated_at}
+        return {
+            "id": self.id,
+            "version": self.version,
+            "status": self.status,
+            **{name: getattr(self, name) for name in self.state_names() if name != "result"},
+            **{name: result.get(name) for name in RESULT},
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
+        }

@@ -67,8 +67,12 @@ class SurveysView(AggregateView):
     def document(self, aggregate: ServqualSurvey) -> dict[str, Any]:
         view = aggregate.view()
         view.pop("id")
-        return {**view, "sent_ms": text_ms(aggregate.sent_at), "answered_ms": text_ms(aggregate.answered_at),
-                "rule": (aggregate.trigger or {}).get("rule")}
+        return {
+            **view,
+            "sent_ms": text_ms(aggregate.sent_at),
+            "answered_ms": text_ms(aggregate.answered_at),
+            "rule": (aggregate.trigger or {}).get("rule"),
+        }
 
     def ensure_indexes(self) -> None:
         for key in ("contact_id", "status", "sent_ms", "answered_ms"):
@@ -83,8 +87,9 @@ class ServqualDesk:
     def __init__(self, desk: TicketDesk) -> None:
         self.desk = desk
         runtime = desk.runtime
-        self.instruments: Repository[ServqualInstrument] = Repository(runtime.store, ServqualInstrument,
-                                                                       runtime.publish)
+        self.instruments: Repository[ServqualInstrument] = Repository(
+            runtime.store, ServqualInstrument, runtime.publish
+        )
         self.policies: Repository[ServqualPolicy] = Repository(runtime.store, ServqualPolicy, runtime.publish)
         self.surveys: Repository[ServqualSurvey] = Repository(runtime.store, ServqualSurvey, runtime.publish)
         self.surveys_view = runtime.db["servqual_surveys"]
@@ -103,8 +108,9 @@ class ServqualDesk:
         """The policy now (or at `as_of`); off until configured."""
         return _singleton(self.policies, POLICY_ID, as_of)
 
-    def configure_instrument(self, items: Mapping[str, Sequence[str]] | None, weights: Mapping[str, float] | None,
-                             meta: Metadata) -> ServqualInstrument:
+    def configure_instrument(
+        self, items: Mapping[str, Sequence[str]] | None, weights: Mapping[str, float] | None, meta: Metadata
+    ) -> ServqualInstrument:
         return _change_singleton(self.instruments, INSTRUMENT_ID, lambda i: i.configure(items, weights), meta)
 
     def configure_policy(self, fields: Mapping[str, Any], meta: Metadata) -> ServqualPolicy:
@@ -112,8 +118,11 @@ class ServqualDesk:
 
     def history(self, kind: str) -> list[dict[str, Any]]:
         """Every configuration of the instrument or the policy: who, when, before and after."""
-        repository, stream, cls = ((self.instruments, INSTRUMENT_ID, ServqualInstrument) if kind == "instrument"
-                                   else (self.policies, POLICY_ID, ServqualPolicy))
+        repository, stream, cls = (
+            (self.instruments, INSTRUMENT_ID, ServqualInstrument)
+            if kind == "instrument"
+            else (self.policies, POLICY_ID, ServqualPolicy)
+        )
         try:
             events = repository.history(stream)
         except NotFound:
@@ -139,12 +148,14 @@ class ServqualDesk:
             except NotFound:
                 found = None
             if found is None or found.contact_id != contact["id"]:
-                raise ValidationFailed("not this contact's ticket", {"ticket_id": [
-                    f"no ticket {ticket_id} of contact {contact['id']}"]})
+                raise ValidationFailed(
+                    "not this contact's ticket", {"ticket_id": [f"no ticket {ticket_id} of contact {contact['id']}"]}
+                )
             ticket = {"_id": found.id, "group": found.group}
         context = self._context(contact["id"], ticket)
-        survey = ServqualSurvey.send(new_id(), contact["id"], self.instrument().snapshot(), {"rule": "manual"},
-                                     context, clock.now())
+        survey = ServqualSurvey.send(
+            new_id(), contact["id"], self.instrument().snapshot(), {"rule": "manual"}, context, clock.now()
+        )
         self.surveys.save(survey, meta)
         return survey
 
@@ -156,8 +167,9 @@ class ServqualDesk:
         docs, cursor = page(self.surveys_view, query, filters["limit"], filters.get("cursor"))
         return [ServqualSurvey.restore({**doc, "id": doc["_id"]}).view() for doc in docs], cursor
 
-    def answer(self, survey_id: str, expectations: Mapping[str, Any], perceptions: Mapping[str, Any],
-               meta: Metadata) -> ServqualSurvey:
+    def answer(
+        self, survey_id: str, expectations: Mapping[str, Any], perceptions: Mapping[str, Any], meta: Metadata
+    ) -> ServqualSurvey:
         """Record the answers once; a concurrent second answer loses (409)."""
         return self.surveys.change(survey_id, lambda s: s.answer(expectations, perceptions, clock.now()), meta)
 
@@ -166,11 +178,17 @@ class ServqualDesk:
         ticket's, else their latest ticket's) and their customer tier now."""
         served = ticket
         if served is None:
-            latest = list(self.desk.tickets_view.find({"contact_id": contact_id}, {"group": 1})
-                          .sort("opened_ms", DESCENDING).limit(1))
+            latest = list(
+                self.desk.tickets_view.find({"contact_id": contact_id}, {"group": 1})
+                .sort("opened_ms", DESCENDING)
+                .limit(1)
+            )
             served = latest[0] if latest else None
-        return {"ticket_id": ticket["_id"] if ticket else None, "group": (served or {}).get("group"),
-                "customer_tier": self.desk.tiers.tier(contact_id)}
+        return {
+            "ticket_id": ticket["_id"] if ticket else None,
+            "group": (served or {}).get("group"),
+            "customer_tier": self.desk.tiers.tier(contact_id),
+        }
 
     # --- the worker's pass --------------------------------------------------------------------------
 
@@ -207,12 +225,14 @@ class ServqualDesk:
 
     def _solved(self, span: dict[str, int], query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
         """Tickets first solved in `span` (epoch ms), in the order they were (ties by id)."""
-        docs = self.desk.tickets_view.find({**(query or {}), "first_solved_ms": span},
-                                           {"contact_id": 1, "group": 1, "first_solved_ms": 1})
+        docs = self.desk.tickets_view.find(
+            {**(query or {}), "first_solved_ms": span}, {"contact_id": 1, "group": 1, "first_solved_ms": 1}
+        )
         return sorted(docs, key=lambda d: (d["first_solved_ms"], d["_id"]))
 
-    def _nth_per_contact(self, recent: list[dict[str, Any]], n: int, since: int, upto: int
-                         ) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
+    def _nth_per_contact(
+        self, recent: list[dict[str, Any]], n: int, since: int, upto: int
+    ) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
         contacts = sorted({doc["contact_id"] for doc in recent})
         theirs = self._solved({"$gte": since, "$lte": upto}, {"contact_id": {"$in": contacts}}) if contacts else []
         ordinal: dict[str, int] = {}
@@ -225,8 +245,9 @@ class ServqualDesk:
                 wanted[derived_id("solved", doc["_id"])] = (doc["contact_id"], trigger, doc)
         return wanted
 
-    def _nth_overall(self, recent: list[dict[str, Any]], n: int, since: int, start: int
-                     ) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
+    def _nth_overall(
+        self, recent: list[dict[str, Any]], n: int, since: int, start: int
+    ) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
         before = self.desk.tickets_view.count_documents({"first_solved_ms": {"$gte": since, "$lt": start}})
         wanted = {}
         for index, doc in enumerate(recent, start=before + 1):
@@ -239,8 +260,14 @@ class ServqualDesk:
         quarter = quarter_of(now)
         members = self.desk.tiers.collection.find({"tier": {"$in": list(tiers)}}, {"tier": 1})
         wanted: dict[str, tuple[str, dict[str, Any], dict[str, Any]]]
-        wanted = {derived_id("quarterly", doc["_id"], quarter): (doc["_id"], {
-            "rule": "quarterly", "period": quarter, "tier": doc.get("tier")}, {}) for doc in members}
+        wanted = {
+            derived_id("quarterly", doc["_id"], quarter): (
+                doc["_id"],
+                {"rule": "quarterly", "period": quarter, "tier": doc.get("tier")},
+                {},
+            )
+            for doc in members
+        }
         done = {doc["_id"] for doc in self.surveys_view.find({"_id": {"$in": list(wanted)}}, {"_id": 1})}
         return {sid: cause for sid, cause in wanted.items() if sid not in done}
 
@@ -256,8 +283,16 @@ class ServqualDesk:
             local = known.get(contact_id) or {}
             if survey_id in existing or local.get("status") == "erased":
                 continue
-            surveys.append(ServqualSurvey.send(survey_id, local.get("_id") or contact_id, instrument, trigger,
-                                               self._context(contact_id, ticket or None), now))
+            surveys.append(
+                ServqualSurvey.send(
+                    survey_id,
+                    local.get("_id") or contact_id,
+                    instrument,
+                    trigger,
+                    self._context(contact_id, ticket or None),
+                    now,
+                )
+            )
         if not surveys:
             return 0
         taken = self.surveys.save_many(surveys, lambda _: SCHEDULER)  # another worker's pass recorded those

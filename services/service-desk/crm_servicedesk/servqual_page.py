@@ -46,49 +46,69 @@ SIDES = ("expectations", "perceptions")
 MAX_ANSWERS = 200  # answers one body may carry on a side (a survey asks at most 22)
 
 TEXTS: dict[str, dict[str, str]] = {
-    "en": {"intro_title": "How good is our service?",
-           "intro": "This short questionnaire has two parts. There are no right or wrong answers: we want to "
-                    "know how you see it.",
-           "expectations_title": "Part 1: what you expect",
-           "expectations": "Think of excellent companies that offer services like ours. How much do you agree "
-                           "with each statement?",
-           "perceptions_title": "Part 2: what you experience with us",
-           "perceptions": "Now think of our company. How much do you agree with each statement?",
-           "low": "1 = strongly disagree", "high": "7 = strongly agree", "answer_this": "Please answer this.",
-           "send": "Send",
-           "thanks_title": "Thank you", "thanks": "Your answers have been recorded. Thank you for your time.",
-           "404_title": "Link not valid", "404": "This survey link is not valid.",
-           "409_title": "Already answered", "409": "This survey has already been answered. Thank you.",
-           "410_title": "Link expired", "410": "This survey link has expired.",
-           "422_title": "Please check your answers",
-           "422": "Please answer every statement in both parts with a number from 1 to 7; the statements still "
-                  "to answer are marked.",
-           "other_title": "Something went wrong", "other": "Please try again later."},
-    "fa": {"intro_title": "کیفیت خدمات ما چطور است؟",
-           "intro": "این پرسش‌نامهٔ کوتاه دو بخش دارد. پاسخ درست یا نادرست وجود ندارد: می‌خواهیم دیدگاه شما را "
-                    "بدانیم.",
-           "expectations_title": "بخش ۱: انتظارات شما",
-           "expectations": "به شرکت‌های عالی‌ای فکر کنید که خدماتی مانند ما ارائه می‌دهند. چقدر با هر جمله موافقید؟",
-           "perceptions_title": "بخش ۲: تجربهٔ شما از ما",
-           "perceptions": "اکنون به شرکت ما فکر کنید. چقدر با هر جمله موافقید؟",
-           "low": "۱ = کاملاً مخالفم", "high": "۷ = کاملاً موافقم", "answer_this": "لطفاً به این جمله پاسخ دهید.",
-           "send": "ارسال",
-           "thanks_title": "سپاسگزاریم", "thanks": "پاسخ‌های شما ثبت شد. از وقتی که گذاشتید سپاسگزاریم.",
-           "404_title": "پیوند نامعتبر است", "404": "این پیوند نظرسنجی معتبر نیست.",
-           "409_title": "قبلاً پاسخ داده‌اید", "409": "به این نظرسنجی قبلاً پاسخ داده شده است. سپاسگزاریم.",
-           "410_title": "پیوند منقضی شده است", "410": "مهلت این پیوند نظرسنجی به پایان رسیده است.",
-           "422_title": "لطفاً پاسخ‌ها را بررسی کنید",
-           "422": "لطفاً به همهٔ جمله‌های هر دو بخش با عددی از ۱ تا ۷ پاسخ دهید؛ جمله‌هایی که هنوز پاسخ "
-                  "نگرفته‌اند علامت خورده‌اند.",
-           "other_title": "مشکلی پیش آمد", "other": "لطفاً بعداً دوباره تلاش کنید."},
+    "en": {
+        "intro_title": "How good is our service?",
+        "intro": "This short questionnaire has two parts. There are no right or wrong answers: we want to "
+        "know how you see it.",
+        "expectations_title": "Part 1: what you expect",
+        "expectations": "Think of excellent companies that offer services like ours. How much do you agree "
+        "with each statement?",
+        "perceptions_title": "Part 2: what you experience with us",
+        "perceptions": "Now think of our company. How much do you agree with each statement?",
+        "low": "1 = strongly disagree",
+        "high": "7 = strongly agree",
+        "answer_this": "Please answer this.",
+        "send": "Send",
+        "thanks_title": "Thank you",
+        "thanks": "Your answers have been recorded. Thank you for your time.",
+        "404_title": "Link not valid",
+        "404": "This survey link is not valid.",
+        "409_title": "Already answered",
+        "409": "This survey has already been answered. Thank you.",
+        "410_title": "Link expired",
+        "410": "This survey link has expired.",
+        "422_title": "Please check your answers",
+        "422": "Please answer every statement in both parts with a number from 1 to 7; the statements still "
+        "to answer are marked.",
+        "other_title": "Something went wrong",
+        "other": "Please try again later.",
+    },
+    "fa": {
+        "intro_title": "کیفیت خدمات ما چطور است؟",
+        "intro": "این پرسش‌نامهٔ کوتاه دو بخش دارد. پاسخ درست یا نادرست وجود ندارد: می‌خواهیم دیدگاه شما را بدانیم.",
+        "expectations_title": "بخش ۱: انتظارات شما",
+        "expectations": "به شرکت‌های عالی‌ای فکر کنید که خدماتی مانند ما ارائه می‌دهند. چقدر با هر جمله موافقید؟",
+        "perceptions_title": "بخش ۲: تجربهٔ شما از ما",
+        "perceptions": "اکنون به شرکت ما فکر کنید. چقدر با هر جمله موافقید؟",
+        "low": "۱ = کاملاً مخالفم",
+        "high": "۷ = کاملاً موافقم",
+        "answer_this": "لطفاً به این جمله پاسخ دهید.",
+        "send": "ارسال",
+        "thanks_title": "سپاسگزاریم",
+        "thanks": "پاسخ‌های شما ثبت شد. از وقتی که گذاشتید سپاسگزاریم.",
+        "404_title": "پیوند نامعتبر است",
+        "404": "این پیوند نظرسنجی معتبر نیست.",
+        "409_title": "قبلاً پاسخ داده‌اید",
+        "409": "به این نظرسنجی قبلاً پاسخ داده شده است. سپاسگزاریم.",
+        "410_title": "پیوند منقضی شده است",
+        "410": "مهلت این پیوند نظرسنجی به پایان رسیده است.",
+        "422_title": "لطفاً پاسخ‌ها را بررسی کنید",
+        "422": "لطفاً به همهٔ جمله‌های هر دو بخش با عددی از ۱ تا ۷ پاسخ دهید؛ جمله‌هایی که هنوز پاسخ "
+        "نگرفته‌اند علامت خورده‌اند.",
+        "other_title": "مشکلی پیش آمد",
+        "other": "لطفاً بعداً دوباره تلاش کنید.",
+    },
 }
 
 
-
 class ServqualPageQuery(Schema):
-    lang = fields.String(validate=validate.Length(max=35), metadata={
-        "description": "the page's language (en or fa; fa-IR works too); default the contact's locale, "
-                       "then Accept-Language, then en"})
+    lang = fields.String(
+        validate=validate.Length(max=35),
+        metadata={
+            "description": "the page's language (en or fa; fa-IR works too); default the contact's locale, "
+            "then Accept-Language, then en"
+        },
+    )
 
 
 _env = Environment(loader=PackageLoader("crm_servicedesk", "templates"), autoescape=select_autoescape(default=True))
@@ -157,8 +177,12 @@ def _scale(lang: str) -> list[tuple[int, str]]:
     return [(n, str(n).translate(digits) if digits else str(n)) for n in range(LIKERT[0], LIKERT[1] + 1)]
 
 
-def _form(page: PageLanguage, survey: ServqualSurvey, answers: dict[str, dict[str, Any]] | None = None,
-          problems: dict[str, list[str]] | None = None) -> dict[str, Any]:
+def _form(
+    page: PageLanguage,
+    survey: ServqualSurvey,
+    answers: dict[str, dict[str, Any]] | None = None,
+    problems: dict[str, list[str]] | None = None,
+) -> dict[str, Any]:
     """The two parts, each with the survey's statements in the scale's order, numbered."""
     digits = str.maketrans("0123456789", DIGITS[page.lang]) if page.lang in DIGITS else None
     parts = []
@@ -167,18 +191,24 @@ def _form(page: PageLanguage, survey: ServqualSurvey, answers: dict[str, dict[st
         for number, item in enumerate(survey.questions(), start=1):
             name = f"{side}.{item.id}"
             texts = item.expectation if side == "expectations" else item.perception
-            questions.append({"name": name, "number": str(number).translate(digits) if digits else str(number),
-                              "text": texts.get(page.lang) or texts["en"],
-                              "value": (answers or {}).get(side, {}).get(item.id),
-                              "problem": name in (problems or {})})
+            questions.append(
+                {
+                    "name": name,
+                    "number": str(number).translate(digits) if digits else str(number),
+                    "text": texts.get(page.lang) or texts["en"],
+                    "value": (answers or {}).get(side, {}).get(item.id),
+                    "problem": name in (problems or {}),
+                }
+            )
         parts.append({"side": side, "questions": questions})
     return {"parts": parts, "scale": _scale(page.lang)}
 
 
 def _page(page: PageLanguage, kind: str, status: int, form: dict[str, Any] | None = None) -> Response:
     texts = TEXTS[page.lang]
-    html = _env.get_template("servqual_survey.html").render(page=page, t=texts, title=texts[f"{kind}_title"],
-                                                            text=texts[kind], form=form)
+    html = _env.get_template("servqual_survey.html").render(
+        page=page, t=texts, title=texts[f"{kind}_title"], text=texts[kind], form=form
+    )
     return Response(html, status=status, mimetype="text/html", headers={"Cache-Control": "no-store"})
 
 
@@ -226,10 +256,12 @@ def blueprint(servqual: ServqualDesk) -> Blueprint:
                 return _page(page, "422", 422, form=_form(page, survey, answers, error.errors))
             return _error_page(page, error)
         if _wants_json():
-            result = {"survey_id": answered.id, "status": answered.status,
-                      "dimension_gaps": {d: (answered.result or {}).get("dimension_gaps", {}).get(d)
-                                         for d in DIMENSIONS},
-                      "overall_gap": (answered.result or {}).get("overall_gap")}
+            result = {
+                "survey_id": answered.id,
+                "status": answered.status,
+                "dimension_gaps": {d: (answered.result or {}).get("dimension_gaps", {}).get(d) for d in DIMENSIONS},
+                "overall_gap": (answered.result or {}).get("overall_gap"),
+            }
             response = jsonify(jsonable(result))
             response.status_code = 201
             return response

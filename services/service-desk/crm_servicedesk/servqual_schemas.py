@@ -17,8 +17,11 @@ MAX_EVERY_NTH = 100_000
 
 def _items_of(dimension: str) -> fields.List:
     ids = ITEMS_OF[dimension]
-    return fields.List(fields.String(validate=validate.OneOf(ids)), validate=validate.Length(max=len(ids)),
-                       metadata={"uniqueItems": True, "description": f"{dimension} items to ask ({', '.join(ids)})"})
+    return fields.List(
+        fields.String(validate=validate.OneOf(ids)),
+        validate=validate.Length(max=len(ids)),
+        metadata={"uniqueItems": True, "description": f"{dimension} items to ask ({', '.join(ids)})"},
+    )
 
 
 class ServqualItemsInput(Schema):
@@ -48,11 +51,19 @@ class ServqualWeightsInput(Schema):
 
 
 class ServqualInstrumentInput(Schema):
-    items = fields.Nested(ServqualItemsInput, load_default=None, metadata={
-        "description": "the items per dimension; left out: all 22 standard items"})
-    weights = fields.Nested(ServqualWeightsInput, load_default=None, metadata={
-        "description": "the dimensions' weights, summing to 1 or to 100 (stored as fractions of 1); a weighted "
-                       "dimension needs items; left out: equal weights over the dimensions asked"})
+    items = fields.Nested(
+        ServqualItemsInput,
+        load_default=None,
+        metadata={"description": "the items per dimension; left out: all 22 standard items"},
+    )
+    weights = fields.Nested(
+        ServqualWeightsInput,
+        load_default=None,
+        metadata={
+            "description": "the dimensions' weights, summing to 1 or to 100 (stored as fractions of 1); a weighted "
+            "dimension needs items; left out: equal weights over the dimensions asked"
+        },
+    )
 
     @validates_schema(skip_on_field_errors=False)  # every bad field in one answer
     def usable(self, data: dict[str, Any], **_: Any) -> None:
@@ -66,20 +77,37 @@ class ServqualInstrumentInput(Schema):
 class ServqualPolicyInput(Schema):
     enabled = fields.Boolean(required=True, metadata={"description": "off: the desk sends no survey by itself"})
     every_nth_solved_per_contact = fields.Integer(
-        load_default=None, allow_none=True, strict=True, validate=validate.Range(1, MAX_EVERY_NTH),
-        metadata={"description": "a contact's every Nth solved ticket sends them a survey; null: off"})
+        load_default=None,
+        allow_none=True,
+        strict=True,
+        validate=validate.Range(1, MAX_EVERY_NTH),
+        metadata={"description": "a contact's every Nth solved ticket sends them a survey; null: off"},
+    )
     every_nth_solved_overall = fields.Integer(
-        load_default=None, allow_none=True, strict=True, validate=validate.Range(1, MAX_EVERY_NTH),
-        metadata={"description": "every Nth ticket solved at the desk sends its contact a survey; null: off"})
-    quarterly_tiers = fields.List(Text(max_length=50), load_default=list, validate=validate.Length(max=10),
-                                  metadata={"description": "once a calendar quarter (UTC) to every contact of these "
-                                                           "customer tiers, e.g. [\"strategic\"]; empty: off"})
+        load_default=None,
+        allow_none=True,
+        strict=True,
+        validate=validate.Range(1, MAX_EVERY_NTH),
+        metadata={"description": "every Nth ticket solved at the desk sends its contact a survey; null: off"},
+    )
+    quarterly_tiers = fields.List(
+        Text(max_length=50),
+        load_default=list,
+        validate=validate.Length(max=10),
+        metadata={
+            "description": "once a calendar quarter (UTC) to every contact of these "
+            'customer tiers, e.g. ["strategic"]; empty: off'
+        },
+    )
 
 
 class ServqualSendInput(Schema):
     contact_id = Ref(required=True)
-    ticket_id = Ref(load_default=None, allow_none=True, metadata={
-        "description": "the contact's ticket the survey follows (its agent group is the survey's)"})
+    ticket_id = Ref(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "the contact's ticket the survey follows (its agent group is the survey's)"},
+    )
 
 
 class ServqualSurveyListQuery(PageQuery):
@@ -89,18 +117,23 @@ class ServqualSurveyListQuery(PageQuery):
 
 
 class ServqualReportQuery(ReportQuery):
-    period = fields.String(load_default="month", validate=validate.OneOf(PERIODS), metadata={
-        "description": "the buckets of `over_time` (UTC; weeks are ISO weeks, from Monday)"})
+    period = fields.String(
+        load_default="month",
+        validate=validate.OneOf(PERIODS),
+        metadata={"description": "the buckets of `over_time` (UTC; weeks are ISO weeks, from Monday)"},
+    )
 
 
 # --- views ---------------------------------------------------------------------------------------
 
 
-ItemsView = Schema.from_dict({d: fields.List(fields.String(metadata={"enum": list(ITEMS_OF[d])}))
-                              for d in DIMENSIONS}, name="ServqualItemsView")
+ItemsView = Schema.from_dict(
+    {d: fields.List(fields.String(metadata={"enum": list(ITEMS_OF[d])})) for d in DIMENSIONS}, name="ServqualItemsView"
+)
 WeightsView = Schema.from_dict({d: fields.Float() for d in DIMENSIONS}, name="ServqualWeightsView")
-DimensionFigures = Schema.from_dict({d: fields.Float(allow_none=True) for d in DIMENSIONS},
-                                    name="ServqualDimensionFigures")
+DimensionFigures = Schema.from_dict(
+    {d: fields.Float(allow_none=True) for d in DIMENSIONS}, name="ServqualDimensionFigures"
+)
 LIKERT_SCORE = {"minimum": LIKERT[0], "maximum": LIKERT[1]}
 
 
@@ -122,8 +155,10 @@ class ServqualPolicyView(Schema):
     every_nth_solved_per_contact = fields.Integer(allow_none=True)
     every_nth_solved_overall = fields.Integer(allow_none=True)
     quarterly_tiers = fields.List(fields.String())
-    counting_since = fields.DateTime(allow_none=True, metadata={
-        "description": "solved tickets are counted from then on (when a counting rule last changed)"})
+    counting_since = fields.DateTime(
+        allow_none=True,
+        metadata={"description": "solved tickets are counted from then on (when a counting rule last changed)"},
+    )
     created_at = fields.DateTime(allow_none=True)
     updated_at = fields.DateTime(allow_none=True)
 
@@ -150,15 +185,23 @@ class ServqualSurveyView(Schema):
     weights = fields.Nested(WeightsView)
     sent_at = fields.DateTime()
     answered_at = fields.DateTime(allow_none=True)
-    expectations = fields.Dict(keys=fields.String(metadata={"enum": ITEM_IDS}),
-                               values=fields.Integer(metadata=LIKERT_SCORE))
-    perceptions = fields.Dict(keys=fields.String(metadata={"enum": ITEM_IDS}),
-                              values=fields.Integer(metadata=LIKERT_SCORE))
-    item_gaps = fields.Dict(keys=fields.String(metadata={"enum": ITEM_IDS}), allow_none=True,
-                            values=fields.Integer(metadata={"minimum": -6, "maximum": 6}),
-                            metadata={"description": "perception − expectation per item"})
-    dimension_gaps = fields.Nested(DimensionFigures, allow_none=True, metadata={
-        "description": "the mean of each dimension's item gaps (null: not asked)"})
+    expectations = fields.Dict(
+        keys=fields.String(metadata={"enum": ITEM_IDS}), values=fields.Integer(metadata=LIKERT_SCORE)
+    )
+    perceptions = fields.Dict(
+        keys=fields.String(metadata={"enum": ITEM_IDS}), values=fields.Integer(metadata=LIKERT_SCORE)
+    )
+    item_gaps = fields.Dict(
+        keys=fields.String(metadata={"enum": ITEM_IDS}),
+        allow_none=True,
+        values=fields.Integer(metadata={"minimum": -6, "maximum": 6}),
+        metadata={"description": "perception − expectation per item"},
+    )
+    dimension_gaps = fields.Nested(
+        DimensionFigures,
+        allow_none=True,
+        metadata={"description": "the mean of each dimension's item gaps (null: not asked)"},
+    )
     overall_gap = fields.Float(allow_none=True, metadata={"description": "Σ weight × dimension gap"})
     dimension_expectations = fields.Nested(DimensionFigures, allow_none=True)
     dimension_perceptions = fields.Nested(DimensionFigures, allow_none=True)
@@ -185,8 +228,12 @@ class ServqualBreakdown(Schema):
 
 
 class ServqualOverallStats(ServqualBreakdown):
-    unweighted_gap = fields.Float(allow_none=True, metadata={
-        "description": "the mean over responses of their dimensions' mean gap (every dimension asked counts alike)"})
+    unweighted_gap = fields.Float(
+        allow_none=True,
+        metadata={
+            "description": "the mean over responses of their dimensions' mean gap (every dimension asked counts alike)"
+        },
+    )
 
 
 class ServqualPeriodBreakdown(ServqualBreakdown):
@@ -203,16 +250,18 @@ class ServqualGroupBreakdown(ServqualBreakdown):
     group = fields.String(allow_none=True)
 
 
-DimensionStatsView = Schema.from_dict({d: fields.Nested(ServqualDimensionStats) for d in DIMENSIONS},
-                                      name="ServqualDimensionTable")  # a name of its own: one component each
+DimensionStatsView = Schema.from_dict(
+    {d: fields.Nested(ServqualDimensionStats) for d in DIMENSIONS}, name="ServqualDimensionTable"
+)  # a name of its own: one component each
 
 
 class ServqualReport(ReportPeriodFields):
     period = fields.String(metadata={"enum": list(PERIODS)})
     surveys_sent = fields.Integer(metadata={"description": "surveys sent in [from, to)"})
     responses = fields.Integer(metadata={"description": "surveys answered in [from, to)"})
-    response_rate_percent = fields.Float(allow_none=True, metadata={
-        "description": "of the surveys sent in [from, to), the share answered by now"})
+    response_rate_percent = fields.Float(
+        allow_none=True, metadata={"description": "of the surveys sent in [from, to), the share answered by now"}
+    )
     overall = fields.Nested(ServqualOverallStats)
     dimensions = fields.Nested(DimensionStatsView)
     items = fields.List(fields.Nested(ServqualItemStats))
@@ -224,10 +273,16 @@ class ServqualReport(ReportPeriodFields):
 class ServqualAnswerInput(Schema):
     """The answers as JSON: every statement of the survey, expectation and perception, 1 to 7."""
 
-    expectations = fields.Dict(keys=fields.String(validate=validate.OneOf(ITEM_IDS)),
-                               values=fields.Integer(strict=True, validate=validate.Range(*LIKERT)), required=True)
-    perceptions = fields.Dict(keys=fields.String(validate=validate.OneOf(ITEM_IDS)),
-                              values=fields.Integer(strict=True, validate=validate.Range(*LIKERT)), required=True)
+    expectations = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(ITEM_IDS)),
+        values=fields.Integer(strict=True, validate=validate.Range(*LIKERT)),
+        required=True,
+    )
+    perceptions = fields.Dict(
+        keys=fields.String(validate=validate.OneOf(ITEM_IDS)),
+        values=fields.Integer(strict=True, validate=validate.Range(*LIKERT)),
+        required=True,
+    )
 
 
 class ServqualAnswerView(Schema):
@@ -240,27 +295,39 @@ class ServqualAnswerView(Schema):
 def _form_schema() -> dict[str, Any]:
     """The survey page's form: `expectations.q1` … `perceptions.q22`, each a digit 1–7."""
     answer = {"type": "string", "pattern": "^[1-7]$"}
-    return {"type": "object", "properties": {f"{side}.{item}": answer for side in ("expectations", "perceptions")
-                                             for item in ITEM_IDS}}
+    return {
+        "type": "object",
+        "properties": {f"{side}.{item}": answer for side in ("expectations", "perceptions") for item in ITEM_IDS},
+    }
 
 
 _TITLES = {404: "Link not valid", 409: "Already answered", 410: "Link expired", 422: "Please check your answers"}
 
 
 def _pages(*statuses: int, problems: bool = False) -> dict[str, Any]:
-    return {str(status): {"description": _TITLES[status], "content": {**HTML, **(PROBLEM if problems else {})}}
-            for status in statuses}
+    return {
+        str(status): {"description": _TITLES[status], "content": {**HTML, **(PROBLEM if problems else {})}}
+        for status in statuses
+    }
 
 
-PAGE_FORM = {"responses": {"200": {"description": "The SERVQUAL questionnaire", "content": HTML},
-                           **_pages(404, 409, 410)}}
+PAGE_FORM = {
+    "responses": {"200": {"description": "The SERVQUAL questionnaire", "content": HTML}, **_pages(404, 409, 410)}
+}
 
 PAGE_ANSWER = {
-    "requestBody": {"required": True, "content": {
-        "application/x-www-form-urlencoded": {"schema": _form_schema()},
-        "application/json": {"schema": ServqualAnswerInput}}},
+    "requestBody": {
+        "required": True,
+        "content": {
+            "application/x-www-form-urlencoded": {"schema": _form_schema()},
+            "application/json": {"schema": ServqualAnswerInput},
+        },
+    },
     "responses": {
-        "201": {"description": "Recorded: a thank-you page, or (JSON) the gaps",
-                "content": {**HTML, "application/json": {"schema": ServqualAnswerView}}},
-        **_pages(404, 409, 410, 422, problems=True)},
+        "201": {
+            "description": "Recorded: a thank-you page, or (JSON) the gaps",
+            "content": {**HTML, "application/json": {"schema": ServqualAnswerView}},
+        },
+        **_pages(404, 409, 410, 422, problems=True),
+    },
 }

@@ -32,12 +32,14 @@ class InboundConfig:
     @classmethod
     def read(cls, env: Env) -> InboundConfig:
         prefix = "CRM_SERVICEDESK_INBOUND_"
-        return cls(smtp_host=env.text(f"{prefix}SMTP_HOST") or "127.0.0.1",
-                   smtp_port=env.integer(f"{prefix}SMTP_PORT", 2525, minimum=0, maximum=65535),
-                   max_bytes=env.integer(f"{prefix}MAX_BYTES", 10 * 1024 * 1024, minimum=1),
-                   ticket_type=env.choice(f"{prefix}TYPE", "question", TYPES),
-                   sms_reply_hours=env.number(f"{prefix}SMS_REPLY_HOURS", 72, minimum=0),
-                   secret=env.text(f"{prefix}SECRET"))
+        return cls(
+            smtp_host=env.text(f"{prefix}SMTP_HOST") or "127.0.0.1",
+            smtp_port=env.integer(f"{prefix}SMTP_PORT", 2525, minimum=0, maximum=65535),
+            max_bytes=env.integer(f"{prefix}MAX_BYTES", 10 * 1024 * 1024, minimum=1),
+            ticket_type=env.choice(f"{prefix}TYPE", "question", TYPES),
+            sms_reply_hours=env.number(f"{prefix}SMS_REPLY_HOURS", 72, minimum=0),
+            secret=env.text(f"{prefix}SECRET"),
+        )
 
 
 @dataclass(frozen=True)
@@ -48,9 +50,11 @@ class ServiceDeskSettings:
 
     @classmethod
     def read(cls, env: Env) -> ServiceDeskSettings:
-        return cls(sweep_seconds=env.number("CRM_SERVICEDESK_SWEEP_SECONDS", 5, above=0),
-                   recompute_seconds=env.number("CRM_SERVICEDESK_RECOMPUTE_SECONDS", 10, above=0),
-                   inbound=InboundConfig.read(env))
+        return cls(
+            sweep_seconds=env.number("CRM_SERVICEDESK_SWEEP_SECONDS", 5, above=0),
+            recompute_seconds=env.number("CRM_SERVICEDESK_RECOMPUTE_SECONDS", 10, above=0),
+            inbound=InboundConfig.read(env),
+        )
 
 
 current = Current(ServiceDeskSettings.read)

@@ -22,9 +22,13 @@ class PolicyRevisionInput(schemas.PolicyInput):
     # something_changes, below, in JSON Schema: besides effective_at, some field (null counts: it clears it)
     OPENAPI = {"anyOf": [{"required": [name]} for name in (*POLICY_FIELDS, "holidays_from")]}
 
-    effective_at = schemas.AwareDateTime(required=True, metadata={
-        "description": "from when the version is in force (RFC 3339 with offset; past or future, at most "
-                       "1,830 days away); open tickets are recomputed against it"})
+    effective_at = schemas.AwareDateTime(
+        required=True,
+        metadata={
+            "description": "from when the version is in force (RFC 3339 with offset; past or future, at most "
+            "1,830 days away); open tickets are recomputed against it"
+        },
+    )
 
     def on_bind_field(self, field_name: str, field_obj: fields.Field) -> None:
         """Every policy field is optional here (only what changes is sent); `effective_at` stays required."""

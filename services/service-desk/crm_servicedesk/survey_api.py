@@ -35,48 +35,79 @@ PURPOSE = "survey"
 LANGUAGES = ("en", "fa", "ar")  # the first is the default
 DIGITS = {"fa": "۰۱۲۳۴۵۶۷۸۹"}  # the scores' labels in the reader's digits (the values stay 0-9)
 TEXTS: dict[str, dict[str, str]] = {
-    "en": {"intro_title": "How did we do?", "intro": "Your request has been solved. Please tell us how we did.",
-           "csat": "How satisfied are you with how we handled it? (1 = not at all, 5 = very)",
-           "nps": "How likely are you to recommend us to a friend? (0 = not at all, 10 = extremely)",
-           "comment": "Anything you would like to tell us?", "send": "Send",
-           "thanks_title": "Thank you", "thanks": "Your answer has been recorded. Thank you for telling us.",
-           "404_title": "Link not valid", "404": "This survey link is not valid.",
-           "409_title": "Already rated", "409": "This request has already been rated. Thank you.",
-           "410_title": "Link expired", "410": "This survey link has expired.",
-           "422_title": "Please check your answers",
-           "422": "Please choose a satisfaction score from 1 to 5; the recommendation score (0 to 10) is optional.",
-           "other_title": "Something went wrong", "other": "Please try again later."},
-    "fa": {"intro_title": "کار ما چطور بود؟", "intro": "درخواست شما رسیدگی شد. لطفاً بگویید کار ما چطور بود.",
-           "csat": "چقدر از نحوهٔ رسیدگی ما راضی هستید؟ (۱ = اصلاً، ۵ = بسیار)",
-           "nps": "چقدر احتمال دارد ما را به یک دوست پیشنهاد کنید؟ (۰ = اصلاً، ۱۰ = حتماً)",
-           "comment": "چیزی هست که بخواهید به ما بگویید؟", "send": "ارسال",
-           "thanks_title": "سپاسگزاریم", "thanks": "پاسخ شما ثبت شد. از اینکه نظرتان را گفتید سپاسگزاریم.",
-           "404_title": "پیوند نامعتبر است", "404": "این پیوند نظرسنجی معتبر نیست.",
-           "409_title": "قبلاً امتیاز داده‌اید", "409": "به این درخواست قبلاً امتیاز داده شده است. سپاسگزاریم.",
-           "410_title": "پیوند منقضی شده است", "410": "مهلت این پیوند نظرسنجی به پایان رسیده است.",
-           "422_title": "لطفاً پاسخ‌ها را بررسی کنید",
-           "422": "لطفاً میزان رضایت را از ۱ تا ۵ انتخاب کنید؛ امتیاز پیشنهاد (۰ تا ۱۰) اختیاری است.",
-           "other_title": "مشکلی پیش آمد", "other": "لطفاً بعداً دوباره تلاش کنید."},
-    "ar": {"intro_title": "كيف كان أداؤنا؟", "intro": "تم حل طلبك. يرجى إخبارنا بتقييمك لأدائنا.",
-           "csat": "ما مدى رضاك عن طريقة معالجتنا لطلبك؟ (1 = غير راضٍ إطلاقًا، 5 = راضٍ جدًا)",
-           "nps": "ما مدى احتمال أن توصي بنا لصديق؟ (0 = غير محتمل إطلاقًا، 10 = محتمل جدًا)",
-           "comment": "هل هناك ما تود إخبارنا به؟", "send": "إرسال",
-           "thanks_title": "شكرًا لك", "thanks": "تم تسجيل إجابتك. شكرًا لمشاركتنا رأيك.",
-           "404_title": "الرابط غير صالح", "404": "رابط الاستبيان هذا غير صالح.",
-           "409_title": "تم التقييم مسبقًا", "409": "تم تقييم هذا الطلب مسبقًا. شكرًا لك.",
-           "410_title": "انتهت صلاحية الرابط", "410": "انتهت صلاحية رابط الاستبيان هذا.",
-           "422_title": "يرجى مراجعة إجاباتك",
-           "422": "يرجى اختيار درجة الرضا من 1 إلى 5؛ درجة التوصية (0 إلى 10) اختيارية.",
-           "other_title": "حدث خطأ ما", "other": "يرجى المحاولة مرة أخرى لاحقًا."},
+    "en": {
+        "intro_title": "How did we do?",
+        "intro": "Your request has been solved. Please tell us how we did.",
+        "csat": "How satisfied are you with how we handled it? (1 = not at all, 5 = very)",
+        "nps": "How likely are you to recommend us to a friend? (0 = not at all, 10 = extremely)",
+        "comment": "Anything you would like to tell us?",
+        "send": "Send",
+        "thanks_title": "Thank you",
+        "thanks": "Your answer has been recorded. Thank you for telling us.",
+        "404_title": "Link not valid",
+        "404": "This survey link is not valid.",
+        "409_title": "Already rated",
+        "409": "This request has already been rated. Thank you.",
+        "410_title": "Link expired",
+        "410": "This survey link has expired.",
+        "422_title": "Please check your answers",
+        "422": "Please choose a satisfaction score from 1 to 5; the recommendation score (0 to 10) is optional.",
+        "other_title": "Something went wrong",
+        "other": "Please try again later.",
+    },
+    "fa": {
+        "intro_title": "کار ما چطور بود؟",
+        "intro": "درخواست شما رسیدگی شد. لطفاً بگویید کار ما چطور بود.",
+        "csat": "چقدر از نحوهٔ رسیدگی ما راضی هستید؟ (۱ = اصلاً، ۵ = بسیار)",
+        "nps": "چقدر احتمال دارد ما را به یک دوست پیشنهاد کنید؟ (۰ = اصلاً، ۱۰ = حتماً)",
+        "comment": "چیزی هست که بخواهید به ما بگویید؟",
+        "send": "ارسال",
+        "thanks_title": "سپاسگزاریم",
+        "thanks": "پاسخ شما ثبت شد. از اینکه نظرتان را گفتید سپاسگزاریم.",
+        "404_title": "پیوند نامعتبر است",
+        "404": "این پیوند نظرسنجی معتبر نیست.",
+        "409_title": "قبلاً امتیاز داده‌اید",
+        "409": "به این درخواست قبلاً امتیاز داده شده است. سپاسگزاریم.",
+        "410_title": "پیوند منقضی شده است",
+        "410": "مهلت این پیوند نظرسنجی به پایان رسیده است.",
+        "422_title": "لطفاً پاسخ‌ها را بررسی کنید",
+        "422": "لطفاً میزان رضایت را از ۱ تا ۵ انتخاب کنید؛ امتیاز پیشنهاد (۰ تا ۱۰) اختیاری است.",
+        "other_title": "مشکلی پیش آمد",
+        "other": "لطفاً بعداً دوباره تلاش کنید.",
+    },
+    "ar": {
+        "intro_title": "كيف كان أداؤنا؟",
+        "intro": "تم حل طلبك. يرجى إخبارنا بتقييمك لأدائنا.",
+        "csat": "ما مدى رضاك عن طريقة معالجتنا لطلبك؟ (1 = غير راضٍ إطلاقًا، 5 = راضٍ جدًا)",
+        "nps": "ما مدى احتمال أن توصي بنا لصديق؟ (0 = غير محتمل إطلاقًا، 10 = محتمل جدًا)",
+        "comment": "هل هناك ما تود إخبارنا به؟",
+        "send": "إرسال",
+        "thanks_title": "شكرًا لك",
+        "thanks": "تم تسجيل إجابتك. شكرًا لمشاركتنا رأيك.",
+        "404_title": "الرابط غير صالح",
+        "404": "رابط الاستبيان هذا غير صالح.",
+        "409_title": "تم التقييم مسبقًا",
+        "409": "تم تقييم هذا الطلب مسبقًا. شكرًا لك.",
+        "410_title": "انتهت صلاحية الرابط",
+        "410": "انتهت صلاحية رابط الاستبيان هذا.",
+        "422_title": "يرجى مراجعة إجاباتك",
+        "422": "يرجى اختيار درجة الرضا من 1 إلى 5؛ درجة التوصية (0 إلى 10) اختيارية.",
+        "other_title": "حدث خطأ ما",
+        "other": "يرجى المحاولة مرة أخرى لاحقًا.",
+    },
 }
 
 _env = Environment(loader=PackageLoader("crm_servicedesk", "templates"), autoescape=select_autoescape(default=True))
 
 
 class SurveyQuery(Schema):
-    lang = fields.String(validate=validate.Length(max=35), metadata={
-        "description": "the page's language (en, fa or ar; fa-IR works too); default the contact's locale, "
-                       "then Accept-Language, then en"})
+    lang = fields.String(
+        validate=validate.Length(max=35),
+        metadata={
+            "description": "the page's language (en, fa or ar; fa-IR works too); default the contact's locale, "
+            "then Accept-Language, then en"
+        },
+    )
 
 
 def _scores(lang: str, low: int, high: int) -> list[tuple[int, str]]:
@@ -127,15 +158,15 @@ def _rating(raw: dict[str, Any]) -> dict[str, Any]:
 def page_language(desk: TicketDesk, ticket: Ticket | None, explicit: str | None) -> PageLanguage:
     """`?lang=`, else the contact's locale (this service's copy of contacts), else Accept-Language, else en."""
     contact = desk.contacts.find([ticket.contact_id]).get(ticket.contact_id) if ticket and ticket.contact_id else None
-    return choose(LANGUAGES, explicit=explicit, contact=(contact or {}).get("locale"),
-                  accept=request.accept_languages)
+    return choose(LANGUAGES, explicit=explicit, contact=(contact or {}).get("locale"), accept=request.accept_languages)
 
 
 def _page(page: PageLanguage, kind: str, status: int, form: bool = False) -> Response:
     texts = TEXTS[page.lang]
     scores = {"csat": _scores(page.lang, 1, 5), "nps": _scores(page.lang, 0, 10)} if form else None
-    html = _env.get_template("survey.html").render(page=page, t=texts, title=texts[f"{kind}_title"],
-                                                   text=texts[kind], form=scores)
+    html = _env.get_template("survey.html").render(
+        page=page, t=texts, title=texts[f"{kind}_title"], text=texts[kind], form=scores
+    )
     return Response(html, status=status, mimetype="text/html", headers={"Cache-Control": "no-store"})
 
 

@@ -52,8 +52,9 @@ class DeskViews(Protocol):
         """Keep a contact the directory just returned, so lists name them without asking again."""
         ...
 
-    def ticket_page(self, filters: Mapping[str, Any], limit: int,
-                    cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    def ticket_page(
+        self, filters: Mapping[str, Any], limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         """A page of ticket documents (`_id` order) matching the list filters, and the next cursor."""
         ...
 
@@ -97,15 +98,23 @@ class MongoDeskViews:
         self.events.create_index([("aggregate_type", ASCENDING)])
 
     def policy_ids(self) -> list[str]:
-        return sorted({doc["stream_id"] for doc in self.events.find(
-            {"aggregate_type": SlaPolicy.aggregate_type, "version": 1}, {"stream_id": 1})})
+        return sorted(
+            {
+                doc["stream_id"]
+                for doc in self.events.find(
+                    {"aggregate_type": SlaPolicy.aggregate_type, "version": 1}, {"stream_id": 1}
+                )
+            }
+        )
 
     def tier(self, contact_id: str) -> str | None:
         return self.customer_tiers.tier(contact_id)
 
     def tiers(self, contact_ids: Sequence[str]) -> dict[str, str | None]:
-        return {doc["_id"]: doc.get("tier")
-                for doc in self.customer_tiers.collection.find({"_id": {"$in": list(set(contact_ids))}})}
+        return {
+            doc["_id"]: doc.get("tier")
+            for doc in self.customer_tiers.collection.find({"_id": {"$in": list(set(contact_ids))}})
+        }
 
     def contacts(self, contact_ids: Sequence[str]) -> dict[str, dict[str, Any]]:
         return self.local_contacts.find(contact_ids)
@@ -113,8 +122,9 @@ class MongoDeskViews:
     def remember_contact(self, contact: dict[str, Any]) -> None:
         self.local_contacts.remember(contact)
 
-    def ticket_page(self, filters: Mapping[str, Any], limit: int,
-                    cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    def ticket_page(
+        self, filters: Mapping[str, Any], limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         return page(self.tickets, ticket_query(filters), limit, cursor)
 
     def policy_page(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:

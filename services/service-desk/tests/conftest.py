@@ -21,8 +21,9 @@ class FakeDirectory(contacts_pb2_grpc.ContactDirectoryServicer):
         self.contacts: dict[str, contacts_pb2.Contact] = {}
 
     def add(self, contact_id: str, first_name: str = "Sara", last_name: str = "Ahmadi", locale: str = "") -> str:
-        self.contacts[contact_id] = contacts_pb2.Contact(id=contact_id, version=1, first_name=first_name,
-                                                         last_name=last_name, status="active", locale=locale)
+        self.contacts[contact_id] = contacts_pb2.Contact(
+            id=contact_id, version=1, first_name=first_name, last_name=last_name, status="active", locale=locale
+        )
         return contact_id
 
     @rpc.access("read")
@@ -35,7 +36,8 @@ class FakeDirectory(contacts_pb2_grpc.ContactDirectoryServicer):
     def BatchGetContacts(self, request, context):  # noqa: N802
         found = {cid: self.contacts[cid] for cid in request.contact_ids if cid in self.contacts}
         return contacts_pb2.BatchGetContactsResponse(
-            contacts=found, not_found=[cid for cid in request.contact_ids if cid not in found])
+            contacts=found, not_found=[cid for cid in request.contact_ids if cid not in found]
+        )
 
 
 Fake = TypeVar("Fake", bound=FakeDirectory)
@@ -62,7 +64,8 @@ def serving(fake: Fake, monkeypatch: pytest.MonkeyPatch) -> Iterator[Fake]:
 
 
 @pytest.fixture
-def desk(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, directory: FakeDirectory
-         ) -> Iterator[ServiceHarness]:
+def desk(
+    service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, directory: FakeDirectory
+) -> Iterator[ServiceHarness]:
     with harness(SERVICE, monkeypatch, service_env) as subject:
         yield subject

@@ -14,8 +14,10 @@ from crmkit.testing import ServiceHarness, harness, stored_events
 
 POLICY = {
     "name": "Standard",
-    "targets": {"normal": {"first_response": 60, "next_response": 120, "resolution": 480},
-                "urgent": {"first_response": 15, "resolution": 120}},
+    "targets": {
+        "normal": {"first_response": 60, "next_response": 120, "resolution": 480},
+        "urgent": {"first_response": 15, "resolution": 120},
+    },
     "escalation": {"action": "raise_priority"},
 }
 
@@ -25,8 +27,14 @@ def post(desk: ServiceHarness, path: str, body: object, *roles: str, **headers: 
 
 
 def open_ticket(desk: ServiceHarness, contact_id: str, **fields: object) -> dict:
-    body = {"subject": "سفارش نرسیده", "description": "My order has not arrived", "contact_id": contact_id,
-            "channel": "email", "type": "complaint", **fields}
+    body = {
+        "subject": "سفارش نرسیده",
+        "description": "My order has not arrived",
+        "contact_id": contact_id,
+        "channel": "email",
+        "type": "complaint",
+        **fields,
+    }
     response = post(desk, "/v1/tickets", body)
     assert response.status_code == 201, response.get_json()
     return response.get_json()
@@ -71,14 +79,31 @@ def test_unknown_contact_is_422_and_contacts_down_is_503(desk: ServiceHarness, d
     assert desk.runtime.store.count() == 0
 
 
-@pytest.mark.parametrize(("payload", "fields"), [
-    ({}, {"subject", "contact_id", "channel", "type"}),
-    ({"subject": "", "contact_id": "c-1", "channel": "fax", "type": "rant", "priority": "asap", "tags": "x",
-      "extra": 1}, {"subject", "channel", "type", "priority", "tags", "extra"}),
-    ({"subject": "a\u0000", "contact_id": "bad id!", "channel": "web", "type": "question"}, {"subject", "contact_id"}),
-])
-def test_bad_ticket_input_lists_every_field_and_stores_nothing(desk: ServiceHarness, directory, payload: dict,
-                                                               fields: set) -> None:
+@pytest.mark.parametrize(
+    ("payload", "fields"),
+    [
+        ({}, {"subject", "contact_id", "channel", "type"}),
+        (
+            {
+                "subject": "",
+                "contact_id": "c-1",
+                "channel": "fax",
+                "type": "rant",
+                "priority": "asap",
+                "tags": "x",
+                "extra": 1,
+            },
+            {"subject", "channel", "type", "priority", "tags", "extra"},
+        ),
+        (
+            {"subject": "a\u0000", "contact_id": "bad id!", "channel": "web", "type": "question"},
+            {"subject", "contact_id"},
+        ),
+    ],
+)
+def test_bad_ticket_input_lists_every_field_and_stores_nothing(
+    desk: ServiceHarness, directory, payload: dict, fields: set
+) -> None:
     directory.add("c-1")
     response = post(desk, "/v1/tickets", payload)
     assert response.status_code == 422, response.get_json()
@@ -88,8 +113,9 @@ def test_bad_ticket_input_lists_every_field_and_stores_nothing(desk: ServiceHarn
 
 
 def test_malformed_json_auth_and_roles(desk: ServiceHarness, directory) -> None:
-    bad = desk.client.post("/v1/tickets", data=b"{nope", headers={**desk.headers("servicedesk:write"),
-                                                                   "Content-Type": "application/json"})
+    bad = desk.client.post(
+        "/v1/tickets", data=b"{nope", headers={**desk.headers("servicedesk:write"), "Content-Type": "application/json"}
+    )
     assert bad.status_code == 400
     assert desk.client.get("/v1/tickets").status_code == 401
     assert post(desk, "/v1/tickets", {}, "servicedesk:read").status_code == 403
@@ -109,8 +135,10 @@ def test_workflow_comments_and_illegal_transitions(desk: ServiceHarness, directo
     assert reply["status"] == "open" and reply["first_response_at"]
     first = {t["target"]: t for t in reply["sla"]}["first_response"]
     assert first["status"] == "met"
-    assert post(desk, f"/v1/tickets/{tid}/comments", {"body": "x", "public": False, "author_type": "customer"}
-                ).status_code == 422
+    assert (
+        post(desk, f"/v1/tickets/{tid}/comments", {"body": "x", "public": False, "author_type": "customer"}).status_code
+        == 422
+    )
     customer = post(desk, f"/v1/tickets/{tid}/comments", {"body": "Still waiting", "author_type": "customer"})
     assert {t["target"] for t in customer.get_json()["sla"]} == {"first_response", "next_response", "resolution"}
     pending = post(desk, f"/v1/tickets/{tid}/status", {"status": "pending"}).get_json()
@@ -154,24 +182,68 @@ def test_satisfaction_once_after_solve(desk: ServiceHarness, directory) -> None:
 
 
 def test_policies_validation_and_strategic_customers_get_the_stricter_one(desk: ServiceHarness, directory) -> None:
-    bad = post(desk, "/v1/sla-policies", {"name": "", "targets": {"urgent": {"resolution": 0}},
-                                          "business_hours": {"time_zone": "Mars/Base", "working_days": ["funday"],
-                                                             "start": "17:00", "end": "09:00"},
-                                          "holidays": ["2026-13-01"], "escalation": {"action": "reassign"}})
+    bad = post(
+        desk,
+        "/v1/sla-policies",
+        {
+            "name": "",
+            "targets": {"urgent": {"resolution": 0}},
+            "business_hours": {"time_zone": "Mars/Base", "working_days": ["funday"], "start": "17:00", "end": "09:00"},
+            "holidays": ["2026-13-01"],
+            "escalation": {"action": "reassign"},
+        },
+    )
     assert bad.status_code == 422
-    assert set(bad.get_json()["errors"]) >= {"name", "targets.urgent.resolution", "business_hours.time_zone",
-                                             "business_hours.working_days.0", "holidays.0", "escalation.assignee"}
+    assert set(bad.get_json()["errors"]) >= {
+        "name",
+        "targets.urgent.resolution",
+        "business_hours.time_zone",
+        "business_hours.working_days.0",
+        "holidays.0",
+        "escalation.assignee",
+    }
     assert desk.runtime.store.count() == 0
-    general = define(desk, {**POLICY, "business_hours": {
-        "time_zone": "Asia/Tehran", "working_days": ["saturday", "sunday", "monday", "tuesday", "wednesday"],
-        "start": "08:00", "end": "16:00"}, "holidays": ["2026-03-21"]})
-    strategic = define(desk, {"name": "Strategic", "customer_tiers": ["strategic"],
-                              "targets": {"normal": {"first_response": 15, "resolution": 240}}})
+    general = define(
+        desk,
+        {
+            **POLICY,
+            "business_hours": {
+                "time_zone": "Asia/Tehran",
+                "working_days": ["saturday", "sunday", "monday", "tuesday", "wednesday"],
+                "start": "08:00",
+                "end": "16:00",
+            },
+            "holidays": ["2026-03-21"],
+        },
+    )
+    strategic = define(
+        desk,
+        {
+            "name": "Strategic",
+            "customer_tiers": ["strategic"],
+            "targets": {"normal": {"first_response": 15, "resolution": 240}},
+        },
+    )
     vip, regular = directory.add("vip"), directory.add("regular")
     tiers = projection(desk, "customer_tiers")
-    tiers.handle([RecordedEvent(new_id(), "sales", "cv-vip", "customer_value", 1, "CustomerTierChanged", 1,
-                                {"contact_id": vip, "tier": "strategic", "previous_tier": "standard"},
-                                utcnow(), "system", new_id(), None)])
+    tiers.handle(
+        [
+            RecordedEvent(
+                new_id(),
+                "sales",
+                "cv-vip",
+                "customer_value",
+                1,
+                "CustomerTierChanged",
+                1,
+                {"contact_id": vip, "tier": "strategic", "previous_tier": "standard"},
+                utcnow(),
+                "system",
+                new_id(),
+                None,
+            )
+        ]
+    )
     assert open_ticket(desk, vip)["sla_policy"]["id"] == strategic["id"]
     mine = open_ticket(desk, regular)
     assert mine["sla_policy"]["id"] == general["id"]
@@ -219,8 +291,9 @@ def test_breach_escalates_and_is_recorded_once(desk: ServiceHarness, directory, 
     assert len(desk.client.get("/v1/tickets?breached=true", headers=read).get_json()["items"]) == 1
 
 
-def test_a_sweep_that_loses_a_race_decides_again_on_the_fresh_stream(desk: ServiceHarness, directory,
-                                                                    monkeypatch) -> None:
+def test_a_sweep_that_loses_a_race_decides_again_on_the_fresh_stream(
+    desk: ServiceHarness, directory, monkeypatch
+) -> None:
     from crm_servicedesk.commands import TicketDesk
     from crmkit.events import Metadata
 
@@ -274,8 +347,12 @@ def test_contact_erased_scrubs_text_and_merge_repoints(desk: ServiceHarness, dir
     tid = open_ticket(desk, gone)["id"]
     post(desk, f"/v1/tickets/{tid}/comments", {"body": "my address is 12 Vali-asr", "author_type": "customer"})
     post(desk, f"/v1/tickets/{tid}/comments", {"body": "agent note", "public": False})
-    other = post(desk, "/v1/tickets", {"subject": "again", "contact_id": gone, "channel": "web", "type": "question"},
-                 **{"Idempotency-Key": "second-ticket"}).get_json()["id"]
+    other = post(
+        desk,
+        "/v1/tickets",
+        {"subject": "again", "contact_id": gone, "channel": "web", "type": "question"},
+        **{"Idempotency-Key": "second-ticket"},
+    ).get_json()["id"]
     moved = open_ticket(desk, dup)["id"]
     desk.project()
     contacts = projection(desk, "contacts")
@@ -284,19 +361,23 @@ def test_contact_erased_scrubs_text_and_merge_repoints(desk: ServiceHarness, dir
     assert stored_responses.count_documents({"resource": f"/v1/tickets/{other}"}) == 1
 
     def contact_event(cid: str, kind: str, data: dict) -> RecordedEvent:
-        return RecordedEvent(new_id(), "contacts", cid, "contact", 5, kind, 1, data, utcnow(), "system", new_id(),
-                             None)
+        return RecordedEvent(new_id(), "contacts", cid, "contact", 5, kind, 1, data, utcnow(), "system", new_id(), None)
 
-    contacts.handle([contact_event(gone, "ContactErased", {"reason": "gdpr"}),
-                     contact_event(dup, "ContactMerged", {"survivor_id": survivor})])
+    contacts.handle(
+        [
+            contact_event(gone, "ContactErased", {"reason": "gdpr"}),
+            contact_event(dup, "ContactMerged", {"survivor_id": survivor}),
+        ]
+    )
     desk.project()
     ticket = desk.client.get(f"/v1/tickets/{tid}", headers=desk.headers()).get_json()
     assert ticket["subject"] is None and ticket["description"] is None
     bodies = {c["author_type"]: c["body"] for c in ticket["comments"]}
     assert bodies == {"customer": None, "agent": "agent note"}
     assert ticket["contact"]["name"] is None
-    raw = json.dumps([e["data"] for e in stored_events(desk.runtime.db["events"], {"stream_id": tid})],
-                     ensure_ascii=False)
+    raw = json.dumps(
+        [e["data"] for e in stored_events(desk.runtime.db["events"], {"stream_id": tid})], ensure_ascii=False
+    )
     assert "Vali-asr" not in raw and "سفارش" not in raw  # sealed, and the key is gone
     assert keys.count_documents({"_id": {"$in": [tid, other]}, "key": {"$exists": True}}) == 0  # tombstones only
     assert stored_responses.count_documents({"resource": f"/v1/tickets/{other}"}) == 0
@@ -314,8 +395,24 @@ def test_a_ticket_written_to_after_its_customers_erasure_stays_readable(desk: Se
     post(desk, f"/v1/tickets/{tid}/comments", {"body": "my address is 12 Vali-asr", "author_type": "customer"})
     desk.project()
     contacts = projection(desk, "contacts")
-    contacts.handle([RecordedEvent(new_id(), "contacts", gone, "contact", 2, "ContactErased", 1, {"reason": "gdpr"},
-                                   utcnow(), "system", new_id(), None)])
+    contacts.handle(
+        [
+            RecordedEvent(
+                new_id(),
+                "contacts",
+                gone,
+                "contact",
+                2,
+                "ContactErased",
+                1,
+                {"reason": "gdpr"},
+                utcnow(),
+                "system",
+                new_id(),
+                None,
+            )
+        ]
+    )
     assert post(desk, f"/v1/tickets/{tid}/comments", {"body": "we closed your account"}).status_code == 201
     again = post(desk, f"/v1/tickets/{tid}/comments", {"body": "I moved to 7 Enqelab", "author_type": "customer"})
     assert again.status_code == 201
@@ -326,12 +423,16 @@ def test_a_ticket_written_to_after_its_customers_erasure_stays_readable(desk: Se
     ticket = response.get_json()
     assert ticket["subject"] is None and ticket["description"] is None
     assert [(c["author_type"], c["body"]) for c in ticket["comments"]] == [
-        ("customer", None), ("agent", "we closed your account"), ("customer", None)]  # nothing new kept about them
+        ("customer", None),
+        ("agent", "we closed your account"),
+        ("customer", None),
+    ]  # nothing new kept about them
     history = desk.client.get(f"/v1/tickets/{tid}/history", headers=desk.headers())
     assert history.status_code == 200, history.get_json()
     assert [e["type"] for e in history.get_json()["items"]].count("TicketCommented") == 3
-    raw = json.dumps([e["data"] for e in stored_events(desk.runtime.db["events"], {"stream_id": tid})],
-                     ensure_ascii=False)
+    raw = json.dumps(
+        [e["data"] for e in stored_events(desk.runtime.db["events"], {"stream_id": tid})], ensure_ascii=False
+    )
     assert "Enqelab" not in raw and "Vali-asr" not in raw
     stored = desk.runtime.store.load(tid)
     TicketDesk(desk.runtime).erase_contact(gone)  # the hook run again (a redelivery, a rebuild): nothing new

@@ -16,13 +16,22 @@ from crmkit.events import parse_time, rfc3339, utcnow
 from crmkit.testing import ServiceHarness
 
 POLICY = {"name": "Standard", "targets": {"normal": {"first_response": 60, "resolution": 480}}}
-HOURS = {"time_zone": "Asia/Tehran", "working_days": ["saturday", "sunday", "monday", "tuesday", "wednesday"],
-         "start": "08:00", "end": "16:00"}
+HOURS = {
+    "time_zone": "Asia/Tehran",
+    "working_days": ["saturday", "sunday", "monday", "tuesday", "wednesday"],
+    "start": "08:00",
+    "end": "16:00",
+}
 
 
 def call(desk: ServiceHarness, method: str, path: str, body: Any = None, status: int = 200, **query: Any) -> Any:
-    response = desk.client.open(path, method=method, json=body, query_string=query,
-                                headers=desk.headers("servicedesk:read", "servicedesk:write"))
+    response = desk.client.open(
+        path,
+        method=method,
+        json=body,
+        query_string=query,
+        headers=desk.headers("servicedesk:read", "servicedesk:write"),
+    )
     assert response.status_code == status, response.get_data(as_text=True)
     return response.get_json()
 
@@ -42,8 +51,13 @@ def as_of(desk: ServiceHarness, path: str, moment: datetime | str, status: int =
 def worked_ticket(desk: ServiceHarness, contact_id: str) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """A ticket opened, assigned, answered and solved; its view after each step."""
     call(desk, "POST", "/v1/sla-policies", POLICY, status=201)
-    opened = call(desk, "POST", "/v1/tickets", {"subject": "No invoice", "contact_id": contact_id,
-                                                 "channel": "email", "type": "question"}, status=201)
+    opened = call(
+        desk,
+        "POST",
+        "/v1/tickets",
+        {"subject": "No invoice", "contact_id": contact_id, "channel": "email", "type": "question"},
+        status=201,
+    )
     path = f"/v1/tickets/{opened['id']}"
     after(opened["updated_at"])
     steps = [call(desk, "POST", f"{path}/assign", {"assignee": "sam"})]
@@ -88,8 +102,14 @@ def test_a_ticket_s_history_names_who_changed_what_paged_by_version(desk: Servic
     opened, _ = worked_ticket(desk, directory.add("c-1"))
     path = f"/v1/tickets/{opened['id']}/history"
     whole = call(desk, "GET", path)["items"]
-    assert [e["type"] for e in whole] == ["TicketOpened", "TicketAssigned", "TicketCommented", "TicketStatusChanged",
-                                          "TicketStatusChanged", "TicketSolved"]
+    assert [e["type"] for e in whole] == [
+        "TicketOpened",
+        "TicketAssigned",
+        "TicketCommented",
+        "TicketStatusChanged",
+        "TicketStatusChanged",
+        "TicketSolved",
+    ]
     assert whole[1]["changes"]["assignee"] == {"before": None, "after": "sam"}
     assert whole[3]["changes"]["status"] == {"before": "new", "after": "open"}  # the first agent reply opens it
     assert whole[4]["changes"]["status"] == {"before": "open", "after": "solved"}
@@ -111,8 +131,12 @@ def test_a_policy_as_it_was_before_a_revision_of_its_calendar(desk: ServiceHarne
     path = f"/v1/sla-policies/{policy['id']}"
     defined_at = after(policy["updated_at"])
     effective = rfc3339(utcnow() + timedelta(days=1))
-    revised = call(desk, "PATCH", path, {"effective_at": effective, "business_hours": HOURS,
-                                         "targets": {"normal": {"first_response": 30}}})
+    revised = call(
+        desk,
+        "PATCH",
+        path,
+        {"effective_at": effective, "business_hours": HOURS, "targets": {"normal": {"first_response": 30}}},
+    )
     assert revised["version"] == 2
 
     then = as_of(desk, path, defined_at)

@@ -11,8 +11,9 @@ from crm_servicedesk import business_hours as bh
 TEHRAN = ZoneInfo("Asia/Tehran")
 BERLIN = ZoneInfo("Europe/Berlin")
 # Saturday to Wednesday, 08:00-16:00 in Tehran, Nowruz off
-IRAN_WEEK = bh.Calendar("Asia/Tehran", frozenset({5, 6, 0, 1, 2}), time(8), time(16),
-                        frozenset({date(2026, 3, 21), date(2026, 3, 22)}))
+IRAN_WEEK = bh.Calendar(
+    "Asia/Tehran", frozenset({5, 6, 0, 1, 2}), time(8), time(16), frozenset({date(2026, 3, 21), date(2026, 3, 22)})
+)
 BERLIN_WEEK = bh.Calendar("Europe/Berlin", frozenset({0, 1, 2, 3, 4}), time(9), time(17))
 
 
@@ -62,15 +63,16 @@ def test_pauses_stop_the_clock() -> None:
     assert bh.minutes_between(monday, local(BERLIN, 2026, 1, 9, 13, 0), BERLIN_WEEK, [open_pause]) == 60
 
 
-CALENDARS = st.sampled_from([
-    IRAN_WEEK,
-    BERLIN_WEEK,
-    bh.Calendar("Europe/Berlin", frozenset({0, 1, 2, 3, 4, 5}), time(1, 30), time(3, 15)),  # spans the DST hour
-    bh.Calendar("America/New_York", frozenset({0, 2, 4}), time(0, 0), None, frozenset({date(2026, 11, 2)})),
-    bh.Calendar.always(),
-])
-INSTANTS = st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2027, 12, 31),
-                        timezones=st.just(UTC))
+CALENDARS = st.sampled_from(
+    [
+        IRAN_WEEK,
+        BERLIN_WEEK,
+        bh.Calendar("Europe/Berlin", frozenset({0, 1, 2, 3, 4, 5}), time(1, 30), time(3, 15)),  # spans the DST hour
+        bh.Calendar("America/New_York", frozenset({0, 2, 4}), time(0, 0), None, frozenset({date(2026, 11, 2)})),
+        bh.Calendar.always(),
+    ]
+)
+INSTANTS = st.datetimes(min_value=datetime(2025, 1, 1), max_value=datetime(2027, 12, 31), timezones=st.just(UTC))
 MINUTES = st.integers(min_value=0, max_value=20_000)
 
 
@@ -85,10 +87,10 @@ def pauses(draw: st.DrawFn) -> list[bh.Pause]:
 
 @settings(max_examples=150, deadline=None)
 @given(CALENDARS, INSTANTS, MINUTES, MINUTES, pauses())
-def test_adding_is_associative(calendar: bh.Calendar, start: datetime, x: int, y: int,
-                               paused: list[bh.Pause]) -> None:
+def test_adding_is_associative(calendar: bh.Calendar, start: datetime, x: int, y: int, paused: list[bh.Pause]) -> None:
     assert bh.add_minutes(start, x + y, calendar, paused) == bh.add_minutes(
-        bh.add_minutes(start, x, calendar, paused), y, calendar, paused)
+        bh.add_minutes(start, x, calendar, paused), y, calendar, paused
+    )
 
 
 @settings(max_examples=150, deadline=None)
@@ -99,8 +101,9 @@ def test_between_undoes_add(calendar: bh.Calendar, start: datetime, x: int, paus
 
 @settings(max_examples=100, deadline=None)
 @given(CALENDARS, INSTANTS, INSTANTS, INSTANTS)
-def test_between_is_additive_and_never_more_than_wall_time(calendar: bh.Calendar, a: datetime, b: datetime,
-                                                           c: datetime) -> None:
+def test_between_is_additive_and_never_more_than_wall_time(
+    calendar: bh.Calendar, a: datetime, b: datetime, c: datetime
+) -> None:
     a, b, c = sorted((a, b, c))
     ab, bc = bh.between(a, b, calendar), bh.between(b, c, calendar)
     assert ab + bc == bh.between(a, c, calendar)

@@ -10,8 +10,20 @@ from crmkit.testing import ServiceHarness
 
 
 def tier_changed(contact_id: str, version: int, tier: str, at: datetime) -> RecordedEvent:
-    return RecordedEvent(new_id(), "sales", contact_id, "customer", version, "CustomerTierChanged", 1,
-                         {"contact_id": contact_id, "tier": tier, "previous_tier": None}, at, "system", new_id(), None)
+    return RecordedEvent(
+        new_id(),
+        "sales",
+        contact_id,
+        "customer",
+        version,
+        "CustomerTierChanged",
+        1,
+        {"contact_id": contact_id, "tier": tier, "previous_tier": None},
+        at,
+        "system",
+        new_id(),
+        None,
+    )
 
 
 def test_a_late_tier_change_leaves_the_tier_as_in_order(desk: ServiceHarness) -> None:

@@ -32,7 +32,8 @@ def export(target: str, contact_ids: list[str], *roles: str, token: str | None =
     token = token or auth.issue(keys.ring(), "dpo", list(roles or ["servicedesk:export"]))
     with rpc.token_channel(target, token) as channel:
         reply = servicedesk_pb2_grpc.SupportSummaryStub(channel).ExportContactRecords(
-            servicedesk_pb2.ExportContactRecordsRequest(contact_ids=contact_ids), timeout=10)
+            servicedesk_pb2.ExportContactRecordsRequest(contact_ids=contact_ids), timeout=10
+        )
     return json.loads(reply.records_json)
 
 
@@ -42,19 +43,35 @@ def post(desk: ServiceHarness, path: str, body: dict, status: int = 201) -> dict
     return response.get_json()
 
 
-def test_the_export_holds_the_persons_tickets_with_comments_and_rating(desk: ServiceHarness, directory,
-                                                                       target: str) -> None:
+def test_the_export_holds_the_persons_tickets_with_comments_and_rating(
+    desk: ServiceHarness, directory, target: str
+) -> None:
     sara, merged, other = directory.add("c-sara"), directory.add("c-merged"), directory.add("c-other")
-    ticket = post(desk, "/v1/tickets", {"subject": "سفارش نرسیده", "description": "My order has not arrived",
-                                        "contact_id": sara, "channel": "email", "type": "complaint"})
+    ticket = post(
+        desk,
+        "/v1/tickets",
+        {
+            "subject": "سفارش نرسیده",
+            "description": "My order has not arrived",
+            "contact_id": sara,
+            "channel": "email",
+            "type": "complaint",
+        },
+    )
     post(desk, f"/v1/tickets/{ticket['id']}/comments", {"body": "Still waiting", "author_type": "customer"})
     post(desk, f"/v1/tickets/{ticket['id']}/status", {"status": "solved"}, status=200)
     post(desk, f"/v1/tickets/{ticket['id']}/satisfaction", {"csat": 4, "comment": "خوب بود", "nps": 9})
-    earlier, _, moved = (post(desk, "/v1/tickets", {"subject": subject, "contact_id": cid, "channel": "phone",
-                                                    "description": "d", "type": "question"})
-                         for subject, cid in (("Old", merged), ("Not hers", other), ("Moved", sara)))
-    TicketDesk(desk.runtime).tickets.change(moved["id"], lambda t: t.repoint(other, clock.now()),
-                                            Metadata(actor="test"))  # hers no more
+    earlier, _, moved = (
+        post(
+            desk,
+            "/v1/tickets",
+            {"subject": subject, "contact_id": cid, "channel": "phone", "description": "d", "type": "question"},
+        )
+        for subject, cid in (("Old", merged), ("Not hers", other), ("Moved", sara))
+    )
+    TicketDesk(desk.runtime).tickets.change(
+        moved["id"], lambda t: t.repoint(other, clock.now()), Metadata(actor="test")
+    )  # hers no more
 
     records = export(target, [sara, merged])  # nothing projected: the event store finds them
 
@@ -63,7 +80,10 @@ def test_the_export_holds_the_persons_tickets_with_comments_and_rating(desk: Ser
     assert mine["subject"] == "سفارش نرسیده" and mine["status"] == "solved"
     assert [(c["author_type"], c["body"]) for c in mine["comments"]] == [("customer", "Still waiting")]
     assert (mine["satisfaction"]["csat"], mine["satisfaction"]["comment"], mine["satisfaction"]["nps"]) == (
-        4, "خوب بود", 9)
+        4,
+        "خوب بود",
+        9,
+    )
     assert moved["id"] not in {t["id"] for t in records["tickets"]}
 
 

@@ -38,24 +38,39 @@ class FindingDirectory(FakeDirectory):
     def FindContacts(self, request, context):  # noqa: N802
         if self.down:
             context.abort(grpc.StatusCode.UNAVAILABLE, "down")
-        return contacts_pb2.FindContactsResponse(contacts=[
-            c for c in self.contacts.values() if c.status == "active" and (
-                (request.email and c.email == request.email.lower()) or (request.phone and c.phone == request.phone))])
+        return contacts_pb2.FindContactsResponse(
+            contacts=[
+                c
+                for c in self.contacts.values()
+                if c.status == "active"
+                and (
+                    (request.email and c.email == request.email.lower()) or (request.phone and c.phone == request.phone)
+                )
+            ]
+        )
 
     @rpc.access("write")
     def CreateContact(self, request, context):  # noqa: N802
         if request.request_id not in self.created:
             contact_id = str(uuid.uuid4())
             self.contacts[contact_id] = contacts_pb2.Contact(
-                id=contact_id, version=1, first_name=request.first_name, last_name=request.last_name,
-                email=request.email.lower(), phone=request.phone, status="active", tags=list(request.tags),
-                attributes=request.attributes)
+                id=contact_id,
+                version=1,
+                first_name=request.first_name,
+                last_name=request.last_name,
+                email=request.email.lower(),
+                phone=request.phone,
+                status="active",
+                tags=list(request.tags),
+                attributes=request.attributes,
+            )
             self.created[request.request_id] = contact_id
         return self.contacts[self.created[request.request_id]]
 
     def known(self, contact_id: str, email: str = "", phone: str = "") -> str:
-        self.contacts[contact_id] = contacts_pb2.Contact(id=contact_id, version=1, first_name="Sara",
-                                                         last_name="Ahmadi", status="active", email=email, phone=phone)
+        self.contacts[contact_id] = contacts_pb2.Contact(
+            id=contact_id, version=1, first_name="Sara", last_name="Ahmadi", status="active", email=email, phone=phone
+        )
         return contact_id
 
 
@@ -65,8 +80,9 @@ def directory(monkeypatch: pytest.MonkeyPatch) -> Iterator[FindingDirectory]:
 
 
 @pytest.fixture
-def desk(service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, directory: FindingDirectory
-         ) -> Iterator[ServiceHarness]:
+def desk(
+    service_env: dict[str, str], monkeypatch: pytest.MonkeyPatch, directory: FindingDirectory
+) -> Iterator[ServiceHarness]:
     monkeypatch.setenv("CRM_LINK_SECRET", "link-secret-" + service_env["CRM_TEST_SUFFIX"])
     with harness(SERVICE, monkeypatch, service_env) as subject:
         yield subject
@@ -84,8 +100,13 @@ def mailbox(desk: ServiceHarness, monkeypatch: pytest.MonkeyPatch) -> Iterator[t
         yield port, intake
 
 
-def compose(sender: str = "sara@example.com", subject: str = "سفارش نرسیده", body: str = "سفارش من نرسیده است",
-            message_id: str | None = None, **headers: str) -> EmailMessage:
+def compose(
+    sender: str = "sara@example.com",
+    subject: str = "سفارش نرسیده",
+    body: str = "سفارش من نرسیده است",
+    message_id: str | None = None,
+    **headers: str,
+) -> EmailMessage:
     message = EmailMessage()
     message["From"], message["To"], message["Subject"] = sender, "support@crm.local", subject
     message["Message-ID"] = message_id or f"<{uuid.uuid4()}@example.com>"
@@ -123,7 +144,11 @@ def test_a_mail_from_a_known_contact_opens_an_email_ticket_once(desk, directory,
     assert len(opened) == 1
     ticket = desk.client.get(f"/v1/tickets/{opened[0]['stream_id']}", headers=desk.headers()).get_json()
     assert (ticket["contact_id"], ticket["channel"], ticket["type"], ticket["priority"]) == (
-        cid, "email", "question", "normal")
+        cid,
+        "email",
+        "question",
+        "normal",
+    )
     assert ticket["subject"] == "سفارش نرسیده" and ticket["description"] == "سفارش من نرسیده است"
     assert send(port, message)[0] == 250  # the sender's retry: the same Message-ID again
     assert len(tickets(desk)) == 1
@@ -134,15 +159,19 @@ def test_a_reply_with_the_ticket_tag_or_our_message_id_is_the_contacts_comment(d
     cid = directory.known("c-sara", email="sara@example.com")
     assert send(port, compose())[0] == 250
     ticket_id = tickets(desk)[0]["stream_id"]
-    reply = compose(subject=f"Re: سفارش نرسیده [#{ticket_id}]",
-                    body="هنوز نرسیده\n\nOn Mon, 1 Dec 2026 Support wrote:\n> we shipped it")
+    reply = compose(
+        subject=f"Re: سفارش نرسیده [#{ticket_id}]",
+        body="هنوز نرسیده\n\nOn Mon, 1 Dec 2026 Support wrote:\n> we shipped it",
+    )
     assert send(port, reply)[0] == 250
     assert send(port, reply)[0] == 250  # the retry adds nothing
     ours = f"<m-1{inbound_mail.THREAD_MARK}{inbound_mail.thread_token(ticket_id)}@crm.local>"
     assert send(port, compose(subject="Re: your survey", body="again", In_Reply_To=ours))[0] == 250
     view = desk.client.get(f"/v1/tickets/{ticket_id}", headers=desk.headers()).get_json()
     assert [(c["author_type"], c["author"], c["public"], c["body"]) for c in view["comments"]] == [
-        ("customer", f"contact:{cid}", True, "هنوز نرسیده"), ("customer", f"contact:{cid}", True, "again")]
+        ("customer", f"contact:{cid}", True, "هنوز نرسیده"),
+        ("customer", f"contact:{cid}", True, "again"),
+    ]
     assert len(tickets(desk)) == 1
 
 
@@ -152,8 +181,12 @@ def test_a_tag_naming_someone_elses_ticket_opens_a_new_ticket(desk, directory, m
     directory.known("c-omid", email="omid@example.com")
     assert send(port, compose())[0] == 250
     saras = tickets(desk)[0]["stream_id"]
-    assert send(port, compose(sender="omid@example.com", subject=f"Re: [#{saras}] let me in"),
-                sender="omid@example.com")[0] == 250
+    assert (
+        send(port, compose(sender="omid@example.com", subject=f"Re: [#{saras}] let me in"), sender="omid@example.com")[
+            0
+        ]
+        == 250
+    )
     opened = tickets(desk)
     assert len(opened) == 2
     assert desk.client.get(f"/v1/tickets/{saras}", headers=desk.headers()).get_json()["comments"] == []
@@ -165,8 +198,12 @@ def test_an_unknown_sender_becomes_a_contact_marked_as_made_by_inbound_mail(desk
     assert send(port, compose(sender="bahar@example.com"), sender="bahar@example.com")[0] == 250
     assert list(directory.created) == ["inbound:email:bahar@example.com"]  # two mails, one contact
     made = directory.contacts[directory.created["inbound:email:bahar@example.com"]]
-    assert (made.first_name, made.last_name, made.email, list(made.tags)) == ("Bahar", "Karimi", "bahar@example.com",
-                                                                              ["inbound"])
+    assert (made.first_name, made.last_name, made.email, list(made.tags)) == (
+        "Bahar",
+        "Karimi",
+        "bahar@example.com",
+        ["inbound"],
+    )
     assert json_format.MessageToDict(made.attributes) == {"source": "inbound_email"}
     assert {t["data"]["contact_id"] for t in tickets(desk)} == {made.id}
 
@@ -194,8 +231,13 @@ def test_a_bounce_mailed_back_is_one_report_for_messaging_without_the_address(de
     assert len(reports) == 1
     data = reports[0]["data"]
     assert (data["kind"], data["original_message_id"]) == ("bounce", "0f6e-msg@crm.local")
-    assert data["recipients"] == [{"action": "failed", "status": "5.1.1", "diagnostic": (
-        "smtp; 550 5.1.1 <<address>>: Recipient address rejected: User unknown")}]
+    assert data["recipients"] == [
+        {
+            "action": "failed",
+            "status": "5.1.1",
+            "diagnostic": ("smtp; 550 5.1.1 <<address>>: Recipient address rejected: User unknown"),
+        }
+    ]
     assert "ali@example.com" not in str(reports[0])
     assert tickets(desk) == []
 

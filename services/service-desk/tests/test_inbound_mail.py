@@ -37,9 +37,13 @@ def test_a_plain_mail_in_persian_is_read_with_its_sender_subject_and_text():
 
 
 def test_html_only_becomes_text_without_markup_or_scripts():
-    message = MIMEText("<html><head><style>p{}</style><script>alert('x')</script></head><body>"
-                       "<p>Hello&nbsp;there &amp; <b>thanks</b></p><ul><li>one</li><li>two</li></ul>"
-                       "<img src=x onerror=alert(1)></body></html>", "html", "utf-8")
+    message = MIMEText(
+        "<html><head><style>p{}</style><script>alert('x')</script></head><body>"
+        "<p>Hello&nbsp;there &amp; <b>thanks</b></p><ul><li>one</li><li>two</li></ul>"
+        "<img src=x onerror=alert(1)></body></html>",
+        "html",
+        "utf-8",
+    )
     message["From"], message["Subject"], message["Message-ID"] = "a@b.example", "Hi", "<h@b.example>"
     found = read(message.as_bytes())
     assert "alert" not in found.text and "<" not in found.text and "style" not in found.text
@@ -91,8 +95,12 @@ def test_long_text_is_cut_at_the_ticket_cap_saying_so():
 
 
 def test_unreadable_mail_is_refused_with_a_clear_code():
-    for raw, code in ((b"", 554), (b"   \r\n", 554), (mail(From="not an address"), 550),
-                      (b"just some bytes without headers", 554)):
+    for raw, code in (
+        (b"", 554),
+        (b"   \r\n", 554),
+        (mail(From="not an address"), 550),
+        (b"just some bytes without headers", 554),
+    ):
         with pytest.raises(Refused) as refused:
             read(raw)
         assert refused.value.code == code, raw
@@ -176,10 +184,14 @@ def test_a_delivery_status_notification_names_our_mail_and_its_permanent_failure
     assert isinstance(report, DeliveryReport) and report.kind == "bounce"
     assert report.original_message_id == "0f6e-msg@crm.local" and report.key == "id:dsn-1@mx.example.com"
     assert [(r.address, r.action, r.status) for r in report.recipients] == [
-        ("ali@example.com", "failed", "5.1.1"), ("later@example.com", "delayed", "4.4.1")]
+        ("ali@example.com", "failed", "5.1.1"),
+        ("later@example.com", "delayed", "4.4.1"),
+    ]
     assert [r.address for r in report.permanent] == ["ali@example.com"]  # a delay suppresses nothing
-    assert redacted(report.permanent[0].diagnostic) == "smtp; 550 5.1.1 <<address>>: Recipient address rejected: " \
-                                                       "User unknown"
+    assert (
+        redacted(report.permanent[0].diagnostic) == "smtp; 550 5.1.1 <<address>>: Recipient address rejected: "
+        "User unknown"
+    )
 
 
 def test_a_complaint_names_our_mail_and_the_recipient():
@@ -196,8 +208,20 @@ def test_a_report_without_its_status_part_is_refused():
     assert refused.value.code == 554
 
 
-HEADER_NAMES = st.sampled_from(["From", "Subject", "Message-ID", "In-Reply-To", "References", "Content-Type",
-                                "Content-Transfer-Encoding", "Content-Disposition", "Auto-Submitted", "Sender"])
+HEADER_NAMES = st.sampled_from(
+    [
+        "From",
+        "Subject",
+        "Message-ID",
+        "In-Reply-To",
+        "References",
+        "Content-Type",
+        "Content-Transfer-Encoding",
+        "Content-Disposition",
+        "Auto-Submitted",
+        "Sender",
+    ]
+)
 
 
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -230,5 +254,5 @@ def test_subjects_in_any_encoding_decode_to_one_clean_line(subject):
     message.set_content("x")
     found = read(message.as_bytes())
     assert "\n" not in found.subject and "\r" not in found.subject
-    expected = inbound_mail.clean_line(subject).strip()[:inbound_mail.MAX_SUBJECT].strip() or "(no subject)"
+    expected = inbound_mail.clean_line(subject).strip()[: inbound_mail.MAX_SUBJECT].strip() or "(no subject)"
     assert found.subject == expected

@@ -58,8 +58,10 @@ def test_holidays_from_states_its_countries_and_years(desk: ServiceHarness) -> N
     holidays_from = next(schema for name, schema in schemas.items() if name.startswith("HolidaysFrom"))
     country, years = holidays_from["properties"]["country"], holidays_from["properties"]["years"]
     assert country["enum"] == sorted(holiday_sources.countries()) and "IR" in country["enum"]
-    assert (years["items"]["minimum"], years["items"]["maximum"]) == (holiday_sources.MIN_YEAR,
-                                                                       holiday_sources.MAX_YEAR)
+    assert (years["items"]["minimum"], years["items"]["maximum"]) == (
+        holiday_sources.MIN_YEAR,
+        holiday_sources.MAX_YEAR,
+    )
     assert (years["minItems"], years["maxItems"]) == (1, holiday_sources.MAX_YEARS)
 
 
@@ -67,9 +69,13 @@ def test_a_revision_documents_that_it_must_change_something(desk: ServiceHarness
     schemas = document(desk)["components"]["schemas"]
     revision = next(schema for name, schema in schemas.items() if name.startswith("PolicyRevision"))
     assert {"name", "targets", "business_hours", "holidays", "holidays_from"} <= {
-        name for option in revision["anyOf"] for name in option["required"]}
-    created = desk.client.post("/v1/sla-policies", json={"name": "P", "targets": {"normal": {"resolution": 60}}},
-                               headers=desk.headers("servicedesk:write"))
+        name for option in revision["anyOf"] for name in option["required"]
+    }
+    created = desk.client.post(
+        "/v1/sla-policies",
+        json={"name": "P", "targets": {"normal": {"resolution": 60}}},
+        headers=desk.headers("servicedesk:write"),
+    )
     path = f"/v1/sla-policies/{created.get_json()['id']}"
     write = desk.headers("servicedesk:write")
     refused = desk.client.patch(path, json={"effective_at": rfc3339(utcnow())}, headers=write)
@@ -81,18 +87,26 @@ def test_text_the_document_calls_blank_is_refused_and_text_it_allows_is_taken(de
     parameters = document(desk)["paths"]["/v1/tickets"]["get"]["parameters"]
     pattern = re.compile(next(p for p in parameters if p["name"] == "assignee")["schema"]["pattern"])
     assert "\\s" not in pattern.pattern  # \s means other characters to other engines
-    cases = {"\r\r\n\x85\x0c \n": 422, "\ufeff": 422, "\u3000\xa0": 422, "\x85a\x85": 200, "سارا\ufeff": 200,
-             " x ": 200}
+    cases = {
+        "\r\r\n\x85\x0c \n": 422,
+        "\ufeff": 422,
+        "\u3000\xa0": 422,
+        "\x85a\x85": 200,
+        "سارا\ufeff": 200,
+        " x ": 200,
+    }
     for value, status in cases.items():
-        answer = desk.client.get("/v1/tickets", query_string={"assignee": value},
-                                 headers=desk.headers("servicedesk:read"))
+        answer = desk.client.get(
+            "/v1/tickets", query_string={"assignee": value}, headers=desk.headers("servicedesk:read")
+        )
         assert answer.status_code == status == (200 if pattern.search(value) else 422), (value, answer.get_json())
 
 
 def test_business_hours_give_the_shape_of_every_time_zone_they_take(desk: ServiceHarness) -> None:
     schemas = document(desk)["components"]["schemas"]
-    zone = next(schema for name, schema in schemas.items() if name.startswith("BusinessHoursInput"))[
-        "properties"]["time_zone"]
+    zone = next(schema for name, schema in schemas.items() if name.startswith("BusinessHoursInput"))["properties"][
+        "time_zone"
+    ]
     assert all(re.search(zone["pattern"], name) and len(name) <= zone["maxLength"] for name in ZONES)
 
 
@@ -100,7 +114,9 @@ def test_a_reassignment_documents_that_it_names_someone(desk: ServiceHarness) ->
     schemas = document(desk)["components"]["schemas"]
     escalation = next(schema for name, schema in schemas.items() if name.startswith("EscalationInput"))
     assert {"assignee", "group"} <= {name for option in escalation["anyOf"] for name in option.get("required", [])}
-    refused = desk.client.post("/v1/sla-policies", json={"name": "P", "targets": {"normal": {"resolution": 60}},
-                                                         "escalation": {"action": "reassign"}},
-                               headers=desk.headers("servicedesk:write"))
+    refused = desk.client.post(
+        "/v1/sla-policies",
+        json={"name": "P", "targets": {"normal": {"resolution": 60}}, "escalation": {"action": "reassign"}},
+        headers=desk.headers("servicedesk:write"),
+    )
     assert refused.status_code == 422 and set(refused.get_json()["errors"]) == {"escalation.assignee"}

@@ -17,11 +17,25 @@ from crmkit.testing import ServiceHarness, stored_events
 from .test_api import open_ticket, post
 from .test_customer_tiers import tier_changed
 
-SHORT = {"items": {"tangibles": ["q1"], "reliability": ["q5", "q7"], "responsiveness": ["q11"],
-                   "assurance": ["q14"], "empathy": []},
-         "weights": {"tangibles": 10, "reliability": 40, "responsiveness": 30, "assurance": 20}}
-ONE_EACH = {"items": {"tangibles": ["q1"], "reliability": ["q5"], "responsiveness": ["q11"], "assurance": ["q14"],
-                      "empathy": ["q18"]}}
+SHORT = {
+    "items": {
+        "tangibles": ["q1"],
+        "reliability": ["q5", "q7"],
+        "responsiveness": ["q11"],
+        "assurance": ["q14"],
+        "empathy": [],
+    },
+    "weights": {"tangibles": 10, "reliability": 40, "responsiveness": 30, "assurance": 20},
+}
+ONE_EACH = {
+    "items": {
+        "tangibles": ["q1"],
+        "reliability": ["q5"],
+        "responsiveness": ["q11"],
+        "assurance": ["q14"],
+        "empathy": ["q18"],
+    }
+}
 
 
 def put(desk: ServiceHarness, path: str, body: object, *roles: str):
@@ -42,8 +56,9 @@ def send(desk: ServiceHarness, contact_id: str, ticket_id: str | None = None) ->
 
 
 def link(survey_id: str, contact_id: str, ttl: timedelta = timedelta(days=60)) -> str:
-    return "/v1/surveys/servqual/" + signing.sign("servqual", {"survey_id": survey_id, "contact_id": contact_id},
-                                                  ttl=ttl)
+    return "/v1/surveys/servqual/" + signing.sign(
+        "servqual", {"survey_id": survey_id, "contact_id": contact_id}, ttl=ttl
+    )
 
 
 def answers(items: dict[str, list[str]], expectation: int, perception: int) -> dict:
@@ -58,7 +73,7 @@ def solve(desk: ServiceHarness, contact_id: str, **fields: object) -> str:
 
 
 def _html_lang_dir(html: str) -> tuple[str, str]:
-    head = html[html.index("<html"):html.index(">", html.index("<html"))]
+    head = html[html.index("<html") : html.index(">", html.index("<html"))]
     return head.split('lang="')[1].split('"')[0], head.split('dir="')[1].split('"')[0]
 
 
@@ -71,12 +86,21 @@ def test_the_instrument_is_the_standard_22_until_an_admin_sets_a_shorter_one(des
     assert standard.status_code == 200 and standard.headers["ETag"] == '"0"'
     assert standard.get_json()["item_count"] == 22 and standard.get_json()["weights"]["empathy"] == 0.2
 
-    bad = put(desk, "/v1/servqual/instrument", {"items": {"tangibles": ["q5"]},
-                                                "weights": {"tangibles": 60, "reliability": 30}})
+    bad = put(
+        desk,
+        "/v1/servqual/instrument",
+        {"items": {"tangibles": ["q5"]}, "weights": {"tangibles": 60, "reliability": 30}},
+    )
     assert bad.status_code == 422 and bad.mimetype == "application/problem+json"
     assert set(bad.get_json()["errors"]) == {"items.tangibles.0", "weights"}, bad.get_json()
-    unweighable = put(desk, "/v1/servqual/instrument", {"items": {"reliability": ["q5"], "empathy": ["q18", "q18"]},
-                                                        "weights": {"reliability": 0.5, "tangibles": 0.5}})
+    unweighable = put(
+        desk,
+        "/v1/servqual/instrument",
+        {
+            "items": {"reliability": ["q5"], "empathy": ["q18", "q18"]},
+            "weights": {"reliability": 0.5, "tangibles": 0.5},
+        },
+    )
     assert set(unweighable.get_json()["errors"]) == {"items.empathy", "weights.tangibles"}
     assert put(desk, "/v1/servqual/instrument", {"weights": {"reliability": "40"}}).status_code == 422
     assert put(desk, "/v1/servqual/instrument", SHORT, "servicedesk:read").status_code == 403
@@ -87,11 +111,21 @@ def test_the_instrument_is_the_standard_22_until_an_admin_sets_a_shorter_one(des
     assert configured.status_code == 200, configured.get_json()
     body = configured.get_json()
     assert body["version"] == 1 and body["item_count"] == 5 and not body["standard"]
-    assert body["weights"] == {"tangibles": 0.1, "reliability": 0.4, "responsiveness": 0.3, "assurance": 0.2,
-                               "empathy": 0}
-    assert put(desk, "/v1/servqual/instrument", {**SHORT, "weights": {"tangibles": 0.1, "reliability": 0.4,
-                                                                       "responsiveness": 0.3, "assurance": 0.2}}
-               ).get_json()["version"] == 1  # the same weights as fractions: nothing new
+    assert body["weights"] == {
+        "tangibles": 0.1,
+        "reliability": 0.4,
+        "responsiveness": 0.3,
+        "assurance": 0.2,
+        "empathy": 0,
+    }
+    assert (
+        put(
+            desk,
+            "/v1/servqual/instrument",
+            {**SHORT, "weights": {"tangibles": 0.1, "reliability": 0.4, "responsiveness": 0.3, "assurance": 0.2}},
+        ).get_json()["version"]
+        == 1
+    )  # the same weights as fractions: nothing new
     history = desk.client.get("/v1/servqual/instrument/history", headers=read).get_json()["items"]
     assert [(h["type"], h["actor"]) for h in history] == [("ServqualInstrumentConfigured", "user:tester")]
     then = desk.client.get("/v1/servqual/instrument", query_string={"as_of": before.isoformat()}, headers=read)
@@ -104,15 +138,24 @@ def test_the_policy_is_off_until_set_and_refuses_bad_values(desk: ServiceHarness
     read = desk.headers("servicedesk:read")
     off = desk.client.get("/v1/servqual/policy", headers=read).get_json()
     assert off["enabled"] is False and off["version"] == 0 and off["counting_since"] is None
-    bad = put(desk, "/v1/servqual/policy", {"enabled": True, "every_nth_solved_per_contact": 0,
-                                            "every_nth_solved_overall": 2.5, "quarterly_tiers": [""]})
+    bad = put(
+        desk,
+        "/v1/servqual/policy",
+        {"enabled": True, "every_nth_solved_per_contact": 0, "every_nth_solved_overall": 2.5, "quarterly_tiers": [""]},
+    )
     assert bad.status_code == 422
-    assert set(bad.get_json()["errors"]) == {"every_nth_solved_per_contact", "every_nth_solved_overall",
-                                             "quarterly_tiers.0"}, bad.get_json()
+    assert set(bad.get_json()["errors"]) == {
+        "every_nth_solved_per_contact",
+        "every_nth_solved_overall",
+        "quarterly_tiers.0",
+    }, bad.get_json()
     assert set(put(desk, "/v1/servqual/policy", {"enabled": "yes"}).get_json()["errors"]) == {"enabled"}
     assert set(put(desk, "/v1/servqual/policy", {}).get_json()["errors"]) == {"enabled"}
-    on = put(desk, "/v1/servqual/policy", {"enabled": True, "every_nth_solved_per_contact": 5,
-                                           "quarterly_tiers": ["strategic"]})
+    on = put(
+        desk,
+        "/v1/servqual/policy",
+        {"enabled": True, "every_nth_solved_per_contact": 5, "quarterly_tiers": ["strategic"]},
+    )
     assert on.status_code == 200 and on.get_json()["counting_since"] and on.get_json()["version"] == 1
     history = desk.client.get("/v1/servqual/policy/history", headers=read).get_json()["items"]
     assert [h["type"] for h in history] == ["ServqualPolicyConfigured"]
@@ -121,14 +164,19 @@ def test_the_policy_is_off_until_set_and_refuses_bad_values(desk: ServiceHarness
 # --- a survey and its page ----------------------------------------------------------------------------
 
 
-def test_a_survey_is_answered_once_on_its_persian_page_and_bad_answers_store_nothing(desk: ServiceHarness,
-                                                                                    directory) -> None:
+def test_a_survey_is_answered_once_on_its_persian_page_and_bad_answers_store_nothing(
+    desk: ServiceHarness, directory
+) -> None:
     cid = directory.add("c-fa", locale="fa-IR")
     configure(desk, SHORT)
     ticket = open_ticket(desk, cid, group="billing")
     survey = send(desk, cid, ticket["id"])
     assert (survey["status"], survey["trigger"], survey["group"], survey["ticket_id"]) == (
-        "sent", {"rule": "manual"}, "billing", ticket["id"])
+        "sent",
+        {"rule": "manual"},
+        "billing",
+        ticket["id"],
+    )
     assert survey["items"] == SHORT["items"] and survey["instrument_version"] == 1
     url = link(survey["id"], cid)
 
@@ -143,9 +191,17 @@ def test_a_survey_is_answered_once_on_its_persian_page_and_bad_answers_store_not
     partial = desk.client.post(url, json={"expectations": {"q1": 7, "q5": 6, "q7": 8}, "perceptions": {"q99": 3}})
     assert partial.status_code == 422 and partial.mimetype == "application/problem+json"
     errors = partial.get_json()["errors"]
-    assert set(errors) == {"expectations.q7", "expectations.q11", "expectations.q14", "perceptions.q1",
-                           "perceptions.q5", "perceptions.q7", "perceptions.q11", "perceptions.q14",
-                           "perceptions.q99"}, errors
+    assert set(errors) == {
+        "expectations.q7",
+        "expectations.q11",
+        "expectations.q14",
+        "perceptions.q1",
+        "perceptions.q5",
+        "perceptions.q7",
+        "perceptions.q11",
+        "perceptions.q14",
+        "perceptions.q99",
+    }, errors
     form = desk.client.post(url, data={"expectations.q1": "6", "expectations.q5": "x"})
     assert form.status_code == 422 and form.mimetype == "text/html"
     kept = form.get_data(as_text=True)
@@ -160,23 +216,24 @@ def test_a_survey_is_answered_once_on_its_persian_page_and_bad_answers_store_not
     assert again.status_code == 409 and again.mimetype == "application/problem+json"
     assert "قبلاً پاسخ داده‌اید" in desk.client.get(url).get_data(as_text=True)
     stored = desk.client.get(f"/v1/servqual/surveys/{survey['id']}", headers=desk.headers()).get_json()
-    assert stored["status"] == "answered" and stored["item_gaps"] == dict.fromkeys(
-        ["q1", "q5", "q7", "q11", "q14"], -2)
+    assert stored["status"] == "answered" and stored["item_gaps"] == dict.fromkeys(["q1", "q5", "q7", "q11", "q14"], -2)
     assert stored["dimension_expectations"]["reliability"] == 6.0 and stored["overall_gap"] == -2.0
     recorded = stored_events(desk.runtime.db["events"], type="ServqualResponseRecorded")
     assert len(recorded) == 1 and recorded[0]["actor"] == f"contact:{cid}"
 
 
-def test_an_english_contact_gets_english_and_a_browser_form_gets_a_thank_you_page(desk: ServiceHarness,
-                                                                                  directory) -> None:
+def test_an_english_contact_gets_english_and_a_browser_form_gets_a_thank_you_page(
+    desk: ServiceHarness, directory
+) -> None:
     cid = directory.add("c-en", locale="en-GB")
     configure(desk, ONE_EACH)
     url = link(send(desk, cid)["id"], cid)
     html = desk.client.get(url).get_data(as_text=True)
     assert _html_lang_dir(html) == ("en", "ltr") and "This company gives you individual attention." in html
     assert _html_lang_dir(desk.client.get(url + "?lang=fa").get_data(as_text=True)) == ("fa", "rtl")
-    form = {f"{side}.{item}": "5" for side in ("expectations", "perceptions")
-            for item in ("q1", "q5", "q11", "q14", "q18")}
+    form = {
+        f"{side}.{item}": "5" for side in ("expectations", "perceptions") for item in ("q1", "q5", "q11", "q14", "q18")
+    }
     thanks = desk.client.post(url, data=form)
     assert thanks.status_code == 201 and "Thank you" in thanks.get_data(as_text=True)
     assert desk.client.post(url, data=form).status_code == 409
@@ -217,8 +274,9 @@ def test_staff_send_to_known_contacts_and_their_own_tickets_only(desk: ServiceHa
 
 def sent_events(desk: ServiceHarness) -> list[dict]:
     """The surveys recorded, in the order they were."""
-    return sorted(stored_events(desk.runtime.db["events"], type="ServqualSurveySent"),
-                  key=lambda e: (e["time_ms"], e["_id"]))
+    return sorted(
+        stored_events(desk.runtime.db["events"], type="ServqualSurveySent"), key=lambda e: (e["time_ms"], e["_id"])
+    )
 
 
 def test_every_nth_solved_ticket_of_a_contact_sends_them_one_survey(desk: ServiceHarness, directory) -> None:
@@ -236,7 +294,10 @@ def test_every_nth_solved_ticket_of_a_contact_sends_them_one_survey(desk: Servic
     assert servqual.apply_policy(later) == {"sent": 0}  # a pass again sends nothing more
     [event] = sent_events(desk)
     assert (event["data"]["contact_id"], event["data"]["ticket_id"], event["data"]["group"]) == (
-        a, a_tickets[1], "billing")
+        a,
+        a_tickets[1],
+        "billing",
+    )
     assert event["data"]["trigger"] == {"rule": "every_nth_solved", "scope": "contact", "n": 2}
     assert event["actor"] == "system:servqual-policy"
     a_tickets.append(solve(desk, a))
@@ -245,8 +306,9 @@ def test_every_nth_solved_ticket_of_a_contact_sends_them_one_survey(desk: Servic
     assert [e["data"]["ticket_id"] for e in sent_events(desk)] == [a_tickets[1], a_tickets[3]]
 
 
-def test_every_nth_solved_overall_and_one_survey_per_ticket_whichever_rule_picks_it(desk: ServiceHarness,
-                                                                                   directory) -> None:
+def test_every_nth_solved_overall_and_one_survey_per_ticket_whichever_rule_picks_it(
+    desk: ServiceHarness, directory
+) -> None:
     servqual = ServqualDesk(TicketDesk(desk.runtime))
     contacts = [directory.add(f"c-{n}") for n in range(3)]
     configure(desk, policy={"enabled": True, "every_nth_solved_overall": 3})
@@ -288,8 +350,9 @@ def test_strategic_customers_get_one_survey_a_quarter(desk: ServiceHarness, dire
 # --- the report ------------------------------------------------------------------------------------------
 
 
-def test_the_report_gives_gaps_by_dimension_item_tier_group_and_period(desk: ServiceHarness, directory,
-                                                                       monkeypatch) -> None:
+def test_the_report_gives_gaps_by_dimension_item_tier_group_and_period(
+    desk: ServiceHarness, directory, monkeypatch
+) -> None:
     a, b, c = directory.add("a"), directory.add("b"), directory.add("c")
     TicketDesk(desk.runtime).tiers.handle([tier_changed(a, 1, "strategic", clock.now())])
     configure(desk, ONE_EACH)
@@ -308,11 +371,20 @@ def test_the_report_gives_gaps_by_dimension_item_tier_group_and_period(desk: Ser
     assert report["overall"]["weighted_gap"] == 0.0 and report["overall"]["unweighted_gap"] == 0.0
     assert report["dimensions"]["tangibles"] == {"responses": 2, "expectation": 5.5, "perception": 5.5, "gap": 0.0}
     assert [(i["id"], i["responses"], i["gap"]) for i in report["items"]] == [
-        ("q1", 2, 0.0), ("q5", 2, 0.0), ("q11", 2, 0.0), ("q14", 2, 0.0), ("q18", 2, 0.0)]
+        ("q1", 2, 0.0),
+        ("q5", 2, 0.0),
+        ("q11", 2, 0.0),
+        ("q14", 2, 0.0),
+        ("q18", 2, 0.0),
+    ]
     assert [(t["customer_tier"], t["weighted_gap"]) for t in report["by_customer_tier"]] == [
-        ("strategic", -2.0), (None, 2.0)]
+        ("strategic", -2.0),
+        (None, 2.0),
+    ]
     assert [(g["group"], g["responses"], g["dimensions"]["empathy"]) for g in report["by_agent_group"]] == [
-        ("billing", 1, -2.0), ("support", 1, 2.0)]
+        ("billing", 1, -2.0),
+        ("support", 1, 2.0),
+    ]
     months = report["over_time"]
     assert report["period"] == "month" and len(months) in (2, 3)
     assert (months[0]["responses"], months[0]["weighted_gap"]) == (1, -2.0)
@@ -327,12 +399,14 @@ def test_the_report_gives_gaps_by_dimension_item_tier_group_and_period(desk: Ser
     assert strategic["responses"] == 1 and strategic["surveys_sent"] == 1
     start = (clock.now() - timedelta(days=1)).strftime("%Y-%m-%dT00:00:00Z")
     end = (clock.now() + timedelta(days=2)).strftime("%Y-%m-%dT00:00:00Z")
-    days = desk.client.get("/v1/reports/servqual", query_string={"from": start, "to": end, "period": "day"},
-                           headers=read).get_json()
+    days = desk.client.get(
+        "/v1/reports/servqual", query_string={"from": start, "to": end, "period": "day"}, headers=read
+    ).get_json()
     assert days["responses"] == 1 and [d["responses"] for d in days["over_time"]] == [0, 1, 0]
 
-    bad = desk.client.get("/v1/reports/servqual", query_string={"period": "fortnight", "from": end, "to": start},
-                          headers=read)
+    bad = desk.client.get(
+        "/v1/reports/servqual", query_string={"period": "fortnight", "from": end, "to": start}, headers=read
+    )
     assert bad.status_code == 422 and set(bad.get_json()["errors"]) >= {"period"}
     too_long = desk.client.get("/v1/reports/servqual", query_string={"from": "0001-01-01T00:00:00Z"}, headers=read)
     assert too_long.status_code == 422 and "from" in too_long.get_json()["errors"]
@@ -340,8 +414,11 @@ def test_the_report_gives_gaps_by_dimension_item_tier_group_and_period(desk: Ser
 
 def test_a_report_at_the_calendars_last_day_ends_its_last_bucket_there(desk: ServiceHarness) -> None:
     for period in ("day", "week", "month", "quarter", "year"):
-        edge = desk.client.get("/v1/reports/servqual", headers=desk.headers(), query_string={
-            "from": "9999-12-30T00:00:00Z", "to": "9999-12-31T23:00:00Z", "period": period})
+        edge = desk.client.get(
+            "/v1/reports/servqual",
+            headers=desk.headers(),
+            query_string={"from": "9999-12-30T00:00:00Z", "to": "9999-12-31T23:00:00Z", "period": period},
+        )
         assert edge.status_code == 200, (period, edge.get_json())
         buckets = edge.get_json()["over_time"]
         assert buckets[-1]["end"].startswith("9999-12-31T23:59:59") or period == "day", (period, buckets)
@@ -369,27 +446,34 @@ def test_every_servqual_answer_is_what_the_document_says(desk: ServiceHarness, d
     def conforms(path: str, method: str, response: Any) -> None:
         operation = document["paths"][path][method]["responses"][str(response.status_code)]
         schema = operation["content"]["application/json"]["schema"]
-        errors = [f"{list(e.absolute_path)}: {e.message}" for e in Draft7Validator(
-            {**schema, "components": document["components"]}).iter_errors(response.get_json())]
+        errors = [
+            f"{list(e.absolute_path)}: {e.message}"
+            for e in Draft7Validator({**schema, "components": document["components"]}).iter_errors(response.get_json())
+        ]
         assert errors == [], (path, errors)
 
     cid = directory.add("c-1")
     TicketDesk(desk.runtime).tiers.handle([tier_changed(cid, 1, "strategic", clock.now())])
     read = desk.headers("servicedesk:read")
     conforms("/v1/servqual/instrument", "put", put(desk, "/v1/servqual/instrument", SHORT))
-    conforms("/v1/servqual/policy", "put", put(desk, "/v1/servqual/policy", {"enabled": True,
-                                                                            "quarterly_tiers": ["strategic"]}))
+    conforms(
+        "/v1/servqual/policy",
+        "put",
+        put(desk, "/v1/servqual/policy", {"enabled": True, "quarterly_tiers": ["strategic"]}),
+    )
     survey = send(desk, cid, open_ticket(desk, cid, group="billing")["id"])
     answered = desk.client.post(link(survey["id"], cid), json=answers(SHORT["items"], 6, 3))
     conforms("/v1/surveys/servqual/{token}", "post", answered)
     desk.project()
-    for path, url in (("/v1/servqual/instrument", "/v1/servqual/instrument"),
-                      ("/v1/servqual/policy", "/v1/servqual/policy"),
-                      ("/v1/servqual/surveys", "/v1/servqual/surveys"),
-                      ("/v1/servqual/surveys/{survey_id}", f"/v1/servqual/surveys/{survey['id']}"),
-                      ("/v1/servqual/surveys/{survey_id}/history", f"/v1/servqual/surveys/{survey['id']}/history"),
-                      ("/v1/servqual/instrument/history", "/v1/servqual/instrument/history"),
-                      ("/v1/reports/servqual", "/v1/reports/servqual?period=quarter")):
+    for path, url in (
+        ("/v1/servqual/instrument", "/v1/servqual/instrument"),
+        ("/v1/servqual/policy", "/v1/servqual/policy"),
+        ("/v1/servqual/surveys", "/v1/servqual/surveys"),
+        ("/v1/servqual/surveys/{survey_id}", f"/v1/servqual/surveys/{survey['id']}"),
+        ("/v1/servqual/surveys/{survey_id}/history", f"/v1/servqual/surveys/{survey['id']}/history"),
+        ("/v1/servqual/instrument/history", "/v1/servqual/instrument/history"),
+        ("/v1/reports/servqual", "/v1/reports/servqual?period=quarter"),
+    ):
         response = desk.client.get(url, headers=read)
         assert response.status_code == 200, (url, response.get_json())
         conforms(path, "get", response)

@@ -31,8 +31,9 @@ LIKERT = st.integers(1, 7)
 @st.composite
 def instruments(draw: st.DrawFn) -> tuple[dict[str, list[str]], dict[str, float]]:
     """A usable instrument: some items per dimension (some dimensions not asked), weights on the asked ones."""
-    items = {d: draw(st.lists(st.sampled_from(ITEMS_OF[d]), unique=True, max_size=len(ITEMS_OF[d])))
-             for d in DIMENSIONS}
+    items = {
+        d: draw(st.lists(st.sampled_from(ITEMS_OF[d]), unique=True, max_size=len(ITEMS_OF[d]))) for d in DIMENSIONS
+    }
     if not any(items.values()):
         items["reliability"] = ["q5"]
     asked = [d for d in DIMENSIONS if items[d]]
@@ -75,8 +76,9 @@ def test_gaps_are_perception_minus_expectation_and_the_overall_is_the_weighted_m
             assert -6 <= result["dimension_gaps"][d] <= 6
         else:
             assert result["dimension_gaps"][d] is None
-    assert result["overall_gap"] == pytest.approx(float(exact_overall(items, weights, expectations, perceptions)),
-                                                  abs=1e-4)
+    assert result["overall_gap"] == pytest.approx(
+        float(exact_overall(items, weights, expectations, perceptions)), abs=1e-4
+    )
     weighted = [result["dimension_gaps"][d] for d in DIMENSIONS if weights[d]]
     assert min(weighted) - 1e-4 <= result["overall_gap"] <= max(weighted) + 1e-4  # a weighted mean
 
@@ -115,7 +117,8 @@ def test_met_expectations_are_a_zero_gap_and_weights_in_percent_mean_the_same(in
     perceptions = {i: 1 + n % 7 for n, i in enumerate(asked)}
     percent = {d: w * 100 for d, w in weights.items()}
     assert score(items, percent, expectations, perceptions)["overall_gap"] == pytest.approx(
-        score(items, weights, expectations, perceptions)["overall_gap"], abs=1e-4)
+        score(items, weights, expectations, perceptions)["overall_gap"], abs=1e-4
+    )
 
 
 def test_the_standard_instrument_is_the_22_items_in_their_dimensions_in_english_and_persian() -> None:
@@ -143,25 +146,40 @@ def test_the_instrument_refuses_weights_not_summing_to_1_or_100_and_weighted_dim
     with pytest.raises(ValidationFailed) as refused:
         instrument.configure(items, {"tangibles": 0.5, "reliability": 0.4})
     assert set(refused.value.errors) == {"weights", "weights.tangibles"} and instrument.version == 0
-    assert instrument.configure({"reliability": ["q5", "q7"], "empathy": ["q18"]}, {"reliability": 75,
-                                                                                     "empathy": 25})
-    assert instrument.weights == {"tangibles": 0, "reliability": 0.75, "responsiveness": 0, "assurance": 0,
-                                  "empathy": 0.25}
-    assert not instrument.configure({"reliability": ["q5", "q7"], "empathy": ["q18"]},
-                                    {"reliability": 0.75, "empathy": 0.25})  # the same, said in fractions
+    assert instrument.configure({"reliability": ["q5", "q7"], "empathy": ["q18"]}, {"reliability": 75, "empathy": 25})
+    assert instrument.weights == {
+        "tangibles": 0,
+        "reliability": 0.75,
+        "responsiveness": 0,
+        "assurance": 0,
+        "empathy": 0.25,
+    }
+    assert not instrument.configure(
+        {"reliability": ["q5", "q7"], "empathy": ["q18"]}, {"reliability": 0.75, "empathy": 0.25}
+    )  # the same, said in fractions
 
 
 def test_a_survey_takes_every_answer_once_and_names_each_missing_or_bad_one() -> None:
-    survey = ServqualSurvey.send("s-1", "c-1", {"instrument_version": 1, "items": {
-        "tangibles": ["q1"], "reliability": ["q5"], "responsiveness": [], "assurance": [], "empathy": []},
-        "weights": {"tangibles": 0.25, "reliability": 0.75, "responsiveness": 0, "assurance": 0, "empathy": 0}},
-        {"rule": "manual"}, {}, NOW)
+    survey = ServqualSurvey.send(
+        "s-1",
+        "c-1",
+        {
+            "instrument_version": 1,
+            "items": {"tangibles": ["q1"], "reliability": ["q5"], "responsiveness": [], "assurance": [], "empathy": []},
+            "weights": {"tangibles": 0.25, "reliability": 0.75, "responsiveness": 0, "assurance": 0, "empathy": 0},
+        },
+        {"rule": "manual"},
+        {},
+        NOW,
+    )
     with pytest.raises(ValidationFailed) as refused:
         survey.answer({"q1": 7, "q5": 9}, {"q1": True, "q18": 3}, NOW)
-    assert refused.value.errors == {"expectations.q5": ["a whole number from 1 to 7"],
-                                    "perceptions.q1": ["a whole number from 1 to 7"],
-                                    "perceptions.q5": ["answer this statement (1 to 7)"],
-                                    "perceptions.q18": ["not a statement of this survey"]}
+    assert refused.value.errors == {
+        "expectations.q5": ["a whole number from 1 to 7"],
+        "perceptions.q1": ["a whole number from 1 to 7"],
+        "perceptions.q5": ["answer this statement (1 to 7)"],
+        "perceptions.q18": ["not a statement of this survey"],
+    }
     assert survey.answered_at is None and len(survey.pending) == 1
     survey.answer({"q1": 7, "q5": 6}, {"q1": 5, "q5": 6}, NOW)
     assert survey.result["dimension_gaps"]["tangibles"] == -2 and survey.result["overall_gap"] == -0.5
@@ -175,8 +193,9 @@ def test_a_policy_restarts_its_count_only_when_a_counting_rule_changes() -> None
     assert policy.configure({"enabled": True, "every_nth_solved_per_contact": 3}, NOW)
     first = policy.counting_since
     assert not policy.configure({"enabled": True, "every_nth_solved_per_contact": 3}, NOW.replace(hour=10))
-    assert policy.configure({"enabled": True, "every_nth_solved_per_contact": 3, "quarterly_tiers": ["strategic"]},
-                            NOW.replace(hour=11))
+    assert policy.configure(
+        {"enabled": True, "every_nth_solved_per_contact": 3, "quarterly_tiers": ["strategic"]}, NOW.replace(hour=11)
+    )
     assert policy.counting_since == first
     assert policy.configure({"enabled": True, "every_nth_solved_per_contact": 2}, NOW.replace(hour=12))
     assert policy.counting_since == "2026-12-03T12:00:00.000Z"

@@ -16,7 +16,16 @@ def test_defaults() -> None:
 
 def test_every_bad_variable_is_named() -> None:
     with pytest.raises(SettingsError) as caught:
-        load(ServiceDeskSettings.read, {"CRM_SERVICEDESK_SWEEP_SECONDS": "-5", "CRM_SERVICEDESK_INBOUND_TYPE": "rant",
-                                        "CRM_SERVICEDESK_INBOUND_SMTP_PORT": "smtp"})
-    assert [name for name, _ in caught.value.problems] == \
-        ["CRM_SERVICEDESK_SWEEP_SECONDS", "CRM_SERVICEDESK_INBOUND_SMTP_PORT", "CRM_SERVICEDESK_INBOUND_TYPE"]
+        load(
+            ServiceDeskSettings.read,
+            {
+                "CRM_SERVICEDESK_SWEEP_SECONDS": "-5",
+                "CRM_SERVICEDESK_INBOUND_TYPE": "rant",
+                "CRM_SERVICEDESK_INBOUND_SMTP_PORT": "smtp",
+            },
+        )
+    assert [name for name, _ in caught.value.problems] == [
+        "CRM_SERVICEDESK_SWEEP_SECONDS",
+        "CRM_SERVICEDESK_INBOUND_SMTP_PORT",
+        "CRM_SERVICEDESK_INBOUND_TYPE",
+    ]

@@ -44,34 +44,50 @@ def run_job_once(desk: ServiceHarness) -> None:
     job = threading.Thread(target=sla_recomputer(desk.runtime), args=(stop,))
     job.start()
     try:
-        wait_until(lambda: recompute.up_to_date("worker", recompute.policy_marks()), timeout=60,
-                   what="the recompute job's run")
+        wait_until(
+            lambda: recompute.up_to_date("worker", recompute.policy_marks()), timeout=60, what="the recompute job's run"
+        )
     finally:
         stop.set()
         job.join(timeout=30)
 
 
 def test_a_revision_effective_in_the_past_moves_due_times_and_breaches_and_the_report_follows(
-        desk: ServiceHarness, directory, monkeypatch) -> None:
+    desk: ServiceHarness, directory, monkeypatch
+) -> None:
     cid = directory.add("c-1")
     policy = call(desk, "POST", "/v1/sla-policies", POLICY).get_json()
-    opened = call(desk, "POST", "/v1/tickets", {"subject": "No invoice", "contact_id": cid, "channel": "email",
-                                                 "type": "question"}).get_json()
+    opened = call(
+        desk,
+        "POST",
+        "/v1/tickets",
+        {"subject": "No invoice", "contact_id": cid, "channel": "email", "type": "question"},
+    ).get_json()
     t0 = parse_time(opened["opened_at"])
     assert parse_time(first_response(opened)["due_at"]) == t0 + timedelta(hours=10)
     monkeypatch.setenv(clock.OFFSET_VARIABLE, str(timedelta(hours=3).total_seconds()))  # three hours later
 
     # the first response target was 60 minutes all along: a revision from before the ticket opened
     effective = rfc3339(t0 - timedelta(hours=1))
-    revised = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}",
-                   {"effective_at": effective, "targets": {"normal": {"first_response": 60}}}, **{"If-Match": '"1"'})
+    revised = call(
+        desk,
+        "PATCH",
+        f"/v1/sla-policies/{policy['id']}",
+        {"effective_at": effective, "targets": {"normal": {"first_response": 60}}},
+        **{"If-Match": '"1"'},
+    )
     assert revised.status_code == 200, revised.get_json()
     assert revised.headers["ETag"] == '"2"'
     body = revised.get_json()
     assert [(v["version"], v["effective_at"]) for v in body["versions"]] == [(1, None), (2, effective)]
     assert body["versions"][1]["changed"] == ["targets"]
-    stale = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}",
-                 {"effective_at": effective, "enabled": False}, **{"If-Match": '"1"'})
+    stale = call(
+        desk,
+        "PATCH",
+        f"/v1/sla-policies/{policy['id']}",
+        {"effective_at": effective, "enabled": False},
+        **{"If-Match": '"1"'},
+    )
     assert stale.status_code == 412
     desk.project()
     run_job_once(desk)
@@ -99,13 +115,17 @@ def test_a_revision_effective_in_the_past_moves_due_times_and_breaches_and_the_r
 
     # the calendar: the ticket's opening day and the next are holidays, effective since before it opened
     days = [(t0 + timedelta(days=n)).date().isoformat() for n in (0, 1)]
-    holidays = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}",
-                    {"effective_at": effective, "holidays": days})
+    holidays = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}", {"effective_at": effective, "holidays": days})
     assert holidays.status_code == 200 and holidays.get_json()["version"] == 3
     desk.project()
     env = {**os.environ, clock.OFFSET_VARIABLE: str(timedelta(hours=3).total_seconds())}
-    cli = subprocess.run([sys.executable, "-m", "crmkit.cli", "sla", "recompute", "--from", days[0]], env=env,
-                         capture_output=True, text=True, timeout=120)
+    cli = subprocess.run(
+        [sys.executable, "-m", "crmkit.cli", "sla", "recompute", "--from", days[0]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert cli.returncode == 0, cli.stderr
     assert "recomputed 1 tickets' SLA clocks; 1 changed" in cli.stderr
     desk.project()
@@ -118,16 +138,33 @@ def test_a_revision_effective_in_the_past_moves_due_times_and_breaches_and_the_r
     [recomputed] = [e for e in desk.runtime.store.load(opened["id"]) if e.type == "SlaRecomputed"][1:]
     assert recomputed.data["withdrawn"] == ["first_response"] and recomputed.actor == "system:sla-recompute"
 
-    again = subprocess.run([sys.executable, "-m", "crmkit.cli", "sla", "recompute", "--from", days[0]], env=env,
-                           capture_output=True, text=True, timeout=120)
+    again = subprocess.run(
+        [sys.executable, "-m", "crmkit.cli", "sla", "recompute", "--from", days[0]],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert again.returncode == 0 and "0 changed" in again.stderr, again.stderr
 
 
 def test_a_calendar_starts_from_iran_s_public_holidays(desk: ServiceHarness, directory) -> None:
-    created = call(desk, "POST", "/v1/sla-policies", {
-        **POLICY, "holidays": ["2026-01-01"], "holidays_from": {"country": "IR", "years": [2026, 2027]},
-        "business_hours": {"time_zone": "Asia/Tehran", "start": "08:00", "end": "16:00",
-                           "working_days": ["saturday", "sunday", "monday", "tuesday", "wednesday"]}})
+    created = call(
+        desk,
+        "POST",
+        "/v1/sla-policies",
+        {
+            **POLICY,
+            "holidays": ["2026-01-01"],
+            "holidays_from": {"country": "IR", "years": [2026, 2027]},
+            "business_hours": {
+                "time_zone": "Asia/Tehran",
+                "start": "08:00",
+                "end": "16:00",
+                "working_days": ["saturday", "sunday", "monday", "tuesday", "wednesday"],
+            },
+        },
+    )
     assert created.status_code == 201, created.get_json()
     policy = created.get_json()
     assert {"2026-01-01", "2026-03-21", "2026-03-24", "2027-03-21"} <= set(policy["holidays"])
@@ -135,62 +172,109 @@ def test_a_calendar_starts_from_iran_s_public_holidays(desk: ServiceHarness, dir
     [stored] = [e for e in desk.runtime.store.load(policy["id"])]
     assert stored.data["holidays"] == policy["holidays"]  # the dates themselves, not the request
 
-    revised = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}", {
-        "effective_at": "2026-06-01T00:00:00+03:30", "holidays_from": {"country": "DE", "years": [2026]}})
+    revised = call(
+        desk,
+        "PATCH",
+        f"/v1/sla-policies/{policy['id']}",
+        {"effective_at": "2026-06-01T00:00:00+03:30", "holidays_from": {"country": "DE", "years": [2026]}},
+    )
     assert revised.status_code == 200, revised.get_json()
     body = revised.get_json()
     assert {"2026-03-21", "2026-10-03", "2026-12-25"} <= set(body["holidays"])  # Iran's kept, Germany's added
     assert body["versions"][-1]["effective_at"] == "2026-05-31T20:30:00.000Z"
-    repeat = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}", {
-        "effective_at": "2026-06-01T00:00:00+03:30", "holidays_from": {"country": "DE", "years": [2026]}})
+    repeat = call(
+        desk,
+        "PATCH",
+        f"/v1/sla-policies/{policy['id']}",
+        {"effective_at": "2026-06-01T00:00:00+03:30", "holidays_from": {"country": "DE", "years": [2026]}},
+    )
     assert repeat.status_code == 200 and repeat.get_json()["version"] == 2  # the same again: no new version
 
 
 def test_bad_revisions_list_every_field_and_store_nothing(desk: ServiceHarness, directory) -> None:
     policy = call(desk, "POST", "/v1/sla-policies", POLICY).get_json()
     stored = desk.runtime.store.count()
-    bad = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}", {
-        "effective_at": "2026-01-01T00:00:00", "targets": {"normal": {"first_response": 0}},
-        "business_hours": {"time_zone": "Mars/Base", "working_days": [], "start": "9", "end": "25:00"},
-        "holidays": ["2026-02-30"], "holidays_from": {"country": "XX", "years": [1800]}, "colour": "red"})
+    bad = call(
+        desk,
+        "PATCH",
+        f"/v1/sla-policies/{policy['id']}",
+        {
+            "effective_at": "2026-01-01T00:00:00",
+            "targets": {"normal": {"first_response": 0}},
+            "business_hours": {"time_zone": "Mars/Base", "working_days": [], "start": "9", "end": "25:00"},
+            "holidays": ["2026-02-30"],
+            "holidays_from": {"country": "XX", "years": [1800]},
+            "colour": "red",
+        },
+    )
     assert bad.status_code == 422 and bad.content_type == "application/problem+json"
     assert set(bad.get_json()["errors"]) >= {
-        "effective_at", "targets.normal.first_response", "business_hours.time_zone", "business_hours.working_days",
-        "business_hours.start", "business_hours.end", "holidays.0", "holidays_from.country", "holidays_from.years.0",
-        "colour"}
-    far = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}", {"effective_at": "1999-01-01T00:00:00Z",
-                                                                    "enabled": False})
+        "effective_at",
+        "targets.normal.first_response",
+        "business_hours.time_zone",
+        "business_hours.working_days",
+        "business_hours.start",
+        "business_hours.end",
+        "holidays.0",
+        "holidays_from.country",
+        "holidays_from.years.0",
+        "colour",
+    }
+    far = call(
+        desk, "PATCH", f"/v1/sla-policies/{policy['id']}", {"effective_at": "1999-01-01T00:00:00Z", "enabled": False}
+    )
     assert far.status_code == 422 and set(far.get_json()["errors"]) == {"effective_at"}
     nothing = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}", {"effective_at": "2026-01-01T00:00:00Z"})
     assert nothing.status_code == 422 and set(nothing.get_json()["errors"]) == {"_body"}
     for payload in ([], "x", {"effective_at": 5, "enabled": "yes", "holidays_from": {"country": "IR"}}):
         response = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}", payload)
         assert response.status_code == 422, (payload, response.get_json())
-    assert call(desk, "PATCH", "/v1/sla-policies/nope", {"effective_at": "2026-01-01T00:00:00Z",
-                                                          "enabled": False}).status_code == 404
-    garbled = call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}", {"effective_at": "2026-01-01T00:00:00Z",
-                                                                        "enabled": False}, **{"If-Match": "v1"})
+    assert (
+        call(
+            desk, "PATCH", "/v1/sla-policies/nope", {"effective_at": "2026-01-01T00:00:00Z", "enabled": False}
+        ).status_code
+        == 404
+    )
+    garbled = call(
+        desk,
+        "PATCH",
+        f"/v1/sla-policies/{policy['id']}",
+        {"effective_at": "2026-01-01T00:00:00Z", "enabled": False},
+        **{"If-Match": "v1"},
+    )
     assert garbled.status_code == 422 and set(garbled.get_json()["errors"]) == {"If-Match"}
     assert desk.runtime.store.count() == stored
 
 
 def test_crm_sla_recompute_is_a_command_with_described_arguments() -> None:
-    shown = subprocess.run([sys.executable, "-m", "crmkit.cli", "--help"], capture_output=True, text=True,
-                           check=True).stdout
+    shown = subprocess.run(
+        [sys.executable, "-m", "crmkit.cli", "--help"], capture_output=True, text=True, check=True
+    ).stdout
     assert "sla" in shown and "recompute the service desk's SLA clocks" in " ".join(shown.split())
-    bad = subprocess.run([sys.executable, "-m", "crmkit.cli", "sla", "recompute", "--from", "yesterday"],
-                         capture_output=True, text=True)
+    bad = subprocess.run(
+        [sys.executable, "-m", "crmkit.cli", "sla", "recompute", "--from", "yesterday"], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "not a date" in bad.stderr
 
 
 def test_a_recompute_interrupted_between_batches_resumes_where_it_stopped(desk: ServiceHarness, directory) -> None:
     cid = directory.add("c-1")
     policy = call(desk, "POST", "/v1/sla-policies", POLICY).get_json()
-    tids = sorted(call(desk, "POST", "/v1/tickets", {"subject": f"s{n}", "contact_id": cid, "channel": "web",
-                                                      "type": "question"}).get_json()["id"] for n in range(3))
-    assert call(desk, "PATCH", f"/v1/sla-policies/{policy['id']}", {
-        "effective_at": rfc3339(clock.now() - timedelta(days=1)), "targets": {"normal": {"resolution": 60}}
-    }).status_code == 200
+    tids = sorted(
+        call(
+            desk, "POST", "/v1/tickets", {"subject": f"s{n}", "contact_id": cid, "channel": "web", "type": "question"}
+        ).get_json()["id"]
+        for n in range(3)
+    )
+    assert (
+        call(
+            desk,
+            "PATCH",
+            f"/v1/sla-policies/{policy['id']}",
+            {"effective_at": rfc3339(clock.now() - timedelta(days=1)), "targets": {"normal": {"resolution": 60}}},
+        ).status_code
+        == 200
+    )
     desk.project()
     recompute = Recompute(TicketDesk(desk.runtime), batch=1)
 

@@ -19,8 +19,12 @@ TEHRAN = ZoneInfo("Asia/Tehran")
 BERLIN_WEEK = bh.Calendar("Europe/Berlin", frozenset({0, 1, 2, 3, 4}), time(9), time(17))
 IRAN_WEEK = bh.Calendar("Asia/Tehran", frozenset({5, 6, 0, 1, 2}), time(8), time(16))
 ALWAYS = bh.Calendar.always()
-IRAN_HOURS = {"time_zone": "Asia/Tehran", "working_days": ["saturday", "sunday", "monday", "tuesday", "wednesday"],
-              "start": "08:00", "end": "16:00"}
+IRAN_HOURS = {
+    "time_zone": "Asia/Tehran",
+    "working_days": ["saturday", "sunday", "monday", "tuesday", "wednesday"],
+    "start": "08:00",
+    "end": "16:00",
+}
 
 
 def utc(*args: int) -> datetime:
@@ -32,18 +36,33 @@ def targets(**normal: int | None) -> dict:
 
 
 def policy(**fields: object) -> SlaPolicy:
-    defined = SlaPolicy.define("p-1", {"name": "Standard", "description": None, "targets": targets(first_response=60),
-                                       "business_hours": None, "holidays": [], "customer_tiers": [],
-                                       "escalation": {"action": "none", "assignee": None, "group": None},
-                                       "enabled": True, **fields})
+    defined = SlaPolicy.define(
+        "p-1",
+        {
+            "name": "Standard",
+            "description": None,
+            "targets": targets(first_response=60),
+            "business_hours": None,
+            "holidays": [],
+            "customer_tiers": [],
+            "escalation": {"action": "none", "assignee": None, "group": None},
+            "enabled": True,
+            **fields,
+        },
+    )
     defined.pending = []
     return defined
 
 
 def opened(at: datetime, sla: SlaPolicy, keep: bool = False) -> Ticket:
     """A ticket opened at `at` under `sla`; its pending events dropped unless `keep`."""
-    ticket = Ticket.open("t-1", {"subject": "s", "contact_id": "c-1", "channel": "web", "type": "question",
-                                 "priority": "normal"}, sla.timeline_from(at), None, at)
+    ticket = Ticket.open(
+        "t-1",
+        {"subject": "s", "contact_id": "c-1", "channel": "web", "type": "question", "priority": "normal"},
+        sla.timeline_from(at),
+        None,
+        at,
+    )
     if not keep:
         ticket.pending = []
     return ticket
@@ -54,6 +73,7 @@ def due(ticket: Ticket, target: str, now: datetime) -> datetime | None:
 
 
 # --- the calendar timeline ------------------------------------------------------------------
+
 
 def test_a_due_time_counts_working_time_under_each_calendar_in_turn() -> None:
     """Berlin hours until Tuesday 12:00 UTC, Tehran's Saturday-Wednesday week after it."""
@@ -74,7 +94,9 @@ def test_a_window_split_by_the_switch_counts_each_part_once() -> None:
     timeline = bh.Timeline(((None, ALWAYS), (switch, ALWAYS)))
     assert bh.minutes_between(utc(2026, 1, 6), utc(2026, 1, 7), timeline) == 24 * 60
     assert list(timeline.windows(utc(2026, 1, 6, 12), until=utc(2026, 1, 6, 14)))[:2] == [
-        (utc(2026, 1, 6), switch), (switch, utc(2026, 1, 7))]  # windows that end after `since`, split
+        (utc(2026, 1, 6), switch),
+        (switch, utc(2026, 1, 7)),
+    ]  # windows that end after `since`, split
 
 
 def test_a_timeline_refuses_pieces_out_of_order() -> None:
@@ -84,17 +106,31 @@ def test_a_timeline_refuses_pieces_out_of_order() -> None:
         bh.Timeline(((None, ALWAYS), (utc(2026, 2, 1), ALWAYS), (utc(2026, 1, 1), ALWAYS)))
 
 
-CALENDARS = st.sampled_from([BERLIN_WEEK, IRAN_WEEK, ALWAYS,
-                             bh.Calendar("Asia/Tehran", frozenset(range(7)), time(8), time(16),
-                                         frozenset({date(2026, 3, 21), date(2026, 3, 22)}))])
+CALENDARS = st.sampled_from(
+    [
+        BERLIN_WEEK,
+        IRAN_WEEK,
+        ALWAYS,
+        bh.Calendar(
+            "Asia/Tehran", frozenset(range(7)), time(8), time(16), frozenset({date(2026, 3, 21), date(2026, 3, 22)})
+        ),
+    ]
+)
 MOMENTS = st.datetimes(min_value=datetime(2026, 1, 1), max_value=datetime(2026, 12, 1), timezones=st.just(UTC))
 
 
 @settings(max_examples=60, deadline=None)
-@given(first=CALENDARS, second=CALENDARS, switch=MOMENTS, start=MOMENTS,
-       minutes=st.integers(min_value=0, max_value=5000), more=st.integers(min_value=0, max_value=3000))
-def test_timeline_arithmetic_keeps_the_calendar_laws(first: bh.Calendar, second: bh.Calendar, switch: datetime,
-                                                      start: datetime, minutes: int, more: int) -> None:
+@given(
+    first=CALENDARS,
+    second=CALENDARS,
+    switch=MOMENTS,
+    start=MOMENTS,
+    minutes=st.integers(min_value=0, max_value=5000),
+    more=st.integers(min_value=0, max_value=3000),
+)
+def test_timeline_arithmetic_keeps_the_calendar_laws(
+    first: bh.Calendar, second: bh.Calendar, switch: datetime, start: datetime, minutes: int, more: int
+) -> None:
     timeline = bh.Timeline(((None, first), (switch, second)))
     end = bh.add_minutes(start, minutes, timeline)
     assert bh.minutes_between(start, end, timeline) == minutes
@@ -108,13 +144,15 @@ def test_timeline_arithmetic_keeps_the_calendar_laws(first: bh.Calendar, second:
 
 @settings(max_examples=30, deadline=None)
 @given(calendar=CALENDARS, switch=MOMENTS, start=MOMENTS, minutes=st.integers(min_value=0, max_value=5000))
-def test_a_switch_to_the_same_calendar_changes_nothing(calendar: bh.Calendar, switch: datetime, start: datetime,
-                                                       minutes: int) -> None:
+def test_a_switch_to_the_same_calendar_changes_nothing(
+    calendar: bh.Calendar, switch: datetime, start: datetime, minutes: int
+) -> None:
     timeline = bh.Timeline(((None, calendar), (switch, calendar)))
     assert bh.add_minutes(start, minutes, timeline) == bh.add_minutes(start, minutes, calendar)
 
 
 # --- policy versions --------------------------------------------------------------------------
+
 
 def test_a_revision_is_a_version_in_force_from_its_effective_time_and_a_repeat_changes_nothing() -> None:
     sla = policy()
@@ -143,7 +181,8 @@ def test_a_country_s_holidays_are_expanded_into_the_stored_dates() -> None:
     assert {"2026-03-21", "2026-03-22", "2026-03-23", "2026-03-24", "2027-03-21"} <= set(nowruz)
     assert nowruz == sorted(nowruz) and all(day[:4] in ("2026", "2027") for day in nowruz)
     assert holiday_sources.problems("XX", [2026], None) == {
-        "country": ["not a country the holidays package covers (ISO 3166-1 alpha-2, e.g. IR)"]}
+        "country": ["not a country the holidays package covers (ISO 3166-1 alpha-2, e.g. IR)"]
+    }
     assert set(holiday_sources.problems("IR", [1800], "THR")) == {"subdivision", "years"}
 
     sla = policy(business_hours=IRAN_HOURS, holidays=["2026-01-01"], targets=targets(first_response=150))
@@ -158,6 +197,7 @@ def test_a_country_s_holidays_are_expanded_into_the_stored_dates() -> None:
 
 # --- tickets following the versions -----------------------------------------------------------
 
+
 def test_a_calendar_change_in_the_past_moves_the_due_time_and_a_late_breach_is_at_the_due_time() -> None:
     sla = policy(targets=targets(first_response=600))  # 24/7: due ten hours after opening
     t0 = utc(2026, 1, 6, 10)  # a Tuesday
@@ -171,8 +211,9 @@ def test_a_calendar_change_in_the_past_moves_the_due_time_and_a_late_breach_is_a
     assert due(ticket, "first_response", now) == expected
     recomputed, breached = ticket.pending
     assert recomputed.type == "SlaRecomputed" and recomputed.data["versions"] == [2]
-    assert recomputed.data["due"] == [{"key": "first_response", "target": "first_response",
-                                       "due_at": rfc3339(expected)}]
+    assert recomputed.data["due"] == [
+        {"key": "first_response", "target": "first_response", "due_at": rfc3339(expected)}
+    ]
     assert breached.type == "SlaBreached" and breached.schema_version == 2
     assert breached.data["breached_at"] == breached.data["due_at"] == rfc3339(expected)
     assert breached.data["detected_at"] == rfc3339(now)
@@ -191,8 +232,13 @@ def test_a_recorded_breach_is_moved_or_withdrawn_when_the_versions_say_so() -> N
     assert ticket.follow_policy(sla.timeline_from(t0), now)
     [event] = ticket.pending
     assert event.data["withdrawn"] == ["first_response"]
-    assert event.data["moved"] == [{"key": "resolution", "due_at": rfc3339(t0 + timedelta(minutes=150)),
-                                    "breached_at": rfc3339(t0 + timedelta(minutes=150))}]
+    assert event.data["moved"] == [
+        {
+            "key": "resolution",
+            "due_at": rfc3339(t0 + timedelta(minutes=150)),
+            "breached_at": rfc3339(t0 + timedelta(minutes=150)),
+        }
+    ]
     assert set(ticket.breaches) == {"resolution"}
     assert ticket.breaches["resolution"]["breached_at"] == rfc3339(t0 + timedelta(minutes=150))
 
@@ -207,27 +253,54 @@ def test_the_target_is_the_one_in_force_when_the_clock_started() -> None:
 
 
 def test_a_slabreached_v1_reads_as_v2() -> None:
-    v1 = RecordedEvent(new_id(), "service-desk", "t-1", "ticket", 2, "SlaBreached", 1, {
-        "key": "first_response", "target": "first_response", "priority": "normal", "contact_id": "c-1",
-        "policy_id": "p-1", "due_at": "2026-01-06T11:00:00.000Z", "breached_at": "2026-01-06T11:00:05.000Z"},
-        utc(2026, 1, 6, 11), "system", new_id(), None)
+    v1 = RecordedEvent(
+        new_id(),
+        "service-desk",
+        "t-1",
+        "ticket",
+        2,
+        "SlaBreached",
+        1,
+        {
+            "key": "first_response",
+            "target": "first_response",
+            "priority": "normal",
+            "contact_id": "c-1",
+            "policy_id": "p-1",
+            "due_at": "2026-01-06T11:00:00.000Z",
+            "breached_at": "2026-01-06T11:00:05.000Z",
+        },
+        utc(2026, 1, 6, 11),
+        "system",
+        new_id(),
+        None,
+    )
     v2 = UPCASTERS.upcast(v1)
     assert v2.schema_version == 2
     assert v2.data["breached_at"] == "2026-01-06T11:00:00.000Z"
     assert v2.data["detected_at"] == "2026-01-06T11:00:05.000Z"
 
 
-REVISIONS = st.lists(st.tuples(
-    st.integers(min_value=-72, max_value=72),  # effective, hours from the opening
-    st.sampled_from([None, IRAN_HOURS, {**IRAN_HOURS, "time_zone": "Europe/Berlin", "start": "09:00", "end": "17:00"}]),
-    st.integers(min_value=1, max_value=3000),  # first response target
-    st.lists(st.sampled_from(["2026-01-06", "2026-01-07", "2026-01-10"]), max_size=3),
-), min_size=1, max_size=4)
+REVISIONS = st.lists(
+    st.tuples(
+        st.integers(min_value=-72, max_value=72),  # effective, hours from the opening
+        st.sampled_from(
+            [None, IRAN_HOURS, {**IRAN_HOURS, "time_zone": "Europe/Berlin", "start": "09:00", "end": "17:00"}]
+        ),
+        st.integers(min_value=1, max_value=3000),  # first response target
+        st.lists(st.sampled_from(["2026-01-06", "2026-01-07", "2026-01-10"]), max_size=3),
+    ),
+    min_size=1,
+    max_size=4,
+)
 
 
 @settings(max_examples=60, deadline=None)
-@given(revisions=REVISIONS, found_after=st.integers(min_value=0, max_value=24 * 14),
-       pending_at=st.one_of(st.none(), st.integers(min_value=0, max_value=24 * 5)))
+@given(
+    revisions=REVISIONS,
+    found_after=st.integers(min_value=0, max_value=24 * 14),
+    pending_at=st.one_of(st.none(), st.integers(min_value=0, max_value=24 * 5)),
+)
 def test_recompute_twice_is_recompute_once(revisions: list, found_after: int, pending_at: int | None) -> None:
     sla = policy(targets=targets(first_response=120, resolution=600))
     t0 = utc(2026, 1, 5, 10)
@@ -235,8 +308,14 @@ def test_recompute_twice_is_recompute_once(revisions: list, found_after: int, pe
     if pending_at is not None:
         ticket.change_status("pending", t0 + timedelta(hours=pending_at))
     for hours, hours_of_work, minutes, holidays in revisions:
-        sla.revise({"business_hours": hours_of_work, "targets": targets(first_response=minutes, resolution=600),
-                    "holidays": holidays}, t0 + timedelta(hours=hours))
+        sla.revise(
+            {
+                "business_hours": hours_of_work,
+                "targets": targets(first_response=minutes, resolution=600),
+                "holidays": holidays,
+            },
+            t0 + timedelta(hours=hours),
+        )
     now = t0 + timedelta(hours=max(found_after, pending_at or 0))
     ticket.follow_policy(sla.timeline_from(t0), now)
     once = (ticket.snapshot(), ticket.version)

@@ -71,8 +71,14 @@ def test_forged_expired_foreign_or_early_links_record_nothing(desk: ServiceHarne
     unsubscribe = "/v1/surveys/" + signing.sign("unsubscribe", {"ticket_id": ticket["id"], "contact_id": cid})
     unknown = link("no-such-ticket", cid)
     not_base64 = link(ticket["id"], cid)[:-1] + "é"  # found by the fuzzer: was a 500
-    for url, status in ((forged, 404), (expired, 410), (someone_else, 404), (unsubscribe, 404), (unknown, 404),
-                        (not_base64, 404)):
+    for url, status in (
+        (forged, 404),
+        (expired, 410),
+        (someone_else, 404),
+        (unsubscribe, 404),
+        (unknown, 404),
+        (not_base64, 404),
+    ):
         assert desk.client.get(url).status_code == status, url
         assert desk.client.post(url, json={"csat": 5}).status_code == status, url
     still_open = open_ticket(desk, cid)
@@ -83,16 +89,22 @@ def test_forged_expired_foreign_or_early_links_record_nothing(desk: ServiceHarne
 
 
 def _html_lang_dir(html: str) -> tuple[str, str]:
-    head = html[html.index("<html"):html.index(">", html.index("<html"))]
+    head = html[html.index("<html") : html.index(">", html.index("<html"))]
     return head.split('lang="')[1].split('"')[0], head.split('dir="')[1].split('"')[0]
 
 
 def test_the_page_speaks_the_contacts_language_right_to_left_for_persian_and_arabic(
-        desk: ServiceHarness, directory) -> None:
-    persian, arab, english = directory.add("c-fa", locale="fa-IR"), directory.add("c-ar", locale="ar"), \
-        directory.add("c-en", locale="en-GB")
-    pages = {cid: desk.client.get(link(solved_ticket(desk, cid)["id"], cid)).get_data(as_text=True)
-             for cid in (persian, arab, english)}
+    desk: ServiceHarness, directory
+) -> None:
+    persian, arab, english = (
+        directory.add("c-fa", locale="fa-IR"),
+        directory.add("c-ar", locale="ar"),
+        directory.add("c-en", locale="en-GB"),
+    )
+    pages = {
+        cid: desk.client.get(link(solved_ticket(desk, cid)["id"], cid)).get_data(as_text=True)
+        for cid in (persian, arab, english)
+    }
     assert _html_lang_dir(pages[persian]) == ("fa", "rtl") and "کار ما چطور بود؟" in pages[persian]
     assert "> ۵</label>" in pages[persian] and 'value="5"' in pages[persian]  # Persian digits shown, 0-9 sent
     assert _html_lang_dir(pages[arab]) == ("ar", "rtl") and "كيف كان أداؤنا؟" in pages[arab]

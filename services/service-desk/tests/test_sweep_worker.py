@@ -14,8 +14,11 @@ from crmkit import stack
 from crmkit.projector import read_topics
 from crmkit.testing import ServiceHarness, start_service_process, stored_events, wait_until
 
-POLICY = {"name": "Urgent", "targets": {"urgent": {"first_response": 15, "resolution": 120}},
-          "escalation": {"action": "reassign", "group": "escalations"}}
+POLICY = {
+    "name": "Urgent",
+    "targets": {"urgent": {"first_response": 15, "resolution": 120}},
+    "escalation": {"action": "reassign", "group": "escalations"},
+}
 TICKETS = 40
 
 
@@ -24,20 +27,30 @@ def breaches(desk: ServiceHarness) -> list[dict]:
 
 
 @pytest.mark.e2e
-def test_breaches_are_recorded_and_published_exactly_once_across_a_worker_kill(desk: ServiceHarness,
-                                                                               directory) -> None:
+def test_breaches_are_recorded_and_published_exactly_once_across_a_worker_kill(desk: ServiceHarness, directory) -> None:
     headers = desk.headers("servicedesk:write")
     cid = directory.add("c-1")
     assert desk.client.post("/v1/sla-policies", json=POLICY, headers=headers).status_code == 201
     for n in range(TICKETS):
-        response = desk.client.post("/v1/tickets", headers=headers, json={
-            "subject": f"outage {n}", "contact_id": cid, "channel": "phone", "type": "incident",
-            "priority": "urgent"})
+        response = desk.client.post(
+            "/v1/tickets",
+            headers=headers,
+            json={
+                "subject": f"outage {n}",
+                "contact_id": cid,
+                "channel": "phone",
+                "type": "incident",
+                "priority": "urgent",
+            },
+        )
         assert response.status_code == 201
     desk.project()
     desk.runtime.flush()
-    worker_env = {"CRM_CLOCK_OFFSET_SECONDS": str(3 * 3600), "CRM_SERVICEDESK_SWEEP_SECONDS": "0.05",
-                  "CRM_SERVICEDESK_METRICS_PORT": str(stack.free_port())}
+    worker_env = {
+        "CRM_CLOCK_OFFSET_SECONDS": str(3 * 3600),
+        "CRM_SERVICEDESK_SWEEP_SECONDS": "0.05",
+        "CRM_SERVICEDESK_METRICS_PORT": str(stack.free_port()),
+    }
 
     worker = start_service_process("service-desk", "worker", worker_env)
     try:
@@ -52,6 +65,7 @@ def test_breaches_are_recorded_and_published_exactly_once_across_a_worker_kill(d
     worker = start_service_process("service-desk", "worker", worker_env)
     try:
         wait_until(lambda: len(breaches(desk)) >= 2 * TICKETS, timeout=90, what="every ticket breached")
+
         def sweeps() -> int:  # no record yet while the sweep that breached everything is finishing
             return (desk.runtime.db["sla_sweeps"].find_one({"_id": "worker"}) or {}).get("sweeps", 0)
 

@@ -11,8 +11,15 @@ from crmkit.testing import ServiceHarness
 NORTH, SOUTH = "north", "south"
 
 
-def call(desk: ServiceHarness, method: str, path: str, body: Any = None, *roles: str, team: str | None = None,
-         status: int = 200) -> Any:
+def call(
+    desk: ServiceHarness,
+    method: str,
+    path: str,
+    body: Any = None,
+    *roles: str,
+    team: str | None = None,
+    status: int = 200,
+) -> Any:
     response = desk.client.open(path, method=method, json=body, headers=desk.headers(*roles, team=team))
     assert response.status_code == status, response.get_data(as_text=True)
     return response.get_json()
@@ -26,13 +33,19 @@ def ticket(contact: str, **fields: Any) -> dict[str, Any]:
     return {"subject": "Printer jams", "contact_id": contact, "channel": "web", "type": "incident", **fields}
 
 
-def test_tickets_carry_a_team_apart_from_their_group_and_lists_filter_by_it(desk: ServiceHarness,
-                                                                           directory) -> None:
+def test_tickets_carry_a_team_apart_from_their_group_and_lists_filter_by_it(desk: ServiceHarness, directory) -> None:
     contact = directory.add(new_id())
-    ours = call(desk, "POST", "/v1/tickets", ticket(contact, team=NORTH, group="billing", assignee="ana"),
-                "servicedesk:write", status=201)
-    theirs = call(desk, "POST", "/v1/tickets", ticket(contact, team=SOUTH, group="billing"), "servicedesk:write",
-                  status=201)
+    ours = call(
+        desk,
+        "POST",
+        "/v1/tickets",
+        ticket(contact, team=NORTH, group="billing", assignee="ana"),
+        "servicedesk:write",
+        status=201,
+    )
+    theirs = call(
+        desk, "POST", "/v1/tickets", ticket(contact, team=SOUTH, group="billing"), "servicedesk:write", status=201
+    )
     untagged = call(desk, "POST", "/v1/tickets", ticket(contact), "servicedesk:write", status=201)
     assert (ours["team"], ours["group"], untagged["team"]) == (NORTH, "billing", None)
     desk.project()
@@ -51,14 +64,17 @@ def test_a_team_scoped_caller_sees_and_changes_only_its_teams_tickets(desk: Serv
     desk.project()
     assert [t["id"] for t in north(desk, "GET", f"/v1/tickets?contact_id={contact}")["items"]] == [ours["id"]]
     assert north(desk, "GET", f"/v1/tickets?contact_id={contact}&team={SOUTH}")["items"] == []
-    for method, path, body in (("GET", "", None), ("GET", "/history", None),
-                               ("POST", "/comments", {"body": "hello", "public": True}),
-                               ("POST", "/assign", {"assignee": "me"}), ("POST", "/status", {"status": "open"})):
+    for method, path, body in (
+        ("GET", "", None),
+        ("GET", "/history", None),
+        ("POST", "/comments", {"body": "hello", "public": True}),
+        ("POST", "/assign", {"assignee": "me"}),
+        ("POST", "/status", {"status": "open"}),
+    ):
         answer = north(desk, method, f"/v1/tickets/{theirs['id']}{path}", body, status=404)
         assert answer["detail"] == f"no ticket with id {theirs['id']}"
     assert call(desk, "GET", f"/v1/tickets/{theirs['id']}", None, "servicedesk:read")["comments"] == []
-    commented = north(desk, "POST", f"/v1/tickets/{ours['id']}/comments", {"body": "on it", "public": True},
-                      status=201)
+    commented = north(desk, "POST", f"/v1/tickets/{ours['id']}/comments", {"body": "on it", "public": True}, status=201)
     assert commented["comments"][0]["body"] == "on it"
     assert north(desk, "GET", f"/v1/tickets/{ours['id']}/history")["items"]
     no_team = call(desk, "GET", f"/v1/tickets/{ours['id']}", None, "servicedesk:read:team", status=403)

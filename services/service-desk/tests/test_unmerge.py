@@ -7,15 +7,19 @@ from crmkit.testing import ServiceHarness
 
 
 def open_ticket(desk: ServiceHarness, contact_id: str) -> dict:
-    response = desk.client.post("/v1/tickets", json={"subject": "Order late", "contact_id": contact_id,
-                                                     "channel": "email", "type": "complaint"}, headers=desk.headers())
+    response = desk.client.post(
+        "/v1/tickets",
+        json={"subject": "Order late", "contact_id": contact_id, "channel": "email", "type": "complaint"},
+        headers=desk.headers(),
+    )
     assert response.status_code == 201, response.get_json()
     return response.get_json()
 
 
 def contact_event(cid: str, version: int, kind: str, **data: object) -> RecordedEvent:
-    return RecordedEvent(new_id(), "contacts", cid, "contact", version, kind, 1, data, utcnow(), "system", new_id(),
-                         None)
+    return RecordedEvent(
+        new_id(), "contacts", cid, "contact", version, kind, 1, data, utcnow(), "system", new_id(), None
+    )
 
 
 def test_an_unmerge_moves_back_the_tickets_its_merge_moved(desk: ServiceHarness, directory) -> None:
@@ -33,7 +37,8 @@ def test_an_unmerge_moves_back_the_tickets_its_merge_moved(desk: ServiceHarness,
     contacts.handle([other_merge])  # an unmerge of some other merge moves none of these
     assert desk.runtime.store.load(moved)[-1].type == "TicketContactChanged"
     assert [e.data["reason"] for e in desk.runtime.store.load(moved) if e.type == "TicketContactChanged"] == [
-        "contact_merged"]
+        "contact_merged"
+    ]
 
     unmerged = contact_event(dup, 4, "ContactUnmerged", survivor_id=survivor, merge_event_id=merged.id)
     contacts.handle([unmerged])
@@ -42,7 +47,9 @@ def test_an_unmerge_moves_back_the_tickets_its_merge_moved(desk: ServiceHarness,
     assert desk.client.get(f"/v1/tickets/{moved}", headers=desk.headers()).get_json()["contact_id"] == dup
     assert desk.client.get(f"/v1/tickets/{own}", headers=desk.headers()).get_json()["contact_id"] == survivor
     changes = [e.data for e in desk.runtime.store.load(moved) if e.type == "TicketContactChanged"]
-    assert [(c["reason"], c["contact_id"]) for c in changes] == [("contact_merged", survivor),
-                                                                 ("contact_unmerged", dup)]
+    assert [(c["reason"], c["contact_id"]) for c in changes] == [
+        ("contact_merged", survivor),
+        ("contact_unmerged", dup),
+    ]
     listed = desk.client.get(f"/v1/tickets?contact_id={dup}", headers=desk.headers()).get_json()["items"]
     assert [t["id"] for t in listed] == [moved]

@@ -28,9 +28,12 @@ from crmkit.memstore import InMemoryEventStore
 AGENT = Metadata(actor="user:ana")
 POLICY = {
     "name": "Standard",
-    "targets": {"normal": {"first_response": 60, "next_response": 120, "resolution": 480},
-                "urgent": {"first_response": 15, "resolution": 120}},
-    "escalation": {"action": "raise_priority"}, "enabled": True,  # as the edge's schema hands it over
+    "targets": {
+        "normal": {"first_response": 60, "next_response": 120, "resolution": 480},
+        "urgent": {"first_response": 15, "resolution": 120},
+    },
+    "escalation": {"action": "raise_priority"},
+    "enabled": True,  # as the edge's schema hands it over
 }
 
 
@@ -70,26 +73,38 @@ class MemoryViews:
     def remember_contact(self, contact: dict[str, Any]) -> None:
         self.known_contacts[contact["id"]] = dict(contact)
 
-    def ticket_page(self, filters: Mapping[str, Any], limit: int,
-                    cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
+    def ticket_page(
+        self, filters: Mapping[str, Any], limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
         def matches(doc: dict[str, Any]) -> bool:
-            return (all(doc[name] == filters[name] for name in EXACT_FILTERS if filters.get(name))
-                    and (not filters.get("tag") or filters["tag"] in doc["tags"])
-                    and (filters.get("breached") is None or doc["breached"] == filters["breached"]))
+            return (
+                all(doc[name] == filters[name] for name in EXACT_FILTERS if filters.get(name))
+                and (not filters.get("tag") or filters["tag"] in doc["tags"])
+                and (filters.get("breached") is None or doc["breached"] == filters["breached"])
+            )
+
         return self._page([doc for doc in self.tickets.values() if matches(doc)], limit, cursor)
 
     def policy_page(self, limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         return self._page(list(self.policies.values()), limit, cursor)
 
     def due_tickets(self, now_ms: int, limit: int, skip: set[str]) -> list[str]:
-        due = sorted((doc for doc in self.tickets.values() if doc["next_due_ms"] <= now_ms
-                      and doc["status"] in ("new", "open") and doc["_id"] not in skip),
-                     key=lambda doc: doc["next_due_ms"])
+        due = sorted(
+            (
+                doc
+                for doc in self.tickets.values()
+                if doc["next_due_ms"] <= now_ms and doc["status"] in ("new", "open") and doc["_id"] not in skip
+            ),
+            key=lambda doc: doc["next_due_ms"],
+        )
         return [doc["_id"] for doc in due[:limit]]
 
     def tickets_of_contacts(self, contact_ids: Sequence[str]) -> list[dict[str, Any]]:
-        return [{"_id": doc["_id"], **{key: doc[key] for key in SUMMARY_FIELDS}}
-                for doc in self.tickets.values() if doc["contact_id"] in contact_ids]
+        return [
+            {"_id": doc["_id"], **{key: doc[key] for key in SUMMARY_FIELDS}}
+            for doc in self.tickets.values()
+            if doc["contact_id"] in contact_ids
+        ]
 
     @staticmethod
     def _page(docs: list[dict[str, Any]], limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
@@ -122,8 +137,7 @@ class World:
         self.directory = Directory()
         self.published: list[RecordedEvent] = []
         self.shredded: list[str] = []
-        self.desk = TicketUseCases(self.store, self.views, self.publish, self.directory,
-                                   self.shredded.extend)
+        self.desk = TicketUseCases(self.store, self.views, self.publish, self.directory, self.shredded.extend)
 
     def publish(self, events: list[RecordedEvent]) -> None:
         self.published += events
@@ -133,8 +147,14 @@ class World:
         return [event.type for event in self.store.load(stream_id)]
 
     def open(self, contact_id: str, **fields: Any) -> Ticket:
-        body = {"subject": "Order missing", "description": "It has not arrived", "contact_id": contact_id,
-                "channel": "email", "type": "complaint", **fields}
+        body = {
+            "subject": "Order missing",
+            "description": "It has not arrived",
+            "contact_id": contact_id,
+            "channel": "email",
+            "type": "complaint",
+            **fields,
+        }
         return self.desk.open_ticket(body, AGENT)
 
 
@@ -149,9 +169,15 @@ def later(monkeypatch: pytest.MonkeyPatch, hours: float) -> None:
 
 def test_a_ticket_opens_under_the_policy_for_its_customers_tier(world: World) -> None:
     general = world.desk.define_policy(POLICY, AGENT)
-    strategic = world.desk.define_policy({"name": "Strategic", "customer_tiers": ["strategic"],
-                                          "targets": {"normal": {"first_response": 15, "resolution": 240}},
-                                          "enabled": True}, AGENT)
+    strategic = world.desk.define_policy(
+        {
+            "name": "Strategic",
+            "customer_tiers": ["strategic"],
+            "targets": {"normal": {"first_response": 15, "resolution": 240}},
+            "enabled": True,
+        },
+        AGENT,
+    )
     vip, regular = world.directory.add("vip"), world.directory.add("regular")
     world.views.customer_tiers[vip] = "strategic"
     first, second = world.open(vip), world.open(regular)
@@ -190,8 +216,14 @@ def test_status_moves_through_the_sla_and_a_rating_comes_once_after_solving(worl
     assert world.desk.rate(tid, {"csat": 4, "nps": 9}, AGENT, None).satisfaction["csat"] == 4
     with pytest.raises(Conflict):
         world.desk.rate(tid, {"csat": 1}, AGENT, None)
-    assert world.types(tid) == ["TicketOpened", "TicketCommented", "TicketStatusChanged", "TicketStatusChanged",
-                                "TicketSolved", "SatisfactionRated"]
+    assert world.types(tid) == [
+        "TicketOpened",
+        "TicketCommented",
+        "TicketStatusChanged",
+        "TicketStatusChanged",
+        "TicketSolved",
+        "SatisfactionRated",
+    ]
     with pytest.raises(PreconditionFailed):
         world.desk.assign(tid, {"assignee": "bo"}, AGENT, if_match=2)  # the caller saw an old version
     assert [entry["version"] for entry in world.desk.history(tid)] == [1, 2, 3, 4, 5, 6]
@@ -213,8 +245,10 @@ def test_the_sweep_records_a_breach_once_and_escalates(world: World, monkeypatch
 def test_the_list_filters_pages_and_names_the_contacts(world: World) -> None:
     a, b = world.directory.add("a"), world.directory.add("b")
     world.views.customer_tiers[a] = "key"
-    ids = [world.open(a if i % 2 else b, priority="high" if i < 2 else "low", tags=["vip"] if i == 4 else []).id
-           for i in range(5)]
+    ids = [
+        world.open(a if i % 2 else b, priority="high" if i < 2 else "low", tags=["vip"] if i == 4 else []).id
+        for i in range(5)
+    ]
     first, cursor = world.desk.list_tickets({"limit": 2})
     second, _ = world.desk.list_tickets({"limit": 2, "cursor": cursor})
     assert [t["id"] for t in first + second] == sorted(ids)[:4]

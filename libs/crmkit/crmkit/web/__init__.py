@@ -15,6 +15,17 @@ from crmkit.web.pagination import page
 from crmkit.web.responses import jsonable, listing, resource
 
 __all__ = [
-    "AsOfQuery", "HistoryQuery", "PageQuery", "create_app", "endpoint", "if_match", "jsonable", "listing", "metadata",
-    "optional_body", "page", "resource", "team_scope",
+    "AsOfQuery",
+    "HistoryQuery",
+    "PageQuery",
+    "create_app",
+    "endpoint",
+    "if_match",
+    "jsonable",
+    "listing",
+    "metadata",
+    "optional_body",
+    "page",
+    "resource",
+    "team_scope",
 ]

@@ -41,9 +41,7 @@ DOCS_PAGE = """<!doctype html>
 </body></html>"""
 
 
-def create_app(
-    runtime: Runtime, blueprints: Iterable[Blueprint], *, title: str, description: str
-) -> Flask:
+def create_app(runtime: Runtime, blueprints: Iterable[Blueprint], *, title: str, description: str) -> Flask:
     settings = runtime.settings
     app = Flask(f"crm-{settings.service}")
     app.config.update(
@@ -84,8 +82,9 @@ def _observe_requests(app: Flask, service: str) -> None:
         metrics.HTTP_LATENCY.labels(service, method, route, str(response.status_code)).observe(elapsed)
         response.headers["X-Correlation-ID"] = g.get("correlation_id", "")
         if response.status_code >= 500:
-            log.error("request failed", extra={"method": request.method, "route": route,
-                                                "status": response.status_code})
+            log.error(
+                "request failed", extra={"method": request.method, "route": route, "status": response.status_code}
+            )
         return response
 
     @app.teardown_request
@@ -131,8 +130,11 @@ def _platform_routes(app: Flask, runtime: Runtime, title: str, description: str)
         projections = projection_states(runtime.db, stall_seconds)  # none until the worker first reports
         stalled = [state["name"] for state in projections if state["state"] == "degraded"]
         if stalled:
-            return jsonify(status="degraded", detail=f"projections not advancing while behind: {', '.join(stalled)}",
-                           projections=projections)
+            return jsonify(
+                status="degraded",
+                detail=f"projections not advancing while behind: {', '.join(stalled)}",
+                projections=projections,
+            )
         return jsonify(status="ready", **({"projections": projections} if projections else {}))
 
     @app.get("/metrics")

@@ -39,17 +39,24 @@ class PageQuery(Schema):
         unknown = RAISE
 
     limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT))
-    cursor = fields.String(load_default=None, validate=[
-        validate.Length(max=CURSOR_MAX), validate.Regexp(CURSOR_PATTERN, error="not a cursor this API returned")],
-        metadata={"description": "`next_cursor` of the previous page (opaque)"})
+    cursor = fields.String(
+        load_default=None,
+        validate=[
+            validate.Length(max=CURSOR_MAX),
+            validate.Regexp(CURSOR_PATTERN, error="not a cursor this API returned"),
+        ],
+        metadata={"description": "`next_cursor` of the previous page (opaque)"},
+    )
 
 
 class HistoryQuery(PageQuery):
     """`?limit=&cursor=` on a record's history, which pages by version (`pagination.by_version`)."""
 
-    cursor = fields.String(load_default=None, validate=validate.Regexp(
-        VERSION_CURSOR_PATTERN, error="not a cursor this API returned"),
-        metadata={"description": "`next_cursor` of the previous page: the last version shown"})
+    cursor = fields.String(
+        load_default=None,
+        validate=validate.Regexp(VERSION_CURSOR_PATTERN, error="not a cursor this API returned"),
+        metadata={"description": "`next_cursor` of the previous page: the last version shown"},
+    )
 
 
 class AsOfQuery(Schema):
@@ -118,9 +125,17 @@ def endpoint(
 
     def decorate(view: Callable[..., Any]) -> Callable[..., Any]:
         spec = EndpointSpec(
-            access, body, query, response, status, idempotent,
-            summary=(view.__doc__ or view.__name__).strip().splitlines()[0], many=many,
-            max_body=max_body, openapi=openapi, body_optional=body_optional,
+            access,
+            body,
+            query,
+            response,
+            status,
+            idempotent,
+            summary=(view.__doc__ or view.__name__).strip().splitlines()[0],
+            many=many,
+            max_body=max_body,
+            openapi=openapi,
+            body_optional=body_optional,
         )
 
         @functools.wraps(view)
@@ -187,8 +202,9 @@ def if_match() -> int | None:
         return None
     text = raw.strip()
     if not re.match(IF_MATCH_PATTERN, text):
-        raise ValidationFailed("If-Match is not a version this API issued",
-                               {"If-Match": ['an ETag this API issued, such as "3", or *']})
+        raise ValidationFailed(
+            "If-Match is not a version this API issued", {"If-Match": ['an ETag this API issued, such as "3", or *']}
+        )
     return None if text == "*" else int(text.removeprefix("W/").strip('"'))
 
 
@@ -201,14 +217,18 @@ def _authorize(access: str, teams: bool = False) -> None:
     service = settings.slug
     if not principal.may(service, access):
         if principal.scoped_without_team(service):
-            raise Forbidden(f"a team-scoped role ({service}:<access>:team) needs a team claim in the token, "
-                            f"and this one has none; or this needs the role {auth.needed_roles(service, access)}")
+            raise Forbidden(
+                f"a team-scoped role ({service}:<access>:team) needs a team claim in the token, "
+                f"and this one has none; or this needs the role {auth.needed_roles(service, access)}"
+            )
         raise Forbidden(f"this needs the role {auth.needed_roles(service, access)}")
     g.principal = principal
     g.team_scope = principal.team_scope(service, access)
     if g.team_scope is not None and not teams:
-        raise Forbidden(f"this operation is not confined to a team, so a team-scoped role does not reach it: "
-                        f"it needs the role {auth.needed_roles(service, access)}")
+        raise Forbidden(
+            f"this operation is not confined to a team, so a team-scoped role does not reach it: "
+            f"it needs the role {auth.needed_roles(service, access)}"
+        )
     _rate_limit(principal.subject)
 
 
@@ -268,8 +288,9 @@ def _refuse_lone_surrogates(body: Any) -> None:
     try:
         json.dumps(body, ensure_ascii=False).encode()
     except UnicodeEncodeError:
-        raise MalformedBody("the body is not valid JSON: a string holds a lone surrogate (\\ud800-\\udfff), "
-                            "which is not Unicode text") from None
+        raise MalformedBody(
+            "the body is not valid JSON: a string holds a lone surrogate (\\ud800-\\udfff), which is not Unicode text"
+        ) from None
 
 
 def _refuse_constant(name: str) -> Any:
@@ -391,8 +412,9 @@ def idempotency_key() -> str | None:
     if not raw:
         return None
     if len(raw) > IDEMPOTENCY_KEY_MAX:
-        raise ValidationFailed("the Idempotency-Key is too long",
-                               {"Idempotency-Key": [f"at most {IDEMPOTENCY_KEY_MAX} characters"]})
+        raise ValidationFailed(
+            "the Idempotency-Key is too long", {"Idempotency-Key": [f"at most {IDEMPOTENCY_KEY_MAX} characters"]}
+        )
     return hashlib.sha256(f"{g.principal.subject}\0{request.method}\0{request.path}\0{raw}".encode()).hexdigest()
 
 
@@ -440,8 +462,13 @@ class IdempotencyKeys:
     Times come from `crmkit.clock`, which tests move instead of sleeping.
     """
 
-    def __init__(self, collection: Collection[dict[str, Any]], ttl: timedelta, lease: timedelta,
-                 now: Callable[[], datetime] = clock.now) -> None:
+    def __init__(
+        self,
+        collection: Collection[dict[str, Any]],
+        ttl: timedelta,
+        lease: timedelta,
+        now: Callable[[], datetime] = clock.now,
+    ) -> None:
         self.collection = collection
         self.ttl = ttl
         self.lease = lease
@@ -450,8 +477,11 @@ class IdempotencyKeys:
     @classmethod
     def from_environment(cls, collection: Collection[dict[str, Any]]) -> IdempotencyKeys:
         knobs = chassis()
-        return cls(collection, timedelta(seconds=knobs.idempotency_ttl_seconds),
-                   timedelta(seconds=knobs.idempotency_lease_seconds))
+        return cls(
+            collection,
+            timedelta(seconds=knobs.idempotency_ttl_seconds),
+            timedelta(seconds=knobs.idempotency_lease_seconds),
+        )
 
     def ensure_indexes(self) -> None:
         self.collection.create_index("expires_at", expireAfterSeconds=0)  # each record's own expiry
@@ -461,8 +491,14 @@ class IdempotencyKeys:
         """Hold `key` for this request, or get the live record of the request that holds it."""
         moment = self.now()
         claim = Claim(key, new_id())
-        record = {"_id": key, "fingerprint": digest, "state": "running", "token": claim.token,
-                  "claimed_ms": epoch_ms(moment), "expires_at": moment + self.ttl}
+        record = {
+            "_id": key,
+            "fingerprint": digest,
+            "state": "running",
+            "token": claim.token,
+            "claimed_ms": epoch_ms(moment),
+            "expires_at": moment + self.ttl,
+        }
         while True:
             try:
                 self.collection.insert_one(record)
@@ -486,13 +522,18 @@ class IdempotencyKeys:
 
     def finish(self, claim: Claim, response: Response) -> None:
         """Keep the response for repeats (and its Location, so erasure can find it)."""
-        self.collection.update_one({"_id": claim.key, "token": claim.token}, {"$set": {
-            "state": "done",
-            "resource": response.headers.get("Location"),
-            "status": response.status_code,
-            "body": response.get_data(as_text=True),
-            "headers": {k: v for k, v in response.headers.items() if k in ("ETag", "Location", "Content-Type")},
-        }})
+        self.collection.update_one(
+            {"_id": claim.key, "token": claim.token},
+            {
+                "$set": {
+                    "state": "done",
+                    "resource": response.headers.get("Location"),
+                    "status": response.status_code,
+                    "body": response.get_data(as_text=True),
+                    "headers": {k: v for k, v in response.headers.items() if k in ("ETag", "Location", "Content-Type")},
+                }
+            },
+        )
 
     def release(self, claim: Claim) -> None:
         """Nothing was created: free the key for a retry (unless a successor holds it now)."""

@@ -55,11 +55,16 @@ class _Plugin(MarshmallowPlugin):
 
     # MarshmallowPlugin names BasePlugin's `definition` `_`: no signature matches both of them
     def schema_helper(  # type: ignore[override]
-        self, name: str, definition: dict[Any, Any], schema: Any = None, **kwargs: Any,
+        self,
+        name: str,
+        definition: dict[Any, Any],
+        schema: Any = None,
+        **kwargs: Any,
     ) -> dict[Any, Any] | None:
         # unannotated in apispec (untyped_calls_exclude in pyproject.toml does not reach a super() call)
         json_schema: dict[Any, Any] | None = super().schema_helper(  # type: ignore[no-untyped-call]
-            name, definition, schema=schema, **kwargs)
+            name, definition, schema=schema, **kwargs
+        )
         extra = getattr(schema if isinstance(schema, type) else type(schema), "OPENAPI", None)
         return {**json_schema, **extra} if json_schema is not None and extra else json_schema
 
@@ -118,50 +123,76 @@ def _operation(declared: Any, path_params: list[str], method: str) -> dict[str, 
     if declared.query is not None:
         parameters.append({"in": "query", "schema": declared.query})
     if declared.idempotent:
-        parameters.append({
-            "in": "header", "name": "Idempotency-Key", "required": False, "schema": IDEMPOTENCY_KEY_SCHEMA,
-            "description": "A repeat with the same key returns the first response and creates nothing.",
-        })
+        parameters.append(
+            {
+                "in": "header",
+                "name": "Idempotency-Key",
+                "required": False,
+                "schema": IDEMPOTENCY_KEY_SCHEMA,
+                "description": "A repeat with the same key returns the first response and creates nothing.",
+            }
+        )
     # a write to a record names it in the path; public routes (signed links, receipts) carry no versions
     versioned = method in ("PATCH", "PUT", "POST") and bool(path_params) and declared.access is not None
     if versioned:
-        parameters.append({
-            "in": "header", "name": "If-Match", "required": False,
-            "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
-            "description": "The ETag (version) last seen, or *; 412 when the record has moved on.",
-        })
+        parameters.append(
+            {
+                "in": "header",
+                "name": "If-Match",
+                "required": False,
+                "schema": {"type": "string", "pattern": IF_MATCH_PATTERN},
+                "description": "The ETag (version) last seen, or *; 412 when the record has moved on.",
+            }
+        )
     operation: dict[str, Any] = {"summary": declared.summary, "parameters": parameters}
     if declared.body is not None:
-        operation["requestBody"] = {"required": not declared.body_optional,
-                                    "content": {"application/json": {"schema": declared.body}}}
+        operation["requestBody"] = {
+            "required": not declared.body_optional,
+            "content": {"application/json": {"schema": declared.body}},
+        }
     success: dict[str, Any] = {"description": TITLES.get(declared.status, "OK")}
     if declared.response is not None:
         schema: Any = declared.response
         # a history's next cursor is the last version shown (HistoryQuery); a list's, a base64url key
         by_version = isinstance(declared.query, type) and issubclass(declared.query, HistoryQuery)
-        cursor = {"pattern": VERSION_CURSOR_PATTERN, "maxLength": 12} if by_version else \
-            {"pattern": CURSOR_PATTERN, "maxLength": CURSOR_MAX}
+        cursor = (
+            {"pattern": VERSION_CURSOR_PATTERN, "maxLength": 12}
+            if by_version
+            else {"pattern": CURSOR_PATTERN, "maxLength": CURSOR_MAX}
+        )
         if declared.many:
-            schema = {"type": "object", "required": ["items", "next_cursor"], "additionalProperties": False,
-                      "properties": {
-                          "items": {"type": "array", "items": declared.response},
-                          "next_cursor": {"type": "string", "nullable": True, **cursor},
-                      }}
+            schema = {
+                "type": "object",
+                "required": ["items", "next_cursor"],
+                "additionalProperties": False,
+                "properties": {
+                    "items": {"type": "array", "items": declared.response},
+                    "next_cursor": {"type": "string", "nullable": True, **cursor},
+                },
+            }
         success = {"description": "OK", "content": {"application/json": {"schema": schema}}}
     responses: dict[str, Any] = {str(declared.status): success}
     for status in _problems(declared, bool(path_params), versioned):
         responses[str(status)] = {"description": TITLES[status], "content": {PROBLEM_JSON: {"schema": "Problem"}}}
     if path_params or declared.query is not None:
-        responses["414"] = {"description": "URI too long: the HTTP server's cap on the request line (8190 bytes)",
-                            "content": {"text/html": {"schema": {"type": "string"}}}}
+        responses["414"] = {
+            "description": "URI too long: the HTTP server's cap on the request line (8190 bytes)",
+            "content": {"text/html": {"schema": {"type": "string"}}},
+        }
     if declared.access is not None:
         operation["security"] = [{"bearer": []}]
     operation["responses"] = responses
     for name, value in (declared.openapi or {}).items():
         if name == "parameters":  # a parameter named again (a path parameter's enum) replaces the chassis' own
             named = {(parameter["in"], parameter["name"]) for parameter in value}
-            operation["parameters"] = [*(parameter for parameter in operation["parameters"]
-                                         if (parameter["in"], parameter.get("name")) not in named), *value]
+            operation["parameters"] = [
+                *(
+                    parameter
+                    for parameter in operation["parameters"]
+                    if (parameter["in"], parameter.get("name")) not in named
+                ),
+                *value,
+            ]
         elif name == "responses":
             operation["responses"] = {**operation["responses"], **value}
         else:

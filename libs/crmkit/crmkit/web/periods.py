@@ -24,5 +24,9 @@ def check_period(start: date | None, end: date | None, *, start_field: str = "fr
         now = clock.now()
         end = now if isinstance(start, datetime) else now.date()
     if end - start > timedelta(days=MAX_PERIOD_DAYS):
-        raise ValidationError({start_field: [f"the period may span at most {MAX_PERIOD_DAYS} days"],
-                               end_field: [f"the period may span at most {MAX_PERIOD_DAYS} days"]})
+        raise ValidationError(
+            {
+                start_field: [f"the period may span at most {MAX_PERIOD_DAYS} days"],
+                end_field: [f"the period may span at most {MAX_PERIOD_DAYS} days"],
+            }
+        )

@@ -19,5 +19,6 @@ class HistoryEntry(Schema):
     time = fields.DateTime()
     actor = fields.String()
     correlation_id = fields.String()
-    changes = fields.Dict(keys=fields.String(), values=fields.Nested(FieldChange),
-                          metadata={"description": "field → {before, after}"})
+    changes = fields.Dict(
+        keys=fields.String(), values=fields.Nested(FieldChange), metadata={"description": "field → {before, after}"}
+    )

@@ -34,7 +34,20 @@ def require_secret(header: str, secret: str) -> None:
 
 def secret_header(header: str, variable: str) -> dict[str, Any]:
     """The OpenAPI parameter and 401 of a webhook authenticated by `header` (configured by `variable`)."""
-    return {"parameters": [{"in": "header", "name": header, "required": True, "schema": {"type": "string"},
-                            "description": f"the secret shared with the provider ({variable})"}],
-            "responses": {"401": {"description": f"{header} missing or wrong",
-                                  "content": {"application/problem+json": {"schema": "Problem"}}}}}
+    return {
+        "parameters": [
+            {
+                "in": "header",
+                "name": header,
+                "required": True,
+                "schema": {"type": "string"},
+                "description": f"the secret shared with the provider ({variable})",
+            }
+        ],
+        "responses": {
+            "401": {
+                "description": f"{header} missing or wrong",
+                "content": {"application/problem+json": {"schema": "Problem"}},
+            }
+        },
+    }

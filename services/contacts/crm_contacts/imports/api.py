@@ -26,9 +26,12 @@ from crmkit.web.endpoint import IDEMPOTENCY_KEY_SCHEMA, Claim, IdempotencyKeys, 
 
 class ImportQuery(Schema):
     on_duplicate = fields.String(
-        load_default="skip", validate=validate.OneOf(imports.ON_DUPLICATE),
-        metadata={"description": "a row whose email or phone an existing contact has: `skip` it (count it as a "
-                                 "duplicate) or `update` that contact with the row's fields"},
+        load_default="skip",
+        validate=validate.OneOf(imports.ON_DUPLICATE),
+        metadata={
+            "description": "a row whose email or phone an existing contact has: `skip` it (count it as a "
+            "duplicate) or `update` that contact with the row's fields"
+        },
     )
 
 
@@ -66,24 +69,34 @@ UPLOAD_DOC = {
     "requestBody": {
         "required": True,
         "description": "CSV with a header row (first_name, last_name, email, phone, company_id, lifecycle_stage, "
-                       "tags separated by ';' or '|', owner, attributes.<key>) or JSON lines (one object per line, "
-                       "the fields of POST /v1/contacts), or an .xlsx workbook (its first sheet, laid out like the "
-                       "CSV; known by its Content-Type or its zip signature). CSV is UTF-8 (a byte-order mark is "
-                       "allowed) or Windows-1256: `charset=` in the Content-Type, or detected (not valid UTF-8 "
-                       "after plain ASCII); JSON lines are UTF-8.",
-        "content": {mime: {"schema": {"type": "string", "format": "binary", "minLength": 1}}
-                    for mime in imports.FORMATS},
+        "tags separated by ';' or '|', owner, attributes.<key>) or JSON lines (one object per line, "
+        "the fields of POST /v1/contacts), or an .xlsx workbook (its first sheet, laid out like the "
+        "CSV; known by its Content-Type or its zip signature). CSV is UTF-8 (a byte-order mark is "
+        "allowed) or Windows-1256: `charset=` in the Content-Type, or detected (not valid UTF-8 "
+        "after plain ASCII); JSON lines are UTF-8.",
+        "content": {
+            mime: {"schema": {"type": "string", "format": "binary", "minLength": 1}} for mime in imports.FORMATS
+        },
     },
-    "parameters": [{
-        "in": "header", "name": "Idempotency-Key", "required": False, "schema": IDEMPOTENCY_KEY_SCHEMA,
-        "description": "A repeat with the same key and body returns the first response and queues nothing.",
-    }],
+    "parameters": [
+        {
+            "in": "header",
+            "name": "Idempotency-Key",
+            "required": False,
+            "schema": IDEMPOTENCY_KEY_SCHEMA,
+            "description": "A repeat with the same key and body returns the first response and queues nothing.",
+        }
+    ],
     "responses": {
-        "400": {"description": "Bad request: no file was sent",
-                "content": {"application/problem+json": {"schema": "Problem"}}},
+        "400": {
+            "description": "Bad request: no file was sent",
+            "content": {"application/problem+json": {"schema": "Problem"}},
+        },
         "413": {"description": "Payload too large", "content": {"application/problem+json": {"schema": "Problem"}}},
-        "415": {"description": "Unsupported media type",
-                "content": {"application/problem+json": {"schema": "Problem"}}},
+        "415": {
+            "description": "Unsupported media type",
+            "content": {"application/problem+json": {"schema": "Problem"}},
+        },
     },
 }
 
@@ -93,8 +106,14 @@ def blueprint(runtime: Runtime) -> Blueprint:
     jobs = imports.ImportJobs(runtime)
 
     @bp.post("/v1/imports")
-    @endpoint("write", query=ImportQuery, response=ImportView, status=202, max_body=settings.current().import_max_bytes,
-              openapi=UPLOAD_DOC)
+    @endpoint(
+        "write",
+        query=ImportQuery,
+        response=ImportView,
+        status=202,
+        max_body=settings.current().import_max_bytes,
+        openapi=UPLOAD_DOC,
+    )
     def create_import(query: dict[str, Any]) -> Response:
         """Upload a CSV or JSON-lines file of contacts to import in the background."""
         fmt = imports.media_format(request.mimetype, request.mimetype_params)
@@ -146,4 +165,3 @@ def blueprint(runtime: Runtime) -> Blueprint:
         return listing(*jobs.rejected_rows(import_id, query["limit"], query.get("cursor")))
 
     return bp
-

@@ -26,8 +26,14 @@ from typing import IO, Any
 from crmkit.errors import ValidationFailed
 
 UTF8, CP1256 = "utf-8", "cp1256"
-CHARSETS = {"utf-8": UTF8, "utf8": UTF8, "utf-8-sig": UTF8, "windows-1256": CP1256, "cp1256": CP1256,
-            "x-cp1256": CP1256}
+CHARSETS = {
+    "utf-8": UTF8,
+    "utf8": UTF8,
+    "utf-8-sig": UTF8,
+    "windows-1256": CP1256,
+    "cp1256": CP1256,
+    "x-cp1256": CP1256,
+}
 ZIP_MAGIC = b"PK\x03\x04"
 OLE_MAGIC = b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1"  # the old binary .xls (and .doc)
 UTF16_BOMS = (b"\xff\xfe", b"\xfe\xff")
@@ -48,11 +54,14 @@ def known_charset(charset: str | None) -> bool:
 def refuse_signature(head: bytes) -> None:
     """422 for the binary formats people send instead (old .xls, UTF-16 text)."""
     if head.startswith(OLE_MAGIC):
-        raise ValidationFailed("old Excel (.xls) files are not accepted",
-                               {"_body": ["save the sheet as .xlsx or as CSV (UTF-8 or Windows-1256)"]})
+        raise ValidationFailed(
+            "old Excel (.xls) files are not accepted",
+            {"_body": ["save the sheet as .xlsx or as CSV (UTF-8 or Windows-1256)"]},
+        )
     if head.startswith(UTF16_BOMS):
-        raise ValidationFailed("UTF-16 text is not accepted",
-                               {"_body": ["save the file as CSV UTF-8 or Windows-1256 (Arabic)"]})
+        raise ValidationFailed(
+            "UTF-16 text is not accepted", {"_body": ["save the file as CSV UTF-8 or Windows-1256 (Arabic)"]}
+        )
 
 
 def _not_text(encoding: str, offset: int, why: str) -> ValidationFailed:
@@ -84,7 +93,7 @@ class Charset:
         self.decode(b"", final=True)
 
     def _fall_back(self, data: bytes, at: int, exc: UnicodeDecodeError, final: bool) -> str:
-        if not self._may_fall_back or self._non_ascii or not data[:exc.start].isascii():
+        if not self._may_fall_back or self._non_ascii or not data[: exc.start].isascii():
             why = "ends inside a UTF-8 character" if exc.reason == "unexpected end of data" else "invalid UTF-8"
             raise _not_text(UTF8, at, why) from None
         self.encoding, self._may_fall_back = CP1256, False
@@ -114,19 +123,24 @@ def open_workbook(file: IO[bytes], max_unpacked: int) -> Any:
         with zipfile.ZipFile(file) as archive:
             unpacked = sum(info.file_size for info in archive.infolist())
             if "xl/workbook.xml" not in archive.namelist():
-                raise ValidationFailed("the upload is a zip archive but not an .xlsx workbook",
-                                       {"_body": ["no xl/workbook.xml in the archive"]})
+                raise ValidationFailed(
+                    "the upload is a zip archive but not an .xlsx workbook",
+                    {"_body": ["no xl/workbook.xml in the archive"]},
+                )
         if unpacked > max_unpacked:
-            raise ValidationFailed("the workbook is too large once unpacked",
-                                   {"_body": [f"{unpacked} bytes unpacked; at most {max_unpacked}"]})
+            raise ValidationFailed(
+                "the workbook is too large once unpacked",
+                {"_body": [f"{unpacked} bytes unpacked; at most {max_unpacked}"]},
+            )
         file.seek(0)
         workbook = load_workbook(file, read_only=True, data_only=True)
         return workbook.worksheets[0]
     except ValidationFailed:
         raise
     except Exception as exc:  # a hostile file can make the parser raise anything
-        raise ValidationFailed("the upload is not a readable .xlsx workbook",
-                               {"_body": [f"{type(exc).__name__}: {str(exc)[:200]}"]}) from None
+        raise ValidationFailed(
+            "the upload is not a readable .xlsx workbook", {"_body": [f"{type(exc).__name__}: {str(exc)[:200]}"]}
+        ) from None
 
 
 def cell_text(value: Any) -> str:

@@ -121,8 +121,10 @@ def media_format(mimetype: str, params: dict[str, str]) -> str:
     charset = import_formats.charset_of(params)
     allowed = ("utf-8", "windows-1256") if fmt == "csv" else ("utf-8",)
     if not import_formats.known_charset(charset) or (fmt == "ndjson" and charset == import_formats.CP1256):
-        raise UnsupportedMediaType(f"a {fmt} upload is {' or '.join(allowed)} text, not {charset}",
-                                   {"Content-Type": [f"charset must be {' or '.join(allowed)}"]})
+        raise UnsupportedMediaType(
+            f"a {fmt} upload is {' or '.join(allowed)} text, not {charset}",
+            {"Content-Type": [f"charset must be {' or '.join(allowed)}"]},
+        )
     return fmt
 
 
@@ -136,10 +138,13 @@ def csv_columns(header: list[str]) -> list[str]:
         if lowered in CSV_COLUMNS:
             column = lowered
         elif lowered.startswith(ATTRIBUTE_PREFIX) and 0 < len(name) - len(ATTRIBUTE_PREFIX) <= 64:
-            column = ATTRIBUTE_PREFIX + name[len(ATTRIBUTE_PREFIX):]
+            column = ATTRIBUTE_PREFIX + name[len(ATTRIBUTE_PREFIX) :]
         else:
-            problems.append(f"column {position} ({name[:80]!r}) is not one of {', '.join(CSV_COLUMNS)} "
-                            f"or {ATTRIBUTE_PREFIX}<key>" if name else f"column {position} has no name")
+            problems.append(
+                f"column {position} ({name[:80]!r}) is not one of {', '.join(CSV_COLUMNS)} or {ATTRIBUTE_PREFIX}<key>"
+                if name
+                else f"column {position} has no name"
+            )
             continue
         if column in columns:
             problems.append(f"column {name!r} appears twice")
@@ -162,7 +167,7 @@ def csv_fields(columns: list[str], record: list[str]) -> dict[str, Any]:
         if column == "tags":
             fields["tags"] = [tag.strip() for tag in TAG_SEPARATORS.split(value) if tag.strip()]
         elif column.startswith(ATTRIBUTE_PREFIX):
-            attributes[column[len(ATTRIBUTE_PREFIX):]] = value
+            attributes[column[len(ATTRIBUTE_PREFIX) :]] = value
         else:
             fields[column] = value
     if attributes:
@@ -201,7 +206,7 @@ def sheet_rows(sheet: Any) -> Iterator[Row]:
             columns = csv_columns(record)
             continue
         number += 1
-        if any(cell.strip() for cell in record[len(columns):]):
+        if any(cell.strip() for cell in record[len(columns) :]):
             yield Row(number, line, None, {"_row": [f"has values past the {len(columns)} named columns"]})
             continue
         yield Row(number, line, csv_fields(columns, record))
@@ -230,8 +235,9 @@ def _csv_rows(text: io.TextIOBase) -> Iterator[Row]:
             continue
         number += 1
         if len(record) > len(columns):
-            yield Row(number, start, None,
-                      {"_row": [f"has {len(record)} values but the header names {len(columns)} columns"]})
+            yield Row(
+                number, start, None, {"_row": [f"has {len(record)} values but the header names {len(columns)} columns"]}
+            )
             continue
         yield Row(number, start, csv_fields(columns, record))
 
@@ -266,8 +272,10 @@ def check_head(text: str, fmt: str) -> None:
     except ValueError:
         value = None
     if not isinstance(value, dict):
-        raise ValidationFailed("the upload is not JSON lines: its first line is not a JSON object",
-                               {"_body": ["each line must be one JSON object"]})
+        raise ValidationFailed(
+            "the upload is not JSON lines: its first line is not a JSON object",
+            {"_body": ["each line must be one JSON object"]},
+        )
 
 
 def check_sheet_head(sheet: Any) -> None:
@@ -279,8 +287,9 @@ def check_sheet_head(sheet: Any) -> None:
                 record.pop()
             csv_columns(record)
             return
-    raise ValidationFailed("the workbook's first sheet is empty",
-                           {"header": ["the first row must be a header row naming the columns"]})
+    raise ValidationFailed(
+        "the workbook's first sheet is empty", {"header": ["the first row must be a header row naming the columns"]}
+    )
 
 
 def contact_id(id_key: str, created_ms: int, row: int) -> str:
@@ -382,8 +391,15 @@ class ImportJobs:
                 self._check_text(chunk, size, seq, fmt, decoder)
             digest.update(chunk)
             size += len(chunk)
-            self.chunks.insert_one({"_id": chunk_id(import_id, seq), "import_id": import_id, "seq": seq,
-                                    "data": Binary(chunk), "created_ms": epoch_ms()})
+            self.chunks.insert_one(
+                {
+                    "_id": chunk_id(import_id, seq),
+                    "import_id": import_id,
+                    "seq": seq,
+                    "data": Binary(chunk),
+                    "created_ms": epoch_ms(),
+                }
+            )
             seq += 1
         if size == 0:
             raise MalformedBody("the request needs a body: the file to import")
@@ -401,8 +417,9 @@ class ImportJobs:
     @staticmethod
     def _check_text(chunk: bytes, size: int, seq: int, fmt: str, decoder: import_formats.Charset) -> None:
         if b"\x00" in chunk:
-            raise ValidationFailed("the upload is binary data, not text",
-                                   {"_body": [f"NUL byte at offset {size + chunk.index(0)}"]})
+            raise ValidationFailed(
+                "the upload is binary data, not text", {"_body": [f"NUL byte at offset {size + chunk.index(0)}"]}
+            )
         text = decoder.decode(chunk)
         if seq == 0:
             check_head(text, fmt)
@@ -613,8 +630,12 @@ class ImportRunner:
             log.exception("import attempt failed; it will be retried", extra={"subject": job["_id"]})
             self.jobs.jobs.update_one(
                 {"_id": job["_id"], "lease_owner": self.worker},
-                {"$set": {"last_error": f"{exc.__class__.__name__}: {str(exc)[:300]}",
-                          "lease_until_ms": epoch_ms() + 5000}},
+                {
+                    "$set": {
+                        "last_error": f"{exc.__class__.__name__}: {str(exc)[:300]}",
+                        "lease_until_ms": epoch_ms() + 5000,
+                    }
+                },
             )
         return True
 
@@ -623,8 +644,10 @@ class ImportRunner:
         now = epoch_ms()
         job = self.jobs.jobs.find_one_and_update(
             {"status": {"$in": ["queued", "running"]}, "lease_until_ms": {"$lt": now}},
-            {"$set": {"status": "running", "lease_owner": self.worker, "lease_until_ms": now + self.lease_ms},
-             "$inc": {"attempts": 1}},
+            {
+                "$set": {"status": "running", "lease_owner": self.worker, "lease_until_ms": now + self.lease_ms},
+                "$inc": {"attempts": 1},
+            },
             sort=[("_id", ASCENDING)],
             return_document=ReturnDocument.AFTER,
         )
@@ -637,8 +660,7 @@ class ImportRunner:
 
     # --- one job -----------------------------------------------------------------------
 
-    def process(self, job: dict[str, Any], stop: threading.Event | None = None,
-                max_batches: int | None = None) -> None:
+    def process(self, job: dict[str, Any], stop: threading.Event | None = None, max_batches: int | None = None) -> None:
         """Run a claimed job from its checkpoint to the end (or until `stop`).
 
         Three stages overlap: this thread reads and checks batch N+1 while the writer
@@ -655,7 +677,7 @@ class ImportRunner:
                 done = [row for row in rows if row.number <= progress.last_row]
                 if done:  # written by an earlier attempt: only rebuild the in-file duplicate keys
                     self._plan(job, done, progress, lookup=False)
-                rows = rows[len(done):]
+                rows = rows[len(done) :]
                 if not rows:
                     continue
                 plan = self._plan(job, rows, progress, lookup=True)
@@ -672,8 +694,10 @@ class ImportRunner:
         if finished:
             self._finish(job, "completed", None, progress)
         elif max_batches is None:  # asked to stop: hand the job to whoever runs next, no attempt spent
-            self.jobs.jobs.update_one({"_id": job["_id"], "lease_owner": self.worker},
-                                      {"$set": {"lease_until_ms": 0}, "$inc": {"attempts": -1}})
+            self.jobs.jobs.update_one(
+                {"_id": job["_id"], "lease_owner": self.worker},
+                {"$set": {"lease_until_ms": 0}, "$inc": {"attempts": -1}},
+            )
 
     def _rows(self, job: dict[str, Any], renew: bool) -> Iterator[Row]:
         raw = _ChunkStream(self.jobs.chunks, job["_id"], job["chunks"])
@@ -747,8 +771,9 @@ class ImportRunner:
                 plan.duplicates += 1
         return plan
 
-    def _require_companies(self, job: dict[str, Any], candidates: list[Candidate], plan: Plan,
-                           progress: Progress) -> list[Candidate]:
+    def _require_companies(
+        self, job: dict[str, Any], candidates: list[Candidate], plan: Plan, progress: Progress
+    ) -> list[Candidate]:
         """Rows naming a company that does not exist are rejected, as POST /v1/contacts does."""
         unknown = {c.fields["company_id"] for c in candidates if c.fields.get("company_id")} - set(progress.companies)
         if unknown:
@@ -760,8 +785,9 @@ class ImportRunner:
         for candidate in candidates:
             company_id = candidate.fields.get("company_id")
             if company_id and not progress.companies[company_id]:
-                plan.rejections.append(self._rejection(job, candidate.row,
-                                                       {"company_id": [f"no company with id {company_id}"]}))
+                plan.rejections.append(
+                    self._rejection(job, candidate.row, {"company_id": [f"no company with id {company_id}"]})
+                )
             else:
                 kept.append(candidate)
         return kept
@@ -791,25 +817,34 @@ class ImportRunner:
         created = 0
         if plan.creates:
             stored, taken = self.store.start_streams(
-                [(c.id, Contact.aggregate_type, c.pending) for c in plan.creates], meta)
+                [(c.id, Contact.aggregate_type, c.pending) for c in plan.creates], meta
+            )
             kafka.submit(self._publish, stored)  # the sweeper re-sends whatever this does not
             created = len(plan.creates)  # `taken` ones were stored by an earlier attempt of this batch
             if taken:
-                log.info("import batch redone; contacts already stored", extra={"subject": job["_id"],
-                                                                                "count": len(taken)})
+                log.info(
+                    "import batch redone; contacts already stored", extra={"subject": job["_id"], "count": len(taken)}
+                )
         if plan.rejections:
             with contextlib.suppress(BulkWriteError):  # already stored by an earlier attempt
                 self.jobs.rejections.insert_many(plan.rejections, ordered=False)
         counts = progress.counts
-        outcome = {"created": created, "updated": updated, "duplicates": plan.duplicates,
-                   "rejected": len(plan.rejections)}
+        outcome = {
+            "created": created,
+            "updated": updated,
+            "duplicates": plan.duplicates,
+            "rejected": len(plan.rejections),
+        }
         for name, value in outcome.items():
             counts[name] += value
             ROWS.labels(self.service, name).inc(value)
         counts["rows_processed"] += plan.rows
         progress.last_row = plan.last_row
-        self._update(job, {"counts": dict(counts), "last_row": plan.last_row,
-                           "rows_per_second": self._rate(progress)}, renew=True)
+        self._update(
+            job,
+            {"counts": dict(counts), "last_row": plan.last_row, "rows_per_second": self._rate(progress)},
+            renew=True,
+        )
 
     def _publish(self, events: list[Any]) -> None:
         try:
@@ -859,15 +894,21 @@ class ImportRunner:
                 plan.rejections.append(self._update_rejection(job, candidate, existing_id, exc))
         return applied
 
-    def _update_rejection(self, job: dict[str, Any], candidate: Candidate, existing_id: str,
-                          exc: DomainError) -> dict[str, Any]:
+    def _update_rejection(
+        self, job: dict[str, Any], candidate: Candidate, existing_id: str, exc: DomainError
+    ) -> dict[str, Any]:
         errors = exc.errors or {"_row": [f"could not update contact {existing_id}: {exc.detail}"]}
         return self._rejection(job, candidate.row, errors)
 
     def _rejection(self, job: dict[str, Any], row: Row, errors: dict[str, list[str]]) -> dict[str, Any]:
         """A rejected row: where it is and what is wrong, not its content (no personal data kept)."""
-        return {"_id": rejection_id(job["_id"], row.number), "import_id": job["_id"], "row": row.number,
-                "line": row.line, "errors": errors}
+        return {
+            "_id": rejection_id(job["_id"], row.number),
+            "import_id": job["_id"],
+            "row": row.number,
+            "line": row.line,
+            "errors": errors,
+        }
 
     def _rate(self, progress: Progress) -> float:
         elapsed = max(time.monotonic() - progress.attempt_started, 1e-6)

@@ -35,12 +35,19 @@ class InsightQuery(Schema):
     class Meta:
         unknown = RAISE
 
-    start = fields.AwareDateTime(data_key="from", metadata={
-        "description": f"RFC 3339: the period's first moment (inclusive); default `to` minus {DEFAULT_DAYS} days"})
-    end = fields.AwareDateTime(data_key="to", metadata={
-        "description": "RFC 3339: the period's end (exclusive); default now"})
-    segment_id = fields.String(validate=validate.Regexp(ID, error="not a segment id"), metadata={
-        "description": "count only this segment's members (its rules evaluated now)"})
+    start = fields.AwareDateTime(
+        data_key="from",
+        metadata={
+            "description": f"RFC 3339: the period's first moment (inclusive); default `to` minus {DEFAULT_DAYS} days"
+        },
+    )
+    end = fields.AwareDateTime(
+        data_key="to", metadata={"description": "RFC 3339: the period's end (exclusive); default now"}
+    )
+    segment_id = fields.String(
+        validate=validate.Regexp(ID, error="not a segment id"),
+        metadata={"description": "count only this segment's members (its rules evaluated now)"},
+    )
 
     @validates_schema
     def _ordered(self, data: dict[str, Any], **_: Any) -> None:
@@ -51,8 +58,11 @@ class InsightQuery(Schema):
 
 
 class SegmentSalesQuery(InsightQuery):
-    limit = fields.Integer(load_default=DEFAULT_LIMIT, validate=validate.Range(1, MAX_LIMIT),
-                           metadata={"description": "segments per page (without segment_id)"})
+    limit = fields.Integer(
+        load_default=DEFAULT_LIMIT,
+        validate=validate.Range(1, MAX_LIMIT),
+        metadata={"description": "segments per page (without segment_id)"},
+    )
     cursor = fields.String(load_default=None, validate=validate.Length(max=200))
 
 
@@ -106,8 +116,11 @@ class ContactsPerSaleReport(_Report):
 class SalesFigures(Schema):
     deals_won = fields.Integer()
     customers = fields.Integer()
-    revenue = fields.Dict(keys=fields.String(), values=fields.String(),
-                          metadata={"description": "won revenue per currency, decimal strings"})
+    revenue = fields.Dict(
+        keys=fields.String(),
+        values=fields.String(),
+        metadata={"description": "won revenue per currency, decimal strings"},
+    )
 
 
 class SegmentSales(SalesFigures):
@@ -189,8 +202,9 @@ class Insights:
         return insights.acquisition_vs_retention(self.facts.won_deals(period, members), period)
 
     def contacts_per_sale(self, period: insights.Period, members: set[str] | None) -> dict[str, Any]:
-        return insights.contacts_per_sale(self.facts.created_timelines(period, members),
-                                          self.facts.won_deals(period, members), period)
+        return insights.contacts_per_sale(
+            self.facts.created_timelines(period, members), self.facts.won_deals(period, members), period
+        )
 
     def sales_by_stage(self, period: insights.Period, members: set[str] | None) -> dict[str, Any]:
         deals = self.facts.won_deals(period, members)
@@ -206,14 +220,20 @@ class Insights:
             chosen, cursor = page(self.segments_view, {}, query["limit"], query.get("cursor"), {"name": 1})
         memberships = {doc["_id"]: self.members(doc["_id"]) for doc in chosen}
         deals = [d for d in self.facts.won_deals(period, set().union(*memberships.values())) if d.won_in(period)]
-        items = [{"segment_id": doc["_id"], "name": doc.get("name"),
-                  **insights.sales_summary([d for d in deals if d.contact_id in memberships[doc["_id"]]], period)}
-                 for doc in chosen]
+        items = [
+            {
+                "segment_id": doc["_id"],
+                "name": doc.get("name"),
+                **insights.sales_summary([d for d in deals if d.contact_id in memberships[doc["_id"]]], period),
+            }
+            for doc in chosen
+        ]
         return {"items": items, "next_cursor": cursor}
 
     def complaint_rate(self, period: insights.Period, members: set[str] | None) -> dict[str, Any]:
-        customers = insights.customers_at_end(self.facts.customer_timelines(period, members),
-                                              self.facts.won_deals_before_end(period, members), period)
+        customers = insights.customers_at_end(
+            self.facts.customer_timelines(period, members), self.facts.won_deals_before_end(period, members), period
+        )
         return insights.complaint_rate(self.facts.tickets_opened(period, members), customers, period)
 
     def satisfaction_by_tier(self, period: insights.Period, members: set[str] | None) -> dict[str, Any]:
@@ -226,8 +246,9 @@ def blueprint(runtime: Runtime, segments: SegmentBook) -> Blueprint:
     bp = Blueprint("insights", __name__)
     book = Insights(runtime, segments)
 
-    def report(name: str, figures: Callable[[insights.Period, set[str] | None], dict[str, Any]],
-               query: dict[str, Any]) -> Response:
+    def report(
+        name: str, figures: Callable[[insights.Period, set[str] | None], dict[str, Any]], query: dict[str, Any]
+    ) -> Response:
         period, members, head = book.scope(query)
         return jsonify({"report": name, **head, **figures(period, members)})
 

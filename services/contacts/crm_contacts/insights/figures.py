@@ -148,9 +148,13 @@ def nps_score(scores: Iterable[int]) -> dict[str, Any]:
     values = list(scores)
     promoters = sum(1 for s in values if s >= 9)
     detractors = sum(1 for s in values if s <= 6)
-    return {"responses": len(values), "promoters": promoters, "passives": len(values) - promoters - detractors,
-            "detractors": detractors,
-            "score": ratio(100 * (promoters - detractors), len(values), PERCENT_DIGITS)}
+    return {
+        "responses": len(values),
+        "promoters": promoters,
+        "passives": len(values) - promoters - detractors,
+        "detractors": detractors,
+        "score": ratio(100 * (promoters - detractors), len(values), PERCENT_DIGITS),
+    }
 
 
 # --- lifecycle: churn, retention, win-backs --------------------------------------------
@@ -236,9 +240,11 @@ def acquisition_vs_retention(won_deals: Iterable[Deal], period: Period) -> dict[
             returning_deals += 1
     currencies = sorted(total.amounts)
     by_currency = {
-        cur: {"new_customer_revenue": new.text().get(cur, money_text(Decimal(0), total.scales[cur])),
-              "returning_customer_revenue": returning.text().get(cur, money_text(Decimal(0), total.scales[cur])),
-              "total_revenue": total.text()[cur]}
+        cur: {
+            "new_customer_revenue": new.text().get(cur, money_text(Decimal(0), total.scales[cur])),
+            "returning_customer_revenue": returning.text().get(cur, money_text(Decimal(0), total.scales[cur])),
+            "total_revenue": total.text()[cur],
+        }
         for cur in currencies
     }
     return {
@@ -285,8 +291,11 @@ def sales_by(won_deals: Iterable[Deal], period: Period, key: Callable[[str | Non
 def customers_at_end(timelines: Iterable[Timeline], won_deals: Iterable[Deal], period: Period) -> set[str]:
     """Contacts that, at end_ms, are in a customer stage or have a deal won before then."""
     ids = {t.contact_id for t in timelines if t.customer_at(period.end_ms)}
-    ids |= {d.contact_id for d in won_deals
-            if d.status == "won" and d.won_ms is not None and d.won_ms < period.end_ms and d.contact_id}
+    ids |= {
+        d.contact_id
+        for d in won_deals
+        if d.status == "won" and d.won_ms is not None and d.won_ms < period.end_ms and d.contact_id
+    }
     return ids
 
 
@@ -315,8 +324,9 @@ def tier_at(history: list[TierChange] | None, moment: int, fallback: str | None)
     return tier or fallback or DEFAULT_TIER
 
 
-def satisfaction_by_tier(tickets: Iterable[Ticket], tiers: Mapping[str, list[TierChange]],
-                         period: Period) -> dict[str, Any]:
+def satisfaction_by_tier(
+    tickets: Iterable[Ticket], tiers: Mapping[str, list[TierChange]], period: Period
+) -> dict[str, Any]:
     """Ratings given in the period, grouped by the customer's tier at the time of the rating.
 
     CSAT (1–5): average and share of 4–5 ("satisfied"); NPS (0–10) as in `nps_score`.

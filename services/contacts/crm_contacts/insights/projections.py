@@ -88,11 +88,18 @@ class InsightStages(StreamProjection):
             at = epoch_ms(event.time)
             if event.type == "ContactCreated":
                 doc["created_ms"] = at
-                changes.append({"at_ms": at, "from": None, "to": event.data.get("lifecycle_stage") or "lead",
-                                "cause": "created"})
+                changes.append(
+                    {"at_ms": at, "from": None, "to": event.data.get("lifecycle_stage") or "lead", "cause": "created"}
+                )
             elif event.type == "ContactLifecycleStageChanged":
-                changes.append({"at_ms": at, "from": event.data.get("from"), "to": event.data.get("to"),
-                                "cause": _cause(event.data)})
+                changes.append(
+                    {
+                        "at_ms": at,
+                        "from": event.data.get("from"),
+                        "to": event.data.get("to"),
+                        "cause": _cause(event.data),
+                    }
+                )
             elif event.type in ("ContactMerged", "ContactErased") and doc["removed_ms"] is None:
                 doc["removed_ms"] = at
                 doc["status"] = "merged" if event.type == "ContactMerged" else "erased"
@@ -101,8 +108,7 @@ class InsightStages(StreamProjection):
         if doc["created_ms"] is None:
             return None  # a stream that does not start with ContactCreated is not a contact we can count
         doc["changes"] = changes
-        doc["customer_since_ms"] = min((c["at_ms"] for c in changes if c["to"] in CUSTOMER_STAGES),
-                                       default=NEVER_MS)
+        doc["customer_since_ms"] = min((c["at_ms"] for c in changes if c["to"] in CUSTOMER_STAGES), default=NEVER_MS)
         return doc
 
     def ensure_indexes(self) -> None:
@@ -141,8 +147,7 @@ class _ForeignStreams(StreamProjection):
         if writes:
             self.collection.bulk_write(writes, ordered=False)
 
-    def merge(self, document: dict[str, Any] | None, stream_id: str, events: Sequence[RecordedEvent]
-              ) -> dict[str, Any]:
+    def merge(self, document: dict[str, Any] | None, stream_id: str, events: Sequence[RecordedEvent]) -> dict[str, Any]:
         """The document with `events` applied, each field taking the value of its newest version."""
         doc = {**self.blank, **(document or {}), "_id": stream_id}
         # a document written before stamps existed was folded in order up to its version
@@ -159,22 +164,40 @@ class _ForeignStreams(StreamProjection):
 class InsightDeals(_ForeignStreams):
     service = "sales"
     aggregate_types = ("deal",)
-    blank = {"contact_id": None, "amount_minor": 0, "scale": 0, "currency": None, "status": "open",
-             "created_ms": None, "won_ms": None, "lost_ms": None}
+    blank = {
+        "contact_id": None,
+        "amount_minor": 0,
+        "scale": 0,
+        "currency": None,
+        "status": "open",
+        "created_ms": None,
+        "won_ms": None,
+        "lost_ms": None,
+    }
 
     def sets(self, event: RecordedEvent) -> dict[str, Any]:
         data = event.data
         if event.type == "DealCreated":
-            return {"contact_id": data.get("contact_id"), "currency": data.get("currency"),
-                    "created_ms": _ms(data.get("at"), event), **_amount(data.get("amount"))}
+            return {
+                "contact_id": data.get("contact_id"),
+                "currency": data.get("currency"),
+                "created_ms": _ms(data.get("at"), event),
+                **_amount(data.get("amount")),
+            }
         if event.type == "DealUpdated":
             changes = data.get("changes") or {}
-            return {**(_amount(changes["amount"]) if "amount" in changes else {}),
-                    **({"currency": changes["currency"]} if "currency" in changes else {})}
+            return {
+                **(_amount(changes["amount"]) if "amount" in changes else {}),
+                **({"currency": changes["currency"]} if "currency" in changes else {}),
+            }
         if event.type == "DealWon":
-            return {"status": "won", "won_ms": _ms(data.get("at"), event), "lost_ms": None,
-                    **_amount(data.get("amount")),
-                    **{field: data[field] for field in ("currency", "contact_id") if data.get(field)}}
+            return {
+                "status": "won",
+                "won_ms": _ms(data.get("at"), event),
+                "lost_ms": None,
+                **_amount(data.get("amount")),
+                **{field: data[field] for field in ("currency", "contact_id") if data.get(field)},
+            }
         if event.type == "DealLost":
             return {"status": "lost", "lost_ms": _ms(data.get("at"), event), "won_ms": None}
         if event.type == "DealReopened":
@@ -191,14 +214,26 @@ class InsightDeals(_ForeignStreams):
 class InsightTickets(_ForeignStreams):
     service = "servicedesk"
     aggregate_types = ("ticket",)
-    blank = {"contact_id": None, "type": None, "opened_ms": None, "solved_ms": None, "csat": None, "nps": None,
-             "rated_ms": None, "tier_at_open": None}
+    blank = {
+        "contact_id": None,
+        "type": None,
+        "opened_ms": None,
+        "solved_ms": None,
+        "csat": None,
+        "nps": None,
+        "rated_ms": None,
+        "tier_at_open": None,
+    }
 
     def sets(self, event: RecordedEvent) -> dict[str, Any]:
         data = event.data
         if event.type == "TicketOpened":
-            return {"contact_id": data.get("contact_id"), "type": data.get("type"),
-                    "tier_at_open": data.get("customer_tier"), "opened_ms": _ms(data.get("opened_at"), event)}
+            return {
+                "contact_id": data.get("contact_id"),
+                "type": data.get("type"),
+                "tier_at_open": data.get("customer_tier"),
+                "opened_ms": _ms(data.get("opened_at"), event),
+            }
         if event.type == "TicketSolved":
             return {"solved_ms": _ms(data.get("at"), event)}
         if event.type == "TicketStatusChanged" and data.get("from") == "solved" and data.get("to") == "open":
@@ -220,16 +255,19 @@ class InsightTiers(_ForeignStreams):
     service = "sales"
     aggregate_types = ("customer",)
 
-    def merge(self, document: dict[str, Any] | None, stream_id: str, events: Sequence[RecordedEvent]
-              ) -> dict[str, Any]:
+    def merge(self, document: dict[str, Any] | None, stream_id: str, events: Sequence[RecordedEvent]) -> dict[str, Any]:
         """Every change once, by version, whatever order they came in."""
         changes = list((document or {}).get("changes") or [])
         # changes stored before versions were kept were applied in order up to the document's version
         floor = (document or {}).get("version", 0) if any("version" not in c for c in changes) else 0
         seen = {c.get("version") for c in changes}
         for event in events:
-            if (event.type == "CustomerTierChanged" and event.data.get("tier") and event.version > floor
-                    and event.version not in seen):
+            if (
+                event.type == "CustomerTierChanged"
+                and event.data.get("tier")
+                and event.version > floor
+                and event.version not in seen
+            ):
                 changes.append({"version": event.version, "at_ms": epoch_ms(event.time), "tier": event.data["tier"]})
                 seen.add(event.version)
         changes.sort(key=lambda c: c.get("version", 0))
@@ -243,10 +281,12 @@ class InsightTiers(_ForeignStreams):
 def insight_projections(
     db: Database, store: EventStore, topic: str
 ) -> list[InsightStages | InsightDeals | InsightTickets | InsightTiers]:
-    return [InsightStages("insight_stages", db["insight_stages"], store, topic),
-            InsightDeals("insight_deals", db["insight_deals"], store, topic_of("sales")),
-            InsightTickets("insight_tickets", db["insight_tickets"], store, topic_of("service-desk")),
-            InsightTiers("insight_tiers", db["insight_tiers"], store, topic_of("sales"))]
+    return [
+        InsightStages("insight_stages", db["insight_stages"], store, topic),
+        InsightDeals("insight_deals", db["insight_deals"], store, topic_of("sales")),
+        InsightTickets("insight_tickets", db["insight_tickets"], store, topic_of("service-desk")),
+        InsightTiers("insight_tiers", db["insight_tiers"], store, topic_of("sales")),
+    ]
 
 
 # --- loading facts for the calculations -------------------------------------------------
@@ -275,59 +315,99 @@ class InsightFacts:
 
     def created_timelines(self, period: Period, members: set[str] | None) -> list[Timeline]:
         """Contacts created in the period that are not merged duplicates of another contact."""
-        return self._timelines({"created_ms": {"$gte": period.start_ms, "$lt": period.end_ms},
-                                "status": {"$in": ["active", "erased"]}, **_within("_id", members)})
+        return self._timelines(
+            {
+                "created_ms": {"$gte": period.start_ms, "$lt": period.end_ms},
+                "status": {"$in": ["active", "erased"]},
+                **_within("_id", members),
+            }
+        )
 
     def _timelines(self, query: dict[str, Any]) -> list[Timeline]:
         out = []
         for doc in self.stages.find(query):
-            changes = tuple(StageChange(c["at_ms"], c.get("from"), c["to"], c.get("cause") or "unknown")
-                            for c in sorted(doc.get("changes") or [], key=lambda c: c["at_ms"]))
+            changes = tuple(
+                StageChange(c["at_ms"], c.get("from"), c["to"], c.get("cause") or "unknown")
+                for c in sorted(doc.get("changes") or [], key=lambda c: c["at_ms"])
+            )
             out.append(Timeline(doc["_id"], doc["created_ms"], changes, doc.get("removed_ms")))
         return out
 
     def won_deals(self, period: Period, members: set[str] | None) -> list[Deal]:
         """Deals won in the period, plus every earlier won deal of the same contacts."""
-        in_period = self._deals({"status": "won", "won_ms": {"$gte": period.start_ms, "$lt": period.end_ms},
-                                 **_within("contact_id", members)})
+        in_period = self._deals(
+            {
+                "status": "won",
+                "won_ms": {"$gte": period.start_ms, "$lt": period.end_ms},
+                **_within("contact_id", members),
+            }
+        )
         contacts = sorted({d.contact_id for d in in_period if d.contact_id})
-        earlier = self._deals({"status": "won", "won_ms": {"$lt": period.start_ms},
-                               "contact_id": {"$in": contacts}}) if contacts else []
+        earlier = (
+            self._deals({"status": "won", "won_ms": {"$lt": period.start_ms}, "contact_id": {"$in": contacts}})
+            if contacts
+            else []
+        )
         return in_period + earlier
 
     def won_deals_before_end(self, period: Period, members: set[str] | None) -> list[Deal]:
         return self._deals({"status": "won", "won_ms": {"$lt": period.end_ms}, **_within("contact_id", members)})
 
     def _deals(self, query: dict[str, Any]) -> list[Deal]:
-        return [Deal(doc["_id"], doc.get("contact_id"), int(doc.get("amount_minor") or 0), int(doc.get("scale") or 0),
-                     doc.get("currency") or "XXX", doc.get("status") or "open", doc.get("created_ms"),
-                     doc.get("won_ms"))
-                for doc in self.deals.find(query)]
+        return [
+            Deal(
+                doc["_id"],
+                doc.get("contact_id"),
+                int(doc.get("amount_minor") or 0),
+                int(doc.get("scale") or 0),
+                doc.get("currency") or "XXX",
+                doc.get("status") or "open",
+                doc.get("created_ms"),
+                doc.get("won_ms"),
+            )
+            for doc in self.deals.find(query)
+        ]
 
     def tickets_opened(self, period: Period, members: set[str] | None) -> list[Ticket]:
-        return self._tickets({"opened_ms": {"$gte": period.start_ms, "$lt": period.end_ms},
-                              **_within("contact_id", members)})
+        return self._tickets(
+            {"opened_ms": {"$gte": period.start_ms, "$lt": period.end_ms}, **_within("contact_id", members)}
+        )
 
     def tickets_rated(self, period: Period, members: set[str] | None) -> list[Ticket]:
-        return self._tickets({"rated_ms": {"$gte": period.start_ms, "$lt": period.end_ms},
-                              **_within("contact_id", members)})
+        return self._tickets(
+            {"rated_ms": {"$gte": period.start_ms, "$lt": period.end_ms}, **_within("contact_id", members)}
+        )
 
     def _tickets(self, query: dict[str, Any]) -> list[Ticket]:
-        return [Ticket(doc["_id"], doc.get("contact_id"), doc.get("type") or "question", doc.get("opened_ms"),
-                       doc.get("csat"), doc.get("nps"), doc.get("rated_ms"), doc.get("tier_at_open"))
-                for doc in self.tickets.find(query)]
+        return [
+            Ticket(
+                doc["_id"],
+                doc.get("contact_id"),
+                doc.get("type") or "question",
+                doc.get("opened_ms"),
+                doc.get("csat"),
+                doc.get("nps"),
+                doc.get("rated_ms"),
+                doc.get("tier_at_open"),
+            )
+            for doc in self.tickets.find(query)
+        ]
 
     def tier_history(self, contact_ids: Iterable[str | None]) -> dict[str, list[TierChange]]:
         ids = sorted({c for c in contact_ids if c})
         if not ids:
             return {}
-        return {doc["_id"]: [TierChange(c["at_ms"], c["tier"]) for c in doc.get("changes") or []]
-                for doc in self.tiers.find({"_id": {"$in": ids}})}
+        return {
+            doc["_id"]: [TierChange(c["at_ms"], c["tier"]) for c in doc.get("changes") or []]
+            for doc in self.tiers.find({"_id": {"$in": ids}})
+        }
 
     def current_stages(self, contact_ids: Iterable[str | None]) -> dict[str, str]:
         """Each contact's lifecycle stage now (the `contacts` read model)."""
         ids = sorted({c for c in contact_ids if c})
         if not ids:
             return {}
-        return {doc["_id"]: doc.get("lifecycle_stage") or "lead"
-                for doc in self.contacts.find({"_id": {"$in": ids}}, {"lifecycle_stage": 1})}
+        return {
+            doc["_id"]: doc.get("lifecycle_stage") or "lead"
+            for doc in self.contacts.find({"_id": {"$in": ids}}, {"lifecycle_stage": 1})
+        }

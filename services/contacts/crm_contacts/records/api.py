@@ -27,8 +27,11 @@ from crmkit.web import (
 from crmkit.web.pagination import by_version
 
 # the channel is part of the path: its values, so that a request for another is known to be refused
-CHANNEL_DOC = {"parameters": [{"in": "path", "name": "channel", "required": True,
-                               "schema": {"type": "string", "enum": list(CHANNELS)}}]}
+CHANNEL_DOC = {
+    "parameters": [
+        {"in": "path", "name": "channel", "required": True, "schema": {"type": "string", "enum": list(CHANNELS)}}
+    ]
+}
 
 
 def blueprint(book: ContactBook, neighbours: Neighbours) -> Blueprint:
@@ -48,8 +51,9 @@ def contact_routes(bp: Blueprint, book: ContactBook) -> None:
     """/v1/contacts: a person's record, created, listed and searched, changed, and its history (team-scoped)."""
 
     @bp.post("/v1/contacts")
-    @endpoint("write", body=schemas.ContactCreate, response=schemas.ContactView, status=201, idempotent=True,
-              teams=True)
+    @endpoint(
+        "write", body=schemas.ContactCreate, response=schemas.ContactView, status=201, idempotent=True, teams=True
+    )
     def create_contact(body: dict[str, Any]) -> Response:
         """Create a contact."""
         contact = book.create_contact(teams.claim_for_create(body), metadata())

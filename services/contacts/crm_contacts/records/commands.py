@@ -44,8 +44,13 @@ class ContactUseCases:
     `extend` in tests); `shred(record_ids, response_paths)` forgets what an erasure leaves
     readable outside the events (data keys, the stored responses at those paths)."""
 
-    def __init__(self, store: Store, views: ContactViews, publish: Callable[[list[RecordedEvent]], None],
-                 shred: Callable[[Sequence[str], Sequence[str]], None] = _keep) -> None:
+    def __init__(
+        self,
+        store: Store,
+        views: ContactViews,
+        publish: Callable[[list[RecordedEvent]], None],
+        shred: Callable[[Sequence[str], Sequence[str]], None] = _keep,
+    ) -> None:
         self.views = views
         self.shred = shred
         self.contacts: Repository[Contact] = Repository(store, Contact, publish)
@@ -94,8 +99,10 @@ class ContactUseCases:
         """Many (contact id, channel) checks from one fold of the contacts (a send batch);
         None answers a contact that does not exist."""
         found = self.contacts_by_id([contact_id for contact_id, _ in checks])
-        return [consent_answer(found[contact_id], channel) if contact_id in found else None
-                for contact_id, channel in checks]
+        return [
+            consent_answer(found[contact_id], channel) if contact_id in found else None
+            for contact_id, channel in checks
+        ]
 
     # --- de-duplication -------------------------------------------------------------
 
@@ -110,8 +117,9 @@ class ContactUseCases:
         try:
             duplicate = self.contacts.get(duplicate_id)
         except NotFound:
-            raise ValidationFailed("unknown duplicate", {"duplicate_id": [f"no contact with id {duplicate_id}"]}) \
-                from None
+            raise ValidationFailed(
+                "unknown duplicate", {"duplicate_id": [f"no contact with id {duplicate_id}"]}
+            ) from None
         survivor = self.contacts.change(survivor_id, lambda s: s.absorb(duplicate), meta, if_match)
         self.contacts.change(duplicate_id, lambda d: d.mark_merged(survivor_id), meta)
         return survivor
@@ -129,8 +137,9 @@ class ContactUseCases:
         try:
             duplicate = self.contacts.get(duplicate_id)
         except NotFound:
-            raise ValidationFailed("unknown duplicate", {"duplicate_id": [f"no contact with id {duplicate_id}"]}) \
-                from None
+            raise ValidationFailed(
+                "unknown duplicate", {"duplicate_id": [f"no contact with id {duplicate_id}"]}
+            ) from None
         self.contacts.get(survivor_id)  # 404 for an unknown survivor, before anything else is said
         duplicate.may_unmerge(survivor_id)  # refuses (409, 422) before the survivor changes
         merge_event_id = duplicate.merge_event_id
@@ -154,8 +163,10 @@ class ContactUseCases:
         person = self.contact(contact_id)
         records = [person.id, *self._merged_into(person)]
         # If-Match is the person's version: the records merged into them are not the one the client saw
-        erased = [self.contacts.change(record_id, lambda c: c.erase(reason), meta, if_match if index == 0 else None)
-                  for index, record_id in enumerate(records)]
+        erased = [
+            self.contacts.change(record_id, lambda c: c.erase(reason), meta, if_match if index == 0 else None)
+            for index, record_id in enumerate(records)
+        ]
         self.shred(records, [f"/v1/contacts/{record_id}" for record_id in records])
         return erased[0]
 
@@ -273,6 +284,12 @@ def consent_answer(contact: Contact, channel: str) -> dict[str, Any]:
         reason = "no_address"
     else:
         reason = ""
-    return {"contact_id": contact.id, "channel": channel, "granted": not reason, "reason": reason,
-            "address": address if not reason else None, "consent": consent,
-            "event": contact.consent_events.get(channel) if consent else None}
+    return {
+        "contact_id": contact.id,
+        "channel": channel,
+        "granted": not reason,
+        "reason": reason,
+        "address": address if not reason else None,
+        "consent": consent,
+        "event": contact.consent_events.get(channel) if consent else None,
+    }

@@ -39,45 +39,82 @@ from crmkit.web.problems import status_of
 
 LANGUAGES = ("en", "fa", "ar")  # the first is the default
 TEXTS: dict[str, dict[str, str]] = {
-    "en": {"intro_title": "Are your details still right?",
-           "intro": "Please check the details we hold about you, correct anything that has changed, and confirm.",
-           "first_name": "First name", "last_name": "Last name", "email": "Email", "phone": "Phone",
-           "send": "Confirm my details",
-           "thanks_title": "Thank you", "thanks": "Your details are confirmed. Thank you for keeping them current.",
-           "404_title": "Link not valid", "404": "This link is not valid.",
-           "409_title": "Already confirmed", "409": "Your details have already been confirmed. Thank you.",
-           "410_title": "Link expired", "410": "This link has expired.",
-           "422_title": "Please check your details", "422": "Some details could not be accepted:",
-           "other_title": "Something went wrong", "other": "Please try again later."},
-    "fa": {"intro_title": "آیا مشخصات شما هنوز درست است؟",
-           "intro": "لطفاً مشخصاتی را که از شما داریم بررسی کنید، هر چه تغییر کرده را اصلاح و سپس تأیید کنید.",
-           "first_name": "نام", "last_name": "نام خانوادگی", "email": "ایمیل", "phone": "تلفن",
-           "send": "تأیید مشخصات",
-           "thanks_title": "سپاسگزاریم", "thanks": "مشخصات شما تأیید شد. از اینکه آن را به‌روز نگه می‌دارید سپاسگزاریم.",
-           "404_title": "پیوند نامعتبر است", "404": "این پیوند معتبر نیست.",
-           "409_title": "قبلاً تأیید شده است", "409": "مشخصات شما قبلاً تأیید شده است. سپاسگزاریم.",
-           "410_title": "پیوند منقضی شده است", "410": "مهلت این پیوند به پایان رسیده است.",
-           "422_title": "لطفاً مشخصات را بررسی کنید", "422": "برخی از مشخصات پذیرفته نشد:",
-           "other_title": "مشکلی پیش آمد", "other": "لطفاً بعداً دوباره تلاش کنید."},
-    "ar": {"intro_title": "هل ما زالت بياناتك صحيحة؟",
-           "intro": "يرجى مراجعة البيانات التي نحتفظ بها عنك، وتصحيح ما تغيّر منها، ثم التأكيد.",
-           "first_name": "الاسم الأول", "last_name": "اسم العائلة", "email": "البريد الإلكتروني", "phone": "الهاتف",
-           "send": "تأكيد بياناتي",
-           "thanks_title": "شكرًا لك", "thanks": "تم تأكيد بياناتك. شكرًا لإبقائها محدّثة.",
-           "404_title": "الرابط غير صالح", "404": "هذا الرابط غير صالح.",
-           "409_title": "تم التأكيد مسبقًا", "409": "تم تأكيد بياناتك مسبقًا. شكرًا لك.",
-           "410_title": "انتهت صلاحية الرابط", "410": "انتهت صلاحية هذا الرابط.",
-           "422_title": "يرجى مراجعة بياناتك", "422": "تعذّر قبول بعض البيانات:",
-           "other_title": "حدث خطأ ما", "other": "يرجى المحاولة مرة أخرى لاحقًا."},
+    "en": {
+        "intro_title": "Are your details still right?",
+        "intro": "Please check the details we hold about you, correct anything that has changed, and confirm.",
+        "first_name": "First name",
+        "last_name": "Last name",
+        "email": "Email",
+        "phone": "Phone",
+        "send": "Confirm my details",
+        "thanks_title": "Thank you",
+        "thanks": "Your details are confirmed. Thank you for keeping them current.",
+        "404_title": "Link not valid",
+        "404": "This link is not valid.",
+        "409_title": "Already confirmed",
+        "409": "Your details have already been confirmed. Thank you.",
+        "410_title": "Link expired",
+        "410": "This link has expired.",
+        "422_title": "Please check your details",
+        "422": "Some details could not be accepted:",
+        "other_title": "Something went wrong",
+        "other": "Please try again later.",
+    },
+    "fa": {
+        "intro_title": "آیا مشخصات شما هنوز درست است؟",
+        "intro": "لطفاً مشخصاتی را که از شما داریم بررسی کنید، هر چه تغییر کرده را اصلاح و سپس تأیید کنید.",
+        "first_name": "نام",
+        "last_name": "نام خانوادگی",
+        "email": "ایمیل",
+        "phone": "تلفن",
+        "send": "تأیید مشخصات",
+        "thanks_title": "سپاسگزاریم",
+        "thanks": "مشخصات شما تأیید شد. از اینکه آن را به‌روز نگه می‌دارید سپاسگزاریم.",
+        "404_title": "پیوند نامعتبر است",
+        "404": "این پیوند معتبر نیست.",
+        "409_title": "قبلاً تأیید شده است",
+        "409": "مشخصات شما قبلاً تأیید شده است. سپاسگزاریم.",
+        "410_title": "پیوند منقضی شده است",
+        "410": "مهلت این پیوند به پایان رسیده است.",
+        "422_title": "لطفاً مشخصات را بررسی کنید",
+        "422": "برخی از مشخصات پذیرفته نشد:",
+        "other_title": "مشکلی پیش آمد",
+        "other": "لطفاً بعداً دوباره تلاش کنید.",
+    },
+    "ar": {
+        "intro_title": "هل ما زالت بياناتك صحيحة؟",
+        "intro": "يرجى مراجعة البيانات التي نحتفظ بها عنك، وتصحيح ما تغيّر منها، ثم التأكيد.",
+        "first_name": "الاسم الأول",
+        "last_name": "اسم العائلة",
+        "email": "البريد الإلكتروني",
+        "phone": "الهاتف",
+        "send": "تأكيد بياناتي",
+        "thanks_title": "شكرًا لك",
+        "thanks": "تم تأكيد بياناتك. شكرًا لإبقائها محدّثة.",
+        "404_title": "الرابط غير صالح",
+        "404": "هذا الرابط غير صالح.",
+        "409_title": "تم التأكيد مسبقًا",
+        "409": "تم تأكيد بياناتك مسبقًا. شكرًا لك.",
+        "410_title": "انتهت صلاحية الرابط",
+        "410": "انتهت صلاحية هذا الرابط.",
+        "422_title": "يرجى مراجعة بياناتك",
+        "422": "تعذّر قبول بعض البيانات:",
+        "other_title": "حدث خطأ ما",
+        "other": "يرجى المحاولة مرة أخرى لاحقًا.",
+    },
 }
 
 _env = Environment(loader=PackageLoader("crm_contacts.records", "pages"), autoescape=select_autoescape(default=True))
 
 
 class LinkQuery(Schema):
-    lang = fields.String(validate=validate.Length(max=35), metadata={
-        "description": "the page's language (en, fa or ar; fa-IR works too); default the contact's locale, "
-                       "then Accept-Language, then en"})
+    lang = fields.String(
+        validate=validate.Length(max=35),
+        metadata={
+            "description": "the page's language (en, fa or ar; fa-IR works too); default the contact's locale, "
+            "then Accept-Language, then en"
+        },
+    )
 
 
 class ConfirmationInput(Schema):
@@ -95,34 +132,54 @@ class ConfirmationInput(Schema):
 class ConfirmedView(Schema):
     contact_id = fields.String()
     verified_at = fields.String()
-    changed = fields.List(fields.String(metadata={"enum": list(IDENTIFYING)}),
-                          metadata={"description": "the fields the person corrected"})
+    changed = fields.List(
+        fields.String(metadata={"enum": list(IDENTIFYING)}), metadata={"description": "the fields the person corrected"}
+    )
 
 
 HTML = {"text/html": {"schema": {"type": "string"}}}
 PROBLEM = {"application/problem+json": {"schema": "Problem"}}
-TITLES = {404: "Link not valid", 409: "Already confirmed", 410: "Link expired",
-          422: "Some details could not be accepted"}
+TITLES = {
+    404: "Link not valid",
+    409: "Already confirmed",
+    410: "Link expired",
+    422: "Some details could not be accepted",
+}
 
 
 def _pages(*statuses: int, problems: bool = False) -> dict[str, Any]:
     """The link's error pages; with `problems`, a JSON request gets a problem instead."""
-    return {str(status): {"description": TITLES[status], "content": {**HTML, **(PROBLEM if problems else {})}}
-            for status in statuses}
+    return {
+        str(status): {"description": TITLES[status], "content": {**HTML, **(PROBLEM if problems else {})}}
+        for status in statuses
+    }
 
 
-FORM_FIELDS = {name: {"type": "string", "maxLength": length} for name, length in
-               (("first_name", 100), ("last_name", 100), ("email", 254), ("phone", 40))}
-CONFIRMATION_FORM = {"responses": {"200": {"description": "The details on record, in a form to confirm",
-                                           "content": HTML}, **_pages(404, 409, 410)}}
-CONFIRMATION_ANSWER = {
-    "requestBody": {"required": False, "content": {
-        "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": FORM_FIELDS}},
-        "application/json": {"schema": ConfirmationInput}}},
+FORM_FIELDS = {
+    name: {"type": "string", "maxLength": length}
+    for name, length in (("first_name", 100), ("last_name", 100), ("email", 254), ("phone", 40))
+}
+CONFIRMATION_FORM = {
     "responses": {
-        "200": {"description": "Confirmed: a thank-you page, or (JSON) what was recorded",
-                "content": {**HTML, "application/json": {"schema": ConfirmedView}}},
-        **_pages(404, 409, 410, 422, problems=True)},
+        "200": {"description": "The details on record, in a form to confirm", "content": HTML},
+        **_pages(404, 409, 410),
+    }
+}
+CONFIRMATION_ANSWER = {
+    "requestBody": {
+        "required": False,
+        "content": {
+            "application/x-www-form-urlencoded": {"schema": {"type": "object", "properties": FORM_FIELDS}},
+            "application/json": {"schema": ConfirmationInput},
+        },
+    },
+    "responses": {
+        "200": {
+            "description": "Confirmed: a thank-you page, or (JSON) what was recorded",
+            "content": {**HTML, "application/json": {"schema": ConfirmedView}},
+        },
+        **_pages(404, 409, 410, 422, problems=True),
+    },
 }
 
 
@@ -171,19 +228,32 @@ def _load(raw: dict[str, Any]) -> dict[str, Any]:
 
 
 def _language(contact: Contact | None, explicit: str | None) -> PageLanguage:
-    return choose(LANGUAGES, explicit=explicit, contact=contact.locale if contact else None,
-                  accept=request.accept_languages)
+    return choose(
+        LANGUAGES, explicit=explicit, contact=contact.locale if contact else None, accept=request.accept_languages
+    )
 
 
-def _page(lang: PageLanguage, kind: str, status: int, form: dict[str, Any] | None = None,
-          problems: dict[str, Any] | None = None) -> Response:
+def _page(
+    lang: PageLanguage,
+    kind: str,
+    status: int,
+    form: dict[str, Any] | None = None,
+    problems: dict[str, Any] | None = None,
+) -> Response:
     texts = TEXTS[lang.lang]
-    listed = sorted((field, messages if isinstance(messages, list) else [str(messages)])
-                    for field, messages in (problems or {}).items())
-    html = _env.get_template("confirm.html").render(page=lang, t=texts, title=texts[f"{kind}_title"],
-                                                    text=texts[kind], form=form, problems=listed)
-    return Response(html, status=status, mimetype="text/html",
-                    headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"})
+    listed = sorted(
+        (field, messages if isinstance(messages, list) else [str(messages)])
+        for field, messages in (problems or {}).items()
+    )
+    html = _env.get_template("confirm.html").render(
+        page=lang, t=texts, title=texts[f"{kind}_title"], text=texts[kind], form=form, problems=listed
+    )
+    return Response(
+        html,
+        status=status,
+        mimetype="text/html",
+        headers={"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"},
+    )
 
 
 def _error_page(lang: PageLanguage, error: DomainError, form: dict[str, Any] | None = None) -> Response:
@@ -236,9 +306,7 @@ def blueprint(book: ContactBook) -> Blueprint:
             refill = contact is not None and isinstance(error, ValidationFailed)
             return _error_page(_language(contact, query.get("lang")), error, form=shown if refill else None)
         if _wants_json():
-            return jsonify({"contact_id": confirmed.id, "verified_at": confirmed.verified_at,
-                            "changed": changed[-1]})
+            return jsonify({"contact_id": confirmed.id, "verified_at": confirmed.verified_at, "changed": changed[-1]})
         return _page(_language(confirmed, query.get("lang")), "thanks", 200)
 
     return bp
-

@@ -65,8 +65,12 @@ def customer_360(book: ContactBook, neighbours: Neighbours, contact_id: str) -> 
         pending = {name: pool.submit(lookup, contact.id) for name, lookup in lookups.items()}
         sections = {name: _section(future.result) for name, future in pending.items()}
     timeline = [
-        {"time": entry["time"], "from": entry["changes"]["lifecycle_stage"]["before"],
-         "to": entry["changes"]["lifecycle_stage"]["after"], "actor": entry["actor"]}
+        {
+            "time": entry["time"],
+            "from": entry["changes"]["lifecycle_stage"]["before"],
+            "to": entry["changes"]["lifecycle_stage"]["after"],
+            "actor": entry["actor"],
+        }
         for entry in book.contact_history(contact.id)
         if "lifecycle_stage" in entry["changes"]
     ]

@@ -41,8 +41,13 @@ def derived_values(data: dict[str, Any]) -> dict[str, Any]:
     except (InvalidOperation, ValueError):
         amount = None
     tier = data.get("tier")
-    return {"tier": tier, "previous_tier": data.get("previous_tier"), "strategic": tier == "strategic",
-            "clv": amount, "clv_currency": clv.get("currency")}
+    return {
+        "tier": tier,
+        "previous_tier": data.get("previous_tier"),
+        "strategic": tier == "strategic",
+        "clv": amount,
+        "clv_currency": clv.get("currency"),
+    }
 
 
 def copy_onto(contacts: Collection, contact_id: str, values: dict[str, Any], version: int) -> None:
@@ -82,8 +87,11 @@ class DerivedValues:
                 continue  # already applied (at-least-once delivery) or older than what we hold
             values = derived_values(event.data)
             try:  # the _id repeated in the replacement: nx-27017 does not take it from the filter on upsert
-                self.derived.replace_one({"_id": contact_id, "version": {"$lt": event.version}},
-                                         {"_id": contact_id, "version": event.version, "values": values}, upsert=True)
+                self.derived.replace_one(
+                    {"_id": contact_id, "version": {"$lt": event.version}},
+                    {"_id": contact_id, "version": event.version, "values": values},
+                    upsert=True,
+                )
             except DuplicateKeyError:
                 continue  # a newer version landed meanwhile (a rebuild beside the worker)
             copy_onto(self.contacts, contact_id, values, event.version)

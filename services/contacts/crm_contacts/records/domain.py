@@ -40,7 +40,16 @@ AUTOMATION_PATH = ("subscriber", "lead", "marketing_qualified_lead", "sales_qual
 
 # Fields a person may set on a contact directly (lifecycle stage has its own event).
 CONTACT_FIELDS = (
-    "first_name", "last_name", "email", "phone", "company_id", "tags", "attributes", "owner", "locale", "time_zone",
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "company_id",
+    "tags",
+    "attributes",
+    "owner",
+    "locale",
+    "time_zone",
 )
 # What identifies or describes the person: encrypted with the person's key in every
 # event (crypto-shredding), and wiped from the record on erasure.
@@ -52,8 +61,11 @@ COMPANY_FIELDS = ("name", "domain", "industry", "size", "phone", "website", "add
 
 # JSON shapes the events' type hints cannot say
 ATTRIBUTES = {"type": ["object", "null"], "additionalProperties": {"type": ["string", "number", "boolean", "null"]}}
-TEAM = {"type": ["string", "null"], "description": "the owning team (added later, optional: absent in older events "
-        "and when none); team-scoped roles see only its contacts"}
+TEAM = {
+    "type": ["string", "null"],
+    "description": "the owning team (added later, optional: absent in older events "
+    "and when none); team-scoped roles see only its contacts",
+}
 CAUSE = {
     "type": "object",
     "required": ["kind", "by"],
@@ -66,13 +78,21 @@ CAUSE = {
 }
 MERGED_FROM = "the duplicate a merge took this from (an unmerge gives it back)"
 CONSENT = {
-    "type": "object", "required": ["status", "source", "legal_basis", "at"], "additionalProperties": False,
-    "properties": {"status": {"enum": list(CONSENT_STATUSES)}, "source": {"type": ["string", "null"]},
-                   "legal_basis": {"enum": [*LEGAL_BASES, None]},
-                   "at": {"type": ["string", "null"], "format": "date-time"}},
+    "type": "object",
+    "required": ["status", "source", "legal_basis", "at"],
+    "additionalProperties": False,
+    "properties": {
+        "status": {"enum": list(CONSENT_STATUSES)},
+        "source": {"type": ["string", "null"]},
+        "legal_basis": {"enum": [*LEGAL_BASES, None]},
+        "at": {"type": ["string", "null"], "format": "date-time"},
+    },
 }
-RELEASED_CONSENTS = {"type": "object", "propertyNames": {"enum": list(CHANNELS)},
-                     "additionalProperties": {"oneOf": [CONSENT, {"type": "null"}]}}
+RELEASED_CONSENTS = {
+    "type": "object",
+    "propertyNames": {"enum": list(CHANNELS)},
+    "additionalProperties": {"oneOf": [CONSENT, {"type": "null"}]},
+}
 
 
 class _Kept:
@@ -87,8 +107,12 @@ KEPT: Any = _Kept()
 
 def changes_schema(fields: Mapping[str, Any], min_properties: int = 1) -> dict[str, Any]:
     """The shape of an update's `changes`: any of `fields` (name → schema), at least `min_properties`."""
-    return {"type": "object", "additionalProperties": False, "properties": dict(fields),
-            "minProperties": min_properties}
+    return {
+        "type": "object",
+        "additionalProperties": False,
+        "properties": dict(fields),
+        "minProperties": min_properties,
+    }
 
 
 def _merge_attributes(current: dict[str, Any], patch: dict[str, Any]) -> dict[str, Any]:
@@ -133,8 +157,11 @@ def automation_may_move(current: str, target: str) -> bool:
     """
     if (current, target) in (("customer", "churned"), ("churned", "customer")):
         return True
-    return (current in AUTOMATION_PATH and target in AUTOMATION_PATH
-            and AUTOMATION_PATH.index(target) > AUTOMATION_PATH.index(current))
+    return (
+        current in AUTOMATION_PATH
+        and target in AUTOMATION_PATH
+        and AUTOMATION_PATH.index(target) > AUTOMATION_PATH.index(current)
+    )
 
 
 IDENTIFYING = ("first_name", "last_name", "email", "phone")
@@ -180,13 +207,15 @@ class Absorbed:
     def reverted(self, survivor: Contact) -> dict[str, Any]:
         """The changes giving back what `survivor` still holds only from the duplicate. The
         identifying fields stay if clearing them would leave no name, email or phone."""
-        changes: dict[str, Any] = {name: None for name, value in self.fields.items()
-                                   if getattr(survivor, name) == value}
+        changes: dict[str, Any] = {
+            name: None for name, value in self.fields.items() if getattr(survivor, name) == value
+        }
         tags = sorted(set(survivor.tags) - set(self.tags))
         if tags != sorted(survivor.tags):
             changes["tags"] = tags
-        attributes = {k: v for k, v in survivor.attributes.items() if k not in self.attributes
-                      or self.attributes[k] != v}
+        attributes = {
+            k: v for k, v in survivor.attributes.items() if k not in self.attributes or self.attributes[k] != v
+        }
         if attributes != survivor.attributes:
             changes["attributes"] = attributes
         if not any(changes.get(name, getattr(survivor, name)) for name in IDENTIFYING):
@@ -229,9 +258,14 @@ class Contact(Aggregate):
         locale: str | None = None
         time_zone: str | None = None
         team: str | None = spec(omit_none=True, schema=TEAM)
-        verified_at: str | None = spec(omit_none=True, format="date-time", description=(
-            "when the details were last confirmed, if before the record was made (added later: absent, the creation "
-            "counts as the confirmation)"))
+        verified_at: str | None = spec(
+            omit_none=True,
+            format="date-time",
+            description=(
+                "when the details were last confirmed, if before the record was made "
+                "(added later: absent, the creation counts as the confirmation)"
+            ),
+        )
 
     class ContactUpdated(DomainEvent):
         """Fields of a contact changed; `changes` holds the new values of the fields that changed."""
@@ -431,18 +465,25 @@ class Contact(Aggregate):
         if not any(fields.get(name) for name in ("first_name", "last_name", "email", "phone")):
             raise ValidationFailed(
                 "a contact needs a name, an email or a phone",
-                {name: ["one of first_name, last_name, email, phone is required"]
-                 for name in ("first_name", "last_name", "email", "phone")},
+                {
+                    name: ["one of first_name, last_name, email, phone is required"]
+                    for name in ("first_name", "last_name", "email", "phone")
+                },
             )
         contact = cls(contact_id)
         data: dict[str, Any] = {name: fields.get(name) for name in CONTACT_FIELDS}
         data["tags"] = sorted(set(fields.get("tags") or []))
         data["attributes"] = {k: v for k, v in (fields.get("attributes") or {}).items() if v is not None}
-        contact.record(cls.ContactCreated(
-            contact_id=contact_id, **data, lifecycle_stage=fields.get("lifecycle_stage") or "lead",
-            team=fields.get("team") or None,  # the owning team (added later: recorded only when given)
-            # confirmed before it was entered here (e.g. migrated records)
-            verified_at=rfc3339(fields["verified_at"]) if fields.get("verified_at") else None))
+        contact.record(
+            cls.ContactCreated(
+                contact_id=contact_id,
+                **data,
+                lifecycle_stage=fields.get("lifecycle_stage") or "lead",
+                team=fields.get("team") or None,  # the owning team (added later: recorded only when given)
+                # confirmed before it was entered here (e.g. migrated records)
+                verified_at=rfc3339(fields["verified_at"]) if fields.get("verified_at") else None,
+            )
+        )
         return contact
 
     def update(self, fields: dict[str, Any], *, stage_cause: dict[str, str]) -> None:
@@ -451,8 +492,10 @@ class Contact(Aggregate):
         changes = _changes(lambda name: getattr(self, name), fields, (*CONTACT_FIELDS, "team"))
         if changes:
             if not any((changes.get(n, getattr(self, n))) for n in ("first_name", "last_name", "email", "phone")):
-                raise ValidationFailed("a contact needs a name, an email or a phone",
-                                       {name: ["cannot clear the last identifying field"] for name in changes})
+                raise ValidationFailed(
+                    "a contact needs a name, an email or a phone",
+                    {name: ["cannot clear the last identifying field"] for name in changes},
+                )
             self.record(self.ContactUpdated(contact_id=self.id, changes=changes))
         stage = fields.get("lifecycle_stage")
         if stage is not None and stage != self.lifecycle_stage:
@@ -462,11 +505,15 @@ class Contact(Aggregate):
         """Move to `stage`; `cause` says who or what: {"kind": manual|automation|merge, "by": ...}."""
         self._require_active()
         if stage not in LIFECYCLE_STAGES:
-            raise ValidationFailed("unknown lifecycle stage",
-                                   {"lifecycle_stage": [f"must be one of {', '.join(LIFECYCLE_STAGES)}"]})
+            raise ValidationFailed(
+                "unknown lifecycle stage", {"lifecycle_stage": [f"must be one of {', '.join(LIFECYCLE_STAGES)}"]}
+            )
         if stage != self.lifecycle_stage:
-            self.record(self.ContactLifecycleStageChanged(contact_id=self.id, from_=self.lifecycle_stage, to=stage,
-                                                          cause=dict(cause)))
+            self.record(
+                self.ContactLifecycleStageChanged(
+                    contact_id=self.id, from_=self.lifecycle_stage, to=stage, cause=dict(cause)
+                )
+            )
 
     def automate_stage(self, stage: str, rule: str, detail: str | None) -> bool:
         """Move to `stage` for lifecycle rule `rule` if automation may (`automation_may_move`)."""
@@ -499,21 +546,36 @@ class Contact(Aggregate):
     def flag_at_risk(self, now: datetime, after: timedelta) -> bool:
         """Flag a customer whose last purchase is at least `after` before `now`."""
         last, last_at = self.last_purchase_ms, self.last_purchase_at
-        if (self.status != "active" or self.lifecycle_stage != "customer" or self.at_risk or last is None
-                or last_at is None or epoch_ms(now) - last < after.total_seconds() * 1000):
+        if (
+            self.status != "active"
+            or self.lifecycle_stage != "customer"
+            or self.at_risk
+            or last is None
+            or last_at is None
+            or epoch_ms(now) - last < after.total_seconds() * 1000
+        ):
             return False
         days = int(after.total_seconds() // 86400)
-        self.record(self.ContactFlaggedAtRisk(
-            contact_id=self.id, since=rfc3339(now), last_purchase_at=last_at,
-            cause={"kind": "automation", "by": "rule:at-risk", "detail": f"no won deal for {days} days"},
-        ))
+        self.record(
+            self.ContactFlaggedAtRisk(
+                contact_id=self.id,
+                since=rfc3339(now),
+                last_purchase_at=last_at,
+                cause={"kind": "automation", "by": "rule:at-risk", "detail": f"no won deal for {days} days"},
+            )
+        )
         return True
 
     def churn(self, now: datetime, after: timedelta) -> bool:
         """Move an at-risk customer flagged at least `after` before `now` to churned."""
         since = self.at_risk_since_ms
-        if (self.status != "active" or self.lifecycle_stage != "customer" or not self.at_risk or since is None
-                or epoch_ms(now) - since < after.total_seconds() * 1000):
+        if (
+            self.status != "active"
+            or self.lifecycle_stage != "customer"
+            or not self.at_risk
+            or since is None
+            or epoch_ms(now) - since < after.total_seconds() * 1000
+        ):
             return False
         return self.automate_stage("churned", "churn", f"at risk since {self.at_risk_since}")
 
@@ -524,8 +586,11 @@ class Contact(Aggregate):
         person (`source` contact, through the confirmation link). Clears the stale flag. Every
         confirmation is recorded, a repeat too: each is a fact an audit may ask about."""
         self._require_active()
-        self.record(self.ContactDetailsVerified(contact_id=self.id, at=rfc3339(at), by=by, source=source,
-                                                method=method, stale_since=self.stale_since))
+        self.record(
+            self.ContactDetailsVerified(
+                contact_id=self.id, at=rfc3339(at), by=by, source=source, method=method, stale_since=self.stale_since
+            )
+        )
 
     def confirm_details(self, fields: dict[str, Any], at: datetime) -> list[str]:
         """The person confirmed their details through the link, correcting some of name, email and
@@ -544,9 +609,16 @@ class Contact(Aggregate):
         if self.status != "active" or self.stale or verified is None or now - parse_time(verified) < after:
             return False
         since = parse_time(verified) + after
-        self.record(self.ContactBecameStale(
-            contact_id=self.id, since=rfc3339(since), verified_at=verified,
-            stale_after_days=after / timedelta(days=1), lifecycle_stage=self.lifecycle_stage, owner=self.owner))
+        self.record(
+            self.ContactBecameStale(
+                contact_id=self.id,
+                since=rfc3339(since),
+                verified_at=verified,
+                stale_after_days=after / timedelta(days=1),
+                lifecycle_stage=self.lifecycle_stage,
+                owner=self.owner,
+            )
+        )
         return True
 
     def set_consent(self, channel: str, consent: dict[str, Any], *, merged_from: str | None = None) -> None:
@@ -557,8 +629,9 @@ class Contact(Aggregate):
         recorded: dict[str, Any] = {key: consent.get(key) for key in ("status", "source", "legal_basis", "at")}
         if current is not None and all(current.get(k) == v for k, v in recorded.items() if k != "at"):
             return  # the same choice again: nothing new happened
-        self.record(self.ContactConsentChanged(contact_id=self.id, channel=channel, **recorded,
-                                               merged_from=merged_from or None))
+        self.record(
+            self.ContactConsentChanged(contact_id=self.id, channel=channel, **recorded, merged_from=merged_from or None)
+        )
 
     def absorb(self, duplicate: Contact) -> None:
         """Fold a duplicate record of the same person into this one.
@@ -585,8 +658,11 @@ class Contact(Aggregate):
             changes["attributes"] = {**duplicate.attributes, **self.attributes}
         self.record(self.ContactDuplicateAbsorbed(contact_id=self.id, duplicate_id=duplicate.id, changes=changes))
         if duplicate.last_purchase_at and (duplicate.last_purchase_ms or 0) > (self.last_purchase_ms or 0):
-            self.record(self.ContactPurchaseRecorded(contact_id=self.id, deal_id=None, at=duplicate.last_purchase_at,
-                                                     merged_from=duplicate.id))
+            self.record(
+                self.ContactPurchaseRecorded(
+                    contact_id=self.id, deal_id=None, at=duplicate.last_purchase_at, merged_from=duplicate.id
+                )
+            )
         if _stage_rank(duplicate.lifecycle_stage) > _stage_rank(self.lifecycle_stage):
             self.change_stage(duplicate.lifecycle_stage, cause={"kind": "merge", "by": duplicate.id})
         for channel, theirs in sorted(duplicate.consents.items()):
@@ -606,10 +682,16 @@ class Contact(Aggregate):
         if duplicate_id not in self.merged_from:
             return
         taken = self.absorbed.get(duplicate_id) or Absorbed()
-        self.record(self.ContactDuplicateReleased(
-            contact_id=self.id, duplicate_id=duplicate_id, merge_event_id=merge_event_id, changes=taken.reverted(self),
-            consents={channel: taken.consents[channel]["from"] for channel in sorted(taken.consents)},
-            last_purchase_at=KEPT if taken.purchase is None else taken.purchase["from"]))
+        self.record(
+            self.ContactDuplicateReleased(
+                contact_id=self.id,
+                duplicate_id=duplicate_id,
+                merge_event_id=merge_event_id,
+                changes=taken.reverted(self),
+                consents={channel: taken.consents[channel]["from"] for channel in sorted(taken.consents)},
+                last_purchase_at=KEPT if taken.purchase is None else taken.purchase["from"],
+            )
+        )
         if taken.stage is not None and self.lifecycle_stage == taken.stage["to"]:
             self.change_stage(taken.stage["from"], cause={"kind": "unmerge", "by": duplicate_id})
 
@@ -622,8 +704,9 @@ class Contact(Aggregate):
         if self.status == "active" and survivor_id in self.unmerged_from:
             return False
         if self.status != "merged" or self.merged_into != survivor_id:
-            raise ValidationFailed("not merged into this contact",
-                                   {"duplicate_id": [f"{self.id} is not merged into {survivor_id}"]})
+            raise ValidationFailed(
+                "not merged into this contact", {"duplicate_id": [f"{self.id} is not merged into {survivor_id}"]}
+            )
         return True
 
     def unmerge(self, survivor_id: str) -> None:
@@ -631,8 +714,11 @@ class Contact(Aggregate):
         record cannot change). A repeat records nothing (`may_unmerge`)."""
         if not self.may_unmerge(survivor_id):
             return
-        self.record(self.ContactUnmerged(contact_id=self.id, duplicate_id=self.id, survivor_id=survivor_id,
-                                         merge_event_id=self.merge_event_id))
+        self.record(
+            self.ContactUnmerged(
+                contact_id=self.id, duplicate_id=self.id, survivor_id=survivor_id, merge_event_id=self.merge_event_id
+            )
+        )
 
     def erase(self, reason: str) -> None:
         """Forget the person: the record keeps its id and history of what happened, not who."""
@@ -686,8 +772,12 @@ class Contact(Aggregate):
     def _on_stage_changed(self, event: ContactLifecycleStageChanged) -> None:
         cause = event.cause
         self._note_stage(event)
-        if (event.from_ == "churned" and event.to == "customer" and isinstance(cause, dict)
-                and cause.get("by") == "rule:win-back"):
+        if (
+            event.from_ == "churned"
+            and event.to == "customer"
+            and isinstance(cause, dict)
+            and cause.get("by") == "rule:win-back"
+        ):
             self.win_backs += 1
         self.lifecycle_stage = event.to
         if event.to != "customer":  # "at risk" is a property of customers only
@@ -696,8 +786,9 @@ class Contact(Aggregate):
     @apply.register(ContactPurchaseRecorded)
     def _on_purchase(self, event: ContactPurchaseRecorded) -> None:
         for duplicate_id, taken in self.absorbed.items():
-            taken.purchase = ({"from": self.last_purchase_at, "to": event.at}
-                              if duplicate_id == event.merged_from else None)
+            taken.purchase = (
+                {"from": self.last_purchase_at, "to": event.at} if duplicate_id == event.merged_from else None
+            )
         self.last_purchase_at = event.at
 
     @apply.register(ContactFlaggedAtRisk)
@@ -725,8 +816,12 @@ class Contact(Aggregate):
             else:
                 taken.consents.pop(event.channel, None)
         consents = dict(self.consents)
-        consents[event.channel] = {"status": event.status, "source": event.source, "legal_basis": event.legal_basis,
-                                   "at": event.at}
+        consents[event.channel] = {
+            "status": event.status,
+            "source": event.source,
+            "legal_basis": event.legal_basis,
+            "at": event.at,
+        }
         self.consents = consents
 
     @apply.register(ContactDuplicateAbsorbed)
@@ -750,8 +845,10 @@ class Contact(Aggregate):
         if event.last_purchase_at is not KEPT:
             self.last_purchase_at = event.last_purchase_at
         taken = self.absorbed.get(event.duplicate_id)
-        self._released_proofs = {channel: (taken.consents.get(channel) or {}).get("proof") if taken else None
-                                 for channel in event.consents or {}}
+        self._released_proofs = {
+            channel: (taken.consents.get(channel) or {}).get("proof") if taken else None
+            for channel in event.consents or {}
+        }
         self.absorbed = {k: v for k, v in self.absorbed.items() if k != event.duplicate_id}
         self.merged_from = [m for m in self.merged_from if m != event.duplicate_id]
 
@@ -776,8 +873,9 @@ class Contact(Aggregate):
         cause = event.cause
         by_merge = isinstance(cause, dict) and cause.get("kind") == "merge"
         for duplicate_id, taken in self.absorbed.items():
-            taken.stage = ({"from": event.from_, "to": event.to}
-                           if by_merge and cause.get("by") == duplicate_id else None)
+            taken.stage = (
+                {"from": event.from_, "to": event.to} if by_merge and cause.get("by") == duplicate_id else None
+            )
 
     def view(self) -> dict[str, Any]:
         """The contact as the API shows it."""

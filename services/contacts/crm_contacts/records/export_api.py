@@ -51,9 +51,20 @@ class RecordKeepers:
 
     def __init__(self) -> None:
         self.deadline = settings.current().export_deadline
-        self.stubs = {service: (stub(rpc.channel(grpc_target(service, port), audience=service, caller="contacts",
-                                                 max_receive_bytes=MAX_ANSWER_BYTES)), request)
-                      for service, port, stub, request in KEEPERS}
+        self.stubs = {
+            service: (
+                stub(
+                    rpc.channel(
+                        grpc_target(service, port),
+                        audience=service,
+                        caller="contacts",
+                        max_receive_bytes=MAX_ANSWER_BYTES,
+                    )
+                ),
+                request,
+            )
+            for service, port, stub, request in KEEPERS
+        }
 
     def gather(self, contact_ids: Sequence[str]) -> dict[str, Any]:
         """Every service's records of these ids, by service; Unavailable naming each service
@@ -63,8 +74,10 @@ class RecordKeepers:
             answers = {service: future.result() for service, future in pending.items()}
         failed = {service: [why] for service, why in answers.items() if isinstance(why, str)}
         if failed:
-            raise Unavailable(f"{', '.join(failed)} could not answer, so no export is given (never a partial one); "
-                              "retry shortly", failed)
+            raise Unavailable(
+                f"{', '.join(failed)} could not answer, so no export is given (never a partial one); retry shortly",
+                failed,
+            )
         return answers
 
     def _ask(self, service: str, contact_ids: Sequence[str]) -> dict[str, Any] | str:
@@ -111,22 +124,43 @@ class ExportView(Schema):
     contact = fields.Nested(ContactView)
     company = fields.Nested(CompanyView, allow_none=True)
     history = fields.List(fields.Nested(HistoryEntry), metadata={"description": "every change to the contact"})
-    merged_records = fields.List(fields.Nested(MergedRecord), metadata={
-        "description": "the duplicates merged into this contact, with their history"})
-    sales = fields.Dict(metadata={"description": "deals (with stage history), quotes (with lines) and activities: "
-                                                 "`{deals, quotes, activities}`, each as sales' GET shows it"})
-    service_desk = fields.Dict(data_key="service-desk", metadata={
-        "description": "tickets with their comments, satisfaction rating and SLA clocks: `{tickets}`"})
-    messaging = fields.Dict(metadata={"description": "messages, each with `consent_proof` (what "
-                                                     "GET /v1/messages/{id}/consent answers): `{messages}`"})
+    merged_records = fields.List(
+        fields.Nested(MergedRecord),
+        metadata={"description": "the duplicates merged into this contact, with their history"},
+    )
+    sales = fields.Dict(
+        metadata={
+            "description": "deals (with stage history), quotes (with lines) and activities: "
+            "`{deals, quotes, activities}`, each as sales' GET shows it"
+        }
+    )
+    service_desk = fields.Dict(
+        data_key="service-desk",
+        metadata={"description": "tickets with their comments, satisfaction rating and SLA clocks: `{tickets}`"},
+    )
+    messaging = fields.Dict(
+        metadata={
+            "description": "messages, each with `consent_proof` (what "
+            "GET /v1/messages/{id}/consent answers): `{messages}`"
+        }
+    )
 
 
 def blueprint(book: ContactBook, keepers: RecordKeepers) -> Blueprint:
     bp = Blueprint("contact_export", __name__)
 
     @bp.get("/v1/contacts/<contact_id>/export")
-    @endpoint("export", response=ExportView, openapi={"responses": {"503": {
-        "description": "a service holding records of the person did not answer: `errors` names it, and why"}}})
+    @endpoint(
+        "export",
+        response=ExportView,
+        openapi={
+            "responses": {
+                "503": {
+                    "description": "a service holding records of the person did not answer: `errors` names it, and why"
+                }
+            }
+        },
+    )
     def export_contact(contact_id: str) -> Response:
         """Everything every service holds about the person, as one JSON document (their data subject
         access request); 503 naming any service that cannot answer, never a partial export."""

@@ -92,8 +92,9 @@ def stale_policy(environ: Mapping[str, str]) -> StalePolicy:
     for item in filter(None, (part.strip() for part in environ.get(BY_STAGE_VARIABLE, "").split(","))):
         stage, sep, days = (text.strip() for text in item.partition("="))
         if not sep or stage not in LIFECYCLE_STAGES:
-            raise BadSetting(f"{BY_STAGE_VARIABLE}: {item!r} is not <stage>=<days> with a stage of "
-                             f"{', '.join(LIFECYCLE_STAGES)}")
+            raise BadSetting(
+                f"{BY_STAGE_VARIABLE}: {item!r} is not <stage>=<days> with a stage of {', '.join(LIFECYCLE_STAGES)}"
+            )
         by_stage[stage] = _days(days, BY_STAGE_VARIABLE)
     return StalePolicy(default, by_stage)
 
@@ -101,9 +102,14 @@ def stale_policy(environ: Mapping[str, str]) -> StalePolicy:
 class FreshnessTimer:
     """The staleness rule, applied to every active contact the read model says is past its threshold."""
 
-    def __init__(self, contacts: Repository[Contact], view: Collection,
-                 now: Callable[[], datetime] = clock.now, policy: Callable[[], StalePolicy] | None = None,
-                 batch: int = 1000) -> None:
+    def __init__(
+        self,
+        contacts: Repository[Contact],
+        view: Collection,
+        now: Callable[[], datetime] = clock.now,
+        policy: Callable[[], StalePolicy] | None = None,
+        batch: int = 1000,
+    ) -> None:
         self.contacts = contacts
         self.view = view
         self.now = now
@@ -117,17 +123,27 @@ class FreshnessTimer:
         meta = Metadata(actor=ACTOR)
         flagged = 0
         for after, stages in policy.groups().items():
-            query: dict[str, Any] = {"status": "active", "stale": False, "lifecycle_stage": {"$in": stages},
-                                     "verified_ms": {"$lte": epoch_ms(moment - after)}}
+            query: dict[str, Any] = {
+                "status": "active",
+                "stale": False,
+                "lifecycle_stage": {"$in": stages},
+                "verified_ms": {"$lte": epoch_ms(moment - after)},
+            }
             for doc in self.view.find(query, {"_id": 1}).limit(self.batch):
-                flagged += apply_timer(self.contacts, doc["_id"],
-                                       lambda c: c.flag_stale(moment, policy.after(c.lifecycle_stage)), meta)
+                flagged += apply_timer(
+                    self.contacts, doc["_id"], lambda c: c.flag_stale(moment, policy.after(c.lifecycle_stage)), meta
+                )
         return flagged
 
     def job(self, service: str) -> PeriodicJob:
         """The worker's job: a pass every CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS (crmkit.periodic)."""
-        return PeriodicJob(service, "freshness", self.step, interval_seconds,
-                           log_when("contacts flagged stale", lambda flagged: flagged))
+        return PeriodicJob(
+            service,
+            "freshness",
+            self.step,
+            interval_seconds,
+            log_when("contacts flagged stale", lambda flagged: flagged),
+        )
 
 
 def timer(runtime: Runtime) -> FreshnessTimer:

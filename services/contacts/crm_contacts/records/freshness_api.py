@@ -24,8 +24,17 @@ from crmkit.web import PageQuery, endpoint, if_match, jsonable, metadata, page, 
 
 METHODS = ("phone", "email", "sms", "in_person", "video_call", "letter", "other")
 MAX_OWNERS = 1000  # owners are staff: more than this in one answer would be a data problem, not a report
-SUMMARY = ("first_name", "last_name", "email", "phone", "owner", "lifecycle_stage", "created_at", "verified_at",
-           "stale_since")
+SUMMARY = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "owner",
+    "lifecycle_stage",
+    "created_at",
+    "verified_at",
+    "stale_since",
+)
 
 
 class VerifyInput(Schema):
@@ -34,8 +43,11 @@ class VerifyInput(Schema):
     class Meta:
         unknown = RAISE
 
-    method = fields.String(load_default="other", validate=validate.OneOf(METHODS), metadata={
-        "description": "how the details were confirmed with the person"})
+    method = fields.String(
+        load_default="other",
+        validate=validate.OneOf(METHODS),
+        metadata={"description": "how the details were confirmed with the person"},
+    )
 
 
 class StaleRecordsQuery(PageQuery):
@@ -63,21 +75,27 @@ class StaleContact(Schema):
 
 class StaleRecordsReport(Schema):
     report = fields.String(metadata={"enum": ["stale-records"]})
-    as_of = fields.String(metadata={"description": "when the report was read (the stale flags are set by the "
-                                                   "contacts worker's periodic pass)"})
+    as_of = fields.String(
+        metadata={
+            "description": "when the report was read (the stale flags are set by the contacts worker's periodic pass)"
+        }
+    )
     owner = fields.String(allow_none=True)
     lifecycle_stage = fields.String(allow_none=True)
     total = fields.Integer(metadata={"description": "stale contacts matching the filters"})
-    by_owner = fields.List(fields.Nested(OwnerCount), metadata={
-        "description": f"stale contacts per owner, most first (at most {MAX_OWNERS} owners)"})
+    by_owner = fields.List(
+        fields.Nested(OwnerCount),
+        metadata={"description": f"stale contacts per owner, most first (at most {MAX_OWNERS} owners)"},
+    )
     items = fields.List(fields.Nested(StaleContact))
     next_cursor = fields.String(allow_none=True)
 
 
 def verify(book: ContactBook, contact_id: str, method: str, meta: Metadata, expected: int | None) -> Contact:
     """Staff confirmed the details with the person: verified now, the stale flag cleared."""
-    return book.contacts.change(contact_id, lambda c: c.verify(clock.now(), meta.actor, "staff", method), meta,
-                                expected)
+    return book.contacts.change(
+        contact_id, lambda c: c.verify(clock.now(), meta.actor, "staff", method), meta, expected
+    )
 
 
 def stale_records(book: ContactBook, query: dict[str, Any]) -> dict[str, Any]:
@@ -86,15 +104,27 @@ def stale_records(book: ContactBook, query: dict[str, Any]) -> dict[str, Any]:
     for name in ("owner", "lifecycle_stage"):
         if query.get(name):
             match[name] = query[name]
-    counts = [{"owner": group["_id"], "count": group["count"]} for group in book.contacts_view.aggregate([
-        {"$match": match}, {"$group": {"_id": "$owner", "count": {"$sum": 1}}}, {"$limit": MAX_OWNERS}])]
+    counts = [
+        {"owner": group["_id"], "count": group["count"]}
+        for group in book.contacts_view.aggregate(
+            [{"$match": match}, {"$group": {"_id": "$owner", "count": {"$sum": 1}}}, {"$limit": MAX_OWNERS}]
+        )
+    ]
     counts.sort(key=lambda c: (-c["count"], c["owner"] is None, c["owner"] or ""))
-    docs, cursor = page(book.contacts_view, match, query["limit"], query.get("cursor"),
-                        {"_id": 1, **{name: 1 for name in SUMMARY}})
+    docs, cursor = page(
+        book.contacts_view, match, query["limit"], query.get("cursor"), {"_id": 1, **{name: 1 for name in SUMMARY}}
+    )
     items = [{name: doc.get(name) for name in ("id", *SUMMARY)} for doc in map(projections.public, docs)]
-    return {"report": "stale-records", "as_of": rfc3339(clock.now()), "owner": query.get("owner"),
-            "lifecycle_stage": query.get("lifecycle_stage"), "total": sum(c["count"] for c in counts),
-            "by_owner": counts, "items": items, "next_cursor": cursor}
+    return {
+        "report": "stale-records",
+        "as_of": rfc3339(clock.now()),
+        "owner": query.get("owner"),
+        "lifecycle_stage": query.get("lifecycle_stage"),
+        "total": sum(c["count"] for c in counts),
+        "by_owner": counts,
+        "items": items,
+        "next_cursor": cursor,
+    }
 
 
 def blueprint(book: ContactBook) -> Blueprint:

@@ -132,8 +132,9 @@ class LifecycleAutomation:
         """`_id` is the key; nothing else is queried."""
 
 
-def apply_timer(contacts: Repository[Contact], contact_id: str, decision: Callable[[Contact], bool],
-                meta: Metadata) -> bool:
+def apply_timer(
+    contacts: Repository[Contact], contact_id: str, decision: Callable[[Contact], bool], meta: Metadata
+) -> bool:
     """Whether `decision` moved the contact: the read model only proposes candidates, the aggregate
     (loaded fresh, retried on a conflict) decides; a contact gone meanwhile moves nothing."""
     moved: list[bool] = []
@@ -147,8 +148,9 @@ def apply_timer(contacts: Repository[Contact], contact_id: str, decision: Callab
 class LifecycleTimers:
     """The at-risk and churn rules, applied to every customer the read model says is due."""
 
-    def __init__(self, contacts: Repository[Contact], view: Collection, clock: Callable[[], datetime] = now,
-                 batch: int = 1000) -> None:
+    def __init__(
+        self, contacts: Repository[Contact], view: Collection, clock: Callable[[], datetime] = now, batch: int = 1000
+    ) -> None:
         self.contacts = contacts
         self.view = view
         self.clock = clock
@@ -161,29 +163,52 @@ class LifecycleTimers:
         flag_after, churn_wait = knobs.at_risk_after, knobs.churn_after
         now_ms = epoch_ms(moment)
         meta = Metadata(actor=ACTOR)
-        flagged = self._each({"status": "active", "lifecycle_stage": "customer", "at_risk": False,
-                              "last_purchase_ms": {"$lte": now_ms - int(flag_after.total_seconds() * 1000)}},
-                             lambda c: c.flag_at_risk(moment, flag_after), meta)
-        churned = self._each({"status": "active", "lifecycle_stage": "customer", "at_risk": True,
-                              "at_risk_since_ms": {"$lte": now_ms - int(churn_wait.total_seconds() * 1000)}},
-                             lambda c: c.churn(moment, churn_wait), meta)
+        flagged = self._each(
+            {
+                "status": "active",
+                "lifecycle_stage": "customer",
+                "at_risk": False,
+                "last_purchase_ms": {"$lte": now_ms - int(flag_after.total_seconds() * 1000)},
+            },
+            lambda c: c.flag_at_risk(moment, flag_after),
+            meta,
+        )
+        churned = self._each(
+            {
+                "status": "active",
+                "lifecycle_stage": "customer",
+                "at_risk": True,
+                "at_risk_since_ms": {"$lte": now_ms - int(churn_wait.total_seconds() * 1000)},
+            },
+            lambda c: c.churn(moment, churn_wait),
+            meta,
+        )
         return {"flagged": flagged, "churned": churned}
 
     def _each(self, query: dict[str, Any], decision: Callable[[Contact], bool], meta: Metadata) -> int:
-        return sum(apply_timer(self.contacts, doc["_id"], decision, meta)
-                   for doc in self.view.find(query, {"_id": 1}).limit(self.batch))
+        return sum(
+            apply_timer(self.contacts, doc["_id"], decision, meta)
+            for doc in self.view.find(query, {"_id": 1}).limit(self.batch)
+        )
 
     def job(self, service: str) -> PeriodicJob:
         """The worker's job: a pass every CRM_CONTACTS_LIFECYCLE_INTERVAL_SECONDS (crmkit.periodic)."""
-        return PeriodicJob(service, "lifecycle_timers", self.step, interval_seconds,
-                           log_when("lifecycle timers moved contacts", lambda result: sum(result.values())))
+        return PeriodicJob(
+            service,
+            "lifecycle_timers",
+            self.step,
+            interval_seconds,
+            log_when("lifecycle timers moved contacts", lambda result: sum(result.values())),
+        )
 
 
 def projections(runtime: Runtime) -> list[Any]:
     """The contacts worker's projections over the sales topic: lifecycle rules and derived values."""
     contacts: Repository[Contact] = Repository(runtime.store, Contact, runtime.publish)
-    return [LifecycleAutomation(contacts, runtime.db["lifecycle_applied"], topic_of("sales")),
-            DerivedValues(runtime.db["contacts"], runtime.db["contact_derived"], topic_of("sales"))]
+    return [
+        LifecycleAutomation(contacts, runtime.db["lifecycle_applied"], topic_of("sales")),
+        DerivedValues(runtime.db["contacts"], runtime.db["contact_derived"], topic_of("sales")),
+    ]
 
 
 def timers(runtime: Runtime) -> LifecycleTimers:

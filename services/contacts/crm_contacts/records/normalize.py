@@ -12,21 +12,23 @@ import unicodedata
 import phonenumbers
 
 # Arabic code points and the Persian letters people type for the same sound/shape.
-LETTER_VARIANTS = str.maketrans({
-    "\u064a": "\u06cc",  # ي Arabic yeh → ی Persian yeh
-    "\u0649": "\u06cc",  # ى alef maksura → ی
-    "\u0643": "\u06a9",  # ك Arabic kaf → ک keheh
-    "\u0629": "\u0647",  # ة teh marbuta → ه
-    "\u0623": "\u0627",  # أ → ا
-    "\u0625": "\u0627",  # إ → ا
-    "\u0622": "\u0627",  # آ → ا
-    "\u0671": "\u0627",  # ٱ → ا
-    "\u0624": "\u0648",  # ؤ → و
-    "\u0626": "\u06cc",  # ئ → ی
-    "\u06c0": "\u0647",  # ۀ → ه
-    "\u200c": " ",       # zero-width non-joiner separates word parts: treat as a space
-    "\u0640": None,      # tatweel (kashida) is decoration
-})
+LETTER_VARIANTS = str.maketrans(
+    {
+        "\u064a": "\u06cc",  # ي Arabic yeh → ی Persian yeh
+        "\u0649": "\u06cc",  # ى alef maksura → ی
+        "\u0643": "\u06a9",  # ك Arabic kaf → ک keheh
+        "\u0629": "\u0647",  # ة teh marbuta → ه
+        "\u0623": "\u0627",  # أ → ا
+        "\u0625": "\u0627",  # إ → ا
+        "\u0622": "\u0627",  # آ → ا
+        "\u0671": "\u0627",  # ٱ → ا
+        "\u0624": "\u0648",  # ؤ → و
+        "\u0626": "\u06cc",  # ئ → ی
+        "\u06c0": "\u0647",  # ۀ → ه
+        "\u200c": " ",  # zero-width non-joiner separates word parts: treat as a space
+        "\u0640": None,  # tatweel (kashida) is decoration
+    }
+)
 ARABIC_MARKS = re.compile("[\u064b-\u065f\u0670\u06d6-\u06ed]")  # harakat and Quranic marks
 SPACES = re.compile(r"\s+")
 EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")

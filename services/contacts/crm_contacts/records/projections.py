@@ -33,8 +33,9 @@ class ContactsView(AggregateView):
 
     kind = Contact
 
-    def __init__(self, name: str, collection: Collection, store: EventStore, topic: str,
-                 derived: Collection | None = None) -> None:
+    def __init__(
+        self, name: str, collection: Collection, store: EventStore, topic: str, derived: Collection | None = None
+    ) -> None:
         super().__init__(name, collection, store, topic)
         self.derived = derived
         self._known: dict[str, dict[str, Any]] = {}
@@ -64,9 +65,23 @@ class ContactsView(AggregateView):
         return folded
 
     def ensure_indexes(self) -> None:
-        for keys in (["search"], ["email"], ["phone"], ["company_id"], ["lifecycle_stage"], ["tags"], ["owner"],
-                     ["team"], ["name_key"], ["status"], ["last_purchase_ms"], ["at_risk_since_ms"], ["verified_ms"],
-                     ["stale", "owner"], ["stale", "lifecycle_stage"]):
+        for keys in (
+            ["search"],
+            ["email"],
+            ["phone"],
+            ["company_id"],
+            ["lifecycle_stage"],
+            ["tags"],
+            ["owner"],
+            ["team"],
+            ["name_key"],
+            ["status"],
+            ["last_purchase_ms"],
+            ["at_risk_since_ms"],
+            ["verified_ms"],
+            ["stale", "owner"],
+            ["stale", "lifecycle_stage"],
+        ):
             self.collection.create_index([(key, ASCENDING) for key in keys])
 
 
@@ -84,8 +99,11 @@ class CompaniesView(AggregateView):
 def company_document(company: Company) -> dict[str, Any]:
     """A company's read-model document: its view, search terms, and the folded name segment rules compare."""
     view = company.view()
-    return {**view, "search": search_text(normalize.terms(view["name"], view["domain"])),
-            "name_folded": normalize.fold(view["name"]) if view["name"] else None}
+    return {
+        **view,
+        "search": search_text(normalize.terms(view["name"], view["domain"])),
+        "name_folded": normalize.fold(view["name"]) if view["name"] else None,
+    }
 
 
 def contact_document(contact: Contact) -> dict[str, Any]:
@@ -105,8 +123,17 @@ def contact_document(contact: Contact) -> dict[str, Any]:
 
 
 # keys only segment rules and the lifecycle and freshness timers query, never shown by the API
-SEGMENT_KEYS = ("first_name_folded", "last_name_folded", "created_ms", "updated_ms", "name_folded",
-                "last_purchase_ms", "at_risk_since_ms", "derived_version", "verified_ms")
+SEGMENT_KEYS = (
+    "first_name_folded",
+    "last_name_folded",
+    "created_ms",
+    "updated_ms",
+    "name_folded",
+    "last_purchase_ms",
+    "at_risk_since_ms",
+    "derived_version",
+    "verified_ms",
+)
 
 
 def segment_keys(view: dict[str, Any]) -> dict[str, Any]:
@@ -124,8 +151,11 @@ def segment_keys(view: dict[str, Any]) -> dict[str, Any]:
         "last_purchase_ms": epoch_ms(parse_time(view["last_purchase_at"])) if view["last_purchase_at"] else None,
         "at_risk_since_ms": epoch_ms(parse_time(view["at_risk_since"])) if view["at_risk_since"] else None,
         # the freshness timer (crm_contacts.records.freshness) compares this
-        "verified_ms": epoch_ms(parse_time(view["verified_at"])) if view.get("verified_at")
-        else epoch_ms(view["created_at"]) if view["created_at"] else None,  # the creation counts
+        "verified_ms": epoch_ms(parse_time(view["verified_at"]))
+        if view.get("verified_at")
+        else epoch_ms(view["created_at"])
+        if view["created_at"]
+        else None,  # the creation counts
     }
 
 
@@ -178,25 +208,35 @@ def _duplicate_position(contacts: Collection, cursor: str | None) -> tuple[int, 
     return int(index), (value, duplicate_id) if value is not None else None
 
 
-def _duplicate_pairs_of(contacts: Collection, field: str, reason: str, after: tuple[Any, str] | None,
-                        wanted: int) -> list[dict[str, Any]]:
+def _duplicate_pairs_of(
+    contacts: Collection, field: str, reason: str, after: tuple[Any, str] | None, wanted: int
+) -> list[dict[str, Any]]:
     """Up to `wanted` pairs sharing `field`, after the pair `after` (value, duplicate id)."""
     values_from: dict[str, Any] = {"count": {"$gt": 1}}
     if after is not None:
         values_from["_id"] = {"$gte": after[0]}
-    shared = [group["_id"] for group in contacts.aggregate([
-        {"$match": {"status": "active", field: {"$ne": None}}},
-        {"$group": {"_id": f"${field}", "count": {"$sum": 1}}},
-        {"$match": values_from},
-        {"$sort": {"_id": 1}},
-        {"$limit": wanted + 1},  # every group gives a pair, and the first may be spent already
-    ])]
+    shared = [
+        group["_id"]
+        for group in contacts.aggregate(
+            [
+                {"$match": {"status": "active", field: {"$ne": None}}},
+                {"$group": {"_id": f"${field}", "count": {"$sum": 1}}},
+                {"$match": values_from},
+                {"$sort": {"_id": 1}},
+                {"$limit": wanted + 1},  # every group gives a pair, and the first may be spent already
+            ]
+        )
+    ]
     groups: dict[Any, list[str]] = {}
     for doc in contacts.find({"status": "active", field: {"$in": shared}}, {"_id": 1, field: 1}).sort("_id", ASCENDING):
         groups.setdefault(doc[field], []).append(doc["_id"])
-    pairs = [{"survivor_id": survivor, "duplicate_id": other, "reason": reason, "matched": value}
-             for value in sorted(groups) for survivor, *others in [groups[value]] for other in others
-             if after is None or (value, other) > after]
+    pairs = [
+        {"survivor_id": survivor, "duplicate_id": other, "reason": reason, "matched": value}
+        for value in sorted(groups)
+        for survivor, *others in [groups[value]]
+        for other in others
+        if after is None or (value, other) > after
+    ]
     return pairs[:wanted]
 
 
@@ -211,8 +251,10 @@ def search_text(terms: list[str]) -> str:
 
 
 def projections(db: Database, store: EventStore, topic: str) -> list[ContactsView | CompaniesView]:
-    return [ContactsView("contacts", db["contacts"], store, topic, derived=db["contact_derived"]),
-            CompaniesView("companies", db["companies"], store, topic)]
+    return [
+        ContactsView("contacts", db["contacts"], store, topic, derived=db["contact_derived"]),
+        CompaniesView("companies", db["companies"], store, topic),
+    ]
 
 
 def search_query(text: str) -> dict[str, Any]:

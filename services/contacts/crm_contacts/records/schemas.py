@@ -152,12 +152,15 @@ def _check_attributes(values: dict[str, Any]) -> None:
 
 
 ATTRIBUTES_DOC = {
-    "type": "object", "maxProperties": MAX_ATTRIBUTES, "nullable": True,
+    "type": "object",
+    "maxProperties": MAX_ATTRIBUTES,
+    "nullable": True,
     "description": "your own fields: a name (any text but empty; OpenAPI 3.0 cannot limit a key's length) to "
-                   "text (at most 1000 characters), a number, true/false or null",
+    "text (at most 1000 characters), a number, true/false or null",
     "properties": {"": {"not": {}}},
-    "additionalProperties": {"anyOf": [
-        {"type": "string", "maxLength": 1000}, {"type": "number"}, {"type": "boolean", "nullable": True}]},
+    "additionalProperties": {
+        "anyOf": [{"type": "string", "maxLength": 1000}, {"type": "number"}, {"type": "boolean", "nullable": True}]
+    },
 }
 
 
@@ -215,9 +218,15 @@ class ContactInput(Schema):
     tags = fields.List(Text(64, allow_none=False), validate=validate.Length(max=MAX_TAGS), allow_none=True)
     attributes = _attributes()
     owner = Text(100)
-    team = Text(TEAM_MAX, metadata={"description": (
-        "the owning team; a caller with a team-scoped role (contacts:write:team) creates contacts of its team "
-        "(naming another is a 403) and cannot move one out of it")})
+    team = Text(
+        TEAM_MAX,
+        metadata={
+            "description": (
+                "the owning team; a caller with a team-scoped role (contacts:write:team) creates contacts of its team "
+                "(naming another is a 403) and cannot move one out of it"
+            )
+        },
+    )
     locale = Locale()
     time_zone = TimeZone()
 
@@ -233,19 +242,28 @@ IDENTIFYING = ("first_name", "last_name", "email", "phone")
 class ContactCreate(ContactInput):
     """A new contact: at least a name, an email or a phone, not blank (the domain's rule, documented)."""
 
-    verified_at = fields.AwareDateTime(metadata={
-        "description": "when the details were last confirmed, if before now (e.g. records migrated from another "
-                       "system); not in the future. Default: now (the creation counts as a confirmation)"})
+    verified_at = fields.AwareDateTime(
+        metadata={
+            "description": "when the details were last confirmed, if before now (e.g. records migrated from another "
+            "system); not in the future. Default: now (the creation counts as a confirmation)"
+        }
+    )
 
     @validates("verified_at")
     def _verified_not_in_the_future(self, value: Any, **_: Any) -> None:
         if value is not None and value > clock.now() + timedelta(minutes=5):
             raise ValidationError("cannot be in the future")
 
-    OPENAPI = {"anyOf": [{"required": [name], "properties": {name: {
-        "type": "string", "pattern": trimmed(field.CORE, nullable=False)}}}
-        for name, field in ContactInput._declared_fields.items() if name in IDENTIFYING
-        and isinstance(field, Text)]}
+    OPENAPI = {
+        "anyOf": [
+            {
+                "required": [name],
+                "properties": {name: {"type": "string", "pattern": trimmed(field.CORE, nullable=False)}},
+            }
+            for name, field in ContactInput._declared_fields.items()
+            if name in IDENTIFYING and isinstance(field, Text)
+        ]
+    }
 
 
 class ConsentInput(Schema):
@@ -253,11 +271,16 @@ class ConsentInput(Schema):
 
     status = fields.String(required=True, validate=validate.OneOf(CONSENT_STATUSES))
     # the proof of consent names its source: blank is not one (null reached the event store, a 500)
-    source = Text(100, allow_none=False, load_default="api",
-                  metadata={"description": "where it was given: web_form, call, import, …"})
+    source = Text(
+        100,
+        allow_none=False,
+        load_default="api",
+        metadata={"description": "where it was given: web_form, call, import, …"},
+    )
     legal_basis = fields.String(load_default="consent", validate=validate.OneOf(LEGAL_BASES))
-    at = fields.AwareDateTime(load_default=None, metadata={
-        "description": "when it was given (default: now); not in the future"})
+    at = fields.AwareDateTime(
+        load_default=None, metadata={"description": "when it was given (default: now); not in the future"}
+    )
 
     @validates("at")
     def _not_in_the_future(self, value: Any, **_: Any) -> None:
@@ -267,17 +290,20 @@ class ConsentInput(Schema):
 
 class ConsentView(Schema):
     status = fields.String()
-    source = fields.String(allow_none=True, metadata={"description": "null on decisions recorded before a "
-                                                                     "blank source was refused"})
+    source = fields.String(
+        allow_none=True, metadata={"description": "null on decisions recorded before a blank source was refused"}
+    )
     legal_basis = fields.String()
     at = fields.String()
 
 
 class ConsentsView(Schema):
     contact_id = fields.String()
-    consents = fields.Dict(keys=fields.String(metadata={"enum": list(CHANNELS)}), values=fields.Nested(ConsentView),
-                           metadata={"description": "the latest decision per channel (a channel never decided on "
-                                                    "is absent)"})
+    consents = fields.Dict(
+        keys=fields.String(metadata={"enum": list(CHANNELS)}),
+        values=fields.Nested(ConsentView),
+        metadata={"description": "the latest decision per channel (a channel never decided on is absent)"},
+    )
 
 
 class ConsentPath(Schema):
@@ -306,38 +332,67 @@ class ContactView(ContactInput):
     consents = fields.Dict(keys=fields.String(), values=fields.Nested(ConsentView), dump_only=True)
     merged_into = fields.String(dump_only=True, allow_none=True)
     merged_from = fields.List(fields.String(), dump_only=True)
-    last_purchase_at = fields.String(dump_only=True, allow_none=True,
-                                     metadata={"description": "the newest won deal (lifecycle automation)"})
-    at_risk = fields.Boolean(dump_only=True, metadata={"description": "a customer without a won deal for "
-                                                                      "CRM_AT_RISK_AFTER_DAYS"})
+    last_purchase_at = fields.String(
+        dump_only=True, allow_none=True, metadata={"description": "the newest won deal (lifecycle automation)"}
+    )
+    at_risk = fields.Boolean(
+        dump_only=True, metadata={"description": "a customer without a won deal for CRM_AT_RISK_AFTER_DAYS"}
+    )
     at_risk_since = fields.String(dump_only=True, allow_none=True)
     win_backs = fields.Integer(dump_only=True, metadata={"description": "times won back from churned"})
-    verified_at = fields.String(dump_only=True, allow_none=True, metadata={
-        "description": "when the details were last confirmed: by staff (POST /v1/contacts/{id}/verify), by the "
-                       "person (the confirmation link), or given with the create; null: not since the creation, "
-                       "which counts as a confirmation (created_at)"})
-    verified_by = fields.String(dump_only=True, allow_none=True, metadata={
-        "description": "who confirmed them last: user:<name> or contact:<id>; null: nobody since the creation"})
-    stale = fields.Boolean(dump_only=True, metadata={
-        "description": "not confirmed within CRM_CONTACTS_STALE_AFTER_DAYS (per stage: _BY_STAGE); cleared by a "
-                       "confirmation"})
-    stale_since = fields.String(dump_only=True, allow_none=True, metadata={
-        "description": "when it crossed the line (last confirmation + the threshold)"})
-    derived = fields.Dict(dump_only=True, metadata={
-        "description": "values other services derive (tier, clv, …): lists only, eventually consistent"})
+    verified_at = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={
+            "description": "when the details were last confirmed: by staff (POST /v1/contacts/{id}/verify), by the "
+            "person (the confirmation link), or given with the create; null: not since the creation, "
+            "which counts as a confirmation (created_at)"
+        },
+    )
+    verified_by = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={
+            "description": "who confirmed them last: user:<name> or contact:<id>; null: nobody since the creation"
+        },
+    )
+    stale = fields.Boolean(
+        dump_only=True,
+        metadata={
+            "description": "not confirmed within CRM_CONTACTS_STALE_AFTER_DAYS (per stage: _BY_STAGE); cleared by a "
+            "confirmation"
+        },
+    )
+    stale_since = fields.String(
+        dump_only=True,
+        allow_none=True,
+        metadata={"description": "when it crossed the line (last confirmation + the threshold)"},
+    )
+    derived = fields.Dict(
+        dump_only=True,
+        metadata={"description": "values other services derive (tier, clv, …): lists only, eventually consistent"},
+    )
     created_at = fields.DateTime(dump_only=True)
     updated_at = fields.DateTime(dump_only=True)
 
 
 class ContactListQuery(PageQuery):
-    q = fields.String(validate=validate.Length(max=200),
-                      metadata={"description": "words that start a name, email or phone"})
+    q = fields.String(
+        validate=validate.Length(max=200), metadata={"description": "words that start a name, email or phone"}
+    )
     lifecycle_stage = fields.String(validate=validate.OneOf(LIFECYCLE_STAGES))
     company_id = fields.String(validate=validate.Length(max=64))
     tag = fields.String(validate=validate.Length(max=64))
     owner = fields.String(validate=validate.Length(max=100))
-    team = fields.String(validate=validate.Length(max=TEAM_MAX), metadata={"description": (
-        "only this team's contacts; a team-scoped caller sees only its own team's, so another gives an empty page")})
+    team = fields.String(
+        validate=validate.Length(max=TEAM_MAX),
+        metadata={
+            "description": (
+                "only this team's contacts; a team-scoped caller sees only its own team's, "
+                "so another gives an empty page"
+            )
+        },
+    )
     email = Email(allow_none=False)
     phone = Phone(allow_none=False)
     status = fields.String(load_default="active", validate=validate.OneOf(["active", "merged", "erased", "all"]))

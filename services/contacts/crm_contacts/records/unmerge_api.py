@@ -21,8 +21,12 @@ class UnmergeInput(Schema):
     class Meta:
         unknown = RAISE
 
-    duplicate_id = schemas.Text(64, required=True, allow_none=False, metadata={
-        "description": "the contact that was merged into this one (its `merged_from` lists it)"})
+    duplicate_id = schemas.Text(
+        64,
+        required=True,
+        allow_none=False,
+        metadata={"description": "the contact that was merged into this one (its `merged_from` lists it)"},
+    )
 
 
 def blueprint(book: ContactBook) -> Blueprint:

@@ -22,8 +22,14 @@ RULES_HELP = (
 # objects (conditions and nested groups). Which fields, operators and values go together, the depth and
 # the cap across the nesting are the description's (and each bad part is a 422 naming its path).
 GROUP = {"type": "array", "minItems": 1, "items": {"type": "object"}}
-RULES_DOC = {"type": "object", "minProperties": 1, "maxProperties": 1, "additionalProperties": False,
-             "properties": {"all": GROUP, "any": GROUP}, "description": RULES_HELP}
+RULES_DOC = {
+    "type": "object",
+    "minProperties": 1,
+    "maxProperties": 1,
+    "additionalProperties": False,
+    "properties": {"all": GROUP, "any": GROUP},
+    "description": RULES_HELP,
+}
 
 
 class SegmentInput(Schema):

@@ -121,10 +121,13 @@ def field_for(name: str) -> Field:
         ("derived.", "contact", "derived", DERIVED_NAME),
     ):
         if name.startswith(prefix):
-            key = name[len(prefix):]
+            key = name[len(prefix) :]
             if not pattern.match(key):
-                what = "a derived value's name is letters, digits and _" if kind == "derived" else \
-                    "an attribute key of 1-64 characters without '.' and not starting with '$'"
+                what = (
+                    "a derived value's name is letters, digits and _"
+                    if kind == "derived"
+                    else "an attribute key of 1-64 characters without '.' and not starting with '$'"
+                )
                 raise ValueError(f"{name!r}: after {prefix!r} comes {what}")
             path = f"attributes.{key}" if prefix == "company.attributes." else name
             return Field(name, kind, target, path)
@@ -304,8 +307,11 @@ def _scalar(field: Field, op: str, raw: Any) -> Any:
 
 def _text(field: Field, raw: Any, op: str) -> str:
     if not isinstance(raw, str):
-        expected = "text" if field.kind not in ("value", "derived") or op in ("contains", "starts_with") \
+        expected = (
+            "text"
+            if field.kind not in ("value", "derived") or op in ("contains", "starts_with")
             else "text, a number or true/false"
+        )
         raise ValueError(f"must be {expected}")
     if len(raw) > MAX_TEXT:
         raise ValueError(f"at most {MAX_TEXT} characters")
@@ -479,8 +485,9 @@ class Segment(Aggregate):
 
     def update(self, fields: dict[str, Any]) -> None:
         """Change name, description or rules; records only what actually changes."""
-        changes = {name: fields[name] for name in SEGMENT_FIELDS
-                   if name in fields and fields[name] != getattr(self, name)}
+        changes = {
+            name: fields[name] for name in SEGMENT_FIELDS if name in fields and fields[name] != getattr(self, name)
+        }
         errors = rule_errors(changes["rules"]) if "rules" in changes else {}
         if "name" in changes and not changes["name"]:
             errors["name"] = ["cannot be empty"]
