@@ -19,10 +19,11 @@ test: lint
 unit: install
 	$(BIN)/pytest -m "not servers and not e2e"
 
-# ruff, mypy ([tool.mypy] in pyproject.toml: the chassis strict, the services' every function
+# ruff (lint and format), mypy ([tool.mypy] in pyproject.toml: the chassis strict, the services' every function
 # checked; docs/testing.md, "Type checking") and the proto contracts
 lint: install proto-lint
 	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 # The gRPC contracts: `buf lint` under proto/buf.yaml, and `buf breaking` against the committed
