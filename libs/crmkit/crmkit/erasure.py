@@ -10,12 +10,33 @@ of the request gets it back. Erasure must drop them too; they are found by the
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from pymongo.database import Database
 
+from crmkit.shredding import KeyVault
+
 STORED_RESPONSES = "idempotency_keys"
+
+# What an erasure forgets outside the events: (subjects whose data keys go, API paths whose stored
+# responses go). The use cases take one, so that they run on any store.
+Shred = Callable[[Sequence[str], Sequence[str]], None]
+
+
+def nothing_to_shred(subjects: Sequence[str], response_paths: Sequence[str]) -> None:
+    """The use cases' default: an in-memory store seals nothing and stores no response."""
+
+
+def shredder(vault: KeyVault, db: Database[dict[str, Any]]) -> Shred:
+    """The runtime's: the subjects' data keys destroyed (their sealed fields unreadable everywhere,
+    Kafka's copies included) and the stored responses at those paths dropped."""
+
+    def shred(subjects: Sequence[str], response_paths: Sequence[str]) -> None:
+        vault.forget_many(list(subjects))
+        drop_stored_responses(db, response_paths)
+
+    return shred
 
 
 def drop_stored_responses(db: Database[dict[str, Any]], resources: Iterable[str]) -> int:

@@ -27,7 +27,7 @@ from crm_messaging.suppressions import Suppressions, suppression_id
 from crm_messaging.views import MessagingViews, MongoMessagingViews, WorkLists
 from crmkit import clock as platform_clock
 from crmkit.directory import ContactDirectory, LocalContacts
-from crmkit.erasure import drop_stored_responses
+from crmkit.erasure import Shred, nothing_to_shred, shredder
 from crmkit.errors import NotFound, Unavailable, ValidationFailed
 from crmkit.events import Metadata, RecordedEvent, epoch_ms, new_id, rfc3339
 from crmkit.keys import link_secret
@@ -44,15 +44,11 @@ def derived_id(*parts: str) -> str:
     return str(uuid.uuid5(NAMESPACE, "|".join(parts)))
 
 
-def _keep(message_ids: Sequence[str], subjects: Sequence[str]) -> None:
-    """Nothing to shred: the store keeps no data keys (the in-memory one seals nothing)."""
-
-
 class MessageUseCases:
     """Messaging's use cases on any event store, `MessagingViews` and `WorkLists`.
 
     `publish` is handed what each save stored (the runtime's outbox sender; a list's
-    `extend` in tests); `shred(message_ids, subjects)` forgets what an erasure leaves
+    `extend` in tests); `shred(subjects, response_paths)` (crmkit.erasure) forgets what an erasure leaves
     readable outside the events: the data keys of the messages and of the other
     `subjects` (the person's suppressions), and the stored responses about the messages."""
 
@@ -65,7 +61,7 @@ class MessageUseCases:
         config: MessagingConfig | None = None,
         directory: ContactDirectory | None = None,
         clock: Callable[[], datetime] = platform_clock.now,
-        shred: Callable[[Sequence[str], Sequence[str]], None] = _keep,
+        shred: Shred = nothing_to_shred,
     ) -> None:
         self.store = store
         self.views = views
@@ -452,7 +448,8 @@ class MessageUseCases:
         (their messages' keys are deleted) and stored responses about them are dropped."""
         ids = self.views.message_ids_of(contact_id) | self.worklists.scheduled_message_ids_of(contact_id)
         # their suppressed addresses too: the streams exist or not, forgetting a key never made is harmless
-        self.shred(sorted(ids), [suppression_id(contact_id, channel) for channel in CHANNELS])
+        subjects = [*sorted(ids), *(suppression_id(contact_id, channel) for channel in CHANNELS)]
+        self.shred(subjects, [f"/v1/messages/{i}" for i in sorted(ids)])
 
 
 class MessageDesk(MessageUseCases):
@@ -487,7 +484,7 @@ class MessageDesk(MessageUseCases):
             config,
             self._directory,
             clock,
-            self._shred,
+            shredder(runtime.vault, runtime.db),
         )
         self.schedule = self.mongo_views.schedule  # the dispatcher works on it: messages, campaigns, due times, leases
         self.messages_view = self.mongo_views.messages
@@ -509,11 +506,6 @@ class MessageDesk(MessageUseCases):
         self.mongo_views.ensure_indexes()
         for model in self.read_models():
             model.ensure_indexes()
-
-    def _shred(self, message_ids: Sequence[str], subjects: Sequence[str]) -> None:
-        """Delete the data keys (the sealed fields unreadable everywhere) and the stored responses."""
-        self.runtime.vault.forget_many({*message_ids, *subjects})
-        drop_stored_responses(self.runtime.db, [f"/v1/messages/{i}" for i in message_ids])
 
 
 def _variables(contact_id: str, found: dict[str, Any]) -> dict[str, Any]:

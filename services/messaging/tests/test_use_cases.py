@@ -202,7 +202,7 @@ class World:
             self.publish,
             current(),
             self.directory,
-            shred=lambda ids, subjects: self.shredded.append((list(ids), list(subjects))),
+            shred=lambda subjects, paths: self.shredded.append((list(subjects), list(paths))),
         )
 
     def publish(self, events: list[RecordedEvent]) -> None:
@@ -386,9 +386,9 @@ def test_erasure_shreds_every_message_and_suppression_of_the_person(world: World
     mine = {world.send(sara, body="one").id, world.send(sara, body="two").id}
     world.send(ali, body="not hers")
     world.desk.erase_contact(sara)
-    [(message_ids, subjects)] = world.shredded
-    assert set(message_ids) == mine
-    assert set(subjects) == {suppression_id(sara, channel) for channel in CHANNELS}
+    [(subjects, paths)] = world.shredded
+    assert set(subjects) == mine | {suppression_id(sara, channel) for channel in CHANNELS}
+    assert set(paths) == {f"/v1/messages/{message_id}" for message_id in mine}
 
 
 def test_a_merge_moves_the_messages_and_its_unmerge_moves_them_back(world: World) -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from datetime import UTC, date, datetime
 from decimal import Decimal
 from typing import Any
@@ -25,7 +25,7 @@ from crm_sales.domain import Activity, Customer, Deal, Pipeline, Product, Quote,
 from crm_sales.views import MongoSalesViews, SalesViews
 from crmkit import clock as platform_clock
 from crmkit.directory import ContactDirectory, LocalContacts
-from crmkit.erasure import drop_stored_responses
+from crmkit.erasure import Shred, nothing_to_shred, shredder
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, RecordedEvent, epoch_ms, new_id, rfc3339
 from crmkit.repository import Repository
@@ -40,15 +40,11 @@ def contacts_directory() -> ContactDirectory:
     return ContactDirectory(deadline=settings.current().contacts_deadline)
 
 
-def _keep(record_ids: Sequence[str], response_paths: Sequence[str]) -> None:
-    """Nothing to shred: the store keeps no data keys (the in-memory one seals nothing)."""
-
-
 class SalesUseCases:
     """The sales use cases on any event store and any `SalesViews`.
 
     `publish` is handed what each save stored (the runtime's outbox sender; a list's
-    `extend` in tests); `shred(record_ids, response_paths)` forgets what an erasure leaves
+    `extend` in tests); `shred(subjects, response_paths)` (crmkit.erasure) forgets what an erasure leaves
     readable outside the events (data keys, the stored responses at those paths)."""
 
     def __init__(
@@ -58,7 +54,7 @@ class SalesUseCases:
         publish: Callable[[list[RecordedEvent]], None],
         directory: ContactDirectory,
         clock: Callable[[], datetime] = platform_clock.now,
-        shred: Callable[[Sequence[str], Sequence[str]], None] = _keep,
+        shred: Shred = nothing_to_shred,
     ) -> None:
         self.store = store
         self.views = views
@@ -469,7 +465,9 @@ class SalesBook(SalesUseCases):
             **reactions.table(self).contact_hooks(),
         )
         self.mongo_views = MongoSalesViews(self.db, self.local)
-        super().__init__(runtime.store, self.mongo_views, runtime.publish, directory, clock, self._shred)
+        super().__init__(
+            runtime.store, self.mongo_views, runtime.publish, directory, clock, shredder(runtime.vault, self.db)
+        )
         self.counters: Collection = self.mongo_views.counters
         self.deals_view: Collection = self.mongo_views.deals
         self.activities_view: Collection = self.mongo_views.activities
@@ -480,11 +478,6 @@ class SalesBook(SalesUseCases):
     def ensure_indexes(self) -> None:
         """The event store's indexes, `refs` among them, which erasure finds a contact's records by."""
         self.runtime.store.ensure_indexes()
-
-    def _shred(self, record_ids: Sequence[str], response_paths: Sequence[str]) -> None:
-        """Forget the records' data keys (their sealed fields unreadable everywhere) and stored responses."""
-        self.runtime.vault.forget_many(record_ids)
-        drop_stored_responses(self.db, list(response_paths))
 
 
 def _exact_money(fields: dict[str, Any], name: str, amount: str, currency: str) -> dict[str, Any]:

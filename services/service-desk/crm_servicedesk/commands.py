@@ -22,7 +22,7 @@ from crm_servicedesk.views import DeskViews, MongoDeskViews
 from crmkit import clock
 from crmkit.aggregate import changes_by_event
 from crmkit.directory import ContactDirectory
-from crmkit.erasure import drop_stored_responses
+from crmkit.erasure import Shred, nothing_to_shred, shredder
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, RecordedEvent, epoch_ms, new_id
 from crmkit.repository import Repository
@@ -35,15 +35,11 @@ SWEEP_BATCH = 500
 SYSTEM = Metadata(actor="system:sla-sweep")
 
 
-def _keep(ticket_ids: Sequence[str]) -> None:
-    """Nothing to shred: the store keeps no data keys (the in-memory one seals nothing)."""
-
-
 class TicketUseCases:
     """The desk's use cases on any event store and any `DeskViews`.
 
     `publish` is handed what each save stored (the runtime's outbox sender; a list's
-    `extend` in tests); `shred(ticket_ids)` forgets what an erasure leaves readable
+    `extend` in tests); `shred(subjects, response_paths)` (crmkit.erasure) forgets what an erasure leaves readable
     outside the events (data keys, stored responses)."""
 
     def __init__(
@@ -52,7 +48,7 @@ class TicketUseCases:
         views: DeskViews,
         publish: Callable[[list[RecordedEvent]], None],
         directory: ContactDirectory | None = None,
-        shred: Callable[[Sequence[str]], None] = _keep,
+        shred: Shred = nothing_to_shred,
     ) -> None:
         self.store = store
         self.views = views
@@ -226,7 +222,7 @@ class TicketUseCases:
             lambda ticket: ticket.erase_customer_data(contact_id, now),
             Metadata(actor="system:contact-erasure"),
         )
-        self.shred(ticket_ids)
+        self.shred(ticket_ids, [f"/v1/tickets/{tid}" for tid in ticket_ids])
         return len(ticket_ids)
 
     def repoint_contact(self, duplicate_id: str, survivor_id: str, merge_id: str | None = None) -> int:
@@ -288,7 +284,9 @@ class TicketDesk(TicketUseCases):
         self.runtime = runtime
         self._directory = directory
         self.mongo_views = MongoDeskViews(runtime.db, self.directory)
-        super().__init__(runtime.store, self.mongo_views, runtime.publish, self._directory, self._shred)
+        super().__init__(
+            runtime.store, self.mongo_views, runtime.publish, self._directory, shredder(runtime.vault, runtime.db)
+        )
         self.vault = runtime.vault
         self.tickets_view = self.mongo_views.tickets
         self.policies_view = self.mongo_views.policies
@@ -300,11 +298,6 @@ class TicketDesk(TicketUseCases):
         # own event store: `refs` finds a contact's tickets (erasure, merges); the policies without a projection
         self.runtime.store.ensure_indexes()
         self.mongo_views.ensure_indexes()
-
-    def _shred(self, ticket_ids: Sequence[str]) -> None:
-        """Forget the tickets' data keys (their sealed fields unreadable everywhere) and stored responses."""
-        self.vault.forget_many(list(ticket_ids))
-        drop_stored_responses(self.runtime.db, [f"/v1/tickets/{tid}" for tid in ticket_ids])
 
     def record_sweep(self, outcome: dict[str, int], seconds: float) -> None:
         try:

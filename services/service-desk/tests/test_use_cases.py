@@ -136,8 +136,14 @@ class World:
         self.views = MemoryViews(self.store)
         self.directory = Directory()
         self.published: list[RecordedEvent] = []
-        self.shredded: list[str] = []
-        self.desk = TicketUseCases(self.store, self.views, self.publish, self.directory, self.shredded.extend)
+        self.shredded: list[tuple[list[str], list[str]]] = []
+        self.desk = TicketUseCases(
+            self.store,
+            self.views,
+            self.publish,
+            self.directory,
+            lambda ids, paths: self.shredded.append((list(ids), list(paths))),
+        )
 
     def publish(self, events: list[RecordedEvent]) -> None:
         self.published += events
@@ -264,7 +270,8 @@ def test_erasure_scrubs_every_ticket_of_the_contact_once(world: World) -> None:
     theirs = [world.open(gone).id, world.open(gone).id]
     world.open(other)
     assert world.desk.erase_contact(gone) == 2
-    assert sorted(world.shredded) == sorted(theirs)
+    [(subjects, paths)] = world.shredded
+    assert sorted(subjects) == sorted(theirs) and paths == [f"/v1/tickets/{tid}" for tid in subjects]
     assert all(world.types(tid)[-1] == "TicketCustomerDataErased" for tid in theirs)
     before = world.store.count()
     world.desk.erase_contact(gone)  # redelivered: nothing new recorded

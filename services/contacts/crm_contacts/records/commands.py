@@ -22,7 +22,7 @@ from crm_contacts.records.domain import Company, Contact
 from crm_contacts.records.views import ContactViews, MongoContactViews
 from crmkit import clock
 from crmkit.aggregate import changes_by_event
-from crmkit.erasure import drop_stored_responses
+from crmkit.erasure import Shred, nothing_to_shred, shredder
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import Metadata, RecordedEvent, new_id, rfc3339
 from crmkit.repository import Repository
@@ -33,15 +33,11 @@ MAX_MERGE_HOPS = 10
 MAX_MERGED_RECORDS = 1000
 
 
-def _keep(record_ids: Sequence[str], response_paths: Sequence[str]) -> None:
-    """Nothing to shred: the store keeps no data keys (the in-memory one seals nothing)."""
-
-
 class ContactUseCases:
     """The contact and company use cases on any event store and any `ContactViews`.
 
     `publish` is handed what each save stored (the runtime's outbox sender; a list's
-    `extend` in tests); `shred(record_ids, response_paths)` forgets what an erasure leaves
+    `extend` in tests); `shred(subjects, response_paths)` (crmkit.erasure) forgets what an erasure leaves
     readable outside the events (data keys, the stored responses at those paths)."""
 
     def __init__(
@@ -49,7 +45,7 @@ class ContactUseCases:
         store: Store,
         views: ContactViews,
         publish: Callable[[list[RecordedEvent]], None],
-        shred: Callable[[Sequence[str], Sequence[str]], None] = _keep,
+        shred: Shred = nothing_to_shred,
     ) -> None:
         self.views = views
         self.shred = shred
@@ -261,14 +257,9 @@ class ContactBook(ContactUseCases):
         self.vault = runtime.vault
         self.db = runtime.db
         self.mongo_views = MongoContactViews(runtime.db)
-        super().__init__(runtime.store, self.mongo_views, runtime.publish, self._shred)
+        super().__init__(runtime.store, self.mongo_views, runtime.publish, shredder(runtime.vault, runtime.db))
         self.contacts_view: Collection[dict[str, Any]] = self.mongo_views.contacts
         self.companies_view: Collection[dict[str, Any]] = self.mongo_views.companies
-
-    def _shred(self, record_ids: Sequence[str], response_paths: Sequence[str]) -> None:
-        """Forget the records' data keys (their sealed fields unreadable everywhere) and stored responses."""
-        self.vault.forget_many(record_ids)
-        drop_stored_responses(self.db, list(response_paths))
 
 
 def consent_answer(contact: Contact, channel: str) -> dict[str, Any]:
