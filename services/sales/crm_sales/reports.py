@@ -20,6 +20,7 @@ from pymongo import ReplaceOne
 from crm_sales import money, settings, values
 from crm_sales.commands import SYSTEM, SalesBook
 from crm_sales.domain import DEFAULT_PIPELINE_ID, LOST, WON, Customer, Pipeline
+from crmkit.errors import NotFound
 from crmkit.events import EPOCH, epoch_ms
 from crmkit.periodic import PeriodicJob
 
@@ -47,34 +48,42 @@ def _month_start(day: date) -> int:
     return epoch_ms(datetime(day.year, day.month, day.day, tzinfo=UTC))
 
 
-def probabilities(book: SalesBook) -> dict[tuple[str, str], Decimal]:
-    return {
-        (p["_id"], s["key"]): Decimal(s["probability"])
-        for p in book.pipelines_view.find({}, {"stages": 1})
-        for s in p.get("stages", [])
-    }
+def pipelines_of(book: SalesBook, deals: list[dict[str, Any]]) -> dict[str, Pipeline]:
+    """The pipelines `deals` are on, from the write model (a handful of streams), not from their
+    read model: that is folded from another partition of the topic, so a deal can reach the deals
+    view before its pipeline reaches the pipelines view, and a report would miss its stages and labels."""
+    found: dict[str, Pipeline] = {}
+    for pipeline_id in {deal.get("pipeline_id") or DEFAULT_PIPELINE_ID for deal in deals}:
+        try:
+            found[pipeline_id] = book.pipelines.get(pipeline_id)
+        except NotFound:
+            continue
+    return found
 
 
 def forecast(book: SalesBook, start: date, end: date) -> dict[str, Any]:
     """Open deals expected to close in [start, end], weighted by their stage's probability."""
-    chances = probabilities(book)
     by_month: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     by_owner: dict[str, dict[str, Decimal]] = defaultdict(lambda: defaultdict(Decimal))
     unweighted: dict[str, int] = defaultdict(int)
-    count = 0
     query = {"status": "open", "expected_close": {"$gte": start.isoformat(), "$lte": end.isoformat()}}
-    for deal in book.deals_view.find(
-        query, {"pipeline_id": 1, "stage": 1, "amount_minor": 1, "currency": 1, "owner": 1, "expected_close": 1}
-    ):
-        weight = money.weighted(deal["amount_minor"], chances.get((deal["pipeline_id"], deal["stage"]), Decimal(0)))
+    deals = list(
+        book.deals_view.find(
+            query, {"pipeline_id": 1, "stage": 1, "amount_minor": 1, "currency": 1, "owner": 1, "expected_close": 1}
+        )
+    )
+    pipelines = pipelines_of(book, deals)
+    for deal in deals:
+        pipeline = pipelines.get(deal.get("pipeline_id") or DEFAULT_PIPELINE_ID)
+        stage = pipeline.stage(deal["stage"]) if pipeline else None
+        weight = money.weighted(deal["amount_minor"], Decimal(stage["probability"]) if stage else Decimal(0))
         by_month[deal["expected_close"][:7]][deal["currency"]] += weight
         by_owner[deal.get("owner") or "unassigned"][deal["currency"]] += weight
         unweighted[deal["currency"]] += deal["amount_minor"]
-        count += 1
     return {
         "from": start.isoformat(),
         "to": end.isoformat(),
-        "open_deals": count,
+        "open_deals": len(deals),
         "pipeline": _per_currency(unweighted),
         "weighted": _per_currency(_sum(by_month)),
         "by_month": [{"month": m, "weighted": _per_currency(t)} for m, t in sorted(by_month.items())],
@@ -140,9 +149,12 @@ def performance(book: SalesBook, start: date, end: date) -> dict[str, Any]:
 def by_reason(book: SalesBook, won: list[dict[str, Any]], lost: list[dict[str, Any]]) -> dict[str, Any]:
     """`win_reasons` and `loss_reasons`: count and amounts per (pipeline, reason code), each split by
     owner. Codes are a pipeline's own (two pipelines may mean different things by one code); a deal
-    closed without a code (no reason, or words only) counts under `reason: null`."""
-    pipelines = [Pipeline.restore({**doc, "id": doc["_id"]}) for doc in book.pipelines_view.find({}, {"state": 0})]
-    labels = {pipeline.id: {kind: pipeline.reasons(kind) for kind in (WON, LOST)} for pipeline in pipelines}
+    closed without a code (no reason, or words only) counts under `reason: null`; labels are the
+    pipelines' own (`pipelines_of`)."""
+    labels = {
+        pipeline_id: {kind: pipeline.reasons(kind) for kind in (WON, LOST)}
+        for pipeline_id, pipeline in pipelines_of(book, [*won, *lost]).items()
+    }
     return {"win_reasons": _reason_rows(won, WON, labels), "loss_reasons": _reason_rows(lost, LOST, labels)}
 
 

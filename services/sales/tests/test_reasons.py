@@ -396,6 +396,8 @@ def test_the_performance_report_counts_and_sums_by_reason_pipeline_and_owner(
         deal = new_deal(sales, people, pipeline_id=pipeline_id, owner=owner, amount=amount)
         call(sales, "POST", f"/v1/deals/{deal['id']}/{outcome}", {"reason": reason} if reason else None)
     sales.project()
+    # the pipelines view is folded from another partition and may lag the deals view: labels do not wait for it
+    sales.runtime.db["pipelines"].delete_many({})
     today = utcnow().date()
     report = call(
         sales,
