@@ -12,8 +12,11 @@ SERVICES := $(wildcard services/*)
 run: install
 	$(BIN)/crm up
 
+# The suite on PYTEST_WORKERS processes (pytest-xdist), whole modules to a worker and tests/e2e as
+# one unit (conftest.py; docs/testing.md, "Parallel runs"). PYTEST_WORKERS=0 runs it in this process.
+PYTEST_WORKERS ?= 2
 test: lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS)
 
 # No server: neither the stand-ins (mark `servers`) nor whole service processes (`e2e`); under a minute
 unit: install
