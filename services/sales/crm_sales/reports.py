@@ -20,7 +20,6 @@ from pymongo import ReplaceOne
 from crm_sales import money, settings, values
 from crm_sales.commands import SYSTEM, SalesBook
 from crm_sales.domain import DEFAULT_PIPELINE_ID, LOST, WON, Customer, Pipeline
-from crmkit.errors import NotFound
 from crmkit.events import EPOCH, epoch_ms
 from crmkit.periodic import PeriodicJob
 
@@ -51,14 +50,9 @@ def _month_start(day: date) -> int:
 def pipelines_of(book: SalesBook, deals: list[dict[str, Any]]) -> dict[str, Pipeline]:
     """The pipelines `deals` are on, from the write model (a handful of streams), not from their
     read model: that is folded from another partition of the topic, so a deal can reach the deals
-    view before its pipeline reaches the pipelines view, and a report would miss its stages and labels."""
-    found: dict[str, Pipeline] = {}
-    for pipeline_id in {deal.get("pipeline_id") or DEFAULT_PIPELINE_ID for deal in deals}:
-        try:
-            found[pipeline_id] = book.pipelines.get(pipeline_id)
-        except NotFound:
-            continue
-    return found
+    view before its pipeline reaches the pipelines view, and a report would miss its stages and labels.
+    One store query for them all."""
+    return book.pipelines.get_many(sorted({deal.get("pipeline_id") or DEFAULT_PIPELINE_ID for deal in deals}))
 
 
 def forecast(book: SalesBook, start: date, end: date) -> dict[str, Any]:
