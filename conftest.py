@@ -3,6 +3,12 @@
 
 from __future__ import annotations
 
+import os
+
+# gRPC's C core reads this once, when grpc is first imported (crmkit.testing imports it): its
+# INFO lines ("Got goaway" whenever a test's server stops) would bury a failure's output
+os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+
 import pytest
 from xdist.remote import Producer
 from xdist.scheduler import LoadFileScheduling
