@@ -16,18 +16,24 @@ in `sla_recomputes` (one document per caller: `worker`, `cli`), so a run that is
 resumes where it stopped when started again with the same parameters. Idempotent: a
 ticket already following its policy's versions is left alone, so a second run records
 nothing.
+
+`SlaRecompute` is the job on any event store: it reads the tickets and the policies'
+versions through the desk's `views.DeskViews` and keeps its run state in a `RunStates`,
+so the use-case tests run it on the in-memory store. `Recompute` is it wired to a
+process's runtime (MongoDB, the run state in `sla_recomputes`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from pymongo import ASCENDING
+from pymongo.collection import Collection
 
-from crm_servicedesk.commands import TicketDesk
+from crm_servicedesk.commands import TicketDesk, TicketUseCases
 from crm_servicedesk.domain import ACTIVE, SlaPolicy, Ticket
+from crm_servicedesk.views import PolicyTickets
 from crmkit import clock
 from crmkit.events import Metadata, epoch_ms, parse_time
 
@@ -36,35 +42,59 @@ SYSTEM = Metadata(actor="system:sla-recompute")
 PHASES = ("open", "closed")
 
 
-class Recompute:
-    def __init__(self, desk: TicketDesk, batch: int = BATCH) -> None:
+class RunStates(Protocol):
+    """Where a recompute keeps each caller's run: its parameters, phase, cursor and counts."""
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        """The run's last saved state ({} when it never ran)."""
+        ...
+
+    def put(self, state: dict[str, Any]) -> None:
+        """Save a run's state (`_id` = the run id) in place of the last."""
+        ...
+
+
+class MongoRunStates:
+    """`RunStates` as one document per run id in a collection (`sla_recomputes`)."""
+
+    def __init__(self, collection: Collection[dict[str, Any]]) -> None:
+        self.collection = collection
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        return self.collection.find_one({"_id": run_id}) or {}
+
+    def put(self, state: dict[str, Any]) -> None:
+        self.collection.replace_one({"_id": state["_id"]}, state, upsert=True)
+
+
+class SlaRecompute:
+    """The recompute on any event store, the desk's views and any `RunStates`."""
+
+    def __init__(self, desk: TicketUseCases, runs: RunStates, batch: int = BATCH) -> None:
         self.desk = desk
         self.batch = batch
-        self.runs = desk.runtime.db["sla_recomputes"]
+        self.runs = runs
 
     def policy_marks(self) -> dict[str, int]:
         """Each policy's version, from the read model: what the worker compares with its last run."""
-        return {doc["_id"]: doc["version"] for doc in self.desk.policies_view.find({}, {"version": 1})}
+        return self.desk.views.policy_versions()
 
     def up_to_date(self, run_id: str, marks: dict[str, int]) -> bool:
         """Whether `run_id`'s last run finished with these policy versions."""
-        state = self.runs.find_one({"_id": run_id}) or {}
+        state = self.runs.get(run_id)
         return state.get("state") == "done" and state.get("params", {}).get("policies") == marks
 
-    def query(self, phase: str, since: datetime | None, until: datetime | None) -> dict[str, Any] | None:
+    def selection(self, phase: str, since: datetime | None, until: datetime | None) -> PolicyTickets | None:
         """The tickets of a phase: open ones; solved and closed ones opened in [since, until) (None: none)."""
         if phase == "open":
-            return {"has_policy": True, "status": {"$in": list(ACTIVE)}}
+            return PolicyTickets(tuple(ACTIVE))
         if since is None:
             return None
-        opened: dict[str, int] = {"$gte": epoch_ms(since)}
-        if until is not None:
-            opened["$lt"] = epoch_ms(until)
-        return {"has_policy": True, "status": {"$in": ["solved", "closed"]}, "opened_ms": opened}
+        return PolicyTickets(("solved", "closed"), epoch_ms(since), epoch_ms(until) if until is not None else None)
 
     def total(self, since: datetime | None, until: datetime | None) -> int:
-        queries = [q for phase in PHASES if (q := self.query(phase, since, until)) is not None]
-        return sum(self.desk.tickets_view.count_documents(q) for q in queries)
+        selections = [s for phase in PHASES if (s := self.selection(phase, since, until)) is not None]
+        return sum(self.desk.views.count_policy_tickets(s) for s in selections)
 
     def run(
         self,
@@ -81,7 +111,7 @@ class Recompute:
             "to_ms": epoch_ms(until) if until else None,
             "policies": marks if marks is not None else self.policy_marks(),
         }
-        state = self.runs.find_one({"_id": run_id}) or {}
+        state = self.runs.get(run_id)
         if state.get("state") != "running" or state.get("params") != params:
             state = {
                 "_id": run_id,
@@ -93,19 +123,14 @@ class Recompute:
                 "changed": 0,
                 "started_ms": epoch_ms(clock.now()),
             }
-            self.runs.replace_one({"_id": run_id}, state, upsert=True)
+            self.runs.put(state)
         policies = self.desk.policy_aggregates()
         now = clock.now()
         for phase in PHASES[PHASES.index(state["phase"]) :]:
-            query = self.query(phase, since, until)
-            while query is not None:
-                docs = list(
-                    self.desk.tickets_view.find({**query, "_id": {"$gt": state["cursor"]}}, {"_id": 1})
-                    .sort("_id", ASCENDING)
-                    .limit(self.batch)
-                )
-                if docs:
-                    ids = [doc["_id"] for doc in docs]
+            which = self.selection(phase, since, until)
+            while which is not None:
+                ids = self.desk.views.policy_ticket_ids(which, state["cursor"], self.batch)
+                if ids:
                     decided = self.desk.tickets.change_many(ids, lambda t: follow(t, policies, now), SYSTEM)
                     state.update(
                         phase=phase,
@@ -113,15 +138,22 @@ class Recompute:
                         tickets=state["tickets"] + len(ids),
                         changed=state["changed"] + sum(decided.values()),
                     )
-                    self.runs.replace_one({"_id": run_id}, state, upsert=True)  # the checkpoint
+                    self.runs.put(state)  # the checkpoint
                     if progress is not None:
                         progress(state["tickets"])
-                if len(docs) < self.batch:
+                if len(ids) < self.batch:
                     break
             state.update(cursor="")
         state.update(state="done", finished_ms=epoch_ms(clock.now()))
-        self.runs.replace_one({"_id": run_id}, state, upsert=True)
+        self.runs.put(state)
         return {"tickets": state["tickets"], "changed": state["changed"]}
+
+
+class Recompute(SlaRecompute):
+    """The recompute on a process's runtime: the desk's MongoDB views, the run state in `sla_recomputes`."""
+
+    def __init__(self, desk: TicketDesk, batch: int = BATCH) -> None:
+        super().__init__(desk, MongoRunStates(desk.runtime.db["sla_recomputes"]), batch)
 
 
 def follow(ticket: Ticket, policies: dict[str, SlaPolicy], now: datetime) -> bool:

@@ -6,6 +6,12 @@ the contact the survey's signed link (`crm_messaging.triggers`, as for the CSAT 
 for every message. A survey the desk sends by itself has an id derived from what caused it
 (the ticket, or the contact and quarter), so a pass repeated, or run by two workers at
 once, sends it once: the event store keeps one first event per stream.
+
+`ServqualUseCases` is all of it on any event store: whom the pass picks comes from the
+desk's `views.ServqualViews` (solved tickets, tier members, surveys already recorded),
+its checkpoint from a `PassCheckpoint`, so the use-case tests run the pass on the
+in-memory store. `ServqualDesk` is it wired to a process's runtime (MongoDB), with the
+survey list and the report's collection.
 """
 
 from __future__ import annotations
@@ -14,12 +20,13 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
-from pymongo import ASCENDING, DESCENDING
+from pymongo import ASCENDING
+from pymongo.collection import Collection
 from pymongo.database import Database
 
-from crm_servicedesk.commands import TicketDesk
+from crm_servicedesk.commands import TicketDesk, TicketUseCases
 from crm_servicedesk.servqual import (
     INSTRUMENT_ID,
     POLICY_ID,
@@ -27,10 +34,11 @@ from crm_servicedesk.servqual import (
     ServqualPolicy,
     ServqualSurvey,
 )
+from crm_servicedesk.views import ServqualViews
 from crmkit import clock
 from crmkit.aggregate import Aggregate, changes_by_event
 from crmkit.errors import Conflict, NotFound, ValidationFailed
-from crmkit.events import Metadata, epoch_ms, new_id, text_ms
+from crmkit.events import Metadata, RecordedEvent, epoch_ms, new_id, text_ms
 from crmkit.eventstore import EventStore
 from crmkit.periodic import PeriodicJob
 from crmkit.projector import AggregateView
@@ -83,20 +91,48 @@ def surveys_view(db: Database, store: EventStore, topic: str) -> SurveysView:
     return SurveysView("servqual_surveys", db["servqual_surveys"], store, topic)
 
 
-class ServqualDesk:
-    def __init__(self, desk: TicketDesk) -> None:
-        self.desk = desk
-        runtime = desk.runtime
-        self.instruments: Repository[ServqualInstrument] = Repository(
-            runtime.store, ServqualInstrument, runtime.publish
-        )
-        self.policies: Repository[ServqualPolicy] = Repository(runtime.store, ServqualPolicy, runtime.publish)
-        self.surveys: Repository[ServqualSurvey] = Repository(runtime.store, ServqualSurvey, runtime.publish)
-        self.surveys_view = runtime.db["servqual_surveys"]
-        self.checkpoints = runtime.db["servqual_schedule"]
+class PassCheckpoint(Protocol):
+    """Up to when the pass has counted solved tickets: the next pass starts there (less MARGIN_MS)."""
 
-    def ensure_indexes(self) -> None:
-        surveys_view(self.desk.runtime.db, self.desk.runtime.store, self.desk.runtime.settings.topic).ensure_indexes()
+    def checked_ms(self) -> int | None:
+        """The last pass's upper bound (epoch ms); None before the first pass."""
+        ...
+
+    def check(self, upto_ms: int) -> None:
+        """Record that the solves up to `upto_ms` are counted."""
+        ...
+
+
+class MongoPassCheckpoint:
+    """`PassCheckpoint` as the `solved` document of a collection (`servqual_schedule`)."""
+
+    def __init__(self, collection: Collection[dict[str, Any]]) -> None:
+        self.collection = collection
+
+    def checked_ms(self) -> int | None:
+        return (self.collection.find_one({"_id": "solved"}) or {}).get("checked_ms")
+
+    def check(self, upto_ms: int) -> None:
+        self.collection.update_one({"_id": "solved"}, {"$set": {"checked_ms": upto_ms}}, upsert=True)
+
+
+class ServqualUseCases:
+    """SERVQUAL's use cases on the desk's use cases (contacts, tickets, tiers), any event store,
+    any `ServqualViews` and `PassCheckpoint`; `publish` as for `TicketUseCases`."""
+
+    def __init__(
+        self,
+        desk: TicketUseCases,
+        views: ServqualViews,
+        publish: Callable[[list[RecordedEvent]], None],
+        checkpoint: PassCheckpoint,
+    ) -> None:
+        self.desk = desk
+        self.views = views
+        self.checkpoint = checkpoint
+        self.instruments: Repository[ServqualInstrument] = Repository(desk.store, ServqualInstrument, publish)
+        self.policies: Repository[ServqualPolicy] = Repository(desk.store, ServqualPolicy, publish)
+        self.surveys: Repository[ServqualSurvey] = Repository(desk.store, ServqualSurvey, publish)
 
     # --- the instrument and the policy: one of each, folded from the store ------------------------
 
@@ -140,7 +176,7 @@ class ServqualDesk:
             raise ValidationFailed("unknown contact", {"contact_id": [f"no contact with id {contact_id}"]}) from None
         if contact.get("status") == "erased":
             raise ValidationFailed("erased contact", {"contact_id": ["this contact has been erased"]})
-        self.desk.contacts.remember(contact)
+        self.desk.views.remember_contact(contact)
         ticket = None
         if ticket_id is not None:  # from the store: a ticket opened a moment ago counts
             try:
@@ -162,11 +198,6 @@ class ServqualDesk:
     def survey(self, survey_id: str) -> ServqualSurvey:
         return self.surveys.get(survey_id)
 
-    def list_surveys(self, filters: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        query = {name: filters[name] for name in ("contact_id", "status", "rule") if filters.get(name)}
-        docs, cursor = page(self.surveys_view, query, filters["limit"], filters.get("cursor"))
-        return [ServqualSurvey.restore({**doc, "id": doc["_id"]}).view() for doc in docs], cursor
-
     def answer(
         self, survey_id: str, expectations: Mapping[str, Any], perceptions: Mapping[str, Any], meta: Metadata
     ) -> ServqualSurvey:
@@ -176,18 +207,10 @@ class ServqualDesk:
     def _context(self, contact_id: str, ticket: Mapping[str, Any] | None) -> dict[str, Any]:
         """The survey's ticket (the one it is about, if any), the agent group that served the contact (that
         ticket's, else their latest ticket's) and their customer tier now."""
-        served = ticket
-        if served is None:
-            latest = list(
-                self.desk.tickets_view.find({"contact_id": contact_id}, {"group": 1})
-                .sort("opened_ms", DESCENDING)
-                .limit(1)
-            )
-            served = latest[0] if latest else None
         return {
             "ticket_id": ticket["_id"] if ticket else None,
-            "group": (served or {}).get("group"),
-            "customer_tier": self.desk.tiers.tier(contact_id),
+            "group": ticket.get("group") if ticket is not None else self.views.latest_group(contact_id),
+            "customer_tier": self.desk.views.tier(contact_id),
         }
 
     # --- the worker's pass --------------------------------------------------------------------------
@@ -208,10 +231,11 @@ class ServqualDesk:
         wanted: dict[str, tuple[str, dict[str, Any], dict[str, Any]]] = {}  # survey id → contact, trigger, ticket
         upto = epoch_ms(now) - SETTLE_MS
         since = text_ms(policy.counting_since) or 0
-        checked = (self.checkpoints.find_one({"_id": "solved"}) or {}).get("checked_ms", since)
+        checked = self.checkpoint.checked_ms()
+        checked = since if checked is None else checked
         start = max(since, checked - MARGIN_MS)
         if (policy.every_nth_solved_per_contact or policy.every_nth_solved_overall) and upto >= start:
-            recent = self._solved({"$gte": start, "$lte": upto})
+            recent = self._solved(start, upto)
             if policy.every_nth_solved_per_contact:
                 wanted.update(self._nth_per_contact(recent, policy.every_nth_solved_per_contact, since, upto))
             if policy.every_nth_solved_overall:
@@ -220,21 +244,19 @@ class ServqualDesk:
             wanted.update(self._quarterly(policy.quarterly_tiers, now))
         sent = self._send_many(wanted, now)
         if upto >= start:
-            self.checkpoints.update_one({"_id": "solved"}, {"$set": {"checked_ms": upto}}, upsert=True)
+            self.checkpoint.check(upto)
         return {"sent": sent}
 
-    def _solved(self, span: dict[str, int], query: dict[str, Any] | None = None) -> list[dict[str, Any]]:
-        """Tickets first solved in `span` (epoch ms), in the order they were (ties by id)."""
-        docs = self.desk.tickets_view.find(
-            {**(query or {}), "first_solved_ms": span}, {"contact_id": 1, "group": 1, "first_solved_ms": 1}
-        )
+    def _solved(self, start: int, end: int, contact_ids: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Tickets first solved in [start, end] (epoch ms), in the order they were (ties by id)."""
+        docs = self.views.solved_tickets(start, end, contact_ids)
         return sorted(docs, key=lambda d: (d["first_solved_ms"], d["_id"]))
 
     def _nth_per_contact(
         self, recent: list[dict[str, Any]], n: int, since: int, upto: int
     ) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
         contacts = sorted({doc["contact_id"] for doc in recent})
-        theirs = self._solved({"$gte": since, "$lte": upto}, {"contact_id": {"$in": contacts}}) if contacts else []
+        theirs = self._solved(since, upto, contacts) if contacts else []
         ordinal: dict[str, int] = {}
         recent_ids = {doc["_id"] for doc in recent}
         wanted = {}
@@ -248,7 +270,7 @@ class ServqualDesk:
     def _nth_overall(
         self, recent: list[dict[str, Any]], n: int, since: int, start: int
     ) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
-        before = self.desk.tickets_view.count_documents({"first_solved_ms": {"$gte": since, "$lt": start}})
+        before = self.views.count_solved(since, start)
         wanted = {}
         for index, doc in enumerate(recent, start=before + 1):
             if index % n == 0:
@@ -258,24 +280,23 @@ class ServqualDesk:
 
     def _quarterly(self, tiers: Sequence[str], now: datetime) -> dict[str, tuple[str, dict[str, Any], dict[str, Any]]]:
         quarter = quarter_of(now)
-        members = self.desk.tiers.collection.find({"tier": {"$in": list(tiers)}}, {"tier": 1})
         wanted: dict[str, tuple[str, dict[str, Any], dict[str, Any]]]
         wanted = {
-            derived_id("quarterly", doc["_id"], quarter): (
-                doc["_id"],
-                {"rule": "quarterly", "period": quarter, "tier": doc.get("tier")},
+            derived_id("quarterly", contact_id, quarter): (
+                contact_id,
+                {"rule": "quarterly", "period": quarter, "tier": tier},
                 {},
             )
-            for doc in members
+            for contact_id, tier in self.views.tier_members(tiers).items()
         }
-        done = {doc["_id"] for doc in self.surveys_view.find({"_id": {"$in": list(wanted)}}, {"_id": 1})}
+        done = self.views.surveyed(list(wanted))
         return {sid: cause for sid, cause in wanted.items() if sid not in done}
 
     def _send_many(self, wanted: Mapping[str, tuple[str, dict[str, Any], dict[str, Any]]], now: datetime) -> int:
         """Record the wanted surveys not recorded yet, in one bulk append; erased contacts get none."""
         if not wanted:
             return 0
-        known = self.desk.contacts.find(sorted({contact for contact, _, _ in wanted.values()}))
+        known = self.desk.views.contacts(sorted({contact for contact, _, _ in wanted.values()}))
         existing = set(self.surveys.get_many(list(wanted)))
         instrument = self.instrument().snapshot()
         surveys = []
@@ -297,6 +318,25 @@ class ServqualDesk:
             return 0
         taken = self.surveys.save_many(surveys, lambda _: SCHEDULER)  # another worker's pass recorded those
         return len(surveys) - len(taken)
+
+
+class ServqualDesk(ServqualUseCases):
+    """SERVQUAL on a process's runtime: the desk's MongoDB views, the checkpoint in `servqual_schedule`;
+    keeps the surveys read model's collection for the list and the report (`servqual_api`)."""
+
+    def __init__(self, desk: TicketDesk) -> None:
+        runtime = desk.runtime
+        super().__init__(desk, desk.mongo_views, runtime.publish, MongoPassCheckpoint(runtime.db["servqual_schedule"]))
+        self.desk: TicketDesk = desk
+        self.surveys_view = runtime.db["servqual_surveys"]
+
+    def ensure_indexes(self) -> None:
+        surveys_view(self.desk.runtime.db, self.desk.runtime.store, self.desk.runtime.settings.topic).ensure_indexes()
+
+    def list_surveys(self, filters: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        query = {name: filters[name] for name in ("contact_id", "status", "rule") if filters.get(name)}
+        docs, cursor = page(self.surveys_view, query, filters["limit"], filters.get("cursor"))
+        return [ServqualSurvey.restore({**doc, "id": doc["_id"]}).view() for doc in docs], cursor
 
 
 def _singleton(repository: Repository[A], stream_id: str, as_of: datetime | None) -> A:

@@ -6,16 +6,21 @@ sweep, a contact's tier and name, the ids of the SLA policies, a support summary
 `DeskViews` is that need, written as a protocol so the use cases run on any
 implementation of it: `MongoDeskViews` here (the service's MongoDB read models), or an
 in-memory one in the use-case tests (services/service-desk/tests/test_use_cases.py)
-beside `crmkit.memstore.InMemoryEventStore`, no server. Every MongoDB query the desk's
-use cases make is here; the documents are the projections' (`crm_servicedesk.projections`).
+beside `crmkit.memstore.InMemoryEventStore`, no server. The SLA recompute
+(recompute.py) reads its policy versions and tickets through `DeskViews` too;
+`ServqualViews` is what the SERVQUAL policy's pass (servqual_desk.py) reads: solved
+tickets, tier members, surveys already recorded. Every MongoDB query of the desk's use
+cases and of those two jobs is here; the documents are the projections'
+(`crm_servicedesk.projections`, `servqual_desk.SurveysView`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any, Protocol
 
-from pymongo import ASCENDING
+from pymongo import ASCENDING, DESCENDING
 from pymongo.database import Database
 
 from crm_servicedesk import projections
@@ -27,6 +32,16 @@ from crmkit.web.pagination import page
 SUMMARY_FIELDS = ("status", "type", "breach_count", "csat", "nps", "rated_ms", "rated_at")
 # the list filters that match a document key as given
 EXACT_FILTERS = ("status", "assignee", "priority", "contact_id", "group", "team", "type", "channel", "customer_tier")
+
+
+@dataclass(frozen=True)
+class PolicyTickets:
+    """Which tickets a recompute re-folds: those under an SLA policy in one of `statuses`, and (when
+    `opened_from_ms` is given) opened in [opened_from_ms, opened_to_ms) (no upper bound when that is None)."""
+
+    statuses: tuple[str, ...]
+    opened_from_ms: int | None = None
+    opened_to_ms: int | None = None
 
 
 class DeskViews(Protocol):
@@ -71,6 +86,49 @@ class DeskViews(Protocol):
         """The ticket documents of these contacts (`_id` and the SUMMARY_FIELDS)."""
         ...
 
+    def policy_versions(self) -> dict[str, int]:
+        """Each SLA policy's version as the policies read model has it: what the recompute worker compares
+        with its last finished run (a revision it has not seen yet starts a run)."""
+        ...
+
+    def count_policy_tickets(self, which: PolicyTickets) -> int:
+        """How many tickets `which` selects (the recompute's progress total)."""
+        ...
+
+    def policy_ticket_ids(self, which: PolicyTickets, after: str, limit: int) -> list[str]:
+        """The ids of the tickets `which` selects, greater than `after`, in id order, at most `limit`: one
+        keyset batch of a recompute, so a run resumes after the last id it checkpointed."""
+        ...
+
+
+class ServqualViews(Protocol):
+    """What the SERVQUAL policy's pass reads: whom its rules pick, and which surveys already exist."""
+
+    def latest_group(self, contact_id: str) -> str | None:
+        """The agent group of the contact's most recently opened ticket (None: no ticket, or no group):
+        the group a survey not about one ticket is attributed to."""
+        ...
+
+    def solved_tickets(
+        self, start_ms: int, end_ms: int, contact_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        """The tickets first solved in [start_ms, end_ms] (of these contacts, when given), in no order:
+        `_id`, `contact_id`, `group`, `first_solved_ms` (a reopen keeps the first solve)."""
+        ...
+
+    def count_solved(self, start_ms: int, before_ms: int) -> int:
+        """How many tickets were first solved in [start_ms, before_ms): the every-Nth-overall rule's count
+        of the solves a pass does not look at again."""
+        ...
+
+    def tier_members(self, tiers: Sequence[str]) -> dict[str, str | None]:
+        """The contacts whose current customer tier is one of `tiers`, with that tier."""
+        ...
+
+    def surveyed(self, survey_ids: Sequence[str]) -> set[str]:
+        """Which of these surveys the surveys read model already holds (so a pass does not send them again)."""
+        ...
+
 
 def ticket_query(filters: Mapping[str, Any]) -> dict[str, Any]:
     """The MongoDB query of the ticket list's filters (those given)."""
@@ -82,10 +140,22 @@ def ticket_query(filters: Mapping[str, Any]) -> dict[str, Any]:
     return query
 
 
+def policy_tickets_query(which: PolicyTickets) -> dict[str, Any]:
+    """The MongoDB query of a recompute's selection of tickets."""
+    query: dict[str, Any] = {"has_policy": True, "status": {"$in": list(which.statuses)}}
+    if which.opened_from_ms is not None:
+        opened: dict[str, int] = {"$gte": which.opened_from_ms}
+        if which.opened_to_ms is not None:
+            opened["$lt"] = which.opened_to_ms
+        query["opened_ms"] = opened
+    return query
+
+
 class MongoDeskViews:
-    """`DeskViews` on the service's MongoDB: the `tickets`, `sla_policies`, `customer_tiers` and
-    `contacts` read models, and the event store's `events` collection for the policy ids
-    (policies have no projection the desk may wait for: they are read from the store)."""
+    """`DeskViews` and `ServqualViews` on the service's MongoDB: the `tickets`, `sla_policies`,
+    `customer_tiers`, `contacts` and `servqual_surveys` read models, and the event store's
+    `events` collection for the policy ids (policies have no projection the desk may wait
+    for: they are read from the store)."""
 
     def __init__(self, db: Database[dict[str, Any]], directory: ContactDirectory) -> None:
         self.events = db["events"]
@@ -93,6 +163,7 @@ class MongoDeskViews:
         self.policies = db["sla_policies"]
         self.customer_tiers = projections.CustomerTiers(db["customer_tiers"])
         self.local_contacts = projections.local_contacts(db, directory)
+        self.surveys = db["servqual_surveys"]
 
     def ensure_indexes(self) -> None:
         self.events.create_index([("aggregate_type", ASCENDING)])
@@ -138,3 +209,38 @@ class MongoDeskViews:
 
     def tickets_of_contacts(self, contact_ids: Sequence[str]) -> list[dict[str, Any]]:
         return list(self.tickets.find({"contact_id": {"$in": list(contact_ids)}}, dict.fromkeys(SUMMARY_FIELDS, 1)))
+
+    def policy_versions(self) -> dict[str, int]:
+        return {doc["_id"]: doc["version"] for doc in self.policies.find({}, {"version": 1})}
+
+    def count_policy_tickets(self, which: PolicyTickets) -> int:
+        return self.tickets.count_documents(policy_tickets_query(which))
+
+    def policy_ticket_ids(self, which: PolicyTickets, after: str, limit: int) -> list[str]:
+        query = {**policy_tickets_query(which), "_id": {"$gt": after}}
+        return [doc["_id"] for doc in self.tickets.find(query, {"_id": 1}).sort("_id", ASCENDING).limit(limit)]
+
+    def latest_group(self, contact_id: str) -> str | None:
+        latest = list(
+            self.tickets.find({"contact_id": contact_id}, {"group": 1}).sort("opened_ms", DESCENDING).limit(1)
+        )
+        return latest[0].get("group") if latest else None
+
+    def solved_tickets(
+        self, start_ms: int, end_ms: int, contact_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        query: dict[str, Any] = {} if contact_ids is None else {"contact_id": {"$in": list(contact_ids)}}
+        query["first_solved_ms"] = {"$gte": start_ms, "$lte": end_ms}
+        return list(self.tickets.find(query, {"contact_id": 1, "group": 1, "first_solved_ms": 1}))
+
+    def count_solved(self, start_ms: int, before_ms: int) -> int:
+        return self.tickets.count_documents({"first_solved_ms": {"$gte": start_ms, "$lt": before_ms}})
+
+    def tier_members(self, tiers: Sequence[str]) -> dict[str, str | None]:
+        return {
+            doc["_id"]: doc.get("tier")
+            for doc in self.customer_tiers.collection.find({"tier": {"$in": list(tiers)}}, {"tier": 1})
+        }
+
+    def surveyed(self, survey_ids: Sequence[str]) -> set[str]:
+        return {doc["_id"] for doc in self.surveys.find({"_id": {"$in": list(survey_ids)}}, {"_id": 1})}
