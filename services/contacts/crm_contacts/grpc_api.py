@@ -10,7 +10,6 @@ from typing import Any
 import grpc
 from google.protobuf import json_format, struct_pb2
 from marshmallow import ValidationError
-from pymongo import DESCENDING
 
 from crm.contacts.v1 import contacts_pb2, contacts_pb2_grpc
 from crm_contacts.records.commands import ContactBook
@@ -174,15 +173,9 @@ class ContactDirectory(SegmentMembers, contacts_pb2_grpc.ContactDirectoryService
     def FindContacts(  # noqa: N802 - the name is the contract's
         self, request: contacts_pb2.FindContactsRequest, context: grpc.ServicerContext
     ) -> contacts_pb2.FindContactsResponse:
-        wanted = _find_query(request)
-        docs = (
-            self.book.contacts_view.find({"$or": wanted, "status": "active"}, {"_id": 1})
-            .sort("updated_ms", DESCENDING)
-            .limit(MAX_FOUND)
-        )
-        ids = [doc["_id"] for doc in docs]
-        found = self.book.contacts_by_id(ids)
-        return contacts_pb2.FindContactsResponse(contacts=[to_message(found[cid]) for cid in ids if cid in found])
+        wanted = _find_address(request)
+        found = self.book.find_contacts(wanted.get("email"), wanted.get("phone"), MAX_FOUND)
+        return contacts_pb2.FindContactsResponse(contacts=[to_message(contact) for contact in found])
 
     @access("write")
     def CreateContact(  # noqa: N802 - the name is the contract's
@@ -215,15 +208,15 @@ def _consent_question(request: Any, prefix: str = "") -> list[tuple[bool, str, s
     ]
 
 
-def _find_query(request: contacts_pb2.FindContactsRequest) -> list[dict[str, str]]:
-    """The read model's match for a FindContacts: the email and/or phone as POST /v1/contacts stores them."""
+def _find_address(request: contacts_pb2.FindContactsRequest) -> dict[str, str]:
+    """A FindContacts' email and/or phone (those given) as POST /v1/contacts stores them."""
     given = {name: value for name in ("email", "phone") if (value := getattr(request, name).strip())}
     require_all((bool(given), "email", "give an email, a phone, or both"))
     try:
         loaded = ContactInput(only=tuple(given)).load(given)
     except ValidationError as exc:
         raise _invalid(exc) from None
-    return [{name: loaded[name]} for name in given]
+    return {name: loaded[name] for name in given}
 
 
 def _contact_fields(request: contacts_pb2.CreateContactRequest) -> dict[str, Any]:

@@ -10,23 +10,27 @@ the use cases get what REST hands them. The edges' contracts stay tested by test
 
 from __future__ import annotations
 
+import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
+from datetime import timedelta
 from typing import Any
 
 import pytest
 
 from crm_contacts.app import SERVICE
-from crm_contacts.records import normalize, projections, schemas
+from crm_contacts.records import freshness_api, normalize, projections, schemas
 from crm_contacts.records.commands import ContactUseCases
 from crm_contacts.records.domain import Company, Contact
-from crm_contacts.records.views import CONTACT_FILTERS, Page
+from crm_contacts.records.views import CONTACT_FILTERS, STALE_SUMMARY, Page
 from crm_contacts.segments.commands import SegmentUseCases
 from crm_contacts.segments.domain import Segment
 from crmkit.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
-from crmkit.events import Metadata, RecordedEvent
+from crmkit.events import Metadata, RecordedEvent, rfc3339, utcnow
 from crmkit.memstore import InMemoryEventStore
 
 STAFF = Metadata(actor="user:ana")
+LONG_AGO = rfc3339(utcnow() - timedelta(days=400))  # past every default freshness threshold
 
 
 class MemoryViews:
@@ -83,6 +87,32 @@ class MemoryViews:
             for doc in group[1:]
         ]
         return pairs[:limit], None
+
+    def stale_by_owner(self, owner: str | None, lifecycle_stage: str | None, max_owners: int) -> dict[str | None, int]:
+        counts = Counter(doc["owner"] for doc in self._stale(owner, lifecycle_stage))
+        return dict(list(counts.items())[:max_owners])
+
+    def stale_page(self, owner: str | None, lifecycle_stage: str | None, limit: int, cursor: str | None) -> Page:
+        docs, next_cursor = self._page(self._stale(owner, lifecycle_stage), limit, cursor)
+        return [{"_id": doc["_id"], **{name: doc[name] for name in STALE_SUMMARY}} for doc in docs], next_cursor
+
+    def active_ids_by_address(self, email: str | None, phone: str | None, limit: int) -> list[str]:
+        found = [
+            doc
+            for doc in self.contacts.values()
+            if doc["status"] == "active" and ((email and doc["email"] == email) or (phone and doc["phone"] == phone))
+        ]
+        return [doc["_id"] for doc in sorted(found, key=lambda doc: -doc["updated_ms"])[:limit]]
+
+    def _stale(self, owner: str | None, lifecycle_stage: str | None) -> list[dict[str, Any]]:
+        return [
+            doc
+            for doc in self.contacts.values()
+            if doc["stale"] is True
+            and doc["status"] == "active"
+            and (not owner or doc["owner"] == owner)
+            and (not lifecycle_stage or doc["lifecycle_stage"] == lifecycle_stage)
+        ]
 
     @staticmethod
     def _found(docs: dict[str, dict[str, Any]], filters: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -295,6 +325,66 @@ def test_erasure_erases_the_person_and_their_merged_records_and_shreds_their_key
     listed, _ = world.book.list_contacts({"limit": 5, "status": "erased"})
     assert {doc["id"] for doc in listed} == {person.id, old.id}
     assert all(doc["first_name"] is None and doc["email"] is None for doc in listed)  # the read model forgets too
+
+
+def test_the_stale_report_counts_each_owners_stale_active_contacts_and_pages_them(world: World) -> None:
+    anas = [world.contact(first_name=f"Ana's {n}", owner="ana", verified_at=LONG_AGO) for n in range(3)]
+    bos = world.contact(first_name="Bo's", owner="bo", lifecycle_stage="customer", verified_at=LONG_AGO)
+    als = world.contact(first_name="Al's", owner="al", verified_at=LONG_AGO)
+    nobodys = world.contact(first_name="Nobody's", verified_at=LONG_AGO)
+    world.contact(first_name="Fresh", owner="ana")  # confirmed at its creation: not stale
+    gone = world.contact(first_name="Gone", owner="ana", verified_at=LONG_AGO)
+    world.book.erase(gone.id, "gdpr_request", STAFF)  # only active contacts are reported
+    everyone = world.book.stale_records(None, None, 10, None)
+    # most first, then by owner, those without an owner last
+    assert everyone["by_owner"] == [
+        {"owner": "ana", "count": 3},
+        {"owner": "al", "count": 1},
+        {"owner": "bo", "count": 1},
+        {"owner": None, "count": 1},
+    ]
+    assert everyone["total"] == 6 and everyone["next_cursor"] is None
+    assert [item["id"] for item in everyone["items"]] == sorted(c.id for c in [*anas, bos, als, nobodys])
+    assert all(set(item) == {"id", *STALE_SUMMARY} and item["stale_since"] for item in everyone["items"])
+    first = world.book.stale_records("ana", None, 2, None)
+    rest = world.book.stale_records("ana", None, 2, first["next_cursor"])
+    assert (first["total"], first["by_owner"]) == (3, [{"owner": "ana", "count": 3}])
+    assert [len(first["items"]), len(rest["items"]), rest["next_cursor"]] == [2, 1, None]
+    assert [item["id"] for item in first["items"] + rest["items"]] == sorted(c.id for c in anas)  # id order
+    customers = world.book.stale_records(None, "customer", 10, None)
+    assert [item["id"] for item in customers["items"]] == [bos.id] and customers["total"] == 1
+    assert world.book.stale_records("ana", "customer", 10, None)["by_owner"] == []
+    freshness_api.verify(world.book, bos.id, "phone", STAFF, None)  # confirmed again: no longer stale
+    assert world.book.stale_records(None, "customer", 10, None)["total"] == 0
+    report = freshness_api.stale_records(world.book, {"owner": "al", "limit": 5})  # what REST answers
+    assert (report["report"], report["owner"], report["lifecycle_stage"], report["total"]) == (
+        "stale-records",
+        "al",
+        None,
+        1,
+    )
+
+
+def test_find_contacts_matches_an_email_or_a_phone_most_recently_updated_first(world: World) -> None:
+    def created(**fields: Any) -> Contact:
+        time.sleep(0.002)  # each save a distinct millisecond: the order is by the last update
+        return world.contact(**fields)
+
+    by_email = created(first_name="Sara", email="sara@example.com")
+    by_phone = created(first_name="Sara", phone="+989121234567")
+    by_both = created(first_name="S.", email="sara@example.com", phone="+989121234567")
+    created(first_name="Other", email="other@example.com", phone="+989121234568")
+    merged = created(first_name="Sara", email="sara@example.com")
+    world.book.merge(by_both.id, merged.id, STAFF, None)  # the duplicate is no longer an active contact
+    time.sleep(0.002)
+    world.book.update_contact(by_email.id, {"last_name": "Rezaei"}, STAFF, None)  # now the latest
+    found = world.book.find_contacts("sara@example.com", "+989121234567", 10)
+    assert [contact.id for contact in found] == [by_email.id, by_both.id, by_phone.id]
+    assert found[0].last_name == "Rezaei"  # folded from the store: the contact as it is now
+    assert [c.id for c in world.book.find_contacts(None, "+989121234567", 10)] == [by_both.id, by_phone.id]
+    assert [c.id for c in world.book.find_contacts("sara@example.com", None, 1)] == [by_email.id]
+    assert world.book.find_contacts("nobody@example.com", None, 10) == []
+    assert world.book.find_contacts(None, None, 10) == []
 
 
 def test_a_segment_is_defined_changed_at_its_version_and_evaluated_over_the_contacts(world: World) -> None:

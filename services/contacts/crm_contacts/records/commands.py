@@ -5,7 +5,7 @@ This is the layer the REST and gRPC edges call. `ContactUseCases` knows the even
 never Flask, gRPC or a collection, so the use-case tests run it on
 `crmkit.memstore.InMemoryEventStore` and in-memory views, no server. `ContactBook` is the
 same use cases wired to a process's `Runtime` (MongoDB), with what only the service's
-processes do: the erasure's key shredding and the collection handles other edges query.
+processes do: the erasure's key shredding.
 """
 
 from __future__ import annotations
@@ -14,12 +14,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 
-from pymongo.collection import Collection
-
 from crm_contacts import settings
 from crm_contacts.records import projections
 from crm_contacts.records.domain import Company, Contact
-from crm_contacts.records.views import ContactViews, MongoContactViews
+from crm_contacts.records.views import STALE_SUMMARY, ContactViews, MongoContactViews
 from crmkit import clock
 from crmkit.aggregate import changes_by_event
 from crmkit.erasure import Shred, nothing_to_shred, shredder
@@ -31,6 +29,7 @@ from crmkit.store import Store
 
 MAX_MERGE_HOPS = 10
 MAX_MERGED_RECORDS = 1000
+MAX_OWNERS = 1000  # owners are staff: more than this in one answer would be a data problem, not a report
 
 
 class ContactUseCases:
@@ -217,6 +216,34 @@ class ContactUseCases:
         docs, cursor = self.views.contact_page(filters, filters["limit"], filters.get("cursor"))
         return [projections.public(doc) for doc in docs], cursor
 
+    def find_contacts(self, email: str | None, phone: str | None, limit: int) -> list[Contact]:
+        """Active contacts with this email or this phone (as the schemas store them), the most
+        recently updated first: who wrote in, for the service desk's find-or-create.
+
+        The read model finds them; each is then folded from the store, so the answer is the
+        contact as it is now (one the read model still lists but that is gone is left out)."""
+        ids = self.views.active_ids_by_address(email, phone, limit)
+        found = self.contacts_by_id(ids)
+        return [found[contact_id] for contact_id in ids if contact_id in found]
+
+    def stale_records(
+        self, owner: str | None, lifecycle_stage: str | None, limit: int, cursor: str | None
+    ) -> dict[str, Any]:
+        """Stale active contacts (of this owner and stage when given): the count per owner, most
+        first (then by name, no owner last), their total, and one page of summaries in id order
+        (ids are UUIDv7: creation order)."""
+        counts = self.views.stale_by_owner(owner, lifecycle_stage, MAX_OWNERS)
+        owners = sorted(counts, key=lambda name: (-counts[name], name is None, name or ""))
+        docs, next_cursor = self.views.stale_page(owner, lifecycle_stage, limit, cursor)
+        return {
+            "total": sum(counts.values()),
+            "by_owner": [{"owner": name, "count": counts[name]} for name in owners],
+            "items": [
+                {name: doc.get(name) for name in ("id", *STALE_SUMMARY)} for doc in map(projections.public, docs)
+            ],
+            "next_cursor": next_cursor,
+        }
+
     # --- companies ------------------------------------------------------------------
 
     def create_company(self, fields: dict[str, Any], meta: Metadata) -> Company:
@@ -250,16 +277,14 @@ class ContactUseCases:
 class ContactBook(ContactUseCases):
     """The use cases on a process's runtime: MongoDB's event store and read models (`MongoContactViews`).
 
-    Keeps the runtime's vault and database and the read models' handles (`contacts_view`,
-    `companies_view`) for the edges that still query them directly (freshness, gRPC)."""
+    Keeps the runtime's vault and database; no collection handle: the edges (REST, freshness,
+    gRPC) read through the use cases and their `ContactViews`."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.vault = runtime.vault
         self.db = runtime.db
         self.mongo_views = MongoContactViews(runtime.db)
         super().__init__(runtime.store, self.mongo_views, runtime.publish, shredder(runtime.vault, runtime.db))
-        self.contacts_view: Collection[dict[str, Any]] = self.mongo_views.contacts
-        self.companies_view: Collection[dict[str, Any]] = self.mongo_views.companies
 
 
 def consent_answer(contact: Contact, channel: str) -> dict[str, Any]:

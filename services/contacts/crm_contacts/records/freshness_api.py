@@ -1,10 +1,10 @@
 """REST edge of data freshness for staff: `POST /v1/contacts/{id}/verify` (the details were
 confirmed with the person) and `GET /v1/insights/stale-records` (stale contacts per owner).
 
-The rule and what counts as a confirmation: crm_contacts.records.freshness. The report reads the
-`contacts` read model through its `(stale, owner)` and `(stale, lifecycle_stage)` indexes:
-one `$group` by owner for the counts (a single field with `$sum`, which every server we run
-on supports) and one page of the contacts, in id order (ids are UUIDv7: creation order).
+The rule and what counts as a confirmation: crm_contacts.records.freshness. The report is the
+use case `ContactUseCases.stale_records`; its reads are `ContactViews.stale_by_owner` and
+`stale_page` (crm_contacts.records.views: the `contacts` read model through its `(stale, owner)`
+and `(stale, lifecycle_stage)` indexes, one `$group` by owner and one page in id order).
 """
 
 from __future__ import annotations
@@ -14,27 +14,14 @@ from typing import Any
 from flask import Blueprint, Response, jsonify
 from marshmallow import RAISE, Schema, fields, validate
 
-from crm_contacts.records import projections
-from crm_contacts.records.commands import ContactBook
+from crm_contacts.records.commands import MAX_OWNERS, ContactBook, ContactUseCases
 from crm_contacts.records.domain import LIFECYCLE_STAGES, Contact
 from crm_contacts.records.schemas import ContactView, Text
 from crmkit import clock
 from crmkit.events import Metadata, rfc3339
-from crmkit.web import PageQuery, endpoint, if_match, jsonable, metadata, page, resource
+from crmkit.web import PageQuery, endpoint, if_match, jsonable, metadata, resource
 
 METHODS = ("phone", "email", "sms", "in_person", "video_call", "letter", "other")
-MAX_OWNERS = 1000  # owners are staff: more than this in one answer would be a data problem, not a report
-SUMMARY = (
-    "first_name",
-    "last_name",
-    "email",
-    "phone",
-    "owner",
-    "lifecycle_stage",
-    "created_at",
-    "verified_at",
-    "stale_since",
-)
 
 
 class VerifyInput(Schema):
@@ -91,39 +78,22 @@ class StaleRecordsReport(Schema):
     next_cursor = fields.String(allow_none=True)
 
 
-def verify(book: ContactBook, contact_id: str, method: str, meta: Metadata, expected: int | None) -> Contact:
+def verify(book: ContactUseCases, contact_id: str, method: str, meta: Metadata, expected: int | None) -> Contact:
     """Staff confirmed the details with the person: verified now, the stale flag cleared."""
     return book.contacts.change(
         contact_id, lambda c: c.verify(clock.now(), meta.actor, "staff", method), meta, expected
     )
 
 
-def stale_records(book: ContactBook, query: dict[str, Any]) -> dict[str, Any]:
+def stale_records(book: ContactUseCases, query: dict[str, Any]) -> dict[str, Any]:
     """Stale active contacts: counts per owner and one page of them, filtered by owner and stage."""
-    match: dict[str, Any] = {"stale": True, "status": "active"}
-    for name in ("owner", "lifecycle_stage"):
-        if query.get(name):
-            match[name] = query[name]
-    counts = [
-        {"owner": group["_id"], "count": group["count"]}
-        for group in book.contacts_view.aggregate(
-            [{"$match": match}, {"$group": {"_id": "$owner", "count": {"$sum": 1}}}, {"$limit": MAX_OWNERS}]
-        )
-    ]
-    counts.sort(key=lambda c: (-c["count"], c["owner"] is None, c["owner"] or ""))
-    docs, cursor = page(
-        book.contacts_view, match, query["limit"], query.get("cursor"), {"_id": 1, **{name: 1 for name in SUMMARY}}
-    )
-    items = [{name: doc.get(name) for name in ("id", *SUMMARY)} for doc in map(projections.public, docs)]
+    found = book.stale_records(query.get("owner"), query.get("lifecycle_stage"), query["limit"], query.get("cursor"))
     return {
         "report": "stale-records",
         "as_of": rfc3339(clock.now()),
         "owner": query.get("owner"),
         "lifecycle_stage": query.get("lifecycle_stage"),
-        "total": sum(c["count"] for c in counts),
-        "by_owner": counts,
-        "items": items,
-        "next_cursor": cursor,
+        **found,
     }
 
 

@@ -2,12 +2,14 @@
 
 `ContactUseCases` (commands.py) decides on contacts and companies loaded from the event
 store, but the lists come from read models: a page of contacts matching the list's
-filters, a page of companies, the candidate duplicate pairs. `ContactViews` is that need,
-written as a protocol so the use cases run on any implementation of it: `MongoContactViews`
-here (the service's `contacts` and `companies` read models), or an in-memory one in the
-use-case tests (services/contacts/tests/test_use_cases.py) beside
-`crmkit.memstore.InMemoryEventStore`, no server. Every MongoDB query the contact use cases
-make is here; the documents are the projections' (`crm_contacts.records.projections`).
+filters, a page of companies, the candidate duplicate pairs, the stale-records report's
+counts per owner and its page, the active contacts gRPC's FindContacts matches by email or
+phone. `ContactViews` is that need, written as a protocol so the use cases run on any
+implementation of it: `MongoContactViews` here (the service's `contacts` and `companies`
+read models), or an in-memory one in the use-case tests
+(services/contacts/tests/test_use_cases.py) beside `crmkit.memstore.InMemoryEventStore`, no
+server. Every MongoDB query the contact use cases make is here; the documents are the
+projections' (`crm_contacts.records.projections`).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, Protocol
 
+from pymongo import DESCENDING
 from pymongo.collection import Collection
 from pymongo.database import Database
 
@@ -24,6 +27,18 @@ from crmkit.web.pagination import page
 # the contact list's filters that match a document key as given
 CONTACT_FILTERS = ("lifecycle_stage", "company_id", "owner", "team", "email", "phone")
 Page = tuple[list[dict[str, Any]], str | None]
+# what the stale-records report shows of each contact (besides its id)
+STALE_SUMMARY = (
+    "first_name",
+    "last_name",
+    "email",
+    "phone",
+    "owner",
+    "lifecycle_stage",
+    "created_at",
+    "verified_at",
+    "stale_since",
+)
 
 
 class ContactViews(Protocol):
@@ -44,6 +59,20 @@ class ContactViews(Protocol):
         the same company), with the reason and the suggested survivor."""
         ...
 
+    def stale_by_owner(self, owner: str | None, lifecycle_stage: str | None, max_owners: int) -> dict[str | None, int]:
+        """How many stale active contacts each owner has (None: those without an owner), of
+        this owner and this lifecycle stage when given; at most `max_owners` owners."""
+        ...
+
+    def stale_page(self, owner: str | None, lifecycle_stage: str | None, limit: int, cursor: str | None) -> Page:
+        """Stale active contacts (of this owner and stage when given): `_id` and the STALE_SUMMARY fields."""
+        ...
+
+    def active_ids_by_address(self, email: str | None, phone: str | None, limit: int) -> list[str]:
+        """Ids of active contacts with this email or this phone (those given, as stored), the
+        most recently updated first, at most `limit`."""
+        ...
+
 
 def contact_query(filters: Mapping[str, Any]) -> dict[str, Any]:
     """The MongoDB query of the contact list's filters (those given)."""
@@ -57,6 +86,16 @@ def contact_query(filters: Mapping[str, Any]) -> dict[str, Any]:
     status = filters.get("status") or "active"
     if status != "all":
         query["status"] = status
+    return query
+
+
+def stale_query(owner: str | None, lifecycle_stage: str | None) -> dict[str, Any]:
+    """The stale active contacts (of this owner and stage when given): what the `(stale, owner)`
+    and `(stale, lifecycle_stage)` indexes serve."""
+    query: dict[str, Any] = {"stale": True, "status": "active"}
+    for name, value in (("owner", owner), ("lifecycle_stage", lifecycle_stage)):
+        if value:
+            query[name] = value
     return query
 
 
@@ -78,3 +117,25 @@ class MongoContactViews:
 
     def duplicate_pairs(self, limit: int, cursor: str | None) -> Page:
         return projections.duplicate_pairs(self.contacts, limit, cursor)
+
+    def stale_by_owner(self, owner: str | None, lifecycle_stage: str | None, max_owners: int) -> dict[str | None, int]:
+        # one $group on a single field with $sum: every server we run on supports it
+        groups = self.contacts.aggregate(
+            [
+                {"$match": stale_query(owner, lifecycle_stage)},
+                {"$group": {"_id": "$owner", "count": {"$sum": 1}}},
+                {"$limit": max_owners},
+            ]
+        )
+        return {group["_id"]: group["count"] for group in groups}
+
+    def stale_page(self, owner: str | None, lifecycle_stage: str | None, limit: int, cursor: str | None) -> Page:
+        summary = {"_id": 1, **{name: 1 for name in STALE_SUMMARY}}
+        return page(self.contacts, stale_query(owner, lifecycle_stage), limit, cursor, summary)
+
+    def active_ids_by_address(self, email: str | None, phone: str | None, limit: int) -> list[str]:
+        wanted = [{name: value} for name, value in (("email", email), ("phone", phone)) if value]
+        if not wanted:
+            return []  # $or needs a clause: nobody has no address
+        found = self.contacts.find({"$or": wanted, "status": "active"}, {"_id": 1})
+        return [doc["_id"] for doc in found.sort("updated_ms", DESCENDING).limit(limit)]
