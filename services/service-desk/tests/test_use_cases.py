@@ -5,12 +5,15 @@
 libs/crmkit/tests/test_crmkit_store_contract.py) and `MemoryViews`, which keeps the
 read models as the projections do: each saved stream is folded again into the same
 documents (`ticket_document`). The edges' contracts stay tested by test_api.py.
+The worker's SERVQUAL pass (`ServqualUseCases`) and SLA recompute (`SlaRecompute`) run
+here too, on the same views (`MemoryViews` is also `ServqualViews`) and dict bookkeeping;
+test_servqual_api.py and test_sla_recompute_api.py keep them tested on MongoDB.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import pytest
@@ -19,7 +22,10 @@ from crm_servicedesk.app import SERVICE
 from crm_servicedesk.commands import TicketUseCases
 from crm_servicedesk.domain import SlaPolicy, Ticket, due_ms
 from crm_servicedesk.projections import ticket_document
-from crm_servicedesk.views import EXACT_FILTERS, SUMMARY_FIELDS
+from crm_servicedesk.recompute import SlaRecompute
+from crm_servicedesk.servqual import ServqualSurvey
+from crm_servicedesk.servqual_desk import ServqualUseCases, derived_id, quarter_of
+from crm_servicedesk.views import EXACT_FILTERS, SUMMARY_FIELDS, PolicyTickets
 from crmkit import clock
 from crmkit.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from crmkit.events import Metadata, RecordedEvent
@@ -38,7 +44,8 @@ POLICY = {
 
 
 class MemoryViews:
-    """`DeskViews` on dicts: ticket and policy documents refolded from the store on every save."""
+    """`DeskViews` and `ServqualViews` on dicts: ticket and policy documents refolded from the store on
+    every save, and the ids of the surveys recorded."""
 
     def __init__(self, store: InMemoryEventStore) -> None:
         self.store = store
@@ -46,6 +53,7 @@ class MemoryViews:
         self.policies: dict[str, dict[str, Any]] = {}
         self.customer_tiers: dict[str, str | None] = {}
         self.known_contacts: dict[str, dict[str, Any]] = {}
+        self.surveys: set[str] = set()
 
     def project(self, events: Sequence[RecordedEvent]) -> None:
         """What the worker's projections do, at once: the documents of the streams just saved."""
@@ -57,6 +65,8 @@ class MemoryViews:
             elif stored[0].aggregate_type == SlaPolicy.aggregate_type:
                 view = SlaPolicy.from_events(stream_id, stored).view()
                 self.policies[stream_id] = {"_id": view.pop("id"), **view}
+            elif stored[0].aggregate_type == ServqualSurvey.aggregate_type:
+                self.surveys.add(stream_id)
 
     def policy_ids(self) -> list[str]:
         return sorted(self.policies)
@@ -106,6 +116,55 @@ class MemoryViews:
             if doc["contact_id"] in contact_ids
         ]
 
+    def policy_versions(self) -> dict[str, int]:
+        return {policy_id: doc["version"] for policy_id, doc in self.policies.items()}
+
+    def _selected(self, which: PolicyTickets) -> list[dict[str, Any]]:
+        def opened_in(ms: int) -> bool:
+            return which.opened_from_ms is None or (
+                ms >= which.opened_from_ms and (which.opened_to_ms is None or ms < which.opened_to_ms)
+            )
+
+        return [
+            doc
+            for doc in self.tickets.values()
+            if doc["has_policy"] and doc["status"] in which.statuses and opened_in(doc["opened_ms"])
+        ]
+
+    def count_policy_tickets(self, which: PolicyTickets) -> int:
+        return len(self._selected(which))
+
+    def policy_ticket_ids(self, which: PolicyTickets, after: str, limit: int) -> list[str]:
+        return sorted(doc["_id"] for doc in self._selected(which) if doc["_id"] > after)[:limit]
+
+    def latest_group(self, contact_id: str) -> str | None:
+        theirs = [doc for doc in self.tickets.values() if doc["contact_id"] == contact_id]
+        return max(theirs, key=lambda doc: doc["opened_ms"])["group"] if theirs else None
+
+    def solved_tickets(
+        self, start_ms: int, end_ms: int, contact_ids: Sequence[str] | None = None
+    ) -> list[dict[str, Any]]:
+        return [
+            {key: doc[key] for key in ("_id", "contact_id", "group", "first_solved_ms")}
+            for doc in self.tickets.values()
+            if doc["first_solved_ms"] is not None
+            and start_ms <= doc["first_solved_ms"] <= end_ms
+            and (contact_ids is None or doc["contact_id"] in contact_ids)
+        ]
+
+    def count_solved(self, start_ms: int, before_ms: int) -> int:
+        return sum(
+            1
+            for doc in self.tickets.values()
+            if doc["first_solved_ms"] is not None and start_ms <= doc["first_solved_ms"] < before_ms
+        )
+
+    def tier_members(self, tiers: Sequence[str]) -> dict[str, str | None]:
+        return {cid: tier for cid, tier in self.customer_tiers.items() if tier in tiers}
+
+    def surveyed(self, survey_ids: Sequence[str]) -> set[str]:
+        return self.surveys & set(survey_ids)
+
     @staticmethod
     def _page(docs: list[dict[str, Any]], limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
         rest = sorted((doc for doc in docs if cursor is None or doc["_id"] > cursor), key=lambda doc: doc["_id"])
@@ -128,6 +187,32 @@ class Directory:
         return self.people[contact_id]
 
 
+class Checkpoint:
+    """The SERVQUAL pass's checkpoint in memory."""
+
+    def __init__(self) -> None:
+        self.at: int | None = None
+
+    def checked_ms(self) -> int | None:
+        return self.at
+
+    def check(self, upto_ms: int) -> None:
+        self.at = upto_ms
+
+
+class Runs:
+    """The recompute's run states in memory."""
+
+    def __init__(self) -> None:
+        self.states: dict[str, dict[str, Any]] = {}
+
+    def get(self, run_id: str) -> dict[str, Any]:
+        return dict(self.states.get(run_id) or {})
+
+    def put(self, state: dict[str, Any]) -> None:
+        self.states[state["_id"]] = dict(state)
+
+
 class World:
     """The desk and what it runs on, with what it published and shredded."""
 
@@ -144,6 +229,8 @@ class World:
             self.directory,
             lambda ids, paths: self.shredded.append((list(ids), list(paths))),
         )
+        self.servqual = ServqualUseCases(self.desk, self.views, self.publish, Checkpoint())
+        self.runs = Runs()
 
     def publish(self, events: list[RecordedEvent]) -> None:
         self.published += events
@@ -162,6 +249,19 @@ class World:
             **fields,
         }
         return self.desk.open_ticket(body, AGENT)
+
+    def solve(self, contact_id: str, **fields: Any) -> str:
+        tid = self.open(contact_id, **fields).id
+        self.desk.change_status(tid, "solved", AGENT, None)
+        return tid
+
+    def in_solve_order(self, ticket_ids: list[str]) -> list[str]:
+        """The tickets in the order the pass counts them: first solved, ties (the same ms) by id."""
+        return sorted(ticket_ids, key=lambda tid: (self.views.tickets[tid]["first_solved_ms"], tid))
+
+    def surveys_sent(self) -> list[dict[str, Any]]:
+        """The data of each ServqualSurveySent recorded, in the order they were."""
+        return [event.data for event in self.published if event.type == "ServqualSurveySent"]
 
 
 @pytest.fixture
@@ -309,3 +409,119 @@ def test_a_policy_revision_is_a_new_version_and_the_list_shows_it(world: World) 
         world.desk.revise_policy(policy.id, {"name": "v3"}, (), clock.now(), AGENT, if_match=1)
     listed, _ = world.desk.list_policies({"limit": 10})
     assert [(p["id"], p["name"]) for p in listed] == [(policy.id, "Standard v2")]
+
+
+# --- the worker's SERVQUAL pass: whom it surveys ------------------------------------------------------
+
+
+def soon() -> datetime:
+    """A pass's time once the solves just made have settled (SETTLE_MS)."""
+    return clock.now() + timedelta(seconds=10)
+
+
+def test_the_servqual_pass_surveys_a_contacts_every_nth_solve_since_the_policy(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = world.directory.add("a"), world.directory.add("b")
+    world.solve(a)  # before the policy: not counted
+    later(monkeypatch, 0.1)
+    world.servqual.configure_policy({"enabled": True, "every_nth_solved_per_contact": 2}, AGENT)
+    theirs = world.in_solve_order([world.solve(a, group="billing") for _ in range(3)])
+    world.solve(b)
+    assert world.servqual.apply_policy() == {"sent": 0}  # solved a moment ago: counted once settled
+    assert world.servqual.apply_policy(soon()) == {"sent": 1}
+    assert world.servqual.apply_policy(soon()) == {"sent": 0}
+    [survey] = world.surveys_sent()
+    assert (survey["contact_id"], survey["ticket_id"], survey["group"]) == (a, theirs[1], "billing")
+    assert survey["trigger"] == {"rule": "every_nth_solved", "scope": "contact", "n": 2}
+    later(monkeypatch, 2)
+    assert world.servqual.apply_policy(soon()) == {"sent": 0}  # its window now starts after those solves
+    later(monkeypatch, 4)
+    theirs.append(world.solve(a))  # their 4th since the policy, counted from `counting_since`
+    assert world.servqual.apply_policy(soon()) == {"sent": 1}
+    assert [s["ticket_id"] for s in world.surveys_sent()] == [theirs[1], theirs[3]]
+
+
+def test_the_servqual_pass_counts_every_nth_solve_overall_across_passes(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    contacts = [world.directory.add(f"c-{n}") for n in range(3)]
+    world.servqual.configure_policy({"enabled": True, "every_nth_solved_overall": 3}, AGENT)
+    solved = world.in_solve_order([world.solve(contacts[n % 3]) for n in range(4)])
+    assert world.servqual.apply_policy(soon()) == {"sent": 1}
+    later(monkeypatch, 2)
+    assert world.servqual.apply_policy(soon()) == {"sent": 0}  # its window now starts after the first four
+    later(monkeypatch, 4)
+    solved += world.in_solve_order([world.solve(contacts[0]) for _ in range(3)])
+    assert world.servqual.apply_policy(soon()) == {"sent": 1}
+    assert [s["ticket_id"] for s in world.surveys_sent()] == [solved[2], solved[5]]
+    assert world.surveys_sent()[1]["contact_id"] == contacts[0]
+
+
+def test_the_servqual_pass_surveys_the_policys_tiers_once_a_quarter(world: World) -> None:
+    big, small, gone = world.directory.add("big"), world.directory.add("small"), world.directory.add("gone")
+    world.views.customer_tiers.update({big: "strategic", small: "standard", gone: "strategic"})
+    world.open(big, group="key-accounts")
+    world.views.remember_contact({**world.directory.people[gone], "status": "erased"})  # erased since
+    world.servqual.configure_policy({"enabled": True, "quarterly_tiers": ["strategic"]}, AGENT)
+    now = clock.now()
+    assert world.servqual.apply_policy(now) == {"sent": 1}
+    assert world.views.surveyed([derived_id("quarterly", big, quarter_of(now))])  # what the next pass skips
+    appended = world.store.count()
+    assert world.servqual.apply_policy(now) == {"sent": 0}  # already surveyed this quarter
+    assert world.store.count() == appended
+    [survey] = world.surveys_sent()
+    assert (survey["contact_id"], survey["customer_tier"], survey["group"], survey["ticket_id"]) == (
+        big,
+        "strategic",
+        "key-accounts",
+        None,
+    )
+    assert survey["trigger"] == {"rule": "quarterly", "period": quarter_of(now), "tier": "strategic"}
+    next_quarter = now + timedelta(days=92)
+    assert world.servqual.apply_policy(next_quarter) == {"sent": 1}
+    assert world.surveys_sent()[-1]["trigger"]["period"] == quarter_of(next_quarter) != quarter_of(now)
+
+
+# --- the SLA recompute: which tickets it re-folds -------------------------------------------------------
+
+
+def test_the_recompute_refolds_open_tickets_and_the_periods_solved_ones(world: World) -> None:
+    cid = world.directory.add("c1")
+    unpolicied = world.open(cid).id  # opened before any policy: nothing to follow
+    policy = world.desk.define_policy(POLICY, AGENT)
+    open_ids = sorted(world.open(cid).id for _ in range(3))
+    solved = world.solve(cid)
+    yesterday = clock.now() - timedelta(days=1)
+    world.desk.revise_policy(policy.id, {"targets": {"normal": {"resolution": 60}}}, (), yesterday, AGENT, None)
+    recompute = SlaRecompute(world.desk, world.runs, batch=2)
+    marks = recompute.policy_marks()
+    assert marks == {policy.id: 2} and not recompute.up_to_date("worker", marks)
+    assert recompute.total(None, None) == 3 and recompute.total(yesterday, None) == 4
+    assert recompute.total(yesterday, yesterday + timedelta(hours=1)) == 3  # opened today: not in the period
+
+    assert recompute.run("worker", marks=marks) == {"tickets": 3, "changed": 3}
+    assert recompute.up_to_date("worker", marks)
+    assert [tid for tid in [*open_ids, solved, unpolicied] if "SlaRecomputed" in world.types(tid)] == open_ids
+    assert recompute.run("cli", yesterday) == {"tickets": 4, "changed": 1}  # the open ones already follow v2
+    assert "SlaRecomputed" in world.types(solved) and "SlaRecomputed" not in world.types(unpolicied)
+
+
+def test_an_interrupted_recompute_resumes_after_its_last_batch(world: World) -> None:
+    cid = world.directory.add("c1")
+    policy = world.desk.define_policy(POLICY, AGENT)
+    ids = sorted(world.open(cid).id for _ in range(3))
+    world.desk.revise_policy(
+        policy.id, {"targets": {"normal": {"resolution": 60}}}, (), clock.now() - timedelta(days=1), AGENT, None
+    )
+    recompute = SlaRecompute(world.desk, world.runs, batch=1)
+
+    def killed(done: int) -> None:
+        raise KeyboardInterrupt  # the process dies right after its first batch's checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        recompute.run("cli", progress=killed)
+    state = world.runs.get("cli")
+    assert (state["state"], state["cursor"], state["changed"]) == ("running", ids[0], 1)
+    assert recompute.run("cli") == {"tickets": 3, "changed": 3}  # resumed: the first ticket not read again
+    assert all(world.types(tid).count("SlaRecomputed") == 1 for tid in ids)
