@@ -278,7 +278,8 @@ class TicketDesk(TicketUseCases):
     """The use cases on a process's runtime: MongoDB's event store and read models (`MongoDeskViews`).
 
     Keeps the read models' handles (`tickets_view`, `policies_view`, `tiers`, `contacts`)
-    for the SERVQUAL desk, the recompute and the tests, which query them directly."""
+    for the reports, the reactions, the gRPC edge and the tests, which use them directly (the
+    SERVQUAL pass and the recompute read through `mongo_views`, see views.py)."""
 
     def __init__(self, runtime: Runtime, directory: ContactDirectory | None = None) -> None:
         self.runtime = runtime
