@@ -45,7 +45,6 @@ from crmkit.projector import AggregateView
 from crmkit.repository import Repository
 from crmkit.runtime import Runtime
 from crmkit.store import ConcurrencyError
-from crmkit.web.pagination import page
 
 log = logging.getLogger(__name__)
 
@@ -67,20 +66,26 @@ def quarter_of(moment: datetime) -> str:
     return f"{moment.year}-Q{(moment.month - 1) // 3 + 1}"
 
 
+def survey_document(survey: ServqualSurvey) -> dict[str, Any]:
+    """The read-model document of a survey (its id is the document's `_id`): its view, plus what lists and
+    the report filter on (times as epoch ms)."""
+    view = survey.view()
+    view.pop("id")
+    return {
+        **view,
+        "sent_ms": text_ms(survey.sent_at),
+        "answered_ms": text_ms(survey.answered_at),
+        "rule": (survey.trigger or {}).get("rule"),
+    }
+
+
 class SurveysView(AggregateView):
-    """One document per survey: its view, plus what lists and the report filter on (times as epoch ms)."""
+    """One document per survey (`survey_document`)."""
 
     kind = ServqualSurvey
 
     def document(self, aggregate: ServqualSurvey) -> dict[str, Any]:
-        view = aggregate.view()
-        view.pop("id")
-        return {
-            **view,
-            "sent_ms": text_ms(aggregate.sent_at),
-            "answered_ms": text_ms(aggregate.answered_at),
-            "rule": (aggregate.trigger or {}).get("rule"),
-        }
+        return survey_document(aggregate)
 
     def ensure_indexes(self) -> None:
         for key in ("contact_id", "status", "sent_ms", "answered_ms"):
@@ -197,6 +202,10 @@ class ServqualUseCases:
 
     def survey(self, survey_id: str) -> ServqualSurvey:
         return self.surveys.get(survey_id)
+
+    def list_surveys(self, filters: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
+        docs, cursor = self.views.survey_page(filters, filters["limit"], filters.get("cursor"))
+        return [ServqualSurvey.restore({**doc, "id": doc["_id"]}).view() for doc in docs], cursor
 
     def answer(
         self, survey_id: str, expectations: Mapping[str, Any], perceptions: Mapping[str, Any], meta: Metadata
@@ -322,7 +331,7 @@ class ServqualUseCases:
 
 class ServqualDesk(ServqualUseCases):
     """SERVQUAL on a process's runtime: the desk's MongoDB views, the checkpoint in `servqual_schedule`;
-    keeps the surveys read model's collection for the list and the report (`servqual_api`)."""
+    keeps the surveys read model's collection for the report (`servqual_api`)."""
 
     def __init__(self, desk: TicketDesk) -> None:
         runtime = desk.runtime
@@ -332,11 +341,6 @@ class ServqualDesk(ServqualUseCases):
 
     def ensure_indexes(self) -> None:
         surveys_view(self.desk.runtime.db, self.desk.runtime.store, self.desk.runtime.settings.topic).ensure_indexes()
-
-    def list_surveys(self, filters: Mapping[str, Any]) -> tuple[list[dict[str, Any]], str | None]:
-        query = {name: filters[name] for name in ("contact_id", "status", "rule") if filters.get(name)}
-        docs, cursor = page(self.surveys_view, query, filters["limit"], filters.get("cursor"))
-        return [ServqualSurvey.restore({**doc, "id": doc["_id"]}).view() for doc in docs], cursor
 
 
 def _singleton(repository: Repository[A], stream_id: str, as_of: datetime | None) -> A:

@@ -8,9 +8,10 @@ implementation of it: `MongoDeskViews` here (the service's MongoDB read models),
 in-memory one in the use-case tests (services/service-desk/tests/test_use_cases.py)
 beside `crmkit.memstore.InMemoryEventStore`, no server. The SLA recompute
 (recompute.py) reads its policy versions and tickets through `DeskViews` too;
-`ServqualViews` is what the SERVQUAL policy's pass (servqual_desk.py) reads: solved
-tickets, tier members, surveys already recorded. Every MongoDB query of the desk's use
-cases and of those two jobs is here; the documents are the projections'
+`ServqualViews` is what SERVQUAL's use cases (servqual_desk.py) read: for the policy's
+pass solved tickets, tier members, surveys already recorded; the survey list's pages.
+Every MongoDB query of those use cases and jobs is here (the reports query their read
+models themselves, reports.py); the documents are the projections'
 (`crm_servicedesk.projections`, `servqual_desk.SurveysView`).
 """
 
@@ -32,6 +33,8 @@ from crmkit.web.pagination import page
 SUMMARY_FIELDS = ("status", "type", "breach_count", "csat", "nps", "rated_ms", "rated_at")
 # the list filters that match a document key as given
 EXACT_FILTERS = ("status", "assignee", "priority", "contact_id", "group", "team", "type", "channel", "customer_tier")
+# the survey list's filters (each matches a document key as given)
+SURVEY_FILTERS = ("contact_id", "status", "rule")
 
 
 @dataclass(frozen=True)
@@ -102,7 +105,14 @@ class DeskViews(Protocol):
 
 
 class ServqualViews(Protocol):
-    """What the SERVQUAL policy's pass reads: whom its rules pick, and which surveys already exist."""
+    """What SERVQUAL's use cases read: the policy's pass, whom its rules pick and which surveys already
+    exist; the survey list, a page."""
+
+    def survey_page(
+        self, filters: Mapping[str, Any], limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        """A page of survey documents (`_id` order) matching the SURVEY_FILTERS given, and the next cursor."""
+        ...
 
     def latest_group(self, contact_id: str) -> str | None:
         """The agent group of the contact's most recently opened ticket (None: no ticket, or no group):
@@ -241,6 +251,12 @@ class MongoDeskViews:
             doc["_id"]: doc.get("tier")
             for doc in self.customer_tiers.collection.find({"tier": {"$in": list(tiers)}}, {"tier": 1})
         }
+
+    def survey_page(
+        self, filters: Mapping[str, Any], limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        query = {name: filters[name] for name in SURVEY_FILTERS if filters.get(name)}
+        return page(self.surveys, query, limit, cursor)
 
     def surveyed(self, survey_ids: Sequence[str]) -> set[str]:
         return {doc["_id"] for doc in self.surveys.find({"_id": {"$in": list(survey_ids)}}, {"_id": 1})}

@@ -24,8 +24,8 @@ from crm_servicedesk.domain import SlaPolicy, Ticket, due_ms
 from crm_servicedesk.projections import ticket_document
 from crm_servicedesk.recompute import SlaRecompute
 from crm_servicedesk.servqual import ServqualSurvey
-from crm_servicedesk.servqual_desk import ServqualUseCases, derived_id, quarter_of
-from crm_servicedesk.views import EXACT_FILTERS, SUMMARY_FIELDS, PolicyTickets
+from crm_servicedesk.servqual_desk import ServqualUseCases, derived_id, quarter_of, survey_document
+from crm_servicedesk.views import EXACT_FILTERS, SUMMARY_FIELDS, SURVEY_FILTERS, PolicyTickets
 from crmkit import clock
 from crmkit.errors import Conflict, NotFound, PreconditionFailed, ValidationFailed
 from crmkit.events import Metadata, RecordedEvent
@@ -45,7 +45,7 @@ POLICY = {
 
 class MemoryViews:
     """`DeskViews` and `ServqualViews` on dicts: ticket and policy documents refolded from the store on
-    every save, and the ids of the surveys recorded."""
+    every save, survey documents too."""
 
     def __init__(self, store: InMemoryEventStore) -> None:
         self.store = store
@@ -53,7 +53,7 @@ class MemoryViews:
         self.policies: dict[str, dict[str, Any]] = {}
         self.customer_tiers: dict[str, str | None] = {}
         self.known_contacts: dict[str, dict[str, Any]] = {}
-        self.surveys: set[str] = set()
+        self.surveys: dict[str, dict[str, Any]] = {}
 
     def project(self, events: Sequence[RecordedEvent]) -> None:
         """What the worker's projections do, at once: the documents of the streams just saved."""
@@ -66,7 +66,8 @@ class MemoryViews:
                 view = SlaPolicy.from_events(stream_id, stored).view()
                 self.policies[stream_id] = {"_id": view.pop("id"), **view}
             elif stored[0].aggregate_type == ServqualSurvey.aggregate_type:
-                self.surveys.add(stream_id)
+                survey = ServqualSurvey.from_events(stream_id, stored)
+                self.surveys[stream_id] = {"_id": stream_id, **survey_document(survey)}
 
     def policy_ids(self) -> list[str]:
         return sorted(self.policies)
@@ -162,8 +163,15 @@ class MemoryViews:
     def tier_members(self, tiers: Sequence[str]) -> dict[str, str | None]:
         return {cid: tier for cid, tier in self.customer_tiers.items() if tier in tiers}
 
+    def survey_page(
+        self, filters: Mapping[str, Any], limit: int, cursor: str | None
+    ) -> tuple[list[dict[str, Any]], str | None]:
+        wanted = {name: filters[name] for name in SURVEY_FILTERS if filters.get(name)}
+        docs = [doc for doc in self.surveys.values() if all(doc[name] == value for name, value in wanted.items())]
+        return self._page(docs, limit, cursor)
+
     def surveyed(self, survey_ids: Sequence[str]) -> set[str]:
-        return self.surveys & set(survey_ids)
+        return set(self.surveys) & set(survey_ids)
 
     @staticmethod
     def _page(docs: list[dict[str, Any]], limit: int, cursor: str | None) -> tuple[list[dict[str, Any]], str | None]:
@@ -481,6 +489,9 @@ def test_the_servqual_pass_surveys_the_policys_tiers_once_a_quarter(world: World
     next_quarter = now + timedelta(days=92)
     assert world.servqual.apply_policy(next_quarter) == {"sent": 1}
     assert world.surveys_sent()[-1]["trigger"]["period"] == quarter_of(next_quarter) != quarter_of(now)
+    listed, _ = world.servqual.list_surveys({"limit": 10, "rule": "quarterly", "contact_id": big})
+    assert sorted(s["trigger"]["period"] for s in listed) == sorted([quarter_of(now), quarter_of(next_quarter)])
+    assert world.servqual.list_surveys({"limit": 10, "contact_id": small}) == ([], None)
 
 
 # --- the SLA recompute: which tickets it re-folds -------------------------------------------------------
