@@ -150,6 +150,9 @@ class MemorySegmentViews:
     def company_ids(self, query: Mapping[str, Any]) -> list[str]:
         return [doc["_id"] for doc in self.records.companies.values() if matches(doc, query)]
 
+    def contact_ids(self, query: Mapping[str, Any]) -> list[str]:
+        return [doc["_id"] for doc in self.records.contacts.values() if matches(doc, query)]
+
 
 def matches(doc: Mapping[str, Any], query: Mapping[str, Any]) -> bool:
     """A MongoDB filter of `$and`, `$or`, `$in` and equality on `doc` (arrays match an element);
@@ -417,7 +420,13 @@ def test_a_segment_is_defined_changed_at_its_version_and_evaluated_over_the_cont
     assert lead.id in {doc["id"] for docs in pages for doc in docs}
     world.book.erase(lead.id, "gdpr_request", STAFF)  # only active contacts are members
     assert len(world.segments.members(segment.id, 10, None)[0]) == 2
+    assert world.segments.member_ids(segment.id) == {
+        doc["id"] for doc in world.segments.members(segment.id, 10, None)[0]
+    }
+    assert at_acme.id in world.segments.member_ids(segment.id) and lead.id not in world.segments.member_ids(segment.id)
     listed, _ = world.segments.list_segments({"limit": 5})
     assert [(doc["id"], doc["name"]) for doc in listed] == [(segment.id, "VIPs or customers")]
     with pytest.raises(NotFound):
         next(world.segments.member_pages("nowhere"))
+    with pytest.raises(NotFound):
+        world.segments.member_ids("nowhere")

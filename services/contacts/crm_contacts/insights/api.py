@@ -22,7 +22,7 @@ from crmkit import clock
 from crmkit.errors import NotFound, ValidationFailed
 from crmkit.events import epoch_ms, rfc3339
 from crmkit.runtime import Runtime
-from crmkit.web import endpoint, page
+from crmkit.web import endpoint
 from crmkit.web.pagination import DEFAULT_LIMIT, ID, MAX_LIMIT
 from crmkit.web.periods import check_period
 
@@ -171,8 +171,6 @@ class Insights:
     def __init__(self, runtime: Runtime, segments: SegmentBook) -> None:
         self.facts = InsightFacts(runtime.db)
         self.segments = segments
-        self.segments_view = runtime.db["segments"]
-        self.contacts_view = runtime.db["contacts"]
 
     def scope(self, query: dict[str, Any]) -> tuple[insights.Period, set[str] | None, dict[str, Any]]:
         end: datetime = query.get("end") or clock.now()
@@ -187,10 +185,9 @@ class Insights:
 
     def members(self, segment_id: str) -> set[str]:
         try:
-            query = self.segments.members_filter(segment_id)
+            return self.segments.member_ids(segment_id)
         except NotFound:
             raise ValidationFailed("unknown segment", {"segment_id": ["no segment with this id"]}) from None
-        return {doc["_id"] for doc in self.contacts_view.find(query, {"_id": 1})}
 
     def churn(self, period: insights.Period, members: set[str] | None) -> dict[str, Any]:
         return insights.churn_and_retention(self.facts.customer_timelines(period, members), period)
@@ -215,16 +212,16 @@ class Insights:
     def sales_by_segment(self, period: insights.Period, query: dict[str, Any]) -> dict[str, Any]:
         if query.get("segment_id"):
             segment = self.segments.segment(query["segment_id"])
-            chosen, cursor = [{"_id": segment.id, "name": segment.view()["name"]}], None
+            chosen, cursor = [{"id": segment.id, "name": segment.view()["name"]}], None
         else:
-            chosen, cursor = page(self.segments_view, {}, query["limit"], query.get("cursor"), {"name": 1})
-        memberships = {doc["_id"]: self.members(doc["_id"]) for doc in chosen}
+            chosen, cursor = self.segments.list_segments({"limit": query["limit"], "cursor": query.get("cursor")})
+        memberships = {doc["id"]: self.members(doc["id"]) for doc in chosen}
         deals = [d for d in self.facts.won_deals(period, set().union(*memberships.values())) if d.won_in(period)]
         items = [
             {
-                "segment_id": doc["_id"],
+                "segment_id": doc["id"],
                 "name": doc.get("name"),
-                **insights.sales_summary([d for d in deals if d.contact_id in memberships[doc["_id"]]], period),
+                **insights.sales_summary([d for d in deals if d.contact_id in memberships[doc["id"]]], period),
             }
             for doc in chosen
         ]

@@ -69,6 +69,11 @@ class SegmentUseCases:
         docs, next_cursor = self.views.contact_page(self.members_filter(segment_id), limit, cursor)
         return [projections.public(doc) for doc in docs], next_cursor
 
+    def member_ids(self, segment_id: str) -> set[str]:
+        """Every member's id at once: the insights reports narrow their facts to a segment by it.
+        Raises NotFound for an unknown id."""
+        return set(self.views.contact_ids(self.members_filter(segment_id)))
+
     def member_pages(self, segment_id: str, page_size: int = DEFAULT_STREAM_PAGE) -> Iterator[list[dict[str, Any]]]:
         """Every member, a page at a time (keyset paging: memory stays at one page).
 
@@ -89,15 +94,12 @@ class SegmentUseCases:
 
 
 class SegmentBook(SegmentUseCases):
-    """The segment use cases on a process's runtime (`MongoSegmentViews`), keeping the read
-    models' handles (`segments_view`, `contacts_view`, `companies_view`) for direct queries."""
+    """The segment use cases on a process's runtime (`MongoSegmentViews`); the edges (REST,
+    gRPC, insights) read through the use cases, never a collection."""
 
     def __init__(self, runtime: Runtime) -> None:
         self.mongo_views = MongoSegmentViews(runtime.db)
         super().__init__(runtime.store, self.mongo_views, runtime.publish)
-        self.segments_view = self.mongo_views.segments
-        self.contacts_view = self.mongo_views.contacts
-        self.companies_view = self.mongo_views.companies
 
 
 class SegmentsView(AggregateView):

@@ -1,9 +1,9 @@
 """What the segment use cases read from collections: the `segments` list, members, companies.
 
 `SegmentUseCases` (commands.py) decides on segments loaded from the event store; a page
-of segments, a page of a segment's members (its rules compiled into a filter over the
-`contacts` read model, crm_contacts.segments.domain.compile_filter) and the companies a
-`company.*` condition names come from read models. `SegmentViews` is that need, as a
+of segments, a page of a segment's members or all their ids (its rules compiled into a filter
+over the `contacts` read model, crm_contacts.segments.domain.compile_filter) and the companies
+a `company.*` condition names come from read models. `SegmentViews` is that need, as a
 protocol: `MongoSegmentViews` here, or an in-memory one in the use-case tests
 (services/contacts/tests/test_use_cases.py), no server.
 """
@@ -36,6 +36,10 @@ class SegmentViews(Protocol):
         """Ids of the `companies` documents matching a company condition's filter."""
         ...
 
+    def contact_ids(self, query: Mapping[str, Any]) -> list[str]:
+        """Ids of every `contacts` document matching a compiled segment filter."""
+        ...
+
 
 class MongoSegmentViews:
     """`SegmentViews` on the service's MongoDB: the `segments`, `contacts` and `companies` read models."""
@@ -53,3 +57,6 @@ class MongoSegmentViews:
 
     def company_ids(self, query: Mapping[str, Any]) -> list[str]:
         return [doc["_id"] for doc in self.companies.find(dict(query), {"_id": 1})]
+
+    def contact_ids(self, query: Mapping[str, Any]) -> list[str]:
+        return [doc["_id"] for doc in self.contacts.find(dict(query), {"_id": 1})]
