@@ -86,6 +86,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def pytest_configure() -> None:
     os.environ.setdefault("CRM_LOG_LEVEL", "WARNING")
     os.environ["CRM_STRICT_EVENTS"] = "1"  # every event a test emits must match the catalogue
+    worker = os.environ.get("PYTEST_XDIST_WORKER")  # gw0, gw1, ... under `pytest -n N`
+    if worker:
+        count = int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+        stack.LISTEN_PORTS = share_of(stack.LISTEN_PORTS, int(worker.removeprefix("gw")), count)
+
+
+def share_of(ports: range, index: int, count: int) -> range:
+    """Test worker `index`'s own slice of `ports`, one of `count`. Workers start servers side by
+    side, and a port one worker has chosen for a stack still starting looks free to the other
+    (`stack.free_port` remembers only its own process's choices): two stacks then fight for it."""
+    size = len(ports) // count
+    return range(ports.start + index * size, ports.start + (index + 1) * size)
 
 
 class ServiceHarness:
