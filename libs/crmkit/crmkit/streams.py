@@ -58,8 +58,9 @@ def _flat(value: Any, prefix: str) -> dict[str, Any]:
     return {prefix: value}
 
 
-def _consumer(bootstrap: str, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
-    consumer = KafkaConsumer(
+def _reader(bootstrap: str) -> KafkaConsumer:
+    """A consumer of no group (nothing committed, no rebalance): the CLI reads, it never consumes."""
+    return KafkaConsumer(
         bootstrap_servers=bootstrap,
         group_id=None,
         enable_auto_commit=False,
@@ -67,6 +68,10 @@ def _consumer(bootstrap: str, topic: str) -> tuple[KafkaConsumer, list[TopicPart
         allow_auto_create_topics=False,
         **kafka_client_options(),
     )
+
+
+def _consumer(bootstrap: str, topic: str) -> tuple[KafkaConsumer, list[TopicPartition]]:
+    consumer = _reader(bootstrap)
     partitions = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
     if not partitions:
         consumer.close()
@@ -177,14 +182,7 @@ def records_on(bootstrap: str, topics: Sequence[str]) -> int:
     """How many records `topics` hold now (end less first offset of every partition): the
     size of a read from the beginning, for progress. A topic that does not exist holds none.
     An estimate: the local Tansu lists a partition's end as its last batch's first offset + 1."""
-    consumer = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        client_id="crm-cli",
-        allow_auto_create_topics=False,
-        **kafka_client_options(),
-    )
+    consumer = _reader(bootstrap)
     try:
         partitions = [TopicPartition(topic, p) for topic in topics for p in consumer.partitions_for_topic(topic) or ()]
         if not partitions:

@@ -124,6 +124,23 @@ class ServiceHarness:
         token = auth.issue(os.environ["CRM_JWT_SECRET"], subject, list(roles or ["admin"]), team=team)
         return {"Authorization": f"Bearer {token}", **extra}
 
+    def call(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *roles: str,
+        team: str | None = None,
+        status: int = 200,
+        **query: Any,
+    ) -> Any:
+        """`method path` with a JSON `body` and `query`, as a token with `roles` (admin when none) and
+        `team`; asserts the answer's `status` (its body is the failure message) and returns its JSON."""
+        headers = self.headers(*roles, team=team)
+        response = self.client.open(path, method=method, json=body, query_string=query or None, headers=headers)
+        assert response.status_code == status, response.get_data(as_text=True)
+        return response.get_json()
+
     def project(self) -> None:
         projections = self.spec.projections(self.runtime)
         for batch in self.runtime.store.scan():

@@ -10,22 +10,8 @@ from crmkit.testing import ServiceHarness
 NORTH, SOUTH = "north", "south"
 
 
-def call(
-    contacts: ServiceHarness,
-    method: str,
-    path: str,
-    body: Any = None,
-    *roles: str,
-    team: str | None = None,
-    status: int = 200,
-) -> Any:
-    response = contacts.client.open(path, method=method, json=body, headers=contacts.headers(*roles, team=team))
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_json()
-
-
 def north(contacts: ServiceHarness, method: str, path: str, body: Any = None, status: int = 200) -> Any:
-    return call(contacts, method, path, body, "contacts:write:team", team=NORTH, status=status)
+    return contacts.call(method, path, body, "contacts:write:team", team=NORTH, status=status)
 
 
 def person(tag: str, **fields: Any) -> dict[str, Any]:
@@ -34,21 +20,21 @@ def person(tag: str, **fields: Any) -> dict[str, Any]:
 
 def test_contacts_carry_a_team_and_lists_filter_by_owner_and_team(contacts: ServiceHarness) -> None:
     tag = f"t{new_id()[-10:]}".lower()
-    ours = call(contacts, "POST", "/v1/contacts", person(tag, owner="ana", team=NORTH), "contacts:write", status=201)
-    theirs = call(contacts, "POST", "/v1/contacts", person(tag, team=SOUTH), "contacts:write", status=201)
+    ours = contacts.call("POST", "/v1/contacts", person(tag, owner="ana", team=NORTH), "contacts:write", status=201)
+    theirs = contacts.call("POST", "/v1/contacts", person(tag, team=SOUTH), "contacts:write", status=201)
     assert (ours["team"], theirs["team"]) == (NORTH, SOUTH)
-    moved = call(contacts, "PATCH", f"/v1/contacts/{theirs['id']}", {"team": "west"}, "contacts:write")
+    moved = contacts.call("PATCH", f"/v1/contacts/{theirs['id']}", {"team": "west"}, "contacts:write")
     assert moved["team"] == "west"
     contacts.project()
-    listed = call(contacts, "GET", f"/v1/contacts?tag={tag}&team=west", None, "contacts:read")
+    listed = contacts.call("GET", f"/v1/contacts?tag={tag}&team=west", None, "contacts:read")
     assert [c["id"] for c in listed["items"]] == [theirs["id"]]
-    by_owner = call(contacts, "GET", f"/v1/contacts?tag={tag}&owner=ana", None, "contacts:read")
+    by_owner = contacts.call("GET", f"/v1/contacts?tag={tag}&owner=ana", None, "contacts:read")
     assert [c["id"] for c in by_owner["items"]] == [ours["id"]]
 
 
 def test_a_team_scoped_caller_sees_and_changes_only_its_teams_contacts(contacts: ServiceHarness) -> None:
     tag = f"t{new_id()[-10:]}".lower()
-    theirs = call(contacts, "POST", "/v1/contacts", person(tag, team=SOUTH), "contacts:write", status=201)
+    theirs = contacts.call("POST", "/v1/contacts", person(tag, team=SOUTH), "contacts:write", status=201)
     ours = north(contacts, "POST", "/v1/contacts", person(tag), status=201)
     assert ours["team"] == NORTH
     north(contacts, "POST", "/v1/contacts", person(tag, team=SOUTH), status=403)
@@ -67,10 +53,10 @@ def test_a_team_scoped_caller_sees_and_changes_only_its_teams_contacts(contacts:
         answer = north(contacts, method, f"/v1/contacts/{theirs['id']}{path}", body, status=404)
         assert answer["detail"] == f"no contact with id {theirs['id']}"
     north(contacts, "POST", f"/v1/contacts/{ours['id']}/merge", {"duplicate_id": theirs["id"]}, status=404)
-    assert call(contacts, "GET", f"/v1/contacts/{theirs['id']}", None, "contacts:read")["status"] == "active"
+    assert contacts.call("GET", f"/v1/contacts/{theirs['id']}", None, "contacts:read")["status"] == "active"
     assert north(contacts, "PATCH", f"/v1/contacts/{ours['id']}", {"last_name": "Rad"})["last_name"] == "Rad"
     north(contacts, "PATCH", f"/v1/contacts/{ours['id']}", {"team": SOUTH}, status=403)
-    no_team = call(contacts, "GET", f"/v1/contacts/{ours['id']}", None, "contacts:read:team", status=403)
+    no_team = contacts.call("GET", f"/v1/contacts/{ours['id']}", None, "contacts:read:team", status=403)
     assert "team claim" in no_team["detail"]
 
 
@@ -78,6 +64,6 @@ def test_what_is_not_confined_to_a_team_is_refused_to_a_scoped_caller(contacts: 
     """Duplicates, segments, imports, insights, companies and unmerge span teams: a scoped role does
     not reach them (403, nothing changed), where contacts:read does."""
     for path in ("/v1/duplicates", "/v1/segments", "/v1/imports", "/v1/insights/stale-records", "/v1/companies"):
-        refused = call(contacts, "GET", path, None, "contacts:read:team", team=NORTH, status=403)
+        refused = contacts.call("GET", path, None, "contacts:read:team", team=NORTH, status=403)
         assert "not confined to a team" in refused["detail"]
-        call(contacts, "GET", path, None, "contacts:read")
+        contacts.call("GET", path, None, "contacts:read")

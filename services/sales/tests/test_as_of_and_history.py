@@ -18,12 +18,6 @@ from crmkit.testing import ServiceHarness
 FUTURE = (utcnow() + timedelta(days=30)).date().isoformat()
 
 
-def call(sales: ServiceHarness, method: str, path: str, body: Any = None, status: int = 200, **query: Any) -> Any:
-    response = sales.client.open(path, method=method, json=body, query_string=query, headers=sales.headers())
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_json()
-
-
 def after(moment: str) -> datetime:
     """`moment`, once the clock has passed it (times have millisecond precision)."""
     when = parse_time(moment)
@@ -34,23 +28,22 @@ def after(moment: str) -> datetime:
 
 def as_of(sales: ServiceHarness, path: str, moment: datetime | str, status: int = 200) -> Any:
     value = rfc3339(moment) if isinstance(moment, datetime) else moment
-    return call(sales, "GET", path, status=status, as_of=value)
+    return sales.call("GET", path, status=status, as_of=value)
 
 
 def test_a_deal_as_it_was_and_its_history_of_stages_and_amounts(sales: ServiceHarness, people: Any) -> None:
     contact = people.add("c-asof-1", first_name="Ana")
-    deal = call(
-        sales,
+    deal = sales.call(
         "POST",
         "/v1/deals",
         {"title": "Laptops", "contact_id": contact, "amount": "1000.00", "currency": "USD"},
         status=201,
     )
     created = after(deal["created_at"])
-    call(sales, "PATCH", f"/v1/deals/{deal['id']}", {"amount": "1500.00", "owner": "sam"})
-    moved = call(sales, "POST", f"/v1/deals/{deal['id']}/stage", {"stage": "proposal"})
+    sales.call("PATCH", f"/v1/deals/{deal['id']}", {"amount": "1500.00", "owner": "sam"})
+    moved = sales.call("POST", f"/v1/deals/{deal['id']}/stage", {"stage": "proposal"})
     after(moved["updated_at"])
-    call(sales, "POST", f"/v1/deals/{deal['id']}/won")
+    sales.call("POST", f"/v1/deals/{deal['id']}/won")
 
     then = as_of(sales, f"/v1/deals/{deal['id']}", created)
     assert (then["version"], then["amount"], then["owner"], then["stage"], then["status"]) == (
@@ -65,10 +58,10 @@ def test_a_deal_as_it_was_and_its_history_of_stages_and_amounts(sales: ServiceHa
     assert then["contact"]["id"] == contact
     before_won = as_of(sales, f"/v1/deals/{deal['id']}", parse_time(moved["updated_at"]))
     assert (before_won["version"], before_won["stage"], before_won["amount"]) == (3, "proposal", "1500.00")
-    now = call(sales, "GET", f"/v1/deals/{deal['id']}")
+    now = sales.call("GET", f"/v1/deals/{deal['id']}")
     assert (now["version"], now["status"]) == (4, "won")
 
-    history = call(sales, "GET", f"/v1/deals/{deal['id']}/history")
+    history = sales.call("GET", f"/v1/deals/{deal['id']}/history")
     assert [e["type"] for e in history["items"]] == ["DealCreated", "DealUpdated", "DealStageChanged", "DealWon"]
     assert history["items"][1]["changes"]["amount"] == {"before": "1000.00", "after": "1500.00"}
     assert history["items"][1]["changes"]["owner"] == {"before": None, "after": "sam"}
@@ -80,19 +73,18 @@ def test_a_deal_as_it_was_and_its_history_of_stages_and_amounts(sales: ServiceHa
 
 
 def test_a_history_is_paged_by_version(sales: ServiceHarness) -> None:
-    product = call(
-        sales,
+    product = sales.call(
         "POST",
         "/v1/products",
         {"sku": "PAGE-1", "name": "Widget", "unit_price": "10.00", "currency": "USD"},
         status=201,
     )
     for price in ("11.00", "12.00", "13.00", "14.00"):
-        call(sales, "PATCH", f"/v1/products/{product['id']}", {"unit_price": price})
+        sales.call("PATCH", f"/v1/products/{product['id']}", {"unit_price": price})
     url = f"/v1/products/{product['id']}/history"
-    first = call(sales, "GET", url, limit=2)
-    second = call(sales, "GET", url, limit=2, cursor=first["next_cursor"])
-    last = call(sales, "GET", url, limit=2, cursor=second["next_cursor"])
+    first = sales.call("GET", url, limit=2)
+    second = sales.call("GET", url, limit=2, cursor=first["next_cursor"])
+    last = sales.call("GET", url, limit=2, cursor=second["next_cursor"])
     assert [[e["version"] for e in page["items"]] for page in (first, second, last)] == [[1, 2], [3, 4], [5]]
     assert first["next_cursor"] == "2" and last["next_cursor"] is None
     assert second["items"][1]["changes"] == {"unit_price": {"before": "12.00", "after": "13.00"}}
@@ -102,49 +94,45 @@ def test_a_history_is_paged_by_version(sales: ServiceHarness) -> None:
 
 
 def test_a_product_as_it_was(sales: ServiceHarness) -> None:
-    product = call(
-        sales,
+    product = sales.call(
         "POST",
         "/v1/products",
         {"sku": "ASOF-1", "name": "Widget", "unit_price": "10.00", "currency": "USD"},
         status=201,
     )
     created = after(product["created_at"])
-    call(sales, "PATCH", f"/v1/products/{product['id']}", {"unit_price": "12.50", "active": False})
+    sales.call("PATCH", f"/v1/products/{product['id']}", {"unit_price": "12.50", "active": False})
     response = sales.client.get(
         f"/v1/products/{product['id']}", query_string={"as_of": rfc3339(created)}, headers=sales.headers("sales:read")
     )
     assert response.status_code == 200 and response.headers["ETag"] == '"1"'
     assert (response.get_json()["unit_price"], response.get_json()["active"]) == ("10.00", True)
-    assert call(sales, "GET", f"/v1/products/{product['id']}")["unit_price"] == "12.50"
+    assert sales.call("GET", f"/v1/products/{product['id']}")["unit_price"] == "12.50"
 
 
 def test_an_activity_and_a_quote_as_they_were_and_their_histories(sales: ServiceHarness, people: Any) -> None:
     contact = people.add("c-asof-2", first_name="Bo")
-    deal = call(
-        sales,
+    deal = sales.call(
         "POST",
         "/v1/deals",
         {"title": "Desks", "contact_id": contact, "amount": "300.00", "currency": "USD"},
         status=201,
     )
-    activity = call(
-        sales,
+    activity = sales.call(
         "POST",
         "/v1/activities",
         {"type": "call", "subject": "Call Bo", "deal_id": deal["id"], "due_at": "2099-01-01T10:00:00Z"},
         status=201,
     )
     scheduled = after(activity["created_at"])
-    call(sales, "POST", f"/v1/activities/{activity['id']}/complete", {"outcome": "Interested"})
+    sales.call("POST", f"/v1/activities/{activity['id']}/complete", {"outcome": "Interested"})
     was = as_of(sales, f"/v1/activities/{activity['id']}", scheduled)
     assert (was["status"], was["outcome"], was["version"]) == ("open", None, 1)
-    changes = call(sales, "GET", f"/v1/activities/{activity['id']}/history")["items"][1]["changes"]
+    changes = sales.call("GET", f"/v1/activities/{activity['id']}/history")["items"][1]["changes"]
     assert changes["status"] == {"before": "open", "after": "completed"}
     assert changes["outcome"] == {"before": None, "after": "Interested"}
 
-    quote = call(
-        sales,
+    quote = sales.call(
         "POST",
         "/v1/quotes",
         {
@@ -155,21 +143,20 @@ def test_an_activity_and_a_quote_as_they_were_and_their_histories(sales: Service
         status=201,
     )
     drafted = after(quote["created_at"])
-    call(sales, "POST", f"/v1/quotes/{quote['id']}/send")
+    sales.call("POST", f"/v1/quotes/{quote['id']}/send")
     assert as_of(sales, f"/v1/quotes/{quote['id']}", drafted)["status"] == "draft"
     html = sales.client.get(
         f"/v1/quotes/{quote['id']}", query_string={"as_of": rfc3339(drafted), "format": "html"}, headers=sales.headers()
     )
     assert html.status_code == 200 and html.headers["ETag"] == '"1"'
-    history = call(sales, "GET", f"/v1/quotes/{quote['id']}/history")["items"]
+    history = sales.call("GET", f"/v1/quotes/{quote['id']}/history")["items"]
     assert [e["type"] for e in history] == ["QuoteDrafted", "QuoteIssued"]
     assert history[0]["changes"]["total"] == {"before": None, "after": "300.00"}
     assert history[1]["changes"]["status"] == {"before": "draft", "after": "sent"}
 
 
 def test_a_pipeline_as_it_was_and_its_history(sales: ServiceHarness) -> None:
-    pipeline = call(
-        sales,
+    pipeline = sales.call(
         "POST",
         "/v1/pipelines",
         {"name": "Renewals", "stages": [{"name": "Contacted", "probability": "20"}]},
@@ -178,7 +165,7 @@ def test_a_pipeline_as_it_was_and_its_history(sales: ServiceHarness) -> None:
     created = after(pipeline["created_at"])
     assert as_of(sales, f"/v1/pipelines/{pipeline['id']}", created)["name"] == "Renewals"
     as_of(sales, f"/v1/pipelines/{pipeline['id']}", created - timedelta(seconds=5), status=404)
-    (entry,) = call(sales, "GET", f"/v1/pipelines/{pipeline['id']}/history")["items"]
+    (entry,) = sales.call("GET", f"/v1/pipelines/{pipeline['id']}/history")["items"]
     assert entry["type"] == "PipelineCreated" and entry["changes"]["name"] == {"before": None, "after": "Renewals"}
     assert [s["key"] for s in entry["changes"]["stages"]["after"]] == ["contacted", "won", "lost"]
 
@@ -196,7 +183,7 @@ def test_a_deal_before_it_existed_is_404_and_records_of_another_kind_are_not_fou
     sales: ServiceHarness, people: Any
 ) -> None:
     contact = people.add("c-asof-3", first_name="Cy")
-    deal = call(sales, "POST", "/v1/deals", {"title": "Chairs", "contact_id": contact, "currency": "EUR"}, status=201)
+    deal = sales.call("POST", "/v1/deals", {"title": "Chairs", "contact_id": contact, "currency": "EUR"}, status=201)
     as_of(sales, f"/v1/deals/{deal['id']}", parse_time(deal["created_at"]) - timedelta(seconds=1), status=404)
-    call(sales, "GET", f"/v1/quotes/{deal['id']}/history", status=404)  # a deal's id is no quote's
-    call(sales, "GET", f"/v1/products/{deal['id']}", status=404, as_of=rfc3339(utcnow()))
+    sales.call("GET", f"/v1/quotes/{deal['id']}/history", status=404)  # a deal's id is no quote's
+    sales.call("GET", f"/v1/products/{deal['id']}", status=404, as_of=rfc3339(utcnow()))

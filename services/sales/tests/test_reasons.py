@@ -178,12 +178,6 @@ def test_a_close_names_a_listed_code_or_words_only_where_allowed(
 # --- the API --------------------------------------------------------------------------------
 
 
-def call(sales: ServiceHarness, method: str, path: str, body: Any = None, status: int = 200, **query: Any) -> Any:
-    response = sales.client.open(path, method=method, json=body, query_string=query, headers=sales.headers())
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_json()
-
-
 def passed(moment: str) -> datetime:
     """`moment`, once the clock has passed it (times have millisecond precision): a change made after
     this is not in `as_of=moment`."""
@@ -196,17 +190,16 @@ def passed(moment: str) -> datetime:
 def new_deal(sales: ServiceHarness, people: Any, **fields: Any) -> dict:
     contact = people.add(new_id(), first_name="Sara")
     body = {"title": "Laptops", "contact_id": contact, "amount": "1000.00", "currency": "USD", **fields}
-    return call(sales, "POST", "/v1/deals", body, status=201)
+    return sales.call("POST", "/v1/deals", body, status=201)
 
 
 def test_pipelines_take_show_and_change_their_reasons(sales: ServiceHarness) -> None:
-    default = call(sales, "GET", "/v1/pipelines/default")
+    default = sales.call("GET", "/v1/pipelines/default")
     assert (
         default["free_text_reasons"] is True
         and {"code": "no_decision", "label": "No decision"} in default["loss_reasons"]
     )
-    made = call(
-        sales,
+    made = sales.call(
         "POST",
         "/v1/pipelines",
         {"name": "Strict", "stages": [{"name": "Open", "probability": "20"}], **STRICT},
@@ -218,29 +211,28 @@ def test_pipelines_take_show_and_change_their_reasons(sales: ServiceHarness) -> 
         False,
     )
     created = passed(made["created_at"])
-    plain = call(
-        sales, "POST", "/v1/pipelines", {"name": "Plain", "stages": [{"name": "Open", "probability": "20"}]}, status=201
+    plain = sales.call(
+        "POST", "/v1/pipelines", {"name": "Plain", "stages": [{"name": "Open", "probability": "20"}]}, status=201
     )
     assert plain["loss_reasons"] == default["loss_reasons"] and plain["free_text_reasons"] is True
-    changed = call(
-        sales, "PATCH", f"/v1/pipelines/{made['id']}", {"loss_reasons": [{"code": "budget", "label": "No budget"}]}
+    changed = sales.call(
+        "PATCH", f"/v1/pipelines/{made['id']}", {"loss_reasons": [{"code": "budget", "label": "No budget"}]}
     )
     assert changed["loss_reasons"] == [{"code": "budget", "label": "No budget"}] and changed["version"] == 2
     assert changed["stages"] == made["stages"] and changed["free_text_reasons"] is False
-    history = call(sales, "GET", f"/v1/pipelines/{made['id']}/history")["items"]
+    history = sales.call("GET", f"/v1/pipelines/{made['id']}/history")["items"]
     assert [e["type"] for e in history] == ["PipelineCreated", "PipelineUpdated"]
     assert history[1]["changes"]["loss_reasons"]["before"] == STRICT["loss_reasons"]
     assert (
-        call(sales, "GET", f"/v1/pipelines/{made['id']}", as_of=rfc3339(created))["loss_reasons"]
+        sales.call("GET", f"/v1/pipelines/{made['id']}", as_of=rfc3339(created))["loss_reasons"]
         == STRICT["loss_reasons"]
     )
-    call(sales, "PATCH", "/v1/pipelines/nope", {"name": "X"}, status=404)
+    sales.call("PATCH", "/v1/pipelines/nope", {"name": "X"}, status=404)
 
 
 def test_bad_reason_lists_are_refused_whole_naming_every_field(sales: ServiceHarness) -> None:
     before = sales.runtime.store.count()
-    bad = call(
-        sales,
+    bad = sales.call(
         "POST",
         "/v1/pipelines",
         {
@@ -259,11 +251,10 @@ def test_bad_reason_lists_are_refused_whole_naming_every_field(sales: ServiceHar
         "loss_reasons.1.label",
         "free_text_reasons",
     }
-    bad = call(sales, "PATCH", "/v1/pipelines/default", {"free_text_reasons": "yes"}, status=422)
+    bad = sales.call("PATCH", "/v1/pipelines/default", {"free_text_reasons": "yes"}, status=422)
     assert set(bad["errors"]) == {"free_text_reasons"}  # a JSON boolean, not text
     twice = [{"code": "a", "label": "A"}, {"code": "a", "label": "B"}]
-    bad = call(
-        sales,
+    bad = sales.call(
         "POST",
         "/v1/pipelines",
         {
@@ -275,12 +266,12 @@ def test_bad_reason_lists_are_refused_whole_naming_every_field(sales: ServiceHar
         status=422,
     )
     assert set(bad["errors"]) == {"win_reasons", "loss_reasons"}
-    bad = call(sales, "PATCH", "/v1/pipelines/default", {"win_reasons": twice, "name": ""}, status=422)
+    bad = sales.call("PATCH", "/v1/pipelines/default", {"win_reasons": twice, "name": ""}, status=422)
     assert set(bad["errors"]) == {"name"}  # the schema's errors first; the lists' uniqueness is the domain's
-    bad = call(sales, "PATCH", "/v1/pipelines/default", {"win_reasons": twice}, status=422)
+    bad = sales.call("PATCH", "/v1/pipelines/default", {"win_reasons": twice}, status=422)
     assert set(bad["errors"]) == {"win_reasons"}
     too_many = [{"code": f"r{i}", "label": f"R{i}"} for i in range(31)]
-    bad = call(sales, "PATCH", "/v1/pipelines/default", {"loss_reasons": too_many}, status=422)
+    bad = sales.call("PATCH", "/v1/pipelines/default", {"loss_reasons": too_many}, status=422)
     assert set(bad["errors"]) == {"loss_reasons"}
     assert sales.runtime.store.count() == before
 
@@ -289,7 +280,7 @@ def test_won_and_lost_take_a_reason_and_a_note_and_the_old_lost_body_still_works
     sales: ServiceHarness, people: Any
 ) -> None:
     won = new_deal(sales, people)
-    shown = call(sales, "POST", f"/v1/deals/{won['id']}/won", {"reason": "relationship", "reason_note": "trust"})
+    shown = sales.call("POST", f"/v1/deals/{won['id']}/won", {"reason": "relationship", "reason_note": "trust"})
     assert (shown["status"], shown["won_reason_code"], shown["won_reason"], shown["won_reason_note"]) == (
         "won",
         "relationship",
@@ -297,12 +288,12 @@ def test_won_and_lost_take_a_reason_and_a_note_and_the_old_lost_body_still_works
         "trust",
     )
     plain = new_deal(sales, people)
-    assert call(sales, "POST", f"/v1/deals/{plain['id']}/won")["won_reason_code"] is None  # no body, as before
+    assert sales.call("POST", f"/v1/deals/{plain['id']}/won")["won_reason_code"] is None  # no body, as before
     legacy = new_deal(sales, people)
-    lost = call(sales, "POST", f"/v1/deals/{legacy['id']}/lost", {"reason": "price too high"})
+    lost = sales.call("POST", f"/v1/deals/{legacy['id']}/lost", {"reason": "price too high"})
     assert (lost["lost_reason"], lost["lost_reason_code"], lost["lost_reason_note"]) == ("price too high", None, None)
     coded = new_deal(sales, people)
-    lost = call(sales, "POST", f"/v1/deals/{coded['id']}/lost", {"reason": "competitor", "reason_note": "bundle"})
+    lost = sales.call("POST", f"/v1/deals/{coded['id']}/lost", {"reason": "competitor", "reason_note": "bundle"})
     assert (lost["lost_reason"], lost["lost_reason_code"], lost["lost_reason_note"]) == (
         "Chose a competitor",
         "competitor",
@@ -328,8 +319,7 @@ def test_won_and_lost_take_a_reason_and_a_note_and_the_old_lost_body_still_works
 
 
 def test_bad_reasons_are_422s_naming_the_field_and_store_nothing(sales: ServiceHarness, people: Any) -> None:
-    pipeline = call(
-        sales,
+    pipeline = sales.call(
         "POST",
         "/v1/pipelines",
         {"name": "Strict", "stages": [{"name": "Open", "probability": "20"}], **STRICT},
@@ -338,42 +328,41 @@ def test_bad_reasons_are_422s_naming_the_field_and_store_nothing(sales: ServiceH
     deal = new_deal(sales, people, pipeline_id=pipeline["id"])
     before = sales.runtime.store.count()
     path = f"/v1/deals/{deal['id']}"
-    refused = call(sales, "POST", f"{path}/lost", {"reason": "price too high"}, status=422)
+    refused = sales.call("POST", f"{path}/lost", {"reason": "price too high"}, status=422)
     assert set(refused["errors"]) == {"reason"} and "competitor, timing" in refused["errors"]["reason"][0]
-    assert set(call(sales, "POST", f"{path}/won", {"reason": "relationship"}, status=422)["errors"]) == {"reason"}
-    refused = call(sales, "POST", f"{path}/lost", {"reason": "", "reason_note": "x" * 1001, "extra": 1}, status=422)
+    assert set(sales.call("POST", f"{path}/won", {"reason": "relationship"}, status=422)["errors"]) == {"reason"}
+    refused = sales.call("POST", f"{path}/lost", {"reason": "", "reason_note": "x" * 1001, "extra": 1}, status=422)
     assert set(refused["errors"]) == {"reason", "reason_note", "extra"}
-    refused = call(sales, "POST", f"{path}/won", {"reason": None, "reason_note": "x" * 1001}, status=422)
+    refused = sales.call("POST", f"{path}/won", {"reason": None, "reason_note": "x" * 1001}, status=422)
     assert set(refused["errors"]) == {"reason", "reason_note"}
-    assert set(call(sales, "POST", f"{path}/lost", {"reason_note": "words alone"}, status=422)["errors"]) == {"reason"}
+    assert set(sales.call("POST", f"{path}/lost", {"reason_note": "words alone"}, status=422)["errors"]) == {"reason"}
     assert sales.runtime.store.count() == before
-    assert call(sales, "GET", path)["status"] == "open"
-    lost = call(sales, "POST", f"{path}/lost", {"reason": "timing", "reason_note": "next budget year"})
+    assert sales.call("GET", path)["status"] == "open"
+    lost = sales.call("POST", f"{path}/lost", {"reason": "timing", "reason_note": "next budget year"})
     assert (lost["lost_reason_code"], lost["lost_reason_note"]) == ("timing", "next budget year")
-    assert call(sales, "POST", f"{path}/won", {"reason": "price"}, status=409)["status"] == 409
+    assert sales.call("POST", f"{path}/won", {"reason": "price"}, status=409)["status"] == 409
 
 
 def test_the_reasons_are_in_the_deals_history_and_as_of(sales: ServiceHarness, people: Any) -> None:
     deal = new_deal(sales, people)
     path = f"/v1/deals/{deal['id']}"
-    lost = call(sales, "POST", f"{path}/lost", {"reason": "no_decision", "reason_note": "stalled"})
+    lost = sales.call("POST", f"{path}/lost", {"reason": "no_decision", "reason_note": "stalled"})
     moment = passed(lost["updated_at"])
-    call(sales, "POST", f"{path}/reopen")
-    call(sales, "POST", f"{path}/won", {"reason": "timing"})
-    history = call(sales, "GET", f"{path}/history")["items"]
+    sales.call("POST", f"{path}/reopen")
+    sales.call("POST", f"{path}/won", {"reason": "timing"})
+    history = sales.call("GET", f"{path}/history")["items"]
     assert [e["type"] for e in history][-3:] == ["DealLost", "DealReopened", "DealWon"]
     assert history[-3]["changes"]["lost_reason_code"] == {"before": None, "after": "no_decision"}
     assert history[-2]["changes"]["lost_reason_note"] == {"before": "stalled", "after": None}
     assert history[-1]["changes"]["won_reason"] == {"before": None, "after": "Timing"}
-    then = call(sales, "GET", path, as_of=rfc3339(moment))
+    then = sales.call("GET", path, as_of=rfc3339(moment))
     assert (then["status"], then["lost_reason_code"], then["won_reason_code"]) == ("lost", "no_decision", None)
 
 
 def test_the_performance_report_counts_and_sums_by_reason_pipeline_and_owner(
     sales: ServiceHarness, people: Any
 ) -> None:
-    other = call(
-        sales,
+    other = sales.call(
         "POST",
         "/v1/pipelines",
         {
@@ -394,13 +383,12 @@ def test_the_performance_report_counts_and_sums_by_reason_pipeline_and_owner(
     ]
     for pipeline_id, owner, amount, outcome, reason in closes:
         deal = new_deal(sales, people, pipeline_id=pipeline_id, owner=owner, amount=amount)
-        call(sales, "POST", f"/v1/deals/{deal['id']}/{outcome}", {"reason": reason} if reason else None)
+        sales.call("POST", f"/v1/deals/{deal['id']}/{outcome}", {"reason": reason} if reason else None)
     sales.project()
     # the pipelines view is folded from another partition and may lag the deals view: labels do not wait for it
     sales.runtime.db["pipelines"].delete_many({})
     today = utcnow().date()
-    report = call(
-        sales,
+    report = sales.call(
         "GET",
         "/v1/forecast",
         **{"from": today.replace(day=1).isoformat(), "to": (today + timedelta(days=1)).isoformat()},
@@ -439,9 +427,9 @@ def test_erasing_the_contact_drops_the_words_and_keeps_the_codes_for_reports(
     sales: ServiceHarness, people: Any
 ) -> None:
     deal = new_deal(sales, people)
-    call(sales, "POST", f"/v1/deals/{deal['id']}/lost", {"reason": "competitor", "reason_note": "Sara's cousin"})
+    sales.call("POST", f"/v1/deals/{deal['id']}/lost", {"reason": "competitor", "reason_note": "Sara's cousin"})
     SalesBook(sales.runtime).erase_contact(deal["contact_id"])
-    shown = call(sales, "GET", f"/v1/deals/{deal['id']}")
+    shown = sales.call("GET", f"/v1/deals/{deal['id']}")
     assert (shown["lost_reason"], shown["lost_reason_note"], shown["lost_reason_code"]) == (None, None, "competitor")
     lost = next(e for e in sales.runtime.store.load(deal["id"]) if e.type == "DealLost")
     assert lost.data["reason_code"] == "competitor" and lost.data["reason_note"] is None  # its key is destroyed

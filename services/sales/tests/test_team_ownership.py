@@ -10,29 +10,14 @@ from crmkit.testing import ServiceHarness
 NORTH, SOUTH = "north", "south"
 
 
-def call(
-    sales: ServiceHarness,
-    method: str,
-    path: str,
-    body: Any = None,
-    *roles: str,
-    team: str | None = None,
-    status: int = 200,
-) -> Any:
-    headers = sales.headers(*roles, team=team)
-    response = sales.client.open(path, method=method, json=body, headers=headers)
-    assert response.status_code == status, response.get_data(as_text=True)
-    return response.get_json()
-
-
 def north(sales: ServiceHarness, method: str, path: str, body: Any = None, status: int = 200) -> Any:
     """A caller holding only sales:write:team in team north."""
-    return call(sales, method, path, body, "sales:write:team", team=NORTH, status=status)
+    return sales.call(method, path, body, "sales:write:team", team=NORTH, status=status)
 
 
 def new_deal(sales: ServiceHarness, contact: str, **fields: Any) -> dict[str, Any]:
     body = {"title": "Laptops", "contact_id": contact, "amount": "10.00", "currency": "USD", **fields}
-    return call(sales, "POST", "/v1/deals", body, "sales:write", status=201)
+    return sales.call("POST", "/v1/deals", body, "sales:write", status=201)
 
 
 def test_deals_carry_a_team_and_lists_filter_by_owner_and_team(sales: ServiceHarness, people) -> None:
@@ -40,16 +25,16 @@ def test_deals_carry_a_team_and_lists_filter_by_owner_and_team(sales: ServiceHar
     ours = new_deal(sales, contact, owner="ana", team=NORTH)
     theirs = new_deal(sales, contact, owner="bob", team=SOUTH)
     assert ours["team"] == NORTH and theirs["team"] == SOUTH
-    moved = call(sales, "PATCH", f"/v1/deals/{theirs['id']}", {"team": "west"}, "sales:write")
+    moved = sales.call("PATCH", f"/v1/deals/{theirs['id']}", {"team": "west"}, "sales:write")
     assert moved["team"] == "west"
     sales.project()
-    everyone = call(sales, "GET", f"/v1/deals?contact_id={contact}", None, "sales:read")
+    everyone = sales.call("GET", f"/v1/deals?contact_id={contact}", None, "sales:read")
     assert {d["id"] for d in everyone["items"]} == {ours["id"], theirs["id"]}
-    by_team = call(sales, "GET", f"/v1/deals?contact_id={contact}&team=west", None, "sales:read")
+    by_team = sales.call("GET", f"/v1/deals?contact_id={contact}&team=west", None, "sales:read")
     assert [d["id"] for d in by_team["items"]] == [theirs["id"]]
-    by_owner = call(sales, "GET", f"/v1/deals?contact_id={contact}&owner=ana", None, "sales:read")
+    by_owner = sales.call("GET", f"/v1/deals?contact_id={contact}&owner=ana", None, "sales:read")
     assert [d["id"] for d in by_owner["items"]] == [ours["id"]]
-    history = call(sales, "GET", f"/v1/deals/{theirs['id']}/history", None, "sales:read")
+    history = sales.call("GET", f"/v1/deals/{theirs['id']}/history", None, "sales:read")
     assert history["items"][-1]["changes"]["team"] == {"before": SOUTH, "after": "west"}
 
 
@@ -74,7 +59,7 @@ def test_a_team_scoped_caller_sees_and_changes_only_its_teams_deals(sales: Servi
         north(sales, "POST", f"/v1/deals/{other['id']}/won", {}, status=404)
     unknown = new_id()
     assert north(sales, "GET", f"/v1/deals/{unknown}", status=404)["detail"] == f"no deal with id {unknown}"
-    assert call(sales, "GET", f"/v1/deals/{theirs['id']}", None, "sales:read")["title"] == "Laptops"  # unchanged
+    assert sales.call("GET", f"/v1/deals/{theirs['id']}", None, "sales:read")["title"] == "Laptops"  # unchanged
     assert north(sales, "PATCH", f"/v1/deals/{ours['id']}", {"title": "Desks"})["title"] == "Desks"
     north(sales, "PATCH", f"/v1/deals/{ours['id']}", {"team": SOUTH}, status=403)
     north(sales, "PATCH", f"/v1/deals/{ours['id']}", {"team": None}, status=403)
@@ -89,7 +74,7 @@ def test_a_team_scoped_create_gets_the_callers_team(sales: ServiceHarness, peopl
     refused = north(sales, "POST", "/v1/deals", {**body, "team": SOUTH}, status=403)
     assert "north" in refused["detail"]
     sales.project()
-    assert len(call(sales, "GET", f"/v1/deals?contact_id={contact}", None, "sales:read")["items"]) == 2
+    assert len(sales.call("GET", f"/v1/deals?contact_id={contact}", None, "sales:read")["items"]) == 2
 
 
 def test_read_scope_and_a_scoped_role_without_a_team(sales: ServiceHarness, people) -> None:
@@ -97,22 +82,21 @@ def test_read_scope_and_a_scoped_role_without_a_team(sales: ServiceHarness, peop
     ours = new_deal(sales, contact, team=NORTH)
     sales.project()
     reader = ("sales:read:team",)
-    assert call(sales, "GET", f"/v1/deals/{ours['id']}", None, *reader, team=NORTH)["id"] == ours["id"]
-    call(sales, "PATCH", f"/v1/deals/{ours['id']}", {"title": "x"}, *reader, team=NORTH, status=403)
-    no_team = call(sales, "GET", f"/v1/deals/{ours['id']}", None, *reader, status=403)
+    assert sales.call("GET", f"/v1/deals/{ours['id']}", None, *reader, team=NORTH)["id"] == ours["id"]
+    sales.call("PATCH", f"/v1/deals/{ours['id']}", {"title": "x"}, *reader, team=NORTH, status=403)
+    no_team = sales.call("GET", f"/v1/deals/{ours['id']}", None, *reader, status=403)
     assert "team claim" in no_team["detail"]
     # unscoped read and scoped write: reads everything, writes only its team's
     mixed = ("sales:read", "sales:write:team")
     theirs = new_deal(sales, contact, team=SOUTH)
-    assert call(sales, "GET", f"/v1/deals/{theirs['id']}", None, *mixed, team=NORTH)["id"] == theirs["id"]
-    call(sales, "PATCH", f"/v1/deals/{theirs['id']}", {"title": "x"}, *mixed, team=NORTH, status=404)
+    assert sales.call("GET", f"/v1/deals/{theirs['id']}", None, *mixed, team=NORTH)["id"] == theirs["id"]
+    sales.call("PATCH", f"/v1/deals/{theirs['id']}", {"title": "x"}, *mixed, team=NORTH, status=404)
 
 
 def test_activities_and_the_board_are_confined_too(sales: ServiceHarness, people) -> None:
     contact = people.add(new_id(), first_name="Leila")
     due = utcnow().isoformat()
-    pipeline = call(
-        sales,
+    pipeline = sales.call(
         "POST",
         "/v1/pipelines",
         {"name": f"p-{new_id()}", "stages": [{"key": "first", "name": "First", "probability": "10"}]},
@@ -128,8 +112,7 @@ def test_activities_and_the_board_are_confined_too(sales: ServiceHarness, people
         {"type": "call", "subject": "hi", "due_at": due, "contact_id": contact},
         status=201,
     )
-    other = call(
-        sales,
+    other = sales.call(
         "POST",
         "/v1/activities",
         {"type": "call", "subject": "yo", "due_at": due, "contact_id": contact, "team": SOUTH},
@@ -140,10 +123,10 @@ def test_activities_and_the_board_are_confined_too(sales: ServiceHarness, people
     sales.project()
     listed = north(sales, "GET", f"/v1/activities?contact_id={contact}")
     assert [a["id"] for a in listed["items"]] == [mine["id"]]
-    everyone = call(sales, "GET", f"/v1/activities?contact_id={contact}&team={SOUTH}", None, "sales:read")
+    everyone = sales.call("GET", f"/v1/activities?contact_id={contact}&team={SOUTH}", None, "sales:read")
     assert [a["id"] for a in everyone["items"]] == [other["id"]]
     north(sales, "GET", f"/v1/activities/{other['id']}", status=404)
-    theirs = call(sales, "GET", f"/v1/deals?contact_id={contact}&team={SOUTH}", None, "sales:read")["items"][0]
+    theirs = sales.call("GET", f"/v1/deals?contact_id={contact}&team={SOUTH}", None, "sales:read")["items"][0]
     refused = north(
         sales,
         "POST",
@@ -157,10 +140,10 @@ def test_activities_and_the_board_are_confined_too(sales: ServiceHarness, people
     board = north(sales, "GET", f"/v1/pipelines/{pipeline['id']}/board")
     first = board["columns"][0]
     assert first["count"] == 1 and first["sums"] == [{"amount": "5.00", "currency": "USD"}]
-    whole = call(sales, "GET", f"/v1/pipelines/{pipeline['id']}/board", None, "sales:read")["columns"][0]
+    whole = sales.call("GET", f"/v1/pipelines/{pipeline['id']}/board", None, "sales:read")["columns"][0]
     assert whole["count"] == 2
     assert (
-        call(sales, "GET", f"/v1/pipelines/{pipeline['id']}/board?team={SOUTH}", None, "sales:read")["columns"][0][
+        sales.call("GET", f"/v1/pipelines/{pipeline['id']}/board?team={SOUTH}", None, "sales:read")["columns"][0][
             "count"
         ]
         == 1
@@ -174,10 +157,10 @@ def test_what_is_not_confined_to_a_team_is_refused_to_a_scoped_caller(sales: Ser
     contact = people.add(new_id(), first_name="Uma")
     new_deal(sales, contact, owner="ana", team=SOUTH)
     for path in ("/v1/quotes", "/v1/forecast", f"/v1/customers/{contact}/value"):
-        refused = call(sales, "GET", path, None, "sales:read:team", team=NORTH, status=403)
+        refused = sales.call("GET", path, None, "sales:read:team", team=NORTH, status=403)
         assert "not confined to a team" in refused["detail"]
-    call(sales, "GET", "/v1/products", None, "sales:read:team", team=NORTH)
-    call(sales, "GET", "/v1/pipelines", None, "sales:read:team", team=NORTH)
+    sales.call("GET", "/v1/products", None, "sales:read:team", team=NORTH)
+    sales.call("GET", "/v1/pipelines", None, "sales:read:team", team=NORTH)
     north(
         sales,
         "POST",
@@ -185,4 +168,4 @@ def test_what_is_not_confined_to_a_team_is_refused_to_a_scoped_caller(sales: Ser
         {"name": "Desk", "sku": "D-1", "unit_price": "5.00", "currency": "USD"},
         status=403,
     )
-    assert call(sales, "GET", "/v1/quotes", None, "sales:read")["items"] == []
+    assert sales.call("GET", "/v1/quotes", None, "sales:read")["items"] == []
