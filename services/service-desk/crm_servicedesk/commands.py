@@ -277,7 +277,7 @@ class TicketUseCases:
 class TicketDesk(TicketUseCases):
     """The use cases on a process's runtime: MongoDB's event store and read models (`MongoDeskViews`).
 
-    Keeps the read models' handles (`tickets_view`, `policies_view`, `tiers`, `contacts`)
+    Keeps the read models' handles (`tickets_view`, `tiers`, `contacts`)
     for the reports, the reactions, the gRPC edge and the tests, which use them directly (the
     SERVQUAL pass and the recompute read through `mongo_views`, see views.py)."""
 
@@ -290,7 +290,6 @@ class TicketDesk(TicketUseCases):
         )
         self.vault = runtime.vault
         self.tickets_view = self.mongo_views.tickets
-        self.policies_view = self.mongo_views.policies
         self.tiers = self.mongo_views.customer_tiers
         self.contacts = self.mongo_views.local_contacts
         self.sweeps = runtime.db["sla_sweeps"]
